@@ -1,0 +1,407 @@
+//! Configuration: `config/sallyport.toml`, overridable key by key from the environment.
+//!
+//! Every key lives in a section (`[database] url = …`) and can be overridden by the
+//! environment variable `SALLYPORT_<SECTION>_<KEY>` in upper case, e.g.
+//! `SALLYPORT_DATABASE_URL` or `SALLYPORT_HTTP_ADMIN_TOKEN`. Unknown keys in the file are
+//! refused (a typo must not silently fall back to a default), and every error names the
+//! key and where it came from (the file, or the environment variable).
+//!
+//! Owns: parsing and validation. Called by: `main`/the CLI, which hands the parts to the
+//! drivers. The checked-in `config/sallyport.toml` is parsed by a test.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Environment variables starting with this prefix override keys.
+pub const ENV_PREFIX: &str = "SALLYPORT_";
+
+/// A configuration error, naming the key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: key [{section}] {key} {message}")]
+    Env {
+        var: String,
+        section: String,
+        key: String,
+        message: String,
+    },
+    #[error("config {source_name}: key {key}: {message}")]
+    Invalid {
+        source_name: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub sip: SipConfig,
+    pub rtp: RtpConfig,
+    pub security: SecurityConfig,
+    pub billing: BillingConfig,
+    pub demo: DemoConfig,
+}
+
+/// This gateway process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Written on every session this node carries, so a restart closes only its own.
+    pub id: String,
+    /// Root of the node's files (the SQLite database by default, recordings later).
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://data/sallyport.db` (one node) or `postgres://user@host/db` (many nodes).
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Bearer token of the built-in administrator. Empty disables it.
+    pub admin_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub udp_listen: SocketAddr,
+    pub tcp_listen: SocketAddr,
+    /// Digest authentication realm for handsets.
+    pub realm: String,
+    /// Where outbound calls go (the carrier trunk).
+    pub trunk: SocketAddr,
+    /// Requests per second accepted before answering 503 with Retry-After.
+    pub max_requests_per_second: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpConfig {
+    pub port_min: u16,
+    pub port_max: u16,
+    /// The address written into SDP for the media the gateway anchors.
+    pub advertised_ip: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Key of the keyed hash (HMAC-SHA256) under which PINs are looked up. Changing it
+    /// invalidates every PIN.
+    pub pin_pepper: String,
+    /// Wrong PINs that end one call.
+    pub pin_attempts_per_call: u32,
+    /// Failed PIN entries (across calls) that lock the handset and the inmate.
+    pub lockout_after_failures: u32,
+    pub lockout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Increment used when a rate plan does not set one.
+    pub default_increment_secs: u32,
+    /// How long before a funds or duration cut the warning prompt plays.
+    pub warning_lead_secs: u32,
+    /// How long the called party has to press 1.
+    pub accept_timeout_secs: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Seed the demo facility on the first start (when the database has no facility).
+    pub seed_on_first_start: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeConfig::default(),
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            sip: SipConfig::default(),
+            rtp: RtpConfig::default(),
+            security: SecurityConfig::default(),
+            billing: BillingConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: "node-1".into(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://data/sallyport.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: String::new(),
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            tcp_listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            realm: "sallyport".into(),
+            trunk: SocketAddr::from(([127, 0, 0, 1], 5080)),
+            max_requests_per_second: 500,
+        }
+    }
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        RtpConfig {
+            port_min: 20000,
+            port_max: 20999,
+            advertised_ip: "127.0.0.1".into(),
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            pin_pepper: String::new(),
+            pin_attempts_per_call: 3,
+            lockout_after_failures: 6,
+            lockout_secs: 900,
+        }
+    }
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            default_increment_secs: 60,
+            warning_lead_secs: 60,
+            accept_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            seed_on_first_start: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `SALLYPORT_*` overrides from the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses TOML text alone (no environment); `source_name` is used in errors.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(text, source_name, std::iter::empty())
+    }
+
+    /// Parses TOML text, then applies the overrides found in `env`.
+    pub fn from_toml_with_env(
+        text: &str,
+        source_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: source_name.to_string(),
+            message,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        // Check the file alone first so its errors are reported against the file.
+        Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| parse_err(e.to_string()))?;
+        let defaults = defaults_table();
+        for (var, value) in env {
+            apply_env(&mut table, &defaults, &var, &value)?;
+        }
+        let cfg = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| parse_err(format!("after environment overrides: {e}")))?;
+        cfg.validate(source_name)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                source_name: source_name.to_string(),
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if crate::db::Backend::of_url(&self.database.url).is_err() {
+            return bad("database.url", "must start with sqlite:// or postgres://");
+        }
+        if self.rtp.port_min % 2 != 0 || self.rtp.port_min >= self.rtp.port_max {
+            return bad("rtp.port_min", "must be even and below rtp.port_max");
+        }
+        if self.security.pin_pepper.len() < 16 {
+            return bad("security.pin_pepper", "must be at least 16 characters");
+        }
+        if self.security.pin_attempts_per_call == 0 {
+            return bad("security.pin_attempts_per_call", "must be at least 1");
+        }
+        if self.billing.default_increment_secs == 0 {
+            return bad("billing.default_increment_secs", "must be at least 1");
+        }
+        if self.node.id.is_empty() {
+            return bad("node.id", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn defaults_table() -> toml::Table {
+    match toml::Value::try_from(Config::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+/// Applies one `SALLYPORT_SECTION_KEY=value` to the table, typed like the default value of
+/// that key. Variables whose section is not a config section are not config (for example
+/// `SALLYPORT_TEST_DATABASE_URL`) and are ignored.
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let Some((section, key)) = rest.split_once('_') else {
+        return Ok(());
+    };
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    let Some(toml::Value::Table(section_defaults)) = defaults.get(&section) else {
+        return Ok(());
+    };
+    let env_err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        section: section.clone(),
+        key: key.clone(),
+        message,
+    };
+    let Some(default) = section_defaults.get(&key) else {
+        return Err(env_err("is not a known key".into()));
+    };
+    let typed = match default {
+        toml::Value::Integer(_) => value
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| env_err(format!("expects an integer, got '{value}'")))?,
+        toml::Value::Boolean(_) => match value.trim() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => return Err(env_err(format!("expects true or false, got '{value}'"))),
+        },
+        _ => toml::Value::String(value.to_string()),
+    };
+    let entry = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => {
+            t.insert(key.clone(), typed);
+            Ok(())
+        }
+        _ => Err(env_err("its section is not a table in the file".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHECKED_IN: &str = include_str!("../config/sallyport.toml");
+
+    #[test]
+    fn checked_in_file_parses() {
+        let c = Config::from_toml(CHECKED_IN, "config/sallyport.toml").unwrap();
+        assert_eq!(c.database.url, "sqlite://data/sallyport.db");
+        assert_eq!(c.sip.udp_listen.port(), 5060);
+        assert_eq!((c.rtp.port_min, c.rtp.port_max), (20000, 20999));
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.sip.trunk.to_string(), "127.0.0.1:5080");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = format!("{CHECKED_IN}\n[extra]\nfoo = 1\n");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("extra"), "{e}");
+        let text = CHECKED_IN.replace("max_connections", "max_conections");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("max_conections"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_typed_and_named() {
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_DATABASE_URL", "postgres://u@h/db")).unwrap();
+        assert_eq!(c.database.url, "postgres://u@h/db");
+        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "30000")).unwrap();
+        assert_eq!(c.rtp.port_min, 30000);
+        let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "x")).unwrap_err().to_string();
+        assert!(e.contains("SALLYPORT_RTP_PORT_MIN") && e.contains("port_min"), "{e}");
+        let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_HTTP_LISTN", "1")).unwrap_err().to_string();
+        assert!(e.contains("listn"), "{e}");
+        // Not a config section: left alone.
+        Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_TEST_DATABASE_URL", "x")).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let text = CHECKED_IN.replace("port_min = 20000", "port_min = 20001");
+        let e = Config::from_toml(&text, "f").unwrap_err().to_string();
+        assert!(e.contains("rtp.port_min"), "{e}");
+        let text = CHECKED_IN.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\"");
+        let e = Config::from_toml(&text, "f").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+}

@@ -1,0 +1,4 @@
+//! sallyport: a SIP/WebRTC gateway for correctional facilities.
+pub mod clock;
+pub mod db;
+pub mod money;

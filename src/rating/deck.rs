@@ -1,0 +1,367 @@
+//! The rate deck: destination prefixes → call class, matched by longest prefix.
+//!
+//! Stored as a digit trie in flat vectors, built once: each node is a `[u32; 10]` of child
+//! indices (0 = none; the root is node 0 and never a child) plus the index of the entry
+//! that ends there. A lookup walks at most 15 nodes, touches no heap and allocates nothing.
+//! Memory is ~44 bytes per node; a realistic 100k-prefix deck shares its upper levels and
+//! stays in the low tens of megabytes at worst.
+
+use super::CallClass;
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+
+/// Longest prefix accepted (an E.164 number has at most 15 digits).
+pub const MAX_PREFIX_DIGITS: usize = 15;
+const NO_ENTRY: u32 = u32::MAX;
+
+/// One row of a deck, as stored by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeckEntry {
+    pub prefix: String,
+    pub class: CallClass,
+    pub description: String,
+}
+
+/// The result of a lookup, borrowed from the deck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeckMatch<'a> {
+    pub prefix: &'a str,
+    pub class: CallClass,
+    pub description: &'a str,
+}
+
+/// Why a deck was refused. `line` is the 1-based line of the CSV file (the header is line 1),
+/// or for [`RateDeck::from_entries`] the 1-based position of the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeckError {
+    #[error("the rate deck is empty: a header row `prefix,class,description` is required")]
+    MissingHeader,
+    #[error("line 1: expected header `prefix,class,description`, found `{found}`")]
+    BadHeader { found: String },
+    #[error("line {line}: {message}")]
+    Csv { line: u64, message: String },
+    #[error("line {line}: expected 3 fields (prefix,class,description), found {found}")]
+    FieldCount { line: u64, found: usize },
+    #[error("line {line}: prefix `{prefix}` must be 1 to {MAX_PREFIX_DIGITS} digits")]
+    BadPrefix { line: u64, prefix: String },
+    #[error("line {line}: class `{class}` is not local, domestic or international")]
+    BadClass { line: u64, class: String },
+    #[error("line {line}: prefix `{prefix}` already appears on line {first_line}")]
+    DuplicatePrefix {
+        line: u64,
+        prefix: String,
+        first_line: u64,
+    },
+    #[error("the rate deck is too large for a 32-bit node index")]
+    TooLarge,
+}
+
+/// A built rate deck. Cheap to query from many threads (`&self` only).
+#[derive(Debug, Clone, Default)]
+pub struct RateDeck {
+    /// Trie nodes; `children[d]` is the index of the child for digit `d`, 0 if none.
+    children: Vec<[u32; 10]>,
+    /// Per node, the index into `entries` of the prefix ending there, or `NO_ENTRY`.
+    terminal: Vec<u32>,
+    entries: Vec<DeckEntry>,
+    /// Line (or position) each entry came from, for duplicate reports.
+    lines: Vec<u64>,
+}
+
+impl RateDeck {
+    /// Parses a CSV deck: header `prefix,class,description` (case-insensitive), then one
+    /// row per prefix. Fields are trimmed; a description may be quoted. Prefixes are digits
+    /// only; a duplicate prefix is an error naming both lines.
+    pub fn from_csv(reader: impl Read) -> Result<RateDeck, DeckError> {
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let mut deck = RateDeck::new();
+        let mut record = csv::StringRecord::new();
+        let mut seen_header = false;
+        while read_record(&mut csv, &mut record)? {
+            let line = record.position().map_or(0, |p| p.line());
+            if !seen_header {
+                check_header(&record)?;
+                seen_header = true;
+                continue;
+            }
+            deck.insert(entry_from_record(&record, line)?, line)?;
+        }
+        if !seen_header {
+            return Err(DeckError::MissingHeader);
+        }
+        Ok(deck)
+    }
+
+    /// Builds a deck from stored entries (the API keeps decks in the database). Errors name
+    /// the 1-based position of the offending entry as `line`.
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = DeckEntry>,
+    ) -> Result<RateDeck, DeckError> {
+        let mut deck = RateDeck::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let line = i as u64 + 1;
+            check_prefix(&entry.prefix, line)?;
+            deck.insert(entry, line)?;
+        }
+        Ok(deck)
+    }
+
+    /// Longest prefix of `digits` present in the deck. `digits` are E.164 digits without
+    /// `+` ([`super::E164::digits`]); a non-digit stops the walk. Allocation-free.
+    pub fn lookup(&self, digits: &str) -> Option<DeckMatch<'_>> {
+        let mut node = 0usize;
+        let mut best = NO_ENTRY;
+        for b in digits.bytes() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            match self.children.get(node).map(|c| c[usize::from(d)]) {
+                Some(child) if child != 0 => node = child as usize,
+                _ => break,
+            }
+            if let Some(&t) = self.terminal.get(node).filter(|&&t| t != NO_ENTRY) {
+                best = t;
+            }
+        }
+        self.entries.get(best as usize).map(DeckEntry::as_match)
+    }
+
+    /// Number of prefixes.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in insertion order (to store or export the deck).
+    pub fn entries(&self) -> &[DeckEntry] {
+        &self.entries
+    }
+
+    fn new() -> RateDeck {
+        RateDeck {
+            children: vec![[0; 10]],
+            terminal: vec![NO_ENTRY],
+            entries: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Inserts a validated entry (digits-only prefix).
+    fn insert(&mut self, entry: DeckEntry, line: u64) -> Result<(), DeckError> {
+        let mut node = 0usize;
+        for b in entry.prefix.bytes() {
+            node = self.child_or_new(node, usize::from(b - b'0'))?;
+        }
+        if let Some(&existing) = self.entries_at(node) {
+            return Err(DeckError::DuplicatePrefix {
+                line,
+                prefix: entry.prefix,
+                first_line: self.lines.get(existing as usize).copied().unwrap_or(0),
+            });
+        }
+        self.terminal[node] = u32::try_from(self.entries.len()).map_err(|_| DeckError::TooLarge)?;
+        self.entries.push(entry);
+        self.lines.push(line);
+        Ok(())
+    }
+
+    fn entries_at(&self, node: usize) -> Option<&u32> {
+        self.terminal.get(node).filter(|&&t| t != NO_ENTRY)
+    }
+
+    fn child_or_new(&mut self, node: usize, digit: usize) -> Result<usize, DeckError> {
+        let existing = self.children[node][digit];
+        if existing != 0 {
+            return Ok(existing as usize);
+        }
+        let index = u32::try_from(self.children.len()).map_err(|_| DeckError::TooLarge)?;
+        self.children.push([0; 10]);
+        self.terminal.push(NO_ENTRY);
+        self.children[node][digit] = index;
+        Ok(index as usize)
+    }
+}
+
+impl DeckEntry {
+    fn as_match(&self) -> DeckMatch<'_> {
+        DeckMatch {
+            prefix: &self.prefix,
+            class: self.class,
+            description: &self.description,
+        }
+    }
+}
+
+fn read_record<R: Read>(
+    csv: &mut csv::Reader<R>,
+    record: &mut csv::StringRecord,
+) -> Result<bool, DeckError> {
+    csv.read_record(record).map_err(|e| DeckError::Csv {
+        line: e.position().map_or(0, |p| p.line()),
+        message: e.to_string(),
+    })
+}
+
+fn check_header(record: &csv::StringRecord) -> Result<(), DeckError> {
+    let expected = ["prefix", "class", "description"];
+    let matches = record.len() == expected.len()
+        && record
+            .iter()
+            .zip(expected)
+            .all(|(got, want)| got.trim_start_matches('\u{feff}').eq_ignore_ascii_case(want));
+    if matches {
+        Ok(())
+    } else {
+        Err(DeckError::BadHeader {
+            found: record.iter().collect::<Vec<_>>().join(","),
+        })
+    }
+}
+
+fn entry_from_record(record: &csv::StringRecord, line: u64) -> Result<DeckEntry, DeckError> {
+    if record.len() != 3 {
+        return Err(DeckError::FieldCount {
+            line,
+            found: record.len(),
+        });
+    }
+    let prefix = &record[0];
+    check_prefix(prefix, line)?;
+    let class = record[1].parse().map_err(|_| DeckError::BadClass {
+        line,
+        class: record[1].to_owned(),
+    })?;
+    Ok(DeckEntry {
+        prefix: prefix.to_owned(),
+        class,
+        description: record[2].to_owned(),
+    })
+}
+
+fn check_prefix(prefix: &str, line: u64) -> Result<(), DeckError> {
+    let ok = (1..=MAX_PREFIX_DIGITS).contains(&prefix.len())
+        && prefix.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(DeckError::BadPrefix {
+            line,
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NESTED: &str = "prefix,class,description\n\
+        1,domestic,NANP\n\
+        1555,local,Springfield\n\
+        15551,international,\"Weird, but nested\"\n\
+        44,international,United Kingdom\n";
+
+    fn deck(csv: &str) -> Result<RateDeck, DeckError> {
+        RateDeck::from_csv(csv.as_bytes())
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let d = deck(NESTED).unwrap();
+        assert_eq!(d.len(), 4);
+        let m = d.lookup("15551234567").unwrap();
+        assert_eq!((m.prefix, m.class), ("15551", CallClass::International));
+        assert_eq!(m.description, "Weird, but nested");
+        assert_eq!(d.lookup("15559234567").unwrap().prefix, "1555");
+        assert_eq!(d.lookup("12125551234").unwrap().prefix, "1");
+        assert_eq!(d.lookup("1555").unwrap().prefix, "1555");
+        assert_eq!(d.lookup("442079460000").unwrap().class, CallClass::International);
+        assert!(d.lookup("33123456789").is_none());
+        assert!(d.lookup("").is_none());
+        assert!(d.lookup("4").is_none(), "inner node without entry");
+    }
+
+    #[test]
+    fn checked_in_fixture_parses() {
+        let d = RateDeck::from_csv(&include_bytes!("../../tests/fixtures/ratedeck_small.csv")[..])
+            .unwrap();
+        assert!(d.len() >= 10);
+        assert_eq!(d.lookup("15551234567").unwrap().class, CallClass::Local);
+    }
+
+    #[test]
+    fn csv_errors_name_the_line() {
+        let h = "prefix,class,description\n";
+        assert_eq!(deck(""), Err(DeckError::MissingHeader));
+        assert!(matches!(deck("pfx,class,desc\n"), Err(DeckError::BadHeader { .. })));
+        assert_eq!(
+            deck(&format!("{h}1,local,a\n12x,local,b\n")),
+            Err(DeckError::BadPrefix { line: 3, prefix: "12x".into() })
+        );
+        assert_eq!(
+            deck(&format!("{h}1,local,a\n\n2,galactic,b\n")),
+            Err(DeckError::BadClass { line: 4, class: "galactic".into() })
+        );
+        assert_eq!(
+            deck(&format!("{h}1,local,a\n2,local\n")),
+            Err(DeckError::FieldCount { line: 3, found: 2 })
+        );
+        assert_eq!(
+            deck(&format!("{h}1,local,a\n2,local,b\n1,domestic,c\n")),
+            Err(DeckError::DuplicatePrefix { line: 4, prefix: "1".into(), first_line: 2 })
+        );
+        assert!(matches!(deck(&format!("{h}+1,local,a\n")), Err(DeckError::BadPrefix { line: 2, .. })));
+        assert!(matches!(deck(&format!("{h},local,a\n")), Err(DeckError::BadPrefix { line: 2, .. })));
+        let long = "1".repeat(16);
+        assert!(matches!(deck(&format!("{h}{long},local,a\n")), Err(DeckError::BadPrefix { .. })));
+        assert!(deck(h).unwrap().is_empty());
+        assert!(deck("Prefix , CLASS,Description\n1 , Local , x\n").is_ok());
+    }
+
+    #[test]
+    fn from_entries_round_trips_and_rejects_duplicates() {
+        let d = deck(NESTED).unwrap();
+        let again = RateDeck::from_entries(d.entries().to_vec()).unwrap();
+        assert_eq!(again.lookup("15551999").unwrap().prefix, "15551");
+        let dup = vec![d.entries()[0].clone(), d.entries()[0].clone()];
+        assert!(matches!(
+            RateDeck::from_entries(dup),
+            Err(DeckError::DuplicatePrefix { line: 2, first_line: 1, .. })
+        ));
+    }
+
+    fn naive<'a>(entries: &'a [DeckEntry], digits: &str) -> Option<&'a str> {
+        entries
+            .iter()
+            .filter(|e| digits.starts_with(e.prefix.as_str()))
+            .max_by_key(|e| e.prefix.len())
+            .map(|e| e.prefix.as_str())
+    }
+
+    proptest! {
+        #[test]
+        fn lookup_equals_naive_scan(
+            prefixes in proptest::collection::btree_set("[0-9]{1,6}", 1..200),
+            numbers in proptest::collection::vec("[0-9]{0,15}", 1..50),
+        ) {
+            let entries: Vec<DeckEntry> = prefixes
+                .into_iter()
+                .map(|p| DeckEntry { prefix: p, class: CallClass::Domestic, description: String::new() })
+                .collect();
+            let d = RateDeck::from_entries(entries.clone()).unwrap();
+            let extended = entries.iter().map(|e| format!("{}{}", e.prefix, numbers[0]));
+            for n in numbers.iter().cloned().chain(extended) {
+                prop_assert_eq!(d.lookup(&n).map(|m| m.prefix), naive(&entries, &n));
+            }
+        }
+    }
+}
