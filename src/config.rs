@@ -385,8 +385,8 @@ mod tests {
         let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
         let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_DATABASE_URL", "postgres://u@h/db")).unwrap();
         assert_eq!(c.database.url, "postgres://u@h/db");
-        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "30000")).unwrap();
-        assert_eq!(c.rtp.port_min, 30000);
+        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "10000")).unwrap();
+        assert_eq!(c.rtp.port_min, 10000);
         let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "x")).unwrap_err().to_string();
         assert!(e.contains("SALLYPORT_RTP_PORT_MIN") && e.contains("port_min"), "{e}");
         let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_HTTP_LISTN", "1")).unwrap_err().to_string();

@@ -6,6 +6,7 @@
 //! Memory is ~44 bytes per node; a realistic 100k-prefix deck shares its upper levels and
 //! stays in the low tens of megabytes at worst.
 
+use super::csvrows::{for_each_row, CsvProblem};
 use super::CallClass;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -56,6 +57,16 @@ pub enum DeckError {
     TooLarge,
 }
 
+impl From<CsvProblem> for DeckError {
+    fn from(p: CsvProblem) -> DeckError {
+        match p {
+            CsvProblem::Read { line, message } => DeckError::Csv { line, message },
+            CsvProblem::MissingHeader => DeckError::MissingHeader,
+            CsvProblem::BadHeader { found } => DeckError::BadHeader { found },
+        }
+    }
+}
+
 /// A built rate deck. Cheap to query from many threads (`&self` only).
 #[derive(Debug, Clone, Default)]
 pub struct RateDeck {
@@ -73,26 +84,10 @@ impl RateDeck {
     /// row per prefix. Fields are trimmed; a description may be quoted. Prefixes are digits
     /// only; a duplicate prefix is an error naming both lines.
     pub fn from_csv(reader: impl Read) -> Result<RateDeck, DeckError> {
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(reader);
         let mut deck = RateDeck::new();
-        let mut record = csv::StringRecord::new();
-        let mut seen_header = false;
-        while read_record(&mut csv, &mut record)? {
-            let line = record.position().map_or(0, |p| p.line());
-            if !seen_header {
-                check_header(&record)?;
-                seen_header = true;
-                continue;
-            }
-            deck.insert(entry_from_record(&record, line)?, line)?;
-        }
-        if !seen_header {
-            return Err(DeckError::MissingHeader);
-        }
+        for_each_row(reader, &["prefix", "class", "description"], |line, record| {
+            deck.insert(entry_from_record(record, line)?, line)
+        })?;
         Ok(deck)
     }
 
@@ -197,32 +192,6 @@ impl DeckEntry {
             class: self.class,
             description: &self.description,
         }
-    }
-}
-
-fn read_record<R: Read>(
-    csv: &mut csv::Reader<R>,
-    record: &mut csv::StringRecord,
-) -> Result<bool, DeckError> {
-    csv.read_record(record).map_err(|e| DeckError::Csv {
-        line: e.position().map_or(0, |p| p.line()),
-        message: e.to_string(),
-    })
-}
-
-fn check_header(record: &csv::StringRecord) -> Result<(), DeckError> {
-    let expected = ["prefix", "class", "description"];
-    let matches = record.len() == expected.len()
-        && record
-            .iter()
-            .zip(expected)
-            .all(|(got, want)| got.trim_start_matches('\u{feff}').eq_ignore_ascii_case(want));
-    if matches {
-        Ok(())
-    } else {
-        Err(DeckError::BadHeader {
-            found: record.iter().collect::<Vec<_>>().join(","),
-        })
     }
 }
 
