@@ -251,9 +251,12 @@ impl Config {
             path: source_name.to_string(),
             message,
         };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         // Check the file alone first so its errors are reported against the file.
-        Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| parse_err(e.to_string()))?;
+        Config::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| parse_err(e.to_string()))?;
         let defaults = defaults_table();
         for (var, value) in env {
             apply_env(&mut table, &defaults, &var, &value)?;
@@ -383,16 +386,30 @@ mod tests {
     #[test]
     fn env_overrides_typed_and_named() {
         let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_DATABASE_URL", "postgres://u@h/db")).unwrap();
+        let c = Config::from_toml_with_env(
+            CHECKED_IN,
+            "f",
+            env("SALLYPORT_DATABASE_URL", "postgres://u@h/db"),
+        )
+        .unwrap();
         assert_eq!(c.database.url, "postgres://u@h/db");
-        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "10000")).unwrap();
+        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "10000"))
+            .unwrap();
         assert_eq!(c.rtp.port_min, 10000);
-        let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "x")).unwrap_err().to_string();
-        assert!(e.contains("SALLYPORT_RTP_PORT_MIN") && e.contains("port_min"), "{e}");
-        let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_HTTP_LISTN", "1")).unwrap_err().to_string();
+        let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_RTP_PORT_MIN", "x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SALLYPORT_RTP_PORT_MIN") && e.contains("port_min"),
+            "{e}"
+        );
+        let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_HTTP_LISTN", "1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listn"), "{e}");
         // Not a config section: left alone.
-        Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_TEST_DATABASE_URL", "x")).unwrap();
+        Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_TEST_DATABASE_URL", "x"))
+            .unwrap();
     }
 
     #[test]

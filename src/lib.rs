@@ -1,5 +1,37 @@
-//! sallyport: a SIP/WebRTC gateway for correctional facilities.
+//! # sallyport
+//!
+//! An open-source SIP/WebRTC gateway for correctional facilities: inmates call approved
+//! contacts from SIP handsets, every minute is charged in real time to a prepaid debit
+//! account, and the call is cut the moment its funds run out.
+//!
+//! The crate is built from pure **cores** that decide and thin **drivers** that do:
+//!
+//! | module | kind | owns |
+//! |---|---|---|
+//! | [`money`] | core | exact amounts and the one rounding rule |
+//! | [`rating`] | core | E.164, rate decks (longest prefix), plans, regulatory caps |
+//! | [`charging`] | core | the per-session billing state machine (increments, warning, cut) |
+//! | [`policy`] | core | PIN hashing, calling hours |
+//! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
+//! | [`store`] | driver | facilities, inmates, contacts, block lists, rates, tokens, audit |
+//! | [`sessions`] | driver | CDR rows and crash recovery |
+//! | [`api`] | driver | the HTTP API (axum) |
+//! | [`db`] | driver | one pool over SQLite or PostgreSQL, migrations |
+//! | [`config`], [`cli`], [`server`], [`demo`] | | running it |
+//!
+//! Cores never read the clock: they take `now`. Drivers read it through [`clock::Clock`],
+//! which tests replace with [`clock::ManualClock`].
+pub mod api;
+pub mod charging;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod demo;
+pub mod ledger;
 pub mod money;
+pub mod policy;
+pub mod rating;
+pub mod server;
+pub mod sessions;
+pub mod store;

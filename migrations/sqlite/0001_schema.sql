@@ -166,7 +166,9 @@ CREATE TABLE accounts (
     balance_minor  BIGINT NOT NULL DEFAULT 0,
     opened_at      BIGINT NOT NULL,
     closed_at      BIGINT,
-    CHECK (kind = 'system' OR balance_minor >= 0)
+    CHECK (kind = 'system' OR balance_minor >= 0),
+    CHECK (kind <> 'system' OR balance_minor = 0),          -- system balances are derived
+    CHECK ((status = 'closed') = (closed_at IS NOT NULL))
 );
 
 CREATE TABLE ledger_transactions (
@@ -187,10 +189,12 @@ CREATE TABLE ledger_entries (
     account_id           TEXT NOT NULL REFERENCES accounts(id),
     amount_minor         BIGINT NOT NULL,
     balance_after_minor  BIGINT,          -- NULL for system accounts
-    created_at           BIGINT NOT NULL
+    created_at           BIGINT NOT NULL,
+    CHECK (balance_after_minor IS NULL OR balance_after_minor >= 0)
 );
 CREATE INDEX ledger_entries_account ON ledger_entries (account_id, id);
 CREATE INDEX ledger_entries_txn ON ledger_entries (transaction_id);
+CREATE INDEX ledger_entries_account_time ON ledger_entries (account_id, created_at); -- statements
 
 -- The ledger only appends.
 CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries
@@ -215,7 +219,8 @@ CREATE TABLE deposits (
     created_at       BIGINT NOT NULL,
     local_day        TEXT NOT NULL,   -- facility-local date the deposit counts against
     decided_by       TEXT,
-    decided_at       BIGINT
+    decided_at       BIGINT,
+    CHECK ((status = 'posted') = (transaction_id IS NOT NULL))
 );
 CREATE INDEX deposits_account_day ON deposits (account_id, local_day);
 

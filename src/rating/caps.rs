@@ -238,7 +238,12 @@ mod tests {
         let neg = "name = \"x\"\n[caps.prison]\naudio = \"-0.06\"\n";
         assert!(CapTable::from_toml(neg).is_err());
         let int = "name = \"x\"\n[caps.prison]\naudio = 1\n";
-        assert_eq!(CapTable::from_toml(int).unwrap().cap(Prison, Service::Audio), Some(m("1")));
+        assert_eq!(
+            CapTable::from_toml(int)
+                .unwrap()
+                .cap(Prison, Service::Audio),
+            Some(m("1"))
+        );
         let partial = CapTable::from_toml("name = \"x\"\n").unwrap();
         assert_eq!(partial.cap(SmallJail, Service::Video), None);
     }

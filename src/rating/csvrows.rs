@@ -1,38 +1,49 @@
 //! The CSV reading shared by the rate-deck and rate-plan parsers: a required header row,
-//! trimmed fields, and the 1-based line number of every row for error messages.
+//! trimmed fields, RFC 4180 quoting within a line (`"a, b"`, `""` for a quote), blank lines
+//! skipped, and the 1-based file line of every row for error messages. Quoted fields
+//! spanning lines are not supported (no deck or plan needs them), which keeps every row
+//! on exactly one line, so line numbers are always right.
 
 use std::io::Read;
 
 /// A problem with the CSV file itself (as opposed to a value in it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CsvProblem {
-    /// Unreadable input (I/O, bad UTF-8, broken quoting) at `line`.
+    /// Unreadable input (I/O, bad UTF-8, broken quoting) at `line` (0: not line-related).
     Read { line: u64, message: String },
     /// No header row at all.
     MissingHeader,
     /// The first row is not the expected header; `found` is what it was.
-    BadHeader { found: String },
+    BadHeader { line: u64, found: String },
 }
 
-/// Calls `row(line, record)` for every row after the header, which must be exactly
+/// Calls `row(line, fields)` for every row after the header, which must be exactly
 /// `header` (case-insensitive, trimmed, a UTF-8 byte-order mark tolerated).
 pub fn for_each_row<R: Read, E: From<CsvProblem>>(
-    reader: R,
+    mut reader: R,
     header: &[&str],
-    mut row: impl FnMut(u64, &csv::StringRecord) -> Result<(), E>,
+    mut row: impl FnMut(u64, &[String]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(reader);
-    let mut record = csv::StringRecord::new();
+    let mut text = String::new();
+    reader
+        .read_to_string(&mut text)
+        .map_err(|e| CsvProblem::Read {
+            line: 0,
+            message: e.to_string(),
+        })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut fields = Vec::new();
     let mut seen_header = false;
-    while read_record(&mut csv, &mut record)? {
+    for (i, raw) in text.lines().enumerate() {
+        let line = i as u64 + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        split_line(raw, &mut fields).map_err(|message| CsvProblem::Read { line, message })?;
         if seen_header {
-            row(record.position().map_or(0, |p| p.line()), &record)?;
+            row(line, &fields)?;
         } else {
-            check_header(&record, header)?;
+            check_header(&fields, header, line)?;
             seen_header = true;
         }
     }
@@ -43,28 +54,92 @@ pub fn for_each_row<R: Read, E: From<CsvProblem>>(
     }
 }
 
-fn read_record<R: Read>(
-    csv: &mut csv::Reader<R>,
-    record: &mut csv::StringRecord,
-) -> Result<bool, CsvProblem> {
-    csv.read_record(record).map_err(|e| CsvProblem::Read {
-        line: e.position().map_or(0, |p| p.line()),
-        message: e.to_string(),
-    })
-}
-
-fn check_header(record: &csv::StringRecord, header: &[&str]) -> Result<(), CsvProblem> {
-    let matches = record.len() == header.len()
-        && record.iter().zip(header).all(|(got, want)| {
-            got.trim_start_matches('\u{feff}')
-                .trim()
-                .eq_ignore_ascii_case(want)
-        });
+fn check_header(fields: &[String], header: &[&str], line: u64) -> Result<(), CsvProblem> {
+    let matches = fields.len() == header.len()
+        && fields
+            .iter()
+            .zip(header)
+            .all(|(got, want)| got.eq_ignore_ascii_case(want));
     if matches {
         Ok(())
     } else {
         Err(CsvProblem::BadHeader {
-            found: record.iter().collect::<Vec<_>>().join(","),
+            line,
+            found: fields.join(","),
         })
+    }
+}
+
+/// Splits one line into trimmed fields.
+fn split_line(line: &str, out: &mut Vec<String>) -> Result<(), String> {
+    out.clear();
+    let mut rest = line;
+    loop {
+        let (field, after) = next_field(rest)?;
+        out.push(field);
+        match after {
+            Some(r) => rest = r,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// One field and what follows its comma (`None` at the end of the line).
+fn next_field(s: &str) -> Result<(String, Option<&str>), String> {
+    let s = s.trim_start();
+    let Some(quoted) = s.strip_prefix('"') else {
+        return Ok(match s.split_once(',') {
+            Some((field, rest)) => (field.trim().to_owned(), Some(rest)),
+            None => (s.trim().to_owned(), None),
+        });
+    };
+    let (field, rest) = unquote(quoted)?;
+    let rest = rest.trim_start();
+    match rest.strip_prefix(',') {
+        Some(after) => Ok((field, Some(after))),
+        None if rest.is_empty() => Ok((field, None)),
+        None => Err("unexpected text after a closing quote".to_owned()),
+    }
+}
+
+/// The content of a quoted field (after its opening quote) and the text after it.
+fn unquote(s: &str) -> Result<(String, &str), String> {
+    let mut field = String::new();
+    let mut rest = s;
+    loop {
+        let Some(q) = rest.find('"') else {
+            return Err("unterminated quoted field".to_owned());
+        };
+        field.push_str(&rest[..q]);
+        rest = &rest[q + 1..];
+        match rest.strip_prefix('"') {
+            Some(after) => {
+                field.push('"');
+                rest = after;
+            }
+            None => return Ok((field, rest)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(s: &str) -> Result<Vec<String>, String> {
+        let mut v = Vec::new();
+        split_line(s, &mut v).map(|()| v)
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(split("a, b ,c").unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            split("1,\"x, \"\"y\"\"\" ,").unwrap(),
+            ["1", "x, \"y\"", ""]
+        );
+        assert_eq!(split("").unwrap(), [""]);
+        assert!(split("1,\"open").is_err());
+        assert!(split("1,\"a\"b").is_err());
     }
 }

@@ -39,6 +39,8 @@ pub enum NumberError {
     NationalLength { digits: usize },
     #[error("the default country code must be 1 to 3 digits not starting with 0")]
     BadDefaultCountryCode,
+    #[error("expected the canonical form: '+' followed by digits")]
+    NotCanonical,
 }
 
 /// A normalized E.164 number: `+` then 7 to 15 digits, the first not `0`.
@@ -106,7 +108,7 @@ impl fmt::Debug for E164 {
 impl FromStr for E164 {
     type Err = NumberError;
     fn from_str(s: &str) -> Result<E164, NumberError> {
-        let rest = s.strip_prefix('+').ok_or(NumberError::Empty)?;
+        let rest = s.strip_prefix('+').ok_or(NumberError::NotCanonical)?;
         let mut d = DigitBuf::new();
         for (i, c) in rest.char_indices() {
             if !c.is_ascii_digit() {
@@ -243,19 +245,28 @@ fn scheme_of(s: &str) -> Option<(usize, bool)> {
 fn collect_digits(s: &str) -> Result<(bool, DigitBuf), NumberError> {
     let mut digits = DigitBuf::new();
     let mut plus = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '0'..='9' => digits.push(c as u8)?,
-            '+' if i == 0 => plus = true,
-            '+' => return Err(NumberError::MisplacedPlus),
-            ' ' | '\t' | '-' | '.' | '(' | ')' => {}
-            _ => return Err(NumberError::InvalidCharacter { ch: c, position: i }),
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'0'..=b'9' => digits.push(b)?,
+            b'+' if i == 0 => plus = true,
+            b'+' => return Err(NumberError::MisplacedPlus),
+            b' ' | b'\t' | b'-' | b'.' | b'(' | b')' => {}
+            // Every byte before `i` was ASCII, so `i` is a char boundary.
+            _ => return Err(invalid_at(s, i)),
         }
     }
     if digits.len == 0 {
         return Err(NumberError::Empty);
     }
     Ok((plus, digits))
+}
+
+fn invalid_at(s: &str, position: usize) -> NumberError {
+    let ch = s
+        .get(position..)
+        .and_then(|r| r.chars().next())
+        .unwrap_or('?');
+    NumberError::InvalidCharacter { ch, position }
 }
 
 fn strip_international_prefix<'a>(d: &'a [u8], cc: &[u8]) -> Option<&'a [u8]> {
@@ -341,8 +352,20 @@ mod tests {
         assert_eq!(n(""), Err(Empty));
         assert_eq!(n("   "), Err(Empty));
         assert_eq!(n("sip:@host"), Err(Empty));
-        assert_eq!(n("555-CALL-NOW"), Err(InvalidCharacter { ch: 'C', position: 4 }));
-        assert_eq!(n("*67 5551234567"), Err(InvalidCharacter { ch: '*', position: 0 }));
+        assert_eq!(
+            n("555-CALL-NOW"),
+            Err(InvalidCharacter {
+                ch: 'C',
+                position: 4
+            })
+        );
+        assert_eq!(
+            n("*67 5551234567"),
+            Err(InvalidCharacter {
+                ch: '*',
+                position: 0
+            })
+        );
         assert_eq!(n("1+5551234567"), Err(MisplacedPlus));
         assert_eq!(n("+44123"), Err(TooShort { digits: 5 }));
         assert_eq!(n("+4412345678901234"), Err(TooLong { digits: 16 }));
@@ -351,10 +374,19 @@ mod tests {
         assert_eq!(n("+1555123456"), Err(NanpLength { digits: 10 }));
         assert_eq!(n("1234567"), Err(NationalLength { digits: 7 }));
         assert_eq!(n("25551234567"), Err(NationalLength { digits: 11 }));
-        assert_eq!(normalize_e164("5551234567", "01"), Err(BadDefaultCountryCode));
+        assert_eq!(
+            normalize_e164("5551234567", "01"),
+            Err(BadDefaultCountryCode)
+        );
         assert_eq!(normalize_e164("5551234567", ""), Err(BadDefaultCountryCode));
-        assert_eq!(normalize_e164("5551234567", "1a"), Err(BadDefaultCountryCode));
-        assert!(n("５５５１２３４５６７").is_err(), "non-ASCII digits refused");
+        assert_eq!(
+            normalize_e164("5551234567", "1a"),
+            Err(BadDefaultCountryCode)
+        );
+        assert!(
+            n("５５５１２３４５６７").is_err(),
+            "non-ASCII digits refused"
+        );
     }
 
     #[test]
@@ -363,6 +395,13 @@ mod tests {
         assert_eq!(serde_json::to_string(&e).unwrap(), "\"+15551234567\"");
         assert!(serde_json::from_str::<E164>("\"5551234567\"").is_err());
         assert!("+1 555 123 4567".parse::<E164>().is_err());
-        assert_eq!("+442079460000".parse::<E164>().unwrap().digits(), "442079460000");
+        assert_eq!(
+            "15551234567".parse::<E164>(),
+            Err(NumberError::NotCanonical)
+        );
+        assert_eq!(
+            "+442079460000".parse::<E164>().unwrap().digits(),
+            "442079460000"
+        );
     }
 }

@@ -1,0 +1,127 @@
+//! Bearer-token authentication, roles and facility scope, and the other request parts
+//! every handler needs (idempotency key, JSON body with JSON errors).
+
+use super::error::ApiError;
+use super::AppState;
+use crate::store::{Facilities, Principal, Role};
+use axum::extract::{FromRequest, FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::Json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+/// A JSON body whose rejections are JSON errors.
+#[derive(FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Query parameters whose rejections are JSON errors.
+#[derive(FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// The `Idempotency-Key` header every money-moving request must carry.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+        if let Some(admin) = &state.admin_token_hash {
+            let given = Sha256::digest(token.as_bytes());
+            if bool::from(given.as_slice().ct_eq(&admin[..])) {
+                return Ok(Caller(Principal {
+                    subject: "admin".into(),
+                    role: Role::Admin,
+                    facilities: Facilities::All,
+                }));
+            }
+        }
+        match state.store.principal_for_token(token).await? {
+            Some(p) => Ok(Caller(p)),
+            None => Err(ApiError::unauthorized("unknown or expired token")),
+        }
+    }
+}
+
+impl Caller {
+    /// Refuses callers whose role is not in `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "role {} may not do this",
+                self.0.role.as_str()
+            )))
+        }
+    }
+
+    /// Refuses callers not assigned to `facility_id`.
+    pub fn scope(&self, facility_id: &str) -> Result<(), ApiError> {
+        if self.0.may_access(facility_id) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "not authorized for facility {facility_id}"
+            )))
+        }
+    }
+
+    /// Role and facility together.
+    pub fn allow(&self, roles: &[Role], facility_id: &str) -> Result<(), ApiError> {
+        self.require(roles)?;
+        self.scope(facility_id)
+    }
+
+    /// Admins of every facility only (creating facilities, global block list, tokens).
+    pub fn require_global_admin(&self) -> Result<(), ApiError> {
+        self.require(&[Role::Admin])?;
+        if self.0.facilities == Facilities::All {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "needs an administrator of every facility",
+            ))
+        }
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.0.subject
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<IdempotencyKey, ApiError> {
+        let v = parts.headers.get("idempotency-key").ok_or_else(|| {
+            ApiError::bad_request("money-moving requests need an Idempotency-Key header")
+        })?;
+        let key = v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                ApiError::bad_request("Idempotency-Key must be 1-200 printable ASCII characters")
+            })?;
+        Ok(IdempotencyKey(key.to_string()))
+    }
+}

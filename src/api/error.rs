@@ -1,0 +1,118 @@
+//! API errors: `{ "error": { "code", "message" } }` with the right status. Internal causes
+//! are logged, never shown.
+
+use crate::ledger::LedgerError;
+use crate::store::StoreError;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Invalid { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            StoreError::Ledger(l) => l.into(),
+            StoreError::Corrupt { .. } | StoreError::Db(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> ApiError {
+        let (status, code) = match &e {
+            LedgerError::AccountNotFound { .. } | LedgerError::DepositNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            LedgerError::AccountClosed { .. } => (StatusCode::CONFLICT, "account_closed"),
+            LedgerError::IdempotencyConflict { .. } => {
+                (StatusCode::CONFLICT, "idempotency_conflict")
+            }
+            LedgerError::InvalidState { .. } => (StatusCode::CONFLICT, "invalid_state"),
+            LedgerError::InvalidAmount { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount")
+            }
+            LedgerError::LimitExceeded { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded")
+            }
+            LedgerError::InsufficientFunds { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds")
+            }
+            _ => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        let (status, code) = match &r {
+            JsonRejection::MissingJsonContentType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_json"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_json"),
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> ApiError {
+        ApiError::bad_request(r.body_text())
+    }
+}

@@ -1,0 +1,72 @@
+//! `/metrics` in Prometheus text format: HTTP requests by route and status, and latency.
+//! One mutex-guarded map updated once per request (the API is not a hot path; the media
+//! relay keeps its own lock-free counters).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tracing::Instrument;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    http: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+}
+
+impl Metrics {
+    pub fn record_http(&self, method: &str, route: &str, status: u16, secs: f64) {
+        let mut m = self.http.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m
+            .entry((method.to_string(), route.to_string(), status))
+            .or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += secs;
+    }
+
+    /// The Prometheus exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP sallyport_up 1 while the gateway runs.\n# TYPE sallyport_up gauge\nsallyport_up 1\n");
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_build_info Version of the running gateway.\n# TYPE sallyport_build_info gauge\nsallyport_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        out.push_str("# HELP sallyport_http_requests_total API requests by route and status.\n# TYPE sallyport_http_requests_total counter\n");
+        let m = self.http.lock().unwrap_or_else(|e| e.into_inner());
+        for ((method, route, status), (count, _)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "sallyport_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP sallyport_http_request_seconds_sum Time spent answering API requests.\n# TYPE sallyport_http_request_seconds_sum counter\n");
+        for ((method, route, status), (_, secs)) in m.iter() {
+            let _ = writeln!(
+                out,
+                "sallyport_http_request_seconds_sum{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {secs:.6}"
+            );
+        }
+        out
+    }
+}
+
+/// Middleware: counts every request under its matched route (never the raw path, so ids
+/// do not explode the label set) and opens a tracing span for it.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let span = tracing::info_span!("http", method = %method, route = %route);
+    let start = Instant::now(); // clock-ok: latency measurement in a driver
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    metrics.record_http(&method, &route, status, start.elapsed().as_secs_f64());
+    tracing::debug!(parent: &span, status, "request done");
+    resp
+}

@@ -1,0 +1,189 @@
+//! The HTTP API: JSON under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Owns: routing, authentication (bearer tokens; roles admin, investigator, family, kiosk;
+//! facility scope), request validation and the error format
+//! `{ "error": { "code", "message" } }`. It decides nothing about money or policy itself:
+//! handlers check who may call, then hand the request to the [`crate::store::Store`] and
+//! the [`crate::ledger::Ledger`]. The OpenAPI document is served at
+//! `/api/v1/openapi.json` ([`openapi`]).
+//!
+//! `router(state)` builds the whole app, so tests drive it with `tower::ServiceExt::oneshot`
+//! exactly as a client would over TCP.
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+mod routes;
+
+use crate::config::Config;
+use crate::store::{AuditEntry, Store};
+use auth::Caller;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use metrics::Metrics;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of the configured admin token (compared in constant time), if enabled.
+    pub admin_token_hash: Option<Arc<[u8]>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Arc<Config>) -> AppState {
+        let admin_token_hash = Some(config.http.admin_token.as_str())
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::from(Sha256::digest(t.as_bytes()).as_slice()));
+        AppState {
+            store,
+            config,
+            metrics: Arc::new(Metrics::default()),
+            admin_token_hash,
+        }
+    }
+
+    /// Writes an audit entry; a failure to audit is logged, not shown to the caller, since
+    /// the action itself has already been committed.
+    pub(crate) async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        facility: Option<&str>,
+    ) {
+        let entry = AuditEntry {
+            actor: caller.subject(),
+            action,
+            target,
+            facility_id: facility,
+            detail: json!({ "role": caller.0.role }),
+            remote_addr: None,
+        };
+        if let Err(e) = self.store.audit(entry).await {
+            tracing::error!(error = %e, action, "audit write failed");
+        }
+    }
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    use routes::{facilities, inmates, money, rates, tokens};
+    let api = Router::new()
+        .route("/openapi.json", get(openapi_doc))
+        .route("/tokens", post(tokens::issue))
+        .route(
+            "/facilities",
+            get(facilities::list).post(facilities::create),
+        )
+        .route(
+            "/facilities/{fid}",
+            get(facilities::get).patch(facilities::update),
+        )
+        .route(
+            "/facilities/{fid}/inmates",
+            get(inmates::list).post(inmates::book),
+        )
+        .route(
+            "/facilities/{fid}/handsets",
+            get(facilities::handsets).post(facilities::add_handset),
+        )
+        .route(
+            "/facilities/{fid}/trusted-networks",
+            get(facilities::trusted_networks).post(facilities::add_trusted_network),
+        )
+        .route(
+            "/facilities/{fid}/blocks",
+            get(facilities::blocks).post(facilities::add_block),
+        )
+        .route(
+            "/blocks",
+            get(facilities::global_blocks).post(facilities::add_global_block),
+        )
+        .route("/blocks/{id}", delete(facilities::remove_block))
+        .route("/inmates/{id}", get(inmates::get))
+        .route("/inmates/{id}/suspend", post(inmates::suspend))
+        .route("/inmates/{id}/reinstate", post(inmates::reinstate))
+        .route("/inmates/{id}/pin", put(inmates::set_pin))
+        .route("/inmates/{id}/release", post(inmates::release))
+        .route(
+            "/inmates/{id}/contacts",
+            get(inmates::contacts).post(inmates::add_contact),
+        )
+        .route("/contacts/{id}/approve", post(inmates::approve))
+        .route("/contacts/{id}/deny", post(inmates::deny))
+        .route("/rate-caps", get(rates::caps))
+        .route("/rate-decks", get(rates::decks).post(rates::upload_deck))
+        .route("/rate-decks/{id}", get(rates::deck))
+        .route("/rate-decks/{id}/lookup/{number}", get(rates::lookup))
+        .route("/rate-plans", get(rates::plans).post(rates::upload_plan))
+        .route("/rate-plans/{id}", get(rates::plan))
+        .route("/accounts/{id}", get(money::get))
+        .route(
+            "/accounts/{id}/deposits",
+            get(money::deposits).post(money::deposit),
+        )
+        .route("/accounts/{id}/purchases", post(money::purchase))
+        .route("/accounts/{id}/refunds", post(money::refund))
+        .route("/accounts/{id}/statement", get(money::statement))
+        .route("/deposits/{id}/post", post(money::post_money_order))
+        .route("/deposits/{id}/void", post(money::void_money_order))
+        .route("/ledger/check", get(rates::ledger_check))
+        .fallback(not_found);
+    let metrics = state.metrics.clone();
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+        .with_state(state)
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("no such route")
+}
+
+async fn openapi_doc() -> impl IntoResponse {
+    Json(openapi::document())
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers.
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(s.store.db().pool()).await {
+        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "database unavailable" })),
+            )
+        }
+    }
+}
+
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}

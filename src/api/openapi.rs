@@ -1,0 +1,192 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from one table of
+//! operations so that a test can check it against the router (every route documented,
+//! nothing documented that is not routed).
+
+use serde_json::{json, Map, Value};
+
+/// One documented operation.
+pub struct Op {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    /// Request body schema name in `components.schemas`, or `"csv"` for a CSV upload.
+    pub body: Option<&'static str>,
+    /// Needs an `Idempotency-Key` header.
+    pub idempotent: bool,
+    pub ok: u16,
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    tag: &'static str,
+) -> Op {
+    Op {
+        method,
+        path,
+        summary,
+        tag,
+        body: None,
+        idempotent: false,
+        ok: 200,
+    }
+}
+
+const fn with_body(mut o: Op, body: &'static str, ok: u16) -> Op {
+    o.body = Some(body);
+    o.ok = ok;
+    o
+}
+
+const fn money(mut o: Op) -> Op {
+    o.idempotent = true;
+    o
+}
+
+/// Every route under `/api/v1`.
+pub const OPERATIONS: &[Op] = &[
+    op("get", "/openapi.json", "This document", "meta"),
+    with_body(op("post", "/tokens", "Issue a bearer token for a user of a role and facilities", "auth"), "NewToken", 201),
+    op("get", "/facilities", "Facilities the caller may see", "facilities"),
+    with_body(op("post", "/facilities", "Create a facility (and its system accounts)", "facilities"), "NewFacility", 201),
+    op("get", "/facilities/{fid}", "One facility", "facilities"),
+    with_body(op("patch", "/facilities/{fid}", "Update a facility; a rate plan is checked against the cap", "facilities"), "FacilityPatch", 200),
+    op("get", "/facilities/{fid}/inmates", "Inmates of a facility", "inmates"),
+    with_body(op("post", "/facilities/{fid}/inmates", "Book an inmate (opens the debit account)", "inmates"), "Booking", 201),
+    op("get", "/facilities/{fid}/handsets", "Handsets of a facility", "devices"),
+    with_body(op("post", "/facilities/{fid}/handsets", "Add a handset (digest credentials or none)", "devices"), "NewHandset", 201),
+    op("get", "/facilities/{fid}/trusted-networks", "Trusted handset networks", "devices"),
+    with_body(op("post", "/facilities/{fid}/trusted-networks", "Trust a network (CIDR)", "devices"), "NewNetwork", 201),
+    op("get", "/facilities/{fid}/blocks", "Facility block list", "blocks"),
+    with_body(op("post", "/facilities/{fid}/blocks", "Block a number in a facility", "blocks"), "NewBlock", 201),
+    op("get", "/blocks", "Global block list", "blocks"),
+    with_body(op("post", "/blocks", "Block a number everywhere", "blocks"), "NewBlock", 201),
+    Op { ok: 204, ..op("delete", "/blocks/{id}", "Remove a block", "blocks") },
+    op("get", "/inmates/{id}", "One inmate", "inmates"),
+    op("post", "/inmates/{id}/suspend", "Suspend an inmate's calling", "inmates"),
+    op("post", "/inmates/{id}/reinstate", "Reinstate a suspended inmate", "inmates"),
+    with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN", "inmates"), "SetPin", 200),
+    money(op("post", "/inmates/{id}/release", "Release: refund the balance, close the account", "inmates")),
+    op("get", "/inmates/{id}/contacts", "An inmate's contacts", "contacts"),
+    with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
+    op("post", "/contacts/{id}/approve", "Approve a contact", "contacts"),
+    op("post", "/contacts/{id}/deny", "Deny a contact", "contacts"),
+    op("get", "/rate-caps", "The rate-cap table in force (FCC 24-75)", "rating"),
+    op("get", "/rate-decks", "Rate decks", "rating"),
+    with_body(op("post", "/rate-decks", "Upload a rate deck (CSV prefix,class,description; ?id=&name=)", "rating"), "csv", 201),
+    op("get", "/rate-decks/{id}", "One rate deck", "rating"),
+    op("get", "/rate-decks/{id}/lookup/{number}", "Longest-prefix match of a number", "rating"),
+    op("get", "/rate-plans", "Rate plans", "rating"),
+    with_body(op("post", "/rate-plans", "Upload a rate plan (CSV class,service,per_minute,increment_secs; ?id=&name=&max_call_secs=)", "rating"), "csv", 201),
+    op("get", "/rate-plans/{id}", "One rate plan", "rating"),
+    op("get", "/accounts/{id}", "An account and its balance", "money"),
+    op("get", "/accounts/{id}/deposits", "Deposits to an account", "money"),
+    money(with_body(op("post", "/accounts/{id}/deposits", "Deposit (online, kiosk, money_order)", "money"), "DepositBody", 201)),
+    money(with_body(op("post", "/accounts/{id}/purchases", "Commissary purchase (conditional debit)", "money"), "SpendBody", 201)),
+    money(with_body(op("post", "/accounts/{id}/refunds", "Refund to an account", "money"), "SpendBody", 201)),
+    op("get", "/accounts/{id}/statement", "Statement with running balance (?from&to RFC 3339, &format=csv)", "money"),
+    money(op("post", "/deposits/{id}/post", "Post a pending money order", "money")),
+    money(op("post", "/deposits/{id}/void", "Void a pending money order", "money")),
+    op("get", "/ledger/check", "Check the ledger's invariants", "money"),
+];
+
+fn schemas() -> Value {
+    let money =
+        json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,4})?$", "example": "25.00" });
+    json!({
+        "Money": money,
+        "Error": { "type": "object", "required": ["error"], "properties": { "error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } },
+        "NewToken": { "type": "object", "required": ["username", "role"], "properties": {
+            "username": { "type": "string" }, "role": { "enum": ["admin", "investigator", "family", "kiosk"] },
+            "facilities": { "type": "array", "items": { "type": "string" } }, "ttl_secs": { "type": "integer" } } },
+        "NewFacility": { "type": "object", "required": ["id", "name", "time_zone", "deposit_max", "deposit_daily_max"], "properties": {
+            "id": { "type": "string" }, "name": { "type": "string" }, "time_zone": { "type": "string", "example": "America/Chicago" },
+            "country_code": { "type": "string" }, "cap_category": { "type": "string" },
+            "calling_hours_start": { "type": "string", "example": "07:00" }, "calling_hours_end": { "type": "string" },
+            "deposit_max": { "$ref": "#/components/schemas/Money" }, "deposit_daily_max": { "$ref": "#/components/schemas/Money" },
+            "daily_call_limit": { "type": "integer" }, "recording_retention_days": { "type": "integer" } } },
+        "FacilityPatch": { "type": "object", "properties": {
+            "name": { "type": "string" }, "time_zone": { "type": "string" }, "cap_category": { "type": "string" },
+            "calling_hours_start": { "type": "string" }, "calling_hours_end": { "type": "string" },
+            "deposit_max": { "$ref": "#/components/schemas/Money" }, "deposit_daily_max": { "$ref": "#/components/schemas/Money" },
+            "daily_call_limit": { "type": "integer" }, "rate_plan_id": { "type": "string" }, "rate_deck_id": { "type": "string" },
+            "recording_retention_days": { "type": "integer" } } },
+        "Booking": { "type": "object", "required": ["booking_number", "first_name", "last_name"], "properties": {
+            "booking_number": { "type": "string" }, "first_name": { "type": "string" }, "last_name": { "type": "string" },
+            "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
+        "SetPin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
+        "NewHandset": { "type": "object", "required": ["name"], "properties": {
+            "name": { "type": "string" }, "location": { "type": "string" },
+            "sip_username": { "type": "string" }, "sip_password": { "type": "string", "minLength": 8 } } },
+        "NewNetwork": { "type": "object", "required": ["cidr"], "properties": { "cidr": { "type": "string" }, "description": { "type": "string" } } },
+        "NewBlock": { "type": "object", "required": ["number"], "properties": { "number": { "type": "string" }, "reason": { "type": "string" } } },
+        "NewContact": { "type": "object", "required": ["number", "name"], "properties": {
+            "number": { "type": "string" }, "name": { "type": "string" }, "relationship": { "type": "string" },
+            "privileged": { "type": "boolean" }, "video_allowed": { "type": "boolean" } } },
+        "DepositBody": { "type": "object", "required": ["amount", "method"], "properties": {
+            "amount": { "$ref": "#/components/schemas/Money" }, "method": { "enum": ["online", "kiosk", "money_order"] },
+            "depositor": { "type": "string" }, "reference": { "type": "string" } } },
+        "SpendBody": { "type": "object", "required": ["amount"], "properties": {
+            "amount": { "$ref": "#/components/schemas/Money" }, "memo": { "type": "string" } } }
+    })
+}
+
+fn operation(o: &Op) -> Value {
+    let mut params: Vec<Value> = o
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+        .collect();
+    if o.idempotent {
+        params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": true,
+            "description": "Replaying the same request with the same key returns the first answer; a different request under it gets 409.",
+            "schema": { "type": "string", "maxLength": 200 } }));
+    }
+    let error = json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let mut responses = Map::new();
+    responses.insert(o.ok.to_string(), json!({ "description": "Success" }));
+    for code in ["400", "401", "403", "404", "409", "422"] {
+        responses.insert(code.into(), error.clone());
+    }
+    let mut v = json!({ "summary": o.summary, "tags": [o.tag], "parameters": params, "responses": responses });
+    match o.body {
+        Some("csv") => {
+            v["requestBody"] = json!({ "required": true, "content": { "text/csv": { "schema": { "type": "string" } } } })
+        }
+        Some(name) => {
+            v["requestBody"] = json!({ "required": true, "content": { "application/json": {
+            "schema": { "$ref": format!("#/components/schemas/{name}") } } } })
+        }
+        None => {}
+    }
+    if o.path == "/openapi.json" {
+        v["security"] = json!([]);
+    }
+    v
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for o in OPERATIONS {
+        let entry = paths.entry(o.path.to_string()).or_insert_with(|| json!({}));
+        entry[o.method] = operation(o);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "sallyport API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Facilities, inmates, contacts, rates, the prepaid ledger. Amounts are decimal strings. Errors are {\"error\":{\"code\",\"message\"}}." },
+        "servers": [{ "url": "/api/v1" }],
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas()
+        }
+    })
+}

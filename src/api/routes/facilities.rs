@@ -1,0 +1,185 @@
+//! Facilities, handsets, trusted networks and block lists.
+
+use crate::api::auth::{ApiJson, Caller};
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::store::{
+    Block, Facility, FacilityPatch, Handset, NewFacility, NewHandset, Role, TrustedNetwork,
+};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Facility>>, ApiError> {
+    caller.require(&[Role::Admin, Role::Investigator])?;
+    let all = s.store.facilities().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|f| caller.0.may_access(&f.id))
+            .collect(),
+    ))
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewFacility>,
+) -> Result<(StatusCode, Json<Facility>), ApiError> {
+    caller.require_global_admin()?;
+    let f = s.store.create_facility(body).await?;
+    s.audit(&caller, "facility.create", &f.id, Some(&f.id))
+        .await;
+    Ok((StatusCode::CREATED, Json(f)))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+) -> Result<Json<Facility>, ApiError> {
+    caller.allow(&[Role::Admin, Role::Investigator], &fid)?;
+    Ok(Json(s.store.facility(&fid).await?))
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+    ApiJson(body): ApiJson<FacilityPatch>,
+) -> Result<Json<Facility>, ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    let f = s.store.update_facility(&fid, body).await?;
+    s.audit(&caller, "facility.update", &fid, Some(&fid)).await;
+    Ok(Json(f))
+}
+
+pub async fn handsets(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+) -> Result<Json<Vec<Handset>>, ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    s.store.facility(&fid).await?;
+    Ok(Json(s.store.handsets(&fid).await?))
+}
+
+pub async fn add_handset(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+    ApiJson(body): ApiJson<NewHandset>,
+) -> Result<(StatusCode, Json<Handset>), ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    let h = s.store.add_handset(&fid, &s.config.sip.realm, body).await?;
+    s.audit(&caller, "handset.create", &h.id, Some(&fid)).await;
+    Ok((StatusCode::CREATED, Json(h)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewNetwork {
+    cidr: String,
+    #[serde(default)]
+    description: String,
+}
+
+pub async fn trusted_networks(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+) -> Result<Json<Vec<TrustedNetwork>>, ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    s.store.facility(&fid).await?;
+    Ok(Json(s.store.trusted_networks(&fid).await?))
+}
+
+pub async fn add_trusted_network(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+    ApiJson(body): ApiJson<NewNetwork>,
+) -> Result<(StatusCode, Json<TrustedNetwork>), ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    let n = s
+        .store
+        .add_trusted_network(&fid, &body.cidr, &body.description)
+        .await?;
+    s.audit(&caller, "trusted_network.create", &n.id, Some(&fid))
+        .await;
+    Ok((StatusCode::CREATED, Json(n)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBlock {
+    number: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn blocks(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+) -> Result<Json<Vec<Block>>, ApiError> {
+    caller.allow(&[Role::Admin, Role::Investigator], &fid)?;
+    s.store.facility(&fid).await?;
+    Ok(Json(s.store.blocks(Some(&fid)).await?))
+}
+
+pub async fn add_block(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+    ApiJson(body): ApiJson<NewBlock>,
+) -> Result<(StatusCode, Json<Block>), ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    let b = s
+        .store
+        .block_number(Some(&fid), &body.number, &body.reason)
+        .await?;
+    s.audit(&caller, "block.create", &b.id, Some(&fid)).await;
+    Ok((StatusCode::CREATED, Json(b)))
+}
+
+pub async fn global_blocks(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Block>>, ApiError> {
+    caller.require(&[Role::Admin, Role::Investigator])?;
+    Ok(Json(s.store.blocks(None).await?))
+}
+
+pub async fn add_global_block(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewBlock>,
+) -> Result<(StatusCode, Json<Block>), ApiError> {
+    caller.require_global_admin()?;
+    let b = s
+        .store
+        .block_number(None, &body.number, &body.reason)
+        .await?;
+    s.audit(&caller, "block.create", &b.id, None).await;
+    Ok((StatusCode::CREATED, Json(b)))
+}
+
+pub async fn remove_block(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let b = s.store.block(&id).await?;
+    match &b.facility_id {
+        Some(f) => caller.allow(&[Role::Admin], f)?,
+        None => caller.require_global_admin()?,
+    }
+    s.store.unblock(&id).await?;
+    s.audit(&caller, "block.delete", &id, b.facility_id.as_deref())
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,195 @@
+//! Booking, status, PINs, release, contacts and approvals.
+
+use crate::api::auth::{ApiJson, Caller, IdempotencyKey};
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::store::{Booking, Contact, ContactStatus, Inmate, InmateStatus, NewContact, Role};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Loads an inmate and checks the caller may act on its facility.
+async fn scoped_inmate(
+    s: &AppState,
+    caller: &Caller,
+    roles: &[Role],
+    id: &str,
+) -> Result<Inmate, ApiError> {
+    caller.require(roles)?;
+    let inmate = s.store.inmate(id).await?;
+    caller.scope(&inmate.facility_id)?;
+    Ok(inmate)
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+) -> Result<Json<Vec<Inmate>>, ApiError> {
+    caller.allow(&[Role::Admin, Role::Investigator], &fid)?;
+    s.store.facility(&fid).await?;
+    Ok(Json(s.store.inmates(&fid).await?))
+}
+
+pub async fn book(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+    ApiJson(body): ApiJson<Booking>,
+) -> Result<(StatusCode, Json<Inmate>), ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    let i = s.store.book_inmate(&fid, body).await?;
+    s.audit(&caller, "inmate.book", &i.id, Some(&fid)).await;
+    Ok((StatusCode::CREATED, Json(i)))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Inmate>, ApiError> {
+    Ok(Json(
+        scoped_inmate(
+            &s,
+            &caller,
+            &[Role::Admin, Role::Investigator, Role::Kiosk],
+            &id,
+        )
+        .await?,
+    ))
+}
+
+pub async fn suspend(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Inmate>, ApiError> {
+    set_status(s, caller, id, InmateStatus::Suspended).await
+}
+
+pub async fn reinstate(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Inmate>, ApiError> {
+    set_status(s, caller, id, InmateStatus::Active).await
+}
+
+async fn set_status(
+    s: AppState,
+    caller: Caller,
+    id: String,
+    status: InmateStatus,
+) -> Result<Json<Inmate>, ApiError> {
+    let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
+    let i2 = s.store.set_inmate_status(&i.id, status).await?;
+    s.audit(
+        &caller,
+        &format!("inmate.{}", status.as_str()),
+        &id,
+        Some(&i.facility_id),
+    )
+    .await;
+    Ok(Json(i2))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPin {
+    pin: String,
+}
+
+pub async fn set_pin(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SetPin>,
+) -> Result<Json<Inmate>, ApiError> {
+    let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
+    let i2 = s.store.set_pin(&i.id, &body.pin).await?;
+    s.audit(&caller, "inmate.set_pin", &id, Some(&i.facility_id))
+        .await;
+    Ok(Json(i2))
+}
+
+pub async fn release(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
+    let (inmate, release) = s.store.release_inmate(&key.0, &i.id).await?;
+    s.audit(&caller, "inmate.release", &id, Some(&i.facility_id))
+        .await;
+    Ok(Json(json!({ "inmate": inmate, "release": release })))
+}
+
+pub async fn contacts(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Contact>>, ApiError> {
+    let i = scoped_inmate(
+        &s,
+        &caller,
+        &[Role::Admin, Role::Investigator, Role::Kiosk],
+        &id,
+    )
+    .await?;
+    Ok(Json(s.store.contacts(&i.id).await?))
+}
+
+pub async fn add_contact(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewContact>,
+) -> Result<(StatusCode, Json<Contact>), ApiError> {
+    let i = scoped_inmate(&s, &caller, &[Role::Admin, Role::Kiosk], &id).await?;
+    let c = s.store.add_contact(&i.id, body).await?;
+    s.audit(&caller, "contact.create", &c.id, Some(&i.facility_id))
+        .await;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+pub async fn approve(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
+    decide(s, caller, id, ContactStatus::Approved).await
+}
+
+pub async fn deny(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
+    decide(s, caller, id, ContactStatus::Denied).await
+}
+
+async fn decide(
+    s: AppState,
+    caller: Caller,
+    id: String,
+    status: ContactStatus,
+) -> Result<Json<Contact>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let c = s.store.contact(&id).await?;
+    let i = scoped_inmate(&s, &caller, &[Role::Admin], &c.inmate_id).await?;
+    let c = s
+        .store
+        .decide_contact(&id, status, caller.subject())
+        .await?;
+    s.audit(
+        &caller,
+        &format!("contact.{}", status.as_str()),
+        &id,
+        Some(&i.facility_id),
+    )
+    .await;
+    Ok(Json(c))
+}

@@ -1,0 +1,6 @@
+//! Route handlers, one file per area.
+pub mod facilities;
+pub mod inmates;
+pub mod money;
+pub mod rates;
+pub mod tokens;

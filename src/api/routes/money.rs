@@ -1,0 +1,262 @@
+//! Accounts, deposits, money orders, purchases, refunds and statements. Every request
+//! that moves money carries an `Idempotency-Key`; the ledger stores the first answer and
+//! returns it to a replay.
+
+use crate::api::auth::{ApiJson, ApiQuery, Caller, IdempotencyKey};
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::ledger::{
+    Account, AccountKind, Deposit, DepositMethod, DepositRequest, PurchaseRequest, Receipt,
+    RefundRequest,
+};
+use crate::money::Money;
+use crate::store::Role;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// Loads an account and checks the caller may act on it: system accounts are for
+/// administrators only; others for the listed roles within the account's facility.
+async fn scoped_account(
+    s: &AppState,
+    caller: &Caller,
+    roles: &[Role],
+    id: &str,
+) -> Result<Account, ApiError> {
+    caller.require(roles)?;
+    let account = s.store.ledger().account(id).await?;
+    if account.kind == AccountKind::System {
+        caller.require(&[Role::Admin])?;
+    }
+    match &account.facility_id {
+        Some(f) => caller.scope(f)?,
+        None => caller.require_global_admin()?,
+    }
+    Ok(account)
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
+    let roles = [Role::Admin, Role::Investigator, Role::Kiosk, Role::Family];
+    Ok(Json(scoped_account(&s, &caller, &roles, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepositBody {
+    amount: Money,
+    method: DepositMethod,
+    #[serde(default)]
+    depositor: String,
+    #[serde(default)]
+    reference: String,
+}
+
+/// Which deposit methods each role may use: a kiosk takes cash at the kiosk, a family
+/// deposits online, staff enter money orders (and may record any method).
+fn method_allowed(role: Role, method: DepositMethod) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Kiosk => method == DepositMethod::Kiosk,
+        Role::Family => method == DepositMethod::Online,
+        Role::Investigator => false,
+    }
+}
+
+pub async fn deposit(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DepositBody>,
+) -> Result<(StatusCode, Json<Deposit>), ApiError> {
+    let account =
+        scoped_account(&s, &caller, &[Role::Admin, Role::Kiosk, Role::Family], &id).await?;
+    if !method_allowed(caller.0.role, body.method) {
+        return Err(ApiError::forbidden(format!(
+            "role {} may not make {:?} deposits",
+            caller.0.role.as_str(),
+            body.method
+        )));
+    }
+    let req = DepositRequest {
+        account_id: account.id.clone(),
+        method: body.method,
+        amount: body.amount,
+        depositor: body.depositor,
+        reference: body.reference,
+    };
+    let d = s.store.ledger().deposit(&key.0, req).await?;
+    s.audit(
+        &caller,
+        "deposit.create",
+        &d.id,
+        account.facility_id.as_deref(),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+pub async fn deposits(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Deposit>>, ApiError> {
+    let account = scoped_account(&s, &caller, &[Role::Admin, Role::Kiosk], &id).await?;
+    Ok(Json(s.store.ledger().deposits(&account.id).await?))
+}
+
+pub async fn post_money_order(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Json<Deposit>, ApiError> {
+    decide_money_order(s, caller, key, id, true).await
+}
+
+pub async fn void_money_order(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Json<Deposit>, ApiError> {
+    decide_money_order(s, caller, key, id, false).await
+}
+
+async fn decide_money_order(
+    s: AppState,
+    caller: Caller,
+    key: IdempotencyKey,
+    id: String,
+    post: bool,
+) -> Result<Json<Deposit>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let pending = s.store.ledger().deposit_by_id(&id).await?;
+    caller.scope(&pending.facility_id)?;
+    let ledger = s.store.ledger();
+    let d = if post {
+        ledger
+            .post_money_order(&key.0, &id, caller.subject())
+            .await?
+    } else {
+        ledger
+            .void_money_order(&key.0, &id, caller.subject())
+            .await?
+    };
+    let action = if post {
+        "money_order.post"
+    } else {
+        "money_order.void"
+    };
+    s.audit(&caller, action, &id, Some(&pending.facility_id))
+        .await;
+    Ok(Json(d))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendBody {
+    amount: Money,
+    /// The commissary order id, or what a refund is for.
+    #[serde(default)]
+    reference: String,
+    #[serde(default)]
+    memo: String,
+}
+
+/// A commissary purchase posted by the commissary system (an admin token of the facility).
+pub async fn purchase(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SpendBody>,
+) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+    let account = scoped_account(&s, &caller, &[Role::Admin], &id).await?;
+    let req = PurchaseRequest {
+        account_id: account.id.clone(),
+        amount: body.amount,
+        reference: body.reference,
+        memo: body.memo,
+    };
+    let r = s.store.ledger().purchase(&key.0, req).await?;
+    s.audit(
+        &caller,
+        "purchase.create",
+        &account.id,
+        account.facility_id.as_deref(),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+pub async fn refund(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SpendBody>,
+) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+    let account = scoped_account(&s, &caller, &[Role::Admin], &id).await?;
+    let req = RefundRequest {
+        account_id: account.id.clone(),
+        amount: body.amount,
+        reference: body.reference,
+        memo: body.memo,
+    };
+    let r = s.store.ledger().refund(&key.0, req).await?;
+    s.audit(
+        &caller,
+        "refund.create",
+        &account.id,
+        account.facility_id.as_deref(),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementQuery {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    format: Option<String>,
+}
+
+/// Transaction history with running balance, as JSON (default) or CSV (`format=csv`).
+/// Without `from`/`to` it covers the last 31 days up to now.
+pub async fn statement(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<StatementQuery>,
+) -> Result<Response, ApiError> {
+    let roles = [Role::Admin, Role::Investigator, Role::Kiosk, Role::Family];
+    let account = scoped_account(&s, &caller, &roles, &id).await?;
+    // Statements cover [from, to); the default end includes everything up to this instant.
+    let to =
+        q.to.unwrap_or_else(|| s.store.clock().wall() + chrono::Duration::microseconds(1));
+    let from = q.from.unwrap_or(to - chrono::Duration::days(31));
+    if from > to {
+        return Err(ApiError::bad_request("from must not be after to"));
+    }
+    let st = s.store.ledger().statement(&account.id, from, to).await?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(st).into_response()),
+        Some("csv") => Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            st.to_csv(),
+        )
+            .into_response()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format '{other}' is not json or csv"
+        ))),
+    }
+}

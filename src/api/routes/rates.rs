@@ -1,0 +1,137 @@
+//! Rate caps, decks and plans (CSV uploads), and the ledger check.
+
+use crate::api::auth::{ApiQuery, Caller};
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::rating::{normalize_e164, FacilityCapCategory, Service};
+use crate::store::{DeckSummary, PlanSummary, Role};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub async fn caps(caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Admin, Role::Investigator])?;
+    let table = crate::store::rates_caps()?;
+    let mut rows = Vec::new();
+    for category in FacilityCapCategory::ALL {
+        for service in Service::ALL {
+            rows.push(
+                json!({ "category": category.as_str(), "service": service.as_str(),
+                              "per_minute_cap": table.cap(category, service) }),
+            );
+        }
+    }
+    Ok(Json(
+        json!({ "name": table.name(), "source": table.source(), "caps": rows }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    id: String,
+    name: Option<String>,
+    max_call_secs: Option<u32>,
+}
+
+pub async fn decks(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<DeckSummary>>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(s.store.rate_decks().await?))
+}
+
+pub async fn upload_deck(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DeckSummary>), ApiError> {
+    caller.require_global_admin()?;
+    let name = q.name.unwrap_or_else(|| q.id.clone());
+    let d = s.store.store_rate_deck(&q.id, &name, &body).await?;
+    s.audit(&caller, "rate_deck.create", &d.id, None).await;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+pub async fn deck(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeckSummary>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(s.store.rate_deck_summary(&id).await?))
+}
+
+/// Longest-prefix match of one number (normalized with country code 1 unless it is +E.164).
+pub async fn lookup(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, number)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let deck = s.store.load_rate_deck(&id).await?;
+    let n = normalize_e164(&number, "1").map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_number",
+            e.to_string(),
+        )
+    })?;
+    let m = deck
+        .lookup(n.digits())
+        .ok_or_else(|| ApiError::not_found(format!("no prefix of {} in deck {id}", n.as_str())))?;
+    Ok(Json(
+        json!({ "number": n.as_str(), "prefix": m.prefix, "class": m.class.as_str(), "description": m.description }),
+    ))
+}
+
+pub async fn plans(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<PlanSummary>>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(s.store.rate_plans().await?))
+}
+
+pub async fn upload_plan(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PlanSummary>), ApiError> {
+    caller.require_global_admin()?;
+    let name = q.name.unwrap_or_else(|| q.id.clone());
+    let max = q
+        .max_call_secs
+        .unwrap_or(crate::rating::RatePlan::DEFAULT_MAX_DURATION_SECS);
+    let p = s.store.store_rate_plan(&q.id, &name, max, &body).await?;
+    s.audit(&caller, "rate_plan.create", &p.id, None).await;
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+pub async fn plan(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PlanSummary>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(s.store.rate_plan_summary(&id).await?))
+}
+
+/// Runs the ledger's invariant check (entries sum to zero, balances match entries, none
+/// below zero).
+pub async fn ledger_check(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_global_admin()?;
+    let report = s.store.ledger().check_invariants().await?;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::bad_request(e.to_string()))?,
+    ))
+}

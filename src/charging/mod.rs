@@ -1,0 +1,449 @@
+//! Charging: real-time, per-increment billing of one call or video visit, as a sans-IO
+//! state machine. A pure core: no I/O, no tokio, no clock — every input carries `now`.
+//!
+//! # Who calls it
+//!
+//! One [`Charging`] per billed session. The SIP call flow (`call`) creates it when the
+//! called party accepts (from the [`crate::rating::Tariff`] via
+//! [`ChargingPlan::for_tariff`]); video visits (`visit`) create it when both parties are
+//! connected. The driver then, in the str0m/quinn style:
+//!
+//! 1. feeds inputs: [`Charging::start`], [`Charging::debit_succeeded`],
+//!    [`Charging::debit_refused`], [`Charging::hung_up`], and [`Charging::handle_timeout`]
+//!    when the deadline of [`Charging::poll_timeout`] is reached;
+//! 2. after every input drains [`Charging::poll_action`] and carries the actions out:
+//!    [`ChargingAction::Debit`] → a conditional, idempotent ledger debit (keyed by session
+//!    and increment number) whose outcome comes back as `debit_succeeded`/`debit_refused`;
+//!    [`ChargingAction::PlayWarning`] → a prompt; [`ChargingAction::Cut`] → BYE both legs.
+//!
+//! It calls nothing but [`crate::money`] and [`crate::rating`] (for
+//! [`ChargingPlan::for_tariff`] and the affordability arithmetic).
+//!
+//! # Rules
+//!
+//! - **Increments** are numbered from 1; increment `k` runs over
+//!   `[start + (k-1)·increment, start + k·increment)` and is debited at its start. A new
+//!   increment starts only when time *reaches* its start and the session is still up, so a
+//!   call hung up at exactly 61:00 with 60 s increments is 61 increments, provided the
+//!   driver delivers inputs before timeouts at the same instant (the driver contract, as in
+//!   quinn). A started increment is charged in full, even if the call ends during it.
+//! - **Affordability.** `start` gets the balance: if it cannot pay increment 1 the session is
+//!   cut at once (`FundsExhausted`) without a debit. Every `debit_succeeded` reports
+//!   `balance_after`; `floor(balance_after / cost)` more increments are affordable. When the
+//!   increment just debited is the last affordable one, the funds warning is scheduled
+//!   `warning_lead` before its end (immediately if that is already past) and the session is
+//!   cut at its end. Otherwise, at its end, the next increment is debited.
+//! - **Refusal and timeouts.** A refused debit cuts at once (`FundsExhausted`); its increment
+//!   is not charged. A debit not confirmed within `debit_timeout` cuts (`DebitTimeout`).
+//! - **Maximum duration.** The session is cut at `start + max_duration` (`MaxDuration`),
+//!   and no debit is issued for an increment starting at or after it. Cuts win ties with a
+//!   debit at the same instant.
+//! - **Warnings** are played once per reason, `warning_lead` before the cut they announce,
+//!   and only for the cut that will actually happen first: the funds warning if funds end
+//!   before the maximum duration, else the maximum-duration warning. A zero `warning_lead`
+//!   disables warnings.
+//! - **The end.** After a cut or a hang-up every input is ignored and no action follows,
+//!   with one exception kept for the books: the confirmation (or refusal) of the debit that
+//!   was already in flight still updates [`Charging::charged`], because that money did move.
+//!   A hang-up also drops actions not yet drained (a queued debit is then never sent).
+//! - **Free plans** (`cost_per_increment` = 0) issue no debits at all — the ledger gets no
+//!   zero-amount entries — but still count increments ([`Charging::increments_charged`], for
+//!   the CDR), need no balance, and are bounded by the maximum duration.
+//! - **Never panics**: instants that would overflow are treated as "never".
+
+mod timer;
+
+pub use timer::{Timer, TimerTable};
+
+use crate::money::Money;
+use crate::rating::{affordable, Tariff};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[cfg(test)]
+mod tests;
+
+/// How one session is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargingPlan {
+    /// Debited at the start of every increment ([`Tariff::cost_of_increment`]).
+    pub cost_per_increment: Money,
+    /// Billing increment (60 s unless the rate plan says otherwise).
+    pub increment: Duration,
+    /// The session is cut this long after `start`.
+    pub max_duration: Duration,
+    /// How long before a cut its warning is played; zero disables warnings.
+    pub warning_lead: Duration,
+    /// How long the ledger has to confirm a debit before the session is cut.
+    pub debit_timeout: Duration,
+}
+
+impl ChargingPlan {
+    /// The plan for a rated session.
+    pub fn for_tariff(
+        tariff: &Tariff,
+        max_duration: Duration,
+        warning_lead: Duration,
+        debit_timeout: Duration,
+    ) -> ChargingPlan {
+        ChargingPlan {
+            cost_per_increment: tariff.cost_of_increment(),
+            increment: tariff.increment(),
+            max_duration,
+            warning_lead,
+            debit_timeout,
+        }
+    }
+}
+
+/// Why a [`ChargingPlan`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChargingError {
+    #[error("the billing increment must be longer than zero")]
+    ZeroIncrement,
+    #[error("the cost per increment {cost} is negative")]
+    NegativeCost { cost: Money },
+    #[error("the debit timeout must be longer than zero")]
+    ZeroDebitTimeout,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargingAction {
+    /// Debit `amount` for increment `increment` (idempotent per session and increment), then
+    /// report [`Charging::debit_succeeded`] or [`Charging::debit_refused`].
+    Debit { increment: u32, amount: Money },
+    /// Play the warning prompt for `reason` to the inmate (and, on visits, both parties).
+    PlayWarning { reason: WarningReason },
+    /// End the session now (notice prompt, then BYE both legs).
+    Cut { reason: CutReason },
+}
+
+/// What a warning announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WarningReason {
+    FundsLow,
+    MaxDuration,
+}
+
+/// Why a session was cut (goes to the CDR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CutReason {
+    FundsExhausted,
+    MaxDuration,
+    DebitTimeout,
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargingState {
+    /// Created, billing not started.
+    Idle,
+    /// Billing.
+    Running,
+    /// Ended by the machine.
+    Cut(CutReason),
+    /// Ended by either party or an investigator.
+    HungUp,
+}
+
+/// The charging state machine of one session.
+#[derive(Debug, Clone)]
+pub struct Charging {
+    plan: ChargingPlan,
+    state: ChargingState,
+    timers: TimerTable,
+    actions: VecDeque<ChargingAction>,
+    started_at: Option<Instant>,
+    /// Highest increment paid for (confirmed by the ledger, or begun on a free plan).
+    increments: u32,
+    charged: Money,
+    /// The debit in flight, awaiting the ledger.
+    pending: Option<u32>,
+    /// Increments affordable after the last confirmed one, from its `balance_after`.
+    more_affordable: u64,
+    /// Warnings already played: `[FundsLow, MaxDuration]`.
+    warned: [bool; 2],
+}
+
+impl Charging {
+    /// A machine for `plan`, idle until [`Charging::start`].
+    pub fn new(plan: ChargingPlan) -> Result<Charging, ChargingError> {
+        if plan.increment.is_zero() {
+            return Err(ChargingError::ZeroIncrement);
+        }
+        if plan.debit_timeout.is_zero() {
+            return Err(ChargingError::ZeroDebitTimeout);
+        }
+        if plan.cost_per_increment.is_negative() {
+            return Err(ChargingError::NegativeCost {
+                cost: plan.cost_per_increment,
+            });
+        }
+        Ok(Charging {
+            plan,
+            state: ChargingState::Idle,
+            timers: TimerTable::default(),
+            actions: VecDeque::new(),
+            started_at: None,
+            increments: 0,
+            charged: Money::ZERO,
+            pending: None,
+            more_affordable: 0,
+            warned: [false; 2],
+        })
+    }
+
+    // ---- getters ----
+
+    pub fn state(&self) -> ChargingState {
+        self.state
+    }
+
+    pub fn plan(&self) -> &ChargingPlan {
+        &self.plan
+    }
+
+    /// Increments paid for so far (for the CDR).
+    pub fn increments_charged(&self) -> u32 {
+        self.increments
+    }
+
+    /// Money debited so far: always `cost_per_increment × increments_charged()`.
+    pub fn charged(&self) -> Money {
+        self.charged
+    }
+
+    /// The increment whose debit is in flight, if any.
+    pub fn pending_debit(&self) -> Option<u32> {
+        self.pending
+    }
+
+    /// Increments affordable after the last paid one, as of its `balance_after`.
+    pub fn more_affordable(&self) -> u64 {
+        self.more_affordable
+    }
+
+    pub fn started_at(&self) -> Option<Instant> {
+        self.started_at
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(self.state, ChargingState::Cut(_) | ChargingState::HungUp)
+    }
+
+    /// When `timer` is armed to fire, if it is.
+    pub fn timer(&self, timer: Timer) -> Option<Instant> {
+        self.timers.get(timer)
+    }
+
+    // ---- inputs ----
+
+    /// Billing starts (call accepted / both visit parties connected) with `balance` in the
+    /// paying account. Ignored unless idle.
+    pub fn start(&mut self, now: Instant, balance: Money) {
+        if self.state != ChargingState::Idle {
+            return;
+        }
+        self.state = ChargingState::Running;
+        self.started_at = Some(now);
+        self.timers
+            .set(Timer::MaxDuration, now.checked_add(self.plan.max_duration));
+        if !self.is_free() && affordable(balance, self.plan.cost_per_increment) == 0 {
+            self.cut(CutReason::FundsExhausted);
+            return;
+        }
+        self.begin_increment(now, 1);
+        self.schedule_warning(now);
+    }
+
+    /// The ledger committed the debit of `increment`; `balance_after` is what is left.
+    /// A confirmation of anything but the debit in flight is ignored (duplicates, strays).
+    pub fn debit_succeeded(&mut self, now: Instant, increment: u32, balance_after: Money) {
+        if self.pending != Some(increment) {
+            return;
+        }
+        self.pending = None;
+        self.increments = increment;
+        self.charged = self.charged + self.plan.cost_per_increment;
+        self.timers.stop(Timer::DebitTimeout);
+        if self.is_ended() {
+            return;
+        }
+        self.more_affordable = affordable(balance_after, self.plan.cost_per_increment);
+        self.timers.set(
+            Timer::NextIncrement,
+            self.increment_start(increment.saturating_add(1)),
+        );
+        self.schedule_warning(now);
+    }
+
+    /// The ledger refused the debit of `increment` (insufficient funds): cut at once.
+    pub fn debit_refused(&mut self, _now: Instant, increment: u32) {
+        if self.pending != Some(increment) {
+            return;
+        }
+        self.pending = None;
+        if !self.is_ended() {
+            self.cut(CutReason::FundsExhausted);
+        }
+    }
+
+    /// Either party hung up, or the session was terminated: stop everything.
+    pub fn hung_up(&mut self, _now: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        self.state = ChargingState::HungUp;
+        self.timers.clear();
+        let undrained_debit = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, ChargingAction::Debit { .. }));
+        if undrained_debit {
+            self.pending = None;
+        }
+        self.actions.clear();
+    }
+
+    /// Handles every timer expired at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while !self.is_ended() {
+            let Some(timer) = self.timers.first_expired(now) else {
+                return;
+            };
+            self.timers.stop(timer);
+            self.on_timer(timer, now);
+        }
+    }
+
+    // ---- polls ----
+
+    /// The next action to carry out; drain after every input.
+    pub fn poll_action(&mut self) -> Option<ChargingAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Charging::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    // ---- internals ----
+
+    fn on_timer(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::MaxDuration => self.cut(CutReason::MaxDuration),
+            Timer::DebitTimeout => self.cut(CutReason::DebitTimeout),
+            Timer::Warning => self.schedule_warning(now),
+            Timer::NextIncrement => self.on_increment_end(now),
+        }
+    }
+
+    /// The paid increment is over: pay the next one, or cut if none is affordable.
+    fn on_increment_end(&mut self, now: Instant) {
+        let Some(next) = self.increments.checked_add(1) else {
+            self.cut(CutReason::MaxDuration); // 2^32 increments: a limit all the same
+            return;
+        };
+        if self.is_free() || self.more_affordable > 0 {
+            self.begin_increment(now, next);
+        } else {
+            self.cut(CutReason::FundsExhausted);
+        }
+    }
+
+    /// Starts increment `k`: debit it (or count it, on a free plan).
+    fn begin_increment(&mut self, now: Instant, k: u32) {
+        let Some(start) = self.increment_start(k) else {
+            return; // unrepresentably far: the maximum duration ends the call first
+        };
+        if self.max_at().is_some_and(|max| start >= max) {
+            self.cut(CutReason::MaxDuration);
+            return;
+        }
+        if self.is_free() {
+            self.increments = k;
+            self.timers.set(
+                Timer::NextIncrement,
+                self.increment_start(k.saturating_add(1)),
+            );
+            return;
+        }
+        self.actions.push_back(ChargingAction::Debit {
+            increment: k,
+            amount: self.plan.cost_per_increment,
+        });
+        self.pending = Some(k);
+        self.timers.set(
+            Timer::DebitTimeout,
+            now.checked_add(self.plan.debit_timeout),
+        );
+    }
+
+    /// Plays the warning that is due, or arms the timer for it.
+    fn schedule_warning(&mut self, now: Instant) {
+        self.timers.stop(Timer::Warning);
+        if self.is_ended() {
+            return;
+        }
+        let Some((at, reason)) = self.next_warning() else {
+            return;
+        };
+        if at <= now {
+            self.warned[reason as usize] = true;
+            self.actions
+                .push_back(ChargingAction::PlayWarning { reason });
+        } else {
+            self.timers.set(Timer::Warning, Some(at));
+        }
+    }
+
+    /// The warning for the cut that will come first, if not played yet.
+    fn next_warning(&self) -> Option<(Instant, WarningReason)> {
+        if self.plan.warning_lead.is_zero() {
+            return None;
+        }
+        let (cut_at, reason) = match (self.funds_cut_at(), self.max_at()) {
+            (Some(f), Some(m)) if f < m => (f, WarningReason::FundsLow),
+            (Some(f), None) => (f, WarningReason::FundsLow),
+            (_, Some(m)) => (m, WarningReason::MaxDuration),
+            (None, None) => return None,
+        };
+        if self.warned[reason as usize] {
+            return None;
+        }
+        let start = self.started_at?;
+        let at = cut_at.checked_sub(self.plan.warning_lead).unwrap_or(start);
+        Some((at.max(start), reason))
+    }
+
+    /// End of the last affordable increment, once the ledger said nothing more is affordable.
+    fn funds_cut_at(&self) -> Option<Instant> {
+        let last_known = self.pending.is_none() && self.increments > 0;
+        if self.is_free() || !last_known || self.more_affordable > 0 {
+            return None;
+        }
+        self.increment_start(self.increments.saturating_add(1))
+    }
+
+    fn max_at(&self) -> Option<Instant> {
+        self.started_at?.checked_add(self.plan.max_duration)
+    }
+
+    /// `start + (k-1)·increment`, or `None` if unrepresentable.
+    fn increment_start(&self, k: u32) -> Option<Instant> {
+        let offset = self.plan.increment.checked_mul(k.checked_sub(1)?)?;
+        self.started_at?.checked_add(offset)
+    }
+
+    fn is_free(&self) -> bool {
+        self.plan.cost_per_increment.is_zero()
+    }
+
+    fn cut(&mut self, reason: CutReason) {
+        self.state = ChargingState::Cut(reason);
+        self.timers.clear();
+        self.actions.push_back(ChargingAction::Cut { reason });
+    }
+}

@@ -1,0 +1,285 @@
+//! The command line: `serve`, `migrate`, `demo`, and admin subcommands that mirror the API
+//! for operators who script (booking, PINs, contacts, deposits, statements, tokens).
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::db::Db;
+use crate::ledger::{DepositMethod, DepositRequest};
+use crate::money::Money;
+use crate::store::{Booking, ContactStatus, NewContact, Role, Store};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sallyport",
+    version,
+    about = "SIP/WebRTC gateway for correctional facilities"
+)]
+pub struct Cli {
+    /// Configuration file (every key can be overridden by SALLYPORT_<SECTION>_<KEY>).
+    #[arg(
+        long,
+        global = true,
+        default_value = "config/sallyport.toml",
+        env = "SALLYPORT_CONFIG"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default when no command is given).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Seed the demo facility (idempotent) and print what it made.
+    Demo {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Book an inmate (opens the debit account).
+    Book {
+        #[arg(long)]
+        facility: String,
+        #[arg(long)]
+        booking: String,
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// Set an inmate's PIN.
+    SetPin {
+        #[arg(long)]
+        facility: String,
+        #[arg(long)]
+        booking: String,
+        #[arg(long)]
+        pin: String,
+    },
+    /// Add a contact to an inmate's list (approved at once with --approve).
+    AddContact {
+        #[arg(long)]
+        facility: String,
+        #[arg(long)]
+        booking: String,
+        #[arg(long)]
+        number: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        relationship: String,
+        #[arg(long)]
+        privileged: bool,
+        #[arg(long)]
+        approve: bool,
+    },
+    /// Approve a pending contact by id.
+    ApproveContact { id: String },
+    /// Post a deposit to an inmate's account.
+    Deposit {
+        #[arg(long)]
+        facility: String,
+        #[arg(long)]
+        booking: String,
+        /// Amount, e.g. 25.00
+        #[arg(long)]
+        amount: String,
+        /// online, kiosk or money_order
+        #[arg(long, default_value = "online")]
+        method: String,
+        /// Idempotency key: the same key never posts twice.
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "")]
+        depositor: String,
+    },
+    /// Print an inmate's statement (JSON, or CSV with --csv).
+    Statement {
+        #[arg(long)]
+        facility: String,
+        #[arg(long)]
+        booking: String,
+        /// RFC 3339 start, default 31 days ago
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        /// RFC 3339 end, default now
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Issue an API bearer token.
+    Token {
+        #[arg(long)]
+        username: String,
+        /// admin, investigator, family or kiosk
+        #[arg(long)]
+        role: String,
+        /// Facility the token may act on (repeat for several; none = all, admins only)
+        #[arg(long)]
+        facility: Vec<String>,
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: i64,
+    },
+}
+
+/// Loads the config, connects and migrates: what every command needs first.
+pub async fn open(config: &Config) -> anyhow::Result<Store> {
+    let db = Db::connect(&config.database.url, config.database.max_connections)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to {}",
+                crate::db::redact_url(&config.database.url)
+            )
+        })?;
+    db.migrate().await.context("applying migrations")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Ok(Store::new(db, clock, &config.security.pin_pepper))
+}
+
+/// Runs one admin command (everything but `serve`).
+pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    match command {
+        Command::Serve => unreachable_serve(),
+        Command::Migrate => println!("migrations applied"),
+        Command::Demo { json } => {
+            let info = crate::demo::seed(&store, config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", info.describe());
+            }
+        }
+        Command::Book {
+            facility,
+            booking,
+            first_name,
+            last_name,
+            pin,
+        } => {
+            let b = Booking {
+                booking_number: booking,
+                first_name,
+                last_name,
+                pin,
+            };
+            print_json(&store.book_inmate(&facility, b).await?)?;
+        }
+        Command::SetPin {
+            facility,
+            booking,
+            pin,
+        } => {
+            let i = store.inmate_by_booking(&facility, &booking).await?;
+            print_json(&store.set_pin(&i.id, &pin).await?)?;
+        }
+        Command::AddContact {
+            facility,
+            booking,
+            number,
+            name,
+            relationship,
+            privileged,
+            approve,
+        } => {
+            let i = store.inmate_by_booking(&facility, &booking).await?;
+            let c = NewContact {
+                number,
+                name,
+                relationship,
+                privileged,
+                video_allowed: false,
+            };
+            let mut c = store.add_contact(&i.id, c).await?;
+            if approve {
+                c = store
+                    .decide_contact(&c.id, ContactStatus::Approved, "cli")
+                    .await?;
+            }
+            print_json(&c)?;
+        }
+        Command::ApproveContact { id } => {
+            print_json(
+                &store
+                    .decide_contact(&id, ContactStatus::Approved, "cli")
+                    .await?,
+            )?;
+        }
+        Command::Deposit {
+            facility,
+            booking,
+            amount,
+            method,
+            key,
+            depositor,
+        } => {
+            let i = store.inmate_by_booking(&facility, &booking).await?;
+            let amount: Money = amount.parse().context("--amount")?;
+            let method: DepositMethod = serde_json::from_value(serde_json::Value::String(method))
+                .context("--method must be online, kiosk or money_order")?;
+            let req = DepositRequest {
+                account_id: i.account_id,
+                method,
+                amount,
+                depositor,
+                reference: "cli".into(),
+            };
+            print_json(&store.ledger().deposit(&key, req).await?)?;
+        }
+        Command::Statement {
+            facility,
+            booking,
+            from,
+            to,
+            csv,
+        } => {
+            let i = store.inmate_by_booking(&facility, &booking).await?;
+            let to = to.unwrap_or_else(|| Utc::now() + chrono::Duration::microseconds(1));
+            let from = from.unwrap_or(to - chrono::Duration::days(31));
+            let st = store.ledger().statement(&i.account_id, from, to).await?;
+            if csv {
+                print!("{}", st.to_csv());
+            } else {
+                print_json(&st)?;
+            }
+        }
+        Command::Token {
+            username,
+            role,
+            facility,
+            ttl_secs,
+        } => {
+            let role = Role::parse(&role)
+                .context("--role must be admin, investigator, family or kiosk")?;
+            println!(
+                "{}",
+                store
+                    .issue_token(&username, role, &facility, ttl_secs)
+                    .await?
+            );
+        }
+    }
+    store.db().close().await;
+    Ok(())
+}
+
+fn unreachable_serve() {
+    eprintln!("serve is handled by main");
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

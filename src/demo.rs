@@ -1,0 +1,213 @@
+//! The demo facility: what `sallyport demo` and the first start seed, idempotently.
+//!
+//! A facility `DEMO` (calls allowed all day so a newcomer can try it at any hour), a small
+//! rate deck and a plan under the FCC prison caps, one inmate with a PIN, one approved
+//! contact, a handset with digest credentials, the loopback network trusted, and a funded
+//! account. Running it again finds what exists and creates only what is missing.
+
+use crate::config::Config;
+use crate::ledger::{DepositMethod, DepositRequest};
+use crate::money::Money;
+use crate::store::{
+    Booking, ContactStatus, FacilityPatch, NewContact, NewFacility, NewHandset, Store, StoreError,
+};
+use serde::Serialize;
+
+pub const FACILITY: &str = "DEMO";
+pub const BOOKING: &str = "D-1001";
+pub const PIN: &str = "1234";
+pub const CONTACT_NUMBER: &str = "+15551230001";
+pub const HANDSET_USER: &str = "handset-1";
+pub const HANDSET_PASSWORD: &str = "demo-handset-pass";
+pub const DECK_ID: &str = "demo-deck";
+pub const PLAN_ID: &str = "demo-plan";
+const DEPOSIT_KEY: &str = "demo-seed-deposit-1";
+
+/// A small North American deck: the demo's own area code is local.
+const DECK_CSV: &str = "prefix,class,description\n1555,local,Demo local area\n1,domestic,North America\n44,international,United Kingdom\n52,international,Mexico\n";
+/// Rates (per minute) under the FCC 24-75 audio and video caps for prisons.
+const PLAN_CSV: &str = "class,service,per_minute,increment_secs\nlocal,audio,0.05,60\ndomestic,audio,0.05,60\ninternational,audio,0.05,60\nlocal,video,0.15,60\ndomestic,video,0.15,60\ninternational,video,0.15,60\n";
+
+/// What the demo made, printed for the newcomer (and as JSON with `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoInfo {
+    pub facility: String,
+    pub inmate_id: String,
+    pub booking_number: String,
+    pub pin: String,
+    pub account_id: String,
+    pub balance: Money,
+    pub approved_number: String,
+    pub handset_username: String,
+    pub handset_password: String,
+    pub sip_realm: String,
+    pub trusted_network: String,
+    pub sip_address: String,
+    pub trunk_address: String,
+    pub http_address: String,
+    pub admin_token: String,
+}
+
+/// Seeds the demo, creating only what is missing.
+pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError> {
+    ensure_rates(store).await?;
+    ensure_facility(store).await?;
+    let inmate = match store.inmate_by_booking(FACILITY, BOOKING).await {
+        Ok(i) => i,
+        Err(StoreError::NotFound { .. }) => {
+            let b = Booking {
+                booking_number: BOOKING.into(),
+                first_name: "John".into(),
+                last_name: "Doe".into(),
+                pin: Some(PIN.into()),
+            };
+            store.book_inmate(FACILITY, b).await?
+        }
+        Err(e) => return Err(e),
+    };
+    ensure_contact(store, &inmate.id).await?;
+    ensure_devices(store, config).await?;
+    let deposit = DepositRequest {
+        account_id: inmate.account_id.clone(),
+        method: DepositMethod::Online,
+        amount: Money::from_minor(20 * crate::money::MINOR_PER_UNIT),
+        depositor: "Demo family".into(),
+        reference: "demo".into(),
+    };
+    if store.ledger().account(&inmate.account_id).await?.status
+        == crate::ledger::AccountStatus::Open
+    {
+        store.ledger().deposit(DEPOSIT_KEY, deposit).await?;
+    }
+    let account = store.ledger().account(&inmate.account_id).await?;
+    Ok(DemoInfo {
+        facility: FACILITY.into(),
+        inmate_id: inmate.id,
+        booking_number: BOOKING.into(),
+        pin: PIN.into(),
+        account_id: account.id,
+        balance: account.balance,
+        approved_number: CONTACT_NUMBER.into(),
+        handset_username: HANDSET_USER.into(),
+        handset_password: HANDSET_PASSWORD.into(),
+        sip_realm: config.sip.realm.clone(),
+        trusted_network: "127.0.0.0/8".into(),
+        sip_address: config.sip.udp_listen.to_string(),
+        trunk_address: config.sip.trunk.to_string(),
+        http_address: config.http.listen.to_string(),
+        admin_token: config.http.admin_token.clone(),
+    })
+}
+
+async fn ensure_rates(store: &Store) -> Result<(), StoreError> {
+    if store.rate_deck_summary(DECK_ID).await.is_err() {
+        store
+            .store_rate_deck(DECK_ID, "Demo deck", DECK_CSV.as_bytes())
+            .await?;
+    }
+    if store.rate_plan_summary(PLAN_ID).await.is_err() {
+        store
+            .store_rate_plan(PLAN_ID, "Demo plan", 3600, PLAN_CSV.as_bytes())
+            .await?;
+    }
+    Ok(())
+}
+
+async fn ensure_facility(store: &Store) -> Result<(), StoreError> {
+    if store.facility(FACILITY).await.is_ok() {
+        return Ok(());
+    }
+    store
+        .create_facility(NewFacility {
+            id: FACILITY.into(),
+            name: "Demo County Jail".into(),
+            time_zone: "America/Chicago".into(),
+            country_code: "1".into(),
+            cap_category: "prison".into(),
+            calling_hours_start: "00:00".into(),
+            calling_hours_end: "00:00".into(),
+            deposit_max: Money::from_minor(300 * crate::money::MINOR_PER_UNIT),
+            deposit_daily_max: Money::from_minor(500 * crate::money::MINOR_PER_UNIT),
+            daily_call_limit: 0,
+            recording_retention_days: 365,
+        })
+        .await?;
+    let patch = FacilityPatch {
+        rate_plan_id: Some(PLAN_ID.into()),
+        rate_deck_id: Some(DECK_ID.into()),
+        ..FacilityPatch::default()
+    };
+    store.update_facility(FACILITY, patch).await?;
+    Ok(())
+}
+
+async fn ensure_contact(store: &Store, inmate_id: &str) -> Result<(), StoreError> {
+    let contact = match store.contact_for_number(inmate_id, CONTACT_NUMBER).await? {
+        Some(c) => c,
+        None => {
+            let c = NewContact {
+                number: CONTACT_NUMBER.into(),
+                name: "Jane Doe".into(),
+                relationship: "mother".into(),
+                privileged: false,
+                video_allowed: true,
+            };
+            store.add_contact(inmate_id, c).await?
+        }
+    };
+    if contact.status != ContactStatus::Approved {
+        store
+            .decide_contact(&contact.id, ContactStatus::Approved, "demo")
+            .await?;
+    }
+    Ok(())
+}
+
+async fn ensure_devices(store: &Store, config: &Config) -> Result<(), StoreError> {
+    let handsets = store.handsets(FACILITY).await?;
+    if !handsets
+        .iter()
+        .any(|h| h.sip_username.as_deref() == Some(HANDSET_USER))
+    {
+        let h = NewHandset {
+            name: "Demo handset".into(),
+            location: "Housing unit A".into(),
+            sip_username: Some(HANDSET_USER.into()),
+            sip_password: Some(HANDSET_PASSWORD.into()),
+        };
+        store.add_handset(FACILITY, &config.sip.realm, h).await?;
+    }
+    let nets = store.trusted_networks(FACILITY).await?;
+    if !nets.iter().any(|n| n.cidr == "127.0.0.0/8") {
+        store
+            .add_trusted_network(FACILITY, "127.0.0.0/8", "loopback (demo)")
+            .await?;
+    }
+    Ok(())
+}
+
+impl DemoInfo {
+    /// The newcomer's summary.
+    pub fn describe(&self) -> String {
+        format!(
+            "Demo facility {fac} is ready.\n\
+             \n  inmate          {bk} (id {iid}), PIN {pin}\n  account         {acc}, balance {bal}\n  approved number {num}\n  handset         SIP digest user '{hu}' password '{hp}' realm '{realm}', or any handset on {net}\n  SIP             {sip} (UDP and TCP); trunk {trunk}\n  HTTP API        http://{http}/api/v1  (admin token: {tok})\n\
+             \nTry: curl -H 'Authorization: Bearer {tok}' http://{http}/api/v1/accounts/{acc}\n",
+            fac = self.facility,
+            bk = self.booking_number,
+            iid = self.inmate_id,
+            pin = self.pin,
+            acc = self.account_id,
+            bal = self.balance,
+            num = self.approved_number,
+            hu = self.handset_username,
+            hp = self.handset_password,
+            realm = self.sip_realm,
+            net = self.trusted_network,
+            sip = self.sip_address,
+            trunk = self.trunk_address,
+            http = self.http_address,
+            tok = self.admin_token,
+        )
+    }
+}

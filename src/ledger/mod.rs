@@ -1,0 +1,402 @@
+//! The ledger: every cent that enters, moves inside, or leaves sallyport.
+//!
+//! # What it owns
+//!
+//! The money tables of the schema: `accounts`, `ledger_transactions`, `ledger_entries`,
+//! `deposits` and `idempotency_keys`. Nothing else writes them. It reads `facilities` for
+//! deposit limits and time zones.
+//!
+//! # Who calls it
+//!
+//! - the HTTP API and the CLI: deposits, money orders, commissary purchases, refunds,
+//!   release, statements, balances, invariant checks;
+//! - booking (inmate creation), which opens the inmate's account with
+//!   [`Ledger::open_account_in`] inside its own database transaction;
+//! - the call flow's charging driver, once per billing increment, with
+//!   [`Ledger::debit_session`]; video visits use the same method with [`Service::Video`],
+//!   and the commissary system posts through the API to [`Ledger::purchase`].
+//!
+//! The ledger calls only [`crate::db`], [`crate::money`] and [`crate::clock`].
+//!
+//! # Double entry
+//!
+//! Every movement is one `ledger_transactions` row with exactly two `ledger_entries`: one
+//! on an inmate or family account, one on a facility system account
+//! ([`SystemAccount`]), of opposite signs, so every transaction sums to zero and so does
+//! the whole ledger. Both tables only ever receive INSERTs (database triggers refuse
+//! UPDATE and DELETE). A positive inmate/family balance is money held for that person:
+//!
+//! | movement | inmate/family | system |
+//! |---|---|---|
+//! | deposit (online, kiosk; money order when posted) | +amount | `deposits_clearing` −amount |
+//! | call / visit increment | −amount | `call_revenue` / `visit_revenue` +amount |
+//! | commissary purchase | −amount | `commissary` +amount |
+//! | refund or credit | +amount | `refunds` −amount |
+//! | release | −balance | `refunds_payable` +balance |
+//!
+//! Inmate and family accounts keep their balance in `accounts.balance_minor`, changed in
+//! the same database transaction as the entry that records it; the entry also stores the
+//! `balance_after`. A `CHECK` keeps the stored balance at or above zero. System accounts
+//! store no balance (their balance is the sum of their entries), so thousands of
+//! concurrent calls crediting `call_revenue` never contend on one hot row.
+//!
+//! # Idempotency
+//!
+//! Every money-moving method takes an idempotency key (see [`idempotency`]). The key, a
+//! SHA-256 of the canonical request and the JSON of the result are written in the same
+//! database transaction as the money movement. The same key with the same request returns
+//! the first result (even when both arrive at once) and writes nothing; with a different
+//! request or method it is [`LedgerError::IdempotencyConflict`]. A refused request (limit,
+//! funds, state) stores nothing, so its key can be retried. A replay returns the result
+//! as it was *then*: replaying a money order's deposit key after it was posted returns
+//! the pending deposit. Session debits are keyed by `(session_id, increment)` instead
+//! (a UNIQUE constraint on `ledger_transactions`); a retry returns
+//! [`DebitOutcome::AlreadyCommitted`].
+//!
+//! # Concurrency
+//!
+//! Every write runs in one database transaction opened with
+//! [`crate::db::Db::begin_write`]. On SQLite that is `BEGIN IMMEDIATE`: writers hold the
+//! database's single write lock from their first statement, so they run one at a time and
+//! queue on the busy timeout instead of failing. On PostgreSQL (READ COMMITTED) the
+//! conditional debit `UPDATE accounts … WHERE balance_minor >= $amount RETURNING …`
+//! takes the account's row lock; a concurrent debit of the same account waits for it and
+//! then re-evaluates the condition against the committed balance, so two nodes cannot both
+//! spend the last dollar. Deposits, purchases, refunds and release first lock the account
+//! row with a no-op UPDATE, so what they check afterwards (today's deposits, the balance)
+//! stays true until commit. A money order is locked (deposit row, then account) before it
+//! is posted or voided, so it is decided once. Idempotency keys and session increments are
+//! claimed with `INSERT … ON CONFLICT DO NOTHING`, where PostgreSQL's unique index makes a
+//! concurrent duplicate wait for the first transaction and then see its result.
+//!
+//! # Rounding
+//!
+//! None. Amounts arrive exact as [`Money`] (at most 4 decimal places, 2 for deposits) and
+//! are stored as integer minor units; the only rounding in sallyport is
+//! [`Money::round_charge`], applied by the charging core before it asks for a debit.
+//!
+//! # Errors
+//!
+//! One enum, [`LedgerError`]; no method panics on stored data (a row that cannot be
+//! decoded is [`LedgerError::Corrupt`] or [`LedgerError::Db`]).
+
+mod accounts;
+mod deposits;
+mod error;
+pub mod idempotency;
+mod invariants;
+mod postings;
+mod spending;
+mod statements;
+mod types;
+
+pub use accounts::SystemAccount;
+pub use deposits::{local_day, DEPOSIT_MAX_PLACES};
+pub use error::{AmountRule, LedgerError};
+pub use invariants::{InvariantReport, Violation};
+pub use statements::{Statement, StatementLine};
+pub use types::{
+    Account, AccountKind, AccountStatus, DebitOutcome, Deposit, DepositLimit, DepositMethod,
+    DepositRequest, DepositStatus, PurchaseRequest, Receipt, RefundRequest, Release, Service,
+    SessionDebit, TransactionKind,
+};
+
+use crate::clock::Clock;
+use crate::db::{from_micros, to_micros, Backend, Db};
+use crate::money::Money;
+use chrono::{DateTime, Utc};
+use idempotency::{Claim, Scope};
+use serde::Serialize;
+use spending::Finish;
+use sqlx::{Any, Transaction};
+use std::sync::Arc;
+
+/// The ledger service: a database and a clock. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    db: Db,
+    clock: Arc<dyn Clock>,
+}
+
+/// A canonical request for methods whose arguments are not a request struct.
+#[derive(Serialize)]
+struct StaffDecision<'a> {
+    deposit_id: &'a str,
+    staff: &'a str,
+}
+
+#[derive(Serialize)]
+struct ReleaseRequest<'a> {
+    account_id: &'a str,
+}
+
+impl Ledger {
+    pub fn new(db: Db, clock: Arc<dyn Clock>) -> Ledger {
+        Ledger { db, clock }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The wall clock at the stored precision (microseconds), so a returned value and the
+    /// same value read back from the database are equal.
+    fn now(&self) -> DateTime<Utc> {
+        from_micros(to_micros(self.clock.wall()))
+    }
+
+    /// Opens an inmate or family account inside the caller's transaction (booking inserts
+    /// the inmate and opens its account atomically). Inmate accounts need a facility;
+    /// system accounts come from [`Ledger::ensure_system_accounts`].
+    pub async fn open_account_in(
+        conn: &mut sqlx::AnyConnection,
+        kind: AccountKind,
+        facility_id: Option<&str>,
+        owner_id: Option<&str>,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, LedgerError> {
+        accounts::open_in(conn, kind, facility_id, owner_id, name, now).await
+    }
+
+    /// Opens an inmate or family account in its own transaction.
+    pub async fn open_account(
+        &self,
+        kind: AccountKind,
+        facility_id: Option<&str>,
+        owner_id: Option<&str>,
+        name: &str,
+    ) -> Result<String, LedgerError> {
+        let mut tx = self.db.begin_write().await?;
+        let r = accounts::open_in(&mut tx, kind, facility_id, owner_id, name, self.now()).await;
+        finish(tx, r.map(Finish::Commit)).await
+    }
+
+    /// Creates the facility's [`SystemAccount`]s that do not exist yet (idempotent).
+    pub async fn ensure_system_accounts(&self, facility_id: &str) -> Result<(), LedgerError> {
+        let mut tx = self.db.begin_write().await?;
+        let r = accounts::ensure_system(&mut tx, facility_id, to_micros(self.now())).await;
+        finish(tx, r.map(Finish::Commit)).await
+    }
+
+    /// An account with its balance (derived from entries for system accounts).
+    pub async fn account(&self, id: &str) -> Result<Account, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        accounts::read(&mut conn, id).await
+    }
+
+    /// The balance of an account.
+    pub async fn balance(&self, id: &str) -> Result<Money, LedgerError> {
+        Ok(self.account(id).await?.balance)
+    }
+
+    /// A deposit. Online and kiosk deposits post at once; a money order stays pending
+    /// (no entries) until [`Ledger::post_money_order`] and counts toward the daily limit
+    /// of the day it was received. Amounts must be positive with at most 2 decimal places.
+    pub async fn deposit(&self, key: &str, req: DepositRequest) -> Result<Deposit, LedgerError> {
+        deposits::validate(req.amount)?;
+        let claim = Claim::new(key, Scope::Deposit, &req)?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let r = async {
+            if let Some(first) = claim.claim(&mut tx, to_micros(now)).await? {
+                return Ok(Finish::Rollback(first));
+            }
+            let d = deposits::create(&mut tx, key, &req, now).await?;
+            claim.store(&mut tx, &d).await?;
+            Ok(Finish::Commit(d))
+        }
+        .await;
+        let d = finish(tx, r).await?;
+        tracing::info!(deposit_id = %d.id, account_id = %d.account_id, method = %d.method, amount = %d.amount, status = %d.status, "ledger: deposit");
+        Ok(d)
+    }
+
+    /// Staff post a pending money order: the account is credited now.
+    pub async fn post_money_order(
+        &self,
+        key: &str,
+        deposit_id: &str,
+        staff: &str,
+    ) -> Result<Deposit, LedgerError> {
+        let claim = Claim::new(
+            key,
+            Scope::PostMoneyOrder,
+            &StaffDecision { deposit_id, staff },
+        )?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let r = async {
+            if let Some(first) = claim.claim(&mut tx, to_micros(now)).await? {
+                return Ok(Finish::Rollback(first));
+            }
+            let d = deposits::post_money_order(&mut tx, key, deposit_id, staff, now).await?;
+            claim.store(&mut tx, &d).await?;
+            Ok(Finish::Commit(d))
+        }
+        .await;
+        let d = finish(tx, r).await?;
+        tracing::info!(deposit_id = %d.id, account_id = %d.account_id, amount = %d.amount, "ledger: money order posted");
+        Ok(d)
+    }
+
+    /// Staff void a pending money order: it never reaches the ledger and stops counting
+    /// toward the daily limit.
+    pub async fn void_money_order(
+        &self,
+        key: &str,
+        deposit_id: &str,
+        staff: &str,
+    ) -> Result<Deposit, LedgerError> {
+        let claim = Claim::new(
+            key,
+            Scope::VoidMoneyOrder,
+            &StaffDecision { deposit_id, staff },
+        )?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let r = async {
+            if let Some(first) = claim.claim(&mut tx, to_micros(now)).await? {
+                return Ok(Finish::Rollback(first));
+            }
+            let d = deposits::void_money_order(&mut tx, deposit_id, staff, now).await?;
+            claim.store(&mut tx, &d).await?;
+            Ok(Finish::Commit(d))
+        }
+        .await;
+        let d = finish(tx, r).await?;
+        tracing::info!(deposit_id = %d.id, account_id = %d.account_id, "ledger: money order voided");
+        Ok(d)
+    }
+
+    /// Charges one billing increment of a call or visit: conditional on the balance,
+    /// atomic with its entries, keyed by `(session_id, increment)`.
+    pub async fn debit_session(&self, d: SessionDebit) -> Result<DebitOutcome, LedgerError> {
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let r = spending::debit_session(&mut tx, &d, now).await;
+        let outcome = finish(tx, r).await?;
+        tracing::info!(session_id = %d.session_id, increment = d.increment, account_id = %d.account_id, amount = %d.amount, outcome = ?outcome, "ledger: session debit");
+        Ok(outcome)
+    }
+
+    /// A commissary purchase; [`LedgerError::InsufficientFunds`] when the balance is short.
+    pub async fn purchase(&self, key: &str, req: PurchaseRequest) -> Result<Receipt, LedgerError> {
+        spending::positive(req.amount)?;
+        let claim = Claim::new(key, Scope::Purchase, &req)?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let r = async {
+            if let Some(first) = claim.claim(&mut tx, to_micros(now)).await? {
+                return Ok(Finish::Rollback(first));
+            }
+            let receipt = spending::purchase(&mut tx, key, &req, now).await?;
+            claim.store(&mut tx, &receipt).await?;
+            Ok(Finish::Commit(receipt))
+        }
+        .await;
+        let receipt = finish(tx, r).await?;
+        tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: purchase");
+        Ok(receipt)
+    }
+
+    /// Credits an inmate or family account from the facility's `refunds` account.
+    pub async fn refund(&self, key: &str, req: RefundRequest) -> Result<Receipt, LedgerError> {
+        spending::positive(req.amount)?;
+        let claim = Claim::new(key, Scope::Refund, &req)?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let r = async {
+            if let Some(first) = claim.claim(&mut tx, to_micros(now)).await? {
+                return Ok(Finish::Rollback(first));
+            }
+            let receipt = spending::refund(&mut tx, key, &req, now).await?;
+            claim.store(&mut tx, &receipt).await?;
+            Ok(Finish::Commit(receipt))
+        }
+        .await;
+        let receipt = finish(tx, r).await?;
+        tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: refund");
+        Ok(receipt)
+    }
+
+    /// On release: the whole balance moves to `refunds_payable` (owed back to the person)
+    /// and the account closes; a closed account refuses every later movement.
+    pub async fn release(&self, key: &str, account_id: &str) -> Result<Release, LedgerError> {
+        let claim = Claim::new(key, Scope::Release, &ReleaseRequest { account_id })?;
+        let now = self.now();
+        let mut tx = self.db.begin_write().await?;
+        let r = async {
+            if let Some(first) = claim.claim(&mut tx, to_micros(now)).await? {
+                return Ok(Finish::Rollback(first));
+            }
+            let rel = spending::release(&mut tx, key, account_id, now).await?;
+            claim.store(&mut tx, &rel).await?;
+            Ok(Finish::Commit(rel))
+        }
+        .await;
+        let rel = finish(tx, r).await?;
+        tracing::info!(account_id = %rel.account_id, refunded = %rel.refunded, "ledger: account released");
+        Ok(rel)
+    }
+
+    /// The account's entries over `[from, to)` with opening, running and closing balances.
+    pub async fn statement(
+        &self,
+        account_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Statement, LedgerError> {
+        let mut tx = self.begin_read().await?;
+        let r = statements::build(&mut tx, account_id, from, to).await;
+        finish(tx, r.map(Finish::Rollback)).await
+    }
+
+    /// Checks every invariant over one snapshot; the report lists violations.
+    pub async fn check_invariants(&self) -> Result<InvariantReport, LedgerError> {
+        let mut tx = self.begin_read().await?;
+        let r = invariants::check(&mut tx).await;
+        let report = finish(tx, r.map(Finish::Rollback)).await?;
+        if !report.is_healthy() {
+            tracing::error!(
+                violations = report.violations.len(),
+                "ledger: invariants violated"
+            );
+        }
+        Ok(report)
+    }
+
+    /// A read transaction that sees one snapshot (REPEATABLE READ on PostgreSQL; a
+    /// deferred transaction in WAL mode on SQLite).
+    async fn begin_read(&self) -> Result<Transaction<'static, Any>, LedgerError> {
+        let begin = match self.db.backend() {
+            Backend::Sqlite => "BEGIN",
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        };
+        Ok(self.db.pool().begin_with(begin).await?)
+    }
+}
+
+/// Ends a transaction as the work decided: commit, or roll back (replays, refusals that
+/// return a value, reads, and every error).
+async fn finish<T>(
+    tx: Transaction<'static, Any>,
+    r: Result<Finish<T>, LedgerError>,
+) -> Result<T, LedgerError> {
+    match r {
+        Ok(Finish::Commit(v)) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Ok(Finish::Rollback(v)) => {
+            tx.rollback().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(re) = tx.rollback().await {
+                tracing::warn!(error = %re, "ledger: rollback failed");
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Money leaving or returning to an inmate/family account: session debits (calls and
+//! visits), commissary purchases, refunds, and the balance refunded at release.
+
+use super::accounts::{lock_open, SystemAccount};
+use super::error::{AmountRule, LedgerError};
+use super::postings::{debit_user, system_entry, transfer, user_entry, NewTxn};
+use super::types::{
+    DebitOutcome, PurchaseRequest, Receipt, RefundRequest, Release, Service, SessionDebit,
+    TransactionKind,
+};
+use crate::db::to_micros;
+use crate::money::Money;
+use chrono::{DateTime, Utc};
+use sqlx::{AnyConnection, Row};
+
+/// How a write transaction ends: commit, or roll back (a replay or a refusal that
+/// returns a value rather than an error).
+pub(crate) enum Finish<T> {
+    Commit(T),
+    Rollback(T),
+}
+
+/// Refuses zero and negative amounts.
+pub(crate) fn positive(amount: Money) -> Result<(), LedgerError> {
+    if amount.is_positive() {
+        Ok(())
+    } else {
+        Err(LedgerError::InvalidAmount {
+            amount,
+            rule: AmountRule::NotPositive,
+        })
+    }
+}
+
+fn revenue(service: Service) -> (SystemAccount, TransactionKind) {
+    match service {
+        Service::Audio => (SystemAccount::CallRevenue, TransactionKind::CallCharge),
+        Service::Video => (SystemAccount::VisitRevenue, TransactionKind::VisitCharge),
+    }
+}
+
+/// Claims (session, increment) by inserting its transaction row; `None` if it exists
+/// (on PostgreSQL, after waiting for a concurrent claimer to finish).
+async fn claim_increment(
+    conn: &mut AnyConnection,
+    d: &SessionDebit,
+    kind: TransactionKind,
+    at: i64,
+) -> Result<Option<i64>, LedgerError> {
+    let memo = format!("{} {} increment {}", kind, d.session_id, d.increment);
+    let row = sqlx::query(
+        "INSERT INTO ledger_transactions (kind, session_id, increment, facility_id, memo, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (session_id, increment) DO NOTHING RETURNING id",
+    )
+    .bind(kind.as_str())
+    .bind(d.session_id.as_str())
+    .bind(i64::from(d.increment))
+    .bind(d.facility_id.as_str())
+    .bind(memo)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| r.try_get("id")).transpose().map_err(Into::into)
+}
+
+/// The earlier debit of this (session, increment); a different account or amount under
+/// the same increment is a caller bug, reported as a conflict.
+async fn committed_before(
+    conn: &mut AnyConnection,
+    d: &SessionDebit,
+) -> Result<DebitOutcome, LedgerError> {
+    let row = sqlx::query(
+        "SELECT t.id, e.account_id, e.amount_minor, e.balance_after_minor FROM ledger_transactions t \
+         JOIN ledger_entries e ON e.transaction_id = t.id \
+         WHERE t.session_id = $1 AND t.increment = $2 AND e.balance_after_minor IS NOT NULL",
+    )
+    .bind(d.session_id.as_str())
+    .bind(i64::from(d.increment))
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| LedgerError::corrupt(format!("debit {}#{} has no account entry", d.session_id, d.increment)))?;
+    let account: String = row.try_get("account_id")?;
+    let amount: i64 = row.try_get("amount_minor")?;
+    if account != d.account_id || amount != -d.amount.to_minor() {
+        let key = format!("{}#{}", d.session_id, d.increment);
+        return Err(LedgerError::IdempotencyConflict { key });
+    }
+    let balance_after: Option<i64> = row.try_get("balance_after_minor")?;
+    Ok(DebitOutcome::AlreadyCommitted {
+        transaction_id: row.try_get("id")?,
+        balance_after: Money::from_minor(balance_after.unwrap_or_default()),
+    })
+}
+
+/// One session increment: claim (session, increment), conditional debit, two entries.
+pub(crate) async fn debit_session(
+    conn: &mut AnyConnection,
+    d: &SessionDebit,
+    now: DateTime<Utc>,
+) -> Result<Finish<DebitOutcome>, LedgerError> {
+    if d.amount.is_negative() {
+        return Err(LedgerError::InvalidAmount {
+            amount: d.amount,
+            rule: AmountRule::Negative,
+        });
+    }
+    let at = to_micros(now);
+    let (system, kind) = revenue(d.service);
+    let Some(txn) = claim_increment(conn, d, kind, at).await? else {
+        return committed_before(conn, d).await.map(Finish::Rollback);
+    };
+    let amount = d.amount.to_minor();
+    let Some(balance) = debit_user(conn, &d.account_id, amount).await? else {
+        let account = lock_open(conn, &d.account_id, "debit").await?;
+        let balance = Money::from_minor(account.balance_minor);
+        return Ok(Finish::Rollback(DebitOutcome::Refused { balance }));
+    };
+    user_entry(conn, txn, &d.account_id, -amount, balance, at).await?;
+    system_entry(conn, txn, &system.id(&d.facility_id), amount, at).await?;
+    Ok(Finish::Commit(DebitOutcome::Committed {
+        transaction_id: txn,
+        balance_after: Money::from_minor(balance),
+    }))
+}
+
+/// A commissary purchase (the key is already claimed): account −, commissary +.
+pub(crate) async fn purchase(
+    conn: &mut AnyConnection,
+    key: &str,
+    req: &PurchaseRequest,
+    now: DateTime<Utc>,
+) -> Result<Receipt, LedgerError> {
+    let account = lock_open(conn, &req.account_id, "charge").await?;
+    let facility = account.facility()?;
+    let counter = SystemAccount::Commissary.id(facility);
+    let memo = format!("commissary order {}: {}", req.reference, req.memo);
+    let txn = NewTxn {
+        kind: TransactionKind::Purchase,
+        key: Some(key),
+        facility_id: facility,
+        memo: &memo,
+        at: to_micros(now),
+    };
+    let Some((id, balance)) =
+        transfer(conn, &txn, &account.id, &counter, -req.amount.to_minor()).await?
+    else {
+        let balance = Money::from_minor(account.balance_minor);
+        return Err(LedgerError::InsufficientFunds {
+            balance,
+            amount: req.amount,
+        });
+    };
+    Ok(receipt(
+        id,
+        txn.kind,
+        &req.account_id,
+        counter,
+        req.amount,
+        balance,
+        &req.reference,
+        now,
+    ))
+}
+
+/// A refund or credit (the key is already claimed): refunds −, account +.
+pub(crate) async fn refund(
+    conn: &mut AnyConnection,
+    key: &str,
+    req: &RefundRequest,
+    now: DateTime<Utc>,
+) -> Result<Receipt, LedgerError> {
+    let account = lock_open(conn, &req.account_id, "refund to").await?;
+    let facility = account.facility()?;
+    let counter = SystemAccount::Refunds.id(facility);
+    let memo = format!("refund {}: {}", req.reference, req.memo);
+    let txn = NewTxn {
+        kind: TransactionKind::Refund,
+        key: Some(key),
+        facility_id: facility,
+        memo: &memo,
+        at: to_micros(now),
+    };
+    let (id, balance) = transfer(conn, &txn, &account.id, &counter, req.amount.to_minor())
+        .await?
+        .ok_or_else(|| LedgerError::corrupt("a credit was refused"))?;
+    Ok(receipt(
+        id,
+        txn.kind,
+        &req.account_id,
+        counter,
+        req.amount,
+        balance,
+        &req.reference,
+        now,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receipt(
+    transaction_id: i64,
+    kind: TransactionKind,
+    account_id: &str,
+    counter_account_id: String,
+    amount: Money,
+    balance: i64,
+    reference: &str,
+    created_at: DateTime<Utc>,
+) -> Receipt {
+    Receipt {
+        transaction_id,
+        kind,
+        account_id: account_id.to_string(),
+        counter_account_id,
+        amount,
+        balance_after: Money::from_minor(balance),
+        reference: reference.to_string(),
+        created_at,
+    }
+}
+
+/// Release (the key is already claimed): the whole balance to refunds_payable, then the
+/// account closes for good.
+pub(crate) async fn release(
+    conn: &mut AnyConnection,
+    key: &str,
+    account_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Release, LedgerError> {
+    let account = lock_open(conn, account_id, "release").await?;
+    let facility = account.facility()?;
+    let payable = SystemAccount::RefundsPayable.id(facility);
+    let at = to_micros(now);
+    let mut transaction_id = None;
+    if account.balance_minor > 0 {
+        let txn = NewTxn {
+            kind: TransactionKind::Release,
+            key: Some(key),
+            facility_id: facility,
+            memo: "balance refunded at release",
+            at,
+        };
+        let moved = transfer(conn, &txn, account_id, &payable, -account.balance_minor).await?;
+        let (id, _) =
+            moved.ok_or_else(|| LedgerError::corrupt("a locked balance could not be debited"))?;
+        transaction_id = Some(id);
+    }
+    close(conn, account_id, at).await?;
+    Ok(Release {
+        account_id: account_id.to_string(),
+        refunded: Money::from_minor(account.balance_minor),
+        transaction_id,
+        payable_account_id: payable,
+        closed_at: now,
+    })
+}
+
+async fn close(conn: &mut AnyConnection, account_id: &str, at: i64) -> Result<(), LedgerError> {
+    sqlx::query(
+        "UPDATE accounts SET status = 'closed', closed_at = $1 WHERE id = $2 AND status = 'open'",
+    )
+    .bind(at)
+    .bind(account_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

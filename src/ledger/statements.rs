@@ -1,0 +1,140 @@
+//! Account statements: the entries of one account in a time range, with running balances,
+//! for the inmate's kiosk, the family's page and staff; and their CSV form.
+
+use super::error::LedgerError;
+use super::types::TransactionKind;
+use crate::db::{from_micros, to_micros};
+use crate::money::Money;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+/// An account's movements over `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    pub account_id: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// The balance at `from`: the sum of every earlier entry.
+    pub opening_balance: Money,
+    pub lines: Vec<StatementLine>,
+    /// `opening_balance` plus every line.
+    pub closing_balance: Money,
+}
+
+/// One entry of the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementLine {
+    pub transaction_id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: TransactionKind,
+    pub memo: String,
+    /// Signed: positive credits the account, negative debits it.
+    pub amount: Money,
+    /// The running balance after this line.
+    pub balance_after: Money,
+}
+
+impl Statement {
+    pub const CSV_HEADER: &'static str = "transaction_id,time,kind,memo,amount,balance_after";
+
+    /// The lines as CSV (RFC 4180, CRLF-free `\n` rows) with a header row. Memo fields are
+    /// quoted as needed and defused against spreadsheet formula injection.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::with_capacity(64 * (self.lines.len() + 1));
+        out.push_str(Self::CSV_HEADER);
+        out.push('\n');
+        for l in &self.lines {
+            let fields = [
+                l.transaction_id.to_string(),
+                l.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                l.kind.to_string(),
+                csv_field(&l.memo),
+                l.amount.to_string(),
+                l.balance_after.to_string(),
+            ];
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Quotes a free-text field; a leading `= + - @` gets a `'` so spreadsheets show it as text.
+fn csv_field(s: &str) -> String {
+    let defused = match s.chars().next() {
+        Some('=' | '+' | '-' | '@') => format!("'{s}"),
+        _ => s.to_string(),
+    };
+    if defused.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", defused.replace('"', "\"\""))
+    } else {
+        defused
+    }
+}
+
+async fn opening(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    from: i64,
+) -> Result<i64, LedgerError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM ledger_entries \
+         WHERE account_id = $1 AND created_at < $2",
+    )
+    .bind(account_id)
+    .bind(from)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("total")?)
+}
+
+/// Builds the statement inside a read transaction (one snapshot).
+pub(crate) async fn build(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Statement, LedgerError> {
+    super::accounts::read(conn, account_id).await?;
+    let open = opening(conn, account_id, to_micros(from)).await?;
+    let rows = sqlx::query(
+        "SELECT e.transaction_id, e.created_at, e.amount_minor, t.kind, t.memo FROM ledger_entries e \
+         JOIN ledger_transactions t ON t.id = e.transaction_id \
+         WHERE e.account_id = $1 AND e.created_at >= $2 AND e.created_at < $3 ORDER BY e.id",
+    )
+    .bind(account_id)
+    .bind(to_micros(from))
+    .bind(to_micros(to))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut running = open;
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in &rows {
+        lines.push(line(row, &mut running)?);
+    }
+    Ok(Statement {
+        account_id: account_id.to_string(),
+        from,
+        to,
+        opening_balance: Money::from_minor(open),
+        lines,
+        closing_balance: Money::from_minor(running),
+    })
+}
+
+fn line(row: &AnyRow, running: &mut i64) -> Result<StatementLine, LedgerError> {
+    let amount: i64 = row.try_get("amount_minor")?;
+    *running = running
+        .checked_add(amount)
+        .ok_or_else(|| LedgerError::corrupt("statement balance overflows"))?;
+    Ok(StatementLine {
+        transaction_id: row.try_get("transaction_id")?,
+        at: from_micros(row.try_get("created_at")?),
+        kind: TransactionKind::parse_db(&row.try_get::<String, _>("kind")?)?,
+        memo: row.try_get("memo")?,
+        amount: Money::from_minor(amount),
+        balance_after: Money::from_minor(*running),
+    })
+}

@@ -1,0 +1,129 @@
+//! Records: facilities, inmates, handsets, contacts, block lists, rate decks and plans,
+//! API principals and the audit log.
+//!
+//! Owns: the rows of those tables and the rules that keep them consistent (a booking opens
+//! the inmate's account in the same database transaction; a rate plan above its cap is
+//! refused when it is loaded; a PIN is stored only as a keyed hash). Money lives in
+//! [`crate::ledger`]; this module calls it only to open accounts.
+//! Called by: the API, the CLI and the demo seed; later the call flow (lookups).
+
+mod audit;
+mod contacts;
+mod facilities;
+mod handsets;
+mod inmates;
+mod principals;
+mod rates;
+
+pub use audit::AuditEntry;
+pub use contacts::{Block, Contact, ContactStatus, NewContact};
+pub use facilities::{Facility, FacilityPatch, NewFacility};
+pub use handsets::{Handset, NewHandset, TrustedNetwork};
+pub use inmates::{Booking, Inmate, InmateStatus};
+pub use principals::{Facilities, Principal, Role};
+pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
+
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::ledger::{Ledger, LedgerError};
+use std::sync::Arc;
+
+/// Errors at the records boundary; the API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} '{id}' not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("stored {what} is corrupt: {message}")]
+    Corrupt { what: &'static str, message: String },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, id: &str) -> StoreError {
+        StoreError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for StoreError {
+    fn from(e: crate::db::DbError) -> StoreError {
+        match e {
+            crate::db::DbError::Sqlx(e) => StoreError::Db(e),
+            other => StoreError::Corrupt {
+                what: "database",
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Access to the records, with the clock and the PIN key.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    pin_pepper: Arc<str>,
+    ledger: Ledger,
+}
+
+impl Store {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, pin_pepper: &str) -> Store {
+        Store {
+            ledger: Ledger::new(db.clone(), clock.clone()),
+            db,
+            clock,
+            pin_pepper: pin_pepper.into(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn now_us(&self) -> i64 {
+        crate::db::to_micros(self.clock.wall())
+    }
+}
+
+/// A fresh random id with a readable prefix, e.g. `inm_0193…`.
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Maps a unique violation to a conflict with `message`, anything else to a DB error.
+pub(crate) fn conflict_on_unique(e: sqlx::Error, message: impl Into<String>) -> StoreError {
+    if crate::db::is_unique_violation(&e) {
+        StoreError::Conflict(message.into())
+    } else {
+        StoreError::Db(e)
+    }
+}
+
+/// Reads a BIGINT 0/1 flag.
+pub(crate) fn flag(v: i64) -> bool {
+    v != 0
+}

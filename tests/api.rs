@@ -1,0 +1,856 @@
+//! The HTTP API through the real router (`tower::ServiceExt::oneshot`), against SQLite and
+//! PostgreSQL: the same battery on both.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use chrono::TimeZone;
+use http_body_util::BodyExt;
+use sallyport::api::{router, AppState};
+use sallyport::clock::{Clock, ManualClock};
+use sallyport::config::Config;
+use sallyport::db::testing::TestDb;
+use sallyport::db::Backend;
+use sallyport::store::Store;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const ADMIN: &str = "test-admin-token";
+
+struct App {
+    router: Router,
+    clock: Arc<ManualClock>,
+    t: TestDb,
+}
+
+async fn app(backend: Backend) -> Option<App> {
+    let t = TestDb::of(backend).await?;
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
+    ));
+    let mut config = Config::default();
+    config.http.admin_token = ADMIN.into();
+    config.security.pin_pepper = "test-pepper-0123456789".into();
+    let store = Store::new(
+        t.db.clone(),
+        clock.clone() as Arc<dyn Clock>,
+        &config.security.pin_pepper,
+    );
+    let router = router(AppState::new(store, Arc::new(config)));
+    Some(App { router, clock, t })
+}
+
+/// Sends one request; returns the status and the body as JSON (or as a JSON string).
+async fn send(
+    app: &App,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    raw(app, req).await
+}
+
+async fn raw(app: &App, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+async fn admin(app: &App, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    send(app, method, path, Some(ADMIN), None, body).await
+}
+
+async fn upload(app: &App, path: &str, csv: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "text/csv")
+        .body(Body::from(csv.to_string()))
+        .unwrap();
+    raw(app, req).await
+}
+
+fn err_code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// A facility with rates, one booked inmate with an approved contact. Returns (inmate id, account id).
+async fn setup(app: &App, fid: &str) -> (String, String) {
+    let (s, v) = admin(
+        app,
+        "POST",
+        "/api/v1/facilities",
+        Some(json!({
+            "id": fid, "name": format!("{fid} County Jail"), "time_zone": "America/Chicago",
+            "deposit_max": "100.00", "deposit_daily_max": "150.00"
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let deck = "prefix,class,description\n1555,local,Local\n1,domestic,US\n44,international,UK\n";
+    let (s, v) = upload(app, &format!("/api/v1/rate-decks?id={fid}-deck"), deck).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let plan = "class,service,per_minute,increment_secs\nlocal,audio,0.021,60\ndomestic,audio,0.05,60\ninternational,audio,0.06,60\n";
+    let (s, v) = upload(
+        app,
+        &format!("/api/v1/rate-plans?id={fid}-plan&max_call_secs=1800"),
+        plan,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = admin(
+        app,
+        "PATCH",
+        &format!("/api/v1/facilities/{fid}"),
+        Some(
+            json!({ "rate_plan_id": format!("{fid}-plan"), "rate_deck_id": format!("{fid}-deck") }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, inmate) = admin(
+        app,
+        "POST",
+        &format!("/api/v1/facilities/{fid}/inmates"),
+        Some(json!({
+            "booking_number": "B-1", "first_name": "John", "last_name": "Doe", "pin": "4321"
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{inmate}");
+    assert_eq!(inmate["has_pin"], true);
+    assert!(
+        inmate.get("pin").is_none() && !inmate.to_string().contains("4321"),
+        "PIN never shown"
+    );
+    let iid = inmate["id"].as_str().unwrap().to_string();
+    let (s, c) = admin(
+        app,
+        "POST",
+        &format!("/api/v1/inmates/{iid}/contacts"),
+        Some(json!({ "number": "(555) 123-0001", "name": "Jane Doe", "relationship": "mother" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(c["number"], "+15551230001");
+    assert_eq!(c["status"], "pending");
+    let (s, c) = admin(
+        app,
+        "POST",
+        &format!("/api/v1/contacts/{}/approve", c["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, c["status"].as_str()),
+        (StatusCode::OK, Some("approved"))
+    );
+    (iid, inmate["account_id"].as_str().unwrap().to_string())
+}
+
+async fn balance(app: &App, account: &str) -> String {
+    let (s, v) = admin(app, "GET", &format!("/api/v1/accounts/{account}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["balance"].as_str().unwrap().to_string()
+}
+
+async fn ledger_healthy(app: &App) {
+    let (s, v) = admin(app, "GET", "/api/v1/ledger/check", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["violations"], json!([]), "{v}");
+}
+
+async fn money_flow(app: App) {
+    let (iid, acc) = setup(&app, "F1").await;
+    let dep = json!({ "amount": "40.00", "method": "online", "depositor": "Jane" });
+    let (s, d) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/deposits"),
+        Some(ADMIN),
+        Some("d1"),
+        Some(dep),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    assert_eq!(d["status"], "posted");
+    let mo = json!({ "amount": "25.00", "method": "money_order", "reference": "MO-77" });
+    let (s, m) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/deposits"),
+        Some(ADMIN),
+        Some("mo1"),
+        Some(mo),
+    )
+    .await;
+    assert_eq!(
+        (s, m["status"].as_str()),
+        (StatusCode::CREATED, Some("pending")),
+        "{m}"
+    );
+    assert_eq!(balance(&app, &acc).await, "40.00");
+    let (s, m) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/deposits/{}/post", m["id"].as_str().unwrap()),
+        Some(ADMIN),
+        Some("mo1-post"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, m["status"].as_str()),
+        (StatusCode::OK, Some("posted")),
+        "{m}"
+    );
+    assert_eq!(balance(&app, &acc).await, "65.00");
+    let buy = json!({ "amount": "5.25", "reference": "ORD-1", "memo": "soap" });
+    let (s, r) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/purchases"),
+        Some(ADMIN),
+        Some("p1"),
+        Some(buy),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["balance_after"], "59.75");
+    let back = json!({ "amount": "1.25", "reference": "ORD-1", "memo": "return" });
+    let (s, r) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/refunds"),
+        Some(ADMIN),
+        Some("r1"),
+        Some(back),
+    )
+    .await;
+    assert_eq!(
+        (s, r["balance_after"].as_str()),
+        (StatusCode::CREATED, Some("61.00")),
+        "{r}"
+    );
+    let (s, st) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{acc}/statement"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st["closing_balance"], "61.00", "{st}");
+    assert_eq!(st["lines"].as_array().unwrap().len(), 4, "{st}");
+    let (s, csv) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{acc}/statement?format=csv"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        csv.as_str().unwrap().lines().count(),
+        5,
+        "header + 4 lines: {csv}"
+    );
+    let (s, rel) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/inmates/{iid}/release"),
+        Some(ADMIN),
+        Some("rel1"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rel}");
+    assert_eq!(rel["release"]["refunded"], "61.00");
+    assert_eq!(rel["inmate"]["status"], "released");
+    assert_eq!(balance(&app, &acc).await, "0.00");
+    let dep = json!({ "amount": "1.00", "method": "online" });
+    let (s, e) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/deposits"),
+        Some(ADMIN),
+        Some("d-after"),
+        Some(dep),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::CONFLICT, "account_closed"),
+        "{e}"
+    );
+    ledger_healthy(&app).await;
+    app.t.cleanup().await;
+}
+
+/// Every money-moving call replayed with its key returns the first answer and changes
+/// nothing; the same key with a different request is a 409.
+async fn idempotent_replays(app: App) {
+    let (iid, acc) = setup(&app, "F1").await;
+    let calls: Vec<(String, String, Option<Value>)> = vec![
+        (
+            "k-dep".into(),
+            format!("/api/v1/accounts/{acc}/deposits"),
+            Some(json!({ "amount": "30.00", "method": "kiosk" })),
+        ),
+        (
+            "k-mo".into(),
+            format!("/api/v1/accounts/{acc}/deposits"),
+            Some(json!({ "amount": "10.00", "method": "money_order" })),
+        ),
+        (
+            "k-buy".into(),
+            format!("/api/v1/accounts/{acc}/purchases"),
+            Some(json!({ "amount": "2.00", "reference": "o1" })),
+        ),
+        (
+            "k-ref".into(),
+            format!("/api/v1/accounts/{acc}/refunds"),
+            Some(json!({ "amount": "0.50", "reference": "o1" })),
+        ),
+    ];
+    let mut mo_id = String::new();
+    for (key, path, body) in &calls {
+        let first = send(&app, "POST", path, Some(ADMIN), Some(key), body.clone()).await;
+        assert!(first.0.is_success(), "{key}: {:?}", first);
+        if key == "k-mo" {
+            mo_id = first.1["id"].as_str().unwrap().to_string();
+        }
+        let before = balance(&app, &acc).await;
+        let again = send(&app, "POST", path, Some(ADMIN), Some(key), body.clone()).await;
+        assert_eq!(again, first, "{key}: a replay returns the first answer");
+        assert_eq!(
+            balance(&app, &acc).await,
+            before,
+            "{key}: a replay moves nothing"
+        );
+        let mut other = body.clone().unwrap();
+        other["amount"] = json!("3.00");
+        let (s, e) = send(&app, "POST", path, Some(ADMIN), Some(key), Some(other)).await;
+        assert_eq!(
+            (s, err_code(&e)),
+            (StatusCode::CONFLICT, "idempotency_conflict"),
+            "{key}: {e}"
+        );
+        assert_eq!(balance(&app, &acc).await, before);
+    }
+    for (key, path) in [
+        ("k-post", format!("/api/v1/deposits/{mo_id}/post")),
+        ("k-rel", format!("/api/v1/inmates/{iid}/release")),
+    ] {
+        let first = send(&app, "POST", &path, Some(ADMIN), Some(key), None).await;
+        assert!(first.0.is_success(), "{key}: {:?}", first);
+        let before = balance(&app, &acc).await;
+        let again = send(&app, "POST", &path, Some(ADMIN), Some(key), None).await;
+        assert_eq!(again, first, "{key}");
+        assert_eq!(balance(&app, &acc).await, before);
+    }
+    let (s, e) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/deposits"),
+        Some(ADMIN),
+        None,
+        Some(json!({ "amount": "1", "method": "online" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "a money call without a key: {e}"
+    );
+    ledger_healthy(&app).await;
+    app.t.cleanup().await;
+}
+
+/// Bad input gets the right 4xx and a JSON error, and no balance moves.
+async fn bad_requests(app: App) {
+    let (iid, acc) = setup(&app, "F1").await;
+    let dep_path = format!("/api/v1/accounts/{acc}/deposits");
+    // Malformed JSON, wrong content type, unknown field, wrong type.
+    let req = Request::builder()
+        .method("POST")
+        .uri(&dep_path)
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("idempotency-key", "x1")
+        .header("content-type", "application/json")
+        .body(Body::from("{\"amount\": "))
+        .unwrap();
+    let (s, e) = raw(&app, req).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::BAD_REQUEST, "invalid_json"),
+        "{e}"
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri(&dep_path)
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("idempotency-key", "x2")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (s, e) = raw(&app, req).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        &dep_path,
+        Some(ADMIN),
+        Some("x3"),
+        Some(json!({ "amount": "5", "method": "online", "tip": 1 })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_json"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        &dep_path,
+        Some(ADMIN),
+        Some("x4"),
+        Some(json!({ "amount": "5.001", "method": "online" })),
+    )
+    .await;
+    assert!(s.is_client_error(), "sub-cent deposit: {s} {e}");
+    let (s, e) = send(
+        &app,
+        "POST",
+        &dep_path,
+        Some(ADMIN),
+        Some("x5"),
+        Some(json!({ "amount": "-5", "method": "online" })),
+    )
+    .await;
+    assert!(s.is_client_error(), "negative deposit: {s} {e}");
+    // Over the per-deposit limit (100.00), then over the daily limit (150.00).
+    let (s, e) = send(
+        &app,
+        "POST",
+        &dep_path,
+        Some(ADMIN),
+        Some("x6"),
+        Some(json!({ "amount": "100.01", "method": "online" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{e}"
+    );
+    for (k, amt) in [("x7", "100.00"), ("x8", "50.00")] {
+        let (s, e) = send(
+            &app,
+            "POST",
+            &dep_path,
+            Some(ADMIN),
+            Some(k),
+            Some(json!({ "amount": amt, "method": "online" })),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+    }
+    let (s, e) = send(
+        &app,
+        "POST",
+        &dep_path,
+        Some(ADMIN),
+        Some("x9"),
+        Some(json!({ "amount": "0.01", "method": "online" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{e}"
+    );
+    // The next facility-local day the limit is fresh again.
+    app.clock.advance(std::time::Duration::from_secs(24 * 3600));
+    let (s, e) = send(
+        &app,
+        "POST",
+        &dep_path,
+        Some(ADMIN),
+        Some("x10"),
+        Some(json!({ "amount": "0.01", "method": "online" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    assert_eq!(balance(&app, &acc).await, "150.01");
+    // Overspending a purchase.
+    let (s, e) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/purchases"),
+        Some(ADMIN),
+        Some("x11"),
+        Some(json!({ "amount": "500.00" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"),
+        "{e}"
+    );
+    // Unknown things.
+    let (s, e) = admin(&app, "GET", "/api/v1/inmates/inm_nope", None).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        "/api/v1/accounts/acc_nope/deposits",
+        Some(ADMIN),
+        Some("x12"),
+        Some(json!({ "amount": "5", "method": "online" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{e}"
+    );
+    let (s, e) = admin(&app, "GET", "/api/v1/nothing-here", None).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{e}"
+    );
+    // Bad records.
+    let (s, e) = admin(
+        &app,
+        "POST",
+        &format!("/api/v1/inmates/{iid}/contacts"),
+        Some(json!({ "number": "call me maybe", "name": "X" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        "{e}"
+    );
+    let (s, e) = admin(
+        &app,
+        "PUT",
+        &format!("/api/v1/inmates/{iid}/pin"),
+        Some(json!({ "pin": "12" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        "{e}"
+    );
+    let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F9", "name": "x", "time_zone": "Mars/Base", "deposit_max": "1", "deposit_daily_max": "1" }))).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        "{e}"
+    );
+    let (s, e) = upload(
+        &app,
+        "/api/v1/rate-decks?id=bad",
+        "prefix,class,description\n1,local,ok\n12x,local,bad\n",
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains('3'),
+        "names the line: {e}"
+    );
+    // A plan above the FCC cap for prisons ($0.06/min audio) is refused for the facility.
+    let (s, e) = upload(
+        &app,
+        "/api/v1/rate-plans?id=greedy",
+        "class,service,per_minute,increment_secs\nlocal,audio,0.25,60\n",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (s, e) = admin(
+        &app,
+        "PATCH",
+        "/api/v1/facilities/F1",
+        Some(json!({ "rate_plan_id": "greedy" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        "{e}"
+    );
+    assert_eq!(
+        balance(&app, &acc).await,
+        "150.01",
+        "nothing above moved money"
+    );
+    ledger_healthy(&app).await;
+    app.t.cleanup().await;
+}
+
+/// Tokens, roles and facility scope.
+async fn authorization(app: App) {
+    let (iid, acc) = setup(&app, "F1").await;
+    let (_, acc2) = setup(&app, "F2").await;
+    let dep = |amt: &str| Some(json!({ "amount": amt, "method": "online" }));
+    let path = format!("/api/v1/accounts/{acc}/deposits");
+    let (s, e) = send(&app, "POST", &path, None, Some("a1"), dep("5")).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        &path,
+        Some("not-a-token"),
+        Some("a2"),
+        dep("5"),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{e}"
+    );
+    let token = |v: &Value| v["token"].as_str().unwrap().to_string();
+    let (s, f2_admin) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({ "username": "f2-staff", "role": "admin", "facilities": ["F2"] })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{f2_admin}");
+    let f2_admin = token(&f2_admin);
+    let (_, kiosk) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({ "username": "kiosk-1", "role": "kiosk", "facilities": ["F1"] })),
+    )
+    .await;
+    let kiosk = token(&kiosk);
+    let (_, family) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(
+            json!({ "username": "jane", "role": "family", "facilities": ["F1"], "ttl_secs": 600 }),
+        ),
+    )
+    .await;
+    let family = token(&family);
+    // Wrong facility: an F2 admin cannot touch an F1 account or inmate.
+    let (s, e) = send(&app, "POST", &path, Some(&f2_admin), Some("a3"), dep("5")).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{e}"
+    );
+    let (s, _) = send(
+        &app,
+        "GET",
+        &format!("/api/v1/inmates/{iid}"),
+        Some(&f2_admin),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = send(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{acc2}"),
+        Some(&f2_admin),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "its own facility is fine");
+    let (s, v) = send(
+        &app,
+        "GET",
+        "/api/v1/facilities",
+        Some(&f2_admin),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v.as_array().map(|a| a.len())),
+        (StatusCode::OK, Some(1)),
+        "{v}"
+    );
+    let (s, _) = send(&app, "POST", "/api/v1/facilities", Some(&f2_admin), None, Some(json!({ "id": "F3", "name": "x", "time_zone": "UTC", "deposit_max": "1", "deposit_daily_max": "1" }))).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "only an all-facility admin creates facilities"
+    );
+    // Wrong role: kiosks take kiosk deposits only, families online only, neither posts purchases.
+    let (s, e) = send(&app, "POST", &path, Some(&kiosk), Some("a4"), dep("5")).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        &path,
+        Some(&kiosk),
+        Some("a5"),
+        Some(json!({ "amount": "5", "method": "kiosk" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (s, e) = send(&app, "POST", &path, Some(&family), Some("a6"), dep("5")).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (s, _) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/purchases"),
+        Some(&kiosk),
+        Some("a7"),
+        Some(json!({ "amount": "1" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/facilities/F1/inmates"),
+        Some(&family),
+        None,
+        Some(json!({ "booking_number": "B-9", "first_name": "a", "last_name": "b" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = send(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{acc}/statement"),
+        Some(&kiosk),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "a kiosk shows the inmate's history");
+    // Expired token.
+    app.clock.advance(std::time::Duration::from_secs(601));
+    let (s, e) = send(&app, "POST", &path, Some(&family), Some("a8"), dep("5")).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{e}"
+    );
+    assert_eq!(
+        balance(&app, &acc).await,
+        "10.00",
+        "only the two allowed deposits moved money"
+    );
+    assert_eq!(balance(&app, &acc2).await, "0.00");
+    app.t.cleanup().await;
+}
+
+macro_rules! battery {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::app(super::Backend::Sqlite).await.unwrap()).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { if let Some(a) = super::app(super::Backend::Postgres).await { super::$name(a).await } } )*
+        }
+    };
+}
+
+battery!(money_flow, idempotent_replays, bad_requests, authorization);
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let app = app(Backend::Sqlite).await.unwrap();
+    let (s, v) = send(&app, "GET", "/healthz", None, None, None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, _) = send(&app, "GET", "/readyz", None, None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, doc) = send(&app, "GET", "/api/v1/openapi.json", None, None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Every documented operation is routed: without a token it is a 401, never a 404.
+    for op in sallyport::api::openapi::OPERATIONS {
+        let path = format!("/api/v1{}", op.path)
+            .replace("{fid}", "F1")
+            .replace("{id}", "x")
+            .replace("{number}", "1");
+        let (s, v) = send(&app, &op.method.to_uppercase(), &path, None, None, None).await;
+        assert!(
+            s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED,
+            "{} {} is documented but not routed: {v}",
+            op.method,
+            op.path
+        );
+    }
+    // Every routed path is documented.
+    let src = include_str!("../src/api/mod.rs");
+    for line in src
+        .lines()
+        .filter(|l| l.trim_start().starts_with(".route(\"/"))
+    {
+        let path = line.split('"').nth(1).unwrap();
+        if ["/healthz", "/readyz", "/metrics"].contains(&path) {
+            continue;
+        }
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} is routed but not in openapi.json"
+        );
+    }
+    let (s, m) = send(&app, "GET", "/metrics", None, None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let m = m.as_str().unwrap();
+    assert!(m.contains("sallyport_up 1"));
+    assert!(
+        m.contains(
+            "sallyport_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}"
+        ),
+        "{m}"
+    );
+    app.t.cleanup().await;
+}

@@ -1,0 +1,184 @@
+//! The real `sallyport` binary: `demo --json` is idempotent and prints what it made;
+//! `serve` seeds on first start, answers on the port it printed, and on restart closes
+//! the sessions a killed run left open (reason `system`) without touching their charges.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env(
+            "SALLYPORT_DATABASE_URL",
+            format!("sqlite://{}/db.sqlite", dir.display()),
+        )
+        .env("SALLYPORT_NODE_DATA_DIR", dir)
+        .env("SALLYPORT_HTTP_LISTEN", "127.0.0.1:0")
+        .env("SALLYPORT_LOG", "warn");
+    c
+}
+
+fn demo_json(dir: &std::path::Path) -> serde_json::Value {
+    let out = command(dir).args(["demo", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Starts `serve` and returns the child and the HTTP address it printed.
+fn serve(dir: &std::path::Path) -> (Child, String) {
+    let mut child = command(dir)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("sallyport: HTTP API listening on http://") {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn demo_is_idempotent_and_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = demo_json(dir.path());
+    for key in [
+        "facility",
+        "booking_number",
+        "pin",
+        "approved_number",
+        "handset_username",
+        "trusted_network",
+        "trunk_address",
+        "admin_token",
+        "account_id",
+    ] {
+        assert!(
+            first[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{key} missing: {first}"
+        );
+    }
+    assert_eq!(first["balance"], "20.00");
+    let second = demo_json(dir.path());
+    assert_eq!(
+        first, second,
+        "a second demo changes nothing (no second deposit)"
+    );
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .env("SALLYPORT_RTP_PORT_MIN", "abc")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SALLYPORT_RTP_PORT_MIN") && err.contains("port_min"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_seeds_answers_and_closes_orphans_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(dir.path());
+    let (s, body) = get(&addr, "/healthz", None);
+    assert_eq!(s, 200, "{body}");
+    let info = demo_json(dir.path());
+    let token = info["admin_token"].as_str().unwrap();
+    let (s, body) = get(
+        &addr,
+        &format!("/api/v1/accounts/{}", info["account_id"].as_str().unwrap()),
+        Some(token),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("\"20.00\""), "seeded on first start: {body}");
+    // A call in progress when the node dies: one increment already debited.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let db = sallyport::db::Db::connect(&format!("sqlite://{}/db.sqlite", dir.path().display()), 1).await.unwrap();
+        sqlx::query("INSERT INTO sessions (id, kind, facility_id, account_id, state, node_id, invite_at) VALUES ('s-1', 'call', 'DEMO', $1, 'active', 'node-1', 1)")
+            .bind(info["account_id"].as_str().unwrap())
+            .execute(db.pool()).await.unwrap();
+        let clock: std::sync::Arc<dyn sallyport::clock::Clock> = std::sync::Arc::new(sallyport::clock::SystemClock);
+        let ledger = sallyport::ledger::Ledger::new(db.clone(), clock);
+        let d = sallyport::ledger::SessionDebit {
+            session_id: "s-1".into(), increment: 1, account_id: info["account_id"].as_str().unwrap().into(),
+            amount: "0.05".parse().unwrap(), service: sallyport::ledger::Service::Audio, facility_id: "DEMO".into(),
+        };
+        ledger.debit_session(d).await.unwrap();
+        db.close().await;
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, addr) = serve(dir.path());
+    let (s, _) = get(&addr, "/readyz", None);
+    assert_eq!(s, 200);
+    rt.block_on(async {
+        let db = sallyport::db::Db::connect(&format!("sqlite://{}/db.sqlite", dir.path().display()), 1).await.unwrap();
+        let row = sqlx::query("SELECT state, end_reason, billed_increments, amount_minor FROM sessions WHERE id = 's-1'")
+            .fetch_one(db.pool()).await.unwrap();
+        use sqlx::Row;
+        assert_eq!(row.get::<String, _>("state"), "ended");
+        assert_eq!(row.get::<String, _>("end_reason"), "system");
+        assert_eq!(row.get::<i64, _>("billed_increments"), 1);
+        assert_eq!(row.get::<i64, _>("amount_minor"), 500);
+        db.close().await;
+    });
+    let (_, body) = get(
+        &addr,
+        &format!("/api/v1/accounts/{}", info["account_id"].as_str().unwrap()),
+        Some(token),
+    );
+    assert!(
+        body.contains("\"19.95\""),
+        "the committed increment stands, charged once: {body}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
