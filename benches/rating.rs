@@ -2,6 +2,10 @@
 //! deck, pick the tariff. Also proves the path allocation-free with a counting allocator.
 //!
 //! `cargo bench --bench rating -- --warm-up-time 1 --measurement-time 3`
+//!
+//! On a shared machine criterion's wall-clock figures include time slices taken by other
+//! processes; `RATING_BENCH_LOOP=rate:20000000 perf stat -e task-clock <bench binary> --bench`
+//! (minus the same with `rate:0`) gives CPU time per operation instead (see `fixed_loop`).
 
 use criterion::{black_box, Criterion};
 use sallyport::money::Money;
@@ -137,6 +141,30 @@ fn allocation_check(deck: &RateDeck, plan: &RatePlan, numbers: &[String], digits
     assert_eq!(allocations, 0, "the rating hot path allocated");
 }
 
+/// `RATING_BENCH_LOOP=rate:N` (or `lookup:N`, `normalize:N`) runs exactly N operations and
+/// exits, for `perf stat -e cycles:u,instructions:u`: run it with N and with 0 and divide
+/// the difference by N. Cycles counted in user space are immune to the time slices other
+/// processes take on a shared machine, which skew criterion's wall-clock figures.
+fn fixed_loop(spec: &str, deck: &RateDeck, plan: &RatePlan, numbers: &[String], digits: &[String]) {
+    let (what, n) = spec.split_once(':').unwrap_or((spec, "0"));
+    let n: usize = n.parse().expect("RATING_BENCH_LOOP=what:N");
+    let mut hits = 0usize;
+    for i in 0..n {
+        hits += usize::from(match what {
+            "rate" => rate_one(deck, plan, black_box(&numbers[i % numbers.len()])).is_some(),
+            "lookup" => deck.lookup(black_box(&digits[i % digits.len()])).is_some(),
+            "nl" => normalize_e164(black_box(&numbers[i % numbers.len()]), "1")
+                .ok()
+                .and_then(|n| deck.lookup(n.digits()).map(|m| m.class))
+                .is_some(),
+            "digits" => normalize_e164(black_box(&numbers[i % numbers.len()]), "1")
+                .is_ok_and(|n| black_box(n.digits()).len() > 3),
+            _ => normalize_e164(black_box(&numbers[i % numbers.len()]), "1").is_ok(),
+        });
+    }
+    println!("{what}: {n} operations, {hits} hits");
+}
+
 fn main() {
     let deck = synthetic_deck(100_000);
     let plan = plan();
@@ -152,6 +180,9 @@ fn main() {
         deck.node_count()
     );
     allocation_check(&deck, &plan, &numbers, &digits);
+    if let Ok(spec) = std::env::var("RATING_BENCH_LOOP") {
+        return fixed_loop(&spec, &deck, &plan, &numbers, &digits);
+    }
 
     let mut c = Criterion::default().configure_from_args();
     let mut i = 0usize;

@@ -41,7 +41,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
@@ -131,21 +131,6 @@ pub struct BillingConfig {
 pub struct DemoConfig {
     /// Seed the demo facility on the first start (when the database has no facility).
     pub seed_on_first_start: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeConfig::default(),
-            database: DatabaseConfig::default(),
-            http: HttpConfig::default(),
-            sip: SipConfig::default(),
-            rtp: RtpConfig::default(),
-            security: SecurityConfig::default(),
-            billing: BillingConfig::default(),
-            demo: DemoConfig::default(),
-        }
-    }
 }
 
 impl Default for NodeConfig {

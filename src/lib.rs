@@ -12,6 +12,7 @@
 //! | [`rating`] | core | E.164, rate decks (longest prefix), plans, regulatory caps |
 //! | [`charging`] | core | the per-session billing state machine (increments, warning, cut) |
 //! | [`policy`] | core | PIN hashing, calling hours |
+//! | [`media`] | core | SDP offer/answer for anchoring, RTP views, the relay core, DTMF, G.711, prompts, RTP ports |
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
 //! | [`store`] | driver | facilities, inmates, contacts, block lists, rates, tokens, audit |
 //! | [`sessions`] | driver | CDR rows and crash recovery |
@@ -29,9 +30,11 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod ledger;
+pub mod media;
 pub mod money;
 pub mod policy;
 pub mod rating;
 pub mod server;
 pub mod sessions;
+pub mod sip;
 pub mod store;

@@ -754,7 +754,7 @@ async fn authorization(app: App) {
     let (s, _) = send(
         &app,
         "POST",
-        &format!("/api/v1/facilities/F1/inmates"),
+        "/api/v1/facilities/F1/inmates",
         Some(&family),
         None,
         Some(json!({ "booking_number": "B-9", "first_name": "a", "last_name": "b" })),

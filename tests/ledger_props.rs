@@ -398,8 +398,16 @@ fn run(backend: Backend, ops: Vec<Op>) {
     });
 }
 
+/// Cases per backend: `PROPTEST_CASES` when set (deeper runs), else the default given.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(24), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn random_operations_keep_invariants_sqlite(ops in proptest::collection::vec(op(), 1..60)) {
         run(Backend::Sqlite, ops);
@@ -407,7 +415,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(8), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn random_operations_keep_invariants_postgres(ops in proptest::collection::vec(op(), 1..60)) {
         run(Backend::Postgres, ops);

@@ -11,9 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::Instrument;
 
+/// (method, matched route, status).
+type RouteKey = (String, String, u16);
+
 #[derive(Debug, Default)]
 pub struct Metrics {
-    http: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    /// Per route: requests and seconds spent.
+    http: Mutex<BTreeMap<RouteKey, (u64, f64)>>,
 }
 
 impl Metrics {

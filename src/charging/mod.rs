@@ -53,7 +53,8 @@
 
 mod timer;
 
-pub use timer::{Timer, TimerTable};
+pub use timer::Timer;
+use timer::TimerTable;
 
 use crate::money::Money;
 use crate::rating::{affordable, Tariff};

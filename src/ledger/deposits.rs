@@ -321,17 +321,20 @@ async fn decide(
     Ok(())
 }
 
-const DEPOSIT_COLUMNS: &str = "id, account_id, facility_id, method, amount_minor, status, depositor, \
+const DEPOSIT_COLUMNS: &str =
+    "id, account_id, facility_id, method, amount_minor, status, depositor, \
     reference, transaction_id, created_at, local_day, decided_by, decided_at";
 
 impl super::Ledger {
     /// One deposit by id (for scoping a money-order decision before it is made).
     pub async fn deposit_by_id(&self, id: &str) -> Result<Deposit, LedgerError> {
-        let row = sqlx::query(&format!("SELECT {DEPOSIT_COLUMNS} FROM deposits WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| LedgerError::DepositNotFound { id: id.to_string() })?;
+        let row = sqlx::query(&format!(
+            "SELECT {DEPOSIT_COLUMNS} FROM deposits WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| LedgerError::DepositNotFound { id: id.to_string() })?;
         decode(&row)
     }
 
@@ -344,5 +347,47 @@ impl super::Ledger {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(decode).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn m(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn deposits_are_positive_cents() {
+        assert!(validate(m("0.01")).is_ok());
+        assert!(validate(m("100")).is_ok());
+        assert!(
+            validate(m("1.50")).is_ok(),
+            "trailing zero is not precision"
+        );
+        for (bad, rule) in [
+            ("0", AmountRule::NotPositive),
+            ("-1", AmountRule::NotPositive),
+            ("1.005", AmountRule::TooPrecise { max_places: 2 }),
+        ] {
+            match validate(m(bad)) {
+                Err(LedgerError::InvalidAmount { rule: r, .. }) => assert_eq!(r, rule, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn local_day_follows_the_facility_time_zone() {
+        let tz: chrono_tz::Tz = "America/Chicago".parse().unwrap();
+        let late = Utc.with_ymd_and_hms(2026, 1, 16, 5, 59, 59).unwrap();
+        assert_eq!(local_day(tz, late).to_string(), "2026-01-15");
+        let after = Utc.with_ymd_and_hms(2026, 1, 16, 6, 0, 0).unwrap();
+        assert_eq!(local_day(tz, after).to_string(), "2026-01-16");
+        // Daylight time: midnight is 05:00 UTC in July.
+        let summer = Utc.with_ymd_and_hms(2026, 7, 1, 5, 0, 0).unwrap();
+        assert_eq!(local_day(tz, summer).to_string(), "2026-07-01");
     }
 }

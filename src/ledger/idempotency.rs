@@ -141,3 +141,20 @@ impl<'a> Claim<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_canonical_per_scope() {
+        let a = Claim::new("k", Scope::Purchase, &("acct", "1.50")).unwrap();
+        let b = Claim::new("k", Scope::Purchase, &("acct", "1.50")).unwrap();
+        let c = Claim::new("k", Scope::Refund, &("acct", "1.50")).unwrap();
+        let d = Claim::new("k", Scope::Purchase, &("acct", "1.51")).unwrap();
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+        assert_ne!(a.hash, d.hash);
+        assert_eq!(a.hash.len(), 64);
+    }
+}

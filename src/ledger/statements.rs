@@ -138,3 +138,44 @@ fn line(row: &AnyRow, running: &mut i64) -> Result<StatementLine, LedgerError> {
         balance_after: Money::from_minor(*running),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        assert_eq!(csv_field("plain memo"), "plain memo");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(csv_field("@x,y"), "\"'@x,y\"");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+        assert_eq!(csv_field(""), "");
+    }
+
+    #[test]
+    fn csv_has_a_header_and_signed_amounts() {
+        let at = from_micros(1_700_000_000_000_000);
+        let s = Statement {
+            account_id: "a".into(),
+            from: at,
+            to: at,
+            opening_balance: Money::from_minor(10_000),
+            lines: vec![StatementLine {
+                transaction_id: 7,
+                at,
+                kind: TransactionKind::CallCharge,
+                memo: "call s1 increment 1".into(),
+                amount: Money::from_minor(-2_100),
+                balance_after: Money::from_minor(7_900),
+            }],
+            closing_balance: Money::from_minor(7_900),
+        };
+        assert_eq!(
+            s.to_csv(),
+            "transaction_id,time,kind,memo,amount,balance_after\n\
+             7,2023-11-14T22:13:20.000000Z,call_charge,call s1 increment 1,-0.21,0.79\n"
+        );
+    }
+}

@@ -120,6 +120,7 @@ impl RateDeck {
 
     /// Longest prefix of `digits` present in the deck. `digits` are E.164 digits without
     /// `+` ([`super::E164::digits`]); a non-digit stops the walk. Allocation-free.
+    #[inline]
     pub fn lookup(&self, digits: &str) -> Option<DeckMatch<'_>> {
         let mut node = self.nodes.first()?;
         let mut best = NO_ENTRY;
@@ -248,6 +249,7 @@ impl Builder {
 }
 
 impl DeckEntry {
+    #[inline]
     fn as_match(&self) -> DeckMatch<'_> {
         DeckMatch {
             prefix: &self.prefix,

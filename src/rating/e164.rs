@@ -55,14 +55,15 @@ pub struct E164 {
 
 impl E164 {
     /// The number with its `+`: `"+15551234567"`.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        // Only ASCII is ever written into `buf`, so this never falls back.
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+        ascii(&self.buf[..usize::from(self.len)])
     }
 
     /// The digits without `+`: `"15551234567"` (what the rate deck is keyed on).
+    #[inline]
     pub fn digits(&self) -> &str {
-        self.as_str().get(1..).unwrap_or("")
+        ascii(&self.buf[1..usize::from(self.len)])
     }
 
     /// Builds from digits already stripped of prefixes and separators, applying the final
@@ -83,12 +84,21 @@ impl E164 {
         }
         let mut buf = [0u8; MAX_DIGITS + 1];
         buf[0] = b'+';
-        buf[1..=n].copy_from_slice(digits);
+        for (dst, &src) in buf[1..].iter_mut().zip(digits) {
+            *dst = src;
+        }
         Ok(E164 {
             buf,
             len: (n + 1) as u8,
         })
     }
+}
+
+/// `bytes` as `&str`. Only ASCII digits and `+` are ever stored, so the check is a fast
+/// formality and the empty fallback unreachable; it keeps the code free of `unsafe`.
+#[inline]
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("")
 }
 
 impl fmt::Display for E164 {

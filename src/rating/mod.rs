@@ -132,6 +132,7 @@ impl CallClass {
         }
     }
 
+    #[inline]
     fn index(self) -> usize {
         self as usize
     }
@@ -147,6 +148,7 @@ impl Service {
         }
     }
 
+    #[inline]
     fn index(self) -> usize {
         self as usize
     }
@@ -217,6 +219,7 @@ pub enum RatingError {
 
 /// Rates `number` for `service`: deck class by longest prefix, then the plan's tariff.
 /// Allocation-free.
+#[inline]
 pub fn rate<'d>(
     deck: &'d RateDeck,
     plan: &RatePlan,

@@ -122,10 +122,12 @@ impl Tariff {
         })
     }
 
+    #[inline]
     pub fn per_minute(&self) -> Money {
         self.per_minute
     }
 
+    #[inline]
     pub fn increment_secs(&self) -> u32 {
         self.increment_secs
     }
@@ -135,6 +137,7 @@ impl Tariff {
     }
 
     /// The charge for one increment: `round_charge(per_minute × increment_secs / 60)`.
+    #[inline]
     pub fn cost_of_increment(&self) -> Money {
         self.increment_cost
     }
@@ -247,6 +250,7 @@ impl RatePlan {
         Ok(())
     }
 
+    #[inline]
     pub fn tariff(&self, class: CallClass, service: Service) -> Option<Tariff> {
         self.tariffs[class.index()][service.index()]
     }
