@@ -23,6 +23,7 @@
 //! Cores never read the clock: they take `now`. Drivers read it through [`clock::Clock`],
 //! which tests replace with [`clock::ManualClock`].
 pub mod api;
+pub mod call;
 pub mod charging;
 pub mod cli;
 pub mod clock;

@@ -731,6 +731,10 @@ fn serializer_recomputes_content_length() {
     let out = String::from_utf8(m.to_bytes()).unwrap();
     assert_eq!(out.matches("Content-Length").count(), 1);
     assert!(out.ends_with("Content-Length: 2\r\n\r\nhi"));
+    let mut r = Response::new(200, "OK\r\nX-Injected: 1");
+    r.headers.push("Subject", "a\r\nX-Injected: 2");
+    let out = String::from_utf8(r.to_bytes()).unwrap();
+    assert!(!out.contains("\nX-Injected"), "{out}");
     let mut h = Headers::new();
     h.push("l", "3");
     assert_eq!(h.content_length(), Ok(Some(3)));

@@ -221,7 +221,7 @@ fn write_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
         }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.as_bytes());
+        write_text(out, &h.value);
         out.extend_from_slice(b"\r\n");
     }
     if !wrote_length {
@@ -229,6 +229,22 @@ fn write_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
+}
+
+/// Writes a header value or reason phrase with any CR or LF turned into a
+/// space: values our own code sets (a display name from the database…)
+/// can never break a line. Parsed values never contain them.
+fn write_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|&b| b == b'\r' || b == b'\n') {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.extend(
+        bytes
+            .iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
 }
 
 fn write_content_length(out: &mut Vec<u8>, len: usize) {
@@ -357,12 +373,9 @@ impl Response {
     /// Appends the wire form to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         use fmt::Write;
-        let _ = write!(
-            VecWriter(out),
-            "SIP/2.0 {} {}\r\n",
-            self.status,
-            self.reason
-        );
+        let _ = write!(VecWriter(out), "SIP/2.0 {} ", self.status);
+        write_text(out, &self.reason);
+        out.extend_from_slice(b"\r\n");
         write_headers_and_body(out, &self.headers, &self.body);
     }
 

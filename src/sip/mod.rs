@@ -10,9 +10,10 @@
 //!   and SIP/SIPS/tel URIs.
 //! - [`auth`]: digest authentication of handsets with stateless,
 //!   cluster-wide nonces.
+//! - [`transaction`]: the RFC 3261 §17 client and server transactions as
+//!   state machines over a named-timer table fed `now`.
 //! - Later bricks: `transport` (UDP/TCP drivers, framing with
-//!   [`message::parse`]), `transaction` (RFC 3261 §17 state machines with a
-//!   named-timer table fed `now`), `dialog`, and `sdp`.
+//!   [`message::parse`]), `dialog`, and `sdp`.
 //!
 //! Everything here is sans-IO: no tokio, no sockets, no clock. Functions take
 //! bytes and `now` and return values; the transport driver does the I/O.

@@ -1,7 +1,7 @@
 //! Bytes to [`SipMessage`]: framing for streams and datagrams, the start
 //! line, header lines, Content-Length, and the 400 for what fails.
 //!
-//! Two passes over the input. [`scan_head`] walks lines only (no allocation
+//! Two passes over the input. `scan_head` walks lines only (no allocation
 //! but one `Vec` of line slices) to find the end of the header block,
 //! enforcing the [`Limits`] as it goes, so an abusive peer is stopped before
 //! anything is built. Then the start line and header lines are parsed, each
@@ -152,7 +152,7 @@ fn scan_head<'a>(buf: &'a [u8], limits: &Limits, datagram: bool) -> Result<Head<
     let mut pos = skip;
     loop {
         let rest = buf.get(pos..).unwrap_or(&[]);
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(nl) = find_lf(rest) else {
             if datagram {
                 return end_of_datagram(buf, skip, lines, rest, limits);
             }
@@ -172,6 +172,26 @@ fn scan_head<'a>(buf: &'a [u8], limits: &Limits, datagram: bool) -> Result<Head<
         }
         lines.push(line);
     }
+}
+
+/// Index of the first LF, eight bytes at a time (the head scan is the one
+/// loop that touches every byte of every message).
+fn find_lf(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = s.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\n'));
+        if x.wrapping_sub(ONES) & !x & HIGH != 0 {
+            break;
+        }
+        base += 8;
+    }
+    let tail = s.get(base..)?;
+    tail.iter().position(|&b| b == b'\n').map(|i| base + i)
 }
 
 fn check_line(len: usize, count: usize, size: usize, limits: &Limits) -> Result<(), ParseError> {
@@ -509,4 +529,17 @@ fn lenient_headers(lines: &[&[u8]]) -> Headers {
         headers.push_header(h);
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn find_lf_matches_naive(bytes in proptest::collection::vec(proptest::sample::select(vec![b'\n', b'\r', b'a', 0x0b, 0x8a, 0xff]), 0..40)) {
+            let naive = bytes.iter().position(|&b| b == b'\n');
+            proptest::prop_assert_eq!(find_lf(&bytes), naive);
+        }
+    }
 }

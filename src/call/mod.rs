@@ -1,0 +1,744 @@
+//! The inmate call: the B2BUA's decisions as one sans-IO state machine.
+//!
+//! SPEC.md's nine steps, as states of [`Call`]:
+//!
+//! ```text
+//! Answered ─► CollectingPin ─► CheckingPin ─► CheckingDestination ─► Dialing ─► Announcing ─► Connected ─► Ending ─► Ended
+//!   (PIN prompt)   (digits)      (DB lookup)    (policy + rating)     (trunk)    (press 1/2)   (charging)   (notice)
+//! ```
+//!
+//! Owns: the order of things, the retries, the timeouts (`InterDigit`, `Dial`,
+//! `AcceptTimeout`, `PromptGuard`) and the end reason. It asks its driver (a thin tokio
+//! task, `call::driver`) to do everything that needs I/O with [`CallAction`]s — look up a
+//! PIN, check a destination, place the trunk INVITE, play a prompt, bridge, debit — and is
+//! told the outcome with `handle_*` calls. Billing is the nested [`Charging`] machine, the
+//! same one video visits drive. Nothing here reads the clock, a socket or the database:
+//! every input carries `now`, so a 61-minute call is tested in microseconds.
+//!
+//! Which policy checks run and in what order (active inmate, E.164, approved contact,
+//! block lists, calling hours, limits, rating and funds) is the driver's
+//! `CheckDestination`; the machine only needs the verdict: a refusal with its
+//! [`EndReason`] and prompt, or an authorization with the tariff and balance.
+
+#[cfg(test)]
+mod tests;
+
+use crate::charging::{Charging, ChargingAction, ChargingPlan, CutReason, WarningReason};
+use crate::media::dtmf::{Collected, CollectorConfig, DigitCollector};
+use crate::media::prompts::PromptId;
+use crate::money::Money;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Why a call ended: the CDR's `end_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    CallerHangup,
+    CalleeHangup,
+    FundsExhausted,
+    MaxDuration,
+    Declined,
+    NoAnswer,
+    Busy,
+    TrunkError,
+    PinFailed,
+    /// The inmate is suspended or released (SPEC step 4, "inmate active").
+    InmateInactive,
+    /// The dialed digits are not a valid number.
+    InvalidNumber,
+    NotApproved,
+    Blocked,
+    OutsideHours,
+    /// A daily or concurrent-call limit.
+    CallLimit,
+    InsufficientFunds,
+    Terminated,
+    System,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::CallerHangup => "caller_hangup",
+            EndReason::CalleeHangup => "callee_hangup",
+            EndReason::FundsExhausted => "funds_exhausted",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::Declined => "declined",
+            EndReason::NoAnswer => "no_answer",
+            EndReason::Busy => "busy",
+            EndReason::TrunkError => "trunk_error",
+            EndReason::PinFailed => "pin_failed",
+            EndReason::InmateInactive => "inmate_inactive",
+            EndReason::InvalidNumber => "invalid_number",
+            EndReason::NotApproved => "not_approved",
+            EndReason::Blocked => "blocked",
+            EndReason::OutsideHours => "outside_hours",
+            EndReason::CallLimit => "call_limit",
+            EndReason::InsufficientFunds => "insufficient_funds",
+            EndReason::Terminated => "terminated",
+            EndReason::System => "system",
+        }
+    }
+
+    /// The prompt the inmate hears before a refusal, if any.
+    pub fn prompt(self) -> Option<PromptId> {
+        match self {
+            EndReason::PinFailed => Some(PromptId::PinInvalid),
+            EndReason::NotApproved | EndReason::InvalidNumber | EndReason::InmateInactive => {
+                Some(PromptId::NotApproved)
+            }
+            EndReason::Blocked => Some(PromptId::Blocked),
+            EndReason::OutsideHours => Some(PromptId::OutsideHours),
+            EndReason::CallLimit => Some(PromptId::CallLimit),
+            EndReason::InsufficientFunds => Some(PromptId::InsufficientFunds),
+            EndReason::FundsExhausted => Some(PromptId::FundsExhausted),
+            EndReason::Declined => Some(PromptId::Declined),
+            EndReason::Busy | EndReason::NoAnswer | EndReason::TrunkError => {
+                Some(PromptId::Goodbye)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The two legs of the B2BUA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    /// The inmate's handset (UAC side).
+    Handset,
+    /// The called party, through the carrier trunk.
+    Trunk,
+}
+
+/// Outcome of a PIN lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinVerdict {
+    /// The PIN is an inmate's of this facility.
+    Valid { inmate_id: String },
+    /// Wrong PIN (the attempt is logged by the driver).
+    Wrong,
+    /// The handset or the inmate is locked out after repeated failures.
+    Locked,
+}
+
+/// Outcome of the destination checks (SPEC steps 4 and 5).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Destination {
+    Refused(EndReason),
+    Authorized(Authorization),
+}
+
+/// What the call may do once authorized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authorization {
+    /// The E.164 number to dial on the trunk.
+    pub number: String,
+    /// Attorney: no recording, no monitoring, the announcement says so.
+    pub privileged: bool,
+    /// How billing runs (cost per increment, increment, max duration, warning lead).
+    pub charging: ChargingPlan,
+    /// The balance at authorization (the first increment must be affordable).
+    pub balance: Money,
+}
+
+/// How a trunk INVITE ended without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrunkFailure {
+    /// A final response 300–699 with its status.
+    Status(u16),
+    /// Timer B fired or the transport failed.
+    Timeout,
+}
+
+/// Timeouts the call itself keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimers {
+    /// How long the trunk may ring before the call is given up (no_answer).
+    pub dial: Duration,
+    /// How long the called party has to press 1.
+    pub accept: Duration,
+    /// Longest a prompt may take before the machine stops waiting for `prompt_finished`.
+    pub prompt_guard: Duration,
+    /// Wrong PINs that end the call.
+    pub pin_attempts: u32,
+    /// How PIN digits are collected.
+    pub pin_entry: CollectorConfig,
+}
+
+impl Default for CallTimers {
+    fn default() -> Self {
+        CallTimers {
+            dial: Duration::from_secs(60),
+            accept: Duration::from_secs(30),
+            prompt_guard: Duration::from_secs(30),
+            pin_attempts: 3,
+            pin_entry: CollectorConfig::default(),
+        }
+    }
+}
+
+/// What the call asks its driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallAction {
+    /// Answer the handset INVITE with 200 OK and our SDP (media anchored on the gateway).
+    AnswerHandset,
+    /// Refuse the handset INVITE before answering it (e.g. 487 after CANCEL).
+    RejectHandset { status: u16 },
+    /// Play a prompt to a leg; `prompt_finished(leg)` reports its end.
+    Play { leg: Leg, prompt: PromptId },
+    /// Stop whatever is playing to a leg.
+    StopPlaying { leg: Leg },
+    /// Look up the PIN (keyed hash) for this handset's facility.
+    CheckPin { pin: String },
+    /// Run the destination checks and rating for the inmate and dialed digits.
+    CheckDestination { inmate_id: String, dialed: String },
+    /// Send the INVITE to the trunk (own Call-ID, own SDP).
+    PlaceTrunkCall { number: String },
+    /// Play ringback to the handset while the trunk rings.
+    Ringback { on: bool },
+    /// CANCEL the trunk INVITE.
+    CancelTrunk,
+    /// Connect the two legs' media in the relay.
+    Bridge,
+    /// Start the recording (never for privileged calls).
+    StartRecording,
+    /// Debit increment `increment` of `amount` (idempotent per call and increment).
+    Debit { increment: u32, amount: Money },
+    /// Send BYE on a leg.
+    Hangup { leg: Leg },
+    /// The call is over: write the CDR. Always the last action.
+    Ended(CallSummary),
+}
+
+/// What the CDR records, in the call's own terms (the driver adds wall-clock times).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallSummary {
+    pub reason: EndReason,
+    pub inmate_id: Option<String>,
+    pub number: Option<String>,
+    pub privileged: bool,
+    pub recorded: bool,
+    pub increments: u32,
+    pub charged: Money,
+    pub answered_at: Option<Instant>,
+    pub accepted_at: Option<Instant>,
+    pub ended_at: Instant,
+}
+
+/// Where the call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    CollectingPin,
+    CheckingPin,
+    CheckingDestination,
+    Dialing,
+    Announcing,
+    Connected,
+    /// Playing a last notice before hanging up.
+    Ending,
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Dial,
+    Accept,
+    PromptGuard,
+}
+
+/// One inmate call.
+#[derive(Debug)]
+pub struct Call {
+    state: CallState,
+    timers_cfg: CallTimers,
+    dialed: String,
+    collector: DigitCollector,
+    wrong_pins: u32,
+    inmate_id: Option<String>,
+    auth: Option<Authorization>,
+    charging: Option<Charging>,
+    timers: [Option<Instant>; 3],
+    trunk_up: bool,
+    recorded: bool,
+    pending_reason: Option<EndReason>,
+    answered_at: Option<Instant>,
+    accepted_at: Option<Instant>,
+    actions: VecDeque<CallAction>,
+}
+
+impl Call {
+    /// A handset INVITE for `dialed` arrived (already authenticated and of a known
+    /// facility): answer it and ask for the PIN.
+    pub fn new(now: Instant, dialed: &str, timers: CallTimers) -> Call {
+        let mut call = Call {
+            state: CallState::CollectingPin,
+            collector: DigitCollector::new(timers.pin_entry, now),
+            timers_cfg: timers,
+            dialed: dialed.to_string(),
+            wrong_pins: 0,
+            inmate_id: None,
+            auth: None,
+            charging: None,
+            timers: [None; 3],
+            trunk_up: false,
+            recorded: false,
+            pending_reason: None,
+            answered_at: None,
+            accepted_at: None,
+            actions: VecDeque::new(),
+        };
+        call.actions.push_back(CallAction::AnswerHandset);
+        call.actions.push_back(CallAction::Play {
+            leg: Leg::Handset,
+            prompt: PromptId::EnterPin,
+        });
+        call
+    }
+
+    pub fn state(&self) -> CallState {
+        self.state
+    }
+
+    pub fn charging(&self) -> Option<&Charging> {
+        self.charging.as_ref()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.state == CallState::Ended
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// A DTMF digit from a leg (RFC 4733 or SIP INFO).
+    pub fn digit(&mut self, now: Instant, leg: Leg, digit: char) {
+        match (self.state, leg) {
+            (CallState::CollectingPin, Leg::Handset) => {
+                if self.collector.typed() == 0 {
+                    self.actions
+                        .push_back(CallAction::StopPlaying { leg: Leg::Handset });
+                }
+                if let Some(c) = self.collector.on_digit(digit, now) {
+                    self.pin_collected(now, c);
+                }
+            }
+            (CallState::Announcing, Leg::Trunk) => match digit {
+                '1' => self.accept(now),
+                '2' => self.end_with_notice(now, EndReason::Declined),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn pin_collected(&mut self, now: Instant, c: Collected) {
+        match c {
+            Collected::Complete(d) | Collected::InterDigitTimeout(d) if !d.is_empty() => {
+                self.state = CallState::CheckingPin;
+                self.actions.push_back(CallAction::CheckPin {
+                    pin: d.into_string(),
+                });
+            }
+            _ => self.pin_wrong(now),
+        }
+    }
+
+    /// The PIN lookup's verdict.
+    pub fn pin_checked(&mut self, now: Instant, verdict: PinVerdict) {
+        if self.state != CallState::CheckingPin {
+            return;
+        }
+        match verdict {
+            PinVerdict::Valid { inmate_id } => {
+                self.state = CallState::CheckingDestination;
+                self.inmate_id = Some(inmate_id.clone());
+                let dialed = self.dialed.clone();
+                self.actions
+                    .push_back(CallAction::CheckDestination { inmate_id, dialed });
+            }
+            PinVerdict::Wrong => self.pin_wrong(now),
+            PinVerdict::Locked => {
+                self.play_then_end(now, PromptId::PinLocked, EndReason::PinFailed);
+            }
+        }
+    }
+
+    fn pin_wrong(&mut self, now: Instant) {
+        self.wrong_pins += 1;
+        if self.wrong_pins >= self.timers_cfg.pin_attempts {
+            self.end_with_notice(now, EndReason::PinFailed);
+            return;
+        }
+        self.state = CallState::CollectingPin;
+        self.collector.restart(now);
+        self.actions.push_back(CallAction::Play {
+            leg: Leg::Handset,
+            prompt: PromptId::PinInvalid,
+        });
+        self.actions.push_back(CallAction::Play {
+            leg: Leg::Handset,
+            prompt: PromptId::EnterPin,
+        });
+    }
+
+    /// The destination checks' verdict.
+    pub fn destination_checked(&mut self, now: Instant, d: Destination) {
+        if self.state != CallState::CheckingDestination {
+            return;
+        }
+        let auth = match d {
+            Destination::Refused(reason) => return self.end_with_notice(now, reason),
+            Destination::Authorized(a) => a,
+        };
+        let first = auth.charging.cost_per_increment;
+        if first.is_positive() && auth.balance < first {
+            return self.end_with_notice(now, EndReason::InsufficientFunds);
+        }
+        self.state = CallState::Dialing;
+        self.actions.push_back(CallAction::Play {
+            leg: Leg::Handset,
+            prompt: PromptId::PleaseWait,
+        });
+        self.actions.push_back(CallAction::PlaceTrunkCall {
+            number: auth.number.clone(),
+        });
+        self.arm(Timer::Dial, now, self.timers_cfg.dial);
+        self.auth = Some(auth);
+    }
+
+    /// A provisional response from the trunk (180/183): the handset hears ringback.
+    pub fn trunk_ringing(&mut self, _now: Instant) {
+        if self.state == CallState::Dialing {
+            self.actions.push_back(CallAction::Ringback { on: true });
+        }
+    }
+
+    /// The trunk answered (200 OK, ACKed by the driver): announce the call.
+    pub fn trunk_answered(&mut self, now: Instant) {
+        if self.state != CallState::Dialing {
+            return;
+        }
+        self.trunk_up = true;
+        self.answered_at = Some(now);
+        self.disarm(Timer::Dial);
+        self.state = CallState::Announcing;
+        self.actions.push_back(CallAction::Ringback { on: false });
+        let privileged = self.auth.as_ref().is_some_and(|a| a.privileged);
+        let prompt = if privileged {
+            PromptId::AnnouncementPrivileged
+        } else {
+            PromptId::AnnouncementRecorded
+        };
+        self.actions.push_back(CallAction::Play {
+            leg: Leg::Trunk,
+            prompt,
+        });
+        self.arm(Timer::Accept, now, self.timers_cfg.accept);
+    }
+
+    /// The trunk INVITE failed.
+    pub fn trunk_failed(&mut self, now: Instant, failure: TrunkFailure) {
+        if self.state != CallState::Dialing {
+            return;
+        }
+        self.disarm(Timer::Dial);
+        self.actions.push_back(CallAction::Ringback { on: false });
+        let reason = match failure {
+            TrunkFailure::Status(486 | 600) => EndReason::Busy,
+            TrunkFailure::Status(408 | 480 | 487 | 603) => EndReason::NoAnswer,
+            TrunkFailure::Status(_) | TrunkFailure::Timeout => EndReason::TrunkError,
+        };
+        self.end_with_notice(now, reason);
+    }
+
+    /// A BYE (or CANCEL before answer) from a leg.
+    pub fn hangup_from(&mut self, now: Instant, leg: Leg) {
+        if matches!(self.state, CallState::Ended) {
+            return;
+        }
+        let reason = match leg {
+            Leg::Handset => EndReason::CallerHangup,
+            Leg::Trunk => EndReason::CalleeHangup,
+        };
+        if leg == Leg::Trunk {
+            self.trunk_up = false;
+        }
+        if self.state == CallState::Ending {
+            // Already on the way out (a notice was playing): keep the first reason.
+            if leg == Leg::Handset {
+                self.finish(now);
+            }
+            return;
+        }
+        self.pending_reason = Some(reason);
+        self.hang_up_others(leg);
+        self.finish(now);
+    }
+
+    /// An investigator (or the operator) terminates the call.
+    pub fn terminate(&mut self, now: Instant) {
+        if self.state == CallState::Ended {
+            return;
+        }
+        self.pending_reason = Some(EndReason::Terminated);
+        self.hang_up_others_all();
+        self.finish(now);
+    }
+
+    /// The driver or the system failed (database down, media error): end cleanly.
+    pub fn fail(&mut self, now: Instant) {
+        if self.state == CallState::Ended {
+            return;
+        }
+        self.pending_reason = Some(EndReason::System);
+        self.hang_up_others_all();
+        self.finish(now);
+    }
+
+    /// A prompt ended on a leg.
+    pub fn prompt_finished(&mut self, now: Instant, leg: Leg) {
+        if self.state == CallState::Ending && leg == Leg::Handset {
+            self.finish_after_notice(now);
+        }
+    }
+
+    /// The ledger's answer to a `Debit`.
+    pub fn debit_succeeded(&mut self, now: Instant, increment: u32, balance_after: Money) {
+        if let Some(c) = self.charging.as_mut() {
+            c.debit_succeeded(now, increment, balance_after);
+        }
+        self.drain_charging(now);
+    }
+
+    /// The ledger refused a `Debit` (the balance could not pay it).
+    pub fn debit_refused(&mut self, now: Instant, increment: u32) {
+        if let Some(c) = self.charging.as_mut() {
+            c.debit_refused(now, increment);
+        }
+        self.drain_charging(now);
+    }
+
+    /// Fires whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == CallState::CollectingPin {
+            if let Some(c) = self.collector.handle_timeout(now) {
+                self.pin_collected(now, c);
+            }
+        }
+        if let Some(c) = self.charging.as_mut() {
+            c.handle_timeout(now);
+            self.drain_charging(now);
+        }
+        for t in [Timer::Dial, Timer::Accept, Timer::PromptGuard] {
+            if self.timers[t as usize].is_some_and(|at| at <= now) {
+                self.timers[t as usize] = None;
+                self.on_timer(now, t);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, t: Timer) {
+        match (t, self.state) {
+            (Timer::Dial, CallState::Dialing) => {
+                self.actions.push_back(CallAction::Ringback { on: false });
+                self.actions.push_back(CallAction::CancelTrunk);
+                self.end_with_notice(now, EndReason::NoAnswer);
+            }
+            (Timer::Accept, CallState::Announcing) => {
+                self.end_with_notice(now, EndReason::NoAnswer)
+            }
+            (Timer::PromptGuard, CallState::Ending) => self.finish_after_notice(now),
+            _ => {}
+        }
+    }
+
+    // ---- the accepted call --------------------------------------------------------------
+
+    fn accept(&mut self, now: Instant) {
+        self.disarm(Timer::Accept);
+        self.accepted_at = Some(now);
+        self.state = CallState::Connected;
+        self.actions
+            .push_back(CallAction::StopPlaying { leg: Leg::Trunk });
+        self.actions
+            .push_back(CallAction::StopPlaying { leg: Leg::Handset });
+        self.actions.push_back(CallAction::Bridge);
+        let Some(auth) = self.auth.clone() else {
+            return self.fail(now);
+        };
+        if !auth.privileged {
+            self.recorded = true;
+            self.actions.push_back(CallAction::StartRecording);
+        }
+        match Charging::new(auth.charging) {
+            Ok(mut c) => {
+                c.start(now, auth.balance);
+                self.charging = Some(c);
+                self.drain_charging(now);
+            }
+            Err(_) => self.fail(now),
+        }
+    }
+
+    /// Carries out what the charging machine decided.
+    fn drain_charging(&mut self, now: Instant) {
+        let mut cut = None;
+        if let Some(c) = self.charging.as_mut() {
+            while let Some(a) = c.poll_action() {
+                match a {
+                    ChargingAction::Debit { increment, amount } => self
+                        .actions
+                        .push_back(CallAction::Debit { increment, amount }),
+                    ChargingAction::PlayWarning { reason } => {
+                        let prompt = match reason {
+                            WarningReason::FundsLow => PromptId::FundsWarning,
+                            WarningReason::MaxDuration => PromptId::DurationWarning,
+                        };
+                        self.actions.push_back(CallAction::Play {
+                            leg: Leg::Handset,
+                            prompt,
+                        });
+                    }
+                    ChargingAction::Cut { reason } => cut = Some(reason),
+                }
+            }
+        }
+        if let Some(reason) = cut {
+            if self.state == CallState::Connected {
+                let reason = match reason {
+                    CutReason::FundsExhausted => EndReason::FundsExhausted,
+                    CutReason::MaxDuration => EndReason::MaxDuration,
+                    CutReason::DebitTimeout => EndReason::System,
+                };
+                self.end_with_notice(now, reason);
+            }
+        }
+    }
+
+    // ---- ending -------------------------------------------------------------------------
+
+    /// Plays the reason's notice to the handset (and tells the called party goodbye when
+    /// the trunk is up), then ends.
+    fn end_with_notice(&mut self, now: Instant, reason: EndReason) {
+        match reason.prompt() {
+            Some(p) => self.play_then_end(now, p, reason),
+            None => {
+                self.pending_reason = Some(reason);
+                self.hang_up_others_all();
+                self.finish(now);
+            }
+        }
+    }
+
+    fn play_then_end(&mut self, now: Instant, prompt: PromptId, reason: EndReason) {
+        self.pending_reason = Some(reason);
+        self.state = CallState::Ending;
+        self.stop_billing(now);
+        self.actions.push_back(CallAction::Play {
+            leg: Leg::Handset,
+            prompt,
+        });
+        if self.trunk_up {
+            self.actions.push_back(CallAction::Play {
+                leg: Leg::Trunk,
+                prompt,
+            });
+        }
+        self.arm(Timer::PromptGuard, now, self.timers_cfg.prompt_guard);
+    }
+
+    fn finish_after_notice(&mut self, now: Instant) {
+        self.hang_up_others_all();
+        self.finish(now);
+    }
+
+    /// Freezes billing: no debit is issued after the call starts ending.
+    fn stop_billing(&mut self, now: Instant) {
+        if let Some(c) = self.charging.as_mut() {
+            c.hung_up(now);
+        }
+    }
+
+    fn hang_up_others(&mut self, from: Leg) {
+        match from {
+            Leg::Handset => {
+                if self.trunk_up {
+                    self.actions
+                        .push_back(CallAction::Hangup { leg: Leg::Trunk });
+                    self.trunk_up = false;
+                } else if self.state == CallState::Dialing {
+                    self.actions.push_back(CallAction::Ringback { on: false });
+                    self.actions.push_back(CallAction::CancelTrunk);
+                }
+            }
+            Leg::Trunk => self
+                .actions
+                .push_back(CallAction::Hangup { leg: Leg::Handset }),
+        }
+    }
+
+    fn hang_up_others_all(&mut self) {
+        if self.trunk_up {
+            self.actions
+                .push_back(CallAction::Hangup { leg: Leg::Trunk });
+            self.trunk_up = false;
+        } else if self.state == CallState::Dialing {
+            self.actions.push_back(CallAction::CancelTrunk);
+        }
+        self.actions
+            .push_back(CallAction::Hangup { leg: Leg::Handset });
+    }
+
+    fn finish(&mut self, now: Instant) {
+        self.stop_billing(now);
+        self.timers = [None; 3];
+        let reason = self.pending_reason.unwrap_or(EndReason::System);
+        let (increments, charged) = self
+            .charging
+            .as_ref()
+            .map_or((0, Money::ZERO), |c| (c.increments_charged(), c.charged()));
+        self.state = CallState::Ended;
+        self.actions.push_back(CallAction::Ended(CallSummary {
+            reason,
+            inmate_id: self.inmate_id.clone(),
+            number: self.auth.as_ref().map(|a| a.number.clone()),
+            privileged: self.auth.as_ref().is_some_and(|a| a.privileged),
+            recorded: self.recorded,
+            increments,
+            charged,
+            answered_at: self.answered_at,
+            accepted_at: self.accepted_at,
+            ended_at: now,
+        }));
+    }
+
+    // ---- timers and output --------------------------------------------------------------
+
+    fn arm(&mut self, t: Timer, now: Instant, d: Duration) {
+        self.timers[t as usize] = now.checked_add(d);
+    }
+
+    fn disarm(&mut self, t: Timer) {
+        self.timers[t as usize] = None;
+    }
+
+    /// The next action for the driver; `Ended` is always the last.
+    pub fn poll_action(&mut self) -> Option<CallAction> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == CallState::Ended {
+            return None;
+        }
+        let own = self.timers.iter().flatten().min().copied();
+        let pin = (self.state == CallState::CollectingPin)
+            .then(|| self.collector.poll_timeout())
+            .flatten();
+        let billing = self.charging.as_ref().and_then(|c| c.poll_timeout());
+        [own, pin, billing].into_iter().flatten().min()
+    }
+}

@@ -1,0 +1,543 @@
+//! The call machine in virtual time: every branch of SPEC.md's nine steps.
+
+use super::*;
+use crate::clock::epoch;
+
+fn plan(cost: &str, inc_secs: u64, max_secs: u64) -> ChargingPlan {
+    ChargingPlan {
+        cost_per_increment: cost.parse().unwrap(),
+        increment: Duration::from_secs(inc_secs),
+        max_duration: Duration::from_secs(max_secs),
+        warning_lead: Duration::from_secs(2),
+        debit_timeout: Duration::from_secs(5),
+    }
+}
+
+fn auth(privileged: bool, balance: &str, cost: &str) -> Destination {
+    Destination::Authorized(Authorization {
+        number: "+15551230001".into(),
+        privileged,
+        charging: plan(cost, 6, 1800),
+        balance: balance.parse().unwrap(),
+    })
+}
+
+fn drain(c: &mut Call) -> Vec<CallAction> {
+    std::iter::from_fn(|| c.poll_action()).collect()
+}
+
+fn ended(actions: &[CallAction]) -> Option<&CallSummary> {
+    actions.iter().find_map(|a| match a {
+        CallAction::Ended(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn plays(actions: &[CallAction], leg: Leg) -> Vec<PromptId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            CallAction::Play { leg: l, prompt } if *l == leg => Some(*prompt),
+            _ => None,
+        })
+        .collect()
+}
+
+fn type_pin(c: &mut Call, now: Instant, pin: &str) -> Vec<CallAction> {
+    for d in pin.chars() {
+        c.digit(now, Leg::Handset, d);
+    }
+    drain(c)
+}
+
+/// A call up to the point the destination is being checked.
+fn to_destination(t0: Instant) -> Call {
+    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    let a = drain(&mut c);
+    assert_eq!(a[0], CallAction::AnswerHandset);
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::EnterPin]);
+    let a = type_pin(&mut c, t0, "1234#");
+    assert!(
+        a.contains(&CallAction::CheckPin { pin: "1234".into() }),
+        "{a:?}"
+    );
+    c.pin_checked(
+        t0,
+        PinVerdict::Valid {
+            inmate_id: "inm_1".into(),
+        },
+    );
+    let a = drain(&mut c);
+    assert_eq!(
+        a,
+        vec![CallAction::CheckDestination {
+            inmate_id: "inm_1".into(),
+            dialed: "5551230001".into()
+        }]
+    );
+    c
+}
+
+/// A call up to the announcement to the called party.
+fn to_announcing(t0: Instant, d: Destination) -> Call {
+    let mut c = to_destination(t0);
+    c.destination_checked(t0, d);
+    let a = drain(&mut c);
+    assert!(
+        a.contains(&CallAction::PlaceTrunkCall {
+            number: "+15551230001".into()
+        }),
+        "{a:?}"
+    );
+    c.trunk_ringing(t0);
+    assert_eq!(drain(&mut c), vec![CallAction::Ringback { on: true }]);
+    c.trunk_answered(t0 + Duration::from_secs(3));
+    let a = drain(&mut c);
+    assert_eq!(c.state(), CallState::Announcing);
+    assert_eq!(plays(&a, Leg::Trunk).len(), 1);
+    c
+}
+
+/// Steps virtual time through the call, confirming every debit against `balance`, until
+/// the call ends or `limit` passes. Returns all actions with their times.
+fn run(
+    c: &mut Call,
+    mut now: Instant,
+    mut balance: Money,
+    limit: Instant,
+) -> Vec<(Instant, CallAction)> {
+    let mut log = Vec::new();
+    loop {
+        let actions = drain(c);
+        let mut progressed = false;
+        for a in actions {
+            match &a {
+                CallAction::Debit { increment, amount } => {
+                    if balance >= *amount {
+                        balance = balance - *amount;
+                        c.debit_succeeded(now, *increment, balance);
+                    } else {
+                        c.debit_refused(now, *increment);
+                    }
+                    progressed = true;
+                }
+                CallAction::Play {
+                    leg: Leg::Handset, ..
+                } if c.state() == CallState::Ending => {
+                    c.prompt_finished(now, Leg::Handset);
+                    progressed = true;
+                }
+                _ => {}
+            }
+            log.push((now, a));
+        }
+        if c.is_ended() && !progressed {
+            return log;
+        }
+        if !progressed {
+            match c.poll_timeout() {
+                Some(at) if at <= limit => {
+                    now = at;
+                    c.handle_timeout(now);
+                }
+                _ => return log,
+            }
+        }
+    }
+}
+
+#[test]
+fn funds_run_out_after_three_increments() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "0.03", "0.01"));
+    let accept_at = t0 + Duration::from_secs(5);
+    c.digit(accept_at, Leg::Trunk, '1');
+    let log = run(
+        &mut c,
+        accept_at,
+        "0.03".parse().unwrap(),
+        t0 + Duration::from_secs(600),
+    );
+    let actions: Vec<CallAction> = log.iter().map(|(_, a)| a.clone()).collect();
+    assert!(actions.contains(&CallAction::Bridge));
+    assert!(actions.contains(&CallAction::StartRecording));
+    let debits: Vec<u32> = actions
+        .iter()
+        .filter_map(|a| match a {
+            CallAction::Debit { increment, .. } => Some(*increment),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(debits, vec![1, 2, 3]);
+    assert!(plays(&actions, Leg::Handset).contains(&PromptId::FundsWarning));
+    assert!(plays(&actions, Leg::Handset).contains(&PromptId::FundsExhausted));
+    assert!(
+        plays(&actions, Leg::Trunk).contains(&PromptId::FundsExhausted),
+        "both legs hear the notice"
+    );
+    assert!(actions.contains(&CallAction::Hangup { leg: Leg::Trunk }));
+    assert!(actions.contains(&CallAction::Hangup { leg: Leg::Handset }));
+    let s = ended(&actions).unwrap();
+    assert_eq!(s.reason, EndReason::FundsExhausted);
+    assert_eq!((s.increments, s.charged.to_string().as_str()), (3, "0.03"));
+    // Cut exactly at the end of the third 6-second increment.
+    let cut_at = log
+        .iter()
+        .find(|(_, a)| {
+            matches!(
+                a,
+                CallAction::Play {
+                    prompt: PromptId::FundsExhausted,
+                    ..
+                }
+            )
+        })
+        .unwrap()
+        .0;
+    assert_eq!(cut_at - accept_at, Duration::from_secs(18));
+    assert!(
+        matches!(actions.last(), Some(CallAction::Ended(_))),
+        "Ended is last"
+    );
+}
+
+#[test]
+fn three_wrong_pins_end_the_call_uncharged() {
+    let t0 = epoch();
+    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    drain(&mut c);
+    for attempt in 1..=3 {
+        let a = type_pin(&mut c, t0, "9999#");
+        assert!(a.contains(&CallAction::CheckPin { pin: "9999".into() }));
+        c.pin_checked(t0, PinVerdict::Wrong);
+        let a = drain(&mut c);
+        if attempt < 3 {
+            assert_eq!(
+                plays(&a, Leg::Handset),
+                vec![PromptId::PinInvalid, PromptId::EnterPin]
+            );
+        } else {
+            assert_eq!(plays(&a, Leg::Handset), vec![PromptId::PinInvalid]);
+        }
+    }
+    c.prompt_finished(t0, Leg::Handset);
+    let a = drain(&mut c);
+    let s = ended(&a).unwrap();
+    assert_eq!((s.reason, s.increments), (EndReason::PinFailed, 0));
+    assert!(!a
+        .iter()
+        .any(|x| matches!(x, CallAction::PlaceTrunkCall { .. })));
+}
+
+#[test]
+fn silence_at_the_pin_prompt_counts_as_an_attempt() {
+    let t0 = epoch();
+    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    drain(&mut c);
+    let at = c.poll_timeout().unwrap();
+    assert_eq!(at - t0, Duration::from_secs(10), "first-digit timeout");
+    c.handle_timeout(at);
+    assert_eq!(
+        plays(&drain(&mut c), Leg::Handset),
+        vec![PromptId::PinInvalid, PromptId::EnterPin]
+    );
+    assert_eq!(c.state(), CallState::CollectingPin);
+}
+
+#[test]
+fn locked_out_hears_the_lockout_notice() {
+    let t0 = epoch();
+    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    drain(&mut c);
+    type_pin(&mut c, t0, "1234#");
+    c.pin_checked(t0, PinVerdict::Locked);
+    let a = drain(&mut c);
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::PinLocked]);
+    // The notice never reports finishing: the prompt guard ends the call anyway.
+    let at = c.poll_timeout().unwrap();
+    c.handle_timeout(at);
+    assert_eq!(ended(&drain(&mut c)).unwrap().reason, EndReason::PinFailed);
+}
+
+#[test]
+fn each_refusal_has_its_prompt_and_reason_and_no_trunk_call() {
+    for (reason, prompt) in [
+        (EndReason::NotApproved, PromptId::NotApproved),
+        (EndReason::Blocked, PromptId::Blocked),
+        (EndReason::OutsideHours, PromptId::OutsideHours),
+        (EndReason::CallLimit, PromptId::CallLimit),
+        (EndReason::InmateInactive, PromptId::NotApproved),
+    ] {
+        let t0 = epoch();
+        let mut c = to_destination(t0);
+        c.destination_checked(t0, Destination::Refused(reason));
+        let a = drain(&mut c);
+        assert_eq!(plays(&a, Leg::Handset), vec![prompt], "{reason:?}");
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, CallAction::PlaceTrunkCall { .. })));
+        c.prompt_finished(t0, Leg::Handset);
+        let a = drain(&mut c);
+        assert_eq!(ended(&a).unwrap().reason, reason);
+        assert_eq!(
+            a.last(),
+            a.iter().rev().find(|x| matches!(x, CallAction::Ended(_)))
+        );
+    }
+}
+
+#[test]
+fn insufficient_funds_is_released_uncharged_without_dialing() {
+    let t0 = epoch();
+    let mut c = to_destination(t0);
+    c.destination_checked(t0, auth(false, "0.009", "0.01"));
+    let a = drain(&mut c);
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::InsufficientFunds]);
+    assert!(!a.iter().any(|x| matches!(
+        x,
+        CallAction::PlaceTrunkCall { .. } | CallAction::Debit { .. }
+    )));
+    c.prompt_finished(t0, Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!(
+        (s.reason, s.charged),
+        (EndReason::InsufficientFunds, Money::ZERO)
+    );
+}
+
+#[test]
+fn called_party_presses_two_no_charge() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.digit(t0 + Duration::from_secs(4), Leg::Trunk, '2');
+    let a = drain(&mut c);
+    assert!(!a
+        .iter()
+        .any(|x| matches!(x, CallAction::Debit { .. } | CallAction::Bridge)));
+    c.prompt_finished(t0 + Duration::from_secs(6), Leg::Handset);
+    let a = drain(&mut c);
+    assert!(
+        a.contains(&CallAction::Hangup { leg: Leg::Trunk })
+            && a.contains(&CallAction::Hangup { leg: Leg::Handset })
+    );
+    let s = ended(&a).unwrap();
+    assert_eq!((s.reason, s.increments), (EndReason::Declined, 0));
+    assert!(s.answered_at.is_some() && s.accepted_at.is_none());
+}
+
+#[test]
+fn no_acceptance_in_time_is_no_answer_uncharged() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.digit(t0 + Duration::from_secs(4), Leg::Trunk, '5');
+    let log = run(
+        &mut c,
+        t0 + Duration::from_secs(4),
+        "5.00".parse().unwrap(),
+        t0 + Duration::from_secs(120),
+    );
+    let s = log
+        .iter()
+        .find_map(|(_, a)| {
+            if let CallAction::Ended(s) = a {
+                Some(s.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!((s.reason, s.increments), (EndReason::NoAnswer, 0));
+    assert_eq!(
+        s.ended_at - t0,
+        Duration::from_secs(33),
+        "30 s accept timeout after the answer at 3 s"
+    );
+}
+
+#[test]
+fn trunk_failures_map_to_reasons() {
+    for (failure, reason) in [
+        (TrunkFailure::Status(486), EndReason::Busy),
+        (TrunkFailure::Status(480), EndReason::NoAnswer),
+        (TrunkFailure::Status(503), EndReason::TrunkError),
+        (TrunkFailure::Timeout, EndReason::TrunkError),
+    ] {
+        let t0 = epoch();
+        let mut c = to_destination(t0);
+        c.destination_checked(t0, auth(false, "5.00", "0.01"));
+        drain(&mut c);
+        c.trunk_failed(t0, failure);
+        let a = drain(&mut c);
+        assert!(!a
+            .iter()
+            .any(|x| matches!(x, CallAction::Hangup { leg: Leg::Trunk })));
+        c.prompt_finished(t0, Leg::Handset);
+        assert_eq!(ended(&drain(&mut c)).unwrap().reason, reason, "{failure:?}");
+    }
+}
+
+#[test]
+fn caller_hangs_up_while_ringing_cancels_the_trunk() {
+    let t0 = epoch();
+    let mut c = to_destination(t0);
+    c.destination_checked(t0, auth(false, "5.00", "0.01"));
+    drain(&mut c);
+    c.hangup_from(t0 + Duration::from_secs(2), Leg::Handset);
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::CancelTrunk), "{a:?}");
+    assert!(
+        !a.contains(&CallAction::Hangup { leg: Leg::Handset }),
+        "the handset hung up itself"
+    );
+    assert_eq!(ended(&a).unwrap().reason, EndReason::CallerHangup);
+}
+
+#[test]
+fn dial_timeout_cancels_and_ends_no_answer() {
+    let t0 = epoch();
+    let mut c = to_destination(t0);
+    c.destination_checked(t0, auth(false, "5.00", "0.01"));
+    drain(&mut c);
+    let at = c.poll_timeout().unwrap();
+    assert_eq!(at - t0, Duration::from_secs(60));
+    c.handle_timeout(at);
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::CancelTrunk));
+    c.prompt_finished(at, Leg::Handset);
+    assert_eq!(ended(&drain(&mut c)).unwrap().reason, EndReason::NoAnswer);
+}
+
+#[test]
+fn caller_hangs_up_mid_call_only_started_increments_charged() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    let accept_at = t0 + Duration::from_secs(5);
+    c.digit(accept_at, Leg::Trunk, '1');
+    // Run 14 s: increments at 0, 6, 12 s have started.
+    let log = run(
+        &mut c,
+        accept_at,
+        "5.00".parse().unwrap(),
+        accept_at + Duration::from_secs(14),
+    );
+    let debits = log
+        .iter()
+        .filter(|(_, a)| matches!(a, CallAction::Debit { .. }))
+        .count();
+    assert_eq!(debits, 3);
+    c.hangup_from(accept_at + Duration::from_secs(14), Leg::Handset);
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::Hangup { leg: Leg::Trunk }));
+    let s = ended(&a).unwrap();
+    assert_eq!(
+        (s.reason, s.increments, s.charged.to_string().as_str()),
+        (EndReason::CallerHangup, 3, "0.03")
+    );
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::Debit { .. })),
+        "no debit after the hang-up"
+    );
+}
+
+#[test]
+fn callee_hangs_up() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.digit(t0, Leg::Trunk, '1');
+    drain(&mut c);
+    c.debit_succeeded(t0, 1, "4.99".parse().unwrap());
+    c.hangup_from(t0 + Duration::from_secs(3), Leg::Trunk);
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::Hangup { leg: Leg::Handset }));
+    assert!(!a.contains(&CallAction::Hangup { leg: Leg::Trunk }));
+    let s = ended(&a).unwrap();
+    assert_eq!((s.reason, s.increments), (EndReason::CalleeHangup, 1));
+}
+
+#[test]
+fn privileged_call_is_announced_as_not_recorded_and_never_recorded() {
+    let t0 = epoch();
+    let mut c = to_destination(t0);
+    c.destination_checked(t0, auth(true, "5.00", "0.01"));
+    drain(&mut c);
+    c.trunk_answered(t0);
+    let a = drain(&mut c);
+    assert_eq!(
+        plays(&a, Leg::Trunk),
+        vec![PromptId::AnnouncementPrivileged]
+    );
+    c.digit(t0, Leg::Trunk, '1');
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::Bridge));
+    assert!(!a.contains(&CallAction::StartRecording));
+    c.hangup_from(t0, Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert!(s.privileged && !s.recorded);
+}
+
+#[test]
+fn maximum_duration_cuts_with_warning() {
+    let t0 = epoch();
+    let mut c = to_destination(t0);
+    let d = Destination::Authorized(Authorization {
+        number: "+15551230001".into(),
+        privileged: false,
+        charging: plan("0.05", 60, 600),
+        balance: "100.00".parse().unwrap(),
+    });
+    c.destination_checked(t0, d);
+    drain(&mut c);
+    c.trunk_answered(t0);
+    c.digit(t0, Leg::Trunk, '1');
+    let log = run(
+        &mut c,
+        t0,
+        "100.00".parse().unwrap(),
+        t0 + Duration::from_secs(3600),
+    );
+    let actions: Vec<CallAction> = log.iter().map(|(_, a)| a.clone()).collect();
+    assert!(plays(&actions, Leg::Handset).contains(&PromptId::DurationWarning));
+    let s = ended(&actions).unwrap();
+    assert_eq!((s.reason, s.increments), (EndReason::MaxDuration, 10));
+    assert_eq!(s.charged.to_string(), "0.50");
+}
+
+#[test]
+fn a_refused_debit_cuts_for_funds() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.digit(t0, Leg::Trunk, '1');
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::Debit {
+        increment: 1,
+        amount: "0.01".parse().unwrap()
+    }));
+    // Another spender emptied the account between authorization and the first debit.
+    c.debit_refused(t0, 1);
+    let a = drain(&mut c);
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::FundsExhausted]);
+    c.prompt_finished(t0, Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!(
+        (s.reason, s.increments, s.charged),
+        (EndReason::FundsExhausted, 0, Money::ZERO)
+    );
+}
+
+#[test]
+fn terminate_ends_both_legs_at_once() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.digit(t0, Leg::Trunk, '1');
+    drain(&mut c);
+    c.terminate(t0 + Duration::from_secs(1));
+    let a = drain(&mut c);
+    assert!(
+        a.contains(&CallAction::Hangup { leg: Leg::Trunk })
+            && a.contains(&CallAction::Hangup { leg: Leg::Handset })
+    );
+    assert_eq!(ended(&a).unwrap().reason, EndReason::Terminated);
+    c.hangup_from(t0 + Duration::from_secs(2), Leg::Handset);
+    assert!(drain(&mut c).is_empty(), "nothing after the end");
+    assert_eq!(c.poll_timeout(), None);
+}
