@@ -885,7 +885,9 @@ fn dtmf_from_sipp_rfc2833_captures() {
     ];
     let dir = Path::new(SIPP_PCAPS);
     if !dir.join("dtmf_2833_1.pcap").exists() {
-        eprintln!("SKIPPED: {SIPP_PCAPS}/dtmf_2833_*.pcap absent (apt-get install sip-tester)");
+        sallyport::db::testing::skip_or_fail(&format!(
+            "{SIPP_PCAPS}/dtmf_2833_*.pcap absent (apt-get install sip-tester)"
+        ));
         return;
     }
     for (name, key) in keys {

@@ -75,9 +75,11 @@ impl From<StoreError> for ApiError {
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         let (status, code) = match &e {
-            LedgerError::AccountNotFound { .. } | LedgerError::DepositNotFound { .. } => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
+            LedgerError::AccountNotFound { .. }
+            | LedgerError::DepositNotFound { .. }
+            | LedgerError::FacilityNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            LedgerError::WrongAccountKind { .. } => (StatusCode::CONFLICT, "wrong_account_kind"),
+            LedgerError::NoFacility { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_facility"),
             LedgerError::AccountClosed { .. } => (StatusCode::CONFLICT, "account_closed"),
             LedgerError::IdempotencyConflict { .. } => {
                 (StatusCode::CONFLICT, "idempotency_conflict")

@@ -4,6 +4,9 @@
 
 use super::error::LedgerError;
 use crate::money::Money;
+/// What a session debit pays for (audio call or video visit); picks the revenue account.
+/// The rating engine's type, so the charging driver passes it straight through.
+pub use crate::rating::Service;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -74,14 +77,6 @@ text_enum!(
         Pending => "pending",
         Posted => "posted",
         Voided => "voided",
-    }
-);
-
-text_enum!(
-    /// What a session debit pays for; picks the revenue account.
-    Service {
-        Audio => "audio",
-        Video => "video",
     }
 );
 
