@@ -267,6 +267,8 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_facility_time ON sessions (facility_id, invite_at);
 CREATE INDEX sessions_inmate_time ON sessions (inmate_id, invite_at);
 CREATE INDEX sessions_state ON sessions (state);
+-- One live call per inmate, across every node: claiming a second fails on this index.
+CREATE UNIQUE INDEX sessions_one_live_call ON sessions (inmate_id) WHERE state = 'active' AND kind = 'call';
 
 -- Audit ---------------------------------------------------------------------------------------
 CREATE TABLE audit_log (
