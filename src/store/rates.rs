@@ -156,17 +156,21 @@ impl Store {
     }
 
     pub async fn rate_decks(&self) -> Result<Vec<DeckSummary>, StoreError> {
-        let ids: Vec<String> = sqlx::query("SELECT id FROM rate_decks ORDER BY id")
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        let ids = self.ids("SELECT id FROM rate_decks ORDER BY id").await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.rate_deck_summary(&id).await?);
         }
         Ok(out)
+    }
+
+    /// The `id` column of a query's rows.
+    async fn ids(&self, sql: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(sql).fetch_all(self.db.pool()).await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Rebuilds a stored deck for rating.
@@ -281,12 +285,7 @@ impl Store {
     }
 
     pub async fn rate_plans(&self) -> Result<Vec<PlanSummary>, StoreError> {
-        let ids: Vec<String> = sqlx::query("SELECT id FROM rate_plans ORDER BY id")
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        let ids = self.ids("SELECT id FROM rate_plans ORDER BY id").await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.rate_plan_summary(&id).await?);

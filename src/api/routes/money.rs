@@ -179,24 +179,10 @@ pub async fn purchase(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SpendBody>,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
-    let account = scoped_account(&s, &caller, &[Role::Admin], &id).await?;
-    let req = PurchaseRequest {
-        account_id: account.id.clone(),
-        amount: body.amount,
-        reference: body.reference,
-        memo: body.memo,
-    };
-    let r = s.store.ledger().purchase(&key.0, req).await?;
-    s.audit(
-        &caller,
-        "purchase.create",
-        &account.id,
-        account.facility_id.as_deref(),
-    )
-    .await;
-    Ok((StatusCode::CREATED, Json(r)))
+    spend(s, caller, key, id, body, Spend::Purchase).await
 }
 
+/// A credit to an account (a dropped-call credit, a commissary return).
 pub async fn refund(
     State(s): State<AppState>,
     caller: Caller,
@@ -204,22 +190,51 @@ pub async fn refund(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SpendBody>,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+    spend(s, caller, key, id, body, Spend::Refund).await
+}
+
+#[derive(Clone, Copy)]
+enum Spend {
+    Purchase,
+    Refund,
+}
+
+/// Purchases and refunds: same scope, same body, opposite directions in the ledger.
+async fn spend(
+    s: AppState,
+    caller: Caller,
+    key: IdempotencyKey,
+    id: String,
+    body: SpendBody,
+    kind: Spend,
+) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let account = scoped_account(&s, &caller, &[Role::Admin], &id).await?;
-    let req = RefundRequest {
-        account_id: account.id.clone(),
-        amount: body.amount,
-        reference: body.reference,
-        memo: body.memo,
+    let (account_id, amount, reference, memo) =
+        (account.id.clone(), body.amount, body.reference, body.memo);
+    let ledger = s.store.ledger();
+    let (receipt, action) = match kind {
+        Spend::Purchase => {
+            let req = PurchaseRequest {
+                account_id,
+                amount,
+                reference,
+                memo,
+            };
+            (ledger.purchase(&key.0, req).await?, "purchase.create")
+        }
+        Spend::Refund => {
+            let req = RefundRequest {
+                account_id,
+                amount,
+                reference,
+                memo,
+            };
+            (ledger.refund(&key.0, req).await?, "refund.create")
+        }
     };
-    let r = s.store.ledger().refund(&key.0, req).await?;
-    s.audit(
-        &caller,
-        "refund.create",
-        &account.id,
-        account.facility_id.as_deref(),
-    )
-    .await;
-    Ok((StatusCode::CREATED, Json(r)))
+    s.audit(&caller, action, &account.id, account.facility_id.as_deref())
+        .await;
+    Ok((StatusCode::CREATED, Json(receipt)))
 }
 
 #[derive(Deserialize)]
