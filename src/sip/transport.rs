@@ -1,0 +1,199 @@
+//! The SIP transport layer and the transaction table: the thin layer between
+//! sockets and the call flow.
+//!
+//! # What it owns
+//!
+//! - [`Endpoint`] (sans-IO core, `endpoint.rs`): the table of client and
+//!   server transactions keyed by [`TxKey`]. It parses bytes, answers
+//!   malformed requests with a 400 (RFC 3261 §18.3), stamps `received`/`rport`
+//!   on the top Via of incoming requests (§18.2.1, RFC 3581), routes
+//!   retransmissions, ACKs, CANCELs and responses to their transactions,
+//!   throttles floods with a token bucket (503 + Retry-After), and decides
+//!   where every response goes (§18.2.2: the Via's `received`/`rport`, over
+//!   the connection the request came on). It takes `now` and returns
+//!   [`Transmit`]s and [`Event`]s; no tokio, no clock.
+//! - [`FloodControl`] (`flood.rs`): the token bucket.
+//! - [`StreamFramer`] (`framing.rs`): sans-IO framing of a TCP byte stream with
+//!   [`message::parse`](crate::sip::message::parse).
+//! - [`SipDriver`] (`driver.rs`, tokio): one UDP socket, one TCP listener,
+//!   per-connection tasks (`tcp.rs`), and a task that owns the [`Endpoint`],
+//!   selects over packets, TU commands and the core's next timeout, writes
+//!   transmits and forwards events to the TU.
+//!
+//! # Who calls it, what it calls
+//!
+//! The call flow (`call`) holds a [`SipHandle`] to send requests and answer
+//! requests, and reads [`Event`]s from the channel [`SipDriver::start`]
+//! returns. This module calls [`crate::sip::message`] (parse, serialize,
+//! `response_to_malformed`) and [`crate::sip::transaction`] (the §17 state
+//! machines).
+//!
+//! # Choices worth knowing
+//!
+//! - The ACK for a 2xx has its own branch, so no transaction matches it: the
+//!   table passes it up as [`Event::Ack`] and, matching by Call-ID and CSeq
+//!   number, tells the INVITE server transaction to stop retransmitting its
+//!   2xx.
+//! - CANCEL is answered by the table (200, or 481 when no INVITE matches);
+//!   the TU only sees [`Event::Cancel`] for a pending INVITE and answers that
+//!   INVITE 487.
+//! - Only requests that would create a transaction are throttled; ACKs,
+//!   CANCELs, retransmissions and responses never are (shedding them would
+//!   only prolong the load). A TU that cannot keep up (event channel full)
+//!   gets the same 503 answered for it.
+//! - TCP I/O uses `readable`/`try_read` and `writable`/`try_write`, so only
+//!   tokio's `net` feature is needed.
+
+mod driver;
+mod endpoint;
+mod flood;
+mod framing;
+mod tcp;
+mod via;
+
+#[cfg(test)]
+mod tests;
+
+pub use driver::{DriverOptions, SipDriver, SipHandle};
+pub use endpoint::{Endpoint, EndpointConfig};
+pub use flood::{FloodConfig, FloodControl, TokenBucket};
+pub use framing::{Frame, StreamFramer};
+pub use via::{response_destination, stamp_received};
+
+use crate::sip::message::{Request, Response};
+pub use crate::sip::transaction::TxKey;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One TCP connection, numbered by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// How a message came in or goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The UDP socket.
+    Udp,
+    /// TCP: a given connection, or `None` for "any connection to the
+    /// destination, opened if needed" (requests we originate).
+    Tcp(Option<ConnId>),
+}
+
+impl Transport {
+    /// Reliable transports get no retransmissions (RFC 3261 §17).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp(_))
+    }
+}
+
+/// Bytes the driver must write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// Where to send (for TCP: where to connect if the connection is gone).
+    pub dest: SocketAddr,
+    pub transport: Transport,
+    pub bytes: Vec<u8>,
+    /// The transaction that sent it, told of a failed send.
+    pub key: Option<TxKey>,
+}
+
+/// What the transaction user (the call flow) learns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new request: a server transaction waits for [`Endpoint::respond`].
+    Request {
+        key: TxKey,
+        request: Request,
+        source: SocketAddr,
+        transport: Transport,
+    },
+    /// An ACK matching no transaction: the ACK for a 2xx (dialog business).
+    Ack {
+        request: Request,
+        source: SocketAddr,
+        transport: Transport,
+    },
+    /// A CANCEL for a pending INVITE (already answered 200): answer the INVITE 487.
+    Cancel {
+        invite_key: TxKey,
+        request: Request,
+        source: SocketAddr,
+    },
+    /// A response to a request we sent.
+    Response { key: TxKey, response: Response },
+    /// Timer B/F (or a transport error): no final response came.
+    Timeout { key: TxKey },
+    /// Our 2xx to an INVITE was never ACKed: hang up (RFC 3261 §13.3.1.4).
+    AckTimeout { key: TxKey },
+}
+
+/// Errors at the transport boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot bind SIP {proto} socket on {addr}: {source}")]
+    Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the local address of the SIP {proto} socket: {source}")]
+    LocalAddr {
+        proto: &'static str,
+        source: std::io::Error,
+    },
+    #[error("request has no RFC 3261 branch in its top Via")]
+    NoBranch,
+    #[error("a client transaction with this key already exists")]
+    DuplicateTransaction,
+    #[error("no server transaction with this key")]
+    NoTransaction,
+    #[error("the SIP driver has stopped")]
+    DriverStopped,
+}
+
+/// Counters for `/metrics`, shared between the core, the driver and readers.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Datagrams and framed stream messages received.
+    pub received: AtomicU64,
+    /// Messages written to a socket or a connection.
+    pub sent: AtomicU64,
+    /// Malformed requests answered 400 (or 505/513).
+    pub malformed_400: AtomicU64,
+    /// Input dropped (unanswerable garbage) and output that could not be sent.
+    pub dropped: AtomicU64,
+    /// New requests answered 503 by flood control or TU overload.
+    pub throttled_503: AtomicU64,
+    /// Responses matching no client transaction.
+    pub stray_responses: AtomicU64,
+}
+
+/// A plain copy of [`TransportStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub received: u64,
+    pub sent: u64,
+    pub malformed_400: u64,
+    pub dropped: u64,
+    pub throttled_503: u64,
+    pub stray_responses: u64,
+}
+
+impl TransportStats {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            received: get(&self.received),
+            sent: get(&self.sent),
+            malformed_400: get(&self.malformed_400),
+            dropped: get(&self.dropped),
+            throttled_503: get(&self.throttled_503),
+            stray_responses: get(&self.stray_responses),
+        }
+    }
+}

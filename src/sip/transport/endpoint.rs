@@ -1,0 +1,570 @@
+//! The sans-IO transaction table: bytes and `now` in, transmits and events out.
+//!
+//! Methods follow the quinn-proto order: `handle_*` (input from the network
+//! and the clock), commands from the TU (`send_request`, `respond`…), and
+//! `poll_*` (output). The driver drains `poll_transmit` and `poll_event`
+//! after every input and sleeps until `poll_timeout`.
+
+use super::flood::{FloodConfig, FloodControl};
+use super::via::{response_destination, stamp_received};
+use super::{Event, Transmit, Transport, TransportError, TransportStats, TxKey};
+use crate::sip::message::{
+    new_tag, parse_datagram, response_to_malformed, Method, ParseError, Request, Response,
+    SipMessage,
+};
+use crate::sip::transaction::{
+    ClientTransaction, ServerState, ServerTransaction, TimerConfig, TxAction,
+};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, debug_span, Span};
+
+/// Settings of the table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndpointConfig {
+    /// T1, T2, T4 for every transaction (short in tests).
+    pub timers: TimerConfig,
+    pub flood: FloodConfig,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            timers: TimerConfig::default(),
+            flood: FloodConfig::per_second(500),
+        }
+    }
+}
+
+struct ClientEntry {
+    tx: ClientTransaction,
+    dest: SocketAddr,
+    transport: Transport,
+    span: Span,
+}
+
+struct ServerEntry {
+    tx: ServerTransaction,
+    source: SocketAddr,
+    transport: Transport,
+    span: Span,
+    /// Call-ID and CSeq number of an INVITE, to match the ACK of its 2xx.
+    dialog_ref: Option<(String, u32)>,
+}
+
+/// The transaction table (see the module doc of [`super`]).
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    clients: HashMap<TxKey, ClientEntry>,
+    servers: HashMap<TxKey, ServerEntry>,
+    /// INVITE server transactions by Call-ID and CSeq number.
+    invites: HashMap<(String, u32), TxKey>,
+    flood: FloodControl,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Arc<TransportStats>,
+}
+
+impl Endpoint {
+    pub fn new(cfg: EndpointConfig, stats: Arc<TransportStats>) -> Endpoint {
+        Endpoint {
+            cfg,
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            invites: HashMap::new(),
+            flood: FloodControl::new(cfg.flood),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<TransportStats> {
+        &self.stats
+    }
+
+    /// Live transactions (client, server).
+    pub fn transaction_counts(&self) -> (usize, usize) {
+        (self.clients.len(), self.servers.len())
+    }
+
+    // ----- input -------------------------------------------------------
+
+    /// One UDP datagram from `source`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        bytes: &[u8],
+    ) {
+        TransportStats::bump(&self.stats.received);
+        match parse_datagram(bytes) {
+            Ok(msg) => self.dispatch(now, source, transport, msg),
+            Err(ParseError::Empty) => {}
+            Err(e) => {
+                let resp = response_to_malformed(bytes, &e);
+                debug!(%source, error = %e, answered = resp.is_some(), "malformed SIP");
+                self.handle_malformed(source, transport, resp);
+            }
+        }
+    }
+
+    /// One message already framed from a stream.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        msg: SipMessage,
+    ) {
+        TransportStats::bump(&self.stats.received);
+        self.dispatch(now, source, transport, msg);
+    }
+
+    /// Input that failed to parse: send the 400 built by
+    /// `response_to_malformed` (if any) back to `source`, else drop.
+    pub fn handle_malformed(
+        &mut self,
+        source: SocketAddr,
+        transport: Transport,
+        response: Option<Response>,
+    ) {
+        match response {
+            Some(mut resp) => {
+                TransportStats::bump(&self.stats.malformed_400);
+                self.send_stateless_response(&mut resp, source, transport);
+            }
+            None => TransportStats::bump(&self.stats.dropped),
+        }
+    }
+
+    /// Fires the transaction timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        let clients: Vec<TxKey> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| due(e.tx.poll_timeout()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in clients {
+            if let Some(e) = self.clients.get_mut(&key) {
+                e.tx.handle_timeout(now);
+            }
+            self.drain_client(&key);
+        }
+        let servers: Vec<TxKey> = self
+            .servers
+            .iter()
+            .filter(|(_, e)| due(e.tx.poll_timeout()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in servers {
+            if let Some(e) = self.servers.get_mut(&key) {
+                e.tx.handle_timeout(now);
+            }
+            self.drain_server(&key);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, source: SocketAddr, transport: Transport, msg: SipMessage) {
+        match msg {
+            SipMessage::Request(req) => self.handle_request(now, source, transport, req),
+            SipMessage::Response(resp) => self.handle_response(now, resp),
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        mut req: Request,
+    ) {
+        stamp_received(&mut req.headers, source);
+        let Some(key) = TxKey::of_request(&req) else {
+            return self.no_branch(source, transport, req);
+        };
+        if self.servers.contains_key(&key) {
+            return self.matched_request(now, &key, req, source, transport);
+        }
+        match req.method {
+            Method::Ack => self.ack_for_2xx(req, source, transport),
+            Method::Cancel => self.cancel(now, key, req, source, transport),
+            _ => match self.flood.admit(now) {
+                Ok(()) => self.new_server(now, key, req, source, transport),
+                Err(secs) => self.reject_503(&req, source, transport, secs),
+            },
+        }
+    }
+
+    /// An RFC 2543 request (no magic cookie): ACKs go up, the rest get a 400.
+    fn no_branch(&mut self, source: SocketAddr, transport: Transport, req: Request) {
+        if req.method == Method::Ack {
+            return self.events.push_back(Event::Ack {
+                request: req,
+                source,
+                transport,
+            });
+        }
+        TransportStats::bump(&self.stats.malformed_400);
+        let mut resp = Response::for_request(&req, 400, "Bad Request (no RFC 3261 branch)")
+            .with_to_tag(&new_tag());
+        self.send_stateless_response(&mut resp, source, transport);
+    }
+
+    /// A retransmission, or the ACK of a non-2xx (or of a 2xx, RFC 6026).
+    fn matched_request(
+        &mut self,
+        now: Instant,
+        key: &TxKey,
+        req: Request,
+        source: SocketAddr,
+        transport: Transport,
+    ) {
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        let _g = e.span.enter();
+        e.tx.handle_request(now, &req);
+        let accepted = e.tx.state() == ServerState::Accepted;
+        if req.method == Method::Ack && accepted {
+            e.tx.ack_received();
+            self.events.push_back(Event::Ack {
+                request: req,
+                source,
+                transport,
+            });
+        }
+        drop(_g);
+        self.drain_server(key);
+    }
+
+    /// The ACK of a 2xx: stop the INVITE's 2xx retransmissions; tell the TU.
+    fn ack_for_2xx(&mut self, req: Request, source: SocketAddr, transport: Transport) {
+        if let Some(dref) = dialog_ref(&req) {
+            let invite = self.invites.get(&dref);
+            if let Some(e) = invite.and_then(|k| self.servers.get_mut(k)) {
+                e.tx.ack_received();
+            }
+        }
+        self.events.push_back(Event::Ack {
+            request: req,
+            source,
+            transport,
+        });
+    }
+
+    /// A CANCEL: its own transaction, answered here (RFC 3261 §9.2).
+    fn cancel(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        req: Request,
+        source: SocketAddr,
+        transport: Transport,
+    ) {
+        let invite_key = TxKey {
+            method: Method::Invite,
+            ..key.clone()
+        };
+        let invite = self.servers.get(&invite_key);
+        let pending = invite.is_some_and(|e| e.tx.state() == ServerState::Proceeding);
+        let tag = invite
+            .and_then(|e| e.tx.last_response())
+            .and_then(|r| r.headers.to().ok())
+            .and_then(|to| to.tag().map(str::to_owned))
+            .unwrap_or_else(new_tag);
+        let resp = match invite {
+            Some(_) => Response::for_request(&req, 200, "OK"),
+            None => Response::for_request(&req, 481, "Call/Transaction Does Not Exist"),
+        }
+        .with_to_tag(&tag);
+        self.insert_server(key.clone(), req.clone(), source, transport);
+        if let Some(e) = self.servers.get_mut(&key) {
+            e.tx.respond(now, resp);
+        }
+        self.drain_server(&key);
+        if pending {
+            self.events.push_back(Event::Cancel {
+                invite_key,
+                request: req,
+                source,
+            });
+        }
+    }
+
+    fn new_server(
+        &mut self,
+        _now: Instant,
+        key: TxKey,
+        req: Request,
+        source: SocketAddr,
+        transport: Transport,
+    ) {
+        self.insert_server(key.clone(), req.clone(), source, transport);
+        self.drain_server(&key);
+        self.events.push_back(Event::Request {
+            key,
+            request: req,
+            source,
+            transport,
+        });
+    }
+
+    fn insert_server(&mut self, key: TxKey, req: Request, source: SocketAddr, transport: Transport) {
+        let span = debug_span!("sip_server_tx", branch = %key.branch, method = %key.method);
+        let dref = (req.method == Method::Invite)
+            .then(|| dialog_ref(&req))
+            .flatten();
+        if let Some(d) = &dref {
+            self.invites.insert(d.clone(), key.clone());
+        }
+        let tx = ServerTransaction::new(req, transport.is_reliable(), self.cfg.timers);
+        let entry = ServerEntry {
+            tx,
+            source,
+            transport,
+            span,
+            dialog_ref: dref,
+        };
+        self.servers.insert(key, entry);
+    }
+
+    /// Flood control refused a new request: 503 with Retry-After, no transaction.
+    fn reject_503(&mut self, req: &Request, source: SocketAddr, transport: Transport, secs: u32) {
+        TransportStats::bump(&self.stats.throttled_503);
+        let mut resp = service_unavailable(req, secs);
+        self.send_stateless_response(&mut resp, source, transport);
+    }
+
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        let key = TxKey::of_response(&resp);
+        let Some(e) = key.as_ref().and_then(|k| self.clients.get_mut(k)) else {
+            TransportStats::bump(&self.stats.stray_responses);
+            debug!(status = resp.status, "stray response dropped");
+            return;
+        };
+        let _g = e.span.enter();
+        e.tx.handle_response(now, resp);
+        drop(_g);
+        if let Some(k) = key {
+            self.drain_client(&k);
+        }
+    }
+
+    // ----- commands from the TU ----------------------------------------
+
+    /// Sends a request: a client transaction, except for ACK (straight out).
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        request: Request,
+        dest: SocketAddr,
+        transport: Transport,
+    ) -> Result<TxKey, TransportError> {
+        let key = TxKey::of_request(&request).ok_or(TransportError::NoBranch)?;
+        if request.method == Method::Ack {
+            self.push_transmit(dest, transport, request.to_bytes(), None);
+            return Ok(key);
+        }
+        if self.clients.contains_key(&key) {
+            return Err(TransportError::DuplicateTransaction);
+        }
+        let span = debug_span!("sip_client_tx", branch = %key.branch, method = %key.method);
+        let tx = ClientTransaction::new(request, transport.is_reliable(), self.cfg.timers, now);
+        let entry = ClientEntry {
+            tx,
+            dest,
+            transport,
+            span,
+        };
+        self.clients.insert(key.clone(), entry);
+        self.drain_client(&key);
+        Ok(key)
+    }
+
+    /// Sends a message outside any transaction (e.g. a proxied response).
+    pub fn send_stateless(&mut self, msg: &SipMessage, dest: SocketAddr, transport: Transport) {
+        self.push_transmit(dest, transport, msg.to_bytes(), None);
+    }
+
+    /// The TU answers the request of server transaction `key`.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        key: &TxKey,
+        response: Response,
+    ) -> Result<(), TransportError> {
+        let e = self
+            .servers
+            .get_mut(key)
+            .ok_or(TransportError::NoTransaction)?;
+        let _g = e.span.enter();
+        e.tx.respond(now, response);
+        drop(_g);
+        self.drain_server(key);
+        Ok(())
+    }
+
+    /// The TU cannot take a new request: answer it 503 for the TU.
+    pub fn reject_overload(&mut self, now: Instant, key: &TxKey) {
+        let resp = self
+            .servers
+            .get(key)
+            .map(|e| service_unavailable(e.tx.request(), 1));
+        if let Some(resp) = resp {
+            TransportStats::bump(&self.stats.throttled_503);
+            let _ = self.respond(now, key, resp);
+        }
+    }
+
+    /// A transmit of transaction `key` could not be sent (§17.1.4, §17.2.4).
+    pub fn transport_error(&mut self, key: &TxKey) {
+        if let Some(e) = self.clients.get_mut(key) {
+            e.tx.transport_error();
+            self.drain_client(key);
+        } else if let Some(e) = self.servers.get_mut(key) {
+            e.tx.transport_error();
+            self.drain_server(key);
+        }
+    }
+
+    // ----- output ------------------------------------------------------
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest transaction timer. A linear scan: fine for thousands of
+    /// transactions; a heap with lazy deletion is the next step if profiles
+    /// say so.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let c = self.clients.values().filter_map(|e| e.tx.poll_timeout());
+        let s = self.servers.values().filter_map(|e| e.tx.poll_timeout());
+        c.chain(s).min()
+    }
+
+    // ----- internals ---------------------------------------------------
+
+    fn push_transmit(
+        &mut self,
+        dest: SocketAddr,
+        transport: Transport,
+        bytes: Vec<u8>,
+        key: Option<TxKey>,
+    ) {
+        self.transmits.push_back(Transmit {
+            dest,
+            transport,
+            bytes,
+            key,
+        });
+    }
+
+    /// A response outside a transaction, routed by its top Via.
+    fn send_stateless_response(
+        &mut self,
+        resp: &mut Response,
+        source: SocketAddr,
+        transport: Transport,
+    ) {
+        stamp_received(&mut resp.headers, source);
+        let dest = resp
+            .headers
+            .top_via()
+            .map(|v| response_destination(&v, source))
+            .unwrap_or(source);
+        self.push_transmit(dest, transport, resp.to_bytes(), None);
+    }
+
+    fn drain_client(&mut self, key: &TxKey) {
+        let Some(e) = self.clients.get_mut(key) else {
+            return;
+        };
+        let mut done = false;
+        while let Some(action) = e.tx.poll_action() {
+            match action {
+                TxAction::Transmit(msg) => self.transmits.push_back(Transmit {
+                    dest: e.dest,
+                    transport: e.transport,
+                    bytes: msg.to_bytes(),
+                    key: Some(key.clone()),
+                }),
+                TxAction::Response(response) => self.events.push_back(Event::Response {
+                    key: key.clone(),
+                    response,
+                }),
+                TxAction::Timeout => self.events.push_back(Event::Timeout { key: key.clone() }),
+                TxAction::AckTimeout => {}
+                TxAction::Terminated => done = true,
+            }
+        }
+        if done {
+            self.clients.remove(key);
+        }
+    }
+
+    fn drain_server(&mut self, key: &TxKey) {
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        let mut done = false;
+        while let Some(action) = e.tx.poll_action() {
+            match action {
+                TxAction::Transmit(msg) => {
+                    let dest = msg
+                        .headers()
+                        .top_via()
+                        .map(|v| response_destination(&v, e.source))
+                        .unwrap_or(e.source);
+                    self.transmits.push_back(Transmit {
+                        dest,
+                        transport: e.transport,
+                        bytes: msg.to_bytes(),
+                        key: Some(key.clone()),
+                    });
+                }
+                TxAction::AckTimeout => self
+                    .events
+                    .push_back(Event::AckTimeout { key: key.clone() }),
+                TxAction::Terminated => done = true,
+                TxAction::Response(_) | TxAction::Timeout => {}
+            }
+        }
+        if done {
+            self.remove_server(key);
+        }
+    }
+
+    fn remove_server(&mut self, key: &TxKey) {
+        if let Some(e) = self.servers.remove(key) {
+            if let Some(d) = e.dialog_ref {
+                if self.invites.get(&d) == Some(key) {
+                    self.invites.remove(&d);
+                }
+            }
+        }
+    }
+}
+
+/// Call-ID and CSeq number: what ties an ACK for a 2xx to its INVITE.
+fn dialog_ref(req: &Request) -> Option<(String, u32)> {
+    let call_id = req.headers.call_id().ok()?.to_owned();
+    let seq = req.headers.cseq().ok()?.seq;
+    Some((call_id, seq))
+}
+
+/// `503 Service Unavailable` with `Retry-After: secs`.
+fn service_unavailable(req: &Request, secs: u32) -> Response {
+    let mut resp = Response::for_request(req, 503, "Service Unavailable").with_to_tag(&new_tag());
+    resp.headers.push("Retry-After", secs.to_string());
+    resp
+}
