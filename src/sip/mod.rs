@@ -56,5 +56,6 @@ pub mod header;
 pub mod message;
 pub mod parse;
 pub mod transaction;
+pub mod transport;
 pub mod typed;
 pub mod uri;

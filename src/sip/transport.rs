@@ -12,7 +12,9 @@
 //!   where every response goes (§18.2.2: the Via's `received`/`rport`, over
 //!   the connection the request came on). It takes `now` and returns
 //!   [`Transmit`]s and [`Event`]s; no tokio, no clock.
-//! - [`FloodControl`] (`flood.rs`): the token bucket.
+//! - [`FloodControl`] (`flood.rs`): a global token bucket at
+//!   `max_requests_per_second`, and optionally one per source IP in a bounded
+//!   table ([`DriverOptions::per_source_rate`]).
 //! - [`StreamFramer`] (`framing.rs`): sans-IO framing of a TCP byte stream with
 //!   [`message::parse`](crate::sip::message::parse).
 //! - [`SipDriver`] (`driver.rs`, tokio): one UDP socket, one TCP listener,
@@ -41,6 +43,10 @@
 //!   CANCELs, retransmissions and responses never are (shedding them would
 //!   only prolong the load). A TU that cannot keep up (event channel full)
 //!   gets the same 503 answered for it.
+//! - Transaction timers sit in a heap with lazy deletion, so `poll_timeout`
+//!   is O(1) and `handle_timeout` touches only due transactions.
+//! - Not yet: a cap on concurrent TCP connections and an idle timeout for
+//!   them; TLS/WS; `maddr`.
 //! - TCP I/O uses `readable`/`try_read` and `writable`/`try_write`, so only
 //!   tokio's `net` feature is needed.
 

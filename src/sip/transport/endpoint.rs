@@ -15,7 +15,8 @@ use crate::sip::message::{
 use crate::sip::transaction::{
     ClientTransaction, ServerState, ServerTransaction, TimerConfig, TxAction,
 };
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +44,8 @@ struct ClientEntry {
     dest: SocketAddr,
     transport: Transport,
     span: Span,
+    /// The timer instant queued in the heap for this transaction.
+    scheduled: Option<Instant>,
 }
 
 struct ServerEntry {
@@ -50,6 +53,7 @@ struct ServerEntry {
     source: SocketAddr,
     transport: Transport,
     span: Span,
+    scheduled: Option<Instant>,
     /// Call-ID and CSeq number of an INVITE, to match the ACK of its 2xx.
     dialog_ref: Option<(String, u32)>,
 }
@@ -62,6 +66,9 @@ pub struct Endpoint {
     /// INVITE server transactions by Call-ID and CSeq number.
     invites: HashMap<(String, u32), TxKey>,
     flood: FloodControl,
+    /// Next timer of every transaction; entries whose instant no longer
+    /// matches the transaction's `scheduled` are stale and skipped.
+    timers: BinaryHeap<Due>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Arc<TransportStats>,
@@ -75,6 +82,7 @@ impl Endpoint {
             servers: HashMap::new(),
             invites: HashMap::new(),
             flood: FloodControl::new(cfg.flood),
+            timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats,
@@ -143,34 +151,45 @@ impl Endpoint {
 
     /// Fires the transaction timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        let clients: Vec<TxKey> = self
-            .clients
-            .iter()
-            .filter(|(_, e)| due(e.tx.poll_timeout()))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in clients {
-            if let Some(e) = self.clients.get_mut(&key) {
-                e.tx.handle_timeout(now);
+        while let Some(due) = self.timers.peek().filter(|d| d.at <= now).cloned() {
+            self.timers.pop();
+            match due.side {
+                Side::Client => self.client_timer(now, &due),
+                Side::Server => self.server_timer(now, &due),
             }
-            self.drain_client(&key);
-        }
-        let servers: Vec<TxKey> = self
-            .servers
-            .iter()
-            .filter(|(_, e)| due(e.tx.poll_timeout()))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in servers {
-            if let Some(e) = self.servers.get_mut(&key) {
-                e.tx.handle_timeout(now);
-            }
-            self.drain_server(&key);
         }
     }
 
-    fn dispatch(&mut self, now: Instant, source: SocketAddr, transport: Transport, msg: SipMessage) {
+    /// Runs a client's timers if `due` is its current schedule (else stale).
+    fn client_timer(&mut self, now: Instant, due: &Due) {
+        let Some(e) = self.clients.get_mut(&due.key) else {
+            return;
+        };
+        if e.scheduled == Some(due.at) {
+            e.scheduled = None;
+            e.tx.handle_timeout(now);
+            self.drain_client(&due.key);
+        }
+    }
+
+    fn server_timer(&mut self, now: Instant, due: &Due) {
+        let Some(e) = self.servers.get_mut(&due.key) else {
+            return;
+        };
+        if e.scheduled == Some(due.at) {
+            e.scheduled = None;
+            e.tx.handle_timeout(now);
+            self.drain_server(&due.key);
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        transport: Transport,
+        msg: SipMessage,
+    ) {
         match msg {
             SipMessage::Request(req) => self.handle_request(now, source, transport, req),
             SipMessage::Response(resp) => self.handle_response(now, resp),
@@ -194,7 +213,7 @@ impl Endpoint {
         match req.method {
             Method::Ack => self.ack_for_2xx(req, source, transport),
             Method::Cancel => self.cancel(now, key, req, source, transport),
-            _ => match self.flood.admit(now) {
+            _ => match self.flood.admit(now, source.ip()) {
                 Ok(()) => self.new_server(now, key, req, source, transport),
                 Err(secs) => self.reject_503(&req, source, transport, secs),
             },
@@ -315,7 +334,13 @@ impl Endpoint {
         });
     }
 
-    fn insert_server(&mut self, key: TxKey, req: Request, source: SocketAddr, transport: Transport) {
+    fn insert_server(
+        &mut self,
+        key: TxKey,
+        req: Request,
+        source: SocketAddr,
+        transport: Transport,
+    ) {
         let span = debug_span!("sip_server_tx", branch = %key.branch, method = %key.method);
         let dref = (req.method == Method::Invite)
             .then(|| dialog_ref(&req))
@@ -329,6 +354,7 @@ impl Endpoint {
             source,
             transport,
             span,
+            scheduled: None,
             dialog_ref: dref,
         };
         self.servers.insert(key, entry);
@@ -381,6 +407,7 @@ impl Endpoint {
             dest,
             transport,
             span,
+            scheduled: None,
         };
         self.clients.insert(key.clone(), entry);
         self.drain_client(&key);
@@ -443,13 +470,10 @@ impl Endpoint {
         self.events.pop_front()
     }
 
-    /// The earliest transaction timer. A linear scan: fine for thousands of
-    /// transactions; a heap with lazy deletion is the next step if profiles
-    /// say so.
+    /// The earliest armed transaction timer (possibly a stale one, which
+    /// costs one spurious wake-up).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let c = self.clients.values().filter_map(|e| e.tx.poll_timeout());
-        let s = self.servers.values().filter_map(|e| e.tx.poll_timeout());
-        c.chain(s).min()
+        self.timers.peek().map(|d| d.at)
     }
 
     // ----- internals ---------------------------------------------------
@@ -509,6 +533,12 @@ impl Endpoint {
         }
         if done {
             self.clients.remove(key);
+        } else {
+            let next = e.tx.poll_timeout();
+            if next != e.scheduled {
+                e.scheduled = next;
+                push_due(&mut self.timers, next, Side::Client, key);
+            }
         }
     }
 
@@ -541,6 +571,12 @@ impl Endpoint {
         }
         if done {
             self.remove_server(key);
+        } else {
+            let next = e.tx.poll_timeout();
+            if next != e.scheduled {
+                e.scheduled = next;
+                push_due(&mut self.timers, next, Side::Server, key);
+            }
         }
     }
 
@@ -552,6 +588,50 @@ impl Endpoint {
                 }
             }
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// A heap entry: the earliest `at` comes out first.
+#[derive(Debug, Clone)]
+struct Due {
+    at: Instant,
+    side: Side,
+    key: TxKey,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+fn push_due(heap: &mut BinaryHeap<Due>, at: Option<Instant>, side: Side, key: &TxKey) {
+    if let Some(at) = at {
+        heap.push(Due {
+            at,
+            side,
+            key: key.clone(),
+        });
     }
 }
 

@@ -1,6 +1,17 @@
-//! Flood control: a sans-IO token bucket fed `now`.
+//! Flood control: sans-IO token buckets fed `now`, one global and
+//! optionally one per source IP address.
+//!
+//! The per-source table is bounded ([`MAX_SOURCES`]): when full, buckets
+//! that have refilled completely (idle sources) are evicted first, then an
+//! arbitrary one, so a spoofed-source flood costs bounded memory and at
+//! worst forgets a source's history.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
+
+/// Most sources tracked by the per-source buckets.
+pub const MAX_SOURCES: usize = 4096;
 
 /// Rate and burst of the bucket that admits new requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -9,12 +20,18 @@ pub struct FloodConfig {
     pub rate: u32,
     /// Bucket size: requests admitted at once after a quiet period.
     pub burst: u32,
+    /// Tokens per second (and burst) for each source IP; 0 disables.
+    pub per_source: u32,
 }
 
 impl FloodConfig {
     /// `rate` per second with one second's worth of burst.
     pub fn per_second(rate: u32) -> FloodConfig {
-        FloodConfig { rate, burst: rate }
+        FloodConfig {
+            rate,
+            burst: rate,
+            per_source: 0,
+        }
     }
 }
 
@@ -47,6 +64,14 @@ impl TokenBucket {
         self.last = Some(now);
     }
 
+    /// True when the bucket would be full at `now` (its source is idle).
+    fn is_full(&self, now: Instant) -> bool {
+        let elapsed = self
+            .last
+            .map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f64());
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes a token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
@@ -73,20 +98,70 @@ impl TokenBucket {
 #[derive(Debug, Clone)]
 pub struct FloodControl {
     bucket: Option<TokenBucket>,
+    per_source: u32,
+    sources: HashMap<IpAddr, TokenBucket>,
 }
 
 impl FloodControl {
     pub fn new(cfg: FloodConfig) -> FloodControl {
         let bucket = (cfg.rate > 0).then(|| TokenBucket::new(cfg.rate, cfg.burst));
-        FloodControl { bucket }
+        FloodControl {
+            bucket,
+            per_source: cfg.per_source,
+            sources: HashMap::new(),
+        }
     }
 
-    /// `Ok(())` to admit, `Err(retry_after_secs)` to refuse.
-    pub fn admit(&mut self, now: Instant) -> Result<(), u32> {
-        match &mut self.bucket {
-            None => Ok(()),
-            Some(b) if b.try_take(now) => Ok(()),
-            Some(b) => Err(b.retry_after_secs()),
+    /// `Ok(())` to admit a new request from `source`, `Err(retry_after_secs)`
+    /// to refuse. The source's own bucket is asked first, so a noisy source
+    /// does not spend the global tokens.
+    pub fn admit(&mut self, now: Instant, source: IpAddr) -> Result<(), u32> {
+        self.admit_source(now, source)?;
+        let Some(b) = &mut self.bucket else {
+            return Ok(());
+        };
+        if b.try_take(now) {
+            Ok(())
+        } else {
+            Err(b.retry_after_secs())
         }
+    }
+
+    fn admit_source(&mut self, now: Instant, source: IpAddr) -> Result<(), u32> {
+        if self.per_source == 0 {
+            return Ok(());
+        }
+        if !self.sources.contains_key(&source) {
+            self.make_room(now);
+        }
+        let rate = self.per_source;
+        let b = self
+            .sources
+            .entry(source)
+            .or_insert_with(|| TokenBucket::new(rate, rate));
+        if b.try_take(now) {
+            Ok(())
+        } else {
+            Err(b.retry_after_secs())
+        }
+    }
+
+    /// Keeps the per-source table under [`MAX_SOURCES`].
+    fn make_room(&mut self, now: Instant) {
+        if self.sources.len() < MAX_SOURCES {
+            return;
+        }
+        self.sources.retain(|_, b| !b.is_full(now));
+        if self.sources.len() >= MAX_SOURCES {
+            let victim = self.sources.keys().next().copied();
+            if let Some(v) = victim {
+                self.sources.remove(&v);
+            }
+        }
+    }
+
+    /// Sources currently tracked.
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
     }
 }

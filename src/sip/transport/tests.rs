@@ -1,0 +1,282 @@
+//! The sans-IO core with no sockets, in virtual time.
+
+use super::*;
+use crate::sip::message::{parse_datagram, SipMessage};
+use crate::sip::transaction::TimerConfig;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn src() -> SocketAddr {
+    "198.51.100.7:40000".parse().unwrap()
+}
+
+fn raw(method: &str, branch: &str) -> String {
+    format!(
+        "{method} sip:gw@example.org SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK{branch};rport\r\n\
+From: <sip:a@example.org>;tag=fa\r\n\
+To: <sip:gw@example.org>\r\n\
+Call-ID: c-{branch}\r\n\
+CSeq: 1 {method}\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn endpoint(rate: u32) -> Endpoint {
+    let cfg = EndpointConfig {
+        timers: TimerConfig::default(),
+        flood: FloodConfig::per_second(rate),
+    };
+    Endpoint::new(cfg, Arc::new(TransportStats::default()))
+}
+
+fn transmits(ep: &mut Endpoint) -> Vec<(SocketAddr, Response)> {
+    std::iter::from_fn(|| ep.poll_transmit())
+        .filter_map(|t| match parse_datagram(&t.bytes) {
+            Ok(SipMessage::Response(r)) => Some((t.dest, r)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn feed(ep: &mut Endpoint, now: Instant, text: &str) {
+    ep.handle_datagram(now, src(), Transport::Udp, text.as_bytes());
+}
+
+fn request_event(ep: &mut Endpoint) -> (TxKey, Request) {
+    match ep.poll_event() {
+        Some(Event::Request { key, request, .. }) => (key, request),
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+#[test]
+fn new_request_is_stamped_and_its_response_goes_to_received_rport() {
+    let mut ep = endpoint(100);
+    let now = Instant::now();
+    feed(&mut ep, now, &raw("OPTIONS", "a1"));
+    let (key, req) = request_event(&mut ep);
+    let via = req.headers.top_via().unwrap();
+    assert_eq!(via.received(), Some("198.51.100.7"));
+    assert_eq!(via.rport(), Some(Some(40000)));
+    ep.respond(now, &key, Response::for_request(&req, 200, "OK"))
+        .unwrap();
+    let out = transmits(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, src());
+}
+
+#[test]
+fn retransmission_gets_the_last_response_and_no_event() {
+    let mut ep = endpoint(100);
+    let now = Instant::now();
+    feed(&mut ep, now, &raw("INVITE", "i1"));
+    let (key, req) = request_event(&mut ep);
+    assert_eq!(transmits(&mut ep)[0].1.status, 100);
+    ep.respond(now, &key, Response::for_request(&req, 180, "Ringing"))
+        .unwrap();
+    transmits(&mut ep);
+    feed(&mut ep, now, &raw("INVITE", "i1"));
+    assert_eq!(transmits(&mut ep)[0].1.status, 180);
+    assert!(ep.poll_event().is_none());
+}
+
+#[test]
+fn garbage_is_dropped_and_malformed_gets_400() {
+    let mut ep = endpoint(100);
+    let now = Instant::now();
+    feed(&mut ep, now, "hello\r\n\r\n");
+    assert!(transmits(&mut ep).is_empty());
+    let bad = raw("OPTIONS", "m1").replace("CSeq: 1 OPTIONS", "CSeq: 1 BYE");
+    feed(&mut ep, now, &bad);
+    let out = transmits(&mut ep);
+    assert_eq!(out[0].1.status, 400);
+    assert_eq!(out[0].0, src());
+    let s = ep.stats().snapshot();
+    assert_eq!((s.dropped, s.malformed_400, s.received), (1, 1, 2));
+}
+
+#[test]
+fn stray_response_is_counted() {
+    let mut ep = endpoint(100);
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    feed(&mut ep, Instant::now(), resp);
+    assert_eq!(ep.stats().snapshot().stray_responses, 1);
+    assert!(ep.poll_event().is_none());
+}
+
+#[test]
+fn cancel_of_a_pending_invite_is_answered_and_reported() {
+    let mut ep = endpoint(100);
+    let now = Instant::now();
+    feed(&mut ep, now, &raw("INVITE", "c1"));
+    let (key, _) = request_event(&mut ep);
+    transmits(&mut ep);
+    let cancel = raw("INVITE", "c1").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.replacen("INVITE sip", "CANCEL sip", 1);
+    feed(&mut ep, now, &cancel);
+    assert_eq!(transmits(&mut ep)[0].1.status, 200);
+    match ep.poll_event() {
+        Some(Event::Cancel { invite_key, .. }) => assert_eq!(invite_key, key),
+        other => panic!("expected Cancel, got {other:?}"),
+    }
+    let orphan = cancel.replace("z9hG4bKc1", "z9hG4bKzz");
+    feed(&mut ep, now, &orphan);
+    assert_eq!(transmits(&mut ep)[0].1.status, 481);
+}
+
+#[test]
+fn ack_for_2xx_goes_to_the_tu_and_stops_retransmissions() {
+    let mut ep = endpoint(100);
+    let now = Instant::now();
+    feed(&mut ep, now, &raw("INVITE", "k1"));
+    let (key, req) = request_event(&mut ep);
+    ep.respond(
+        now,
+        &key,
+        Response::for_request(&req, 200, "OK").with_to_tag("g"),
+    )
+    .unwrap();
+    transmits(&mut ep);
+    let ack = raw("ACK", "k2").replace("c-k2", "c-k1");
+    feed(&mut ep, now, &ack);
+    assert!(matches!(ep.poll_event(), Some(Event::Ack { .. })));
+    ep.handle_timeout(now + Duration::from_secs(2));
+    assert!(
+        transmits(&mut ep).is_empty(),
+        "no 2xx retransmission after ACK"
+    );
+}
+
+#[test]
+fn flood_gets_503_but_acks_pass() {
+    let mut ep = endpoint(5);
+    let now = Instant::now();
+    for i in 0..5 {
+        feed(&mut ep, now, &raw("OPTIONS", &format!("f{i}")));
+    }
+    feed(&mut ep, now, &raw("OPTIONS", "f5"));
+    let out = transmits(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.status, 503);
+    assert!(out[0].1.headers.retry_after().unwrap().unwrap().seconds >= 1);
+    feed(&mut ep, now, &raw("ACK", "f6"));
+    let events: Vec<Event> = std::iter::from_fn(|| ep.poll_event()).collect();
+    assert_eq!(events.len(), 6);
+    feed(&mut ep, now + Duration::from_secs(1), &raw("OPTIONS", "f7"));
+    assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
+    assert_eq!(ep.stats().snapshot().throttled_503, 1);
+}
+
+#[test]
+fn client_transaction_retransmits_then_times_out() {
+    let mut ep = endpoint(100);
+    let start = Instant::now();
+    let SipMessage::Request(req) = parse_datagram(raw("OPTIONS", "o1").as_bytes()).unwrap() else {
+        panic!()
+    };
+    let key = ep.send_request(start, req, src(), Transport::Udp).unwrap();
+    let mut sent = std::iter::from_fn(|| ep.poll_transmit()).count();
+    let mut timed_out = false;
+    while let Some(at) = ep.poll_timeout() {
+        ep.handle_timeout(at);
+        sent += std::iter::from_fn(|| ep.poll_transmit()).count();
+        if let Some(Event::Timeout { key: k }) = ep.poll_event() {
+            assert_eq!(k, key);
+            timed_out = true;
+        }
+    }
+    assert!(timed_out);
+    assert!(sent >= 5, "sent {sent}");
+    assert_eq!(ep.transaction_counts(), (0, 0));
+}
+
+#[test]
+fn response_routes_to_its_client_transaction() {
+    let mut ep = endpoint(100);
+    let now = Instant::now();
+    let text = raw("OPTIONS", "r1");
+    let SipMessage::Request(req) = parse_datagram(text.as_bytes()).unwrap() else {
+        panic!()
+    };
+    let key = ep
+        .send_request(now, req.clone(), src(), Transport::Udp)
+        .unwrap();
+    let resp = Response::for_request(&req, 200, "OK").with_to_tag("x");
+    ep.handle_message(now, src(), Transport::Udp, SipMessage::Response(resp));
+    match ep.poll_event() {
+        Some(Event::Response { key: k, response }) => {
+            assert_eq!((k, response.status), (key, 200));
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+#[test]
+fn framer_splits_joins_and_pings() {
+    let mut f = StreamFramer::new();
+    let two = raw("OPTIONS", "s1") + &raw("OPTIONS", "s2");
+    f.push(b"\r\n\r\n");
+    assert_eq!(f.next_frame(), Frame::Ping);
+    f.push(two.as_bytes());
+    assert!(matches!(f.next_frame(), Frame::Message(_)));
+    assert!(matches!(f.next_frame(), Frame::Message(_)));
+    assert_eq!(f.next_frame(), Frame::NeedMore);
+    let one = raw("OPTIONS", "s3");
+    let (a, b) = one.as_bytes().split_at(20);
+    f.push(a);
+    assert_eq!(f.next_frame(), Frame::NeedMore);
+    f.push(b);
+    assert!(matches!(f.next_frame(), Frame::Message(_)));
+    f.push(b"NOT SIP AT ALL\r\n\r\n");
+    assert!(matches!(f.next_frame(), Frame::Malformed { .. }));
+    assert_eq!(f.buffered(), 0);
+}
+
+#[test]
+fn response_destination_follows_received_and_rport() {
+    let via = crate::sip::typed::Via::parse(
+        "SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bK1;received=203.0.113.1;rport=1234",
+    )
+    .unwrap();
+    let d = response_destination(&via, src());
+    assert_eq!(d, "203.0.113.1:1234".parse().unwrap());
+    let plain = crate::sip::typed::Via::parse("SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1").unwrap();
+    assert_eq!(
+        response_destination(&plain, src()),
+        "10.0.0.5:5060".parse().unwrap()
+    );
+}
+
+#[test]
+fn per_source_buckets_keep_one_noisy_source_from_starving_others() {
+    let mut f = FloodControl::new(FloodConfig {
+        rate: 100,
+        burst: 100,
+        per_source: 2,
+    });
+    let now = Instant::now();
+    let noisy: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let quiet: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    assert!(f.admit(now, noisy).is_ok());
+    assert!(f.admit(now, noisy).is_ok());
+    assert_eq!(f.admit(now, noisy), Err(1));
+    assert!(f.admit(now, quiet).is_ok());
+    assert!(f.admit(now + Duration::from_secs(1), noisy).is_ok());
+}
+
+#[test]
+fn per_source_table_is_bounded() {
+    let mut f = FloodControl::new(FloodConfig {
+        rate: 0,
+        burst: 0,
+        per_source: 1,
+    });
+    let now = Instant::now();
+    for i in 0..(flood::MAX_SOURCES as u32 + 100) {
+        let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        assert!(f.admit(now, ip).is_ok());
+    }
+    assert!(f.tracked_sources() <= flood::MAX_SOURCES);
+}
