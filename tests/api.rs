@@ -788,6 +788,95 @@ async fn authorization(app: App) {
     app.t.cleanup().await;
 }
 
+/// Call records: search by filters, live calls, scope.
+async fn call_records(app: App) {
+    let (iid, _) = setup(&app, "F1").await;
+    setup(&app, "F2").await;
+    let db = &app.t.db;
+    let now = app.clock.wall();
+    for (id, fac) in [("c1", "F1"), ("c2", "F1"), ("c3", "F2")] {
+        let s = sallyport::sessions::NewSession {
+            id,
+            facility_id: fac,
+            handset_id: None,
+            dialed: "5551230001",
+            node_id: "n1",
+            sip_call_id: None,
+        };
+        sallyport::sessions::open_call(db, &s, now).await.unwrap();
+    }
+    let end = sallyport::sessions::SessionEnd {
+        reason: "callee_hangup",
+        inmate_id: Some(&iid),
+        number_e164: Some("+15551230001"),
+        privileged: false,
+        recorded: true,
+        answer_at: Some(now),
+        accepted_at: Some(now),
+        end_at: now,
+    };
+    sallyport::sessions::close(db, "c1", &end).await.unwrap();
+    let (s, v) = admin(&app, "GET", "/api/v1/calls?facility=F1", None).await;
+    assert_eq!(
+        (s, v.as_array().map(|a| a.len())),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    let (_, v) = admin(&app, "GET", "/api/v1/calls?reason=callee_hangup", None).await;
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
+    assert_eq!(v[0]["inmate_id"], iid.as_str());
+    assert_eq!(v[0]["number"], "+15551230001");
+    let (_, v) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/calls?inmate={iid}&number=%2B15551230001"),
+        None,
+    )
+    .await;
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
+    let (_, v) = admin(&app, "GET", "/api/v1/calls/active", None).await;
+    assert_eq!(v.as_array().map(|a| a.len()), Some(2), "{v}");
+    let (s, v) = admin(&app, "GET", "/api/v1/calls/c1", None).await;
+    assert_eq!(
+        (s, v["end_reason"].as_str()),
+        (StatusCode::OK, Some("callee_hangup")),
+        "{v}"
+    );
+    let (s, e) = admin(&app, "GET", "/api/v1/calls?limit=x", None).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{e}"
+    );
+    let (_, inv) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({ "username": "inv-f2", "role": "investigator", "facilities": ["F2"] })),
+    )
+    .await;
+    let inv = inv["token"].as_str().unwrap().to_string();
+    let (_, v) = send(&app, "GET", "/api/v1/calls", Some(&inv), None, None).await;
+    assert_eq!(
+        v.as_array().map(|a| a.len()),
+        Some(1),
+        "an F2 investigator sees F2 only: {v}"
+    );
+    let (s, _) = send(&app, "GET", "/api/v1/calls/c1", Some(&inv), None, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = send(
+        &app,
+        "GET",
+        "/api/v1/calls?facility=F1",
+        Some(&inv),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    app.t.cleanup().await;
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -801,7 +890,13 @@ macro_rules! battery {
     };
 }
 
-battery!(money_flow, idempotent_replays, bad_requests, authorization);
+battery!(
+    money_flow,
+    idempotent_replays,
+    bad_requests,
+    authorization,
+    call_records
+);
 
 #[tokio::test]
 async fn health_metrics_and_openapi() {

@@ -77,7 +77,7 @@ impl AppState {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    use routes::{facilities, inmates, money, rates, tokens};
+    use routes::{calls, facilities, inmates, money, rates, tokens};
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
         .route("/tokens", post(tokens::issue))
@@ -138,6 +138,9 @@ pub fn router(state: AppState) -> Router {
         .route("/deposits/{id}/post", post(money::post_money_order))
         .route("/deposits/{id}/void", post(money::void_money_order))
         .route("/ledger/check", get(rates::ledger_check))
+        .route("/calls", get(calls::list))
+        .route("/calls/active", get(calls::active))
+        .route("/calls/{id}", get(calls::get))
         .fallback(not_found);
     let metrics = state.metrics.clone();
     Router::new()

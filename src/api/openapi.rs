@@ -90,6 +90,9 @@ pub const OPERATIONS: &[Op] = &[
     money(op("post", "/deposits/{id}/post", "Post a pending money order", "money")),
     money(op("post", "/deposits/{id}/void", "Void a pending money order", "money")),
     op("get", "/ledger/check", "Check the ledger's invariants", "money"),
+    op("get", "/calls", "Search call records (?facility&inmate&number&reason&from&to&limit&offset)", "calls"),
+    op("get", "/calls/active", "Calls in progress", "calls"),
+    op("get", "/calls/{id}", "One call record", "calls"),
 ];
 
 fn schemas() -> Value {

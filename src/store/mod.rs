@@ -8,6 +8,7 @@
 //! Called by: the API, the CLI and the demo seed; later the call flow (lookups).
 
 mod audit;
+mod calls;
 mod contacts;
 mod facilities;
 mod handsets;
@@ -16,6 +17,7 @@ mod principals;
 mod rates;
 
 pub use audit::AuditEntry;
+pub use calls::{CallFilter, Cdr};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};

@@ -1,4 +1,5 @@
 //! Route handlers, one file per area.
+pub mod calls;
 pub mod facilities;
 pub mod inmates;
 pub mod money;
