@@ -60,6 +60,15 @@ impl Money {
 
     /// THE rounding rule of sallyport: a computed charge is rounded toward zero to
     /// 1/10,000. Nothing else in the code base rounds money.
+    ///
+    /// ```
+    /// use rust_decimal::Decimal;
+    /// use sallyport::money::Money;
+    /// // $0.021 per minute for a 7-second increment is $0.00245, charged as $0.0024.
+    /// let exact = Decimal::new(21, 3) * Decimal::from(7) / Decimal::from(60);
+    /// assert_eq!(Money::round_charge(exact).to_minor(), 24);
+    /// assert_eq!(Money::round_charge(exact).to_string(), "0.0024");
+    /// ```
     pub fn round_charge(d: Decimal) -> Money {
         Money(
             d.round_dp_with_strategy(SCALE, RoundingStrategy::ToZero)
