@@ -451,7 +451,7 @@ mod tests {
         let p = Prompt::from_samples(&[0i16; 200]);
         let mut player = p.player(CodecName::Pcma, 20);
         assert_eq!(player.frame_count(), 2);
-        let t0 = Instant::now();
+        let t0 = crate::clock::epoch();
         let mut buf = [0u8; 160];
         assert_eq!(player.poll_frame(t0, &mut buf), None); // not started
         player.start(t0);
