@@ -20,6 +20,7 @@
 //! `CheckDestination`; the machine only needs the verdict: a refusal with its
 //! [`EndReason`] and prompt, or an authorization with the tariff and balance.
 
+pub mod admission;
 pub mod checks;
 #[cfg(test)]
 mod tests;

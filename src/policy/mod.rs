@@ -4,4 +4,5 @@
 //! one, checking the hour). Pure functions; `now` is always passed in.
 
 pub mod hours;
+pub mod net;
 pub mod pin;

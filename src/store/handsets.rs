@@ -84,13 +84,16 @@ impl Store {
         if h.name.trim().is_empty() {
             return Err(StoreError::invalid("name", "must not be empty"));
         }
+        // A username alone names a handset on a trusted network; with a password it can
+        // also authenticate by digest from anywhere.
         let ha1 = match (&h.sip_username, &h.sip_password) {
             (Some(u), Some(p)) if !u.is_empty() && p.len() >= 8 => Some(digest_ha1(u, realm, p)),
+            (Some(u), None) if !u.is_empty() => None,
             (None, None) => None,
             _ => {
                 return Err(StoreError::invalid(
                     "sip_password",
-                    "give a username and a password of 8+ characters, or neither",
+                    "give a username (and a password of 8+ characters for digest), or neither",
                 ))
             }
         };
@@ -132,6 +135,40 @@ impl Store {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// The handset with this SIP username and its digest HA1 (None: trusted network only).
+    pub async fn handset_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<(Handset, Option<String>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, facility_id, name, location, sip_username, locked_until, created_at, digest_ha1 \
+             FROM handsets WHERE sip_username = $1",
+        )
+        .bind(username)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((from_row(&row)?, row.try_get("digest_ha1")?)))
+    }
+
+    /// The facility whose trusted networks contain `ip`, if any.
+    pub async fn trusted_facility(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT facility_id, cidr FROM trusted_networks ORDER BY created_at, id")
+                .fetch_all(self.db.pool())
+                .await?;
+        for r in &rows {
+            let cidr: String = r.try_get("cidr")?;
+            if crate::policy::net::cidr_contains(&cidr, ip) {
+                return Ok(Some(r.try_get("facility_id")?));
+            }
+        }
+        Ok(None)
     }
 
     pub async fn add_trusted_network(
