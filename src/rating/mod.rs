@@ -228,10 +228,10 @@ pub fn rate<'d>(
 ) -> Result<Rating<'d>, RatingError> {
     let matched = deck
         .lookup(number.digits())
-        .ok_or_else(|| RatingError::NotRateable { number: *number })?;
+        .ok_or(RatingError::NotRateable { number: *number })?;
     let tariff = plan
         .tariff(matched.class, service)
-        .ok_or_else(|| RatingError::NoTariff {
+        .ok_or(RatingError::NoTariff {
             class: matched.class,
             service,
         })?;
