@@ -874,6 +874,38 @@ async fn call_records(app: App) {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, both) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({ "username": "inv-both", "role": "investigator", "facilities": ["F1", "F2"] })),
+    )
+    .await;
+    let both = both["token"].as_str().unwrap().to_string();
+    let (_, v) = send(
+        &app,
+        "GET",
+        "/api/v1/calls?limit=2",
+        Some(&both),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        v.as_array().map(|a| a.len()),
+        Some(2),
+        "scope is in the query, so pages are full: {v}"
+    );
+    let (_, v) = send(
+        &app,
+        "GET",
+        "/api/v1/calls?limit=2&offset=2",
+        Some(&both),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
     app.t.cleanup().await;
 }
 

@@ -86,16 +86,25 @@ impl Store {
     ) -> Result<Vec<Cdr>, StoreError> {
         let limit = f.limit.unwrap_or(100).clamp(1, 1000);
         let offset = f.offset.unwrap_or(0).max(0);
-        // Each filter is `($n IS NULL OR col = $n)` so the statement text never changes.
+        // Each filter is `($n IS NULL OR col = $n)` so the statement text only changes
+        // with the number of facilities in scope.
+        let scope = match facilities {
+            None => String::new(),
+            Some([]) => return Ok(Vec::new()),
+            Some(list) => {
+                let marks: Vec<String> = (0..list.len()).map(|i| format!("${}", i + 10)).collect();
+                format!("AND facility_id IN ({})", marks.join(", "))
+            }
+        };
         let sql = format!(
             "SELECT {COLUMNS} FROM sessions WHERE kind = 'call' \
              AND ($1 IS NULL OR facility_id = $1) AND ($2 IS NULL OR inmate_id = $2) \
              AND ($3 IS NULL OR number_e164 = $3) AND ($4 IS NULL OR end_reason = $4) \
              AND ($5 IS NULL OR invite_at >= $5) AND ($6 IS NULL OR invite_at < $6) \
-             AND ($7 = 0 OR state = 'active') \
+             AND ($7 = 0 OR state = 'active') {scope} \
              ORDER BY invite_at DESC, id DESC LIMIT $8 OFFSET $9"
         );
-        let rows = sqlx::query(&sql)
+        let mut q = sqlx::query(&sql)
             .bind(f.facility.as_deref())
             .bind(f.inmate.as_deref())
             .bind(f.number.as_deref())
@@ -104,17 +113,12 @@ impl Store {
             .bind(f.to.map(to_micros))
             .bind(i64::from(f.active))
             .bind(limit)
-            .bind(offset)
-            .fetch_all(self.db.pool())
-            .await?;
-        let all: Vec<Cdr> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-        Ok(match facilities {
-            None => all,
-            Some(list) => all
-                .into_iter()
-                .filter(|c| list.contains(&c.facility_id))
-                .collect(),
-        })
+            .bind(offset);
+        for fid in facilities.unwrap_or_default() {
+            q = q.bind(fid.as_str());
+        }
+        let rows = q.fetch_all(self.db.pool()).await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn call(&self, id: &str) -> Result<Cdr, StoreError> {
