@@ -123,6 +123,33 @@ pub(crate) async fn debit_session(
     }))
 }
 
+/// One kind of movement between a person's account and a facility system account.
+struct Movement {
+    kind: TransactionKind,
+    counter: SystemAccount,
+    /// For the "cannot … a closed account" error.
+    verb: &'static str,
+    memo: &'static str,
+    /// Credit the person (refund) or debit them (purchase, conditional on the balance).
+    credit: bool,
+}
+
+const PURCHASE: Movement = Movement {
+    kind: TransactionKind::Purchase,
+    counter: SystemAccount::Commissary,
+    verb: "charge",
+    memo: "commissary order",
+    credit: false,
+};
+
+const REFUND: Movement = Movement {
+    kind: TransactionKind::Refund,
+    counter: SystemAccount::Refunds,
+    verb: "refund to",
+    memo: "refund",
+    credit: true,
+};
+
 /// A commissary purchase (the key is already claimed): account −, commissary +.
 pub(crate) async fn purchase(
     conn: &mut AnyConnection,
@@ -130,36 +157,13 @@ pub(crate) async fn purchase(
     req: &PurchaseRequest,
     now: DateTime<Utc>,
 ) -> Result<Receipt, LedgerError> {
-    let account = lock_open(conn, &req.account_id, "charge").await?;
-    let facility = account.facility()?;
-    let counter = SystemAccount::Commissary.id(facility);
-    let memo = format!("commissary order {}: {}", req.reference, req.memo);
-    let txn = NewTxn {
-        kind: TransactionKind::Purchase,
-        key: Some(key),
-        facility_id: facility,
-        memo: &memo,
-        at: to_micros(now),
+    let spend = Spend {
+        account_id: &req.account_id,
+        amount: req.amount,
+        reference: &req.reference,
+        memo: &req.memo,
     };
-    let Some((id, balance)) =
-        transfer(conn, &txn, &account.id, &counter, -req.amount.to_minor()).await?
-    else {
-        let balance = Money::from_minor(account.balance_minor);
-        return Err(LedgerError::InsufficientFunds {
-            balance,
-            amount: req.amount,
-        });
-    };
-    Ok(receipt(
-        id,
-        txn.kind,
-        &req.account_id,
-        counter,
-        req.amount,
-        balance,
-        &req.reference,
-        now,
-    ))
+    move_with_system(conn, key, &PURCHASE, spend, now).await
 }
 
 /// A refund or credit (the key is already claimed): refunds −, account +.
@@ -169,28 +173,65 @@ pub(crate) async fn refund(
     req: &RefundRequest,
     now: DateTime<Utc>,
 ) -> Result<Receipt, LedgerError> {
-    let account = lock_open(conn, &req.account_id, "refund to").await?;
+    let spend = Spend {
+        account_id: &req.account_id,
+        amount: req.amount,
+        reference: &req.reference,
+        memo: &req.memo,
+    };
+    move_with_system(conn, key, &REFUND, spend, now).await
+}
+
+/// The fields purchases and refunds share.
+struct Spend<'a> {
+    account_id: &'a str,
+    amount: Money,
+    reference: &'a str,
+    memo: &'a str,
+}
+
+async fn move_with_system(
+    conn: &mut AnyConnection,
+    key: &str,
+    m: &Movement,
+    s: Spend<'_>,
+    now: DateTime<Utc>,
+) -> Result<Receipt, LedgerError> {
+    let account = lock_open(conn, s.account_id, m.verb).await?;
     let facility = account.facility()?;
-    let counter = SystemAccount::Refunds.id(facility);
-    let memo = format!("refund {}: {}", req.reference, req.memo);
+    let counter = m.counter.id(facility);
+    let memo = format!("{} {}: {}", m.memo, s.reference, s.memo);
     let txn = NewTxn {
-        kind: TransactionKind::Refund,
+        kind: m.kind,
         key: Some(key),
         facility_id: facility,
         memo: &memo,
         at: to_micros(now),
     };
-    let (id, balance) = transfer(conn, &txn, &account.id, &counter, req.amount.to_minor())
-        .await?
-        .ok_or_else(|| LedgerError::corrupt("a credit was refused"))?;
+    let delta = if m.credit {
+        s.amount.to_minor()
+    } else {
+        -s.amount.to_minor()
+    };
+    let moved = transfer(conn, &txn, &account.id, &counter, delta).await?;
+    let Some((id, balance)) = moved else {
+        if m.credit {
+            return Err(LedgerError::corrupt("a credit was refused"));
+        }
+        let balance = Money::from_minor(account.balance_minor);
+        return Err(LedgerError::InsufficientFunds {
+            balance,
+            amount: s.amount,
+        });
+    };
     Ok(receipt(
         id,
         txn.kind,
-        &req.account_id,
+        s.account_id,
         counter,
-        req.amount,
+        s.amount,
         balance,
-        &req.reference,
+        s.reference,
         now,
     ))
 }
