@@ -140,7 +140,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let peer: SocketAddr = "10.0.0.9:5060".parse().unwrap();
     let mut now = Instant::now();
     let mut pending = Vec::new();
-    let mut check = |ep: &mut Endpoint, pending: &mut Vec<_>| -> Result<(), TestCaseError> {
+    let check = |ep: &mut Endpoint, pending: &mut Vec<_>| -> Result<(), TestCaseError> {
         while let Some(t) = ep.poll_transmit() {
             // A 400 to a malformed request echoes its headers as RFC 3261 §8.2.6 asks,
             // including the malformed one it names; everything else must parse.

@@ -74,3 +74,47 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     tracing::debug!(parent: &span, status, "request done");
     resp
 }
+
+/// SIP transport counters and live calls (and the media engine's counters).
+pub fn render_gateway(out: &mut String, g: &super::Gateway) {
+    let sip = g.sip_stats.snapshot();
+    let counters = [
+        (
+            "sallyport_sip_received_total",
+            "SIP messages received.",
+            sip.received,
+        ),
+        ("sallyport_sip_sent_total", "SIP messages sent.", sip.sent),
+        (
+            "sallyport_sip_malformed_total",
+            "Malformed SIP requests answered 400.",
+            sip.malformed_400,
+        ),
+        (
+            "sallyport_sip_dropped_total",
+            "SIP input dropped and output not sent.",
+            sip.dropped,
+        ),
+        (
+            "sallyport_sip_throttled_total",
+            "SIP requests answered 503 by flood control.",
+            sip.throttled_503,
+        ),
+        (
+            "sallyport_sip_stray_responses_total",
+            "SIP responses matching no transaction.",
+            sip.stray_responses,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",
+        g.live.len()
+    );
+}
