@@ -100,6 +100,12 @@ pub struct RtpConfig {
     pub port_max: u16,
     /// The address written into SDP for the media the gateway anchors.
     pub advertised_ip: String,
+    /// The address media sockets bind to.
+    pub listen_ip: String,
+    /// Media worker threads (0: one per CPU).
+    pub workers: usize,
+    /// Folder of the prompt WAVs (8 kHz mono 16-bit).
+    pub prompts_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -178,6 +184,9 @@ impl Default for RtpConfig {
             port_min: 20000,
             port_max: 20999,
             advertised_ip: "127.0.0.1".into(),
+            listen_ip: "0.0.0.0".into(),
+            workers: 0,
+            prompts_dir: PathBuf::from("config/prompts"),
         }
     }
 }
@@ -265,6 +274,12 @@ impl Config {
         }
         if self.rtp.port_min % 2 != 0 || self.rtp.port_min >= self.rtp.port_max {
             return bad("rtp.port_min", "must be even and below rtp.port_max");
+        }
+        if self.rtp.advertised_ip.parse::<std::net::IpAddr>().is_err() {
+            return bad("rtp.advertised_ip", "must be an IP address");
+        }
+        if self.rtp.listen_ip.parse::<std::net::IpAddr>().is_err() {
+            return bad("rtp.listen_ip", "must be an IP address");
         }
         if self.security.pin_pepper.len() < 16 {
             return bad("security.pin_pepper", "must be at least 16 characters");

@@ -191,8 +191,8 @@ impl DemoInfo {
     pub fn describe(&self) -> String {
         format!(
             "Demo facility {fac} is ready.\n\
-             \n  inmate          {bk} (id {iid}), PIN {pin}\n  account         {acc}, balance {bal}\n  approved number {num}\n  handset         SIP digest user '{hu}' password '{hp}' realm '{realm}', or any handset on {net}\n  SIP             {sip} (UDP and TCP); trunk {trunk} (configured; this build serves the API only, SIP calls come with the B2BUA)\n  HTTP API        http://{http}/api/v1  (admin token: {tok})\n\
-             \nTry: curl -H 'Authorization: Bearer {tok}' http://{http}/api/v1/accounts/{acc}\n",
+             \n  inmate          {bk} (id {iid}), PIN {pin}\n  account         {acc}, balance {bal}\n  approved number {num}\n  handset         SIP digest user '{hu}' password '{hp}' realm '{realm}', or any handset on {net}\n  SIP             {sip} (UDP and TCP); calls to approved numbers go to the trunk at {trunk}\n  HTTP API        http://{http}/api/v1  (admin token: {tok})\n\
+             \nPlace a call: dial {num} from a handset (PIN {pin} then #); README \"Placing a call\" has sipp commands for both ends.\nTry: curl -H 'Authorization: Bearer {tok}' http://{http}/api/v1/accounts/{acc}\n",
             fac = self.facility,
             bk = self.booking_number,
             iid = self.inmate_id,

@@ -1,10 +1,17 @@
 //! `sallyport serve`: connect, migrate, close what a previous run left open, seed the demo
 //! on first start, and serve until Ctrl-C / SIGTERM.
 
-use crate::api::{router, AppState};
+use crate::api::{router, AppState, Gateway};
+use crate::call::driver::Switchboard;
+use crate::call::live::LiveCalls;
 use crate::config::Config;
+use crate::media::engine::{EngineConfig, MediaEngine};
+use crate::media::prompts::PromptSet;
+use crate::sip::transport::SipDriver;
 use anyhow::Context;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Runs the gateway until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -23,6 +30,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("seeding the demo")?;
         println!("{}", info.describe());
     }
+    let config = Arc::new(config);
+    let gateway = start_sip_side(&store, &config).await?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;
@@ -30,13 +39,67 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Tests start the binary on port 0 and read this line to find the API.
     println!("sallyport: HTTP API listening on http://{addr}");
     tracing::info!(%addr, node = %config.node.id, "serving");
-    let app = router(AppState::new(store.clone(), Arc::new(config)));
+    let live = gateway.live.clone();
+    let app = router(AppState::new(store.clone(), config.clone()).with_gateway(gateway));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
+    // Calls in progress end with reason `system` and BYE to both legs, charges as committed.
+    live.shutdown(Duration::from_secs(5)).await;
     store.db().close().await;
     Ok(())
+}
+
+/// Prompts, the media engine, the SIP transport and the switchboard that joins them.
+async fn start_sip_side(
+    store: &crate::store::Store,
+    config: &Arc<Config>,
+) -> anyhow::Result<Gateway> {
+    let prompts = PromptSet::load_dir(&config.rtp.prompts_dir).with_context(|| {
+        format!(
+            "loading rtp.prompts_dir {}",
+            config.rtp.prompts_dir.display()
+        )
+    })?;
+    let ip = |key: &str, v: &str| -> anyhow::Result<IpAddr> {
+        v.parse()
+            .with_context(|| format!("{key} `{v}` is not an IP address"))
+    };
+    let media = MediaEngine::start(
+        EngineConfig {
+            port_min: config.rtp.port_min,
+            port_max: config.rtp.port_max,
+            bind_ip: ip("rtp.listen_ip", &config.rtp.listen_ip)?,
+            advertised_ip: ip("rtp.advertised_ip", &config.rtp.advertised_ip)?,
+            workers: config.rtp.workers,
+        },
+        Arc::new(prompts),
+    )
+    .context("starting the media engine")?;
+    let (sip, events) = SipDriver::start(&config.sip)
+        .await
+        .context("starting SIP (sip.udp_listen / sip.tcp_listen)")?;
+    // Tests start the binary on port 0 and read this line to find SIP.
+    println!(
+        "sallyport: SIP listening on udp://{} tcp://{}",
+        sip.local_udp_addr(),
+        sip.local_tcp_addr()
+    );
+    let live = LiveCalls::default();
+    let switchboard = Switchboard::new(
+        store.clone(),
+        config.clone(),
+        sip.clone(),
+        media.clone(),
+        live.clone(),
+    );
+    tokio::spawn(switchboard.run(events));
+    Ok(Gateway {
+        live,
+        sip_stats: sip.stats(),
+        media,
+    })
 }
 
 async fn shutdown_signal() {

@@ -18,6 +18,8 @@ fn command(dir: &std::path::Path) -> Command {
         )
         .env("SALLYPORT_NODE_DATA_DIR", dir)
         .env("SALLYPORT_HTTP_LISTEN", "127.0.0.1:0")
+        .env("SALLYPORT_SIP_UDP_LISTEN", "127.0.0.1:0")
+        .env("SALLYPORT_SIP_TCP_LISTEN", "127.0.0.1:0")
         .env("SALLYPORT_LOG", "warn");
     c
 }

@@ -74,3 +74,123 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     tracing::debug!(parent: &span, status, "request done");
     resp
 }
+
+/// SIP transport counters and live calls (and the media engine's counters).
+pub fn render_gateway(out: &mut String, g: &super::Gateway) {
+    let sip = g.sip_stats.snapshot();
+    let counters = [
+        (
+            "sallyport_sip_received_total",
+            "SIP messages received.",
+            sip.received,
+        ),
+        ("sallyport_sip_sent_total", "SIP messages sent.", sip.sent),
+        (
+            "sallyport_sip_malformed_total",
+            "Malformed SIP requests answered 400.",
+            sip.malformed_400,
+        ),
+        (
+            "sallyport_sip_dropped_total",
+            "SIP input dropped and output not sent.",
+            sip.dropped,
+        ),
+        (
+            "sallyport_sip_throttled_total",
+            "SIP requests answered 503 by flood control.",
+            sip.throttled_503,
+        ),
+        (
+            "sallyport_sip_stray_responses_total",
+            "SIP responses matching no transaction.",
+            sip.stray_responses,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let m = g.media.stats();
+    let gauges = [
+        ("sallyport_media_calls", "Calls with media open.", m.calls),
+        (
+            "sallyport_media_legs",
+            "Call legs with bound RTP sockets.",
+            m.legs,
+        ),
+        (
+            "sallyport_media_port_pairs_in_use",
+            "RTP/RTCP port pairs in use.",
+            m.port_pairs_in_use,
+        ),
+        (
+            "sallyport_media_port_pairs_total",
+            "RTP/RTCP port pairs in the range.",
+            m.port_pairs_total,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    let media = [
+        (
+            "sallyport_rtp_received_total",
+            "RTP/RTCP datagrams received.",
+            m.received,
+        ),
+        (
+            "sallyport_rtp_relayed_total",
+            "RTP packets relayed to the other leg.",
+            m.relayed,
+        ),
+        (
+            "sallyport_rtp_consumed_total",
+            "Valid packets kept (not bridged, muted, DTMF, RTCP).",
+            m.consumed,
+        ),
+        (
+            "sallyport_rtp_prompt_frames_total",
+            "Prompt frames sent.",
+            m.prompt_frames,
+        ),
+        (
+            "sallyport_rtp_ringback_frames_total",
+            "Ringback frames sent.",
+            m.ringback_frames,
+        ),
+        (
+            "sallyport_rtp_digits_total",
+            "Key presses detected (RFC 4733).",
+            m.digits,
+        ),
+    ];
+    for (name, help, value) in media {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(out, "# HELP sallyport_rtp_dropped_total RTP/RTCP datagrams dropped, by reason.\n# TYPE sallyport_rtp_dropped_total counter");
+    for (reason, value) in [
+        ("wrong_source", m.dropped_wrong_source),
+        ("malformed", m.dropped_malformed),
+        ("payload_type", m.dropped_payload_type),
+        ("no_leg", m.dropped_no_leg),
+        ("send_failed", m.dropped_send),
+    ] {
+        let _ = writeln!(
+            out,
+            "sallyport_rtp_dropped_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",
+        g.live.len()
+    );
+}

@@ -37,6 +37,17 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// SHA-256 of the configured admin token (compared in constant time), if enabled.
     pub admin_token_hash: Option<Arc<[u8]>>,
+    /// The calls this node carries (terminate reaches them here) and the SIP and media
+    /// counters; `None` when the API runs without the SIP side (tests, tools).
+    pub gateway: Option<Gateway>,
+}
+
+/// The live side of the gateway, as the API sees it.
+#[derive(Clone)]
+pub struct Gateway {
+    pub live: crate::call::live::LiveCalls,
+    pub sip_stats: Arc<crate::sip::transport::TransportStats>,
+    pub media: crate::media::engine::MediaEngine,
 }
 
 impl AppState {
@@ -49,7 +60,14 @@ impl AppState {
             config,
             metrics: Arc::new(Metrics::default()),
             admin_token_hash,
+            gateway: None,
         }
+    }
+
+    /// The API of a running gateway (live calls, SIP and media counters).
+    pub fn with_gateway(mut self, gateway: Gateway) -> AppState {
+        self.gateway = Some(gateway);
+        self
     }
 
     /// Writes an audit entry; a failure to audit is logged, not shown to the caller, since
@@ -141,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/calls", get(calls::list))
         .route("/calls/active", get(calls::active))
         .route("/calls/{id}", get(calls::get))
+        .route("/calls/{id}/terminate", post(calls::terminate))
         .fallback(not_found);
     let metrics = state.metrics.clone();
     Router::new()
@@ -185,8 +204,11 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = s.metrics.render();
+        if let Some(g) = &s.gateway {
+            metrics::render_gateway(&mut text, g);
+        }
+        text
+    })
 }

@@ -93,6 +93,7 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/calls", "Search call records (?facility&inmate&number&reason&from&to&limit&offset)", "calls"),
     op("get", "/calls/active", "Calls in progress", "calls"),
     op("get", "/calls/{id}", "One call record", "calls"),
+    op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
 ];
 
 fn schemas() -> Value {

@@ -22,6 +22,8 @@
 
 pub mod admission;
 pub mod checks;
+pub mod driver;
+pub mod live;
 #[cfg(test)]
 mod tests;
 

@@ -38,6 +38,7 @@
 //!   dropped and counted.
 
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod ports;
 pub mod prompts;

@@ -436,6 +436,16 @@ impl Relay {
         }
     }
 
+    /// A relay with no leg yet (the media driver adds each leg when its SDP is settled,
+    /// in whichever order), nothing bridged.
+    pub fn empty() -> Self {
+        Relay {
+            legs: [None, None],
+            bridged: [false, false],
+            forward_events: true,
+        }
+    }
+
     /// Sets up (or replaces) a leg, e.g. B once the trunk answers.
     pub fn set_leg(&mut self, side: Side, config: LegConfig) {
         self.legs[side.index()] = Some(Leg::new(config));

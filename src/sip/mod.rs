@@ -12,8 +12,10 @@
 //!   cluster-wide nonces.
 //! - [`transaction`]: the RFC 3261 §17 client and server transactions as
 //!   state machines over a named-timer table fed `now`.
-//! - Later bricks: `transport` (UDP/TCP drivers, framing with
-//!   [`message::parse`]), `dialog`, and `sdp`.
+//! - [`transport`]: the transaction table, flood control and the UDP/TCP
+//!   drivers (framing with [`message::parse`]).
+//! - [`dialog`]: RFC 3261 §12 dialogs, which build the B2BUA's in-dialog
+//!   requests (BYE, INFO, the ACK for a 2xx).
 //!
 //! Everything here is sans-IO: no tokio, no sockets, no clock. Functions take
 //! bytes and `now` and return values; the transport driver does the I/O.
@@ -51,6 +53,7 @@
 //!   keeps the header (normalized) so the message round-trips.
 
 pub mod auth;
+pub mod dialog;
 pub mod error;
 pub mod header;
 pub mod message;

@@ -5,7 +5,9 @@ use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::store::{CallFilter, Cdr, Facilities, Role};
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
+use std::time::Duration;
 
 /// Narrows a filter to the caller's facilities: a named facility must be the caller's; a
 /// caller of one facility gets it filled in.
@@ -57,4 +59,39 @@ pub async fn get(
     let cdr = s.store.call(&id).await?;
     caller.scope(&cdr.facility_id)?;
     Ok(Json(cdr))
+}
+
+/// Ends a live call (reason `terminated`): both legs get BYE, billing stops, the CDR is
+/// closed; answers with the closed CDR. Audited.
+pub async fn terminate(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Cdr>, ApiError> {
+    caller.require(&[Role::Admin, Role::Investigator])?;
+    let cdr = s.store.call(&id).await?;
+    caller.scope(&cdr.facility_id)?;
+    if cdr.state != "active" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "call_ended",
+            format!("call {id} has already ended"),
+        ));
+    }
+    let here = s.gateway.as_ref().filter(|g| g.live.contains(&id));
+    let Some(g) = here else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_on_this_node",
+            format!(
+                "call {id} is carried by node {}; send the request to that node",
+                cdr.node_id
+            ),
+        ));
+    };
+    // An ended-meanwhile call is fine: the CDR below says how it ended.
+    let _ = g.live.terminate(&id, Duration::from_secs(5)).await;
+    s.audit(&caller, "call.terminate", &id, Some(&cdr.facility_id))
+        .await;
+    Ok(Json(s.store.call(&id).await?))
 }

@@ -1,0 +1,1146 @@
+//! The thin tokio layer that carries inmate calls: SIP events in, [`Call`] decisions out.
+//!
+//! # Shape
+//!
+//! - [`Switchboard::run`] reads the SIP transport's [`Event`]s. A new INVITE (no To tag,
+//!   unknown Call-ID) starts a call task; anything else is routed to the task that owns
+//!   its Call-ID (or, for a transaction timeout, its branch). Requests for no known dialog
+//!   get 481; OPTIONS pings get 200.
+//! - One task per call ([`CallTask`]) owns everything of that call: the sans-IO [`Call`]
+//!   machine, the two [`Dialog`]s, the call's media ([`CallMedia`]: sockets and relay on a
+//!   media worker) and its session id. It selects over its SIP input, its media events
+//!   (digits, prompts done), its control input (terminate, shutdown) and the machine's next
+//!   timeout, feeds each to the machine with `now`, and carries out the [`CallAction`]s
+//!   the machine returns: database lookups, ledger debits, SIP requests and responses,
+//!   media commands. Database work is awaited inline: while a PIN is checked, the call's
+//!   other inputs wait in its channels, in order.
+//! - Nothing is shared between calls but the routing table (a mutex held for a map
+//!   insert or lookup, never across an await) and the database. Balances, one live call
+//!   per inmate and PIN lockouts are the database's, so a second node is another
+//!   `Switchboard` on the same database behind a SIP load balancer.
+//!
+//! # Decisions
+//!
+//! - The handset leg is answered at once (SPEC step 2: the PIN prompt plays on an answered
+//!   call), so CANCEL only matters while the handset is being admitted; it gets 487.
+//! - The trunk is sent everything for its dialog (ACK, BYE, CANCEL) at the configured trunk
+//!   address, whatever its Contact says: a carrier trunk is one fixed peer.
+//! - A trunk 2xx that arrives after we gave up (CANCEL crossed the answer, or the call
+//!   ended meanwhile) is ACKed and hung up at once; the task lingers after the CDR is
+//!   closed until the trunk INVITE has a final answer, so such a 2xx is never orphaned.
+//! - INVITEs without SDP (late offer) are refused 488: handsets and trunks that the
+//!   gateway serves send an offer.
+//! - re-INVITEs are answered with the SDP already agreed (no hold, no codec change); the
+//!   media keeps flowing to the negotiated addresses.
+//! - The digest nonce secret is derived from `security.pin_pepper`, so every node of a
+//!   cluster with the same configuration verifies every other's challenges.
+
+use super::admission::{admit, Admission};
+use super::checks::{check_destination, check_pin};
+use super::live::{Control, LiveCalls};
+use super::{Call, CallAction, CallSummary, CallTimers, Leg, PinVerdict, TrunkFailure};
+use crate::config::Config;
+use crate::ledger::{DebitOutcome, Service, SessionDebit};
+use crate::media::dtmf::parse_sip_info;
+use crate::media::engine::{CallMedia, MediaEngine, MediaEvent};
+use crate::media::relay::{LatchPolicy, Side};
+use crate::media::sdp::{self, LocalMedia, NegotiatedMedia, SessionDescription};
+use crate::sessions::{self, NewSession, SessionEnd};
+use crate::sip::auth::DigestAuth;
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{
+    new_branch, new_call_id, new_tag, Method, Request, RequestBuilder, Response,
+};
+use crate::sip::transport::{Event, SipHandle, Transport, TxKey};
+use crate::sip::uri::Uri;
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn, Instrument};
+
+/// Methods the gateway accepts, for `Allow`.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS";
+/// How long a finished call waits for the trunk's final answer to a cancelled INVITE.
+const TRUNK_LINGER: Duration = Duration::from_secs(32);
+/// Nonce lifetime of handset digest challenges.
+const NONCE_LIFETIME_SECS: u64 = 300;
+
+/// Input routed to a call task.
+#[derive(Debug)]
+enum CallInput {
+    Sip(Event),
+}
+
+/// Where SIP events of live calls go: by Call-ID (requests, responses) and by client
+/// transaction branch (timeouts).
+#[derive(Default)]
+struct Routes {
+    by_call_id: HashMap<String, mpsc::UnboundedSender<CallInput>>,
+    by_branch: HashMap<String, mpsc::UnboundedSender<CallInput>>,
+}
+
+#[derive(Clone, Default)]
+struct RouteTable(Arc<Mutex<Routes>>);
+
+impl RouteTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn add_call_id(&self, id: &str, tx: &mpsc::UnboundedSender<CallInput>) {
+        self.lock().by_call_id.insert(id.to_string(), tx.clone());
+    }
+    fn add_branch(&self, branch: &str, tx: &mpsc::UnboundedSender<CallInput>) {
+        self.lock().by_branch.insert(branch.to_string(), tx.clone());
+    }
+    fn remove(&self, call_ids: &[String], branches: &[String]) {
+        let mut r = self.lock();
+        for c in call_ids {
+            r.by_call_id.remove(c);
+        }
+        for b in branches {
+            r.by_branch.remove(b);
+        }
+    }
+    fn by_call_id(&self, id: &str) -> Option<mpsc::UnboundedSender<CallInput>> {
+        self.lock().by_call_id.get(id).cloned()
+    }
+    fn by_branch(&self, branch: &str) -> Option<mpsc::UnboundedSender<CallInput>> {
+        self.lock().by_branch.get(branch).cloned()
+    }
+}
+
+/// What every call task needs.
+pub struct Switchboard {
+    store: Store,
+    config: Arc<Config>,
+    sip: SipHandle,
+    media: MediaEngine,
+    auth: DigestAuth,
+    live: LiveCalls,
+    routes: RouteTable,
+    /// host:port of our Via and Contact.
+    sent_by: String,
+    timers: CallTimers,
+}
+
+/// The digest nonce secret, the same on every node configured alike.
+fn nonce_secret(config: &Config) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(config.security.pin_pepper.as_bytes())
+        .unwrap_or_else(|_| {
+            // HMAC accepts keys of any length; this arm is unreachable.
+            <Hmac<Sha256> as Mac>::new_from_slice(b"sallyport").expect("fixed key")
+        });
+    mac.update(b"sallyport sip digest nonce");
+    mac.finalize().into_bytes().to_vec()
+}
+
+impl Switchboard {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        sip: SipHandle,
+        media: MediaEngine,
+        live: LiveCalls,
+    ) -> Arc<Switchboard> {
+        let auth = DigestAuth::new(
+            config.sip.realm.clone(),
+            nonce_secret(&config),
+            NONCE_LIFETIME_SECS,
+        );
+        let sent_by = format!(
+            "{}:{}",
+            config.rtp.advertised_ip,
+            sip.local_udp_addr().port()
+        );
+        let timers = CallTimers {
+            accept: Duration::from_secs(u64::from(config.billing.accept_timeout_secs)),
+            pin_attempts: config.security.pin_attempts_per_call.max(1),
+            ..CallTimers::default()
+        };
+        Arc::new(Switchboard {
+            store,
+            config,
+            sip,
+            media,
+            auth,
+            live,
+            routes: RouteTable::default(),
+            sent_by,
+            timers,
+        })
+    }
+
+    /// Routes SIP events until the transport stops.
+    pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<Event>) {
+        while let Some(ev) = events.recv().await {
+            self.route(ev).await;
+        }
+    }
+
+    async fn route(self: &Arc<Self>, ev: Event) {
+        match &ev {
+            Event::Request {
+                key,
+                request,
+                source,
+                transport,
+            } => {
+                let call_id = request.headers.call_id().unwrap_or_default().to_string();
+                if let Some(tx) = self.routes.by_call_id(&call_id) {
+                    let _ = tx.send(CallInput::Sip(ev));
+                    return;
+                }
+                let to_tag = request
+                    .headers
+                    .to()
+                    .ok()
+                    .and_then(|t| t.tag().map(str::to_string));
+                match (&request.method, to_tag) {
+                    (Method::Invite, None) => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        self.routes.add_call_id(&call_id, &tx);
+                        let sb = self.clone();
+                        let input = tx.clone();
+                        let (key, request, source, transport) =
+                            (key.clone(), request.clone(), *source, *transport);
+                        let span = tracing::info_span!("call", sip_call_id = %call_id, session = tracing::field::Empty);
+                        tokio::spawn(
+                            async move {
+                                sb.handset_invite(key, request, source, transport, input, rx)
+                                    .await;
+                                sb.routes.remove(&[call_id], &[]);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    (Method::Options, _) => {
+                        let resp =
+                            Response::for_request(request, 200, "OK").with_to_tag(&new_tag());
+                        let mut resp = resp;
+                        resp.headers.push("Allow", ALLOW);
+                        resp.headers.push("Accept", "application/sdp");
+                        self.respond(key, resp).await;
+                    }
+                    (Method::Ack, _) => {}
+                    (Method::Register, _) => {
+                        let mut resp = Response::for_request(request, 405, "Method Not Allowed")
+                            .with_to_tag(&new_tag());
+                        resp.headers.push("Allow", ALLOW);
+                        self.respond(key, resp).await;
+                    }
+                    _ => {
+                        let resp =
+                            Response::for_request(request, 481, "Call/Transaction Does Not Exist")
+                                .with_to_tag(&new_tag());
+                        self.respond(key, resp).await;
+                    }
+                }
+            }
+            Event::Ack { request, .. } | Event::Cancel { request, .. } => {
+                let call_id = request.headers.call_id().unwrap_or_default();
+                if let Some(tx) = self.routes.by_call_id(call_id) {
+                    let _ = tx.send(CallInput::Sip(ev));
+                }
+            }
+            Event::Response { response, .. } => {
+                let call_id = response.headers.call_id().unwrap_or_default();
+                if let Some(tx) = self.routes.by_call_id(call_id) {
+                    let _ = tx.send(CallInput::Sip(ev));
+                }
+            }
+            Event::Timeout { key } | Event::AckTimeout { key } => {
+                if let Some(tx) = self.routes.by_branch(&key.branch) {
+                    let _ = tx.send(CallInput::Sip(ev));
+                }
+            }
+        }
+    }
+
+    async fn respond(&self, key: &TxKey, resp: Response) {
+        if let Err(e) = self.sip.respond(key.clone(), resp).await {
+            debug!(error = %e, "response not sent");
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.store.clock().now()
+    }
+
+    fn wall(&self) -> DateTime<Utc> {
+        self.store.clock().wall()
+    }
+
+    /// A handset INVITE: admit it, anchor its media, open the session, run the call.
+    async fn handset_invite(
+        self: &Arc<Self>,
+        key: TxKey,
+        invite: Request,
+        source: SocketAddr,
+        transport: Transport,
+        input: mpsc::UnboundedSender<CallInput>,
+        mut rx: mpsc::UnboundedReceiver<CallInput>,
+    ) {
+        let reject = |status: u16, reason: &str| {
+            Response::for_request(&invite, status, reason).with_to_tag(&new_tag())
+        };
+        let now_secs = u64::try_from(self.wall().timestamp()).unwrap_or(0);
+        let admission = admit(&self.store, &self.auth, &invite, source.ip(), now_secs).await;
+        let (facility_id, handset_id) = match admission {
+            Ok(Admission::Admitted {
+                facility_id,
+                handset_id,
+            }) => (facility_id, handset_id),
+            Ok(Admission::Challenge { www_authenticate }) => {
+                let mut r = reject(401, "Unauthorized");
+                r.headers.push("WWW-Authenticate", www_authenticate);
+                // The authenticated retry reuses the Call-ID: forget it before answering,
+                // so the retry starts a call of its own.
+                self.routes.remove(&[invite_call_id(&invite)], &[]);
+                return self.respond(&key, r).await;
+            }
+            Ok(Admission::Refused { status, reason }) => {
+                info!(%source, status, reason, "handset refused");
+                return self.respond(&key, reject(status, reason)).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "admission failed");
+                return self
+                    .respond(&key, reject(500, "Server Internal Error"))
+                    .await;
+            }
+        };
+        // A CANCEL that arrived while the handset was being admitted.
+        while let Ok(CallInput::Sip(ev)) = rx.try_recv() {
+            if let Event::Cancel { .. } = ev {
+                return self.respond(&key, reject(487, "Request Terminated")).await;
+            }
+        }
+        let dialed = match dialed_number(&invite.uri) {
+            Some(d) => d,
+            None => return self.respond(&key, reject(404, "Not Found")).await,
+        };
+        let offer = match parse_offer(&invite) {
+            Ok(o) => o,
+            Err((status, reason)) => return self.respond(&key, reject(status, reason)).await,
+        };
+        let (mut media, media_rx) = self.media.open_call();
+        let local_addr = match media.allocate(Side::A) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "no media ports");
+                let mut r = reject(503, "Service Unavailable");
+                r.headers.push("Retry-After", "5");
+                return self.respond(&key, r).await;
+            }
+        };
+        let local = LocalMedia::new(local_addr, rand::random::<u32>().into());
+        let (answer, handset_media) = match sdp::answer(&offer, &local) {
+            Ok(a) => a,
+            Err(e) => {
+                let r = reject(e.sip_status(), "Not Acceptable Here");
+                return self.respond(&key, r).await;
+            }
+        };
+        media.set_leg(Side::A, handset_media, LatchPolicy::Exact);
+        let tag = new_tag();
+        let dialog = match Dialog::uas(&invite, &tag, &self.sent_by, transport.is_reliable()) {
+            Ok(d) => d,
+            Err(e) => {
+                return self
+                    .respond(&key, reject(400, &format!("Bad Request ({e})")))
+                    .await;
+            }
+        };
+        let session_id = uuid::Uuid::now_v7().to_string();
+        tracing::Span::current().record("session", session_id.as_str());
+        let opened = sessions::open_call(
+            self.store.db(),
+            &NewSession {
+                id: &session_id,
+                facility_id: &facility_id,
+                handset_id: Some(&handset_id),
+                dialed: &dialed,
+                node_id: &self.config.node.id,
+                sip_call_id: Some(&dialog.call_id),
+            },
+            self.wall(),
+        )
+        .await;
+        if let Err(e) = opened {
+            warn!(error = %e, "cannot open the session");
+            return self
+                .respond(&key, reject(500, "Server Internal Error"))
+                .await;
+        }
+        info!(%dialed, facility = %facility_id, handset = %handset_id, "call started");
+        let control = self.live.register(&session_id);
+        let t0 = self.now();
+        let mut task = CallTask {
+            sb: self.clone(),
+            input,
+            call: Call::new(t0, &dialed, self.timers),
+            session_id: session_id.clone(),
+            facility_id,
+            handset_id,
+            t0,
+            wall0: self.wall(),
+            media,
+            handset: HandsetLeg {
+                invite_key: key,
+                invite,
+                source,
+                transport,
+                dialog,
+                answer: answer.to_string().into_bytes(),
+                media: handset_media,
+            },
+            trunk: None,
+            account_id: None,
+            call_ids: Vec::new(),
+            branches: Vec::new(),
+            waiters: Vec::new(),
+            stop: None,
+        };
+        task.run(rx, media_rx, control).await;
+        self.live.remove(&session_id);
+        self.routes.remove(&task.call_ids, &task.branches);
+    }
+}
+
+fn invite_call_id(req: &Request) -> String {
+    req.headers.call_id().unwrap_or_default().to_string()
+}
+
+/// The dialed digits: the user part of a `sip:` Request-URI, or a `tel:` number.
+fn dialed_number(uri: &Uri) -> Option<String> {
+    match uri {
+        Uri::Sip(u) => u.user.clone().filter(|u| !u.is_empty()),
+        Uri::Tel(t) => Some(t.number.clone()),
+        Uri::Other(_) => None,
+    }
+}
+
+/// The SDP offer of an INVITE, or the status to refuse it with.
+fn parse_offer(req: &Request) -> Result<SessionDescription, (u16, &'static str)> {
+    if req.body.is_empty() {
+        return Err((488, "Not Acceptable Here (no SDP offer)"));
+    }
+    let is_sdp = req
+        .headers
+        .content_type()
+        .ok()
+        .flatten()
+        .is_some_and(|t| t.mime == "application/sdp");
+    if !is_sdp {
+        return Err((415, "Unsupported Media Type"));
+    }
+    let text =
+        std::str::from_utf8(&req.body).map_err(|_| (400, "Bad Request (SDP is not UTF-8)"))?;
+    sdp::parse(text).map_err(|e| (e.sip_status(), "Bad SDP"))
+}
+
+struct HandsetLeg {
+    invite_key: TxKey,
+    invite: Request,
+    source: SocketAddr,
+    transport: Transport,
+    dialog: Dialog,
+    /// Our SDP answer (also the answer to re-INVITEs).
+    answer: Vec<u8>,
+    media: NegotiatedMedia,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrunkState {
+    /// INVITE sent, no final response.
+    Calling,
+    /// CANCEL sent, no final response yet.
+    Cancelling,
+    /// 2xx received and ACKed.
+    Answered,
+    /// Final answer received (failure) or the dialog ended.
+    Done,
+}
+
+struct TrunkLeg {
+    invite: Request,
+    key: TxKey,
+    offer: SessionDescription,
+    state: TrunkState,
+    dialog: Option<Dialog>,
+    /// Our ACK to its 2xx, re-sent when the 2xx is retransmitted.
+    ack: Option<Request>,
+    answer_sdp: Vec<u8>,
+}
+
+/// One call's task (see the module doc).
+struct CallTask {
+    sb: Arc<Switchboard>,
+    /// This task's own input (registered under each Call-ID and branch it owns).
+    input: mpsc::UnboundedSender<CallInput>,
+    call: Call,
+    session_id: String,
+    facility_id: String,
+    handset_id: String,
+    t0: Instant,
+    wall0: DateTime<Utc>,
+    media: CallMedia,
+    handset: HandsetLeg,
+    trunk: Option<TrunkLeg>,
+    account_id: Option<String>,
+    /// Routes this call registered (removed when it ends).
+    call_ids: Vec<String>,
+    branches: Vec<String>,
+    /// Told when the CDR is closed (terminate and shutdown wait on it).
+    waiters: Vec<oneshot::Sender<()>>,
+    /// The call ended: its CDR is written.
+    stop: Option<CallSummary>,
+}
+
+fn side(leg: Leg) -> Side {
+    match leg {
+        Leg::Handset => Side::A,
+        Leg::Trunk => Side::B,
+    }
+}
+
+fn leg_of(side: Side) -> Leg {
+    match side {
+        Side::A => Leg::Handset,
+        Side::B => Leg::Trunk,
+    }
+}
+
+impl CallTask {
+    fn now(&self) -> Instant {
+        self.sb.now()
+    }
+
+    fn wall_of(&self, at: Instant) -> DateTime<Utc> {
+        let since = at.saturating_duration_since(self.t0);
+        self.wall0 + chrono::Duration::from_std(since).unwrap_or_default()
+    }
+
+    async fn run(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<CallInput>,
+        mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        loop {
+            self.drain().await;
+            if self.stop.is_some() {
+                break;
+            }
+            let deadline = self.call.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(CallInput::Sip(ev)) => self.on_sip(ev).await,
+                    None => { let now = self.now(); self.call.fail(now); }
+                },
+                Some(ev) = media_rx.recv() => {
+                    let now = self.now();
+                    match ev {
+                        MediaEvent::Digit { side, digit } => {
+                            debug!(?side, %digit, "digit");
+                            self.call.digit(now, leg_of(side), digit);
+                        }
+                        MediaEvent::PromptsDone { side } => self.call.prompt_finished(now, leg_of(side)),
+                    }
+                }
+                Some(c) = control.recv() => {
+                    let now = self.now();
+                    match c {
+                        Control::Terminate { done } => {
+                            info!("terminated by request");
+                            self.waiters.extend(done);
+                            self.call.terminate(now);
+                        }
+                        Control::Shutdown { done } => {
+                            self.waiters.extend(done);
+                            self.call.fail(now);
+                        }
+                    }
+                }
+                () = sleep => { let now = self.now(); self.call.handle_timeout(now); }
+            }
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+        self.linger(&mut rx).await;
+    }
+
+    /// After the CDR: wait for the trunk's final answer to an INVITE still pending, so a
+    /// 2xx that crossed our CANCEL is ACKed and hung up rather than left ringing.
+    async fn linger(&mut self, rx: &mut mpsc::UnboundedReceiver<CallInput>) {
+        let pending = |t: &Option<TrunkLeg>| {
+            t.as_ref()
+                .is_some_and(|t| matches!(t.state, TrunkState::Calling | TrunkState::Cancelling))
+        };
+        if !pending(&self.trunk) {
+            return;
+        }
+        let until = tokio::time::Instant::now() + TRUNK_LINGER;
+        while pending(&self.trunk) {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(CallInput::Sip(ev))) => self.on_sip(ev).await,
+                _ => break,
+            }
+        }
+    }
+
+    /// Carries out the machine's actions until it has none.
+    async fn drain(&mut self) {
+        while let Some(action) = self.call.poll_action() {
+            self.execute(action).await;
+        }
+    }
+
+    async fn execute(&mut self, action: CallAction) {
+        let now = self.now();
+        match action {
+            CallAction::AnswerHandset => {
+                let h = &self.handset;
+                let mut resp =
+                    Response::for_request(&h.invite, 200, "OK").with_to_tag(&h.dialog.local_tag);
+                let transport = if h.transport.is_reliable() {
+                    ";transport=tcp"
+                } else {
+                    ""
+                };
+                resp.headers.push(
+                    "Contact",
+                    format!("<sip:sallyport@{}{transport}>", self.sb.sent_by),
+                );
+                resp.headers.push("Allow", ALLOW);
+                let resp = resp.with_body("application/sdp", h.answer.clone());
+                let key = h.invite_key.clone();
+                self.branches.push(key.branch.clone());
+                self.sb.routes.add_branch(&key.branch, &self.sender());
+                self.sb.respond(&key, resp).await;
+            }
+            CallAction::RejectHandset { status } => {
+                let h = &self.handset;
+                let resp = Response::for_request(&h.invite, status, "Request Terminated")
+                    .with_to_tag(&h.dialog.local_tag);
+                self.sb.respond(&h.invite_key, resp).await;
+            }
+            CallAction::Play { leg, prompt } => self.media.play(side(leg), prompt),
+            CallAction::StopPlaying { leg } => self.media.stop(side(leg)),
+            CallAction::CheckPin { pin } => {
+                let verdict = check_pin(
+                    &self.sb.store,
+                    &self.facility_id,
+                    &self.handset_id,
+                    &pin,
+                    &self.sb.config.security,
+                    self.sb.wall(),
+                )
+                .await;
+                let verdict = match verdict {
+                    Ok(PinVerdict::Valid { inmate_id }) => {
+                        match self.sb.store.inmate(&inmate_id).await {
+                            Ok(i) => {
+                                self.account_id = Some(i.account_id);
+                                Ok(PinVerdict::Valid { inmate_id })
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                };
+                let now = self.now();
+                match verdict {
+                    Ok(v) => {
+                        let verdict = match &v {
+                            PinVerdict::Valid { .. } => "valid",
+                            PinVerdict::Wrong => "wrong",
+                            PinVerdict::Locked => "locked",
+                        };
+                        info!(verdict, "PIN checked");
+                        self.call.pin_checked(now, v)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "PIN check failed");
+                        self.call.fail(now)
+                    }
+                }
+            }
+            CallAction::CheckDestination { inmate_id, dialed } => {
+                let d = check_destination(
+                    &self.sb.store,
+                    &self.session_id,
+                    &inmate_id,
+                    &dialed,
+                    &self.sb.config.billing,
+                    self.sb.wall(),
+                )
+                .await;
+                let now = self.now();
+                match d {
+                    Ok(d) => {
+                        info!(destination = ?d, "destination checked");
+                        self.call.destination_checked(now, d)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "destination check failed");
+                        self.call.fail(now)
+                    }
+                }
+            }
+            CallAction::PlaceTrunkCall { number } => {
+                if let Err(status) = self.place_trunk_call(&number).await {
+                    let now = self.now();
+                    self.call.trunk_failed(now, TrunkFailure::Status(status));
+                }
+            }
+            CallAction::Ringback { on } => self.media.ringback(on),
+            CallAction::CancelTrunk => self.cancel_trunk().await,
+            CallAction::Bridge => {
+                info!("accepted: bridged");
+                self.media.bridge(true)
+            }
+            CallAction::StartRecording => {
+                // Recording (issue 4) taps the relay here; until it exists the CDR says
+                // `recorded: false` rather than claim a recording nobody can play.
+                debug!("recording requested");
+            }
+            CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
+            CallAction::Hangup { leg } => self.hangup(leg).await,
+            CallAction::Ended(summary) => {
+                let _ = now;
+                self.close(&summary).await;
+                self.stop = Some(summary);
+            }
+        }
+    }
+
+    fn sender(&self) -> mpsc::UnboundedSender<CallInput> {
+        self.input.clone()
+    }
+
+    async fn place_trunk_call(&mut self, number: &str) -> Result<(), u16> {
+        let addr = self.media.allocate(Side::B).map_err(|e| {
+            warn!(error = %e, "no media ports for the trunk leg");
+            503u16
+        })?;
+        let local = LocalMedia::new(addr, rand::random::<u32>().into());
+        let offer = sdp::offer(&local, Some(&self.handset.media));
+        let trunk = self.sb.config.sip.trunk;
+        let uri = Uri::parse(&format!("sip:{number}@{trunk}")).map_err(|_| 500u16)?;
+        let call_id = new_call_id(Some(&self.sb.config.rtp.advertised_ip));
+        let branch = new_branch();
+        let invite = RequestBuilder::new(Method::Invite, uri)
+            .header(
+                "Via",
+                format!("SIP/2.0/UDP {};branch={branch};rport", self.sb.sent_by),
+            )
+            .header(
+                "From",
+                format!(
+                    "<sip:{}@{}>;tag={}",
+                    self.facility_id,
+                    self.sb.config.rtp.advertised_ip,
+                    new_tag()
+                ),
+            )
+            .header("To", format!("<sip:{number}@{trunk}>"))
+            .call_id(&call_id)
+            .cseq(1)
+            .header("Contact", format!("<sip:sallyport@{}>", self.sb.sent_by))
+            .header("Allow", ALLOW)
+            .body("application/sdp", offer.to_string().into_bytes())
+            .build();
+        let tx = self.sender();
+        self.sb.routes.add_call_id(&call_id, &tx);
+        self.sb.routes.add_branch(&branch, &tx);
+        self.call_ids.push(call_id.clone());
+        self.branches.push(branch);
+        let key = self
+            .sb
+            .sip
+            .send_request(invite.clone(), trunk, Transport::Udp)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "trunk INVITE not sent");
+                503u16
+            })?;
+        info!(%number, trunk_call_id = %call_id, "trunk INVITE sent");
+        self.trunk = Some(TrunkLeg {
+            invite,
+            key,
+            offer,
+            state: TrunkState::Calling,
+            dialog: None,
+            ack: None,
+            answer_sdp: Vec::new(),
+        });
+        Ok(())
+    }
+
+    async fn cancel_trunk(&mut self) {
+        let Some(t) = self.trunk.as_mut() else { return };
+        if t.state != TrunkState::Calling {
+            return;
+        }
+        t.state = TrunkState::Cancelling;
+        match t.invite.cancel_for() {
+            Ok(cancel) => {
+                let trunk = self.sb.config.sip.trunk;
+                if let Err(e) = self
+                    .sb
+                    .sip
+                    .send_request(cancel, trunk, Transport::Udp)
+                    .await
+                {
+                    warn!(error = %e, "CANCEL not sent");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot build CANCEL"),
+        }
+    }
+
+    async fn hangup(&mut self, leg: Leg) {
+        match leg {
+            Leg::Handset => {
+                let bye = self.handset.dialog.request(Method::Bye);
+                let (dest, transport) = (self.handset.source, self.handset.transport);
+                if let Err(e) = self.sb.sip.send_request(bye, dest, transport).await {
+                    warn!(error = %e, "BYE to the handset not sent");
+                }
+            }
+            Leg::Trunk => self.bye_trunk().await,
+        }
+    }
+
+    async fn bye_trunk(&mut self) {
+        let Some(t) = self.trunk.as_mut() else { return };
+        let Some(d) = t.dialog.as_mut() else { return };
+        t.state = TrunkState::Done;
+        let bye = d.request(Method::Bye);
+        let trunk = self.sb.config.sip.trunk;
+        if let Err(e) = self.sb.sip.send_request(bye, trunk, Transport::Udp).await {
+            warn!(error = %e, "BYE to the trunk not sent");
+        }
+    }
+
+    async fn debit(&mut self, increment: u32, amount: crate::money::Money) {
+        let Some(account_id) = self.account_id.clone() else {
+            let now = self.now();
+            return self.call.fail(now);
+        };
+        let outcome = self
+            .sb
+            .store
+            .ledger()
+            .debit_session(SessionDebit {
+                session_id: self.session_id.clone(),
+                increment,
+                account_id,
+                amount,
+                service: Service::Audio,
+                facility_id: self.facility_id.clone(),
+            })
+            .await;
+        let now = self.now();
+        match outcome {
+            Ok(
+                DebitOutcome::Committed { balance_after, .. }
+                | DebitOutcome::AlreadyCommitted { balance_after, .. },
+            ) => {
+                info!(increment, %amount, balance = %balance_after, "increment debited");
+                self.call.debit_succeeded(now, increment, balance_after)
+            }
+            Ok(DebitOutcome::Refused { balance }) => {
+                info!(increment, %amount, %balance, "increment refused: funds");
+                self.call.debit_refused(now, increment)
+            }
+            Err(e) => {
+                // Nothing was charged; the call ends rather than run unpaid.
+                warn!(error = %e, increment, "debit failed");
+                self.call.fail(now)
+            }
+        }
+    }
+
+    /// Writes the CDR. The ledger holds the charges; a failed write is retried, and what
+    /// still fails is closed `system` by this node's next start.
+    async fn close(&mut self, s: &CallSummary) {
+        let end = SessionEnd {
+            reason: s.reason.as_str(),
+            inmate_id: s.inmate_id.as_deref(),
+            number_e164: s.number.as_deref(),
+            privileged: s.privileged,
+            recorded: false,
+            answer_at: s.answered_at.map(|i| self.wall_of(i)),
+            accepted_at: s.accepted_at.map(|i| self.wall_of(i)),
+            end_at: self.wall_of(s.ended_at),
+        };
+        for attempt in 0..3u32 {
+            match sessions::close(self.sb.store.db(), &self.session_id, &end).await {
+                Ok(_) => {
+                    info!(
+                        reason = s.reason.as_str(),
+                        increments = s.increments,
+                        charged = %s.charged,
+                        "call ended"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, attempt, "cannot close the session");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    // ---- SIP input ----------------------------------------------------------------------
+
+    async fn on_sip(&mut self, ev: Event) {
+        let now = self.now();
+        match ev {
+            Event::Request { key, request, .. } => self.on_request(key, request).await,
+            Event::Ack { .. } => {}
+            Event::Cancel { .. } => {
+                // The handset INVITE was answered at once; a late CANCEL has no effect
+                // (RFC 3261 §9.2). The transport already answered it 200.
+            }
+            Event::Response { key, response } => self.on_response(key, response).await,
+            Event::Timeout { key } => {
+                let is_trunk_invite = self
+                    .trunk
+                    .as_ref()
+                    .is_some_and(|t| t.key == key && t.state != TrunkState::Answered);
+                if is_trunk_invite {
+                    if let Some(t) = self.trunk.as_mut() {
+                        t.state = TrunkState::Done;
+                    }
+                    warn!("trunk INVITE timed out");
+                    self.call.trunk_failed(now, TrunkFailure::Timeout);
+                }
+            }
+            Event::AckTimeout { key } => {
+                if key == self.handset.invite_key {
+                    warn!("handset never ACKed our 200");
+                    self.call.fail(now);
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, key: TxKey, req: Request) {
+        let now = self.now();
+        let call_id = req.headers.call_id().unwrap_or_default();
+        let leg = if call_id == self.handset.dialog.call_id {
+            Leg::Handset
+        } else {
+            Leg::Trunk
+        };
+        let ok = |r: &Request| Response::for_request(r, 200, "OK");
+        match req.method {
+            Method::Bye => {
+                self.sb.respond(&key, ok(&req)).await;
+                if leg == Leg::Trunk {
+                    if let Some(t) = self.trunk.as_mut() {
+                        t.state = TrunkState::Done;
+                    }
+                }
+                info!(?leg, "BYE received");
+                self.call.hangup_from(now, leg);
+            }
+            Method::Info => {
+                let ctype = req
+                    .headers
+                    .get("Content-Type")
+                    .unwrap_or_default()
+                    .to_string();
+                let body = String::from_utf8_lossy(&req.body);
+                match parse_sip_info(&ctype, &body) {
+                    Ok(d) => {
+                        self.sb.respond(&key, ok(&req)).await;
+                        debug!(?leg, digit = %d.digit, "INFO digit");
+                        self.call.digit(now, leg, d.digit);
+                    }
+                    Err(e) => {
+                        let status = if ctype.is_empty() { 400 } else { 415 };
+                        let r = Response::for_request(&req, status, &format!("Bad INFO ({e})"));
+                        self.sb.respond(&key, r).await;
+                    }
+                }
+            }
+            Method::Invite if req.headers.to().is_ok_and(|t| t.tag().is_none()) => {
+                // A second initial INVITE with this call's Call-ID: a loop or a merge.
+                let r = Response::for_request(&req, 482, "Loop Detected").with_to_tag(&new_tag());
+                self.sb.respond(&key, r).await;
+            }
+            Method::Invite => {
+                // re-INVITE: keep the media as agreed, answer with our SDP.
+                let body = match leg {
+                    Leg::Handset => self.handset.answer.clone(),
+                    Leg::Trunk => self
+                        .trunk
+                        .as_ref()
+                        .map(|t| t.offer.to_string().into_bytes())
+                        .unwrap_or_default(),
+                };
+                let resp = ok(&req).with_body("application/sdp", body);
+                let mut resp = resp;
+                resp.headers
+                    .push("Contact", format!("<sip:sallyport@{}>", self.sb.sent_by));
+                self.sb.respond(&key, resp).await;
+            }
+            Method::Options => self.sb.respond(&key, ok(&req)).await,
+            _ => {
+                let mut r = Response::for_request(&req, 405, "Method Not Allowed");
+                r.headers.push("Allow", ALLOW);
+                self.sb.respond(&key, r).await;
+            }
+        }
+    }
+
+    async fn on_response(&mut self, key: TxKey, resp: Response) {
+        let now = self.now();
+        let Some(t) = self.trunk.as_mut() else { return };
+        if key != t.key {
+            return; // a response to our BYE, CANCEL or INFO: nothing to do
+        }
+        if resp.is_provisional() {
+            if matches!(resp.status, 180 | 183) {
+                self.call.trunk_ringing(now);
+            }
+            return;
+        }
+        if !resp.is_success() {
+            t.state = TrunkState::Done;
+            info!(status = resp.status, "trunk refused");
+            self.call
+                .trunk_failed(now, TrunkFailure::Status(resp.status));
+            return;
+        }
+        let trunk_addr = self.sb.config.sip.trunk;
+        if let Some(ack) = &t.ack {
+            // A retransmitted 2xx: our ACK was lost.
+            let _ = self
+                .sb
+                .sip
+                .send_request(ack.clone(), trunk_addr, Transport::Udp)
+                .await;
+            return;
+        }
+        let dialog = match Dialog::uac(&t.invite, &resp, &self.sb.sent_by, false) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "unusable trunk 2xx");
+                t.state = TrunkState::Done;
+                self.call.trunk_failed(now, TrunkFailure::Status(502));
+                return;
+            }
+        };
+        let ack = dialog.ack(1);
+        t.ack = Some(ack.clone());
+        t.dialog = Some(dialog);
+        t.answer_sdp = resp.body.clone();
+        let was = t.state;
+        t.state = TrunkState::Answered;
+        let _ = self
+            .sb
+            .sip
+            .send_request(ack, trunk_addr, Transport::Udp)
+            .await;
+        let negotiated = std::str::from_utf8(&resp.body)
+            .ok()
+            .and_then(|s| sdp::parse(s).ok())
+            .and_then(|answer| sdp::negotiated_from_answer(&t.offer, &answer).ok());
+        let live = was == TrunkState::Calling && self.stop.is_none();
+        match (negotiated, live) {
+            (Some(m), true) => {
+                self.media.set_leg(Side::B, m, LatchPolicy::Exact);
+                info!(codec = ?m.codec.name, "trunk answered");
+                self.call.trunk_answered(now);
+            }
+            (None, true) => {
+                warn!("trunk 2xx without a usable SDP answer");
+                self.bye_trunk().await;
+                self.call.trunk_failed(now, TrunkFailure::Status(488));
+            }
+            (_, false) => {
+                info!("trunk answered after we gave up: hanging up");
+                self.bye_trunk().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::parse_datagram;
+    use crate::sip::message::SipMessage;
+
+    fn invite(content_type: Option<&str>, body: &str) -> Request {
+        let ct = content_type.map_or(String::new(), |c| format!("Content-Type: {c}\r\n"));
+        let text = format!(
+            "INVITE sip:5551230001@gw SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1\r\n\
+             From: <sip:handset-1@10.0.0.5>;tag=a\r\nTo: <sip:5551230001@gw>\r\nCall-ID: x\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:h@10.0.0.5>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match parse_datagram(text.as_bytes()) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    #[test]
+    fn the_dialed_number_is_the_request_uri_user_or_tel_number() {
+        assert_eq!(
+            dialed_number(&Uri::parse("sip:+15551230001@gw;user=phone").unwrap()).as_deref(),
+            Some("+15551230001")
+        );
+        assert_eq!(
+            dialed_number(&Uri::parse("tel:+15551230001").unwrap()).as_deref(),
+            Some("+15551230001")
+        );
+        assert_eq!(dialed_number(&Uri::parse("sip:gw.example").unwrap()), None);
+    }
+
+    #[test]
+    fn offers_are_required_and_must_be_sdp() {
+        assert!(parse_offer(&invite(Some("application/sdp"), SDP)).is_ok());
+        assert_eq!(parse_offer(&invite(None, "")).unwrap_err().0, 488);
+        assert_eq!(
+            parse_offer(&invite(Some("text/plain"), "hello"))
+                .unwrap_err()
+                .0,
+            415
+        );
+        let bad = parse_offer(&invite(Some("application/sdp"), "v=0\r\nnonsense\r\n"));
+        assert!(matches!(bad, Err((400 | 488, _))), "{bad:?}");
+    }
+
+    #[test]
+    fn nodes_configured_alike_share_the_nonce_secret() {
+        let a = Config::default();
+        let mut b = Config::default();
+        assert_eq!(nonce_secret(&a), nonce_secret(&b));
+        b.security.pin_pepper = "another-pepper-0123456789".into();
+        assert_ne!(nonce_secret(&a), nonce_secret(&b));
+        assert_ne!(nonce_secret(&a), a.security.pin_pepper.as_bytes());
+    }
+}

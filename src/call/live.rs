@@ -1,0 +1,110 @@
+//! The calls this node carries right now, by session id: how the API reaches a call task
+//! to terminate it, and how shutdown ends every call cleanly.
+//!
+//! Only a handle per call lives here (a channel sender); the call's state stays in its own
+//! task. What must be shared across nodes — that a session is live, its charges — is in
+//! the database; this registry only knows the calls of this process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a call task can be told from outside the SIP and media paths.
+#[derive(Debug)]
+pub enum Control {
+    /// An investigator or operator ends the call (reason `terminated`); `done` is told
+    /// once the CDR is closed.
+    Terminate { done: Option<oneshot::Sender<()>> },
+    /// The gateway is shutting down: end the call (reason `system`).
+    Shutdown { done: Option<oneshot::Sender<()>> },
+}
+
+/// Why a terminate could not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminateError {
+    /// No call with this session id on this node.
+    NotHere,
+    /// The call ended before it heard the request.
+    AlreadyEnded,
+}
+
+/// Handles of the live calls of this node.
+#[derive(Clone, Default)]
+pub struct LiveCalls {
+    inner: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>>,
+}
+
+impl std::fmt::Debug for LiveCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCalls")
+            .field("calls", &self.len())
+            .finish()
+    }
+}
+
+impl LiveCalls {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Control>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a call; the receiver is the call task's control input.
+    pub fn register(&self, session_id: &str) -> mpsc::UnboundedReceiver<Control> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.map().insert(session_id.to_string(), tx);
+        rx
+    }
+
+    /// Removes a call (its task is ending).
+    pub fn remove(&self, session_id: &str) {
+        self.map().remove(session_id);
+    }
+
+    /// Calls carried now.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this node carries the session.
+    pub fn contains(&self, session_id: &str) -> bool {
+        self.map().contains_key(session_id)
+    }
+
+    /// Asks the call to end (reason `terminated`) and waits up to `wait` for its CDR to
+    /// be closed.
+    pub async fn terminate(&self, session_id: &str, wait: Duration) -> Result<(), TerminateError> {
+        let tx = self
+            .map()
+            .get(session_id)
+            .cloned()
+            .ok_or(TerminateError::NotHere)?;
+        let (done, rx) = oneshot::channel();
+        tx.send(Control::Terminate { done: Some(done) })
+            .map_err(|_| TerminateError::AlreadyEnded)?;
+        // A call that ends on its own meanwhile drops `done`: it ended either way.
+        let _ = tokio::time::timeout(wait, rx).await;
+        Ok(())
+    }
+
+    /// Ends every call (reason `system`) and waits up to `wait` for their CDRs.
+    pub async fn shutdown(&self, wait: Duration) {
+        let senders: Vec<_> = self.map().values().cloned().collect();
+        let mut waits = Vec::with_capacity(senders.len());
+        for tx in senders {
+            let (done, rx) = oneshot::channel();
+            if tx.send(Control::Shutdown { done: Some(done) }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        let all = async {
+            for rx in waits {
+                let _ = rx.await;
+            }
+        };
+        let _ = tokio::time::timeout(wait, all).await;
+    }
+}

@@ -1,0 +1,559 @@
+//! The media socket driver: owns the RTP/RTCP sockets of every call and drives the
+//! [`Relay`](super::relay::Relay) and prompt cores from worker threads.
+//!
+//! # API
+//!
+//! [`MediaEngine::start`] spawns the workers; [`MediaEngine::open_call`] gives a call task
+//! its [`CallMedia`] (commands) and an `UnboundedReceiver<MediaEvent>` (digits, prompts
+//! done). `CallMedia` methods never block on the network and never wait for a worker:
+//! they queue a command and wake the worker. Dropping a `CallMedia` closes its sockets and
+//! returns its ports to the pool; the receiver then yields `None`.
+//!
+//! - [`CallMedia::allocate`] binds a leg's even RTP and odd RTCP ports (from the
+//!   [`PortAllocator`], FIFO so a just-freed port is reused last) on the calling thread, so
+//!   a bind error or exhaustion is returned at once: [`MediaError::sip_status`] is 503.
+//!   A pair another process holds is skipped (it goes to the back of the pool).
+//! - [`CallMedia::set_leg`] gives a leg its offer/answer outcome. The first call picks a
+//!   random SSRC, sequence and timestamp; a later one (re-INVITE) keeps the stream identity
+//!   and only updates the peer and codec (unlatching if the peer address changed).
+//! - [`CallMedia::play`] queues a prompt, [`CallMedia::stop`] clears the queue,
+//!   [`CallMedia::ringback`] plays a generated US ringback (440+480 Hz, 2 s on, 4 s off)
+//!   to A. A prompt takes precedence over ringback, which resumes after it.
+//! - [`CallMedia::bridge`] forwards the parties to each other. While the gateway plays
+//!   anything to a side (prompt or ringback), the other party's audio to that side is
+//!   muted, and forwarding resumes by itself when the side's output runs dry.
+//!
+//! `play` and `PromptsDone` pair one to one: each `play` yields one
+//! [`MediaEvent::PromptsDone`] for its side, and all of them arrive when the side's queue
+//! has run empty (one `ptime` after the last frame was sent, so the audio has been heard).
+//! A `play` to a side without a leg or without sockets yields it at once; a prompt missing
+//! from the [`PromptSet`] is skipped. [`CallMedia::stop`] cancels the ones still owed.
+//!
+//! Digits (RFC 4733 telephone-events) are reported as [`MediaEvent::Digit`] on both legs,
+//! bridged or not: PIN entry on A happens before the bridge, and the called party presses 1
+//! to accept on B before it. **Telephone-events are never forwarded between the legs**
+//! ([`Relay::set_forward_events`](super::relay::Relay::set_forward_events)`(false)`), so an
+//! inmate cannot drive a far-end IVR, voicemail or call-forwarding service with keypresses;
+//! the key tones a handset mixes into its audio are not filtered (that needs decoding).
+//!
+//! # Design
+//!
+//! `workers` threads (default: one per core), each with its own epoll instance, the
+//! sockets of the calls assigned to it (round robin at `open_call`), its own timer heap,
+//! datagram buffers and counters. A call lives on one worker for its whole life, so its
+//! [`Relay`](super::relay::Relay) is plain `&mut` state: nothing on the packet path is
+//! shared between calls or threads, nothing is locked, nothing is allocated. Commands
+//! reach a worker over a `std::sync::mpsc` channel plus an eventfd in the same epoll set.
+//!
+//! The worker loop: `epoll_wait` (level-triggered; timeout = the earliest prompt or
+//! ringback frame due, rounded up to 1 ms) → for each ready socket one `recvmmsg` of up to
+//! [`RECV_BATCH`](worker) datagrams → [`Relay::on_packet`](super::relay::Relay::on_packet)
+//! rewrites each in place → the forwards of that batch leave the other leg's socket in
+//! one `sendmmsg` → commands → due frames (prompts/ringback, paced at the leg's `ptime`
+//! from a per-side base time so they do not drift, at most a few frames of catch-up) →
+//! counters published to per-worker atomics (one store each per loop, not per packet).
+//!
+//! Why per-leg sockets and not one shared socket demultiplexed by source: the SDP contract
+//! (and [`CallMedia::allocate`]) gives each leg its own port, RTCP needs its own port, and
+//! a per-leg socket makes a third party's packets land on one call only, where the latch
+//! check drops them. The price is that a socket rarely holds more than one datagram at a
+//! time, so `recvmmsg`/`sendmmsg` batch little under normal load and the cost per relayed
+//! packet is about one receive and one send system call (see `bench/README.md` for the
+//! measured figure and what limits it). Batching across calls (io_uring submitting the
+//! receives and sends of many sockets in one call) is the next step; the worker keeps the
+//! packet path in one place (`Worker::on_readable`) so it can be swapped there.
+//!
+//! # Recording hook (issue 4)
+//!
+//! The recorder taps in `Worker::on_readable`, at the `Forward`/`Consume` arms: the
+//! buffer holds the packet (already rewritten to the far leg's SSRC/sequence/timestamp
+//! for `Forward`; as received for `Consume`), with the call id, the side it came from and
+//! the time. Copy the payload into a bounded per-worker channel with `try_send` (a full
+//! channel drops recorder frames, never call audio). Prompt frames the gateway plays are
+//! in `CallState::send_frame`, stamped for the side they go to.
+
+mod call;
+mod sys;
+mod worker;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::ports::{PortAllocator, PortError, PortPair};
+use super::prompts::{PromptId, PromptSet};
+use super::relay::{LatchPolicy, Side};
+use super::sdp::NegotiatedMedia;
+use worker::{Command, Worker, WorkerStats};
+
+/// Where and how the media workers run.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Lowest port of the RTP range (`[rtp] port_min`).
+    pub port_min: u16,
+    /// Highest port of the RTP range (`[rtp] port_max`).
+    pub port_max: u16,
+    /// Where sockets bind (e.g. `0.0.0.0` or `127.0.0.1`).
+    pub bind_ip: IpAddr,
+    /// What goes into SDP (the address peers send to).
+    pub advertised_ip: IpAddr,
+    /// Media worker threads; 0 = available parallelism.
+    pub workers: usize,
+}
+
+/// What the call task hears from its media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A DTMF key press detected (RFC 4733) on a leg.
+    Digit {
+        /// The leg it was pressed on.
+        side: Side,
+        /// `0`–`9`, `*`, `#`, `A`–`D`.
+        digit: char,
+    },
+    /// The side's prompt queue ran empty after a `play` (one per `play`; see the module doc).
+    PromptsDone {
+        /// The side the prompts played to.
+        side: Side,
+    },
+}
+
+/// Why media could not be set up. Every case is the gateway's: a call answers 503.
+#[derive(Debug, Error)]
+pub enum MediaError {
+    /// Every RTP port pair of the range is in use.
+    #[error("all RTP ports are in use")]
+    PortsExhausted,
+    /// A port of the range could not be bound (another process holds it, bad address).
+    #[error("cannot bind media port {port}: {source}")]
+    Bind {
+        /// The port that failed.
+        port: u16,
+        /// The bind error.
+        #[source]
+        source: io::Error,
+    },
+    /// The worker that owns this call is gone (it panicked or the engine shut down).
+    #[error("media worker stopped")]
+    WorkerStopped,
+    /// The configured port range holds no RTP/RTCP pair (at start).
+    #[error(transparent)]
+    Range(#[from] PortError),
+    /// A worker could not be started (epoll, eventfd or thread creation failed).
+    #[error("cannot start media worker: {0}")]
+    Start(#[source] io::Error),
+}
+
+impl MediaError {
+    /// The SIP status a call set-up answers with.
+    pub fn sip_status(&self) -> u16 {
+        503
+    }
+}
+
+/// A snapshot of the engine's counters for `/metrics` (sums over workers and calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// Worker threads.
+    pub workers: u64,
+    /// Calls open (a `CallMedia` alive).
+    pub calls: u64,
+    /// Legs with bound sockets.
+    pub legs: u64,
+    /// RTP/RTCP port pairs in use (including pairs of calls closing right now).
+    pub port_pairs_in_use: u64,
+    /// RTP/RTCP port pairs in the range.
+    pub port_pairs_total: u64,
+    /// Datagrams received (RTP and RTCP, from anyone).
+    pub received: u64,
+    /// Packets relayed to the other leg (accepted by the kernel).
+    pub relayed: u64,
+    /// Valid packets kept: not bridged, muted, telephone-events, RTCP.
+    pub consumed: u64,
+    /// Dropped: not from the negotiated/latched peer.
+    pub dropped_wrong_source: u64,
+    /// Dropped: not valid RTP/RTCP (or truncated).
+    pub dropped_malformed: u64,
+    /// Dropped: a payload type not negotiated on the leg.
+    pub dropped_payload_type: u64,
+    /// Dropped: the side has no negotiated leg yet.
+    pub dropped_no_leg: u64,
+    /// Dropped on the way out: send failed (full socket buffer) or the far leg has no socket.
+    pub dropped_send: u64,
+    /// RTCP packets received (terminated here).
+    pub rtcp_received: u64,
+    /// Prompt frames sent.
+    pub prompt_frames: u64,
+    /// Ringback frames sent.
+    pub ringback_frames: u64,
+    /// Key presses detected.
+    pub digits: u64,
+}
+
+/// The port pool and the pairs on their way back to it.
+#[derive(Debug)]
+struct Ports {
+    alloc: PortAllocator,
+    /// Pairs a worker has been told to release but has not yet (their sockets close
+    /// first, so a new bind of the same port cannot fail).
+    closing: usize,
+}
+
+/// State shared by the API side and the workers (touched at call set-up and end only).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    ports: Mutex<Ports>,
+    released: Condvar,
+}
+
+/// How long `allocate` waits for pairs of just-dropped calls when the pool is empty.
+const RELEASE_WAIT: Duration = Duration::from_millis(100);
+/// Pairs tried when binding fails before giving up.
+const BIND_ATTEMPTS: usize = 4;
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Ports> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns a pair whose sockets are closed; wakes an `allocate` waiting for one.
+    pub(crate) fn release(&self, pair: PortPair, closing: bool) {
+        let mut p = self.lock();
+        let _ = p.alloc.release(pair);
+        if closing {
+            p.closing = p.closing.saturating_sub(1);
+        }
+        drop(p);
+        self.released.notify_all();
+    }
+
+    fn allocate(&self) -> Result<PortPair, MediaError> {
+        let deadline = Instant::now() + RELEASE_WAIT;
+        let mut p = self.lock();
+        loop {
+            match p.alloc.allocate() {
+                Ok(pair) => return Ok(pair),
+                Err(_) if p.closing == 0 => return Err(MediaError::PortsExhausted),
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(MediaError::PortsExhausted);
+                    }
+                    p = match self.released.wait_timeout(p, left) {
+                        Ok((g, _)) => g,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
+                }
+            }
+        }
+    }
+
+    fn expect_release(&self, pairs: usize) {
+        self.lock().closing += pairs;
+    }
+
+    fn cancel_release(&self, pairs: usize) {
+        let mut p = self.lock();
+        p.closing = p.closing.saturating_sub(pairs);
+    }
+}
+
+/// One worker as the API side sees it.
+struct WorkerHandle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<sys::Waker>,
+    stats: Arc<WorkerStats>,
+}
+
+impl WorkerHandle {
+    fn send(&self, command: Command) -> Result<(), MediaError> {
+        self.tx
+            .send(command)
+            .map_err(|_| MediaError::WorkerStopped)?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+struct Inner {
+    cfg: EngineConfig,
+    workers: Vec<WorkerHandle>,
+    shared: Arc<Shared>,
+    next_worker: AtomicUsize,
+    next_call: AtomicU64,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // No CallMedia is left (each holds the Arc): stop the workers and wait for them.
+        for w in &self.workers {
+            let _ = w.send(Command::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The media engine: cheap to clone, shared by every call task.
+#[derive(Clone)]
+pub struct MediaEngine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaEngine")
+            .field("cfg", &self.inner.cfg)
+            .field("workers", &self.inner.workers.len())
+            .finish()
+    }
+}
+
+impl MediaEngine {
+    /// Starts the workers. Fails on an empty port range or if a worker cannot start.
+    pub fn start(cfg: EngineConfig, prompts: Arc<PromptSet>) -> Result<MediaEngine, MediaError> {
+        let alloc = PortAllocator::new(cfg.port_min, cfg.port_max)?;
+        let shared = Arc::new(Shared {
+            ports: Mutex::new(Ports { alloc, closing: 0 }),
+            released: Condvar::new(),
+        });
+        let n = match cfg.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let ringback = Arc::new(call::ringback_prompt());
+        let mut workers = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel();
+            let waker = Arc::new(sys::Waker::new().map_err(MediaError::Start)?);
+            let stats = Arc::new(WorkerStats::default());
+            let worker = Worker::new(
+                rx,
+                Arc::clone(&waker),
+                Arc::clone(&stats),
+                Arc::clone(&shared),
+                Arc::clone(&prompts),
+                Arc::clone(&ringback),
+            )
+            .map_err(MediaError::Start)?;
+            let t = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || worker.run())
+                .map_err(MediaError::Start)?;
+            workers.push(WorkerHandle { tx, waker, stats });
+            threads.push(t);
+        }
+        Ok(MediaEngine {
+            inner: Arc::new(Inner {
+                cfg,
+                workers,
+                shared,
+                next_worker: AtomicUsize::new(0),
+                next_call: AtomicU64::new(1),
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// A new call's media; events (digits, prompts done) arrive on the receiver.
+    pub fn open_call(&self) -> (CallMedia, UnboundedReceiver<MediaEvent>) {
+        let (events, rx) = unbounded_channel();
+        let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
+        let worker = self.inner.next_worker.fetch_add(1, Ordering::Relaxed)
+            % self.inner.workers.len().max(1);
+        let call = CallMedia {
+            id,
+            worker,
+            inner: Arc::clone(&self.inner),
+            pairs: [None, None],
+        };
+        // If the worker is gone, `events` drops with the command and the receiver closes.
+        let _ = call.send(Command::Open { call: id, events });
+        (call, rx)
+    }
+
+    /// A snapshot of the counters for `/metrics`.
+    pub fn stats(&self) -> MediaStats {
+        let mut s = MediaStats {
+            workers: self.inner.workers.len() as u64,
+            ..MediaStats::default()
+        };
+        for w in &self.inner.workers {
+            w.stats.add_to(&mut s);
+        }
+        let p = self.inner.shared.lock();
+        s.port_pairs_total = p.alloc.capacity() as u64;
+        s.port_pairs_in_use = (p.alloc.capacity() - p.alloc.available()) as u64;
+        s
+    }
+}
+
+/// One call's media, owned by the call's task. Dropping it closes the call's sockets and
+/// releases its ports.
+pub struct CallMedia {
+    id: u64,
+    worker: usize,
+    inner: Arc<Inner>,
+    /// The pairs the worker holds sockets for, per side (released by the worker).
+    pairs: [Option<PortPair>; 2],
+}
+
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMedia")
+            .field("id", &self.id)
+            .field("worker", &self.worker)
+            .field("pairs", &self.pairs)
+            .finish()
+    }
+}
+
+fn index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+impl CallMedia {
+    fn send(&self, command: Command) -> Result<(), MediaError> {
+        self.inner
+            .workers
+            .get(self.worker)
+            .ok_or(MediaError::WorkerStopped)?
+            .send(command)
+    }
+
+    /// Binds this leg's RTP (even) and RTCP (odd) sockets from the range; returns the
+    /// advertised RTP address for our SDP. Called again for the same side, it replaces
+    /// the leg's sockets (the old pair is released).
+    pub fn allocate(&mut self, side: Side) -> Result<SocketAddr, MediaError> {
+        let shared = &self.inner.shared;
+        let mut last_err = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let pair = shared.allocate()?;
+            match bind_pair(self.inner.cfg.bind_ip, pair) {
+                Ok((rtp, rtcp)) => return self.install(side, pair, rtp, rtcp),
+                Err(e) => {
+                    // Back of the FIFO: tried again only after every other pair.
+                    shared.release(pair, false);
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or(MediaError::PortsExhausted))
+    }
+
+    fn install(
+        &mut self,
+        side: Side,
+        pair: PortPair,
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+    ) -> Result<SocketAddr, MediaError> {
+        let shared = Arc::clone(&self.inner.shared);
+        let replaced = self.pairs[index(side)].is_some();
+        if replaced {
+            shared.expect_release(1);
+        }
+        let command = Command::Sockets {
+            call: self.id,
+            side,
+            sockets: call::LegSockets { rtp, rtcp, pair },
+        };
+        if let Err(e) = self.send(command) {
+            // The sockets dropped with the command; nobody else will release the pair.
+            if replaced {
+                shared.cancel_release(1);
+            }
+            shared.release(pair, false);
+            return Err(e);
+        }
+        self.pairs[index(side)] = Some(pair);
+        Ok(SocketAddr::new(self.inner.cfg.advertised_ip, pair.rtp()))
+    }
+
+    /// The leg's offer/answer outcome (random SSRC/seq/ts chosen inside). May be called
+    /// again (re-INVITE) to update the peer and codec; the stream identity is kept.
+    pub fn set_leg(&mut self, side: Side, media: NegotiatedMedia, latch: LatchPolicy) {
+        let _ = self.send(Command::SetLeg {
+            call: self.id,
+            side,
+            media,
+            latch,
+            ssrc: rand::random(),
+            seq: rand::random(),
+            ts: rand::random(),
+        });
+    }
+
+    /// Queues a prompt for a side (played in that side's codec and ptime). While prompts
+    /// play to a side, the other party's audio to that side is muted; forwarding resumes
+    /// after.
+    pub fn play(&mut self, side: Side, prompt: PromptId) {
+        let _ = self.send(Command::Play {
+            call: self.id,
+            side,
+            prompt,
+        });
+    }
+
+    /// Stops the current prompt and clears the side's queue (no `PromptsDone` for it).
+    pub fn stop(&mut self, side: Side) {
+        let _ = self.send(Command::Stop {
+            call: self.id,
+            side,
+        });
+    }
+
+    /// Ringback tone (US: 440+480 Hz, 2 s on / 4 s off, generated) to side A while `on`.
+    pub fn ringback(&mut self, on: bool) {
+        let _ = self.send(Command::Ringback { call: self.id, on });
+    }
+
+    /// Forwards media between the legs (both directions) or not.
+    pub fn bridge(&mut self, on: bool) {
+        let _ = self.send(Command::Bridge { call: self.id, on });
+    }
+
+    /// The engine's id for this call (for logs; unique per engine).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        let shared = Arc::clone(&self.inner.shared);
+        shared.expect_release(self.pairs.iter().flatten().count());
+        if self.send(Command::Close { call: self.id }).is_err() {
+            // The worker is gone and its sockets with it: release here.
+            for pair in self.pairs.iter().flatten() {
+                shared.release(*pair, true);
+            }
+        }
+    }
+}
+
+fn bind_pair(ip: IpAddr, pair: PortPair) -> Result<(UdpSocket, UdpSocket), MediaError> {
+    let bind = |port: u16| {
+        let s = UdpSocket::bind(SocketAddr::new(ip, port))
+            .map_err(|source| MediaError::Bind { port, source })?;
+        s.set_nonblocking(true)
+            .map_err(|source| MediaError::Bind { port, source })?;
+        Ok::<_, MediaError>(s)
+    };
+    Ok((bind(pair.rtp())?, bind(pair.rtcp())?))
+}
+
+/// Sends unbounded events to a call task from a worker thread.
+pub(crate) type Events = UnboundedSender<MediaEvent>;

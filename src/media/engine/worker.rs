@@ -1,0 +1,478 @@
+//! A media worker thread: one epoll set over the sockets of its calls, a timer heap for
+//! paced local frames, commands from the API side, counters published once per loop.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use super::call::{self, index, CallState, Ctx, LegSockets};
+use super::sys::{Batch, Epoll, Events, Waker, MAX_DATAGRAM};
+use super::{Events as EventTx, MediaEvent, MediaStats, Shared};
+use crate::media::dtmf::DigitPress;
+use crate::media::prompts::{Prompt, PromptId, PromptSet};
+use crate::media::relay::{DropReason, LatchPolicy, RelayDecision, Side};
+use crate::media::rtp::{classify, PacketKind};
+use crate::media::sdp::NegotiatedMedia;
+
+/// Datagrams taken from one socket per readiness event. Level-triggered epoll reports a
+/// socket with more waiting again, so a flooded socket cannot starve the others.
+pub(super) const RECV_BATCH: usize = 16;
+/// Ready sockets taken per `epoll_wait`.
+const EPOLL_BATCH: usize = 256;
+/// The epoll token of the command waker.
+const WAKER: u64 = u64::MAX;
+
+/// What the API side asks of a worker.
+pub(super) enum Command {
+    Open {
+        call: u64,
+        events: EventTx,
+    },
+    Sockets {
+        call: u64,
+        side: Side,
+        sockets: LegSockets,
+    },
+    SetLeg {
+        call: u64,
+        side: Side,
+        media: NegotiatedMedia,
+        latch: LatchPolicy,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+    },
+    Play {
+        call: u64,
+        side: Side,
+        prompt: PromptId,
+    },
+    Stop {
+        call: u64,
+        side: Side,
+    },
+    Ringback {
+        call: u64,
+        on: bool,
+    },
+    Bridge {
+        call: u64,
+        on: bool,
+    },
+    Close {
+        call: u64,
+    },
+    Shutdown,
+}
+
+/// The worker's own counters: plain integers on the packet path.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Counters {
+    pub(super) calls: u64,
+    pub(super) legs: u64,
+    pub(super) received: u64,
+    pub(super) relayed: u64,
+    pub(super) consumed: u64,
+    pub(super) dropped_wrong_source: u64,
+    pub(super) dropped_malformed: u64,
+    pub(super) dropped_payload_type: u64,
+    pub(super) dropped_no_leg: u64,
+    pub(super) dropped_send: u64,
+    pub(super) rtcp_received: u64,
+    pub(super) prompt_frames: u64,
+    pub(super) ringback_frames: u64,
+    pub(super) digits: u64,
+}
+
+macro_rules! published {
+    ($($field:ident),*) => {
+        /// A worker's counters as the API side reads them (stored once per loop).
+        #[derive(Debug, Default)]
+        pub(super) struct WorkerStats {
+            $($field: AtomicU64,)*
+        }
+
+        impl WorkerStats {
+            fn publish(&self, c: &Counters) {
+                $(self.$field.store(c.$field, Ordering::Relaxed);)*
+            }
+
+            pub(super) fn add_to(&self, s: &mut MediaStats) {
+                $(s.$field += self.$field.load(Ordering::Relaxed);)*
+            }
+        }
+    };
+}
+
+published!(
+    calls,
+    legs,
+    received,
+    relayed,
+    consumed,
+    dropped_wrong_source,
+    dropped_malformed,
+    dropped_payload_type,
+    dropped_no_leg,
+    dropped_send,
+    rtcp_received,
+    prompt_frames,
+    ringback_frames,
+    digits
+);
+
+/// Epoll token of a call's socket: slot, side, RTP or RTCP.
+fn token(slot: usize, side: Side, rtcp: bool) -> u64 {
+    ((slot as u64) << 2) | ((index(side) as u64) << 1) | u64::from(rtcp)
+}
+
+fn untoken(t: u64) -> (usize, Side, bool) {
+    let side = if t & 2 == 0 { Side::A } else { Side::B };
+    (
+        usize::try_from(t >> 2).unwrap_or(usize::MAX),
+        side,
+        t & 1 != 0,
+    )
+}
+
+/// A due local frame: (when, slot, call id, side index).
+type Timer = Reverse<(Instant, usize, u64, usize)>;
+
+pub(super) struct Worker {
+    commands: mpsc::Receiver<Command>,
+    waker: Arc<Waker>,
+    stats: Arc<WorkerStats>,
+    shared: Arc<Shared>,
+    prompts: Arc<PromptSet>,
+    ringback: Arc<Prompt>,
+    epoll: Epoll,
+    events: Events,
+    batch: Batch,
+    /// Forwards of the current receive batch: (slot, len, destination).
+    sends: Vec<(usize, usize, SocketAddr)>,
+    scratch: Box<[u8; MAX_DATAGRAM]>,
+    /// Calls by slot; the slot is in the epoll tokens of their sockets.
+    calls: Vec<Option<CallState>>,
+    free: Vec<usize>,
+    /// Call id → slot (commands address calls by id).
+    by_id: std::collections::HashMap<u64, usize>,
+    timers: BinaryHeap<Timer>,
+    counters: Counters,
+}
+
+impl Worker {
+    pub(super) fn new(
+        commands: mpsc::Receiver<Command>,
+        waker: Arc<Waker>,
+        stats: Arc<WorkerStats>,
+        shared: Arc<Shared>,
+        prompts: Arc<PromptSet>,
+        ringback: Arc<Prompt>,
+    ) -> std::io::Result<Self> {
+        let epoll = Epoll::new()?;
+        epoll.add(waker.raw(), WAKER)?;
+        Ok(Worker {
+            commands,
+            waker,
+            stats,
+            shared,
+            prompts,
+            ringback,
+            epoll,
+            events: Events::with_capacity(EPOLL_BATCH),
+            batch: Batch::new(RECV_BATCH),
+            sends: Vec::with_capacity(RECV_BATCH),
+            scratch: Box::new([0; MAX_DATAGRAM]),
+            calls: Vec::new(),
+            free: Vec::new(),
+            by_id: std::collections::HashMap::new(),
+            timers: BinaryHeap::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The worker loop; returns on `Shutdown` or when every command sender is gone.
+    pub(super) fn run(mut self) {
+        let mut now = Instant::now();
+        loop {
+            let timeout = self.timeout(now);
+            if let Err(e) = self.epoll.wait(&mut self.events, timeout) {
+                tracing::error!(error = %e, "media worker: epoll_wait failed");
+                return;
+            }
+            now = Instant::now();
+            let mut woken = false;
+            for i in 0..self.events.len() {
+                match self.events.token(i) {
+                    Some(WAKER) => woken = true,
+                    Some(t) => self.on_readable(t, now),
+                    None => {}
+                }
+            }
+            if woken && !self.commands_(now) {
+                self.close_all();
+                return;
+            }
+            self.fire_timers(now);
+            self.stats.publish(&self.counters);
+        }
+    }
+
+    /// Milliseconds until the earliest due frame (rounded up), or -1 for none.
+    fn timeout(&self, now: Instant) -> i32 {
+        match self.timers.peek() {
+            None => -1,
+            Some(Reverse((due, ..))) => {
+                let us = due.saturating_duration_since(now).as_micros();
+                i32::try_from(us.div_ceil(1000)).unwrap_or(i32::MAX)
+            }
+        }
+    }
+
+    /// The packet path: one readiness event of one socket.
+    fn on_readable(&mut self, token: u64, now: Instant) {
+        let (slot, side, rtcp) = untoken(token);
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(fd) = call.fd(side, rtcp) else {
+            return;
+        };
+        let n = match self.batch.recv(fd, RECV_BATCH) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "media: recvmmsg failed");
+                return;
+            }
+        };
+        let c = &mut self.counters;
+        self.sends.clear();
+        for i in 0..n {
+            let Some((from, buf)) = self.batch.received(i) else {
+                continue;
+            };
+            c.received += 1;
+            let decision = if rtcp {
+                call.relay.on_rtcp(side, from, buf, now)
+            } else {
+                call.relay.on_packet(side, from, buf, now)
+            };
+            match decision {
+                RelayDecision::Forward { to, len, digit } => {
+                    // Recorder tap (issue 4): `buf[..len]`, rewritten for side.other().
+                    report(call, c, side, digit);
+                    self.sends.push((i, len, to));
+                }
+                RelayDecision::Consume { digit } => {
+                    // Recorder tap (issue 4): `buf` as received from `side` (muted audio).
+                    report(call, c, side, digit);
+                    c.consumed += 1;
+                    if rtcp || classify(buf) == PacketKind::Rtcp {
+                        c.rtcp_received += 1;
+                    }
+                }
+                RelayDecision::Drop(reason) => count_drop(c, reason),
+            }
+        }
+        if self.sends.is_empty() {
+            return;
+        }
+        let total = self.sends.len() as u64;
+        let sent = match call.fd(side.other(), false) {
+            Some(out) => self.batch.send(out, &self.sends) as u64,
+            None => 0,
+        };
+        c.relayed += sent;
+        c.dropped_send += total - sent;
+    }
+
+    /// Handles queued commands; `false` when the worker must stop.
+    fn commands_(&mut self, now: Instant) -> bool {
+        self.waker.drain();
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Ok(command) => self.command(command, now),
+                Err(mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command, now: Instant) {
+        let (id, side) = match command {
+            Command::Open { call, events } => return self.open(call, events),
+            Command::Close { call } => return self.close(call),
+            Command::Sockets {
+                call,
+                side,
+                sockets,
+            } => return self.sockets(call, side, sockets, now),
+            Command::Shutdown => return,
+            Command::SetLeg { call, side, .. }
+            | Command::Play { call, side, .. }
+            | Command::Stop { call, side } => (call, Some(side)),
+            Command::Ringback { call, .. } => (call, Some(Side::A)),
+            Command::Bridge { call, .. } => (call, None),
+        };
+        let Some(&slot) = self.by_id.get(&id) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        match command {
+            Command::SetLeg {
+                side,
+                media,
+                latch,
+                ssrc,
+                seq,
+                ts,
+                ..
+            } => call.set_leg(side, call::leg_config(media, latch, ssrc, seq, ts), now),
+            Command::Play { side, prompt, .. } => call.play(side, prompt, now),
+            Command::Stop { side, .. } => call.stop(side),
+            Command::Ringback { on, .. } => call.set_ringback(on, now),
+            Command::Bridge { on, .. } => call.bridge(on),
+            _ => {}
+        }
+        if let Some(side) = side {
+            self.pump(slot, side, now);
+        }
+    }
+
+    fn open(&mut self, id: u64, events: EventTx) {
+        let state = CallState::new(id, events);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.calls[slot] = Some(state);
+                slot
+            }
+            None => {
+                self.calls.push(Some(state));
+                self.calls.len() - 1
+            }
+        };
+        self.by_id.insert(id, slot);
+        self.counters.calls += 1;
+    }
+
+    fn sockets(&mut self, id: u64, side: Side, sockets: LegSockets, now: Instant) {
+        let Some(&slot) = self.by_id.get(&id) else {
+            // The call closed already: the sockets close here; return the pair.
+            self.shared.release(sockets.pair, false);
+            return;
+        };
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let registered = self
+            .epoll
+            .add(sockets.rtp.as_raw_fd(), token(slot, side, false))
+            .and_then(|()| {
+                self.epoll
+                    .add(sockets.rtcp.as_raw_fd(), token(slot, side, true))
+            });
+        if let Err(e) = registered {
+            tracing::error!(error = %e, "media: cannot watch leg sockets");
+        }
+        if let Some(old) = call.sockets[index(side)].replace(sockets) {
+            self.epoll.delete(old.rtp.as_raw_fd());
+            self.epoll.delete(old.rtcp.as_raw_fd());
+            let pair = old.pair;
+            drop(old);
+            self.shared.release(pair, true);
+        } else {
+            self.counters.legs += 1;
+        }
+        call.kick(side, now);
+        self.pump(slot, side, now);
+    }
+
+    fn close(&mut self, id: u64) {
+        let Some(slot) = self.by_id.remove(&id) else {
+            return;
+        };
+        let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(slot);
+        self.counters.calls = self.counters.calls.saturating_sub(1);
+        let sockets: Vec<LegSockets> = call.take_sockets().collect();
+        for s in sockets {
+            self.epoll.delete(s.rtp.as_raw_fd());
+            self.epoll.delete(s.rtcp.as_raw_fd());
+            let pair = s.pair;
+            drop(s);
+            self.counters.legs = self.counters.legs.saturating_sub(1);
+            self.shared.release(pair, true);
+        }
+    }
+
+    fn close_all(&mut self) {
+        let ids: Vec<u64> = self.by_id.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+        self.stats.publish(&self.counters);
+    }
+
+    /// Sends a side's due frames and schedules its next one.
+    fn pump(&mut self, slot: usize, side: Side, now: Instant) {
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            prompts: &self.prompts,
+            ringback: &self.ringback,
+            scratch: &mut self.scratch,
+            counters: &mut self.counters,
+        };
+        // A duplicate entry is harmless: `fire_timers` skips entries that are not the
+        // side's current due time.
+        if let Some(due) = call.pump(side, now, &mut ctx) {
+            self.timers.push(Reverse((due, slot, call.id, index(side))));
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((due, slot, id, side))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(call) = self.calls.get(slot).and_then(Option::as_ref) else {
+                continue;
+            };
+            let side = if side == 0 { Side::A } else { Side::B };
+            // Stale entries (call gone, slot reused, schedule changed) are skipped.
+            if call.id != id || call.next_due(side) != Some(due) {
+                continue;
+            }
+            self.pump(slot, side, now);
+        }
+    }
+}
+
+fn report(call: &CallState, c: &mut Counters, side: Side, digit: Option<DigitPress>) {
+    if let Some(d) = digit {
+        c.digits += 1;
+        call.emit(MediaEvent::Digit {
+            side,
+            digit: d.digit,
+        });
+    }
+}
+
+fn count_drop(c: &mut Counters, reason: DropReason) {
+    match reason {
+        DropReason::WrongSource => c.dropped_wrong_source += 1,
+        DropReason::Malformed => c.dropped_malformed += 1,
+        DropReason::PayloadType => c.dropped_payload_type += 1,
+        DropReason::NoLeg => c.dropped_no_leg += 1,
+    }
+}
