@@ -16,7 +16,8 @@
 //!
 //! Without sipp (or its pcaps) the tests print why and pass, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing test prints its gateway log and every sipp's
-//! errors and message trace, and keeps its directory (under `CARGO_TARGET_TMPDIR`).
+//! errors and message trace, and keeps its directory (under `CARGO_TARGET_TMPDIR`; set
+//! `SALLYPORT_TEST_KEEP=1` to keep it when the test passes too).
 //! Run one: `cargo test --test sip_calls -- busy`; all at once in less wall time:
 //! `cargo test --test sip_calls -- --test-threads=8` (they mostly wait).
 
@@ -817,6 +818,8 @@ impl Drop for Case {
         }
         if std::thread::panicking() {
             self.dump();
+        } else if std::env::var_os("SALLYPORT_TEST_KEEP").is_some() {
+            eprintln!("{}: files kept in {}", self.name, self.dir.display());
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
