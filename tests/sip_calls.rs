@@ -582,6 +582,7 @@ struct Trunk {
     mode: &'static str,
     ring_ms: u32,
     key: &'static str,
+    key_via: Via,
     key_ms: u32,
     then: &'static str,
     hold_ms: u32,
@@ -595,6 +596,7 @@ impl Trunk {
             mode: "answer",
             ring_ms: 500,
             key,
+            key_via: Via::Rtp,
             key_ms: 1000,
             then: "wait",
             hold_ms: 0,
@@ -610,6 +612,13 @@ impl Trunk {
         Trunk {
             mode: "ring",
             ..Trunk::answer("none")
+        }
+    }
+    /// Presses the key by SIP INFO instead of RFC 4733.
+    fn key_by_info(self) -> Trunk {
+        Trunk {
+            key_via: Via::Info,
+            ..self
         }
     }
     /// Hangs up `ms` after pressing the key.
@@ -737,6 +746,7 @@ impl Case {
             "-mp", &self.ports.trunk_media.to_string(),
             "-set", "mode", t.mode, "-set", "ring_ms", &t.ring_ms.to_string(),
             "-set", "key", t.key, "-set", "key_ms", &t.key_ms.to_string(),
+            "-set", "key_via", if t.key_via == Via::Rtp { "rtp" } else { "info" },
             "-set", "then", t.then, "-set", "hold_ms", &t.hold_ms.to_string(),
         ]
         .iter()
@@ -1011,14 +1021,14 @@ fn insufficient_funds() {
     assert_eq!(api.balance(&inmate.account), dec("0.0024"));
 }
 
-/// The called party presses 2: both legs end, nothing is charged.
+/// The called party presses 2 (by SIP INFO): both legs end, nothing is charged.
 #[test]
 fn called_party_declines() {
     let Some(case) = Case::start("declined") else { return };
     let api = case.api();
     let inmate = book(&api, "S-800", "4096", NUMBER, false);
     fund(&api, &inmate, "1.00");
-    let mut trunk = case.trunk(Trunk::answer("2"));
+    let mut trunk = case.trunk(Trunk::answer("2").key_by_info());
     let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Info));
     hs.expect_ok(Duration::from_secs(40));
     trunk.expect_ok(Duration::from_secs(40));
@@ -1070,14 +1080,15 @@ fn caller_hangs_up_while_ringing_cancels_the_trunk() {
     api.assert_ledger_clean();
 }
 
-/// An attorney: the call is never recorded. Dialed as a national number.
+/// An attorney: the call is never recorded. Dialed as a national number; the called
+/// party accepts by SIP INFO.
 #[test]
 fn privileged_contact_is_not_recorded() {
     let Some(case) = Case::start("privileged") else { return };
     let api = case.api();
     let inmate = book(&api, "S-1100", "9753", NUMBER, true);
     fund(&api, &inmate, "1.00");
-    let mut trunk = case.trunk(Trunk::answer("1").hang_up_after(2_000));
+    let mut trunk = case.trunk(Trunk::answer("1").key_by_info().hang_up_after(2_000));
     let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp).dial("5551230001"));
     trunk.expect_ok(Duration::from_secs(40));
     hs.expect_ok(Duration::from_secs(20));

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Call set-ups per second against the real release binary, with sipp placing full calls:
+# handset INVITE, PIN by SIP INFO, PIN check, destination checks and rating, trunk INVITE,
+# called party answers and presses 1, bridge, per-increment debits, the inmate hangs up.
+#
+# Every call needs its own inmate (one live call per inmate), PIN, approved contact,
+# funds and handset: the script books them through the HTTP API first.
+#
+#   bench/call_setups.sh                       # 200 calls at 10 calls/s, 4 s held
+#   RATE=25 CALLS=1000 HOLD_MS=8000 bench/call_setups.sh
+#
+# Environment: RATE (calls/s offered), CALLS (total), HOLD_MS (the inmate hangs up this
+# long after the PIN), BIN (default target/release/sallyport, built if missing), PAR
+# (parallel API requests while booking), KEEP=1 (keep the work directory), SIPP_PCAPS
+# (default /usr/share/sip-tester). Needs sipp, curl, jq, ss. See bench/README.md.
+set -euo pipefail
+
+RATE=${RATE:-10}
+CALLS=${CALLS:-200}
+HOLD_MS=${HOLD_MS:-4000}
+PAR=${PAR:-4}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$ROOT/target/release/sallyport}
+PCAPS=${SIPP_PCAPS:-/usr/share/sip-tester}
+TOKEN=bench-admin-token
+NUMBER=+15551230001
+
+for tool in sipp curl jq ss; do
+  command -v "$tool" >/dev/null || { echo "call_setups: $tool is required" >&2; exit 2; }
+done
+[ -f "$PCAPS/dtmf_2833_1.pcap" ] || { echo "call_setups: no DTMF pcaps in $PCAPS" >&2; exit 2; }
+(( CALLS <= 7000 )) || { echo "call_setups: CALLS <= 7000 (four-digit PINs)" >&2; exit 2; }
+if [ ! -x "$BIN" ]; then
+  echo "building $BIN ..."
+  (cd "$ROOT" && cargo build --release -j2 --bin sallyport)
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/call_setups.XXXXXX")
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# ---- ports: a block below the ephemeral range with nothing bound in it ---------------
+used=$(ss -Hanu | awk '{print $4}' | sed 's/.*://' | sort -un)
+free_block() { # size -> base
+  local size=$1 base
+  for _ in $(seq 50); do
+    base=$(( (10000 + RANDOM % (20000 - size)) / 2 * 2 ))
+    if ! awk -v lo="$base" -v hi=$((base + size)) '$1 >= lo && $1 < hi {found=1} END {exit !found}' <<<"$used"; then
+      echo "$base"; return
+    fi
+  done
+  echo "call_setups: no free port block" >&2; exit 2
+}
+RTP_SPAN=$(( (RATE * (HOLD_MS / 1000 + 20)) * 4 + 400 ))
+(( RTP_SPAN > 9000 )) && RTP_SPAN=9000
+BASE=$(free_block $((RTP_SPAN + 16)))
+TRUNK_SIP=$BASE; TRUNK_MEDIA=$((BASE + 2)); HS_SIP=$((BASE + 8)); HS_MEDIA=$((BASE + 10))
+RTP_MIN=$((BASE + 16)); RTP_MAX=$((BASE + 16 + RTP_SPAN - 1))
+
+# ---- the gateway ---------------------------------------------------------------------
+(
+  cd "$ROOT"
+  SALLYPORT_DATABASE_URL="sqlite://$WORK/db.sqlite" SALLYPORT_NODE_DATA_DIR="$WORK" \
+  SALLYPORT_HTTP_LISTEN=127.0.0.1:0 SALLYPORT_HTTP_ADMIN_TOKEN=$TOKEN \
+  SALLYPORT_SIP_UDP_LISTEN=127.0.0.1:0 SALLYPORT_SIP_TCP_LISTEN=127.0.0.1:0 \
+  SALLYPORT_SIP_TRUNK=127.0.0.1:$TRUNK_SIP SALLYPORT_SIP_MAX_REQUESTS_PER_SECOND=5000 \
+  SALLYPORT_RTP_PORT_MIN=$RTP_MIN SALLYPORT_RTP_PORT_MAX=$RTP_MAX SALLYPORT_RTP_ADVERTISED_IP=127.0.0.1 \
+  SALLYPORT_DATABASE_MAX_CONNECTIONS=${DB_CONNECTIONS:-8} SALLYPORT_LOG=${SALLYPORT_LOG:-warn} NO_COLOR=1 \
+  exec "$BIN" serve >"$WORK/gateway.stdout" 2>"$WORK/gateway.log"
+) &
+PIDS+=($!)
+for _ in $(seq 300); do
+  grep -q '^sallyport: SIP listening on' "$WORK/gateway.stdout" 2>/dev/null && break
+  sleep 0.1
+done
+HTTP=$(sed -n 's|^sallyport: HTTP API listening on http://||p' "$WORK/gateway.stdout")
+SIP=$(sed -n 's|^sallyport: SIP listening on udp://\([^ ]*\).*|\1|p' "$WORK/gateway.stdout")
+[ -n "$HTTP" ] && [ -n "$SIP" ] || { echo "call_setups: the gateway did not start" >&2; cat "$WORK/gateway.log" >&2; exit 1; }
+API=http://$HTTP/api/v1
+
+api() { # METHOD PATH [JSON] [IDEMPOTENCY-KEY]
+  local args=(-sS -f -X "$1" -H "Authorization: Bearer $TOKEN" "$API$2")
+  [ -n "${3:-}" ] && args+=(-H 'Content-Type: application/json' -d "$3")
+  [ -n "${4:-}" ] && args+=(-H "Idempotency-Key: $4")
+  curl "${args[@]}"
+}
+export -f api; export API TOKEN NUMBER
+
+# ---- the books: 3-second increments at $0.05/min, one inmate per call -----------------
+curl -sS -f -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: text/csv' \
+  --data-binary $'class,service,per_minute,increment_secs\nlocal,audio,0.05,3\ndomestic,audio,0.05,3\ninternational,audio,0.05,3\n' \
+  "$API/rate-plans?id=bench-3s&max_call_secs=3600" >/dev/null
+api PATCH /facilities/DEMO '{"rate_plan_id":"bench-3s"}' >/dev/null
+
+book_one() { # i -> "handset;d;d;d;d"
+  local i=$1 pin inmate contact account
+  pin=$(printf '%04d' $((2000 + i)))
+  inmate=$(api POST /facilities/DEMO/inmates "{\"booking_number\":\"BENCH-$i\",\"first_name\":\"Bench\",\"last_name\":\"$i\",\"pin\":\"$pin\"}")
+  account=$(jq -r .account_id <<<"$inmate")
+  contact=$(api POST "/inmates/$(jq -r .id <<<"$inmate")/contacts" "{\"number\":\"$NUMBER\",\"name\":\"Family $i\"}")
+  api POST "/contacts/$(jq -r .id <<<"$contact")/approve" >/dev/null
+  api POST "/accounts/$account/deposits" '{"amount":"5.00","method":"online","depositor":"bench"}' "bench-$i" >/dev/null
+  api POST /facilities/DEMO/handsets "{\"name\":\"bench $i\",\"sip_username\":\"bench-hs-$i\"}" >/dev/null
+  echo "bench-hs-$i;${pin:0:1};${pin:1:1};${pin:2:1};${pin:3:1}"
+}
+export -f book_one
+echo "booking $CALLS inmates (PIN, approved contact, \$5.00, handset) ..."
+t0=$(date +%s.%N)
+{ echo SEQUENTIAL; seq 1 "$CALLS" | xargs -P "$PAR" -I{} bash -c 'book_one {}'; } >"$WORK/calls.csv"
+[ "$(wc -l <"$WORK/calls.csv")" -eq $((CALLS + 1)) ] || { echo "call_setups: booking failed" >&2; exit 1; }
+awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "booked in %.1f s\n", b - a }'
+
+# ---- the calls -----------------------------------------------------------------------
+mkdir -p "$WORK/trunk" "$WORK/handset"
+cp "$PCAPS/dtmf_2833_1.pcap" "$WORK/trunk/key1.pcap"
+cp "$PCAPS/dtmf_2833_2.pcap" "$WORK/trunk/key2.pcap"
+cp "$PCAPS/dtmf_2833_1.pcap" "$WORK/handset/pin.pcap" # loaded by the scenario, unused with INFO
+(
+  cd "$WORK/trunk"
+  exec sipp -sf "$ROOT/tests/sipp/trunk.xml" -i 127.0.0.1 -p "$TRUNK_SIP" -mi 127.0.0.1 -mp "$TRUNK_MEDIA" \
+    -aa -nostdin -set mode answer -set ring_ms 200 -set key 1 -set key_via rtp -set key_ms 500 -set then wait -set hold_ms 0 \
+    -trace_err -error_file errors.log >screen.log 2>&1
+) &
+TRUNK_PID=$!; PIDS+=($TRUNK_PID)
+sleep 0.5
+
+# Live calls, sampled once a second.
+(
+  while :; do
+    n=$(curl -sS -H "Authorization: Bearer $TOKEN" "$API/calls/active?limit=1000" 2>/dev/null | jq 'length' 2>/dev/null || echo 0)
+    echo "$n"; sleep 1
+  done
+) >"$WORK/active.samples" &
+PIDS+=($!)
+
+echo "placing $CALLS calls at $RATE/s, each held ${HOLD_MS} ms after the PIN ..."
+start=$(date +%s.%N)
+set +e
+(
+  cd "$WORK/handset"
+  exec sipp -sf "$ROOT/tests/sipp/handset.xml" -i 127.0.0.1 -p "$HS_SIP" -mi 127.0.0.1 -mp "$HS_MEDIA" \
+    -s "$NUMBER" "$SIP" -inf "$WORK/calls.csv" -r "$RATE" -m "$CALLS" -aa -nostdin \
+    -timeout $(( CALLS / RATE + HOLD_MS / 1000 + 120 ))s \
+    -set pin_via info -set attempts 1 -set pin_ms 0 -set then bye -set hold_ms "$HOLD_MS" \
+    -trace_err -error_file errors.log -trace_stat -stf stats.csv -fd 1 >screen.log 2>&1
+)
+SIPP_RC=$?
+set -e
+elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+sleep 2
+kill "$TRUNK_PID" 2>/dev/null || true
+
+# ---- what happened -------------------------------------------------------------------
+for off in $(seq 0 1000 $((CALLS + 1000))); do
+  curl -sS -f -H "Authorization: Bearer $TOKEN" "$API/calls?facility=DEMO&limit=1000&offset=$off"
+done | jq -s 'add' >"$WORK/cdrs.json"
+ledger=$(api GET /ledger/check | jq -c '.violations')
+
+jq -r --arg rate "$RATE" --arg elapsed "$elapsed" '
+  def t: if . == null then null else (sub("\\.[0-9]+Z$"; "Z") | fromdate) + ((capture("\\.(?<f>[0-9]+)Z$").f // "0") | ("0." + .) | tonumber) end;
+  def peak(f; g): [ .[] | select(f != null) | [(f|t), 1], [(g|t), -1] ] | sort
+                  | reduce .[] as $e ({n: 0, max: 0}; .n += $e[1] | .max = ([.max, .n] | max)) | .max;
+  (map(select(.accepted_at != null))) as $ok
+  | ($ok | map(.accepted_at | t)) as $acc
+  | (map(.invite_at | t) | min) as $first
+  | "offered rate        \($rate) calls/s (sipp ran \($elapsed | tonumber | . * 10 | round / 10) s)",
+    "calls recorded      \(length)",
+    "accepted (bridged)  \($ok | length)",
+    "set-ups per second  \(if ($ok|length) > 1 then (($ok|length) / (($acc|max) - $first) * 100 | round / 100) else 0 end)  (accepted calls / first INVITE to last acceptance)",
+    "end reasons         \(group_by(.end_reason) | map("\(.[0].end_reason)=\(length)") | join(" "))",
+    "increments debited  \(map(.billed_increments) | add)  amount \(map(.amount | tonumber) | add)",
+    "peak calls bridged  \(peak(.accepted_at; .end_at))  (from CDR times)",
+    "peak sessions open  \(peak(.invite_at; .end_at))",
+    "set-up time         median \($ok | map((.accepted_at|t) - (.invite_at|t)) | sort | .[length/2|floor] * 100 | round / 100) s  (INVITE to acceptance, PIN and announcement included)"
+' "$WORK/cdrs.json"
+echo "peak live (sampled) $(sort -n "$WORK/active.samples" | tail -1)"
+echo "sipp                $(grep -E 'Successful call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "successful " $3}')," \
+     "$(grep -E 'Failed call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "failed " $3}') (exit $SIPP_RC)"
+echo "ledger check        violations $ledger"
+echo "gateway warnings    $(grep -c -E 'WARN|ERROR' "$WORK/gateway.log" || true) (see gateway.log with KEEP=1)"
