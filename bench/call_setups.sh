@@ -46,18 +46,22 @@ trap cleanup EXIT
 
 # ---- ports: a block below the ephemeral range with nothing bound in it ---------------
 used=$(ss -Hanu | awk '{print $4}' | sed 's/.*://' | sort -un)
-free_block() { # size -> base
-  local size=$1 base
-  for _ in $(seq 50); do
-    base=$(( (10000 + RANDOM % (20000 - size)) / 2 * 2 ))
+free_block() { # size -> base: first fit from a random start, 100-port steps
+  local size=$1 start base i
+  start=$(( RANDOM % 227 ))
+  for i in $(seq 0 226); do
+    base=$(( 10000 + ((start + i) % 227) * 100 ))
+    (( base + size <= 32700 )) || continue
     if ! awk -v lo="$base" -v hi=$((base + size)) '$1 >= lo && $1 < hi {found=1} END {exit !found}' <<<"$used"; then
       echo "$base"; return
     fi
   done
-  echo "call_setups: no free port block" >&2; exit 2
+  echo "call_setups: no free block of $size UDP ports in 10000-32699" >&2; exit 2
 }
-RTP_SPAN=$(( (RATE * (HOLD_MS / 1000 + 20)) * 4 + 400 ))
-(( RTP_SPAN > 9000 )) && RTP_SPAN=9000
+# Two RTP/RTCP pairs per live call; a call lives ~2 s of set-up + HOLD_MS + ~1 s, longer
+# when the box saturates: twice that.
+RTP_SPAN=${RTP_SPAN:-$(( RATE * (HOLD_MS / 1000 + 4) * 4 * 2 + 400 ))}
+(( RTP_SPAN > 12000 )) && RTP_SPAN=12000
 BASE=$(free_block $((RTP_SPAN + 16)))
 TRUNK_SIP=$BASE; TRUNK_MEDIA=$((BASE + 2)); HS_SIP=$((BASE + 8)); HS_MEDIA=$((BASE + 10))
 RTP_MIN=$((BASE + 16)); RTP_MAX=$((BASE + 16 + RTP_SPAN - 1))
@@ -73,7 +77,8 @@ RTP_MIN=$((BASE + 16)); RTP_MAX=$((BASE + 16 + RTP_SPAN - 1))
   SALLYPORT_DATABASE_MAX_CONNECTIONS=${DB_CONNECTIONS:-8} SALLYPORT_LOG=${SALLYPORT_LOG:-warn} NO_COLOR=1 \
   exec "$BIN" serve >"$WORK/gateway.stdout" 2>"$WORK/gateway.log"
 ) &
-PIDS+=($!)
+GW_PID=$!; PIDS+=($GW_PID)
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$GW_PID/stat"; }
 for _ in $(seq 300); do
   grep -q '^sallyport: SIP listening on' "$WORK/gateway.stdout" 2>/dev/null && break
   sleep 0.1
@@ -140,6 +145,7 @@ PIDS+=($!)
 
 echo "placing $CALLS calls at $RATE/s, each held ${HOLD_MS} ms after the PIN ..."
 start=$(date +%s.%N)
+cpu0=$(cpu_secs)
 set +e
 (
   cd "$WORK/handset"
@@ -152,6 +158,7 @@ set +e
 SIPP_RC=$?
 set -e
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+cpu=$(awk -v a="$cpu0" -v b="$(cpu_secs)" 'BEGIN { printf "%.1f", b - a }')
 sleep 2
 kill "$TRUNK_PID" 2>/dev/null || true
 
@@ -171,15 +178,17 @@ jq -r --arg rate "$RATE" --arg elapsed "$elapsed" '
   | "offered rate        \($rate) calls/s (sipp ran \($elapsed | tonumber | . * 10 | round / 10) s)",
     "calls recorded      \(length)",
     "accepted (bridged)  \($ok | length)",
-    "set-ups per second  \(if ($ok|length) > 1 then (($ok|length) / (($acc|max) - $first) * 100 | round / 100) else 0 end)  (accepted calls / first INVITE to last acceptance)",
+    "set-ups per second  \(if ($ok|length) > 1 then ((($ok|length) - 1) / (($acc|max) - ($acc|min)) * 100 | round / 100) else 0 end)  (acceptances per second, first to last)",
+    "                    \(if ($ok|length) > 1 then (($ok|length) / (($acc|max) - $first) * 100 | round / 100) else 0 end)  (accepted calls / first INVITE to last acceptance)",
     "end reasons         \(group_by(.end_reason) | map("\(.[0].end_reason)=\(length)") | join(" "))",
-    "increments debited  \(map(.billed_increments) | add)  amount \(map(.amount | tonumber) | add)",
+    "increments debited  \(map(.billed_increments) | add)  amount \(map(.amount | tonumber) | add | . * 10000 | round / 10000)",
     "peak calls bridged  \(peak(.accepted_at; .end_at))  (from CDR times)",
     "peak sessions open  \(peak(.invite_at; .end_at))",
     "set-up time         median \($ok | map((.accepted_at|t) - (.invite_at|t)) | sort | .[length/2|floor] * 100 | round / 100) s  (INVITE to acceptance, PIN and announcement included)"
 ' "$WORK/cdrs.json"
-echo "peak live (sampled) $(sort -n "$WORK/active.samples" | tail -1)"
+echo "peak live (sampled) $(sort -n "$WORK/active.samples" | tail -1)  (GET /calls/active returns at most 1000)"
 echo "sipp                $(grep -E 'Successful call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "successful " $3}')," \
      "$(grep -E 'Failed call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "failed " $3}') (exit $SIPP_RC)"
+echo "gateway CPU         ${cpu} s user+system while sipp ran ($(nproc) cores)"
 echo "ledger check        violations $ledger"
-echo "gateway warnings    $(grep -c -E 'WARN|ERROR' "$WORK/gateway.log" || true) (see gateway.log with KEEP=1)"
+echo "gateway warnings    $(grep -c -E 'WARN|ERROR' "$WORK/gateway.log" || true), of which 'no media ports' $(grep -c 'no media ports' "$WORK/gateway.log" || true) (RTP range $RTP_MIN-$RTP_MAX: $((RTP_SPAN / 4)) calls; see gateway.log with KEEP=1)"
