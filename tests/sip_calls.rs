@@ -50,7 +50,9 @@ fn dec(s: &str) -> Decimal {
 }
 
 fn money(v: &Value) -> Decimal {
-    dec(v.as_str().unwrap_or_else(|| panic!("not a money string: {v}")))
+    dec(v
+        .as_str()
+        .unwrap_or_else(|| panic!("not a money string: {v}")))
 }
 
 // ---- external tools -------------------------------------------------------------------
@@ -91,6 +93,7 @@ fn sipp_present() -> bool {
 /// from the process id so two test processes rarely meet, and are checked free.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
+    /// sipp binds its media port and media port + 2 (video): media ports are 4 apart.
     trunk_sip: u16,
     trunk_media: u16,
     handsets: [(u16, u16); 2],
@@ -115,9 +118,9 @@ fn ports() -> Ports {
     for _ in 0..blocks {
         let n = NEXT.fetch_add(1, Ordering::SeqCst) % blocks;
         let base = u16::try_from(10_000 + n * BLOCK).expect("port");
-        // sipp binds its media port and media port + 2 (video).
-        let singles = [0, 2, 4, 8, 10, 12, 14, 16, 18, 20, 22];
-        if singles.iter().all(|o| udp_free(base + o)) {
+        // Every port of the block, the gateway's RTP range included: other processes on
+        // this machine (other test runs, load scripts) come and go in this range too.
+        if (0..BLOCK as u16).all(|o| udp_free(base + o)) {
             return Ports {
                 trunk_sip: base,
                 trunk_media: base + 2,
@@ -264,7 +267,13 @@ impl Api {
         (status, v)
     }
 
-    fn ok(&self, method: &str, path: &str, body: Option<(&str, String)>, key: Option<&str>) -> Value {
+    fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+        key: Option<&str>,
+    ) -> Value {
         let (s, v) = self.request(method, path, body, key);
         assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
         v
@@ -275,7 +284,12 @@ impl Api {
     }
 
     fn send(&self, method: &str, path: &str, v: Value) -> Value {
-        self.ok(method, path, Some(("application/json", v.to_string())), None)
+        self.ok(
+            method,
+            path,
+            Some(("application/json", v.to_string())),
+            None,
+        )
     }
 
     fn money(&self, path: &str, key: &str, v: Value) -> Value {
@@ -426,13 +440,19 @@ impl Gateway {
         let mut child = Command::new(BIN)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("serve")
-            .env("SALLYPORT_DATABASE_URL", format!("sqlite://{}/db.sqlite", dir.display()))
+            .env(
+                "SALLYPORT_DATABASE_URL",
+                format!("sqlite://{}/db.sqlite", dir.display()),
+            )
             .env("SALLYPORT_NODE_DATA_DIR", dir)
             .env("SALLYPORT_HTTP_LISTEN", "127.0.0.1:0")
             .env("SALLYPORT_HTTP_ADMIN_TOKEN", ADMIN)
             .env("SALLYPORT_SIP_UDP_LISTEN", "127.0.0.1:0")
             .env("SALLYPORT_SIP_TCP_LISTEN", "127.0.0.1:0")
-            .env("SALLYPORT_SIP_TRUNK", format!("127.0.0.1:{}", ports.trunk_sip))
+            .env(
+                "SALLYPORT_SIP_TRUNK",
+                format!("127.0.0.1:{}", ports.trunk_sip),
+            )
             .env("SALLYPORT_RTP_PORT_MIN", ports.rtp.0.to_string())
             .env("SALLYPORT_RTP_PORT_MAX", ports.rtp.1.to_string())
             .env("SALLYPORT_RTP_ADVERTISED_IP", "127.0.0.1")
@@ -509,12 +529,24 @@ impl Sipp {
             .arg("-sf")
             .arg(Path::new(SCENARIOS).join(scenario))
             .args(args)
-            .args(["-m", "1", "-nostdin", "-aa", "-timeout", "90s", "-timeout_error"])
+            .args([
+                "-m",
+                "1",
+                "-nostdin",
+                "-aa",
+                "-timeout",
+                "90s",
+                "-timeout_error",
+            ])
             .args(["-trace_msg", "-message_file", "messages.log"])
             .args(["-trace_err", "-error_file", "errors.log"])
             .stdin(Stdio::null())
-            .stdout(Stdio::from(fs::File::create(dir.join("screen.log")).unwrap()))
-            .stderr(Stdio::from(fs::File::create(dir.join("stderr.log")).unwrap()));
+            .stdout(Stdio::from(
+                fs::File::create(dir.join("screen.log")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                fs::File::create(dir.join("stderr.log")).unwrap(),
+            ));
         fs::write(dir.join("command.txt"), format!("{cmd:?}\n")).unwrap();
         Sipp {
             name: name.into(),
@@ -742,12 +774,35 @@ impl Case {
         dtmf_pcap("1", &dir.join("key1.pcap"));
         dtmf_pcap("2", &dir.join("key2.pcap"));
         let args: Vec<String> = [
-            "-i", "127.0.0.1", "-p", &self.ports.trunk_sip.to_string(), "-mi", "127.0.0.1",
-            "-mp", &self.ports.trunk_media.to_string(),
-            "-set", "mode", t.mode, "-set", "ring_ms", &t.ring_ms.to_string(),
-            "-set", "key", t.key, "-set", "key_ms", &t.key_ms.to_string(),
-            "-set", "key_via", if t.key_via == Via::Rtp { "rtp" } else { "info" },
-            "-set", "then", t.then, "-set", "hold_ms", &t.hold_ms.to_string(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &self.ports.trunk_sip.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &self.ports.trunk_media.to_string(),
+            "-set",
+            "mode",
+            t.mode,
+            "-set",
+            "ring_ms",
+            &t.ring_ms.to_string(),
+            "-set",
+            "key",
+            t.key,
+            "-set",
+            "key_ms",
+            &t.key_ms.to_string(),
+            "-set",
+            "key_via",
+            if t.key_via == Via::Rtp { "rtp" } else { "info" },
+            "-set",
+            "then",
+            t.then,
+            "-set",
+            "hold_ms",
+            &t.hold_ms.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -767,21 +822,51 @@ impl Case {
         let keys = vec![format!("{}#", h.pin); h.attempts as usize].join("_");
         let plays = dtmf_pcap(&keys, &dir.join("pin.pcap"));
         let d: Vec<char> = h.pin.chars().collect();
-        assert_eq!(d.len(), 4, "the INFO branch of handset.xml sends four digits");
+        assert_eq!(
+            d.len(),
+            4,
+            "the INFO branch of handset.xml sends four digits"
+        );
         fs::write(
             dir.join("calls.csv"),
-            format!("SEQUENTIAL\n{};{};{};{};{}\n", h.user, d[0], d[1], d[2], d[3]),
+            format!(
+                "SEQUENTIAL\n{};{};{};{};{}\n",
+                h.user, d[0], d[1], d[2], d[3]
+            ),
         )
         .unwrap();
         let (sip, media) = self.ports.handsets[slot];
         let gw = self.gateway.as_ref().expect("gateway running").sip;
         let via = if h.via == Via::Rtp { "rtp" } else { "info" };
         let args: Vec<String> = [
-            "-i", "127.0.0.1", "-p", &sip.to_string(), "-mi", "127.0.0.1", "-mp",
-            &media.to_string(), "-s", &h.number, &gw.to_string(), "-inf", "calls.csv",
-            "-set", "pin_via", via, "-set", "attempts", &h.attempts.to_string(),
-            "-set", "pin_ms", &(plays.as_millis() + 300).to_string(),
-            "-set", "then", h.then, "-set", "hold_ms", &h.hold_ms.to_string(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media.to_string(),
+            "-s",
+            &h.number,
+            &gw.to_string(),
+            "-inf",
+            "calls.csv",
+            "-set",
+            "pin_via",
+            via,
+            "-set",
+            "attempts",
+            &h.attempts.to_string(),
+            "-set",
+            "pin_ms",
+            &(plays.as_millis() + 300).to_string(),
+            "-set",
+            "then",
+            h.then,
+            "-set",
+            "hold_ms",
+            &h.hold_ms.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -797,8 +882,8 @@ impl Case {
             self.dir.display()
         );
         for run in 1..=self.runs {
-            let log = fs::read_to_string(self.dir.join(format!("gateway-{run}.log")))
-                .unwrap_or_default();
+            let log =
+                fs::read_to_string(self.dir.join(format!("gateway-{run}.log"))).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             let from = lines.len().saturating_sub(150);
             eprintln!("---- gateway-{run}.log (last {} lines)", lines.len() - from);
@@ -878,7 +963,9 @@ fn assert_refused(case: &Case, trunk: &mut Sipp, reason: &str, inmate: Option<&I
 /// spent: notice, BYE to both legs, balance exactly zero.
 #[test]
 fn funds_exhaustion_cuts_after_three_increments() {
-    let Some(case) = Case::start("funds_exhaustion") else { return };
+    let Some(case) = Case::start("funds_exhaustion") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-100", "4821", NUMBER, false);
     fund(&api, &inmate, "0.0075");
@@ -896,7 +983,10 @@ fn funds_exhaustion_cuts_after_three_increments() {
     // Three paid increments (9 s), then the ~2.5 s notice before the BYE: within one
     // increment of 9 s, and never a fourth increment.
     let secs = connected_secs(cdr);
-    assert!((8.5..=12.5).contains(&secs), "connected for {secs} s: {cdr}");
+    assert!(
+        (8.5..=12.5).contains(&secs),
+        "connected for {secs} s: {cdr}"
+    );
     assert_eq!(api.balance(&inmate.account), Decimal::ZERO);
     assert_eq!(api.call_charges(&inmate.account).len(), 3);
     assert_eq!(trunk.count_requests("BYE"), 1, "the trunk leg got its BYE");
@@ -906,12 +996,17 @@ fn funds_exhaustion_cuts_after_three_increments() {
 /// PIN by SIP INFO; the inmate hangs up mid-call: only the increments started are charged.
 #[test]
 fn pin_by_sip_info_then_caller_hangs_up_mid_call() {
-    let Some(case) = Case::start("caller_hangup") else { return };
+    let Some(case) = Case::start("caller_hangup") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-200", "5930", NUMBER, false);
     fund(&api, &inmate, "1.00");
     let mut trunk = case.trunk(Trunk::answer("1"));
-    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Info).hang_up_after(8_000));
+    let mut hs = case.handset(
+        0,
+        &Handset::new(&inmate.pin, Via::Info).hang_up_after(8_000),
+    );
     hs.expect_ok(Duration::from_secs(40));
     trunk.expect_ok(Duration::from_secs(20));
     let cdr = &api.ended_calls(1)[0];
@@ -937,7 +1032,9 @@ fn pin_by_sip_info_then_caller_hangs_up_mid_call() {
 /// up.
 #[test]
 fn pin_by_rfc2833_then_callee_hangs_up() {
-    let Some(case) = Case::start("callee_hangup") else { return };
+    let Some(case) = Case::start("callee_hangup") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-300", "7337", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -960,7 +1057,9 @@ fn pin_by_rfc2833_then_callee_hangs_up() {
 /// Three wrong PINs: a notice and BYE, reason pin_failed, no trunk INVITE.
 #[test]
 fn three_wrong_pins() {
-    let Some(case) = Case::start("three_wrong_pins") else { return };
+    let Some(case) = Case::start("three_wrong_pins") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-400", "6142", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -969,14 +1068,19 @@ fn three_wrong_pins() {
     hs.expect_ok(Duration::from_secs(40));
     assert_refused(&case, &mut trunk, "pin_failed", Some(&inmate));
     let cdr = &api.ended_calls(1)[0];
-    assert!(cdr["inmate_id"].is_null(), "no inmate was identified: {cdr}");
+    assert!(
+        cdr["inmate_id"].is_null(),
+        "no inmate was identified: {cdr}"
+    );
     assert_eq!(api.balance(&inmate.account), dec("1.00"));
 }
 
 /// A number not on the inmate's approved list.
 #[test]
 fn number_not_approved() {
-    let Some(case) = Case::start("not_approved") else { return };
+    let Some(case) = Case::start("not_approved") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-500", "3817", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -990,7 +1094,9 @@ fn number_not_approved() {
 /// An approved contact on the facility's block list.
 #[test]
 fn blocked_number() {
-    let Some(case) = Case::start("blocked") else { return };
+    let Some(case) = Case::start("blocked") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-600", "2749", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -1010,7 +1116,9 @@ fn blocked_number() {
 /// never sees an INVITE.
 #[test]
 fn insufficient_funds() {
-    let Some(case) = Case::start("insufficient_funds") else { return };
+    let Some(case) = Case::start("insufficient_funds") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-700", "8263", NUMBER, false);
     fund(&api, &inmate, "0.0024");
@@ -1024,7 +1132,9 @@ fn insufficient_funds() {
 /// The called party presses 2 (by SIP INFO): both legs end, nothing is charged.
 #[test]
 fn called_party_declines() {
-    let Some(case) = Case::start("declined") else { return };
+    let Some(case) = Case::start("declined") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-800", "4096", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -1045,7 +1155,9 @@ fn called_party_declines() {
 /// The trunk answers 486 Busy Here.
 #[test]
 fn trunk_busy() {
-    let Some(case) = Case::start("busy") else { return };
+    let Some(case) = Case::start("busy") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-900", "1357", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -1063,7 +1175,9 @@ fn trunk_busy() {
 /// The inmate hangs up while the trunk still rings: the gateway CANCELs the trunk INVITE.
 #[test]
 fn caller_hangs_up_while_ringing_cancels_the_trunk() {
-    let Some(case) = Case::start("cancel") else { return };
+    let Some(case) = Case::start("cancel") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-1000", "2468", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -1084,7 +1198,9 @@ fn caller_hangs_up_while_ringing_cancels_the_trunk() {
 /// party accepts by SIP INFO.
 #[test]
 fn privileged_contact_is_not_recorded() {
-    let Some(case) = Case::start("privileged") else { return };
+    let Some(case) = Case::start("privileged") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-1100", "9753", NUMBER, true);
     fund(&api, &inmate, "1.00");
@@ -1104,7 +1220,9 @@ fn privileged_contact_is_not_recorded() {
 /// One inmate, two handsets: the second call is refused while the first is up.
 #[test]
 fn second_concurrent_call_of_one_inmate_is_refused() {
-    let Some(case) = Case::start("concurrent") else { return };
+    let Some(case) = Case::start("concurrent") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-1200", "8024", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -1125,7 +1243,10 @@ fn second_concurrent_call_of_one_inmate_is_refused() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the first call never claimed the inmate: {live}");
+        assert!(
+            Instant::now() < deadline,
+            "the first call never claimed the inmate: {live}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut second = case.handset(1, &Handset::new(&inmate.pin, Via::Info).user("handset-2"));
@@ -1150,7 +1271,9 @@ fn second_concurrent_call_of_one_inmate_is_refused() {
 /// the kill stand (once each), and the ledger is clean.
 #[test]
 fn gateway_killed_mid_call_loses_no_money() {
-    let Some(mut case) = Case::start("killed_mid_call") else { return };
+    let Some(mut case) = Case::start("killed_mid_call") else {
+        return;
+    };
     let api = case.api();
     let inmate = book(&api, "S-1300", "3141", NUMBER, false);
     fund(&api, &inmate, "1.00");
@@ -1159,7 +1282,10 @@ fn gateway_killed_mid_call_loses_no_money() {
     // Bridged and billing: at least two increments debited.
     let deadline = Instant::now() + Duration::from_secs(40);
     while api.balance(&inmate.account) > dec("1.00") - dec(COST) * Decimal::from(2) {
-        assert!(Instant::now() < deadline, "the call never got to its second increment");
+        assert!(
+            Instant::now() < deadline,
+            "the call never got to its second increment"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     case.kill_gateway();
@@ -1176,7 +1302,11 @@ fn gateway_killed_mid_call_loses_no_money() {
     assert_eq!(money(&cdr["amount"]), charged, "{cdr}");
     assert_eq!(api.balance(&inmate.account), dec("1.00") - charged);
     let charges = api.call_charges(&inmate.account);
-    assert_eq!(charges.len() as i64, billed, "each increment debited once: {charges:?}");
+    assert_eq!(
+        charges.len() as i64,
+        billed,
+        "each increment debited once: {charges:?}"
+    );
     // Nothing more is debited after the restart.
     std::thread::sleep(Duration::from_secs(2 * INCREMENT_SECS as u64));
     assert_eq!(api.balance(&inmate.account), dec("1.00") - charged);
@@ -1203,12 +1333,34 @@ fn scenarios_play_against_each_other() {
     let (hs_sip, hs_media) = p.handsets[0];
     let handset_args = |via: &str, plays: Duration| {
         s(&[
-            "-i", "127.0.0.1", "-p", &hs_sip.to_string(), "-mi", "127.0.0.1",
-            "-mp", &hs_media.to_string(), "-s", NUMBER,
-            &format!("127.0.0.1:{}", p.trunk_sip), "-inf", "calls.csv",
-            "-set", "pin_via", via, "-set", "attempts", "2",
-            "-set", "pin_ms", &(plays.as_millis() + 300).to_string(),
-            "-set", "then", "bye", "-set", "hold_ms", "500",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &hs_sip.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &hs_media.to_string(),
+            "-s",
+            NUMBER,
+            &format!("127.0.0.1:{}", p.trunk_sip),
+            "-inf",
+            "calls.csv",
+            "-set",
+            "pin_via",
+            via,
+            "-set",
+            "attempts",
+            "2",
+            "-set",
+            "pin_ms",
+            &(plays.as_millis() + 300).to_string(),
+            "-set",
+            "then",
+            "bye",
+            "-set",
+            "hold_ms",
+            "500",
         ])
     };
     let prepare = |name: &str| {
@@ -1227,27 +1379,65 @@ fn scenarios_play_against_each_other() {
         "trunk",
         "trunk.xml",
         &s(&[
-            "-i", "127.0.0.1", "-p", &p.trunk_sip.to_string(), "-mi", "127.0.0.1", "-mp",
-            &p.trunk_media.to_string(), "-set", "mode", "answer", "-set", "ring_ms", "100",
-            "-set", "key", "1", "-set", "key_ms", "200", "-set", "then", "wait",
-            "-set", "hold_ms", "0",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p.trunk_sip.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &p.trunk_media.to_string(),
+            "-set",
+            "mode",
+            "answer",
+            "-set",
+            "ring_ms",
+            "100",
+            "-set",
+            "key",
+            "1",
+            "-set",
+            "key_ms",
+            "200",
+            "-set",
+            "then",
+            "wait",
+            "-set",
+            "hold_ms",
+            "0",
         ]),
     );
     std::thread::sleep(Duration::from_millis(300));
     let plays = prepare("handset-info");
-    let mut hs = Sipp::spawn(&dir, "handset-info", "handset.xml", &handset_args("info", plays));
+    let mut hs = Sipp::spawn(
+        &dir,
+        "handset-info",
+        "handset.xml",
+        &handset_args("info", plays),
+    );
     hs.expect_ok(Duration::from_secs(30));
     trunk.expect_ok(Duration::from_secs(10));
-    assert!(hs.count_requests("INFO") >= 10, "two PINs of five keys:\n{}", hs.messages());
+    assert!(
+        hs.count_requests("INFO") >= 10,
+        "two PINs of five keys:\n{}",
+        hs.messages()
+    );
     assert_eq!(trunk.count_requests("BYE"), 1);
 
     // B: PIN by RTP to a bare UAS whose SDP names `media`.
     let uas = UdpSocket::bind(("127.0.0.1", p.trunk_sip)).unwrap();
     let media = UdpSocket::bind(("127.0.0.1", p.rtp.0)).unwrap();
     uas.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    media.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     let plays = prepare("handset-rtp");
-    let mut hs = Sipp::spawn(&dir, "handset-rtp", "handset.xml", &handset_args("rtp", plays));
+    let mut hs = Sipp::spawn(
+        &dir,
+        "handset-rtp",
+        "handset.xml",
+        &handset_args("rtp", plays),
+    );
     let mut buf = [0u8; 4096];
     let (n, from) = uas.recv_from(&mut buf).expect("an INVITE");
     let invite = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -1262,11 +1452,18 @@ fn scenarios_play_against_each_other() {
     let answer = |status: &str, req: &str, body: &str| {
         let h = |name: &str| {
             req.lines()
-                .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+                .find(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                })
                 .unwrap_or("")
                 .to_string()
         };
-        let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
         format!(
             "SIP/2.0 {status}\r\n{}\r\n{}\r\n{};tag=bare-uas\r\n{}\r\n{}\r\nContact: <sip:uas@127.0.0.1:{}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
             h("Via"), h("From"), h("To").trim_end_matches(";tag=bare-uas"), h("Call-ID"), h("CSeq"),
@@ -1277,7 +1474,8 @@ fn scenarios_play_against_each_other() {
         "v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
         p.rtp.0
     );
-    uas.send_to(answer("200 OK", &invite, &sdp).as_bytes(), from).unwrap();
+    uas.send_to(answer("200 OK", &invite, &sdp).as_bytes(), from)
+        .unwrap();
     // ACK (and perhaps a retransmitted INVITE) first, then RTP, then the BYE.
     let mut events = Vec::new();
     while let Ok((n, src)) = media.recv_from(&mut buf) {
@@ -1295,16 +1493,26 @@ fn scenarios_play_against_each_other() {
         let (n, from) = uas.recv_from(&mut buf).expect("a BYE");
         let req = String::from_utf8_lossy(&buf[..n]).into_owned();
         if req.starts_with("BYE ") {
-            uas.send_to(answer("200 OK", &req, "").as_bytes(), from).unwrap();
+            uas.send_to(answer("200 OK", &req, "").as_bytes(), from)
+                .unwrap();
             break;
         }
     }
     hs.expect_ok(Duration::from_secs(10));
     assert_eq!(events.len(), 50, "5 keys × 10 packets: {events:?}");
-    assert!(events.iter().all(|e| e.0 == 101 && e.3 == events[0].3), "{events:?}");
-    assert!(events.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)), "{events:?}");
+    assert!(
+        events.iter().all(|e| e.0 == 101 && e.3 == events[0].3),
+        "{events:?}"
+    );
+    assert!(
+        events.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+        "{events:?}"
+    );
     let mut presses: Vec<(u32, u8)> = events.iter().map(|e| (e.2, e.4)).collect();
     presses.dedup();
-    assert_eq!(presses.iter().map(|p| p.1).collect::<Vec<_>>(), vec![1, 2, 2, 3, 11]);
+    assert_eq!(
+        presses.iter().map(|p| p.1).collect::<Vec<_>>(),
+        vec![1, 2, 2, 3, 11]
+    );
     let _ = fs::remove_dir_all(&dir);
 }
