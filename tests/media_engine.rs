@@ -563,3 +563,12 @@ fn ringback_plays_to_a_and_yields_to_a_prompt() {
     assert!(drain(&c.a, Duration::from_millis(60)).is_empty());
     assert!(engine.stats().ringback_frames >= 10);
 }
+
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    send_sync::<MediaEngine>();
+    send::<CallMedia>();
+    send::<MediaError>();
+}
