@@ -99,8 +99,13 @@ fn engine_process() {
         match words.as_slice() {
             ["call", a, b] => {
                 let (mut call, events) = engine.open_call();
-                let gw_a = call.allocate(Side::A).expect("allocate A");
-                let gw_b = call.allocate(Side::B).expect("allocate B");
+                let (gw_a, gw_b) = match (call.allocate(Side::A), call.allocate(Side::B)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        writeln!(out, "error {e}").unwrap();
+                        return;
+                    }
+                };
                 call.set_leg(Side::A, media(a.parse().unwrap()), LatchPolicy::Exact);
                 call.set_leg(Side::B, media(b.parse().unwrap()), LatchPolicy::Exact);
                 call.bridge(true);
@@ -192,7 +197,15 @@ fn blaster() {
             a.local_addr().unwrap(),
             b.local_addr().unwrap()
         ));
-        let (ga, gb) = answer.split_once(' ').expect("gateway addresses");
+        let Some((ga, gb)) = answer
+            .split_once(' ')
+            .filter(|_| !answer.starts_with("error"))
+        else {
+            eprintln!(
+                "engine process: {answer:?} (is another rtp_load still holding ports {PORT_MIN}+?)"
+            );
+            std::process::exit(1);
+        };
         targets.push(ga.parse::<SocketAddr>().unwrap());
         targets.push(gb.parse::<SocketAddr>().unwrap());
         // Connected: the engine answers from the port it advertised (symmetric RTP), and

@@ -27,7 +27,8 @@
 //! [`MediaEvent::PromptsDone`] for its side, and all of them arrive when the side's queue
 //! has run empty (one `ptime` after the last frame was sent, so the audio has been heard).
 //! A `play` to a side without a leg or without sockets yields it at once; a prompt missing
-//! from the [`PromptSet`] is skipped. [`CallMedia::stop`] cancels the ones still owed.
+//! from the [`PromptSet`] is skipped; to a leg the gateway may not send to (on hold) the
+//! prompt's time passes silently. [`CallMedia::stop`] cancels the ones still owed.
 //!
 //! Digits (RFC 4733 telephone-events) are reported as [`MediaEvent::Digit`] on both legs,
 //! bridged or not: PIN entry on A happens before the bridge, and the called party presses 1
@@ -332,11 +333,17 @@ impl MediaEngine {
             n => n,
         };
         let ringback = Arc::new(call::ringback_prompt());
-        let mut workers = Vec::with_capacity(n);
+        let mut workers: Vec<WorkerHandle> = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
+        let stop_started = |workers: &[WorkerHandle], e: io::Error| {
+            for w in workers {
+                let _ = w.send(Command::Shutdown);
+            }
+            MediaError::Start(e)
+        };
         for i in 0..n {
             let (tx, rx) = mpsc::channel();
-            let waker = Arc::new(sys::Waker::new().map_err(MediaError::Start)?);
+            let waker = Arc::new(sys::Waker::new().map_err(|e| stop_started(&workers, e))?);
             let stats = Arc::new(WorkerStats::default());
             let worker = Worker::new(
                 rx,
@@ -346,11 +353,11 @@ impl MediaEngine {
                 Arc::clone(&prompts),
                 Arc::clone(&ringback),
             )
-            .map_err(MediaError::Start)?;
+            .map_err(|e| stop_started(&workers, e))?;
             let t = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || worker.run())
-                .map_err(MediaError::Start)?;
+                .map_err(|e| stop_started(&workers, e))?;
             workers.push(WorkerHandle { tx, waker, stats });
             threads.push(t);
         }

@@ -427,8 +427,9 @@ impl Worker {
 
     fn sockets(&mut self, id: u64, side: Side, sockets: LegSockets, now: Instant) {
         let Some(&slot) = self.by_id.get(&id) else {
-            // The call closed already: the sockets close here; return the pair.
-            self.shared.release(sockets.pair, false);
+            // Unreachable in order (Open precedes, Close follows), but never leak a pair:
+            // the sockets close here and the pair returns (counted by the call's Drop).
+            self.shared.release(sockets.pair, true);
             return;
         };
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
