@@ -64,7 +64,10 @@
 //! Why this, measured (`examples/rtp_load.rs`, `bench/README.md`): with one socket per
 //! leg a socket rarely holds two datagrams, so `recvmmsg`/`sendmmsg` on one socket batch
 //! nothing (measured no better than `recvmsg`/`sendmsg`); the system calls that can be
-//! shared are the ones *across* calls, which io_uring batches. The per-leg socket stays
+//! shared are the ones *across* calls, which io_uring batches. At 1,000 bridged calls
+//! (100,000 packets/s each way, no loss) the engine spends ≈ 6.6 µs of CPU per relayed
+//! packet with io_uring and ≈ 7.5 µs without, on the 2-vCPU development VM: the 5 µs
+//! target is not met there. The per-leg socket stays
 //! because the SDP contract gives each leg its own port pair (RTCP on the odd one) and a
 //! third party's packets then land on one call only, where the latch check drops them.
 //! What limits the figure is the kernel's UDP path, not this code: the relay core costs

@@ -1,5 +1,6 @@
 //! The few Linux system calls the media workers make, wrapped once: epoll (level
-//! triggered), an eventfd waker, and batched datagram I/O (`recvmmsg`/`sendmmsg`) over
+//! triggered), an eventfd waker, and datagram I/O (`recvmsg`/`sendmsg`, or many at once
+//! through a synchronously used io_uring) over
 //! buffers allocated when a worker starts.
 //!
 //! Every `unsafe` block is here, each with the invariant it relies on; the rest of the
@@ -134,7 +135,7 @@ impl Waker {
     }
 }
 
-/// Converts a kernel socket address (as filled by `recvmmsg`).
+/// Converts a kernel socket address (as filled by `recvmsg`).
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(s.ss_family) {
         libc::AF_INET => {
