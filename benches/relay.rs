@@ -3,6 +3,10 @@
 //! (Socket `recv`/`send` are the driver's and are not included; see `README.md` for the
 //! end-to-end figures.) The allocation-free proof is `tests/relay_no_alloc.rs`.
 //!
+//! `udp_loopback/send_recv` is the floor the socket driver (`media::engine`) adds per
+//! relayed packet: one `sendto` and one `recv` of a 172-byte datagram on loopback, which
+//! is what a worker does per packet when each socket holds one datagram at a time.
+//!
 //! `cargo bench --bench relay -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -86,5 +90,22 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_syscalls(c: &mut Criterion) {
+    let mut group = c.benchmark_group("udp_loopback");
+    group.throughput(Throughput::Elements(1));
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = rx.local_addr().unwrap();
+    let packet = packet(0);
+    let mut buf = [0u8; 2048];
+    group.bench_function("send_recv", |b| {
+        b.iter(|| {
+            tx.send_to(&packet, to).unwrap();
+            black_box(rx.recv(&mut buf).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_syscalls);
 criterion_main!(benches);

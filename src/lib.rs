@@ -13,6 +13,7 @@
 //! | [`charging`] | core | the per-session billing state machine (increments, warning, cut) |
 //! | [`policy`] | core | PIN hashing, calling hours |
 //! | [`media`] | core | SDP offer/answer for anchoring, RTP views, the relay core, DTMF, G.711, prompts, RTP ports |
+//! | [`media::engine`] | driver | RTP/RTCP sockets on worker threads (epoll + io_uring): relaying, prompts, ringback, digits |
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
 //! | [`store`] | driver | facilities, inmates, contacts, block lists, rates, tokens, audit |
 //! | [`sessions`] | driver | CDR rows and crash recovery |

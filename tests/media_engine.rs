@@ -152,7 +152,7 @@ fn stream(from: &UdpSocket, to: SocketAddr, at: &UdpSocket, n: u16, ssrc: u32) -
             .unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
-    drain(at, Duration::from_millis(60))
+    drain(at, Duration::from_millis(120))
         .iter()
         .map(|(_, p)| RtpHeader::of(p))
         .collect()
@@ -513,7 +513,7 @@ fn ringback_plays_to_a_and_yields_to_a_prompt() {
     c.media.ringback(true);
     let ring = drain(&c.a, Duration::from_millis(200));
     assert!(
-        (8..=12).contains(&ring.len()),
+        (5..=14).contains(&ring.len()),
         "{} frames in 200 ms",
         ring.len()
     );
@@ -562,4 +562,13 @@ fn ringback_plays_to_a_and_yields_to_a_prompt() {
     drain(&c.a, Duration::from_millis(20));
     assert!(drain(&c.a, Duration::from_millis(60)).is_empty());
     assert!(engine.stats().ringback_frames >= 10);
+}
+
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    send_sync::<MediaEngine>();
+    send::<CallMedia>();
+    send::<MediaError>();
 }

@@ -15,16 +15,19 @@
 //! | [`g711`] | μ-law / A-law encode and decode (for prompts; relayed audio is never decoded) |
 //! | [`prompts`] | WAV loading of `config/prompts/`, PCMU/PCMA encoding once, paced playback |
 //! | [`ports`] | the RTP port allocator over the configured range (even RTP, RTP+1 RTCP) |
+//! | [`engine`] | **the driver**: worker threads owning every leg's sockets, relaying, pacing prompts and ringback, reporting digits |
 //!
 //! # What calls it
 //!
 //! The call flow (`call`, the B2BUA state machine) uses [`sdp`] to answer the handset and
 //! offer to the trunk, [`dtmf::DigitCollector`] for PINs, and decides which prompt plays and
-//! when legs are bridged. Thin tokio drivers own the UDP sockets: they allocate ports from
+//! when legs are bridged, through [`engine::CallMedia`]. The [`engine`] is the one driver
+//! here: its worker threads own the UDP sockets, allocate ports from
 //! [`ports::PortAllocator`], feed each received datagram to [`relay::Relay::on_packet`] and
 //! carry out the returned [`relay::RelayDecision`], and pace [`prompts::PromptPlayer`] frames
-//! through [`relay::Relay::stamp_local`]. Nothing here reads the clock, touches a socket or a
-//! file on the packet path, or spawns a task: callers pass `now`.
+//! through [`relay::Relay::stamp_local`]. Everything else here is a core: nothing reads the
+//! clock, touches a socket or a file on the packet path, or spawns a task; callers pass
+//! `now`.
 //!
 //! # Hot-path rules (per relayed packet)
 //!

@@ -10,19 +10,23 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use super::call::{self, index, CallState, Ctx, LegSockets};
-use super::sys::{Batch, Epoll, Events, Waker, MAX_DATAGRAM};
+use super::sys::{Batch, Epoll, Events, Outgoing, Ring, Waker, MAX_DATAGRAM};
 use super::{Events as EventTx, MediaEvent, MediaStats, Shared};
 use crate::media::dtmf::DigitPress;
 use crate::media::prompts::{Prompt, PromptId, PromptSet};
 use crate::media::relay::{DropReason, LatchPolicy, RelayDecision, Side};
 use crate::media::rtp::{classify, PacketKind};
 use crate::media::sdp::NegotiatedMedia;
+use std::os::fd::RawFd;
 
-/// Datagrams taken from one socket per readiness event. Level-triggered epoll reports a
-/// socket with more waiting again, so a flooded socket cannot starve the others.
-pub(super) const RECV_BATCH: usize = 16;
-/// Ready sockets taken per `epoll_wait`.
+/// Ready sockets taken per `epoll_wait`. Each gives one datagram per loop: level-triggered
+/// epoll reports a socket with more waiting again, so a flooded socket cannot starve the
+/// others (and with one socket per leg, a second datagram is rare: see the module doc).
 const EPOLL_BATCH: usize = 256;
+/// Receives (and then sends) handed to io_uring per system call.
+pub(super) const RING_BATCH: usize = 64;
+/// Set (to anything) to use plain `recvmsg`/`sendmsg` even where io_uring works.
+pub const NO_URING_ENV: &str = "SALLYPORT_MEDIA_NO_URING";
 /// The epoll token of the command waker.
 const WAKER: u64 = u64::MAX;
 
@@ -152,8 +156,15 @@ pub(super) struct Worker {
     epoll: Epoll,
     events: Events,
     batch: Batch,
-    /// Forwards of the current receive batch: (slot, len, destination).
-    sends: Vec<(usize, usize, SocketAddr)>,
+    /// io_uring for batching the receives and sends of many sockets; `None`: per datagram.
+    ring: Option<Ring>,
+    /// Tokens of the ready sockets of this loop.
+    ready: Vec<u64>,
+    /// Per ring slot: the socket received from and what it belongs to.
+    fds: Vec<RawFd>,
+    meta: Vec<(usize, Side, bool)>,
+    /// Forwards of the current batch.
+    sends: Vec<Outgoing>,
     scratch: Box<[u8; MAX_DATAGRAM]>,
     /// Calls by slot; the slot is in the epoll tokens of their sockets.
     calls: Vec<Option<CallState>>,
@@ -184,8 +195,12 @@ impl Worker {
             ringback,
             epoll,
             events: Events::with_capacity(EPOLL_BATCH),
-            batch: Batch::new(RECV_BATCH),
-            sends: Vec::with_capacity(RECV_BATCH),
+            batch: Batch::new(RING_BATCH),
+            ring: ring(),
+            ready: Vec::with_capacity(EPOLL_BATCH),
+            fds: Vec::with_capacity(RING_BATCH),
+            meta: Vec::with_capacity(RING_BATCH),
+            sends: Vec::with_capacity(RING_BATCH),
             scratch: Box::new([0; MAX_DATAGRAM]),
             calls: Vec::new(),
             free: Vec::new(),
@@ -206,11 +221,21 @@ impl Worker {
             }
             now = Instant::now();
             let mut woken = false;
+            self.ready.clear();
             for i in 0..self.events.len() {
                 match self.events.token(i) {
                     Some(WAKER) => woken = true,
-                    Some(t) => self.on_readable(t, now),
+                    Some(t) => self.ready.push(t),
                     None => {}
+                }
+            }
+            if self.ring.is_some() {
+                for start in (0..self.ready.len()).step_by(RING_BATCH) {
+                    self.ring_batch(start, now);
+                }
+            } else {
+                for i in 0..self.ready.len() {
+                    self.on_readable(self.ready[i], now);
                 }
             }
             if woken && !self.commands_(now) {
@@ -233,7 +258,7 @@ impl Worker {
         }
     }
 
-    /// The packet path: one readiness event of one socket.
+    /// The packet path without io_uring: one datagram from one ready socket.
     fn on_readable(&mut self, token: u64, now: Instant) {
         let (slot, side, rtcp) = untoken(token);
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
@@ -242,49 +267,88 @@ impl Worker {
         let Some(fd) = call.fd(side, rtcp) else {
             return;
         };
-        let n = match self.batch.recv(fd, RECV_BATCH) {
-            Ok(n) => n,
+        match self.batch.recv_one(fd) {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => {
-                tracing::debug!(error = %e, "media: recvmmsg failed");
+                tracing::debug!(error = %e, "media: recvmsg failed");
                 return;
             }
+        }
+        let Some((from, buf)) = self.batch.received(0) else {
+            return;
         };
         let c = &mut self.counters;
+        let Some((len, to)) = relay_one(call, c, side, rtcp, from, buf, now) else {
+            return;
+        };
+        let sent = call.fd(side.other(), false).is_some_and(|fd| {
+            self.batch.send_one(&Outgoing {
+                fd,
+                slot: 0,
+                len,
+                to,
+            })
+        });
+        match sent {
+            true => c.relayed += 1,
+            false => c.dropped_send += 1,
+        }
+    }
+
+    /// The packet path with io_uring: one datagram from each of up to `RING_BATCH` ready
+    /// sockets (from `self.ready[start..]`) in one system call, relayed, and the forwards
+    /// sent in one more.
+    fn ring_batch(&mut self, start: usize, now: Instant) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        self.fds.clear();
+        self.meta.clear();
+        for &t in self.ready.iter().skip(start).take(RING_BATCH) {
+            let (slot, side, rtcp) = untoken(t);
+            let call = self.calls.get(slot).and_then(Option::as_ref);
+            if let Some(fd) = call.and_then(|c| c.fd(side, rtcp)) {
+                self.fds.push(fd);
+                self.meta.push((slot, side, rtcp));
+            }
+        }
+        if let Err(e) = ring.recv_many(&mut self.batch, &self.fds) {
+            tracing::error!(error = %e, "media: io_uring receive failed");
+            return;
+        }
         self.sends.clear();
-        for i in 0..n {
-            let Some((from, buf)) = self.batch.received(i) else {
+        let c = &mut self.counters;
+        for (k, &(slot, side, rtcp)) in self.meta.iter().enumerate() {
+            let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            c.received += 1;
-            let decision = if rtcp {
-                call.relay.on_rtcp(side, from, buf, now)
-            } else {
-                call.relay.on_packet(side, from, buf, now)
+            let Some((from, buf)) = self.batch.received(k) else {
+                continue;
             };
-            match decision {
-                RelayDecision::Forward { to, len, digit } => {
-                    // Recorder tap (issue 4): `buf[..len]`, rewritten for side.other().
-                    report(call, c, side, digit);
-                    self.sends.push((i, len, to));
-                }
-                RelayDecision::Consume { digit } => {
-                    // Recorder tap (issue 4): `buf` as received from `side` (muted audio).
-                    report(call, c, side, digit);
-                    c.consumed += 1;
-                    if rtcp || classify(buf) == PacketKind::Rtcp {
-                        c.rtcp_received += 1;
-                    }
-                }
-                RelayDecision::Drop(reason) => count_drop(c, reason),
+            let Some((len, to)) = relay_one(call, c, side, rtcp, from, buf, now) else {
+                continue;
+            };
+            match call.fd(side.other(), false) {
+                Some(fd) => self.sends.push(Outgoing {
+                    fd,
+                    slot: k,
+                    len,
+                    to,
+                }),
+                None => c.dropped_send += 1,
             }
         }
         if self.sends.is_empty() {
             return;
         }
         let total = self.sends.len() as u64;
-        let sent = match call.fd(side.other(), false) {
-            Some(out) => self.batch.send(out, &self.sends) as u64,
-            None => 0,
+        let sent = match ring.send_many(&mut self.batch, &self.sends) {
+            Ok(n) => n as u64,
+            Err(e) => {
+                tracing::error!(error = %e, "media: io_uring send failed");
+                0
+            }
         };
         c.relayed += sent;
         c.dropped_send += total - sent;
@@ -363,8 +427,9 @@ impl Worker {
 
     fn sockets(&mut self, id: u64, side: Side, sockets: LegSockets, now: Instant) {
         let Some(&slot) = self.by_id.get(&id) else {
-            // The call closed already: the sockets close here; return the pair.
-            self.shared.release(sockets.pair, false);
+            // Unreachable in order (Open precedes, Close follows), but never leak a pair:
+            // the sockets close here and the pair returns (counted by the call's Drop).
+            self.shared.release(sockets.pair, true);
             return;
         };
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
@@ -454,6 +519,61 @@ impl Worker {
                 continue;
             }
             self.pump(slot, side, now);
+        }
+    }
+}
+
+/// io_uring for the packet path, unless unavailable (old kernel, seccomp) or disabled.
+fn ring() -> Option<Ring> {
+    if std::env::var_os(NO_URING_ENV).is_some() {
+        return None;
+    }
+    match Ring::new(2 * RING_BATCH as u32) {
+        Ok(ring) => Some(ring),
+        Err(e) => {
+            tracing::info!(error = %e, "media: io_uring unavailable, one system call per datagram");
+            None
+        }
+    }
+}
+
+/// Runs one received datagram through its call's relay and counts the outcome; returns
+/// the forward to send (`len` bytes of the buffer, rewritten in place, to `to`).
+///
+/// Recorder tap (issue 4): here, in the `Forward` arm (`buf[..len]` rewritten for
+/// `side.other()`) and the `Consume` arm (`buf` as received from `side`: muted audio,
+/// RTCP, telephone-events), with `call.id` and `now`.
+fn relay_one(
+    call: &mut CallState,
+    c: &mut Counters,
+    side: Side,
+    rtcp: bool,
+    from: SocketAddr,
+    buf: &mut [u8],
+    now: Instant,
+) -> Option<(usize, SocketAddr)> {
+    c.received += 1;
+    let decision = if rtcp {
+        call.relay.on_rtcp(side, from, buf, now)
+    } else {
+        call.relay.on_packet(side, from, buf, now)
+    };
+    match decision {
+        RelayDecision::Forward { to, len, digit } => {
+            report(call, c, side, digit);
+            Some((len, to))
+        }
+        RelayDecision::Consume { digit } => {
+            report(call, c, side, digit);
+            c.consumed += 1;
+            if rtcp || classify(buf) == PacketKind::Rtcp {
+                c.rtcp_received += 1;
+            }
+            None
+        }
+        RelayDecision::Drop(reason) => {
+            count_drop(c, reason);
+            None
         }
     }
 }

@@ -1,0 +1,446 @@
+//! RTP load against the media engine, which runs as a separate process (this example
+//! re-executes itself with `--engine`), so its CPU time is measured on its own.
+//!
+//! The parent binds two "peer" sockets per call (handset and trunk), has the engine
+//! anchor and bridge every call, then blasts 172-byte PCMU packets (12-byte header + 160
+//! bytes, the send time in the first 8 payload bytes) from every peer at 50 packets/s
+//! each way, spread evenly over each 20 ms. A receiver thread takes what the engine
+//! relays and records the one-way latency (loopback + engine) and the count. The engine
+//! process reports its CPU time (getrusage, all threads) at the start and end of the
+//! measured window.
+//!
+//! `cargo run --release --example rtp_load -- [--calls 1000] [--secs 10] [--workers 2]`
+//! (see `bench/README.md`).
+
+use sallyport::media::engine::{EngineConfig, MediaEngine};
+use sallyport::media::prompts::PromptSet;
+use sallyport::media::relay::{LatchPolicy, Side};
+use sallyport::media::sdp::{Codec, CodecName, Direction, NegotiatedMedia};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PORT_MIN: u16 = 20000;
+const PACKET: usize = 172;
+const PPS: u64 = 50;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--engine") {
+        engine_process();
+    } else {
+        blaster();
+    }
+}
+
+fn media(remote: SocketAddr) -> NegotiatedMedia {
+    NegotiatedMedia {
+        remote,
+        remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
+        rtcp_mux: false,
+        codec: Codec {
+            pt: 0,
+            name: CodecName::Pcmu,
+            clock_rate: 8000,
+        },
+        dtmf_pt: Some(101),
+        ptime: 20,
+        direction: Direction::SendRecv,
+    }
+}
+
+/// CPU seconds (user + system) of this whole process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes one rusage into the zeroed value we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// The engine side: reads "a_port b_port" per call on stdin, answers "gw_a gw_b", then
+/// serves `cpu` and `stats` requests until stdin closes.
+fn engine_process() {
+    let calls = arg("--calls", 1000) as usize;
+    let ports = u16::try_from(calls * 4 + 8).expect("too many calls for the port range");
+    let prompts =
+        PromptSet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts"))
+            .expect("prompts");
+    let engine = MediaEngine::start(
+        EngineConfig {
+            port_min: PORT_MIN,
+            port_max: PORT_MIN + ports,
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            advertised_ip: "127.0.0.1".parse().unwrap(),
+            workers: arg("--workers", 0) as usize,
+        },
+        Arc::new(prompts),
+    )
+    .expect("engine");
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    let mut held = Vec::with_capacity(calls);
+    for line in stdin.lock().lines() {
+        let line = line.expect("stdin");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["call", a, b] => {
+                let (mut call, events) = engine.open_call();
+                let (gw_a, gw_b) = match (call.allocate(Side::A), call.allocate(Side::B)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        writeln!(out, "error {e}").unwrap();
+                        return;
+                    }
+                };
+                call.set_leg(Side::A, media(a.parse().unwrap()), LatchPolicy::Exact);
+                call.set_leg(Side::B, media(b.parse().unwrap()), LatchPolicy::Exact);
+                call.bridge(true);
+                held.push((call, events));
+                writeln!(out, "{gw_a} {gw_b}").unwrap();
+            }
+            ["cpu"] => writeln!(out, "{}", cpu_seconds()).unwrap(),
+            ["stats"] => writeln!(out, "{:?}", engine.stats()).unwrap(),
+            _ => writeln!(out, "?").unwrap(),
+        }
+        out.flush().unwrap();
+    }
+}
+
+struct Child {
+    process: std::process::Child,
+    input: std::process::ChildStdin,
+    output: BufReader<std::process::ChildStdout>,
+}
+
+impl Child {
+    fn ask(&mut self, line: &str) -> String {
+        writeln!(self.input, "{line}").unwrap();
+        self.input.flush().unwrap();
+        let mut answer = String::new();
+        self.output.read_line(&mut answer).unwrap();
+        answer.trim().to_string()
+    }
+}
+
+/// Latency histogram in 1 µs buckets up to 100 ms.
+struct Histogram(Vec<u64>);
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram(vec![0; 100_001])
+    }
+    fn add(&mut self, d: Duration) {
+        let us = (d.as_micros() as usize).min(100_000);
+        self.0[us] += 1;
+    }
+    fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.0.iter().sum();
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (us, n) in self.0.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return us as u64;
+            }
+        }
+        0
+    }
+}
+
+fn blaster() {
+    let calls = arg("--calls", 1000) as usize;
+    let secs = arg("--secs", 10);
+    let workers = arg("--workers", 0);
+    let exe = std::env::current_exe().unwrap();
+    let mut p = Command::new(exe)
+        .args([
+            "--engine",
+            "--calls",
+            &calls.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("engine process");
+    let mut child = Child {
+        input: p.stdin.take().unwrap(),
+        output: BufReader::new(p.stdout.take().unwrap()),
+        process: p,
+    };
+
+    // Peers: [a0, b0, a1, b1, ...]; targets: the engine's address for each.
+    let mut peers = Vec::with_capacity(2 * calls);
+    let mut targets = Vec::with_capacity(2 * calls);
+    for _ in 0..calls {
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        let answer = child.ask(&format!(
+            "call {} {}",
+            a.local_addr().unwrap(),
+            b.local_addr().unwrap()
+        ));
+        let Some((ga, gb)) = answer
+            .split_once(' ')
+            .filter(|_| !answer.starts_with("error"))
+        else {
+            eprintln!(
+                "engine process: {answer:?} (is another rtp_load still holding ports {PORT_MIN}+?)"
+            );
+            std::process::exit(1);
+        };
+        targets.push(ga.parse::<SocketAddr>().unwrap());
+        targets.push(gb.parse::<SocketAddr>().unwrap());
+        // Connected: the engine answers from the port it advertised (symmetric RTP), and
+        // a connected socket sends without a route lookup per packet.
+        a.connect(targets[targets.len() - 2]).unwrap();
+        b.connect(targets[targets.len() - 1]).unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        peers.push(a);
+        peers.push(b);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let peers = Arc::new(peers);
+    let t0 = Instant::now();
+    let warmup = Duration::from_secs(1);
+    let measure = Duration::from_secs(secs);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+
+    let receiver = {
+        let (peers, stop) = (Arc::clone(&peers), Arc::clone(&stop));
+        std::thread::spawn(move || receive(&peers, t0, warmup, warmup + measure, &stop))
+    };
+    let sender = {
+        let (peers, sent, stop) = (Arc::clone(&peers), Arc::clone(&sent), Arc::clone(&stop));
+        std::thread::spawn(move || blast(&peers, t0, &sent, &stop))
+    };
+
+    std::thread::sleep(warmup);
+    let cpu0: f64 = child.ask("cpu").parse().unwrap();
+    let own0 = cpu_seconds();
+    let relayed0 = relayed(&child.ask("stats"));
+    let wall0 = Instant::now();
+    std::thread::sleep(measure);
+    let cpu1: f64 = child.ask("cpu").parse().unwrap();
+    let own = cpu_seconds() - own0;
+    let relayed1 = relayed(&child.ask("stats"));
+    let wall = wall0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (received, hist) = receiver.join().unwrap();
+    let stats = child.ask("stats");
+    drop(child.input);
+    let _ = child.process.wait();
+
+    let sent = sent.load(Ordering::Relaxed);
+    let window = relayed1 - relayed0;
+    let cpu = cpu1 - cpu0;
+    println!(
+        "calls {calls}, {secs} s measured after 1 s warm-up, engine workers {workers} (0 = cores)"
+    );
+    println!(
+        "offered {:.0} packets/s ({} calls x 2 directions x {PPS}/s)",
+        (calls as u64 * 2 * PPS) as f64,
+        calls
+    );
+    println!(
+        "relayed {:.0} packets/s in the window",
+        window as f64 / wall
+    );
+    println!(
+        "sent {sent}, received {received}, lost {} ({:.4} %)",
+        sent.saturating_sub(received),
+        100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64
+    );
+    println!(
+        "latency (loopback + engine) p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+        hist.quantile(0.5),
+        hist.quantile(0.99),
+        hist.quantile(0.999),
+        hist.quantile(1.0)
+    );
+    println!(
+        "engine CPU {:.2} s over {:.1} s = {:.2} cores; {:.2} us per relayed packet ({:.5} CPU s per 1,000)",
+        cpu,
+        wall,
+        cpu / wall,
+        cpu * 1e6 / window.max(1) as f64,
+        cpu * 1e3 / window.max(1) as f64
+    );
+    println!(
+        "blaster CPU {:.2} s = {:.2} cores (shares the machine)",
+        own,
+        own / wall
+    );
+    println!("engine stats: {stats}");
+}
+
+fn relayed(stats: &str) -> u64 {
+    stats
+        .split("relayed: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends one packet per peer every 20 ms, spread over the 20 ms in 250 µs slices; each
+/// slice's sends go to the kernel in one io_uring submission (the blaster shares the two
+/// cores with the engine, so it must be cheap).
+fn blast(peers: &[UdpSocket], t0: Instant, sent: &AtomicU64, stop: &AtomicBool) {
+    let slices = 80usize;
+    let per_slice = peers.len().div_ceil(slices);
+    let mut ring = io_uring::IoUring::new(per_slice.next_power_of_two() as u32).expect("io_uring");
+    let mut packets = vec![[0xffu8; PACKET]; per_slice];
+    let mut seq: u16 = 0;
+    let mut tick = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for slice in 0..slices {
+            let due = t0 + Duration::from_micros(tick * 20_000 + slice as u64 * 250);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let start = slice * per_slice;
+            let end = (start + per_slice).min(peers.len());
+            for (k, i) in (start..end).enumerate() {
+                let ns = t0.elapsed().as_nanos() as u64;
+                let p = &mut packets[k];
+                p[0] = 0x80;
+                p[1] = 0; // PCMU
+                p[2..4].copy_from_slice(&seq.to_be_bytes());
+                p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+                p[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+                p[12..20].copy_from_slice(&ns.to_be_bytes());
+                let op = io_uring::opcode::Send::new(
+                    io_uring::types::Fd(peers[i].as_raw_fd()),
+                    p.as_ptr(),
+                    PACKET as u32,
+                )
+                .flags(libc::MSG_DONTWAIT)
+                .build();
+                // SAFETY: `packets` outlives the submission; all completions are reaped below.
+                unsafe {
+                    ring.submission()
+                        .push(&op)
+                        .expect("queue sized for a slice")
+                };
+            }
+            let n = end.saturating_sub(start);
+            let mut done = 0;
+            while done < n {
+                ring.submit_and_wait(n - done).expect("io_uring_enter");
+                for cqe in ring.completion() {
+                    done += 1;
+                    if cqe.result() >= 0 {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        seq = seq.wrapping_add(1);
+        tick += 1;
+    }
+}
+
+/// Receives on every peer: epoll for readiness, then one io_uring submission receiving one
+/// datagram from each ready socket; records the latency of packets sent in the window.
+fn receive(
+    peers: &[UdpSocket],
+    t0: Instant,
+    from: Duration,
+    to: Duration,
+    stop: &AtomicBool,
+) -> (u64, Histogram) {
+    const BATCH: usize = 256;
+    // SAFETY: plain epoll calls on fds that outlive this function.
+    let ep = unsafe { libc::epoll_create1(0) };
+    for (i, s) in peers.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
+    }
+    let mut ring = io_uring::IoUring::new(BATCH as u32).expect("io_uring");
+    let mut bufs = vec![[0u8; 2048]; BATCH];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    let mut hist = Histogram::new();
+    let mut received = 0u64;
+    let mut quiet_since: Option<Instant> = None;
+    let tick = Duration::from_micros(arg("--rx-tick-us", 0));
+    loop {
+        // With a tick the receiver naps instead of blocking in epoll_wait, so the engine's
+        // sends find no sleeping thread to wake (as when the far end is another host: on
+        // loopback the sender pays the receiver's wake-up).
+        if !tick.is_zero() {
+            std::thread::sleep(tick);
+        }
+        let wait = if tick.is_zero() { 10 } else { 0 };
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), BATCH as i32, wait) };
+        if n <= 0 {
+            if stop.load(Ordering::Relaxed) {
+                let q = *quiet_since.get_or_insert_with(Instant::now);
+                if q.elapsed() > Duration::from_millis(200) {
+                    break;
+                }
+            }
+            continue;
+        }
+        let n = n as usize;
+        for (k, ev) in events[..n].iter().enumerate() {
+            let fd = peers[ev.u64 as usize].as_raw_fd();
+            let op =
+                io_uring::opcode::Recv::new(io_uring::types::Fd(fd), bufs[k].as_mut_ptr(), 2048)
+                    .flags(libc::MSG_DONTWAIT)
+                    .build()
+                    .user_data(k as u64);
+            // SAFETY: `bufs` outlives the submission; all completions are reaped below.
+            unsafe {
+                ring.submission()
+                    .push(&op)
+                    .expect("queue sized for a batch")
+            };
+        }
+        let mut done = 0;
+        while done < n {
+            ring.submit_and_wait(n - done).expect("io_uring_enter");
+            let now = t0.elapsed();
+            for cqe in ring.completion() {
+                done += 1;
+                let len = cqe.result();
+                if len < 20 {
+                    continue;
+                }
+                received += 1;
+                let buf = &bufs[cqe.user_data() as usize];
+                let ns = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+                let sent_at = Duration::from_nanos(ns);
+                if sent_at >= from && sent_at < to {
+                    hist.add(now.saturating_sub(sent_at));
+                }
+            }
+        }
+    }
+    unsafe { libc::close(ep) };
+    (received, hist)
+}
