@@ -75,6 +75,9 @@ const NONCE_LIFETIME_SECS: u64 = 300;
 #[derive(Debug)]
 enum CallInput {
     Sip(Event),
+    /// A BYE the switchboard already answered 200 (so a call task busy with the
+    /// database never makes the peer retransmit it).
+    AnsweredBye(Event),
 }
 
 /// Where SIP events of live calls go: by Call-ID (requests, responses) and by client
@@ -193,7 +196,13 @@ impl Switchboard {
             } => {
                 let call_id = request.headers.call_id().unwrap_or_default().to_string();
                 if let Some(tx) = self.routes.by_call_id(&call_id) {
-                    let _ = tx.send(CallInput::Sip(ev));
+                    if request.method == Method::Bye {
+                        self.respond(key, Response::for_request(request, 200, "OK"))
+                            .await;
+                        let _ = tx.send(CallInput::AnsweredBye(ev));
+                    } else {
+                        let _ = tx.send(CallInput::Sip(ev));
+                    }
                     return;
                 }
                 let to_tag = request
@@ -316,8 +325,8 @@ impl Switchboard {
             }
         };
         // A CANCEL that arrived while the handset was being admitted.
-        while let Ok(CallInput::Sip(ev)) = rx.try_recv() {
-            if let Event::Cancel { .. } = ev {
+        while let Ok(input) = rx.try_recv() {
+            if let CallInput::Sip(Event::Cancel { .. }) = input {
                 return self.respond(&key, reject(487, "Request Terminated")).await;
             }
         }
@@ -545,21 +554,11 @@ impl CallTask {
                     None => std::future::pending().await,
                 }
             };
+            // Biased: control and signalling before media, and all of them before the
+            // machine's timer, so a BYE already queued when an increment boundary comes due
+            // ends the call before that increment is charged.
             tokio::select! {
-                input = rx.recv() => match input {
-                    Some(CallInput::Sip(ev)) => self.on_sip(ev).await,
-                    None => { let now = self.now(); self.call.fail(now); }
-                },
-                Some(ev) = media_rx.recv() => {
-                    let now = self.now();
-                    match ev {
-                        MediaEvent::Digit { side, digit } => {
-                            debug!(?side, %digit, "digit");
-                            self.call.digit(now, leg_of(side), digit);
-                        }
-                        MediaEvent::PromptsDone { side } => self.call.prompt_finished(now, leg_of(side)),
-                    }
-                }
+                biased;
                 Some(c) = control.recv() => {
                     let now = self.now();
                     match c {
@@ -572,6 +571,21 @@ impl CallTask {
                             self.waiters.extend(done);
                             self.call.fail(now);
                         }
+                    }
+                }
+                input = rx.recv() => match input {
+                    Some(CallInput::Sip(ev)) => self.on_sip(ev, false).await,
+                    Some(CallInput::AnsweredBye(ev)) => self.on_sip(ev, true).await,
+                    None => { let now = self.now(); self.call.fail(now); }
+                },
+                Some(ev) = media_rx.recv() => {
+                    let now = self.now();
+                    match ev {
+                        MediaEvent::Digit { side, digit } => {
+                            debug!(?side, %digit, "digit");
+                            self.call.digit(now, leg_of(side), digit);
+                        }
+                        MediaEvent::PromptsDone { side } => self.call.prompt_finished(now, leg_of(side)),
                     }
                 }
                 () = sleep => { let now = self.now(); self.call.handle_timeout(now); }
@@ -596,7 +610,8 @@ impl CallTask {
         let until = tokio::time::Instant::now() + TRUNK_LINGER;
         while pending(&self.trunk) {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(CallInput::Sip(ev))) => self.on_sip(ev).await,
+                Ok(Some(CallInput::Sip(ev))) => self.on_sip(ev, false).await,
+                Ok(Some(CallInput::AnsweredBye(ev))) => self.on_sip(ev, true).await,
                 _ => break,
             }
         }
@@ -910,10 +925,11 @@ impl CallTask {
 
     // ---- SIP input ----------------------------------------------------------------------
 
-    async fn on_sip(&mut self, ev: Event) {
+    /// `answered`: the switchboard already answered this request.
+    async fn on_sip(&mut self, ev: Event, answered: bool) {
         let now = self.now();
         match ev {
-            Event::Request { key, request, .. } => self.on_request(key, request).await,
+            Event::Request { key, request, .. } => self.on_request(key, request, answered).await,
             Event::Ack { .. } => {}
             Event::Cancel { .. } => {
                 // The handset INVITE was answered at once; a late CANCEL has no effect
@@ -942,7 +958,7 @@ impl CallTask {
         }
     }
 
-    async fn on_request(&mut self, key: TxKey, req: Request) {
+    async fn on_request(&mut self, key: TxKey, req: Request, answered: bool) {
         let now = self.now();
         let call_id = req.headers.call_id().unwrap_or_default();
         let leg = if call_id == self.handset.dialog.call_id {
@@ -953,7 +969,9 @@ impl CallTask {
         let ok = |r: &Request| Response::for_request(r, 200, "OK");
         match req.method {
             Method::Bye => {
-                self.sb.respond(&key, ok(&req)).await;
+                if !answered {
+                    self.sb.respond(&key, ok(&req)).await;
+                }
                 if leg == Leg::Trunk {
                     if let Some(t) = self.trunk.as_mut() {
                         t.state = TrunkState::Done;
