@@ -326,6 +326,15 @@ impl std::fmt::Debug for MediaEngine {
 impl MediaEngine {
     /// Starts the workers. Fails on an empty port range or if a worker cannot start.
     pub fn start(cfg: EngineConfig, prompts: Arc<PromptSet>) -> Result<MediaEngine, MediaError> {
+        Self::start_with(cfg, prompts, worker::RX_BUFFERS)
+    }
+
+    /// [`MediaEngine::start`] with `rx_buffers` provided buffers per multishot worker.
+    fn start_with(
+        cfg: EngineConfig,
+        prompts: Arc<PromptSet>,
+        rx_buffers: u16,
+    ) -> Result<MediaEngine, MediaError> {
         let alloc = PortAllocator::new(cfg.port_min, cfg.port_max)?;
         let shared = Arc::new(Shared {
             ports: Mutex::new(Ports { alloc, closing: 0 }),
@@ -356,7 +365,8 @@ impl MediaEngine {
                 Arc::clone(&prompts),
                 Arc::clone(&ringback),
             )
-            .map_err(|e| stop_started(&workers, e))?;
+            .map_err(|e| stop_started(&workers, e))?
+            .with_rx_buffers(rx_buffers);
             let t = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || worker.run())
@@ -406,6 +416,21 @@ impl MediaEngine {
         s.port_pairs_total = p.alloc.capacity() as u64;
         s.port_pairs_in_use = (p.alloc.capacity() - p.alloc.available()) as u64;
         s
+    }
+}
+
+#[cfg(test)]
+impl MediaEngine {
+    /// Workers running the multishot loop, and how often their receives ran out of buffers.
+    fn multishot_stats(&self) -> (usize, u64) {
+        let w = &self.inner.workers;
+        let on = w
+            .iter()
+            .filter(|w| w.stats.multishot.load(Ordering::Relaxed));
+        let dry = w
+            .iter()
+            .map(|w| w.stats.rx_no_buffers.load(Ordering::Relaxed));
+        (on.count(), dry.sum())
     }
 }
 
@@ -480,7 +505,12 @@ impl CallMedia {
         let command = Command::Sockets {
             call: self.id,
             side,
-            sockets: call::LegSockets { rtp, rtcp, pair },
+            sockets: call::LegSockets {
+                rtp,
+                rtcp,
+                pair,
+                rx: [None, None],
+            },
         };
         if let Err(e) = self.send(command) {
             // The sockets dropped with the command; nobody else will release the pair.
@@ -569,3 +599,132 @@ fn bind_pair(ip: IpAddr, pair: PortPair) -> Result<(UdpSocket, UdpSocket), Media
 
 /// Sends unbounded events to a call task from a worker thread.
 pub(crate) type Events = UnboundedSender<MediaEvent>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::sdp::{Codec, CodecName, Direction};
+    use std::path::Path;
+
+    fn engine(port_min: u16, port_max: u16, rx_buffers: u16) -> MediaEngine {
+        let cfg = EngineConfig {
+            port_min,
+            port_max,
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            advertised_ip: "127.0.0.1".parse().unwrap(),
+            workers: 1,
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts");
+        let prompts = Arc::new(PromptSet::load_dir(&dir).unwrap());
+        MediaEngine::start_with(cfg, prompts, rx_buffers).unwrap()
+    }
+
+    fn media(peer: &UdpSocket) -> NegotiatedMedia {
+        let remote = peer.local_addr().unwrap();
+        NegotiatedMedia {
+            remote,
+            remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
+            rtcp_mux: false,
+            codec: Codec {
+                pt: 0,
+                name: CodecName::Pcmu,
+                clock_rate: 8000,
+            },
+            dtmf_pt: None,
+            ptime: 20,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    fn rtp(seq: u16, ssrc: u32) -> [u8; 172] {
+        let mut p = [0xffu8; 172];
+        p[..12].fill(0);
+        p[0] = 0x80;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
+    /// `calls` bridged calls on one worker; every peer sends `rounds` packets in bursts
+    /// (all calls at once). Every packet must arrive at the far peer, in order.
+    fn relay_bursts(engine: &MediaEngine, calls: usize, rounds: u16) -> MediaStats {
+        let mut all = Vec::new();
+        for _ in 0..calls {
+            let (mut m, _events) = engine.open_call();
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let gw_a = m.allocate(Side::A).unwrap();
+            let gw_b = m.allocate(Side::B).unwrap();
+            m.set_leg(Side::A, media(&a), LatchPolicy::Exact);
+            m.set_leg(Side::B, media(&b), LatchPolicy::Exact);
+            m.bridge(true);
+            all.push((m, a, b, gw_a, gw_b));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for seq in 0..rounds {
+            for (_, a, b, gw_a, gw_b) in &all {
+                a.send_to(&rtp(seq, 1), gw_a).unwrap();
+                b.send_to(&rtp(seq, 2), gw_b).unwrap();
+            }
+        }
+        for (_, a, b, ..) in &all {
+            for peer in [a, b] {
+                peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut last = None;
+                for _ in 0..rounds {
+                    let mut buf = [0u8; 256];
+                    let n = peer.recv(&mut buf).expect("every packet is relayed");
+                    assert_eq!(n, 172);
+                    let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                    assert!(
+                        last.is_none_or(|l: u16| seq == l.wrapping_add(1)),
+                        "in order"
+                    );
+                    last = Some(seq);
+                }
+            }
+        }
+        let total = 2 * calls as u64 * u64::from(rounds);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.stats().relayed < total && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        engine.stats()
+    }
+
+    #[test]
+    fn many_calls_on_one_worker_relay_every_packet() {
+        let engine = engine(42000, 42999, worker::RX_BUFFERS);
+        let s = relay_bursts(&engine, 200, 5);
+        assert_eq!(
+            (s.received, s.relayed, s.dropped_send),
+            (2000, 2000, 0),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn running_out_of_receive_buffers_loses_nothing() {
+        // 8 buffers for bursts of 400 datagrams: receives end with ENOBUFS, the datagrams
+        // wait on their sockets, and the worker re-arms once buffers come back.
+        let engine = engine(43000, 43999, 8);
+        let s = relay_bursts(&engine, 200, 5);
+        assert_eq!(
+            (s.received, s.relayed, s.dropped_send),
+            (2000, 2000, 0),
+            "{s:?}"
+        );
+        let (multishot, dry) = engine.multishot_stats();
+        if multishot > 0 {
+            assert!(dry > 0, "the buffer ring ran dry");
+        }
+        // The calls are gone: every pair returns once the kernel has ended its receives.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.stats().port_pairs_in_use > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let s = engine.stats();
+        assert_eq!((s.calls, s.legs, s.port_pairs_in_use), (0, 0, 0), "{s:?}");
+    }
+}
