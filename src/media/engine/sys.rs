@@ -435,6 +435,14 @@ impl Tag {
     }
 }
 
+/// A socket as the [`MultiRing`] addresses it: by descriptor, or by its slot in the
+/// ring's registered-file table (cheaper: no file lookup per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sock {
+    pub(super) fd: RawFd,
+    pub(super) fixed: Option<u32>,
+}
+
 /// One reaped completion of the [`MultiRing`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Completion {
@@ -457,6 +465,8 @@ const PAYLOAD_AT: usize = OUT_HDR + NAME_LEN;
 const RX_BUF_LEN: usize = PAYLOAD_AT + MAX_DATAGRAM;
 /// Distance between buffers (cache-line multiple).
 const RX_BUF_STRIDE: usize = RX_BUF_LEN.div_ceil(64) * 64;
+/// Most registered-file slots per ring (also capped by `RLIMIT_NOFILE`).
+const FIXED_FILES: u32 = 16_384;
 /// The buffer group id of the worker's provided-buffer ring.
 const BGID: u16 = 0;
 
@@ -518,11 +528,11 @@ pub(super) struct MultiRing {
     entries: u16,
     tail: u16,
     dirty: bool,
+    /// Slots in the registered-file table (0: none registered).
+    fixed: u32,
     /// Template for the multishot receives: only the name and control lengths count.
     msg: Box<libc::msghdr>,
     send_addrs: Box<[libc::sockaddr_storage]>,
-    send_iovs: Box<[libc::iovec]>,
-    send_hdrs: Box<[libc::msghdr]>,
 }
 
 // SAFETY: the raw pointers point into memory this struct owns (mappings and boxed
@@ -551,14 +561,24 @@ impl MultiRing {
             ring.submitter()
                 .register_buf_ring_with_flags(ring_mem.ptr as u64, buffers, BGID, 0)?;
         }
+        // A sparse registered-file table, as large as the descriptor limit allows.
+        // SAFETY: getrlimit writes one rlimit into a live struct.
+        let mut lim: libc::rlimit = unsafe { zeroed() };
+        let nofile = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+            0 => lim.rlim_cur.min(FIXED_FILES.into()) as u32,
+            _ => 0,
+        };
+        let fixed = match ring.submitter().register_files_sparse(nofile) {
+            Ok(()) => nofile,
+            Err(e) => {
+                tracing::debug!(error = %e, "media: no registered files for io_uring");
+                0
+            }
+        };
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zero_addr: libc::sockaddr_storage = unsafe { zeroed() };
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
         msg.msg_namelen = NAME_LEN as libc::socklen_t;
-        let iov = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
         let mut r = MultiRing {
             ring,
             bufs,
@@ -566,16 +586,10 @@ impl MultiRing {
             entries: buffers,
             tail: 0,
             dirty: false,
+            fixed,
             msg,
             send_addrs: vec![zero_addr; n].into_boxed_slice(),
-            send_iovs: vec![iov; n].into_boxed_slice(),
-            send_hdrs: vec![unsafe { zeroed::<libc::msghdr>() }; n].into_boxed_slice(),
         };
-        for i in 0..n {
-            r.send_hdrs[i].msg_iov = &mut r.send_iovs[i];
-            r.send_hdrs[i].msg_iovlen = 1;
-            r.send_hdrs[i].msg_name = (&mut r.send_addrs[i] as *mut libc::sockaddr_storage).cast();
-        }
         for bid in 0..buffers {
             r.recycle(bid);
         }
@@ -644,12 +658,14 @@ impl MultiRing {
         Err(io::Error::other("io_uring submission queue full"))
     }
 
-    /// Arms a multishot receive on `fd`; completions carry `tag`.
-    pub(super) fn arm_recv(&mut self, fd: RawFd, tag: Tag) -> io::Result<()> {
+    /// Arms a multishot receive on `sock`; completions carry `tag`.
+    pub(super) fn arm_recv(&mut self, sock: Sock, tag: Tag) -> io::Result<()> {
         let msg: *const libc::msghdr = &*self.msg;
-        let sqe = io_uring::opcode::RecvMsgMulti::new(io_uring::types::Fd(fd), msg, BGID)
-            .build()
-            .user_data(tag.user_data());
+        let sqe = match sock.fixed {
+            Some(k) => io_uring::opcode::RecvMsgMulti::new(io_uring::types::Fixed(k), msg, BGID),
+            None => io_uring::opcode::RecvMsgMulti::new(io_uring::types::Fd(sock.fd), msg, BGID),
+        };
+        let sqe = sqe.build().user_data(tag.user_data());
         // The kernel copies the template header when the request is prepared; the data
         // goes to provided buffers, which live as long as the ring.
         self.push(&sqe)
@@ -713,30 +729,56 @@ impl MultiRing {
         Some((from, &mut buf[PAYLOAD_AT..PAYLOAD_AT + len]))
     }
 
-    /// Queues a send of `len` bytes of buffer `bid`'s payload from `fd` to `to`; the
+    /// Queues a send of `len` bytes of buffer `bid`'s payload from `from` to `to`; the
     /// buffer comes back in the send's completion (`Tag::Send(bid)`).
     pub(super) fn send(
         &mut self,
-        fd: RawFd,
+        from: Sock,
         bid: u16,
         len: usize,
         to: SocketAddr,
     ) -> io::Result<()> {
         let bid = bid % self.entries;
         let i = usize::from(bid);
+        let addr_len = to_storage(to, &mut self.send_addrs[i]);
+        let addr: *const libc::sockaddr =
+            (&self.send_addrs[i] as *const libc::sockaddr_storage).cast();
         // SAFETY: the payload area starts `PAYLOAD_AT` bytes into the buffer and is
         // `MAX_DATAGRAM` long.
-        self.send_iovs[i].iov_base = unsafe { self.buf_ptr(bid).add(PAYLOAD_AT) }.cast();
-        self.send_iovs[i].iov_len = len.min(MAX_DATAGRAM);
-        self.send_hdrs[i].msg_namelen = to_storage(to, &mut self.send_addrs[i]);
-        let hdr: *const libc::msghdr = &self.send_hdrs[i];
-        let sqe = io_uring::opcode::SendMsg::new(io_uring::types::Fd(fd), hdr)
-            .flags(libc::MSG_DONTWAIT as u32)
+        let payload = unsafe { self.buf_ptr(bid).add(PAYLOAD_AT) };
+        let len = len.min(MAX_DATAGRAM) as u32;
+        let sqe = match from.fixed {
+            Some(k) => io_uring::opcode::Send::new(io_uring::types::Fixed(k), payload, len),
+            None => io_uring::opcode::Send::new(io_uring::types::Fd(from.fd), payload, len),
+        };
+        let sqe = sqe
+            .dest_addr(addr)
+            .dest_addr_len(addr_len)
+            .flags(libc::MSG_DONTWAIT)
             .build()
             .user_data(Tag::Send(bid).user_data());
-        // The header, its address and the buffer belong to `bid`, which is not reused
-        // before this send completes (it is recycled on its completion).
+        // The address and the buffer belong to `bid`, which is not reused before this send
+        // completes (it is recycled on its completion).
         self.push(&sqe)
+    }
+
+    /// Puts `fd` in slot `k` of the ring's registered-file table, so that requests on it
+    /// skip the per-request file lookup; `None` if the table has no slot `k`.
+    pub(super) fn register(&mut self, k: usize, fd: RawFd) -> Option<u32> {
+        let k = u32::try_from(k).ok().filter(|&k| k < self.fixed)?;
+        match self.ring.submitter().register_files_update(k, &[fd]) {
+            Ok(_) => Some(k),
+            Err(e) => {
+                tracing::debug!(error = %e, "media: cannot register a socket with io_uring");
+                None
+            }
+        }
+    }
+
+    /// Empties slot `k` of the registered-file table (requests still using the file keep
+    /// it open until they end).
+    pub(super) fn unregister(&mut self, k: u32) {
+        let _ = self.ring.submitter().register_files_update(k, &[-1]);
     }
 
     /// Submits what is queued and waits for `want` completions, at most `timeout`

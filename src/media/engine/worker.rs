@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::call::{self, index, CallState, Ctx, LegSockets};
 use super::sys::{
-    Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Tag, Waker, MAX_DATAGRAM,
+    Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker, MAX_DATAGRAM,
 };
 use super::{Events as EventTx, MediaEvent, MediaStats, Shared};
 use crate::media::dtmf::DigitPress;
@@ -203,7 +203,7 @@ pub(super) struct Worker {
 /// A multishot receiver: one leg socket (RTP or RTCP) with a `RecvMsgMulti` armed.
 #[derive(Debug, Clone, Copy)]
 struct Rx {
-    fd: RawFd,
+    sock: Sock,
     slot: usize,
     side: Side,
     rtcp: bool,
@@ -257,11 +257,12 @@ impl Multi {
 
     /// Arms a receiver for `fd`; returns its index.
     fn watch(&mut self, fd: RawFd, slot: usize, side: Side, rtcp: bool) -> Option<usize> {
+        let unused = Sock { fd, fixed: None };
         let i = match self.rx_free.pop() {
             Some(i) => i,
             None => {
                 self.rx.push(Rx {
-                    fd,
+                    sock: unused,
                     slot,
                     side,
                     rtcp,
@@ -271,7 +272,11 @@ impl Multi {
                 self.rx.len() - 1
             }
         };
-        let armed = match self.ring.arm_recv(fd, Tag::Recv(i)) {
+        let sock = Sock {
+            fd,
+            fixed: self.ring.register(i, fd),
+        };
+        let armed = match self.ring.arm_recv(sock, Tag::Recv(i)) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "media: cannot arm a multishot receive");
@@ -279,7 +284,7 @@ impl Multi {
             }
         };
         self.rx[i] = Rx {
-            fd,
+            sock,
             slot,
             side,
             rtcp,
@@ -297,6 +302,9 @@ impl Multi {
             let Some(r) = self.rx.get_mut(i) else {
                 continue;
             };
+            if let Some(k) = r.sock.fixed.take() {
+                self.ring.unregister(k);
+            }
             if r.armed {
                 r.state = RxState::Closing(pair);
                 pending += 1;
@@ -548,16 +556,21 @@ impl Worker {
                             let call = calls.get_mut(r.slot).and_then(Option::as_mut)?;
                             let (from, buf) = m.ring.packet(bid, cq.result)?;
                             let (len, to) = relay_one(call, c, r.side, r.rtcp, from, buf, now)?;
-                            match call.fd(r.side.other(), false) {
-                                Some(fd) => Some((fd, len, to)),
-                                None => {
-                                    c.dropped_send += 1;
-                                    None
-                                }
+                            let far = call.sockets[index(r.side.other())].as_ref();
+                            let sock = far.map(|s| match s.rx[0].and_then(|k| m.rx.get(k)) {
+                                Some(rx) => rx.sock,
+                                None => Sock {
+                                    fd: s.rtp.as_raw_fd(),
+                                    fixed: None,
+                                },
+                            });
+                            if sock.is_none() {
+                                c.dropped_send += 1;
                             }
+                            Some((sock?, len, to))
                         });
                         match fwd {
-                            Some((fd, len, to)) => match m.ring.send(fd, bid, len, to) {
+                            Some((sock, len, to)) => match m.ring.send(sock, bid, len, to) {
                                 Ok(()) => m.queued_sends += 1,
                                 Err(e) => {
                                     tracing::error!(error = %e, "media: cannot queue a send");
@@ -587,7 +600,7 @@ impl Worker {
             let Some(r) = m.rx.get_mut(i).filter(|r| r.state == RxState::Live) else {
                 continue;
             };
-            match m.ring.arm_recv(r.fd, Tag::Recv(i)) {
+            match m.ring.arm_recv(r.sock, Tag::Recv(i)) {
                 Ok(()) => r.armed = true,
                 Err(e) => tracing::error!(error = %e, "media: cannot re-arm a receive"),
             }
