@@ -781,19 +781,34 @@ impl MultiRing {
         let _ = self.ring.submitter().register_files_update(k, &[-1]);
     }
 
+    /// Whether the kernel supports a minimum wait (`min_wait_usec`, 6.12).
+    pub(super) fn has_min_wait(&self) -> bool {
+        self.ring.params().is_feature_min_timeout()
+    }
+
     /// Submits what is queued and waits for `want` completions, at most `timeout`
-    /// (`None`: no limit). A timeout or a signal is not an error.
+    /// (`None`: no limit). With `min_wait` (see [`MultiRing::has_min_wait`]), once that
+    /// long has passed the wait ends at the first completion. A timeout or a signal is
+    /// not an error.
     pub(super) fn wait(
         &mut self,
         want: usize,
         timeout: Option<std::time::Duration>,
+        min_wait: Option<std::time::Duration>,
     ) -> io::Result<()> {
         self.commit();
-        let r = match timeout {
-            None => self.ring.submit_and_wait(want),
-            Some(t) => {
-                let ts = io_uring::types::Timespec::from(t);
-                let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+        let min_us = min_wait.map_or(0, |d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        let ts = timeout.map(io_uring::types::Timespec::from);
+        let r = match (&ts, min_us) {
+            (None, 0) => self.ring.submit_and_wait(want),
+            (Some(ts), _) => {
+                let args = io_uring::types::SubmitArgs::new()
+                    .min_wait_usec(min_us)
+                    .timespec(ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            (None, _) => {
+                let args = io_uring::types::SubmitArgs::new().min_wait_usec(min_us);
                 self.ring.submitter().submit_with_args(want, &args)
             }
         };
