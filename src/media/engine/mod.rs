@@ -39,44 +39,65 @@
 //!
 //! # Design
 //!
-//! `workers` threads (default: one per core), each with its own epoll instance, the
-//! sockets of the calls assigned to it (round robin at `open_call`), its own timer heap,
-//! datagram buffers, io_uring and counters. A call lives on one worker for its whole
-//! life, so its [`Relay`](super::relay::Relay) is plain `&mut` state: nothing on the
-//! packet path is shared between calls or threads, nothing is locked, nothing is
-//! allocated (buffers and batch vectors are sized when the worker starts). Commands reach
-//! a worker over a `std::sync::mpsc` channel plus an eventfd in the same epoll set.
+//! `workers` threads (default: one per core), each with its own io_uring (or epoll
+//! instance), the sockets of the calls assigned to it (round robin at `open_call`), its
+//! own timer heap, buffers and counters. A call lives on one worker for its whole life, so
+//! its [`Relay`](super::relay::Relay) is plain `&mut` state: nothing on the packet path is
+//! shared between calls or threads, nothing is locked, nothing is allocated (buffers and
+//! batch vectors are sized when the worker starts). Commands reach a worker over a
+//! `std::sync::mpsc` channel plus an eventfd the worker watches.
 //!
-//! The worker loop: `epoll_wait` (level-triggered; timeout = the earliest prompt or
-//! ringback frame due, rounded up to 1 ms) → one datagram from **each** ready socket,
-//! all received with one `io_uring_enter` (`RecvMsg` with `MSG_DONTWAIT`, up to 64 per
-//! call) → [`Relay::on_packet`](super::relay::Relay::on_packet) rewrites each in place →
-//! the forwards of the whole batch, whatever sockets they leave from, sent with one more
-//! `io_uring_enter` → commands → due frames (prompts/ringback, paced at the leg's `ptime`
-//! from a per-side base time so they do not drift, at most 3 frames of catch-up) →
-//! counters stored to per-worker atomics (once per loop, not per packet). The ring is
-//! used synchronously: every batch's completions are reaped before the buffers are
-//! touched again, so no request outlives its buffer and no `unsafe` lifetime reasoning
-//! leaks out of `sys`. Where io_uring is unavailable (seccomp in some containers, old
-//! kernels) or `SALLYPORT_MEDIA_NO_URING` is set, the same loop does one `recvmsg` and
-//! one `sendmsg` per datagram.
+//! The worker loop (multishot, the default on Linux ≥ 6.1): every leg socket (RTP and
+//! RTCP) has one multishot `recvmsg` armed, drawing buffers from the worker's
+//! provided-buffer ring (1,024 × 2 KiB, `IORING_REGISTER_PBUF_RING`), with the socket in
+//! the ring's registered-file table; the eventfd has a multishot poll. One
+//! `io_uring_enter` (`SINGLE_ISSUER | DEFER_TASKRUN`) submits the previous batch's
+//! forwards and waits for datagrams, a command, or the earliest prompt/ringback frame due
+//! → each received datagram goes through
+//! [`Relay::on_packet`](super::relay::Relay::on_packet), rewritten in place in its buffer,
+//! and its forward is queued as a send from that buffer (`IORING_OP_SEND` with the
+//! destination; the buffer returns to the ring on the send's completion, at once if
+//! nothing is forwarded) → commands → due frames (paced at the leg's `ptime` from a
+//! per-side base time so they do not drift, at most 3 frames of catch-up) → counters
+//! stored to per-worker atomics (once per loop, not per packet). Under load the wait
+//! batches (`min_wait_usec`, kernel ≥ 6.12): it sleeps until the first completion, then
+//! gathers more until 200 µs from its start, so a busy worker wakes about once per 200 µs
+//! instead of once per datagram, and an idle one answers a lone datagram at once; 200 µs
+//! is the most a datagram waits in the engine for its batch (`SALLYPORT_MEDIA_BATCH_US`
+//! overrides, 0 turns it off). When the buffer ring runs dry a receive ends with `ENOBUFS`:
+//! the datagram stays queued on its socket and the receive is re-armed once buffers are
+//! recycled (nothing is lost unless the socket's own queue overflows). A closed socket
+//! stays open in the kernel while its receive is armed, so its port pair returns to the
+//! pool only after the receive's final completion (after a cancel). With
+//! `DEFER_TASKRUN` completions appear only inside the worker's own wait, so nothing
+//! changes behind its back between two waits.
+//!
+//! Where that ring cannot be set up (kernel before 6.1) or `SALLYPORT_MEDIA_NO_MULTISHOT`
+//! is set: `epoll_wait` (level-triggered; timeout = the next frame due, rounded up to
+//! 1 ms) → one datagram from **each** ready socket, all received with one `io_uring_enter`
+//! (`RecvMsg` with `MSG_DONTWAIT`, up to 64 per call) → relay → the forwards of the whole
+//! batch sent with one more `io_uring_enter`; that ring is used synchronously (every
+//! batch's completions are reaped before its buffers are touched again). Where io_uring is
+//! unavailable (seccomp in some containers, old kernels) or `SALLYPORT_MEDIA_NO_URING` is
+//! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram.
 //!
 //! Why this, measured (`examples/rtp_load.rs`, `bench/README.md`): with one socket per
 //! leg a socket rarely holds two datagrams, so `recvmmsg`/`sendmmsg` on one socket batch
-//! nothing (measured no better than `recvmsg`/`sendmsg`); the system calls that can be
-//! shared are the ones *across* calls, which io_uring batches. At 1,000 bridged calls
-//! (100,000 packets/s each way, no loss) the engine spends ≈ 6.6 µs of CPU per relayed
-//! packet with io_uring and ≈ 7.5 µs without, on the 2-vCPU development VM: the 5 µs
-//! target is not met there. The per-leg socket stays
-//! because the SDP contract gives each leg its own port pair (RTCP on the odd one) and a
-//! third party's packets then land on one call only, where the latch check drops them.
-//! What limits the figure is the kernel's UDP path, not this code: the relay core costs
-//! ~50 ns per packet, while one loopback `sendto` + `recv` on a hot socket costs ~4 µs
-//! here (`benches/relay.rs`, `udp_loopback`), and each relayed packet needs one of each,
-//! on cold sockets (4,000 of them at 1,000 calls). On loopback the sender also pays the
-//! receiver's wake-up. The next steps, if the 5 µs target must be met on this kind of
-//! machine: multishot receives into a provided-buffer ring (no `epoll_wait`, no receive
-//! submission per packet), or a shared socket per worker demultiplexed by source.
+//! nothing; the system calls that can be shared are the ones *across* calls, which
+//! io_uring batches, and the cost that dominates after that is the worker's wake-ups.
+//! At 1,000 bridged calls (100,000 packets/s each way, no loss) on the 2-vCPU development
+//! VM the engine spends ≈ 5.2 µs of CPU per relayed packet (median of quiet runs,
+//! 4.7–6.0 µs; the epoll + io_uring loop it replaces: ≈ 7.2 µs, higher in 11 of 12
+//! alternated pairs), so the 5 µs target is met only in the better runs; the window, not
+//! multishot by itself, is what saves CPU (multishot without it: ≈ 7.0 µs). The per-leg socket stays because the
+//! SDP contract gives each leg its own port pair (RTCP on the odd one) and a third
+//! party's packets then land on one call only, where the latch check drops them. What
+//! limits the figure is the kernel's UDP path, not this code: the relay core costs ~50 ns
+//! per packet, while one loopback `sendto` + `recv` on a hot socket costs ~4 µs here
+//! (`benches/relay.rs`, `udp_loopback`), and each relayed packet needs one of each, on
+//! cold sockets (4,000 of them at 1,000 calls); on loopback a send also pays for waking the
+//! receiving peer (~10 % of engine time in the profile). Below that, only a shared socket
+//! per worker demultiplexed by source would help, which gives up the per-leg port.
 //!
 mod call;
 mod sys;

@@ -1,6 +1,7 @@
 //! The few Linux system calls the media workers make, wrapped once: epoll (level
 //! triggered), an eventfd waker, and datagram I/O (`recvmsg`/`sendmsg`, or many at once
-//! through a synchronously used io_uring) over buffers allocated when a worker starts.
+//! through a synchronously used io_uring) over buffers allocated when a worker starts; and
+//! the [`MultiRing`]: multishot receives into a provided-buffer ring, sends from it.
 //!
 //! Every `unsafe` block is here, each with the invariant it relies on; the rest of the
 //! engine is safe Rust. Addresses cross the boundary as [`SocketAddr`] (IPv4 and IPv6).

@@ -1,5 +1,6 @@
-//! A media worker thread: one epoll set over the sockets of its calls, a timer heap for
-//! paced local frames, commands from the API side, counters published once per loop.
+//! A media worker thread: multishot receives on the sockets of its calls (or one epoll
+//! set over them), a timer heap for paced local frames, commands from the API side,
+//! counters published once per loop.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
