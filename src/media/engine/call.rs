@@ -43,6 +43,8 @@ pub(crate) struct LegSockets {
     pub(super) rtp: UdpSocket,
     pub(super) rtcp: UdpSocket,
     pub(super) pair: PortPair,
+    /// The worker's multishot receivers of `rtp` and `rtcp` (`None` with epoll).
+    pub(super) rx: [Option<usize>; 2],
 }
 
 /// What the gateway plays to one side.

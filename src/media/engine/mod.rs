@@ -39,44 +39,65 @@
 //!
 //! # Design
 //!
-//! `workers` threads (default: one per core), each with its own epoll instance, the
-//! sockets of the calls assigned to it (round robin at `open_call`), its own timer heap,
-//! datagram buffers, io_uring and counters. A call lives on one worker for its whole
-//! life, so its [`Relay`](super::relay::Relay) is plain `&mut` state: nothing on the
-//! packet path is shared between calls or threads, nothing is locked, nothing is
-//! allocated (buffers and batch vectors are sized when the worker starts). Commands reach
-//! a worker over a `std::sync::mpsc` channel plus an eventfd in the same epoll set.
+//! `workers` threads (default: one per core), each with its own io_uring (or epoll
+//! instance), the sockets of the calls assigned to it (round robin at `open_call`), its
+//! own timer heap, buffers and counters. A call lives on one worker for its whole life, so
+//! its [`Relay`](super::relay::Relay) is plain `&mut` state: nothing on the packet path is
+//! shared between calls or threads, nothing is locked, nothing is allocated (buffers and
+//! batch vectors are sized when the worker starts). Commands reach a worker over a
+//! `std::sync::mpsc` channel plus an eventfd the worker watches.
 //!
-//! The worker loop: `epoll_wait` (level-triggered; timeout = the earliest prompt or
-//! ringback frame due, rounded up to 1 ms) → one datagram from **each** ready socket,
-//! all received with one `io_uring_enter` (`RecvMsg` with `MSG_DONTWAIT`, up to 64 per
-//! call) → [`Relay::on_packet`](super::relay::Relay::on_packet) rewrites each in place →
-//! the forwards of the whole batch, whatever sockets they leave from, sent with one more
-//! `io_uring_enter` → commands → due frames (prompts/ringback, paced at the leg's `ptime`
-//! from a per-side base time so they do not drift, at most 3 frames of catch-up) →
-//! counters stored to per-worker atomics (once per loop, not per packet). The ring is
-//! used synchronously: every batch's completions are reaped before the buffers are
-//! touched again, so no request outlives its buffer and no `unsafe` lifetime reasoning
-//! leaks out of `sys`. Where io_uring is unavailable (seccomp in some containers, old
-//! kernels) or `SALLYPORT_MEDIA_NO_URING` is set, the same loop does one `recvmsg` and
-//! one `sendmsg` per datagram.
+//! The worker loop (multishot, the default on Linux ≥ 6.1): every leg socket (RTP and
+//! RTCP) has one multishot `recvmsg` armed, drawing buffers from the worker's
+//! provided-buffer ring (1,024 × 2 KiB, `IORING_REGISTER_PBUF_RING`), with the socket in
+//! the ring's registered-file table; the eventfd has a multishot poll. One
+//! `io_uring_enter` (`SINGLE_ISSUER | DEFER_TASKRUN`) submits the previous batch's
+//! forwards and waits for datagrams, a command, or the earliest prompt/ringback frame due
+//! → each received datagram goes through
+//! [`Relay::on_packet`](super::relay::Relay::on_packet), rewritten in place in its buffer,
+//! and its forward is queued as a send from that buffer (`IORING_OP_SEND` with the
+//! destination; the buffer returns to the ring on the send's completion, at once if
+//! nothing is forwarded) → commands → due frames (paced at the leg's `ptime` from a
+//! per-side base time so they do not drift, at most 3 frames of catch-up) → counters
+//! stored to per-worker atomics (once per loop, not per packet). Under load the wait
+//! batches (`min_wait_usec`, kernel ≥ 6.12): it sleeps until the first completion, then
+//! gathers more until 200 µs from its start, so a busy worker wakes about once per 200 µs
+//! instead of once per datagram, and an idle one answers a lone datagram at once; 200 µs
+//! is the most a datagram waits in the engine for its batch (`SALLYPORT_MEDIA_BATCH_US`
+//! overrides, 0 turns it off). When the buffer ring runs dry a receive ends with `ENOBUFS`:
+//! the datagram stays queued on its socket and the receive is re-armed once buffers are
+//! recycled (nothing is lost unless the socket's own queue overflows). A closed socket
+//! stays open in the kernel while its receive is armed, so its port pair returns to the
+//! pool only after the receive's final completion (after a cancel). With
+//! `DEFER_TASKRUN` completions appear only inside the worker's own wait, so nothing
+//! changes behind its back between two waits.
+//!
+//! Where that ring cannot be set up (kernel before 6.1) or `SALLYPORT_MEDIA_NO_MULTISHOT`
+//! is set: `epoll_wait` (level-triggered; timeout = the next frame due, rounded up to
+//! 1 ms) → one datagram from **each** ready socket, all received with one `io_uring_enter`
+//! (`RecvMsg` with `MSG_DONTWAIT`, up to 64 per call) → relay → the forwards of the whole
+//! batch sent with one more `io_uring_enter`; that ring is used synchronously (every
+//! batch's completions are reaped before its buffers are touched again). Where io_uring is
+//! unavailable (seccomp in some containers, old kernels) or `SALLYPORT_MEDIA_NO_URING` is
+//! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram.
 //!
 //! Why this, measured (`examples/rtp_load.rs`, `bench/README.md`): with one socket per
 //! leg a socket rarely holds two datagrams, so `recvmmsg`/`sendmmsg` on one socket batch
-//! nothing (measured no better than `recvmsg`/`sendmsg`); the system calls that can be
-//! shared are the ones *across* calls, which io_uring batches. At 1,000 bridged calls
-//! (100,000 packets/s each way, no loss) the engine spends ≈ 6.6 µs of CPU per relayed
-//! packet with io_uring and ≈ 7.5 µs without, on the 2-vCPU development VM: the 5 µs
-//! target is not met there. The per-leg socket stays
-//! because the SDP contract gives each leg its own port pair (RTCP on the odd one) and a
-//! third party's packets then land on one call only, where the latch check drops them.
-//! What limits the figure is the kernel's UDP path, not this code: the relay core costs
-//! ~50 ns per packet, while one loopback `sendto` + `recv` on a hot socket costs ~4 µs
-//! here (`benches/relay.rs`, `udp_loopback`), and each relayed packet needs one of each,
-//! on cold sockets (4,000 of them at 1,000 calls). On loopback the sender also pays the
-//! receiver's wake-up. The next steps, if the 5 µs target must be met on this kind of
-//! machine: multishot receives into a provided-buffer ring (no `epoll_wait`, no receive
-//! submission per packet), or a shared socket per worker demultiplexed by source.
+//! nothing; the system calls that can be shared are the ones *across* calls, which
+//! io_uring batches, and the cost that dominates after that is the worker's wake-ups.
+//! At 1,000 bridged calls (100,000 packets/s each way, no loss) on the 2-vCPU development
+//! VM the engine spends ≈ 5.2 µs of CPU per relayed packet (median of quiet runs,
+//! 4.7–6.0 µs; the epoll + io_uring loop it replaces: ≈ 7.2 µs, higher in 11 of 12
+//! alternated pairs), so the 5 µs target is met only in the better runs; the window, not
+//! multishot by itself, is what saves CPU (multishot without it: ≈ 7.0 µs). The per-leg socket stays because the
+//! SDP contract gives each leg its own port pair (RTCP on the odd one) and a third
+//! party's packets then land on one call only, where the latch check drops them. What
+//! limits the figure is the kernel's UDP path, not this code: the relay core costs ~50 ns
+//! per packet, while one loopback `sendto` + `recv` on a hot socket costs ~4 µs here
+//! (`benches/relay.rs`, `udp_loopback`), and each relayed packet needs one of each, on
+//! cold sockets (4,000 of them at 1,000 calls); on loopback a send also pays for waking the
+//! receiving peer (~10 % of engine time in the profile). Below that, only a shared socket
+//! per worker demultiplexed by source would help, which gives up the per-leg port.
 //!
 mod call;
 mod sys;
@@ -326,6 +347,15 @@ impl std::fmt::Debug for MediaEngine {
 impl MediaEngine {
     /// Starts the workers. Fails on an empty port range or if a worker cannot start.
     pub fn start(cfg: EngineConfig, prompts: Arc<PromptSet>) -> Result<MediaEngine, MediaError> {
+        Self::start_with(cfg, prompts, worker::RX_BUFFERS)
+    }
+
+    /// [`MediaEngine::start`] with `rx_buffers` provided buffers per multishot worker.
+    fn start_with(
+        cfg: EngineConfig,
+        prompts: Arc<PromptSet>,
+        rx_buffers: u16,
+    ) -> Result<MediaEngine, MediaError> {
         let alloc = PortAllocator::new(cfg.port_min, cfg.port_max)?;
         let shared = Arc::new(Shared {
             ports: Mutex::new(Ports { alloc, closing: 0 }),
@@ -356,7 +386,8 @@ impl MediaEngine {
                 Arc::clone(&prompts),
                 Arc::clone(&ringback),
             )
-            .map_err(|e| stop_started(&workers, e))?;
+            .map_err(|e| stop_started(&workers, e))?
+            .with_rx_buffers(rx_buffers);
             let t = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || worker.run())
@@ -406,6 +437,21 @@ impl MediaEngine {
         s.port_pairs_total = p.alloc.capacity() as u64;
         s.port_pairs_in_use = (p.alloc.capacity() - p.alloc.available()) as u64;
         s
+    }
+}
+
+#[cfg(test)]
+impl MediaEngine {
+    /// Workers running the multishot loop, and how often their receives ran out of buffers.
+    fn multishot_stats(&self) -> (usize, u64) {
+        let w = &self.inner.workers;
+        let on = w
+            .iter()
+            .filter(|w| w.stats.multishot.load(Ordering::Relaxed));
+        let dry = w
+            .iter()
+            .map(|w| w.stats.rx_no_buffers.load(Ordering::Relaxed));
+        (on.count(), dry.sum())
     }
 }
 
@@ -480,7 +526,12 @@ impl CallMedia {
         let command = Command::Sockets {
             call: self.id,
             side,
-            sockets: call::LegSockets { rtp, rtcp, pair },
+            sockets: call::LegSockets {
+                rtp,
+                rtcp,
+                pair,
+                rx: [None, None],
+            },
         };
         if let Err(e) = self.send(command) {
             // The sockets dropped with the command; nobody else will release the pair.
@@ -569,3 +620,132 @@ fn bind_pair(ip: IpAddr, pair: PortPair) -> Result<(UdpSocket, UdpSocket), Media
 
 /// Sends unbounded events to a call task from a worker thread.
 pub(crate) type Events = UnboundedSender<MediaEvent>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::sdp::{Codec, CodecName, Direction};
+    use std::path::Path;
+
+    fn engine(port_min: u16, port_max: u16, rx_buffers: u16) -> MediaEngine {
+        let cfg = EngineConfig {
+            port_min,
+            port_max,
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            advertised_ip: "127.0.0.1".parse().unwrap(),
+            workers: 1,
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts");
+        let prompts = Arc::new(PromptSet::load_dir(&dir).unwrap());
+        MediaEngine::start_with(cfg, prompts, rx_buffers).unwrap()
+    }
+
+    fn media(peer: &UdpSocket) -> NegotiatedMedia {
+        let remote = peer.local_addr().unwrap();
+        NegotiatedMedia {
+            remote,
+            remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
+            rtcp_mux: false,
+            codec: Codec {
+                pt: 0,
+                name: CodecName::Pcmu,
+                clock_rate: 8000,
+            },
+            dtmf_pt: None,
+            ptime: 20,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    fn rtp(seq: u16, ssrc: u32) -> [u8; 172] {
+        let mut p = [0xffu8; 172];
+        p[..12].fill(0);
+        p[0] = 0x80;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
+    /// `calls` bridged calls on one worker; every peer sends `rounds` packets in bursts
+    /// (all calls at once). Every packet must arrive at the far peer, in order.
+    fn relay_bursts(engine: &MediaEngine, calls: usize, rounds: u16) -> MediaStats {
+        let mut all = Vec::new();
+        for _ in 0..calls {
+            let (mut m, _events) = engine.open_call();
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let gw_a = m.allocate(Side::A).unwrap();
+            let gw_b = m.allocate(Side::B).unwrap();
+            m.set_leg(Side::A, media(&a), LatchPolicy::Exact);
+            m.set_leg(Side::B, media(&b), LatchPolicy::Exact);
+            m.bridge(true);
+            all.push((m, a, b, gw_a, gw_b));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for seq in 0..rounds {
+            for (_, a, b, gw_a, gw_b) in &all {
+                a.send_to(&rtp(seq, 1), gw_a).unwrap();
+                b.send_to(&rtp(seq, 2), gw_b).unwrap();
+            }
+        }
+        for (_, a, b, ..) in &all {
+            for peer in [a, b] {
+                peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut last = None;
+                for _ in 0..rounds {
+                    let mut buf = [0u8; 256];
+                    let n = peer.recv(&mut buf).expect("every packet is relayed");
+                    assert_eq!(n, 172);
+                    let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                    assert!(
+                        last.is_none_or(|l: u16| seq == l.wrapping_add(1)),
+                        "in order"
+                    );
+                    last = Some(seq);
+                }
+            }
+        }
+        let total = 2 * calls as u64 * u64::from(rounds);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.stats().relayed < total && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        engine.stats()
+    }
+
+    #[test]
+    fn many_calls_on_one_worker_relay_every_packet() {
+        let engine = engine(42000, 42999, worker::RX_BUFFERS);
+        let s = relay_bursts(&engine, 200, 5);
+        assert_eq!(
+            (s.received, s.relayed, s.dropped_send),
+            (2000, 2000, 0),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn running_out_of_receive_buffers_loses_nothing() {
+        // 8 buffers for bursts of 400 datagrams: receives end with ENOBUFS, the datagrams
+        // wait on their sockets, and the worker re-arms once buffers come back.
+        let engine = engine(43000, 43999, 8);
+        let s = relay_bursts(&engine, 200, 5);
+        assert_eq!(
+            (s.received, s.relayed, s.dropped_send),
+            (2000, 2000, 0),
+            "{s:?}"
+        );
+        let (multishot, dry) = engine.multishot_stats();
+        if multishot > 0 {
+            assert!(dry > 0, "the buffer ring ran dry");
+        }
+        // The calls are gone: every pair returns once the kernel has ended its receives.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.stats().port_pairs_in_use > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let s = engine.stats();
+        assert_eq!((s.calls, s.legs, s.port_pairs_in_use), (0, 0, 0), "{s:?}");
+    }
+}

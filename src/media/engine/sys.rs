@@ -1,6 +1,7 @@
 //! The few Linux system calls the media workers make, wrapped once: epoll (level
 //! triggered), an eventfd waker, and datagram I/O (`recvmsg`/`sendmsg`, or many at once
-//! through a synchronously used io_uring) over buffers allocated when a worker starts.
+//! through a synchronously used io_uring) over buffers allocated when a worker starts; and
+//! the [`MultiRing`]: multishot receives into a provided-buffer ring, sends from it.
 //!
 //! Every `unsafe` block is here, each with the invariant it relies on; the rest of the
 //! engine is safe Rust. Addresses cross the boundary as [`SocketAddr`] (IPv4 and IPv6).
@@ -395,6 +396,454 @@ impl Ring {
         let mut sent = 0;
         self.complete(n, |_, res| sent += usize::from(res >= 0))?;
         Ok(sent)
+    }
+}
+
+/// What a completion of the [`MultiRing`] belongs to (the top two bits of its user data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tag {
+    /// A multishot receive; the value is the worker's receiver index.
+    Recv(usize),
+    /// A send from provided buffer `bid`.
+    Send(u16),
+    /// The command waker's multishot poll.
+    Waker,
+    /// A cancel request (its own completion carries nothing of interest).
+    Cancel,
+}
+
+const TAG_SHIFT: u32 = 62;
+const TAG_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+impl Tag {
+    fn user_data(self) -> u64 {
+        match self {
+            Tag::Recv(i) => i as u64 & TAG_MASK,
+            Tag::Send(bid) => (1 << TAG_SHIFT) | u64::from(bid),
+            Tag::Waker => 2 << TAG_SHIFT,
+            Tag::Cancel => 3 << TAG_SHIFT,
+        }
+    }
+
+    fn of(user_data: u64) -> Tag {
+        let v = user_data & TAG_MASK;
+        match user_data >> TAG_SHIFT {
+            0 => Tag::Recv(usize::try_from(v).unwrap_or(usize::MAX)),
+            1 => Tag::Send(u16::try_from(v).unwrap_or(u16::MAX)),
+            2 => Tag::Waker,
+            _ => Tag::Cancel,
+        }
+    }
+}
+
+/// A socket as the [`MultiRing`] addresses it: by descriptor, or by its slot in the
+/// ring's registered-file table (cheaper: no file lookup per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sock {
+    pub(super) fd: RawFd,
+    pub(super) fixed: Option<u32>,
+}
+
+/// One reaped completion of the [`MultiRing`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Completion {
+    pub(super) tag: Tag,
+    /// Bytes, or a negative errno.
+    pub(super) result: i32,
+    /// The provided buffer the kernel filled, if any.
+    pub(super) buffer: Option<u16>,
+    /// The request stays armed (`IORING_CQE_F_MORE`); otherwise it ended.
+    pub(super) more: bool,
+}
+
+/// Layout of a provided buffer after a multishot `recvmsg`: the kernel's
+/// `io_uring_recvmsg_out` header, a source-address field of fixed size, the datagram.
+const OUT_HDR: usize = 16;
+const NAME_LEN: usize = size_of::<libc::sockaddr_in6>();
+const PAYLOAD_AT: usize = OUT_HDR + NAME_LEN;
+/// Bytes the kernel may fill per buffer: a datagram longer than `MAX_DATAGRAM` is marked
+/// truncated, as with `recvmsg`.
+const RX_BUF_LEN: usize = PAYLOAD_AT + MAX_DATAGRAM;
+/// Distance between buffers (cache-line multiple).
+const RX_BUF_STRIDE: usize = RX_BUF_LEN.div_ceil(64) * 64;
+/// Most registered-file slots per ring (also capped by `RLIMIT_NOFILE`).
+const FIXED_FILES: u32 = 16_384;
+/// The buffer group id of the worker's provided-buffer ring.
+const BGID: u16 = 0;
+
+/// Anonymous, page-aligned memory the kernel reads or writes behind our back; only ever
+/// accessed through raw pointers (never held as a Rust reference while the kernel owns it).
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped; the owner drops the ring first.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// An io_uring that receives by itself: one multishot `recvmsg` per socket, armed once,
+/// draws buffers from a provided-buffer ring (`IORING_REGISTER_PBUF_RING`), so receiving
+/// costs no `epoll_wait` and no submission per datagram. Sends (`SendMsg`, from the
+/// received buffer rewritten in place) are queued and go to the kernel with the next wait,
+/// in the same `io_uring_enter`. The ring is `SINGLE_ISSUER | DEFER_TASKRUN`: completions
+/// are produced only while the worker waits in [`MultiRing::wait`], so the receive state
+/// seen between two waits is stable (no completion appears behind the worker's back).
+///
+/// Buffer ownership: a buffer is the kernel's while it is in the ring; a receive
+/// completion hands it to the worker, which either queues a send from it (it returns on
+/// the send's completion) or gives it back at once ([`MultiRing::recycle`]). When the ring
+/// runs dry a receive ends with `ENOBUFS` (the datagram stays queued on the socket) and
+/// the worker re-arms it after recycling.
+pub(super) struct MultiRing {
+    // Declared first: dropped (requests cancelled) before the memory they point into.
+    ring: io_uring::IoUring,
+    bufs: Mapping,
+    ring_mem: Mapping,
+    entries: u16,
+    tail: u16,
+    dirty: bool,
+    /// Slots in the registered-file table (0: none registered).
+    fixed: u32,
+    /// Template for the multishot receives: only the name and control lengths count.
+    msg: Box<libc::msghdr>,
+    send_addrs: Box<[libc::sockaddr_storage]>,
+}
+
+// SAFETY: the raw pointers point into memory this struct owns (mappings and boxed
+// slices), which moves with it; the ring is created on and only used by one thread.
+unsafe impl Send for MultiRing {}
+
+impl MultiRing {
+    /// A ring with `buffers` provided buffers (a power of two, at most 32,768). Fails on
+    /// kernels without `DEFER_TASKRUN` (before 6.1, which also lack multishot `recvmsg`).
+    /// Must be created on the thread that uses it (`SINGLE_ISSUER`).
+    pub(super) fn new(sq_entries: u32, buffers: u16) -> io::Result<Self> {
+        if !buffers.is_power_of_two() || buffers > 32_768 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let ring = io_uring::IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize((4 * u32::from(buffers)).max(2 * sq_entries))
+            .build(sq_entries)?;
+        let n = usize::from(buffers);
+        let bufs = Mapping::new(n * RX_BUF_STRIDE)?;
+        let ring_mem = Mapping::new(n * size_of::<io_uring::types::BufRingEntry>())?;
+        // SAFETY: `ring_mem` is page aligned, holds `buffers` entries and lives as long as
+        // the ring (dropped after it).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(ring_mem.ptr as u64, buffers, BGID, 0)?;
+        }
+        // A sparse registered-file table, as large as the descriptor limit allows.
+        // SAFETY: getrlimit writes one rlimit into a live struct.
+        let mut lim: libc::rlimit = unsafe { zeroed() };
+        let nofile = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+            0 => lim.rlim_cur.min(FIXED_FILES.into()) as u32,
+            _ => 0,
+        };
+        let fixed = match ring.submitter().register_files_sparse(nofile) {
+            Ok(()) => nofile,
+            Err(e) => {
+                tracing::debug!(error = %e, "media: no registered files for io_uring");
+                0
+            }
+        };
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let zero_addr: libc::sockaddr_storage = unsafe { zeroed() };
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
+        msg.msg_namelen = NAME_LEN as libc::socklen_t;
+        let mut r = MultiRing {
+            ring,
+            bufs,
+            ring_mem,
+            entries: buffers,
+            tail: 0,
+            dirty: false,
+            fixed,
+            msg,
+            send_addrs: vec![zero_addr; n].into_boxed_slice(),
+        };
+        for bid in 0..buffers {
+            r.recycle(bid);
+        }
+        r.commit();
+        Ok(r)
+    }
+
+    /// Buffers in the provided ring.
+    pub(super) fn buffers(&self) -> u16 {
+        self.entries
+    }
+
+    fn buf_ptr(&self, bid: u16) -> *mut u8 {
+        let i = usize::from(bid % self.entries);
+        // SAFETY: `i < entries`, so the offset stays inside the buffer mapping.
+        unsafe { self.bufs.ptr.add(i * RX_BUF_STRIDE) }
+    }
+
+    /// Gives buffer `bid` back to the kernel (visible after [`MultiRing::commit`]).
+    pub(super) fn recycle(&mut self, bid: u16) {
+        let bid = bid % self.entries;
+        let slot = usize::from(self.tail & (self.entries - 1));
+        let addr = self.buf_ptr(bid) as u64;
+        // SAFETY: `slot < entries`; the entry at the tail is ours until the tail moves past
+        // it (the kernel only reads entries between its head and the published tail).
+        unsafe {
+            let e = self
+                .ring_mem
+                .ptr
+                .cast::<io_uring::types::BufRingEntry>()
+                .add(slot);
+            (*e).set_addr(addr);
+            (*e).set_len(RX_BUF_LEN as u32);
+            (*e).set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        self.dirty = true;
+    }
+
+    /// Publishes the recycled buffers to the kernel.
+    pub(super) fn commit(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let base = self.ring_mem.ptr.cast::<io_uring::types::BufRingEntry>();
+        // SAFETY: the ring's tail lives in entry 0 (the kernel ABI); the release store
+        // orders the entries written above before it.
+        unsafe {
+            let tail = io_uring::types::BufRingEntry::tail(base).cast_mut();
+            (*tail.cast::<std::sync::atomic::AtomicU16>())
+                .store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Queues `sqe`, flushing the submission queue to the kernel first if it is full.
+    fn push(&mut self, sqe: &io_uring::squeue::Entry) -> io::Result<()> {
+        for _ in 0..2 {
+            // SAFETY: every entry queued here points only into memory owned by `self` (or
+            // into nothing), which outlives the request: see the callers.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+        Err(io::Error::other("io_uring submission queue full"))
+    }
+
+    /// Arms a multishot receive on `sock`; completions carry `tag`.
+    pub(super) fn arm_recv(&mut self, sock: Sock, tag: Tag) -> io::Result<()> {
+        let msg: *const libc::msghdr = &*self.msg;
+        let sqe = match sock.fixed {
+            Some(k) => io_uring::opcode::RecvMsgMulti::new(io_uring::types::Fixed(k), msg, BGID),
+            None => io_uring::opcode::RecvMsgMulti::new(io_uring::types::Fd(sock.fd), msg, BGID),
+        };
+        let sqe = sqe.build().user_data(tag.user_data());
+        // The kernel copies the template header when the request is prepared; the data
+        // goes to provided buffers, which live as long as the ring.
+        self.push(&sqe)
+    }
+
+    /// Arms a multishot poll for input on `fd` (the command waker).
+    pub(super) fn arm_poll(&mut self, fd: RawFd, tag: Tag) -> io::Result<()> {
+        let sqe = io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(tag.user_data());
+        self.push(&sqe)
+    }
+
+    /// Cancels the request armed with `tag`; its final completion follows.
+    pub(super) fn cancel(&mut self, tag: Tag) -> io::Result<()> {
+        let sqe = io_uring::opcode::AsyncCancel::new(tag.user_data())
+            .build()
+            .user_data(Tag::Cancel.user_data());
+        self.push(&sqe)
+    }
+
+    /// The datagram in buffer `bid` after a receive completion of `result` bytes: the
+    /// source address and the payload, writable. `None` if the kernel's header does not
+    /// fit or the address is not IPv4/IPv6.
+    pub(super) fn packet(&mut self, bid: u16, result: i32) -> Option<(SocketAddr, &mut [u8])> {
+        let filled = usize::try_from(result).ok()?.min(RX_BUF_LEN);
+        if filled < PAYLOAD_AT {
+            return None;
+        }
+        let p = self.buf_ptr(bid);
+        // SAFETY: the completion handed buffer `bid` to us: the kernel no longer writes it
+        // until it is recycled, and `filled <= RX_BUF_LEN` bytes of it are initialised.
+        // The `&mut` borrows `self`, so the buffer cannot be recycled while it lives.
+        let buf = unsafe { std::slice::from_raw_parts_mut(p, filled) };
+        let word = |at: usize| {
+            let b = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
+            u32::from_ne_bytes(b)
+        };
+        let (namelen, payloadlen, flags) = (word(0), word(8), word(12));
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
+        let n = usize::try_from(namelen).unwrap_or(0).min(NAME_LEN);
+        // SAFETY: copies `n <= NAME_LEN` bytes from the name field into a larger storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                buf.as_ptr().add(OUT_HDR),
+                (&mut addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                n,
+            );
+        }
+        let from = from_storage(&addr)?;
+        let truncated = flags & libc::MSG_TRUNC as u32 != 0;
+        let len = usize::try_from(payloadlen).unwrap_or(0);
+        // As in `Batch::received`: a truncated datagram is made empty so it fails validation.
+        let len = if truncated {
+            0
+        } else {
+            len.min(filled - PAYLOAD_AT)
+        };
+        Some((from, &mut buf[PAYLOAD_AT..PAYLOAD_AT + len]))
+    }
+
+    /// Queues a send of `len` bytes of buffer `bid`'s payload from `from` to `to`; the
+    /// buffer comes back in the send's completion (`Tag::Send(bid)`).
+    pub(super) fn send(
+        &mut self,
+        from: Sock,
+        bid: u16,
+        len: usize,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        let bid = bid % self.entries;
+        let i = usize::from(bid);
+        let addr_len = to_storage(to, &mut self.send_addrs[i]);
+        let addr: *const libc::sockaddr =
+            (&self.send_addrs[i] as *const libc::sockaddr_storage).cast();
+        // SAFETY: the payload area starts `PAYLOAD_AT` bytes into the buffer and is
+        // `MAX_DATAGRAM` long.
+        let payload = unsafe { self.buf_ptr(bid).add(PAYLOAD_AT) };
+        let len = len.min(MAX_DATAGRAM) as u32;
+        let sqe = match from.fixed {
+            Some(k) => io_uring::opcode::Send::new(io_uring::types::Fixed(k), payload, len),
+            None => io_uring::opcode::Send::new(io_uring::types::Fd(from.fd), payload, len),
+        };
+        let sqe = sqe
+            .dest_addr(addr)
+            .dest_addr_len(addr_len)
+            .flags(libc::MSG_DONTWAIT)
+            .build()
+            .user_data(Tag::Send(bid).user_data());
+        // The address and the buffer belong to `bid`, which is not reused before this send
+        // completes (it is recycled on its completion).
+        self.push(&sqe)
+    }
+
+    /// Puts `fd` in slot `k` of the ring's registered-file table, so that requests on it
+    /// skip the per-request file lookup; `None` if the table has no slot `k`.
+    pub(super) fn register(&mut self, k: usize, fd: RawFd) -> Option<u32> {
+        let k = u32::try_from(k).ok().filter(|&k| k < self.fixed)?;
+        match self.ring.submitter().register_files_update(k, &[fd]) {
+            Ok(_) => Some(k),
+            Err(e) => {
+                tracing::debug!(error = %e, "media: cannot register a socket with io_uring");
+                None
+            }
+        }
+    }
+
+    /// Empties slot `k` of the registered-file table (requests still using the file keep
+    /// it open until they end).
+    pub(super) fn unregister(&mut self, k: u32) {
+        let _ = self.ring.submitter().register_files_update(k, &[-1]);
+    }
+
+    /// Whether the kernel supports a minimum wait (`min_wait_usec`, 6.12).
+    pub(super) fn has_min_wait(&self) -> bool {
+        self.ring.params().is_feature_min_timeout()
+    }
+
+    /// Submits what is queued and waits for `want` completions, at most `timeout`
+    /// (`None`: no limit). With `min_wait` (see [`MultiRing::has_min_wait`]), once that
+    /// long has passed the wait ends at the first completion. A timeout or a signal is
+    /// not an error.
+    pub(super) fn wait(
+        &mut self,
+        want: usize,
+        timeout: Option<std::time::Duration>,
+        min_wait: Option<std::time::Duration>,
+    ) -> io::Result<()> {
+        self.commit();
+        let min_us = min_wait.map_or(0, |d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        let ts = timeout.map(io_uring::types::Timespec::from);
+        let r = match (&ts, min_us) {
+            (None, 0) => self.ring.submit_and_wait(want),
+            (Some(ts), _) => {
+                let args = io_uring::types::SubmitArgs::new()
+                    .min_wait_usec(min_us)
+                    .timespec(ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            (None, _) => {
+                let args = io_uring::types::SubmitArgs::new().min_wait_usec(min_us);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Submits what is queued without waiting.
+    pub(super) fn submit(&mut self) -> io::Result<()> {
+        self.ring.submit().map(drop)
+    }
+
+    /// Moves every posted completion into `out` (cleared first).
+    pub(super) fn reap(&mut self, out: &mut Vec<Completion>) {
+        out.clear();
+        for cqe in self.ring.completion() {
+            let flags = cqe.flags();
+            out.push(Completion {
+                tag: Tag::of(cqe.user_data()),
+                result: cqe.result(),
+                buffer: io_uring::cqueue::buffer_select(flags),
+                more: io_uring::cqueue::more(flags),
+            });
+        }
     }
 }
 

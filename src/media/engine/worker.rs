@@ -1,5 +1,6 @@
-//! A media worker thread: one epoll set over the sockets of its calls, a timer heap for
-//! paced local frames, commands from the API side, counters published once per loop.
+//! A media worker thread: multishot receives on the sockets of its calls (or one epoll
+//! set over them), a timer heap for paced local frames, commands from the API side,
+//! counters published once per loop.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -7,12 +8,15 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::call::{self, index, CallState, Ctx, LegSockets};
-use super::sys::{Batch, Epoll, Events, Outgoing, Ring, Waker, MAX_DATAGRAM};
+use super::sys::{
+    Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker, MAX_DATAGRAM,
+};
 use super::{Events as EventTx, MediaEvent, MediaStats, Shared};
 use crate::media::dtmf::DigitPress;
+use crate::media::ports::PortPair;
 use crate::media::prompts::{Prompt, PromptId, PromptSet};
 use crate::media::relay::{DropReason, LatchPolicy, RelayDecision, Side};
 use crate::media::rtp::{classify, PacketKind};
@@ -27,6 +31,20 @@ const EPOLL_BATCH: usize = 256;
 pub(super) const RING_BATCH: usize = 64;
 /// Set (to anything) to use plain `recvmsg`/`sendmsg` even where io_uring works.
 pub const NO_URING_ENV: &str = "SALLYPORT_MEDIA_NO_URING";
+/// Set (to anything) to keep the epoll loop even where multishot receives work.
+pub const NO_MULTISHOT_ENV: &str = "SALLYPORT_MEDIA_NO_MULTISHOT";
+/// Provided buffers per worker for multishot receives (a power of two).
+pub(super) const RX_BUFFERS: u16 = 1024;
+/// Submission queue entries of the multishot ring (sends, re-arms, cancels per loop).
+const MULTI_SQ: u32 = 1024;
+/// Batching window of the multishot loop in µs (overrides [`BATCH_WINDOW`]; 0: off).
+pub const BATCH_US_ENV: &str = "SALLYPORT_MEDIA_BATCH_US";
+/// Under load, a worker gathers datagrams for up to this long per wake-up (see
+/// `Multi::wait_plan`): the most a datagram waits in the engine for the batch. Measured at
+/// 1,000 calls (bench/README.md): 150–250 µs take ~1.5–2 µs of CPU off every packet.
+const BATCH_WINDOW: Duration = Duration::from_micros(200);
+/// Completions a batching wait asks for besides its sends' (a cap, rarely reached).
+const WINDOW_WANT: usize = 256;
 /// The epoll token of the command waker.
 const WAKER: u64 = u64::MAX;
 
@@ -90,6 +108,8 @@ pub(super) struct Counters {
     pub(super) prompt_frames: u64,
     pub(super) ringback_frames: u64,
     pub(super) digits: u64,
+    /// Multishot receives that ended for lack of provided buffers (not in `MediaStats`).
+    pub(super) rx_no_buffers: u64,
 }
 
 macro_rules! published {
@@ -98,11 +118,16 @@ macro_rules! published {
         #[derive(Debug, Default)]
         pub(super) struct WorkerStats {
             $($field: AtomicU64,)*
+            /// Internal (tests, tuning): see `Counters::rx_no_buffers`.
+            pub(super) rx_no_buffers: AtomicU64,
+            /// The worker runs the multishot loop.
+            pub(super) multishot: std::sync::atomic::AtomicBool,
         }
 
         impl WorkerStats {
             fn publish(&self, c: &Counters) {
                 $(self.$field.store(c.$field, Ordering::Relaxed);)*
+                self.rx_no_buffers.store(c.rx_no_buffers, Ordering::Relaxed);
             }
 
             pub(super) fn add_to(&self, s: &mut MediaStats) {
@@ -173,6 +198,172 @@ pub(super) struct Worker {
     by_id: std::collections::HashMap<u64, usize>,
     timers: BinaryHeap<Timer>,
     counters: Counters,
+    /// The multishot path, when it runs (set up on the worker thread in `run`).
+    multi: Option<Multi>,
+    /// Provided buffers for the multishot ring.
+    rx_buffers: u16,
+}
+
+/// A multishot receiver: one leg socket (RTP or RTCP) with a `RecvMsgMulti` armed.
+#[derive(Debug, Clone, Copy)]
+struct Rx {
+    sock: Sock,
+    slot: usize,
+    side: Side,
+    rtcp: bool,
+    /// A request is armed (its final completion has not arrived yet).
+    armed: bool,
+    state: RxState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RxState {
+    Free,
+    Live,
+    /// The socket is closed on our side; its pair returns when the request has ended
+    /// (until then the request holds the socket open and the port bound).
+    Closing(PortPair),
+}
+
+/// The worker's multishot state (see the module doc).
+struct Multi {
+    ring: MultiRing,
+    rx: Vec<Rx>,
+    rx_free: Vec<usize>,
+    /// Receivers whose request ended (buffers ran out, error) and must be re-armed.
+    rearm: Vec<usize>,
+    /// Pairs waiting for the final completions of their receivers (count left).
+    releasing: Vec<(PortPair, u8)>,
+    cqes: Vec<Completion>,
+    /// Sends queued since the last wait (their completions count towards `want`).
+    queued_sends: usize,
+    /// Batching window (0: off): see `wait_plan`.
+    window: Duration,
+    /// The kernel has `min_wait_usec` (6.12).
+    min_wait: bool,
+}
+
+impl Multi {
+    fn new(ring: MultiRing, window: Duration) -> Self {
+        let n = usize::from(ring.buffers());
+        let min_wait = ring.has_min_wait();
+        Multi {
+            ring,
+            rx: Vec::new(),
+            rx_free: Vec::new(),
+            rearm: Vec::new(),
+            releasing: Vec::new(),
+            cqes: Vec::with_capacity(4 * n),
+            queued_sends: 0,
+            window,
+            min_wait,
+        }
+    }
+
+    /// Arms a receiver for `fd`; returns its index.
+    fn watch(&mut self, fd: RawFd, slot: usize, side: Side, rtcp: bool) -> Option<usize> {
+        let unused = Sock { fd, fixed: None };
+        let i = match self.rx_free.pop() {
+            Some(i) => i,
+            None => {
+                self.rx.push(Rx {
+                    sock: unused,
+                    slot,
+                    side,
+                    rtcp,
+                    armed: false,
+                    state: RxState::Free,
+                });
+                self.rx.len() - 1
+            }
+        };
+        let sock = Sock {
+            fd,
+            fixed: self.ring.register(i, fd),
+        };
+        let armed = match self.ring.arm_recv(sock, Tag::Recv(i)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "media: cannot arm a multishot receive");
+                false
+            }
+        };
+        self.rx[i] = Rx {
+            sock,
+            slot,
+            side,
+            rtcp,
+            armed,
+            state: RxState::Live,
+        };
+        Some(i)
+    }
+
+    /// Stops receiving on a leg's sockets (closed by the caller right after); returns the
+    /// pair if it can be released now, else it is released when the requests have ended.
+    fn unwatch(&mut self, rx: [Option<usize>; 2], pair: PortPair) -> Option<PortPair> {
+        let mut pending = 0;
+        for i in rx.into_iter().flatten() {
+            let Some(r) = self.rx.get_mut(i) else {
+                continue;
+            };
+            if let Some(k) = r.sock.fixed.take() {
+                self.ring.unregister(k);
+            }
+            if r.armed {
+                r.state = RxState::Closing(pair);
+                pending += 1;
+                if let Err(e) = self.ring.cancel(Tag::Recv(i)) {
+                    tracing::error!(error = %e, "media: cannot cancel a multishot receive");
+                }
+            } else {
+                r.state = RxState::Free;
+                self.rx_free.push(i);
+            }
+        }
+        if pending == 0 {
+            return Some(pair);
+        }
+        self.releasing.push((pair, pending));
+        None
+    }
+
+    /// Receiver `i`'s request ended; returns a pair that may now be released.
+    fn ended(&mut self, i: usize) -> Option<PortPair> {
+        let r = self.rx.get_mut(i)?;
+        r.armed = false;
+        match r.state {
+            RxState::Free => None,
+            RxState::Live => {
+                self.rearm.push(i);
+                None
+            }
+            RxState::Closing(pair) => {
+                r.state = RxState::Free;
+                self.rx_free.push(i);
+                let k = self.releasing.iter().position(|(p, _)| *p == pair)?;
+                self.releasing[k].1 -= 1;
+                if self.releasing[k].1 > 0 {
+                    return None;
+                }
+                self.releasing.swap_remove(k);
+                Some(pair)
+            }
+        }
+    }
+
+    /// How many completions to wait for, for how long at most, and for how long at
+    /// least, given the next timer. With a batching window (and a kernel that has
+    /// `min_wait_usec`): sleep until a datagram (or command) arrives; once one has, gather
+    /// more until `window` from the start of the wait. An idle worker answers a lone
+    /// datagram at once; a busy one wakes about once per window, not once per datagram.
+    fn wait_plan(&self, timer: Option<Duration>) -> (usize, Option<Duration>, Option<Duration>) {
+        if self.window.is_zero() || !self.min_wait {
+            return (1, timer, None);
+        }
+        let window = timer.map_or(self.window, |t| t.min(self.window));
+        (self.queued_sends + WINDOW_WANT, timer, Some(window))
+    }
 }
 
 impl Worker {
@@ -207,11 +398,25 @@ impl Worker {
             by_id: std::collections::HashMap::new(),
             timers: BinaryHeap::new(),
             counters: Counters::default(),
+            multi: None,
+            rx_buffers: RX_BUFFERS,
         })
+    }
+
+    /// Provided buffers for the multishot ring (tests use few, to exhaust them).
+    pub(super) fn with_rx_buffers(mut self, n: u16) -> Self {
+        self.rx_buffers = n;
+        self
     }
 
     /// The worker loop; returns on `Shutdown` or when every command sender is gone.
     pub(super) fn run(mut self) {
+        if let Some(multi) = self.multishot() {
+            self.multi = Some(multi);
+            self.ring = None;
+            self.stats.multishot.store(true, Ordering::Relaxed);
+            return self.run_multi();
+        }
         let mut now = Instant::now();
         loop {
             let timeout = self.timeout(now);
@@ -245,6 +450,171 @@ impl Worker {
             self.fire_timers(now);
             self.stats.publish(&self.counters);
         }
+    }
+
+    /// The multishot ring, unless io_uring or multishot is unavailable or disabled.
+    fn multishot(&self) -> Option<Multi> {
+        if self.ring.is_none() || std::env::var_os(NO_MULTISHOT_ENV).is_some() {
+            return None;
+        }
+        let window = std::env::var(BATCH_US_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(BATCH_WINDOW, Duration::from_micros);
+        match MultiRing::new(MULTI_SQ, self.rx_buffers) {
+            Ok(mut ring) => match ring.arm_poll(self.waker.raw(), Tag::Waker) {
+                Ok(()) => Some(Multi::new(ring, window)),
+                Err(e) => {
+                    tracing::info!(error = %e, "media: multishot unavailable, using epoll");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::info!(error = %e, "media: multishot unavailable, using epoll");
+                None
+            }
+        }
+    }
+
+    /// The multishot loop: one `io_uring_enter` submits the previous batch's forwards and
+    /// waits for datagrams (or the next due frame, or a command); then every completion is
+    /// handled: receives relayed (forwards queued), sends' buffers recycled.
+    fn run_multi(mut self) {
+        let mut now = Instant::now();
+        loop {
+            let timer = self
+                .timers
+                .peek()
+                .map(|Reverse((due, ..))| due.saturating_duration_since(now));
+            let Some(m) = self.multi.as_mut() else {
+                return;
+            };
+            let (want, timeout, min_wait) = m.wait_plan(timer);
+            if let Err(e) = m.ring.wait(want, timeout, min_wait) {
+                tracing::error!(error = %e, "media worker: io_uring wait failed");
+                return;
+            }
+            m.queued_sends = 0;
+            m.ring.reap(&mut m.cqes);
+            now = Instant::now();
+            let woken = self.completions(now);
+            if woken {
+                // Queued sends name fds by number: hand them to the kernel before a
+                // command closes (and a new socket reuses) any of them.
+                if let Some(m) = self.multi.as_mut() {
+                    if let Err(e) = m.ring.submit() {
+                        tracing::error!(error = %e, "media: io_uring submit failed");
+                    }
+                    m.queued_sends = 0;
+                }
+                if !self.commands_(now) {
+                    self.close_all();
+                    // Dropping the ring ends the receives; nothing waits for these pairs
+                    // any more, but return them to the pool all the same.
+                    if let Some(m) = self.multi.take() {
+                        let pending = m.releasing.clone();
+                        drop(m);
+                        for (pair, _) in pending {
+                            self.shared.release(pair, true);
+                        }
+                    }
+                    return;
+                }
+            }
+            self.fire_timers(now);
+            self.stats.publish(&self.counters);
+        }
+    }
+
+    /// Handles the reaped completions; `true` if the command waker fired.
+    fn completions(&mut self, now: Instant) -> bool {
+        let Worker {
+            multi,
+            calls,
+            counters: c,
+            shared,
+            waker,
+            ..
+        } = self;
+        let Some(m) = multi.as_mut() else {
+            return false;
+        };
+        let mut woken = false;
+        for k in 0..m.cqes.len() {
+            let cq = m.cqes[k];
+            match cq.tag {
+                Tag::Cancel => {}
+                Tag::Waker => {
+                    woken = true;
+                    if !cq.more {
+                        if let Err(e) = m.ring.arm_poll(waker.raw(), Tag::Waker) {
+                            tracing::error!(error = %e, "media: cannot re-arm the waker");
+                        }
+                    }
+                }
+                Tag::Send(bid) => {
+                    m.ring.recycle(bid);
+                    match cq.result >= 0 {
+                        true => c.relayed += 1,
+                        false => c.dropped_send += 1,
+                    }
+                }
+                Tag::Recv(i) => {
+                    if let Some(bid) = cq.buffer {
+                        let rx = m.rx.get(i).copied().filter(|r| r.state == RxState::Live);
+                        let fwd = rx.and_then(|r| {
+                            let call = calls.get_mut(r.slot).and_then(Option::as_mut)?;
+                            let (from, buf) = m.ring.packet(bid, cq.result)?;
+                            let (len, to) = relay_one(call, c, r.side, r.rtcp, from, buf, now)?;
+                            let far = call.sockets[index(r.side.other())].as_ref();
+                            let sock = far.map(|s| match s.rx[0].and_then(|k| m.rx.get(k)) {
+                                Some(rx) => rx.sock,
+                                None => Sock {
+                                    fd: s.rtp.as_raw_fd(),
+                                    fixed: None,
+                                },
+                            });
+                            if sock.is_none() {
+                                c.dropped_send += 1;
+                            }
+                            Some((sock?, len, to))
+                        });
+                        match fwd {
+                            Some((sock, len, to)) => match m.ring.send(sock, bid, len, to) {
+                                Ok(()) => m.queued_sends += 1,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "media: cannot queue a send");
+                                    m.ring.recycle(bid);
+                                    c.dropped_send += 1;
+                                }
+                            },
+                            None => m.ring.recycle(bid),
+                        }
+                    } else if cq.result == -libc::ENOBUFS {
+                        c.rx_no_buffers += 1;
+                    } else if cq.result < 0 && cq.result != -libc::ECANCELED {
+                        let e = std::io::Error::from_raw_os_error(-cq.result);
+                        tracing::debug!(error = %e, "media: multishot receive ended");
+                    }
+                    if !cq.more {
+                        if let Some(pair) = m.ended(i) {
+                            shared.release(pair, true);
+                        }
+                    }
+                }
+            }
+        }
+        m.ring.commit();
+        for i in std::mem::take(&mut m.rearm) {
+            let Some(r) = m.rx.get_mut(i).filter(|r| r.state == RxState::Live) else {
+                continue;
+            };
+            match m.ring.arm_recv(r.sock, Tag::Recv(i)) {
+                Ok(()) => r.armed = true,
+                Err(e) => tracing::error!(error = %e, "media: cannot re-arm a receive"),
+            }
+        }
+        woken
     }
 
     /// Milliseconds until the earliest due frame (rounded up), or -1 for none.
@@ -435,25 +805,33 @@ impl Worker {
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let registered = self
-            .epoll
-            .add(sockets.rtp.as_raw_fd(), token(slot, side, false))
-            .and_then(|()| {
-                self.epoll
-                    .add(sockets.rtcp.as_raw_fd(), token(slot, side, true))
-            });
-        if let Err(e) = registered {
-            tracing::error!(error = %e, "media: cannot watch leg sockets");
+        let mut sockets = sockets;
+        let (rtp, rtcp) = (sockets.rtp.as_raw_fd(), sockets.rtcp.as_raw_fd());
+        match self.multi.as_mut() {
+            Some(m) => {
+                sockets.rx = [
+                    m.watch(rtp, slot, side, false),
+                    m.watch(rtcp, slot, side, true),
+                ];
+            }
+            None => {
+                let registered = self
+                    .epoll
+                    .add(rtp, token(slot, side, false))
+                    .and_then(|()| self.epoll.add(rtcp, token(slot, side, true)));
+                if let Err(e) = registered {
+                    tracing::error!(error = %e, "media: cannot watch leg sockets");
+                }
+            }
         }
         if let Some(old) = call.sockets[index(side)].replace(sockets) {
-            self.epoll.delete(old.rtp.as_raw_fd());
-            self.epoll.delete(old.rtcp.as_raw_fd());
-            let pair = old.pair;
-            drop(old);
-            self.shared.release(pair, true);
+            retire(&self.epoll, self.multi.as_mut(), &self.shared, old);
         } else {
             self.counters.legs += 1;
         }
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
         call.kick(side, now);
         self.pump(slot, side, now);
     }
@@ -469,12 +847,8 @@ impl Worker {
         self.counters.calls = self.counters.calls.saturating_sub(1);
         let sockets: Vec<LegSockets> = call.take_sockets().collect();
         for s in sockets {
-            self.epoll.delete(s.rtp.as_raw_fd());
-            self.epoll.delete(s.rtcp.as_raw_fd());
-            let pair = s.pair;
-            drop(s);
+            retire(&self.epoll, self.multi.as_mut(), &self.shared, s);
             self.counters.legs = self.counters.legs.saturating_sub(1);
-            self.shared.release(pair, true);
         }
     }
 
@@ -520,6 +894,23 @@ impl Worker {
             }
             self.pump(slot, side, now);
         }
+    }
+}
+
+/// Stops watching a leg's sockets and closes them; the pair returns to the pool now, or
+/// (multishot) once the kernel has ended the receives that still hold the sockets.
+fn retire(epoll: &Epoll, multi: Option<&mut Multi>, shared: &Shared, s: LegSockets) {
+    let pair = match multi {
+        Some(m) => m.unwatch(s.rx, s.pair),
+        None => {
+            epoll.delete(s.rtp.as_raw_fd());
+            epoll.delete(s.rtcp.as_raw_fd());
+            Some(s.pair)
+        }
+    };
+    drop(s);
+    if let Some(pair) = pair {
+        shared.release(pair, true);
     }
 }
 
