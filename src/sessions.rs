@@ -106,6 +106,34 @@ pub async fn accepted_calls_since(
     .try_get(0)
 }
 
+/// What a live session has reached so far, written as it happens so that live-call views
+/// (`GET /api/v1/calls/active`, monitoring) see it before the call ends. Fields left
+/// `None` keep their stored value.
+#[derive(Debug, Clone, Default)]
+pub struct Progress<'a> {
+    pub number_e164: Option<&'a str>,
+    pub privileged: Option<bool>,
+    pub answer_at: Option<DateTime<Utc>>,
+    pub accepted_at: Option<DateTime<Utc>>,
+}
+
+/// Records a live session's progress (see [`Progress`]); a no-op once it has ended.
+pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sessions SET number_e164 = COALESCE($2, number_e164), \
+         privileged = COALESCE($3, privileged), answer_at = COALESCE($4, answer_at), \
+         accepted_at = COALESCE($5, accepted_at) WHERE id = $1 AND state = 'active'",
+    )
+    .bind(id)
+    .bind(p.number_e164)
+    .bind(p.privileged.map(i64::from))
+    .bind(p.answer_at.map(to_micros))
+    .bind(p.accepted_at.map(to_micros))
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
 /// How a session ended, in wall-clock terms, for its CDR.
 #[derive(Debug, Clone)]
 pub struct SessionEnd<'a> {

@@ -906,6 +906,75 @@ async fn call_records(app: App) {
     )
     .await;
     assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{v}");
+    // Terminate: the same scope rules; an ended call is a 409; a live call this process
+    // does not carry (no SIP side here, as for a call on another node) is a 409 naming
+    // the node that carries it. (Terminating a real call: tests/sip_calls.rs.)
+    let (s, _) = send(&app, "POST", "/api/v1/calls/c2/terminate", None, None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/api/v1/calls/c2/terminate",
+        Some(&inv),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "an F2 investigator cannot end an F1 call"
+    );
+    let (s, _) = admin(&app, "POST", "/api/v1/calls/nope/terminate", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, e) = admin(&app, "POST", "/api/v1/calls/c1/terminate", None).await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::CONFLICT, "call_ended"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        "/api/v1/calls/c2/terminate",
+        Some(&both),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::CONFLICT, "not_on_this_node"),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("n1"),
+        "{e}"
+    );
+    // Progress of a live call shows before it ends.
+    sallyport::sessions::progress(
+        db,
+        "c2",
+        &sallyport::sessions::Progress {
+            number_e164: Some("+15551230001"),
+            privileged: Some(true),
+            answer_at: Some(now),
+            accepted_at: Some(now),
+        },
+    )
+    .await
+    .unwrap();
+    let (_, v) = admin(&app, "GET", "/api/v1/calls/c2", None).await;
+    assert_eq!(
+        (
+            v["state"].as_str(),
+            v["number"].as_str(),
+            v["privileged"].as_bool()
+        ),
+        (Some("active"), Some("+15551230001"), Some(true)),
+        "{v}"
+    );
+    assert!(!v["accepted_at"].is_null(), "{v}");
     app.t.cleanup().await;
 }
 

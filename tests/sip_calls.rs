@@ -1516,3 +1516,57 @@ fn scenarios_play_against_each_other() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// An investigator (here the administrator) ends a live, billed call through the API: both
+/// legs get BYE, the CDR says `terminated`, the increments started stand and no more are
+/// charged; the call can be terminated once, and a caller without the right role cannot.
+#[test]
+fn terminate_through_the_api_ends_a_live_call() {
+    let Some(case) = Case::start("terminate") else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-950", "2468", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Info));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let live = api.get(&format!("/api/v1/calls/active?facility={FACILITY}"));
+        let accepted = live
+            .as_array()
+            .and_then(|a| a.iter().find(|c| !c["accepted_at"].is_null()).cloned());
+        if let Some(c) = accepted {
+            break c["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no call was accepted: {live}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        !api.get(&format!("/api/v1/calls/{id}"))["number"].is_null(),
+        "a live call shows its number"
+    );
+    // Let both scenarios reach their wait for BYE (and a second increment start).
+    std::thread::sleep(Duration::from_millis(4_000));
+    let path = format!("/api/v1/calls/{id}/terminate");
+    let (status, cdr) = api.request("POST", &path, None, None);
+    assert_eq!(status, 200, "{cdr}");
+    assert_eq!(cdr["state"], "ended", "{cdr}");
+    assert_eq!(cdr["end_reason"], "terminated", "{cdr}");
+    trunk.expect_ok(Duration::from_secs(20));
+    hs.expect_ok(Duration::from_secs(20));
+    let (again, body) = api.request("POST", &path, None, None);
+    assert_eq!(again, 409, "a second terminate: {body}");
+    let billed = cdr["billed_increments"].as_i64().unwrap();
+    assert!(billed >= 1, "{cdr}");
+    let charged = dec(COST) * Decimal::from(billed);
+    assert_eq!(money(&cdr["amount"]), charged, "{cdr}");
+    std::thread::sleep(Duration::from_millis(INCREMENT_SECS as u64 * 1000 + 500));
+    assert_eq!(
+        api.balance(&inmate.account),
+        dec("1.00") - charged,
+        "nothing after the end"
+    );
+    assert_eq!(api.call_charges(&inmate.account).len() as i64, billed);
+    api.assert_ledger_clean();
+}

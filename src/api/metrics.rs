@@ -106,12 +106,7 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             sip.stray_responses,
         ),
     ];
-    for (name, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
+    write_family(out, "counter", &counters);
     let m = g.media.stats();
     let gauges = [
         ("sallyport_media_calls", "Calls with media open.", m.calls),
@@ -131,12 +126,7 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             m.port_pairs_total,
         ),
     ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    }
+    write_family(out, "gauge", &gauges);
     let media = [
         (
             "sallyport_rtp_received_total",
@@ -169,12 +159,7 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             m.digits,
         ),
     ];
-    for (name, help, value) in media {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
+    write_family(out, "counter", &media);
     let _ = writeln!(out, "# HELP sallyport_rtp_dropped_total RTP/RTCP datagrams dropped, by reason.\n# TYPE sallyport_rtp_dropped_total counter");
     for (reason, value) in [
         ("wrong_source", m.dropped_wrong_source),
@@ -193,4 +178,14 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
         "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",
         g.live.len()
     );
+}
+
+/// One unlabelled metric per row: HELP, TYPE and the value.
+fn write_family(out: &mut String, kind: &str, rows: &[(&str, &str, u64)]) {
+    for (name, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
 }

@@ -708,6 +708,14 @@ impl CallTask {
                 match d {
                     Ok(d) => {
                         info!(destination = ?d, "destination checked");
+                        if let super::Destination::Authorized(a) = &d {
+                            self.progress(sessions::Progress {
+                                number_e164: Some(&a.number),
+                                privileged: Some(a.privileged),
+                                ..Default::default()
+                            })
+                            .await;
+                        }
                         self.call.destination_checked(now, d)
                     }
                     Err(e) => {
@@ -726,7 +734,13 @@ impl CallTask {
             CallAction::CancelTrunk => self.cancel_trunk().await,
             CallAction::Bridge => {
                 info!("accepted: bridged");
-                self.media.bridge(true)
+                self.media.bridge(true);
+                let at = self.wall_of(now);
+                self.progress(sessions::Progress {
+                    accepted_at: Some(at),
+                    ..Default::default()
+                })
+                .await;
             }
             CallAction::StartRecording => {
                 // Recording (issue 4) taps the relay here; until it exists the CDR says
@@ -888,6 +902,14 @@ impl CallTask {
                 warn!(error = %e, increment, "debit failed");
                 self.call.fail(now)
             }
+        }
+    }
+
+    /// Records how far the live call got (for live views); a failure only costs the live
+    /// view a detail, the CDR is written in full at the end.
+    async fn progress(&self, p: sessions::Progress<'_>) {
+        if let Err(e) = sessions::progress(self.sb.store.db(), &self.session_id, &p).await {
+            warn!(error = %e, "cannot record the call's progress");
         }
     }
 
@@ -1089,6 +1111,12 @@ impl CallTask {
                 self.media.set_leg(Side::B, m, LatchPolicy::Exact);
                 info!(codec = ?m.codec.name, "trunk answered");
                 self.call.trunk_answered(now);
+                let at = self.wall_of(now);
+                self.progress(sessions::Progress {
+                    answer_at: Some(at),
+                    ..Default::default()
+                })
+                .await;
             }
             (None, true) => {
                 warn!("trunk 2xx without a usable SDP answer");

@@ -50,15 +50,20 @@ pub async fn active(
     Ok(Json(s.store.calls(&f, list.as_deref()).await?))
 }
 
+/// The call, if the caller may see it (admin or investigator of its facility).
+async fn visible_call(s: &AppState, caller: &Caller, id: &str) -> Result<Cdr, ApiError> {
+    caller.require(&[Role::Admin, Role::Investigator])?;
+    let cdr = s.store.call(id).await?;
+    caller.scope(&cdr.facility_id)?;
+    Ok(cdr)
+}
+
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Cdr>, ApiError> {
-    caller.require(&[Role::Admin, Role::Investigator])?;
-    let cdr = s.store.call(&id).await?;
-    caller.scope(&cdr.facility_id)?;
-    Ok(Json(cdr))
+    Ok(Json(visible_call(&s, &caller, &id).await?))
 }
 
 /// Ends a live call (reason `terminated`): both legs get BYE, billing stops, the CDR is
@@ -68,9 +73,7 @@ pub async fn terminate(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Cdr>, ApiError> {
-    caller.require(&[Role::Admin, Role::Investigator])?;
-    let cdr = s.store.call(&id).await?;
-    caller.scope(&cdr.facility_id)?;
+    let cdr = visible_call(&s, &caller, &id).await?;
     if cdr.state != "active" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
