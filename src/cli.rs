@@ -131,6 +131,9 @@ pub enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: i64,
     },
+    /// Walk the audit log's hash chain; name every entry changed, removed or moved
+    /// (exit status 1 when any is).
+    VerifyAudit,
 }
 
 /// Loads the config, connects and migrates: what every command needs first.
@@ -154,6 +157,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
     match command {
         Command::Serve => unreachable_serve(),
         Command::Migrate => println!("migrations applied"),
+        Command::VerifyAudit => verify_audit(&store).await?,
         Command::Demo { json } => {
             let info = crate::demo::seed(&store, config).await?;
             if json {
@@ -272,6 +276,28 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
         }
     }
     store.db().close().await;
+    Ok(())
+}
+
+async fn verify_audit(store: &Store) -> anyhow::Result<()> {
+    let v = store.verify_audit().await?;
+    for p in &v.problems {
+        let what = match p.fault {
+            crate::store::AuditFault::Changed => "changed (its fields no longer match its hash)",
+            crate::store::AuditFault::BrokenLink => {
+                "does not follow the entry before it (entries removed, inserted or reordered)"
+            }
+        };
+        println!("audit entry {}: {what}", p.id);
+    }
+    if !v.intact() {
+        anyhow::bail!(
+            "the audit log's hash chain is broken at {} place(s) over {} entries",
+            v.problems.len(),
+            v.entries
+        );
+    }
+    println!("audit log intact: {} entries, head {}", v.entries, v.head);
     Ok(())
 }
 

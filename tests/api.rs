@@ -975,6 +975,24 @@ async fn call_records(app: App) {
         "{v}"
     );
     assert!(!v["accepted_at"].is_null(), "{v}");
+    // The audit log (admins of every facility) and its chain.
+    let (s, v) = admin(&app, "GET", "/api/v1/audit?limit=5", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let entries = v.as_array().unwrap();
+    assert_eq!(entries.len(), 5, "{v}");
+    assert_eq!(entries[0]["prev_hash"], entries[1]["hash"], "{v}");
+    let (s, v) = admin(&app, "GET", "/api/v1/audit/verify", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["problems"], json!([]), "{v}");
+    assert!(v["entries"].as_u64().unwrap() >= 5, "{v}");
+    let (s, _) = send(&app, "GET", "/api/v1/audit", Some(&both), None, None).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "investigators do not read the audit log"
+    );
+    let (s, _) = admin(&app, "GET", "/api/v1/audit?limit=x", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     app.t.cleanup().await;
 }
 

@@ -184,3 +184,60 @@ fn serve_seeds_answers_and_closes_orphans_on_restart() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `verify-audit` walks the chain: intact, exit 0; after an entry is changed behind the
+/// database's back, it names the entry and exits non-zero.
+#[test]
+fn verify_audit_names_a_changed_entry() {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    demo_json(dir.path());
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(sallyport::db::Db::connect(&url, 1)).unwrap();
+    let clock = std::sync::Arc::new(sallyport::clock::SystemClock);
+    let store = sallyport::store::Store::new(db.clone(), clock, "demo-pepper-change-me-0123456789");
+    for target in ["c1", "c2", "c3"] {
+        let e = sallyport::store::AuditEntry {
+            actor: "admin",
+            action: "call.terminate",
+            target,
+            facility_id: Some("DEMO"),
+            detail: serde_json::json!({}),
+            remote_addr: None,
+        };
+        rt.block_on(store.audit(e)).unwrap();
+    }
+    let ok = command(dir.path()).arg("verify-audit").output().unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("audit log intact: 3 entries"), "{out}");
+    let id: i64 = rt.block_on(async {
+        let pool = db.pool();
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(pool)
+            .await
+            .unwrap();
+        let id: i64 = sqlx::query("SELECT id FROM audit_log WHERE target = 'c2'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .try_get("id")
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'nobody' WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+        db.close().await;
+        id
+    });
+    let bad = command(dir.path()).arg("verify-audit").output().unwrap();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "{out}");
+    assert!(out.contains(&format!("audit entry {id}: changed")), "{out}");
+}

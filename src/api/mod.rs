@@ -156,6 +156,8 @@ pub fn router(state: AppState) -> Router {
         .route("/deposits/{id}/post", post(money::post_money_order))
         .route("/deposits/{id}/void", post(money::void_money_order))
         .route("/ledger/check", get(rates::ledger_check))
+        .route("/audit", get(rates::audit))
+        .route("/audit/verify", get(rates::audit_verify))
         .route("/calls", get(calls::list))
         .route("/calls/active", get(calls::active))
         .route("/calls/{id}", get(calls::get))

@@ -93,6 +93,8 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/calls", "Search call records (?facility&inmate&number&reason&from&to&limit&offset)", "calls"),
     op("get", "/calls/active", "Calls in progress", "calls"),
     op("get", "/calls/{id}", "One call record", "calls"),
+    op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
+    op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
 ];
 

@@ -16,7 +16,7 @@ mod inmates;
 mod principals;
 mod rates;
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
 pub use calls::{CallFilter, Cdr};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility};

@@ -135,3 +135,31 @@ pub async fn ledger_check(
         serde_json::to_value(report).map_err(|e| ApiError::bad_request(e.to_string()))?,
     ))
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// The audit log, newest first (administrators of every facility).
+pub async fn audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    crate::api::auth::ApiQuery(page): crate::api::auth::ApiQuery<Page>,
+) -> Result<Json<Vec<crate::store::AuditRecord>>, ApiError> {
+    caller.require_global_admin()?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let offset = page.offset.unwrap_or(0).max(0);
+    Ok(Json(s.store.audit_records(limit, offset).await?))
+}
+
+/// Walks the audit hash chain (as `sallyport verify-audit` does).
+pub async fn audit_verify(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<crate::store::AuditVerification>, ApiError> {
+    caller.require_global_admin()?;
+    Ok(Json(s.store.verify_audit().await?))
+}
