@@ -414,7 +414,6 @@ impl Switchboard {
             call_ids: Vec::new(),
             branches: Vec::new(),
             waiters: Vec::new(),
-            stop: None,
         };
         task.run(rx, media_rx, control).await;
         self.live.remove(&session_id);
@@ -485,7 +484,6 @@ struct TrunkLeg {
     dialog: Option<Dialog>,
     /// Our ACK to its 2xx, re-sent when the 2xx is retransmitted.
     ack: Option<Request>,
-    answer_sdp: Vec<u8>,
 }
 
 /// One call's task (see the module doc).
@@ -508,8 +506,6 @@ struct CallTask {
     branches: Vec<String>,
     /// Told when the CDR is closed (terminate and shutdown wait on it).
     waiters: Vec<oneshot::Sender<()>>,
-    /// The call ended: its CDR is written.
-    stop: Option<CallSummary>,
 }
 
 fn side(leg: Leg) -> Side {
@@ -544,7 +540,7 @@ impl CallTask {
     ) {
         loop {
             self.drain().await;
-            if self.stop.is_some() {
+            if self.call.is_ended() {
                 break;
             }
             let deadline = self.call.poll_timeout();
@@ -607,7 +603,7 @@ impl CallTask {
         if !pending(&self.trunk) {
             return;
         }
-        let until = tokio::time::Instant::now() + TRUNK_LINGER;
+        let until = tokio::time::Instant::from_std(self.now() + TRUNK_LINGER);
         while pending(&self.trunk) {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(CallInput::Sip(ev))) => self.on_sip(ev, false).await,
@@ -644,7 +640,7 @@ impl CallTask {
                 let resp = resp.with_body("application/sdp", h.answer.clone());
                 let key = h.invite_key.clone();
                 self.branches.push(key.branch.clone());
-                self.sb.routes.add_branch(&key.branch, &self.sender());
+                self.sb.routes.add_branch(&key.branch, &self.input);
                 self.sb.respond(&key, resp).await;
             }
             CallAction::RejectHandset { status } => {
@@ -749,16 +745,8 @@ impl CallTask {
             }
             CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
-            CallAction::Ended(summary) => {
-                let _ = now;
-                self.close(&summary).await;
-                self.stop = Some(summary);
-            }
+            CallAction::Ended(summary) => self.close(&summary).await,
         }
-    }
-
-    fn sender(&self) -> mpsc::UnboundedSender<CallInput> {
-        self.input.clone()
     }
 
     async fn place_trunk_call(&mut self, number: &str) -> Result<(), u16> {
@@ -793,7 +781,7 @@ impl CallTask {
             .header("Allow", ALLOW)
             .body("application/sdp", offer.to_string().into_bytes())
             .build();
-        let tx = self.sender();
+        let tx = self.input.clone();
         self.sb.routes.add_call_id(&call_id, &tx);
         self.sb.routes.add_branch(&branch, &tx);
         self.call_ids.push(call_id.clone());
@@ -815,7 +803,6 @@ impl CallTask {
             state: TrunkState::Calling,
             dialog: None,
             ack: None,
-            answer_sdp: Vec::new(),
         });
         Ok(())
     }
@@ -1037,8 +1024,7 @@ impl CallTask {
                         .map(|t| t.offer.to_string().into_bytes())
                         .unwrap_or_default(),
                 };
-                let resp = ok(&req).with_body("application/sdp", body);
-                let mut resp = resp;
+                let mut resp = ok(&req).with_body("application/sdp", body);
                 resp.headers
                     .push("Contact", format!("<sip:sallyport@{}>", self.sb.sent_by));
                 self.sb.respond(&key, resp).await;
@@ -1093,7 +1079,6 @@ impl CallTask {
         let ack = dialog.ack(1);
         t.ack = Some(ack.clone());
         t.dialog = Some(dialog);
-        t.answer_sdp = resp.body.clone();
         let was = t.state;
         t.state = TrunkState::Answered;
         let _ = self
@@ -1105,7 +1090,7 @@ impl CallTask {
             .ok()
             .and_then(|s| sdp::parse(s).ok())
             .and_then(|answer| sdp::negotiated_from_answer(&t.offer, &answer).ok());
-        let live = was == TrunkState::Calling && self.stop.is_none();
+        let live = was == TrunkState::Calling && !self.call.is_ended();
         match (negotiated, live) {
             (Some(m), true) => {
                 self.media.set_leg(Side::B, m, LatchPolicy::Exact);
