@@ -417,14 +417,14 @@ impl Worker {
             self.stats.multishot.store(true, Ordering::Relaxed);
             return self.run_multi();
         }
-        let mut now = Instant::now();
+        let mut now = Instant::now(); // clock-ok: the media driver paces real RTP
         loop {
             let timeout = self.timeout(now);
             if let Err(e) = self.epoll.wait(&mut self.events, timeout) {
                 tracing::error!(error = %e, "media worker: epoll_wait failed");
                 return;
             }
-            now = Instant::now();
+            now = Instant::now(); // clock-ok: the media driver paces real RTP
             let mut woken = false;
             self.ready.clear();
             for i in 0..self.events.len() {
@@ -480,7 +480,7 @@ impl Worker {
     /// waits for datagrams (or the next due frame, or a command); then every completion is
     /// handled: receives relayed (forwards queued), sends' buffers recycled.
     fn run_multi(mut self) {
-        let mut now = Instant::now();
+        let mut now = Instant::now(); // clock-ok: the media driver paces real RTP
         loop {
             let timer = self
                 .timers
@@ -496,7 +496,7 @@ impl Worker {
             }
             m.queued_sends = 0;
             m.ring.reap(&mut m.cqes);
-            now = Instant::now();
+            now = Instant::now(); // clock-ok: the media driver paces real RTP
             let woken = self.completions(now);
             if woken {
                 // Queued sends name fds by number: hand them to the kernel before a
