@@ -11,25 +11,13 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use sallyport::media::relay::{LatchPolicy, LegConfig, Relay, RelayDecision, Side};
-use sallyport::media::sdp::{Codec, CodecName, Direction, NegotiatedMedia};
+use sallyport::media::sdp::{CodecName, NegotiatedMedia};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 fn leg(remote: SocketAddr, codec: CodecName, ssrc: u32) -> LegConfig {
     LegConfig {
-        media: NegotiatedMedia {
-            remote,
-            remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
-            rtcp_mux: false,
-            codec: Codec {
-                pt: codec.static_pt(),
-                name: codec,
-                clock_rate: 8000,
-            },
-            dtmf_pt: Some(101),
-            ptime: 20,
-            direction: Direction::SendRecv,
-        },
+        media: NegotiatedMedia::plain(remote, codec),
         latch: LatchPolicy::Exact,
         ssrc,
         initial_seq: 1,

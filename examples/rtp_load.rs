@@ -15,7 +15,7 @@
 use sallyport::media::engine::{EngineConfig, MediaEngine};
 use sallyport::media::prompts::PromptSet;
 use sallyport::media::relay::{LatchPolicy, Side};
-use sallyport::media::sdp::{Codec, CodecName, Direction, NegotiatedMedia};
+use sallyport::media::sdp::{CodecName, NegotiatedMedia};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -47,19 +47,7 @@ fn main() {
 }
 
 fn media(remote: SocketAddr) -> NegotiatedMedia {
-    NegotiatedMedia {
-        remote,
-        remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
-        rtcp_mux: false,
-        codec: Codec {
-            pt: 0,
-            name: CodecName::Pcmu,
-            clock_rate: 8000,
-        },
-        dtmf_pt: Some(101),
-        ptime: 20,
-        direction: Direction::SendRecv,
-    }
+    NegotiatedMedia::plain(remote, CodecName::Pcmu)
 }
 
 /// CPU seconds (user + system) of this whole process so far.

@@ -483,19 +483,7 @@ fn addr(s: &str) -> SocketAddr {
 
 fn media(remote: &str, codec: CodecName) -> NegotiatedMedia {
     let remote = addr(remote);
-    NegotiatedMedia {
-        remote,
-        remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
-        rtcp_mux: false,
-        codec: Codec {
-            pt: codec.static_pt(),
-            name: codec,
-            clock_rate: 8000,
-        },
-        dtmf_pt: Some(101),
-        ptime: 20,
-        direction: Direction::SendRecv,
-    }
+    NegotiatedMedia::plain(remote, codec)
 }
 
 fn leg(media: NegotiatedMedia, ssrc: u32, seq: u16, ts: u32) -> LegConfig {

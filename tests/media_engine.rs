@@ -8,7 +8,7 @@ use sallyport::media::engine::{
 use sallyport::media::prompts::{PromptId, PromptSet};
 use sallyport::media::relay::{LatchPolicy, Side};
 use sallyport::media::rtp::RtpView;
-use sallyport::media::sdp::{Codec, CodecName, Direction, NegotiatedMedia};
+use sallyport::media::sdp::{CodecName, NegotiatedMedia};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -40,19 +40,7 @@ fn peer() -> UdpSocket {
 
 fn media(peer: &UdpSocket, codec: CodecName) -> NegotiatedMedia {
     let remote = peer.local_addr().unwrap();
-    NegotiatedMedia {
-        remote,
-        remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
-        rtcp_mux: false,
-        codec: Codec {
-            pt: codec.static_pt(),
-            name: codec,
-            clock_rate: 8000,
-        },
-        dtmf_pt: Some(101),
-        ptime: 20,
-        direction: Direction::SendRecv,
-    }
+    NegotiatedMedia::plain(remote, codec)
 }
 
 /// A call with both legs anchored: (call, events, handset peer, trunk peer, A's and B's

@@ -4,7 +4,7 @@
 //! wrong-source drops and prompt frames stamped in between.
 
 use sallyport::media::relay::{LatchPolicy, LegConfig, Relay, RelayDecision, Side};
-use sallyport::media::sdp::{Codec, CodecName, Direction, NegotiatedMedia};
+use sallyport::media::sdp::{CodecName, NegotiatedMedia};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,19 +13,7 @@ mod counting_alloc;
 use counting_alloc::allocations;
 
 fn media(remote: SocketAddr, codec: CodecName) -> NegotiatedMedia {
-    NegotiatedMedia {
-        remote,
-        remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
-        rtcp_mux: false,
-        codec: Codec {
-            pt: codec.static_pt(),
-            name: codec,
-            clock_rate: 8000,
-        },
-        dtmf_pt: Some(101),
-        ptime: 20,
-        direction: Direction::SendRecv,
-    }
+    NegotiatedMedia::plain(remote, codec)
 }
 
 fn leg(remote: SocketAddr, codec: CodecName, ssrc: u32) -> LegConfig {

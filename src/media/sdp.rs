@@ -661,6 +661,25 @@ pub struct NegotiatedMedia {
 }
 
 impl NegotiatedMedia {
+    /// The common plain leg: `codec` at its static payload type, telephone-event on 101,
+    /// 20 ms packets, RTCP on the next port, sendrecv (what a G.711 desk phone or a trunk
+    /// negotiates). For tests, benchmarks and load tools that set legs up without SDP.
+    pub fn plain(remote: SocketAddr, codec: CodecName) -> NegotiatedMedia {
+        NegotiatedMedia {
+            remote,
+            remote_rtcp: SocketAddr::new(remote.ip(), remote.port().wrapping_add(1)),
+            rtcp_mux: false,
+            codec: Codec {
+                pt: codec.static_pt(),
+                name: codec,
+                clock_rate: 8000,
+            },
+            dtmf_pt: Some(101),
+            ptime: 20,
+            direction: Direction::SendRecv,
+        }
+    }
+
     /// Whether the gateway may send media to the peer.
     pub fn may_send(&self) -> bool {
         self.direction.sends() && !self.remote.ip().is_unspecified()

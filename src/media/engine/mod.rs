@@ -260,14 +260,14 @@ impl Shared {
     }
 
     fn allocate(&self) -> Result<PortPair, MediaError> {
-        let deadline = Instant::now() + RELEASE_WAIT;
+        let deadline = Instant::now() + RELEASE_WAIT; // clock-ok: a real wait for ports
         let mut p = self.lock();
         loop {
             match p.alloc.allocate() {
                 Ok(pair) => return Ok(pair),
                 Err(_) if p.closing == 0 => return Err(MediaError::PortsExhausted),
                 Err(_) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = deadline.saturating_duration_since(Instant::now()); // clock-ok
                     if left.is_zero() {
                         return Err(MediaError::PortsExhausted);
                     }
@@ -624,7 +624,7 @@ pub(crate) type Events = UnboundedSender<MediaEvent>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::sdp::{Codec, CodecName, Direction};
+    use crate::media::sdp::CodecName;
     use std::path::Path;
 
     fn engine(port_min: u16, port_max: u16, rx_buffers: u16) -> MediaEngine {
@@ -643,17 +643,8 @@ mod tests {
     fn media(peer: &UdpSocket) -> NegotiatedMedia {
         let remote = peer.local_addr().unwrap();
         NegotiatedMedia {
-            remote,
-            remote_rtcp: SocketAddr::new(remote.ip(), remote.port() + 1),
-            rtcp_mux: false,
-            codec: Codec {
-                pt: 0,
-                name: CodecName::Pcmu,
-                clock_rate: 8000,
-            },
             dtmf_pt: None,
-            ptime: 20,
-            direction: Direction::SendRecv,
+            ..NegotiatedMedia::plain(remote, CodecName::Pcmu)
         }
     }
 
