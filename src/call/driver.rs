@@ -229,9 +229,8 @@ impl Switchboard {
                         );
                     }
                     (Method::Options, _) => {
-                        let resp =
+                        let mut resp =
                             Response::for_request(request, 200, "OK").with_to_tag(&new_tag());
-                        let mut resp = resp;
                         resp.headers.push("Allow", ALLOW);
                         resp.headers.push("Accept", "application/sdp");
                         self.respond(key, resp).await;
