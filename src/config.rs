@@ -51,6 +51,7 @@ pub struct Config {
     pub rtp: RtpConfig,
     pub security: SecurityConfig,
     pub billing: BillingConfig,
+    pub recording: RecordingConfig,
     pub demo: DemoConfig,
 }
 
@@ -134,6 +135,21 @@ pub struct BillingConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Root of the recordings: files go to `<dir>/YYYY/MM/DD/<session>.wav`.
+    pub dir: PathBuf,
+    /// Packets the relay may hand the recorder ahead of the disk before it drops (and
+    /// counts) them rather than wait.
+    pub queue_packets: usize,
+    /// How often an open recording is flushed to disk with its header made valid: what
+    /// a crash can lose at most.
+    pub flush_interval_ms: u64,
+    /// How often the retention job looks for expired recordings.
+    pub purge_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
     /// Seed the demo facility on the first start (when the database has no facility).
     pub seed_on_first_start: bool,
@@ -187,6 +203,17 @@ impl Default for RtpConfig {
             listen_ip: "0.0.0.0".into(),
             workers: 0,
             prompts_dir: PathBuf::from("config/prompts"),
+        }
+    }
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            dir: PathBuf::from("data/recordings"),
+            queue_packets: 65_536,
+            flush_interval_ms: 1_000,
+            purge_interval_secs: 3_600,
         }
     }
 }
@@ -292,6 +319,15 @@ impl Config {
         }
         if self.node.id.is_empty() {
             return bad("node.id", "must not be empty");
+        }
+        if !(64..=16_777_216).contains(&self.recording.queue_packets) {
+            return bad("recording.queue_packets", "must be 64 to 16777216");
+        }
+        if !(100..=60_000).contains(&self.recording.flush_interval_ms) {
+            return bad("recording.flush_interval_ms", "must be 100 to 60000");
+        }
+        if self.recording.purge_interval_secs == 0 {
+            return bad("recording.purge_interval_secs", "must be at least 1");
         }
         Ok(())
     }

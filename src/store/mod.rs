@@ -15,6 +15,7 @@ mod handsets;
 mod inmates;
 mod principals;
 mod rates;
+mod recordings;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
 pub use calls::{CallFilter, Cdr};
@@ -23,6 +24,7 @@ pub use facilities::{Facility, FacilityPatch, NewFacility};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use principals::{Facilities, Principal, Role};
+pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
 
 use crate::clock::Clock;
