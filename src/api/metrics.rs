@@ -158,6 +158,11 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             "Key presses detected (RFC 4733).",
             m.digits,
         ),
+        (
+            "sallyport_rtp_tap_dropped_total",
+            "Packets a recorder or live listener could not take in time (the call went on).",
+            m.tap_dropped,
+        ),
     ];
     write_family(out, "counter", &media);
     let _ = writeln!(out, "# HELP sallyport_rtp_dropped_total RTP/RTCP datagrams dropped, by reason.\n# TYPE sallyport_rtp_dropped_total counter");

@@ -144,6 +144,15 @@ pub enum Law {
 }
 
 impl Law {
+    /// The law of a static RTP payload type: 0 PCMU, 8 PCMA.
+    pub fn of_payload_type(pt: u8) -> Option<Law> {
+        match pt {
+            0 => Some(Law::Ulaw),
+            8 => Some(Law::Alaw),
+            _ => None,
+        }
+    }
+
     /// Encodes one sample.
     pub fn encode(self, sample: i16) -> u8 {
         match self {

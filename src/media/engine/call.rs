@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::sys::{self, MAX_DATAGRAM};
+use super::tap::{self, Tap};
 use super::worker::Counters;
 use super::{Events, MediaEvent};
 use crate::media::ports::PortPair;
@@ -93,6 +94,8 @@ pub(super) struct CallState {
     out: [Output; 2],
     ringback_on: bool,
     bridged: bool,
+    /// Consumers of what the call sends (recorder, live listeners); see `tap`.
+    pub(super) taps: Vec<Tap>,
 }
 
 pub(super) fn index(side: Side) -> usize {
@@ -115,6 +118,7 @@ impl CallState {
             out: [Output::default(), Output::default()],
             ringback_on: false,
             bridged: false,
+            taps: Vec::new(),
         }
     }
 
@@ -250,8 +254,10 @@ impl CallState {
             .relay
             .stamp_local(side, ctx.scratch, frame.len, frame.samples, now);
         if let (Some((to, len)), Some(fd)) = (stamped, self.fd(side, false)) {
-            let sent = sys::send_to(fd, ctx.scratch.get(..len).unwrap_or(&[]), to);
+            let frame_bytes = ctx.scratch.get(..len).unwrap_or(&[]);
+            let sent = sys::send_to(fd, frame_bytes, to);
             let c = &mut *ctx.counters;
+            c.tap_dropped += tap::feed(&mut self.taps, side, frame_bytes, now);
             match (sent, source) {
                 (false, _) => c.dropped_send += 1,
                 (true, Source::Prompt) => c.prompt_frames += 1,

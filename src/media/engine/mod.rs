@@ -101,7 +101,10 @@
 //!
 mod call;
 mod sys;
+mod tap;
 mod worker;
+
+pub use tap::{RtpFields, Tap, TapPacket, TapSink, TAP_PAYLOAD_MAX};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -220,6 +223,8 @@ pub struct MediaStats {
     pub ringback_frames: u64,
     /// Key presses detected.
     pub digits: u64,
+    /// Packets a tap (recorder, live listener) could not take because it was behind.
+    pub tap_dropped: u64,
 }
 
 /// The port pool and the pairs on their way back to it.
@@ -586,6 +591,17 @@ impl CallMedia {
     /// Forwards media between the legs (both directions) or not.
     pub fn bridge(&mut self, on: bool) {
         let _ = self.send(Command::Bridge { call: self.id, on });
+    }
+
+    /// Attaches a consumer of everything the call sends to its legs from now on (see
+    /// [`Tap`]); it stays until removed, the call closes, or its receiver is dropped.
+    pub fn add_tap(&self, tap: Tap) -> Result<(), MediaError> {
+        self.send(Command::Tap { call: self.id, tap })
+    }
+
+    /// Detaches the tap attached with `key`.
+    pub fn remove_tap(&self, key: u64) {
+        let _ = self.send(Command::Untap { call: self.id, key });
     }
 
     /// The engine's id for this call (for logs; unique per engine).

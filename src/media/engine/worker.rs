@@ -14,6 +14,7 @@ use super::call::{self, index, CallState, Ctx, LegSockets};
 use super::sys::{
     Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker, MAX_DATAGRAM,
 };
+use super::tap::Tap;
 use super::{Events as EventTx, MediaEvent, MediaStats, Shared};
 use crate::media::dtmf::DigitPress;
 use crate::media::ports::PortPair;
@@ -85,6 +86,14 @@ pub(super) enum Command {
         call: u64,
         on: bool,
     },
+    Tap {
+        call: u64,
+        tap: Tap,
+    },
+    Untap {
+        call: u64,
+        key: u64,
+    },
     Close {
         call: u64,
     },
@@ -108,6 +117,7 @@ pub(super) struct Counters {
     pub(super) prompt_frames: u64,
     pub(super) ringback_frames: u64,
     pub(super) digits: u64,
+    pub(super) tap_dropped: u64,
     /// Multishot receives that ended for lack of provided buffers (not in `MediaStats`).
     pub(super) rx_no_buffers: u64,
 }
@@ -151,7 +161,8 @@ published!(
     rtcp_received,
     prompt_frames,
     ringback_frames,
-    digits
+    digits,
+    tap_dropped
 );
 
 /// Epoll token of a call's socket: slot, side, RTP or RTCP.
@@ -750,7 +761,9 @@ impl Worker {
             | Command::Play { call, side, .. }
             | Command::Stop { call, side } => (call, Some(side)),
             Command::Ringback { call, .. } => (call, Some(Side::A)),
-            Command::Bridge { call, .. } => (call, None),
+            Command::Bridge { call, .. }
+            | Command::Tap { call, .. }
+            | Command::Untap { call, .. } => (call, None),
         };
         let Some(&slot) = self.by_id.get(&id) else {
             return;
@@ -772,6 +785,8 @@ impl Worker {
             Command::Stop { side, .. } => call.stop(side),
             Command::Ringback { on, .. } => call.set_ringback(on, now),
             Command::Bridge { on, .. } => call.bridge(on),
+            Command::Tap { tap, .. } => call.taps.push(tap),
+            Command::Untap { key, .. } => call.taps.retain(|t| t.key != key),
             _ => {}
         }
         if let Some(side) = side {
@@ -952,6 +967,8 @@ fn relay_one(
     match decision {
         RelayDecision::Forward { to, len, digit } => {
             report(call, c, side, digit);
+            let sent = buf.get(..len).unwrap_or(&[]);
+            c.tap_dropped += super::tap::feed(&mut call.taps, side.other(), sent, now);
             Some((len, to))
         }
         RelayDecision::Consume { digit } => {
