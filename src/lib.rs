@@ -36,6 +36,7 @@ pub mod media;
 pub mod money;
 pub mod policy;
 pub mod rating;
+pub mod recording;
 pub mod server;
 pub mod sessions;
 pub mod sip;

@@ -1,0 +1,320 @@
+//! Puts each side's packets on one time line (sans-IO: packets and times in, interleaved
+//! stereo samples out).
+//!
+//! A channel is the stream the gateway sent toward one leg: left is what went to the
+//! called party (the inmate's voice and any prompt played to the called party), right is
+//! what went to the inmate (the called party's voice, the warning prompts). The gateway
+//! owns both streams (one SSRC each, continuous sequence numbers and timestamps across
+//! forwarded audio and its own prompts), so a packet's place is its RTP timestamp: the
+//! first packet of a stream is anchored at its arrival time since the recording started,
+//! and every later one at `anchor + (timestamp − anchor timestamp)`. Loss leaves a gap
+//! (filled with silence), reordering lands each packet where its timestamp says, a
+//! duplicate overwrites the same samples. A new SSRC, or a timestamp more than
+//! [`REANCHOR_SAMPLES`] away from where arrival time puts it, re-anchors on arrival.
+//!
+//! Samples become final [`DELAY_SAMPLES`] behind the latest packet's arrival (packets of
+//! one call come from one media worker, in send order, so only the network's reordering
+//! can be later than that); a packet arriving after its place was written is counted
+//! `late` and dropped.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::wav::{Law, SAMPLE_RATE};
+use crate::media::engine::TapPacket;
+use crate::media::g711;
+use crate::media::relay::Side;
+
+/// How far behind the newest arrival samples are held for late packets (200 ms).
+pub const DELAY_SAMPLES: u64 = SAMPLE_RATE as u64 / 5;
+/// A timestamp this far (2 s) from the arrival time re-anchors the stream.
+pub const REANCHOR_SAMPLES: i64 = 2 * SAMPLE_RATE as i64;
+
+/// Where a stream's timestamps sit on the recording's time line.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    ssrc: u32,
+    ts: u32,
+    pos: u64,
+}
+
+/// One channel's samples not yet written.
+#[derive(Debug, Default)]
+struct Channel {
+    anchor: Option<Anchor>,
+    /// Samples from the aligner's `written` position on.
+    pending: VecDeque<u8>,
+}
+
+/// Counters of one recording's alignment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlignStats {
+    pub packets: u64,
+    /// Arrived after their samples were written.
+    pub late: u64,
+    /// Not G.711 (comfort noise, an unexpected payload type): ignored.
+    pub foreign: u64,
+    pub reanchors: u64,
+}
+
+/// The time line of one recording.
+#[derive(Debug)]
+pub struct Aligner {
+    law: Law,
+    start: Instant,
+    channels: [Channel; 2],
+    /// Frames already handed out (both channels).
+    written: u64,
+    /// The latest arrival seen, in samples since `start`.
+    newest: u64,
+    stats: AlignStats,
+}
+
+fn channel_of(toward: Side) -> usize {
+    match toward {
+        Side::B => 0, // sent to the called party: the inmate's side
+        Side::A => 1,
+    }
+}
+
+fn samples_since(start: Instant, at: Instant) -> u64 {
+    let d = at.saturating_duration_since(start);
+    (d.as_micros() as u64).saturating_mul(u64::from(SAMPLE_RATE)) / 1_000_000
+}
+
+impl Aligner {
+    /// A recording that starts at `start`, written in `law`.
+    pub fn new(law: Law, start: Instant) -> Aligner {
+        Aligner {
+            law,
+            start,
+            channels: [Channel::default(), Channel::default()],
+            written: 0,
+            newest: 0,
+            stats: AlignStats::default(),
+        }
+    }
+
+    pub fn law(&self) -> Law {
+        self.law
+    }
+
+    pub fn stats(&self) -> AlignStats {
+        self.stats
+    }
+
+    /// Frames handed out so far.
+    pub fn frames_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Places one packet.
+    pub fn push(&mut self, p: &TapPacket) {
+        let Some(law) = Law::of_payload_type(p.pt) else {
+            self.stats.foreign += 1;
+            return;
+        };
+        self.stats.packets += 1;
+        let arrival = samples_since(self.start, p.at);
+        self.newest = self.newest.max(arrival);
+        let ch = channel_of(p.toward);
+        let pos = self.place(ch, p.ssrc, p.ts, arrival);
+        let payload = p.payload();
+        let skip = self.written.saturating_sub(pos);
+        if skip >= payload.len() as u64 {
+            self.stats.late += 1;
+            return;
+        }
+        // Payload byte i belongs at `pos + i`, i.e. at `pending[pos + i - written]`.
+        let start = usize::try_from(pos.saturating_sub(self.written)).unwrap_or(usize::MAX);
+        let skip = skip as usize;
+        let bytes = payload.get(skip..).unwrap_or(&[]);
+        let pending = &mut self.channels[ch].pending;
+        let needed = start.saturating_add(bytes.len());
+        if needed > pending.len() {
+            pending.resize(needed, self.law.silence());
+        }
+        for (slot, &b) in pending.range_mut(start..needed).zip(bytes) {
+            *slot = convert(law, self.law, b);
+        }
+    }
+
+    /// The sample position of a packet, re-anchoring the channel when needed.
+    fn place(&mut self, ch: usize, ssrc: u32, ts: u32, arrival: u64) -> u64 {
+        let c = &mut self.channels[ch];
+        if let Some(a) = c.anchor.filter(|a| a.ssrc == ssrc) {
+            let delta = i64::from(ts.wrapping_sub(a.ts) as i32);
+            let pos = a.pos as i64 + delta;
+            if pos >= 0 && (pos - arrival as i64).abs() <= REANCHOR_SAMPLES {
+                return pos as u64;
+            }
+        }
+        if c.anchor.is_some() {
+            self.stats.reanchors += 1;
+        }
+        c.anchor = Some(Anchor {
+            ssrc,
+            ts,
+            pos: arrival,
+        });
+        arrival
+    }
+
+    /// Hands out the frames that became final, interleaved (left, right, left, …).
+    pub fn drain_ready(&mut self, out: &mut Vec<u8>) {
+        let until = self.newest.saturating_sub(DELAY_SAMPLES);
+        self.drain_until(until, out);
+    }
+
+    /// Hands out everything up to `end` (the recording stops there), padding with silence.
+    pub fn finish(&mut self, end: Instant, out: &mut Vec<u8>) {
+        let until = samples_since(self.start, end);
+        self.drain_until(until, out);
+        for c in &mut self.channels {
+            c.pending.clear();
+        }
+    }
+
+    fn drain_until(&mut self, until: u64, out: &mut Vec<u8>) {
+        let frames = until.saturating_sub(self.written);
+        let Ok(n) = usize::try_from(frames) else {
+            return;
+        };
+        let silence = self.law.silence();
+        out.reserve(n * 2);
+        for _ in 0..n {
+            for c in &mut self.channels {
+                out.push(c.pending.pop_front().unwrap_or(silence));
+            }
+        }
+        self.written += frames;
+    }
+
+    /// The recording's length so far, including what is not final yet.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.start)
+    }
+}
+
+/// One G.711 byte from `from` law to `to` law (the legs may have negotiated different ones).
+fn convert(from: Law, to: Law, b: u8) -> u8 {
+    let mut one = [b];
+    g711::convert_in_place(&mut one, from, to);
+    one[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::engine::RtpFields;
+
+    const PT_PCMU: u8 = 0;
+
+    fn packet(start: Instant, toward: Side, seq: u16, ms: u64, byte: u8) -> TapPacket {
+        let rtp = RtpFields {
+            ssrc: if toward == Side::A { 1 } else { 2 },
+            seq,
+            ts: 1000 + u32::from(seq) * 160,
+            pt: PT_PCMU,
+            marker: false,
+        };
+        let at = start + Duration::from_millis(ms);
+        TapPacket::new(7, toward, at, rtp, &[byte; 160]).unwrap()
+    }
+
+    fn channels(out: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        (
+            out.iter().step_by(2).copied().collect(),
+            out.iter().skip(1).step_by(2).copied().collect(),
+        )
+    }
+
+    #[test]
+    fn each_side_lands_on_its_channel_at_its_time_with_silence_between() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        // Inmate audio (sent toward B) from 100 ms, called party (toward A) from 500 ms.
+        for i in 0..10u16 {
+            a.push(&packet(t0, Side::B, i, 100 + 20 * u64::from(i), 0x11));
+            a.push(&packet(t0, Side::A, i, 500 + 20 * u64::from(i), 0x22));
+        }
+        let mut out = Vec::new();
+        a.finish(t0 + Duration::from_secs(1), &mut out);
+        let (left, right) = channels(&out);
+        assert_eq!(left.len(), 8000);
+        assert!(left[..800].iter().all(|&b| b == 0xFF));
+        assert!(left[800..2400].iter().all(|&b| b == 0x11));
+        assert!(left[2400..].iter().all(|&b| b == 0xFF));
+        assert!(right[..4000].iter().all(|&b| b == 0xFF));
+        assert!(right[4000..5600].iter().all(|&b| b == 0x22));
+    }
+
+    #[test]
+    fn loss_leaves_a_gap_and_reordering_lands_by_timestamp() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        a.push(&packet(t0, Side::B, 0, 0, 1));
+        a.push(&packet(t0, Side::B, 2, 40, 3)); // 1 arrives after 2
+        a.push(&packet(t0, Side::B, 1, 45, 2));
+        a.push(&packet(t0, Side::B, 4, 80, 5)); // 3 is lost
+        let mut out = Vec::new();
+        a.finish(t0 + Duration::from_millis(100), &mut out);
+        let (left, _) = channels(&out);
+        let frame = |n: usize| left[n * 160..(n + 1) * 160].to_vec();
+        assert_eq!(frame(0), vec![1; 160]);
+        assert_eq!(frame(1), vec![2; 160]);
+        assert_eq!(frame(2), vec![3; 160]);
+        assert_eq!(frame(3), vec![0xFF; 160], "the lost packet is silence");
+        assert_eq!(frame(4), vec![5; 160]);
+    }
+
+    #[test]
+    fn samples_become_final_behind_the_newest_arrival_and_later_packets_count_late() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        for i in 0..50u16 {
+            a.push(&packet(t0, Side::B, i, 20 * u64::from(i), 9));
+        }
+        let mut out = Vec::new();
+        a.drain_ready(&mut out);
+        assert_eq!(out.len() as u64, 2 * (49 * 160 - DELAY_SAMPLES));
+        a.push(&packet(t0, Side::B, 3, 1000, 7)); // its place was written long ago
+        assert_eq!(a.stats().late, 1);
+        out.clear();
+        a.finish(t0 + Duration::from_millis(1000), &mut out);
+        assert_eq!(a.frames_written(), 8000);
+    }
+
+    #[test]
+    fn a_new_ssrc_re_anchors_on_arrival() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        a.push(&packet(t0, Side::A, 0, 0, 1));
+        let mut p = packet(t0, Side::A, 0, 500, 2);
+        p.ssrc = 99;
+        p.ts = 5; // unrelated timestamp space
+        a.push(&p);
+        let mut out = Vec::new();
+        a.finish(t0 + Duration::from_millis(600), &mut out);
+        let (_, right) = channels(&out);
+        assert_eq!(right[4000], 2);
+        assert_eq!(a.stats().reanchors, 1);
+    }
+
+    #[test]
+    fn the_other_law_is_converted_and_foreign_payloads_ignored() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        let mut p = packet(t0, Side::A, 0, 0, 0xD5); // A-law silence
+        p.pt = 8;
+        a.push(&p);
+        let mut cn = packet(t0, Side::A, 1, 20, 0);
+        cn.pt = 13;
+        a.push(&cn);
+        let mut out = Vec::new();
+        a.finish(t0 + Duration::from_millis(20), &mut out);
+        let (_, right) = channels(&out);
+        assert!(right.iter().all(|&b| Law::Ulaw.decode(b).abs() <= 8));
+        assert_eq!(a.stats().foreign, 1);
+    }
+}

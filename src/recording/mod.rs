@@ -1,0 +1,331 @@
+//! Call recording: capture, files, and (with [`crate::store`]) the recordings hash chain.
+//!
+//! Owns: the recorder thread ([`recorder`]), the time line of a recording ([`align`]),
+//! the file format ([`wav`]), closing recordings a stopped gateway left open
+//! ([`recover_in_progress`]). Called by the call driver (start at acceptance, end with
+//! the call) and the server (start-up). Calls the media engine only through the
+//! [`Tap`](crate::media::engine::Tap) a driver attaches to its call, and the store for rows.
+//!
+//! # Path of a packet
+//!
+//! media worker sends an RTP packet toward a leg → the call's tap copies it into a fixed
+//! size [`TapPacket`](crate::media::engine::TapPacket) and `try_send`s it on the recorder's
+//! bounded channel (`[recording] queue_packets`; when full the packet is dropped and
+//! counted on the recording and in `/metrics`, the call goes on) → the recorder thread
+//! places it on its recording's time line ([`align::Aligner`]) → once per
+//! `flush_interval_ms` the final samples are appended to the file and the header is made
+//! true for the new length.
+//!
+//! # Format: G.711 in WAV, as sent
+//!
+//! Stereo RIFF/WAVE with the G.711 law of the inmate's leg (format tag 7 µ-law / 6 A-law),
+//! 8 kHz, one byte per sample: 16,000 bytes per second, 960,000 bytes per minute. Chosen
+//! over Opus in Ogg (about a tenth of the size) because it costs no encoding at all: the
+//! payload bytes the parties exchanged are the samples in the file (a right channel in the
+//! other law is converted by table lookup), nothing lossy is added to evidence, the
+//! recorder needs no C codec library, and the file's header can be made valid after every
+//! flush, so a crash leaves a playable file. Measured cost in `README.md` ("Performance").
+//!
+//! # Lifecycle
+//!
+//! [`Recorder::begin`] creates `<dir>/YYYY/MM/DD/<session>.wav` with an empty header and
+//! registers it with the thread; the driver inserts the `recordings` row (status
+//! `recording`: the in-progress mark) and attaches the tap. [`Recorder::end`] detaches,
+//! lets the thread write the rest (padding to the end of the call), syncs the file and
+//! hashes it; the driver then finishes the row, which chains it. A gateway that stopped
+//! mid-call leaves rows in `recording`: [`recover_in_progress`] repairs their headers,
+//! hashes and chains them as `incomplete` at the next start.
+
+pub mod align;
+pub mod recorder;
+pub mod wav;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, Utc};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::config::RecordingConfig;
+use crate::media::engine::{Tap, TapPacket, TapSink};
+use crate::store::{FinishedRecording, Store, StoreError};
+use recorder::{ClosedFile, Control, RecorderStats, RecorderThread};
+pub use wav::Law;
+
+/// Why a recording could not be made or finished.
+#[derive(Debug, Error)]
+pub enum RecordingError {
+    #[error("recording file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the recorder thread is gone")]
+    RecorderGone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The node's recorder: a handle to its thread (cheap to clone).
+#[derive(Clone)]
+pub struct Recorder {
+    dir: PathBuf,
+    packets: SyncSender<TapPacket>,
+    control: mpsc::Sender<Control>,
+    next_key: Arc<AtomicU64>,
+    stats: Arc<RecorderStats>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").field("dir", &self.dir).finish()
+    }
+}
+
+/// One recording being captured: what [`Recorder::end`] needs.
+#[derive(Debug)]
+pub struct Capture {
+    key: u64,
+    /// Relative to the recordings directory (what the `recordings` row stores).
+    pub relative_path: String,
+    pub law: Law,
+}
+
+/// A finished file: what the row is finished with.
+#[derive(Debug, Clone)]
+pub struct FinishedFile {
+    pub closed: ClosedFile,
+    pub sha256: String,
+}
+
+impl FinishedFile {
+    pub fn duration_ms(&self) -> i64 {
+        i64::try_from(self.closed.frames * 1000 / u64::from(wav::SAMPLE_RATE)).unwrap_or(i64::MAX)
+    }
+
+    /// The row's end: `ended_at` is the start plus the recorded duration.
+    pub fn finished(&self, started_at: DateTime<Utc>, complete: bool) -> FinishedRecording {
+        let duration_ms = self.duration_ms();
+        FinishedRecording {
+            ended_at: started_at + chrono::Duration::milliseconds(duration_ms),
+            duration_ms,
+            bytes: i64::try_from(self.closed.bytes).unwrap_or(i64::MAX),
+            sha256: self.sha256.clone(),
+            dropped_packets: i64::try_from(self.closed.dropped).unwrap_or(i64::MAX),
+            complete,
+        }
+    }
+}
+
+/// `YYYY/MM/DD/<session>.wav` for a recording starting at `at` (UTC).
+pub fn relative_path(session_id: &str, at: DateTime<Utc>) -> String {
+    format!(
+        "{:04}/{:02}/{:02}/{session_id}.wav",
+        at.year(),
+        at.month(),
+        at.day()
+    )
+}
+
+impl Recorder {
+    /// Starts the recorder thread.
+    pub fn start(cfg: &RecordingConfig) -> io::Result<Recorder> {
+        let (packets, packets_rx) = mpsc::sync_channel(cfg.queue_packets);
+        let (control, control_rx) = mpsc::channel();
+        let stats = Arc::new(RecorderStats::default());
+        let thread = RecorderThread {
+            packets: packets_rx,
+            control: control_rx,
+            flush_interval: Duration::from_millis(cfg.flush_interval_ms),
+            stats: Arc::clone(&stats),
+        };
+        std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || thread.run())?;
+        Ok(Recorder {
+            dir: cfg.dir.clone(),
+            packets,
+            control,
+            next_key: Arc::new(AtomicU64::new(1)),
+            stats,
+        })
+    }
+
+    /// The recordings directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stats(&self) -> &RecorderStats {
+        &self.stats
+    }
+
+    /// Creates the file and opens it on the recorder thread. Returns the capture and the
+    /// tap to attach to the call (everything the call sends from `start` on).
+    pub async fn begin(
+        &self,
+        relative_path: String,
+        law: Law,
+        start: Instant,
+    ) -> Result<(Capture, Tap), RecordingError> {
+        let path = self.dir.join(&relative_path);
+        let create_path = path.clone();
+        let file = tokio::task::spawn_blocking(move || create_file(&create_path, law))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| RecordingError::File {
+                path: path.clone(),
+                source,
+            })?;
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let tap = Tap::new(key, TapSink::Blocking(self.packets.clone()));
+        self.control
+            .send(Control::Open {
+                key,
+                file,
+                path,
+                law,
+                start,
+                dropped: Arc::clone(&tap.dropped),
+            })
+            .map_err(|_| RecordingError::RecorderGone)?;
+        Ok((
+            Capture {
+                key,
+                relative_path,
+                law,
+            },
+            tap,
+        ))
+    }
+
+    /// The tap key of a capture (to detach it from the call).
+    pub fn tap_key(capture: &Capture) -> u64 {
+        capture.key
+    }
+
+    /// Closes the file at `end` (detach the tap first), syncs and hashes it.
+    pub async fn end(
+        &self,
+        capture: Capture,
+        end: Instant,
+    ) -> Result<FinishedFile, RecordingError> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(Control::Close {
+                key: capture.key,
+                end,
+                reply,
+            })
+            .map_err(|_| RecordingError::RecorderGone)?;
+        let path = self.dir.join(&capture.relative_path);
+        let closed = answer
+            .await
+            .map_err(|_| RecordingError::RecorderGone)?
+            .map_err(|source| RecordingError::File {
+                path: path.clone(),
+                source,
+            })?;
+        let sha256 = hash_blocking(path).await?;
+        Ok(FinishedFile { closed, sha256 })
+    }
+}
+
+fn create_file(path: &Path, law: Law) -> io::Result<File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(&wav::header(law, 0))?;
+    Ok(f)
+}
+
+/// SHA-256 of a file, hex, read in 64 KiB pieces.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(buf.get(..n).unwrap_or(&[]));
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+async fn hash_blocking(path: PathBuf) -> Result<String, RecordingError> {
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || hash_file(&p))
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(|source| RecordingError::File { path, source })
+}
+
+/// Closes the recordings `node_id` left in progress (it stopped mid-call): repairs each
+/// file's header, hashes it and chains it as `incomplete`. A file that is missing is
+/// chained with the hash of nothing and 0 bytes, so verification reports it removed.
+/// Returns how many were closed.
+pub async fn recover_in_progress(
+    store: &Store,
+    dir: &Path,
+    node_id: &str,
+) -> Result<usize, RecordingError> {
+    let open = store.recordings_in_progress(node_id).await?;
+    for rec in &open {
+        let path = dir.join(&rec.path);
+        let p = path.clone();
+        let repaired = tokio::task::spawn_blocking(move || {
+            let h = wav::repair(&p)?;
+            Ok::<_, io::Error>((h, hash_file(&p)?))
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        let finished = match repaired {
+            Ok((h, sha256)) => FinishedFile {
+                closed: ClosedFile {
+                    path,
+                    frames: u64::from(h.data_len) / 2,
+                    bytes: wav::HEADER_LEN + u64::from(h.data_len),
+                    dropped: 0,
+                    late: 0,
+                },
+                sha256,
+            },
+            Err(e) => {
+                tracing::error!(recording = %rec.id, path = %path.display(), error = %e,
+                    "recording left in progress cannot be read; chained as empty");
+                FinishedFile {
+                    closed: ClosedFile {
+                        path,
+                        frames: 0,
+                        bytes: 0,
+                        dropped: 0,
+                        late: 0,
+                    },
+                    sha256: hex::encode(Sha256::digest(b"")),
+                }
+            }
+        };
+        store
+            .finish_recording(&rec.id, &finished.finished(rec.started_at, false))
+            .await?;
+    }
+    Ok(open.len())
+}

@@ -1,0 +1,239 @@
+//! The recorder thread: takes the packets every call's tap hands over, aligns them per
+//! recording and writes the files, so the media workers never touch a disk.
+//!
+//! One thread serves every recording of the node. Packets arrive on one bounded channel
+//! (the taps' `try_send` drop and count when it is full); opening and closing arrive on an
+//! unbounded control channel, checked before every batch of packets, so a recording is
+//! open before its first packet and a close is handled after the packets already queued
+//! for it. Every `flush_interval` each open file gets the samples that became final and a
+//! header that is true for the file's new length: a crash leaves a playable file up to
+//! the last flush.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+use super::align::Aligner;
+use super::wav::{self, Law};
+use crate::media::engine::TapPacket;
+
+/// Packets handled between two looks at the control channel and the flush clock.
+const BATCH: usize = 256;
+
+/// What the recorder is told besides packets.
+pub(crate) enum Control {
+    Open {
+        key: u64,
+        file: File,
+        path: PathBuf,
+        law: Law,
+        start: Instant,
+        dropped: Arc<AtomicU64>,
+    },
+    Close {
+        key: u64,
+        end: Instant,
+        reply: oneshot::Sender<Result<ClosedFile, std::io::Error>>,
+    },
+}
+
+/// A recording file the recorder closed (hashing is left to the caller).
+#[derive(Debug, Clone)]
+pub struct ClosedFile {
+    pub path: PathBuf,
+    /// Stereo frames (= samples per channel) in the file.
+    pub frames: u64,
+    /// The file's length in bytes.
+    pub bytes: u64,
+    /// Packets the tap dropped because the recorder was behind.
+    pub dropped: u64,
+    /// Packets that arrived after their place was written.
+    pub late: u64,
+}
+
+/// The recorder's counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    pub open: AtomicU64,
+    pub packets: AtomicU64,
+    pub late: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+struct OpenFile {
+    path: PathBuf,
+    file: File,
+    aligner: Aligner,
+    data_len: u64,
+    dropped: Arc<AtomicU64>,
+    failed: bool,
+}
+
+impl OpenFile {
+    /// Appends `samples` and makes the header true for the new length.
+    fn append(&mut self, samples: &[u8], stats: &RecorderStats) {
+        if samples.is_empty() || self.failed {
+            return;
+        }
+        let written = self.file.write_all(samples).and_then(|()| {
+            self.data_len += samples.len() as u64;
+            let len = u32::try_from(self.data_len).unwrap_or(u32::MAX - 1);
+            wav::write_sizes(&self.file, self.aligner.law(), len)
+        });
+        match written {
+            Ok(()) => {
+                stats
+                    .bytes_written
+                    .fetch_add(samples.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // The header stays true for what was written before; later audio is lost
+                // (counted), the call goes on.
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                error!(path = %self.path.display(), error = %e, "recording write failed");
+                self.failed = true;
+            }
+        }
+    }
+}
+
+pub(crate) struct RecorderThread {
+    pub(crate) packets: Receiver<TapPacket>,
+    pub(crate) control: Receiver<Control>,
+    pub(crate) flush_interval: Duration,
+    pub(crate) stats: Arc<RecorderStats>,
+}
+
+impl RecorderThread {
+    pub(crate) fn run(self) {
+        let mut open: HashMap<u64, OpenFile> = HashMap::new();
+        let mut scratch = Vec::with_capacity(64 * 1024);
+        let mut next_flush = Instant::now() + self.flush_interval; // clock-ok: real disk pacing
+        loop {
+            if !self.controls(&mut open, &mut scratch) {
+                break;
+            }
+            let wait = next_flush.saturating_duration_since(Instant::now()); // clock-ok
+            match self
+                .packets
+                .recv_timeout(wait.min(Duration::from_millis(50)))
+            {
+                Ok(p) => {
+                    self.route(&mut open, &p);
+                    for _ in 1..BATCH {
+                        match self.packets.try_recv() {
+                            Ok(p) => self.route(&mut open, &p),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_flush {
+                // clock-ok
+                for f in open.values_mut() {
+                    scratch.clear();
+                    f.aligner.drain_ready(&mut scratch);
+                    f.append(&scratch, &self.stats);
+                }
+                next_flush = Instant::now() + self.flush_interval; // clock-ok
+            }
+        }
+        // Shutting down: what is final goes to disk; the rows stay `recording` and the next
+        // start closes them as incomplete.
+        for f in open.values_mut() {
+            scratch.clear();
+            f.aligner.drain_ready(&mut scratch);
+            f.append(&scratch, &self.stats);
+        }
+    }
+
+    fn route(&self, open: &mut HashMap<u64, OpenFile>, p: &TapPacket) {
+        self.stats.packets.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = open.get_mut(&p.key) {
+            let late = f.aligner.stats().late;
+            f.aligner.push(p);
+            if f.aligner.stats().late > late {
+                self.stats.late.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Handles queued control messages; `false` when every handle is gone.
+    fn controls(&self, open: &mut HashMap<u64, OpenFile>, scratch: &mut Vec<u8>) -> bool {
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Open {
+                    key,
+                    file,
+                    path,
+                    law,
+                    start,
+                    dropped,
+                }) => {
+                    self.stats.open.fetch_add(1, Ordering::Relaxed);
+                    open.insert(
+                        key,
+                        OpenFile {
+                            path,
+                            file,
+                            aligner: Aligner::new(law, start),
+                            data_len: 0,
+                            dropped,
+                            failed: false,
+                        },
+                    );
+                }
+                Ok(Control::Close { key, end, reply }) => {
+                    // Packets already queued for it come first.
+                    while let Ok(p) = self.packets.try_recv() {
+                        self.route(open, &p);
+                    }
+                    let result = match open.remove(&key) {
+                        Some(f) => {
+                            self.stats.open.fetch_sub(1, Ordering::Relaxed);
+                            self.close(f, end, scratch)
+                        }
+                        None => Err(std::io::Error::other("recording is not open")),
+                    };
+                    let _ = reply.send(result);
+                }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn close(
+        &self,
+        mut f: OpenFile,
+        end: Instant,
+        scratch: &mut Vec<u8>,
+    ) -> Result<ClosedFile, std::io::Error> {
+        scratch.clear();
+        f.aligner.finish(end, scratch);
+        f.append(scratch, &self.stats);
+        f.file.sync_all()?;
+        let late = f.aligner.stats().late;
+        if late > 0 {
+            warn!(path = %f.path.display(), late, "recording: packets arrived too late");
+        }
+        Ok(ClosedFile {
+            frames: f.data_len / 2,
+            bytes: wav::HEADER_LEN + f.data_len,
+            dropped: f.dropped.load(Ordering::Relaxed),
+            late,
+            path: f.path,
+        })
+    }
+}
