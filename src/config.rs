@@ -136,7 +136,8 @@ pub struct BillingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordingConfig {
-    /// Root of the recordings: files go to `<dir>/YYYY/MM/DD/<session>.wav`.
+    /// Root of the recordings: files go to `<dir>/YYYY/MM/DD/<session>.wav`. Empty (the
+    /// default): `<node.data_dir>/recordings`.
     pub dir: PathBuf,
     /// Packets the relay may hand the recorder ahead of the disk before it drops (and
     /// counts) them rather than wait.
@@ -210,7 +211,7 @@ impl Default for RtpConfig {
 impl Default for RecordingConfig {
     fn default() -> Self {
         RecordingConfig {
-            dir: PathBuf::from("data/recordings"),
+            dir: PathBuf::new(),
             queue_packets: 65_536,
             flush_interval_ms: 1_000,
             purge_interval_secs: 3_600,
@@ -282,8 +283,11 @@ impl Config {
         for (var, value) in env {
             apply_env(&mut table, &defaults, &var, &value)?;
         }
-        let cfg = Config::deserialize(toml::Value::Table(table))
+        let mut cfg = Config::deserialize(toml::Value::Table(table))
             .map_err(|e| parse_err(format!("after environment overrides: {e}")))?;
+        if cfg.recording.dir.as_os_str().is_empty() {
+            cfg.recording.dir = cfg.node.data_dir.join("recordings");
+        }
         cfg.validate(source_name)?;
         Ok(cfg)
     }

@@ -7,6 +7,7 @@ use crate::call::live::LiveCalls;
 use crate::config::Config;
 use crate::media::engine::{EngineConfig, MediaEngine};
 use crate::media::prompts::PromptSet;
+use crate::recording::{self, Recorder};
 use crate::sip::transport::SipDriver;
 use anyhow::Context;
 use std::net::IpAddr;
@@ -86,12 +87,23 @@ async fn start_sip_side(
         sip.local_udp_addr(),
         sip.local_tcp_addr()
     );
+    let recorder = Recorder::start(&config.recording).context("starting the recorder")?;
+    let recovered = recording::recover_in_progress(store, &config.recording.dir, &config.node.id)
+        .await
+        .context("closing the recordings left in progress ([recording] dir)")?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "closed recordings left in progress as incomplete"
+        );
+    }
     let live = LiveCalls::default();
     let switchboard = Switchboard::new(
         store.clone(),
         config.clone(),
         sip.clone(),
         media.clone(),
+        recorder.clone(),
         live.clone(),
     );
     tokio::spawn(switchboard.run(events));
@@ -99,6 +111,7 @@ async fn start_sip_side(
         live,
         sip_stats: sip.stats(),
         media,
+        recorder,
     })
 }
 

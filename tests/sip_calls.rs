@@ -163,7 +163,68 @@ fn read_pcap(path: &Path) -> (Vec<u8>, Vec<Record>) {
 /// stream: one SSRC, rising sequence numbers, one timestamp per press, 300 ms apart.
 /// Returns how long it plays.
 fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
+    dtmf_pcap_then(keys, out, None)
+}
+
+/// A burst pattern of one sine tone in PCMU: `bursts` times `on_ms` of tone then `off_ms`
+/// of silence, starting `lead_ms` after the first key press of the stream.
+#[derive(Debug, Clone, Copy)]
+struct Tone {
+    hz: f64,
+    lead_ms: u64,
+    on_ms: u64,
+    off_ms: u64,
+    bursts: u64,
+}
+
+/// The called party's voice: 1 kHz bursts 500 ms after pressing the key.
+const CALLEE_TONE: Tone = Tone {
+    hz: 1000.0,
+    lead_ms: 500,
+    on_ms: 400,
+    off_ms: 200,
+    bursts: 3,
+};
+/// The inmate's voice: 440 Hz bursts from the end of the PIN, for the whole call.
+const INMATE_TONE: Tone = Tone {
+    hz: 440.0,
+    lead_ms: 0,
+    on_ms: 300,
+    off_ms: 200,
+    bursts: 40,
+};
+
+impl Tone {
+    /// 20 ms PCMU frames (silence between bursts is sent too, as a phone does).
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let law = sallyport::media::g711::Law::Ulaw;
+        let total = self.bursts * (self.on_ms + self.off_ms) / 20;
+        (0..total)
+            .map(|f| {
+                (0..160u64)
+                    .map(|i| {
+                        let n = f * 160 + i;
+                        let ms = n / 8;
+                        let on = ms % (self.on_ms + self.off_ms) < self.on_ms;
+                        let t = n as f64 / 8000.0;
+                        let v = if on {
+                            (8000.0 * (std::f64::consts::TAU * self.hz * t).sin()) as i16
+                        } else {
+                            0
+                        };
+                        law.encode(v)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// `dtmf_pcap`, then (if any) `tone` in the same RTP stream, `lead_ms` after the first
+/// key press's first packet. Returns how long the keys play.
+fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>) -> Duration {
     let mut file = Vec::new();
+    let mut template: Option<Vec<u8>> = None;
     let (mut seq, mut ts, ssrc) = (1000u16, 160_000u32, 0x5a11_9047u32);
     let mut at_us: u64 = 0;
     let mut origin = None;
@@ -186,6 +247,7 @@ fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
         let first = u64::from(recs[0].0) * 1_000_000 + u64::from(recs[0].1);
         let origin = *origin.get_or_insert(first);
         for (s, us, mut frame) in recs {
+            template.get_or_insert_with(|| frame.clone());
             let rel = u64::from(s) * 1_000_000 + u64::from(us) - first;
             let t = origin + at_us + rel;
             // Ethernet, IPv4 (IHL), UDP: no checksum (sipp sends the payload from a socket).
@@ -210,8 +272,47 @@ fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
         at_us += 300_000;
         ts = ts.wrapping_add(2_400);
     }
+    let keys_play = Duration::from_micros(at_us);
+    if let (Some(tone), Some(template), Some(origin)) = (tone, template, origin) {
+        let udp = 14 + usize::from(template[14] & 0x0f) * 4;
+        let rtp = udp + 8;
+        // A tone after the PIN starts where the keys end; after a single key, `lead_ms`
+        // after its first packet. The timestamps already run to `at_us`.
+        let start = if keys.len() > 1 {
+            at_us
+        } else {
+            (tone.lead_ms * 1000).max(at_us)
+        };
+        ts = ts.wrapping_add(u32::try_from((start - at_us) / 125).unwrap());
+        for (i, payload) in tone.frames().into_iter().enumerate() {
+            let mut frame = template[..rtp + 12].to_vec();
+            frame[rtp + 1] = 0; // PCMU, no marker
+            frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
+            frame[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
+            frame[rtp + 8..rtp + 12].copy_from_slice(&ssrc.to_be_bytes());
+            frame.extend_from_slice(&payload);
+            let ip_len = u16::try_from(frame.len() - 14).unwrap();
+            frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
+            let udp_len = u16::try_from(frame.len() - udp).unwrap();
+            frame[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
+            frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(160);
+            let t = origin + start + i as u64 * 20_000;
+            let len = u32::try_from(frame.len()).unwrap();
+            for v in [
+                u32::try_from(t / 1_000_000).unwrap(),
+                u32::try_from(t % 1_000_000).unwrap(),
+                len,
+                len,
+            ] {
+                file.extend_from_slice(&v.to_le_bytes());
+            }
+            file.extend_from_slice(&frame);
+        }
+    }
     fs::write(out, file).unwrap();
-    Duration::from_micros(at_us)
+    keys_play
 }
 
 // ---- HTTP API -------------------------------------------------------------------------
@@ -618,6 +719,8 @@ struct Trunk {
     key_ms: u32,
     then: &'static str,
     hold_ms: u32,
+    /// Audio sent after the key press (in the same RTP stream as the key).
+    voice: Option<Tone>,
 }
 
 impl Trunk {
@@ -632,6 +735,7 @@ impl Trunk {
             key_ms: 1000,
             then: "wait",
             hold_ms: 0,
+            voice: None,
         }
     }
     fn busy() -> Trunk {
@@ -650,6 +754,13 @@ impl Trunk {
     fn key_by_info(self) -> Trunk {
         Trunk {
             key_via: Via::Info,
+            ..self
+        }
+    }
+    /// Speaks `tone` after pressing the key.
+    fn speaking(self, tone: Tone) -> Trunk {
+        Trunk {
+            voice: Some(tone),
             ..self
         }
     }
@@ -679,6 +790,8 @@ struct Handset {
     attempts: u32,
     then: &'static str,
     hold_ms: u32,
+    /// Audio sent after the PIN (RFC 4733 PINs only: same RTP stream).
+    voice: Option<Tone>,
 }
 
 impl Handset {
@@ -692,6 +805,7 @@ impl Handset {
             attempts: 1,
             then: "wait",
             hold_ms: 0,
+            voice: None,
         }
     }
     fn dial(mut self, number: &str) -> Self {
@@ -704,6 +818,11 @@ impl Handset {
     }
     fn user(mut self, u: &str) -> Self {
         self.user = u.into();
+        self
+    }
+    /// Speaks `tone` after the PIN.
+    fn speaking(mut self, tone: Tone) -> Self {
+        self.voice = Some(tone);
         self
     }
     /// Hangs up `ms` after the PIN was entered.
@@ -771,7 +890,7 @@ impl Case {
     fn trunk(&self, t: Trunk) -> Sipp {
         let dir = self.dir.join("trunk");
         fs::create_dir_all(&dir).unwrap();
-        dtmf_pcap("1", &dir.join("key1.pcap"));
+        dtmf_pcap_then("1", &dir.join("key1.pcap"), t.voice);
         dtmf_pcap("2", &dir.join("key2.pcap"));
         let args: Vec<String> = [
             "-i",
@@ -820,7 +939,7 @@ impl Case {
         let dir = self.dir.join(&name);
         fs::create_dir_all(&dir).unwrap();
         let keys = vec![format!("{}#", h.pin); h.attempts as usize].join("_");
-        let plays = dtmf_pcap(&keys, &dir.join("pin.pcap"));
+        let plays = dtmf_pcap_then(&keys, &dir.join("pin.pcap"), h.voice);
         let d: Vec<char> = h.pin.chars().collect();
         assert_eq!(
             d.len(),
@@ -1568,5 +1687,179 @@ fn terminate_through_the_api_ends_a_live_call() {
         "nothing after the end"
     );
     assert_eq!(api.call_charges(&inmate.account).len() as i64, billed);
+    api.assert_ledger_clean();
+}
+
+// ---- recordings -----------------------------------------------------------------------
+
+/// The recording row of `id`, read from the test's SQLite database.
+fn recording_row(case: &Case, id: &str) -> sallyport::store::Recording {
+    let url = format!("sqlite://{}/db.sqlite", case.dir.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = sallyport::db::Db::connect(&url, 1).await.unwrap();
+        let store = sallyport::store::Store::new(
+            db,
+            std::sync::Arc::new(sallyport::clock::SystemClock),
+            "unused-pepper-for-reading",
+        );
+        store.recording(id).await.unwrap()
+    })
+}
+
+/// Power of `hz` in each 10 ms window of `samples` (Goertzel), relative to the window's
+/// total power (1.0 = a pure tone at `hz`).
+fn tone_share(samples: &[i16], hz: f64) -> Vec<f64> {
+    samples
+        .chunks(80)
+        .map(|w| {
+            let k = 2.0 * (std::f64::consts::TAU * hz / 8000.0).cos();
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            let mut total = 0.0;
+            for &x in w {
+                let x = f64::from(x);
+                total += x * x;
+                let s0 = x + k * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            let power = s1 * s1 + s2 * s2 - k * s1 * s2;
+            if total < 1e3 * w.len() as f64 {
+                0.0
+            } else {
+                power / (total * w.len() as f64 / 2.0)
+            }
+        })
+        .collect()
+}
+
+/// Start times (ms) of the runs of windows where `share` says the tone is on, and each
+/// run's length (ms).
+fn bursts(share: &[f64]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, &v) in share.iter().chain(std::iter::once(&0.0)).enumerate() {
+        match (v > 0.5, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                out.push((s as u64 * 10, (i - s) as u64 * 10));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A recorded call: the inmate speaks 440 Hz bursts after the PIN, the called party 1 kHz
+/// bursts 500 ms after pressing 1. The file is stereo G.711 with the inmate on the left
+/// and the called party on the right, each side's bursts where and as long as they were
+/// sent, nothing of one side on the other's channel; its length is the CDR's connected
+/// time within a packet, and its SHA-256 is the row's.
+#[test]
+fn a_recorded_call_keeps_each_party_on_its_channel_at_the_right_time() {
+    let Some(case) = Case::start("recording") else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-1500", "4682", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    let mut trunk = case.trunk(Trunk::answer("1").speaking(CALLEE_TONE));
+    let mut hs = case.handset(
+        0,
+        &Handset::new(&inmate.pin, Via::Rtp)
+            .speaking(INMATE_TONE)
+            .hang_up_after(9_000),
+    );
+    hs.expect_ok(Duration::from_secs(40));
+    trunk.expect_ok(Duration::from_secs(20));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    assert_eq!(cdr["recorded"], true, "{cdr}");
+    let id = cdr["recording_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no recording id: {cdr}"));
+    let rec = recording_row(&case, id);
+    assert_eq!(rec.status, sallyport::store::RecordingStatus::Complete);
+    assert_eq!(rec.format, "wav-pcmu");
+    let path = case.dir.join("recordings").join(&rec.path);
+    assert!(
+        rec.path
+            .ends_with(&format!("{}.wav", cdr["id"].as_str().unwrap())),
+        "{}",
+        rec.path
+    );
+    assert_eq!(
+        Some(sallyport::recording::hash_file(&path).unwrap()),
+        rec.sha256,
+        "the file hashes to its row"
+    );
+    assert_eq!(Some(fs::metadata(&path).unwrap().len() as i64), rec.bytes);
+    let connected_ms = (time(cdr, "end_at") - time(cdr, "accepted_at")).num_milliseconds();
+    let duration = rec.duration_ms.unwrap();
+    assert!(
+        (duration - connected_ms).abs() <= 20,
+        "recording {duration} ms, CDR connected {connected_ms} ms"
+    );
+    assert_eq!(rec.dropped_packets, 0);
+
+    let file = sallyport::recording::wav::read(&path).unwrap();
+    let decode = |c: &[u8]| -> Vec<i16> { c.iter().map(|&b| file.law.decode(b)).collect() };
+    let (left, right) = (decode(&file.left), decode(&file.right));
+    assert_eq!(
+        left.len() as i64 / 8,
+        duration,
+        "duration_ms is the file's length"
+    );
+    assert_eq!(left.len(), right.len());
+
+    // The called party: three 400 ms bursts 600 ms apart, the first 500 ms after acceptance
+    // (the key press that accepted is the start of the recording).
+    let callee = bursts(&tone_share(&right, CALLEE_TONE.hz));
+    assert_eq!(callee.len(), 3, "callee bursts on the right: {callee:?}");
+    for (i, (at, len)) in callee.iter().enumerate() {
+        let expected = CALLEE_TONE.lead_ms + i as u64 * 600;
+        assert!(
+            at.abs_diff(expected) <= 30,
+            "burst {i} at {at} ms, expected {expected}: {callee:?}"
+        );
+        assert!(
+            len.abs_diff(CALLEE_TONE.on_ms) <= 20,
+            "burst {i} lasts {len} ms: {callee:?}"
+        );
+    }
+    // The inmate: 300 ms bursts every 500 ms for the whole call, on the left only.
+    let inmate_bursts = bursts(&tone_share(&left, INMATE_TONE.hz));
+    // The first and last may be cut by acceptance and hang-up.
+    let whole = inmate_bursts
+        .get(1..inmate_bursts.len().saturating_sub(1))
+        .unwrap_or(&[]);
+    assert!(
+        whole.len() >= 4,
+        "inmate bursts on the left: {inmate_bursts:?}"
+    );
+    for pair in whole.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap.abs_diff(500) <= 20,
+            "inmate bursts {pair:?} are {gap} ms apart"
+        );
+        assert!(
+            pair[0].1.abs_diff(INMATE_TONE.on_ms) <= 20,
+            "inmate burst {pair:?}"
+        );
+    }
+    // Nothing of one party on the other's channel.
+    assert!(
+        bursts(&tone_share(&left, CALLEE_TONE.hz)).is_empty(),
+        "callee tone on the left"
+    );
+    assert!(
+        bursts(&tone_share(&right, INMATE_TONE.hz)).is_empty(),
+        "inmate tone on the right"
+    );
     api.assert_ledger_clean();
 }

@@ -178,6 +178,40 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             "sallyport_rtp_dropped_total{{reason=\"{reason}\"}} {value}"
         );
     }
+    let r = g.recorder.stats();
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
+    write_family(
+        out,
+        "gauge",
+        &[(
+            "sallyport_recordings_open",
+            "Recordings being captured now.",
+            load(&r.open),
+        )],
+    );
+    let recorder = [
+        (
+            "sallyport_recorder_packets_total",
+            "Packets the recorder took from the calls' taps.",
+            load(&r.packets),
+        ),
+        (
+            "sallyport_recorder_late_packets_total",
+            "Packets that reached the recorder after their place in the file was written.",
+            load(&r.late),
+        ),
+        (
+            "sallyport_recorder_bytes_written_total",
+            "Audio bytes written to recording files.",
+            load(&r.bytes_written),
+        ),
+        (
+            "sallyport_recorder_write_errors_total",
+            "Recording files that stopped growing after a write error.",
+            load(&r.write_errors),
+        ),
+    ];
+    write_family(out, "counter", &recorder);
     let _ = writeln!(
         out,
         "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",

@@ -48,6 +48,7 @@ pub struct Gateway {
     pub live: crate::call::live::LiveCalls,
     pub sip_stats: Arc<crate::sip::transport::TransportStats>,
     pub media: crate::media::engine::MediaEngine,
+    pub recorder: crate::recording::Recorder,
 }
 
 impl AppState {

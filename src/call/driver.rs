@@ -45,6 +45,7 @@ use crate::media::dtmf::parse_sip_info;
 use crate::media::engine::{CallMedia, MediaEngine, MediaEvent};
 use crate::media::relay::{LatchPolicy, Side};
 use crate::media::sdp::{self, LocalMedia, NegotiatedMedia, SessionDescription};
+use crate::recording::{self, Capture, Recorder};
 use crate::sessions::{self, NewSession, SessionEnd};
 use crate::sip::auth::DigestAuth;
 use crate::sip::dialog::Dialog;
@@ -53,7 +54,7 @@ use crate::sip::message::{
 };
 use crate::sip::transport::{Event, SipHandle, Transport, TxKey};
 use crate::sip::uri::Uri;
-use crate::store::Store;
+use crate::store::{NewRecording, Store};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -124,6 +125,7 @@ pub struct Switchboard {
     config: Arc<Config>,
     sip: SipHandle,
     media: MediaEngine,
+    recorder: Recorder,
     auth: DigestAuth,
     live: LiveCalls,
     routes: RouteTable,
@@ -149,6 +151,7 @@ impl Switchboard {
         config: Arc<Config>,
         sip: SipHandle,
         media: MediaEngine,
+        recorder: Recorder,
         live: LiveCalls,
     ) -> Arc<Switchboard> {
         let auth = DigestAuth::new(
@@ -171,6 +174,7 @@ impl Switchboard {
             config,
             sip,
             media,
+            recorder,
             auth,
             live,
             routes: RouteTable::default(),
@@ -413,6 +417,7 @@ impl Switchboard {
             call_ids: Vec::new(),
             branches: Vec::new(),
             waiters: Vec::new(),
+            recording: None,
         };
         task.run(rx, media_rx, control).await;
         self.live.remove(&session_id);
@@ -505,6 +510,15 @@ struct CallTask {
     branches: Vec<String>,
     /// Told when the CDR is closed (terminate and shutdown wait on it).
     waiters: Vec<oneshot::Sender<()>>,
+    /// The recording being captured, from acceptance to the end.
+    recording: Option<ActiveRecording>,
+}
+
+/// A call's recording while it runs.
+struct ActiveRecording {
+    id: String,
+    capture: Capture,
+    started_at: DateTime<Utc>,
 }
 
 fn side(leg: Leg) -> Side {
@@ -737,14 +751,13 @@ impl CallTask {
                 })
                 .await;
             }
-            CallAction::StartRecording => {
-                // Recording (issue 4) taps the relay here; until it exists the CDR says
-                // `recorded: false` rather than claim a recording nobody can play.
-                debug!("recording requested");
-            }
+            CallAction::StartRecording { at } => self.start_recording(at).await,
             CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
-            CallAction::Ended(summary) => self.close(&summary).await,
+            CallAction::Ended(summary) => {
+                self.close(&summary).await;
+                self.finish_recording(summary.ended_at).await;
+            }
         }
     }
 
@@ -907,7 +920,7 @@ impl CallTask {
             inmate_id: s.inmate_id.as_deref(),
             number_e164: s.number.as_deref(),
             privileged: s.privileged,
-            recorded: false,
+            recorded: self.recording.is_some(),
             answer_at: s.answered_at.map(|i| self.wall_of(i)),
             accepted_at: s.accepted_at.map(|i| self.wall_of(i)),
             end_at: self.wall_of(s.ended_at),
@@ -928,6 +941,76 @@ impl CallTask {
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
             }
+        }
+    }
+
+    /// Starts capturing: the file and the tap first (local and quick, so the parties are
+    /// recorded from the moment they are bridged), then the row. A call whose recording
+    /// cannot be started goes on unrecorded (its CDR says so) and the failure is logged.
+    async fn start_recording(&mut self, at: Instant) {
+        let started_at = self.wall_of(at);
+        let law = self.handset.media.codec.name.law();
+        let relative = recording::relative_path(&self.session_id, started_at);
+        // The time line is the media workers' (real) clock; `at` is the injected one.
+        let start = Instant::now() - self.now().saturating_duration_since(at); // clock-ok
+        let (capture, tap) = match self.sb.recorder.begin(relative, law, start).await {
+            Ok(c) => c,
+            Err(e) => return tracing::error!(error = %e, "cannot start the recording"),
+        };
+        if let Err(e) = self.media.add_tap(tap) {
+            return tracing::error!(error = %e, "cannot tap the call for recording");
+        }
+        let row = NewRecording {
+            session_id: &self.session_id,
+            facility_id: &self.facility_id,
+            path: &capture.relative_path,
+            format: recording::wav::format_name(law),
+            node_id: &self.sb.config.node.id,
+            started_at,
+        };
+        match self.sb.store.start_recording(row).await {
+            Ok(id) => {
+                info!(recording = %id, "recording");
+                self.recording = Some(ActiveRecording {
+                    id,
+                    capture,
+                    started_at,
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the recording");
+                self.media.remove_tap(Recorder::tap_key(&capture));
+            }
+        }
+    }
+
+    /// Closes the file at the call's end, hashes it and chains it.
+    async fn finish_recording(&mut self, ended_at: Instant) {
+        let Some(r) = self.recording.take() else {
+            return;
+        };
+        self.media.remove_tap(Recorder::tap_key(&r.capture));
+        let end = Instant::now() - self.now().saturating_duration_since(ended_at); // clock-ok
+        let file = match self.sb.recorder.end(r.capture, end).await {
+            Ok(f) => f,
+            Err(e) => {
+                // The row stays `recording`; this node's next start closes it.
+                return tracing::error!(recording = %r.id, error = %e, "cannot close the recording");
+            }
+        };
+        if file.closed.dropped > 0 {
+            warn!(recording = %r.id, dropped = file.closed.dropped, "recorder fell behind");
+        }
+        match self
+            .sb
+            .store
+            .finish_recording(&r.id, &file.finished(r.started_at, true))
+            .await
+        {
+            Ok(rec) => {
+                info!(recording = %rec.id, sha256 = ?rec.sha256, bytes = ?rec.bytes, "recording finished")
+            }
+            Err(e) => tracing::error!(recording = %r.id, error = %e, "cannot finish the recording"),
         }
     }
 

@@ -207,8 +207,9 @@ pub enum CallAction {
     CancelTrunk,
     /// Connect the two legs' media in the relay.
     Bridge,
-    /// Start the recording (never for privileged calls).
-    StartRecording,
+    /// Start the recording (never for privileged calls); `at` is the acceptance, where the
+    /// recording's time line begins (the CDR's `accepted_at`).
+    StartRecording { at: Instant },
     /// Debit increment `increment` of `amount` (idempotent per call and increment).
     Debit { increment: u32, amount: Money },
     /// Send BYE on a leg.
@@ -568,14 +569,16 @@ impl Call {
             .push_back(CallAction::StopPlaying { leg: Leg::Trunk });
         self.actions
             .push_back(CallAction::StopPlaying { leg: Leg::Handset });
-        self.actions.push_back(CallAction::Bridge);
         let Some(auth) = self.auth.clone() else {
             return self.fail(now);
         };
+        // Recording starts before the parties hear each other, so nothing they say is missed.
         if !auth.privileged {
             self.recorded = true;
-            self.actions.push_back(CallAction::StartRecording);
+            self.actions
+                .push_back(CallAction::StartRecording { at: now });
         }
+        self.actions.push_back(CallAction::Bridge);
         match Charging::new(auth.charging) {
             Ok(mut c) => {
                 c.start(now, auth.balance);

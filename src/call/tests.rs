@@ -160,7 +160,9 @@ fn funds_run_out_after_three_increments() {
     );
     let actions: Vec<CallAction> = log.iter().map(|(_, a)| a.clone()).collect();
     assert!(actions.contains(&CallAction::Bridge));
-    assert!(actions.contains(&CallAction::StartRecording));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, CallAction::StartRecording { .. })));
     let debits: Vec<u32> = actions
         .iter()
         .filter_map(|a| match a {
@@ -469,7 +471,9 @@ fn privileged_call_is_announced_as_not_recorded_and_never_recorded() {
     c.digit(t0, Leg::Trunk, '1');
     let a = drain(&mut c);
     assert!(a.contains(&CallAction::Bridge));
-    assert!(!a.contains(&CallAction::StartRecording));
+    assert!(!a
+        .iter()
+        .any(|a| matches!(a, CallAction::StartRecording { .. })));
     c.hangup_from(t0, Leg::Handset);
     let s = ended(&drain(&mut c)).cloned().unwrap();
     assert!(s.privileged && !s.recorded);

@@ -63,9 +63,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::dtmf::{DigitPress, DtmfDetector};
-use super::g711::{self, Law};
+use super::g711;
 use super::rtp::{self, PacketKind, RtcpView, RtpViewMut, RTP_HEADER_LEN};
-use super::sdp::{CodecName, NegotiatedMedia};
+use super::sdp::NegotiatedMedia;
 
 /// The two legs of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -307,13 +307,6 @@ pub struct Leg {
 
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
-fn law(codec: CodecName) -> Law {
-    match codec {
-        CodecName::Pcmu => Law::Ulaw,
-        CodecName::Pcma => Law::Alaw,
-    }
 }
 
 impl Leg {
@@ -642,7 +635,7 @@ fn forward(
     packet.set_ssrc(out.out.ssrc());
     packet.set_payload_type(pt);
     packet.set_marker(marker || (r.switched && kind == Payload::Audio));
-    let (from_law, to_law) = (law(inbound.media.codec.name), law(out.media.codec.name));
+    let (from_law, to_law) = (inbound.media.codec.name.law(), out.media.codec.name.law());
     if kind == Payload::Audio && from_law != to_law {
         g711::convert_in_place(packet.payload_mut(), from_law, to_law);
         out.counters.converted += 1;

@@ -597,6 +597,14 @@ pub enum CodecName {
 }
 
 impl CodecName {
+    /// The G.711 law.
+    pub fn law(self) -> crate::media::g711::Law {
+        match self {
+            CodecName::Pcmu => crate::media::g711::Law::Ulaw,
+            CodecName::Pcma => crate::media::g711::Law::Alaw,
+        }
+    }
+
     /// The static payload type.
     pub fn static_pt(self) -> u8 {
         match self {

@@ -25,6 +25,9 @@ use crate::media::engine::TapPacket;
 use crate::media::g711;
 use crate::media::relay::Side;
 
+/// RFC 3389 comfort noise (static payload type 13).
+const PT_COMFORT_NOISE: u8 = 13;
+
 /// How far behind the newest arrival samples are held for late packets (200 ms).
 pub const DELAY_SAMPLES: u64 = SAMPLE_RATE as u64 / 5;
 /// A timestamp this far (2 s) from the arrival time re-anchors the stream.
@@ -110,9 +113,15 @@ impl Aligner {
 
     /// Places one packet.
     pub fn push(&mut self, p: &TapPacket) {
-        let Some(law) = Law::of_payload_type(p.pt) else {
-            self.stats.foreign += 1;
-            return;
+        // Static 0/8 say which law; comfort noise is not audio; any other type is a peer's
+        // own mapping of the leg's codec (the relay forwards only the negotiated one).
+        let law = match (Law::of_payload_type(p.pt), p.pt) {
+            (Some(law), _) => law,
+            (None, PT_COMFORT_NOISE) => {
+                self.stats.foreign += 1;
+                return;
+            }
+            (None, _) => self.law,
         };
         self.stats.packets += 1;
         let arrival = samples_since(self.start, p.at);

@@ -24,8 +24,8 @@ pub use facilities::{Facility, FacilityPatch, NewFacility};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use principals::{Facilities, Principal, Role};
-pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
+pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
 
 use crate::clock::Clock;
 use crate::db::Db;

@@ -244,13 +244,7 @@ impl Store {
             message: e.to_string(),
         })?;
         let seq = self
-            .append_chain(
-                &mut tx,
-                "recording",
-                id,
-                &f.sha256,
-                &metadata,
-            )
+            .append_chain(&mut tx, "recording", id, &f.sha256, &metadata)
             .await?;
         let status = if f.complete {
             RecordingStatus::Complete
@@ -327,7 +321,10 @@ impl Store {
     }
 
     /// The recording of a session, if it has one.
-    pub async fn session_recording(&self, session_id: &str) -> Result<Option<Recording>, StoreError> {
+    pub async fn session_recording(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Recording>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM recordings WHERE session_id = $1 ORDER BY started_at LIMIT 1"
         ))
@@ -338,7 +335,10 @@ impl Store {
     }
 
     /// Recordings still marked in progress that `node_id` started (closed at its restart).
-    pub async fn recordings_in_progress(&self, node_id: &str) -> Result<Vec<Recording>, StoreError> {
+    pub async fn recordings_in_progress(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<Recording>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM recordings WHERE status = 'recording' AND node_id = $1 \
              ORDER BY started_at"
