@@ -1098,7 +1098,6 @@ fn funds_exhaustion_cuts_after_three_increments() {
     assert_eq!(cdr["number"], NUMBER, "{cdr}");
     assert_eq!(cdr["billed_increments"], 3, "{cdr}");
     assert_eq!(money(&cdr["amount"]), dec("0.0075"), "{cdr}");
-    // `recorded` is not asserted: the driver writes false until recording (issue 4) exists.
     // Three paid increments (9 s), then the ~2.5 s notice before the BYE: within one
     // increment of 9 s, and never a fourth increment.
     let secs = connected_secs(cdr);
@@ -1109,6 +1108,22 @@ fn funds_exhaustion_cuts_after_three_increments() {
     assert_eq!(api.balance(&inmate.account), Decimal::ZERO);
     assert_eq!(api.call_charges(&inmate.account).len(), 3);
     assert_eq!(trunk.count_requests("BYE"), 1, "the trunk leg got its BYE");
+    // Neither party said anything: what the recording holds is the gateway's own prompts,
+    // each on the channel of the party that heard it (the warning to the inmate on the
+    // right, the notice to the called party on the left), in the last seconds of the call.
+    let (rec, file) = recorded(&case, cdr);
+    assert_eq!(rec.status, sallyport::store::RecordingStatus::Complete);
+    for (name, channel) in [("left", &file.left), ("right", &file.right)] {
+        let tail = &channel[channel.len().saturating_sub(6 * 8000)..];
+        let loud = tail
+            .iter()
+            .filter(|&&b| file.law.decode(b).unsigned_abs() > 1_000)
+            .count();
+        assert!(
+            loud > 4_000,
+            "no prompt on the {name} channel in the last 6 s ({loud} loud samples)"
+        );
+    }
     api.assert_ledger_clean();
 }
 
@@ -1397,7 +1412,10 @@ fn gateway_killed_mid_call_loses_no_money() {
     let inmate = book(&api, "S-1300", "3141", NUMBER, false);
     fund(&api, &inmate, "1.00");
     let mut trunk = case.trunk(Trunk::answer("1"));
-    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp));
+    let mut hs = case.handset(
+        0,
+        &Handset::new(&inmate.pin, Via::Rtp).speaking(INMATE_TONE),
+    );
     // Bridged and billing: at least two increments debited.
     let deadline = Instant::now() + Duration::from_secs(40);
     while api.balance(&inmate.account) > dec("1.00") - dec(COST) * Decimal::from(2) {
@@ -1430,6 +1448,21 @@ fn gateway_killed_mid_call_loses_no_money() {
     std::thread::sleep(Duration::from_secs(2 * INCREMENT_SECS as u64));
     assert_eq!(api.balance(&inmate.account), dec("1.00") - charged);
     api.assert_ledger_clean();
+    // The recording the killed gateway left open was closed at the restart: marked
+    // incomplete, its header repaired (playable up to the last flush), hashed and chained.
+    let (rec, file) = recorded(&case, cdr);
+    assert_eq!(rec.status, sallyport::store::RecordingStatus::Incomplete);
+    assert!(rec.chain_seq.is_some(), "chained: {rec:?}");
+    // The kill came 3 s or more after acceptance; the file had the inmate's audio up to
+    // the last flush (every second, holding back 200 ms for late packets).
+    let secs = file.left.len() as f64 / 8000.0;
+    assert!(
+        secs >= 1.5,
+        "only {secs} s survived the kill (two increments of 3 s ran)"
+    );
+    let left: Vec<i16> = file.left.iter().map(|&b| file.law.decode(b)).collect();
+    let spoken = bursts(&tone_share(&left, INMATE_TONE.hz));
+    assert!(spoken.len() >= 2, "the inmate's audio survived: {spoken:?}");
 }
 
 /// The harness itself, without the gateway: the two scenarios against each other (PIN by
@@ -1710,6 +1743,32 @@ fn recording_row(case: &Case, id: &str) -> sallyport::store::Recording {
     })
 }
 
+/// The recording of an ended call: its row (checked against the file: hash, size) and
+/// its samples.
+fn recorded(
+    case: &Case,
+    cdr: &Value,
+) -> (
+    sallyport::store::Recording,
+    sallyport::recording::wav::Decoded,
+) {
+    assert_eq!(cdr["recorded"], true, "{cdr}");
+    let id = cdr["recording_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no recording id: {cdr}"));
+    let rec = recording_row(case, id);
+    let path = case.dir.join("recordings").join(&rec.path);
+    assert_eq!(
+        Some(sallyport::recording::hash_file(&path).unwrap()),
+        rec.sha256,
+        "the file hashes to its row"
+    );
+    assert_eq!(Some(fs::metadata(&path).unwrap().len() as i64), rec.bytes);
+    let file = sallyport::recording::wav::read(&path).unwrap();
+    assert_eq!(file.left.len(), file.right.len());
+    (rec, file)
+}
+
 /// Power of `hz` in each 10 ms window of `samples` (Goertzel), relative to the window's
 /// total power (1.0 = a pure tone at `hz`).
 fn tone_share(samples: &[i16], hz: f64) -> Vec<f64> {
@@ -1778,26 +1837,15 @@ fn a_recorded_call_keeps_each_party_on_its_channel_at_the_right_time() {
     trunk.expect_ok(Duration::from_secs(20));
     let cdr = &api.ended_calls(1)[0];
     assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
-    assert_eq!(cdr["recorded"], true, "{cdr}");
-    let id = cdr["recording_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no recording id: {cdr}"));
-    let rec = recording_row(&case, id);
+    let (rec, file) = recorded(&case, cdr);
     assert_eq!(rec.status, sallyport::store::RecordingStatus::Complete);
     assert_eq!(rec.format, "wav-pcmu");
-    let path = case.dir.join("recordings").join(&rec.path);
     assert!(
         rec.path
             .ends_with(&format!("{}.wav", cdr["id"].as_str().unwrap())),
         "{}",
         rec.path
     );
-    assert_eq!(
-        Some(sallyport::recording::hash_file(&path).unwrap()),
-        rec.sha256,
-        "the file hashes to its row"
-    );
-    assert_eq!(Some(fs::metadata(&path).unwrap().len() as i64), rec.bytes);
     let connected_ms = (time(cdr, "end_at") - time(cdr, "accepted_at")).num_milliseconds();
     let duration = rec.duration_ms.unwrap();
     assert!(
@@ -1806,7 +1854,6 @@ fn a_recorded_call_keeps_each_party_on_its_channel_at_the_right_time() {
     );
     assert_eq!(rec.dropped_packets, 0);
 
-    let file = sallyport::recording::wav::read(&path).unwrap();
     let decode = |c: &[u8]| -> Vec<i16> { c.iter().map(|&b| file.law.decode(b)).collect() };
     let (left, right) = (decode(&file.left), decode(&file.right));
     assert_eq!(

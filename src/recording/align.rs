@@ -30,6 +30,10 @@ const PT_COMFORT_NOISE: u8 = 13;
 
 /// How far behind the newest arrival samples are held for late packets (200 ms).
 pub const DELAY_SAMPLES: u64 = SAMPLE_RATE as u64 / 5;
+/// How far behind the recorder's clock silence becomes final when no packet comes (2 s:
+/// more than the recorder's queue holds at full load, so a busy recorder does not turn
+/// queued packets into late ones).
+pub const QUIET_SAMPLES: u64 = 2 * SAMPLE_RATE as u64;
 /// A timestamp this far (2 s) from the arrival time re-anchors the stream.
 pub const REANCHOR_SAMPLES: i64 = 2 * SAMPLE_RATE as i64;
 
@@ -169,10 +173,14 @@ impl Aligner {
         arrival
     }
 
-    /// Hands out the frames that became final, interleaved (left, right, left, …).
-    pub fn drain_ready(&mut self, out: &mut Vec<u8>) {
-        let until = self.newest.saturating_sub(DELAY_SAMPLES);
-        self.drain_until(until, out);
+    /// Hands out the frames that became final by `now`, interleaved (left, right, …):
+    /// those [`DELAY_SAMPLES`] behind the newest packet, and when both sides are quiet
+    /// (nothing sent: the file must still grow with the call) those [`QUIET_SAMPLES`]
+    /// behind `now`.
+    pub fn drain_ready(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let by_packets = self.newest.saturating_sub(DELAY_SAMPLES);
+        let by_clock = samples_since(self.start, now).saturating_sub(QUIET_SAMPLES);
+        self.drain_until(by_packets.max(by_clock), out);
     }
 
     /// Hands out everything up to `end` (the recording stops there), padding with silence.
@@ -285,13 +293,23 @@ mod tests {
             a.push(&packet(t0, Side::B, i, 20 * u64::from(i), 9));
         }
         let mut out = Vec::new();
-        a.drain_ready(&mut out);
+        a.drain_ready(t0 + Duration::from_millis(980), &mut out);
         assert_eq!(out.len() as u64, 2 * (49 * 160 - DELAY_SAMPLES));
         a.push(&packet(t0, Side::B, 3, 1000, 7)); // its place was written long ago
         assert_eq!(a.stats().late, 1);
         out.clear();
         a.finish(t0 + Duration::from_millis(1000), &mut out);
         assert_eq!(a.frames_written(), 8000);
+    }
+
+    #[test]
+    fn a_quiet_call_still_grows_with_the_clock() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        let mut out = Vec::new();
+        a.drain_ready(t0 + Duration::from_secs(5), &mut out);
+        assert_eq!(out.len() as u64, 2 * (5 * 8000 - QUIET_SAMPLES));
+        assert!(out.iter().all(|&b| b == 0xFF));
     }
 
     #[test]

@@ -139,11 +139,11 @@ impl RecorderThread {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if Instant::now() >= next_flush {
-                // clock-ok
+            let now = Instant::now(); // clock-ok: the media workers' time line
+            if now >= next_flush {
                 for f in open.values_mut() {
                     scratch.clear();
-                    f.aligner.drain_ready(&mut scratch);
+                    f.aligner.drain_ready(now, &mut scratch);
                     f.append(&scratch, &self.stats);
                 }
                 next_flush = Instant::now() + self.flush_interval; // clock-ok
@@ -151,9 +151,10 @@ impl RecorderThread {
         }
         // Shutting down: what is final goes to disk; the rows stay `recording` and the next
         // start closes them as incomplete.
+        let now = Instant::now(); // clock-ok
         for f in open.values_mut() {
             scratch.clear();
-            f.aligner.drain_ready(&mut scratch);
+            f.aligner.drain_ready(now, &mut scratch);
             f.append(&scratch, &self.stats);
         }
     }
