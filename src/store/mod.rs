@@ -24,8 +24,9 @@ pub use facilities::{Facility, FacilityPatch, NewFacility};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use principals::{Facilities, Principal, Role};
-pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
+pub(crate) use recordings::{chain_link, ChainFields, CHAIN_LOCK_KEY};
+pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
 
 use crate::clock::Clock;
 use crate::db::Db;

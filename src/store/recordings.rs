@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 /// The PostgreSQL advisory lock key that serializes chain appends ("recchn" in ASCII).
-const CHAIN_LOCK_KEY: i64 = 0x7265_6363_686e;
+pub(crate) const CHAIN_LOCK_KEY: i64 = 0x7265_6363_686e;
 
 /// Where a recording is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -244,13 +244,7 @@ impl Store {
             message: e.to_string(),
         })?;
         let seq = self
-            .append_chain(
-                &mut tx,
-                "recording",
-                id,
-                &f.sha256,
-                &metadata,
-            )
+            .append_chain(&mut tx, "recording", id, &f.sha256, &metadata)
             .await?;
         let status = if f.complete {
             RecordingStatus::Complete
@@ -327,7 +321,10 @@ impl Store {
     }
 
     /// The recording of a session, if it has one.
-    pub async fn session_recording(&self, session_id: &str) -> Result<Option<Recording>, StoreError> {
+    pub async fn session_recording(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Recording>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM recordings WHERE session_id = $1 ORDER BY started_at LIMIT 1"
         ))
@@ -337,8 +334,28 @@ impl Store {
         row.as_ref().map(recording).transpose()
     }
 
+    /// Up to `limit` recordings whose id sorts after `after`, in id order: a walk over
+    /// every recording (the integrity check) pages with it.
+    pub async fn recordings_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Recording>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM recordings WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(recording).collect()
+    }
+
     /// Recordings still marked in progress that `node_id` started (closed at its restart).
-    pub async fn recordings_in_progress(&self, node_id: &str) -> Result<Vec<Recording>, StoreError> {
+    pub async fn recordings_in_progress(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<Recording>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM recordings WHERE status = 'recording' AND node_id = $1 \
              ORDER BY started_at"
