@@ -17,7 +17,8 @@
 //!
 //! The chain is the trusted side: a file is checked against the hash its chain entry froze,
 //! and a row against the entry's facts (the `recordings` table has no append-only
-//! triggers). Files are hashed streaming, on a blocking thread.
+//! triggers). Files are hashed streaming, on a blocking thread. Every chained file is
+//! expected under the one directory: nodes of a cluster share it.
 //!
 //! Called by: `sallyport verify-recordings` ([`crate::cli`]), `GET /api/v1/recordings/verify`
 //! and `GET /api/v1/recordings/{id}/verify` ([`crate::api`]), and the tests.

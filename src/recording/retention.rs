@@ -11,6 +11,9 @@
 //! deletion fails is logged and left; verification does not count a purged recording's
 //! file as `removed` (nor as `added` when left behind).
 //!
+//! Every node runs the job; like the check, it assumes the nodes share `[recording] dir`
+//! (a recording's file is deleted by whichever node wins its purge).
+//!
 //! Called by: the periodic task [`spawn`] (started by [`crate::server`] every
 //! `[recording] purge_interval_secs`) and the tests, which call [`purge_expired`] with a
 //! manual clock.
