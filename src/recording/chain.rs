@@ -632,24 +632,19 @@ fn name_paths(problems: &mut [Problem], chained: &ChainedSet) {
     }
 }
 
-/// Checks everything: the chain's links, every row against the chain, every chained file
-/// against its hash, and every `.wav` under `dir` against the chain.
-pub async fn verify_all(store: &Store, dir: &Path) -> Result<ChainReport, ChainError> {
-    let walk = walk_chain(store).await?;
-    let rows = all_rows(store).await?;
-    let mut problems = walk.problems;
-    let mut accounted: HashSet<String> = HashSet::new();
-    for row in &rows {
-        problems.extend(compare_row(row, walk.chained.get(&row.id)));
+/// Every row against the chain, and every chained recording that has no row. Also returns
+/// the paths of recordings in progress (their files are not `added`).
+fn rows_against_chain(rows: &[Recording], chained: &ChainedSet) -> (Vec<Problem>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut in_progress = Vec::new();
+    for row in rows {
+        problems.extend(compare_row(row, chained.get(&row.id)));
         if row.status == RecordingStatus::Recording {
-            accounted.insert(row.path.clone());
+            in_progress.push(row.path.clone());
         }
     }
     let row_ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let mut expected = Vec::new();
-    let (mut recordings, mut purged) = (0u64, 0u64);
-    for (id, c) in walk.chained.iter() {
-        recordings += 1;
+    for (id, c) in chained.iter() {
         if !row_ids.contains(id.as_str()) {
             problems.push(Problem {
                 kind: ProblemKind::RowMismatch,
@@ -659,22 +654,56 @@ pub async fn verify_all(store: &Store, dir: &Path) -> Result<ChainReport, ChainE
                 detail: "the chain records it but there is no recordings row".into(),
             });
         }
-        if let Some(path) = c.path() {
-            accounted.insert(path.to_string());
-        }
-        match (c.purged_seq, c.path()) {
-            (Some(_), _) => purged += 1,
-            (None, Some(path)) => expected.push(Expected {
+    }
+    (problems, in_progress)
+}
+
+/// What the chain expects on disk.
+#[derive(Default)]
+struct FilePlan {
+    /// Files that must be there with their chained hash (not purged).
+    expected: Vec<Expected>,
+    /// Every path a chain entry names (purged ones too: a file left behind is no `added`).
+    accounted: HashSet<String>,
+    recordings: u64,
+    purged: u64,
+}
+
+fn plan_files(chained: &ChainedSet) -> FilePlan {
+    let mut plan = FilePlan::default();
+    for (id, c) in chained.iter() {
+        plan.recordings += 1;
+        let Some(path) = c.path() else {
+            continue;
+        };
+        plan.accounted.insert(path.to_string());
+        if c.purged_seq.is_some() {
+            plan.purged += 1;
+        } else {
+            plan.expected.push(Expected {
                 recording_id: id.clone(),
                 path: path.to_string(),
                 sha256: c.sha256.clone(),
-            }),
-            (None, None) => {}
+            });
         }
     }
+    plan
+}
+
+/// Checks everything: the chain's links, every row against the chain, every chained file
+/// against its hash, and every `.wav` under `dir` against the chain.
+pub async fn verify_all(store: &Store, dir: &Path) -> Result<ChainReport, ChainError> {
+    let walk = walk_chain(store).await?;
+    let rows = all_rows(store).await?;
+    let mut problems = walk.problems;
+    let (row_problems, in_progress) = rows_against_chain(&rows, &walk.chained);
+    problems.extend(row_problems);
+    let mut plan = plan_files(&walk.chained);
+    plan.accounted.extend(in_progress);
+    let (recordings, purged) = (plan.recordings, plan.purged);
     let dir_owned = dir.to_path_buf();
     let (files, file_problems) =
-        blocking(move || check_files(&dir_owned, &expected, &accounted)).await?;
+        blocking(move || check_files(&dir_owned, &plan.expected, &plan.accounted)).await?;
     problems.extend(file_problems);
     name_paths(&mut problems, &walk.chained);
     Ok(ChainReport {
@@ -702,7 +731,6 @@ async fn entries_of(store: &Store, id: &str) -> Result<Vec<Entry>, ChainError> {
 /// One entry against its neighbours: it recomputes, follows the entry before it, and the
 /// entry after it follows it.
 async fn check_links(store: &Store, e: &Entry) -> Result<Vec<Problem>, ChainError> {
-    let pool = store.db().pool();
     let mut problems = Vec::new();
     if !e.recomputes() {
         problems.push(e.problem(
@@ -710,6 +738,14 @@ async fn check_links(store: &Store, e: &Entry) -> Result<Vec<Problem>, ChainErro
             "its link does not match its fields: the entry was edited".into(),
         ));
     }
+    problems.extend(check_predecessor(store, e).await?);
+    problems.extend(check_successor(store, e).await?);
+    Ok(problems)
+}
+
+/// `reordered`/`broken_link` when `e` does not follow the entry just before it.
+async fn check_predecessor(store: &Store, e: &Entry) -> Result<Option<Problem>, ChainError> {
+    let pool = store.db().pool();
     let before = sqlx::query(
         "SELECT seq, link FROM recording_chain WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
     )
@@ -717,47 +753,50 @@ async fn check_links(store: &Store, e: &Entry) -> Result<Vec<Problem>, ChainErro
     .fetch_optional(pool)
     .await?;
     let (expected_from, expected_link) = match &before {
-        Some(r) => (
-            Some(r.try_get::<i64, _>("seq")?),
-            r.try_get::<String, _>("link")?,
-        ),
+        Some(r) => (Some(r.try_get::<i64, _>("seq")?), r.try_get("link")?),
         None => (None, String::new()),
     };
-    if e.prev_link != expected_link {
-        let mut links = HashMap::new();
-        if !e.prev_link.is_empty() {
-            let found = sqlx::query("SELECT seq FROM recording_chain WHERE link = $1 LIMIT 1")
-                .bind(&e.prev_link)
-                .fetch_optional(pool)
-                .await?;
-            if let Some(r) = found {
-                links.insert(e.prev_link.clone(), r.try_get::<i64, _>("seq")?);
-            }
-        }
-        let m = Misfit {
-            seq: e.seq,
-            recording_id: e.recording_id.clone(),
-            prev_link: e.prev_link.clone(),
-            expected_from,
-        };
-        problems.push(classify(&m, &links));
+    if e.prev_link == expected_link {
+        return Ok(None);
     }
+    let mut links = HashMap::new();
+    if !e.prev_link.is_empty() {
+        let found = sqlx::query("SELECT seq FROM recording_chain WHERE link = $1 LIMIT 1")
+            .bind(&e.prev_link)
+            .fetch_optional(pool)
+            .await?;
+        if let Some(r) = found {
+            links.insert(e.prev_link.clone(), r.try_get::<i64, _>("seq")?);
+        }
+    }
+    let m = Misfit {
+        seq: e.seq,
+        recording_id: e.recording_id.clone(),
+        prev_link: e.prev_link.clone(),
+        expected_from,
+    };
+    Ok(Some(classify(&m, &links)))
+}
+
+/// `broken_link` when the entry just after `e` does not follow it (`e`'s link was
+/// rewritten, or entries were inserted or removed after it).
+async fn check_successor(store: &Store, e: &Entry) -> Result<Option<Problem>, ChainError> {
     let after = sqlx::query(
         "SELECT seq, prev_link FROM recording_chain WHERE seq > $1 ORDER BY seq LIMIT 1",
     )
     .bind(e.seq)
-    .fetch_optional(pool)
+    .fetch_optional(store.db().pool())
     .await?;
-    if let Some(r) = after {
-        let (next, prev): (i64, String) = (r.try_get("seq")?, r.try_get("prev_link")?);
-        if prev != e.link {
-            problems.push(e.problem(
-                ProblemKind::BrokenLink,
-                format!("the next chain entry ({next}) does not follow this one"),
-            ));
-        }
-    }
-    Ok(problems)
+    let Some(r) = after else {
+        return Ok(None);
+    };
+    let (next, prev): (i64, String) = (r.try_get("seq")?, r.try_get("prev_link")?);
+    Ok((prev != e.link).then(|| {
+        e.problem(
+            ProblemKind::BrokenLink,
+            format!("the next chain entry ({next}) does not follow this one"),
+        )
+    }))
 }
 
 /// Checks one recording: its chain entries and their neighbours, its row against the
