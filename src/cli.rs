@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, `demo`, and admin subcommands that mirror the API
-//! for operators who script (booking, PINs, contacts, deposits, statements, tokens).
+//! for operators who script (booking, PINs, contacts, deposits, statements, tokens), and
+//! the integrity checks (`verify-audit`, `verify-recordings`).
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -134,6 +135,10 @@ pub enum Command {
     /// Walk the audit log's hash chain; name every entry changed, removed or moved
     /// (exit status 1 when any is).
     VerifyAudit,
+    /// Walk the recordings hash chain and the files under `[recording] dir`; name every
+    /// file changed, removed or added and every entry moved or edited (exit status 1
+    /// when any is).
+    VerifyRecordings,
 }
 
 /// Loads the config, connects and migrates: what every command needs first.
@@ -158,6 +163,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
         Command::Serve => unreachable_serve(),
         Command::Migrate => println!("migrations applied"),
         Command::VerifyAudit => verify_audit(&store).await?,
+        Command::VerifyRecordings => verify_recordings(&store, config).await?,
         Command::Demo { json } => {
             let info = crate::demo::seed(&store, config).await?;
             if json {
@@ -298,6 +304,34 @@ async fn verify_audit(store: &Store) -> anyhow::Result<()> {
         );
     }
     println!("audit log intact: {} entries, head {}", v.entries, v.head);
+    Ok(())
+}
+
+/// One line per problem, then a summary; an error (exit status 1) when any problem.
+async fn verify_recordings(store: &Store, config: &Config) -> anyhow::Result<()> {
+    let dir = &config.recording.dir;
+    let r = crate::recording::chain::verify_all(store, dir)
+        .await
+        .with_context(|| format!("verifying the recordings in {}", dir.display()))?;
+    for p in &r.problems {
+        println!("{p}");
+    }
+    println!(
+        "recordings chain: {} entries, {} recordings ({} purged), {} files under {}; {} problem(s)",
+        r.entries,
+        r.recordings,
+        r.purged,
+        r.files,
+        dir.display(),
+        r.problems.len()
+    );
+    if !r.ok {
+        anyhow::bail!(
+            "the recordings do not verify: {} problem(s)",
+            r.problems.len()
+        );
+    }
+    println!("recordings intact, head {}", r.head);
     Ok(())
 }
 

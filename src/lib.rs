@@ -17,6 +17,7 @@
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
 //! | [`store`] | driver | facilities, inmates, contacts, block lists, rates, tokens, audit |
 //! | [`sessions`] | driver | CDR rows and crash recovery |
+//! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
 //! | [`api`] | driver | the HTTP API (axum) |
 //! | [`db`] | driver | one pool over SQLite or PostgreSQL, migrations |
 //! | [`config`], [`cli`], [`server`], [`demo`] | | running it |

@@ -1,5 +1,5 @@
 //! `sallyport serve`: connect, migrate, close what a previous run left open, seed the demo
-//! on first start, and serve until Ctrl-C / SIGTERM.
+//! on first start, start the retention purge, and serve until Ctrl-C / SIGTERM.
 
 use crate::api::{router, AppState, Gateway};
 use crate::call::driver::Switchboard;
@@ -31,6 +31,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("seeding the demo")?;
         println!("{}", info.describe());
     }
+    crate::recording::retention::spawn(
+        store.clone(),
+        config.recording.dir.clone(),
+        Duration::from_secs(config.recording.purge_interval_secs),
+    );
     let config = Arc::new(config);
     let gateway = start_sip_side(&store, &config).await?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -96,7 +96,7 @@ impl AppState {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    use routes::{calls, facilities, inmates, money, rates, tokens};
+    use routes::{calls, facilities, inmates, integrity, money, rates, tokens};
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
         .route("/tokens", post(tokens::issue))
@@ -163,6 +163,8 @@ pub fn router(state: AppState) -> Router {
         .route("/calls/active", get(calls::active))
         .route("/calls/{id}", get(calls::get))
         .route("/calls/{id}/terminate", post(calls::terminate))
+        .route("/recordings/verify", get(integrity::verify_all))
+        .route("/recordings/{id}/verify", get(integrity::verify_one))
         .fallback(not_found);
     let metrics = state.metrics.clone();
     Router::new()

@@ -96,6 +96,8 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
+    op("get", "/recordings/verify", "Walk the recordings hash chain, rows and files: changed, removed, added, reordered; global admins", "recordings"),
+    op("get", "/recordings/{id}/verify", "Check one recording against the chain: its file's hash, its row, its links", "recordings"),
 ];
 
 fn schemas() -> Value {

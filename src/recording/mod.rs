@@ -2,7 +2,8 @@
 //!
 //! Owns: the recorder thread ([`recorder`]), the time line of a recording ([`align`]),
 //! the file format ([`wav`]), closing recordings a stopped gateway left open
-//! ([`recover_in_progress`]). Called by the call driver (start at acceptance, end with
+//! ([`recover_in_progress`]), verifying files against the chain ([`chain`]) and the
+//! retention purge ([`retention`]). Called by the call driver (start at acceptance, end with
 //! the call) and the server (start-up). Calls the media engine only through the
 //! [`Tap`](crate::media::engine::Tap) a driver attaches to its call, and the store for rows.
 //!
@@ -37,7 +38,9 @@
 //! hashes and chains them as `incomplete` at the next start.
 
 pub mod align;
+pub mod chain;
 pub mod recorder;
+pub mod retention;
 pub mod wav;
 
 use std::fs::File;

@@ -25,6 +25,7 @@ pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use principals::{Facilities, Principal, Role};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
+pub(crate) use recordings::{chain_link, ChainFields, CHAIN_LOCK_KEY};
 pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
 
 use crate::clock::Clock;

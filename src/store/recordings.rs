@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 /// The PostgreSQL advisory lock key that serializes chain appends ("recchn" in ASCII).
-const CHAIN_LOCK_KEY: i64 = 0x7265_6363_686e;
+pub(crate) const CHAIN_LOCK_KEY: i64 = 0x7265_6363_686e;
 
 /// Where a recording is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -332,6 +332,23 @@ impl Store {
         .fetch_optional(self.db.pool())
         .await?;
         row.as_ref().map(recording).transpose()
+    }
+
+    /// Up to `limit` recordings whose id sorts after `after`, in id order: a walk over
+    /// every recording (the integrity check) pages with it.
+    pub async fn recordings_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Recording>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM recordings WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(recording).collect()
     }
 
     /// Recordings still marked in progress that `node_id` started (closed at its restart).
