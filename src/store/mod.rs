@@ -20,7 +20,7 @@ mod recordings;
 mod users;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
-pub use calls::{CallFilter, Cdr};
+pub use calls::{CallFilter, CallPage, Cdr};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};

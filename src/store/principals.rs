@@ -40,12 +40,20 @@ impl Role {
     }
 }
 
-/// The facilities a principal may act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+/// The facilities a principal may act on. In JSON: `"all"`, or the list of facility ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Facilities {
     All,
     Only(Vec<String>),
+}
+
+impl Serialize for Facilities {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Facilities::All => s.serialize_str("all"),
+            Facilities::Only(list) => list.serialize(s),
+        }
+    }
 }
 
 /// An authenticated caller.

@@ -1,7 +1,10 @@
 //! Route handlers, one file per area.
+pub mod auth;
 pub mod calls;
 pub mod facilities;
 pub mod inmates;
 pub mod money;
 pub mod rates;
+pub mod recordings;
 pub mod tokens;
+pub mod users;
