@@ -212,9 +212,10 @@ impl Store {
         policy: LockoutPolicy,
     ) -> Result<bool, StoreError> {
         let now = self.now_us();
-        let until = now.saturating_add(
-            i64::try_from(policy.lock_secs).unwrap_or(i64::MAX / 2_000_000) * 1_000_000,
-        );
+        let lock_us = i64::try_from(policy.lock_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        let until = now.saturating_add(lock_us);
         let row = sqlx::query(
             "UPDATE users SET \
                locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END, \
