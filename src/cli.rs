@@ -1,13 +1,13 @@
 //! The command line: `serve`, `migrate`, `demo`, and admin subcommands that mirror the API
-//! for operators who script (booking, PINs, contacts, deposits, statements, tokens), and
-//! the integrity checks (`verify-audit`, `verify-recordings`).
+//! for operators who script (booking, PINs, contacts, deposits, statements, tokens, users),
+//! and the integrity checks (`verify-audit`, `verify-recordings`).
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::ledger::{DepositMethod, DepositRequest};
 use crate::money::Money;
-use crate::store::{Booking, ContactStatus, NewContact, Role, Store};
+use crate::store::{Booking, ContactStatus, NewContact, NewUser, Role, Store};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -132,6 +132,11 @@ pub enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: i64,
     },
+    /// Users who log in with a password (investigators, staff).
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
     /// Walk the audit log's hash chain; name every entry changed, removed or moved
     /// (exit status 1 when any is).
     VerifyAudit,
@@ -139,6 +144,25 @@ pub enum Command {
     /// file changed, removed or added and every entry moved or edited (exit status 1
     /// when any is).
     VerifyRecordings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user with a password (at least 12 characters), read from the environment
+    /// variable named by --password-env, or else from the first line of standard input.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// admin, investigator, family or kiosk
+        #[arg(long)]
+        role: String,
+        /// Facility the user may act on (repeat for several; none = all, admins only)
+        #[arg(long)]
+        facility: Vec<String>,
+        /// Name of an environment variable holding the password (keeps it out of `ps`).
+        #[arg(long)]
+        password_env: Option<String>,
+    },
 }
 
 /// Loads the config, connects and migrates: what every command needs first.
@@ -164,6 +188,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
         Command::Migrate => println!("migrations applied"),
         Command::VerifyAudit => verify_audit(&store).await?,
         Command::VerifyRecordings => verify_recordings(&store, config).await?,
+        Command::User { action } => user(&store, action).await?,
         Command::Demo { json } => {
             let info = crate::demo::seed(&store, config).await?;
             if json {
@@ -283,6 +308,40 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
     }
     store.db().close().await;
     Ok(())
+}
+
+async fn user(store: &Store, action: UserCommand) -> anyhow::Result<()> {
+    match action {
+        UserCommand::Add {
+            username,
+            role,
+            facility,
+            password_env,
+        } => {
+            let role = Role::parse(&role)
+                .context("--role must be admin, investigator, family or kiosk")?;
+            let password = read_password(password_env.as_deref())?;
+            let u = NewUser {
+                username,
+                password,
+                role,
+                facilities: facility,
+            };
+            print_json(&store.create_user(&u).await?)
+        }
+    }
+}
+
+/// The password from the named environment variable, or the first line of stdin.
+fn read_password(env: Option<&str>) -> anyhow::Result<String> {
+    if let Some(var) = env {
+        return std::env::var(var).with_context(|| format!("--password-env: {var} is not set"));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 async fn verify_audit(store: &Store) -> anyhow::Result<()> {

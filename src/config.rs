@@ -79,6 +79,15 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token of the built-in administrator. Empty disables it.
     pub admin_token: String,
+    /// How long a token from `POST /api/v1/auth/login` stays valid.
+    pub session_ttl_secs: u64,
+    /// Wrong passwords in a row that lock a user out of logging in ...
+    pub login_lockout_after_failures: u32,
+    /// ... for this many seconds.
+    pub login_lockout_secs: u64,
+    /// How long a playback or download ticket for a recording stays valid, on top of the
+    /// recording's own length (so seeking keeps working to the end of a listen).
+    pub ticket_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -179,6 +188,10 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: String::new(),
+            session_ttl_secs: 8 * 3600,
+            login_lockout_after_failures: 5,
+            login_lockout_secs: 900,
+            ticket_ttl_secs: 900,
         }
     }
 }
@@ -329,6 +342,15 @@ impl Config {
         }
         if !(100..=60_000).contains(&self.recording.flush_interval_ms) {
             return bad("recording.flush_interval_ms", "must be 100 to 60000");
+        }
+        if !(60..=31 * 86_400).contains(&self.http.session_ttl_secs) {
+            return bad("http.session_ttl_secs", "must be 60 to 2678400 (31 days)");
+        }
+        if self.http.login_lockout_after_failures == 0 {
+            return bad("http.login_lockout_after_failures", "must be at least 1");
+        }
+        if !(10..=86_400).contains(&self.http.ticket_ttl_secs) {
+            return bad("http.ticket_ttl_secs", "must be 10 to 86400");
         }
         if self.recording.purge_interval_secs == 0 {
             return bad("recording.purge_interval_secs", "must be at least 1");

@@ -2,14 +2,16 @@
 //!
 //! A facility `DEMO` (calls allowed all day so a newcomer can try it at any hour), a small
 //! rate deck and a plan under the FCC prison caps, one inmate with a PIN, one approved
-//! contact, a handset with digest credentials, the loopback network trusted, and a funded
-//! account. Running it again finds what exists and creates only what is missing.
+//! contact, a handset with digest credentials, the loopback network trusted, a funded
+//! account, and an investigator of the facility who logs in with a password. Running it
+//! again finds what exists and creates only what is missing.
 
 use crate::config::Config;
 use crate::ledger::{DepositMethod, DepositRequest};
 use crate::money::Money;
 use crate::store::{
-    Booking, ContactStatus, FacilityPatch, NewContact, NewFacility, NewHandset, Store, StoreError,
+    Booking, ContactStatus, FacilityPatch, NewContact, NewFacility, NewHandset, NewUser, Role,
+    Store, StoreError,
 };
 use serde::Serialize;
 
@@ -19,6 +21,10 @@ pub const PIN: &str = "1234";
 pub const CONTACT_NUMBER: &str = "+15551230001";
 pub const HANDSET_USER: &str = "handset-1";
 pub const HANDSET_PASSWORD: &str = "demo-handset-pass";
+/// The demo investigator (scoped to the demo facility) and its password: for trying the
+/// console on a fresh install only; README says to change it.
+pub const INVESTIGATOR: &str = "investigator";
+pub const INVESTIGATOR_PASSWORD: &str = "demo-investigator-pass";
 pub const DECK_ID: &str = "demo-deck";
 pub const PLAN_ID: &str = "demo-plan";
 const DEPOSIT_KEY: &str = "demo-seed-deposit-1";
@@ -46,6 +52,8 @@ pub struct DemoInfo {
     pub trunk_address: String,
     pub http_address: String,
     pub admin_token: String,
+    pub investigator_username: String,
+    pub investigator_password: String,
 }
 
 /// Seeds the demo, creating only what is missing.
@@ -67,6 +75,7 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
     };
     ensure_contact(store, &inmate.id).await?;
     ensure_devices(store, config).await?;
+    ensure_investigator(store).await?;
     let deposit = DepositRequest {
         account_id: inmate.account_id.clone(),
         method: DepositMethod::Online,
@@ -96,6 +105,8 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
         trunk_address: config.sip.trunk.to_string(),
         http_address: config.http.listen.to_string(),
         admin_token: config.http.admin_token.clone(),
+        investigator_username: INVESTIGATOR.into(),
+        investigator_password: INVESTIGATOR_PASSWORD.into(),
     })
 }
 
@@ -186,12 +197,26 @@ async fn ensure_devices(store: &Store, config: &Config) -> Result<(), StoreError
     Ok(())
 }
 
+/// The demo investigator, unless a user of that name exists.
+async fn ensure_investigator(store: &Store) -> Result<(), StoreError> {
+    let u = NewUser {
+        username: INVESTIGATOR.into(),
+        password: INVESTIGATOR_PASSWORD.into(),
+        role: Role::Investigator,
+        facilities: vec![FACILITY.into()],
+    };
+    match store.create_user(&u).await {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl DemoInfo {
     /// The newcomer's summary.
     pub fn describe(&self) -> String {
         format!(
             "Demo facility {fac} is ready.\n\
-             \n  inmate          {bk} (id {iid}), PIN {pin}\n  account         {acc}, balance {bal}\n  approved number {num}\n  handset         SIP digest user '{hu}' password '{hp}' realm '{realm}', or any handset on {net}\n  SIP             {sip} (UDP and TCP); calls to approved numbers go to the trunk at {trunk}\n  HTTP API        http://{http}/api/v1  (admin token: {tok})\n\
+             \n  inmate          {bk} (id {iid}), PIN {pin}\n  account         {acc}, balance {bal}\n  approved number {num}\n  handset         SIP digest user '{hu}' password '{hp}' realm '{realm}', or any handset on {net}\n  SIP             {sip} (UDP and TCP); calls to approved numbers go to the trunk at {trunk}\n  HTTP API        http://{http}/api/v1  (admin token: {tok})\n  investigator    user '{iu}' password '{ip}' (POST /api/v1/auth/login; change it)\n\
              \nPlace a call: dial {num} from a handset (PIN {pin} then #); README \"Placing a call\" has sipp commands for both ends.\nTry: curl -H 'Authorization: Bearer {tok}' http://{http}/api/v1/accounts/{acc}\n",
             fac = self.facility,
             bk = self.booking_number,
@@ -208,6 +233,8 @@ impl DemoInfo {
             trunk = self.trunk_address,
             http = self.http_address,
             tok = self.admin_token,
+            iu = self.investigator_username,
+            ip = self.investigator_password,
         )
     }
 }

@@ -47,6 +47,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, node = %config.node.id, "serving");
     let live = gateway.live.clone();
     let app = router(AppState::new(store.clone(), config.clone()).with_gateway(gateway));
+    // The peer address reaches handlers (and the audit log) as `ConnectInfo`.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -1,6 +1,8 @@
 //! The real `sallyport` binary: `demo --json` is idempotent and prints what it made;
 //! `serve` seeds on first start, answers on the port it printed, and on restart closes
-//! the sessions a killed run left open (reason `system`) without touching their charges.
+//! the sessions a killed run left open (reason `system`) without touching their charges;
+//! `user add` takes the password from stdin or the environment, and a login over TCP is
+//! audited with the peer's address.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -95,6 +97,8 @@ fn demo_is_idempotent_and_prints_json() {
         "trunk_address",
         "admin_token",
         "account_id",
+        "investigator_username",
+        "investigator_password",
     ] {
         assert!(
             first[key].as_str().is_some_and(|v| !v.is_empty()),
@@ -240,4 +244,139 @@ fn verify_audit_names_a_changed_entry() {
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success(), "{out}");
     assert!(out.contains(&format!("audit entry {id}: changed")), "{out}");
+}
+
+fn post_json(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `user add`: the password from stdin or from the variable --password-env names (never
+/// an argument); too short is refused. The users then log in over TCP, and the audit
+/// entry of the login carries the peer address (ConnectInfo).
+#[test]
+fn user_add_then_login_over_tcp_is_audited_with_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = demo_json(dir.path());
+    let add = |name: &str, stdin: &str, env: Option<(&str, &str)>| {
+        let mut c = command(dir.path());
+        c.args([
+            "user",
+            "add",
+            "--username",
+            name,
+            "--role",
+            "investigator",
+            "--facility",
+            "DEMO",
+        ]);
+        if let Some((var, value)) = env {
+            c.args(["--password-env", var]).env(var, value);
+        }
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add("inv-stdin", "stdin-password-1\n", None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (user["role"].as_str(), user["facilities"][0].as_str()),
+        (Some("investigator"), Some("DEMO"))
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("stdin-password-1"));
+    let out = add("inv-env", "", Some(("SP_TEST_PW", "env-password-12")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = add("inv-short", "short\n", None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("12"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut child, addr) = serve(dir.path());
+    for (u, p) in [
+        ("inv-stdin", "stdin-password-1"),
+        ("inv-env", "env-password-12"),
+        ("investigator", "demo-investigator-pass"),
+    ] {
+        let (s, body) = post_json(
+            &addr,
+            "/api/v1/auth/login",
+            None,
+            &format!(r#"{{"username":"{u}","password":"{p}"}}"#),
+        );
+        assert_eq!(s, 200, "{u}: {body}");
+    }
+    let (s, _) = post_json(
+        &addr,
+        "/api/v1/auth/login",
+        None,
+        r#"{"username":"inv-env","password":"stdin-password-1"}"#,
+    );
+    assert_eq!(s, 401);
+    let (s, body) = get(
+        &addr,
+        "/api/v1/audit?limit=10",
+        Some(info["admin_token"].as_str().unwrap()),
+    );
+    assert_eq!(s, 200, "{body}");
+    let entries: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let logins: Vec<&serde_json::Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "auth.login")
+        .collect();
+    assert_eq!(logins.len(), 3, "{body}");
+    for e in logins {
+        assert!(
+            e["remote_addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("127.0.0.1:")),
+            "{e}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -431,8 +431,8 @@ impl Api {
     fn ended_calls(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let v = self.get(&format!("/api/v1/calls?facility={FACILITY}"));
-            let calls = v.as_array().cloned().unwrap_or_default();
+            let v = self.get(&format!("/api/v1/calls?facility_id={FACILITY}"));
+            let calls = v["items"].as_array().cloned().unwrap_or_default();
             if calls.len() >= n && calls.iter().all(|c| c["state"] == "ended") {
                 assert_eq!(calls.len(), n, "more calls than expected: {v}");
                 return calls.into_iter().rev().collect();

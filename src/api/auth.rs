@@ -3,16 +3,66 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{Facilities, Principal, Role};
-use axum::extract::{FromRequest, FromRequestParts, Query};
+use crate::store::{token_hash, Facilities, Principal, Role};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
 
-/// The authenticated caller.
+/// The authenticated caller: who (`.0`) and how they reached us (`.1`).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+pub struct Caller(pub Principal, pub CallerMeta);
+
+/// The request facts about a caller that are not its identity.
+#[derive(Debug, Clone, Default)]
+pub struct CallerMeta {
+    /// The peer address of the connection (`None` when the router is driven without a
+    /// socket, as tests do with `oneshot`). The gateway does not trust forwarding headers.
+    pub remote_addr: Option<SocketAddr>,
+    /// SHA-256 of the bearer token used, hex (`None` for the configured admin token).
+    pub token_hash: Option<String>,
+    /// When that token expires (`None` for the configured admin token).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The connection's peer address, when the server provides it (`ConnectInfo`).
+pub fn remote_addr(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// The connection's peer address as an extractor that never fails (absent without a
+/// socket, as with `oneshot` in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RemoteAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<RemoteAddr, Self::Rejection> {
+        Ok(RemoteAddr(remote_addr(parts)))
+    }
+}
+
+/// The bearer token of a request, if it carries a well-formed one.
+pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
+}
 
 /// A JSON body whose rejections are JSON errors.
 #[derive(FromRequest)]
@@ -32,29 +82,32 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+        let token = bearer(parts)?;
+        let remote_addr = remote_addr(parts);
         if let Some(admin) = &state.admin_token_hash {
             let given = Sha256::digest(token.as_bytes());
             if bool::from(given.as_slice().ct_eq(&admin[..])) {
-                return Ok(Caller(Principal {
+                let admin = Principal {
                     subject: "admin".into(),
                     role: Role::Admin,
                     facilities: Facilities::All,
-                }));
+                };
+                let meta = CallerMeta {
+                    remote_addr,
+                    ..CallerMeta::default()
+                };
+                return Ok(Caller(admin, meta));
             }
         }
-        match state.store.principal_for_token(token).await? {
-            Some(p) => Ok(Caller(p)),
+        match state.store.token_session(token).await? {
+            Some(t) => Ok(Caller(
+                t.principal,
+                CallerMeta {
+                    remote_addr,
+                    token_hash: Some(token_hash(token)),
+                    expires_at: Some(t.expires_at),
+                },
+            )),
             None => Err(ApiError::unauthorized("unknown or expired token")),
         }
     }
@@ -104,6 +157,16 @@ impl Caller {
 
     pub fn subject(&self) -> &str {
         &self.0.subject
+    }
+
+    /// The connection's peer address as text, for the audit log.
+    pub fn remote(&self) -> Option<String> {
+        self.1.remote_addr.map(|a| a.to_string())
+    }
+
+    /// Admins and investigators of `facility_id`: who may search, replay and listen.
+    pub fn investigate(&self, facility_id: &str) -> Result<(), ApiError> {
+        self.allow(&[Role::Admin, Role::Investigator], facility_id)
     }
 }
 

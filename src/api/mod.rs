@@ -15,6 +15,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+pub mod tickets;
 
 use crate::config::Config;
 use crate::store::{AuditEntry, Store};
@@ -40,6 +41,9 @@ pub struct AppState {
     /// The calls this node carries (terminate reaches them here) and the SIP and media
     /// counters; `None` when the API runs without the SIP side (tests, tools).
     pub gateway: Option<Gateway>,
+    /// Key of the recording tickets' MAC, derived from the config so every node configured
+    /// alike verifies every other's tickets ([`tickets`]).
+    pub ticket_key: Arc<[u8]>,
 }
 
 /// The live side of the gateway, as the API sees it.
@@ -58,10 +62,11 @@ impl AppState {
             .map(|t| Arc::from(Sha256::digest(t.as_bytes()).as_slice()));
         AppState {
             store,
-            config,
             metrics: Arc::new(Metrics::default()),
             admin_token_hash,
             gateway: None,
+            ticket_key: Arc::from(tickets::derive_key(&config).as_slice()),
+            config,
         }
     }
 
@@ -71,8 +76,9 @@ impl AppState {
         self
     }
 
-    /// Writes an audit entry; a failure to audit is logged, not shown to the caller, since
-    /// the action itself has already been committed.
+    /// Writes an audit entry for `caller` (actor, role, remote address); a failure to
+    /// audit is logged, not shown to the caller, since the action itself has already been
+    /// committed.
     pub(crate) async fn audit(
         &self,
         caller: &Caller,
@@ -80,14 +86,38 @@ impl AppState {
         target: &str,
         facility: Option<&str>,
     ) {
+        self.audit_detail(caller, action, target, facility, json!({}))
+            .await
+    }
+
+    /// [`AppState::audit`] with more detail (an object; the caller's role is added).
+    pub(crate) async fn audit_detail(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        facility: Option<&str>,
+        mut detail: serde_json::Value,
+    ) {
+        if let Some(d) = detail.as_object_mut() {
+            d.insert("role".into(), json!(caller.0.role));
+        }
+        let remote = caller.remote();
         let entry = AuditEntry {
             actor: caller.subject(),
             action,
             target,
             facility_id: facility,
-            detail: json!({ "role": caller.0.role }),
-            remote_addr: None,
+            detail,
+            remote_addr: remote.as_deref(),
         };
+        self.write_audit(entry).await
+    }
+
+    /// Writes an entry as built (for actors that are not an authenticated caller, such as
+    /// a login attempt).
+    pub(crate) async fn write_audit(&self, entry: AuditEntry<'_>) {
+        let action = entry.action.to_string();
         if let Err(e) = self.store.audit(entry).await {
             tracing::error!(error = %e, action, "audit write failed");
         }
@@ -96,10 +126,16 @@ impl AppState {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    use routes::{calls, facilities, inmates, integrity, money, rates, tokens};
+    use routes::{
+        auth, calls, facilities, inmates, integrity, money, rates, recordings, tokens, users,
+    };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
         .route("/tokens", post(tokens::issue))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/users", post(users::create))
         .route(
             "/facilities",
             get(facilities::list).post(facilities::create),
@@ -165,6 +201,11 @@ pub fn router(state: AppState) -> Router {
         .route("/calls/{id}/terminate", post(calls::terminate))
         .route("/recordings/verify", get(integrity::verify_all))
         .route("/recordings/{id}/verify", get(integrity::verify_one))
+        .route("/calls/{id}/recording", get(calls::recording))
+        .route("/recordings/{id}", get(recordings::get))
+        .route("/recordings/{id}/play", post(recordings::play))
+        .route("/recordings/{id}/download", post(recordings::download))
+        .route("/recordings/{id}/audio", get(recordings::audio))
         .fallback(not_found);
     let metrics = state.metrics.clone();
     Router::new()

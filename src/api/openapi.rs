@@ -49,6 +49,10 @@ const fn money(mut o: Op) -> Op {
 pub const OPERATIONS: &[Op] = &[
     op("get", "/openapi.json", "This document", "meta"),
     with_body(op("post", "/tokens", "Issue a bearer token for a user of a role and facilities", "auth"), "NewToken", 201),
+    with_body(op("post", "/auth/login", "Log in with a username and password -> {token, expires_at, username, role, facilities}; 401 invalid_credentials alike for unknown user, wrong password and lockout", "auth"), "Login", 200),
+    Op { ok: 204, ..op("post", "/auth/logout", "End the caller's token now", "auth") },
+    op("get", "/auth/me", "The caller: {username, role, facilities, expires_at}", "auth"),
+    with_body(op("post", "/users", "Create a user with a password (argon2id; >= 12 characters); global admins", "auth"), "NewUser", 201),
     op("get", "/facilities", "Facilities the caller may see", "facilities"),
     with_body(op("post", "/facilities", "Create a facility (and its system accounts)", "facilities"), "NewFacility", 201),
     op("get", "/facilities/{fid}", "One facility", "facilities"),
@@ -90,9 +94,14 @@ pub const OPERATIONS: &[Op] = &[
     money(op("post", "/deposits/{id}/post", "Post a pending money order", "money")),
     money(op("post", "/deposits/{id}/void", "Void a pending money order", "money")),
     op("get", "/ledger/check", "Check the ledger's invariants", "money"),
-    op("get", "/calls", "Search call records (?facility&inmate&number&reason&from&to&limit&offset)", "calls"),
-    op("get", "/calls/active", "Calls in progress", "calls"),
-    op("get", "/calls/{id}", "One call record", "calls"),
+    op("get", "/calls", "Search call records, scoped to the caller's facilities, newest first -> {items, total, limit, offset}; audited call.search", "calls"),
+    op("get", "/calls/active", "Calls in progress, each with listenable (accepted, not privileged, on a node)", "calls"),
+    op("get", "/calls/{id}", "One call record with its charges and its recording (or null)", "calls"),
+    op("get", "/calls/{id}/recording", "The call's recording metadata; 403 privileged (audited recording.refused) for a privileged call", "recordings"),
+    op("get", "/recordings/{id}", "Recording metadata (status, times, size, sha256, chain_seq)", "recordings"),
+    op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play", "recordings"),
+    op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download", "recordings"),
+    op("get", "/recordings/{id}/audio", "The WAV (audio/wav) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged", "recordings"),
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
@@ -138,6 +147,13 @@ fn schemas() -> Value {
         "DepositBody": { "type": "object", "required": ["amount", "method"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "method": { "enum": ["online", "kiosk", "money_order"] },
             "depositor": { "type": "string" }, "reference": { "type": "string" } } },
+        "Login": { "type": "object", "required": ["username", "password"], "properties": {
+            "username": { "type": "string" }, "password": { "type": "string", "format": "password" } } },
+        "NewUser": { "type": "object", "required": ["username", "password", "role"], "properties": {
+            "username": { "type": "string", "pattern": "^[!-~]{1,64}$" },
+            "password": { "type": "string", "minLength": 12, "format": "password" },
+            "role": { "enum": ["admin", "investigator", "family", "kiosk"] },
+            "facilities": { "type": "array", "items": { "type": "string" }, "description": "Required (>= 1) except for admins; empty = every facility" } } },
         "SpendBody": { "type": "object", "required": ["amount"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "memo": { "type": "string" } } }
     })
@@ -161,6 +177,8 @@ fn operation(o: &Op) -> Value {
     for code in ["400", "401", "403", "404", "409", "422"] {
         responses.insert(code.into(), error.clone());
     }
+    params.extend(query_params(o));
+    special_responses(o, &mut responses, &error);
     let mut v = json!({ "summary": o.summary, "tags": [o.tag], "parameters": params, "responses": responses });
     match o.body {
         Some("csv") => {
@@ -172,10 +190,101 @@ fn operation(o: &Op) -> Value {
         }
         None => {}
     }
-    if o.path == "/openapi.json" {
-        v["security"] = json!([]);
+    match o.path {
+        "/openapi.json" | "/auth/login" => v["security"] = json!([]),
+        "/recordings/{id}/audio" => v["security"] = json!([{ "bearer": [] }, { "ticket": [] }]),
+        _ => {}
     }
     v
+}
+
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description })
+}
+
+/// Query parameters of the operations that take some.
+fn query_params(o: &Op) -> Vec<Value> {
+    let text = || json!({ "type": "string" });
+    let time = || json!({ "type": "string", "description": "RFC 3339 or YYYY-MM-DD (UTC)" });
+    match (o.method, o.path) {
+        ("get", "/calls") => vec![
+            query(
+                "facility_id",
+                text(),
+                "Facility (must be one of the caller's)",
+            ),
+            query("inmate_id", text(), "Inmate id"),
+            query("booking_number", text(), "Inmate booking number"),
+            query(
+                "number",
+                text(),
+                "Number as dialed or in E.164; punctuation ignored",
+            ),
+            query(
+                "end_reason",
+                text(),
+                "How the call ended, e.g. callee_hangup",
+            ),
+            query(
+                "from",
+                time(),
+                "Started at or after (a date: its midnight UTC)",
+            ),
+            query(
+                "to",
+                time(),
+                "Started before (a date: the whole day included)",
+            ),
+            query(
+                "limit",
+                json!({ "type": "integer", "minimum": 1, "maximum": 500, "default": 50 }),
+                "Page size",
+            ),
+            query(
+                "offset",
+                json!({ "type": "integer", "minimum": 0, "default": 0 }),
+                "Matches to skip",
+            ),
+        ],
+        ("get", "/recordings/{id}/audio") => vec![
+            query(
+                "ticket",
+                text(),
+                "A ticket from POST /recordings/{id}/play or /download (instead of a bearer token)",
+            ),
+            query(
+                "download",
+                json!({ "enum": ["1"] }),
+                "Answer as an attachment (needs a download ticket or a bearer token)",
+            ),
+            json!({ "name": "Range", "in": "header", "required": false, "schema": { "type": "string", "example": "bytes=0-1023" },
+                    "description": "One byte range: a-b, a- or -n" }),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Answers particular to some operations.
+fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) {
+    if o.path.starts_with("/recordings/") {
+        responses.insert("410".into(), error.clone());
+    }
+    if o.path == "/recordings/{id}/audio" {
+        let wav = json!({ "audio/wav": { "schema": { "type": "string", "format": "binary" } } });
+        responses.insert(
+            "200".into(),
+            json!({ "description": "The whole file", "content": wav }),
+        );
+        responses.insert(
+            "206".into(),
+            json!({ "description": "One range (Content-Range)", "content": wav }),
+        );
+        responses.insert("416".into(), error.clone());
+    }
+    if o.path == "/auth/login" {
+        responses.insert("401".into(), json!({ "description": "invalid_credentials (unknown user, wrong password or locked)",
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
+    }
 }
 
 /// The document.
@@ -188,12 +297,16 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "sallyport API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Facilities, inmates, contacts, rates, the prepaid ledger. Amounts are decimal strings. Errors are {\"error\":{\"code\",\"message\"}}." },
+                  "description": "Facilities, inmates, contacts, rates, the prepaid ledger, call records and recordings. Amounts are decimal strings. Errors are {\"error\":{\"code\",\"message\"}}." },
         "servers": [{ "url": "/api/v1" }],
         "security": [{ "bearer": [] }],
         "paths": paths,
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "ticket": { "type": "apiKey", "in": "query", "name": "ticket",
+                            "description": "Short-lived HMAC-signed capability for one recording" }
+            },
             "schemas": schemas()
         }
     })

@@ -98,7 +98,7 @@ pub use accounts::SystemAccount;
 pub use deposits::{local_day, DEPOSIT_MAX_PLACES};
 pub use error::{AmountRule, LedgerError};
 pub use invariants::{InvariantReport, Violation};
-pub use statements::{Statement, StatementLine};
+pub use statements::{SessionCharge, Statement, StatementLine};
 pub use types::{
     Account, AccountKind, AccountStatus, DebitOutcome, Deposit, DepositLimit, DepositMethod,
     DepositRequest, DepositStatus, PurchaseRequest, Receipt, RefundRequest, Release, Service,
@@ -357,6 +357,15 @@ impl Ledger {
         let mut tx = self.begin_read().await?;
         let r = statements::build(&mut tx, account_id, from, to).await;
         finish(tx, r.map(Finish::Rollback)).await
+    }
+
+    /// The debits of one session (call or visit), in increment order.
+    pub async fn session_charges(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<SessionCharge>, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        statements::session_charges(&mut conn, session_id).await
     }
 
     /// Checks every invariant over one snapshot; the report lists violations.

@@ -139,6 +139,56 @@ fn line(row: &AnyRow, running: &mut i64) -> Result<StatementLine, LedgerError> {
     })
 }
 
+/// One billing increment charged to a session (a call or visit), as its CDR shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCharge {
+    pub transaction_id: i64,
+    /// 1-based increment number within the session.
+    pub increment: i64,
+    pub at: DateTime<Utc>,
+    pub kind: TransactionKind,
+    pub account_id: String,
+    /// What was charged (positive; zero for an increment billed at no charge).
+    pub amount: Money,
+    /// The account's balance after this charge.
+    pub balance_after: Money,
+}
+
+/// The debits of one session, in increment order.
+pub(crate) async fn session_charges(
+    conn: &mut AnyConnection,
+    session_id: &str,
+) -> Result<Vec<SessionCharge>, LedgerError> {
+    let rows = sqlx::query(
+        "SELECT t.id, t.increment, t.kind, e.created_at, e.account_id, e.amount_minor, \
+         e.balance_after_minor FROM ledger_transactions t \
+         JOIN ledger_entries e ON e.transaction_id = t.id \
+         WHERE t.session_id = $1 AND e.balance_after_minor IS NOT NULL \
+         ORDER BY t.increment, t.id",
+    )
+    .bind(session_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(charge).collect()
+}
+
+fn charge(row: &AnyRow) -> Result<SessionCharge, LedgerError> {
+    let amount: i64 = row.try_get("amount_minor")?;
+    Ok(SessionCharge {
+        transaction_id: row.try_get("id")?,
+        increment: row.try_get::<Option<i64>, _>("increment")?.unwrap_or(0),
+        at: from_micros(row.try_get("created_at")?),
+        kind: TransactionKind::parse_db(&row.try_get::<String, _>("kind")?)?,
+        account_id: row.try_get("account_id")?,
+        amount: Money::from_minor(
+            amount
+                .checked_neg()
+                .ok_or_else(|| LedgerError::corrupt("charge amount overflows"))?,
+        ),
+        balance_after: Money::from_minor(row.try_get("balance_after_minor")?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -896,7 +896,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("a.wav");
         std::fs::write(&p, vec![7u8; 200_000]).expect("write");
-        let want = hex::encode(Sha256::digest(vec![7u8; 200_000]));
+        let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(vec![7u8; 200_000]));
         assert_eq!(hash_file(&p).expect("hash"), Some(want));
         assert_eq!(hash_file(&dir.path().join("b.wav")).expect("hash"), None);
     }

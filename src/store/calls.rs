@@ -29,23 +29,169 @@ pub struct Cdr {
     pub end_at: Option<DateTime<Utc>>,
     pub billed_increments: i64,
     pub amount: Money,
+    /// Whether an investigator may listen to it now: in progress, accepted (so bridged),
+    /// not privileged, carried by a node.
+    pub listenable: bool,
 }
 
-/// Search filters; all optional, combined with AND.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Search filters; all optional, combined with AND. Empty values count as absent (a
+/// search form sends every field). Old names (`facility`, `inmate`, `reason`) still work.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallFilter {
-    pub facility: Option<String>,
-    pub inmate: Option<String>,
-    /// E.164 number as stored (`+1555…`).
+    #[serde(alias = "facility", default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facility_id: Option<String>,
+    #[serde(alias = "inmate", default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inmate_id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub booking_number: Option<String>,
+    /// The number as dialed or as stored in E.164 (`+1555…`); punctuation is ignored.
+    #[serde(default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<String>,
-    pub reason: Option<String>,
+    #[serde(alias = "reason", default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// Calls that started at or after: RFC 3339, or a date (`2026-03-02`, midnight UTC).
+    #[serde(default, deserialize_with = "start_time")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<DateTime<Utc>>,
+    /// Calls that started before: RFC 3339, or a date (the whole day, UTC, included).
+    #[serde(default, deserialize_with = "end_time")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub active: bool,
+    /// Page size, default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`].
+    #[serde(default, deserialize_with = "number")]
+    #[serde(skip_serializing)]
     pub limit: Option<i64>,
+    #[serde(default, deserialize_with = "number")]
+    #[serde(skip_serializing)]
     pub offset: Option<i64>,
+}
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+/// One page of a search.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallPage {
+    pub items: Vec<Cdr>,
+    /// Matches in all pages.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    Ok(v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+}
+
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    text(d)?
+        .map(|s| {
+            s.parse()
+                .map_err(|_| serde::de::Error::custom(format!("'{s}' is not an integer")))
+        })
+        .transpose()
+}
+
+fn time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    day_end: bool,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(s) = text(d)? else { return Ok(None) };
+    if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
+        return Ok(Some(t.with_timezone(&Utc)));
+    }
+    let day = chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| {
+        serde::de::Error::custom(format!("'{s}' is neither RFC 3339 nor YYYY-MM-DD"))
+    })?;
+    let day = if day_end {
+        day.succ_opt().unwrap_or(day)
+    } else {
+        day
+    };
+    Ok(Some(day.and_time(chrono::NaiveTime::MIN).and_utc()))
+}
+
+fn start_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    time(d, false)
+}
+
+fn end_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    time(d, true)
+}
+
+impl CallFilter {
+    /// The page size and offset this filter asks for, within bounds.
+    pub fn page(&self) -> (i64, i64) {
+        (
+            self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+            self.offset.unwrap_or(0).max(0),
+        )
+    }
+}
+
+/// A bound parameter of the search statement.
+enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+/// The WHERE clause of a search and its parameters (`$1`…). Each filter is
+/// `($n IS NULL OR …)` so the text changes only with the number of facilities in scope.
+fn where_clause(f: &CallFilter, facilities: Option<&[String]>) -> (String, Vec<Arg>) {
+    let digits: Option<String> = f
+        .number
+        .as_ref()
+        .map(|n| n.chars().filter(char::is_ascii_digit).collect());
+    let mut args = vec![
+        Arg::Text(f.facility_id.clone()),
+        Arg::Text(f.inmate_id.clone()),
+        Arg::Text(f.booking_number.clone()),
+        Arg::Text(f.number.clone()),
+        Arg::Text(digits.clone()),
+        Arg::Text(digits.map(|d| format!("+{d}"))),
+        Arg::Text(f.end_reason.clone()),
+        Arg::Int(f.from.map(to_micros)),
+        Arg::Int(f.to.map(to_micros)),
+        Arg::Int(Some(i64::from(f.active))),
+    ];
+    let mut sql = String::from(
+        "kind = 'call' AND ($1 IS NULL OR facility_id = $1) AND ($2 IS NULL OR inmate_id = $2) \
+         AND ($3 IS NULL OR inmate_id IN (SELECT id FROM inmates WHERE booking_number = $3)) \
+         AND ($4 IS NULL OR number_e164 = $4 OR dialed = $4 OR dialed = $5 OR number_e164 = $6) \
+         AND ($7 IS NULL OR end_reason = $7) \
+         AND ($8 IS NULL OR invite_at >= $8) AND ($9 IS NULL OR invite_at < $9) \
+         AND ($10 = 0 OR state = 'active')",
+    );
+    if let Some(list) = facilities {
+        let first = args.len() + 1;
+        let marks: Vec<String> = (0..list.len()).map(|i| format!("${}", first + i)).collect();
+        sql.push_str(&format!(" AND facility_id IN ({})", marks.join(", ")));
+        args.extend(list.iter().map(|f| Arg::Text(Some(f.clone()))));
+    }
+    (sql, args)
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Int(v) => q.bind(*v),
+        };
+    }
+    q
 }
 
 const COLUMNS: &str = "id, facility_id, inmate_id, handset_id, number_e164, state, end_reason, \
@@ -56,7 +202,7 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
     let t = |c: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
         Ok(r.try_get::<Option<i64>, _>(c)?.map(from_micros))
     };
-    Ok(Cdr {
+    let mut cdr = Cdr {
         id: r.try_get("id")?,
         facility_id: r.try_get("facility_id")?,
         inmate_id: r.try_get("inmate_id")?,
@@ -74,7 +220,13 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
         end_at: t("end_at")?,
         billed_increments: r.try_get("billed_increments")?,
         amount: Money::from_minor(r.try_get("amount_minor")?),
-    })
+        listenable: false,
+    };
+    cdr.listenable = cdr.state == "active"
+        && cdr.accepted_at.is_some()
+        && !cdr.privileged
+        && !cdr.node_id.is_empty();
+    Ok(cdr)
 }
 
 impl Store {
@@ -84,41 +236,50 @@ impl Store {
         f: &CallFilter,
         facilities: Option<&[String]>,
     ) -> Result<Vec<Cdr>, StoreError> {
-        let limit = f.limit.unwrap_or(100).clamp(1, 1000);
-        let offset = f.offset.unwrap_or(0).max(0);
-        // Each filter is `($n IS NULL OR col = $n)` so the statement text only changes
-        // with the number of facilities in scope.
-        let scope = match facilities {
-            None => String::new(),
-            Some([]) => return Ok(Vec::new()),
-            Some(list) => {
-                let marks: Vec<String> = (0..list.len()).map(|i| format!("${}", i + 10)).collect();
-                format!("AND facility_id IN ({})", marks.join(", "))
-            }
+        Ok(self.search_calls(f, facilities).await?.items)
+    }
+
+    /// One page of the calls matching `f` within `facilities` (`None` = every facility),
+    /// newest first, with the number of matches in all pages.
+    pub async fn search_calls(
+        &self,
+        f: &CallFilter,
+        facilities: Option<&[String]>,
+    ) -> Result<CallPage, StoreError> {
+        let (limit, offset) = f.page();
+        let empty = CallPage {
+            items: Vec::new(),
+            total: 0,
+            limit,
+            offset,
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM sessions WHERE kind = 'call' \
-             AND ($1 IS NULL OR facility_id = $1) AND ($2 IS NULL OR inmate_id = $2) \
-             AND ($3 IS NULL OR number_e164 = $3) AND ($4 IS NULL OR end_reason = $4) \
-             AND ($5 IS NULL OR invite_at >= $5) AND ($6 IS NULL OR invite_at < $6) \
-             AND ($7 = 0 OR state = 'active') {scope} \
-             ORDER BY invite_at DESC, id DESC LIMIT $8 OFFSET $9"
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(f.facility.as_deref())
-            .bind(f.inmate.as_deref())
-            .bind(f.number.as_deref())
-            .bind(f.reason.as_deref())
-            .bind(f.from.map(to_micros))
-            .bind(f.to.map(to_micros))
-            .bind(i64::from(f.active))
-            .bind(limit)
-            .bind(offset);
-        for fid in facilities.unwrap_or_default() {
-            q = q.bind(fid.as_str());
+        if facilities.is_some_and(|l| l.is_empty()) {
+            return Ok(empty);
         }
-        let rows = q.fetch_all(self.db.pool()).await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        let (cond, args) = where_clause(f, facilities);
+        let n = args.len();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM sessions WHERE {cond} \
+             ORDER BY invite_at DESC, id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let rows = bind_all(sqlx::query(&sql), &args)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.db.pool())
+            .await?;
+        let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+        let count = format!("SELECT COUNT(*) AS n FROM sessions WHERE {cond}");
+        let total: i64 = bind_all(sqlx::query(&count), &args)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?;
+        Ok(CallPage {
+            items,
+            total,
+            ..empty
+        })
     }
 
     pub async fn call(&self, id: &str) -> Result<Cdr, StoreError> {

@@ -13,20 +13,23 @@ mod contacts;
 mod facilities;
 mod handsets;
 mod inmates;
+pub mod passwords;
 mod principals;
 mod rates;
 mod recordings;
+mod users;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
-pub use calls::{CallFilter, Cdr};
+pub use calls::{CallFilter, CallPage, Cdr};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
-pub use principals::{Facilities, Principal, Role};
+pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
 pub(crate) use recordings::{chain_link, ChainFields, CHAIN_LOCK_KEY};
 pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
+pub use users::{LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User};
 
 use crate::clock::Clock;
 use crate::db::Db;

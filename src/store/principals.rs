@@ -4,7 +4,8 @@
 //! The built-in administrator token comes from the config (`http.admin_token`).
 
 use super::{new_id, Store, StoreError};
-use crate::db::to_micros;
+use crate::db::from_micros;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -39,12 +40,20 @@ impl Role {
     }
 }
 
-/// The facilities a principal may act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+/// The facilities a principal may act on. In JSON: `"all"`, or the list of facility ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Facilities {
     All,
     Only(Vec<String>),
+}
+
+impl Serialize for Facilities {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Facilities::All => s.serialize_str("all"),
+            Facilities::Only(list) => list.serialize(s),
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -53,6 +62,13 @@ pub struct Principal {
     pub subject: String,
     pub role: Role,
     pub facilities: Facilities,
+}
+
+/// A valid token's principal and when the token expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSession {
+    pub principal: Principal,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl Principal {
@@ -135,24 +151,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let token = format!("spt_{}", hex::encode(rand::random::<[u8; 32]>()));
-        let expires = to_micros(self.clock.wall()) + ttl_secs * 1_000_000;
-        sqlx::query("INSERT INTO api_tokens (token_hash, user_id, expires_at, created_at) VALUES ($1,$2,$3,$4)")
-            .bind(token_hash(&token))
-            .bind(&user_id)
-            .bind(expires)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let (token, _) = insert_token(&mut tx, &user_id, now, ttl_secs, "issued").await?;
         tx.commit().await?;
         Ok(token)
     }
 
     /// The principal a stored, unexpired token belongs to.
     pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        Ok(self.token_session(token).await?.map(|t| t.principal))
+    }
+
+    /// The principal a stored, unexpired token belongs to, with the token's expiry.
+    pub async fn token_session(&self, token: &str) -> Result<Option<TokenSession>, StoreError> {
         let row = sqlx::query(
-            "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_hash = $1 AND t.expires_at > $2",
+            "SELECT u.id, u.username, u.role, t.expires_at FROM api_tokens t \
+             JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.expires_at > $2",
         )
         .bind(token_hash(token))
         .bind(self.now_us())
@@ -160,29 +173,77 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let user_id: String = row.try_get("id")?;
-        let role: String = row.try_get("role")?;
-        let role = Role::parse(&role).ok_or(StoreError::Corrupt {
-            what: "user role",
-            message: role.clone(),
-        })?;
+        let role = parse_role(row.try_get("role")?)?;
+        Ok(Some(TokenSession {
+            principal: Principal {
+                subject: row.try_get("username")?,
+                role,
+                facilities: self.facilities_of(&user_id, role).await?,
+            },
+            expires_at: from_micros(row.try_get("expires_at")?),
+        }))
+    }
+
+    /// The facilities a user is assigned (an admin with none spans all).
+    pub(super) async fn facilities_of(
+        &self,
+        user_id: &str,
+        role: Role,
+    ) -> Result<Facilities, StoreError> {
         let facilities: Vec<String> = sqlx::query(
             "SELECT facility_id FROM user_facilities WHERE user_id = $1 ORDER BY facility_id",
         )
-        .bind(&user_id)
+        .bind(user_id)
         .fetch_all(self.db.pool())
         .await?
         .iter()
         .map(|r| r.try_get("facility_id"))
         .collect::<Result<_, _>>()?;
-        let facilities = if facilities.is_empty() && role == Role::Admin {
+        Ok(if facilities.is_empty() && role == Role::Admin {
             Facilities::All
         } else {
             Facilities::Only(facilities)
-        };
-        Ok(Some(Principal {
-            subject: row.try_get("username")?,
-            role,
-            facilities,
-        }))
+        })
     }
+
+    /// Ends a token now (logout). Unknown tokens are fine: the answer is the same.
+    pub async fn revoke_token(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+pub(super) fn parse_role(role: String) -> Result<Role, StoreError> {
+    Role::parse(&role).ok_or(StoreError::Corrupt {
+        what: "user role",
+        message: role,
+    })
+}
+
+/// Stores a new random bearer token for `user_id` valid `ttl_secs` from now; returns it
+/// (shown once) and its expiry in microseconds.
+pub(super) async fn insert_token(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user_id: &str,
+    now: i64,
+    ttl_secs: i64,
+    source: &str,
+) -> Result<(String, i64), StoreError> {
+    let token = format!("spt_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let expires = now + ttl_secs * 1_000_000;
+    sqlx::query(
+        "INSERT INTO api_tokens (token_hash, user_id, expires_at, created_at, source) \
+         VALUES ($1,$2,$3,$4,$5)",
+    )
+    .bind(token_hash(&token))
+    .bind(user_id)
+    .bind(expires)
+    .bind(now)
+    .bind(source)
+    .execute(&mut **tx)
+    .await?;
+    Ok((token, expires))
 }

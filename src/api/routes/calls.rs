@@ -1,12 +1,17 @@
-//! Call records (CDRs): search, live calls, one call.
+//! Call records (CDRs): search (paged, audited `call.search`), live calls (with whether
+//! each may be listened to), one call with its charges and recording, its recording
+//! (refused and audited for a privileged call), terminate.
 
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::store::{CallFilter, Cdr, Facilities, Role};
+use crate::ledger::SessionCharge;
+use crate::store::{CallFilter, CallPage, Cdr, Facilities, Recording, Role};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Serialize;
+use serde_json::json;
 use std::time::Duration;
 
 /// Narrows a filter to the caller's facilities: a named facility must be the caller's; a
@@ -16,14 +21,14 @@ fn scoped(
     mut f: CallFilter,
 ) -> Result<(CallFilter, Option<Vec<String>>), ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
-    if let Some(fid) = &f.facility {
+    if let Some(fid) = &f.facility_id {
         caller.scope(fid)?;
     }
     let list = match &caller.0.facilities {
         Facilities::All => None,
         Facilities::Only(list) => {
-            if f.facility.is_none() && list.len() == 1 {
-                f.facility = list.first().cloned();
+            if f.facility_id.is_none() && list.len() == 1 {
+                f.facility_id = list.first().cloned();
             }
             Some(list.clone())
         }
@@ -31,13 +36,26 @@ fn scoped(
     Ok((f, list))
 }
 
+/// `GET /calls`: one page of matches `{items, total, limit, offset}`, audited with the
+/// filters.
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(f): ApiQuery<CallFilter>,
-) -> Result<Json<Vec<Cdr>>, ApiError> {
+) -> Result<Json<CallPage>, ApiError> {
     let (f, list) = scoped(&caller, f)?;
-    Ok(Json(s.store.calls(&f, list.as_deref()).await?))
+    let page = s.store.search_calls(&f, list.as_deref()).await?;
+    let detail = json!({ "filters": f, "total": page.total, "limit": page.limit,
+                         "offset": page.offset, "returned": page.items.len() });
+    s.audit_detail(
+        &caller,
+        "call.search",
+        "calls",
+        f.facility_id.as_deref(),
+        detail,
+    )
+    .await;
+    Ok(Json(page))
 }
 
 pub async fn active(
@@ -51,19 +69,82 @@ pub async fn active(
 }
 
 /// The call, if the caller may see it (admin or investigator of its facility).
-async fn visible_call(s: &AppState, caller: &Caller, id: &str) -> Result<Cdr, ApiError> {
+pub(crate) async fn visible_call(s: &AppState, caller: &Caller, id: &str) -> Result<Cdr, ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
     let cdr = s.store.call(id).await?;
     caller.scope(&cdr.facility_id)?;
     Ok(cdr)
 }
 
+/// A call record with what it cost and its recording.
+#[derive(Serialize)]
+pub struct CallDetail {
+    #[serde(flatten)]
+    cdr: Cdr,
+    /// The session's debits, in increment order.
+    charges: Vec<SessionCharge>,
+    /// The recording's metadata, or `null` (privileged calls never have one).
+    recording: Option<Recording>,
+}
+
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Cdr>, ApiError> {
-    Ok(Json(visible_call(&s, &caller, &id).await?))
+) -> Result<Json<CallDetail>, ApiError> {
+    let cdr = visible_call(&s, &caller, &id).await?;
+    let charges = s.store.ledger().session_charges(&id).await?;
+    let recording = match cdr.privileged {
+        true => None,
+        false => s.store.session_recording(&id).await?,
+    };
+    Ok(Json(CallDetail {
+        cdr,
+        charges,
+        recording,
+    }))
+}
+
+/// `GET /calls/{id}/recording`: the call's recording metadata; 403 `privileged` (audited
+/// `recording.refused`) for a privileged call, 404 `no_recording` when it has none.
+pub async fn recording(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Recording>, ApiError> {
+    let cdr = visible_call(&s, &caller, &id).await?;
+    if cdr.privileged {
+        return Err(refuse_privileged(&s, &caller, &cdr).await);
+    }
+    match s.store.session_recording(&id).await? {
+        Some(r) => Ok(Json(r)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_recording",
+            format!("call {id} has no recording"),
+        )),
+    }
+}
+
+/// Audits a refused attempt at a privileged call's recording; the 403 to answer.
+pub(crate) async fn refuse_privileged(s: &AppState, caller: &Caller, cdr: &Cdr) -> ApiError {
+    let detail = json!({ "reason": "privileged", "call_id": cdr.id });
+    s.audit_detail(
+        caller,
+        "recording.refused",
+        &cdr.id,
+        Some(&cdr.facility_id),
+        detail,
+    )
+    .await;
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "privileged",
+        format!(
+            "call {} is privileged: it is never recorded or monitored",
+            cdr.id
+        ),
+    )
 }
 
 /// Ends a live call (reason `terminated`): both legs get BYE, billing stops, the CDR is

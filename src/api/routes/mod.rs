@@ -1,8 +1,11 @@
 //! Route handlers, one file per area.
+pub mod auth;
 pub mod calls;
 pub mod facilities;
 pub mod inmates;
 pub mod integrity;
 pub mod money;
 pub mod rates;
+pub mod recordings;
 pub mod tokens;
+pub mod users;

@@ -1,0 +1,449 @@
+//! Recordings over HTTP: metadata, playback and download tickets, and the audio itself
+//! with single-range requests (so `<audio>` can seek).
+//!
+//! Access is checked, and audited, when a ticket is issued (`POST …/play`,
+//! `POST …/download`) or when the audio is fetched with a bearer token; a fetch with a
+//! ticket only checks the ticket (see [`crate::api::tickets`]). A range fetch seeks to
+//! the range and streams it in 64 KiB chunks: a file is never read whole into memory.
+//! Bearer fetches are audited once per listen, not per range: when the request starts at
+//! byte 0.
+
+use crate::api::auth::{ApiQuery, Caller};
+use crate::api::error::ApiError;
+use crate::api::routes::calls::refuse_privileged;
+use crate::api::tickets::{self, Purpose, Ticket, TicketError};
+use crate::api::AppState;
+use crate::store::{Recording, RecordingStatus};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::io::SeekFrom;
+use std::path::{Component, Path as FsPath, PathBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+
+/// Bytes read and sent per chunk of an audio answer.
+const CHUNK: usize = 64 * 1024;
+
+/// A recording the caller may reach: admin or investigator of its facility, and not of a
+/// privileged session (refused and audited; there should never be such a recording).
+async fn visible_recording(s: &AppState, caller: &Caller, id: &str) -> Result<Recording, ApiError> {
+    caller.require(&[crate::store::Role::Admin, crate::store::Role::Investigator])?;
+    let rec = s.store.recording(id).await?;
+    caller.investigate(&rec.facility_id)?;
+    let cdr = s.store.call(&rec.session_id).await?;
+    if cdr.privileged {
+        return Err(refuse_privileged(s, caller, &cdr).await);
+    }
+    Ok(rec)
+}
+
+fn purged(rec: &Recording) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "purged",
+        format!("recording {} was removed by the retention policy", rec.id),
+    )
+}
+
+/// `GET /recordings/{id}`.
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Recording>, ApiError> {
+    Ok(Json(visible_recording(&s, &caller, &id).await?))
+}
+
+/// `POST /recordings/{id}/play` -> `{url, expires_at, sha256}`; audited `recording.play`.
+pub async fn play(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    issue(&s, &caller, &id, Purpose::Play).await
+}
+
+/// `POST /recordings/{id}/download` -> `{url, expires_at, sha256}`; audited
+/// `recording.download`.
+pub async fn download(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    issue(&s, &caller, &id, Purpose::Download).await
+}
+
+/// How long from now a ticket for `rec` lasts: the configured time plus the recording's
+/// length (so a listener can seek to its end), or its age while it is still recording.
+fn ticket_secs(s: &AppState, rec: &Recording, now: DateTime<Utc>) -> i64 {
+    let length = match rec.duration_ms {
+        Some(ms) => ms.saturating_add(999) / 1000,
+        None => (now - rec.started_at).num_seconds().max(0),
+    };
+    i64::try_from(s.config.http.ticket_ttl_secs)
+        .unwrap_or(86_400)
+        .saturating_add(length)
+}
+
+async fn issue(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    purpose: Purpose,
+) -> Result<Json<Value>, ApiError> {
+    let rec = visible_recording(s, caller, id).await?;
+    if rec.status == RecordingStatus::Purged {
+        return Err(purged(&rec));
+    }
+    let now = s.store.clock().wall();
+    let expires_at = now.timestamp().saturating_add(ticket_secs(s, &rec, now));
+    let ticket = tickets::issue(
+        &s.ticket_key,
+        &Ticket {
+            recording_id: rec.id.clone(),
+            purpose,
+            expires_at,
+            subject: caller.subject().to_string(),
+        },
+    );
+    let mut url = format!("/api/v1/recordings/{}/audio?ticket={ticket}", rec.id);
+    if purpose == Purpose::Download {
+        url.push_str("&download=1");
+    }
+    let expires = DateTime::from_timestamp(expires_at, 0);
+    let detail = json!({ "session_id": rec.session_id, "via": "ticket", "expires_at": expires });
+    let action = format!("recording.{}", purpose.as_str());
+    s.audit_detail(caller, &action, &rec.id, Some(&rec.facility_id), detail)
+        .await;
+    Ok(Json(
+        json!({ "url": url, "expires_at": expires, "sha256": rec.sha256, "status": rec.status }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioQuery {
+    ticket: Option<String>,
+    #[serde(default)]
+    download: Option<String>,
+}
+
+impl AudioQuery {
+    fn download(&self) -> bool {
+        matches!(self.download.as_deref(), Some("1" | "true"))
+    }
+}
+
+/// How a request for the audio was allowed.
+enum Access {
+    Ticket(Ticket),
+    Bearer(Caller),
+}
+
+fn ticket_error(e: TicketError) -> ApiError {
+    let code = match e {
+        TicketError::Invalid => "invalid_ticket",
+        TicketError::Expired => "ticket_expired",
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+}
+
+/// Checks the ticket or the bearer token before anything about the recording is told.
+async fn access(
+    s: &AppState,
+    id: &str,
+    q: &AudioQuery,
+    req: Request,
+) -> Result<(Access, Recording), ApiError> {
+    if let Some(text) = &q.ticket {
+        let now = s.store.clock().wall().timestamp();
+        let t = tickets::open(&s.ticket_key, text, now).map_err(ticket_error)?;
+        if t.recording_id != id {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ticket_mismatch",
+                "this ticket is for another recording",
+            ));
+        }
+        if q.download() && t.purpose != Purpose::Download {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ticket_purpose",
+                "this ticket is for playback; ask POST /recordings/{id}/download for a download",
+            ));
+        }
+        return Ok((Access::Ticket(t), s.store.recording(id).await?));
+    }
+    let (mut parts, _) = req.into_parts();
+    let caller = Caller::from_request_parts(&mut parts, s).await?;
+    let rec = visible_recording(s, &caller, id).await?;
+    Ok((Access::Bearer(caller), rec))
+}
+
+/// `GET /recordings/{id}/audio[?ticket=…][&download=1]`: the WAV file, or one range of it.
+pub async fn audio(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AudioQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let range_header = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (access, rec) = access(&s, &id, &q, req).await?;
+    if rec.status == RecordingStatus::Purged {
+        return Err(purged(&rec));
+    }
+    let attachment = match &access {
+        Access::Ticket(t) => t.purpose == Purpose::Download,
+        Access::Bearer(_) => q.download(),
+    };
+    let (file, len) = open_file(&s.config.recording.dir, &rec).await?;
+    let range = parse_range(range_header.as_deref(), len);
+    if let Access::Bearer(caller) = &access {
+        let starts_listen = match range {
+            ByteRange::Full => true,
+            ByteRange::Part(start, _) => start == 0,
+            ByteRange::Unsatisfiable => false,
+        };
+        if starts_listen {
+            let action = if attachment {
+                "recording.download"
+            } else {
+                "recording.play"
+            };
+            let detail = json!({ "session_id": rec.session_id, "via": "bearer" });
+            s.audit_detail(caller, action, &rec.id, Some(&rec.facility_id), detail)
+                .await;
+        }
+    }
+    respond(file, len, range, &rec, attachment).await
+}
+
+/// The recording's file under the recordings directory, and its current length (a file
+/// still being recorded grows).
+async fn open_file(dir: &FsPath, rec: &Recording) -> Result<(tokio::fs::File, u64), ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "file_missing",
+            format!("the file of recording {} is missing", rec.id),
+        )
+    };
+    let Some(path) = file_path(dir, &rec.path) else {
+        tracing::error!(recording = %rec.id, path = %rec.path, "recording path leaves the recordings directory");
+        return Err(missing());
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(recording = %rec.id, path = %path.display(), error = %e, "recording file cannot be opened");
+            return Err(missing());
+        }
+    };
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .len();
+    Ok((file, len))
+}
+
+/// `dir/rel` when `rel` is a plain relative path (no `..`, no root).
+fn file_path(dir: &FsPath, rel: &str) -> Option<PathBuf> {
+    let rel = FsPath::new(rel);
+    let plain =
+        rel.components().count() > 0 && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    plain.then(|| dir.join(rel))
+}
+
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// No range, or one we ignore (another unit, several ranges, bad syntax): the whole
+    /// file with 200, as RFC 9110 §14.2 allows.
+    Full,
+    /// Bytes `start..=end`, answered with 206.
+    Part(u64, u64),
+    /// Nothing of the file: 416.
+    Unsatisfiable,
+}
+
+/// Parses a single byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
+pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return ByteRange::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        // bytes=-n: the last n bytes.
+        (true, false) => match num(b) {
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if len == 0 => ByteRange::Unsatisfiable,
+            Some(n) => ByteRange::Part(len.saturating_sub(n), len - 1),
+            None => ByteRange::Full,
+        },
+        (false, _) => {
+            let Some(start) = num(a) else {
+                return ByteRange::Full;
+            };
+            let end = if b.is_empty() { Some(u64::MAX) } else { num(b) };
+            match end {
+                None => ByteRange::Full,
+                Some(end) if end < start => ByteRange::Full,
+                Some(_) if start >= len => ByteRange::Unsatisfiable,
+                Some(end) => ByteRange::Part(start, end.min(len - 1)),
+            }
+        }
+        (true, true) => ByteRange::Full,
+    }
+}
+
+async fn respond(
+    mut file: tokio::fs::File,
+    len: u64,
+    range: ByteRange,
+    rec: &Recording,
+    attachment: bool,
+) -> Result<Response, ApiError> {
+    let (status, start, count) = match range {
+        ByteRange::Full => (StatusCode::OK, 0, len),
+        ByteRange::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        ByteRange::Unsatisfiable => {
+            let mut r = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the file has {len} bytes"),
+            )
+            .into_response();
+            insert(
+                r.headers_mut(),
+                header::CONTENT_RANGE,
+                format!("bytes */{len}"),
+            );
+            insert(r.headers_mut(), header::ACCEPT_RANGES, "bytes".into());
+            return Ok(r);
+        }
+    };
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    let mut r = Response::new(Body::from_stream(chunks(file.take(count))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    insert(h, header::CONTENT_TYPE, "audio/wav".into());
+    insert(h, header::ACCEPT_RANGES, "bytes".into());
+    insert(h, header::CONTENT_LENGTH, count.to_string());
+    insert(h, header::CACHE_CONTROL, "private, no-store".into());
+    if status == StatusCode::PARTIAL_CONTENT {
+        let end = start + count - 1;
+        insert(
+            h,
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{len}"),
+        );
+    }
+    if let Some(sha) = &rec.sha256 {
+        insert(
+            h,
+            header::HeaderName::from_static("x-content-sha256"),
+            sha.clone(),
+        );
+    }
+    if attachment {
+        let name = format!(
+            "attachment; filename=\"{}.wav\"",
+            safe_name(&rec.session_id)
+        );
+        insert(h, header::CONTENT_DISPOSITION, name);
+    }
+    Ok(r)
+}
+
+fn insert(h: &mut HeaderMap, name: header::HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(name, v);
+    }
+}
+
+/// A file name made of `[A-Za-z0-9_-]` only.
+fn safe_name(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect()
+}
+
+/// The reader as a stream of chunks of at most [`CHUNK`] bytes; ends after an error.
+fn chunks<R: AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures_util::stream::unfold(Some(reader), |state| async move {
+        let mut reader = state?;
+        let mut buf = vec![0u8; CHUNK];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(reader)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let p = |h: &str| parse_range(Some(h), 100);
+        assert_eq!(parse_range(None, 100), ByteRange::Full);
+        assert_eq!(p("bytes=0-9"), ByteRange::Part(0, 9));
+        assert_eq!(p("bytes=10-"), ByteRange::Part(10, 99));
+        assert_eq!(p("bytes=90-500"), ByteRange::Part(90, 99));
+        assert_eq!(p("bytes=-10"), ByteRange::Part(90, 99));
+        assert_eq!(p("bytes=-500"), ByteRange::Part(0, 99));
+        assert_eq!(p("bytes=100-"), ByteRange::Unsatisfiable);
+        assert_eq!(p("bytes=-0"), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);
+        for ignored in [
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=5-1",
+            "bytes=x-1",
+            "bytes=-",
+            "bytes",
+        ] {
+            assert_eq!(p(ignored), ByteRange::Full, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn paths_stay_under_the_directory() {
+        let d = FsPath::new("/rec");
+        assert_eq!(
+            file_path(d, "2026/03/02/c1.wav"),
+            Some(PathBuf::from("/rec/2026/03/02/c1.wav"))
+        );
+        for bad in ["../x.wav", "/etc/passwd", "a/../../x", "", "./a"] {
+            assert_eq!(file_path(d, bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Recording tickets: short-lived capabilities that let an `<audio src>` (which cannot send
+//! an `Authorization` header) fetch one recording's audio.
+//!
+//! A ticket is `hex(payload) "." hex(HMAC-SHA256(key, payload))` where the payload is
+//! `v1 \n recording id \n purpose \n expiry (Unix seconds) \n subject`. Nothing is stored:
+//! any node verifies a ticket by recomputing the MAC. The key is
+//! `HMAC-SHA256(security.pin_pepper, "sallyport recording ticket v1")`, so every node
+//! configured alike shares it, and the label keeps it apart from every other key derived
+//! from the same secret (the SIP digest nonces use another label). Issuing a ticket is
+//! where access is checked and audited (`recording.play`, `recording.download`); fetching
+//! with it only checks the ticket, the recording it names, and the recording's state.
+
+use crate::config::Config;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const VERSION: &str = "v1";
+const KEY_LABEL: &[u8] = b"sallyport recording ticket v1";
+
+/// What a ticket allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Inline playback (`<audio>`), with range requests.
+    Play,
+    /// A download: the answer carries `Content-Disposition: attachment`.
+    Download,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Play => "play",
+            Purpose::Download => "download",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Purpose> {
+        match s {
+            "play" => Some(Purpose::Play),
+            "download" => Some(Purpose::Download),
+            _ => None,
+        }
+    }
+}
+
+/// The facts a ticket carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub recording_id: String,
+    pub purpose: Purpose,
+    /// Unix seconds after which the ticket is refused.
+    pub expires_at: i64,
+    /// Who it was issued to (for the logs).
+    pub subject: String,
+}
+
+/// Why a ticket was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    #[error("the ticket is malformed or was not issued by this gateway")]
+    Invalid,
+    #[error("the ticket has expired")]
+    Expired,
+}
+
+/// The ticket key for this configuration.
+pub fn derive_key(config: &Config) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(mut mac) = HmacSha256::new_from_slice(config.security.pin_pepper.as_bytes()) {
+        mac.update(KEY_LABEL);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+fn mac(key: &[u8]) -> Option<HmacSha256> {
+    HmacSha256::new_from_slice(key).ok()
+}
+
+/// The ticket's text (URL-safe: hex digits and one dot).
+pub fn issue(key: &[u8], t: &Ticket) -> String {
+    let payload = format!(
+        "{VERSION}\n{}\n{}\n{}\n{}",
+        t.recording_id,
+        t.purpose.as_str(),
+        t.expires_at,
+        t.subject
+    );
+    let tag = match mac(key) {
+        Some(mut m) => {
+            m.update(payload.as_bytes());
+            hex::encode(m.finalize().into_bytes())
+        }
+        // HMAC takes keys of any length; a ticket without a MAC never verifies.
+        None => String::new(),
+    };
+    format!("{}.{tag}", hex::encode(payload))
+}
+
+/// Checks a ticket's MAC and expiry (`now` in Unix seconds) and returns its facts.
+pub fn open(key: &[u8], text: &str, now: i64) -> Result<Ticket, TicketError> {
+    let (payload, tag) = text.split_once('.').ok_or(TicketError::Invalid)?;
+    let payload = hex::decode(payload).map_err(|_| TicketError::Invalid)?;
+    let tag = hex::decode(tag).map_err(|_| TicketError::Invalid)?;
+    let mut m = mac(key).ok_or(TicketError::Invalid)?;
+    m.update(&payload);
+    m.verify_slice(&tag).map_err(|_| TicketError::Invalid)?;
+    let payload = String::from_utf8(payload).map_err(|_| TicketError::Invalid)?;
+    let mut parts = payload.splitn(5, '\n');
+    let mut next = || parts.next().ok_or(TicketError::Invalid);
+    if next()? != VERSION {
+        return Err(TicketError::Invalid);
+    }
+    let recording_id = next()?.to_string();
+    let purpose = Purpose::parse(next()?).ok_or(TicketError::Invalid)?;
+    let expires_at: i64 = next()?.parse().map_err(|_| TicketError::Invalid)?;
+    let subject = next()?.to_string();
+    if now > expires_at {
+        return Err(TicketError::Expired);
+    }
+    Ok(Ticket {
+        recording_id,
+        purpose,
+        expires_at,
+        subject,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket() -> Ticket {
+        Ticket {
+            recording_id: "rec_1".into(),
+            purpose: Purpose::Play,
+            expires_at: 1_000,
+            subject: "inv".into(),
+        }
+    }
+
+    #[test]
+    fn a_ticket_opens_with_its_key_until_it_expires() {
+        let key = [7u8; 32];
+        let text = issue(&key, &ticket());
+        assert!(text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.'));
+        assert_eq!(open(&key, &text, 1_000), Ok(ticket()));
+        assert_eq!(open(&key, &text, 1_001), Err(TicketError::Expired));
+        assert_eq!(open(&[8u8; 32], &text, 0), Err(TicketError::Invalid));
+    }
+
+    #[test]
+    fn tampering_anywhere_is_refused() {
+        let key = [7u8; 32];
+        let text = issue(&key, &ticket());
+        let mut forged = ticket();
+        forged.recording_id = "rec_2".into();
+        let (_, tag) = text.split_once('.').unwrap();
+        let (payload, _) = issue(&key, &forged)
+            .split_once('.')
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .unwrap();
+        assert_eq!(
+            open(&key, &format!("{payload}.{tag}"), 0),
+            Err(TicketError::Invalid)
+        );
+        let mut bytes = text.into_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = if bytes[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(bytes).unwrap();
+        assert_eq!(open(&key, &flipped, 0), Err(TicketError::Invalid));
+        for junk in ["", ".", "zz.zz", "00", "00.00"] {
+            assert_eq!(open(&key, junk, 0), Err(TicketError::Invalid), "{junk}");
+        }
+    }
+
+    #[test]
+    fn nodes_configured_alike_share_the_key_and_it_is_not_the_pepper() {
+        let a = Config::default();
+        let mut b = Config::default();
+        assert_eq!(derive_key(&a), derive_key(&b));
+        b.security.pin_pepper = "another-pepper-0123456789".into();
+        assert_ne!(derive_key(&a), derive_key(&b));
+    }
+}
