@@ -137,8 +137,8 @@ async function search(offset) {
 }
 
 function renderResults(page) {
-  const items = page.items || [];
-  const total = page.total || 0;
+  const items = Array.isArray(page) ? page : (page && page.items) || [];
+  const total = Array.isArray(page) ? items.length : page.total || 0;
   const body = $("results-body");
   body.replaceChildren();
   for (const c of items) {
@@ -199,11 +199,15 @@ async function openSession(id) {
   for (const x of ["cdr", "charges-body"]) $(x).replaceChildren();
   $("recording").hidden = true;
   $("recording-none").hidden = true;
+  $("recording-none").textContent = "No recording.";
   const c = await Api.get("/calls/" + encodeURIComponent(id));
   renderCdr(c);
   renderCharges(c.charges);
   const recId = (c.recording && c.recording.id) || c.recording_id;
-  if (!recId) {
+  if (c.recording && c.recording.status === "purged") {
+    $("recording-none").textContent = "The recording was purged (retention period over).";
+  }
+  if (!recId || (c.recording && c.recording.status === "purged")) {
     $("recording-none").hidden = false;
     return;
   }
@@ -337,6 +341,7 @@ async function route() {
     return;
   }
   if (!hash.startsWith("#/live")) await stopListening();
+  if (!hash.startsWith("#/session/")) $("recording-audio").pause();
   const session = hash.match(/^#\/session\/(.+)$/);
   if (session) return guarded(() => openSession(decodeURIComponent(session[1])));
   if (hash.startsWith("#/live")) {
