@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 mod routes;
 pub mod tickets;
+pub mod web;
 
 use crate::config::Config;
 use crate::store::{AuditEntry, Store};
@@ -213,6 +214,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             metrics,

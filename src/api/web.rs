@@ -1,0 +1,172 @@
+//! The investigator console: the plain HTML/JS/CSS files of `web/`, embedded in the binary
+//! and served under `/console/`; `/` redirects there.
+//!
+//! Every answer carries a strict Content-Security-Policy: scripts, styles and media only
+//! from this origin (media also from `blob:`), no inline script, no framing. The console
+//! talks to `/api/v1` with its bearer token; audio comes from the recordings endpoint with
+//! a play ticket, live audio over WebRTC (not covered by `connect-src`).
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+/// The policy of every console answer.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self'; media-src 'self' blob:; connect-src 'self'; form-action 'self'; \
+    base-uri 'none'; frame-ancestors 'none'";
+
+/// One embedded file: name under `/console/`, content type, contents.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: HTML,
+        body: include_str!("../../web/index.html"),
+    },
+    Asset {
+        name: "api.js",
+        content_type: JS,
+        body: include_str!("../../web/api.js"),
+    },
+    Asset {
+        name: "listen.js",
+        content_type: JS,
+        body: include_str!("../../web/listen.js"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: JS,
+        body: include_str!("../../web/app.js"),
+    },
+    Asset {
+        name: "style.css",
+        content_type: CSS,
+        body: include_str!("../../web/style.css"),
+    },
+];
+
+/// The console's routes; merged into the application router.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::temporary("/console/") }),
+        )
+        .route("/console/", get(|| async { serve("index.html") }))
+        .route("/console/{file}", get(asset))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    serve(&file)
+}
+
+fn serve(name: &str) -> Response {
+    let Some(a) = ASSETS.iter().find(|a| a.name == name) else {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    };
+    let mut resp = a.body.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn fetch(path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let app: Router = routes();
+        let req = Request::get(path).body(Body::empty()).expect("request");
+        let resp = app.oneshot(req).await.expect("infallible");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).expect("utf-8");
+        (parts.status, parts.headers, text)
+    }
+
+    #[tokio::test]
+    async fn pages_are_served_with_their_types_and_the_policy() {
+        for (path, ctype, needle) in [
+            ("/console/", HTML, "id=\"login-form\""),
+            ("/console/index.html", HTML, "<!doctype html>"),
+            ("/console/app.js", JS, "function route"),
+            ("/console/api.js", JS, "/api/v1"),
+            ("/console/listen.js", JS, "recvonly"),
+            ("/console/style.css", CSS, "body"),
+        ] {
+            let (status, h, body) = fetch(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(h[header::CONTENT_TYPE], ctype, "{path}");
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+            assert!(body.contains(needle), "{path}: {needle} missing");
+        }
+    }
+
+    #[tokio::test]
+    async fn root_redirects_and_unknown_files_are_404() {
+        for path in ["/", "/console"] {
+            let (status, h, _) = fetch(path).await;
+            assert!(status.is_redirection(), "{path}: {status}");
+            assert_eq!(h[header::LOCATION], "/console/");
+        }
+        let (status, _, _) = fetch("/console/secret.txt").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn pages_carry_no_inline_script_or_outside_reference() {
+        let html = ASSETS[0].body;
+        for tag in html.split("<script").skip(1) {
+            let open = tag.split('>').next().unwrap_or_default();
+            assert!(open.contains("src=\"/console/"), "inline script: {open}");
+            assert!(tag.contains("></script>"), "script with a body: {tag}");
+        }
+        for a in ASSETS {
+            assert!(!a.body.contains("http://"), "{}: absolute URL", a.name);
+            assert!(!a.body.contains("https://"), "{}: absolute URL", a.name);
+        }
+        let handler = html
+            .split_whitespace()
+            .find(|w| w.starts_with("on") && w.contains('='));
+        assert_eq!(handler, None, "inline event handler");
+        // Every script the page loads is one we serve.
+        for src in html.split("src=\"/console/").skip(1) {
+            let name = src.split('"').next().unwrap_or_default();
+            assert!(ASSETS.iter().any(|a| a.name == name), "{name} not embedded");
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The investigator console in a real browser: Debian's Chromium, headless, driven through
+//! chromedriver (WebDriver), against the real `sallyport serve` on a fresh SQLite database
+//! and, for calls, sipp on both sides of the gateway sending tones.
+//!
+//! - `console_is_served_by_the_gateway`: `/` leads to `/console/`, files with their types
+//!   and the Content-Security-Policy (no browser needed).
+//! - `wrong_password_is_refused_in_the_console`: the page loads under its CSP, every script
+//!   runs, a refused login shows the API's error and keeps no token.
+//! - `investigator_searches_and_replays_a_recording`: a recorded sipp call; the investigator
+//!   logs in, searches by booking number, opens the session (CDR, hash, integrity), plays
+//!   the recording (`currentTime` advances) and seeks into it.
+//! - `investigator_of_another_facility_gets_nothing`: the same search finds the session for
+//!   the facility's investigator and nothing for another facility's; opening it is refused.
+//! - `investigator_listens_live_then_terminates`: a sipp call in progress; Listen (WebRTC,
+//!   receive-only) until `getStats()` counts inbound RTP packets, Stop, then Terminate.
+//!
+//! Every browser test saves a screenshot into `target/browser-screenshots/` (also on
+//! failure, `<test>-failure.png`) and prints its path. Without Chromium/chromedriver (Debian
+//! packages `chromium`, `chromium-driver`) or sipp (`sip-tester`) a test prints why and
+//! passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`. Run: `cargo test --test browser --
+//! --nocapture`; a failing test keeps its directory (gateway log, sipp traces, driver log)
+//! under `target/tmp/browser/`.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::gateway::{self, Api, Gateway, GatewayPorts, FACILITY};
+use support::sipp;
+use support::webdriver::{self, Browser};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn screenshots() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent()
+        .map_or(tmp.clone(), |t| t.to_path_buf())
+        .join("browser-screenshots")
+}
+
+/// One test: its directory, ports, gateway and (when it uses one) browser.
+struct Case {
+    name: &'static str,
+    dir: PathBuf,
+    ports: sipp::Ports,
+    gateway: Gateway,
+    browser: Option<Browser>,
+}
+
+impl Case {
+    /// `None` (after printing why) when a tool the test needs is missing.
+    fn start(name: &'static str, browser: bool, calls: bool) -> Option<Case> {
+        if (browser && !webdriver::present()) || (calls && !sipp::present()) {
+            return None;
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("browser")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("test dir");
+        let ports = sipp::ports();
+        let gp = GatewayPorts {
+            trunk_sip: ports.trunk_sip,
+            rtp: ports.rtp,
+        };
+        let gateway = Gateway::start(&dir, &gp);
+        let browser = browser.then(|| Browser::start(&dir.join("chromedriver.log")));
+        Some(Case {
+            name,
+            dir,
+            ports,
+            gateway,
+            browser,
+        })
+    }
+
+    fn api(&self) -> Api {
+        self.gateway.api.clone()
+    }
+
+    fn browser(&self) -> &Browser {
+        self.browser.as_ref().expect("a browser test")
+    }
+
+    fn screenshot(&self, what: &str) {
+        self.browser()
+            .screenshot(&screenshots().join(format!("{}-{what}.png", self.name)));
+    }
+
+    /// Opens the console and logs in; waits for the search page.
+    fn login(&self, username: &str, password: &str) {
+        let b = self.browser();
+        b.goto(&format!("{}/console/", self.gateway.base_url()));
+        b.wait_for("body[data-ready='1']");
+        b.fill("#login-username", username);
+        b.fill("#login-password", password);
+        b.click("#login-submit");
+        b.wait_js(
+            &format!("{username} logs in"),
+            Duration::from_secs(10),
+            "return { search: !document.getElementById('search-view').hidden,
+                      error: document.getElementById('login-error').textContent };",
+            |v| v["search"] == true,
+        );
+    }
+
+    fn logout(&self) {
+        let b = self.browser();
+        b.click("#logout");
+        wait_visible(b, "login-view");
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(b) = &self.browser {
+                let shot = screenshots().join(format!("{}-failure.png", self.name));
+                let _ =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.screenshot(&shot)));
+            }
+            eprintln!(
+                "==== {} failed; files kept in {}\n---- gateway.log (tail)\n{}",
+                self.name,
+                self.dir.display(),
+                self.gateway.log_tail(80)
+            );
+        } else if std::env::var_os("SALLYPORT_TEST_KEEP").is_none() {
+            self.browser = None;
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn wait_visible(b: &Browser, id: &str) {
+    b.wait_js(
+        &format!("#{id} shown"),
+        Duration::from_secs(10),
+        &format!("return !document.getElementById('{id}').hidden;"),
+        |v| v == true,
+    );
+}
+
+/// Investigators of the demo facility and of another one.
+fn investigators(api: &Api) {
+    api.add_facility("OTHER");
+    api.add_user("inv-demo", PASSWORD, "investigator", &[FACILITY]);
+    api.add_user("inv-other", PASSWORD, "investigator", &["OTHER"]);
+}
+
+/// The `items` of `GET /calls/active` (or the bare list).
+fn active_calls(api: &Api) -> Vec<Value> {
+    let v = api.get("/api/v1/calls/active");
+    let list = v.get("items").cloned().unwrap_or(v);
+    list.as_array().cloned().unwrap_or_default()
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+// ---- tests ----------------------------------------------------------------------------
+
+#[test]
+fn console_is_served_by_the_gateway() {
+    let Some(case) = Case::start("served", false, false) else {
+        return;
+    };
+    let api = case.api();
+    let (status, head, _) = api.send("GET", "/", None, &[]);
+    assert!((300..400).contains(&status), "/ answers {status}");
+    assert!(head.contains("location: /console/"), "{head}");
+    for (path, ctype) in [
+        ("/console/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/api.js", "text/javascript"),
+        ("/console/listen.js", "text/javascript"),
+        ("/console/style.css", "text/css"),
+    ] {
+        let (status, head, _) = api.send("GET", path, None, &[]);
+        assert_eq!(status, 200, "{path}: {head}");
+        assert!(
+            head.contains(&format!("content-type: {ctype}")),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+            "{path}: {head}"
+        );
+    }
+}
+
+#[test]
+fn wrong_password_is_refused_in_the_console() {
+    let Some(case) = Case::start("wrong_password", true, false) else {
+        return;
+    };
+    let b = case.browser();
+    b.goto(&format!("{}/", case.gateway.base_url()));
+    b.wait_for("body[data-ready='1']");
+    wait_visible(b, "login-view");
+    let scripts = b.js(
+        "return [typeof Api, typeof Listener, typeof route, location.pathname];",
+        json!([]),
+    );
+    assert_eq!(
+        scripts,
+        json!(["object", "function", "function", "/console/"]),
+        "every script ran under the CSP"
+    );
+    b.fill("#login-username", "nobody");
+    b.fill("#login-password", "not the password");
+    b.click("#login-submit");
+    wait_visible(b, "login-error");
+    let error = b.text("#login-error");
+    assert!(!error.trim().is_empty(), "an error is shown");
+    let token = b.js(
+        "return sessionStorage.getItem('sallyport.token');",
+        json!([]),
+    );
+    assert_eq!(token, Value::Null, "no token kept");
+    assert!(
+        b.js(
+            "return document.getElementById('search-view').hidden;",
+            json!([])
+        ) == true
+    );
+    println!("refused login shows: {error}");
+    case.screenshot("refused");
+}
+
+#[test]
+fn investigator_searches_and_replays_a_recording() {
+    let Some(case) = Case::start("replay", true, true) else {
+        return;
+    };
+    let api = case.api();
+    gateway::three_second_increments(&api);
+    investigators(&api);
+    let inmate = gateway::book_funded(&api, "B-7001", "4821", "5.00");
+    // A call of about ten connected seconds, both sides sending a tone.
+    let mut trunk = sipp::trunk(&case.dir, &case.ports);
+    let mut hs = sipp::handset(
+        &case.dir,
+        &case.ports,
+        case.gateway.sip,
+        &inmate.pin,
+        Some(Duration::from_secs(14)),
+    );
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(30));
+    let (id, rec) = wait_until(
+        "the call ended with a finished recording",
+        Duration::from_secs(20),
+        || {
+            let calls = api.calls(&format!("facility_id={FACILITY}"));
+            let c = calls
+                .iter()
+                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
+            let rid = c["recording_id"].as_str()?;
+            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
+            (rec["status"] == "complete")
+                .then(|| (c["id"].as_str().unwrap_or_default().to_string(), rec))
+        },
+    );
+    let sha = rec["sha256"].as_str().expect("sha256").to_string();
+
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.fill("#search-booking", &inmate.booking);
+    b.click("#search-submit");
+    let row = format!("tr[data-session-id='{id}']");
+    b.wait_for(&row);
+    assert_eq!(b.text("#results-total"), "1");
+    b.click(&format!("{row} a.session-link"));
+    wait_visible(b, "recording");
+    assert_eq!(b.text("#cdr-id"), id);
+    b.wait_js(
+        "the hash shown",
+        Duration::from_secs(10),
+        "return document.getElementById('recording-sha256').textContent;",
+        |v| v == sha.as_str(),
+    );
+    b.wait_js(
+        "integrity verified",
+        Duration::from_secs(10),
+        "return document.getElementById('recording-verify').dataset.status;",
+        |v| v == "ok",
+    );
+    let href = b.js(
+        "return document.getElementById('recording-download').getAttribute('href');",
+        json!([]),
+    );
+    assert!(
+        href.as_str().is_some_and(|h| !h.is_empty() && h != "#"),
+        "download link: {href}"
+    );
+
+    let played = b.js_async(
+        "const done = arguments[arguments.length - 1];
+         document.getElementById('recording-audio').play().then(() => done('playing'), e => done(String(e)));",
+        json!([]),
+    );
+    assert_eq!(played, "playing");
+    let t = b.wait_js(
+        "the audio advances",
+        Duration::from_secs(15),
+        "const a = document.getElementById('recording-audio');
+         return { t: a.currentTime, d: a.duration, err: a.error && a.error.message };",
+        |v| v["t"].as_f64().is_some_and(|t| t > 1.0),
+    );
+    println!("playing: {t}");
+    let duration = t["d"].as_f64().unwrap_or(0.0);
+    assert!(duration > 6.0, "the recording lasts the call: {t}");
+    b.js(
+        "document.getElementById('recording-audio').currentTime = arguments[0];",
+        json!([duration - 2.5]),
+    );
+    let seeked = b.wait_js(
+        "the seek lands",
+        Duration::from_secs(10),
+        "const a = document.getElementById('recording-audio');
+         return { t: a.currentTime, seeking: a.seeking, paused: a.paused };",
+        |v| v["seeking"] == false && v["t"].as_f64().is_some_and(|t| t >= duration - 2.5),
+    );
+    println!("after the seek: {seeked}");
+    case.screenshot("session");
+}
+
+#[test]
+fn investigator_of_another_facility_gets_nothing() {
+    let Some(case) = Case::start("other_facility", true, false) else {
+        return;
+    };
+    let api = case.api();
+    investigators(&api);
+    let inmate = gateway::book_funded(&api, "B-7002", "4822", "1.00");
+    let id = "sess-browser-1";
+    insert_ended_call(&case.dir, id, &inmate);
+
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.click("#search-submit");
+    b.wait_for(&format!("tr[data-session-id='{id}']"));
+    assert_eq!(
+        b.text("#results-total"),
+        "1",
+        "the facility's own investigator finds it"
+    );
+    case.logout();
+
+    case.login("inv-other", PASSWORD);
+    b.click("#search-submit");
+    wait_visible(b, "results-empty");
+    assert_eq!(b.text("#results-total"), "0");
+    assert!(b.find(&format!("tr[data-session-id='{id}']")).is_none());
+    let options = b.js(
+        "return [...document.getElementById('search-facility').options].map(o => o.value);",
+        json!([]),
+    );
+    assert_eq!(
+        options,
+        json!(["", "OTHER"]),
+        "only the investigator's facility is offered"
+    );
+    b.js("location.hash = '#/session/' + arguments[0];", json!([id]));
+    wait_visible(b, "error");
+    let error = b.text("#error");
+    assert!(
+        error.contains("forbidden") || error.contains("not_found"),
+        "{error}"
+    );
+    assert_eq!(b.text("#cdr"), "", "nothing of the session is shown");
+    case.screenshot("refused");
+}
+
+/// An ended call of the demo facility, written straight into the gateway's database.
+fn insert_ended_call(dir: &std::path::Path, id: &str, inmate: &gateway::Inmate) {
+    let url = format!("sqlite://{}/db.sqlite", dir.display());
+    let now = chrono::Utc::now().timestamp_micros();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let db = sallyport::db::Db::connect(&url, 1).await.expect("db");
+        sqlx::query(
+            "INSERT INTO sessions (id, kind, facility_id, inmate_id, account_id, number_e164, \
+             state, end_reason, node_id, invite_at, answer_at, accepted_at, end_at) \
+             VALUES ($1, 'call', $2, $3, $4, $5, 'ended', 'caller_hangup', 'node-1', $6, $6, $6, $7)",
+        )
+        .bind(id)
+        .bind(FACILITY)
+        .bind(&inmate.id)
+        .bind(&inmate.account)
+        .bind(gateway::NUMBER)
+        .bind(now - 60_000_000)
+        .bind(now)
+        .execute(db.pool())
+        .await
+        .expect("insert session");
+        db.close().await;
+    });
+}
+
+#[test]
+fn investigator_listens_live_then_terminates() {
+    let Some(case) = Case::start("live_listen", true, true) else {
+        return;
+    };
+    let api = case.api();
+    gateway::three_second_increments(&api);
+    investigators(&api);
+    let inmate = gateway::book_funded(&api, "B-7003", "4823", "5.00");
+    let mut trunk = sipp::trunk(&case.dir, &case.ports);
+    let mut hs = sipp::handset(&case.dir, &case.ports, case.gateway.sip, &inmate.pin, None);
+    let id = wait_until("a call is accepted", Duration::from_secs(30), || {
+        let calls = active_calls(&api);
+        let c = calls.iter().find(|c| !c["accepted_at"].is_null())?;
+        c["id"].as_str().map(str::to_string)
+    });
+
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.click("#nav-live");
+    let row = format!("tr[data-call-id='{id}']");
+    b.wait_for(&row);
+    b.click(&format!("{row} button.listen"));
+    wait_visible(b, "listen-panel");
+    let shown = b.wait_js(
+        "packets counted on the page",
+        Duration::from_secs(20),
+        "return { n: Number(document.getElementById('listen-packets').textContent),
+                  state: document.getElementById('listen-state').textContent,
+                  error: document.getElementById('error').textContent };",
+        |v| v["n"].as_f64().is_some_and(|n| n > 0.0),
+    );
+    println!("listening: {shown}");
+    let stats = b.js_async(
+        "const done = arguments[arguments.length - 1];
+         state.listener.pc.getStats().then(s => {
+           const inbound = [];
+           s.forEach(r => { if (r.type === 'inbound-rtp') inbound.push({ mid: r.mid, packets: r.packetsReceived, codec: r.codecId }); });
+           done(inbound);
+         }, e => done(String(e)));",
+        json!([]),
+    );
+    println!("inbound-rtp: {stats}");
+    let packets: u64 = stats
+        .as_array()
+        .map_or(0, |a| a.iter().filter_map(|r| r["packets"].as_u64()).sum());
+    assert!(packets > 0, "getStats() shows packets received: {stats}");
+    case.screenshot("listening");
+    b.click("#listen-stop");
+    b.wait_js(
+        "the panel closes",
+        Duration::from_secs(10),
+        "return document.getElementById('listen-panel').hidden;",
+        |v| v == true,
+    );
+
+    b.click(&format!("{row} button.terminate"));
+    b.accept_dialog();
+    b.wait_js(
+        "the call leaves the list",
+        Duration::from_secs(15),
+        &format!("return !document.querySelector(\"{row}\");"),
+        |v| v == true,
+    );
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(cdr["end_reason"], "terminated", "{cdr}");
+    hs.expect_ok(Duration::from_secs(20));
+    trunk.expect_ok(Duration::from_secs(20));
+}

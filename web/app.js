@@ -1,0 +1,371 @@
+// sallyport console: the views (login, search, session, live calls) and hash routing:
+// #/search, #/session/<id>, #/live.
+"use strict";
+
+const PAGE = 20;
+const END_REASONS = [
+  "caller_hangup", "callee_hangup", "funds_exhausted", "max_duration", "declined",
+  "no_answer", "busy", "trunk_error", "pin_failed", "inmate_inactive", "invalid_number",
+  "not_approved", "blocked", "outside_hours", "call_limit", "insufficient_funds",
+  "terminated", "system",
+];
+const VIEWS = ["login-view", "search-view", "session-view", "live-view"];
+
+const $ = (id) => document.getElementById(id);
+const state = { query: null, offset: 0, listener: null, statsTimer: null };
+
+// ---- small helpers --------------------------------------------------------------------
+
+function el(tag, text, attrs) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  return e;
+}
+
+function row(cells) {
+  const tr = el("tr");
+  for (const c of cells) {
+    const td = el("td");
+    if (c instanceof Node) td.appendChild(c); else td.textContent = c === null || c === undefined ? "" : String(c);
+    tr.appendChild(td);
+  }
+  return tr;
+}
+
+function when(t) {
+  return t ? new Date(t).toLocaleString() : "";
+}
+
+function showError(e) {
+  const box = $("error");
+  if (!e) {
+    box.hidden = true;
+    box.textContent = "";
+    return;
+  }
+  box.textContent = e.code ? e.message + " (" + e.code + ")" : String(e.message || e);
+  box.hidden = false;
+}
+
+// Runs an action; an API error is shown, an expired session goes back to the login.
+async function guarded(fn) {
+  showError(null);
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401 && Api.token()) {
+      Api.forget();
+      route();
+    }
+    showError(e);
+    return undefined;
+  }
+}
+
+function show(view) {
+  for (const v of VIEWS) $(v).hidden = v !== view;
+  const user = Api.user();
+  $("nav").hidden = view === "login-view";
+  $("whoami").textContent = user ? user.username + " (" + user.role + ")" : "";
+}
+
+// ---- login ----------------------------------------------------------------------------
+
+async function onLogin(ev) {
+  ev.preventDefault();
+  const box = $("login-error");
+  box.hidden = true;
+  try {
+    await Api.login($("login-username").value, $("login-password").value);
+    $("login-password").value = "";
+    location.hash = "#/search";
+    await route();
+  } catch (e) {
+    box.textContent = e.code ? e.message + " (" + e.code + ")" : String(e.message || e);
+    box.hidden = false;
+  }
+}
+
+async function onLogout() {
+  await stopListening();
+  await Api.logout().catch(() => {});
+  state.query = null;
+  $("results-body").replaceChildren();
+  location.hash = "";
+  route();
+}
+
+// ---- search ---------------------------------------------------------------------------
+
+async function loadFacilities() {
+  const sel = $("search-facility");
+  if (sel.options.length > 1) return;
+  const list = await Api.get("/facilities");
+  for (const f of list || []) sel.appendChild(el("option", f.id + " — " + f.name, { value: f.id }));
+}
+
+// A date field (local calendar day) as an instant: the day's start, or the next day's
+// start for the end of a range.
+function dayStart(value, next) {
+  if (!value) return "";
+  const d = new Date(value + "T00:00:00");
+  if (next) d.setDate(d.getDate() + 1);
+  return d.toISOString();
+}
+
+function readQuery() {
+  const q = new URLSearchParams();
+  const add = (k, v) => { if (v && v.trim()) q.set(k, v.trim()); };
+  add("inmate_id", $("search-inmate").value);
+  add("booking_number", $("search-booking").value);
+  add("number", $("search-number").value);
+  add("facility_id", $("search-facility").value);
+  add("from", dayStart($("search-from").value, false));
+  add("to", dayStart($("search-to").value, true));
+  add("end_reason", $("search-reason").value);
+  return q;
+}
+
+async function search(offset) {
+  const q = new URLSearchParams(state.query);
+  q.set("limit", String(PAGE));
+  q.set("offset", String(offset));
+  const page = await Api.get("/calls?" + q.toString());
+  state.offset = offset;
+  renderResults(page);
+}
+
+function renderResults(page) {
+  const items = Array.isArray(page) ? page : (page && page.items) || [];
+  const total = Array.isArray(page) ? items.length : page.total || 0;
+  const body = $("results-body");
+  body.replaceChildren();
+  for (const c of items) {
+    const link = el("a", c.id, { href: "#/session/" + encodeURIComponent(c.id), class: "session-link" });
+    const tr = row([link, c.facility_id, c.inmate_id, c.number, when(c.invite_at), c.state,
+      c.end_reason, c.amount, c.recorded ? "yes" : "no"]);
+    tr.dataset.sessionId = c.id;
+    body.appendChild(tr);
+  }
+  $("results-total").textContent = String(total);
+  $("results-empty").hidden = items.length > 0;
+  const first = items.length ? state.offset + 1 : 0;
+  $("page-info").textContent = first + "–" + (state.offset + items.length) + " of " + total;
+  $("page-prev").disabled = state.offset === 0;
+  $("page-next").disabled = state.offset + items.length >= total;
+}
+
+function onSearch(ev) {
+  ev.preventDefault();
+  state.query = readQuery().toString();
+  guarded(() => search(0));
+}
+
+// ---- one session ----------------------------------------------------------------------
+
+const CDR_FIELDS = [
+  ["id", "Session"], ["facility_id", "Facility"], ["inmate_id", "Inmate"],
+  ["number", "Dialed number"], ["state", "State"], ["end_reason", "End reason"],
+  ["invite_at", "Invite"], ["answer_at", "Answered"], ["accepted_at", "Accepted"],
+  ["end_at", "Ended"], ["billed_increments", "Billed increments"], ["amount", "Amount"],
+  ["privileged", "Privileged"], ["recorded", "Recorded"], ["recording_id", "Recording"],
+  ["node_id", "Node"],
+];
+
+function renderCdr(c) {
+  const dl = $("cdr");
+  dl.replaceChildren();
+  for (const [k, label] of CDR_FIELDS) {
+    const v = c[k];
+    const text = k.endsWith("_at") ? when(v) : (v === null || v === undefined ? "" : String(v));
+    dl.appendChild(el("dt", label));
+    dl.appendChild(el("dd", text, { id: "cdr-" + k.replace(/_/g, "-") }));
+  }
+}
+
+function renderCharges(charges) {
+  const body = $("charges-body");
+  body.replaceChildren();
+  for (const d of charges || []) {
+    body.appendChild(row([d.increment, when(d.at || d.created_at || d.posted_at), d.amount]));
+  }
+  $("charges-empty").hidden = (charges || []).length > 0;
+}
+
+async function openSession(id) {
+  show("session-view");
+  $("session-id").textContent = id;
+  for (const x of ["cdr", "charges-body"]) $(x).replaceChildren();
+  $("recording").hidden = true;
+  $("recording-none").hidden = true;
+  $("recording-none").textContent = "No recording.";
+  const c = await Api.get("/calls/" + encodeURIComponent(id));
+  renderCdr(c);
+  renderCharges(c.charges);
+  const recId = (c.recording && c.recording.id) || c.recording_id;
+  if (c.recording && c.recording.status === "purged") {
+    $("recording-none").textContent = "The recording was purged (retention period over).";
+  }
+  if (!recId || (c.recording && c.recording.status === "purged")) {
+    $("recording-none").hidden = false;
+    return;
+  }
+  await openRecording(recId);
+}
+
+async function openRecording(id) {
+  const path = "/recordings/" + encodeURIComponent(id);
+  const audio = $("recording-audio");
+  $("recording").hidden = false;
+  audio.dataset.recordingId = id;
+  const play = await Api.post(path + "/play");
+  audio.src = play.url;
+  $("recording-sha256").textContent = play.sha256 || "";
+  const dl = await Api.post(path + "/download");
+  $("recording-download").href = dl.url;
+  $("recording-sha256").textContent = dl.sha256 || play.sha256 || "";
+  await verifyRecording(path);
+}
+
+async function verifyRecording(path) {
+  const out = $("recording-verify");
+  try {
+    const v = await Api.get(path + "/verify");
+    out.dataset.status = v.ok ? "ok" : "failed";
+    out.textContent = v.ok ? "verified: the file matches its hash and the chain"
+      : "FAILED: " + (v.problems || []).join("; ");
+  } catch (e) {
+    out.dataset.status = "error";
+    out.textContent = "could not check: " + e.message;
+  }
+}
+
+// A play ticket is short-lived: when the element fails (a later range request with an
+// expired ticket), fetch a new one and carry on where it was.
+async function renewTicket() {
+  const audio = $("recording-audio");
+  const id = audio.dataset.recordingId;
+  const last = Number(audio.dataset.renewedAt || 0);
+  if (!id || audio.dataset.renewing) return;
+  if (Date.now() - last < 10000) {
+    showError(new Error("the recording cannot be played"));
+    return;
+  }
+  audio.dataset.renewing = "1";
+  audio.dataset.renewedAt = String(Date.now());
+  const at = audio.currentTime;
+  try {
+    const play = await Api.post("/recordings/" + encodeURIComponent(id) + "/play");
+    audio.src = play.url;
+    audio.currentTime = at;
+  } catch (e) {
+    showError(e);
+  } finally {
+    delete audio.dataset.renewing;
+  }
+}
+
+// ---- live calls -----------------------------------------------------------------------
+
+async function loadLive() {
+  const data = await Api.get("/calls/active");
+  const items = Array.isArray(data) ? data : (data && data.items) || [];
+  const body = $("live-body");
+  body.replaceChildren();
+  for (const c of items) {
+    const actions = el("span");
+    const listen = el("button", "Listen", { type: "button", class: "listen" });
+    listen.disabled = c.listenable === false;
+    listen.addEventListener("click", () => guarded(() => startListening(c.id)));
+    const term = el("button", "Terminate", { type: "button", class: "terminate danger" });
+    term.addEventListener("click", () => guarded(() => terminate(c.id)));
+    actions.append(listen, " ", term);
+    const tr = row([c.id, c.facility_id, c.inmate_id, c.number, when(c.accepted_at), actions]);
+    tr.dataset.callId = c.id;
+    body.appendChild(tr);
+  }
+  $("live-empty").hidden = items.length > 0;
+}
+
+async function startListening(id) {
+  await stopListening();
+  $("listen-panel").hidden = false;
+  $("listen-call").textContent = id;
+  $("listen-packets").value = "0";
+  $("listen-packets").textContent = "0";
+  $("listen-state").textContent = "connecting";
+  const l = new Listener(id, $("listen-audio"));
+  state.listener = l;
+  try {
+    await l.start();
+  } catch (e) {
+    await stopListening();
+    throw e;
+  }
+  state.statsTimer = setInterval(() => updateStats(l), 500);
+}
+
+async function updateStats(l) {
+  if (state.listener !== l) return;
+  const n = await l.packetsReceived();
+  $("listen-packets").textContent = String(n);
+  $("listen-state").textContent = l.state();
+}
+
+async function stopListening() {
+  clearInterval(state.statsTimer);
+  state.statsTimer = null;
+  const l = state.listener;
+  state.listener = null;
+  $("listen-panel").hidden = true;
+  $("listen-state").textContent = "idle";
+  if (l) await l.stop();
+}
+
+async function terminate(id) {
+  if (!window.confirm("Terminate call " + id + "? Both parties are disconnected.")) return;
+  if (state.listener && state.listener.callId === id) await stopListening();
+  await Api.post("/calls/" + encodeURIComponent(id) + "/terminate");
+  await loadLive();
+}
+
+// ---- routing --------------------------------------------------------------------------
+
+async function route() {
+  const hash = location.hash || "";
+  if (!Api.token()) {
+    await stopListening();
+    show("login-view");
+    $("login-username").focus();
+    return;
+  }
+  if (!hash.startsWith("#/live")) await stopListening();
+  if (!hash.startsWith("#/session/")) $("recording-audio").pause();
+  const session = hash.match(/^#\/session\/(.+)$/);
+  if (session) return guarded(() => openSession(decodeURIComponent(session[1])));
+  if (hash.startsWith("#/live")) {
+    show("live-view");
+    return guarded(loadLive);
+  }
+  show("search-view");
+  return guarded(loadFacilities);
+}
+
+function init() {
+  const reasons = $("search-reason");
+  for (const r of END_REASONS) reasons.appendChild(el("option", r.replace(/_/g, " "), { value: r }));
+  $("login-form").addEventListener("submit", onLogin);
+  $("logout").addEventListener("click", () => guarded(onLogout));
+  $("search-form").addEventListener("submit", onSearch);
+  $("page-prev").addEventListener("click", () => guarded(() => search(Math.max(0, state.offset - PAGE))));
+  $("page-next").addEventListener("click", () => guarded(() => search(state.offset + PAGE)));
+  $("live-refresh").addEventListener("click", () => guarded(loadLive));
+  $("listen-stop").addEventListener("click", () => guarded(stopListening));
+  $("recording-audio").addEventListener("error", renewTicket);
+  window.addEventListener("hashchange", route);
+  document.body.dataset.ready = "1";
+  route();
+}
+
+document.addEventListener("DOMContentLoaded", init);
