@@ -98,10 +98,24 @@ async function onLogout() {
 
 // ---- search ---------------------------------------------------------------------------
 
+// The facility list is the signed-in user's: loaded once per token (a later sign-in as
+// someone else must not keep the previous user's list), and only once even when two views
+// ask at the same time.
+let facilitiesFor = null;
+
 async function loadFacilities() {
+  const token = Api.token();
+  if (facilitiesFor === token) return;
+  facilitiesFor = token;
+  let list;
+  try {
+    list = await Api.get("/facilities");
+  } catch (e) {
+    facilitiesFor = null; // try again next time
+    throw e;
+  }
   const sel = $("search-facility");
-  if (sel.options.length > 1) return;
-  const list = await Api.get("/facilities");
+  while (sel.options.length > 1) sel.remove(1);
   for (const f of list || []) sel.appendChild(el("option", f.id + " — " + f.name, { value: f.id }));
 }
 
