@@ -9,13 +9,18 @@
 //! process reports its CPU time (getrusage, all threads) at the start and end of the
 //! measured window.
 //!
-//! `cargo run --release --example rtp_load -- [--calls 1000] [--secs 10] [--workers 2]`
-//! (see `bench/README.md`).
+//! With `--record DIR` every call is also recorded (the recorder thread and its taps, as
+//! in a real call, files under DIR): the report adds the recorder's CPU, its drops and
+//! the bytes written per call-minute.
+//!
+//! `cargo run --release --example rtp_load -- [--calls 1000] [--secs 10] [--workers 2]
+//! [--record DIR]` (see `bench/README.md`).
 
 use sallyport::media::engine::{EngineConfig, MediaEngine};
 use sallyport::media::prompts::PromptSet;
 use sallyport::media::relay::{LatchPolicy, Side};
 use sallyport::media::sdp::{CodecName, NegotiatedMedia};
+use sallyport::recording::{Law, Recorder};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -28,6 +33,36 @@ use std::time::{Duration, Instant};
 const PORT_MIN: u16 = 20000;
 const PACKET: usize = 172;
 const PPS: u64 = 50;
+
+fn arg_str(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// CPU seconds of this process's thread named `name` (from /proc; 0 when absent).
+fn thread_cpu_seconds(name: &str) -> f64 {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" of comm: state is field 3; utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += (num(11) + num(12)) / tick;
+    }
+    total
+}
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -78,6 +113,18 @@ fn engine_process() {
         Arc::new(prompts),
     )
     .expect("engine");
+    let record = arg_str("--record").map(|dir| {
+        let cfg = sallyport::config::RecordingConfig {
+            dir: dir.into(),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        (Recorder::start(&cfg).expect("recorder"), rt)
+    });
+    let mut captures = Vec::new();
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     let mut held = Vec::with_capacity(calls);
@@ -97,10 +144,33 @@ fn engine_process() {
                 call.set_leg(Side::A, media(a.parse().unwrap()), LatchPolicy::Exact);
                 call.set_leg(Side::B, media(b.parse().unwrap()), LatchPolicy::Exact);
                 call.bridge(true);
+                if let Some((recorder, rt)) = &record {
+                    let name = format!("load-{}-{}", std::process::id(), held.len());
+                    let path = sallyport::recording::relative_path(&name, chrono::Utc::now());
+                    let begun = rt.block_on(recorder.begin(path, Law::Ulaw, Instant::now()));
+                    let (capture, tap) = begun.expect("recording file");
+                    call.add_tap(tap).expect("tap");
+                    captures.push(capture);
+                }
                 held.push((call, events));
                 writeln!(out, "{gw_a} {gw_b}").unwrap();
             }
             ["cpu"] => writeln!(out, "{}", cpu_seconds()).unwrap(),
+            ["rcpu"] => writeln!(out, "{}", thread_cpu_seconds("recorder")).unwrap(),
+            ["finish"] => {
+                let (mut bytes, mut frames, mut dropped, mut late, mut files) = (0, 0, 0, 0, 0);
+                if let Some((recorder, rt)) = &record {
+                    for c in captures.drain(..) {
+                        let f = rt.block_on(recorder.end(c, Instant::now())).expect("close");
+                        files += 1;
+                        bytes += f.closed.bytes;
+                        frames += f.closed.frames;
+                        dropped += f.closed.dropped;
+                        late += f.closed.late;
+                    }
+                }
+                writeln!(out, "{files} {bytes} {frames} {dropped} {late}").unwrap();
+            }
             ["stats"] => writeln!(out, "{:?}", engine.stats()).unwrap(),
             _ => writeln!(out, "?").unwrap(),
         }
@@ -153,15 +223,20 @@ fn blaster() {
     let calls = arg("--calls", 1000) as usize;
     let secs = arg("--secs", 10);
     let workers = arg("--workers", 0);
+    let record = arg_str("--record");
     let exe = std::env::current_exe().unwrap();
+    let mut engine_args = vec![
+        "--engine".to_string(),
+        "--calls".into(),
+        calls.to_string(),
+        "--workers".into(),
+        workers.to_string(),
+    ];
+    if let Some(dir) = &record {
+        engine_args.extend(["--record".to_string(), dir.clone()]);
+    }
     let mut p = Command::new(exe)
-        .args([
-            "--engine",
-            "--calls",
-            &calls.to_string(),
-            "--workers",
-            &workers.to_string(),
-        ])
+        .args(&engine_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -224,11 +299,13 @@ fn blaster() {
 
     std::thread::sleep(warmup);
     let cpu0: f64 = child.ask("cpu").parse().unwrap();
+    let rcpu0: f64 = child.ask("rcpu").parse().unwrap();
     let own0 = cpu_seconds();
     let relayed0 = relayed(&child.ask("stats"));
     let wall0 = Instant::now();
     std::thread::sleep(measure);
     let cpu1: f64 = child.ask("cpu").parse().unwrap();
+    let rcpu1: f64 = child.ask("rcpu").parse().unwrap();
     let own = cpu_seconds() - own0;
     let relayed1 = relayed(&child.ask("stats"));
     let wall = wall0.elapsed().as_secs_f64();
@@ -237,6 +314,7 @@ fn blaster() {
     std::thread::sleep(Duration::from_millis(300));
     let (received, hist) = receiver.join().unwrap();
     let stats = child.ask("stats");
+    let recorded = child.ask("finish");
     drop(child.input);
     let _ = child.process.wait();
 
@@ -281,6 +359,30 @@ fn blaster() {
         own / wall
     );
     println!("engine stats: {stats}");
+    if record.is_some() {
+        let n: Vec<u64> = recorded
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let [files, bytes, frames, dropped, late] = n[..] else {
+            return println!("recorder: {recorded}");
+        };
+        let minutes = frames as f64 / 8000.0 / 60.0;
+        let rcpu = rcpu1 - rcpu0;
+        println!(
+            "recorded {files} files, {:.1} call-minutes, {bytes} bytes = {:.0} bytes per call-minute",
+            minutes,
+            bytes as f64 / minutes.max(1e-9)
+        );
+        println!("recorder drops {dropped} (tap queue full), late packets {late}");
+        println!(
+            "recorder thread CPU {:.3} s over {:.1} s = {:.3} cores; {:.1} us CPU per recorded call-second",
+            rcpu,
+            wall,
+            rcpu / wall,
+            rcpu * 1e6 / (wall * calls as f64)
+        );
+    }
 }
 
 fn relayed(stats: &str) -> u64 {

@@ -887,6 +887,24 @@ impl Case {
         self.gateway.as_ref().expect("gateway running").api.clone()
     }
 
+    /// `sallyport verify-recordings` on this test's database and files: exit 0?, output.
+    fn verify_recordings(&self) -> (bool, String) {
+        let out = Command::new(BIN)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("verify-recordings")
+            .env(
+                "SALLYPORT_DATABASE_URL",
+                format!("sqlite://{}/db.sqlite", self.dir.display()),
+            )
+            .env("SALLYPORT_NODE_DATA_DIR", &self.dir)
+            .env("SALLYPORT_LOG", "warn")
+            .output()
+            .expect("run verify-recordings");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
     fn trunk(&self, t: Trunk) -> Sipp {
         let dir = self.dir.join("trunk");
         fs::create_dir_all(&dir).unwrap();
@@ -1908,5 +1926,23 @@ fn a_recorded_call_keeps_each_party_on_its_channel_at_the_right_time() {
         bursts(&tone_share(&right, INMATE_TONE.hz)).is_empty(),
         "inmate tone on the right"
     );
+
+    // The integrity checks see it: the API's per-recording check, then the CLI's whole
+    // chain, clean; one byte changed in the file and both name it.
+    let check = api.get(&format!("/api/v1/recordings/{}/verify", rec.id));
+    assert_eq!(check["ok"], true, "{check}");
+    let (ok, out) = case.verify_recordings();
+    assert!(ok, "verify-recordings on the fresh recording: {out}");
+    let path = case.dir.join("recordings").join(&rec.path);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[1000] ^= 0x01;
+    fs::write(&path, bytes).unwrap();
+    let (ok, out) = case.verify_recordings();
+    assert!(
+        !ok && out.contains(&rec.id) && out.contains("changed"),
+        "{out}"
+    );
+    let check = api.get(&format!("/api/v1/recordings/{}/verify", rec.id));
+    assert_eq!(check["ok"], false, "{check}");
     api.assert_ledger_clean();
 }
