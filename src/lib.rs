@@ -34,6 +34,7 @@ pub mod demo;
 pub mod ledger;
 pub mod media;
 pub mod money;
+pub mod monitor;
 pub mod policy;
 pub mod rating;
 pub mod recording;
