@@ -48,6 +48,8 @@ pub struct Gateway {
     pub live: crate::call::live::LiveCalls,
     pub sip_stats: Arc<crate::sip::transport::TransportStats>,
     pub media: crate::media::engine::MediaEngine,
+    /// Live listeners (WebRTC) of this node's calls.
+    pub monitor: crate::monitor::Monitor,
 }
 
 impl AppState {
@@ -79,12 +81,28 @@ impl AppState {
         target: &str,
         facility: Option<&str>,
     ) {
+        self.audit_detail(caller, action, target, facility, json!({}))
+            .await;
+    }
+
+    /// [`AppState::audit`] with more detail (an object whose fields join the caller's role).
+    pub(crate) async fn audit_detail(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        facility: Option<&str>,
+        mut detail: serde_json::Value,
+    ) {
+        if let Some(d) = detail.as_object_mut() {
+            d.insert("role".into(), json!(caller.0.role));
+        }
         let entry = AuditEntry {
             actor: caller.subject(),
             action,
             target,
             facility_id: facility,
-            detail: json!({ "role": caller.0.role }),
+            detail,
             remote_addr: None,
         };
         if let Err(e) = self.store.audit(entry).await {
@@ -95,7 +113,7 @@ impl AppState {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    use routes::{calls, facilities, inmates, money, rates, tokens};
+    use routes::{calls, facilities, inmates, listen, money, rates, tokens};
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
         .route("/tokens", post(tokens::issue))
@@ -162,6 +180,8 @@ pub fn router(state: AppState) -> Router {
         .route("/calls/active", get(calls::active))
         .route("/calls/{id}", get(calls::get))
         .route("/calls/{id}/terminate", post(calls::terminate))
+        .route("/calls/{id}/listen", post(listen::listen))
+        .route("/calls/{id}/listen/{listener_id}", delete(listen::unlisten))
         .fallback(not_found);
     let metrics = state.metrics.clone();
     Router::new()

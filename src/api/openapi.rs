@@ -96,6 +96,8 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
+    with_body(op("post", "/calls/{id}/listen", "Listen live over WebRTC: answers the browser's recvonly offer ({sdp}) with {listener_id, sdp}; 403 privileged, 409 not live here", "calls"), "ListenOffer", 201),
+    Op { ok: 204, ..op("delete", "/calls/{id}/listen/{listener_id}", "Stop a live listener", "calls") },
 ];
 
 fn schemas() -> Value {
@@ -136,6 +138,9 @@ fn schemas() -> Value {
         "DepositBody": { "type": "object", "required": ["amount", "method"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "method": { "enum": ["online", "kiosk", "money_order"] },
             "depositor": { "type": "string" }, "reference": { "type": "string" } } },
+        "ListenOffer": { "type": "object", "required": ["sdp"], "properties": {
+            "sdp": { "type": "string", "description": "SDP offer: one or two recvonly audio m-lines (first = inmate, second = called party), PCMU and/or PCMA" },
+            "type": { "enum": ["offer"] } } },
         "SpendBody": { "type": "object", "required": ["amount"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "memo": { "type": "string" } } }
     })

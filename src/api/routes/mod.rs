@@ -2,6 +2,7 @@
 pub mod calls;
 pub mod facilities;
 pub mod inmates;
+pub mod listen;
 pub mod money;
 pub mod rates;
 pub mod tokens;
