@@ -17,6 +17,7 @@
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
 //! | [`store`] | driver | facilities, inmates, contacts, block lists, rates, tokens, audit |
 //! | [`sessions`] | driver | CDR rows and crash recovery |
+//! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
 //! | [`api`] | driver | the HTTP API (axum) |
 //! | [`db`] | driver | one pool over SQLite or PostgreSQL, migrations |
 //! | [`config`], [`cli`], [`server`], [`demo`] | | running it |
