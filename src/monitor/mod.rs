@@ -322,3 +322,83 @@ impl Monitor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use str0m::media::{Direction, MediaKind};
+
+    fn offer() -> String {
+        let mut rtc = str0m::Rtc::builder()
+            .clear_codecs()
+            .enable_pcmu(true, false)
+            .build(std::time::Instant::now());
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        change.apply().map(|(o, _)| o.to_sdp_string()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn listeners_are_registered_stopped_by_their_call_and_end_with_their_tap() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let config = MonitorConfig {
+            bind_ip: ip,
+            advertised_ip: ip,
+        };
+        let m = Monitor::new(config, Arc::new(SystemClock));
+        let p = m.prepare(&offer()).await.unwrap();
+        assert!(p.answer.contains("a=candidate:") && p.answer.contains("127.0.0.1"));
+        let (id, tap) = (p.listener_id.clone(), p.tap());
+        m.start(p, "call-1");
+        assert_eq!(m.listeners_of("call-1"), std::slice::from_ref(&id));
+        assert_eq!((m.snapshot().open, m.snapshot().opened), (1, 1));
+        assert!(matches!(
+            m.stop("call-2", &id),
+            Err(MonitorError::NoSuchListener(_))
+        ));
+        m.stop("call-1", &id).unwrap();
+        assert_eq!(m.snapshot().open, 0);
+        assert!(m.listeners_of("call-1").is_empty());
+
+        // A second listener ends on its own when its call drops the tap.
+        let p = m.prepare(&offer()).await.unwrap();
+        let (id2, tap2) = (p.listener_id.clone(), p.tap());
+        m.start(p, "call-1");
+        drop((tap, tap2));
+        for _ in 0..100 {
+            if m.listeners_of("call-1").is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            m.listeners_of("call-1").is_empty(),
+            "{id2} outlived its tap"
+        );
+        assert_eq!(m.snapshot().open, 0);
+    }
+
+    #[tokio::test]
+    async fn offers_too_large_or_unanswerable_are_refused_before_anything_runs() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let m = Monitor::new(
+            MonitorConfig {
+                bind_ip: ip,
+                advertised_ip: ip,
+            },
+            Arc::new(SystemClock),
+        );
+        let big = "a".repeat(MAX_OFFER + 1);
+        assert!(matches!(
+            m.prepare(&big).await,
+            Err(MonitorError::OfferTooLarge)
+        ));
+        assert!(matches!(
+            m.prepare("v=0\r\n").await,
+            Err(MonitorError::Offer(PeerError::NoAudio))
+        ));
+        assert_eq!(m.snapshot(), MonitorSnapshot::default());
+    }
+}
