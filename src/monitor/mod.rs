@@ -52,9 +52,10 @@
 //!   `/usr/bin/chromium` (ICE-lite, DTLS 1.2, SRTP) and reads `getStats()`: inbound-rtp
 //!   packets on both tracks, codec `audio/PCMU`, audio level 0.24 (the tones sipp plays).
 //!   The `webrtc` crate was not put through the same test: str0m passed first time.
-//! - CPU per stream: with nine Chromium listeners on one call, the gateway used about
-//!   0.45 % of one core more per listener (two 50 packet/s SRTP streams), so about 0.23 %
-//!   per stream (`/proc/<pid>/stat` over 5 s, same test; noisy on a shared machine).
+//! - CPU per stream: with nine Chromium listeners on one call, the gateway used 0.44 to
+//!   0.69 % of one core more per listener over four runs (two 50 packet/s SRTP streams
+//!   each), so 0.2 to 0.35 % per stream (`/proc/<pid>/stat` over 5 s, same test; the
+//!   machine was shared with other builds).
 //!
 //! Video visits will reuse this choice: str0m also does Opus, VP8/VP9/H.264 and simulcast.
 
