@@ -443,6 +443,13 @@ impl Gateway {
     }
 }
 
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 struct Spawned {
     child: Child,
 }
@@ -824,7 +831,7 @@ pub fn chromium_hears_both_parties() {
     fs::create_dir_all(&dir).unwrap();
     let dir = Dir(dir);
     let p = ports();
-    let mut gw = Gateway::start(&dir.0, &p);
+    let gw = Gateway::start(&dir.0, &p);
     let api = gw.api.clone();
     book_and_fund(&api, "1357");
     let inv = api.call(
@@ -949,6 +956,5 @@ pub fn chromium_hears_both_parties() {
         "{v}"
     );
     drop(browser);
-    let _ = gw.child.kill();
-    let _ = gw.child.wait();
+    drop(gw);
 }
