@@ -18,6 +18,7 @@
 //! | [`store`] | driver | facilities, inmates, contacts, block lists, rates, tokens, audit |
 //! | [`sessions`] | driver | CDR rows and crash recovery |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
+//! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
 //! | [`api`] | driver | the HTTP API (axum) |
 //! | [`db`] | driver | one pool over SQLite or PostgreSQL, migrations |
 //! | [`config`], [`cli`], [`server`], [`demo`] | | running it |
@@ -35,6 +36,7 @@ pub mod demo;
 pub mod ledger;
 pub mod media;
 pub mod money;
+pub mod monitor;
 pub mod policy;
 pub mod rating;
 pub mod recording;

@@ -114,11 +114,19 @@ async fn start_sip_side(
         live.clone(),
     );
     tokio::spawn(switchboard.run(events));
+    let monitor = crate::monitor::Monitor::new(
+        crate::monitor::MonitorConfig {
+            bind_ip: ip("rtp.listen_ip", &config.rtp.listen_ip)?,
+            advertised_ip: ip("rtp.advertised_ip", &config.rtp.advertised_ip)?,
+        },
+        store.clock().clone(),
+    );
     Ok(Gateway {
         live,
         sip_stats: sip.stats(),
         media,
         recorder,
+        monitor,
     })
 }
 

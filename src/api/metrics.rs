@@ -212,11 +212,43 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
         ),
     ];
     write_family(out, "counter", &recorder);
+    render_listeners(out, &g.monitor.snapshot());
     let _ = writeln!(
         out,
         "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",
         g.live.len()
     );
+}
+
+/// Live listeners (WebRTC) of this node.
+fn render_listeners(out: &mut String, l: &crate::monitor::MonitorSnapshot) {
+    write_family(
+        out,
+        "gauge",
+        &[(
+            "sallyport_listeners_open",
+            "Live listeners (browsers) open now.",
+            l.open,
+        )],
+    );
+    let counters = [
+        (
+            "sallyport_listeners_opened_total",
+            "Live listeners opened.",
+            l.opened,
+        ),
+        (
+            "sallyport_listen_packets_sent_total",
+            "RTP packets sent to live listeners.",
+            l.packets_sent,
+        ),
+        (
+            "sallyport_listen_dropped_total",
+            "Packets live listeners lost (tap full, or a codec the browser refused).",
+            l.dropped,
+        ),
+    ];
+    write_family(out, "counter", &counters);
 }
 
 /// One unlabelled metric per row: HELP, TYPE and the value.

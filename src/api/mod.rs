@@ -54,6 +54,8 @@ pub struct Gateway {
     pub sip_stats: Arc<crate::sip::transport::TransportStats>,
     pub media: crate::media::engine::MediaEngine,
     pub recorder: crate::recording::Recorder,
+    /// Live listeners (WebRTC) of this node's calls.
+    pub monitor: crate::monitor::Monitor,
 }
 
 impl AppState {
@@ -128,7 +130,8 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, facilities, inmates, integrity, money, rates, recordings, tokens, users,
+        auth, calls, facilities, inmates, integrity, listen, money, rates, recordings, tokens,
+        users,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -207,6 +210,8 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/play", post(recordings::play))
         .route("/recordings/{id}/download", post(recordings::download))
         .route("/recordings/{id}/audio", get(recordings::audio))
+        .route("/calls/{id}/listen", post(listen::listen))
+        .route("/calls/{id}/listen/{listener_id}", delete(listen::unlisten))
         .fallback(not_found);
     let metrics = state.metrics.clone();
     Router::new()

@@ -107,6 +107,8 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
     op("get", "/recordings/verify", "Walk the recordings hash chain, rows and files: changed, removed, added, reordered; global admins", "recordings"),
     op("get", "/recordings/{id}/verify", "Check one recording against the chain: its file's hash, its row, its links", "recordings"),
+    with_body(op("post", "/calls/{id}/listen", "Listen live over WebRTC: answers the browser's recvonly offer ({sdp}) with {listener_id, sdp}; 403 privileged, 409 not live here", "calls"), "ListenOffer", 201),
+    Op { ok: 204, ..op("delete", "/calls/{id}/listen/{listener_id}", "Stop a live listener", "calls") },
 ];
 
 fn schemas() -> Value {
@@ -154,6 +156,9 @@ fn schemas() -> Value {
             "password": { "type": "string", "minLength": 12, "format": "password" },
             "role": { "enum": ["admin", "investigator", "family", "kiosk"] },
             "facilities": { "type": "array", "items": { "type": "string" }, "description": "Required (>= 1) except for admins; empty = every facility" } } },
+        "ListenOffer": { "type": "object", "required": ["sdp"], "properties": {
+            "sdp": { "type": "string", "description": "SDP offer: one or two recvonly audio m-lines (first = inmate, second = called party), PCMU and/or PCMA" },
+            "type": { "enum": ["offer"] } } },
         "SpendBody": { "type": "object", "required": ["amount"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "memo": { "type": "string" } } }
     })

@@ -580,6 +580,9 @@ impl CallTask {
                             self.waiters.extend(done);
                             self.call.fail(now);
                         }
+                        Control::Listen { tap, reply } => {
+                            let _ = reply.send(self.listen(tap));
+                        }
                     }
                 }
                 input = rx.recv() => match input {
@@ -604,6 +607,23 @@ impl CallTask {
             let _ = w.send(());
         }
         self.linger(&mut rx).await;
+    }
+
+    /// Attaches a live listener's tap: only to an accepted, bridged, non-privileged call.
+    fn listen(&self, tap: crate::media::engine::Tap) -> Result<(), super::live::ListenRefusal> {
+        use super::live::ListenRefusal;
+        if self.call.is_privileged() {
+            warn!("live listen refused: privileged call");
+            return Err(ListenRefusal::Privileged);
+        }
+        if self.call.state() != super::CallState::Connected {
+            return Err(ListenRefusal::NotConnected);
+        }
+        self.media
+            .add_tap(tap)
+            .map_err(|_| ListenRefusal::NotConnected)?;
+        info!("live listener attached");
+        Ok(())
     }
 
     /// After the CDR: wait for the trunk's final answer to an INVITE still pending, so a

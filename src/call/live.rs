@@ -1,5 +1,5 @@
 //! The calls this node carries right now, by session id: how the API reaches a call task
-//! to terminate it, and how shutdown ends every call cleanly.
+//! to terminate it or attach a live listener, and how shutdown ends every call cleanly.
 //!
 //! Only a handle per call lives here (a channel sender); the call's state stays in its own
 //! task. What must be shared across nodes — that a session is live, its charges — is in
@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::engine::Tap;
+
 /// What a call task can be told from outside the SIP and media paths.
 #[derive(Debug)]
 pub enum Control {
@@ -18,6 +20,34 @@ pub enum Control {
     Terminate { done: Option<oneshot::Sender<()>> },
     /// The gateway is shutting down: end the call (reason `system`).
     Shutdown { done: Option<oneshot::Sender<()>> },
+    /// A live listener wants the call's audio: attach `tap` to the call's media unless
+    /// the call may not be listened to.
+    Listen {
+        tap: Tap,
+        reply: oneshot::Sender<Result<(), ListenRefusal>>,
+    },
+}
+
+/// Why a call task refused a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ListenRefusal {
+    /// Attorney calls and the like are never monitored.
+    #[error("the call is privileged")]
+    Privileged,
+    /// Not accepted and bridged yet, or already ending.
+    #[error("the call is not connected")]
+    NotConnected,
+}
+
+/// Why a listen request could not be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("no such call on this node")]
+    NotHere,
+    #[error("the call has ended")]
+    AlreadyEnded,
+    #[error(transparent)]
+    Refused(#[from] ListenRefusal),
 }
 
 /// Why a terminate could not be delivered.
@@ -88,6 +118,22 @@ impl LiveCalls {
         // A call that ends on its own meanwhile drops `done`: it ended either way.
         let _ = tokio::time::timeout(wait, rx).await;
         Ok(())
+    }
+
+    /// Asks the call to attach a listener's tap; the call task decides (see [`Control::Listen`]).
+    pub async fn listen(&self, session_id: &str, tap: Tap) -> Result<(), ListenError> {
+        let tx = self
+            .map()
+            .get(session_id)
+            .cloned()
+            .ok_or(ListenError::NotHere)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Control::Listen { tap, reply })
+            .map_err(|_| ListenError::AlreadyEnded)?;
+        match rx.await {
+            Ok(r) => r.map_err(ListenError::from),
+            Err(_) => Err(ListenError::AlreadyEnded),
+        }
     }
 
     /// Ends every call (reason `system`) and waits up to `wait` for their CDRs.

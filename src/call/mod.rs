@@ -311,6 +311,12 @@ impl Call {
         self.charging.as_ref()
     }
 
+    /// Whether the dialed number is privileged (attorney and the like): never recorded,
+    /// never monitored.
+    pub fn is_privileged(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.privileged)
+    }
+
     pub fn is_ended(&self) -> bool {
         self.state == CallState::Ended
     }

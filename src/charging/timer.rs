@@ -68,7 +68,7 @@ impl TimerTable {
             let Some(at) = self.get(timer).filter(|&at| at <= now) else {
                 continue;
             };
-            if best.map_or(true, |(b, _)| at < b) {
+            if best.is_none_or(|(b, _)| at < b) {
                 best = Some((at, timer));
             }
         }

@@ -244,9 +244,9 @@ impl Forwarder {
         let seq = in_seq.wrapping_add(self.seq_offset);
         let ts = in_ts.wrapping_add(self.ts_offset);
         // A late (reordered) packet does not move the point the next switch continues from.
-        let newer = self.last.map_or(true, |(last, _, _)| {
-            seq.wrapping_sub(last).wrapping_sub(1) < 0x7fff
-        });
+        let newer = self
+            .last
+            .is_none_or(|(last, _, _)| seq.wrapping_sub(last).wrapping_sub(1) < 0x7fff);
         if switched || newer {
             self.last = Some((seq, ts, now));
         }

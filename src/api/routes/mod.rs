@@ -4,6 +4,7 @@ pub mod calls;
 pub mod facilities;
 pub mod inmates;
 pub mod integrity;
+pub mod listen;
 pub mod money;
 pub mod rates;
 pub mod recordings;
