@@ -45,7 +45,7 @@ use crate::media::dtmf::parse_sip_info;
 use crate::media::engine::{CallMedia, MediaEngine, MediaEvent};
 use crate::media::relay::{LatchPolicy, Side};
 use crate::media::sdp::{self, LocalMedia, NegotiatedMedia, SessionDescription};
-use crate::recording::{self, Capture, Recorder};
+use crate::recording::{self, Capture, Closing, Recorder};
 use crate::sessions::{self, NewSession, SessionEnd};
 use crate::sip::auth::DigestAuth;
 use crate::sip::dialog::Dialog;
@@ -514,6 +514,23 @@ struct CallTask {
     recording: Option<ActiveRecording>,
 }
 
+/// Undoes a recording that could not be registered: the recorder closes the file, which
+/// is then removed (a file without a row would be an unexplained `added` file).
+async fn abandon_recording(recorder: &Recorder, capture: Capture) {
+    let path = recorder.dir().join(&capture.relative_path);
+    let _ = recorder.close(capture, Instant::now()).finish().await; // clock-ok
+    if let Err(e) = tokio::fs::remove_file(&path).await {
+        warn!(path = %path.display(), error = %e, "cannot remove an abandoned recording file");
+    }
+}
+
+/// A call's recording after the call ended, while its file is closed.
+struct FinishingRecording {
+    id: String,
+    started_at: DateTime<Utc>,
+    closing: Closing,
+}
+
 /// A call's recording while it runs.
 struct ActiveRecording {
     id: String,
@@ -775,8 +792,13 @@ impl CallTask {
             CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
             CallAction::Ended(summary) => {
-                self.close(&summary).await;
-                self.finish_recording(summary.ended_at).await;
+                // The recording ends where the call ended, before the CDR write (which may
+                // retry) could let it run on.
+                let closing = self.close_recording(summary.ended_at);
+                self.close(&summary, closing.is_some()).await;
+                if let Some(closing) = closing {
+                    self.finish_recording(closing).await;
+                }
             }
         }
     }
@@ -934,13 +956,13 @@ impl CallTask {
 
     /// Writes the CDR. The ledger holds the charges; a failed write is retried, and what
     /// still fails is closed `system` by this node's next start.
-    async fn close(&mut self, s: &CallSummary) {
+    async fn close(&mut self, s: &CallSummary, recorded: bool) {
         let end = SessionEnd {
             reason: s.reason.as_str(),
             inmate_id: s.inmate_id.as_deref(),
             number_e164: s.number.as_deref(),
             privileged: s.privileged,
-            recorded: self.recording.is_some(),
+            recorded,
             answer_at: s.answered_at.map(|i| self.wall_of(i)),
             accepted_at: s.accepted_at.map(|i| self.wall_of(i)),
             end_at: self.wall_of(s.ended_at),
@@ -966,19 +988,22 @@ impl CallTask {
 
     /// Starts capturing: the file and the tap first (local and quick, so the parties are
     /// recorded from the moment they are bridged), then the row. A call whose recording
-    /// cannot be started goes on unrecorded (its CDR says so) and the failure is logged.
+    /// cannot be started goes on unrecorded (its CDR says so), the failure is logged and
+    /// what was begun is undone (no file without a row).
     async fn start_recording(&mut self, at: Instant) {
         let started_at = self.wall_of(at);
         let law = self.handset.media.codec.name.law();
         let relative = recording::relative_path(&self.session_id, started_at);
         // The time line is the media workers' (real) clock; `at` is the injected one.
         let start = Instant::now() - self.now().saturating_duration_since(at); // clock-ok
-        let (capture, tap) = match self.sb.recorder.begin(relative, law, start).await {
+        let recorder = self.sb.recorder.clone();
+        let (capture, tap) = match recorder.begin(relative, law, start).await {
             Ok(c) => c,
             Err(e) => return tracing::error!(error = %e, "cannot start the recording"),
         };
         if let Err(e) = self.media.add_tap(tap) {
-            return tracing::error!(error = %e, "cannot tap the call for recording");
+            tracing::error!(error = %e, "cannot tap the call for recording");
+            return abandon_recording(&recorder, capture).await;
         }
         let row = NewRecording {
             session_id: &self.session_id,
@@ -1000,37 +1025,48 @@ impl CallTask {
             Err(e) => {
                 tracing::error!(error = %e, "cannot register the recording");
                 self.media.remove_tap(Recorder::tap_key(&capture));
+                abandon_recording(&recorder, capture).await;
             }
         }
     }
 
-    /// Closes the file at the call's end, hashes it and chains it.
-    async fn finish_recording(&mut self, ended_at: Instant) {
-        let Some(r) = self.recording.take() else {
-            return;
-        };
+    /// Detaches the recorder and has it write the file to `ended_at`.
+    fn close_recording(&mut self, ended_at: Instant) -> Option<FinishingRecording> {
+        let r = self.recording.take()?;
         self.media.remove_tap(Recorder::tap_key(&r.capture));
         let end = Instant::now() - self.now().saturating_duration_since(ended_at); // clock-ok
-        let file = match self.sb.recorder.end(r.capture, end).await {
+        Some(FinishingRecording {
+            closing: self.sb.recorder.close(r.capture, end),
+            id: r.id,
+            started_at: r.started_at,
+        })
+    }
+
+    /// Waits for the file, hashes it and chains it (retried like the CDR; what still fails
+    /// stays `recording` and this node's next start closes it).
+    async fn finish_recording(&mut self, r: FinishingRecording) {
+        let file = match r.closing.finish().await {
             Ok(f) => f,
             Err(e) => {
-                // The row stays `recording`; this node's next start closes it.
                 return tracing::error!(recording = %r.id, error = %e, "cannot close the recording");
             }
         };
-        if file.closed.dropped > 0 {
-            warn!(recording = %r.id, dropped = file.closed.dropped, "recorder fell behind");
+        if file.closed.dropped > 0 || file.closed.write_failed {
+            warn!(recording = %r.id, dropped = file.closed.dropped,
+                write_failed = file.closed.write_failed, "recording lost audio");
         }
-        match self
-            .sb
-            .store
-            .finish_recording(&r.id, &file.finished(r.started_at, true))
-            .await
-        {
-            Ok(rec) => {
-                info!(recording = %rec.id, sha256 = ?rec.sha256, bytes = ?rec.bytes, "recording finished")
+        let finished = file.finished(r.started_at, true);
+        for attempt in 0..3u32 {
+            match self.sb.store.finish_recording(&r.id, &finished).await {
+                Ok(rec) => {
+                    return info!(recording = %rec.id, sha256 = ?rec.sha256, bytes = ?rec.bytes,
+                        status = rec.status.as_str(), "recording finished");
+                }
+                Err(e) => {
+                    warn!(recording = %r.id, error = %e, attempt, "cannot finish the recording");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
             }
-            Err(e) => tracing::error!(recording = %r.id, error = %e, "cannot finish the recording"),
         }
     }
 

@@ -9,8 +9,11 @@
 //! first packet of a stream is anchored at its arrival time since the recording started,
 //! and every later one at `anchor + (timestamp − anchor timestamp)`. Loss leaves a gap
 //! (filled with silence), reordering lands each packet where its timestamp says, a
-//! duplicate overwrites the same samples. A new SSRC, or a timestamp more than
-//! [`REANCHOR_SAMPLES`] away from where arrival time puts it, re-anchors on arrival.
+//! duplicate overwrites the same samples. A stream re-anchors on arrival when its SSRC
+//! changes, when a packet in sequence order would land where the file is already written
+//! (the sender's timestamps fell behind real time: a slow clock, a source switched behind
+//! one SSRC; placed late rather than lost), or when a timestamp runs more than
+//! [`REANCHOR_SAMPLES`] ahead of arrival.
 //!
 //! Samples become final [`DELAY_SAMPLES`] behind the latest packet's arrival (packets of
 //! one call come from one media worker, in send order, so only the network's reordering
@@ -49,6 +52,8 @@ struct Anchor {
 #[derive(Debug, Default)]
 struct Channel {
     anchor: Option<Anchor>,
+    /// The highest sequence number seen on the anchored stream (what "in order" means).
+    highest_seq: Option<u16>,
     /// Samples from the aligner's `written` position on.
     pending: VecDeque<u8>,
 }
@@ -131,13 +136,13 @@ impl Aligner {
         let arrival = samples_since(self.start, p.at);
         self.newest = self.newest.max(arrival);
         let ch = channel_of(p.toward);
-        let pos = self.place(ch, p.ssrc, p.ts, arrival);
         let payload = p.payload();
-        let skip = self.written.saturating_sub(pos);
-        if skip >= payload.len() as u64 {
+        let pos = self.place(ch, p, arrival, payload.len() as u64);
+        let skip = pos.map_or(u64::MAX, |pos| self.written.saturating_sub(pos));
+        let Some(pos) = pos.filter(|_| skip < payload.len() as u64) else {
             self.stats.late += 1;
             return;
-        }
+        };
         // Payload byte i belongs at `pos + i`, i.e. at `pending[pos + i - written]`.
         let start = usize::try_from(pos.saturating_sub(self.written)).unwrap_or(usize::MAX);
         let skip = skip as usize;
@@ -152,25 +157,45 @@ impl Aligner {
         }
     }
 
-    /// The sample position of a packet, re-anchoring the channel when needed.
-    fn place(&mut self, ch: usize, ssrc: u32, ts: u32, arrival: u64) -> u64 {
+    /// The sample position of a packet, re-anchoring the channel when needed: on a new
+    /// SSRC; when an in-order packet (a sequence number above any seen) would land where
+    /// the file is already written — the sender's timestamps fell behind real time (a
+    /// clock slower than ours, a source switched behind one SSRC): better placed at its
+    /// arrival than lost; and when a timestamp is more than [`REANCHOR_SAMPLES`] ahead of
+    /// arrival. A reordered or duplicate packet keeps its timestamp's place (and is late
+    /// if that was written). A new anchor is never before what is written.
+    fn place(&mut self, ch: usize, p: &TapPacket, arrival: u64, len: u64) -> Option<u64> {
+        let written = self.written;
         let c = &mut self.channels[ch];
-        if let Some(a) = c.anchor.filter(|a| a.ssrc == ssrc) {
-            let delta = i64::from(ts.wrapping_sub(a.ts) as i32);
+        let same_stream = c.anchor.is_some_and(|a| a.ssrc == p.ssrc);
+        let in_order = !same_stream
+            || c.highest_seq
+                .is_none_or(|h| (p.seq.wrapping_sub(h) as i16) > 0);
+        if in_order {
+            c.highest_seq = Some(p.seq);
+        }
+        if let Some(a) = c.anchor.filter(|_| same_stream) {
+            let delta = i64::from(p.ts.wrapping_sub(a.ts) as i32);
             let pos = a.pos as i64 + delta;
-            if pos >= 0 && (pos - arrival as i64).abs() <= REANCHOR_SAMPLES {
-                return pos as u64;
+            let ahead = pos - arrival as i64 > REANCHOR_SAMPLES;
+            let lost_behind = pos < 0 || (pos as u64).saturating_add(len) <= written;
+            if !in_order {
+                return u64::try_from(pos).ok();
+            }
+            if !(ahead || lost_behind) {
+                return Some(pos as u64);
             }
         }
         if c.anchor.is_some() {
             self.stats.reanchors += 1;
         }
+        let pos = arrival.max(written);
         c.anchor = Some(Anchor {
-            ssrc,
-            ts,
-            pos: arrival,
+            ssrc: p.ssrc,
+            ts: p.ts,
+            pos,
         });
-        arrival
+        Some(pos)
     }
 
     /// Hands out the frames that became final by `now`, interleaved (left, right, …):
@@ -300,6 +325,61 @@ mod tests {
         out.clear();
         a.finish(t0 + Duration::from_millis(1000), &mut out);
         assert_eq!(a.frames_written(), 8000);
+    }
+
+    /// A sender whose timestamps fall behind real time (a slow clock, or a step back
+    /// behind one SSRC) is re-anchored when it would be written over, not dropped.
+    #[test]
+    fn timestamps_falling_behind_arrival_lose_nothing() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        let mut out = Vec::new();
+        let mut sent = 0u64;
+        // 60 s of packets; at 20 s the timestamps step back 1.5 s; all the while the
+        // sender's clock runs 0.5 % slow (timestamps advance 159.2 samples per 20 ms).
+        for i in 0..3000u64 {
+            let mut p = packet(t0, Side::B, i as u16, 20 * i, 0x33);
+            let mut ts = 1000 + (i as f64 * 159.2) as u32;
+            if i >= 1000 {
+                ts = ts.wrapping_sub(12_000);
+            }
+            p.ts = ts;
+            a.push(&p);
+            sent += 1;
+            if i % 50 == 49 {
+                a.drain_ready(t0 + Duration::from_millis(20 * i), &mut out);
+            }
+        }
+        a.finish(t0 + Duration::from_millis(60_020), &mut out);
+        assert_eq!(a.stats().late, 0, "no packet dropped");
+        assert_eq!(a.stats().packets, sent);
+        let (left, _) = channels(&out);
+        let heard = left.iter().filter(|&&b| b == 0x33).count();
+        // Every packet's 160 samples are in the file, less the overlap of the slow clock's
+        // 0.8 samples per packet (later packets overwrite the last 0.8 of the previous).
+        assert!(
+            heard as f64 >= 3000.0 * 159.0,
+            "{heard} samples of audio kept"
+        );
+    }
+
+    #[test]
+    fn a_reordered_packet_keeps_its_timestamp_place_and_a_duplicate_is_not_in_order() {
+        let t0 = Instant::now();
+        let mut a = Aligner::new(Law::Ulaw, t0);
+        a.push(&packet(t0, Side::B, 5, 50, 1));
+        a.push(&packet(t0, Side::B, 4, 60, 2)); // older: 160 samples before 5
+        a.push(&packet(t0, Side::B, 5, 65, 1)); // a duplicate
+        a.push(&packet(t0, Side::B, 0, 70, 9)); // before the recording began: late
+        let mut out = Vec::new();
+        a.finish(t0 + Duration::from_millis(200), &mut out);
+        let (left, _) = channels(&out);
+        assert!(
+            left[240..400].iter().all(|&b| b == 2),
+            "the older packet before"
+        );
+        assert!(left[400..560].iter().all(|&b| b == 1), "then its successor");
+        assert_eq!((a.stats().reanchors, a.stats().late), (0, 1));
     }
 
     #[test]

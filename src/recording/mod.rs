@@ -114,8 +114,10 @@ impl FinishedFile {
         i64::try_from(self.closed.frames * 1000 / u64::from(wav::SAMPLE_RATE)).unwrap_or(i64::MAX)
     }
 
-    /// The row's end: `ended_at` is the start plus the recorded duration.
+    /// The row's end: `ended_at` is the start plus the recorded duration. A file whose
+    /// writing failed is never `complete`.
     pub fn finished(&self, started_at: DateTime<Utc>, complete: bool) -> FinishedRecording {
+        let complete = complete && !self.closed.write_failed;
         let duration_ms = self.duration_ms();
         FinishedRecording {
             ended_at: started_at + chrono::Duration::milliseconds(duration_ms),
@@ -216,29 +218,51 @@ impl Recorder {
         capture.key
     }
 
-    /// Closes the file at `end` (detach the tap first), syncs and hashes it.
+    /// Asks the recorder thread to close the file at `end` (detach the tap first). Cheap:
+    /// the call's end is written while the caller goes on (closing its CDR);
+    /// [`Closing::finish`] then waits for it, syncs and hashes the file.
+    pub fn close(&self, capture: Capture, end: Instant) -> Closing {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.control.send(Control::Close {
+            key: capture.key,
+            end,
+            reply,
+        });
+        Closing {
+            path: self.dir.join(&capture.relative_path),
+            answer: sent.ok().map(|()| answer),
+        }
+    }
+
+    /// [`Recorder::close`] and [`Closing::finish`] in one.
     pub async fn end(
         &self,
         capture: Capture,
         end: Instant,
     ) -> Result<FinishedFile, RecordingError> {
-        let (reply, answer) = oneshot::channel();
-        self.control
-            .send(Control::Close {
-                key: capture.key,
-                end,
-                reply,
-            })
-            .map_err(|_| RecordingError::RecorderGone)?;
-        let path = self.dir.join(&capture.relative_path);
+        self.close(capture, end).finish().await
+    }
+}
+
+/// A recording being closed by the recorder thread.
+#[derive(Debug)]
+pub struct Closing {
+    path: PathBuf,
+    answer: Option<oneshot::Receiver<Result<ClosedFile, io::Error>>>,
+}
+
+impl Closing {
+    /// Waits for the file to be written to its end, syncs it to disk and hashes it.
+    pub async fn finish(self) -> Result<FinishedFile, RecordingError> {
+        let answer = self.answer.ok_or(RecordingError::RecorderGone)?;
         let closed = answer
             .await
             .map_err(|_| RecordingError::RecorderGone)?
             .map_err(|source| RecordingError::File {
-                path: path.clone(),
+                path: self.path.clone(),
                 source,
             })?;
-        let sha256 = hash_blocking(path).await?;
+        let sha256 = sync_and_hash(self.path).await?;
         Ok(FinishedFile { closed, sha256 })
     }
 }
@@ -271,64 +295,207 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-async fn hash_blocking(path: PathBuf) -> Result<String, RecordingError> {
+/// fsync (through a fresh descriptor: it syncs the file, whoever wrote it) and SHA-256.
+async fn sync_and_hash(path: PathBuf) -> Result<String, RecordingError> {
     let p = path.clone();
-    tokio::task::spawn_blocking(move || hash_file(&p))
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))
-        .and_then(|r| r)
-        .map_err(|source| RecordingError::File { path, source })
+    tokio::task::spawn_blocking(move || {
+        File::open(&p)?.sync_all()?;
+        hash_file(&p)
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))
+    .and_then(|r| r)
+    .map_err(|source| RecordingError::File { path, source })
 }
 
 /// Closes the recordings `node_id` left in progress (it stopped mid-call): repairs each
-/// file's header, hashes it and chains it as `incomplete`. A file that is missing is
-/// chained with the hash of nothing and 0 bytes, so verification reports it removed.
-/// Returns how many were closed.
+/// file's header, hashes it and chains it as `incomplete`. A file that is not there
+/// (while the recordings directory is) is chained with the hash of nothing and 0 bytes,
+/// so verification reports it removed. Any other error (the directory not mounted yet,
+/// permissions, I/O) leaves the row in progress for the next start rather than disown
+/// audio that may still be on disk. Returns how many were closed.
 pub async fn recover_in_progress(
     store: &Store,
     dir: &Path,
     node_id: &str,
 ) -> Result<usize, RecordingError> {
     let open = store.recordings_in_progress(node_id).await?;
+    let mut closed = 0;
     for rec in &open {
-        let path = dir.join(&rec.path);
-        let p = path.clone();
-        let repaired = tokio::task::spawn_blocking(move || {
-            let h = wav::repair(&p)?;
-            Ok::<_, io::Error>((h, hash_file(&p)?))
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))
-        .and_then(|r| r);
-        let finished = match repaired {
-            Ok((h, sha256)) => FinishedFile {
-                closed: ClosedFile {
-                    path,
-                    frames: u64::from(h.data_len) / 2,
-                    bytes: wav::HEADER_LEN + u64::from(h.data_len),
-                    dropped: 0,
-                    late: 0,
-                },
-                sha256,
-            },
-            Err(e) => {
-                tracing::error!(recording = %rec.id, path = %path.display(), error = %e,
-                    "recording left in progress cannot be read; chained as empty");
-                FinishedFile {
-                    closed: ClosedFile {
-                        path,
-                        frames: 0,
-                        bytes: 0,
-                        dropped: 0,
-                        late: 0,
-                    },
-                    sha256: hex::encode(Sha256::digest(b"")),
-                }
-            }
+        let Some(finished) = recover_file(dir, rec).await else {
+            continue;
         };
         store
             .finish_recording(&rec.id, &finished.finished(rec.started_at, false))
             .await?;
+        closed += 1;
     }
-    Ok(open.len())
+    Ok(closed)
+}
+
+/// The file of a recording left in progress, repaired and hashed; `None` to leave it.
+async fn recover_file(dir: &Path, rec: &crate::store::Recording) -> Option<FinishedFile> {
+    let Some(path) = chain::resolve(dir, &rec.path) else {
+        tracing::error!(recording = %rec.id, path = %rec.path, "recording path leaves the recordings directory; left in progress");
+        return None;
+    };
+    let (p, d) = (path.clone(), dir.to_path_buf());
+    let repaired = tokio::task::spawn_blocking(move || {
+        if !d.is_dir() {
+            return Err(io::Error::other("the recordings directory is not there"));
+        }
+        let h = wav::repair(&p)?;
+        Ok((h, hash_file(&p)?))
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))
+    .and_then(|r| r);
+    let closed = |frames: u64, bytes: u64| ClosedFile {
+        path: path.clone(),
+        frames,
+        bytes,
+        dropped: 0,
+        late: 0,
+        write_failed: false,
+    };
+    match repaired {
+        Ok((h, sha256)) => Some(FinishedFile {
+            closed: closed(
+                u64::from(h.data_len) / 2,
+                wav::HEADER_LEN + u64::from(h.data_len),
+            ),
+            sha256,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::error!(recording = %rec.id, path = %path.display(),
+                "recording left in progress has no file; chained as empty (verification reports it removed)");
+            Some(FinishedFile {
+                closed: closed(0, 0),
+                sha256: hex::encode(Sha256::digest(b"")),
+            })
+        }
+        Err(e) => {
+            tracing::error!(recording = %rec.id, path = %path.display(), error = %e,
+                "recording left in progress cannot be read now; left for the next start");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::engine::RtpFields;
+    use crate::media::relay::Side;
+
+    fn recorder(dir: &Path) -> Recorder {
+        Recorder::start(&RecordingConfig {
+            dir: dir.to_path_buf(),
+            queue_packets: 1024,
+            flush_interval_ms: 100,
+            purge_interval_secs: 3600,
+        })
+        .unwrap()
+    }
+
+    fn send(tap: &Tap, start: Instant, n: u16) {
+        let TapSink::Blocking(tx) = &tap.sink else {
+            panic!("the recorder's taps are blocking")
+        };
+        for i in 0..n {
+            let rtp = RtpFields {
+                ssrc: 1,
+                seq: i,
+                ts: u32::from(i) * 160,
+                pt: 0,
+                marker: false,
+            };
+            let at = start + Duration::from_millis(20 * u64::from(i));
+            let p = TapPacket::new(tap.key, Side::B, at, rtp, &[0x42; 160]).unwrap();
+            tx.send(p).unwrap();
+        }
+    }
+
+    /// Packets handed over right after `begin` (before the thread saw the `Open`) are
+    /// kept, the file holds them at their place, and the file's hash is returned.
+    #[tokio::test]
+    async fn the_first_packets_are_kept_and_the_file_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recorder(dir.path());
+        let start = Instant::now();
+        let (capture, tap) = r
+            .begin("2026/11/25/s1.wav".into(), Law::Ulaw, start)
+            .await
+            .unwrap();
+        send(&tap, start, 50);
+        let f = r
+            .end(capture, start + Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            (f.closed.frames, f.closed.late, f.closed.dropped),
+            (8000, 0, 0)
+        );
+        assert!(!f.closed.write_failed);
+        let path = dir.path().join("2026/11/25/s1.wav");
+        assert_eq!(hash_file(&path).unwrap(), f.sha256);
+        let d = wav::read(&path).unwrap();
+        assert!(d.left.iter().all(|&b| b == 0x42), "every packet landed");
+        assert!(d.right.iter().all(|&b| b == 0xFF));
+        assert_eq!(r.stats().open.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_recording_cannot_overwrite_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recorder(dir.path());
+        let now = Instant::now();
+        let (c, _tap) = r.begin("a/b.wav".into(), Law::Alaw, now).await.unwrap();
+        assert!(matches!(
+            r.begin("a/b.wav".into(), Law::Alaw, now).await,
+            Err(RecordingError::File { .. })
+        ));
+        let f = r.end(c, now + Duration::from_millis(500)).await.unwrap();
+        assert_eq!(f.closed.frames, 4000);
+        assert_eq!(
+            wav::read(&dir.path().join("a/b.wav")).unwrap().law,
+            Law::Alaw
+        );
+    }
+
+    #[tokio::test]
+    async fn recovery_leaves_a_recording_whose_directory_is_not_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = crate::store::Recording {
+            id: "rec_1".into(),
+            session_id: "s".into(),
+            facility_id: "F".into(),
+            path: "2026/01/01/s.wav".into(),
+            format: "wav-pcmu".into(),
+            status: crate::store::RecordingStatus::Recording,
+            node_id: "n".into(),
+            started_at: Utc::now(),
+            ended_at: None,
+            duration_ms: None,
+            bytes: None,
+            sha256: None,
+            dropped_packets: 0,
+            chain_seq: None,
+            purged_at: None,
+        };
+        let unmounted = dir.path().join("not-mounted");
+        assert!(
+            recover_file(&unmounted, &rec).await.is_none(),
+            "left for later"
+        );
+        let missing = recover_file(dir.path(), &rec)
+            .await
+            .expect("chained as missing");
+        assert_eq!(missing.closed.bytes, 0);
+        let bad = crate::store::Recording {
+            path: "../escape.wav".into(),
+            ..rec
+        };
+        assert!(recover_file(dir.path(), &bad).await.is_none());
+    }
 }

@@ -9,7 +9,7 @@
 //! header that is true for the file's new length: a crash leaves a playable file up to
 //! the last flush.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +57,9 @@ pub struct ClosedFile {
     pub dropped: u64,
     /// Packets that arrived after their place was written.
     pub late: u64,
+    /// A write failed (disk full, I/O error): the file holds the audio up to that point
+    /// and the recording is finished `incomplete`.
+    pub write_failed: bool,
 }
 
 /// The recorder's counters, for `/metrics`.
@@ -113,13 +116,25 @@ pub(crate) struct RecorderThread {
     pub(crate) stats: Arc<RecorderStats>,
 }
 
+/// What the thread holds between messages.
+struct State {
+    open: HashMap<u64, OpenFile>,
+    /// Closes seen while looking for an `Open` (handled at the top of the next loop, after
+    /// the packets queued before them).
+    deferred: VecDeque<Control>,
+    scratch: Vec<u8>,
+}
+
 impl RecorderThread {
     pub(crate) fn run(self) {
-        let mut open: HashMap<u64, OpenFile> = HashMap::new();
-        let mut scratch = Vec::with_capacity(64 * 1024);
+        let mut st = State {
+            open: HashMap::new(),
+            deferred: VecDeque::new(),
+            scratch: Vec::with_capacity(64 * 1024),
+        };
         let mut next_flush = Instant::now() + self.flush_interval; // clock-ok: real disk pacing
         loop {
-            if !self.controls(&mut open, &mut scratch) {
+            if !self.controls(&mut st) {
                 break;
             }
             let wait = next_flush.saturating_duration_since(Instant::now()); // clock-ok
@@ -128,10 +143,10 @@ impl RecorderThread {
                 .recv_timeout(wait.min(Duration::from_millis(50)))
             {
                 Ok(p) => {
-                    self.route(&mut open, &p);
+                    self.route(&mut st, &p);
                     for _ in 1..BATCH {
                         match self.packets.try_recv() {
-                            Ok(p) => self.route(&mut open, &p),
+                            Ok(p) => self.route(&mut st, &p),
                             Err(_) => break,
                         }
                     }
@@ -141,27 +156,30 @@ impl RecorderThread {
             }
             let now = Instant::now(); // clock-ok: the media workers' time line
             if now >= next_flush {
-                for f in open.values_mut() {
-                    scratch.clear();
-                    f.aligner.drain_ready(now, &mut scratch);
-                    f.append(&scratch, &self.stats);
-                }
+                self.flush_all(&mut st, now);
                 next_flush = Instant::now() + self.flush_interval; // clock-ok
             }
         }
         // Shutting down: what is final goes to disk; the rows stay `recording` and the next
         // start closes them as incomplete.
-        let now = Instant::now(); // clock-ok
-        for f in open.values_mut() {
-            scratch.clear();
-            f.aligner.drain_ready(now, &mut scratch);
-            f.append(&scratch, &self.stats);
+        self.flush_all(&mut st, Instant::now()); // clock-ok
+    }
+
+    fn flush_all(&self, st: &mut State, now: Instant) {
+        for f in st.open.values_mut() {
+            st.scratch.clear();
+            f.aligner.drain_ready(now, &mut st.scratch);
+            f.append(&st.scratch, &self.stats);
         }
     }
 
-    fn route(&self, open: &mut HashMap<u64, OpenFile>, p: &TapPacket) {
+    fn route(&self, st: &mut State, p: &TapPacket) {
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
-        if let Some(f) = open.get_mut(&p.key) {
+        if !st.open.contains_key(&p.key) {
+            // Its `Open` may still be queued: the tap is attached right after it is sent.
+            self.take_opens(st);
+        }
+        if let Some(f) = st.open.get_mut(&p.key) {
             let late = f.aligner.stats().late;
             f.aligner.push(p);
             if f.aligner.stats().late > late {
@@ -170,71 +188,85 @@ impl RecorderThread {
         }
     }
 
+    /// Applies the queued `Open`s now and keeps the `Close`s for the top of the loop.
+    fn take_opens(&self, st: &mut State) {
+        while let Ok(c) = self.control.try_recv() {
+            match c {
+                Control::Open { .. } => self.apply(st, c),
+                close => st.deferred.push_back(close),
+            }
+        }
+    }
+
     /// Handles queued control messages; `false` when every handle is gone.
-    fn controls(&self, open: &mut HashMap<u64, OpenFile>, scratch: &mut Vec<u8>) -> bool {
+    fn controls(&self, st: &mut State) -> bool {
+        while let Some(c) = st.deferred.pop_front() {
+            self.apply(st, c);
+        }
         loop {
             match self.control.try_recv() {
-                Ok(Control::Open {
-                    key,
-                    file,
-                    path,
-                    law,
-                    start,
-                    dropped,
-                }) => {
-                    self.stats.open.fetch_add(1, Ordering::Relaxed);
-                    open.insert(
-                        key,
-                        OpenFile {
-                            path,
-                            file,
-                            aligner: Aligner::new(law, start),
-                            data_len: 0,
-                            dropped,
-                            failed: false,
-                        },
-                    );
-                }
-                Ok(Control::Close { key, end, reply }) => {
-                    // Packets already queued for it come first.
-                    while let Ok(p) = self.packets.try_recv() {
-                        self.route(open, &p);
-                    }
-                    let result = match open.remove(&key) {
-                        Some(f) => {
-                            self.stats.open.fetch_sub(1, Ordering::Relaxed);
-                            self.close(f, end, scratch)
-                        }
-                        None => Err(std::io::Error::other("recording is not open")),
-                    };
-                    let _ = reply.send(result);
-                }
+                Ok(c) => self.apply(st, c),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
         }
     }
 
-    fn close(
-        &self,
-        mut f: OpenFile,
-        end: Instant,
-        scratch: &mut Vec<u8>,
-    ) -> Result<ClosedFile, std::io::Error> {
+    fn apply(&self, st: &mut State, c: Control) {
+        match c {
+            Control::Open {
+                key,
+                file,
+                path,
+                law,
+                start,
+                dropped,
+            } => {
+                self.stats.open.fetch_add(1, Ordering::Relaxed);
+                let f = OpenFile {
+                    path,
+                    file,
+                    aligner: Aligner::new(law, start),
+                    data_len: 0,
+                    dropped,
+                    failed: false,
+                };
+                st.open.insert(key, f);
+            }
+            Control::Close { key, end, reply } => {
+                // Packets already queued for it come first.
+                while let Ok(p) = self.packets.try_recv() {
+                    self.route(st, &p);
+                }
+                let result = match st.open.remove(&key) {
+                    Some(f) => {
+                        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+                        Ok(self.close(f, end, &mut st.scratch))
+                    }
+                    None => Err(std::io::Error::other("recording is not open")),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Writes the rest (padding to `end`). Syncing and hashing are the caller's, off this
+    /// thread, so one slow disk sync never holds up every other recording.
+    fn close(&self, mut f: OpenFile, end: Instant, scratch: &mut Vec<u8>) -> ClosedFile {
         scratch.clear();
         f.aligner.finish(end, scratch);
         f.append(scratch, &self.stats);
-        f.file.sync_all()?;
         let late = f.aligner.stats().late;
         if late > 0 {
             warn!(path = %f.path.display(), late, "recording: packets arrived too late");
         }
-        Ok(ClosedFile {
+        ClosedFile {
             frames: f.data_len / 2,
             bytes: wav::HEADER_LEN + f.data_len,
             dropped: f.dropped.load(Ordering::Relaxed),
             late,
+            write_failed: f.failed,
             path: f.path,
-        })
+        }
     }
 }

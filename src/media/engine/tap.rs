@@ -20,9 +20,9 @@ use std::time::Instant;
 use crate::media::relay::Side;
 use crate::media::rtp::RtpView;
 
-/// The largest RTP payload a tap carries: 40 ms of G.711. Larger payloads are dropped
-/// (and counted); the gateway negotiates 20 ms.
-pub const TAP_PAYLOAD_MAX: usize = 320;
+/// The largest RTP payload a tap carries: 60 ms of G.711 (the longest ptime phones use).
+/// Larger payloads are dropped and counted.
+pub const TAP_PAYLOAD_MAX: usize = 480;
 
 /// One RTP packet the gateway sent toward a leg, as a tap sees it.
 #[derive(Clone, Copy)]
