@@ -587,6 +587,39 @@ async fn bad_requests(app: App) {
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
         "{e}"
     );
+    // A retention period outside 1..=36500 days is refused, naming the field: a huge one
+    // would overflow the purge's cutoff (days in microseconds) on PostgreSQL.
+    for days in [0, -1, 36_501, 106_752, i64::MAX] {
+        let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F8", "name": "x", "time_zone": "UTC", "deposit_max": "1", "deposit_daily_max": "1", "recording_retention_days": days }))).await;
+        assert_eq!(
+            (s, err_code(&e)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            "{days}: {e}"
+        );
+        let msg = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("recording_retention_days"), "{e}");
+        let (s, e) = admin(
+            &app,
+            "PATCH",
+            "/api/v1/facilities/F1",
+            Some(json!({ "recording_retention_days": days })),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{days}: {e}");
+        let msg = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("recording_retention_days"), "{e}");
+    }
+    for days in [1, 36_500] {
+        let (s, e) = admin(
+            &app,
+            "PATCH",
+            "/api/v1/facilities/F1",
+            Some(json!({ "recording_retention_days": days })),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{days}: {e}");
+        assert_eq!(e["recording_retention_days"], days, "{e}");
+    }
     let (s, e) = upload(
         &app,
         "/api/v1/rate-decks?id=bad",

@@ -14,7 +14,7 @@ use sallyport::clock::{Clock, ManualClock};
 use sallyport::config::Config;
 use sallyport::db::testing::TestDb;
 use sallyport::db::{Backend, Db};
-use sallyport::recording::chain::{self, ChainReport, ProblemKind};
+use sallyport::recording::chain::{self, ChainReport, Phase, ProblemKind};
 use sallyport::recording::retention;
 use sallyport::sessions::{open_call, NewSession};
 use sallyport::store::{
@@ -97,6 +97,13 @@ impl Env {
     /// Writes a small µ-law stereo WAV whose samples depend on `n`, registers and (unless
     /// `in_progress`) finishes it at the clock's now, as capture does.
     async fn record(&self, facility: &str, n: u8, in_progress: bool) -> Rec {
+        let (session, path) = self.file_only(facility, n).await;
+        self.register(facility, n, &session, &path, in_progress)
+            .await
+    }
+
+    /// What the recorder does first: the session and the file, no row yet.
+    async fn file_only(&self, facility: &str, n: u8) -> (String, String) {
         let now = self.clock.wall();
         let session = format!("ses_{facility}_{n}_{}", now.timestamp());
         open_call(
@@ -114,16 +121,29 @@ impl Env {
         .await
         .unwrap();
         let path = format!("{}/{session}.wav", now.format("%Y/%m/%d"));
-        let bytes = wav(n);
         let full = self.dir.path().join(&path);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, &bytes).unwrap();
+        std::fs::write(&full, wav(n)).unwrap();
+        (session, path)
+    }
+
+    /// What the recorder does next: the row, then (unless `in_progress`) the finish.
+    async fn register(
+        &self,
+        facility: &str,
+        n: u8,
+        session: &str,
+        path: &str,
+        in_progress: bool,
+    ) -> Rec {
+        let now = self.clock.wall();
+        let bytes = wav(n);
         let id = self
             .store
             .start_recording(NewRecording {
-                session_id: &session,
+                session_id: session,
                 facility_id: facility,
-                path: &path,
+                path,
                 format: "wav-pcmu",
                 node_id: "node-1",
                 started_at: now - chrono::Duration::seconds(60),
@@ -141,7 +161,24 @@ impl Env {
             };
             self.store.finish_recording(&id, &f).await.unwrap();
         }
-        Rec { id, path }
+        Rec {
+            id,
+            path: path.to_string(),
+        }
+    }
+
+    /// Finishes a recording left in progress, at the clock's now.
+    async fn finish(&self, r: &Rec, n: u8) {
+        let bytes = wav(n);
+        let f = FinishedRecording {
+            ended_at: self.clock.wall(),
+            duration_ms: 60_000,
+            bytes: bytes.len() as i64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            dropped_packets: 0,
+            complete: true,
+        };
+        self.store.finish_recording(&r.id, &f).await.unwrap();
     }
 
     async fn records(&self, facility: &str, count: u8) -> Vec<Rec> {
@@ -643,6 +680,195 @@ async fn concurrent_purge(backend: Backend) {
     env.cleanup().await;
 }
 
+/// A busy node: while the check holds its snapshot, a call finishes, a recording starts
+/// (file then row), the recorder has created a file whose row is not inserted yet, a
+/// row arrives for a file that was already there, and the purge removes a recording and
+/// its file. None of it is a problem; what persists (the file that never got a row) is
+/// named by the next check.
+async fn live_system(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let old = env.record("F1", 1, false).await;
+    env.clock.advance(31 * DAY);
+    let done = env.record("F1", 2, false).await;
+    let live = env.record("F1", 3, true).await;
+    // The file of a call whose row is inserted during the check (its file predates it).
+    let (late_session, late_path) = env.file_only("F1", 6).await;
+    // Let the snapshot's start be after every file above, at the file system's resolution.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let (hook, mut phases) = tokio::sync::mpsc::channel(1);
+    let (store, dir) = (env.store.clone(), env.dir.path().to_path_buf());
+    let check = tokio::spawn(async move { chain::verify_all_with_hook(&store, &dir, hook).await });
+    let (phase, go) = phases.recv().await.unwrap();
+    assert_eq!(phase, Phase::Snapshot);
+    env.finish(&live, 3).await;
+    env.clock.advance(Duration::from_secs(1));
+    let fresh = env.record("F2", 7, true).await;
+    let (_, pending_path) = env.file_only("F2", 8).await;
+    let late = env.register("F1", 6, &late_session, &late_path, true).await;
+    let p = retention::purge_expired(&env.store, env.dir.path())
+        .await
+        .unwrap();
+    assert_eq!(p.purged, vec![old.id.clone()]);
+    assert!(!env.file(&old).exists());
+    go.send(()).unwrap();
+    let (phase, go) = phases.recv().await.unwrap();
+    assert_eq!(phase, Phase::Recheck);
+    go.send(()).unwrap();
+    let r = check.await.unwrap().unwrap();
+    assert!(r.ok, "changes during the check are no problems: {r:?}");
+    assert_eq!(
+        (r.entries, r.recordings, r.purged),
+        (2, 2, 0),
+        "the snapshot's chain: `old` and `done`, not the finish nor the purge after it"
+    );
+
+    // Afterwards everything that happened is in scope; only the file that never got its
+    // row is a problem.
+    let r = env.verify().await;
+    assert_eq!(named(&r), set(&[("added", &pending_path)]), "{r:?}");
+    assert_eq!((r.entries, r.recordings, r.purged), (4, 3, 1), "{r:?}");
+    for rec in [&done, &live, &fresh, &late] {
+        let c = chain::verify_recording(&env.store, env.dir.path(), &rec.id)
+            .await
+            .unwrap();
+        assert!(c.ok, "{c:?}");
+    }
+    env.cleanup().await;
+}
+
+/// A problem that is still there after the snapshot is reported; one that the re-check
+/// no longer sees (a file put back during the check) is not.
+async fn recheck_keeps_what_persists(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let recs = env.records("F1", 3).await;
+    let saved = std::fs::read(env.file(&recs[0])).unwrap();
+    std::fs::write(env.file(&recs[0]), b"edited").unwrap();
+    std::fs::write(env.file(&recs[1]), b"edited").unwrap();
+    let (hook, mut phases) = tokio::sync::mpsc::channel(1);
+    let (store, dir) = (env.store.clone(), env.dir.path().to_path_buf());
+    let check = tokio::spawn(async move { chain::verify_all_with_hook(&store, &dir, hook).await });
+    let (_, go) = phases.recv().await.unwrap();
+    go.send(()).unwrap();
+    let (phase, go) = phases.recv().await.unwrap();
+    assert_eq!(phase, Phase::Recheck);
+    std::fs::write(env.file(&recs[0]), &saved).unwrap();
+    go.send(()).unwrap();
+    let r = check.await.unwrap().unwrap();
+    assert_eq!(named(&r), set(&[("changed", &recs[1].id)]), "{r:?}");
+    env.cleanup().await;
+}
+
+/// The chain's end deleted with its rows and files behind the triggers: the sessions
+/// still name the recordings (`missing_recording`) and the head anchored by the last
+/// retention run is gone (`truncated`); with the sessions edited too, the anchor alone
+/// still tells.
+async fn tail_truncated(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let recs = env.records("F1", 3).await;
+    // A retention run that purges nothing anchors the head (entry 3).
+    let p = retention::purge_expired(&env.store, env.dir.path())
+        .await
+        .unwrap();
+    assert!(p.purged.is_empty());
+    let anchors: Vec<_> = env
+        .store
+        .audit_records(50, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "recording.chain_head")
+        .collect();
+    assert_eq!(anchors.len(), 1);
+    assert_eq!(anchors[0].actor, "system");
+    assert_eq!(anchors[0].detail["seq"], 3);
+    let last = env.record("F1", 3, false).await;
+    let r = env.verify().await;
+    assert!(r.ok, "{r:?}");
+
+    // Entries 3 and 4 (the anchored head and one after it) removed with rows and files.
+    env.tamper("DELETE FROM recording_chain WHERE seq >= 3", &[])
+        .await;
+    for rec in [&recs[2], &last] {
+        sqlx::query("DELETE FROM recordings WHERE id = $1")
+            .bind(&rec.id)
+            .execute(env.store.db().pool())
+            .await
+            .unwrap();
+        std::fs::remove_file(env.file(rec)).unwrap();
+    }
+    let r = env.verify().await;
+    assert_eq!(
+        named(&r),
+        set(&[
+            ("missing_recording", &recs[2].id),
+            ("missing_recording", &last.id),
+            ("truncated", ""),
+        ]),
+        "{r:?}"
+    );
+    let truncated: BTreeSet<i64> = r
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::Truncated)
+        .filter_map(|p| p.chain_seq)
+        .collect();
+    assert_eq!(
+        truncated,
+        [3, 4].into(),
+        "the retention run anchored entry 3, the verify run entry 4: {r:?}"
+    );
+
+    // The sessions edited too: the anchors still catch it.
+    sqlx::query("UPDATE sessions SET recorded = 0, recording_id = NULL")
+        .execute(env.store.db().pool())
+        .await
+        .unwrap();
+    let r = env.verify().await;
+    assert!(!r.ok);
+    assert_eq!(named(&r), set(&[("truncated", "")]), "{r:?}");
+    let seqs: BTreeSet<i64> = r.problems.iter().filter_map(|p| p.chain_seq).collect();
+    assert!(seqs.contains(&4), "{r:?}");
+    env.cleanup().await;
+}
+
+/// A stored retention period too large for the cutoff (from before the bound) no longer
+/// stops every purge (PostgreSQL: `bigint out of range`); its facility is skipped. A file
+/// already gone when its recording is purged is reported, and the chain still verifies.
+async fn retention_out_of_range(backend: Backend) {
+    let Some(env) = Env::new(backend).await else {
+        return;
+    };
+    let f1 = env.record("F1", 1, false).await;
+    let gone = env.record("F1", 2, false).await;
+    let f2 = env.record("F2", 3, false).await;
+    sqlx::query("UPDATE facilities SET recording_retention_days = $1 WHERE id = 'F2'")
+        .bind(106_752i64)
+        .execute(env.store.db().pool())
+        .await
+        .unwrap();
+    std::fs::remove_file(env.file(&gone)).unwrap();
+    env.clock.advance(200 * 365 * DAY);
+    let p = retention::purge_expired(&env.store, env.dir.path())
+        .await
+        .unwrap();
+    let purged: BTreeSet<String> = p.purged.iter().cloned().collect();
+    assert_eq!(purged, [f1.id.clone(), gone.id.clone()].into(), "{p:?}");
+    assert_eq!(p.facilities_skipped, vec!["F2".to_string()]);
+    assert_eq!(p.already_gone, vec![(gone.id.clone(), gone.path.clone())]);
+    assert!(p.files_left.is_empty(), "{p:?}");
+    assert!(env.file(&f2).exists());
+    let r = env.verify().await;
+    assert!(r.ok, "{r:?}");
+    env.cleanup().await;
+}
+
 /// Sends a GET through the router; returns the status and JSON body.
 async fn get(app: &axum::Router, path: &str, token: &str) -> (StatusCode, serde_json::Value) {
     let req = Request::builder()
@@ -718,8 +944,36 @@ async fn api_scoped(backend: Backend) {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["ok"], false);
     assert_eq!(v["entries"], 2);
+    assert_eq!(v["scope"], "range");
+    assert_eq!(v["next_after_seq"], serde_json::Value::Null);
     assert_eq!(v["problems"].as_array().unwrap().len(), 1);
     assert_eq!(v["problems"][0]["kind"], "changed");
+    // Bounded: a range at a time, with where the next one starts.
+    let (s, v) = get(&app, "/api/v1/recordings/verify?limit=1", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["entries"].as_u64(), v["next_after_seq"].as_i64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["problems"][0]["recording_id"], recs[0].id.as_str());
+    let (s, v) = get(
+        &app,
+        "/api/v1/recordings/verify?after_seq=1&limit=1",
+        &admin,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["entries"].as_u64(), v["ok"].as_bool()),
+        (Some(1), Some(true)),
+        "{v}"
+    );
+    assert_eq!(v["next_after_seq"], serde_json::Value::Null);
+    for bad in ["limit=0", "limit=10001", "after_seq=-1", "limit=x"] {
+        let (s, v) = get(&app, &format!("/api/v1/recordings/verify?{bad}"), &admin).await;
+        assert!(s.is_client_error(), "{bad}: {s} {v}");
+    }
     env.cleanup().await;
 }
 
@@ -749,7 +1003,11 @@ on_both!(
     chain_tampered,
     purge_per_facility,
     concurrent_purge,
-    api_scoped
+    api_scoped,
+    live_system,
+    recheck_keeps_what_persists,
+    tail_truncated,
+    retention_out_of_range
 );
 
 /// Runs `sallyport verify-recordings` against a SQLite file and a recordings directory.

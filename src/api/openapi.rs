@@ -105,7 +105,7 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
-    op("get", "/recordings/verify", "Walk the recordings hash chain, rows and files: changed, removed, added, reordered; global admins", "recordings"),
+    op("get", "/recordings/verify", "Check a range of the recordings hash chain (?after_seq=&limit=, at most 10000 entries; next_after_seq in the answer), its rows and files: changed, removed, reordered...; global admins. The whole check is `sallyport verify-recordings`", "recordings"),
     op("get", "/recordings/{id}/verify", "Check one recording against the chain: its file's hash, its row, its links", "recordings"),
     with_body(op("post", "/calls/{id}/listen", "Listen live over WebRTC: answers the browser's recvonly offer ({sdp}) with {listener_id, sdp}; 403 privileged, 409 not live here", "calls"), "ListenOffer", 201),
     Op { ok: 204, ..op("delete", "/calls/{id}/listen/{listener_id}", "Stop a live listener", "calls") },

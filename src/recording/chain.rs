@@ -1,4 +1,5 @@
-//! The integrity check of the recordings: the hash chain, the rows and the files agree.
+//! The integrity check of the recordings: the hash chain, the rows, the sessions and the
+//! files agree.
 //!
 //! Owns: walking `recording_chain` (appended by [`Store::finish_recording`] and by the
 //! retention purge) and the files under `[recording] dir`, and naming every problem with
@@ -14,22 +15,101 @@
 //! | `broken_link` | an entry follows no entry of the chain (entries removed before it), or the next entry does not follow it |
 //! | `entry_changed` | an entry's link does not recompute from its fields: it was edited |
 //! | `row_mismatch` | the `recordings` row disagrees with the chain (hash, path, facility, times, status...) |
+//! | `missing_recording` | a session says it was recorded (`recorded = 1` / `recording_id`) but names no recording row that exists |
+//! | `truncated` | the chain no longer has an entry the audit log anchored as its head: entries were removed from its end |
+//! | `anchor_mismatch` | the entry at an anchored position is not the anchored one: the chain was rewritten from there |
 //!
 //! The chain is the trusted side: a file is checked against the hash its chain entry froze,
 //! and a row against the entry's facts (the `recordings` table has no append-only
 //! triggers). Files are hashed streaming, on a blocking thread. Every chained file is
 //! expected under the one directory: nodes of a cluster share it.
 //!
+//! **A live system.** The whole check ([`verify_all`]) runs on a node that keeps recording
+//! and purging, so it reads one consistent state and reports only what persists:
+//! - the chain, the rows, the sessions and the head anchors are read in one read
+//!   transaction (`REPEATABLE READ READ ONLY` on PostgreSQL; one deferred transaction on
+//!   SQLite, whose WAL snapshot is fixed by its first read), so a call that finishes or a
+//!   recording the purge removes during the check is either wholly before the snapshot or
+//!   out of its scope: no `row_mismatch` from half of a commit;
+//! - the directory is listed during that snapshot; a `.wav` modified since the snapshot
+//!   began (the recorder creates the file before it inserts the row, and rewrites it every
+//!   second while it records) is counted but not judged `added`; a file with a modification
+//!   time in the future (after the listing) is judged;
+//! - files are hashed while the snapshot is open but the files themselves are live, so
+//!   every recording or file flagged is re-checked once more, afterwards, on its own
+//!   ([`verify_recording`], which itself reads in one transaction and retries once when a
+//!   file it expects is missing, in case a purge committed meanwhile; an `added` file is
+//!   re-checked by looking its row up by path). Only problems the re-check confirms are
+//!   reported: for a recording, the snapshot's problems of the kinds the re-check finds
+//!   again, or the re-check's own when none match.
+//!
+//! A long check holds the read transaction open: on SQLite the WAL cannot be checkpointed
+//! past it until it ends (the file grows, writers are not blocked); on PostgreSQL vacuum
+//! waits for it.
+//!
+//! **Memory.** Nothing grows with the number of recordings: the chain is read 1000 entries
+//! at a time in `seq` order, and for each page the rows and the other entries of the same
+//! recordings are fetched by id (`IN (…)`, indexed), compared and forgotten; the files of
+//! the page are hashed before the next page is read. Then the rows without a chain entry
+//! are found by paging `recordings` by id, the sessions by a query that returns only the
+//! bad ones, and the directory is listed one directory at a time, each batch of files
+//! looked up by path (the `UNIQUE` index). What is kept across pages is bounded by the
+//! problems found: the paths the chain names that no row does, and the row paths the chain
+//! does not name (both are `row_mismatch` problems), and the entries that do not follow
+//! their predecessor (resolved at the end by one lookup of their links).
+//!
+//! **The API** runs in the gateway, so `GET /recordings/verify` checks a range of the
+//! chain ([`verify_range`]: `?after_seq=&limit=`, at most [`MAX_RANGE`] entries, the next
+//! range's `after_seq` in the answer): the links, the rows and the files of the
+//! recordings whose entries are in the range, and, on the range that reaches the head,
+//! the head anchors. Rows the chain does not hold, sessions and `added` files are found
+//! only by the whole check (`sallyport verify-recordings`).
+//!
+//! **Truncation of the chain's end.** Deleting the last entries, their rows and their
+//! files behind the triggers leaves a chain that links up. Two cross-checks catch it:
+//! - `missing_recording`: the session of a recording still says it was recorded and names
+//!   the recording (both set in the transaction that inserts the row), so a deleted row
+//!   shows unless the sessions are edited too;
+//! - the head anchor: every retention run (every `[recording] purge_interval_secs`, an
+//!   hour by default, whatever it purged) and every whole check that found nothing wrong
+//!   write the chain's head (`seq` and `link`) to the hash-chained audit log (action
+//!   [`HEAD_ANCHOR_ACTION`], actor `system`); the whole check then requires every anchored
+//!   entry to still be in the chain with its link (`truncated` / `anchor_mismatch`), so the
+//!   chain cannot lose what an anchor covers without the audit log losing its anchors too.
+//!
+//! What they do not catch: entries appended after the last anchor, removed with their rows
+//! and files while their sessions are edited as well (at most one purge interval of
+//! recordings); and a truncation of both the chain and the audit log's end (the audit log
+//! has the same blind spot; copy the head `verify-recordings` prints somewhere else to
+//! close it).
+//!
 //! Called by: `sallyport verify-recordings` ([`crate::cli`]), `GET /api/v1/recordings/verify`
-//! and `GET /api/v1/recordings/{id}/verify` ([`crate::api`]), and the tests.
+//! and `GET /api/v1/recordings/{id}/verify` ([`crate::api`]), the retention job (the head
+//! anchor), and the tests.
 
-use crate::db::to_micros;
-use crate::store::{chain_link, ChainFields, Recording, RecordingStatus, Store, StoreError};
+use crate::db::{to_micros, Backend};
+use crate::store::{
+    chain_link, recording_from_row, AuditEntry, ChainFields, Recording, RecordingStatus, Store,
+    StoreError, RECORDING_COLUMNS,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The audit action of a chain head anchor.
+pub const HEAD_ANCHOR_ACTION: &str = "recording.chain_head";
+/// Chain entries, rows or sessions read per query.
+const PAGE: i64 = 1000;
+/// Ids or paths per `IN (…)` lookup (below SQLite's oldest bind limit).
+const LOOKUP: usize = 200;
+/// The most chain entries one [`verify_range`] checks.
+pub const MAX_RANGE: i64 = 10_000;
+
+/// A read transaction.
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// Errors that stop a check (as opposed to the problems it finds).
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +143,9 @@ pub enum ProblemKind {
     BrokenLink,
     EntryChanged,
     RowMismatch,
+    MissingRecording,
+    Truncated,
+    AnchorMismatch,
 }
 
 impl ProblemKind {
@@ -76,6 +159,9 @@ impl ProblemKind {
             ProblemKind::BrokenLink => "broken_link",
             ProblemKind::EntryChanged => "entry_changed",
             ProblemKind::RowMismatch => "row_mismatch",
+            ProblemKind::MissingRecording => "missing_recording",
+            ProblemKind::Truncated => "truncated",
+            ProblemKind::AnchorMismatch => "anchor_mismatch",
         }
     }
 }
@@ -112,19 +198,36 @@ impl fmt::Display for Problem {
     }
 }
 
-/// The result of checking everything (`verify-recordings`, `GET /recordings/verify`).
+/// What a report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Everything ([`verify_all`]).
+    All,
+    /// The chain entries after `after_seq`, up to a limit ([`verify_range`]).
+    Range,
+}
+
+/// The result of a check (`verify-recordings`, `GET /recordings/verify`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainReport {
     pub ok: bool,
+    pub scope: Scope,
+    /// The range began after this entry (0: at the start of the chain).
+    pub after_seq: i64,
+    /// Where the next range begins; `None` when this one reached the head (and always for
+    /// the whole check).
+    pub next_after_seq: Option<i64>,
     /// Chain entries walked.
     pub entries: u64,
-    /// Recordings the chain holds (finished ones, purged included).
+    /// Recordings the walked entries hold (finished ones, purged included).
     pub recordings: u64,
     /// Of those, purged by retention.
     pub purged: u64,
-    /// `.wav` files found under the directory.
+    /// `.wav` files found under the directory (whole check), or chained files hashed
+    /// (range).
     pub files: u64,
-    /// The last link (what the next entry will follow).
+    /// The last link walked (for the whole check, what the next entry will follow).
     pub head: String,
     pub problems: Vec<Problem>,
 }
@@ -141,6 +244,28 @@ pub struct RecordingCheck {
     /// The file's hash now (none when it is missing, purged or still recording).
     pub file_sha256_actual: Option<String>,
     pub problems: Vec<Problem>,
+}
+
+/// A point of the whole check where a test may hold it (see [`verify_all_with_hook`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The snapshot is open (its first read done); nothing is checked yet.
+    Snapshot,
+    /// The snapshot is closed; the flagged recordings and files are about to be re-checked.
+    Recheck,
+}
+
+/// At each [`Phase`] the check sends the phase and a reply sender, and waits for the reply
+/// (or for the sender to be dropped).
+pub type PhaseHook = tokio::sync::mpsc::Sender<(Phase, tokio::sync::oneshot::Sender<()>)>;
+
+async fn pause(hook: Option<&PhaseHook>, phase: Phase) {
+    if let Some(h) = hook {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if h.send((phase, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 /// One `recording_chain` row as stored.
@@ -192,6 +317,11 @@ impl Entry {
             detail,
         }
     }
+
+    /// The facts of a `recording` entry, if its metadata parses.
+    fn facts(&self) -> Option<Facts> {
+        serde_json::from_str::<Facts>(&self.metadata).ok()
+    }
 }
 
 /// The facts a `recording` entry froze (see `ChainMetadata` in the store).
@@ -225,10 +355,9 @@ impl Chained {
     }
 }
 
-/// Recordings by id in the order the chain first names them.
+/// Recordings by id in the order the chain first names them (one recording's entries).
 #[derive(Default)]
 struct ChainedSet {
-    order: Vec<String>,
     by_id: HashMap<String, Chained>,
 }
 
@@ -237,12 +366,19 @@ impl ChainedSet {
     fn absorb(&mut self, e: &Entry, problems: &mut Vec<Problem>) {
         match e.kind.as_str() {
             "recording" => {
-                let facts = serde_json::from_str::<Facts>(&e.metadata).ok();
+                let facts = e.facts();
                 if facts.is_none() {
                     problems.push(e.problem(
                         ProblemKind::EntryChanged,
                         "the entry's metadata is not the facts of a recording".into(),
                     ));
+                }
+                if self.by_id.contains_key(&e.recording_id) {
+                    problems.push(e.problem(
+                        ProblemKind::BrokenLink,
+                        "a second `recording` entry for the same recording".into(),
+                    ));
+                    return;
                 }
                 let c = Chained {
                     seq: e.seq,
@@ -250,14 +386,7 @@ impl ChainedSet {
                     facts,
                     purged_seq: None,
                 };
-                if self.by_id.insert(e.recording_id.clone(), c).is_some() {
-                    problems.push(e.problem(
-                        ProblemKind::BrokenLink,
-                        "a second `recording` entry for the same recording".into(),
-                    ));
-                } else {
-                    self.order.push(e.recording_id.clone());
-                }
+                self.by_id.insert(e.recording_id.clone(), c);
             }
             "purge" => match self.by_id.get_mut(&e.recording_id) {
                 Some(c) => c.purged_seq = Some(e.seq),
@@ -276,81 +405,16 @@ impl ChainedSet {
     fn get(&self, id: &str) -> Option<&Chained> {
         self.by_id.get(id)
     }
-
-    fn iter(&self) -> impl Iterator<Item = (&String, &Chained)> {
-        self.order
-            .iter()
-            .filter_map(|id| self.by_id.get(id).map(|c| (id, c)))
-    }
 }
 
-/// The chain walked in order: its recordings and the link problems found.
-struct ChainWalk {
-    entries: u64,
-    head: String,
-    chained: ChainedSet,
-    problems: Vec<Problem>,
-}
-
-/// An entry whose `prev_link` is not the link just before it, classified once every link
-/// is known.
+/// An entry whose `prev_link` is not the link just before it, classified once the links
+/// it could follow are looked up.
 struct Misfit {
     seq: i64,
     recording_id: String,
+    path: Option<String>,
     prev_link: String,
     expected_from: Option<i64>,
-}
-
-/// Walks `recording_chain` in `seq` order, 1000 entries at a time.
-async fn walk_chain(store: &Store) -> Result<ChainWalk, ChainError> {
-    let mut walk = ChainWalk {
-        entries: 0,
-        head: String::new(),
-        chained: ChainedSet::default(),
-        problems: Vec::new(),
-    };
-    let mut links: HashMap<String, i64> = HashMap::new();
-    let mut misfits = Vec::new();
-    let mut prev_seq: Option<i64> = None;
-    let mut after = i64::MIN;
-    loop {
-        let rows = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM recording_chain WHERE seq > $1 ORDER BY seq LIMIT 1000"
-        ))
-        .bind(after)
-        .fetch_all(store.db().pool())
-        .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for r in &rows {
-            let e = Entry::from_row(r)?;
-            if e.prev_link != walk.head {
-                misfits.push(Misfit {
-                    seq: e.seq,
-                    recording_id: e.recording_id.clone(),
-                    prev_link: e.prev_link.clone(),
-                    expected_from: prev_seq,
-                });
-            }
-            if !e.recomputes() {
-                walk.problems.push(e.problem(
-                    ProblemKind::EntryChanged,
-                    "its link does not match its fields: the entry was edited".into(),
-                ));
-            }
-            walk.chained.absorb(&e, &mut walk.problems);
-            links.insert(e.link.clone(), e.seq);
-            walk.head = e.link;
-            walk.entries += 1;
-            prev_seq = Some(e.seq);
-            after = e.seq;
-        }
-    }
-    for m in misfits {
-        walk.problems.push(classify(&m, &links));
-    }
-    Ok(walk)
 }
 
 /// `reordered` when the entry follows some other entry of the chain (or the start), else
@@ -383,22 +447,9 @@ fn classify(m: &Misfit, links: &HashMap<String, i64>) -> Problem {
     Problem {
         kind,
         recording_id: Some(m.recording_id.clone()),
-        path: None,
+        path: m.path.clone(),
         chain_seq: Some(m.seq),
         detail,
-    }
-}
-
-/// Every `recordings` row, 1000 at a time.
-async fn all_rows(store: &Store) -> Result<Vec<Recording>, ChainError> {
-    let mut out: Vec<Recording> = Vec::new();
-    loop {
-        let after = out.last().map(|r| r.id.clone()).unwrap_or_default();
-        let page = store.recordings_after(&after, 1000).await?;
-        if page.is_empty() {
-            return Ok(out);
-        }
-        out.extend(page);
     }
 }
 
@@ -485,6 +536,994 @@ fn differing_fields(row: &Recording, c: &Chained) -> Vec<&'static str> {
     out
 }
 
+/// What a check gathers: counters, problems, and what it must remember across pages (all
+/// of it bounded by the problems found).
+#[derive(Default)]
+struct Scan {
+    entries: u64,
+    recordings: u64,
+    purged: u64,
+    /// `.wav` files listed under the directory.
+    files: u64,
+    /// Chained files hashed.
+    hashed: u64,
+    head: String,
+    head_seq: Option<i64>,
+    problems: Vec<Problem>,
+    misfits: Vec<Misfit>,
+    /// Paths a `recording` entry names that no row has (its row is gone or elsewhere):
+    /// their files are accounted for.
+    chain_only_paths: HashSet<String>,
+    /// Paths of rows the chain does not name: their files are `added`.
+    unchained_row_paths: HashSet<String>,
+}
+
+/// Opens the read transaction of a check and makes its first read (which fixes the
+/// snapshot on both databases): the last chain entry's `seq` (0 when the chain is empty).
+async fn begin_snapshot(store: &Store) -> Result<(Tx, i64), ChainError> {
+    let pool = store.db().pool();
+    let mut tx = match store.db().backend() {
+        Backend::Postgres => {
+            pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?
+        }
+        Backend::Sqlite => pool.begin().await?,
+    };
+    let top: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS top FROM recording_chain")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("top")?;
+    Ok((tx, top))
+}
+
+/// `$from, $from+1, …` for `n` binds.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The other entries of the recordings of a page.
+#[derive(Default)]
+struct History {
+    first_recording: Option<i64>,
+    purges: Vec<i64>,
+}
+
+/// Every chain entry's `seq` and kind for these recordings, by recording.
+async fn histories(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, History>, ChainError> {
+    let mut out: HashMap<String, History> = HashMap::new();
+    for chunk in ids.chunks(LOOKUP) {
+        let sql = format!(
+            "SELECT seq, kind, recording_id FROM recording_chain WHERE recording_id IN ({}) \
+             ORDER BY seq",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let (seq, kind, id): (i64, String, String) = (
+                r.try_get("seq")?,
+                r.try_get("kind")?,
+                r.try_get("recording_id")?,
+            );
+            let h = out.entry(id).or_default();
+            match kind.as_str() {
+                "recording" if h.first_recording.is_none() => h.first_recording = Some(seq),
+                "purge" => h.purges.push(seq),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of these recordings, by id.
+async fn rows_by_id(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, Recording>, ChainError> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(LOOKUP) {
+        let sql = format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let rec = recording_from_row(&r)?;
+            out.insert(rec.id.clone(), rec);
+        }
+    }
+    Ok(out)
+}
+
+/// Walks the chain entries with `after < seq <= top` (at most `limit` of them) in `seq`
+/// order, a page at a time: links, entries, rows, files.
+async fn walk_chain(
+    tx: &mut Tx,
+    dir: &Path,
+    after: i64,
+    top: i64,
+    limit: Option<i64>,
+    scan: &mut Scan,
+) -> Result<(), ChainError> {
+    if after > 0 {
+        let before = sqlx::query(
+            "SELECT seq, link FROM recording_chain WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(after)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(r) = before {
+            scan.head = r.try_get("link")?;
+            scan.head_seq = Some(r.try_get("seq")?);
+        }
+    }
+    let mut cursor = after;
+    let mut left = limit.unwrap_or(i64::MAX);
+    while left > 0 {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM recording_chain WHERE seq > $1 AND seq <= $2 \
+             ORDER BY seq LIMIT $3"
+        ))
+        .bind(cursor)
+        .bind(top)
+        .bind(left.min(PAGE))
+        .fetch_all(&mut **tx)
+        .await?;
+        let page = rows
+            .iter()
+            .map(Entry::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        cursor = last.seq;
+        left -= page.len() as i64;
+        check_page(tx, dir, &page, scan).await?;
+    }
+    Ok(())
+}
+
+/// One page of entries against their neighbours, their rows and their files.
+async fn check_page(
+    tx: &mut Tx,
+    dir: &Path,
+    page: &[Entry],
+    scan: &mut Scan,
+) -> Result<(), ChainError> {
+    let mut ids: Vec<String> = page.iter().map(|e| e.recording_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let history = histories(tx, &ids).await?;
+    let rows = rows_by_id(tx, &ids).await?;
+    let mut expected = Vec::new();
+    for e in page {
+        if e.prev_link != scan.head {
+            scan.misfits.push(Misfit {
+                seq: e.seq,
+                recording_id: e.recording_id.clone(),
+                path: None,
+                prev_link: e.prev_link.clone(),
+                expected_from: scan.head_seq,
+            });
+        }
+        if !e.recomputes() {
+            scan.problems.push(e.problem(
+                ProblemKind::EntryChanged,
+                "its link does not match its fields: the entry was edited".into(),
+            ));
+        }
+        let h = history.get(&e.recording_id);
+        match e.kind.as_str() {
+            "recording" => {
+                let row = rows.get(&e.recording_id);
+                if let Some(file) = check_recording_entry(e, h, row, scan) {
+                    expected.push(file);
+                }
+            }
+            "purge" => {
+                let first = h.and_then(|h| h.first_recording);
+                if first.is_none_or(|s| s >= e.seq) {
+                    scan.problems.push(e.problem(
+                        ProblemKind::BrokenLink,
+                        "a purge of a recording the chain has not recorded before it".into(),
+                    ));
+                }
+            }
+            other => scan.problems.push(e.problem(
+                ProblemKind::EntryChanged,
+                format!("unknown entry kind `{other}`"),
+            )),
+        }
+        scan.head = e.link.clone();
+        scan.head_seq = Some(e.seq);
+        scan.entries += 1;
+    }
+    scan.hashed += expected.len() as u64;
+    let dir = dir.to_path_buf();
+    let found = blocking(move || {
+        Ok(expected
+            .iter()
+            .filter_map(|e| check_file(&dir, e).0)
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    scan.problems.extend(found);
+    Ok(())
+}
+
+/// A `recording` entry against its history and its row; the file to hash, unless purged.
+fn check_recording_entry(
+    e: &Entry,
+    h: Option<&History>,
+    row: Option<&Recording>,
+    scan: &mut Scan,
+) -> Option<Expected> {
+    let facts = e.facts();
+    if facts.is_none() {
+        scan.problems.push(e.problem(
+            ProblemKind::EntryChanged,
+            "the entry's metadata is not the facts of a recording".into(),
+        ));
+    }
+    if h.and_then(|h| h.first_recording) != Some(e.seq) {
+        scan.problems.push(e.problem(
+            ProblemKind::BrokenLink,
+            "a second `recording` entry for the same recording".into(),
+        ));
+        return None;
+    }
+    scan.recordings += 1;
+    let purged_seq = h.and_then(|h| h.purges.iter().copied().find(|s| *s > e.seq));
+    if purged_seq.is_some() {
+        scan.purged += 1;
+    }
+    let c = Chained {
+        seq: e.seq,
+        sha256: e.file_sha256.clone(),
+        facts,
+        purged_seq,
+    };
+    match row {
+        Some(row) => {
+            scan.problems.extend(compare_row(row, Some(&c)));
+            if let Some(p) = c.path().filter(|p| *p != row.path) {
+                scan.chain_only_paths.insert(p.to_string());
+                scan.unchained_row_paths.insert(row.path.clone());
+            }
+        }
+        None => {
+            scan.problems.push(Problem {
+                kind: ProblemKind::RowMismatch,
+                recording_id: Some(e.recording_id.clone()),
+                path: c.path().map(str::to_string),
+                chain_seq: Some(e.seq),
+                detail: "the chain records it but there is no recordings row".into(),
+            });
+            if let Some(p) = c.path() {
+                scan.chain_only_paths.insert(p.to_string());
+            }
+        }
+    }
+    let path = c.path()?;
+    purged_seq.is_none().then(|| Expected {
+        recording_id: e.recording_id.clone(),
+        path: path.to_string(),
+        sha256: c.sha256.clone(),
+    })
+}
+
+/// Classifies the entries that did not follow their predecessor, looking their
+/// `prev_link` up among the chain's links.
+async fn resolve_misfits(tx: &mut Tx, scan: &mut Scan) -> Result<(), ChainError> {
+    let misfits = std::mem::take(&mut scan.misfits);
+    let mut wanted: Vec<String> = misfits
+        .iter()
+        .filter(|m| !m.prev_link.is_empty())
+        .map(|m| m.prev_link.clone())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut links = HashMap::new();
+    for chunk in wanted.chunks(LOOKUP) {
+        let sql = format!(
+            "SELECT seq, link FROM recording_chain WHERE link IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for l in chunk {
+            q = q.bind(l);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            links.insert(r.try_get::<String, _>("link")?, r.try_get::<i64, _>("seq")?);
+        }
+    }
+    for m in &misfits {
+        scan.problems.push(classify(m, &links));
+    }
+    Ok(())
+}
+
+/// Rows the chain holds no `recording` entry for, a page of rows at a time.
+async fn rows_without_chain(tx: &mut Tx, scan: &mut Scan) -> Result<(), ChainError> {
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(&after)
+        .bind(PAGE)
+        .fetch_all(&mut **tx)
+        .await?;
+        let page = rows
+            .iter()
+            .map(recording_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.id.clone();
+        let ids: Vec<String> = page.iter().map(|r| r.id.clone()).collect();
+        let mut chained = HashSet::new();
+        for chunk in ids.chunks(LOOKUP) {
+            let sql = format!(
+                "SELECT DISTINCT recording_id FROM recording_chain \
+                 WHERE kind = 'recording' AND recording_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                chained.insert(r.try_get::<String, _>("recording_id")?);
+            }
+        }
+        for row in page.iter().filter(|r| !chained.contains(&r.id)) {
+            let found = compare_row(row, None);
+            if !found.is_empty() {
+                scan.unchained_row_paths.insert(row.path.clone());
+            }
+            scan.problems.extend(found);
+        }
+    }
+}
+
+/// Sessions that say they were recorded but name no recording row that exists.
+async fn missing_recordings(tx: &mut Tx, scan: &mut Scan) -> Result<(), ChainError> {
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(
+            "SELECT s.id, s.recording_id FROM sessions s \
+             WHERE s.id > $1 AND (s.recorded = 1 OR s.recording_id IS NOT NULL) \
+             AND (s.recording_id IS NULL \
+                  OR NOT EXISTS (SELECT 1 FROM recordings r WHERE r.id = s.recording_id)) \
+             ORDER BY s.id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(PAGE)
+        .fetch_all(&mut **tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for r in &rows {
+            let session: String = r.try_get("id")?;
+            let recording_id: Option<String> = r.try_get("recording_id")?;
+            let detail = match &recording_id {
+                Some(_) => format!(
+                    "session {session} says it was recorded but its recording row is gone: \
+                     the recording was removed (with its chain entry if the chain shows nothing)"
+                ),
+                None => format!("session {session} says it was recorded but names no recording"),
+            };
+            scan.problems.push(Problem {
+                kind: ProblemKind::MissingRecording,
+                recording_id,
+                path: None,
+                chain_seq: None,
+                detail,
+            });
+            after = session;
+        }
+    }
+}
+
+/// A head anchor as the audit log holds it.
+#[derive(Deserialize)]
+struct Anchor {
+    seq: i64,
+    link: String,
+}
+
+/// Every head anchor of the audit log against the chain.
+async fn check_anchors(tx: &mut Tx, scan: &mut Scan) -> Result<(), ChainError> {
+    let mut after = 0i64;
+    let mut reported = HashSet::new();
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, at, detail FROM audit_log WHERE action = $1 AND id > $2 \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(HEAD_ANCHOR_ACTION)
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&mut **tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut anchors = Vec::new();
+        for r in &rows {
+            let (id, at, detail): (i64, i64, String) =
+                (r.try_get("id")?, r.try_get("at")?, r.try_get("detail")?);
+            after = id;
+            match serde_json::from_str::<Anchor>(&detail) {
+                Ok(a) => anchors.push((id, at, a)),
+                Err(e) => scan.problems.push(Problem {
+                    kind: ProblemKind::AnchorMismatch,
+                    recording_id: None,
+                    path: None,
+                    chain_seq: None,
+                    detail: format!("audit entry {id} is no chain head anchor: {e}"),
+                }),
+            }
+        }
+        let seqs: Vec<i64> = anchors.iter().map(|(_, _, a)| a.seq).collect();
+        let mut links = HashMap::new();
+        for chunk in seqs.chunks(LOOKUP) {
+            let sql = format!(
+                "SELECT seq, link FROM recording_chain WHERE seq IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(*s);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                links.insert(r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("link")?);
+            }
+        }
+        for (id, at, a) in anchors {
+            let when = crate::db::from_micros(at).to_rfc3339();
+            let (kind, detail) = match links.get(&a.seq) {
+                Some(l) if *l == a.link => continue,
+                Some(_) => (
+                    ProblemKind::AnchorMismatch,
+                    format!(
+                        "the audit log anchored entry {} as the head at {when} (audit entry {id}) \
+                         but the entry there now has another link: the chain was rewritten",
+                        a.seq
+                    ),
+                ),
+                None => (
+                    ProblemKind::Truncated,
+                    format!(
+                        "the audit log anchored entry {} as the head at {when} (audit entry {id}) \
+                         but the chain has no entry {}: entries were removed from its end",
+                        a.seq, a.seq
+                    ),
+                ),
+            };
+            if reported.insert(a.seq) {
+                scan.problems.push(Problem {
+                    kind,
+                    recording_id: None,
+                    path: None,
+                    chain_seq: Some(a.seq),
+                    detail,
+                });
+            }
+        }
+    }
+}
+
+/// Writes the chain head (`seq`, `link`) to the audit log. Used by the retention job after
+/// each run and by the whole check when it found nothing wrong.
+async fn anchor(store: &Store, seq: i64, link: &str) -> Result<(), ChainError> {
+    store
+        .audit(AuditEntry {
+            actor: "system",
+            action: HEAD_ANCHOR_ACTION,
+            target: "recording_chain",
+            facility_id: None,
+            detail: serde_json::json!({ "seq": seq, "link": link }),
+            remote_addr: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Anchors the chain's current head in the audit log; `None` when the chain is empty.
+pub async fn anchor_head(store: &Store) -> Result<Option<i64>, ChainError> {
+    let head = sqlx::query("SELECT seq, link FROM recording_chain ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(store.db().pool())
+        .await?;
+    let Some(r) = head else {
+        return Ok(None);
+    };
+    let (seq, link): (i64, String) = (r.try_get("seq")?, r.try_get("link")?);
+    anchor(store, seq, &link).await?;
+    Ok(Some(seq))
+}
+
+/// One directory's listing: its subdirectories and its `.wav` files with their
+/// modification times.
+struct Listing {
+    dirs: Vec<(PathBuf, String)>,
+    files: Vec<(String, Option<SystemTime>)>,
+}
+
+/// Lists `abs` (relative path `rel`); a missing top directory has nothing. Symbolic links
+/// to directories are not followed.
+fn list_dir(abs: &Path, rel: &str) -> Result<Listing, ChainError> {
+    let mut out = Listing {
+        dirs: Vec::new(),
+        files: Vec::new(),
+    };
+    let entries = match std::fs::read_dir(abs) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel.is_empty() => return Ok(out),
+        Err(source) => {
+            return Err(ChainError::Io {
+                path: abs.to_path_buf(),
+                source,
+            })
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| ChainError::Io {
+            path: abs.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            out.dirs.push((entry.path(), child));
+        } else if name.to_ascii_lowercase().ends_with(".wav") {
+            let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
+            out.files.push((child, modified));
+        }
+    }
+    out.files.sort();
+    Ok(out)
+}
+
+/// Which of these paths a `recordings` row has.
+async fn paths_with_rows<'a>(
+    tx: &mut Tx,
+    paths: impl Iterator<Item = &'a String>,
+) -> Result<HashSet<String>, ChainError> {
+    let paths: Vec<&String> = paths.collect();
+    let mut out = HashSet::new();
+    for chunk in paths.chunks(LOOKUP) {
+        let sql = format!(
+            "SELECT path FROM recordings WHERE path IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            q = q.bind(p.as_str());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            out.insert(r.try_get::<String, _>("path")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a file is accounted for: a row has its path and the chain does not disown it,
+/// or the chain names it.
+fn accounted(path: &str, has_row: bool, scan: &Scan) -> bool {
+    (has_row && !scan.unchained_row_paths.contains(path)) || scan.chain_only_paths.contains(path)
+}
+
+/// Lists the directory, one directory at a time, and names the `.wav` files nothing
+/// accounts for. Files modified since `started` (up to the listing) are out of scope.
+async fn check_directory(
+    tx: &mut Tx,
+    dir: &Path,
+    started: SystemTime,
+    scan: &mut Scan,
+) -> Result<(), ChainError> {
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((abs, rel)) = stack.pop() {
+        let listing = blocking(move || list_dir(&abs, &rel)).await?;
+        // clock-ok: compared with the files' modification times, the filesystem's clock.
+        let listed = SystemTime::now() + Duration::from_secs(2);
+        stack.extend(listing.dirs);
+        scan.files += listing.files.len() as u64;
+        for chunk in listing.files.chunks(LOOKUP) {
+            let known = paths_with_rows(tx, chunk.iter().map(|(p, _)| p)).await?;
+            for (path, modified) in chunk {
+                let recent = modified.is_some_and(|m| m >= started && m <= listed);
+                if recent || accounted(path, known.contains(path), scan) {
+                    continue;
+                }
+                scan.problems.push(Problem {
+                    kind: ProblemKind::Added,
+                    recording_id: None,
+                    path: Some(path.clone()),
+                    chain_seq: None,
+                    detail: "no chain entry accounts for this file".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-checks every flagged recording and file on its own, now, and keeps what persists;
+/// then names the files of problems that name only a recording.
+async fn confirm(store: &Store, dir: &Path, scan: &mut Scan) -> Result<Vec<Problem>, ChainError> {
+    let suspects = std::mem::take(&mut scan.problems);
+    let mut out = Vec::new();
+    let mut by_id: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    for p in suspects {
+        match (&p.recording_id, p.kind) {
+            (Some(id), _) => by_id.entry(id.clone()).or_default().push(p),
+            (None, ProblemKind::Added) => {
+                if added_persists(store, dir, &p, scan).await? {
+                    out.push(p);
+                }
+            }
+            (None, _) => out.push(p),
+        }
+    }
+    for (id, found) in by_id {
+        match verify_recording(store, dir, &id).await {
+            Ok(now) if now.ok => {
+                tracing::info!(recording = %id, "a problem seen during the check is gone: it changed meanwhile")
+            }
+            Ok(now) => {
+                let kinds: HashSet<ProblemKind> = now.problems.iter().map(|p| p.kind).collect();
+                let kept: Vec<Problem> = found
+                    .into_iter()
+                    .filter(|p| kinds.contains(&p.kind))
+                    .collect();
+                if kept.is_empty() {
+                    out.extend(now.problems);
+                } else {
+                    out.extend(kept);
+                }
+            }
+            Err(ChainError::Store(StoreError::NotFound { .. })) => out.extend(found),
+            Err(e) => return Err(e),
+        }
+    }
+    name_paths(store, &mut out).await?;
+    Ok(out)
+}
+
+/// An `added` file still there and still without a row that accounts for it.
+async fn added_persists(
+    store: &Store,
+    dir: &Path,
+    p: &Problem,
+    scan: &Scan,
+) -> Result<bool, ChainError> {
+    let Some(path) = p.path.as_deref() else {
+        return Ok(true);
+    };
+    let Some(full) = resolve(dir, path) else {
+        return Ok(true);
+    };
+    if !blocking(move || Ok(full.exists())).await? {
+        return Ok(false);
+    }
+    let row = sqlx::query("SELECT id FROM recordings WHERE path = $1")
+        .bind(path)
+        .fetch_optional(store.db().pool())
+        .await?;
+    Ok(!accounted(path, row.is_some(), scan))
+}
+
+/// Fills in the path of problems that name a recording but no file, from its chain entry
+/// (or its row).
+async fn name_paths(store: &Store, problems: &mut [Problem]) -> Result<(), ChainError> {
+    let pool = store.db().pool();
+    let mut known: HashMap<String, Option<String>> = HashMap::new();
+    for p in problems.iter_mut().filter(|p| p.path.is_none()) {
+        let Some(id) = p.recording_id.clone() else {
+            continue;
+        };
+        if !known.contains_key(&id) {
+            let entry = sqlx::query(
+                "SELECT metadata FROM recording_chain WHERE recording_id = $1 \
+                 AND kind = 'recording' ORDER BY seq LIMIT 1",
+            )
+            .bind(&id)
+            .fetch_optional(pool)
+            .await?;
+            let mut path = match entry {
+                Some(r) => serde_json::from_str::<Facts>(&r.try_get::<String, _>("metadata")?)
+                    .ok()
+                    .map(|f| f.path),
+                None => None,
+            };
+            if path.is_none() {
+                path = sqlx::query("SELECT path FROM recordings WHERE id = $1")
+                    .bind(&id)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|r| r.try_get::<String, _>("path"))
+                    .transpose()?;
+            }
+            known.insert(id.clone(), path);
+        }
+        p.path = known.get(&id).cloned().flatten();
+    }
+    Ok(())
+}
+
+/// Checks everything: the chain's links, every row against the chain, every session's
+/// recording, the head anchors, every chained file against its hash, and every `.wav`
+/// under `dir` against the chain. Anchors the head when it finds nothing wrong.
+pub async fn verify_all(store: &Store, dir: &Path) -> Result<ChainReport, ChainError> {
+    whole(store, dir, None).await
+}
+
+/// [`verify_all`], held at each [`Phase`] until `hook` answers: the seam tests use to
+/// change things between the snapshot and the checks.
+#[doc(hidden)]
+pub async fn verify_all_with_hook(
+    store: &Store,
+    dir: &Path,
+    hook: PhaseHook,
+) -> Result<ChainReport, ChainError> {
+    whole(store, dir, Some(&hook)).await
+}
+
+async fn whole(
+    store: &Store,
+    dir: &Path,
+    hook: Option<&PhaseHook>,
+) -> Result<ChainReport, ChainError> {
+    // clock-ok: compared with the files' modification times, the filesystem's clock.
+    let started = SystemTime::now();
+    let (mut tx, top) = begin_snapshot(store).await?;
+    pause(hook, Phase::Snapshot).await;
+    let mut scan = Scan::default();
+    walk_chain(&mut tx, dir, 0, top, None, &mut scan).await?;
+    resolve_misfits(&mut tx, &mut scan).await?;
+    rows_without_chain(&mut tx, &mut scan).await?;
+    missing_recordings(&mut tx, &mut scan).await?;
+    check_anchors(&mut tx, &mut scan).await?;
+    check_directory(&mut tx, dir, started, &mut scan).await?;
+    tx.rollback().await?;
+    pause(hook, Phase::Recheck).await;
+    let problems = confirm(store, dir, &mut scan).await?;
+    let ok = problems.is_empty();
+    if let (true, Some(seq)) = (ok, scan.head_seq) {
+        if let Err(e) = anchor(store, seq, &scan.head).await {
+            tracing::warn!(error = %e, "anchoring the verified recordings chain head failed");
+        }
+    }
+    Ok(ChainReport {
+        ok,
+        scope: Scope::All,
+        after_seq: 0,
+        next_after_seq: None,
+        entries: scan.entries,
+        recordings: scan.recordings,
+        purged: scan.purged,
+        files: scan.files,
+        head: scan.head,
+        problems,
+    })
+}
+
+/// Checks the chain entries after `after_seq`, at most `limit` (1..=[`MAX_RANGE`]) of
+/// them: their links, the rows and files of their recordings, and the head anchors when
+/// the range reaches the head. Memory and time are bounded by `limit`; what it does not
+/// cover is listed in the module doc.
+pub async fn verify_range(
+    store: &Store,
+    dir: &Path,
+    after_seq: i64,
+    limit: i64,
+) -> Result<ChainReport, ChainError> {
+    let limit = limit.clamp(1, MAX_RANGE);
+    let after_seq = after_seq.max(0);
+    let (mut tx, top) = begin_snapshot(store).await?;
+    let mut scan = Scan::default();
+    walk_chain(&mut tx, dir, after_seq, top, Some(limit), &mut scan).await?;
+    resolve_misfits(&mut tx, &mut scan).await?;
+    let reached_head = scan.head_seq.is_none_or(|s| s >= top);
+    if reached_head {
+        check_anchors(&mut tx, &mut scan).await?;
+    }
+    tx.rollback().await?;
+    let problems = confirm(store, dir, &mut scan).await?;
+    Ok(ChainReport {
+        ok: problems.is_empty(),
+        scope: Scope::Range,
+        after_seq,
+        next_after_seq: if reached_head { None } else { scan.head_seq },
+        entries: scan.entries,
+        recordings: scan.recordings,
+        purged: scan.purged,
+        files: scan.hashed,
+        head: scan.head,
+        problems,
+    })
+}
+
+/// The chain entries of one recording, in order.
+async fn entries_of(tx: &mut Tx, id: &str) -> Result<Vec<Entry>, ChainError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM recording_chain WHERE recording_id = $1 ORDER BY seq"
+    ))
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(Entry::from_row).collect::<Result<_, _>>()?)
+}
+
+/// One entry against its neighbours: it recomputes, follows the entry before it, and the
+/// entry after it follows it.
+async fn check_links(tx: &mut Tx, e: &Entry) -> Result<Vec<Problem>, ChainError> {
+    let mut problems = Vec::new();
+    if !e.recomputes() {
+        problems.push(e.problem(
+            ProblemKind::EntryChanged,
+            "its link does not match its fields: the entry was edited".into(),
+        ));
+    }
+    problems.extend(check_predecessor(tx, e).await?);
+    problems.extend(check_successor(tx, e).await?);
+    Ok(problems)
+}
+
+/// `reordered`/`broken_link` when `e` does not follow the entry just before it.
+async fn check_predecessor(tx: &mut Tx, e: &Entry) -> Result<Option<Problem>, ChainError> {
+    let before = sqlx::query(
+        "SELECT seq, link FROM recording_chain WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(e.seq)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (expected_from, expected_link) = match &before {
+        Some(r) => (Some(r.try_get::<i64, _>("seq")?), r.try_get("link")?),
+        None => (None, String::new()),
+    };
+    if e.prev_link == expected_link {
+        return Ok(None);
+    }
+    let mut links = HashMap::new();
+    if !e.prev_link.is_empty() {
+        let found = sqlx::query("SELECT seq FROM recording_chain WHERE link = $1 LIMIT 1")
+            .bind(&e.prev_link)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(r) = found {
+            links.insert(e.prev_link.clone(), r.try_get::<i64, _>("seq")?);
+        }
+    }
+    let m = Misfit {
+        seq: e.seq,
+        recording_id: e.recording_id.clone(),
+        path: None,
+        prev_link: e.prev_link.clone(),
+        expected_from,
+    };
+    Ok(Some(classify(&m, &links)))
+}
+
+/// `broken_link` when the entry just after `e` does not follow it (`e`'s link was
+/// rewritten, or entries were inserted or removed after it).
+async fn check_successor(tx: &mut Tx, e: &Entry) -> Result<Option<Problem>, ChainError> {
+    let after = sqlx::query(
+        "SELECT seq, prev_link FROM recording_chain WHERE seq > $1 ORDER BY seq LIMIT 1",
+    )
+    .bind(e.seq)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(r) = after else {
+        return Ok(None);
+    };
+    let (next, prev): (i64, String) = (r.try_get("seq")?, r.try_get("prev_link")?);
+    Ok((prev != e.link).then(|| {
+        e.problem(
+            ProblemKind::BrokenLink,
+            format!("the next chain entry ({next}) does not follow this one"),
+        )
+    }))
+}
+
+/// Checks one recording: its chain entries and their neighbours, its row against the
+/// chain, and its file against the chained hash. `NotFound` when there is no such row.
+/// The rows and entries are read in one transaction; when the file it expects is
+/// missing, it looks once more (a purge may have committed between the read and the
+/// hash).
+pub async fn verify_recording(
+    store: &Store,
+    dir: &Path,
+    id: &str,
+) -> Result<RecordingCheck, ChainError> {
+    let first = check_one(store, dir, id).await?;
+    if first
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::Removed)
+    {
+        return check_one(store, dir, id).await;
+    }
+    Ok(first)
+}
+
+async fn check_one(store: &Store, dir: &Path, id: &str) -> Result<RecordingCheck, ChainError> {
+    let (mut tx, _) = begin_snapshot(store).await?;
+    let row = sqlx::query(&format!(
+        "SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::not_found("recording", id))?;
+    let row = recording_from_row(&row)?;
+    let entries = entries_of(&mut tx, id).await?;
+    let mut problems = Vec::new();
+    let mut chained = ChainedSet::default();
+    for e in &entries {
+        problems.extend(check_links(&mut tx, e).await?);
+        chained.absorb(e, &mut problems);
+    }
+    tx.rollback().await?;
+    let c = chained.get(id).cloned();
+    problems.extend(compare_row(&row, c.as_ref()));
+    let expected = c.as_ref().and_then(|c| {
+        let path = c.path()?;
+        c.purged_seq.is_none().then(|| Expected {
+            recording_id: id.to_string(),
+            path: path.to_string(),
+            sha256: c.sha256.clone(),
+        })
+    });
+    let mut actual = None;
+    if let Some(e) = expected {
+        let dir = dir.to_path_buf();
+        let (problem, hash) = blocking(move || Ok(check_file(&dir, &e))).await?;
+        problems.extend(problem);
+        actual = hash;
+    }
+    let path = c
+        .as_ref()
+        .and_then(|c| c.path().map(str::to_string))
+        .unwrap_or(row.path.clone());
+    for p in problems.iter_mut().filter(|p| p.path.is_none()) {
+        p.path = Some(path.clone());
+    }
+    Ok(RecordingCheck {
+        recording_id: row.id.clone(),
+        ok: problems.is_empty(),
+        status: row.status,
+        path,
+        file_sha256_expected: c.map(|c| c.sha256),
+        file_sha256_actual: actual,
+        problems,
+    })
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ChainError> + Send + 'static,
+) -> Result<T, ChainError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ChainError::Task(e.to_string()))?
+}
+
 /// A file the chain says must be there with this hash.
 #[derive(Debug, Clone)]
 struct Expected {
@@ -543,297 +1582,6 @@ fn check_file(dir: &Path, e: &Expected) -> (Option<Problem>, Option<String>) {
     }
 }
 
-/// Every `.wav` under `dir`, as relative paths with `/` separators (symbolic links to
-/// directories are not followed). A missing directory has no files.
-fn wav_files(dir: &Path) -> Result<Vec<String>, ChainError> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((abs, rel)) = stack.pop() {
-        let entries = match std::fs::read_dir(&abs) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel.is_empty() => break,
-            Err(source) => return Err(ChainError::Io { path: abs, source }),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|source| ChainError::Io {
-                path: abs.clone(),
-                source,
-            })?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let child = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir {
-                stack.push((entry.path(), child));
-            } else if name.to_ascii_lowercase().ends_with(".wav") {
-                out.push(child);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The file side of the whole check: hashes every expected file and finds the added ones.
-fn check_files(
-    dir: &Path,
-    expected: &[Expected],
-    accounted: &HashSet<String>,
-) -> Result<(u64, Vec<Problem>), ChainError> {
-    let mut problems: Vec<Problem> = expected
-        .iter()
-        .filter_map(|e| check_file(dir, e).0)
-        .collect();
-    let files = wav_files(dir)?;
-    for f in &files {
-        if !accounted.contains(f) {
-            problems.push(Problem {
-                kind: ProblemKind::Added,
-                recording_id: None,
-                path: Some(f.clone()),
-                chain_seq: None,
-                detail: "no chain entry accounts for this file".into(),
-            });
-        }
-    }
-    Ok((files.len() as u64, problems))
-}
-
-/// Runs blocking file work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ChainError> + Send + 'static,
-) -> Result<T, ChainError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ChainError::Task(e.to_string()))?
-}
-
-/// Fills in the path of problems that name a recording but no file.
-fn name_paths(problems: &mut [Problem], chained: &ChainedSet) {
-    for p in problems.iter_mut().filter(|p| p.path.is_none()) {
-        if let Some(c) = p.recording_id.as_deref().and_then(|id| chained.get(id)) {
-            p.path = c.path().map(str::to_string);
-        }
-    }
-}
-
-/// Every row against the chain, and every chained recording that has no row. Also returns
-/// the paths of recordings in progress (their files are not `added`).
-fn rows_against_chain(rows: &[Recording], chained: &ChainedSet) -> (Vec<Problem>, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut in_progress = Vec::new();
-    for row in rows {
-        problems.extend(compare_row(row, chained.get(&row.id)));
-        if row.status == RecordingStatus::Recording {
-            in_progress.push(row.path.clone());
-        }
-    }
-    let row_ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    for (id, c) in chained.iter() {
-        if !row_ids.contains(id.as_str()) {
-            problems.push(Problem {
-                kind: ProblemKind::RowMismatch,
-                recording_id: Some(id.clone()),
-                path: None,
-                chain_seq: Some(c.seq),
-                detail: "the chain records it but there is no recordings row".into(),
-            });
-        }
-    }
-    (problems, in_progress)
-}
-
-/// What the chain expects on disk.
-#[derive(Default)]
-struct FilePlan {
-    /// Files that must be there with their chained hash (not purged).
-    expected: Vec<Expected>,
-    /// Every path a chain entry names (purged ones too: a file left behind is no `added`).
-    accounted: HashSet<String>,
-    recordings: u64,
-    purged: u64,
-}
-
-fn plan_files(chained: &ChainedSet) -> FilePlan {
-    let mut plan = FilePlan::default();
-    for (id, c) in chained.iter() {
-        plan.recordings += 1;
-        let Some(path) = c.path() else {
-            continue;
-        };
-        plan.accounted.insert(path.to_string());
-        if c.purged_seq.is_some() {
-            plan.purged += 1;
-        } else {
-            plan.expected.push(Expected {
-                recording_id: id.clone(),
-                path: path.to_string(),
-                sha256: c.sha256.clone(),
-            });
-        }
-    }
-    plan
-}
-
-/// Checks everything: the chain's links, every row against the chain, every chained file
-/// against its hash, and every `.wav` under `dir` against the chain.
-pub async fn verify_all(store: &Store, dir: &Path) -> Result<ChainReport, ChainError> {
-    let walk = walk_chain(store).await?;
-    let rows = all_rows(store).await?;
-    let mut problems = walk.problems;
-    let (row_problems, in_progress) = rows_against_chain(&rows, &walk.chained);
-    problems.extend(row_problems);
-    let mut plan = plan_files(&walk.chained);
-    plan.accounted.extend(in_progress);
-    let (recordings, purged) = (plan.recordings, plan.purged);
-    let dir_owned = dir.to_path_buf();
-    let (files, file_problems) =
-        blocking(move || check_files(&dir_owned, &plan.expected, &plan.accounted)).await?;
-    problems.extend(file_problems);
-    name_paths(&mut problems, &walk.chained);
-    Ok(ChainReport {
-        ok: problems.is_empty(),
-        entries: walk.entries,
-        recordings,
-        purged,
-        files,
-        head: walk.head,
-        problems,
-    })
-}
-
-/// The chain entries of one recording, in order.
-async fn entries_of(store: &Store, id: &str) -> Result<Vec<Entry>, ChainError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM recording_chain WHERE recording_id = $1 ORDER BY seq"
-    ))
-    .bind(id)
-    .fetch_all(store.db().pool())
-    .await?;
-    Ok(rows.iter().map(Entry::from_row).collect::<Result<_, _>>()?)
-}
-
-/// One entry against its neighbours: it recomputes, follows the entry before it, and the
-/// entry after it follows it.
-async fn check_links(store: &Store, e: &Entry) -> Result<Vec<Problem>, ChainError> {
-    let mut problems = Vec::new();
-    if !e.recomputes() {
-        problems.push(e.problem(
-            ProblemKind::EntryChanged,
-            "its link does not match its fields: the entry was edited".into(),
-        ));
-    }
-    problems.extend(check_predecessor(store, e).await?);
-    problems.extend(check_successor(store, e).await?);
-    Ok(problems)
-}
-
-/// `reordered`/`broken_link` when `e` does not follow the entry just before it.
-async fn check_predecessor(store: &Store, e: &Entry) -> Result<Option<Problem>, ChainError> {
-    let pool = store.db().pool();
-    let before = sqlx::query(
-        "SELECT seq, link FROM recording_chain WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(e.seq)
-    .fetch_optional(pool)
-    .await?;
-    let (expected_from, expected_link) = match &before {
-        Some(r) => (Some(r.try_get::<i64, _>("seq")?), r.try_get("link")?),
-        None => (None, String::new()),
-    };
-    if e.prev_link == expected_link {
-        return Ok(None);
-    }
-    let mut links = HashMap::new();
-    if !e.prev_link.is_empty() {
-        let found = sqlx::query("SELECT seq FROM recording_chain WHERE link = $1 LIMIT 1")
-            .bind(&e.prev_link)
-            .fetch_optional(pool)
-            .await?;
-        if let Some(r) = found {
-            links.insert(e.prev_link.clone(), r.try_get::<i64, _>("seq")?);
-        }
-    }
-    let m = Misfit {
-        seq: e.seq,
-        recording_id: e.recording_id.clone(),
-        prev_link: e.prev_link.clone(),
-        expected_from,
-    };
-    Ok(Some(classify(&m, &links)))
-}
-
-/// `broken_link` when the entry just after `e` does not follow it (`e`'s link was
-/// rewritten, or entries were inserted or removed after it).
-async fn check_successor(store: &Store, e: &Entry) -> Result<Option<Problem>, ChainError> {
-    let after = sqlx::query(
-        "SELECT seq, prev_link FROM recording_chain WHERE seq > $1 ORDER BY seq LIMIT 1",
-    )
-    .bind(e.seq)
-    .fetch_optional(store.db().pool())
-    .await?;
-    let Some(r) = after else {
-        return Ok(None);
-    };
-    let (next, prev): (i64, String) = (r.try_get("seq")?, r.try_get("prev_link")?);
-    Ok((prev != e.link).then(|| {
-        e.problem(
-            ProblemKind::BrokenLink,
-            format!("the next chain entry ({next}) does not follow this one"),
-        )
-    }))
-}
-
-/// Checks one recording: its chain entries and their neighbours, its row against the
-/// chain, and its file against the chained hash. `NotFound` when there is no such row.
-pub async fn verify_recording(
-    store: &Store,
-    dir: &Path,
-    id: &str,
-) -> Result<RecordingCheck, ChainError> {
-    let row = store.recording(id).await?;
-    let entries = entries_of(store, id).await?;
-    let mut problems = Vec::new();
-    let mut chained = ChainedSet::default();
-    for e in &entries {
-        problems.extend(check_links(store, e).await?);
-        chained.absorb(e, &mut problems);
-    }
-    let c = chained.get(id).cloned();
-    problems.extend(compare_row(&row, c.as_ref()));
-    let expected = c.as_ref().and_then(|c| {
-        let path = c.path()?;
-        c.purged_seq.is_none().then(|| Expected {
-            recording_id: id.to_string(),
-            path: path.to_string(),
-            sha256: c.sha256.clone(),
-        })
-    });
-    let mut actual = None;
-    if let Some(e) = expected {
-        let dir = dir.to_path_buf();
-        let (problem, hash) = blocking(move || Ok(check_file(&dir, &e))).await?;
-        problems.extend(problem);
-        actual = hash;
-    }
-    name_paths(&mut problems, &chained);
-    Ok(RecordingCheck {
-        recording_id: row.id.clone(),
-        ok: problems.is_empty(),
-        status: row.status,
-        path: c
-            .as_ref()
-            .and_then(|c| c.path().map(str::to_string))
-            .unwrap_or(row.path),
-        file_sha256_expected: c.map(|c| c.sha256),
-        file_sha256_actual: actual,
-        problems,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,6 +1631,7 @@ mod tests {
         let m = |prev: &str| Misfit {
             seq: 3,
             recording_id: "rec_3".into(),
+            path: None,
             prev_link: prev.into(),
             expected_from: Some(2),
         };

@@ -1,15 +1,27 @@
 //! Retention: removes recordings whose facility's retention period has passed, and
 //! records that it did so the hash chain stays verifiable.
 //!
-//! Owns: choosing expired recordings (status `complete` or `incomplete`, `ended_at` plus
-//! the facility's `recording_retention_days` at or before now, read from the injected
-//! [`crate::clock::Clock`]), and purging each one: in one transaction the row moves to
+//! Owns: choosing expired recordings (status `complete` or `incomplete`, `ended_at` at or
+//! before the facility's cutoff, now minus its `recording_retention_days`, read from the
+//! injected [`crate::clock::Clock`]; the cutoff is computed per facility in Rust with
+//! saturating arithmetic, so no period can overflow `BIGINT` in the query, and a facility
+//! whose stored period is outside [`RETENTION_DAYS`] (validated at create and patch, but a
+//! row may predate that) is skipped with a warning rather than purged early), and purging
+//! each one: in one transaction the row moves to
 //! `purged` only if it is still `complete`/`incomplete` (so two nodes purging at once
 //! purge it once: the loser updates no row and backs out) and a `purge` entry carrying
 //! the file's chained hash joins the chain; after the commit the file is deleted and an
 //! audit entry (actor `system`, action `recording.purge`) is written. A file whose
 //! deletion fails is logged and left; verification does not count a purged recording's
-//! file as `removed` (nor as `added` when left behind).
+//! file as `removed` (nor as `added` when left behind). A file already gone when the purge
+//! deletes it counts as deleted, but is logged as a warning naming the path and listed in
+//! [`PurgeReport::already_gone`]: something else removed evidence before its time, and
+//! only the purge's own chain entry now accounts for it.
+//!
+//! Every run, whatever it purged, ends by anchoring the chain head: an audit entry (actor
+//! `system`, action [`super::chain::HEAD_ANCHOR_ACTION`]) with the last chain entry's
+//! `seq` and `link`, which `verify-recordings` later checks is still in the chain (see
+//! [`super::chain`] for what that catches).
 //!
 //! Every node runs the job; like the check, it assumes the nodes share `[recording] dir`
 //! (a recording's file is deleted by whichever node wins its purge).
@@ -19,7 +31,7 @@
 //! manual clock.
 
 use crate::db::{to_micros, Backend};
-use crate::store::{AuditEntry, Store, StoreError, CHAIN_LOCK_KEY};
+use crate::store::{AuditEntry, Store, StoreError, CHAIN_LOCK_KEY, RETENTION_DAYS};
 use serde_json::json;
 use sqlx::Row;
 use std::path::{Path, PathBuf};
@@ -61,6 +73,10 @@ pub struct PurgeReport {
     pub unchained: Vec<String>,
     /// Purged recordings whose file could not be deleted, with the reason.
     pub files_left: Vec<(String, String)>,
+    /// Purged recordings whose file was already gone (recording id, path).
+    pub already_gone: Vec<(String, String)>,
+    /// Facilities skipped because their stored retention period is out of range.
+    pub facilities_skipped: Vec<String>,
 }
 
 /// An expired recording as the candidate query finds it.
@@ -85,20 +101,63 @@ enum Outcome {
 }
 
 /// Purges every recording expired at the store clock's now; `dir` is `[recording] dir`.
+/// Ends by anchoring the chain head in the audit log.
 pub async fn purge_expired(store: &Store, dir: &Path) -> Result<PurgeReport, RetentionError> {
     let now = to_micros(store.clock().wall());
     let mut report = PurgeReport::default();
+    for (facility_id, days) in retention_periods(store).await? {
+        let Some(cutoff) = cutoff(now, days) else {
+            tracing::warn!(facility = %facility_id, days, "retention period out of range; facility not purged");
+            report.facilities_skipped.push(facility_id);
+            continue;
+        };
+        purge_facility(store, dir, &facility_id, days, cutoff, &mut report).await?;
+    }
+    if let Err(e) = super::chain::anchor_head(store).await {
+        tracing::error!(error = %e, "anchoring the recordings chain head failed");
+    }
+    Ok(report)
+}
+
+/// The instant at or before which a recording ended `days` ago has expired, or `None`
+/// when `days` is outside [`RETENTION_DAYS`]. Never overflows.
+fn cutoff(now: i64, days: i64) -> Option<i64> {
+    RETENTION_DAYS
+        .contains(&days)
+        .then(|| now.saturating_sub(days.saturating_mul(DAY_US)))
+}
+
+/// Every facility with its retention period.
+async fn retention_periods(store: &Store) -> Result<Vec<(String, i64)>, RetentionError> {
+    let rows = sqlx::query("SELECT id, recording_retention_days FROM facilities ORDER BY id")
+        .fetch_all(store.db().pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("recording_retention_days")?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Purges the recordings of one facility that ended at or before `cutoff`.
+async fn purge_facility(
+    store: &Store,
+    dir: &Path,
+    facility_id: &str,
+    days: i64,
+    cutoff: i64,
+    report: &mut PurgeReport,
+) -> Result<(), RetentionError> {
     let mut after = String::new();
     loop {
-        let page = candidates(store, now, &after).await?;
+        let page = candidates(store, facility_id, days, cutoff, &after).await?;
         let Some(last) = page.last() else {
-            return Ok(report);
+            return Ok(());
         };
         after = last.id.clone();
         for c in &page {
             match purge_one(store, c).await? {
                 Outcome::Purged { path, seq } => {
-                    finish_purge(store, dir, c, &path, seq, &mut report).await;
+                    finish_purge(store, dir, c, &path, seq, report).await;
                     report.purged.push(c.id.clone());
                 }
                 Outcome::AlreadyPurged => report.already_purged += 1,
@@ -111,21 +170,23 @@ pub async fn purge_expired(store: &Store, dir: &Path) -> Result<PurgeReport, Ret
     }
 }
 
-/// Up to [`PAGE`] expired recordings with ids after `after`.
+/// Up to [`PAGE`] recordings of `facility_id` that ended at or before `cutoff`, with ids
+/// after `after`.
 async fn candidates(
     store: &Store,
-    now: i64,
+    facility_id: &str,
+    retention_days: i64,
+    cutoff: i64,
     after: &str,
 ) -> Result<Vec<Candidate>, RetentionError> {
     let rows = sqlx::query(
-        "SELECT r.id, r.facility_id, r.session_id, r.ended_at, f.recording_retention_days \
-         FROM recordings r JOIN facilities f ON f.id = r.facility_id \
-         WHERE r.status IN ('complete', 'incomplete') AND r.ended_at IS NOT NULL \
-         AND r.ended_at + f.recording_retention_days * $1 <= $2 AND r.id > $3 \
-         ORDER BY r.id LIMIT $4",
+        "SELECT id, session_id, ended_at FROM recordings \
+         WHERE facility_id = $1 AND status IN ('complete', 'incomplete') \
+         AND ended_at IS NOT NULL AND ended_at <= $2 AND id > $3 \
+         ORDER BY id LIMIT $4",
     )
-    .bind(DAY_US)
-    .bind(now)
+    .bind(facility_id)
+    .bind(cutoff)
     .bind(after)
     .bind(PAGE)
     .fetch_all(store.db().pool())
@@ -134,10 +195,10 @@ async fn candidates(
         .map(|r| {
             Ok(Candidate {
                 id: r.try_get("id")?,
-                facility_id: r.try_get("facility_id")?,
+                facility_id: facility_id.to_string(),
                 session_id: r.try_get("session_id")?,
                 ended_at: r.try_get("ended_at")?,
-                retention_days: r.try_get("recording_retention_days")?,
+                retention_days,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -222,9 +283,16 @@ async fn finish_purge(
     seq: i64,
     report: &mut PurgeReport,
 ) {
-    if let Err(e) = delete_file(dir, path).await {
-        tracing::error!(recording = %c.id, path, error = %e, "purged recording's file not deleted");
-        report.files_left.push((c.id.clone(), e));
+    match delete_file(dir, path).await {
+        Ok(Deleted::Now) => {}
+        Ok(Deleted::AlreadyGone) => {
+            tracing::warn!(recording = %c.id, path, "purged recording's file was already gone; verification will tell");
+            report.already_gone.push((c.id.clone(), path.to_string()));
+        }
+        Err(e) => {
+            tracing::error!(recording = %c.id, path, error = %e, "purged recording's file not deleted");
+            report.files_left.push((c.id.clone(), e));
+        }
     }
     let entry = AuditEntry {
         actor: "system",
@@ -244,13 +312,22 @@ async fn finish_purge(
     }
 }
 
-/// Deletes `dir/path`; a file already gone is fine.
-async fn delete_file(dir: &Path, path: &str) -> Result<(), String> {
+/// How a purged recording's file went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deleted {
+    Now,
+    /// It was not there (`NotFound`): fine for the purge, worth a warning.
+    AlreadyGone,
+}
+
+/// Deletes `dir/path`.
+async fn delete_file(dir: &Path, path: &str) -> Result<Deleted, String> {
     let full = super::chain::resolve(dir, path)
         .ok_or("the chained path is not inside the recordings directory")?;
     let res = tokio::task::spawn_blocking(move || match std::fs::remove_file(&full) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-        _ => Ok(()),
+        Ok(()) => Ok(Deleted::Now),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e.to_string()),
     })
     .await;
     res.map_err(|e| e.to_string())?
@@ -270,4 +347,20 @@ pub fn spawn(store: Store, dir: PathBuf, every: Duration) -> tokio::task::JoinHa
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cutoff_never_overflows_and_refuses_periods_out_of_range() {
+        let now = 1_800_000_000_000_000;
+        assert_eq!(cutoff(now, 1), Some(now - DAY_US));
+        assert_eq!(cutoff(now, 36_500), Some(now - 36_500 * DAY_US));
+        for bad in [0, -5, 36_501, 106_752, i64::MAX, i64::MIN] {
+            assert_eq!(cutoff(now, bad), None, "{bad}");
+        }
+        assert_eq!(cutoff(i64::MIN + 1, 36_500), Some(i64::MIN));
+    }
 }

@@ -108,6 +108,10 @@ fn from_row(r: &AnyRow) -> Result<Facility, sqlx::Error> {
     })
 }
 
+/// The retention periods a facility may have: one day to a hundred years (the purge's
+/// cutoff, `days` in microseconds, then stays far inside `BIGINT`).
+pub const RETENTION_DAYS: std::ops::RangeInclusive<i64> = 1..=36_500;
+
 /// Checks the fields every facility must get right.
 fn validate(f: &Facility) -> Result<(), StoreError> {
     let code_ok = !f.id.is_empty()
@@ -145,10 +149,17 @@ fn validate(f: &Facility) -> Result<(), StoreError> {
             "deposit limits must be positive",
         ));
     }
-    if f.daily_call_limit < 0 || f.recording_retention_days < 1 {
+    if f.daily_call_limit < 0 {
+        return Err(StoreError::invalid("daily_call_limit", "must be >= 0"));
+    }
+    if !RETENTION_DAYS.contains(&f.recording_retention_days) {
         return Err(StoreError::invalid(
-            "daily_call_limit",
-            "limits must be >= 0 and retention >= 1 day",
+            "recording_retention_days",
+            format!(
+                "must be {} to {} days",
+                RETENTION_DAYS.start(),
+                RETENTION_DAYS.end()
+            ),
         ));
     }
     f.cap_category

@@ -22,12 +22,15 @@ mod users;
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
 pub use calls::{CallFilter, CallPage, Cdr};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
-pub use facilities::{Facility, FacilityPatch, NewFacility};
+pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
-pub(crate) use recordings::{chain_link, ChainFields, CHAIN_LOCK_KEY};
+pub(crate) use recordings::{
+    chain_link, recording as recording_from_row, ChainFields, CHAIN_LOCK_KEY,
+    COLUMNS as RECORDING_COLUMNS,
+};
 pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
 pub use users::{LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User};
 

@@ -148,10 +148,11 @@ pub(crate) fn chain_link(prev: &str, f: &ChainFields<'_>) -> String {
     hex::encode(h.finalize())
 }
 
-const COLUMNS: &str = "id, session_id, facility_id, path, format, status, node_id, started_at, \
+pub(crate) const COLUMNS: &str =
+    "id, session_id, facility_id, path, format, status, node_id, started_at, \
      ended_at, duration_ms, bytes, sha256, dropped_packets, chain_seq, purged_at";
 
-fn recording(r: &sqlx::any::AnyRow) -> Result<Recording, StoreError> {
+pub(crate) fn recording(r: &sqlx::any::AnyRow) -> Result<Recording, StoreError> {
     let status: String = r.try_get("status")?;
     let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(r.try_get::<Option<i64>, _>(col)?.map(from_micros))

@@ -1,8 +1,12 @@
 //! Integrity of the recordings over HTTP: the same check as `sallyport verify-recordings`,
-//! for one recording (admins and investigators of its facility) or for everything
-//! (administrators of every facility). See [`crate::recording::chain`].
+//! for one recording (admins and investigators of its facility) or for a range of the
+//! chain (administrators of every facility). The gateway never walks the whole chain in
+//! one request: `GET /recordings/verify?after_seq=&limit=` checks at most
+//! [`chain::MAX_RANGE`] entries (1000 by default) and answers the next `after_seq`; the
+//! whole check (rows the chain does not hold, sessions, `added` files) is the CLI's. See
+//! [`crate::recording::chain`].
 
-use crate::api::auth::Caller;
+use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::recording::chain::{self, ChainError, ChainReport, RecordingCheck};
@@ -10,6 +14,7 @@ use crate::store::Role;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 
 impl From<ChainError> for ApiError {
     fn from(e: ChainError) -> ApiError {
@@ -43,13 +48,37 @@ pub async fn verify_one(
     Ok(Json(check))
 }
 
-/// `GET /recordings/verify`: the whole chain, every row and every file.
+/// Which part of the chain `GET /recordings/verify` checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeQuery {
+    /// Start after this chain entry (default 0: the start).
+    #[serde(default)]
+    pub after_seq: i64,
+    /// Entries to check, 1..=[`chain::MAX_RANGE`] (default 1000).
+    #[serde(default = "default_limit")]
+    pub limit: i64,
+}
+
+fn default_limit() -> i64 {
+    1000
+}
+
+/// `GET /recordings/verify?after_seq=&limit=`: a range of the chain, its rows and files.
 pub async fn verify_all(
     State(s): State<AppState>,
     caller: Caller,
+    ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<ChainReport>, ApiError> {
     caller.require_global_admin()?;
+    if !(1..=chain::MAX_RANGE).contains(&q.limit) || q.after_seq < 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("limit must be 1 to {} and after_seq >= 0", chain::MAX_RANGE),
+        ));
+    }
     Ok(Json(
-        chain::verify_all(&s.store, &s.config.recording.dir).await?,
+        chain::verify_range(&s.store, &s.config.recording.dir, q.after_seq, q.limit).await?,
     ))
 }
