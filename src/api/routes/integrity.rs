@@ -1,12 +1,13 @@
 //! Integrity of the recordings over HTTP: the same check as `sallyport verify-recordings`,
-//! for one recording (admins and investigators of its facility) or for everything
+//! for one recording (admins and investigators of its facility; refused with 403
+//! `privileged` and audited for a privileged call's) or for everything
 //! (administrators of every facility). See [`crate::recording::chain`].
 
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
+use crate::api::routes::recordings::visible_recording;
 use crate::api::AppState;
 use crate::recording::chain::{self, ChainError, ChainReport, RecordingCheck};
-use crate::store::Role;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -34,9 +35,8 @@ pub async fn verify_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RecordingCheck>, ApiError> {
-    caller.require(&[Role::Admin, Role::Investigator])?;
-    let rec = s.store.recording(&id).await?;
-    caller.scope(&rec.facility_id)?;
+    // The same check as every other recording route, a privileged call's refusal included.
+    let rec = visible_recording(&s, &caller, &id).await?;
     let check = chain::verify_recording(&s.store, &s.config.recording.dir, &id).await?;
     s.audit(&caller, "recording.verify", &id, Some(&rec.facility_id))
         .await;
