@@ -1,16 +1,17 @@
 //! Integrity of the recordings over HTTP: the same check as `sallyport verify-recordings`,
-//! for one recording (admins and investigators of its facility) or for a range of the
-//! chain (administrators of every facility). The gateway never walks the whole chain in
-//! one request: `GET /recordings/verify?after_seq=&limit=` checks at most
+//! for one recording (admins and investigators of its facility; refused with 403
+//! `privileged` and audited for a privileged call's) or for a range of the chain
+//! (administrators of every facility). The gateway never walks the whole chain in one
+//! request: `GET /recordings/verify?after_seq=&limit=` checks at most
 //! [`chain::MAX_RANGE`] entries (1000 by default) and answers the next `after_seq`; the
 //! whole check (rows the chain does not hold, sessions, `added` files) is the CLI's. See
 //! [`crate::recording::chain`].
 
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
+use crate::api::routes::recordings::visible_recording;
 use crate::api::AppState;
 use crate::recording::chain::{self, ChainError, ChainReport, RecordingCheck};
-use crate::store::Role;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -39,9 +40,8 @@ pub async fn verify_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RecordingCheck>, ApiError> {
-    caller.require(&[Role::Admin, Role::Investigator])?;
-    let rec = s.store.recording(&id).await?;
-    caller.scope(&rec.facility_id)?;
+    // The same check as every other recording route, a privileged call's refusal included.
+    let rec = visible_recording(&s, &caller, &id).await?;
     let check = chain::verify_recording(&s.store, &s.config.recording.dir, &id).await?;
     s.audit(&caller, "recording.verify", &id, Some(&rec.facility_id))
         .await;

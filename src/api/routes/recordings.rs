@@ -31,7 +31,11 @@ const CHUNK: usize = 64 * 1024;
 
 /// A recording the caller may reach: admin or investigator of its facility, and not of a
 /// privileged session (refused and audited; there should never be such a recording).
-async fn visible_recording(s: &AppState, caller: &Caller, id: &str) -> Result<Recording, ApiError> {
+pub(crate) async fn visible_recording(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Recording, ApiError> {
     caller.require(&[crate::store::Role::Admin, crate::store::Role::Investigator])?;
     let rec = s.store.recording(id).await?;
     caller.investigate(&rec.facility_id)?;
