@@ -526,7 +526,95 @@ async fn logins(app: App) {
         StatusCode::UNAUTHORIZED
     );
     other.t.cleanup().await;
+    oversized_logins(&app, &wrong).await;
+    concurrent_guesses(&app).await;
     app.t.cleanup().await;
+}
+
+/// A username that breaks the user rules or a password over 1024 bytes: the same 401,
+/// and nothing else happens (no audit entry, no counted failure).
+async fn oversized_logins(app: &App, wrong: &Value) {
+    let (s, v) = admin(
+        app,
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({ "username": "inv-big", "password": "long-enough-pass",
+                     "role": "investigator", "facilities": ["F1"] }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let before = audit(app, 1000).await.len();
+    let huge = "u".repeat(256 * 1024);
+    for (name, pw) in [
+        (huge.as_str(), "long-enough-pass"),
+        (&"u".repeat(65), "long-enough-pass"),
+        ("inv-big", &"p".repeat(1025)),
+    ] {
+        let (s, v) = login(app, name, pw).await;
+        assert_eq!((s, &v), (StatusCode::UNAUTHORIZED, wrong), "{}", name.len());
+    }
+    assert_eq!(
+        audit(app, 1000).await.len(),
+        before,
+        "refused before any work"
+    );
+    // The longest allowed name is audited whole.
+    let name = "n".repeat(64);
+    assert_eq!(login(app, &name, "x").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_audit(app, "auth.login_failed").await["target"], name);
+    // Nothing was counted against inv-big.
+    for _ in 0..4 {
+        login(app, "inv-big", "wrong-password!").await;
+    }
+    assert_eq!(
+        login(app, "inv-big", "long-enough-pass").await.0,
+        StatusCode::OK
+    );
+}
+
+/// Many wrong guesses at once: only as many as the lockout allows are checked, the rest
+/// are refused as locked, and then the right password is refused too.
+async fn concurrent_guesses(app: &App) {
+    let (s, v) = admin(
+        app,
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({ "username": "inv-race", "password": "long-enough-pass",
+                     "role": "investigator", "facilities": ["F1"] }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let guesses =
+        (0..20).map(|i| async move { login(app, "inv-race", &format!("guess-{i}")).await });
+    for (s, _) in futures_util::future::join_all(guesses).await {
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let reasons: Vec<String> = audit(app, 25)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "auth.login_failed" && e["target"] == "inv-race")
+        .map(|e| e["detail"]["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    let count = |r: &str| reasons.iter().filter(|x| *x == r).count();
+    assert_eq!(
+        (
+            count("wrong_password"),
+            count("wrong_password_locked"),
+            count("locked")
+        ),
+        (4, 1, 15),
+        "{reasons:?}"
+    );
+    let (s, _) = login(app, "inv-race", "long-enough-pass").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "locked");
+    assert_eq!(
+        last_audit(app, "auth.login_failed").await["detail"]["reason"],
+        "locked"
+    );
 }
 
 /// Session search: every filter, paging, scope, roles, tokens, and the audit entry.

@@ -29,7 +29,10 @@ pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
 pub(crate) use recordings::{chain_link, ChainFields, CHAIN_LOCK_KEY};
 pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
-pub use users::{LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User};
+pub use users::{
+    valid_username, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User,
+    MAX_USERNAME_BYTES,
+};
 
 use crate::clock::Clock;
 use crate::db::Db;
