@@ -107,19 +107,6 @@ fn bounded(name: &str) -> &str {
     &name[..end]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attempted_names_are_bounded_at_a_character_boundary() {
-        assert_eq!(bounded("inv1"), "inv1");
-        assert_eq!(bounded(&"a".repeat(100)).len(), MAX_USERNAME_BYTES);
-        let name = format!("{}é", "a".repeat(MAX_USERNAME_BYTES - 1));
-        assert_eq!(bounded(&name), "a".repeat(MAX_USERNAME_BYTES - 1));
-    }
-}
-
 fn session_json(session: &LoginSession) -> Value {
     let mut v = principal_json(&session.principal);
     v["token"] = json!(session.token);
@@ -145,4 +132,17 @@ pub async fn me(caller: Caller) -> Json<Value> {
     let mut v = principal_json(&caller.0);
     v["expires_at"] = json!(caller.1.expires_at);
     Json(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempted_names_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded("inv1"), "inv1");
+        assert_eq!(bounded(&"a".repeat(100)).len(), MAX_USERNAME_BYTES);
+        let name = format!("{}é", "a".repeat(MAX_USERNAME_BYTES - 1));
+        assert_eq!(bounded(&name), "a".repeat(MAX_USERNAME_BYTES - 1));
+    }
 }
