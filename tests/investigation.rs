@@ -1386,6 +1386,37 @@ async fn tickets_follow_their_token(app: &App, rec: &str) {
     assert_eq!(fetch(app, get(&url)).await.0, StatusCode::FORBIDDEN);
 }
 
+/// An unknown user's login does the same database write as a wrong password (so their
+/// timing does not differ by it): on SQLite both wait for the write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_user_login_does_the_same_database_write() {
+    use sallyport::store::{LockoutPolicy, LoginOutcome, LoginRefusal};
+    let app = app(Backend::Sqlite).await.unwrap();
+    let policy = LockoutPolicy {
+        after_failures: 5,
+        lock_secs: 900,
+    };
+    let tx = app.t.db.begin_write().await.unwrap();
+    let store = app.store.clone();
+    let attempt = tokio::spawn(async move {
+        store
+            .login("nobody", "long-enough-pass", 3600, policy)
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !attempt.is_finished(),
+        "the unknown user's attempt waits for the write lock"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        attempt.await.unwrap(),
+        LoginOutcome::Refused(LoginRefusal::UnknownUser)
+    );
+    app.t.cleanup().await;
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
