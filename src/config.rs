@@ -16,6 +16,13 @@ use std::path::{Path, PathBuf};
 /// Environment variables starting with this prefix override keys.
 pub const ENV_PREFIX: &str = "SALLYPORT_";
 
+/// The demo secrets shipped in `config/sallyport.toml`: fine for trying the gateway out,
+/// never for real use (`serve` warns loudly while one is in use).
+pub const DEMO_SECRETS: [(&str, &str); 2] = [
+    ("security.pin_pepper", "demo-pepper-change-me-0123456789"),
+    ("http.admin_token", "demo-admin-token-change-me"),
+];
+
 /// A configuration error, naming the key and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,6 +95,9 @@ pub struct HttpConfig {
     /// How long a playback or download ticket for a recording stays valid, on top of the
     /// recording's own length (so seeking keeps working to the end of a listen).
     pub ticket_ttl_secs: u64,
+    /// Secret the recording tickets' MAC key is derived from (at least 16 characters; the
+    /// same on every node). Empty: derived from `security.pin_pepper`, with a warning.
+    pub ticket_secret: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -192,6 +202,7 @@ impl Default for HttpConfig {
             login_lockout_after_failures: 5,
             login_lockout_secs: 900,
             ticket_ttl_secs: 900,
+            ticket_secret: String::new(),
         }
     }
 }
@@ -349,6 +360,12 @@ impl Config {
         if self.http.login_lockout_after_failures == 0 {
             return bad("http.login_lockout_after_failures", "must be at least 1");
         }
+        if !self.http.ticket_secret.is_empty() && self.http.ticket_secret.len() < 16 {
+            return bad(
+                "http.ticket_secret",
+                "must be empty or at least 16 characters",
+            );
+        }
         if !(10..=86_400).contains(&self.http.ticket_ttl_secs) {
             return bad("http.ticket_ttl_secs", "must be 10 to 86400");
         }
@@ -356,6 +373,25 @@ impl Config {
             return bad("recording.purge_interval_secs", "must be at least 1");
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The keys that still hold a shipped demo secret (see [`DEMO_SECRETS`]).
+    pub fn demo_secrets_in_use(&self) -> Vec<&'static str> {
+        DEMO_SECRETS
+            .iter()
+            .filter(|(key, demo)| self.secret(key) == Some(*demo))
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    fn secret(&self, key: &str) -> Option<&str> {
+        match key {
+            "security.pin_pepper" => Some(&self.security.pin_pepper),
+            "http.admin_token" => Some(&self.http.admin_token),
+            _ => None,
+        }
     }
 }
 
@@ -472,6 +508,39 @@ mod tests {
         // Not a config section: left alone.
         Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_TEST_DATABASE_URL", "x"))
             .unwrap();
+    }
+
+    #[test]
+    fn shipped_demo_secrets_are_reported_until_changed() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(
+            c.demo_secrets_in_use(),
+            vec!["security.pin_pepper", "http.admin_token"]
+        );
+        assert!(c.http.ticket_secret.is_empty());
+        let env = vec![
+            (
+                "SALLYPORT_SECURITY_PIN_PEPPER".to_string(),
+                "a-real-pepper-0123456789".to_string(),
+            ),
+            (
+                "SALLYPORT_HTTP_ADMIN_TOKEN".to_string(),
+                "a-real-admin-token".to_string(),
+            ),
+        ];
+        let c = Config::from_toml_with_env(CHECKED_IN, "f", env).unwrap();
+        assert!(c.demo_secrets_in_use().is_empty());
+    }
+
+    #[test]
+    fn a_short_ticket_secret_is_refused() {
+        let env = |v: &str| vec![("SALLYPORT_HTTP_TICKET_SECRET".to_string(), v.to_string())];
+        let e = Config::from_toml_with_env(CHECKED_IN, "f", env("short"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.ticket_secret"), "{e}");
+        let c = Config::from_toml_with_env(CHECKED_IN, "f", env("sixteen-chars-ok")).unwrap();
+        assert_eq!(c.http.ticket_secret, "sixteen-chars-ok");
     }
 
     #[test]

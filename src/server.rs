@@ -14,8 +14,27 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Logs, loudly, every shipped demo secret still in use (the demo keeps working out of
+/// the box; real use must change them) and a ticket key derived from the PIN pepper.
+fn warn_about_demo_secrets(config: &Config) {
+    for key in config.demo_secrets_in_use() {
+        tracing::warn!(
+            key,
+            "!!! {key} still holds the shipped demo value: anyone who has read \
+             config/sallyport.toml knows it; change it before real use !!!"
+        );
+    }
+    if config.http.ticket_secret.is_empty() {
+        tracing::warn!(
+            "http.ticket_secret is empty: recording tickets are keyed from \
+             security.pin_pepper; set a separate secret"
+        );
+    }
+}
+
 /// Runs the gateway until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    warn_about_demo_secrets(&config);
     let store = crate::cli::open(&config).await?;
     let closed =
         crate::sessions::close_orphans(store.db(), &config.node.id, store.clock().wall()).await?;

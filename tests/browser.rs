@@ -307,6 +307,28 @@ fn investigator_searches_and_replays_a_recording() {
         href.as_str().is_some_and(|h| !h.is_empty() && h != "#"),
         "download link: {href}"
     );
+    // Opening the session asked no download ticket: the audit log has no download yet.
+    let downloads = || {
+        let entries = api.get("/api/v1/audit?limit=500");
+        entries
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["action"] == "recording.download" && e["actor"] == "inv-demo")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(downloads(), 0, "no download before the link is clicked");
+    // An integrity problem is shown as kind, path and detail.
+    let shown = b.js(
+        "const s = document.createElement('span');
+         renderVerification(s, { ok: false, problems: [{ kind: 'changed', recording_id: 'rec_x',
+           path: '2026/03/02/x.wav', chain_seq: null, detail: 'sha256 differs' }] });
+         return s.textContent;",
+        json!([]),
+    );
+    assert_eq!(shown, "FAILED: changed 2026/03/02/x.wav: sha256 differs");
 
     let played = b.js_async(
         "const done = arguments[arguments.length - 1];
@@ -336,6 +358,11 @@ fn investigator_searches_and_replays_a_recording() {
         |v| v["seeking"] == false && v["t"].as_f64().is_some_and(|t| t >= duration - 2.5),
     );
     println!("after the seek: {seeked}");
+    // The download link asks its ticket when clicked (audited then).
+    b.click("#recording-download");
+    wait_until("the download is audited", Duration::from_secs(10), || {
+        (downloads() > 0).then_some(())
+    });
     case.screenshot("session");
 }
 

@@ -526,7 +526,95 @@ async fn logins(app: App) {
         StatusCode::UNAUTHORIZED
     );
     other.t.cleanup().await;
+    oversized_logins(&app, &wrong).await;
+    concurrent_guesses(&app).await;
     app.t.cleanup().await;
+}
+
+/// A username that breaks the user rules or a password over 1024 bytes: the same 401,
+/// and nothing else happens (no audit entry, no counted failure).
+async fn oversized_logins(app: &App, wrong: &Value) {
+    let (s, v) = admin(
+        app,
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({ "username": "inv-big", "password": "long-enough-pass",
+                     "role": "investigator", "facilities": ["F1"] }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let before = audit(app, 1000).await.len();
+    let huge = "u".repeat(256 * 1024);
+    for (name, pw) in [
+        (huge.as_str(), "long-enough-pass"),
+        (&"u".repeat(65), "long-enough-pass"),
+        ("inv-big", &"p".repeat(1025)),
+    ] {
+        let (s, v) = login(app, name, pw).await;
+        assert_eq!((s, &v), (StatusCode::UNAUTHORIZED, wrong), "{}", name.len());
+    }
+    assert_eq!(
+        audit(app, 1000).await.len(),
+        before,
+        "refused before any work"
+    );
+    // The longest allowed name is audited whole.
+    let name = "n".repeat(64);
+    assert_eq!(login(app, &name, "x").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(last_audit(app, "auth.login_failed").await["target"], name);
+    // Nothing was counted against inv-big.
+    for _ in 0..4 {
+        login(app, "inv-big", "wrong-password!").await;
+    }
+    assert_eq!(
+        login(app, "inv-big", "long-enough-pass").await.0,
+        StatusCode::OK
+    );
+}
+
+/// Many wrong guesses at once: only as many as the lockout allows are checked, the rest
+/// are refused as locked, and then the right password is refused too.
+async fn concurrent_guesses(app: &App) {
+    let (s, v) = admin(
+        app,
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({ "username": "inv-race", "password": "long-enough-pass",
+                     "role": "investigator", "facilities": ["F1"] }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let guesses =
+        (0..20).map(|i| async move { login(app, "inv-race", &format!("guess-{i}")).await });
+    for (s, _) in futures_util::future::join_all(guesses).await {
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let reasons: Vec<String> = audit(app, 25)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "auth.login_failed" && e["target"] == "inv-race")
+        .map(|e| e["detail"]["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    let count = |r: &str| reasons.iter().filter(|x| *x == r).count();
+    assert_eq!(
+        (
+            count("wrong_password"),
+            count("wrong_password_locked"),
+            count("locked")
+        ),
+        (4, 1, 15),
+        "{reasons:?}"
+    );
+    let (s, _) = login(app, "inv-race", "long-enough-pass").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "locked");
+    assert_eq!(
+        last_audit(app, "auth.login_failed").await["detail"]["reason"],
+        "locked"
+    );
 }
 
 /// Session search: every filter, paging, scope, roles, tokens, and the audit entry.
@@ -1057,7 +1145,40 @@ async fn recordings(app: App) {
         ),
         (Some("inv1"), Some(PEER), Some("F1"))
     );
-    // With a bearer token: audited when a listen starts (byte 0), not on every seek.
+    assert_eq!(
+        (
+            entry["detail"]["via"].as_str(),
+            entry["detail"]["range"].as_str()
+        ),
+        (Some("ticket_fetch"), Some("all")),
+        "the fetch of a download ticket: {entry}"
+    );
+    // A download ticket is an attachment even without `download=1`, and every fetch of
+    // it is audited, from any byte.
+    let before = audit(&app, 500).await.len();
+    let bare = durl.trim_end_matches("&download=1");
+    let (s, h, _) = fetch(&app, get(bare, Some("bytes=1-"))).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(h["content-disposition"], "attachment; filename=\"r1.wav\"");
+    assert_eq!(audit(&app, 500).await.len(), before + 1);
+    let entry = last_audit(&app, "recording.download").await;
+    assert_eq!(entry["detail"]["range"], format!("bytes=1-{}", len - 1));
+    // A play ticket's fetches are audited when they start at byte 0, not on every seek.
+    let before = audit(&app, 500).await.len();
+    fetch(&app, get(&url, Some("bytes=0-99"))).await;
+    fetch(&app, get(&url, Some("bytes=100-199"))).await;
+    assert_eq!(audit(&app, 500).await.len(), before + 1);
+    let entry = last_audit(&app, "recording.play").await;
+    assert_eq!(
+        (
+            entry["actor"].as_str(),
+            entry["detail"]["via"].as_str(),
+            entry["detail"]["range"].as_str()
+        ),
+        (Some("inv1"), Some("ticket_fetch"), Some("bytes=0-99"))
+    );
+    // With a bearer token: every fetch is audited, with its range (a fetch from byte 1
+    // takes the file as surely as one from byte 0).
     let bearer = |range: Option<&str>, download: bool| {
         let q = if download { "?download=1" } else { "" };
         let mut req = get(&format!("/api/v1/recordings/{rec1}/audio{q}"), range);
@@ -1068,20 +1189,25 @@ async fn recordings(app: App) {
     let before = audit(&app, 500).await.len();
     let (s, _, body) = fetch(&app, bearer(Some("bytes=0-9"), false)).await;
     assert_eq!((s, body.len()), (StatusCode::PARTIAL_CONTENT, 10));
-    let (s, _, _) = fetch(&app, bearer(Some("bytes=100-199"), false)).await;
-    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    let (s, _, body) = fetch(&app, bearer(Some("bytes=1-"), false)).await;
+    assert_eq!((s, body.len()), (StatusCode::PARTIAL_CONTENT, len - 1));
     assert_eq!(
         audit(&app, 500).await.len(),
-        before + 1,
-        "one entry per listen"
+        before + 2,
+        "one entry per fetch"
     );
     let entry = last_audit(&app, "recording.play").await;
     assert_eq!(
         (
             entry["detail"]["via"].as_str(),
+            entry["detail"]["range"].as_str(),
             entry["remote_addr"].as_str()
         ),
-        (Some("bearer"), Some(PEER))
+        (
+            Some("bearer"),
+            Some(format!("bytes=1-{}", len - 1).as_str()),
+            Some(PEER)
+        )
     );
     let (s, h, _) = fetch(&app, bearer(None, true)).await;
     assert_eq!(s, StatusCode::OK);
@@ -1116,6 +1242,7 @@ async fn recordings(app: App) {
         (s, err_code(&e)),
         (StatusCode::UNAUTHORIZED, "ticket_expired")
     );
+    tickets_follow_their_token(&app, &rec1).await;
     // A recording in progress plays (it grows); it has no hash yet.
     ended_call(&app, call("r3", "F1", &i1, false)).await;
     let (rec3, wav3) = recording(&app, "r3", "F1", 3_000, false).await;
@@ -1183,9 +1310,110 @@ async fn recordings(app: App) {
     )
     .await;
     assert_eq!((s, err_code(&e)), (StatusCode::NOT_FOUND, "file_missing"));
+    // A recording stuck in `recording` for a week: its tickets last at most the TTL plus
+    // 4 hours.
+    ended_call(&app, call("r4", "F1", &i1, false)).await;
+    let (rec4, _) = recording(&app, "r4", "F1", 800, false).await;
+    app.clock.advance(Duration::from_secs(7 * 86_400));
+    let (s, t) = admin(
+        &app,
+        "POST",
+        &format!("/api/v1/recordings/{rec4}/play"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let expires: DateTime<Utc> = serde_json::from_value(t["expires_at"].clone()).unwrap();
+    assert_eq!(
+        expires,
+        app.clock.wall() + chrono::Duration::seconds(900 + 4 * 3600)
+    );
+    // An admin-token ticket works while that token is configured.
+    let (s, _, _) = fetch(&app, get(t["url"].as_str().unwrap(), Some("bytes=0-1"))).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
     // The audit chain still verifies.
     let (_, v) = admin(&app, "GET", "/api/v1/audit/verify", None).await;
     assert_eq!(v["problems"], json!([]), "{v}");
+    app.t.cleanup().await;
+}
+
+/// A ticket works only while the token that asked for it lives and its user may still
+/// reach the recording.
+async fn tickets_follow_their_token(app: &App, rec: &str) {
+    let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let ticket = |tok: String, what: &'static str| async move {
+        let path = format!("/api/v1/recordings/{rec}/{what}");
+        let (s, t) = send(app, "POST", &path, Some(&tok), None).await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        t["url"].as_str().unwrap().to_string()
+    };
+    let code = |body: &[u8]| {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        err_code(&v).to_string()
+    };
+    // Logged out: refused.
+    let tok = investigator(app, "inv-t1", &["F1"]).await;
+    let url = ticket(tok.clone(), "play").await;
+    assert_eq!(fetch(app, get(&url)).await.0, StatusCode::OK);
+    let (s, _) = send(app, "POST", "/api/v1/auth/logout", Some(&tok), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, body) = fetch(app, get(&url)).await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (StatusCode::UNAUTHORIZED, "ticket_revoked")
+    );
+    // The token expired: refused (a token-only user with a one-minute token).
+    let short = token(app, "inv-t2", "investigator", &["F1"], 60).await;
+    let url = ticket(short, "download").await;
+    assert_eq!(fetch(app, get(&url)).await.0, StatusCode::OK);
+    app.clock.advance(Duration::from_secs(61));
+    let (s, _, body) = fetch(app, get(&url)).await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (StatusCode::UNAUTHORIZED, "ticket_revoked")
+    );
+    // The user lost the facility: refused.
+    let tok = investigator(app, "inv-t3", &["F1"]).await;
+    let url = ticket(tok, "play").await;
+    sqlx::query(
+        "DELETE FROM user_facilities WHERE user_id = \
+         (SELECT id FROM users WHERE username = $1)",
+    )
+    .bind("inv-t3")
+    .execute(app.t.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(fetch(app, get(&url)).await.0, StatusCode::FORBIDDEN);
+}
+
+/// An unknown user's login does the same database write as a wrong password (so their
+/// timing does not differ by it): on SQLite both wait for the write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_user_login_does_the_same_database_write() {
+    use sallyport::store::{LockoutPolicy, LoginOutcome, LoginRefusal};
+    let app = app(Backend::Sqlite).await.unwrap();
+    let policy = LockoutPolicy {
+        after_failures: 5,
+        lock_secs: 900,
+    };
+    let tx = app.t.db.begin_write().await.unwrap();
+    let store = app.store.clone();
+    let attempt = tokio::spawn(async move {
+        store
+            .login("nobody", "long-enough-pass", 3600, policy)
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !attempt.is_finished(),
+        "the unknown user's attempt waits for the write lock"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        attempt.await.unwrap(),
+        LoginOutcome::Refused(LoginRefusal::UnknownUser)
+    );
     app.t.cleanup().await;
 }
 

@@ -236,23 +236,49 @@ async function openRecording(id) {
   const play = await Api.post(path + "/play");
   audio.src = play.url;
   $("recording-sha256").textContent = play.sha256 || "";
-  const dl = await Api.post(path + "/download");
-  $("recording-download").href = dl.url;
-  $("recording-sha256").textContent = dl.sha256 || play.sha256 || "";
+  // The download ticket is asked for (and audited) only when the link is clicked.
+  const link = $("recording-download");
+  link.dataset.recordingId = id;
+  link.href = "/api/v1" + path + "/audio?download=1";
   await verifyRecording(path);
+}
+
+// The download link: a download ticket now (audited as recording.download), then the
+// browser fetches it as an attachment.
+async function downloadRecording(ev) {
+  ev.preventDefault();
+  const id = ev.currentTarget.dataset.recordingId;
+  if (!id) return;
+  const dl = await Api.post("/recordings/" + encodeURIComponent(id) + "/download");
+  const a = el("a", null, { href: dl.url, download: "" });
+  a.hidden = true;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
 }
 
 async function verifyRecording(path) {
   const out = $("recording-verify");
   try {
-    const v = await Api.get(path + "/verify");
-    out.dataset.status = v.ok ? "ok" : "failed";
-    out.textContent = v.ok ? "verified: the file matches its hash and the chain"
-      : "FAILED: " + (v.problems || []).join("; ");
+    renderVerification(out, await Api.get(path + "/verify"));
   } catch (e) {
     out.dataset.status = "error";
     out.textContent = "could not check: " + e.message;
   }
+}
+
+// `{ok, problems}` from GET /recordings/{id}/verify into the status element.
+function renderVerification(out, v) {
+  out.dataset.status = v.ok ? "ok" : "failed";
+  out.textContent = v.ok ? "verified: the file matches its hash and the chain"
+    : "FAILED: " + (v.problems || []).map(describeProblem).join("; ");
+}
+
+// One integrity problem as `kind path: detail` (path, else the recording id).
+function describeProblem(p) {
+  if (p === null || typeof p !== "object") return String(p);
+  const where = p.path || p.recording_id || "";
+  return [p.kind, where].filter(Boolean).join(" ") + (p.detail ? ": " + p.detail : "");
 }
 
 // A play ticket is short-lived: when the element fails (a later range request with an
@@ -377,6 +403,7 @@ function init() {
   $("live-refresh").addEventListener("click", () => guarded(loadLive));
   $("listen-stop").addEventListener("click", () => guarded(stopListening));
   $("recording-audio").addEventListener("error", renewTicket);
+  $("recording-download").addEventListener("click", (ev) => guarded(() => downloadRecording(ev)));
   window.addEventListener("hashchange", route);
   document.body.dataset.ready = "1";
   route();

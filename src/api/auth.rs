@@ -87,29 +87,79 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(admin) = &state.admin_token_hash {
             let given = Sha256::digest(token.as_bytes());
             if bool::from(given.as_slice().ct_eq(&admin[..])) {
-                let admin = Principal {
-                    subject: "admin".into(),
-                    role: Role::Admin,
-                    facilities: Facilities::All,
-                };
-                let meta = CallerMeta {
-                    remote_addr,
-                    ..CallerMeta::default()
-                };
-                return Ok(Caller(admin, meta));
+                return Ok(Caller::admin(remote_addr));
             }
         }
-        match state.store.token_session(token).await? {
-            Some(t) => Ok(Caller(
-                t.principal,
-                CallerMeta {
-                    remote_addr,
-                    token_hash: Some(token_hash(token)),
-                    expires_at: Some(t.expires_at),
-                },
-            )),
-            None => Err(ApiError::unauthorized("unknown or expired token")),
+        Caller::of_token_hash(state, &token_hash(token), remote_addr)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or expired token"))
+    }
+}
+
+impl Caller {
+    /// The configured administrator.
+    fn admin(remote_addr: Option<SocketAddr>) -> Caller {
+        let admin = Principal {
+            subject: "admin".into(),
+            role: Role::Admin,
+            facilities: Facilities::All,
+        };
+        let meta = CallerMeta {
+            remote_addr,
+            ..CallerMeta::default()
+        };
+        Caller(admin, meta)
+    }
+
+    /// The caller of a stored, unexpired token given by its SHA-256 (hex); `None` when no
+    /// such token is valid now.
+    async fn of_token_hash(
+        state: &AppState,
+        hash: &str,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Option<Caller>, ApiError> {
+        let Some(t) = state.store.token_session_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        let meta = CallerMeta {
+            remote_addr,
+            token_hash: Some(hash.to_string()),
+            expires_at: Some(t.expires_at),
+        };
+        Ok(Some(Caller(t.principal, meta)))
+    }
+
+    /// How a recording ticket names this caller's token (see [`crate::api::tickets`]).
+    pub fn ticket_token_ref(&self, state: &AppState) -> String {
+        match (&self.1.token_hash, &state.admin_token_hash) {
+            (Some(hash), _) => hash.clone(),
+            (None, Some(admin)) => super::tickets::admin_ref(&state.ticket_key, admin),
+            // Not reachable (a caller without a token hash is the configured admin), and
+            // a ticket naming nothing is refused at fetch time.
+            (None, None) => String::new(),
         }
+    }
+
+    /// The caller a recording ticket was issued to, as of now: `None` when its token no
+    /// longer exists (logged out, expired, or the admin token was changed or disabled).
+    pub async fn of_ticket_token(
+        state: &AppState,
+        token_ref: &str,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Option<Caller>, ApiError> {
+        if token_ref.starts_with("admin:") {
+            let current = state
+                .admin_token_hash
+                .as_ref()
+                .map(|admin| super::tickets::admin_ref(&state.ticket_key, admin));
+            let same =
+                current.is_some_and(|c| bool::from(c.as_bytes().ct_eq(token_ref.as_bytes())));
+            return Ok(same.then(|| Caller::admin(remote_addr)));
+        }
+        if token_ref.is_empty() {
+            return Ok(None);
+        }
+        Caller::of_token_hash(state, token_ref, remote_addr).await
     }
 }
 

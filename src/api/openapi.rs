@@ -49,7 +49,7 @@ const fn money(mut o: Op) -> Op {
 pub const OPERATIONS: &[Op] = &[
     op("get", "/openapi.json", "This document", "meta"),
     with_body(op("post", "/tokens", "Issue a bearer token for a user of a role and facilities", "auth"), "NewToken", 201),
-    with_body(op("post", "/auth/login", "Log in with a username and password -> {token, expires_at, username, role, facilities}; 401 invalid_credentials alike for unknown user, wrong password and lockout", "auth"), "Login", 200),
+    with_body(op("post", "/auth/login", "Log in with a username and password -> {token, expires_at, username, role, facilities}; 401 invalid_credentials alike for unknown user, wrong password, lockout, and a username or password that breaks the rules (refused before any work). The attempt is counted before the password is checked, so concurrent guesses cannot pass the lockout", "auth"), "Login", 200),
     Op { ok: 204, ..op("post", "/auth/logout", "End the caller's token now", "auth") },
     op("get", "/auth/me", "The caller: {username, role, facilities, expires_at}", "auth"),
     with_body(op("post", "/users", "Create a user with a password (argon2id; >= 12 characters); global admins", "auth"), "NewUser", 201),
@@ -99,9 +99,9 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/calls/{id}", "One call record with its charges and its recording (or null)", "calls"),
     op("get", "/calls/{id}/recording", "The call's recording metadata; 403 privileged (audited recording.refused) for a privileged call", "recordings"),
     op("get", "/recordings/{id}", "Recording metadata (status, times, size, sha256, chain_seq)", "recordings"),
-    op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play", "recordings"),
-    op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download", "recordings"),
-    op("get", "/recordings/{id}/audio", "The WAV (audio/wav) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged", "recordings"),
+    op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
+    op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download. Bound to the asking token like a playback ticket; always answered as an attachment", "recordings"),
+    op("get", "/recordings/{id}/audio", "The WAV (audio/wav) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
@@ -150,7 +150,7 @@ fn schemas() -> Value {
             "amount": { "$ref": "#/components/schemas/Money" }, "method": { "enum": ["online", "kiosk", "money_order"] },
             "depositor": { "type": "string" }, "reference": { "type": "string" } } },
         "Login": { "type": "object", "required": ["username", "password"], "properties": {
-            "username": { "type": "string" }, "password": { "type": "string", "format": "password" } } },
+            "username": { "type": "string", "maxLength": 64 }, "password": { "type": "string", "maxLength": 1024, "format": "password" } } },
         "NewUser": { "type": "object", "required": ["username", "password", "role"], "properties": {
             "username": { "type": "string", "pattern": "^[!-~]{1,64}$" },
             "password": { "type": "string", "minLength": 12, "format": "password" },
@@ -287,7 +287,7 @@ fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) 
         responses.insert("416".into(), error.clone());
     }
     if o.path == "/auth/login" {
-        responses.insert("401".into(), json!({ "description": "invalid_credentials (unknown user, wrong password or locked)",
+        responses.insert("401".into(), json!({ "description": "invalid_credentials (unknown user, wrong password, locked, or a username/password breaking the rules)",
             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
     }
 }
@@ -310,7 +310,7 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer" },
                 "ticket": { "type": "apiKey", "in": "query", "name": "ticket",
-                            "description": "Short-lived HMAC-signed capability for one recording" }
+                            "description": "Short-lived HMAC-signed capability for one recording, bound to the bearer token that asked for it (key from http.ticket_secret)" }
             },
             "schemas": schemas()
         }

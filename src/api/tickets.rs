@@ -2,13 +2,19 @@
 //! an `Authorization` header) fetch one recording's audio.
 //!
 //! A ticket is `hex(payload) "." hex(HMAC-SHA256(key, payload))` where the payload is
-//! `v1 \n recording id \n purpose \n expiry (Unix seconds) \n subject`. Nothing is stored:
-//! any node verifies a ticket by recomputing the MAC. The key is
-//! `HMAC-SHA256(security.pin_pepper, "sallyport recording ticket v1")`, so every node
-//! configured alike shares it, and the label keeps it apart from every other key derived
-//! from the same secret (the SIP digest nonces use another label). Issuing a ticket is
-//! where access is checked and audited (`recording.play`, `recording.download`); fetching
-//! with it only checks the ticket, the recording it names, and the recording's state.
+//! `v2 \n recording id \n purpose \n expiry (Unix seconds) \n token \n subject`. Nothing
+//! is stored: any node verifies a ticket by recomputing the MAC. The key is
+//! `HMAC-SHA256(http.ticket_secret, "sallyport recording ticket v1")`, so every node
+//! configured alike shares it; when `http.ticket_secret` is empty it is derived from
+//! `security.pin_pepper` instead (the label keeps it apart from every other key derived
+//! from that secret; `serve` warns about it).
+//!
+//! `token` binds the ticket to the bearer token that asked for it: the token's SHA-256
+//! (what `api_tokens` stores; the token itself cannot be recovered from it), or
+//! [`admin_ref`] for the configured admin token. Issuing a ticket is where access is
+//! checked and audited (`recording.play`, `recording.download`); a fetch with it checks
+//! the ticket, then that the token still exists (not logged out, not expired) and that its
+//! user still may reach the recording (role, facility), as a bearer fetch would.
 
 use crate::config::Config;
 use hmac::{Hmac, Mac};
@@ -16,7 +22,8 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const VERSION: &str = "v1";
+const VERSION: &str = "v2";
+const ADMIN_LABEL: &[u8] = b"sallyport ticket admin token";
 const KEY_LABEL: &[u8] = b"sallyport recording ticket v1";
 
 /// What a ticket allows.
@@ -52,6 +59,8 @@ pub struct Ticket {
     pub purpose: Purpose,
     /// Unix seconds after which the ticket is refused.
     pub expires_at: i64,
+    /// The bearer token it was issued to: its SHA-256 (hex), or [`admin_ref`].
+    pub token: String,
     /// Who it was issued to (for the logs).
     pub subject: String,
 }
@@ -65,14 +74,33 @@ pub enum TicketError {
     Expired,
 }
 
-/// The ticket key for this configuration.
+/// The ticket key for this configuration: from `http.ticket_secret`, or (empty) from
+/// `security.pin_pepper`.
 pub fn derive_key(config: &Config) -> [u8; 32] {
+    let secret = match config.http.ticket_secret.as_str() {
+        "" => &config.security.pin_pepper,
+        s => s,
+    };
+    label_mac(secret.as_bytes(), KEY_LABEL, &[])
+}
+
+/// `HMAC-SHA256(key, label || data)`.
+fn label_mac(key: &[u8], label: &[u8], data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    if let Ok(mut mac) = HmacSha256::new_from_slice(config.security.pin_pepper.as_bytes()) {
-        mac.update(KEY_LABEL);
-        out.copy_from_slice(&mac.finalize().into_bytes());
+    if let Some(mut m) = mac(key) {
+        m.update(label);
+        m.update(data);
+        out.copy_from_slice(&m.finalize().into_bytes());
     }
     out
+}
+
+/// What a ticket names the configured admin token by: a MAC of its hash (not the hash
+/// itself, since a configured token may be guessable), prefixed `admin:`. A ticket of an
+/// admin token that was changed since no longer matches.
+pub fn admin_ref(key: &[u8], admin_token_hash: &[u8]) -> String {
+    let tag = label_mac(key, ADMIN_LABEL, admin_token_hash);
+    format!("admin:{}", hex::encode(&tag[..16]))
 }
 
 fn mac(key: &[u8]) -> Option<HmacSha256> {
@@ -82,10 +110,11 @@ fn mac(key: &[u8]) -> Option<HmacSha256> {
 /// The ticket's text (URL-safe: hex digits and one dot).
 pub fn issue(key: &[u8], t: &Ticket) -> String {
     let payload = format!(
-        "{VERSION}\n{}\n{}\n{}\n{}",
+        "{VERSION}\n{}\n{}\n{}\n{}\n{}",
         t.recording_id,
         t.purpose.as_str(),
         t.expires_at,
+        t.token,
         t.subject
     );
     let tag = match mac(key) {
@@ -108,7 +137,7 @@ pub fn open(key: &[u8], text: &str, now: i64) -> Result<Ticket, TicketError> {
     m.update(&payload);
     m.verify_slice(&tag).map_err(|_| TicketError::Invalid)?;
     let payload = String::from_utf8(payload).map_err(|_| TicketError::Invalid)?;
-    let mut parts = payload.splitn(5, '\n');
+    let mut parts = payload.splitn(6, '\n');
     let mut next = || parts.next().ok_or(TicketError::Invalid);
     if next()? != VERSION {
         return Err(TicketError::Invalid);
@@ -116,6 +145,7 @@ pub fn open(key: &[u8], text: &str, now: i64) -> Result<Ticket, TicketError> {
     let recording_id = next()?.to_string();
     let purpose = Purpose::parse(next()?).ok_or(TicketError::Invalid)?;
     let expires_at: i64 = next()?.parse().map_err(|_| TicketError::Invalid)?;
+    let token = next()?.to_string();
     let subject = next()?.to_string();
     if now > expires_at {
         return Err(TicketError::Expired);
@@ -124,6 +154,7 @@ pub fn open(key: &[u8], text: &str, now: i64) -> Result<Ticket, TicketError> {
         recording_id,
         purpose,
         expires_at,
+        token,
         subject,
     })
 }
@@ -137,6 +168,7 @@ mod tests {
             recording_id: "rec_1".into(),
             purpose: Purpose::Play,
             expires_at: 1_000,
+            token: "ab".repeat(32),
             subject: "inv".into(),
         }
     }
@@ -183,5 +215,26 @@ mod tests {
         assert_eq!(derive_key(&a), derive_key(&b));
         b.security.pin_pepper = "another-pepper-0123456789".into();
         assert_ne!(derive_key(&a), derive_key(&b));
+    }
+
+    #[test]
+    fn a_ticket_secret_replaces_the_pepper() {
+        let mut a = Config::default();
+        a.security.pin_pepper = "pepper-0123456789".into();
+        let from_pepper = derive_key(&a);
+        a.http.ticket_secret = "ticket-secret-0123456789".into();
+        let from_secret = derive_key(&a);
+        assert_ne!(from_secret, from_pepper);
+        a.security.pin_pepper = "another-pepper-0123456789".into();
+        assert_eq!(derive_key(&a), from_secret, "the pepper no longer matters");
+    }
+
+    #[test]
+    fn the_admin_reference_follows_the_admin_token() {
+        let key = [7u8; 32];
+        let a = admin_ref(&key, b"hash-a");
+        assert!(a.starts_with("admin:") && !a.contains("hash-a"), "{a}");
+        assert_eq!(a, admin_ref(&key, b"hash-a"));
+        assert_ne!(a, admin_ref(&key, b"hash-b"));
     }
 }

@@ -32,7 +32,10 @@ pub(crate) use recordings::{
     COLUMNS as RECORDING_COLUMNS,
 };
 pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
-pub use users::{LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User};
+pub use users::{
+    valid_username, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User,
+    MAX_USERNAME_BYTES,
+};
 
 use crate::clock::Clock;
 use crate::db::Db;

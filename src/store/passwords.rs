@@ -6,11 +6,16 @@
 //! A login for a user that does not exist (or has no password, or is locked) still checks
 //! the password against a fixed dummy hash, so the answer takes as long as a wrong
 //! password and its timing does not tell which usernames exist.
+//!
+//! At most [`hashing_permits`] hashes or checks run at once (one per CPU); the others
+//! wait for a permit, so a flood of logins queues instead of taking every blocking thread
+//! and 19 MiB of memory per attempt.
 
 use super::StoreError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use std::sync::OnceLock;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Shortest password accepted for a user.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -75,15 +80,48 @@ fn dummy() -> &'static str {
     })
 }
 
-/// The argon2id hash of `password` (on the blocking pool).
-pub async fn hash(password: &str) -> Result<String, StoreError> {
-    let password = password.to_string();
-    tokio::task::spawn_blocking(move || hash_now(&password))
+/// How many password hashes or checks may run at once: the available parallelism.
+pub fn hashing_permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn hashing_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| Semaphore::new(hashing_permits()))
+}
+
+/// Waits for a hashing permit (the semaphore is never closed, so this only fails if it
+/// were).
+async fn hashing_permit() -> Result<SemaphorePermit<'static>, StoreError> {
+    hashing_slots()
+        .acquire()
         .await
         .map_err(|e| StoreError::Corrupt {
-            what: "password hashing task",
+            what: "password hashing semaphore",
             message: e.to_string(),
-        })?
+        })
+}
+
+/// Runs argon2 work on the blocking pool while holding a hashing permit.
+async fn run_bounded<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
+    let _permit = hashing_permit().await?;
+    tokio::task::spawn_blocking(move || {
+        let _busy = busy::Busy::enter();
+        work()
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt {
+        what: "password hashing task",
+        message: e.to_string(),
+    })
+}
+
+/// The argon2id hash of `password` (on the blocking pool, bounded).
+pub async fn hash(password: &str) -> Result<String, StoreError> {
+    let password = password.to_string();
+    run_bounded(move || hash_now(&password)).await?
 }
 
 /// Whether `password` matches `stored`; with `None` checks against the dummy hash (same
@@ -91,7 +129,7 @@ pub async fn hash(password: &str) -> Result<String, StoreError> {
 pub async fn verify(password: &str, stored: Option<&str>) -> bool {
     let password = password.to_string();
     let stored = stored.map(str::to_string);
-    tokio::task::spawn_blocking(move || match stored {
+    run_bounded(move || match stored {
         Some(s) => verify_now(&password, &s),
         None => {
             let _ = verify_now(&password, dummy());
@@ -100,6 +138,38 @@ pub async fn verify(password: &str, stored: Option<&str>) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// How many argon2 computations run right now, and the most seen at once (tests only).
+mod busy {
+    #[cfg(test)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[cfg(test)]
+    pub static NOW: AtomicUsize = AtomicUsize::new(0);
+    #[cfg(test)]
+    pub static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// Marks one computation running while it lives.
+    pub struct Busy;
+
+    impl Busy {
+        pub fn enter() -> Busy {
+            #[cfg(test)]
+            {
+                let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+                PEAK.fetch_max(n, Ordering::SeqCst);
+            }
+            Busy
+        }
+    }
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            #[cfg(test)]
+            NOW.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +186,24 @@ mod tests {
         assert!(!verify_now("correct horse batterY", &a));
         assert!(!verify_now("x", "not a hash"));
         assert!(!verify_now("x", dummy()));
+    }
+
+    /// A flood of checks runs at most one per CPU at a time; the rest wait their turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_checks_are_bounded_by_the_permits() {
+        let n = hashing_permits() * 4 + 4;
+        let checks: Vec<_> = (0..n)
+            .map(|i| tokio::spawn(async move { verify(&format!("guess {i}"), None).await }))
+            .collect();
+        for c in checks {
+            assert!(!c.await.unwrap());
+        }
+        let peak = busy::PEAK.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (1..=hashing_permits()).contains(&peak),
+            "peak {peak} with {} permits",
+            hashing_permits()
+        );
     }
 
     #[test]

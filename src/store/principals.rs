@@ -163,11 +163,19 @@ impl Store {
 
     /// The principal a stored, unexpired token belongs to, with the token's expiry.
     pub async fn token_session(&self, token: &str) -> Result<Option<TokenSession>, StoreError> {
+        self.token_session_by_hash(&token_hash(token)).await
+    }
+
+    /// [`Store::token_session`] by the token's SHA-256 (hex), as a ticket names it.
+    pub async fn token_session_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<TokenSession>, StoreError> {
         let row = sqlx::query(
             "SELECT u.id, u.username, u.role, t.expires_at FROM api_tokens t \
              JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.expires_at > $2",
         )
-        .bind(token_hash(token))
+        .bind(hash)
         .bind(self.now_us())
         .fetch_optional(self.db.pool())
         .await?;

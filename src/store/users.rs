@@ -66,9 +66,18 @@ pub enum LoginOutcome {
     Refused(LoginRefusal),
 }
 
+/// Longest username accepted, in bytes.
+pub const MAX_USERNAME_BYTES: usize = 64;
+
+/// Whether `username` follows the rules a user is created with (so it may exist).
+pub fn valid_username(username: &str) -> bool {
+    check_username(username).is_ok()
+}
+
 /// Usernames: 1-64 printable ASCII characters without spaces.
 fn check_username(username: &str) -> Result<(), StoreError> {
-    let ok = (1..=64).contains(&username.len()) && username.bytes().all(|b| b.is_ascii_graphic());
+    let ok = (1..=MAX_USERNAME_BYTES).contains(&username.len())
+        && username.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
@@ -83,7 +92,6 @@ struct StoredUser {
     id: String,
     role: Role,
     password_hash: Option<String>,
-    locked_until: Option<i64>,
 }
 
 impl Store {
@@ -138,23 +146,25 @@ impl Store {
     }
 
     async fn stored_user(&self, username: &str) -> Result<Option<StoredUser>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, role, password_hash, locked_until FROM users WHERE username = $1",
-        )
-        .bind(username)
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row = sqlx::query("SELECT id, role, password_hash FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(self.db.pool())
+            .await?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(StoredUser {
             id: r.try_get("id")?,
             role: super::principals::parse_role(r.try_get("role")?)?,
             password_hash: r.try_get("password_hash")?,
-            locked_until: r.try_get("locked_until")?,
         }))
     }
 
     /// Checks a username and password; on success issues a token valid `ttl_secs`.
-    /// Every refusal does the same password work (see [`passwords`]).
+    ///
+    /// The attempt is counted (and the user locked when it reaches the limit) *before* the
+    /// password is checked, in one conditional statement ([`Store::reserve_attempt`]), so
+    /// concurrent guesses cannot all slip past the lock while the slow check runs. Every
+    /// refusal does the same database statement and the same password work, so neither
+    /// tells an unknown user from a wrong password.
     pub async fn login(
         &self,
         username: &str,
@@ -162,34 +172,94 @@ impl Store {
         ttl_secs: i64,
         policy: LockoutPolicy,
     ) -> Result<LoginOutcome, StoreError> {
-        let now = self.now_us();
-        let user = match self.stored_user(username).await? {
-            Some(u) => u,
-            None => return Ok(refuse(password, LoginRefusal::UnknownUser).await),
+        let user = self.stored_user(username).await?;
+        let candidate = user
+            .as_ref()
+            .and_then(|u| u.password_hash.as_deref().map(|h| (u, h)));
+        let Some((user, stored)) = candidate else {
+            // The same statement, matching no row.
+            self.reserve_attempt(None, policy).await?;
+            let why = if user.is_some() {
+                LoginRefusal::NoPassword
+            } else {
+                LoginRefusal::UnknownUser
+            };
+            return Ok(refuse(password, why).await);
         };
-        if user.locked_until.is_some_and(|t| t > now) {
+        let Some(attempt) = self.reserve_attempt(Some(&user.id), policy).await? else {
             return Ok(refuse(password, LoginRefusal::Locked).await);
-        }
-        let Some(stored) = user.password_hash.as_deref() else {
-            return Ok(refuse(password, LoginRefusal::NoPassword).await);
         };
         if !passwords::verify(password, Some(stored)).await {
-            let locked = self.count_failure(&user.id, policy).await?;
-            return Ok(LoginOutcome::Refused(if locked {
+            return Ok(LoginOutcome::Refused(if attempt.locked {
                 LoginRefusal::WrongPasswordLocked
             } else {
                 LoginRefusal::WrongPassword
             }));
         }
+        self.succeed(username, user, attempt, ttl_secs, policy)
+            .await
+    }
+
+    /// Counts one attempt for `user_id` unless it is locked, in one statement: the attempt
+    /// that reaches the limit locks the user at once (before its password is checked); an
+    /// expired lock starts the count again. `None` when refused (locked). `user_id` `None`
+    /// runs the same statement against no row (unknown user: the same database work).
+    async fn reserve_attempt(
+        &self,
+        user_id: Option<&str>,
+        policy: LockoutPolicy,
+    ) -> Result<Option<Attempt>, StoreError> {
+        let now = self.now_us();
+        let until = lock_end(now, policy);
+        let limit = i64::from(policy.after_failures);
+        let row = sqlx::query(
+            "UPDATE users SET \
+               failed_logins = (CASE WHEN failed_logins >= $1 THEN 0 ELSE failed_logins END) + 1, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN failed_logins >= $1 THEN 0 ELSE failed_logins END) + 1 >= $1 \
+                 THEN $2 ELSE locked_until END \
+             WHERE id = $3 AND (locked_until IS NULL OR locked_until <= $4) \
+             RETURNING failed_logins",
+        )
+        .bind(limit)
+        .bind(until)
+        .bind(user_id.unwrap_or(""))
+        .bind(now)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let count: i64 = row.try_get("failed_logins")?;
+        Ok(Some(Attempt {
+            locked: count >= limit,
+        }))
+    }
+
+    /// The right password: resets the count and issues the token in one transaction,
+    /// unless a concurrent attempt locked the user meanwhile (refused as locked). An
+    /// attempt that itself reached the limit and locked may unlock.
+    async fn succeed(
+        &self,
+        username: &str,
+        user: &StoredUser,
+        attempt: Attempt,
+        ttl_secs: i64,
+        policy: LockoutPolicy,
+    ) -> Result<LoginOutcome, StoreError> {
+        let now = self.now_us();
         let mut tx = self.db.begin_write().await?;
-        sqlx::query(
+        let reset = sqlx::query(
             "UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = $1 \
-             WHERE id = $2",
+             WHERE id = $2 AND (failed_logins < $3 OR $4 = 1)",
         )
         .bind(now)
         .bind(&user.id)
+        .bind(i64::from(policy.after_failures))
+        .bind(i64::from(attempt.locked))
         .execute(&mut *tx)
         .await?;
+        if reset.rows_affected() != 1 {
+            return Ok(LoginOutcome::Refused(LoginRefusal::Locked));
+        }
         let (token, expires) = insert_token(&mut tx, &user.id, now, ttl_secs, "login").await?;
         tx.commit().await?;
         Ok(LoginOutcome::Ok(LoginSession {
@@ -202,34 +272,21 @@ impl Store {
             },
         }))
     }
+}
 
-    /// Counts one failed login in one statement (concurrent failures all count); the one
-    /// that reaches the limit locks the user and starts the count again. Returns whether
-    /// it locked.
-    async fn count_failure(
-        &self,
-        user_id: &str,
-        policy: LockoutPolicy,
-    ) -> Result<bool, StoreError> {
-        let now = self.now_us();
-        let lock_us = i64::try_from(policy.lock_secs)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000);
-        let until = now.saturating_add(lock_us);
-        let row = sqlx::query(
-            "UPDATE users SET \
-               locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END, \
-               failed_logins = CASE WHEN failed_logins + 1 >= $1 THEN 0 ELSE failed_logins + 1 END \
-             WHERE id = $3 RETURNING locked_until",
-        )
-        .bind(i64::from(policy.after_failures))
-        .bind(until)
-        .bind(user_id)
-        .fetch_one(self.db.pool())
-        .await?;
-        let locked_until: Option<i64> = row.try_get("locked_until")?;
-        Ok(locked_until == Some(until))
-    }
+/// A counted login attempt.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// This attempt reached the limit and locked the user.
+    locked: bool,
+}
+
+/// When a lock taken at `now` (microseconds) ends.
+fn lock_end(now: i64, policy: LockoutPolicy) -> i64 {
+    let lock_us = i64::try_from(policy.lock_secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000);
+    now.saturating_add(lock_us)
 }
 
 /// A refusal after the same password work as a real check.

@@ -6,12 +6,19 @@
 //! database; `http.login_lockout_after_failures` in a row lock the user for
 //! `http.login_lockout_secs`. Every attempt is audited (`auth.login`, `auth.login_failed`
 //! with the reason, which only admins reading the audit log see).
+//!
+//! A username that breaks the user rules (more than 64 bytes, spaces, non-ASCII) or a
+//! password over 1024 bytes cannot belong to any user: it is answered with the same 401 at
+//! once, before any database, password or audit work, so a huge body costs nothing but its
+//! parsing. The attempted name in a failed login's audit entry is cut to 64 bytes.
 
 use crate::api::auth::{ApiJson, Caller, RemoteAddr};
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::store::passwords::MAX_PASSWORD_BYTES;
 use crate::store::{
-    AuditEntry, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, Principal,
+    valid_username, AuditEntry, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, Principal,
+    MAX_USERNAME_BYTES,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,6 +42,10 @@ pub async fn login(
     RemoteAddr(remote): RemoteAddr,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Json<Value>, ApiError> {
+    if !plausible(&body) {
+        tracing::debug!(username = %bounded(&body.username), "login refused unchecked: username or password breaks the rules");
+        return Err(invalid_credentials());
+    }
     let http = &s.config.http;
     let policy = LockoutPolicy {
         after_failures: http.login_lockout_after_failures,
@@ -50,10 +61,11 @@ pub async fn login(
         LoginOutcome::Ok(_) => ("auth.login", json!({})),
         LoginOutcome::Refused(why) => ("auth.login_failed", json!({ "reason": why })),
     };
+    let name = bounded(&body.username);
     s.write_audit(AuditEntry {
-        actor: &body.username,
+        actor: name,
         action,
-        target: &body.username,
+        target: name,
         facility_id: None,
         detail,
         remote_addr: remote.as_deref(),
@@ -63,15 +75,36 @@ pub async fn login(
         LoginOutcome::Ok(session) => Ok(Json(session_json(&session))),
         LoginOutcome::Refused(why) => {
             if why == LoginRefusal::WrongPasswordLocked {
-                tracing::warn!(username = %body.username, remote = ?remote, "login locked after repeated failures");
+                tracing::warn!(username = %name, remote = ?remote, "login locked after repeated failures");
             }
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "wrong username or password, or too many failed attempts (try again later)",
-            ))
+            Err(invalid_credentials())
         }
     }
+}
+
+/// The one answer to every refused login.
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password, or too many failed attempts (try again later)",
+    )
+}
+
+/// Whether the attempt could match a user at all: a username by the user rules and a
+/// password within the longest allowed.
+fn plausible(body: &Login) -> bool {
+    valid_username(&body.username) && body.password.len() <= MAX_PASSWORD_BYTES
+}
+
+/// The attempted name cut to [`MAX_USERNAME_BYTES`] (at a character boundary), for the
+/// audit log and the logs.
+fn bounded(name: &str) -> &str {
+    let mut end = name.len().min(MAX_USERNAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 fn session_json(session: &LoginSession) -> Value {
@@ -99,4 +132,17 @@ pub async fn me(caller: Caller) -> Json<Value> {
     let mut v = principal_json(&caller.0);
     v["expires_at"] = json!(caller.1.expires_at);
     Json(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempted_names_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded("inv1"), "inv1");
+        assert_eq!(bounded(&"a".repeat(100)).len(), MAX_USERNAME_BYTES);
+        let name = format!("{}é", "a".repeat(MAX_USERNAME_BYTES - 1));
+        assert_eq!(bounded(&name), "a".repeat(MAX_USERNAME_BYTES - 1));
+    }
 }

@@ -2,11 +2,26 @@
 //! with single-range requests (so `<audio>` can seek).
 //!
 //! Access is checked, and audited, when a ticket is issued (`POST …/play`,
-//! `POST …/download`) or when the audio is fetched with a bearer token; a fetch with a
-//! ticket only checks the ticket (see [`crate::api::tickets`]). A range fetch seeks to
-//! the range and streams it in 64 KiB chunks: a file is never read whole into memory.
-//! Bearer fetches are audited once per listen, not per range: when the request starts at
-//! byte 0.
+//! `POST …/download`), and checked again on every fetch of the audio: with a bearer token,
+//! or with a ticket, which names the token that asked for it (see
+//! [`crate::api::tickets`]): a ticket stops working when that token ends (logout, expiry)
+//! or its user loses the role or the facility. A range fetch seeks to the range and
+//! streams it in 64 KiB chunks: a file is never read whole into memory.
+//!
+//! Fetches are audited (`recording.play` / `recording.download`, `detail.range` the range
+//! served):
+//! - with a bearer token, every fetch (`via: "bearer"`): API clients fetch a few times,
+//!   and auditing only the fetches from byte 0 would let `Range: bytes=1-` take the file
+//!   unaudited;
+//! - with a download ticket, every fetch (`via: "ticket_fetch"`);
+//! - with a play ticket, the fetches that start at byte 0 (`via: "ticket_fetch"`): an
+//!   `<audio>` element asks many ranges while it plays and seeks, and issuing the ticket
+//!   was audited already.
+//!
+//! A play ticket never serves `download=1`; a download ticket always answers as an
+//! attachment. A ticket lasts `http.ticket_ttl_secs` plus the recording's length, of
+//! which at most [`MAX_LENGTH_SECS`] count (a recording stuck in `recording` must not
+//! mint week-long tickets).
 
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
@@ -28,6 +43,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 /// Bytes read and sent per chunk of an audio answer.
 const CHUNK: usize = 64 * 1024;
+
+/// At most this much of a recording's length is added to a ticket's lifetime (4 hours).
+pub const MAX_LENGTH_SECS: i64 = 4 * 3600;
 
 /// A recording the caller may reach: admin or investigator of its facility, and not of a
 /// privileged session (refused and audited; there should never be such a recording).
@@ -83,7 +101,8 @@ pub async fn download(
 }
 
 /// How long from now a ticket for `rec` lasts: the configured time plus the recording's
-/// length (so a listener can seek to its end), or its age while it is still recording.
+/// length (so a listener can seek to its end), or its age while it is still recording,
+/// counting at most [`MAX_LENGTH_SECS`] of it.
 fn ticket_secs(s: &AppState, rec: &Recording, now: DateTime<Utc>) -> i64 {
     let length = match rec.duration_ms {
         Some(ms) => ms.saturating_add(999) / 1000,
@@ -91,7 +110,7 @@ fn ticket_secs(s: &AppState, rec: &Recording, now: DateTime<Utc>) -> i64 {
     };
     i64::try_from(s.config.http.ticket_ttl_secs)
         .unwrap_or(86_400)
-        .saturating_add(length)
+        .saturating_add(length.min(MAX_LENGTH_SECS))
 }
 
 async fn issue(
@@ -112,6 +131,7 @@ async fn issue(
             recording_id: rec.id.clone(),
             purpose,
             expires_at,
+            token: caller.ticket_token_ref(s),
             subject: caller.subject().to_string(),
         },
     );
@@ -143,10 +163,18 @@ impl AudioQuery {
     }
 }
 
-/// How a request for the audio was allowed.
+/// How a request for the audio was allowed, and for whom.
 enum Access {
-    Ticket(Ticket),
+    Ticket(Ticket, Caller),
     Bearer(Caller),
+}
+
+impl Access {
+    fn caller(&self) -> &Caller {
+        match self {
+            Access::Ticket(_, c) | Access::Bearer(c) => c,
+        }
+    }
 }
 
 fn ticket_error(e: TicketError) -> ApiError {
@@ -164,29 +192,49 @@ async fn access(
     q: &AudioQuery,
     req: Request,
 ) -> Result<(Access, Recording), ApiError> {
-    if let Some(text) = &q.ticket {
-        let now = s.store.clock().wall().timestamp();
-        let t = tickets::open(&s.ticket_key, text, now).map_err(ticket_error)?;
-        if t.recording_id != id {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "ticket_mismatch",
-                "this ticket is for another recording",
-            ));
-        }
-        if q.download() && t.purpose != Purpose::Download {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "ticket_purpose",
-                "this ticket is for playback; ask POST /recordings/{id}/download for a download",
-            ));
-        }
-        return Ok((Access::Ticket(t), s.store.recording(id).await?));
-    }
     let (mut parts, _) = req.into_parts();
+    if let Some(text) = &q.ticket {
+        let t = open_ticket(s, id, q, text)?;
+        let remote = crate::api::auth::remote_addr(&parts);
+        let caller = Caller::of_ticket_token(s, &t.token, remote)
+            .await?
+            .ok_or_else(ticket_revoked)?;
+        let rec = visible_recording(s, &caller, id).await?;
+        return Ok((Access::Ticket(t, caller), rec));
+    }
     let caller = Caller::from_request_parts(&mut parts, s).await?;
     let rec = visible_recording(s, &caller, id).await?;
     Ok((Access::Bearer(caller), rec))
+}
+
+/// The ticket's facts, when it is valid now, for recording `id`, and for what is asked
+/// (a play ticket does not serve `download=1`).
+fn open_ticket(s: &AppState, id: &str, q: &AudioQuery, text: &str) -> Result<Ticket, ApiError> {
+    let now = s.store.clock().wall().timestamp();
+    let t = tickets::open(&s.ticket_key, text, now).map_err(ticket_error)?;
+    if t.recording_id != id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ticket_mismatch",
+            "this ticket is for another recording",
+        ));
+    }
+    if q.download() && t.purpose != Purpose::Download {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ticket_purpose",
+            "this ticket is for playback; ask POST /recordings/{id}/download for a download",
+        ));
+    }
+    Ok(t)
+}
+
+fn ticket_revoked() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "ticket_revoked",
+        "the session this ticket was issued to has ended (logged out or expired)",
+    )
 }
 
 /// `GET /recordings/{id}/audio[?ticket=…][&download=1]`: the WAV file, or one range of it.
@@ -206,29 +254,37 @@ pub async fn audio(
         return Err(purged(&rec));
     }
     let attachment = match &access {
-        Access::Ticket(t) => t.purpose == Purpose::Download,
+        Access::Ticket(t, _) => t.purpose == Purpose::Download,
         Access::Bearer(_) => q.download(),
     };
     let (file, len) = open_file(&s.config.recording.dir, &rec).await?;
     let range = parse_range(range_header.as_deref(), len);
-    if let Access::Bearer(caller) = &access {
-        let starts_listen = match range {
-            ByteRange::Full => true,
-            ByteRange::Part(start, _) => start == 0,
-            ByteRange::Unsatisfiable => false,
+    if let Some(via) = audited_via(&access, range) {
+        let action = if attachment {
+            "recording.download"
+        } else {
+            "recording.play"
         };
-        if starts_listen {
-            let action = if attachment {
-                "recording.download"
-            } else {
-                "recording.play"
-            };
-            let detail = json!({ "session_id": rec.session_id, "via": "bearer" });
-            s.audit_detail(caller, action, &rec.id, Some(&rec.facility_id), detail)
-                .await;
-        }
+        let detail = json!({ "session_id": rec.session_id, "via": via, "range": range.describe() });
+        s.audit_detail(
+            access.caller(),
+            action,
+            &rec.id,
+            Some(&rec.facility_id),
+            detail,
+        )
+        .await;
     }
     respond(file, len, range, &rec, attachment).await
+}
+
+/// Whether a fetch is audited, and as what `via` (see the module doc).
+fn audited_via(access: &Access, range: ByteRange) -> Option<&'static str> {
+    match access {
+        Access::Bearer(_) => Some("bearer"),
+        Access::Ticket(t, _) if t.purpose == Purpose::Download => Some("ticket_fetch"),
+        Access::Ticket(..) => range.starts_at_zero().then_some("ticket_fetch"),
+    }
 }
 
 /// The recording's file under the recordings directory, and its current length (a file
@@ -278,6 +334,22 @@ pub enum ByteRange {
     Part(u64, u64),
     /// Nothing of the file: 416.
     Unsatisfiable,
+}
+
+impl ByteRange {
+    /// Whether the answer starts at the first byte of the file.
+    pub fn starts_at_zero(self) -> bool {
+        matches!(self, ByteRange::Full | ByteRange::Part(0, _))
+    }
+
+    /// For the audit log: `all`, `bytes=a-b` (as served) or `unsatisfiable`.
+    pub fn describe(self) -> String {
+        match self {
+            ByteRange::Full => "all".into(),
+            ByteRange::Part(a, b) => format!("bytes={a}-{b}"),
+            ByteRange::Unsatisfiable => "unsatisfiable".into(),
+        }
+    }
 }
 
 /// Parses a single byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -437,6 +509,16 @@ mod tests {
         ] {
             assert_eq!(p(ignored), ByteRange::Full, "{ignored}");
         }
+    }
+
+    #[test]
+    fn ranges_as_audited() {
+        assert!(ByteRange::Full.starts_at_zero());
+        assert!(ByteRange::Part(0, 9).starts_at_zero());
+        assert!(!ByteRange::Part(1, 9).starts_at_zero());
+        assert!(!ByteRange::Unsatisfiable.starts_at_zero());
+        assert_eq!(ByteRange::Part(1, 99).describe(), "bytes=1-99");
+        assert_eq!(ByteRange::Full.describe(), "all");
     }
 
     #[test]
