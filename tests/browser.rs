@@ -24,12 +24,13 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::gateway::{self, Api, Gateway, GatewayPorts, FACILITY};
-use support::sipp;
+use support::api::{self, Api, Inmate, FACILITY};
+use support::gateway::Gateway;
+use support::sipp::{self, Handset, Tone, Trunk, Via};
 use support::webdriver::{self, Browser};
+use support::Workdir;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -40,39 +41,34 @@ fn screenshots() -> PathBuf {
         .join("browser-screenshots")
 }
 
-/// One test: its directory, ports, gateway and (when it uses one) browser.
+/// One test: its ports, gateway, (when it uses one) browser and directory.
 struct Case {
     name: &'static str,
-    dir: PathBuf,
     ports: sipp::Ports,
     gateway: Gateway,
     browser: Option<Browser>,
+    /// Last: dropped (failure dump, removal) after the browser and the gateway.
+    dir: Workdir,
 }
 
 impl Case {
     /// `None` (after printing why) when a tool the test needs is missing.
     fn start(name: &'static str, browser: bool, calls: bool) -> Option<Case> {
-        if (browser && !webdriver::present()) || (calls && !sipp::present()) {
+        if (browser && !webdriver::present("browser test"))
+            || (calls && !sipp::present("browser test"))
+        {
             return None;
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("browser")
-            .join(format!("{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("test dir");
+        let dir = Workdir::new("browser", name);
         let ports = sipp::ports();
-        let gp = GatewayPorts {
-            trunk_sip: ports.trunk_sip,
-            rtp: ports.rtp,
-        };
-        let gateway = Gateway::start(&dir, &gp);
+        let gateway = Gateway::start(&dir, &ports);
         let browser = browser.then(|| Browser::start(&dir.join("chromedriver.log")));
         Some(Case {
             name,
-            dir,
             ports,
             gateway,
             browser,
+            dir,
         })
     }
 
@@ -87,6 +83,25 @@ impl Case {
     fn screenshot(&self, what: &str) {
         self.browser()
             .screenshot(&screenshots().join(format!("{}-{what}.png", self.name)));
+    }
+
+    /// The called party: answers, presses 1 (accepting the call) and keeps sending a
+    /// 660 Hz tone until the gateway's BYE.
+    fn trunk(&self) -> sipp::Sipp {
+        Trunk::answer("1")
+            .speaking(Tone::steady(660.0, 100))
+            .spawn(&self.dir, &self.ports)
+    }
+
+    /// The inmate: `handset-1` dials [`api::NUMBER`], enters `pin` (RFC 4733), keeps
+    /// sending a 440 Hz tone, and hangs up `hold` after the PIN (or, with `None`, waits for
+    /// the gateway's BYE).
+    fn handset(&self, pin: &str, hold: Option<Duration>) -> sipp::Sipp {
+        let mut h = Handset::new(pin, Via::Rtp).speaking(Tone::steady(440.0, 100));
+        if let Some(hold) = hold {
+            h = h.hang_up_after(u32::try_from(hold.as_millis()).expect("hold"));
+        }
+        h.spawn(&self.dir, 0, &self.ports, self.gateway.sip)
     }
 
     /// Opens the console and logs in; waits for the search page.
@@ -121,15 +136,6 @@ impl Drop for Case {
                 let _ =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.screenshot(&shot)));
             }
-            eprintln!(
-                "==== {} failed; files kept in {}\n---- gateway.log (tail)\n{}",
-                self.name,
-                self.dir.display(),
-                self.gateway.log_tail(80)
-            );
-        } else if std::env::var_os("SALLYPORT_TEST_KEEP").is_none() {
-            self.browser = None;
-            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -148,13 +154,6 @@ fn investigators(api: &Api) {
     api.add_facility("OTHER");
     api.add_user("inv-demo", PASSWORD, "investigator", &[FACILITY]);
     api.add_user("inv-other", PASSWORD, "investigator", &["OTHER"]);
-}
-
-/// The `items` of `GET /calls/active` (or the bare list).
-fn active_calls(api: &Api) -> Vec<Value> {
-    let v = api.get("/api/v1/calls/active");
-    let list = v.get("items").cloned().unwrap_or(v);
-    list.as_array().cloned().unwrap_or_default()
 }
 
 fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -247,18 +246,12 @@ fn investigator_searches_and_replays_a_recording() {
         return;
     };
     let api = case.api();
-    gateway::three_second_increments(&api);
+    api::three_second_increments(&api);
     investigators(&api);
-    let inmate = gateway::book_funded(&api, "B-7001", "4821", "5.00");
+    let inmate = api::book_funded(&api, "B-7001", "4821", "5.00");
     // A call of about ten connected seconds, both sides sending a tone.
-    let mut trunk = sipp::trunk(&case.dir, &case.ports);
-    let mut hs = sipp::handset(
-        &case.dir,
-        &case.ports,
-        case.gateway.sip,
-        &inmate.pin,
-        Some(Duration::from_secs(14)),
-    );
+    let mut trunk = case.trunk();
+    let mut hs = case.handset(&inmate.pin, Some(Duration::from_secs(14)));
     hs.expect_ok(Duration::from_secs(60));
     trunk.expect_ok(Duration::from_secs(30));
     let (id, rec) = wait_until(
@@ -373,7 +366,7 @@ fn investigator_of_another_facility_gets_nothing() {
     };
     let api = case.api();
     investigators(&api);
-    let inmate = gateway::book_funded(&api, "B-7002", "4822", "1.00");
+    let inmate = api::book_funded(&api, "B-7002", "4822", "1.00");
     let id = "sess-browser-1";
     insert_ended_call(&case.dir, id, &inmate);
 
@@ -414,7 +407,7 @@ fn investigator_of_another_facility_gets_nothing() {
 }
 
 /// An ended call of the demo facility, written straight into the gateway's database.
-fn insert_ended_call(dir: &std::path::Path, id: &str, inmate: &gateway::Inmate) {
+fn insert_ended_call(dir: &std::path::Path, id: &str, inmate: &Inmate) {
     let url = format!("sqlite://{}/db.sqlite", dir.display());
     let now = chrono::Utc::now().timestamp_micros();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -429,7 +422,7 @@ fn insert_ended_call(dir: &std::path::Path, id: &str, inmate: &gateway::Inmate) 
         .bind(FACILITY)
         .bind(&inmate.id)
         .bind(&inmate.account)
-        .bind(gateway::NUMBER)
+        .bind(api::NUMBER)
         .bind(now - 60_000_000)
         .bind(now)
         .execute(db.pool())
@@ -445,16 +438,12 @@ fn investigator_listens_live_then_terminates() {
         return;
     };
     let api = case.api();
-    gateway::three_second_increments(&api);
+    api::three_second_increments(&api);
     investigators(&api);
-    let inmate = gateway::book_funded(&api, "B-7003", "4823", "5.00");
-    let mut trunk = sipp::trunk(&case.dir, &case.ports);
-    let mut hs = sipp::handset(&case.dir, &case.ports, case.gateway.sip, &inmate.pin, None);
-    let id = wait_until("a call is accepted", Duration::from_secs(30), || {
-        let calls = active_calls(&api);
-        let c = calls.iter().find(|c| !c["accepted_at"].is_null())?;
-        c["id"].as_str().map(str::to_string)
-    });
+    let inmate = api::book_funded(&api, "B-7003", "4823", "5.00");
+    let mut trunk = case.trunk();
+    let mut hs = case.handset(&inmate.pin, None);
+    let id = api.accepted_call(Duration::from_secs(30));
 
     case.login("inv-demo", PASSWORD);
     let b = case.browser();

@@ -1,11 +1,13 @@
-//! sipp around the gateway: a handset (UAC, `tests/sipp/handset.xml`) and the carrier trunk
-//! with the called party behind it (UAS, `tests/sipp/trunk.xml`), each sending audio: the
-//! key presses (RFC 4733 events from Debian's sip-tester captures) followed, in the same RTP
-//! stream, by a PCMU tone, so that the relay has media to carry, record and monitor.
-//! (The same harness as `tests/sip_calls.rs`, cut down to what the browser tests need.)
+//! sipp around the gateway: facility handsets (UAC, `tests/sipp/handset.xml`) and the
+//! carrier trunk with the called party behind it (UAS, `tests/sipp/trunk.xml`), the UDP
+//! ports of one test, and the audio they send: key presses as RFC 4733 events (a pcap
+//! built from the Debian sip-tester captures with one SSRC and rising sequence numbers and
+//! timestamps, so that repeated keys are distinct presses), optionally followed in the
+//! same RTP stream by a PCMU tone.
 
+use sallyport::media::g711::Law;
 use std::fs;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,24 +15,33 @@ use std::time::{Duration, Instant};
 
 const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp");
 
-fn pcap_dir() -> PathBuf {
+/// Where the sip-tester RFC 2833 captures live (`dtmf_2833_1.pcap`, …).
+pub fn pcap_dir() -> PathBuf {
     std::env::var_os("SALLYPORT_SIPP_PCAPS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/share/sip-tester"))
 }
 
-/// Whether sipp and its captures are here; prints why not (or panics in CI).
-pub fn present() -> bool {
+/// Whether sipp and its captures are here; prints why not (or panics under
+/// `SALLYPORT_REQUIRE_EXTERNAL=1`), naming `what` is skipped.
+pub fn present(what: &str) -> bool {
     let ok = Command::new("sipp")
         .arg("-v")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !ok || !pcap_dir().join("dtmf_2833_1.pcap").exists() {
-        sallyport::db::testing::skip_or_fail(
-            "sipp or its captures (Debian package sip-tester) are missing: browser test skipped",
-        );
+    if !ok {
+        sallyport::db::testing::skip_or_fail(&format!(
+            "sipp is not installed (Debian package sip-tester): {what} skipped"
+        ));
+        return false;
+    }
+    if !pcap_dir().join("dtmf_2833_1.pcap").exists() {
+        sallyport::db::testing::skip_or_fail(&format!(
+            "no sipp DTMF captures in {} (set SALLYPORT_SIPP_PCAPS): {what} skipped",
+            pcap_dir().display()
+        ));
         return false;
     }
     true
@@ -38,35 +49,57 @@ pub fn present() -> bool {
 
 // ---- ports ----------------------------------------------------------------------------
 
-/// UDP ports of one test, from a block of 64 checked free in 10000-29999 (below the
-/// ephemeral range), starting at an offset derived from the process id.
+/// UDP ports of one test. Blocks come from 10000–29999 (below Linux's ephemeral range, so
+/// port-0 binds of other processes do not land in them), starting at an offset derived
+/// from the process id (and the test binary, so that two binaries rarely meet), and are
+/// checked free.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
+    /// sipp binds its media port and media port + 2 (video): media ports are 4 apart.
     pub trunk_sip: u16,
     pub trunk_media: u16,
-    pub handset_sip: u16,
-    pub handset_media: u16,
+    /// (SIP, media) of each handset slot.
+    pub handsets: [(u16, u16); 2],
+    /// The gateway's RTP range.
     pub rtp: (u16, u16),
 }
 
 const BLOCK: u32 = 64;
 
+fn udp_free(port: u16) -> bool {
+    UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Where this test binary starts in the blocks (each binary compiles this module).
+fn first_block(blocks: u32) -> u32 {
+    let spread = match env!("CARGO_CRATE_NAME") {
+        "sip_calls" => 0,
+        "browser" => blocks / 2,
+        _ => 7,
+    };
+    (std::process::id() + spread) % blocks
+}
+
+/// The next free block of this process.
 pub fn ports() -> Ports {
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let blocks = 20_000 / BLOCK;
-    // Away from the blocks tests/sip_calls.rs starts at in the same process-id scheme.
-    let start = (std::process::id() + blocks / 2) % blocks;
-    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
-    let free = |p: u16| UdpSocket::bind(("127.0.0.1", p)).is_ok();
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        first_block(blocks),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     for _ in 0..blocks {
         let n = NEXT.fetch_add(1, Ordering::SeqCst) % blocks;
         let base = u16::try_from(10_000 + n * BLOCK).expect("port");
-        if (0..BLOCK as u16).all(|o| free(base + o)) {
+        // Every port of the block, the gateway's RTP range included: other processes on
+        // this machine (other test runs, load scripts) come and go in this range too.
+        if (0..BLOCK as u16).all(|o| udp_free(base + o)) {
             return Ports {
                 trunk_sip: base,
                 trunk_media: base + 2,
-                handset_sip: base + 8,
-                handset_media: base + 10,
+                handsets: [(base + 8, base + 10), (base + 16, base + 18)],
                 rtp: (base + 24, base + 63),
             };
         }
@@ -74,15 +107,16 @@ pub fn ports() -> Ports {
     panic!("no free block of UDP ports in 10000-29999");
 }
 
-// ---- audio ----------------------------------------------------------------------------
+// ---- RFC 4733 captures and tones ------------------------------------------------------
 
+/// One record of a pcap file: (seconds, microseconds, frame).
 type Record = (u32, u32, Vec<u8>);
 
 fn read_pcap(path: &Path) -> (Vec<u8>, Vec<Record>) {
     let d = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         d.len() >= 24 && d[..4] == [0xd4, 0xc3, 0xb2, 0xa1],
-        "{}: not a pcap",
+        "{}: not a little-endian microsecond pcap",
         path.display()
     );
     let u32le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -100,124 +134,170 @@ fn read_pcap(path: &Path) -> (Vec<u8>, Vec<Record>) {
     (d[..24].to_vec(), recs)
 }
 
-/// G.711 µ-law of one linear sample.
-fn ulaw(sample: i16) -> u8 {
-    let mut s = i32::from(sample);
-    let sign = if s < 0 { 0x80 } else { 0 };
-    s = s.abs().min(32_635) + 0x84;
-    let mut exp = 7;
-    while exp > 0 && s & (0x80 << exp) == 0 {
-        exp -= 1;
+fn push_record(file: &mut Vec<u8>, t_us: u64, frame: &[u8]) {
+    let len = u32::try_from(frame.len()).unwrap();
+    for v in [
+        u32::try_from(t_us / 1_000_000).unwrap(),
+        u32::try_from(t_us % 1_000_000).unwrap(),
+        len,
+        len,
+    ] {
+        file.extend_from_slice(&v.to_le_bytes());
     }
-    let mantissa = (s >> (exp + 3)) & 0x0f;
-    !(sign | (exp << 4) | mantissa) as u8
+    file.extend_from_slice(frame);
 }
 
-/// One RTP stream written as a pcap: key presses, then a tone.
-struct Stream {
-    file: Vec<u8>,
-    /// Ethernet + IPv4 + UDP header of a capture, the lengths rewritten per frame.
-    link: Vec<u8>,
-    seq: u16,
-    ts: u32,
-    ssrc: u32,
-    at_us: u64,
-    origin: u64,
+fn ip_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
-impl Stream {
-    fn new() -> Stream {
-        let (header, recs) = read_pcap(&pcap_dir().join("dtmf_2833_0.pcap"));
-        let frame = &recs[0].2;
-        let rtp = 14 + usize::from(frame[14] & 0x0f) * 4 + 8;
-        let origin = u64::from(recs[0].0) * 1_000_000 + u64::from(recs[0].1);
-        Stream {
-            file: header,
-            link: frame[..rtp].to_vec(),
-            seq: 1000,
-            ts: 160_000,
-            ssrc: 0x5a11_9047,
-            at_us: 0,
-            origin,
+/// A burst pattern of one sine tone in PCMU: `bursts` times `on_ms` of tone then `off_ms`
+/// of silence, starting `lead_ms` after the first key press of the stream (after a PIN:
+/// where the keys end).
+#[derive(Debug, Clone, Copy)]
+pub struct Tone {
+    pub hz: f64,
+    pub lead_ms: u64,
+    pub on_ms: u64,
+    pub off_ms: u64,
+    pub bursts: u64,
+}
+
+impl Tone {
+    /// `secs` of an unbroken tone at `hz`, from the end of the keys.
+    pub const fn steady(hz: f64, secs: u64) -> Tone {
+        Tone {
+            hz,
+            lead_ms: 0,
+            on_ms: secs * 1000,
+            off_ms: 0,
+            bursts: 1,
         }
     }
 
-    fn push(&mut self, t_us: u64, mut frame: Vec<u8>) {
-        let t = self.origin + t_us;
-        let len = u32::try_from(frame.len()).expect("frame");
+    /// 20 ms PCMU frames (silence between bursts is sent too, as a phone does).
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let total = self.bursts * (self.on_ms + self.off_ms) / 20;
+        (0..total)
+            .map(|f| {
+                (0..160u64)
+                    .map(|i| {
+                        let n = f * 160 + i;
+                        let ms = n / 8;
+                        let on = ms % (self.on_ms + self.off_ms) < self.on_ms;
+                        let t = n as f64 / 8000.0;
+                        let v = if on {
+                            (8000.0 * (std::f64::consts::TAU * self.hz * t).sin()) as i16
+                        } else {
+                            0
+                        };
+                        Law::Ulaw.encode(v)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Writes `out`: the key presses of `keys` (`0-9 * #`; `_` is a 1.5 s pause) as one RTP
+/// stream: one SSRC, rising sequence numbers, one timestamp per press, 300 ms apart.
+/// Returns how long it plays.
+pub fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
+    dtmf_pcap_then(keys, out, None)
+}
+
+/// `dtmf_pcap`, then (if any) `tone` in the same RTP stream, whose SSRC then depends on
+/// the tone's frequency (the parties' streams differ). Returns how long the keys play.
+pub fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>) -> Duration {
+    let mut file = Vec::new();
+    let mut template: Option<Vec<u8>> = None;
+    let ssrc = 0x5a11_9047u32 ^ tone.map_or(0, |t| t.hz as u32);
+    let (mut seq, mut ts) = (1000u16, 160_000u32);
+    let mut at_us: u64 = 0;
+    let mut origin = None;
+    for key in keys.chars() {
+        if key == '_' {
+            at_us += 1_500_000;
+            ts = ts.wrapping_add(12_000);
+            continue;
+        }
+        let name = match key {
+            '0'..='9' => format!("dtmf_2833_{key}.pcap"),
+            '#' => "dtmf_2833_pound.pcap".into(),
+            '*' => "dtmf_2833_star.pcap".into(),
+            _ => panic!("no capture for key {key:?}"),
+        };
+        let (header, recs) = read_pcap(&pcap_dir().join(name));
+        if file.is_empty() {
+            file.extend_from_slice(&header);
+        }
+        let first = u64::from(recs[0].0) * 1_000_000 + u64::from(recs[0].1);
+        let origin = *origin.get_or_insert(first);
+        for (s, us, mut frame) in recs {
+            template.get_or_insert_with(|| frame.clone());
+            let rel = u64::from(s) * 1_000_000 + u64::from(us) - first;
+            // Ethernet, IPv4 (IHL), UDP: no checksum (sipp sends the payload from a socket).
+            let udp = 14 + usize::from(frame[14] & 0x0f) * 4;
+            frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
+            let rtp = udp + 8;
+            frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
+            frame[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
+            frame[rtp + 8..rtp + 12].copy_from_slice(&ssrc.to_be_bytes());
+            seq = seq.wrapping_add(1);
+            push_record(&mut file, origin + at_us + rel, &frame);
+        }
+        at_us += 300_000;
+        ts = ts.wrapping_add(2_400);
+    }
+    let keys_play = Duration::from_micros(at_us);
+    if let (Some(tone), Some(template), Some(origin)) = (tone, template, origin) {
         let ip = 14;
-        let udp = ip + usize::from(frame[ip] & 0x0f) * 4;
-        let ip_len = u16::try_from(frame.len() - ip).expect("ip length");
-        let udp_len = u16::try_from(frame.len() - udp).expect("udp length");
-        frame[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
-        frame[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
-        frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
-        for v in [(t / 1_000_000) as u32, (t % 1_000_000) as u32, len, len] {
-            self.file.extend_from_slice(&v.to_le_bytes());
-        }
-        self.file.extend_from_slice(&frame);
-    }
-
-    /// The captured presses of `keys` (`0-9 * #`), 300 ms apart, renumbered into this stream.
-    fn keys(&mut self, keys: &str) {
-        for key in keys.chars() {
-            let name = match key {
-                '0'..='9' => format!("dtmf_2833_{key}.pcap"),
-                '#' => "dtmf_2833_pound.pcap".into(),
-                '*' => "dtmf_2833_star.pcap".into(),
-                _ => panic!("no capture for key {key:?}"),
-            };
-            let (_, recs) = read_pcap(&pcap_dir().join(name));
-            let first = u64::from(recs[0].0) * 1_000_000 + u64::from(recs[0].1);
-            for (s, us, mut frame) in recs {
-                let rel = u64::from(s) * 1_000_000 + u64::from(us) - first;
-                let rtp = 14 + usize::from(frame[14] & 0x0f) * 4 + 8;
-                frame[rtp + 2..rtp + 4].copy_from_slice(&self.seq.to_be_bytes());
-                frame[rtp + 4..rtp + 8].copy_from_slice(&self.ts.to_be_bytes());
-                frame[rtp + 8..rtp + 12].copy_from_slice(&self.ssrc.to_be_bytes());
-                self.seq = self.seq.wrapping_add(1);
-                self.push(self.at_us + rel, frame);
-            }
-            self.at_us += 300_000;
-            self.ts = self.ts.wrapping_add(2_400);
+        let ihl = usize::from(template[ip] & 0x0f) * 4;
+        let udp = ip + ihl;
+        let rtp = udp + 8;
+        // A tone after the PIN starts where the keys end; after a single key, `lead_ms`
+        // after its first packet. The timestamps already run to `at_us`.
+        let start = if keys.len() > 1 {
+            at_us
+        } else {
+            (tone.lead_ms * 1000).max(at_us)
+        };
+        ts = ts.wrapping_add(u32::try_from((start - at_us) / 125).unwrap());
+        for (i, payload) in tone.frames().into_iter().enumerate() {
+            let mut frame = template[..rtp + 12].to_vec();
+            frame[rtp + 1] = 0; // PCMU, no marker
+            frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
+            frame[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
+            frame[rtp + 8..rtp + 12].copy_from_slice(&ssrc.to_be_bytes());
+            frame.extend_from_slice(&payload);
+            let ip_len = u16::try_from(frame.len() - ip).unwrap();
+            frame[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
+            frame[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+            let sum = ip_checksum(&frame[ip..ip + ihl]);
+            frame[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+            let udp_len = u16::try_from(frame.len() - udp).unwrap();
+            frame[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
+            frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(160);
+            push_record(&mut file, origin + start + i as u64 * 20_000, &frame);
         }
     }
-
-    /// `secs` of a PCMU sine at `hz`, 20 ms a packet.
-    fn tone(&mut self, hz: f64, secs: u32) {
-        let mut n = 0u64;
-        for _ in 0..secs * 50 {
-            let mut frame = self.link.clone();
-            frame.extend_from_slice(&[0x80, 0]);
-            frame.extend_from_slice(&self.seq.to_be_bytes());
-            frame.extend_from_slice(&self.ts.to_be_bytes());
-            frame.extend_from_slice(&self.ssrc.to_be_bytes());
-            for _ in 0..160 {
-                let x = (2.0 * std::f64::consts::PI * hz * n as f64 / 8000.0).sin();
-                frame.push(ulaw((x * 8000.0) as i16));
-                n += 1;
-            }
-            self.push(self.at_us, frame);
-            self.seq = self.seq.wrapping_add(1);
-            self.ts = self.ts.wrapping_add(160);
-            self.at_us += 20_000;
-        }
-    }
-}
-
-/// Writes `out`: the presses of `keys`, then `secs` of a tone at `hz`; returns how long
-/// the presses take.
-pub fn keys_then_tone(keys: &str, hz: f64, secs: u32, out: &Path) -> Duration {
-    let mut s = Stream::new();
-    s.keys(keys);
-    let keys_take = Duration::from_micros(s.at_us);
-    s.tone(hz, secs);
-    fs::write(out, &s.file).expect("write pcap");
-    keys_take
+    fs::write(out, file).unwrap();
+    keys_play
 }
 
 // ---- sipp processes -------------------------------------------------------------------
 
+/// One sipp process, its files in `dir` (`command.txt`, `screen.log`, `stderr.log`,
+/// `errors.log`, `messages.log`); killed when dropped.
 pub struct Sipp {
     pub name: String,
     pub dir: PathBuf,
@@ -226,9 +306,12 @@ pub struct Sipp {
 }
 
 impl Sipp {
-    fn spawn(dir: &Path, scenario: &str, args: &[String]) -> Sipp {
+    /// Runs `scenario` (of `tests/sipp`) for one call in `dir/name`.
+    pub fn spawn(dir: &Path, name: &str, scenario: &str, args: &[String]) -> Sipp {
+        let dir = dir.join(name);
+        fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new("sipp");
-        cmd.current_dir(dir)
+        cmd.current_dir(&dir)
             .arg("-sf")
             .arg(Path::new(SCENARIOS).join(scenario))
             .args(args)
@@ -245,38 +328,41 @@ impl Sipp {
             .args(["-trace_err", "-error_file", "errors.log"])
             .stdin(Stdio::null())
             .stdout(Stdio::from(
-                fs::File::create(dir.join("screen.log")).expect("log"),
+                fs::File::create(dir.join("screen.log")).unwrap(),
             ))
             .stderr(Stdio::from(
-                fs::File::create(dir.join("stderr.log")).expect("log"),
+                fs::File::create(dir.join("stderr.log")).unwrap(),
             ));
+        fs::write(dir.join("command.txt"), format!("{cmd:?}\n")).unwrap();
         Sipp {
-            name: scenario.into(),
-            dir: dir.to_path_buf(),
+            name: name.into(),
+            dir,
             child: Some(cmd.spawn().expect("start sipp")),
             started: Instant::now(),
         }
     }
 
-    /// Waits for sipp to end with its call successful.
-    pub fn expect_ok(&mut self, timeout: Duration) {
+    /// Waits for sipp to end with every call successful (exit 0); returns how long it ran.
+    pub fn expect_ok(&mut self, timeout: Duration) -> Duration {
+        let deadline = self.started + timeout;
         let child = self.child.as_mut().expect("sipp already reaped");
         loop {
-            if let Some(st) = child.try_wait().expect("wait sipp") {
+            if let Some(st) = child.try_wait().unwrap() {
                 self.child = None;
                 assert!(
                     st.success(),
-                    "sipp {} failed ({st}): see {}/errors.log",
+                    "sipp {} failed ({st}): see {}/errors.log and messages.log",
                     self.name,
                     self.dir.display()
                 );
-                return;
+                return self.started.elapsed();
             }
-            assert!(
-                self.started.elapsed() < timeout,
-                "sipp {} still running after {timeout:?}",
-                self.name
-            );
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                panic!("sipp {} still running after {timeout:?}", self.name);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -287,6 +373,19 @@ impl Sipp {
             let _ = c.wait();
         }
     }
+
+    pub fn messages(&self) -> String {
+        fs::read_to_string(self.dir.join("messages.log")).unwrap_or_default()
+    }
+
+    /// Requests received or sent with `method` (request lines `METHOD sip:…`).
+    pub fn count_requests(&self, method: &str) -> usize {
+        let prefix = format!("{method} sip:");
+        self.messages()
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .count()
+    }
 }
 
 impl Drop for Sipp {
@@ -295,116 +394,264 @@ impl Drop for Sipp {
     }
 }
 
-fn strings(a: &[&str]) -> Vec<String> {
+pub fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
-/// The called party: answers, presses 1 (accepting the call) and keeps sending a 660 Hz
-/// tone until the gateway's BYE.
-pub fn trunk(dir: &Path, ports: &Ports) -> Sipp {
-    let dir = dir.join("trunk");
-    fs::create_dir_all(&dir).expect("trunk dir");
-    keys_then_tone("1", 660.0, 100, &dir.join("key1.pcap"));
-    keys_then_tone("2", 660.0, 1, &dir.join("key2.pcap"));
-    let (sip, media) = (ports.trunk_sip.to_string(), ports.trunk_media.to_string());
-    let args = strings(&[
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &sip,
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &media,
-        "-set",
-        "mode",
-        "answer",
-        "-set",
-        "ring_ms",
-        "500",
-        "-set",
-        "key",
-        "1",
-        "-set",
-        "key_ms",
-        "1000",
-        "-set",
-        "key_via",
-        "rtp",
-        "-set",
-        "then",
-        "wait",
-        "-set",
-        "hold_ms",
-        "0",
-    ]);
-    let s = Sipp::spawn(&dir, "trunk.xml", &args);
-    // Let the UAS bind before the gateway can send it anything.
-    std::thread::sleep(Duration::from_millis(300));
-    s
+/// Prints the command, errors and message trace (their last 12 kB) of every sipp that
+/// ran under `dir`.
+pub fn dump_traces(dir: &Path) {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|d| d.join("command.txt").exists())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        for f in ["command.txt", "errors.log", "messages.log"] {
+            let text = fs::read_to_string(dir.join(f)).unwrap_or_default();
+            let from = text.len().saturating_sub(12_000);
+            let from = (from..text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            eprintln!("---- {}/{f}\n{}", dir.display(), &text[from..]);
+        }
+    }
 }
 
-/// The inmate: `handset-1` dials [`super::gateway::NUMBER`], enters `pin` (RFC 4733), keeps
-/// sending a 440 Hz tone, and hangs up `hold` after the PIN (or, with `None`, waits for
-/// the gateway's BYE).
-pub fn handset(
-    dir: &Path,
-    ports: &Ports,
-    gateway: std::net::SocketAddr,
-    pin: &str,
-    hold: Option<Duration>,
-) -> Sipp {
-    let dir = dir.join("handset");
-    fs::create_dir_all(&dir).expect("handset dir");
-    let keys_take = keys_then_tone(&format!("{pin}#"), 440.0, 100, &dir.join("pin.pcap"));
-    let d: Vec<char> = pin.chars().collect();
-    assert_eq!(d.len(), 4, "four-digit PIN");
-    fs::write(
-        dir.join("calls.csv"),
-        format!(
-            "SEQUENTIAL\nhandset-1;{};{};{};{}\n",
-            d[0], d[1], d[2], d[3]
-        ),
-    )
-    .expect("calls.csv");
-    let (sip, media) = (
-        ports.handset_sip.to_string(),
-        ports.handset_media.to_string(),
-    );
-    let pin_ms = (keys_take.as_millis() + 300).to_string();
-    let (then, hold_ms) = match hold {
-        Some(h) => ("bye", h.as_millis().to_string()),
-        None => ("wait", "0".to_string()),
-    };
-    let args = strings(&[
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &sip,
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &media,
-        "-s",
-        super::gateway::NUMBER,
-        &gateway.to_string(),
-        "-inf",
-        "calls.csv",
-        "-set",
-        "pin_via",
-        "rtp",
-        "-set",
-        "attempts",
-        "1",
-        "-set",
-        "pin_ms",
-        &pin_ms,
-        "-set",
-        "then",
-        then,
-        "-set",
-        "hold_ms",
-        &hold_ms,
-    ]);
-    Sipp::spawn(&dir, "handset.xml", &args)
+// ---- scenarios ------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Via {
+    Rtp,
+    Info,
+}
+
+impl Via {
+    fn arg(self) -> &'static str {
+        match self {
+            Via::Rtp => "rtp",
+            Via::Info => "info",
+        }
+    }
+}
+
+/// The called party's behaviour (`trunk.xml`).
+#[derive(Clone, Copy)]
+pub struct Trunk {
+    pub mode: &'static str,
+    pub ring_ms: u32,
+    pub key: &'static str,
+    pub key_via: Via,
+    pub key_ms: u32,
+    pub then: &'static str,
+    pub hold_ms: u32,
+    /// Audio sent after the key press (in the same RTP stream as the key).
+    pub voice: Option<Tone>,
+}
+
+impl Trunk {
+    /// Answers after 500 ms of ringing and presses `key` a second after the ACK; then
+    /// waits for the gateway's BYE.
+    pub fn answer(key: &'static str) -> Trunk {
+        Trunk {
+            mode: "answer",
+            ring_ms: 500,
+            key,
+            key_via: Via::Rtp,
+            key_ms: 1000,
+            then: "wait",
+            hold_ms: 0,
+            voice: None,
+        }
+    }
+    pub fn busy() -> Trunk {
+        Trunk {
+            mode: "busy",
+            ..Trunk::answer("none")
+        }
+    }
+    pub fn ring_forever() -> Trunk {
+        Trunk {
+            mode: "ring",
+            ..Trunk::answer("none")
+        }
+    }
+    /// Presses the key by SIP INFO instead of RFC 4733.
+    pub fn key_by_info(self) -> Trunk {
+        Trunk {
+            key_via: Via::Info,
+            ..self
+        }
+    }
+    /// Speaks `tone` after pressing the key.
+    pub fn speaking(self, tone: Tone) -> Trunk {
+        Trunk {
+            voice: Some(tone),
+            ..self
+        }
+    }
+    /// Hangs up `ms` after pressing the key.
+    pub fn hang_up_after(self, ms: u32) -> Trunk {
+        Trunk {
+            then: "bye",
+            hold_ms: ms,
+            ..self
+        }
+    }
+
+    /// The trunk's sipp (in `dir/trunk`) on the trunk ports of `ports`, bound when this
+    /// returns.
+    pub fn spawn(&self, dir: &Path, ports: &Ports) -> Sipp {
+        let d = dir.join("trunk");
+        fs::create_dir_all(&d).unwrap();
+        dtmf_pcap_then("1", &d.join("key1.pcap"), self.voice);
+        dtmf_pcap("2", &d.join("key2.pcap"));
+        let args = strings(&[
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &ports.trunk_sip.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &ports.trunk_media.to_string(),
+            "-set",
+            "mode",
+            self.mode,
+            "-set",
+            "ring_ms",
+            &self.ring_ms.to_string(),
+            "-set",
+            "key",
+            self.key,
+            "-set",
+            "key_ms",
+            &self.key_ms.to_string(),
+            "-set",
+            "key_via",
+            self.key_via.arg(),
+            "-set",
+            "then",
+            self.then,
+            "-set",
+            "hold_ms",
+            &self.hold_ms.to_string(),
+        ]);
+        let s = Sipp::spawn(dir, "trunk", "trunk.xml", &args);
+        // Let the UAS bind before the gateway can send it anything.
+        std::thread::sleep(Duration::from_millis(300));
+        s
+    }
+}
+
+/// The inmate's behaviour (`handset.xml`).
+#[derive(Clone)]
+pub struct Handset {
+    pub user: String,
+    pub number: String,
+    pub pin: String,
+    pub via: Via,
+    pub attempts: u32,
+    pub then: &'static str,
+    pub hold_ms: u32,
+    /// Audio sent after the PIN (RFC 4733 PINs only: same RTP stream).
+    pub voice: Option<Tone>,
+}
+
+impl Handset {
+    /// `handset-1` dials [`super::api::NUMBER`], enters `pin` and `#`, then waits for the
+    /// BYE.
+    pub fn new(pin: &str, via: Via) -> Handset {
+        Handset {
+            user: "handset-1".into(),
+            number: super::api::NUMBER.into(),
+            pin: pin.into(),
+            via,
+            attempts: 1,
+            then: "wait",
+            hold_ms: 0,
+            voice: None,
+        }
+    }
+    pub fn dial(mut self, number: &str) -> Self {
+        self.number = number.into();
+        self
+    }
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n;
+        self
+    }
+    pub fn user(mut self, u: &str) -> Self {
+        self.user = u.into();
+        self
+    }
+    /// Speaks `tone` after the PIN.
+    pub fn speaking(mut self, tone: Tone) -> Self {
+        self.voice = Some(tone);
+        self
+    }
+    /// Hangs up `ms` after the PIN was entered.
+    pub fn hang_up_after(mut self, ms: u32) -> Self {
+        self.then = "bye";
+        self.hold_ms = ms;
+        self
+    }
+
+    /// Handset `slot` (0 or 1: its own SIP and media ports of `ports`, files in
+    /// `dir/handset<slot>`) calls `gateway`.
+    pub fn spawn(&self, dir: &Path, slot: usize, ports: &Ports, gateway: SocketAddr) -> Sipp {
+        let name = format!("handset{slot}");
+        let d = dir.join(&name);
+        fs::create_dir_all(&d).unwrap();
+        let keys = vec![format!("{}#", self.pin); self.attempts as usize].join("_");
+        let plays = dtmf_pcap_then(&keys, &d.join("pin.pcap"), self.voice);
+        let p: Vec<char> = self.pin.chars().collect();
+        assert_eq!(
+            p.len(),
+            4,
+            "the INFO branch of handset.xml sends four digits"
+        );
+        fs::write(
+            d.join("calls.csv"),
+            format!(
+                "SEQUENTIAL\n{};{};{};{};{}\n",
+                self.user, p[0], p[1], p[2], p[3]
+            ),
+        )
+        .unwrap();
+        let (sip, media) = ports.handsets[slot];
+        let args = strings(&[
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media.to_string(),
+            "-s",
+            &self.number,
+            &gateway.to_string(),
+            "-inf",
+            "calls.csv",
+            "-set",
+            "pin_via",
+            self.via.arg(),
+            "-set",
+            "attempts",
+            &self.attempts.to_string(),
+            "-set",
+            "pin_ms",
+            &(plays.as_millis() + 300).to_string(),
+            "-set",
+            "then",
+            self.then,
+            "-set",
+            "hold_ms",
+            &self.hold_ms.to_string(),
+        ]);
+        Sipp::spawn(dir, &name, "handset.xml", &args)
+    }
 }

@@ -2,9 +2,9 @@
 //! Chromium: the handful of commands the browser tests use, over plain HTTP/1.1 on
 //! loopback (no TLS, no async runtime, no extra dependency).
 
+use super::api::exchange;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,13 +26,13 @@ pub fn chromedriver() -> PathBuf {
 }
 
 /// Whether both are installed; prints why not (or panics under
-/// `SALLYPORT_REQUIRE_EXTERNAL=1`).
-pub fn present() -> bool {
-    for (what, path) in [("chromium", chromium()), ("chromedriver", chromedriver())] {
+/// `SALLYPORT_REQUIRE_EXTERNAL=1`), naming `what` is skipped.
+pub fn present(what: &str) -> bool {
+    for (tool, path) in [("chromium", chromium()), ("chromedriver", chromedriver())] {
         if !path.exists() {
             sallyport::db::testing::skip_or_fail(&format!(
-                "{what} is not installed at {} (Debian packages chromium and chromium-driver): \
-                 browser test skipped",
+                "{tool} is not installed at {} (Debian packages chromium and chromium-driver): \
+                 {what} skipped",
                 path.display()
             ));
             return false;
@@ -74,6 +74,8 @@ impl Browser {
         };
         b.wait_ready();
         b.session = b.new_session();
+        // Scripts that open many peer connections take their time.
+        b.cmd("POST", "/timeouts", Some(json!({ "script": 120_000 })));
         b
     }
 
@@ -107,7 +109,11 @@ impl Browser {
             // hidden behind mDNS names the gateway cannot resolve.
             "--allow-loopback-in-peer-connection",
             "--disable-features=WebRtcHideLocalIpsWithMdns",
+            "--disable-quic",
             "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             profile.as_str(),
         ];
         let caps = json!({ "capabilities": { "alwaysMatch": {
@@ -259,84 +265,20 @@ impl Drop for Browser {
     }
 }
 
-/// One HTTP/1.1 request; the status and the JSON body.
+/// One WebDriver request; the status and the JSON body.
 fn http(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> std::io::Result<(u16, Value)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let (head, body) = read_response(&mut s)?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let ctype = [("Content-Type", "application/json; charset=utf-8")];
+    let (status, _, body) = exchange(addr, method, path, &ctype, &body, Duration::from_secs(150))?;
     Ok((
         status,
         serde_json::from_str(&body).unwrap_or(Value::String(body)),
     ))
-}
-
-/// Reads one response: chromedriver keeps the connection open whatever the request says,
-/// so the body ends at its Content-Length (or at the last chunk).
-pub fn read_response(s: &mut impl Read) -> std::io::Result<(String, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let mut split = None;
-    loop {
-        if split.is_none() {
-            split = buf.windows(4).position(|w| w == b"\r\n\r\n");
-        }
-        if let Some(at) = split {
-            let head = String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase();
-            let body = &buf[at + 4..];
-            let length = head.lines().find_map(|l| {
-                l.strip_prefix("content-length:")
-                    .and_then(|n| n.trim().parse::<usize>().ok())
-            });
-            let chunked = head.contains("transfer-encoding: chunked");
-            let complete = match length {
-                Some(n) => body.len() >= n,
-                None => chunked && body.ends_with(b"0\r\n\r\n"),
-            };
-            if complete {
-                let text = String::from_utf8_lossy(body).into_owned();
-                let text = if chunked { dechunk(&text) } else { text };
-                return Ok((head, text));
-            }
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            let at = split.unwrap_or(buf.len());
-            let head = String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase();
-            let body = String::from_utf8_lossy(buf.get(at + 4..).unwrap_or_default()).into_owned();
-            return Ok((head, body));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-pub fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Standard base64 (screenshots), ignoring padding and whitespace.
