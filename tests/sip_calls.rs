@@ -21,161 +21,24 @@
 //! Run one: `cargo test --test sip_calls -- busy`; all at once in less wall time:
 //! `cargo test --test sip_calls -- --test-threads=8` (they mostly wait).
 
+mod support;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
+use support::api::{
+    book, dec, fund, money, three_second_increments, Api, Inmate, FACILITY, NUMBER,
+};
+use support::gateway::{self, Gateway};
+use support::sipp::{self, dtmf_pcap, Handset, Ports, Sipp, Tone, Trunk, Via};
+use support::Workdir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp");
-const ADMIN: &str = "sipp-tests-admin-token";
-const FACILITY: &str = "DEMO";
-/// The number every booked inmate has as an approved contact (local in the demo deck).
-const NUMBER: &str = "+15551230001";
 /// $0.05 per minute in 3-second increments.
-const PER_MINUTE: &str = "0.05";
 const INCREMENT_SECS: f64 = 3.0;
 const COST: &str = "0.0025";
-
-fn dec(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap_or_else(|e| panic!("not a decimal: {s:?}: {e}"))
-}
-
-fn money(v: &Value) -> Decimal {
-    dec(v
-        .as_str()
-        .unwrap_or_else(|| panic!("not a money string: {v}")))
-}
-
-// ---- external tools -------------------------------------------------------------------
-
-/// Where the sip-tester RFC 2833 captures live (`dtmf_2833_1.pcap`, …).
-fn pcap_dir() -> PathBuf {
-    std::env::var_os("SALLYPORT_SIPP_PCAPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/share/sip-tester"))
-}
-
-/// Whether sipp and its pcaps are here; prints the reason (or panics in CI) when not.
-fn sipp_present() -> bool {
-    let ok = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        sallyport::db::testing::skip_or_fail("sipp is not installed: SIP call test skipped");
-        return false;
-    }
-    if !pcap_dir().join("dtmf_2833_1.pcap").exists() {
-        sallyport::db::testing::skip_or_fail(&format!(
-            "no sipp DTMF captures in {} (set SALLYPORT_SIPP_PCAPS): SIP call test skipped",
-            pcap_dir().display()
-        ));
-        return false;
-    }
-    true
-}
-
-// ---- ports ----------------------------------------------------------------------------
-
-/// Ports of one test. Blocks come from 10000–29999 (below Linux's ephemeral range, so
-/// port-0 binds of other processes do not land in them), starting at an offset derived
-/// from the process id so two test processes rarely meet, and are checked free.
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    /// sipp binds its media port and media port + 2 (video): media ports are 4 apart.
-    trunk_sip: u16,
-    trunk_media: u16,
-    handsets: [(u16, u16); 2],
-    rtp: (u16, u16),
-}
-
-const BLOCK: u32 = 64;
-
-fn udp_free(port: u16) -> bool {
-    UdpSocket::bind(("127.0.0.1", port)).is_ok()
-}
-
-fn ports() -> Ports {
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let blocks = 20_000 / BLOCK;
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id() % blocks,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..blocks {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst) % blocks;
-        let base = u16::try_from(10_000 + n * BLOCK).expect("port");
-        // Every port of the block, the gateway's RTP range included: other processes on
-        // this machine (other test runs, load scripts) come and go in this range too.
-        if (0..BLOCK as u16).all(|o| udp_free(base + o)) {
-            return Ports {
-                trunk_sip: base,
-                trunk_media: base + 2,
-                handsets: [(base + 8, base + 10), (base + 16, base + 18)],
-                rtp: (base + 24, base + 63),
-            };
-        }
-    }
-    panic!("no free block of UDP ports in 10000-29999");
-}
-
-// ---- RFC 4733 captures ----------------------------------------------------------------
-
-/// One record of a pcap file: (seconds, microseconds, frame).
-type Record = (u32, u32, Vec<u8>);
-
-fn read_pcap(path: &Path) -> (Vec<u8>, Vec<Record>) {
-    let d = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        d.len() >= 24 && d[..4] == [0xd4, 0xc3, 0xb2, 0xa1],
-        "{}: not a little-endian microsecond pcap",
-        path.display()
-    );
-    let u32le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let mut recs = Vec::new();
-    let mut off = 24;
-    while off + 16 <= d.len() {
-        let (s, us, len) = (
-            u32le(&d[off..]),
-            u32le(&d[off + 4..]),
-            u32le(&d[off + 8..]) as usize,
-        );
-        recs.push((s, us, d[off + 16..off + 16 + len].to_vec()));
-        off += 16 + len;
-    }
-    (d[..24].to_vec(), recs)
-}
-
-/// Writes `out`: the key presses of `keys` (`0-9 * #`; `_` is a 1.5 s pause) as one RTP
-/// stream: one SSRC, rising sequence numbers, one timestamp per press, 300 ms apart.
-/// Returns how long it plays.
-fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
-    dtmf_pcap_then(keys, out, None)
-}
-
-/// A burst pattern of one sine tone in PCMU: `bursts` times `on_ms` of tone then `off_ms`
-/// of silence, starting `lead_ms` after the first key press of the stream.
-#[derive(Debug, Clone, Copy)]
-struct Tone {
-    hz: f64,
-    lead_ms: u64,
-    on_ms: u64,
-    off_ms: u64,
-    bursts: u64,
-}
 
 /// The called party's voice: 1 kHz bursts 500 ms after pressing the key.
 const CALLEE_TONE: Tone = Tone {
@@ -194,675 +57,28 @@ const INMATE_TONE: Tone = Tone {
     bursts: 40,
 };
 
-impl Tone {
-    /// 20 ms PCMU frames (silence between bursts is sent too, as a phone does).
-    fn frames(&self) -> Vec<Vec<u8>> {
-        let law = sallyport::media::g711::Law::Ulaw;
-        let total = self.bursts * (self.on_ms + self.off_ms) / 20;
-        (0..total)
-            .map(|f| {
-                (0..160u64)
-                    .map(|i| {
-                        let n = f * 160 + i;
-                        let ms = n / 8;
-                        let on = ms % (self.on_ms + self.off_ms) < self.on_ms;
-                        let t = n as f64 / 8000.0;
-                        let v = if on {
-                            (8000.0 * (std::f64::consts::TAU * self.hz * t).sin()) as i16
-                        } else {
-                            0
-                        };
-                        law.encode(v)
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-}
-
-/// `dtmf_pcap`, then (if any) `tone` in the same RTP stream, `lead_ms` after the first
-/// key press's first packet. Returns how long the keys play.
-fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>) -> Duration {
-    let mut file = Vec::new();
-    let mut template: Option<Vec<u8>> = None;
-    let (mut seq, mut ts, ssrc) = (1000u16, 160_000u32, 0x5a11_9047u32);
-    let mut at_us: u64 = 0;
-    let mut origin = None;
-    for key in keys.chars() {
-        if key == '_' {
-            at_us += 1_500_000;
-            ts = ts.wrapping_add(12_000);
-            continue;
-        }
-        let name = match key {
-            '0'..='9' => format!("dtmf_2833_{key}.pcap"),
-            '#' => "dtmf_2833_pound.pcap".into(),
-            '*' => "dtmf_2833_star.pcap".into(),
-            _ => panic!("no capture for key {key:?}"),
-        };
-        let (header, recs) = read_pcap(&pcap_dir().join(name));
-        if file.is_empty() {
-            file.extend_from_slice(&header);
-        }
-        let first = u64::from(recs[0].0) * 1_000_000 + u64::from(recs[0].1);
-        let origin = *origin.get_or_insert(first);
-        for (s, us, mut frame) in recs {
-            template.get_or_insert_with(|| frame.clone());
-            let rel = u64::from(s) * 1_000_000 + u64::from(us) - first;
-            let t = origin + at_us + rel;
-            // Ethernet, IPv4 (IHL), UDP: no checksum (sipp sends the payload from a socket).
-            let udp = 14 + usize::from(frame[14] & 0x0f) * 4;
-            frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
-            let rtp = udp + 8;
-            frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
-            frame[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
-            frame[rtp + 8..rtp + 12].copy_from_slice(&ssrc.to_be_bytes());
-            seq = seq.wrapping_add(1);
-            let len = u32::try_from(frame.len()).unwrap();
-            for v in [
-                u32::try_from(t / 1_000_000).unwrap(),
-                u32::try_from(t % 1_000_000).unwrap(),
-                len,
-                len,
-            ] {
-                file.extend_from_slice(&v.to_le_bytes());
-            }
-            file.extend_from_slice(&frame);
-        }
-        at_us += 300_000;
-        ts = ts.wrapping_add(2_400);
-    }
-    let keys_play = Duration::from_micros(at_us);
-    if let (Some(tone), Some(template), Some(origin)) = (tone, template, origin) {
-        let udp = 14 + usize::from(template[14] & 0x0f) * 4;
-        let rtp = udp + 8;
-        // A tone after the PIN starts where the keys end; after a single key, `lead_ms`
-        // after its first packet. The timestamps already run to `at_us`.
-        let start = if keys.len() > 1 {
-            at_us
-        } else {
-            (tone.lead_ms * 1000).max(at_us)
-        };
-        ts = ts.wrapping_add(u32::try_from((start - at_us) / 125).unwrap());
-        for (i, payload) in tone.frames().into_iter().enumerate() {
-            let mut frame = template[..rtp + 12].to_vec();
-            frame[rtp + 1] = 0; // PCMU, no marker
-            frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
-            frame[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
-            frame[rtp + 8..rtp + 12].copy_from_slice(&ssrc.to_be_bytes());
-            frame.extend_from_slice(&payload);
-            let ip_len = u16::try_from(frame.len() - 14).unwrap();
-            frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
-            let udp_len = u16::try_from(frame.len() - udp).unwrap();
-            frame[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
-            frame[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
-            seq = seq.wrapping_add(1);
-            ts = ts.wrapping_add(160);
-            let t = origin + start + i as u64 * 20_000;
-            let len = u32::try_from(frame.len()).unwrap();
-            for v in [
-                u32::try_from(t / 1_000_000).unwrap(),
-                u32::try_from(t % 1_000_000).unwrap(),
-                len,
-                len,
-            ] {
-                file.extend_from_slice(&v.to_le_bytes());
-            }
-            file.extend_from_slice(&frame);
-        }
-    }
-    fs::write(out, file).unwrap();
-    keys_play
-}
-
-// ---- HTTP API -------------------------------------------------------------------------
-
-#[derive(Clone)]
-struct Api {
-    addr: String,
-}
-
-impl Api {
-    /// One request; the status and the body as JSON (or a JSON string).
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<(&str, String)>,
-        key: Option<&str>,
-    ) -> (u16, Value) {
-        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some(k) = key {
-            head.push_str(&format!("Idempotency-Key: {k}\r\n"));
-        }
-        let body = body.map_or(String::new(), |(ctype, b)| {
-            head.push_str(&format!("Content-Type: {ctype}\r\n"));
-            b
-        });
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body.as_bytes()).unwrap();
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).unwrap();
-        let resp = String::from_utf8_lossy(&resp).into_owned();
-        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
-        let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
-        (status, v)
-    }
-
-    fn ok(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<(&str, String)>,
-        key: Option<&str>,
-    ) -> Value {
-        let (s, v) = self.request(method, path, body, key);
-        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
-        v
-    }
-
-    fn get(&self, path: &str) -> Value {
-        self.ok("GET", path, None, None)
-    }
-
-    fn send(&self, method: &str, path: &str, v: Value) -> Value {
-        self.ok(
-            method,
-            path,
-            Some(("application/json", v.to_string())),
-            None,
-        )
-    }
-
-    fn money(&self, path: &str, key: &str, v: Value) -> Value {
-        self.ok(
-            "POST",
-            path,
-            Some(("application/json", v.to_string())),
-            Some(key),
-        )
-    }
-
-    fn upload(&self, path: &str, csv: &str) -> Value {
-        self.ok("POST", path, Some(("text/csv", csv.to_string())), None)
-    }
-
-    fn balance(&self, account: &str) -> Decimal {
-        money(&self.get(&format!("/api/v1/accounts/{account}"))["balance"])
-    }
-
-    fn assert_ledger_clean(&self) {
-        let v = self.get("/api/v1/ledger/check");
-        assert_eq!(v["violations"], json!([]), "ledger check: {v}");
-    }
-
-    /// Call-charge lines on the account's statement.
-    fn call_charges(&self, account: &str) -> Vec<Value> {
-        let st = self.get(&format!("/api/v1/accounts/{account}/statement"));
-        st["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|l| l["kind"] == "call_charge")
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `n` calls are recorded and all are ended; returns them, oldest first.
-    fn ended_calls(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self.get(&format!("/api/v1/calls?facility_id={FACILITY}"));
-            let calls = v["items"].as_array().cloned().unwrap_or_default();
-            if calls.len() >= n && calls.iter().all(|c| c["state"] == "ended") {
-                assert_eq!(calls.len(), n, "more calls than expected: {v}");
-                return calls.into_iter().rev().collect();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} ended call(s), have: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The plan every test uses: 3-second increments at $0.05/min ($0.0025 an increment),
-/// under the FCC prison cap of $0.06/min, on the demo facility.
-fn three_second_increments(api: &Api) {
-    let csv = format!(
-        "class,service,per_minute,increment_secs\nlocal,audio,{PER_MINUTE},3\ndomestic,audio,{PER_MINUTE},3\ninternational,audio,{PER_MINUTE},3\n"
-    );
-    api.upload("/api/v1/rate-plans?id=sipp-3s&max_call_secs=3600", &csv);
-    api.send(
-        "PATCH",
-        &format!("/api/v1/facilities/{FACILITY}"),
-        json!({ "rate_plan_id": "sipp-3s" }),
-    );
-}
-
-struct Inmate {
-    id: String,
-    account: String,
-    pin: String,
-}
-
-/// Books an inmate of the demo facility with `pin` and `number` as approved contact.
-fn book(api: &Api, booking: &str, pin: &str, number: &str, privileged: bool) -> Inmate {
-    let i = api.send(
-        "POST",
-        &format!("/api/v1/facilities/{FACILITY}/inmates"),
-        json!({ "booking_number": booking, "first_name": "Test", "last_name": booking, "pin": pin }),
-    );
-    let id = i["id"].as_str().unwrap().to_string();
-    let c = api.send(
-        "POST",
-        &format!("/api/v1/inmates/{id}/contacts"),
-        json!({ "number": number, "name": "Called Party", "relationship": "friend", "privileged": privileged }),
-    );
-    api.ok(
-        "POST",
-        &format!("/api/v1/contacts/{}/approve", c["id"].as_str().unwrap()),
-        None,
-        None,
-    );
-    Inmate {
-        id,
-        account: i["account_id"].as_str().unwrap().to_string(),
-        pin: pin.into(),
-    }
-}
-
-/// Brings the inmate's balance (zero after booking) to exactly `amount`: deposits whole
-/// cents (deposits take no less) and posts a commissary purchase of the excess.
-fn fund(api: &Api, inmate: &Inmate, amount: &str) {
-    let want = dec(amount);
-    let cents = (want * Decimal::from(100)).ceil() / Decimal::from(100);
-    let acc = &inmate.account;
-    api.money(
-        &format!("/api/v1/accounts/{acc}/deposits"),
-        &format!("fund-{acc}"),
-        json!({ "amount": cents.to_string(), "method": "online", "depositor": "sipp tests" }),
-    );
-    let excess = cents - want;
-    if excess > Decimal::ZERO {
-        api.money(
-            &format!("/api/v1/accounts/{acc}/purchases"),
-            &format!("trim-{acc}"),
-            json!({ "amount": excess.to_string(), "reference": "trim", "memo": "exact test balance" }),
-        );
-    }
-    assert_eq!(api.balance(acc), want);
-}
-
-// ---- the gateway ----------------------------------------------------------------------
-
-struct Gateway {
-    child: Child,
-    api: Api,
-    sip: SocketAddr,
-}
-
-impl Gateway {
-    fn start(dir: &Path, ports: &Ports, run: usize) -> Gateway {
-        let log = fs::File::create(dir.join(format!("gateway-{run}.log"))).unwrap();
-        let mut child = Command::new(BIN)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("serve")
-            .env(
-                "SALLYPORT_DATABASE_URL",
-                format!("sqlite://{}/db.sqlite", dir.display()),
-            )
-            .env("SALLYPORT_NODE_DATA_DIR", dir)
-            .env("SALLYPORT_HTTP_LISTEN", "127.0.0.1:0")
-            .env("SALLYPORT_HTTP_ADMIN_TOKEN", ADMIN)
-            .env("SALLYPORT_SIP_UDP_LISTEN", "127.0.0.1:0")
-            .env("SALLYPORT_SIP_TCP_LISTEN", "127.0.0.1:0")
-            .env(
-                "SALLYPORT_SIP_TRUNK",
-                format!("127.0.0.1:{}", ports.trunk_sip),
-            )
-            .env("SALLYPORT_RTP_PORT_MIN", ports.rtp.0.to_string())
-            .env("SALLYPORT_RTP_PORT_MAX", ports.rtp.1.to_string())
-            .env("SALLYPORT_RTP_ADVERTISED_IP", "127.0.0.1")
-            .env("NO_COLOR", "1")
-            .env("SALLYPORT_BILLING_ACCEPT_TIMEOUT_SECS", "10")
-            .env(
-                "SALLYPORT_LOG",
-                std::env::var("SALLYPORT_TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start sallyport serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let out_path = dir.join(format!("gateway-{run}.stdout"));
-        std::thread::spawn(move || {
-            let mut out = fs::File::create(out_path).unwrap();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = writeln!(out, "{line}");
-                let _ = tx.send(line);
-            }
-        });
-        let (mut http, mut sip) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http.is_none() || sip.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "the gateway did not print both 'HTTP API listening' and 'SIP listening' \
-                         within 30 s (http {http:?}, sip {sip:?}); see gateway-{run}.log"
-                    );
-                }
-            };
-            if let Some(a) = line.strip_prefix("sallyport: HTTP API listening on http://") {
-                http = Some(a.trim().to_string());
-            }
-            if let Some(rest) = line.strip_prefix("sallyport: SIP listening on ") {
-                let udp = rest
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("udp://"))
-                    .unwrap_or_else(|| panic!("no udp:// in {line:?}"));
-                sip = Some(udp.parse::<SocketAddr>().expect("SIP UDP address"));
-            }
-        }
-        Gateway {
-            child,
-            api: Api {
-                addr: http.unwrap(),
-            },
-            sip: sip.unwrap(),
-        }
-    }
-}
-
-// ---- sipp -----------------------------------------------------------------------------
-
-struct Sipp {
-    name: String,
-    dir: PathBuf,
-    child: Option<Child>,
-    started: Instant,
-}
-
-impl Sipp {
-    fn spawn(dir: &Path, name: &str, scenario: &str, args: &[String]) -> Sipp {
-        let dir = dir.join(name);
-        fs::create_dir_all(&dir).unwrap();
-        let mut cmd = Command::new("sipp");
-        cmd.current_dir(&dir)
-            .arg("-sf")
-            .arg(Path::new(SCENARIOS).join(scenario))
-            .args(args)
-            .args([
-                "-m",
-                "1",
-                "-nostdin",
-                "-aa",
-                "-timeout",
-                "90s",
-                "-timeout_error",
-            ])
-            .args(["-trace_msg", "-message_file", "messages.log"])
-            .args(["-trace_err", "-error_file", "errors.log"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                fs::File::create(dir.join("screen.log")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                fs::File::create(dir.join("stderr.log")).unwrap(),
-            ));
-        fs::write(dir.join("command.txt"), format!("{cmd:?}\n")).unwrap();
-        Sipp {
-            name: name.into(),
-            dir,
-            child: Some(cmd.spawn().expect("start sipp")),
-            started: Instant::now(),
-        }
-    }
-
-    /// Waits for sipp to end with every call successful (exit 0); returns how long it ran.
-    fn expect_ok(&mut self, timeout: Duration) -> Duration {
-        let deadline = self.started + timeout;
-        let child = self.child.as_mut().expect("sipp already reaped");
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.child = None;
-                assert!(
-                    st.success(),
-                    "sipp {} failed ({st}): see {}/errors.log and messages.log",
-                    self.name,
-                    self.dir.display()
-                );
-                return self.started.elapsed();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.child = None;
-                panic!("sipp {} still running after {timeout:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn messages(&self) -> String {
-        fs::read_to_string(self.dir.join("messages.log")).unwrap_or_default()
-    }
-
-    /// Requests received or sent with `method` (request lines `METHOD sip:…`).
-    fn count_requests(&self, method: &str) -> usize {
-        let prefix = format!("{method} sip:");
-        self.messages()
-            .lines()
-            .filter(|l| l.starts_with(&prefix))
-            .count()
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The called party's behaviour (`trunk.xml`).
-#[derive(Clone, Copy)]
-struct Trunk {
-    mode: &'static str,
-    ring_ms: u32,
-    key: &'static str,
-    key_via: Via,
-    key_ms: u32,
-    then: &'static str,
-    hold_ms: u32,
-    /// Audio sent after the key press (in the same RTP stream as the key).
-    voice: Option<Tone>,
-}
-
-impl Trunk {
-    /// Answers after 500 ms of ringing and presses `key` a second after the ACK; then
-    /// waits for the gateway's BYE.
-    fn answer(key: &'static str) -> Trunk {
-        Trunk {
-            mode: "answer",
-            ring_ms: 500,
-            key,
-            key_via: Via::Rtp,
-            key_ms: 1000,
-            then: "wait",
-            hold_ms: 0,
-            voice: None,
-        }
-    }
-    fn busy() -> Trunk {
-        Trunk {
-            mode: "busy",
-            ..Trunk::answer("none")
-        }
-    }
-    fn ring_forever() -> Trunk {
-        Trunk {
-            mode: "ring",
-            ..Trunk::answer("none")
-        }
-    }
-    /// Presses the key by SIP INFO instead of RFC 4733.
-    fn key_by_info(self) -> Trunk {
-        Trunk {
-            key_via: Via::Info,
-            ..self
-        }
-    }
-    /// Speaks `tone` after pressing the key.
-    fn speaking(self, tone: Tone) -> Trunk {
-        Trunk {
-            voice: Some(tone),
-            ..self
-        }
-    }
-    /// Hangs up `ms` after pressing the key.
-    fn hang_up_after(self, ms: u32) -> Trunk {
-        Trunk {
-            then: "bye",
-            hold_ms: ms,
-            ..self
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Via {
-    Rtp,
-    Info,
-}
-
-/// The inmate's behaviour (`handset.xml`).
-#[derive(Clone)]
-struct Handset {
-    user: String,
-    number: String,
-    pin: String,
-    via: Via,
-    attempts: u32,
-    then: &'static str,
-    hold_ms: u32,
-    /// Audio sent after the PIN (RFC 4733 PINs only: same RTP stream).
-    voice: Option<Tone>,
-}
-
-impl Handset {
-    /// `handset-1` dials the contact, enters `pin` and `#`, then waits for the BYE.
-    fn new(pin: &str, via: Via) -> Handset {
-        Handset {
-            user: "handset-1".into(),
-            number: NUMBER.into(),
-            pin: pin.into(),
-            via,
-            attempts: 1,
-            then: "wait",
-            hold_ms: 0,
-            voice: None,
-        }
-    }
-    fn dial(mut self, number: &str) -> Self {
-        self.number = number.into();
-        self
-    }
-    fn attempts(mut self, n: u32) -> Self {
-        self.attempts = n;
-        self
-    }
-    fn user(mut self, u: &str) -> Self {
-        self.user = u.into();
-        self
-    }
-    /// Speaks `tone` after the PIN.
-    fn speaking(mut self, tone: Tone) -> Self {
-        self.voice = Some(tone);
-        self
-    }
-    /// Hangs up `ms` after the PIN was entered.
-    fn hang_up_after(mut self, ms: u32) -> Self {
-        self.then = "bye";
-        self.hold_ms = ms;
-        self
-    }
-}
-
 // ---- one test -------------------------------------------------------------------------
 
-/// One test's gateway, sipps and files; on a panic it prints what is needed to see why.
+/// One test's gateway, sipps and files; on a panic its directory prints what is needed
+/// to see why (gateway logs, sipp traces).
 struct Case {
-    name: &'static str,
-    dir: PathBuf,
     ports: Ports,
     gateway: Option<Gateway>,
     runs: usize,
-    sipp_dirs: Mutex<Vec<PathBuf>>,
+    dir: Workdir,
 }
 
 impl Case {
     /// Starts a gateway with the 3-second plan, or `None` when sipp is absent.
     fn start(name: &'static str) -> Option<Case> {
-        if !sipp_present() {
+        if !sipp::present("SIP call test") {
             return None;
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("sip_calls")
-            .join(format!("{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
         let mut case = Case {
-            name,
-            dir,
-            ports: ports(),
+            ports: sipp::ports(),
             gateway: None,
             runs: 0,
-            sipp_dirs: Mutex::new(Vec::new()),
+            dir: Workdir::new("sip_calls", name),
         };
         case.restart_gateway();
         three_second_increments(&case.api());
@@ -872,14 +88,14 @@ impl Case {
     /// (Re)starts the gateway on the same database.
     fn restart_gateway(&mut self) {
         self.runs += 1;
-        self.gateway = Some(Gateway::start(&self.dir, &self.ports, self.runs));
+        let name = format!("gateway-{}", self.runs);
+        self.gateway = Some(Gateway::start_as(&self.dir, &self.ports, &name));
     }
 
     /// SIGKILL: no shutdown, no cleanup.
     fn kill_gateway(&mut self) {
-        if let Some(mut g) = self.gateway.take() {
-            g.child.kill().unwrap();
-            g.child.wait().unwrap();
+        if let Some(g) = self.gateway.take() {
+            g.kill();
         }
     }
 
@@ -889,172 +105,20 @@ impl Case {
 
     /// `sallyport verify-recordings` on this test's database and files: exit 0?, output.
     fn verify_recordings(&self) -> (bool, String) {
-        let out = Command::new(BIN)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("verify-recordings")
-            .env(
-                "SALLYPORT_DATABASE_URL",
-                format!("sqlite://{}/db.sqlite", self.dir.display()),
-            )
-            .env("SALLYPORT_NODE_DATA_DIR", &self.dir)
-            .env("SALLYPORT_LOG", "warn")
-            .output()
-            .expect("run verify-recordings");
+        let out = gateway::verify_recordings(&self.dir);
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     }
 
     fn trunk(&self, t: Trunk) -> Sipp {
-        let dir = self.dir.join("trunk");
-        fs::create_dir_all(&dir).unwrap();
-        dtmf_pcap_then("1", &dir.join("key1.pcap"), t.voice);
-        dtmf_pcap("2", &dir.join("key2.pcap"));
-        let args: Vec<String> = [
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &self.ports.trunk_sip.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &self.ports.trunk_media.to_string(),
-            "-set",
-            "mode",
-            t.mode,
-            "-set",
-            "ring_ms",
-            &t.ring_ms.to_string(),
-            "-set",
-            "key",
-            t.key,
-            "-set",
-            "key_ms",
-            &t.key_ms.to_string(),
-            "-set",
-            "key_via",
-            if t.key_via == Via::Rtp { "rtp" } else { "info" },
-            "-set",
-            "then",
-            t.then,
-            "-set",
-            "hold_ms",
-            &t.hold_ms.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        self.sipp_dirs.lock().unwrap().push(dir);
-        let s = Sipp::spawn(&self.dir, "trunk", "trunk.xml", &args);
-        // Let the UAS bind before the gateway can send it anything.
-        std::thread::sleep(Duration::from_millis(300));
-        s
+        t.spawn(&self.dir, &self.ports)
     }
 
     /// Handset `slot` (0 or 1: its own SIP and media ports) places a call.
     fn handset(&self, slot: usize, h: &Handset) -> Sipp {
-        let name = format!("handset{slot}");
-        let dir = self.dir.join(&name);
-        fs::create_dir_all(&dir).unwrap();
-        let keys = vec![format!("{}#", h.pin); h.attempts as usize].join("_");
-        let plays = dtmf_pcap_then(&keys, &dir.join("pin.pcap"), h.voice);
-        let d: Vec<char> = h.pin.chars().collect();
-        assert_eq!(
-            d.len(),
-            4,
-            "the INFO branch of handset.xml sends four digits"
-        );
-        fs::write(
-            dir.join("calls.csv"),
-            format!(
-                "SEQUENTIAL\n{};{};{};{};{}\n",
-                h.user, d[0], d[1], d[2], d[3]
-            ),
-        )
-        .unwrap();
-        let (sip, media) = self.ports.handsets[slot];
         let gw = self.gateway.as_ref().expect("gateway running").sip;
-        let via = if h.via == Via::Rtp { "rtp" } else { "info" };
-        let args: Vec<String> = [
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &sip.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media.to_string(),
-            "-s",
-            &h.number,
-            &gw.to_string(),
-            "-inf",
-            "calls.csv",
-            "-set",
-            "pin_via",
-            via,
-            "-set",
-            "attempts",
-            &h.attempts.to_string(),
-            "-set",
-            "pin_ms",
-            &(plays.as_millis() + 300).to_string(),
-            "-set",
-            "then",
-            h.then,
-            "-set",
-            "hold_ms",
-            &h.hold_ms.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        self.sipp_dirs.lock().unwrap().push(dir);
-        Sipp::spawn(&self.dir, &name, "handset.xml", &args)
-    }
-
-    fn dump(&self) {
-        eprintln!(
-            "==== {} failed; files kept in {}",
-            self.name,
-            self.dir.display()
-        );
-        for run in 1..=self.runs {
-            let log =
-                fs::read_to_string(self.dir.join(format!("gateway-{run}.log"))).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let from = lines.len().saturating_sub(150);
-            eprintln!("---- gateway-{run}.log (last {} lines)", lines.len() - from);
-            for l in &lines[from..] {
-                eprintln!("{l}");
-            }
-        }
-        for dir in self.sipp_dirs.lock().unwrap().iter() {
-            for f in ["command.txt", "errors.log", "messages.log"] {
-                let text = fs::read_to_string(dir.join(f)).unwrap_or_default();
-                let text = if text.len() > 12_000 {
-                    &text[text.len() - 12_000..]
-                } else {
-                    &text[..]
-                };
-                eprintln!("---- {}/{f}\n{text}", dir.display());
-            }
-        }
-    }
-}
-
-impl Drop for Case {
-    fn drop(&mut self) {
-        if let Some(mut g) = self.gateway.take() {
-            let _ = g.child.kill();
-            let _ = g.child.wait();
-        }
-        if std::thread::panicking() {
-            self.dump();
-        } else if std::env::var_os("SALLYPORT_TEST_KEEP").is_some() {
-            eprintln!("{}: files kept in {}", self.name, self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        h.spawn(&self.dir, slot, &self.ports, gw)
     }
 }
 
@@ -1252,8 +316,7 @@ fn blocked_number() {
     let api = case.api();
     let inmate = book(&api, "S-600", "2749", NUMBER, false);
     fund(&api, &inmate, "1.00");
-    api.send(
-        "POST",
+    api.post(
         &format!("/api/v1/facilities/{FACILITY}/blocks"),
         json!({ "number": NUMBER, "reason": "harassment complaint" }),
     );
@@ -1378,8 +441,7 @@ fn second_concurrent_call_of_one_inmate_is_refused() {
     let api = case.api();
     let inmate = book(&api, "S-1200", "8024", NUMBER, false);
     fund(&api, &inmate, "1.00");
-    api.send(
-        "POST",
+    api.post(
         &format!("/api/v1/facilities/{FACILITY}/handsets"),
         json!({ "name": "Second handset", "location": "Housing unit B", "sip_username": "handset-2" }),
     );
@@ -1490,16 +552,12 @@ fn gateway_killed_mid_call_loses_no_money() {
 /// numbers and one timestamp per key press, repeated keys included.
 #[test]
 fn scenarios_play_against_each_other() {
-    if !sipp_present() {
+    if !sipp::present("SIP call test") {
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("sip_calls")
-        .join(format!("self-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let p = ports();
-    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let dir = Workdir::new("sip_calls", "self");
+    let p = sipp::ports();
+    let s = sipp::strings;
     let (hs_sip, hs_media) = p.handsets[0];
     let handset_args = |via: &str, plays: Duration| {
         s(&[
@@ -1684,7 +742,6 @@ fn scenarios_play_against_each_other() {
         presses.iter().map(|p| p.1).collect::<Vec<_>>(),
         vec![1, 2, 2, 3, 11]
     );
-    let _ = fs::remove_dir_all(&dir);
 }
 
 /// An investigator (here the administrator) ends a live, billed call through the API: both
@@ -1700,18 +757,7 @@ fn terminate_through_the_api_ends_a_live_call() {
     fund(&api, &inmate, "1.00");
     let mut trunk = case.trunk(Trunk::answer("1"));
     let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Info));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        let live = api.get(&format!("/api/v1/calls/active?facility={FACILITY}"));
-        let accepted = live
-            .as_array()
-            .and_then(|a| a.iter().find(|c| !c["accepted_at"].is_null()).cloned());
-        if let Some(c) = accepted {
-            break c["id"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "no call was accepted: {live}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let id = api.accepted_call(Duration::from_secs(30));
     assert!(
         !api.get(&format!("/api/v1/calls/{id}"))["number"].is_null(),
         "a live call shows its number"
@@ -1719,13 +765,13 @@ fn terminate_through_the_api_ends_a_live_call() {
     // Let both scenarios reach their wait for BYE (and a second increment start).
     std::thread::sleep(Duration::from_millis(4_000));
     let path = format!("/api/v1/calls/{id}/terminate");
-    let (status, cdr) = api.request("POST", &path, None, None);
+    let (status, cdr) = api.request("POST", &path, None);
     assert_eq!(status, 200, "{cdr}");
     assert_eq!(cdr["state"], "ended", "{cdr}");
     assert_eq!(cdr["end_reason"], "terminated", "{cdr}");
     trunk.expect_ok(Duration::from_secs(20));
     hs.expect_ok(Duration::from_secs(20));
-    let (again, body) = api.request("POST", &path, None, None);
+    let (again, body) = api.request("POST", &path, None);
     assert_eq!(again, 409, "a second terminate: {body}");
     let billed = cdr["billed_increments"].as_i64().unwrap();
     assert!(billed >= 1, "{cdr}");
