@@ -14,8 +14,7 @@
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
 //! traces, chromedriver log) under `CARGO_TARGET_TMPDIR/live_listen`.
 
-#[path = "live_listen/harness.rs"]
-mod harness;
+mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -30,6 +29,12 @@ use sallyport::db::Backend;
 use sallyport::store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::api as e2e;
+use support::gateway::Gateway;
+use support::sipp::{self, Handset, Tone, Trunk, Via};
+use support::webdriver::{self, Browser};
+use support::Workdir;
 use tower::ServiceExt;
 
 const ADMIN: &str = "listen-tests-admin-token";
@@ -241,7 +246,220 @@ async fn who_may_listen_postgres() {
 
 // ---- Chromium hears a live call ---------------------------------------------------------
 
+/// How long each party's tone lasts after its keys (the call is ended before).
+const TONE_SECS: u64 = 40;
+/// Listeners opened on top of the first one to measure CPU per listener.
+const EXTRA_LISTENERS: usize = 8;
+
+/// Opens `arguments[2]` listeners on the call at path `arguments[0]` with token
+/// `arguments[1]`: two recvonly audio transceivers each; resolves to their ids.
+const LISTEN_JS: &str = r#"
+const [path, token, count, done] = arguments;
+(async () => {
+  window.pcs = window.pcs || [];
+  const ids = [];
+  for (let i = 0; i < count; i++) {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    const r = await fetch(path, { method: 'POST',
+      headers: { 'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: 'offer' }) });
+    const body = await r.json();
+    if (r.status !== 201) { done({ error: r.status, body }); return; }
+    await pc.setRemoteDescription({ type: 'answer', sdp: body.sdp });
+    // Play both tracks, as the console does (audioLevel is measured on played audio).
+    for (const t of pc.getTransceivers()) {
+      const a = new Audio();
+      a.srcObject = new MediaStream([t.receiver.track]);
+      a.play().catch(() => {});
+    }
+    window.pcs.push(pc);
+    ids.push(body.listener_id);
+  }
+  done({ ids });
+})().catch(e => done({ error: String(e) }));
+"#;
+
+/// Per peer: connection state and, per transceiver, its inbound-rtp counters and codec.
+const STATS_JS: &str = r#"
+const done = arguments[arguments.length - 1];
+(async () => {
+  const out = [];
+  for (const pc of (window.pcs || [])) {
+    const tracks = [];
+    for (const t of pc.getTransceivers()) {
+      const stats = await t.receiver.getStats();
+      const codecs = {};
+      let inbound = null;
+      stats.forEach(s => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
+      stats.forEach(s => { if (s.type === 'inbound-rtp') inbound = {
+        packets: s.packetsReceived, lost: s.packetsLost, bytes: s.bytesReceived,
+        codec: codecs[s.codecId] || null, level: s.audioLevel ?? null }; });
+      tracks.push({ mid: t.mid, inbound });
+    }
+    out.push({ state: pc.connectionState, tracks });
+  }
+  done(out);
+})().catch(e => done({ error: String(e) }));
+"#;
+
+fn packets(peer: &Value, track: usize) -> u64 {
+    peer["tracks"][track]["inbound"]["packets"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Polls the page's stats until every peer has packets on both tracks.
+fn wait_for_audio(b: &Browser, peers: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = b.js_async(STATS_JS, json!([]));
+        let all = stats.as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|p| packets(p, 0) > 0 && packets(p, 1) > 0)
+                .count()
+        });
+        if all >= peers {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audio on every listener: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Gateway CPU (share of one core) over `window`.
+fn cpu_over(gw: &Gateway, window: Duration) -> f64 {
+    let c0 = gw.cpu_secs();
+    std::thread::sleep(window);
+    (gw.cpu_secs() - c0) / window.as_secs_f64()
+}
+
 #[test]
 fn chromium_hears_both_parties_of_a_live_call() {
-    harness::chromium_hears_both_parties();
+    let what = "live listen browser test";
+    if !sipp::present(what) || !webdriver::present(what) {
+        return;
+    }
+    let dir = Workdir::new("live_listen", "e2e");
+    let p = sipp::ports();
+    let gw = Gateway::start(&dir, &p);
+    let api = gw.api.clone();
+    let inmate = e2e::book(&api, "L-1", "1357", e2e::NUMBER, false);
+    e2e::fund(&api, &inmate, "20.00");
+    let inv = api.post(
+        "/api/v1/tokens",
+        json!({ "username": "investigator-1", "role": "investigator", "facilities": [e2e::FACILITY] }),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The called party answers, presses 1 and speaks a 600 Hz tone; the inmate enters the
+    // PIN and speaks a 400 Hz tone; both wait for the gateway's BYE.
+    let _trunk = Trunk::answer("1")
+        .speaking(Tone::steady(600.0, TONE_SECS))
+        .spawn(&dir, &p);
+    let _handset = Handset::new(&inmate.pin, Via::Rtp)
+        .speaking(Tone::steady(400.0, TONE_SECS))
+        .spawn(&dir, 0, &p, gw.sip);
+    let browser = Browser::start(&dir.join("chromedriver.log"));
+    browser.goto(&format!("{}/healthz", gw.base_url()));
+    let id = api.accepted_call(Duration::from_secs(40));
+    let path = format!("/api/v1/calls/{id}/listen");
+    let idle_cpu = cpu_over(&gw, Duration::from_secs(4));
+
+    // One listener: both parties arrive, as PCMU.
+    let opened = browser.js_async(LISTEN_JS, json!([path, inv, 1]));
+    let first = opened["ids"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("listen: {opened}"))
+        .to_string();
+    let stats = wait_for_audio(&browser, 1);
+    println!("one listener: {stats}");
+    let peer = &stats[0];
+    assert_eq!(peer["state"], "connected", "{stats}");
+    for t in 0..2 {
+        assert_eq!(
+            peer["tracks"][t]["inbound"]["codec"], "audio/PCMU",
+            "{stats}"
+        );
+    }
+    // Both tones are heard (the page plays both tracks): 8000/32768 of full scale.
+    let level = |stats: &Value, t: usize| stats[0]["tracks"][t]["inbound"]["level"].as_f64();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stats = stats;
+    while !(level(&stats, 0) > Some(0.1) && level(&stats, 1) > Some(0.1)) {
+        assert!(Instant::now() < deadline, "both parties are heard: {stats}");
+        std::thread::sleep(Duration::from_millis(500));
+        stats = browser.js_async(STATS_JS, json!([]));
+    }
+    println!(
+        "levels heard: inmate {:?}, called party {:?}",
+        level(&stats, 0),
+        level(&stats, 1)
+    );
+
+    // CPU per listener stream: more listeners on the same call.
+    let more = browser.js_async(LISTEN_JS, json!([path, inv, EXTRA_LISTENERS]));
+    assert_eq!(
+        more["ids"].as_array().map(Vec::len),
+        Some(EXTRA_LISTENERS),
+        "{more}"
+    );
+    wait_for_audio(&browser, 1 + EXTRA_LISTENERS);
+    let open = api.metric("sallyport_listeners_open");
+    assert_eq!(open, 1 + EXTRA_LISTENERS as u64);
+    let busy_cpu = cpu_over(&gw, Duration::from_secs(5));
+    let per_listener = (busy_cpu - idle_cpu) / (1 + EXTRA_LISTENERS) as f64;
+    println!(
+        "gateway CPU: call alone {:.2}% of a core, with {} listeners {:.2}%: {:.3}% per listener \
+         (2 streams of 50 packets/s each)",
+        idle_cpu * 100.0,
+        1 + EXTRA_LISTENERS,
+        busy_cpu * 100.0,
+        per_listener * 100.0
+    );
+    assert!(api.metric("sallyport_listen_packets_sent_total") > 0);
+
+    // DELETE one listener: 204, audited; the others go on.
+    let investigator = api.as_token(&inv);
+    let (s, v) = investigator.request("DELETE", &format!("{path}/{first}"), None);
+    assert_eq!(s, 204, "{v}");
+    let (s, _) = investigator.request("DELETE", &format!("{path}/{first}"), None);
+    assert_eq!(s, 404, "a deleted listener is gone");
+    assert_eq!(
+        api.metric("sallyport_listeners_open"),
+        EXTRA_LISTENERS as u64
+    );
+    let audit = api.get("/api/v1/audit?limit=100");
+    let actions = |a: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == a && e["target"] == id.as_str())
+            .count()
+    };
+    assert_eq!(actions("call.listen"), 1 + EXTRA_LISTENERS, "{audit}");
+    assert_eq!(actions("call.unlisten"), 1, "{audit}");
+
+    // The call ends: every listener ends with it.
+    api.ok("POST", &format!("/api/v1/calls/{id}/terminate"), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.metric("sallyport_listeners_open") > 0 {
+        assert!(Instant::now() < deadline, "listeners outlived their call");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (s, v) = investigator.request("POST", &path, Some(json!({ "sdp": "v=0" })));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("call_ended")),
+        "{v}"
+    );
+    drop(browser);
+    drop(gw);
 }
