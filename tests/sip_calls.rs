@@ -10,7 +10,7 @@
 //! contact and exact balance, then plays the call and checks the CDR, the balance and the
 //! ledger.
 //!
-//! PIN digits go as RFC 4733 telephone-events (a `pin.pcap` built here from the Debian
+//! PIN digits go as RFC 4733 telephone-events (a `pin.pcap` built by `tests/support/sipp.rs` from the Debian
 //! sip-tester captures with one SSRC and rising sequence numbers and timestamps, so that
 //! repeated keys are distinct presses) or as SIP INFO `application/dtmf-relay`.
 //!
@@ -557,39 +557,34 @@ fn scenarios_play_against_each_other() {
     }
     let dir = Workdir::new("sip_calls", "self");
     let p = sipp::ports();
-    let s = sipp::strings;
     let (hs_sip, hs_media) = p.handsets[0];
     let handset_args = |via: &str, plays: Duration| {
-        s(&[
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &hs_sip.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &hs_media.to_string(),
-            "-s",
-            NUMBER,
-            &format!("127.0.0.1:{}", p.trunk_sip),
-            "-inf",
-            "calls.csv",
-            "-set",
-            "pin_via",
-            via,
-            "-set",
-            "attempts",
-            "2",
-            "-set",
-            "pin_ms",
-            &(plays.as_millis() + 300).to_string(),
-            "-set",
-            "then",
-            "bye",
-            "-set",
-            "hold_ms",
-            "500",
-        ])
+        sipp::endpoint_args(
+            hs_sip,
+            hs_media,
+            &[
+                "-s",
+                NUMBER,
+                &format!("127.0.0.1:{}", p.trunk_sip),
+                "-inf",
+                "calls.csv",
+                "-set",
+                "pin_via",
+                via,
+                "-set",
+                "attempts",
+                "2",
+                "-set",
+                "pin_ms",
+                &(plays.as_millis() + 300).to_string(),
+                "-set",
+                "then",
+                "bye",
+                "-set",
+                "hold_ms",
+                "500",
+            ],
+        )
     };
     let prepare = |name: &str| {
         let d = dir.join(name);
@@ -606,34 +601,14 @@ fn scenarios_play_against_each_other() {
         &dir,
         "trunk",
         "trunk.xml",
-        &s(&[
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p.trunk_sip.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &p.trunk_media.to_string(),
-            "-set",
-            "mode",
-            "answer",
-            "-set",
-            "ring_ms",
-            "100",
-            "-set",
-            "key",
-            "1",
-            "-set",
-            "key_ms",
-            "200",
-            "-set",
-            "then",
-            "wait",
-            "-set",
-            "hold_ms",
-            "0",
-        ]),
+        &sipp::endpoint_args(
+            p.trunk_sip,
+            p.trunk_media,
+            &[
+                "-set", "mode", "answer", "-set", "ring_ms", "100", "-set", "key", "1", "-set",
+                "key_ms", "200", "-set", "then", "wait", "-set", "hold_ms", "0",
+            ],
+        ),
     );
     std::thread::sleep(Duration::from_millis(300));
     let plays = prepare("handset-info");

@@ -398,6 +398,22 @@ pub fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
+/// sipp's own addresses: SIP on `sip`, media on `media`, both on 127.0.0.1; then `rest`.
+pub fn endpoint_args(sip: u16, media: u16, rest: &[&str]) -> Vec<String> {
+    let (sip, media) = (sip.to_string(), media.to_string());
+    let own = [
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &sip,
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &media,
+    ];
+    strings(&own).into_iter().chain(strings(rest)).collect()
+}
+
 /// Prints the command, errors and message trace (their last 12 kB) of every sipp that
 /// ran under `dir`.
 pub fn dump_traces(dir: &Path) {
@@ -508,37 +524,33 @@ impl Trunk {
         fs::create_dir_all(&d).unwrap();
         dtmf_pcap_then("1", &d.join("key1.pcap"), self.voice);
         dtmf_pcap("2", &d.join("key2.pcap"));
-        let args = strings(&[
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &ports.trunk_sip.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &ports.trunk_media.to_string(),
-            "-set",
-            "mode",
-            self.mode,
-            "-set",
-            "ring_ms",
-            &self.ring_ms.to_string(),
-            "-set",
-            "key",
-            self.key,
-            "-set",
-            "key_ms",
-            &self.key_ms.to_string(),
-            "-set",
-            "key_via",
-            self.key_via.arg(),
-            "-set",
-            "then",
-            self.then,
-            "-set",
-            "hold_ms",
-            &self.hold_ms.to_string(),
-        ]);
+        let args = endpoint_args(
+            ports.trunk_sip,
+            ports.trunk_media,
+            &[
+                "-set",
+                "mode",
+                self.mode,
+                "-set",
+                "ring_ms",
+                &self.ring_ms.to_string(),
+                "-set",
+                "key",
+                self.key,
+                "-set",
+                "key_ms",
+                &self.key_ms.to_string(),
+                "-set",
+                "key_via",
+                self.key_via.arg(),
+                "-set",
+                "then",
+                self.then,
+                "-set",
+                "hold_ms",
+                &self.hold_ms.to_string(),
+            ],
+        );
         let s = Sipp::spawn(dir, "trunk", "trunk.xml", &args);
         // Let the UAS bind before the gateway can send it anything.
         std::thread::sleep(Duration::from_millis(300));
@@ -622,36 +634,32 @@ impl Handset {
         )
         .unwrap();
         let (sip, media) = ports.handsets[slot];
-        let args = strings(&[
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &sip.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media.to_string(),
-            "-s",
-            &self.number,
-            &gateway.to_string(),
-            "-inf",
-            "calls.csv",
-            "-set",
-            "pin_via",
-            self.via.arg(),
-            "-set",
-            "attempts",
-            &self.attempts.to_string(),
-            "-set",
-            "pin_ms",
-            &(plays.as_millis() + 300).to_string(),
-            "-set",
-            "then",
-            self.then,
-            "-set",
-            "hold_ms",
-            &self.hold_ms.to_string(),
-        ]);
+        let args = endpoint_args(
+            sip,
+            media,
+            &[
+                "-s",
+                &self.number,
+                &gateway.to_string(),
+                "-inf",
+                "calls.csv",
+                "-set",
+                "pin_via",
+                self.via.arg(),
+                "-set",
+                "attempts",
+                &self.attempts.to_string(),
+                "-set",
+                "pin_ms",
+                &(plays.as_millis() + 300).to_string(),
+                "-set",
+                "then",
+                self.then,
+                "-set",
+                "hold_ms",
+                &self.hold_ms.to_string(),
+            ],
+        );
         Sipp::spawn(dir, &name, "handset.xml", &args)
     }
 }
