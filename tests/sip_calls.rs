@@ -10,9 +10,10 @@
 //! contact and exact balance, then plays the call and checks the CDR, the balance and the
 //! ledger.
 //!
-//! PIN digits go as RFC 4733 telephone-events (a `pin.pcap` built by `tests/support/sipp.rs` from the Debian
-//! sip-tester captures with one SSRC and rising sequence numbers and timestamps, so that
-//! repeated keys are distinct presses) or as SIP INFO `application/dtmf-relay`.
+//! PIN digits go as RFC 4733 telephone-events (a `pin.pcap` built by `tests/support/sipp.rs`
+//! from the Debian sip-tester captures with one SSRC and rising sequence numbers and
+//! timestamps, so that repeated keys are distinct presses) or as SIP INFO
+//! `application/dtmf-relay`.
 //!
 //! Without sipp (or its pcaps) the tests print why and pass, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing test prints its gateway log and every sipp's
