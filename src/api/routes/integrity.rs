@@ -21,14 +21,7 @@ impl From<ChainError> for ApiError {
     fn from(e: ChainError) -> ApiError {
         match e {
             ChainError::Store(s) => s.into(),
-            other => {
-                tracing::error!(error = %other, "recordings check failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-            }
+            other => ApiError::internal(&other),
         }
     }
 }
