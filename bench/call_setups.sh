@@ -137,7 +137,7 @@ sleep 0.5
 # Live calls, sampled once a second.
 (
   while :; do
-    n=$(curl -sS -H "Authorization: Bearer $TOKEN" "$API/calls/active?limit=1000" 2>/dev/null | jq 'length' 2>/dev/null || echo 0)
+    n=$(curl -sS -H "Authorization: Bearer $TOKEN" "$API/calls/active?limit=500" 2>/dev/null | jq 'length' 2>/dev/null || echo 0)
     echo "$n"; sleep 1
   done
 ) >"$WORK/active.samples" &
@@ -163,8 +163,8 @@ sleep 2
 kill "$TRUNK_PID" 2>/dev/null || true
 
 # ---- what happened -------------------------------------------------------------------
-for off in $(seq 0 1000 $((CALLS + 1000))); do
-  curl -sS -f -H "Authorization: Bearer $TOKEN" "$API/calls?facility=DEMO&limit=1000&offset=$off"
+for off in $(seq 0 500 $((CALLS + 500))); do
+  curl -sS -f -H "Authorization: Bearer $TOKEN" "$API/calls?facility_id=DEMO&limit=500&offset=$off" | jq '.items'
 done | jq -s 'add' >"$WORK/cdrs.json"
 ledger=$(api GET /ledger/check | jq -c '.violations')
 
@@ -176,7 +176,7 @@ jq -r --arg rate "$RATE" --arg elapsed "$elapsed" '
   | ($ok | map(.accepted_at | t)) as $acc
   | (map(.invite_at | t) | min) as $first
   | "offered rate        \($rate) calls/s (sipp ran \($elapsed | tonumber | . * 10 | round / 10) s)",
-    "calls recorded      \(length)",
+    "CDRs written        \(length)",
     "accepted (bridged)  \($ok | length)",
     "set-ups per second  \(if ($ok|length) > 1 then ((($ok|length) - 1) / (($acc|max) - ($acc|min)) * 100 | round / 100) else 0 end)  (acceptances per second, first to last)",
     "                    \(if ($ok|length) > 1 then (($ok|length) / (($acc|max) - $first) * 100 | round / 100) else 0 end)  (accepted calls / first INVITE to last acceptance)",
@@ -186,9 +186,15 @@ jq -r --arg rate "$RATE" --arg elapsed "$elapsed" '
     "peak sessions open  \(peak(.invite_at; .end_at))",
     "set-up time         median \($ok | map((.accepted_at|t) - (.invite_at|t)) | sort | .[length/2|floor] * 100 | round / 100) s  (INVITE to acceptance, PIN and announcement included)"
 ' "$WORK/cdrs.json"
-echo "peak live (sampled) $(sort -n "$WORK/active.samples" | tail -1)  (GET /calls/active returns at most 1000)"
+echo "peak live (sampled) $(sort -n "$WORK/active.samples" | tail -1)  (GET /calls/active returns at most 500)"
 echo "sipp                $(grep -E 'Successful call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "successful " $3}')," \
      "$(grep -E 'Failed call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "failed " $3}') (exit $SIPP_RC)"
 echo "gateway CPU         ${cpu} s user+system while sipp ran ($(nproc) cores)"
 echo "ledger check        violations $ledger"
+metric() { curl -sS "http://$HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+echo "recordings          $(jq '[.[] | select(.recorded)] | length' "$WORK/cdrs.json") calls recorded; open now $(metric sallyport_recordings_open)," \
+     "tap drops $(metric sallyport_rtp_tap_dropped_total), late packets $(metric sallyport_recorder_late_packets_total)," \
+     "write errors $(metric sallyport_recorder_write_errors_total), $(du -sh "$WORK/recordings" 2>/dev/null | cut -f1) on disk"
+echo "verify-recordings   $(cd "$ROOT" && SALLYPORT_DATABASE_URL="sqlite://$WORK/db.sqlite" SALLYPORT_NODE_DATA_DIR="$WORK" \
+     SALLYPORT_LOG=error "$BIN" verify-recordings 2>&1 | tail -2 | tr '\n' ' ')"
 echo "gateway warnings    $(grep -c -E 'WARN|ERROR' "$WORK/gateway.log" || true), of which 'no media ports' $(grep -c 'no media ports' "$WORK/gateway.log" || true) (RTP range $RTP_MIN-$RTP_MAX: $((RTP_SPAN / 4)) calls; see gateway.log with KEEP=1)"
