@@ -4,7 +4,7 @@
 
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
-use crate::api::AppState;
+use crate::api::{AppState, Gateway};
 use crate::ledger::SessionCharge;
 use crate::store::{CallFilter, CallPage, Cdr, Facilities, Recording, Role};
 use axum::extract::{Path, State};
@@ -114,7 +114,7 @@ pub async fn recording(
 ) -> Result<Json<Recording>, ApiError> {
     let cdr = visible_call(&s, &caller, &id).await?;
     if cdr.privileged {
-        return Err(refuse_privileged(&s, &caller, &cdr).await);
+        return Err(refuse_privileged(&s, &caller, &cdr, "recording.refused").await);
     }
     match s.store.session_recording(&id).await? {
         Some(r) => Ok(Json(r)),
@@ -126,17 +126,17 @@ pub async fn recording(
     }
 }
 
-/// Audits a refused attempt at a privileged call's recording; the 403 to answer.
-pub(crate) async fn refuse_privileged(s: &AppState, caller: &Caller, cdr: &Cdr) -> ApiError {
+/// Audits a refused attempt (`action`: `recording.refused`, `call.listen_refused`) at a
+/// privileged call; the 403 to answer.
+pub(crate) async fn refuse_privileged(
+    s: &AppState,
+    caller: &Caller,
+    cdr: &Cdr,
+    action: &str,
+) -> ApiError {
     let detail = json!({ "reason": "privileged", "call_id": cdr.id });
-    s.audit_detail(
-        caller,
-        "recording.refused",
-        &cdr.id,
-        Some(&cdr.facility_id),
-        detail,
-    )
-    .await;
+    s.audit_detail(caller, action, &cdr.id, Some(&cdr.facility_id), detail)
+        .await;
     ApiError::new(
         StatusCode::FORBIDDEN,
         "privileged",
@@ -147,6 +147,32 @@ pub(crate) async fn refuse_privileged(s: &AppState, caller: &Caller, cdr: &Cdr) 
     )
 }
 
+/// The gateway carrying the live call `cdr`: 409 `call_ended` when it has ended, 409
+/// `not_on_this_node` when another node carries it (live control reaches only the
+/// calls of the node asked).
+pub(crate) fn carrier<'a>(s: &'a AppState, cdr: &Cdr) -> Result<&'a Gateway, ApiError> {
+    if cdr.state != "active" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "call_ended",
+            format!("call {} has already ended", cdr.id),
+        ));
+    }
+    s.gateway
+        .as_ref()
+        .filter(|g| g.live.contains(&cdr.id))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "not_on_this_node",
+                format!(
+                    "call {} is carried by node {}; send the request to that node",
+                    cdr.id, cdr.node_id
+                ),
+            )
+        })
+}
+
 /// Ends a live call (reason `terminated`): both legs get BYE, billing stops, the CDR is
 /// closed; answers with the closed CDR. Audited.
 pub async fn terminate(
@@ -155,24 +181,7 @@ pub async fn terminate(
     Path(id): Path<String>,
 ) -> Result<Json<Cdr>, ApiError> {
     let cdr = visible_call(&s, &caller, &id).await?;
-    if cdr.state != "active" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "call_ended",
-            format!("call {id} has already ended"),
-        ));
-    }
-    let here = s.gateway.as_ref().filter(|g| g.live.contains(&id));
-    let Some(g) = here else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_on_this_node",
-            format!(
-                "call {id} is carried by node {}; send the request to that node",
-                cdr.node_id
-            ),
-        ));
-    };
+    let g = carrier(&s, &cdr)?;
     // An ended-meanwhile call is fine: the CDR below says how it ended.
     let _ = g.live.terminate(&id, Duration::from_secs(5)).await;
     s.audit(&caller, "call.terminate", &id, Some(&cdr.facility_id))

@@ -5,10 +5,10 @@
 
 use crate::api::auth::{ApiJson, Caller};
 use crate::api::error::ApiError;
-use crate::api::{AppState, Gateway};
+use crate::api::routes::calls::{carrier, refuse_privileged, visible_call};
+use crate::api::AppState;
 use crate::call::live::{ListenError, ListenRefusal};
 use crate::monitor::MonitorError;
-use crate::store::{Cdr, Role};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -38,52 +38,6 @@ fn conflict(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
 
-fn privileged(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "privileged",
-        format!("call {id} is privileged: it is never monitored"),
-    )
-}
-
-/// The call, if the caller may listen to calls of its facility.
-async fn listenable_call(s: &AppState, caller: &Caller, id: &str) -> Result<Cdr, ApiError> {
-    caller.require(&[Role::Admin, Role::Investigator])?;
-    let cdr = s.store.call(id).await?;
-    caller.scope(&cdr.facility_id)?;
-    Ok(cdr)
-}
-
-/// The gateway carrying the live call `cdr`, or why it cannot be listened to here.
-fn carrier<'a>(s: &'a AppState, cdr: &Cdr) -> Result<&'a Gateway, ApiError> {
-    if cdr.state != "active" {
-        return Err(conflict("call_ended", format!("call {} has ended", cdr.id)));
-    }
-    s.gateway
-        .as_ref()
-        .filter(|g| g.live.contains(&cdr.id))
-        .ok_or_else(|| {
-            conflict(
-                "not_on_this_node",
-                format!(
-                    "call {} is carried by node {}; send the request to that node",
-                    cdr.id, cdr.node_id
-                ),
-            )
-        })
-}
-
-async fn refuse_privileged(s: &AppState, caller: &Caller, cdr: &Cdr) -> ApiError {
-    s.audit(
-        caller,
-        "call.listen_refused",
-        &cdr.id,
-        Some(&cdr.facility_id),
-    )
-    .await;
-    privileged(&cdr.id)
-}
-
 fn offer_error(e: MonitorError) -> ApiError {
     match e {
         MonitorError::Offer(_) | MonitorError::OfferTooLarge => {
@@ -107,9 +61,9 @@ pub async fn listen(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ListenRequest>,
 ) -> Result<(StatusCode, Json<ListenResponse>), ApiError> {
-    let cdr = listenable_call(&s, &caller, &id).await?;
+    let cdr = visible_call(&s, &caller, &id).await?;
     if cdr.privileged {
-        return Err(refuse_privileged(&s, &caller, &cdr).await);
+        return Err(refuse_privileged(&s, &caller, &cdr, "call.listen_refused").await);
     }
     if req.kind.as_deref().is_some_and(|k| k != "offer") {
         return Err(ApiError::bad_request("type must be \"offer\""));
@@ -119,7 +73,7 @@ pub async fn listen(
     match g.live.listen(&id, prepared.tap()).await {
         Ok(()) => {}
         Err(ListenError::Refused(ListenRefusal::Privileged)) => {
-            return Err(refuse_privileged(&s, &caller, &cdr).await)
+            return Err(refuse_privileged(&s, &caller, &cdr, "call.listen_refused").await)
         }
         Err(ListenError::Refused(ListenRefusal::NotConnected)) => {
             return Err(conflict(
@@ -153,7 +107,7 @@ pub async fn unlisten(
     caller: Caller,
     Path((id, listener_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let cdr = listenable_call(&s, &caller, &id).await?;
+    let cdr = visible_call(&s, &caller, &id).await?;
     let stopped = s
         .gateway
         .as_ref()

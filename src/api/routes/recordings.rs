@@ -28,6 +28,7 @@ use crate::api::error::ApiError;
 use crate::api::routes::calls::refuse_privileged;
 use crate::api::tickets::{self, Purpose, Ticket, TicketError};
 use crate::api::AppState;
+use crate::recording::chain::resolve;
 use crate::store::{Recording, RecordingStatus};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Request, State};
@@ -38,7 +39,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::SeekFrom;
-use std::path::{Component, Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 /// Bytes read and sent per chunk of an audio answer.
@@ -59,7 +60,7 @@ pub(crate) async fn visible_recording(
     caller.investigate(&rec.facility_id)?;
     let cdr = s.store.call(&rec.session_id).await?;
     if cdr.privileged {
-        return Err(refuse_privileged(s, caller, &cdr).await);
+        return Err(refuse_privileged(s, caller, &cdr, "recording.refused").await);
     }
     Ok(rec)
 }
@@ -297,7 +298,7 @@ async fn open_file(dir: &FsPath, rec: &Recording) -> Result<(tokio::fs::File, u6
             format!("the file of recording {} is missing", rec.id),
         )
     };
-    let Some(path) = file_path(dir, &rec.path) else {
+    let Some(path) = resolve(dir, &rec.path) else {
         tracing::error!(recording = %rec.id, path = %rec.path, "recording path leaves the recordings directory");
         return Err(missing());
     };
@@ -314,14 +315,6 @@ async fn open_file(dir: &FsPath, rec: &Recording) -> Result<(tokio::fs::File, u6
         .map_err(|e| ApiError::internal(&e))?
         .len();
     Ok((file, len))
-}
-
-/// `dir/rel` when `rel` is a plain relative path (no `..`, no root).
-fn file_path(dir: &FsPath, rel: &str) -> Option<PathBuf> {
-    let rel = FsPath::new(rel);
-    let plain =
-        rel.components().count() > 0 && rel.components().all(|c| matches!(c, Component::Normal(_)));
-    plain.then(|| dir.join(rel))
 }
 
 /// What a `Range` header asks of a file of `len` bytes.
@@ -486,6 +479,7 @@ fn chunks<R: AsyncRead + Unpin + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn ranges() {
@@ -525,11 +519,11 @@ mod tests {
     fn paths_stay_under_the_directory() {
         let d = FsPath::new("/rec");
         assert_eq!(
-            file_path(d, "2026/03/02/c1.wav"),
+            resolve(d, "2026/03/02/c1.wav"),
             Some(PathBuf::from("/rec/2026/03/02/c1.wav"))
         );
         for bad in ["../x.wav", "/etc/passwd", "a/../../x", "", "./a"] {
-            assert_eq!(file_path(d, bad), None, "{bad}");
+            assert_eq!(resolve(d, bad), None, "{bad}");
         }
     }
 }
