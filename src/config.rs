@@ -455,6 +455,21 @@ fn apply_env(
     }
 }
 
+/// `HMAC-SHA256(secret, label ‖ data)`: how a node derives a key for one purpose from a
+/// configured secret (SIP digest nonces, playback tickets), so that every node configured
+/// alike derives the same key and no two purposes share one.
+pub fn derive_key(secret: &[u8], label: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut out = [0u8; 32];
+    // HMAC takes keys of any length: `new_from_slice` cannot fail.
+    if let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(secret) {
+        m.update(label);
+        m.update(data);
+        out.copy_from_slice(&m.finalize().into_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

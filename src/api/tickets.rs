@@ -81,25 +81,14 @@ pub fn derive_key(config: &Config) -> [u8; 32] {
         "" => &config.security.pin_pepper,
         s => s,
     };
-    label_mac(secret.as_bytes(), KEY_LABEL, &[])
-}
-
-/// `HMAC-SHA256(key, label || data)`.
-fn label_mac(key: &[u8], label: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    if let Some(mut m) = mac(key) {
-        m.update(label);
-        m.update(data);
-        out.copy_from_slice(&m.finalize().into_bytes());
-    }
-    out
+    crate::config::derive_key(secret.as_bytes(), KEY_LABEL, &[])
 }
 
 /// What a ticket names the configured admin token by: a MAC of its hash (not the hash
 /// itself, since a configured token may be guessable), prefixed `admin:`. A ticket of an
 /// admin token that was changed since no longer matches.
 pub fn admin_ref(key: &[u8], admin_token_hash: &[u8]) -> String {
-    let tag = label_mac(key, ADMIN_LABEL, admin_token_hash);
+    let tag = crate::config::derive_key(key, ADMIN_LABEL, admin_token_hash);
     format!("admin:{}", hex::encode(&tag[..16]))
 }
 

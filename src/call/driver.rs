@@ -56,8 +56,6 @@ use crate::sip::transport::{Event, SipHandle, Transport, TxKey};
 use crate::sip::uri::Uri;
 use crate::store::{NewRecording, Store};
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -136,13 +134,8 @@ pub struct Switchboard {
 
 /// The digest nonce secret, the same on every node configured alike.
 fn nonce_secret(config: &Config) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(config.security.pin_pepper.as_bytes())
-        .unwrap_or_else(|_| {
-            // HMAC accepts keys of any length; this arm is unreachable.
-            <Hmac<Sha256> as Mac>::new_from_slice(b"sallyport").expect("fixed key")
-        });
-    mac.update(b"sallyport sip digest nonce");
-    mac.finalize().into_bytes().to_vec()
+    let pepper = config.security.pin_pepper.as_bytes();
+    crate::config::derive_key(pepper, b"sallyport sip digest nonce", &[]).to_vec()
 }
 
 impl Switchboard {
