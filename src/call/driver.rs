@@ -979,6 +979,12 @@ impl CallTask {
         }
     }
 
+    /// `at` (the injected clock) on the media workers' real clock, which stamps the
+    /// packets a recording is laid out by.
+    fn on_media_clock(&self, at: Instant) -> Instant {
+        Instant::now() - self.now().saturating_duration_since(at) // clock-ok
+    }
+
     /// Starts capturing: the file and the tap first (local and quick, so the parties are
     /// recorded from the moment they are bridged), then the row. A call whose recording
     /// cannot be started goes on unrecorded (its CDR says so), the failure is logged and
@@ -987,8 +993,7 @@ impl CallTask {
         let started_at = self.wall_of(at);
         let law = self.handset.media.codec.name.law();
         let relative = recording::relative_path(&self.session_id, started_at);
-        // The time line is the media workers' (real) clock; `at` is the injected one.
-        let start = Instant::now() - self.now().saturating_duration_since(at); // clock-ok
+        let start = self.on_media_clock(at);
         let recorder = self.sb.recorder.clone();
         let (capture, tap) = match recorder.begin(relative, law, start).await {
             Ok(c) => c,
@@ -1027,7 +1032,7 @@ impl CallTask {
     fn close_recording(&mut self, ended_at: Instant) -> Option<FinishingRecording> {
         let r = self.recording.take()?;
         self.media.remove_tap(Recorder::tap_key(&r.capture));
-        let end = Instant::now() - self.now().saturating_duration_since(ended_at); // clock-ok
+        let end = self.on_media_clock(ended_at);
         Some(FinishingRecording {
             closing: self.sb.recorder.close(r.capture, end),
             id: r.id,

@@ -21,7 +21,7 @@
 //! `late` and dropped.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::wav::{Law, SAMPLE_RATE};
 use crate::media::engine::TapPacket;
@@ -67,6 +67,16 @@ pub struct AlignStats {
     /// Not G.711 (comfort noise, an unexpected payload type): ignored.
     pub foreign: u64,
     pub reanchors: u64,
+}
+
+/// What [`Aligner::push`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Placed,
+    /// Its place was already written.
+    Late,
+    /// Not audio (comfort noise).
+    Foreign,
 }
 
 /// The time line of one recording.
@@ -121,14 +131,15 @@ impl Aligner {
     }
 
     /// Places one packet.
-    pub fn push(&mut self, p: &TapPacket) {
+    /// Places one packet; says whether it was placed (a late or non-audio packet is not).
+    pub fn push(&mut self, p: &TapPacket) -> Pushed {
         // Static 0/8 say which law; comfort noise is not audio; any other type is a peer's
         // own mapping of the leg's codec (the relay forwards only the negotiated one).
         let law = match (Law::of_payload_type(p.pt), p.pt) {
             (Some(law), _) => law,
             (None, PT_COMFORT_NOISE) => {
                 self.stats.foreign += 1;
-                return;
+                return Pushed::Foreign;
             }
             (None, _) => self.law,
         };
@@ -141,7 +152,7 @@ impl Aligner {
         let skip = pos.map_or(u64::MAX, |pos| self.written.saturating_sub(pos));
         let Some(pos) = pos.filter(|_| skip < payload.len() as u64) else {
             self.stats.late += 1;
-            return;
+            return Pushed::Late;
         };
         // Payload byte i belongs at `pos + i`, i.e. at `pending[pos + i - written]`.
         let start = usize::try_from(pos.saturating_sub(self.written)).unwrap_or(usize::MAX);
@@ -155,6 +166,7 @@ impl Aligner {
         for (slot, &b) in pending.range_mut(start..needed).zip(bytes) {
             *slot = convert(law, self.law, b);
         }
+        Pushed::Placed
     }
 
     /// The sample position of a packet, re-anchoring the channel when needed: on a new
@@ -231,11 +243,6 @@ impl Aligner {
         }
         self.written += frames;
     }
-
-    /// The recording's length so far, including what is not final yet.
-    pub fn elapsed(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.start)
-    }
 }
 
 /// One G.711 byte from `from` law to `to` law (the legs may have negotiated different ones).
@@ -249,6 +256,7 @@ fn convert(from: Law, to: Law, b: u8) -> u8 {
 mod tests {
     use super::*;
     use crate::media::engine::RtpFields;
+    use std::time::Duration;
 
     const PT_PCMU: u8 = 0;
 

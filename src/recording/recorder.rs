@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use super::align::Aligner;
+use super::align::{Aligner, Pushed};
 use super::wav::{self, Law};
 use crate::media::engine::TapPacket;
 
@@ -179,12 +179,9 @@ impl RecorderThread {
             // Its `Open` may still be queued: the tap is attached right after it is sent.
             self.take_opens(st);
         }
-        if let Some(f) = st.open.get_mut(&p.key) {
-            let late = f.aligner.stats().late;
-            f.aligner.push(p);
-            if f.aligner.stats().late > late {
-                self.stats.late.fetch_add(1, Ordering::Relaxed);
-            }
+        let pushed = st.open.get_mut(&p.key).map(|f| f.aligner.push(p));
+        if pushed == Some(Pushed::Late) {
+            self.stats.late.fetch_add(1, Ordering::Relaxed);
         }
     }
 
