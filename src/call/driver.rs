@@ -1022,7 +1022,7 @@ impl CallTask {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot register the recording");
-                self.media.remove_tap(Recorder::tap_key(&capture));
+                self.media.remove_tap(capture.tap_key());
                 abandon_recording(&recorder, capture).await;
             }
         }
@@ -1031,7 +1031,7 @@ impl CallTask {
     /// Detaches the recorder and has it write the file to `ended_at`.
     fn close_recording(&mut self, ended_at: Instant) -> Option<FinishingRecording> {
         let r = self.recording.take()?;
-        self.media.remove_tap(Recorder::tap_key(&r.capture));
+        self.media.remove_tap(r.capture.tap_key());
         let end = self.on_media_clock(ended_at);
         Some(FinishingRecording {
             closing: self.sb.recorder.close(r.capture, end),

@@ -102,6 +102,13 @@ pub struct Capture {
     pub law: Law,
 }
 
+impl Capture {
+    /// The key of its tap (to detach it from the call).
+    pub fn tap_key(&self) -> u64 {
+        self.key
+    }
+}
+
 /// A finished file: what the row is finished with.
 #[derive(Debug, Clone)]
 pub struct FinishedFile {
@@ -211,11 +218,6 @@ impl Recorder {
             },
             tap,
         ))
-    }
-
-    /// The tap key of a capture (to detach it from the call).
-    pub fn tap_key(capture: &Capture) -> u64 {
-        capture.key
     }
 
     /// Asks the recorder thread to close the file at `end` (detach the tap first). Cheap:
