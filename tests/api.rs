@@ -1,44 +1,19 @@
 //! The HTTP API through the real router (`tower::ServiceExt::oneshot`), against SQLite and
 //! PostgreSQL: the same battery on both.
 
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
-use chrono::TimeZone;
-use http_body_util::BodyExt;
-use sallyport::api::{router, AppState};
-use sallyport::clock::{Clock, ManualClock};
-use sallyport::config::Config;
-use sallyport::db::testing::TestDb;
+use sallyport::clock::Clock;
 use sallyport::db::Backend;
-use sallyport::store::Store;
 use serde_json::{json, Value};
-use std::sync::Arc;
-use tower::ServiceExt;
+use support::inproc::{self, admin, err_code, fetch, json_of, request, App, Setup};
 
 const ADMIN: &str = "test-admin-token";
 
-struct App {
-    router: Router,
-    clock: Arc<ManualClock>,
-    t: TestDb,
-}
-
 async fn app(backend: Backend) -> Option<App> {
-    let t = TestDb::of(backend).await?;
-    let clock = Arc::new(ManualClock::new(
-        chrono::Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
-    ));
-    let mut config = Config::default();
-    config.http.admin_token = ADMIN.into();
-    config.security.pin_pepper = "test-pepper-0123456789".into();
-    let store = Store::new(
-        t.db.clone(),
-        clock.clone() as Arc<dyn Clock>,
-        &config.security.pin_pepper,
-    );
-    let router = router(AppState::new(store, Arc::new(config)));
-    Some(App { router, clock, t })
+    Setup::new(ADMIN).app(backend).await
 }
 
 /// Sends one request; returns the status and the body as JSON (or as a JSON string).
@@ -50,34 +25,17 @@ async fn send(
     key: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
+    let mut req = request(method, path, token, body);
     if let Some(k) = key {
-        req = req.header("idempotency-key", k);
+        req.headers_mut()
+            .insert("idempotency-key", k.parse().unwrap());
     }
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
     raw(app, req).await
 }
 
 async fn raw(app: &App, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
-}
-
-async fn admin(app: &App, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    send(app, method, path, Some(ADMIN), None, body).await
+    let (s, _, bytes) = fetch(app, req).await;
+    (s, json_of(&bytes))
 }
 
 async fn upload(app: &App, path: &str, csv: &str) -> (StatusCode, Value) {
@@ -97,23 +55,9 @@ fn items(v: &Value) -> &Vec<Value> {
     v["items"].as_array().unwrap_or(&EMPTY)
 }
 
-fn err_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("<no error code>")
-}
-
 /// A facility with rates, one booked inmate with an approved contact. Returns (inmate id, account id).
 async fn setup(app: &App, fid: &str) -> (String, String) {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/facilities",
-        Some(json!({
-            "id": fid, "name": format!("{fid} County Jail"), "time_zone": "America/Chicago",
-            "deposit_max": "100.00", "deposit_daily_max": "150.00"
-        })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    inproc::facility(app, fid).await;
     let deck = "prefix,class,description\n1555,local,Local\n1,domestic,US\n44,international,UK\n";
     let (s, v) = upload(app, &format!("/api/v1/rate-decks?id={fid}-deck"), deck).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -589,6 +533,14 @@ async fn bad_requests(app: App) {
     );
     // A retention period outside 1..=36500 days is refused, naming the field: a huge one
     // would overflow the purge's cutoff (days in microseconds) on PostgreSQL.
+    let retention = |days: i64| {
+        admin(
+            &app,
+            "PATCH",
+            "/api/v1/facilities/F1",
+            Some(json!({ "recording_retention_days": days })),
+        )
+    };
     for days in [0, -1, 36_501, 106_752, i64::MAX] {
         let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F8", "name": "x", "time_zone": "UTC", "deposit_max": "1", "deposit_daily_max": "1", "recording_retention_days": days }))).await;
         assert_eq!(
@@ -598,25 +550,13 @@ async fn bad_requests(app: App) {
         );
         let msg = e["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains("recording_retention_days"), "{e}");
-        let (s, e) = admin(
-            &app,
-            "PATCH",
-            "/api/v1/facilities/F1",
-            Some(json!({ "recording_retention_days": days })),
-        )
-        .await;
+        let (s, e) = retention(days).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{days}: {e}");
         let msg = e["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains("recording_retention_days"), "{e}");
     }
     for days in [1, 36_500] {
-        let (s, e) = admin(
-            &app,
-            "PATCH",
-            "/api/v1/facilities/F1",
-            Some(json!({ "recording_retention_days": days })),
-        )
-        .await;
+        let (s, e) = retention(days).await;
         assert_eq!(s, StatusCode::OK, "{days}: {e}");
         assert_eq!(e["recording_retention_days"], days, "{e}");
     }
@@ -1029,19 +969,6 @@ async fn call_records(app: App) {
     let (s, _) = admin(&app, "GET", "/api/v1/audit?limit=x", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     app.t.cleanup().await;
-}
-
-macro_rules! battery {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::app(super::Backend::Sqlite).await.unwrap()).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { if let Some(a) = super::app(super::Backend::Postgres).await { super::$name(a).await } } )*
-        }
-    };
 }
 
 battery!(

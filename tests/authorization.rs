@@ -17,65 +17,38 @@
 //! a facility is narrowed to the caller's own, and recording tickets are checked by the
 //! ticket alone (see `ticket_matrix`).
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Request, StatusCode};
-use axum::Router;
-use chrono::{TimeZone, Utc};
-use http_body_util::BodyExt;
-use sallyport::api::{router, AppState};
-use sallyport::clock::{Clock, ManualClock};
-use sallyport::config::Config;
-use sallyport::db::testing::TestDb;
+mod support;
+
+use axum::http::StatusCode;
 use sallyport::db::Backend;
-use sallyport::store::{FinishedRecording, NewRecording, Store};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
+use support::inproc::{
+    self, admin, bearer, ended_call, error_code as err_code, fetch, issue, json_of, live_call,
+    recording, request_with, session, user, App, Call, Setup, PASSWORD,
+};
 
 const ADMIN: &str = "authz-admin-token";
 const PEER: &str = "198.51.100.9:5060";
 const PEPPER: &str = "authz-pepper-0123456789";
-const PASSWORD: &str = "long-enough-pass";
 /// Password sessions last this long here (the config minimum is 60 s).
 const SESSION_TTL: u64 = 600;
 /// A listener id that exists nowhere.
 const NO_LISTENER: &str = "lst_0000000000";
 
-struct App {
-    router: Router,
-    clock: Arc<ManualClock>,
-    store: Store,
-    rec_dir: tempfile::TempDir,
-    t: TestDb,
-}
-
 async fn app(backend: Backend) -> Option<App> {
-    let t = TestDb::of(backend).await?;
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
-    ));
-    let rec_dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.http.admin_token = ADMIN.into();
-    config.http.session_ttl_secs = SESSION_TTL;
-    config.security.pin_pepper = PEPPER.into();
-    config.recording.dir = rec_dir.path().to_path_buf();
-    let store = Store::new(t.db.clone(), clock.clone() as Arc<dyn Clock>, PEPPER);
-    let router = router(AppState::new(store.clone(), Arc::new(config)));
-    Some(App {
-        router,
-        clock,
-        store,
-        rec_dir,
-        t,
-    })
+    Setup::new(ADMIN)
+        .peer(PEER)
+        .recordings()
+        .config(|c| {
+            c.http.session_ttl_secs = SESSION_TTL;
+            c.security.pin_pepper = PEPPER.into();
+        })
+        .app(backend)
+        .await
 }
 
 /// One request from [`PEER`] with `authorization` as the whole header value (if any);
@@ -87,44 +60,8 @@ async fn call(
     authorization: Option<&str>,
     body: Option<&Value>,
 ) -> (StatusCode, Value, Vec<u8>) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(h) = authorization {
-        req = req.header("authorization", h);
-    }
-    let mut req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let peer: SocketAddr = PEER.parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(peer));
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v, bytes)
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-async fn admin(app: &App, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let (s, v, _) = call(app, method, path, Some(&bearer(ADMIN)), body.as_ref()).await;
-    (s, v)
-}
-
-fn err_code(v: &Value) -> Option<&str> {
-    v["error"]["code"].as_str()
+    let (s, _, bytes) = fetch(app, request_with(method, path, authorization, body)).await;
+    (s, json_of(&bytes), bytes)
 }
 
 fn ids(v: &Value) -> Vec<String> {
@@ -371,55 +308,11 @@ impl World {
     }
 }
 
+/// A facility with one booked inmate (booking `fid`-1); returns the inmate id.
 async fn facility(app: &App, fid: &str) -> String {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/facilities",
-        Some(json!({
-            "id": fid, "name": format!("{fid} County Jail"), "time_zone": "America/Chicago",
-            "deposit_max": "100.00", "deposit_daily_max": "150.00"
-        })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, inmate) = admin(
-        app,
-        "POST",
-        &format!("/api/v1/facilities/{fid}/inmates"),
-        Some(json!({ "booking_number": format!("{fid}-1"), "first_name": "John", "last_name": "Doe" })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{inmate}");
+    inproc::facility(app, fid).await;
+    let inmate = inproc::inmate(app, fid, &format!("{fid}-1")).await;
     inmate["id"].as_str().unwrap().to_string()
-}
-
-/// A token from `POST /tokens`.
-async fn issued(app: &App, username: &str, role: &str, facilities: &[&str], ttl: i64) -> String {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/tokens",
-        Some(json!({ "username": username, "role": role, "facilities": facilities, "ttl_secs": ttl })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
-async fn user(app: &App, username: &str, facilities: &[&str]) {
-    let body = json!({ "username": username, "password": PASSWORD, "role": "investigator",
-                       "facilities": facilities });
-    let (s, v) = admin(app, "POST", "/api/v1/users", Some(body)).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-}
-
-/// A password session.
-async fn login(app: &App, username: &str) -> String {
-    let body = json!({ "username": username, "password": PASSWORD });
-    let (s, v, _) = call(app, "POST", "/api/v1/auth/login", None, Some(&body)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["token"].as_str().unwrap().to_string()
 }
 
 async fn logout(app: &App, token: &str) {
@@ -437,114 +330,14 @@ async fn logout(app: &App, token: &str) {
 /// A fresh token of `who` (for routes that end the token they are called with).
 async fn fresh(app: &App, w: &World, who: Who) -> Option<String> {
     let token = match who {
-        Who::Family => issued(app, "family-1", "family", &["F1"], 3600).await,
-        Who::Kiosk => issued(app, "kiosk-1", "kiosk", &["F1"], 3600).await,
-        Who::FacilityAdmin => issued(app, "admin-f1", "admin", &["F1"], 3600).await,
-        Who::OtherFacility => login(app, "inv-f2").await,
-        Who::Investigator => login(app, "inv-f1").await,
+        Who::Family => issue(app, "family-1", "family", &["F1"], Some(3600)).await,
+        Who::Kiosk => issue(app, "kiosk-1", "kiosk", &["F1"], Some(3600)).await,
+        Who::FacilityAdmin => issue(app, "admin-f1", "admin", &["F1"], Some(3600)).await,
+        Who::OtherFacility => session(app, "inv-f2").await,
+        Who::Investigator => session(app, "inv-f1").await,
         _ => return w.header(who),
     };
     Some(bearer(&token))
-}
-
-/// A call that ended at the clock's time.
-async fn ended_call(app: &App, id: &str, facility: &str, inmate: &str, privileged: bool) {
-    let now = app.clock.wall();
-    let s = sallyport::sessions::NewSession {
-        id,
-        facility_id: facility,
-        handset_id: None,
-        dialed: "5551230001",
-        node_id: "n1",
-        sip_call_id: None,
-    };
-    sallyport::sessions::open_call(&app.t.db, &s, now)
-        .await
-        .unwrap();
-    let end = sallyport::sessions::SessionEnd {
-        reason: "callee_hangup",
-        inmate_id: Some(inmate),
-        number_e164: Some("+15551230001"),
-        privileged,
-        recorded: !privileged,
-        answer_at: Some(now),
-        accepted_at: Some(now),
-        end_at: now + chrono::Duration::seconds(30),
-    };
-    assert!(sallyport::sessions::close(&app.t.db, id, &end)
-        .await
-        .unwrap());
-}
-
-/// A call in progress, accepted and bridged, on node n1 (not this process).
-async fn live_call(app: &App, id: &str, facility: &str, privileged: bool) {
-    let now = app.clock.wall();
-    let s = sallyport::sessions::NewSession {
-        id,
-        facility_id: facility,
-        handset_id: None,
-        dialed: "5551230009",
-        node_id: "n1",
-        sip_call_id: None,
-    };
-    sallyport::sessions::open_call(&app.t.db, &s, now)
-        .await
-        .unwrap();
-    let p = sallyport::sessions::Progress {
-        number_e164: Some("+15551230009"),
-        privileged: Some(privileged),
-        answer_at: Some(now),
-        accepted_at: Some(now),
-    };
-    sallyport::sessions::progress(&app.t.db, id, &p)
-        .await
-        .unwrap();
-}
-
-/// A finished, chained WAV recording of `session`. Returns (id, file bytes).
-async fn recording(app: &App, session: &str, facility: &str) -> (String, Vec<u8>) {
-    let data_len = 1600usize;
-    let mut wav = Vec::with_capacity(44 + data_len);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&7u16.to_le_bytes()); // mu-law
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&8000u32.to_le_bytes());
-    wav.extend_from_slice(&16000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&8u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(data_len as u32).to_le_bytes());
-    wav.extend((0..data_len).map(|i| (i % 251) as u8));
-    let rel = format!("2026/03/02/{session}.wav");
-    let path = app.rec_dir.path().join(&rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &wav).unwrap();
-    let started = app.clock.wall();
-    let id = app
-        .store
-        .start_recording(NewRecording {
-            session_id: session,
-            facility_id: facility,
-            path: &rel,
-            format: "wav-pcmu",
-            node_id: "n1",
-            started_at: started,
-        })
-        .await
-        .unwrap();
-    let f = FinishedRecording {
-        ended_at: started + chrono::Duration::seconds(30),
-        duration_ms: (data_len as i64) * 1000 / 16000,
-        bytes: wav.len() as i64,
-        sha256: hex::encode(Sha256::digest(&wav)),
-        dropped_packets: 0,
-        complete: true,
-    };
-    app.store.finish_recording(&id, &f).await.unwrap();
-    (id, wav)
 }
 
 async fn world(app: &App) -> World {
@@ -552,17 +345,17 @@ async fn world(app: &App) -> World {
     let inmate_f2 = facility(app, "F2").await;
     // F1: an ended call with its recording, a privileged ended call, a live call and a
     // live privileged call. F2: an ended call with its recording and a live call.
-    ended_call(app, "a-done", "F1", &inmate_f1, false).await;
-    ended_call(app, "a-priv", "F1", &inmate_f1, true).await;
-    live_call(app, "a-live", "F1", false).await;
-    live_call(app, "a-live-priv", "F1", true).await;
-    ended_call(app, "b-done", "F2", &inmate_f2, false).await;
-    live_call(app, "b-live", "F2", false).await;
-    let (rec_a, wav_a) = recording(app, "a-done", "F1").await;
-    let (rec_b, _) = recording(app, "b-done", "F2").await;
+    ended_call(app, Call::answered("a-done", "F1", &inmate_f1, false)).await;
+    ended_call(app, Call::answered("a-priv", "F1", &inmate_f1, true)).await;
+    live_call(app, "a-live", "F1", true, false).await;
+    live_call(app, "a-live-priv", "F1", true, true).await;
+    ended_call(app, Call::answered("b-done", "F2", &inmate_f2, false)).await;
+    live_call(app, "b-live", "F2", true, false).await;
+    let (rec_a, wav_a) = recording(app, "a-done", "F1", 1600, true).await;
+    let (rec_b, _) = recording(app, "b-done", "F2", 1600, true).await;
     // A privileged call is never recorded; this row stands for one that is there anyway
     // (a capture bug, a restored backup): every recording route must still refuse it.
-    let (rec_priv, _) = recording(app, "a-priv", "F1").await;
+    let (rec_priv, _) = recording(app, "a-priv", "F1", 1600, true).await;
 
     user(app, "inv-f1", &["F1"]).await;
     user(app, "inv-f2", &["F2"]).await;
@@ -570,10 +363,10 @@ async fn world(app: &App) -> World {
     user(app, "inv-f1-gone", &["F1"]).await;
     // Expired: issued now, then the clock moves past both lifetimes.
     let mut tokens = HashMap::new();
-    tokens.insert(Who::ExpiredLogin, login(app, "inv-f1-old").await);
+    tokens.insert(Who::ExpiredLogin, session(app, "inv-f1-old").await);
     tokens.insert(
         Who::ExpiredToken,
-        issued(app, "admin-old", "admin", &[], 60).await,
+        issue(app, "admin-old", "admin", &[], Some(60)).await,
     );
     app.clock.advance(Duration::from_secs(SESSION_TTL));
     let (s, _, _) = call(
@@ -586,27 +379,27 @@ async fn world(app: &App) -> World {
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "expired at exactly its TTL");
     // Logged out.
-    let gone = login(app, "inv-f1-gone").await;
+    let gone = session(app, "inv-f1-gone").await;
     logout(app, &gone).await;
     tokens.insert(Who::LoggedOutLogin, gone);
-    let gone = issued(app, "admin-gone", "admin", &[], 3600).await;
+    let gone = issue(app, "admin-gone", "admin", &[], Some(3600)).await;
     logout(app, &gone).await;
     tokens.insert(Who::LoggedOutToken, gone);
     // Valid tokens of every kind.
     tokens.insert(
         Who::Family,
-        issued(app, "family-1", "family", &["F1"], 3600).await,
+        issue(app, "family-1", "family", &["F1"], Some(3600)).await,
     );
     tokens.insert(
         Who::Kiosk,
-        issued(app, "kiosk-1", "kiosk", &["F1"], 3600).await,
+        issue(app, "kiosk-1", "kiosk", &["F1"], Some(3600)).await,
     );
     tokens.insert(
         Who::FacilityAdmin,
-        issued(app, "admin-f1", "admin", &["F1"], 3600).await,
+        issue(app, "admin-f1", "admin", &["F1"], Some(3600)).await,
     );
-    tokens.insert(Who::OtherFacility, login(app, "inv-f2").await);
-    tokens.insert(Who::Investigator, login(app, "inv-f1").await);
+    tokens.insert(Who::OtherFacility, session(app, "inv-f2").await);
+    tokens.insert(Who::Investigator, session(app, "inv-f1").await);
     tokens.insert(Who::Admin, ADMIN.to_string());
     World {
         tokens,
@@ -1111,7 +904,7 @@ async fn ticket_matrix(app: App) {
         assert_eq!(last_audit(&app).await["action"], "recording.refused");
     }
     // Logging out ends the token and the tickets it obtained.
-    let session = login(&app, "inv-f1").await;
+    let session = session(&app, "inv-f1").await;
     let (s, v, _) = call(
         &app,
         "POST",
@@ -1150,19 +943,6 @@ async fn ticket_matrix(app: App) {
         (StatusCode::UNAUTHORIZED, Some("ticket_expired"))
     );
     app.t.cleanup().await;
-}
-
-macro_rules! battery {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::app(super::Backend::Sqlite).await.unwrap()).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { if let Some(a) = super::app(super::Backend::Postgres).await { super::$name(a).await } } )*
-        }
-    };
 }
 
 battery!(matrix, scope, ticket_matrix);

@@ -9,102 +9,30 @@
 //! small WAV written under a temporary recordings directory, registered with
 //! `start_recording` / `finish_recording`.
 
+mod support;
+
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode};
-use axum::Router;
+use axum::http::{Request, StatusCode};
 use chrono::{DateTime, TimeZone, Utc};
-use http_body_util::BodyExt;
 use sallyport::api::{router, AppState};
-use sallyport::clock::{Clock, ManualClock};
+use sallyport::clock::Clock;
 use sallyport::config::Config;
 use sallyport::db::testing::TestDb;
 use sallyport::db::Backend;
-use sallyport::store::{FinishedRecording, NewRecording, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
+use support::inproc::{
+    self, admin, ended_call, err_code, fetch, issue, live_call, login, recording, request, send,
+    session, user, App, Call, Setup, PEPPER,
+};
 
 const ADMIN: &str = "test-admin-token";
 const PEER: &str = "203.0.113.7:4711";
-const PEPPER: &str = "test-pepper-0123456789";
-
-struct App {
-    router: Router,
-    clock: Arc<ManualClock>,
-    store: Store,
-    rec_dir: tempfile::TempDir,
-    t: TestDb,
-}
 
 async fn app(backend: Backend) -> Option<App> {
-    let t = TestDb::of(backend).await?;
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
-    ));
-    let rec_dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.http.admin_token = ADMIN.into();
-    config.security.pin_pepper = PEPPER.into();
-    config.recording.dir = rec_dir.path().to_path_buf();
-    let store = Store::new(t.db.clone(), clock.clone() as Arc<dyn Clock>, PEPPER);
-    let router = router(AppState::new(store.clone(), Arc::new(config)));
-    Some(App {
-        router,
-        clock,
-        store,
-        rec_dir,
-        t,
-    })
-}
-
-/// Sends a request from [`PEER`]; returns status, headers and body bytes.
-async fn fetch(app: &App, mut req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let peer: SocketAddr = PEER.parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(peer));
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes().to_vec();
-    (parts.status, parts.headers, bytes)
-}
-
-fn request(method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap()
-}
-
-/// Sends one request; returns the status and the body as JSON (or as a JSON string).
-async fn send(
-    app: &App,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let (s, _, bytes) = fetch(app, request(method, path, token, body)).await;
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (s, v)
-}
-
-async fn admin(app: &App, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    send(app, method, path, Some(ADMIN), body).await
-}
-
-fn err_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("<no error code>")
+    Setup::new(ADMIN).peer(PEER).recordings().app(backend).await
 }
 
 fn items(v: &Value) -> Vec<String> {
@@ -120,71 +48,18 @@ fn items(v: &Value) -> Vec<String> {
 
 /// A facility with one booked inmate (booking B-1). Returns (inmate id, account id).
 async fn facility(app: &App, fid: &str) -> (String, String) {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/facilities",
-        Some(json!({
-            "id": fid, "name": format!("{fid} County Jail"), "time_zone": "America/Chicago",
-            "deposit_max": "100.00", "deposit_daily_max": "150.00"
-        })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, inmate) = admin(
-        app,
-        "POST",
-        &format!("/api/v1/facilities/{fid}/inmates"),
-        Some(json!({ "booking_number": "B-1", "first_name": "John", "last_name": "Doe" })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{inmate}");
+    inproc::facility(app, fid).await;
+    let inmate = inproc::inmate(app, fid, "B-1").await;
     (
         inmate["id"].as_str().unwrap().to_string(),
         inmate["account_id"].as_str().unwrap().to_string(),
     )
 }
 
-/// A bearer token from `POST /tokens` (a token-only user).
-async fn token(app: &App, username: &str, role: &str, facilities: &[&str], ttl: i64) -> String {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/tokens",
-        Some(json!({ "username": username, "role": role, "facilities": facilities, "ttl_secs": ttl })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
-async fn login(app: &App, username: &str, password: &str) -> (StatusCode, Value) {
-    send(
-        app,
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(json!({ "username": username, "password": password })),
-    )
-    .await
-}
-
 /// A user with a password, logged in; returns the token.
 async fn investigator(app: &App, username: &str, facilities: &[&str]) -> String {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/users",
-        Some(
-            json!({ "username": username, "password": "long-enough-pass", "role": "investigator",
-                     "facilities": facilities }),
-        ),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = login(app, username, "long-enough-pass").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["token"].as_str().unwrap().to_string()
+    user(app, username, facilities).await;
+    session(app, username).await
 }
 
 /// The newest audit entries (admin view).
@@ -203,124 +78,6 @@ async fn last_audit(app: &App, action: &str) -> Value {
         .unwrap_or_else(|| panic!("no audit entry {action}"))
 }
 
-/// An ended call at the clock's current time.
-struct Call<'a> {
-    id: &'a str,
-    facility: &'a str,
-    dialed: &'a str,
-    e164: &'a str,
-    inmate: Option<&'a str>,
-    reason: &'a str,
-    privileged: bool,
-}
-
-async fn ended_call(app: &App, c: Call<'_>) {
-    let now = app.clock.wall();
-    let s = sallyport::sessions::NewSession {
-        id: c.id,
-        facility_id: c.facility,
-        handset_id: None,
-        dialed: c.dialed,
-        node_id: "n1",
-        sip_call_id: None,
-    };
-    sallyport::sessions::open_call(&app.t.db, &s, now)
-        .await
-        .unwrap();
-    let end = sallyport::sessions::SessionEnd {
-        reason: c.reason,
-        inmate_id: c.inmate,
-        number_e164: Some(c.e164),
-        privileged: c.privileged,
-        recorded: !c.privileged,
-        answer_at: Some(now),
-        accepted_at: Some(now),
-        end_at: now + chrono::Duration::seconds(30),
-    };
-    assert!(sallyport::sessions::close(&app.t.db, c.id, &end)
-        .await
-        .unwrap());
-}
-
-/// A live call: `accepted` marks it accepted (bridged), `privileged` as to an attorney.
-async fn live_call(app: &App, id: &str, accepted: bool, privileged: bool) {
-    let now = app.clock.wall();
-    let s = sallyport::sessions::NewSession {
-        id,
-        facility_id: "F1",
-        handset_id: None,
-        dialed: "5551230009",
-        node_id: "n1",
-        sip_call_id: None,
-    };
-    sallyport::sessions::open_call(&app.t.db, &s, now)
-        .await
-        .unwrap();
-    let p = sallyport::sessions::Progress {
-        number_e164: Some("+15551230009"),
-        privileged: Some(privileged),
-        answer_at: accepted.then_some(now),
-        accepted_at: accepted.then_some(now),
-    };
-    sallyport::sessions::progress(&app.t.db, id, &p)
-        .await
-        .unwrap();
-}
-
-/// A WAV of `data_len` data bytes (a known pattern) for `session`; registered and, when
-/// `finish`, finished and chained. Returns (recording id, file bytes).
-async fn recording(
-    app: &App,
-    session: &str,
-    facility: &str,
-    data_len: usize,
-    finish: bool,
-) -> (String, Vec<u8>) {
-    let mut wav = Vec::with_capacity(44 + data_len);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&7u16.to_le_bytes()); // mu-law
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&8000u32.to_le_bytes());
-    wav.extend_from_slice(&16000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&8u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(data_len as u32).to_le_bytes());
-    wav.extend((0..data_len).map(|i| (i % 251) as u8));
-    let rel = format!("2026/03/02/{session}.wav");
-    let path = app.rec_dir.path().join(&rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &wav).unwrap();
-    let started = app.clock.wall();
-    let id = app
-        .store
-        .start_recording(NewRecording {
-            session_id: session,
-            facility_id: facility,
-            path: &rel,
-            format: "wav-pcmu",
-            node_id: "n1",
-            started_at: started,
-        })
-        .await
-        .unwrap();
-    if finish {
-        let f = FinishedRecording {
-            ended_at: started + chrono::Duration::seconds(30),
-            duration_ms: (data_len as i64) * 1000 / 16000,
-            bytes: wav.len() as i64,
-            sha256: hex::encode(Sha256::digest(&wav)),
-            dropped_packets: 0,
-            complete: true,
-        };
-        app.store.finish_recording(&id, &f).await.unwrap();
-    }
-    (id, wav)
-}
-
 /// Password logins: creating users, login, me, logout, expiry, lockout, the same answer
 /// for every refusal, and the audit entries they leave.
 async fn logins(app: App) {
@@ -333,10 +90,10 @@ async fn logins(app: App) {
     let body = new_user("inv1", "long-enough-pass", "investigator", &["F1"]);
     let (s, _) = send(&app, "POST", "/api/v1/users", None, body.clone()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let f2_admin = token(&app, "f2-admin", "admin", &["F2"], 3600).await;
+    let f2_admin = issue(&app, "f2-admin", "admin", &["F2"], Some(3600)).await;
     let (s, _) = send(&app, "POST", "/api/v1/users", Some(&f2_admin), body.clone()).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "an admin of one facility");
-    let kiosk = token(&app, "kiosk-1", "kiosk", &["F1"], 3600).await;
+    let kiosk = issue(&app, "kiosk-1", "kiosk", &["F1"], Some(3600)).await;
     let (s, _) = send(&app, "POST", "/api/v1/users", Some(&kiosk), body.clone()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Rules.
@@ -412,7 +169,7 @@ async fn logins(app: App) {
     // Every refusal is the same answer.
     let (s1, wrong) = login(&app, "inv1", "wrong-password!").await;
     let (s2, unknown) = login(&app, "nobody", "long-enough-pass").await;
-    token(&app, "token-only", "investigator", &["F1"], 3600).await;
+    issue(&app, "token-only", "investigator", &["F1"], Some(3600)).await;
     let (s3, no_pw) = login(&app, "token-only", "long-enough-pass").await;
     assert_eq!(
         (s1, s2, s3),
@@ -518,7 +275,9 @@ async fn logins(app: App) {
         router: router(AppState::new(app.store.clone(), Arc::new(config))),
         clock: app.clock.clone(),
         store: app.store.clone(),
-        rec_dir: tempfile::tempdir().unwrap(),
+        admin: app.admin,
+        peer: app.peer,
+        rec_dir: None,
         t: TestDb::sqlite().await,
     };
     assert_eq!(
@@ -534,17 +293,7 @@ async fn logins(app: App) {
 /// A username that breaks the user rules or a password over 1024 bytes: the same 401,
 /// and nothing else happens (no audit entry, no counted failure).
 async fn oversized_logins(app: &App, wrong: &Value) {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/users",
-        Some(
-            json!({ "username": "inv-big", "password": "long-enough-pass",
-                     "role": "investigator", "facilities": ["F1"] }),
-        ),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    user(app, "inv-big", &["F1"]).await;
     let before = audit(app, 1000).await.len();
     let huge = "u".repeat(256 * 1024);
     for (name, pw) in [
@@ -577,17 +326,7 @@ async fn oversized_logins(app: &App, wrong: &Value) {
 /// Many wrong guesses at once: only as many as the lockout allows are checked, the rest
 /// are refused as locked, and then the right password is refused too.
 async fn concurrent_guesses(app: &App) {
-    let (s, v) = admin(
-        app,
-        "POST",
-        "/api/v1/users",
-        Some(
-            json!({ "username": "inv-race", "password": "long-enough-pass",
-                     "role": "investigator", "facilities": ["F1"] }),
-        ),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    user(app, "inv-race", &["F1"]).await;
     let guesses =
         (0..20).map(|i| async move { login(app, "inv-race", &format!("guess-{i}")).await });
     for (s, _) in futures_util::future::join_all(guesses).await {
@@ -674,9 +413,9 @@ async fn search(app: App) {
         ended_call(&app, c).await;
     }
     app.clock.set_wall(day(2, 18));
-    live_call(&app, "live-ok", true, false).await;
-    live_call(&app, "live-priv", true, true).await;
-    live_call(&app, "live-ringing", false, false).await;
+    live_call(&app, "live-ok", "F1", true, false).await;
+    live_call(&app, "live-priv", "F1", true, true).await;
+    live_call(&app, "live-ringing", "F1", false, false).await;
     let q = |query: &str| format!("/api/v1/calls?{query}");
     let ids = |v: &Value| items(v).join(",");
     let cases = [
@@ -759,13 +498,13 @@ async fn search(app: App) {
     let (s, v) = send(&app, "GET", "/api/v1/calls/active", Some(&inv2), None).await;
     assert_eq!((s, v.as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
     for role in ["family", "kiosk"] {
-        let t = token(&app, &format!("{role}-1"), role, &["F1"], 3600).await;
+        let t = issue(&app, &format!("{role}-1"), role, &["F1"], Some(3600)).await;
         for path in ["/api/v1/calls", "/api/v1/calls/active", "/api/v1/calls/s1"] {
             let (s, _) = send(&app, "GET", path, Some(&t), None).await;
             assert_eq!(s, StatusCode::FORBIDDEN, "{role} {path}");
         }
     }
-    let short = token(&app, "inv-short", "investigator", &["F1"], 60).await;
+    let short = issue(&app, "inv-short", "investigator", &["F1"], Some(60)).await;
     let (s, _) = send(&app, "GET", "/api/v1/calls", Some(&short), None).await;
     assert_eq!(s, StatusCode::OK);
     app.clock.advance(Duration::from_secs(61));
@@ -892,15 +631,7 @@ async fn search(app: App) {
 async fn recordings(app: App) {
     let (i1, _) = facility(&app, "F1").await;
     let (i2, _) = facility(&app, "F2").await;
-    let call = |id, facility, inmate, privileged| Call {
-        id,
-        facility,
-        dialed: "5551230001",
-        e164: "+15551230001",
-        inmate: Some(inmate),
-        reason: "callee_hangup",
-        privileged,
-    };
+    let call = Call::answered;
     ended_call(&app, call("r1", "F1", &i1, false)).await;
     ended_call(&app, call("p1", "F1", &i1, true)).await;
     ended_call(&app, call("n1", "F1", &i1, false)).await;
@@ -911,9 +642,9 @@ async fn recordings(app: App) {
     let sha1 = hex::encode(Sha256::digest(&wav1));
     let inv1 = investigator(&app, "inv1", &["F1"]).await;
     let inv2 = investigator(&app, "inv2", &["F2"]).await;
-    let family = token(&app, "family-1", "family", &["F1"], 3600).await;
-    let kiosk = token(&app, "kiosk-1", "kiosk", &["F1"], 3600).await;
-    let short = token(&app, "inv-short", "investigator", &["F1"], 60).await;
+    let family = issue(&app, "family-1", "family", &["F1"], Some(3600)).await;
+    let kiosk = issue(&app, "kiosk-1", "kiosk", &["F1"], Some(3600)).await;
+    let short = issue(&app, "inv-short", "investigator", &["F1"], Some(60)).await;
     // Metadata, from the call and by id.
     let (s, v) = send(&app, "GET", "/api/v1/calls/r1/recording", Some(&inv1), None).await;
     assert_eq!(
@@ -1300,7 +1031,7 @@ async fn recordings(app: App) {
     .await;
     assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("purged")));
     // A file gone without a purge: 404 `file_missing`, not a crash.
-    std::fs::remove_file(app.rec_dir.path().join("2026/03/02/r2.wav")).unwrap();
+    std::fs::remove_file(app.recordings().join("2026/03/02/r2.wav")).unwrap();
     let (s, e) = send(
         &app,
         "GET",
@@ -1363,7 +1094,7 @@ async fn tickets_follow_their_token(app: &App, rec: &str) {
         (StatusCode::UNAUTHORIZED, "ticket_revoked")
     );
     // The token expired: refused (a token-only user with a one-minute token).
-    let short = token(app, "inv-t2", "investigator", &["F1"], 60).await;
+    let short = issue(app, "inv-t2", "investigator", &["F1"], Some(60)).await;
     let url = ticket(short, "download").await;
     assert_eq!(fetch(app, get(&url)).await.0, StatusCode::OK);
     app.clock.advance(Duration::from_secs(61));
@@ -1415,19 +1146,6 @@ async fn unknown_user_login_does_the_same_database_write() {
         LoginOutcome::Refused(LoginRefusal::UnknownUser)
     );
     app.t.cleanup().await;
-}
-
-macro_rules! battery {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::app(super::Backend::Sqlite).await.unwrap()).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { if let Some(a) = super::app(super::Backend::Postgres).await { super::$name(a).await } } )*
-        }
-    };
 }
 
 battery!(logins, search, recordings);

@@ -16,112 +16,30 @@
 
 mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
-use chrono::TimeZone;
-use http_body_util::BodyExt;
-use sallyport::api::{router, AppState};
-use sallyport::clock::{Clock, ManualClock};
-use sallyport::config::Config;
-use sallyport::db::testing::TestDb;
+use axum::http::StatusCode;
 use sallyport::db::Backend;
-use sallyport::store::Store;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::api as e2e;
 use support::gateway::Gateway;
+use support::inproc::{self, err_code, issue, send, App, Setup};
 use support::sipp::{self, Handset, Tone, Trunk, Via};
 use support::webdriver::{self, Browser};
 use support::Workdir;
-use tower::ServiceExt;
 
 const ADMIN: &str = "listen-tests-admin-token";
 
 // ---- authorization, in process --------------------------------------------------------
 
-struct App {
-    router: Router,
-    t: TestDb,
-}
-
 async fn app(backend: Backend) -> Option<App> {
-    let t = TestDb::of(backend).await?;
-    let clock = Arc::new(ManualClock::new(
-        chrono::Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
-    ));
-    let mut config = Config::default();
-    config.http.admin_token = ADMIN.into();
-    config.security.pin_pepper = "test-pepper-0123456789".into();
-    let store = Store::new(
-        t.db.clone(),
-        clock.clone() as Arc<dyn Clock>,
-        &config.security.pin_pepper,
-    );
-    let router = router(AppState::new(store, Arc::new(config)));
-    Some(App { router, t })
-}
-
-async fn send(
-    app: &App,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
-}
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("<no error code>")
-}
-
-async fn token(app: &App, user: &str, role: &str, facilities: &[&str]) -> String {
-    let (s, v) = send(
-        app,
-        "POST",
-        "/api/v1/tokens",
-        Some(ADMIN),
-        Some(json!({ "username": user, "role": role, "facilities": facilities })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_string()
+    Setup::new(ADMIN).app(backend).await
 }
 
 /// Facilities F1 and F2; calls `live` (F1, active), `priv` (F1, active, privileged) and
 /// `over` (F1, ended).
 async fn calls(app: &App) {
     for fid in ["F1", "F2"] {
-        let (s, v) = send(
-            app,
-            "POST",
-            "/api/v1/facilities",
-            Some(ADMIN),
-            Some(
-                json!({ "id": fid, "name": fid, "time_zone": "America/Chicago",
-                         "deposit_max": "100.00", "deposit_daily_max": "150.00" }),
-            ),
-        )
-        .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        inproc::facility(app, fid).await;
     }
     let db = &app.t.db;
     let now = chrono::Utc::now();
@@ -160,9 +78,9 @@ async fn calls(app: &App) {
 
 async fn who_may_listen(app: App) {
     calls(&app).await;
-    let inv1 = token(&app, "inv-f1", "investigator", &["F1"]).await;
-    let inv2 = token(&app, "inv-f2", "investigator", &["F2"]).await;
-    let family = token(&app, "fam", "family", &["F1"]).await;
+    let inv1 = issue(&app, "inv-f1", "investigator", &["F1"], None).await;
+    let inv2 = issue(&app, "inv-f2", "investigator", &["F2"], None).await;
+    let family = issue(&app, "fam", "family", &["F1"], None).await;
     let offer = json!({ "sdp": "v=0\r\n", "type": "offer" });
     let listen = |id: &str| format!("/api/v1/calls/{id}/listen");
     let cases: [(&str, Option<&str>, StatusCode, &str); 6] = [
@@ -181,7 +99,7 @@ async fn who_may_listen(app: App) {
     ];
     for (id, tok, status, want) in cases {
         let (s, v) = send(&app, "POST", &listen(id), tok, Some(offer.clone())).await;
-        assert_eq!((s, code(&v)), (status, want), "POST listen {id}: {v}");
+        assert_eq!((s, err_code(&v)), (status, want), "POST listen {id}: {v}");
     }
     let (s, v) = send(&app, "POST", &listen("nope"), Some(&inv1), Some(offer)).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");

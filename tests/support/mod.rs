@@ -1,12 +1,14 @@
 //! The harness of the end-to-end tests (`sip_calls`, `browser`, `live_listen`): the real
 //! gateway binary ([`gateway`]), its HTTP API ([`api`]), sipp on both sides of it with the
 //! ports of one test and the audio it sends ([`sipp`]), and a WebDriver client for
-//! headless Chromium ([`webdriver`]). Each test binary compiles this module and uses part
-//! of it.
+//! headless Chromium ([`webdriver`]); and the router in process for the API tests
+//! (`api`, `investigation`, `authorization`, `live_listen`: [`inproc`]). Each test binary
+//! compiles this module and uses part of it.
 #![allow(dead_code)]
 
 pub mod api;
 pub mod gateway;
+pub mod inproc;
 pub mod sipp;
 pub mod webdriver;
 
