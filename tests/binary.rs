@@ -59,14 +59,39 @@ fn serve(dir: &std::path::Path) -> (Child, String) {
 }
 
 fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    exchange(addr, "GET", path, token, None)
+}
+
+fn post_json(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    exchange(addr, "POST", path, token, Some(body))
+}
+
+/// One HTTP/1.1 request over a fresh TCP connection (what a client outside the process
+/// sends): the status and the body.
+fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let body = json
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{body}Connection: close\r\n\r\n{}",
+        json.unwrap_or("")
     )
     .unwrap();
     let mut resp = String::new();
@@ -244,33 +269,6 @@ fn verify_audit_names_a_changed_entry() {
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success(), "{out}");
     assert!(out.contains(&format!("audit entry {id}: changed")), "{out}");
-}
-
-fn post_json(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// `user add`: the password from stdin or from the variable --password-env names (never
