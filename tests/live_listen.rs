@@ -9,6 +9,7 @@
 //!   two recvonly audio transceivers from a page of the gateway's own origin, POSTs the
 //!   offer and reads `getStats()`: inbound-rtp packets on both tracks, PCMU. The same page
 //!   then opens more listeners to measure the gateway's CPU per listener stream (printed).
+//!   A second call whose parties speak PCMA is heard as PCMA (no transcoding).
 //!
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
@@ -18,12 +19,13 @@ mod support;
 
 use axum::http::StatusCode;
 use sallyport::db::Backend;
+use sallyport::media::g711::Law;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::api as e2e;
 use support::gateway::Gateway;
 use support::inproc::{self, err_code, issue, send, App, Setup};
-use support::sipp::{self, Handset, Tone, Trunk, Via};
+use support::sipp::{self, Handset, Sipp, Tone, Trunk, Via};
 use support::webdriver::{self, Browser};
 use support::Workdir;
 
@@ -257,69 +259,134 @@ fn cpu_over(gw: &Gateway, window: Duration) -> f64 {
     (gw.cpu_secs() - c0) / window.as_secs_f64()
 }
 
+/// A sipp call in progress through a real gateway, and a browser on the gateway's origin.
+struct LiveCall {
+    browser: Browser,
+    _parties: (Sipp, Sipp),
+    gw: Gateway,
+    api: e2e::Api,
+    /// An investigator's token for the call's facility.
+    inv: String,
+    /// The call's id.
+    id: String,
+    _dir: Workdir,
+}
+
+impl LiveCall {
+    /// The called party answers, presses 1 and speaks a 600 Hz tone; the inmate enters the
+    /// PIN and speaks a 400 Hz tone; both in `law`, both wait for the gateway's BYE.
+    /// `None` (after printing why) without sipp, chromium or chromedriver.
+    fn start(name: &str, law: Law) -> Option<LiveCall> {
+        let what = "live listen browser test";
+        if !sipp::present(what) || !webdriver::present(what) {
+            return None;
+        }
+        let dir = Workdir::new("live_listen", name);
+        let p = sipp::ports();
+        let gw = Gateway::start(&dir, &p);
+        let api = gw.api.clone();
+        let inmate = e2e::book(&api, "L-1", "1357", e2e::NUMBER, false);
+        e2e::fund(&api, &inmate, "20.00");
+        let inv = api.post(
+            "/api/v1/tokens",
+            json!({ "username": "investigator-1", "role": "investigator", "facilities": [e2e::FACILITY] }),
+        )["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let trunk = Trunk::answer("1")
+            .speaking(Tone::steady(600.0, TONE_SECS))
+            .law(law)
+            .spawn(&dir, &p);
+        let handset = Handset::new(&inmate.pin, Via::Rtp)
+            .speaking(Tone::steady(400.0, TONE_SECS))
+            .law(law)
+            .spawn(&dir, 0, &p, gw.sip);
+        let browser = Browser::start(&dir.join("chromedriver.log"));
+        browser.goto(&format!("{}/healthz", gw.base_url()));
+        let id = api.accepted_call(Duration::from_secs(40));
+        Some(LiveCall {
+            browser,
+            _parties: (trunk, handset),
+            gw,
+            api,
+            inv,
+            id,
+            _dir: dir,
+        })
+    }
+
+    fn listen_path(&self) -> String {
+        format!("/api/v1/calls/{}/listen", self.id)
+    }
+
+    /// Opens one listener and waits until both parties arrive, in `codec` on both tracks,
+    /// and are heard (the page plays both tracks; the tones are 8000/32768 of full scale).
+    /// Returns the listener's id.
+    fn listen_and_hear(&self, codec: &str) -> String {
+        let opened = self
+            .browser
+            .js_async(LISTEN_JS, json!([self.listen_path(), self.inv, 1]));
+        let first = opened["ids"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("listen: {opened}"))
+            .to_string();
+        let stats = wait_for_audio(&self.browser, 1);
+        println!("one listener: {stats}");
+        let peer = &stats[0];
+        assert_eq!(peer["state"], "connected", "{stats}");
+        for t in 0..2 {
+            assert_eq!(peer["tracks"][t]["inbound"]["codec"], codec, "{stats}");
+        }
+        let level = |stats: &Value, t: usize| stats[0]["tracks"][t]["inbound"]["level"].as_f64();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stats = stats;
+        while !(level(&stats, 0) > Some(0.1) && level(&stats, 1) > Some(0.1)) {
+            assert!(Instant::now() < deadline, "both parties are heard: {stats}");
+            std::thread::sleep(Duration::from_millis(500));
+            stats = self.browser.js_async(STATS_JS, json!([]));
+        }
+        println!(
+            "levels heard: inmate {:?}, called party {:?}",
+            level(&stats, 0),
+            level(&stats, 1)
+        );
+        first
+    }
+}
+
+/// A PCMA call is heard as PCMA: the relay's packets go to the browser as they are.
+#[test]
+fn chromium_hears_a_pcma_call_in_pcma() {
+    let Some(call) = LiveCall::start("e2e-pcma", Law::Alaw) else {
+        return;
+    };
+    call.listen_and_hear("audio/PCMA");
+    call.api.ok(
+        "POST",
+        &format!("/api/v1/calls/{}/terminate", call.id),
+        None,
+    );
+}
+
 #[test]
 fn chromium_hears_both_parties_of_a_live_call() {
-    let what = "live listen browser test";
-    if !sipp::present(what) || !webdriver::present(what) {
+    let Some(call) = LiveCall::start("e2e", Law::Ulaw) else {
         return;
-    }
-    let dir = Workdir::new("live_listen", "e2e");
-    let p = sipp::ports();
-    let gw = Gateway::start(&dir, &p);
-    let api = gw.api.clone();
-    let inmate = e2e::book(&api, "L-1", "1357", e2e::NUMBER, false);
-    e2e::fund(&api, &inmate, "20.00");
-    let inv = api.post(
-        "/api/v1/tokens",
-        json!({ "username": "investigator-1", "role": "investigator", "facilities": [e2e::FACILITY] }),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    // The called party answers, presses 1 and speaks a 600 Hz tone; the inmate enters the
-    // PIN and speaks a 400 Hz tone; both wait for the gateway's BYE.
-    let _trunk = Trunk::answer("1")
-        .speaking(Tone::steady(600.0, TONE_SECS))
-        .spawn(&dir, &p);
-    let _handset = Handset::new(&inmate.pin, Via::Rtp)
-        .speaking(Tone::steady(400.0, TONE_SECS))
-        .spawn(&dir, 0, &p, gw.sip);
-    let browser = Browser::start(&dir.join("chromedriver.log"));
-    browser.goto(&format!("{}/healthz", gw.base_url()));
-    let id = api.accepted_call(Duration::from_secs(40));
-    let path = format!("/api/v1/calls/{id}/listen");
-    let idle_cpu = cpu_over(&gw, Duration::from_secs(4));
+    };
+    let LiveCall {
+        ref browser,
+        ref gw,
+        ref api,
+        ref inv,
+        ref id,
+        ..
+    } = call;
+    let path = call.listen_path();
+    let idle_cpu = cpu_over(gw, Duration::from_secs(4));
 
-    // One listener: both parties arrive, as PCMU.
-    let opened = browser.js_async(LISTEN_JS, json!([path, inv, 1]));
-    let first = opened["ids"][0]
-        .as_str()
-        .unwrap_or_else(|| panic!("listen: {opened}"))
-        .to_string();
-    let stats = wait_for_audio(&browser, 1);
-    println!("one listener: {stats}");
-    let peer = &stats[0];
-    assert_eq!(peer["state"], "connected", "{stats}");
-    for t in 0..2 {
-        assert_eq!(
-            peer["tracks"][t]["inbound"]["codec"], "audio/PCMU",
-            "{stats}"
-        );
-    }
-    // Both tones are heard (the page plays both tracks): 8000/32768 of full scale.
-    let level = |stats: &Value, t: usize| stats[0]["tracks"][t]["inbound"]["level"].as_f64();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stats = stats;
-    while !(level(&stats, 0) > Some(0.1) && level(&stats, 1) > Some(0.1)) {
-        assert!(Instant::now() < deadline, "both parties are heard: {stats}");
-        std::thread::sleep(Duration::from_millis(500));
-        stats = browser.js_async(STATS_JS, json!([]));
-    }
-    println!(
-        "levels heard: inmate {:?}, called party {:?}",
-        level(&stats, 0),
-        level(&stats, 1)
-    );
+    // One listener: both parties arrive, as PCMU, and are heard.
+    let first = call.listen_and_hear("audio/PCMU");
 
     // CPU per listener stream: more listeners on the same call.
     let more = browser.js_async(LISTEN_JS, json!([path, inv, EXTRA_LISTENERS]));
@@ -328,10 +395,10 @@ fn chromium_hears_both_parties_of_a_live_call() {
         Some(EXTRA_LISTENERS),
         "{more}"
     );
-    wait_for_audio(&browser, 1 + EXTRA_LISTENERS);
+    wait_for_audio(browser, 1 + EXTRA_LISTENERS);
     let open = api.metric("sallyport_listeners_open");
     assert_eq!(open, 1 + EXTRA_LISTENERS as u64);
-    let busy_cpu = cpu_over(&gw, Duration::from_secs(5));
+    let busy_cpu = cpu_over(gw, Duration::from_secs(5));
     let per_listener = (busy_cpu - idle_cpu) / (1 + EXTRA_LISTENERS) as f64;
     println!(
         "gateway CPU: call alone {:.2}% of a core, with {} listeners {:.2}%: {:.3}% per listener \
@@ -344,7 +411,7 @@ fn chromium_hears_both_parties_of_a_live_call() {
     assert!(api.metric("sallyport_listen_packets_sent_total") > 0);
 
     // DELETE one listener: 204, audited; the others go on.
-    let investigator = api.as_token(&inv);
+    let investigator = api.as_token(inv);
     let (s, v) = investigator.request("DELETE", &format!("{path}/{first}"), None);
     assert_eq!(s, 204, "{v}");
     let (s, _) = investigator.request("DELETE", &format!("{path}/{first}"), None);
@@ -378,6 +445,4 @@ fn chromium_hears_both_parties_of_a_live_call() {
         (409, Some("call_ended")),
         "{v}"
     );
-    drop(browser);
-    drop(gw);
 }

@@ -13,7 +13,8 @@
 //! PIN digits go as RFC 4733 telephone-events (a `pin.pcap` built by `tests/support/sipp.rs`
 //! from the Debian sip-tester captures with one SSRC and rising sequence numbers and
 //! timestamps, so that repeated keys are distinct presses) or as SIP INFO
-//! `application/dtmf-relay`.
+//! `application/dtmf-relay`. Both parties speak PCMU (the handset offers PCMU then PCMA,
+//! the trunk answers PCMU) unless a test sets `law(Law::Alaw)` on both.
 //!
 //! Without sipp (or its pcaps) the tests print why and pass, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing test prints its gateway log and every sipp's
@@ -26,6 +27,7 @@ mod support;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sallyport::media::g711::Law;
 use serde_json::{json, Value};
 use std::fs;
 use std::net::UdpSocket;
@@ -860,17 +862,32 @@ fn bursts(share: &[f64]) -> Vec<(u64, u64)> {
 /// time within a packet, and its SHA-256 is the row's.
 #[test]
 fn a_recorded_call_keeps_each_party_on_its_channel_at_the_right_time() {
-    let Some(case) = Case::start("recording") else {
+    recorded_call_in(Law::Ulaw);
+}
+
+/// The same with both parties speaking PCMA: recorded as PCMA, as sent.
+#[test]
+fn a_pcma_call_is_recorded_as_pcma_with_each_party_on_its_channel() {
+    recorded_call_in(Law::Alaw);
+}
+
+fn recorded_call_in(law: Law) {
+    let name = match law {
+        Law::Ulaw => "recording",
+        Law::Alaw => "recording-pcma",
+    };
+    let Some(case) = Case::start(name) else {
         return;
     };
     let api = case.api();
     let inmate = book(&api, "S-1500", "4682", NUMBER, false);
     fund(&api, &inmate, "1.00");
-    let mut trunk = case.trunk(Trunk::answer("1").speaking(CALLEE_TONE));
+    let mut trunk = case.trunk(Trunk::answer("1").speaking(CALLEE_TONE).law(law));
     let mut hs = case.handset(
         0,
         &Handset::new(&inmate.pin, Via::Rtp)
             .speaking(INMATE_TONE)
+            .law(law)
             .hang_up_after(9_000),
     );
     hs.expect_ok(Duration::from_secs(40));
@@ -879,7 +896,12 @@ fn a_recorded_call_keeps_each_party_on_its_channel_at_the_right_time() {
     assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
     let (rec, file) = recorded(&case, cdr);
     assert_eq!(rec.status, sallyport::store::RecordingStatus::Complete);
-    assert_eq!(rec.format, "wav-pcmu");
+    let format = format!("wav-{}", sipp::codec_name(law).to_lowercase());
+    assert_eq!(rec.format, format);
+    assert_eq!(
+        file.law, law,
+        "the file is in the parties' codec, not transcoded"
+    );
     assert!(
         rec.path
             .ends_with(&format!("{}.wav", cdr["id"].as_str().unwrap())),

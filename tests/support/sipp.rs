@@ -158,7 +158,7 @@ fn ip_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A burst pattern of one sine tone in PCMU: `bursts` times `on_ms` of tone then `off_ms`
+/// A burst pattern of one sine tone: `bursts` times `on_ms` of tone then `off_ms`
 /// of silence, starting `lead_ms` after the first key press of the stream (after a PIN:
 /// where the keys end).
 #[derive(Debug, Clone, Copy)]
@@ -182,8 +182,8 @@ impl Tone {
         }
     }
 
-    /// 20 ms PCMU frames (silence between bursts is sent too, as a phone does).
-    fn frames(&self) -> Vec<Vec<u8>> {
+    /// 20 ms frames in `law` (silence between bursts is sent too, as a phone does).
+    fn frames(&self, law: Law) -> Vec<Vec<u8>> {
         let total = self.bursts * (self.on_ms + self.off_ms) / 20;
         (0..total)
             .map(|f| {
@@ -198,7 +198,7 @@ impl Tone {
                         } else {
                             0
                         };
-                        Law::Ulaw.encode(v)
+                        law.encode(v)
                     })
                     .collect()
             })
@@ -206,16 +206,33 @@ impl Tone {
     }
 }
 
+/// The SDP encoding name of `law`.
+pub fn codec_name(law: Law) -> &'static str {
+    match law {
+        Law::Ulaw => "PCMU",
+        Law::Alaw => "PCMA",
+    }
+}
+
+/// The static RTP payload type of `law` (RFC 3551).
+pub fn payload_type(law: Law) -> u8 {
+    match law {
+        Law::Ulaw => 0,
+        Law::Alaw => 8,
+    }
+}
+
 /// Writes `out`: the key presses of `keys` (`0-9 * #`; `_` is a 1.5 s pause) as one RTP
 /// stream: one SSRC, rising sequence numbers, one timestamp per press, 300 ms apart.
 /// Returns how long it plays.
 pub fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
-    dtmf_pcap_then(keys, out, None)
+    dtmf_pcap_then(keys, out, None, Law::Ulaw)
 }
 
-/// `dtmf_pcap`, then (if any) `tone` in the same RTP stream, whose SSRC then depends on
-/// the tone's frequency (the parties' streams differ). Returns how long the keys play.
-pub fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>) -> Duration {
+/// `dtmf_pcap`, then (if any) `tone` in `law` in the same RTP stream, whose SSRC then
+/// depends on the tone's frequency (the parties' streams differ). Returns how long the
+/// keys play.
+pub fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>, law: Law) -> Duration {
     let mut file = Vec::new();
     let mut template: Option<Vec<u8>> = None;
     let ssrc = 0x5a11_9047u32 ^ tone.map_or(0, |t| t.hz as u32);
@@ -270,9 +287,9 @@ pub fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>) -> Duration {
             (tone.lead_ms * 1000).max(at_us)
         };
         ts = ts.wrapping_add(u32::try_from((start - at_us) / 125).unwrap());
-        for (i, payload) in tone.frames().into_iter().enumerate() {
+        for (i, payload) in tone.frames(law).into_iter().enumerate() {
             let mut frame = template[..rtp + 12].to_vec();
-            frame[rtp + 1] = 0; // PCMU, no marker
+            frame[rtp + 1] = payload_type(law); // no marker
             frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
             frame[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
             frame[rtp + 8..rtp + 12].copy_from_slice(&ssrc.to_be_bytes());
@@ -465,6 +482,8 @@ pub struct Trunk {
     pub hold_ms: u32,
     /// Audio sent after the key press (in the same RTP stream as the key).
     pub voice: Option<Tone>,
+    /// The one codec the called party answers with (and speaks in).
+    pub law: Law,
 }
 
 impl Trunk {
@@ -480,6 +499,7 @@ impl Trunk {
             then: "wait",
             hold_ms: 0,
             voice: None,
+            law: Law::Ulaw,
         }
     }
     pub fn busy() -> Trunk {
@@ -516,13 +536,17 @@ impl Trunk {
             ..self
         }
     }
+    /// Answers with `law` only (PCMU by default).
+    pub fn law(self, law: Law) -> Trunk {
+        Trunk { law, ..self }
+    }
 
     /// The trunk's sipp (in `dir/trunk`) on the trunk ports of `ports`, bound when this
     /// returns.
     pub fn spawn(&self, dir: &Path, ports: &Ports) -> Sipp {
         let d = dir.join("trunk");
         fs::create_dir_all(&d).unwrap();
-        dtmf_pcap_then("1", &d.join("key1.pcap"), self.voice);
+        dtmf_pcap_then("1", &d.join("key1.pcap"), self.voice, self.law);
         dtmf_pcap("2", &d.join("key2.pcap"));
         let args = endpoint_args(
             ports.trunk_sip,
@@ -549,6 +573,12 @@ impl Trunk {
                 "-set",
                 "hold_ms",
                 &self.hold_ms.to_string(),
+                "-set",
+                "pt",
+                &payload_type(self.law).to_string(),
+                "-set",
+                "codec",
+                codec_name(self.law),
             ],
         );
         let s = Sipp::spawn(dir, "trunk", "trunk.xml", &args);
@@ -570,6 +600,8 @@ pub struct Handset {
     pub hold_ms: u32,
     /// Audio sent after the PIN (RFC 4733 PINs only: same RTP stream).
     pub voice: Option<Tone>,
+    /// The codec offered first (both PCMU and PCMA are offered) and spoken.
+    pub law: Law,
 }
 
 impl Handset {
@@ -585,7 +617,13 @@ impl Handset {
             then: "wait",
             hold_ms: 0,
             voice: None,
+            law: Law::Ulaw,
         }
+    }
+    /// Offers `law` first and speaks in it.
+    pub fn law(mut self, law: Law) -> Self {
+        self.law = law;
+        self
     }
     pub fn dial(mut self, number: &str) -> Self {
         self.number = number.into();
@@ -618,7 +656,7 @@ impl Handset {
         let d = dir.join(&name);
         fs::create_dir_all(&d).unwrap();
         let keys = vec![format!("{}#", self.pin); self.attempts as usize].join("_");
-        let plays = dtmf_pcap_then(&keys, &d.join("pin.pcap"), self.voice);
+        let plays = dtmf_pcap_then(&keys, &d.join("pin.pcap"), self.voice, self.law);
         let p: Vec<char> = self.pin.chars().collect();
         assert_eq!(
             p.len(),
@@ -658,6 +696,12 @@ impl Handset {
                 "-set",
                 "hold_ms",
                 &self.hold_ms.to_string(),
+                "-set",
+                "formats",
+                match self.law {
+                    Law::Ulaw => "0 8",
+                    Law::Alaw => "8 0",
+                },
             ],
         );
         Sipp::spawn(dir, &name, "handset.xml", &args)
