@@ -44,7 +44,9 @@
 //! on. At the end of the call the file is repaired like a crashed one (its header made true
 //! for every whole frame that reached the disk, a write cut short included), hashed, and
 //! the row finished and chained `incomplete` with the file's real size and duration: an
-//! honest partial recording, which the integrity checks accept.
+//! honest partial recording, which the integrity checks accept. A file that cannot even be
+//! created with its header is removed again; that call goes on unrecorded (its CDR says
+//! `recorded: false`) and is counted in `sallyport_recorder_start_errors_total`.
 
 pub mod align;
 pub mod chain;
@@ -203,9 +205,12 @@ impl Recorder {
             .await
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|r| r)
-            .map_err(|source| RecordingError::File {
-                path: path.clone(),
-                source,
+            .map_err(|source| {
+                self.stats.start_errors.fetch_add(1, Ordering::Relaxed);
+                RecordingError::File {
+                    path: path.clone(),
+                    source,
+                }
             })?;
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let tap = Tap::new(key, TapSink::Blocking(self.packets.clone()));
@@ -316,6 +321,9 @@ fn settle(path: &Path, mut closed: ClosedFile) -> io::Result<FinishedFile> {
     Ok(FinishedFile { closed, sha256 })
 }
 
+/// Creates the file with its empty header. A file created whose header cannot be written
+/// (the disk is full) is removed again: no row will name it, and a `.wav` no row names is
+/// what the integrity check reports as `added`.
 fn create_file(path: &Path, law: Law) -> io::Result<File> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -325,7 +333,14 @@ fn create_file(path: &Path, law: Law) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .open(path)?;
-    f.write_all(&wav::header(law, 0))?;
+    if let Err(e) = f.write_all(&wav::header(law, 0)) {
+        drop(f);
+        if let Err(rm) = std::fs::remove_file(path) {
+            tracing::error!(path = %path.display(), error = %rm,
+                "cannot remove a recording file whose header could not be written");
+        }
+        return Err(e);
+    }
     Ok(f)
 }
 

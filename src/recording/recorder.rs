@@ -73,6 +73,8 @@ pub struct RecorderStats {
     pub bytes_written: AtomicU64,
     /// Files that stopped growing after a write error (finished `incomplete`).
     pub write_errors: AtomicU64,
+    /// Recordings whose file could not be created (the call went on unrecorded).
+    pub start_errors: AtomicU64,
 }
 
 struct OpenFile {
