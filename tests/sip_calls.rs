@@ -36,7 +36,7 @@ use support::api::{
     book, dec, fund, money, three_second_increments, Api, Inmate, FACILITY, NUMBER,
 };
 use support::gateway::{self, Gateway};
-use support::sipp::{self, dtmf_pcap, Handset, Ports, Sipp, Tone, Trunk, Via};
+use support::sipp::{self, bursts, dtmf_pcap, tone_share, Handset, Ports, Sipp, Tone, Trunk, Via};
 use support::Workdir;
 
 /// $0.05 per minute in 3-second increments.
@@ -809,50 +809,6 @@ fn recorded(
     let file = sallyport::recording::wav::read(&path).unwrap();
     assert_eq!(file.left.len(), file.right.len());
     (rec, file)
-}
-
-/// Power of `hz` in each 10 ms window of `samples` (Goertzel), relative to the window's
-/// total power (1.0 = a pure tone at `hz`).
-fn tone_share(samples: &[i16], hz: f64) -> Vec<f64> {
-    samples
-        .chunks(80)
-        .map(|w| {
-            let k = 2.0 * (std::f64::consts::TAU * hz / 8000.0).cos();
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            let mut total = 0.0;
-            for &x in w {
-                let x = f64::from(x);
-                total += x * x;
-                let s0 = x + k * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
-            let power = s1 * s1 + s2 * s2 - k * s1 * s2;
-            if total < 1e3 * w.len() as f64 {
-                0.0
-            } else {
-                power / (total * w.len() as f64 / 2.0)
-            }
-        })
-        .collect()
-}
-
-/// Start times (ms) of the runs of windows where `share` says the tone is on, and each
-/// run's length (ms).
-fn bursts(share: &[f64]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, &v) in share.iter().chain(std::iter::once(&0.0)).enumerate() {
-        match (v > 0.5, start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                out.push((s as u64 * 10, (i - s) as u64 * 10));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// A recorded call: the inmate speaks 440 Hz bursts after the PIN, the called party 1 kHz

@@ -210,6 +210,11 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             "Recording files that stopped growing after a write error.",
             load(&r.write_errors),
         ),
+        (
+            "sallyport_recorder_start_errors_total",
+            "Recordings whose file could not be created; their calls went on unrecorded.",
+            load(&r.start_errors),
+        ),
     ];
     write_family(out, "counter", &recorder);
     render_listeners(out, &g.monitor.snapshot());

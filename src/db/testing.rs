@@ -63,6 +63,14 @@ impl TestDb {
         }
     }
 
+    /// The URL of the PostgreSQL database (for a gateway subprocess on it); `None` on
+    /// SQLite.
+    pub fn postgres_url(&self) -> Option<String> {
+        self.pg
+            .as_ref()
+            .map(|(admin_url, name)| with_database(admin_url, name))
+    }
+
     /// Closes the pool and drops the PostgreSQL database.
     pub async fn cleanup(self) {
         self.db.close().await;

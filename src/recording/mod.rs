@@ -36,6 +36,17 @@
 //! hashes it; the driver then finishes the row, which chains it. A gateway that stopped
 //! mid-call leaves rows in `recording`: [`recover_in_progress`] repairs their headers,
 //! hashes and chains them as `incomplete` at the next start.
+//!
+//! # When the disk fails
+//!
+//! A write that fails (disk full, `EFBIG`, I/O error) stops that file: the recorder counts
+//! it (`sallyport_recorder_write_errors_total`), writes nothing more to it and the call goes
+//! on. At the end of the call the file is repaired like a crashed one (its header made true
+//! for every whole frame that reached the disk, a write cut short included), hashed, and
+//! the row finished and chained `incomplete` with the file's real size and duration: an
+//! honest partial recording, which the integrity checks accept. A file that cannot even be
+//! created with its header is removed again; that call goes on unrecorded (its CDR says
+//! `recorded: false`) and is counted in `sallyport_recorder_start_errors_total`.
 
 pub mod align;
 pub mod chain;
@@ -194,9 +205,12 @@ impl Recorder {
             .await
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|r| r)
-            .map_err(|source| RecordingError::File {
-                path: path.clone(),
-                source,
+            .map_err(|source| {
+                self.stats.start_errors.fetch_add(1, Ordering::Relaxed);
+                RecordingError::File {
+                    path: path.clone(),
+                    source,
+                }
             })?;
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let tap = Tap::new(key, TapSink::Blocking(self.packets.clone()));
@@ -254,7 +268,8 @@ pub struct Closing {
 }
 
 impl Closing {
-    /// Waits for the file to be written to its end, syncs it to disk and hashes it.
+    /// Waits for the file to be written to its end, syncs it to disk and hashes it (a file
+    /// whose writing failed is made consistent first: [`settle`]).
     pub async fn finish(self) -> Result<FinishedFile, RecordingError> {
         let answer = self.answer.ok_or(RecordingError::RecorderGone)?;
         let closed = answer
@@ -264,11 +279,51 @@ impl Closing {
                 path: self.path.clone(),
                 source,
             })?;
-        let sha256 = sync_and_hash(self.path).await?;
-        Ok(FinishedFile { closed, sha256 })
+        let p = self.path.clone();
+        tokio::task::spawn_blocking(move || settle(&p, closed))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| RecordingError::File {
+                path: self.path,
+                source,
+            })
     }
 }
 
+/// Off the recorder thread: syncs and hashes a file the recorder closed.
+///
+/// A file whose writing failed is first made consistent. A write cut short (`EFBIG`,
+/// `ENOSPC`: the kernel writes what fits, then fails the rest) leaves audio past the length
+/// the header was last made true for, and a failed header write leaves it behind its data;
+/// either way the file is not what the recorder counted. [`wav::repair`] makes the header
+/// true for the whole frames on disk (trimming a half frame), and the size and duration the
+/// row is finished with are taken from it, so the row, the chain and the file agree and every
+/// sample that reached the disk stays playable. Should the repair itself fail, the file is
+/// hashed as it is with its real length: chained as found rather than left unchained.
+fn settle(path: &Path, mut closed: ClosedFile) -> io::Result<FinishedFile> {
+    if closed.write_failed {
+        match wav::repair(path) {
+            Ok(h) => {
+                closed.frames = u64::from(h.data_len) / u64::from(wav::CHANNELS);
+                closed.bytes = wav::HEADER_LEN + u64::from(h.data_len);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e,
+                    "cannot repair the header of a recording whose writing failed; chained as it is");
+                closed.bytes = std::fs::metadata(path)?.len();
+            }
+        }
+    }
+    // fsync through a fresh descriptor: it syncs the file, whoever wrote it.
+    File::open(path)?.sync_all()?;
+    let sha256 = hash_file(path)?;
+    Ok(FinishedFile { closed, sha256 })
+}
+
+/// Creates the file with its empty header. A file created whose header cannot be written
+/// (the disk is full) is removed again: no row will name it, and a `.wav` no row names is
+/// what the integrity check reports as `added`.
 fn create_file(path: &Path, law: Law) -> io::Result<File> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -278,7 +333,14 @@ fn create_file(path: &Path, law: Law) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .open(path)?;
-    f.write_all(&wav::header(law, 0))?;
+    if let Err(e) = f.write_all(&wav::header(law, 0)) {
+        drop(f);
+        if let Err(rm) = std::fs::remove_file(path) {
+            tracing::error!(path = %path.display(), error = %rm,
+                "cannot remove a recording file whose header could not be written");
+        }
+        return Err(e);
+    }
     Ok(f)
 }
 
@@ -295,19 +357,6 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
         h.update(buf.get(..n).unwrap_or(&[]));
     }
     Ok(hex::encode(h.finalize()))
-}
-
-/// fsync (through a fresh descriptor: it syncs the file, whoever wrote it) and SHA-256.
-async fn sync_and_hash(path: PathBuf) -> Result<String, RecordingError> {
-    let p = path.clone();
-    tokio::task::spawn_blocking(move || {
-        File::open(&p)?.sync_all()?;
-        hash_file(&p)
-    })
-    .await
-    .map_err(|e| io::Error::other(e.to_string()))
-    .and_then(|r| r)
-    .map_err(|source| RecordingError::File { path, source })
 }
 
 /// Closes the recordings `node_id` left in progress (it stopped mid-call): repairs each
@@ -445,6 +494,83 @@ mod tests {
         assert!(d.left.iter().all(|&b| b == 0x42), "every packet landed");
         assert!(d.right.iter().all(|&b| b == 0xFF));
         assert_eq!(r.stats().open.load(Ordering::Relaxed), 0);
+    }
+
+    /// A write that fails stops the file, not the recorder; the closing repairs the file
+    /// to what reached the disk (here the whole frame of a write cut short past the
+    /// header's length, as `EFBIG` and `ENOSPC` leave it), and the size, duration and hash
+    /// returned are the repaired file's.
+    #[tokio::test]
+    async fn a_failed_write_is_closed_with_what_reached_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recorder(dir.path());
+        let path = dir.path().join("f.wav");
+        let mut cut_short = wav::header(Law::Ulaw, 0).to_vec();
+        cut_short.extend_from_slice(&[7, 8, 9]);
+        std::fs::write(&path, &cut_short).unwrap();
+        // Every write to a read-only descriptor fails.
+        let read_only = File::open(&path).unwrap();
+        let start = Instant::now();
+        let key = r.next_key.fetch_add(1, Ordering::Relaxed);
+        let tap = Tap::new(key, TapSink::Blocking(r.packets.clone()));
+        r.control
+            .send(Control::Open {
+                key,
+                file: read_only,
+                path: path.clone(),
+                law: Law::Ulaw,
+                start,
+                dropped: Arc::clone(&tap.dropped),
+            })
+            .unwrap();
+        send(&tap, start, 50);
+        let capture = Capture {
+            key,
+            relative_path: "f.wav".into(),
+            law: Law::Ulaw,
+        };
+        let f = r
+            .end(capture, start + Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(f.closed.write_failed);
+        assert_eq!(r.stats().write_errors.load(Ordering::Relaxed), 1);
+        assert_eq!((f.closed.frames, f.closed.bytes), (1, wav::HEADER_LEN + 2));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), wav::HEADER_LEN + 2);
+        assert_eq!(hash_file(&path).unwrap(), f.sha256);
+        let d = wav::read(&path).unwrap();
+        assert_eq!((d.left, d.right), (vec![7], vec![8]));
+        let row = f.finished(Utc::now(), true);
+        assert!(
+            !row.complete,
+            "a file whose writing failed is never complete"
+        );
+        assert_eq!((row.bytes, row.duration_ms), (60, 0));
+        // The recorder goes on with other recordings.
+        let (c, _tap) = r.begin("g.wav".into(), Law::Ulaw, start).await.unwrap();
+        let g = r.end(c, start + Duration::from_millis(500)).await.unwrap();
+        assert!(!g.closed.write_failed);
+        assert_eq!(g.closed.frames, 4000);
+    }
+
+    /// A file that cannot be repaired is still hashed and chained as it is, with its real
+    /// length.
+    #[test]
+    fn a_failed_file_that_cannot_be_repaired_is_hashed_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.wav");
+        std::fs::write(&path, vec![0u8; 101]).unwrap();
+        let closed = ClosedFile {
+            path: path.clone(),
+            frames: 10,
+            bytes: 78,
+            dropped: 0,
+            late: 0,
+            write_failed: true,
+        };
+        let f = settle(&path, closed).unwrap();
+        assert_eq!((f.closed.bytes, f.closed.frames), (101, 10));
+        assert_eq!(f.sha256, hash_file(&path).unwrap());
     }
 
     #[tokio::test]

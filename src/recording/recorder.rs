@@ -49,16 +49,18 @@ pub(crate) enum Control {
 #[derive(Debug, Clone)]
 pub struct ClosedFile {
     pub path: PathBuf,
-    /// Stereo frames (= samples per channel) in the file.
+    /// Stereo frames (= samples per channel) in the file. As the recorder counted them:
+    /// after a write failure the closing takes them from the repaired file instead.
     pub frames: u64,
-    /// The file's length in bytes.
+    /// The file's length in bytes (counted like `frames`).
     pub bytes: u64,
     /// Packets the tap dropped because the recorder was behind.
     pub dropped: u64,
     /// Packets that arrived after their place was written.
     pub late: u64,
-    /// A write failed (disk full, I/O error): the file holds the audio up to that point
-    /// and the recording is finished `incomplete`.
+    /// A write failed (disk full, I/O error): the file holds the audio up to that point,
+    /// perhaps past what its header says (a write cut short); the closing repairs it and
+    /// the recording is finished `incomplete`.
     pub write_failed: bool,
 }
 
@@ -69,7 +71,10 @@ pub struct RecorderStats {
     pub packets: AtomicU64,
     pub late: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Files that stopped growing after a write error (finished `incomplete`).
     pub write_errors: AtomicU64,
+    /// Recordings whose file could not be created (the call went on unrecorded).
+    pub start_errors: AtomicU64,
 }
 
 struct OpenFile {
@@ -99,8 +104,9 @@ impl OpenFile {
                     .fetch_add(samples.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
-                // The header stays true for what was written before; later audio is lost
-                // (counted), the call goes on.
+                // Nothing more is written to this file; later audio is lost (counted), the
+                // call goes on. A write cut short may have left samples past the length the
+                // header was last made true for: the closing repairs the file.
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 error!(path = %self.path.display(), error = %e, "recording write failed");
                 self.failed = true;

@@ -1,8 +1,9 @@
 //! Recording rows and the recordings hash chain.
 //!
 //! A recording is a row from the moment capture starts (`status = 'recording'`, the
-//! in-progress mark) to its end (`complete`, or `incomplete` when a gateway that stopped
-//! mid-call closes it at restart), and `purged` once retention removed its file. When a
+//! in-progress mark) to its end (`complete`, or `incomplete` when its file stopped growing
+//! after a write error or a gateway that stopped mid-call closes it at restart), and
+//! `purged` once retention removed its file. When a
 //! recording is finished its facts (the file's SHA-256, size, times, path, session) are
 //! appended to `recording_chain`, an append-only table where each entry's link is
 //! `SHA-256(previous link ‖ its fields)`, so a file that was changed, removed, added or
@@ -28,8 +29,9 @@ pub enum RecordingStatus {
     Recording,
     /// Finished at the end of the call and chained.
     Complete,
-    /// Closed at restart after the gateway stopped mid-call; chained, playable up to the
-    /// last flushed second.
+    /// Chained, playable up to where the audio stops: writing the file failed during the
+    /// call (disk full, I/O error; the call went on), or the gateway stopped mid-call and
+    /// closed it at restart (up to the last flushed second).
     Incomplete,
     /// Its file was removed by the retention job (the chain keeps its entry).
     Purged,
@@ -84,7 +86,8 @@ pub struct FinishedRecording {
     pub sha256: String,
     /// Packets the recorder could not take (it was behind); the call went on.
     pub dropped_packets: i64,
-    /// `false` when closed at restart rather than at the end of the call.
+    /// `false` when writing the file failed, or when closed at restart rather than at the
+    /// end of the call.
     pub complete: bool,
 }
 

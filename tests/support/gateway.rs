@@ -35,15 +35,31 @@ impl Gateway {
     /// Starts the gateway on `dir`, logging to `<name>.log` (a restart on the same
     /// database takes another name).
     pub fn start_as(dir: &Path, ports: &Ports, name: &str) -> Gateway {
+        Gateway::start_with(dir, ports, name, |_| {})
+    }
+
+    /// [`Gateway::start_as`] with the child's command customised by `customise` before it
+    /// is spawned (more `SALLYPORT_*` variables, a `pre_exec`). When it pipes stderr, the
+    /// log is copied from the pipe to `<name>.log`.
+    pub fn start_with(
+        dir: &Path,
+        ports: &Ports,
+        name: &str,
+        customise: impl FnOnce(&mut Command),
+    ) -> Gateway {
         let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(BIN)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("serve")
             .envs(env(dir, ports))
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(fs::File::create(&log).expect("gateway log")))
-            .spawn()
-            .expect("start sallyport serve");
+            .stderr(Stdio::from(fs::File::create(&log).expect("gateway log")));
+        customise(&mut cmd);
+        let mut child = cmd.spawn().expect("start sallyport serve");
+        if let Some(mut stderr) = child.stderr.take() {
+            let mut out = fs::File::create(&log).expect("gateway log");
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut out));
+        }
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         let out_path = dir.join(format!("{name}.stdout"));
@@ -145,13 +161,15 @@ fn env(dir: &Path, ports: &Ports) -> Vec<(String, String)> {
 
 /// `sallyport verify-recordings` on the database and files of `dir`.
 pub fn verify_recordings(dir: &Path) -> Output {
+    verify_recordings_on(dir, &format!("sqlite://{}/db.sqlite", dir.display()))
+}
+
+/// `sallyport verify-recordings` on the files of `dir` and the database at `database_url`.
+pub fn verify_recordings_on(dir: &Path, database_url: &str) -> Output {
     Command::new(BIN)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("verify-recordings")
-        .env(
-            "SALLYPORT_DATABASE_URL",
-            format!("sqlite://{}/db.sqlite", dir.display()),
-        )
+        .env("SALLYPORT_DATABASE_URL", database_url)
         .env("SALLYPORT_NODE_DATA_DIR", dir)
         .env("SALLYPORT_LOG", "warn")
         .output()

@@ -3,7 +3,7 @@
 //! ports of one test, and the audio they send: key presses as RFC 4733 events (a pcap
 //! built from the Debian sip-tester captures with one SSRC and rising sequence numbers and
 //! timestamps, so that repeated keys are distinct presses), optionally followed in the
-//! same RTP stream by a PCMU tone.
+//! same RTP stream by a PCMU tone, and finding those tones again in a recording.
 
 use sallyport::media::g711::Law;
 use std::fs;
@@ -220,6 +220,50 @@ pub fn payload_type(law: Law) -> u8 {
         Law::Ulaw => 0,
         Law::Alaw => 8,
     }
+}
+
+/// Power of `hz` in each 10 ms window of `samples` (Goertzel), relative to the window's
+/// total power (1.0 = a pure tone at `hz`).
+pub fn tone_share(samples: &[i16], hz: f64) -> Vec<f64> {
+    samples
+        .chunks(80)
+        .map(|w| {
+            let k = 2.0 * (std::f64::consts::TAU * hz / 8000.0).cos();
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            let mut total = 0.0;
+            for &x in w {
+                let x = f64::from(x);
+                total += x * x;
+                let s0 = x + k * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            let power = s1 * s1 + s2 * s2 - k * s1 * s2;
+            if total < 1e3 * w.len() as f64 {
+                0.0
+            } else {
+                power / (total * w.len() as f64 / 2.0)
+            }
+        })
+        .collect()
+}
+
+/// Start times (ms) of the runs of windows where `share` says the tone is on, and each
+/// run's length (ms).
+pub fn bursts(share: &[f64]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, &v) in share.iter().chain(std::iter::once(&0.0)).enumerate() {
+        match (v > 0.5, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                out.push((s as u64 * 10, (i - s) as u64 * 10));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Writes `out`: the key presses of `keys` (`0-9 * #`; `_` is a 1.5 s pause) as one RTP
