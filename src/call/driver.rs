@@ -32,13 +32,17 @@
 //!   gateway serves send an offer.
 //! - re-INVITEs are answered with the SDP already agreed (no hold, no codec change); the
 //!   media keeps flowing to the negotiated addresses.
+//! - Before every timeout it hands the machine, the task reads the media engine's stamp
+//!   of each leg's last RTP packet ([`CallMedia::rtp_silence`]) and reports it
+//!   (`Call::rtp_received`), so the media timeout (`call` module doc) ends a bridged call
+//!   whose leg went silent; a leg whose SDP says it sends nothing is never silent.
 //! - The digest nonce secret is derived from `security.pin_pepper`, so every node of a
 //!   cluster with the same configuration verifies every other's challenges.
 
 use super::admission::{admit, Admission};
 use super::checks::{check_destination, check_pin};
 use super::live::{Control, LiveCalls};
-use super::{Call, CallAction, CallSummary, CallTimers, Leg, PinVerdict, TrunkFailure};
+use super::{Call, CallAction, CallSummary, CallTimers, EndReason, Leg, PinVerdict, TrunkFailure};
 use crate::config::Config;
 use crate::ledger::{DebitOutcome, Service, SessionDebit};
 use crate::media::dtmf::parse_sip_info;
@@ -160,6 +164,10 @@ impl Switchboard {
         let timers = CallTimers {
             accept: Duration::from_secs(u64::from(config.billing.accept_timeout_secs)),
             pin_attempts: config.security.pin_attempts_per_call.max(1),
+            media: match config.rtp.media_timeout_secs {
+                0 => None,
+                secs => Some(Duration::from_secs(u64::from(secs))),
+            },
             ..CallTimers::default()
         };
         Arc::new(Switchboard {
@@ -481,6 +489,8 @@ struct TrunkLeg {
     dialog: Option<Dialog>,
     /// Our ACK to its 2xx, re-sent when the 2xx is retransmitted.
     ack: Option<Request>,
+    /// What its 2xx settled (whether the called party sends media at all).
+    media: Option<NegotiatedMedia>,
 }
 
 /// One call's task (see the module doc).
@@ -610,13 +620,46 @@ impl CallTask {
                         MediaEvent::PromptsDone { side } => self.call.prompt_finished(now, leg_of(side)),
                     }
                 }
-                () = sleep => { let now = self.now(); self.call.handle_timeout(now); }
+                () = sleep => {
+                    let now = self.now();
+                    self.report_rtp(now);
+                    self.call.handle_timeout(now);
+                }
             }
         }
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
         self.linger(&mut rx).await;
+    }
+
+    /// Tells the machine when each leg last sent RTP (the media engine's stamp, moved from
+    /// the media workers' real clock onto the call's), before every timeout it handles: the
+    /// media timeout (`call` module doc) decides on fresh figures. A leg whose SDP says its
+    /// peer sends nothing (`recvonly`, `inactive`) is reported as heard now: there is no
+    /// media to miss.
+    fn report_rtp(&mut self, now: Instant) {
+        for leg in [Leg::Handset, Leg::Trunk] {
+            let heard = if self.sends_no_media(leg) {
+                Some(now)
+            } else {
+                self.media
+                    .rtp_silence(side(leg))
+                    .and_then(|silent| now.checked_sub(silent))
+            };
+            if let Some(at) = heard {
+                self.call.rtp_received(leg, at);
+            }
+        }
+    }
+
+    /// Whether `leg`'s negotiated media says its peer does not send.
+    fn sends_no_media(&self, leg: Leg) -> bool {
+        let media = match leg {
+            Leg::Handset => Some(&self.handset.media),
+            Leg::Trunk => self.trunk.as_ref().and_then(|t| t.media.as_ref()),
+        };
+        media.is_some_and(|m| !m.may_receive())
     }
 
     /// Attaches a live listener's tap: only to an accepted, bridged, non-privileged call.
@@ -785,6 +828,14 @@ impl CallTask {
             CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
             CallAction::Ended(summary) => {
+                if summary.reason == EndReason::MediaTimeout {
+                    let silent = |side| self.media.rtp_silence(side).map(|d| d.as_secs_f32());
+                    warn!(
+                        handset_silent_secs = ?silent(Side::A),
+                        trunk_silent_secs = ?silent(Side::B),
+                        "no RTP from a leg: ending the call (media timeout)"
+                    );
+                }
                 // The recording ends where the call ended, before the CDR write (which may
                 // retry) could let it run on.
                 let closing = self.close_recording(summary.ended_at);
@@ -850,6 +901,7 @@ impl CallTask {
             state: TrunkState::Calling,
             dialog: None,
             ack: None,
+            media: None,
         });
         Ok(())
     }
@@ -1229,6 +1281,7 @@ impl CallTask {
         let live = was == TrunkState::Calling && !self.call.is_ended();
         match (negotiated, live) {
             (Some(m), true) => {
+                t.media = Some(m);
                 self.media.set_leg(Side::B, m, LatchPolicy::Exact);
                 info!(codec = ?m.codec.name, "trunk answered");
                 self.call.trunk_answered(now);
