@@ -35,11 +35,21 @@ impl Gateway {
     /// Starts the gateway on `dir`, logging to `<name>.log` (a restart on the same
     /// database takes another name).
     pub fn start_as(dir: &Path, ports: &Ports, name: &str) -> Gateway {
+        Gateway::start_with(dir, ports, name, &[])
+    }
+
+    /// [`Gateway::start_as`] with config overrides on top of the harness's: `(KEY, value)`
+    /// becomes `SALLYPORT_KEY=value`, e.g. `("RTP_MEDIA_TIMEOUT_SECS", "3")`.
+    pub fn start_with(dir: &Path, ports: &Ports, name: &str, config: &[(&str, &str)]) -> Gateway {
         let log = dir.join(format!("{name}.log"));
+        let overrides = config
+            .iter()
+            .map(|(k, v)| (format!("SALLYPORT_{k}"), v.to_string()));
         let mut child = Command::new(BIN)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("serve")
             .envs(env(dir, ports))
+            .envs(overrides)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(fs::File::create(&log).expect("gateway log")))
             .spawn()
@@ -116,6 +126,11 @@ impl Drop for Gateway {
     }
 }
 
+/// The harness's configuration. `rtp.media_timeout_secs` keeps its default (60 s), so
+/// every end-to-end call runs with the media timeout on: the scenarios' parties fall
+/// silent once their keys and tones have played (no RTP at all), and every test's bridged
+/// phase stays well under a minute (the longest, about 15 s). A test that bridges longer
+/// in silence must set the key itself ([`Gateway::start_with`]).
 fn env(dir: &Path, ports: &Ports) -> Vec<(String, String)> {
     let d = dir.display();
     [
