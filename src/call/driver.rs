@@ -426,6 +426,20 @@ impl Switchboard {
     }
 }
 
+/// When a leg was last heard, on the call's clock at `now`, from how long the media
+/// engine has heard nothing from it (`silence`, on the media clock); a leg whose SDP says
+/// its peer sends nothing (`recvonly`, `inactive`) counts as heard now.
+fn last_heard(
+    now: Instant,
+    negotiated: Option<&NegotiatedMedia>,
+    silence: Option<Duration>,
+) -> Option<Instant> {
+    if negotiated.is_some_and(|m| !m.may_receive()) {
+        return Some(now);
+    }
+    now.checked_sub(silence?)
+}
+
 fn invite_call_id(req: &Request) -> String {
     req.headers.call_id().unwrap_or_default().to_string()
 }
@@ -640,26 +654,15 @@ impl CallTask {
     /// media to miss.
     fn report_rtp(&mut self, now: Instant) {
         for leg in [Leg::Handset, Leg::Trunk] {
-            let heard = if self.sends_no_media(leg) {
-                Some(now)
-            } else {
-                self.media
-                    .rtp_silence(side(leg))
-                    .and_then(|silent| now.checked_sub(silent))
+            let negotiated = match leg {
+                Leg::Handset => Some(&self.handset.media),
+                Leg::Trunk => self.trunk.as_ref().and_then(|t| t.media.as_ref()),
             };
-            if let Some(at) = heard {
+            let silence = self.media.rtp_silence(side(leg));
+            if let Some(at) = last_heard(now, negotiated, silence) {
                 self.call.rtp_received(leg, at);
             }
         }
-    }
-
-    /// Whether `leg`'s negotiated media says its peer does not send.
-    fn sends_no_media(&self, leg: Leg) -> bool {
-        let media = match leg {
-            Leg::Handset => Some(&self.handset.media),
-            Leg::Trunk => self.trunk.as_ref().and_then(|t| t.media.as_ref()),
-        };
-        media.is_some_and(|m| !m.may_receive())
     }
 
     /// Attaches a live listener's tap: only to an accepted, bridged, non-privileged call.
@@ -1352,6 +1355,31 @@ mod tests {
         );
         let bad = parse_offer(&invite(Some("application/sdp"), "v=0\r\nnonsense\r\n"));
         assert!(matches!(bad, Err((400 | 488, _))), "{bad:?}");
+    }
+
+    #[test]
+    fn a_leg_is_heard_when_it_last_sent_or_always_if_its_sdp_sends_nothing() {
+        use crate::media::sdp::{CodecName, Direction};
+        let now = crate::clock::epoch() + Duration::from_secs(100);
+        let sendrecv = NegotiatedMedia::plain("10.0.0.5:4000".parse().unwrap(), CodecName::Pcmu);
+        let silent = Some(Duration::from_secs(7));
+        let seven_ago = now - Duration::from_secs(7);
+        assert_eq!(last_heard(now, Some(&sendrecv), silent), Some(seven_ago));
+        assert_eq!(last_heard(now, None, silent), Some(seven_ago));
+        assert_eq!(last_heard(now, Some(&sendrecv), None), None, "never sent");
+        // We only send to it (it answered recvonly) or nobody sends: nothing to miss.
+        for direction in [Direction::SendOnly, Direction::Inactive] {
+            let m = NegotiatedMedia {
+                direction,
+                ..sendrecv
+            };
+            assert_eq!(last_heard(now, Some(&m), None), Some(now), "{direction:?}");
+        }
+        let on_hold = NegotiatedMedia {
+            direction: Direction::RecvOnly,
+            ..sendrecv
+        };
+        assert_eq!(last_heard(now, Some(&on_hold), silent), Some(seven_ago));
     }
 
     #[test]
