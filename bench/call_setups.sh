@@ -67,8 +67,11 @@ TRUNK_SIP=$BASE; TRUNK_MEDIA=$((BASE + 2)); HS_SIP=$((BASE + 8)); HS_MEDIA=$((BA
 RTP_MIN=$((BASE + 16)); RTP_MAX=$((BASE + 16 + RTP_SPAN - 1))
 
 # ---- the gateway ---------------------------------------------------------------------
+# The parties send no audio while bridged (PIN by INFO, one key from the trunk): the media
+# timeout is off, or holds over a minute would end as media_timeout.
 (
   cd "$ROOT"
+  SALLYPORT_RTP_MEDIA_TIMEOUT_SECS=0 \
   SALLYPORT_DATABASE_URL="sqlite://$WORK/db.sqlite" SALLYPORT_NODE_DATA_DIR="$WORK" \
   SALLYPORT_HTTP_LISTEN=127.0.0.1:0 SALLYPORT_HTTP_ADMIN_TOKEN=$TOKEN \
   SALLYPORT_SIP_UDP_LISTEN=127.0.0.1:0 SALLYPORT_SIP_TCP_LISTEN=127.0.0.1:0 \

@@ -16,6 +16,13 @@ use std::path::{Path, PathBuf};
 /// Environment variables starting with this prefix override keys.
 pub const ENV_PREFIX: &str = "SALLYPORT_";
 
+/// Shortest `rtp.media_timeout_secs` besides 0: below this, an ordinary network hiccup
+/// (a second of loss, a Wi-Fi handover) would cut live calls.
+const MEDIA_TIMEOUT_MIN_SECS: u32 = 2;
+/// Longest `rtp.media_timeout_secs`: more than an hour of silence is no timeout at all, and
+/// a larger figure is most likely milliseconds written as seconds.
+const MEDIA_TIMEOUT_MAX_SECS: u32 = 3600;
+
 /// The demo secrets shipped in `config/sallyport.toml`: fine for trying the gateway out,
 /// never for real use (`serve` warns loudly while one is in use).
 pub const DEMO_SECRETS: [(&str, &str); 2] = [
@@ -126,6 +133,9 @@ pub struct RtpConfig {
     pub workers: usize,
     /// Folder of the prompt WAVs (8 kHz mono 16-bit).
     pub prompts_dir: PathBuf,
+    /// A bridged call ends (`media_timeout`) when either leg has sent no RTP for this
+    /// many seconds: a peer gone without a BYE must not keep billing. 0 disables it.
+    pub media_timeout_secs: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -228,6 +238,7 @@ impl Default for RtpConfig {
             listen_ip: "0.0.0.0".into(),
             workers: 0,
             prompts_dir: PathBuf::from("config/prompts"),
+            media_timeout_secs: 60,
         }
     }
 }
@@ -335,6 +346,13 @@ impl Config {
         }
         if self.rtp.listen_ip.parse::<std::net::IpAddr>().is_err() {
             return bad("rtp.listen_ip", "must be an IP address");
+        }
+        let t = self.rtp.media_timeout_secs;
+        if t != 0 && !(MEDIA_TIMEOUT_MIN_SECS..=MEDIA_TIMEOUT_MAX_SECS).contains(&t) {
+            return bad(
+                "rtp.media_timeout_secs",
+                "must be 0 (off) or 2 to 3600 seconds",
+            );
         }
         if self.security.pin_pepper.len() < 16 {
             return bad("security.pin_pepper", "must be at least 16 characters");
@@ -566,5 +584,40 @@ mod tests {
         let text = CHECKED_IN.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\"");
         let e = Config::from_toml(&text, "f").unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn media_timeout_is_zero_or_a_sane_number_of_seconds() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(c.rtp.media_timeout_secs, 60, "shipped and default");
+        assert_eq!(Config::default().rtp.media_timeout_secs, 60);
+        let with = |v: &str| {
+            let env = vec![(
+                "SALLYPORT_RTP_MEDIA_TIMEOUT_SECS".to_string(),
+                v.to_string(),
+            )];
+            Config::from_toml_with_env(CHECKED_IN, "f", env)
+        };
+        for ok in [0, 2, 3, 60, 3600] {
+            let c = with(&ok.to_string()).unwrap();
+            assert_eq!(c.rtp.media_timeout_secs, ok);
+        }
+        for bad in ["1", "3601", "60000"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("rtp.media_timeout_secs"), "{bad}: {e}");
+        }
+        for (bad, named) in [("-5", "media_timeout_secs"), ("1m", "MEDIA_TIMEOUT_SECS")] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
+        let text = CHECKED_IN.replace("media_timeout_secs = 60", "media_timeout_secs = 1");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("rtp.media_timeout_secs"),
+            "{e}"
+        );
+        let text = CHECKED_IN.replace("media_timeout_secs = 60", "media_timeout_secs = \"60s\"");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("media_timeout_secs"), "{e}");
     }
 }

@@ -993,6 +993,18 @@ async fn health_metrics_and_openapi() {
     let (s, doc) = send(&app, "GET", "/api/v1/openapi.json", None, None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
+    // The call search names every end reason the gateway writes.
+    let reasons = doc["paths"]["/calls"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "end_reason"))
+        .map(|p| p["schema"]["enum"].clone())
+        .unwrap_or_default();
+    let all: Vec<&str> = sallyport::call::EndReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(reasons, json!(all), "openapi end_reason enum");
+    assert!(all.contains(&"media_timeout"));
     // Every documented operation is routed: without a token it is a 401, never a 404.
     for op in sallyport::api::openapi::OPERATIONS {
         let path = format!("/api/v1{}", op.path)

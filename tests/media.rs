@@ -815,6 +815,35 @@ fn relay_terminates_rtcp() {
     let c = r.leg(Side::A).unwrap().counters();
     assert_eq!((c.rtcp_received, c.forwarded), (2, 0));
     assert_eq!(RtcpView::parse(&rr).unwrap().sender_ssrc(), 1);
+    // RTCP is no sign of life for the media timeout; RTP, forwarded or kept, is.
+    assert_eq!(r.leg(Side::A).unwrap().last_rtp(), None);
+    let later = t + Duration::from_secs(1);
+    let mut p = rtp(0, 1, 160, 7);
+    assert!(matches!(
+        r.on_packet(Side::A, addr(HANDSET), &mut p, later),
+        RelayDecision::Forward { .. }
+    ));
+    assert_eq!(r.leg(Side::A).unwrap().last_rtp(), Some(later));
+    r.bridge(false);
+    let muted = later + Duration::from_secs(1);
+    let mut p = rtp(0, 2, 320, 7);
+    assert_eq!(
+        r.on_packet(Side::A, addr(HANDSET), &mut p, muted),
+        RelayDecision::Consume { digit: None }
+    );
+    assert_eq!(r.leg(Side::A).unwrap().last_rtp(), Some(muted));
+    let mut p = rtp(0, 3, 480, 7);
+    r.on_packet(
+        Side::A,
+        addr("10.9.9.9:4000"),
+        &mut p,
+        muted + Duration::from_secs(1),
+    );
+    assert_eq!(
+        r.leg(Side::A).unwrap().last_rtp(),
+        Some(muted),
+        "a stranger"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

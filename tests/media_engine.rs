@@ -236,6 +236,85 @@ fn a_third_party_is_dropped_and_counted_never_forwarded() {
     assert_eq!(stream(&c.a, c.gw_a, &c.b, 2, 1).len(), 2);
 }
 
+/// Waits (up to 2 s) for `side`'s last-RTP stamp to differ from `before`.
+fn wait_last_rtp(c: &Call, side: Side, before: Option<Instant>) -> Option<Instant> {
+    let end = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = c.media.last_rtp(side);
+        if now != before || Instant::now() > end {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// What the media timeout reads: each leg's last valid RTP from its peer, bridged or
+/// not, forwarded or kept; never RTCP, a stranger's packets or a foreign payload type.
+#[test]
+fn last_rtp_is_stamped_per_leg_by_valid_rtp_only() {
+    let engine = engine(48100, 48199);
+    let c = call(&engine, CodecName::Pcmu, CodecName::Pcmu);
+    settle();
+    assert_eq!(
+        (c.media.last_rtp(Side::A), c.media.last_rtp(Side::B)),
+        (None, None)
+    );
+    assert_eq!(c.media.rtp_silence(Side::A), None);
+
+    // RTCP (a receiver report on the RTCP port) and a stranger's RTP: no stamp.
+    let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 1];
+    rr.extend_from_slice(&[0; 24]);
+    let gw_a_rtcp = SocketAddr::new(c.gw_a.ip(), c.gw_a.port() + 1);
+    c.a.send_to(&rr, gw_a_rtcp).unwrap();
+    c.a.send_to(&rr, c.gw_a).unwrap(); // rtcp-mux style, on the RTP port
+    let intruder = peer();
+    intruder.send_to(&rtp(0, 1, 160, 9, 0x55), c.gw_a).unwrap();
+    c.a.send_to(&rtp(96, 1, 160, 9, 0x55), c.gw_a).unwrap(); // not negotiated
+    let s = wait_stats(&engine, |s| {
+        s.rtcp_received >= 2 && s.dropped_wrong_source >= 1 && s.dropped_payload_type >= 1
+    });
+    assert_eq!(
+        (
+            s.rtcp_received,
+            s.dropped_wrong_source,
+            s.dropped_payload_type
+        ),
+        (2, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(
+        c.media.last_rtp(Side::A),
+        None,
+        "RTCP and strangers are not media"
+    );
+
+    // Unbridged (kept, not forwarded) RTP from the peer stamps its leg only.
+    let before = Instant::now();
+    c.a.send_to(&rtp(0, 2, 320, 9, 0x55), c.gw_a).unwrap();
+    let a1 = wait_last_rtp(&c, Side::A, None).expect("A stamped");
+    assert!(
+        a1 + Duration::from_millis(1) >= before && a1 <= Instant::now(),
+        "{a1:?}"
+    );
+    assert_eq!(c.media.last_rtp(Side::B), None);
+    assert!(c
+        .media
+        .rtp_silence(Side::A)
+        .is_some_and(|d| d < Duration::from_secs(1)));
+
+    // A key press (telephone-event) is media too; later packets move the stamp on.
+    std::thread::sleep(Duration::from_millis(20));
+    c.b.send_to(&event(1, 800, 1, false, 160, true), c.gw_b)
+        .unwrap();
+    let b1 = wait_last_rtp(&c, Side::B, None).expect("B stamped");
+    assert!(b1 > a1, "{a1:?} {b1:?}");
+    std::thread::sleep(Duration::from_millis(20));
+    c.a.send_to(&rtp(0, 3, 480, 9, 0x55), c.gw_a).unwrap();
+    let a2 = wait_last_rtp(&c, Side::A, Some(a1)).expect("A stamped again");
+    assert!(a2 >= a1 + Duration::from_millis(15), "{a1:?} {a2:?}");
+    assert_eq!(c.media.last_rtp(Side::B), Some(b1));
+}
+
 /// Plays `id` to `side` and checks frames (codec, count, pacing, bytes) and PromptsDone.
 fn check_prompt(c: &mut Call, side: Side, id: PromptId, codec: CodecName) {
     let prompt = prompts().get(id).unwrap().clone();

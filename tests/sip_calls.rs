@@ -69,11 +69,18 @@ struct Case {
     gateway: Option<Gateway>,
     runs: usize,
     dir: Workdir,
+    /// Config overrides of this test (`SALLYPORT_` + key), at every (re)start.
+    config: Vec<(&'static str, &'static str)>,
 }
 
 impl Case {
     /// Starts a gateway with the 3-second plan, or `None` when sipp is absent.
     fn start(name: &'static str) -> Option<Case> {
+        Case::start_with(name, &[])
+    }
+
+    /// [`Case::start`] with config overrides, e.g. `("RTP_MEDIA_TIMEOUT_SECS", "3")`.
+    fn start_with(name: &'static str, config: &[(&'static str, &'static str)]) -> Option<Case> {
         if !sipp::present("SIP call test") {
             return None;
         }
@@ -82,6 +89,7 @@ impl Case {
             gateway: None,
             runs: 0,
             dir: Workdir::new("sip_calls", name),
+            config: config.to_vec(),
         };
         case.restart_gateway();
         three_second_increments(&case.api());
@@ -92,7 +100,12 @@ impl Case {
     fn restart_gateway(&mut self) {
         self.runs += 1;
         let name = format!("gateway-{}", self.runs);
-        self.gateway = Some(Gateway::start_as(&self.dir, &self.ports, &name));
+        let config = &self.config;
+        let gateway = Gateway::start_with(&self.dir, &self.ports, &name, |cmd| {
+            // `(KEY, value)` overrides the harness's config as `SALLYPORT_KEY=value`.
+            cmd.envs(config.iter().map(|(k, v)| (format!("SALLYPORT_{k}"), *v)));
+        });
+        self.gateway = Some(gateway);
     }
 
     /// SIGKILL: no shutdown, no cleanup.
@@ -409,6 +422,83 @@ fn caller_hangs_up_while_ringing_cancels_the_trunk() {
     assert!(cdr["answer_at"].is_null(), "{cdr}");
     assert_eq!(cdr["billed_increments"], 0, "{cdr}");
     assert_eq!(api.balance(&inmate.account), dec("1.00"));
+    api.assert_ledger_clean();
+}
+
+/// The called party accepts and talks for 4 s, then its media stops without a BYE (a
+/// trunk gone dead) while the inmate goes on talking. With a 3-second media timeout the
+/// gateway ends the call 3 s after the trunk's last packet — not earlier, so RTP that
+/// flows keeps a call up, and not later because the other leg still sends: both legs get
+/// BYE, the CDR says `media_timeout`, the recording is finished, and exactly the
+/// increments begun before the cut are charged, none after.
+#[test]
+fn a_trunk_that_falls_silent_is_ended_by_the_media_timeout() {
+    let Some(case) = Case::start_with("media_timeout", &[("RTP_MEDIA_TIMEOUT_SECS", "3")]) else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-1600", "5179", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    // The key (~0.3 s), then 4 s of tone: the trunk's RTP ends ~4.3 s after acceptance.
+    let mut trunk = case.trunk(Trunk::answer("1").speaking(Tone::steady(1000.0, 4)));
+    // The inmate talks for 20 s from the end of the PIN: through the cut.
+    let mut hs = case.handset(
+        0,
+        &Handset::new(&inmate.pin, Via::Rtp).speaking(INMATE_TONE),
+    );
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(20));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "media_timeout", "{cdr}");
+    assert_eq!(trunk.count_requests("BYE"), 1, "the trunk got BYE");
+    assert_eq!(hs.count_requests("BYE"), 1, "the handset got BYE");
+    let secs = connected_secs(cdr);
+    assert!(
+        (6.5..=9.5).contains(&secs),
+        "cut {secs} s after acceptance, expected ~7.3 (4.3 s of trunk RTP + 3 s): {cdr}"
+    );
+    // Charged: every increment begun, once, and nothing after the end.
+    let billed = cdr["billed_increments"].as_i64().unwrap();
+    let started = (secs / INCREMENT_SECS).floor() as i64 + 1;
+    let near_boundary = (secs % INCREMENT_SECS) < 0.3 || (secs % INCREMENT_SECS) > 2.7;
+    assert!(
+        billed == started || (near_boundary && (billed - started).abs() <= 1),
+        "connected {secs} s: {started} increments started, {billed} billed: {cdr}"
+    );
+    let charged = dec(COST) * Decimal::from(billed);
+    assert_eq!(money(&cdr["amount"]), charged, "{cdr}");
+    assert_eq!(api.call_charges(&inmate.account).len() as i64, billed);
+    std::thread::sleep(Duration::from_millis(INCREMENT_SECS as u64 * 1000 + 500));
+    assert_eq!(
+        api.balance(&inmate.account),
+        dec("1.00") - charged,
+        "nothing after the end"
+    );
+    // The recording was closed at the cut: complete, as long as the connected time; the
+    // called party's tone stops seconds before the end, the inmate talks to the end.
+    let (rec, file) = recorded(&case, cdr);
+    assert_eq!(rec.status, sallyport::store::RecordingStatus::Complete);
+    let connected_ms = (time(cdr, "end_at") - time(cdr, "accepted_at")).num_milliseconds();
+    let duration = rec.duration_ms.unwrap();
+    assert!(
+        (duration - connected_ms).abs() <= 20,
+        "recording {duration} ms, CDR connected {connected_ms} ms"
+    );
+    let decode = |c: &[u8]| -> Vec<i16> { c.iter().map(|&b| file.law.decode(b)).collect() };
+    let callee = bursts(&tone_share(&decode(&file.right), 1000.0));
+    let callee_end = callee.last().map_or(0, |(at, len)| at + len) as i64;
+    assert!(
+        (3_500..=duration - 2_500).contains(&callee_end),
+        "the called party's tone ends at {callee_end} ms of {duration}: {callee:?}"
+    );
+    let inmate_bursts = bursts(&tone_share(&decode(&file.left), INMATE_TONE.hz));
+    let inmate_last = inmate_bursts.last().map_or(0, |(at, _)| *at) as i64;
+    assert!(
+        inmate_last >= duration - 1_000,
+        "the inmate talks to the end ({duration} ms): {inmate_bursts:?}"
+    );
+    let (ok, out) = case.verify_recordings();
+    assert!(ok, "verify-recordings: {out}");
     api.assert_ledger_clean();
 }
 

@@ -207,6 +207,14 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description })
 }
 
+/// Every CDR end reason, from the one list the call flow keeps.
+fn end_reasons() -> Vec<&'static str> {
+    crate::call::EndReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect()
+}
+
 /// Query parameters of the operations that take some.
 fn query_params(o: &Op) -> Vec<Value> {
     let text = || json!({ "type": "string" });
@@ -227,8 +235,8 @@ fn query_params(o: &Op) -> Vec<Value> {
             ),
             query(
                 "end_reason",
-                text(),
-                "How the call ended, e.g. callee_hangup",
+                json!({ "type": "string", "enum": end_reasons() }),
+                "How the call ended (the CDR's end_reason)",
             ),
             query(
                 "from",

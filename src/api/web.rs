@@ -148,6 +148,25 @@ mod tests {
     }
 
     #[test]
+    fn the_search_filter_offers_every_end_reason() {
+        let app = ASSETS.iter().find(|a| a.name == "app.js").map(|a| a.body);
+        let list = app
+            .and_then(|b| b.split("const END_REASONS = [").nth(1))
+            .and_then(|rest| rest.split("];").next())
+            .unwrap_or_default();
+        let listed: Vec<&str> = list
+            .split(',')
+            .map(|r| r.trim().trim_matches('"'))
+            .filter(|r| !r.is_empty())
+            .collect();
+        let all: Vec<&str> = crate::call::EndReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(listed, all, "web/app.js END_REASONS");
+    }
+
+    #[test]
     fn pages_carry_no_inline_script_or_outside_reference() {
         let html = ASSETS[0].body;
         for tag in html.split("<script").skip(1) {

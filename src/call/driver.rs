@@ -32,13 +32,17 @@
 //!   gateway serves send an offer.
 //! - re-INVITEs are answered with the SDP already agreed (no hold, no codec change); the
 //!   media keeps flowing to the negotiated addresses.
+//! - Before every timeout it hands the machine, the task reads the media engine's stamp
+//!   of each leg's last RTP packet ([`CallMedia::rtp_silence`]) and reports it
+//!   (`Call::rtp_received`), so the media timeout (`call` module doc) ends a bridged call
+//!   whose leg went silent; a leg whose SDP says it sends nothing is never silent.
 //! - The digest nonce secret is derived from `security.pin_pepper`, so every node of a
 //!   cluster with the same configuration verifies every other's challenges.
 
 use super::admission::{admit, Admission};
 use super::checks::{check_destination, check_pin};
 use super::live::{Control, LiveCalls};
-use super::{Call, CallAction, CallSummary, CallTimers, Leg, PinVerdict, TrunkFailure};
+use super::{Call, CallAction, CallSummary, CallTimers, EndReason, Leg, PinVerdict, TrunkFailure};
 use crate::config::Config;
 use crate::ledger::{DebitOutcome, Service, SessionDebit};
 use crate::media::dtmf::parse_sip_info;
@@ -160,6 +164,10 @@ impl Switchboard {
         let timers = CallTimers {
             accept: Duration::from_secs(u64::from(config.billing.accept_timeout_secs)),
             pin_attempts: config.security.pin_attempts_per_call.max(1),
+            media: match config.rtp.media_timeout_secs {
+                0 => None,
+                secs => Some(Duration::from_secs(u64::from(secs))),
+            },
             ..CallTimers::default()
         };
         Arc::new(Switchboard {
@@ -418,6 +426,20 @@ impl Switchboard {
     }
 }
 
+/// When a leg was last heard, on the call's clock at `now`, from how long the media
+/// engine has heard nothing from it (`silence`, on the media clock); a leg whose SDP says
+/// its peer sends nothing (`recvonly`, `inactive`) counts as heard now.
+fn last_heard(
+    now: Instant,
+    negotiated: Option<&NegotiatedMedia>,
+    silence: Option<Duration>,
+) -> Option<Instant> {
+    if negotiated.is_some_and(|m| !m.may_receive()) {
+        return Some(now);
+    }
+    now.checked_sub(silence?)
+}
+
 fn invite_call_id(req: &Request) -> String {
     req.headers.call_id().unwrap_or_default().to_string()
 }
@@ -481,6 +503,8 @@ struct TrunkLeg {
     dialog: Option<Dialog>,
     /// Our ACK to its 2xx, re-sent when the 2xx is retransmitted.
     ack: Option<Request>,
+    /// What its 2xx settled (whether the called party sends media at all).
+    media: Option<NegotiatedMedia>,
 }
 
 /// One call's task (see the module doc).
@@ -610,13 +634,35 @@ impl CallTask {
                         MediaEvent::PromptsDone { side } => self.call.prompt_finished(now, leg_of(side)),
                     }
                 }
-                () = sleep => { let now = self.now(); self.call.handle_timeout(now); }
+                () = sleep => {
+                    let now = self.now();
+                    self.report_rtp(now);
+                    self.call.handle_timeout(now);
+                }
             }
         }
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
         self.linger(&mut rx).await;
+    }
+
+    /// Tells the machine when each leg last sent RTP (the media engine's stamp, moved from
+    /// the media workers' real clock onto the call's), before every timeout it handles: the
+    /// media timeout (`call` module doc) decides on fresh figures. A leg whose SDP says its
+    /// peer sends nothing (`recvonly`, `inactive`) is reported as heard now: there is no
+    /// media to miss.
+    fn report_rtp(&mut self, now: Instant) {
+        for leg in [Leg::Handset, Leg::Trunk] {
+            let negotiated = match leg {
+                Leg::Handset => Some(&self.handset.media),
+                Leg::Trunk => self.trunk.as_ref().and_then(|t| t.media.as_ref()),
+            };
+            let silence = self.media.rtp_silence(side(leg));
+            if let Some(at) = last_heard(now, negotiated, silence) {
+                self.call.rtp_received(leg, at);
+            }
+        }
     }
 
     /// Attaches a live listener's tap: only to an accepted, bridged, non-privileged call.
@@ -785,6 +831,14 @@ impl CallTask {
             CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
             CallAction::Ended(summary) => {
+                if summary.reason == EndReason::MediaTimeout {
+                    let silent = |side| self.media.rtp_silence(side).map(|d| d.as_secs_f32());
+                    warn!(
+                        handset_silent_secs = ?silent(Side::A),
+                        trunk_silent_secs = ?silent(Side::B),
+                        "no RTP from a leg: ending the call (media timeout)"
+                    );
+                }
                 // The recording ends where the call ended, before the CDR write (which may
                 // retry) could let it run on.
                 let closing = self.close_recording(summary.ended_at);
@@ -850,6 +904,7 @@ impl CallTask {
             state: TrunkState::Calling,
             dialog: None,
             ack: None,
+            media: None,
         });
         Ok(())
     }
@@ -1229,6 +1284,7 @@ impl CallTask {
         let live = was == TrunkState::Calling && !self.call.is_ended();
         match (negotiated, live) {
             (Some(m), true) => {
+                t.media = Some(m);
                 self.media.set_leg(Side::B, m, LatchPolicy::Exact);
                 info!(codec = ?m.codec.name, "trunk answered");
                 self.call.trunk_answered(now);
@@ -1299,6 +1355,31 @@ mod tests {
         );
         let bad = parse_offer(&invite(Some("application/sdp"), "v=0\r\nnonsense\r\n"));
         assert!(matches!(bad, Err((400 | 488, _))), "{bad:?}");
+    }
+
+    #[test]
+    fn a_leg_is_heard_when_it_last_sent_or_always_if_its_sdp_sends_nothing() {
+        use crate::media::sdp::{CodecName, Direction};
+        let now = crate::clock::epoch() + Duration::from_secs(100);
+        let sendrecv = NegotiatedMedia::plain("10.0.0.5:4000".parse().unwrap(), CodecName::Pcmu);
+        let silent = Some(Duration::from_secs(7));
+        let seven_ago = now - Duration::from_secs(7);
+        assert_eq!(last_heard(now, Some(&sendrecv), silent), Some(seven_ago));
+        assert_eq!(last_heard(now, None, silent), Some(seven_ago));
+        assert_eq!(last_heard(now, Some(&sendrecv), None), None, "never sent");
+        // We only send to it (it answered recvonly) or nobody sends: nothing to miss.
+        for direction in [Direction::SendOnly, Direction::Inactive] {
+            let m = NegotiatedMedia {
+                direction,
+                ..sendrecv
+            };
+            assert_eq!(last_heard(now, Some(&m), None), Some(now), "{direction:?}");
+        }
+        let on_hold = NegotiatedMedia {
+            direction: Direction::RecvOnly,
+            ..sendrecv
+        };
+        assert_eq!(last_heard(now, Some(&on_hold), silent), Some(seven_ago));
     }
 
     #[test]

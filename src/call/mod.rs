@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Owns: the order of things, the retries, the timeouts (`InterDigit`, `Dial`,
-//! `AcceptTimeout`, `PromptGuard`) and the end reason. It asks its driver (a thin tokio
+//! `AcceptTimeout`, `PromptGuard`, the media timeout) and the end reason. It asks its driver (a thin tokio
 //! task, `call::driver`) to do everything that needs I/O with [`CallAction`]s — look up a
 //! PIN, check a destination, place the trunk INVITE, play a prompt, bridge, debit — and is
 //! told the outcome with `handle_*` calls. Billing is the nested [`Charging`] machine, the
@@ -19,6 +19,40 @@
 //! block lists, calling hours, limits, rating and funds) is the driver's
 //! `CheckDestination`; the machine only needs the verdict: a refusal with its
 //! [`EndReason`] and prompt, or an authorization with the tariff and balance.
+//!
+//! # Media timeout
+//!
+//! A bridged call whose peer vanished without a BYE (handset unplugged, trunk or network
+//! dead) would otherwise go on debiting the account until funds or the maximum duration
+//! run out. So while `Connected`, the call ends with [`EndReason::MediaTimeout`] — BYE to
+//! both legs at once, no notice — when **either** leg has sent no RTP for
+//! [`CallTimers::media`] (`rtp.media_timeout_secs`, default 60 s; `None`/0: never).
+//!
+//! - **Per leg, not per call.** rtpengine's `timeout` drops a call only when all of its
+//!   streams are dead, which suits a proxy reclaiming ports; here it would never fire in
+//!   the case that costs money, one party gone while the other still sends (and hears
+//!   nothing). A party who is merely silent still sends RTP: SIP phones and trunks send
+//!   G.711 frames on mute and in silence (we negotiate no comfort noise), so only a leg
+//!   that sends *nothing* is cut. A peer that suppresses silence entirely, or holds with
+//!   `a=inactive` for longer than the timeout, is cut too (re-INVITEs do not change the
+//!   media here: the driver's module doc); raise or disable the timeout for such peers.
+//! - **What is heard.** The driver reads the media engine's per-leg stamp of the last
+//!   valid RTP packet (audio or telephone-event from the negotiated peer; RTCP does not
+//!   count) and hands it to [`Call::rtp_received`] before every [`Call::handle_timeout`].
+//!   A leg's silence counts from its last packet or from acceptance, whichever is later
+//!   (what the legs sent during the PIN and the announcement says nothing about now).
+//!   [`Call::poll_timeout`] includes the earliest leg's deadline, so the driver wakes then,
+//!   refreshes the stamps and the deadline moves on while media flows: about one wake-up
+//!   per timeout per call.
+//! - **Charges.** Increments are debited at their start (SPEC step 8); those begun while
+//!   the media was not yet known dead stand. The media check runs first in
+//!   `handle_timeout`, so when the timeout and an increment boundary fall due together (or
+//!   the task woke late past both) the call ends and that increment is never debited: no
+//!   increment starts once the media is known dead.
+//! - **Before bridging** the phases have their own bounds and charge nothing: PIN entry
+//!   (first-digit and inter-digit timeouts, a limited number of attempts), the trunk's
+//!   ringing (`Dial`), the announcement (`AcceptTimeout`), a closing notice
+//!   (`PromptGuard`). The media timeout applies only to `Connected`.
 
 pub mod admission;
 pub mod checks;
@@ -60,9 +94,39 @@ pub enum EndReason {
     InsufficientFunds,
     Terminated,
     System,
+    /// A bridged leg sent no RTP for `rtp.media_timeout_secs` (see the module doc).
+    MediaTimeout,
 }
 
 impl EndReason {
+    /// Every reason, in the order the documentation lists them (OpenAPI, console filter).
+    pub const ALL: [EndReason; 19] = [
+        EndReason::CallerHangup,
+        EndReason::CalleeHangup,
+        EndReason::FundsExhausted,
+        EndReason::MaxDuration,
+        EndReason::MediaTimeout,
+        EndReason::Declined,
+        EndReason::NoAnswer,
+        EndReason::Busy,
+        EndReason::TrunkError,
+        EndReason::PinFailed,
+        EndReason::InmateInactive,
+        EndReason::InvalidNumber,
+        EndReason::NotApproved,
+        EndReason::Blocked,
+        EndReason::OutsideHours,
+        EndReason::CallLimit,
+        EndReason::InsufficientFunds,
+        EndReason::Terminated,
+        EndReason::System,
+    ];
+
+    /// The reason a CDR's `end_reason` names, if it is one.
+    pub fn parse(s: &str) -> Option<EndReason> {
+        EndReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::CallerHangup => "caller_hangup",
@@ -83,6 +147,7 @@ impl EndReason {
             EndReason::InsufficientFunds => "insufficient_funds",
             EndReason::Terminated => "terminated",
             EndReason::System => "system",
+            EndReason::MediaTimeout => "media_timeout",
         }
     }
 
@@ -170,6 +235,9 @@ pub struct CallTimers {
     pub pin_attempts: u32,
     /// How PIN digits are collected.
     pub pin_entry: CollectorConfig,
+    /// How long a bridged leg may send no RTP before the call ends (`media_timeout`);
+    /// `None`: never (see the module doc).
+    pub media: Option<Duration>,
 }
 
 impl Default for CallTimers {
@@ -180,6 +248,7 @@ impl Default for CallTimers {
             prompt_guard: Duration::from_secs(30),
             pin_attempts: 3,
             pin_entry: CollectorConfig::default(),
+            media: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -271,6 +340,9 @@ pub struct Call {
     pending_reason: Option<EndReason>,
     answered_at: Option<Instant>,
     accepted_at: Option<Instant>,
+    /// Per leg (handset, trunk): when its last RTP packet arrived, as the driver last
+    /// read it from the media engine.
+    rtp_heard: [Option<Instant>; 2],
     actions: VecDeque<CallAction>,
 }
 
@@ -293,6 +365,7 @@ impl Call {
             pending_reason: None,
             answered_at: None,
             accepted_at: None,
+            rtp_heard: [None; 2],
             actions: VecDeque::new(),
         };
         call.actions.push_back(CallAction::AnswerHandset);
@@ -531,8 +604,24 @@ impl Call {
         self.drain_charging(now);
     }
 
-    /// Fires whatever is due at `now`.
+    /// The newest RTP packet from `leg` arrived at `at` (what the media engine stamped).
+    /// The driver reports both legs before every [`Call::handle_timeout`]; an older `at`
+    /// than one already reported changes nothing.
+    pub fn rtp_received(&mut self, leg: Leg, at: Instant) {
+        let heard = &mut self.rtp_heard[leg_index(leg)];
+        if heard.is_none_or(|h| h < at) {
+            *heard = Some(at);
+        }
+    }
+
+    /// Fires whatever is due at `now`. The media timeout first: a call whose media is
+    /// known dead starts no increment (module doc).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.media_deadline().is_some_and(|at| at <= now) {
+            // No notice: the silent leg cannot hear it, the other has heard a dead line
+            // for the whole timeout already.
+            return self.end_with_notice(now, EndReason::MediaTimeout);
+        }
         if self.state == CallState::CollectingPin {
             if let Some(c) = self.collector.handle_timeout(now) {
                 self.pin_collected(now, c);
@@ -563,6 +652,20 @@ impl Call {
             (Timer::PromptGuard, CallState::Ending) => self.finish_after_notice(now),
             _ => {}
         }
+    }
+
+    /// When the quieter leg's silence reaches the media timeout: only while bridged.
+    fn media_deadline(&self) -> Option<Instant> {
+        if self.state != CallState::Connected {
+            return None;
+        }
+        let (timeout, accepted) = (self.timers_cfg.media?, self.accepted_at?);
+        let quietest = self
+            .rtp_heard
+            .iter()
+            .map(|h| h.map_or(accepted, |h| h.max(accepted)))
+            .min()?;
+        quietest.checked_add(timeout)
     }
 
     // ---- the accepted call --------------------------------------------------------------
@@ -752,6 +855,16 @@ impl Call {
             .then(|| self.collector.poll_timeout())
             .flatten();
         let billing = self.charging.as_ref().and_then(|c| c.poll_timeout());
-        [own, pin, billing].into_iter().flatten().min()
+        [own, pin, billing, self.media_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+fn leg_index(leg: Leg) -> usize {
+    match leg {
+        Leg::Handset => 0,
+        Leg::Trunk => 1,
     }
 }

@@ -52,7 +52,11 @@ fn type_pin(c: &mut Call, now: Instant, pin: &str) -> Vec<CallAction> {
 
 /// A call up to the point the destination is being checked.
 fn to_destination(t0: Instant) -> Call {
-    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    to_destination_with(t0, CallTimers::default())
+}
+
+fn to_destination_with(t0: Instant, timers: CallTimers) -> Call {
+    let mut c = Call::new(t0, "5551230001", timers);
     let a = drain(&mut c);
     assert_eq!(a[0], CallAction::AnswerHandset);
     assert_eq!(plays(&a, Leg::Handset), vec![PromptId::EnterPin]);
@@ -99,12 +103,20 @@ fn to_announcing(t0: Instant, d: Destination) -> Call {
 }
 
 /// Steps virtual time through the call, confirming every debit against `balance`, until
-/// the call ends or `limit` passes. Returns all actions with their times.
-fn run(
+/// the call ends or `limit` passes, with both parties sending RTP all along. Returns all
+/// actions with their times.
+fn run(c: &mut Call, now: Instant, balance: Money, limit: Instant) -> Vec<(Instant, CallAction)> {
+    run_with_media(c, now, balance, limit, |_, now| Some(now))
+}
+
+/// [`run`] where `heard(leg, now)` is what the media engine says at `now` of the leg's
+/// last RTP packet; the driver reports it before every timeout, and so does this.
+fn run_with_media(
     c: &mut Call,
     mut now: Instant,
     mut balance: Money,
     limit: Instant,
+    heard: impl Fn(Leg, Instant) -> Option<Instant>,
 ) -> Vec<(Instant, CallAction)> {
     let mut log = Vec::new();
     loop {
@@ -138,6 +150,11 @@ fn run(
             match c.poll_timeout() {
                 Some(at) if at <= limit => {
                     now = at;
+                    for leg in [Leg::Handset, Leg::Trunk] {
+                        if let Some(h) = heard(leg, now) {
+                            c.rtp_received(leg, h);
+                        }
+                    }
                     c.handle_timeout(now);
                 }
                 _ => return log,
@@ -544,4 +561,233 @@ fn terminate_ends_both_legs_at_once() {
     c.hangup_from(t0 + Duration::from_secs(2), Leg::Handset);
     assert!(drain(&mut c).is_empty(), "nothing after the end");
     assert_eq!(c.poll_timeout(), None);
+}
+
+// ---- media timeout ----------------------------------------------------------------------
+
+/// An accepted call at `t0` on 6-second increments of $0.01 with $5.00 (max 30 min).
+fn accepted_with(t0: Instant, timers: CallTimers) -> Call {
+    let mut c = to_destination_with(t0, timers);
+    c.destination_checked(t0, auth(false, "5.00", "0.01"));
+    drain(&mut c);
+    c.trunk_answered(t0);
+    c.digit(t0, Leg::Trunk, '1');
+    c
+}
+
+fn debits(log: &[(Instant, CallAction)]) -> Vec<(Instant, u32)> {
+    log.iter()
+        .filter_map(|(at, a)| match a {
+            CallAction::Debit { increment, .. } => Some((*at, *increment)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn actions(log: &[(Instant, CallAction)]) -> Vec<CallAction> {
+    log.iter().map(|(_, a)| a.clone()).collect()
+}
+
+#[test]
+fn a_leg_that_goes_silent_ends_the_call_after_the_media_timeout() {
+    // Either leg: the other keeps talking all along, which does not keep the call up.
+    for dead in [Leg::Trunk, Leg::Handset] {
+        let t0 = epoch();
+        let mut c = accepted_with(t0, CallTimers::default());
+        let dies = t0 + Duration::from_secs(20);
+        let log = run_with_media(
+            &mut c,
+            t0,
+            "5.00".parse().unwrap(),
+            t0 + Duration::from_secs(600),
+            |leg, now| Some(if leg == dead { now.min(dies) } else { now }),
+        );
+        let a = actions(&log);
+        let s = ended(&a).cloned().unwrap();
+        assert_eq!(s.reason, EndReason::MediaTimeout, "{dead:?}");
+        assert_eq!(s.ended_at - dies, Duration::from_secs(60), "{dead:?}");
+        assert!(
+            a.contains(&CallAction::Hangup { leg: Leg::Trunk })
+                && a.contains(&CallAction::Hangup { leg: Leg::Handset }),
+            "BYE to both legs: {a:?}"
+        );
+        // At once: no notice (the silent leg cannot hear it), so no wait for one.
+        assert!(!log
+            .iter()
+            .any(|(at, a)| *at == s.ended_at && matches!(a, CallAction::Play { .. })));
+        // Increments begun before the media was known dead (0, 6, …, 78 s) stand; none
+        // after.
+        let d = debits(&log);
+        assert_eq!(d.len(), 14, "{d:?}");
+        assert!(d.iter().all(|(at, _)| *at < s.ended_at), "{d:?}");
+        assert_eq!((s.increments, s.charged.to_string().as_str()), (14, "0.14"));
+        assert_eq!(c.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn a_media_timeout_due_with_an_increment_starts_no_new_increment() {
+    // The trunk never sends after acceptance: dead at 60 s, exactly when increment 11
+    // would start. The cut wins the tie, as the charging cuts do.
+    let t0 = epoch();
+    let mut c = accepted_with(t0, CallTimers::default());
+    let log = run_with_media(
+        &mut c,
+        t0,
+        "5.00".parse().unwrap(),
+        t0 + Duration::from_secs(600),
+        |leg, now| (leg == Leg::Handset).then_some(now),
+    );
+    let s = ended(&actions(&log)).cloned().unwrap();
+    assert_eq!(
+        (s.reason, s.ended_at - t0, s.increments),
+        (EndReason::MediaTimeout, Duration::from_secs(60), 10)
+    );
+    assert_eq!(debits(&log).last().map(|d| d.1), Some(10));
+}
+
+#[test]
+fn a_late_wake_up_past_the_media_timeout_debits_nothing_more() {
+    // The driver was busy (a slow database) and wakes at 70 s, past the media deadline
+    // (60 s) and the increments due at 60 and 66 s: the call ends, neither is debited.
+    let t0 = epoch();
+    let mut c = accepted_with(t0, CallTimers::default());
+    let handset_only = |leg: Leg, now: Instant| (leg == Leg::Handset).then_some(now);
+    let log = run_with_media(
+        &mut c,
+        t0,
+        "5.00".parse().unwrap(),
+        t0 + Duration::from_secs(57),
+        handset_only,
+    );
+    assert_eq!(debits(&log).len(), 10);
+    let late = t0 + Duration::from_secs(70);
+    c.rtp_received(Leg::Handset, late);
+    c.handle_timeout(late);
+    let a = drain(&mut c);
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::Debit { .. })),
+        "{a:?}"
+    );
+    let s = ended(&a).unwrap();
+    assert_eq!(
+        (s.reason, s.increments, s.ended_at),
+        (EndReason::MediaTimeout, 10, late)
+    );
+}
+
+#[test]
+fn flowing_media_moves_the_deadline_and_old_reports_do_not_move_it_back() {
+    let t0 = epoch();
+    let mut c = accepted_with(t0, CallTimers::default());
+    drain(&mut c);
+    c.debit_succeeded(t0, 1, "4.99".parse().unwrap());
+    drain(&mut c);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    // Silence counts from acceptance, not from what the legs sent before it.
+    c.rtp_received(Leg::Handset, t0 - Duration::from_secs(30));
+    c.rtp_received(Leg::Trunk, t0 - Duration::from_secs(30));
+    let media_deadline = |c: &Call| c.media_deadline();
+    assert_eq!(media_deadline(&c), Some(at(60)));
+    c.rtp_received(Leg::Handset, at(50));
+    c.rtp_received(Leg::Trunk, at(45));
+    assert_eq!(media_deadline(&c), Some(at(105)), "the quieter leg decides");
+    c.rtp_received(Leg::Trunk, at(10));
+    assert_eq!(
+        media_deadline(&c),
+        Some(at(105)),
+        "a stale report changes nothing"
+    );
+    // Due at 105 s only if nothing came meanwhile: the driver refreshes first.
+    c.rtp_received(Leg::Trunk, at(100));
+    c.handle_timeout(at(105));
+    assert!(!drain(&mut c)
+        .iter()
+        .any(|a| matches!(a, CallAction::Ended(_))));
+    assert_eq!(c.state(), CallState::Connected);
+    assert_eq!(media_deadline(&c), Some(at(110)));
+}
+
+#[test]
+fn a_disabled_media_timeout_never_ends_a_silent_call() {
+    let t0 = epoch();
+    let timers = CallTimers {
+        media: None,
+        ..CallTimers::default()
+    };
+    let mut c = accepted_with(t0, timers);
+    let log = run_with_media(
+        &mut c,
+        t0,
+        "100.00".parse().unwrap(),
+        t0 + Duration::from_secs(3 * 3600),
+        |_, _| None,
+    );
+    let s = ended(&actions(&log)).cloned().unwrap();
+    assert_eq!(s.reason, EndReason::MaxDuration);
+}
+
+#[test]
+fn the_media_timeout_applies_only_once_bridged() {
+    // 5 s of tolerated silence, but the called party listens to the announcement for its
+    // whole 30 s without sending anything: the accept timeout decides, not the media.
+    let t0 = epoch();
+    let timers = CallTimers {
+        media: Some(Duration::from_secs(5)),
+        ..CallTimers::default()
+    };
+    let mut c = to_destination_with(t0, timers);
+    c.destination_checked(t0, auth(false, "5.00", "0.01"));
+    drain(&mut c);
+    c.trunk_answered(t0);
+    drain(&mut c);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    c.handle_timeout(t0 + Duration::from_secs(30));
+    c.prompt_finished(t0 + Duration::from_secs(31), Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!((s.reason, s.increments), (EndReason::NoAnswer, 0));
+    // And in the closing notice after a cut, the prompt guard bounds the wait.
+    let mut c = accepted_with(t0, timers);
+    drain(&mut c);
+    c.debit_refused(t0, 1);
+    drain(&mut c);
+    assert_eq!(c.state(), CallState::Ending);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+}
+
+#[test]
+fn every_end_reason_is_listed_once_and_parses_back() {
+    for r in EndReason::ALL {
+        assert_eq!(EndReason::parse(r.as_str()), Some(r));
+        assert_eq!(EndReason::ALL.iter().filter(|x| **x == r).count(), 1);
+    }
+    assert_eq!(
+        EndReason::parse("media_timeout"),
+        Some(EndReason::MediaTimeout)
+    );
+    assert_eq!(EndReason::parse("Media_Timeout"), None);
+    // A new reason does not compile here until it is sorted into ALL as well.
+    let listed = |r: EndReason| match r {
+        EndReason::CallerHangup
+        | EndReason::CalleeHangup
+        | EndReason::FundsExhausted
+        | EndReason::MaxDuration
+        | EndReason::MediaTimeout
+        | EndReason::Declined
+        | EndReason::NoAnswer
+        | EndReason::Busy
+        | EndReason::TrunkError
+        | EndReason::PinFailed
+        | EndReason::InmateInactive
+        | EndReason::InvalidNumber
+        | EndReason::NotApproved
+        | EndReason::Blocked
+        | EndReason::OutsideHours
+        | EndReason::CallLimit
+        | EndReason::InsufficientFunds
+        | EndReason::Terminated
+        | EndReason::System => EndReason::ALL.contains(&r),
+    };
+    assert!(EndReason::ALL.into_iter().all(listed));
+    assert_eq!(EndReason::ALL.len(), 19);
 }

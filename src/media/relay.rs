@@ -302,7 +302,7 @@ pub struct Leg {
     out: Forwarder,
     dtmf: DtmfDetector,
     counters: LegCounters,
-    last_received: Option<Instant>,
+    last_rtp: Option<Instant>,
 }
 
 fn canonical(addr: SocketAddr) -> SocketAddr {
@@ -327,7 +327,7 @@ impl Leg {
             ),
             dtmf: DtmfDetector::new(),
             counters: LegCounters::default(),
-            last_received: None,
+            last_rtp: None,
         }
     }
 
@@ -346,9 +346,12 @@ impl Leg {
         &self.counters
     }
 
-    /// When the last datagram from the peer arrived (media-timeout detection).
-    pub fn last_received(&self) -> Option<Instant> {
-        self.last_received
+    /// When the last valid RTP packet (negotiated payload type, from the negotiated or
+    /// latched peer) arrived, forwarded or not. RTCP does not count: receiver reports say
+    /// nothing about whether anyone is still on the line (the media engine stamps the same
+    /// packets for the media timeout).
+    pub fn last_rtp(&self) -> Option<Instant> {
+        self.last_rtp
     }
 
     /// Where media for this leg goes, or `None` if the peer does not receive (hold).
@@ -488,7 +491,7 @@ impl Relay {
         };
         inbound.counters.received += 1;
         match rtp::classify(buf) {
-            PacketKind::Rtcp => return rtcp(inbound, from, buf, now),
+            PacketKind::Rtcp => return rtcp(inbound, from, buf),
             PacketKind::Other => return inbound.reject(DropReason::Malformed),
             PacketKind::Rtp => {}
         }
@@ -502,7 +505,7 @@ impl Relay {
             return inbound.reject(DropReason::PayloadType);
         };
         inbound.latched.get_or_insert(from);
-        inbound.last_received = Some(now);
+        inbound.last_rtp = Some(now);
         let digit = detect(inbound, kind, &packet);
         let pass = bridged && (kind == Payload::Audio || forward_events);
         match outbound.filter(|_| pass) {
@@ -511,18 +514,19 @@ impl Relay {
         }
     }
 
-    /// Handles one datagram that arrived on `side`'s RTCP socket (RTP port + 1).
+    /// Handles one datagram that arrived on `side`'s RTCP socket (RTP port + 1). `_now`
+    /// mirrors [`Relay::on_packet`]; RTCP moves no time stamp ([`Leg::last_rtp`]).
     pub fn on_rtcp(
         &mut self,
         side: Side,
         from: SocketAddr,
         buf: &[u8],
-        now: Instant,
+        _now: Instant,
     ) -> RelayDecision {
         match self.legs[side.index()].as_mut() {
             Some(leg) => {
                 leg.counters.received += 1;
-                rtcp(leg, from, buf, now)
+                rtcp(leg, from, buf)
             }
             None => RelayDecision::Drop(DropReason::NoLeg),
         }
@@ -592,14 +596,13 @@ fn detect(leg: &mut Leg, kind: Payload, packet: &RtpViewMut<'_>) -> Option<Digit
     digit
 }
 
-fn rtcp(leg: &mut Leg, from: SocketAddr, buf: &[u8], now: Instant) -> RelayDecision {
+fn rtcp(leg: &mut Leg, from: SocketAddr, buf: &[u8]) -> RelayDecision {
     if !leg.rtcp_source_ok(from) {
         return leg.reject(DropReason::WrongSource);
     }
     if RtcpView::parse(buf).is_err() {
         return leg.reject(DropReason::Malformed);
     }
-    leg.last_received = Some(now);
     leg.counters.rtcp_received += 1;
     leg.consume(None)
 }

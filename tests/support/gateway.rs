@@ -132,6 +132,11 @@ impl Drop for Gateway {
     }
 }
 
+/// The harness's configuration. `rtp.media_timeout_secs` keeps its default (60 s), so
+/// every end-to-end call runs with the media timeout on: the scenarios' parties fall
+/// silent once their keys and tones have played (no RTP at all), and every test's bridged
+/// phase stays well under a minute (the longest, about 15 s). A test that bridges longer
+/// in silence must set the key itself ([`Gateway::start_with`]).
 fn env(dir: &Path, ports: &Ports) -> Vec<(String, String)> {
     let d = dir.display();
     [

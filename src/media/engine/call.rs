@@ -4,8 +4,10 @@
 use std::collections::VecDeque;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::activity::RtpActivity;
 use super::sys::{self, MAX_DATAGRAM};
 use super::tap::{self, Tap};
 use super::worker::Counters;
@@ -96,6 +98,8 @@ pub(super) struct CallState {
     bridged: bool,
     /// Consumers of what the call sends (recorder, live listeners); see `tap`.
     pub(super) taps: Vec<Tap>,
+    /// When each leg last sent valid RTP, shared with the call's `CallMedia`.
+    pub(super) activity: Arc<RtpActivity>,
 }
 
 pub(super) fn index(side: Side) -> usize {
@@ -106,7 +110,7 @@ pub(super) fn index(side: Side) -> usize {
 }
 
 impl CallState {
-    pub(super) fn new(id: u64, events: Events) -> Self {
+    pub(super) fn new(id: u64, events: Events, activity: Arc<RtpActivity>) -> Self {
         let mut relay = Relay::empty();
         // Keypresses are detected on both legs but never passed between them (module doc).
         relay.set_forward_events(false);
@@ -119,6 +123,7 @@ impl CallState {
             ringback_on: false,
             bridged: false,
             taps: Vec::new(),
+            activity,
         }
     }
 

@@ -23,6 +23,13 @@
 //!   anything to a side (prompt or ringback), the other party's audio to that side is
 //!   muted, and forwarding resumes by itself when the side's output runs dry.
 //!
+//! [`CallMedia::last_rtp`] (and [`CallMedia::rtp_silence`]) say when a leg's peer last sent
+//! valid RTP — audio or telephone-events of a negotiated payload type from the negotiated or
+//! latched address, forwarded or not; never RTCP, whose receiver reports a phone may keep
+//! sending with its audio path gone. The worker stamps it with one relaxed atomic store per
+//! packet into memory of that call alone (millisecond resolution, `activity.rs`); the call
+//! task reads it to end calls whose media has stopped (the `call` module doc).
+//!
 //! `play` and `PromptsDone` pair one to one: each `play` yields one
 //! [`MediaEvent::PromptsDone`] for its side, and all of them arrive when the side's queue
 //! has run empty (one `ptime` after the last frame was sent, so the audio has been heard).
@@ -99,6 +106,7 @@
 //! receiving peer (~10 % of engine time in the profile). Below that, only a shared socket
 //! per worker demultiplexed by source would help, which gives up the per-leg port.
 //!
+mod activity;
 mod call;
 mod sys;
 mod tap;
@@ -119,6 +127,7 @@ use super::ports::{PortAllocator, PortError, PortPair};
 use super::prompts::{PromptId, PromptSet};
 use super::relay::{LatchPolicy, Side};
 use super::sdp::NegotiatedMedia;
+use activity::RtpActivity;
 use worker::{Command, Worker, WorkerStats};
 
 /// Where and how the media workers run.
@@ -418,14 +427,21 @@ impl MediaEngine {
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
         let worker = self.inner.next_worker.fetch_add(1, Ordering::Relaxed)
             % self.inner.workers.len().max(1);
+        // clock-ok: the stamps are the workers' real receive times (`activity`).
+        let activity = Arc::new(RtpActivity::new(Instant::now()));
         let call = CallMedia {
             id,
             worker,
             inner: Arc::clone(&self.inner),
             pairs: [None, None],
+            activity: Arc::clone(&activity),
         };
         // If the worker is gone, `events` drops with the command and the receiver closes.
-        let _ = call.send(Command::Open { call: id, events });
+        let _ = call.send(Command::Open {
+            call: id,
+            events,
+            activity,
+        });
         (call, rx)
     }
 
@@ -468,6 +484,8 @@ pub struct CallMedia {
     inner: Arc<Inner>,
     /// The pairs the worker holds sockets for, per side (released by the worker).
     pairs: [Option<PortPair>; 2],
+    /// When each leg last sent valid RTP (stamped by the worker, read here).
+    activity: Arc<RtpActivity>,
 }
 
 impl std::fmt::Debug for CallMedia {
@@ -607,6 +625,20 @@ impl CallMedia {
     /// The engine's id for this call (for logs; unique per engine).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// When the last valid RTP packet from `side`'s peer arrived, on the media workers'
+    /// clock (the real one); `None` before the first. RTCP does not count (see the module
+    /// doc). A lock-free read of what the worker stamped: cheap enough for every timeout.
+    pub fn last_rtp(&self, side: Side) -> Option<Instant> {
+        self.activity.last(side)
+    }
+
+    /// How long `side`'s peer has sent no valid RTP, by the media workers' clock; `None`
+    /// before its first packet.
+    pub fn rtp_silence(&self, side: Side) -> Option<Duration> {
+        let last = self.last_rtp(side)?;
+        Some(Instant::now().saturating_duration_since(last)) // clock-ok: the media clock
     }
 }
 

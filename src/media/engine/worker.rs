@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use super::activity::RtpActivity;
 use super::call::{self, index, CallState, Ctx, LegSockets};
 use super::sys::{
     Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker, MAX_DATAGRAM,
@@ -54,6 +55,7 @@ pub(super) enum Command {
     Open {
         call: u64,
         events: EventTx,
+        activity: Arc<RtpActivity>,
     },
     Sockets {
         call: u64,
@@ -749,7 +751,11 @@ impl Worker {
 
     fn command(&mut self, command: Command, now: Instant) {
         let (id, side) = match command {
-            Command::Open { call, events } => return self.open(call, events),
+            Command::Open {
+                call,
+                events,
+                activity,
+            } => return self.open(call, events, activity),
             Command::Close { call } => return self.close(call),
             Command::Sockets {
                 call,
@@ -794,8 +800,8 @@ impl Worker {
         }
     }
 
-    fn open(&mut self, id: u64, events: EventTx) {
-        let state = CallState::new(id, events);
+    fn open(&mut self, id: u64, events: EventTx, activity: Arc<RtpActivity>) {
+        let state = CallState::new(id, events, activity);
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.calls[slot] = Some(state);
@@ -946,6 +952,8 @@ fn ring() -> Option<Ring> {
 /// Runs one received datagram through its call's relay and counts the outcome; returns
 /// the forward to send (`len` bytes of the buffer, rewritten in place, to `to`).
 ///
+/// Every valid RTP packet stamps the leg's [`RtpActivity`] (not RTCP, not drops).
+///
 /// Recorder tap (issue 4): here, in the `Forward` arm (`buf[..len]` rewritten for
 /// `side.other()`) and the `Consume` arm (`buf` as received from `side`: muted audio,
 /// RTCP, telephone-events), with `call.id` and `now`.
@@ -966,6 +974,8 @@ fn relay_one(
     };
     match decision {
         RelayDecision::Forward { to, len, digit } => {
+            // Only RTP is forwarded: the peer is alive (media timeout, `activity`).
+            call.activity.heard(side, now);
             report(call, c, side, digit);
             let sent = buf.get(..len).unwrap_or(&[]);
             c.tap_dropped += super::tap::feed(&mut call.taps, side.other(), sent, now);
@@ -976,6 +986,10 @@ fn relay_one(
             c.consumed += 1;
             if rtcp || classify(buf) == PacketKind::Rtcp {
                 c.rtcp_received += 1;
+            } else {
+                // Valid RTP kept here (muted direction, a key press): the peer is alive;
+                // RTCP alone does not say so (`activity` module doc).
+                call.activity.heard(side, now);
             }
             None
         }
