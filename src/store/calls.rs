@@ -141,44 +141,89 @@ impl CallFilter {
 
 /// A bound parameter of the search statement.
 enum Arg {
-    Text(Option<String>),
-    Int(Option<i64>),
+    Text(String),
+    Int(i64),
 }
 
-/// The WHERE clause of a search and its parameters (`$1`…). Each filter is
-/// `($n IS NULL OR …)` so the text changes only with the number of facilities in scope.
-fn where_clause(f: &CallFilter, facilities: Option<&[String]>) -> (String, Vec<Arg>) {
-    let digits: Option<String> = f
-        .number
-        .as_ref()
-        .map(|n| n.chars().filter(char::is_ascii_digit).collect());
-    let mut args = vec![
-        Arg::Text(f.facility_id.clone()),
-        Arg::Text(f.inmate_id.clone()),
-        Arg::Text(f.booking_number.clone()),
-        Arg::Text(f.number.clone()),
-        Arg::Text(digits.clone()),
-        Arg::Text(digits.map(|d| format!("+{d}"))),
-        Arg::Text(f.end_reason.clone()),
-        Arg::Int(f.from.map(to_micros)),
-        Arg::Int(f.to.map(to_micros)),
-        Arg::Int(Some(i64::from(f.active))),
-    ];
-    let mut sql = String::from(
-        "kind = 'call' AND ($1 IS NULL OR facility_id = $1) AND ($2 IS NULL OR inmate_id = $2) \
-         AND ($3 IS NULL OR inmate_id IN (SELECT id FROM inmates WHERE booking_number = $3)) \
-         AND ($4 IS NULL OR number_e164 = $4 OR dialed = $4 OR dialed = $5 OR number_e164 = $6) \
-         AND ($7 IS NULL OR end_reason = $7) \
-         AND ($8 IS NULL OR invite_at >= $8) AND ($9 IS NULL OR invite_at < $9) \
-         AND ($10 = 0 OR state = 'active')",
-    );
-    if let Some(list) = facilities {
-        let first = args.len() + 1;
-        let marks: Vec<String> = (0..list.len()).map(|i| format!("${}", first + i)).collect();
-        sql.push_str(&format!(" AND facility_id IN ({})", marks.join(", ")));
-        args.extend(list.iter().map(|f| Arg::Text(Some(f.clone()))));
+/// The WHERE clause of a search and its parameters (`$1`…): only the filters that are
+/// set, so each planner (SQLite's, PostgreSQL's generic plans) sees plain predicates it
+/// can match to an index. A catch-all `($n IS NULL OR col = $n)` form kept one statement
+/// text but made both databases scan every call of the facility (see `benches/search.rs`).
+///
+/// SQLite plans without statistics (nothing runs ANALYZE) and then prefers the facility
+/// index to the inmate or number index, reading a facility's whole history to find one
+/// inmate's calls. With `sqlite` and such a filter, the facility conditions are written
+/// `+facility_id`, SQLite's documented way to keep a term off an index; PostgreSQL has
+/// statistics and would reject `+` on text.
+fn where_clause(f: &CallFilter, facilities: Option<&[String]>, sqlite: bool) -> (String, Vec<Arg>) {
+    let selective = f.inmate_id.is_some() || f.booking_number.is_some() || f.number.is_some();
+    let facility = if sqlite && selective {
+        "+facility_id"
+    } else {
+        "facility_id"
+    };
+    let mut conds: Vec<String> = vec!["kind = 'call'".into()];
+    let mut args: Vec<Arg> = Vec::new();
+    let bind = |args: &mut Vec<Arg>, a: Arg| {
+        args.push(a);
+        format!("${}", args.len())
+    };
+    if let Some(v) = &f.facility_id {
+        let p = bind(&mut args, Arg::Text(v.clone()));
+        conds.push(format!("{facility} = {p}"));
     }
-    (sql, args)
+    if let Some(v) = &f.inmate_id {
+        let p = bind(&mut args, Arg::Text(v.clone()));
+        conds.push(format!("inmate_id = {p}"));
+    }
+    if let Some(v) = &f.booking_number {
+        let p = bind(&mut args, Arg::Text(v.clone()));
+        conds.push(format!(
+            "inmate_id IN (SELECT id FROM inmates WHERE booking_number = {p})"
+        ));
+    }
+    if let Some(n) = &f.number {
+        // As typed, as digits, or as E.164 from the digits: `(555) 123-0001`, `5551230001`
+        // and `+15551230001` all find what was dialed or stored.
+        let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+        let mut forms = vec![n.clone()];
+        if !digits.is_empty() {
+            for form in [format!("+{digits}"), digits] {
+                if !forms.contains(&form) {
+                    forms.push(form);
+                }
+            }
+        }
+        let marks: Vec<String> = forms
+            .into_iter()
+            .map(|v| bind(&mut args, Arg::Text(v)))
+            .collect();
+        let list = marks.join(", ");
+        conds.push(format!("(number_e164 IN ({list}) OR dialed IN ({list}))"));
+    }
+    if let Some(v) = &f.end_reason {
+        let p = bind(&mut args, Arg::Text(v.clone()));
+        conds.push(format!("end_reason = {p}"));
+    }
+    if let Some(t) = f.from {
+        let p = bind(&mut args, Arg::Int(to_micros(t)));
+        conds.push(format!("invite_at >= {p}"));
+    }
+    if let Some(t) = f.to {
+        let p = bind(&mut args, Arg::Int(to_micros(t)));
+        conds.push(format!("invite_at < {p}"));
+    }
+    if f.active {
+        conds.push("state = 'active'".into());
+    }
+    if let Some(list) = facilities {
+        let marks: Vec<String> = list
+            .iter()
+            .map(|v| bind(&mut args, Arg::Text(v.clone())))
+            .collect();
+        conds.push(format!("{facility} IN ({})", marks.join(", ")));
+    }
+    (conds.join(" AND "), args)
 }
 
 fn bind_all<'q>(
@@ -187,7 +232,7 @@ fn bind_all<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     for a in args {
         q = match a {
-            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Text(v) => q.bind(v.as_str()),
             Arg::Int(v) => q.bind(*v),
         };
     }
@@ -256,7 +301,8 @@ impl Store {
         if facilities.is_some_and(|l| l.is_empty()) {
             return Ok(empty);
         }
-        let (cond, args) = where_clause(f, facilities);
+        let sqlite = self.db.backend() == crate::db::Backend::Sqlite;
+        let (cond, args) = where_clause(f, facilities, sqlite);
         let n = args.len();
         let sql = format!(
             "SELECT {COLUMNS} FROM sessions WHERE {cond} \
@@ -291,5 +337,113 @@ impl Store {
         .await?
         .ok_or_else(|| StoreError::not_found("call", id))?;
         Ok(from_row(&row)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testing::TestDb;
+    use sqlx::Row;
+
+    /// The index SQLite's plan for a scoped search with `f` reads first.
+    async fn first_index(t: &TestDb, f: &CallFilter) -> String {
+        let scope = ["F1".to_string(), "F2".to_string()];
+        let (cond, args) = where_clause(f, Some(&scope), true);
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE {cond} \
+             ORDER BY invite_at DESC, id DESC LIMIT 50"
+        );
+        let rows = bind_all(sqlx::query(&sql), &args)
+            .fetch_all(t.db.pool())
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        plan.join(" | ")
+    }
+
+    /// Without statistics (a gateway never runs ANALYZE) SQLite still reads the inmate's or
+    /// the number's index, not every call of the facility, and the facility index for a
+    /// date range or the scope alone.
+    #[tokio::test]
+    async fn sqlite_searches_read_the_selective_index() {
+        let t = TestDb::sqlite().await;
+        let cases = [
+            (
+                CallFilter {
+                    inmate_id: Some("I1".into()),
+                    ..CallFilter::default()
+                },
+                "sessions_inmate_time",
+            ),
+            (
+                CallFilter {
+                    booking_number: Some("B-1".into()),
+                    facility_id: Some("F1".into()),
+                    ..CallFilter::default()
+                },
+                "sessions_inmate_time",
+            ),
+            (
+                CallFilter {
+                    number: Some("(555) 123-0001".into()),
+                    ..CallFilter::default()
+                },
+                "sessions_number_time",
+            ),
+            (
+                CallFilter {
+                    from: Some(Utc::now()),
+                    ..CallFilter::default()
+                },
+                "sessions_facility_time",
+            ),
+            (CallFilter::default(), "sessions_facility_time"),
+        ];
+        for (f, index) in cases {
+            let plan = first_index(&t, &f).await;
+            assert!(plan.contains(index), "{f:?}: {plan}");
+        }
+    }
+
+    /// Only the filters that are set are in the statement, each bound once; the number
+    /// is looked for as typed, as E.164 and as digits.
+    #[test]
+    fn only_set_filters_are_written() {
+        let (sql, args) = where_clause(&CallFilter::default(), None, false);
+        assert_eq!((sql.as_str(), args.len()), ("kind = 'call'", 0));
+        let f = CallFilter {
+            number: Some("+1 (555) 123-0001".into()),
+            end_reason: Some("busy".into()),
+            ..CallFilter::default()
+        };
+        let (sql, args) = where_clause(&f, Some(&["F1".into()]), false);
+        assert_eq!(
+            sql,
+            "kind = 'call' AND (number_e164 IN ($1, $2, $3) OR dialed IN ($1, $2, $3)) \
+             AND end_reason = $4 AND facility_id IN ($5)"
+        );
+        let texts: Vec<&str> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Text(s) => s.as_str(),
+                Arg::Int(_) => "",
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "+1 (555) 123-0001",
+                "+15551230001",
+                "15551230001",
+                "busy",
+                "F1"
+            ]
+        );
+        let (sql, _) = where_clause(&f, Some(&["F1".into()]), true);
+        assert!(sql.ends_with("+facility_id IN ($5)"), "{sql}");
     }
 }
