@@ -151,6 +151,19 @@ fn connected_secs(cdr: &Value) -> f64 {
     (time(cdr, "end_at") - time(cdr, "accepted_at")).num_milliseconds() as f64 / 1000.0
 }
 
+/// The CDR's billed increments, checked to be those begun in `secs` of connected time
+/// (one either way when the end fell within 0.3 s of an increment boundary).
+fn billed_as_begun(cdr: &Value, secs: f64) -> i64 {
+    let billed = cdr["billed_increments"].as_i64().unwrap();
+    let started = (secs / INCREMENT_SECS).floor() as i64 + 1;
+    let near_boundary = (secs % INCREMENT_SECS) < 0.3 || (secs % INCREMENT_SECS) > 2.7;
+    assert!(
+        billed == started || (near_boundary && (billed - started).abs() <= 1),
+        "connected {secs} s: {started} increments started, {billed} billed: {cdr}"
+    );
+    billed
+}
+
 /// A refused call: the gateway played a notice and hung up; nothing reached the trunk,
 /// nothing was charged.
 fn assert_refused(case: &Case, trunk: &mut Sipp, reason: &str, inmate: Option<&Inmate>) {
@@ -245,13 +258,7 @@ fn pin_by_sip_info_then_caller_hangs_up_mid_call() {
     assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
     assert_eq!(cdr["inmate_id"], inmate.id.as_str(), "{cdr}");
     let secs = connected_secs(cdr);
-    let billed = cdr["billed_increments"].as_i64().unwrap();
-    let started = (secs / INCREMENT_SECS).floor() as i64 + 1;
-    let near_boundary = (secs % INCREMENT_SECS) < 0.3 || (secs % INCREMENT_SECS) > 2.7;
-    assert!(
-        billed == started || (near_boundary && (billed - started).abs() <= 1),
-        "connected {secs} s: {started} increments started, {billed} billed: {cdr}"
-    );
+    let billed = billed_as_begun(cdr, secs);
     assert!(billed >= 1, "{cdr}");
     let charged = dec(COST) * Decimal::from(billed);
     assert_eq!(money(&cdr["amount"]), charged, "{cdr}");
@@ -458,13 +465,7 @@ fn a_trunk_that_falls_silent_is_ended_by_the_media_timeout() {
         "cut {secs} s after acceptance, expected ~7.3 (4.3 s of trunk RTP + 3 s): {cdr}"
     );
     // Charged: every increment begun, once, and nothing after the end.
-    let billed = cdr["billed_increments"].as_i64().unwrap();
-    let started = (secs / INCREMENT_SECS).floor() as i64 + 1;
-    let near_boundary = (secs % INCREMENT_SECS) < 0.3 || (secs % INCREMENT_SECS) > 2.7;
-    assert!(
-        billed == started || (near_boundary && (billed - started).abs() <= 1),
-        "connected {secs} s: {started} increments started, {billed} billed: {cdr}"
-    );
+    let billed = billed_as_begun(cdr, secs);
     let charged = dec(COST) * Decimal::from(billed);
     assert_eq!(money(&cdr["amount"]), charged, "{cdr}");
     assert_eq!(api.call_charges(&inmate.account).len() as i64, billed);
