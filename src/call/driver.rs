@@ -620,12 +620,19 @@ impl CallTask {
                     }
                 }
                 input = rx.recv() => match input {
-                    Some(CallInput::Sip(ev)) => self.on_sip(ev, false).await,
+                    Some(CallInput::Sip(ev)) => {
+                        // An INFO key press may accept the call (as above).
+                        let now = self.now();
+                        self.report_rtp(now);
+                        self.on_sip(ev, false).await
+                    }
                     Some(CallInput::AnsweredBye(ev)) => self.on_sip(ev, true).await,
                     None => { let now = self.now(); self.call.fail(now); }
                 },
                 Some(ev) = media_rx.recv() => {
                     let now = self.now();
+                    // A key press may accept the call: decide on fresh media figures.
+                    self.report_rtp(now);
                     match ev {
                         MediaEvent::Digit { side, digit } => {
                             debug!(?side, %digit, "digit");

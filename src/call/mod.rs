@@ -37,10 +37,13 @@
 //!   `a=inactive` for longer than the timeout, is cut too (re-INVITEs do not change the
 //!   media here: the driver's module doc); raise or disable the timeout for such peers.
 //! - **What is heard.** The driver reads the media engine's per-leg stamp of the last
-//!   valid RTP packet (audio or telephone-event from the negotiated peer; RTCP does not
-//!   count) and hands it to [`Call::rtp_received`] before every [`Call::handle_timeout`].
-//!   A leg's silence counts from its last packet or from acceptance, whichever is later
-//!   (what the legs sent during the PIN and the announcement says nothing about now).
+//!   valid RTP packet (from the negotiated peer, any payload type, comfort noise included;
+//!   RTCP does not count) and hands it to [`Call::rtp_received`] before every
+//!   [`Call::handle_timeout`] and every key press (one may accept the call). The trunk's
+//!   silence counts from its last packet or from acceptance, whichever is later (its
+//!   media was not needed before); the handset's from its last packet or from when it was
+//!   answered, so a handset that went dead while the called party rang ends the call at
+//!   acceptance, before the first increment.
 //!   [`Call::poll_timeout`] includes the earliest leg's deadline, so the driver wakes then,
 //!   refreshes the stamps and the deadline moves on while media flows: about one wake-up
 //!   per timeout per call.
@@ -340,6 +343,8 @@ pub struct Call {
     pending_reason: Option<EndReason>,
     answered_at: Option<Instant>,
     accepted_at: Option<Instant>,
+    /// When the gateway answered the handset: its media has been flowing since.
+    began_at: Instant,
     /// Per leg (handset, trunk): when its last RTP packet arrived, as the driver last
     /// read it from the media engine.
     rtp_heard: [Option<Instant>; 2],
@@ -365,6 +370,7 @@ impl Call {
             pending_reason: None,
             answered_at: None,
             accepted_at: None,
+            began_at: now,
             rtp_heard: [None; 2],
             actions: VecDeque::new(),
         };
@@ -655,15 +661,20 @@ impl Call {
     }
 
     /// When the quieter leg's silence reaches the media timeout: only while bridged.
+    /// The handset's silence counts from when it was answered (a handset dead while the
+    /// called party was ringing is dead at acceptance), the trunk's from acceptance (its
+    /// media may start late and was not needed before).
     fn media_deadline(&self) -> Option<Instant> {
         if self.state != CallState::Connected {
             return None;
         }
         let (timeout, accepted) = (self.timers_cfg.media?, self.accepted_at?);
+        let floors = [self.began_at, accepted];
         let quietest = self
             .rtp_heard
             .iter()
-            .map(|h| h.map_or(accepted, |h| h.max(accepted)))
+            .zip(floors)
+            .map(|(h, floor)| h.map_or(floor, |h| h.max(floor)))
             .min()?;
         quietest.checked_add(timeout)
     }
@@ -674,6 +685,11 @@ impl Call {
         self.disarm(Timer::Accept);
         self.accepted_at = Some(now);
         self.state = CallState::Connected;
+        if self.media_deadline().is_some_and(|at| at <= now) {
+            // The handset went silent while the called party was ringing: end before the
+            // first increment, uncharged.
+            return self.end_with_notice(now, EndReason::MediaTimeout);
+        }
         self.actions
             .push_back(CallAction::StopPlaying { leg: Leg::Trunk });
         self.actions

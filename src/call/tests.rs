@@ -684,7 +684,8 @@ fn flowing_media_moves_the_deadline_and_old_reports_do_not_move_it_back() {
     c.debit_succeeded(t0, 1, "4.99".parse().unwrap());
     drain(&mut c);
     let at = |s: u64| t0 + Duration::from_secs(s);
-    // Silence counts from acceptance, not from what the legs sent before it.
+    // Silence counts from acceptance at the earliest (the call began at t0 here too), not
+    // from what the legs sent before it.
     c.rtp_received(Leg::Handset, t0 - Duration::from_secs(30));
     c.rtp_received(Leg::Trunk, t0 - Duration::from_secs(30));
     let media_deadline = |c: &Call| c.media_deadline();
@@ -706,6 +707,46 @@ fn flowing_media_moves_the_deadline_and_old_reports_do_not_move_it_back() {
         .any(|a| matches!(a, CallAction::Ended(_))));
     assert_eq!(c.state(), CallState::Connected);
     assert_eq!(media_deadline(&c), Some(at(110)));
+}
+
+#[test]
+fn a_handset_dead_while_the_called_party_rang_is_not_bridged_nor_charged() {
+    // The inmate's handset sent its PIN and then nothing; the called party answers after
+    // 70 s of ringing and presses 1 five seconds later: the handset has been silent for
+    // 74 s, past the 60 s timeout, so the call ends at acceptance, before increment 1.
+    let t0 = epoch();
+    let mut c = to_destination_with(t0, CallTimers::default());
+    c.destination_checked(t0, auth(false, "5.00", "0.01"));
+    drain(&mut c);
+    c.rtp_received(Leg::Handset, t0 + Duration::from_secs(1));
+    c.trunk_answered(t0 + Duration::from_secs(70));
+    drain(&mut c);
+    let accept = t0 + Duration::from_secs(75);
+    c.rtp_received(Leg::Trunk, accept);
+    c.digit(accept, Leg::Trunk, '1');
+    let a = drain(&mut c);
+    assert!(
+        !a.iter().any(|x| matches!(
+            x,
+            CallAction::Debit { .. } | CallAction::Bridge | CallAction::StartRecording { .. }
+        )),
+        "{a:?}"
+    );
+    let s = ended(&a).cloned().unwrap();
+    assert_eq!(
+        (s.reason, s.increments, s.ended_at),
+        (EndReason::MediaTimeout, 0, accept)
+    );
+    // The same call with a live handset is bridged and charged.
+    let mut c = to_destination_with(t0, CallTimers::default());
+    c.destination_checked(t0, auth(false, "5.00", "0.01"));
+    c.trunk_answered(t0 + Duration::from_secs(70));
+    drain(&mut c);
+    c.rtp_received(Leg::Handset, accept);
+    c.digit(accept, Leg::Trunk, '1');
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::Bridge), "{a:?}");
+    assert!(a.iter().any(|x| matches!(x, CallAction::Debit { .. })));
 }
 
 #[test]

@@ -994,6 +994,12 @@ fn relay_one(
             None
         }
         RelayDecision::Drop(reason) => {
+            if reason == DropReason::PayloadType {
+                // Well-formed RTP from the right peer in a format we did not negotiate
+                // (comfort noise from a phone with silence suppression): not relayed, but
+                // the peer is alive.
+                call.activity.heard(side, now);
+            }
             count_drop(c, reason);
             None
         }
