@@ -312,11 +312,18 @@ fn settle(path: &Path, mut closed: ClosedFile) -> io::Result<FinishedFile> {
                 tracing::error!(path = %path.display(), error = %e,
                     "cannot repair the header of a recording whose writing failed; chained as it is");
                 closed.bytes = std::fs::metadata(path)?.len();
+                let data = closed.bytes.saturating_sub(wav::HEADER_LEN);
+                closed.frames = data / u64::from(wav::CHANNELS);
             }
         }
     }
-    // fsync through a fresh descriptor: it syncs the file, whoever wrote it.
-    File::open(path)?.sync_all()?;
+    // fsync through a fresh descriptor: it syncs the file, whoever wrote it. A failed sync
+    // (EIO, a full disk) is logged and the file hashed as it reads now: chaining what is
+    // there beats leaving the row `recording` and the file unchained until a restart.
+    if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
+        tracing::error!(path = %path.display(), error = %e,
+            "cannot sync a finished recording to disk; hashed and chained as it reads");
+    }
     let sha256 = hash_file(path)?;
     Ok(FinishedFile { closed, sha256 })
 }
@@ -554,7 +561,7 @@ mod tests {
     }
 
     /// A file that cannot be repaired is still hashed and chained as it is, with its real
-    /// length.
+    /// length and the frames that length holds.
     #[test]
     fn a_failed_file_that_cannot_be_repaired_is_hashed_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
@@ -569,7 +576,9 @@ mod tests {
             write_failed: true,
         };
         let f = settle(&path, closed).unwrap();
-        assert_eq!((f.closed.bytes, f.closed.frames), (101, 10));
+        // 43 bytes after the header: 21 whole stereo frames, so the duration agrees
+        // with the size chained.
+        assert_eq!((f.closed.bytes, f.closed.frames), (101, 21));
         assert_eq!(f.sha256, hash_file(&path).unwrap());
     }
 
