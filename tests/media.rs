@@ -144,6 +144,45 @@ fn sdp_hold_with_sendonly_is_answered_recvonly() {
     assert_eq!(n.ptime, 20);
 }
 
+/// A re-INVITE's offer tells whether the peer still sends: hold without media (inactive,
+/// recvonly, a switched-off stream) vs hold with music (sendonly) and resume (sendrecv).
+#[test]
+fn sdp_reoffered_direction_says_whether_the_peer_sends() {
+    let reoffer = |c: &str, port: &str, attr: &str| {
+        let text = wire(&format!(
+            "v=0\no=- 1 2 IN IP4 192.0.2.10\ns=-\nc=IN IP4 {c}\nt=0 0\n\
+             m=audio {port} RTP/AVP 0\n{attr}\n"
+        ));
+        let sd: SessionDescription = text.parse().unwrap();
+        sdp::reoffered_direction(&sd)
+    };
+    let cases = [
+        ("192.0.2.10", "4000", "a=inactive", Direction::Inactive),
+        ("192.0.2.10", "4000", "a=recvonly", Direction::SendOnly),
+        ("192.0.2.10", "4000", "a=sendonly", Direction::RecvOnly),
+        ("192.0.2.10", "4000", "a=sendrecv", Direction::SendRecv),
+        ("192.0.2.10", "4000", "", Direction::SendRecv),
+        ("0.0.0.0", "4000", "", Direction::RecvOnly),
+        ("192.0.2.10", "0", "", Direction::Inactive),
+    ];
+    for (c, port, attr, ours) in cases {
+        let got = reoffer(c, port, attr);
+        assert_eq!(got, Some(ours), "{c} {port} {attr}");
+        // What the media timeout reads: does the peer send?
+        let peer_sends = ours.receives();
+        assert_eq!(
+            peer_sends,
+            // A legacy `c=0.0.0.0` hold stops what the peer receives, not what it sends.
+            matches!(attr, "a=sendonly" | "a=sendrecv" | "") && port != "0",
+            "{c} {port} {attr}"
+        );
+    }
+    let no_audio: SessionDescription = wire("v=0\no=- 1 2 IN IP4 192.0.2.10\ns=-\nt=0 0\n")
+        .parse()
+        .unwrap();
+    assert_eq!(sdp::reoffered_direction(&no_audio), None);
+}
+
 #[test]
 fn sdp_legacy_hold_c_zero_is_answered_recvonly() {
     let n = check_answer(

@@ -432,6 +432,39 @@ fn caller_hangs_up_while_ringing_cancels_the_trunk() {
     api.assert_ledger_clean();
 }
 
+/// The called party accepts and puts the call on hold without media (re-INVITE with
+/// `a=inactive`): its silence is announced, not a dead line, so a 3-second media timeout
+/// does not cut it; the inmate hangs up 9 s after the PIN and the call ends as usual.
+#[test]
+fn a_called_party_on_hold_is_not_cut_by_the_media_timeout() {
+    let Some(case) = Case::start_with("media_hold", &[("RTP_MEDIA_TIMEOUT_SECS", "3")]) else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-1700", "6284", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    let mut trunk = case.trunk(Trunk::answer("1").hold_after_key());
+    let mut hs = case.handset(
+        0,
+        &Handset::new(&inmate.pin, Via::Rtp)
+            .speaking(INMATE_TONE)
+            .hang_up_after(12_000),
+    );
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(20));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    let secs = connected_secs(cdr);
+    assert!(
+        secs > 6.0,
+        "on hold for {secs} s, past the 3 s timeout: {cdr}"
+    );
+    assert_eq!(trunk.count_requests("BYE"), 1, "the trunk got BYE");
+    let billed = billed_as_begun(cdr, secs);
+    assert_eq!(money(&cdr["amount"]), dec(COST) * Decimal::from(billed));
+    api.assert_ledger_clean();
+}
+
 /// The called party accepts and talks for 4 s, then its media stops without a BYE (a
 /// trunk gone dead) while the inmate goes on talking. With a 3-second media timeout the
 /// gateway ends the call 3 s after the trunk's last packet — not earlier, so RTP that

@@ -30,8 +30,10 @@
 //!   closed until the trunk INVITE has a final answer, so such a 2xx is never orphaned.
 //! - INVITEs without SDP (late offer) are refused 488: handsets and trunks that the
 //!   gateway serves send an offer.
-//! - re-INVITEs are answered with the SDP already agreed (no hold, no codec change); the
-//!   media keeps flowing to the negotiated addresses.
+//! - re-INVITEs are answered with the SDP already agreed (no codec change); the media
+//!   keeps flowing to the negotiated addresses. What the offer says of the peer's sending
+//!   is kept, though: a hold without media (`inactive`, `recvonly`, port 0) is not a dead
+//!   line for the media timeout, and a re-offer counts as a sign of life.
 //! - Before every timeout it hands the machine, the task reads the media engine's stamp
 //!   of each leg's last RTP packet ([`CallMedia::rtp_silence`]) and reports it
 //!   (`Call::rtp_received`), so the media timeout (`call` module doc) ends a bridged call
@@ -672,6 +674,35 @@ impl CallTask {
         }
     }
 
+    /// A re-INVITE's offer says whether the peer goes on sending (`sendrecv`, `sendonly`)
+    /// or holds without media (`recvonly`, `inactive`, port 0); the media timeout reads
+    /// it through the leg's negotiated direction ([`last_heard`]). The relay is unchanged.
+    /// A peer that re-offers media is alive now (a resumed peer's first packets may take
+    /// a moment), so its silence counts from here.
+    fn note_reoffer(&mut self, leg: Leg, req: &Request, now: Instant) {
+        let Some(direction) = parse_offer(req)
+            .ok()
+            .and_then(|o| sdp::reoffered_direction(&o))
+        else {
+            return;
+        };
+        let media = match leg {
+            Leg::Handset => Some(&mut self.handset.media),
+            Leg::Trunk => self.trunk.as_mut().and_then(|t| t.media.as_mut()),
+        };
+        if let Some(m) = media {
+            if m.direction != direction {
+                info!(
+                    ?leg,
+                    direction = direction.as_str(),
+                    "re-INVITE changes the media direction"
+                );
+                m.direction = direction;
+            }
+            self.call.rtp_received(leg, now);
+        }
+    }
+
     /// Attaches a live listener's tap: only to an accepted, bridged, non-privileged call.
     fn listen(&self, tap: crate::media::engine::Tap) -> Result<(), super::live::ListenRefusal> {
         use super::live::ListenRefusal;
@@ -1213,7 +1244,9 @@ impl CallTask {
                 self.sb.respond(&key, r).await;
             }
             Method::Invite => {
-                // re-INVITE: keep the media as agreed, answer with our SDP.
+                // re-INVITE: keep the media as agreed, answer with our SDP; but note a
+                // hold (the peer will send nothing) so the media timeout spares it.
+                self.note_reoffer(leg, &req, now);
                 let body = match leg {
                     Leg::Handset => self.handset.answer.clone(),
                     Leg::Trunk => self

@@ -33,9 +33,10 @@
 //!   the case that costs money, one party gone while the other still sends (and hears
 //!   nothing). A party who is merely silent still sends RTP: SIP phones and trunks send
 //!   G.711 frames on mute and in silence (we negotiate no comfort noise), so only a leg
-//!   that sends *nothing* is cut. A peer that suppresses silence entirely, or holds with
-//!   `a=inactive` for longer than the timeout, is cut too (re-INVITEs do not change the
-//!   media here: the driver's module doc); raise or disable the timeout for such peers.
+//!   that sends *nothing* is cut. A peer that holds with a re-INVITE saying it will send
+//!   nothing (`inactive`, `recvonly`) is not silent but on hold, and is not cut (the
+//!   driver's module doc); one that suppresses silence without sending comfort noise is;
+//!   raise or disable the timeout for such peers.
 //! - **What is heard.** The driver reads the media engine's per-leg stamp of the last
 //!   valid RTP packet (from the negotiated peer, any payload type, comfort noise included;
 //!   RTCP does not count) and hands it to [`Call::rtp_received`] before every

@@ -811,6 +811,19 @@ fn peer_direction(sdp: &SessionDescription, m: &MediaDescription, addr: IpAddr) 
     }
 }
 
+/// The gateway's direction toward a peer that offers `offer` again (a re-INVITE: hold with
+/// `sendonly`, `inactive` or `c=0.0.0.0`, resume with `sendrecv`), as an answer would
+/// write it ([`NegotiatedMedia::direction`]); an audio stream with port 0 is switched off
+/// (`inactive`). `None` when the offer has no audio stream or no address for it.
+pub fn reoffered_direction(offer: &SessionDescription) -> Option<Direction> {
+    let m = offer.media.iter().find(|m| m.media == "audio")?;
+    if m.port == 0 {
+        return Some(Direction::Inactive);
+    }
+    let addr = m.connection.or(offer.connection)?.addr;
+    Some(peer_direction(offer, m, addr).mirror())
+}
+
 /// Where the peer of `m` receives RTP.
 fn media_addr(sdp: &SessionDescription, m: &MediaDescription) -> Result<SocketAddr, SdpError> {
     let c = m

@@ -572,6 +572,14 @@ impl Trunk {
             ..self
         }
     }
+    /// Puts the call on hold without media (re-INVITE, `a=inactive`) after pressing the
+    /// key, then waits for the gateway's BYE.
+    pub fn hold_after_key(self) -> Trunk {
+        Trunk {
+            then: "hold",
+            ..self
+        }
+    }
     /// Hangs up `ms` after pressing the key.
     pub fn hang_up_after(self, ms: u32) -> Trunk {
         Trunk {
