@@ -24,6 +24,19 @@ fn scoped(
     if let Some(fid) = &f.facility_id {
         caller.scope(fid)?;
     }
+    // A mistyped reason would find nothing and look like "no such calls".
+    if let Some(r) = f.end_reason.as_deref() {
+        if crate::call::EndReason::parse(r).is_none() {
+            let known: Vec<&str> = crate::call::EndReason::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "end_reason '{r}' is not one of: {}",
+                known.join(", ")
+            )));
+        }
+    }
     let list = match &caller.0.facilities {
         Facilities::All => None,
         Facilities::Only(list) => {
