@@ -233,7 +233,7 @@ impl Default for RtpConfig {
     fn default() -> Self {
         RtpConfig {
             port_min: 20000,
-            port_max: 20999,
+            port_max: 29999,
             advertised_ip: "127.0.0.1".into(),
             listen_ip: "0.0.0.0".into(),
             workers: 0,
@@ -499,7 +499,7 @@ mod tests {
         let c = Config::from_toml(CHECKED_IN, "config/sallyport.toml").unwrap();
         assert_eq!(c.database.url, "sqlite://data/sallyport.db");
         assert_eq!(c.sip.udp_listen.port(), 5060);
-        assert_eq!((c.rtp.port_min, c.rtp.port_max), (20000, 20999));
+        assert_eq!((c.rtp.port_min, c.rtp.port_max), (20000, 29999));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.sip.trunk.to_string(), "127.0.0.1:5080");
     }
