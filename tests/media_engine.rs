@@ -545,6 +545,7 @@ fn dropping_a_call_releases_its_ports_and_exhaustion_is_an_error() {
     assert!(matches!(err, MediaError::PortsExhausted), "{err:?}");
     assert_eq!(err.sip_status(), 503);
     assert_eq!(engine.stats().port_pairs_in_use, 2);
+    assert_eq!(engine.stats().port_exhausted, 1, "counted for /metrics");
 
     drop(first);
     // At once: allocate waits for the worker to close the sockets it was told to close.
@@ -558,6 +559,7 @@ fn dropping_a_call_releases_its_ports_and_exhaustion_is_an_error() {
     drop(second);
     let s = wait_stats(&engine, |s| s.calls == 0 && s.port_pairs_in_use == 0);
     assert_eq!((s.calls, s.legs, s.port_pairs_in_use), (0, 0, 0), "{s:?}");
+    assert_eq!(s.port_exhausted, 2);
 }
 
 #[test]

@@ -127,6 +127,15 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
         ),
     ];
     write_family(out, "gauge", &gauges);
+    write_family(
+        out,
+        "counter",
+        &[(
+            "sallyport_media_port_exhausted_total",
+            "Calls refused (503) because every RTP/RTCP port pair was in use.",
+            m.port_exhausted,
+        )],
+    );
     let media = [
         (
             "sallyport_rtp_received_total",

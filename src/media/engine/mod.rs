@@ -208,6 +208,8 @@ pub struct MediaStats {
     pub port_pairs_in_use: u64,
     /// RTP/RTCP port pairs in the range.
     pub port_pairs_total: u64,
+    /// Allocations refused because every pair was in use (the call was answered 503).
+    pub port_exhausted: u64,
     /// Datagrams received (RTP and RTCP, from anyone).
     pub received: u64,
     /// Packets relayed to the other leg (accepted by the kernel).
@@ -243,6 +245,8 @@ struct Ports {
     /// Pairs a worker has been told to release but has not yet (their sockets close
     /// first, so a new bind of the same port cannot fail).
     closing: usize,
+    /// Allocations refused because every pair was in use (calls answered 503).
+    exhausted: u64,
 }
 
 /// State shared by the API side and the workers (touched at call set-up and end only).
@@ -279,10 +283,14 @@ impl Shared {
         loop {
             match p.alloc.allocate() {
                 Ok(pair) => return Ok(pair),
-                Err(_) if p.closing == 0 => return Err(MediaError::PortsExhausted),
+                Err(_) if p.closing == 0 => {
+                    p.exhausted += 1;
+                    return Err(MediaError::PortsExhausted);
+                }
                 Err(_) => {
                     let left = deadline.saturating_duration_since(Instant::now()); // clock-ok
                     if left.is_zero() {
+                        p.exhausted += 1;
                         return Err(MediaError::PortsExhausted);
                     }
                     p = match self.released.wait_timeout(p, left) {
@@ -372,7 +380,11 @@ impl MediaEngine {
     ) -> Result<MediaEngine, MediaError> {
         let alloc = PortAllocator::new(cfg.port_min, cfg.port_max)?;
         let shared = Arc::new(Shared {
-            ports: Mutex::new(Ports { alloc, closing: 0 }),
+            ports: Mutex::new(Ports {
+                alloc,
+                closing: 0,
+                exhausted: 0,
+            }),
             released: Condvar::new(),
         });
         let n = match cfg.workers {
@@ -457,6 +469,7 @@ impl MediaEngine {
         let p = self.inner.shared.lock();
         s.port_pairs_total = p.alloc.capacity() as u64;
         s.port_pairs_in_use = (p.alloc.capacity() - p.alloc.available()) as u64;
+        s.port_exhausted = p.exhausted;
         s
     }
 }
