@@ -457,7 +457,12 @@ async fn search(app: App) {
     assert_eq!(v["limit"], 500);
     let (_, v) = admin(&app, "GET", "/api/v1/calls", None).await;
     assert_eq!(v["limit"], 50);
-    for bad in ["limit=x", "from=yesterday", "colour=red", "end_reason=hung_up"] {
+    for bad in [
+        "limit=x",
+        "from=yesterday",
+        "colour=red",
+        "end_reason=hung_up",
+    ] {
         let (s, e) = admin(&app, "GET", &q(bad), None).await;
         assert_eq!(
             (s, err_code(&e)),
