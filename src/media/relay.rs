@@ -346,10 +346,10 @@ impl Leg {
         &self.counters
     }
 
-    /// When the last valid RTP packet (negotiated payload type, from the negotiated or
-    /// latched peer) arrived, forwarded or not. RTCP does not count: receiver reports say
-    /// nothing about whether anyone is still on the line (the media engine stamps the same
-    /// packets for the media timeout).
+    /// When the last well-formed RTP packet from the negotiated or latched peer arrived,
+    /// forwarded, kept or dropped for its payload type. RTCP does not count: receiver
+    /// reports say nothing about whether anyone is still on the line. The media engine
+    /// publishes this stamp to the call's task for the media timeout.
     pub fn last_rtp(&self) -> Option<Instant> {
         self.last_rtp
     }
@@ -501,11 +501,13 @@ impl Relay {
         let Ok(mut packet) = RtpViewMut::parse(buf) else {
             return inbound.reject(DropReason::Malformed);
         };
+        // Well-formed RTP from the peer: alive, even in a payload type we did not negotiate
+        // (comfort noise from a phone that suppresses silence), which is then dropped.
+        inbound.last_rtp = Some(now);
         let Some(kind) = classify_payload(inbound, packet.view().payload_type()) else {
             return inbound.reject(DropReason::PayloadType);
         };
         inbound.latched.get_or_insert(from);
-        inbound.last_rtp = Some(now);
         let digit = detect(inbound, kind, &packet);
         let pass = bridged && (kind == Payload::Audio || forward_events);
         match outbound.filter(|_| pass) {

@@ -952,7 +952,8 @@ fn ring() -> Option<Ring> {
 /// Runs one received datagram through its call's relay and counts the outcome; returns
 /// the forward to send (`len` bytes of the buffer, rewritten in place, to `to`).
 ///
-/// Every valid RTP packet stamps the leg's [`RtpActivity`] (not RTCP, not drops).
+/// A packet the relay counted as a sign of life ([`crate::media::relay::Leg::last_rtp`]:
+/// well-formed RTP from the peer) stamps the leg's [`RtpActivity`].
 ///
 /// Recorder tap (issue 4): here, in the `Forward` arm (`buf[..len]` rewritten for
 /// `side.other()`) and the `Consume` arm (`buf` as received from `side`: muted audio,
@@ -972,10 +973,13 @@ fn relay_one(
     } else {
         call.relay.on_packet(side, from, buf, now)
     };
+    // The relay decides what is a sign of life (`Leg::last_rtp`); this packet was one if
+    // it moved the stamp to `now`. Published for the call's task (media timeout).
+    if !rtcp && call.relay.leg(side).and_then(|l| l.last_rtp()) == Some(now) {
+        call.activity.heard(side, now);
+    }
     match decision {
         RelayDecision::Forward { to, len, digit } => {
-            // Only RTP is forwarded: the peer is alive (media timeout, `activity`).
-            call.activity.heard(side, now);
             report(call, c, side, digit);
             let sent = buf.get(..len).unwrap_or(&[]);
             c.tap_dropped += super::tap::feed(&mut call.taps, side.other(), sent, now);
@@ -986,20 +990,10 @@ fn relay_one(
             c.consumed += 1;
             if rtcp || classify(buf) == PacketKind::Rtcp {
                 c.rtcp_received += 1;
-            } else {
-                // Valid RTP kept here (muted direction, a key press): the peer is alive;
-                // RTCP alone does not say so (`activity` module doc).
-                call.activity.heard(side, now);
             }
             None
         }
         RelayDecision::Drop(reason) => {
-            if reason == DropReason::PayloadType {
-                // Well-formed RTP from the right peer in a format we did not negotiate
-                // (comfort noise from a phone with silence suppression): not relayed, but
-                // the peer is alive.
-                call.activity.heard(side, now);
-            }
             count_drop(c, reason);
             None
         }
