@@ -24,11 +24,12 @@
 //!   muted, and forwarding resumes by itself when the side's output runs dry.
 //!
 //! [`CallMedia::last_rtp`] (and [`CallMedia::rtp_silence`]) say when a leg's peer last sent
-//! valid RTP — audio or telephone-events of a negotiated payload type from the negotiated or
-//! latched address, forwarded or not; never RTCP, whose receiver reports a phone may keep
-//! sending with its audio path gone. The worker stamps it with one relaxed atomic store per
-//! packet into memory of that call alone (millisecond resolution, `activity.rs`); the call
-//! task reads it to end calls whose media has stopped (the `call` module doc).
+//! well-formed RTP from the negotiated or latched address, forwarded or not, in any payload
+//! type (what the relay's `Leg::last_rtp` counts); never RTCP, whose receiver reports a
+//! phone may keep sending with its audio path gone. The worker publishes the relay's stamp
+//! with one relaxed atomic store per such packet into memory of that call alone
+//! (millisecond resolution, `activity.rs`); the call task reads it to end calls whose
+//! media has stopped (the `call` module doc).
 //!
 //! `play` and `PromptsDone` pair one to one: each `play` yields one
 //! [`MediaEvent::PromptsDone`] for its side, and all of them arrive when the side's queue
@@ -688,6 +689,8 @@ mod tests {
     use crate::media::sdp::CodecName;
     use std::path::Path;
 
+    /// Test ranges sit below the kernel's ephemeral ports (32768–60999 by default): the
+    /// tests' own 400 peer sockets, bound to port 0, would otherwise land in them.
     fn engine(port_min: u16, port_max: u16, rx_buffers: u16) -> MediaEngine {
         let cfg = EngineConfig {
             port_min,
@@ -768,7 +771,7 @@ mod tests {
 
     #[test]
     fn many_calls_on_one_worker_relay_every_packet() {
-        let engine = engine(42000, 42999, worker::RX_BUFFERS);
+        let engine = engine(30000, 30999, worker::RX_BUFFERS);
         let s = relay_bursts(&engine, 200, 5);
         assert_eq!(
             (s.received, s.relayed, s.dropped_send),
@@ -781,7 +784,7 @@ mod tests {
     fn running_out_of_receive_buffers_loses_nothing() {
         // 8 buffers for bursts of 400 datagrams: receives end with ENOBUFS, the datagrams
         // wait on their sockets, and the worker re-arms once buffers come back.
-        let engine = engine(43000, 43999, 8);
+        let engine = engine(31000, 31999, 8);
         let s = relay_bursts(&engine, 200, 5);
         assert_eq!(
             (s.received, s.relayed, s.dropped_send),
