@@ -2,6 +2,7 @@
 //! operations so that a test can check it against the router (every route documented,
 //! nothing documented that is not routed).
 
+use crate::call::EndReason;
 use serde_json::{json, Map, Value};
 
 /// One documented operation.
@@ -207,14 +208,6 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description })
 }
 
-/// Every CDR end reason, from the one list the call flow keeps.
-fn end_reasons() -> Vec<&'static str> {
-    crate::call::EndReason::ALL
-        .iter()
-        .map(|r| r.as_str())
-        .collect()
-}
-
 /// Query parameters of the operations that take some.
 fn query_params(o: &Op) -> Vec<Value> {
     let text = || json!({ "type": "string" });
@@ -235,7 +228,7 @@ fn query_params(o: &Op) -> Vec<Value> {
             ),
             query(
                 "end_reason",
-                json!({ "type": "string", "enum": end_reasons() }),
+                json!({ "type": "string", "enum": EndReason::ALL.map(EndReason::as_str) }),
                 "How the call ended (the CDR's end_reason)",
             ),
             query(

@@ -159,10 +159,7 @@ mod tests {
             .map(|r| r.trim().trim_matches('"'))
             .filter(|r| !r.is_empty())
             .collect();
-        let all: Vec<&str> = crate::call::EndReason::ALL
-            .iter()
-            .map(|r| r.as_str())
-            .collect();
+        let all = crate::call::EndReason::ALL.map(crate::call::EndReason::as_str);
         assert_eq!(listed, all, "web/app.js END_REASONS");
     }
 

@@ -8,10 +8,10 @@
 //! ```
 //!
 //! Owns: the order of things, the retries, the timeouts (`InterDigit`, `Dial`,
-//! `AcceptTimeout`, `PromptGuard`, the media timeout) and the end reason. It asks its driver (a thin tokio
-//! task, `call::driver`) to do everything that needs I/O with [`CallAction`]s — look up a
-//! PIN, check a destination, place the trunk INVITE, play a prompt, bridge, debit — and is
-//! told the outcome with `handle_*` calls. Billing is the nested [`Charging`] machine, the
+//! `AcceptTimeout`, `PromptGuard`, the media timeout) and the end reason. It asks its
+//! driver (a thin tokio task, `call::driver`) to do everything that needs I/O with
+//! [`CallAction`]s — look up a PIN, check a destination, place the trunk INVITE, play a
+//! prompt, bridge, debit — and is told the outcome with `handle_*` calls. Billing is the nested [`Charging`] machine, the
 //! same one video visits drive. Nothing here reads the clock, a socket or the database:
 //! every input carries `now`, so a 61-minute call is tested in microseconds.
 //!

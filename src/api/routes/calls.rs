@@ -5,6 +5,7 @@
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::{AppState, Gateway};
+use crate::call::EndReason;
 use crate::ledger::SessionCharge;
 use crate::store::{CallFilter, CallPage, Cdr, Facilities, Recording, Role};
 use axum::extract::{Path, State};
@@ -26,14 +27,10 @@ fn scoped(
     }
     // A mistyped reason would find nothing and look like "no such calls".
     if let Some(r) = f.end_reason.as_deref() {
-        if crate::call::EndReason::parse(r).is_none() {
-            let known: Vec<&str> = crate::call::EndReason::ALL
-                .iter()
-                .map(|r| r.as_str())
-                .collect();
+        if EndReason::parse(r).is_none() {
+            let known = EndReason::ALL.map(EndReason::as_str).join(", ");
             return Err(ApiError::bad_request(format!(
-                "end_reason '{r}' is not one of: {}",
-                known.join(", ")
+                "end_reason '{r}' is not one of: {known}"
             )));
         }
     }

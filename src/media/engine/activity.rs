@@ -1,12 +1,12 @@
-//! When each leg of a call last sent media: stamped by the call's worker on the packet
-//! path, read by the call's task for the media timeout (the `call` module doc).
+//! When each leg of a call last sent media: the relay's stamp (`Leg::last_rtp`), published
+//! by the call's worker on the packet path, read by the call's task for the media timeout
+//! (the `call` module doc).
 //!
-//! What counts: a valid RTP packet from the leg's negotiated or latched peer, whether it is
-//! forwarded, kept (muted direction, a key press) or dropped for a payload type the leg did
-//! not negotiate (comfort noise from a phone that suppresses silence: not relayed, but the
-//! peer is there). What does not: RTCP (on its own port or muxed), packets from anyone
-//! else, malformed packets. RTCP is left
-//! out on purpose: a phone whose audio path is gone (a crashed media thread, a one-way
+//! What counts: a well-formed RTP packet from the leg's negotiated or latched peer, whether
+//! it is forwarded, kept (muted direction, a key press) or dropped for a payload type the
+//! leg did not negotiate (comfort noise from a phone that suppresses silence: not relayed,
+//! but the peer is there). What does not: RTCP (on its own port or muxed), packets from
+//! anyone else, malformed packets. RTCP is left out on purpose: a phone whose audio path is gone (a crashed media thread, a one-way
 //! NAT pinhole, a trunk that dropped the bearer) can keep sending receiver reports, and
 //! they say nothing about whether anybody is still on the line.
 //!
