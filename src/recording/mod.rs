@@ -303,19 +303,19 @@ impl Closing {
 /// hashed as it is with its real length: chained as found rather than left unchained.
 fn settle(path: &Path, mut closed: ClosedFile) -> io::Result<FinishedFile> {
     if closed.write_failed {
-        match wav::repair(path) {
-            Ok(h) => {
-                closed.frames = u64::from(h.data_len) / u64::from(wav::CHANNELS);
-                closed.bytes = wav::HEADER_LEN + u64::from(h.data_len);
-            }
+        let (frames, bytes) = match wav::repair(path) {
+            Ok(h) => (h.frames(), h.file_len()),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e,
                     "cannot repair the header of a recording whose writing failed; chained as it is");
-                closed.bytes = std::fs::metadata(path)?.len();
-                let data = closed.bytes.saturating_sub(wav::HEADER_LEN);
-                closed.frames = data / u64::from(wav::CHANNELS);
+                let len = std::fs::metadata(path)?.len();
+                (
+                    u64::from(wav::data_len_of(len)) / u64::from(wav::CHANNELS),
+                    len,
+                )
             }
-        }
+        };
+        (closed.frames, closed.bytes) = (frames, bytes);
     }
     // fsync through a fresh descriptor: it syncs the file, whoever wrote it. A failed sync
     // (EIO, a full disk) is logged and the file hashed as it reads now: chaining what is
@@ -418,10 +418,7 @@ async fn recover_file(dir: &Path, rec: &crate::store::Recording) -> Option<Finis
     };
     match repaired {
         Ok((h, sha256)) => Some(FinishedFile {
-            closed: closed(
-                u64::from(h.data_len) / 2,
-                wav::HEADER_LEN + u64::from(h.data_len),
-            ),
+            closed: closed(h.frames(), h.file_len()),
             sha256,
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -91,6 +91,18 @@ pub struct Header {
     pub data_len: u32,
 }
 
+impl Header {
+    /// Stereo frames (samples per channel) the data chunk holds.
+    pub fn frames(&self) -> u64 {
+        u64::from(self.data_len) / u64::from(CHANNELS)
+    }
+
+    /// The length of a file with this header and its data.
+    pub fn file_len(&self) -> u64 {
+        HEADER_LEN + u64::from(self.data_len)
+    }
+}
+
 /// Parses the header this module writes (not WAV in general).
 pub fn parse_header(h: &[u8]) -> Option<Header> {
     if h.len() < HEADER_LEN as usize || &h[0..4] != b"RIFF" || &h[8..16] != b"WAVEfmt " {

@@ -6,9 +6,10 @@
 //! it is forwarded, kept (muted direction, a key press) or dropped for a payload type the
 //! leg did not negotiate (comfort noise from a phone that suppresses silence: not relayed,
 //! but the peer is there). What does not: RTCP (on its own port or muxed), packets from
-//! anyone else, malformed packets. RTCP is left out on purpose: a phone whose audio path is gone (a crashed media thread, a one-way
-//! NAT pinhole, a trunk that dropped the bearer) can keep sending receiver reports, and
-//! they say nothing about whether anybody is still on the line.
+//! anyone else, malformed packets. RTCP is left out on purpose: a phone whose audio path
+//! is gone (a crashed media thread, a one-way NAT pinhole, a trunk that dropped the bearer)
+//! can keep sending receiver reports, and they say nothing about whether anybody is still
+//! on the line.
 //!
 //! The stamp is one relaxed atomic store per packet into memory of this call alone (no
 //! lock, no allocation, no sharing between calls); its resolution is the worker's loop
