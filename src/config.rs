@@ -351,7 +351,9 @@ impl Config {
         if t != 0 && !(MEDIA_TIMEOUT_MIN_SECS..=MEDIA_TIMEOUT_MAX_SECS).contains(&t) {
             return bad(
                 "rtp.media_timeout_secs",
-                "must be 0 (off) or 2 to 3600 seconds",
+                &format!(
+                    "must be 0 (off) or {MEDIA_TIMEOUT_MIN_SECS} to {MEDIA_TIMEOUT_MAX_SECS} seconds"
+                ),
             );
         }
         if self.security.pin_pepper.len() < 16 {

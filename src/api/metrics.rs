@@ -127,16 +127,12 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
         ),
     ];
     write_family(out, "gauge", &gauges);
-    write_family(
-        out,
-        "counter",
-        &[(
+    let media = [
+        (
             "sallyport_media_port_exhausted_total",
             "Calls refused (503) because every RTP/RTCP port pair was in use.",
             m.port_exhausted,
-        )],
-    );
-    let media = [
+        ),
         (
             "sallyport_rtp_received_total",
             "RTP/RTCP datagrams received.",
