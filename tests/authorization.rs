@@ -758,17 +758,7 @@ async fn scope(app: App) {
     assert_eq!(ids(&v).len(), 0, "{v}");
     // A privileged live call is listed, never as listenable.
     let v = get(Who::Investigator, "/api/v1/calls/active".into()).await;
-    let listenable: HashMap<&str, bool> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap(),
-                c["listenable"].as_bool().unwrap(),
-            )
-        })
-        .collect();
+    let listenable: HashMap<&str, bool> = inproc::listenable(&v).into_iter().collect();
     assert_eq!(
         listenable,
         HashMap::from([("a-live", true), ("a-live-priv", false)])

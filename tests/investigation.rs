@@ -548,19 +548,8 @@ async fn search(app: App) {
     );
     // Live calls: only the accepted, non-privileged one may be listened to.
     let (_, v) = send(&app, "GET", "/api/v1/calls/active", Some(&inv1), None).await;
-    let listenable: Vec<(&str, bool)> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap(),
-                c["listenable"].as_bool().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        listenable,
+        inproc::listenable(&v),
         vec![
             ("live-ringing", false),
             ("live-priv", false),

@@ -227,6 +227,20 @@ pub fn err_code(v: &Value) -> &str {
     error_code(v).unwrap_or("<no error code>")
 }
 
+/// `(id, listenable)` of each call of a `GET /calls/active` answer, in its order.
+pub fn listenable(v: &Value) -> Vec<(&str, bool)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap(),
+                c["listenable"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// A facility `fid` ("`fid` County Jail", Chicago, deposit limits 100 and 150 a day).
 pub async fn facility(app: &App, fid: &str) {
     let (s, v) = admin(
