@@ -46,13 +46,13 @@ use super::checks::{check_destination, check_pin};
 use super::live::{Control, LiveCalls};
 use super::{Call, CallAction, CallSummary, CallTimers, EndReason, Leg, PinVerdict, TrunkFailure};
 use crate::config::Config;
-use crate::ledger::{DebitOutcome, Service, SessionDebit};
+use crate::ledger::{DebitOutcome, LedgerError, Service, SessionDebit};
 use crate::media::dtmf::parse_sip_info;
 use crate::media::engine::{CallMedia, MediaEngine, MediaEvent};
 use crate::media::relay::{LatchPolicy, Side};
 use crate::media::sdp::{self, LocalMedia, NegotiatedMedia, SessionDescription};
 use crate::recording::{self, Capture, Closing, Recorder};
-use crate::sessions::{self, NewSession, SessionEnd};
+use crate::sessions::{self, CallEnd, NewSession, SessionEnd};
 use crate::sip::auth::DigestAuth;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{
@@ -612,6 +612,11 @@ impl CallTask {
                             self.waiters.extend(done);
                             self.call.terminate(now);
                         }
+                        Control::Release { done } => {
+                            info!("the inmate was released: ending the call");
+                            self.waiters.extend(done);
+                            self.call.inmate_released(now);
+                        }
                         Control::Shutdown { done } => {
                             self.waiters.extend(done);
                             self.call.fail(now);
@@ -830,15 +835,9 @@ impl CallTask {
                 let now = self.now();
                 match d {
                     Ok(d) => {
+                        // The number, contact and tariff are on the session already
+                        // (`check_destination` wrote them).
                         info!(destination = ?d, "destination checked");
-                        if let super::Destination::Authorized(a) = &d {
-                            self.progress(sessions::Progress {
-                                number_e164: Some(&a.number),
-                                privileged: Some(a.privileged),
-                                ..Default::default()
-                            })
-                            .await;
-                        }
                         self.call.destination_checked(now, d)
                     }
                     Err(e) => {
@@ -867,6 +866,10 @@ impl CallTask {
             }
             CallAction::StartRecording { at } => self.start_recording(at).await,
             CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
+            CallAction::CheckBalance { after_increment } => {
+                self.check_balance(after_increment).await
+            }
+            CallAction::CountIncrement { increment } => self.count_increment(increment).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
             CallAction::Ended(summary) => {
                 if summary.reason == EndReason::MediaTimeout {
@@ -1024,11 +1027,53 @@ impl CallTask {
                 info!(increment, %amount, %balance, "increment refused: funds");
                 self.call.debit_refused(now, increment)
             }
+            Err(LedgerError::AccountClosed { .. }) => {
+                // Only a release closes an account: the release was asked of a node that
+                // does not carry this call (or raced its end). Nothing was charged.
+                info!(
+                    increment,
+                    "increment refused: the account is closed (inmate released)"
+                );
+                self.call.inmate_released(now)
+            }
             Err(e) => {
                 // Nothing was charged; the call ends rather than run unpaid.
                 warn!(error = %e, increment, "debit failed");
                 self.call.fail(now)
             }
+        }
+    }
+
+    /// Reads the paying account's balance for the funds warning (`charging` module doc); a
+    /// failed read answers `None` and the warning plays on the last prediction.
+    async fn check_balance(&mut self, after_increment: u32) {
+        let balance = match self.account_id.clone() {
+            Some(account) => match self.sb.store.ledger().balance(&account).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the balance for the funds warning");
+                    None
+                }
+            },
+            None => None,
+        };
+        debug!(after_increment, balance = ?balance, "balance checked before the funds warning");
+        let now = self.now();
+        self.call.balance_checked(now, after_increment, balance);
+    }
+
+    /// A free increment began: the session counts it (the CDR's billed increments). A
+    /// released inmate's account is closed: the call ends `released`, as a paid call does
+    /// at its next debit. A failed write only costs the count of a call that moves no money.
+    async fn count_increment(&mut self, increment: u32) {
+        match sessions::count_increment(self.sb.store.db(), &self.session_id, increment).await {
+            Ok(true) => debug!(increment, "free increment counted"),
+            Ok(false) => {
+                info!(increment, "the account is closed (inmate released)");
+                let now = self.now();
+                self.call.inmate_released(now);
+            }
+            Err(e) => warn!(error = %e, increment, "cannot count the free increment"),
         }
     }
 
@@ -1053,8 +1098,13 @@ impl CallTask {
             accepted_at: s.accepted_at.map(|i| self.wall_of(i)),
             end_at: self.wall_of(s.ended_at),
         };
+        let call = CallEnd {
+            media_end_at: s.media_ended_at.map(|i| self.wall_of(i)),
+            counted_increments: s.increments,
+            closed_at: Some(self.sb.wall()),
+        };
         for attempt in 0..3u32 {
-            match sessions::close(self.sb.store.db(), &self.session_id, &end).await {
+            match sessions::close_with(self.sb.store.db(), &self.session_id, &end, &call).await {
                 Ok(_) => {
                     info!(
                         reason = s.reason.as_str(),

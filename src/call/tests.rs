@@ -133,6 +133,10 @@ fn run_with_media(
                     }
                     progressed = true;
                 }
+                CallAction::CheckBalance { after_increment } => {
+                    c.balance_checked(now, *after_increment, Some(balance));
+                    progressed = true;
+                }
                 CallAction::Play {
                     leg: Leg::Handset, ..
                 } if c.state() == CallState::Ending => {
@@ -187,7 +191,8 @@ fn funds_run_out_after_three_increments() {
             _ => None,
         })
         .collect();
-    assert_eq!(debits, vec![1, 2, 3]);
+    // The fourth is asked for and refused: the ledger's refusal is the cut.
+    assert_eq!(debits, vec![1, 2, 3, 4]);
     assert!(plays(&actions, Leg::Handset).contains(&PromptId::FundsWarning));
     assert!(plays(&actions, Leg::Handset).contains(&PromptId::FundsExhausted));
     assert!(
@@ -827,8 +832,9 @@ fn every_end_reason_is_listed_once_and_parses_back() {
         | EndReason::CallLimit
         | EndReason::InsufficientFunds
         | EndReason::Terminated
+        | EndReason::Released
         | EndReason::System => EndReason::ALL.contains(&r),
     };
     assert!(EndReason::ALL.into_iter().all(listed));
-    assert_eq!(EndReason::ALL.len(), 19);
+    assert_eq!(EndReason::ALL.len(), 20);
 }
