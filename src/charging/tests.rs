@@ -516,19 +516,19 @@ fn a_hang_up_drops_an_undrained_debit() {
     assert_eq!(c.increments_charged(), 0);
 }
 
-/// Issue 9, item 7: two increments affordable, a 5.00 deposit 8 s into the second. The
-/// call is not cut at the end of the second (the third is debited and paid), and the
-/// warning due 30 s before that end is not played: the balance checked then pays on.
+/// Issue 9, item 7, as found: two increments affordable (60 s each, the default 60 s
+/// lead), a 5.00 deposit 8 s into the second. The warning played when the second was
+/// debited (true then); the call is not cut at the end of the second: the third is
+/// debited and paid, and so on until the hang-up.
 #[test]
 fn a_deposit_during_the_last_paid_increment_keeps_the_call_going() {
-    let mut h = Harness::new(plan("0.021", 60, 7200, 30), "0.042").start();
+    let mut h = Harness::new(plan("0.021", 60, 7200, 60), "0.042").start();
     h.run_until(secs(68));
     assert_eq!(
         h.machine.more_affordable(),
         0,
         "the second is the last affordable"
     );
-    assert_eq!(h.machine.timer(Timer::Warning), Some(h.t0 + secs(90)));
     h.balance = h.balance + m("5.00");
     h.hang_up_at(secs(300));
     assert_eq!(
@@ -538,8 +538,31 @@ fn a_deposit_during_the_last_paid_increment_keeps_the_call_going() {
     assert_eq!(h.machine.increments_charged(), 5);
     assert_eq!(h.machine.charged(), m("0.105"));
     assert_eq!(h.balance, m("4.937"));
-    assert_eq!(h.others(), vec![], "no warning after the deposit, no cut");
+    let warn = PlayWarning {
+        reason: WarningReason::FundsLow,
+    };
+    assert_eq!(h.others(), vec![(60, warn)], "no cut");
     assert_eq!(h.machine.state(), ChargingState::HungUp);
+}
+
+/// The deposit made before the warning is due (a 30 s lead: due at 90 s): the balance is
+/// checked then, pays on, and the warning is not played at all.
+#[test]
+fn a_deposit_before_the_warning_silences_it() {
+    let mut h = Harness::new(plan("0.021", 60, 7200, 30), "0.042").start();
+    h.run_until(secs(68));
+    assert_eq!(h.machine.timer(Timer::Warning), Some(h.t0 + secs(90)));
+    h.balance = h.balance + m("5.00");
+    h.hang_up_at(secs(200));
+    let checks: Vec<(u64, ChargingAction)> = h
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, CheckBalance { .. }))
+        .map(|(t, a)| (t.as_secs(), *a))
+        .collect();
+    assert_eq!(checks, vec![(90, CheckBalance { after_increment: 2 })]);
+    assert_eq!(h.others(), vec![], "no warning after the deposit, no cut");
+    assert_eq!(h.machine.increments_charged(), 4);
 }
 
 /// The same deposit made after the warning played (it was true then): the call goes on
