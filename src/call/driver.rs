@@ -393,7 +393,7 @@ impl Switchboard {
                 .respond(&key, reject(500, "Server Internal Error"))
                 .await;
         }
-        info!(%dialed, facility = %facility_id, handset = %handset_id, "call started");
+        info!(dialed = %redacted(&dialed), facility = %facility_id, handset = %handset_id, "call started");
         let control = self.live.register(&session_id);
         let t0 = self.now();
         let mut task = CallTask {
@@ -440,6 +440,28 @@ fn last_heard(
         return Some(now);
     }
     now.checked_sub(silence?)
+}
+
+/// A phone number for the logs: every digit but the last two masked (`+1********01`).
+/// Logs never carry numbers in clear; the CDR (`dialed`, `number`) is where staff of the
+/// facility see them.
+fn redacted(number: &str) -> String {
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    number
+        .chars()
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
+            }
+            seen += 1;
+            if seen + 2 > digits {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
 }
 
 fn invite_call_id(req: &Request) -> String {
@@ -836,8 +858,17 @@ impl CallTask {
                 match d {
                     Ok(d) => {
                         // The number, contact and tariff are on the session already
-                        // (`check_destination` wrote them).
-                        info!(destination = ?d, "destination checked");
+                        // (`check_destination` wrote them); the log names no number.
+                        match &d {
+                            super::Destination::Refused(r) => {
+                                info!(reason = r.as_str(), "destination refused")
+                            }
+                            super::Destination::Authorized(a) => info!(
+                                privileged = a.privileged,
+                                cost_per_increment = %a.charging.cost_per_increment,
+                                "destination authorized"
+                            ),
+                        }
                         self.call.destination_checked(now, d)
                     }
                     Err(e) => {
@@ -937,7 +968,7 @@ impl CallTask {
                 warn!(error = %e, "trunk INVITE not sent");
                 503u16
             })?;
-        info!(%number, trunk_call_id = %call_id, "trunk INVITE sent");
+        info!(number = %redacted(number), trunk_call_id = %call_id, "trunk INVITE sent");
         self.trunk = Some(TrunkLeg {
             invite,
             key,
@@ -1431,6 +1462,14 @@ mod tests {
             Some("+15551230001")
         );
         assert_eq!(dialed_number(&Uri::parse("sip:gw.example").unwrap()), None);
+    }
+
+    #[test]
+    fn numbers_are_masked_in_the_logs() {
+        assert_eq!(redacted("+15551230001"), "+*********01");
+        assert_eq!(redacted("5551230001"), "********01");
+        assert_eq!(redacted("7"), "7");
+        assert_eq!(redacted(""), "");
     }
 
     #[test]

@@ -57,6 +57,22 @@
 //!   (first-digit and inter-digit timeouts, a limited number of attempts), the trunk's
 //!   ringing (`Dial`), the announcement (`AcceptTimeout`), a closing notice
 //!   (`PromptGuard`). The media timeout applies only to `Connected`.
+//!
+//! # Money and the end
+//!
+//! - **Charging** decides increments, warnings and cuts (the `charging` module doc): the
+//!   machine passes its `Debit`, `CheckBalance` (the funds warning re-checks the balance
+//!   before it plays) and `CountIncrement` (a free increment, recorded on the session) to
+//!   the driver and feeds the answers back. A refused debit is the only funds cut, so a
+//!   deposit made during the last paid increment keeps the call up.
+//! - **Release.** [`Call::inmate_released`] ends the call at once, no notice, reason
+//!   [`EndReason::Released`]: the API's release asks it of the call before the account is
+//!   closed, and a debit (or free count) that finds the account closed — the release was
+//!   made where the call could not hear it — ends the call the same way, uncharged.
+//! - **The record's times.** [`CallSummary`] carries when the call was accepted (billing
+//!   starts), when the parties stopped hearing each other (`media_ended_at`: the call left
+//!   `Connected`, its closing notice then plays over them) and when it ended (`ended_at`,
+//!   notice included). The `sessions` module doc says what each CDR time means.
 
 pub mod admission;
 pub mod checks;
