@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, `demo`, and admin subcommands that mirror the API
-//! for operators who script (booking, PINs, contacts, deposits, statements, tokens, users),
+//! for operators who script (booking, PINs, contacts, deposits, release, statements,
+//! tokens, users),
 //! and the integrity checks (`verify-audit`, `verify-recordings`).
 
 use crate::clock::{Clock, SystemClock};
@@ -7,7 +8,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::ledger::{DepositMethod, DepositRequest};
 use crate::money::Money;
-use crate::store::{Booking, ContactStatus, NewContact, NewUser, Role, Store};
+use crate::store::{Booking, CallFilter, ContactStatus, NewContact, NewUser, Role, Store};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -103,6 +104,19 @@ pub enum Command {
         key: String,
         #[arg(long, default_value = "")]
         depositor: String,
+    },
+    /// Release an inmate: refund the balance and close the account (as
+    /// `POST /inmates/{id}/release`). A live call this process cannot reach (it runs in
+    /// `serve`) ends with reason `released` at its next increment, refused by the closed
+    /// account, uncharged; release through the API to end it at once.
+    Release {
+        #[arg(long)]
+        facility: String,
+        #[arg(long)]
+        booking: String,
+        /// Idempotency key: a retry under it finishes the same release.
+        #[arg(long)]
+        key: String,
     },
     /// Print an inmate's statement (JSON, or CSV with --csv).
     Statement {
@@ -272,6 +286,30 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
                 reference: "cli".into(),
             };
             print_json(&store.ledger().deposit(&key, req).await?)?;
+        }
+        Command::Release {
+            facility,
+            booking,
+            key,
+        } => {
+            let i = store.inmate_by_booking(&facility, &booking).await?;
+            let live = CallFilter {
+                inmate_id: Some(i.id.clone()),
+                active: true,
+                ..CallFilter::default()
+            };
+            let live = store.calls(&live, None).await?;
+            let (inmate, release) = store.release_inmate(&key, &i.id).await?;
+            for c in &live {
+                eprintln!(
+                    "note: the live call {} (node {}) ends with reason released at its next \
+                     increment, refused by the closed account",
+                    c.id, c.node_id
+                );
+            }
+            let elsewhere: Vec<&str> = live.iter().map(|c| c.id.as_str()).collect();
+            print_json(&serde_json::json!({ "inmate": inmate, "release": release,
+                "ended_calls": [], "calls_elsewhere": elsewhere }))?;
         }
         Command::Statement {
             facility,

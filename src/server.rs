@@ -36,6 +36,17 @@ fn warn_about_demo_secrets(config: &Config) {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     warn_about_demo_secrets(&config);
     let store = crate::cli::open(&config).await?;
+    // Recordings first: a session closed after a crash ends where its repaired recording
+    // ends, if that is the last sign of life (`sessions` module doc).
+    let recovered = recording::recover_in_progress(&store, &config.recording.dir, &config.node.id)
+        .await
+        .context("closing the recordings left in progress ([recording] dir)")?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "closed recordings left in progress as incomplete"
+        );
+    }
     let closed =
         crate::sessions::close_orphans(store.db(), &config.node.id, store.clock().wall()).await?;
     if closed > 0 {
@@ -114,15 +125,6 @@ async fn start_sip_side(
         sip.local_tcp_addr()
     );
     let recorder = Recorder::start(&config.recording).context("starting the recorder")?;
-    let recovered = recording::recover_in_progress(store, &config.recording.dir, &config.node.id)
-        .await
-        .context("closing the recordings left in progress ([recording] dir)")?;
-    if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            "closed recordings left in progress as incomplete"
-        );
-    }
     let live = LiveCalls::default();
     let switchboard = Switchboard::new(
         store.clone(),

@@ -1,40 +1,134 @@
 //! Sessions (CDRs) at the database: what survives a crash.
 //!
-//! The call flow (and later video visits) writes a session row when a call starts and
-//! closes it with a reason when it ends. A node that dies mid-call leaves rows `active`;
-//! on its next start [`close_orphans`] ends them with reason `system`. Their charges stand
-//! exactly as committed: each increment was debited atomically and idempotently by the
-//! ledger, and the CDR's billed increments and amount are recomputed from the ledger so
-//! they cannot disagree with the money.
+//! The call flow (and later video visits) writes a session row when a call starts, the
+//! tariff applied when it is authorized ([`record_authorization`]), its progress as it
+//! goes ([`progress`], [`count_increment`]) and closes it with a reason when it ends
+//! ([`close`]). A node that dies mid-call leaves rows `active`; on its next start
+//! [`close_orphans`] ends them with reason `system`. Their charges stand exactly as
+//! committed: each increment was debited atomically and idempotently by the ledger, and
+//! the CDR's billed increments and amount are recomputed from the ledger so they cannot
+//! disagree with the money.
+//!
+//! # The times of a CDR
+//!
+//! Each names one moment, so that the charge can be explained from the record alone:
+//!
+//! | column | API field | meaning |
+//! |---|---|---|
+//! | `invite_at` | `invite_at` | the handset's INVITE arrived |
+//! | `answer_at` | `answer_at` | the trunk answered (200 OK) |
+//! | `accepted_at` | `accepted_at` | the called party pressed 1: bridging, recording and billing start |
+//! | — | `billed_until` | `accepted_at + billed_increments × increment_secs`: the end of the last billed increment, what the charge paid for (derived; after a hang-up mid-increment it lies after `media_end_at`, a started increment being charged in full) |
+//! | `media_end_at` | `media_end_at` | the parties stopped hearing each other: a cut (its notice starts), a BYE, a terminate |
+//! | `end_at` | `end_at` | the call ended: BYEs sent or received, a closing notice included |
+//! | `closed_at` | `closed_at` | the record was written ended (normally a moment after `end_at`) |
+//!
+//! After a crash nobody saw the end. [`close_orphans`] then writes as `end_at` (and, for
+//! an accepted call, `media_end_at`) the last moment the call is *known* to have been up
+//! — the latest of its last committed debit, the start of its last counted increment and
+//! the end of its recording as repaired at restart — and the restart time only as
+//! `closed_at`. So a call killed 2 increments in and closed 7 minutes later reads: 2
+//! increments, `billed_until` 2 increments after acceptance, `end_at` at the crash (within
+//! the recorder's last flush), `closed_at` at the restart. (Run the recording recovery
+//! first, as `server::run` does, so the repaired recording's end is known.)
 
-use crate::db::{to_micros, Db};
+use crate::db::{from_micros, to_micros, Db};
+use crate::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-/// Ends every session this node left `active`; returns how many it closed.
+/// Ends every session this node left `active`; returns how many it closed. Each gets
+/// reason `system`, its charges from the ledger, `end_at` (and `media_end_at` when it was
+/// accepted) at the last moment it is known to have been up, and `closed_at` = `now`.
 pub async fn close_orphans(db: &Db, node_id: &str, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let rows = sqlx::query("SELECT id FROM sessions WHERE state = 'active' AND node_id = $1")
-        .bind(node_id)
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, invite_at, answer_at, accepted_at, increment_secs, billed_increments \
+         FROM sessions WHERE state = 'active' AND node_id = $1",
+    )
+    .bind(node_id)
+    .fetch_all(db.pool())
+    .await?;
     let mut closed = 0;
     for r in rows {
         let id: String = r.try_get("id")?;
-        let (increments, amount) = charged(db, &id).await?;
+        let c = charged(db, &id).await?;
+        let counted = c.increments.max(r.try_get("billed_increments")?);
+        let accepted_at: Option<i64> = r.try_get("accepted_at")?;
+        let recording_end: Option<i64> =
+            sqlx::query("SELECT MAX(ended_at) AS ended_at FROM recordings WHERE session_id = $1")
+                .bind(&id)
+                .fetch_one(db.pool())
+                .await?
+                .try_get("ended_at")?;
+        let alive = KnownAlive {
+            invite_at: r.try_get("invite_at")?,
+            answer_at: r.try_get("answer_at")?,
+            accepted_at,
+            increment_secs: r.try_get("increment_secs")?,
+            increments: counted,
+            last_debit_at: c.last_debit_at,
+            recording_end,
+        }
+        .last();
         let done = sqlx::query(
             "UPDATE sessions SET state = 'ended', end_reason = 'system', end_at = $2, \
-             billed_increments = $3, amount_minor = $4 WHERE id = $1 AND state = 'active'",
+             media_end_at = $3, closed_at = $4, billed_increments = $5, amount_minor = $6 \
+             WHERE id = $1 AND state = 'active'",
         )
         .bind(&id)
+        .bind(alive)
+        .bind(accepted_at.map(|_| alive))
         .bind(to_micros(now))
-        .bind(increments)
-        .bind(amount)
+        .bind(counted)
+        .bind(c.amount_minor)
         .execute(db.pool())
         .await?;
         closed += done.rows_affected();
-        tracing::warn!(session = %id, increments, "orphaned session closed");
+        tracing::warn!(session = %id, increments = counted, last_alive = %from_micros(alive),
+            "orphaned session closed");
     }
     Ok(closed)
+}
+
+/// What a session left open by a crash shows of its life (microseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KnownAlive {
+    invite_at: i64,
+    answer_at: Option<i64>,
+    accepted_at: Option<i64>,
+    increment_secs: Option<i64>,
+    /// Increments billed (paid, or counted on a free plan).
+    increments: i64,
+    last_debit_at: Option<i64>,
+    /// The end of its recording (as repaired at restart: the recorder's last flush).
+    recording_end: Option<i64>,
+}
+
+impl KnownAlive {
+    /// The last moment the call is known to have been up. The start of the last billed
+    /// increment counts (it began while the call was up), its end does not (the call may
+    /// have died during it).
+    fn last(&self) -> i64 {
+        let last_increment_start = match (self.accepted_at, self.increment_secs) {
+            (Some(a), Some(secs)) if self.increments > 0 => {
+                let offset = (self.increments - 1).saturating_mul(secs.saturating_mul(1_000_000));
+                Some(a.saturating_add(offset))
+            }
+            _ => None,
+        };
+        [
+            Some(self.invite_at),
+            self.answer_at,
+            self.accepted_at,
+            last_increment_start,
+            self.last_debit_at,
+            self.recording_end,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(self.invite_at)
+    }
 }
 
 /// A session row as the call flow opens it (at the handset INVITE, before the PIN).
@@ -134,7 +228,83 @@ pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// How a session ended, in wall-clock terms, for its CDR.
+/// The tariff applied to a call and what it was authorized for, written at authorization
+/// (`call::checks::check_destination`): what a CDR needs to explain its charge.
+#[derive(Debug, Clone)]
+pub struct Authorized<'a> {
+    /// The approved contact the number belongs to.
+    pub contact_id: &'a str,
+    pub number_e164: &'a str,
+    pub privileged: bool,
+    /// The rate plan in force (immutable: a new version has a new id).
+    pub rate_plan_id: &'a str,
+    /// The rate deck that classified the number, and the prefix that matched.
+    pub rate_deck_id: &'a str,
+    pub rate_prefix: &'a str,
+    /// `local`, `domestic` or `international`.
+    pub class: &'a str,
+    /// `audio` or `video`.
+    pub service: &'a str,
+    pub per_minute: Money,
+    pub increment_secs: u32,
+    /// The charge of one increment (the per-minute rate for the increment, rounded once).
+    pub cost_per_increment: Money,
+}
+
+/// Records the authorization of a live session: contact, number and tariff.
+pub async fn record_authorization(
+    db: &Db,
+    id: &str,
+    a: &Authorized<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sessions SET contact_id = $2, number_e164 = $3, privileged = $4, \
+         rate_plan_id = $5, rate_deck_id = $6, rate_prefix = $7, class = $8, service = $9, \
+         per_minute_minor = $10, increment_secs = $11, increment_cost_minor = $12 \
+         WHERE id = $1 AND state = 'active'",
+    )
+    .bind(id)
+    .bind(a.contact_id)
+    .bind(a.number_e164)
+    .bind(i64::from(a.privileged))
+    .bind(a.rate_plan_id)
+    .bind(a.rate_deck_id)
+    .bind(a.rate_prefix)
+    .bind(a.class)
+    .bind(a.service)
+    .bind(a.per_minute.to_minor())
+    .bind(i64::from(a.increment_secs))
+    .bind(a.cost_per_increment.to_minor())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Records that free increment `increment` (a plan that costs nothing: the ledger gets
+/// nothing) began on a live session, so its CDR counts it, across a crash too. Returns
+/// whether the account paying the call is still open: `false` once the inmate was
+/// released (the call must end `released`).
+pub async fn count_increment(db: &Db, id: &str, increment: u32) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE sessions SET billed_increments = $2 \
+         WHERE id = $1 AND state = 'active' AND billed_increments < $2",
+    )
+    .bind(id)
+    .bind(i64::from(increment))
+    .execute(db.pool())
+    .await?;
+    let status: Option<String> = sqlx::query(
+        "SELECT a.status FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .map(|r| r.try_get("status"))
+    .transpose()?;
+    Ok(status.as_deref() != Some("closed"))
+}
+
+/// How a session ended, in wall-clock terms, for its CDR (see the module doc's times).
 #[derive(Debug, Clone)]
 pub struct SessionEnd<'a> {
     pub reason: &'a str,
@@ -147,14 +317,44 @@ pub struct SessionEnd<'a> {
     pub end_at: DateTime<Utc>,
 }
 
+/// What the call itself knows of its end beyond [`SessionEnd`] (see [`close_with`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallEnd {
+    /// When the parties stopped hearing each other; `None` if never bridged.
+    pub media_end_at: Option<DateTime<Utc>>,
+    /// Increments the call counted itself. The ledger's count wins; this one matters only
+    /// where the ledger has none because no money moved (free plans).
+    pub counted_increments: u32,
+    /// When the record is written ended; `None`: at `end_at`.
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
 /// Closes a live session with its reason. Billed increments and amount are counted from
-/// the ledger (the source of truth), never from the caller's own tally.
+/// the ledger (the source of truth), never from the caller's own tally — except on a free
+/// plan, where no money moved and the ledger holds nothing: there the increments counted
+/// (by the call, and as recorded with [`count_increment`]) stand, with amount 0. The
+/// larger count is taken; on a paid plan the call can never count more than the ledger
+/// committed (it counts confirmed debits).
 pub async fn close(db: &Db, id: &str, e: &SessionEnd<'_>) -> Result<bool, sqlx::Error> {
-    let (increments, amount) = charged(db, id).await?;
+    close_with(db, id, e, &CallEnd::default()).await
+}
+
+/// [`close`] with what the call knows of its end: its media end, the increments it
+/// counted (free plans), when the record is closed.
+pub async fn close_with(
+    db: &Db,
+    id: &str,
+    e: &SessionEnd<'_>,
+    call: &CallEnd,
+) -> Result<bool, sqlx::Error> {
+    let c = charged(db, id).await?;
+    let billed = c.increments.max(i64::from(call.counted_increments));
     let done = sqlx::query(
         "UPDATE sessions SET state = 'ended', end_reason = $2, inmate_id = COALESCE(inmate_id, $3), \
          number_e164 = COALESCE($4, number_e164), privileged = $5, recorded = $6, answer_at = $7, \
-         accepted_at = $8, end_at = $9, billed_increments = $10, amount_minor = $11 \
+         accepted_at = $8, end_at = $9, \
+         billed_increments = CASE WHEN billed_increments > $10 THEN billed_increments ELSE $10 END, \
+         amount_minor = $11, media_end_at = $12, closed_at = $13 \
          WHERE id = $1 AND state = 'active'",
     )
     .bind(id)
@@ -166,23 +366,123 @@ pub async fn close(db: &Db, id: &str, e: &SessionEnd<'_>) -> Result<bool, sqlx::
     .bind(e.answer_at.map(to_micros))
     .bind(e.accepted_at.map(to_micros))
     .bind(to_micros(e.end_at))
-    .bind(increments)
-    .bind(amount)
+    .bind(billed)
+    .bind(c.amount_minor)
+    .bind(call.media_end_at.map(to_micros))
+    .bind(to_micros(call.closed_at.unwrap_or(e.end_at)))
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// (increments, amount in minor units) debited for a session, from the ledger: the
+/// What the ledger holds of a session's charges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Charged {
+    pub increments: i64,
+    pub amount_minor: i64,
+    /// When the last debit was committed (microseconds since the epoch).
+    pub last_debit_at: Option<i64>,
+}
+
+/// Increments and amount (minor units) debited for a session, from the ledger: the
 /// revenue-side entries of the session's transactions.
-async fn charged(db: &Db, id: &str) -> Result<(i64, i64), sqlx::Error> {
+pub(crate) async fn charged(db: &Db, id: &str) -> Result<Charged, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) AS total \
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) AS total, \
+         MAX(t.created_at) AS last_at \
          FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
          WHERE t.session_id = $1 AND e.amount_minor > 0 AND e.balance_after_minor IS NULL",
     )
     .bind(id)
     .fetch_one(db.pool())
     .await?;
-    Ok((row.try_get("n")?, row.try_get("total")?))
+    Ok(Charged {
+        increments: row.try_get("n")?,
+        amount_minor: row.try_get("total")?,
+        last_debit_at: row.try_get("last_at")?,
+    })
+}
+
+/// The same for each of the live sessions `ids`, in one statement (live views).
+pub(crate) async fn charged_many(
+    db: &Db,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, (i64, i64)>, sqlx::Error> {
+    let mut out = std::collections::HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT t.session_id AS id, COUNT(*) AS n, \
+         CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) AS total \
+         FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
+         WHERE t.session_id IN ({}) AND e.amount_minor > 0 AND e.balance_after_minor IS NULL \
+         GROUP BY t.session_id",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    for r in q.fetch_all(db.pool()).await? {
+        out.insert(r.try_get("id")?, (r.try_get("n")?, r.try_get("total")?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    fn alive() -> KnownAlive {
+        KnownAlive {
+            invite_at: 100 * S,
+            answer_at: Some(110 * S),
+            accepted_at: Some(120 * S),
+            increment_secs: Some(60),
+            increments: 0,
+            last_debit_at: None,
+            recording_end: None,
+        }
+    }
+
+    #[test]
+    fn the_last_moment_known_alive_is_the_latest_evidence() {
+        assert_eq!(alive().last(), 120 * S, "accepted, nothing more known");
+        let two = KnownAlive {
+            increments: 2,
+            ..alive()
+        };
+        assert_eq!(two.last(), 180 * S, "the second increment began at +60 s");
+        let debited = KnownAlive {
+            last_debit_at: Some(180 * S + 40_000),
+            ..two
+        };
+        assert_eq!(
+            debited.last(),
+            180 * S + 40_000,
+            "its debit committed 40 ms later"
+        );
+        let recorded = KnownAlive {
+            recording_end: Some(215 * S),
+            ..debited
+        };
+        assert_eq!(recorded.last(), 215 * S, "the recording ran to +95 s");
+        let never_accepted = KnownAlive {
+            accepted_at: None,
+            answer_at: None,
+            increments: 0,
+            ..alive()
+        };
+        assert_eq!(never_accepted.last(), 100 * S);
+        let tariff_unknown = KnownAlive {
+            increment_secs: None,
+            increments: 3,
+            ..alive()
+        };
+        assert_eq!(tariff_unknown.last(), 120 * S);
+    }
 }

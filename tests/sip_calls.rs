@@ -164,6 +164,28 @@ fn billed_as_begun(cdr: &Value, secs: f64) -> i64 {
     billed
 }
 
+/// The CDR carries the tariff that was applied (issue 9, item 8) — the demo facility's
+/// 3-second plan on the demo deck, to the approved contact — and its amount is billed
+/// increments × the tariff's cost of one increment.
+fn assert_charge_explained(cdr: &Value) {
+    let t = &cdr["tariff"];
+    assert_eq!(t["rate_plan_id"], "e2e-3s", "{cdr}");
+    assert!(t["rate_deck_id"].is_string(), "{cdr}");
+    assert!(t["prefix"].is_string(), "{cdr}");
+    assert!(t["class"].is_string(), "{cdr}");
+    assert_eq!(t["service"], "audio", "{cdr}");
+    assert_eq!(money(&t["per_minute"]), dec("0.05"), "{cdr}");
+    assert_eq!(t["increment_secs"], 3, "{cdr}");
+    assert_eq!(money(&t["cost_per_increment"]), dec(COST), "{cdr}");
+    assert!(cdr["contact_id"].is_string(), "{cdr}");
+    let billed = cdr["billed_increments"].as_i64().unwrap();
+    assert_eq!(
+        money(&cdr["amount"]),
+        money(&t["cost_per_increment"]) * Decimal::from(billed),
+        "{cdr}"
+    );
+}
+
 /// A refused call: the gateway played a notice and hung up; nothing reached the trunk,
 /// nothing was charged.
 fn assert_refused(case: &Case, trunk: &mut Sipp, reason: &str, inmate: Option<&Inmate>) {
@@ -219,6 +241,24 @@ fn funds_exhaustion_cuts_after_three_increments() {
     assert_eq!(api.balance(&inmate.account), Decimal::ZERO);
     assert_eq!(api.call_charges(&inmate.account).len(), 3);
     assert_eq!(trunk.count_requests("BYE"), 1, "the trunk leg got its BYE");
+    assert_charge_explained(cdr);
+    // The times explain the charge (issue 9, item 9): billed for exactly 3 × 3 s; the
+    // parties were cut at the end of the third increment (the refused fourth debit takes
+    // a moment); the call ended after the ~2.5 s notice; the record was closed after.
+    let accepted = time(cdr, "accepted_at");
+    assert_eq!(
+        time(cdr, "billed_until") - accepted,
+        chrono::Duration::seconds(9),
+        "{cdr}"
+    );
+    let media = (time(cdr, "media_end_at") - accepted).num_milliseconds();
+    assert!(media >= 9_000, "media end {media} ms: {cdr}");
+    let notice = (time(cdr, "end_at") - time(cdr, "media_end_at")).num_milliseconds();
+    assert!(
+        (2_000..8_000).contains(&notice),
+        "the notice (2.5 s) lies between the media end and the end: {notice} ms: {cdr}"
+    );
+    assert!(time(cdr, "closed_at") >= time(cdr, "end_at"), "{cdr}");
     // Neither party said anything: what the recording holds is the gateway's own prompts,
     // each on the channel of the party that heard it (the warning to the inmate on the
     // right, the notice to the called party on the left), in the last seconds of the call.
@@ -324,10 +364,16 @@ fn number_not_approved() {
     let inmate = book(&api, "S-500", "3817", NUMBER, false);
     fund(&api, &inmate, "1.00");
     let mut trunk = case.trunk(Trunk::answer("1"));
-    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp).dial("+15551239999"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp).dial("5551239999"));
     hs.expect_ok(Duration::from_secs(40));
     assert_refused(&case, &mut trunk, "not_approved", Some(&inmate));
     assert_eq!(api.balance(&inmate.account), dec("1.00"));
+    // Investigators see what was attempted: the digits as dialed, and their E.164 form.
+    let cdr = &api.ended_calls(1)[0];
+    let one = api.get(&format!("/api/v1/calls/{}", cdr["id"].as_str().unwrap()));
+    assert_eq!(one["dialed"], "5551239999", "{one}");
+    assert_eq!(one["number"], "+15551239999", "{one}");
+    assert!(one["tariff"].is_null(), "never rated: {one}");
 }
 
 /// An approved contact on the facility's block list.
@@ -633,12 +679,39 @@ fn gateway_killed_mid_call_loses_no_money() {
         std::thread::sleep(Duration::from_millis(200));
     }
     case.kill_gateway();
+    let killed_at = Utc::now();
     hs.stop();
     trunk.stop();
+    // Down a while: the restart time must not pass for the end of the call.
+    std::thread::sleep(Duration::from_secs(3));
     case.restart_gateway();
     let api = case.api();
     let cdr = &api.ended_calls(1)[0];
     assert_eq!(cdr["end_reason"], "system", "{cdr}");
+    // Issue 9, item 9: the times explain the charge, not the restart. Billed until the
+    // end of the last increment; ended (and the parties last known connected) where the
+    // call was last seen alive — its last debit, or its recording flushed before the
+    // kill — before the kill and not before its last increment began; the restart is
+    // only when the record was closed.
+    {
+        let accepted = time(cdr, "accepted_at");
+        let billed = cdr["billed_increments"].as_i64().unwrap();
+        let inc = chrono::Duration::seconds(INCREMENT_SECS as i64);
+        assert_eq!(
+            time(cdr, "billed_until") - accepted,
+            inc * billed as i32,
+            "{cdr}"
+        );
+        let end = time(cdr, "end_at");
+        assert!(end <= killed_at, "ended {end}, killed {killed_at}: {cdr}");
+        assert!(end >= accepted + inc * (billed - 1) as i32, "{cdr}");
+        assert_eq!(cdr["media_end_at"], cdr["end_at"], "{cdr}");
+        let closed = time(cdr, "closed_at");
+        assert!(
+            closed >= killed_at + chrono::Duration::seconds(2),
+            "closed at the restart {closed}, killed {killed_at}: {cdr}"
+        );
+    }
     assert_eq!(cdr["inmate_id"], inmate.id.as_str(), "{cdr}");
     let billed = cdr["billed_increments"].as_i64().unwrap();
     assert!(billed >= 2, "{cdr}");
@@ -886,6 +959,255 @@ fn terminate_through_the_api_ends_a_live_call() {
         "nothing after the end"
     );
     assert_eq!(api.call_charges(&inmate.account).len() as i64, billed);
+    api.assert_ledger_clean();
+}
+
+// ---- issue 9: the money and the record ----------------------------------------------------
+
+/// Waits until the account's balance is `want` (a debit landed).
+fn wait_for_balance(api: &Api, account: &str, want: Decimal, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while api.balance(account) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: balance {}",
+            api.balance(account)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 9, item 7, the attack repeated: two increments affordable (6 s each at $0.05/min,
+/// $0.005 each), a deposit through the API during the second. The call is not cut at the
+/// end of the second: it goes on into the third and fourth, which the deposit paid, and
+/// is cut when the fifth is refused. The CDR, the ledger and the statement show exactly
+/// the four increments billed; nothing of the deposit is left unused.
+#[test]
+fn a_deposit_during_the_last_paid_increment_keeps_the_call_going() {
+    // The parties are silent once keyed: no media timeout in a call this long.
+    let Some(case) = Case::start_with("deposit_mid_call", &[("RTP_MEDIA_TIMEOUT_SECS", "0")])
+    else {
+        return;
+    };
+    let api = case.api();
+    let csv = "class,service,per_minute,increment_secs\nlocal,audio,0.05,6\n\
+               domestic,audio,0.05,6\ninternational,audio,0.05,6\n";
+    api.upload("/api/v1/rate-plans?id=e2e-6s&max_call_secs=3600", csv);
+    api.ok(
+        "PATCH",
+        &format!("/api/v1/facilities/{FACILITY}"),
+        Some(json!({ "rate_plan_id": "e2e-6s" })),
+    );
+    let inmate = book(&api, "S-2000", "5821", NUMBER, false);
+    fund(&api, &inmate, "0.01");
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp));
+    let id = api.accepted_call(Duration::from_secs(40));
+    // The second increment is debited 6 s after acceptance: the balance is then 0.
+    wait_for_balance(&api, &inmate.account, Decimal::ZERO, "the second increment");
+    let (s, v) = api.post_keyed(
+        &format!("/api/v1/accounts/{}/deposits", inmate.account),
+        "family-top-up",
+        json!({ "amount": "0.01", "method": "online", "depositor": "family" }),
+    );
+    assert_eq!(s, 201, "deposit: {v}");
+    let live = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(live["state"], "active", "the deposit came in time: {live}");
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(20));
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(cdr["end_reason"], "funds_exhausted", "{cdr}");
+    assert_eq!(cdr["billed_increments"], 4, "{cdr}");
+    assert_eq!(money(&cdr["amount"]), dec("0.02"), "{cdr}");
+    assert_eq!(
+        time(&cdr, "billed_until") - time(&cdr, "accepted_at"),
+        chrono::Duration::seconds(24),
+        "{cdr}"
+    );
+    let increments: Vec<i64> = cdr["charges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["increment"].as_i64().unwrap())
+        .collect();
+    assert_eq!(increments, vec![1, 2, 3, 4], "{cdr}");
+    assert_eq!(
+        api.balance(&inmate.account),
+        Decimal::ZERO,
+        "the deposit was used"
+    );
+    let charges = api.call_charges(&inmate.account);
+    assert_eq!(charges.len(), 4, "statement: {charges:?}");
+    for c in &charges {
+        assert_eq!(money(&c["amount"]), -dec("0.005"), "{c}");
+    }
+    api.assert_ledger_clean();
+}
+
+/// Issue 9, item 10 and what investigators see: a live call shows the increments and
+/// amount debited so far; releasing the inmate through the API ends it at once with
+/// reason `released` (both legs get BYE) before the account closes, so nothing is
+/// attempted on the closed account; the release refunds what is left.
+#[test]
+fn releasing_an_inmate_ends_their_live_call_at_once() {
+    let Some(case) = Case::start("release_mid_call") else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-2100", "6931", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Info));
+    let id = api.accepted_call(Duration::from_secs(40));
+    let two = dec("1.00") - dec(COST) * Decimal::from(2);
+    wait_for_balance(&api, &inmate.account, two, "two increments");
+    let live = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(live["state"], "active", "{live}");
+    let n = live["billed_increments"].as_i64().unwrap();
+    assert!(n >= 2, "a live call shows what was debited so far: {live}");
+    assert_eq!(
+        money(&live["amount"]),
+        dec(COST) * Decimal::from(n),
+        "{live}"
+    );
+    assert_eq!(
+        time(&live, "billed_until") - time(&live, "accepted_at"),
+        chrono::Duration::seconds(3 * n),
+        "{live}"
+    );
+    let listed = api.get("/api/v1/calls/active");
+    let row = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row["billed_increments"].as_i64().unwrap() >= 2, "{row}");
+
+    let (s, _, v) = api.send(
+        "POST",
+        &format!("/api/v1/inmates/{}/release", inmate.id),
+        None,
+        &[("Idempotency-Key", "release-s2100")],
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ended_calls"], json!([id]), "{v}");
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(
+        cdr["state"], "ended",
+        "ended before the release answered: {cdr}"
+    );
+    assert_eq!(cdr["end_reason"], "released", "{cdr}");
+    trunk.expect_ok(Duration::from_secs(20));
+    hs.expect_ok(Duration::from_secs(20));
+    assert_eq!(trunk.count_requests("BYE"), 1, "the trunk got BYE");
+    let billed = cdr["billed_increments"].as_i64().unwrap();
+    let charged = dec(COST) * Decimal::from(billed);
+    assert_eq!(money(&cdr["amount"]), charged, "{cdr}");
+    assert_eq!(
+        money(&v["release"]["refunded"]),
+        dec("1.00") - charged,
+        "{v}"
+    );
+    assert_eq!(api.call_charges(&inmate.account).len() as i64, billed);
+    // Nothing after: the account is closed and nobody tried to debit it.
+    std::thread::sleep(Duration::from_millis(INCREMENT_SECS as u64 * 1000 + 500));
+    assert_eq!(api.call_charges(&inmate.account).len() as i64, billed);
+    let log = fs::read_to_string(&case.gateway.as_ref().unwrap().log).unwrap();
+    assert!(
+        !log.contains("account is closed"),
+        "no debit on the closed account"
+    );
+    api.assert_ledger_clean();
+}
+
+/// The release reaches the database but not the call (here `sallyport release` from
+/// another process, as when another node carries the call): the call ends at its next
+/// increment, which the closed account refuses, with the same reason `released` — not
+/// `system` — and nothing is charged after the release.
+#[test]
+fn a_release_the_call_cannot_hear_ends_it_released_at_its_next_increment() {
+    let Some(case) = Case::start("release_elsewhere") else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-2300", "8042", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Info));
+    let id = api.accepted_call(Duration::from_secs(40));
+    let one = dec("1.00") - dec(COST);
+    wait_for_balance(&api, &inmate.account, one, "the first increment");
+    let dir = case.dir.display();
+    let out = std::process::Command::new(gateway::BIN)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["release", "--facility", FACILITY, "--booking", "S-2300"])
+        .args(["--key", "cli-release"])
+        .env(
+            "SALLYPORT_DATABASE_URL",
+            format!("sqlite://{dir}/db.sqlite"),
+        )
+        .env("SALLYPORT_NODE_DATA_DIR", dir.to_string())
+        .env("SALLYPORT_LOG", "warn")
+        .output()
+        .expect("run sallyport release");
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains(&id), "the live call is named: {printed}");
+    let released: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let refunded = money(&released["release"]["refunded"]);
+    trunk.expect_ok(Duration::from_secs(20));
+    hs.expect_ok(Duration::from_secs(20));
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(cdr["end_reason"], "released", "{cdr}");
+    let charged = money(&cdr["amount"]);
+    assert_eq!(
+        refunded + charged,
+        dec("1.00"),
+        "nothing charged after the release: {cdr}"
+    );
+    assert_eq!(
+        api.call_charges(&inmate.account).len() as i64,
+        cdr["billed_increments"].as_i64().unwrap()
+    );
+    api.assert_ledger_clean();
+}
+
+/// Issue 9, item 10: a plan that costs nothing records the increments the call began
+/// (billed_increments > 0, amount 0.00), and no money moves: no ledger entries.
+#[test]
+fn a_free_call_records_its_increments_at_zero() {
+    let Some(case) = Case::start("free_plan") else {
+        return;
+    };
+    let api = case.api();
+    let csv = "class,service,per_minute,increment_secs\nlocal,audio,0,3\n\
+               domestic,audio,0,3\ninternational,audio,0,3\n";
+    api.upload("/api/v1/rate-plans?id=e2e-free&max_call_secs=3600", csv);
+    api.ok(
+        "PATCH",
+        &format!("/api/v1/facilities/{FACILITY}"),
+        Some(json!({ "rate_plan_id": "e2e-free" })),
+    );
+    let inmate = book(&api, "S-2200", "7042", NUMBER, false);
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(
+        0,
+        &Handset::new(&inmate.pin, Via::Info).hang_up_after(9_000),
+    );
+    hs.expect_ok(Duration::from_secs(40));
+    trunk.expect_ok(Duration::from_secs(20));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    let billed = billed_as_begun(cdr, connected_secs(cdr));
+    assert!(billed >= 1, "{cdr}");
+    assert_eq!(money(&cdr["amount"]), Decimal::ZERO, "{cdr}");
+    assert_eq!(
+        money(&cdr["tariff"]["cost_per_increment"]),
+        Decimal::ZERO,
+        "{cdr}"
+    );
+    assert!(api.call_charges(&inmate.account).is_empty());
+    assert_eq!(api.balance(&inmate.account), Decimal::ZERO);
     api.assert_ledger_clean();
 }
 

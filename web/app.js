@@ -8,7 +8,7 @@ const END_REASONS = [
   "caller_hangup", "callee_hangup", "funds_exhausted", "max_duration", "media_timeout",
   "declined", "no_answer", "busy", "trunk_error", "pin_failed", "inmate_inactive",
   "invalid_number", "not_approved", "blocked", "outside_hours", "call_limit",
-  "insufficient_funds", "terminated", "system",
+  "insufficient_funds", "terminated", "released", "system",
 ];
 const VIEWS = ["login-view", "search-view", "session-view", "live-view"];
 
@@ -179,21 +179,35 @@ function onSearch(ev) {
 
 // ---- one session ----------------------------------------------------------------------
 
+// The CDR's fields (src/store/calls.rs `Cdr`; times as in src/sessions.rs).
 const CDR_FIELDS = [
   ["id", "Session"], ["facility_id", "Facility"], ["inmate_id", "Inmate"],
-  ["number", "Dialed number"], ["state", "State"], ["end_reason", "End reason"],
+  ["number", "Number (E.164)"], ["dialed", "Dialed digits"], ["contact_id", "Contact"],
+  ["state", "State"], ["end_reason", "End reason"],
   ["invite_at", "Invite"], ["answer_at", "Answered"], ["accepted_at", "Accepted"],
-  ["end_at", "Ended"], ["billed_increments", "Billed increments"], ["amount", "Amount"],
+  ["billed_until", "Billed until"], ["media_end_at", "Parties disconnected"],
+  ["end_at", "Ended"], ["closed_at", "Record closed"],
+  ["billed_increments", "Billed increments"], ["amount", "Amount"], ["tariff", "Tariff"],
   ["privileged", "Privileged"], ["recorded", "Recorded"], ["recording_id", "Recording"],
   ["node_id", "Node"],
 ];
+
+// "plan p1 (deck d1, prefix 1555): local audio, 0.05/min in 6 s increments of 0.005"
+function tariffText(t) {
+  if (!t) return "";
+  return "plan " + (t.rate_plan_id || "?") + " (deck " + (t.rate_deck_id || "?") +
+    ", prefix " + (t.prefix || "?") + "): " + t.class + " " + t.service + ", " +
+    t.per_minute + "/min in " + t.increment_secs + " s increments of " + t.cost_per_increment;
+}
 
 function renderCdr(c) {
   const dl = $("cdr");
   dl.replaceChildren();
   for (const [k, label] of CDR_FIELDS) {
     const v = c[k];
-    const text = k.endsWith("_at") ? when(v) : (v === null || v === undefined ? "" : String(v));
+    const text = k === "tariff" ? tariffText(v)
+      : (k.endsWith("_at") || k === "billed_until") ? when(v)
+      : (v === null || v === undefined ? "" : String(v));
     dl.appendChild(el("dt", label));
     dl.appendChild(el("dd", text, { id: "cdr-" + k.replace(/_/g, "-") }));
   }

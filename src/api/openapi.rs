@@ -73,7 +73,7 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/inmates/{id}/suspend", "Suspend an inmate's calling", "inmates"),
     op("post", "/inmates/{id}/reinstate", "Reinstate a suspended inmate", "inmates"),
     with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN", "inmates"), "SetPin", 200),
-    money(op("post", "/inmates/{id}/release", "Release: refund the balance, close the account", "inmates")),
+    money(op("post", "/inmates/{id}/release", "Release: end the inmate's live call at once (reason released; a call carried by another node ends released at its next increment), then refund the balance and close the account -> {inmate, release, ended_calls, calls_elsewhere}", "inmates")),
     op("get", "/inmates/{id}/contacts", "An inmate's contacts", "contacts"),
     with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
     op("post", "/contacts/{id}/approve", "Approve a contact", "contacts"),
@@ -96,8 +96,8 @@ pub const OPERATIONS: &[Op] = &[
     money(op("post", "/deposits/{id}/void", "Void a pending money order", "money")),
     op("get", "/ledger/check", "Check the ledger's invariants", "money"),
     op("get", "/calls", "Search call records, scoped to the caller's facilities, newest first -> {items, total, limit, offset}; audited call.search", "calls"),
-    op("get", "/calls/active", "Calls in progress, each with listenable (accepted, not privileged, on a node)", "calls"),
-    op("get", "/calls/{id}", "One call record with its charges and its recording (or null)", "calls"),
+    op("get", "/calls/active", "Calls in progress, each with listenable (accepted, not privileged, on a node) and the increments and amount debited so far", "calls"),
+    op("get", "/calls/{id}", "One call record (the tariff applied, the times that explain its charge, the digits dialed) with its charges and its recording (or null)", "calls"),
     op("get", "/calls/{id}/recording", "The call's recording metadata; 403 privileged (audited recording.refused) for a privileged call", "recordings"),
     op("get", "/recordings/{id}", "Recording metadata (status, times, size, sha256, chain_seq)", "recordings"),
     op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
@@ -161,8 +161,50 @@ fn schemas() -> Value {
             "sdp": { "type": "string", "description": "SDP offer: one or two recvonly audio m-lines (first = inmate, second = called party), PCMU and/or PCMA" },
             "type": { "enum": ["offer"] } } },
         "SpendBody": { "type": "object", "required": ["amount"], "properties": {
-            "amount": { "$ref": "#/components/schemas/Money" }, "memo": { "type": "string" } } }
+            "amount": { "$ref": "#/components/schemas/Money" }, "memo": { "type": "string" } } },
+        "Cdr": cdr_schema(),
+        "AppliedTariff": { "type": "object", "description": "The tariff a call was charged by, recorded at authorization: amount = billed_increments × cost_per_increment",
+            "required": ["class", "service", "per_minute", "increment_secs", "cost_per_increment"], "properties": {
+            "rate_plan_id": { "type": ["string", "null"], "description": "The rate plan in force (plans are immutable; a new version has a new id)" },
+            "rate_deck_id": { "type": ["string", "null"], "description": "The rate deck that classified the number" },
+            "prefix": { "type": ["string", "null"], "description": "The deck prefix that matched" },
+            "class": { "enum": ["local", "domestic", "international"] },
+            "service": { "enum": ["audio", "video"] },
+            "per_minute": { "$ref": "#/components/schemas/Money" },
+            "increment_secs": { "type": "integer" },
+            "cost_per_increment": { "$ref": "#/components/schemas/Money", "description": "One increment's charge, rounded toward zero to 1/10,000 once" } } },
+        "CallDetail": { "allOf": [ { "$ref": "#/components/schemas/Cdr" }, { "type": "object", "properties": {
+            "charges": { "type": "array", "description": "The session's debits, in increment order", "items": { "type": "object" } },
+            "recording": { "type": ["object", "null"], "description": "The recording's metadata (its own started_at, ended_at, duration_ms), or null" } } } ] }
     })
+}
+
+/// A call record (`store::Cdr`); what each time means is `sessions`' module doc.
+fn cdr_schema() -> Value {
+    let time =
+        |d: &str| json!({ "type": ["string", "null"], "format": "date-time", "description": d });
+    json!({ "type": "object", "properties": {
+        "id": { "type": "string" }, "facility_id": { "type": "string" },
+        "inmate_id": { "type": ["string", "null"] }, "handset_id": { "type": ["string", "null"] },
+        "number": { "type": ["string", "null"], "description": "The number called in E.164, once the dialed digits were normalized (null for calls refused before)" },
+        "dialed": { "type": "string", "description": "The digits exactly as dialed, refused calls included" },
+        "contact_id": { "type": ["string", "null"], "description": "The approved contact the number belongs to" },
+        "state": { "enum": ["active", "ended"] },
+        "end_reason": { "type": ["string", "null"], "enum": EndReason::ALL.map(EndReason::as_str).into_iter().map(Some).chain([None]).collect::<Vec<_>>() },
+        "privileged": { "type": "boolean" }, "recorded": { "type": "boolean" },
+        "recording_id": { "type": ["string", "null"] }, "node_id": { "type": "string" },
+        "invite_at": { "type": "string", "format": "date-time", "description": "The handset's INVITE arrived" },
+        "answer_at": time("The trunk answered"),
+        "accepted_at": time("The called party accepted: bridging, recording and billing start"),
+        "billed_until": time("accepted_at + billed_increments × tariff.increment_secs: the end of the last billed increment (after a hang-up mid-increment it lies after media_end_at; a started increment is charged in full); null if never accepted or the tariff is unknown"),
+        "media_end_at": time("The parties stopped hearing each other: a cut (its notice starting), a BYE, a terminate; after a crash, the last moment the call is known to have been up"),
+        "end_at": time("The call ended, closing notice included; after a crash, as media_end_at"),
+        "closed_at": time("The record was written ended (after a crash: the restart that closed it)"),
+        "billed_increments": { "type": "integer", "description": "From the ledger (a live call: as debited so far); on a free plan, as counted" },
+        "amount": { "$ref": "#/components/schemas/Money" },
+        "tariff": { "oneOf": [ { "$ref": "#/components/schemas/AppliedTariff" }, { "type": "null" } ],
+                    "description": "The tariff applied; null if the call was refused before rating or predates tariffs being kept" },
+        "listenable": { "type": "boolean" } } })
 }
 
 fn operation(o: &Op) -> Value {
@@ -287,6 +329,38 @@ fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) 
         );
         responses.insert("416".into(), error.clone());
     }
+    let schema = |name: &str| json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } });
+    let list = |name: &str| json!({ "application/json": { "schema": { "type": "array", "items": { "$ref": format!("#/components/schemas/{name}") } } } });
+    match (o.method, o.path) {
+        ("get", "/calls") => {
+            let page = json!({ "application/json": { "schema": { "type": "object", "properties": {
+                "items": { "type": "array", "items": { "$ref": "#/components/schemas/Cdr" } },
+                "total": { "type": "integer" }, "limit": { "type": "integer" }, "offset": { "type": "integer" } } } } });
+            responses.insert(
+                "200".into(),
+                json!({ "description": "One page of call records", "content": page }),
+            );
+        }
+        ("get", "/calls/active") => {
+            responses.insert(
+                "200".into(),
+                json!({ "description": "Live call records", "content": list("Cdr") }),
+            );
+        }
+        ("get", "/calls/{id}") => {
+            responses.insert(
+                "200".into(),
+                json!({ "description": "The call record", "content": schema("CallDetail") }),
+            );
+        }
+        ("post", "/calls/{id}/terminate") => {
+            responses.insert(
+                "200".into(),
+                json!({ "description": "The closed record", "content": schema("Cdr") }),
+            );
+        }
+        _ => {}
+    }
     if o.path == "/auth/login" {
         responses.insert("401".into(), json!({ "description": "invalid_credentials (unknown user, wrong password, locked, or a username/password breaking the rules)",
             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
@@ -316,4 +390,66 @@ pub fn document() -> Value {
             "schemas": schemas()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AppliedTariff, Cdr};
+
+    /// The documented record names every field the API returns, and nothing else.
+    #[test]
+    fn the_cdr_schema_documents_every_field() {
+        let now = chrono::Utc::now();
+        let cdr = Cdr {
+            id: "c".into(),
+            facility_id: "F".into(),
+            inmate_id: None,
+            handset_id: None,
+            number: None,
+            dialed: String::new(),
+            contact_id: None,
+            state: "ended".into(),
+            end_reason: None,
+            privileged: false,
+            recorded: false,
+            recording_id: None,
+            node_id: String::new(),
+            invite_at: now,
+            answer_at: None,
+            accepted_at: None,
+            billed_until: None,
+            media_end_at: None,
+            end_at: None,
+            closed_at: None,
+            billed_increments: 0,
+            amount: crate::money::Money::ZERO,
+            tariff: Some(AppliedTariff {
+                rate_plan_id: None,
+                rate_deck_id: None,
+                prefix: None,
+                class: "local".into(),
+                service: "audio".into(),
+                per_minute: crate::money::Money::ZERO,
+                increment_secs: 60,
+                cost_per_increment: crate::money::Money::ZERO,
+            }),
+            listenable: false,
+        };
+        let v = serde_json::to_value(&cdr).unwrap();
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(keys(&v), keys(&schemas["Cdr"]["properties"]));
+        assert_eq!(
+            keys(&v["tariff"]),
+            keys(&schemas["AppliedTariff"]["properties"])
+        );
+        let reasons = schemas["Cdr"]["properties"]["end_reason"]["enum"].clone();
+        assert!(reasons.as_array().unwrap().contains(&json!("released")));
+    }
 }

@@ -11,8 +11,9 @@ use crate::charging::ChargingPlan;
 use crate::config::{BillingConfig, SecurityConfig};
 use crate::db::{from_micros, to_micros};
 use crate::policy::hours::{local_day, CallingHours};
-use crate::rating::{normalize_e164, rate, RatingError, Service};
-use crate::store::{ContactStatus, InmateStatus, Store, StoreError};
+use crate::rating::{normalize_e164, rate, RatingError, Service, E164};
+use crate::sessions;
+use crate::store::{ContactStatus, Facility, Inmate, InmateStatus, Store, StoreError};
 use chrono::{DateTime, NaiveTime, Utc};
 use sqlx::Row;
 use std::time::Duration;
@@ -122,6 +123,12 @@ async fn log_attempt(
 /// blocked; within calling hours; daily and concurrent limits; rating and the first
 /// increment affordable (the last is the call machine's, from the balance given here).
 /// The concurrent-call rule is enforced by claiming the inmate on the live session.
+///
+/// What the CDR needs is written on the session as it becomes known: an authorized call
+/// gets its contact, E.164 number and the tariff applied (plan, deck prefix, class,
+/// per-minute rate, increment, cost of one increment: [`sessions::record_authorization`]),
+/// so its charge can be reproduced from the record; a call refused after its number was
+/// normalized gets that number (the digits as dialed are on the session from the start).
 pub async fn check_destination(
     store: &Store,
     session_id: &str,
@@ -139,6 +146,28 @@ pub async fn check_destination(
     let Ok(number) = normalize_e164(dialed, &facility.country_code) else {
         return refused(EndReason::InvalidNumber);
     };
+    let d = check_number(store, session_id, &inmate, &facility, &number, billing, now).await?;
+    if let Destination::Refused(_) = d {
+        let p = sessions::Progress {
+            number_e164: Some(number.as_str()),
+            ..Default::default()
+        };
+        sessions::progress(store.db(), session_id, &p).await?;
+    }
+    Ok(d)
+}
+
+/// [`check_destination`] from the normalized number on.
+async fn check_number(
+    store: &Store,
+    session_id: &str,
+    inmate: &Inmate,
+    facility: &Facility,
+    number: &E164,
+    billing: &BillingConfig,
+    now: DateTime<Utc>,
+) -> Result<Destination, StoreError> {
+    let refused = |r| Ok(Destination::Refused(r));
     let contact = store
         .contact_for_number(&inmate.id, number.as_str())
         .await?;
@@ -159,15 +188,13 @@ pub async fn check_destination(
     }
     if facility.daily_call_limit > 0 {
         let midnight = local_midnight(&hours, now);
-        if crate::sessions::accepted_calls_since(store.db(), &inmate.id, midnight).await?
+        if sessions::accepted_calls_since(store.db(), &inmate.id, midnight).await?
             >= facility.daily_call_limit
         {
             return refused(EndReason::CallLimit);
         }
     }
-    if !crate::sessions::claim_inmate(store.db(), session_id, &inmate.id, &inmate.account_id)
-        .await?
-    {
+    if !sessions::claim_inmate(store.db(), session_id, &inmate.id, &inmate.account_id).await? {
         return refused(EndReason::CallLimit);
     }
     let (Some(plan_id), Some(deck_id)) = (&facility.rate_plan_id, &facility.rate_deck_id) else {
@@ -180,13 +207,28 @@ pub async fn check_destination(
         .load_rate_plan(plan_id, &facility.cap_category)
         .await?;
     let deck = store.load_rate_deck(deck_id).await?;
-    let rating = match rate(&deck, &plan, &number, Service::Audio) {
+    let rating = match rate(&deck, &plan, number, Service::Audio) {
         Ok(r) => r,
         Err(RatingError::NotRateable { .. }) => return refused(EndReason::InvalidNumber),
         Err(e) => return Err(StoreError::invalid("rate_plan_id", e.to_string())),
     };
+    let tariff = &rating.tariff;
+    let applied = sessions::Authorized {
+        contact_id: &contact.id,
+        number_e164: number.as_str(),
+        privileged: contact.privileged,
+        rate_plan_id: plan_id,
+        rate_deck_id: deck_id,
+        rate_prefix: rating.prefix,
+        class: rating.class.as_str(),
+        service: rating.service.as_str(),
+        per_minute: tariff.per_minute(),
+        increment_secs: tariff.increment_secs(),
+        cost_per_increment: tariff.cost_of_increment(),
+    };
+    sessions::record_authorization(store.db(), session_id, &applied).await?;
     let charging = ChargingPlan::for_tariff(
-        &rating.tariff,
+        tariff,
         plan.max_duration(),
         Duration::from_secs(u64::from(billing.warning_lead_secs)),
         DEBIT_TIMEOUT,

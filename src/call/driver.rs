@@ -46,13 +46,13 @@ use super::checks::{check_destination, check_pin};
 use super::live::{Control, LiveCalls};
 use super::{Call, CallAction, CallSummary, CallTimers, EndReason, Leg, PinVerdict, TrunkFailure};
 use crate::config::Config;
-use crate::ledger::{DebitOutcome, Service, SessionDebit};
+use crate::ledger::{DebitOutcome, LedgerError, Service, SessionDebit};
 use crate::media::dtmf::parse_sip_info;
 use crate::media::engine::{CallMedia, MediaEngine, MediaEvent};
 use crate::media::relay::{LatchPolicy, Side};
 use crate::media::sdp::{self, LocalMedia, NegotiatedMedia, SessionDescription};
 use crate::recording::{self, Capture, Closing, Recorder};
-use crate::sessions::{self, NewSession, SessionEnd};
+use crate::sessions::{self, CallEnd, NewSession, SessionEnd};
 use crate::sip::auth::DigestAuth;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{
@@ -393,7 +393,7 @@ impl Switchboard {
                 .respond(&key, reject(500, "Server Internal Error"))
                 .await;
         }
-        info!(%dialed, facility = %facility_id, handset = %handset_id, "call started");
+        info!(dialed = %redacted(&dialed), facility = %facility_id, handset = %handset_id, "call started");
         let control = self.live.register(&session_id);
         let t0 = self.now();
         let mut task = CallTask {
@@ -440,6 +440,28 @@ fn last_heard(
         return Some(now);
     }
     now.checked_sub(silence?)
+}
+
+/// A phone number for the logs: every digit but the last two masked (`+1********01`).
+/// Logs never carry numbers in clear; the CDR (`dialed`, `number`) is where staff of the
+/// facility see them.
+fn redacted(number: &str) -> String {
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    number
+        .chars()
+        .map(|c| {
+            if !c.is_ascii_digit() {
+                return c;
+            }
+            seen += 1;
+            if seen + 2 > digits {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
 }
 
 fn invite_call_id(req: &Request) -> String {
@@ -611,6 +633,11 @@ impl CallTask {
                             info!("terminated by request");
                             self.waiters.extend(done);
                             self.call.terminate(now);
+                        }
+                        Control::Release { done } => {
+                            info!("the inmate was released: ending the call");
+                            self.waiters.extend(done);
+                            self.call.inmate_released(now);
                         }
                         Control::Shutdown { done } => {
                             self.waiters.extend(done);
@@ -830,14 +857,17 @@ impl CallTask {
                 let now = self.now();
                 match d {
                     Ok(d) => {
-                        info!(destination = ?d, "destination checked");
-                        if let super::Destination::Authorized(a) = &d {
-                            self.progress(sessions::Progress {
-                                number_e164: Some(&a.number),
-                                privileged: Some(a.privileged),
-                                ..Default::default()
-                            })
-                            .await;
+                        // The number, contact and tariff are on the session already
+                        // (`check_destination` wrote them); the log names no number.
+                        match &d {
+                            super::Destination::Refused(r) => {
+                                info!(reason = r.as_str(), "destination refused")
+                            }
+                            super::Destination::Authorized(a) => info!(
+                                privileged = a.privileged,
+                                cost_per_increment = %a.charging.cost_per_increment,
+                                "destination authorized"
+                            ),
                         }
                         self.call.destination_checked(now, d)
                     }
@@ -867,6 +897,10 @@ impl CallTask {
             }
             CallAction::StartRecording { at } => self.start_recording(at).await,
             CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
+            CallAction::CheckBalance { after_increment } => {
+                self.check_balance(after_increment).await
+            }
+            CallAction::CountIncrement { increment } => self.count_increment(increment).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
             CallAction::Ended(summary) => {
                 if summary.reason == EndReason::MediaTimeout {
@@ -934,7 +968,7 @@ impl CallTask {
                 warn!(error = %e, "trunk INVITE not sent");
                 503u16
             })?;
-        info!(%number, trunk_call_id = %call_id, "trunk INVITE sent");
+        info!(number = %redacted(number), trunk_call_id = %call_id, "trunk INVITE sent");
         self.trunk = Some(TrunkLeg {
             invite,
             key,
@@ -1024,11 +1058,53 @@ impl CallTask {
                 info!(increment, %amount, %balance, "increment refused: funds");
                 self.call.debit_refused(now, increment)
             }
+            Err(LedgerError::AccountClosed { .. }) => {
+                // Only a release closes an account: the release was asked of a node that
+                // does not carry this call (or raced its end). Nothing was charged.
+                info!(
+                    increment,
+                    "increment refused: the account is closed (inmate released)"
+                );
+                self.call.inmate_released(now)
+            }
             Err(e) => {
                 // Nothing was charged; the call ends rather than run unpaid.
                 warn!(error = %e, increment, "debit failed");
                 self.call.fail(now)
             }
+        }
+    }
+
+    /// Reads the paying account's balance for the funds warning (`charging` module doc); a
+    /// failed read answers `None` and the warning plays on the last prediction.
+    async fn check_balance(&mut self, after_increment: u32) {
+        let balance = match self.account_id.clone() {
+            Some(account) => match self.sb.store.ledger().balance(&account).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the balance for the funds warning");
+                    None
+                }
+            },
+            None => None,
+        };
+        debug!(after_increment, balance = ?balance, "balance checked before the funds warning");
+        let now = self.now();
+        self.call.balance_checked(now, after_increment, balance);
+    }
+
+    /// A free increment began: the session counts it (the CDR's billed increments). A
+    /// released inmate's account is closed: the call ends `released`, as a paid call does
+    /// at its next debit. A failed write only costs the count of a call that moves no money.
+    async fn count_increment(&mut self, increment: u32) {
+        match sessions::count_increment(self.sb.store.db(), &self.session_id, increment).await {
+            Ok(true) => debug!(increment, "free increment counted"),
+            Ok(false) => {
+                info!(increment, "the account is closed (inmate released)");
+                let now = self.now();
+                self.call.inmate_released(now);
+            }
+            Err(e) => warn!(error = %e, increment, "cannot count the free increment"),
         }
     }
 
@@ -1053,8 +1129,13 @@ impl CallTask {
             accepted_at: s.accepted_at.map(|i| self.wall_of(i)),
             end_at: self.wall_of(s.ended_at),
         };
+        let call = CallEnd {
+            media_end_at: s.media_ended_at.map(|i| self.wall_of(i)),
+            counted_increments: s.increments,
+            closed_at: Some(self.sb.wall()),
+        };
         for attempt in 0..3u32 {
-            match sessions::close(self.sb.store.db(), &self.session_id, &end).await {
+            match sessions::close_with(self.sb.store.db(), &self.session_id, &end, &call).await {
                 Ok(_) => {
                     info!(
                         reason = s.reason.as_str(),
@@ -1381,6 +1462,14 @@ mod tests {
             Some("+15551230001")
         );
         assert_eq!(dialed_number(&Uri::parse("sip:gw.example").unwrap()), None);
+    }
+
+    #[test]
+    fn numbers_are_masked_in_the_logs() {
+        assert_eq!(redacted("+15551230001"), "+*********01");
+        assert_eq!(redacted("5551230001"), "********01");
+        assert_eq!(redacted("7"), "7");
+        assert_eq!(redacted(""), "");
     }
 
     #[test]

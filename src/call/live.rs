@@ -18,6 +18,9 @@ pub enum Control {
     /// An investigator or operator ends the call (reason `terminated`); `done` is told
     /// once the CDR is closed.
     Terminate { done: Option<oneshot::Sender<()>> },
+    /// The inmate was released: end the call at once (reason `released`); `done` is told
+    /// once the CDR is closed.
+    Release { done: Option<oneshot::Sender<()>> },
     /// The gateway is shutting down: end the call (reason `system`).
     Shutdown { done: Option<oneshot::Sender<()>> },
     /// A live listener wants the call's audio: attach `tap` to the call's media unless
@@ -107,13 +110,30 @@ impl LiveCalls {
     /// Asks the call to end (reason `terminated`) and waits up to `wait` for its CDR to
     /// be closed.
     pub async fn terminate(&self, session_id: &str, wait: Duration) -> Result<(), TerminateError> {
+        self.end(session_id, wait, |done| Control::Terminate { done })
+            .await
+    }
+
+    /// Asks the call to end because its inmate is being released (reason `released`) and
+    /// waits up to `wait` for its CDR to be closed.
+    pub async fn release(&self, session_id: &str, wait: Duration) -> Result<(), TerminateError> {
+        self.end(session_id, wait, |done| Control::Release { done })
+            .await
+    }
+
+    async fn end(
+        &self,
+        session_id: &str,
+        wait: Duration,
+        control: impl FnOnce(Option<oneshot::Sender<()>>) -> Control,
+    ) -> Result<(), TerminateError> {
         let tx = self
             .map()
             .get(session_id)
             .cloned()
             .ok_or(TerminateError::NotHere)?;
         let (done, rx) = oneshot::channel();
-        tx.send(Control::Terminate { done: Some(done) })
+        tx.send(control(Some(done)))
             .map_err(|_| TerminateError::AlreadyEnded)?;
         // A call that ends on its own meanwhile drops `done`: it ended either way.
         let _ = tokio::time::timeout(wait, rx).await;

@@ -57,6 +57,22 @@
 //!   (first-digit and inter-digit timeouts, a limited number of attempts), the trunk's
 //!   ringing (`Dial`), the announcement (`AcceptTimeout`), a closing notice
 //!   (`PromptGuard`). The media timeout applies only to `Connected`.
+//!
+//! # Money and the end
+//!
+//! - **Charging** decides increments, warnings and cuts (the `charging` module doc): the
+//!   machine passes its `Debit`, `CheckBalance` (the funds warning re-checks the balance
+//!   before it plays) and `CountIncrement` (a free increment, recorded on the session) to
+//!   the driver and feeds the answers back. A refused debit is the only funds cut, so a
+//!   deposit made during the last paid increment keeps the call up.
+//! - **Release.** [`Call::inmate_released`] ends the call at once, no notice, reason
+//!   [`EndReason::Released`]: the API's release asks it of the call before the account is
+//!   closed, and a debit (or free count) that finds the account closed — the release was
+//!   made where the call could not hear it — ends the call the same way, uncharged.
+//! - **The record's times.** [`CallSummary`] carries when the call was accepted (billing
+//!   starts), when the parties stopped hearing each other (`media_ended_at`: the call left
+//!   `Connected`, its closing notice then plays over them) and when it ended (`ended_at`,
+//!   notice included). The `sessions` module doc says what each CDR time means.
 
 pub mod admission;
 pub mod checks;
@@ -97,6 +113,9 @@ pub enum EndReason {
     CallLimit,
     InsufficientFunds,
     Terminated,
+    /// The inmate was released (`POST /inmates/{id}/release`): the live call ends at once,
+    /// before the account closes (see [`Call::inmate_released`]).
+    Released,
     System,
     /// A bridged leg sent no RTP for `rtp.media_timeout_secs` (see the module doc).
     MediaTimeout,
@@ -104,7 +123,7 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason, in the order the documentation lists them (OpenAPI, console filter).
-    pub const ALL: [EndReason; 19] = [
+    pub const ALL: [EndReason; 20] = [
         EndReason::CallerHangup,
         EndReason::CalleeHangup,
         EndReason::FundsExhausted,
@@ -123,6 +142,7 @@ impl EndReason {
         EndReason::CallLimit,
         EndReason::InsufficientFunds,
         EndReason::Terminated,
+        EndReason::Released,
         EndReason::System,
     ];
 
@@ -150,6 +170,7 @@ impl EndReason {
             EndReason::CallLimit => "call_limit",
             EndReason::InsufficientFunds => "insufficient_funds",
             EndReason::Terminated => "terminated",
+            EndReason::Released => "released",
             EndReason::System => "system",
             EndReason::MediaTimeout => "media_timeout",
         }
@@ -285,6 +306,12 @@ pub enum CallAction {
     StartRecording { at: Instant },
     /// Debit increment `increment` of `amount` (idempotent per call and increment).
     Debit { increment: u32, amount: Money },
+    /// Read the paying account's balance and answer with [`Call::balance_checked`] (the
+    /// funds warning is due; see the `charging` module doc).
+    CheckBalance { after_increment: u32 },
+    /// A free increment began (a plan that costs nothing): record it on the session for
+    /// the CDR; no money moves.
+    CountIncrement { increment: u32 },
     /// Send BYE on a leg.
     Hangup { leg: Leg },
     /// The call is over: write the CDR. Always the last action.
@@ -299,10 +326,17 @@ pub struct CallSummary {
     pub number: Option<String>,
     pub privileged: bool,
     pub recorded: bool,
+    /// Increments the charging machine counted: paid ones (confirmed by the ledger) or,
+    /// on a free plan, begun ones.
     pub increments: u32,
     pub charged: Money,
     pub answered_at: Option<Instant>,
+    /// When the called party accepted: bridging, recording and billing start here.
     pub accepted_at: Option<Instant>,
+    /// When the parties stopped hearing each other: the call left `Connected` (a cut, its
+    /// notice starting; a BYE; a terminate). `None` if they were never bridged.
+    pub media_ended_at: Option<Instant>,
+    /// When the call ended: BYEs sent or received, any closing notice included.
     pub ended_at: Instant,
 }
 
@@ -344,6 +378,8 @@ pub struct Call {
     pending_reason: Option<EndReason>,
     answered_at: Option<Instant>,
     accepted_at: Option<Instant>,
+    /// When the call left `Connected` (see [`CallSummary::media_ended_at`]).
+    media_ended_at: Option<Instant>,
     /// When the gateway answered the handset: its media has been flowing since.
     began_at: Instant,
     /// Per leg (handset, trunk): when its last RTP packet arrived, as the driver last
@@ -371,6 +407,7 @@ impl Call {
             pending_reason: None,
             answered_at: None,
             accepted_at: None,
+            media_ended_at: None,
             began_at: now,
             rtp_heard: [None; 2],
             actions: VecDeque::new(),
@@ -578,6 +615,18 @@ impl Call {
         self.finish(now);
     }
 
+    /// The inmate was released, or the account paying the call was found closed (only a
+    /// release closes an account): end at once with reason `released`, no notice, so no
+    /// increment is ever attempted on the closed account.
+    pub fn inmate_released(&mut self, now: Instant) {
+        if self.state == CallState::Ended {
+            return;
+        }
+        self.pending_reason = Some(EndReason::Released);
+        self.hang_up_others_all();
+        self.finish(now);
+    }
+
     /// The driver or the system failed (database down, media error): end cleanly.
     pub fn fail(&mut self, now: Instant) {
         if self.state == CallState::Ended {
@@ -607,6 +656,15 @@ impl Call {
     pub fn debit_refused(&mut self, now: Instant, increment: u32) {
         if let Some(c) = self.charging.as_mut() {
             c.debit_refused(now, increment);
+        }
+        self.drain_charging(now);
+    }
+
+    /// The answer to `CheckBalance`: the paying account's balance, or `None` if it could
+    /// not be read.
+    pub fn balance_checked(&mut self, now: Instant, after_increment: u32, balance: Option<Money>) {
+        if let Some(c) = self.charging.as_mut() {
+            c.balance_checked(now, after_increment, balance);
         }
         self.drain_charging(now);
     }
@@ -724,6 +782,12 @@ impl Call {
                     ChargingAction::Debit { increment, amount } => self
                         .actions
                         .push_back(CallAction::Debit { increment, amount }),
+                    ChargingAction::CheckBalance { after_increment } => self
+                        .actions
+                        .push_back(CallAction::CheckBalance { after_increment }),
+                    ChargingAction::Count { increment } => self
+                        .actions
+                        .push_back(CallAction::CountIncrement { increment }),
                     ChargingAction::PlayWarning { reason } => {
                         let prompt = match reason {
                             WarningReason::FundsLow => PromptId::FundsWarning,
@@ -767,6 +831,7 @@ impl Call {
 
     fn play_then_end(&mut self, now: Instant, prompt: PromptId, reason: EndReason) {
         self.pending_reason = Some(reason);
+        self.leave_connected(now);
         self.state = CallState::Ending;
         self.stop_billing(now);
         self.actions.push_back(CallAction::Play {
@@ -785,6 +850,14 @@ impl Call {
     fn finish_after_notice(&mut self, now: Instant) {
         self.hang_up_others_all();
         self.finish(now);
+    }
+
+    /// The parties stop hearing each other now (a notice plays over them, or the call
+    /// ends): the CDR's media end.
+    fn leave_connected(&mut self, now: Instant) {
+        if self.state == CallState::Connected && self.media_ended_at.is_none() {
+            self.media_ended_at = Some(now);
+        }
     }
 
     /// Freezes billing: no debit is issued after the call starts ending.
@@ -825,6 +898,7 @@ impl Call {
     }
 
     fn finish(&mut self, now: Instant) {
+        self.leave_connected(now);
         self.stop_billing(now);
         self.timers = [None; 3];
         let reason = self.pending_reason.unwrap_or(EndReason::System);
@@ -843,6 +917,7 @@ impl Call {
             charged,
             answered_at: self.answered_at,
             accepted_at: self.accepted_at,
+            media_ended_at: self.media_ended_at,
             ended_at: now,
         }));
     }

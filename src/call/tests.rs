@@ -133,6 +133,10 @@ fn run_with_media(
                     }
                     progressed = true;
                 }
+                CallAction::CheckBalance { after_increment } => {
+                    c.balance_checked(now, *after_increment, Some(balance));
+                    progressed = true;
+                }
                 CallAction::Play {
                     leg: Leg::Handset, ..
                 } if c.state() == CallState::Ending => {
@@ -187,7 +191,8 @@ fn funds_run_out_after_three_increments() {
             _ => None,
         })
         .collect();
-    assert_eq!(debits, vec![1, 2, 3]);
+    // The fourth is asked for and refused: the ledger's refusal is the cut.
+    assert_eq!(debits, vec![1, 2, 3, 4]);
     assert!(plays(&actions, Leg::Handset).contains(&PromptId::FundsWarning));
     assert!(plays(&actions, Leg::Handset).contains(&PromptId::FundsExhausted));
     assert!(
@@ -563,6 +568,159 @@ fn terminate_ends_both_legs_at_once() {
     assert_eq!(c.poll_timeout(), None);
 }
 
+// ---- issue 9: the money path and the record's times ----------------------------------
+
+/// Item 7 through the call: $0.02 pays two 6 s increments; the warning plays 2 s before
+/// the end of the second (10 s after acceptance); $5.00 arrives at 11 s. The third is
+/// debited at 12 s and the call goes on (it used to be cut there, the $5.00 unused).
+#[test]
+fn a_deposit_during_the_last_paid_increment_keeps_the_call_up() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "0.02", "0.01"));
+    let accept_at = t0 + Duration::from_secs(5);
+    c.digit(accept_at, Leg::Trunk, '1');
+    let at = |s: u64| accept_at + Duration::from_secs(s);
+    let log = run(&mut c, accept_at, "0.02".parse().unwrap(), at(11));
+    assert_eq!(debits(&log).len(), 2);
+    let warned: Vec<(Instant, PromptId)> = log
+        .iter()
+        .filter_map(|(t, a)| match a {
+            CallAction::Play {
+                leg: Leg::Handset,
+                prompt: PromptId::FundsWarning,
+            } => Some((*t, PromptId::FundsWarning)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warned, vec![(at(10), PromptId::FundsWarning)]);
+    // The deposit: the ledger now holds $5.00 after the second increment.
+    let log = run(&mut c, at(11), "5.00".parse().unwrap(), at(30));
+    assert_eq!(c.state(), CallState::Connected, "not cut at 12 s");
+    let paid: Vec<(Instant, u32)> = debits(&log);
+    assert_eq!(
+        paid,
+        vec![(at(12), 3), (at(18), 4), (at(24), 5), (at(30), 6)]
+    );
+    c.hangup_from(at(31), Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!(
+        (s.reason, s.increments, s.charged.to_string().as_str()),
+        (EndReason::CallerHangup, 6, "0.06")
+    );
+}
+
+/// Item 9 in the machine: on exhaustion the parties stop hearing each other at the cut,
+/// the end of the last paid increment (18 s after acceptance); the call ends after the
+/// notice, 2.5 s later.
+#[test]
+fn the_media_end_is_the_cut_and_the_end_follows_the_notice() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "0.03", "0.01"));
+    let accept_at = t0 + Duration::from_secs(5);
+    c.digit(accept_at, Leg::Trunk, '1');
+    let mut balance: Money = "0.03".parse().unwrap();
+    let mut now = accept_at;
+    while c.state() == CallState::Connected {
+        for a in drain(&mut c) {
+            match a {
+                CallAction::Debit { increment, amount } if balance >= amount => {
+                    balance = balance - amount;
+                    c.debit_succeeded(now, increment, balance);
+                }
+                CallAction::Debit { increment, .. } => c.debit_refused(now, increment),
+                CallAction::CheckBalance { after_increment } => {
+                    c.balance_checked(now, after_increment, Some(balance))
+                }
+                _ => {}
+            }
+        }
+        if c.state() != CallState::Connected {
+            break;
+        }
+        now = c.poll_timeout().unwrap();
+        c.handle_timeout(now);
+    }
+    assert_eq!(c.state(), CallState::Ending);
+    let notice_done = now + Duration::from_millis(2_500);
+    c.prompt_finished(notice_done, Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!(s.reason, EndReason::FundsExhausted);
+    assert_eq!(s.increments, 3);
+    assert_eq!(s.accepted_at, Some(accept_at));
+    assert_eq!(s.media_ended_at, Some(accept_at + Duration::from_secs(18)));
+    assert_eq!(s.ended_at, notice_done);
+}
+
+/// A call that never reached the parties has no media end; a hang-up's is its end.
+#[test]
+fn media_end_only_for_bridged_calls() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.hangup_from(t0 + Duration::from_secs(4), Leg::Trunk);
+    assert_eq!(ended(&drain(&mut c)).unwrap().media_ended_at, None);
+    let mut c = accepted_with(t0, CallTimers::default());
+    drain(&mut c);
+    c.hangup_from(t0 + Duration::from_secs(4), Leg::Trunk);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!(s.media_ended_at, Some(t0 + Duration::from_secs(4)));
+    assert_eq!(s.ended_at, t0 + Duration::from_secs(4));
+}
+
+/// Item 10: releasing the inmate ends a live call at once with its own reason, both legs
+/// BYE, no notice, and no increment after it.
+#[test]
+fn a_released_inmate_s_call_ends_at_once() {
+    let t0 = epoch();
+    let mut c = accepted_with(t0, CallTimers::default());
+    let log = run(
+        &mut c,
+        t0,
+        "5.00".parse().unwrap(),
+        t0 + Duration::from_secs(8),
+    );
+    assert_eq!(debits(&log).len(), 2);
+    c.inmate_released(t0 + Duration::from_secs(8));
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::Hangup { leg: Leg::Trunk }));
+    assert!(a.contains(&CallAction::Hangup { leg: Leg::Handset }));
+    assert!(plays(&a, Leg::Handset).is_empty() && plays(&a, Leg::Trunk).is_empty());
+    assert!(!a.iter().any(|x| matches!(x, CallAction::Debit { .. })));
+    let s = ended(&a).unwrap();
+    assert_eq!((s.reason, s.increments), (EndReason::Released, 2));
+    assert_eq!(s.ended_at, t0 + Duration::from_secs(8));
+    assert_eq!(c.poll_timeout(), None);
+    // Also before the called party answered (the trunk INVITE is cancelled).
+    let mut c = to_destination(t0);
+    c.destination_checked(t0, auth(false, "5.00", "0.01"));
+    drain(&mut c);
+    c.inmate_released(t0 + Duration::from_secs(1));
+    let a = drain(&mut c);
+    assert!(a.contains(&CallAction::CancelTrunk), "{a:?}");
+    assert_eq!(ended(&a).unwrap().reason, EndReason::Released);
+}
+
+/// Item 10: a free plan's increments are announced to the driver as they begin (for the
+/// session) and counted in the summary; nothing is debited.
+#[test]
+fn a_free_call_counts_its_increments() {
+    let t0 = epoch();
+    let mut c = to_announcing(t0, auth(false, "0.00", "0"));
+    c.digit(t0, Leg::Trunk, '1');
+    let log = run(&mut c, t0, Money::ZERO, t0 + Duration::from_secs(13));
+    let counted: Vec<u32> = log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            CallAction::CountIncrement { increment } => Some(*increment),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counted, vec![1, 2, 3]);
+    assert!(debits(&log).is_empty());
+    c.hangup_from(t0 + Duration::from_secs(13), Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!((s.increments, s.charged), (3, Money::ZERO));
+}
+
 // ---- media timeout ----------------------------------------------------------------------
 
 /// An accepted call at `t0` on 6-second increments of $0.01 with $5.00 (max 30 min).
@@ -827,8 +985,9 @@ fn every_end_reason_is_listed_once_and_parses_back() {
         | EndReason::CallLimit
         | EndReason::InsufficientFunds
         | EndReason::Terminated
+        | EndReason::Released
         | EndReason::System => EndReason::ALL.contains(&r),
     };
     assert!(EndReason::ALL.into_iter().all(listed));
-    assert_eq!(EndReason::ALL.len(), 19);
+    assert_eq!(EndReason::ALL.len(), 20);
 }

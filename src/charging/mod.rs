@@ -9,12 +9,15 @@
 //! connected. The driver then, in the str0m/quinn style:
 //!
 //! 1. feeds inputs: [`Charging::start`], [`Charging::debit_succeeded`],
-//!    [`Charging::debit_refused`], [`Charging::hung_up`], and [`Charging::handle_timeout`]
-//!    when the deadline of [`Charging::poll_timeout`] is reached;
+//!    [`Charging::debit_refused`], [`Charging::balance_checked`], [`Charging::hung_up`], and
+//!    [`Charging::handle_timeout`] when the deadline of [`Charging::poll_timeout`] is reached;
 //! 2. after every input drains [`Charging::poll_action`] and carries the actions out:
 //!    [`ChargingAction::Debit`] → a conditional, idempotent ledger debit (keyed by session
 //!    and increment number) whose outcome comes back as `debit_succeeded`/`debit_refused`;
-//!    [`ChargingAction::PlayWarning`] → a prompt; [`ChargingAction::Cut`] → BYE both legs.
+//!    [`ChargingAction::CheckBalance`] → a read of the paying account's balance, answered
+//!    with `balance_checked`; [`ChargingAction::Count`] → a free increment began (record it
+//!    for the CDR; no money moves); [`ChargingAction::PlayWarning`] → a prompt;
+//!    [`ChargingAction::Cut`] → BYE both legs.
 //!
 //! It calls nothing but [`crate::money`] and [`crate::rating`] (for
 //! [`ChargingPlan::for_tariff`] and the affordability arithmetic).
@@ -27,28 +30,47 @@
 //!   call hung up at exactly 61:00 with 60 s increments is 61 increments, provided the
 //!   driver delivers inputs before timeouts at the same instant (the driver contract, as in
 //!   quinn). A started increment is charged in full, even if the call ends during it.
-//! - **Affordability.** `start` gets the balance: if it cannot pay increment 1 the session is
-//!   cut at once (`FundsExhausted`) without a debit. Every `debit_succeeded` reports
-//!   `balance_after`; `floor(balance_after / cost)` more increments are affordable. When the
-//!   increment just debited is the last affordable one, the funds warning is scheduled
-//!   `warning_lead` before its end (immediately if that is already past) and the session is
-//!   cut at its end. Otherwise, at its end, the next increment is debited.
-//! - **Refusal and timeouts.** A refused debit cuts at once (`FundsExhausted`); its increment
-//!   is not charged. A debit not confirmed within `debit_timeout` cuts (`DebitTimeout`).
+//! - **The ledger decides the cut.** At the end of every paid increment the next one is
+//!   debited, whatever the last balance predicted: the ledger's conditional debit is the
+//!   truth, and only its refusal cuts the session (`FundsExhausted`, at once, its increment
+//!   not charged). A deposit made at any moment before that debit — families deposit
+//!   precisely to keep a call going — therefore keeps the call up. (Cutting on the
+//!   prediction `floor(balance_after / cost)` of the last debit, as this machine once did,
+//!   ended calls whose account had been topped up meanwhile and left the deposit unused.)
+//!   The refused attempt costs one rolled-back transaction and moves no money; the
+//!   exhaustion notice then plays after the last paid increment, so nobody pays for it.
+//!   `start` gets the balance read at authorization: if that cannot pay increment 1 the
+//!   session is cut at once without a debit (the call flow never gets there: its
+//!   authorization already refused the call as `insufficient_funds`).
+//! - **Timeouts.** A debit not confirmed within `debit_timeout` cuts (`DebitTimeout`).
+//! - **The funds warning tells the truth.** Every `debit_succeeded` reports `balance_after`;
+//!   `floor(balance_after / cost)` more increments are affordable. When the increment just
+//!   debited is the last affordable one, the funds warning is due `warning_lead` before its
+//!   end. It plays at once only if the balance is known *at that instant* (the confirmation
+//!   of that debit); when it falls due later the machine first asks for the balance
+//!   ([`ChargingAction::CheckBalance`]) and plays it only if the answer still cannot pay
+//!   the next increment — a deposit made after the last debit cancels it. A warning is
+//!   played once per announced end: when a deposit extends a call after its warning (the
+//!   debit the warning said would fail succeeds), the warning comes again before the new
+//!   last affordable increment. A check whose answer arrives after a newer debit is stale
+//!   and ignored; an unreadable balance (`None`) leaves the prediction standing, so the
+//!   warning plays.
 //! - **Maximum duration.** The session is cut at `start + max_duration` (`MaxDuration`),
 //!   and no debit is issued for an increment starting at or after it. Cuts win ties with a
 //!   debit at the same instant.
-//! - **Warnings** are played once per reason, `warning_lead` before the cut they announce,
-//!   and only for the cut that will actually happen first: the funds warning if funds end
-//!   before the maximum duration, else the maximum-duration warning. A zero `warning_lead`
-//!   disables warnings.
+//! - **Warnings** are played `warning_lead` before the cut they announce, and only for the
+//!   cut that will actually happen first: the funds warning if funds end before the maximum
+//!   duration, else the maximum-duration warning (once). A zero `warning_lead` disables
+//!   warnings.
 //! - **The end.** After a cut or a hang-up every input is ignored and no action follows,
 //!   with one exception kept for the books: the confirmation (or refusal) of the debit that
 //!   was already in flight still updates [`Charging::charged`], because that money did move.
 //!   A hang-up also drops actions not yet drained (a queued debit is then never sent).
 //! - **Free plans** (`cost_per_increment` = 0) issue no debits at all — the ledger gets no
-//!   zero-amount entries — but still count increments ([`Charging::increments_charged`], for
-//!   the CDR), need no balance, and are bounded by the maximum duration.
+//!   zero-amount entries: no money moves — but still count increments
+//!   ([`Charging::increments_charged`]) and announce each with [`ChargingAction::Count`], so
+//!   the driver records it on the session (the CDR's billed increments, with amount 0, also
+//!   across a crash); they need no balance and are bounded by the maximum duration.
 //! - **Never panics**: instants that would overflow are treated as "never".
 
 mod timer;
@@ -114,6 +136,13 @@ pub enum ChargingAction {
     /// Debit `amount` for increment `increment` (idempotent per session and increment), then
     /// report [`Charging::debit_succeeded`] or [`Charging::debit_refused`].
     Debit { increment: u32, amount: Money },
+    /// Read the paying account's balance and report it with [`Charging::balance_checked`]
+    /// (tagged with `after_increment`, the last paid increment when it was asked): the
+    /// funds warning is due and the last balance seen is older than now.
+    CheckBalance { after_increment: u32 },
+    /// Free increment `increment` began (a plan that costs nothing): record it for the CDR.
+    /// Nothing is debited and nothing is reported back.
+    Count { increment: u32 },
     /// Play the warning prompt for `reason` to the inmate (and, on visits, both parties).
     PlayWarning { reason: WarningReason },
     /// End the session now (notice prompt, then BYE both legs).
@@ -161,10 +190,16 @@ pub struct Charging {
     charged: Money,
     /// The debit in flight, awaiting the ledger.
     pending: Option<u32>,
-    /// Increments affordable after the last confirmed one, from its `balance_after`.
+    /// Increments affordable after the last confirmed one, from the newest balance seen.
     more_affordable: u64,
-    /// Warnings already played: `[FundsLow, MaxDuration]`.
-    warned: [bool; 2],
+    /// When `more_affordable` was last computed from the ledger's answer.
+    balance_seen_at: Option<Instant>,
+    /// The balance check in flight: the last paid increment when it was asked.
+    checking: Option<u32>,
+    /// The last affordable increment the funds warning announced the end of, if played.
+    funds_warned_for: Option<u32>,
+    /// Whether the maximum-duration warning was played.
+    max_warned: bool,
 }
 
 impl Charging {
@@ -191,7 +226,10 @@ impl Charging {
             charged: Money::ZERO,
             pending: None,
             more_affordable: 0,
-            warned: [false; 2],
+            balance_seen_at: None,
+            checking: None,
+            funds_warned_for: None,
+            max_warned: false,
         })
     }
 
@@ -220,7 +258,7 @@ impl Charging {
         self.pending
     }
 
-    /// Increments affordable after the last paid one, as of its `balance_after`.
+    /// Increments affordable after the last paid one, as of the newest balance seen.
     pub fn more_affordable(&self) -> u64 {
         self.more_affordable
     }
@@ -272,10 +310,29 @@ impl Charging {
             return;
         }
         self.more_affordable = affordable(balance_after, self.plan.cost_per_increment);
+        self.balance_seen_at = Some(now);
         self.timers.set(
             Timer::NextIncrement,
             self.increment_start(increment.saturating_add(1)),
         );
+        self.schedule_warning(now);
+    }
+
+    /// The answer to [`ChargingAction::CheckBalance`]: the paying account's `balance` now,
+    /// or `None` if it could not be read (the last prediction then stands). Ignored unless
+    /// it answers the check in flight and no debit happened since it was asked.
+    pub fn balance_checked(&mut self, now: Instant, after_increment: u32, balance: Option<Money>) {
+        if self.checking != Some(after_increment) {
+            return;
+        }
+        self.checking = None;
+        if self.is_ended() || self.pending.is_some() || self.increments != after_increment {
+            return;
+        }
+        if let Some(b) = balance {
+            self.more_affordable = affordable(b, self.plan.cost_per_increment);
+        }
+        self.balance_seen_at = Some(now);
         self.schedule_warning(now);
     }
 
@@ -297,6 +354,7 @@ impl Charging {
         }
         self.state = ChargingState::HungUp;
         self.timers.clear();
+        self.checking = None;
         let undrained_debit = self
             .actions
             .iter()
@@ -341,17 +399,14 @@ impl Charging {
         }
     }
 
-    /// The paid increment is over: pay the next one, or cut if none is affordable.
+    /// The paid increment is over: debit the next one. Even when the last balance said it
+    /// is not affordable — a deposit may have come since; the ledger's refusal is the cut.
     fn on_increment_end(&mut self, now: Instant) {
         let Some(next) = self.increments.checked_add(1) else {
             self.cut(CutReason::MaxDuration); // 2^32 increments: a limit all the same
             return;
         };
-        if self.is_free() || self.more_affordable > 0 {
-            self.begin_increment(now, next);
-        } else {
-            self.cut(CutReason::FundsExhausted);
-        }
+        self.begin_increment(now, next);
     }
 
     /// Starts increment `k`: debit it (or count it, on a free plan).
@@ -365,6 +420,8 @@ impl Charging {
         }
         if self.is_free() {
             self.increments = k;
+            self.actions
+                .push_back(ChargingAction::Count { increment: k });
             self.timers.set(
                 Timer::NextIncrement,
                 self.increment_start(k.saturating_add(1)),
@@ -382,7 +439,8 @@ impl Charging {
         );
     }
 
-    /// Plays the warning that is due, or arms the timer for it.
+    /// Plays the warning that is due, or arms the timer for it. A funds warning due now
+    /// plays only on a balance seen now; otherwise the balance is checked first.
     fn schedule_warning(&mut self, now: Instant) {
         self.timers.stop(Timer::Warning);
         if self.is_ended() {
@@ -391,13 +449,27 @@ impl Charging {
         let Some((at, reason)) = self.next_warning() else {
             return;
         };
-        if at <= now {
-            self.warned[reason as usize] = true;
-            self.actions
-                .push_back(ChargingAction::PlayWarning { reason });
-        } else {
+        if at > now {
             self.timers.set(Timer::Warning, Some(at));
+            return;
         }
+        match reason {
+            WarningReason::MaxDuration => self.max_warned = true,
+            WarningReason::FundsLow if self.balance_seen_at == Some(now) => {
+                self.funds_warned_for = Some(self.increments);
+            }
+            WarningReason::FundsLow => {
+                if self.checking.is_none() {
+                    self.checking = Some(self.increments);
+                    self.actions.push_back(ChargingAction::CheckBalance {
+                        after_increment: self.increments,
+                    });
+                }
+                return;
+            }
+        }
+        self.actions
+            .push_back(ChargingAction::PlayWarning { reason });
     }
 
     /// The warning for the cut that will come first, if not played yet.
@@ -411,7 +483,11 @@ impl Charging {
             (_, Some(m)) => (m, WarningReason::MaxDuration),
             (None, None) => return None,
         };
-        if self.warned[reason as usize] {
+        let played = match reason {
+            WarningReason::FundsLow => self.funds_warned_for == Some(self.increments),
+            WarningReason::MaxDuration => self.max_warned,
+        };
+        if played {
             return None;
         }
         let start = self.started_at?;
@@ -419,7 +495,8 @@ impl Charging {
         Some((at.max(start), reason))
     }
 
-    /// End of the last affordable increment, once the ledger said nothing more is affordable.
+    /// End of the last affordable increment, once the ledger said nothing more is
+    /// affordable: where the next debit is expected to be refused.
     fn funds_cut_at(&self) -> Option<Instant> {
         let last_known = self.pending.is_none() && self.increments > 0;
         if self.is_free() || !last_known || self.more_affordable > 0 {
@@ -445,6 +522,7 @@ impl Charging {
     fn cut(&mut self, reason: CutReason) {
         self.state = ChargingState::Cut(reason);
         self.timers.clear();
+        self.checking = None;
         self.actions.push_back(ChargingAction::Cut { reason });
     }
 }

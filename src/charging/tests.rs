@@ -33,6 +33,8 @@ struct Harness {
     ledger_silent: bool,
     /// Every action with the virtual time (since start) it was emitted at.
     log: Vec<(Duration, ChargingAction)>,
+    /// The balance when a cut was drained.
+    balance_at_cut: Option<Money>,
 }
 
 impl Harness {
@@ -45,6 +47,7 @@ impl Harness {
             balance: m(balance),
             ledger_silent: false,
             log: Vec::new(),
+            balance_at_cut: None,
         }
     }
 
@@ -57,8 +60,14 @@ impl Harness {
     fn drain(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             self.log.push((self.now - self.t0, action));
-            if let Debit { increment, amount } = action {
-                self.pay(increment, amount);
+            match action {
+                Debit { increment, amount } => self.pay(increment, amount),
+                Cut { .. } => self.balance_at_cut = Some(self.balance),
+                CheckBalance { after_increment } if !self.ledger_silent => {
+                    self.machine
+                        .balance_checked(self.now, after_increment, Some(self.balance));
+                }
+                _ => {}
             }
         }
     }
@@ -104,6 +113,7 @@ impl Harness {
         self.drain();
     }
 
+    /// Debits asked for (paid or refused), with when.
     fn debits(&self) -> Vec<(u64, u32)> {
         self.log
             .iter()
@@ -114,10 +124,11 @@ impl Harness {
             .collect()
     }
 
+    /// Warnings and cuts: what the parties hear of billing.
     fn others(&self) -> Vec<(u64, ChargingAction)> {
         self.log
             .iter()
-            .filter(|(_, a)| !matches!(a, Debit { .. }))
+            .filter(|(_, a)| !matches!(a, Debit { .. } | CheckBalance { .. } | Count { .. }))
             .map(|(t, a)| (t.as_secs(), *a))
             .collect()
     }
@@ -150,10 +161,12 @@ fn warns_before_the_last_affordable_increment_and_cuts_at_its_end() {
     // 0.11 pays 5 increments of 0.021 (0.105); 0.005 is left.
     let mut h = Harness::new(plan("0.021", 60, 7200, 30), "0.11").start();
     h.run_to_end();
+    // The sixth is asked for and refused: the refusal is the cut.
     assert_eq!(
         h.debits(),
-        vec![(0, 1), (60, 2), (120, 3), (180, 4), (240, 5)]
+        vec![(0, 1), (60, 2), (120, 3), (180, 4), (240, 5), (300, 6)]
     );
+    assert_eq!(h.machine.increments_charged(), 5);
     assert_eq!(
         h.others(),
         vec![
@@ -183,7 +196,8 @@ fn warns_before_the_last_affordable_increment_and_cuts_at_its_end() {
 fn a_lead_longer_than_the_increment_warns_at_once() {
     let mut h = Harness::new(plan("0.021", 60, 7200, 90), "0.042").start();
     h.run_to_end();
-    assert_eq!(h.debits(), vec![(0, 1), (60, 2)]);
+    assert_eq!(h.debits(), vec![(0, 1), (60, 2), (120, 3)]);
+    assert_eq!(h.machine.increments_charged(), 2);
     assert_eq!(
         h.others(),
         vec![
@@ -210,7 +224,7 @@ fn six_second_increments() {
     let p = ChargingPlan::for_tariff(&tariff, secs(900), secs(5), secs(2));
     let mut h = Harness::new(p, "0.01").start();
     h.run_to_end();
-    assert_eq!(h.debits(), vec![(0, 1), (6, 2), (12, 3), (18, 4)]);
+    assert_eq!(h.debits(), vec![(0, 1), (6, 2), (12, 3), (18, 4), (24, 5)]);
     assert_eq!(h.machine.charged(), m("0.0084"));
     assert_eq!(
         h.others(),
@@ -438,6 +452,16 @@ fn free_plans_count_increments_without_debits() {
     h.run_to_end();
     assert_eq!(h.debits(), vec![]);
     assert_eq!(h.machine.increments_charged(), 5);
+    // Each is announced for the CDR as it begins.
+    let counted: Vec<(u64, u32)> = h
+        .log
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Count { increment } => Some((t.as_secs(), *increment)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counted, vec![(0, 1), (60, 2), (120, 3), (180, 4), (240, 5)]);
     assert_eq!(h.machine.charged(), Money::ZERO);
     assert_eq!(
         h.others(),
@@ -492,6 +516,136 @@ fn a_hang_up_drops_an_undrained_debit() {
     assert_eq!(c.increments_charged(), 0);
 }
 
+/// Issue 9, item 7, as found: two increments affordable (60 s each, the default 60 s
+/// lead), a 5.00 deposit 8 s into the second. The warning played when the second was
+/// debited (true then); the call is not cut at the end of the second: the third is
+/// debited and paid, and so on until the hang-up.
+#[test]
+fn a_deposit_during_the_last_paid_increment_keeps_the_call_going() {
+    let mut h = Harness::new(plan("0.021", 60, 7200, 60), "0.042").start();
+    h.run_until(secs(68));
+    assert_eq!(
+        h.machine.more_affordable(),
+        0,
+        "the second is the last affordable"
+    );
+    h.balance = h.balance + m("5.00");
+    h.hang_up_at(secs(300));
+    assert_eq!(
+        h.debits(),
+        vec![(0, 1), (60, 2), (120, 3), (180, 4), (240, 5)]
+    );
+    assert_eq!(h.machine.increments_charged(), 5);
+    assert_eq!(h.machine.charged(), m("0.105"));
+    assert_eq!(h.balance, m("4.937"));
+    let warn = PlayWarning {
+        reason: WarningReason::FundsLow,
+    };
+    assert_eq!(h.others(), vec![(60, warn)], "no cut");
+    assert_eq!(h.machine.state(), ChargingState::HungUp);
+}
+
+/// The deposit made before the warning is due (a 30 s lead: due at 90 s): the balance is
+/// checked then, pays on, and the warning is not played at all.
+#[test]
+fn a_deposit_before_the_warning_silences_it() {
+    let mut h = Harness::new(plan("0.021", 60, 7200, 30), "0.042").start();
+    h.run_until(secs(68));
+    assert_eq!(h.machine.timer(Timer::Warning), Some(h.t0 + secs(90)));
+    h.balance = h.balance + m("5.00");
+    h.hang_up_at(secs(200));
+    let checks: Vec<(u64, ChargingAction)> = h
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, CheckBalance { .. }))
+        .map(|(t, a)| (t.as_secs(), *a))
+        .collect();
+    assert_eq!(checks, vec![(90, CheckBalance { after_increment: 2 })]);
+    assert_eq!(h.others(), vec![], "no warning after the deposit, no cut");
+    assert_eq!(h.machine.increments_charged(), 4);
+}
+
+/// The same deposit made after the warning played (it was true then): the call goes on
+/// past the end it announced, and the warning comes again before the new last affordable
+/// increment; the refusal of the next debit cuts.
+#[test]
+fn after_a_deposit_extends_a_warned_call_the_warning_comes_again() {
+    let mut h = Harness::new(plan("0.021", 60, 7200, 30), "0.042").start();
+    h.run_until(secs(100));
+    h.balance = h.balance + m("0.021"); // exactly one more increment
+    h.run_to_end();
+    assert_eq!(h.debits(), vec![(0, 1), (60, 2), (120, 3), (180, 4)]);
+    assert_eq!(h.machine.increments_charged(), 3);
+    let warn = PlayWarning {
+        reason: WarningReason::FundsLow,
+    };
+    let cut = Cut {
+        reason: CutReason::FundsExhausted,
+    };
+    assert_eq!(h.others(), vec![(90, warn), (150, warn), (180, cut)]);
+    assert_eq!(h.balance, Money::ZERO);
+}
+
+/// With a lead at least one increment long the warning is due when the last affordable
+/// increment is confirmed: the balance that confirmation reports is fresh, so it plays
+/// at once without asking the ledger again.
+#[test]
+fn a_warning_due_at_a_confirmation_plays_without_a_balance_check() {
+    let mut h = Harness::new(plan("0.021", 60, 7200, 60), "0.042").start();
+    h.run_to_end();
+    let checks = h
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, CheckBalance { .. }))
+        .count();
+    assert_eq!(checks, 0);
+    assert_eq!(
+        h.others().first(),
+        Some(&(
+            60,
+            PlayWarning {
+                reason: WarningReason::FundsLow
+            }
+        ))
+    );
+}
+
+/// A balance check answered after a newer debit is stale: ignored. An unreadable balance
+/// leaves the prediction standing: the warning plays.
+#[test]
+fn stale_and_unreadable_balance_checks() {
+    let t0 = epoch();
+    let mut c = Charging::new(plan("0.021", 60, 7200, 30)).unwrap();
+    c.start(t0, m("0.021"));
+    assert!(matches!(c.poll_action(), Some(Debit { increment: 1, .. })));
+    c.debit_succeeded(t0, 1, Money::ZERO);
+    assert_eq!(c.poll_action(), None);
+    c.handle_timeout(t0 + secs(30));
+    assert_eq!(c.poll_action(), Some(CheckBalance { after_increment: 1 }));
+    // No answer yet; the increment ends and the next debit is asked for and paid (a
+    // deposit arrived).
+    c.handle_timeout(t0 + secs(60));
+    assert!(matches!(c.poll_action(), Some(Debit { increment: 2, .. })));
+    c.debit_succeeded(t0 + secs(60), 2, m("1.00"));
+    c.balance_checked(t0 + secs(61), 1, Some(Money::ZERO));
+    assert_eq!(c.poll_action(), None, "the stale answer changes nothing");
+    assert_eq!(c.more_affordable(), 47);
+
+    let mut c = Charging::new(plan("0.021", 60, 7200, 30)).unwrap();
+    c.start(t0, m("0.021"));
+    c.poll_action();
+    c.debit_succeeded(t0, 1, Money::ZERO);
+    c.handle_timeout(t0 + secs(30));
+    assert_eq!(c.poll_action(), Some(CheckBalance { after_increment: 1 }));
+    c.balance_checked(t0 + secs(30), 1, None);
+    assert_eq!(
+        c.poll_action(),
+        Some(PlayWarning {
+            reason: WarningReason::FundsLow
+        })
+    );
+}
+
 #[test]
 fn bad_plans_are_refused() {
     assert_eq!(
@@ -536,6 +690,8 @@ proptest! {
         hang_up in 0u64..6_000,
         drain_at in 0u64..6_000,
         drain in 0i64..50_000,
+        deposit_at in 0u64..6_000,
+        deposit in 0i64..20_000,
     ) {
         let p = ChargingPlan {
             cost_per_increment: Money::from_minor(cost),
@@ -548,18 +704,34 @@ proptest! {
         let mut h = Harness::new(p, "0");
         h.balance = initial;
         let mut h = h.start();
-        // Another spender takes `drain` (if available) at `drain_at`.
-        h.run_until(secs(drain_at.min(hang_up)));
-        let drained = Money::from_minor(drain.min(h.balance.to_minor()));
-        h.balance = h.balance - drained;
+        // Another spender takes `drain` (if available) at `drain_at`; a family deposits
+        // `deposit` at `deposit_at`.
+        let mut events = [(drain_at.min(hang_up), true), (deposit_at.min(hang_up), false)];
+        events.sort();
+        let mut drained = Money::ZERO;
+        let deposited = Money::from_minor(deposit);
+        for (at, is_drain) in events {
+            h.run_until(secs(at));
+            if is_drain {
+                drained = Money::from_minor(drain.min(h.balance.to_minor()));
+                h.balance = h.balance - drained;
+            } else {
+                h.balance = h.balance + deposited;
+            }
+        }
         h.hang_up_at(secs(hang_up));
 
         let c = &h.machine;
         let n = c.increments_charged();
         prop_assert_eq!(c.charged(), p.cost_per_increment.times(u64::from(n)));
-        prop_assert!(c.charged() <= initial);
+        prop_assert!(c.charged() <= initial + deposited);
         prop_assert!(!h.balance.is_negative());
-        prop_assert_eq!(initial - h.balance, c.charged() + drained);
+        prop_assert_eq!(initial + deposited - h.balance, c.charged() + drained);
+        // A funds cut only when the ledger could not pay the next increment then.
+        if c.state() == ChargingState::Cut(CutReason::FundsExhausted) {
+            let left = h.balance_at_cut.unwrap_or_default();
+            prop_assert!(left < p.cost_per_increment, "cut with {} left", left);
+        }
         // Only increments that started before the end are charged.
         // (increment 1 starts with billing, so even an instant hang-up has one).
         let bound = if max == 0 { 0 } else { hang_up.min(max).div_ceil(increment).max(1) };
@@ -571,9 +743,11 @@ proptest! {
             let last_is_cut = matches!(h.log.last(), Some((_, Cut { .. })));
             prop_assert!(last_is_cut);
         }
-        for reason in [WarningReason::FundsLow, WarningReason::MaxDuration] {
+        // Each warning at most once, the funds warning once more after the deposit.
+        let extra = usize::from(deposit > 0);
+        for (reason, most) in [(WarningReason::FundsLow, 1 + extra), (WarningReason::MaxDuration, 1)] {
             let plays = h.log.iter().filter(|(_, a)| *a == PlayWarning { reason }).count();
-            prop_assert!(plays <= 1);
+            prop_assert!(plays <= most, "{:?} played {} times", reason, plays);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 /// A named deadline of one charging session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
-    /// End of the current paid increment: debit the next one, or cut if none is affordable.
+    /// End of the current paid increment: debit the next one (the ledger's refusal cuts).
     NextIncrement,
     /// When the next warning is due (`warning_lead` before the cut it announces).
     Warning,

@@ -1,5 +1,6 @@
 //! CDRs: the `sessions` rows of calls, searched by facility, inmate, number, dates and
-//! end reason.
+//! end reason. What each time of a CDR means is in the `sessions` module doc; the fields
+//! below say why each is there.
 
 use super::{flag, Store, StoreError};
 use crate::db::{from_micros, to_micros};
@@ -16,22 +17,70 @@ pub struct Cdr {
     pub facility_id: String,
     pub inmate_id: Option<String>,
     pub handset_id: Option<String>,
+    /// The number called, in E.164: known once the dialed digits were normalized; `null`
+    /// for a call refused before (wrong PIN, invalid number).
     pub number: Option<String>,
+    /// The digits exactly as the handset dialed them (the INVITE's Request-URI), for
+    /// every call, refused ones included: investigators see what was attempted. Shown
+    /// only to staff of the call's facility, like the rest of the record; logs never
+    /// carry it.
+    pub dialed: String,
+    /// The approved contact the number belongs to (authorized calls).
+    pub contact_id: Option<String>,
     pub state: String,
     pub end_reason: Option<String>,
     pub privileged: bool,
     pub recorded: bool,
     pub recording_id: Option<String>,
     pub node_id: String,
+    /// The handset's INVITE arrived.
     pub invite_at: DateTime<Utc>,
+    /// The trunk answered.
     pub answer_at: Option<DateTime<Utc>>,
+    /// The called party accepted: bridging, recording and billing start.
     pub accepted_at: Option<DateTime<Utc>>,
+    /// The end of the last billed increment: `accepted_at + billed_increments ×
+    /// tariff.increment_secs` (what the charge paid for). `null` when the call was never
+    /// accepted or its tariff is unknown (records from before tariffs were kept).
+    pub billed_until: Option<DateTime<Utc>>,
+    /// The parties stopped hearing each other (a cut's notice starting, a BYE, a
+    /// terminate); after a crash, the last moment the call is known to have been up.
+    pub media_end_at: Option<DateTime<Utc>>,
+    /// The call ended, closing notice included; after a crash, as `media_end_at`.
     pub end_at: Option<DateTime<Utc>>,
+    /// The record was written ended (after a crash: the restart that closed it).
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Increments billed: from the ledger (live calls too, as debited so far), or on a
+    /// free plan as counted.
     pub billed_increments: i64,
+    /// Money debited: from the ledger, live calls as debited so far.
     pub amount: Money,
+    /// The tariff applied, recorded when the call was authorized; `null` when it never
+    /// was (refused before rating) or the record predates tariffs being kept.
+    pub tariff: Option<AppliedTariff>,
     /// Whether an investigator may listen to it now: in progress, accepted (so bridged),
     /// not privileged, carried by a node.
     pub listenable: bool,
+}
+
+/// The tariff a call was charged by: enough to reproduce its amount
+/// (`billed_increments × cost_per_increment`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AppliedTariff {
+    /// The rate plan in force (plans are immutable: a new version gets a new id).
+    pub rate_plan_id: Option<String>,
+    /// The rate deck that classified the number and the prefix that matched.
+    pub rate_deck_id: Option<String>,
+    pub prefix: Option<String>,
+    /// `local`, `domestic` or `international`.
+    pub class: String,
+    /// `audio` (calls) or `video`.
+    pub service: String,
+    pub per_minute: Money,
+    pub increment_secs: i64,
+    /// One increment's charge (the per-minute rate for the increment, rounded toward zero
+    /// to 1/10,000 once).
+    pub cost_per_increment: Money,
 }
 
 /// Search filters; all optional, combined with AND. Empty values count as absent (a
@@ -239,9 +288,33 @@ fn bind_all<'q>(
     q
 }
 
-const COLUMNS: &str = "id, facility_id, inmate_id, handset_id, number_e164, state, end_reason, \
-    privileged, recorded, recording_id, node_id, invite_at, answer_at, accepted_at, end_at, \
-    billed_increments, amount_minor";
+const COLUMNS: &str = "id, facility_id, inmate_id, handset_id, number_e164, dialed, contact_id, \
+    state, end_reason, privileged, recorded, recording_id, node_id, invite_at, answer_at, \
+    accepted_at, media_end_at, end_at, closed_at, billed_increments, amount_minor, \
+    rate_plan_id, rate_deck_id, rate_prefix, class, service, per_minute_minor, increment_secs, \
+    increment_cost_minor";
+
+fn tariff(r: &AnyRow) -> Result<Option<AppliedTariff>, sqlx::Error> {
+    let class: Option<String> = r.try_get("class")?;
+    let per_minute: Option<i64> = r.try_get("per_minute_minor")?;
+    let increment_secs: Option<i64> = r.try_get("increment_secs")?;
+    let cost: Option<i64> = r.try_get("increment_cost_minor")?;
+    let (Some(class), Some(per_minute), Some(increment_secs), Some(cost)) =
+        (class, per_minute, increment_secs, cost)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(AppliedTariff {
+        rate_plan_id: r.try_get("rate_plan_id")?,
+        rate_deck_id: r.try_get("rate_deck_id")?,
+        prefix: r.try_get("rate_prefix")?,
+        class,
+        service: r.try_get("service")?,
+        per_minute: Money::from_minor(per_minute),
+        increment_secs,
+        cost_per_increment: Money::from_minor(cost),
+    }))
+}
 
 fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
     let t = |c: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
@@ -253,6 +326,8 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
         inmate_id: r.try_get("inmate_id")?,
         handset_id: r.try_get("handset_id")?,
         number: r.try_get("number_e164")?,
+        dialed: r.try_get("dialed")?,
+        contact_id: r.try_get("contact_id")?,
         state: r.try_get("state")?,
         end_reason: r.try_get("end_reason")?,
         privileged: flag(r.try_get("privileged")?),
@@ -262,16 +337,28 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
         invite_at: from_micros(r.try_get("invite_at")?),
         answer_at: t("answer_at")?,
         accepted_at: t("accepted_at")?,
+        billed_until: None,
+        media_end_at: t("media_end_at")?,
         end_at: t("end_at")?,
+        closed_at: t("closed_at")?,
         billed_increments: r.try_get("billed_increments")?,
         amount: Money::from_minor(r.try_get("amount_minor")?),
+        tariff: tariff(r)?,
         listenable: false,
     };
     cdr.listenable = cdr.state == "active"
         && cdr.accepted_at.is_some()
         && !cdr.privileged
         && !cdr.node_id.is_empty();
+    cdr.billed_until = billed_until(&cdr);
     Ok(cdr)
+}
+
+/// `accepted_at + billed_increments × increment_secs`, when both are known.
+fn billed_until(c: &Cdr) -> Option<DateTime<Utc>> {
+    let secs = c.tariff.as_ref()?.increment_secs;
+    let billed = chrono::Duration::try_seconds(c.billed_increments.checked_mul(secs)?)?;
+    c.accepted_at?.checked_add_signed(billed)
 }
 
 impl Store {
@@ -315,7 +402,8 @@ impl Store {
             .bind(offset)
             .fetch_all(self.db.pool())
             .await?;
-        let items = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+        let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        self.with_live_charges(&mut items).await?;
         let count = format!("SELECT COUNT(*) AS n FROM sessions WHERE {cond}");
         let total: i64 = bind_all(sqlx::query(&count), &args)
             .fetch_one(self.db.pool())
@@ -336,7 +424,30 @@ impl Store {
         .fetch_optional(self.db.pool())
         .await?
         .ok_or_else(|| StoreError::not_found("call", id))?;
-        Ok(from_row(&row)?)
+        let mut cdr = [from_row(&row)?];
+        self.with_live_charges(&mut cdr).await?;
+        let [cdr] = cdr;
+        Ok(cdr)
+    }
+
+    /// A live call's record has no billed increments or amount of its own until it is
+    /// closed: fills them in from the ledger, as debited so far (on a free plan, the
+    /// increments counted on the session stand).
+    async fn with_live_charges(&self, cdrs: &mut [Cdr]) -> Result<(), StoreError> {
+        let live: Vec<&str> = cdrs
+            .iter()
+            .filter(|c| c.state == "active")
+            .map(|c| c.id.as_str())
+            .collect();
+        let charged = crate::sessions::charged_many(&self.db, &live).await?;
+        for c in cdrs.iter_mut().filter(|c| c.state == "active") {
+            if let Some(&(n, total)) = charged.get(&c.id) {
+                c.billed_increments = c.billed_increments.max(n);
+                c.amount = Money::from_minor(total);
+                c.billed_until = billed_until(c);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@ mod recordings;
 mod users;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
-pub use calls::{CallFilter, CallPage, Cdr};
+pub use calls::{AppliedTariff, CallFilter, CallPage, Cdr};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};

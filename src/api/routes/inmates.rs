@@ -3,12 +3,15 @@
 use crate::api::auth::{ApiJson, Caller, IdempotencyKey};
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::store::{Booking, Contact, ContactStatus, Inmate, InmateStatus, NewContact, Role};
+use crate::store::{
+    Booking, CallFilter, Contact, ContactStatus, Inmate, InmateStatus, NewContact, Role,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// Loads an inmate and checks the caller may act on its facility.
 async fn scoped_inmate(
@@ -114,6 +117,14 @@ pub async fn set_pin(
     Ok(Json(i2))
 }
 
+/// Releases an inmate: first ends their live call at once (reason `released`: BYE to
+/// both legs, billing stops, the CDR is closed), then refunds the balance and closes the
+/// account. So no increment is ever attempted on the closed account by a call this node
+/// carries. A call carried by another node cannot be reached from here (issue 13): it
+/// ends at its next increment, when the closed account refuses the debit (a free call:
+/// when it counts its next increment), with the same reason `released`, uncharged. The
+/// answer lists the calls ended here (`ended_calls`) and those left to their node
+/// (`calls_elsewhere`); the audit entry says the same.
 pub async fn release(
     State(s): State<AppState>,
     caller: Caller,
@@ -121,10 +132,44 @@ pub async fn release(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
+    let (ended, elsewhere) = end_live_calls(&s, &i.id).await?;
     let (inmate, release) = s.store.release_inmate(&key.0, &i.id).await?;
-    s.audit(&caller, "inmate.release", &id, Some(&i.facility_id))
+    let detail = json!({ "ended_calls": ended, "calls_elsewhere": elsewhere });
+    s.audit_detail(&caller, "inmate.release", &id, Some(&i.facility_id), detail)
         .await;
-    Ok(Json(json!({ "inmate": inmate, "release": release })))
+    Ok(Json(json!({ "inmate": inmate, "release": release,
+                     "ended_calls": ended, "calls_elsewhere": elsewhere })))
+}
+
+/// Ends the inmate's live calls that this node carries (reason `released`, waiting for
+/// each CDR); returns (ended here, carried by another node).
+async fn end_live_calls(
+    s: &AppState,
+    inmate_id: &str,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    let f = CallFilter {
+        inmate_id: Some(inmate_id.to_string()),
+        active: true,
+        ..CallFilter::default()
+    };
+    let (mut ended, mut elsewhere) = (Vec::new(), Vec::new());
+    for call in s.store.calls(&f, None).await? {
+        let here = s.gateway.as_ref().filter(|g| g.live.contains(&call.id));
+        match here {
+            Some(g) => {
+                // A call that ended on its own meanwhile is fine: it is over either way.
+                let _ = g.live.release(&call.id, Duration::from_secs(5)).await;
+                ended.push(call.id);
+            }
+            None => {
+                tracing::warn!(session = %call.id, node = %call.node_id,
+                    "the released inmate's call is carried by another node: it ends \
+                     (reason released) at its next increment, refused by the closed account");
+                elsewhere.push(call.id);
+            }
+        }
+    }
+    Ok((ended, elsewhere))
 }
 
 pub async fn contacts(
