@@ -261,7 +261,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
             depositor,
         } => {
             let i = store.inmate_by_booking(&facility, &booking).await?;
-            let amount: Money = amount.parse().context("--amount")?;
+            let amount = Money::parse_amount(&amount).context("--amount")?;
             let method: DepositMethod = serde_json::from_value(serde_json::Value::String(method))
                 .context("--method must be online, kiosk or money_order")?;
             let req = DepositRequest {
