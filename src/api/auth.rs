@@ -69,6 +69,19 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 #[from_request(via(Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// A raw body (a CSV upload) whose rejections, a body over the limit among them, are
+/// JSON errors.
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<ApiBytes, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state).await?;
+        Ok(ApiBytes(bytes))
+    }
+}
+
 /// Query parameters whose rejections are JSON errors.
 #[derive(FromRequestParts)]
 #[from_request(via(Query), rejection(ApiError))]

@@ -250,6 +250,7 @@ impl Ledger {
     /// of the day it was received. Amounts must be positive with at most 2 decimal places.
     pub async fn deposit(&self, key: &str, req: DepositRequest) -> Result<Deposit, LedgerError> {
         deposits::validate(req.amount)?;
+        req.check_text()?;
         let claim = Claim::new(key, Scope::Deposit, &req)?;
         let now = self.now();
         let d = keyed!(self, claim, now, |tx| deposits::create(
@@ -314,6 +315,7 @@ impl Ledger {
     /// A commissary purchase; [`LedgerError::InsufficientFunds`] when the balance is short.
     pub async fn purchase(&self, key: &str, req: PurchaseRequest) -> Result<Receipt, LedgerError> {
         spending::positive(req.amount)?;
+        req.check_text()?;
         let claim = Claim::new(key, Scope::Purchase, &req)?;
         let now = self.now();
         let receipt = keyed!(self, claim, now, |tx| spending::purchase(
@@ -326,6 +328,7 @@ impl Ledger {
     /// Credits an inmate or family account from the facility's `refunds` account.
     pub async fn refund(&self, key: &str, req: RefundRequest) -> Result<Receipt, LedgerError> {
         spending::positive(req.amount)?;
+        req.check_text()?;
         let claim = Claim::new(key, Scope::Refund, &req)?;
         let now = self.now();
         let receipt = keyed!(self, claim, now, |tx| spending::refund(

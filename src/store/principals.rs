@@ -95,9 +95,7 @@ impl Store {
         facilities: &[String],
         ttl_secs: i64,
     ) -> Result<String, StoreError> {
-        if username.trim().is_empty() {
-            return Err(StoreError::invalid("username", "must not be empty"));
-        }
+        super::users::check_username(username)?;
         if facilities.is_empty() && role != Role::Admin {
             return Err(StoreError::invalid(
                 "facilities",
