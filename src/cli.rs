@@ -5,7 +5,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
-use crate::ledger::{DepositMethod, DepositRequest};
+use crate::ledger::{DepositMethod, DepositRequest, RequestKey};
 use crate::money::Money;
 use crate::store::{Booking, ContactStatus, NewContact, NewUser, Role, Store};
 use anyhow::Context;
@@ -92,13 +92,15 @@ pub enum Command {
         facility: String,
         #[arg(long)]
         booking: String,
-        /// Amount, e.g. 25.00
+        /// Amount as the API writes it: digits, optionally a point and 1 to 4 decimals
+        /// (deposits take at most 2), e.g. 25.00
         #[arg(long)]
         amount: String,
         /// online, kiosk or money_order
         #[arg(long, default_value = "online")]
         method: String,
-        /// Idempotency key: the same key never posts twice.
+        /// Idempotency key (1-200 printable ASCII characters without spaces): the same key
+        /// never posts twice from the CLI; API callers' keys are their own.
         #[arg(long)]
         key: String,
         #[arg(long, default_value = "")]
@@ -164,6 +166,10 @@ pub enum UserCommand {
         password_env: Option<String>,
     },
 }
+
+/// Whose idempotency keys the CLI's are: the operator at the console, a caller of its own
+/// (an API token reusing a key the CLI used gets its own answer, and the other way round).
+pub const CLI_CALLER: &str = "cli";
 
 /// Loads the config, connects and migrates: what every command needs first.
 pub async fn open(config: &Config) -> anyhow::Result<Store> {
@@ -271,6 +277,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
                 depositor,
                 reference: "cli".into(),
             };
+            let key = RequestKey::new(CLI_CALLER, &key).context("--key")?;
             print_json(&store.ledger().deposit(&key, req).await?)?;
         }
         Command::Statement {

@@ -378,3 +378,138 @@ fn user_add_then_login_over_tcp_is_audited_with_the_address() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The CLI stores what the API stores, under the same limits and the same one written
+/// form of amounts, and its idempotency keys are its own.
+#[test]
+fn the_cli_checks_text_and_amounts_as_the_api_does() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_json(dir.path());
+    let run = |args: &[&str]| command(dir.path()).args(args).output().unwrap();
+    let long = "n".repeat(101);
+    let refused = [
+        (
+            vec![
+                "book",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "B-9",
+                "--first-name",
+                &long,
+                "--last-name",
+                "Doe",
+            ],
+            "first_name",
+        ),
+        (
+            vec![
+                "add-contact",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--number",
+                "+15551230009",
+                "--name",
+                "Ann\u{1b}[31m",
+            ],
+            "name",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                " 5.00",
+                "--key",
+                "c-1",
+            ],
+            "decimal string",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                "5.",
+                "--key",
+                "c-1",
+            ],
+            "decimal string",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                "5.00",
+                "--key",
+                "c-1",
+                "--depositor",
+                &long,
+            ],
+            "depositor",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                "5.00",
+                "--key",
+                "has space",
+            ],
+            "Idempotency-Key",
+        ),
+    ];
+    for (args, named) in refused {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was refused");
+        assert!(err.contains(named), "{args:?}: names {named}: {err}");
+    }
+    // The demo's own deposit key, sent from the CLI, is the CLI's: a new deposit.
+    let ok = run(&[
+        "deposit",
+        "--facility",
+        "DEMO",
+        "--booking",
+        "D-1001",
+        "--amount",
+        "5.00",
+        "--key",
+        "demo-seed-deposit-1",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let again = run(&[
+        "deposit",
+        "--facility",
+        "DEMO",
+        "--booking",
+        "D-1001",
+        "--amount",
+        "5.00",
+        "--key",
+        "demo-seed-deposit-1",
+    ]);
+    assert_eq!(ok.stdout, again.stdout, "a replay prints the first answer");
+    let info = demo_json(dir.path());
+    assert_eq!(info["balance"], "25.00", "20.00 seeded + 5.00 once");
+}

@@ -3,6 +3,7 @@
 //! nothing documented that is not routed).
 
 use crate::call::EndReason;
+use crate::ledger::idempotency::MAX_KEY_CHARS;
 use crate::text::{self, Form, Rule};
 use serde_json::{json, Map, Value};
 
@@ -192,8 +193,8 @@ fn operation(o: &Op) -> Value {
         .collect();
     if o.idempotent {
         params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": true,
-            "description": "Replaying the same request with the same key returns the first answer; a different request under it gets 409.",
-            "schema": { "type": "string", "maxLength": 200 } }));
+            "description": "Keys belong to the caller (a user, across all its tokens; the configured admin token): the same caller replaying the same request with the same key gets the first answer; a different request under it gets 409. Another caller's use of the same key is another request.",
+            "schema": { "type": "string", "pattern": format!("^[!-~]{{1,{MAX_KEY_CHARS}}}$") } }));
     }
     let error = json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
     let mut responses = Map::new();

@@ -261,7 +261,7 @@ impl Store {
     /// stopped between the two steps).
     pub async fn release_inmate(
         &self,
-        key: &str,
+        key: &crate::ledger::RequestKey,
         id: &str,
     ) -> Result<(Inmate, crate::ledger::Release), StoreError> {
         let inmate = self.inmate(id).await?;

@@ -269,6 +269,7 @@ impl Store {
                 subject: username.to_string(),
                 role: user.role,
                 facilities: self.facilities_of(&user.id, user.role).await?,
+                user_id: Some(user.id.clone()),
             },
         }))
     }

@@ -121,7 +121,7 @@ pub async fn release(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
-    let (inmate, release) = s.store.release_inmate(&key.0, &i.id).await?;
+    let (inmate, release) = s.store.release_inmate(&key.of(&caller)?, &i.id).await?;
     s.audit(&caller, "inmate.release", &id, Some(&i.facility_id))
         .await;
     Ok(Json(json!({ "inmate": inmate, "release": release })))

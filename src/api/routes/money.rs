@@ -92,7 +92,7 @@ pub async fn deposit(
         depositor: body.depositor,
         reference: body.reference,
     };
-    let d = s.store.ledger().deposit(&key.0, req).await?;
+    let d = s.store.ledger().deposit(&key.of(&caller)?, req).await?;
     s.audit(
         &caller,
         "deposit.create",
@@ -141,14 +141,11 @@ async fn decide_money_order(
     let pending = s.store.ledger().deposit_by_id(&id).await?;
     caller.scope(&pending.facility_id)?;
     let ledger = s.store.ledger();
+    let key = key.of(&caller)?;
     let d = if post {
-        ledger
-            .post_money_order(&key.0, &id, caller.subject())
-            .await?
+        ledger.post_money_order(&key, &id, caller.subject()).await?
     } else {
-        ledger
-            .void_money_order(&key.0, &id, caller.subject())
-            .await?
+        ledger.void_money_order(&key, &id, caller.subject()).await?
     };
     let action = if post {
         "money_order.post"
@@ -212,6 +209,7 @@ async fn spend(
     let (account_id, amount, reference, memo) =
         (account.id.clone(), body.amount, body.reference, body.memo);
     let ledger = s.store.ledger();
+    let key = key.of(&caller)?;
     let (receipt, action) = match kind {
         Spend::Purchase => {
             let req = PurchaseRequest {
@@ -220,7 +218,7 @@ async fn spend(
                 reference,
                 memo,
             };
-            (ledger.purchase(&key.0, req).await?, "purchase.create")
+            (ledger.purchase(&key, req).await?, "purchase.create")
         }
         Spend::Refund => {
             let req = RefundRequest {
@@ -229,7 +227,7 @@ async fn spend(
                 reference,
                 memo,
             };
-            (ledger.refund(&key.0, req).await?, "refund.create")
+            (ledger.refund(&key, req).await?, "refund.create")
         }
     };
     s.audit(&caller, action, &account.id, account.facility_id.as_deref())
