@@ -405,7 +405,42 @@ fn unreachable_serve() {
     eprintln!("serve is handled by main");
 }
 
+/// An error and its causes on one line, each said once: a cause whose text the message
+/// before it already holds (an error whose message quotes its `source`, as "cannot read
+/// prompt X: No such file" does) is not repeated.
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_report_says_each_cause_once() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let inner = crate::media::prompts::PromptError::Io {
+            path: "config/prompts/welcome.wav".into(),
+            source: os,
+        };
+        let e = anyhow::Error::new(inner).context("loading rtp.prompts_dir config/prompts");
+        let report = error_report(&e);
+        assert_eq!(report.matches("not found").count(), 1, "{report}");
+        assert!(report.starts_with("loading rtp.prompts_dir config/prompts: cannot read prompt"));
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_report(&plain), "outer: inner");
+    }
 }
