@@ -233,6 +233,27 @@ async fn stored_text_is_bounded(app: App) {
         assert_422(&got, "invalid", &[], &format!("{method} {path} {body}"));
     }
 
+    // A call search's filters go into its audit entry: bounded too, and nothing audited.
+    let audited = count(&app, "/api/v1/audit?limit=1000").await;
+    let long_number = "5".repeat(10_000);
+    let (s, e) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/calls?number={long_number}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{e}"
+    );
+    assert!(
+        message(&e).contains("number") && message(&e).contains("64"),
+        "{e}"
+    );
+    assert_eq!(count(&app, "/api/v1/audit?limit=1000").await, audited);
+
     // Nothing of the above was stored, and no money moved.
     assert_eq!(count(&app, inmates).await, 1, "no inmate booked");
     assert_eq!(count(&app, &contacts).await, 0, "no contact added");

@@ -1,6 +1,7 @@
 //! Accounts, deposits, money orders, purchases, refunds and statements. Every request
-//! that moves money carries an `Idempotency-Key`; the ledger stores the first answer and
-//! returns it to a replay.
+//! that moves money carries an `Idempotency-Key`, which names the request together with
+//! its caller ([`crate::api::auth::IdempotencyKey::of`]); the ledger stores the first
+//! answer and returns it to that caller's replay, and only to it.
 
 use crate::api::auth::{ApiJson, ApiQuery, Caller, IdempotencyKey};
 use crate::api::error::ApiError;
