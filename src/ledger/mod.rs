@@ -45,12 +45,12 @@
 //! Every money-moving method takes an idempotency key, in its caller's namespace
 //! ([`RequestKey`]; see [`idempotency`]): the same key from two callers names two
 //! requests. The key, a SHA-256 of the canonical request and the JSON of the result are
-//! written in the same database transaction as the money movement. The same key with the same request returns
-//! the first result (even when both arrive at once) and writes nothing; with a different
-//! request or method it is [`LedgerError::IdempotencyConflict`]. A refused request (limit,
-//! funds, state) stores nothing, so its key can be retried. A replay returns the result
-//! as it was *then*: replaying a money order's deposit key after it was posted returns
-//! the pending deposit. Session debits are keyed by `(session_id, increment)` instead
+//! written in the same database transaction as the money movement. The same key with the
+//! same request returns the first result (even when both arrive at once) and writes
+//! nothing; with a different request or method it is
+//! [`LedgerError::IdempotencyConflict`]. A refused request (limit, funds, state) stores
+//! nothing, so its key can be retried. A replay returns the result as it was *then*:
+//! replaying a money order's deposit key after it was posted returns the pending deposit. Session debits are keyed by `(session_id, increment)` instead
 //! (a UNIQUE constraint on `ledger_transactions`); a retry returns
 //! [`DebitOutcome::AlreadyCommitted`].
 //!
