@@ -328,7 +328,7 @@ async fn request_bodies_are_bounded(app: App) {
     assert_413(&got, "a 10 MB login");
     assert_eq!(count(&app, "/api/v1/facilities").await, 1);
 
-    // A deck of 100,000 prefixes (about 3.5 MB) is taken...
+    // A deck of 100,000 prefixes (about 4.4 MB) is taken...
     let mut deck = String::from("prefix,class,description\n");
     for i in 0..100_000u32 {
         deck.push_str(&format!("44{i:06},international,United Kingdom {i}\n"));

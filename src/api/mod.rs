@@ -42,7 +42,7 @@ use std::sync::Arc;
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
 /// Largest CSV upload (`POST /rate-decks`, `POST /rate-plans`), in bytes: a deck of
-/// 100,000 prefixes is about 4 MB, so this holds some 800,000.
+/// 100,000 prefixes with short descriptions is about 4.4 MB, so this holds some 750,000.
 pub const MAX_UPLOAD_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// What every handler can reach.
