@@ -16,12 +16,17 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sallyport::clock::{Clock, SystemClock};
 use sallyport::db::testing::TestDb;
 use sallyport::db::Backend;
-use sallyport::ledger::{AccountKind, Ledger, RefundRequest, Service, SessionDebit};
+use sallyport::ledger::{AccountKind, Ledger, RefundRequest, RequestKey, Service, SessionDebit};
 use sallyport::money::Money;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
+
+/// `key` in the namespace of the one caller these tests are.
+fn rk(key: &str) -> RequestKey {
+    RequestKey::new("tests", key).unwrap()
+}
 
 const FAC: &str = "BENCH";
 const TASKS: usize = 16;
@@ -57,7 +62,7 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
             reference: "fund".into(),
             memo: "bench funding".into(),
         };
-        ledger.refund(&format!("fund-{i}"), req).await.ok()?;
+        ledger.refund(&rk(&format!("fund-{i}")), req).await.ok()?;
         accounts.push(id);
     }
     Some(Fixture {

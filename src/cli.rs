@@ -6,7 +6,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
-use crate::ledger::{DepositMethod, DepositRequest};
+use crate::ledger::{DepositMethod, DepositRequest, RequestKey};
 use crate::money::Money;
 use crate::store::{Booking, CallFilter, ContactStatus, NewContact, NewUser, Role, Store};
 use anyhow::Context;
@@ -93,13 +93,15 @@ pub enum Command {
         facility: String,
         #[arg(long)]
         booking: String,
-        /// Amount, e.g. 25.00
+        /// Amount as the API writes it: digits, optionally a point and 1 to 4 decimals
+        /// (deposits take at most 2), e.g. 25.00
         #[arg(long)]
         amount: String,
         /// online, kiosk or money_order
         #[arg(long, default_value = "online")]
         method: String,
-        /// Idempotency key: the same key never posts twice.
+        /// Idempotency key (1-200 printable ASCII characters without spaces): the same key
+        /// never posts twice from the CLI; API callers' keys are their own.
         #[arg(long)]
         key: String,
         #[arg(long, default_value = "")]
@@ -178,6 +180,10 @@ pub enum UserCommand {
         password_env: Option<String>,
     },
 }
+
+/// Whose idempotency keys the CLI's are: the operator at the console, a caller of its own
+/// (an API token reusing a key the CLI used gets its own answer, and the other way round).
+pub const CLI_CALLER: &str = "cli";
 
 /// Loads the config, connects and migrates: what every command needs first.
 pub async fn open(config: &Config) -> anyhow::Result<Store> {
@@ -275,7 +281,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
             depositor,
         } => {
             let i = store.inmate_by_booking(&facility, &booking).await?;
-            let amount: Money = amount.parse().context("--amount")?;
+            let amount = Money::parse_amount(&amount).context("--amount")?;
             let method: DepositMethod = serde_json::from_value(serde_json::Value::String(method))
                 .context("--method must be online, kiosk or money_order")?;
             let req = DepositRequest {
@@ -285,6 +291,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
                 depositor,
                 reference: "cli".into(),
             };
+            let key = RequestKey::new(CLI_CALLER, &key).context("--key")?;
             print_json(&store.ledger().deposit(&key, req).await?)?;
         }
         Command::Release {
@@ -299,6 +306,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
                 ..CallFilter::default()
             };
             let live = store.calls(&live, None).await?;
+            let key = RequestKey::new(CLI_CALLER, &key).context("--key")?;
             let (inmate, release) = store.release_inmate(&key, &i.id).await?;
             for c in &live {
                 eprintln!(
@@ -436,7 +444,42 @@ fn unreachable_serve() {
     eprintln!("serve is handled by main");
 }
 
+/// An error and its causes on one line, each said once: a cause whose text the message
+/// before it already holds (an error whose message quotes its `source`, as "cannot read
+/// prompt X: No such file" does) is not repeated.
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_report_says_each_cause_once() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let inner = crate::media::prompts::PromptError::Io {
+            path: "config/prompts/welcome.wav".into(),
+            source: os,
+        };
+        let e = anyhow::Error::new(inner).context("loading rtp.prompts_dir config/prompts");
+        let report = error_report(&e);
+        assert_eq!(report.matches("not found").count(), 1, "{report}");
+        assert!(report.starts_with("loading rtp.prompts_dir config/prompts: cannot read prompt"));
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_report(&plain), "outer: inner");
+    }
 }

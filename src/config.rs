@@ -6,6 +6,18 @@
 //! refused (a typo must not silently fall back to a default), and every error names the
 //! key and where it came from (the file, or the environment variable).
 //!
+//! # Relative paths
+//!
+//! A relative path is relative to where it was written. In the config file
+//! ([`FILE_PATH_KEYS`]: `node.data_dir`, `database.url` of SQLite, `rtp.prompts_dir`,
+//! `recording.dir`) it is relative to the directory of the file, so
+//! `sallyport --config /srv/sallyport/config/sallyport.toml` finds its prompts and data
+//! from any current directory. A value from the environment, a built-in default and the
+//! `--config` path itself are relative to the current directory. The shipped
+//! `config/sallyport.toml` therefore says `prompts_dir = "prompts"` and
+//! `data_dir = "../data"`: from the repository root, where the README runs
+//! `cargo run --release`, that is `config/prompts` and `data/`, as it always was.
+//!
 //! Owns: parsing and validation. Called by: `main`/the CLI, which hands the parts to the
 //! drivers. The checked-in `config/sallyport.toml` is parsed by a test.
 
@@ -30,10 +42,21 @@ pub const DEMO_SECRETS: [(&str, &str); 2] = [
     ("http.admin_token", "demo-admin-token-change-me"),
 ];
 
+/// The keys whose values are paths, resolved against the config file's directory when
+/// they are written in the file (see the module doc).
+pub const FILE_PATH_KEYS: [(&str, &str); 4] = [
+    ("node", "data_dir"),
+    ("database", "url"),
+    ("rtp", "prompts_dir"),
+    ("recording", "dir"),
+];
+
 /// A configuration error, naming the key and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error(
+        "cannot read config file {path}: {source} (give another with --config FILE or SALLYPORT_CONFIG)"
+    )]
     Read {
         path: String,
         source: std::io::Error,
@@ -284,24 +307,45 @@ impl Default for DemoConfig {
 }
 
 impl Config {
-    /// Reads `path`, applies `SALLYPORT_*` overrides from the process environment, validates.
+    /// Reads `path`, resolves the relative paths written in it against its directory,
+    /// applies `SALLYPORT_*` overrides from the process environment, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        Config::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+        };
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let base = dir.canonicalize().map_err(read_err)?;
+        let name = path.display().to_string();
+        Config::parse(&text, &name, Some(&base), std::env::vars())
     }
 
-    /// Parses TOML text alone (no environment); `source_name` is used in errors.
+    /// Parses TOML text alone (no environment); `source_name` is used in errors. Relative
+    /// paths stay as written.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Config, ConfigError> {
         Config::from_toml_with_env(text, source_name, std::iter::empty())
     }
 
-    /// Parses TOML text, then applies the overrides found in `env`.
+    /// Parses TOML text, then applies the overrides found in `env`. Relative paths stay
+    /// as written.
     pub fn from_toml_with_env(
         text: &str,
         source_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse(text, source_name, None, env)
+    }
+
+    /// Parses TOML text whose relative paths are relative to `base` (when given), then
+    /// applies the overrides found in `env`.
+    fn parse(
+        text: &str,
+        source_name: &str,
+        base: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse {
@@ -314,6 +358,9 @@ impl Config {
         // Check the file alone first so its errors are reported against the file.
         Config::deserialize(toml::Value::Table(table.clone()))
             .map_err(|e| parse_err(e.to_string()))?;
+        if let Some(base) = base {
+            resolve_file_paths(&mut table, base);
+        }
         let defaults = defaults_table();
         for (var, value) in env {
             apply_env(&mut table, &defaults, &var, &value)?;
@@ -415,6 +462,67 @@ impl Config {
     }
 }
 
+/// Rewrites the relative paths of [`FILE_PATH_KEYS`] present in `table` (as the file
+/// wrote them) to paths under `base` (the file's directory, canonical).
+fn resolve_file_paths(table: &mut toml::Table, base: &Path) {
+    for (section, key) in FILE_PATH_KEYS {
+        let Some(toml::Value::Table(t)) = table.get_mut(section) else {
+            continue;
+        };
+        let Some(toml::Value::String(v)) = t.get_mut(key) else {
+            continue;
+        };
+        if (section, key) == ("database", "url") {
+            if let Some(resolved) = resolve_sqlite_url(v, base) {
+                *v = resolved;
+            }
+        } else if !v.is_empty() {
+            *v = resolve_path(base, v);
+        }
+    }
+}
+
+/// `path` against `base` unless it is absolute, with `.` and `..` folded (`base` is
+/// canonical, so folding `..` lexically is what the file system would do).
+fn resolve_path(base: &Path, path: &str) -> String {
+    use std::path::Component;
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return path.to_string();
+    }
+    let mut out = PathBuf::from(base);
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
+}
+
+/// A `sqlite://` URL with a relative file resolved against `base`; `None` for any other
+/// URL (PostgreSQL, an in-memory or absolute SQLite database).
+fn resolve_sqlite_url(url: &str, base: &Path) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path == ":memory:" || Path::new(path).is_absolute() {
+        return None;
+    }
+    let resolved = resolve_path(base, path);
+    Some(match query {
+        Some(q) => format!("sqlite://{resolved}?{q}"),
+        None => format!("sqlite://{resolved}"),
+    })
+}
+
 fn defaults_table() -> toml::Table {
     match toml::Value::try_from(Config::default()) {
         Ok(toml::Value::Table(t)) => t,
@@ -499,7 +607,7 @@ mod tests {
     #[test]
     fn checked_in_file_parses() {
         let c = Config::from_toml(CHECKED_IN, "config/sallyport.toml").unwrap();
-        assert_eq!(c.database.url, "sqlite://data/sallyport.db");
+        assert_eq!(c.database.url, "sqlite://../data/sallyport.db");
         assert_eq!(c.sip.udp_listen.port(), 5060);
         assert_eq!((c.rtp.port_min, c.rtp.port_max), (20000, 29999));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
@@ -621,5 +729,45 @@ mod tests {
         let text = CHECKED_IN.replace("media_timeout_secs = 60", "media_timeout_secs = \"60s\"");
         let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("media_timeout_secs"), "{e}");
+    }
+
+    /// The paths the shipped file writes are relative to the file: from the repository
+    /// root they are `data/` and `config/prompts`, as `cargo run --release` expects, and
+    /// loading the file by an absolute path from elsewhere finds the same ones.
+    #[test]
+    fn paths_in_the_file_are_relative_to_the_file() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .canonicalize()
+            .unwrap();
+        let c = Config::load(&repo.join("config/sallyport.toml")).unwrap();
+        assert_eq!(c.node.data_dir, repo.join("data"));
+        assert_eq!(c.rtp.prompts_dir, repo.join("config/prompts"));
+        assert_eq!(c.recording.dir, repo.join("data/recordings"));
+        let url = format!("sqlite://{}", repo.join("data/sallyport.db").display());
+        assert_eq!(c.database.url, url);
+        let base = Path::new("/srv/sp/config");
+        assert_eq!(resolve_path(base, "../data"), "/srv/sp/data");
+        assert_eq!(resolve_path(base, "./prompts"), "/srv/sp/config/prompts");
+        assert_eq!(resolve_path(base, "/var/lib/sp"), "/var/lib/sp");
+        assert_eq!(
+            resolve_sqlite_url("sqlite://db/x.db?mode=rwc", base).as_deref(),
+            Some("sqlite:///srv/sp/config/db/x.db?mode=rwc")
+        );
+        for untouched in ["sqlite:///abs/x.db", "sqlite::memory:", "postgres://u@h/db"] {
+            assert_eq!(resolve_sqlite_url(untouched, base), None, "{untouched}");
+        }
+    }
+
+    /// An environment override stays relative to the current directory (where it was
+    /// written), and wins over the file.
+    #[test]
+    fn environment_paths_are_not_rebased() {
+        let env = vec![(
+            "SALLYPORT_RTP_PROMPTS_DIR".to_string(),
+            "my/prompts".to_string(),
+        )];
+        let c = Config::parse(CHECKED_IN, "f", Some(Path::new("/srv/sp/config")), env).unwrap();
+        assert_eq!(c.rtp.prompts_dir, PathBuf::from("my/prompts"));
+        assert_eq!(c.node.data_dir, PathBuf::from("/srv/sp/data"));
     }
 }

@@ -7,7 +7,7 @@
 //! again finds what exists and creates only what is missing.
 
 use crate::config::Config;
-use crate::ledger::{DepositMethod, DepositRequest};
+use crate::ledger::{DepositMethod, DepositRequest, RequestKey};
 use crate::money::Money;
 use crate::store::{
     Booking, ContactStatus, FacilityPatch, NewContact, NewFacility, NewHandset, NewUser, Role,
@@ -28,6 +28,8 @@ pub const INVESTIGATOR_PASSWORD: &str = "demo-investigator-pass";
 pub const DECK_ID: &str = "demo-deck";
 pub const PLAN_ID: &str = "demo-plan";
 const DEPOSIT_KEY: &str = "demo-seed-deposit-1";
+/// Whose idempotency key the seed's deposit is (see [`crate::ledger::idempotency`]).
+const DEMO_CALLER: &str = "demo";
 
 /// A small North American deck: the demo's own area code is local.
 const DECK_CSV: &str = "prefix,class,description\n1555,local,Demo local area\n1,domestic,North America\n44,international,United Kingdom\n52,international,Mexico\n";
@@ -86,7 +88,8 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
     if store.ledger().account(&inmate.account_id).await?.status
         == crate::ledger::AccountStatus::Open
     {
-        store.ledger().deposit(DEPOSIT_KEY, deposit).await?;
+        let key = RequestKey::new(DEMO_CALLER, DEPOSIT_KEY)?;
+        store.ledger().deposit(&key, deposit).await?;
     }
     let account = store.ledger().account(&inmate.account_id).await?;
     Ok(DemoInfo {

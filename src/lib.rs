@@ -8,7 +8,8 @@
 //!
 //! | module | kind | owns |
 //! |---|---|---|
-//! | [`money`] | core | exact amounts and the one rounding rule |
+//! | [`money`] | core | exact amounts, their one written form and the one rounding rule |
+//! | [`text`] | core | the limits on every string a client can store |
 //! | [`rating`] | core | E.164, rate decks (longest prefix), plans, regulatory caps |
 //! | [`charging`] | core | the per-session billing state machine (increments, warning, cut) |
 //! | [`policy`] | core | PIN hashing, calling hours |
@@ -44,3 +45,4 @@ pub mod server;
 pub mod sessions;
 pub mod sip;
 pub mod store;
+pub mod text;

@@ -4,6 +4,7 @@
 use clap::Parser;
 use sallyport::cli::{Cli, Command};
 use sallyport::config::Config;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -24,17 +25,22 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", sallyport::cli::error_report(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Logs go to standard error, coloured only when it is a terminal and `NO_COLOR` is unset
+/// or empty (<https://no-color.org>): a log redirected to a file or a pipe (systemd,
+/// `2> gateway.log`) holds plain text, not ANSI escapes.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SALLYPORT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .init();
 }

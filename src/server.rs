@@ -1,5 +1,11 @@
-//! `sallyport serve`: connect, migrate, close what a previous run left open, seed the demo
-//! on first start, start the retention purge, and serve until Ctrl-C / SIGTERM.
+//! `sallyport serve`: load the prompts, connect, migrate, close what a previous run left
+//! open, start the SIP side and bind HTTP, seed the demo on first start, start the
+//! retention purge, and serve until Ctrl-C / SIGTERM.
+//!
+//! What can fail for a reason of this machine (a prompts folder that is not there, a port
+//! in use) is tried before the demo is seeded, and the prompts before the database is
+//! even opened: a start that fails leaves no demo behind in a database it never served
+//! (the next start would take it for an old one, not seed, and not print how to call).
 
 use crate::api::{router, AppState, Gateway};
 use crate::call::driver::Switchboard;
@@ -35,6 +41,12 @@ fn warn_about_demo_secrets(config: &Config) {
 /// Runs the gateway until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     warn_about_demo_secrets(&config);
+    let prompts = PromptSet::load_dir(&config.rtp.prompts_dir).with_context(|| {
+        format!(
+            "loading rtp.prompts_dir {}",
+            config.rtp.prompts_dir.display()
+        )
+    })?;
     let store = crate::cli::open(&config).await?;
     // Recordings first: a session closed after a crash ends where its repaired recording
     // ends, if that is the last sign of life (`sessions` module doc).
@@ -55,6 +67,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "closed sessions left open by a previous run (reason: system)"
         );
     }
+    let config = Arc::new(config);
+    let gateway = start_sip_side(&store, &config, prompts).await?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding http.listen {}", config.http.listen))?;
     if config.demo.seed_on_first_start && store.facilities().await?.is_empty() {
         let info = crate::demo::seed(&store, &config)
             .await
@@ -66,11 +83,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.recording.dir.clone(),
         Duration::from_secs(config.recording.purge_interval_secs),
     );
-    let config = Arc::new(config);
-    let gateway = start_sip_side(&store, &config).await?;
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("binding http.listen {}", config.http.listen))?;
     let addr = listener.local_addr()?;
     // Tests start the binary on port 0 and read this line to find the API.
     println!("sallyport: HTTP API listening on http://{addr}");
@@ -89,17 +101,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prompts, the media engine, the SIP transport and the switchboard that joins them.
+/// The media engine (with the prompts), the SIP transport and the switchboard that joins
+/// them.
 async fn start_sip_side(
     store: &crate::store::Store,
     config: &Arc<Config>,
+    prompts: PromptSet,
 ) -> anyhow::Result<Gateway> {
-    let prompts = PromptSet::load_dir(&config.rtp.prompts_dir).with_context(|| {
-        format!(
-            "loading rtp.prompts_dir {}",
-            config.rtp.prompts_dir.display()
-        )
-    })?;
     let ip = |key: &str, v: &str| -> anyhow::Result<IpAddr> {
         v.parse()
             .with_context(|| format!("{key} `{v}` is not an IP address"))

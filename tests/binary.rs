@@ -378,3 +378,252 @@ fn user_add_then_login_over_tcp_is_audited_with_the_address() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Logs written to a file are plain text: no ANSI colour escapes when standard error is
+/// not a terminal, even without `NO_COLOR` (issue 9).
+#[test]
+fn logs_written_to_a_file_have_no_colour_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let out = command(dir.path())
+        .env_remove("NO_COLOR")
+        .env("SALLYPORT_LOG", "info")
+        .args(["demo", "--json"])
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("ledger: deposit"),
+        "the run logged something: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape in the log file: {text:?}"
+    );
+}
+
+/// The repository's config, by absolute path.
+fn repo_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sallyport.toml")
+}
+
+/// `serve --config <repo>/config/sallyport.toml` from another directory finds its prompts
+/// (relative paths in the file are relative to the file) and serves the demo.
+#[test]
+fn serve_from_another_directory_finds_its_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .current_dir(elsewhere.path())
+        .arg("--config")
+        .arg(repo_config())
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve exited before listening: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if let Some(rest) = line.strip_prefix("sallyport: HTTP API listening on http://") {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let (s, body) = get(
+        &addr,
+        "/api/v1/facilities/DEMO",
+        Some("demo-admin-token-change-me"),
+    );
+    assert_eq!(s, 200, "the demo was seeded: {body}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let entries: Vec<_> = std::fs::read_dir(elsewhere.path()).unwrap().collect();
+    assert!(
+        entries.is_empty(),
+        "nothing written to the current directory"
+    );
+}
+
+/// A prompts folder that is not there: the start fails once, naming `rtp.prompts_dir` and
+/// the path it looked in, says the OS error once, and leaves no database (so no demo) behind.
+#[test]
+fn a_missing_prompts_dir_fails_once_before_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let conf_dir = dir.path().join("conf");
+    std::fs::create_dir(&conf_dir).unwrap();
+    let conf = conf_dir.join("sallyport.toml");
+    std::fs::copy(repo_config(), &conf).unwrap();
+    let out = command(dir.path())
+        .current_dir(elsewhere.path())
+        .arg("--config")
+        .arg(&conf)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let wanted = conf_dir.canonicalize().unwrap().join("prompts");
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "one error: {err}");
+    let line = error_lines[0];
+    assert!(
+        line.contains("rtp.prompts_dir") && line.contains(&wanted.display().to_string()),
+        "names the key and the path: {line}"
+    );
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "the OS error once: {line}"
+    );
+    assert!(
+        !dir.path().join("db.sqlite").exists(),
+        "no database was made, so no demo was seeded into one"
+    );
+}
+
+/// The CLI stores what the API stores, under the same limits and the same one written
+/// form of amounts, and its idempotency keys are its own.
+#[test]
+fn the_cli_checks_text_and_amounts_as_the_api_does() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_json(dir.path());
+    let run = |args: &[&str]| command(dir.path()).args(args).output().unwrap();
+    let long = "n".repeat(101);
+    let refused = [
+        (
+            vec![
+                "book",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "B-9",
+                "--first-name",
+                &long,
+                "--last-name",
+                "Doe",
+            ],
+            "first_name",
+        ),
+        (
+            vec![
+                "add-contact",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--number",
+                "+15551230009",
+                "--name",
+                "Ann\u{1b}[31m",
+            ],
+            "name",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                " 5.00",
+                "--key",
+                "c-1",
+            ],
+            "decimal string",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                "5.",
+                "--key",
+                "c-1",
+            ],
+            "decimal string",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                "5.00",
+                "--key",
+                "c-1",
+                "--depositor",
+                &long,
+            ],
+            "depositor",
+        ),
+        (
+            vec![
+                "deposit",
+                "--facility",
+                "DEMO",
+                "--booking",
+                "D-1001",
+                "--amount",
+                "5.00",
+                "--key",
+                "has space",
+            ],
+            "Idempotency-Key",
+        ),
+    ];
+    for (args, named) in refused {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was refused");
+        assert!(err.contains(named), "{args:?}: names {named}: {err}");
+    }
+    // The demo's own deposit key, sent from the CLI, is the CLI's: a new deposit.
+    let ok = run(&[
+        "deposit",
+        "--facility",
+        "DEMO",
+        "--booking",
+        "D-1001",
+        "--amount",
+        "5.00",
+        "--key",
+        "demo-seed-deposit-1",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let again = run(&[
+        "deposit",
+        "--facility",
+        "DEMO",
+        "--booking",
+        "D-1001",
+        "--amount",
+        "5.00",
+        "--key",
+        "demo-seed-deposit-1",
+    ]);
+    assert_eq!(ok.stdout, again.stdout, "a replay prints the first answer");
+    let info = demo_json(dir.path());
+    assert_eq!(info["balance"], "25.00", "20.00 seeded + 5.00 once");
+}

@@ -8,12 +8,17 @@ use sallyport::clock::{Clock, ManualClock};
 use sallyport::config::Config;
 use sallyport::db::testing::TestDb;
 use sallyport::db::Backend;
-use sallyport::ledger::{DepositMethod, DepositRequest};
+use sallyport::ledger::{DepositMethod, DepositRequest, RequestKey};
 use sallyport::sessions::{self, NewSession, SessionEnd};
 use sallyport::store::{
     Booking, ContactStatus, FacilityPatch, NewContact, NewFacility, NewHandset, Store,
 };
 use std::sync::Arc;
+
+/// `key` in the namespace of the one caller these tests are.
+fn rk(key: &str) -> RequestKey {
+    RequestKey::new("tests", key).unwrap()
+}
 
 struct World {
     t: TestDb,
@@ -120,7 +125,7 @@ async fn world(backend: Backend) -> Option<World> {
         depositor: String::new(),
         reference: String::new(),
     };
-    store.ledger().deposit("seed", dep).await.unwrap();
+    store.ledger().deposit(&rk("seed"), dep).await.unwrap();
     let h = store
         .add_handset(
             "F1",

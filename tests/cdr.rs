@@ -126,7 +126,14 @@ async fn world(backend: Backend) -> Option<World> {
         depositor: String::new(),
         reference: String::new(),
     };
-    store.ledger().deposit("seed", dep).await.unwrap();
+    store
+        .ledger()
+        .deposit(
+            &sallyport::ledger::RequestKey::new("tests", "seed").unwrap(),
+            dep,
+        )
+        .await
+        .unwrap();
     Some(World {
         t,
         clock,
@@ -391,7 +398,13 @@ async fn free_increments_are_billed_at_zero(w: World) {
         w.dial("f2", "5551230001").await,
         Destination::Authorized(_)
     ));
-    w.store.release_inmate("rel", &w.inmate).await.unwrap();
+    w.store
+        .release_inmate(
+            &sallyport::ledger::RequestKey::new("tests", "rel").unwrap(),
+            &w.inmate,
+        )
+        .await
+        .unwrap();
     assert!(
         !sessions::count_increment(db, "f2", 1).await.unwrap(),
         "the account is closed"

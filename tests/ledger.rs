@@ -13,6 +13,11 @@ use std::time::Duration;
 
 const FAC: &str = "F1";
 
+/// `key` in the namespace of the one caller these tests are.
+fn rk(key: &str) -> RequestKey {
+    RequestKey::new("tests", key).unwrap()
+}
+
 /// A facility in America/Chicago with a $100 per-deposit and $200 per-day limit, its
 /// system accounts, one inmate account, and a manual clock at 2026-01-15 12:00 UTC.
 struct Fx {
@@ -164,7 +169,7 @@ async fn deposits_each_method(db: Db) {
     let f = setup(db).await;
     let online = f
         .ledger
-        .deposit("k1", dep(&f.inmate, DepositMethod::Online, "25.50"))
+        .deposit(&rk("k1"), dep(&f.inmate, DepositMethod::Online, "25.50"))
         .await
         .unwrap();
     assert_eq!(online.status, DepositStatus::Posted);
@@ -172,13 +177,16 @@ async fn deposits_each_method(db: Db) {
     assert_eq!(online.local_day.to_string(), "2026-01-15");
     let kiosk = f
         .ledger
-        .deposit("k2", dep(&f.inmate, DepositMethod::Kiosk, "10"))
+        .deposit(&rk("k2"), dep(&f.inmate, DepositMethod::Kiosk, "10"))
         .await
         .unwrap();
     assert_eq!(kiosk.status, DepositStatus::Posted);
     let mo = f
         .ledger
-        .deposit("k3", dep(&f.inmate, DepositMethod::MoneyOrder, "40.00"))
+        .deposit(
+            &rk("k3"),
+            dep(&f.inmate, DepositMethod::MoneyOrder, "40.00"),
+        )
         .await
         .unwrap();
     assert_eq!(mo.status, DepositStatus::Pending);
@@ -195,18 +203,18 @@ async fn money_order_post_and_void(db: Db) {
     let f = setup(db).await;
     let a = f
         .ledger
-        .deposit("mo-a", dep(&f.inmate, DepositMethod::MoneyOrder, "40"))
+        .deposit(&rk("mo-a"), dep(&f.inmate, DepositMethod::MoneyOrder, "40"))
         .await
         .unwrap();
     let b = f
         .ledger
-        .deposit("mo-b", dep(&f.inmate, DepositMethod::MoneyOrder, "15"))
+        .deposit(&rk("mo-b"), dep(&f.inmate, DepositMethod::MoneyOrder, "15"))
         .await
         .unwrap();
     f.clock.advance(Duration::from_secs(3600));
     let posted = f
         .ledger
-        .post_money_order("post-a", &a.id, "staff-1")
+        .post_money_order(&rk("post-a"), &a.id, "staff-1")
         .await
         .unwrap();
     assert_eq!(posted.status, DepositStatus::Posted);
@@ -215,7 +223,7 @@ async fn money_order_post_and_void(db: Db) {
     assert_eq!(bal(&f, &f.inmate).await, m("40"));
     let voided = f
         .ledger
-        .void_money_order("void-b", &b.id, "staff-1")
+        .void_money_order(&rk("void-b"), &b.id, "staff-1")
         .await
         .unwrap();
     assert_eq!(voided.status, DepositStatus::Voided);
@@ -224,7 +232,7 @@ async fn money_order_post_and_void(db: Db) {
     // Posting twice, posting a voided one, voiding a posted one: refused.
     let e = f
         .ledger
-        .post_money_order("post-a2", &a.id, "staff-1")
+        .post_money_order(&rk("post-a2"), &a.id, "staff-1")
         .await
         .unwrap_err();
     assert!(
@@ -233,13 +241,13 @@ async fn money_order_post_and_void(db: Db) {
     );
     let e = f
         .ledger
-        .post_money_order("post-b", &b.id, "staff-1")
+        .post_money_order(&rk("post-b"), &b.id, "staff-1")
         .await
         .unwrap_err();
     assert!(matches!(e, LedgerError::InvalidState { .. }), "{e:?}");
     let e = f
         .ledger
-        .void_money_order("void-a", &a.id, "staff-1")
+        .void_money_order(&rk("void-a"), &a.id, "staff-1")
         .await
         .unwrap_err();
     assert!(
@@ -248,18 +256,18 @@ async fn money_order_post_and_void(db: Db) {
     );
     let online = f
         .ledger
-        .deposit("on", dep(&f.inmate, DepositMethod::Online, "1"))
+        .deposit(&rk("on"), dep(&f.inmate, DepositMethod::Online, "1"))
         .await
         .unwrap();
     let e = f
         .ledger
-        .post_money_order("post-on", &online.id, "staff-1")
+        .post_money_order(&rk("post-on"), &online.id, "staff-1")
         .await
         .unwrap_err();
     assert!(matches!(e, LedgerError::InvalidState { .. }), "{e:?}");
     let e = f
         .ledger
-        .post_money_order("post-x", "nope", "staff-1")
+        .post_money_order(&rk("post-x"), "nope", "staff-1")
         .await
         .unwrap_err();
     assert!(matches!(e, LedgerError::DepositNotFound { .. }), "{e:?}");
@@ -272,7 +280,7 @@ async fn deposit_validation(db: Db) {
     for bad in ["0", "-5", "1.001", "0.0001"] {
         let e = f
             .ledger
-            .deposit("v", dep(&f.inmate, DepositMethod::Online, bad))
+            .deposit(&rk("v"), dep(&f.inmate, DepositMethod::Online, bad))
             .await
             .unwrap_err();
         assert!(
@@ -282,14 +290,14 @@ async fn deposit_validation(db: Db) {
     }
     let e = f
         .ledger
-        .deposit("v", dep("missing", DepositMethod::Online, "1"))
+        .deposit(&rk("v"), dep("missing", DepositMethod::Online, "1"))
         .await
         .unwrap_err();
     assert!(matches!(e, LedgerError::AccountNotFound { .. }), "{e:?}");
     let clearing = SystemAccount::DepositsClearing.id(FAC);
     let e = f
         .ledger
-        .deposit("v", dep(&clearing, DepositMethod::Online, "1"))
+        .deposit(&rk("v"), dep(&clearing, DepositMethod::Online, "1"))
         .await
         .unwrap_err();
     assert!(
@@ -304,7 +312,7 @@ async fn deposit_validation(db: Db) {
     );
     // The key was never stored: it works now.
     f.ledger
-        .deposit("v", dep(&f.inmate, DepositMethod::Online, "1.10"))
+        .deposit(&rk("v"), dep(&f.inmate, DepositMethod::Online, "1.10"))
         .await
         .unwrap();
     assert_eq!(bal(&f, &f.inmate).await, m("1.10"));
@@ -315,7 +323,7 @@ async fn per_deposit_limit(db: Db) {
     let f = setup(db).await;
     let e = f
         .ledger
-        .deposit("big", dep(&f.inmate, DepositMethod::Online, "100.01"))
+        .deposit(&rk("big"), dep(&f.inmate, DepositMethod::Online, "100.01"))
         .await
         .unwrap_err();
     match e {
@@ -333,7 +341,10 @@ async fn per_deposit_limit(db: Db) {
     }
     let e = f
         .ledger
-        .deposit("big2", dep(&f.inmate, DepositMethod::MoneyOrder, "500"))
+        .deposit(
+            &rk("big2"),
+            dep(&f.inmate, DepositMethod::MoneyOrder, "500"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(
@@ -344,7 +355,7 @@ async fn per_deposit_limit(db: Db) {
         }
     ));
     f.ledger
-        .deposit("big", dep(&f.inmate, DepositMethod::Online, "100.00"))
+        .deposit(&rk("big"), dep(&f.inmate, DepositMethod::Online, "100.00"))
         .await
         .unwrap();
     assert_eq!(bal(&f, &f.inmate).await, m("100"));
@@ -362,11 +373,11 @@ async fn per_day_limit_follows_facility_midnight(db: Db) {
     f.clock
         .set_wall(Utc.with_ymd_and_hms(2026, 1, 15, 23, 0, 0).unwrap());
     f.ledger
-        .deposit("d1", dep(&f.inmate, DepositMethod::Online, "100"))
+        .deposit(&rk("d1"), dep(&f.inmate, DepositMethod::Online, "100"))
         .await
         .unwrap();
     f.ledger
-        .deposit("d2", dep(&f.inmate, DepositMethod::MoneyOrder, "50"))
+        .deposit(&rk("d2"), dep(&f.inmate, DepositMethod::MoneyOrder, "50"))
         .await
         .unwrap();
     // Already Jan 16 in UTC, still Jan 15 (19:00) in Chicago: the pending money order counts.
@@ -374,7 +385,7 @@ async fn per_day_limit_follows_facility_midnight(db: Db) {
         .set_wall(Utc.with_ymd_and_hms(2026, 1, 16, 1, 0, 0).unwrap());
     let e = f
         .ledger
-        .deposit("d3", dep(&f.inmate, DepositMethod::Kiosk, "60"))
+        .deposit(&rk("d3"), dep(&f.inmate, DepositMethod::Kiosk, "60"))
         .await
         .unwrap_err();
     match e {
@@ -393,13 +404,13 @@ async fn per_day_limit_follows_facility_midnight(db: Db) {
     }
     let d = f
         .ledger
-        .deposit("d4", dep(&f.inmate, DepositMethod::Kiosk, "50"))
+        .deposit(&rk("d4"), dep(&f.inmate, DepositMethod::Kiosk, "50"))
         .await
         .unwrap();
     assert_eq!(d.local_day.to_string(), "2026-01-15");
     let e = f
         .ledger
-        .deposit("d5", dep(&f.inmate, DepositMethod::Kiosk, "0.01"))
+        .deposit(&rk("d5"), dep(&f.inmate, DepositMethod::Kiosk, "0.01"))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -414,14 +425,14 @@ async fn per_day_limit_follows_facility_midnight(db: Db) {
         .set_wall(Utc.with_ymd_and_hms(2026, 1, 16, 5, 59, 0).unwrap());
     assert!(f
         .ledger
-        .deposit("d6", dep(&f.inmate, DepositMethod::Kiosk, "0.01"))
+        .deposit(&rk("d6"), dep(&f.inmate, DepositMethod::Kiosk, "0.01"))
         .await
         .is_err());
     f.clock
         .set_wall(Utc.with_ymd_and_hms(2026, 1, 16, 6, 1, 0).unwrap());
     let d = f
         .ledger
-        .deposit("d6", dep(&f.inmate, DepositMethod::Kiosk, "100"))
+        .deposit(&rk("d6"), dep(&f.inmate, DepositMethod::Kiosk, "100"))
         .await
         .unwrap();
     assert_eq!(d.local_day.to_string(), "2026-01-16");
@@ -432,24 +443,24 @@ async fn voided_money_order_frees_the_daily_limit(db: Db) {
     let f = setup(db).await;
     let mo = f
         .ledger
-        .deposit("mo", dep(&f.inmate, DepositMethod::MoneyOrder, "100"))
+        .deposit(&rk("mo"), dep(&f.inmate, DepositMethod::MoneyOrder, "100"))
         .await
         .unwrap();
     f.ledger
-        .deposit("d1", dep(&f.inmate, DepositMethod::Online, "100"))
+        .deposit(&rk("d1"), dep(&f.inmate, DepositMethod::Online, "100"))
         .await
         .unwrap();
     assert!(f
         .ledger
-        .deposit("d2", dep(&f.inmate, DepositMethod::Online, "1"))
+        .deposit(&rk("d2"), dep(&f.inmate, DepositMethod::Online, "1"))
         .await
         .is_err());
     f.ledger
-        .void_money_order("v", &mo.id, "staff")
+        .void_money_order(&rk("v"), &mo.id, "staff")
         .await
         .unwrap();
     f.ledger
-        .deposit("d2", dep(&f.inmate, DepositMethod::Online, "100"))
+        .deposit(&rk("d2"), dep(&f.inmate, DepositMethod::Online, "100"))
         .await
         .unwrap();
     assert_eq!(bal(&f, &f.inmate).await, m("200"));
@@ -461,37 +472,37 @@ async fn every_method_replays(db: Db) {
     let other = open_inmate(&f.db, "I2").await;
     let d = f
         .ledger
-        .deposit("dep", dep(&f.inmate, DepositMethod::Online, "50"))
+        .deposit(&rk("dep"), dep(&f.inmate, DepositMethod::Online, "50"))
         .await
         .unwrap();
     let mo = f
         .ledger
-        .deposit("mo1", dep(&f.inmate, DepositMethod::MoneyOrder, "20"))
+        .deposit(&rk("mo1"), dep(&f.inmate, DepositMethod::MoneyOrder, "20"))
         .await
         .unwrap();
     let mo2 = f
         .ledger
-        .deposit("mo2", dep(&f.inmate, DepositMethod::MoneyOrder, "5"))
+        .deposit(&rk("mo2"), dep(&f.inmate, DepositMethod::MoneyOrder, "5"))
         .await
         .unwrap();
     let post = f
         .ledger
-        .post_money_order("post", &mo.id, "s")
+        .post_money_order(&rk("post"), &mo.id, "s")
         .await
         .unwrap();
     let void = f
         .ledger
-        .void_money_order("void", &mo2.id, "s")
+        .void_money_order(&rk("void"), &mo2.id, "s")
         .await
         .unwrap();
     let p = f
         .ledger
-        .purchase("buy", purchase(&f.inmate, "7.25", "o1"))
+        .purchase(&rk("buy"), purchase(&f.inmate, "7.25", "o1"))
         .await
         .unwrap();
     let r = f
         .ledger
-        .refund("ref", refund(&f.inmate, "1.0021"))
+        .refund(&rk("ref"), refund(&f.inmate, "1.0021"))
         .await
         .unwrap();
     let db1 = f
@@ -500,22 +511,22 @@ async fn every_method_replays(db: Db) {
         .await
         .unwrap();
     f.ledger
-        .deposit("dep-o", dep(&other, DepositMethod::Kiosk, "3"))
+        .deposit(&rk("dep-o"), dep(&other, DepositMethod::Kiosk, "3"))
         .await
         .unwrap();
-    let rel = f.ledger.release("rel", &other).await.unwrap();
+    let rel = f.ledger.release(&rk("rel"), &other).await.unwrap();
     let before = snapshot(&f.db).await;
     f.clock.advance(Duration::from_secs(86_400 * 3));
     assert_eq!(
         f.ledger
-            .deposit("dep", dep(&f.inmate, DepositMethod::Online, "50"))
+            .deposit(&rk("dep"), dep(&f.inmate, DepositMethod::Online, "50"))
             .await
             .unwrap(),
         d
     );
     assert_eq!(
         f.ledger
-            .deposit("mo1", dep(&f.inmate, DepositMethod::MoneyOrder, "20"))
+            .deposit(&rk("mo1"), dep(&f.inmate, DepositMethod::MoneyOrder, "20"))
             .await
             .unwrap(),
         mo,
@@ -523,28 +534,28 @@ async fn every_method_replays(db: Db) {
     );
     assert_eq!(
         f.ledger
-            .post_money_order("post", &mo.id, "s")
+            .post_money_order(&rk("post"), &mo.id, "s")
             .await
             .unwrap(),
         post
     );
     assert_eq!(
         f.ledger
-            .void_money_order("void", &mo2.id, "s")
+            .void_money_order(&rk("void"), &mo2.id, "s")
             .await
             .unwrap(),
         void
     );
     assert_eq!(
         f.ledger
-            .purchase("buy", purchase(&f.inmate, "7.25", "o1"))
+            .purchase(&rk("buy"), purchase(&f.inmate, "7.25", "o1"))
             .await
             .unwrap(),
         p
     );
     assert_eq!(
         f.ledger
-            .refund("ref", refund(&f.inmate, "1.0021"))
+            .refund(&rk("ref"), refund(&f.inmate, "1.0021"))
             .await
             .unwrap(),
         r
@@ -566,7 +577,7 @@ async fn every_method_replays(db: Db) {
             balance_after
         }
     );
-    assert_eq!(f.ledger.release("rel", &other).await.unwrap(), rel);
+    assert_eq!(f.ledger.release(&rk("rel"), &other).await.unwrap(), rel);
     assert_eq!(snapshot(&f.db).await, before, "replays changed nothing");
     assert_eq!(
         bal(&f, &f.inmate).await,
@@ -578,7 +589,7 @@ async fn every_method_replays(db: Db) {
 async fn same_key_different_request_conflicts(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("k", dep(&f.inmate, DepositMethod::Online, "50"))
+        .deposit(&rk("k"), dep(&f.inmate, DepositMethod::Online, "50"))
         .await
         .unwrap();
     let before = snapshot(&f.db).await;
@@ -590,43 +601,48 @@ async fn same_key_different_request_conflicts(db: Db) {
     };
     conflict(
         f.ledger
-            .deposit("k", dep(&f.inmate, DepositMethod::Online, "51"))
+            .deposit(&rk("k"), dep(&f.inmate, DepositMethod::Online, "51"))
             .await
             .unwrap_err(),
     );
     conflict(
         f.ledger
-            .deposit("k", dep(&f.inmate, DepositMethod::Kiosk, "50"))
+            .deposit(&rk("k"), dep(&f.inmate, DepositMethod::Kiosk, "50"))
             .await
             .unwrap_err(),
     );
     conflict(
         f.ledger
-            .purchase("k", purchase(&f.inmate, "1", "o"))
+            .purchase(&rk("k"), purchase(&f.inmate, "1", "o"))
             .await
             .unwrap_err(),
     );
     conflict(
         f.ledger
-            .refund("k", refund(&f.inmate, "1"))
+            .refund(&rk("k"), refund(&f.inmate, "1"))
             .await
             .unwrap_err(),
     );
-    conflict(f.ledger.release("k", &f.inmate).await.unwrap_err());
-    conflict(f.ledger.post_money_order("k", "x", "s").await.unwrap_err());
+    conflict(f.ledger.release(&rk("k"), &f.inmate).await.unwrap_err());
+    conflict(
+        f.ledger
+            .post_money_order(&rk("k"), "x", "s")
+            .await
+            .unwrap_err(),
+    );
     // "50" and "50.00" are the same request.
     f.ledger
-        .deposit("k", dep(&f.inmate, DepositMethod::Online, "50.00"))
+        .deposit(&rk("k"), dep(&f.inmate, DepositMethod::Online, "50.00"))
         .await
         .unwrap();
     f.ledger
-        .purchase("p", purchase(&f.inmate, "1", "o"))
+        .purchase(&rk("p"), purchase(&f.inmate, "1", "o"))
         .await
         .unwrap();
     let before2 = snapshot(&f.db).await;
     conflict_p(
         f.ledger
-            .purchase("p", purchase(&f.inmate, "1", "o2"))
+            .purchase(&rk("p"), purchase(&f.inmate, "1", "o2"))
             .await
             .unwrap_err(),
     );
@@ -645,13 +661,13 @@ fn conflict_p(e: LedgerError) {
 async fn refused_request_keeps_key_free(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "5"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "5"))
         .await
         .unwrap();
     let before = snapshot(&f.db).await;
     let e = f
         .ledger
-        .purchase("buy", purchase(&f.inmate, "6", "o"))
+        .purchase(&rk("buy"), purchase(&f.inmate, "6", "o"))
         .await
         .unwrap_err();
     assert!(
@@ -664,12 +680,12 @@ async fn refused_request_keeps_key_free(db: Db) {
         "refused purchase wrote nothing"
     );
     f.ledger
-        .deposit("d2", dep(&f.inmate, DepositMethod::Online, "5"))
+        .deposit(&rk("d2"), dep(&f.inmate, DepositMethod::Online, "5"))
         .await
         .unwrap();
     let p = f
         .ledger
-        .purchase("buy", purchase(&f.inmate, "6", "o"))
+        .purchase(&rk("buy"), purchase(&f.inmate, "6", "o"))
         .await
         .unwrap();
     assert_eq!(p.balance_after, m("4"));
@@ -681,7 +697,7 @@ async fn refused_request_keeps_key_free(db: Db) {
 async fn debit_retry_is_a_noop(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "1"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "1"))
         .await
         .unwrap();
     let first = f
@@ -730,7 +746,7 @@ async fn debit_retry_is_a_noop(db: Db) {
 async fn refused_debit_writes_nothing(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "0.50"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "0.50"))
         .await
         .unwrap();
     f.ledger
@@ -747,7 +763,7 @@ async fn refused_debit_writes_nothing(db: Db) {
     assert_eq!(snapshot(&f.db).await, before);
     // The increment was not consumed: after a deposit it can be charged.
     f.ledger
-        .deposit("d2", dep(&f.inmate, DepositMethod::Online, "1"))
+        .deposit(&rk("d2"), dep(&f.inmate, DepositMethod::Online, "1"))
         .await
         .unwrap();
     let out = f
@@ -773,7 +789,7 @@ async fn refused_debit_writes_nothing(db: Db) {
 async fn debits_by_service_and_bad_accounts(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "10"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "10"))
         .await
         .unwrap();
     let mut v = debit(&f.inmate, "visit-1", 1, "0.50");
@@ -825,7 +841,7 @@ async fn purchase_and_refund(db: Db) {
     let f = setup(db).await;
     let e = f
         .ledger
-        .purchase("p0", purchase(&f.inmate, "0.01", "o"))
+        .purchase(&rk("p0"), purchase(&f.inmate, "0.01", "o"))
         .await
         .unwrap_err();
     assert!(
@@ -834,13 +850,13 @@ async fn purchase_and_refund(db: Db) {
     );
     let e = f
         .ledger
-        .purchase("p0", purchase(&f.inmate, "0", "o"))
+        .purchase(&rk("p0"), purchase(&f.inmate, "0", "o"))
         .await
         .unwrap_err();
     assert!(matches!(e, LedgerError::InvalidAmount { .. }), "{e:?}");
     let r = f
         .ledger
-        .refund("r1", refund(&f.inmate, "2.50"))
+        .refund(&rk("r1"), refund(&f.inmate, "2.50"))
         .await
         .unwrap();
     assert_eq!(r.kind, TransactionKind::Refund);
@@ -849,7 +865,7 @@ async fn purchase_and_refund(db: Db) {
     assert_eq!(sys(&f, SystemAccount::Refunds).await, m("-2.50"));
     let p = f
         .ledger
-        .purchase("p1", purchase(&f.inmate, "2.50", "o1"))
+        .purchase(&rk("p1"), purchase(&f.inmate, "2.50", "o1"))
         .await
         .unwrap();
     assert_eq!(
@@ -858,7 +874,7 @@ async fn purchase_and_refund(db: Db) {
     );
     let e = f
         .ledger
-        .refund("r2", refund(&f.inmate, "-1"))
+        .refund(&rk("r2"), refund(&f.inmate, "-1"))
         .await
         .unwrap_err();
     assert!(matches!(e, LedgerError::InvalidAmount { .. }), "{e:?}");
@@ -870,19 +886,19 @@ async fn purchase_and_refund(db: Db) {
 async fn release_refunds_and_closes(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "30"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "30"))
         .await
         .unwrap();
     let mo = f
         .ledger
-        .deposit("mo", dep(&f.inmate, DepositMethod::MoneyOrder, "10"))
+        .deposit(&rk("mo"), dep(&f.inmate, DepositMethod::MoneyOrder, "10"))
         .await
         .unwrap();
     f.ledger
         .debit_session(debit(&f.inmate, "c", 1, "4.25"))
         .await
         .unwrap();
-    let rel = f.ledger.release("rel", &f.inmate).await.unwrap();
+    let rel = f.ledger.release(&rk("rel"), &f.inmate).await.unwrap();
     assert_eq!(rel.refunded, m("25.75"));
     assert!(rel.transaction_id.is_some());
     assert_eq!(
@@ -899,7 +915,7 @@ async fn release_refunds_and_closes(db: Db) {
     let closed = |e: LedgerError| assert!(matches!(e, LedgerError::AccountClosed { .. }), "{e:?}");
     closed(
         f.ledger
-            .deposit("d2", dep(&f.inmate, DepositMethod::Online, "1"))
+            .deposit(&rk("d2"), dep(&f.inmate, DepositMethod::Online, "1"))
             .await
             .unwrap_err(),
     );
@@ -917,31 +933,31 @@ async fn release_refunds_and_closes(db: Db) {
     );
     closed(
         f.ledger
-            .purchase("p", purchase(&f.inmate, "1", "o"))
+            .purchase(&rk("p"), purchase(&f.inmate, "1", "o"))
             .await
             .unwrap_err(),
     );
     closed(
         f.ledger
-            .refund("r", refund(&f.inmate, "1"))
+            .refund(&rk("r"), refund(&f.inmate, "1"))
             .await
             .unwrap_err(),
     );
-    closed(f.ledger.release("rel2", &f.inmate).await.unwrap_err());
+    closed(f.ledger.release(&rk("rel2"), &f.inmate).await.unwrap_err());
     closed(
         f.ledger
-            .post_money_order("post", &mo.id, "s")
+            .post_money_order(&rk("post"), &mo.id, "s")
             .await
             .unwrap_err(),
     );
     // The pending money order can still be voided (returned to the sender).
     f.ledger
-        .void_money_order("void", &mo.id, "s")
+        .void_money_order(&rk("void"), &mo.id, "s")
         .await
         .unwrap();
     // Releasing an empty account closes it without a transaction.
     let empty = open_inmate(&f.db, "I3").await;
-    let rel = f.ledger.release("rel3", &empty).await.unwrap();
+    let rel = f.ledger.release(&rk("rel3"), &empty).await.unwrap();
     assert_eq!((rel.refunded, rel.transaction_id), (Money::ZERO, None));
     healthy(&f).await;
 }
@@ -949,7 +965,7 @@ async fn release_refunds_and_closes(db: Db) {
 async fn statement_lines_range_and_csv(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d1", dep(&f.inmate, DepositMethod::Online, "20"))
+        .deposit(&rk("d1"), dep(&f.inmate, DepositMethod::Online, "20"))
         .await
         .unwrap(); // Jan 15 12:00
     f.clock.advance(Duration::from_secs(3600));
@@ -960,7 +976,7 @@ async fn statement_lines_range_and_csv(db: Db) {
     f.clock.advance(Duration::from_secs(3600));
     f.ledger
         .purchase(
-            "p",
+            &rk("p"),
             PurchaseRequest {
                 memo: "=cmd, \"x\"".into(),
                 ..purchase(&f.inmate, "3", "o1")
@@ -970,7 +986,7 @@ async fn statement_lines_range_and_csv(db: Db) {
         .unwrap(); // 14:00
     f.clock.advance(Duration::from_secs(3600));
     f.ledger
-        .refund("r", refund(&f.inmate, "0.5"))
+        .refund(&rk("r"), refund(&f.inmate, "0.5"))
         .await
         .unwrap(); // 15:00
     let h = |hour| Utc.with_ymd_and_hms(2026, 1, 15, hour, 0, 0).unwrap();
@@ -1052,7 +1068,7 @@ async fn system_accounts_and_opening(db: Db) {
         .await
         .unwrap();
     f.ledger
-        .deposit("fd", dep(&fam, DepositMethod::Online, "12"))
+        .deposit(&rk("fd"), dep(&fam, DepositMethod::Online, "12"))
         .await
         .unwrap();
     assert_eq!(bal(&f, &fam).await, m("12"));
@@ -1075,7 +1091,7 @@ async fn system_accounts_and_opening(db: Db) {
         .unwrap();
     let e = f
         .ledger
-        .deposit("nf", dep(&nofac, DepositMethod::Online, "1"))
+        .deposit(&rk("nf"), dep(&nofac, DepositMethod::Online, "1"))
         .await
         .unwrap_err();
     assert!(matches!(e, LedgerError::NoFacility { .. }), "{e:?}");
@@ -1089,7 +1105,7 @@ async fn system_accounts_and_opening(db: Db) {
 async fn invariants_report_corruption(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "10"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "10"))
         .await
         .unwrap();
     healthy(&f).await;
@@ -1142,7 +1158,7 @@ async fn invariants_report_corruption(db: Db) {
 async fn concurrent_debits_cannot_overspend(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "2.10"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "2.10"))
         .await
         .unwrap();
     let tasks: Vec<_> = (1..=50u32)
@@ -1172,7 +1188,7 @@ async fn concurrent_duplicate_deposits_post_once(db: Db) {
         .map(|_| {
             let ledger = f.ledger.clone();
             let req = dep(&f.inmate, DepositMethod::Online, "12.34");
-            tokio::spawn(async move { ledger.deposit("same-key", req).await })
+            tokio::spawn(async move { ledger.deposit(&rk("same-key"), req).await })
         })
         .collect();
     let mut results = Vec::new();
@@ -1193,7 +1209,7 @@ async fn concurrent_duplicate_deposits_post_once(db: Db) {
 async fn concurrent_mixed_spenders(db: Db) {
     let f = setup(db).await;
     f.ledger
-        .deposit("d", dep(&f.inmate, DepositMethod::Online, "10"))
+        .deposit(&rk("d"), dep(&f.inmate, DepositMethod::Online, "10"))
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -1210,7 +1226,7 @@ async fn concurrent_mixed_spenders(db: Db) {
                     DebitOutcome::Committed { .. }
                 ),
                 1 => ledger
-                    .purchase(&format!("p{i}"), purchase(&acct, "1", "o"))
+                    .purchase(&rk(&format!("p{i}")), purchase(&acct, "1", "o"))
                     .await
                     .is_ok(),
                 _ => ledger
@@ -1227,6 +1243,181 @@ async fn concurrent_mixed_spenders(db: Db) {
     assert_eq!(spent, 10);
     assert_eq!(bal(&f, &f.inmate).await, Money::ZERO);
     healthy(&f).await;
+}
+
+/// Keys belong to their caller (issue 9, items 5 and 11): the same key and the same
+/// request from two callers are two movements with two answers; every method keeps its
+/// replay and its conflict per caller; the ledger transaction of each names its caller.
+async fn keys_belong_to_their_caller(db: Db) {
+    let f = setup(db).await;
+    let admin = RequestKey::new("admin-token", "k").unwrap();
+    let family = RequestKey::new("user:usr_family", "k").unwrap();
+    let req = dep(&f.inmate, DepositMethod::Online, "40");
+    let a = f.ledger.deposit(&admin, req.clone()).await.unwrap();
+    let b = f.ledger.deposit(&family, req.clone()).await.unwrap();
+    assert_ne!(
+        a.id, b.id,
+        "the family's own deposit, not the admin's receipt"
+    );
+    assert_eq!(bal(&f, &f.inmate).await, m("80"));
+    assert_eq!(f.ledger.deposit(&family, req.clone()).await.unwrap(), b);
+    assert_eq!(f.ledger.deposit(&admin, req.clone()).await.unwrap(), a);
+    let other = dep(&f.inmate, DepositMethod::Online, "41");
+    for k in [&admin, &family] {
+        let e = f.ledger.deposit(k, other.clone()).await.unwrap_err();
+        assert!(
+            matches!(e, LedgerError::IdempotencyConflict { .. }),
+            "{e:?}"
+        );
+    }
+    let p1 = f
+        .ledger
+        .purchase(&admin, purchase(&f.inmate, "1", "o"))
+        .await;
+    assert!(
+        matches!(p1, Err(LedgerError::IdempotencyConflict { .. })),
+        "{p1:?}"
+    );
+    let staff = RequestKey::new("user:usr_staff", "k").unwrap();
+    let p = f
+        .ledger
+        .purchase(&staff, purchase(&f.inmate, "1", "o"))
+        .await
+        .unwrap();
+    assert_eq!(bal(&f, &f.inmate).await, m("79"));
+    assert_eq!(
+        f.ledger
+            .purchase(&staff, purchase(&f.inmate, "1", "o"))
+            .await
+            .unwrap(),
+        p
+    );
+    let keys: Vec<String> = sqlx::query(
+        "SELECT idempotency_key FROM ledger_transactions WHERE idempotency_key IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(f.db.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get("idempotency_key"))
+    .collect();
+    assert_eq!(
+        keys,
+        ["admin-token k", "user:usr_family k", "user:usr_staff k"]
+    );
+    let stored: i64 = sqlx::query("SELECT COUNT(*) AS n FROM idempotency_keys WHERE key = 'k'")
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(stored, 3, "one stored answer per caller");
+    healthy(&f).await;
+}
+
+/// Depositor, reference and memo have their limits at the ledger itself, so every way in
+/// (API, CLI, demo) meets them; a refusal stores nothing and keeps the key free.
+async fn stored_text_has_limits(db: Db) {
+    let f = setup(db).await;
+    let mut req = dep(&f.inmate, DepositMethod::Online, "5");
+    req.depositor = "d".repeat(101);
+    let e = f.ledger.deposit(&rk("t"), req.clone()).await.unwrap_err();
+    assert_eq!(e.to_string(), "depositor: must be at most 100 characters");
+    req.depositor = "Jane\nDoe".into();
+    assert!(matches!(
+        f.ledger.deposit(&rk("t"), req.clone()).await,
+        Err(LedgerError::InvalidText(_))
+    ));
+    req.depositor = "Jane".into();
+    req.reference = "r".repeat(201);
+    assert!(f.ledger.deposit(&rk("t"), req.clone()).await.is_err());
+    let mut p = purchase(&f.inmate, "1", "o");
+    p.memo = "m".repeat(1001);
+    let e = f.ledger.purchase(&rk("t"), p).await.unwrap_err();
+    assert!(e.to_string().starts_with("memo: "), "{e}");
+    assert_eq!(bal(&f, &f.inmate).await, Money::ZERO);
+    req.reference = "ref-1".into();
+    f.ledger.deposit(&rk("t"), req).await.unwrap();
+    healthy(&f).await;
+}
+
+/// Keys stored before migration 0007 (no caller) move over with caller '' and keep
+/// answering: an identical replay from any caller gets the stored answer and moves
+/// nothing (a retry that straddles the upgrade), a different request under one is a 409.
+async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testing::TestDb) {
+    use sha2::{Digest, Sha256};
+    t.db.migrate_before(7).await.unwrap();
+    let f = setup(t.db.clone()).await;
+    let req = dep(&f.inmate, DepositMethod::Online, "25");
+    let first = Deposit {
+        id: "dep_before_upgrade".into(),
+        account_id: f.inmate.clone(),
+        facility_id: FAC.into(),
+        method: DepositMethod::Online,
+        amount: m("25"),
+        status: DepositStatus::Posted,
+        depositor: req.depositor.clone(),
+        reference: req.reference.clone(),
+        transaction_id: Some(1),
+        created_at: t0(),
+        local_day: t0().date_naive(),
+        decided_by: None,
+        decided_at: None,
+    };
+    // The row as the release before 0007 stored it: the scope, then the request's JSON.
+    let hash = hex::encode(Sha256::digest(format!(
+        "deposit\n{}",
+        serde_json::to_string(&req).unwrap()
+    )));
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, scope, request_hash, response_status, response_body, created_at) \
+         VALUES ('old-1', 'deposit', $1, 200, $2, 0)",
+    )
+    .bind(&hash)
+    .bind(serde_json::to_string(&first).unwrap())
+    .execute(t.db.pool())
+    .await
+    .unwrap();
+    t.db.migrate().await.unwrap();
+    let caller: String = sqlx::query("SELECT caller FROM idempotency_keys WHERE key = 'old-1'")
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap()
+        .get("caller");
+    assert_eq!(caller, "");
+    for who in ["admin-token", "user:usr_1", "cli"] {
+        let k = RequestKey::new(who, "old-1").unwrap();
+        assert_eq!(
+            f.ledger.deposit(&k, req.clone()).await.unwrap(),
+            first,
+            "{who}"
+        );
+        let other = dep(&f.inmate, DepositMethod::Online, "26");
+        let e = f.ledger.deposit(&k, other).await.unwrap_err();
+        assert!(
+            matches!(e, LedgerError::IdempotencyConflict { .. }),
+            "{who}: {e:?}"
+        );
+    }
+    assert_eq!(bal(&f, &f.inmate).await, Money::ZERO, "nothing moved twice");
+    let new = RequestKey::new("cli", "new-1").unwrap();
+    f.ledger.deposit(&new, req.clone()).await.unwrap();
+    assert_eq!(f.ledger.deposit(&new, req).await.unwrap().amount, m("25"));
+    assert_eq!(bal(&f, &f.inmate).await, m("25"));
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keys_from_before_callers_survive_the_migration() {
+    let t = sallyport::db::testing::TestDb::unmigrated(sallyport::db::Backend::Sqlite).await;
+    keys_from_before_callers_survive_the_migration(t.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keys_from_before_callers_survive_the_migration() {
+    let t = sallyport::db::testing::TestDb::unmigrated(sallyport::db::Backend::Postgres).await;
+    if let Some(t) = t {
+        keys_from_before_callers_survive_the_migration(t).await;
+    }
 }
 
 /// The same tests against both backends, each on a fresh database that is dropped after.
@@ -1278,4 +1469,6 @@ battery!(
     concurrent_debits_cannot_overspend,
     concurrent_duplicate_deposits_post_once,
     concurrent_mixed_spenders,
+    keys_belong_to_their_caller,
+    stored_text_has_limits,
 );

@@ -17,6 +17,11 @@ use sallyport::money::Money;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// `key` in the namespace of the one caller these tests are.
+fn rk(key: &str) -> RequestKey {
+    RequestKey::new("tests", key).unwrap()
+}
+
 const FAC: &str = "FP";
 const ACCOUNTS: usize = 3;
 const PER_DEPOSIT: i64 = 1_000_000; // $100.00
@@ -144,7 +149,7 @@ impl World {
             depositor: "d".into(),
             reference: key.clone(),
         };
-        let r = self.ledger.deposit(&key, req.clone()).await;
+        let r = self.ledger.deposit(&rk(&key), req.clone()).await;
         let m = &mut self.model;
         if m.closed[a] {
             assert!(matches!(r, Err(LedgerError::AccountClosed { .. })), "{r:?}");
@@ -192,7 +197,7 @@ impl World {
         let (id, a, minor) = self.model.pending[i].clone();
         let key = self.key();
         if post {
-            let r = self.ledger.post_money_order(&key, &id, "staff").await;
+            let r = self.ledger.post_money_order(&rk(&key), &id, "staff").await;
             if self.model.closed[a] {
                 assert!(matches!(r, Err(LedgerError::AccountClosed { .. })), "{r:?}");
                 return;
@@ -204,7 +209,7 @@ impl World {
         } else {
             let d = self
                 .ledger
-                .void_money_order(&key, &id, "staff")
+                .void_money_order(&rk(&key), &id, "staff")
                 .await
                 .unwrap();
             self.model.today[a] -= minor;
@@ -266,7 +271,7 @@ impl World {
             reference: key.clone(),
             memo: "m".into(),
         };
-        let r = self.ledger.purchase(&key, req.clone()).await;
+        let r = self.ledger.purchase(&rk(&key), req.clone()).await;
         if self.model.closed[a] {
             assert!(matches!(r, Err(LedgerError::AccountClosed { .. })), "{r:?}");
         } else if self.model.balance[a] < minor {
@@ -290,7 +295,7 @@ impl World {
             reference: key.clone(),
             memo: "m".into(),
         };
-        let r = self.ledger.refund(&key, req.clone()).await;
+        let r = self.ledger.refund(&rk(&key), req.clone()).await;
         if self.model.closed[a] {
             assert!(matches!(r, Err(LedgerError::AccountClosed { .. })), "{r:?}");
         } else {
@@ -302,7 +307,7 @@ impl World {
 
     async fn release(&mut self, a: usize) {
         let key = self.key();
-        let r = self.ledger.release(&key, &self.ids[a]).await;
+        let r = self.ledger.release(&rk(&key), &self.ids[a]).await;
         if self.model.closed[a] {
             assert!(matches!(r, Err(LedgerError::AccountClosed { .. })), "{r:?}");
         } else {
@@ -321,16 +326,16 @@ impl World {
         let (key, call, first) = self.model.done[nth % self.model.done.len()].clone();
         let l = &self.ledger;
         let again = match call {
-            Call::Deposit(r) => serde_json::to_string(&l.deposit(&key, r).await.unwrap()),
+            Call::Deposit(r) => serde_json::to_string(&l.deposit(&rk(&key), r).await.unwrap()),
             Call::Post(id) => {
-                serde_json::to_string(&l.post_money_order(&key, &id, "staff").await.unwrap())
+                serde_json::to_string(&l.post_money_order(&rk(&key), &id, "staff").await.unwrap())
             }
             Call::Void(id) => {
-                serde_json::to_string(&l.void_money_order(&key, &id, "staff").await.unwrap())
+                serde_json::to_string(&l.void_money_order(&rk(&key), &id, "staff").await.unwrap())
             }
-            Call::Purchase(r) => serde_json::to_string(&l.purchase(&key, r).await.unwrap()),
-            Call::Refund(r) => serde_json::to_string(&l.refund(&key, r).await.unwrap()),
-            Call::Release(id) => serde_json::to_string(&l.release(&key, &id).await.unwrap()),
+            Call::Purchase(r) => serde_json::to_string(&l.purchase(&rk(&key), r).await.unwrap()),
+            Call::Refund(r) => serde_json::to_string(&l.refund(&rk(&key), r).await.unwrap()),
+            Call::Release(id) => serde_json::to_string(&l.release(&rk(&key), &id).await.unwrap()),
         };
         assert_eq!(again.unwrap(), first, "replay of {key}");
     }

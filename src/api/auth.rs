@@ -3,6 +3,8 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::ledger::idempotency::{KEY_RULE, MAX_KEY_CHARS};
+use crate::ledger::RequestKey;
 use crate::store::{token_hash, Facilities, Principal, Role};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -69,14 +71,37 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 #[from_request(via(Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// A raw body (a CSV upload) whose rejections, a body over the limit among them, are
+/// JSON errors.
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<ApiBytes, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state).await?;
+        Ok(ApiBytes(bytes))
+    }
+}
+
 /// Query parameters whose rejections are JSON errors.
 #[derive(FromRequestParts)]
 #[from_request(via(Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// The `Idempotency-Key` header every money-moving request must carry.
+/// The `Idempotency-Key` header every money-moving request must carry: 1-200 printable
+/// ASCII characters ([`crate::ledger::idempotency::KEY_RULE`]). It names a request only
+/// together with its caller ([`IdempotencyKey::of`]).
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub String);
+
+impl IdempotencyKey {
+    /// The key in `caller`'s namespace, as the ledger stores it.
+    pub fn of(&self, caller: &Caller) -> Result<RequestKey, ApiError> {
+        RequestKey::new(&caller.key_namespace(), &self.0)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -103,6 +128,7 @@ impl Caller {
             subject: "admin".into(),
             role: Role::Admin,
             facilities: Facilities::All,
+            user_id: None,
         };
         let meta = CallerMeta {
             remote_addr,
@@ -209,6 +235,16 @@ impl Caller {
         &self.0.subject
     }
 
+    /// Whose idempotency keys this caller's are: `user:<user id>` for every token of a
+    /// user (a retry after logging in again finds its first answer), `admin-token` for
+    /// the configured administrator token.
+    pub fn key_namespace(&self) -> String {
+        match &self.0.user_id {
+            Some(id) => format!("user:{id}"),
+            None => "admin-token".to_string(),
+        }
+    }
+
     /// The connection's peer address as text, for the audit log.
     pub fn remote(&self) -> Option<String> {
         self.1.remote_addr.map(|a| a.to_string())
@@ -231,9 +267,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .to_str()
             .ok()
             .map(str::trim)
-            .filter(|k| (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|k| KEY_RULE.check_required("Idempotency-Key", k).is_ok())
             .ok_or_else(|| {
-                ApiError::bad_request("Idempotency-Key must be 1-200 printable ASCII characters")
+                ApiError::bad_request(format!(
+                    "Idempotency-Key must be 1-{MAX_KEY_CHARS} printable ASCII characters without spaces"
+                ))
             })?;
         Ok(IdempotencyKey(key.to_string()))
     }

@@ -1,9 +1,12 @@
 //! API errors: `{ "error": { "code", "message" } }` with the right status. Internal causes
-//! are logged, never shown.
+//! are logged, never shown. A body over its limit is a 413 `payload_too_large`, a string
+//! over its limit a 422 `invalid` naming the field ([`crate::text`]), an amount not in
+//! its one written form a 422 `invalid_amount` ([`crate::money`]).
 
 use crate::ledger::LedgerError;
+use crate::money::INVALID_AMOUNT;
 use crate::store::StoreError;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -39,6 +42,15 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 413: the body of `what` is over its limit of `limit` bytes; nothing was read past it.
+    pub fn payload_too_large(limit: usize, what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is over the limit of {limit} bytes for {what}"),
+        )
     }
 
     pub(crate) fn internal(cause: &dyn std::fmt::Display) -> ApiError {
@@ -88,6 +100,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::InvalidAmount { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount")
             }
+            LedgerError::InvalidText(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             LedgerError::LimitExceeded { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded")
             }
@@ -102,14 +115,31 @@ impl From<LedgerError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::payload_too_large(super::MAX_JSON_BODY_BYTES, "a JSON body");
+        }
         let (status, code) = match &r {
             JsonRejection::MissingJsonContentType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            // An amount refused while the body was read: its own code, as the ledger's
+            // refusals of amounts have.
+            JsonRejection::JsonDataError(e) if e.body_text().contains(INVALID_AMOUNT) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount")
             }
             JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_json"),
             _ => (StatusCode::BAD_REQUEST, "invalid_json"),
         };
         ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> ApiError {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::payload_too_large(super::MAX_UPLOAD_BODY_BYTES, "an upload");
+        }
+        ApiError::bad_request(r.body_text())
     }
 }
 

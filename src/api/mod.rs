@@ -7,6 +7,11 @@
 //! the [`crate::ledger::Ledger`]. The OpenAPI document is served at
 //! `/api/v1/openapi.json` ([`openapi`]).
 //!
+//! Every request body is bounded before it is read: [`MAX_JSON_BODY_BYTES`] for JSON,
+//! [`MAX_UPLOAD_BODY_BYTES`] for the CSV uploads of rate decks and plans; past it, a 413
+//! `payload_too_large` in the usual error shape. Every string a body can have stored has
+//! its own limit ([`crate::text`]), and every amount one written form ([`crate::money`]).
+//!
 //! `router(state)` builds the whole app, so tests drive it with `tower::ServiceExt::oneshot`
 //! exactly as a client would over TCP.
 
@@ -21,7 +26,7 @@ pub mod web;
 use crate::config::Config;
 use crate::store::{AuditEntry, Store};
 use auth::Caller;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
@@ -30,6 +35,15 @@ use metrics::Metrics;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+
+/// Largest JSON request body, in bytes. The largest real one (a facility, a contact with
+/// every field at its limit) is a few KiB; a browser's SDP offer for live listening about
+/// 10 KiB. Past it: 413 `payload_too_large`, before anything is parsed.
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest CSV upload (`POST /rate-decks`, `POST /rate-plans`), in bytes: a deck of
+/// 100,000 prefixes with short descriptions is about 4.4 MB, so this holds some 750,000.
+pub const MAX_UPLOAD_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -181,10 +195,20 @@ pub fn router(state: AppState) -> Router {
         .route("/contacts/{id}/approve", post(inmates::approve))
         .route("/contacts/{id}/deny", post(inmates::deny))
         .route("/rate-caps", get(rates::caps))
-        .route("/rate-decks", get(rates::decks).post(rates::upload_deck))
+        .route(
+            "/rate-decks",
+            get(rates::decks)
+                .post(rates::upload_deck)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BODY_BYTES)),
+        )
         .route("/rate-decks/{id}", get(rates::deck))
         .route("/rate-decks/{id}/lookup/{number}", get(rates::lookup))
-        .route("/rate-plans", get(rates::plans).post(rates::upload_plan))
+        .route(
+            "/rate-plans",
+            get(rates::plans)
+                .post(rates::upload_plan)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BODY_BYTES)),
+        )
         .route("/rate-plans/{id}", get(rates::plan))
         .route("/accounts/{id}", get(money::get))
         .route(
@@ -225,7 +249,7 @@ pub fn router(state: AppState) -> Router {
             metrics,
             metrics::track,
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .with_state(state)
 }
 

@@ -3,6 +3,8 @@
 //! nothing documented that is not routed).
 
 use crate::call::EndReason;
+use crate::ledger::idempotency::MAX_KEY_CHARS;
+use crate::text::{self, Form, Rule};
 use serde_json::{json, Map, Value};
 
 /// One documented operation.
@@ -112,44 +114,61 @@ pub const OPERATIONS: &[Op] = &[
     Op { ok: 204, ..op("delete", "/calls/{id}/listen/{listener_id}", "Stop a live listener", "calls") },
 ];
 
+/// A string of at most `rule.max_chars` characters (one line unless the rule is a note).
+fn text(rule: Rule) -> Value {
+    let mut v = json!({ "type": "string", "maxLength": rule.max_chars });
+    match rule.form {
+        Form::Line => v["description"] = json!("one line: no control characters"),
+        Form::Note => {
+            v["description"] = json!("line breaks and tabs allowed, no other control characters")
+        }
+        Form::Token => v["pattern"] = json!(format!("^[!-~]{{1,{}}}$", rule.max_chars)),
+    }
+    v
+}
+
 fn schemas() -> Value {
-    let money =
-        json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,4})?$", "example": "25.00" });
+    let money = json!({ "type": "string", "pattern": "^(0|[1-9][0-9]*)(\\.[0-9]{1,4})?$", "example": "25.00",
+        "description": "An amount: a JSON string of digits, optionally a point and 1 to 4 decimals; no sign, spaces or leading zeros. JSON numbers are refused (422 invalid_amount). Deposits take at most 2 decimals." });
+    let name = text(text::NAME);
+    let note = text(text::NOTE);
+    let reference = text(text::REFERENCE);
+    let setting = text(text::SETTING);
     json!({
         "Money": money,
         "Error": { "type": "object", "required": ["error"], "properties": { "error": {
             "type": "object", "required": ["code", "message"],
             "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } },
         "NewToken": { "type": "object", "required": ["username", "role"], "properties": {
-            "username": { "type": "string" }, "role": { "enum": ["admin", "investigator", "family", "kiosk"] },
+            "username": { "type": "string", "pattern": "^[!-~]{1,64}$" }, "role": { "enum": ["admin", "investigator", "family", "kiosk"] },
             "facilities": { "type": "array", "items": { "type": "string" } }, "ttl_secs": { "type": "integer" } } },
         "NewFacility": { "type": "object", "required": ["id", "name", "time_zone", "deposit_max", "deposit_daily_max"], "properties": {
-            "id": { "type": "string" }, "name": { "type": "string" }, "time_zone": { "type": "string", "example": "America/Chicago" },
-            "country_code": { "type": "string" }, "cap_category": { "type": "string" },
+            "id": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$" }, "name": name, "time_zone": { "type": "string", "maxLength": 64, "example": "America/Chicago" },
+            "country_code": setting, "cap_category": setting,
             "calling_hours_start": { "type": "string", "example": "07:00" }, "calling_hours_end": { "type": "string" },
             "deposit_max": { "$ref": "#/components/schemas/Money" }, "deposit_daily_max": { "$ref": "#/components/schemas/Money" },
             "daily_call_limit": { "type": "integer" }, "recording_retention_days": { "type": "integer" } } },
         "FacilityPatch": { "type": "object", "properties": {
-            "name": { "type": "string" }, "time_zone": { "type": "string" }, "cap_category": { "type": "string" },
+            "name": name, "time_zone": setting, "cap_category": setting,
             "calling_hours_start": { "type": "string" }, "calling_hours_end": { "type": "string" },
             "deposit_max": { "$ref": "#/components/schemas/Money" }, "deposit_daily_max": { "$ref": "#/components/schemas/Money" },
             "daily_call_limit": { "type": "integer" }, "rate_plan_id": { "type": "string" }, "rate_deck_id": { "type": "string" },
             "recording_retention_days": { "type": "integer" } } },
         "Booking": { "type": "object", "required": ["booking_number", "first_name", "last_name"], "properties": {
-            "booking_number": { "type": "string" }, "first_name": { "type": "string" }, "last_name": { "type": "string" },
+            "booking_number": text(text::BOOKING_NUMBER), "first_name": name, "last_name": name,
             "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
         "SetPin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
         "NewHandset": { "type": "object", "required": ["name"], "properties": {
-            "name": { "type": "string" }, "location": { "type": "string" },
-            "sip_username": { "type": "string" }, "sip_password": { "type": "string", "minLength": 8 } } },
-        "NewNetwork": { "type": "object", "required": ["cidr"], "properties": { "cidr": { "type": "string" }, "description": { "type": "string" } } },
-        "NewBlock": { "type": "object", "required": ["number"], "properties": { "number": { "type": "string" }, "reason": { "type": "string" } } },
+            "name": name, "location": name,
+            "sip_username": text(text::SIP_USERNAME), "sip_password": { "type": "string", "minLength": 8, "maxLength": text::SECRET.max_chars } } },
+        "NewNetwork": { "type": "object", "required": ["cidr"], "properties": { "cidr": { "type": "string" }, "description": note } },
+        "NewBlock": { "type": "object", "required": ["number"], "properties": { "number": { "type": "string" }, "reason": note } },
         "NewContact": { "type": "object", "required": ["number", "name"], "properties": {
-            "number": { "type": "string" }, "name": { "type": "string" }, "relationship": { "type": "string" },
+            "number": { "type": "string" }, "name": name, "relationship": name,
             "privileged": { "type": "boolean" }, "video_allowed": { "type": "boolean" } } },
         "DepositBody": { "type": "object", "required": ["amount", "method"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "method": { "enum": ["online", "kiosk", "money_order"] },
-            "depositor": { "type": "string" }, "reference": { "type": "string" } } },
+            "depositor": name, "reference": reference } },
         "Login": { "type": "object", "required": ["username", "password"], "properties": {
             "username": { "type": "string", "maxLength": 64 }, "password": { "type": "string", "maxLength": 1024, "format": "password" } } },
         "NewUser": { "type": "object", "required": ["username", "password", "role"], "properties": {
@@ -161,7 +180,7 @@ fn schemas() -> Value {
             "sdp": { "type": "string", "description": "SDP offer: one or two recvonly audio m-lines (first = inmate, second = called party), PCMU and/or PCMA" },
             "type": { "enum": ["offer"] } } },
         "SpendBody": { "type": "object", "required": ["amount"], "properties": {
-            "amount": { "$ref": "#/components/schemas/Money" }, "memo": { "type": "string" } } },
+            "amount": { "$ref": "#/components/schemas/Money" }, "reference": reference, "memo": note } },
         "Cdr": cdr_schema(),
         "AppliedTariff": { "type": "object", "description": "The tariff a call was charged by, recorded at authorization: amount = billed_increments × cost_per_increment",
             "required": ["class", "service", "per_minute", "increment_secs", "cost_per_increment"], "properties": {
@@ -216,14 +235,20 @@ fn operation(o: &Op) -> Value {
         .collect();
     if o.idempotent {
         params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": true,
-            "description": "Replaying the same request with the same key returns the first answer; a different request under it gets 409.",
-            "schema": { "type": "string", "maxLength": 200 } }));
+            "description": "Keys belong to the caller (a user, across all its tokens; the configured admin token): the same caller replaying the same request with the same key gets the first answer; a different request under it gets 409. Another caller's use of the same key is another request.",
+            "schema": { "type": "string", "pattern": format!("^[!-~]{{1,{MAX_KEY_CHARS}}}$") } }));
     }
     let error = json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
     let mut responses = Map::new();
     responses.insert(o.ok.to_string(), json!({ "description": "Success" }));
     for code in ["400", "401", "403", "404", "409", "422"] {
         responses.insert(code.into(), error.clone());
+    }
+    if o.body.is_some() {
+        responses.insert(
+            "413".into(),
+            json!({ "description": body_limit(o), "content": error["content"].clone() }),
+        );
     }
     params.extend(query_params(o));
     special_responses(o, &mut responses, &error);
@@ -244,6 +269,15 @@ fn operation(o: &Op) -> Value {
         _ => {}
     }
     v
+}
+
+/// What the 413 of an operation with a body says.
+fn body_limit(o: &Op) -> String {
+    let (limit, what) = match o.body {
+        Some("csv") => (crate::api::MAX_UPLOAD_BODY_BYTES, "CSV upload"),
+        _ => (crate::api::MAX_JSON_BODY_BYTES, "JSON body"),
+    };
+    format!("payload_too_large: the {what} is over {limit} bytes")
 }
 
 fn query(name: &str, schema: Value, description: &str) -> Value {
@@ -377,7 +411,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "sallyport API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Facilities, inmates, contacts, rates, the prepaid ledger, call records and recordings. Amounts are decimal strings. Errors are {\"error\":{\"code\",\"message\"}}." },
+                  "description": "Facilities, inmates, contacts, rates, the prepaid ledger, call records and recordings. Amounts are decimal strings in one form (see Money). Stored strings have a maxLength (422 invalid past it); bodies are bounded (413 payload_too_large). Errors are {\"error\":{\"code\",\"message\"}}." },
         "servers": [{ "url": "/api/v1" }],
         "security": [{ "bearer": [] }],
         "paths": paths,

@@ -100,11 +100,35 @@ impl Db {
 
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        let migrator = match self.backend {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The migrations of this backend.
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies only the migrations numbered below `version`: the database as an older
+    /// release left it, for tests that migrate existing data (then [`Db::migrate`]).
+    pub async fn migrate_before(&self, version: i64) -> Result<(), DbError> {
+        let all = self.migrator();
+        let older = Migrator {
+            migrations: all
+                .migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ignore_missing: all.ignore_missing,
+            locking: all.locking,
+            no_tx: all.no_tx,
         };
-        migrator.run(&self.pool).await?;
+        older.run(&self.pool).await?;
         Ok(())
     }
 

@@ -19,10 +19,16 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
+        let t = TestDb::sqlite_unmigrated().await;
+        t.db.migrate().await.expect("migrate sqlite");
+        t
+    }
+
+    /// A fresh SQLite database without the schema (see [`Db::migrate_before`]).
+    pub async fn sqlite_unmigrated() -> TestDb {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/test.db", dir.path().display());
         let db = Db::connect(&url, 8).await.expect("connect sqlite");
-        db.migrate().await.expect("migrate sqlite");
         TestDb {
             db,
             _dir: Some(dir),
@@ -33,6 +39,13 @@ impl TestDb {
     /// A new PostgreSQL database, or `None` (with the reason printed) when no server is
     /// configured. Panics when the server is required (`SALLYPORT_REQUIRE_EXTERNAL=1`).
     pub async fn postgres() -> Option<TestDb> {
+        let t = TestDb::postgres_unmigrated().await?;
+        t.db.migrate().await.expect("migrate postgres");
+        Some(t)
+    }
+
+    /// [`TestDb::postgres`] without the schema (see [`Db::migrate_before`]).
+    pub async fn postgres_unmigrated() -> Option<TestDb> {
         let Some(admin_url) = std::env::var(PG_URL_VAR).ok().filter(|u| !u.is_empty()) else {
             skip_or_fail(&format!("{PG_URL_VAR} is not set: PostgreSQL test skipped"));
             return None;
@@ -48,7 +61,6 @@ impl TestDb {
         admin.close().await;
         let url = with_database(&admin_url, &name);
         let db = Db::connect(&url, 20).await.expect("connect test database");
-        db.migrate().await.expect("migrate postgres");
         Some(TestDb {
             db,
             _dir: None,
@@ -60,6 +72,14 @@ impl TestDb {
         match backend {
             Backend::Sqlite => Some(TestDb::sqlite().await),
             Backend::Postgres => TestDb::postgres().await,
+        }
+    }
+
+    /// [`TestDb::of`] without the schema, for tests of migrating existing data.
+    pub async fn unmigrated(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => Some(TestDb::sqlite_unmigrated().await),
+            Backend::Postgres => TestDb::postgres_unmigrated().await,
         }
     }
 

@@ -18,6 +18,9 @@ pub enum LedgerError {
     FacilityNotFound { id: String },
     #[error("invalid amount {amount}: {rule}")]
     InvalidAmount { amount: Money, rule: AmountRule },
+    /// A depositor, reference or memo beyond its limit ([`crate::text`]).
+    #[error(transparent)]
+    InvalidText(#[from] crate::text::TextError),
     #[error("{limit} deposit limit of {limit_amount} exceeded by a deposit of {attempted} ({remaining} remaining)")]
     LimitExceeded {
         limit: DepositLimit,

@@ -42,14 +42,15 @@
 //!
 //! # Idempotency
 //!
-//! Every money-moving method takes an idempotency key (see [`idempotency`]). The key, a
-//! SHA-256 of the canonical request and the JSON of the result are written in the same
-//! database transaction as the money movement. The same key with the same request returns
-//! the first result (even when both arrive at once) and writes nothing; with a different
-//! request or method it is [`LedgerError::IdempotencyConflict`]. A refused request (limit,
-//! funds, state) stores nothing, so its key can be retried. A replay returns the result
-//! as it was *then*: replaying a money order's deposit key after it was posted returns
-//! the pending deposit. Session debits are keyed by `(session_id, increment)` instead
+//! Every money-moving method takes an idempotency key, in its caller's namespace
+//! ([`RequestKey`]; see [`idempotency`]): the same key from two callers names two
+//! requests. The key, a SHA-256 of the canonical request and the JSON of the result are
+//! written in the same database transaction as the money movement. The same key with the
+//! same request returns the first result (even when both arrive at once) and writes
+//! nothing; with a different request or method it is
+//! [`LedgerError::IdempotencyConflict`]. A refused request (limit, funds, state) stores
+//! nothing, so its key can be retried. A replay returns the result as it was *then*:
+//! replaying a money order's deposit key after it was posted returns the pending deposit. Session debits are keyed by `(session_id, increment)` instead
 //! (a UNIQUE constraint on `ledger_transactions`); a retry returns
 //! [`DebitOutcome::AlreadyCommitted`].
 //!
@@ -109,6 +110,7 @@ use crate::clock::Clock;
 use crate::db::{from_micros, to_micros, Backend, Db};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
+pub use idempotency::RequestKey;
 use idempotency::{Claim, Scope};
 use serde::Serialize;
 use spending::Finish;
@@ -248,12 +250,18 @@ impl Ledger {
     /// A deposit. Online and kiosk deposits post at once; a money order stays pending
     /// (no entries) until [`Ledger::post_money_order`] and counts toward the daily limit
     /// of the day it was received. Amounts must be positive with at most 2 decimal places.
-    pub async fn deposit(&self, key: &str, req: DepositRequest) -> Result<Deposit, LedgerError> {
+    pub async fn deposit(
+        &self,
+        key: &RequestKey,
+        req: DepositRequest,
+    ) -> Result<Deposit, LedgerError> {
         deposits::validate(req.amount)?;
+        req.check_text()?;
         let claim = Claim::new(key, Scope::Deposit, &req)?;
         let now = self.now();
+        let txn_key = key.qualified();
         let d = keyed!(self, claim, now, |tx| deposits::create(
-            &mut tx, key, &req, now
+            &mut tx, &txn_key, &req, now
         ))?;
         tracing::info!(deposit_id = %d.id, account_id = %d.account_id, method = %d.method, amount = %d.amount, status = %d.status, "ledger: deposit");
         Ok(d)
@@ -262,7 +270,7 @@ impl Ledger {
     /// Staff post a pending money order: the account is credited now.
     pub async fn post_money_order(
         &self,
-        key: &str,
+        key: &RequestKey,
         deposit_id: &str,
         staff: &str,
     ) -> Result<Deposit, LedgerError> {
@@ -272,8 +280,9 @@ impl Ledger {
             &StaffDecision { deposit_id, staff },
         )?;
         let now = self.now();
+        let txn_key = key.qualified();
         let d = keyed!(self, claim, now, |tx| deposits::post_money_order(
-            &mut tx, key, deposit_id, staff, now
+            &mut tx, &txn_key, deposit_id, staff, now
         ))?;
         tracing::info!(deposit_id = %d.id, account_id = %d.account_id, amount = %d.amount, "ledger: money order posted");
         Ok(d)
@@ -283,7 +292,7 @@ impl Ledger {
     /// toward the daily limit.
     pub async fn void_money_order(
         &self,
-        key: &str,
+        key: &RequestKey,
         deposit_id: &str,
         staff: &str,
     ) -> Result<Deposit, LedgerError> {
@@ -312,24 +321,36 @@ impl Ledger {
     }
 
     /// A commissary purchase; [`LedgerError::InsufficientFunds`] when the balance is short.
-    pub async fn purchase(&self, key: &str, req: PurchaseRequest) -> Result<Receipt, LedgerError> {
+    pub async fn purchase(
+        &self,
+        key: &RequestKey,
+        req: PurchaseRequest,
+    ) -> Result<Receipt, LedgerError> {
         spending::positive(req.amount)?;
+        req.check_text()?;
         let claim = Claim::new(key, Scope::Purchase, &req)?;
         let now = self.now();
+        let txn_key = key.qualified();
         let receipt = keyed!(self, claim, now, |tx| spending::purchase(
-            &mut tx, key, &req, now
+            &mut tx, &txn_key, &req, now
         ))?;
         tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: purchase");
         Ok(receipt)
     }
 
     /// Credits an inmate or family account from the facility's `refunds` account.
-    pub async fn refund(&self, key: &str, req: RefundRequest) -> Result<Receipt, LedgerError> {
+    pub async fn refund(
+        &self,
+        key: &RequestKey,
+        req: RefundRequest,
+    ) -> Result<Receipt, LedgerError> {
         spending::positive(req.amount)?;
+        req.check_text()?;
         let claim = Claim::new(key, Scope::Refund, &req)?;
         let now = self.now();
+        let txn_key = key.qualified();
         let receipt = keyed!(self, claim, now, |tx| spending::refund(
-            &mut tx, key, &req, now
+            &mut tx, &txn_key, &req, now
         ))?;
         tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: refund");
         Ok(receipt)
@@ -337,11 +358,16 @@ impl Ledger {
 
     /// On release: the whole balance moves to `refunds_payable` (owed back to the person)
     /// and the account closes; a closed account refuses every later movement.
-    pub async fn release(&self, key: &str, account_id: &str) -> Result<Release, LedgerError> {
+    pub async fn release(
+        &self,
+        key: &RequestKey,
+        account_id: &str,
+    ) -> Result<Release, LedgerError> {
         let claim = Claim::new(key, Scope::Release, &ReleaseRequest { account_id })?;
         let now = self.now();
+        let txn_key = key.qualified();
         let rel = keyed!(self, claim, now, |tx| spending::release(
-            &mut tx, key, account_id, now
+            &mut tx, &txn_key, account_id, now
         ))?;
         tracing::info!(account_id = %rel.account_id, refunded = %rel.refunded, "ledger: account released");
         Ok(rel)

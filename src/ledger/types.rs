@@ -7,6 +7,7 @@ use crate::money::Money;
 /// What a session debit pays for (audio call or video visit); picks the revenue account.
 /// The rating engine's type, so the charging driver passes it straight through.
 pub use crate::rating::Service;
+use crate::text::{self, TextError};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -130,6 +131,20 @@ pub struct DepositRequest {
     pub reference: String,
 }
 
+impl DepositRequest {
+    /// The text it would store, within its limits ([`crate::text`]).
+    pub(crate) fn check_text(&self) -> Result<(), TextError> {
+        text::NAME.check("depositor", &self.depositor)?;
+        text::REFERENCE.check("reference", &self.reference)
+    }
+}
+
+/// A purchase's or refund's reference and memo, within their limits.
+fn check_spend_text(reference: &str, memo: &str) -> Result<(), TextError> {
+    text::REFERENCE.check("reference", reference)?;
+    text::NOTE.check("memo", memo)
+}
+
 /// A deposit as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deposit {
@@ -194,6 +209,13 @@ pub struct PurchaseRequest {
     pub memo: String,
 }
 
+impl PurchaseRequest {
+    /// The text it would store, within its limits ([`crate::text`]).
+    pub(crate) fn check_text(&self) -> Result<(), TextError> {
+        check_spend_text(&self.reference, &self.memo)
+    }
+}
+
 /// A credit to an inmate or family account (dropped-call credit, commissary return...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRequest {
@@ -203,6 +225,13 @@ pub struct RefundRequest {
     /// What is refunded (session id, order id...).
     pub reference: String,
     pub memo: String,
+}
+
+impl RefundRequest {
+    /// The text it would store, within its limits ([`crate::text`]).
+    pub(crate) fn check_text(&self) -> Result<(), TextError> {
+        check_spend_text(&self.reference, &self.memo)
+    }
 }
 
 /// The result of a purchase or refund.

@@ -5,13 +5,10 @@ use crate::money::Money;
 use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 
-/// Parses a non-negative rate exactly (at most 4 decimal places, see [`Money::exact`]).
+/// Parses a rate exactly, in the one written form of amounts ([`Money::parse_amount`]:
+/// never negative, at most 4 decimal places).
 pub fn parse_rate(s: &str) -> Result<Money, String> {
-    let m: Money = s.parse().map_err(|e| format!("{e}"))?;
-    if m.is_negative() {
-        return Err(format!("rate {s} is negative"));
-    }
-    Ok(m)
+    Money::parse_amount(s).map_err(|e| e.to_string())
 }
 
 /// `deserialize_with` for a required rate.

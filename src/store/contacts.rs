@@ -3,6 +3,7 @@
 use super::{conflict_on_unique, flag, new_id, Store, StoreError};
 use crate::db::from_micros;
 use crate::rating::normalize_e164;
+use crate::text;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -123,9 +124,8 @@ impl Store {
 
     /// Adds a contact to an inmate's list, pending approval.
     pub async fn add_contact(&self, inmate_id: &str, c: NewContact) -> Result<Contact, StoreError> {
-        if c.name.trim().is_empty() {
-            return Err(StoreError::invalid("name", "must not be empty"));
-        }
+        text::NAME.check_required("name", c.name.trim())?;
+        text::NAME.check("relationship", c.relationship.trim())?;
         let inmate = self.inmate(inmate_id).await?;
         let number = self
             .normalize_number(&inmate.facility_id, &c.number)
@@ -218,6 +218,7 @@ impl Store {
         number: &str,
         reason: &str,
     ) -> Result<Block, StoreError> {
+        text::NOTE.check("reason", reason)?;
         let normalized = match facility_id {
             Some(f) => self.normalize_number(f, number).await?,
             None => normalize_e164(number, "1")

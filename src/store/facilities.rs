@@ -4,6 +4,7 @@ use super::{conflict_on_unique, Store, StoreError};
 use crate::db::from_micros;
 use crate::money::Money;
 use crate::policy::hours::{time_of_day, zone};
+use crate::text;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -125,8 +126,15 @@ fn validate(f: &Facility) -> Result<(), StoreError> {
             "1-32 letters, digits, '-' or '_'",
         ));
     }
-    if f.name.trim().is_empty() {
-        return Err(StoreError::invalid("name", "must not be empty"));
+    text::NAME.check_required("name", &f.name)?;
+    for (field, value) in [
+        ("time_zone", &f.time_zone),
+        ("cap_category", &f.cap_category),
+        ("calling_hours_start", &f.calling_hours_start),
+        ("calling_hours_end", &f.calling_hours_end),
+        ("country_code", &f.country_code),
+    ] {
+        text::SETTING.check(field, value)?;
     }
     zone(&f.time_zone).map_err(|e| StoreError::invalid("time_zone", e.to_string()))?;
     time_of_day(&f.calling_hours_start)

@@ -2,6 +2,7 @@
 
 use super::{conflict_on_unique, new_id, Store, StoreError};
 use crate::db::from_micros;
+use crate::text;
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -81,8 +82,13 @@ impl Store {
         h: NewHandset,
     ) -> Result<Handset, StoreError> {
         self.facility(facility_id).await?;
-        if h.name.trim().is_empty() {
-            return Err(StoreError::invalid("name", "must not be empty"));
+        text::NAME.check_required("name", h.name.trim())?;
+        text::NAME.check("location", &h.location)?;
+        if let Some(u) = &h.sip_username {
+            text::SIP_USERNAME.check("sip_username", u)?;
+        }
+        if let Some(p) = &h.sip_password {
+            text::SECRET.check("sip_password", p)?;
         }
         // A username alone names a handset on a trusted network; with a password it can
         // also authenticate by digest from anywhere.
@@ -179,6 +185,7 @@ impl Store {
     ) -> Result<TrustedNetwork, StoreError> {
         self.facility(facility_id).await?;
         validate_cidr(cidr)?;
+        text::NOTE.check("description", description)?;
         let id = new_id("net");
         sqlx::query(
             "INSERT INTO trusted_networks (id, facility_id, cidr, description, created_at) VALUES ($1,$2,$3,$4,$5)",

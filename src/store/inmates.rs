@@ -4,6 +4,7 @@ use super::{conflict_on_unique, new_id, Store, StoreError};
 use crate::db::{from_micros, to_micros};
 use crate::ledger::{AccountKind, Ledger};
 use crate::policy::pin;
+use crate::text;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -90,17 +91,12 @@ fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
     })
 }
 
+/// Checks a booking; names and the booking number are kept trimmed, and checked so
+/// ([`crate::text`]).
 fn validate(b: &Booking) -> Result<(), StoreError> {
-    let bn = b.booking_number.trim();
-    if bn.is_empty() || bn.len() > 32 {
-        return Err(StoreError::invalid("booking_number", "1-32 characters"));
-    }
-    if b.first_name.trim().is_empty() || b.last_name.trim().is_empty() {
-        return Err(StoreError::invalid(
-            "name",
-            "first and last name are required",
-        ));
-    }
+    text::BOOKING_NUMBER.check_required("booking_number", b.booking_number.trim())?;
+    text::NAME.check_required("first_name", b.first_name.trim())?;
+    text::NAME.check_required("last_name", b.last_name.trim())?;
     if let Some(p) = &b.pin {
         pin::validate(p).map_err(|e| StoreError::invalid("pin", e.to_string()))?;
     }
@@ -265,7 +261,7 @@ impl Store {
     /// stopped between the two steps).
     pub async fn release_inmate(
         &self,
-        key: &str,
+        key: &crate::ledger::RequestKey,
         id: &str,
     ) -> Result<(Inmate, crate::ledger::Release), StoreError> {
         let inmate = self.inmate(id).await?;

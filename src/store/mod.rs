@@ -75,6 +75,15 @@ impl StoreError {
     }
 }
 
+impl From<crate::text::TextError> for StoreError {
+    fn from(e: crate::text::TextError) -> StoreError {
+        StoreError::Invalid {
+            field: e.field,
+            message: e.problem.to_string(),
+        }
+    }
+}
+
 impl From<crate::db::DbError> for StoreError {
     fn from(e: crate::db::DbError) -> StoreError {
         match e {

@@ -62,6 +62,10 @@ pub struct Principal {
     pub subject: String,
     pub role: Role,
     pub facilities: Facilities,
+    /// The user behind the token (`None` for the configured administrator token): what
+    /// names the caller's idempotency keys, the same across all of the user's tokens.
+    #[serde(skip)]
+    pub user_id: Option<String>,
 }
 
 /// A valid token's principal and when the token expires.
@@ -95,9 +99,7 @@ impl Store {
         facilities: &[String],
         ttl_secs: i64,
     ) -> Result<String, StoreError> {
-        if username.trim().is_empty() {
-            return Err(StoreError::invalid("username", "must not be empty"));
-        }
+        super::users::check_username(username)?;
         if facilities.is_empty() && role != Role::Admin {
             return Err(StoreError::invalid(
                 "facilities",
@@ -187,6 +189,7 @@ impl Store {
                 subject: row.try_get("username")?,
                 role,
                 facilities: self.facilities_of(&user_id, role).await?,
+                user_id: Some(user_id),
             },
             expires_at: from_micros(row.try_get("expires_at")?),
         }))

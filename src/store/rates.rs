@@ -9,6 +9,7 @@ use crate::rating::{
     CallClass, CapTable, DeckEntry, FacilityCapCategory, PlanSettings, RateDeck, RatePlan, Service,
     Tariff,
 };
+use crate::text;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -99,8 +100,13 @@ impl Store {
         csv: &[u8],
     ) -> Result<DeckSummary, StoreError> {
         check_id(id)?;
+        text::NAME.check_required("name", name)?;
         let deck =
             RateDeck::from_csv(csv).map_err(|e| StoreError::invalid("csv", e.to_string()))?;
+        for e in deck.entries() {
+            let field = format!("description of prefix {}", e.prefix);
+            text::NOTE.check(&field, &e.description)?;
+        }
         let mut tx = self.db.begin_write().await?;
         sqlx::query("INSERT INTO rate_decks (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(id)
@@ -209,6 +215,7 @@ impl Store {
         csv: &[u8],
     ) -> Result<PlanSummary, StoreError> {
         check_id(id)?;
+        text::NAME.check_required("name", name)?;
         let mut settings = PlanSettings::new(name);
         settings.max_duration_secs = max_call_secs;
         let plan = RatePlan::from_csv(settings, csv)

@@ -74,8 +74,8 @@ pub fn valid_username(username: &str) -> bool {
     check_username(username).is_ok()
 }
 
-/// Usernames: 1-64 printable ASCII characters without spaces.
-fn check_username(username: &str) -> Result<(), StoreError> {
+/// Usernames: 1-64 printable ASCII characters without spaces (a token's user too).
+pub(super) fn check_username(username: &str) -> Result<(), StoreError> {
     let ok = (1..=MAX_USERNAME_BYTES).contains(&username.len())
         && username.bytes().all(|b| b.is_ascii_graphic());
     if ok {
@@ -269,6 +269,7 @@ impl Store {
                 subject: username.to_string(),
                 role: user.role,
                 facilities: self.facilities_of(&user.id, user.role).await?,
+                user_id: Some(user.id.clone()),
             },
         }))
     }

@@ -8,6 +8,7 @@ use crate::api::{AppState, Gateway};
 use crate::call::EndReason;
 use crate::ledger::SessionCharge;
 use crate::store::{CallFilter, CallPage, Cdr, Facilities, Recording, Role};
+use crate::text;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -22,6 +23,21 @@ fn scoped(
     mut f: CallFilter,
 ) -> Result<(CallFilter, Option<Vec<String>>), ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
+    // The filters are written into the audit entry of the search: bounded like any text
+    // a client has stored ([`crate::text`]).
+    for (name, value) in [
+        ("facility_id", &f.facility_id),
+        ("inmate_id", &f.inmate_id),
+        ("booking_number", &f.booking_number),
+        ("number", &f.number),
+        ("end_reason", &f.end_reason),
+    ] {
+        if let Some(v) = value {
+            text::SETTING
+                .check(name, v)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+    }
     if let Some(fid) = &f.facility_id {
         caller.scope(fid)?;
     }

@@ -133,7 +133,7 @@ pub async fn release(
 ) -> Result<Json<Value>, ApiError> {
     let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
     let (ended, elsewhere) = end_live_calls(&s, &i.id).await?;
-    let (inmate, release) = s.store.release_inmate(&key.0, &i.id).await?;
+    let (inmate, release) = s.store.release_inmate(&key.of(&caller)?, &i.id).await?;
     let detail = json!({ "ended_calls": ended, "calls_elsewhere": elsewhere });
     s.audit_detail(&caller, "inmate.release", &id, Some(&i.facility_id), detail)
         .await;

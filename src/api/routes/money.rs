@@ -1,6 +1,7 @@
 //! Accounts, deposits, money orders, purchases, refunds and statements. Every request
-//! that moves money carries an `Idempotency-Key`; the ledger stores the first answer and
-//! returns it to a replay.
+//! that moves money carries an `Idempotency-Key`, which names the request together with
+//! its caller ([`crate::api::auth::IdempotencyKey::of`]); the ledger stores the first
+//! answer and returns it to that caller's replay, and only to it.
 
 use crate::api::auth::{ApiJson, ApiQuery, Caller, IdempotencyKey};
 use crate::api::error::ApiError;
@@ -92,7 +93,7 @@ pub async fn deposit(
         depositor: body.depositor,
         reference: body.reference,
     };
-    let d = s.store.ledger().deposit(&key.0, req).await?;
+    let d = s.store.ledger().deposit(&key.of(&caller)?, req).await?;
     s.audit(
         &caller,
         "deposit.create",
@@ -141,14 +142,11 @@ async fn decide_money_order(
     let pending = s.store.ledger().deposit_by_id(&id).await?;
     caller.scope(&pending.facility_id)?;
     let ledger = s.store.ledger();
+    let key = key.of(&caller)?;
     let d = if post {
-        ledger
-            .post_money_order(&key.0, &id, caller.subject())
-            .await?
+        ledger.post_money_order(&key, &id, caller.subject()).await?
     } else {
-        ledger
-            .void_money_order(&key.0, &id, caller.subject())
-            .await?
+        ledger.void_money_order(&key, &id, caller.subject()).await?
     };
     let action = if post {
         "money_order.post"
@@ -212,6 +210,7 @@ async fn spend(
     let (account_id, amount, reference, memo) =
         (account.id.clone(), body.amount, body.reference, body.memo);
     let ledger = s.store.ledger();
+    let key = key.of(&caller)?;
     let (receipt, action) = match kind {
         Spend::Purchase => {
             let req = PurchaseRequest {
@@ -220,7 +219,7 @@ async fn spend(
                 reference,
                 memo,
             };
-            (ledger.purchase(&key.0, req).await?, "purchase.create")
+            (ledger.purchase(&key, req).await?, "purchase.create")
         }
         Spend::Refund => {
             let req = RefundRequest {
@@ -229,7 +228,7 @@ async fn spend(
                 reference,
                 memo,
             };
-            (ledger.refund(&key.0, req).await?, "refund.create")
+            (ledger.refund(&key, req).await?, "refund.create")
         }
     };
     s.audit(&caller, action, &account.id, account.facility_id.as_deref())

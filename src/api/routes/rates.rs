@@ -1,11 +1,10 @@
 //! Rate caps, decks and plans (CSV uploads), and the ledger check.
 
-use crate::api::auth::{ApiQuery, Caller};
+use crate::api::auth::{ApiBytes, ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::rating::{normalize_e164, FacilityCapCategory, Service};
 use crate::store::{DeckSummary, PlanSummary, Role};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -49,7 +48,7 @@ pub async fn upload_deck(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<UploadQuery>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, Json<DeckSummary>), ApiError> {
     caller.require_global_admin()?;
     let name = q.name.unwrap_or_else(|| q.id.clone());
@@ -102,7 +101,7 @@ pub async fn upload_plan(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<UploadQuery>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, Json<PlanSummary>), ApiError> {
     caller.require_global_admin()?;
     let name = q.name.unwrap_or_else(|| q.id.clone());

@@ -1,0 +1,28 @@
+-- Idempotency keys belong to their caller (issue 9, items 5 and 11): the same key sent by
+-- two callers names two requests, and neither ever gets the other's answer. A stored
+-- answer is now found by (caller, key); `caller` is the authenticated principal as the
+-- ledger is told it ('admin-token', 'user:<user id>', 'cli', 'demo').
+--
+-- Keys stored before this migration have no known caller: they move over with caller ''
+-- and stay honoured for an identical replay by anyone (a retry that straddles the upgrade
+-- must not move money twice), and a different request under one of them is still a 409.
+--
+-- ledger_transactions.idempotency_key (UNIQUE, append-only, left as it is) holds from now
+-- on '<caller> <key>' (neither part can contain a space), so two callers' keys never
+-- collide there either; rows written before keep the bare key.
+CREATE TABLE idempotency_keys_by_caller (
+    caller           TEXT NOT NULL,
+    key              TEXT NOT NULL,
+    scope            TEXT NOT NULL,
+    request_hash     TEXT NOT NULL,
+    response_status  BIGINT NOT NULL,
+    response_body    TEXT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    PRIMARY KEY (caller, key)
+);
+INSERT INTO idempotency_keys_by_caller
+    (caller, key, scope, request_hash, response_status, response_body, created_at)
+    SELECT '', key, scope, request_hash, response_status, response_body, created_at
+    FROM idempotency_keys;
+DROP TABLE idempotency_keys;
+ALTER TABLE idempotency_keys_by_caller RENAME TO idempotency_keys;
