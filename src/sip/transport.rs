@@ -50,8 +50,10 @@
 //! - TCP I/O uses `readable`/`try_read` and `writable`/`try_write`, so only
 //!   tokio's `net` feature is needed.
 
+mod dialogs;
 mod driver;
 mod endpoint;
+pub mod fds;
 mod flood;
 mod framing;
 mod tcp;
@@ -60,10 +62,12 @@ mod via;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{DriverOptions, SipDriver, SipHandle};
+pub use dialogs::LiveDialogs;
+pub use driver::{DriverOptions, SipDriver, SipHandle, CLOSING_LINGER};
 pub use endpoint::{Endpoint, EndpointConfig};
 pub use flood::{FloodConfig, FloodControl, TokenBucket};
 pub use framing::{Frame, StreamFramer};
+pub use tcp::{BufferPool, FREE_BYTES, READ_CHUNK};
 pub use via::{response_destination, stamp_received};
 
 use crate::sip::message::{Request, Response};
@@ -172,6 +176,24 @@ pub struct TransportStats {
     pub throttled_503: AtomicU64,
     /// Responses matching no client transaction.
     pub stray_responses: AtomicU64,
+    /// TCP connections accepted.
+    pub tcp_accepted: AtomicU64,
+    /// TCP connections closed at once: the total cap was reached.
+    pub tcp_refused_total_cap: AtomicU64,
+    /// TCP connections closed at once: their source's cap was reached.
+    pub tcp_refused_source_cap: AtomicU64,
+    /// TCP connections closed at once: the descriptor reserve was reached.
+    pub tcp_refused_descriptors: AtomicU64,
+    /// TCP connections closed after the idle timeout.
+    pub tcp_closed_idle: AtomicU64,
+    /// TCP connections closed because a message did not complete in time.
+    pub tcp_closed_slow: AtomicU64,
+    /// TCP connections closed because the buffer pool was exhausted.
+    pub tcp_closed_buffer: AtomicU64,
+    /// TCP connections open now (gauge).
+    pub tcp_open: AtomicU64,
+    /// Bytes of the TCP buffer pool in use now (gauge).
+    pub tcp_pool_bytes: AtomicU64,
 }
 
 /// A plain copy of [`TransportStats`].
@@ -183,6 +205,15 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     pub throttled_503: u64,
     pub stray_responses: u64,
+    pub tcp_accepted: u64,
+    pub tcp_refused_total_cap: u64,
+    pub tcp_refused_source_cap: u64,
+    pub tcp_refused_descriptors: u64,
+    pub tcp_closed_idle: u64,
+    pub tcp_closed_slow: u64,
+    pub tcp_closed_buffer: u64,
+    pub tcp_open: u64,
+    pub tcp_pool_bytes: u64,
 }
 
 impl TransportStats {
@@ -200,6 +231,15 @@ impl TransportStats {
             dropped: get(&self.dropped),
             throttled_503: get(&self.throttled_503),
             stray_responses: get(&self.stray_responses),
+            tcp_accepted: get(&self.tcp_accepted),
+            tcp_refused_total_cap: get(&self.tcp_refused_total_cap),
+            tcp_refused_source_cap: get(&self.tcp_refused_source_cap),
+            tcp_refused_descriptors: get(&self.tcp_refused_descriptors),
+            tcp_closed_idle: get(&self.tcp_closed_idle),
+            tcp_closed_slow: get(&self.tcp_closed_slow),
+            tcp_closed_buffer: get(&self.tcp_closed_buffer),
+            tcp_open: get(&self.tcp_open),
+            tcp_pool_bytes: get(&self.tcp_pool_bytes),
         }
     }
 }
