@@ -106,6 +106,11 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             sip.stray_responses,
         ),
         (
+            "sallyport_sip_unsupported_total",
+            "New SIP requests refused 405/501/416/420/415/406 (RFC 3261 section 8.2).",
+            sip.refused_unsupported,
+        ),
+        (
             "sallyport_sip_tcp_accepted_total",
             "SIP TCP connections accepted.",
             sip.tcp_accepted,

@@ -176,6 +176,8 @@ pub struct TransportStats {
     pub throttled_503: AtomicU64,
     /// Responses matching no client transaction.
     pub stray_responses: AtomicU64,
+    /// New requests refused by the RFC 3261 §8.2 checks (405/501, 416, 420, 415/406).
+    pub refused_unsupported: AtomicU64,
     /// TCP connections accepted.
     pub tcp_accepted: AtomicU64,
     /// TCP connections closed at once: the total cap was reached.
@@ -205,6 +207,7 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     pub throttled_503: u64,
     pub stray_responses: u64,
+    pub refused_unsupported: u64,
     pub tcp_accepted: u64,
     pub tcp_refused_total_cap: u64,
     pub tcp_refused_source_cap: u64,
@@ -231,6 +234,7 @@ impl TransportStats {
             dropped: get(&self.dropped),
             throttled_503: get(&self.throttled_503),
             stray_responses: get(&self.stray_responses),
+            refused_unsupported: get(&self.refused_unsupported),
             tcp_accepted: get(&self.tcp_accepted),
             tcp_refused_total_cap: get(&self.tcp_refused_total_cap),
             tcp_refused_source_cap: get(&self.tcp_refused_source_cap),

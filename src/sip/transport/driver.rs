@@ -36,6 +36,7 @@ use super::{ConnId, Event, Transmit, Transport, TransportError, TransportStats, 
 use crate::config::SipConfig;
 use crate::sip::message::{Request, Response};
 use crate::sip::transaction::TimerConfig;
+use crate::sip::uas::Capabilities;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct DriverOptions {
     /// Descriptors SIP over TCP leaves free (resolved from
     /// `sip.tcp_fd_reserve` by the caller, who knows the RTP range).
     pub fd_reserve: u32,
+    /// What the TU serves (RFC 3261 §8.2 checks): the gateway's by default.
+    pub uas: Capabilities,
 }
 
 impl Default for DriverOptions {
@@ -65,6 +68,7 @@ impl Default for DriverOptions {
             burst: None,
             event_capacity: 4096,
             fd_reserve: 256,
+            uas: Capabilities::default(),
         }
     }
 }
@@ -255,6 +259,7 @@ impl SipDriver {
                 per_source: config.per_source_requests_per_second,
                 per_source_burst: config.per_source_burst,
             },
+            uas: options.uas,
         };
         let ceiling = fds::tcp_ceiling(options.fd_reserve);
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);

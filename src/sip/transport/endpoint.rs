@@ -16,6 +16,7 @@ use crate::sip::message::{
 use crate::sip::transaction::{
     ClientTransaction, ServerState, ServerTransaction, TimerConfig, TxAction,
 };
+use crate::sip::uas::Capabilities;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,6 +30,9 @@ pub struct EndpointConfig {
     /// T1, T2, T4 for every transaction (short in tests).
     pub timers: TimerConfig,
     pub flood: FloodConfig,
+    /// What the TU serves: new requests it cannot serve are refused here
+    /// (RFC 3261 §8.2, [`Capabilities::screen`]).
+    pub uas: Capabilities,
 }
 
 impl Default for EndpointConfig {
@@ -36,6 +40,7 @@ impl Default for EndpointConfig {
         EndpointConfig {
             timers: TimerConfig::default(),
             flood: FloodConfig::per_second(500),
+            uas: Capabilities::default(),
         }
     }
 }
@@ -400,6 +405,15 @@ impl Endpoint {
             {
                 self.dialogs.ending(now, call_id, &local, &remote);
             }
+        }
+        if let Some(refusal) = self.cfg.uas.screen(&req) {
+            debug!(method = %req.method, status = refusal.status, "request refused (RFC 3261 §8.2)");
+            TransportStats::bump(&self.stats.refused_unsupported);
+            self.insert_server(key.clone(), req, source, transport);
+            if let Some(e) = self.servers.get_mut(&key) {
+                e.tx.respond(now, refusal);
+            }
+            return self.drain_server(&key);
         }
         self.insert_server(key.clone(), req.clone(), source, transport);
         self.drain_server(&key);

@@ -26,6 +26,7 @@ fn endpoint(rate: u32) -> Endpoint {
     let cfg = EndpointConfig {
         timers: TimerConfig::default(),
         flood: FloodConfig::per_second(rate),
+        ..EndpointConfig::default()
     };
     Endpoint::new(cfg, Arc::new(TransportStats::default()))
 }
