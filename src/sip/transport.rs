@@ -10,17 +10,25 @@
 //!   retransmissions, ACKs, CANCELs and responses to their transactions,
 //!   throttles floods with a token bucket (503 + Retry-After), and decides
 //!   where every response goes (§18.2.2: the Via's `received`/`rport`, over
-//!   the connection the request came on). It takes `now` and returns
+//!   the connection the request came on). Before a new request reaches the
+//!   TU it passes the RFC 3261 §8.2 checks ([`crate::sip::uas`]: 501/405,
+//!   416, 420, 415/406, answered here). It takes `now` and returns
 //!   [`Transmit`]s and [`Event`]s; no tokio, no clock.
+//! - [`LiveDialogs`] (`dialogs.rs`): the dialogs whose 2xx to an INVITE
+//!   passed through the endpoint, so their requests are never throttled.
 //! - [`FloodControl`] (`flood.rs`): a global token bucket at
-//!   `max_requests_per_second`, and optionally one per source IP in a bounded
-//!   table ([`DriverOptions::per_source_rate`]).
+//!   `sip.max_requests_per_second`, and one per source IP
+//!   (`sip.per_source_requests_per_second`, `sip.per_source_burst`) in a
+//!   bounded table, asked first.
 //! - [`StreamFramer`] (`framing.rs`): sans-IO framing of a TCP byte stream with
 //!   [`message::parse`](crate::sip::message::parse).
 //! - [`SipDriver`] (`driver.rs`, tokio): one UDP socket, one TCP listener,
 //!   per-connection tasks (`tcp.rs`), and a task that owns the [`Endpoint`],
-//!   selects over packets, TU commands and the core's next timeout, writes
-//!   transmits and forwards events to the TU.
+//!   selects over packets, TU commands, the core's next timeout and the idle
+//!   sweep, writes transmits and forwards events to the TU. It bounds SIP
+//!   over TCP: connection caps in total and per source, a descriptor
+//!   reserve, idle and slow-message timeouts, a shared buffer pool (see its
+//!   module doc). [`fds`] raises the descriptor limit.
 //!
 //! # Who calls it, what it calls
 //!
@@ -39,14 +47,26 @@
 //! - CANCEL is answered by the table (200, or 481 when no INVITE matches);
 //!   the TU only sees [`Event::Cancel`] for a pending INVITE and answers that
 //!   INVITE 487.
-//! - Only requests that would create a transaction are throttled; ACKs,
-//!   CANCELs, retransmissions and responses never are (shedding them would
-//!   only prolong the load). A TU that cannot keep up (event channel full)
+//! - Flood control spares what belongs to something we already carry:
+//!   retransmissions and responses, the ACK and CANCEL of an INVITE server
+//!   transaction we hold, and every request of a live dialog (Call-ID, To
+//!   tag and From tag all matching one in [`LiveDialogs`]: BYE, ACK, INFO,
+//!   re-INVITE). Shedding those would only prolong the load, and a throttled
+//!   BYE keeps a call billing. Everything else counts, an in-dialog-looking
+//!   request with a guessed tag, a stray ACK (dropped when over budget) or a
+//!   stray CANCEL included. A TU that cannot keep up (event channel full)
 //!   gets the same 503 answered for it.
+//! - The per-source default (100/s, burst 200) serves a housing unit whose
+//!   handsets share one address (an analog gateway, a NAT): 48 lines all
+//!   picking up at once. Behind a SIP load balancer every request comes from
+//!   its address, so there the per-source limit belongs on the balancer
+//!   (`sip.per_source_requests_per_second = 0`).
 //! - Transaction timers sit in a heap with lazy deletion, so `poll_timeout`
 //!   is O(1) and `handle_timeout` touches only due transactions.
-//! - Not yet: a cap on concurrent TCP connections and an idle timeout for
-//!   them; TLS/WS; `maddr`.
+//! - Requests without an RFC 3261 branch (RFC 2543 peers) are refused 400:
+//!   no handset the gateway serves is that old (RFC 4475 wsinv, longreq,
+//!   inv2543 get 400).
+//! - Not yet: TLS/WS; `maddr`.
 //! - TCP I/O uses `readable`/`try_read` and `writable`/`try_write`, so only
 //!   tokio's `net` feature is needed.
 
