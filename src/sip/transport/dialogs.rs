@@ -82,7 +82,7 @@ impl LiveDialogs {
         self.len += 1;
     }
 
-    /// A BYE in this dialog was sent or received: it matches for [`LINGER`] more.
+    /// A BYE in this dialog was sent or received: it matches for `LINGER` (32 s) more.
     pub fn ending(&mut self, now: Instant, call_id: &str, local_tag: &str, remote_tag: &str) {
         if let Some(e) = self.find_mut(call_id, local_tag, remote_tag) {
             if !e.ending {
