@@ -139,8 +139,31 @@ pub struct SipConfig {
     pub realm: String,
     /// Where outbound calls go (the carrier trunk).
     pub trunk: SocketAddr,
-    /// Requests per second accepted before answering 503 with Retry-After.
+    /// New requests per second accepted before answering 503 with Retry-After (0: no
+    /// limit). In-dialog requests of live calls (BYE, ACK, CANCEL, INFO, re-INVITE) never
+    /// count.
     pub max_requests_per_second: u32,
+    /// New requests per second from one source address (0: no per-source limit), asked
+    /// before the global budget so that one source cannot spend all of it.
+    pub per_source_requests_per_second: u32,
+    /// Requests one source may send at once after a quiet spell.
+    pub per_source_burst: u32,
+    /// Most SIP TCP connections open at once (accepted and outbound).
+    pub tcp_max_connections: u32,
+    /// Most SIP TCP connections from one source address.
+    pub tcp_max_connections_per_source: u32,
+    /// A TCP connection with nothing received or sent for this long is closed, unless a
+    /// live call's dialog was set up over it.
+    pub tcp_idle_timeout_secs: u32,
+    /// A message whose first byte has arrived must be complete within this time (a slow
+    /// sender is cut: slow-loris).
+    pub tcp_message_timeout_secs: u32,
+    /// Bytes of unfinished messages all TCP connections may hold together beyond the 8 KiB
+    /// each may always hold; a connection that needs more than is left is closed.
+    pub tcp_buffer_pool_bytes: u64,
+    /// File descriptors SIP over TCP never takes (for media, HTTP, the database and
+    /// recordings); 0: the RTP range's ports plus 256.
+    pub tcp_fd_reserve: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -248,6 +271,14 @@ impl Default for SipConfig {
             realm: "sallyport".into(),
             trunk: SocketAddr::from(([127, 0, 0, 1], 5080)),
             max_requests_per_second: 500,
+            per_source_requests_per_second: 100,
+            per_source_burst: 200,
+            tcp_max_connections: 4096,
+            tcp_max_connections_per_source: 256,
+            tcp_idle_timeout_secs: 600,
+            tcp_message_timeout_secs: 10,
+            tcp_buffer_pool_bytes: 16 * 1024 * 1024,
+            tcp_fd_reserve: 0,
         }
     }
 }
@@ -403,6 +434,7 @@ impl Config {
                 ),
             );
         }
+        self.validate_sip(source_name)?;
         if self.security.pin_pepper.len() < 16 {
             return bad("security.pin_pepper", "must be at least 16 characters");
         }
@@ -444,6 +476,46 @@ impl Config {
 }
 
 impl Config {
+    fn validate_sip(&self, source_name: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                source_name: source_name.to_string(),
+                key: format!("sip.{key}"),
+                message: message.to_string(),
+            })
+        };
+        let s = &self.sip;
+        let global = s.max_requests_per_second;
+        if s.per_source_requests_per_second > global && global != 0 {
+            return bad(
+                "per_source_requests_per_second",
+                "must be 0 (off) or at most sip.max_requests_per_second",
+            );
+        }
+        if s.per_source_requests_per_second != 0 && s.per_source_burst == 0 {
+            return bad("per_source_burst", "must be at least 1");
+        }
+        if s.tcp_max_connections == 0 {
+            return bad("tcp_max_connections", "must be at least 1");
+        }
+        if s.tcp_max_connections_per_source == 0 {
+            return bad("tcp_max_connections_per_source", "must be at least 1");
+        }
+        if !(1..=86_400).contains(&s.tcp_idle_timeout_secs) {
+            return bad("tcp_idle_timeout_secs", "must be 1 to 86400");
+        }
+        if !(1..=300).contains(&s.tcp_message_timeout_secs) {
+            return bad("tcp_message_timeout_secs", "must be 1 to 300");
+        }
+        if s.tcp_buffer_pool_bytes > 1 << 34 {
+            return bad(
+                "tcp_buffer_pool_bytes",
+                "must be at most 17179869184 (16 GiB)",
+            );
+        }
+        Ok(())
+    }
+
     /// The keys that still hold a shipped demo secret (see [`DEMO_SECRETS`]).
     pub fn demo_secrets_in_use(&self) -> Vec<&'static str> {
         DEMO_SECRETS
@@ -650,6 +722,41 @@ mod tests {
         assert!(e.contains("listn"), "{e}");
         // Not a config section: left alone.
         Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_TEST_DATABASE_URL", "x"))
+            .unwrap();
+    }
+
+    #[test]
+    fn sip_flood_and_tcp_bounds_are_configurable_and_checked() {
+        let env = |k: &str, v: &str| vec![(format!("SALLYPORT_SIP_{k}"), v.to_string())];
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(
+            (c.sip.per_source_requests_per_second, c.sip.per_source_burst),
+            (100, 200)
+        );
+        assert_eq!(
+            c.sip,
+            SipConfig::default(),
+            "the file documents the defaults"
+        );
+        let c =
+            Config::from_toml_with_env(CHECKED_IN, "f", env("TCP_MAX_CONNECTIONS", "10")).unwrap();
+        assert_eq!(c.sip.tcp_max_connections, 10);
+        for (key, value) in [
+            ("PER_SOURCE_REQUESTS_PER_SECOND", "501"),
+            ("PER_SOURCE_BURST", "0"),
+            ("TCP_MAX_CONNECTIONS", "0"),
+            ("TCP_MAX_CONNECTIONS_PER_SOURCE", "0"),
+            ("TCP_IDLE_TIMEOUT_SECS", "0"),
+            ("TCP_MESSAGE_TIMEOUT_SECS", "301"),
+        ] {
+            let e = Config::from_toml_with_env(CHECKED_IN, "f", env(key, value))
+                .unwrap_err()
+                .to_string();
+            let named = format!("sip.{}", key.to_ascii_lowercase());
+            assert!(e.contains(&named), "{key}={value}: {e}");
+        }
+        // Off is allowed.
+        Config::from_toml_with_env(CHECKED_IN, "f", env("PER_SOURCE_REQUESTS_PER_SECOND", "0"))
             .unwrap();
     }
 

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::media::engine::{EngineConfig, MediaEngine};
 use crate::media::prompts::PromptSet;
 use crate::recording::{self, Recorder};
-use crate::sip::transport::SipDriver;
+use crate::sip::transport::{fds, DriverOptions, SipDriver};
 use anyhow::Context;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,6 +35,21 @@ fn warn_about_demo_secrets(config: &Config) {
             "http.ticket_secret is empty: recording tickets are keyed from \
              security.pin_pepper; set a separate secret"
         );
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (20,000 idle SIP connections must not
+/// be what stops RTP binds and the API) and returns the descriptors SIP over TCP leaves
+/// free: `sip.tcp_fd_reserve`, or when 0 one per RTP port plus 256 for HTTP, the database
+/// and recordings.
+fn fd_reserve(config: &Config) -> u32 {
+    match fds::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
+    match config.sip.tcp_fd_reserve {
+        0 => u32::from(config.rtp.port_max.saturating_sub(config.rtp.port_min)) + 1 + 256,
+        n => n,
     }
 }
 
@@ -123,7 +138,11 @@ async fn start_sip_side(
         Arc::new(prompts),
     )
     .context("starting the media engine")?;
-    let (sip, events) = SipDriver::start(&config.sip)
+    let options = DriverOptions {
+        fd_reserve: fd_reserve(config),
+        ..DriverOptions::default()
+    };
+    let (sip, events) = SipDriver::start_with(&config.sip, options)
         .await
         .context("starting SIP (sip.udp_listen / sip.tcp_listen)")?;
     // Tests start the binary on port 0 and read this line to find SIP.

@@ -497,6 +497,74 @@ fn malformed_header_lines() {
     );
 }
 
+/// RFC 4475 "intmeth": control characters escaped as quoted-pairs inside a quoted string
+/// are valid (they were refused before, and the message dropped); bare ones, and escaped
+/// CR or LF (which no quoted-pair may hold), are not. What we write back escapes them.
+#[test]
+fn quoted_pairs_may_escape_control_characters() {
+    let to = "To: \"BEL:\\\x07 NUL:\\\0 DEL:\\\x7f\" <sip:u@example.com>";
+    let bytes = with_to(to);
+    let m = parse_datagram(&bytes).expect("escaped controls are valid");
+    let name = m.headers().to().unwrap().display_name.unwrap();
+    assert_eq!(name, "BEL:\x07 NUL:\0 DEL:\x7f");
+    assert_round_trip(&bytes);
+    let echoed = NameAddr::parse(m.headers().get("To").unwrap(), "To")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        echoed,
+        "\"BEL:\\\x07 NUL:\\\0 DEL:\\\x7f\" <sip:u@example.com>"
+    );
+    for bad in [
+        "To: \"BEL:\x07\" <sip:u@example.com>",
+        "To: <sip:u@example.com>;x=\\\x07",
+        "To: \"a\\\rb\" <sip:u@example.com>",
+    ] {
+        let bytes = with_to(bad);
+        assert_eq!(
+            parse_datagram(&bytes),
+            Err(ParseError::InvalidHeaderLine),
+            "{bad:?}"
+        );
+    }
+}
+
+/// [`basic_request`] with its To line replaced.
+fn with_to(to: &str) -> Vec<u8> {
+    let mut bytes = basic_request(&[], "");
+    let at = bytes.windows(4).position(|w| w == b"To: ").unwrap();
+    let end = at + bytes[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+    bytes.splice(at..end, to.bytes());
+    bytes
+}
+
+/// RFC 4475 "trws": blanks after the version are malformed, and answered 400 (they were
+/// dropped unanswered before).
+#[test]
+fn trailing_blanks_on_the_request_line_get_400() {
+    let mut bytes = basic_request(&[], "");
+    let eol = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+    bytes.splice(eol..eol, *b"  ");
+    let err = parse_datagram(&bytes).unwrap_err();
+    assert_eq!(err, ParseError::InvalidStartLine);
+    let resp = response_to_malformed(&bytes, &err).expect("answered");
+    assert_eq!(resp.status, 400);
+}
+
+/// On a stream, a head that cannot be processed fails at once instead of waiting for the
+/// body its Content-Length announces (RFC 4475 "multi01" over TCP).
+#[test]
+fn a_bad_head_fails_before_its_body_arrives() {
+    let bytes = basic_request(&["Call-ID: second", "Content-Length: 0"], "");
+    let text = String::from_utf8(bytes)
+        .unwrap()
+        .replace("Content-Length: 0", "Content-Length: 500");
+    assert!(matches!(
+        parse(text.as_bytes()),
+        Err(e) if e != ParseError::Incomplete
+    ));
+}
+
 #[test]
 fn non_utf8_bytes() {
     let mut bytes = basic_request(&["Subject: caf\u{e9}"], "");

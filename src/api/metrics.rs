@@ -105,8 +105,19 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             "SIP responses matching no transaction.",
             sip.stray_responses,
         ),
+        (
+            "sallyport_sip_unsupported_total",
+            "New SIP requests refused 405/501/416/420/415/406 (RFC 3261 section 8.2).",
+            sip.refused_unsupported,
+        ),
+        (
+            "sallyport_sip_tcp_accepted_total",
+            "SIP TCP connections accepted.",
+            sip.tcp_accepted,
+        ),
     ];
     write_family(out, "counter", &counters);
+    render_sip_tcp(out, &sip);
     let m = g.media.stats();
     let gauges = [
         ("sallyport_media_calls", "Calls with media open.", m.calls),
@@ -228,6 +239,45 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
         "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",
         g.live.len()
     );
+}
+
+/// SIP over TCP under its bounds: connections refused and closed by reason, and gauges.
+fn render_sip_tcp(out: &mut String, sip: &crate::sip::transport::StatsSnapshot) {
+    let _ = writeln!(out, "# HELP sallyport_sip_tcp_refused_total SIP TCP connections closed at once, by the bound they met.\n# TYPE sallyport_sip_tcp_refused_total counter");
+    for (reason, value) in [
+        ("total_cap", sip.tcp_refused_total_cap),
+        ("source_cap", sip.tcp_refused_source_cap),
+        ("descriptors", sip.tcp_refused_descriptors),
+    ] {
+        let _ = writeln!(
+            out,
+            "sallyport_sip_tcp_refused_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
+    let _ = writeln!(out, "# HELP sallyport_sip_tcp_closed_total SIP TCP connections closed by the gateway, by reason.\n# TYPE sallyport_sip_tcp_closed_total counter");
+    for (reason, value) in [
+        ("idle", sip.tcp_closed_idle),
+        ("slow_message", sip.tcp_closed_slow),
+        ("buffer_pool", sip.tcp_closed_buffer),
+    ] {
+        let _ = writeln!(
+            out,
+            "sallyport_sip_tcp_closed_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
+    let gauges = [
+        (
+            "sallyport_sip_tcp_connections",
+            "SIP TCP connections open now.",
+            sip.tcp_open,
+        ),
+        (
+            "sallyport_sip_tcp_buffer_pool_bytes",
+            "Bytes of unfinished SIP TCP messages held beyond each connection's own 8 KiB.",
+            sip.tcp_pool_bytes,
+        ),
+    ];
+    write_family(out, "gauge", &gauges);
 }
 
 /// Live listeners (WebRTC) of this node.

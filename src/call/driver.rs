@@ -69,8 +69,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
 
-/// Methods the gateway accepts, for `Allow`.
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS";
+/// Methods the gateway accepts, for `Allow` (the SIP layer refuses the others, §8.2.1).
+const ALLOW: &str = crate::sip::uas::ALLOW;
 /// How long a finished call waits for the trunk's final answer to a cancelled INVITE.
 const TRUNK_LINGER: Duration = Duration::from_secs(32);
 /// Nonce lifetime of handset digest challenges.

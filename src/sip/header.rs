@@ -319,14 +319,24 @@ pub fn parse_quoted(s: &str) -> Result<(String, &str), ParseError> {
     Err(ParseError::InvalidHeaderLine)
 }
 
-/// Writes `s` as a quoted string, escaping `"` and `\`.
+/// Writes `s` as a quoted string, escaping `"`, `\` and control characters
+/// (quoted-pairs, RFC 3261 §25.1); CR and LF, which no quoted-pair may hold,
+/// become spaces.
 pub fn write_quoted(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
     f.write_char('"')?;
     for c in s.chars() {
-        if c == '"' || c == '\\' {
-            f.write_char('\\')?;
+        match c {
+            '\r' | '\n' => f.write_char(' ')?,
+            '"' | '\\' => {
+                f.write_char('\\')?;
+                f.write_char(c)?;
+            }
+            c if c.is_ascii_control() && c != '\t' => {
+                f.write_char('\\')?;
+                f.write_char(c)?;
+            }
+            c => f.write_char(c)?,
         }
-        f.write_char(c)?;
     }
     f.write_char('"')
 }

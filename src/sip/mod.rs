@@ -16,6 +16,8 @@
 //!   drivers (framing with [`message::parse`]).
 //! - [`dialog`]: RFC 3261 §12 dialogs, which build the B2BUA's in-dialog
 //!   requests (BYE, INFO, the ACK for a 2xx).
+//! - [`uas`]: the RFC 3261 §8.2 checks (405/501, 416, 420, 415/406) a new
+//!   request passes before the call flow sees it.
 //!
 //! Everything here is sans-IO: no tokio, no sockets, no clock. Functions take
 //! bytes and `now` and return values; the transport driver does the I/O.
@@ -61,4 +63,5 @@ pub mod parse;
 pub mod transaction;
 pub mod transport;
 pub mod typed;
+pub mod uas;
 pub mod uri;

@@ -14,7 +14,10 @@
 //! non-UTF-8 bytes in header values (replaced by U+FFFD; the body is raw bytes
 //! and untouched). Strict where it protects what we send on: control
 //! characters (a lone CR, NUL…) in a header value or reason phrase are
-//! malformed, so a copied header can never smuggle a line break.
+//! malformed, so a copied header can never smuggle a line break — except
+//! inside a quoted string as a quoted-pair (`\` then any octet but CR and LF,
+//! RFC 3261 §25.1), which is valid SIP (RFC 4475 "intmeth": a To display
+//! name holding escaped BEL, NUL and DEL) and still cannot break a line.
 
 use super::error::ParseError;
 use super::header::{canonical_name, is_token, trim_lws, Header, Headers};
@@ -66,7 +69,8 @@ pub fn is_keepalive_ping(buf: &[u8]) -> bool {
 /// Parses the first message of a stream (TCP/TLS) buffer with default limits.
 ///
 /// Returns [`ParseError::Incomplete`] until the header block and the body
-/// Content-Length announces are both in `buf`. A missing Content-Length
+/// Content-Length announces are both in `buf`; a header block whose
+/// required headers are bad fails at once, before its body arrives. A missing Content-Length
 /// reads as 0 (RFC 3261 §18.3 makes it mandatory on streams; assuming an
 /// empty body keeps framing). For any other error framing is lost: close
 /// the connection after answering with [`response_to_malformed`].
@@ -78,6 +82,8 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ParseError> {
 pub fn parse_with(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
     let head = scan_head(buf, limits, false)?;
     let (message, declared) = build(&head)?;
+    // A head that cannot be processed fails now, not after its body arrives.
+    validate(&message)?;
     let len = declared.unwrap_or(0);
     let end = head.body_start.saturating_add(len);
     if end.saturating_sub(head.skip) > limits.max_message {
@@ -86,7 +92,7 @@ pub fn parse_with(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
     let body = buf
         .get(head.body_start..end)
         .ok_or(ParseError::Incomplete)?;
-    let message = finish(message, body)?;
+    let message = attach(message, body);
     Ok(Parsed {
         message,
         consumed: end,
@@ -325,7 +331,7 @@ fn parse_headers(lines: &[&[u8]]) -> Result<Headers, ParseError> {
 }
 
 fn append_continuation(value: &mut String, line: &[u8]) -> Result<(), ParseError> {
-    if line.iter().any(|&b| is_ctl(b)) {
+    if has_bare_ctl(line) {
         return Err(ParseError::InvalidHeaderLine);
     }
     let cont = String::from_utf8_lossy(line);
@@ -352,7 +358,7 @@ fn parse_header_line(line: &[u8]) -> Result<Header, ParseError> {
         return Err(ParseError::InvalidHeaderLine);
     }
     let value = value.get(1..).unwrap_or(&[]);
-    if value.iter().any(|&b| is_ctl(b)) {
+    if has_bare_ctl(value) {
         return Err(ParseError::InvalidHeaderLine);
     }
     Ok(Header {
@@ -374,6 +380,32 @@ fn text(bytes: &[u8]) -> String {
 /// reason phrase (RFC 3261 §25.1 TEXT-UTF8), so none can reach our output.
 fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// True when a header value holds a control character that is not escaped
+/// as a quoted-pair inside a quoted string (`"BEL:\<07>"` is valid SIP), or
+/// an escaped CR or LF (which no quoted-pair may hold). One pass over the
+/// bytes on the usual path (no control character at all).
+fn has_bare_ctl(value: &[u8]) -> bool {
+    if !value.iter().any(|&b| is_ctl(b)) {
+        return false;
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for &b in value {
+        if escaped {
+            if b == b'\r' || b == b'\n' {
+                return true;
+            }
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if is_ctl(b) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Builds the message without its body; returns the declared Content-Length.
@@ -428,13 +460,18 @@ fn parse_length(v: &str) -> Result<usize, ParseError> {
 }
 
 /// Attaches the body and validates the headers every transaction needs.
-fn finish(mut message: SipMessage, body: &[u8]) -> Result<SipMessage, ParseError> {
+fn finish(message: SipMessage, body: &[u8]) -> Result<SipMessage, ParseError> {
     validate(&message)?;
+    Ok(attach(message, body))
+}
+
+/// Attaches the body to a validated message.
+fn attach(mut message: SipMessage, body: &[u8]) -> SipMessage {
     match &mut message {
         SipMessage::Request(r) => r.body = body.to_vec(),
         SipMessage::Response(r) => r.body = body.to_vec(),
     }
-    Ok(message)
+    message
 }
 
 /// RFC 3261 §8.1.1: Via, From, To, Call-ID and CSeq must be present, single
@@ -500,9 +537,11 @@ fn lenient_lines(buf: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-/// A request line good enough to answer: a method token and a SIP version.
+/// A request line good enough to answer: a method token and a SIP version,
+/// blanks at the end ignored (RFC 4475 "trws" deserves its 400).
 fn lenient_method(line: &[u8]) -> Option<Method> {
     let line = String::from_utf8_lossy(line);
+    let line = line.trim_end_matches([' ', '\t']);
     let (method, rest) = line.split_once(' ')?;
     let (_, version) = rest.rsplit_once(' ')?;
     if !version.get(..4)?.eq_ignore_ascii_case("SIP/") {

@@ -10,17 +10,25 @@
 //!   retransmissions, ACKs, CANCELs and responses to their transactions,
 //!   throttles floods with a token bucket (503 + Retry-After), and decides
 //!   where every response goes (§18.2.2: the Via's `received`/`rport`, over
-//!   the connection the request came on). It takes `now` and returns
+//!   the connection the request came on). Before a new request reaches the
+//!   TU it passes the RFC 3261 §8.2 checks ([`crate::sip::uas`]: 501/405,
+//!   416, 420, 415/406, answered here). It takes `now` and returns
 //!   [`Transmit`]s and [`Event`]s; no tokio, no clock.
+//! - [`LiveDialogs`] (`dialogs.rs`): the dialogs whose 2xx to an INVITE
+//!   passed through the endpoint, so their requests are never throttled.
 //! - [`FloodControl`] (`flood.rs`): a global token bucket at
-//!   `max_requests_per_second`, and optionally one per source IP in a bounded
-//!   table ([`DriverOptions::per_source_rate`]).
+//!   `sip.max_requests_per_second`, and one per source IP
+//!   (`sip.per_source_requests_per_second`, `sip.per_source_burst`) in a
+//!   bounded table, asked first.
 //! - [`StreamFramer`] (`framing.rs`): sans-IO framing of a TCP byte stream with
 //!   [`message::parse`](crate::sip::message::parse).
 //! - [`SipDriver`] (`driver.rs`, tokio): one UDP socket, one TCP listener,
 //!   per-connection tasks (`tcp.rs`), and a task that owns the [`Endpoint`],
-//!   selects over packets, TU commands and the core's next timeout, writes
-//!   transmits and forwards events to the TU.
+//!   selects over packets, TU commands, the core's next timeout and the idle
+//!   sweep, writes transmits and forwards events to the TU. It bounds SIP
+//!   over TCP: connection caps in total and per source, a descriptor
+//!   reserve, idle and slow-message timeouts, a shared buffer pool (see its
+//!   module doc). [`fds`] raises the descriptor limit.
 //!
 //! # Who calls it, what it calls
 //!
@@ -39,19 +47,33 @@
 //! - CANCEL is answered by the table (200, or 481 when no INVITE matches);
 //!   the TU only sees [`Event::Cancel`] for a pending INVITE and answers that
 //!   INVITE 487.
-//! - Only requests that would create a transaction are throttled; ACKs,
-//!   CANCELs, retransmissions and responses never are (shedding them would
-//!   only prolong the load). A TU that cannot keep up (event channel full)
+//! - Flood control spares what belongs to something we already carry:
+//!   retransmissions and responses, the ACK and CANCEL of an INVITE server
+//!   transaction we hold, and every request of a live dialog (Call-ID, To
+//!   tag and From tag all matching one in [`LiveDialogs`]: BYE, ACK, INFO,
+//!   re-INVITE). Shedding those would only prolong the load, and a throttled
+//!   BYE keeps a call billing. Everything else counts, an in-dialog-looking
+//!   request with a guessed tag, a stray ACK (dropped when over budget) or a
+//!   stray CANCEL included. A TU that cannot keep up (event channel full)
 //!   gets the same 503 answered for it.
+//! - The per-source default (100/s, burst 200) serves a housing unit whose
+//!   handsets share one address (an analog gateway, a NAT): 48 lines all
+//!   picking up at once. Behind a SIP load balancer every request comes from
+//!   its address, so there the per-source limit belongs on the balancer
+//!   (`sip.per_source_requests_per_second = 0`).
 //! - Transaction timers sit in a heap with lazy deletion, so `poll_timeout`
 //!   is O(1) and `handle_timeout` touches only due transactions.
-//! - Not yet: a cap on concurrent TCP connections and an idle timeout for
-//!   them; TLS/WS; `maddr`.
+//! - Requests without an RFC 3261 branch (RFC 2543 peers) are refused 400:
+//!   no handset the gateway serves is that old (RFC 4475 wsinv, longreq,
+//!   inv2543 get 400).
+//! - Not yet: TLS/WS; `maddr`.
 //! - TCP I/O uses `readable`/`try_read` and `writable`/`try_write`, so only
 //!   tokio's `net` feature is needed.
 
+mod dialogs;
 mod driver;
 mod endpoint;
+pub mod fds;
 mod flood;
 mod framing;
 mod tcp;
@@ -60,10 +82,12 @@ mod via;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{DriverOptions, SipDriver, SipHandle};
+pub use dialogs::LiveDialogs;
+pub use driver::{DriverOptions, SipDriver, SipHandle, CLOSING_LINGER};
 pub use endpoint::{Endpoint, EndpointConfig};
 pub use flood::{FloodConfig, FloodControl, TokenBucket};
 pub use framing::{Frame, StreamFramer};
+pub use tcp::{BufferPool, FREE_BYTES, READ_CHUNK};
 pub use via::{response_destination, stamp_received};
 
 use crate::sip::message::{Request, Response};
@@ -172,6 +196,26 @@ pub struct TransportStats {
     pub throttled_503: AtomicU64,
     /// Responses matching no client transaction.
     pub stray_responses: AtomicU64,
+    /// New requests refused by the RFC 3261 §8.2 checks (405/501, 416, 420, 415/406).
+    pub refused_unsupported: AtomicU64,
+    /// TCP connections accepted.
+    pub tcp_accepted: AtomicU64,
+    /// TCP connections closed at once: the total cap was reached.
+    pub tcp_refused_total_cap: AtomicU64,
+    /// TCP connections closed at once: their source's cap was reached.
+    pub tcp_refused_source_cap: AtomicU64,
+    /// TCP connections closed at once: the descriptor reserve was reached.
+    pub tcp_refused_descriptors: AtomicU64,
+    /// TCP connections closed after the idle timeout.
+    pub tcp_closed_idle: AtomicU64,
+    /// TCP connections closed because a message did not complete in time.
+    pub tcp_closed_slow: AtomicU64,
+    /// TCP connections closed because the buffer pool was exhausted.
+    pub tcp_closed_buffer: AtomicU64,
+    /// TCP connections open now (gauge).
+    pub tcp_open: AtomicU64,
+    /// Bytes of the TCP buffer pool in use now (gauge).
+    pub tcp_pool_bytes: AtomicU64,
 }
 
 /// A plain copy of [`TransportStats`].
@@ -183,6 +227,16 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     pub throttled_503: u64,
     pub stray_responses: u64,
+    pub refused_unsupported: u64,
+    pub tcp_accepted: u64,
+    pub tcp_refused_total_cap: u64,
+    pub tcp_refused_source_cap: u64,
+    pub tcp_refused_descriptors: u64,
+    pub tcp_closed_idle: u64,
+    pub tcp_closed_slow: u64,
+    pub tcp_closed_buffer: u64,
+    pub tcp_open: u64,
+    pub tcp_pool_bytes: u64,
 }
 
 impl TransportStats {
@@ -200,6 +254,16 @@ impl TransportStats {
             dropped: get(&self.dropped),
             throttled_503: get(&self.throttled_503),
             stray_responses: get(&self.stray_responses),
+            refused_unsupported: get(&self.refused_unsupported),
+            tcp_accepted: get(&self.tcp_accepted),
+            tcp_refused_total_cap: get(&self.tcp_refused_total_cap),
+            tcp_refused_source_cap: get(&self.tcp_refused_source_cap),
+            tcp_refused_descriptors: get(&self.tcp_refused_descriptors),
+            tcp_closed_idle: get(&self.tcp_closed_idle),
+            tcp_closed_slow: get(&self.tcp_closed_slow),
+            tcp_closed_buffer: get(&self.tcp_closed_buffer),
+            tcp_open: get(&self.tcp_open),
+            tcp_pool_bytes: get(&self.tcp_pool_bytes),
         }
     }
 }

@@ -5,21 +5,45 @@
 //! (the UDP receive loop, the TCP accept loop, one task per connection) live
 //! in a `JoinSet` owned by that task, so they all stop with it. The driver
 //! runs until every [`SipHandle`] is dropped.
+//!
+//! # TCP under attack
+//!
+//! - Accepted connections are capped in total (`sip.tcp_max_connections`)
+//!   and per source address (`sip.tcp_max_connections_per_source`); one
+//!   past a cap is closed at once and counted. Outbound connections (ours,
+//!   to the trunk or a handset) are not capped: an attacker filling the cap
+//!   must not stop calls from going out.
+//! - SIP over TCP never holds a descriptor numbered within the top
+//!   `sip.tcp_fd_reserve` of the process's limit (the kernel hands out the
+//!   lowest free number, so an accepted socket numbered there means fewer
+//!   than the reserve are free): such a connection is closed at once, and
+//!   RTP binds, the HTTP listener, the database and recordings keep the rest.
+//!   `serve` raises the soft `RLIMIT_NOFILE` to the hard limit first.
+//! - A connection with no message, ping or write for
+//!   `sip.tcp_idle_timeout_secs` is closed by a sweep, unless a live dialog
+//!   was set up over it (its BYE must still reach the phone that way).
+//! - Slow messages and buffered bytes are bounded per connection (`tcp.rs`).
+//! - After a framing error the 400 goes out on the connection, which then
+//!   reads no more but stays open for writing until every request that came
+//!   on it has its final response (at most [`CLOSING_LINGER`]), so those
+//!   responses go back the way their requests came (RFC 3261 §18.2.2).
 
 use super::endpoint::{Endpoint, EndpointConfig};
+use super::fds;
 use super::flood::FloodConfig;
-use super::tcp::{self, ConnInput, WRITE_QUEUE};
+use super::tcp::{self, Activity, BufferPool, ConnInput, WRITE_QUEUE};
 use super::{ConnId, Event, Transmit, Transport, TransportError, TransportStats, TxKey};
 use crate::config::SipConfig;
 use crate::sip::message::{Request, Response};
 use crate::sip::transaction::TimerConfig;
+use crate::sip::uas::Capabilities;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, warn};
 
 /// Knobs beyond [`SipConfig`], mostly for tests.
@@ -28,10 +52,13 @@ pub struct DriverOptions {
     pub timers: TimerConfig,
     /// Flood bucket size; `None` for one second's worth of the rate.
     pub burst: Option<u32>,
-    /// Requests per second per source IP (0: no per-source limit).
-    pub per_source_rate: u32,
     /// Events buffered for the TU before new requests are answered 503.
     pub event_capacity: usize,
+    /// Descriptors SIP over TCP leaves free (resolved from
+    /// `sip.tcp_fd_reserve` by the caller, who knows the RTP range).
+    pub fd_reserve: u32,
+    /// What the TU serves (RFC 3261 §8.2 checks): the gateway's by default.
+    pub uas: Capabilities,
 }
 
 impl Default for DriverOptions {
@@ -39,8 +66,36 @@ impl Default for DriverOptions {
         DriverOptions {
             timers: TimerConfig::default(),
             burst: None,
-            per_source_rate: 0,
             event_capacity: 4096,
+            fd_reserve: 256,
+            uas: Capabilities::default(),
+        }
+    }
+}
+
+/// How long a connection that lost its framing stays open for the
+/// responses to the requests that came on it.
+pub const CLOSING_LINGER: Duration = Duration::from_secs(32);
+/// Least time between two idle sweeps.
+const SWEEP_MIN: Duration = Duration::from_millis(100);
+
+/// The TCP bounds in force (see the module doc).
+#[derive(Debug, Clone, Copy)]
+struct TcpLimits {
+    max_connections: usize,
+    max_per_source: usize,
+    idle_timeout: Duration,
+    message_timeout: Duration,
+}
+
+impl TcpLimits {
+    fn of(config: &SipConfig) -> TcpLimits {
+        let secs = |s: u32| Duration::from_secs(u64::from(s.max(1)));
+        TcpLimits {
+            max_connections: config.tcp_max_connections.max(1) as usize,
+            max_per_source: config.tcp_max_connections_per_source.max(1) as usize,
+            idle_timeout: secs(config.tcp_idle_timeout_secs),
+            message_timeout: secs(config.tcp_message_timeout_secs),
         }
     }
 }
@@ -136,6 +191,19 @@ struct ConnEntry {
     out: mpsc::Sender<Vec<u8>>,
     /// Client transactions waiting on an outbound connect.
     pending: Vec<TxKey>,
+    /// The connection's task, aborted when the connection is closed for idleness.
+    task: AbortHandle,
+    activity: Arc<Activity>,
+    /// Accepted (counted against the caps) rather than opened by us.
+    inbound: bool,
+    /// Framing was lost: close once its requests are answered, or at this instant.
+    closing: Option<Instant>,
+}
+
+/// The driver's side of a new connection: its write queue and activity stamp.
+struct ConnHalf {
+    out: mpsc::Sender<Vec<u8>>,
+    activity: Arc<Activity>,
 }
 
 /// Starts the SIP transport (see the module doc).
@@ -144,6 +212,18 @@ pub struct SipDriver {
     udp: Arc<UdpSocket>,
     conns: HashMap<ConnId, ConnEntry>,
     by_peer: HashMap<SocketAddr, ConnId>,
+    /// Accepted connections per source address.
+    per_source: HashMap<IpAddr, usize>,
+    /// Accepted connections open.
+    inbound: usize,
+    limits: TcpLimits,
+    pool: Arc<BufferPool>,
+    /// The zero of the connections' activity stamps.
+    epoch: Instant,
+    /// When the idle sweep runs next (`None`: no connection).
+    next_sweep: Option<Instant>,
+    /// Connections lingering after a framing error.
+    lingering: usize,
     next_conn: u64,
     tasks: JoinSet<()>,
     inbound_tx: mpsc::Sender<Inbound>,
@@ -176,9 +256,12 @@ impl SipDriver {
             flood: FloodConfig {
                 rate,
                 burst: options.burst.unwrap_or(rate),
-                per_source: options.per_source_rate,
+                per_source: config.per_source_requests_per_second,
+                per_source_burst: config.per_source_burst,
             },
+            uas: options.uas,
         };
+        let ceiling = fds::tcp_ceiling(options.fd_reserve);
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (event_tx, event_rx) = mpsc::channel(options.event_capacity.max(1));
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
@@ -188,6 +271,13 @@ impl SipDriver {
             udp: Arc::new(udp),
             conns: HashMap::new(),
             by_peer: HashMap::new(),
+            per_source: HashMap::new(),
+            inbound: 0,
+            limits: TcpLimits::of(config),
+            pool: Arc::new(BufferPool::new(config.tcp_buffer_pool_bytes, stats.clone())),
+            epoch: Instant::now(), // clock-ok: the transport driver's idle timer
+            next_sweep: None,
+            lingering: 0,
             next_conn: 0,
             tasks: JoinSet::new(),
             inbound_tx,
@@ -195,7 +285,7 @@ impl SipDriver {
             events: event_tx,
             stats: stats.clone(),
         };
-        driver.spawn_socket_loops(tcp);
+        driver.spawn_socket_loops(tcp, ceiling);
         tokio::spawn(driver.run(cmd_rx, inbound_rx, conn_rx));
         let handle = SipHandle {
             commands: cmd_tx,
@@ -206,12 +296,13 @@ impl SipDriver {
         Ok((handle, event_rx))
     }
 
-    fn spawn_socket_loops(&mut self, tcp: TcpListener) {
+    fn spawn_socket_loops(&mut self, tcp: TcpListener, ceiling: Option<i32>) {
         let udp = self.udp.clone();
         let tx = self.inbound_tx.clone();
         self.tasks.spawn(udp_recv_loop(udp, tx));
         let tx = self.inbound_tx.clone();
-        self.tasks.spawn(accept_loop(tcp, tx));
+        let stats = self.stats.clone();
+        self.tasks.spawn(accept_loop(tcp, tx, ceiling, stats));
     }
 
     async fn run(
@@ -223,6 +314,7 @@ impl SipDriver {
         loop {
             let deadline = self.core.poll_timeout();
             let sleep = deadline.map(tokio::time::Instant::from_std);
+            let sweep = self.next_sweep.map(tokio::time::Instant::from_std);
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(c) => self.on_command(c),
@@ -234,8 +326,12 @@ impl SipDriver {
                 _ = sleep_until(sleep), if sleep.is_some() => {
                     self.core.handle_timeout(Instant::now());
                 }
+                _ = sleep_until(sweep), if sweep.is_some() => {
+                    self.sweep(Instant::now()); // clock-ok: the transport driver's idle timer
+                }
             }
             self.flush().await;
+            self.close_answered();
         }
         debug!("SIP driver stopped: every handle was dropped");
     }
@@ -268,13 +364,32 @@ impl SipDriver {
                 self.core
                     .handle_datagram(Instant::now(), from, Transport::Udp, &bytes);
             }
-            Inbound::Accepted { stream, peer } => {
-                let (conn, out, pong) = self.new_conn(peer);
-                let tx = self.conn_tx.clone();
-                self.tasks
-                    .spawn(tcp::run(conn, peer, stream, out, pong, tx));
-            }
+            Inbound::Accepted { stream, peer } => self.on_accept(stream, peer),
         }
+    }
+
+    /// An accepted connection: refused (closed at once, counted) past a cap.
+    fn on_accept(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let from_source = self.per_source.get(&peer.ip()).copied().unwrap_or(0);
+        let refused = if self.inbound >= self.limits.max_connections {
+            Some(&self.stats.tcp_refused_total_cap)
+        } else if from_source >= self.limits.max_per_source {
+            Some(&self.stats.tcp_refused_source_cap)
+        } else {
+            None
+        };
+        if let Some(counter) = refused {
+            TransportStats::bump(counter);
+            debug!(%peer, "SIP TCP connection refused: connection cap");
+            return; // dropping the stream closes it
+        }
+        TransportStats::bump(&self.stats.tcp_accepted);
+        self.inbound += 1;
+        *self.per_source.entry(peer.ip()).or_insert(0) += 1;
+        let (ctx, half) = self.conn_context(peer);
+        let conn = ctx.conn;
+        let task = self.tasks.spawn(tcp::run(stream, ctx));
+        self.register_conn(conn, peer, task, half, true);
     }
 
     fn on_conn(&mut self, c: ConnInput) {
@@ -290,11 +405,19 @@ impl SipDriver {
             } => {
                 let t = Transport::Tcp(Some(conn));
                 self.core.handle_malformed(peer, t, response);
-                // Write the 400 now, then drop the sender: the writer drains and closes.
+                // The 400 goes out on the connection; the connection reads no
+                // more and closes once its earlier requests are answered.
                 while let Some(t) = self.core.poll_transmit() {
                     self.write_tcp(t);
                 }
-                self.remove_conn(conn);
+                let now = Instant::now(); // clock-ok: the transport driver's linger
+                if let Some(e) = self.conns.get_mut(&conn) {
+                    if e.closing.is_none() {
+                        self.lingering += 1;
+                    }
+                    e.closing = Some(now + CLOSING_LINGER);
+                }
+                self.schedule_sweep(now + CLOSING_LINGER);
             }
             ConnInput::Closed { conn, connected } => {
                 let pending = self.remove_conn(conn);
@@ -307,23 +430,52 @@ impl SipDriver {
         }
     }
 
-    /// Registers a connection to `peer` with its write queue; returns its
-    /// id, the queue's receiver, and a sender for PONGs.
-    fn new_conn(
-        &mut self,
-        peer: SocketAddr,
-    ) -> (ConnId, mpsc::Receiver<Vec<u8>>, mpsc::Sender<Vec<u8>>) {
+    /// A new connection's id, write queue and context for its task.
+    fn conn_context(&mut self, peer: SocketAddr) -> (tcp::ConnContext, ConnHalf) {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         let (out, out_rx) = mpsc::channel(WRITE_QUEUE);
+        let activity = Arc::new(Activity::new(self.epoch, Instant::now())); // clock-ok: idle timer
+        let ctx = tcp::ConnContext {
+            conn,
+            peer,
+            out_rx,
+            pong: out.clone(),
+            to_driver: self.conn_tx.clone(),
+            activity: activity.clone(),
+            pool: self.pool.clone(),
+            message_timeout: self.limits.message_timeout,
+            stats: self.stats.clone(),
+        };
+        (ctx, ConnHalf { out, activity })
+    }
+
+    /// Records a connection whose task runs.
+    fn register_conn(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        task: AbortHandle,
+        half: ConnHalf,
+        inbound: bool,
+    ) {
+        let ConnHalf { out, activity } = half;
         let entry = ConnEntry {
             peer,
-            out: out.clone(),
+            out,
             pending: Vec::new(),
+            task,
+            activity: activity.clone(),
+            inbound,
+            closing: None,
         };
         self.conns.insert(conn, entry);
         self.by_peer.insert(peer, conn);
-        (conn, out_rx, out)
+        self.stats.tcp_open.store(
+            self.conns.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.schedule_sweep(activity.last() + self.limits.idle_timeout);
     }
 
     fn remove_conn(&mut self, conn: ConnId) -> Vec<TxKey> {
@@ -333,7 +485,87 @@ impl SipDriver {
         if self.by_peer.get(&e.peer) == Some(&conn) {
             self.by_peer.remove(&e.peer);
         }
+        if e.closing.is_some() {
+            self.lingering = self.lingering.saturating_sub(1);
+        }
+        if e.inbound {
+            self.inbound = self.inbound.saturating_sub(1);
+            if let Some(n) = self.per_source.get_mut(&e.peer.ip()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_source.remove(&e.peer.ip());
+                }
+            }
+        }
+        self.stats.tcp_open.store(
+            self.conns.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         e.pending
+    }
+
+    /// Runs the sweep no later than `at`.
+    fn schedule_sweep(&mut self, at: Instant) {
+        self.next_sweep = Some(self.next_sweep.map_or(at, |s| s.min(at)));
+    }
+
+    /// Closes connections idle past the timeout (unless a live dialog uses
+    /// them) and lingering ones past their deadline; plans the next sweep.
+    fn sweep(&mut self, now: Instant) {
+        let idle = self.limits.idle_timeout;
+        let mut next: Option<Instant> = None;
+        let mut idle_out = Vec::new();
+        let mut linger_out = Vec::new();
+        for (&conn, e) in &self.conns {
+            let at = match e.closing {
+                Some(deadline) if deadline <= now => {
+                    linger_out.push(conn);
+                    continue;
+                }
+                Some(deadline) => deadline,
+                None => {
+                    let expires = e.activity.last() + idle;
+                    if expires > now {
+                        expires
+                    } else if self.core.conn_has_dialog(now, conn) {
+                        now + idle
+                    } else {
+                        idle_out.push(conn);
+                        continue;
+                    }
+                }
+            };
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        for conn in idle_out {
+            TransportStats::bump(&self.stats.tcp_closed_idle);
+            if let Some(e) = self.conns.get(&conn) {
+                debug!(peer = %e.peer, "SIP TCP connection idle: closing");
+                e.task.abort();
+            }
+            self.remove_conn(conn);
+        }
+        for conn in linger_out {
+            self.remove_conn(conn);
+        }
+        self.next_sweep = next.map(|n| n.max(now + SWEEP_MIN));
+    }
+
+    /// Closes lingering connections whose requests all have a final response.
+    fn close_answered(&mut self) {
+        if self.lingering == 0 {
+            return;
+        }
+        let done: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(&c, e)| e.closing.is_some() && !self.core.awaiting_final_on(c))
+            .map(|(&c, _)| c)
+            .collect();
+        for conn in done {
+            // Dropping the sender lets the writer drain what is queued, then close.
+            self.remove_conn(conn);
+        }
     }
 
     async fn flush(&mut self) {
@@ -361,6 +593,11 @@ impl SipDriver {
     /// Queues on the connection the transmit names, else any connection to
     /// its destination, else a new outbound connection (§18.2.2).
     fn write_tcp(&mut self, t: Transmit) {
+        if let Transport::Tcp(Some(c)) = t.transport {
+            if let Some(e) = self.conns.get(&c) {
+                e.activity.touch();
+            }
+        }
         let named = match t.transport {
             Transport::Tcp(Some(c)) if self.conns.contains_key(&c) => Some(c),
             _ => None,
@@ -390,10 +627,10 @@ impl SipDriver {
 
     /// Opens an outbound connection; bytes queue while it connects.
     fn connect(&mut self, dest: SocketAddr) -> ConnId {
-        let (conn, out, pong) = self.new_conn(dest);
-        let tx = self.conn_tx.clone();
-        self.tasks
-            .spawn(tcp::connect_and_run(conn, dest, out, pong, tx));
+        let (ctx, half) = self.conn_context(dest);
+        let conn = ctx.conn;
+        let task = self.tasks.spawn(tcp::connect_and_run(ctx));
+        self.register_conn(conn, dest, task, half, false);
         conn
     }
 
@@ -462,11 +699,23 @@ async fn udp_recv_loop(udp: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>) {
     }
 }
 
-/// Accepts TCP connections and hands them to the driver.
-async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Inbound>) {
+/// Accepts TCP connections and hands them to the driver; closes at once one
+/// whose descriptor lies in the reserve (numbered `ceiling` or above).
+async fn accept_loop(
+    listener: TcpListener,
+    tx: mpsc::Sender<Inbound>,
+    ceiling: Option<i32>,
+    stats: Arc<TransportStats>,
+) {
+    use std::os::fd::AsRawFd;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if ceiling.is_some_and(|c| stream.as_raw_fd() >= c) {
+                    TransportStats::bump(&stats.tcp_refused_descriptors);
+                    debug!(%peer, "SIP TCP connection refused: descriptor reserve");
+                    continue;
+                }
                 if tx.send(Inbound::Accepted { stream, peer }).await.is_err() {
                     return;
                 }

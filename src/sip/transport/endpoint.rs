@@ -5,9 +5,10 @@
 //! `poll_*` (output). The driver drains `poll_transmit` and `poll_event`
 //! after every input and sleeps until `poll_timeout`.
 
+use super::dialogs::LiveDialogs;
 use super::flood::{FloodConfig, FloodControl};
 use super::via::{response_destination, stamp_received};
-use super::{Event, Transmit, Transport, TransportError, TransportStats, TxKey};
+use super::{ConnId, Event, Transmit, Transport, TransportError, TransportStats, TxKey};
 use crate::sip::message::{
     new_tag, parse_datagram, response_to_malformed, Method, ParseError, Request, Response,
     SipMessage,
@@ -15,6 +16,7 @@ use crate::sip::message::{
 use crate::sip::transaction::{
     ClientTransaction, ServerState, ServerTransaction, TimerConfig, TxAction,
 };
+use crate::sip::uas::Capabilities;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,6 +30,9 @@ pub struct EndpointConfig {
     /// T1, T2, T4 for every transaction (short in tests).
     pub timers: TimerConfig,
     pub flood: FloodConfig,
+    /// What the TU serves: new requests it cannot serve are refused here
+    /// (RFC 3261 §8.2, [`Capabilities::screen`]).
+    pub uas: Capabilities,
 }
 
 impl Default for EndpointConfig {
@@ -35,6 +40,7 @@ impl Default for EndpointConfig {
         EndpointConfig {
             timers: TimerConfig::default(),
             flood: FloodConfig::per_second(500),
+            uas: Capabilities::default(),
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct Endpoint {
     servers: HashMap<TxKey, ServerEntry>,
     /// INVITE server transactions by Call-ID and CSeq number.
     invites: HashMap<(String, u32), TxKey>,
+    /// Dialogs established through us: their requests are never throttled.
+    dialogs: LiveDialogs,
     flood: FloodControl,
     /// Next timer of every transaction; entries whose instant no longer
     /// matches the transaction's `scheduled` are stale and skipped.
@@ -81,6 +89,7 @@ impl Endpoint {
             clients: HashMap::new(),
             servers: HashMap::new(),
             invites: HashMap::new(),
+            dialogs: LiveDialogs::default(),
             flood: FloodControl::new(cfg.flood),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
@@ -96,6 +105,26 @@ impl Endpoint {
     /// Live transactions (client, server).
     pub fn transaction_counts(&self) -> (usize, usize) {
         (self.clients.len(), self.servers.len())
+    }
+
+    /// Dialogs remembered for flood control (live, or ended and not yet swept).
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// True while a request that came on TCP connection `conn` still waits
+    /// for its final response.
+    pub fn awaiting_final_on(&self, conn: ConnId) -> bool {
+        self.servers.values().any(|e| {
+            e.transport == Transport::Tcp(Some(conn))
+                && matches!(e.tx.state(), ServerState::Trying | ServerState::Proceeding)
+        })
+    }
+
+    /// True when a live dialog was set up over TCP connection `conn` (the
+    /// driver does not close such a connection for idleness).
+    pub fn conn_has_dialog(&self, now: Instant, conn: ConnId) -> bool {
+        self.dialogs.uses_conn(now, conn)
     }
 
     // ----- input -------------------------------------------------------
@@ -210,14 +239,60 @@ impl Endpoint {
         if self.servers.contains_key(&key) {
             return self.matched_request(now, &key, req, source, transport);
         }
+        // Flood control spares what belongs to something we already carry: the
+        // ACK and CANCEL of our INVITE transactions and the requests of live
+        // dialogs. Everything else, in-dialog-looking or not, counts.
         match req.method {
-            Method::Ack => self.ack_for_2xx(req, source, transport),
-            Method::Cancel => self.cancel(now, key, req, source, transport),
+            Method::Ack => {
+                if self.ack_is_known(now, &req) || self.flood.admit(now, source.ip()).is_ok() {
+                    self.ack_for_2xx(req, source, transport);
+                } else {
+                    TransportStats::bump(&self.stats.dropped);
+                }
+            }
+            Method::Cancel => {
+                let invite = TxKey {
+                    method: Method::Invite,
+                    ..key.clone()
+                };
+                match self.servers.contains_key(&invite) {
+                    true => self.cancel(now, key, req, source, transport),
+                    false => match self.flood.admit(now, source.ip()) {
+                        Ok(()) => self.cancel(now, key, req, source, transport),
+                        Err(secs) => self.reject_503(&req, source, transport, secs),
+                    },
+                }
+            }
+            _ if self.in_live_dialog(now, &req) => {
+                self.new_server(now, key, req, source, transport)
+            }
             _ => match self.flood.admit(now, source.ip()) {
                 Ok(()) => self.new_server(now, key, req, source, transport),
                 Err(secs) => self.reject_503(&req, source, transport, secs),
             },
         }
+    }
+
+    /// An incoming request of a live dialog: its Call-ID, To tag (ours) and
+    /// From tag (theirs) all match. The Call-ID lookup comes first, so a
+    /// stranger's request costs one hash lookup.
+    fn in_live_dialog(&self, now: Instant, req: &Request) -> bool {
+        let Ok(call_id) = req.headers.call_id() else {
+            return false;
+        };
+        if !self.dialogs.knows_call_id(call_id) {
+            return false;
+        }
+        match incoming_tags(req) {
+            Some((local, remote)) => self.dialogs.is_live(now, call_id, &local, &remote),
+            None => false,
+        }
+    }
+
+    /// The ACK of an INVITE we still hold, or of a live dialog.
+    fn ack_is_known(&self, now: Instant, req: &Request) -> bool {
+        let invite = dialog_ref(req).is_some_and(|d| self.invites.contains_key(&d));
+        invite || self.in_live_dialog(now, req)
     }
 
     /// An RFC 2543 request (no magic cookie): ACKs go up, the rest get a 400.
@@ -318,12 +393,28 @@ impl Endpoint {
 
     fn new_server(
         &mut self,
-        _now: Instant,
+        now: Instant,
         key: TxKey,
         req: Request,
         source: SocketAddr,
         transport: Transport,
     ) {
+        if req.method == Method::Bye {
+            if let (Ok(call_id), Some((local, remote))) =
+                (req.headers.call_id(), incoming_tags(&req))
+            {
+                self.dialogs.ending(now, call_id, &local, &remote);
+            }
+        }
+        if let Some(refusal) = self.cfg.uas.screen(&req) {
+            debug!(method = %req.method, status = refusal.status, "request refused (RFC 3261 §8.2)");
+            TransportStats::bump(&self.stats.refused_unsupported);
+            self.insert_server(key.clone(), req, source, transport);
+            if let Some(e) = self.servers.get_mut(&key) {
+                e.tx.respond(now, refusal);
+            }
+            return self.drain_server(&key);
+        }
         self.insert_server(key.clone(), req.clone(), source, transport);
         self.drain_server(&key);
         self.events.push_back(Event::Request {
@@ -369,9 +460,22 @@ impl Endpoint {
 
     fn handle_response(&mut self, now: Instant, resp: Response) {
         let key = TxKey::of_response(&resp);
-        let Some(e) = key.as_ref().and_then(|k| self.clients.get_mut(k)) else {
+        let Some(e) = key.as_ref().and_then(|k| self.clients.get(k)) else {
             TransportStats::bump(&self.stats.stray_responses);
             debug!(status = resp.status, "stray response dropped");
+            return;
+        };
+        if resp.is_success() && key.as_ref().is_some_and(|k| k.method == Method::Invite) {
+            // We are the UAC of this dialog: the From tag is ours.
+            let conn = conn_of(e.transport);
+            if let (Ok(call_id), Some((remote, local))) =
+                (resp.headers.call_id(), incoming_tags_of(&resp.headers))
+            {
+                self.dialogs
+                    .established(now, call_id, &local, &remote, conn);
+            }
+        }
+        let Some(e) = key.as_ref().and_then(|k| self.clients.get_mut(k)) else {
             return;
         };
         let _g = e.span.enter();
@@ -393,6 +497,14 @@ impl Endpoint {
         transport: Transport,
     ) -> Result<TxKey, TransportError> {
         let key = TxKey::of_request(&request).ok_or(TransportError::NoBranch)?;
+        if request.method == Method::Bye {
+            // Our BYE: we are either party; the From tag is ours.
+            if let (Ok(call_id), Some((remote, local))) =
+                (request.headers.call_id(), incoming_tags(&request))
+            {
+                self.dialogs.ending(now, call_id, &local, &remote);
+            }
+        }
         if request.method == Method::Ack {
             self.push_transmit(dest, transport, request.to_bytes(), None);
             return Ok(key);
@@ -430,6 +542,16 @@ impl Endpoint {
             .servers
             .get_mut(key)
             .ok_or(TransportError::NoTransaction)?;
+        if key.method == Method::Invite && response.is_success() {
+            // We are the UAS of this dialog: the To tag is ours.
+            if let (Ok(call_id), Some((local, remote))) = (
+                response.headers.call_id(),
+                incoming_tags_of(&response.headers),
+            ) {
+                self.dialogs
+                    .established(now, call_id, &local, &remote, conn_of(e.transport));
+            }
+        }
         let _g = e.span.enter();
         e.tx.respond(now, response);
         drop(_g);
@@ -632,6 +754,27 @@ fn push_due(heap: &mut BinaryHeap<Due>, at: Option<Instant>, side: Side, key: &T
             side,
             key: key.clone(),
         });
+    }
+}
+
+/// (To tag, From tag) of a request or response: (local, remote) for a
+/// request we receive or a response we send; swapped for our own requests
+/// and the responses we receive.
+fn incoming_tags_of(headers: &crate::sip::header::Headers) -> Option<(String, String)> {
+    let to = headers.to().ok()?;
+    let from = headers.from().ok()?;
+    Some((to.tag()?.to_owned(), from.tag()?.to_owned()))
+}
+
+fn incoming_tags(req: &Request) -> Option<(String, String)> {
+    incoming_tags_of(&req.headers)
+}
+
+/// The TCP connection of a transport, if it names one.
+fn conn_of(t: Transport) -> Option<ConnId> {
+    match t {
+        Transport::Tcp(c) => c,
+        Transport::Udp => None,
     }
 }
 

@@ -1,6 +1,12 @@
 //! Flood control: sans-IO token buckets fed `now`, one global and
 //! optionally one per source IP address.
 //!
+//! A request is asked of its source's bucket first, then of the global one,
+//! so one source never spends more than its own rate of the global budget and
+//! the rest stays for everyone else (`sip.per_source_requests_per_second`).
+//! Which requests are asked at all is the endpoint's business: in-dialog
+//! requests of live dialogs never are (see [`super::Endpoint`]).
+//!
 //! The per-source table is bounded ([`MAX_SOURCES`]): when full, buckets
 //! that have refilled completely (idle sources) are evicted first, then an
 //! arbitrary one, so a spoofed-source flood costs bounded memory and at
@@ -20,8 +26,10 @@ pub struct FloodConfig {
     pub rate: u32,
     /// Bucket size: requests admitted at once after a quiet period.
     pub burst: u32,
-    /// Tokens per second (and burst) for each source IP; 0 disables.
+    /// Tokens per second for each source IP; 0 disables.
     pub per_source: u32,
+    /// Bucket size of each source (requests one source may send at once).
+    pub per_source_burst: u32,
 }
 
 impl FloodConfig {
@@ -31,6 +39,7 @@ impl FloodConfig {
             rate,
             burst: rate,
             per_source: 0,
+            per_source_burst: 0,
         }
     }
 }
@@ -99,6 +108,7 @@ impl TokenBucket {
 pub struct FloodControl {
     bucket: Option<TokenBucket>,
     per_source: u32,
+    per_source_burst: u32,
     sources: HashMap<IpAddr, TokenBucket>,
 }
 
@@ -108,6 +118,7 @@ impl FloodControl {
         FloodControl {
             bucket,
             per_source: cfg.per_source,
+            per_source_burst: cfg.per_source_burst.max(1),
             sources: HashMap::new(),
         }
     }
@@ -134,11 +145,11 @@ impl FloodControl {
         if !self.sources.contains_key(&source) {
             self.make_room(now);
         }
-        let rate = self.per_source;
+        let (rate, burst) = (self.per_source, self.per_source_burst);
         let b = self
             .sources
             .entry(source)
-            .or_insert_with(|| TokenBucket::new(rate, rate));
+            .or_insert_with(|| TokenBucket::new(rate, burst));
         if b.try_take(now) {
             Ok(())
         } else {

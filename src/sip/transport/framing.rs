@@ -47,9 +47,43 @@ impl StreamFramer {
         self.buf.extend_from_slice(bytes.get(..take).unwrap_or(&[]));
     }
 
+    /// Reads at most `want` bytes (and never past [`StreamFramer::room`])
+    /// straight into the buffer with `read`, which returns how many it wrote
+    /// at the front of the slice it is given.
+    pub fn fill_with(
+        &mut self,
+        want: usize,
+        read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        let len = self.buf.len();
+        let want = want.min(self.room());
+        self.buf.resize(len + want, 0);
+        let result = read(self.buf.get_mut(len..).unwrap_or(&mut []));
+        let n = match &result {
+            Ok(n) => (*n).min(want),
+            Err(_) => 0,
+        };
+        self.buf.truncate(len + n);
+        result.map(|_| n)
+    }
+
     /// Bytes buffered.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// True when the buffer holds part of a message (not only CR/LF
+    /// keep-alive bytes).
+    pub fn holds_message(&self) -> bool {
+        self.buf.iter().any(|&b| b != b'\r' && b != b'\n')
+    }
+
+    /// Frees a large allocation once its message has been drained, so an
+    /// idle connection holds no buffer.
+    pub fn shrink(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
     }
 
     /// The next frame; call until [`Frame::NeedMore`] or [`Frame::Malformed`].

@@ -26,6 +26,7 @@ fn endpoint(rate: u32) -> Endpoint {
     let cfg = EndpointConfig {
         timers: TimerConfig::default(),
         flood: FloodConfig::per_second(rate),
+        ..EndpointConfig::default()
     };
     Endpoint::new(cfg, Arc::new(TransportStats::default()))
 }
@@ -150,7 +151,7 @@ fn ack_for_2xx_goes_to_the_tu_and_stops_retransmissions() {
 }
 
 #[test]
-fn flood_gets_503_but_acks_pass() {
+fn flood_gets_503_and_a_stray_ack_is_dropped() {
     let mut ep = endpoint(5);
     let now = Instant::now();
     for i in 0..5 {
@@ -161,12 +162,179 @@ fn flood_gets_503_but_acks_pass() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1.status, 503);
     assert!(out[0].1.headers.retry_after().unwrap().unwrap().seconds >= 1);
+    // An ACK that belongs to nothing we carry is input like any other.
     feed(&mut ep, now, &raw("ACK", "f6"));
     let events: Vec<Event> = std::iter::from_fn(|| ep.poll_event()).collect();
-    assert_eq!(events.len(), 6);
+    assert_eq!(events.len(), 5);
     feed(&mut ep, now + Duration::from_secs(1), &raw("OPTIONS", "f7"));
     assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
     assert_eq!(ep.stats().snapshot().throttled_503, 1);
+}
+
+/// A request in the dialog `c-{call}` set up by [`answer_invite`]: From is
+/// the handset's tag `fa`, To carries ours, `gw`.
+fn in_dialog(method: &str, branch: &str, call: &str, seq: u32) -> String {
+    raw(method, branch)
+        .replace(&format!("c-{branch}"), &format!("c-{call}"))
+        .replace(
+            "To: <sip:gw@example.org>",
+            "To: <sip:gw@example.org>;tag=gw",
+        )
+        .replace(
+            &format!("CSeq: 1 {method}"),
+            &format!("CSeq: {seq} {method}"),
+        )
+}
+
+/// A handset INVITE answered 200 (To tag `gw`) and ACKed: a live dialog `c-{branch}`.
+fn answer_invite(ep: &mut Endpoint, now: Instant, branch: &str) {
+    feed(ep, now, &raw("INVITE", branch));
+    let (key, req) = request_event(ep);
+    let ok = Response::for_request(&req, 200, "OK").with_to_tag("gw");
+    ep.respond(now, &key, ok).unwrap();
+    transmits(ep);
+    feed(ep, now, &in_dialog("ACK", &format!("{branch}a"), branch, 1));
+    assert!(matches!(ep.poll_event(), Some(Event::Ack { .. })));
+}
+
+/// Spends the whole flood budget: the next new request gets 503.
+fn flood(ep: &mut Endpoint, now: Instant, n: usize) {
+    for i in 0..n {
+        feed(ep, now, &raw("OPTIONS", &format!("flood{i}")));
+    }
+    while ep.poll_event().is_some() {}
+    let out = transmits(ep);
+    assert_eq!(out.last().map(|(_, r)| r.status), Some(503), "budget spent");
+}
+
+#[test]
+fn requests_of_a_live_dialog_pass_a_flood_and_strays_do_not() {
+    let mut ep = endpoint(3);
+    let now = Instant::now();
+    answer_invite(&mut ep, now, "d1");
+    flood(&mut ep, now, 10);
+    // INFO (a digit), a re-INVITE and the BYE of the live dialog all reach the TU.
+    for (method, branch, seq) in [("INFO", "d1i", 2), ("INVITE", "d1r", 3), ("BYE", "d1b", 4)] {
+        feed(&mut ep, now, &in_dialog(method, branch, "d1", seq));
+        match ep.poll_event() {
+            Some(Event::Request { request, .. }) => assert_eq!(request.method.as_str(), method),
+            other => panic!("{method} in a live dialog was not passed up: {other:?}"),
+        }
+        assert!(transmits(&mut ep).iter().all(|(_, r)| r.status != 503));
+    }
+    // Guessing is no way in: the right Call-ID with a wrong tag, a To tag with an unknown
+    // Call-ID, and a BYE with no tag at all are new requests, and the budget is spent.
+    let wrong_tag = in_dialog("BYE", "x1", "d1", 5).replace("tag=fa", "tag=guess");
+    let unknown_call = in_dialog("BYE", "x2", "nosuchcall", 5);
+    let untagged = raw("BYE", "x3").replace("c-x3", "c-d1");
+    for text in [wrong_tag, unknown_call, untagged] {
+        feed(&mut ep, now, &text);
+        assert!(ep.poll_event().is_none(), "a stray got through: {text}");
+        assert_eq!(transmits(&mut ep)[0].1.status, 503);
+    }
+}
+
+#[test]
+fn an_ended_dialog_stops_passing_after_its_linger() {
+    let mut ep = endpoint(3);
+    let now = Instant::now();
+    answer_invite(&mut ep, now, "e1");
+    feed(&mut ep, now, &in_dialog("BYE", "e1b", "e1", 2));
+    assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
+    let later = now + Duration::from_secs(5);
+    flood(&mut ep, later, 10);
+    // A request crossing the BYE still passes for a while ...
+    feed(&mut ep, later, &in_dialog("INFO", "e1i", "e1", 3));
+    assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
+    // ... but not once the dialog is gone.
+    let gone = now + dialogs::LINGER + Duration::from_millis(1);
+    flood(&mut ep, gone, 10);
+    feed(&mut ep, gone, &in_dialog("INFO", "e1j", "e1", 4));
+    assert!(ep.poll_event().is_none());
+    assert_eq!(transmits(&mut ep)[0].1.status, 503);
+}
+
+#[test]
+fn the_trunk_leg_dialog_passes_too_and_our_bye_ends_it() {
+    let mut ep = endpoint(3);
+    let now = Instant::now();
+    // We send an INVITE (From tag `g`); the trunk answers 200 with its tag `t`.
+    let invite = raw("INVITE", "tr1").replace("tag=fa", "tag=g");
+    let SipMessage::Request(req) = parse_datagram(invite.as_bytes()).unwrap() else {
+        panic!()
+    };
+    ep.send_request(now, req.clone(), src(), Transport::Udp)
+        .unwrap();
+    let ok = Response::for_request(&req, 200, "OK").with_to_tag("t");
+    ep.handle_message(now, src(), Transport::Udp, SipMessage::Response(ok));
+    assert!(matches!(ep.poll_event(), Some(Event::Response { .. })));
+    assert_eq!(ep.dialog_count(), 1);
+    flood(&mut ep, now, 10);
+    // The trunk's BYE: From is its tag, To ours.
+    let bye = raw("BYE", "tb1")
+        .replace("c-tb1", "c-tr1")
+        .replace(
+            "From: <sip:a@example.org>;tag=fa",
+            "From: <sip:a@example.org>;tag=t",
+        )
+        .replace("To: <sip:gw@example.org>", "To: <sip:gw@example.org>;tag=g")
+        .replace("CSeq: 1 BYE", "CSeq: 7 BYE");
+    feed(
+        &mut ep,
+        now,
+        &bye.replace("CSeq: 7 BYE", "CSeq: 6 INFO")
+            .replace("BYE sip", "INFO sip"),
+    );
+    assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
+    // Our BYE ends the dialog: once its linger is over, the trunk's requests count again.
+    let our_bye = in_dialog("BYE", "ob1", "tr1", 2)
+        .replace("tag=fa", "tag=g")
+        .replace(";tag=gw", ";tag=t");
+    let SipMessage::Request(our_bye) = parse_datagram(our_bye.as_bytes()).unwrap() else {
+        panic!()
+    };
+    ep.send_request(now, our_bye, src(), Transport::Udp)
+        .unwrap();
+    let gone = now + dialogs::LINGER + Duration::from_millis(1);
+    flood(&mut ep, gone, 10);
+    feed(&mut ep, gone, &bye);
+    assert!(!matches!(ep.poll_event(), Some(Event::Request { .. })));
+}
+
+#[test]
+fn cancel_passes_a_flood_only_for_an_invite_we_hold() {
+    let mut ep = endpoint(3);
+    let now = Instant::now();
+    feed(&mut ep, now, &raw("INVITE", "cn1"));
+    request_event(&mut ep);
+    transmits(&mut ep);
+    flood(&mut ep, now, 10);
+    let cancel = |branch: &str| {
+        raw("INVITE", branch)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+            .replacen("INVITE sip", "CANCEL sip", 1)
+    };
+    feed(&mut ep, now, &cancel("cn1"));
+    assert_eq!(transmits(&mut ep)[0].1.status, 200);
+    assert!(matches!(ep.poll_event(), Some(Event::Cancel { .. })));
+    feed(&mut ep, now, &cancel("cn2"));
+    assert_eq!(transmits(&mut ep)[0].1.status, 503);
+}
+
+#[test]
+fn the_dialog_table_is_bounded_in_time() {
+    let mut d = dialogs::LiveDialogs::default();
+    let now = Instant::now();
+    d.established(now, "c", "l", "r", None);
+    assert!(d.is_live(now, "c", "l", "r"));
+    assert!(!d.is_live(now, "c", "r", "l"), "tags are ordered");
+    let day = now + dialogs::MAX_AGE;
+    assert!(
+        !d.is_live(day, "c", "l", "r"),
+        "forgotten after a day without BYE"
+    );
+    d.sweep(day);
+    assert!(d.is_empty());
 }
 
 #[test]
@@ -254,7 +422,8 @@ fn per_source_buckets_keep_one_noisy_source_from_starving_others() {
     let mut f = FloodControl::new(FloodConfig {
         rate: 100,
         burst: 100,
-        per_source: 2,
+        per_source: 1,
+        per_source_burst: 2,
     });
     let now = Instant::now();
     let noisy: std::net::IpAddr = "192.0.2.1".parse().unwrap();
@@ -264,6 +433,10 @@ fn per_source_buckets_keep_one_noisy_source_from_starving_others() {
     assert_eq!(f.admit(now, noisy), Err(1));
     assert!(f.admit(now, quiet).is_ok());
     assert!(f.admit(now + Duration::from_secs(1), noisy).is_ok());
+    assert!(
+        f.admit(now + Duration::from_secs(1), noisy).is_err(),
+        "refills at its rate"
+    );
 }
 
 #[test]
@@ -272,6 +445,7 @@ fn per_source_table_is_bounded() {
         rate: 0,
         burst: 0,
         per_source: 1,
+        per_source_burst: 1,
     });
     let now = Instant::now();
     for i in 0..(flood::MAX_SOURCES as u32 + 100) {
