@@ -144,11 +144,35 @@ pub struct SecurityConfig {
     /// Key of the keyed hash (HMAC-SHA256) under which PINs are looked up. Changing it
     /// invalidates every PIN.
     pub pin_pepper: String,
-    /// Wrong PINs that end one call.
+    /// Digits of an inmate's calling ID, the number keyed before the PIN (facility-issued,
+    /// random, unique per facility).
+    pub calling_id_digits: u32,
+    /// Shortest and longest PIN staff may set.
+    pub pin_min_digits: u32,
+    pub pin_max_digits: u32,
+    /// Wrong ID + PIN pairs that end one call.
     pub pin_attempts_per_call: u32,
-    /// Failed PIN entries (across calls) that lock the handset and the inmate.
+    /// Failed ID + PIN entries within `failure_window_secs` (across calls and nodes) that
+    /// lock the inmate whose ID was keyed, and the handset they were keyed on ...
     pub lockout_after_failures: u32,
+    /// ... for this many seconds; each further lock of the same inmate, handset or line
+    /// that follows within `failure_window_secs` of the last one's end lasts twice as long,
+    /// up to `lockout_max_secs`.
     pub lockout_secs: u64,
+    pub lockout_max_secs: u64,
+    /// How long a failure counts: older failures are forgotten (a lock's own failures are
+    /// forgotten when it ends).
+    pub failure_window_secs: u64,
+    /// Failed entries within the window from one source address (a line, whatever From
+    /// user it claims) that lock that address. 0: addresses are not counted (only when
+    /// every handset reaches the gateway through one proxy address).
+    pub line_lockout_after_failures: u32,
+    /// A facility-wide guessing alert (audit entry `pin.guessing_alert`, metric
+    /// `sallyport_pin_guessing_alerts_total`) is raised when failed entries within
+    /// `guess_alert_window_secs` name at least this many distinct IDs; at most one alert
+    /// per facility per window.
+    pub guess_alert_ids: u32,
+    pub guess_alert_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -258,9 +282,17 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             pin_pepper: String::new(),
+            calling_id_digits: 6,
+            pin_min_digits: 4,
+            pin_max_digits: 8,
             pin_attempts_per_call: 3,
             lockout_after_failures: 6,
             lockout_secs: 900,
+            lockout_max_secs: 86_400,
+            failure_window_secs: 3_600,
+            line_lockout_after_failures: 6,
+            guess_alert_ids: 10,
+            guess_alert_window_secs: 600,
         }
     }
 }
@@ -359,8 +391,8 @@ impl Config {
         if self.security.pin_pepper.len() < 16 {
             return bad("security.pin_pepper", "must be at least 16 characters");
         }
-        if self.security.pin_attempts_per_call == 0 {
-            return bad("security.pin_attempts_per_call", "must be at least 1");
+        if let Err((key, message)) = self.security.check() {
+            return bad(key, &message);
         }
         if self.billing.default_increment_secs == 0 {
             return bad("billing.default_increment_secs", "must be at least 1");
@@ -393,6 +425,73 @@ impl Config {
             return bad("recording.purge_interval_secs", "must be at least 1");
         }
         Ok(())
+    }
+}
+
+impl SecurityConfig {
+    /// The key and what is wrong with it, for the first value out of bounds.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let in_range = |key, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err((key, format!("must be {lo} to {hi}")))
+            }
+        };
+        const DAY: u64 = 86_400;
+        in_range(
+            "security.calling_id_digits",
+            self.calling_id_digits.into(),
+            4,
+            12,
+        )?;
+        in_range("security.pin_min_digits", self.pin_min_digits.into(), 4, 12)?;
+        in_range(
+            "security.pin_max_digits",
+            self.pin_max_digits.into(),
+            self.pin_min_digits.into(),
+            12,
+        )
+        .map_err(|(k, m)| (k, format!("{m} (at least security.pin_min_digits)")))?;
+        in_range(
+            "security.pin_attempts_per_call",
+            self.pin_attempts_per_call.into(),
+            1,
+            10,
+        )?;
+        in_range(
+            "security.lockout_after_failures",
+            self.lockout_after_failures.into(),
+            1,
+            1000,
+        )?;
+        in_range("security.lockout_secs", self.lockout_secs, 1, 7 * DAY)?;
+        in_range(
+            "security.lockout_max_secs",
+            self.lockout_max_secs,
+            self.lockout_secs,
+            30 * DAY,
+        )
+        .map_err(|(k, m)| (k, format!("{m} (at least security.lockout_secs)")))?;
+        in_range(
+            "security.failure_window_secs",
+            self.failure_window_secs,
+            1,
+            30 * DAY,
+        )?;
+        in_range(
+            "security.line_lockout_after_failures",
+            self.line_lockout_after_failures.into(),
+            0,
+            1000,
+        )?;
+        in_range("security.guess_alert_ids", self.guess_alert_ids.into(), 2, 100_000)?;
+        in_range(
+            "security.guess_alert_window_secs",
+            self.guess_alert_window_secs,
+            1,
+            DAY,
+        )
     }
 }
 

@@ -132,6 +132,7 @@ async fn start_sip_side(
         recorder.clone(),
         live.clone(),
     );
+    let calls = switchboard.stats();
     tokio::spawn(switchboard.run(events));
     let monitor = crate::monitor::Monitor::new(
         crate::monitor::MonitorConfig {
@@ -146,6 +147,7 @@ async fn start_sip_side(
         media,
         recorder,
         monitor,
+        calls,
     })
 }
 

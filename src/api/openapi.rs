@@ -62,6 +62,9 @@ pub const OPERATIONS: &[Op] = &[
     with_body(op("post", "/facilities/{fid}/inmates", "Book an inmate (opens the debit account)", "inmates"), "Booking", 201),
     op("get", "/facilities/{fid}/handsets", "Handsets of a facility", "devices"),
     with_body(op("post", "/facilities/{fid}/handsets", "Add a handset (digest credentials or none)", "devices"), "NewHandset", 201),
+    op("post", "/handsets/{id}/unlock", "Clear a handset's PIN lock and restart its failure count; audited handset.unlock", "devices"),
+    op("get", "/facilities/{fid}/pin-locks", "PIN locks in force: [{subject: inmate|handset|line, id, name, locked_until}]", "devices"),
+    Op { ok: 204, ..op("post", "/facilities/{fid}/lines/{address}/unlock", "Clear the PIN lock of a line (a source address); audited line.unlock", "devices") },
     op("get", "/facilities/{fid}/trusted-networks", "Trusted handset networks", "devices"),
     with_body(op("post", "/facilities/{fid}/trusted-networks", "Trust a network (CIDR)", "devices"), "NewNetwork", 201),
     op("get", "/facilities/{fid}/blocks", "Facility block list", "blocks"),
@@ -72,7 +75,8 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/inmates/{id}", "One inmate", "inmates"),
     op("post", "/inmates/{id}/suspend", "Suspend an inmate's calling", "inmates"),
     op("post", "/inmates/{id}/reinstate", "Reinstate a suspended inmate", "inmates"),
-    with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN", "inmates"), "SetPin", 200),
+    with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN (and optionally calling ID); clears the inmate's PIN lock", "inmates"), "SetPin", 200),
+    op("post", "/inmates/{id}/unlock", "Clear the inmate's PIN lock and restart the failure count; audited inmate.unlock", "inmates"),
     money(op("post", "/inmates/{id}/release", "Release: refund the balance, close the account", "inmates")),
     op("get", "/inmates/{id}/contacts", "An inmate's contacts", "contacts"),
     with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
@@ -113,6 +117,10 @@ pub const OPERATIONS: &[Op] = &[
 ];
 
 fn schemas() -> Value {
+    let pin = || json!({ "type": "string", "pattern": "^[0-9]+$",
+        "description": "security.pin_min_digits to pin_max_digits digits (default 4-8); never shown again" });
+    let calling_id = || json!({ "type": "string", "pattern": "^[0-9]+$",
+        "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" });
     let money =
         json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,4})?$", "example": "25.00" });
     json!({
@@ -137,8 +145,8 @@ fn schemas() -> Value {
             "recording_retention_days": { "type": "integer" } } },
         "Booking": { "type": "object", "required": ["booking_number", "first_name", "last_name"], "properties": {
             "booking_number": { "type": "string" }, "first_name": { "type": "string" }, "last_name": { "type": "string" },
-            "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
-        "SetPin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
+            "pin": pin(), "calling_id": calling_id() } },
+        "SetPin": { "type": "object", "required": ["pin"], "properties": { "pin": pin(), "calling_id": calling_id() } },
         "NewHandset": { "type": "object", "required": ["name"], "properties": {
             "name": { "type": "string" }, "location": { "type": "string" },
             "sip_username": { "type": "string" }, "sip_password": { "type": "string", "minLength": 8 } } },
