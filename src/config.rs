@@ -485,7 +485,12 @@ impl SecurityConfig {
             0,
             1000,
         )?;
-        in_range("security.guess_alert_ids", self.guess_alert_ids.into(), 2, 100_000)?;
+        in_range(
+            "security.guess_alert_ids",
+            self.guess_alert_ids.into(),
+            2,
+            100_000,
+        )?;
         in_range(
             "security.guess_alert_window_secs",
             self.guess_alert_window_secs,

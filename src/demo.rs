@@ -74,7 +74,9 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
     let inmate = match store.inmate_by_booking(FACILITY, BOOKING).await {
         Ok(i) if i.calling_id.as_deref() != Some(calling_id.as_str()) => {
             // Booked before calling IDs (the upgrade drew one): the demo's own again.
-            store.set_credentials(&i.id, &pin, Some(&calling_id)).await?
+            store
+                .set_credentials(&i.id, &pin, Some(&calling_id))
+                .await?
         }
         Ok(i) => i,
         Err(StoreError::NotFound { .. }) => {

@@ -117,10 +117,14 @@ pub const OPERATIONS: &[Op] = &[
 ];
 
 fn schemas() -> Value {
-    let pin = || json!({ "type": "string", "pattern": "^[0-9]+$",
-        "description": "security.pin_min_digits to pin_max_digits digits (default 4-8); never shown again" });
-    let calling_id = || json!({ "type": "string", "pattern": "^[0-9]+$",
-        "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" });
+    let pin = || {
+        json!({ "type": "string", "pattern": "^[0-9]+$",
+        "description": "security.pin_min_digits to pin_max_digits digits (default 4-8); never shown again" })
+    };
+    let calling_id = || {
+        json!({ "type": "string", "pattern": "^[0-9]+$",
+        "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" })
+    };
     let money =
         json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,4})?$", "example": "25.00" });
     json!({

@@ -44,7 +44,10 @@ impl std::fmt::Debug for PinEntry<'_> {
             .field("facility_id", &self.facility_id)
             .field("handset_id", &self.handset_id)
             .field("line", &self.line)
-            .field("calling_id", &format_args!("<{} digits>", self.calling_id.len()))
+            .field(
+                "calling_id",
+                &format_args!("<{} digits>", self.calling_id.len()),
+            )
             .field("pin", &format_args!("<redacted>"))
             .finish()
     }
@@ -114,7 +117,11 @@ pub async fn check_pin(
         )
         .await?;
     let subjects = subjects(store, &entry, inmate.as_ref(), policy, now).await?;
-    let locked = |s: Subject| subjects.iter().any(|c| c.subject == s && c.state.is_locked(now));
+    let locked = |s: Subject| {
+        subjects
+            .iter()
+            .any(|c| c.subject == s && c.state.is_locked(now))
+    };
     let over = |s: Subject| {
         subjects
             .iter()
@@ -172,7 +179,11 @@ async fn subjects(
 ) -> Result<Vec<Counted>, StoreError> {
     let mut out = Vec::with_capacity(3);
     if let Some(i) = inmate {
-        out.push((Subject::Inmate, i.id.clone(), store.inmate_pin_lock(&i.id).await?));
+        out.push((
+            Subject::Inmate,
+            i.id.clone(),
+            store.inmate_pin_lock(&i.id).await?,
+        ));
     }
     out.push((
         Subject::Handset,
@@ -251,15 +262,27 @@ async fn guessing_alert(
     {
         return Ok(None);
     }
-    tracing::error!(facility = entry.facility_id, ids = pattern.ids, failures = pattern.failures,
-        handsets = pattern.handsets, lines = pattern.lines,
-        "facility-wide PIN guessing: failed entries across many IDs");
+    tracing::error!(
+        facility = entry.facility_id,
+        ids = pattern.ids,
+        failures = pattern.failures,
+        handsets = pattern.handsets,
+        lines = pattern.lines,
+        "facility-wide PIN guessing: failed entries across many IDs"
+    );
     let detail = serde_json::json!({
         "ids": pattern.ids, "failures": pattern.failures, "handsets": pattern.handsets,
         "lines": pattern.lines, "window_secs": policy.alert_window.num_seconds(),
         "last_handset_id": entry.handset_id, "last_line": entry.line,
     });
-    audit(store, "pin.guessing_alert", entry.facility_id, entry, detail).await;
+    audit(
+        store,
+        "pin.guessing_alert",
+        entry.facility_id,
+        entry,
+        detail,
+    )
+    .await;
     Ok(Some(pattern))
 }
 

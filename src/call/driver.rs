@@ -49,8 +49,8 @@
 
 use super::admission::{admit, Admission};
 use super::checks::{check_destination, check_pin, PinEntry};
-use super::stats::{CallStats, PinOutcome, Refusal};
 use super::live::{Control, LiveCalls};
+use super::stats::{CallStats, PinOutcome, Refusal};
 use super::{Call, CallAction, CallSummary, CallTimers, EndReason, Leg, PinVerdict, TrunkFailure};
 use crate::config::Config;
 use crate::ledger::{DebitOutcome, Service, SessionDebit};
@@ -359,25 +359,45 @@ impl Switchboard {
                 return self.respond(&key, r).await;
             }
             Ok(Admission::Refused { status, reason }) => {
-                let r = refuse(Refusal::UnknownHandset, status, reason, "not a handset of the trusted network's facility");
+                let r = refuse(
+                    Refusal::UnknownHandset,
+                    status,
+                    reason,
+                    "not a handset of the trusted network's facility",
+                );
                 return self.respond(&key, r).await;
             }
             Err(e) => {
-                let r = refuse(Refusal::Internal, 500, "Server Internal Error", &e.to_string());
+                let r = refuse(
+                    Refusal::Internal,
+                    500,
+                    "Server Internal Error",
+                    &e.to_string(),
+                );
                 return self.respond(&key, r).await;
             }
         };
         // A CANCEL that arrived while the handset was being admitted.
         while let Ok(input) = rx.try_recv() {
             if let CallInput::Sip(Event::Cancel { .. }) = input {
-                let r = refuse(Refusal::Cancelled, 487, "Request Terminated", "CANCEL during admission");
+                let r = refuse(
+                    Refusal::Cancelled,
+                    487,
+                    "Request Terminated",
+                    "CANCEL during admission",
+                );
                 return self.respond(&key, r).await;
             }
         }
         let dialed = match dialed_number(&invite.uri) {
             Some(d) => d,
             None => {
-                let r = refuse(Refusal::NoNumber, 404, "Not Found", "no number in the Request-URI");
+                let r = refuse(
+                    Refusal::NoNumber,
+                    404,
+                    "Not Found",
+                    "no number in the Request-URI",
+                );
                 return self.respond(&key, r).await;
             }
         };
@@ -398,7 +418,12 @@ impl Switchboard {
         let local_addr = match media.allocate(Side::A) {
             Ok(a) => a,
             Err(e) => {
-                let mut r = refuse(Refusal::NoMediaPorts, 503, "Service Unavailable", &e.to_string());
+                let mut r = refuse(
+                    Refusal::NoMediaPorts,
+                    503,
+                    "Service Unavailable",
+                    &e.to_string(),
+                );
                 r.headers.push("Retry-After", "5");
                 return self.respond(&key, r).await;
             }
@@ -944,15 +969,12 @@ impl CallTask {
                     stats.alert();
                 }
                 match c.verdict {
-                    PinVerdict::Valid { inmate_id } => self
-                        .sb
-                        .store
-                        .inmate(&inmate_id)
-                        .await
-                        .map(|i| {
+                    PinVerdict::Valid { inmate_id } => {
+                        self.sb.store.inmate(&inmate_id).await.map(|i| {
                             self.account_id = Some(i.account_id);
                             PinVerdict::Valid { inmate_id }
-                        }),
+                        })
+                    }
                     other => Ok(other),
                 }
             }

@@ -431,7 +431,10 @@ impl Call {
 
     /// Whether the inmate is keying the ID or the PIN (the driver logs no digit then).
     pub fn collecting_credentials(&self) -> bool {
-        matches!(self.state, CallState::CollectingId | CallState::CollectingPin)
+        matches!(
+            self.state,
+            CallState::CollectingId | CallState::CollectingPin
+        )
     }
 
     // ---- inputs -------------------------------------------------------------------------

@@ -308,7 +308,10 @@ fn a_pin_without_an_id_is_a_wrong_entry_and_never_checked() {
     let mut c = Call::new(t0, "5551230001", CallTimers::default());
     drain(&mut c);
     let a = type_pin(&mut c, t0, "#");
-    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::PinInvalid, PromptId::EnterId]);
+    assert_eq!(
+        plays(&a, Leg::Handset),
+        vec![PromptId::PinInvalid, PromptId::EnterId]
+    );
     assert_eq!(c.state(), CallState::CollectingId);
     // The ID times out after its digits: it counts as keyed; an empty PIN is wrong.
     let a = type_pin(&mut c, t0, "1000");
@@ -316,10 +319,19 @@ fn a_pin_without_an_id_is_a_wrong_entry_and_never_checked() {
     let at = c.poll_timeout().unwrap();
     assert_eq!(at - t0, Duration::from_secs(5), "inter-digit timeout");
     c.handle_timeout(at);
-    assert_eq!(plays(&drain(&mut c), Leg::Handset), vec![PromptId::EnterPin]);
+    assert_eq!(
+        plays(&drain(&mut c), Leg::Handset),
+        vec![PromptId::EnterPin]
+    );
     let a = type_pin(&mut c, at, "#");
-    assert!(!a.iter().any(|x| matches!(x, CallAction::CheckPin { .. })), "{a:?}");
-    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::PinInvalid, PromptId::EnterId]);
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::CheckPin { .. })),
+        "{a:?}"
+    );
+    assert_eq!(
+        plays(&a, Leg::Handset),
+        vec![PromptId::PinInvalid, PromptId::EnterId]
+    );
     // The third entry (silence) spends the call's attempts: never a check.
     let at = c.poll_timeout().unwrap();
     c.handle_timeout(at);

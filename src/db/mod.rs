@@ -108,6 +108,27 @@ impl Db {
         Ok(())
     }
 
+    /// Applies this backend's migrations up to and including `version` only: a database
+    /// as it was before a later migration, for testing that migration on its data.
+    pub async fn migrate_to(&self, version: i64) -> Result<(), DbError> {
+        let all = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let migrator = Migrator {
+            migrations: all
+                .migrations
+                .iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -131,7 +131,9 @@ impl PinLockout {
     /// a staff clear), whichever is later.
     pub fn counting_from(&self, now: DateTime<Utc>, state: &LockState) -> DateTime<Utc> {
         let window_start = now - self.window;
-        state.count_from.map_or(window_start, |t| t.max(window_start))
+        state
+            .count_from
+            .map_or(window_start, |t| t.max(window_start))
     }
 
     /// With `failures` counted (this entry included, still pending), the entry must be
@@ -195,7 +197,10 @@ mod tests {
     fn locks_double_while_they_follow_each_other_and_reset_after_a_clean_window() {
         let p = policy();
         let first = p.lock(t0(), &LockState::default());
-        assert_eq!((first.until - t0(), first.level), (Duration::minutes(15), 1));
+        assert_eq!(
+            (first.until - t0(), first.level),
+            (Duration::minutes(15), 1)
+        );
         let state = |l: Lock| LockState {
             locked_until: Some(l.until),
             level: l.level,
@@ -211,7 +216,10 @@ mod tests {
         for _ in 0..10 {
             l = p.lock(l.until, &state(l));
         }
-        assert_eq!(l.until - p.lock(l.until, &state(l)).until, -Duration::hours(24));
+        assert_eq!(
+            l.until - p.lock(l.until, &state(l)).until,
+            -Duration::hours(24)
+        );
         // An hour clean after a lock's end: back to 15 minutes.
         let fresh = p.lock(l.until + Duration::minutes(61), &state(l));
         assert_eq!(fresh.level, 1);

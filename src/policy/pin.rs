@@ -77,7 +77,11 @@ impl CredentialRules {
     pub fn calling_id_from(&self, mut draw: impl FnMut(u8) -> u8) -> String {
         (0..self.calling_id_digits)
             .map(|i| {
-                let d = if i == 0 { 1 + draw(9) % 9 } else { draw(10) % 10 };
+                let d = if i == 0 {
+                    1 + draw(9) % 9
+                } else {
+                    draw(10) % 10
+                };
                 char::from(b'0' + d)
             })
             .collect()

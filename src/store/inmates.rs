@@ -11,8 +11,8 @@ use crate::db::{from_micros, to_micros};
 use crate::ledger::{AccountKind, Ledger};
 use crate::policy::lockout::{Lock, LockState};
 use crate::policy::pin;
-use rand::Rng;
 use chrono::{DateTime, Utc};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -149,9 +149,10 @@ impl Store {
         };
         let now = self.clock.wall();
         let id = new_id("inm");
-        let hash = b.pin.as_deref().map(|p| {
-            pin::pin_hash(self.pin_pepper.as_bytes(), facility_id, &calling_id, p)
-        });
+        let hash = b
+            .pin
+            .as_deref()
+            .map(|p| pin::pin_hash(self.pin_pepper.as_bytes(), facility_id, &calling_id, p));
         let mut tx = self.db.begin_write().await?;
         let name = format!(
             "{} {} ({})",
@@ -201,11 +202,12 @@ impl Store {
                 let mut rng = rand::thread_rng();
                 self.credentials.calling_id_from(|n| rng.gen_range(0..n))
             };
-            let taken = sqlx::query("SELECT 1 FROM inmates WHERE facility_id = $1 AND calling_id = $2")
-                .bind(facility_id)
-                .bind(&candidate)
-                .fetch_optional(self.db.pool())
-                .await?;
+            let taken =
+                sqlx::query("SELECT 1 FROM inmates WHERE facility_id = $1 AND calling_id = $2")
+                    .bind(facility_id)
+                    .bind(&candidate)
+                    .fetch_optional(self.db.pool())
+                    .await?;
             if taken.is_none() {
                 return Ok(candidate);
             }
@@ -219,9 +221,10 @@ impl Store {
     /// random free one; returns how many. The data step of migration 0005, run at every
     /// start after the SQL migrations (a no-op once done).
     pub async fn assign_calling_ids(&self) -> Result<u64, StoreError> {
-        let rows = sqlx::query("SELECT id, facility_id FROM inmates WHERE calling_id IS NULL ORDER BY id")
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, facility_id FROM inmates WHERE calling_id IS NULL ORDER BY id")
+                .fetch_all(self.db.pool())
+                .await?;
         let mut assigned = 0;
         for r in &rows {
             let (id, facility_id): (String, String) = (r.try_get("id")?, r.try_get("facility_id")?);
@@ -246,7 +249,10 @@ impl Store {
             }
         }
         if assigned > 0 {
-            tracing::info!(assigned, "calling IDs given to inmates booked before they existed");
+            tracing::info!(
+                assigned,
+                "calling IDs given to inmates booked before they existed"
+            );
         }
         Ok(assigned)
     }
@@ -391,7 +397,8 @@ impl Store {
             return Ok(false);
         };
         // No length rule here: a PIN set under other length rules still works.
-        if entered.is_empty() || entered.len() > 32 || !entered.bytes().all(|b| b.is_ascii_digit()) {
+        if entered.is_empty() || entered.len() > 32 || !entered.bytes().all(|b| b.is_ascii_digit())
+        {
             return Ok(false);
         }
         let row = sqlx::query("SELECT pin_hash, pin_lookup FROM inmates WHERE id = $1")
@@ -402,7 +409,10 @@ impl Store {
         let pepper = self.pin_pepper.as_bytes();
         let fid = &inmate.facility_id;
         if let Some(stored) = row.try_get::<Option<String>, _>("pin_hash")? {
-            return Ok(pin::matches(&stored, &pin::pin_hash(pepper, fid, calling_id, entered)));
+            return Ok(pin::matches(
+                &stored,
+                &pin::pin_hash(pepper, fid, calling_id, entered),
+            ));
         }
         let Some(legacy) = row.try_get::<Option<String>, _>("pin_lookup")? else {
             return Ok(false);

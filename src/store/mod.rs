@@ -42,9 +42,9 @@ pub use users::{
 
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::ledger::{Ledger, LedgerError};
 use crate::policy::lockout::LockState;
 use crate::policy::pin::CredentialRules;
-use crate::ledger::{Ledger, LedgerError};
 use std::sync::Arc;
 
 /// Errors at the records boundary; the API maps each to a status.

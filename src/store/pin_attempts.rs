@@ -199,7 +199,11 @@ impl Store {
 
     /// Clears a line's PIN lock (staff) and restarts its count; not found when the line
     /// was never locked.
-    pub async fn unlock_line_pin(&self, facility_id: &str, address: &str) -> Result<(), StoreError> {
+    pub async fn unlock_line_pin(
+        &self,
+        facility_id: &str,
+        address: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE pin_lines SET locked_until = NULL, lock_level = 0, count_from = $3 \
              WHERE facility_id = $1 AND address = $2",

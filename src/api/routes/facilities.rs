@@ -5,8 +5,7 @@ use crate::api::auth::{ApiJson, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::store::{
-    Block, Facility, FacilityPatch, Handset, NewFacility, NewHandset, PinLock, Role,
-    TrustedNetwork,
+    Block, Facility, FacilityPatch, Handset, NewFacility, NewHandset, PinLock, Role, TrustedNetwork,
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
