@@ -194,7 +194,8 @@ async fn admission(backend: Backend) {
         NOW + 3600,
     )
     .await
-    .unwrap() else {
+    .unwrap()
+    else {
         panic!("expected a challenge");
     };
     assert!(

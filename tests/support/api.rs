@@ -342,7 +342,10 @@ pub struct Inmate {
 /// takes one from staff, which is what this uses. Two inmates of one test gateway need
 /// different PINs.
 pub fn calling_id_for(pin: &str) -> String {
-    assert!(pin.len() <= 5, "the fixtures' calling IDs take PINs of up to 5 digits");
+    assert!(
+        pin.len() <= 5,
+        "the fixtures' calling IDs take PINs of up to 5 digits"
+    );
     format!("9{pin:0>5}")
 }
 
