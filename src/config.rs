@@ -693,6 +693,49 @@ mod tests {
     }
 
     #[test]
+    fn pin_and_lockout_keys_are_checked_by_name() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(
+            c.security,
+            SecurityConfig {
+                pin_pepper: c.security.pin_pepper.clone(),
+                ..SecurityConfig::default()
+            },
+            "the shipped file says the defaults"
+        );
+        let with = |k: &str, v: &str| {
+            let env = vec![(format!("SALLYPORT_SECURITY_{k}"), v.to_string())];
+            Config::from_toml_with_env(CHECKED_IN, "f", env)
+        };
+        for (key, bad) in [
+            ("CALLING_ID_DIGITS", "3"),
+            ("CALLING_ID_DIGITS", "13"),
+            ("PIN_MIN_DIGITS", "3"),
+            ("PIN_MAX_DIGITS", "3"),
+            ("PIN_ATTEMPTS_PER_CALL", "0"),
+            ("LOCKOUT_AFTER_FAILURES", "0"),
+            ("LOCKOUT_SECS", "0"),
+            ("LOCKOUT_MAX_SECS", "10"),
+            ("FAILURE_WINDOW_SECS", "0"),
+            ("GUESS_ALERT_IDS", "1"),
+            ("GUESS_ALERT_WINDOW_SECS", "0"),
+        ] {
+            let e = with(key, bad).unwrap_err().to_string();
+            let named = format!("security.{}", key.to_ascii_lowercase());
+            assert!(e.contains(&named), "{key}={bad}: {e}");
+        }
+        let e = with("PIN_MIN_DIGITS", "9").unwrap_err().to_string();
+        assert!(e.contains("security.pin_max_digits"), "max below min: {e}");
+        let c = with("LINE_LOCKOUT_AFTER_FAILURES", "0").unwrap();
+        assert_eq!(
+            c.security.line_lockout_after_failures, 0,
+            "0 turns lines off"
+        );
+        let c = with("CALLING_ID_DIGITS", "8").unwrap();
+        assert_eq!(c.security.calling_id_digits, 8);
+    }
+
+    #[test]
     fn media_timeout_is_zero_or_a_sane_number_of_seconds() {
         let c = Config::from_toml(CHECKED_IN, "f").unwrap();
         assert_eq!(c.rtp.media_timeout_secs, 60, "shipped and default");
