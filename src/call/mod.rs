@@ -21,7 +21,7 @@
 //! Owns: the order of things, the retries, the timeouts (`InterDigit`, `Dial`,
 //! `AcceptTimeout`, `PromptGuard`, the media timeout) and the end reason. It asks its
 //! driver (a thin tokio task, `call::driver`) to do everything that needs I/O with
-//! [`CallAction`]s — look up a PIN, check a destination, place the trunk INVITE, play a
+//! [`CallAction`]s — check an ID + PIN, check a destination, place the trunk INVITE, play a
 //! prompt, bridge, debit — and is told the outcome with `handle_*` calls. Billing is the nested [`Charging`] machine, the
 //! same one video visits drive. Nothing here reads the clock, a socket or the database:
 //! every input carries `now`, so a 61-minute call is tested in microseconds.
@@ -64,7 +64,7 @@
 //!   `handle_timeout`, so when the timeout and an increment boundary fall due together (or
 //!   the task woke late past both) the call ends and that increment is never debited: no
 //!   increment starts once the media is known dead.
-//! - **Before bridging** the phases have their own bounds and charge nothing: PIN entry
+//! - **Before bridging** the phases have their own bounds and charge nothing: ID and PIN entry
 //!   (first-digit and inter-digit timeouts, a limited number of attempts), the trunk's
 //!   ringing (`Dial`), the announcement (`AcceptTimeout`), a closing notice
 //!   (`PromptGuard`). The media timeout applies only to `Connected`.
@@ -488,7 +488,7 @@ impl Call {
         }
     }
 
-    /// The PIN lookup's verdict.
+    /// The ID + PIN check's verdict.
     pub fn pin_checked(&mut self, now: Instant, verdict: PinVerdict) {
         if self.state != CallState::CheckingPin {
             return;

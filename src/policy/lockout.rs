@@ -32,11 +32,12 @@
 //! targeted inmate): 6 guesses, then locks of 15 min, 30 min, 1 h, 2 h, … 24 h — at most
 //! **18 guesses in the first hour, 42 in the first day, then 6 a day** (the test
 //! `an_attacker_on_one_line_gets_the_documented_guesses` walks it). Per call: 3.
-//! Facility-wide, an attacker holding every handset of a facility multiplies the line
-//! figure by the number of lines, but each targeted inmate still gets at most the figures
-//! above, and spreading guesses over `guess_alert_ids` (10) distinct IDs within
-//! `guess_alert_window_secs` (10 min) raises the alert (an audit entry and a metric; at
-//! most one per facility per window) within the first dozen guesses. A random pair
+//! Facility-wide, an attacker holding several lines multiplies the line figure by their
+//! number (20 phones: at most 360 guesses in the first hour, 840 in the first day, then 120
+//! a day), but each targeted inmate still gets at most the figures above, and spreading
+//! guesses over `guess_alert_ids` (10) distinct IDs within `guess_alert_window_secs`
+//! (10 min) raises the alert (an audit entry and a metric; at most one per facility per
+//! window) within the first dozen guesses. A random pair
 //! succeeds with probability (inmates / 10^ID digits) / 10^PIN digits: 2×10⁻⁷ for 2,000
 //! inmates, 6-digit IDs and 4-digit PINs (the PIN-alone lookup this replaced opened some
 //! account with one random guess in five).
