@@ -145,7 +145,7 @@ pub struct SecurityConfig {
     /// invalidates every PIN.
     pub pin_pepper: String,
     /// Digits of an inmate's calling ID, the number keyed before the PIN (facility-issued,
-    /// random, unique per facility).
+    /// random, unique per facility). A change applies to new IDs; issued ones keep working.
     pub calling_id_digits: u32,
     /// Shortest and longest PIN staff may set.
     pub pin_min_digits: u32,

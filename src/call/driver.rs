@@ -327,11 +327,15 @@ impl Switchboard {
         let refuse = |why: Refusal, status: u16, phrase: &str, detail: &str| {
             self.stats.refused(why);
             let user = from_user(&invite);
-            if why == Refusal::Challenged {
-                debug!(%source, from_user = %user, "handset challenged");
-            } else {
-                warn!(%source, from_user = %user, status, reason = why.as_str(), detail,
-                    "handset INVITE refused");
+            match why {
+                Refusal::Challenged => debug!(%source, from_user = %user, "handset challenged"),
+                // Who may call, and our own failures: worth a look.
+                Refusal::UnknownHandset | Refusal::AuthFailed | Refusal::Internal => {
+                    warn!(%source, from_user = %user, status, reason = why.as_str(), detail,
+                        "handset INVITE refused")
+                }
+                _ => info!(%source, from_user = %user, status, reason = why.as_str(), detail,
+                    "handset INVITE refused"),
             }
             reject(status, phrase)
         };
