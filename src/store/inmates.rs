@@ -56,7 +56,8 @@ pub struct Inmate {
     pub last_name: String,
     pub status: InmateStatus,
     /// The number keyed before the PIN (facility-issued, unique in the facility). Not a
-    /// secret, but no roster item either: only staff and the inmate's own kiosk see it.
+    /// secret, but no roster item either: admins, investigators and the inmate's own kiosk
+    /// see it.
     /// `None` only for an inmate booked before calling IDs existed, until the next start
     /// gives one ([`Store::assign_calling_ids`]).
     pub calling_id: Option<String>,
