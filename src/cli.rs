@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::ledger::{DepositMethod, DepositRequest, RequestKey};
 use crate::money::Money;
+use crate::policy::pin::CredentialRules;
 use crate::store::{Booking, CallFilter, ContactStatus, NewContact, NewUser, Role, Store};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -58,8 +59,11 @@ pub enum Command {
         last_name: String,
         #[arg(long)]
         pin: Option<String>,
+        /// The calling ID keyed before the PIN (default: a random free one).
+        #[arg(long)]
+        calling_id: Option<String>,
     },
-    /// Set an inmate's PIN.
+    /// Set an inmate's PIN (and with --calling-id their calling ID); clears a PIN lock.
     SetPin {
         #[arg(long)]
         facility: String,
@@ -67,6 +71,8 @@ pub enum Command {
         booking: String,
         #[arg(long)]
         pin: String,
+        #[arg(long)]
+        calling_id: Option<String>,
     },
     /// Add a contact to an inmate's list (approved at once with --approve).
     AddContact {
@@ -197,7 +203,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Store> {
         })?;
     db.migrate().await.context("applying migrations")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    Ok(Store::new(db, clock, &config.security.pin_pepper))
+    let store = Store::new(db, clock, &config.security.pin_pepper)
+        .with_credential_rules(CredentialRules::from_config(&config.security));
+    // The data step of migration 0005: calling IDs for inmates booked before them.
+    store
+        .assign_calling_ids()
+        .await
+        .context("giving calling IDs to inmates booked before them")?;
+    Ok(store)
 }
 
 /// Runs one admin command (everything but `serve`).
@@ -223,12 +236,14 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
             first_name,
             last_name,
             pin,
+            calling_id,
         } => {
             let b = Booking {
                 booking_number: booking,
                 first_name,
                 last_name,
                 pin,
+                calling_id,
             };
             print_json(&store.book_inmate(&facility, b).await?)?;
         }
@@ -236,9 +251,13 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
             facility,
             booking,
             pin,
+            calling_id,
         } => {
             let i = store.inmate_by_booking(&facility, &booking).await?;
-            print_json(&store.set_pin(&i.id, &pin).await?)?;
+            let i = store
+                .set_credentials(&i.id, &pin, calling_id.as_deref())
+                .await?;
+            print_json(&i)?;
         }
         Command::AddContact {
             facility,

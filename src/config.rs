@@ -190,11 +190,35 @@ pub struct SecurityConfig {
     /// Key of the keyed hash (HMAC-SHA256) under which PINs are looked up. Changing it
     /// invalidates every PIN.
     pub pin_pepper: String,
-    /// Wrong PINs that end one call.
+    /// Digits of an inmate's calling ID, the number keyed before the PIN (facility-issued,
+    /// random, unique per facility). A change applies to new IDs; issued ones keep working.
+    pub calling_id_digits: u32,
+    /// Shortest and longest PIN staff may set.
+    pub pin_min_digits: u32,
+    pub pin_max_digits: u32,
+    /// Wrong ID + PIN pairs that end one call.
     pub pin_attempts_per_call: u32,
-    /// Failed PIN entries (across calls) that lock the handset and the inmate.
+    /// Failed ID + PIN entries within `failure_window_secs` (across calls and nodes) that
+    /// lock the inmate whose ID was keyed, and the handset they were keyed on ...
     pub lockout_after_failures: u32,
+    /// ... for this many seconds; each further lock of the same inmate, handset or line
+    /// that follows within `failure_window_secs` of the last one's end lasts twice as long,
+    /// up to `lockout_max_secs`.
     pub lockout_secs: u64,
+    pub lockout_max_secs: u64,
+    /// How long a failure counts: older failures are forgotten (a lock's own failures are
+    /// forgotten when it ends).
+    pub failure_window_secs: u64,
+    /// Failed entries within the window from one source address (a line, whatever From
+    /// user it claims) that lock that address. 0: addresses are not counted (only when
+    /// every handset reaches the gateway through one proxy address).
+    pub line_lockout_after_failures: u32,
+    /// A facility-wide guessing alert (audit entry `pin.guessing_alert`, metric
+    /// `sallyport_pin_guessing_alerts_total`) is raised when failed entries within
+    /// `guess_alert_window_secs` name at least this many distinct IDs; at most one alert
+    /// per facility per window.
+    pub guess_alert_ids: u32,
+    pub guess_alert_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -312,9 +336,17 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             pin_pepper: String::new(),
+            calling_id_digits: 6,
+            pin_min_digits: 4,
+            pin_max_digits: 8,
             pin_attempts_per_call: 3,
             lockout_after_failures: 6,
             lockout_secs: 900,
+            lockout_max_secs: 86_400,
+            failure_window_secs: 3_600,
+            line_lockout_after_failures: 6,
+            guess_alert_ids: 10,
+            guess_alert_window_secs: 600,
         }
     }
 }
@@ -438,8 +470,8 @@ impl Config {
         if self.security.pin_pepper.len() < 16 {
             return bad("security.pin_pepper", "must be at least 16 characters");
         }
-        if self.security.pin_attempts_per_call == 0 {
-            return bad("security.pin_attempts_per_call", "must be at least 1");
+        if let Err((key, message)) = self.security.check() {
+            return bad(key, &message);
         }
         if self.billing.default_increment_secs == 0 {
             return bad("billing.default_increment_secs", "must be at least 1");
@@ -472,6 +504,78 @@ impl Config {
             return bad("recording.purge_interval_secs", "must be at least 1");
         }
         Ok(())
+    }
+}
+
+impl SecurityConfig {
+    /// The key and what is wrong with it, for the first value out of bounds.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let in_range = |key, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err((key, format!("must be {lo} to {hi}")))
+            }
+        };
+        const DAY: u64 = 86_400;
+        in_range(
+            "security.calling_id_digits",
+            self.calling_id_digits.into(),
+            4,
+            12,
+        )?;
+        in_range("security.pin_min_digits", self.pin_min_digits.into(), 4, 12)?;
+        in_range(
+            "security.pin_max_digits",
+            self.pin_max_digits.into(),
+            self.pin_min_digits.into(),
+            12,
+        )
+        .map_err(|(k, m)| (k, format!("{m} (at least security.pin_min_digits)")))?;
+        in_range(
+            "security.pin_attempts_per_call",
+            self.pin_attempts_per_call.into(),
+            1,
+            10,
+        )?;
+        in_range(
+            "security.lockout_after_failures",
+            self.lockout_after_failures.into(),
+            1,
+            1000,
+        )?;
+        in_range("security.lockout_secs", self.lockout_secs, 1, 7 * DAY)?;
+        in_range(
+            "security.lockout_max_secs",
+            self.lockout_max_secs,
+            self.lockout_secs,
+            30 * DAY,
+        )
+        .map_err(|(k, m)| (k, format!("{m} (at least security.lockout_secs)")))?;
+        in_range(
+            "security.failure_window_secs",
+            self.failure_window_secs,
+            1,
+            30 * DAY,
+        )?;
+        in_range(
+            "security.line_lockout_after_failures",
+            self.line_lockout_after_failures.into(),
+            0,
+            1000,
+        )?;
+        in_range(
+            "security.guess_alert_ids",
+            self.guess_alert_ids.into(),
+            2,
+            100_000,
+        )?;
+        in_range(
+            "security.guess_alert_window_secs",
+            self.guess_alert_window_secs,
+            1,
+            DAY,
+        )
     }
 }
 
@@ -801,6 +905,49 @@ mod tests {
         let text = CHECKED_IN.replace("listen = \"127.0.0.1:8080\"", "listen = \"nowhere\"");
         let e = Config::from_toml(&text, "f").unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn pin_and_lockout_keys_are_checked_by_name() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(
+            c.security,
+            SecurityConfig {
+                pin_pepper: c.security.pin_pepper.clone(),
+                ..SecurityConfig::default()
+            },
+            "the shipped file says the defaults"
+        );
+        let with = |k: &str, v: &str| {
+            let env = vec![(format!("SALLYPORT_SECURITY_{k}"), v.to_string())];
+            Config::from_toml_with_env(CHECKED_IN, "f", env)
+        };
+        for (key, bad) in [
+            ("CALLING_ID_DIGITS", "3"),
+            ("CALLING_ID_DIGITS", "13"),
+            ("PIN_MIN_DIGITS", "3"),
+            ("PIN_MAX_DIGITS", "3"),
+            ("PIN_ATTEMPTS_PER_CALL", "0"),
+            ("LOCKOUT_AFTER_FAILURES", "0"),
+            ("LOCKOUT_SECS", "0"),
+            ("LOCKOUT_MAX_SECS", "10"),
+            ("FAILURE_WINDOW_SECS", "0"),
+            ("GUESS_ALERT_IDS", "1"),
+            ("GUESS_ALERT_WINDOW_SECS", "0"),
+        ] {
+            let e = with(key, bad).unwrap_err().to_string();
+            let named = format!("security.{}", key.to_ascii_lowercase());
+            assert!(e.contains(&named), "{key}={bad}: {e}");
+        }
+        let e = with("PIN_MIN_DIGITS", "9").unwrap_err().to_string();
+        assert!(e.contains("security.pin_max_digits"), "max below min: {e}");
+        let c = with("LINE_LOCKOUT_AFTER_FAILURES", "0").unwrap();
+        assert_eq!(
+            c.security.line_lockout_after_failures, 0,
+            "0 turns lines off"
+        );
+        let c = with("CALLING_ID_DIGITS", "8").unwrap();
+        assert_eq!(c.security.calling_id_digits, 8);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! The demo facility: what `sallyport demo` and the first start seed, idempotently.
 //!
 //! A facility `DEMO` (calls allowed all day so a newcomer can try it at any hour), a small
-//! rate deck and a plan under the FCC prison caps, one inmate with a PIN, one approved
-//! contact, a handset with digest credentials, the loopback network trusted, a funded
+//! rate deck and a plan under the FCC prison caps, one inmate with a fixed calling ID and
+//! PIN (what to key is printed), one approved contact, a handset with digest credentials,
+//! the loopback network trusted (for that handset, without its password), a funded
 //! account, and an investigator of the facility who logs in with a password. Running it
-//! again finds what exists and creates only what is missing.
+//! again finds what exists and creates only what is missing (and gives the demo inmate
+//! back its demo calling ID if an upgrade drew another).
 
 use crate::config::Config;
 use crate::ledger::{DepositMethod, DepositRequest, RequestKey};
 use crate::money::Money;
+use crate::policy::pin::CredentialRules;
 use crate::store::{
     Booking, ContactStatus, FacilityPatch, NewContact, NewFacility, NewHandset, NewUser, Role,
     Store, StoreError,
@@ -17,7 +20,10 @@ use serde::Serialize;
 
 pub const FACILITY: &str = "DEMO";
 pub const BOOKING: &str = "D-1001";
+/// The demo inmate's PIN (with the default PIN lengths; see [`demo_pin`]).
 pub const PIN: &str = "1234";
+/// The demo inmate's calling ID (with the default 6 digits; see [`demo_calling_id`]).
+pub const CALLING_ID: &str = "100001";
 pub const CONTACT_NUMBER: &str = "+15551230001";
 pub const HANDSET_USER: &str = "handset-1";
 pub const HANDSET_PASSWORD: &str = "demo-handset-pass";
@@ -42,7 +48,10 @@ pub struct DemoInfo {
     pub facility: String,
     pub inmate_id: String,
     pub booking_number: String,
+    pub calling_id: String,
     pub pin: String,
+    /// What to key after dialing: the calling ID, `#`, the PIN, `#`.
+    pub keys: String,
     pub account_id: String,
     pub balance: Money,
     pub approved_number: String,
@@ -62,14 +71,23 @@ pub struct DemoInfo {
 pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError> {
     ensure_rates(store).await?;
     ensure_facility(store).await?;
+    let rules = store.credential_rules();
+    let (calling_id, pin) = (demo_calling_id(rules), demo_pin(rules));
     let inmate = match store.inmate_by_booking(FACILITY, BOOKING).await {
+        Ok(i) if i.calling_id.as_deref() != Some(calling_id.as_str()) => {
+            // Booked before calling IDs (the upgrade drew one): the demo's own again.
+            store
+                .set_credentials(&i.id, &pin, Some(&calling_id))
+                .await?
+        }
         Ok(i) => i,
         Err(StoreError::NotFound { .. }) => {
             let b = Booking {
                 booking_number: BOOKING.into(),
                 first_name: "John".into(),
                 last_name: "Doe".into(),
-                pin: Some(PIN.into()),
+                pin: Some(pin.clone()),
+                calling_id: Some(calling_id.clone()),
             };
             store.book_inmate(FACILITY, b).await?
         }
@@ -96,7 +114,9 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
         facility: FACILITY.into(),
         inmate_id: inmate.id,
         booking_number: BOOKING.into(),
-        pin: PIN.into(),
+        keys: format!("{calling_id}#{pin}#"),
+        calling_id,
+        pin,
         account_id: account.id,
         balance: account.balance,
         approved_number: CONTACT_NUMBER.into(),
@@ -111,6 +131,20 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
         investigator_username: INVESTIGATOR.into(),
         investigator_password: INVESTIGATOR_PASSWORD.into(),
     })
+}
+
+/// The demo calling ID for the configured length: 100001 with 6 digits.
+pub fn demo_calling_id(rules: &CredentialRules) -> String {
+    let zeros = rules.calling_id_digits.saturating_sub(2);
+    format!("1{}1", "0".repeat(zeros))
+}
+
+/// The demo PIN for the configured lengths: 1234 unless PINs must be longer.
+pub fn demo_pin(rules: &CredentialRules) -> String {
+    "123456789012"
+        .chars()
+        .take(rules.pin_min_digits.max(PIN.len()))
+        .collect()
 }
 
 async fn ensure_rates(store: &Store) -> Result<(), StoreError> {
@@ -219,12 +253,14 @@ impl DemoInfo {
     pub fn describe(&self) -> String {
         format!(
             "Demo facility {fac} is ready.\n\
-             \n  inmate          {bk} (id {iid}), PIN {pin}\n  account         {acc}, balance {bal}\n  approved number {num}\n  handset         SIP digest user '{hu}' password '{hp}' realm '{realm}', or any handset on {net}\n  SIP             {sip} (UDP and TCP); calls to approved numbers go to the trunk at {trunk}\n  HTTP API        http://{http}/api/v1  (admin token: {tok})\n  investigator    user '{iu}' password '{ip}' (POST /api/v1/auth/login; change it)\n\
-             \nPlace a call: dial {num} from a handset (PIN {pin} then #); README \"Placing a call\" has sipp commands for both ends.\nTry: curl -H 'Authorization: Bearer {tok}' http://{http}/api/v1/accounts/{acc}\n",
+             \n  inmate          {bk} (id {iid}), calling ID {cid}, PIN {pin}\n  account         {acc}, balance {bal}\n  approved number {num}\n  handset         '{hu}': SIP digest password '{hp}' realm '{realm}' from anywhere, or no password from the trusted network {net} (a trusted network admits provisioned handsets only: another From user gets 403)\n  SIP             {sip} (UDP and TCP); calls to approved numbers go to the trunk at {trunk}\n  HTTP API        http://{http}/api/v1  (admin token: {tok})\n  investigator    user '{iu}' password '{ip}' (POST /api/v1/auth/login; change it)\n\
+             \nPlace a call: dial {num} from handset '{hu}', then key the calling ID and the PIN, each followed by #: {keys}\nREADME \"Placing a call\" has sipp commands for both ends.\nTry: curl -H 'Authorization: Bearer {tok}' http://{http}/api/v1/accounts/{acc}\n",
             fac = self.facility,
             bk = self.booking_number,
             iid = self.inmate_id,
+            cid = self.calling_id,
             pin = self.pin,
+            keys = self.keys,
             acc = self.account_id,
             bal = self.balance,
             num = self.approved_number,

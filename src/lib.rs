@@ -12,11 +12,11 @@
 //! | [`text`] | core | the limits on every string a client can store |
 //! | [`rating`] | core | E.164, rate decks (longest prefix), plans, regulatory caps |
 //! | [`charging`] | core | the per-session billing state machine (increments, warning, cut) |
-//! | [`policy`] | core | PIN hashing, calling hours |
+//! | [`policy`] | core | calling IDs and PIN hashing, the PIN lockout, calling hours |
 //! | [`media`] | core | SDP offer/answer for anchoring, RTP views, the relay core, DTMF, G.711, prompts, RTP ports |
 //! | [`media::engine`] | driver | RTP/RTCP sockets on worker threads (epoll + io_uring): relaying, prompts, ringback, digits |
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
-//! | [`store`] | driver | facilities, inmates, contacts, block lists, rates, tokens, audit |
+//! | [`store`] | driver | facilities, inmates, handsets, PIN attempts and locks, contacts, block lists, rates, tokens, audit |
 //! | [`sessions`] | driver | CDR rows and crash recovery |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
 //! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |

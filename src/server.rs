@@ -161,6 +161,7 @@ async fn start_sip_side(
         recorder.clone(),
         live.clone(),
     );
+    let calls = switchboard.stats();
     tokio::spawn(switchboard.run(events));
     let monitor = crate::monitor::Monitor::new(
         crate::monitor::MonitorConfig {
@@ -175,6 +176,7 @@ async fn start_sip_side(
         media,
         recorder,
         monitor,
+        calls,
     })
 }
 

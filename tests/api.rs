@@ -975,12 +975,138 @@ async fn call_records(app: App) {
     app.t.cleanup().await;
 }
 
+/// The last audit entry.
+async fn last_audit(app: &App) -> Value {
+    let (s, v) = admin(app, "GET", "/api/v1/audit?limit=1", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v[0].clone()
+}
+
+/// Calling IDs and PINs through the API: drawn at random at booking or given by staff,
+/// unique in the facility, changed with a PIN; PINs shared between inmates; the locks
+/// staff see and clear, each clear audited.
+async fn inmate_credentials(app: App) {
+    let (iid, _) = setup(&app, "F1").await;
+    let book = |n: &str, extra: Value| {
+        let mut b =
+            json!({ "booking_number": n, "first_name": "A", "last_name": n, "pin": "4321" });
+        if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let app = &app;
+        async move { admin(app, "POST", "/api/v1/facilities/F1/inmates", Some(b)).await }
+    };
+    // Drawn: six digits, no leading zero, different each time (the first inmate's too).
+    let (_, first) = admin(&app, "GET", &format!("/api/v1/inmates/{iid}"), None).await;
+    let mut drawn = vec![first["calling_id"].as_str().unwrap().to_string()];
+    for n in ["B-2", "B-3"] {
+        let (s, v) = book(n, json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "the same PIN as B-1 is fine: {v}");
+        drawn.push(v["calling_id"].as_str().unwrap().to_string());
+    }
+    for id in &drawn {
+        assert!(
+            id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit()),
+            "{id}"
+        );
+        assert!(!id.starts_with('0'), "{id}");
+    }
+    drawn.sort();
+    drawn.dedup();
+    assert_eq!(drawn.len(), 3, "unique: {drawn:?}");
+    // Given by staff: kept; taken: 409; the wrong shape: 422 naming the field.
+    let (s, v) = book("B-4", json!({ "calling_id": "123456" })).await;
+    assert_eq!(
+        (s, v["calling_id"].as_str()),
+        (StatusCode::CREATED, Some("123456")),
+        "{v}"
+    );
+    let b4 = v["id"].as_str().unwrap().to_string();
+    let (s, e) = book("B-5", json!({ "calling_id": "123456" })).await;
+    assert_eq!((s, err_code(&e)), (StatusCode::CONFLICT, "conflict"), "{e}");
+    for bad in ["12345", "1234567", "12345a"] {
+        let (s, e) = book("B-6", json!({ "calling_id": bad })).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {e}");
+        assert!(e.to_string().contains("calling_id"), "{e}");
+    }
+    // A new ID goes with a new PIN (the PIN's hash includes it); audited.
+    let (s, v) = admin(
+        &app,
+        "PUT",
+        &format!("/api/v1/inmates/{b4}/pin"),
+        Some(json!({ "pin": "8642", "calling_id": "654321" })),
+    )
+    .await;
+    assert_eq!(
+        (s, v["calling_id"].as_str()),
+        (StatusCode::OK, Some("654321")),
+        "{v}"
+    );
+    let a = last_audit(&app).await;
+    assert_eq!(
+        (
+            a["action"].as_str(),
+            a["detail"]["calling_id_changed"].as_bool()
+        ),
+        (Some("inmate.set_pin"), Some(true)),
+        "{a}"
+    );
+    let (s, e) = admin(
+        &app,
+        "PUT",
+        &format!("/api/v1/inmates/{iid}/pin"),
+        Some(json!({ "pin": "8642", "calling_id": "654321" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    // Locks: none in force; clearing is audited; an unknown line is a 404.
+    let (s, v) = admin(&app, "GET", "/api/v1/facilities/F1/pin-locks", None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
+    let (s, v) = admin(&app, "POST", &format!("/api/v1/inmates/{iid}/unlock"), None).await;
+    assert_eq!(
+        (s, v["locked_until"].clone()),
+        (StatusCode::OK, Value::Null),
+        "{v}"
+    );
+    assert_eq!(last_audit(&app).await["action"], "inmate.unlock");
+    let (s, h) = admin(
+        &app,
+        "POST",
+        "/api/v1/facilities/F1/handsets",
+        Some(json!({ "name": "wall", "sip_username": "wall-1" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{h}");
+    let hid = h["id"].as_str().unwrap();
+    let (s, v) = admin(
+        &app,
+        "POST",
+        &format!("/api/v1/handsets/{hid}/unlock"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(last_audit(&app).await["action"], "handset.unlock");
+    let (s, e) = admin(
+        &app,
+        "POST",
+        "/api/v1/facilities/F1/lines/10.9.9.9/unlock",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let (s, _) = admin(&app, "POST", "/api/v1/handsets/hs_nope/unlock", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    app.t.cleanup().await;
+}
+
 battery!(
     money_flow,
     idempotent_replays,
     bad_requests,
     authorization,
-    call_records
+    call_records,
+    inmate_credentials
 );
 
 #[tokio::test]

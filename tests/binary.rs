@@ -4,6 +4,7 @@
 //! `user add` takes the password from stdin or the environment, and a login over TCP is
 //! audited with the peer's address.
 
+use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -131,11 +132,32 @@ fn demo_is_idempotent_and_prints_json() {
         );
     }
     assert_eq!(first["balance"], "20.00");
+    // What to key: the demo's calling ID, #, its PIN, #.
+    assert_eq!(
+        (&first["calling_id"], &first["pin"], &first["keys"]),
+        (&json!("100001"), &json!("1234"), &json!("100001#1234#")),
+        "{first}"
+    );
     let second = demo_json(dir.path());
     assert_eq!(
         first, second,
         "a second demo changes nothing (no second deposit)"
     );
+    // A demo inmate with another calling ID (one an upgrade drew for it) gets the demo's
+    // back, so what the demo prints is what works.
+    let out = command(dir.path())
+        .args(["set-pin", "--facility", "DEMO", "--booking", "D-1001"])
+        .args(["--pin", "9999", "--calling-id", "555555"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(set["calling_id"], "555555", "{set}");
+    assert_eq!(demo_json(dir.path())["keys"], "100001#1234#");
 }
 
 #[test]

@@ -120,10 +120,13 @@ async fn admission(backend: Backend) {
         .unwrap();
     assert!(matches!(a, Admission::Refused { status: 403, .. }), "{a:?}");
     // Elsewhere: challenged, then admitted with the right password only.
-    let Admission::Challenge { www_authenticate } =
-        admit(&store, &auth, &invite("hs-2", None), outside, NOW)
-            .await
-            .unwrap()
+    // The first challenge is digest's first step, not a failure.
+    let Admission::Challenge {
+        www_authenticate,
+        failed: false,
+    } = admit(&store, &auth, &invite("hs-2", None), outside, NOW)
+        .await
+        .unwrap()
     else {
         panic!("expected a challenge");
     };
@@ -164,7 +167,7 @@ async fn admission(backend: Backend) {
         admit(&store, &auth, &invite("hs-2", Some(&bad)), outside, NOW + 5)
             .await
             .unwrap(),
-        Admission::Challenge { .. }
+        Admission::Challenge { failed: true, .. }
     ));
     let ghost = authorization("ghost", "secret-pass", &nonce);
     assert!(matches!(
@@ -177,10 +180,13 @@ async fn admission(backend: Backend) {
         )
         .await
         .unwrap(),
-        Admission::Challenge { .. }
+        Admission::Challenge { failed: true, .. }
     ));
-    // An expired nonce is answered with a stale challenge.
-    let Admission::Challenge { www_authenticate } = admit(
+    // An expired nonce is answered with a stale challenge (not a failure).
+    let Admission::Challenge {
+        www_authenticate,
+        failed: false,
+    } = admit(
         &store,
         &auth,
         &invite("hs-2", Some(&good)),
@@ -188,7 +194,8 @@ async fn admission(backend: Backend) {
         NOW + 3600,
     )
     .await
-    .unwrap() else {
+    .unwrap()
+    else {
         panic!("expected a challenge");
     };
     assert!(

@@ -1,14 +1,16 @@
-//! The call flow's database checks (PIN and lockout, destination policy, one live call per
-//! inmate) against SQLite and PostgreSQL.
+//! The call flow's database checks (ID + PIN, the lockout and the guessing alert,
+//! destination policy, one live call per inmate) against SQLite and PostgreSQL, and
+//! migration 0005 on the data of an older database.
 
-use chrono::{TimeZone, Utc};
-use sallyport::call::checks::{check_destination, check_pin};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use sallyport::call::checks::{check_destination, check_pin, PinCheck, PinEntry};
 use sallyport::call::{Destination, EndReason, PinVerdict};
 use sallyport::clock::{Clock, ManualClock};
 use sallyport::config::Config;
 use sallyport::db::testing::TestDb;
 use sallyport::db::Backend;
 use sallyport::ledger::{DepositMethod, DepositRequest, RequestKey};
+use sallyport::policy::lockout::{PinLockout, Subject};
 use sallyport::sessions::{self, NewSession, SessionEnd};
 use sallyport::store::{
     Booking, ContactStatus, FacilityPatch, NewContact, NewFacility, NewHandset, Store,
@@ -22,11 +24,18 @@ fn rk(key: &str) -> RequestKey {
 
 struct World {
     t: TestDb,
+    clock: Arc<ManualClock>,
     store: Store,
     config: Config,
+    lockout: PinLockout,
+    /// Calling ID 100001, PIN 2468.
     inmate: String,
     handset: String,
 }
+
+/// The first inmate's calling ID and PIN.
+const ID: &str = "100001";
+const PIN: &str = "2468";
 
 /// 2026-03-02 18:00 UTC is noon in Chicago.
 fn noon() -> chrono::DateTime<Utc> {
@@ -38,10 +47,9 @@ async fn world(backend: Backend) -> Option<World> {
     let clock = Arc::new(ManualClock::new(noon()));
     let mut config = Config::default();
     config.security.pin_pepper = "test-pepper-0123456789".into();
-    config.security.lockout_after_failures = 4;
     let store = Store::new(
         t.db.clone(),
-        clock as Arc<dyn Clock>,
+        clock.clone() as Arc<dyn Clock>,
         &config.security.pin_pepper,
     );
     store
@@ -83,7 +91,8 @@ async fn world(backend: Backend) -> Option<World> {
         booking_number: "B1".into(),
         first_name: "A".into(),
         last_name: "B".into(),
-        pin: Some("2468".into()),
+        pin: Some(PIN.into()),
+        calling_id: Some(ID.into()),
     };
     let inmate = store.book_inmate("F1", b).await.unwrap();
     for (num, privileged) in [("5551230001", false), ("5559990000", true)] {
@@ -141,7 +150,9 @@ async fn world(backend: Backend) -> Option<World> {
         .unwrap();
     Some(World {
         t,
+        clock,
         store,
+        lockout: PinLockout::from_config(&config.security),
         config,
         inmate: inmate.id,
         handset: h.id,
@@ -180,61 +191,394 @@ fn refused(d: &Destination) -> Option<EndReason> {
     }
 }
 
-async fn pin(p: &str, w: &World) -> Result<PinVerdict, sallyport::store::StoreError> {
-    check_pin(&w.store, "F1", &w.handset, p, &w.config.security, noon()).await
+/// One ID + PIN entry at handset `handset` from line `line`, at `at`.
+async fn entry(
+    w: &World,
+    handset: &str,
+    line: &str,
+    calling_id: &str,
+    pin: &str,
+    at: DateTime<Utc>,
+) -> PinCheck {
+    let e = PinEntry {
+        facility_id: "F1",
+        handset_id: handset,
+        line,
+        calling_id,
+        pin,
+    };
+    check_pin(&w.store, e, &w.lockout, at).await.unwrap()
 }
 
-async fn pins_and_lockout(w: World) {
-    assert_eq!(
-        pin("2468", &w).await.unwrap(),
-        PinVerdict::Valid {
-            inmate_id: w.inmate.clone()
-        }
-    );
-    for _ in 0..3 {
-        assert_eq!(pin("1111", &w).await.unwrap(), PinVerdict::Wrong);
+/// An entry now (the world's clock).
+async fn verdict(w: &World, handset: &str, line: &str, id: &str, pin: &str) -> PinVerdict {
+    entry(w, handset, line, id, pin, w.clock.wall())
+        .await
+        .verdict
+}
+
+async fn add_handset(w: &World, name: &str) -> String {
+    let h = NewHandset {
+        name: name.into(),
+        location: String::new(),
+        sip_username: Some(name.into()),
+        sip_password: None,
+    };
+    w.store.add_handset("F1", "sallyport", h).await.unwrap().id
+}
+
+async fn book_with(w: &World, booking: &str, id: &str, pin: &str) -> String {
+    let b = Booking {
+        booking_number: booking.into(),
+        first_name: "C".into(),
+        last_name: "D".into(),
+        pin: Some(pin.into()),
+        calling_id: Some(id.into()),
+    };
+    w.store.book_inmate("F1", b).await.unwrap().id
+}
+
+fn valid(id: &str) -> PinVerdict {
+    PinVerdict::Valid {
+        inmate_id: id.to_string(),
     }
-    assert_eq!(
-        pin("2468", &w).await.unwrap(),
-        PinVerdict::Valid {
-            inmate_id: w.inmate.clone()
-        },
-        "a right PIN resets the count"
-    );
-    for _ in 0..4 {
-        assert_eq!(pin("1111", &w).await.unwrap(), PinVerdict::Wrong);
-    }
-    assert_eq!(
-        pin("2468", &w).await.unwrap(),
-        PinVerdict::Locked,
-        "locked after 4 failures in a row"
-    );
-    let later = noon() + chrono::Duration::seconds(901);
-    let v = check_pin(
-        &w.store,
-        "F1",
-        &w.handset,
-        "2468",
-        &w.config.security,
-        later,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        v,
-        PinVerdict::Valid {
-            inmate_id: w.inmate.clone()
-        },
-        "the lockout expires"
-    );
-    let n: i64 = sqlx::Row::get(
-        &sqlx::query("SELECT COUNT(*) FROM pin_attempts")
+}
+
+async fn count(w: &World, sql: &str) -> i64 {
+    sqlx::Row::get(
+        &sqlx::query(sql)
             .fetch_one(w.store.db().pool())
             .await
             .unwrap(),
         0,
+    )
+}
+
+async fn audits(w: &World, action: &str) -> Vec<sallyport::store::AuditRecord> {
+    let all = w.store.audit_records(1000, 0).await.unwrap();
+    all.into_iter().filter(|r| r.action == action).collect()
+}
+
+/// The pair names the inmate; a PIN alone (no ID, a wrong ID, another inmate's ID) never
+/// does, and two inmates may share a PIN. Every attempt is logged, without its digits.
+async fn id_and_pin_name_the_inmate(w: World) {
+    let (h, line) = (w.handset.clone(), "10.0.0.1");
+    let twin = book_with(&w, "B2", "100002", PIN).await;
+    let other = book_with(&w, "B3", "100003", "1357").await;
+    assert_eq!(verdict(&w, &h, line, ID, PIN).await, valid(&w.inmate));
+    assert_eq!(verdict(&w, &h, line, "100002", PIN).await, valid(&twin));
+    assert_eq!(verdict(&w, &h, line, "100003", "1357").await, valid(&other));
+    // Seven wrong entries, from two phones (six on one would lock it).
+    let h2 = add_handset(&w, "second").await;
+    for (n, (id, pin, why)) in [
+        ("", PIN, "no ID"),
+        ("999999", PIN, "an ID naming nobody"),
+        ("100003", PIN, "another inmate's ID"),
+        ("10000", PIN, "a short ID"),
+        ("1000011", PIN, "a long ID"),
+        (ID, "", "no PIN"),
+        (ID, "2469", "a wrong PIN"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (h, line) = if n < 4 { (&h, line) } else { (&h2, "10.0.0.2") };
+        assert_eq!(
+            verdict(&w, h, line, id, pin).await,
+            PinVerdict::Wrong,
+            "{why}"
+        );
+    }
+    assert_eq!(
+        count(&w, "SELECT COUNT(*) FROM pin_attempts").await,
+        10,
+        "every attempt is logged"
     );
-    assert_eq!(n, 11, "every attempt is logged");
+    assert_eq!(
+        count(
+            &w,
+            "SELECT COUNT(*) FROM pin_attempts WHERE outcome = 'valid' AND success = 1"
+        )
+        .await,
+        3
+    );
+    let rows = sqlx::query("SELECT * FROM pin_attempts")
+        .fetch_all(w.store.db().pool())
+        .await
+        .unwrap();
+    for r in &rows {
+        for i in 0..sqlx::Row::len(r) {
+            let v: Option<String> = sqlx::Row::try_get(r, i).ok().flatten();
+            let v = v.unwrap_or_default();
+            assert!(
+                !v.contains(PIN) && !v.contains("999999") && !v.contains("2469"),
+                "digits stored in pin_attempts: {v}"
+            );
+        }
+    }
+    // Unknown IDs are told apart for the alert, without their digits.
+    assert_eq!(
+        count(
+            &w,
+            "SELECT COUNT(DISTINCT target) FROM pin_attempts WHERE inmate_id IS NULL"
+        )
+        .await,
+        4
+    );
+    w.t.cleanup().await;
+}
+
+/// The attack that found it: a right PIN (the attacker's own) between guesses used to
+/// reset the handset's count. Now nothing resets: the sixth wrong entry locks the inmate
+/// guessed at, the handset and the line, whatever valid entries came between.
+async fn a_right_pin_resets_nothing(w: World) {
+    let (h, line) = (w.handset.clone(), "10.0.0.1");
+    let own = book_with(&w, "B2", "100002", "9753").await;
+    for guess in 0..6 {
+        let c = entry(&w, &h, line, ID, &format!("{:04}", 1000 + guess), noon()).await;
+        assert_eq!(c.verdict, PinVerdict::Wrong);
+        if guess < 5 {
+            assert!(c.locked.is_empty(), "guess {guess}: {c:?}");
+            assert_eq!(verdict(&w, &h, line, "100002", "9753").await, valid(&own));
+        } else {
+            assert_eq!(
+                c.locked,
+                vec![Subject::Inmate, Subject::Handset, Subject::Line],
+                "the sixth failure locks all three"
+            );
+        }
+    }
+    assert_eq!(
+        verdict(&w, &h, line, "100002", "9753").await,
+        PinVerdict::Locked,
+        "the handset is locked: not even the attacker's own PIN is checked"
+    );
+    // Elsewhere, the guessed-at inmate is locked even with the right PIN (and told so);
+    // the attacker's own account is not.
+    let h2 = add_handset(&w, "elsewhere").await;
+    assert_eq!(
+        verdict(&w, &h2, "10.0.0.2", ID, PIN).await,
+        PinVerdict::AccountLocked
+    );
+    assert_eq!(
+        verdict(&w, &h2, "10.0.0.2", "100002", "9753").await,
+        valid(&own)
+    );
+    let i = w.store.inmate(&w.inmate).await.unwrap();
+    assert_eq!(i.locked_until, Some(noon() + Duration::minutes(15)));
+    // Each lock is in the audit log, by the gateway, from the line.
+    let locks = audits(&w, "pin.lockout").await;
+    assert_eq!(locks.len(), 3, "{locks:?}");
+    assert!(locks
+        .iter()
+        .all(|a| a.actor == "sallyport" && a.remote_addr.as_deref() == Some(line)));
+    let subjects: Vec<_> = locks.iter().map(|a| a.detail["subject"].clone()).collect();
+    for s in ["inmate", "handset", "line"] {
+        assert!(subjects.contains(&serde_json::json!(s)), "{subjects:?}");
+    }
+    // What staff see, and how they clear it (a minute later).
+    let in_force = w.store.pin_locks("F1", noon()).await.unwrap();
+    assert_eq!(in_force.len(), 3, "{in_force:?}");
+    w.clock.advance(std::time::Duration::from_secs(60));
+    w.store.unlock_handset_pin(&h).await.unwrap();
+    w.store.unlock_line_pin("F1", line).await.unwrap();
+    assert_eq!(verdict(&w, &h, line, "100002", "9753").await, valid(&own));
+    w.store.set_pin(&w.inmate, "8642").await.unwrap();
+    assert_eq!(verdict(&w, &h, line, ID, "8642").await, valid(&w.inmate));
+    // A clear restarts the count: one wrong entry after it locks nothing.
+    let c = entry(&w, &h, line, ID, "0000", w.clock.wall()).await;
+    assert_eq!((c.verdict, c.locked), (PinVerdict::Wrong, vec![]));
+    assert!(w
+        .store
+        .pin_locks("F1", w.clock.wall())
+        .await
+        .unwrap()
+        .is_empty());
+    w.t.cleanup().await;
+}
+
+/// On a trusted network a handset is only its From user: guessing from several handsets
+/// on one line (one source address) is counted against the line.
+async fn rotating_handsets_on_one_line_is_counted(w: World) {
+    let line = "10.0.0.9";
+    let mut handsets = Vec::new();
+    for n in 0..3 {
+        handsets.push(add_handset(&w, &format!("wall-{n}")).await);
+    }
+    for (i, h) in handsets.iter().cycle().take(6).enumerate() {
+        let c = entry(&w, h, line, &format!("5{i:05}"), PIN, noon()).await;
+        assert_eq!(c.verdict, PinVerdict::Wrong);
+        let want = if i == 5 { vec![Subject::Line] } else { vec![] };
+        assert_eq!(c.locked, want, "entry {i}");
+    }
+    let fresh = add_handset(&w, "wall-new").await;
+    assert_eq!(
+        verdict(&w, &fresh, line, ID, PIN).await,
+        PinVerdict::Locked,
+        "a handset never used before is locked on that line"
+    );
+    assert_eq!(
+        verdict(&w, &handsets[0], "10.0.0.10", ID, PIN).await,
+        valid(&w.inmate),
+        "the handsets themselves are not locked (two failures each)"
+    );
+    w.t.cleanup().await;
+}
+
+/// Failures decay after the window; a lock forgets the failures that caused it, so one
+/// wrong entry after it expires does not relock; the next lock that follows soon after
+/// lasts twice as long.
+async fn failures_decay_and_locks_forget(w: World) {
+    let (h, line) = (w.handset.clone(), "10.0.0.1");
+    let t0 = noon();
+    for _ in 0..5 {
+        entry(&w, &h, line, ID, "0000", t0).await;
+    }
+    // An hour later those five no longer count: five more lock nothing...
+    let t1 = t0 + Duration::minutes(61);
+    for _ in 0..5 {
+        let c = entry(&w, &h, line, ID, "0000", t1).await;
+        assert!(c.locked.is_empty(), "{c:?}");
+    }
+    // ... the sixth within the window does.
+    let c = entry(&w, &h, line, ID, "0000", t1).await;
+    assert_eq!(c.locked.len(), 3, "{c:?}");
+    let first_end = t1 + Duration::minutes(15);
+    assert_eq!(
+        w.store.handset(&h).await.unwrap().locked_until,
+        Some(first_end)
+    );
+    // Right after the lock ends: one wrong entry is just wrong, and the right PIN works.
+    let t2 = first_end + Duration::seconds(1);
+    let c = entry(&w, &h, line, ID, "0000", t2).await;
+    assert_eq!((c.verdict, c.locked), (PinVerdict::Wrong, vec![]));
+    assert_eq!(
+        entry(&w, &h, line, ID, PIN, t2).await.verdict,
+        valid(&w.inmate)
+    );
+    // Five more (six since the lock): locked again, for 30 minutes this time.
+    for _ in 0..4 {
+        entry(&w, &h, line, ID, "0000", t2).await;
+    }
+    let c = entry(&w, &h, line, ID, "0000", t2).await;
+    assert_eq!(c.locked.len(), 3, "{c:?}");
+    assert_eq!(
+        w.store.handset(&h).await.unwrap().locked_until,
+        Some(t2 + Duration::minutes(30))
+    );
+    w.t.cleanup().await;
+}
+
+/// Failures spread over many IDs raise one alert per window (an audit entry), however
+/// many more follow; the next window can raise another.
+async fn guessing_across_ids_alerts(w: World) {
+    let mut phones = Vec::new();
+    // Eight phones: no handset or line reaches its own threshold in this test.
+    for n in 0..8 {
+        phones.push((
+            add_handset(&w, &format!("unit-{n}")).await,
+            format!("10.1.0.{n}"),
+        ));
+    }
+    let guess = |i: usize, at: DateTime<Utc>| {
+        let (h, line) = phones[i % 8].clone();
+        let w = &w;
+        async move { entry(w, &h, &line, &format!("7{i:05}"), PIN, at).await }
+    };
+    for i in 0..9 {
+        assert_eq!(guess(i, noon()).await.alert, None, "guess {i}");
+    }
+    let c = guess(9, noon()).await;
+    let pattern = c.alert.expect("the tenth distinct ID raises the alert");
+    assert_eq!(
+        (
+            pattern.ids,
+            pattern.failures,
+            pattern.handsets,
+            pattern.lines
+        ),
+        (10, 10, 8, 8)
+    );
+    for i in 10..20 {
+        assert_eq!(guess(i, noon() + Duration::seconds(30)).await.alert, None);
+    }
+    let alerts = audits(&w, "pin.guessing_alert").await;
+    assert_eq!(alerts.len(), 1, "rate-limited: {alerts:?}");
+    assert_eq!(alerts[0].facility_id.as_deref(), Some("F1"));
+    assert_eq!(alerts[0].detail["ids"], 10);
+    // The same ID again and again is one ID: no alert for an inmate's own typos.
+    let later = noon() + Duration::minutes(11);
+    for _ in 0..5 {
+        assert_eq!(
+            entry(&w, &w.handset, "10.2.0.1", ID, "0000", later)
+                .await
+                .alert,
+            None
+        );
+    }
+    // Ten more distinct IDs in a later window: a second alert.
+    let mut raised = 0;
+    for i in 100..110 {
+        raised += usize::from(guess(i, later).await.alert.is_some());
+    }
+    assert_eq!(raised, 1);
+    assert_eq!(audits(&w, "pin.guessing_alert").await.len(), 2);
+    w.t.cleanup().await;
+}
+
+/// Entries racing on many connections (many nodes) cannot check more than the threshold:
+/// each is counted before its PIN is compared.
+async fn racing_entries_cannot_pass_the_threshold(w: World) {
+    let h = w.handset.clone();
+    let tries = (0..24).map(|i| {
+        let (w, h) = (&w, h.clone());
+        async move { entry(w, &h, "10.0.0.1", ID, &format!("{:04}", 3000 + i), noon()).await }
+    });
+    let results = futures_util::future::join_all(tries).await;
+    let checked = results
+        .iter()
+        .filter(|c| c.verdict == PinVerdict::Wrong)
+        .count();
+    assert!(checked <= 6, "{checked} entries were checked");
+    assert_eq!(
+        count(
+            &w,
+            "SELECT COUNT(*) FROM pin_attempts WHERE outcome = 'wrong'"
+        )
+        .await,
+        checked as i64
+    );
+    assert_eq!(
+        count(
+            &w,
+            "SELECT COUNT(*) FROM pin_attempts WHERE outcome = 'pending'"
+        )
+        .await,
+        0
+    );
+    // Guessing on, the handset locks with at most six checked wrong entries in all
+    // (fewer when a racing entry, refused later, was pending when one counted).
+    let mut more = 0;
+    while verdict(&w, &h, "10.0.0.1", ID, "0000").await == PinVerdict::Wrong {
+        more += 1;
+        assert!(more <= 6, "never locked");
+    }
+    let wrong = count(
+        &w,
+        "SELECT COUNT(*) FROM pin_attempts WHERE outcome = 'wrong'",
+    )
+    .await;
+    assert!(
+        (1..=6).contains(&wrong),
+        "{wrong} wrong entries were checked"
+    );
+    // Racing counts may lock the inmate, the handset or both first: either way the right
+    // PIN is refused now.
+    let v = verdict(&w, &h, "10.0.0.1", ID, PIN).await;
+    assert!(
+        matches!(v, PinVerdict::Locked | PinVerdict::AccountLocked),
+        "{v:?}"
+    );
     w.t.cleanup().await;
 }
 
@@ -358,6 +702,110 @@ async fn daily_limit(w: World) {
     w.t.cleanup().await;
 }
 
+/// Migration 0005 on a database release 0004 left: an inmate whose PIN was hashed without
+/// a calling ID (and looked up facility-wide), failure counters in columns, the old attempt
+/// log. The inmate gets a random calling ID at start; the old PIN works with it (and only
+/// with it) and is rehashed at its first right entry; the log's outcomes are filled in.
+async fn migration_0005_keeps_old_pins(backend: Backend) {
+    let Some(t) = TestDb::of_version(backend, 4).await else {
+        return;
+    };
+    let pepper = "test-pepper-0123456789";
+    let at = noon().timestamp_micros();
+    let legacy = sallyport::policy::pin::legacy_hash(pepper.as_bytes(), "F1", "4321");
+    let pool = t.db.pool();
+    for (sql, binds) in [
+        ("INSERT INTO facilities (id, name, time_zone, deposit_max_minor, deposit_daily_max_minor, created_at) VALUES ('F1', 'F1', 'UTC', 1000000, 1000000, $1)", vec![]),
+        ("INSERT INTO inmates (id, facility_id, booking_number, first_name, last_name, status, pin_lookup, failed_pins, account_id, booked_at) VALUES ('inm_old', 'F1', 'OLD-1', 'A', 'B', 'active', $2, 2, 'acc_old', $1)", vec![legacy.clone()]),
+        ("INSERT INTO inmates (id, facility_id, booking_number, first_name, last_name, status, pin_lookup, failed_pins, account_id, booked_at) VALUES ('inm_nopin', 'F1', 'OLD-2', 'C', 'D', 'active', NULL, 0, 'acc_old2', $1)", vec![]),
+        ("INSERT INTO handsets (id, facility_id, name, failed_pins, created_at) VALUES ('hs_old', 'F1', 'wall', 3, $1)", vec![]),
+        ("INSERT INTO pin_attempts (facility_id, handset_id, inmate_id, success, at) VALUES ('F1', 'hs_old', 'inm_old', 1, $1)", vec![]),
+        ("INSERT INTO pin_attempts (facility_id, handset_id, inmate_id, success, at) VALUES ('F1', 'hs_old', NULL, 0, $1)", vec![]),
+        ("INSERT INTO pin_attempts (facility_id, handset_id, inmate_id, success, at) VALUES ('F1', 'hs_old', 'inm_old', 0, $1)", vec![]),
+    ] {
+        let mut q = sqlx::query(sql).bind(at);
+        for b in binds {
+            q = q.bind(b);
+        }
+        q.execute(pool).await.unwrap();
+    }
+    t.db.migrate().await.unwrap();
+    let clock = Arc::new(ManualClock::new(noon()));
+    let store = Store::new(t.db.clone(), clock as Arc<dyn Clock>, pepper);
+    assert_eq!(store.assign_calling_ids().await.unwrap(), 2);
+    assert_eq!(store.assign_calling_ids().await.unwrap(), 0, "done once");
+    let old = store.inmate("inm_old").await.unwrap();
+    let id = old.calling_id.clone().expect("a calling ID");
+    assert!(
+        store.credential_rules().validate_calling_id(&id).is_ok(),
+        "{id}"
+    );
+    assert_ne!(
+        store.inmate("inm_nopin").await.unwrap().calling_id,
+        Some(id.clone()),
+        "unique in the facility"
+    );
+    assert!(old.has_pin);
+    let outcomes: Vec<String> = sqlx::query("SELECT outcome FROM pin_attempts ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    assert_eq!(outcomes, ["valid", "wrong", "locked"]);
+    let lockout = PinLockout::from_config(&Config::default().security);
+    let check = |calling_id: String, pin: &'static str| {
+        let store = store.clone();
+        async move {
+            let e = PinEntry {
+                facility_id: "F1",
+                handset_id: "hs_old",
+                line: "10.0.0.1",
+                calling_id: &calling_id,
+                pin,
+            };
+            check_pin(&store, e, &lockout, noon())
+                .await
+                .unwrap()
+                .verdict
+        }
+    };
+    let hashes = || async {
+        let r = sqlx::query("SELECT pin_hash, pin_lookup FROM inmates WHERE id = 'inm_old'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let h: (Option<String>, Option<String>) = (sqlx::Row::get(&r, 0), sqlx::Row::get(&r, 1));
+        (h.0.is_some(), h.1.is_some())
+    };
+    assert_eq!(hashes().await, (false, true));
+    // The old PIN with another ID (or none) names nobody any more.
+    assert_eq!(check(String::new(), "4321").await, PinVerdict::Wrong);
+    let other = store.inmate("inm_nopin").await.unwrap().calling_id.unwrap();
+    assert_eq!(check(other, "4321").await, PinVerdict::Wrong);
+    assert_eq!(check(id.clone(), "4320").await, PinVerdict::Wrong);
+    assert_eq!(hashes().await, (false, true), "a wrong PIN changes nothing");
+    assert_eq!(check(id.clone(), "4321").await, valid("inm_old"));
+    assert_eq!(
+        hashes().await,
+        (true, false),
+        "rehashed with the calling ID"
+    );
+    assert_eq!(check(id, "4321").await, valid("inm_old"));
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_migration_0005_keeps_old_pins() {
+    migration_0005_keeps_old_pins(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn postgres_migration_0005_keeps_old_pins() {
+    migration_0005_keeps_old_pins(Backend::Postgres).await
+}
+
 macro_rules! battery {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::world(super::Backend::Sqlite).await.unwrap()).await } )* }
@@ -365,4 +813,13 @@ macro_rules! battery {
     };
 }
 
-battery!(pins_and_lockout, destinations, daily_limit);
+battery!(
+    id_and_pin_name_the_inmate,
+    a_right_pin_resets_nothing,
+    rotating_handsets_on_one_line_is_counted,
+    failures_decay_and_locks_forget,
+    guessing_across_ids_alerts,
+    racing_entries_cannot_pass_the_threshold,
+    destinations,
+    daily_limit
+);

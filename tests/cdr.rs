@@ -100,6 +100,7 @@ async fn world(backend: Backend) -> Option<World> {
         first_name: "A".into(),
         last_name: "B".into(),
         pin: Some("2468".into()),
+        calling_id: None,
     };
     let inmate = store.book_inmate("F1", b).await.unwrap();
     let c = store

@@ -1345,7 +1345,6 @@ async fn stored_text_has_limits(db: Db) {
 /// nothing (a retry that straddles the upgrade), a different request under one is a 409.
 async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testing::TestDb) {
     use sha2::{Digest, Sha256};
-    t.db.migrate_before(7).await.unwrap();
     let f = setup(t.db.clone()).await;
     let req = dep(&f.inmate, DepositMethod::Online, "25");
     let first = Deposit {
@@ -1408,13 +1407,13 @@ async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keys_from_before_callers_survive_the_migration() {
-    let t = sallyport::db::testing::TestDb::unmigrated(sallyport::db::Backend::Sqlite).await;
+    let t = sallyport::db::testing::TestDb::of_version(sallyport::db::Backend::Sqlite, 6).await;
     keys_from_before_callers_survive_the_migration(t.unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_keys_from_before_callers_survive_the_migration() {
-    let t = sallyport::db::testing::TestDb::unmigrated(sallyport::db::Backend::Postgres).await;
+    let t = sallyport::db::testing::TestDb::of_version(sallyport::db::Backend::Postgres, 6).await;
     if let Some(t) = t {
         keys_from_before_callers_survive_the_migration(t).await;
     }

@@ -333,7 +333,8 @@ fn pin_by_rfc2833_then_callee_hangs_up() {
     api.assert_ledger_clean();
 }
 
-/// Three wrong PINs: a notice and BYE, reason pin_failed, no trunk INVITE.
+/// Three wrong PINs for the inmate's own calling ID: a notice and BYE, reason
+/// pin_failed, no trunk INVITE.
 #[test]
 fn three_wrong_pins() {
     let Some(case) = Case::start("three_wrong_pins") else {
@@ -343,7 +344,10 @@ fn three_wrong_pins() {
     let inmate = book(&api, "S-400", "6142", NUMBER, false);
     fund(&api, &inmate, "1.00");
     let mut trunk = case.trunk(Trunk::answer("1"));
-    let mut hs = case.handset(0, &Handset::new("9081", Via::Info).attempts(3));
+    let wrong = Handset::new("9081", Via::Info)
+        .id(&inmate.calling_id)
+        .attempts(3);
+    let mut hs = case.handset(0, &wrong);
     hs.expect_ok(Duration::from_secs(40));
     assert_refused(&case, &mut trunk, "pin_failed", Some(&inmate));
     let cdr = &api.ended_calls(1)[0];
@@ -352,6 +356,11 @@ fn three_wrong_pins() {
         "no inmate was identified: {cdr}"
     );
     assert_eq!(api.balance(&inmate.account), dec("1.00"));
+    assert_eq!(
+        api.metric_with("sallyport_pin_attempts_total", "outcome=\"wrong\""),
+        3,
+        "each attempt (ID, #, PIN, # by INFO) was one checked entry"
+    );
 }
 
 /// A number not on the inmate's approved list.
@@ -791,7 +800,7 @@ fn scenarios_play_against_each_other() {
         fs::create_dir_all(&d).unwrap();
         dtmf_pcap("1", &d.join("key1.pcap"));
         dtmf_pcap("2", &d.join("key2.pcap"));
-        fs::write(d.join("calls.csv"), "SEQUENTIAL\nhandset-1;1;2;2;3\n").unwrap();
+        fs::write(d.join("calls.csv"), "SEQUENTIAL\nhandset-1;1223#\n").unwrap();
         dtmf_pcap("1223#", &d.join("pin.pcap"))
     };
 

@@ -27,9 +27,11 @@ say() {
     echo "$name.wav"
 }
 
+say enter_id "Please enter your I D number, followed by the pound key."
 say enter_pin "Please enter your PIN, followed by the pound key."
-say pin_invalid "That PIN is not valid. Please try again."
-say pin_locked "Too many incorrect PINs. This phone is locked. Goodbye."
+say pin_invalid "That I D or PIN is not valid."
+say pin_locked "Too many incorrect entries. This phone is locked. Please try again later. Goodbye."
+say account_locked "This account is locked after too many incorrect entries. Please ask staff for help. Goodbye."
 say not_approved "That number is not on your approved contact list. Goodbye."
 say blocked "Calls to that number are blocked. Goodbye."
 say outside_hours "Calls are not allowed at this time. Goodbye."

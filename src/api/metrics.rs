@@ -234,6 +234,7 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
     ];
     write_family(out, "counter", &recorder);
     render_listeners(out, &g.monitor.snapshot());
+    g.calls.render(out);
     let _ = writeln!(
         out,
         "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",

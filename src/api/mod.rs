@@ -70,6 +70,8 @@ pub struct Gateway {
     pub recorder: crate::recording::Recorder,
     /// Live listeners (WebRTC) of this node's calls.
     pub monitor: crate::monitor::Monitor,
+    /// Refused INVITEs, ID + PIN attempts, PIN locks and guessing alerts.
+    pub calls: Arc<crate::call::stats::CallStats>,
 }
 
 impl AppState {
@@ -170,6 +172,12 @@ pub fn router(state: AppState) -> Router {
             "/facilities/{fid}/handsets",
             get(facilities::handsets).post(facilities::add_handset),
         )
+        .route("/facilities/{fid}/pin-locks", get(facilities::pin_locks))
+        .route(
+            "/facilities/{fid}/lines/{address}/unlock",
+            post(facilities::unlock_line),
+        )
+        .route("/handsets/{id}/unlock", post(facilities::unlock_handset))
         .route(
             "/facilities/{fid}/trusted-networks",
             get(facilities::trusted_networks).post(facilities::add_trusted_network),
@@ -187,6 +195,7 @@ pub fn router(state: AppState) -> Router {
         .route("/inmates/{id}/suspend", post(inmates::suspend))
         .route("/inmates/{id}/reinstate", post(inmates::reinstate))
         .route("/inmates/{id}/pin", put(inmates::set_pin))
+        .route("/inmates/{id}/unlock", post(inmates::unlock))
         .route("/inmates/{id}/release", post(inmates::release))
         .route(
             "/inmates/{id}/contacts",

@@ -64,6 +64,9 @@ pub const OPERATIONS: &[Op] = &[
     with_body(op("post", "/facilities/{fid}/inmates", "Book an inmate (opens the debit account)", "inmates"), "Booking", 201),
     op("get", "/facilities/{fid}/handsets", "Handsets of a facility", "devices"),
     with_body(op("post", "/facilities/{fid}/handsets", "Add a handset (digest credentials or none)", "devices"), "NewHandset", 201),
+    op("post", "/handsets/{id}/unlock", "Clear a handset's PIN lock and restart its failure count; audited handset.unlock", "devices"),
+    op("get", "/facilities/{fid}/pin-locks", "PIN locks in force: [{subject: inmate|handset|line, id, name, locked_until}]", "devices"),
+    Op { ok: 204, ..op("post", "/facilities/{fid}/lines/{address}/unlock", "Clear the PIN lock of a line (a source address); audited line.unlock", "devices") },
     op("get", "/facilities/{fid}/trusted-networks", "Trusted handset networks", "devices"),
     with_body(op("post", "/facilities/{fid}/trusted-networks", "Trust a network (CIDR)", "devices"), "NewNetwork", 201),
     op("get", "/facilities/{fid}/blocks", "Facility block list", "blocks"),
@@ -74,7 +77,8 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/inmates/{id}", "One inmate", "inmates"),
     op("post", "/inmates/{id}/suspend", "Suspend an inmate's calling", "inmates"),
     op("post", "/inmates/{id}/reinstate", "Reinstate a suspended inmate", "inmates"),
-    with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN", "inmates"), "SetPin", 200),
+    with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN (and optionally calling ID); clears the inmate's PIN lock", "inmates"), "SetPin", 200),
+    op("post", "/inmates/{id}/unlock", "Clear the inmate's PIN lock and restart the failure count; audited inmate.unlock", "inmates"),
     money(op("post", "/inmates/{id}/release", "Release: end the inmate's live call at once (reason released; a call carried by another node ends released at its next increment), then refund the balance and close the account -> {inmate, release, ended_calls, calls_elsewhere}", "inmates")),
     op("get", "/inmates/{id}/contacts", "An inmate's contacts", "contacts"),
     with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
@@ -134,6 +138,14 @@ fn schemas() -> Value {
     let note = text(text::NOTE);
     let reference = text(text::REFERENCE);
     let setting = text(text::SETTING);
+    let pin = || {
+        json!({ "type": "string", "pattern": "^[0-9]+$",
+        "description": "security.pin_min_digits to pin_max_digits digits (default 4-8); never shown again" })
+    };
+    let calling_id = || {
+        json!({ "type": "string", "pattern": "^[0-9]+$",
+        "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" })
+    };
     json!({
         "Money": money,
         "Error": { "type": "object", "required": ["error"], "properties": { "error": {
@@ -156,8 +168,8 @@ fn schemas() -> Value {
             "recording_retention_days": { "type": "integer" } } },
         "Booking": { "type": "object", "required": ["booking_number", "first_name", "last_name"], "properties": {
             "booking_number": text(text::BOOKING_NUMBER), "first_name": name, "last_name": name,
-            "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
-        "SetPin": { "type": "object", "required": ["pin"], "properties": { "pin": { "type": "string", "pattern": "^[0-9]{4,8}$" } } },
+            "pin": pin(), "calling_id": calling_id() } },
+        "SetPin": { "type": "object", "required": ["pin"], "properties": { "pin": pin(), "calling_id": calling_id() } },
         "NewHandset": { "type": "object", "required": ["name"], "properties": {
             "name": name, "location": name,
             "sip_username": text(text::SIP_USERNAME), "sip_password": { "type": "string", "minLength": 8, "maxLength": text::SECRET.max_chars } } },

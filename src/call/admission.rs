@@ -3,6 +3,12 @@
 //! when it proves a handset's per-device digest credentials (RFC 3261 §22, stateless
 //! nonces from [`DigestAuth`], so any node of a cluster can verify any other's challenge).
 //! Everything else is challenged (401) or refused (403).
+//!
+//! A trusted network admits **provisioned handsets only**, without a password: an unknown
+//! From user gets 403 even there. A handset names the facility the call belongs to and is
+//! a key the PIN lockout counts by, so an unregistered phone on the network is no inmate
+//! phone. (The lockout also counts the source address, so inventing From users of real
+//! handsets gains no guesses.)
 
 use crate::sip::auth::DigestAuth;
 use crate::sip::message::Request;
@@ -18,8 +24,12 @@ pub enum Admission {
         facility_id: String,
         handset_id: String,
     },
-    /// Answer 401 with this `WWW-Authenticate` value.
-    Challenge { www_authenticate: String },
+    /// Answer 401 with this `WWW-Authenticate` value; `failed` when credentials were
+    /// given and did not verify (not the first step of digest, nor a stale nonce).
+    Challenge {
+        www_authenticate: String,
+        failed: bool,
+    },
     /// Answer with this status (403 for a handset we do not know on a trusted network).
     Refused { status: u16, reason: &'static str },
 }
@@ -85,7 +95,9 @@ pub async fn admit(
 }
 
 fn challenge(auth: &DigestAuth, e: &crate::sip::auth::AuthError, now_secs: u64) -> Admission {
+    use crate::sip::auth::AuthError;
     Admission::Challenge {
         www_authenticate: auth.challenge_for(e, now_secs).header_value(),
+        failed: !matches!(e, AuthError::Missing | AuthError::Stale),
     }
 }

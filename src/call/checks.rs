@@ -1,122 +1,325 @@
-//! The call flow's questions to the database: whose PIN is this, and may this inmate call
-//! this number now? The [`Call`](super::Call) machine asks them with
+//! The call flow's questions to the database: whose ID and PIN are these, and may this
+//! inmate call this number now? The [`Call`](super::Call) machine asks them with
 //! `CheckPin` / `CheckDestination`; the call driver answers with these functions.
 //!
-//! Everything that must hold across nodes lives in the database: PIN failures and
-//! lockouts are columns of `handsets`, the one-live-call rule is a unique index on
-//! `sessions`, balances are the ledger's.
+//! Everything that must hold across nodes lives in the database: the attempt log and the
+//! locks the PIN lockout counts and sets ([`crate::policy::lockout`], whose module doc has
+//! the rules and the numbers), the one-live-call rule (a unique index on `sessions`),
+//! balances (the ledger's).
 
 use super::{Authorization, Destination, EndReason, PinVerdict};
 use crate::charging::ChargingPlan;
-use crate::config::{BillingConfig, SecurityConfig};
-use crate::db::{from_micros, to_micros};
+use crate::config::BillingConfig;
 use crate::policy::hours::{local_day, CallingHours};
+use crate::policy::lockout::{LockState, PinLockout, Subject};
+use crate::policy::pin::unknown_id_tag;
 use crate::rating::{normalize_e164, rate, RatingError, Service, E164};
 use crate::sessions;
-use crate::store::{ContactStatus, Facility, Inmate, InmateStatus, Store, StoreError};
+use crate::store::{
+    AttemptOutcome, AuditEntry, ContactStatus, Facility, GuessingPattern, Inmate, InmateStatus,
+    NewAttempt, Store, StoreError,
+};
 use chrono::{DateTime, NaiveTime, Utc};
-use sqlx::Row;
 use std::time::Duration;
 
 /// How long the ledger has to confirm a debit before the call is cut.
 pub const DEBIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Checks an entered PIN at a handset. Every attempt is logged in `pin_attempts`. Wrong
-/// PINs count against the handset (the only identity known before the PIN matches); at
-/// `lockout_after_failures` in a row the handset is locked for `lockout_secs`, and while
-/// it is locked even a right PIN is refused. A right PIN resets the count.
+/// The audit log's actor for what the gateway itself decides (locks, alerts).
+pub const SYSTEM_ACTOR: &str = "sallyport";
+
+/// One ID + PIN entry: where it was keyed and what.
+#[derive(Clone, Copy)]
+pub struct PinEntry<'a> {
+    pub facility_id: &'a str,
+    pub handset_id: &'a str,
+    /// The source address of the call (the line).
+    pub line: &'a str,
+    pub calling_id: &'a str,
+    pub pin: &'a str,
+}
+
+impl std::fmt::Debug for PinEntry<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinEntry")
+            .field("facility_id", &self.facility_id)
+            .field("handset_id", &self.handset_id)
+            .field("line", &self.line)
+            .field(
+                "calling_id",
+                &format_args!("<{} digits>", self.calling_id.len()),
+            )
+            .field("pin", &format_args!("<redacted>"))
+            .finish()
+    }
+}
+
+/// What an entry decided, and what it set off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinCheck {
+    pub verdict: PinVerdict,
+    /// The subjects this entry locked (it was the failure that reached their threshold).
+    pub locked: Vec<Subject>,
+    /// The facility-wide guessing alert this entry raised, with what it saw.
+    pub alert: Option<GuessingPattern>,
+}
+
+impl PinCheck {
+    fn just(verdict: PinVerdict) -> PinCheck {
+        PinCheck {
+            verdict,
+            locked: Vec::new(),
+            alert: None,
+        }
+    }
+}
+
+/// One subject of an entry: what it is, its key and its lock.
+struct Counted {
+    subject: Subject,
+    key: String,
+    state: LockState,
+    failures: u64,
+}
+
+/// Checks an ID + PIN entry (SPEC step 3). The calling ID names the inmate in the
+/// handset's facility; the PIN is compared in constant time; a PIN alone never names
+/// anyone. The attempt is logged before anything is compared (as pending, so racing
+/// entries count) and counted against the inmate (when the ID names one), the handset and
+/// the line; a right PIN resets nothing. While the handset or line is locked nothing is
+/// checked ([`PinVerdict::Locked`]); while the inmate is, even the right PIN is refused
+/// ([`PinVerdict::AccountLocked`]). The failure that reaches a threshold locks that
+/// subject (audited `pin.lockout`); a failure that completes a facility-wide pattern
+/// raises the guessing alert (audited `pin.guessing_alert`, once per window).
 pub async fn check_pin(
     store: &Store,
-    facility_id: &str,
-    handset_id: &str,
-    pin: &str,
-    security: &SecurityConfig,
+    entry: PinEntry<'_>,
+    policy: &PinLockout,
     now: DateTime<Utc>,
-) -> Result<PinVerdict, StoreError> {
-    let db = store.db();
-    let row = sqlx::query(
-        "SELECT failed_pins, locked_until FROM handsets WHERE id = $1 AND facility_id = $2",
-    )
-    .bind(handset_id)
-    .bind(facility_id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| StoreError::not_found("handset", handset_id))?;
-    let locked_until: Option<i64> = row.try_get("locked_until")?;
-    let inmate = store.inmate_by_pin(facility_id, pin).await?;
-    let locked = locked_until.is_some_and(|t| from_micros(t) > now)
-        || inmate
-            .as_ref()
-            .and_then(|i| i.locked_until)
-            .is_some_and(|t| t > now);
-    log_attempt(
-        store,
-        facility_id,
-        handset_id,
-        inmate.as_ref().map(|i| i.id.as_str()),
-        !locked && inmate.is_some(),
-        now,
-    )
-    .await?;
-    if locked {
-        return Ok(PinVerdict::Locked);
-    }
-    match inmate {
-        Some(i) => {
-            sqlx::query("UPDATE handsets SET failed_pins = 0, locked_until = NULL WHERE id = $1")
-                .bind(handset_id)
-                .execute(db.pool())
-                .await?;
-            Ok(PinVerdict::Valid { inmate_id: i.id })
-        }
-        None => {
-            record_failure(store, handset_id, security, now).await?;
-            Ok(PinVerdict::Wrong)
-        }
-    }
-}
-
-async fn record_failure(
-    store: &Store,
-    handset_id: &str,
-    security: &SecurityConfig,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let until = now
-        + chrono::Duration::seconds(
-            i64::try_from(security.lockout_secs).unwrap_or(i64::MAX / 2_000_000),
-        );
-    // One statement: concurrent failures on two nodes both count.
-    sqlx::query(
-        "UPDATE handsets SET failed_pins = failed_pins + 1, \
-         locked_until = CASE WHEN failed_pins + 1 >= $2 THEN $3 ELSE locked_until END WHERE id = $1",
-    )
-    .bind(handset_id)
-    .bind(i64::from(security.lockout_after_failures))
-    .bind(to_micros(until))
-    .execute(store.db().pool())
-    .await?;
-    Ok(())
-}
-
-async fn log_attempt(
-    store: &Store,
-    facility_id: &str,
-    handset_id: &str,
-    inmate_id: Option<&str>,
-    success: bool,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO pin_attempts (facility_id, handset_id, inmate_id, success, at) VALUES ($1,$2,$3,$4,$5)")
-        .bind(facility_id)
-        .bind(handset_id)
-        .bind(inmate_id)
-        .bind(i64::from(success))
-        .bind(to_micros(now))
-        .execute(store.db().pool())
+) -> Result<PinCheck, StoreError> {
+    let facility = entry.facility_id;
+    let inmate = store
+        .inmate_by_calling_id(facility, entry.calling_id)
         .await?;
-    tracing::info!(handset = handset_id, success, "PIN attempt");
-    Ok(())
+    let target = match &inmate {
+        Some(i) => i.id.clone(),
+        None => unknown_id_tag(store.pin_pepper(), facility, entry.calling_id),
+    };
+    let attempt = store
+        .begin_pin_attempt(
+            &NewAttempt {
+                facility_id: facility,
+                handset_id: entry.handset_id,
+                line: entry.line,
+                inmate_id: inmate.as_ref().map(|i| i.id.as_str()),
+                target: &target,
+            },
+            now,
+        )
+        .await?;
+    let subjects = subjects(store, &entry, inmate.as_ref(), policy, now).await?;
+    let locked = |s: Subject| {
+        subjects
+            .iter()
+            .any(|c| c.subject == s && c.state.is_locked(now))
+    };
+    let over = |s: Subject| {
+        subjects
+            .iter()
+            .any(|c| c.subject == s && policy.over_limit(s, c.failures))
+    };
+    let phone = [Subject::Handset, Subject::Line];
+    let refusal = if phone.iter().any(|s| locked(*s) || over(*s)) {
+        Some(PinVerdict::Locked)
+    } else if locked(Subject::Inmate) || over(Subject::Inmate) {
+        Some(PinVerdict::AccountLocked)
+    } else {
+        None
+    };
+    if let Some(verdict) = refusal {
+        store
+            .finish_pin_attempt(attempt, AttemptOutcome::Locked)
+            .await?;
+        log_attempt(&entry, inmate.as_ref(), AttemptOutcome::Locked);
+        return Ok(PinCheck::just(verdict));
+    }
+    let right = match &inmate {
+        Some(i) => store.pin_matches(i, entry.pin).await?,
+        None => false,
+    };
+    let outcome = if right {
+        AttemptOutcome::Valid
+    } else {
+        AttemptOutcome::Wrong
+    };
+    store.finish_pin_attempt(attempt, outcome).await?;
+    log_attempt(&entry, inmate.as_ref(), outcome);
+    if let (true, Some(i)) = (right, inmate) {
+        return Ok(PinCheck::just(PinVerdict::Valid { inmate_id: i.id }));
+    }
+    let mut check = PinCheck::just(PinVerdict::Wrong);
+    for c in subjects
+        .iter()
+        .filter(|c| policy.reached(c.subject, c.failures))
+    {
+        if lock(store, &entry, c, policy, now).await? {
+            check.locked.push(c.subject);
+        }
+    }
+    check.alert = guessing_alert(store, &entry, policy, now).await?;
+    Ok(check)
+}
+
+/// The entry's subjects with their locks and failures counted (this entry included).
+async fn subjects(
+    store: &Store,
+    entry: &PinEntry<'_>,
+    inmate: Option<&Inmate>,
+    policy: &PinLockout,
+    now: DateTime<Utc>,
+) -> Result<Vec<Counted>, StoreError> {
+    let mut out = Vec::with_capacity(3);
+    if let Some(i) = inmate {
+        out.push((
+            Subject::Inmate,
+            i.id.clone(),
+            store.inmate_pin_lock(&i.id).await?,
+        ));
+    }
+    out.push((
+        Subject::Handset,
+        entry.handset_id.to_string(),
+        store.handset_pin_lock(entry.handset_id).await?,
+    ));
+    if policy.threshold(Subject::Line).is_some() {
+        out.push((
+            Subject::Line,
+            entry.line.to_string(),
+            store.line_pin_lock(entry.facility_id, entry.line).await?,
+        ));
+    }
+    let mut counted = Vec::with_capacity(out.len());
+    for (subject, key, state) in out {
+        let since = policy.counting_from(now, &state);
+        let failures = store
+            .pin_failures(subject, entry.facility_id, &key, since)
+            .await?;
+        counted.push(Counted {
+            subject,
+            key,
+            state,
+            failures,
+        });
+    }
+    Ok(counted)
+}
+
+/// Locks one subject that reached its threshold; whether this entry set the lock (another
+/// node's may have won).
+async fn lock(
+    store: &Store,
+    entry: &PinEntry<'_>,
+    c: &Counted,
+    policy: &PinLockout,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let l = policy.lock(now, &c.state);
+    let set = match c.subject {
+        Subject::Inmate => store.lock_inmate_pin(&c.key, l, now).await?,
+        Subject::Handset => store.lock_handset_pin(&c.key, l, now).await?,
+        Subject::Line => {
+            store
+                .lock_line_pin(entry.facility_id, &c.key, l, now)
+                .await?
+        }
+    };
+    if set {
+        tracing::warn!(subject = c.subject.as_str(), id = %c.key, failures = c.failures,
+            until = %l.until, level = l.level, "PIN entry locked after repeated failures");
+        let detail = serde_json::json!({
+            "subject": c.subject.as_str(), "failures": c.failures, "until": l.until,
+            "level": l.level, "handset_id": entry.handset_id, "line": entry.line,
+        });
+        audit(store, "pin.lockout", &c.key, entry, detail).await;
+    }
+    Ok(set)
+}
+
+/// Raises the facility's guessing alert when the failures of the alert window name enough
+/// distinct IDs and no alert was raised within the window.
+async fn guessing_alert(
+    store: &Store,
+    entry: &PinEntry<'_>,
+    policy: &PinLockout,
+    now: DateTime<Utc>,
+) -> Result<Option<GuessingPattern>, StoreError> {
+    let pattern = store
+        .guessing_pattern(entry.facility_id, now - policy.alert_window)
+        .await?;
+    if !policy.alerts(pattern.ids)
+        || !store
+            .claim_guessing_alert(entry.facility_id, now, policy.alert_window)
+            .await?
+    {
+        return Ok(None);
+    }
+    tracing::error!(
+        facility = entry.facility_id,
+        ids = pattern.ids,
+        failures = pattern.failures,
+        handsets = pattern.handsets,
+        lines = pattern.lines,
+        "facility-wide PIN guessing: failed entries across many IDs"
+    );
+    let detail = serde_json::json!({
+        "ids": pattern.ids, "failures": pattern.failures, "handsets": pattern.handsets,
+        "lines": pattern.lines, "window_secs": policy.alert_window.num_seconds(),
+        "last_handset_id": entry.handset_id, "last_line": entry.line,
+    });
+    audit(
+        store,
+        "pin.guessing_alert",
+        entry.facility_id,
+        entry,
+        detail,
+    )
+    .await;
+    Ok(Some(pattern))
+}
+
+/// An audit entry by the gateway itself; a failure to write it is logged (the lock or
+/// alert stands in the database either way).
+async fn audit(
+    store: &Store,
+    action: &str,
+    target: &str,
+    entry: &PinEntry<'_>,
+    detail: serde_json::Value,
+) {
+    let e = AuditEntry {
+        actor: SYSTEM_ACTOR,
+        action,
+        target,
+        facility_id: Some(entry.facility_id),
+        detail,
+        remote_addr: Some(entry.line),
+    };
+    if let Err(err) = store.audit(e).await {
+        tracing::error!(error = %err, action, "audit write failed");
+    }
+}
+
+/// Every attempt is logged: where, whose ID (when it names an inmate), how it ended;
+/// never the digits.
+fn log_attempt(entry: &PinEntry<'_>, inmate: Option<&Inmate>, outcome: AttemptOutcome) {
+    tracing::info!(
+        facility = entry.facility_id,
+        handset = entry.handset_id,
+        line = entry.line,
+        inmate = inmate.map_or("-", |i| i.id.as_str()),
+        outcome = outcome.as_str(),
+        "ID + PIN attempt"
+    );
 }
 
 /// SPEC.md steps 4 and 5 in order: inmate active; number E.164; approved contact; not

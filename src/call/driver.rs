@@ -12,7 +12,7 @@
 //!   (digits, prompts done), its control input (terminate, shutdown) and the machine's next
 //!   timeout, feeds each to the machine with `now`, and carries out the [`CallAction`]s
 //!   the machine returns: database lookups, ledger debits, SIP requests and responses,
-//!   media commands. Database work is awaited inline: while a PIN is checked, the call's
+//!   media commands. Database work is awaited inline: while an ID + PIN is checked, the call's
 //!   other inputs wait in its channels, in order.
 //! - Nothing is shared between calls but the routing table (a mutex held for a map
 //!   insert or lookup, never across an await) and the database. Balances, one live call
@@ -21,7 +21,7 @@
 //!
 //! # Decisions
 //!
-//! - The handset leg is answered at once (SPEC step 2: the PIN prompt plays on an answered
+//! - The handset leg is answered at once (SPEC step 2: the ID prompt plays on an answered
 //!   call), so CANCEL only matters while the handset is being admitted; it gets 487.
 //! - The trunk is sent everything for its dialog (ACK, BYE, CANCEL) at the configured trunk
 //!   address, whatever its Contact says: a carrier trunk is one fixed peer.
@@ -40,10 +40,17 @@
 //!   whose leg went silent; a leg whose SDP says it sends nothing is never silent.
 //! - The digest nonce secret is derived from `security.pin_pepper`, so every node of a
 //!   cluster with the same configuration verifies every other's challenges.
+//! - A handset INVITE refused before the call exists (403 unknown handset, 401, 404, 415,
+//!   488 no offer or no common codec, 503 no media ports, 500) is logged with its reason
+//!   and counted (`sallyport_sip_invites_refused_total{reason}`, [`super::stats`]); it
+//!   writes no CDR, since no session was opened. The ID + PIN entry's line is the
+//!   handset's source address.
+//! - Key presses are logged (debug) without the key while the ID or PIN is keyed.
 
 use super::admission::{admit, Admission};
-use super::checks::{check_destination, check_pin};
+use super::checks::{check_destination, check_pin, PinEntry};
 use super::live::{Control, LiveCalls};
+use super::stats::{CallStats, PinOutcome, Refusal};
 use super::{Call, CallAction, CallSummary, CallTimers, EndReason, Leg, PinVerdict, TrunkFailure};
 use crate::config::Config;
 use crate::ledger::{DebitOutcome, LedgerError, Service, SessionDebit};
@@ -136,6 +143,10 @@ pub struct Switchboard {
     /// host:port of our Via and Contact.
     sent_by: String,
     timers: CallTimers,
+    /// The PIN lockout's thresholds and times (`[security]`).
+    lockout: crate::policy::lockout::PinLockout,
+    /// Refusals, ID + PIN attempts, locks and alerts, for `/metrics`.
+    stats: Arc<CallStats>,
 }
 
 /// The digest nonce secret, the same on every node configured alike.
@@ -173,6 +184,7 @@ impl Switchboard {
             ..CallTimers::default()
         };
         Arc::new(Switchboard {
+            lockout: crate::policy::lockout::PinLockout::from_config(&config.security),
             store,
             config,
             sip,
@@ -183,7 +195,13 @@ impl Switchboard {
             routes: RouteTable::default(),
             sent_by,
             timers,
+            stats: Arc::default(),
         })
+    }
+
+    /// The call side's counters (shown by `/metrics`).
+    pub fn stats(&self) -> Arc<CallStats> {
+        self.stats.clone()
     }
 
     /// Routes SIP events until the transport stops.
@@ -304,6 +322,23 @@ impl Switchboard {
         let reject = |status: u16, reason: &str| {
             Response::for_request(&invite, status, reason).with_to_tag(&new_tag())
         };
+        // Every refusal before the call exists: logged with its reason and counted (no
+        // CDR: no session was opened; see `stats`).
+        let refuse = |why: Refusal, status: u16, phrase: &str, detail: &str| {
+            self.stats.refused(why);
+            let user = from_user(&invite);
+            match why {
+                Refusal::Challenged => debug!(%source, from_user = %user, "handset challenged"),
+                // Who may call, and our own failures: worth a look.
+                Refusal::UnknownHandset | Refusal::AuthFailed | Refusal::Internal => {
+                    warn!(%source, from_user = %user, status, reason = why.as_str(), detail,
+                        "handset INVITE refused")
+                }
+                _ => info!(%source, from_user = %user, status, reason = why.as_str(), detail,
+                    "handset INVITE refused"),
+            }
+            reject(status, phrase)
+        };
         let now_secs = u64::try_from(self.wall().timestamp()).unwrap_or(0);
         let admission = admit(&self.store, &self.auth, &invite, source.ip(), now_secs).await;
         let (facility_id, handset_id) = match admission {
@@ -311,8 +346,16 @@ impl Switchboard {
                 facility_id,
                 handset_id,
             }) => (facility_id, handset_id),
-            Ok(Admission::Challenge { www_authenticate }) => {
-                let mut r = reject(401, "Unauthorized");
+            Ok(Admission::Challenge {
+                www_authenticate,
+                failed,
+            }) => {
+                let why = if failed {
+                    Refusal::AuthFailed
+                } else {
+                    Refusal::Challenged
+                };
+                let mut r = refuse(why, 401, "Unauthorized", "digest authentication");
                 r.headers.push("WWW-Authenticate", www_authenticate);
                 // The authenticated retry reuses the Call-ID: forget it before answering,
                 // so the retry starts a call of its own.
@@ -320,36 +363,71 @@ impl Switchboard {
                 return self.respond(&key, r).await;
             }
             Ok(Admission::Refused { status, reason }) => {
-                info!(%source, status, reason, "handset refused");
-                return self.respond(&key, reject(status, reason)).await;
+                let r = refuse(
+                    Refusal::UnknownHandset,
+                    status,
+                    reason,
+                    "not a handset of the trusted network's facility",
+                );
+                return self.respond(&key, r).await;
             }
             Err(e) => {
-                warn!(error = %e, "admission failed");
-                return self
-                    .respond(&key, reject(500, "Server Internal Error"))
-                    .await;
+                let r = refuse(
+                    Refusal::Internal,
+                    500,
+                    "Server Internal Error",
+                    &e.to_string(),
+                );
+                return self.respond(&key, r).await;
             }
         };
         // A CANCEL that arrived while the handset was being admitted.
         while let Ok(input) = rx.try_recv() {
             if let CallInput::Sip(Event::Cancel { .. }) = input {
-                return self.respond(&key, reject(487, "Request Terminated")).await;
+                let r = refuse(
+                    Refusal::Cancelled,
+                    487,
+                    "Request Terminated",
+                    "CANCEL during admission",
+                );
+                return self.respond(&key, r).await;
             }
         }
         let dialed = match dialed_number(&invite.uri) {
             Some(d) => d,
-            None => return self.respond(&key, reject(404, "Not Found")).await,
+            None => {
+                let r = refuse(
+                    Refusal::NoNumber,
+                    404,
+                    "Not Found",
+                    "no number in the Request-URI",
+                );
+                return self.respond(&key, r).await;
+            }
         };
         let offer = match parse_offer(&invite) {
             Ok(o) => o,
-            Err((status, reason)) => return self.respond(&key, reject(status, reason)).await,
+            Err((status, reason)) => {
+                let why = match (status, reason) {
+                    (488, "Bad SDP") => Refusal::NoCommonCodec,
+                    (488, _) => Refusal::NoOffer,
+                    (415, _) => Refusal::NotSdp,
+                    _ => Refusal::BadRequest,
+                };
+                let r = refuse(why, status, reason, reason);
+                return self.respond(&key, r).await;
+            }
         };
         let (mut media, media_rx) = self.media.open_call();
         let local_addr = match media.allocate(Side::A) {
             Ok(a) => a,
             Err(e) => {
-                warn!(error = %e, "no media ports");
-                let mut r = reject(503, "Service Unavailable");
+                let mut r = refuse(
+                    Refusal::NoMediaPorts,
+                    503,
+                    "Service Unavailable",
+                    &e.to_string(),
+                );
                 r.headers.push("Retry-After", "5");
                 return self.respond(&key, r).await;
             }
@@ -358,7 +436,11 @@ impl Switchboard {
         let (answer, handset_media) = match sdp::answer(&offer, &local) {
             Ok(a) => a,
             Err(e) => {
-                let r = reject(e.sip_status(), "Not Acceptable Here");
+                let why = match e.sip_status() {
+                    488 => Refusal::NoCommonCodec,
+                    _ => Refusal::BadRequest,
+                };
+                let r = refuse(why, e.sip_status(), "Not Acceptable Here", &e.to_string());
                 return self.respond(&key, r).await;
             }
         };
@@ -367,9 +449,9 @@ impl Switchboard {
         let dialog = match Dialog::uas(&invite, &tag, &self.sent_by, transport.is_reliable()) {
             Ok(d) => d,
             Err(e) => {
-                return self
-                    .respond(&key, reject(400, &format!("Bad Request ({e})")))
-                    .await;
+                let phrase = format!("Bad Request ({e})");
+                let r = refuse(Refusal::BadRequest, 400, &phrase, &e.to_string());
+                return self.respond(&key, r).await;
             }
         };
         let session_id = uuid::Uuid::now_v7().to_string();
@@ -388,10 +470,9 @@ impl Switchboard {
         )
         .await;
         if let Err(e) = opened {
-            warn!(error = %e, "cannot open the session");
-            return self
-                .respond(&key, reject(500, "Server Internal Error"))
-                .await;
+            let detail = format!("cannot open the session: {e}");
+            let r = refuse(Refusal::Internal, 500, "Server Internal Error", &detail);
+            return self.respond(&key, r).await;
         }
         info!(dialed = %redacted(&dialed), facility = %facility_id, handset = %handset_id, "call started");
         let control = self.live.register(&session_id);
@@ -462,6 +543,23 @@ fn redacted(number: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Logs a key press; while the inmate keys the ID or PIN, without the key.
+fn log_digit(call: &Call, leg: Leg, digit: char) {
+    if leg == Leg::Handset && call.collecting_credentials() {
+        debug!(?leg, "key pressed (ID or PIN: not logged)");
+    } else {
+        debug!(?leg, %digit, "key pressed");
+    }
+}
+
+/// The user part of the From URI (the handset's name), for logs.
+fn from_user(req: &Request) -> String {
+    match req.headers.from().ok().map(|f| f.uri) {
+        Some(Uri::Sip(u)) => u.user.unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 fn invite_call_id(req: &Request) -> String {
@@ -664,7 +762,7 @@ impl CallTask {
                     self.report_rtp(now);
                     match ev {
                         MediaEvent::Digit { side, digit } => {
-                            debug!(?side, %digit, "digit");
+                            log_digit(&self.call, leg_of(side), digit);
                             self.call.digit(now, leg_of(side), digit);
                         }
                         MediaEvent::PromptsDone { side } => self.call.prompt_finished(now, leg_of(side)),
@@ -805,45 +903,7 @@ impl CallTask {
             }
             CallAction::Play { leg, prompt } => self.media.play(side(leg), prompt),
             CallAction::StopPlaying { leg } => self.media.stop(side(leg)),
-            CallAction::CheckPin { pin } => {
-                let verdict = check_pin(
-                    &self.sb.store,
-                    &self.facility_id,
-                    &self.handset_id,
-                    &pin,
-                    &self.sb.config.security,
-                    self.sb.wall(),
-                )
-                .await;
-                let verdict = match verdict {
-                    Ok(PinVerdict::Valid { inmate_id }) => {
-                        match self.sb.store.inmate(&inmate_id).await {
-                            Ok(i) => {
-                                self.account_id = Some(i.account_id);
-                                Ok(PinVerdict::Valid { inmate_id })
-                            }
-                            Err(e) => Err(e),
-                        }
-                    }
-                    other => other,
-                };
-                let now = self.now();
-                match verdict {
-                    Ok(v) => {
-                        let verdict = match &v {
-                            PinVerdict::Valid { .. } => "valid",
-                            PinVerdict::Wrong => "wrong",
-                            PinVerdict::Locked => "locked",
-                        };
-                        info!(verdict, "PIN checked");
-                        self.call.pin_checked(now, v)
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "PIN check failed");
-                        self.call.fail(now)
-                    }
-                }
-            }
+            CallAction::CheckPin { calling_id, pin } => self.check_pin(&calling_id, &pin).await,
             CallAction::CheckDestination { inmate_id, dialed } => {
                 let d = check_destination(
                     &self.sb.store,
@@ -918,6 +978,52 @@ impl CallTask {
                 if let Some(closing) = closing {
                     self.finish_recording(closing).await;
                 }
+            }
+        }
+    }
+
+    /// Asks the database about an ID + PIN pair (and counts it), then tells the machine.
+    async fn check_pin(&mut self, calling_id: &str, pin: &crate::media::dtmf::Digits) {
+        let line = self.handset.source.ip().to_string();
+        let entry = PinEntry {
+            facility_id: &self.facility_id,
+            handset_id: &self.handset_id,
+            line: &line,
+            calling_id,
+            pin: pin.as_str(),
+        };
+        let checked = check_pin(&self.sb.store, entry, &self.sb.lockout, self.sb.wall()).await;
+        let verdict = match checked {
+            Ok(c) => {
+                let stats = &self.sb.stats;
+                stats.pin_attempt(match c.verdict {
+                    PinVerdict::Valid { .. } => PinOutcome::Valid,
+                    PinVerdict::Wrong => PinOutcome::Wrong,
+                    PinVerdict::Locked => PinOutcome::PhoneLocked,
+                    PinVerdict::AccountLocked => PinOutcome::AccountLocked,
+                });
+                c.locked.iter().for_each(|s| stats.locked(*s));
+                if c.alert.is_some() {
+                    stats.alert();
+                }
+                match c.verdict {
+                    PinVerdict::Valid { inmate_id } => {
+                        self.sb.store.inmate(&inmate_id).await.map(|i| {
+                            self.account_id = Some(i.account_id);
+                            PinVerdict::Valid { inmate_id }
+                        })
+                    }
+                    other => Ok(other),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let now = self.now();
+        match verdict {
+            Ok(v) => self.call.pin_checked(now, v),
+            Err(e) => {
+                warn!(error = %e, "ID + PIN check failed");
+                self.call.fail(now)
             }
         }
     }
@@ -1309,7 +1415,7 @@ impl CallTask {
                 match parse_sip_info(&ctype, &body) {
                     Ok(d) => {
                         self.sb.respond(&key, ok(&req)).await;
-                        debug!(?leg, digit = %d.digit, "INFO digit");
+                        log_digit(&self.call, leg, d.digit);
                         self.call.digit(now, leg, d.digit);
                     }
                     Err(e) => {

@@ -3,14 +3,25 @@
 //! SPEC.md's nine steps, as states of [`Call`]:
 //!
 //! ```text
-//! Answered ─► CollectingPin ─► CheckingPin ─► CheckingDestination ─► Dialing ─► Announcing ─► Connected ─► Ending ─► Ended
-//!   (PIN prompt)   (digits)      (DB lookup)    (policy + rating)     (trunk)    (press 1/2)   (charging)   (notice)
+//! Answered ─► CollectingId ─► CollectingPin ─► CheckingPin ─► CheckingDestination ─► Dialing ─► Announcing ─► Connected ─► Ending ─► Ended
+//!  (ID prompt)   (ID, #)         (PIN, #)        (DB lookup)    (policy + rating)     (trunk)    (press 1/2)   (charging)   (notice)
 //! ```
+//!
+//! # ID and PIN
+//!
+//! The inmate hears "enter your ID number, then pound", keys the calling ID and `#`, hears
+//! "enter your PIN, then pound", keys the PIN and `#` (typing ahead works: a key stops the
+//! prompt, and digits keyed before a prompt ends are kept). Only then is one `CheckPin`
+//! asked with both: a wrong ID and a wrong PIN get the same "ID or PIN not valid" (never
+//! which), and each wrong pair — or an empty or timed-out entry of either — is one of the
+//! call's `pin_attempts` (after the last, the call ends `pin_failed`). The pair is judged
+//! and counted in the database ([`checks::check_pin`]); a locked handset or line hears
+//! "this phone is locked", a locked inmate "this account is locked" (IDs are not secret).
 //!
 //! Owns: the order of things, the retries, the timeouts (`InterDigit`, `Dial`,
 //! `AcceptTimeout`, `PromptGuard`, the media timeout) and the end reason. It asks its
 //! driver (a thin tokio task, `call::driver`) to do everything that needs I/O with
-//! [`CallAction`]s — look up a PIN, check a destination, place the trunk INVITE, play a
+//! [`CallAction`]s — check an ID + PIN, check a destination, place the trunk INVITE, play a
 //! prompt, bridge, debit — and is told the outcome with `handle_*` calls. Billing is the nested [`Charging`] machine, the
 //! same one video visits drive. Nothing here reads the clock, a socket or the database:
 //! every input carries `now`, so a 61-minute call is tested in microseconds.
@@ -53,7 +64,7 @@
 //!   `handle_timeout`, so when the timeout and an increment boundary fall due together (or
 //!   the task woke late past both) the call ends and that increment is never debited: no
 //!   increment starts once the media is known dead.
-//! - **Before bridging** the phases have their own bounds and charge nothing: PIN entry
+//! - **Before bridging** the phases have their own bounds and charge nothing: ID and PIN entry
 //!   (first-digit and inter-digit timeouts, a limited number of attempts), the trunk's
 //!   ringing (`Dial`), the announcement (`AcceptTimeout`), a closing notice
 //!   (`PromptGuard`). The media timeout applies only to `Connected`.
@@ -78,16 +89,22 @@ pub mod admission;
 pub mod checks;
 pub mod driver;
 pub mod live;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 
 use crate::charging::{Charging, ChargingAction, ChargingPlan, CutReason, WarningReason};
-use crate::media::dtmf::{Collected, CollectorConfig, DigitCollector};
+use crate::media::dtmf::{Collected, CollectorConfig, DigitCollector, Digits};
 use crate::media::prompts::PromptId;
 use crate::money::Money;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// The longest ID or PIN entry collected: a cap on a runaway entry, well above any
+/// configured length, so that an entry ends with `#` (or a timeout) rather than at a
+/// length whose `#` would then spill into the next entry.
+pub const ENTRY_MAX_DIGITS: usize = 20;
 
 /// Why a call ended: the CDR's `end_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,15 +224,18 @@ pub enum Leg {
     Trunk,
 }
 
-/// Outcome of a PIN lookup.
+/// Outcome of an ID + PIN check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinVerdict {
-    /// The PIN is an inmate's of this facility.
+    /// The calling ID and the PIN name this inmate of the handset's facility.
     Valid { inmate_id: String },
-    /// Wrong PIN (the attempt is logged by the driver).
+    /// A wrong pair: the ID names nobody, or the PIN is not theirs (never said which).
     Wrong,
-    /// The handset or the inmate is locked out after repeated failures.
+    /// The handset or the line is locked after repeated failures: nothing was checked.
     Locked,
+    /// The inmate the ID names is locked after repeated failures: even the right PIN is
+    /// refused.
+    AccountLocked,
 }
 
 /// Outcome of the destination checks (SPEC steps 4 and 5).
@@ -256,9 +276,10 @@ pub struct CallTimers {
     pub accept: Duration,
     /// Longest a prompt may take before the machine stops waiting for `prompt_finished`.
     pub prompt_guard: Duration,
-    /// Wrong PINs that end the call.
+    /// Wrong ID + PIN pairs (or empty entries) that end the call.
     pub pin_attempts: u32,
-    /// How PIN digits are collected.
+    /// How the ID and the PIN are collected (each ends with `#` or the inter-digit
+    /// timeout; `max_digits` only caps a runaway entry).
     pub pin_entry: CollectorConfig,
     /// How long a bridged leg may send no RTP before the call ends (`media_timeout`);
     /// `None`: never (see the module doc).
@@ -272,7 +293,10 @@ impl Default for CallTimers {
             accept: Duration::from_secs(30),
             prompt_guard: Duration::from_secs(30),
             pin_attempts: 3,
-            pin_entry: CollectorConfig::default(),
+            pin_entry: CollectorConfig {
+                max_digits: ENTRY_MAX_DIGITS,
+                ..CollectorConfig::default()
+            },
             media: Some(Duration::from_secs(60)),
         }
     }
@@ -289,8 +313,8 @@ pub enum CallAction {
     Play { leg: Leg, prompt: PromptId },
     /// Stop whatever is playing to a leg.
     StopPlaying { leg: Leg },
-    /// Look up the PIN (keyed hash) for this handset's facility.
-    CheckPin { pin: String },
+    /// Check the ID + PIN pair for this handset's facility (and count it).
+    CheckPin { calling_id: String, pin: Digits },
     /// Run the destination checks and rating for the inmate and dialed digits.
     CheckDestination { inmate_id: String, dialed: String },
     /// Send the INVITE to the trunk (own Call-ID, own SDP).
@@ -343,6 +367,7 @@ pub struct CallSummary {
 /// Where the call is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallState {
+    CollectingId,
     CollectingPin,
     CheckingPin,
     CheckingDestination,
@@ -368,6 +393,8 @@ pub struct Call {
     timers_cfg: CallTimers,
     dialed: String,
     collector: DigitCollector,
+    /// The calling ID keyed in this attempt, while the PIN is collected and checked.
+    entered_id: Option<String>,
     wrong_pins: u32,
     inmate_id: Option<String>,
     auth: Option<Authorization>,
@@ -390,13 +417,14 @@ pub struct Call {
 
 impl Call {
     /// A handset INVITE for `dialed` arrived (already authenticated and of a known
-    /// facility): answer it and ask for the PIN.
+    /// facility): answer it and ask for the ID.
     pub fn new(now: Instant, dialed: &str, timers: CallTimers) -> Call {
         let mut call = Call {
-            state: CallState::CollectingPin,
+            state: CallState::CollectingId,
             collector: DigitCollector::new(timers.pin_entry, now),
             timers_cfg: timers,
             dialed: dialed.to_string(),
+            entered_id: None,
             wrong_pins: 0,
             inmate_id: None,
             auth: None,
@@ -415,7 +443,7 @@ impl Call {
         call.actions.push_back(CallAction::AnswerHandset);
         call.actions.push_back(CallAction::Play {
             leg: Leg::Handset,
-            prompt: PromptId::EnterPin,
+            prompt: PromptId::EnterId,
         });
         call
     }
@@ -438,18 +466,26 @@ impl Call {
         self.state == CallState::Ended
     }
 
+    /// Whether the inmate is keying the ID or the PIN (the driver logs no digit then).
+    pub fn collecting_credentials(&self) -> bool {
+        matches!(
+            self.state,
+            CallState::CollectingId | CallState::CollectingPin
+        )
+    }
+
     // ---- inputs -------------------------------------------------------------------------
 
     /// A DTMF digit from a leg (RFC 4733 or SIP INFO).
     pub fn digit(&mut self, now: Instant, leg: Leg, digit: char) {
         match (self.state, leg) {
-            (CallState::CollectingPin, Leg::Handset) => {
+            (CallState::CollectingId | CallState::CollectingPin, Leg::Handset) => {
                 if self.collector.typed() == 0 {
                     self.actions
                         .push_back(CallAction::StopPlaying { leg: Leg::Handset });
                 }
                 if let Some(c) = self.collector.on_digit(digit, now) {
-                    self.pin_collected(now, c);
+                    self.entry_collected(now, c);
                 }
             }
             (CallState::Announcing, Leg::Trunk) => match digit {
@@ -461,19 +497,35 @@ impl Call {
         }
     }
 
-    fn pin_collected(&mut self, now: Instant, c: Collected) {
-        match c {
-            Collected::Complete(d) | Collected::InterDigitTimeout(d) if !d.is_empty() => {
-                self.state = CallState::CheckingPin;
-                self.actions.push_back(CallAction::CheckPin {
-                    pin: d.into_string(),
+    /// An ID or a PIN was keyed (or not: an empty or timed-out entry is a wrong one).
+    fn entry_collected(&mut self, now: Instant, c: Collected) {
+        let digits = match c {
+            Collected::Complete(d) | Collected::InterDigitTimeout(d) if !d.is_empty() => d,
+            _ => return self.pin_wrong(now),
+        };
+        match self.state {
+            CallState::CollectingId => {
+                self.entered_id = Some(digits.into_string());
+                self.state = CallState::CollectingPin;
+                self.collector.restart(now);
+                self.actions.push_back(CallAction::Play {
+                    leg: Leg::Handset,
+                    prompt: PromptId::EnterPin,
                 });
             }
-            _ => self.pin_wrong(now),
+            CallState::CollectingPin => {
+                self.state = CallState::CheckingPin;
+                let calling_id = self.entered_id.take().unwrap_or_default();
+                self.actions.push_back(CallAction::CheckPin {
+                    calling_id,
+                    pin: digits,
+                });
+            }
+            _ => {}
         }
     }
 
-    /// The PIN lookup's verdict.
+    /// The ID + PIN check's verdict.
     pub fn pin_checked(&mut self, now: Instant, verdict: PinVerdict) {
         if self.state != CallState::CheckingPin {
             return;
@@ -490,16 +542,22 @@ impl Call {
             PinVerdict::Locked => {
                 self.play_then_end(now, PromptId::PinLocked, EndReason::PinFailed);
             }
+            PinVerdict::AccountLocked => {
+                self.play_then_end(now, PromptId::AccountLocked, EndReason::PinFailed);
+            }
         }
     }
 
+    /// A wrong (or empty) entry: "ID or PIN not valid", then the ID again, until the
+    /// call's attempts are spent.
     fn pin_wrong(&mut self, now: Instant) {
         self.wrong_pins += 1;
+        self.entered_id = None;
         if self.wrong_pins >= self.timers_cfg.pin_attempts {
             self.end_with_notice(now, EndReason::PinFailed);
             return;
         }
-        self.state = CallState::CollectingPin;
+        self.state = CallState::CollectingId;
         self.collector.restart(now);
         self.actions.push_back(CallAction::Play {
             leg: Leg::Handset,
@@ -507,7 +565,7 @@ impl Call {
         });
         self.actions.push_back(CallAction::Play {
             leg: Leg::Handset,
-            prompt: PromptId::EnterPin,
+            prompt: PromptId::EnterId,
         });
     }
 
@@ -687,9 +745,9 @@ impl Call {
             // for the whole timeout already.
             return self.end_with_notice(now, EndReason::MediaTimeout);
         }
-        if self.state == CallState::CollectingPin {
+        if self.collecting_credentials() {
             if let Some(c) = self.collector.handle_timeout(now) {
-                self.pin_collected(now, c);
+                self.entry_collected(now, c);
             }
         }
         if let Some(c) = self.charging.as_mut() {
@@ -943,7 +1001,8 @@ impl Call {
             return None;
         }
         let own = self.timers.iter().flatten().min().copied();
-        let pin = (self.state == CallState::CollectingPin)
+        let pin = self
+            .collecting_credentials()
             .then(|| self.collector.poll_timeout())
             .flatten();
         let billing = self.charging.as_ref().and_then(|c| c.poll_timeout());

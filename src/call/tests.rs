@@ -43,11 +43,19 @@ fn plays(actions: &[CallAction], leg: Leg) -> Vec<PromptId> {
         .collect()
 }
 
-fn type_pin(c: &mut Call, now: Instant, pin: &str) -> Vec<CallAction> {
-    for d in pin.chars() {
+/// Keys `keys` on the handset (an ID, `#`, a PIN, `#`…); the actions that follow.
+fn type_pin(c: &mut Call, now: Instant, keys: &str) -> Vec<CallAction> {
+    for d in keys.chars() {
         c.digit(now, Leg::Handset, d);
     }
     drain(c)
+}
+
+fn check(calling_id: &str, pin: &str) -> CallAction {
+    CallAction::CheckPin {
+        calling_id: calling_id.into(),
+        pin: Digits::from(pin.to_string()),
+    }
 }
 
 /// A call up to the point the destination is being checked.
@@ -59,12 +67,12 @@ fn to_destination_with(t0: Instant, timers: CallTimers) -> Call {
     let mut c = Call::new(t0, "5551230001", timers);
     let a = drain(&mut c);
     assert_eq!(a[0], CallAction::AnswerHandset);
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::EnterId]);
+    let a = type_pin(&mut c, t0, "100001#");
     assert_eq!(plays(&a, Leg::Handset), vec![PromptId::EnterPin]);
+    assert_eq!(c.state(), CallState::CollectingPin);
     let a = type_pin(&mut c, t0, "1234#");
-    assert!(
-        a.contains(&CallAction::CheckPin { pin: "1234".into() }),
-        "{a:?}"
-    );
+    assert!(a.contains(&check("100001", "1234")), "{a:?}");
     c.pin_checked(
         t0,
         PinVerdict::Valid {
@@ -231,14 +239,14 @@ fn three_wrong_pins_end_the_call_uncharged() {
     let mut c = Call::new(t0, "5551230001", CallTimers::default());
     drain(&mut c);
     for attempt in 1..=3 {
-        let a = type_pin(&mut c, t0, "9999#");
-        assert!(a.contains(&CallAction::CheckPin { pin: "9999".into() }));
+        let a = type_pin(&mut c, t0, "100001#9999#");
+        assert!(a.contains(&check("100001", "9999")));
         c.pin_checked(t0, PinVerdict::Wrong);
         let a = drain(&mut c);
         if attempt < 3 {
             assert_eq!(
                 plays(&a, Leg::Handset),
-                vec![PromptId::PinInvalid, PromptId::EnterPin]
+                vec![PromptId::PinInvalid, PromptId::EnterId]
             );
         } else {
             assert_eq!(plays(&a, Leg::Handset), vec![PromptId::PinInvalid]);
@@ -263,9 +271,9 @@ fn silence_at_the_pin_prompt_counts_as_an_attempt() {
     c.handle_timeout(at);
     assert_eq!(
         plays(&drain(&mut c), Leg::Handset),
-        vec![PromptId::PinInvalid, PromptId::EnterPin]
+        vec![PromptId::PinInvalid, PromptId::EnterId]
     );
-    assert_eq!(c.state(), CallState::CollectingPin);
+    assert_eq!(c.state(), CallState::CollectingId);
 }
 
 #[test]
@@ -273,7 +281,7 @@ fn locked_out_hears_the_lockout_notice() {
     let t0 = epoch();
     let mut c = Call::new(t0, "5551230001", CallTimers::default());
     drain(&mut c);
-    type_pin(&mut c, t0, "1234#");
+    type_pin(&mut c, t0, "100001#1234#");
     c.pin_checked(t0, PinVerdict::Locked);
     let a = drain(&mut c);
     assert_eq!(plays(&a, Leg::Handset), vec![PromptId::PinLocked]);
@@ -281,6 +289,86 @@ fn locked_out_hears_the_lockout_notice() {
     let at = c.poll_timeout().unwrap();
     c.handle_timeout(at);
     assert_eq!(ended(&drain(&mut c)).unwrap().reason, EndReason::PinFailed);
+}
+
+#[test]
+fn a_locked_account_hears_so_and_the_call_ends() {
+    let t0 = epoch();
+    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    drain(&mut c);
+    type_pin(&mut c, t0, "100001#1234#");
+    c.pin_checked(t0, PinVerdict::AccountLocked);
+    let a = drain(&mut c);
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::AccountLocked]);
+    c.prompt_finished(t0, Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!((s.reason, s.inmate_id), (EndReason::PinFailed, None));
+}
+
+/// A PIN alone never reaches the database as a credential: with no ID keyed (`#` at
+/// once, or silence) the entry is a wrong one, and the ID prompt comes back.
+#[test]
+fn a_pin_without_an_id_is_a_wrong_entry_and_never_checked() {
+    let t0 = epoch();
+    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    drain(&mut c);
+    let a = type_pin(&mut c, t0, "#");
+    assert_eq!(
+        plays(&a, Leg::Handset),
+        vec![PromptId::PinInvalid, PromptId::EnterId]
+    );
+    assert_eq!(c.state(), CallState::CollectingId);
+    // The ID times out after its digits: it counts as keyed; an empty PIN is wrong.
+    let a = type_pin(&mut c, t0, "1000");
+    assert!(plays(&a, Leg::Handset).is_empty());
+    let at = c.poll_timeout().unwrap();
+    assert_eq!(at - t0, Duration::from_secs(5), "inter-digit timeout");
+    c.handle_timeout(at);
+    assert_eq!(
+        plays(&drain(&mut c), Leg::Handset),
+        vec![PromptId::EnterPin]
+    );
+    let a = type_pin(&mut c, at, "#");
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::CheckPin { .. })),
+        "{a:?}"
+    );
+    assert_eq!(
+        plays(&a, Leg::Handset),
+        vec![PromptId::PinInvalid, PromptId::EnterId]
+    );
+    // The third entry (silence) spends the call's attempts: never a check.
+    let at = c.poll_timeout().unwrap();
+    c.handle_timeout(at);
+    let a = drain(&mut c);
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::PinInvalid]);
+    c.prompt_finished(at, Leg::Handset);
+    let s = ended(&drain(&mut c)).cloned().unwrap();
+    assert_eq!(s.reason, EndReason::PinFailed);
+}
+
+/// Keys typed ahead (the whole `ID#PIN#` while the first prompt plays) stop the prompt
+/// and make one check; nothing of it is lost between the two entries.
+#[test]
+fn id_and_pin_typed_ahead_make_one_check() {
+    let t0 = epoch();
+    let mut c = Call::new(t0, "5551230001", CallTimers::default());
+    drain(&mut c);
+    let a = type_pin(&mut c, t0, "123456#987654#");
+    let checks: Vec<_> = a
+        .iter()
+        .filter(|x| matches!(x, CallAction::CheckPin { .. }))
+        .collect();
+    assert_eq!(checks, vec![&check("123456", "987654")]);
+    assert_eq!(
+        a.iter()
+            .filter(|x| matches!(x, CallAction::StopPlaying { leg: Leg::Handset }))
+            .count(),
+        2,
+        "the ID prompt and the PIN prompt stop at the first key of each"
+    );
+    // The PIN's digits never show in a debug print.
+    assert!(!format!("{a:?}").contains("987654"));
 }
 
 #[test]

@@ -112,23 +112,21 @@ impl Db {
         }
     }
 
-    /// Applies only the migrations numbered below `version`: the database as an older
-    /// release left it, for tests that migrate existing data (then [`Db::migrate`]).
-    pub async fn migrate_before(&self, version: i64) -> Result<(), DbError> {
+    /// Applies this backend's migrations up to and including `version` only: a database
+    /// as it was before a later migration, for testing that migration on its data.
+    pub async fn migrate_to(&self, version: i64) -> Result<(), DbError> {
         let all = self.migrator();
-        let older = Migrator {
+        let migrator = Migrator {
             migrations: all
                 .migrations
                 .iter()
-                .filter(|m| m.version < version)
+                .filter(|m| m.version <= version)
                 .cloned()
                 .collect::<Vec<_>>()
                 .into(),
-            ignore_missing: all.ignore_missing,
-            locking: all.locking,
-            no_tx: all.no_tx,
+            ..Migrator::DEFAULT
         };
-        older.run(&self.pool).await?;
+        migrator.run(&self.pool).await?;
         Ok(())
     }
 

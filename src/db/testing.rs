@@ -4,6 +4,13 @@
 
 use super::{Backend, Db};
 
+async fn migrate(db: &Db, version: Option<i64>) {
+    match version {
+        None => db.migrate().await.expect("migrate"),
+        Some(v) => db.migrate_to(v).await.expect("migrate to a version"),
+    }
+}
+
 /// The environment variable naming a PostgreSQL server for tests.
 pub const PG_URL_VAR: &str = "SALLYPORT_TEST_DATABASE_URL";
 /// Set to 1 in CI: a test that would skip for a missing external tool fails instead.
@@ -19,16 +26,15 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
-        let t = TestDb::sqlite_unmigrated().await;
-        t.db.migrate().await.expect("migrate sqlite");
-        t
+        TestDb::sqlite_at(None).await
     }
 
-    /// A fresh SQLite database without the schema (see [`Db::migrate_before`]).
-    pub async fn sqlite_unmigrated() -> TestDb {
+    /// Migrated up to `version` only (all migrations: `None`).
+    async fn sqlite_at(version: Option<i64>) -> TestDb {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/test.db", dir.path().display());
         let db = Db::connect(&url, 8).await.expect("connect sqlite");
+        migrate(&db, version).await;
         TestDb {
             db,
             _dir: Some(dir),
@@ -39,13 +45,10 @@ impl TestDb {
     /// A new PostgreSQL database, or `None` (with the reason printed) when no server is
     /// configured. Panics when the server is required (`SALLYPORT_REQUIRE_EXTERNAL=1`).
     pub async fn postgres() -> Option<TestDb> {
-        let t = TestDb::postgres_unmigrated().await?;
-        t.db.migrate().await.expect("migrate postgres");
-        Some(t)
+        TestDb::postgres_at(None).await
     }
 
-    /// [`TestDb::postgres`] without the schema (see [`Db::migrate_before`]).
-    pub async fn postgres_unmigrated() -> Option<TestDb> {
+    async fn postgres_at(version: Option<i64>) -> Option<TestDb> {
         let Some(admin_url) = std::env::var(PG_URL_VAR).ok().filter(|u| !u.is_empty()) else {
             skip_or_fail(&format!("{PG_URL_VAR} is not set: PostgreSQL test skipped"));
             return None;
@@ -61,6 +64,7 @@ impl TestDb {
         admin.close().await;
         let url = with_database(&admin_url, &name);
         let db = Db::connect(&url, 20).await.expect("connect test database");
+        migrate(&db, version).await;
         Some(TestDb {
             db,
             _dir: None,
@@ -75,11 +79,12 @@ impl TestDb {
         }
     }
 
-    /// [`TestDb::of`] without the schema, for tests of migrating existing data.
-    pub async fn unmigrated(backend: Backend) -> Option<TestDb> {
+    /// A database migrated up to `version` only, as an older release left it (to test
+    /// the migrations after it on its data: [`Db::migrate`] applies them).
+    pub async fn of_version(backend: Backend, version: i64) -> Option<TestDb> {
         match backend {
-            Backend::Sqlite => Some(TestDb::sqlite_unmigrated().await),
-            Backend::Postgres => TestDb::postgres_unmigrated().await,
+            Backend::Sqlite => Some(TestDb::sqlite_at(Some(version)).await),
+            Backend::Postgres => TestDb::postgres_at(Some(version)).await,
         }
     }
 

@@ -251,6 +251,12 @@ impl Digits {
     }
 }
 
+impl From<String> for Digits {
+    fn from(s: String) -> Digits {
+        Digits(s)
+    }
+}
+
 impl fmt::Debug for Digits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Digits(<{} redacted>)", self.0.len())

@@ -197,9 +197,11 @@ macro_rules! prompt_ids {
 }
 
 prompt_ids! {
+    EnterId => "enter_id.wav",
     EnterPin => "enter_pin.wav",
     PinInvalid => "pin_invalid.wav",
     PinLocked => "pin_locked.wav",
+    AccountLocked => "account_locked.wav",
     NotApproved => "not_approved.wav",
     Blocked => "blocked.wav",
     OutsideHours => "outside_hours.wav",

@@ -1,7 +1,8 @@
-//! Handsets (per-device SIP digest credentials) and trusted networks.
+//! Handsets (per-device SIP digest credentials), their PIN locks, and trusted networks.
 
 use super::{conflict_on_unique, new_id, Store, StoreError};
-use crate::db::from_micros;
+use crate::db::{from_micros, to_micros};
+use crate::policy::lockout::{Lock, LockState};
 use crate::text;
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
@@ -16,6 +17,7 @@ pub struct Handset {
     pub name: String,
     pub location: String,
     pub sip_username: Option<String>,
+    /// While in the future, ID + PIN entry on this handset is refused (too many failures).
     pub locked_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -157,6 +159,54 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some((from_row(&row)?, row.try_get("digest_ha1")?)))
+    }
+
+    /// The handset's PIN lock as stored.
+    pub async fn handset_pin_lock(&self, id: &str) -> Result<LockState, StoreError> {
+        let row = sqlx::query(
+            "SELECT locked_until, pin_lock_level, pin_count_from FROM handsets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| StoreError::not_found("handset", id))?;
+        super::lock_state(&row, "pin_lock_level", "pin_count_from")
+    }
+
+    /// Locks ID + PIN entry on the handset as `lock` says, unless a lock already runs at
+    /// `now`; whether this call set it. Failures before its end are forgotten.
+    pub async fn lock_handset_pin(
+        &self,
+        id: &str,
+        lock: Lock,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE handsets SET locked_until = $2, pin_count_from = $2, pin_lock_level = $3 \
+             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $4)",
+        )
+        .bind(id)
+        .bind(to_micros(lock.until))
+        .bind(i64::from(lock.level))
+        .bind(to_micros(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Clears the handset's PIN lock (staff) and restarts its failure count.
+    pub async fn unlock_handset_pin(&self, id: &str) -> Result<Handset, StoreError> {
+        let done = sqlx::query(
+            "UPDATE handsets SET locked_until = NULL, pin_lock_level = 0, pin_count_from = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(self.now_us())
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("handset", id));
+        }
+        self.handset(id).await
     }
 
     /// The facility whose trusted networks contain `ip`, if any.

@@ -1,11 +1,19 @@
-//! Inmates: booking (which opens the debit account), status, PIN, release.
+//! Inmates: booking (which opens the debit account), status, calling ID and PIN, the
+//! inmate's PIN lock, release.
+//!
+//! An inmate is named on a handset by the calling ID and PIN together ([`crate::policy::pin`]):
+//! [`Store::inmate_by_calling_id`] finds the inmate, [`Store::pin_matches`] compares the
+//! PIN's keyed hash in constant time (and replaces a pre-calling-ID hash at its first
+//! right entry).
 
 use super::{conflict_on_unique, new_id, Store, StoreError};
 use crate::db::{from_micros, to_micros};
 use crate::ledger::{AccountKind, Ledger};
+use crate::policy::lockout::{Lock, LockState};
 use crate::policy::pin;
 use crate::text;
 use chrono::{DateTime, Utc};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -48,8 +56,15 @@ pub struct Inmate {
     pub first_name: String,
     pub last_name: String,
     pub status: InmateStatus,
+    /// The number keyed before the PIN (facility-issued, unique in the facility). Not a
+    /// secret, but no roster item either: admins, investigators and the inmate's own kiosk
+    /// see it.
+    /// `None` only for an inmate booked before calling IDs existed, until the next start
+    /// gives one ([`Store::assign_calling_ids`]).
+    pub calling_id: Option<String>,
     /// Whether a PIN is set (the PIN itself is never stored or shown).
     pub has_pin: bool,
+    /// While in the future, calls naming this inmate are refused (too many failed entries).
     pub locked_until: Option<DateTime<Utc>>,
     pub account_id: String,
     pub booked_at: DateTime<Utc>,
@@ -66,13 +81,20 @@ pub struct Booking {
     /// Optional PIN set at booking.
     #[serde(default)]
     pub pin: Option<String>,
+    /// The calling ID staff give; omitted, a random free one is drawn.
+    #[serde(default)]
+    pub calling_id: Option<String>,
 }
 
 const COLUMNS: &str = "id, facility_id, booking_number, first_name, last_name, status, \
-    pin_lookup, locked_until, account_id, booked_at, released_at";
+    calling_id, pin_hash, pin_lookup, locked_until, account_id, booked_at, released_at";
+
+/// Random draws before giving up on finding a free calling ID.
+const CALLING_ID_DRAWS: usize = 64;
 
 fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
     let status: String = r.try_get("status")?;
+    let pin_hash: Option<String> = r.try_get("pin_hash")?;
     let pin_lookup: Option<String> = r.try_get("pin_lookup")?;
     let locked: Option<i64> = r.try_get("locked_until")?;
     let released: Option<i64> = r.try_get("released_at")?;
@@ -83,7 +105,8 @@ fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
         first_name: r.try_get("first_name")?,
         last_name: r.try_get("last_name")?,
         status: InmateStatus::parse(&status)?,
-        has_pin: pin_lookup.is_some(),
+        calling_id: r.try_get("calling_id")?,
+        has_pin: pin_hash.is_some() || pin_lookup.is_some(),
         locked_until: locked.map(from_micros),
         account_id: r.try_get("account_id")?,
         booked_at: from_micros(r.try_get("booked_at")?),
@@ -93,28 +116,40 @@ fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
 
 /// Checks a booking; names and the booking number are kept trimmed, and checked so
 /// ([`crate::text`]).
-fn validate(b: &Booking) -> Result<(), StoreError> {
+fn validate(b: &Booking, rules: &pin::CredentialRules) -> Result<(), StoreError> {
     text::BOOKING_NUMBER.check_required("booking_number", b.booking_number.trim())?;
     text::NAME.check_required("first_name", b.first_name.trim())?;
     text::NAME.check_required("last_name", b.last_name.trim())?;
     if let Some(p) = &b.pin {
-        pin::validate(p).map_err(|e| StoreError::invalid("pin", e.to_string()))?;
+        rules
+            .validate_pin(p)
+            .map_err(|e| StoreError::invalid("pin", e.to_string()))?;
+    }
+    if let Some(id) = &b.calling_id {
+        rules
+            .validate_calling_id(id)
+            .map_err(|e| StoreError::invalid("calling_id", e.to_string()))?;
     }
     Ok(())
 }
 
 impl Store {
     /// Books an inmate into `facility_id` and opens the inmate's debit account, in one
-    /// database transaction: there is never an inmate without an account.
+    /// database transaction: there is never an inmate without an account. The calling ID
+    /// is the one given, or a random free one.
     pub async fn book_inmate(&self, facility_id: &str, b: Booking) -> Result<Inmate, StoreError> {
-        validate(&b)?;
+        validate(&b, &self.credentials)?;
         self.facility(facility_id).await?;
+        let calling_id = match &b.calling_id {
+            Some(id) => id.clone(),
+            None => self.free_calling_id(facility_id).await?,
+        };
         let now = self.clock.wall();
         let id = new_id("inm");
-        let lookup = b
+        let hash = b
             .pin
             .as_deref()
-            .map(|p| pin::lookup_hash(self.pin_pepper.as_bytes(), facility_id, p));
+            .map(|p| pin::pin_hash(self.pin_pepper.as_bytes(), facility_id, &calling_id, p));
         let mut tx = self.db.begin_write().await?;
         let name = format!(
             "{} {} ({})",
@@ -132,24 +167,91 @@ impl Store {
         )
         .await?;
         sqlx::query(&format!(
-            "INSERT INTO inmates ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,'active',$6,NULL,$7,$8,NULL)"
+            "INSERT INTO inmates ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,'active',$6,$7,NULL,NULL,$8,$9,NULL)"
         ))
         .bind(&id)
         .bind(facility_id)
         .bind(b.booking_number.trim())
         .bind(b.first_name.trim())
         .bind(b.last_name.trim())
-        .bind(&lookup)
+        .bind(&calling_id)
+        .bind(&hash)
         .bind(&account_id)
         .bind(to_micros(now))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
-            conflict_on_unique(e, "booking number or PIN already in use in this facility")
+            conflict_on_unique(
+                e,
+                "booking number or calling ID already in use in this facility",
+            )
         })?;
         tx.commit().await?;
         tracing::info!(inmate = %id, facility = facility_id, "inmate booked");
         self.inmate(&id).await
+    }
+
+    /// A random calling ID no inmate of the facility has (random, not sequential, so IDs
+    /// cannot be enumerated from one's own).
+    async fn free_calling_id(&self, facility_id: &str) -> Result<String, StoreError> {
+        for _ in 0..CALLING_ID_DRAWS {
+            let candidate = {
+                let mut rng = rand::thread_rng();
+                self.credentials.calling_id_from(|n| rng.gen_range(0..n))
+            };
+            let taken =
+                sqlx::query("SELECT 1 FROM inmates WHERE facility_id = $1 AND calling_id = $2")
+                    .bind(facility_id)
+                    .bind(&candidate)
+                    .fetch_optional(self.db.pool())
+                    .await?;
+            if taken.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "no free calling ID found in facility {facility_id}: raise security.calling_id_digits"
+        )))
+    }
+
+    /// Gives every inmate without a calling ID (booked before calling IDs existed) a
+    /// random free one; returns how many. The data step of migration 0005, run at every
+    /// start after the SQL migrations (a no-op once done).
+    pub async fn assign_calling_ids(&self) -> Result<u64, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, facility_id FROM inmates WHERE calling_id IS NULL ORDER BY id")
+                .fetch_all(self.db.pool())
+                .await?;
+        let mut assigned = 0;
+        for r in &rows {
+            let (id, facility_id): (String, String) = (r.try_get("id")?, r.try_get("facility_id")?);
+            for attempt in 0.. {
+                let candidate = self.free_calling_id(&facility_id).await?;
+                let done = sqlx::query(
+                    "UPDATE inmates SET calling_id = $2 WHERE id = $1 AND calling_id IS NULL",
+                )
+                .bind(&id)
+                .bind(&candidate)
+                .execute(self.db.pool())
+                .await;
+                match done {
+                    Ok(d) => {
+                        assigned += d.rows_affected();
+                        break;
+                    }
+                    // Another node drew the same ID for another inmate meanwhile: draw again.
+                    Err(e) if crate::db::is_unique_violation(&e) && attempt < 3 => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if assigned > 0 {
+            tracing::info!(
+                assigned,
+                "calling IDs given to inmates booked before they existed"
+            );
+        }
+        Ok(assigned)
     }
 
     pub async fn inmate(&self, id: &str) -> Result<Inmate, StoreError> {
@@ -218,42 +320,163 @@ impl Store {
 
     /// Sets (or replaces) an inmate's PIN and clears a lockout.
     pub async fn set_pin(&self, id: &str, new_pin: &str) -> Result<Inmate, StoreError> {
-        pin::validate(new_pin).map_err(|e| StoreError::invalid("pin", e.to_string()))?;
+        self.set_credentials(id, new_pin, None).await
+    }
+
+    /// Sets an inmate's PIN, and with `calling_id` their calling ID too (the PIN's hash
+    /// includes the ID, so the two change together); clears the inmate's PIN lock and
+    /// restarts the failure count. Two inmates may share a PIN.
+    pub async fn set_credentials(
+        &self,
+        id: &str,
+        new_pin: &str,
+        calling_id: Option<&str>,
+    ) -> Result<Inmate, StoreError> {
+        self.credentials
+            .validate_pin(new_pin)
+            .map_err(|e| StoreError::invalid("pin", e.to_string()))?;
+        if let Some(c) = calling_id {
+            self.credentials
+                .validate_calling_id(c)
+                .map_err(|e| StoreError::invalid("calling_id", e.to_string()))?;
+        }
         let inmate = self.inmate(id).await?;
-        let lookup = pin::lookup_hash(self.pin_pepper.as_bytes(), &inmate.facility_id, new_pin);
-        sqlx::query("UPDATE inmates SET pin_lookup = $2, failed_pins = 0, locked_until = NULL WHERE id = $1")
-            .bind(id)
-            .bind(&lookup)
-            .execute(self.db.pool())
-            .await
-            .map_err(|e| conflict_on_unique(e, "that PIN is in use in this facility; choose another"))?;
+        let calling_id = match (calling_id, &inmate.calling_id) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => self.free_calling_id(&inmate.facility_id).await?,
+        };
+        let hash = pin::pin_hash(
+            self.pin_pepper.as_bytes(),
+            &inmate.facility_id,
+            &calling_id,
+            new_pin,
+        );
+        sqlx::query(
+            "UPDATE inmates SET calling_id = $2, pin_hash = $3, pin_lookup = NULL, \
+             locked_until = NULL, pin_lock_level = 0, pin_count_from = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&calling_id)
+        .bind(&hash)
+        .bind(self.now_us())
+        .execute(self.db.pool())
+        .await
+        .map_err(|e| conflict_on_unique(e, "that calling ID is in use in this facility"))?;
         self.inmate(id).await
     }
 
-    /// Finds the inmate whose PIN this is in `facility_id` (keyed-hash lookup, then a
-    /// constant-time comparison).
-    pub async fn inmate_by_pin(
+    /// The inmate of `facility_id` whose calling ID `entered` is (`None` for anything that
+    /// is not one, including an empty entry). Any length is looked up: IDs issued before
+    /// `security.calling_id_digits` changed keep working.
+    pub async fn inmate_by_calling_id(
         &self,
         facility_id: &str,
         entered: &str,
     ) -> Result<Option<Inmate>, StoreError> {
-        if pin::validate(entered).is_err() {
+        if entered.is_empty() || entered.len() > 20 || !entered.bytes().all(|b| b.is_ascii_digit())
+        {
             return Ok(None);
         }
-        let lookup = pin::lookup_hash(self.pin_pepper.as_bytes(), facility_id, entered);
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM inmates WHERE facility_id = $1 AND pin_lookup = $2"
+            "SELECT {COLUMNS} FROM inmates WHERE facility_id = $1 AND calling_id = $2"
         ))
         .bind(facility_id)
-        .bind(&lookup)
+        .bind(entered)
         .fetch_optional(self.db.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Option<String> = row.try_get("pin_lookup")?;
-        match stored {
-            Some(s) if pin::matches(&s, &lookup) => Ok(Some(from_row(&row)?)),
-            _ => Ok(None),
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Whether `entered` is the PIN of `inmate` (keyed hash of facility, calling ID and
+    /// PIN, compared in constant time). A PIN still stored in the pre-calling-ID form is
+    /// compared in that form and, when right, replaced by the new one.
+    pub async fn pin_matches(&self, inmate: &Inmate, entered: &str) -> Result<bool, StoreError> {
+        let Some(calling_id) = &inmate.calling_id else {
+            return Ok(false);
+        };
+        // No length rule here: a PIN set under other length rules still works.
+        if entered.is_empty() || entered.len() > 32 || !entered.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Ok(false);
         }
+        let row = sqlx::query("SELECT pin_hash, pin_lookup FROM inmates WHERE id = $1")
+            .bind(&inmate.id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::not_found("inmate", &inmate.id))?;
+        let pepper = self.pin_pepper.as_bytes();
+        let fid = &inmate.facility_id;
+        if let Some(stored) = row.try_get::<Option<String>, _>("pin_hash")? {
+            return Ok(pin::matches(
+                &stored,
+                &pin::pin_hash(pepper, fid, calling_id, entered),
+            ));
+        }
+        let Some(legacy) = row.try_get::<Option<String>, _>("pin_lookup")? else {
+            return Ok(false);
+        };
+        if !pin::matches(&legacy, &pin::legacy_hash(pepper, fid, entered)) {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE inmates SET pin_hash = $2, pin_lookup = NULL WHERE id = $1 AND pin_lookup = $3",
+        )
+        .bind(&inmate.id)
+        .bind(pin::pin_hash(pepper, fid, calling_id, entered))
+        .bind(&legacy)
+        .execute(self.db.pool())
+        .await?;
+        tracing::info!(inmate = %inmate.id, "PIN hash moved to the calling-ID form");
+        Ok(true)
+    }
+
+    /// The inmate's PIN lock as stored.
+    pub async fn inmate_pin_lock(&self, id: &str) -> Result<LockState, StoreError> {
+        let row = sqlx::query(
+            "SELECT locked_until, pin_lock_level, pin_count_from FROM inmates WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| StoreError::not_found("inmate", id))?;
+        super::lock_state(&row, "pin_lock_level", "pin_count_from")
+    }
+
+    /// Locks the inmate's PIN entry as `lock` says, unless a lock already runs at `now`
+    /// (another node's); whether this call set it. Failures before its end are forgotten.
+    pub async fn lock_inmate_pin(
+        &self,
+        id: &str,
+        lock: Lock,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE inmates SET locked_until = $2, pin_count_from = $2, pin_lock_level = $3 \
+             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $4)",
+        )
+        .bind(id)
+        .bind(to_micros(lock.until))
+        .bind(i64::from(lock.level))
+        .bind(to_micros(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Clears the inmate's PIN lock (staff) and restarts the failure count.
+    pub async fn unlock_inmate_pin(&self, id: &str) -> Result<Inmate, StoreError> {
+        let done = sqlx::query(
+            "UPDATE inmates SET locked_until = NULL, pin_lock_level = 0, pin_count_from = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(self.now_us())
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("inmate", id));
+        }
+        self.inmate(id).await
     }
 
     /// Releases an inmate: the ledger refunds the balance and closes the account, then the

@@ -3,7 +3,8 @@
 //!
 //! Owns: the rows of those tables and the rules that keep them consistent (a booking opens
 //! the inmate's account in the same database transaction; a rate plan above its cap is
-//! refused when it is loaded; a PIN is stored only as a keyed hash). Money lives in
+//! refused when it is loaded; a PIN is stored only as a keyed hash of facility, calling ID
+//! and PIN; PIN attempts, lines and guessing alerts are [`pin_attempts`]'s). Money lives in
 //! [`crate::ledger`]; this module calls it only to open accounts.
 //! Called by: the API, the CLI and the demo seed; later the call flow (lookups).
 
@@ -14,6 +15,7 @@ mod facilities;
 mod handsets;
 mod inmates;
 pub mod passwords;
+mod pin_attempts;
 mod principals;
 mod rates;
 mod recordings;
@@ -25,6 +27,7 @@ pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
+pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};
 pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
 pub(crate) use recordings::{
@@ -40,6 +43,8 @@ pub use users::{
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::ledger::{Ledger, LedgerError};
+use crate::policy::lockout::LockState;
+use crate::policy::pin::CredentialRules;
 use std::sync::Arc;
 
 /// Errors at the records boundary; the API maps each to a status.
@@ -96,12 +101,14 @@ impl From<crate::db::DbError> for StoreError {
     }
 }
 
-/// Access to the records, with the clock and the PIN key.
+/// Access to the records, with the clock, the PIN key and the credential rules.
 #[derive(Clone)]
 pub struct Store {
     db: Db,
     clock: Arc<dyn Clock>,
     pin_pepper: Arc<str>,
+    /// Lengths of calling IDs and PINs (`[security]`; the defaults until told otherwise).
+    credentials: CredentialRules,
     ledger: Ledger,
 }
 
@@ -112,7 +119,23 @@ impl Store {
             db,
             clock,
             pin_pepper: pin_pepper.into(),
+            credentials: CredentialRules::default(),
         }
+    }
+
+    /// The same store with these calling ID and PIN lengths.
+    pub fn with_credential_rules(mut self, rules: CredentialRules) -> Store {
+        self.credentials = rules;
+        self
+    }
+
+    pub fn credential_rules(&self) -> &CredentialRules {
+        &self.credentials
+    }
+
+    /// The key for PIN hashes and ID digests.
+    pub(crate) fn pin_pepper(&self) -> &[u8] {
+        self.pin_pepper.as_bytes()
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -149,4 +172,22 @@ pub(crate) fn conflict_on_unique(e: sqlx::Error, message: impl Into<String>) -> 
 /// Reads a BIGINT 0/1 flag.
 pub(crate) fn flag(v: i64) -> bool {
     v != 0
+}
+
+/// A PIN lock read from a row with `locked_until` and the named level and count-from
+/// columns (inmates, handsets and lines name them alike but for the prefix).
+pub(crate) fn lock_state(
+    row: &sqlx::any::AnyRow,
+    level: &str,
+    count_from: &str,
+) -> Result<LockState, StoreError> {
+    use sqlx::Row;
+    let until: Option<i64> = row.try_get("locked_until")?;
+    let level: i64 = row.try_get(level)?;
+    let from: Option<i64> = row.try_get(count_from)?;
+    Ok(LockState {
+        locked_until: until.map(crate::db::from_micros),
+        level: u32::try_from(level).unwrap_or(u32::MAX),
+        count_from: from.map(crate::db::from_micros),
+    })
 }

@@ -261,6 +261,17 @@ impl Api {
             .unwrap_or_else(|| panic!("no metric {name}"))
     }
 
+    /// The value of `name{labels}` (e.g. `reason="no_common_codec"`), `GET /metrics`.
+    pub fn metric_with(&self, name: &str, labels: &str) -> u64 {
+        let (_, text) = self.anonymous().request("GET", "/metrics", None);
+        let series = format!("{name}{{{labels}}} ");
+        text.as_str()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {series}"))
+    }
+
     pub fn balance(&self, account: &str) -> Decimal {
         money(&self.get(&format!("/api/v1/accounts/{account}"))["balance"])
     }
@@ -320,15 +331,34 @@ pub struct Inmate {
     pub id: String,
     pub account: String,
     pub booking: String,
+    /// Keyed before the PIN ([`calling_id_for`] of the PIN).
+    pub calling_id: String,
     pub pin: String,
 }
 
-/// Books an inmate of the demo facility with `pin` and `number` as approved contact.
+/// The calling ID the fixtures give the inmate booked with `pin`: 9 and the PIN padded to
+/// five digits (a 4-digit PIN 4821 gives 904821), so a handset told only the PIN
+/// (`sipp::Handset::new`) keys the right ID too. Real IDs are random; the booking API
+/// takes one from staff, which is what this uses. Two inmates of one test gateway need
+/// different PINs.
+pub fn calling_id_for(pin: &str) -> String {
+    assert!(
+        pin.len() <= 5,
+        "the fixtures' calling IDs take PINs of up to 5 digits"
+    );
+    format!("9{pin:0>5}")
+}
+
+/// Books an inmate of the demo facility with `pin` (and the calling ID [`calling_id_for`]
+/// it) and `number` as approved contact.
 pub fn book(api: &Api, booking: &str, pin: &str, number: &str, privileged: bool) -> Inmate {
+    let calling_id = calling_id_for(pin);
     let i = api.post(
         &format!("/api/v1/facilities/{FACILITY}/inmates"),
-        json!({ "booking_number": booking, "first_name": "Test", "last_name": booking, "pin": pin }),
+        json!({ "booking_number": booking, "first_name": "Test", "last_name": booking, "pin": pin,
+                "calling_id": calling_id }),
     );
+    assert_eq!(i["calling_id"], calling_id.as_str(), "{i}");
     let id = i["id"].as_str().expect("inmate id").to_string();
     let c = api.post(
         &format!("/api/v1/inmates/{id}/contacts"),
@@ -340,6 +370,7 @@ pub fn book(api: &Api, booking: &str, pin: &str, number: &str, privileged: bool)
         id,
         account: i["account_id"].as_str().expect("account").to_string(),
         booking: booking.into(),
+        calling_id,
         pin: pin.into(),
     }
 }

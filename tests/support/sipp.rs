@@ -428,6 +428,25 @@ impl Sipp {
         }
     }
 
+    /// Waits for sipp to end (whatever its status); its exit status.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = self.started + timeout;
+        let child = self.child.as_mut().expect("sipp already reaped");
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                panic!("sipp {} still running after {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -640,11 +659,13 @@ impl Trunk {
     }
 }
 
-/// The inmate's behaviour (`handset.xml`).
+/// The inmate's behaviour (`handset.xml`): keys `calling_id`, `#`, `pin`, `#`.
 #[derive(Clone)]
 pub struct Handset {
     pub user: String,
     pub number: String,
+    /// The calling ID keyed before the PIN.
+    pub calling_id: String,
     pub pin: String,
     pub via: Via,
     pub attempts: u32,
@@ -654,15 +675,19 @@ pub struct Handset {
     pub voice: Option<Tone>,
     /// The codec offered first (both PCMU and PCMA are offered) and spoken.
     pub law: Law,
+    /// The payload types offered instead (`-set formats`), e.g. "18" for G.729 alone.
+    pub formats: Option<&'static str>,
 }
 
 impl Handset {
-    /// `handset-1` dials [`super::api::NUMBER`], enters `pin` and `#`, then waits for the
-    /// BYE.
+    /// `handset-1` dials [`super::api::NUMBER`], keys the calling ID the fixtures give the
+    /// inmate booked with `pin` ([`super::api::calling_id_for`]), `#`, `pin`, `#`, then
+    /// waits for the BYE.
     pub fn new(pin: &str, via: Via) -> Handset {
         Handset {
             user: "handset-1".into(),
             number: super::api::NUMBER.into(),
+            calling_id: super::api::calling_id_for(pin),
             pin: pin.into(),
             via,
             attempts: 1,
@@ -670,7 +695,13 @@ impl Handset {
             hold_ms: 0,
             voice: None,
             law: Law::Ulaw,
+            formats: None,
         }
+    }
+    /// Offers these payload types (space-separated) instead of PCMU and PCMA.
+    pub fn offering(mut self, formats: &'static str) -> Self {
+        self.formats = Some(formats);
+        self
     }
     /// Offers `law` first and speaks in it.
     pub fn law(mut self, law: Law) -> Self {
@@ -688,6 +719,15 @@ impl Handset {
     pub fn user(mut self, u: &str) -> Self {
         self.user = u.into();
         self
+    }
+    /// Keys this calling ID (instead of the one the fixtures derive from the PIN).
+    pub fn id(mut self, calling_id: &str) -> Self {
+        self.calling_id = calling_id.into();
+        self
+    }
+    /// What one attempt keys: the calling ID, `#`, the PIN, `#`.
+    pub fn keys(&self) -> String {
+        format!("{}#{}#", self.calling_id, self.pin)
     }
     /// Speaks `tone` after the PIN.
     pub fn speaking(mut self, tone: Tone) -> Self {
@@ -707,20 +747,11 @@ impl Handset {
         let name = format!("handset{slot}");
         let d = dir.join(&name);
         fs::create_dir_all(&d).unwrap();
-        let keys = vec![format!("{}#", self.pin); self.attempts as usize].join("_");
+        let keys = vec![self.keys(); self.attempts as usize].join("_");
         let plays = dtmf_pcap_then(&keys, &d.join("pin.pcap"), self.voice, self.law);
-        let p: Vec<char> = self.pin.chars().collect();
-        assert_eq!(
-            p.len(),
-            4,
-            "the INFO branch of handset.xml sends four digits"
-        );
         fs::write(
             d.join("calls.csv"),
-            format!(
-                "SEQUENTIAL\n{};{};{};{};{}\n",
-                self.user, p[0], p[1], p[2], p[3]
-            ),
+            format!("SEQUENTIAL\n{};{}\n", self.user, self.keys()),
         )
         .unwrap();
         let (sip, media) = ports.handsets[slot];
@@ -750,10 +781,10 @@ impl Handset {
                 &self.hold_ms.to_string(),
                 "-set",
                 "formats",
-                match self.law {
+                self.formats.unwrap_or(match self.law {
                     Law::Ulaw => "0 8",
                     Law::Alaw => "8 0",
-                },
+                }),
             ],
         );
         Sipp::spawn(dir, &name, "handset.xml", &args)

@@ -1,10 +1,11 @@
-//! Facilities, handsets, trusted networks and block lists.
+//! Facilities, handsets (and their PIN locks), trusted networks, the facility's PIN locks
+//! and block lists.
 
 use crate::api::auth::{ApiJson, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::store::{
-    Block, Facility, FacilityPatch, Handset, NewFacility, NewHandset, Role, TrustedNetwork,
+    Block, Facility, FacilityPatch, Handset, NewFacility, NewHandset, PinLock, Role, TrustedNetwork,
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -77,6 +78,45 @@ pub async fn add_handset(
     let h = s.store.add_handset(&fid, &s.config.sip.realm, body).await?;
     s.audit(&caller, "handset.create", &h.id, Some(&fid)).await;
     Ok((StatusCode::CREATED, Json(h)))
+}
+
+/// Clears a handset's PIN lock (and restarts its failure count).
+pub async fn unlock_handset(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Handset>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let h = s.store.handset(&id).await?;
+    caller.scope(&h.facility_id)?;
+    let h = s.store.unlock_handset_pin(&id).await?;
+    s.audit(&caller, "handset.unlock", &id, Some(&h.facility_id))
+        .await;
+    Ok(Json(h))
+}
+
+/// The PIN locks in force in a facility: inmates, handsets and lines.
+pub async fn pin_locks(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(fid): Path<String>,
+) -> Result<Json<Vec<PinLock>>, ApiError> {
+    caller.allow(&[Role::Admin, Role::Investigator], &fid)?;
+    s.store.facility(&fid).await?;
+    let now = s.store.clock().wall();
+    Ok(Json(s.store.pin_locks(&fid, now).await?))
+}
+
+/// Clears a line's PIN lock (a source address whose calls failed too often).
+pub async fn unlock_line(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((fid, address)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.allow(&[Role::Admin], &fid)?;
+    s.store.unlock_line_pin(&fid, &address).await?;
+    s.audit(&caller, "line.unlock", &address, Some(&fid)).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

@@ -102,6 +102,9 @@ async fn set_status(
 #[serde(deny_unknown_fields)]
 pub struct SetPin {
     pin: String,
+    /// A new calling ID, set with the PIN (the PIN's hash includes it).
+    #[serde(default)]
+    calling_id: Option<String>,
 }
 
 pub async fn set_pin(
@@ -111,8 +114,25 @@ pub async fn set_pin(
     ApiJson(body): ApiJson<SetPin>,
 ) -> Result<Json<Inmate>, ApiError> {
     let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
-    let i2 = s.store.set_pin(&i.id, &body.pin).await?;
-    s.audit(&caller, "inmate.set_pin", &id, Some(&i.facility_id))
+    let i2 = s
+        .store
+        .set_credentials(&i.id, &body.pin, body.calling_id.as_deref())
+        .await?;
+    let detail = json!({ "calling_id_changed": i2.calling_id != i.calling_id });
+    s.audit_detail(&caller, "inmate.set_pin", &id, Some(&i.facility_id), detail)
+        .await;
+    Ok(Json(i2))
+}
+
+/// Clears the inmate's PIN lock without changing the PIN (and restarts the count).
+pub async fn unlock(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Inmate>, ApiError> {
+    let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
+    let i2 = s.store.unlock_inmate_pin(&i.id).await?;
+    s.audit(&caller, "inmate.unlock", &id, Some(&i.facility_id))
         .await;
     Ok(Json(i2))
 }
