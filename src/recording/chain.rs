@@ -31,9 +31,10 @@
 //!   SQLite, whose WAL snapshot is fixed by its first read), so a call that finishes or a
 //!   recording the purge removes during the check is either wholly before the snapshot or
 //!   out of its scope: no `row_mismatch` from half of a commit;
-//! - the directory is listed during that snapshot; a `.wav` modified since the snapshot
-//!   began (the recorder creates the file before it inserts the row, and rewrites it every
-//!   second while it records) is counted but not judged `added`; a file with a modification
+//! - the directory is listed during that snapshot; a `.wav` modified since the check
+//!   began, by the filesystem's own clock (`filesystem_now`), is counted but not judged
+//!   `added` (the recorder creates the file before it inserts the row, and rewrites it every
+//!   second while it records); a file with a modification
 //!   time in the future (after the listing) is judged;
 //! - files are hashed while the snapshot is open but the files themselves are live, so
 //!   every recording or file flagged is re-checked once more, afterwards, on its own
@@ -1122,6 +1123,37 @@ async fn paths_with_rows<'a>(
     Ok(out)
 }
 
+/// The start of a check, by the clock that stamps the files under `dir`: the modification
+/// time of a file created there and removed again, after which the check waits
+/// [`FS_TICK`] so that every file written from then on carries a later time. A filesystem
+/// stamps files from a coarse clock (a kernel tick behind the fine one `SystemTime::now`
+/// reads, so a file written a millisecond after `SystemTime::now` can carry an earlier
+/// time), and a shared directory's server from its own: compared with our clock, a file
+/// written just after the check began could look older than the check, and one written
+/// just before it could look newer. Where nothing can be created (a read-only mount), our
+/// own clock.
+async fn filesystem_now(dir: &Path) -> SystemTime {
+    let dir = dir.to_path_buf();
+    let probe = tokio::task::spawn_blocking(move || {
+        let f = tempfile::Builder::new()
+            .prefix(".verify-clock-")
+            .tempfile_in(&dir)?;
+        f.as_file().metadata()?.modified()
+    })
+    .await;
+    match probe {
+        Ok(Ok(t)) => {
+            tokio::time::sleep(FS_TICK).await;
+            t
+        }
+        // clock-ok: compared with the files' modification times, as close as we can get.
+        _ => SystemTime::now(),
+    }
+}
+
+/// Longer than a kernel tick (1 to 10 ms), the granularity of file modification times.
+const FS_TICK: Duration = Duration::from_millis(20);
+
 /// Whether a file is accounted for: a row has its path and the chain does not disown it,
 /// or the chain names it.
 fn accounted(path: &str, has_row: bool, scan: &Scan) -> bool {
@@ -1129,7 +1161,8 @@ fn accounted(path: &str, has_row: bool, scan: &Scan) -> bool {
 }
 
 /// Lists the directory, one directory at a time, and names the `.wav` files nothing
-/// accounts for. Files modified since `started` (up to the listing) are out of scope.
+/// accounts for. Files modified after `started` ([`filesystem_now`]) up to the listing are
+/// out of scope.
 async fn check_directory(
     tx: &mut Tx,
     dir: &Path,
@@ -1146,7 +1179,7 @@ async fn check_directory(
         for chunk in listing.files.chunks(LOOKUP) {
             let known = paths_with_rows(tx, chunk.iter().map(|(p, _)| p)).await?;
             for (path, modified) in chunk {
-                let recent = modified.is_some_and(|m| m >= started && m <= listed);
+                let recent = modified.is_some_and(|m| m > started && m <= listed);
                 if recent || accounted(path, known.contains(path), scan) {
                     continue;
                 }
@@ -1289,8 +1322,7 @@ async fn whole(
     dir: &Path,
     hook: Option<&PhaseHook>,
 ) -> Result<ChainReport, ChainError> {
-    // clock-ok: compared with the files' modification times, the filesystem's clock.
-    let started = SystemTime::now();
+    let started = filesystem_now(dir).await;
     let (mut tx, top) = begin_snapshot(store).await?;
     pause(hook, Phase::Snapshot).await;
     let mut scan = Scan::default();
