@@ -1,5 +1,6 @@
-//! Who may place a call: SPEC.md step 1. A handset INVITE is admitted when it comes from a
-//! facility's trusted network and names (in its From user) a handset of that facility, or
+//! Who may place a call: the first step of the call flow in `docs/behaviour.md`. A handset
+//! INVITE is admitted when it comes from a facility's trusted network and names (in its
+//! From user) a handset of that facility, or
 //! when it proves a handset's per-device digest credentials (RFC 3261 §22, stateless
 //! nonces from [`DigestAuth`], so any node of a cluster can verify any other's challenge).
 //! Everything else is challenged (401) or refused (403).

@@ -82,9 +82,9 @@ struct Counted {
     failures: u64,
 }
 
-/// Checks an ID + PIN entry (SPEC step 3). The calling ID names the inmate in the
-/// handset's facility; the PIN is compared in constant time; a PIN alone never names
-/// anyone. The attempt is logged before anything is compared (as pending, so racing
+/// Checks an ID + PIN entry (`docs/behaviour.md`, "ID, PIN and lockout"). The calling ID
+/// names the inmate in the handset's facility; the PIN is compared in constant time; a PIN
+/// alone never names anyone. The attempt is logged before anything is compared (as pending, so racing
 /// entries count) and counted against the inmate (when the ID names one), the handset and
 /// the line; a right PIN resets nothing. While the handset or line is locked nothing is
 /// checked ([`PinVerdict::Locked`]); while the inmate is, even the right PIN is refused
@@ -322,8 +322,8 @@ fn log_attempt(entry: &PinEntry<'_>, inmate: Option<&Inmate>, outcome: AttemptOu
     );
 }
 
-/// SPEC.md steps 4 and 5 in order: inmate active; number E.164; approved contact; not
-/// blocked; within calling hours; daily and concurrent limits; rating and the first
+/// The destination checks of `docs/behaviour.md`, in order: inmate active; number E.164;
+/// approved contact; not blocked; within calling hours; daily and concurrent limits; rating and the first
 /// increment affordable (the last is the call machine's, from the balance given here).
 /// The concurrent-call rule is enforced by claiming the inmate on the live session.
 ///

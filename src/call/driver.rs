@@ -21,8 +21,8 @@
 //!
 //! # Decisions
 //!
-//! - The handset leg is answered at once (SPEC step 2: the ID prompt plays on an answered
-//!   call), so CANCEL only matters while the handset is being admitted; it gets 487.
+//! - The handset leg is answered at once (`docs/behaviour.md`: the ID prompt plays on an
+//!   answered call), so CANCEL only matters while the handset is being admitted; it gets 487.
 //! - The trunk is sent everything for its dialog (ACK, BYE, CANCEL) at the configured trunk
 //!   address, whatever its Contact says: a carrier trunk is one fixed peer.
 //! - A trunk 2xx that arrives after we gave up (CANCEL crossed the answer, or the call

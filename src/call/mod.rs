@@ -1,6 +1,6 @@
 //! The inmate call: the B2BUA's decisions as one sans-IO state machine.
 //!
-//! SPEC.md's nine steps, as states of [`Call`]:
+//! The call flow of `docs/behaviour.md`, as states of [`Call`]:
 //!
 //! ```text
 //! Answered ─► CollectingId ─► CollectingPin ─► CheckingPin ─► CheckingDestination ─► Dialing ─► Announcing ─► Connected ─► Ending ─► Ended
@@ -59,8 +59,8 @@
 //!   [`Call::poll_timeout`] includes the earliest leg's deadline, so the driver wakes then,
 //!   refreshes the stamps and the deadline moves on while media flows: about one wake-up
 //!   per timeout per call.
-//! - **Charges.** Increments are debited at their start (SPEC step 8); those begun while
-//!   the media was not yet known dead stand. The media check runs first in
+//! - **Charges.** Increments are debited at their start (`docs/behaviour.md`, "Money");
+//!   those begun while the media was not yet known dead stand. The media check runs first in
 //!   `handle_timeout`, so when the timeout and an increment boundary fall due together (or
 //!   the task woke late past both) the call ends and that increment is never debited: no
 //!   increment starts once the media is known dead.
@@ -119,7 +119,7 @@ pub enum EndReason {
     Busy,
     TrunkError,
     PinFailed,
-    /// The inmate is suspended or released (SPEC step 4, "inmate active").
+    /// The inmate is suspended or released (the first destination check).
     InmateInactive,
     /// The dialed digits are not a valid number.
     InvalidNumber,
@@ -238,7 +238,7 @@ pub enum PinVerdict {
     AccountLocked,
 }
 
-/// Outcome of the destination checks (SPEC steps 4 and 5).
+/// Outcome of the destination checks (`docs/behaviour.md`, the destination checks).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Destination {
     Refused(EndReason),

@@ -1,4 +1,4 @@
-//! The call machine in virtual time: every branch of SPEC.md's nine steps.
+//! The call machine in virtual time: every branch of the call flow in `docs/behaviour.md`.
 
 use super::*;
 use crate::clock::epoch;
