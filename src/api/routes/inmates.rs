@@ -137,14 +137,17 @@ pub async fn unlock(
     Ok(Json(i2))
 }
 
-/// Releases an inmate: first ends their live call at once (reason `released`: BYE to
-/// both legs, billing stops, the CDR is closed), then refunds the balance and closes the
-/// account. So no increment is ever attempted on the closed account by a call this node
-/// carries. A call carried by another node cannot be reached from here (issue 13): it
-/// ends at its next increment, when the closed account refuses the debit (a free call:
-/// when it counts its next increment), with the same reason `released`, uncharged. The
-/// answer lists the calls ended here (`ended_calls`) and those left to their node
-/// (`calls_elsewhere`); the audit entry says the same.
+/// Releases an inmate: refunds the balance and closes the account, then ends their live
+/// call at once (reason `released`: BYE to both legs, billing stops, the CDR is closed).
+/// In that order, so a release the ledger refuses (an idempotency conflict, a database
+/// error) changes nothing, the call included. The increment in progress was debited at its
+/// start and stands (the refund is what is left); a debit the call attempts between the
+/// two steps is refused by the closed account, which ends the call `released` too. A
+/// call carried by another node cannot be reached from here (issue 13): it ends at its
+/// next increment, when the closed account refuses the debit (a free call: when it
+/// counts its next increment), with the same reason, uncharged. The answer lists the
+/// calls ended here (`ended_calls`) and those left to their node (`calls_elsewhere`); the
+/// audit entry says the same.
 pub async fn release(
     State(s): State<AppState>,
     caller: Caller,
@@ -152,8 +155,8 @@ pub async fn release(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let i = scoped_inmate(&s, &caller, &[Role::Admin], &id).await?;
-    let (ended, elsewhere) = end_live_calls(&s, &i.id).await?;
     let (inmate, release) = s.store.release_inmate(&key.of(&caller)?, &i.id).await?;
+    let (ended, elsewhere) = end_live_calls(&s, &i.id).await?;
     let detail = json!({ "ended_calls": ended, "calls_elsewhere": elsewhere });
     s.audit_detail(&caller, "inmate.release", &id, Some(&i.facility_id), detail)
         .await;
