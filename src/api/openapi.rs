@@ -79,7 +79,7 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/inmates/{id}/reinstate", "Reinstate a suspended inmate", "inmates"),
     with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN (and optionally calling ID); clears the inmate's PIN lock", "inmates"), "SetPin", 200),
     op("post", "/inmates/{id}/unlock", "Clear the inmate's PIN lock and restart the failure count; audited inmate.unlock", "inmates"),
-    money(op("post", "/inmates/{id}/release", "Release: end the inmate's live call at once (reason released; a call carried by another node ends released at its next increment), then refund the balance and close the account -> {inmate, release, ended_calls, calls_elsewhere}", "inmates")),
+    money(op("post", "/inmates/{id}/release", "Release: refund the balance and close the account, then end the inmate's live call at once (reason released; a call carried by another node ends released at its next increment; a refused release ends nothing) -> {inmate, release, ended_calls, calls_elsewhere}", "inmates")),
     op("get", "/inmates/{id}/contacts", "An inmate's contacts", "contacts"),
     with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
     op("post", "/contacts/{id}/approve", "Approve a contact", "contacts"),

@@ -130,8 +130,8 @@ pub enum EndReason {
     CallLimit,
     InsufficientFunds,
     Terminated,
-    /// The inmate was released (`POST /inmates/{id}/release`): the live call ends at once,
-    /// before the account closes (see [`Call::inmate_released`]).
+    /// The inmate was released (`POST /inmates/{id}/release`): the live call ends at once
+    /// (see [`Call::inmate_released`]).
     Released,
     System,
     /// A bridged leg sent no RTP for `rtp.media_timeout_secs` (see the module doc).
@@ -674,8 +674,7 @@ impl Call {
     }
 
     /// The inmate was released, or the account paying the call was found closed (only a
-    /// release closes an account): end at once with reason `released`, no notice, so no
-    /// increment is ever attempted on the closed account.
+    /// release closes an account): end at once with reason `released`, no notice.
     pub fn inmate_released(&mut self, now: Instant) {
         if self.state == CallState::Ended {
             return;
