@@ -529,7 +529,7 @@ async fn bad_requests(app: App) {
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
         "{e}"
     );
-    let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F9", "name": "x", "time_zone": "Mars/Base", "deposit_max": "1", "deposit_daily_max": "1" }))).await;
+    let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F9", "name": "x", "time_zone": "Mars/Base", "deposit_max": "50", "deposit_daily_max": "50" }))).await;
     assert_eq!(
         (s, err_code(&e)),
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
@@ -546,7 +546,7 @@ async fn bad_requests(app: App) {
         )
     };
     for days in [0, -1, 36_501, 106_752, i64::MAX] {
-        let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F8", "name": "x", "time_zone": "UTC", "deposit_max": "1", "deposit_daily_max": "1", "recording_retention_days": days }))).await;
+        let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F8", "name": "x", "time_zone": "UTC", "deposit_max": "50", "deposit_daily_max": "50", "recording_retention_days": days }))).await;
         assert_eq!(
             (s, err_code(&e)),
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
@@ -564,6 +564,28 @@ async fn bad_requests(app: App) {
         assert_eq!(s, StatusCode::OK, "{days}: {e}");
         assert_eq!(e["recording_retention_days"], days, "{e}");
     }
+    // A per-deposit limit below $50, or a daily limit below the per-deposit one, is
+    // refused naming its field; nothing changes.
+    let limits = |body: Value| admin(&app, "PATCH", "/api/v1/facilities/F1", Some(body));
+    for (body, field) in [
+        (json!({ "deposit_max": "49.99" }), "deposit_max"),
+        (json!({ "deposit_max": "0" }), "deposit_max"),
+        (json!({ "deposit_daily_max": "49.99" }), "deposit_daily_max"),
+        (
+            json!({ "deposit_max": "80.00", "deposit_daily_max": "60.00" }),
+            "deposit_daily_max",
+        ),
+    ] {
+        let (s, e) = limits(body.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {e}");
+        let msg = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with(&format!("{field}:")), "{body}: {e}");
+    }
+    let (s, e) = admin(&app, "POST", "/api/v1/facilities", Some(json!({ "id": "F7", "name": "x", "time_zone": "UTC", "deposit_max": "49.99", "deposit_daily_max": "100" }))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, e) = limits(json!({ "deposit_max": "50.00", "deposit_daily_max": "50.00" })).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["deposit_max"], "50.00", "{e}");
     let (s, e) = upload(
         &app,
         "/api/v1/rate-decks?id=bad",
@@ -699,7 +721,7 @@ async fn authorization(app: App) {
         (StatusCode::OK, Some(1)),
         "{v}"
     );
-    let (s, _) = send(&app, "POST", "/api/v1/facilities", Some(&f2_admin), None, Some(json!({ "id": "F3", "name": "x", "time_zone": "UTC", "deposit_max": "1", "deposit_daily_max": "1" }))).await;
+    let (s, _) = send(&app, "POST", "/api/v1/facilities", Some(&f2_admin), None, Some(json!({ "id": "F3", "name": "x", "time_zone": "UTC", "deposit_max": "50", "deposit_daily_max": "50" }))).await;
     assert_eq!(
         s,
         StatusCode::FORBIDDEN,

@@ -113,6 +113,13 @@ fn from_row(r: &AnyRow) -> Result<Facility, sqlx::Error> {
 /// cutoff, `days` in microseconds, then stays far inside `BIGINT`).
 pub const RETENTION_DAYS: std::ops::RangeInclusive<i64> = 1..=36_500;
 
+/// The lowest per-deposit limit a facility may set: $50 (`docs/behaviour.md`, "Money").
+/// A low cap forces a family into several deposits to fund one month of calls. The daily
+/// limit is at least the per-deposit one, or the per-deposit limit could never be reached.
+pub fn min_deposit_max() -> Money {
+    Money::from_minor(50 * crate::money::MINOR_PER_UNIT)
+}
+
 /// Checks the fields every facility must get right.
 fn validate(f: &Facility) -> Result<(), StoreError> {
     let code_ok = !f.id.is_empty()
@@ -151,10 +158,19 @@ fn validate(f: &Facility) -> Result<(), StoreError> {
             "1-3 digits, not starting with 0",
         ));
     }
-    if !f.deposit_max.is_positive() || !f.deposit_daily_max.is_positive() {
+    if f.deposit_max < min_deposit_max() {
         return Err(StoreError::invalid(
             "deposit_max",
-            "deposit limits must be positive",
+            format!(
+                "must be at least {}: a family must be able to deposit $50 at once",
+                min_deposit_max()
+            ),
+        ));
+    }
+    if f.deposit_daily_max < f.deposit_max {
+        return Err(StoreError::invalid(
+            "deposit_daily_max",
+            format!("must be at least deposit_max ({})", f.deposit_max),
         ));
     }
     if f.daily_call_limit < 0 {
