@@ -79,6 +79,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
             }
             StoreError::Ledger(l) => l.into(),
+            StoreError::Db(ref d) if refused_text(d) => text_refused(),
             StoreError::Corrupt { .. } | StoreError::Db(_) => ApiError::internal(&e),
         }
     }
@@ -107,10 +108,29 @@ impl From<LedgerError> for ApiError {
             LedgerError::InsufficientFunds { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds")
             }
+            LedgerError::Db(d) if refused_text(d) => return text_refused(),
             _ => return ApiError::internal(&e),
         };
         ApiError::new(status, code, e.to_string())
     }
+}
+
+/// Whether the database refused a string for its characters: PostgreSQL takes no NUL in
+/// text (`22021`, `character_not_in_repertoire`) nor a byte its encoding cannot hold
+/// (`22P05`). Such a string arrives in a JSON body as `\u0000`: an id or a reference no
+/// stored text rule saw ([`crate::text`] refuses control characters in what it checks).
+fn refused_text(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "22021" || c == "22P05")
+}
+
+fn text_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "a string in the request holds a character that cannot be stored (NUL)",
+    )
 }
 
 impl From<JsonRejection> for ApiError {

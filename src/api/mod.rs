@@ -254,12 +254,48 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(web::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(refuse_control_characters))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .with_state(state)
+}
+
+/// A path or query whose decoded bytes hold a control character (`%00`, `%0A`, ...) names
+/// nothing sallyport stores (ids, numbers and filters are printable) and would only reach
+/// a log line or the database as an attack: PostgreSQL refuses a NUL in text outright,
+/// which surfaced as a 500. 400, before any handler runs.
+async fn refuse_control_characters(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = req.uri();
+    let bad = [Some(uri.path()), uri.query()]
+        .into_iter()
+        .flatten()
+        .any(holds_encoded_control);
+    if bad {
+        return error::ApiError::bad_request(
+            "the request's path or query holds a control character",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether `s`, percent-decoded, holds a control character (C0 or DEL). Raw control
+/// characters cannot reach here: the HTTP parser refuses them in a request target.
+fn holds_encoded_control(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && b.get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .is_some_and(|v| v < 0x20 || v == 0x7f)
+    })
 }
 
 async fn not_found() -> error::ApiError {

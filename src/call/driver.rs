@@ -400,7 +400,7 @@ impl Switchboard {
                     Refusal::NoNumber,
                     404,
                     "Not Found",
-                    "no number in the Request-URI",
+                    "no dialable number in the Request-URI",
                 );
                 return self.respond(&key, r).await;
             }
@@ -566,13 +566,23 @@ fn invite_call_id(req: &Request) -> String {
     req.headers.call_id().unwrap_or_default().to_string()
 }
 
-/// The dialed digits: the user part of a `sip:` Request-URI, or a `tel:` number.
+/// Longest dialed string kept: an E.164 number is at most 15 digits; with an international
+/// prefix, `+`, separators or a service code, 32 is generous.
+const MAX_DIALED_CHARS: usize = 32;
+
+/// The dialed digits: the user part of a `sip:` Request-URI, or a `tel:` number; `None`
+/// when there is none, or it is longer than [`MAX_DIALED_CHARS`] or holds anything but
+/// printable ASCII (a `%00` in the user part decodes to a NUL, which no keypad sends and
+/// PostgreSQL cannot store in the CDR).
 fn dialed_number(uri: &Uri) -> Option<String> {
-    match uri {
-        Uri::Sip(u) => u.user.clone().filter(|u| !u.is_empty()),
-        Uri::Tel(t) => Some(t.number.clone()),
-        Uri::Other(_) => None,
-    }
+    let dialed = match uri {
+        Uri::Sip(u) => u.user.clone()?,
+        Uri::Tel(t) => t.number.clone(),
+        Uri::Other(_) => return None,
+    };
+    let dialable = (1..=MAX_DIALED_CHARS).contains(&dialed.len())
+        && dialed.bytes().all(|b| b.is_ascii_graphic());
+    dialable.then_some(dialed)
 }
 
 /// The SDP offer of an INVITE, or the status to refuse it with.
@@ -1568,6 +1578,14 @@ mod tests {
             Some("+15551230001")
         );
         assert_eq!(dialed_number(&Uri::parse("sip:gw.example").unwrap()), None);
+        for bad in ["sip:%00123@gw", "sip:12%0A3@gw", "sip:12%203@gw"] {
+            let uri = Uri::parse(bad).unwrap();
+            assert_eq!(dialed_number(&uri), None, "{bad}");
+        }
+        let long = format!("sip:{}@gw", "1".repeat(MAX_DIALED_CHARS + 1));
+        assert_eq!(dialed_number(&Uri::parse(&long).unwrap()), None);
+        let longest = format!("sip:{}@gw", "1".repeat(MAX_DIALED_CHARS));
+        assert!(dialed_number(&Uri::parse(&longest).unwrap()).is_some());
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub enum Refusal {
     AuthFailed,
     /// 487: CANCEL before the handset was admitted.
     Cancelled,
-    /// 404: no dialed number in the Request-URI.
+    /// 404: no dialable number in the Request-URI (none, over 32 characters, or holding
+    /// anything but printable ASCII).
     NoNumber,
     /// 488: no SDP offer.
     NoOffer,
