@@ -43,7 +43,7 @@ pub enum PlanError {
         value: String,
         reason: String,
     },
-    #[error("line {line}: increment `{value}` is not a whole number of seconds")]
+    #[error("line {line}: increment `{value}` is not a whole number of seconds written as digits (no sign, spaces or leading zeros: `60`)")]
     BadIncrement { line: u64, value: String },
     #[error("a billing increment must be 1 to {MAX_INCREMENT_SECS} seconds, not {secs}")]
     IncrementOutOfRange { secs: u32 },
@@ -354,13 +354,23 @@ impl RatePlan {
         })?;
         let increment = match record[3].as_str() {
             "" => self.default_increment_secs,
-            s => s.parse().map_err(|_| PlanError::BadIncrement {
+            s => whole_secs(s).ok_or_else(|| PlanError::BadIncrement {
                 line,
                 value: value(3),
             })?,
         };
         Ok((class, service, Tariff::new(per_minute, increment)?))
     }
+}
+
+/// A whole number of seconds in its one written form: ASCII digits, no sign, no leading
+/// zero (`60`; not `+60`, `060`, ` 60`, `6e1`), within `u32`. `str::parse` alone would
+/// take `+60`.
+pub(crate) fn whole_secs(s: &str) -> Option<u32> {
+    let canonical = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
 }
 
 fn default_increment() -> u32 {
