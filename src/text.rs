@@ -73,6 +73,13 @@
 //! joiners, soft hyphens, variation selectors, Hangul fillers...), so 100 zero-width
 //! spaces are not a first name.
 //!
+//! # Quoting what a client sent
+//!
+//! An error message that quotes a value a client sent quotes at most
+//! [`QUOTE_MAX_CHARS`] characters of it, then `…` ([`quote`]); the API bounds every error
+//! message it sends the same way ([`bound_message`], applied by `api::error`), so a 60 KB
+//! id in a path or a body comes back as 64 characters and an ellipsis.
+
 use std::fmt;
 
 /// The shape a string must have besides its length.
@@ -263,6 +270,62 @@ fn is_default_ignorable(c: char) -> bool {
         | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
+/// The most characters of a client's value an error message quotes ([`quote`]).
+pub const QUOTE_MAX_CHARS: usize = 64;
+
+/// The longest run of non-space characters an API error message keeps
+/// ([`bound_message`]): a value quoted with [`quote`], with its quotes, `…` and a comma.
+pub const WORD_MAX_CHARS: usize = QUOTE_MAX_CHARS + 4;
+
+/// The most characters of an error message the API sends ([`bound_message`]).
+pub const MESSAGE_MAX_CHARS: usize = 1000;
+
+/// A client's value as an error message quotes it: at most [`QUOTE_MAX_CHARS`]
+/// characters, then `…` if there was more.
+pub fn quote(value: &str) -> Quoted<'_> {
+    Quoted(value)
+}
+
+/// See [`quote`].
+#[derive(Debug, Clone, Copy)]
+pub struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(QUOTE_MAX_CHARS) {
+            Some((cut, _)) => write!(f, "{}…", &self.0[..cut]),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
+/// An error message as the API sends it: every run of non-space characters longer than
+/// [`WORD_MAX_CHARS`] between spaces (a value quoted by code that did not use [`quote`]: a serde or
+/// axum rejection, a path) cut to [`QUOTE_MAX_CHARS`] and `…`, and the whole message to
+/// at most [`MESSAGE_MAX_CHARS`] characters. Messages within both limits pass unchanged.
+pub fn bound_message(message: &str) -> std::borrow::Cow<'_, str> {
+    let long_word = message
+        .split(' ')
+        .any(|w| w.chars().nth(WORD_MAX_CHARS).is_some());
+    let too_long = message.chars().nth(MESSAGE_MAX_CHARS).is_some();
+    if !long_word && !too_long {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let words: Vec<String> = message
+        .split(' ')
+        .map(|w| match w.chars().nth(WORD_MAX_CHARS) {
+            Some(_) => quote(w).to_string(),
+            None => w.to_owned(),
+        })
+        .collect();
+    let mut out = words.join(" ");
+    if let Some((cut, _)) = out.char_indices().nth(MESSAGE_MAX_CHARS) {
+        out.truncate(cut);
+        out.push('…');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +463,30 @@ mod tests {
         );
         // Inside the value, a line break is still refused.
         assert!(NAME.accept("name", " a\nb ").is_err());
+    }
+
+    /// Review (L3): what an error message quotes of a client's value is bounded.
+    #[test]
+    fn quoted_values_and_messages_are_bounded() {
+        assert_eq!(quote("acc_1").to_string(), "acc_1");
+        let at = "x".repeat(QUOTE_MAX_CHARS);
+        assert_eq!(quote(&at).to_string(), at);
+        let long = "é".repeat(60 * 1024);
+        let q = quote(&long).to_string();
+        assert_eq!(q.chars().count(), QUOTE_MAX_CHARS + 1);
+        assert!(q.ends_with('…'));
+
+        let fine = "account acc_1 not found";
+        assert!(matches!(bound_message(fine), std::borrow::Cow::Borrowed(_)));
+        let long_format = format!("format '{}' is not json or csv", "a".repeat(8192));
+        let m = bound_message(&long_format);
+        assert_eq!(
+            m,
+            format!("format '{}… is not json or csv", "a".repeat(QUOTE_MAX_CHARS - 1))
+        );
+        let spaced = "a ".repeat(5000);
+        let m = bound_message(&spaced);
+        assert_eq!(m.chars().count(), MESSAGE_MAX_CHARS + 1);
+        assert!(m.ends_with('…'));
     }
 }

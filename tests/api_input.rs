@@ -829,8 +829,58 @@ async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
     app.t.cleanup().await;
 }
 
+/// Review, L3: an error message quotes at most 64 characters of what the client sent,
+/// then `…`: an 8 KB `?format=`, a 60 KB rate plan id in a PATCH body, a long account
+/// id in the path, and a long unknown enum value that serde quotes in its own words.
+async fn error_messages_quote_a_bounded_part_of_what_was_sent(app: App) {
+    let (_, acc) = booked(&app, "F1").await;
+    let bounded = |v: &Value, what: &str| {
+        let m = message(v);
+        assert!(
+            m.chars().count() < 400 && m.contains('…'),
+            "{what}: the message is bounded ({} characters): {}",
+            m.chars().count(),
+            &m[..m.len().min(300)]
+        );
+        let longest = m.split(' ').map(|w| w.chars().count()).max();
+        assert!(
+            longest <= Some(sallyport::text::WORD_MAX_CHARS),
+            "{what}: {longest:?}"
+        );
+    };
+    let format = "f".repeat(8 * 1024);
+    let (s, v) = admin(&app, "GET", &format!("/api/v1/accounts/{acc}/statement?format={format}"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{}", message(&v).len());
+    bounded(&v, "8 KB format");
+    assert!(message(&v).starts_with(&format!("format '{}…'", "f".repeat(64))), "{}", message(&v));
+
+    let plan = "p".repeat(60 * 1024);
+    let (s, v) = admin(&app, "PATCH", "/api/v1/facilities/F1", Some(json!({ "rate_plan_id": plan }))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{}", message(&v).len());
+    bounded(&v, "60 KB rate_plan_id");
+    assert!(message(&v).contains(&format!("'{}…'", "p".repeat(64))), "{}", message(&v));
+
+    let id = "a".repeat(2000);
+    let (s, v) = admin(&app, "GET", &format!("/api/v1/accounts/{id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{}", message(&v).len());
+    bounded(&v, "a 2,000-character account id");
+    let (s, v) = admin(&app, "GET", &format!("/api/v1/accounts/{id}/statement"), None).await;
+    assert!(s.is_client_error(), "{s}");
+    bounded(&v, "a 2,000-character account id, statement");
+
+    // A value quoted by serde, not by us: bounded as it is sent.
+    let method = "m".repeat(10_000);
+    let body = json!({ "amount": "5.00", "method": method });
+    let path = format!("/api/v1/accounts/{acc}/deposits");
+    let (s, v) = send(&app, "POST", &path, ADMIN, Some("l3-enum"), Some(body)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}", message(&v).len());
+    bounded(&v, "a 10,000-character deposit method");
+    app.t.cleanup().await;
+}
+
 battery!(
     one_line_fields_refuse_invisible_formatting_and_are_trimmed,
+    error_messages_quote_a_bounded_part_of_what_was_sent,
     nul_bytes_are_refused_not_failed_on,
     stored_text_is_bounded,
     request_bodies_are_bounded,

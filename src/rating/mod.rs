@@ -115,7 +115,7 @@ pub enum Service {
 
 /// An unknown class or service name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {kind} `{value}`")]
+#[error("unknown {kind} `{}`", crate::text::quote(.value))]
 pub struct UnknownName {
     pub kind: &'static str,
     pub value: String,

@@ -83,7 +83,7 @@ pub async fn lookup(
     })?;
     let m = deck
         .lookup(n.digits())
-        .ok_or_else(|| ApiError::not_found(format!("no prefix of {} in deck {id}", n.as_str())))?;
+        .ok_or_else(|| ApiError::not_found(format!("no prefix of {} in deck {}", n.as_str(), crate::text::quote(&id))))?;
     Ok(Json(
         json!({ "number": n.as_str(), "prefix": m.prefix, "class": m.class.as_str(), "description": m.description }),
     ))
