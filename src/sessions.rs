@@ -131,9 +131,7 @@ struct OrphanEnd {
 /// moment it is known to have been up.
 fn orphan_end(alive: &KnownAlive, cut: &Cut) -> OrphanEnd {
     let last = alive.last();
-    let media_end_at = cut
-        .media_end_at
-        .or(alive.accepted_at.map(|_| last));
+    let media_end_at = cut.media_end_at.or(alive.accepted_at.map(|_| last));
     OrphanEnd {
         reason: cut.reason.clone().unwrap_or_else(|| "system".to_owned()),
         end_at: media_end_at.map_or(last, |m| m.max(last)),

@@ -203,7 +203,11 @@ impl Rule {
                 return refuse(Problem::ControlCharacter { position });
             }
             if let Some(kind) = invisible_kind(c) {
-                return refuse(Problem::Invisible { position, ch: c, kind });
+                return refuse(Problem::Invisible {
+                    position,
+                    ch: c,
+                    kind,
+                });
             }
         }
         Ok(())
@@ -242,9 +246,11 @@ impl Rule {
 pub fn invisible_kind(c: char) -> Option<&'static str> {
     match c {
         '\u{2028}' | '\u{2029}' => Some("a line or paragraph separator"),
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {
-            Some("a bidirectional control")
-        }
+        '\u{061C}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}' => Some("a bidirectional control"),
         '\u{FEFF}' => Some("a byte-order mark"),
         '\u{206A}'..='\u{206F}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}' => {
             Some("an invisible formatting character")
@@ -451,10 +457,7 @@ mod tests {
         assert_eq!(NAME.accept("depositor", "  Jane Doe\t"), Ok("Jane Doe"));
         assert_eq!(NAME.accept("depositor", ""), Ok(""));
         assert_eq!(NAME.accept("depositor", "\u{3000}Jane\u{00A0}"), Ok("Jane"));
-        assert_eq!(
-            NAME.accept_required("first_name", " Zoë "),
-            Ok("Zoë")
-        );
+        assert_eq!(NAME.accept_required("first_name", " Zoë "), Ok("Zoë"));
         let padded = format!("  {}  ", "x".repeat(100));
         assert_eq!(NAME.accept("name", &padded).map(str::len), Ok(100));
         assert_eq!(
@@ -482,7 +485,10 @@ mod tests {
         let m = bound_message(&long_format);
         assert_eq!(
             m,
-            format!("format '{}… is not json or csv", "a".repeat(QUOTE_MAX_CHARS - 1))
+            format!(
+                "format '{}… is not json or csv",
+                "a".repeat(QUOTE_MAX_CHARS - 1)
+            )
         );
         let spaced = "a ".repeat(5000);
         let m = bound_message(&spaced);

@@ -745,15 +745,22 @@ async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
     let inmates = "/api/v1/facilities/F1/inmates";
     let contacts = format!("/api/v1/inmates/{iid}/contacts");
     let deposits = format!("/api/v1/accounts/{acc}/deposits");
-    let book = |n: &str, first: &str| {
-        json!({ "booking_number": n, "first_name": first, "last_name": "Doe" })
-    };
+    let book = |n: &str, first: &str| json!({ "booking_number": n, "first_name": first, "last_name": "Doe" });
     // The attacks as found.
     for (bad, words) in [
-        ("Jane\u{2028}Doe", &["first_name", "separator", "U+2028"][..]),
-        ("Evil\u{202e}gnp.exe", &["first_name", "bidirectional", "U+202E"][..]),
+        (
+            "Jane\u{2028}Doe",
+            &["first_name", "separator", "U+2028"][..],
+        ),
+        (
+            "Evil\u{202e}gnp.exe",
+            &["first_name", "bidirectional", "U+202E"][..],
+        ),
         ("\u{feff}Jane", &["first_name", "byte-order mark"][..]),
-        ("Jane\u{2066}x\u{2069}", &["first_name", "bidirectional"][..]),
+        (
+            "Jane\u{2066}x\u{2069}",
+            &["first_name", "bidirectional"][..],
+        ),
     ] {
         let got = send(&app, "POST", inmates, ADMIN, None, Some(book("B-9", bad))).await;
         assert_422(&got, "invalid", words, bad);
@@ -765,17 +772,51 @@ async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
         assert_422(&got, "invalid", &["depositor"], bad);
     }
     let zero_width = "\u{200b}".repeat(100);
-    let got = send(&app, "POST", inmates, ADMIN, None, Some(book("B-9", &zero_width))).await;
-    assert_422(&got, "invalid", &["first_name", "visible"], "100 zero-width spaces");
-    let got = send(&app, "POST", inmates, ADMIN, None, Some(book("\u{200b}", "Jane"))).await;
-    assert_422(&got, "invalid", &["booking_number", "visible"], "an invisible booking number");
+    let got = send(
+        &app,
+        "POST",
+        inmates,
+        ADMIN,
+        None,
+        Some(book("B-9", &zero_width)),
+    )
+    .await;
+    assert_422(
+        &got,
+        "invalid",
+        &["first_name", "visible"],
+        "100 zero-width spaces",
+    );
+    let got = send(
+        &app,
+        "POST",
+        inmates,
+        ADMIN,
+        None,
+        Some(book("\u{200b}", "Jane")),
+    )
+    .await;
+    assert_422(
+        &got,
+        "invalid",
+        &["booking_number", "visible"],
+        "an invisible booking number",
+    );
     assert_eq!(count(&app, inmates).await, 1, "nothing booked");
     assert_eq!(count(&app, &contacts).await, 0);
     assert_eq!(count(&app, &deposits).await, 0);
 
     // A Persian name with its zero-width non-joiner is a name.
     let persian = "می\u{200c}خواهم";
-    let (s, i) = send(&app, "POST", inmates, ADMIN, None, Some(book("B-3", persian))).await;
+    let (s, i) = send(
+        &app,
+        "POST",
+        inmates,
+        ADMIN,
+        None,
+        Some(book("B-3", persian)),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{i}");
     assert_eq!(i["first_name"].as_str(), Some(persian));
 
@@ -786,7 +827,9 @@ async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
         inmates,
         ADMIN,
         None,
-        Some(json!({ "booking_number": " B-4\t", "first_name": " Jane ", "last_name": "\u{a0}Doe" })),
+        Some(
+            json!({ "booking_number": " B-4\t", "first_name": " Jane ", "last_name": "\u{a0}Doe" }),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{i}");
@@ -795,9 +838,20 @@ async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
         (&json!("B-4"), &json!("Jane"), &json!("Doe"))
     );
     let body = json!({ "amount": "5.00", "method": "online", "depositor": "  Jane Doe ", "reference": " PAY-1 " });
-    let (s, d) = send(&app, "POST", &deposits, &family, Some("l4-dep"), Some(body.clone())).await;
+    let (s, d) = send(
+        &app,
+        "POST",
+        &deposits,
+        &family,
+        Some("l4-dep"),
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{d}");
-    assert_eq!((&d["depositor"], &d["reference"]), (&json!("Jane Doe"), &json!("PAY-1")));
+    assert_eq!(
+        (&d["depositor"], &d["reference"]),
+        (&json!("Jane Doe"), &json!("PAY-1"))
+    );
     // The replay of the request as sent gets the same answer and moves nothing.
     let (s, again) = send(&app, "POST", &deposits, &family, Some("l4-dep"), Some(body)).await;
     assert_eq!((s, &again), (StatusCode::CREATED, &d));
@@ -812,8 +866,17 @@ async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
     let body = json!({ "number": "+15551230002", "name": " Mom ", "relationship": " mother " });
     let (s, c) = send(&app, "POST", &contacts, ADMIN, None, Some(body)).await;
     assert_eq!(s, StatusCode::CREATED, "{c}");
-    assert_eq!((&c["name"], &c["relationship"]), (&json!("Mom"), &json!("mother")));
-    let (s, f) = admin(&app, "PATCH", "/api/v1/facilities/F1", Some(json!({ "name": " North Jail " }))).await;
+    assert_eq!(
+        (&c["name"], &c["relationship"]),
+        (&json!("Mom"), &json!("mother"))
+    );
+    let (s, f) = admin(
+        &app,
+        "PATCH",
+        "/api/v1/facilities/F1",
+        Some(json!({ "name": " North Jail " })),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{f}");
     assert_eq!(f["name"], "North Jail");
     let (s, h) = admin(
@@ -824,7 +887,10 @@ async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{h}");
-    assert_eq!((&h["name"], &h["location"]), (&json!("Pod A"), &json!("Unit 3")));
+    assert_eq!(
+        (&h["name"], &h["location"]),
+        (&json!("Pod A"), &json!("Unit 3"))
+    );
     assert_eq!(balance(&app, &acc).await, "4.00");
     app.t.cleanup().await;
 }
@@ -849,22 +915,48 @@ async fn error_messages_quote_a_bounded_part_of_what_was_sent(app: App) {
         );
     };
     let format = "f".repeat(8 * 1024);
-    let (s, v) = admin(&app, "GET", &format!("/api/v1/accounts/{acc}/statement?format={format}"), None).await;
+    let (s, v) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{acc}/statement?format={format}"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{}", message(&v).len());
     bounded(&v, "8 KB format");
-    assert!(message(&v).starts_with(&format!("format '{}…'", "f".repeat(64))), "{}", message(&v));
+    assert!(
+        message(&v).starts_with(&format!("format '{}…'", "f".repeat(64))),
+        "{}",
+        message(&v)
+    );
 
     let plan = "p".repeat(60 * 1024);
-    let (s, v) = admin(&app, "PATCH", "/api/v1/facilities/F1", Some(json!({ "rate_plan_id": plan }))).await;
+    let (s, v) = admin(
+        &app,
+        "PATCH",
+        "/api/v1/facilities/F1",
+        Some(json!({ "rate_plan_id": plan })),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{}", message(&v).len());
     bounded(&v, "60 KB rate_plan_id");
-    assert!(message(&v).contains(&format!("'{}…'", "p".repeat(64))), "{}", message(&v));
+    assert!(
+        message(&v).contains(&format!("'{}…'", "p".repeat(64))),
+        "{}",
+        message(&v)
+    );
 
     let id = "a".repeat(2000);
     let (s, v) = admin(&app, "GET", &format!("/api/v1/accounts/{id}"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{}", message(&v).len());
     bounded(&v, "a 2,000-character account id");
-    let (s, v) = admin(&app, "GET", &format!("/api/v1/accounts/{id}/statement"), None).await;
+    let (s, v) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{id}/statement"),
+        None,
+    )
+    .await;
     assert!(s.is_client_error(), "{s}");
     bounded(&v, "a 2,000-character account id, statement");
 

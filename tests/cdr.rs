@@ -587,7 +587,11 @@ async fn a_cut_recorded_before_a_crash_survives_it(w: World) {
         .unwrap();
     assert_eq!(closed, 2);
     let cdr = w.cdr("c1").await;
-    assert_eq!(cdr.end_reason.as_deref(), Some("funds_exhausted"), "{cdr:?}");
+    assert_eq!(
+        cdr.end_reason.as_deref(),
+        Some("funds_exhausted"),
+        "{cdr:?}"
+    );
     assert_eq!((cdr.billed_increments, cdr.amount), (2, m("0.12")));
     assert_eq!(cdr.billed_until, Some(accepted + secs(120)));
     assert_eq!(cdr.media_end_at, Some(cut_at), "{cdr:?}");

@@ -1431,7 +1431,10 @@ async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testin
         .deposit(&family, dep(&f.inmate, DepositMethod::Online, "26"))
         .await
         .unwrap_err();
-    assert!(matches!(e, LedgerError::IdempotencyConflict { .. }), "{e:?}");
+    assert!(
+        matches!(e, LedgerError::IdempotencyConflict { .. }),
+        "{e:?}"
+    );
     // Another caller's different request under the old key is no longer held back by it.
     let cli = RequestKey::new("cli", "old-1").unwrap();
     let other = f

@@ -1233,7 +1233,10 @@ impl CallTask {
         match sessions::record_media_end(self.sb.store.db(), &self.session_id, reason.as_str(), at)
             .await
         {
-            Ok(()) => debug!(reason = reason.as_str(), "media ended: recorded on the session"),
+            Ok(()) => debug!(
+                reason = reason.as_str(),
+                "media ended: recorded on the session"
+            ),
             Err(e) => warn!(error = %e, reason = reason.as_str(), "cannot record the media end"),
         }
     }

@@ -766,7 +766,10 @@ fn the_cut_is_announced_first_and_once() {
     // A BYE during the notice: no second cut, the first reason stands.
     c.hangup_from(cut_at + Duration::from_secs(1), Leg::Handset);
     let a = drain(&mut c);
-    assert!(!a.iter().any(|x| matches!(x, CallAction::MediaEnded { .. })), "{a:?}");
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::MediaEnded { .. })),
+        "{a:?}"
+    );
     assert_eq!(ended(&a).unwrap().reason, EndReason::FundsExhausted);
 
     // A BYE, a terminate, a release, a failure, the media timeout: first, once.
@@ -776,7 +779,10 @@ fn the_cut_is_announced_first_and_once() {
         (|c, t| c.terminate(t), EndReason::Terminated),
         (|c, t| c.inmate_released(t), EndReason::Released),
         (|c, t| c.fail(t), EndReason::System),
-        (|c, t| c.handle_timeout(t + Duration::from_secs(120)), EndReason::MediaTimeout),
+        (
+            |c, t| c.handle_timeout(t + Duration::from_secs(120)),
+            EndReason::MediaTimeout,
+        ),
     ];
     for (end, reason) in ends {
         let mut c = accepted_with(t0, CallTimers::default());
@@ -789,7 +795,11 @@ fn the_cut_is_announced_first_and_once() {
             .filter(|x| matches!(x, CallAction::MediaEnded { .. }))
             .collect();
         assert_eq!(cuts.len(), 1, "{reason:?}: {a:?}");
-        let Some(CallAction::MediaEnded { reason: r, at: when }) = a.first() else {
+        let Some(CallAction::MediaEnded {
+            reason: r,
+            at: when,
+        }) = a.first()
+        else {
             panic!("{reason:?}: the cut is not first: {a:?}");
         };
         assert_eq!(*r, reason);
@@ -800,7 +810,10 @@ fn the_cut_is_announced_first_and_once() {
     let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
     c.hangup_from(t0 + Duration::from_secs(4), Leg::Trunk);
     let a = drain(&mut c);
-    assert!(!a.iter().any(|x| matches!(x, CallAction::MediaEnded { .. })), "{a:?}");
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::MediaEnded { .. })),
+        "{a:?}"
+    );
 }
 
 /// A call that never reached the parties has no media end; a hang-up's is its end.

@@ -165,16 +165,23 @@ mod tests {
         // Quoted: verbatim.
         assert_eq!(split("\" 0.05\" , x").unwrap(), [" 0.05", "x"]);
         // Other white space is part of the value, for its own rule to judge.
-        assert_eq!(split("0.05\u{a0},\u{2028}60").unwrap(), ["0.05\u{a0}", "\u{2028}60"]);
+        assert_eq!(
+            split("0.05\u{a0},\u{2028}60").unwrap(),
+            ["0.05\u{a0}", "\u{2028}60"]
+        );
     }
 
     #[test]
     fn crlf_lines_and_blank_lines() {
         let mut rows = Vec::new();
-        for_each_row::<_, CsvProblem>("h1,h2\r\n\r\n \t \r\na,b\r\n".as_bytes(), &["h1", "h2"], |line, f| {
-            rows.push((line, f.to_vec()));
-            Ok(())
-        })
+        for_each_row::<_, CsvProblem>(
+            "h1,h2\r\n\r\n \t \r\na,b\r\n".as_bytes(),
+            &["h1", "h2"],
+            |line, f| {
+                rows.push((line, f.to_vec()));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(rows, [(4, vec!["a".to_owned(), "b".to_owned()])]);
     }

@@ -368,9 +368,8 @@ impl RatePlan {
 /// zero (`60`; not `+60`, `060`, ` 60`, `6e1`), within `u32`. `str::parse` alone would
 /// take `+60`.
 pub(crate) fn whole_secs(s: &str) -> Option<u32> {
-    let canonical = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'));
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     canonical.then(|| s.parse().ok()).flatten()
 }
 

@@ -213,7 +213,15 @@ fn csv_plan_errors_name_the_line() {
     ));
     // Issue 9 review (L1): one written form for numbers in a plan, as for amounts. The
     // spaces around an unquoted field are layout; inside the value, nothing but it.
-    for bad in ["+60", "060", "6e1", "\"60 \"", "\" 60\"", "60\u{a0}", "4294967296"] {
+    for bad in [
+        "+60",
+        "060",
+        "6e1",
+        "\"60 \"",
+        "\" 60\"",
+        "60\u{a0}",
+        "4294967296",
+    ] {
         assert!(
             matches!(
                 parse(&format!("local,audio,0.02,{bad}\n")),
@@ -222,7 +230,14 @@ fn csv_plan_errors_name_the_line() {
             "{bad:?}"
         );
     }
-    for bad in ["+0.05", "\" 0.05\"", "\"0.05 \"", "0.05\u{a0}", "00.05", ".05"] {
+    for bad in [
+        "+0.05",
+        "\" 0.05\"",
+        "\"0.05 \"",
+        "0.05\u{a0}",
+        "00.05",
+        ".05",
+    ] {
         assert!(
             matches!(
                 parse(&format!("local,audio,{bad},60\n")),
