@@ -24,7 +24,11 @@
 //! (`0`, `0.5`, `12.50`, `0.0021`, `300`). [`Money::parse_amount`] is the only parser of
 //! amounts people send (the API's JSON bodies through `Deserialize`, rate-plan CSV, the
 //! CLI's `--amount`); anything else (`"  5.00"`, `"5.00\n"`, `"+0.5"`, `"05.00"`, `"5."`,
-//! `".5"`, `"1e2"`, a fifth decimal) is refused, never repaired. In JSON an amount is a
+//! `".5"`, `"1e2"`, a fifth decimal) is refused, never repaired. In a rate-plan CSV file
+//! the spaces and tabs around an unquoted field are the file's layout, not the amount's
+//! (`local, audio, 0.05, 60`), as the CSV reader documents (`rating::csvrows`); what is
+//! inside the field — or inside the quotes of a quoted one, `" 0.05"` — must be the
+//! written form exactly. In JSON an amount is a
 //! string: a JSON number is refused, because a reader may already have turned it into a
 //! binary float (`9.999999999999999999` arrives as `10.0`) and the exact value is lost
 //! before we see it. What [`Money`] prints (`Display`, `Serialize`) is in this form too,

@@ -2,9 +2,12 @@
 //!
 //! The call flow (and later video visits) writes a session row when a call starts, the
 //! tariff applied when it is authorized ([`record_authorization`]), its progress as it
-//! goes ([`progress`], [`count_increment`]) and closes it with a reason when it ends
+//! goes ([`progress`], [`count_increment`]), the end reason and media end the moment a
+//! bridged call is cut ([`record_media_end`]), and closes it with a reason when it ends
 //! ([`close`]). A node that dies mid-call leaves rows `active`; on its next start
-//! [`close_orphans`] ends them with reason `system`. Their charges stand exactly as
+//! [`close_orphans`] ends them with reason `system` — or, for a call that was already
+//! being cut (its notice playing), with the reason and media end recorded at the cut
+//! (see "A cut before a crash" below). Their charges stand exactly as
 //! committed: each increment was debited atomically and idempotently by the ledger, and
 //! the CDR's billed increments and amount are recomputed from the ledger so they cannot
 //! disagree with the money.
@@ -31,6 +34,18 @@
 //! increments, `billed_until` 2 increments after acceptance, `end_at` at the crash (within
 //! the recorder's last flush), `closed_at` at the restart. (Run the recording recovery
 //! first, as `server::run` does, so the repaired recording's end is known.)
+//!
+//! # A cut before a crash
+//!
+//! A bridged call that is cut (funds exhausted, maximum duration, media timeout, a BYE,
+//! a terminate, a release) has its end reason and `media_end_at` written on the still
+//! `active` row at once ([`record_media_end`]), before its notice plays. A node killed
+//! during that notice leaves the row saying how and when the parties were cut, and
+//! [`close_orphans`] keeps both: reason `funds_exhausted` (not `system`), `media_end_at`
+//! at the cut, `end_at` the later of the cut and the last moment known alive (the notice
+//! plays into the recording), `closed_at` the restart. Only a call that was not being cut
+//! when its node died ends `system`. While the notice plays, live views show the row
+//! `active` with its end reason already set: the call is ending.
 
 use crate::db::{from_micros, to_micros, Db};
 use crate::money::Money;
@@ -42,8 +57,8 @@ use sqlx::Row;
 /// accepted) at the last moment it is known to have been up, and `closed_at` = `now`.
 pub async fn close_orphans(db: &Db, node_id: &str, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, invite_at, answer_at, accepted_at, increment_secs, billed_increments \
-         FROM sessions WHERE state = 'active' AND node_id = $1",
+        "SELECT id, invite_at, answer_at, accepted_at, increment_secs, billed_increments, \
+         end_reason, media_end_at FROM sessions WHERE state = 'active' AND node_id = $1",
     )
     .bind(node_id)
     .fetch_all(db.pool())
@@ -68,26 +83,60 @@ pub async fn close_orphans(db: &Db, node_id: &str, now: DateTime<Utc>) -> Result
             increments: counted,
             last_debit_at: c.last_debit_at,
             recording_end,
-        }
-        .last();
+        };
+        let cut = Cut {
+            reason: r.try_get("end_reason")?,
+            media_end_at: r.try_get("media_end_at")?,
+        };
+        let end = orphan_end(&alive, &cut);
         let done = sqlx::query(
-            "UPDATE sessions SET state = 'ended', end_reason = 'system', end_at = $2, \
-             media_end_at = $3, closed_at = $4, billed_increments = $5, amount_minor = $6 \
+            "UPDATE sessions SET state = 'ended', end_reason = $2, end_at = $3, \
+             media_end_at = $4, closed_at = $5, billed_increments = $6, amount_minor = $7 \
              WHERE id = $1 AND state = 'active'",
         )
         .bind(&id)
-        .bind(alive)
-        .bind(accepted_at.map(|_| alive))
+        .bind(&end.reason)
+        .bind(end.end_at)
+        .bind(end.media_end_at)
         .bind(to_micros(now))
         .bind(counted)
         .bind(c.amount_minor)
         .execute(db.pool())
         .await?;
         closed += done.rows_affected();
-        tracing::warn!(session = %id, increments = counted, last_alive = %from_micros(alive),
-            "orphaned session closed");
+        tracing::warn!(session = %id, reason = %end.reason, increments = counted,
+            last_alive = %from_micros(end.end_at), "orphaned session closed");
     }
     Ok(closed)
+}
+
+/// What a live session's row says of a cut already under way ([`record_media_end`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Cut {
+    reason: Option<String>,
+    /// Microseconds since the epoch.
+    media_end_at: Option<i64>,
+}
+
+/// How [`close_orphans`] ends a session (microseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OrphanEnd {
+    reason: String,
+    end_at: i64,
+    media_end_at: Option<i64>,
+}
+
+/// The end of a session its node left open: with the reason and media end of a cut
+/// recorded before the crash, if there was one (module doc), else `system` at the last
+/// moment it is known to have been up.
+fn orphan_end(alive: &KnownAlive, cut: &Cut) -> OrphanEnd {
+    let last = alive.last();
+    let media_end_at = cut.media_end_at.or(alive.accepted_at.map(|_| last));
+    OrphanEnd {
+        reason: cut.reason.clone().unwrap_or_else(|| "system".to_owned()),
+        end_at: media_end_at.map_or(last, |m| m.max(last)),
+        media_end_at,
+    }
 }
 
 /// What a session left open by a crash shows of its life (microseconds since the epoch).
@@ -275,6 +324,28 @@ pub async fn record_authorization(
     .bind(a.per_minute.to_minor())
     .bind(i64::from(a.increment_secs))
     .bind(a.cost_per_increment.to_minor())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Records on a live session that its parties were cut apart at `media_end_at` for
+/// `reason` (the CDR's `end_reason`), before the call's closing notice plays: what
+/// [`close_orphans`] keeps if the node dies before the call's end (module doc, "A cut
+/// before a crash"). The first cut stands; a no-op once the session has ended.
+pub async fn record_media_end(
+    db: &Db,
+    id: &str,
+    reason: &str,
+    media_end_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sessions SET end_reason = $2, media_end_at = $3 \
+         WHERE id = $1 AND state = 'active' AND end_reason IS NULL",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(to_micros(media_end_at))
     .execute(db.pool())
     .await?;
     Ok(())
@@ -484,5 +555,54 @@ mod tests {
             ..alive()
         };
         assert_eq!(tariff_unknown.last(), 120 * S);
+    }
+
+    /// Review, L5: a session cut before the crash (its notice playing) keeps the reason
+    /// and media end of the cut; `end_at` is the later of the cut and the last sign of
+    /// life (the notice went into the recording); without a cut it is `system` as before.
+    #[test]
+    fn a_cut_recorded_before_the_crash_decides_the_orphans_end() {
+        // Two increments of 60 s billed; the fundsless third refused at +120 s; the
+        // recording (the notice over the parties) ran to +121.2 s when the node died.
+        let up = KnownAlive {
+            increments: 2,
+            last_debit_at: Some(180 * S + 40_000),
+            recording_end: Some(241 * S + 200_000),
+            ..alive()
+        };
+        let cut = Cut {
+            reason: Some("funds_exhausted".into()),
+            media_end_at: Some(240 * S + 30_000),
+        };
+        assert_eq!(
+            orphan_end(&up, &cut),
+            OrphanEnd {
+                reason: "funds_exhausted".into(),
+                end_at: 241 * S + 200_000,
+                media_end_at: Some(240 * S + 30_000),
+            }
+        );
+        // Killed in the same moment as the cut: nothing later is known than the cut.
+        let early = KnownAlive {
+            recording_end: Some(239 * S),
+            ..up
+        };
+        assert_eq!(orphan_end(&early, &cut).end_at, 240 * S + 30_000);
+        // No cut recorded: `system`, ended (and the media too) when last seen alive.
+        assert_eq!(
+            orphan_end(&up, &Cut::default()),
+            OrphanEnd {
+                reason: "system".into(),
+                end_at: 241 * S + 200_000,
+                media_end_at: Some(241 * S + 200_000),
+            }
+        );
+        // Never bridged: no media end.
+        let never = KnownAlive {
+            accepted_at: None,
+            answer_at: None,
+            ..alive()
+        };
+        assert_eq!(orphan_end(&never, &Cut::default()).media_end_at, None);
     }
 }

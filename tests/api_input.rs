@@ -734,7 +734,245 @@ async fn nul_bytes_are_refused_not_failed_on(app: App) {
     app.t.cleanup().await;
 }
 
+/// Review, L4 and the depositor: one-line fields refuse line separators, bidirectional
+/// controls and the byte-order mark; a required name needs a visible character (100
+/// zero-width spaces are not a first name); the joiners real names need are kept; and
+/// every name field — booking names, contact, depositor, facility, handset, references —
+/// is stored without the white space around it. Nothing refused is stored.
+async fn one_line_fields_refuse_invisible_formatting_and_are_trimmed(app: App) {
+    let (iid, acc) = booked(&app, "F1").await;
+    let family = issue(&app, "family-l4", "family", &["F1"], None).await;
+    let inmates = "/api/v1/facilities/F1/inmates";
+    let contacts = format!("/api/v1/inmates/{iid}/contacts");
+    let deposits = format!("/api/v1/accounts/{acc}/deposits");
+    let book = |n: &str, first: &str| json!({ "booking_number": n, "first_name": first, "last_name": "Doe" });
+    // The attacks as found.
+    for (bad, words) in [
+        (
+            "Jane\u{2028}Doe",
+            &["first_name", "separator", "U+2028"][..],
+        ),
+        (
+            "Evil\u{202e}gnp.exe",
+            &["first_name", "bidirectional", "U+202E"][..],
+        ),
+        ("\u{feff}Jane", &["first_name", "byte-order mark"][..]),
+        (
+            "Jane\u{2066}x\u{2069}",
+            &["first_name", "bidirectional"][..],
+        ),
+    ] {
+        let got = send(&app, "POST", inmates, ADMIN, None, Some(book("B-9", bad))).await;
+        assert_422(&got, "invalid", words, bad);
+        let body = json!({ "number": "+15551230002", "name": bad });
+        let got = send(&app, "POST", &contacts, ADMIN, None, Some(body)).await;
+        assert_422(&got, "invalid", &["name"], bad);
+        let body = json!({ "amount": "5.00", "method": "online", "depositor": bad });
+        let got = send(&app, "POST", &deposits, &family, Some("l4-bad"), Some(body)).await;
+        assert_422(&got, "invalid", &["depositor"], bad);
+    }
+    let zero_width = "\u{200b}".repeat(100);
+    let got = send(
+        &app,
+        "POST",
+        inmates,
+        ADMIN,
+        None,
+        Some(book("B-9", &zero_width)),
+    )
+    .await;
+    assert_422(
+        &got,
+        "invalid",
+        &["first_name", "visible"],
+        "100 zero-width spaces",
+    );
+    let got = send(
+        &app,
+        "POST",
+        inmates,
+        ADMIN,
+        None,
+        Some(book("\u{200b}", "Jane")),
+    )
+    .await;
+    assert_422(
+        &got,
+        "invalid",
+        &["booking_number", "visible"],
+        "an invisible booking number",
+    );
+    assert_eq!(count(&app, inmates).await, 1, "nothing booked");
+    assert_eq!(count(&app, &contacts).await, 0);
+    assert_eq!(count(&app, &deposits).await, 0);
+
+    // A Persian name with its zero-width non-joiner is a name.
+    let persian = "می\u{200c}خواهم";
+    let (s, i) = send(
+        &app,
+        "POST",
+        inmates,
+        ADMIN,
+        None,
+        Some(book("B-3", persian)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{i}");
+    assert_eq!(i["first_name"].as_str(), Some(persian));
+
+    // Surrounding white space is never kept, whichever name field.
+    let (s, i) = send(
+        &app,
+        "POST",
+        inmates,
+        ADMIN,
+        None,
+        Some(
+            json!({ "booking_number": " B-4\t", "first_name": " Jane ", "last_name": "\u{a0}Doe" }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{i}");
+    assert_eq!(
+        (&i["booking_number"], &i["first_name"], &i["last_name"]),
+        (&json!("B-4"), &json!("Jane"), &json!("Doe"))
+    );
+    let body = json!({ "amount": "5.00", "method": "online", "depositor": "  Jane Doe ", "reference": " PAY-1 " });
+    let (s, d) = send(
+        &app,
+        "POST",
+        &deposits,
+        &family,
+        Some("l4-dep"),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    assert_eq!(
+        (&d["depositor"], &d["reference"]),
+        (&json!("Jane Doe"), &json!("PAY-1"))
+    );
+    // The replay of the request as sent gets the same answer and moves nothing.
+    let (s, again) = send(&app, "POST", &deposits, &family, Some("l4-dep"), Some(body)).await;
+    assert_eq!((s, &again), (StatusCode::CREATED, &d));
+    let (s, listed) = admin(&app, "GET", &deposits, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(listed[0]["depositor"], "Jane Doe", "{listed}");
+    let body = json!({ "amount": "1.00", "reference": " ORD-1 ", "memo": " as written " });
+    let path = format!("/api/v1/accounts/{acc}/purchases");
+    let (s, r) = send(&app, "POST", &path, ADMIN, Some("l4-buy"), Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["reference"], "ORD-1", "{r}");
+    let body = json!({ "number": "+15551230002", "name": " Mom ", "relationship": " mother " });
+    let (s, c) = send(&app, "POST", &contacts, ADMIN, None, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    assert_eq!(
+        (&c["name"], &c["relationship"]),
+        (&json!("Mom"), &json!("mother"))
+    );
+    let (s, f) = admin(
+        &app,
+        "PATCH",
+        "/api/v1/facilities/F1",
+        Some(json!({ "name": " North Jail " })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert_eq!(f["name"], "North Jail");
+    let (s, h) = admin(
+        &app,
+        "POST",
+        "/api/v1/facilities/F1/handsets",
+        Some(json!({ "name": " Pod A ", "location": " Unit 3 " })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{h}");
+    assert_eq!(
+        (&h["name"], &h["location"]),
+        (&json!("Pod A"), &json!("Unit 3"))
+    );
+    assert_eq!(balance(&app, &acc).await, "4.00");
+    app.t.cleanup().await;
+}
+
+/// Review, L3: an error message quotes at most 64 characters of what the client sent,
+/// then `…`: an 8 KB `?format=`, a 60 KB rate plan id in a PATCH body, a long account
+/// id in the path, and a long unknown enum value that serde quotes in its own words.
+async fn error_messages_quote_a_bounded_part_of_what_was_sent(app: App) {
+    let (_, acc) = booked(&app, "F1").await;
+    let bounded = |v: &Value, what: &str| {
+        let m = message(v);
+        assert!(
+            m.chars().count() < 400 && m.contains('…'),
+            "{what}: the message is bounded ({} characters): {}",
+            m.chars().count(),
+            &m[..m.len().min(300)]
+        );
+        let longest = m.split(' ').map(|w| w.chars().count()).max();
+        assert!(
+            longest <= Some(sallyport::text::WORD_MAX_CHARS),
+            "{what}: {longest:?}"
+        );
+    };
+    let format = "f".repeat(8 * 1024);
+    let (s, v) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{acc}/statement?format={format}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{}", message(&v).len());
+    bounded(&v, "8 KB format");
+    assert!(
+        message(&v).starts_with(&format!("format '{}…'", "f".repeat(64))),
+        "{}",
+        message(&v)
+    );
+
+    let plan = "p".repeat(60 * 1024);
+    let (s, v) = admin(
+        &app,
+        "PATCH",
+        "/api/v1/facilities/F1",
+        Some(json!({ "rate_plan_id": plan })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{}", message(&v).len());
+    bounded(&v, "60 KB rate_plan_id");
+    assert!(
+        message(&v).contains(&format!("'{}…'", "p".repeat(64))),
+        "{}",
+        message(&v)
+    );
+
+    let id = "a".repeat(2000);
+    let (s, v) = admin(&app, "GET", &format!("/api/v1/accounts/{id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{}", message(&v).len());
+    bounded(&v, "a 2,000-character account id");
+    let (s, v) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{id}/statement"),
+        None,
+    )
+    .await;
+    assert!(s.is_client_error(), "{s}");
+    bounded(&v, "a 2,000-character account id, statement");
+
+    // A value quoted by serde, not by us: bounded as it is sent.
+    let method = "m".repeat(10_000);
+    let body = json!({ "amount": "5.00", "method": method });
+    let path = format!("/api/v1/accounts/{acc}/deposits");
+    let (s, v) = send(&app, "POST", &path, ADMIN, Some("l3-enum"), Some(body)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}", message(&v).len());
+    bounded(&v, "a 10,000-character deposit method");
+    app.t.cleanup().await;
+}
+
 battery!(
+    one_line_fields_refuse_invisible_formatting_and_are_trimmed,
+    error_messages_quote_a_bounded_part_of_what_was_sent,
     nul_bytes_are_refused_not_failed_on,
     stored_text_is_bounded,
     request_bodies_are_bounded,

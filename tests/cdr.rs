@@ -516,6 +516,95 @@ async fn a_crashed_unrecorded_call_ends_at_its_last_debit(w: World) {
     w.t.cleanup().await;
 }
 
+/// Review, L5: a call cut for funds has the reason and the media end written on its live
+/// row at the cut, before its notice plays; the node dies 1.2 s into the notice; the
+/// restart closes the call `funds_exhausted` with the media end at the cut (not after
+/// it), the end at the last sign of life (the notice, recorded), the charge as debited
+/// (2 increments), and the restart only as `closed_at`. A second cut recorded later
+/// changes nothing (the first stands); a call with no cut recorded still ends `system`.
+async fn a_cut_recorded_before_a_crash_survives_it(w: World) {
+    assert!(matches!(
+        w.dial("c1", "5551230001").await,
+        Destination::Authorized(_)
+    ));
+    w.accept("c1").await;
+    let accepted = w.now();
+    let rec = w
+        .store
+        .start_recording(NewRecording {
+            session_id: "c1",
+            facility_id: "F1",
+            path: "2026/03/02/c1.wav",
+            format: "wav-pcmu",
+            node_id: "n1",
+            started_at: accepted,
+        })
+        .await
+        .unwrap();
+    w.debit("c1", 1, "0.06").await;
+    w.advance(60);
+    w.debit("c1", 2, "0.06").await;
+    // The third increment is refused at +120 s (the account is short): the cut.
+    let cut_at = accepted + chrono::Duration::milliseconds(120_030);
+    sessions::record_media_end(w.store.db(), "c1", "funds_exhausted", cut_at)
+        .await
+        .unwrap();
+    let live = w.cdr("c1").await;
+    assert_eq!(live.state, "active", "still up: the notice plays");
+    assert_eq!(live.end_reason.as_deref(), Some("funds_exhausted"));
+    assert_eq!(live.media_end_at, Some(cut_at));
+    // The first cut stands.
+    sessions::record_media_end(w.store.db(), "c1", "caller_hangup", cut_at + secs(1))
+        .await
+        .unwrap();
+    // Killed at +121.2 s; the recording, repaired at restart, ran to its last flush.
+    let finished = FinishedRecording {
+        ended_at: accepted + chrono::Duration::milliseconds(121_000),
+        duration_ms: 121_000,
+        bytes: 44 + 121 * 16_000,
+        sha256: "0".repeat(64),
+        dropped_packets: 0,
+        complete: false,
+    };
+    w.store.finish_recording(&rec, &finished).await.unwrap();
+
+    // Another session of the same node, not being cut when the node died: `system`.
+    let s = NewSession {
+        id: "c2",
+        facility_id: "F1",
+        handset_id: None,
+        dialed: "5551230001",
+        node_id: "n1",
+        sip_call_id: None,
+    };
+    sessions::open_call(w.store.db(), &s, w.now())
+        .await
+        .unwrap();
+
+    let restart = accepted + secs(423);
+    let closed = sessions::close_orphans(w.store.db(), "n1", restart)
+        .await
+        .unwrap();
+    assert_eq!(closed, 2);
+    let cdr = w.cdr("c1").await;
+    assert_eq!(
+        cdr.end_reason.as_deref(),
+        Some("funds_exhausted"),
+        "{cdr:?}"
+    );
+    assert_eq!((cdr.billed_increments, cdr.amount), (2, m("0.12")));
+    assert_eq!(cdr.billed_until, Some(accepted + secs(120)));
+    assert_eq!(cdr.media_end_at, Some(cut_at), "{cdr:?}");
+    assert_eq!(
+        cdr.end_at,
+        Some(accepted + chrono::Duration::milliseconds(121_000)),
+        "{cdr:?}"
+    );
+    assert_eq!(cdr.closed_at, Some(restart));
+    assert_eq!(w.cdr("c2").await.end_reason.as_deref(), Some("system"));
+    w.t.cleanup().await;
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::world(super::Backend::Sqlite).await.unwrap()).await } )* }
@@ -529,4 +618,5 @@ battery!(
     free_increments_are_billed_at_zero,
     a_crashed_call_ends_where_it_was_last_alive,
     a_crashed_unrecorded_call_ends_at_its_last_debit,
+    a_cut_recorded_before_a_crash_survives_it,
 );

@@ -1341,12 +1341,21 @@ async fn stored_text_has_limits(db: Db) {
 }
 
 /// Keys stored before migration 0007 (no caller) move over with caller '' and keep
-/// answering: an identical replay from any caller gets the stored answer and moves
-/// nothing (a retry that straddles the upgrade), a different request under one is a 409.
+/// answering for a day after they were stored: an identical replay from any caller gets
+/// the stored answer and moves nothing (a retry that straddles the upgrade), a different
+/// request under one is a 409. After the day (review, L2), a legacy key answers nobody:
+/// each caller's own namespace decides, so a family token replaying the admin's request
+/// makes its own deposit and never gets the admin's receipt.
 async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testing::TestDb) {
     use sha2::{Digest, Sha256};
     let f = setup(t.db.clone()).await;
-    let req = dep(&f.inmate, DepositMethod::Online, "25");
+    let req = DepositRequest {
+        depositor: "County admin".into(),
+        reference: "ADMIN-REF-1".into(),
+        ..dep(&f.inmate, DepositMethod::Online, "25")
+    };
+    // Stored by the release before 0007, an hour before now.
+    let stored_at = t0() - chrono::Duration::hours(1);
     let first = Deposit {
         id: "dep_before_upgrade".into(),
         account_id: f.inmate.clone(),
@@ -1357,8 +1366,8 @@ async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testin
         depositor: req.depositor.clone(),
         reference: req.reference.clone(),
         transaction_id: Some(1),
-        created_at: t0(),
-        local_day: t0().date_naive(),
+        created_at: stored_at,
+        local_day: stored_at.date_naive(),
         decided_by: None,
         decided_at: None,
     };
@@ -1369,10 +1378,11 @@ async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testin
     )));
     sqlx::query(
         "INSERT INTO idempotency_keys (key, scope, request_hash, response_status, response_body, created_at) \
-         VALUES ('old-1', 'deposit', $1, 200, $2, 0)",
+         VALUES ('old-1', 'deposit', $1, 200, $2, $3)",
     )
     .bind(&hash)
     .bind(serde_json::to_string(&first).unwrap())
+    .bind(stored_at.timestamp_micros())
     .execute(t.db.pool())
     .await
     .unwrap();
@@ -1383,6 +1393,7 @@ async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testin
         .unwrap()
         .get("caller");
     assert_eq!(caller, "");
+    // Within the day: the retry that straddles the upgrade, whoever sends it.
     for who in ["admin-token", "user:usr_1", "cli"] {
         let k = RequestKey::new(who, "old-1").unwrap();
         assert_eq!(
@@ -1398,10 +1409,46 @@ async fn keys_from_before_callers_survive_the_migration(t: sallyport::db::testin
         );
     }
     assert_eq!(bal(&f, &f.inmate).await, Money::ZERO, "nothing moved twice");
+    // The last moment of the day still answers.
+    f.clock.set_wall(stored_at + chrono::Duration::hours(24));
+    let family = RequestKey::new("user:usr_family", "old-1").unwrap();
+    assert_eq!(f.ledger.deposit(&family, req.clone()).await.unwrap(), first);
+    assert_eq!(bal(&f, &f.inmate).await, Money::ZERO);
+    // A day and a second after it was stored, the legacy key speaks for nobody: the
+    // family's replay of the admin's request is the family's own deposit, with its own
+    // receipt; the admin's receipt (depositor, reference) is never shown to it.
+    f.clock
+        .set_wall(stored_at + chrono::Duration::hours(24) + chrono::Duration::seconds(1));
+    let own = f.ledger.deposit(&family, req.clone()).await.unwrap();
+    assert_ne!(own.id, first.id, "{own:?}");
+    assert_eq!(own.amount, m("25"));
+    assert_eq!(bal(&f, &f.inmate).await, m("25"));
+    // Its own replay answers from its own namespace; a different request under its key
+    // is its own conflict.
+    assert_eq!(f.ledger.deposit(&family, req.clone()).await.unwrap(), own);
+    let e = f
+        .ledger
+        .deposit(&family, dep(&f.inmate, DepositMethod::Online, "26"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LedgerError::IdempotencyConflict { .. }),
+        "{e:?}"
+    );
+    // Another caller's different request under the old key is no longer held back by it.
+    let cli = RequestKey::new("cli", "old-1").unwrap();
+    let other = f
+        .ledger
+        .deposit(&cli, dep(&f.inmate, DepositMethod::Online, "26"))
+        .await
+        .unwrap();
+    assert_eq!(other.amount, m("26"));
+    assert_eq!(bal(&f, &f.inmate).await, m("51"));
     let new = RequestKey::new("cli", "new-1").unwrap();
     f.ledger.deposit(&new, req.clone()).await.unwrap();
     assert_eq!(f.ledger.deposit(&new, req).await.unwrap().amount, m("25"));
-    assert_eq!(bal(&f, &f.inmate).await, m("25"));
+    assert_eq!(bal(&f, &f.inmate).await, m("76"));
+    healthy(&f).await;
     t.cleanup().await;
 }
 

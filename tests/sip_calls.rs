@@ -754,6 +754,81 @@ fn gateway_killed_mid_call_loses_no_money() {
     assert!(spoken.len() >= 2, "the inmate's audio survived: {spoken:?}");
 }
 
+/// Review, L5: the gateway is SIGKILLed during the exhaustion notice. The cut (reason and
+/// media end) is on the session before the notice plays, so the restart closes the call
+/// `funds_exhausted` — not `system` — with the media end at the cut, not after the
+/// notice began; the two increments debited stand, once each; the restart is only the
+/// record's `closed_at`.
+#[test]
+fn gateway_killed_during_the_exhaustion_notice_keeps_the_cut() {
+    let Some(mut case) = Case::start("killed_during_notice") else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-1400", "2718", NUMBER, false);
+    fund(&api, &inmate, "0.0050");
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(
+        0,
+        &Handset::new(&inmate.pin, Via::Rtp).speaking(INMATE_TONE),
+    );
+    let id = api.accepted_call(Duration::from_secs(40));
+    // Two increments of 3 s are paid; the third is refused 6 s after acceptance and the
+    // ~2.5 s notice begins. The live record says so from the cut on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let live = api.get(&format!("/api/v1/calls/{id}"));
+        if live["end_reason"] == "funds_exhausted" {
+            break live;
+        }
+        assert!(
+            live["state"] == "active" && Instant::now() < deadline,
+            "the cut was not on the live record before the call ended: {live}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(live["state"], "active", "cut, the notice playing: {live}");
+    std::thread::sleep(Duration::from_millis(500));
+    case.kill_gateway();
+    let killed_at = Utc::now();
+    hs.stop();
+    trunk.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    case.restart_gateway();
+    let api = case.api();
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(cdr["state"], "ended", "{cdr}");
+    assert_eq!(cdr["end_reason"], "funds_exhausted", "{cdr}");
+    let closed = time(&cdr, "closed_at");
+    assert!(
+        closed >= killed_at + chrono::Duration::seconds(2),
+        "closed by the restart {closed}, killed {killed_at} (the kill came during the notice): {cdr}"
+    );
+    assert_eq!(cdr["billed_increments"], 2, "{cdr}");
+    assert_eq!(money(&cdr["amount"]), dec("0.0050"), "{cdr}");
+    let accepted = time(&cdr, "accepted_at");
+    assert_eq!(
+        time(&cdr, "billed_until") - accepted,
+        chrono::Duration::seconds(6),
+        "{cdr}"
+    );
+    // The media ended at the cut: the end of the second increment, plus the moment the
+    // refused debit took — not 1 s or more into the notice, as the crash time would say.
+    let media = time(&cdr, "media_end_at");
+    let after_cut = (media - accepted).num_milliseconds();
+    assert!(
+        (6_000..7_000).contains(&after_cut),
+        "media end {after_cut} ms after acceptance: {cdr}"
+    );
+    assert_eq!(cdr["media_end_at"], live["media_end_at"], "{cdr}");
+    let end = time(&cdr, "end_at");
+    assert!(media <= end && end <= killed_at, "{cdr}");
+    assert_charge_explained(&cdr);
+    assert_eq!(api.balance(&inmate.account), Decimal::ZERO);
+    assert_eq!(api.call_charges(&inmate.account).len(), 2);
+    api.assert_ledger_clean();
+}
+
 /// The harness itself, without the gateway: the two scenarios against each other (PIN by
 /// SIP INFO twice, answer, press 1, BYE); then the handset against a bare UAS written
 /// here, which checks that the generated PIN capture arrives from the port the handset's

@@ -208,7 +208,8 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!(
-                "not authorized for facility {facility_id}"
+                "not authorized for facility {}",
+                crate::text::quote(facility_id)
             )))
         }
     }

@@ -2,6 +2,13 @@
 //! are logged, never shown. A body over its limit is a 413 `payload_too_large`, a string
 //! over its limit a 422 `invalid` naming the field ([`crate::text`]), an amount not in
 //! its one written form a 422 `invalid_amount` ([`crate::money`]).
+//!
+//! A message quotes at most 64 characters of any value a client sent, then `…`: the
+//! errors that quote a value do it with [`crate::text::quote`], and every message is
+//! bounded once more as it is sent ([`crate::text::bound_message`]: no run of
+//! non-space characters over 64, at most 1,000 characters), which covers the text of
+//! serde and axum rejections that quote a body, a query or a path as they found it. An
+//! 8 KB `?format=` or a 60 KB id comes back as its first 64 characters and `…`.
 
 use crate::ledger::LedgerError;
 use crate::money::INVALID_AMOUNT;
@@ -65,7 +72,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let message = crate::text::bound_message(&self.message);
+        let body = json!({ "error": { "code": self.code, "message": message } });
         (self.status, Json(body)).into_response()
     }
 }

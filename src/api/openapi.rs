@@ -122,9 +122,11 @@ pub const OPERATIONS: &[Op] = &[
 fn text(rule: Rule) -> Value {
     let mut v = json!({ "type": "string", "maxLength": rule.max_chars });
     match rule.form {
-        Form::Line => v["description"] = json!("one line: no control characters"),
+        Form::Line => {
+            v["description"] = json!("one line: no control characters, line separators, bidirectional controls or other invisible formatting; white space around a name, reference or booking number is not kept")
+        }
         Form::Note => {
-            v["description"] = json!("line breaks and tabs allowed, no other control characters")
+            v["description"] = json!("line breaks and tabs allowed; no other control characters, no bidirectional controls or other invisible formatting")
         }
         Form::Token => v["pattern"] = json!(format!("^[!-~]{{1,{}}}$", rule.max_chars)),
     }
@@ -228,8 +230,8 @@ fn cdr_schema() -> Value {
         "answer_at": time("The trunk answered"),
         "accepted_at": time("The called party accepted: bridging, recording and billing start"),
         "billed_until": time("accepted_at + billed_increments × tariff.increment_secs: the end of the last billed increment (after a hang-up mid-increment it lies after media_end_at; a started increment is charged in full); null if never accepted or the tariff is unknown"),
-        "media_end_at": time("The parties stopped hearing each other: a cut (its notice starting), a BYE, a terminate; after a crash, the last moment the call is known to have been up"),
-        "end_at": time("The call ended, closing notice included; after a crash, as media_end_at"),
+        "media_end_at": time("The parties stopped hearing each other: a cut (its notice starting), a BYE, a terminate; written at that moment (a live call being cut shows it with its end_reason); after a crash with no cut under way, the last moment the call is known to have been up"),
+        "end_at": time("The call ended, closing notice included; after a crash, the last moment the call is known to have been up (never before media_end_at)"),
         "closed_at": time("The record was written ended (after a crash: the restart that closed it)"),
         "billed_increments": { "type": "integer", "description": "From the ledger (a live call: as debited so far); on a free plan, as counted" },
         "amount": { "$ref": "#/components/schemas/Money" },

@@ -971,6 +971,7 @@ impl CallTask {
                 self.check_balance(after_increment).await
             }
             CallAction::CountIncrement { increment } => self.count_increment(increment).await,
+            CallAction::MediaEnded { reason, at } => self.media_ended(reason, at).await,
             CallAction::Hangup { leg } => self.hangup(leg).await,
             CallAction::Ended(summary) => {
                 if summary.reason == EndReason::MediaTimeout {
@@ -1221,6 +1222,22 @@ impl CallTask {
                 self.call.inmate_released(now);
             }
             Err(e) => warn!(error = %e, increment, "cannot count the free increment"),
+        }
+    }
+
+    /// The parties were cut apart: the end reason and the media end go on the session
+    /// before the notice plays (`call` module doc, "The cut survives a crash"). A failed
+    /// write is logged; the CDR written at the end carries both anyway.
+    async fn media_ended(&mut self, reason: EndReason, at: Instant) {
+        let at = self.wall_of(at);
+        match sessions::record_media_end(self.sb.store.db(), &self.session_id, reason.as_str(), at)
+            .await
+        {
+            Ok(()) => debug!(
+                reason = reason.as_str(),
+                "media ended: recorded on the session"
+            ),
+            Err(e) => warn!(error = %e, reason = reason.as_str(), "cannot record the media end"),
         }
     }
 

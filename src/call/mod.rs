@@ -84,6 +84,15 @@
 //!   starts), when the parties stopped hearing each other (`media_ended_at`: the call left
 //!   `Connected`, its closing notice then plays over them) and when it ended (`ended_at`,
 //!   notice included). The `sessions` module doc says what each CDR time means.
+//! - **The cut survives a crash.** The moment a bridged call leaves `Connected` — a cut
+//!   for funds or the maximum duration, the media timeout, a BYE, a terminate, a release
+//!   — the machine's first action is [`CallAction::MediaEnded`] with the end reason, and
+//!   the driver writes both on the session before it carries out anything else (the
+//!   exhaustion notice, the BYEs, the CDR). A node killed during the ~2.5 s notice thus
+//!   leaves the session saying `funds_exhausted` and where the parties were cut, and the
+//!   restart closes it with them instead of `system` and the crash time (the review's
+//!   L5: killed 1.2 s into the notice, the CDR said `system` with a media end after the
+//!   notice had begun).
 
 pub mod admission;
 pub mod checks;
@@ -336,6 +345,11 @@ pub enum CallAction {
     /// A free increment began (a plan that costs nothing): record it on the session for
     /// the CDR; no money moves.
     CountIncrement { increment: u32 },
+    /// The parties of a bridged call stopped hearing each other at `at`, for `reason`:
+    /// record both on the session now, before the notice that may follow plays, so that a
+    /// node that dies before the call's end still closes it with them (module doc, "The
+    /// cut survives a crash"). Comes before every other action of the end.
+    MediaEnded { reason: EndReason, at: Instant },
     /// Send BYE on a leg.
     Hangup { leg: Leg },
     /// The call is over: write the CDR. Always the last action.
@@ -658,7 +672,7 @@ impl Call {
             }
             return;
         }
-        self.pending_reason = Some(reason);
+        self.ending(now, reason);
         self.hang_up_others(leg);
         self.finish(now);
     }
@@ -668,7 +682,7 @@ impl Call {
         if self.state == CallState::Ended {
             return;
         }
-        self.pending_reason = Some(EndReason::Terminated);
+        self.ending(now, EndReason::Terminated);
         self.hang_up_others_all();
         self.finish(now);
     }
@@ -679,7 +693,7 @@ impl Call {
         if self.state == CallState::Ended {
             return;
         }
-        self.pending_reason = Some(EndReason::Released);
+        self.ending(now, EndReason::Released);
         self.hang_up_others_all();
         self.finish(now);
     }
@@ -689,7 +703,7 @@ impl Call {
         if self.state == CallState::Ended {
             return;
         }
-        self.pending_reason = Some(EndReason::System);
+        self.ending(now, EndReason::System);
         self.hang_up_others_all();
         self.finish(now);
     }
@@ -879,7 +893,7 @@ impl Call {
         match reason.prompt() {
             Some(p) => self.play_then_end(now, p, reason),
             None => {
-                self.pending_reason = Some(reason);
+                self.ending(now, reason);
                 self.hang_up_others_all();
                 self.finish(now);
             }
@@ -887,8 +901,7 @@ impl Call {
     }
 
     fn play_then_end(&mut self, now: Instant, prompt: PromptId, reason: EndReason) {
-        self.pending_reason = Some(reason);
-        self.leave_connected(now);
+        self.ending(now, reason);
         self.state = CallState::Ending;
         self.stop_billing(now);
         self.actions.push_back(CallAction::Play {
@@ -909,11 +922,22 @@ impl Call {
         self.finish(now);
     }
 
+    /// The call starts ending for `reason`: the parties of a bridged call stop hearing
+    /// each other now, and the driver is told so first.
+    fn ending(&mut self, now: Instant, reason: EndReason) {
+        self.pending_reason = Some(reason);
+        self.leave_connected(now);
+    }
+
     /// The parties stop hearing each other now (a notice plays over them, or the call
-    /// ends): the CDR's media end.
+    /// ends): the CDR's media end, recorded on the session at once
+    /// ([`CallAction::MediaEnded`]).
     fn leave_connected(&mut self, now: Instant) {
         if self.state == CallState::Connected && self.media_ended_at.is_none() {
             self.media_ended_at = Some(now);
+            let reason = self.pending_reason.unwrap_or(EndReason::System);
+            self.actions
+                .push_back(CallAction::MediaEnded { reason, at: now });
         }
     }
 

@@ -739,6 +739,83 @@ fn the_media_end_is_the_cut_and_the_end_follows_the_notice() {
     assert_eq!(s.ended_at, notice_done);
 }
 
+/// Review, L5: the moment a bridged call is cut, the machine's first action says how and
+/// when ([`CallAction::MediaEnded`]), before the notice plays, so the driver writes it on
+/// the session before a crash during the notice could lose it. Every way out of
+/// `Connected` says it once, first; a call never bridged never says it.
+#[test]
+fn the_cut_is_announced_first_and_once() {
+    let t0 = epoch();
+    let first_of_the_end = |a: &[CallAction]| a.first().cloned();
+    // Funds: the debit of an increment refused (another spender emptied the account).
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.digit(t0, Leg::Trunk, '1');
+    drain(&mut c);
+    let cut_at = t0 + Duration::from_millis(40);
+    c.debit_refused(cut_at, 1);
+    let a = drain(&mut c);
+    assert_eq!(
+        first_of_the_end(&a),
+        Some(CallAction::MediaEnded {
+            reason: EndReason::FundsExhausted,
+            at: cut_at
+        }),
+        "{a:?}"
+    );
+    assert_eq!(plays(&a, Leg::Handset), vec![PromptId::FundsExhausted]);
+    // A BYE during the notice: no second cut, the first reason stands.
+    c.hangup_from(cut_at + Duration::from_secs(1), Leg::Handset);
+    let a = drain(&mut c);
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::MediaEnded { .. })),
+        "{a:?}"
+    );
+    assert_eq!(ended(&a).unwrap().reason, EndReason::FundsExhausted);
+
+    // A BYE, a terminate, a release, a failure, the media timeout: first, once.
+    type End = fn(&mut Call, Instant);
+    let ends: [(End, EndReason); 5] = [
+        (|c, t| c.hangup_from(t, Leg::Trunk), EndReason::CalleeHangup),
+        (|c, t| c.terminate(t), EndReason::Terminated),
+        (|c, t| c.inmate_released(t), EndReason::Released),
+        (|c, t| c.fail(t), EndReason::System),
+        (
+            |c, t| c.handle_timeout(t + Duration::from_secs(120)),
+            EndReason::MediaTimeout,
+        ),
+    ];
+    for (end, reason) in ends {
+        let mut c = accepted_with(t0, CallTimers::default());
+        drain(&mut c);
+        let at = t0 + Duration::from_secs(4);
+        end(&mut c, at);
+        let a = drain(&mut c);
+        let cuts: Vec<&CallAction> = a
+            .iter()
+            .filter(|x| matches!(x, CallAction::MediaEnded { .. }))
+            .collect();
+        assert_eq!(cuts.len(), 1, "{reason:?}: {a:?}");
+        let Some(CallAction::MediaEnded {
+            reason: r,
+            at: when,
+        }) = a.first()
+        else {
+            panic!("{reason:?}: the cut is not first: {a:?}");
+        };
+        assert_eq!(*r, reason);
+        assert_eq!(Some(*when), ended(&a).unwrap().media_ended_at);
+    }
+
+    // Never bridged: nothing to record.
+    let mut c = to_announcing(t0, auth(false, "5.00", "0.01"));
+    c.hangup_from(t0 + Duration::from_secs(4), Leg::Trunk);
+    let a = drain(&mut c);
+    assert!(
+        !a.iter().any(|x| matches!(x, CallAction::MediaEnded { .. })),
+        "{a:?}"
+    );
+}
+
 /// A call that never reached the parties has no media end; a hang-up's is its end.
 #[test]
 fn media_end_only_for_bridged_calls() {

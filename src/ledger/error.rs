@@ -3,18 +3,19 @@
 use super::types::{AccountKind, DepositLimit};
 use crate::db::DbError;
 use crate::money::Money;
+use crate::text::quote;
 
 /// Why a ledger request failed. Refusals (limits, funds, state) write nothing, so the same
 /// idempotency key may be retried once the cause is gone.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("account {id} not found")]
+    #[error("account {} not found", quote(.id))]
     AccountNotFound { id: String },
-    #[error("account {id} is closed")]
+    #[error("account {} is closed", quote(.id))]
     AccountClosed { id: String },
-    #[error("deposit {id} not found")]
+    #[error("deposit {} not found", quote(.id))]
     DepositNotFound { id: String },
-    #[error("facility {id} not found")]
+    #[error("facility {} not found", quote(.id))]
     FacilityNotFound { id: String },
     #[error("invalid amount {amount}: {rule}")]
     InvalidAmount { amount: Money, rule: AmountRule },
@@ -34,21 +35,21 @@ pub enum LedgerError {
     },
     #[error("insufficient funds: balance {balance}, amount {amount}")]
     InsufficientFunds { balance: Money, amount: Money },
-    #[error("idempotency key {key} was used for a different request")]
+    #[error("idempotency key {} was used for a different request", quote(.key))]
     IdempotencyConflict { key: String },
-    #[error("cannot {action} {id}: it is {state}")]
+    #[error("cannot {action} {}: it is {state}", quote(.id))]
     InvalidState {
         id: String,
         state: String,
         action: &'static str,
     },
-    #[error("cannot {action} account {id} of kind {kind}")]
+    #[error("cannot {action} account {} of kind {kind}", quote(.id))]
     WrongAccountKind {
         id: String,
         kind: AccountKind,
         action: &'static str,
     },
-    #[error("account {id} belongs to no facility")]
+    #[error("account {} belongs to no facility", quote(.id))]
     NoFacility { id: String },
     /// A stored row the ledger cannot read back (unknown enum text, bad time zone,
     /// undecodable stored response). Never expected; reported instead of panicking.

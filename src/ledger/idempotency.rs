@@ -31,9 +31,20 @@
 //! twice, and nothing about another caller's keys can be learnt, since each caller only
 //! ever meets its own.
 //!
-//! Keys stored before callers were recorded (migration 0007) have caller `''`: an
-//! identical replay of one is answered from it whoever sends it, a different request
-//! under it is a conflict, so a retry that straddles the upgrade moves nothing twice.
+//! # Keys from before callers were recorded
+//!
+//! Keys stored before migration 0007 have caller `''`: nobody knows whose they are. One
+//! only needs to answer the retry of its own request that straddles the upgrade, and a
+//! retry comes within moments, not days. So a legacy key speaks for
+//! [`LEGACY_KEY_WINDOW`] (a day) after it was stored: within it, an identical replay is
+//! answered from it whoever sends it, and a different request under it is a 409, so
+//! nothing moves twice. After it, the legacy row is ignored and the caller's own
+//! namespace alone decides: the same key is a new request of that caller, and nobody gets
+//! another caller's receipt. (The review found a family token replaying an admin's
+//! request under a pre-upgrade key got the admin's receipt, depositor and reference
+//! included, with no time limit.) The rows themselves are kept: the ledger appends, and
+//! the legacy `ledger_transactions.idempotency_key` (the bare key) cannot collide with a
+//! new one (`<caller> <key>`).
 
 use super::error::LedgerError;
 use crate::text::{Form, Rule, TextError};
@@ -50,6 +61,12 @@ pub const KEY_RULE: Rule = Rule::new(MAX_KEY_CHARS, Form::Token);
 
 /// The namespace of the keys stored before callers were recorded.
 const UNKNOWN_CALLER: &str = "";
+
+/// How long after it was stored a key of unknown caller answers a replay (module doc).
+pub const LEGACY_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// [`LEGACY_KEY_WINDOW`] in microseconds (the unit of `created_at`).
+const LEGACY_KEY_WINDOW_US: i64 = 24 * 3600 * 1_000_000;
 
 /// One request's idempotency key: the caller's namespace and the caller's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,8 +163,10 @@ impl<'a> Claim<'a> {
         conn: &mut AnyConnection,
         now: i64,
     ) -> Result<Option<T>, LedgerError> {
-        // A key from before callers were recorded answers for whoever replays it.
-        if let Some(first) = self.stored(conn, UNKNOWN_CALLER).await? {
+        // A key from before callers were recorded answers for whoever replays it, within
+        // a day of when it was stored.
+        let legacy_since = now.saturating_sub(LEGACY_KEY_WINDOW_US);
+        if let Some(first) = self.stored(conn, UNKNOWN_CALLER, legacy_since).await? {
             return Ok(Some(first));
         }
         let inserted = sqlx::query(
@@ -164,7 +183,7 @@ impl<'a> Claim<'a> {
         if inserted.is_some() {
             return Ok(None);
         }
-        match self.stored(conn, self.key.caller()).await? {
+        match self.stored(conn, self.key.caller(), i64::MIN).await? {
             Some(first) => Ok(Some(first)),
             None => Err(LedgerError::corrupt(format!(
                 "idempotency key {} of {} vanished while claimed",
@@ -174,19 +193,21 @@ impl<'a> Claim<'a> {
         }
     }
 
-    /// The response stored under the key in `caller`'s namespace, if there is one: it
-    /// must have been stored for this same request.
+    /// The response stored under the key in `caller`'s namespace at `since` or later
+    /// (microseconds), if there is one: it must have been stored for this same request.
     async fn stored<T: DeserializeOwned>(
         &self,
         conn: &mut AnyConnection,
         caller: &str,
+        since: i64,
     ) -> Result<Option<T>, LedgerError> {
         let row = sqlx::query(
             "SELECT scope, request_hash, response_status, response_body FROM idempotency_keys \
-             WHERE caller = $1 AND key = $2",
+             WHERE caller = $1 AND key = $2 AND created_at >= $3",
         )
         .bind(caller)
         .bind(self.key.key())
+        .bind(since)
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -247,6 +268,14 @@ mod tests {
         assert_ne!(a.hash, c.hash);
         assert_ne!(a.hash, d.hash);
         assert_eq!(a.hash.len(), 64);
+    }
+
+    #[test]
+    fn the_legacy_window_is_a_day_in_microseconds() {
+        assert_eq!(
+            LEGACY_KEY_WINDOW_US,
+            i64::try_from(LEGACY_KEY_WINDOW.as_micros()).unwrap()
+        );
     }
 
     #[test]

@@ -256,8 +256,9 @@ impl Ledger {
         req: DepositRequest,
     ) -> Result<Deposit, LedgerError> {
         deposits::validate(req.amount)?;
-        req.check_text()?;
+        // A replay is compared with the request as sent; what is kept is trimmed.
         let claim = Claim::new(key, Scope::Deposit, &req)?;
+        let req = req.kept()?;
         let now = self.now();
         let txn_key = key.qualified();
         let d = keyed!(self, claim, now, |tx| deposits::create(
@@ -327,8 +328,8 @@ impl Ledger {
         req: PurchaseRequest,
     ) -> Result<Receipt, LedgerError> {
         spending::positive(req.amount)?;
-        req.check_text()?;
         let claim = Claim::new(key, Scope::Purchase, &req)?;
+        let req = req.kept()?;
         let now = self.now();
         let txn_key = key.qualified();
         let receipt = keyed!(self, claim, now, |tx| spending::purchase(
@@ -345,8 +346,8 @@ impl Ledger {
         req: RefundRequest,
     ) -> Result<Receipt, LedgerError> {
         spending::positive(req.amount)?;
-        req.check_text()?;
         let claim = Claim::new(key, Scope::Refund, &req)?;
+        let req = req.kept()?;
         let now = self.now();
         let txn_key = key.qualified();
         let receipt = keyed!(self, claim, now, |tx| spending::refund(

@@ -132,17 +132,24 @@ pub struct DepositRequest {
 }
 
 impl DepositRequest {
-    /// The text it would store, within its limits ([`crate::text`]).
-    pub(crate) fn check_text(&self) -> Result<(), TextError> {
-        text::NAME.check("depositor", &self.depositor)?;
-        text::REFERENCE.check("reference", &self.reference)
+    /// The request as it is kept: depositor and reference without the white space around
+    /// them, each within its limits ([`crate::text`]).
+    pub(crate) fn kept(&self) -> Result<DepositRequest, TextError> {
+        Ok(DepositRequest {
+            depositor: text::NAME.accept("depositor", &self.depositor)?.to_owned(),
+            reference: text::REFERENCE
+                .accept("reference", &self.reference)?
+                .to_owned(),
+            ..self.clone()
+        })
     }
 }
 
-/// A purchase's or refund's reference and memo, within their limits.
-fn check_spend_text(reference: &str, memo: &str) -> Result<(), TextError> {
-    text::REFERENCE.check("reference", reference)?;
-    text::NOTE.check("memo", memo)
+/// A purchase's or refund's reference as it is kept (trimmed) and its memo (as written),
+/// within their limits.
+fn kept_spend_text(reference: &str, memo: &str) -> Result<String, TextError> {
+    text::NOTE.check("memo", memo)?;
+    Ok(text::REFERENCE.accept("reference", reference)?.to_owned())
 }
 
 /// A deposit as stored.
@@ -210,9 +217,13 @@ pub struct PurchaseRequest {
 }
 
 impl PurchaseRequest {
-    /// The text it would store, within its limits ([`crate::text`]).
-    pub(crate) fn check_text(&self) -> Result<(), TextError> {
-        check_spend_text(&self.reference, &self.memo)
+    /// The request as it is kept: the reference trimmed, within its limits
+    /// ([`crate::text`]).
+    pub(crate) fn kept(&self) -> Result<PurchaseRequest, TextError> {
+        Ok(PurchaseRequest {
+            reference: kept_spend_text(&self.reference, &self.memo)?,
+            ..self.clone()
+        })
     }
 }
 
@@ -228,9 +239,13 @@ pub struct RefundRequest {
 }
 
 impl RefundRequest {
-    /// The text it would store, within its limits ([`crate::text`]).
-    pub(crate) fn check_text(&self) -> Result<(), TextError> {
-        check_spend_text(&self.reference, &self.memo)
+    /// The request as it is kept: the reference trimmed, within its limits
+    /// ([`crate::text`]).
+    pub(crate) fn kept(&self) -> Result<RefundRequest, TextError> {
+        Ok(RefundRequest {
+            reference: kept_spend_text(&self.reference, &self.memo)?,
+            ..self.clone()
+        })
     }
 }
 

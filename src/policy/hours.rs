@@ -5,9 +5,9 @@ use chrono_tz::Tz;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HoursError {
-    #[error("'{0}' is not an IANA time zone")]
+    #[error("'{}' is not an IANA time zone", crate::text::quote(.0))]
     BadZone(String),
-    #[error("'{0}' is not a time of day HH:MM")]
+    #[error("'{}' is not a time of day HH:MM", crate::text::quote(.0))]
     BadTime(String),
 }
 

@@ -70,7 +70,7 @@ impl fmt::Display for FacilityCapCategory {
 
 /// Error for an unknown facility category name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown facility category `{0}` (prison, large_jail, medium_jail, small_jail, very_small_jail)")]
+#[error("unknown facility category `{}` (prison, large_jail, medium_jail, small_jail, very_small_jail)", crate::text::quote(.0))]
 pub struct UnknownCategory(pub String);
 
 impl FromStr for FacilityCapCategory {

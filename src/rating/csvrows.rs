@@ -1,8 +1,20 @@
 //! The CSV reading shared by the rate-deck and rate-plan parsers: a required header row,
-//! trimmed fields, RFC 4180 quoting within a line (`"a, b"`, `""` for a quote), blank lines
-//! skipped, and the 1-based file line of every row for error messages. Quoted fields
-//! spanning lines are not supported (no deck or plan needs them), which keeps every row
-//! on exactly one line, so line numbers are always right.
+//! RFC 4180 quoting within a line (`"a, b"`, `""` for a quote), blank lines skipped, and
+//! the 1-based file line of every row for error messages. Quoted fields spanning lines are
+//! not supported (no deck or plan needs them), which keeps every row on exactly one line,
+//! so line numbers are always right.
+//!
+//! # White space
+//!
+//! Spaces and tabs around an unquoted field are the file's layout, not the value: a
+//! hand-aligned `local, audio, 0.05, 60` reads as `local`, `audio`, `0.05`, `60`. Only
+//! ASCII spaces and tabs are layout; any other white space (a no-break space, a line
+//! separator) stays in the field, where the value's own rule refuses it. A quoted field is
+//! taken verbatim, spaces included (`" 0.05"` is the value ` 0.05`, which the amount rule
+//! refuses). Each value is then held to its own written form by the parser that reads
+//! it: an amount to [`crate::money::Money::parse_amount`], a whole number of seconds to
+//! digits without sign or leading zeros (`+60`, `060`, `6e1` are refused). A line may end
+//! in CRLF.
 
 use std::io::Read;
 
@@ -36,7 +48,8 @@ pub fn for_each_row<R: Read, E: From<CsvProblem>>(
     let mut seen_header = false;
     for (i, raw) in text.lines().enumerate() {
         let line = i as u64 + 1;
-        if raw.trim().is_empty() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if raw.trim_matches(LAYOUT).is_empty() {
             continue;
         }
         split_line(raw, &mut fields).map_err(|message| CsvProblem::Read { line, message })?;
@@ -70,7 +83,10 @@ fn check_header(fields: &[String], header: &[&str], line: u64) -> Result<(), Csv
     }
 }
 
-/// Splits one line into trimmed fields.
+/// The white space around a field that is layout (module doc).
+const LAYOUT: [char; 2] = [' ', '\t'];
+
+/// Splits one line into fields, without the layout around unquoted ones.
 fn split_line(line: &str, out: &mut Vec<String>) -> Result<(), String> {
     out.clear();
     let mut rest = line;
@@ -86,15 +102,15 @@ fn split_line(line: &str, out: &mut Vec<String>) -> Result<(), String> {
 
 /// One field and what follows its comma (`None` at the end of the line).
 fn next_field(s: &str) -> Result<(String, Option<&str>), String> {
-    let s = s.trim_start();
+    let s = s.trim_start_matches(LAYOUT);
     let Some(quoted) = s.strip_prefix('"') else {
         return Ok(match s.split_once(',') {
-            Some((field, rest)) => (field.trim().to_owned(), Some(rest)),
-            None => (s.trim().to_owned(), None),
+            Some((field, rest)) => (field.trim_matches(LAYOUT).to_owned(), Some(rest)),
+            None => (s.trim_matches(LAYOUT).to_owned(), None),
         });
     };
     let (field, rest) = unquote(quoted)?;
-    let rest = rest.trim_start();
+    let rest = rest.trim_start_matches(LAYOUT);
     match rest.strip_prefix(',') {
         Some(after) => Ok((field, Some(after))),
         None if rest.is_empty() => Ok((field, None)),
@@ -141,5 +157,32 @@ mod tests {
         assert_eq!(split("").unwrap(), [""]);
         assert!(split("1,\"open").is_err());
         assert!(split("1,\"a\"b").is_err());
+    }
+
+    #[test]
+    fn only_spaces_and_tabs_around_unquoted_fields_are_layout() {
+        assert_eq!(split(" a\t,\tb ").unwrap(), ["a", "b"]);
+        // Quoted: verbatim.
+        assert_eq!(split("\" 0.05\" , x").unwrap(), [" 0.05", "x"]);
+        // Other white space is part of the value, for its own rule to judge.
+        assert_eq!(
+            split("0.05\u{a0},\u{2028}60").unwrap(),
+            ["0.05\u{a0}", "\u{2028}60"]
+        );
+    }
+
+    #[test]
+    fn crlf_lines_and_blank_lines() {
+        let mut rows = Vec::new();
+        for_each_row::<_, CsvProblem>(
+            "h1,h2\r\n\r\n \t \r\na,b\r\n".as_bytes(),
+            &["h1", "h2"],
+            |line, f| {
+                rows.push((line, f.to_vec()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(rows, [(4, vec!["a".to_owned(), "b".to_owned()])]);
     }
 }

@@ -11,6 +11,7 @@
 
 use super::csvrows::{for_each_row, CsvProblem};
 use super::CallClass;
+use crate::text::quote;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
@@ -40,15 +41,15 @@ pub struct DeckMatch<'a> {
 pub enum DeckError {
     #[error("the rate deck is empty: a header row `prefix,class,description` is required")]
     MissingHeader,
-    #[error("line {line}: expected header `prefix,class,description`, found `{found}`")]
+    #[error("line {line}: expected header `prefix,class,description`, found `{}`", quote(.found))]
     BadHeader { line: u64, found: String },
     #[error("line {line}: {message}")]
     Csv { line: u64, message: String },
     #[error("line {line}: expected 3 fields (prefix,class,description), found {found}")]
     FieldCount { line: u64, found: usize },
-    #[error("line {line}: prefix `{prefix}` must be 1 to {MAX_PREFIX_DIGITS} digits")]
+    #[error("line {line}: prefix `{}` must be 1 to {MAX_PREFIX_DIGITS} digits", quote(.prefix))]
     BadPrefix { line: u64, prefix: String },
-    #[error("line {line}: class `{class}` is not local, domestic or international")]
+    #[error("line {line}: class `{}` is not local, domestic or international", quote(.class))]
     BadClass { line: u64, class: String },
     #[error("line {line}: prefix `{prefix}` already appears on line {first_line}")]
     DuplicatePrefix {

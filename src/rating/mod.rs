@@ -72,7 +72,9 @@
 //! ```
 //!
 //! Rate plan CSV (name and limits come from [`PlanSettings`]; an empty increment means
-//! the default):
+//! the default; rates in the one written form of amounts, increments as digits without
+//! sign or leading zeros; spaces and tabs around an unquoted field are layout, a quoted
+//! field is verbatim):
 //!
 //! ```text
 //! class,service,per_minute,increment_secs
@@ -115,7 +117,7 @@ pub enum Service {
 
 /// An unknown class or service name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {kind} `{value}`")]
+#[error("unknown {kind} `{}`", crate::text::quote(.value))]
 pub struct UnknownName {
     pub kind: &'static str,
     pub value: String,

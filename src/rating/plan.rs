@@ -8,6 +8,7 @@ use super::caps::{CapTable, FacilityCapCategory};
 use super::csvrows::{for_each_row, CsvProblem};
 use super::{exact, CallClass, Service};
 use crate::money::Money;
+use crate::text::quote;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -26,24 +27,24 @@ pub enum PlanError {
     #[error("the rate plan CSV is empty: a header `class,service,per_minute,increment_secs` is required")]
     MissingHeader,
     #[error(
-        "line {line}: expected header `class,service,per_minute,increment_secs`, found `{found}`"
+        "line {line}: expected header `class,service,per_minute,increment_secs`, found `{}`", quote(.found)
     )]
     BadHeader { line: u64, found: String },
     #[error(
         "line {line}: expected 4 fields (class,service,per_minute,increment_secs), found {found}"
     )]
     FieldCount { line: u64, found: usize },
-    #[error("line {line}: class `{value}` is not local, domestic or international")]
+    #[error("line {line}: class `{}` is not local, domestic or international", quote(.value))]
     BadClass { line: u64, value: String },
-    #[error("line {line}: service `{value}` is not audio or video")]
+    #[error("line {line}: service `{}` is not audio or video", quote(.value))]
     BadService { line: u64, value: String },
-    #[error("line {line}: rate `{value}`: {reason}")]
+    #[error("line {line}: rate `{}`: {reason}", quote(.value))]
     BadRate {
         line: u64,
         value: String,
         reason: String,
     },
-    #[error("line {line}: increment `{value}` is not a whole number of seconds")]
+    #[error("line {line}: increment `{}` is not a whole number of seconds written as digits (no sign, spaces or leading zeros: `60`)", quote(.value))]
     BadIncrement { line: u64, value: String },
     #[error("a billing increment must be 1 to {MAX_INCREMENT_SECS} seconds, not {secs}")]
     IncrementOutOfRange { secs: u32 },
@@ -354,13 +355,22 @@ impl RatePlan {
         })?;
         let increment = match record[3].as_str() {
             "" => self.default_increment_secs,
-            s => s.parse().map_err(|_| PlanError::BadIncrement {
+            s => whole_secs(s).ok_or_else(|| PlanError::BadIncrement {
                 line,
                 value: value(3),
             })?,
         };
         Ok((class, service, Tariff::new(per_minute, increment)?))
     }
+}
+
+/// A whole number of seconds in its one written form: ASCII digits, no sign, no leading
+/// zero (`60`; not `+60`, `060`, ` 60`, `6e1`), within `u32`. `str::parse` alone would
+/// take `+60`.
+pub(crate) fn whole_secs(s: &str) -> Option<u32> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
 }
 
 fn default_increment() -> u32 {

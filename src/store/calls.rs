@@ -44,9 +44,11 @@ pub struct Cdr {
     /// accepted or its tariff is unknown (records from before tariffs were kept).
     pub billed_until: Option<DateTime<Utc>>,
     /// The parties stopped hearing each other (a cut's notice starting, a BYE, a
-    /// terminate); after a crash, the last moment the call is known to have been up.
+    /// terminate), written at that moment, so a live call being cut shows it; after a
+    /// crash with no cut under way, the last moment the call is known to have been up.
     pub media_end_at: Option<DateTime<Utc>>,
-    /// The call ended, closing notice included; after a crash, as `media_end_at`.
+    /// The call ended, closing notice included; after a crash, the last moment the call
+    /// is known to have been up (never before `media_end_at`).
     pub end_at: Option<DateTime<Utc>>,
     /// The record was written ended (after a crash: the restart that closed it).
     pub closed_at: Option<DateTime<Utc>>,

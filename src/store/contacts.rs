@@ -124,8 +124,8 @@ impl Store {
 
     /// Adds a contact to an inmate's list, pending approval.
     pub async fn add_contact(&self, inmate_id: &str, c: NewContact) -> Result<Contact, StoreError> {
-        text::NAME.check_required("name", c.name.trim())?;
-        text::NAME.check("relationship", c.relationship.trim())?;
+        let name = text::NAME.accept_required("name", &c.name)?;
+        let relationship = text::NAME.accept("relationship", &c.relationship)?;
         let inmate = self.inmate(inmate_id).await?;
         let number = self
             .normalize_number(&inmate.facility_id, &c.number)
@@ -137,8 +137,8 @@ impl Store {
         .bind(&id)
         .bind(inmate_id)
         .bind(&number)
-        .bind(c.name.trim())
-        .bind(c.relationship.trim())
+        .bind(name)
+        .bind(relationship)
         .bind(i64::from(c.privileged))
         .bind(i64::from(c.video_allowed))
         .bind(self.now_us())

@@ -121,7 +121,7 @@ pub fn min_deposit_max() -> Money {
 }
 
 /// Checks the fields every facility must get right.
-fn validate(f: &Facility) -> Result<(), StoreError> {
+fn validate(f: &mut Facility) -> Result<(), StoreError> {
     let code_ok = !f.id.is_empty()
         && f.id.len() <= 32
         && f.id
@@ -133,7 +133,7 @@ fn validate(f: &Facility) -> Result<(), StoreError> {
             "1-32 letters, digits, '-' or '_'",
         ));
     }
-    text::NAME.check_required("name", &f.name)?;
+    f.name = text::NAME.accept_required("name", &f.name)?.to_owned();
     for (field, value) in [
         ("time_zone", &f.time_zone),
         ("cap_category", &f.cap_category),
@@ -195,7 +195,7 @@ fn validate(f: &Facility) -> Result<(), StoreError> {
 impl Store {
     /// Creates a facility and its system ledger accounts.
     pub async fn create_facility(&self, n: NewFacility) -> Result<Facility, StoreError> {
-        let f = Facility {
+        let mut f = Facility {
             id: n.id,
             name: n.name,
             time_zone: n.time_zone,
@@ -211,7 +211,7 @@ impl Store {
             recording_retention_days: n.recording_retention_days,
             created_at: self.clock.wall(),
         };
-        validate(&f)?;
+        validate(&mut f)?;
         sqlx::query(&format!(
             "INSERT INTO facilities ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
         ))
@@ -280,7 +280,7 @@ impl Store {
             self.rate_deck_summary(&deck).await?;
             f.rate_deck_id = Some(deck);
         }
-        validate(&f)?;
+        validate(&mut f)?;
         if let Some(plan_id) = &f.rate_plan_id {
             self.check_plan_for_facility(plan_id, &f.cap_category)
                 .await?;

@@ -84,8 +84,8 @@ impl Store {
         h: NewHandset,
     ) -> Result<Handset, StoreError> {
         self.facility(facility_id).await?;
-        text::NAME.check_required("name", h.name.trim())?;
-        text::NAME.check("location", &h.location)?;
+        let name = text::NAME.accept_required("name", &h.name)?;
+        let location = text::NAME.accept("location", &h.location)?;
         if let Some(u) = &h.sip_username {
             text::SIP_USERNAME.check("sip_username", u)?;
         }
@@ -112,8 +112,8 @@ impl Store {
         )
         .bind(&id)
         .bind(facility_id)
-        .bind(h.name.trim())
-        .bind(&h.location)
+        .bind(name)
+        .bind(location)
         .bind(&h.sip_username)
         .bind(&ha1)
         .bind(self.now_us())

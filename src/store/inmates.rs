@@ -114,12 +114,25 @@ fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
     })
 }
 
-/// Checks a booking; names and the booking number are kept trimmed, and checked so
-/// ([`crate::text`]).
-fn validate(b: &Booking, rules: &pin::CredentialRules) -> Result<(), StoreError> {
-    text::BOOKING_NUMBER.check_required("booking_number", b.booking_number.trim())?;
-    text::NAME.check_required("first_name", b.first_name.trim())?;
-    text::NAME.check_required("last_name", b.last_name.trim())?;
+/// A booking's text as it is kept: names and the booking number without the white space
+/// around them ([`crate::text`], "Surrounding white space").
+struct BookingText<'b> {
+    booking_number: &'b str,
+    first_name: &'b str,
+    last_name: &'b str,
+}
+
+/// Checks a booking and returns its text as it is kept.
+fn validate<'b>(
+    b: &'b Booking,
+    rules: &pin::CredentialRules,
+) -> Result<BookingText<'b>, StoreError> {
+    let kept = BookingText {
+        booking_number: text::BOOKING_NUMBER
+            .accept_required("booking_number", &b.booking_number)?,
+        first_name: text::NAME.accept_required("first_name", &b.first_name)?,
+        last_name: text::NAME.accept_required("last_name", &b.last_name)?,
+    };
     if let Some(p) = &b.pin {
         rules
             .validate_pin(p)
@@ -130,7 +143,7 @@ fn validate(b: &Booking, rules: &pin::CredentialRules) -> Result<(), StoreError>
             .validate_calling_id(id)
             .map_err(|e| StoreError::invalid("calling_id", e.to_string()))?;
     }
-    Ok(())
+    Ok(kept)
 }
 
 impl Store {
@@ -138,7 +151,7 @@ impl Store {
     /// database transaction: there is never an inmate without an account. The calling ID
     /// is the one given, or a random free one.
     pub async fn book_inmate(&self, facility_id: &str, b: Booking) -> Result<Inmate, StoreError> {
-        validate(&b, &self.credentials)?;
+        let kept = validate(&b, &self.credentials)?;
         self.facility(facility_id).await?;
         let calling_id = match &b.calling_id {
             Some(id) => id.clone(),
@@ -153,9 +166,7 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let name = format!(
             "{} {} ({})",
-            b.first_name.trim(),
-            b.last_name.trim(),
-            b.booking_number.trim()
+            kept.first_name, kept.last_name, kept.booking_number
         );
         let account_id = Ledger::open_account_in(
             &mut tx,
@@ -171,9 +182,9 @@ impl Store {
         ))
         .bind(&id)
         .bind(facility_id)
-        .bind(b.booking_number.trim())
-        .bind(b.first_name.trim())
-        .bind(b.last_name.trim())
+        .bind(kept.booking_number)
+        .bind(kept.first_name)
+        .bind(kept.last_name)
         .bind(&calling_id)
         .bind(&hash)
         .bind(&account_id)

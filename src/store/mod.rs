@@ -50,7 +50,7 @@ use std::sync::Arc;
 /// Errors at the records boundary; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{what} '{id}' not found")]
+    #[error("{what} '{}' not found", crate::text::quote(.id))]
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),

@@ -100,7 +100,7 @@ impl Store {
         csv: &[u8],
     ) -> Result<DeckSummary, StoreError> {
         check_id(id)?;
-        text::NAME.check_required("name", name)?;
+        let name = text::NAME.accept_required("name", name)?;
         let deck =
             RateDeck::from_csv(csv).map_err(|e| StoreError::invalid("csv", e.to_string()))?;
         for e in deck.entries() {
@@ -215,7 +215,7 @@ impl Store {
         csv: &[u8],
     ) -> Result<PlanSummary, StoreError> {
         check_id(id)?;
-        text::NAME.check_required("name", name)?;
+        let name = text::NAME.accept_required("name", name)?;
         let mut settings = PlanSettings::new(name);
         settings.max_duration_secs = max_call_secs;
         let plan = RatePlan::from_csv(settings, csv)

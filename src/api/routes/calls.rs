@@ -46,7 +46,8 @@ fn scoped(
         if EndReason::parse(r).is_none() {
             let known = EndReason::ALL.map(EndReason::as_str).join(", ");
             return Err(ApiError::bad_request(format!(
-                "end_reason '{r}' is not one of: {known}"
+                "end_reason '{}' is not one of: {known}",
+                crate::text::quote(r)
             )));
         }
     }

@@ -116,7 +116,9 @@ pub async fn unlisten(
         Some(Ok(())) => {}
         _ => {
             return Err(ApiError::not_found(format!(
-                "no listener {listener_id} on call {id} on this node"
+                "no listener {} on call {} on this node",
+                crate::text::quote(&listener_id),
+                crate::text::quote(&id)
             )))
         }
     }

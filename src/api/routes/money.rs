@@ -270,7 +270,8 @@ pub async fn statement(
         )
             .into_response()),
         Some(other) => Err(ApiError::bad_request(format!(
-            "format '{other}' is not json or csv"
+            "format '{}' is not json or csv",
+            crate::text::quote(other)
         ))),
     }
 }

@@ -81,9 +81,13 @@ pub async fn lookup(
             e.to_string(),
         )
     })?;
-    let m = deck
-        .lookup(n.digits())
-        .ok_or_else(|| ApiError::not_found(format!("no prefix of {} in deck {id}", n.as_str())))?;
+    let m = deck.lookup(n.digits()).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no prefix of {} in deck {}",
+            n.as_str(),
+            crate::text::quote(&id)
+        ))
+    })?;
     Ok(Json(
         json!({ "number": n.as_str(), "prefix": m.prefix, "class": m.class.as_str(), "description": m.description }),
     ))

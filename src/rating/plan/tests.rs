@@ -211,6 +211,46 @@ fn csv_plan_errors_name_the_line() {
         parse("local,audio,0.02,1.5\n"),
         Err(PlanError::BadIncrement { line: 2, .. })
     ));
+    // Issue 9 review (L1): one written form for numbers in a plan, as for amounts. The
+    // spaces around an unquoted field are layout; inside the value, nothing but it.
+    for bad in [
+        "+60",
+        "060",
+        "6e1",
+        "\"60 \"",
+        "\" 60\"",
+        "60\u{a0}",
+        "4294967296",
+    ] {
+        assert!(
+            matches!(
+                parse(&format!("local,audio,0.02,{bad}\n")),
+                Err(PlanError::BadIncrement { line: 2, .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    for bad in [
+        "+0.05",
+        "\" 0.05\"",
+        "\"0.05 \"",
+        "0.05\u{a0}",
+        "00.05",
+        ".05",
+    ] {
+        assert!(
+            matches!(
+                parse(&format!("local,audio,{bad},60\n")),
+                Err(PlanError::BadRate { line: 2, .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    let laid_out = parse(" local , audio ,\t0.05\t, 60 \r\n").unwrap();
+    assert_eq!(
+        laid_out.tariff(CallClass::Local, Service::Audio),
+        Some(t("0.05", 60))
+    );
     assert_eq!(
         parse("local,audio,0.02\n"),
         Err(PlanError::FieldCount { line: 2, found: 3 })
