@@ -202,8 +202,8 @@ pub struct SecurityConfig {
     /// lock the inmate whose ID was keyed, and the handset they were keyed on ...
     pub lockout_after_failures: u32,
     /// ... for this many seconds; each further lock of the same inmate, handset or line
-    /// that follows within `failure_window_secs` of the last one's end lasts twice as long,
-    /// up to `lockout_max_secs`.
+    /// that begins within a day of the last one's end lasts twice as long, up to
+    /// `lockout_max_secs`.
     pub lockout_secs: u64,
     pub lockout_max_secs: u64,
     /// How long a failure counts: older failures are forgotten (a lock's own failures are
@@ -213,6 +213,9 @@ pub struct SecurityConfig {
     /// user it claims) that lock that address. 0: addresses are not counted (only when
     /// every handset reaches the gateway through one proxy address).
     pub line_lockout_after_failures: u32,
+    /// Failed entries within a day that lock an inmate, handset or line however slowly
+    /// they were keyed (a guesser who stays under the hourly threshold). 0: off.
+    pub daily_lockout_after_failures: u32,
     /// A facility-wide guessing alert (audit entry `pin.guessing_alert`, metric
     /// `sallyport_pin_guessing_alerts_total`) is raised when failed entries within
     /// `guess_alert_window_secs` name at least this many distinct IDs; at most one alert
@@ -345,6 +348,7 @@ impl Default for SecurityConfig {
             lockout_max_secs: 86_400,
             failure_window_secs: 3_600,
             line_lockout_after_failures: 6,
+            daily_lockout_after_failures: 10,
             guess_alert_ids: 10,
             guess_alert_window_secs: 600,
         }
@@ -563,6 +567,12 @@ impl SecurityConfig {
             self.line_lockout_after_failures.into(),
             0,
             1000,
+        )?;
+        in_range(
+            "security.daily_lockout_after_failures",
+            self.daily_lockout_after_failures.into(),
+            0,
+            10_000,
         )?;
         in_range(
             "security.guess_alert_ids",

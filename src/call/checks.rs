@@ -11,7 +11,7 @@ use super::{Authorization, Destination, EndReason, PinVerdict};
 use crate::charging::ChargingPlan;
 use crate::config::BillingConfig;
 use crate::policy::hours::{local_day, CallingHours};
-use crate::policy::lockout::{LockState, PinLockout, Subject};
+use crate::policy::lockout::{Failures, Gate, LockState, PinLockout, Subject};
 use crate::policy::pin::unknown_id_tag;
 use crate::rating::{normalize_e164, rate, RatingError, Service, E164};
 use crate::sessions;
@@ -74,22 +74,30 @@ impl PinCheck {
     }
 }
 
-/// One subject of an entry: what it is, its key and its lock.
+/// One subject of an entry: what it is, its key, its lock and its failures.
 struct Counted {
     subject: Subject,
     key: String,
     state: LockState,
-    failures: u64,
+    failures: Failures,
 }
+
+/// How often, and how long in all, an entry waits for entries racing it (begun earlier on
+/// the same inmate, handset or line, still being checked) before it is decided itself.
+const RACE_POLL: Duration = Duration::from_millis(25);
+const RACE_WAIT: Duration = Duration::from_secs(3);
 
 /// Checks an ID + PIN entry (`docs/behaviour.md`, "ID, PIN and lockout"). The calling ID
 /// names the inmate in the handset's facility; the PIN is compared in constant time; a PIN
-/// alone never names anyone. The attempt is logged before anything is compared (as pending, so racing
-/// entries count) and counted against the inmate (when the ID names one), the handset and
-/// the line; a right PIN resets nothing. While the handset or line is locked nothing is
+/// alone never names anyone. The attempt is logged before anything is compared (as
+/// pending) and counted against the inmate (when the ID names one), the handset and the
+/// line; a right PIN resets nothing. While the handset or line is locked nothing is
 /// checked ([`PinVerdict::Locked`]); while the inmate is, even the right PIN is refused
-/// ([`PinVerdict::AccountLocked`]). The failure that reaches a threshold locks that
-/// subject (audited `pin.lockout`); a failure that completes a facility-wide pattern
+/// ([`PinVerdict::AccountLocked`]). An entry that entries begun before it could push over
+/// a threshold waits (up to [`RACE_WAIT`]) until they are decided, so racing calls on many
+/// nodes never check more than the threshold, and a right PIN is never refused for the
+/// sake of entries that turn out right too. The failure that reaches a threshold locks
+/// that subject (audited `pin.lockout`); a failure that completes a facility-wide pattern
 /// raises the guessing alert (audited `pin.guessing_alert`, once per window).
 pub async fn check_pin(
     store: &Store,
@@ -117,21 +125,31 @@ pub async fn check_pin(
             now,
         )
         .await?;
-    let subjects = subjects(store, &entry, inmate.as_ref(), policy, now).await?;
-    let locked = |s: Subject| {
-        subjects
+    let mut waited = Duration::ZERO;
+    let subjects = loop {
+        let subjects = subjects(store, &entry, inmate.as_ref(), policy, now, Some(attempt)).await?;
+        let racing = subjects
             .iter()
-            .any(|c| c.subject == s && c.state.is_locked(now))
+            .any(|c| policy.gate(c.subject, c.failures) == Gate::Wait);
+        if !racing || waited >= RACE_WAIT {
+            break subjects;
+        }
+        tokio::time::sleep(RACE_POLL).await;
+        waited += RACE_POLL;
     };
-    let over = |s: Subject| {
-        subjects
-            .iter()
-            .any(|c| c.subject == s && policy.over_limit(s, c.failures))
-    };
+    // Still racing after the wait: refused as if the racers had failed.
+    let shut =
+        |c: &Counted| c.state.is_locked(now) || policy.gate(c.subject, c.failures) != Gate::Open;
     let phone = [Subject::Handset, Subject::Line];
-    let refusal = if phone.iter().any(|s| locked(*s) || over(*s)) {
+    let refusal = if subjects
+        .iter()
+        .any(|c| phone.contains(&c.subject) && shut(c))
+    {
         Some(PinVerdict::Locked)
-    } else if locked(Subject::Inmate) || over(Subject::Inmate) {
+    } else if subjects
+        .iter()
+        .any(|c| c.subject == Subject::Inmate && shut(c))
+    {
         Some(PinVerdict::AccountLocked)
     } else {
         None
@@ -141,7 +159,18 @@ pub async fn check_pin(
             .finish_pin_attempt(attempt, AttemptOutcome::Locked)
             .await?;
         log_attempt(&entry, inmate.as_ref(), AttemptOutcome::Locked);
-        return Ok(PinCheck::just(verdict));
+        let mut check = PinCheck::just(verdict);
+        // Failures that reached a threshold without a lock (the entry that reached it
+        // raced another, or its node died before locking): lock now.
+        for c in subjects
+            .iter()
+            .filter(|c| !c.state.is_locked(now) && policy.gate(c.subject, c.failures) == Gate::Over)
+        {
+            if lock(store, &entry, c, policy, now).await? {
+                check.locked.push(c.subject);
+            }
+        }
+        return Ok(check);
     }
     let right = match &inmate {
         Some(i) => store.pin_matches(i, entry.pin).await?,
@@ -154,11 +183,15 @@ pub async fn check_pin(
     };
     store.finish_pin_attempt(attempt, outcome).await?;
     log_attempt(&entry, inmate.as_ref(), outcome);
-    if let (true, Some(i)) = (right, inmate) {
-        return Ok(PinCheck::just(PinVerdict::Valid { inmate_id: i.id }));
+    if let (true, Some(i)) = (right, &inmate) {
+        return Ok(PinCheck::just(PinVerdict::Valid {
+            inmate_id: i.id.clone(),
+        }));
     }
     let mut check = PinCheck::just(PinVerdict::Wrong);
-    for c in subjects
+    // Counted again with this failure decided, and those decided while it was checked.
+    let after = self::subjects(store, &entry, inmate.as_ref(), policy, now, None).await?;
+    for c in after
         .iter()
         .filter(|c| policy.reached(c.subject, c.failures))
     {
@@ -170,13 +203,15 @@ pub async fn check_pin(
     Ok(check)
 }
 
-/// The entry's subjects with their locks and failures counted (this entry included).
+/// The entry's subjects with their locks and failures counted (`attempt`, the entry
+/// itself, left out; `None` counts everything decided).
 async fn subjects(
     store: &Store,
     entry: &PinEntry<'_>,
     inmate: Option<&Inmate>,
     policy: &PinLockout,
     now: DateTime<Utc>,
+    attempt: Option<i64>,
 ) -> Result<Vec<Counted>, StoreError> {
     let mut out = Vec::with_capacity(3);
     if let Some(i) = inmate {
@@ -191,7 +226,7 @@ async fn subjects(
         entry.handset_id.to_string(),
         store.handset_pin_lock(entry.handset_id).await?,
     ));
-    if policy.threshold(Subject::Line).is_some() {
+    if policy.counts(Subject::Line) {
         out.push((
             Subject::Line,
             entry.line.to_string(),
@@ -200,9 +235,14 @@ async fn subjects(
     }
     let mut counted = Vec::with_capacity(out.len());
     for (subject, key, state) in out {
-        let since = policy.counting_from(now, &state);
         let failures = store
-            .pin_failures(subject, entry.facility_id, &key, since)
+            .pin_failures(
+                subject,
+                entry.facility_id,
+                &key,
+                &policy.counting(now, &state),
+                attempt,
+            )
             .await?;
         counted.push(Counted {
             subject,
@@ -234,11 +274,14 @@ async fn lock(
         }
     };
     if set {
-        tracing::warn!(subject = c.subject.as_str(), id = %c.key, failures = c.failures,
-            until = %l.until, level = l.level, "PIN entry locked after repeated failures");
+        let f = c.failures;
+        tracing::warn!(subject = c.subject.as_str(), id = %c.key, failures = f.recent,
+            failures_today = f.daily, until = %l.until, level = l.level,
+            "PIN entry locked after repeated failures");
         let detail = serde_json::json!({
-            "subject": c.subject.as_str(), "failures": c.failures, "until": l.until,
-            "level": l.level, "handset_id": entry.handset_id, "line": entry.line,
+            "subject": c.subject.as_str(), "failures": f.recent, "failures_today": f.daily,
+            "until": l.until, "level": l.level, "handset_id": entry.handset_id,
+            "line": entry.line,
         });
         audit(store, "pin.lockout", &c.key, entry, detail).await;
     }

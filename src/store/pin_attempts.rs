@@ -2,16 +2,18 @@
 //! the facility-wide guessing alerts (`pin_alerts`): what the lockout of
 //! [`crate::policy::lockout`] counts and where it keeps the lines' locks.
 //!
-//! Every attempt is a row, written before its PIN is compared (`pending`, counted as a
-//! failure until decided) and then marked `valid`, `wrong` or `locked` (refused unchecked).
+//! Every attempt is a row, written before its PIN is compared (`pending`: entries begun
+//! after it wait for it when it could tip a threshold) and then marked `valid`, `wrong`
+//! or `locked` (refused unchecked).
 //! A row names the facility, the handset, the line (`remote_addr`), the inmate when the ID
 //! named one, and a `target` grouping failures by ID: never the digits. A node that dies
-//! between the two writes leaves `pending`, which counts as the failure it may have been
-//! and decays like one.
+//! between the two writes leaves `pending`, which after
+//! [`STALE_PENDING`](crate::policy::lockout::STALE_PENDING) counts as the failure it may
+//! have been and decays like one.
 
 use super::{Store, StoreError};
 use crate::db::{from_micros, to_micros};
-use crate::policy::lockout::{Lock, LockState, Subject};
+use crate::policy::lockout::{Counting, Failures, Lock, LockState, Subject};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -20,7 +22,7 @@ use sqlx::Row;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
-    /// Written, not yet decided (counts as a failure).
+    /// Written, not yet decided (a failure once stale).
     Pending,
     /// The ID and PIN named the inmate.
     Valid,
@@ -122,34 +124,49 @@ impl Store {
         Ok(())
     }
 
-    /// Failures (pending included) against one subject since `since`: `key` is the inmate
-    /// id, the handset id, or the line's address in `facility_id`.
+    /// One subject's failures (`key` is the inmate id, the handset id, or the line's
+    /// address in `facility_id`) counted as `c` says: decided ones, and entries begun
+    /// before `entry` and still pending. `entry` itself is left out (`None`: nothing is).
     pub async fn pin_failures(
         &self,
         subject: Subject,
         facility_id: &str,
         key: &str,
-        since: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let sql = match subject {
-            Subject::Inmate => {
-                format!("SELECT COUNT(*) AS n FROM pin_attempts WHERE inmate_id = $2 AND at >= $3 AND {FAILED} AND facility_id = $1")
-            }
-            Subject::Handset => {
-                format!("SELECT COUNT(*) AS n FROM pin_attempts WHERE handset_id = $2 AND at >= $3 AND {FAILED} AND facility_id = $1")
-            }
-            Subject::Line => {
-                format!("SELECT COUNT(*) AS n FROM pin_attempts WHERE facility_id = $1 AND remote_addr = $2 AND at >= $3 AND {FAILED}")
-            }
+        c: &Counting,
+        entry: Option<i64>,
+    ) -> Result<Failures, StoreError> {
+        let who = match subject {
+            Subject::Inmate => "inmate_id = $2 AND facility_id = $1",
+            Subject::Handset => "handset_id = $2 AND facility_id = $1",
+            Subject::Line => "facility_id = $1 AND remote_addr = $2",
         };
-        let n: i64 = sqlx::query(&sql)
+        let failed = "(outcome = 'wrong' OR (outcome = 'pending' AND at < $5))";
+        let sql = format!(
+            "SELECT \
+             COALESCE(SUM(CASE WHEN at >= $3 AND {failed} THEN 1 ELSE 0 END), 0) AS recent, \
+             COALESCE(SUM(CASE WHEN at >= $4 AND {failed} THEN 1 ELSE 0 END), 0) AS daily, \
+             COALESCE(SUM(CASE WHEN outcome = 'pending' AND at >= $5 AND id < $6 \
+               THEN 1 ELSE 0 END), 0) AS racing \
+             FROM pin_attempts WHERE {who} AND at >= $7 AND id <> $6"
+        );
+        let r = sqlx::query(&sql)
             .bind(facility_id)
             .bind(key)
-            .bind(to_micros(since))
+            .bind(to_micros(c.recent_from))
+            .bind(to_micros(c.daily_from))
+            .bind(to_micros(c.stale_before))
+            .bind(entry.unwrap_or(0))
+            .bind(to_micros(c.recent_from.min(c.daily_from)))
             .fetch_one(self.db.pool())
-            .await?
-            .try_get("n")?;
-        Ok(u64::try_from(n).unwrap_or(0))
+            .await?;
+        let n = |col: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(r.try_get::<i64, _>(col)?).unwrap_or(0))
+        };
+        Ok(Failures {
+            recent: n("recent")?,
+            daily: n("daily")?,
+            racing: n("racing")?,
+        })
     }
 
     /// The line's PIN lock (never locked: the default).
