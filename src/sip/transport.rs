@@ -49,10 +49,15 @@
 //!   INVITE 487.
 //! - Flood control spares what belongs to something we already carry:
 //!   retransmissions and responses, the ACK and CANCEL of an INVITE server
-//!   transaction we hold, and every request of a live dialog (Call-ID, To
-//!   tag and From tag all matching one in [`LiveDialogs`]: BYE, ACK, INFO,
-//!   re-INVITE). Shedding those would only prolong the load, and a throttled
-//!   BYE keeps a call billing. Everything else counts, an in-dialog-looking
+//!   transaction we hold, and the BYE, ACK, INFO and re-INVITE of a live
+//!   dialog (Call-ID, To tag and From tag all matching one in
+//!   [`LiveDialogs`]). Shedding those would only prolong the load, and a
+//!   throttled BYE keeps a call billing. A party of a dialog cannot flood
+//!   through that door: each dialog has its own budget (10/s, burst 20), past
+//!   which its requests count like anyone's, its BYE aside; and the server
+//!   transaction table is bounded (`MAX_SERVERS`: past it, only BYE and ACK
+//!   pass). Other methods in a dialog (MESSAGE, OPTIONS, …) always count.
+//!   Everything else counts, an in-dialog-looking
 //!   request with a guessed tag, a stray ACK (dropped when over budget) or a
 //!   stray CANCEL included. A TU that cannot keep up (event channel full)
 //!   gets the same 503 answered for it.

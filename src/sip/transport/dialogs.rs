@@ -13,6 +13,12 @@
 //!
 //! A request matches only with its Call-ID *and* both tags, which only the
 //! parties of the dialog know: a To tag alone buys nothing.
+//!
+//! Being a party is no licence to flood: each dialog has its own budget of
+//! [`DIALOG_RATE`] requests a second (burst [`DIALOG_BURST`]) past flood
+//! control, ample for INFO digits and re-INVITEs; past it a dialog's requests
+//! are counted like anyone's. Only its BYE is never counted, so a call can
+//! always be hung up.
 
 use super::ConnId;
 use std::collections::HashMap;
@@ -24,6 +30,10 @@ pub const MAX_DIALOGS: usize = 65_536;
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long an ended dialog still matches (64·T1).
 pub const LINGER: Duration = Duration::from_secs(32);
+/// Requests a second a live dialog may send past flood control (BYE aside) ...
+pub const DIALOG_RATE: f64 = 10.0;
+/// ... and how many at once.
+pub const DIALOG_BURST: f64 = 20.0;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -35,6 +45,9 @@ struct Entry {
     expires: Instant,
     /// A BYE was seen.
     ending: bool,
+    /// The dialog's budget (see the module doc): tokens left, as of `refilled`.
+    tokens: f64,
+    refilled: Instant,
 }
 
 /// Live dialogs by Call-ID (see the module doc).
@@ -78,6 +91,8 @@ impl LiveDialogs {
                 conn,
                 expires: now + MAX_AGE,
                 ending: false,
+                tokens: DIALOG_BURST,
+                refilled: now,
             });
         self.len += 1;
     }
@@ -98,6 +113,36 @@ impl LiveDialogs {
             v.iter()
                 .any(|e| e.local_tag == local_tag && e.remote_tag == remote_tag && e.expires > now)
         })
+    }
+
+    /// A request of this dialog at `now`: true when the dialog is live and, unless the
+    /// request is `free` (a BYE), its budget has room (which it spends).
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        local_tag: &str,
+        remote_tag: &str,
+        free: bool,
+    ) -> bool {
+        let Some(e) = self.find_mut(call_id, local_tag, remote_tag) else {
+            return false;
+        };
+        if e.expires <= now {
+            return false;
+        }
+        if free {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(e.refilled).as_secs_f64();
+        e.tokens = (e.tokens + elapsed * DIALOG_RATE).min(DIALOG_BURST);
+        e.refilled = now;
+        if e.tokens >= 1.0 {
+            e.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// True when some Call-ID entry exists (a cheap first filter).

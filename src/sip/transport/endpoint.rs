@@ -24,6 +24,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, debug_span, Span};
 
+/// Most server transactions held at once: a bound whatever passes flood control (at the
+/// default 500 requests a second, transactions living up to 32 s need 16,000).
+pub const MAX_SERVERS: usize = 65_536;
+
 /// Settings of the table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EndpointConfig {
@@ -239,9 +243,15 @@ impl Endpoint {
         if self.servers.contains_key(&key) {
             return self.matched_request(now, &key, req, source, transport);
         }
+        // A bound on the transaction table whatever passes flood control (a dialog's
+        // budget, say): past it only a BYE or an ACK gets through.
+        if self.servers.len() >= MAX_SERVERS && !matches!(req.method, Method::Bye | Method::Ack) {
+            return self.reject_503(&req, source, transport, 1);
+        }
         // Flood control spares what belongs to something we already carry: the
-        // ACK and CANCEL of our INVITE transactions and the requests of live
-        // dialogs. Everything else, in-dialog-looking or not, counts.
+        // ACK and CANCEL of our INVITE transactions, and the BYE, INFO and
+        // re-INVITE of live dialogs (within each dialog's own budget; a BYE
+        // always). Everything else, in-dialog-looking or not, counts.
         match req.method {
             Method::Ack => {
                 if self.ack_is_known(now, &req) || self.flood.admit(now, source.ip()).is_ok() {
@@ -263,7 +273,7 @@ impl Endpoint {
                     },
                 }
             }
-            _ if self.in_live_dialog(now, &req) => {
+            Method::Bye | Method::Info | Method::Invite if self.in_live_dialog(now, &req) => {
                 self.new_server(now, key, req, source, transport)
             }
             _ => match self.flood.admit(now, source.ip()) {
@@ -273,10 +283,11 @@ impl Endpoint {
         }
     }
 
-    /// An incoming request of a live dialog: its Call-ID, To tag (ours) and
-    /// From tag (theirs) all match. The Call-ID lookup comes first, so a
+    /// An incoming request of a live dialog within its budget: its Call-ID, To
+    /// tag (ours) and From tag (theirs) all match, and (unless it is the BYE)
+    /// the dialog's budget pays for it. The Call-ID lookup comes first, so a
     /// stranger's request costs one hash lookup.
-    fn in_live_dialog(&self, now: Instant, req: &Request) -> bool {
+    fn in_live_dialog(&mut self, now: Instant, req: &Request) -> bool {
         let Ok(call_id) = req.headers.call_id() else {
             return false;
         };
@@ -284,13 +295,16 @@ impl Endpoint {
             return false;
         }
         match incoming_tags(req) {
-            Some((local, remote)) => self.dialogs.is_live(now, call_id, &local, &remote),
+            Some((local, remote)) => {
+                let free = req.method == Method::Bye;
+                self.dialogs.admit(now, call_id, &local, &remote, free)
+            }
             None => false,
         }
     }
 
     /// The ACK of an INVITE we still hold, or of a live dialog.
-    fn ack_is_known(&self, now: Instant, req: &Request) -> bool {
+    fn ack_is_known(&mut self, now: Instant, req: &Request) -> bool {
         let invite = dialog_ref(req).is_some_and(|d| self.invites.contains_key(&d));
         invite || self.in_live_dialog(now, req)
     }

@@ -234,6 +234,51 @@ fn requests_of_a_live_dialog_pass_a_flood_and_strays_do_not() {
     }
 }
 
+/// A party of a live dialog cannot flood through its exemption: past the dialog's own
+/// budget its INFOs count like anyone's (503 once the shared budget is spent), other
+/// methods always count, and its BYE still passes.
+#[test]
+fn a_dialog_has_its_own_budget_and_its_bye_always_passes() {
+    let mut ep = endpoint(3);
+    let now = Instant::now();
+    answer_invite(&mut ep, now, "f1");
+    flood(&mut ep, now, 10);
+    let burst = dialogs::DIALOG_BURST as u32;
+    for seq in 0..burst {
+        feed(
+            &mut ep,
+            now,
+            &in_dialog("INFO", &format!("f1i{seq}"), "f1", 2 + seq),
+        );
+        assert!(
+            matches!(ep.poll_event(), Some(Event::Request { .. })),
+            "INFO {seq}"
+        );
+    }
+    let _ = transmits(&mut ep);
+    feed(&mut ep, now, &in_dialog("INFO", "f1over", "f1", 100));
+    assert!(
+        ep.poll_event().is_none(),
+        "past its budget an INFO is counted"
+    );
+    assert_eq!(transmits(&mut ep)[0].1.status, 503);
+    feed(&mut ep, now, &in_dialog("MESSAGE", "f1m", "f1", 101));
+    assert!(
+        ep.poll_event().is_none(),
+        "a MESSAGE in a dialog always counts"
+    );
+    assert_eq!(transmits(&mut ep)[0].1.status, 503);
+    // The budget refills at its rate.
+    let later = now + Duration::from_millis(200);
+    feed(&mut ep, later, &in_dialog("INFO", "f1late", "f1", 102));
+    assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
+    feed(&mut ep, now, &in_dialog("BYE", "f1b", "f1", 103));
+    match ep.poll_event() {
+        Some(Event::Request { request, .. }) => assert_eq!(request.method.as_str(), "BYE"),
+        other => panic!("the BYE was not passed up: {other:?}"),
+    }
+}
+
 #[test]
 fn an_ended_dialog_stops_passing_after_its_linger() {
     let mut ep = endpoint(3);
