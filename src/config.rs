@@ -128,6 +128,14 @@ pub struct HttpConfig {
     /// Secret the recording tickets' MAC key is derived from (at least 16 characters; the
     /// same on every node). Empty: derived from `security.pin_pepper`, with a warning.
     pub ticket_secret: String,
+    /// HTTP connections open at once; past it the gateway stops accepting until one
+    /// closes.
+    pub max_connections: u32,
+    /// HTTP connections one source address may hold; past it new ones are closed.
+    pub max_connections_per_source: u32,
+    /// Seconds a client has to send a request's head, and to start the next one on a
+    /// kept-alive connection; slower or idle connections are closed.
+    pub header_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -286,6 +294,9 @@ impl Default for HttpConfig {
             login_lockout_secs: 900,
             ticket_ttl_secs: 900,
             ticket_secret: String::new(),
+            max_connections: 2048,
+            max_connections_per_source: 256,
+            header_timeout_secs: 30,
         }
     }
 }
@@ -500,6 +511,18 @@ impl Config {
                 "http.ticket_secret",
                 "must be empty or at least 16 characters",
             );
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return bad("http.max_connections", "must be 1 to 1000000");
+        }
+        if !(1..=self.http.max_connections).contains(&self.http.max_connections_per_source) {
+            return bad(
+                "http.max_connections_per_source",
+                "must be 1 to http.max_connections",
+            );
+        }
+        if !(1..=3_600).contains(&self.http.header_timeout_secs) {
+            return bad("http.header_timeout_secs", "must be 1 to 3600 seconds");
         }
         if !(10..=86_400).contains(&self.http.ticket_ttl_secs) {
             return bad("http.ticket_ttl_secs", "must be 10 to 86400");

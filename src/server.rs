@@ -104,12 +104,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, node = %config.node.id, "serving");
     let live = gateway.live.clone();
     let app = router(AppState::new(store.clone(), config.clone()).with_gateway(gateway));
-    // The peer address reaches handlers (and the audit log) as `ConnectInfo`.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    // Bounded connections and request heads; the peer address reaches handlers (and the
+    // audit log) as `ConnectInfo`.
+    let limits = crate::api::serve::HttpLimits::from_config(&config.http);
+    crate::api::serve::serve(listener, app, limits, shutdown_signal()).await;
     // Calls in progress end with reason `system` and BYE to both legs, charges as committed.
     live.shutdown(Duration::from_secs(5)).await;
     store.db().close().await;

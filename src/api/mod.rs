@@ -20,6 +20,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+pub mod serve;
 pub mod tickets;
 pub mod web;
 
