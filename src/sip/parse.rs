@@ -266,6 +266,10 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
         return parse_status_line(line);
     }
     let line = std::str::from_utf8(line).map_err(|_| ParseError::InvalidStartLine)?;
+    // Exactly one space between the parts (RFC 3261 §7.1): no leading blank.
+    if line.starts_with([' ', '\t']) {
+        return Err(ParseError::InvalidStartLine);
+    }
     let (method, rest) = line.split_once(' ').ok_or(ParseError::InvalidStartLine)?;
     let (uri, version) = rest.rsplit_once(' ').ok_or(ParseError::InvalidStartLine)?;
     check_version(version)?;
@@ -277,6 +281,11 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
 }
 
 fn check_version(v: &str) -> Result<(), ParseError> {
+    // Whitespace or a control character around the version is a malformed start line
+    // (400), not another version (505).
+    if v.bytes().any(|b| b.is_ascii_whitespace() || is_ctl(b)) {
+        return Err(ParseError::InvalidStartLine);
+    }
     if v.eq_ignore_ascii_case("SIP/2.0") {
         Ok(())
     } else if v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
@@ -573,6 +582,28 @@ fn lenient_headers(lines: &[&[u8]]) -> Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blanks around the parts of a start line are a 400 (malformed), not a 505 (another
+    /// version) nor a method named "".
+    #[test]
+    fn blanks_around_the_start_line_are_malformed() {
+        let err = |l: &str| parse_start_line(l.as_bytes()).err();
+        for bad in [
+            "INVITE sip:a@example.org SIP/2.0\t",
+            "INVITE sip:a@example.org SIP/2.0 ",
+            " INVITE sip:a@example.org SIP/2.0",
+            "\tINVITE sip:a@example.org SIP/2.0",
+            "INVITE sip:a@example.org \tSIP/2.0",
+            "SIP/2.0\t200 OK",
+        ] {
+            assert_eq!(err(bad), Some(ParseError::InvalidStartLine), "{bad:?}");
+        }
+        assert_eq!(
+            err("INVITE sip:a@example.org SIP/7.0"),
+            Some(ParseError::UnsupportedVersion)
+        );
+        assert_eq!(err("INVITE sip:a@example.org SIP/2.0"), None);
+    }
 
     proptest::proptest! {
         #[test]
