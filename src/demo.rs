@@ -22,6 +22,9 @@ pub const FACILITY: &str = "DEMO";
 pub const BOOKING: &str = "D-1001";
 /// The demo inmate's PIN (with the default PIN lengths; see [`demo_pin`]).
 pub const PIN: &str = "1234";
+/// What the demo prints for a PIN staff changed: the gateway cannot show it.
+pub const STAFF_PIN: &str = "(set by staff, not shown)";
+
 /// The demo inmate's calling ID (with the default 6 digits; see [`demo_calling_id`]).
 pub const CALLING_ID: &str = "100001";
 pub const CONTACT_NUMBER: &str = "+15551230001";
@@ -75,10 +78,25 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
     let (calling_id, pin) = (demo_calling_id(rules), demo_pin(rules));
     let inmate = match store.inmate_by_booking(FACILITY, BOOKING).await {
         Ok(i) if i.calling_id.as_deref() != Some(calling_id.as_str()) => {
-            // Booked before calling IDs (the upgrade drew one): the demo's own again.
-            store
-                .set_credentials(&i.id, &pin, Some(&calling_id))
+            // Booked before calling IDs, the upgrade drew one: the demo's own again, so
+            // what the demo prints is what works. Never over credentials staff set (the
+            // PIN is no longer the demo's) or an ID another inmate holds.
+            let untouched = store.pin_matches(&i, &pin).await?;
+            let free = store
+                .inmate_by_calling_id(FACILITY, &calling_id)
                 .await?
+                .is_none();
+            if untouched && free {
+                store
+                    .set_credentials(&i.id, &pin, Some(&calling_id))
+                    .await?
+            } else {
+                tracing::warn!(
+                    inmate = %i.id,
+                    "the demo inmate's calling ID or PIN was changed by staff: kept"
+                );
+                i
+            }
         }
         Ok(i) => i,
         Err(StoreError::NotFound { .. }) => {
@@ -110,11 +128,22 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
         store.ledger().deposit(&key, deposit).await?;
     }
     let account = store.ledger().account(&inmate.account_id).await?;
+    // What to key: the inmate's calling ID as it stands, and the demo PIN unless staff
+    // changed it (then only they know it).
+    let calling_id = inmate.calling_id.clone().unwrap_or(calling_id);
+    let (pin, keys) = if store.pin_matches(&inmate, &pin).await? {
+        (pin.clone(), format!("{calling_id}#{pin}#"))
+    } else {
+        (
+            STAFF_PIN.to_string(),
+            format!("{calling_id}#<the PIN staff set>#"),
+        )
+    };
     Ok(DemoInfo {
         facility: FACILITY.into(),
         inmate_id: inmate.id,
         booking_number: BOOKING.into(),
-        keys: format!("{calling_id}#{pin}#"),
+        keys,
         calling_id,
         pin,
         account_id: account.id,

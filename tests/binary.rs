@@ -143,21 +143,37 @@ fn demo_is_idempotent_and_prints_json() {
         first, second,
         "a second demo changes nothing (no second deposit)"
     );
-    // A demo inmate with another calling ID (one an upgrade drew for it) gets the demo's
-    // back, so what the demo prints is what works.
-    let out = command(dir.path())
-        .args(["set-pin", "--facility", "DEMO", "--booking", "D-1001"])
-        .args(["--pin", "9999", "--calling-id", "555555"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(set["calling_id"], "555555", "{set}");
+    // A demo inmate with another calling ID and the demo PIN (what an upgrade leaves:
+    // it drew an ID) gets the demo's ID back, so what the demo prints is what works.
+    let set_pin = |pin: &str, id: &str| {
+        let out = command(dir.path())
+            .args(["set-pin", "--facility", "DEMO", "--booking", "D-1001"])
+            .args(["--pin", pin, "--calling-id", id])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(set["calling_id"], id, "{set}");
+    };
+    set_pin("1234", "555555");
     assert_eq!(demo_json(dir.path())["keys"], "100001#1234#");
+    // Credentials staff set (another PIN) are never reset by the demo: it says what to
+    // key without showing a PIN it does not know.
+    set_pin("9999", "555555");
+    let after = demo_json(dir.path());
+    assert_eq!(
+        (&after["calling_id"], &after["pin"], &after["keys"]),
+        (
+            &json!("555555"),
+            &json!("(set by staff, not shown)"),
+            &json!("555555#<the PIN staff set>#")
+        ),
+        "{after}"
+    );
 }
 
 #[test]
