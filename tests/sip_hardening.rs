@@ -404,6 +404,84 @@ fn tcp_connections_past_the_caps_are_closed_at_once() {
     assert!(answered_on(&mut again, "again", tcp));
 }
 
+/// Connections the gateway opens to answer a request whose connection closed (RFC 3261
+/// §18.2.2: to the Via's port at the request's source address) are the peer's doing and
+/// count against the same caps: a peer that sends requests and hangs up at once, each
+/// naming another port, gets at most its per-source share of connections, the rest of
+/// the answers dropped and counted.
+#[test]
+fn connections_opened_for_responses_count_against_the_caps() {
+    let dir = Workdir::new("sip_hardening", "response_caps");
+    let ports = sipp::ports();
+    let gw = gateway(
+        &dir,
+        &ports,
+        &[("SIP_TCP_MAX_CONNECTIONS_PER_SOURCE", "3")],
+        |_| {},
+    );
+    let tcp = tcp_addr(&dir);
+    let me = lo(20);
+    let mut listeners = Vec::new();
+    for i in 0..8 {
+        let l = std::net::TcpListener::bind(SocketAddr::new(me, 0)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut s = connect_from(me, tcp).unwrap();
+        let req = options(&format!("resp{i}"), SocketAddr::new(me, port), tcp, "TCP")
+            .replace(";rport", "");
+        s.write_all(req.as_bytes()).unwrap();
+        // Hang up at once (RST), before the answer.
+        socket_linger_zero(&s).unwrap();
+        drop(s);
+        listeners.push(l);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let mut opened = Vec::new();
+    for l in &listeners {
+        if let Ok((s, _)) = l.accept() {
+            opened.push(s);
+        }
+    }
+    let refused = metric_of(
+        &gw.api,
+        "sallyport_sip_tcp_refused_total{reason=\"source_cap\"}",
+    );
+    assert!(
+        opened.len() <= 3,
+        "{} connections opened for answers",
+        opened.len()
+    );
+    assert!(
+        refused >= 1,
+        "no answer needed a new connection: the attack was not repeated"
+    );
+}
+
+/// Sets SO_LINGER to zero so that closing `s` resets it at once.
+fn socket_linger_zero(s: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a linger struct of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The attack that found item 3: connections piled up until the gateway ran out of file
 /// descriptors, `/healthz` stopped answering and a call failed for want of an RTP port.
 /// Here the gateway runs with a hard limit of 256 descriptors (`serve` raises the soft

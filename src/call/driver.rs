@@ -326,15 +326,17 @@ impl Switchboard {
         // CDR: no session was opened; see `stats`).
         let refuse = |why: Refusal, status: u16, phrase: &str, detail: &str| {
             self.stats.refused(why);
+            // The From user is the peer's text: logged escaped (Debug), so it cannot forge
+            // a log line or smuggle terminal escapes.
             let user = from_user(&invite);
             match why {
-                Refusal::Challenged => debug!(%source, from_user = %user, "handset challenged"),
+                Refusal::Challenged => debug!(%source, from_user = ?user, "handset challenged"),
                 // Who may call, and our own failures: worth a look.
                 Refusal::UnknownHandset | Refusal::AuthFailed | Refusal::Internal => {
-                    warn!(%source, from_user = %user, status, reason = why.as_str(), detail,
+                    warn!(%source, from_user = ?user, status, reason = why.as_str(), detail,
                         "handset INVITE refused")
                 }
-                _ => info!(%source, from_user = %user, status, reason = why.as_str(), detail,
+                _ => info!(%source, from_user = ?user, status, reason = why.as_str(), detail,
                     "handset INVITE refused"),
             }
             reject(status, phrase)

@@ -132,6 +132,15 @@ pub struct Transmit {
     pub key: Option<TxKey>,
 }
 
+impl Transmit {
+    /// A response (we write every status line as `SIP/2.0 <code>`), rather than a
+    /// request: a connection opened for it is the peer's doing and counts against the
+    /// TCP caps.
+    pub fn is_response(&self) -> bool {
+        self.bytes.starts_with(b"SIP/2.0 ")
+    }
+}
+
 /// What the transaction user (the call flow) learns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {

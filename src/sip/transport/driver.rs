@@ -10,9 +10,12 @@
 //!
 //! - Accepted connections are capped in total (`sip.tcp_max_connections`)
 //!   and per source address (`sip.tcp_max_connections_per_source`); one
-//!   past a cap is closed at once and counted. Outbound connections (ours,
-//!   to the trunk or a handset) are not capped: an attacker filling the cap
-//!   must not stop calls from going out.
+//!   past a cap is closed at once and counted. A connection we open to send
+//!   a response (its request's connection had closed, RFC 3261 §18.2.2)
+//!   counts against the same caps as an accepted one, since the peer chose
+//!   to cause it: past a cap the response is dropped and counted. Outbound
+//!   connections for our requests (to the trunk or a handset) are not
+//!   capped: an attacker filling the cap must not stop calls from going out.
 //! - SIP over TCP never holds a descriptor numbered within the top
 //!   `sip.tcp_fd_reserve` of the process's limit (the kernel hands out the
 //!   lowest free number, so an accepted socket numbered there means fewer
@@ -194,10 +197,17 @@ struct ConnEntry {
     /// The connection's task, aborted when the connection is closed for idleness.
     task: AbortHandle,
     activity: Arc<Activity>,
-    /// Accepted (counted against the caps) rather than opened by us.
+    /// Counted against the caps: accepted, or opened to send a response.
     inbound: bool,
     /// Framing was lost: close once its requests are answered, or at this instant.
     closing: Option<Instant>,
+}
+
+/// The connection caps (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cap {
+    Total,
+    Source,
 }
 
 /// The driver's side of a new connection: its write queue and activity stamp.
@@ -212,9 +222,9 @@ pub struct SipDriver {
     udp: Arc<UdpSocket>,
     conns: HashMap<ConnId, ConnEntry>,
     by_peer: HashMap<SocketAddr, ConnId>,
-    /// Accepted connections per source address.
+    /// Counted connections (accepted, or opened for a response) per peer address.
     per_source: HashMap<IpAddr, usize>,
-    /// Accepted connections open.
+    /// Counted connections open.
     inbound: usize,
     limits: TcpLimits,
     pool: Arc<BufferPool>,
@@ -370,22 +380,12 @@ impl SipDriver {
 
     /// An accepted connection: refused (closed at once, counted) past a cap.
     fn on_accept(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let from_source = self.per_source.get(&peer.ip()).copied().unwrap_or(0);
-        let refused = if self.inbound >= self.limits.max_connections {
-            Some(&self.stats.tcp_refused_total_cap)
-        } else if from_source >= self.limits.max_per_source {
-            Some(&self.stats.tcp_refused_source_cap)
-        } else {
-            None
-        };
-        if let Some(counter) = refused {
-            TransportStats::bump(counter);
+        if let Some(cap) = self.over_cap(peer.ip()) {
+            TransportStats::bump(self.cap_counter(cap));
             debug!(%peer, "SIP TCP connection refused: connection cap");
             return; // dropping the stream closes it
         }
         TransportStats::bump(&self.stats.tcp_accepted);
-        self.inbound += 1;
-        *self.per_source.entry(peer.ip()).or_insert(0) += 1;
         let (ctx, half) = self.conn_context(peer);
         let conn = ctx.conn;
         let task = self.tasks.spawn(tcp::run(stream, ctx));
@@ -469,6 +469,10 @@ impl SipDriver {
             inbound,
             closing: None,
         };
+        if inbound {
+            self.inbound += 1;
+            *self.per_source.entry(peer.ip()).or_insert(0) += 1;
+        }
         self.conns.insert(conn, entry);
         self.by_peer.insert(peer, conn);
         self.stats.tcp_open.store(
@@ -602,9 +606,22 @@ impl SipDriver {
             Transport::Tcp(Some(c)) if self.conns.contains_key(&c) => Some(c),
             _ => None,
         };
-        let conn = named
-            .or_else(|| self.by_peer.get(&t.dest).copied())
-            .unwrap_or_else(|| self.connect(t.dest));
+        let existing = named.or_else(|| self.by_peer.get(&t.dest).copied());
+        let conn = match existing {
+            Some(c) => c,
+            None if t.is_response() => match self.over_cap(t.dest.ip()) {
+                Some(cap) => {
+                    TransportStats::bump(self.cap_counter(cap));
+                    debug!(dest = %t.dest, "SIP TCP response dropped: connection cap");
+                    if let Some(key) = &t.key {
+                        self.core.transport_error(key);
+                    }
+                    return;
+                }
+                None => self.connect(t.dest, true),
+            },
+            None => self.connect(t.dest, false),
+        };
         let Some(entry) = self.conns.get_mut(&conn) else {
             return TransportStats::bump(&self.stats.dropped);
         };
@@ -625,13 +642,34 @@ impl SipDriver {
         }
     }
 
-    /// Opens an outbound connection; bytes queue while it connects.
-    fn connect(&mut self, dest: SocketAddr) -> ConnId {
+    /// Opens an outbound connection (`counted` against the caps when it carries a
+    /// response); bytes queue while it connects.
+    fn connect(&mut self, dest: SocketAddr, counted: bool) -> ConnId {
         let (ctx, half) = self.conn_context(dest);
         let conn = ctx.conn;
         let task = self.tasks.spawn(tcp::connect_and_run(ctx));
-        self.register_conn(conn, dest, task, half, false);
+        self.register_conn(conn, dest, task, half, counted);
         conn
+    }
+
+    /// The cap a new counted connection with `ip` would pass; `None` when it fits.
+    fn over_cap(&self, ip: IpAddr) -> Option<Cap> {
+        let from_source = self.per_source.get(&ip).copied().unwrap_or(0);
+        if self.inbound >= self.limits.max_connections {
+            Some(Cap::Total)
+        } else if from_source >= self.limits.max_per_source {
+            Some(Cap::Source)
+        } else {
+            None
+        }
+    }
+
+    /// The counter of refusals at `cap`.
+    fn cap_counter(&self, cap: Cap) -> &std::sync::atomic::AtomicU64 {
+        match cap {
+            Cap::Total => &self.stats.tcp_refused_total_cap,
+            Cap::Source => &self.stats.tcp_refused_source_cap,
+        }
     }
 
     /// Hands an event to the TU; a new request it cannot take is answered 503.
