@@ -440,15 +440,37 @@ impl Config {
             resolve_file_paths(&mut table, base);
         }
         let defaults = defaults_table();
+        // Which variable set which key, so that a bad value is reported where it was set.
+        let mut set_by: Vec<(String, String)> = Vec::new();
         for (var, value) in env {
-            apply_env(&mut table, &defaults, &var, &value)?;
+            if let Some(key) = apply_env(&mut table, &defaults, &var, &value)? {
+                set_by.push((key, var));
+            }
         }
         let mut cfg = Config::deserialize(toml::Value::Table(table))
             .map_err(|e| parse_err(format!("after environment overrides: {e}")))?;
         if cfg.recording.dir.as_os_str().is_empty() {
             cfg.recording.dir = cfg.node.data_dir.join("recordings");
         }
-        cfg.validate(source_name)?;
+        cfg.validate(source_name).map_err(|e| match e {
+            ConfigError::Invalid {
+                source_name,
+                key,
+                message,
+            } => match set_by.iter().find(|(k, _)| *k == key) {
+                Some((_, var)) => ConfigError::Invalid {
+                    source_name: format!("environment variable {var} over {source_name}"),
+                    key,
+                    message,
+                },
+                None => ConfigError::Invalid {
+                    source_name,
+                    key,
+                    message,
+                },
+            },
+            other => other,
+        })?;
         Ok(cfg)
     }
 
@@ -740,23 +762,23 @@ fn defaults_table() -> toml::Table {
 }
 
 /// Applies one `SALLYPORT_SECTION_KEY=value` to the table, typed like the default value of
-/// that key. Variables whose section is not a config section are not config (for example
+/// that key; the key it set (`section.key`). Variables whose section is not a config section are not config (for example
 /// `SALLYPORT_TEST_DATABASE_URL`) and are ignored.
 fn apply_env(
     table: &mut toml::Table,
     defaults: &toml::Table,
     var: &str,
     value: &str,
-) -> Result<(), ConfigError> {
+) -> Result<Option<String>, ConfigError> {
     let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-        return Ok(());
+        return Ok(None);
     };
     let Some((section, key)) = rest.split_once('_') else {
-        return Ok(());
+        return Ok(None);
     };
     let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
     let Some(toml::Value::Table(section_defaults)) = defaults.get(&section) else {
-        return Ok(());
+        return Ok(None);
     };
     let env_err = |message: String| ConfigError::Env {
         var: var.to_string(),
@@ -786,7 +808,7 @@ fn apply_env(
     match entry {
         toml::Value::Table(t) => {
             t.insert(key.clone(), typed);
-            Ok(())
+            Ok(Some(format!("{section}.{key}")))
         }
         _ => Err(env_err("its section is not a table in the file".into())),
     }
@@ -851,6 +873,18 @@ mod tests {
             .to_string();
         assert!(
             e.contains("SALLYPORT_RTP_PORT_MIN") && e.contains("port_min"),
+            "{e}"
+        );
+        // A value out of range names the variable that set it, not only the key.
+        let e = Config::from_toml_with_env(
+            CHECKED_IN,
+            "f",
+            env("SALLYPORT_SECURITY_LOCKOUT_SECS", "0"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("SALLYPORT_SECURITY_LOCKOUT_SECS") && e.contains("security.lockout_secs"),
             "{e}"
         );
         let e = Config::from_toml_with_env(CHECKED_IN, "f", env("SALLYPORT_HTTP_LISTN", "1"))
