@@ -243,6 +243,7 @@ struct Seen {
 
 fn over_udp(gw: SocketAddr, msg: &[u8], wait: Duration) -> Seen {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mine = call_id(msg);
     sock.send_to(&with_rport(msg), gw).unwrap();
     let deadline = Instant::now() + wait;
     let mut buf = vec![0u8; 65_535];
@@ -259,7 +260,14 @@ fn over_udp(gw: SocketAddr, msg: &[u8], wait: Duration) -> Seen {
             continue;
         };
         if let Some((a, _)) = Answer::parse(&buf[..n]) {
-            if a.status >= 200 {
+            // A socket may get a port an earlier message's socket had, and with it that
+            // message's retransmitted final answer (an INVITE's 4xx is resent until
+            // ACKed): an answer to another Call-ID is not this message's.
+            let stale = match (&mine, a.header("Call-ID")) {
+                (Some(id), Some(got)) => got != id && !id.contains(','),
+                _ => false,
+            };
+            if a.status >= 200 && !stale {
                 return Seen {
                     answer: Some(a),
                     closed_after: None,

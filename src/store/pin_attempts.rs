@@ -83,6 +83,11 @@ pub struct PinLock {
 /// A failure: counts until decided otherwise.
 const FAILED: &str = "outcome IN ('pending', 'wrong')";
 
+/// A count column (never negative).
+fn count(r: &sqlx::any::AnyRow, col: &str) -> Result<u64, StoreError> {
+    Ok(u64::try_from(r.try_get::<i64, _>(col)?).unwrap_or(0))
+}
+
 fn bool_to_i64(b: bool) -> i64 {
     i64::from(b)
 }
@@ -159,9 +164,7 @@ impl Store {
             .bind(to_micros(c.recent_from.min(c.daily_from)))
             .fetch_one(self.db.pool())
             .await?;
-        let n = |col: &str| -> Result<u64, StoreError> {
-            Ok(u64::try_from(r.try_get::<i64, _>(col)?).unwrap_or(0))
-        };
+        let n = |col: &str| count(&r, col);
         Ok(Failures {
             recent: n("recent")?,
             daily: n("daily")?,
@@ -281,9 +284,7 @@ impl Store {
         .bind(to_micros(since))
         .fetch_one(self.db.pool())
         .await?;
-        let n = |c: &str| -> Result<u64, StoreError> {
-            Ok(u64::try_from(r.try_get::<i64, _>(c)?).unwrap_or(0))
-        };
+        let n = |col: &str| count(&r, col);
         Ok(GuessingPattern {
             failures: n("failures")?,
             ids: n("ids")?,
