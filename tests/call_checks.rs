@@ -13,7 +13,8 @@ use sallyport::ledger::{DepositMethod, DepositRequest, RequestKey};
 use sallyport::policy::lockout::{PinLockout, Subject};
 use sallyport::sessions::{self, NewSession, SessionEnd};
 use sallyport::store::{
-    Booking, ContactStatus, FacilityPatch, NewAttempt, NewContact, NewFacility, NewHandset, Store,
+    AttemptOutcome, Booking, ContactStatus, FacilityPatch, NewAttempt, NewContact, NewFacility,
+    NewHandset, Store,
 };
 use std::sync::Arc;
 
@@ -637,8 +638,9 @@ async fn a_paced_guesser_is_locked_by_the_daily_count(w: World) {
     w.t.cleanup().await;
 }
 
-/// Entries a dead node left pending count as failures once stale: six of them refuse the
-/// next entry unchecked and lock what they reached.
+/// Entries an older version's node left pending (it wrote them before comparing, then
+/// died) count as failures once stale: six of them refuse the next entry, right PIN or
+/// not, and lock what they reached.
 async fn stale_pending_entries_count_as_failures(w: World) {
     let h = w.handset.clone();
     for _ in 0..6 {
@@ -650,7 +652,12 @@ async fn stale_pending_entries_count_as_failures(w: World) {
             target: &w.inmate,
         };
         w.store
-            .begin_pin_attempt(&a, noon() - Duration::minutes(1))
+            .record_pin_attempt(
+                &a,
+                AttemptOutcome::Pending,
+                noon() - Duration::minutes(1),
+                &[],
+            )
             .await
             .unwrap();
     }

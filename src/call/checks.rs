@@ -11,7 +11,7 @@ use super::{Authorization, Destination, EndReason, PinVerdict};
 use crate::charging::ChargingPlan;
 use crate::config::BillingConfig;
 use crate::policy::hours::{local_day, CallingHours};
-use crate::policy::lockout::{Failures, Gate, LockState, PinLockout, Subject};
+use crate::policy::lockout::{Counting, Failures, LockState, PinLockout, Subject};
 use crate::policy::pin::unknown_id_tag;
 use crate::rating::{normalize_e164, rate, RatingError, Service, E164};
 use crate::sessions;
@@ -74,7 +74,8 @@ impl PinCheck {
     }
 }
 
-/// One subject of an entry: what it is, its key, its lock and its failures.
+/// One subject of an entry: what it is, its key, its lock and the failures recorded
+/// before the entry.
 struct Counted {
     subject: Subject,
     key: String,
@@ -82,23 +83,18 @@ struct Counted {
     failures: Failures,
 }
 
-/// How often, and how long in all, an entry waits for entries racing it (begun earlier on
-/// the same inmate, handset or line, still being checked) before it is decided itself.
-const RACE_POLL: Duration = Duration::from_millis(25);
-const RACE_WAIT: Duration = Duration::from_secs(3);
-
 /// Checks an ID + PIN entry (`docs/behaviour.md`, "ID, PIN and lockout"). The calling ID
 /// names the inmate in the handset's facility; the PIN is compared in constant time; a PIN
-/// alone never names anyone. The attempt is logged before anything is compared (as
-/// pending) and counted against the inmate (when the ID names one), the handset and the
-/// line; a right PIN resets nothing. While the handset or line is locked nothing is
-/// checked ([`PinVerdict::Locked`]); while the inmate is, even the right PIN is refused
-/// ([`PinVerdict::AccountLocked`]). An entry that entries begun before it could push over
-/// a threshold waits (up to [`RACE_WAIT`]) until they are decided, so racing calls on many
-/// nodes never check more than the threshold, and a right PIN is never refused for the
-/// sake of entries that turn out right too. The failure that reaches a threshold locks
-/// that subject (audited `pin.lockout`); a failure that completes a facility-wide pattern
-/// raises the guessing alert (audited `pin.guessing_alert`, once per window).
+/// alone never names anyone. Each entry is counted against the inmate (when the ID names
+/// one), the handset and the line; a right PIN resets nothing. While the handset or line
+/// is locked nothing is checked ([`PinVerdict::Locked`]); while the inmate is, even the
+/// right PIN is refused ([`PinVerdict::AccountLocked`]). The entry is recorded, decided,
+/// in one step with the count of the failures recorded before it, serialized per subject,
+/// so entries racing on many nodes never check more than the threshold: one with a
+/// threshold's worth before it is refused as locked, right PIN or not. The failure that
+/// reaches a threshold locks that subject (audited `pin.lockout`); a failure that
+/// completes a facility-wide pattern raises the guessing alert (audited
+/// `pin.guessing_alert`, once per window).
 pub async fn check_pin(
     store: &Store,
     entry: PinEntry<'_>,
@@ -113,89 +109,81 @@ pub async fn check_pin(
         Some(i) => i.id.clone(),
         None => unknown_id_tag(store.pin_pepper(), facility, entry.calling_id),
     };
-    let attempt = store
-        .begin_pin_attempt(
-            &NewAttempt {
-                facility_id: facility,
-                handset_id: entry.handset_id,
-                line: entry.line,
-                inmate_id: inmate.as_ref().map(|i| i.id.as_str()),
-                target: &target,
-            },
-            now,
-        )
-        .await?;
-    let mut waited = Duration::ZERO;
-    let subjects = loop {
-        let subjects = subjects(store, &entry, inmate.as_ref(), policy, now, Some(attempt)).await?;
-        let racing = subjects
-            .iter()
-            .any(|c| policy.gate(c.subject, c.failures) == Gate::Wait);
-        if !racing || waited >= RACE_WAIT {
-            break subjects;
-        }
-        tokio::time::sleep(RACE_POLL).await;
-        waited += RACE_POLL;
+    let attempt = NewAttempt {
+        facility_id: facility,
+        handset_id: entry.handset_id,
+        line: entry.line,
+        inmate_id: inmate.as_ref().map(|i| i.id.as_str()),
+        target: &target,
     };
-    // Still racing after the wait: refused as if the racers had failed.
-    let shut =
-        |c: &Counted| c.state.is_locked(now) || policy.gate(c.subject, c.failures) != Gate::Open;
+    let mut subjects = lock_states(store, &entry, inmate.as_ref(), policy).await?;
     let phone = [Subject::Handset, Subject::Line];
-    let refusal = if subjects
-        .iter()
-        .any(|c| phone.contains(&c.subject) && shut(c))
-    {
-        Some(PinVerdict::Locked)
-    } else if subjects
-        .iter()
-        .any(|c| c.subject == Subject::Inmate && shut(c))
-    {
-        Some(PinVerdict::AccountLocked)
-    } else {
-        None
+    let refusal = |subjects: &[Counted], shut: &dyn Fn(&Counted) -> bool| {
+        if subjects
+            .iter()
+            .any(|c| phone.contains(&c.subject) && shut(c))
+        {
+            Some(PinVerdict::Locked)
+        } else if subjects
+            .iter()
+            .any(|c| c.subject == Subject::Inmate && shut(c))
+        {
+            Some(PinVerdict::AccountLocked)
+        } else {
+            None
+        }
     };
-    if let Some(verdict) = refusal {
+    // A lock in force: nothing is compared.
+    if let Some(verdict) = refusal(&subjects, &|c: &Counted| c.state.is_locked(now)) {
         store
-            .finish_pin_attempt(attempt, AttemptOutcome::Locked)
+            .record_pin_attempt(&attempt, AttemptOutcome::Locked, now, &[])
             .await?;
         log_attempt(&entry, inmate.as_ref(), AttemptOutcome::Locked);
-        let mut check = PinCheck::just(verdict);
-        // Failures that reached a threshold without a lock (the entry that reached it
-        // raced another, or its node died before locking): lock now.
-        for c in subjects
-            .iter()
-            .filter(|c| !c.state.is_locked(now) && policy.gate(c.subject, c.failures) == Gate::Over)
-        {
-            if lock(store, &entry, c, policy, now).await? {
-                check.locked.push(c.subject);
-            }
-        }
-        return Ok(check);
+        return Ok(PinCheck::just(verdict));
     }
     let right = match &inmate {
         Some(i) => store.pin_matches(i, entry.pin).await?,
         None => false,
     };
-    let outcome = if right {
+    let decided = if right {
         AttemptOutcome::Valid
     } else {
         AttemptOutcome::Wrong
     };
-    store.finish_pin_attempt(attempt, outcome).await?;
-    log_attempt(&entry, inmate.as_ref(), outcome);
+    let counting: Vec<(Subject, &str, Counting)> = subjects
+        .iter()
+        .map(|c| (c.subject, c.key.as_str(), policy.counting(now, &c.state)))
+        .collect();
+    let (id, before) = store
+        .record_pin_attempt(&attempt, decided, now, &counting)
+        .await?;
+    for (c, f) in subjects.iter_mut().zip(before) {
+        c.failures = f;
+    }
+    // A threshold's worth of failures before this entry (entries racing it, or a lock
+    // not yet set): refused as locked, right PIN or not, and the lock set.
+    let over = |c: &Counted| policy.over_limit(c.subject, c.failures);
+    if let Some(verdict) = refusal(&subjects, &over) {
+        store.finish_pin_attempt(id, AttemptOutcome::Locked).await?;
+        log_attempt(&entry, inmate.as_ref(), AttemptOutcome::Locked);
+        let mut check = PinCheck::just(verdict);
+        for c in subjects.iter().filter(|c| over(c)) {
+            if lock(store, &entry, c, c.failures, policy, now).await? {
+                check.locked.push(c.subject);
+            }
+        }
+        return Ok(check);
+    }
+    log_attempt(&entry, inmate.as_ref(), decided);
     if let (true, Some(i)) = (right, &inmate) {
         return Ok(PinCheck::just(PinVerdict::Valid {
             inmate_id: i.id.clone(),
         }));
     }
     let mut check = PinCheck::just(PinVerdict::Wrong);
-    // Counted again with this failure decided, and those decided while it was checked.
-    let after = self::subjects(store, &entry, inmate.as_ref(), policy, now, None).await?;
-    for c in after
-        .iter()
-        .filter(|c| policy.reached(c.subject, c.failures))
-    {
-        if lock(store, &entry, c, policy, now).await? {
+    for c in &subjects {
+        let after = c.failures.and_one();
+        if policy.reached(c.subject, after) && lock(store, &entry, c, after, policy, now).await? {
             check.locked.push(c.subject);
         }
     }
@@ -203,55 +191,38 @@ pub async fn check_pin(
     Ok(check)
 }
 
-/// The entry's subjects with their locks and failures counted (`attempt`, the entry
-/// itself, left out; `None` counts everything decided).
-async fn subjects(
+/// The entry's subjects with their locks (failures not yet counted).
+async fn lock_states(
     store: &Store,
     entry: &PinEntry<'_>,
     inmate: Option<&Inmate>,
     policy: &PinLockout,
-    now: DateTime<Utc>,
-    attempt: Option<i64>,
 ) -> Result<Vec<Counted>, StoreError> {
     let mut out = Vec::with_capacity(3);
-    if let Some(i) = inmate {
-        out.push((
-            Subject::Inmate,
-            i.id.clone(),
-            store.inmate_pin_lock(&i.id).await?,
-        ));
-    }
-    out.push((
-        Subject::Handset,
-        entry.handset_id.to_string(),
-        store.handset_pin_lock(entry.handset_id).await?,
-    ));
-    if policy.counts(Subject::Line) {
-        out.push((
-            Subject::Line,
-            entry.line.to_string(),
-            store.line_pin_lock(entry.facility_id, entry.line).await?,
-        ));
-    }
-    let mut counted = Vec::with_capacity(out.len());
-    for (subject, key, state) in out {
-        let failures = store
-            .pin_failures(
-                subject,
-                entry.facility_id,
-                &key,
-                &policy.counting(now, &state),
-                attempt,
-            )
-            .await?;
-        counted.push(Counted {
+    let mut add = |subject, key: &str, state| {
+        out.push(Counted {
             subject,
-            key,
+            key: key.to_string(),
             state,
-            failures,
-        });
+            failures: Failures::default(),
+        })
+    };
+    if let Some(i) = inmate {
+        add(Subject::Inmate, &i.id, store.inmate_pin_lock(&i.id).await?);
     }
-    Ok(counted)
+    add(
+        Subject::Handset,
+        entry.handset_id,
+        store.handset_pin_lock(entry.handset_id).await?,
+    );
+    if policy.counts(Subject::Line) {
+        add(
+            Subject::Line,
+            entry.line,
+            store.line_pin_lock(entry.facility_id, entry.line).await?,
+        );
+    }
+    Ok(out)
 }
 
 /// Locks one subject that reached its threshold; whether this entry set the lock (another
@@ -260,6 +231,7 @@ async fn lock(
     store: &Store,
     entry: &PinEntry<'_>,
     c: &Counted,
+    f: Failures,
     policy: &PinLockout,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
@@ -274,7 +246,6 @@ async fn lock(
         }
     };
     if set {
-        let f = c.failures;
         tracing::warn!(subject = c.subject.as_str(), id = %c.key, failures = f.recent,
             failures_today = f.daily, until = %l.until, level = l.level,
             "PIN entry locked after repeated failures");

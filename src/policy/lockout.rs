@@ -30,12 +30,14 @@
 //!
 //! # Racing entries
 //!
-//! An entry is written (as pending) before its PIN is compared. An entry that entries
-//! begun before it and still pending could push over a threshold waits until they are
-//! decided, so calls racing on many nodes cannot check more than the threshold between
-//! two locks, and right entries racing each other (several handsets behind one address)
-//! are never refused for each other's sake. A pending entry older than
-//! [`STALE_PENDING`] (its node died mid-check) counts as the failure it may have been.
+//! An entry's PIN is compared first; the entry is then recorded, decided, and the
+//! failures recorded before it are counted right after, exactly whatever races it
+//! (SQLite assigns ids in commit order; on PostgreSQL the two run in one transaction
+//! holding an advisory lock per subject). An entry with a
+//! threshold's worth of failures before it is refused as locked, right PIN or not, and
+//! the subject is locked if no lock runs yet. So calls racing on many nodes never check
+//! more than the threshold between two locks, and right entries keyed at the same moment
+//! (several handsets behind one address) never hold each other up or refuse each other.
 //!
 //! # Locking an inmate out on purpose
 //!
@@ -113,18 +115,25 @@ pub struct Lock {
     pub level: u32,
 }
 
-/// A subject's failures as the store counts them, this entry left out: decided failures
-/// (wrong pairs, and entries left pending longer than [`STALE_PENDING`] by a node that
-/// died) since the subject's count starts, and entries still being checked that began
-/// before this one.
+/// A subject's failures as the store counts them: wrong pairs (and entries an older
+/// version left pending longer than [`STALE_PENDING`]) since the subject's count starts,
+/// recorded before a given entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Failures {
     /// Within the failure window.
     pub recent: u64,
     /// Within the last day.
     pub daily: u64,
-    /// Begun before this entry and not yet decided.
-    pub racing: u64,
+}
+
+impl Failures {
+    /// These failures and one more.
+    pub fn and_one(self) -> Failures {
+        Failures {
+            recent: self.recent + 1,
+            daily: self.daily + 1,
+        }
+    }
 }
 
 /// Where a subject's failures count from, at `now`.
@@ -136,19 +145,9 @@ pub struct Counting {
     pub stale_before: DateTime<Utc>,
 }
 
-/// What an entry may do, given a subject's failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    /// Check the PIN.
-    Open,
-    /// Entries begun earlier could reach the threshold: wait until they are decided.
-    Wait,
-    /// The threshold is reached: refuse unchecked (and lock, if no lock runs yet).
-    Over,
-}
-
-/// How long an entry may stay pending before it counts as a failure: far longer than a
-/// check takes, so only a node that died mid-check leaves one.
+/// How long an entry an older version wrote as pending (before comparing its PIN) may stay
+/// so before it counts as a failure: only a node that died mid-check leaves one. This
+/// version writes each entry once, decided.
 pub const STALE_PENDING: Duration = Duration::seconds(30);
 
 /// The daily count's window, and how long a lock is remembered: a lock that begins within
@@ -226,20 +225,13 @@ impl PinLockout {
                 .is_some_and(|n| daily >= u64::from(n))
     }
 
-    /// Whether an entry may be checked, given the subject's failures before it: refused
-    /// once decided failures reach a threshold; held while entries racing it could.
-    pub fn gate(&self, subject: Subject, f: Failures) -> Gate {
-        if self.hits(subject, f.recent, f.daily) {
-            Gate::Over
-        } else if self.hits(subject, f.recent + f.racing, f.daily + f.racing) {
-            Gate::Wait
-        } else {
-            Gate::Open
-        }
+    /// Whether an entry must be refused (as locked), given the subject's failures recorded
+    /// before it: a threshold was reached, by entries racing it or before a lock was set.
+    pub fn over_limit(&self, subject: Subject, before: Failures) -> bool {
+        self.hits(subject, before.recent, before.daily)
     }
 
-    /// With `f` counted after a failed entry was decided (it included), whether the
-    /// subject locks now.
+    /// With `f` counted after a failed entry (it included), whether the subject locks now.
     pub fn reached(&self, subject: Subject, f: Failures) -> bool {
         self.hits(subject, f.recent, f.daily)
     }
@@ -344,26 +336,19 @@ mod tests {
     }
 
     #[test]
-    fn gates_and_thresholds() {
+    fn thresholds() {
         let mut p = policy();
-        let f = |recent, daily, racing| Failures {
-            recent,
-            daily,
-            racing,
-        };
-        assert_eq!(p.gate(Subject::Inmate, f(5, 5, 0)), Gate::Open);
-        assert_eq!(p.gate(Subject::Inmate, f(6, 6, 0)), Gate::Over);
-        // Entries still being checked only hold this one until they are decided: a right
-        // PIN racing others is never refused for their sake.
-        assert_eq!(p.gate(Subject::Handset, f(5, 5, 1)), Gate::Wait);
-        assert_eq!(p.gate(Subject::Line, f(0, 0, 40)), Gate::Wait);
+        let f = |recent, daily| Failures { recent, daily };
+        assert!(!p.over_limit(Subject::Inmate, f(5, 5)));
+        assert!(p.over_limit(Subject::Inmate, f(6, 6)));
+        assert_eq!(f(5, 9).and_one(), f(6, 10));
         // The daily count catches a guesser who stays under the hourly one.
-        assert_eq!(p.gate(Subject::Line, f(2, 10, 0)), Gate::Over);
-        assert!(!p.reached(Subject::Inmate, f(5, 9, 0)));
-        assert!(p.reached(Subject::Inmate, f(1, 10, 0)));
+        assert!(p.over_limit(Subject::Line, f(2, 10)));
+        assert!(!p.reached(Subject::Inmate, f(5, 9)));
+        assert!(p.reached(Subject::Inmate, f(1, 10)));
         p.line_after_failures = 0;
-        assert_eq!(p.gate(Subject::Line, f(1000, 1000, 0)), Gate::Open);
-        assert!(!p.reached(Subject::Line, f(1000, 1000, 0)));
+        assert!(!p.over_limit(Subject::Line, f(1000, 1000)));
+        assert!(!p.reached(Subject::Line, f(1000, 1000)));
         assert!(!p.alerts(9) && p.alerts(10));
     }
 
@@ -386,17 +371,11 @@ mod tests {
             let before = Failures {
                 recent: count(c.recent_from),
                 daily: count(c.daily_from),
-                racing: 0,
             };
-            assert_eq!(p.gate(Subject::Line, before), Gate::Open);
+            assert!(!p.over_limit(Subject::Line, before));
             checked.push(now);
             failures.push(now);
-            let after = Failures {
-                recent: before.recent + 1,
-                daily: before.daily + 1,
-                racing: 0,
-            };
-            if p.reached(Subject::Line, after) {
+            if p.reached(Subject::Line, before.and_one()) {
                 lock = state(p.lock(now, &lock));
             }
             now += pace;

@@ -2,17 +2,17 @@
 //! the facility-wide guessing alerts (`pin_alerts`): what the lockout of
 //! [`crate::policy::lockout`] counts and where it keeps the lines' locks.
 //!
-//! Every attempt is a row, written before its PIN is compared (`pending`: entries begun
-//! after it wait for it when it could tip a threshold) and then marked `valid`, `wrong`
-//! or `locked` (refused unchecked).
+//! Every attempt is a row, written once its PIN was compared (`valid` or `wrong`, or
+//! `locked` when it was refused as locked) together with the count of the failures
+//! before it ([`Store::record_pin_attempt`]).
 //! A row names the facility, the handset, the line (`remote_addr`), the inmate when the ID
-//! named one, and a `target` grouping failures by ID: never the digits. A node that dies
-//! between the two writes leaves `pending`, which after
-//! [`STALE_PENDING`](crate::policy::lockout::STALE_PENDING) counts as the failure it may
-//! have been and decays like one.
+//! named one, and a `target` grouping failures by ID: never the digits. Earlier versions
+//! wrote a row `pending` before comparing; one left so by a node that died counts, after
+//! [`STALE_PENDING`](crate::policy::lockout::STALE_PENDING), as the failure it may have
+//! been and decays like one.
 
 use super::{Store, StoreError};
-use crate::db::{from_micros, to_micros};
+use crate::db::{from_micros, to_micros, Backend};
 use crate::policy::lockout::{Counting, Failures, Lock, LockState, Subject};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -22,7 +22,7 @@ use sqlx::Row;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
-    /// Written, not yet decided (a failure once stale).
+    /// Written by an earlier version before deciding (a failure once stale).
     Pending,
     /// The ID and PIN named the inmate.
     Valid,
@@ -83,6 +83,83 @@ pub struct PinLock {
 /// A failure: counts until decided otherwise.
 const FAILED: &str = "outcome IN ('pending', 'wrong')";
 
+/// The advisory lock key of one subject's attempts (PostgreSQL): the first 8 bytes of
+/// SHA-256 over a label, the subject, the facility and the key.
+fn subject_lock_key(subject: Subject, facility_id: &str, key: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in ["pin_attempts", subject.as_str(), facility_id, key] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// Inserts an attempt, decided; its id.
+async fn insert_attempt(
+    conn: &mut sqlx::AnyConnection,
+    a: &NewAttempt<'_>,
+    outcome: AttemptOutcome,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO pin_attempts (facility_id, handset_id, inmate_id, success, remote_addr, \
+         at, outcome, target) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING id",
+    )
+    .bind(a.facility_id)
+    .bind(a.handset_id)
+    .bind(a.inmate_id)
+    .bind(bool_to_i64(outcome == AttemptOutcome::Valid))
+    .bind(a.line)
+    .bind(to_micros(now))
+    .bind(outcome.as_str())
+    .bind(a.target)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("id")?)
+}
+
+/// One subject's failures (`key` is the inmate id, the handset id, or the line's address
+/// in `facility_id`) recorded before attempt `before`, counted as `c` says.
+async fn failures_before(
+    conn: &mut sqlx::AnyConnection,
+    subject: Subject,
+    facility_id: &str,
+    key: &str,
+    c: &Counting,
+    before: i64,
+) -> Result<Failures, StoreError> {
+    let who = match subject {
+        Subject::Inmate => "inmate_id = $2 AND facility_id = $1",
+        Subject::Handset => "handset_id = $2 AND facility_id = $1",
+        Subject::Line => "facility_id = $1 AND remote_addr = $2",
+    };
+    let failed = "(outcome = 'wrong' OR (outcome = 'pending' AND at < $5))";
+    let sql = format!(
+        "SELECT \
+         COALESCE(SUM(CASE WHEN at >= $3 AND {failed} THEN 1 ELSE 0 END), 0) AS recent, \
+         COALESCE(SUM(CASE WHEN at >= $4 AND {failed} THEN 1 ELSE 0 END), 0) AS daily \
+         FROM pin_attempts WHERE {who} AND at >= $6 AND id < $7"
+    );
+    let r = sqlx::query(&sql)
+        .bind(facility_id)
+        .bind(key)
+        .bind(to_micros(c.recent_from))
+        .bind(to_micros(c.daily_from))
+        .bind(to_micros(c.stale_before))
+        .bind(to_micros(c.recent_from.min(c.daily_from)))
+        .bind(before)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Failures {
+        recent: count(&r, "recent")?,
+        daily: count(&r, "daily")?,
+    })
+}
+
 /// A count column (never negative).
 fn count(r: &sqlx::any::AnyRow, col: &str) -> Result<u64, StoreError> {
     Ok(u64::try_from(r.try_get::<i64, _>(col)?).unwrap_or(0))
@@ -93,28 +170,56 @@ fn bool_to_i64(b: bool) -> i64 {
 }
 
 impl Store {
-    /// Writes an attempt as `pending`; its id.
-    pub async fn begin_pin_attempt(
+    /// Records a decided attempt and counts, in the same step, each subject's failures
+    /// recorded before it (see [`crate::policy::lockout`], "Racing entries"), exactly
+    /// whatever races it: on SQLite ids follow commit order; on PostgreSQL the step holds
+    /// a transaction-scoped advisory lock per subject, taken in one order. Returns the attempt's id and the
+    /// failures in the order of `subjects` (each a subject, its key, and where its count
+    /// starts).
+    pub async fn record_pin_attempt(
         &self,
         a: &NewAttempt<'_>,
+        outcome: AttemptOutcome,
         now: DateTime<Utc>,
-    ) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO pin_attempts (facility_id, handset_id, inmate_id, success, remote_addr, \
-             at, outcome, target) VALUES ($1,$2,$3,0,$4,$5,'pending',$6) RETURNING id",
-        )
-        .bind(a.facility_id)
-        .bind(a.handset_id)
-        .bind(a.inmate_id)
-        .bind(a.line)
-        .bind(to_micros(now))
-        .bind(a.target)
-        .fetch_one(self.db.pool())
-        .await?;
-        Ok(row.try_get("id")?)
+        subjects: &[(Subject, &str, Counting)],
+    ) -> Result<(i64, Vec<Failures>), StoreError> {
+        // SQLite assigns ids in commit order (one writer at a time), so every attempt
+        // with a smaller id is visible once ours is in: insert, then count. PostgreSQL
+        // draws ids before commit, so there the two go in one transaction holding each
+        // subject's advisory lock.
+        if self.db.backend() == Backend::Sqlite {
+            let mut conn = self.db.pool().acquire().await?;
+            let id = insert_attempt(&mut conn, a, outcome, now).await?;
+            let mut counted = Vec::with_capacity(subjects.len());
+            for (subject, key, c) in subjects {
+                counted
+                    .push(failures_before(&mut conn, *subject, a.facility_id, key, c, id).await?);
+            }
+            return Ok((id, counted));
+        }
+        let mut tx = self.db.pool().begin().await?;
+        let mut keys: Vec<i64> = subjects
+            .iter()
+            .map(|(subject, key, _)| subject_lock_key(*subject, a.facility_id, key))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let id = insert_attempt(&mut tx, a, outcome, now).await?;
+        let mut counted = Vec::with_capacity(subjects.len());
+        for (subject, key, c) in subjects {
+            counted.push(failures_before(&mut tx, *subject, a.facility_id, key, c, id).await?);
+        }
+        tx.commit().await?;
+        Ok((id, counted))
     }
 
-    /// Decides an attempt.
+    /// Changes a recorded attempt's outcome (an entry refused as locked after all).
     pub async fn finish_pin_attempt(
         &self,
         id: i64,
@@ -127,49 +232,6 @@ impl Store {
             .execute(self.db.pool())
             .await?;
         Ok(())
-    }
-
-    /// One subject's failures (`key` is the inmate id, the handset id, or the line's
-    /// address in `facility_id`) counted as `c` says: decided ones, and entries begun
-    /// before `entry` and still pending. `entry` itself is left out (`None`: nothing is).
-    pub async fn pin_failures(
-        &self,
-        subject: Subject,
-        facility_id: &str,
-        key: &str,
-        c: &Counting,
-        entry: Option<i64>,
-    ) -> Result<Failures, StoreError> {
-        let who = match subject {
-            Subject::Inmate => "inmate_id = $2 AND facility_id = $1",
-            Subject::Handset => "handset_id = $2 AND facility_id = $1",
-            Subject::Line => "facility_id = $1 AND remote_addr = $2",
-        };
-        let failed = "(outcome = 'wrong' OR (outcome = 'pending' AND at < $5))";
-        let sql = format!(
-            "SELECT \
-             COALESCE(SUM(CASE WHEN at >= $3 AND {failed} THEN 1 ELSE 0 END), 0) AS recent, \
-             COALESCE(SUM(CASE WHEN at >= $4 AND {failed} THEN 1 ELSE 0 END), 0) AS daily, \
-             COALESCE(SUM(CASE WHEN outcome = 'pending' AND at >= $5 AND id < $6 \
-               THEN 1 ELSE 0 END), 0) AS racing \
-             FROM pin_attempts WHERE {who} AND at >= $7 AND id <> $6"
-        );
-        let r = sqlx::query(&sql)
-            .bind(facility_id)
-            .bind(key)
-            .bind(to_micros(c.recent_from))
-            .bind(to_micros(c.daily_from))
-            .bind(to_micros(c.stale_before))
-            .bind(entry.unwrap_or(0))
-            .bind(to_micros(c.recent_from.min(c.daily_from)))
-            .fetch_one(self.db.pool())
-            .await?;
-        let n = |col: &str| count(&r, col);
-        Ok(Failures {
-            recent: n("recent")?,
-            daily: n("daily")?,
-            racing: n("racing")?,
-        })
     }
 
     /// The line's PIN lock (never locked: the default).
