@@ -1,7 +1,7 @@
 //! Handsets (per-device SIP digest credentials), their PIN locks, and trusted networks.
 
 use super::{conflict_on_unique, new_id, Store, StoreError};
-use crate::db::{from_micros, to_micros};
+use crate::db::from_micros;
 use crate::policy::lockout::{Lock, LockState};
 use crate::text;
 use chrono::{DateTime, Utc};
@@ -181,31 +181,13 @@ impl Store {
         lock: Lock,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE handsets SET locked_until = $2, pin_count_from = $2, pin_lock_level = $3 \
-             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $4)",
-        )
-        .bind(id)
-        .bind(to_micros(lock.until))
-        .bind(i64::from(lock.level))
-        .bind(to_micros(now))
-        .execute(self.db.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.set_pin_lock(super::PinLocked::Handset, id, lock, now)
+            .await
     }
 
     /// Clears the handset's PIN lock (staff) and restarts its failure count.
     pub async fn unlock_handset_pin(&self, id: &str) -> Result<Handset, StoreError> {
-        let done = sqlx::query(
-            "UPDATE handsets SET locked_until = NULL, pin_lock_level = 0, pin_count_from = $2 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(self.now_us())
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found("handset", id));
-        }
+        self.clear_pin_lock(super::PinLocked::Handset, id).await?;
         self.handset(id).await
     }
 

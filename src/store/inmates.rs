@@ -462,31 +462,13 @@ impl Store {
         lock: Lock,
         now: chrono::DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE inmates SET locked_until = $2, pin_count_from = $2, pin_lock_level = $3 \
-             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $4)",
-        )
-        .bind(id)
-        .bind(to_micros(lock.until))
-        .bind(i64::from(lock.level))
-        .bind(to_micros(now))
-        .execute(self.db.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.set_pin_lock(super::PinLocked::Inmate, id, lock, now)
+            .await
     }
 
     /// Clears the inmate's PIN lock (staff) and restarts the failure count.
     pub async fn unlock_inmate_pin(&self, id: &str) -> Result<Inmate, StoreError> {
-        let done = sqlx::query(
-            "UPDATE inmates SET locked_until = NULL, pin_lock_level = 0, pin_count_from = $2 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(self.now_us())
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found("inmate", id));
-        }
+        self.clear_pin_lock(super::PinLocked::Inmate, id).await?;
         self.inmate(id).await
     }
 

@@ -174,6 +174,73 @@ pub(crate) fn flag(v: i64) -> bool {
     v != 0
 }
 
+/// The tables whose rows, by id, carry a PIN lock (lines have their own table, keyed by
+/// facility and address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PinLocked {
+    Inmate,
+    Handset,
+}
+
+impl PinLocked {
+    fn table(self) -> &'static str {
+        match self {
+            PinLocked::Inmate => "inmates",
+            PinLocked::Handset => "handsets",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            PinLocked::Inmate => "inmate",
+            PinLocked::Handset => "handset",
+        }
+    }
+}
+
+impl Store {
+    /// Locks ID + PIN entry of an inmate or handset as `lock` says, unless a lock already
+    /// runs at `now` (another node's); whether this call set it. Failures before its end
+    /// are forgotten.
+    pub(crate) async fn set_pin_lock(
+        &self,
+        what: PinLocked,
+        id: &str,
+        lock: crate::policy::lockout::Lock,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET locked_until = $2, pin_count_from = $2, pin_lock_level = $3 \
+             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $4)",
+            what.table()
+        ))
+        .bind(id)
+        .bind(crate::db::to_micros(lock.until))
+        .bind(i64::from(lock.level))
+        .bind(crate::db::to_micros(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Clears an inmate's or handset's PIN lock (staff) and restarts its failure count.
+    pub(crate) async fn clear_pin_lock(&self, what: PinLocked, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET locked_until = NULL, pin_lock_level = 0, pin_count_from = $2 \
+             WHERE id = $1",
+            what.table()
+        ))
+        .bind(id)
+        .bind(self.now_us())
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found(what.noun(), id));
+        }
+        Ok(())
+    }
+}
+
 /// A PIN lock read from a row with `locked_until` and the named level and count-from
 /// columns (inmates, handsets and lines name them alike but for the prefix).
 pub(crate) fn lock_state(
