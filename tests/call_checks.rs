@@ -667,6 +667,45 @@ async fn stale_pending_entries_count_as_failures(w: World) {
     w.t.cleanup().await;
 }
 
+/// Decks and plans are immutable by id, so each is read from the database once: after
+/// the first load the rows could vanish and rating would not notice (a 100,000-prefix
+/// deck used to be rebuilt on every call set-up). A cached plan is still checked against
+/// the cap of the facility asking for it.
+async fn rate_decks_and_plans_are_read_once(w: World) {
+    let first = w.store.load_rate_deck("d").await.unwrap();
+    let plan = w.store.load_rate_plan("p", "prison").await.unwrap();
+    for sql in [
+        "DELETE FROM rate_deck_entries WHERE deck_id = 'd'",
+        "DELETE FROM rate_plan_tariffs WHERE plan_id = 'p'",
+    ] {
+        sqlx::query(sql).execute(w.store.db().pool()).await.unwrap();
+    }
+    let again = w.store.load_rate_deck("d").await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "the deck was rebuilt");
+    let plan_again = w.store.load_rate_plan("p", "prison").await.unwrap();
+    assert!(Arc::ptr_eq(&plan, &plan_again), "the plan was rebuilt");
+    // A set-up rates from the cached deck and plan.
+    open(&w, "s1").await;
+    assert!(matches!(
+        dest(&w, "s1", "5551230001").await,
+        Destination::Authorized(_)
+    ));
+    // 0.08 a minute: within a small jail's cap (0.09), above a prison's (0.06), cached
+    // or not.
+    w.store
+        .store_rate_plan(
+            "p08",
+            "p08",
+            900,
+            b"class,service,per_minute,increment_secs\ndomestic,audio,0.08,60\n",
+        )
+        .await
+        .unwrap();
+    assert!(w.store.load_rate_plan("p08", "small_jail").await.is_ok());
+    assert!(w.store.load_rate_plan("p08", "prison").await.is_err());
+    w.t.cleanup().await;
+}
+
 async fn destinations(w: World) {
     open(&w, "s1").await;
     match dest(&w, "s1", "(555) 123-0001").await {
@@ -908,6 +947,7 @@ battery!(
     racing_right_entries_are_all_let_through,
     a_paced_guesser_is_locked_by_the_daily_count,
     stale_pending_entries_count_as_failures,
+    rate_decks_and_plans_are_read_once,
     destinations,
     daily_limit
 );

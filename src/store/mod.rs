@@ -110,6 +110,8 @@ pub struct Store {
     /// Lengths of calling IDs and PINs (`[security]`; the defaults until told otherwise).
     credentials: CredentialRules,
     ledger: Ledger,
+    /// Rate decks and plans by id, shared by the store's clones.
+    rates: Arc<rates::RateCache>,
 }
 
 impl Store {
@@ -120,6 +122,7 @@ impl Store {
             clock,
             pin_pepper: pin_pepper.into(),
             credentials: CredentialRules::default(),
+            rates: Arc::default(),
         }
     }
 
