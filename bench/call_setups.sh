@@ -9,11 +9,12 @@
 #
 #   bench/call_setups.sh                       # 200 calls at 10 calls/s, 4 s held
 #   RATE=25 CALLS=1000 HOLD_MS=8000 bench/call_setups.sh
+#   DECK_PREFIXES=100000 RATE=200 CALLS=2000 bench/call_setups.sh   # a large rate deck
 #
 # Environment: RATE (calls/s offered), CALLS (total), HOLD_MS (the inmate hangs up this
-# long after the PIN), BIN (default target/release/sallyport, built if missing), PAR
+# long after the PIN), DECK_PREFIXES (rate from a deck this large; default the demo's), BIN (default target/release/sallyport, built if missing), PAR
 # (parallel API requests while booking), KEEP=1 (keep the work directory), SIPP_PCAPS
-# (default /usr/share/sip-tester). Needs sipp, curl, jq, ss. See bench/README.md.
+# (default /usr/share/sip-tester). Needs sipp, curl, jq, ss, python3. See bench/README.md.
 set -euo pipefail
 
 RATE=${RATE:-10}
@@ -26,7 +27,7 @@ PCAPS=${SIPP_PCAPS:-/usr/share/sip-tester}
 TOKEN=bench-admin-token
 NUMBER=+15551230001
 
-for tool in sipp curl jq ss; do
+for tool in sipp curl jq ss python3; do
   command -v "$tool" >/dev/null || { echo "call_setups: $tool is required" >&2; exit 2; }
 done
 [ -f "$PCAPS/dtmf_2833_1.pcap" ] || { echo "call_setups: no DTMF pcaps in $PCAPS" >&2; exit 2; }
@@ -105,6 +106,22 @@ curl -sS -f -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: text/csv
   --data-binary $'class,service,per_minute,increment_secs\nlocal,audio,0.05,3\ndomestic,audio,0.05,3\ninternational,audio,0.05,3\n' \
   "$API/rate-plans?id=bench-3s&max_call_secs=3600" >/dev/null
 api PATCH /facilities/DEMO '{"rate_plan_id":"bench-3s"}' >/dev/null
+# DECK_PREFIXES=N: rate from a deck of N North American prefixes (plus the bench number's)
+# instead of the demo's three.
+if [ "${DECK_PREFIXES:-0}" -gt 0 ]; then
+  python3 - "$DECK_PREFIXES" >"$WORK/deck.csv" <<'PY'
+import sys
+n = int(sys.argv[1])
+print("prefix,class,description")
+print("1555,domestic,the bench number")
+for i in range(n):
+    print(f"1{200 + i // 800}{200 + i % 800},domestic,NPA {200 + i // 800}")
+PY
+  curl -sS -f -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: text/csv' \
+    --data-binary @"$WORK/deck.csv" "$API/rate-decks?id=bench-big" >/dev/null
+  api PATCH /facilities/DEMO '{"rate_deck_id":"bench-big"}' >/dev/null
+  echo "rate deck           $((DECK_PREFIXES + 1)) prefixes"
+fi
 
 book_one() { # i -> "handset;calling ID#PIN#"
   local i=$1 pin inmate contact account

@@ -690,6 +690,20 @@ async fn rate_decks_and_plans_are_read_once(w: World) {
         dest(&w, "s1", "5551230001").await,
         Destination::Authorized(_)
     ));
+    // Set-ups asking at once for a deck not yet loaded share one rebuild.
+    w.store
+        .store_rate_deck("d2", "d2", b"prefix,class,description\n1,domestic,US\n")
+        .await
+        .unwrap();
+    let loads = (0..16).map(|_| w.store.load_rate_deck("d2"));
+    let decks = futures_util::future::join_all(loads).await;
+    let first = decks[0].as_ref().unwrap();
+    for d in &decks {
+        assert!(
+            Arc::ptr_eq(first, d.as_ref().unwrap()),
+            "rebuilt more than once"
+        );
+    }
     // 0.08 a minute: within a small jail's cap (0.09), above a prison's (0.06), cached
     // or not.
     w.store

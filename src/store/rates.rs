@@ -22,30 +22,29 @@ use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Decks and plans rebuilt from their rows, by id (see the module doc). Bounded: past
-/// [`CACHED`] of either, that map starts afresh.
+/// Decks and plans rebuilt from their rows, by id (see the module doc). One rebuild per
+/// id however many set-ups ask at once (the first call set-ups after a start would
+/// otherwise each rebuild a large deck). Bounded: past [`CACHED`] ids of either, that map
+/// starts afresh.
 #[derive(Default)]
 pub(crate) struct RateCache {
-    decks: Mutex<HashMap<String, Arc<RateDeck>>>,
-    plans: Mutex<HashMap<String, Arc<RatePlan>>>,
+    decks: Mutex<HashMap<String, Slot<RateDeck>>>,
+    plans: Mutex<HashMap<String, Slot<RatePlan>>>,
 }
+
+/// One id's rebuilt value, filled once.
+type Slot<T> = Arc<tokio::sync::OnceCell<Arc<T>>>;
 
 /// Decks (and plans) kept at most: a facility uses one of each.
 const CACHED: usize = 64;
 
-fn cached<T>(map: &Mutex<HashMap<String, Arc<T>>>, id: &str) -> Option<Arc<T>> {
-    map.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(id)
-        .cloned()
-}
-
-fn keep<T>(map: &Mutex<HashMap<String, Arc<T>>>, id: &str, value: &Arc<T>) {
+/// The slot of `id`, new if none.
+fn slot<T>(map: &Mutex<HashMap<String, Slot<T>>>, id: &str) -> Slot<T> {
     let mut m = map.lock().unwrap_or_else(PoisonError::into_inner);
-    if m.len() >= CACHED {
+    if m.len() >= CACHED && !m.contains_key(id) {
         m.clear();
     }
-    m.insert(id.to_string(), value.clone());
+    m.entry(id.to_string()).or_default().clone()
 }
 
 /// Rows per multi-row INSERT when storing a deck (3 binds each, well under SQLite's limit).
@@ -214,12 +213,10 @@ impl Store {
 
     /// A stored deck, ready for rating: from memory once loaded (decks are immutable).
     pub async fn load_rate_deck(&self, id: &str) -> Result<Arc<RateDeck>, StoreError> {
-        if let Some(deck) = cached(&self.rates.decks, id) {
-            return Ok(deck);
-        }
-        let deck = Arc::new(self.rebuild_rate_deck(id).await?);
-        keep(&self.rates.decks, id, &deck);
-        Ok(deck)
+        slot(&self.rates.decks, id)
+            .get_or_try_init(|| async { Ok(Arc::new(self.rebuild_rate_deck(id).await?)) })
+            .await
+            .cloned()
     }
 
     /// Rebuilds a stored deck from its rows.
@@ -351,14 +348,12 @@ impl Store {
         id: &str,
         category: &str,
     ) -> Result<Arc<RatePlan>, StoreError> {
-        let plan = match cached(&self.rates.plans, id) {
-            Some(plan) => plan,
-            None => {
-                let plan = Arc::new(self.rebuild_rate_plan(id).await?);
-                keep(&self.rates.plans, id, &plan);
-                plan
-            }
-        };
+        let plan = slot(&self.rates.plans, id)
+            .get_or_try_init(|| async {
+                Ok::<_, StoreError>(Arc::new(self.rebuild_rate_plan(id).await?))
+            })
+            .await?
+            .clone();
         plan.validate(&caps()?, parse_category(category)?)
             .map_err(|e| StoreError::invalid("rate_plan_id", e.to_string()))?;
         Ok(plan)
