@@ -207,11 +207,12 @@ impl Money {
     ///
     /// ```
     /// use sallyport::money::Money;
-    /// assert_eq!(Money::parse_amount("12.50").unwrap().to_minor(), 125_000);
+    /// assert_eq!(Money::parse_amount("12.50")?.to_minor(), 125_000);
     /// for lenient in ["  5.00", "5.00\n", "+0.5", "05.00", "5.", ".5", "-1", "1e2"] {
     ///     assert!(Money::parse_amount(lenient).is_err(), "{lenient:?}");
     /// }
     /// assert!(Money::parse_amount("0.00001").is_err(), "a fifth decimal is refused, not rounded");
+    /// # Ok::<(), sallyport::money::MoneyError>(())
     /// ```
     pub fn parse_amount(s: &str) -> Result<Money, MoneyError> {
         let not_canonical = || MoneyError::NotCanonical(quoted(s));

@@ -163,14 +163,7 @@ impl Store {
 
     /// The handset's PIN lock as stored.
     pub async fn handset_pin_lock(&self, id: &str) -> Result<LockState, StoreError> {
-        let row = sqlx::query(
-            "SELECT locked_until, pin_lock_level, pin_count_from FROM handsets WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| StoreError::not_found("handset", id))?;
-        super::lock_state(&row, "pin_lock_level", "pin_count_from")
+        self.pin_lock_state(super::PinLocked::Handset, id).await
     }
 
     /// Locks ID + PIN entry on the handset as `lock` says, unless a lock already runs at

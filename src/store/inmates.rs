@@ -444,14 +444,7 @@ impl Store {
 
     /// The inmate's PIN lock as stored.
     pub async fn inmate_pin_lock(&self, id: &str) -> Result<LockState, StoreError> {
-        let row = sqlx::query(
-            "SELECT locked_until, pin_lock_level, pin_count_from FROM inmates WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| StoreError::not_found("inmate", id))?;
-        super::lock_state(&row, "pin_lock_level", "pin_count_from")
+        self.pin_lock_state(super::PinLocked::Inmate, id).await
     }
 
     /// Locks the inmate's PIN entry as `lock` says, unless a lock already runs at `now`

@@ -202,6 +202,23 @@ impl PinLocked {
 }
 
 impl Store {
+    /// An inmate's or handset's PIN lock as stored.
+    pub(crate) async fn pin_lock_state(
+        &self,
+        what: PinLocked,
+        id: &str,
+    ) -> Result<LockState, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT locked_until, pin_lock_level, pin_count_from FROM {} WHERE id = $1",
+            what.table()
+        ))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| StoreError::not_found(what.noun(), id))?;
+        lock_state(&row, "pin_lock_level", "pin_count_from")
+    }
+
     /// Locks ID + PIN entry of an inmate or handset as `lock` says, unless a lock already
     /// runs at `now` (another node's); whether this call set it. Failures before its end
     /// are forgotten.
