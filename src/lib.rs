@@ -17,7 +17,7 @@
 //! | [`media::engine`] | driver | RTP/RTCP sockets on worker threads (epoll + io_uring): relaying, prompts, ringback, digits |
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
 //! | [`store`] | driver | facilities, inmates, handsets, PIN attempts and locks, contacts, block lists, rates, tokens, audit |
-//! | [`sessions`] | driver | CDR rows and crash recovery |
+//! | [`session`] | core + driver | end reasons, the session runner (database work beside the driver), CDR rows and crash recovery |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
 //! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
 //! | [`api`] | driver | the HTTP API (axum) |
@@ -42,7 +42,7 @@ pub mod policy;
 pub mod rating;
 pub mod recording;
 pub mod server;
-pub mod sessions;
+pub mod session;
 pub mod sip;
 pub mod store;
 pub mod text;

@@ -75,7 +75,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let closed =
-        crate::sessions::close_orphans(store.db(), &config.node.id, store.clock().wall()).await?;
+        crate::session::cdr::close_orphans(store.db(), &config.node.id, store.clock().wall())
+            .await?;
     if closed > 0 {
         tracing::warn!(
             closed,

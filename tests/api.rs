@@ -800,7 +800,7 @@ async fn call_records(app: App) {
     let db = &app.t.db;
     let now = app.clock.wall();
     for (id, fac) in [("c1", "F1"), ("c2", "F1"), ("c3", "F2")] {
-        let s = sallyport::sessions::NewSession {
+        let s = sallyport::session::cdr::NewSession {
             id,
             facility_id: fac,
             handset_id: None,
@@ -808,9 +808,11 @@ async fn call_records(app: App) {
             node_id: "n1",
             sip_call_id: None,
         };
-        sallyport::sessions::open_call(db, &s, now).await.unwrap();
+        sallyport::session::cdr::open_call(db, &s, now)
+            .await
+            .unwrap();
     }
-    let end = sallyport::sessions::SessionEnd {
+    let end = sallyport::session::cdr::SessionEnd {
         reason: "callee_hangup",
         inmate_id: Some(&iid),
         number_e164: Some("+15551230001"),
@@ -820,7 +822,9 @@ async fn call_records(app: App) {
         accepted_at: Some(now),
         end_at: now,
     };
-    sallyport::sessions::close(db, "c1", &end).await.unwrap();
+    sallyport::session::cdr::close(db, "c1", &end)
+        .await
+        .unwrap();
     let (s, v) = admin(&app, "GET", "/api/v1/calls?facility=F1", None).await;
     assert_eq!(
         (s, items(&v).len(), v["total"].as_i64()),
@@ -953,10 +957,10 @@ async fn call_records(app: App) {
         "{e}"
     );
     // Progress of a live call shows before it ends.
-    sallyport::sessions::progress(
+    sallyport::session::cdr::progress(
         db,
         "c2",
-        &sallyport::sessions::Progress {
+        &sallyport::session::cdr::Progress {
             number_e164: Some("+15551230001"),
             privileged: Some(true),
             answer_at: Some(now),

@@ -11,7 +11,7 @@ use sallyport::db::testing::TestDb;
 use sallyport::db::Backend;
 use sallyport::ledger::{DepositMethod, DepositRequest, RequestKey};
 use sallyport::policy::lockout::{PinLockout, Subject};
-use sallyport::sessions::{self, NewSession, SessionEnd};
+use sallyport::session::cdr::{self, NewSession, SessionEnd};
 use sallyport::store::{
     AttemptOutcome, Booking, ContactStatus, FacilityPatch, NewAttempt, NewContact, NewFacility,
     NewHandset, Store,
@@ -169,7 +169,7 @@ async fn open(w: &World, id: &str) {
         node_id: "n1",
         sip_call_id: None,
     };
-    sessions::open_call(w.store.db(), &s, noon()).await.unwrap();
+    cdr::open_call(w.store.db(), &s, noon()).await.unwrap();
 }
 
 async fn dest(w: &World, session: &str, dialed: &str) -> Destination {
@@ -748,8 +748,8 @@ async fn destinations(w: World) {
         accepted_at: None,
         end_at: noon(),
     };
-    assert!(sessions::close(w.store.db(), "s1", &end).await.unwrap());
-    sessions::close(w.store.db(), "s2", &end).await.unwrap();
+    assert!(cdr::close(w.store.db(), "s1", &end).await.unwrap());
+    cdr::close(w.store.db(), "s2", &end).await.unwrap();
     let checks = [
         ("5557770000", EndReason::NotApproved),
         ("5550000000", EndReason::NotApproved),
@@ -763,14 +763,14 @@ async fn destinations(w: World) {
             Some(reason),
             "{number}"
         );
-        sessions::close(w.store.db(), &s, &end).await.unwrap();
+        cdr::close(w.store.db(), &s, &end).await.unwrap();
     }
     open(&w, "p1").await;
     match dest(&w, "p1", "5559990000").await {
         Destination::Authorized(a) => assert!(a.privileged),
         other => panic!("{other:?}"),
     }
-    sessions::close(w.store.db(), "p1", &end).await.unwrap();
+    cdr::close(w.store.db(), "p1", &end).await.unwrap();
     w.store
         .block_number(Some("F1"), "5551230001", "threats")
         .await
@@ -780,7 +780,7 @@ async fn destinations(w: World) {
         refused(&dest(&w, "b1", "5551230001").await),
         Some(EndReason::Blocked)
     );
-    sessions::close(w.store.db(), "b1", &end).await.unwrap();
+    cdr::close(w.store.db(), "b1", &end).await.unwrap();
     let hours = FacilityPatch {
         calling_hours_start: Some("13:00".into()),
         calling_hours_end: Some("14:00".into()),
@@ -792,7 +792,7 @@ async fn destinations(w: World) {
         refused(&dest(&w, "h1", "5559990000").await),
         Some(EndReason::OutsideHours)
     );
-    sessions::close(w.store.db(), "h1", &end).await.unwrap();
+    cdr::close(w.store.db(), "h1", &end).await.unwrap();
     w.store
         .set_inmate_status(&w.inmate, sallyport::store::InmateStatus::Suspended)
         .await
@@ -831,7 +831,7 @@ async fn daily_limit(w: World) {
         accepted_at: Some(noon()),
         end_at: noon(),
     };
-    sessions::close(w.store.db(), "s1", &end).await.unwrap();
+    cdr::close(w.store.db(), "s1", &end).await.unwrap();
     open(&w, "s2").await;
     assert_eq!(
         refused(&dest(&w, "s2", "5551230001").await),

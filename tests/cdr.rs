@@ -13,7 +13,7 @@ use sallyport::db::testing::TestDb;
 use sallyport::db::Backend;
 use sallyport::ledger::{DebitOutcome, DepositMethod, DepositRequest, Service, SessionDebit};
 use sallyport::money::Money;
-use sallyport::sessions::{self, CallEnd, NewSession, Progress, SessionEnd};
+use sallyport::session::cdr::{self, CallEnd, NewSession, Progress, SessionEnd};
 use sallyport::store::{
     Booking, Cdr, ContactStatus, FacilityPatch, FinishedRecording, NewContact, NewFacility,
     NewRecording, Store,
@@ -165,7 +165,7 @@ impl World {
             node_id: "n1",
             sip_call_id: None,
         };
-        sessions::open_call(self.store.db(), &s, self.now())
+        cdr::open_call(self.store.db(), &s, self.now())
             .await
             .unwrap();
         check_destination(
@@ -186,7 +186,7 @@ impl World {
             accepted_at: Some(self.now()),
             ..Default::default()
         };
-        sessions::progress(self.store.db(), id, &p).await.unwrap();
+        cdr::progress(self.store.db(), id, &p).await.unwrap();
     }
 
     async fn debit(&self, id: &str, increment: u32, amount: &str) {
@@ -225,7 +225,7 @@ impl World {
             counted_increments: counted,
             closed_at: Some(closed),
         };
-        assert!(sessions::close_with(self.store.db(), id, &end_row, &call)
+        assert!(cdr::close_with(self.store.db(), id, &end_row, &call)
             .await
             .unwrap());
     }
@@ -333,7 +333,7 @@ async fn a_refused_call_shows_what_was_dialed(w: World) {
             accepted_at: None,
             end_at: w.now(),
         };
-        sessions::close(w.store.db(), id, &end).await.unwrap();
+        cdr::close(w.store.db(), id, &end).await.unwrap();
     }
     let r1 = serde_json::to_value(w.cdr("r1").await).unwrap();
     assert_eq!(r1["dialed"], "(555) 123-9999");
@@ -362,11 +362,11 @@ async fn free_increments_are_billed_at_zero(w: World) {
     w.accept("f1").await;
     let accepted = w.now();
     let db = w.store.db();
-    assert!(sessions::count_increment(db, "f1", 1).await.unwrap());
+    assert!(cdr::count_increment(db, "f1", 1).await.unwrap());
     w.advance(60);
-    assert!(sessions::count_increment(db, "f1", 2).await.unwrap());
+    assert!(cdr::count_increment(db, "f1", 2).await.unwrap());
     assert!(
-        sessions::count_increment(db, "f1", 1).await.unwrap(),
+        cdr::count_increment(db, "f1", 1).await.unwrap(),
         "a repeat changes nothing"
     );
     let live = w.cdr("f1").await;
@@ -407,7 +407,7 @@ async fn free_increments_are_billed_at_zero(w: World) {
         .await
         .unwrap();
     assert!(
-        !sessions::count_increment(db, "f2", 1).await.unwrap(),
+        !cdr::count_increment(db, "f2", 1).await.unwrap(),
         "the account is closed"
     );
     w.t.cleanup().await;
@@ -460,12 +460,10 @@ async fn a_crashed_call_ends_where_it_was_last_alive(w: World) {
         node_id: "n1",
         sip_call_id: None,
     };
-    sessions::open_call(w.store.db(), &s, w.now())
-        .await
-        .unwrap();
+    cdr::open_call(w.store.db(), &s, w.now()).await.unwrap();
 
     let restart = accepted + secs(423);
-    let closed = sessions::close_orphans(w.store.db(), "n1", restart)
+    let closed = cdr::close_orphans(w.store.db(), "n1", restart)
         .await
         .unwrap();
     assert_eq!(closed, 2);
@@ -502,7 +500,7 @@ async fn a_crashed_unrecorded_call_ends_at_its_last_debit(w: World) {
         .set_wall(accepted + chrono::Duration::milliseconds(60_040));
     w.debit("u1", 2, "0.06").await;
     let restart = accepted + secs(423);
-    sessions::close_orphans(w.store.db(), "n1", restart)
+    cdr::close_orphans(w.store.db(), "n1", restart)
         .await
         .unwrap();
     let cdr = w.cdr("u1").await;
@@ -546,7 +544,7 @@ async fn a_cut_recorded_before_a_crash_survives_it(w: World) {
     w.debit("c1", 2, "0.06").await;
     // The third increment is refused at +120 s (the account is short): the cut.
     let cut_at = accepted + chrono::Duration::milliseconds(120_030);
-    sessions::record_media_end(w.store.db(), "c1", "funds_exhausted", cut_at)
+    cdr::record_media_end(w.store.db(), "c1", "funds_exhausted", cut_at)
         .await
         .unwrap();
     let live = w.cdr("c1").await;
@@ -554,7 +552,7 @@ async fn a_cut_recorded_before_a_crash_survives_it(w: World) {
     assert_eq!(live.end_reason.as_deref(), Some("funds_exhausted"));
     assert_eq!(live.media_end_at, Some(cut_at));
     // The first cut stands.
-    sessions::record_media_end(w.store.db(), "c1", "caller_hangup", cut_at + secs(1))
+    cdr::record_media_end(w.store.db(), "c1", "caller_hangup", cut_at + secs(1))
         .await
         .unwrap();
     // Killed at +121.2 s; the recording, repaired at restart, ran to its last flush.
@@ -577,12 +575,10 @@ async fn a_cut_recorded_before_a_crash_survives_it(w: World) {
         node_id: "n1",
         sip_call_id: None,
     };
-    sessions::open_call(w.store.db(), &s, w.now())
-        .await
-        .unwrap();
+    cdr::open_call(w.store.db(), &s, w.now()).await.unwrap();
 
     let restart = accepted + secs(423);
-    let closed = sessions::close_orphans(w.store.db(), "n1", restart)
+    let closed = cdr::close_orphans(w.store.db(), "n1", restart)
         .await
         .unwrap();
     assert_eq!(closed, 2);

@@ -46,7 +46,7 @@ async fn calls(app: &App) {
     let db = &app.t.db;
     let now = chrono::Utc::now();
     for id in ["live", "priv", "over"] {
-        let s = sallyport::sessions::NewSession {
+        let s = sallyport::session::cdr::NewSession {
             id,
             facility_id: "F1",
             handset_id: None,
@@ -54,18 +54,20 @@ async fn calls(app: &App) {
             node_id: "elsewhere",
             sip_call_id: None,
         };
-        sallyport::sessions::open_call(db, &s, now).await.unwrap();
+        sallyport::session::cdr::open_call(db, &s, now)
+            .await
+            .unwrap();
     }
-    let progress = sallyport::sessions::Progress {
+    let progress = sallyport::session::cdr::Progress {
         number_e164: Some("+15551230001"),
         privileged: Some(true),
         answer_at: Some(now),
         accepted_at: Some(now),
     };
-    sallyport::sessions::progress(db, "priv", &progress)
+    sallyport::session::cdr::progress(db, "priv", &progress)
         .await
         .unwrap();
-    let end = sallyport::sessions::SessionEnd {
+    let end = sallyport::session::cdr::SessionEnd {
         reason: "callee_hangup",
         inmate_id: None,
         number_e164: Some("+15551230001"),
@@ -75,7 +77,9 @@ async fn calls(app: &App) {
         accepted_at: Some(now),
         end_at: now,
     };
-    sallyport::sessions::close(db, "over", &end).await.unwrap();
+    sallyport::session::cdr::close(db, "over", &end)
+        .await
+        .unwrap();
 }
 
 async fn who_may_listen(app: App) {

@@ -16,7 +16,7 @@ use sallyport::db::testing::TestDb;
 use sallyport::db::{Backend, Db};
 use sallyport::recording::chain::{self, ChainReport, Phase, ProblemKind};
 use sallyport::recording::retention;
-use sallyport::sessions::{open_call, NewSession};
+use sallyport::session::cdr::{open_call, NewSession};
 use sallyport::store::{
     FinishedRecording, NewFacility, NewRecording, RecordingStatus, Role, Store,
 };

@@ -5,7 +5,7 @@
 const PAGE = 20;
 // The CDR end reasons (`EndReason::ALL` in src/call/mod.rs; a test checks they match).
 const END_REASONS = [
-  "caller_hangup", "callee_hangup", "funds_exhausted", "max_duration", "media_timeout",
+  "caller_hangup", "callee_hangup", "funds_exhausted", "max_duration", "media_timeout", "debit_timeout",
   "declined", "no_answer", "busy", "trunk_error", "pin_failed", "inmate_inactive",
   "invalid_number", "not_approved", "blocked", "outside_hours", "call_limit",
   "insufficient_funds", "terminated", "released", "system",

@@ -2,8 +2,8 @@
 //! operations so that a test can check it against the router (every route documented,
 //! nothing documented that is not routed).
 
-use crate::call::EndReason;
 use crate::ledger::idempotency::MAX_KEY_CHARS;
+use crate::session::EndReason;
 use crate::text::{self, Form, Rule};
 use serde_json::{json, Map, Value};
 

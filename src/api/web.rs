@@ -159,7 +159,7 @@ mod tests {
             .map(|r| r.trim().trim_matches('"'))
             .filter(|r| !r.is_empty())
             .collect();
-        let all = crate::call::EndReason::ALL.map(crate::call::EndReason::as_str);
+        let all = crate::session::EndReason::ALL.map(crate::session::EndReason::as_str);
         assert_eq!(listed, all, "web/app.js END_REASONS");
     }
 

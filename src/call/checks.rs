@@ -14,7 +14,7 @@ use crate::policy::hours::{local_day, CallingHours};
 use crate::policy::lockout::{Counting, Failures, LockState, PinLockout, Subject};
 use crate::policy::pin::unknown_id_tag;
 use crate::rating::{normalize_e164, rate, RatingError, Service, E164};
-use crate::sessions;
+use crate::session::cdr;
 use crate::store::{
     AttemptOutcome, AuditEntry, ContactStatus, Facility, GuessingPattern, Inmate, InmateStatus,
     NewAttempt, Store, StoreError,
@@ -343,7 +343,7 @@ fn log_attempt(entry: &PinEntry<'_>, inmate: Option<&Inmate>, outcome: AttemptOu
 ///
 /// What the CDR needs is written on the session as it becomes known: an authorized call
 /// gets its contact, E.164 number and the tariff applied (plan, deck prefix, class,
-/// per-minute rate, increment, cost of one increment: [`sessions::record_authorization`]),
+/// per-minute rate, increment, cost of one increment: [`cdr::record_authorization`]),
 /// so its charge can be reproduced from the record; a call refused after its number was
 /// normalized gets that number (the digits as dialed are on the session from the start).
 pub async fn check_destination(
@@ -365,11 +365,11 @@ pub async fn check_destination(
     };
     let d = check_number(store, session_id, &inmate, &facility, &number, billing, now).await?;
     if let Destination::Refused(_) = d {
-        let p = sessions::Progress {
+        let p = cdr::Progress {
             number_e164: Some(number.as_str()),
             ..Default::default()
         };
-        sessions::progress(store.db(), session_id, &p).await?;
+        cdr::progress(store.db(), session_id, &p).await?;
     }
     Ok(d)
 }
@@ -405,13 +405,13 @@ async fn check_number(
     }
     if facility.daily_call_limit > 0 {
         let midnight = local_midnight(&hours, now);
-        if sessions::accepted_calls_since(store.db(), &inmate.id, midnight).await?
+        if cdr::accepted_calls_since(store.db(), &inmate.id, midnight).await?
             >= facility.daily_call_limit
         {
             return refused(EndReason::CallLimit);
         }
     }
-    if !sessions::claim_inmate(store.db(), session_id, &inmate.id, &inmate.account_id).await? {
+    if !cdr::claim_inmate(store.db(), session_id, &inmate.id, &inmate.account_id).await? {
         return refused(EndReason::CallLimit);
     }
     let (Some(plan_id), Some(deck_id)) = (&facility.rate_plan_id, &facility.rate_deck_id) else {
@@ -430,7 +430,7 @@ async fn check_number(
         Err(e) => return Err(StoreError::invalid("rate_plan_id", e.to_string())),
     };
     let tariff = &rating.tariff;
-    let applied = sessions::Authorized {
+    let applied = cdr::Authorized {
         contact_id: &contact.id,
         number_e164: number.as_str(),
         privileged: contact.privileged,
@@ -443,7 +443,7 @@ async fn check_number(
         increment_secs: tariff.increment_secs(),
         cost_per_increment: tariff.cost_of_increment(),
     };
-    sessions::record_authorization(store.db(), session_id, &applied).await?;
+    cdr::record_authorization(store.db(), session_id, &applied).await?;
     let charging = ChargingPlan::for_tariff(
         tariff,
         plan.max_duration(),

@@ -11,9 +11,16 @@
 //!   media worker) and its session id. It selects over its SIP input, its media events
 //!   (digits, prompts done), its control input (terminate, shutdown) and the machine's next
 //!   timeout, feeds each to the machine with `now`, and carries out the [`CallAction`]s
-//!   the machine returns: database lookups, ledger debits, SIP requests and responses,
-//!   media commands. Database work is awaited inline: while an ID + PIN is checked, the call's
-//!   other inputs wait in its channels, in order.
+//!   the machine returns: SIP requests and responses and media commands at once, and
+//!   database work — the ID + PIN and destination checks, debits, balance reads, the CDR's
+//!   writes, the recording's rows — through the session's [`Runner`]
+//!   (`session::runner`), which does it one item at a time beside the loop. The loop
+//!   never awaits the database: the runner's finished items are one more of its inputs
+//!   ([`Done`]), so a stalled database delays the call's money, never its signalling,
+//!   control or timers — the charging core's `DebitTimeout` fires (`debit_timeout`) and a
+//!   BYE is answered while a debit hangs on a row lock. After the end the task keeps
+//!   serving the call's SIP until the runner has closed the CDR, then tells whoever waits
+//!   (terminate, shutdown).
 //! - Nothing is shared between calls but the routing table (a mutex held for a map
 //!   insert or lookup, never across an await) and the database. Balances, one live call
 //!   per inmate and PIN lockouts are the database's, so a second node is another
@@ -48,18 +55,25 @@
 //! - Key presses are logged (debug) without the key while the ID or PIN is keyed.
 
 use super::admission::{admit, Admission};
-use super::checks::{check_destination, check_pin, PinEntry};
+use super::checks::{check_destination, check_pin, PinCheck, PinEntry};
 use super::live::{Control, LiveCalls};
 use super::stats::{CallStats, PinOutcome, Refusal};
-use super::{Call, CallAction, CallSummary, CallTimers, EndReason, Leg, PinVerdict, TrunkFailure};
+use super::{
+    Call, CallAction, CallSummary, CallTimers, Destination, EndReason, Leg, PinVerdict,
+    TrunkFailure,
+};
 use crate::config::Config;
-use crate::ledger::{DebitOutcome, LedgerError, Service, SessionDebit};
+use crate::ledger::{DebitOutcome, LedgerError};
 use crate::media::dtmf::parse_sip_info;
 use crate::media::engine::{CallMedia, MediaEngine, MediaEvent};
 use crate::media::relay::{LatchPolicy, Side};
 use crate::media::sdp::{self, LocalMedia, NegotiatedMedia, SessionDescription};
-use crate::recording::{self, Capture, Closing, Recorder};
-use crate::sessions::{self, CallEnd, NewSession, SessionEnd};
+use crate::recording::Recorder;
+use crate::session::cdr::{self, NewSession};
+use crate::session::runner::{
+    Closure, FinishingRecording, Runner, SessionDb, SessionDone, StartedRecording,
+};
+use crate::session::Service;
 use crate::sip::auth::DigestAuth;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{
@@ -67,7 +81,7 @@ use crate::sip::message::{
 };
 use crate::sip::transport::{Event, SipHandle, Transport, TxKey};
 use crate::sip::uri::Uri;
-use crate::store::{NewRecording, Store};
+use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -458,7 +472,7 @@ impl Switchboard {
         };
         let session_id = uuid::Uuid::now_v7().to_string();
         tracing::Span::current().record("session", session_id.as_str());
-        let opened = sessions::open_call(
+        let opened = cdr::open_call(
             self.store.db(),
             &NewSession {
                 id: &session_id,
@@ -484,7 +498,7 @@ impl Switchboard {
             input,
             call: Call::new(t0, &dialed, self.timers),
             session_id: session_id.clone(),
-            facility_id,
+            facility_id: facility_id.clone(),
             handset_id,
             t0,
             wall0: self.wall(),
@@ -504,6 +518,15 @@ impl Switchboard {
             branches: Vec::new(),
             waiters: Vec::new(),
             recording: None,
+            recording_starting: false,
+            ending: None,
+            db: SessionDb::new(
+                self.store.clone(),
+                &session_id,
+                &facility_id,
+                Service::Audio,
+            ),
+            runner: Runner::new(),
         };
         task.run(rx, media_rx, control).await;
         self.live.remove(&session_id);
@@ -662,31 +685,24 @@ struct CallTask {
     /// Told when the CDR is closed (terminate and shutdown wait on it).
     waiters: Vec<oneshot::Sender<()>>,
     /// The recording being captured, from acceptance to the end.
-    recording: Option<ActiveRecording>,
+    recording: Option<StartedRecording>,
+    /// A recording start is with the runner: the close waits for it ([`Self::end`]).
+    recording_starting: bool,
+    /// The call's end, held while its recording is still being started.
+    ending: Option<CallSummary>,
+    /// The session's database work (the `session::runner` module doc): submitted, never
+    /// awaited inline; its results come back as inputs ([`Done`]).
+    db: SessionDb,
+    runner: Runner<Done>,
 }
 
-/// Undoes a recording that could not be registered: the recorder closes the file, which
-/// is then removed (a file without a row would be an unexplained `added` file).
-async fn abandon_recording(recorder: &Recorder, capture: Capture) {
-    let path = recorder.dir().join(&capture.relative_path);
-    let _ = recorder.close(capture, Instant::now()).finish().await; // clock-ok
-    if let Err(e) = tokio::fs::remove_file(&path).await {
-        warn!(path = %path.display(), error = %e, "cannot remove an abandoned recording file");
-    }
-}
-
-/// A call's recording after the call ended, while its file is closed.
-struct FinishingRecording {
-    id: String,
-    started_at: DateTime<Utc>,
-    closing: Closing,
-}
-
-/// A call's recording while it runs.
-struct ActiveRecording {
-    id: String,
-    capture: Capture,
-    started_at: DateTime<Utc>,
+/// Database work of a call, finished: fed back to the [`Call`] machine as an input.
+#[derive(Debug)]
+enum Done {
+    Session(SessionDone),
+    /// The ID + PIN check, with the account paying a valid inmate's calls.
+    Pin(Result<(PinCheck, Option<String>), StoreError>),
+    Destination(Result<Destination, StoreError>),
 }
 
 fn side(leg: Leg) -> Side {
@@ -780,6 +796,7 @@ impl CallTask {
                         MediaEvent::PromptsDone { side } => self.call.prompt_finished(now, leg_of(side)),
                     }
                 }
+                done = self.runner.next_done(), if !self.runner.is_idle() => self.on_done(done),
                 () = sleep => {
                     let now = self.now();
                     self.report_rtp(now);
@@ -787,10 +804,101 @@ impl CallTask {
                 }
             }
         }
+        self.settle(&mut rx, &mut control).await;
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
         self.linger(&mut rx).await;
+    }
+
+    /// After the end: the CDR close (and any work before it) finishes while the call's
+    /// SIP input is still served; terminate and shutdown requests that arrive meanwhile
+    /// wait for the close with the others.
+    async fn settle(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<CallInput>,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) {
+        while !self.runner.is_idle() {
+            tokio::select! {
+                biased;
+                Some(c) = control.recv() => match c {
+                    Control::Terminate { done } | Control::Release { done } | Control::Shutdown { done } => {
+                        self.waiters.extend(done)
+                    }
+                    Control::Listen { reply, .. } => {
+                        let _ = reply.send(Err(super::live::ListenRefusal::NotConnected));
+                    }
+                },
+                Some(input) = rx.recv() => match input {
+                    CallInput::Sip(ev) => self.on_sip(ev, false).await,
+                    CallInput::AnsweredBye(ev) => self.on_sip(ev, true).await,
+                },
+                done = self.runner.next_done() => self.on_done(done),
+            }
+            self.drain().await;
+        }
+    }
+
+    /// Feeds finished database work to the machine.
+    fn on_done(&mut self, done: Done) {
+        let now = self.now();
+        match done {
+            Done::Pin(checked) => self.pin_checked(now, checked),
+            Done::Destination(Ok(d)) => {
+                // The number, contact and tariff are on the session already
+                // (`check_destination` wrote them); the log names no number.
+                match &d {
+                    Destination::Refused(r) => info!(reason = r.as_str(), "destination refused"),
+                    Destination::Authorized(a) => info!(
+                        privileged = a.privileged,
+                        cost_per_increment = %a.charging.cost_per_increment,
+                        "destination authorized"
+                    ),
+                }
+                self.call.destination_checked(now, d)
+            }
+            Done::Destination(Err(e)) => {
+                warn!(error = %e, "destination check failed");
+                self.call.fail(now)
+            }
+            Done::Session(done) => self.on_session_done(now, done),
+        }
+    }
+
+    fn on_session_done(&mut self, now: Instant, done: SessionDone) {
+        match done {
+            SessionDone::Debited {
+                increment,
+                amount,
+                result,
+            } => self.debited(now, increment, amount, result),
+            SessionDone::BalanceRead {
+                after_increment,
+                balance,
+            } => {
+                debug!(after_increment, balance = ?balance, "balance checked before the funds warning");
+                self.call.balance_checked(now, after_increment, balance);
+            }
+            // A free increment began: the session counts it (the CDR's billed increments).
+            // A released inmate's account is closed: the call ends `released`, as a paid
+            // call does at its next debit. A failed write only costs the count of a call
+            // that moves no money.
+            SessionDone::IncrementCounted { increment, result } => match result {
+                Ok(true) => debug!(increment, "free increment counted"),
+                Ok(false) => {
+                    info!(increment, "the account is closed (inmate released)");
+                    self.call.inmate_released(now);
+                }
+                Err(e) => warn!(error = %e, increment, "cannot count the free increment"),
+            },
+            SessionDone::RecordingStarted(r) => {
+                self.recording_started(*r);
+                self.recording_settled();
+            }
+            SessionDone::RecordingFailed => self.recording_settled(),
+            SessionDone::Noted | SessionDone::Closed => {}
+        }
     }
 
     /// Tells the machine when each leg last sent RTP (the media engine's stamp, moved from
@@ -915,39 +1023,26 @@ impl CallTask {
             }
             CallAction::Play { leg, prompt } => self.media.play(side(leg), prompt),
             CallAction::StopPlaying { leg } => self.media.stop(side(leg)),
-            CallAction::CheckPin { calling_id, pin } => self.check_pin(&calling_id, &pin).await,
+            CallAction::CheckPin { calling_id, pin } => self.check_pin(calling_id, pin),
             CallAction::CheckDestination { inmate_id, dialed } => {
-                let d = check_destination(
-                    &self.sb.store,
-                    &self.session_id,
-                    &inmate_id,
-                    &dialed,
-                    &self.sb.config.billing,
-                    self.sb.wall(),
-                )
-                .await;
-                let now = self.now();
-                match d {
-                    Ok(d) => {
-                        // The number, contact and tariff are on the session already
-                        // (`check_destination` wrote them); the log names no number.
-                        match &d {
-                            super::Destination::Refused(r) => {
-                                info!(reason = r.as_str(), "destination refused")
-                            }
-                            super::Destination::Authorized(a) => info!(
-                                privileged = a.privileged,
-                                cost_per_increment = %a.charging.cost_per_increment,
-                                "destination authorized"
-                            ),
-                        }
-                        self.call.destination_checked(now, d)
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "destination check failed");
-                        self.call.fail(now)
-                    }
-                }
+                let (store, session, config) = (
+                    self.sb.store.clone(),
+                    self.session_id.clone(),
+                    self.sb.config.clone(),
+                );
+                let wall = self.sb.wall();
+                self.runner.submit(async move {
+                    let d = check_destination(
+                        &store,
+                        &session,
+                        &inmate_id,
+                        &dialed,
+                        &config.billing,
+                        wall,
+                    )
+                    .await;
+                    Done::Destination(d)
+                });
             }
             CallAction::PlaceTrunkCall { number } => {
                 if let Err(status) = self.place_trunk_call(&number).await {
@@ -961,19 +1056,23 @@ impl CallTask {
                 info!("accepted: bridged");
                 self.media.bridge(true);
                 let at = self.wall_of(now);
-                self.progress(sessions::Progress {
-                    accepted_at: Some(at),
-                    ..Default::default()
-                })
-                .await;
+                self.submit(self.db.progress(None, Some(at)));
             }
-            CallAction::StartRecording { at } => self.start_recording(at).await,
-            CallAction::Debit { increment, amount } => self.debit(increment, amount).await,
+            CallAction::StartRecording { at } => self.start_recording(at),
+            CallAction::Debit { increment, amount } => self.debit(increment, amount),
             CallAction::CheckBalance { after_increment } => {
-                self.check_balance(after_increment).await
+                let account = self.account_id.clone();
+                self.submit(self.db.check_balance(account, after_increment));
             }
-            CallAction::CountIncrement { increment } => self.count_increment(increment).await,
-            CallAction::MediaEnded { reason, at } => self.media_ended(reason, at).await,
+            CallAction::CountIncrement { increment } => {
+                self.submit(self.db.count_increment(increment))
+            }
+            // The cut goes on the session before anything else of the end is written (the
+            // runner keeps the order): `call` module doc, "The cut survives a crash".
+            CallAction::MediaEnded { reason, at } => {
+                let at = self.wall_of(at);
+                self.submit(self.db.media_ended(reason, at));
+            }
             CallAction::Hangup { leg } => self.hangup(leg).await,
             CallAction::Ended(summary) => {
                 if summary.reason == EndReason::MediaTimeout {
@@ -984,61 +1083,98 @@ impl CallTask {
                         "no RTP from a leg: ending the call (media timeout)"
                     );
                 }
-                // The recording ends where the call ended, before the CDR write (which may
-                // retry) could let it run on.
-                let closing = self.close_recording(summary.ended_at);
-                self.close(&summary, closing.is_some()).await;
-                if let Some(closing) = closing {
-                    self.finish_recording(closing).await;
-                }
+                self.end(summary);
             }
         }
     }
 
-    /// Asks the database about an ID + PIN pair (and counts it), then tells the machine.
-    async fn check_pin(&mut self, calling_id: &str, pin: &crate::media::dtmf::Digits) {
+    /// Closes the recording and the CDR — once a recording start still with the runner
+    /// has come back, so a recording begun in the call's last moment is closed with it.
+    fn end(&mut self, summary: CallSummary) {
+        if self.recording_starting {
+            self.ending = Some(summary);
+            return;
+        }
+        // The recording ends where the call ended, before the CDR write (which may wait
+        // behind a stalled debit, or retry) could let it run on.
+        let closing = self.close_recording(summary.ended_at);
+        let closure = self.closure(&summary, closing.is_some());
+        self.submit(self.db.close(closure, closing));
+    }
+
+    /// A recording start came back (begun or not): a held end goes on.
+    fn recording_settled(&mut self) {
+        self.recording_starting = false;
+        if let Some(summary) = self.ending.take() {
+            self.end(summary);
+        }
+    }
+
+    /// Queues session work (the `session::runner` module doc).
+    fn submit(&mut self, job: impl std::future::Future<Output = SessionDone> + Send + 'static) {
+        self.runner.submit(async move { Done::Session(job.await) });
+    }
+
+    /// Asks the database about an ID + PIN pair (and counts it); the verdict comes back
+    /// as [`Done::Pin`].
+    fn check_pin(&mut self, calling_id: String, pin: crate::media::dtmf::Digits) {
         let line = self.handset.source.ip().to_string();
-        let entry = PinEntry {
-            facility_id: &self.facility_id,
-            handset_id: &self.handset_id,
-            line: &line,
-            calling_id,
-            pin: pin.as_str(),
-        };
-        let checked = check_pin(&self.sb.store, entry, &self.sb.lockout, self.sb.wall()).await;
-        let verdict = match checked {
-            Ok(c) => {
-                let stats = &self.sb.stats;
-                stats.pin_attempt(match c.verdict {
-                    PinVerdict::Valid { .. } => PinOutcome::Valid,
-                    PinVerdict::Wrong => PinOutcome::Wrong,
-                    PinVerdict::Locked => PinOutcome::PhoneLocked,
-                    PinVerdict::AccountLocked => PinOutcome::AccountLocked,
-                });
-                c.locked.iter().for_each(|s| stats.locked(*s));
-                if c.alert.is_some() {
-                    stats.alert();
-                }
-                match c.verdict {
-                    PinVerdict::Valid { inmate_id } => {
-                        self.sb.store.inmate(&inmate_id).await.map(|i| {
-                            self.account_id = Some(i.account_id);
-                            PinVerdict::Valid { inmate_id }
-                        })
-                    }
-                    other => Ok(other),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        let now = self.now();
-        match verdict {
-            Ok(v) => self.call.pin_checked(now, v),
+        let (store, facility, handset) = (
+            self.sb.store.clone(),
+            self.facility_id.clone(),
+            self.handset_id.clone(),
+        );
+        let (lockout, wall) = (self.sb.lockout, self.sb.wall());
+        self.runner.submit(async move {
+            let entry = PinEntry {
+                facility_id: &facility,
+                handset_id: &handset,
+                line: &line,
+                calling_id: &calling_id,
+                pin: pin.as_str(),
+            };
+            let checked = match check_pin(&store, entry, &lockout, wall).await {
+                Ok(c) => match &c.verdict {
+                    PinVerdict::Valid { inmate_id } => store
+                        .inmate(inmate_id)
+                        .await
+                        .map(|i| (c.clone(), Some(i.account_id))),
+                    _ => Ok((c, None)),
+                },
+                Err(e) => Err(e),
+            };
+            Done::Pin(checked)
+        });
+    }
+
+    /// The ID + PIN verdict: counted for `/metrics`, then told to the machine.
+    fn pin_checked(
+        &mut self,
+        now: Instant,
+        checked: Result<(PinCheck, Option<String>), StoreError>,
+    ) {
+        let (c, account) = match checked {
+            Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "ID + PIN check failed");
-                self.call.fail(now)
+                return self.call.fail(now);
             }
+        };
+        let stats = &self.sb.stats;
+        stats.pin_attempt(match c.verdict {
+            PinVerdict::Valid { .. } => PinOutcome::Valid,
+            PinVerdict::Wrong => PinOutcome::Wrong,
+            PinVerdict::Locked => PinOutcome::PhoneLocked,
+            PinVerdict::AccountLocked => PinOutcome::AccountLocked,
+        });
+        c.locked.iter().for_each(|s| stats.locked(*s));
+        if c.alert.is_some() {
+            stats.alert();
         }
+        if account.is_some() {
+            self.account_id = account;
+        }
+        self.call.pin_checked(now, c.verdict)
     }
 
     async fn place_trunk_call(&mut self, number: &str) -> Result<(), u16> {
@@ -1146,25 +1282,22 @@ impl CallTask {
         }
     }
 
-    async fn debit(&mut self, increment: u32, amount: crate::money::Money) {
+    fn debit(&mut self, increment: u32, amount: crate::money::Money) {
         let Some(account_id) = self.account_id.clone() else {
             let now = self.now();
             return self.call.fail(now);
         };
-        let outcome = self
-            .sb
-            .store
-            .ledger()
-            .debit_session(SessionDebit {
-                session_id: self.session_id.clone(),
-                increment,
-                account_id,
-                amount,
-                service: Service::Audio,
-                facility_id: self.facility_id.clone(),
-            })
-            .await;
-        let now = self.now();
+        self.submit(self.db.debit(account_id, increment, amount));
+    }
+
+    /// The ledger's answer to an increment's debit.
+    fn debited(
+        &mut self,
+        now: Instant,
+        increment: u32,
+        amount: crate::money::Money,
+        outcome: Result<DebitOutcome, LedgerError>,
+    ) {
         match outcome {
             Ok(
                 DebitOutcome::Committed { balance_after, .. }
@@ -1194,97 +1327,20 @@ impl CallTask {
         }
     }
 
-    /// Reads the paying account's balance for the funds warning (`charging` module doc); a
-    /// failed read answers `None` and the warning plays on the last prediction.
-    async fn check_balance(&mut self, after_increment: u32) {
-        let balance = match self.account_id.clone() {
-            Some(account) => match self.sb.store.ledger().balance(&account).await {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    warn!(error = %e, "cannot read the balance for the funds warning");
-                    None
-                }
-            },
-            None => None,
-        };
-        debug!(after_increment, balance = ?balance, "balance checked before the funds warning");
-        let now = self.now();
-        self.call.balance_checked(now, after_increment, balance);
-    }
-
-    /// A free increment began: the session counts it (the CDR's billed increments). A
-    /// released inmate's account is closed: the call ends `released`, as a paid call does
-    /// at its next debit. A failed write only costs the count of a call that moves no money.
-    async fn count_increment(&mut self, increment: u32) {
-        match sessions::count_increment(self.sb.store.db(), &self.session_id, increment).await {
-            Ok(true) => debug!(increment, "free increment counted"),
-            Ok(false) => {
-                info!(increment, "the account is closed (inmate released)");
-                let now = self.now();
-                self.call.inmate_released(now);
-            }
-            Err(e) => warn!(error = %e, increment, "cannot count the free increment"),
-        }
-    }
-
-    /// The parties were cut apart: the end reason and the media end go on the session
-    /// before the notice plays (`call` module doc, "The cut survives a crash"). A failed
-    /// write is logged; the CDR written at the end carries both anyway.
-    async fn media_ended(&mut self, reason: EndReason, at: Instant) {
-        let at = self.wall_of(at);
-        match sessions::record_media_end(self.sb.store.db(), &self.session_id, reason.as_str(), at)
-            .await
-        {
-            Ok(()) => debug!(
-                reason = reason.as_str(),
-                "media ended: recorded on the session"
-            ),
-            Err(e) => warn!(error = %e, reason = reason.as_str(), "cannot record the media end"),
-        }
-    }
-
-    /// Records how far the live call got (for live views); a failure only costs the live
-    /// view a detail, the CDR is written in full at the end.
-    async fn progress(&self, p: sessions::Progress<'_>) {
-        if let Err(e) = sessions::progress(self.sb.store.db(), &self.session_id, &p).await {
-            warn!(error = %e, "cannot record the call's progress");
-        }
-    }
-
-    /// Writes the CDR. The ledger holds the charges; a failed write is retried, and what
-    /// still fails is closed `system` by this node's next start.
-    async fn close(&mut self, s: &CallSummary, recorded: bool) {
-        let end = SessionEnd {
-            reason: s.reason.as_str(),
-            inmate_id: s.inmate_id.as_deref(),
-            number_e164: s.number.as_deref(),
+    /// The CDR's end, in wall-clock terms.
+    fn closure(&self, s: &CallSummary, recorded: bool) -> Closure {
+        Closure {
+            reason: s.reason,
+            inmate_id: s.inmate_id.clone(),
+            number_e164: s.number.clone(),
             privileged: s.privileged,
             recorded,
             answer_at: s.answered_at.map(|i| self.wall_of(i)),
             accepted_at: s.accepted_at.map(|i| self.wall_of(i)),
             end_at: self.wall_of(s.ended_at),
-        };
-        let call = CallEnd {
             media_end_at: s.media_ended_at.map(|i| self.wall_of(i)),
             counted_increments: s.increments,
-            closed_at: Some(self.sb.wall()),
-        };
-        for attempt in 0..3u32 {
-            match sessions::close_with(self.sb.store.db(), &self.session_id, &end, &call).await {
-                Ok(_) => {
-                    info!(
-                        reason = s.reason.as_str(),
-                        increments = s.increments,
-                        charged = %s.charged,
-                        "call ended"
-                    );
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, attempt, "cannot close the session");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-            }
+            charged: s.charged,
         }
     }
 
@@ -1294,47 +1350,39 @@ impl CallTask {
         Instant::now() - self.now().saturating_duration_since(at) // clock-ok
     }
 
-    /// Starts capturing: the file and the tap first (local and quick, so the parties are
-    /// recorded from the moment they are bridged), then the row. A call whose recording
-    /// cannot be started goes on unrecorded (its CDR says so), the failure is logged and
-    /// what was begun is undone (no file without a row).
-    async fn start_recording(&mut self, at: Instant) {
+    /// Starts capturing: the runner opens the file and registers its row, then the tap is
+    /// attached ([`Self::recording_started`]). A call whose recording cannot be started
+    /// goes on unrecorded (its CDR says so); the failure is logged and what was begun is
+    /// undone (no file without a row).
+    fn start_recording(&mut self, at: Instant) {
         let started_at = self.wall_of(at);
         let law = self.handset.media.codec.name.law();
-        let relative = recording::relative_path(&self.session_id, started_at);
         let start = self.on_media_clock(at);
-        let recorder = self.sb.recorder.clone();
-        let (capture, tap) = match recorder.begin(relative, law, start).await {
-            Ok(c) => c,
-            Err(e) => return tracing::error!(error = %e, "cannot start the recording"),
-        };
-        if let Err(e) = self.media.add_tap(tap) {
-            tracing::error!(error = %e, "cannot tap the call for recording");
-            return abandon_recording(&recorder, capture).await;
-        }
-        let row = NewRecording {
-            session_id: &self.session_id,
-            facility_id: &self.facility_id,
-            path: &capture.relative_path,
-            format: recording::wav::format_name(law),
-            node_id: &self.sb.config.node.id,
+        let job = self.db.start_recording(
+            self.sb.recorder.clone(),
+            law,
             started_at,
-        };
-        match self.sb.store.start_recording(row).await {
-            Ok(id) => {
-                info!(recording = %id, "recording");
-                self.recording = Some(ActiveRecording {
-                    id,
-                    capture,
-                    started_at,
-                });
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot register the recording");
-                self.media.remove_tap(capture.tap_key());
-                abandon_recording(&recorder, capture).await;
-            }
+            start,
+            self.sb.config.node.id.clone(),
+        );
+        self.recording_starting = true;
+        self.submit(job);
+    }
+
+    /// The recording's file and row exist: tap the call. A tap that cannot be attached
+    /// (the media worker is gone, and the call with it) leaves the recording to be closed
+    /// with the call, silent, and says so.
+    fn recording_started(&mut self, r: StartedRecording) {
+        if self.call.is_ended() {
+            // The call ended while the recording was being started: it closes with the
+            // call's end, held for it ([`Self::end`]).
+            info!(recording = %r.id, "recording started as the call ended");
+        } else if let Err(e) = self.media.add_tap(r.tap.clone()) {
+            tracing::error!(recording = %r.id, error = %e, "cannot tap the call for recording");
+        } else {
+            info!(recording = %r.id, "recording");
         }
+        self.recording = Some(r);
     }
 
     /// Detaches the recorder and has it write the file to `ended_at`.
@@ -1347,34 +1395,6 @@ impl CallTask {
             id: r.id,
             started_at: r.started_at,
         })
-    }
-
-    /// Waits for the file, hashes it and chains it (retried like the CDR; what still fails
-    /// stays `recording` and this node's next start closes it).
-    async fn finish_recording(&mut self, r: FinishingRecording) {
-        let file = match r.closing.finish().await {
-            Ok(f) => f,
-            Err(e) => {
-                return tracing::error!(recording = %r.id, error = %e, "cannot close the recording");
-            }
-        };
-        if file.closed.dropped > 0 || file.closed.write_failed {
-            warn!(recording = %r.id, dropped = file.closed.dropped,
-                write_failed = file.closed.write_failed, "recording lost audio");
-        }
-        let finished = file.finished(r.started_at, true);
-        for attempt in 0..3u32 {
-            match self.sb.store.finish_recording(&r.id, &finished).await {
-                Ok(rec) => {
-                    return info!(recording = %rec.id, sha256 = ?rec.sha256, bytes = ?rec.bytes,
-                        status = rec.status.as_str(), "recording finished");
-                }
-                Err(e) => {
-                    warn!(recording = %r.id, error = %e, attempt, "cannot finish the recording");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-            }
-        }
     }
 
     // ---- SIP input ----------------------------------------------------------------------
@@ -1545,11 +1565,7 @@ impl CallTask {
                 info!(codec = ?m.codec.name, "trunk answered");
                 self.call.trunk_answered(now);
                 let at = self.wall_of(now);
-                self.progress(sessions::Progress {
-                    answer_at: Some(at),
-                    ..Default::default()
-                })
-                .await;
+                self.submit(self.db.progress(Some(at), None));
             }
             (None, true) => {
                 warn!("trunk 2xx without a usable SDP answer");

@@ -102,6 +102,8 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use crate::session::EndReason;
+
 use crate::charging::{Charging, ChargingAction, ChargingPlan, CutReason, WarningReason};
 use crate::media::dtmf::{Collected, CollectorConfig, DigitCollector, Digits};
 use crate::media::prompts::PromptId;
@@ -114,114 +116,6 @@ use std::time::{Duration, Instant};
 /// configured length, so that an entry ends with `#` (or a timeout) rather than at a
 /// length whose `#` would then spill into the next entry.
 pub const ENTRY_MAX_DIGITS: usize = 20;
-
-/// Why a call ended: the CDR's `end_reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    CallerHangup,
-    CalleeHangup,
-    FundsExhausted,
-    MaxDuration,
-    Declined,
-    NoAnswer,
-    Busy,
-    TrunkError,
-    PinFailed,
-    /// The inmate is suspended or released (the first destination check).
-    InmateInactive,
-    /// The dialed digits are not a valid number.
-    InvalidNumber,
-    NotApproved,
-    Blocked,
-    OutsideHours,
-    /// A daily or concurrent-call limit.
-    CallLimit,
-    InsufficientFunds,
-    Terminated,
-    /// The inmate was released (`POST /inmates/{id}/release`): the live call ends at once
-    /// (see [`Call::inmate_released`]).
-    Released,
-    System,
-    /// A bridged leg sent no RTP for `rtp.media_timeout_secs` (see the module doc).
-    MediaTimeout,
-}
-
-impl EndReason {
-    /// Every reason, in the order the documentation lists them (OpenAPI, console filter).
-    pub const ALL: [EndReason; 20] = [
-        EndReason::CallerHangup,
-        EndReason::CalleeHangup,
-        EndReason::FundsExhausted,
-        EndReason::MaxDuration,
-        EndReason::MediaTimeout,
-        EndReason::Declined,
-        EndReason::NoAnswer,
-        EndReason::Busy,
-        EndReason::TrunkError,
-        EndReason::PinFailed,
-        EndReason::InmateInactive,
-        EndReason::InvalidNumber,
-        EndReason::NotApproved,
-        EndReason::Blocked,
-        EndReason::OutsideHours,
-        EndReason::CallLimit,
-        EndReason::InsufficientFunds,
-        EndReason::Terminated,
-        EndReason::Released,
-        EndReason::System,
-    ];
-
-    /// The reason a CDR's `end_reason` names, if it is one.
-    pub fn parse(s: &str) -> Option<EndReason> {
-        EndReason::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::CallerHangup => "caller_hangup",
-            EndReason::CalleeHangup => "callee_hangup",
-            EndReason::FundsExhausted => "funds_exhausted",
-            EndReason::MaxDuration => "max_duration",
-            EndReason::Declined => "declined",
-            EndReason::NoAnswer => "no_answer",
-            EndReason::Busy => "busy",
-            EndReason::TrunkError => "trunk_error",
-            EndReason::PinFailed => "pin_failed",
-            EndReason::InmateInactive => "inmate_inactive",
-            EndReason::InvalidNumber => "invalid_number",
-            EndReason::NotApproved => "not_approved",
-            EndReason::Blocked => "blocked",
-            EndReason::OutsideHours => "outside_hours",
-            EndReason::CallLimit => "call_limit",
-            EndReason::InsufficientFunds => "insufficient_funds",
-            EndReason::Terminated => "terminated",
-            EndReason::Released => "released",
-            EndReason::System => "system",
-            EndReason::MediaTimeout => "media_timeout",
-        }
-    }
-
-    /// The prompt the inmate hears before a refusal, if any.
-    pub fn prompt(self) -> Option<PromptId> {
-        match self {
-            EndReason::PinFailed => Some(PromptId::PinInvalid),
-            EndReason::NotApproved | EndReason::InvalidNumber | EndReason::InmateInactive => {
-                Some(PromptId::NotApproved)
-            }
-            EndReason::Blocked => Some(PromptId::Blocked),
-            EndReason::OutsideHours => Some(PromptId::OutsideHours),
-            EndReason::CallLimit => Some(PromptId::CallLimit),
-            EndReason::InsufficientFunds => Some(PromptId::InsufficientFunds),
-            EndReason::FundsExhausted => Some(PromptId::FundsExhausted),
-            EndReason::Declined => Some(PromptId::Declined),
-            EndReason::Busy | EndReason::NoAnswer | EndReason::TrunkError => {
-                Some(PromptId::Goodbye)
-            }
-            _ => None,
-        }
-    }
-}
 
 /// The two legs of the B2BUA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -878,7 +772,7 @@ impl Call {
                 let reason = match reason {
                     CutReason::FundsExhausted => EndReason::FundsExhausted,
                     CutReason::MaxDuration => EndReason::MaxDuration,
-                    CutReason::DebitTimeout => EndReason::System,
+                    CutReason::DebitTimeout => EndReason::DebitTimeout,
                 };
                 self.end_with_notice(now, reason);
             }

@@ -1137,6 +1137,7 @@ fn every_end_reason_is_listed_once_and_parses_back() {
         | EndReason::FundsExhausted
         | EndReason::MaxDuration
         | EndReason::MediaTimeout
+        | EndReason::DebitTimeout
         | EndReason::Declined
         | EndReason::NoAnswer
         | EndReason::Busy
@@ -1154,5 +1155,5 @@ fn every_end_reason_is_listed_once_and_parses_back() {
         | EndReason::System => EndReason::ALL.contains(&r),
     };
     assert!(EndReason::ALL.into_iter().all(listed));
-    assert_eq!(EndReason::ALL.len(), 20);
+    assert_eq!(EndReason::ALL.len(), 21);
 }

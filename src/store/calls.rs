@@ -441,7 +441,7 @@ impl Store {
             .filter(|c| c.state == "active")
             .map(|c| c.id.as_str())
             .collect();
-        let charged = crate::sessions::charged_many(&self.db, &live).await?;
+        let charged = crate::session::cdr::charged_many(&self.db, &live).await?;
         for c in cdrs.iter_mut().filter(|c| c.state == "active") {
             if let Some(&(n, total)) = charged.get(&c.id) {
                 c.billed_increments = c.billed_increments.max(n);

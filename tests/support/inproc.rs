@@ -341,7 +341,7 @@ impl<'a> Call<'a> {
 
 pub async fn ended_call(app: &App, c: Call<'_>) {
     let now = app.clock.wall();
-    let s = sallyport::sessions::NewSession {
+    let s = sallyport::session::cdr::NewSession {
         id: c.id,
         facility_id: c.facility,
         handset_id: None,
@@ -349,10 +349,10 @@ pub async fn ended_call(app: &App, c: Call<'_>) {
         node_id: "n1",
         sip_call_id: None,
     };
-    sallyport::sessions::open_call(&app.t.db, &s, now)
+    sallyport::session::cdr::open_call(&app.t.db, &s, now)
         .await
         .unwrap();
-    let end = sallyport::sessions::SessionEnd {
+    let end = sallyport::session::cdr::SessionEnd {
         reason: c.reason,
         inmate_id: c.inmate,
         number_e164: Some(c.e164),
@@ -362,7 +362,7 @@ pub async fn ended_call(app: &App, c: Call<'_>) {
         accepted_at: Some(now),
         end_at: now + chrono::Duration::seconds(30),
     };
-    assert!(sallyport::sessions::close(&app.t.db, c.id, &end)
+    assert!(sallyport::session::cdr::close(&app.t.db, c.id, &end)
         .await
         .unwrap());
 }
@@ -371,7 +371,7 @@ pub async fn ended_call(app: &App, c: Call<'_>) {
 /// (bridged), `privileged` as to an attorney.
 pub async fn live_call(app: &App, id: &str, facility: &str, accepted: bool, privileged: bool) {
     let now = app.clock.wall();
-    let s = sallyport::sessions::NewSession {
+    let s = sallyport::session::cdr::NewSession {
         id,
         facility_id: facility,
         handset_id: None,
@@ -379,16 +379,16 @@ pub async fn live_call(app: &App, id: &str, facility: &str, accepted: bool, priv
         node_id: "n1",
         sip_call_id: None,
     };
-    sallyport::sessions::open_call(&app.t.db, &s, now)
+    sallyport::session::cdr::open_call(&app.t.db, &s, now)
         .await
         .unwrap();
-    let p = sallyport::sessions::Progress {
+    let p = sallyport::session::cdr::Progress {
         number_e164: Some("+15551230009"),
         privileged: Some(privileged),
         answer_at: accepted.then_some(now),
         accepted_at: accepted.then_some(now),
     };
-    sallyport::sessions::progress(&app.t.db, id, &p)
+    sallyport::session::cdr::progress(&app.t.db, id, &p)
         .await
         .unwrap();
 }

@@ -5,8 +5,8 @@
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::{AppState, Gateway};
-use crate::call::EndReason;
 use crate::ledger::SessionCharge;
+use crate::session::EndReason;
 use crate::store::{CallFilter, CallPage, Cdr, Facilities, Recording, Role};
 use crate::text;
 use axum::extract::{Path, State};
