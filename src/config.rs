@@ -82,6 +82,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
+    pub cluster: ClusterConfig,
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub sip: SipConfig,
@@ -100,6 +101,27 @@ pub struct NodeConfig {
     pub id: String,
     /// Root of the node's files (the SQLite database by default, recordings later).
     pub data_dir: PathBuf,
+    /// Where the other nodes reach this node's API (`http://host:port`), registered in
+    /// the `nodes` table: a terminate or listen sent to another node is forwarded here
+    /// when this node carries the call. Empty: `http://` + the address `http.listen` is
+    /// bound to (a wildcard address becomes 127.0.0.1, reachable from this machine only).
+    pub api_url: String,
+}
+
+/// What the nodes sharing one database (PostgreSQL) must agree on, so that any node's API
+/// reaches the calls every node carries ([`crate::cluster`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Secret the inter-node credential's key is derived from (at least 16 characters;
+    /// the same on every node). Empty: derived from `security.pin_pepper`, which every
+    /// node sharing a database already shares.
+    pub secret: String,
+    /// How often a node writes its heartbeat (and its API address) into `nodes`.
+    pub heartbeat_secs: u64,
+    /// How long a forwarded request may take, connecting included, before the node that
+    /// got it answers 502 `node_unreachable`.
+    pub forward_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -271,6 +293,17 @@ impl Default for NodeConfig {
         NodeConfig {
             id: "node-1".into(),
             data_dir: PathBuf::from("data"),
+            api_url: String::new(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            secret: String::new(),
+            heartbeat_secs: 10,
+            forward_timeout_secs: 5,
         }
     }
 }
@@ -515,6 +548,23 @@ impl Config {
         }
         if self.node.id.is_empty() {
             return bad("node.id", "must not be empty");
+        }
+        if let Err(e) = crate::text::SETTING.check("node.id", &self.node.id) {
+            return bad("node.id", &e.problem.to_string());
+        }
+        if !self.node.api_url.is_empty() {
+            if let Err(e) = crate::cluster::NodeUrl::parse(&self.node.api_url) {
+                return bad("node.api_url", &e);
+            }
+        }
+        if !self.cluster.secret.is_empty() && self.cluster.secret.len() < 16 {
+            return bad("cluster.secret", "must be empty or at least 16 characters");
+        }
+        if !(1..=300).contains(&self.cluster.heartbeat_secs) {
+            return bad("cluster.heartbeat_secs", "must be 1 to 300 seconds");
+        }
+        if !(1..=60).contains(&self.cluster.forward_timeout_secs) {
+            return bad("cluster.forward_timeout_secs", "must be 1 to 60 seconds");
         }
         if !(64..=16_777_216).contains(&self.recording.queue_packets) {
             return bad("recording.queue_packets", "must be 64 to 16777216");
@@ -951,6 +1001,48 @@ mod tests {
         ];
         let c = Config::from_toml_with_env(CHECKED_IN, "f", env).unwrap();
         assert!(c.demo_secrets_in_use().is_empty());
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_and_named() {
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(
+            (c.node.api_url.as_str(), c.cluster.secret.as_str()),
+            ("", "")
+        );
+        assert_eq!(
+            (c.cluster.heartbeat_secs, c.cluster.forward_timeout_secs),
+            (10, 5)
+        );
+        let c = Config::from_toml_with_env(
+            CHECKED_IN,
+            "f",
+            env("SALLYPORT_NODE_API_URL", "http://10.0.0.5:8080"),
+        )
+        .unwrap();
+        assert_eq!(c.node.api_url, "http://10.0.0.5:8080");
+        for (var, value, key) in [
+            ("SALLYPORT_NODE_API_URL", "10.0.0.5:8080", "node.api_url"),
+            ("SALLYPORT_NODE_API_URL", "https://gw:8443", "node.api_url"),
+            ("SALLYPORT_NODE_ID", "two\nlines", "node.id"),
+            ("SALLYPORT_CLUSTER_SECRET", "short", "cluster.secret"),
+            (
+                "SALLYPORT_CLUSTER_HEARTBEAT_SECS",
+                "0",
+                "cluster.heartbeat_secs",
+            ),
+            (
+                "SALLYPORT_CLUSTER_FORWARD_TIMEOUT_SECS",
+                "61",
+                "cluster.forward_timeout_secs",
+            ),
+        ] {
+            let e = Config::from_toml_with_env(CHECKED_IN, "f", env(var, value))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(var), "{var}={value}: {e}");
+        }
     }
 
     #[test]

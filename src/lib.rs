@@ -21,6 +21,7 @@
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
 //! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
 //! | [`api`] | driver | the HTTP API (axum) |
+//! | [`cluster`] | driver | the node's heartbeat, and forwarding live-call requests to the node that carries the call |
 //! | [`db`] | driver | one pool over SQLite or PostgreSQL, migrations |
 //! | [`config`], [`cli`], [`server`], [`demo`] | | running it |
 //!
@@ -31,6 +32,7 @@ pub mod call;
 pub mod charging;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod demo;

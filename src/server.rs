@@ -100,6 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.recording.purge_interval_secs),
     );
     let addr = listener.local_addr()?;
+    join_cluster(&store, &config, addr).await?;
     // Tests start the binary on port 0 and read this line to find the API.
     println!("sallyport: HTTP API listening on http://{addr}");
     tracing::info!(%addr, node = %config.node.id, "serving");
@@ -112,6 +113,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Calls in progress end with reason `system` and BYE to both legs, charges as committed.
     live.shutdown(Duration::from_secs(5)).await;
     store.db().close().await;
+    Ok(())
+}
+
+/// Registers this node in `nodes` with the address of its API (`node.api_url`, or the
+/// address `http.listen` is bound to) and starts its heartbeat ([`crate::cluster`]).
+async fn join_cluster(
+    store: &crate::store::Store,
+    config: &Config,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let api_url = match config.node.api_url.as_str() {
+        "" => crate::cluster::NodeUrl::of_listener(bound),
+        url => url.to_string(),
+    };
+    let clustered = store.db().backend() == crate::db::Backend::Postgres;
+    if clustered && config.node.api_url.is_empty() && bound.ip().is_unspecified() {
+        tracing::warn!(
+            api_url,
+            "node.api_url is not set and http.listen is a wildcard address: other nodes \
+             will try this node at {api_url}; set node.api_url to an address they reach"
+        );
+    }
+    if clustered && config.cluster.secret.is_empty() {
+        tracing::warn!(
+            "cluster.secret is empty: the inter-node credential is keyed from \
+             security.pin_pepper; set a separate secret, the same on every node"
+        );
+    }
+    let every = Duration::from_secs(config.cluster.heartbeat_secs);
+    crate::cluster::heartbeat::register(store, &config.node.id, &api_url, every)
+        .await
+        .context("registering this node in the nodes table")?;
+    crate::cluster::heartbeat::spawn(store.clone(), config.node.id.clone(), api_url, every);
     Ok(())
 }
 

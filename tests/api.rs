@@ -912,8 +912,9 @@ async fn call_records(app: App) {
     .await;
     assert_eq!(items(&v).len(), 1, "{v}");
     // Terminate: the same scope rules; an ended call is a 409; a live call this process
-    // does not carry (no SIP side here, as for a call on another node) is a 409 naming
-    // the node that carries it. (Terminating a real call: tests/sip_calls.rs.)
+    // does not carry (no SIP side here: another node's) is forwarded to its node, and
+    // node n1 never registered: a 503 naming it. (Terminating a real call:
+    // tests/sip_calls.rs; through another node: tests/cluster.rs.)
     let (s, _) = send(&app, "POST", "/api/v1/calls/c2/terminate", None, None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = send(
@@ -949,11 +950,11 @@ async fn call_records(app: App) {
     .await;
     assert_eq!(
         (s, err_code(&e)),
-        (StatusCode::CONFLICT, "not_on_this_node"),
+        (StatusCode::SERVICE_UNAVAILABLE, "node_unknown"),
         "{e}"
     );
     assert!(
-        e["error"]["message"].as_str().unwrap().contains("n1"),
+        e["error"]["message"].as_str().unwrap().contains("node n1"),
         "{e}"
     );
     // Progress of a live call shows before it ends.

@@ -186,7 +186,9 @@ type Outcome = (StatusCode, Option<&'static str>);
 const UNAUTHORIZED: Outcome = (StatusCode::UNAUTHORIZED, Some("unauthorized"));
 const FORBIDDEN: Outcome = (StatusCode::FORBIDDEN, Some("forbidden"));
 const PRIVILEGED: Outcome = (StatusCode::FORBIDDEN, Some("privileged"));
-const NOT_ON_THIS_NODE: Outcome = (StatusCode::CONFLICT, Some("not_on_this_node"));
+/// A live call of node n1, which never registered its API address (no SIP side here): a
+/// permitted caller's request is forwarded, and cannot be.
+const NODE_UNKNOWN: Outcome = (StatusCode::SERVICE_UNAVAILABLE, Some("node_unknown"));
 
 /// What a permitted caller gets on a privileged call, and the entry it leaves.
 struct OnPrivileged {
@@ -463,11 +465,11 @@ fn routes(w: &World) -> Vec<Route> {
             "POST",
             "/api/v1/calls/a-live/terminate".into(),
             Investigate,
-            NOT_ON_THIS_NODE,
+            NODE_UNKNOWN,
         )
         .privileged(
             "/api/v1/calls/a-live-priv/terminate".into(),
-            NOT_ON_THIS_NODE,
+            NODE_UNKNOWN,
             None,
         ),
         Route::new(
@@ -488,7 +490,7 @@ fn routes(w: &World) -> Vec<Route> {
             "POST",
             "/api/v1/calls/a-live/listen".into(),
             Investigate,
-            NOT_ON_THIS_NODE,
+            NODE_UNKNOWN,
         )
         .body(offer)
         .privileged(
@@ -496,17 +498,18 @@ fn routes(w: &World) -> Vec<Route> {
             PRIVILEGED,
             Some("call.listen_refused"),
         ),
-        // Stopping a listener: none can exist on a privileged call, so nothing to refuse.
+        // Stopping a listener: none can exist on a privileged call, so nothing to refuse;
+        // it is asked for on the node that carries the call.
         Route::new(
             "unlisten",
             "DELETE",
             format!("/api/v1/calls/a-live/listen/{NO_LISTENER}"),
             Investigate,
-            (StatusCode::NOT_FOUND, Some("not_found")),
+            NODE_UNKNOWN,
         )
         .privileged(
             format!("/api/v1/calls/a-live-priv/listen/{NO_LISTENER}"),
-            (StatusCode::NOT_FOUND, Some("not_found")),
+            NODE_UNKNOWN,
             None,
         ),
         Route::new(

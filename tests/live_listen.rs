@@ -2,7 +2,7 @@
 //!
 //! - Who may listen, through the real router on SQLite and PostgreSQL: no token, wrong
 //!   role, wrong facility, a privileged call (403 `privileged`, audited), an ended call
-//!   or one this process does not carry (409).
+//!   (409), one carried by a node that never registered (503 `node_unknown`).
 //! - The proof the issue asks for: the real `sallyport serve` carries a sipp call (handset
 //!   UAC and trunk UAS from `tests/sipp`, both sending a PCMU tone after their keys), and
 //!   Debian's headless Chromium, driven through chromedriver's WebDriver HTTP API, offers
@@ -95,12 +95,13 @@ async fn who_may_listen(app: App) {
         ("live", Some(&inv2), StatusCode::FORBIDDEN, "forbidden"),
         ("priv", Some(&inv1), StatusCode::FORBIDDEN, "privileged"),
         ("over", Some(&inv1), StatusCode::CONFLICT, "call_ended"),
-        // Active, but not carried by this process (no SIP side here): another node's.
+        // Active, but not carried by this process (no SIP side here): node "elsewhere"'s,
+        // which never registered its API address, so the offer cannot be forwarded.
         (
             "live",
             Some(&inv1),
-            StatusCode::CONFLICT,
-            "not_on_this_node",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_unknown",
         ),
     ];
     for (id, tok, status, want) in cases {
@@ -131,8 +132,12 @@ async fn who_may_listen(app: App) {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = send(&app, "DELETE", del, Some(&family), None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = send(&app, "DELETE", del, Some(&inv1), None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = send(&app, "DELETE", del, Some(&inv1), None).await;
+    assert_eq!(
+        (s, err_code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "node_unknown"),
+        "the listener would be on node elsewhere: {v}"
+    );
     let (s, v) = send(&app, "GET", "/api/v1/audit?limit=50", Some(ADMIN), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let refused: Vec<&Value> = v

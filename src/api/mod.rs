@@ -60,6 +60,9 @@ pub struct AppState {
     /// Key of the recording tickets' MAC, derived from the config so every node configured
     /// alike verifies every other's tickets ([`tickets`]).
     pub ticket_key: Arc<[u8]>,
+    /// This node in its cluster: a live call another node carries is reached through it
+    /// ([`crate::cluster`]).
+    pub cluster: crate::cluster::Cluster,
 }
 
 /// The live side of the gateway, as the API sees it.
@@ -86,6 +89,7 @@ impl AppState {
             admin_token_hash,
             gateway: None,
             ticket_key: Arc::from(tickets::derive_key(&config).as_slice()),
+            cluster: crate::cluster::Cluster::from_config(&config),
             config,
         }
     }
@@ -147,8 +151,8 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, facilities, inmates, integrity, listen, money, rates, recordings, tokens,
-        users,
+        auth, calls, cluster, facilities, inmates, integrity, listen, money, rates, recordings,
+        tokens, users,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -246,6 +250,13 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/audio", get(recordings::audio))
         .route("/calls/{id}/listen", post(listen::listen))
         .route("/calls/{id}/listen/{listener_id}", delete(listen::unlisten))
+        .route("/cluster/calls/{id}/terminate", post(cluster::terminate))
+        .route("/cluster/calls/{id}/release", post(cluster::release))
+        .route("/cluster/calls/{id}/listen", post(cluster::listen))
+        .route(
+            "/cluster/calls/{id}/listen/{listener_id}",
+            delete(cluster::unlisten),
+        )
         .fallback(not_found);
     let metrics = state.metrics.clone();
     Router::new()

@@ -79,7 +79,7 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/inmates/{id}/reinstate", "Reinstate a suspended inmate", "inmates"),
     with_body(op("put", "/inmates/{id}/pin", "Set an inmate's PIN (and optionally calling ID); clears the inmate's PIN lock", "inmates"), "SetPin", 200),
     op("post", "/inmates/{id}/unlock", "Clear the inmate's PIN lock and restart the failure count; audited inmate.unlock", "inmates"),
-    money(op("post", "/inmates/{id}/release", "Release: refund the balance and close the account, then end the inmate's live call at once (reason released; a call carried by another node ends released at its next increment; a refused release ends nothing) -> {inmate, release, ended_calls, calls_elsewhere}", "inmates")),
+    money(op("post", "/inmates/{id}/release", "Release: refund the balance and close the account, then end the inmate's live call at once, on whichever node carries it (reason released; a call whose node cannot be reached ends released at its next increment; a refused release ends nothing) -> {inmate, release, ended_calls, calls_elsewhere (left to an unreachable node)}", "inmates")),
     op("get", "/inmates/{id}/contacts", "An inmate's contacts", "contacts"),
     with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
     op("post", "/contacts/{id}/approve", "Approve a contact", "contacts"),
@@ -111,11 +111,15 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/recordings/{id}/audio", "The WAV (audio/wav) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
-    op("post", "/calls/{id}/terminate", "End a live call now (reason terminated); returns the closed record", "calls"),
+    op("post", "/calls/{id}/terminate", "End a live call now (reason terminated), on whichever node carries it; returns the closed record. 503 node_unknown, 502 node_unreachable / node_refused when the carrying node cannot be reached", "calls"),
     op("get", "/recordings/verify", "Check a range of the recordings hash chain (?after_seq=&limit=, at most 10000 entries; next_after_seq in the answer), its rows and files: changed, removed, reordered...; global admins. The whole check is `sallyport verify-recordings`", "recordings"),
     op("get", "/recordings/{id}/verify", "Check one recording against the chain: its file's hash, its row, its links", "recordings"),
-    with_body(op("post", "/calls/{id}/listen", "Listen live over WebRTC: answers the browser's recvonly offer ({sdp}) with {listener_id, sdp}; 403 privileged, 409 not live here", "calls"), "ListenOffer", 201),
-    Op { ok: 204, ..op("delete", "/calls/{id}/listen/{listener_id}", "Stop a live listener", "calls") },
+    with_body(op("post", "/calls/{id}/listen", "Listen live over WebRTC: answers the browser's recvonly offer ({sdp}) with {listener_id, sdp}, from the node that carries the call (its media address); 403 privileged, 409 call_ended / not_connected; 503 node_unknown, 502 node_unreachable / node_refused when the carrying node cannot be reached", "calls"), "ListenOffer", 201),
+    Op { ok: 204, ..op("delete", "/calls/{id}/listen/{listener_id}", "Stop a live listener (on the node that carries the call)", "calls") },
+    op("post", "/cluster/calls/{id}/terminate", "Between nodes: end a call this node carries (reason terminated) -> the record; 409 call_ended when it is not live here. Node credential only", "cluster"),
+    op("post", "/cluster/calls/{id}/release", "Between nodes: end a released inmate's call this node carries (reason released) -> the record; 409 call_ended when it is not live here. Node credential only", "cluster"),
+    with_body(op("post", "/cluster/calls/{id}/listen", "Between nodes: a listener on a call this node carries -> {listener_id, sdp, type}; 403 privileged, 409 call_ended / not_connected. Node credential only", "cluster"), "ListenOffer", 201),
+    Op { ok: 204, ..op("delete", "/cluster/calls/{id}/listen/{listener_id}", "Between nodes: stop a listener of a call this node carries; 404 when it is not here. Node credential only", "cluster") },
 ];
 
 /// A string of at most `rule.max_chars` characters (one line unless the rule is a note).
@@ -279,6 +283,7 @@ fn operation(o: &Op) -> Value {
     }
     match o.path {
         "/openapi.json" | "/auth/login" => v["security"] = json!([]),
+        p if p.starts_with("/cluster/") => v["security"] = json!([{ "node": [] }]),
         "/recordings/{id}/audio" => v["security"] = json!([{ "bearer": [] }, { "ticket": [] }]),
         _ => {}
     }
@@ -409,6 +414,22 @@ fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) 
         }
         _ => {}
     }
+    let forwarded = matches!(
+        (o.method, o.path),
+        ("post", "/calls/{id}/terminate")
+            | ("post", "/calls/{id}/listen")
+            | ("delete", "/calls/{id}/listen/{listener_id}")
+    );
+    if forwarded {
+        let said = |what: &str| json!({ "description": what, "content": error["content"].clone() });
+        responses.insert("502".into(), said("node_unreachable (no answer within cluster.forward_timeout_secs) or node_refused (the credential): the node carrying the call, named, cannot be reached"));
+        responses.insert(
+            "503".into(),
+            said(
+                "node_unknown: the node carrying the call, named, never registered its API address",
+            ),
+        );
+    }
     if o.path == "/auth/login" {
         responses.insert("401".into(), json!({ "description": "invalid_credentials (unknown user, wrong password, locked, or a username/password breaking the rules)",
             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }));
@@ -433,7 +454,9 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer" },
                 "ticket": { "type": "apiKey", "in": "query", "name": "ticket",
-                            "description": "Short-lived HMAC-signed capability for one recording, bound to the bearer token that asked for it (key from http.ticket_secret)" }
+                            "description": "Short-lived HMAC-signed capability for one recording, bound to the bearer token that asked for it (key from http.ticket_secret)" },
+                "node": { "type": "apiKey", "in": "header", "name": "sallyport-node-token",
+                          "description": "Inter-node credential: HMAC-signed, valid 10 s, bound to one request (method, path, body, target node); key from cluster.secret. Only nodes of the cluster hold it" }
             },
             "schemas": schemas()
         }

@@ -1,5 +1,5 @@
 //! Records: facilities, inmates, handsets, contacts, block lists, rate decks and plans,
-//! API principals and the audit log.
+//! API principals, the audit log and the nodes of a cluster ([`NodeRecord`]).
 //!
 //! Owns: the rows of those tables and the rules that keep them consistent (a booking opens
 //! the inmate's account in the same database transaction; a rate plan above its cap is
@@ -14,6 +14,7 @@ mod contacts;
 mod facilities;
 mod handsets;
 mod inmates;
+mod nodes;
 pub mod passwords;
 mod pin_attempts;
 mod principals;
@@ -27,6 +28,7 @@ pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
+pub use nodes::NodeRecord;
 pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};
 pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};
 pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};

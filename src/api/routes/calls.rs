@@ -1,16 +1,19 @@
 //! Call records (CDRs): search (paged, audited `call.search`), live calls (with whether
 //! each may be listened to), one call with its charges and recording, its recording
-//! (refused and audited for a privileged call), terminate.
+//! (refused and audited for a privileged call), terminate (on any node: a call another
+//! node carries is reached by forwarding, [`crate::cluster`]).
 
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::{AppState, Gateway};
+use crate::cluster::{encode_segment, ForwardError, Relayed};
 use crate::ledger::SessionCharge;
 use crate::session::EndReason;
 use crate::store::{CallFilter, CallPage, Cdr, Facilities, Recording, Role};
 use crate::text;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
@@ -174,44 +177,104 @@ pub(crate) async fn refuse_privileged(
     )
 }
 
-/// The gateway carrying the live call `cdr`: 409 `call_ended` when it has ended, 409
-/// `not_on_this_node` when another node carries it (live control reaches only the
-/// calls of the node asked).
-pub(crate) fn carrier<'a>(s: &'a AppState, cdr: &Cdr) -> Result<&'a Gateway, ApiError> {
-    if cdr.state != "active" {
-        return Err(ApiError::new(
+/// Where a live call is carried, as the API reaches it.
+pub(crate) enum Carrier<'a> {
+    /// By this node: its handle is in this node's live registry.
+    Here(&'a Gateway),
+    /// By another node (its id): reached by forwarding the request ([`crate::cluster`]).
+    Node(String),
+}
+
+/// Where the live call `cdr` is carried: 409 `call_ended` when it has ended (or, carried
+/// by this node, is ending: its handle has left the registry).
+pub(crate) fn carrier<'a>(s: &'a AppState, cdr: &Cdr) -> Result<Carrier<'a>, ApiError> {
+    let ended = || {
+        ApiError::new(
             StatusCode::CONFLICT,
             "call_ended",
             format!("call {} has already ended", cdr.id),
-        ));
+        )
+    };
+    if cdr.state != "active" {
+        return Err(ended());
     }
-    s.gateway
-        .as_ref()
-        .filter(|g| g.live.contains(&cdr.id))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "not_on_this_node",
-                format!(
-                    "call {} is carried by node {}; send the request to that node",
-                    cdr.id, cdr.node_id
-                ),
-            )
-        })
+    if let Some(g) = s.gateway.as_ref().filter(|g| g.live.contains(&cdr.id)) {
+        return Ok(Carrier::Here(g));
+    }
+    if cdr.node_id.is_empty() || cdr.node_id == s.cluster.node_id() {
+        return Err(ended());
+    }
+    Ok(Carrier::Node(cdr.node_id.clone()))
+}
+
+/// The error of a request about call `call` that could not reach the node carrying it:
+/// 503 `node_unknown` (never registered), 502 `node_unreachable` (no answer in time, or
+/// none that makes sense), 502 `node_refused` (it refused this node's credential). Each
+/// names the node.
+pub(crate) fn forward_error(call: &str, e: ForwardError) -> ApiError {
+    let message = format!("call {call} is carried by another node, and {e}");
+    match e {
+        ForwardError::UnknownNode { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_unknown", message)
+        }
+        ForwardError::Unreachable { .. } => {
+            tracing::warn!(error = %e, call, "forwarding failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "node_unreachable", message)
+        }
+        ForwardError::Refused { .. } => {
+            tracing::error!(error = %e, call, "forwarding refused");
+            ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", message)
+        }
+        ForwardError::Store(e) => e.into(),
+    }
+}
+
+/// The answer of the node that carries the call, as it came (a 204 stays empty).
+pub(crate) fn relay(r: Relayed) -> Response {
+    match r.body {
+        serde_json::Value::Null => r.status.into_response(),
+        body => (r.status, Json(body)).into_response(),
+    }
+}
+
+/// The path of an internal route of another node about call `id`: `/api/v1/cluster/calls/
+/// {id}/{rest}`, the id percent-encoded.
+pub(crate) fn cluster_path(id: &str, rest: &str) -> String {
+    format!("/api/v1/cluster/calls/{}/{rest}", encode_segment(id))
 }
 
 /// Ends a live call (reason `terminated`): both legs get BYE, billing stops, the CDR is
-/// closed; answers with the closed CDR. Audited.
+/// closed; answers with the closed CDR. A call another node carries is ended there (the
+/// request is forwarded). Audited here, the carrying node named.
 pub async fn terminate(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Cdr>, ApiError> {
+) -> Result<Response, ApiError> {
     let cdr = visible_call(&s, &caller, &id).await?;
-    let g = carrier(&s, &cdr)?;
-    // An ended-meanwhile call is fine: the CDR below says how it ended.
-    let _ = g.live.terminate(&id, Duration::from_secs(5)).await;
-    s.audit(&caller, "call.terminate", &id, Some(&cdr.facility_id))
-        .await;
-    Ok(Json(s.store.call(&id).await?))
+    let detail = |node: &str| json!({ "node": node });
+    match carrier(&s, &cdr)? {
+        Carrier::Here(g) => {
+            // An ended-meanwhile call is fine: the CDR below says how it ended.
+            let _ = g.live.terminate(&id, Duration::from_secs(5)).await;
+            let d = detail(s.cluster.node_id());
+            s.audit_detail(&caller, "call.terminate", &id, Some(&cdr.facility_id), d)
+                .await;
+            Ok(Json(s.store.call(&id).await?).into_response())
+        }
+        Carrier::Node(node) => {
+            let path = cluster_path(&id, "terminate");
+            let r = s
+                .cluster
+                .forward(&s.store, &node, Method::POST, &path, None)
+                .await
+                .map_err(|e| forward_error(&id, e))?;
+            if r.status.is_success() {
+                let d = detail(&node);
+                s.audit_detail(&caller, "call.terminate", &id, Some(&cdr.facility_id), d)
+                    .await;
+            }
+            Ok(relay(r))
+        }
+    }
 }

@@ -2,12 +2,13 @@
 
 use crate::api::auth::{ApiJson, Caller, IdempotencyKey};
 use crate::api::error::ApiError;
+use crate::api::routes::calls::cluster_path;
 use crate::api::AppState;
 use crate::store::{
     Booking, CallFilter, Contact, ContactStatus, Inmate, InmateStatus, NewContact, Role,
 };
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -143,11 +144,12 @@ pub async fn unlock(
 /// error) changes nothing, the call included. The increment in progress was debited at its
 /// start and stands (the refund is what is left); a debit the call attempts between the
 /// two steps is refused by the closed account, which ends the call `released` too. A
-/// call carried by another node cannot be reached from here (issue 13): it ends at its
-/// next increment, when the closed account refuses the debit (a free call: when it
-/// counts its next increment), with the same reason, uncharged. The answer lists the
-/// calls ended here (`ended_calls`) and those left to their node (`calls_elsewhere`); the
-/// audit entry says the same.
+/// call carried by another node is ended there the same way (the request is forwarded,
+/// [`crate::cluster`]). A call whose node cannot be reached (unknown, down, silent) ends
+/// at its next increment, when the closed account refuses the debit (a free call: when
+/// it counts its next increment), with the same reason, uncharged. The answer lists the
+/// calls ended (`ended_calls`) and those left to their unreachable node
+/// (`calls_elsewhere`); the audit entry says the same.
 pub async fn release(
     State(s): State<AppState>,
     caller: Caller,
@@ -164,8 +166,8 @@ pub async fn release(
                      "ended_calls": ended, "calls_elsewhere": elsewhere })))
 }
 
-/// Ends the inmate's live calls that this node carries (reason `released`, waiting for
-/// each CDR); returns (ended here, carried by another node).
+/// Ends the inmate's live calls (reason `released`, waiting for each CDR), here or on the
+/// node that carries each; returns (ended, carried by a node that could not be reached).
 async fn end_live_calls(
     s: &AppState,
     inmate_id: &str,
@@ -178,21 +180,43 @@ async fn end_live_calls(
     let (mut ended, mut elsewhere) = (Vec::new(), Vec::new());
     for call in s.store.calls(&f, None).await? {
         let here = s.gateway.as_ref().filter(|g| g.live.contains(&call.id));
-        match here {
-            Some(g) => {
-                // A call that ended on its own meanwhile is fine: it is over either way.
-                let _ = g.live.release(&call.id, Duration::from_secs(5)).await;
-                ended.push(call.id);
-            }
-            None => {
-                tracing::warn!(session = %call.id, node = %call.node_id,
-                    "the released inmate's call is carried by another node: it ends \
-                     (reason released) at its next increment, refused by the closed account");
-                elsewhere.push(call.id);
-            }
+        if let Some(g) = here {
+            // A call that ended on its own meanwhile is fine: it is over either way.
+            let _ = g.live.release(&call.id, Duration::from_secs(5)).await;
+            ended.push(call.id);
+        } else if call.node_id.is_empty() || call.node_id == s.cluster.node_id() {
+            // This node's, but its handle has left the registry: it is ending.
+            ended.push(call.id);
+        } else if release_elsewhere(s, &call.id, &call.node_id).await {
+            ended.push(call.id);
+        } else {
+            elsewhere.push(call.id);
         }
     }
     Ok((ended, elsewhere))
+}
+
+/// Asks `node` to end call `id` (reason `released`); whether it is over (ended there, or
+/// had ended already).
+async fn release_elsewhere(s: &AppState, id: &str, node: &str) -> bool {
+    let path = cluster_path(id, "release");
+    let forwarded = s
+        .cluster
+        .forward(&s.store, node, Method::POST, &path, None)
+        .await;
+    match forwarded {
+        Ok(r) if r.status.is_success() || r.error_code() == Some("call_ended") => true,
+        outcome => {
+            let why = match outcome {
+                Ok(r) => format!("node {node} answered {}: {}", r.status, r.body),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(session = %id, node, why,
+                "the released inmate's call could not be ended on its node: it ends \
+                 (reason released) at its next increment, refused by the closed account");
+            false
+        }
+    }
 }
 
 pub async fn contacts(

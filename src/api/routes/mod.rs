@@ -1,6 +1,7 @@
 //! Route handlers, one file per area.
 pub mod auth;
 pub mod calls;
+pub mod cluster;
 pub mod facilities;
 pub mod inmates;
 pub mod integrity;
