@@ -1488,3 +1488,93 @@ fn recorded_call_in(law: Law) {
     assert_eq!(check["ok"], false, "{check}");
     api.assert_ledger_clean();
 }
+
+/// Issue 10: the call task never waits on the database. Another PostgreSQL connection
+/// holds the paying account's row, so the debit of the first increment hangs on its lock:
+///
+/// 1. the inmate hangs up meanwhile: the called party gets its BYE at once, while the
+///    lock is still held (a task that awaited the debit would hold the BYE behind it);
+/// 2. nobody hangs up: the call is cut `debit_timeout` within the debit timeout (5 s),
+///    both legs get BYE while the lock is still held, the debit gives up a moment later
+///    (the ledger's lock wait, 6 s) and moves nothing, and the CDR says so.
+#[test]
+fn a_stalled_debit_cuts_the_call_while_its_signalling_is_served() {
+    if !sipp::present("stalled debit test") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(sallyport::db::testing::TestDb::postgres()) else {
+        return;
+    };
+    let url: &'static str = Box::leak(db.postgres_url().expect("URL").into_boxed_str());
+    let Some(mut case) = Case::start_with("stalled_debit", &[("DATABASE_URL", url)]) else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-STALL", "5182", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    let hold = |what: &str| {
+        let mut tx = rt.block_on(db.db.pool().begin()).unwrap();
+        rt.block_on(
+            sqlx::query("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+                .bind(&inmate.account)
+                .execute(&mut *tx),
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        tx
+    };
+
+    // 1. The inmate hangs up 4 s after the PIN (about 2.5 s after acceptance).
+    let lock = hold("first lock");
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp).hang_up_after(4000));
+    let accepted = Instant::now();
+    api.accepted_call(Duration::from_secs(40));
+    hs.expect_ok(Duration::from_secs(20));
+    trunk.expect_ok(Duration::from_secs(10));
+    let waited = accepted.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the trunk's BYE waited {waited:?} behind the stalled debit"
+    );
+    assert_eq!(trunk.count_requests("BYE"), 1, "the trunk leg got its BYE");
+    rt.block_on(lock.rollback()).unwrap();
+    let first = api.ended_calls(1).remove(0);
+    assert_eq!(first["end_reason"], "caller_hangup", "{first}");
+    // The debit went on once the lock was gone: charged if it got the row in time.
+    assert!(first["billed_increments"].as_i64() <= Some(1), "{first}");
+    assert_charge_explained(&first);
+
+    // 2. Nobody hangs up: the debit timeout cuts the call.
+    let before = api.balance(&inmate.account);
+    let lock = hold("second lock");
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp));
+    let id = api.accepted_call(Duration::from_secs(40));
+    let seen = Instant::now();
+    hs.expect_ok(Duration::from_secs(15));
+    trunk.expect_ok(Duration::from_secs(5));
+    let cut = seen.elapsed();
+    assert!(
+        cut < Duration::from_secs(8),
+        "cut {cut:?} after acceptance was seen (debit timeout 5 s)"
+    );
+    assert_eq!(trunk.count_requests("BYE"), 1, "the trunk leg got its BYE");
+    // Hold the row past the ledger's lock wait: the debit gives up and moves nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    rt.block_on(lock.rollback()).unwrap();
+    let cdr = api.ended_calls(2).remove(1);
+    assert_eq!(cdr["id"], id.as_str(), "{cdr}");
+    assert_eq!(cdr["end_reason"], "debit_timeout", "{cdr}");
+    assert_eq!(cdr["billed_increments"], 0, "{cdr}");
+    assert_eq!(money(&cdr["amount"]), Decimal::ZERO, "{cdr}");
+    let media = (time(&cdr, "media_end_at") - time(&cdr, "accepted_at")).num_milliseconds();
+    assert!(
+        (4_500..7_000).contains(&media),
+        "cut {media} ms after acceptance (debit timeout 5 s): {cdr}"
+    );
+    assert_eq!(api.balance(&inmate.account), before);
+    api.assert_ledger_clean();
+    case.kill_gateway();
+    rt.block_on(db.cleanup());
+}

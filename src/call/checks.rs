@@ -22,9 +22,6 @@ use crate::store::{
 use chrono::{DateTime, NaiveTime, Utc};
 use std::time::Duration;
 
-/// How long the ledger has to confirm a debit before the call is cut.
-pub const DEBIT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The audit log's actor for what the gateway itself decides (locks, alerts).
 pub const SYSTEM_ACTOR: &str = "sallyport";
 
@@ -448,7 +445,7 @@ async fn check_number(
         tariff,
         plan.max_duration(),
         Duration::from_secs(u64::from(billing.warning_lead_secs)),
-        DEBIT_TIMEOUT,
+        crate::session::DEBIT_TIMEOUT,
     );
     let balance = store.ledger().balance(&inmate.account_id).await?;
     Ok(Destination::Authorized(Authorization {

@@ -118,6 +118,13 @@ use sqlx::{Any, Transaction};
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+/// How long a session's debit waits for a row lock on PostgreSQL before it gives up,
+/// moving nothing. A little longer than the session's own debit timeout
+/// (`session::DEBIT_TIMEOUT`), so the session is cut `debit_timeout` first and the debit it
+/// gave up on does not then take money for a call already ended (one that commits in
+/// between still counts: the CDR reads its charges from the ledger).
+pub const SESSION_DEBIT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// Runs `$work` (an expression using the transaction `$tx`) as the first answer to an
 /// idempotency claim: in one write transaction, claim the key (a replay returns the stored
 /// answer and writes nothing), do the work, store its result with the key, commit.
@@ -315,6 +322,14 @@ impl Ledger {
     pub async fn debit_session(&self, d: SessionDebit) -> Result<DebitOutcome, LedgerError> {
         let now = self.now();
         let (_gate, mut tx) = self.begin_write().await?;
+        if self.db.backend() == Backend::Postgres {
+            // A debit that waits on a row lock gives up (and moves nothing) a moment after
+            // the session has cut the call for it (`SESSION_DEBIT_LOCK_WAIT`).
+            let ms = SESSION_DEBIT_LOCK_WAIT.as_millis();
+            sqlx::query(&format!("SET LOCAL lock_timeout = {ms}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         let r = spending::debit_session(&mut tx, &d, now).await;
         let outcome = finish(tx, r).await?;
         tracing::info!(session_id = %d.session_id, increment = d.increment, account_id = %d.account_id, amount = %d.amount, outcome = ?outcome, "ledger: session debit");

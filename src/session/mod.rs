@@ -24,6 +24,12 @@ pub use crate::rating::Service;
 
 use crate::media::prompts::PromptId;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long the ledger has to confirm an increment's debit before the session is cut
+/// (`debit_timeout`). The ledger's own wait on PostgreSQL,
+/// [`crate::ledger::SESSION_DEBIT_LOCK_WAIT`], is longer, so the cut comes first.
+pub const DEBIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ended: the CDR's `end_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,5 +142,15 @@ impl EndReason {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cuts_before_the_ledger_gives_up_its_debit() {
+        assert!(DEBIT_TIMEOUT < crate::ledger::SESSION_DEBIT_LOCK_WAIT);
     }
 }
