@@ -10,6 +10,7 @@
 //! a message otherwise.
 //!
 //! `cargo bench --bench ledger -- --measurement-time 3 --warm-up-time 1`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -6,6 +6,7 @@
 //! On a shared machine criterion's wall-clock figures include time slices taken by other
 //! processes; `RATING_BENCH_LOOP=rate:20000000 perf stat -e task-clock <bench binary> --bench`
 //! (minus the same with `rate:0`) gives CPU time per operation instead (see `fixed_loop`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use criterion::{black_box, Criterion};
 use sallyport::money::Money;

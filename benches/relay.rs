@@ -8,6 +8,7 @@
 //! is what a worker does per packet when each socket holds one datagram at a time.
 //!
 //! `cargo bench --bench relay -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use sallyport::media::relay::{LatchPolicy, LegConfig, Relay, RelayDecision, Side};

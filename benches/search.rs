@@ -9,6 +9,7 @@
 //! `SALLYPORT_TEST_DATABASE_URL` is set (skipped with a message otherwise).
 //!
 //! `cargo bench --bench search -- --measurement-time 3 --warm-up-time 1`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use chrono::{DateTime, Duration as Days, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};

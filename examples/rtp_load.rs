@@ -15,6 +15,7 @@
 //!
 //! `cargo run --release --example rtp_load -- [--calls 1000] [--secs 10] [--workers 2]
 //! [--record DIR]` (see `bench/README.md`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a load tool: a bad set-up aborts the run
 
 use sallyport::media::engine::{EngineConfig, MediaEngine};
 use sallyport::media::prompts::PromptSet;

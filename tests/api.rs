@@ -1,5 +1,6 @@
 //! The HTTP API through the real router (`tower::ServiceExt::oneshot`), against SQLite and
 //! PostgreSQL: the same battery on both.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The audit log's hash chain on SQLite and PostgreSQL: concurrent appends stay one chain;
 //! an entry changed, removed or moved behind the database's back is named by
 //! `verify_audit`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use chrono::{TimeZone, Utc};
 use sallyport::clock::{Clock, ManualClock};

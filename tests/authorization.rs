@@ -16,6 +16,7 @@
 //! refused with 403 (its existence is not hidden; ids are random UUIDv7), a search without
 //! a facility is narrowed to the caller's own, and recording tickets are checked by the
 //! ticket alone (see `ticket_matrix`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! the sessions a killed run left open (reason `system`) without touching their charges;
 //! `user add` takes the password from stdin or the environment, and a login over TCP is
 //! audited with the peer's address.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};

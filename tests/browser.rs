@@ -20,6 +20,7 @@
 //! passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`. Run: `cargo test --test browser --
 //! --nocapture`; a failing test keeps its directory (gateway log, sipp traces, driver log)
 //! under `target/tmp/browser/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

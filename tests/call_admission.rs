@@ -1,4 +1,5 @@
 //! Handset admission (trusted network or digest) against SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use sallyport::call::admission::{admit, Admission};
 use sallyport::clock::{Clock, SystemClock};

@@ -3,6 +3,7 @@
 //! the tariff applied, the ledger debits, the session is closed (or left open by a crash
 //! and closed at the next start), and `Store::call` — what `GET /api/v1/calls/{id}`
 //! returns — says it all.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use chrono::{DateTime, TimeZone, Utc};
 use sallyport::call::checks::check_destination;

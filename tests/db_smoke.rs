@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 use sallyport::db::testing::TestDb;
 use sallyport::db::Backend;
 use sqlx::Row;

@@ -2,6 +2,7 @@
 //! a source past its share is closed at once and others are still served; a slow or idle
 //! client is disconnected when its head's deadline passes; past the total cap new
 //! connections wait until one closes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use axum::extract::ConnectInfo;
 use axum::routing::get;

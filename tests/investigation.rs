@@ -8,6 +8,7 @@
 //! entries' `remote_addr` can be checked. Recordings are made without the capture code: a
 //! small WAV written under a temporary recordings directory, registered with
 //! `start_recording` / `finish_recording`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The ledger battery: every test runs against SQLite and PostgreSQL (when
 //! `SALLYPORT_TEST_DATABASE_URL` is set; skipped with a printed reason otherwise, failed
 //! with `SALLYPORT_REQUIRE_EXTERNAL=1`), each on a fresh database.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use chrono::{DateTime, TimeZone, Utc};
 use sallyport::clock::{Clock, ManualClock};

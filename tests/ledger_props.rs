@@ -6,6 +6,7 @@
 //! (no balance below zero, every transaction and the whole ledger sum to zero, stored
 //! balances equal their entries) and every balance equals the model's. SQLite always;
 //! PostgreSQL with fewer cases when `SALLYPORT_TEST_DATABASE_URL` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;

@@ -14,6 +14,7 @@
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
 //! traces, chromedriver log) under `CARGO_TARGET_TMPDIR/live_listen`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The media engine on real loopback UDP: two peer sockets play the handset (A) and the
 //! trunk (B); the engine anchors both legs. Each test starts its own engine on its own
 //! port range so they run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use sallyport::media::engine::{
     CallMedia, EngineConfig, MediaEngine, MediaError, MediaEvent, MediaStats,

@@ -4,6 +4,7 @@
 //! retention purge honours each facility's period, keeps the chain verifiable and purges
 //! once when runs race; `sallyport verify-recordings` exits 1 naming the recording; the
 //! verify endpoints are scoped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -19,6 +19,7 @@
 //! (`SALLYPORT_TEST_DATABASE_URL`; skipped with the reason printed when unset, failed
 //! instead with `SALLYPORT_REQUIRE_EXTERNAL=1`).
 //! Run: `SALLYPORT_TEST_DATABASE_URL=postgres://… cargo test --test recording_faults`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

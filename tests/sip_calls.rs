@@ -22,6 +22,7 @@
 //! `SALLYPORT_TEST_KEEP=1` to keep it when the test passes too).
 //! Run one: `cargo test --test sip_calls -- busy`; all at once in less wall time:
 //! `cargo test --test sip_calls -- --test-threads=8` (they mostly wait).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

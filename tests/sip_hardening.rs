@@ -6,6 +6,7 @@
 //! Other sources are other loopback addresses (127.0.0.2 and up are loopback on Linux).
 //! The call tests need sipp (skipped with a message without it, failed under
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`); the others need only the binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

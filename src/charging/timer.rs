@@ -34,35 +34,35 @@ impl Timer {
 
 /// When each [`Timer`] fires, if armed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TimerTable {
+pub(super) struct TimerTable {
     at: [Option<Instant>; Timer::COUNT],
 }
 
 impl TimerTable {
     /// Arms `timer` at `at`; `None` (a deadline too far to represent) disarms it.
-    pub fn set(&mut self, timer: Timer, at: Option<Instant>) {
+    pub(super) fn set(&mut self, timer: Timer, at: Option<Instant>) {
         self.at[timer.slot()] = at;
     }
 
-    pub fn get(&self, timer: Timer) -> Option<Instant> {
+    pub(super) fn get(&self, timer: Timer) -> Option<Instant> {
         self.at[timer.slot()]
     }
 
-    pub fn stop(&mut self, timer: Timer) {
+    pub(super) fn stop(&mut self, timer: Timer) {
         self.at[timer.slot()] = None;
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.at = [None; Timer::COUNT];
     }
 
     /// The earliest armed deadline.
-    pub fn next_timeout(&self) -> Option<Instant> {
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
         self.at.iter().flatten().min().copied()
     }
 
     /// The timer to handle next at `now`: the earliest expired one, ties by priority.
-    pub fn first_expired(&self, now: Instant) -> Option<Timer> {
+    pub(super) fn first_expired(&self, now: Instant) -> Option<Timer> {
         let mut best: Option<(Instant, Timer)> = None;
         for timer in Timer::PRIORITY {
             let Some(at) = self.get(timer).filter(|&at| at <= now) else {

@@ -1,6 +1,10 @@
 //! Fresh databases for tests: a temporary SQLite file, or a new PostgreSQL database per
 //! test when `SALLYPORT_TEST_DATABASE_URL` is set. With `SALLYPORT_REQUIRE_EXTERNAL=1`
 //! (CI) a missing PostgreSQL is a failure instead of a skip.
+//!
+//! Test support only (the tests' own fixtures): a database that cannot be made is a
+//! failed test, so panicking here is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::{Backend, Db};
 

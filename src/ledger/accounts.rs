@@ -198,7 +198,7 @@ pub(crate) struct Locked {
 
 impl Locked {
     /// The account's facility, required for deposits, purchases, refunds and release.
-    pub fn facility(&self) -> Result<&str, LedgerError> {
+    pub(super) fn facility(&self) -> Result<&str, LedgerError> {
         self.facility_id
             .as_deref()
             .ok_or_else(|| LedgerError::NoFacility {

@@ -138,7 +138,7 @@ pub(crate) struct Claim<'a> {
 
 impl<'a> Claim<'a> {
     /// The claim of `key` for `request` (canonical JSON, fields in declaration order).
-    pub fn new<R: Serialize>(
+    pub(crate) fn new<R: Serialize>(
         key: &'a RequestKey,
         scope: Scope,
         request: &R,
@@ -158,7 +158,7 @@ impl<'a> Claim<'a> {
 
     /// Claims the key. `Ok(None)`: new, go ahead. `Ok(Some(first))`: a replay of the same
     /// request; return `first` and write nothing.
-    pub async fn claim<T: DeserializeOwned>(
+    pub(crate) async fn claim<T: DeserializeOwned>(
         &self,
         conn: &mut AnyConnection,
         now: i64,
@@ -232,7 +232,7 @@ impl<'a> Claim<'a> {
     }
 
     /// Stores the result of the first request, in the transaction that claimed the key.
-    pub async fn store<T: Serialize>(
+    pub(crate) async fn store<T: Serialize>(
         &self,
         conn: &mut AnyConnection,
         result: &T,

@@ -70,14 +70,14 @@ impl Closed {
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Datagram {
+pub(super) struct Datagram {
     pub to: SocketAddr,
     pub bytes: Vec<u8>,
 }
 
 /// What happened to one tapped packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forwarded {
+pub(super) enum Forwarded {
     Sent,
     /// Not connected yet, or no m-line for this party.
     Skipped,
@@ -95,7 +95,7 @@ struct Track {
 }
 
 /// One listening browser.
-pub struct Peer {
+pub(super) struct Peer {
     rtc: Rtc,
     /// The host candidate (advertised IP, bound port): where the browser sends.
     local: SocketAddr,
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     /// Answers `offer` (SDP text) as an ICE-lite peer reachable at `local`; returns the
     /// peer and the answer's SDP text.
-    pub fn answer(
+    pub(super) fn answer(
         offer: &str,
         local: SocketAddr,
         now: Instant,
@@ -162,22 +162,22 @@ impl Peer {
 
     /// The m-lines the answer sends on (`[inmate, called party]`).
     #[cfg(test)]
-    pub fn track_count(&self) -> usize {
+    pub(super) fn track_count(&self) -> usize {
         self.tracks.iter().flatten().count()
     }
 
     #[cfg(test)]
-    pub fn is_connected(&self) -> bool {
+    pub(super) fn is_connected(&self) -> bool {
         self.connected
     }
 
     /// Set once the peer is done; the driver then drops it.
-    pub fn closed(&self) -> Option<Closed> {
+    pub(super) fn closed(&self) -> Option<Closed> {
         self.closed
     }
 
     /// A datagram arrived from `source` on the peer's socket.
-    pub fn on_datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
+    pub(super) fn on_datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
         let Ok(contents) = bytes.try_into() else {
             return; // not STUN, DTLS, RTP or RTCP: ignore
         };
@@ -197,7 +197,7 @@ impl Peer {
     }
 
     /// The deadline returned by [`Peer::poll`] has come.
-    pub fn on_timeout(&mut self, now: Instant) {
+    pub(super) fn on_timeout(&mut self, now: Instant) {
         if !self.connected {
             if now.saturating_duration_since(self.opened) >= CONNECT_TIMEOUT {
                 self.close(Closed::NeverConnected);
@@ -211,7 +211,7 @@ impl Peer {
     }
 
     /// Sends one tapped packet on its party's m-line with its RTP timing.
-    pub fn on_tap(&mut self, p: &TapPacket) -> Forwarded {
+    pub(super) fn on_tap(&mut self, p: &TapPacket) -> Forwarded {
         if !self.connected || self.closed.is_some() {
             return Forwarded::Skipped;
         }
@@ -247,7 +247,7 @@ impl Peer {
 
     /// Drains the core: datagrams to send go to `out`; returns when to call
     /// [`Peer::on_timeout`] next.
-    pub fn poll(&mut self, out: &mut Vec<Datagram>) -> Instant {
+    pub(super) fn poll(&mut self, out: &mut Vec<Datagram>) -> Instant {
         let until = if self.connected {
             self.last_heard + IDLE_TIMEOUT
         } else {

@@ -48,7 +48,7 @@ pub(super) struct Listener {
 
 impl Listener {
     /// Runs in a span naming the listener and the call; returns why it ended.
-    pub async fn run(self, listener_id: String, call_id: String) -> Ended {
+    pub(super) async fn run(self, listener_id: String, call_id: String) -> Ended {
         let span = tracing::info_span!("listener", id = %listener_id, call = %call_id);
         async move {
             let ended = self.drive().await;

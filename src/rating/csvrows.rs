@@ -31,7 +31,7 @@ pub enum CsvProblem {
 
 /// Calls `row(line, fields)` for every row after the header, which must be exactly
 /// `header` (case-insensitive, trimmed, a UTF-8 byte-order mark tolerated).
-pub fn for_each_row<R: Read, E: From<CsvProblem>>(
+pub(super) fn for_each_row<R: Read, E: From<CsvProblem>>(
     mut reader: R,
     header: &[&str],
     mut row: impl FnMut(u64, &[String]) -> Result<(), E>,

@@ -7,17 +7,17 @@ use std::fmt;
 
 /// Parses a rate exactly, in the one written form of amounts ([`Money::parse_amount`]:
 /// never negative, at most 4 decimal places).
-pub fn parse_rate(s: &str) -> Result<Money, String> {
+pub(super) fn parse_rate(s: &str) -> Result<Money, String> {
     Money::parse_amount(s).map_err(|e| e.to_string())
 }
 
 /// `deserialize_with` for a required rate.
-pub fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+pub(super) fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
     d.deserialize_any(RateVisitor)
 }
 
 /// `deserialize_with` for an optional rate (use with `#[serde(default)]`).
-pub fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Money>, D::Error> {
+pub(super) fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Money>, D::Error> {
     d.deserialize_any(RateVisitor).map(Some)
 }
 

@@ -126,8 +126,8 @@ pub struct CallFilter {
     pub offset: Option<i64>,
 }
 
-pub const DEFAULT_LIMIT: i64 = 50;
-pub const MAX_LIMIT: i64 = 500;
+pub(super) const DEFAULT_LIMIT: i64 = 50;
+pub(super) const MAX_LIMIT: i64 = 500;
 
 /// One page of a search.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -116,7 +116,7 @@ pub const RETENTION_DAYS: std::ops::RangeInclusive<i64> = 1..=36_500;
 /// The lowest per-deposit limit a facility may set: $50 (`docs/behaviour.md`, "Money").
 /// A low cap forces a family into several deposits to fund one month of calls. The daily
 /// limit is at least the per-deposit one, or the per-deposit limit could never be reached.
-pub fn min_deposit_max() -> Money {
+pub(super) fn min_deposit_max() -> Money {
     Money::from_minor(50 * crate::money::MINOR_PER_UNIT)
 }
 

@@ -44,7 +44,7 @@ pub struct TrustedNetwork {
 }
 
 /// RFC 2617 HA1 = MD5(username:realm:password), the form digest credentials are kept in.
-pub fn digest_ha1(username: &str, realm: &str, password: &str) -> String {
+pub(super) fn digest_ha1(username: &str, realm: &str, password: &str) -> String {
     let mut h = Md5::new();
     h.update(format!("{username}:{realm}:{password}").as_bytes());
     hex::encode(h.finalize())

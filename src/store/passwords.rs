@@ -146,15 +146,15 @@ mod busy {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[cfg(test)]
-    pub static NOW: AtomicUsize = AtomicUsize::new(0);
+    pub(super) static NOW: AtomicUsize = AtomicUsize::new(0);
     #[cfg(test)]
-    pub static PEAK: AtomicUsize = AtomicUsize::new(0);
+    pub(super) static PEAK: AtomicUsize = AtomicUsize::new(0);
 
     /// Marks one computation running while it lives.
-    pub struct Busy;
+    pub(super) struct Busy;
 
     impl Busy {
-        pub fn enter() -> Busy {
+        pub(super) fn enter() -> Busy {
             #[cfg(test)]
             {
                 let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;

@@ -16,7 +16,7 @@ fn bump() {
 }
 
 /// Allocations (and reallocations) made so far on this thread.
-pub fn allocations() -> u64 {
+pub(crate) fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 

@@ -10,13 +10,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 /// The administrator token every test gateway is started with.
-pub const ADMIN: &str = "e2e-tests-admin-token";
-pub const FACILITY: &str = "DEMO";
+pub(crate) const ADMIN: &str = "e2e-tests-admin-token";
+pub(crate) const FACILITY: &str = "DEMO";
 /// The number booked inmates get as their approved contact (local in the demo deck).
-pub const NUMBER: &str = "+15551230001";
+pub(crate) const NUMBER: &str = "+15551230001";
 
 /// One HTTP/1.1 request: status, head (lower-cased) and body (de-chunked).
-pub fn exchange(
+pub(crate) fn exchange(
     addr: &str,
     method: &str,
     path: &str,
@@ -45,7 +45,7 @@ pub fn exchange(
 /// Reads one response: chromedriver keeps the connection open whatever the request says,
 /// so the body ends at its Content-Length (or at the last chunk, or when the server
 /// closes).
-pub fn read_response(s: &mut impl Read) -> std::io::Result<(String, String)> {
+pub(crate) fn read_response(s: &mut impl Read) -> std::io::Result<(String, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let mut split = None;
@@ -87,7 +87,7 @@ pub fn read_response(s: &mut impl Read) -> std::io::Result<(String, String)> {
     }
 }
 
-pub fn dechunk(mut body: &str) -> String {
+pub(crate) fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
@@ -100,11 +100,11 @@ pub fn dechunk(mut body: &str) -> String {
     out
 }
 
-pub fn dec(s: &str) -> Decimal {
+pub(crate) fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap_or_else(|e| panic!("not a decimal: {s:?}: {e}"))
 }
 
-pub fn money(v: &Value) -> Decimal {
+pub(crate) fn money(v: &Value) -> Decimal {
     dec(v
         .as_str()
         .unwrap_or_else(|| panic!("not a money string: {v}")))
@@ -112,13 +112,13 @@ pub fn money(v: &Value) -> Decimal {
 
 /// The API as one bearer (or none).
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub addr: String,
     pub token: Option<String>,
 }
 
 impl Api {
-    pub fn admin(addr: &str) -> Api {
+    pub(crate) fn admin(addr: &str) -> Api {
         Api {
             addr: addr.into(),
             token: Some(ADMIN.into()),
@@ -126,7 +126,7 @@ impl Api {
     }
 
     /// The same API as the bearer of `token`.
-    pub fn as_token(&self, token: &str) -> Api {
+    pub(crate) fn as_token(&self, token: &str) -> Api {
         Api {
             addr: self.addr.clone(),
             token: Some(token.into()),
@@ -134,7 +134,7 @@ impl Api {
     }
 
     /// The same API without a token.
-    pub fn anonymous(&self) -> Api {
+    pub(crate) fn anonymous(&self) -> Api {
         Api {
             addr: self.addr.clone(),
             token: None,
@@ -142,7 +142,7 @@ impl Api {
     }
 
     /// One request: status, head (lower-cased) and the body as JSON (or a string).
-    pub fn send(
+    pub(crate) fn send(
         &self,
         method: &str,
         path: &str,
@@ -173,43 +173,43 @@ impl Api {
     }
 
     /// A JSON request (or none): status and body.
-    pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| ("application/json", b.to_string()));
         let (s, _, v) = self.send(method, path, body, &[]);
         (s, v)
     }
 
     /// A JSON request that must succeed (2xx); its body.
-    pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub(crate) fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (s, v) = self.request(method, path, body);
         assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
         v
     }
 
-    pub fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         self.ok("GET", path, None)
     }
 
-    pub fn post(&self, path: &str, v: Value) -> Value {
+    pub(crate) fn post(&self, path: &str, v: Value) -> Value {
         self.ok("POST", path, Some(v))
     }
 
     /// A money-moving POST with its `Idempotency-Key`: status and body.
-    pub fn post_keyed(&self, path: &str, key: &str, v: Value) -> (u16, Value) {
+    pub(crate) fn post_keyed(&self, path: &str, key: &str, v: Value) -> (u16, Value) {
         let body = Some(("application/json", v.to_string()));
         let (s, _, v) = self.send("POST", path, body, &[("Idempotency-Key", key)]);
         (s, v)
     }
 
     /// A CSV upload that must succeed.
-    pub fn upload(&self, path: &str, csv: &str) -> Value {
+    pub(crate) fn upload(&self, path: &str, csv: &str) -> Value {
         let (s, _, v) = self.send("POST", path, Some(("text/csv", csv.to_string())), &[]);
         assert!((200..300).contains(&s), "POST {path}: {s} {v}");
         v
     }
 
     /// Creates a user (global admin only; `POST /users`).
-    pub fn add_user(&self, username: &str, password: &str, role: &str, facilities: &[&str]) {
+    pub(crate) fn add_user(&self, username: &str, password: &str, role: &str, facilities: &[&str]) {
         self.post(
             "/api/v1/users",
             json!({ "username": username, "password": password, "role": role,
@@ -218,7 +218,7 @@ impl Api {
     }
 
     /// A facility like the demo one, with `id`.
-    pub fn add_facility(&self, id: &str) {
+    pub(crate) fn add_facility(&self, id: &str) {
         self.post(
             "/api/v1/facilities",
             json!({ "id": id, "name": format!("Facility {id}"), "time_zone": "UTC",
@@ -227,14 +227,14 @@ impl Api {
     }
 
     /// Search results: the `items` of the paged answer (or a bare list).
-    pub fn calls(&self, query: &str) -> Vec<Value> {
+    pub(crate) fn calls(&self, query: &str) -> Vec<Value> {
         let v = self.get(&format!("/api/v1/calls?{query}"));
         let list = v.get("items").cloned().unwrap_or(v);
         list.as_array().cloned().unwrap_or_default()
     }
 
     /// Waits until a call of the demo facility is accepted (bridged); returns its id.
-    pub fn accepted_call(&self, timeout: Duration) -> String {
+    pub(crate) fn accepted_call(&self, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let live = self.get(&format!("/api/v1/calls/active?facility={FACILITY}"));
@@ -252,7 +252,7 @@ impl Api {
     }
 
     /// The value of the unlabelled metric `name` (`GET /metrics`, no token).
-    pub fn metric(&self, name: &str) -> u64 {
+    pub(crate) fn metric(&self, name: &str) -> u64 {
         let (_, text) = self.anonymous().request("GET", "/metrics", None);
         text.as_str()
             .unwrap_or_default()
@@ -262,7 +262,7 @@ impl Api {
     }
 
     /// The value of `name{labels}` (e.g. `reason="no_common_codec"`), `GET /metrics`.
-    pub fn metric_with(&self, name: &str, labels: &str) -> u64 {
+    pub(crate) fn metric_with(&self, name: &str, labels: &str) -> u64 {
         let (_, text) = self.anonymous().request("GET", "/metrics", None);
         let series = format!("{name}{{{labels}}} ");
         text.as_str()
@@ -272,17 +272,17 @@ impl Api {
             .unwrap_or_else(|| panic!("no metric {series}"))
     }
 
-    pub fn balance(&self, account: &str) -> Decimal {
+    pub(crate) fn balance(&self, account: &str) -> Decimal {
         money(&self.get(&format!("/api/v1/accounts/{account}"))["balance"])
     }
 
-    pub fn assert_ledger_clean(&self) {
+    pub(crate) fn assert_ledger_clean(&self) {
         let v = self.get("/api/v1/ledger/check");
         assert_eq!(v["violations"], json!([]), "ledger check: {v}");
     }
 
     /// Call-charge lines on the account's statement.
-    pub fn call_charges(&self, account: &str) -> Vec<Value> {
+    pub(crate) fn call_charges(&self, account: &str) -> Vec<Value> {
         let st = self.get(&format!("/api/v1/accounts/{account}/statement"));
         st["lines"]
             .as_array()
@@ -294,7 +294,7 @@ impl Api {
     }
 
     /// Waits until `n` calls are recorded and all are ended; returns them, oldest first.
-    pub fn ended_calls(&self, n: usize) -> Vec<Value> {
+    pub(crate) fn ended_calls(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let v = self.get(&format!("/api/v1/calls?facility_id={FACILITY}"));
@@ -314,7 +314,7 @@ impl Api {
 
 /// The plan of the call tests: 3-second increments at $0.05/min ($0.0025 an increment),
 /// under the FCC prison cap of $0.06/min, on the demo facility.
-pub fn three_second_increments(api: &Api) {
+pub(crate) fn three_second_increments(api: &Api) {
     let mut csv = String::from("class,service,per_minute,increment_secs\n");
     for class in ["local", "domestic", "international"] {
         csv.push_str(&format!("{class},audio,0.05,3\n"));
@@ -327,7 +327,7 @@ pub fn three_second_increments(api: &Api) {
     );
 }
 
-pub struct Inmate {
+pub(crate) struct Inmate {
     pub id: String,
     pub account: String,
     pub booking: String,
@@ -341,7 +341,7 @@ pub struct Inmate {
 /// (`sipp::Handset::new`) keys the right ID too. Real IDs are random; the booking API
 /// takes one from staff, which is what this uses. Two inmates of one test gateway need
 /// different PINs.
-pub fn calling_id_for(pin: &str) -> String {
+pub(crate) fn calling_id_for(pin: &str) -> String {
     assert!(
         pin.len() <= 5,
         "the fixtures' calling IDs take PINs of up to 5 digits"
@@ -351,7 +351,7 @@ pub fn calling_id_for(pin: &str) -> String {
 
 /// Books an inmate of the demo facility with `pin` (and the calling ID [`calling_id_for`]
 /// it) and `number` as approved contact.
-pub fn book(api: &Api, booking: &str, pin: &str, number: &str, privileged: bool) -> Inmate {
+pub(crate) fn book(api: &Api, booking: &str, pin: &str, number: &str, privileged: bool) -> Inmate {
     let calling_id = calling_id_for(pin);
     let i = api.post(
         &format!("/api/v1/facilities/{FACILITY}/inmates"),
@@ -377,7 +377,7 @@ pub fn book(api: &Api, booking: &str, pin: &str, number: &str, privileged: bool)
 
 /// Brings the inmate's balance (zero after booking) to exactly `amount`: deposits whole
 /// cents (201; deposits take no less) and posts a commissary purchase of the excess.
-pub fn fund(api: &Api, inmate: &Inmate, amount: &str) {
+pub(crate) fn fund(api: &Api, inmate: &Inmate, amount: &str) {
     let want = dec(amount);
     let cents = (want * Decimal::from(100)).ceil() / Decimal::from(100);
     let acc = &inmate.account;
@@ -400,7 +400,7 @@ pub fn fund(api: &Api, inmate: &Inmate, amount: &str) {
 }
 
 /// Books an inmate of the demo facility with [`NUMBER`] approved, funded with `amount`.
-pub fn book_funded(api: &Api, booking: &str, pin: &str, amount: &str) -> Inmate {
+pub(crate) fn book_funded(api: &Api, booking: &str, pin: &str, amount: &str) -> Inmate {
     let inmate = book(api, booking, pin, NUMBER, false);
     fund(api, &inmate, amount);
     inmate

@@ -14,9 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sallyport");
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub child: Child,
     /// The API as the administrator.
     pub api: Api,
@@ -28,20 +28,20 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the gateway on `dir` (its database there), logging to `gateway.log`.
-    pub fn start(dir: &Path, ports: &Ports) -> Gateway {
+    pub(crate) fn start(dir: &Path, ports: &Ports) -> Gateway {
         Gateway::start_as(dir, ports, "gateway")
     }
 
     /// Starts the gateway on `dir`, logging to `<name>.log` (a restart on the same
     /// database takes another name).
-    pub fn start_as(dir: &Path, ports: &Ports, name: &str) -> Gateway {
+    pub(crate) fn start_as(dir: &Path, ports: &Ports, name: &str) -> Gateway {
         Gateway::start_with(dir, ports, name, |_| {})
     }
 
     /// [`Gateway::start_as`] with the child's command customised by `customise` before it
     /// is spawned (more `SALLYPORT_*` variables, a `pre_exec`). When it pipes stderr, the
     /// log is copied from the pipe to `<name>.log`.
-    pub fn start_with(
+    pub(crate) fn start_with(
         dir: &Path,
         ports: &Ports,
         name: &str,
@@ -102,18 +102,18 @@ impl Gateway {
     }
 
     /// `http://host:port` of the API and console.
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.api.addr)
     }
 
     /// SIGKILL: no shutdown, no cleanup.
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("kill the gateway");
         self.child.wait().expect("reap the gateway");
     }
 
     /// User + system CPU seconds the gateway process has used.
-    pub fn cpu_secs(&self) -> f64 {
+    pub(crate) fn cpu_secs(&self) -> f64 {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
         // Fields after the command name (which may hold spaces) start at field 3.
         let rest = &stat[stat.rfind(')').unwrap() + 2..];
@@ -165,12 +165,12 @@ fn env(dir: &Path, ports: &Ports) -> Vec<(String, String)> {
 }
 
 /// `sallyport verify-recordings` on the database and files of `dir`.
-pub fn verify_recordings(dir: &Path) -> Output {
+pub(crate) fn verify_recordings(dir: &Path) -> Output {
     verify_recordings_on(dir, &format!("sqlite://{}/db.sqlite", dir.display()))
 }
 
 /// `sallyport verify-recordings` on the files of `dir` and the database at `database_url`.
-pub fn verify_recordings_on(dir: &Path, database_url: &str) -> Output {
+pub(crate) fn verify_recordings_on(dir: &Path, database_url: &str) -> Output {
     Command::new(BIN)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("verify-recordings")

@@ -27,12 +27,12 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 /// The PIN pepper of every in-process router (unless a test's `config` changes it).
-pub const PEPPER: &str = "test-pepper-0123456789";
+pub(crate) const PEPPER: &str = "test-pepper-0123456789";
 /// The password of the users [`user`] creates.
-pub const PASSWORD: &str = "long-enough-pass";
+pub(crate) const PASSWORD: &str = "long-enough-pass";
 
 /// One router on its own database and clock.
-pub struct App {
+pub(crate) struct App {
     pub router: Router,
     pub clock: Arc<ManualClock>,
     pub store: Store,
@@ -48,7 +48,7 @@ pub struct App {
 
 impl App {
     /// The recordings directory (the test must have asked for one).
-    pub fn recordings(&self) -> &Path {
+    pub(crate) fn recordings(&self) -> &Path {
         self.rec_dir
             .as_ref()
             .expect("an App built with .recordings()")
@@ -58,7 +58,7 @@ impl App {
 
 /// How a test file's [`App`] differs from the others': `Setup::new(ADMIN)` is an App with
 /// that administrator token, the [`PEPPER`], no peer address and no recordings directory.
-pub struct Setup {
+pub(crate) struct Setup {
     admin: &'static str,
     peer: Option<SocketAddr>,
     recordings: bool,
@@ -66,7 +66,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn new(admin: &'static str) -> Setup {
+    pub(crate) fn new(admin: &'static str) -> Setup {
         Setup {
             admin,
             peer: None,
@@ -76,25 +76,25 @@ impl Setup {
     }
 
     /// Requests carry `ConnectInfo(peer)`.
-    pub fn peer(mut self, peer: &str) -> Setup {
+    pub(crate) fn peer(mut self, peer: &str) -> Setup {
         self.peer = Some(peer.parse().expect("a socket address"));
         self
     }
 
     /// A fresh temporary recordings directory is configured.
-    pub fn recordings(mut self) -> Setup {
+    pub(crate) fn recordings(mut self) -> Setup {
         self.recordings = true;
         self
     }
 
     /// Changes the configuration last (the store takes its PIN pepper from it).
-    pub fn config(mut self, f: fn(&mut Config)) -> Setup {
+    pub(crate) fn config(mut self, f: fn(&mut Config)) -> Setup {
         self.config = f;
         self
     }
 
     /// The App on `backend`; `None` where that backend is not available.
-    pub async fn app(self, backend: Backend) -> Option<App> {
+    pub(crate) async fn app(self, backend: Backend) -> Option<App> {
         let t = TestDb::of(backend).await?;
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
@@ -143,13 +143,13 @@ macro_rules! battery {
     };
 }
 
-pub fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
 /// A request with `authorization` as the whole header value (if any) and a JSON body (if
 /// any).
-pub fn request_with(
+pub(crate) fn request_with(
     method: &str,
     path: &str,
     authorization: Option<&str>,
@@ -169,7 +169,7 @@ pub fn request_with(
 }
 
 /// A request with `token` (if any) as its bearer token and a JSON body (if any).
-pub fn request(
+pub(crate) fn request(
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -180,7 +180,7 @@ pub fn request(
 
 /// Sends a request (from the App's peer, if it has one); returns status, headers and body
 /// bytes.
-pub async fn fetch(app: &App, mut req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+pub(crate) async fn fetch(app: &App, mut req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
     if let Some(peer) = app.peer {
         req.extensions_mut().insert(ConnectInfo(peer));
     }
@@ -191,13 +191,13 @@ pub async fn fetch(app: &App, mut req: Request<Body>) -> (StatusCode, HeaderMap,
 }
 
 /// A body as JSON (or, if it is not JSON, as a JSON string).
-pub fn json_of(bytes: &[u8]) -> Value {
+pub(crate) fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
 }
 
 /// Sends one request; returns the status and the body as JSON (or as a JSON string).
-pub async fn send(
+pub(crate) async fn send(
     app: &App,
     method: &str,
     path: &str,
@@ -209,7 +209,7 @@ pub async fn send(
 }
 
 /// [`send`] with the configured administrator token.
-pub async fn admin(
+pub(crate) async fn admin(
     app: &App,
     method: &str,
     path: &str,
@@ -219,16 +219,16 @@ pub async fn admin(
 }
 
 /// The error code of an error answer, if it is one.
-pub fn error_code(v: &Value) -> Option<&str> {
+pub(crate) fn error_code(v: &Value) -> Option<&str> {
     v["error"]["code"].as_str()
 }
 
-pub fn err_code(v: &Value) -> &str {
+pub(crate) fn err_code(v: &Value) -> &str {
     error_code(v).unwrap_or("<no error code>")
 }
 
 /// `(id, listenable)` of each call of a `GET /calls/active` answer, in its order.
-pub fn listenable(v: &Value) -> Vec<(&str, bool)> {
+pub(crate) fn listenable(v: &Value) -> Vec<(&str, bool)> {
     v.as_array()
         .unwrap()
         .iter()
@@ -242,7 +242,7 @@ pub fn listenable(v: &Value) -> Vec<(&str, bool)> {
 }
 
 /// A facility `fid` ("`fid` County Jail", Chicago, deposit limits 100 and 150 a day).
-pub async fn facility(app: &App, fid: &str) {
+pub(crate) async fn facility(app: &App, fid: &str) {
     let (s, v) = admin(
         app,
         "POST",
@@ -257,7 +257,7 @@ pub async fn facility(app: &App, fid: &str) {
 }
 
 /// An inmate John Doe booked into `fid` as `booking` (no PIN); returns the inmate.
-pub async fn inmate(app: &App, fid: &str, booking: &str) -> Value {
+pub(crate) async fn inmate(app: &App, fid: &str, booking: &str) -> Value {
     let (s, inmate) = admin(
         app,
         "POST",
@@ -270,7 +270,7 @@ pub async fn inmate(app: &App, fid: &str, booking: &str) -> Value {
 }
 
 /// A token from `POST /tokens` (a token-only user), for `ttl` seconds or the default.
-pub async fn issue(
+pub(crate) async fn issue(
     app: &App,
     username: &str,
     role: &str,
@@ -287,14 +287,14 @@ pub async fn issue(
 }
 
 /// An investigator of `facilities` with the password [`PASSWORD`].
-pub async fn user(app: &App, username: &str, facilities: &[&str]) {
+pub(crate) async fn user(app: &App, username: &str, facilities: &[&str]) {
     let body = json!({ "username": username, "password": PASSWORD, "role": "investigator",
                        "facilities": facilities });
     let (s, v) = admin(app, "POST", "/api/v1/users", Some(body)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
-pub async fn login(app: &App, username: &str, password: &str) -> (StatusCode, Value) {
+pub(crate) async fn login(app: &App, username: &str, password: &str) -> (StatusCode, Value) {
     send(
         app,
         "POST",
@@ -306,7 +306,7 @@ pub async fn login(app: &App, username: &str, password: &str) -> (StatusCode, Va
 }
 
 /// A password session of `username` (password [`PASSWORD`]): its token.
-pub async fn session(app: &App, username: &str) -> String {
+pub(crate) async fn session(app: &App, username: &str) -> String {
     let (s, v) = login(app, username, PASSWORD).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["token"].as_str().unwrap().to_string()
@@ -314,7 +314,7 @@ pub async fn session(app: &App, username: &str) -> String {
 
 /// An ended call at the clock's current time (answered and accepted then, ended 30 s
 /// later on node n1; recorded unless privileged).
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     pub id: &'a str,
     pub facility: &'a str,
     pub dialed: &'a str,
@@ -326,7 +326,12 @@ pub struct Call<'a> {
 
 impl<'a> Call<'a> {
     /// `inmate`'s call to 5551230001, hung up by the callee.
-    pub fn answered(id: &'a str, facility: &'a str, inmate: &'a str, privileged: bool) -> Self {
+    pub(crate) fn answered(
+        id: &'a str,
+        facility: &'a str,
+        inmate: &'a str,
+        privileged: bool,
+    ) -> Self {
         Call {
             id,
             facility,
@@ -339,7 +344,7 @@ impl<'a> Call<'a> {
     }
 }
 
-pub async fn ended_call(app: &App, c: Call<'_>) {
+pub(crate) async fn ended_call(app: &App, c: Call<'_>) {
     let now = app.clock.wall();
     let s = sallyport::session::cdr::NewSession {
         id: c.id,
@@ -369,7 +374,13 @@ pub async fn ended_call(app: &App, c: Call<'_>) {
 
 /// A live call to 5551230009 on node n1 (not this process): `accepted` marks it accepted
 /// (bridged), `privileged` as to an attorney.
-pub async fn live_call(app: &App, id: &str, facility: &str, accepted: bool, privileged: bool) {
+pub(crate) async fn live_call(
+    app: &App,
+    id: &str,
+    facility: &str,
+    accepted: bool,
+    privileged: bool,
+) {
     let now = app.clock.wall();
     let s = sallyport::session::cdr::NewSession {
         id,
@@ -394,7 +405,7 @@ pub async fn live_call(app: &App, id: &str, facility: &str, accepted: bool, priv
 }
 
 /// A stereo μ-law WAV (the recorder's header) of `data_len` data bytes, a known pattern.
-pub fn wav(data_len: usize) -> Vec<u8> {
+pub(crate) fn wav(data_len: usize) -> Vec<u8> {
     let mut wav = wav::header(Law::Ulaw, data_len as u32).to_vec();
     wav.extend((0..data_len).map(|i| (i % 251) as u8));
     wav
@@ -403,7 +414,7 @@ pub fn wav(data_len: usize) -> Vec<u8> {
 /// A [`wav`] of `data_len` data bytes for `session`, written under the recordings
 /// directory and registered at the clock's time; when `finish`, finished (30 s later) and
 /// chained. Returns (recording id, file bytes).
-pub async fn recording(
+pub(crate) async fn recording(
     app: &App,
     session: &str,
     facility: &str,

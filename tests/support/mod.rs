@@ -5,12 +5,14 @@
 //! (`api`, `investigation`, `authorization`, `live_listen`: [`inproc`]). Each test binary
 //! compiles this module and uses part of it.
 #![allow(dead_code)]
+// Test harness: a fixture that cannot be set up is a failed test, so it panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod api;
-pub mod gateway;
-pub mod inproc;
-pub mod sipp;
-pub mod webdriver;
+pub(crate) mod api;
+pub(crate) mod gateway;
+pub(crate) mod inproc;
+pub(crate) mod sipp;
+pub(crate) mod webdriver;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,13 +21,13 @@ use std::path::{Path, PathBuf};
 /// during a panic it prints the tails of the gateway logs in it and every sipp's command,
 /// errors and message trace, and stays; otherwise it is removed (kept, and said so, with
 /// `SALLYPORT_TEST_KEEP=1`).
-pub struct Workdir {
+pub(crate) struct Workdir {
     pub name: String,
     pub path: PathBuf,
 }
 
 impl Workdir {
-    pub fn new(group: &str, name: &str) -> Workdir {
+    pub(crate) fn new(group: &str, name: &str) -> Workdir {
         let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(group)
             .join(format!("{name}-{}", std::process::id()));
@@ -37,7 +39,7 @@ impl Workdir {
         }
     }
 
-    pub fn dump(&self) {
+    pub(crate) fn dump(&self) {
         eprintln!(
             "==== {} failed; files kept in {}",
             self.name,
@@ -82,7 +84,7 @@ impl Drop for Workdir {
 }
 
 /// The last `n` lines of the file at `path`: how many, and the lines.
-pub fn log_tail(path: &Path, n: usize) -> (usize, String) {
+pub(crate) fn log_tail(path: &Path, n: usize) -> (usize, String) {
     let log = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     let from = lines.len().saturating_sub(n);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp");
 
 /// Where the sip-tester RFC 2833 captures live (`dtmf_2833_1.pcap`, …).
-pub fn pcap_dir() -> PathBuf {
+pub(crate) fn pcap_dir() -> PathBuf {
     std::env::var_os("SALLYPORT_SIPP_PCAPS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/share/sip-tester"))
@@ -24,7 +24,7 @@ pub fn pcap_dir() -> PathBuf {
 
 /// Whether sipp and its captures are here; prints why not (or panics under
 /// `SALLYPORT_REQUIRE_EXTERNAL=1`), naming `what` is skipped.
-pub fn present(what: &str) -> bool {
+pub(crate) fn present(what: &str) -> bool {
     let ok = Command::new("sipp")
         .arg("-v")
         .stdout(Stdio::null())
@@ -54,7 +54,7 @@ pub fn present(what: &str) -> bool {
 /// from the process id (and the test binary, so that two binaries rarely meet), and are
 /// checked free.
 #[derive(Debug, Clone, Copy)]
-pub struct Ports {
+pub(crate) struct Ports {
     /// sipp binds its media port and media port + 2 (video): media ports are 4 apart.
     pub trunk_sip: u16,
     pub trunk_media: u16,
@@ -81,7 +81,7 @@ fn first_block(blocks: u32) -> u32 {
 }
 
 /// The next free block of this process.
-pub fn ports() -> Ports {
+pub(crate) fn ports() -> Ports {
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let blocks = 20_000 / BLOCK;
     let _ = NEXT.compare_exchange(
@@ -162,7 +162,7 @@ fn ip_checksum(header: &[u8]) -> u16 {
 /// of silence, starting `lead_ms` after the first key press of the stream (after a PIN:
 /// where the keys end).
 #[derive(Debug, Clone, Copy)]
-pub struct Tone {
+pub(crate) struct Tone {
     pub hz: f64,
     pub lead_ms: u64,
     pub on_ms: u64,
@@ -172,7 +172,7 @@ pub struct Tone {
 
 impl Tone {
     /// `secs` of an unbroken tone at `hz`, from the end of the keys.
-    pub const fn steady(hz: f64, secs: u64) -> Tone {
+    pub(crate) const fn steady(hz: f64, secs: u64) -> Tone {
         Tone {
             hz,
             lead_ms: 0,
@@ -207,7 +207,7 @@ impl Tone {
 }
 
 /// The SDP encoding name of `law`.
-pub fn codec_name(law: Law) -> &'static str {
+pub(crate) fn codec_name(law: Law) -> &'static str {
     match law {
         Law::Ulaw => "PCMU",
         Law::Alaw => "PCMA",
@@ -215,7 +215,7 @@ pub fn codec_name(law: Law) -> &'static str {
 }
 
 /// The static RTP payload type of `law` (RFC 3551).
-pub fn payload_type(law: Law) -> u8 {
+pub(crate) fn payload_type(law: Law) -> u8 {
     match law {
         Law::Ulaw => 0,
         Law::Alaw => 8,
@@ -224,7 +224,7 @@ pub fn payload_type(law: Law) -> u8 {
 
 /// Power of `hz` in each 10 ms window of `samples` (Goertzel), relative to the window's
 /// total power (1.0 = a pure tone at `hz`).
-pub fn tone_share(samples: &[i16], hz: f64) -> Vec<f64> {
+pub(crate) fn tone_share(samples: &[i16], hz: f64) -> Vec<f64> {
     samples
         .chunks(80)
         .map(|w| {
@@ -250,7 +250,7 @@ pub fn tone_share(samples: &[i16], hz: f64) -> Vec<f64> {
 
 /// Start times (ms) of the runs of windows where `share` says the tone is on, and each
 /// run's length (ms).
-pub fn bursts(share: &[f64]) -> Vec<(u64, u64)> {
+pub(crate) fn bursts(share: &[f64]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut start = None;
     for (i, &v) in share.iter().chain(std::iter::once(&0.0)).enumerate() {
@@ -269,14 +269,14 @@ pub fn bursts(share: &[f64]) -> Vec<(u64, u64)> {
 /// Writes `out`: the key presses of `keys` (`0-9 * #`; `_` is a 1.5 s pause) as one RTP
 /// stream: one SSRC, rising sequence numbers, one timestamp per press, 300 ms apart.
 /// Returns how long it plays.
-pub fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
+pub(crate) fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
     dtmf_pcap_then(keys, out, None, Law::Ulaw)
 }
 
 /// `dtmf_pcap`, then (if any) `tone` in `law` in the same RTP stream, whose SSRC then
 /// depends on the tone's frequency (the parties' streams differ). Returns how long the
 /// keys play.
-pub fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>, law: Law) -> Duration {
+pub(crate) fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>, law: Law) -> Duration {
     let mut file = Vec::new();
     let mut template: Option<Vec<u8>> = None;
     let ssrc = 0x5a11_9047u32 ^ tone.map_or(0, |t| t.hz as u32);
@@ -359,7 +359,7 @@ pub fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>, law: Law) -> D
 
 /// One sipp process, its files in `dir` (`command.txt`, `screen.log`, `stderr.log`,
 /// `errors.log`, `messages.log`); killed when dropped.
-pub struct Sipp {
+pub(crate) struct Sipp {
     pub name: String,
     pub dir: PathBuf,
     child: Option<Child>,
@@ -368,7 +368,7 @@ pub struct Sipp {
 
 impl Sipp {
     /// Runs `scenario` (of `tests/sipp`) for one call in `dir/name`.
-    pub fn spawn(dir: &Path, name: &str, scenario: &str, args: &[String]) -> Sipp {
+    pub(crate) fn spawn(dir: &Path, name: &str, scenario: &str, args: &[String]) -> Sipp {
         let dir = dir.join(name);
         fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new("sipp");
@@ -404,7 +404,7 @@ impl Sipp {
     }
 
     /// Waits for sipp to end with every call successful (exit 0); returns how long it ran.
-    pub fn expect_ok(&mut self, timeout: Duration) -> Duration {
+    pub(crate) fn expect_ok(&mut self, timeout: Duration) -> Duration {
         let deadline = self.started + timeout;
         let child = self.child.as_mut().expect("sipp already reaped");
         loop {
@@ -429,7 +429,7 @@ impl Sipp {
     }
 
     /// Waits for sipp to end (whatever its status); its exit status.
-    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = self.started + timeout;
         let child = self.child.as_mut().expect("sipp already reaped");
         loop {
@@ -447,19 +447,19 @@ impl Sipp {
         }
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    pub fn messages(&self) -> String {
+    pub(crate) fn messages(&self) -> String {
         fs::read_to_string(self.dir.join("messages.log")).unwrap_or_default()
     }
 
     /// Requests received or sent with `method` (request lines `METHOD sip:…`).
-    pub fn count_requests(&self, method: &str) -> usize {
+    pub(crate) fn count_requests(&self, method: &str) -> usize {
         let prefix = format!("{method} sip:");
         self.messages()
             .lines()
@@ -474,12 +474,12 @@ impl Drop for Sipp {
     }
 }
 
-pub fn strings(a: &[&str]) -> Vec<String> {
+pub(crate) fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
 /// sipp's own addresses: SIP on `sip`, media on `media`, both on 127.0.0.1; then `rest`.
-pub fn endpoint_args(sip: u16, media: u16, rest: &[&str]) -> Vec<String> {
+pub(crate) fn endpoint_args(sip: u16, media: u16, rest: &[&str]) -> Vec<String> {
     let (sip, media) = (sip.to_string(), media.to_string());
     let own = [
         "-i",
@@ -496,7 +496,7 @@ pub fn endpoint_args(sip: u16, media: u16, rest: &[&str]) -> Vec<String> {
 
 /// Prints the command, errors and message trace (their last 12 kB) of every sipp that
 /// ran under `dir`.
-pub fn dump_traces(dir: &Path) {
+pub(crate) fn dump_traces(dir: &Path) {
     let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -519,7 +519,7 @@ pub fn dump_traces(dir: &Path) {
 // ---- scenarios ------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-pub enum Via {
+pub(crate) enum Via {
     Rtp,
     Info,
 }
@@ -535,7 +535,7 @@ impl Via {
 
 /// The called party's behaviour (`trunk.xml`).
 #[derive(Clone, Copy)]
-pub struct Trunk {
+pub(crate) struct Trunk {
     pub mode: &'static str,
     pub ring_ms: u32,
     pub key: &'static str,
@@ -552,7 +552,7 @@ pub struct Trunk {
 impl Trunk {
     /// Answers after 500 ms of ringing and presses `key` a second after the ACK; then
     /// waits for the gateway's BYE.
-    pub fn answer(key: &'static str) -> Trunk {
+    pub(crate) fn answer(key: &'static str) -> Trunk {
         Trunk {
             mode: "answer",
             ring_ms: 500,
@@ -565,27 +565,27 @@ impl Trunk {
             law: Law::Ulaw,
         }
     }
-    pub fn busy() -> Trunk {
+    pub(crate) fn busy() -> Trunk {
         Trunk {
             mode: "busy",
             ..Trunk::answer("none")
         }
     }
-    pub fn ring_forever() -> Trunk {
+    pub(crate) fn ring_forever() -> Trunk {
         Trunk {
             mode: "ring",
             ..Trunk::answer("none")
         }
     }
     /// Presses the key by SIP INFO instead of RFC 4733.
-    pub fn key_by_info(self) -> Trunk {
+    pub(crate) fn key_by_info(self) -> Trunk {
         Trunk {
             key_via: Via::Info,
             ..self
         }
     }
     /// Speaks `tone` after pressing the key.
-    pub fn speaking(self, tone: Tone) -> Trunk {
+    pub(crate) fn speaking(self, tone: Tone) -> Trunk {
         Trunk {
             voice: Some(tone),
             ..self
@@ -593,14 +593,14 @@ impl Trunk {
     }
     /// Puts the call on hold without media (re-INVITE, `a=inactive`) after pressing the
     /// key, then waits for the gateway's BYE.
-    pub fn hold_after_key(self) -> Trunk {
+    pub(crate) fn hold_after_key(self) -> Trunk {
         Trunk {
             then: "hold",
             ..self
         }
     }
     /// Hangs up `ms` after pressing the key.
-    pub fn hang_up_after(self, ms: u32) -> Trunk {
+    pub(crate) fn hang_up_after(self, ms: u32) -> Trunk {
         Trunk {
             then: "bye",
             hold_ms: ms,
@@ -608,13 +608,13 @@ impl Trunk {
         }
     }
     /// Answers with `law` only (PCMU by default).
-    pub fn law(self, law: Law) -> Trunk {
+    pub(crate) fn law(self, law: Law) -> Trunk {
         Trunk { law, ..self }
     }
 
     /// The trunk's sipp (in `dir/trunk`) on the trunk ports of `ports`, bound when this
     /// returns.
-    pub fn spawn(&self, dir: &Path, ports: &Ports) -> Sipp {
+    pub(crate) fn spawn(&self, dir: &Path, ports: &Ports) -> Sipp {
         let d = dir.join("trunk");
         fs::create_dir_all(&d).unwrap();
         dtmf_pcap_then("1", &d.join("key1.pcap"), self.voice, self.law);
@@ -661,7 +661,7 @@ impl Trunk {
 
 /// The inmate's behaviour (`handset.xml`): keys `calling_id`, `#`, `pin`, `#`.
 #[derive(Clone)]
-pub struct Handset {
+pub(crate) struct Handset {
     pub user: String,
     pub number: String,
     /// The calling ID keyed before the PIN.
@@ -683,7 +683,7 @@ impl Handset {
     /// `handset-1` dials [`super::api::NUMBER`], keys the calling ID the fixtures give the
     /// inmate booked with `pin` ([`super::api::calling_id_for`]), `#`, `pin`, `#`, then
     /// waits for the BYE.
-    pub fn new(pin: &str, via: Via) -> Handset {
+    pub(crate) fn new(pin: &str, via: Via) -> Handset {
         Handset {
             user: "handset-1".into(),
             number: super::api::NUMBER.into(),
@@ -699,43 +699,43 @@ impl Handset {
         }
     }
     /// Offers these payload types (space-separated) instead of PCMU and PCMA.
-    pub fn offering(mut self, formats: &'static str) -> Self {
+    pub(crate) fn offering(mut self, formats: &'static str) -> Self {
         self.formats = Some(formats);
         self
     }
     /// Offers `law` first and speaks in it.
-    pub fn law(mut self, law: Law) -> Self {
+    pub(crate) fn law(mut self, law: Law) -> Self {
         self.law = law;
         self
     }
-    pub fn dial(mut self, number: &str) -> Self {
+    pub(crate) fn dial(mut self, number: &str) -> Self {
         self.number = number.into();
         self
     }
-    pub fn attempts(mut self, n: u32) -> Self {
+    pub(crate) fn attempts(mut self, n: u32) -> Self {
         self.attempts = n;
         self
     }
-    pub fn user(mut self, u: &str) -> Self {
+    pub(crate) fn user(mut self, u: &str) -> Self {
         self.user = u.into();
         self
     }
     /// Keys this calling ID (instead of the one the fixtures derive from the PIN).
-    pub fn id(mut self, calling_id: &str) -> Self {
+    pub(crate) fn id(mut self, calling_id: &str) -> Self {
         self.calling_id = calling_id.into();
         self
     }
     /// What one attempt keys: the calling ID, `#`, the PIN, `#`.
-    pub fn keys(&self) -> String {
+    pub(crate) fn keys(&self) -> String {
         format!("{}#{}#", self.calling_id, self.pin)
     }
     /// Speaks `tone` after the PIN.
-    pub fn speaking(mut self, tone: Tone) -> Self {
+    pub(crate) fn speaking(mut self, tone: Tone) -> Self {
         self.voice = Some(tone);
         self
     }
     /// Hangs up `ms` after the PIN was entered.
-    pub fn hang_up_after(mut self, ms: u32) -> Self {
+    pub(crate) fn hang_up_after(mut self, ms: u32) -> Self {
         self.then = "bye";
         self.hold_ms = ms;
         self
@@ -743,7 +743,13 @@ impl Handset {
 
     /// Handset `slot` (0 or 1: its own SIP and media ports of `ports`, files in
     /// `dir/handset<slot>`) calls `gateway`.
-    pub fn spawn(&self, dir: &Path, slot: usize, ports: &Ports, gateway: SocketAddr) -> Sipp {
+    pub(crate) fn spawn(
+        &self,
+        dir: &Path,
+        slot: usize,
+        ports: &Ports,
+        gateway: SocketAddr,
+    ) -> Sipp {
         let name = format!("handset{slot}");
         let d = dir.join(&name);
         fs::create_dir_all(&d).unwrap();

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where the browser and its driver are (overridable for other distributions).
-pub fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     std::env::var_os("SALLYPORT_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
-pub fn chromedriver() -> PathBuf {
+pub(crate) fn chromedriver() -> PathBuf {
     std::env::var_os("SALLYPORT_CHROMEDRIVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromedriver"))
@@ -27,7 +27,7 @@ pub fn chromedriver() -> PathBuf {
 
 /// Whether both are installed; prints why not (or panics under
 /// `SALLYPORT_REQUIRE_EXTERNAL=1`), naming `what` is skipped.
-pub fn present(what: &str) -> bool {
+pub(crate) fn present(what: &str) -> bool {
     for (tool, path) in [("chromium", chromium()), ("chromedriver", chromedriver())] {
         if !path.exists() {
             sallyport::db::testing::skip_or_fail(&format!(
@@ -42,7 +42,7 @@ pub fn present(what: &str) -> bool {
 }
 
 /// One chromedriver process with one browser session.
-pub struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     addr: String,
     session: String,
@@ -56,7 +56,7 @@ fn free_port() -> u16 {
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium; `log` receives the driver's output.
-    pub fn start(log: &Path) -> Browser {
+    pub(crate) fn start(log: &Path) -> Browser {
         let port = free_port();
         let out = std::fs::File::create(log).expect("driver log");
         let driver = Command::new(chromedriver())
@@ -136,16 +136,16 @@ impl Browser {
     }
 
     /// A command of this session (`path` after `/session/{id}`).
-    pub fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub(crate) fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         self.cmd_at(method, &format!("/session/{}{path}", self.session), body)
     }
 
-    pub fn goto(&self, url: &str) {
+    pub(crate) fn goto(&self, url: &str) {
         self.cmd("POST", "/url", Some(json!({ "url": url })));
     }
 
     /// The first element matching `css`, if any.
-    pub fn find(&self, css: &str) -> Option<String> {
+    pub(crate) fn find(&self, css: &str) -> Option<String> {
         let path = format!("/session/{}/element", self.session);
         let body = json!({ "using": "css selector", "value": css });
         let (status, v) = http(&self.addr, "POST", &path, Some(body)).ok()?;
@@ -155,7 +155,7 @@ impl Browser {
     }
 
     /// The element matching `css`, waiting for it up to 15 s.
-    pub fn wait_for(&self, css: &str) -> String {
+    pub(crate) fn wait_for(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(e) = self.find(css) {
@@ -166,13 +166,13 @@ impl Browser {
         }
     }
 
-    pub fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let e = self.wait_for(css);
         self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})));
     }
 
     /// Replaces the text of the input `css`.
-    pub fn fill(&self, css: &str, text: &str) {
+    pub(crate) fn fill(&self, css: &str, text: &str) {
         let e = self.wait_for(css);
         self.cmd("POST", &format!("/element/{e}/clear"), Some(json!({})));
         self.cmd(
@@ -182,14 +182,14 @@ impl Browser {
         );
     }
 
-    pub fn text(&self, css: &str) -> String {
+    pub(crate) fn text(&self, css: &str) -> String {
         let e = self.wait_for(css);
         let v = self.cmd("GET", &format!("/element/{e}/text"), None);
         v.as_str().unwrap_or_default().to_string()
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) and returns its value.
-    pub fn js(&self, script: &str, args: Value) -> Value {
+    pub(crate) fn js(&self, script: &str, args: Value) -> Value {
         self.cmd(
             "POST",
             "/execute/sync",
@@ -198,7 +198,7 @@ impl Browser {
     }
 
     /// Runs `script` until it calls `arguments[arguments.length - 1](value)`.
-    pub fn js_async(&self, script: &str, args: Value) -> Value {
+    pub(crate) fn js_async(&self, script: &str, args: Value) -> Value {
         self.cmd(
             "POST",
             "/execute/async",
@@ -208,7 +208,7 @@ impl Browser {
 
     /// Polls `script` (a function body returning a value) until `done` accepts its value,
     /// up to `timeout`; returns that value, or panics with the last one and `what`.
-    pub fn wait_js(
+    pub(crate) fn wait_js(
         &self,
         what: &str,
         timeout: Duration,
@@ -230,7 +230,7 @@ impl Browser {
     }
 
     /// Accepts the open `confirm()` / `alert()`, waiting for it up to 5 s.
-    pub fn accept_dialog(&self) {
+    pub(crate) fn accept_dialog(&self) {
         let path = format!("/session/{}/alert/accept", self.session);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -243,7 +243,7 @@ impl Browser {
     }
 
     /// Saves a PNG of the viewport to `path` (and prints where).
-    pub fn screenshot(&self, path: &Path) {
+    pub(crate) fn screenshot(&self, path: &Path) {
         let v = self.cmd("GET", "/screenshot", None);
         let png = base64_decode(v.as_str().unwrap_or_default());
         if let Some(dir) = path.parent() {

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Login {
+pub(crate) struct Login {
     username: String,
     password: String,
 }
@@ -37,7 +37,7 @@ fn principal_json(p: &Principal) -> Value {
     json!({ "username": p.subject, "role": p.role, "facilities": p.facilities })
 }
 
-pub async fn login(
+pub(crate) async fn login(
     State(s): State<AppState>,
     RemoteAddr(remote): RemoteAddr,
     ApiJson(body): ApiJson<Login>,
@@ -115,7 +115,10 @@ fn session_json(session: &LoginSession) -> Value {
 }
 
 /// Ends the caller's token at once (the configured admin token cannot be ended).
-pub async fn logout(State(s): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+pub(crate) async fn logout(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
     let Some(hash) = &caller.1.token_hash else {
         return Err(ApiError::bad_request(
             "the configured administrator token cannot be logged out",
@@ -128,7 +131,7 @@ pub async fn logout(State(s): State<AppState>, caller: Caller) -> Result<StatusC
 }
 
 /// Who the token belongs to and when it expires (`null` for the configured admin token).
-pub async fn me(caller: Caller) -> Json<Value> {
+pub(crate) async fn me(caller: Caller) -> Json<Value> {
     let mut v = principal_json(&caller.0);
     v["expires_at"] = json!(caller.1.expires_at);
     Json(v)

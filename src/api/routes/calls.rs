@@ -68,7 +68,7 @@ fn scoped(
 
 /// `GET /calls`: one page of matches `{items, total, limit, offset}`, audited with the
 /// filters.
-pub async fn list(
+pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(f): ApiQuery<CallFilter>,
@@ -88,7 +88,7 @@ pub async fn list(
     Ok(Json(page))
 }
 
-pub async fn active(
+pub(crate) async fn active(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(mut f): ApiQuery<CallFilter>,
@@ -108,7 +108,7 @@ pub(crate) async fn visible_call(s: &AppState, caller: &Caller, id: &str) -> Res
 
 /// A call record with what it cost and its recording.
 #[derive(Serialize)]
-pub struct CallDetail {
+pub(crate) struct CallDetail {
     #[serde(flatten)]
     cdr: Cdr,
     /// The session's debits, in increment order.
@@ -117,7 +117,7 @@ pub struct CallDetail {
     recording: Option<Recording>,
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -137,7 +137,7 @@ pub async fn get(
 
 /// `GET /calls/{id}/recording`: the call's recording metadata; 403 `privileged` (audited
 /// `recording.refused`) for a privileged call, 404 `no_recording` when it has none.
-pub async fn recording(
+pub(crate) async fn recording(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -246,7 +246,7 @@ pub(crate) fn cluster_path(id: &str, rest: &str) -> String {
 /// Ends a live call (reason `terminated`): both legs get BYE, billing stops, the CDR is
 /// closed; answers with the closed CDR. A call another node carries is ended there (the
 /// request is forwarded). Audited here, the carrying node named.
-pub async fn terminate(
+pub(crate) async fn terminate(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

@@ -30,7 +30,7 @@ const FORWARDED_WAIT: Duration = Duration::from_secs(3);
 /// A request forwarded by another node, its credential checked: the node it came from
 /// and the body it carried.
 #[derive(Debug)]
-pub struct Forwarded {
+pub(crate) struct Forwarded {
     pub from: String,
     pub body: Bytes,
 }
@@ -93,7 +93,7 @@ fn here<'a>(s: &'a AppState, id: &str) -> Result<&'a Gateway, ApiError> {
 }
 
 /// `POST /cluster/calls/{id}/terminate`: ends the call (reason `terminated`); the CDR.
-pub async fn terminate(
+pub(crate) async fn terminate(
     State(s): State<AppState>,
     Path(id): Path<String>,
     f: Forwarded,
@@ -106,7 +106,7 @@ pub async fn terminate(
 
 /// `POST /cluster/calls/{id}/release`: ends the call of a released inmate (reason
 /// `released`); the CDR.
-pub async fn release(
+pub(crate) async fn release(
     State(s): State<AppState>,
     Path(id): Path<String>,
     f: Forwarded,
@@ -119,7 +119,7 @@ pub async fn release(
 
 /// `POST /cluster/calls/{id}/listen`: a listener on the call for the offer; 201 with the
 /// answer (this node's media address), 403 `privileged`, 409 as for a local listen.
-pub async fn listen(
+pub(crate) async fn listen(
     State(s): State<AppState>,
     Path(id): Path<String>,
     f: Forwarded,
@@ -141,7 +141,7 @@ pub async fn listen(
 
 /// `DELETE /cluster/calls/{id}/listen/{listener_id}`: 204, or 404 when there is no such
 /// listener here.
-pub async fn unlisten(
+pub(crate) async fn unlisten(
     State(s): State<AppState>,
     Path((id, listener_id)): Path<(String, String)>,
     f: Forwarded,

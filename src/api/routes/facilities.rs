@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-pub async fn list(
+pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Facility>>, ApiError> {
@@ -25,7 +25,7 @@ pub async fn list(
     ))
 }
 
-pub async fn create(
+pub(crate) async fn create(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewFacility>,
@@ -37,7 +37,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(f)))
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -46,7 +46,7 @@ pub async fn get(
     Ok(Json(s.store.facility(&fid).await?))
 }
 
-pub async fn update(
+pub(crate) async fn update(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -58,7 +58,7 @@ pub async fn update(
     Ok(Json(f))
 }
 
-pub async fn handsets(
+pub(crate) async fn handsets(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -68,7 +68,7 @@ pub async fn handsets(
     Ok(Json(s.store.handsets(&fid).await?))
 }
 
-pub async fn add_handset(
+pub(crate) async fn add_handset(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -81,7 +81,7 @@ pub async fn add_handset(
 }
 
 /// Clears a handset's PIN lock (and restarts its failure count).
-pub async fn unlock_handset(
+pub(crate) async fn unlock_handset(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -96,7 +96,7 @@ pub async fn unlock_handset(
 }
 
 /// The PIN locks in force in a facility: inmates, handsets and lines.
-pub async fn pin_locks(
+pub(crate) async fn pin_locks(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -108,7 +108,7 @@ pub async fn pin_locks(
 }
 
 /// Clears a line's PIN lock (a source address whose calls failed too often).
-pub async fn unlock_line(
+pub(crate) async fn unlock_line(
     State(s): State<AppState>,
     caller: Caller,
     Path((fid, address)): Path<(String, String)>,
@@ -121,13 +121,13 @@ pub async fn unlock_line(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewNetwork {
+pub(crate) struct NewNetwork {
     cidr: String,
     #[serde(default)]
     description: String,
 }
 
-pub async fn trusted_networks(
+pub(crate) async fn trusted_networks(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -137,7 +137,7 @@ pub async fn trusted_networks(
     Ok(Json(s.store.trusted_networks(&fid).await?))
 }
 
-pub async fn add_trusted_network(
+pub(crate) async fn add_trusted_network(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -155,13 +155,13 @@ pub async fn add_trusted_network(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewBlock {
+pub(crate) struct NewBlock {
     number: String,
     #[serde(default)]
     reason: String,
 }
 
-pub async fn blocks(
+pub(crate) async fn blocks(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -171,7 +171,7 @@ pub async fn blocks(
     Ok(Json(s.store.blocks(Some(&fid)).await?))
 }
 
-pub async fn add_block(
+pub(crate) async fn add_block(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -186,7 +186,7 @@ pub async fn add_block(
     Ok((StatusCode::CREATED, Json(b)))
 }
 
-pub async fn global_blocks(
+pub(crate) async fn global_blocks(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Block>>, ApiError> {
@@ -194,7 +194,7 @@ pub async fn global_blocks(
     Ok(Json(s.store.blocks(None).await?))
 }
 
-pub async fn add_global_block(
+pub(crate) async fn add_global_block(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewBlock>,
@@ -208,7 +208,7 @@ pub async fn add_global_block(
     Ok((StatusCode::CREATED, Json(b)))
 }
 
-pub async fn remove_block(
+pub(crate) async fn remove_block(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

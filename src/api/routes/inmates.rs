@@ -27,7 +27,7 @@ async fn scoped_inmate(
     Ok(inmate)
 }
 
-pub async fn list(
+pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -37,7 +37,7 @@ pub async fn list(
     Ok(Json(s.store.inmates(&fid).await?))
 }
 
-pub async fn book(
+pub(crate) async fn book(
     State(s): State<AppState>,
     caller: Caller,
     Path(fid): Path<String>,
@@ -49,7 +49,7 @@ pub async fn book(
     Ok((StatusCode::CREATED, Json(i)))
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -65,7 +65,7 @@ pub async fn get(
     ))
 }
 
-pub async fn suspend(
+pub(crate) async fn suspend(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -73,7 +73,7 @@ pub async fn suspend(
     set_status(s, caller, id, InmateStatus::Suspended).await
 }
 
-pub async fn reinstate(
+pub(crate) async fn reinstate(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -101,14 +101,14 @@ async fn set_status(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SetPin {
+pub(crate) struct SetPin {
     pin: String,
     /// A new calling ID, set with the PIN (the PIN's hash includes it).
     #[serde(default)]
     calling_id: Option<String>,
 }
 
-pub async fn set_pin(
+pub(crate) async fn set_pin(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -126,7 +126,7 @@ pub async fn set_pin(
 }
 
 /// Clears the inmate's PIN lock without changing the PIN (and restarts the count).
-pub async fn unlock(
+pub(crate) async fn unlock(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -150,7 +150,7 @@ pub async fn unlock(
 /// it counts its next increment), with the same reason, uncharged. The answer lists the
 /// calls ended (`ended_calls`) and those left to their unreachable node
 /// (`calls_elsewhere`); the audit entry says the same.
-pub async fn release(
+pub(crate) async fn release(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
@@ -219,7 +219,7 @@ async fn release_elsewhere(s: &AppState, id: &str, node: &str) -> bool {
     }
 }
 
-pub async fn contacts(
+pub(crate) async fn contacts(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -234,7 +234,7 @@ pub async fn contacts(
     Ok(Json(s.store.contacts(&i.id).await?))
 }
 
-pub async fn add_contact(
+pub(crate) async fn add_contact(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -247,7 +247,7 @@ pub async fn add_contact(
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-pub async fn approve(
+pub(crate) async fn approve(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -255,7 +255,7 @@ pub async fn approve(
     decide(s, caller, id, ContactStatus::Approved).await
 }
 
-pub async fn deny(
+pub(crate) async fn deny(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

@@ -28,7 +28,7 @@ impl From<ChainError> for ApiError {
 
 /// `GET /recordings/{id}/verify`: the chain entries, the row and the file of one recording.
 /// Audited `recording.verify`.
-pub async fn verify_one(
+pub(crate) async fn verify_one(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -44,7 +44,7 @@ pub async fn verify_one(
 /// Which part of the chain `GET /recordings/verify` checks.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RangeQuery {
+pub(crate) struct RangeQuery {
     /// Start after this chain entry (default 0: the start).
     #[serde(default)]
     pub after_seq: i64,
@@ -58,7 +58,7 @@ fn default_limit() -> i64 {
 }
 
 /// `GET /recordings/verify?after_seq=&limit=`: a range of the chain, its rows and files.
-pub async fn verify_all(
+pub(crate) async fn verify_all(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<RangeQuery>,

@@ -22,7 +22,7 @@ use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenRequest {
+pub(crate) struct ListenRequest {
     /// The browser's SDP offer (one or two recvonly audio m-lines).
     pub sdp: String,
     /// `"offer"` if given (what `RTCSessionDescription.toJSON()` carries).
@@ -31,7 +31,7 @@ pub struct ListenRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ListenResponse {
+pub(crate) struct ListenResponse {
     pub listener_id: String,
     /// The gateway's SDP answer.
     pub sdp: String,
@@ -109,7 +109,7 @@ pub(crate) async fn listen_here(
 /// `POST /calls/{id}/listen`: 201 with the answer and the listener id. A call another
 /// node carries gets its listener there (the offer is forwarded; the answer names that
 /// node's media address). Checked and audited here.
-pub async fn listen(
+pub(crate) async fn listen(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -164,7 +164,7 @@ pub async fn listen(
 
 /// `DELETE /calls/{id}/listen/{listener_id}`: 204. A listener lives on the node that
 /// carries the call: one that is not here is asked for there.
-pub async fn unlisten(
+pub(crate) async fn unlisten(
     State(s): State<AppState>,
     caller: Caller,
     Path((id, listener_id)): Path<(String, String)>,

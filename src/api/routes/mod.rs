@@ -1,13 +1,13 @@
 //! Route handlers, one file per area.
-pub mod auth;
-pub mod calls;
-pub mod cluster;
-pub mod facilities;
-pub mod inmates;
-pub mod integrity;
-pub mod listen;
-pub mod money;
-pub mod rates;
-pub mod recordings;
-pub mod tokens;
-pub mod users;
+pub(super) mod auth;
+pub(super) mod calls;
+pub(super) mod cluster;
+pub(super) mod facilities;
+pub(super) mod inmates;
+pub(super) mod integrity;
+pub(super) mod listen;
+pub(super) mod money;
+pub(super) mod rates;
+pub(super) mod recordings;
+pub(super) mod tokens;
+pub(super) mod users;

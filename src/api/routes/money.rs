@@ -39,7 +39,7 @@ async fn scoped_account(
     Ok(account)
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -50,7 +50,7 @@ pub async fn get(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DepositBody {
+pub(crate) struct DepositBody {
     amount: Money,
     method: DepositMethod,
     #[serde(default)]
@@ -70,7 +70,7 @@ fn method_allowed(role: Role, method: DepositMethod) -> bool {
     }
 }
 
-pub async fn deposit(
+pub(crate) async fn deposit(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
@@ -104,7 +104,7 @@ pub async fn deposit(
     Ok((StatusCode::CREATED, Json(d)))
 }
 
-pub async fn deposits(
+pub(crate) async fn deposits(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -113,7 +113,7 @@ pub async fn deposits(
     Ok(Json(s.store.ledger().deposits(&account.id).await?))
 }
 
-pub async fn post_money_order(
+pub(crate) async fn post_money_order(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
@@ -122,7 +122,7 @@ pub async fn post_money_order(
     decide_money_order(s, caller, key, id, true).await
 }
 
-pub async fn void_money_order(
+pub(crate) async fn void_money_order(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
@@ -160,7 +160,7 @@ async fn decide_money_order(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SpendBody {
+pub(crate) struct SpendBody {
     amount: Money,
     /// The commissary order id, or what a refund is for.
     #[serde(default)]
@@ -170,7 +170,7 @@ pub struct SpendBody {
 }
 
 /// A commissary purchase posted by the commissary system (an admin token of the facility).
-pub async fn purchase(
+pub(crate) async fn purchase(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
@@ -181,7 +181,7 @@ pub async fn purchase(
 }
 
 /// A credit to an account (a dropped-call credit, a commissary return).
-pub async fn refund(
+pub(crate) async fn refund(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
@@ -238,7 +238,7 @@ async fn spend(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StatementQuery {
+pub(crate) struct StatementQuery {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     format: Option<String>,
@@ -246,7 +246,7 @@ pub struct StatementQuery {
 
 /// Transaction history with running balance, as JSON (default) or CSV (`format=csv`).
 /// Without `from`/`to` it covers the last 31 days up to now.
-pub async fn statement(
+pub(crate) async fn statement(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub async fn caps(caller: Caller) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn caps(caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
     let table = crate::store::rates_caps()?;
     let mut rows = Vec::new();
@@ -30,13 +30,13 @@ pub async fn caps(caller: Caller) -> Result<Json<Value>, ApiError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UploadQuery {
+pub(crate) struct UploadQuery {
     id: String,
     name: Option<String>,
     max_call_secs: Option<u32>,
 }
 
-pub async fn decks(
+pub(crate) async fn decks(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<DeckSummary>>, ApiError> {
@@ -44,7 +44,7 @@ pub async fn decks(
     Ok(Json(s.store.rate_decks().await?))
 }
 
-pub async fn upload_deck(
+pub(crate) async fn upload_deck(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<UploadQuery>,
@@ -57,7 +57,7 @@ pub async fn upload_deck(
     Ok((StatusCode::CREATED, Json(d)))
 }
 
-pub async fn deck(
+pub(crate) async fn deck(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -67,7 +67,7 @@ pub async fn deck(
 }
 
 /// Longest-prefix match of one number (normalized with country code 1 unless it is +E.164).
-pub async fn lookup(
+pub(crate) async fn lookup(
     State(s): State<AppState>,
     caller: Caller,
     Path((id, number)): Path<(String, String)>,
@@ -93,7 +93,7 @@ pub async fn lookup(
     ))
 }
 
-pub async fn plans(
+pub(crate) async fn plans(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<PlanSummary>>, ApiError> {
@@ -101,7 +101,7 @@ pub async fn plans(
     Ok(Json(s.store.rate_plans().await?))
 }
 
-pub async fn upload_plan(
+pub(crate) async fn upload_plan(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<UploadQuery>,
@@ -117,7 +117,7 @@ pub async fn upload_plan(
     Ok((StatusCode::CREATED, Json(p)))
 }
 
-pub async fn plan(
+pub(crate) async fn plan(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -128,7 +128,7 @@ pub async fn plan(
 
 /// Runs the ledger's invariant check (entries sum to zero, balances match entries, none
 /// below zero).
-pub async fn ledger_check(
+pub(crate) async fn ledger_check(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
@@ -141,13 +141,13 @@ pub async fn ledger_check(
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Page {
+pub(crate) struct Page {
     pub limit: Option<i64>,
     pub offset: Option<i64>,
 }
 
 /// The audit log, newest first (administrators of every facility).
-pub async fn audit(
+pub(crate) async fn audit(
     State(s): State<AppState>,
     caller: Caller,
     crate::api::auth::ApiQuery(page): crate::api::auth::ApiQuery<Page>,
@@ -159,7 +159,7 @@ pub async fn audit(
 }
 
 /// Walks the audit hash chain (as `sallyport verify-audit` does).
-pub async fn audit_verify(
+pub(crate) async fn audit_verify(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<crate::store::AuditVerification>, ApiError> {

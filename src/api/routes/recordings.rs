@@ -46,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 const CHUNK: usize = 64 * 1024;
 
 /// At most this much of a recording's length is added to a ticket's lifetime (4 hours).
-pub const MAX_LENGTH_SECS: i64 = 4 * 3600;
+pub(crate) const MAX_LENGTH_SECS: i64 = 4 * 3600;
 
 /// A recording the caller may reach: admin or investigator of its facility, and not of a
 /// privileged session (refused and audited; there should never be such a recording).
@@ -74,7 +74,7 @@ fn purged(rec: &Recording) -> ApiError {
 }
 
 /// `GET /recordings/{id}`.
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -83,7 +83,7 @@ pub async fn get(
 }
 
 /// `POST /recordings/{id}/play` -> `{url, expires_at, sha256}`; audited `recording.play`.
-pub async fn play(
+pub(crate) async fn play(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -93,7 +93,7 @@ pub async fn play(
 
 /// `POST /recordings/{id}/download` -> `{url, expires_at, sha256}`; audited
 /// `recording.download`.
-pub async fn download(
+pub(crate) async fn download(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -152,7 +152,7 @@ async fn issue(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AudioQuery {
+pub(crate) struct AudioQuery {
     ticket: Option<String>,
     #[serde(default)]
     download: Option<String>,
@@ -239,7 +239,7 @@ fn ticket_revoked() -> ApiError {
 }
 
 /// `GET /recordings/{id}/audio[?ticket=…][&download=1]`: the WAV file, or one range of it.
-pub async fn audio(
+pub(crate) async fn audio(
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AudioQuery>,
@@ -319,7 +319,7 @@ async fn open_file(dir: &FsPath, rec: &Recording) -> Result<(tokio::fs::File, u6
 
 /// What a `Range` header asks of a file of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ByteRange {
+pub(crate) enum ByteRange {
     /// No range, or one we ignore (another unit, several ranges, bad syntax): the whole
     /// file with 200, as RFC 9110 §14.2 allows.
     Full,
@@ -331,12 +331,12 @@ pub enum ByteRange {
 
 impl ByteRange {
     /// Whether the answer starts at the first byte of the file.
-    pub fn starts_at_zero(self) -> bool {
+    pub(crate) fn starts_at_zero(self) -> bool {
         matches!(self, ByteRange::Full | ByteRange::Part(0, _))
     }
 
     /// For the audit log: `all`, `bytes=a-b` (as served) or `unsatisfiable`.
-    pub fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match self {
             ByteRange::Full => "all".into(),
             ByteRange::Part(a, b) => format!("bytes={a}-{b}"),
@@ -346,7 +346,7 @@ impl ByteRange {
 }
 
 /// Parses a single byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
-pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
+pub(crate) fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return ByteRange::Full;
     };

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     username: String,
     role: Role,
     /// Facilities the token may act on; empty = every facility (admins only).
@@ -26,7 +26,7 @@ fn default_ttl() -> i64 {
     86_400
 }
 
-pub async fn issue(
+pub(crate) async fn issue(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewToken>,

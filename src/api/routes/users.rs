@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-pub async fn create(
+pub(crate) async fn create(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewUser>,

@@ -32,15 +32,15 @@ const EPOLL_BATCH: usize = 256;
 /// Receives (and then sends) handed to io_uring per system call.
 pub(super) const RING_BATCH: usize = 64;
 /// Set (to anything) to use plain `recvmsg`/`sendmsg` even where io_uring works.
-pub const NO_URING_ENV: &str = "SALLYPORT_MEDIA_NO_URING";
+pub(super) const NO_URING_ENV: &str = "SALLYPORT_MEDIA_NO_URING";
 /// Set (to anything) to keep the epoll loop even where multishot receives work.
-pub const NO_MULTISHOT_ENV: &str = "SALLYPORT_MEDIA_NO_MULTISHOT";
+pub(super) const NO_MULTISHOT_ENV: &str = "SALLYPORT_MEDIA_NO_MULTISHOT";
 /// Provided buffers per worker for multishot receives (a power of two).
 pub(super) const RX_BUFFERS: u16 = 1024;
 /// Submission queue entries of the multishot ring (sends, re-arms, cancels per loop).
 const MULTI_SQ: u32 = 1024;
 /// Batching window of the multishot loop in µs (overrides [`BATCH_WINDOW`]; 0: off).
-pub const BATCH_US_ENV: &str = "SALLYPORT_MEDIA_BATCH_US";
+pub(super) const BATCH_US_ENV: &str = "SALLYPORT_MEDIA_BATCH_US";
 /// Under load, a worker gathers datagrams for up to this long per wake-up (see
 /// `Multi::wait_plan`): the most a datagram waits in the engine for the batch. Measured at
 /// 1,000 calls (bench/README.md): 150–250 µs take ~1.5–2 µs of CPU off every packet.

@@ -25,15 +25,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Most dialogs remembered at once.
-pub const MAX_DIALOGS: usize = 65_536;
+pub(super) const MAX_DIALOGS: usize = 65_536;
 /// A dialog with no BYE is forgotten this long after it began.
-pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub(super) const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long an ended dialog still matches (64·T1).
-pub const LINGER: Duration = Duration::from_secs(32);
+pub(super) const LINGER: Duration = Duration::from_secs(32);
 /// Requests a second a live dialog may send past flood control (BYE aside) ...
-pub const DIALOG_RATE: f64 = 10.0;
+pub(super) const DIALOG_RATE: f64 = 10.0;
 /// ... and how many at once.
-pub const DIALOG_BURST: f64 = 20.0;
+pub(super) const DIALOG_BURST: f64 = 20.0;
 
 #[derive(Debug, Clone)]
 struct Entry {

@@ -26,7 +26,7 @@ use tracing::{debug, debug_span, Span};
 
 /// Most server transactions held at once: a bound whatever passes flood control (at the
 /// default 500 requests a second, transactions living up to 32 s need 16,000).
-pub const MAX_SERVERS: usize = 65_536;
+pub(super) const MAX_SERVERS: usize = 65_536;
 
 /// Settings of the table.
 #[derive(Debug, Clone, Copy, PartialEq)]

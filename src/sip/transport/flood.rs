@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 /// Most sources tracked by the per-source buckets.
-pub const MAX_SOURCES: usize = 4096;
+pub(super) const MAX_SOURCES: usize = 4096;
 
 /// Rate and burst of the bucket that admits new requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
