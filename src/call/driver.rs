@@ -58,6 +58,7 @@ use super::admission::{admit, Admission};
 use super::checks::{check_destination, check_pin, PinCheck, PinEntry};
 use super::live::{Control, LiveCalls};
 use super::stats::{CallStats, PinOutcome, Refusal};
+use super::trunk::{Placing, TrunkEvent, TrunkLeg};
 use super::{
     Call, CallAction, CallSummary, CallTimers, Destination, EndReason, Leg, PinVerdict,
     TrunkFailure,
@@ -76,9 +77,7 @@ use crate::session::runner::{
 use crate::session::Service;
 use crate::sip::auth::DigestAuth;
 use crate::sip::dialog::Dialog;
-use crate::sip::message::{
-    new_branch, new_call_id, new_tag, Method, Request, RequestBuilder, Response,
-};
+use crate::sip::message::{new_tag, Method, Request, Response};
 use crate::sip::transport::{Event, SipHandle, Transport, TxKey};
 use crate::sip::uri::Uri;
 use crate::store::{Store, StoreError};
@@ -640,30 +639,6 @@ struct HandsetLeg {
     media: NegotiatedMedia,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TrunkState {
-    /// INVITE sent, no final response.
-    Calling,
-    /// CANCEL sent, no final response yet.
-    Cancelling,
-    /// 2xx received and ACKed.
-    Answered,
-    /// Final answer received (failure) or the dialog ended.
-    Done,
-}
-
-struct TrunkLeg {
-    invite: Request,
-    key: TxKey,
-    offer: SessionDescription,
-    state: TrunkState,
-    dialog: Option<Dialog>,
-    /// Our ACK to its 2xx, re-sent when the 2xx is retransmitted.
-    ack: Option<Request>,
-    /// What its 2xx settled (whether the called party sends media at all).
-    media: Option<NegotiatedMedia>,
-}
-
 /// One call's task (see the module doc).
 struct CallTask {
     sb: Arc<Switchboard>,
@@ -910,7 +885,7 @@ impl CallTask {
         for leg in [Leg::Handset, Leg::Trunk] {
             let negotiated = match leg {
                 Leg::Handset => Some(&self.handset.media),
-                Leg::Trunk => self.trunk.as_ref().and_then(|t| t.media.as_ref()),
+                Leg::Trunk => self.trunk.as_ref().and_then(TrunkLeg::media),
             };
             let silence = self.media.rtp_silence(side(leg));
             if let Some(at) = last_heard(now, negotiated, silence) {
@@ -933,7 +908,7 @@ impl CallTask {
         };
         let media = match leg {
             Leg::Handset => Some(&mut self.handset.media),
-            Leg::Trunk => self.trunk.as_mut().and_then(|t| t.media.as_mut()),
+            Leg::Trunk => self.trunk.as_mut().and_then(TrunkLeg::media_mut),
         };
         if let Some(m) = media {
             if m.direction != direction {
@@ -968,10 +943,7 @@ impl CallTask {
     /// After the CDR: wait for the trunk's final answer to an INVITE still pending, so a
     /// 2xx that crossed our CANCEL is ACKed and hung up rather than left ringing.
     async fn linger(&mut self, rx: &mut mpsc::UnboundedReceiver<CallInput>) {
-        let pending = |t: &Option<TrunkLeg>| {
-            t.as_ref()
-                .is_some_and(|t| matches!(t.state, TrunkState::Calling | TrunkState::Cancelling))
-        };
+        let pending = |t: &Option<TrunkLeg>| t.as_ref().is_some_and(TrunkLeg::is_pending);
         if !pending(&self.trunk) {
             return;
         }
@@ -1184,77 +1156,50 @@ impl CallTask {
         })?;
         let local = LocalMedia::new(addr, rand::random::<u32>().into());
         let offer = sdp::offer(&local, Some(&self.handset.media));
-        let trunk = self.sb.config.sip.trunk;
-        let uri = Uri::parse(&format!("sip:{number}@{trunk}")).map_err(|_| 500u16)?;
-        let call_id = new_call_id(Some(&self.sb.config.rtp.advertised_ip));
-        let branch = new_branch();
-        let invite = RequestBuilder::new(Method::Invite, uri)
-            .header(
-                "Via",
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.sb.sent_by),
-            )
-            .header(
-                "From",
-                format!(
-                    "<sip:{}@{}>;tag={}",
-                    self.facility_id,
-                    self.sb.config.rtp.advertised_ip,
-                    new_tag()
-                ),
-            )
-            .header("To", format!("<sip:{number}@{trunk}>"))
-            .call_id(&call_id)
-            .cseq(1)
-            .header("Contact", format!("<sip:sallyport@{}>", self.sb.sent_by))
-            .header("Allow", ALLOW)
-            .body("application/sdp", offer.to_string().into_bytes())
-            .build();
-        let tx = self.input.clone();
-        self.sb.routes.add_call_id(&call_id, &tx);
-        self.sb.routes.add_branch(&branch, &tx);
+        let placing = Placing {
+            number,
+            trunk: self.sb.config.sip.trunk,
+            from_user: &self.facility_id,
+            advertised_ip: &self.sb.config.rtp.advertised_ip,
+            sent_by: &self.sb.sent_by,
+            allow: ALLOW,
+        };
+        let mut leg = TrunkLeg::new(&placing, offer).map_err(|_| 500u16)?;
+        let (call_id, branch) = (leg.call_id().to_string(), leg.branch().to_string());
+        self.sb.routes.add_call_id(&call_id, &self.input);
+        self.sb.routes.add_branch(&branch, &self.input);
         self.call_ids.push(call_id.clone());
         self.branches.push(branch);
         let key = self
             .sb
             .sip
-            .send_request(invite.clone(), trunk, Transport::Udp)
+            .send_request(leg.invite().clone(), placing.trunk, Transport::Udp)
             .await
             .map_err(|e| {
                 warn!(error = %e, "trunk INVITE not sent");
                 503u16
             })?;
         info!(number = %redacted(number), trunk_call_id = %call_id, "trunk INVITE sent");
-        self.trunk = Some(TrunkLeg {
-            invite,
-            key,
-            offer,
-            state: TrunkState::Calling,
-            dialog: None,
-            ack: None,
-            media: None,
-        });
+        leg.sent(key);
+        self.trunk = Some(leg);
         Ok(())
     }
 
     async fn cancel_trunk(&mut self) {
-        let Some(t) = self.trunk.as_mut() else { return };
-        if t.state != TrunkState::Calling {
-            return;
+        if let Some(t) = self.trunk.as_mut() {
+            t.cancel();
         }
-        t.state = TrunkState::Cancelling;
-        match t.invite.cancel_for() {
-            Ok(cancel) => {
-                let trunk = self.sb.config.sip.trunk;
-                if let Err(e) = self
-                    .sb
-                    .sip
-                    .send_request(cancel, trunk, Transport::Udp)
-                    .await
-                {
-                    warn!(error = %e, "CANCEL not sent");
-                }
+        self.flush_trunk().await;
+    }
+
+    /// Sends what the trunk leg queued (ACK, CANCEL, BYE), to the trunk.
+    async fn flush_trunk(&mut self) {
+        let trunk = self.sb.config.sip.trunk;
+        while let Some(req) = self.trunk.as_mut().and_then(TrunkLeg::poll_transmit) {
+            let method = req.method.clone();
+            if let Err(e) = self.sb.sip.send_request(req, trunk, Transport::Udp).await {
+                warn!(error = %e, ?method, "request to the trunk not sent");
             }
-            Err(e) => warn!(error = %e, "cannot build CANCEL"),
         }
     }
 
@@ -1267,18 +1212,12 @@ impl CallTask {
                     warn!(error = %e, "BYE to the handset not sent");
                 }
             }
-            Leg::Trunk => self.bye_trunk().await,
-        }
-    }
-
-    async fn bye_trunk(&mut self) {
-        let Some(t) = self.trunk.as_mut() else { return };
-        let Some(d) = t.dialog.as_mut() else { return };
-        t.state = TrunkState::Done;
-        let bye = d.request(Method::Bye);
-        let trunk = self.sb.config.sip.trunk;
-        if let Err(e) = self.sb.sip.send_request(bye, trunk, Transport::Udp).await {
-            warn!(error = %e, "BYE to the trunk not sent");
+            Leg::Trunk => {
+                if let Some(t) = self.trunk.as_mut() {
+                    t.hang_up();
+                }
+                self.flush_trunk().await;
+            }
         }
     }
 
@@ -1411,17 +1350,8 @@ impl CallTask {
             }
             Event::Response { key, response } => self.on_response(key, response).await,
             Event::Timeout { key } => {
-                let is_trunk_invite = self
-                    .trunk
-                    .as_ref()
-                    .is_some_and(|t| t.key == key && t.state != TrunkState::Answered);
-                if is_trunk_invite {
-                    if let Some(t) = self.trunk.as_mut() {
-                        t.state = TrunkState::Done;
-                    }
-                    warn!("trunk INVITE timed out");
-                    self.call.trunk_failed(now, TrunkFailure::Timeout);
-                }
+                let event = self.trunk.as_mut().and_then(|t| t.on_timeout(&key));
+                self.trunk_event(now, event);
             }
             Event::AckTimeout { key } => {
                 if key == self.handset.invite_key {
@@ -1448,7 +1378,7 @@ impl CallTask {
                 }
                 if leg == Leg::Trunk {
                     if let Some(t) = self.trunk.as_mut() {
-                        t.state = TrunkState::Done;
+                        t.bye_received();
                     }
                 }
                 info!(?leg, "BYE received");
@@ -1488,7 +1418,7 @@ impl CallTask {
                     Leg::Trunk => self
                         .trunk
                         .as_ref()
-                        .map(|t| t.offer.to_string().into_bytes())
+                        .map(|t| t.offer().to_string().into_bytes())
                         .unwrap_or_default(),
                 };
                 let mut resp = ok(&req).with_body("application/sdp", body);
@@ -1507,74 +1437,26 @@ impl CallTask {
 
     async fn on_response(&mut self, key: TxKey, resp: Response) {
         let now = self.now();
-        let Some(t) = self.trunk.as_mut() else { return };
-        if key != t.key {
-            return; // a response to our BYE, CANCEL or INFO: nothing to do
-        }
-        if resp.is_provisional() {
-            if matches!(resp.status, 180 | 183) {
-                self.call.trunk_ringing(now);
-            }
-            return;
-        }
-        if !resp.is_success() {
-            t.state = TrunkState::Done;
-            info!(status = resp.status, "trunk refused");
-            self.call
-                .trunk_failed(now, TrunkFailure::Status(resp.status));
-            return;
-        }
-        let trunk_addr = self.sb.config.sip.trunk;
-        if let Some(ack) = &t.ack {
-            // A retransmitted 2xx: our ACK was lost.
-            let _ = self
-                .sb
-                .sip
-                .send_request(ack.clone(), trunk_addr, Transport::Udp)
-                .await;
-            return;
-        }
-        let dialog = match Dialog::uac(&t.invite, &resp, &self.sb.sent_by, false) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(error = %e, "unusable trunk 2xx");
-                t.state = TrunkState::Done;
-                self.call.trunk_failed(now, TrunkFailure::Status(502));
-                return;
-            }
-        };
-        let ack = dialog.ack(1);
-        t.ack = Some(ack.clone());
-        t.dialog = Some(dialog);
-        let was = t.state;
-        t.state = TrunkState::Answered;
-        let _ = self
-            .sb
-            .sip
-            .send_request(ack, trunk_addr, Transport::Udp)
-            .await;
-        let negotiated = std::str::from_utf8(&resp.body)
-            .ok()
-            .and_then(|s| sdp::parse(s).ok())
-            .and_then(|answer| sdp::negotiated_from_answer(&t.offer, &answer).ok());
-        let live = was == TrunkState::Calling && !self.call.is_ended();
-        match (negotiated, live) {
-            (Some(m), true) => {
-                t.media = Some(m);
+        let live = !self.call.is_ended();
+        let event = self
+            .trunk
+            .as_mut()
+            .and_then(|t| t.on_response(&key, &resp, live));
+        self.flush_trunk().await;
+        self.trunk_event(now, event);
+    }
+
+    /// Tells the call what its trunk leg decided.
+    fn trunk_event(&mut self, now: Instant, event: Option<TrunkEvent>) {
+        match event {
+            None => {}
+            Some(TrunkEvent::Ringing) => self.call.trunk_ringing(now),
+            Some(TrunkEvent::Failed(f)) => self.call.trunk_failed(now, f),
+            Some(TrunkEvent::Answered(m)) => {
                 self.media.set_leg(Side::B, m, LatchPolicy::Exact);
-                info!(codec = ?m.codec.name, "trunk answered");
                 self.call.trunk_answered(now);
                 let at = self.wall_of(now);
                 self.submit(self.db.progress(Some(at), None));
-            }
-            (None, true) => {
-                warn!("trunk 2xx without a usable SDP answer");
-                self.bye_trunk().await;
-                self.call.trunk_failed(now, TrunkFailure::Status(488));
-            }
-            (_, false) => {
-                info!("trunk answered after we gave up: hanging up");
-                self.bye_trunk().await;
             }
         }
     }

@@ -101,6 +101,7 @@ pub mod live;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+pub mod trunk;
 
 pub use crate::session::EndReason;
 
