@@ -99,6 +99,7 @@ pub mod checks;
 pub mod driver;
 pub mod live;
 pub mod stats;
+mod task;
 #[cfg(test)]
 mod tests;
 pub mod trunk;
