@@ -7,10 +7,10 @@
 //!   its Call-ID (or, for a transaction timeout, its branch). Requests for no known dialog
 //!   get 481; OPTIONS pings get 200.
 //! - One task per call (`task::CallTask`, in `call/task.rs`) owns everything of that call: the sans-IO [`Call`]
-//!   machine, the two [`Dialog`]s, the call's media ([`CallMedia`]: sockets and relay on a
+//!   machine, the two [`Dialog`]s, the call's media (`CallMedia`: sockets and relay on a
 //!   media worker) and its session id. It selects over its SIP input, its media events
 //!   (digits, prompts done), its control input (terminate, shutdown) and the machine's next
-//!   timeout, feeds each to the machine with `now`, and carries out the [`CallAction`]s
+//!   timeout, feeds each to the machine with `now`, and carries out the `CallAction`s
 //!   the machine returns: SIP requests and responses and media commands at once, and
 //!   database work — the ID + PIN and destination checks, debits, balance reads, the CDR's
 //!   writes, the recording's rows — through the session's `Runner`
