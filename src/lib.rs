@@ -45,6 +45,7 @@ pub mod rating;
 pub mod recording;
 pub mod server;
 pub mod session;
+pub mod signed;
 pub mod sip;
 pub mod store;
 pub mod text;

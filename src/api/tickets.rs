@@ -17,10 +17,6 @@
 //! user still may reach the recording (role, facility), as a bearer fetch would.
 
 use crate::config::Config;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 const VERSION: &str = "v2";
 const ADMIN_LABEL: &[u8] = b"sallyport ticket admin token";
@@ -92,10 +88,6 @@ pub fn admin_ref(key: &[u8], admin_token_hash: &[u8]) -> String {
     format!("admin:{}", hex::encode(&tag[..16]))
 }
 
-fn mac(key: &[u8]) -> Option<HmacSha256> {
-    HmacSha256::new_from_slice(key).ok()
-}
-
 /// The ticket's text (URL-safe: hex digits and one dot).
 pub fn issue(key: &[u8], t: &Ticket) -> String {
     let payload = format!(
@@ -106,26 +98,12 @@ pub fn issue(key: &[u8], t: &Ticket) -> String {
         t.token,
         t.subject
     );
-    let tag = match mac(key) {
-        Some(mut m) => {
-            m.update(payload.as_bytes());
-            hex::encode(m.finalize().into_bytes())
-        }
-        // HMAC takes keys of any length; a ticket without a MAC never verifies.
-        None => String::new(),
-    };
-    format!("{}.{tag}", hex::encode(payload))
+    crate::signed::seal(key, &payload)
 }
 
 /// Checks a ticket's MAC and expiry (`now` in Unix seconds) and returns its facts.
 pub fn open(key: &[u8], text: &str, now: i64) -> Result<Ticket, TicketError> {
-    let (payload, tag) = text.split_once('.').ok_or(TicketError::Invalid)?;
-    let payload = hex::decode(payload).map_err(|_| TicketError::Invalid)?;
-    let tag = hex::decode(tag).map_err(|_| TicketError::Invalid)?;
-    let mut m = mac(key).ok_or(TicketError::Invalid)?;
-    m.update(&payload);
-    m.verify_slice(&tag).map_err(|_| TicketError::Invalid)?;
-    let payload = String::from_utf8(payload).map_err(|_| TicketError::Invalid)?;
+    let payload = crate::signed::open(key, text).ok_or(TicketError::Invalid)?;
     let mut parts = payload.splitn(6, '\n');
     let mut next = || parts.next().ok_or(TicketError::Invalid);
     if next()? != VERSION {
