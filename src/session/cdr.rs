@@ -1,4 +1,5 @@
-//! Sessions (CDRs) at the database: what survives a crash.
+//! Sessions (CDRs) at the database: what survives a crash. This module is the one writer
+//! of the `sessions` table (the recording's mark included: [`mark_recorded`]).
 //!
 //! The call flow (and later video visits) writes a session row when a call starts, the
 //! tariff applied when it is authorized ([`record_authorization`]), its progress as it
@@ -348,6 +349,21 @@ pub async fn record_media_end(
     .bind(to_micros(media_end_at))
     .execute(db.pool())
     .await?;
+    Ok(())
+}
+
+/// Marks a live session recorded by `recording_id`, inside the transaction that registers
+/// the recording (`Store::start_recording`), so a row and its session never disagree.
+pub async fn mark_recorded(
+    conn: &mut sqlx::AnyConnection,
+    session_id: &str,
+    recording_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET recorded = 1, recording_id = $1 WHERE id = $2")
+        .bind(recording_id)
+        .bind(session_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -197,11 +197,7 @@ impl Store {
         .bind(crate::db::to_micros(r.started_at))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE sessions SET recorded = 1, recording_id = $1 WHERE id = $2")
-            .bind(&id)
-            .bind(r.session_id)
-            .execute(&mut *tx)
-            .await?;
+        crate::session::cdr::mark_recorded(&mut tx, r.session_id, &id).await?;
         tx.commit().await?;
         Ok(id)
     }
