@@ -48,3 +48,4 @@ pub mod session;
 pub mod sip;
 pub mod store;
 pub mod text;
+mod timers;
