@@ -49,3 +49,4 @@ pub mod signed;
 pub mod sip;
 pub mod store;
 pub mod text;
+mod timers;

@@ -173,6 +173,7 @@ async fn start_sip_side(
     .context("starting the media engine")?;
     let options = DriverOptions {
         fd_reserve: fd_reserve(config),
+        clock: store.clock().clone(),
         ..DriverOptions::default()
     };
     let (sip, events) = SipDriver::start_with(&config.sip, options)

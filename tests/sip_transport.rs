@@ -1,11 +1,13 @@
 //! The SIP transport driver on real sockets (127.0.0.1, port 0).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+use sallyport::clock::{Clock, ManualClock};
 use sallyport::config::SipConfig;
 use sallyport::sip::message::{parse, parse_datagram, Response, SipMessage};
 use sallyport::sip::transaction::TimerConfig;
 use sallyport::sip::transport::{DriverOptions, Event, SipDriver, SipHandle, Transport};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -61,6 +63,12 @@ async fn next_event(events: &mut mpsc::Receiver<Event>) -> Event {
         .await
         .expect("event in time")
         .expect("driver alive")
+}
+
+/// Whether a datagram reaches `sock` within `wait` (zero: one is already queued).
+async fn datagram_within(sock: &UdpSocket, wait: Duration) -> bool {
+    let mut buf = vec![0u8; 65_535];
+    timeout(wait, sock.recv_from(&mut buf)).await.is_ok()
 }
 
 async fn client() -> UdpSocket {
@@ -277,6 +285,68 @@ async fn client_transaction_to_a_silent_peer_times_out() {
         copies += 1;
     }
     assert!(copies >= 3, "retransmissions seen: {copies}");
+}
+
+/// The driver runs its transactions on the injected clock: a client transaction's Timer E
+/// (retransmit) and Timer F (give up) fire when a `ManualClock` is advanced to them, and
+/// not when real time passes them.
+#[tokio::test]
+async fn client_transaction_timers_fire_on_the_injected_clock() {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let t1 = Duration::from_millis(10);
+    let opts = DriverOptions {
+        timers: TimerConfig {
+            t1,
+            t2: Duration::from_millis(40),
+            t4: Duration::from_millis(50),
+        },
+        clock: clock.clone() as Arc<dyn Clock>,
+        ..DriverOptions::default()
+    };
+    let (handle, mut events) = SipDriver::start_with(&config(100), opts).await.unwrap();
+    let silent = client().await;
+    let raw = request("OPTIONS", "manual1", "UDP");
+    let SipMessage::Request(req) = parse_datagram(raw.as_bytes()).unwrap() else {
+        panic!()
+    };
+    let dest: SocketAddr = silent.local_addr().unwrap();
+    let key = handle
+        .send_request(req, dest, Transport::Udp)
+        .await
+        .unwrap();
+    let secs = Duration::from_secs(3);
+    assert!(
+        datagram_within(&silent, secs).await,
+        "the request goes out at once"
+    );
+
+    // On the real clock Timer E (T1 = 10 ms, doubling up to T2) would have fired over a
+    // dozen times and Timer F (64·T1 = 640 ms) once by now: on a stopped clock, never.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !datagram_within(&silent, Duration::ZERO).await,
+        "no retransmission while the clock stands still"
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "no timeout while the clock stands still"
+    );
+
+    // Timer E: advancing the clock by T1 sends the first retransmission.
+    clock.advance(t1);
+    assert!(
+        datagram_within(&silent, secs).await,
+        "Timer E fired on the advance"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "Timer F is not due yet on the clock"
+    );
+
+    // Timer F: advancing past 64·T1 gives the transaction up.
+    clock.advance(t1 * 64);
+    assert_eq!(next_event(&mut events).await, Event::Timeout { key });
 }
 
 const SIPP_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>

@@ -110,6 +110,7 @@ use crate::charging::{Charging, ChargingAction, ChargingPlan, CutReason, Warning
 use crate::media::dtmf::{Collected, CollectorConfig, DigitCollector, Digits};
 use crate::media::prompts::PromptId;
 use crate::money::Money;
+use crate::timers::{TimerSlot, TimerTable};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -296,6 +297,15 @@ enum Timer {
     PromptGuard,
 }
 
+impl TimerSlot for Timer {
+    /// The order [`Call::handle_timeout`] checks them in.
+    const ALL: &'static [Timer] = &[Timer::Dial, Timer::Accept, Timer::PromptGuard];
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 /// One inmate call.
 #[derive(Debug)]
 pub struct Call {
@@ -309,7 +319,7 @@ pub struct Call {
     inmate_id: Option<String>,
     auth: Option<Authorization>,
     charging: Option<Charging>,
-    timers: [Option<Instant>; 3],
+    timers: TimerTable<Timer, 3>,
     trunk_up: bool,
     recorded: bool,
     pending_reason: Option<EndReason>,
@@ -339,7 +349,7 @@ impl Call {
             inmate_id: None,
             auth: None,
             charging: None,
-            timers: [None; 3],
+            timers: TimerTable::default(),
             trunk_up: false,
             recorded: false,
             pending_reason: None,
@@ -663,9 +673,8 @@ impl Call {
             c.handle_timeout(now);
             self.drain_charging(now);
         }
-        for t in [Timer::Dial, Timer::Accept, Timer::PromptGuard] {
-            if self.timers[t as usize].is_some_and(|at| at <= now) {
-                self.timers[t as usize] = None;
+        for &t in Timer::ALL {
+            if self.timers.take_if_due(t, now) {
                 self.on_timer(now, t);
             }
         }
@@ -877,7 +886,7 @@ impl Call {
     fn finish(&mut self, now: Instant) {
         self.leave_connected(now);
         self.stop_billing(now);
-        self.timers = [None; 3];
+        self.timers.clear();
         let reason = self.pending_reason.unwrap_or(EndReason::System);
         let (increments, charged) = self
             .charging
@@ -902,11 +911,11 @@ impl Call {
     // ---- timers and output --------------------------------------------------------------
 
     fn arm(&mut self, t: Timer, now: Instant, d: Duration) {
-        self.timers[t as usize] = now.checked_add(d);
+        self.timers.arm(t, now, d);
     }
 
     fn disarm(&mut self, t: Timer) {
-        self.timers[t as usize] = None;
+        self.timers.stop(t);
     }
 
     /// The next action for the driver; `Ended` is always the last.
@@ -919,7 +928,7 @@ impl Call {
         if self.state == CallState::Ended {
             return None;
         }
-        let own = self.timers.iter().flatten().min().copied();
+        let own = self.timers.earliest();
         let pin = self
             .collecting_credentials()
             .then(|| self.collector.poll_timeout())

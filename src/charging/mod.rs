@@ -368,10 +368,9 @@ impl Charging {
     /// Handles every timer expired at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while !self.is_ended() {
-            let Some(timer) = self.timers.first_expired(now) else {
+            let Some(timer) = self.timers.pop_due(now) else {
                 return;
             };
-            self.timers.stop(timer);
             self.on_timer(timer, now);
         }
     }
@@ -385,7 +384,7 @@ impl Charging {
 
     /// When [`Charging::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
+        self.timers.earliest()
     }
 
     // ---- internals ----

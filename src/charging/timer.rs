@@ -1,6 +1,7 @@
-//! The charging core's named timers: one `Option<Instant>` per [`Timer`].
+//! The charging core's named timers: one `Option<Instant>` per [`Timer`], in the
+//! crate's one timer-table shape (`crate::timers`).
 
-use std::time::Instant;
+use crate::timers::{self, TimerSlot};
 
 /// A named deadline of one charging session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,12 +16,10 @@ pub enum Timer {
     DebitTimeout,
 }
 
-impl Timer {
-    const COUNT: usize = 4;
-
+impl TimerSlot for Timer {
     /// Order in which timers expiring at the same instant are handled: cuts first, so a
     /// call is never debited for an increment that starts at its maximum duration.
-    const PRIORITY: [Timer; Timer::COUNT] = [
+    const ALL: &'static [Timer] = &[
         Timer::MaxDuration,
         Timer::DebitTimeout,
         Timer::Warning,
@@ -33,48 +32,7 @@ impl Timer {
 }
 
 /// When each [`Timer`] fires, if armed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct TimerTable {
-    at: [Option<Instant>; Timer::COUNT],
-}
-
-impl TimerTable {
-    /// Arms `timer` at `at`; `None` (a deadline too far to represent) disarms it.
-    pub(super) fn set(&mut self, timer: Timer, at: Option<Instant>) {
-        self.at[timer.slot()] = at;
-    }
-
-    pub(super) fn get(&self, timer: Timer) -> Option<Instant> {
-        self.at[timer.slot()]
-    }
-
-    pub(super) fn stop(&mut self, timer: Timer) {
-        self.at[timer.slot()] = None;
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.at = [None; Timer::COUNT];
-    }
-
-    /// The earliest armed deadline.
-    pub(super) fn next_timeout(&self) -> Option<Instant> {
-        self.at.iter().flatten().min().copied()
-    }
-
-    /// The timer to handle next at `now`: the earliest expired one, ties by priority.
-    pub(super) fn first_expired(&self, now: Instant) -> Option<Timer> {
-        let mut best: Option<(Instant, Timer)> = None;
-        for timer in Timer::PRIORITY {
-            let Some(at) = self.get(timer).filter(|&at| at <= now) else {
-                continue;
-            };
-            if best.is_none_or(|(b, _)| at < b) {
-                best = Some((at, timer));
-            }
-        }
-        best.map(|(_, timer)| timer)
-    }
-}
+pub(super) type TimerTable = timers::TimerTable<Timer, 4>;
 
 #[cfg(test)]
 mod tests {
@@ -82,25 +40,30 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn one_slot_per_timer() {
+        timers::check_slots::<Timer>();
+    }
+
+    #[test]
     fn earliest_first_then_priority() {
         let t0 = crate::clock::epoch();
         let mut t = TimerTable::default();
-        assert_eq!(t.next_timeout(), None);
+        assert_eq!(t.earliest(), None);
         t.set(Timer::NextIncrement, Some(t0 + Duration::from_secs(60)));
         t.set(Timer::MaxDuration, Some(t0 + Duration::from_secs(60)));
         t.set(Timer::Warning, Some(t0 + Duration::from_secs(30)));
-        assert_eq!(t.next_timeout(), Some(t0 + Duration::from_secs(30)));
-        assert_eq!(t.first_expired(t0), None);
+        assert_eq!(t.earliest(), Some(t0 + Duration::from_secs(30)));
+        assert_eq!(t.first_due(t0), None);
         assert_eq!(
-            t.first_expired(t0 + Duration::from_secs(90)),
+            t.first_due(t0 + Duration::from_secs(90)),
             Some(Timer::Warning)
         );
         t.stop(Timer::Warning);
         assert_eq!(
-            t.first_expired(t0 + Duration::from_secs(90)),
+            t.first_due(t0 + Duration::from_secs(90)),
             Some(Timer::MaxDuration)
         );
         t.clear();
-        assert_eq!(t.next_timeout(), None);
+        assert_eq!(t.earliest(), None);
     }
 }

@@ -4,7 +4,8 @@
 //! Four machines share one shape, after quinn and str0m: the driver feeds a message or
 //! `now` (`handle_*`), drains [`poll_action`](ClientTransaction::poll_action) and sleeps
 //! until [`poll_timeout`](ClientTransaction::poll_timeout). Timers A–M are entries of a
-//! named-timer table ([`Timer`]); nothing here reads the clock or touches a socket.
+//! named-timer table ([`Timer`], in the crate's one table shape, `crate::timers`); nothing
+//! here reads the clock or touches a socket.
 //!
 //! | machine | states | timers |
 //! |---|---|---|
@@ -29,6 +30,7 @@
 
 use crate::sip::message::{Method, Request, Response, SipMessage};
 use crate::sip::typed::Via;
+use crate::timers::{self, TimerSlot};
 use std::time::{Duration, Instant};
 
 /// RFC 3261 timer values (Table 4).
@@ -71,63 +73,31 @@ pub enum Timer {
     Retransmit2xx,
 }
 
-const TIMERS: usize = 13;
+impl TimerSlot for Timer {
+    /// Timers due at once fire earliest first, ties in this order.
+    const ALL: &'static [Timer] = &[
+        Timer::A,
+        Timer::B,
+        Timer::D,
+        Timer::E,
+        Timer::F,
+        Timer::G,
+        Timer::H,
+        Timer::I,
+        Timer::J,
+        Timer::K,
+        Timer::L,
+        Timer::M,
+        Timer::Retransmit2xx,
+    ];
 
-impl Timer {
-    fn index(self) -> usize {
+    fn slot(self) -> usize {
         self as usize
     }
 }
 
 /// A table of armed timers.
-#[derive(Debug, Clone, Default)]
-struct TimerTable([Option<Instant>; TIMERS]);
-
-impl TimerTable {
-    fn set(&mut self, t: Timer, at: Option<Instant>) {
-        self.0[t.index()] = at;
-    }
-
-    fn stop(&mut self, t: Timer) {
-        self.0[t.index()] = None;
-    }
-
-    fn stop_all(&mut self) {
-        self.0 = [None; TIMERS];
-    }
-
-    fn next(&self) -> Option<Instant> {
-        self.0.iter().flatten().min().copied()
-    }
-
-    /// Disarms and returns the expired timers, earliest first.
-    fn expired(&mut self, now: Instant) -> Vec<Timer> {
-        let all = [
-            Timer::A,
-            Timer::B,
-            Timer::D,
-            Timer::E,
-            Timer::F,
-            Timer::G,
-            Timer::H,
-            Timer::I,
-            Timer::J,
-            Timer::K,
-            Timer::L,
-            Timer::M,
-            Timer::Retransmit2xx,
-        ];
-        let mut due: Vec<(Instant, Timer)> = all
-            .into_iter()
-            .filter_map(|t| self.0[t.index()].filter(|at| *at <= now).map(|at| (at, t)))
-            .collect();
-        due.sort_by_key(|(at, _)| *at);
-        for (_, t) in &due {
-            self.stop(*t);
-        }
-        due.into_iter().map(|(_, t)| t).collect()
-    }
-}
+type TimerTable = timers::TimerTable<Timer, 13>;
 
 /// `now + d`, or "never" if that overflows.
 fn after(now: Instant, d: Duration) -> Option<Instant> {
@@ -300,12 +270,12 @@ impl ClientTransaction {
             self.actions.push_back(TxAction::Response(resp));
         } else if resp.is_success() {
             self.state = ClientState::Accepted;
-            self.timers.stop_all();
+            self.timers.clear();
             self.timers.set(Timer::M, after(now, self.cfg.t1 * 64));
             self.actions.push_back(TxAction::Response(resp));
         } else {
             self.state = ClientState::Completed;
-            self.timers.stop_all();
+            self.timers.clear();
             if let Ok(ack) = self.request.ack_for(&resp) {
                 self.ack = Some(ack);
                 self.resend_ack();
@@ -331,7 +301,7 @@ impl ClientTransaction {
             return;
         }
         self.state = ClientState::Completed;
-        self.timers.stop_all();
+        self.timers.clear();
         let k = if self.reliable {
             Duration::ZERO
         } else {
@@ -365,7 +335,7 @@ impl ClientTransaction {
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for t in self.timers.expired(now) {
+        for t in self.timers.take_due(now) {
             self.on_timer(now, t);
         }
     }
@@ -395,7 +365,7 @@ impl ClientTransaction {
 
     fn terminate(&mut self) {
         self.state = ClientState::Terminated;
-        self.timers.stop_all();
+        self.timers.clear();
         self.actions.push_back(TxAction::Terminated);
     }
 
@@ -404,7 +374,7 @@ impl ClientTransaction {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        self.timers.earliest()
     }
 }
 
@@ -560,7 +530,7 @@ impl ServerTransaction {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for t in self.timers.expired(now) {
+        for t in self.timers.take_due(now) {
             self.on_timer(now, t);
         }
     }
@@ -579,7 +549,7 @@ impl ServerTransaction {
                     .set(Timer::Retransmit2xx, after(now, self.interval));
             }
             Timer::L => {
-                if self.timers.0[Timer::Retransmit2xx.index()].is_some() {
+                if self.timers.get(Timer::Retransmit2xx).is_some() {
                     // Still retransmitting: the ACK never came.
                     self.actions.push_back(TxAction::AckTimeout);
                 }
@@ -603,7 +573,7 @@ impl ServerTransaction {
 
     fn terminate(&mut self) {
         self.state = ServerState::Terminated;
-        self.timers.stop_all();
+        self.timers.clear();
         self.actions.push_back(TxAction::Terminated);
     }
 
@@ -612,7 +582,7 @@ impl ServerTransaction {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        self.timers.earliest()
     }
 }
 

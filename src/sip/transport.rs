@@ -25,7 +25,10 @@
 //! - [`SipDriver`] (`driver.rs`, tokio): one UDP socket, one TCP listener,
 //!   per-connection tasks (`tcp.rs`), and a task that owns the [`Endpoint`],
 //!   selects over packets, TU commands, the core's next timeout and the idle
-//!   sweep, writes transmits and forwards events to the TU. It bounds SIP
+//!   sweep, writes transmits and forwards events to the TU. The core's `now`
+//!   and its timeouts come from the injected [`Clock`](crate::clock::Clock)
+//!   ([`DriverOptions::clock`]), so a test fires SIP timers by advancing a
+//!   `ManualClock`. It bounds SIP
 //!   over TCP: connection caps in total and per source, a descriptor
 //!   reserve, idle and slow-message timeouts, a shared buffer pool (see its
 //!   module doc). [`fds`] raises the descriptor limit.

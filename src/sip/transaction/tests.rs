@@ -311,3 +311,8 @@ fn keys_match_ack_to_invite_and_responses_to_requests() {
         "pre-RFC 3261 branches are not served"
     );
 }
+
+#[test]
+fn one_slot_per_timer() {
+    crate::timers::check_slots::<Timer>();
+}

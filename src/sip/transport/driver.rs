@@ -30,12 +30,23 @@
 //!   reads no more but stays open for writing until every request that came
 //!   on it has its final response (at most [`CLOSING_LINGER`]), so those
 //!   responses go back the way their requests came (RFC 3261 §18.2.2).
+//!
+//! # Time
+//!
+//! Every `now` the [`Endpoint`] is fed, and the sleep until its next
+//! timeout, come from the injected [`Clock`] ([`DriverOptions::clock`]: the
+//! store's in the server), so a test can fire Timer B, F or J by advancing
+//! a [`ManualClock`](crate::clock::ManualClock). The TCP bounds above (idle
+//! sweep, linger, slow messages) run on the real clock: they ration real
+//! descriptors held by real peers, and a clock stopped in a test must not
+//! keep a socket open or close one.
 
 use super::endpoint::{Endpoint, EndpointConfig};
 use super::fds;
 use super::flood::FloodConfig;
 use super::tcp::{self, Activity, BufferPool, ConnInput, WRITE_QUEUE};
 use super::{ConnId, Event, Transmit, Transport, TransportError, TransportStats, TxKey};
+use crate::clock::{Clock, Sleep, SystemClock};
 use crate::config::SipConfig;
 use crate::sip::message::{Request, Response};
 use crate::sip::transaction::TimerConfig;
@@ -50,7 +61,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, warn};
 
 /// Knobs beyond [`SipConfig`], mostly for tests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DriverOptions {
     pub timers: TimerConfig,
     /// Flood bucket size; `None` for one second's worth of the rate.
@@ -62,6 +73,8 @@ pub struct DriverOptions {
     pub fd_reserve: u32,
     /// What the TU serves (RFC 3261 §8.2 checks): the gateway's by default.
     pub uas: Capabilities,
+    /// The time the transactions run on (see the module doc); the real clock by default.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for DriverOptions {
@@ -72,6 +85,7 @@ impl Default for DriverOptions {
             event_capacity: 4096,
             fd_reserve: 256,
             uas: Capabilities::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -219,6 +233,8 @@ struct ConnHalf {
 /// Starts the SIP transport (see the module doc).
 pub struct SipDriver {
     core: Endpoint,
+    /// Where the core's `now` comes from, and what its timeouts sleep on.
+    clock: Arc<dyn Clock>,
     udp: Arc<UdpSocket>,
     conns: HashMap<ConnId, ConnEntry>,
     by_peer: HashMap<SocketAddr, ConnId>,
@@ -278,6 +294,7 @@ impl SipDriver {
         let (conn_tx, conn_rx) = mpsc::channel(1024);
         let mut driver = SipDriver {
             core: Endpoint::new(cfg, stats.clone()),
+            clock: options.clock,
             udp: Arc::new(udp),
             conns: HashMap::new(),
             by_peer: HashMap::new(),
@@ -321,9 +338,10 @@ impl SipDriver {
         mut inbound: mpsc::Receiver<Inbound>,
         mut conn_in: mpsc::Receiver<ConnInput>,
     ) {
+        let mut alarm = Alarm::default();
         loop {
-            let deadline = self.core.poll_timeout();
-            let sleep = deadline.map(tokio::time::Instant::from_std);
+            alarm.set(&*self.clock, self.core.poll_timeout());
+            // clock-ok: the idle sweep is TCP hygiene on the real clock (module doc).
             let sweep = self.next_sweep.map(tokio::time::Instant::from_std);
             tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -333,9 +351,7 @@ impl SipDriver {
                 Some(i) = inbound.recv() => self.on_inbound(i),
                 Some(c) = conn_in.recv() => self.on_conn(c),
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
-                _ = sleep_until(sleep), if sleep.is_some() => {
-                    self.core.handle_timeout(Instant::now());
-                }
+                () = alarm.ring() => self.core.handle_timeout(self.clock.now()),
                 _ = sleep_until(sweep), if sweep.is_some() => {
                     self.sweep(Instant::now()); // clock-ok: the transport driver's idle timer
                 }
@@ -347,7 +363,7 @@ impl SipDriver {
     }
 
     fn on_command(&mut self, c: Command) {
-        let now = Instant::now();
+        let now = self.clock.now();
         match c {
             Command::Send {
                 request,
@@ -371,8 +387,8 @@ impl SipDriver {
     fn on_inbound(&mut self, i: Inbound) {
         match i {
             Inbound::Datagram { from, bytes } => {
-                self.core
-                    .handle_datagram(Instant::now(), from, Transport::Udp, &bytes);
+                let now = self.clock.now();
+                self.core.handle_datagram(now, from, Transport::Udp, &bytes);
             }
             Inbound::Accepted { stream, peer } => self.on_accept(stream, peer),
         }
@@ -396,7 +412,7 @@ impl SipDriver {
         match c {
             ConnInput::Message { conn, peer, msg } => {
                 let t = Transport::Tcp(Some(conn));
-                self.core.handle_message(Instant::now(), peer, t, msg);
+                self.core.handle_message(self.clock.now(), peer, t, msg);
             }
             ConnInput::Malformed {
                 conn,
@@ -515,8 +531,11 @@ impl SipDriver {
 
     /// Closes connections idle past the timeout (unless a live dialog uses
     /// them) and lingering ones past their deadline; plans the next sweep.
+    /// `now` is real time (see the module doc).
     fn sweep(&mut self, now: Instant) {
         let idle = self.limits.idle_timeout;
+        // Dialogs live on the injected clock, like everything the core holds.
+        let core_now = self.clock.now();
         let mut next: Option<Instant> = None;
         let mut idle_out = Vec::new();
         let mut linger_out = Vec::new();
@@ -531,7 +550,7 @@ impl SipDriver {
                     let expires = e.activity.last() + idle;
                     if expires > now {
                         expires
-                    } else if self.core.conn_has_dialog(now, conn) {
+                    } else if self.core.conn_has_dialog(core_now, conn) {
                         now + idle
                     } else {
                         idle_out.push(conn);
@@ -678,7 +697,7 @@ impl SipDriver {
         match self.events.try_send(e) {
             Ok(()) => {}
             Err(TrySendError::Full(Event::Request { key, .. })) => {
-                self.core.reject_overload(Instant::now(), &key);
+                self.core.reject_overload(self.clock.now(), &key);
             }
             Err(_) => TransportStats::bump(&self.stats.dropped),
         }
@@ -712,7 +731,37 @@ fn local(
     addr.map_err(|source| TransportError::LocalAddr { proto, source })
 }
 
-/// Sleeps until `at`, or forever.
+/// The sleep until the core's next timeout on the injected clock. It is made
+/// anew only when the deadline moves: most turns of the loop leave it where
+/// it was.
+#[derive(Default)]
+struct Alarm {
+    at: Option<Instant>,
+    sleep: Option<Sleep>,
+}
+
+impl Alarm {
+    fn set(&mut self, clock: &dyn Clock, at: Option<Instant>) {
+        if at != self.at {
+            self.sleep = at.map(|at| clock.sleep_until(at));
+            self.at = at;
+        }
+    }
+
+    /// Completes when the clock reaches the deadline, which it then forgets;
+    /// never without one. Cancel-safe: the sleep stays armed.
+    async fn ring(&mut self) {
+        match self.sleep.as_mut() {
+            Some(sleep) => {
+                sleep.await;
+                *self = Alarm::default();
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Sleeps until `at` (on the real clock), or forever.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -1,6 +1,7 @@
 //! The sans-IO core with no sockets, in virtual time.
 
 use super::*;
+use crate::clock::epoch;
 use crate::sip::message::{parse_datagram, SipMessage};
 use crate::sip::transaction::TimerConfig;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ fn request_event(ep: &mut Endpoint) -> (TxKey, Request) {
 #[test]
 fn new_request_is_stamped_and_its_response_goes_to_received_rport() {
     let mut ep = endpoint(100);
-    let now = Instant::now();
+    let now = epoch();
     feed(&mut ep, now, &raw("OPTIONS", "a1"));
     let (key, req) = request_event(&mut ep);
     let via = req.headers.top_via().unwrap();
@@ -70,7 +71,7 @@ fn new_request_is_stamped_and_its_response_goes_to_received_rport() {
 #[test]
 fn retransmission_gets_the_last_response_and_no_event() {
     let mut ep = endpoint(100);
-    let now = Instant::now();
+    let now = epoch();
     feed(&mut ep, now, &raw("INVITE", "i1"));
     let (key, req) = request_event(&mut ep);
     assert_eq!(transmits(&mut ep)[0].1.status, 100);
@@ -85,7 +86,7 @@ fn retransmission_gets_the_last_response_and_no_event() {
 #[test]
 fn garbage_is_dropped_and_malformed_gets_400() {
     let mut ep = endpoint(100);
-    let now = Instant::now();
+    let now = epoch();
     feed(&mut ep, now, "hello\r\n\r\n");
     assert!(transmits(&mut ep).is_empty());
     let bad = raw("OPTIONS", "m1").replace("CSeq: 1 OPTIONS", "CSeq: 1 BYE");
@@ -102,7 +103,7 @@ fn stray_response_is_counted() {
     let mut ep = endpoint(100);
     let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx\r\n\
 From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
-    feed(&mut ep, Instant::now(), resp);
+    feed(&mut ep, epoch(), resp);
     assert_eq!(ep.stats().snapshot().stray_responses, 1);
     assert!(ep.poll_event().is_none());
 }
@@ -110,7 +111,7 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\
 #[test]
 fn cancel_of_a_pending_invite_is_answered_and_reported() {
     let mut ep = endpoint(100);
-    let now = Instant::now();
+    let now = epoch();
     feed(&mut ep, now, &raw("INVITE", "c1"));
     let (key, _) = request_event(&mut ep);
     transmits(&mut ep);
@@ -130,7 +131,7 @@ fn cancel_of_a_pending_invite_is_answered_and_reported() {
 #[test]
 fn ack_for_2xx_goes_to_the_tu_and_stops_retransmissions() {
     let mut ep = endpoint(100);
-    let now = Instant::now();
+    let now = epoch();
     feed(&mut ep, now, &raw("INVITE", "k1"));
     let (key, req) = request_event(&mut ep);
     ep.respond(
@@ -153,7 +154,7 @@ fn ack_for_2xx_goes_to_the_tu_and_stops_retransmissions() {
 #[test]
 fn flood_gets_503_and_a_stray_ack_is_dropped() {
     let mut ep = endpoint(5);
-    let now = Instant::now();
+    let now = epoch();
     for i in 0..5 {
         feed(&mut ep, now, &raw("OPTIONS", &format!("f{i}")));
     }
@@ -210,7 +211,7 @@ fn flood(ep: &mut Endpoint, now: Instant, n: usize) {
 #[test]
 fn requests_of_a_live_dialog_pass_a_flood_and_strays_do_not() {
     let mut ep = endpoint(3);
-    let now = Instant::now();
+    let now = epoch();
     answer_invite(&mut ep, now, "d1");
     flood(&mut ep, now, 10);
     // INFO (a digit), a re-INVITE and the BYE of the live dialog all reach the TU.
@@ -240,7 +241,7 @@ fn requests_of_a_live_dialog_pass_a_flood_and_strays_do_not() {
 #[test]
 fn a_dialog_has_its_own_budget_and_its_bye_always_passes() {
     let mut ep = endpoint(3);
-    let now = Instant::now();
+    let now = epoch();
     answer_invite(&mut ep, now, "f1");
     flood(&mut ep, now, 10);
     let burst = dialogs::DIALOG_BURST as u32;
@@ -282,7 +283,7 @@ fn a_dialog_has_its_own_budget_and_its_bye_always_passes() {
 #[test]
 fn an_ended_dialog_stops_passing_after_its_linger() {
     let mut ep = endpoint(3);
-    let now = Instant::now();
+    let now = epoch();
     answer_invite(&mut ep, now, "e1");
     feed(&mut ep, now, &in_dialog("BYE", "e1b", "e1", 2));
     assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
@@ -302,7 +303,7 @@ fn an_ended_dialog_stops_passing_after_its_linger() {
 #[test]
 fn the_trunk_leg_dialog_passes_too_and_our_bye_ends_it() {
     let mut ep = endpoint(3);
-    let now = Instant::now();
+    let now = epoch();
     // We send an INVITE (From tag `g`); the trunk answers 200 with its tag `t`.
     let invite = raw("INVITE", "tr1").replace("tag=fa", "tag=g");
     let SipMessage::Request(req) = parse_datagram(invite.as_bytes()).unwrap() else {
@@ -349,7 +350,7 @@ fn the_trunk_leg_dialog_passes_too_and_our_bye_ends_it() {
 #[test]
 fn cancel_passes_a_flood_only_for_an_invite_we_hold() {
     let mut ep = endpoint(3);
-    let now = Instant::now();
+    let now = epoch();
     feed(&mut ep, now, &raw("INVITE", "cn1"));
     request_event(&mut ep);
     transmits(&mut ep);
@@ -369,7 +370,7 @@ fn cancel_passes_a_flood_only_for_an_invite_we_hold() {
 #[test]
 fn the_dialog_table_is_bounded_in_time() {
     let mut d = dialogs::LiveDialogs::default();
-    let now = Instant::now();
+    let now = epoch();
     d.established(now, "c", "l", "r", None);
     assert!(d.is_live(now, "c", "l", "r"));
     assert!(!d.is_live(now, "c", "r", "l"), "tags are ordered");
@@ -385,7 +386,7 @@ fn the_dialog_table_is_bounded_in_time() {
 #[test]
 fn client_transaction_retransmits_then_times_out() {
     let mut ep = endpoint(100);
-    let start = Instant::now();
+    let start = epoch();
     let SipMessage::Request(req) = parse_datagram(raw("OPTIONS", "o1").as_bytes()).unwrap() else {
         panic!()
     };
@@ -408,7 +409,7 @@ fn client_transaction_retransmits_then_times_out() {
 #[test]
 fn response_routes_to_its_client_transaction() {
     let mut ep = endpoint(100);
-    let now = Instant::now();
+    let now = epoch();
     let text = raw("OPTIONS", "r1");
     let SipMessage::Request(req) = parse_datagram(text.as_bytes()).unwrap() else {
         panic!()
@@ -470,7 +471,7 @@ fn per_source_buckets_keep_one_noisy_source_from_starving_others() {
         per_source: 1,
         per_source_burst: 2,
     });
-    let now = Instant::now();
+    let now = epoch();
     let noisy: std::net::IpAddr = "192.0.2.1".parse().unwrap();
     let quiet: std::net::IpAddr = "192.0.2.2".parse().unwrap();
     assert!(f.admit(now, noisy).is_ok());
@@ -492,7 +493,7 @@ fn per_source_table_is_bounded() {
         per_source: 1,
         per_source_burst: 1,
     });
-    let now = Instant::now();
+    let now = epoch();
     for i in 0..(flood::MAX_SOURCES as u32 + 100) {
         let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
         assert!(f.admit(now, ip).is_ok());
