@@ -157,12 +157,10 @@ impl CallTask {
             if self.call.is_ended() {
                 break;
             }
-            let deadline = self.call.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
+            // The machine's next deadline, slept on the injected clock it reads `now` from.
+            let sleep = match self.call.poll_timeout() {
+                Some(d) => self.sb.store.clock().sleep_until(d),
+                None => Box::pin(std::future::pending()),
             };
             // Biased: control and signalling before media, and all of them before the
             // machine's timer, so a BYE already queued when an increment boundary comes due
@@ -389,12 +387,15 @@ impl CallTask {
         if !pending(&self.trunk) {
             return;
         }
-        let until = tokio::time::Instant::from_std(self.now() + TRUNK_LINGER);
+        let mut until = self.sb.store.clock().sleep_until(self.now() + TRUNK_LINGER);
         while pending(&self.trunk) {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(CallInput::Sip(ev))) => self.on_sip(ev, false).await,
-                Ok(Some(CallInput::AnsweredBye(ev))) => self.on_sip(ev, true).await,
-                _ => break,
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(CallInput::Sip(ev)) => self.on_sip(ev, false).await,
+                    Some(CallInput::AnsweredBye(ev)) => self.on_sip(ev, true).await,
+                    None => break,
+                },
+                () = &mut until => break,
             }
         }
     }
