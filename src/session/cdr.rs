@@ -329,6 +329,53 @@ pub async fn record_authorization(
     Ok(())
 }
 
+/// The inmate a live session is claimed for, and the account that pays.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub inmate_id: &'a str,
+    pub account_id: &'a str,
+}
+
+/// [`claim_inmate`] and [`record_authorization`] in one statement: the call set-up's one
+/// write between the PIN and the trunk. `false` (nothing written) when the inmate already
+/// has a live call anywhere in the cluster (the unique index `sessions_one_live_call`
+/// decides, atomically) or the session has ended.
+pub async fn claim_and_authorize(
+    db: &Db,
+    id: &str,
+    c: &Claim<'_>,
+    a: &Authorized<'_>,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE sessions SET inmate_id = $13, account_id = $14, contact_id = $2, \
+         number_e164 = $3, privileged = $4, rate_plan_id = $5, rate_deck_id = $6, \
+         rate_prefix = $7, class = $8, service = $9, per_minute_minor = $10, \
+         increment_secs = $11, increment_cost_minor = $12 \
+         WHERE id = $1 AND state = 'active'",
+    )
+    .bind(id)
+    .bind(a.contact_id)
+    .bind(a.number_e164)
+    .bind(i64::from(a.privileged))
+    .bind(a.rate_plan_id)
+    .bind(a.rate_deck_id)
+    .bind(a.rate_prefix)
+    .bind(a.class)
+    .bind(a.service)
+    .bind(a.per_minute.to_minor())
+    .bind(i64::from(a.increment_secs))
+    .bind(a.cost_per_increment.to_minor())
+    .bind(c.inmate_id)
+    .bind(c.account_id)
+    .execute(db.pool())
+    .await;
+    match r {
+        Ok(done) => Ok(done.rows_affected() == 1),
+        Err(e) if crate::db::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Records on a live session that its parties were cut apart at `media_end_at` for
 /// `reason` (the CDR's `end_reason`), before the call's closing notice plays: what
 /// [`close_orphans`] keeps if the node dies before the call's end (module doc, "A cut
@@ -418,16 +465,22 @@ pub async fn close_with(
     e: &SessionEnd<'_>,
     call: &CallEnd,
 ) -> Result<bool, sqlx::Error> {
-    let c = charged(db, id).await?;
-    let billed = c.increments.max(i64::from(call.counted_increments));
-    let done = sqlx::query(
+    // The ledger's count and amount are read by the statement itself (one round trip):
+    // the charges of every debit committed before it.
+    let (n, amount) = (
+        format!("SELECT COUNT(*) {CHARGED_FROM}"),
+        format!("SELECT CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) {CHARGED_FROM}"),
+    );
+    let done = sqlx::query(&format!(
         "UPDATE sessions SET state = 'ended', end_reason = $2, inmate_id = COALESCE(inmate_id, $3), \
          number_e164 = COALESCE($4, number_e164), privileged = $5, recorded = $6, answer_at = $7, \
          accepted_at = $8, end_at = $9, \
-         billed_increments = CASE WHEN billed_increments > $10 THEN billed_increments ELSE $10 END, \
-         amount_minor = $11, media_end_at = $12, closed_at = $13 \
-         WHERE id = $1 AND state = 'active'",
-    )
+         billed_increments = CASE \
+           WHEN billed_increments >= $10 AND billed_increments >= ({n}) THEN billed_increments \
+           WHEN $10 >= ({n}) THEN $10 ELSE ({n}) END, \
+         amount_minor = ({amount}), media_end_at = $11, closed_at = $12 \
+         WHERE id = $1 AND state = 'active'"
+    ))
     .bind(id)
     .bind(e.reason)
     .bind(e.inmate_id)
@@ -437,14 +490,18 @@ pub async fn close_with(
     .bind(e.answer_at.map(to_micros))
     .bind(e.accepted_at.map(to_micros))
     .bind(to_micros(e.end_at))
-    .bind(billed)
-    .bind(c.amount_minor)
+    .bind(i64::from(call.counted_increments))
     .bind(call.media_end_at.map(to_micros))
     .bind(to_micros(call.closed_at.unwrap_or(e.end_at)))
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// The revenue-side entries of the session's (`$1`) transactions: one per increment
+/// debited ([`charged`]).
+const CHARGED_FROM: &str = "FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
+     WHERE t.session_id = $1 AND e.amount_minor > 0 AND e.balance_after_minor IS NULL";
 
 /// What the ledger holds of a session's charges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

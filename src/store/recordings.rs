@@ -270,7 +270,17 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.recording(id).await
+        // The row as now stored, from what was read and written (no second read).
+        Ok(Recording {
+            status,
+            ended_at: Some(crate::db::from_micros(ended_at)),
+            duration_ms: Some(f.duration_ms),
+            bytes: Some(f.bytes),
+            sha256: Some(f.sha256.clone()),
+            dropped_packets: f.dropped_packets,
+            chain_seq: Some(seq),
+            ..rec
+        })
     }
 
     /// Appends one chain entry inside `tx` (which must hold the chain lock on PostgreSQL;
