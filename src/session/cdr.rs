@@ -193,6 +193,7 @@ pub struct NewSession<'a> {
 
 /// Opens an `active` call session.
 pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "INSERT INTO sessions (id, kind, facility_id, handset_id, dialed, state, node_id, sip_call_id, invite_at) \
          VALUES ($1, 'call', $2, $3, $4, 'active', $5, $6, $7)",
@@ -218,6 +219,7 @@ pub async fn claim_inmate(
     inmate_id: &str,
     account_id: &str,
 ) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
     let r = sqlx::query(
         "UPDATE sessions SET inmate_id = $2, account_id = $3 WHERE id = $1 AND state = 'active'",
     )
@@ -262,6 +264,7 @@ pub struct Progress<'a> {
 
 /// Records a live session's progress (see [`Progress`]); a no-op once it has ended.
 pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET number_e164 = COALESCE($2, number_e164), \
          privileged = COALESCE($3, privileged), answer_at = COALESCE($4, answer_at), \
@@ -306,6 +309,7 @@ pub async fn record_authorization(
     id: &str,
     a: &Authorized<'_>,
 ) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET contact_id = $2, number_e164 = $3, privileged = $4, \
          rate_plan_id = $5, rate_deck_id = $6, rate_prefix = $7, class = $8, service = $9, \
@@ -346,6 +350,7 @@ pub async fn claim_and_authorize(
     c: &Claim<'_>,
     a: &Authorized<'_>,
 ) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
     let r = sqlx::query(
         "UPDATE sessions SET inmate_id = $13, account_id = $14, contact_id = $2, \
          number_e164 = $3, privileged = $4, rate_plan_id = $5, rate_deck_id = $6, \
@@ -386,6 +391,7 @@ pub async fn record_media_end(
     reason: &str,
     media_end_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET end_reason = $2, media_end_at = $3 \
          WHERE id = $1 AND state = 'active' AND end_reason IS NULL",
@@ -403,6 +409,7 @@ pub async fn record_media_end(
 /// whether the account paying the call is still open: `false` once the inmate was
 /// released (the call must end `released`).
 pub async fn count_increment(db: &Db, id: &str, increment: u32) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET billed_increments = $2 \
          WHERE id = $1 AND state = 'active' AND billed_increments < $2",
@@ -465,6 +472,7 @@ pub async fn close_with(
     e: &SessionEnd<'_>,
     call: &CallEnd,
 ) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
     // The ledger's count and amount are read by the statement itself (one round trip):
     // the charges of every debit committed before it.
     let (n, amount) = (

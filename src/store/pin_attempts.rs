@@ -284,8 +284,10 @@ impl Store {
         // draws ids before commit, so there the two go in one transaction holding each
         // subject's advisory lock.
         if self.db.backend() == Backend::Sqlite {
+            let turn = self.db.write_turn().await;
             let mut conn = self.db.pool().acquire().await?;
             let id = insert_attempt(&mut conn, a, outcome, now).await?;
+            drop(turn);
             let counted = failures_before(&mut conn, a.facility_id, subjects, id).await?;
             return Ok((id, counted));
         }

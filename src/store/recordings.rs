@@ -183,6 +183,7 @@ impl Store {
     /// Registers a recording that starts now and marks its session recorded. Returns its id.
     pub async fn start_recording(&self, r: NewRecording<'_>) -> Result<String, StoreError> {
         let id = new_id("rec");
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO recordings (id, session_id, facility_id, path, format, status, node_id, \
@@ -213,6 +214,7 @@ impl Store {
         id: &str,
         f: &FinishedRecording,
     ) -> Result<Recording, StoreError> {
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         if self.db.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
