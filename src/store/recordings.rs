@@ -182,6 +182,17 @@ pub(crate) fn recording(r: &sqlx::any::AnyRow) -> Result<Recording, StoreError> 
 impl Store {
     /// Registers a recording that starts now and marks its session recorded. Returns its id.
     pub async fn start_recording(&self, r: NewRecording<'_>) -> Result<String, StoreError> {
+        self.start_recording_accepted(r, None).await
+    }
+
+    /// [`Store::start_recording`] that also records the session's acceptance
+    /// (`accepted_at`, unless already set) in the same transaction: a call's recording
+    /// starts at its acceptance, and the two were two commits.
+    pub(crate) async fn start_recording_accepted(
+        &self,
+        r: NewRecording<'_>,
+        accepted_at: Option<DateTime<Utc>>,
+    ) -> Result<String, StoreError> {
         let id = new_id("rec");
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
@@ -198,11 +209,15 @@ impl Store {
         .bind(crate::db::to_micros(r.started_at))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE sessions SET recorded = 1, recording_id = $1 WHERE id = $2")
-            .bind(&id)
-            .bind(r.session_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE sessions SET recorded = 1, recording_id = $1, \
+             accepted_at = COALESCE(accepted_at, $3) WHERE id = $2",
+        )
+        .bind(&id)
+        .bind(r.session_id)
+        .bind(accepted_at.map(crate::db::to_micros))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
