@@ -6,6 +6,14 @@
 //! locks the PIN lockout counts and sets ([`crate::policy::lockout`], whose module doc has
 //! the rules and the numbers), the one-live-call rule (a unique index on `sessions`),
 //! balances (the ledger's).
+//!
+//! Round trips: each question is asked in as few statements as the order of the checks
+//! allows (`store::setup`, `Store::pin_entry_facts`): an ID + PIN entry reads the
+//! inmate, its PIN and the three locks in one, records the entry, and counts the
+//! failures before it in one (PostgreSQL: under the subjects' advisory locks, taken in
+//! one statement); a destination reads the inmate with its facility, then the contact,
+//! blocks, the day's calls and the balance, and writes the claim on the inmate with the
+//! tariff in one statement. Rate decks and plans come from memory.
 
 use super::{Authorization, Destination, EndReason, PinVerdict};
 use crate::charging::ChargingPlan;
@@ -132,7 +140,7 @@ pub async fn check_pin(
         })
     };
     if let (Some(i), Some((_, lock))) = (&inmate, &stored_pin) {
-        add(Subject::Inmate, &i.id, lock.clone());
+        add(Subject::Inmate, &i.id, *lock);
     }
     add(Subject::Handset, entry.handset_id, facts.handset);
     if policy.counts(Subject::Line) {
@@ -484,10 +492,7 @@ async fn rate_call(store: &Store, facility: &Facility, number: &E164) -> Rated {
             format!("facility {} has no rate plan or deck", facility.id),
         )));
     };
-    let plan = match store
-        .load_rate_plan(plan_id, &facility.cap_category)
-        .await
-    {
+    let plan = match store.load_rate_plan(plan_id, &facility.cap_category).await {
         Ok(p) => p,
         Err(e) => return Rated::Not(Err(e)),
     };

@@ -1134,12 +1134,10 @@ impl CallTask {
                 pin: pin.as_str(),
             };
             // A valid entry names the paying account (read with the inmate).
-            let checked = check_pin(&store, entry, &lockout, wall)
-                .await
-                .map(|c| {
-                    let account = c.account_id.clone();
-                    (c, account)
-                });
+            let checked = check_pin(&store, entry, &lockout, wall).await.map(|c| {
+                let account = c.account_id.clone();
+                (c, account)
+            });
             Done::Pin(checked)
         });
     }

@@ -47,6 +47,19 @@
 //! when its node died ends `system`. While the notice plays, live views show the row
 //! `active` with its end reason already set: the call is ending.
 
+//!
+//! # The row before the answer
+//!
+//! A call's row is written (`open_call`) before the handset's INVITE is answered, not
+//! as the runner's first job after it. Answering first would take one insert off
+//! INVITE→200, but a node that died between its 200 and the insert would leave an
+//! answered call — one the handset's user heard answered, whose ID and PIN may already
+//! have been keyed on another attempt — with no CDR after the restart: nothing for
+//! [`close_orphans`] to close, and a gap in the record of who used which phone when.
+//! Every answered call has a CDR, so the insert stays first. What it costs is kept
+//! small instead: on SQLite it waits only for the writes queued before it in this
+//! process (`Db::write_turn`), never in SQLite's busy handler.
+
 use crate::db::{from_micros, to_micros, Db};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
@@ -508,7 +521,8 @@ pub async fn close_with(
 
 /// The revenue-side entries of the session's (`$1`) transactions: one per increment
 /// debited ([`charged`]).
-const CHARGED_FROM: &str = "FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
+const CHARGED_FROM: &str =
+    "FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
      WHERE t.session_id = $1 AND e.amount_minor > 0 AND e.balance_after_minor IS NULL";
 
 /// What the ledger holds of a session's charges.

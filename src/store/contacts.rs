@@ -78,7 +78,8 @@ pub struct Block {
     pub created_at: DateTime<Utc>,
 }
 
-pub(super) const COLUMNS: &str = "id, inmate_id, number_e164, name, relationship, status, privileged, \
+pub(super) const COLUMNS: &str =
+    "id, inmate_id, number_e164, name, relationship, status, privileged, \
     video_allowed, decided_by, decided_at, created_at";
 
 pub(super) fn from_row(r: &AnyRow) -> Result<Contact, StoreError> {

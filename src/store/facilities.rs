@@ -86,7 +86,8 @@ fn default_retention() -> i64 {
     365
 }
 
-pub(super) const COLUMNS: &str = "id, name, time_zone, country_code, cap_category, calling_hours_start, \
+pub(super) const COLUMNS: &str =
+    "id, name, time_zone, country_code, cap_category, calling_hours_start, \
     calling_hours_end, deposit_max_minor, deposit_daily_max_minor, daily_call_limit, \
     rate_plan_id, rate_deck_id, recording_retention_days, created_at";
 

@@ -19,8 +19,8 @@ pub mod passwords;
 mod pin_attempts;
 mod principals;
 mod rates;
-mod setup;
 mod recordings;
+mod setup;
 mod users;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
