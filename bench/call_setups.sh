@@ -259,8 +259,8 @@ echo "gateway CPU         ${cpu} s user+system while sipp ran ($(nproc) cores): 
 cat "$WORK"/handset/*_rtt.csv 2>/dev/null | awk -F';' 'NR > 1 && $2 != "" { print $2 }' | sort -n >"$WORK/rtt.txt" || true
 echo "INVITE -> 200       $(awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d calls)", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))], v[NR], NR; else print "no samples" }' "$WORK/rtt.txt")"
 if [ "${COUNT:-0}" = 1 ]; then
-  sed -n 's/.*sqlx::query: summary="\([^"]\{0,40\}\).*/\1/p' "$WORK/gateway.log" | tail -n +$((stmts0 + 1)) | head -n $((stmts1 - stmts0)) \
-    | sort | uniq -c | sort -rn >"$WORK/statements.txt"
+  sed -n 's/.*sqlx::query: summary="\([^"]\{0,40\}\).*/\1/p' "$WORK/gateway.log" \
+    | awk -v a="$stmts0" -v b="$stmts1" 'NR > a && NR <= b' | sort | uniq -c | sort -rn >"$WORK/statements.txt"
   echo "SQL statements      $((stmts1 - stmts0)) while sipp ran: $(awk -v a="$stmts0" -v b="$stmts1" -v n="$CALLS" 'BEGIN { printf "%.1f", (b - a) / n }') per call (see statements.txt with KEEP=1)"
 fi
 [ -n "${DATABASE_URL:-}" ] && echo "commits (PostgreSQL) $((xact1 - xact0)) transactions committed while sipp ran: $(awk -v a="$xact0" -v b="$xact1" -v n="$CALLS" 'BEGIN { printf "%.1f", (b - a) / n }') per call"
