@@ -125,7 +125,10 @@ async fn insert_attempt(
 
 /// Each subject's failures (`key` is the inmate id, the handset id, or the line's address
 /// in `facility_id`) recorded before attempt `before`, counted as its `Counting` says: one
-/// statement for all of them, the counts in the order of `subjects`.
+/// statement for all of them, the counts in the order of `subjects`. Only failures are
+/// read (`outcome IN ('wrong', 'pending')`, the predicate of the partial indexes of
+/// migration 0009; the other outcomes count nothing), so the cost follows the failures
+/// of the day, not the entries.
 async fn failures_before(
     conn: &mut sqlx::AnyConnection,
     facility_id: &str,
@@ -151,7 +154,8 @@ async fn failures_before(
             "SELECT {n} AS n, \
              COALESCE(SUM(CASE WHEN at >= ${recent} AND {failed} THEN 1 ELSE 0 END), 0) AS recent, \
              COALESCE(SUM(CASE WHEN at >= ${daily} AND {failed} THEN 1 ELSE 0 END), 0) AS daily \
-             FROM pin_attempts WHERE {who} AND at >= ${from} AND id < $2"
+             FROM pin_attempts WHERE {who} AND outcome IN ('wrong', 'pending') \
+             AND at >= ${from} AND id < $2"
         ));
     }
     let sql = format!("{} ORDER BY n", parts.join(" UNION ALL "));
