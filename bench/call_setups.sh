@@ -14,7 +14,12 @@
 # Environment: RATE (calls/s offered), CALLS (total), HOLD_MS (the inmate hangs up this
 # long after the PIN), DECK_PREFIXES (rate from a deck this large; default the demo's), BIN (default target/release/sallyport, built if missing), PAR
 # (parallel API requests while booking), KEEP=1 (keep the work directory), SIPP_PCAPS
-# (default /usr/share/sip-tester). Needs sipp, curl, jq, ss, python3. See bench/README.md.
+# (default /usr/share/sip-tester), DATABASE_URL (an empty PostgreSQL database instead of a
+# fresh SQLite file), SAVE=dir (book, keep the booked state in dir, and stop), RESTORE=dir
+# (start from a state SAVEd with the same CALLS and DECK_PREFIXES: no booking; with
+# DATABASE_URL, a database created from the saved one as template), COUNT=1 (log every SQL
+# statement and count them per call; costs CPU: not for timing runs). Needs sipp, curl,
+# jq, ss, python3 (psql with DATABASE_URL). See bench/README.md.
 set -euo pipefail
 
 RATE=${RATE:-10}
@@ -67,25 +72,43 @@ BASE=$(free_block $((RTP_SPAN + 16)))
 TRUNK_SIP=$BASE; TRUNK_MEDIA=$((BASE + 2)); HS_SIP=$((BASE + 8)); HS_MEDIA=$((BASE + 10))
 RTP_MIN=$((BASE + 16)); RTP_MAX=$((BASE + 16 + RTP_SPAN - 1))
 
+# ---- the database ----------------------------------------------------------------------
+DB_URL=${DATABASE_URL:-sqlite://$WORK/db.sqlite}
+LOG_FILTER=${SALLYPORT_LOG:-warn}
+[ "${COUNT:-0}" = 1 ] && LOG_FILTER="$LOG_FILTER,sqlx::query=debug"
+if [ -n "${RESTORE:-}" ]; then
+  [ -f "$RESTORE/calls.csv" ] || { echo "call_setups: nothing saved in $RESTORE" >&2; exit 2; }
+  if [ -n "${DATABASE_URL:-}" ]; then
+    # The saved database is the template of this run's (empty) one: recreate it from it.
+    name=${DATABASE_URL##*/}; admin=${DATABASE_URL%/*}/postgres
+    psql -q "$admin" -c "DROP DATABASE IF EXISTS \"$name\"" -c "CREATE DATABASE \"$name\" TEMPLATE \"$(cat "$RESTORE/template")\""
+  else
+    cp "$RESTORE/db.sqlite" "$WORK/db.sqlite"
+  fi
+fi
+# xact_commit of the database (PostgreSQL), after the statistics are flushed.
+commits() { sleep 1.5; psql -At "$DB_URL" -c "SELECT pg_stat_clear_snapshot(); SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()" | tail -1; }
+
 # ---- the gateway ---------------------------------------------------------------------
 # The parties send no audio while bridged (PIN by INFO, one key from the trunk): the media
 # timeout is off, or holds over a minute would end as media_timeout.
 (
   cd "$ROOT"
   SALLYPORT_RTP_MEDIA_TIMEOUT_SECS=0 \
-  SALLYPORT_DATABASE_URL="sqlite://$WORK/db.sqlite" SALLYPORT_NODE_DATA_DIR="$WORK" \
+  SALLYPORT_DATABASE_URL="$DB_URL" SALLYPORT_NODE_DATA_DIR="$WORK" \
   SALLYPORT_HTTP_LISTEN=127.0.0.1:0 SALLYPORT_HTTP_ADMIN_TOKEN=$TOKEN \
   SALLYPORT_SIP_UDP_LISTEN=127.0.0.1:0 SALLYPORT_SIP_TCP_LISTEN=127.0.0.1:0 \
   SALLYPORT_SIP_TRUNK=127.0.0.1:$TRUNK_SIP SALLYPORT_SIP_MAX_REQUESTS_PER_SECOND=5000 \
   SALLYPORT_SIP_PER_SOURCE_REQUESTS_PER_SECOND=0 \
   SALLYPORT_RTP_PORT_MIN=$RTP_MIN SALLYPORT_RTP_PORT_MAX=$RTP_MAX SALLYPORT_RTP_ADVERTISED_IP=127.0.0.1 \
-  SALLYPORT_DATABASE_MAX_CONNECTIONS=${DB_CONNECTIONS:-8} SALLYPORT_LOG=${SALLYPORT_LOG:-warn} NO_COLOR=1 \
+  SALLYPORT_DATABASE_MAX_CONNECTIONS=${DB_CONNECTIONS:-8} SALLYPORT_LOG=$LOG_FILTER NO_COLOR=1 \
   exec "$BIN" serve >"$WORK/gateway.stdout" 2>"$WORK/gateway.log"
 ) &
 GW_PID=$!; PIDS+=($GW_PID)
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$GW_PID/stat"; }
 for _ in $(seq 300); do
-  grep -q '^sallyport: SIP listening on' "$WORK/gateway.stdout" 2>/dev/null && break
+  # The HTTP line comes last (after SIP's): wait for it.
+  grep -q '^sallyport: HTTP API listening on' "$WORK/gateway.stdout" 2>/dev/null && break
   sleep 0.1
 done
 HTTP=$(sed -n 's|^sallyport: HTTP API listening on http://||p' "$WORK/gateway.stdout")
@@ -102,6 +125,11 @@ api() { # METHOD PATH [JSON] [IDEMPOTENCY-KEY]
 export -f api; export API TOKEN NUMBER
 
 # ---- the books: 3-second increments at $0.05/min, one inmate per call -----------------
+if [ -n "${RESTORE:-}" ]; then
+  cp "$RESTORE/calls.csv" "$WORK/calls.csv"
+  [ "$(wc -l <"$WORK/calls.csv")" -ge $((CALLS + 1)) ] || { echo "call_setups: $RESTORE has fewer than $CALLS inmates" >&2; exit 2; }
+  echo "restored            $(( $(wc -l <"$WORK/calls.csv") - 1 )) booked inmates from $RESTORE"
+else
 curl -sS -f -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: text/csv' \
   --data-binary $'class,service,per_minute,increment_secs\nlocal,audio,0.05,3\ndomestic,audio,0.05,3\ninternational,audio,0.05,3\n' \
   "$API/rate-plans?id=bench-3s&max_call_secs=3600" >/dev/null
@@ -140,6 +168,18 @@ t0=$(date +%s.%N)
 { echo SEQUENTIAL; seq 1 "$CALLS" | xargs -P "$PAR" -I{} bash -c 'book_one {}'; } >"$WORK/calls.csv"
 [ "$(wc -l <"$WORK/calls.csv")" -eq $((CALLS + 1)) ] || { echo "call_setups: booking failed" >&2; exit 1; }
 awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "booked in %.1f s\n", b - a }'
+fi
+if [ -n "${SAVE:-}" ]; then
+  mkdir -p "$SAVE"; cp "$WORK/calls.csv" "$SAVE/calls.csv"
+  kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
+  if [ -n "${DATABASE_URL:-}" ]; then
+    echo "${DATABASE_URL##*/}" >"$SAVE/template"
+  else
+    python3 -c 'import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); s.backup(d); d.close()' \
+      "$WORK/db.sqlite" "$SAVE/db.sqlite"
+  fi
+  echo "saved the booked state in $SAVE"; exit 0
+fi
 
 # ---- the calls -----------------------------------------------------------------------
 mkdir -p "$WORK/trunk" "$WORK/handset"
@@ -165,6 +205,8 @@ sleep 0.5
 PIDS+=($!)
 
 echo "placing $CALLS calls at $RATE/s, each held ${HOLD_MS} ms after the PIN ..."
+[ -n "${DATABASE_URL:-}" ] && xact0=$(commits)
+stmts0=$(grep -c 'sqlx::query' "$WORK/gateway.log" || true)
 start=$(date +%s.%N)
 cpu0=$(cpu_secs)
 set +e
@@ -174,7 +216,7 @@ set +e
     -s "$NUMBER" "$SIP" -inf "$WORK/calls.csv" -r "$RATE" -m "$CALLS" -aa -nostdin \
     -timeout $(( CALLS / RATE + HOLD_MS / 1000 + 120 ))s \
     -set pin_via info -set attempts 1 -set pin_ms 0 -set then bye -set hold_ms "$HOLD_MS" \
-    -trace_err -error_file errors.log -trace_stat -stf stats.csv -fd 1 >screen.log 2>&1
+    -trace_err -error_file errors.log -trace_stat -stf stats.csv -fd 1 -trace_rtt -rtt_freq 1 >screen.log 2>&1
 )
 SIPP_RC=$?
 set -e
@@ -182,6 +224,8 @@ elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 cpu=$(awk -v a="$cpu0" -v b="$(cpu_secs)" 'BEGIN { printf "%.1f", b - a }')
 sleep 2
 kill "$TRUNK_PID" 2>/dev/null || true
+stmts1=$(grep -c 'sqlx::query' "$WORK/gateway.log" || true)
+[ -n "${DATABASE_URL:-}" ] && xact1=$(commits)
 
 # ---- what happened -------------------------------------------------------------------
 for off in $(seq 0 500 $((CALLS + 500))); do
@@ -210,12 +254,21 @@ jq -r --arg rate "$RATE" --arg elapsed "$elapsed" '
 echo "peak live (sampled) $(sort -n "$WORK/active.samples" | tail -1)  (GET /calls/active returns at most 500)"
 echo "sipp                $(grep -E 'Successful call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "successful " $3}')," \
      "$(grep -E 'Failed call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "failed " $3}') (exit $SIPP_RC)"
-echo "gateway CPU         ${cpu} s user+system while sipp ran ($(nproc) cores)"
+echo "gateway CPU         ${cpu} s user+system while sipp ran ($(nproc) cores): $(awk -v c="$cpu" -v n="$CALLS" 'BEGIN { printf "%.2f", c * 1000 / n }') ms per call"
+# INVITE -> 200 (sipp's response time, one value per call).
+cat "$WORK"/handset/*_rtt.csv 2>/dev/null | awk -F';' 'NR > 1 && $2 != "" { print $2 }' | sort -n >"$WORK/rtt.txt" || true
+echo "INVITE -> 200       $(awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d calls)", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))], v[NR], NR; else print "no samples" }' "$WORK/rtt.txt")"
+if [ "${COUNT:-0}" = 1 ]; then
+  sed -n 's/.*sqlx::query: summary="\([^"]\{0,40\}\).*/\1/p' "$WORK/gateway.log" \
+    | awk -v a="$stmts0" -v b="$stmts1" 'NR > a && NR <= b' | sort | uniq -c | sort -rn >"$WORK/statements.txt"
+  echo "SQL statements      $((stmts1 - stmts0)) while sipp ran: $(awk -v a="$stmts0" -v b="$stmts1" -v n="$CALLS" 'BEGIN { printf "%.1f", (b - a) / n }') per call (see statements.txt with KEEP=1)"
+fi
+[ -n "${DATABASE_URL:-}" ] && echo "commits (PostgreSQL) $((xact1 - xact0)) transactions committed while sipp ran: $(awk -v a="$xact0" -v b="$xact1" -v n="$CALLS" 'BEGIN { printf "%.1f", (b - a) / n }') per call"
 echo "ledger check        violations $ledger"
 metric() { curl -sS "http://$HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 echo "recordings          $(jq '[.[] | select(.recorded)] | length' "$WORK/cdrs.json") calls recorded; open now $(metric sallyport_recordings_open)," \
      "tap drops $(metric sallyport_rtp_tap_dropped_total), late packets $(metric sallyport_recorder_late_packets_total)," \
      "write errors $(metric sallyport_recorder_write_errors_total), $(du -sh "$WORK/recordings" 2>/dev/null | cut -f1) on disk"
-echo "verify-recordings   $(cd "$ROOT" && SALLYPORT_DATABASE_URL="sqlite://$WORK/db.sqlite" SALLYPORT_NODE_DATA_DIR="$WORK" \
+echo "verify-recordings   $(cd "$ROOT" && SALLYPORT_DATABASE_URL="$DB_URL" SALLYPORT_NODE_DATA_DIR="$WORK" \
      SALLYPORT_LOG=error "$BIN" verify-recordings 2>&1 | tail -2 | tr '\n' ' ')"
 echo "gateway warnings    $(grep -c -E 'WARN|ERROR' "$WORK/gateway.log" || true), of which 'no media ports' $(grep -c 'no media ports' "$WORK/gateway.log" || true) (RTP range $RTP_MIN-$RTP_MAX: $((RTP_SPAN / 4)) calls; see gateway.log with KEEP=1)"

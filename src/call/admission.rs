@@ -53,13 +53,10 @@ pub async fn admit(
     now_secs: u64,
 ) -> Result<Admission, StoreError> {
     let user = from_user(req);
-    if let Some(facility_id) = store.trusted_facility(source).await? {
-        let handset = match &user {
-            Some(u) => store.handset_by_username(u).await?,
-            None => None,
-        };
+    // The trusted network and the handset: one statement.
+    if let Some((facility_id, handset)) = store.trusted_handset(source, user.as_deref()).await? {
         return Ok(match handset {
-            Some((h, _)) if h.facility_id == facility_id => Admission::Admitted {
+            Some(h) if h.facility_id == facility_id => Admission::Admitted {
                 facility_id,
                 handset_id: h.id,
             },

@@ -6,6 +6,14 @@
 //! locks the PIN lockout counts and sets ([`crate::policy::lockout`], whose module doc has
 //! the rules and the numbers), the one-live-call rule (a unique index on `sessions`),
 //! balances (the ledger's).
+//!
+//! Round trips: each question is asked in as few statements as the order of the checks
+//! allows (`store::setup`, `Store::pin_entry_facts`): an ID + PIN entry reads the
+//! inmate, its PIN and the three locks in one, records the entry, and counts the
+//! failures before it in one (PostgreSQL: under the subjects' advisory locks, taken in
+//! one statement); a destination reads the inmate with its facility, then the contact,
+//! blocks, the day's calls and the balance, and writes the claim on the inmate with the
+//! tariff in one statement. Rate decks and plans come from memory.
 
 use super::{Authorization, Destination, EndReason, PinVerdict};
 use crate::charging::ChargingPlan;
@@ -16,8 +24,8 @@ use crate::policy::pin::unknown_id_tag;
 use crate::rating::{normalize_e164, rate, RatingError, Service, E164};
 use crate::session::cdr;
 use crate::store::{
-    AttemptOutcome, AuditEntry, ContactStatus, Facility, GuessingPattern, Inmate, InmateStatus,
-    NewAttempt, Store, StoreError,
+    AttemptOutcome, AuditEntry, CallingInmate, ContactStatus, Facility, GuessingPattern, Inmate,
+    InmateStatus, NewAttempt, Store, StoreError,
 };
 use chrono::{DateTime, NaiveTime, Utc};
 use std::time::Duration;
@@ -59,6 +67,9 @@ pub struct PinCheck {
     pub locked: Vec<Subject>,
     /// The facility-wide guessing alert this entry raised, with what it saw.
     pub alert: Option<GuessingPattern>,
+    /// The account that pays for the inmate's calls, with a `Valid` verdict (read with
+    /// the inmate, so the caller needs no second look-up).
+    pub account_id: Option<String>,
 }
 
 impl PinCheck {
@@ -67,6 +78,7 @@ impl PinCheck {
             verdict,
             locked: Vec::new(),
             alert: None,
+            account_id: None,
         }
     }
 }
@@ -99,9 +111,14 @@ pub async fn check_pin(
     now: DateTime<Utc>,
 ) -> Result<PinCheck, StoreError> {
     let facility = entry.facility_id;
-    let inmate = store
-        .inmate_by_calling_id(facility, entry.calling_id)
+    // The inmate, its PIN and the three locks: one statement (one snapshot).
+    let facts = store
+        .pin_entry_facts(facility, entry.calling_id, entry.handset_id, entry.line)
         .await?;
+    let (inmate, stored_pin) = match facts.inmate {
+        Some((i, pin, lock)) => (Some(i), Some((pin, lock))),
+        None => (None, None),
+    };
     let target = match &inmate {
         Some(i) => i.id.clone(),
         None => unknown_id_tag(store.pin_pepper(), facility, entry.calling_id),
@@ -113,7 +130,22 @@ pub async fn check_pin(
         inmate_id: inmate.as_ref().map(|i| i.id.as_str()),
         target: &target,
     };
-    let mut subjects = lock_states(store, &entry, inmate.as_ref(), policy).await?;
+    let mut subjects = Vec::with_capacity(3);
+    let mut add = |subject, key: &str, state| {
+        subjects.push(Counted {
+            subject,
+            key: key.to_string(),
+            state,
+            failures: Failures::default(),
+        })
+    };
+    if let (Some(i), Some((_, lock))) = (&inmate, &stored_pin) {
+        add(Subject::Inmate, &i.id, *lock);
+    }
+    add(Subject::Handset, entry.handset_id, facts.handset);
+    if policy.counts(Subject::Line) {
+        add(Subject::Line, entry.line, facts.line);
+    }
     let phone = [Subject::Handset, Subject::Line];
     let refusal = |subjects: &[Counted], shut: &dyn Fn(&Counted) -> bool| {
         if subjects
@@ -138,9 +170,9 @@ pub async fn check_pin(
         log_attempt(&entry, inmate.as_ref(), AttemptOutcome::Locked);
         return Ok(PinCheck::just(verdict));
     }
-    let right = match &inmate {
-        Some(i) => store.pin_matches(i, entry.pin).await?,
-        None => false,
+    let right = match (&inmate, &stored_pin) {
+        (Some(i), Some((pin, _))) => store.pin_matches_stored(i, pin, entry.pin).await?,
+        _ => false,
     };
     let decided = if right {
         AttemptOutcome::Valid
@@ -173,9 +205,11 @@ pub async fn check_pin(
     }
     log_attempt(&entry, inmate.as_ref(), decided);
     if let (true, Some(i)) = (right, &inmate) {
-        return Ok(PinCheck::just(PinVerdict::Valid {
+        let mut check = PinCheck::just(PinVerdict::Valid {
             inmate_id: i.id.clone(),
-        }));
+        });
+        check.account_id = Some(i.account_id.clone());
+        return Ok(check);
     }
     let mut check = PinCheck::just(PinVerdict::Wrong);
     for c in &subjects {
@@ -186,40 +220,6 @@ pub async fn check_pin(
     }
     check.alert = guessing_alert(store, &entry, policy, now).await?;
     Ok(check)
-}
-
-/// The entry's subjects with their locks (failures not yet counted).
-async fn lock_states(
-    store: &Store,
-    entry: &PinEntry<'_>,
-    inmate: Option<&Inmate>,
-    policy: &PinLockout,
-) -> Result<Vec<Counted>, StoreError> {
-    let mut out = Vec::with_capacity(3);
-    let mut add = |subject, key: &str, state| {
-        out.push(Counted {
-            subject,
-            key: key.to_string(),
-            state,
-            failures: Failures::default(),
-        })
-    };
-    if let Some(i) = inmate {
-        add(Subject::Inmate, &i.id, store.inmate_pin_lock(&i.id).await?);
-    }
-    add(
-        Subject::Handset,
-        entry.handset_id,
-        store.handset_pin_lock(entry.handset_id).await?,
-    );
-    if policy.counts(Subject::Line) {
-        add(
-            Subject::Line,
-            entry.line,
-            store.line_pin_lock(entry.facility_id, entry.line).await?,
-        );
-    }
-    Ok(out)
 }
 
 /// Locks one subject that reached its threshold; whether this entry set the lock (another
@@ -352,15 +352,15 @@ pub async fn check_destination(
     now: DateTime<Utc>,
 ) -> Result<Destination, StoreError> {
     let refused = |r| Ok(Destination::Refused(r));
-    let inmate = store.inmate(inmate_id).await?;
+    // The inmate with its facility: one statement.
+    let inmate = store.calling_inmate(inmate_id).await?;
     if inmate.status != InmateStatus::Active {
         return refused(EndReason::InmateInactive);
     }
-    let facility = store.facility(&inmate.facility_id).await?;
-    let Ok(number) = normalize_e164(dialed, &facility.country_code) else {
+    let Ok(number) = normalize_e164(dialed, &inmate.facility.country_code) else {
         return refused(EndReason::InvalidNumber);
     };
-    let d = check_number(store, session_id, &inmate, &facility, &number, billing, now).await?;
+    let d = check_number(store, session_id, &inmate, &number, billing, now).await?;
     if let Destination::Refused(_) = d {
         let p = cdr::Progress {
             number_e164: Some(number.as_str()),
@@ -371,89 +371,150 @@ pub async fn check_destination(
     Ok(d)
 }
 
-/// [`check_destination`] from the normalized number on.
+/// What rating came to, before the inmate is claimed: a tariff, or how the call ends if
+/// the claim succeeds (a refusal or an error).
+enum Rated {
+    Tariff {
+        plan: std::sync::Arc<crate::rating::RatePlan>,
+        prefix: String,
+        class: crate::rating::CallClass,
+        service: Service,
+        tariff: crate::rating::Tariff,
+        plan_id: String,
+        deck_id: String,
+    },
+    Not(Result<Destination, StoreError>),
+}
+
+/// [`check_destination`] from the normalized number on. The contact, blocks, the day's
+/// calls and the balance are read in one statement; the claim on the inmate (the
+/// one-live-call rule) and the tariff are written in one (rating runs in memory, on the
+/// cached deck and plan, before it).
 async fn check_number(
     store: &Store,
     session_id: &str,
-    inmate: &Inmate,
-    facility: &Facility,
+    inmate: &CallingInmate,
     number: &E164,
     billing: &BillingConfig,
     now: DateTime<Utc>,
 ) -> Result<Destination, StoreError> {
     let refused = |r| Ok(Destination::Refused(r));
-    let contact = store
-        .contact_for_number(&inmate.id, number.as_str())
-        .await?;
-    let Some(contact) = contact.filter(|c| c.status == ContactStatus::Approved) else {
-        return refused(EndReason::NotApproved);
-    };
-    if store.is_blocked(&facility.id, number.as_str()).await? {
-        return refused(EndReason::Blocked);
-    }
+    let facility = &inmate.facility;
     let hours = CallingHours::parse(
         &facility.time_zone,
         &facility.calling_hours_start,
         &facility.calling_hours_end,
     )
-    .map_err(|e| StoreError::invalid("calling_hours", e.to_string()))?;
-    if !hours.allows(now) {
+    .map_err(|e| StoreError::invalid("calling_hours", e.to_string()));
+    let since = match &hours {
+        Ok(h) if facility.daily_call_limit > 0 => Some(local_midnight(h, now)),
+        _ => None,
+    };
+    let facts = store
+        .destination_facts(inmate, number.as_str(), since)
+        .await?;
+    let Some(contact) = facts
+        .contact
+        .filter(|c| c.status == ContactStatus::Approved)
+    else {
+        return refused(EndReason::NotApproved);
+    };
+    if facts.blocked {
+        return refused(EndReason::Blocked);
+    }
+    if !hours?.allows(now) {
         return refused(EndReason::OutsideHours);
     }
-    if facility.daily_call_limit > 0 {
-        let midnight = local_midnight(&hours, now);
-        if cdr::accepted_calls_since(store.db(), &inmate.id, midnight).await?
-            >= facility.daily_call_limit
-        {
-            return refused(EndReason::CallLimit);
-        }
-    }
-    if !cdr::claim_inmate(store.db(), session_id, &inmate.id, &inmate.account_id).await? {
+    if facility.daily_call_limit > 0 && facts.accepted_since >= facility.daily_call_limit {
         return refused(EndReason::CallLimit);
     }
-    let (Some(plan_id), Some(deck_id)) = (&facility.rate_plan_id, &facility.rate_deck_id) else {
-        return Err(StoreError::invalid(
-            "rate_plan_id",
-            format!("facility {} has no rate plan or deck", facility.id),
-        ));
+    let rated = rate_call(store, facility, number).await;
+    let Rated::Tariff {
+        plan,
+        prefix,
+        class,
+        service,
+        tariff,
+        plan_id,
+        deck_id,
+    } = rated
+    else {
+        // No tariff: the claim still decides first whether the inmate was already on a
+        // call (as when the tariff came after it).
+        if !cdr::claim_inmate(store.db(), session_id, &inmate.id, &inmate.account_id).await? {
+            return refused(EndReason::CallLimit);
+        }
+        return match rated {
+            Rated::Not(r) => r,
+            Rated::Tariff { .. } => Err(StoreError::invalid("rate_plan_id", "unreachable")),
+        };
     };
-    let plan = store
-        .load_rate_plan(plan_id, &facility.cap_category)
-        .await?;
-    let deck = store.load_rate_deck(deck_id).await?;
-    let rating = match rate(&deck, &plan, number, Service::Audio) {
-        Ok(r) => r,
-        Err(RatingError::NotRateable { .. }) => return refused(EndReason::InvalidNumber),
-        Err(e) => return Err(StoreError::invalid("rate_plan_id", e.to_string())),
-    };
-    let tariff = &rating.tariff;
+    let tariff = &tariff;
     let applied = cdr::Authorized {
         contact_id: &contact.id,
         number_e164: number.as_str(),
         privileged: contact.privileged,
-        rate_plan_id: plan_id,
-        rate_deck_id: deck_id,
-        rate_prefix: rating.prefix,
-        class: rating.class.as_str(),
-        service: rating.service.as_str(),
+        rate_plan_id: &plan_id,
+        rate_deck_id: &deck_id,
+        rate_prefix: &prefix,
+        class: class.as_str(),
+        service: service.as_str(),
         per_minute: tariff.per_minute(),
         increment_secs: tariff.increment_secs(),
         cost_per_increment: tariff.cost_of_increment(),
     };
-    cdr::record_authorization(store.db(), session_id, &applied).await?;
+    let claim = cdr::Claim {
+        inmate_id: &inmate.id,
+        account_id: &inmate.account_id,
+    };
+    if !cdr::claim_and_authorize(store.db(), session_id, &claim, &applied).await? {
+        return refused(EndReason::CallLimit);
+    }
     let charging = ChargingPlan::for_tariff(
         tariff,
         plan.max_duration(),
         Duration::from_secs(u64::from(billing.warning_lead_secs)),
         crate::session::DEBIT_TIMEOUT,
     );
-    let balance = store.ledger().balance(&inmate.account_id).await?;
     Ok(Destination::Authorized(Authorization {
         number: number.as_str().to_string(),
         privileged: contact.privileged,
         charging,
-        balance,
+        balance: facts.balance,
     }))
+}
+
+/// Rates `number` with the facility's plan and deck (cached by id).
+async fn rate_call(store: &Store, facility: &Facility, number: &E164) -> Rated {
+    let (Some(plan_id), Some(deck_id)) = (&facility.rate_plan_id, &facility.rate_deck_id) else {
+        return Rated::Not(Err(StoreError::invalid(
+            "rate_plan_id",
+            format!("facility {} has no rate plan or deck", facility.id),
+        )));
+    };
+    let plan = match store.load_rate_plan(plan_id, &facility.cap_category).await {
+        Ok(p) => p,
+        Err(e) => return Rated::Not(Err(e)),
+    };
+    let deck = match store.load_rate_deck(deck_id).await {
+        Ok(d) => d,
+        Err(e) => return Rated::Not(Err(e)),
+    };
+    match rate(&deck, &plan, number, Service::Audio) {
+        Ok(rating) => Rated::Tariff {
+            prefix: rating.prefix.to_string(),
+            class: rating.class,
+            service: rating.service,
+            tariff: rating.tariff,
+            plan,
+            plan_id: plan_id.clone(),
+            deck_id: deck_id.clone(),
+        },
+        Err(RatingError::NotRateable { .. }) => {
+            Rated::Not(Ok(Destination::Refused(EndReason::InvalidNumber)))
+        }
+        Err(e) => Rated::Not(Err(StoreError::invalid("rate_plan_id", e.to_string()))),
+    }
 }
 
 /// The start of the facility-local day containing `now`, in UTC.

@@ -548,16 +548,11 @@ impl CallTask {
                 calling_id: &calling_id,
                 pin: pin.as_str(),
             };
-            let checked = match check_pin(&store, entry, &lockout, wall).await {
-                Ok(c) => match &c.verdict {
-                    PinVerdict::Valid { inmate_id } => store
-                        .inmate(inmate_id)
-                        .await
-                        .map(|i| (c.clone(), Some(i.account_id))),
-                    _ => Ok((c, None)),
-                },
-                Err(e) => Err(e),
-            };
+            // A valid entry names the paying account (read with the inmate).
+            let checked = check_pin(&store, entry, &lockout, wall).await.map(|c| {
+                let account = c.account_id.clone();
+                (c, account)
+            });
             Done::Pin(checked)
         });
     }

@@ -116,7 +116,7 @@ use serde::Serialize;
 use spending::Finish;
 use sqlx::{Any, Transaction};
 use std::sync::Arc;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 /// How long a session's debit waits for a row lock on PostgreSQL before it gives up,
 /// moving nothing. A little longer than the session's own debit timeout
@@ -149,12 +149,6 @@ macro_rules! keyed {
 pub struct Ledger {
     db: Db,
     clock: Arc<dyn Clock>,
-    /// SQLite only: ledger writers of this process queue here (FIFO) before `BEGIN
-    /// IMMEDIATE`, instead of polling SQLite's busy handler, whose sleeps grow to 100 ms
-    /// and collapsed 16 concurrent debits from ~1,800/s to ~160/s. Other processes (the
-    /// CLI) still queue on the busy timeout. Shared by clones: build one `Ledger` per
-    /// database and clone it.
-    sqlite_gate: Option<Arc<Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -179,23 +173,18 @@ struct ReleaseRequest<'a> {
 
 impl Ledger {
     pub fn new(db: Db, clock: Arc<dyn Clock>) -> Ledger {
-        let sqlite_gate = (db.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ledger {
-            db,
-            clock,
-            sqlite_gate,
-        }
+        Ledger { db, clock }
     }
 
-    /// Opens a write transaction; on SQLite first waits its turn at the gate. The guard
-    /// must be held until the transaction ends.
+    /// Opens a write transaction; on SQLite first waits its turn ([`Db::write_turn`]:
+    /// ledger writers once polled SQLite's busy handler, whose sleeps grow to 100 ms and
+    /// collapsed 16 concurrent debits from ~1,800/s to ~160/s; the turn is now the
+    /// database's, shared with the session's writes). The guard must be held until the
+    /// transaction ends.
     async fn begin_write(
         &self,
     ) -> Result<(Option<OwnedMutexGuard<()>>, Transaction<'static, Any>), LedgerError> {
-        let gate = match &self.sqlite_gate {
-            Some(g) => Some(g.clone().lock_owned().await),
-            None => None,
-        };
+        let gate = self.db.write_turn().await;
         Ok((gate, self.db.begin_write().await?))
     }
 

@@ -48,6 +48,19 @@
 //! when its node died ends `system`. While the notice plays, live views show the row
 //! `active` with its end reason already set: the call is ending.
 
+//!
+//! # The row before the answer
+//!
+//! A call's row is written (`open_call`) before the handset's INVITE is answered, not
+//! as the runner's first job after it. Answering first would take one insert off
+//! INVITE→200, but a node that died between its 200 and the insert would leave an
+//! answered call — one the handset's user heard answered, whose ID and PIN may already
+//! have been keyed on another attempt — with no CDR after the restart: nothing for
+//! [`close_orphans`] to close, and a gap in the record of who used which phone when.
+//! Every answered call has a CDR, so the insert stays first. What it costs is kept
+//! small instead: on SQLite it waits only for the writes queued before it in this
+//! process (`Db::write_turn`), never in SQLite's busy handler.
+
 use crate::db::{from_micros, to_micros, Db};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
@@ -194,6 +207,7 @@ pub struct NewSession<'a> {
 
 /// Opens an `active` call session.
 pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "INSERT INTO sessions (id, kind, facility_id, handset_id, dialed, state, node_id, sip_call_id, invite_at) \
          VALUES ($1, 'call', $2, $3, $4, 'active', $5, $6, $7)",
@@ -219,6 +233,7 @@ pub async fn claim_inmate(
     inmate_id: &str,
     account_id: &str,
 ) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
     let r = sqlx::query(
         "UPDATE sessions SET inmate_id = $2, account_id = $3 WHERE id = $1 AND state = 'active'",
     )
@@ -263,6 +278,7 @@ pub struct Progress<'a> {
 
 /// Records a live session's progress (see [`Progress`]); a no-op once it has ended.
 pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET number_e164 = COALESCE($2, number_e164), \
          privileged = COALESCE($3, privileged), answer_at = COALESCE($4, answer_at), \
@@ -307,6 +323,7 @@ pub async fn record_authorization(
     id: &str,
     a: &Authorized<'_>,
 ) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET contact_id = $2, number_e164 = $3, privileged = $4, \
          rate_plan_id = $5, rate_deck_id = $6, rate_prefix = $7, class = $8, service = $9, \
@@ -330,6 +347,54 @@ pub async fn record_authorization(
     Ok(())
 }
 
+/// The inmate a live session is claimed for, and the account that pays.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub inmate_id: &'a str,
+    pub account_id: &'a str,
+}
+
+/// [`claim_inmate`] and [`record_authorization`] in one statement: the call set-up's one
+/// write between the PIN and the trunk. `false` (nothing written) when the inmate already
+/// has a live call anywhere in the cluster (the unique index `sessions_one_live_call`
+/// decides, atomically) or the session has ended.
+pub async fn claim_and_authorize(
+    db: &Db,
+    id: &str,
+    c: &Claim<'_>,
+    a: &Authorized<'_>,
+) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
+    let r = sqlx::query(
+        "UPDATE sessions SET inmate_id = $13, account_id = $14, contact_id = $2, \
+         number_e164 = $3, privileged = $4, rate_plan_id = $5, rate_deck_id = $6, \
+         rate_prefix = $7, class = $8, service = $9, per_minute_minor = $10, \
+         increment_secs = $11, increment_cost_minor = $12 \
+         WHERE id = $1 AND state = 'active'",
+    )
+    .bind(id)
+    .bind(a.contact_id)
+    .bind(a.number_e164)
+    .bind(i64::from(a.privileged))
+    .bind(a.rate_plan_id)
+    .bind(a.rate_deck_id)
+    .bind(a.rate_prefix)
+    .bind(a.class)
+    .bind(a.service)
+    .bind(a.per_minute.to_minor())
+    .bind(i64::from(a.increment_secs))
+    .bind(a.cost_per_increment.to_minor())
+    .bind(c.inmate_id)
+    .bind(c.account_id)
+    .execute(db.pool())
+    .await;
+    match r {
+        Ok(done) => Ok(done.rows_affected() == 1),
+        Err(e) if crate::db::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Records on a live session that its parties were cut apart at `media_end_at` for
 /// `reason` (the CDR's `end_reason`), before the call's closing notice plays: what
 /// [`close_orphans`] keeps if the node dies before the call's end (module doc, "A cut
@@ -340,6 +405,7 @@ pub async fn record_media_end(
     reason: &str,
     media_end_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET end_reason = $2, media_end_at = $3 \
          WHERE id = $1 AND state = 'active' AND end_reason IS NULL",
@@ -353,17 +419,23 @@ pub async fn record_media_end(
 }
 
 /// Marks a live session recorded by `recording_id`, inside the transaction that registers
-/// the recording (`Store::start_recording`), so a row and its session never disagree.
+/// the recording (`Store::start_recording`), so a row and its session never disagree; with
+/// the acceptance (`accepted_at`, unless already set) when the recording starts with it.
 pub async fn mark_recorded(
     conn: &mut sqlx::AnyConnection,
     session_id: &str,
     recording_id: &str,
+    accepted_at: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sessions SET recorded = 1, recording_id = $1 WHERE id = $2")
-        .bind(recording_id)
-        .bind(session_id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE sessions SET recorded = 1, recording_id = $1, \
+         accepted_at = COALESCE(accepted_at, $3) WHERE id = $2",
+    )
+    .bind(recording_id)
+    .bind(session_id)
+    .bind(accepted_at.map(to_micros))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -372,6 +444,7 @@ pub async fn mark_recorded(
 /// whether the account paying the call is still open: `false` once the inmate was
 /// released (the call must end `released`).
 pub async fn count_increment(db: &Db, id: &str, increment: u32) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "UPDATE sessions SET billed_increments = $2 \
          WHERE id = $1 AND state = 'active' AND billed_increments < $2",
@@ -434,16 +507,23 @@ pub async fn close_with(
     e: &SessionEnd<'_>,
     call: &CallEnd,
 ) -> Result<bool, sqlx::Error> {
-    let c = charged(db, id).await?;
-    let billed = c.increments.max(i64::from(call.counted_increments));
-    let done = sqlx::query(
+    let _turn = db.write_turn().await;
+    // The ledger's count and amount are read by the statement itself (one round trip):
+    // the charges of every debit committed before it.
+    let (n, amount) = (
+        format!("SELECT COUNT(*) {CHARGED_FROM}"),
+        format!("SELECT CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) {CHARGED_FROM}"),
+    );
+    let done = sqlx::query(&format!(
         "UPDATE sessions SET state = 'ended', end_reason = $2, inmate_id = COALESCE(inmate_id, $3), \
          number_e164 = COALESCE($4, number_e164), privileged = $5, recorded = $6, answer_at = $7, \
          accepted_at = $8, end_at = $9, \
-         billed_increments = CASE WHEN billed_increments > $10 THEN billed_increments ELSE $10 END, \
-         amount_minor = $11, media_end_at = $12, closed_at = $13 \
-         WHERE id = $1 AND state = 'active'",
-    )
+         billed_increments = CASE \
+           WHEN billed_increments >= $10 AND billed_increments >= ({n}) THEN billed_increments \
+           WHEN $10 >= ({n}) THEN $10 ELSE ({n}) END, \
+         amount_minor = ({amount}), media_end_at = $11, closed_at = $12 \
+         WHERE id = $1 AND state = 'active'"
+    ))
     .bind(id)
     .bind(e.reason)
     .bind(e.inmate_id)
@@ -453,14 +533,19 @@ pub async fn close_with(
     .bind(e.answer_at.map(to_micros))
     .bind(e.accepted_at.map(to_micros))
     .bind(to_micros(e.end_at))
-    .bind(billed)
-    .bind(c.amount_minor)
+    .bind(i64::from(call.counted_increments))
     .bind(call.media_end_at.map(to_micros))
     .bind(to_micros(call.closed_at.unwrap_or(e.end_at)))
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// The revenue-side entries of the session's (`$1`) transactions: one per increment
+/// debited ([`charged`]).
+const CHARGED_FROM: &str =
+    "FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
+     WHERE t.session_id = $1 AND e.amount_minor > 0 AND e.balance_after_minor IS NULL";
 
 /// What the ledger holds of a session's charges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,6 +29,7 @@
 
 use super::cdr::{self, CallEnd, SessionEnd};
 use super::{EndReason, Service};
+use crate::db::to_micros;
 use crate::ledger::{DebitOutcome, LedgerError, SessionDebit};
 use crate::money::Money;
 use crate::recording::{self, Capture, Closing, Recorder, RecordingError};
@@ -37,6 +38,7 @@ use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -194,7 +196,13 @@ pub struct SessionDb {
     session_id: Arc<str>,
     facility_id: Arc<str>,
     service: Service,
+    /// The acceptance time a recording start wrote with its row (Unix µs; `NONE`: not
+    /// written), so the acceptance's own progress write can be left out.
+    accepted_written: Arc<AtomicI64>,
 }
+
+/// [`SessionDb::accepted_written`] before anything was written.
+const NONE: i64 = i64::MIN;
 
 impl SessionDb {
     pub fn new(store: Store, session_id: &str, facility_id: &str, service: Service) -> SessionDb {
@@ -203,6 +211,7 @@ impl SessionDb {
             session_id: session_id.into(),
             facility_id: facility_id.into(),
             service,
+            accepted_written: Arc::new(AtomicI64::new(NONE)),
         }
     }
 
@@ -294,14 +303,24 @@ impl SessionDb {
         }
     }
 
-    /// Records how far the live session got (for live views).
+    /// Records how far the live session got (for live views). An acceptance that the
+    /// recording's start already wrote is not written again: the call core asks for the
+    /// recording first, at the acceptance, and the recording's row carries that moment
+    /// into the session in its own commit (this write's time would be the driver's
+    /// clock read a few µs later, and the close writes the core's acceptance anyway).
     pub fn progress(
         &self,
         answer_at: Option<DateTime<Utc>>,
         accepted_at: Option<DateTime<Utc>>,
     ) -> impl Future<Output = SessionDone> + Send {
         let (store, id) = (self.store.clone(), self.session_id.clone());
+        let written = self.accepted_written.clone();
         async move {
+            // Read when the job runs: the recording's start ran before it (runner order).
+            let done = written.load(Ordering::Acquire) != NONE;
+            if answer_at.is_none() && accepted_at.is_some() && done {
+                return SessionDone::Noted;
+            }
             let p = cdr::Progress {
                 answer_at,
                 accepted_at,
@@ -330,6 +349,7 @@ impl SessionDb {
             self.session_id.clone(),
             self.facility_id.clone(),
         );
+        let written = self.accepted_written.clone();
         async move {
             let relative = recording::relative_path(&id, started_at);
             let (capture, tap) = match recorder.begin(relative, law, start).await {
@@ -347,13 +367,16 @@ impl SessionDb {
                 node_id: &node_id,
                 started_at,
             };
-            match store.start_recording(row).await {
-                Ok(rec) => SessionDone::RecordingStarted(Box::new(StartedRecording {
-                    id: rec,
-                    capture,
-                    tap,
-                    started_at,
-                })),
+            match store.start_recording_accepted(row, Some(started_at)).await {
+                Ok(rec) => {
+                    written.store(to_micros(started_at), Ordering::Release);
+                    SessionDone::RecordingStarted(Box::new(StartedRecording {
+                        id: rec,
+                        capture,
+                        tap,
+                        started_at,
+                    }))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot register the recording");
                     abandon_recording(&recorder, capture).await;

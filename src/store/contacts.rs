@@ -78,10 +78,11 @@ pub struct Block {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, inmate_id, number_e164, name, relationship, status, privileged, \
+pub(super) const COLUMNS: &str =
+    "id, inmate_id, number_e164, name, relationship, status, privileged, \
     video_allowed, decided_by, decided_at, created_at";
 
-fn from_row(r: &AnyRow) -> Result<Contact, StoreError> {
+pub(super) fn from_row(r: &AnyRow) -> Result<Contact, StoreError> {
     let status: String = r.try_get("status")?;
     let decided_at: Option<i64> = r.try_get("decided_at")?;
     Ok(Contact {

@@ -86,11 +86,12 @@ fn default_retention() -> i64 {
     365
 }
 
-const COLUMNS: &str = "id, name, time_zone, country_code, cap_category, calling_hours_start, \
+pub(super) const COLUMNS: &str =
+    "id, name, time_zone, country_code, cap_category, calling_hours_start, \
     calling_hours_end, deposit_max_minor, deposit_daily_max_minor, daily_call_limit, \
     rate_plan_id, rate_deck_id, recording_retention_days, created_at";
 
-fn from_row(r: &AnyRow) -> Result<Facility, sqlx::Error> {
+pub(super) fn from_row(r: &AnyRow) -> Result<Facility, sqlx::Error> {
     Ok(Facility {
         id: r.try_get("id")?,
         name: r.try_get("name")?,

@@ -184,6 +184,36 @@ impl Store {
         self.handset(id).await
     }
 
+    /// The facility whose trusted networks contain `ip`, if any, with the handset whose
+    /// SIP username is `username` (of any facility), if any: a trusted-network admission
+    /// in one statement.
+    pub async fn trusted_handset(
+        &self,
+        ip: std::net::IpAddr,
+        username: Option<&str>,
+    ) -> Result<Option<(String, Option<Handset>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.facility_id AS trusted_facility, t.cidr, h.id, h.facility_id, h.name, \
+             h.location, h.sip_username, h.locked_until, h.created_at \
+             FROM trusted_networks t LEFT JOIN handsets h ON h.sip_username = $1 \
+             ORDER BY t.created_at, t.id",
+        )
+        .bind(username)
+        .fetch_all(self.db.pool())
+        .await?;
+        for r in &rows {
+            let cidr: String = r.try_get("cidr")?;
+            if crate::policy::net::cidr_contains(&cidr, ip) {
+                let handset = match r.try_get::<Option<String>, _>("id")? {
+                    Some(_) => Some(from_row(r)?),
+                    None => None,
+                };
+                return Ok(Some((r.try_get("trusted_facility")?, handset)));
+            }
+        }
+        Ok(None)
+    }
+
     /// The facility whose trusted networks contain `ip`, if any.
     pub async fn trusted_facility(
         &self,

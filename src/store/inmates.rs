@@ -35,7 +35,7 @@ impl InmateStatus {
         }
     }
 
-    fn parse(s: &str) -> Result<InmateStatus, StoreError> {
+    pub(super) fn parse(s: &str) -> Result<InmateStatus, StoreError> {
         match s {
             "active" => Ok(InmateStatus::Active),
             "suspended" => Ok(InmateStatus::Suspended),
@@ -86,13 +86,37 @@ pub struct Booking {
     pub calling_id: Option<String>,
 }
 
-const COLUMNS: &str = "id, facility_id, booking_number, first_name, last_name, status, \
+pub(super) const COLUMNS: &str = "id, facility_id, booking_number, first_name, last_name, status, \
     calling_id, pin_hash, pin_lookup, locked_until, account_id, booked_at, released_at";
 
 /// Random draws before giving up on finding a free calling ID.
 const CALLING_ID_DRAWS: usize = 64;
 
-fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
+/// An inmate's PIN as stored (keyed hashes; never the digits).
+#[derive(Clone, Default)]
+pub(crate) struct StoredPin {
+    /// The calling-ID form.
+    pub hash: Option<String>,
+    /// The pre-calling-ID form, replaced by `hash` at the first right entry.
+    pub lookup: Option<String>,
+}
+
+impl StoredPin {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<StoredPin, StoreError> {
+        Ok(StoredPin {
+            hash: r.try_get("pin_hash")?,
+            lookup: r.try_get("pin_lookup")?,
+        })
+    }
+}
+
+/// Digits a PIN comparison may be made on. No length rule here: a PIN set under other
+/// length rules still works.
+fn pin_shaped(entered: &str) -> bool {
+    !entered.is_empty() && entered.len() <= 32 && entered.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub(super) fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
     let status: String = r.try_get("status")?;
     let pin_hash: Option<String> = r.try_get("pin_hash")?;
     let pin_lookup: Option<String> = r.try_get("pin_lookup")?;
@@ -403,12 +427,7 @@ impl Store {
     /// PIN, compared in constant time). A PIN still stored in the pre-calling-ID form is
     /// compared in that form and, when right, replaced by the new one.
     pub async fn pin_matches(&self, inmate: &Inmate, entered: &str) -> Result<bool, StoreError> {
-        let Some(calling_id) = &inmate.calling_id else {
-            return Ok(false);
-        };
-        // No length rule here: a PIN set under other length rules still works.
-        if entered.is_empty() || entered.len() > 32 || !entered.bytes().all(|b| b.is_ascii_digit())
-        {
+        if inmate.calling_id.is_none() || !pin_shaped(entered) {
             return Ok(false);
         }
         let row = sqlx::query("SELECT pin_hash, pin_lookup FROM inmates WHERE id = $1")
@@ -416,18 +435,36 @@ impl Store {
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| StoreError::not_found("inmate", &inmate.id))?;
+        let stored = StoredPin::from_row(&row)?;
+        self.pin_matches_stored(inmate, &stored, entered).await
+    }
+
+    /// [`Store::pin_matches`] against the PIN as read with the inmate (the set-up path
+    /// reads both in one statement: [`Store::pin_entry_facts`]).
+    pub(crate) async fn pin_matches_stored(
+        &self,
+        inmate: &Inmate,
+        stored: &StoredPin,
+        entered: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(calling_id) = &inmate.calling_id else {
+            return Ok(false);
+        };
+        if !pin_shaped(entered) {
+            return Ok(false);
+        }
         let pepper = self.pin_pepper.as_bytes();
         let fid = &inmate.facility_id;
-        if let Some(stored) = row.try_get::<Option<String>, _>("pin_hash")? {
+        if let Some(stored) = &stored.hash {
             return Ok(pin::matches(
-                &stored,
+                stored,
                 &pin::pin_hash(pepper, fid, calling_id, entered),
             ));
         }
-        let Some(legacy) = row.try_get::<Option<String>, _>("pin_lookup")? else {
+        let Some(legacy) = &stored.lookup else {
             return Ok(false);
         };
-        if !pin::matches(&legacy, &pin::legacy_hash(pepper, fid, entered)) {
+        if !pin::matches(legacy, &pin::legacy_hash(pepper, fid, entered)) {
             return Ok(false);
         }
         sqlx::query(
@@ -435,7 +472,7 @@ impl Store {
         )
         .bind(&inmate.id)
         .bind(pin::pin_hash(pepper, fid, calling_id, entered))
-        .bind(&legacy)
+        .bind(legacy)
         .execute(self.db.pool())
         .await?;
         tracing::info!(inmate = %inmate.id, "PIN hash moved to the calling-ID form");

@@ -20,6 +20,7 @@ mod pin_attempts;
 mod principals;
 mod rates;
 mod recordings;
+mod setup;
 mod users;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
@@ -37,6 +38,7 @@ pub(crate) use recordings::{
     COLUMNS as RECORDING_COLUMNS,
 };
 pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
+pub use setup::{CallingInmate, DestinationFacts};
 pub use users::{
     valid_username, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User,
     MAX_USERNAME_BYTES,

@@ -11,7 +11,8 @@
 //! [`STALE_PENDING`](crate::policy::lockout::STALE_PENDING), as the failure it may have
 //! been and decays like one.
 
-use super::{Store, StoreError};
+use super::inmates::StoredPin;
+use super::{Inmate, Store, StoreError};
 use crate::db::{from_micros, to_micros, Backend};
 use crate::policy::lockout::{Counting, Failures, Lock, LockState, Subject};
 use chrono::{DateTime, Duration, Utc};
@@ -122,42 +123,66 @@ async fn insert_attempt(
     Ok(row.try_get("id")?)
 }
 
-/// One subject's failures (`key` is the inmate id, the handset id, or the line's address
-/// in `facility_id`) recorded before attempt `before`, counted as `c` says.
+/// Each subject's failures (`key` is the inmate id, the handset id, or the line's address
+/// in `facility_id`) recorded before attempt `before`, counted as its `Counting` says: one
+/// statement for all of them, the counts in the order of `subjects`. Only failures are
+/// read (`outcome IN ('wrong', 'pending')`, the predicate of the partial indexes of
+/// migration 0009; the other outcomes count nothing), so the cost follows the failures
+/// of the day, not the entries.
 async fn failures_before(
     conn: &mut sqlx::AnyConnection,
-    subject: Subject,
     facility_id: &str,
-    key: &str,
-    c: &Counting,
+    subjects: &[(Subject, &str, Counting)],
     before: i64,
-) -> Result<Failures, StoreError> {
-    let who = match subject {
-        Subject::Inmate => "inmate_id = $2 AND facility_id = $1",
-        Subject::Handset => "handset_id = $2 AND facility_id = $1",
-        Subject::Line => "facility_id = $1 AND remote_addr = $2",
-    };
-    let failed = "(outcome = 'wrong' OR (outcome = 'pending' AND at < $5))";
-    let sql = format!(
-        "SELECT \
-         COALESCE(SUM(CASE WHEN at >= $3 AND {failed} THEN 1 ELSE 0 END), 0) AS recent, \
-         COALESCE(SUM(CASE WHEN at >= $4 AND {failed} THEN 1 ELSE 0 END), 0) AS daily \
-         FROM pin_attempts WHERE {who} AND at >= $6 AND id < $7"
-    );
-    let r = sqlx::query(&sql)
-        .bind(facility_id)
-        .bind(key)
-        .bind(to_micros(c.recent_from))
-        .bind(to_micros(c.daily_from))
-        .bind(to_micros(c.stale_before))
-        .bind(to_micros(c.recent_from.min(c.daily_from)))
-        .bind(before)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Failures {
-        recent: count(&r, "recent")?,
-        daily: count(&r, "daily")?,
-    })
+) -> Result<Vec<Failures>, StoreError> {
+    if subjects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut parts = Vec::with_capacity(subjects.len());
+    for (n, (subject, _, _)) in subjects.iter().enumerate() {
+        // $1 facility, $2 the attempt; then five per subject: key, recent from, daily
+        // from, stale before, the earlier of the two starts.
+        let p = 3 + 5 * n;
+        let (key, recent, daily, stale, from) = (p, p + 1, p + 2, p + 3, p + 4);
+        let who = match subject {
+            Subject::Inmate => format!("inmate_id = ${key} AND facility_id = $1"),
+            Subject::Handset => format!("handset_id = ${key} AND facility_id = $1"),
+            Subject::Line => format!("facility_id = $1 AND remote_addr = ${key}"),
+        };
+        let failed = format!("(outcome = 'wrong' OR (outcome = 'pending' AND at < ${stale}))");
+        parts.push(format!(
+            "SELECT {n} AS n, \
+             COALESCE(SUM(CASE WHEN at >= ${recent} AND {failed} THEN 1 ELSE 0 END), 0) AS recent, \
+             COALESCE(SUM(CASE WHEN at >= ${daily} AND {failed} THEN 1 ELSE 0 END), 0) AS daily \
+             FROM pin_attempts WHERE {who} AND outcome IN ('wrong', 'pending') \
+             AND at >= ${from} AND id < $2"
+        ));
+    }
+    let sql = format!("{} ORDER BY n", parts.join(" UNION ALL "));
+    let mut q = sqlx::query(&sql).bind(facility_id).bind(before);
+    for (_, key, c) in subjects {
+        q = q
+            .bind(*key)
+            .bind(to_micros(c.recent_from))
+            .bind(to_micros(c.daily_from))
+            .bind(to_micros(c.stale_before))
+            .bind(to_micros(c.recent_from.min(c.daily_from)));
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    if rows.len() != subjects.len() {
+        return Err(StoreError::Corrupt {
+            what: "PIN failure counts",
+            message: format!("{} counts for {} subjects", rows.len(), subjects.len()),
+        });
+    }
+    rows.iter()
+        .map(|r| {
+            Ok(Failures {
+                recent: count(r, "recent")?,
+                daily: count(r, "daily")?,
+            })
+        })
+        .collect()
 }
 
 /// A count column (never negative).
@@ -169,7 +194,82 @@ fn bool_to_i64(b: bool) -> i64 {
     i64::from(b)
 }
 
+/// What an ID + PIN entry is checked against, read in one statement
+/// ([`Store::pin_entry_facts`]).
+pub(crate) struct PinFacts {
+    /// The inmate the calling ID names in the facility, its PIN as stored and its lock.
+    pub inmate: Option<(Inmate, StoredPin, LockState)>,
+    /// The handset's lock.
+    pub handset: LockState,
+    /// The line's lock (never locked: the default).
+    pub line: LockState,
+}
+
+/// A lock's columns under `prefix` (`h_`, `l_`, `i_`); a missing row (a line never
+/// locked) is the default.
+fn lock_of(r: &sqlx::any::AnyRow, prefix: &str) -> Result<LockState, StoreError> {
+    let until: Option<i64> = r.try_get(format!("{prefix}until").as_str())?;
+    let level: Option<i64> = r.try_get(format!("{prefix}level").as_str())?;
+    let from: Option<i64> = r.try_get(format!("{prefix}from").as_str())?;
+    Ok(LockState {
+        locked_until: until.map(from_micros),
+        level: u32::try_from(level.unwrap_or(0)).unwrap_or(u32::MAX),
+        count_from: from.map(from_micros),
+    })
+}
+
 impl Store {
+    /// The facts an ID + PIN entry is checked against, in one statement: the inmate
+    /// `calling_id` names in `facility_id` (none for an ID that is not all digits, or
+    /// too long) with its stored PIN and lock, the handset's lock and the line's. The
+    /// handset must exist (it was admitted).
+    pub(crate) async fn pin_entry_facts(
+        &self,
+        facility_id: &str,
+        calling_id: &str,
+        handset_id: &str,
+        line: &str,
+    ) -> Result<PinFacts, StoreError> {
+        let shaped = !calling_id.is_empty()
+            && calling_id.len() <= 20
+            && calling_id.bytes().all(|b| b.is_ascii_digit());
+        let inmate_columns = super::inmates::COLUMNS
+            .split(',')
+            .map(|c| format!("i.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = sqlx::query(&format!(
+            "SELECT h.locked_until AS h_until, h.pin_lock_level AS h_level, \
+             h.pin_count_from AS h_from, l.locked_until AS l_until, l.lock_level AS l_level, \
+             l.count_from AS l_from, i.locked_until AS i_until, i.pin_lock_level AS i_level, \
+             i.pin_count_from AS i_from, {inmate_columns} \
+             FROM handsets h \
+             LEFT JOIN inmates i ON i.facility_id = $1 AND i.calling_id = $2 \
+             LEFT JOIN pin_lines l ON l.facility_id = $1 AND l.address = $3 \
+             WHERE h.id = $4"
+        ))
+        .bind(facility_id)
+        .bind(shaped.then_some(calling_id))
+        .bind(line)
+        .bind(handset_id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| StoreError::not_found("handset", handset_id))?;
+        let inmate = match row.try_get::<Option<String>, _>("id")? {
+            Some(_) => Some((
+                super::inmates::from_row(&row)?,
+                StoredPin::from_row(&row)?,
+                lock_of(&row, "i_")?,
+            )),
+            None => None,
+        };
+        Ok(PinFacts {
+            inmate,
+            handset: lock_of(&row, "h_")?,
+            line: lock_of(&row, "l_")?,
+        })
+    }
+
     /// Records a decided attempt and counts, in the same step, each subject's failures
     /// recorded before it (see [`crate::policy::lockout`], "Racing entries"), exactly
     /// whatever races it: on SQLite ids follow commit order; on PostgreSQL the step holds
@@ -188,13 +288,11 @@ impl Store {
         // draws ids before commit, so there the two go in one transaction holding each
         // subject's advisory lock.
         if self.db.backend() == Backend::Sqlite {
+            let turn = self.db.write_turn().await;
             let mut conn = self.db.pool().acquire().await?;
             let id = insert_attempt(&mut conn, a, outcome, now).await?;
-            let mut counted = Vec::with_capacity(subjects.len());
-            for (subject, key, c) in subjects {
-                counted
-                    .push(failures_before(&mut conn, *subject, a.facility_id, key, c, id).await?);
-            }
+            drop(turn);
+            let counted = failures_before(&mut conn, a.facility_id, subjects, id).await?;
             return Ok((id, counted));
         }
         let mut tx = self.db.pool().begin().await?;
@@ -204,17 +302,22 @@ impl Store {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        for k in keys {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(k)
-                .execute(&mut *tx)
-                .await?;
+        // One statement takes them all, in the order of its select list (PostgreSQL
+        // evaluates a target list left to right), so every step takes its locks in one
+        // global order and two steps never deadlock.
+        if !keys.is_empty() {
+            let calls: Vec<String> = (1..=keys.len())
+                .map(|i| format!("pg_advisory_xact_lock(${i})"))
+                .collect();
+            let sql = format!("SELECT {}", calls.join(", "));
+            let mut q = sqlx::query(&sql);
+            for k in keys {
+                q = q.bind(k);
+            }
+            q.execute(&mut *tx).await?;
         }
         let id = insert_attempt(&mut tx, a, outcome, now).await?;
-        let mut counted = Vec::with_capacity(subjects.len());
-        for (subject, key, c) in subjects {
-            counted.push(failures_before(&mut tx, *subject, a.facility_id, key, c, id).await?);
-        }
+        let counted = failures_before(&mut tx, a.facility_id, subjects, id).await?;
         tx.commit().await?;
         Ok((id, counted))
     }

@@ -182,7 +182,19 @@ pub(crate) fn recording(r: &sqlx::any::AnyRow) -> Result<Recording, StoreError> 
 impl Store {
     /// Registers a recording that starts now and marks its session recorded. Returns its id.
     pub async fn start_recording(&self, r: NewRecording<'_>) -> Result<String, StoreError> {
+        self.start_recording_accepted(r, None).await
+    }
+
+    /// [`Store::start_recording`] that also records the session's acceptance
+    /// (`accepted_at`, unless already set) in the same transaction: a call's recording
+    /// starts at its acceptance, and the two were two commits.
+    pub(crate) async fn start_recording_accepted(
+        &self,
+        r: NewRecording<'_>,
+        accepted_at: Option<DateTime<Utc>>,
+    ) -> Result<String, StoreError> {
         let id = new_id("rec");
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO recordings (id, session_id, facility_id, path, format, status, node_id, \
@@ -197,7 +209,7 @@ impl Store {
         .bind(crate::db::to_micros(r.started_at))
         .execute(&mut *tx)
         .await?;
-        crate::session::cdr::mark_recorded(&mut tx, r.session_id, &id).await?;
+        crate::session::cdr::mark_recorded(&mut tx, r.session_id, &id, accepted_at).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -209,6 +221,7 @@ impl Store {
         id: &str,
         f: &FinishedRecording,
     ) -> Result<Recording, StoreError> {
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         if self.db.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -266,7 +279,17 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.recording(id).await
+        // The row as now stored, from what was read and written (no second read).
+        Ok(Recording {
+            status,
+            ended_at: Some(crate::db::from_micros(ended_at)),
+            duration_ms: Some(f.duration_ms),
+            bytes: Some(f.bytes),
+            sha256: Some(f.sha256.clone()),
+            dropped_packets: f.dropped_packets,
+            chain_seq: Some(seq),
+            ..rec
+        })
     }
 
     /// Appends one chain entry inside `tx` (which must hold the chain lock on PostgreSQL;

@@ -1,0 +1,111 @@
+//! The call set-up's reads of facts that change (inmate, facility, contact, blocks,
+//! limits, balance), each a single statement, so a set-up asks the database as few times
+//! as the order of its checks allows (`call::checks`): the facility's country code must
+//! be known before the dialed number can be normalized, and the number before its contact
+//! and blocks can be looked up, so there are two.
+
+use super::{Contact, Facility, InmateStatus, Store, StoreError};
+use crate::db::to_micros;
+use crate::money::Money;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+/// An inmate about to be authorized for a call, with its facility.
+#[derive(Debug, Clone)]
+pub struct CallingInmate {
+    pub id: String,
+    pub status: InmateStatus,
+    pub account_id: String,
+    pub facility: Facility,
+}
+
+/// What the destination checks need once the number is normalized.
+#[derive(Debug, Clone)]
+pub struct DestinationFacts {
+    /// The inmate's contact with that number, whatever its status.
+    pub contact: Option<Contact>,
+    /// The number is blocked in the facility or everywhere.
+    pub blocked: bool,
+    /// Calls of the inmate accepted since the `since` asked for (0 when not asked).
+    pub accepted_since: i64,
+    /// The paying account's balance.
+    pub balance: Money,
+}
+
+fn prefixed(columns: &str, table: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// The inmate and its facility, in one statement.
+    pub async fn calling_inmate(&self, inmate_id: &str) -> Result<CallingInmate, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {}, i.status AS inmate_status, i.account_id AS inmate_account \
+             FROM inmates i JOIN facilities f ON f.id = i.facility_id WHERE i.id = $1",
+            prefixed(super::facilities::COLUMNS, "f")
+        ))
+        .bind(inmate_id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| StoreError::not_found("inmate", inmate_id))?;
+        let status: String = row.try_get("inmate_status")?;
+        Ok(CallingInmate {
+            id: inmate_id.to_string(),
+            status: InmateStatus::parse(&status)?,
+            account_id: row.try_get("inmate_account")?,
+            facility: super::facilities::from_row(&row)?,
+        })
+    }
+
+    /// The contact, blocks, accepted calls since `since` (when asked) and the balance for
+    /// a call of `inmate` to `number_e164`, in one statement.
+    pub async fn destination_facts(
+        &self,
+        inmate: &CallingInmate,
+        number_e164: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<DestinationFacts, StoreError> {
+        let accepted = if since.is_some() {
+            "(SELECT COUNT(*) FROM sessions WHERE inmate_id = $1 AND kind = 'call' \
+             AND accepted_at IS NOT NULL AND accepted_at >= $5)"
+        } else {
+            "CAST($5 AS BIGINT)"
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {}, \
+             (SELECT COUNT(*) FROM blocked_numbers WHERE number_e164 = $2 \
+              AND (facility_id IS NULL OR facility_id = $3)) AS blocked, \
+             {accepted} AS accepted_since, \
+             (SELECT balance_minor FROM accounts WHERE id = $4 AND kind <> 'system') AS balance_minor \
+             FROM (SELECT 1 AS one) one \
+             LEFT JOIN contacts c ON c.inmate_id = $1 AND c.number_e164 = $2",
+            prefixed(super::contacts::COLUMNS, "c")
+        ))
+        .bind(&inmate.id)
+        .bind(number_e164)
+        .bind(&inmate.facility.id)
+        .bind(&inmate.account_id)
+        .bind(since.map_or(0, to_micros))
+        .fetch_one(self.db.pool())
+        .await?;
+        let contact = match row.try_get::<Option<String>, _>("id")? {
+            Some(_) => Some(super::contacts::from_row(&row)?),
+            None => None,
+        };
+        let balance = match row.try_get::<Option<i64>, _>("balance_minor")? {
+            Some(b) => Money::from_minor(b),
+            // Not a person's account (or none): as the ledger reads it.
+            None => self.ledger().balance(&inmate.account_id).await?,
+        };
+        Ok(DestinationFacts {
+            contact,
+            blocked: row.try_get::<i64, _>("blocked")? > 0,
+            accepted_since: row.try_get("accepted_since")?,
+            balance,
+        })
+    }
+}
