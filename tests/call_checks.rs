@@ -179,6 +179,7 @@ async fn dest(w: &World, session: &str, dialed: &str) -> Destination {
         session,
         &w.inmate,
         dialed,
+        sallyport::session::Service::Audio,
         &w.config.billing,
         noon(),
     )

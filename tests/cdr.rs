@@ -174,6 +174,7 @@ impl World {
             id,
             &self.inmate,
             dialed,
+            sallyport::session::Service::Audio,
             &self.config.billing,
             self.now(),
         )

@@ -21,8 +21,8 @@ use crate::config::BillingConfig;
 use crate::policy::hours::{local_day, CallingHours};
 use crate::policy::lockout::{Counting, Failures, LockState, PinLockout, Subject};
 use crate::policy::pin::unknown_id_tag;
-use crate::rating::{normalize_e164, rate, RatingError, Service, E164};
-use crate::session::cdr;
+use crate::rating::{rate, RatingError, Service, E164};
+use crate::session::{authorize, cdr};
 use crate::store::{
     AttemptOutcome, AuditEntry, CallingInmate, ContactStatus, Facility, GuessingPattern, Inmate,
     InmateStatus, NewAttempt, Store, StoreError,
@@ -348,19 +348,19 @@ pub async fn check_destination(
     session_id: &str,
     inmate_id: &str,
     dialed: &str,
+    service: Service,
     billing: &BillingConfig,
     now: DateTime<Utc>,
 ) -> Result<Destination, StoreError> {
     let refused = |r| Ok(Destination::Refused(r));
     // The inmate with its facility: one statement.
     let inmate = store.calling_inmate(inmate_id).await?;
-    if inmate.status != InmateStatus::Active {
-        return refused(EndReason::InmateInactive);
-    }
-    let Ok(number) = normalize_e164(dialed, &inmate.facility.country_code) else {
-        return refused(EndReason::InvalidNumber);
+    let active = inmate.status == InmateStatus::Active;
+    let number = match authorize::caller(active, dialed, &inmate.facility.country_code) {
+        Ok(n) => n,
+        Err(reason) => return refused(reason),
     };
-    let d = check_number(store, session_id, &inmate, &number, billing, now).await?;
+    let d = check_number(store, session_id, &inmate, &number, service, billing, now).await?;
     if let Destination::Refused(_) = d {
         let p = cdr::Progress {
             number_e164: Some(number.as_str()),
@@ -395,6 +395,7 @@ async fn check_number(
     session_id: &str,
     inmate: &CallingInmate,
     number: &E164,
+    service: Service,
     billing: &BillingConfig,
     now: DateTime<Utc>,
 ) -> Result<Destination, StoreError> {
@@ -413,22 +414,28 @@ async fn check_number(
     let facts = store
         .destination_facts(inmate, number.as_str(), since)
         .await?;
-    let Some(contact) = facts
+    let contact = facts
         .contact
-        .filter(|c| c.status == ContactStatus::Approved)
-    else {
+        .filter(|c| c.status == ContactStatus::Approved);
+    let policy = authorize::NumberFacts {
+        approved_contact: contact.is_some(),
+        blocked: facts.blocked,
+        // Unreadable hours fail the check only if it is reached (as before).
+        within_hours: match &hours {
+            Ok(h) => h.allows(now),
+            Err(_) => true,
+        },
+        daily_limit: facility.daily_call_limit,
+        accepted_today: facts.accepted_since,
+    };
+    if let Err(reason) = authorize::destination(&policy) {
+        return refused(reason);
+    }
+    hours?;
+    let Some(contact) = contact else {
         return refused(EndReason::NotApproved);
     };
-    if facts.blocked {
-        return refused(EndReason::Blocked);
-    }
-    if !hours?.allows(now) {
-        return refused(EndReason::OutsideHours);
-    }
-    if facility.daily_call_limit > 0 && facts.accepted_since >= facility.daily_call_limit {
-        return refused(EndReason::CallLimit);
-    }
-    let rated = rate_call(store, facility, number).await;
+    let rated = rate_call(store, facility, number, service).await;
     let Rated::Tariff {
         plan,
         prefix,
@@ -485,7 +492,7 @@ async fn check_number(
 }
 
 /// Rates `number` with the facility's plan and deck (cached by id).
-async fn rate_call(store: &Store, facility: &Facility, number: &E164) -> Rated {
+async fn rate_call(store: &Store, facility: &Facility, number: &E164, service: Service) -> Rated {
     let (Some(plan_id), Some(deck_id)) = (&facility.rate_plan_id, &facility.rate_deck_id) else {
         return Rated::Not(Err(StoreError::invalid(
             "rate_plan_id",
@@ -500,7 +507,7 @@ async fn rate_call(store: &Store, facility: &Facility, number: &E164) -> Rated {
         Ok(d) => d,
         Err(e) => return Rated::Not(Err(e)),
     };
-    match rate(&deck, &plan, number, Service::Audio) {
+    match rate(&deck, &plan, number, service) {
         Ok(rating) => Rated::Tariff {
             prefix: rating.prefix.to_string(),
             class: rating.class,

@@ -445,13 +445,14 @@ impl CallTask {
                     self.session_id.clone(),
                     self.sb.config.clone(),
                 );
-                let wall = self.sb.wall();
+                let (wall, service) = (self.sb.wall(), self.db.service());
                 self.runner.submit(async move {
                     let d = check_destination(
                         &store,
                         &session,
                         &inmate_id,
                         &dialed,
+                        service,
                         &config.billing,
                         wall,
                     )

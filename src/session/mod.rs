@@ -7,6 +7,8 @@
 //!
 //! - [`EndReason`]: why a session ended, the CDR's `end_reason`, whichever protocol carried
 //!   it (the API and the console name the reasons without knowing of SIP);
+//! - [`authorize`]: the destination policy in its order, as pure functions over facts
+//!   read beforehand;
 //! - [`cdr`]: the one owner of the `sessions` table — open, authorize, progress, the cut,
 //!   counted increments, the recording's mark, the close, and crash recovery;
 //! - [`runner`]: the session's database work (debits, balance checks, CDR writes, the
@@ -17,6 +19,7 @@
 //! - [`Service`]: what is charged (audio calls, video visits), a parameter of the
 //!   authorization and the debit, never hard-coded by a protocol.
 
+pub mod authorize;
 pub mod cdr;
 pub mod runner;
 

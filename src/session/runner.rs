@@ -219,6 +219,11 @@ impl SessionDb {
         &self.session_id
     }
 
+    /// What the session is charged as.
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
     /// Debits increment `increment` of `amount` from `account_id` (idempotent per session
     /// and increment).
     pub fn debit(
