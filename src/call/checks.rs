@@ -340,7 +340,7 @@ fn log_attempt(entry: &PinEntry<'_>, inmate: Option<&Inmate>, outcome: AttemptOu
 ///
 /// What the CDR needs is written on the session as it becomes known: an authorized call
 /// gets its contact, E.164 number and the tariff applied (plan, deck prefix, class,
-/// per-minute rate, increment, cost of one increment: [`cdr::record_authorization`]),
+/// per-minute rate, increment, cost of one increment: [`cdr::claim_and_authorize`]),
 /// so its charge can be reproduced from the record; a call refused after its number was
 /// normalized gets that number (the digits as dialed are on the session from the start).
 pub async fn check_destination(

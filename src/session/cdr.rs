@@ -2,7 +2,7 @@
 //! of the `sessions` table (the recording's mark included: [`mark_recorded`]).
 //!
 //! The call flow (and later video visits) writes a session row when a call starts, the
-//! tariff applied when it is authorized ([`record_authorization`]), its progress as it
+//! tariff applied when it is authorized ([`claim_and_authorize`]), its progress as it
 //! goes ([`progress`], [`count_increment`]), the end reason and media end the moment a
 //! bridged call is cut ([`record_media_end`]), and closes it with a reason when it ends
 //! ([`close`]). A node that dies mid-call leaves rows `active`; on its next start
@@ -317,36 +317,6 @@ pub struct Authorized<'a> {
     pub cost_per_increment: Money,
 }
 
-/// Records the authorization of a live session: contact, number and tariff.
-pub async fn record_authorization(
-    db: &Db,
-    id: &str,
-    a: &Authorized<'_>,
-) -> Result<(), sqlx::Error> {
-    let _turn = db.write_turn().await;
-    sqlx::query(
-        "UPDATE sessions SET contact_id = $2, number_e164 = $3, privileged = $4, \
-         rate_plan_id = $5, rate_deck_id = $6, rate_prefix = $7, class = $8, service = $9, \
-         per_minute_minor = $10, increment_secs = $11, increment_cost_minor = $12 \
-         WHERE id = $1 AND state = 'active'",
-    )
-    .bind(id)
-    .bind(a.contact_id)
-    .bind(a.number_e164)
-    .bind(i64::from(a.privileged))
-    .bind(a.rate_plan_id)
-    .bind(a.rate_deck_id)
-    .bind(a.rate_prefix)
-    .bind(a.class)
-    .bind(a.service)
-    .bind(a.per_minute.to_minor())
-    .bind(i64::from(a.increment_secs))
-    .bind(a.cost_per_increment.to_minor())
-    .execute(db.pool())
-    .await?;
-    Ok(())
-}
-
 /// The inmate a live session is claimed for, and the account that pays.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
@@ -354,7 +324,7 @@ pub struct Claim<'a> {
     pub account_id: &'a str,
 }
 
-/// [`claim_inmate`] and [`record_authorization`] in one statement: the call set-up's one
+/// [`claim_inmate`] and the tariff applied in one statement: the call set-up's one
 /// write between the PIN and the trunk. `false` (nothing written) when the inmate already
 /// has a live call anywhere in the cluster (the unique index `sessions_one_live_call`
 /// decides, atomically) or the session has ended.
