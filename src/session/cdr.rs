@@ -242,6 +242,12 @@ pub async fn claim_inmate(
     .bind(account_id)
     .execute(db.pool())
     .await;
+    claimed(r)
+}
+
+/// Whether a claim's UPDATE took the session: `false` when the unique index
+/// `sessions_one_live_call` refused it (the inmate is live elsewhere) or the session ended.
+fn claimed(r: Result<sqlx::any::AnyQueryResult, sqlx::Error>) -> Result<bool, sqlx::Error> {
     match r {
         Ok(done) => Ok(done.rows_affected() == 1),
         Err(e) if crate::db::is_unique_violation(&e) => Ok(false),
@@ -358,11 +364,7 @@ pub async fn claim_and_authorize(
     .bind(c.account_id)
     .execute(db.pool())
     .await;
-    match r {
-        Ok(done) => Ok(done.rows_affected() == 1),
-        Err(e) if crate::db::is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
+    claimed(r)
 }
 
 /// Records on a live session that its parties were cut apart at `media_end_at` for
