@@ -152,15 +152,23 @@ impl CallTask {
         mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
+        // The machine's next deadline, slept on the injected clock it reads `now` from; the
+        // sleep is made again only when the deadline moves, not on every input.
+        let mut armed: Option<(Instant, crate::clock::Sleep)> = None;
         loop {
             self.drain().await;
             if self.call.is_ended() {
                 break;
             }
-            // The machine's next deadline, slept on the injected clock it reads `now` from.
-            let sleep = match self.call.poll_timeout() {
-                Some(d) => self.sb.store.clock().sleep_until(d),
-                None => Box::pin(std::future::pending()),
+            let deadline = self.call.poll_timeout();
+            if armed.as_ref().map(|(at, _)| *at) != deadline {
+                armed = deadline.map(|d| (d, self.sb.store.clock().sleep_until(d)));
+            }
+            let sleep = async {
+                match armed.as_mut() {
+                    Some((_, s)) => s.as_mut().await,
+                    None => std::future::pending().await,
+                }
             };
             // Biased: control and signalling before media, and all of them before the
             // machine's timer, so a BYE already queued when an increment boundary comes due
@@ -213,6 +221,7 @@ impl CallTask {
                 }
                 done = self.runner.next_done(), if !self.runner.is_idle() => self.on_done(done),
                 () = sleep => {
+                    armed = None;
                     let now = self.now();
                     self.report_rtp(now);
                     self.call.handle_timeout(now);
