@@ -42,6 +42,13 @@ const SECRET: &str = "cluster-secret-for-the-tests";
 
 // ---- in process: what a node answers when the carrying node cannot be reached ----------
 
+/// An error answer: its status, its code, and a message that says `says`.
+fn assert_error(s: StatusCode, v: &Value, status: StatusCode, code: &str, says: &str) {
+    assert_eq!((s, err_code(v)), (status, code), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{v}");
+}
+
 /// The App is node-1; calls `live` and `live2` (F1, accepted) are carried by node n1.
 async fn app_with(config: fn(&mut Config)) -> App {
     let app = Setup::new(ADMIN)
@@ -229,32 +236,16 @@ async fn a_forwarded_request_is_answered_by_the_carrying_node_and_relayed() {
     let n1 = serve_n1(&app, SECRET).await;
     let answers = all_three(&app, &inv).await;
     for (s, v) in &answers[..2] {
-        assert_eq!(
-            (*s, err_code(v)),
-            (StatusCode::CONFLICT, "call_ended"),
-            "{v}"
-        );
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("not live on node n1"),
-            "{v}"
+        assert_error(
+            *s,
+            v,
+            StatusCode::CONFLICT,
+            "call_ended",
+            "not live on node n1",
         );
     }
     let (s, v) = &answers[2];
-    assert_eq!(
-        (*s, err_code(v)),
-        (StatusCode::NOT_FOUND, "not_found"),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("on node n1"),
-        "{v}"
-    );
+    assert_error(*s, v, StatusCode::NOT_FOUND, "not_found", "on node n1");
     // The caller is still checked where the request arrives: another facility's
     // investigator never gets as far as forwarding.
     let other = issue(&app, "inv-f2", "investigator", &["F2"], None).await;

@@ -5,7 +5,7 @@ use sallyport::clock::{Clock, ManualClock};
 use sallyport::config::SipConfig;
 use sallyport::sip::message::{parse, parse_datagram, Response, SipMessage};
 use sallyport::sip::transaction::TimerConfig;
-use sallyport::sip::transport::{DriverOptions, Event, SipDriver, SipHandle, Transport};
+use sallyport::sip::transport::{DriverOptions, Event, SipDriver, SipHandle, Transport, TxKey};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,19 +264,24 @@ async fn tcp_framing_error_gets_400_then_close() {
     assert_eq!(n, 0, "the connection is closed");
 }
 
+/// Sends an OPTIONS (Call-ID `call_id`) from the gateway to `peer` over UDP; its key.
+async fn options_to(handle: &SipHandle, peer: &UdpSocket, call_id: &str) -> TxKey {
+    let raw = request("OPTIONS", call_id, "UDP");
+    let SipMessage::Request(req) = parse_datagram(raw.as_bytes()).unwrap() else {
+        panic!()
+    };
+    let dest: SocketAddr = peer.local_addr().unwrap();
+    handle
+        .send_request(req, dest, Transport::Udp)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn client_transaction_to_a_silent_peer_times_out() {
     let (handle, mut events) = start(100).await;
     let silent = client().await;
-    let raw = request("OPTIONS", "out1", "UDP");
-    let SipMessage::Request(req) = parse_datagram(raw.as_bytes()).unwrap() else {
-        panic!()
-    };
-    let dest: SocketAddr = silent.local_addr().unwrap();
-    let key = handle
-        .send_request(req, dest, Transport::Udp)
-        .await
-        .unwrap();
+    let key = options_to(&handle, &silent, "out1").await;
     let ev = next_event(&mut events).await;
     assert_eq!(ev, Event::Timeout { key });
     let mut copies = 0;
@@ -305,15 +310,7 @@ async fn client_transaction_timers_fire_on_the_injected_clock() {
     };
     let (handle, mut events) = SipDriver::start_with(&config(100), opts).await.unwrap();
     let silent = client().await;
-    let raw = request("OPTIONS", "manual1", "UDP");
-    let SipMessage::Request(req) = parse_datagram(raw.as_bytes()).unwrap() else {
-        panic!()
-    };
-    let dest: SocketAddr = silent.local_addr().unwrap();
-    let key = handle
-        .send_request(req, dest, Transport::Udp)
-        .await
-        .unwrap();
+    let key = options_to(&handle, &silent, "manual1").await;
     let secs = Duration::from_secs(3);
     assert!(
         datagram_within(&silent, secs).await,
