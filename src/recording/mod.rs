@@ -1,11 +1,12 @@
 //! Call recording: capture, files, and (with [`crate::store`]) the recordings hash chain.
 //!
 //! Owns: the recorder thread ([`recorder`]), the time line of a recording ([`align`]),
-//! the file format ([`wav`]), closing recordings a stopped gateway left open
-//! ([`recover_in_progress`]), verifying files against the chain ([`chain`]) and the
-//! retention purge ([`retention`]). Called by the call driver (start at acceptance, end with
-//! the call) and the server (start-up). Calls the media engine only through the
-//! [`Tap`](crate::media::engine::Tap) a driver attaches to its call, and the store for rows.
+//! the file format ([`wav`]; [`webm`] for video visits, not wired in yet), closing
+//! recordings a stopped gateway left open ([`recover_in_progress`]), verifying files against
+//! the chain ([`chain`]) and the retention purge ([`retention`]). Called by the call driver
+//! (start at acceptance, end with the call) and the server (start-up). Calls the media
+//! engine only through the [`Tap`](crate::media::engine::Tap) a driver attaches to its
+//! call, and the store for rows.
 //!
 //! # Path of a packet
 //!
@@ -53,6 +54,7 @@ pub mod chain;
 pub mod recorder;
 pub mod retention;
 pub mod wav;
+pub mod webm;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
