@@ -66,7 +66,9 @@
 //! and its forward is queued as a send from that buffer (`IORING_OP_SEND` with the
 //! destination; the buffer returns to the ring on the send's completion, at once if
 //! nothing is forwarded) → commands → due frames (paced at the leg's `ptime` from a
-//! per-side base time so they do not drift, at most 3 frames of catch-up) → counters
+//! per-side base time so they do not drift, at most 3 frames of catch-up; every frame due
+//! within 2 ms goes in the same wake-up, so calls hearing prompts at unaligned phases do
+//! not wake the worker once per frame each) → counters
 //! stored to per-worker atomics (once per loop, not per packet). Under load the wait
 //! batches (`min_wait_usec`, kernel ≥ 6.12): it sleeps until the first completion, then
 //! gathers more until 200 µs from its start, so a busy worker wakes about once per 200 µs

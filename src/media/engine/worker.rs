@@ -47,6 +47,12 @@ pub(super) const BATCH_US_ENV: &str = "SALLYPORT_MEDIA_BATCH_US";
 const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// Completions a batching wait asks for besides its sends' (a cap, rarely reached).
 const WINDOW_WANT: usize = 256;
+/// Locally made frames (prompts, ringback) due this soon after a wake-up are sent in it:
+/// a few hundred calls hearing prompts at unaligned 20 ms phases would otherwise wake the
+/// worker once per frame of each. A frame leaves at most this much early (never late);
+/// the receiver's jitter buffer absorbs it, and the schedule (`start + n × ptime`) keeps
+/// the stream from drifting. Relayed packets never wait on it.
+const FRAME_SLACK: Duration = Duration::from_millis(2);
 /// The epoll token of the command waker.
 const WAKER: u64 = u64::MAX;
 
@@ -900,6 +906,7 @@ impl Worker {
     }
 
     fn fire_timers(&mut self, now: Instant) {
+        let now = now + FRAME_SLACK;
         while let Some(&Reverse((due, slot, id, side))) = self.timers.peek() {
             if due > now {
                 break;
