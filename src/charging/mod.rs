@@ -71,6 +71,14 @@
 //!   ([`Charging::increments_charged`]) and announce each with [`ChargingAction::Count`], so
 //!   the driver records it on the session (the CDR's billed increments, with amount 0, also
 //!   across a crash); they need no balance and are bounded by the maximum duration.
+//! - **Pauses** (video visits: one side dropped out and may rejoin): [`Charging::pause`]
+//!   stops the billed time and [`Charging::resume`] restarts it where it stopped. Increments
+//!   are laid out on billed time, so the paid increment the pause interrupted is used up
+//!   after the resume before the next is debited: nobody pays for time apart. The maximum
+//!   duration is wall time (a visit's slot ends when it ends, pauses or not), and so is the
+//!   debit timeout; while paused no increment begins and no funds warning is due (the
+//!   funds run out only on billed time), but the maximum-duration warning and cut still come.
+//!   A debit in flight at the pause completes and is charged: its increment had begun.
 //! - **Never panics**: instants that would overflow are treated as "never".
 
 mod timer;
@@ -200,6 +208,10 @@ pub struct Charging {
     funds_warned_for: Option<u32>,
     /// Whether the maximum-duration warning was played.
     max_warned: bool,
+    /// Billed time stopped since then ([`Charging::pause`]).
+    paused_since: Option<Instant>,
+    /// Wall time spent paused before the current pause: increment starts move by it.
+    paused_total: Duration,
 }
 
 impl Charging {
@@ -230,6 +242,8 @@ impl Charging {
             checking: None,
             funds_warned_for: None,
             max_warned: false,
+            paused_since: None,
+            paused_total: Duration::ZERO,
         })
     }
 
@@ -265,6 +279,20 @@ impl Charging {
 
     pub fn started_at(&self) -> Option<Instant> {
         self.started_at
+    }
+
+    /// Whether billed time is stopped ([`Charging::pause`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused_since.is_some()
+    }
+
+    /// Wall time spent paused up to `now` (for the CDR: connected time is the session's
+    /// length less this).
+    pub fn paused_for(&self, now: Instant) -> Duration {
+        let current = self
+            .paused_since
+            .map_or(Duration::ZERO, |p| now.saturating_duration_since(p));
+        self.paused_total.saturating_add(current)
     }
 
     pub fn is_ended(&self) -> bool {
@@ -311,10 +339,12 @@ impl Charging {
         }
         self.more_affordable = affordable(balance_after, self.plan.cost_per_increment);
         self.balance_seen_at = Some(now);
-        self.timers.set(
-            Timer::NextIncrement,
-            self.increment_start(increment.saturating_add(1)),
-        );
+        if self.paused_since.is_none() {
+            self.timers.set(
+                Timer::NextIncrement,
+                self.increment_start(increment.saturating_add(1)),
+            );
+        }
         self.schedule_warning(now);
     }
 
@@ -363,6 +393,41 @@ impl Charging {
             self.pending = None;
         }
         self.actions.clear();
+    }
+
+    /// Billed time stops (a visit's side dropped out): no increment begins and no funds
+    /// warning is due until [`Charging::resume`]. Ignored unless running and not paused.
+    pub fn pause(&mut self, now: Instant) {
+        if self.state != ChargingState::Running || self.paused_since.is_some() {
+            return;
+        }
+        self.paused_since = Some(now);
+        self.timers.stop(Timer::NextIncrement);
+        self.schedule_warning(now);
+    }
+
+    /// Billed time restarts where the pause stopped it: the rest of the interrupted
+    /// increment first, then the next debit. Ignored unless paused.
+    pub fn resume(&mut self, now: Instant) {
+        let Some(since) = self.paused_since.take() else {
+            return;
+        };
+        if self.state != ChargingState::Running {
+            return;
+        }
+        self.paused_total = self
+            .paused_total
+            .saturating_add(now.saturating_duration_since(since));
+        if self.pending.is_none() {
+            // Due at once when the pause came at an increment's boundary: the timer fires
+            // on the driver's next `handle_timeout`, after any other input at this instant
+            // (a hang-up at the resume begins nothing).
+            self.timers.set(
+                Timer::NextIncrement,
+                self.increment_start(self.increments.saturating_add(1)),
+            );
+        }
+        self.schedule_warning(now);
     }
 
     /// Handles every timer expired at `now`.
@@ -421,10 +486,12 @@ impl Charging {
             self.increments = k;
             self.actions
                 .push_back(ChargingAction::Count { increment: k });
-            self.timers.set(
-                Timer::NextIncrement,
-                self.increment_start(k.saturating_add(1)),
-            );
+            if self.paused_since.is_none() {
+                self.timers.set(
+                    Timer::NextIncrement,
+                    self.increment_start(k.saturating_add(1)),
+                );
+            }
             return;
         }
         self.actions.push_back(ChargingAction::Debit {
@@ -498,7 +565,7 @@ impl Charging {
     /// affordable: where the next debit is expected to be refused.
     fn funds_cut_at(&self) -> Option<Instant> {
         let last_known = self.pending.is_none() && self.increments > 0;
-        if self.is_free() || !last_known || self.more_affordable > 0 {
+        if self.is_free() || !last_known || self.more_affordable > 0 || self.is_paused() {
             return None;
         }
         self.increment_start(self.increments.saturating_add(1))
@@ -508,10 +575,12 @@ impl Charging {
         self.started_at?.checked_add(self.plan.max_duration)
     }
 
-    /// `start + (k-1)·increment`, or `None` if unrepresentable.
+    /// `start + (k-1)·increment + time paused`, or `None` if unrepresentable.
     fn increment_start(&self, k: u32) -> Option<Instant> {
         let offset = self.plan.increment.checked_mul(k.checked_sub(1)?)?;
-        self.started_at?.checked_add(offset)
+        self.started_at?
+            .checked_add(offset)?
+            .checked_add(self.paused_total)
     }
 
     fn is_free(&self) -> bool {

@@ -113,6 +113,18 @@ impl Harness {
         self.drain();
     }
 
+    fn pause_at(&mut self, t: Duration) {
+        self.run_until(t);
+        self.machine.pause(self.now);
+        self.drain();
+    }
+
+    fn resume_at(&mut self, t: Duration) {
+        self.run_until(t);
+        self.machine.resume(self.now);
+        self.drain();
+    }
+
     /// Debits asked for (paid or refused), with when.
     fn debits(&self) -> Vec<(u64, u32)> {
         self.log
@@ -679,6 +691,175 @@ fn huge_durations_do_not_panic() {
     );
 }
 
+#[test]
+fn a_pause_mid_increment_uses_up_the_paid_rest_after_the_resume() {
+    // 60 s increments; paused from 90 s to 150 s: increment 2 ([60, 120) of billed time)
+    // still owes 30 s after the resume, so increment 3 begins at 180 s of wall time.
+    let mut h = Harness::new(plan("0.50", 60, 3600, 0), "100").start();
+    h.pause_at(secs(90));
+    assert!(h.machine.is_paused());
+    h.resume_at(secs(150));
+    h.hang_up_at(secs(250));
+    assert_eq!(h.debits(), vec![(0, 1), (60, 2), (180, 3), (240, 4)]);
+    assert_eq!(h.machine.charged(), m("2.00"));
+    assert_eq!(h.machine.paused_for(h.now), secs(60));
+}
+
+#[test]
+fn no_increment_begins_while_paused() {
+    let mut h = Harness::new(plan("0.50", 60, 3600, 0), "100").start();
+    h.pause_at(secs(30));
+    h.hang_up_at(secs(1000));
+    assert_eq!(
+        h.debits(),
+        vec![(0, 1)],
+        "only the increment begun before the pause"
+    );
+    assert_eq!(h.machine.paused_for(h.now), secs(970));
+}
+
+#[test]
+fn a_resume_at_the_boundary_debits_at_once() {
+    // Paused exactly at the end of increment 1 (inputs before timers at one instant: the
+    // debit of increment 2 was not yet due), resumed 100 s later: increment 2 begins then,
+    // on the timer due at the resume (after any other input at that instant).
+    let mut h = Harness::new(plan("0.50", 60, 3600, 0), "100").start();
+    h.pause_at(secs(60));
+    h.resume_at(secs(160));
+    h.run_until(secs(161));
+    assert_eq!(h.debits(), vec![(0, 1), (160, 2)]);
+    h.hang_up_at(secs(200));
+    assert_eq!(h.machine.increments_charged(), 2);
+}
+
+#[test]
+fn the_maximum_duration_is_wall_time_through_pauses() {
+    // A 10-minute slot: the cut comes at 600 s of wall time however long the pause, with
+    // its warning, and no debit for time that was never billed.
+    let mut h = Harness::new(plan("1", 60, 600, 60), "100").start();
+    h.pause_at(secs(100));
+    h.resume_at(secs(400));
+    h.run_to_end();
+    assert_eq!(
+        h.machine.state(),
+        ChargingState::Cut(CutReason::MaxDuration)
+    );
+    assert_eq!(
+        h.others(),
+        vec![
+            (
+                540,
+                PlayWarning {
+                    reason: WarningReason::MaxDuration
+                }
+            ),
+            (
+                600,
+                Cut {
+                    reason: CutReason::MaxDuration
+                }
+            ),
+        ]
+    );
+    // Billed time: 100 s before the pause + 200 s after = 300 s: 5 increments.
+    assert_eq!(
+        h.debits(),
+        vec![(0, 1), (60, 2), (420, 3), (480, 4), (540, 5)]
+    );
+}
+
+#[test]
+fn funds_run_out_on_billed_time_and_the_warning_waits_for_the_resume() {
+    // $3 at $1 a minute: 3 increments. Paused inside the last one, before its warning:
+    // no warning and no cut while apart; both come on billed time after the resume.
+    let mut h = Harness::new(plan("1", 60, 3600, 30), "3").start();
+    h.pause_at(secs(140));
+    h.run_until(secs(500));
+    assert!(
+        h.others().is_empty(),
+        "nothing is due while paused: {:?}",
+        h.others()
+    );
+    h.resume_at(secs(500));
+    h.run_to_end();
+    // Increment 3 runs [120, 180) billed = [120, 140) + [500, 540) wall.
+    assert_eq!(
+        h.others(),
+        vec![
+            (
+                510,
+                PlayWarning {
+                    reason: WarningReason::FundsLow
+                }
+            ),
+            (
+                540,
+                Cut {
+                    reason: CutReason::FundsExhausted
+                }
+            ),
+        ]
+    );
+    assert_eq!(h.machine.charged(), m("3"));
+}
+
+#[test]
+fn a_debit_confirmed_during_a_pause_is_charged_and_waits_for_the_resume() {
+    let mut h = Harness::new(plan("1", 60, 3600, 0), "100");
+    h.ledger_silent = true;
+    let mut h = h.start();
+    h.pause_at(secs(1));
+    h.machine.debit_succeeded(h.now, 1, m("99"));
+    h.drain();
+    assert_eq!(h.machine.charged(), m("1"));
+    assert_eq!(
+        h.machine.timer(Timer::NextIncrement),
+        None,
+        "no increment armed while paused"
+    );
+    h.ledger_silent = false;
+    h.resume_at(secs(31));
+    h.hang_up_at(secs(100));
+    // 1 s billed before the pause; increment 2 begins 59 s after the resume.
+    assert_eq!(h.debits(), vec![(0, 1), (90, 2)]);
+}
+
+#[test]
+fn free_plans_pause_their_count_too() {
+    let mut h = Harness::new(plan("0", 60, 3600, 0), "0").start();
+    h.pause_at(secs(30));
+    h.resume_at(secs(300));
+    h.hang_up_at(secs(335));
+    let counted: Vec<_> = h
+        .log
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Count { increment } => Some((t.as_secs(), *increment)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counted, vec![(0, 1), (330, 2)]);
+}
+
+#[test]
+fn pause_and_resume_are_ignored_out_of_place() {
+    let mut h = Harness::new(plan("1", 60, 3600, 0), "100");
+    h.machine.pause(h.now); // idle: ignored
+    h.machine.resume(h.now);
+    let mut h = h.start();
+    assert!(!h.machine.is_paused());
+    h.resume_at(secs(10)); // not paused: ignored
+    h.pause_at(secs(20));
+    h.pause_at(secs(40)); // already paused: the first pause stands
+    h.resume_at(secs(50));
+    h.hang_up_at(secs(100));
+    assert_eq!(h.machine.paused_for(h.now), secs(30));
+    h.machine.resume(h.now);
+    h.machine.pause(h.now); // ended: ignored
+    assert!(!h.machine.is_paused());
+    assert_eq!(h.debits(), vec![(0, 1), (90, 2)]);
+}
+
 proptest! {
     #[test]
     fn never_overcharges(
@@ -748,6 +929,57 @@ proptest! {
         for (reason, most) in [(WarningReason::FundsLow, 1 + extra), (WarningReason::MaxDuration, 1)] {
             let plays = h.log.iter().filter(|(_, a)| *a == PlayWarning { reason }).count();
             prop_assert!(plays <= most, "{:?} played {} times", reason, plays);
+        }
+    }
+}
+
+proptest! {
+    /// With a pause anywhere (also none, or one never resumed), only increments that began
+    /// on billed time are charged, and never more than the account held.
+    #[test]
+    fn pauses_never_charge_time_apart(
+        balance in 0i64..50_000,
+        cost in 0i64..3_000,
+        increment in 1u64..120,
+        max in 0u64..3_000,
+        lead in 0u64..120,
+        pause_at in 0u64..3_000,
+        pause_len in 0u64..3_000,
+        hang_up in 0u64..4_000,
+    ) {
+        let p = ChargingPlan {
+            cost_per_increment: Money::from_minor(cost),
+            increment: secs(increment),
+            max_duration: secs(max),
+            warning_lead: secs(lead),
+            debit_timeout: secs(3),
+        };
+        let initial = Money::from_minor(balance);
+        let mut h = Harness::new(p, "0");
+        h.balance = initial;
+        let mut h = h.start();
+        let pause_at = pause_at.min(hang_up);
+        let resume_at = (pause_at + pause_len).min(hang_up);
+        h.pause_at(secs(pause_at));
+        h.resume_at(secs(resume_at));
+        h.hang_up_at(secs(hang_up));
+
+        let c = &h.machine;
+        let n = c.increments_charged();
+        prop_assert_eq!(c.charged(), p.cost_per_increment.times(u64::from(n)));
+        prop_assert!(c.charged() <= initial);
+        prop_assert_eq!(initial - h.balance, c.charged());
+        // Billed time: the session's wall time (to the hang-up or the maximum) less the
+        // pause (which ends at the resume, the hang-up or the maximum, whichever first).
+        let end = hang_up.min(max);
+        let apart = resume_at.min(end).saturating_sub(pause_at.min(end));
+        let billed = end - apart;
+        let bound = if max == 0 { 0 } else { billed.div_ceil(increment).max(1) };
+        prop_assert!(u64::from(n) <= bound, "{} increments, billed {} s, bound {}", n, billed, bound);
+        // No debit is asked for inside the pause.
+        for (t, _) in h.log.iter().filter(|(_, a)| matches!(a, Debit { .. } | Count { .. })) {
+            let t = t.as_secs();
+            prop_assert!(!(t > pause_at && t < resume_at), "a debit at {} s inside the pause {}..{}", t, pause_at, resume_at);
         }
     }
 }
