@@ -244,6 +244,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
                 last_name,
                 pin,
                 calling_id,
+                housing_unit: None,
             };
             print_json(&store.book_inmate(&facility, b).await?)?;
         }
