@@ -195,6 +195,8 @@ async fn every_rule_has_its_own_refusal(app: App) {
     refused(visit(i, c, &at(2, 12, 30), 30), "notice_too_short").await;
     refused(visit(i, c, &at(1, 10, 0), 30), "notice_too_short").await;
     refused(visit(i, c, &at(17, 10, 0), 30), "too_far_ahead").await;
+    refused(visit(i, c, "9999-12-31T23:30:00Z", 30), "too_far_ahead").await;
+    refused(visit(i, c, "+262142-12-31T23:30:00Z", 30), "too_far_ahead").await;
     let v = refused(visit(i, c, &at(3, 16, 30), 60), "outside_visiting_hours").await;
     assert!(
         v["error"]["message"]

@@ -345,21 +345,37 @@ pub fn check(f: &Facts<'_>, r: &Request) -> Result<Placement, Refusal> {
             allowed: allowed.clone(),
         });
     }
+    // Checked arithmetic throughout: a start at the ends of time is refused, never a
+    // panic.
     let notice = Duration::minutes(i64::from(rules.min_notice_minutes));
-    if r.starts_at < f.now + notice {
+    let earliest = f.now.checked_add_signed(notice);
+    if earliest.is_none_or(|e| r.starts_at < e) {
         return Err(Refusal::NoticeTooShort {
             min_notice_minutes: rules.min_notice_minutes,
         });
     }
+    let too_far = Refusal::TooFarAhead {
+        max_days_ahead: rules.max_days_ahead,
+    };
+    // Past the horizon by more than any zone's offset: refused before it is read on a
+    // local clock, where a time at the end of the calendar has no date.
+    let beyond = f
+        .now
+        .checked_add_signed(Duration::days(i64::from(rules.max_days_ahead) + 2));
+    if beyond.is_none_or(|b| r.starts_at > b) {
+        return Err(too_far);
+    }
     let today = f.now.with_timezone(&f.zone).date_naive();
     let local_start = r.starts_at.with_timezone(&f.zone);
     let day = local_start.date_naive();
-    if day > today + Duration::days(i64::from(rules.max_days_ahead)) {
-        return Err(Refusal::TooFarAhead {
-            max_days_ahead: rules.max_days_ahead,
-        });
+    let last_day = today.checked_add_signed(Duration::days(i64::from(rules.max_days_ahead)));
+    if last_day.is_some_and(|last| day > last) {
+        return Err(too_far);
     }
-    let ends_at = r.starts_at + Duration::minutes(r.length_minutes);
+    let ends_at = r
+        .starts_at
+        .checked_add_signed(Duration::minutes(r.length_minutes))
+        .ok_or(too_far)?;
     let local_end = ends_at.with_timezone(&f.zone);
     let start_min = local_start.hour() * 60 + local_start.minute();
     let end_min = local_end.hour() * 60 + local_end.minute();
@@ -395,7 +411,9 @@ pub fn check(f: &Facts<'_>, r: &Request) -> Result<Placement, Refusal> {
 /// The Monday of the facility-local week `t` falls in.
 pub fn week_of(zone: Tz, t: DateTime<Utc>) -> NaiveDate {
     let day = t.with_timezone(&zone).date_naive();
-    day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+    let back = Duration::days(i64::from(day.weekday().num_days_from_monday()));
+    // The first week of the calendar has no Monday before it: it starts on its first day.
+    day.checked_sub_signed(back).unwrap_or(day)
 }
 
 /// The five-minute cells of Unix time a slot touches: `[floor(start), ceil(end))`.
@@ -410,17 +428,22 @@ pub fn cells(slot: &Slot) -> std::ops::Range<i64> {
 /// clocks at midnight) is taken at the first instant of the day that does.
 pub fn local_day(zone: Tz, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let day = now.with_timezone(&zone).date_naive();
-    let start_of = |d: NaiveDate| -> DateTime<Utc> {
+    let start_of = |d: NaiveDate| -> Option<DateTime<Utc>> {
         (0..=24 * 60)
             .step_by(GRAIN_MINUTES as usize)
             .find_map(|m| {
                 d.and_hms_opt(0, 0, 0)
-                    .map(|t| t + Duration::minutes(m))
+                    .and_then(|t| t.checked_add_signed(Duration::minutes(m)))
                     .and_then(|t| t.and_local_timezone(zone).earliest())
             })
-            .map_or(now, |t| t.with_timezone(&Utc))
+            .map(|t| t.with_timezone(&Utc))
     };
-    (start_of(day), start_of(day + Duration::days(1)))
+    let from = start_of(day).unwrap_or(now);
+    let to = day
+        .succ_opt()
+        .and_then(start_of)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (from, to)
 }
 
 #[cfg(test)]
@@ -624,6 +647,40 @@ mod tests {
             "ok",
             "the 14th day, all of it"
         );
+    }
+
+    #[test]
+    fn the_ends_of_time_are_refused_not_panicked_on() {
+        let s = rules().schedule().unwrap();
+        assert_eq!(code(ask(&s, DateTime::<Utc>::MAX_UTC, 60)), "too_far_ahead");
+        let mut tokyo = facts(&s);
+        tokyo.zone = "Asia/Tokyo".parse().unwrap();
+        let r = Request {
+            starts_at: DateTime::<Utc>::MAX_UTC,
+            length_minutes: 30,
+        };
+        assert_eq!(
+            code(check(&tokyo, &r)),
+            "too_far_ahead",
+            "no local date at all"
+        );
+        assert_eq!(
+            code(ask(&s, DateTime::<Utc>::MIN_UTC, 60)),
+            "notice_too_short"
+        );
+        let mut f = facts(&s);
+        f.now = DateTime::<Utc>::MAX_UTC - Duration::days(1);
+        let r = Request {
+            starts_at: DateTime::<Utc>::MAX_UTC - Duration::minutes(30),
+            length_minutes: 60,
+        };
+        assert_eq!(
+            code(check(&f, &r)),
+            "too_far_ahead",
+            "it would end after time ends"
+        );
+        let (from, to) = local_day(chicago(), DateTime::<Utc>::MAX_UTC);
+        assert!(from <= to);
     }
 
     #[test]
