@@ -9,7 +9,9 @@ use crate::db::Db;
 use crate::ledger::{DepositMethod, DepositRequest, RequestKey};
 use crate::money::Money;
 use crate::policy::pin::CredentialRules;
-use crate::store::{Booking, CallFilter, ContactStatus, NewContact, NewUser, Role, Store};
+use crate::store::{
+    Booking, CallFilter, ContactStatus, NewContact, NewUser, Role, Store, TokenBinding,
+};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -153,6 +155,13 @@ pub enum Command {
         facility: Vec<String>,
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: i64,
+        /// A family user: a contact it visits as (repeat for several; replaces the ones it
+        /// had, none given keeps them)
+        #[arg(long)]
+        contact: Vec<String>,
+        /// A kiosk user: the visit station it is
+        #[arg(long)]
+        station: Option<String>,
     },
     /// Users who log in with a password (investigators, staff).
     User {
@@ -244,6 +253,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
                 last_name,
                 pin,
                 calling_id,
+                housing_unit: None,
             };
             print_json(&store.book_inmate(&facility, b).await?)?;
         }
@@ -360,13 +370,19 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
             role,
             facility,
             ttl_secs,
+            contact,
+            station,
         } => {
             let role = Role::parse(&role)
                 .context("--role must be admin, investigator, family or kiosk")?;
+            let binding = TokenBinding {
+                contacts: (!contact.is_empty()).then_some(contact),
+                station_id: station,
+            };
             println!(
                 "{}",
                 store
-                    .issue_token(&username, role, &facility, ttl_secs)
+                    .issue_bound_token(&username, role, &facility, ttl_secs, &binding)
                     .await?
             );
         }

@@ -106,6 +106,7 @@ pub async fn seed(store: &Store, config: &Config) -> Result<DemoInfo, StoreError
                 last_name: "Doe".into(),
                 pin: Some(pin.clone()),
                 calling_id: Some(calling_id.clone()),
+                housing_unit: None,
             };
             store.book_inmate(FACILITY, b).await?
         }

@@ -16,7 +16,8 @@
 //! | [`media`] | core | SDP offer/answer for anchoring, RTP views, the relay core, DTMF, G.711, prompts, RTP ports |
 //! | [`media::engine`] | driver | RTP/RTCP sockets on worker threads (epoll + io_uring): relaying, prompts, ringback, digits |
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
-//! | [`store`] | driver | facilities, inmates, handsets, PIN attempts and locks, contacts, block lists, rates, tokens, audit |
+//! | [`store`] | driver | facilities, inmates, handsets, PIN attempts and locks, contacts, block lists, rates, tokens, audit, visit stations and booked visits |
+//! | [`visit`] | core | video visit scheduling: the visiting rules (windows in the facility's zone, slot lengths, notice, horizon) and a booking's transitions |
 //! | [`session`] | core + driver | end reasons, the session runner (database work beside the driver), CDR rows and crash recovery |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
 //! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
@@ -50,3 +51,4 @@ pub mod sip;
 pub mod store;
 pub mod text;
 mod timers;
+pub mod visit;

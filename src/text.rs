@@ -18,7 +18,7 @@
 //!
 //! | rule | at most | form | fields |
 //! |---|---|---|---|
-//! | [`NAME`] | 100 | one line, trimmed | inmate `first_name`, `last_name`; contact `name`, `relationship`; deposit `depositor`; facility `name`; handset `name`, `location`; rate deck and plan `name` |
+//! | [`NAME`] | 100 | one line, trimmed | inmate `first_name`, `last_name`; contact `name`, `relationship`; deposit `depositor`; facility `name`; handset `name`, `location`; rate deck and plan `name`; visit station `name`, `housing_unit`; an inmate's `housing_unit` |
 //! | [`REFERENCE`] | 200 | one line, trimmed | deposit, purchase and refund `reference` |
 //! | [`BOOKING_NUMBER`] | 32 | one line, trimmed | an inmate's `booking_number` |
 //! | [`NOTE`] | 1000 | lines, as written | purchase and refund `memo`; block `reason`; trusted network `description`; a rate-deck prefix's `description` |

@@ -95,6 +95,7 @@ async fn world(backend: Backend) -> Option<World> {
         last_name: "B".into(),
         pin: Some(PIN.into()),
         calling_id: Some(ID.into()),
+        housing_unit: None,
     };
     let inmate = store.book_inmate("F1", b).await.unwrap();
     for (num, privileged) in [("5551230001", false), ("5559990000", true)] {
@@ -237,6 +238,7 @@ async fn book_with(w: &World, booking: &str, id: &str, pin: &str) -> String {
         last_name: "D".into(),
         pin: Some(pin.into()),
         calling_id: Some(id.into()),
+        housing_unit: None,
     };
     w.store.book_inmate("F1", b).await.unwrap().id
 }

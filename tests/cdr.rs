@@ -102,6 +102,7 @@ async fn world(backend: Backend) -> Option<World> {
         last_name: "B".into(),
         pin: Some("2468".into()),
         calling_id: None,
+        housing_unit: None,
     };
     let inmate = store.book_inmate("F1", b).await.unwrap();
     let c = store

@@ -12,7 +12,7 @@
 
 use crate::ledger::LedgerError;
 use crate::money::INVALID_AMOUNT;
-use crate::store::StoreError;
+use crate::store::{StoreError, VisitError};
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -89,6 +89,23 @@ impl From<StoreError> for ApiError {
             StoreError::Ledger(l) => l.into(),
             StoreError::Db(ref d) if refused_text(d) => text_refused(),
             StoreError::Corrupt { .. } | StoreError::Db(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<VisitError> for ApiError {
+    /// A refusal keeps its own code: 409 for a conflict (a place taken, a booking that
+    /// moved on), 422 for a request the visiting rules refuse.
+    fn from(e: VisitError) -> ApiError {
+        match e {
+            VisitError::Refused(r) => {
+                let status = match r.is_conflict() {
+                    true => StatusCode::CONFLICT,
+                    false => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                ApiError::new(status, r.code(), r.to_string())
+            }
+            VisitError::Store(s) => s.into(),
         }
     }
 }

@@ -152,7 +152,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, facilities, inmates, integrity, listen, money, rates, recordings,
-        tokens, users,
+        tokens, users, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -250,6 +250,38 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/audio", get(recordings::audio))
         .route("/calls/{id}/listen", post(listen::listen))
         .route("/calls/{id}/listen/{listener_id}", delete(listen::unlisten))
+        .route("/visits", get(visits::list).post(visits::request))
+        .route("/visits/{id}", get(visits::get))
+        .route("/visits/{id}/approve", post(visits::approve))
+        .route("/visits/{id}/deny", post(visits::deny))
+        .route("/visits/{id}/cancel", post(visits::cancel))
+        .route("/visits/{id}/no-show", post(visits::no_show))
+        .route("/inmates/{id}/visits", get(visits::of_inmate))
+        .route("/contacts/{id}/visits", get(visits::of_contact))
+        .route(
+            "/visit-stations/{id}/visits/today",
+            get(visits::station_today),
+        )
+        .route(
+            "/facilities/{fid}/visiting-rules",
+            get(visiting::rules)
+                .put(visiting::set_rules)
+                .delete(visiting::delete_rules),
+        )
+        .route(
+            "/facilities/{fid}/visit-stations",
+            get(visiting::stations).post(visiting::add_station),
+        )
+        .route(
+            "/visit-stations/{id}",
+            get(visiting::station)
+                .patch(visiting::update_station)
+                .delete(visiting::retire_station),
+        )
+        .route(
+            "/inmates/{id}/housing-unit",
+            put(visiting::set_housing_unit),
+        )
         .route("/cluster/calls/{id}/terminate", post(cluster::terminate))
         .route("/cluster/calls/{id}/release", post(cluster::release))
         .route("/cluster/calls/{id}/listen", post(cluster::listen))

@@ -116,6 +116,25 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/recordings/{id}/verify", "Check one recording against the chain: its file's hash, its row, its links", "recordings"),
     with_body(op("post", "/calls/{id}/listen", "Listen live over WebRTC: answers the browser's recvonly offer ({sdp}) with {listener_id, sdp}, from the node that carries the call (its media address); 403 privileged, 409 call_ended / not_connected; 503 node_unknown, 502 node_unreachable / node_refused when the carrying node cannot be reached", "calls"), "ListenOffer", 201),
     Op { ok: 204, ..op("delete", "/calls/{id}/listen/{listener_id}", "Stop a live listener (on the node that carries the call)", "calls") },
+    op("get", "/visits", "Video visits in the caller's reach, in start order -> {items, total, limit, offset}: staff their facilities, a family user the visits of the contacts it is bound to; kiosks are refused (they read their station's day)", "visits"),
+    with_body(op("post", "/visits", "Book a video visit for an inmate with an approved, video-allowed contact (staff, or a family user bound to the contact). Checked against the facility's visiting rules (422: inmate_inactive, contact_not_approved, video_not_allowed, no_visiting_rules, slot_length_invalid, notice_too_short, too_far_ahead, outside_visiting_hours, slot_start_invalid, weekly_limit_reached, station_inactive, station_not_in_housing_unit, no_station), then the inmate's time and a station place are claimed in the database (409: inmate_double_booked, station_full, no_station_free, contended). Staff bookings and auto-approval facilities: approved; otherwise pending. Audited visit.request", "visits"), "VisitRequest", 201),
+    op("get", "/visits/{id}", "One visit (staff of its facility, the family user bound to its contact, the kiosk of its station)", "visits"),
+    op("post", "/visits/{id}/approve", "Approve a pending visit (staff); 409 invalid_transition otherwise. Audited visit.approve", "visits"),
+    op("post", "/visits/{id}/deny", "Deny a pending visit (staff); its places are free again. 409 invalid_transition otherwise. Audited visit.deny", "visits"),
+    op("post", "/visits/{id}/cancel", "Cancel a pending or approved visit before its slot ends (staff, or the family user bound to its contact); its places are free again. 409 invalid_transition, visit_over. Audited visit.cancel", "visits"),
+    op("post", "/visits/{id}/no-show", "Mark an approved visit a no-show, from its start (staff); it keeps counting against the week. 409 invalid_transition, visit_not_started. Audited visit.no_show", "visits"),
+    op("get", "/inmates/{id}/visits", "An inmate's visits (a family user: those of its own contacts) -> {items, total, limit, offset}", "visits"),
+    op("get", "/contacts/{id}/visits", "A contact's visits -> {items, total, limit, offset}", "visits"),
+    op("get", "/visit-stations/{id}/visits/today", "The visits of a station that start on the facility's today -> {station, visits}: staff every status, the kiosk bound to the station its approved visits (another kiosk: 403)", "visits"),
+    op("get", "/facilities/{fid}/visiting-rules", "The facility's visiting rules with its time_zone; 404 when it has none (it takes no visits)", "visits"),
+    with_body(op("put", "/facilities/{fid}/visiting-rules", "Set the facility's visiting rules (all of them; omitted fields take their defaults); booked visits stay. Audited visiting_rules.set", "visits"), "VisitingRules", 200),
+    Op { ok: 204, ..op("delete", "/facilities/{fid}/visiting-rules", "Remove the visiting rules: the facility takes no new visits. Audited visiting_rules.delete", "visits") },
+    op("get", "/facilities/{fid}/visit-stations", "The facility's visit stations (retired ones too)", "visits"),
+    with_body(op("post", "/facilities/{fid}/visit-stations", "Add a visit station to a housing unit. Audited visit_station.create", "visits"), "NewVisitStation", 201),
+    op("get", "/visit-stations/{id}", "One visit station", "visits"),
+    with_body(op("patch", "/visit-stations/{id}", "Rename, move, resize or reactivate a station; a lower capacity keeps booked visits. Audited visit_station.update", "visits"), "VisitStationPatch", 200),
+    op("delete", "/visit-stations/{id}", "Retire a station (never deleted: visits name it): it takes no new visits -> the station. Audited visit_station.retire", "visits"),
+    with_body(op("put", "/inmates/{id}/housing-unit", "Assign an inmate to a housing unit (null: none); its visits use that unit's stations. Audited inmate.housing_unit", "inmates"), "HousingUnit", 200),
     op("post", "/cluster/calls/{id}/terminate", "Between nodes: end a call this node carries (reason terminated) -> the record; 409 call_ended when it is not live here. Node credential only", "cluster"),
     op("post", "/cluster/calls/{id}/release", "Between nodes: end a released inmate's call this node carries (reason released) -> the record; 409 call_ended when it is not live here. Node credential only", "cluster"),
     with_body(op("post", "/cluster/calls/{id}/listen", "Between nodes: a listener on a call this node carries -> {listener_id, sdp, type}; 403 privileged, 409 call_ended / not_connected. Node credential only", "cluster"), "ListenOffer", 201),
@@ -159,7 +178,9 @@ fn schemas() -> Value {
             "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } },
         "NewToken": { "type": "object", "required": ["username", "role"], "properties": {
             "username": { "type": "string", "pattern": "^[!-~]{1,64}$" }, "role": { "enum": ["admin", "investigator", "family", "kiosk"] },
-            "facilities": { "type": "array", "items": { "type": "string" } }, "ttl_secs": { "type": "integer" } } },
+            "facilities": { "type": "array", "items": { "type": "string" } }, "ttl_secs": { "type": "integer" },
+            "contacts": { "type": "array", "items": { "type": "string" }, "description": "Family users only: the contacts the user visits as (its visits are theirs); replaces what the user had, omitted keeps it" },
+            "station_id": { "type": "string", "description": "Kiosk users only: the visit station the device is; replaces what the user had, omitted keeps it" } } },
         "NewFacility": { "type": "object", "required": ["id", "name", "time_zone", "deposit_max", "deposit_daily_max"], "properties": {
             "id": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$" }, "name": name, "time_zone": { "type": "string", "maxLength": 64, "example": "America/Chicago" },
             "country_code": setting, "cap_category": setting,
@@ -200,6 +221,21 @@ fn schemas() -> Value {
         "SpendBody": { "type": "object", "required": ["amount"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "reference": reference, "memo": note } },
         "Cdr": cdr_schema(),
+        "VisitRequest": { "type": "object", "required": ["inmate_id", "contact_id", "starts_at", "length_minutes"], "properties": {
+            "inmate_id": { "type": "string" }, "contact_id": { "type": "string", "description": "An approved, video-allowed contact of the inmate; a privileged (attorney) contact makes a privileged visit, never recorded or watched" },
+            "starts_at": { "type": "string", "format": "date-time" },
+            "length_minutes": { "type": "integer", "description": "One of the facility's slot_lengths_minutes" },
+            "station_id": { "type": "string", "description": "A station of the inmate's housing unit; omitted, the first (by name) with room" } } },
+        "VisitingRules": visiting_rules_schema(),
+        "NewVisitStation": { "type": "object", "required": ["name", "housing_unit"], "properties": {
+            "name": name, "housing_unit": name,
+            "capacity": { "type": "integer", "minimum": 1, "maximum": crate::store::MAX_STATION_CAPACITY, "default": 1, "description": "Visits it hosts at the same time" } } },
+        "VisitStationPatch": { "type": "object", "properties": {
+            "name": name, "housing_unit": name,
+            "capacity": { "type": "integer", "minimum": 1, "maximum": crate::store::MAX_STATION_CAPACITY },
+            "active": { "type": "boolean" } } },
+        "HousingUnit": { "type": "object", "required": ["housing_unit"], "properties": { "housing_unit": { "type": ["string", "null"], "maxLength": text::NAME.max_chars } } },
+        "Visit": visit_schema(),
         "AppliedTariff": { "type": "object", "description": "The tariff a call was charged by, recorded at authorization: amount = billed_increments × cost_per_increment",
             "required": ["class", "service", "per_minute", "increment_secs", "cost_per_increment"], "properties": {
             "rate_plan_id": { "type": ["string", "null"], "description": "The rate plan in force (plans are immutable; a new version has a new id)" },
@@ -214,6 +250,43 @@ fn schemas() -> Value {
             "charges": { "type": "array", "description": "The session's debits, in increment order", "items": { "type": "object" } },
             "recording": { "type": ["object", "null"], "description": "The recording's metadata (its own started_at, ended_at, duration_ms), or null" } } } ] }
     })
+}
+
+/// A facility's visiting rules (`visit::rules::VisitingRules`).
+fn visiting_rules_schema() -> Value {
+    use crate::visit::rules::{
+        GRAIN_MINUTES, MAX_DAYS_AHEAD, MAX_NOTICE_MINUTES, MAX_SLOT_MINUTES, MAX_VISITS_PER_WEEK,
+    };
+    let minutes = |max: u32, d: &str| json!({ "type": "integer", "minimum": 0, "maximum": max, "multipleOf": GRAIN_MINUTES, "description": d });
+    json!({ "type": "object", "required": ["windows", "slot_lengths_minutes"], "properties": {
+        "approval": { "enum": ["auto", "staff"], "default": "staff", "description": "auto: a visitor's request is approved at once; staff: it waits for staff. Staff bookings are approved at once either way" },
+        "windows": { "type": "array", "items": { "type": "object", "required": ["day", "start", "end"], "properties": {
+            "day": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] },
+            "start": { "type": "string", "example": "09:00" }, "end": { "type": "string", "example": "12:00" } } },
+            "description": "Local times (the facility's time_zone) on the 5-minute grain, start before end within one day; windows of a day do not overlap. A visit lies wholly inside one" },
+        "slot_lengths_minutes": { "type": "array", "minItems": 1, "maxItems": crate::visit::rules::MAX_SLOT_LENGTHS, "items": minutes(MAX_SLOT_MINUTES, "A visit length") },
+        "start_step_minutes": minutes(MAX_SLOT_MINUTES, "Visits start every this many minutes from a window's start (default 30)"),
+        "min_notice_minutes": minutes(MAX_NOTICE_MINUTES, "Booked at least this long before the start (default 1440)"),
+        "max_days_ahead": { "type": "integer", "minimum": 1, "maximum": MAX_DAYS_AHEAD, "default": 14, "description": "Starting at most this many calendar days after today (facility-local)" },
+        "visits_per_week": { "type": "integer", "minimum": 0, "maximum": MAX_VISITS_PER_WEEK, "default": 0, "description": "Per inmate per facility-local week, Monday to Sunday; pending, approved and no-show visits count; 0: no limit" },
+        "time_zone": { "type": "string", "readOnly": true, "description": "The facility's zone the windows are read in (answers only)" } } })
+}
+
+/// A visit (`store::Visit`).
+fn visit_schema() -> Value {
+    let text = || json!({ "type": "string" });
+    let time = || json!({ "type": "string", "format": "date-time" });
+    let maybe = |t: &str| json!({ "type": [t, "null"] });
+    json!({ "type": "object", "properties": {
+        "id": text(), "facility_id": text(), "inmate_id": text(), "inmate_name": text(),
+        "contact_id": text(), "visitor_name": text(), "station_id": text(), "station_name": text(),
+        "starts_at": time(), "ends_at": time(), "length_minutes": { "type": "integer" },
+        "status": { "enum": crate::visit::VisitStatus::ALL.map(crate::visit::VisitStatus::as_str) },
+        "privileged": { "type": "boolean", "description": "With an attorney: never recorded, never watched" },
+        "requested_by": text(), "requested_role": { "enum": ["admin", "investigator", "family", "kiosk"] },
+        "decided_by": maybe("string"), "decided_at": maybe("string"),
+        "closed_by": maybe("string"), "closed_at": maybe("string"),
+        "created_at": time() } })
 }
 
 /// A call record (`store::Cdr`); what each time means is `sessions`' module doc.
@@ -347,6 +420,51 @@ fn query_params(o: &Op) -> Vec<Value> {
                 "Matches to skip",
             ),
         ],
+        ("get", "/visits") | ("get", "/inmates/{id}/visits") | ("get", "/contacts/{id}/visits") => {
+            let mut ps = vec![
+                query(
+                    "facility_id",
+                    text(),
+                    "Facility (must be one of the caller's)",
+                ),
+                query("inmate_id", text(), "Inmate id"),
+                query("contact_id", text(), "Contact id"),
+                query("station_id", text(), "Visit station id"),
+                query(
+                    "status",
+                    json!({ "enum": crate::visit::VisitStatus::ALL.map(crate::visit::VisitStatus::as_str) }),
+                    "Status",
+                ),
+                query(
+                    "from",
+                    json!({ "type": "string", "format": "date-time" }),
+                    "Starting at or after",
+                ),
+                query(
+                    "to",
+                    json!({ "type": "string", "format": "date-time" }),
+                    "Starting before",
+                ),
+                query(
+                    "limit",
+                    json!({ "type": "integer", "minimum": 1, "maximum": crate::store::MAX_VISIT_PAGE, "default": 100 }),
+                    "Page size",
+                ),
+                query(
+                    "offset",
+                    json!({ "type": "integer", "minimum": 0, "default": 0 }),
+                    "Matches to skip",
+                ),
+            ];
+            // The path names the inmate or the contact already.
+            let named = match o.path {
+                "/inmates/{id}/visits" => "inmate_id",
+                "/contacts/{id}/visits" => "contact_id",
+                _ => "",
+            };
+            ps.retain(|p| p["name"] != named);
+            ps
+        }
         ("get", "/recordings/{id}/audio") => vec![
             query(
                 "ticket",
@@ -406,6 +524,31 @@ fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) 
                 json!({ "description": "The call record", "content": schema("CallDetail") }),
             );
         }
+        ("get", "/visits") | ("get", "/inmates/{id}/visits") | ("get", "/contacts/{id}/visits") => {
+            let page = json!({ "application/json": { "schema": { "type": "object", "properties": {
+                "items": { "type": "array", "items": { "$ref": "#/components/schemas/Visit" } },
+                "total": { "type": "integer" }, "limit": { "type": "integer" }, "offset": { "type": "integer" } } } } });
+            responses.insert(
+                "200".into(),
+                json!({ "description": "One page of visits", "content": page }),
+            );
+        }
+        ("post", "/visits") => {
+            responses.insert(
+                "201".into(),
+                json!({ "description": "The visit booked", "content": schema("Visit") }),
+            );
+        }
+        ("get", "/visits/{id}")
+        | ("post", "/visits/{id}/approve")
+        | ("post", "/visits/{id}/deny")
+        | ("post", "/visits/{id}/cancel")
+        | ("post", "/visits/{id}/no-show") => {
+            responses.insert(
+                "200".into(),
+                json!({ "description": "The visit", "content": schema("Visit") }),
+            );
+        }
         ("post", "/calls/{id}/terminate") => {
             responses.insert(
                 "200".into(),
@@ -446,7 +589,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "sallyport API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Facilities, inmates, contacts, rates, the prepaid ledger, call records and recordings. Amounts are decimal strings in one form (see Money). Stored strings have a maxLength (422 invalid past it); bodies are bounded (413 payload_too_large). Errors are {\"error\":{\"code\",\"message\"}}." },
+                  "description": "Facilities, inmates, contacts, rates, the prepaid ledger, call records, recordings and video visit scheduling. Amounts are decimal strings in one form (see Money). Stored strings have a maxLength (422 invalid past it); bodies are bounded (413 payload_too_large). Errors are {\"error\":{\"code\",\"message\"}}." },
         "servers": [{ "url": "/api/v1" }],
         "security": [{ "bearer": [] }],
         "paths": paths,

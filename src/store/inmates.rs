@@ -69,6 +69,9 @@ pub struct Inmate {
     pub account_id: String,
     pub booked_at: DateTime<Utc>,
     pub released_at: Option<DateTime<Utc>>,
+    /// Where the inmate lives: the visit stations of this unit are the ones the inmate's
+    /// visits use (`None`: any station of the facility).
+    pub housing_unit: Option<String>,
 }
 
 /// What booking an inmate takes.
@@ -84,10 +87,14 @@ pub struct Booking {
     /// The calling ID staff give; omitted, a random free one is drawn.
     #[serde(default)]
     pub calling_id: Option<String>,
+    /// The housing unit the inmate is assigned to (visits use its stations).
+    #[serde(default)]
+    pub housing_unit: Option<String>,
 }
 
 pub(super) const COLUMNS: &str = "id, facility_id, booking_number, first_name, last_name, status, \
-    calling_id, pin_hash, pin_lookup, locked_until, account_id, booked_at, released_at";
+    calling_id, pin_hash, pin_lookup, locked_until, account_id, booked_at, released_at, \
+    housing_unit";
 
 /// Random draws before giving up on finding a free calling ID.
 const CALLING_ID_DRAWS: usize = 64;
@@ -135,6 +142,7 @@ pub(super) fn from_row(r: &AnyRow) -> Result<Inmate, StoreError> {
         account_id: r.try_get("account_id")?,
         booked_at: from_micros(r.try_get("booked_at")?),
         released_at: released.map(from_micros),
+        housing_unit: r.try_get("housing_unit")?,
     })
 }
 
@@ -144,6 +152,7 @@ struct BookingText<'b> {
     booking_number: &'b str,
     first_name: &'b str,
     last_name: &'b str,
+    housing_unit: Option<&'b str>,
 }
 
 /// Checks a booking and returns its text as it is kept.
@@ -156,6 +165,11 @@ fn validate<'b>(
             .accept_required("booking_number", &b.booking_number)?,
         first_name: text::NAME.accept_required("first_name", &b.first_name)?,
         last_name: text::NAME.accept_required("last_name", &b.last_name)?,
+        housing_unit: b
+            .housing_unit
+            .as_deref()
+            .map(|u| text::NAME.accept_required("housing_unit", u))
+            .transpose()?,
     };
     if let Some(p) = &b.pin {
         rules
@@ -202,7 +216,7 @@ impl Store {
         )
         .await?;
         sqlx::query(&format!(
-            "INSERT INTO inmates ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,'active',$6,$7,NULL,NULL,$8,$9,NULL)"
+            "INSERT INTO inmates ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,'active',$6,$7,NULL,NULL,$8,$9,NULL,$10)"
         ))
         .bind(&id)
         .bind(facility_id)
@@ -213,6 +227,7 @@ impl Store {
         .bind(&hash)
         .bind(&account_id)
         .bind(to_micros(now))
+        .bind(kept.housing_unit)
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -349,6 +364,27 @@ impl Store {
                 i.id,
                 i.status.as_str()
             )));
+        }
+        self.inmate(id).await
+    }
+
+    /// Assigns an inmate to a housing unit (`None`: to none); the unit is a name, as the
+    /// facility's stations name theirs.
+    pub async fn set_housing_unit(
+        &self,
+        id: &str,
+        unit: Option<&str>,
+    ) -> Result<Inmate, StoreError> {
+        let unit = unit
+            .map(|u| text::NAME.accept_required("housing_unit", u))
+            .transpose()?;
+        let done = sqlx::query("UPDATE inmates SET housing_unit = $2 WHERE id = $1")
+            .bind(id)
+            .bind(unit)
+            .execute(self.db.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("inmate", id));
         }
         self.inmate(id).await
     }

@@ -1,5 +1,7 @@
 //! Records: facilities, inmates, handsets, contacts, block lists, rate decks and plans,
-//! API principals, the audit log and the nodes of a cluster ([`NodeRecord`]).
+//! API principals, the audit log, the nodes of a cluster ([`NodeRecord`]), and video
+//! visits: visiting rules, visit stations and the visits booked ([`Visit`]; the rules
+//! themselves are [`crate::visit`]'s).
 //!
 //! Owns: the rows of those tables and the rules that keep them consistent (a booking opens
 //! the inmate's account in the same database transaction; a rate plan above its cap is
@@ -22,6 +24,8 @@ mod rates;
 mod recordings;
 mod setup;
 mod users;
+mod visit_stations;
+mod visits;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
 pub use calls::{AppliedTariff, CallFilter, CallPage, Cdr};
@@ -42,6 +46,13 @@ pub use setup::{CallingInmate, DestinationFacts};
 pub use users::{
     valid_username, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User,
     MAX_USERNAME_BYTES,
+};
+pub use visit_stations::{
+    NewVisitStation, TokenBinding, VisitStation, VisitStationPatch, MAX_STATION_CAPACITY,
+};
+pub use visits::{
+    Actor, Visit, VisitError, VisitFilter, VisitPage, VisitRequest, VisitScope,
+    MAX_PAGE as MAX_VISIT_PAGE,
 };
 
 use crate::clock::Clock;

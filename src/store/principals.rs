@@ -99,6 +99,21 @@ impl Store {
         facilities: &[String],
         ttl_secs: i64,
     ) -> Result<String, StoreError> {
+        let unbound = super::visit_stations::TokenBinding::default();
+        self.issue_bound_token(username, role, facilities, ttl_secs, &unbound)
+            .await
+    }
+
+    /// [`Store::issue_token`], and what the user is for visits: the contacts a family
+    /// user visits as, the station a kiosk user is (given: replaced; `None`: kept).
+    pub async fn issue_bound_token(
+        &self,
+        username: &str,
+        role: Role,
+        facilities: &[String],
+        ttl_secs: i64,
+        binding: &super::visit_stations::TokenBinding,
+    ) -> Result<String, StoreError> {
         super::users::check_username(username)?;
         if facilities.is_empty() && role != Role::Admin {
             return Err(StoreError::invalid(
@@ -112,6 +127,7 @@ impl Store {
         for f in facilities {
             self.facility(f).await?;
         }
+        self.check_binding(role, facilities, binding).await?;
         let now = self.now_us();
         let mut tx = self.db.begin_write().await?;
         let existing = sqlx::query("SELECT id, role FROM users WHERE username = $1")
@@ -153,6 +169,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        super::visit_stations::write_binding(&mut tx, &user_id, binding, now).await?;
         let (token, _) = insert_token(&mut tx, &user_id, now, ttl_secs, "issued").await?;
         tx.commit().await?;
         Ok(token)

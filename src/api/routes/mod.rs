@@ -11,3 +11,5 @@ pub(super) mod rates;
 pub(super) mod recordings;
 pub(super) mod tokens;
 pub(super) mod users;
+pub(super) mod visiting;
+pub(super) mod visits;

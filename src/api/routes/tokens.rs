@@ -3,7 +3,7 @@
 use crate::api::auth::{ApiJson, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::store::Role;
+use crate::store::{Role, TokenBinding};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -20,6 +20,12 @@ pub(crate) struct NewToken {
     facilities: Vec<String>,
     #[serde(default = "default_ttl")]
     ttl_secs: i64,
+    /// A family user: the contacts it visits as (replacing those it had; omitted: kept).
+    #[serde(default)]
+    contacts: Option<Vec<String>>,
+    /// A kiosk user: the visit station it is (replacing the one it had; omitted: kept).
+    #[serde(default)]
+    station_id: Option<String>,
 }
 
 fn default_ttl() -> i64 {
@@ -32,16 +38,35 @@ pub(crate) async fn issue(
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require_global_admin()?;
+    let binding = TokenBinding {
+        contacts: body.contacts.clone(),
+        station_id: body.station_id.clone(),
+    };
     let token = s
         .store
-        .issue_token(&body.username, body.role, &body.facilities, body.ttl_secs)
+        .issue_bound_token(
+            &body.username,
+            body.role,
+            &body.facilities,
+            body.ttl_secs,
+            &binding,
+        )
         .await?;
-    s.audit(&caller, "token.issue", &body.username, None).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({ "token": token, "username": body.username, "role": body.role,
-                     "facilities": body.facilities, "ttl_secs": body.ttl_secs }),
-        ),
-    ))
+    // What the user is for visits, where the request said: in the audit entry and the
+    // answer alike.
+    let mut bound = json!({});
+    if let Some(c) = body.contacts {
+        bound["contacts"] = json!(c);
+    }
+    if let Some(st) = body.station_id {
+        bound["station_id"] = json!(st);
+    }
+    s.audit_detail(&caller, "token.issue", &body.username, None, bound.clone())
+        .await;
+    let mut answer = json!({ "token": token, "username": body.username, "role": body.role,
+                             "facilities": body.facilities, "ttl_secs": body.ttl_secs });
+    if let (Some(a), Some(b)) = (answer.as_object_mut(), bound.as_object()) {
+        a.extend(b.clone());
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
 }
