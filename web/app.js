@@ -3,12 +3,13 @@
 "use strict";
 
 const PAGE = 20;
-// The CDR end reasons (`EndReason::ALL` in src/call/mod.rs; a test checks they match).
+// The CDR end reasons (`EndReason::ALL` in src/session/mod.rs; a test checks they match).
 const END_REASONS = [
   "caller_hangup", "callee_hangup", "funds_exhausted", "max_duration", "media_timeout", "debit_timeout",
   "declined", "no_answer", "busy", "trunk_error", "pin_failed", "inmate_inactive",
   "invalid_number", "not_approved", "blocked", "outside_hours", "call_limit",
-  "insufficient_funds", "terminated", "released", "system",
+  "insufficient_funds", "terminated", "released", "slot_ended", "no_show", "inmate_left",
+  "visitor_left", "system",
 ];
 const VIEWS = ["login-view", "search-view", "session-view", "live-view"];
 

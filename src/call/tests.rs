@@ -1152,8 +1152,12 @@ fn every_end_reason_is_listed_once_and_parses_back() {
         | EndReason::InsufficientFunds
         | EndReason::Terminated
         | EndReason::Released
+        | EndReason::SlotEnded
+        | EndReason::NoShow
+        | EndReason::InmateLeft
+        | EndReason::VisitorLeft
         | EndReason::System => EndReason::ALL.contains(&r),
     };
     assert!(EndReason::ALL.into_iter().all(listed));
-    assert_eq!(EndReason::ALL.len(), 21);
+    assert_eq!(EndReason::ALL.len(), 25);
 }

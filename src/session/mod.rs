@@ -68,11 +68,19 @@ pub enum EndReason {
     /// database stalled): the session is cut rather than run unpaid (`charging` module
     /// doc, "Timeouts").
     DebitTimeout,
+    /// A video visit reached the end of its slot.
+    SlotEnded,
+    /// A side of a video visit never connected by the no-show deadline.
+    NoShow,
+    /// The inmate ended a video visit.
+    InmateLeft,
+    /// The visitor ended a video visit.
+    VisitorLeft,
 }
 
 impl EndReason {
     /// Every reason, in the order the documentation lists them (OpenAPI, console filter).
-    pub const ALL: [EndReason; 21] = [
+    pub const ALL: [EndReason; 25] = [
         EndReason::CallerHangup,
         EndReason::CalleeHangup,
         EndReason::FundsExhausted,
@@ -93,6 +101,10 @@ impl EndReason {
         EndReason::InsufficientFunds,
         EndReason::Terminated,
         EndReason::Released,
+        EndReason::SlotEnded,
+        EndReason::NoShow,
+        EndReason::InmateLeft,
+        EndReason::VisitorLeft,
         EndReason::System,
     ];
 
@@ -124,6 +136,10 @@ impl EndReason {
             EndReason::System => "system",
             EndReason::MediaTimeout => "media_timeout",
             EndReason::DebitTimeout => "debit_timeout",
+            EndReason::SlotEnded => "slot_ended",
+            EndReason::NoShow => "no_show",
+            EndReason::InmateLeft => "inmate_left",
+            EndReason::VisitorLeft => "visitor_left",
         }
     }
 

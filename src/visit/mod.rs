@@ -21,6 +21,7 @@
 //! Called by: the store (the booking and the transitions) and the API. Calls nothing but
 //! the facility time-zone helpers of [`crate::policy::hours`].
 
+pub mod core;
 pub mod rules;
 
 use chrono::{DateTime, Utc};
