@@ -227,6 +227,7 @@ impl World {
             media_end_at: Some(media_end),
             counted_increments: counted,
             closed_at: Some(closed),
+            paused: None,
         };
         assert!(cdr::close_with(self.store.db(), id, &end_row, &call)
             .await

@@ -13,6 +13,14 @@
 //! the CDR's billed increments and amount are recomputed from the ledger so they cannot
 //! disagree with the money.
 //!
+//! A video visit is a row of kind `visit` (service `video`) linked to its booking
+//! ([`open_visit`]; one live row per visit across nodes, by a unique index), with a
+//! timeline of who joined, dropped out, came back and left, and when billing paused and
+//! resumed ([`add_event`], [`events`]; `session_events`, append-only), and the time it was
+//! paused written at the close ([`CallEnd::paused`]). Its `accepted_at` is the moment
+//! billing started (both sides' media flowing) and `media_end_at` the moment they stopped
+//! seeing each other.
+//!
 //! # The times of a CDR
 //!
 //! Each names one moment, so that the charge can be explained from the record alone:
@@ -222,6 +230,130 @@ pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Resul
     .execute(db.pool())
     .await?;
     Ok(())
+}
+
+/// A video visit's session row as its driver opens it (when the slot opens).
+#[derive(Debug, Clone)]
+pub struct NewVisitSession<'a> {
+    pub id: &'a str,
+    pub visit_id: &'a str,
+    pub facility_id: &'a str,
+    pub inmate_id: &'a str,
+    pub contact_id: &'a str,
+    /// The account that pays (the inmate's debit account today; a family's prepaid
+    /// account with the family portal).
+    pub account_id: &'a str,
+    pub privileged: bool,
+    pub node_id: &'a str,
+}
+
+/// Opens an `active` session of kind `visit` (service `video`). Returns `false` when the
+/// visit already has a live session, on this node or another: the unique index
+/// `sessions_one_live_visit` decides, atomically, so two nodes never run one visit.
+pub async fn open_visit(
+    db: &Db,
+    s: &NewVisitSession<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
+    let r = sqlx::query(
+        "INSERT INTO sessions (id, kind, facility_id, inmate_id, contact_id, account_id, service,          privileged, state, node_id, invite_at, visit_id)          VALUES ($1, 'visit', $2, $3, $4, $5, 'video', $6, 'active', $7, $8, $9)",
+    )
+    .bind(s.id)
+    .bind(s.facility_id)
+    .bind(s.inmate_id)
+    .bind(s.contact_id)
+    .bind(s.account_id)
+    .bind(i64::from(s.privileged))
+    .bind(s.node_id)
+    .bind(to_micros(now))
+    .bind(s.visit_id)
+    .execute(db.pool())
+    .await;
+    match r {
+        Ok(done) => Ok(done.rows_affected() == 1),
+        Err(e) if crate::db::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// What happened in a visit, for its timeline (`session_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEventKind {
+    /// A side's page connected its signalling.
+    Joined,
+    /// A side's media reached the gateway.
+    Media,
+    /// A side dropped out (it may come back).
+    Dropped,
+    /// A side ended the visit.
+    Left,
+    /// Billing paused (a side is gone).
+    Paused,
+    /// Billing resumed (both are back).
+    Resumed,
+}
+
+impl SessionEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEventKind::Joined => "joined",
+            SessionEventKind::Media => "media",
+            SessionEventKind::Dropped => "dropped",
+            SessionEventKind::Left => "left",
+            SessionEventKind::Paused => "paused",
+            SessionEventKind::Resumed => "resumed",
+        }
+    }
+}
+
+/// One entry of a session's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    /// `visitor`, `inmate`, or empty when the event names no side.
+    pub side: String,
+}
+
+/// Appends an event to a live session's timeline; `side` is `"visitor"`, `"inmate"` or
+/// `""`. A no-op once the session has ended (a late report changes no closed record).
+pub async fn add_event(
+    db: &Db,
+    session_id: &str,
+    at: DateTime<Utc>,
+    kind: SessionEventKind,
+    side: &str,
+) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
+    sqlx::query(
+        "INSERT INTO session_events (session_id, seq, at, kind, side)          SELECT s.id, COALESCE((SELECT MAX(seq) FROM session_events WHERE session_id = $1), 0) + 1,          $2, $3, $4 FROM sessions s WHERE s.id = $1 AND s.state = 'active'",
+    )
+    .bind(session_id)
+    .bind(to_micros(at))
+    .bind(kind.as_str())
+    .bind(side)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// A session's timeline, oldest first.
+pub async fn events(db: &Db, session_id: &str) -> Result<Vec<SessionEvent>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT at, kind, side FROM session_events WHERE session_id = $1 ORDER BY seq")
+            .bind(session_id)
+            .fetch_all(db.pool())
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SessionEvent {
+                at: from_micros(r.try_get("at")?),
+                kind: r.try_get("kind")?,
+                side: r.try_get("side")?,
+            })
+        })
+        .collect()
 }
 
 /// Attaches the identified inmate (and the account that pays) to a live session. Returns
@@ -459,6 +591,9 @@ pub struct CallEnd {
     pub counted_increments: u32,
     /// When the record is written ended; `None`: at `end_at`.
     pub closed_at: Option<DateTime<Utc>>,
+    /// Billing was paused this long (a visit's side dropped out); `None` keeps the stored
+    /// value (0 for calls).
+    pub paused: Option<std::time::Duration>,
 }
 
 /// Closes a live session with its reason. Billed increments and amount are counted from
@@ -493,7 +628,8 @@ pub async fn close_with(
          billed_increments = CASE \
            WHEN billed_increments >= $10 AND billed_increments >= ({n}) THEN billed_increments \
            WHEN $10 >= ({n}) THEN $10 ELSE ({n}) END, \
-         amount_minor = ({amount}), media_end_at = $11, closed_at = $12 \
+         amount_minor = ({amount}), media_end_at = $11, closed_at = $12, \
+         paused_ms = COALESCE($13, paused_ms) \
          WHERE id = $1 AND state = 'active'"
     ))
     .bind(id)
@@ -508,6 +644,10 @@ pub async fn close_with(
     .bind(i64::from(call.counted_increments))
     .bind(call.media_end_at.map(to_micros))
     .bind(to_micros(call.closed_at.unwrap_or(e.end_at)))
+    .bind(
+        call.paused
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    )
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() == 1)

@@ -425,6 +425,7 @@ async fn close_cdr(store: &Store, id: &str, c: &Closure, closed_at: DateTime<Utc
         media_end_at: c.media_end_at,
         counted_increments: c.counted_increments,
         closed_at: Some(closed_at),
+        paused: None,
     };
     for attempt in 0..CLOSE_ATTEMPTS {
         match cdr::close_with(store.db(), id, &end, &call).await {
