@@ -23,6 +23,7 @@
 
 pub mod core;
 pub mod rules;
+pub mod signal;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
