@@ -1,5 +1,7 @@
-//! The investigator console: the plain HTML/JS/CSS files of `web/`, embedded in the binary
-//! and served under `/console/`; `/` redirects there.
+//! The pages the gateway serves: the investigator console (the plain HTML/JS/CSS files of
+//! `web/`, under `/console/`; `/` redirects there) and the two video-visit pages of
+//! `web/visit/` — the visitor's (`/visit/join`, opened from the join link) and the inmate
+//! kiosk's (`/kiosk`) — with their files under `/visit/`. All embedded in the binary.
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts, styles and media only
 //! from this origin (media also from `blob:`), no inline script, no framing. The console
@@ -56,9 +58,52 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The console's routes; merged into the application router.
+/// The visit pages' files, served under `/visit/`.
+const VISIT_ASSETS: &[Asset] = &[
+    Asset {
+        name: "visitor.html",
+        content_type: HTML,
+        body: include_str!("../../web/visit/visitor.html"),
+    },
+    Asset {
+        name: "kiosk.html",
+        content_type: HTML,
+        body: include_str!("../../web/visit/kiosk.html"),
+    },
+    Asset {
+        name: "room.js",
+        content_type: JS,
+        body: include_str!("../../web/visit/room.js"),
+    },
+    Asset {
+        name: "visitor.js",
+        content_type: JS,
+        body: include_str!("../../web/visit/visitor.js"),
+    },
+    Asset {
+        name: "kiosk.js",
+        content_type: JS,
+        body: include_str!("../../web/visit/kiosk.js"),
+    },
+    Asset {
+        name: "visit.css",
+        content_type: CSS,
+        body: include_str!("../../web/visit/visit.css"),
+    },
+];
+
+/// The pages' routes; merged into the application router.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
+        .route(
+            "/visit/join",
+            get(|| async { serve_from(VISIT_ASSETS, "visitor.html") }),
+        )
+        .route(
+            "/kiosk",
+            get(|| async { serve_from(VISIT_ASSETS, "kiosk.html") }),
+        )
+        .route("/visit/{file}", get(visit_asset))
         .route("/", get(|| async { Redirect::temporary("/console/") }))
         .route(
             "/console",
@@ -72,8 +117,16 @@ async fn asset(Path(file): Path<String>) -> Response {
     serve(&file)
 }
 
+async fn visit_asset(Path(file): Path<String>) -> Response {
+    serve_from(VISIT_ASSETS, &file)
+}
+
 fn serve(name: &str) -> Response {
-    let Some(a) = ASSETS.iter().find(|a| a.name == name) else {
+    serve_from(ASSETS, name)
+}
+
+fn serve_from(assets: &[Asset], name: &str) -> Response {
+    let Some(a) = assets.iter().find(|a| a.name == name) else {
         return (StatusCode::NOT_FOUND, "no such file").into_response();
     };
     let mut resp = a.body.into_response();
@@ -133,6 +186,66 @@ mod tests {
             assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
             assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
             assert!(body.contains(needle), "{path}: {needle} missing");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_visit_pages_are_served_with_the_policy() {
+        for (path, ctype, needle) in [
+            ("/visit/join", HTML, "id=\"check-start\""),
+            ("/kiosk", HTML, "id=\"pin-form\""),
+            ("/visit/room.js", JS, "RTCPeerConnection"),
+            ("/visit/visitor.js", JS, "/api/v1/visit-session"),
+            ("/visit/kiosk.js", JS, "kiosk-join"),
+            ("/visit/visit.css", CSS, "body"),
+        ] {
+            let (status, h, body) = fetch(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(h[header::CONTENT_TYPE], ctype, "{path}");
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
+            assert!(body.contains(needle), "{path}: {needle} missing");
+        }
+        let (status, _, _) = fetch("/visit/index.html").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = fetch("/visit/app.js").await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "console files stay under /console/"
+        );
+    }
+
+    #[test]
+    fn visit_pages_carry_no_inline_script_or_outside_reference() {
+        for page in ["visitor.html", "kiosk.html"] {
+            let html = VISIT_ASSETS
+                .iter()
+                .find(|a| a.name == page)
+                .map(|a| a.body)
+                .unwrap_or_default();
+            for tag in html.split("<script").skip(1) {
+                let open = tag.split('>').next().unwrap_or_default();
+                assert!(
+                    open.contains("src=\"/visit/"),
+                    "{page}: inline script: {open}"
+                );
+                assert!(tag.contains("></script>"), "{page}: script with a body");
+            }
+            let handler = html
+                .split_whitespace()
+                .find(|w| w.starts_with("on") && w.contains('='));
+            assert_eq!(handler, None, "{page}: inline event handler");
+            for src in html.split("src=\"/visit/").skip(1) {
+                let name = src.split('"').next().unwrap_or_default();
+                assert!(
+                    VISIT_ASSETS.iter().any(|a| a.name == name),
+                    "{name} not embedded"
+                );
+            }
+        }
+        for a in VISIT_ASSETS {
+            assert!(!a.body.contains("http://"), "{}: absolute URL", a.name);
+            assert!(!a.body.contains("https://"), "{}: absolute URL", a.name);
         }
     }
 

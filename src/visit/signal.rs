@@ -11,6 +11,7 @@
 //!
 //! | `type` | fields | meaning |
 //! |---|---|---|
+//! | `hello` | `credential` | first message: the participant's visit secret (the join link's, or the one the kiosk got for the inmate's ID + PIN); browsers cannot put a header on a WebSocket, and a URL would carry it into logs |
 //! | `offer` | `sdp` | the page's WebRTC offer (audio + video, `sendrecv`; a watcher: `recvonly`) |
 //! | `leave` | — | the person ended the visit (the end button) |
 //! | `ping` | — | keep-alive; answered with `pong` |
@@ -39,6 +40,7 @@ pub const MAX_SDP_BYTES: usize = 32 * 1024;
 /// What a page sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromPage {
+    Hello { credential: String },
     Offer { sdp: String },
     Leave,
     Ping,
@@ -93,6 +95,15 @@ pub fn decode(text: &str) -> Result<FromPage, SignalError> {
         .and_then(serde_json::Value::as_str)
         .ok_or(SignalError::NoType)?;
     match kind {
+        "hello" => {
+            let credential = value
+                .get("credential")
+                .and_then(serde_json::Value::as_str)
+                .ok_or(SignalError::MissingField("credential"))?;
+            Ok(FromPage::Hello {
+                credential: credential.to_string(),
+            })
+        }
         "offer" => {
             let sdp = value
                 .get("sdp")
@@ -197,6 +208,12 @@ mod tests {
         );
         assert_eq!(decode(r#"{"type":"leave"}"#), Ok(FromPage::Leave));
         assert_eq!(
+            decode(r#"{"type":"hello","credential":"abc"}"#),
+            Ok(FromPage::Hello {
+                credential: "abc".into()
+            })
+        );
+        assert_eq!(
             decode(r#"{"type":"ping","extra":[1,2]}"#),
             Ok(FromPage::Ping)
         );
@@ -204,7 +221,8 @@ mod tests {
 
     #[test]
     fn refuses_garbage_with_a_code() {
-        let cases: [(&str, &str); 7] = [
+        let cases: [(&str, &str); 8] = [
+            (r#"{"type":"hello"}"#, "missing_field"),
             ("not json", "bad_json"),
             ("[1,2]", "no_type"),
             (r#"{"type":7}"#, "no_type"),
