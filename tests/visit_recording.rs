@@ -13,7 +13,7 @@
 //! - `a_visit_recording_plays_and_seeks_in_chromium`: the real `sallyport serve`; a play
 //!   ticket for the inmate's recording; Chromium's `<video>` decodes frames, shows the
 //!   media's duration (within a second) and seeks to the middle (range requests: 206,
-//!   `video/webm`).
+//!   `video/webm`); a privileged visit's recording is refused (403).
 //!
 //! Needs ffmpeg (and, for the browser test, Debian's `chromium` and `chromium-driver`):
 //! without them a test prints why and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
@@ -293,8 +293,10 @@ async fn a_visit_recording_left_in_progress_is_repaired_at_start() {
 }
 
 /// An ended video visit of the demo facility and the inmate's recording of it, written
-/// into the running gateway's database and recordings directory as the visit path does.
-fn record_into_gateway(dir: &Path, m: &Media) -> String {
+/// into the running gateway's database and recordings directory as the visit path does;
+/// and a privileged visit with a recording (there should never be one: it is refused).
+/// Returns the two recordings' ids.
+fn record_into_gateway(dir: &Path, m: &Media) -> (String, String) {
     let url = format!("sqlite://{}/db.sqlite", dir.display());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
@@ -316,8 +318,24 @@ fn record_into_gateway(dir: &Path, m: &Media) -> String {
             m,
         )
         .await;
+        visit_media::insert_visit(&store, "ses_visit_privileged", support::api::FACILITY, now)
+            .await;
+        sqlx::query("UPDATE sessions SET privileged = 1 WHERE id = 'ses_visit_privileged'")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let privileged = visit_media::record_visit(
+            &store,
+            &dir.join("recordings"),
+            "ses_visit_privileged",
+            support::api::FACILITY,
+            Participant::Visitor,
+            now,
+            m,
+        )
+        .await;
         db.close().await;
-        r.id
+        (r.id, privileged.id)
     })
 }
 
@@ -332,7 +350,17 @@ fn a_visit_recording_plays_and_seeks_in_chromium() {
     let ports = support::sipp::ports();
     let gateway = support::gateway::Gateway::start(&dir, &ports);
     let api = gateway.api.clone();
-    let id = record_into_gateway(&dir, &m);
+    let (id, privileged) = record_into_gateway(&dir, &m);
+    let (status, refused) = api.request(
+        "POST",
+        &format!("/api/v1/recordings/{privileged}/play"),
+        None,
+    );
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (403, Some("privileged")),
+        "{refused}"
+    );
 
     let rec = api.get(&format!("/api/v1/recordings/{id}"));
     assert_eq!(rec["participant"], "inmate", "{rec}");

@@ -415,25 +415,22 @@ impl Store {
         rows.iter().map(recording).collect()
     }
 
-    /// Whether the session (a call or a visit) is privileged: its media is never recorded
-    /// nor served. `NotFound` when there is no such session.
-    pub async fn session_privileged(&self, session_id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT privileged FROM sessions WHERE id = $1")
+    /// A session's kind (`call` or `visit`) and whether it is privileged (its media is
+    /// never recorded nor served): what serving a recording checks. `NotFound` when there is
+    /// no such session.
+    pub async fn session_kind_privileged(
+        &self,
+        session_id: &str,
+    ) -> Result<(String, bool), StoreError> {
+        let row = sqlx::query("SELECT kind, privileged FROM sessions WHERE id = $1")
             .bind(session_id)
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| StoreError::not_found("session", session_id))?;
-        Ok(row.try_get::<i64, _>("privileged")? != 0)
-    }
-
-    /// The kind of a session: `call` or `visit`. `NotFound` when there is no such session.
-    pub async fn session_kind(&self, session_id: &str) -> Result<String, StoreError> {
-        let row = sqlx::query("SELECT kind FROM sessions WHERE id = $1")
-            .bind(session_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| StoreError::not_found("session", session_id))?;
-        Ok(row.try_get("kind")?)
+        Ok((
+            row.try_get("kind")?,
+            row.try_get::<i64, _>("privileged")? != 0,
+        ))
     }
 
     /// Up to `limit` recordings whose id sorts after `after`, in id order: a walk over

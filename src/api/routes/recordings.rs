@@ -61,31 +61,31 @@ pub(crate) async fn visible_recording(
     caller.require(&[crate::store::Role::Admin, crate::store::Role::Investigator])?;
     let rec = s.store.recording(id).await?;
     caller.investigate(&rec.facility_id)?;
-    if s.store.session_kind(&rec.session_id).await? == "call" {
-        let cdr = s.store.call(&rec.session_id).await?;
-        if cdr.privileged {
-            return Err(refuse_privileged(s, caller, &cdr, "recording.refused").await);
-        }
-    } else if s.store.session_privileged(&rec.session_id).await? {
-        let detail = json!({ "reason": "privileged", "session_id": rec.session_id });
-        s.audit_detail(
-            caller,
-            "recording.refused",
-            &rec.session_id,
-            Some(&rec.facility_id),
-            detail,
-        )
-        .await;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "privileged",
-            format!(
-                "visit {} is privileged: it is never recorded or watched",
-                rec.session_id
-            ),
-        ));
+    let (kind, privileged) = s.store.session_kind_privileged(&rec.session_id).await?;
+    if !privileged {
+        return Ok(rec);
     }
-    Ok(rec)
+    if kind == "call" {
+        let cdr = s.store.call(&rec.session_id).await?;
+        return Err(refuse_privileged(s, caller, &cdr, "recording.refused").await);
+    }
+    let detail = json!({ "reason": "privileged", "session_id": rec.session_id });
+    s.audit_detail(
+        caller,
+        "recording.refused",
+        &rec.session_id,
+        Some(&rec.facility_id),
+        detail,
+    )
+    .await;
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "privileged",
+        format!(
+            "visit {} is privileged: it is never recorded or watched",
+            rec.session_id
+        ),
+    ))
 }
 
 fn purged(rec: &Recording) -> ApiError {
@@ -545,6 +545,39 @@ mod tests {
         assert!(!ByteRange::Unsatisfiable.starts_at_zero());
         assert_eq!(ByteRange::Part(1, 99).describe(), "bytes=1-99");
         assert_eq!(ByteRange::Full.describe(), "all");
+    }
+
+    #[test]
+    fn downloads_are_named_by_session_participant_and_kind() {
+        let rec = |participant, format: &str, path: &str| Recording {
+            id: "rec_1".into(),
+            session_id: "ses/../1".into(),
+            facility_id: "F".into(),
+            path: path.into(),
+            format: format.into(),
+            status: RecordingStatus::Complete,
+            node_id: "n".into(),
+            started_at: Utc::now(),
+            ended_at: None,
+            duration_ms: None,
+            bytes: None,
+            sha256: None,
+            dropped_packets: 0,
+            chain_seq: None,
+            purged_at: None,
+            participant,
+        };
+        let call = rec(Participant::Both, "wav-pcmu", "2026/03/02/ses_1.wav");
+        let visit = rec(
+            Participant::Visitor,
+            crate::recording::webm::FORMAT_NAME,
+            "2026/03/02/ses_1-visitor.webm",
+        );
+        let kind = |r: &Recording| MediaKind::of_recording(&r.format, &r.path).unwrap();
+        assert_eq!(kind(&call).content_type(), "audio/wav");
+        assert_eq!(kind(&visit).content_type(), "video/webm");
+        assert_eq!(download_name(&call, kind(&call)), "ses1.wav");
+        assert_eq!(download_name(&visit, kind(&visit)), "ses1-visitor.webm");
     }
 
     #[test]
