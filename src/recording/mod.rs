@@ -366,7 +366,9 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
 
 /// What the row of a visit participant's file is finished with, from what the WebM
 /// writer's close (or [`webm::repair`]) returned and the file's hash ([`seal`]). Its end is
-/// the file's time 0 (its first frame) plus its duration.
+/// the file's time 0 (its first frame, read on the gateway's clock) plus its duration; the
+/// row's `started_at` stays when the file was registered (the writer opens before the first
+/// frame arrives), and the file's own DateUTC holds its time 0 for aligning the two sides.
 pub fn visit_finished(
     file: &webm::Finished,
     sha256: String,
