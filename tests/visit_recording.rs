@@ -449,6 +449,24 @@ fn a_visit_recording_plays_and_seeks_in_chromium() {
     );
     assert!(after["error"].is_null(), "{after}");
     eprintln!("after the seek: {after}");
+    // The <video> fetched the file with range requests (its fetch from byte 0 is audited
+    // with the range served).
+    let audit = api.get("/api/v1/audit?limit=500");
+    let ranges: Vec<String> = audit
+        .as_array()
+        .expect("audit entries")
+        .iter()
+        .filter(|e| {
+            e["action"] == "recording.play"
+                && e["detail"]["via"] == "ticket_fetch"
+                && e["detail"]["session_id"] == "ses_visit_play"
+        })
+        .filter_map(|e| e["detail"]["range"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        ranges.iter().any(|r| r.starts_with("bytes=0-")),
+        "the video's fetches: {ranges:?}"
+    );
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("visit-recording.png");
     b.screenshot(&shots);
     drop(browser);
