@@ -147,7 +147,12 @@ fn engine_process() {
                 call.bridge(true);
                 if let Some((recorder, rt)) = &record {
                     let name = format!("load-{}-{}", std::process::id(), held.len());
-                    let path = sallyport::recording::relative_path(&name, chrono::Utc::now());
+                    let path = sallyport::recording::relative_path(
+                        &name,
+                        sallyport::recording::MediaKind::CallAudio,
+                        sallyport::recording::Participant::Both,
+                        chrono::Utc::now(),
+                    );
                     let begun = rt.block_on(recorder.begin(path, Law::Ulaw, Instant::now()));
                     let (capture, tap) = begun.expect("recording file");
                     call.add_tap(tap).expect("tap");

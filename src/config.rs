@@ -268,8 +268,9 @@ pub struct BillingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordingConfig {
-    /// Root of the recordings: files go to `<dir>/YYYY/MM/DD/<session>.wav`. Empty (the
-    /// default): `<node.data_dir>/recordings`.
+    /// Root of the recordings: files go to `<dir>/YYYY/MM/DD/<session>.wav` (a call) and
+    /// `<dir>/YYYY/MM/DD/<session>-<participant>.webm` (a visit). Empty (the default):
+    /// `<node.data_dir>/recordings`.
     pub dir: PathBuf,
     /// Packets the relay may hand the recorder ahead of the disk before it drops (and
     /// counts) them rather than wait.

@@ -105,10 +105,10 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/calls/active", "Calls in progress, each with listenable (accepted, not privileged, on a node) and the increments and amount debited so far", "calls"),
     op("get", "/calls/{id}", "One call record (the tariff applied, the times that explain its charge, the digits dialed) with its charges and its recording (or null)", "calls"),
     op("get", "/calls/{id}/recording", "The call's recording metadata; 403 privileged (audited recording.refused) for a privileged call", "recordings"),
-    op("get", "/recordings/{id}", "Recording metadata (status, times, size, sha256, chain_seq)", "recordings"),
+    op("get", "/recordings/{id}", "Recording metadata (status, format, participant, times, size, sha256, chain_seq)", "recordings"),
     op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
     op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download. Bound to the asking token like a playback ticket; always answered as an attachment", "recordings"),
-    op("get", "/recordings/{id}/audio", "The WAV (audio/wav) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
+    op("get", "/recordings/{id}/audio", "The file (a call: WAV, audio/wav; a visit participant: WebM, video/webm) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated), on whichever node carries it; returns the closed record. 503 node_unknown, 502 node_unreachable / node_refused when the carrying node cannot be reached", "calls"),
@@ -489,7 +489,8 @@ fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) 
         responses.insert("410".into(), error.clone());
     }
     if o.path == "/recordings/{id}/audio" {
-        let wav = json!({ "audio/wav": { "schema": { "type": "string", "format": "binary" } } });
+        let binary = json!({ "type": "string", "format": "binary" });
+        let wav = json!({ "audio/wav": { "schema": binary }, "video/webm": { "schema": binary } });
         responses.insert(
             "200".into(),
             json!({ "description": "The whole file", "content": wav }),

@@ -10,7 +10,7 @@
 //! | `changed` | the file's SHA-256 differs from the chained hash (edited, truncated, swapped) |
 //! | `removed` | a chained file is missing and the chain has no purge for it |
 //! | `unreadable` | a chained file exists but cannot be read |
-//! | `added` | a `.wav` under the directory that no chain entry (nor an in-progress recording) accounts for |
+//! | `added` | a recording file (`.wav` of a call, `.webm` of a visit participant) under the directory that no chain entry (nor an in-progress recording) accounts for |
 //! | `reordered` | an entry follows another entry of the chain, not the one just before it |
 //! | `broken_link` | an entry follows no entry of the chain (entries removed before it), or the next entry does not follow it |
 //! | `entry_changed` | an entry's link does not recompute from its fields: it was edited |
@@ -31,7 +31,7 @@
 //!   SQLite, whose WAL snapshot is fixed by its first read), so a call that finishes or a
 //!   recording the purge removes during the check is either wholly before the snapshot or
 //!   out of its scope: no `row_mismatch` from half of a commit;
-//! - the directory is listed during that snapshot; a `.wav` modified since the check
+//! - the directory is listed during that snapshot; a recording file modified since the check
 //!   began, by the filesystem's own clock (`filesystem_now`), is counted but not judged
 //!   `added` (the recorder creates the file before it inserts the row, and rewrites it every
 //!   second while it records); a file with a modification
@@ -89,6 +89,7 @@
 //! anchor), and the tests.
 
 use crate::db::{to_micros, Backend};
+use crate::recording::media::{MediaKind, Participant};
 use crate::store::{
     chain_link, recording_from_row, AuditEntry, ChainFields, Recording, RecordingStatus, Store,
     StoreError, RECORDING_COLUMNS,
@@ -225,7 +226,7 @@ pub struct ChainReport {
     pub recordings: u64,
     /// Of those, purged by retention.
     pub purged: u64,
-    /// `.wav` files found under the directory (whole check), or chained files hashed
+    /// Recording files (`.wav`, `.webm`) found under the directory (whole check), or chained files hashed
     /// (range).
     pub files: u64,
     /// The last link walked (for the whole check, what the next entry will follow).
@@ -336,6 +337,9 @@ struct Facts {
     ended_at: i64,
     duration_ms: i64,
     bytes: i64,
+    /// Absent in a call's entry (and in every entry made before visits were recorded).
+    #[serde(default)]
+    participant: Option<String>,
 }
 
 /// What the chain says about one recording.
@@ -523,7 +527,11 @@ fn differing_fields(row: &Recording, c: &Chained) -> Vec<&'static str> {
     let Some(f) = &c.facts else {
         return out;
     };
-    let checks: [(&'static str, bool); 8] = [
+    let participant = f
+        .participant
+        .as_deref()
+        .unwrap_or(Participant::Both.as_str());
+    let checks: [(&'static str, bool); 9] = [
         ("path", row.path == f.path),
         ("session_id", row.session_id == f.session_id),
         ("facility_id", row.facility_id == f.facility_id),
@@ -532,6 +540,7 @@ fn differing_fields(row: &Recording, c: &Chained) -> Vec<&'static str> {
         ("ended_at", row.ended_at.map(to_micros) == Some(f.ended_at)),
         ("duration_ms", row.duration_ms == Some(f.duration_ms)),
         ("bytes", row.bytes == Some(f.bytes)),
+        ("participant", row.participant.as_str() == participant),
     ];
     out.extend(checks.iter().filter(|(_, same)| !same).map(|(n, _)| *n));
     out
@@ -544,7 +553,7 @@ struct Scan {
     entries: u64,
     recordings: u64,
     purged: u64,
-    /// `.wav` files listed under the directory.
+    /// Recording files (`.wav`, `.webm`) listed under the directory.
     files: u64,
     /// Chained files hashed.
     hashed: u64,
@@ -1053,7 +1062,8 @@ pub async fn anchor_head(store: &Store) -> Result<Option<i64>, ChainError> {
     Ok(Some(seq))
 }
 
-/// One directory's listing: its subdirectories and its `.wav` files with their
+/// One directory's listing: its subdirectories and its recording files (of every
+/// [`MediaKind`]: `.wav`, `.webm`) with their
 /// modification times.
 struct Listing {
     dirs: Vec<(PathBuf, String)>,
@@ -1091,7 +1101,7 @@ fn list_dir(abs: &Path, rel: &str) -> Result<Listing, ChainError> {
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if is_dir {
             out.dirs.push((entry.path(), child));
-        } else if name.to_ascii_lowercase().ends_with(".wav") {
+        } else if MediaKind::of_path(&name).is_some() {
             let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
             out.files.push((child, modified));
         }
@@ -1160,7 +1170,7 @@ fn accounted(path: &str, has_row: bool, scan: &Scan) -> bool {
     (has_row && !scan.unchained_row_paths.contains(path)) || scan.chain_only_paths.contains(path)
 }
 
-/// Lists the directory, one directory at a time, and names the `.wav` files nothing
+/// Lists the directory, one directory at a time, and names the recording files (`.wav`, `.webm`) nothing
 /// accounts for. Files modified after `started` ([`filesystem_now`]) up to the listing are
 /// out of scope.
 async fn check_directory(
@@ -1300,7 +1310,7 @@ async fn name_paths(store: &Store, problems: &mut [Problem]) -> Result<(), Chain
 }
 
 /// Checks everything: the chain's links, every row against the chain, every session's
-/// recording, the head anchors, every chained file against its hash, and every `.wav`
+/// recording, the head anchors, every chained file against its hash, and every recording file
 /// under `dir` against the chain. Anchors the head when it finds nothing wrong.
 pub async fn verify_all(store: &Store, dir: &Path) -> Result<ChainReport, ChainError> {
     whole(store, dir, None).await

@@ -1,12 +1,16 @@
-//! Call recording: capture, files, and (with [`crate::store`]) the recordings hash chain.
+//! Call and visit recording: capture, files, and (with [`crate::store`]) the recordings hash chain.
 //!
 //! Owns: the recorder thread ([`recorder`]), the time line of a recording ([`align`]),
-//! the file format ([`wav`]; [`webm`] for video visits, not wired in yet), closing
-//! recordings a stopped gateway left open ([`recover_in_progress`]), verifying files against
-//! the chain ([`chain`]) and the retention purge ([`retention`]). Called by the call driver
-//! (start at acceptance, end with the call) and the server (start-up). Calls the media
-//! engine only through the [`Tap`](crate::media::engine::Tap) a driver attaches to its
-//! call, and the store for rows.
+//! the file formats ([`wav`] for calls; [`webm`] for video visits, one file per
+//! participant) and what tells them apart ([`media`]: the media kind and participant of a
+//! row, and its file's name, [`relative_path`]), closing recordings a stopped gateway left
+//! open, whichever their kind ([`recover_in_progress`]), verifying files against the chain
+//! ([`chain`]) and the retention purge ([`retention`]): one path for both kinds, one chain.
+//! Called by the call driver (start at acceptance, end with the call), the visit path
+//! ([`visit_finished`], [`seal`] with `Store::start_visit_recording`) and the server
+//! (start-up). Calls the media engine only through the
+//! [`Tap`](crate::media::engine::Tap) a driver attaches to its call, and the store for
+//! rows.
 //!
 //! # Path of a packet
 //!
@@ -51,6 +55,7 @@
 
 pub mod align;
 pub mod chain;
+pub mod media;
 pub mod recorder;
 pub mod retention;
 pub mod wav;
@@ -64,7 +69,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -72,6 +77,7 @@ use tokio::sync::oneshot;
 use crate::config::RecordingConfig;
 use crate::media::engine::{Tap, TapPacket, TapSink};
 use crate::store::{FinishedRecording, Store, StoreError};
+pub use media::{relative_path, MediaKind, Participant};
 use recorder::{ClosedFile, Control, RecorderStats, RecorderThread};
 pub use wav::Law;
 
@@ -148,16 +154,6 @@ impl FinishedFile {
             complete,
         }
     }
-}
-
-/// `YYYY/MM/DD/<session>.wav` for a recording starting at `at` (UTC).
-pub fn relative_path(session_id: &str, at: DateTime<Utc>) -> String {
-    format!(
-        "{:04}/{:02}/{:02}/{session_id}.wav",
-        at.year(),
-        at.month(),
-        at.day()
-    )
 }
 
 impl Recorder {
@@ -368,12 +364,47 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Closes the recordings `node_id` left in progress (it stopped mid-call): repairs each
-/// file's header, hashes it and chains it as `incomplete`. A file that is not there
-/// (while the recordings directory is) is chained with the hash of nothing and 0 bytes,
-/// so verification reports it removed. Any other error (the directory not mounted yet,
-/// permissions, I/O) leaves the row in progress for the next start rather than disown
-/// audio that may still be on disk. Returns how many were closed.
+/// What the row of a visit participant's file is finished with, from what the WebM
+/// writer's close (or [`webm::repair`]) returned and the file's hash ([`seal`]). Its end is
+/// the file's time 0 (its first frame, read on the gateway's clock) plus its duration; the
+/// row's `started_at` stays when the file was registered (the writer opens before the first
+/// frame arrives), and the file's own DateUTC holds its time 0 for aligning the two sides.
+pub fn visit_finished(
+    file: &webm::Finished,
+    sha256: String,
+    dropped_packets: u64,
+    complete: bool,
+) -> FinishedRecording {
+    let duration_ms = i64::try_from(file.duration_ms).unwrap_or(i64::MAX);
+    FinishedRecording {
+        ended_at: file.started_at + chrono::Duration::milliseconds(duration_ms),
+        duration_ms,
+        bytes: i64::try_from(file.bytes).unwrap_or(i64::MAX),
+        sha256,
+        dropped_packets: i64::try_from(dropped_packets).unwrap_or(i64::MAX),
+        complete,
+    }
+}
+
+/// Syncs a closed recording file to disk and hashes it (blocking): what a visit file goes
+/// through between the writer's close and its row's finish, as a call's WAV does in
+/// [`Closing::finish`]. A failed sync is logged and the file hashed as it reads.
+pub fn seal(path: &Path) -> io::Result<String> {
+    if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
+        tracing::error!(path = %path.display(), error = %e,
+            "cannot sync a finished recording to disk; hashed and chained as it reads");
+    }
+    hash_file(path)
+}
+
+/// Closes the recordings `node_id` left in progress (it stopped mid-call or mid-visit):
+/// repairs each file by its kind ([`wav::repair`] makes a WAV header true for the frames on
+/// disk, [`webm::repair`] cuts a WebM after its last whole block and finishes it), hashes
+/// it and chains it as `incomplete`. A file that is not there (while the recordings
+/// directory is) is chained with the hash of nothing and 0 bytes, so verification reports
+/// it removed. Any other error (the directory not mounted yet, permissions, I/O, a format
+/// this build does not know) leaves the row in progress for the next start rather than
+/// disown media that may still be on disk. Returns how many were closed.
 pub async fn recover_in_progress(
     store: &Store,
     dir: &Path,
@@ -382,21 +413,75 @@ pub async fn recover_in_progress(
     let open = store.recordings_in_progress(node_id).await?;
     let mut closed = 0;
     for rec in &open {
-        let Some(finished) = recover_file(dir, rec).await else {
+        let Some(recovered) = recover_file(dir, rec).await else {
             continue;
         };
         store
-            .finish_recording(&rec.id, &finished.finished(rec.started_at, false))
+            .finish_recording(&rec.id, &recovered.finished(rec.started_at))
             .await?;
         closed += 1;
     }
     Ok(closed)
 }
 
+/// A file left in progress as the start-up found it, repaired and hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recovered {
+    bytes: u64,
+    duration_ms: u64,
+    sha256: String,
+}
+
+impl Recovered {
+    /// The row's end: never `complete` (closed at restart, not at the end of the session).
+    fn finished(&self, started_at: DateTime<Utc>) -> FinishedRecording {
+        let duration_ms = i64::try_from(self.duration_ms).unwrap_or(i64::MAX);
+        FinishedRecording {
+            ended_at: started_at + chrono::Duration::milliseconds(duration_ms),
+            duration_ms,
+            bytes: i64::try_from(self.bytes).unwrap_or(i64::MAX),
+            sha256: self.sha256.clone(),
+            dropped_packets: 0,
+            complete: false,
+        }
+    }
+}
+
+/// Repairs a file of `kind` in place: its length and duration after the repair.
+fn repair_file(path: &Path, kind: MediaKind) -> io::Result<(u64, u64)> {
+    match kind {
+        MediaKind::CallAudio => {
+            let h = wav::repair(path)?;
+            Ok((
+                h.file_len(),
+                h.frames() * 1000 / u64::from(wav::SAMPLE_RATE),
+            ))
+        }
+        MediaKind::VisitVideo => match webm::repair(path) {
+            Ok(f) => Ok((f.bytes, f.duration_ms)),
+            Err(webm::WebmError::Io { source, .. }) => Err(source),
+            // Not a file our writer made (or its head is cut off): nothing to repair by, and
+            // nothing gained by waiting. Chained as it is, with no duration, like a WAV whose
+            // repair failed at the end of a call.
+            Err(e @ webm::WebmError::NotOurs { .. }) => {
+                tracing::error!(path = %path.display(), error = %e,
+                    "recording left in progress cannot be repaired; chained as it is");
+                Ok((std::fs::metadata(path)?.len(), 0))
+            }
+            Err(e) => Err(io::Error::other(e.to_string())),
+        },
+    }
+}
+
 /// The file of a recording left in progress, repaired and hashed; `None` to leave it.
-async fn recover_file(dir: &Path, rec: &crate::store::Recording) -> Option<FinishedFile> {
+async fn recover_file(dir: &Path, rec: &crate::store::Recording) -> Option<Recovered> {
     let Some(path) = chain::resolve(dir, &rec.path) else {
         tracing::error!(recording = %rec.id, path = %rec.path, "recording path leaves the recordings directory; left in progress");
+        return None;
+    };
+    let Some(kind) = MediaKind::of_recording(&rec.format, &rec.path) else {
+        tracing::error!(recording = %rec.id, format = %rec.format, path = %rec.path,
+            "recording left in progress is of a format this build does not know; left in progress");
         return None;
     };
     let (p, d) = (path.clone(), dir.to_path_buf());
@@ -404,30 +489,24 @@ async fn recover_file(dir: &Path, rec: &crate::store::Recording) -> Option<Finis
         if !d.is_dir() {
             return Err(io::Error::other("the recordings directory is not there"));
         }
-        let h = wav::repair(&p)?;
-        Ok((h, hash_file(&p)?))
+        let (bytes, duration_ms) = repair_file(&p, kind)?;
+        Ok(Recovered {
+            bytes,
+            duration_ms,
+            sha256: hash_file(&p)?,
+        })
     })
     .await
     .map_err(|e| io::Error::other(e.to_string()))
     .and_then(|r| r);
-    let closed = |frames: u64, bytes: u64| ClosedFile {
-        path: path.clone(),
-        frames,
-        bytes,
-        dropped: 0,
-        late: 0,
-        write_failed: false,
-    };
     match repaired {
-        Ok((h, sha256)) => Some(FinishedFile {
-            closed: closed(h.frames(), h.file_len()),
-            sha256,
-        }),
+        Ok(r) => Some(r),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::error!(recording = %rec.id, path = %path.display(),
                 "recording left in progress has no file; chained as empty (verification reports it removed)");
-            Some(FinishedFile {
-                closed: closed(0, 0),
+            Some(Recovered {
+                bytes: 0,
+                duration_ms: 0,
                 sha256: hex::encode(Sha256::digest(b"")),
             })
         }
@@ -618,6 +697,7 @@ mod tests {
             dropped_packets: 0,
             chain_seq: None,
             purged_at: None,
+            participant: Participant::Both,
         };
         let unmounted = dir.path().join("not-mounted");
         assert!(
@@ -627,7 +707,7 @@ mod tests {
         let missing = recover_file(dir.path(), &rec)
             .await
             .expect("chained as missing");
-        assert_eq!(missing.closed.bytes, 0);
+        assert_eq!(missing.bytes, 0);
         let bad = crate::store::Recording {
             path: "../escape.wav".into(),
             ..rec

@@ -525,6 +525,8 @@ pub async fn record_media_end(
 /// Marks a live session recorded by `recording_id`, inside the transaction that registers
 /// the recording (`Store::start_recording`), so a row and its session never disagree; with
 /// the acceptance (`accepted_at`, unless already set) when the recording starts with it.
+/// A session already marked keeps the recording it names (a visit has two recordings, one
+/// per participant: the session names the first; `Store::session_recordings` lists both).
 pub async fn mark_recorded(
     conn: &mut sqlx::AnyConnection,
     session_id: &str,
@@ -532,7 +534,7 @@ pub async fn mark_recorded(
     accepted_at: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE sessions SET recorded = 1, recording_id = $1, \
+        "UPDATE sessions SET recorded = 1, recording_id = COALESCE(recording_id, $1), \
          accepted_at = COALESCE(accepted_at, $3) WHERE id = $2",
     )
     .bind(recording_id)

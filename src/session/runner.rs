@@ -356,7 +356,12 @@ impl SessionDb {
         );
         let written = self.accepted_written.clone();
         async move {
-            let relative = recording::relative_path(&id, started_at);
+            let relative = recording::relative_path(
+                &id,
+                recording::MediaKind::CallAudio,
+                recording::Participant::Both,
+                started_at,
+            );
             let (capture, tap) = match recorder.begin(relative, law, start).await {
                 Ok(c) => c,
                 Err(e) => {

@@ -41,7 +41,7 @@ pub(crate) use recordings::{
     chain_link, recording as recording_from_row, ChainFields, CHAIN_LOCK_KEY,
     COLUMNS as RECORDING_COLUMNS,
 };
-pub use recordings::{FinishedRecording, NewRecording, Recording, RecordingStatus};
+pub use recordings::{FinishedRecording, NewRecording, Participant, Recording, RecordingStatus};
 pub use setup::{CallingInmate, DestinationFacts};
 pub use users::{
     valid_username, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User,

@@ -13,6 +13,7 @@
 
 use super::{new_id, Store, StoreError};
 use crate::db::{from_micros, Backend};
+pub use crate::recording::media::Participant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -68,9 +69,11 @@ impl RecordingStatus {
 pub struct NewRecording<'a> {
     pub session_id: &'a str,
     pub facility_id: &'a str,
-    /// Relative to the recordings directory: `YYYY/MM/DD/<session>.<ext>`.
+    /// Relative to the recordings directory: `YYYY/MM/DD/<session>.wav` for a call,
+    /// `YYYY/MM/DD/<session>-<participant>.webm` for a visit
+    /// ([`crate::recording::relative_path`]).
     pub path: &'a str,
-    /// `wav-pcmu` or `wav-pcma`.
+    /// `wav-pcmu` or `wav-pcma` (a call), `webm-vp8-opus` (a visit participant).
     pub format: &'a str,
     pub node_id: &'a str,
     pub started_at: DateTime<Utc>,
@@ -109,6 +112,9 @@ pub struct Recording {
     pub dropped_packets: i64,
     pub chain_seq: Option<i64>,
     pub purged_at: Option<DateTime<Utc>>,
+    /// Whose media: `both` (a call's stereo file), `inmate` or `visitor` (one side of a
+    /// visit: a visit session has one recording of each).
+    pub participant: Participant,
 }
 
 /// The facts a chain entry of kind `recording` freezes, serialized in this field order.
@@ -122,6 +128,14 @@ struct ChainMetadata<'a> {
     ended_at: i64,
     duration_ms: i64,
     bytes: i64,
+    /// Left out for `both` (a call), so a call's entry reads as before visits existed; the
+    /// integrity check reads a missing one as `both`.
+    #[serde(skip_serializing_if = "is_both")]
+    participant: &'a str,
+}
+
+fn is_both(p: &&str) -> bool {
+    *p == Participant::Both.as_str()
 }
 
 /// The fields a chain entry's link covers, as stored.
@@ -153,10 +167,11 @@ pub(crate) fn chain_link(prev: &str, f: &ChainFields<'_>) -> String {
 
 pub(crate) const COLUMNS: &str =
     "id, session_id, facility_id, path, format, status, node_id, started_at, \
-     ended_at, duration_ms, bytes, sha256, dropped_packets, chain_seq, purged_at";
+     ended_at, duration_ms, bytes, sha256, dropped_packets, chain_seq, purged_at, participant";
 
 pub(crate) fn recording(r: &sqlx::any::AnyRow) -> Result<Recording, StoreError> {
     let status: String = r.try_get("status")?;
+    let participant: String = r.try_get("participant")?;
     let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(r.try_get::<Option<i64>, _>(col)?.map(from_micros))
     };
@@ -176,6 +191,10 @@ pub(crate) fn recording(r: &sqlx::any::AnyRow) -> Result<Recording, StoreError> 
         dropped_packets: r.try_get("dropped_packets")?,
         chain_seq: r.try_get("chain_seq")?,
         purged_at: opt_time("purged_at")?,
+        participant: Participant::parse(&participant).ok_or_else(|| StoreError::Corrupt {
+            what: "recording participant",
+            message: participant.clone(),
+        })?,
     })
 }
 
@@ -183,6 +202,19 @@ impl Store {
     /// Registers a recording that starts now and marks its session recorded. Returns its id.
     pub async fn start_recording(&self, r: NewRecording<'_>) -> Result<String, StoreError> {
         self.start_recording_accepted(r, None).await
+    }
+
+    /// Registers the recording of one participant of a visit (a WebM file of their video
+    /// and audio) that starts now, and marks its session recorded (the session's
+    /// `recording_id` keeps the first of its recordings; [`Store::session_recordings`]
+    /// lists both). A second recording of the same participant of a session is refused
+    /// (`Conflict`): the database's unique index decides.
+    pub async fn start_visit_recording(
+        &self,
+        r: NewRecording<'_>,
+        participant: Participant,
+    ) -> Result<String, StoreError> {
+        self.insert_recording(r, participant, None).await
     }
 
     /// [`Store::start_recording`] that also records the session's acceptance
@@ -193,12 +225,22 @@ impl Store {
         r: NewRecording<'_>,
         accepted_at: Option<DateTime<Utc>>,
     ) -> Result<String, StoreError> {
+        self.insert_recording(r, Participant::Both, accepted_at)
+            .await
+    }
+
+    async fn insert_recording(
+        &self,
+        r: NewRecording<'_>,
+        participant: Participant,
+        accepted_at: Option<DateTime<Utc>>,
+    ) -> Result<String, StoreError> {
         let id = new_id("rec");
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO recordings (id, session_id, facility_id, path, format, status, node_id, \
-             started_at) VALUES ($1,$2,$3,$4,$5,'recording',$6,$7)",
+             started_at, participant) VALUES ($1,$2,$3,$4,$5,'recording',$6,$7,$8)",
         )
         .bind(&id)
         .bind(r.session_id)
@@ -207,8 +249,10 @@ impl Store {
         .bind(r.format)
         .bind(r.node_id)
         .bind(crate::db::to_micros(r.started_at))
+        .bind(participant.as_str())
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| duplicate_participant(e, r.session_id, participant))?;
         crate::session::cdr::mark_recorded(&mut tx, r.session_id, &id, accepted_at).await?;
         tx.commit().await?;
         Ok(id)
@@ -251,6 +295,7 @@ impl Store {
             ended_at,
             duration_ms: f.duration_ms,
             bytes: f.bytes,
+            participant: rec.participant.as_str(),
         })
         .map_err(|e| StoreError::Corrupt {
             what: "recording metadata",
@@ -357,6 +402,37 @@ impl Store {
         row.as_ref().map(recording).transpose()
     }
 
+    /// Every recording of a session, the earliest first: a call's one, a visit's two (one
+    /// per participant, inmate first when they started together).
+    pub async fn session_recordings(&self, session_id: &str) -> Result<Vec<Recording>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM recordings WHERE session_id = $1 \
+             ORDER BY started_at, participant"
+        ))
+        .bind(session_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(recording).collect()
+    }
+
+    /// A session's kind (`call` or `visit`) and whether it is privileged (its media is
+    /// never recorded nor served): what serving a recording checks. `NotFound` when there is
+    /// no such session.
+    pub async fn session_kind_privileged(
+        &self,
+        session_id: &str,
+    ) -> Result<(String, bool), StoreError> {
+        let row = sqlx::query("SELECT kind, privileged FROM sessions WHERE id = $1")
+            .bind(session_id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| StoreError::not_found("session", session_id))?;
+        Ok((
+            row.try_get("kind")?,
+            row.try_get::<i64, _>("privileged")? != 0,
+        ))
+    }
+
     /// Up to `limit` recordings whose id sorts after `after`, in id order: a walk over
     /// every recording (the integrity check) pages with it.
     pub async fn recordings_after(
@@ -387,6 +463,21 @@ impl Store {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(recording).collect()
+    }
+}
+
+/// A second recording of one participant of a session is a conflict, not a failure.
+fn duplicate_participant(e: sqlx::Error, session_id: &str, p: Participant) -> StoreError {
+    let unique = e
+        .as_database_error()
+        .is_some_and(|d| d.is_unique_violation() && d.message().contains("participant"));
+    if unique {
+        StoreError::Conflict(format!(
+            "session {session_id} already has a recording of participant {}",
+            p.as_str()
+        ))
+    } else {
+        e.into()
     }
 }
 

@@ -1,5 +1,7 @@
-//! Recordings over HTTP: metadata, playback and download tickets, and the audio itself
-//! with single-range requests (so `<audio>` can seek).
+//! Recordings over HTTP: metadata, playback and download tickets, and the media itself
+//! with single-range requests (so `<audio>` and `<video>` can seek). A call's recording is
+//! served as `audio/wav`, a visit participant's as `video/webm` (the row's `format` says
+//! which: [`MediaKind`]); the path `…/audio` serves both.
 //!
 //! Access is checked, and audited, when a ticket is issued (`POST …/play`,
 //! `POST …/download`), and checked again on every fetch of the audio: with a bearer token,
@@ -29,6 +31,7 @@ use crate::api::routes::calls::refuse_privileged;
 use crate::api::tickets::{self, Purpose, Ticket, TicketError};
 use crate::api::AppState;
 use crate::recording::chain::resolve;
+use crate::recording::{MediaKind, Participant};
 use crate::store::{Recording, RecordingStatus};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Request, State};
@@ -58,11 +61,31 @@ pub(crate) async fn visible_recording(
     caller.require(&[crate::store::Role::Admin, crate::store::Role::Investigator])?;
     let rec = s.store.recording(id).await?;
     caller.investigate(&rec.facility_id)?;
-    let cdr = s.store.call(&rec.session_id).await?;
-    if cdr.privileged {
+    let (kind, privileged) = s.store.session_kind_privileged(&rec.session_id).await?;
+    if !privileged {
+        return Ok(rec);
+    }
+    if kind == "call" {
+        let cdr = s.store.call(&rec.session_id).await?;
         return Err(refuse_privileged(s, caller, &cdr, "recording.refused").await);
     }
-    Ok(rec)
+    let detail = json!({ "reason": "privileged", "session_id": rec.session_id });
+    s.audit_detail(
+        caller,
+        "recording.refused",
+        &rec.session_id,
+        Some(&rec.facility_id),
+        detail,
+    )
+    .await;
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "privileged",
+        format!(
+            "visit {} is privileged: it is never recorded or watched",
+            rec.session_id
+        ),
+    ))
 }
 
 fn purged(rec: &Recording) -> ApiError {
@@ -238,7 +261,8 @@ fn ticket_revoked() -> ApiError {
     )
 }
 
-/// `GET /recordings/{id}/audio[?ticket=…][&download=1]`: the WAV file, or one range of it.
+/// `GET /recordings/{id}/audio[?ticket=…][&download=1]`: the file (a call's WAV, a visit
+/// participant's WebM), or one range of it.
 pub(crate) async fn audio(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -416,7 +440,8 @@ async fn respond(
     let mut r = Response::new(Body::from_stream(chunks(file.take(count))));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    insert(h, header::CONTENT_TYPE, "audio/wav".into());
+    let kind = MediaKind::of_recording(&rec.format, &rec.path).unwrap_or(MediaKind::CallAudio);
+    insert(h, header::CONTENT_TYPE, kind.content_type().into());
     insert(h, header::ACCEPT_RANGES, "bytes".into());
     insert(h, header::CONTENT_LENGTH, count.to_string());
     insert(h, header::CACHE_CONTROL, "private, no-store".into());
@@ -436,10 +461,7 @@ async fn respond(
         );
     }
     if attachment {
-        let name = format!(
-            "attachment; filename=\"{}.wav\"",
-            safe_name(&rec.session_id)
-        );
+        let name = format!("attachment; filename=\"{}\"", download_name(rec, kind));
         insert(h, header::CONTENT_DISPOSITION, name);
     }
     Ok(r)
@@ -448,6 +470,16 @@ async fn respond(
 fn insert(h: &mut HeaderMap, name: header::HeaderName, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         h.insert(name, v);
+    }
+}
+
+/// The name a download is saved under: `<session>.wav` for a call,
+/// `<session>-<participant>.webm` for one side of a visit.
+fn download_name(rec: &Recording, kind: MediaKind) -> String {
+    let session = safe_name(&rec.session_id);
+    match rec.participant {
+        Participant::Both => format!("{session}.{}", kind.extension()),
+        p => format!("{session}-{}.{}", p.as_str(), kind.extension()),
     }
 }
 
@@ -513,6 +545,39 @@ mod tests {
         assert!(!ByteRange::Unsatisfiable.starts_at_zero());
         assert_eq!(ByteRange::Part(1, 99).describe(), "bytes=1-99");
         assert_eq!(ByteRange::Full.describe(), "all");
+    }
+
+    #[test]
+    fn downloads_are_named_by_session_participant_and_kind() {
+        let rec = |participant, format: &str, path: &str| Recording {
+            id: "rec_1".into(),
+            session_id: "ses/../1".into(),
+            facility_id: "F".into(),
+            path: path.into(),
+            format: format.into(),
+            status: RecordingStatus::Complete,
+            node_id: "n".into(),
+            started_at: Utc::now(),
+            ended_at: None,
+            duration_ms: None,
+            bytes: None,
+            sha256: None,
+            dropped_packets: 0,
+            chain_seq: None,
+            purged_at: None,
+            participant,
+        };
+        let call = rec(Participant::Both, "wav-pcmu", "2026/03/02/ses_1.wav");
+        let visit = rec(
+            Participant::Visitor,
+            crate::recording::webm::FORMAT_NAME,
+            "2026/03/02/ses_1-visitor.webm",
+        );
+        let kind = |r: &Recording| MediaKind::of_recording(&r.format, &r.path).unwrap();
+        assert_eq!(kind(&call).content_type(), "audio/wav");
+        assert_eq!(kind(&visit).content_type(), "video/webm");
+        assert_eq!(download_name(&call, kind(&call)), "ses1.wav");
+        assert_eq!(download_name(&visit, kind(&visit)), "ses1-visitor.webm");
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! Visit recordings made the way the visit path makes them: real VP8 and Opus encoded once
+//! by Debian's ffmpeg (libvpx, libopus), taken frame by frame out of IVF and Ogg as the
+//! visit path takes them out of RTP, fed through [`webm::Writer`] with RTP timestamps and
+//! arrivals, registered as one participant's recording of a visit session
+//! (`Store::start_visit_recording`), closed, sealed and chained
+//! (`Store::finish_recording` with `recording::visit_finished`).
+
+use chrono::{DateTime, Utc};
+use sallyport::recording::{self, webm, MediaKind, Participant};
+use sallyport::store::{NewRecording, Store};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const FPS: u64 = 15;
+
+/// Whether ffmpeg is installed; prints why the test is skipped (or fails it under
+/// `SALLYPORT_REQUIRE_EXTERNAL=1`) when it is not.
+pub(crate) fn present(what: &str) -> bool {
+    let ok = Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        sallyport::db::testing::skip_or_fail(&format!(
+            "ffmpeg is not installed (Debian package ffmpeg): {what} skipped"
+        ));
+    }
+    ok
+}
+
+/// Encoded media, frame by frame.
+pub(crate) struct Media {
+    pub secs: u64,
+    /// VP8 frames and whether each is a key frame.
+    pub video: Vec<(Vec<u8>, bool)>,
+    /// 20 ms Opus packets.
+    pub audio: Vec<Vec<u8>>,
+}
+
+fn ffmpeg(args: &str, out: &Path) {
+    let run = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args.split(' '))
+        .arg(out)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        run.status.success(),
+        "ffmpeg {args}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// `secs` seconds of a moving test pattern (VP8, 320x240, 15 fps, a key frame every 2 s,
+/// as a real-time encoder sends) and a 440 Hz tone (Opus, 20 ms packets).
+pub(crate) fn encode(secs: u64) -> Media {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ivf = dir.path().join("v.ivf");
+    let ogg = dir.path().join("a.ogg");
+    ffmpeg(
+        &format!(
+            "-f lavfi -i testsrc=size=320x240:rate={FPS} -t {secs} -c:v libvpx -b:v 300k \
+             -g 30 -auto-alt-ref 0 -lag-in-frames 0 -deadline realtime -cpu-used 8 -f ivf"
+        ),
+        &ivf,
+    );
+    ffmpeg(
+        &format!(
+            "-f lavfi -i sine=frequency=440:sample_rate=48000 -t {secs} -c:a libopus \
+             -b:a 32k -frame_duration 20 -f ogg"
+        ),
+        &ogg,
+    );
+    let video = ivf_frames(&std::fs::read(&ivf).expect("ivf"))
+        .into_iter()
+        .map(|f| {
+            let key = f.first().is_some_and(|b| b & 1 == 0);
+            (f, key)
+        })
+        .collect();
+    let packets = ogg_packets(&std::fs::read(&ogg).expect("ogg"));
+    Media {
+        secs,
+        video,
+        audio: packets.into_iter().skip(2).collect(),
+    }
+}
+
+fn ivf_frames(b: &[u8]) -> Vec<Vec<u8>> {
+    assert_eq!(&b[..4], b"DKIF");
+    let mut out = Vec::new();
+    let mut pos = usize::from(u16::from_le_bytes([b[6], b[7]]));
+    while pos + 12 <= b.len() {
+        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        out.push(b[pos + 12..pos + 12 + len].to_vec());
+        pos += 12 + len;
+    }
+    out
+}
+
+fn ogg_packets(b: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut packet = Vec::new();
+    let mut pos = 0;
+    while pos + 27 <= b.len() {
+        assert_eq!(&b[pos..pos + 4], b"OggS");
+        let segments = usize::from(b[pos + 26]);
+        let table = &b[pos + 27..pos + 27 + segments];
+        let mut data = pos + 27 + segments;
+        for &lace in table {
+            packet.extend_from_slice(&b[data..data + usize::from(lace)]);
+            data += usize::from(lace);
+            if lace < 255 {
+                out.push(std::mem::take(&mut packet));
+            }
+        }
+        pos = data;
+    }
+    out
+}
+
+/// Feeds the media to `w` as RTP brings it (timestamps near the 32-bit wrap, a few
+/// milliseconds of jitter, the two tracks interleaved by arrival), up to `until` of it.
+pub(crate) fn feed(w: &mut webm::Writer, m: &Media, t0: Instant, until: Duration) {
+    let jitter = |i: u64| Duration::from_millis(i * 7919 % 23);
+    let mut items: Vec<(Duration, bool, usize)> = Vec::new();
+    for i in 0..m.video.len() {
+        let at = Duration::from_millis(i as u64 * 1000 / FPS) + jitter(i as u64);
+        items.push((at, true, i));
+    }
+    for i in 0..m.audio.len() {
+        let at = Duration::from_millis(i as u64 * 20) + jitter(i as u64 + 3);
+        items.push((at, false, i));
+    }
+    items.sort();
+    for (at, video, i) in items.into_iter().filter(|(at, ..)| *at < until) {
+        let n = i as u64;
+        if video {
+            let (data, key) = &m.video[i];
+            w.write_video(webm::VideoFrame {
+                rtp_ts: (u32::MAX - 100_000).wrapping_add((n * 90_000 / FPS) as u32),
+                arrival: t0 + at,
+                keyframe: *key,
+                data,
+            })
+            .expect("video frame");
+        } else {
+            w.write_audio(webm::AudioPacket {
+                rtp_ts: (u32::MAX - 20_000).wrapping_add((n * 960) as u32),
+                arrival: t0 + at,
+                data: &m.audio[i],
+            })
+            .expect("audio packet");
+        }
+    }
+}
+
+/// A visit participant's recording, registered, written and chained.
+pub(crate) struct Recorded {
+    pub id: String,
+    /// Relative to the recordings directory.
+    pub path: String,
+    pub finished: webm::Finished,
+}
+
+/// Registers `participant`'s recording of visit `session` (facility `facility`) started at
+/// `at`, writes the whole media into it, closes, seals and finishes it (chained).
+pub(crate) async fn record_visit(
+    store: &Store,
+    dir: &Path,
+    session: &str,
+    facility: &str,
+    participant: Participant,
+    at: DateTime<Utc>,
+    m: &Media,
+) -> Recorded {
+    let (id, path, mut w, t0) = begin_visit(store, dir, session, facility, participant, at).await;
+    feed(&mut w, m, t0, Duration::from_secs(m.secs + 1));
+    let (finished, _) = w.close().expect("close");
+    let full = dir.join(&path);
+    let sha256 = recording::seal(&full).expect("seal");
+    store
+        .finish_recording(&id, &recording::visit_finished(&finished, sha256, 0, true))
+        .await
+        .expect("finish the recording");
+    Recorded { id, path, finished }
+}
+
+/// Registers `participant`'s recording of visit `session` and opens its writer: the row
+/// is `recording` (in progress) until it is finished. Returns (id, relative path, writer,
+/// the instant the media's time 0 arrives).
+pub(crate) async fn begin_visit(
+    store: &Store,
+    dir: &Path,
+    session: &str,
+    facility: &str,
+    participant: Participant,
+    at: DateTime<Utc>,
+) -> (String, String, webm::Writer, Instant) {
+    let path = recording::relative_path(session, MediaKind::VisitVideo, participant, at);
+    let t0 = Instant::now();
+    let w = webm::Writer::open(&dir.join(&path), webm::Params::default(), t0, at)
+        .expect("open the WebM writer");
+    let id = store
+        .start_visit_recording(
+            NewRecording {
+                session_id: session,
+                facility_id: facility,
+                path: &path,
+                format: webm::FORMAT_NAME,
+                node_id: "node-1",
+                started_at: at,
+            },
+            participant,
+        )
+        .await
+        .expect("register the recording");
+    (id, path, w, t0)
+}
+
+/// Inserts an ended video visit session of `facility` (no inmate needed: the recording
+/// path only reads its kind and privilege).
+pub(crate) async fn insert_visit(store: &Store, id: &str, facility: &str, at: DateTime<Utc>) {
+    let at = at.timestamp_micros();
+    sqlx::query(
+        "INSERT INTO sessions (id, kind, facility_id, service, state, end_reason, node_id, \
+         invite_at, answer_at, accepted_at, end_at) \
+         VALUES ($1, 'visit', $2, 'video', 'ended', 'slot_ended', 'node-1', $3, $3, $3, $4)",
+    )
+    .bind(id)
+    .bind(facility)
+    .bind(at)
+    .bind(at + 60_000_000)
+    .execute(store.db().pool())
+    .await
+    .expect("insert the visit session");
+}
