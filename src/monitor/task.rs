@@ -68,7 +68,8 @@ impl Listener {
             if let Some(c) = self.peer.closed() {
                 return Ended::Peer(c);
             }
-            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            // The peer's deadline is on the injected clock: sleep on it too.
+            let sleep = self.clock.sleep_until(deadline);
             tokio::select! {
                 biased;
                 _ = &mut self.stop => return Ended::Deleted,
