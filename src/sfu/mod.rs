@@ -56,11 +56,17 @@
 //!   VP8 in our codec config has. Bandwidth: str0m 0.24 has transport-wide congestion control
 //!   (TWCC). It sends TWCC feedback for what it receives whenever the browser negotiates the
 //!   `transport-cc` extension, so a browser's own send-side estimate adapts its encoder to
-//!   the path toward the gateway; and with [`RoomConfig::egress_bwe`] the gateway estimates
-//!   each path toward a browser from that browser's feedback (padding probes included), and
-//!   reports it as [`RoomEvent::Bitrate`]. REMB is not sent: str0m only reads it, and without
-//!   simulcast or a transcoder the estimate toward a receiver could only cap the other
-//!   side's encoder, which a later change may do.
+//!   the path toward the gateway. That is what makes a browser adapt, and it is always on.
+//!   str0m's own estimate of the paths *toward* the browsers ([`RoomConfig::egress_bwe`],
+//!   TWCC with padding probes) is off by default: it also turns on str0m's pacer, which
+//!   holds each peer's output to the estimate. Measured in the watcher unit test (two
+//!   VP8 streams of about 400 kbit/s toward one watcher, starting estimate 1 Mbit/s): 3
+//!   and 4 of 10 frames arrived within 100 ms with it on, all 10 without it (with it on,
+//!   all arrived within 2 s: delayed, not lost). Without simulcast or a transcoder an SFU
+//!   cannot act on that estimate (it cannot make one receiver's copy smaller), so the
+//!   pacing would only add latency. When on, estimates are reported as
+//!   [`RoomEvent::Bitrate`]. REMB is not sent: str0m only reads it, and it could only cap
+//!   the other side's encoder for the slowest receiver, which a later change may do.
 //! - **H.264 only by decision of the caller.** The answer goes out before the other side has
 //!   offered, so the room cannot see both offers; [`RoomConfig::h264`] (off by default) lets
 //!   the signalling layer allow it once it knows both browsers offer it. Otherwise the
@@ -293,7 +299,8 @@ impl Tap {
 pub struct RoomConfig {
     /// Answer H.264 to a participant that offers it (see the module doc).
     pub h264: bool,
-    /// Estimate the bandwidth toward each browser (str0m's TWCC BWE, with probes).
+    /// Estimate the bandwidth toward each browser (str0m's TWCC BWE, with probes and its
+    /// pacer; off by default, see the module doc).
     pub egress_bwe: bool,
     /// The estimate a new path starts from.
     pub initial_bitrate_kbps: u64,
