@@ -45,15 +45,46 @@ fn media() -> Option<(PathBuf, PathBuf)> {
     };
     // A moving pattern with a little noise: on plain `testsrc` libvpx undershoots to
     // about 220 kbit/s; with the noise it holds the 500 kbit/s asked for.
-    let video = ["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "10"];
-    let vp8 = [
-        "-vf", "noise=alls=8:allf=t", "-c:v", "libvpx", "-b:v", "500k", "-g", "90",
-        "-deadline", "realtime", "-cpu-used", "8", "-f", "ivf",
+    let video = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-t",
+        "10",
     ];
-    let audio = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10"];
+    let vp8 = [
+        "-vf",
+        "noise=alls=8:allf=t",
+        "-c:v",
+        "libvpx",
+        "-b:v",
+        "500k",
+        "-g",
+        "90",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-f",
+        "ivf",
+    ];
+    let audio = [
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "10",
+    ];
     let opus = ["-c:a", "libopus", "-b:a", "32k", "-ac", "1", "-f", "ogg"];
-    let made = ffmpeg(&[&video[..], &vp8[..]].concat(), &ivf.with_extension("tmp.ivf"))
-        && ffmpeg(&[&audio[..], &opus[..]].concat(), &ogg.with_extension("tmp.ogg"));
+    let made = ffmpeg(
+        &[&video[..], &vp8[..]].concat(),
+        &ivf.with_extension("tmp.ivf"),
+    ) && ffmpeg(
+        &[&audio[..], &opus[..]].concat(),
+        &ogg.with_extension("tmp.ogg"),
+    );
     if !made {
         sallyport::db::testing::skip_or_fail(
             "ffmpeg with libvpx and libopus is not installed (Debian package ffmpeg): \
@@ -71,7 +102,10 @@ async fn join(hub: &HubHandle, room: u64, side: Side) -> (UdpSocket, SyntheticPe
     let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
     let local = socket.local_addr().unwrap();
     let (mut peer, offer) = SyntheticPeer::offer(local, Instant::now()).unwrap();
-    let answer = hub.offer(room, Participant::Side(side), offer).await.unwrap();
+    let answer = hub
+        .offer(room, Participant::Side(side), offer)
+        .await
+        .unwrap();
     assert!(
         answer.contains(&format!("{} typ host", hub.local().port())),
         "the answer advertises the hub's socket: {answer}"
@@ -122,10 +156,21 @@ async fn two_rooms_of_synthetic_participants_exchange_vp8_and_opus_over_one_sock
             .unwrap();
         eprintln!("room {room} {side:?}: {got:?}");
         let what = format!("room {room}, {}", side.as_str());
-        close(got.video_frames, sent.sent_video_frames, &format!("{what} VP8"));
-        close(got.opus_packets, sent.sent_opus_packets, &format!("{what} Opus"));
+        close(
+            got.video_frames,
+            sent.sent_video_frames,
+            &format!("{what} VP8"),
+        );
+        close(
+            got.opus_packets,
+            sent.sent_opus_packets,
+            &format!("{what} Opus"),
+        );
         assert!(got.keyframes >= 1, "{what}: {got:?}");
-        assert!(got.video_bytes > 150_000, "{what}: about 500 kbit/s for 4 s: {got:?}");
+        assert!(
+            got.video_bytes > 150_000,
+            "{what}: about 500 kbit/s for 4 s: {got:?}"
+        );
     }
     // About 30 frames and 50 packets a second each way.
     assert!(counts.iter().all(|(_, _, c)| c.sent_video_frames >= 100));

@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{Hub, HubOutput, RoomId};
-use super::{Participant, RoomConfig, RoomEvent, RoomStats, Side, SfuError, TapReceiver};
+use super::{Participant, RoomConfig, RoomEvent, RoomStats, SfuError, Side, TapReceiver};
 use crate::clock::{Clock, Sleep};
 
 /// Datagrams read in one wake-up before the hub is polled.
@@ -34,9 +34,19 @@ pub struct HubStats {
 
 enum Command {
     Open(RoomId, RoomConfig, oneshot::Sender<bool>),
-    Offer(RoomId, Participant, String, oneshot::Sender<Result<String, SfuError>>),
+    Offer(
+        RoomId,
+        Participant,
+        String,
+        oneshot::Sender<Result<String, SfuError>>,
+    ),
     Remove(RoomId, Participant),
-    Tap(RoomId, Side, usize, oneshot::Sender<Result<TapReceiver, SfuError>>),
+    Tap(
+        RoomId,
+        Side,
+        usize,
+        oneshot::Sender<Result<TapReceiver, SfuError>>,
+    ),
     Close(RoomId, oneshot::Sender<Option<RoomStats>>),
     Stats(RoomId, oneshot::Sender<Option<RoomStats>>),
 }
@@ -116,7 +126,12 @@ impl HubHandle {
     }
 
     /// A recorder's tap on one side of room `id`.
-    pub async fn tap(&self, id: RoomId, side: Side, capacity: usize) -> Result<TapReceiver, SfuError> {
+    pub async fn tap(
+        &self,
+        id: RoomId,
+        side: Side,
+        capacity: usize,
+    ) -> Result<TapReceiver, SfuError> {
         self.ask(|r| Command::Tap(id, side, capacity, r)).await?
     }
 
@@ -130,7 +145,10 @@ impl HubHandle {
         self.ask(|r| Command::Stats(id, r)).await
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SfuError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SfuError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::room::Room;
-use super::{Datagram, Participant, RoomConfig, RoomEvent, Side, SfuError, TapReceiver};
+use super::{Datagram, Participant, RoomConfig, RoomEvent, SfuError, Side, TapReceiver};
 
 /// The caller's name for a room (a visit's number).
 pub type RoomId = u64;
@@ -117,7 +117,12 @@ impl Hub {
     }
 
     /// [`Room::tap`] in room `id`.
-    pub fn tap(&mut self, id: RoomId, side: Side, capacity: usize) -> Result<TapReceiver, SfuError> {
+    pub fn tap(
+        &mut self,
+        id: RoomId,
+        side: Side,
+        capacity: usize,
+    ) -> Result<TapReceiver, SfuError> {
         Ok(self.slot(id)?.room.tap(side, capacity))
     }
 
@@ -154,10 +159,11 @@ impl Hub {
             }
             self.routes.remove(&source);
         }
-        let found = self
-            .rooms
-            .iter_mut()
-            .find_map(|(&id, s)| s.room.handle_datagram(source, local, bytes, now).then_some(id));
+        let found = self.rooms.iter_mut().find_map(|(&id, s)| {
+            s.room
+                .handle_datagram(source, local, bytes, now)
+                .then_some(id)
+        });
         match found {
             Some(id) => {
                 self.routes.insert(source, id);
@@ -186,7 +192,9 @@ impl Hub {
                 continue;
             };
             slot.dirty = false;
-            let next = slot.room.poll_into(now, &mut out.transmits, &mut self.events);
+            let next = slot
+                .room
+                .poll_into(now, &mut out.transmits, &mut self.events);
             out.events.extend(self.events.drain(..).map(|e| (*id, e)));
             if next != slot.next {
                 slot.next = next;

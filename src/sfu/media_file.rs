@@ -53,9 +53,13 @@ pub fn read_ivf(bytes: &[u8]) -> Result<Vec<VideoFrame>, MediaFileError> {
         return Err(MediaFileError::NotIvf);
     }
     let header_len = usize::from(le16(bytes, 6).ok_or(MediaFileError::Truncated("header"))?);
-    let fourcc = bytes.get(8..12).ok_or(MediaFileError::Truncated("header"))?;
+    let fourcc = bytes
+        .get(8..12)
+        .ok_or(MediaFileError::Truncated("header"))?;
     if fourcc != b"VP80" {
-        return Err(MediaFileError::NotVp8(String::from_utf8_lossy(fourcc).into()));
+        return Err(MediaFileError::NotVp8(
+            String::from_utf8_lossy(fourcc).into(),
+        ));
     }
     // Time base: `rate` units per second, each frame's pts counted in `scale`s.
     let rate = u64::from(le32(bytes, 16).ok_or(MediaFileError::Truncated("header"))?).max(1);
@@ -123,7 +127,11 @@ fn ogg_packets(bytes: &[u8]) -> Result<Vec<Vec<u8>>, MediaFileError> {
             return Err(MediaFileError::NotOgg);
         }
         let page_serial = le32(bytes, at + 14).ok_or(MediaFileError::Truncated("page"))?;
-        let segments = usize::from(*bytes.get(at + 26).ok_or(MediaFileError::Truncated("page"))?);
+        let segments = usize::from(
+            *bytes
+                .get(at + 26)
+                .ok_or(MediaFileError::Truncated("page"))?,
+        );
         let table = bytes
             .get(at + 27..at + 27 + segments)
             .ok_or(MediaFileError::Truncated("page"))?;
@@ -228,7 +236,10 @@ mod tests {
         assert_eq!(read_ivf(b"RIFF").unwrap_err(), MediaFileError::NotIvf);
         let mut cut = ivf(&[&[0x10; 100]]);
         cut.truncate(cut.len() - 1);
-        assert_eq!(read_ivf(&cut).unwrap_err(), MediaFileError::Truncated("frame"));
+        assert_eq!(
+            read_ivf(&cut).unwrap_err(),
+            MediaFileError::Truncated("frame")
+        );
         assert_eq!(read_ivf(&ivf(&[])).unwrap_err(), MediaFileError::Empty);
     }
 
@@ -243,7 +254,10 @@ mod tests {
         assert_eq!(packets.len(), 2);
         assert_eq!(packets[0].data.len(), 300);
         assert_eq!((packets[0].rtp_time, packets[1].rtp_time), (0, 960));
-        assert_eq!(read_ogg_opus(b"OggS").unwrap_err(), MediaFileError::Truncated("page"));
+        assert_eq!(
+            read_ogg_opus(b"OggS").unwrap_err(),
+            MediaFileError::Truncated("page")
+        );
         let vorbis = page(1, &[b"\x01vorbis"]);
         assert_eq!(read_ogg_opus(&vorbis).unwrap_err(), MediaFileError::NotOpus);
     }

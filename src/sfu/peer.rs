@@ -10,7 +10,7 @@ use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid};
 use str0m::{Candidate, Rtc};
 
-use super::{Left, Participant, RoomConfig, Side, SfuError, CONNECT_TIMEOUT, IDLE_TIMEOUT};
+use super::{Left, Participant, RoomConfig, SfuError, Side, CONNECT_TIMEOUT, IDLE_TIMEOUT};
 
 /// Index of a media kind in the per-kind arrays.
 pub(super) fn kind_index(kind: MediaKind) -> usize {
@@ -76,8 +76,7 @@ impl Peer {
             builder = builder.enable_bwe(Some(Bitrate::kbps(config.initial_bitrate_kbps)));
         }
         let mut rtc = builder.build(now);
-        let candidate =
-            Candidate::host(local, "udp").map_err(|_| SfuError::BadCandidate(local))?;
+        let candidate = Candidate::host(local, "udp").map_err(|_| SfuError::BadCandidate(local))?;
         rtc.add_local_candidate(candidate);
         let answer = rtc.sdp_api().accept_offer(parsed)?;
         let mut peer = Peer {
@@ -95,7 +94,12 @@ impl Peer {
             sent_media: false,
         };
         peer.assign(&lines);
-        if peer.recv.iter().chain(peer.send.iter().flatten()).all(Option::is_none) {
+        if peer
+            .recv
+            .iter()
+            .chain(peer.send.iter().flatten())
+            .all(Option::is_none)
+        {
             return Err(SfuError::NoUsableMedia);
         }
         Ok((peer, answer.to_sdp_string()))

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::bwe::BweKind;
+use str0m::format::CodecExtra;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::format::CodecExtra;
 use str0m::{Event, IceConnectionState, Input, Output};
 
 use super::peer::{kind_index, Peer};
 use super::{
-    Datagram, KeyframeReason, Left, Participant, RoomConfig, RoomEvent, Side, SfuError, Tap,
+    Datagram, KeyframeReason, Left, Participant, RoomConfig, RoomEvent, SfuError, Side, Tap,
     TapFrame, TapReceiver, KEYFRAME_THROTTLE,
 };
 
@@ -93,9 +93,7 @@ impl Room {
     }
 
     fn live(&self, who: Participant) -> Option<&Peer> {
-        self.peers
-            .iter()
-            .find(|p| p.who == who && p.left.is_none())
+        self.peers.iter().find(|p| p.who == who && p.left.is_none())
     }
 
     // ---- commands -----------------------------------------------------------------------
@@ -322,10 +320,16 @@ impl Room {
             self.update_flowing(events);
         }
         if kind == MediaKind::Video && !d.contiguous {
-            self.request_keyframe(side, KeyframeRequestKind::Pli, KeyframeReason::Loss, now, events);
+            self.request_keyframe(
+                side,
+                KeyframeRequestKind::Pli,
+                KeyframeReason::Loss,
+                now,
+                events,
+            );
         }
-        let payload: Arc<[u8]> = d.data;
-        self.to_tap(side, kind, &d.params, d.time, &d.codec_extra, d.network_time, &payload);
+        let payload: Arc<[u8]> = d.data.clone();
+        self.tap_frame(side, kind, &d);
         let k = kind_index(kind);
         for p in self.peers.iter_mut() {
             if p.left.is_some() || !p.connected || p.who == Participant::Side(side) {
@@ -354,24 +358,15 @@ impl Room {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn to_tap(
-        &mut self,
-        side: Side,
-        kind: MediaKind,
-        params: &str0m::format::PayloadParams,
-        time: str0m::media::MediaTime,
-        extra: &CodecExtra,
-        arrived: Instant,
-        payload: &Arc<[u8]>,
-    ) {
+    /// Offers a side's frame to its tap, if a recorder holds one.
+    fn tap_frame(&mut self, side: Side, kind: MediaKind, d: &MediaData) {
         let Some(slot) = self.taps.get_mut(side.index()) else {
             return;
         };
         let Some(tap) = slot else {
             return;
         };
-        let keyframe = match extra {
+        let keyframe = match &d.codec_extra {
             CodecExtra::Vp8(e) => e.is_keyframe,
             CodecExtra::H264(e) => e.is_keyframe,
             _ => false,
@@ -379,12 +374,12 @@ impl Room {
         let frame = TapFrame {
             side,
             kind,
-            codec: params.spec().codec,
-            rtp_time: time.numer(),
-            clock_rate: time.denom(),
+            codec: d.params.spec().codec,
+            rtp_time: d.time.numer(),
+            clock_rate: d.time.denom(),
             keyframe,
-            arrived,
-            payload: payload.clone(),
+            arrived: d.network_time,
+            payload: d.data.clone(),
         };
         if !tap.offer(frame) {
             *slot = None; // the recorder hung up
@@ -411,8 +406,7 @@ impl Room {
         let Some(mid) = p.recv[1] else {
             return;
         };
-        if p
-            .last_keyframe_request
+        if p.last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_THROTTLE)
         {
             return;

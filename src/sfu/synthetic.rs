@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
+use str0m::format::CodecExtra;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::format::CodecExtra;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
@@ -74,7 +74,12 @@ impl std::fmt::Debug for SyntheticPeer {
 impl SyntheticPeer {
     /// A participant at `local` offering one `sendrecv` audio and one video m-line.
     pub fn offer(local: SocketAddr, now: Instant) -> Result<(SyntheticPeer, String), SfuError> {
-        Self::offer_lines(local, now, &[MediaKind::Audio, MediaKind::Video], Direction::SendRecv)
+        Self::offer_lines(
+            local,
+            now,
+            &[MediaKind::Audio, MediaKind::Video],
+            Direction::SendRecv,
+        )
     }
 
     /// A watcher at `local`: `recvonly` audio, video, audio, video (visitor, then inmate).
@@ -102,8 +107,7 @@ impl SyntheticPeer {
             .enable_opus(true, false)
             .enable_vp8(true)
             .build(now);
-        let candidate =
-            Candidate::host(local, "udp").map_err(|_| SfuError::BadCandidate(local))?;
+        let candidate = Candidate::host(local, "udp").map_err(|_| SfuError::BadCandidate(local))?;
         rtc.add_local_candidate(candidate);
         let mut change = rtc.sdp_api();
         let mids: Vec<(Mid, MediaKind)> = kinds
@@ -299,14 +303,20 @@ impl SyntheticPeer {
 
     /// Sends a PLI for the video it receives (on its first video m-line).
     pub fn request_keyframe(&mut self) -> bool {
-        let Some(mid) = self.lines.iter().find(|l| l.kind == MediaKind::Video).map(|l| l.mid)
+        let Some(mid) = self
+            .lines
+            .iter()
+            .find(|l| l.kind == MediaKind::Video)
+            .map(|l| l.mid)
         else {
             return false;
         };
         let Some(mut writer) = self.rtc.writer(mid) else {
             return false;
         };
-        writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+        writer
+            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .is_ok()
     }
 }
 

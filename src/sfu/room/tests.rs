@@ -114,7 +114,7 @@ impl Net {
                     self.answered.insert(who, asked);
                     let tag = if key { 0x10 } else { 0x11 };
                     let mut frame = vec![tag, 0x02, 0x00, 0x9d, 0x01, 0x2a];
-                    frame.extend(std::iter::repeat(mark).take(2_000)); // two packets
+                    frame.extend(std::iter::repeat_n(mark, 2_000)); // two packets
                     c.send_video(now, t * 1_800, &frame.into());
                 }
             }
@@ -141,7 +141,10 @@ fn pair() -> Net {
 fn media_is_forwarded_both_ways_and_billing_may_start() {
     let mut net = pair();
     let events = net.take_events();
-    assert!(events.contains(&RoomEvent::Connected(VISITOR)), "{events:?}");
+    assert!(
+        events.contains(&RoomEvent::Connected(VISITOR)),
+        "{events:?}"
+    );
     assert!(events.contains(&RoomEvent::Connected(INMATE)), "{events:?}");
     assert!(!net.room.is_flowing());
     net.media(50);
@@ -214,13 +217,22 @@ fn a_watcher_receives_both_sides_on_their_own_m_lines_and_triggers_keyframes() {
     assert_eq!(lines.len(), 4);
     for (line, mark) in lines.iter().zip([0xa0u8, 0xa0, 0xb0, 0xb0]) {
         let last = line.last.as_ref().and_then(|p| p.last());
-        assert!(line.frames >= 9, "{:?} {}: {} frames", line.kind, line.mid, line.frames);
+        assert!(
+            line.frames >= 9,
+            "{:?} {}: {} frames",
+            line.kind,
+            line.mid,
+            line.frames
+        );
         assert_eq!(last, Some(&mark), "{:?} {}", line.kind, line.mid);
     }
     // Nothing of the watcher's reaches the sides (it sends nothing), and the sides still
     // hear only each other.
     assert_eq!(
-        net.client(VISITOR).lines()[0].last.as_ref().and_then(|p| p.last()),
+        net.client(VISITOR).lines()[0]
+            .last
+            .as_ref()
+            .and_then(|p| p.last()),
         Some(&0xb0)
     );
 }
@@ -237,7 +249,9 @@ fn garbage_and_strangers_are_ignored() {
     rtp.extend([0u8; 100]);
     assert!(!net.room.handle_datagram(stranger, gw, &rtp, now));
     // A known peer's address with garbage is not taken either (not STUN/DTLS/RTP/RTCP).
-    assert!(!net.room.handle_datagram(addr("127.0.0.1:40001"), gw, &[0x42; 12], now));
+    assert!(!net
+        .room
+        .handle_datagram(addr("127.0.0.1:40001"), gw, &[0x42; 12], now));
     net.media(10);
     assert!(net.client(INMATE).counts().video_frames >= 4);
 }
@@ -251,7 +265,10 @@ fn a_participant_removed_or_silent_leaves_with_an_event() {
     net.room.remove(VISITOR);
     net.pump(Duration::from_millis(10));
     let events = net.take_events();
-    assert!(events.contains(&RoomEvent::Left(VISITOR, Left::Removed)), "{events:?}");
+    assert!(
+        events.contains(&RoomEvent::Left(VISITOR, Left::Removed)),
+        "{events:?}"
+    );
     assert!(events.contains(&RoomEvent::MediaStopped), "{events:?}");
     assert!(!net.room.is_connected(VISITOR));
 
@@ -261,10 +278,9 @@ fn a_participant_removed_or_silent_leaves_with_an_event() {
     }
     let events = net.take_events();
     assert!(
-        events.iter().any(|e| matches!(
-            e,
-            RoomEvent::Left(INMATE, Left::Idle | Left::Disconnected)
-        )),
+        events
+            .iter()
+            .any(|e| matches!(e, RoomEvent::Left(INMATE, Left::Idle | Left::Disconnected))),
         "{events:?}"
     );
     assert!(net.room.is_empty());
@@ -279,8 +295,14 @@ fn a_rejoin_replaces_the_peer_and_asks_the_other_side_for_a_keyframe() {
     net.take_events();
     net.join(VISITOR, 40_011);
     let events = net.take_events();
-    assert!(events.contains(&RoomEvent::Left(VISITOR, Left::Replaced)), "{events:?}");
-    assert!(events.contains(&RoomEvent::Connected(VISITOR)), "{events:?}");
+    assert!(
+        events.contains(&RoomEvent::Left(VISITOR, Left::Replaced)),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&RoomEvent::Connected(VISITOR)),
+        "{events:?}"
+    );
     assert!(
         events.iter().any(|e| matches!(
             e,
@@ -307,8 +329,13 @@ fn the_tap_gets_frames_with_keyframe_flags_and_drops_when_full() {
         frames.push(f);
     }
     assert_eq!(frames.len(), 8);
-    let video: Vec<&TapFrame> = frames.iter().filter(|f| f.kind == MediaKind::Video).collect();
-    assert!(video.first().is_some_and(|f| f.keyframe && f.clock_rate == 90_000));
+    let video: Vec<&TapFrame> = frames
+        .iter()
+        .filter(|f| f.kind == MediaKind::Video)
+        .collect();
+    assert!(video
+        .first()
+        .is_some_and(|f| f.keyframe && f.clock_rate == 90_000));
     assert!(frames.iter().all(|f| f.side == Side::Visitor));
     let audio = frames.iter().find(|f| f.kind == MediaKind::Audio).unwrap();
     assert_eq!(audio.codec, str0m::format::Codec::Opus);
@@ -321,7 +348,9 @@ fn the_tap_gets_frames_with_keyframe_flags_and_drops_when_full() {
 fn offers_without_usable_media_are_refused_and_change_nothing() {
     let mut room = Room::new(RoomConfig::default(), addr(GATEWAY));
     let now = Instant::now();
-    let err = room.accept_offer(VISITOR, "v=0\r\ngarbage", now).unwrap_err();
+    let err = room
+        .accept_offer(VISITOR, "v=0\r\ngarbage", now)
+        .unwrap_err();
     assert!(matches!(err, SfuError::BadSdp(_)), "{err}");
     // An offer with only G.722 audio: nothing the room forwards.
     let mut rtc = str0m::Rtc::builder()
