@@ -219,3 +219,93 @@ impl Hub {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sfu::synthetic::SyntheticPeer;
+    use std::time::Duration;
+
+    const HUB: &str = "127.0.0.1:50000";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Two rooms with one participant each, pumped through the hub until both connect.
+    fn two_rooms() -> (Hub, Vec<(RoomId, SyntheticPeer)>, Instant) {
+        let mut now = Instant::now();
+        let mut hub = Hub::new(addr(HUB));
+        let mut clients = Vec::new();
+        for (id, port) in [(7u64, 41_001u16), (8, 41_002)] {
+            assert!(hub.open_room(id, RoomConfig::default()));
+            let local = addr(&format!("127.0.0.1:{port}"));
+            let (mut c, offer) = SyntheticPeer::offer(local, now).unwrap();
+            let who = Participant::Side(Side::Visitor);
+            let answer = hub.accept_offer(id, who, &offer, now).unwrap();
+            c.accept_answer(&answer).unwrap();
+            clients.push((id, c));
+        }
+        assert!(!hub.open_room(7, RoomConfig::default()), "ids are unique");
+        let mut out = HubOutput::default();
+        for _ in 0..100 {
+            for (_, c) in clients.iter_mut() {
+                let mut sent = Vec::new();
+                c.poll(&mut sent);
+                for d in sent {
+                    hub.handle_datagram(c.local(), &d.bytes, now);
+                }
+            }
+            hub.poll(now, &mut out);
+            for d in out.transmits.drain(..) {
+                if let Some((_, c)) = clients.iter_mut().find(|(_, c)| c.local() == d.to) {
+                    c.handle_datagram(addr(HUB), &d.bytes, now);
+                }
+            }
+            out.events.clear();
+            now += Duration::from_millis(10);
+            for (_, c) in clients.iter_mut() {
+                c.handle_timeout(now);
+            }
+        }
+        (hub, clients, now)
+    }
+
+    #[test]
+    fn datagrams_reach_their_own_room_and_the_route_is_remembered() {
+        let (mut hub, clients, now) = two_rooms();
+        for (id, c) in &clients {
+            assert!(c.is_connected());
+            let who = Participant::Side(Side::Visitor);
+            assert!(hub.room(*id).unwrap().is_connected(who));
+            assert_eq!(hub.routes.get(&c.local()), Some(id));
+        }
+        assert_eq!(hub.routes.len(), 2);
+        assert_eq!(
+            hub.handle_datagram(addr("127.0.0.1:1"), &[0xff; 30], now),
+            None
+        );
+        assert_eq!(hub.unrouted, 1);
+        assert!(hub.close_room(7).is_some());
+        assert!(!hub.routes.values().any(|&r| r == 7));
+        assert!(matches!(
+            hub.accept_offer(7, Participant::Watcher(1), "v=0", now),
+            Err(SfuError::NoRoom(7))
+        ));
+        assert_eq!(hub.room_count(), 1);
+    }
+
+    #[test]
+    fn an_idle_hub_has_no_deadline_and_a_room_with_a_peer_has_one() {
+        let (mut hub, _clients, now) = two_rooms();
+        let mut out = HubOutput::default();
+        hub.poll(now, &mut out);
+        assert!(out
+            .timeout
+            .is_some_and(|t| t > now - Duration::from_secs(1)));
+        hub.close_room(7);
+        hub.close_room(8);
+        hub.poll(now, &mut out);
+        assert_eq!(out.timeout, None);
+    }
+}
