@@ -1,7 +1,7 @@
 //! Video visits' forwarding over real UDP on loopback: two synthetic participants (str0m
 //! clients playing VP8 and Opus made by Debian's ffmpeg/libvpx/libopus, at their real
 //! rates) join one room of a hub driven by its tokio task on one shared socket, and each
-//! receives the other's frames and packets. A second room on the same socket carries
+//! receives the other's frames and packets; a receive-only watcher gets both sides. A second room on the same socket carries
 //! its own pair at the same time, so the hub's routing is exercised too.
 //!
 //! Without ffmpeg the test prints why and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use sallyport::clock::SystemClock;
 use sallyport::sfu::synthetic::{self, Counts, Script, SyntheticPeer};
 use sallyport::sfu::{spawn_hub, HubHandle, Participant, RoomConfig, RoomEvent, Side};
+use str0m::media::MediaKind;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -98,14 +99,14 @@ fn media() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// A participant's socket, its offer answered by the hub in room `room`.
-async fn join(hub: &HubHandle, room: u64, side: Side) -> (UdpSocket, SyntheticPeer) {
+async fn join(hub: &HubHandle, room: u64, who: Participant) -> (UdpSocket, SyntheticPeer) {
     let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
     let local = socket.local_addr().unwrap();
-    let (mut peer, offer) = SyntheticPeer::offer(local, Instant::now()).unwrap();
-    let answer = hub
-        .offer(room, Participant::Side(side), offer)
-        .await
-        .unwrap();
+    let (mut peer, offer) = match who {
+        Participant::Side(_) => SyntheticPeer::offer(local, Instant::now()).unwrap(),
+        Participant::Watcher(_) => SyntheticPeer::offer_watcher(local, Instant::now()).unwrap(),
+    };
+    let answer = hub.offer(room, who, offer).await.unwrap();
     assert!(
         answer.contains(&format!("{} typ host", hub.local().port())),
         "the answer advertises the hub's socket: {answer}"
@@ -139,16 +140,43 @@ async fn two_rooms_of_synthetic_participants_exchange_vp8_and_opus_over_one_sock
     for room in [1u64, 2] {
         assert!(hub.open_room(room, RoomConfig::default()).await.unwrap());
         for side in [Side::Visitor, Side::Inmate] {
-            let (socket, peer) = join(&hub, room, side).await;
+            let (socket, peer) = join(&hub, room, Participant::Side(side)).await;
             let script = script.clone();
             let run = synthetic::run(socket, peer, script, PLAY, Duration::from_millis(700));
             runs.push((room, side, tokio::spawn(run)));
         }
     }
+    // An investigator watches room 1: receive-only, both sides.
+    let (socket, watcher) = join(&hub, 1, Participant::Watcher(1)).await;
+    let linger = Duration::from_millis(700);
+    let watch = synthetic::run_for_lines(socket, watcher, script.clone(), PLAY, linger);
+    let watch = tokio::spawn(watch);
     let mut counts: Vec<(u64, Side, Counts)> = Vec::new();
     for (room, side, run) in runs {
         counts.push((room, side, run.await.unwrap()));
     }
+    let (watched, lines) = watch.await.unwrap();
+    eprintln!("watcher: {watched:?}");
+    assert_eq!(lines.len(), 4);
+    let sides = [Side::Visitor, Side::Visitor, Side::Inmate, Side::Inmate];
+    for (line, side) in lines.iter().zip(sides) {
+        let (_, _, sent) = counts
+            .iter()
+            .find(|(r, s, _)| *r == 1 && *s == side)
+            .unwrap();
+        let sent = match line.kind {
+            MediaKind::Audio => sent.sent_opus_packets,
+            MediaKind::Video => sent.sent_video_frames,
+        };
+        // It joined last, so it may miss the first frames of each side.
+        let what = format!("watcher {:?} of the {}", line.kind, side.as_str());
+        assert!(
+            line.frames * 100 >= sent * 90 && line.frames <= sent,
+            "{what}: {} of {sent}",
+            line.frames
+        );
+    }
+    assert_eq!(watched.sent_video_frames + watched.sent_opus_packets, 0);
     for (room, side, got) in &counts {
         let (_, _, sent) = counts
             .iter()

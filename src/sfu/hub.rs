@@ -139,8 +139,9 @@ impl Hub {
         }
     }
 
-    /// Routes a datagram: to the room that took this source last, else to the first room
-    /// whose peers accept it (remembered). Returns the room, or `None` (ignored, counted).
+    /// Routes a datagram: to the room that took this source last, else (STUN only) to the
+    /// first room whose peers accept it (remembered). Returns the room, or `None`
+    /// (ignored, counted).
     pub fn handle_datagram(
         &mut self,
         source: SocketAddr,
@@ -158,6 +159,13 @@ impl Hub {
                 return Some(id);
             }
             self.routes.remove(&source);
+        }
+        // A peer's first datagram from an address is always a STUN binding request (ICE
+        // checks come first), so only STUN is worth a scan over the rooms: a flood of
+        // anything else from unknown addresses costs one byte's look, not a scan.
+        if !is_stun(bytes) {
+            self.unrouted += 1;
+            return None;
         }
         let found = self.rooms.iter_mut().find_map(|(&id, s)| {
             s.room
@@ -218,6 +226,11 @@ impl Hub {
         }
         None
     }
+}
+
+/// RFC 7983 demultiplexing: a first byte 0–3 is STUN.
+fn is_stun(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|&b| b < 4)
 }
 
 #[cfg(test)]
@@ -286,6 +299,12 @@ mod tests {
             None
         );
         assert_eq!(hub.unrouted, 1);
+        // Looks like STUN (first byte 0-3) but is not: scanned, taken by no room.
+        assert_eq!(
+            hub.handle_datagram(addr("127.0.0.1:1"), &[0x00; 30], now),
+            None
+        );
+        assert_eq!(hub.unrouted, 2);
         assert!(hub.close_room(7).is_some());
         assert!(!hub.routes.values().any(|&r| r == 7));
         assert!(matches!(

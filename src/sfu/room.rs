@@ -48,8 +48,6 @@ pub struct Room {
     local: SocketAddr,
     peers: Vec<Peer>,
     taps: [Option<Tap>; 2],
-    /// Events raised outside `poll` (offers, removals), handed out by the next poll.
-    pending: Vec<RoomEvent>,
     /// Scratch: str0m events of the peers drained in one pass, by peer index.
     scratch: Vec<(usize, Event)>,
     flowing: bool,
@@ -64,7 +62,6 @@ impl Room {
             local,
             peers: Vec::new(),
             taps: [None, None],
-            pending: Vec::new(),
             scratch: Vec::new(),
             flowing: false,
             stats: RoomStats::default(),
@@ -188,14 +185,12 @@ impl Room {
         transmits: &mut Vec<Datagram>,
         events: &mut Vec<RoomEvent>,
     ) -> Option<Instant> {
-        events.append(&mut self.pending);
         self.run_timers(now);
         loop {
             if !self.drain(transmits) {
                 break;
             }
-            let scratch = std::mem::take(&mut self.scratch);
-            let mut scratch = scratch;
+            let mut scratch = std::mem::take(&mut self.scratch);
             for (i, e) in scratch.drain(..) {
                 self.on_event(i, e, now, events);
             }

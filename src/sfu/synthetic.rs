@@ -157,7 +157,11 @@ impl SyntheticPeer {
         Ok(())
     }
 
+    /// The payload type of `codec` on `mid`, if the answer lets us send on it.
     fn pt(&mut self, mid: Mid, codec: Codec) -> Option<Pt> {
+        if !self.rtc.media(mid)?.direction().is_sending() {
+            return None;
+        }
         let writer = self.rtc.writer(mid)?;
         let pt = writer
             .payload_params()
@@ -356,16 +360,38 @@ pub enum ScriptError {
     Format(#[from] MediaFileError),
 }
 
+/// [`run`], returning the per m-line counts too (a watcher's four lines).
+pub async fn run_for_lines(
+    socket: UdpSocket,
+    peer: SyntheticPeer,
+    script: Arc<Script>,
+    duration: Duration,
+    linger: Duration,
+) -> (Counts, Vec<LineCounts>) {
+    let peer = play(socket, peer, script, duration, linger).await;
+    (peer.counts(), peer.lines().to_vec())
+}
+
 /// Plays `script` through `peer` over `socket` for `duration` after it connects (or gives
 /// up `connect_within` after starting), and returns its counts. Receives all the while,
 /// and for `linger` after the last send so the other side's last frames are counted.
 pub async fn run(
     socket: UdpSocket,
-    mut peer: SyntheticPeer,
+    peer: SyntheticPeer,
     script: Arc<Script>,
     duration: Duration,
     linger: Duration,
 ) -> Counts {
+    play(socket, peer, script, duration, linger).await.counts()
+}
+
+async fn play(
+    socket: UdpSocket,
+    mut peer: SyntheticPeer,
+    script: Arc<Script>,
+    duration: Duration,
+    linger: Duration,
+) -> SyntheticPeer {
     let started = Instant::now(); // clock-ok: a load generator paces in real time
     let connect_within = super::CONNECT_TIMEOUT;
     let (video_span, audio_span) = script.spans();
@@ -382,7 +408,7 @@ pub async fn run(
         if let Some(start) = media_start {
             let elapsed = now - start;
             if elapsed >= duration + linger || peer.is_disconnected() {
-                return peer.counts();
+                return peer;
             }
             if elapsed < duration {
                 let at = |t: u64, hz: u64| start + Duration::from_micros(t * 1_000_000 / hz);
@@ -407,7 +433,7 @@ pub async fn run(
                 next_send = Some(start + duration + linger);
             }
         } else if now - started > connect_within {
-            return peer.counts();
+            return peer;
         }
         let timeout = peer.poll(&mut out);
         for d in out.drain(..) {
