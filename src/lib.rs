@@ -21,6 +21,7 @@
 //! | [`session`] | core + driver | end reasons, the session runner (database work beside the driver), CDR rows and crash recovery |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
 //! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
+//! | [`sfu`] | core + driver | video visits' media: rooms forwarding Opus/VP8 between two sides and watchers (str0m), many rooms on one UDP socket, a synthetic participant |
 //! | [`api`] | driver | the HTTP API (axum) |
 //! | [`cluster`] | driver | the node's heartbeat, and forwarding live-call requests to the node that carries the call |
 //! | [`db`] | driver | one pool over SQLite or PostgreSQL, migrations |
@@ -46,6 +47,7 @@ pub mod rating;
 pub mod recording;
 pub mod server;
 pub mod session;
+pub mod sfu;
 pub mod signed;
 pub mod sip;
 pub mod store;
