@@ -40,30 +40,15 @@ use crate::session::EndReason;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// One of the two people in a visit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The family member, from the join link.
-    Visitor,
-    /// The inmate, at the kiosk.
-    Inmate,
-}
+/// One of the two people in a visit: the forwarding core's sides.
+pub use crate::sfu::Side;
 
-impl Side {
-    const BOTH: [Side; 2] = [Side::Visitor, Side::Inmate];
+const BOTH: [Side; 2] = [Side::Visitor, Side::Inmate];
 
-    fn index(self) -> usize {
-        match self {
-            Side::Visitor => 0,
-            Side::Inmate => 1,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Visitor => "visitor",
-            Side::Inmate => "inmate",
-        }
+fn index(side: Side) -> usize {
+    match side {
+        Side::Visitor => 0,
+        Side::Inmate => 1,
     }
 }
 
@@ -174,7 +159,7 @@ impl VisitCore {
 
     /// Whether `side`'s page is connected.
     pub fn is_joined(&self, side: Side) -> bool {
-        self.sides[side.index()].joined
+        self.sides[index(side)].joined
     }
 
     /// The billing machine (increments, the amount charged, pauses).
@@ -210,7 +195,7 @@ impl VisitCore {
     /// `side`'s page connected (or reconnected) its signalling.
     pub fn joined(&mut self, side: Side, _now: Instant) {
         if !self.is_ended() {
-            self.sides[side.index()].joined = true;
+            self.sides[index(side)].joined = true;
         }
     }
 
@@ -220,7 +205,7 @@ impl VisitCore {
         if self.is_ended() || self.state == VisitState::Lobby {
             return;
         }
-        let p = &mut self.sides[side.index()];
+        let p = &mut self.sides[index(side)];
         p.joined = true;
         p.flowing = true;
         p.ever_flowed = true;
@@ -232,7 +217,7 @@ impl VisitCore {
         if self.is_ended() {
             return;
         }
-        let p = &mut self.sides[side.index()];
+        let p = &mut self.sides[index(side)];
         p.joined = false;
         p.flowing = false;
         self.on_presence(now);
@@ -318,9 +303,9 @@ impl VisitCore {
         }
         if self.state == VisitState::Waiting
             && now >= self.plan.no_show_at
-            && Side::BOTH
+            && BOTH
                 .iter()
-                .any(|s| !self.sides[s.index()].ever_flowed)
+                .any(|s| !self.sides[index(*s)].ever_flowed)
         {
             self.end(now, EndReason::NoShow);
             return;
@@ -363,7 +348,7 @@ impl VisitCore {
     }
 
     fn both_flowing(&self) -> bool {
-        Side::BOTH.iter().all(|s| self.sides[s.index()].flowing)
+        BOTH.iter().all(|s| self.sides[index(*s)].flowing)
     }
 
     /// Presence changed: start billing, or pause and resume it.
