@@ -728,6 +728,7 @@ impl CallTask {
             media_end_at: s.media_ended_at.map(|i| self.wall_of(i)),
             counted_increments: s.increments,
             charged: s.charged,
+            paused: None,
         }
     }
 

@@ -183,6 +183,8 @@ pub struct Closure {
     pub media_end_at: Option<DateTime<Utc>>,
     pub counted_increments: u32,
     pub charged: Money,
+    /// Time billing was paused (a visit's side dropped out); `None` for calls.
+    pub paused: Option<Duration>,
 }
 
 /// How often a close (CDR, recording) is tried before it is left to the next start.
@@ -286,6 +288,23 @@ impl SessionDb {
                 .await
                 .map_err(StoreError::from);
             SessionDone::IncrementCounted { increment, result }
+        }
+    }
+
+    /// Appends to the session's timeline (a visit's joins, drops and pauses); a failed
+    /// write only costs the entry (logged).
+    pub fn event(
+        &self,
+        at: DateTime<Utc>,
+        kind: cdr::SessionEventKind,
+        side: &'static str,
+    ) -> impl Future<Output = SessionDone> + Send {
+        let (store, id) = (self.store.clone(), self.session_id.clone());
+        async move {
+            if let Err(e) = cdr::add_event(store.db(), &id, at, kind, side).await {
+                warn!(error = %e, kind = kind.as_str(), side, "cannot write the session's event");
+            }
+            SessionDone::Noted
         }
     }
 
@@ -430,7 +449,7 @@ async fn close_cdr(store: &Store, id: &str, c: &Closure, closed_at: DateTime<Utc
         media_end_at: c.media_end_at,
         counted_increments: c.counted_increments,
         closed_at: Some(closed_at),
-        paused: None,
+        paused: c.paused,
     };
     for attempt in 0..CLOSE_ATTEMPTS {
         match cdr::close_with(store.db(), id, &end, &call).await {

@@ -24,6 +24,7 @@
 pub mod core;
 pub mod rules;
 pub mod signal;
+pub mod task;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

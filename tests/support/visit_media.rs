@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sallyport::recording::{self, webm, MediaKind, Participant};
 use sallyport::store::{NewRecording, Store};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -237,4 +237,77 @@ pub(crate) async fn insert_visit(store: &Store, id: &str, facility: &str, at: Da
     .execute(store.db().pool())
     .await
     .expect("insert the visit session");
+}
+
+/// The test media (10 s of 640×360 VP8 at about 500 kbit/s with a keyframe every 3 s, and
+/// 32 kbit/s Opus in 20 ms packets), made with ffmpeg unless already there; `None`
+/// (skipped) without ffmpeg.
+pub(crate) fn sfu_media() -> Option<(PathBuf, PathBuf)> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sfu-media");
+    let (ivf, ogg) = (dir.join("visit.ivf"), dir.join("visit.ogg"));
+    if ivf.exists() && ogg.exists() {
+        return Some((ivf, ogg));
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let ffmpeg = |args: &[&str], out: &Path| {
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .arg(out)
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A moving pattern with a little noise: on plain `testsrc` libvpx undershoots to
+    // about 220 kbit/s; with the noise it holds the 500 kbit/s asked for.
+    let video = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-t",
+        "10",
+    ];
+    let vp8 = [
+        "-vf",
+        "noise=alls=8:allf=t",
+        "-c:v",
+        "libvpx",
+        "-b:v",
+        "500k",
+        "-g",
+        "90",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-f",
+        "ivf",
+    ];
+    let audio = [
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "10",
+    ];
+    let opus = ["-c:a", "libopus", "-b:a", "32k", "-ac", "1", "-f", "ogg"];
+    let made = ffmpeg(
+        &[&video[..], &vp8[..]].concat(),
+        &ivf.with_extension("tmp.ivf"),
+    ) && ffmpeg(
+        &[&audio[..], &opus[..]].concat(),
+        &ogg.with_extension("tmp.ogg"),
+    );
+    if !made {
+        sallyport::db::testing::skip_or_fail(
+            "ffmpeg with libvpx and libopus is not installed (Debian package ffmpeg): \
+             the visit media test skipped",
+        );
+        return None;
+    }
+    std::fs::rename(ivf.with_extension("tmp.ivf"), &ivf).unwrap();
+    std::fs::rename(ogg.with_extension("tmp.ogg"), &ogg).unwrap();
+    Some((ivf, ogg))
 }
