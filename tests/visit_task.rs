@@ -15,15 +15,17 @@ use sallyport::clock::{Clock, SystemClock};
 use sallyport::db::testing::TestDb;
 use sallyport::ledger::{DepositMethod, DepositRequest, RequestKey};
 use sallyport::money::Money;
+use sallyport::recording::chain;
 use sallyport::session::cdr;
 use sallyport::session::EndReason;
 use sallyport::sfu::synthetic::{self, Counts, Script, SyntheticPeer};
 use sallyport::sfu::{spawn_hub, HubHandle, Participant, Side};
-use sallyport::store::{Booking, ContactStatus, NewContact, NewFacility, Store};
+use sallyport::store::{Booking, ContactStatus, NewContact, NewFacility, RecordingStatus, Store};
 use sallyport::visit::signal::{FromPage, Phase, ToPage, WarningKind};
 use sallyport::visit::task::{VisitInput, VisitSetup, VisitTask};
 use sqlx::Row;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -129,6 +131,7 @@ async fn start(
     account: &str,
     contact: &str,
     slot_secs: i64,
+    recordings_dir: Option<PathBuf>,
 ) -> Running {
     let (events_tx, mut events_rx) = mpsc::channel(256);
     let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
@@ -153,6 +156,7 @@ async fn start(
         account_id: account.to_string(),
         privileged: false,
         node_id: "n1".into(),
+        recordings_dir,
         opens_at: now,
         ends_at: now + chrono::Duration::seconds(slot_secs),
         no_show_at: now + chrono::Duration::seconds(6),
@@ -229,7 +233,9 @@ async fn a_visit_is_forwarded_charged_warned_and_cut_at_the_end_of_its_slot() {
     };
     let script = Arc::new(Script::from_files(&ivf, &ogg).unwrap());
     let (t, store, inmate, account, contact) = world("1.00").await;
-    let r = start(&store, &inmate, &account, &contact, 8).await;
+    let recordings = tempfile::tempdir().unwrap();
+    let dir = recordings.path().to_path_buf();
+    let r = start(&store, &inmate, &account, &contact, 8, Some(dir.clone())).await;
 
     // Both pages attach, see the slot open, offer, and play their media.
     let mut pages = Vec::new();
@@ -333,6 +339,41 @@ async fn a_visit_is_forwarded_charged_warned_and_cut_at_the_end_of_its_slot() {
             "{expected:?} missing from {kinds:?}"
         );
     }
+    // Both sides recorded, finished, chained, and their files read back as VP8 + Opus
+    // for about the connected time.
+    let recs = store.session_recordings("ses_1").await.unwrap();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    for rec in &recs {
+        assert_eq!(rec.status, RecordingStatus::Complete, "{rec:?}");
+        assert!(rec.sha256.is_some() && rec.chain_seq.is_some(), "{rec:?}");
+        let secs = rec.duration_ms.unwrap() as f64 / 1000.0;
+        assert!(
+            (summary.connected.as_secs_f64() - secs).abs() < 1.5,
+            "{} recorded {secs} s of {:?} connected",
+            rec.participant.as_str(),
+            summary.connected
+        );
+        let probe = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(dir.join(&rec.path))
+            .output()
+            .unwrap();
+        let codecs = String::from_utf8_lossy(&probe.stdout);
+        assert!(
+            codecs.contains("vp8") && codecs.contains("opus"),
+            "{}: {codecs}",
+            rec.path
+        );
+    }
+    let report = chain::verify_all(&store, &dir).await.unwrap();
+    assert!(report.ok, "{report:?}");
     t.cleanup().await;
 }
 
@@ -343,7 +384,7 @@ async fn a_side_that_drops_out_pauses_the_charge_until_it_is_back() {
     };
     let script = Arc::new(Script::from_files(&ivf, &ogg).unwrap());
     let (t, store, inmate, account, contact) = world("1.00").await;
-    let r = start(&store, &inmate, &account, &contact, 14).await;
+    let r = start(&store, &inmate, &account, &contact, 14, None).await;
     let (mut visitor, _v) = join(&r, Side::Visitor, &script, 20).await;
     let (mut kiosk, _k) = join(&r, Side::Inmate, &script, 20).await;
     let connected = |m: &ToPage| match m {

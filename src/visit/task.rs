@@ -17,6 +17,7 @@
 //! waits for the runner to close the CDR, and returns the visit's summary.
 
 use super::core::{Side, VisitAction, VisitCore, VisitPlan, VisitState};
+use super::recorder::{SideRecording, VisitFiles};
 use super::signal::{FromPage, Phase, ToPage, WarningKind};
 use crate::charging::{ChargingAction, WarningReason};
 use crate::clock::Clock;
@@ -33,6 +34,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 use tracing::{info, warn};
+
+/// Frames a side's recorder may fall behind before the room drops (and counts) them:
+/// about 10 s of 30 fps video and 50 packet/s audio.
+const TAP_CAPACITY: usize = 1024;
 
 /// How long an offer may take the hub to answer.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +73,8 @@ pub struct VisitSetup {
     pub privileged: bool,
     /// The node that runs the visit (the CDR's `node_id`).
     pub node_id: String,
+    /// Where recordings go; `None`: this visit is not recorded (recording off, or a test).
+    pub recordings_dir: Option<std::path::PathBuf>,
     pub opens_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub no_show_at: DateTime<Utc>,
@@ -91,7 +98,10 @@ pub struct VisitTask {
     clock: Arc<dyn Clock>,
     hub: HubHandle,
     db: SessionDb,
+    store: Store,
     runner: Runner<SessionDone>,
+    /// The recordings being started (both sides), once the core asked for them.
+    recordings: Option<tokio::task::JoinHandle<Vec<SideRecording>>>,
     pages: [Option<mpsc::Sender<ToPage>>; 2],
     /// The instant and wall time the task's clock readings are converted with.
     origin: (Instant, DateTime<Utc>),
@@ -144,7 +154,12 @@ impl VisitTask {
             Ok(false) => return Err(VisitTaskError::AlreadyLive),
             Err(e) => return Err(VisitTaskError::Database(e.to_string())),
         }
-        let db = SessionDb::new(store, &setup.session_id, &setup.facility_id, Service::Video);
+        let db = SessionDb::new(
+            store.clone(),
+            &setup.session_id,
+            &setup.facility_id,
+            Service::Video,
+        );
         hub.open_room(setup.room, RoomConfig::default())
             .await
             .map_err(|e| VisitTaskError::Hub(e.to_string()))?;
@@ -154,7 +169,9 @@ impl VisitTask {
             clock,
             hub,
             db,
+            store,
             runner: Runner::new(),
+            recordings: None,
             pages: [None, None],
             origin,
             terminate_waiters: Vec::new(),
@@ -335,11 +352,7 @@ impl VisitTask {
                         .check_balance(Some(self.setup.account_id.clone()), 0);
                     self.runner.submit(job);
                 }
-                VisitAction::StartRecording => {
-                    // The visit recorder (WebM per side from the room's taps) is the next
-                    // step of issue 11; until it lands the visit is not recorded.
-                    warn!("visit recording is not wired yet: this visit is not recorded");
-                }
+                VisitAction::StartRecording => self.start_recording(now),
                 VisitAction::Charging(ChargingAction::Debit { increment, amount }) => {
                     let job = self
                         .db
@@ -403,7 +416,7 @@ impl VisitTask {
             warn!(error = %e, "cannot close the visit's room");
         }
         let c = self.core.charging();
-        let closure = Closure {
+        let mut closure = Closure {
             reason,
             inmate_id: Some(self.setup.inmate_id.clone()),
             number_e164: None,
@@ -417,8 +430,56 @@ impl VisitTask {
             charged: c.charged(),
             paused: Some(c.paused_for(now)),
         };
-        let job = self.db.close(closure, None);
-        self.runner.submit(job);
+        // The room is closed, so the taps are: the writers finish their files. The CDR is
+        // closed once the recordings are chained, saying whether there are any.
+        let (recordings, store, db) = (self.recordings.take(), self.store.clone(), self.db.clone());
+        self.runner.submit(async move {
+            let recs = match recordings {
+                Some(h) => h.await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            closure.recorded = !recs.is_empty();
+            for r in recs {
+                r.finish(&store).await;
+            }
+            db.close(closure, None).await
+        });
+    }
+
+    /// Starts recording both sides from the room's taps, beside the loop (files, rows).
+    fn start_recording(&mut self, now: Instant) {
+        let Some(dir) = self.setup.recordings_dir.clone() else {
+            return info!("recording is off: this visit is not recorded");
+        };
+        let files = VisitFiles {
+            dir,
+            session_id: self.setup.session_id.clone(),
+            facility_id: self.setup.facility_id.clone(),
+            node_id: self.setup.node_id.clone(),
+        };
+        let (hub, store, room, wall) = (
+            self.hub.clone(),
+            self.store.clone(),
+            self.setup.room,
+            self.wall_of(now),
+        );
+        self.recordings = Some(tokio::spawn(async move {
+            let mut started = Vec::new();
+            for side in [Side::Visitor, Side::Inmate] {
+                let tap = match hub.tap(room, side, TAP_CAPACITY).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!(error = %e, side = side.as_str(), "cannot tap the room: side not recorded");
+                        continue;
+                    }
+                };
+                match SideRecording::start(&store, &files, side, tap, now, wall).await {
+                    Ok(r) => started.push(r),
+                    Err(e) => warn!(error = %e, side = side.as_str(), "cannot start the recording"),
+                }
+            }
+            started
+        }));
     }
 
     fn ended_message(&self) -> ToPage {
