@@ -7,8 +7,10 @@
 //! forwarded stream (a room forwards four: each side's audio and video). Added latency is
 //! not measured yet: the pre-encoded payloads carry no send time.
 //!
-//! `cargo run --release --example visit_load -- [--visits 10] [--secs 10] --ivf visit.ivf
-//! --ogg visit.ogg` (make the files as `tests/sfu.rs` does, with Debian's ffmpeg).
+//! `cargo run --release --example visit_load -- [--visits 10] [--secs 10] [--rcvbuf BYTES]
+//! --ivf visit.ivf --ogg visit.ogg` (make the files as `tests/sfu.rs` does, with Debian's
+//! ffmpeg). Without `--rcvbuf` the hub's socket keeps the kernel's default buffer, which
+//! overflows at a few dozen visits (see `sallyport::sfu::driver`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a load tool: a bad set-up aborts the run
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use sallyport::clock::SystemClock;
 use sallyport::sfu::synthetic::{self, Counts, Script, SyntheticPeer};
-use sallyport::sfu::{spawn_hub, HubHandle, Participant, RoomConfig, Side};
+use sallyport::sfu::{spawn_hub, HubHandle, Participant, RoomConfig, RoomEvent, Side};
 use tokio::net::UdpSocket;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -28,6 +30,8 @@ struct Args {
     secs: u64,
     ivf: PathBuf,
     ogg: PathBuf,
+    /// `--rcvbuf BYTES`: SO_RCVBUF for the hub's socket (the kernel's default otherwise).
+    rcvbuf: Option<i32>,
 }
 
 fn args() -> Args {
@@ -36,6 +40,7 @@ fn args() -> Args {
         secs: 10,
         ivf: PathBuf::from("visit.ivf"),
         ogg: PathBuf::from("visit.ogg"),
+        rcvbuf: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +50,7 @@ fn args() -> Args {
             "--secs" => a.secs = value.parse().expect("--secs N"),
             "--ivf" => a.ivf = value.into(),
             "--ogg" => a.ogg = value.into(),
+            "--rcvbuf" => a.rcvbuf = Some(value.parse().expect("--rcvbuf BYTES")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -63,7 +69,24 @@ fn thread_cpu(tid: i32) -> Duration {
 }
 
 /// Starts the hub on its own thread; returns its handle and the thread's id.
-fn hub_thread() -> (HubHandle, i32) {
+type Events = Arc<std::sync::Mutex<Vec<(u64, RoomEvent)>>>;
+
+/// Asks for a larger receive buffer on the hub's socket (capped by net.core.rmem_max).
+fn set_rcvbuf(socket: &std::net::UdpSocket, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+}
+
+fn hub_thread(log: Events, rcvbuf: Option<i32>) -> (HubHandle, i32) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -71,11 +94,20 @@ fn hub_thread() -> (HubHandle, i32) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let socket = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+            let socket = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
+            if let Some(bytes) = rcvbuf {
+                set_rcvbuf(&socket, bytes);
+            }
+            socket.set_nonblocking(true).unwrap();
+            let socket = UdpSocket::from_std(socket).unwrap();
             let (events, mut rx_events) = tokio::sync::mpsc::channel(65_536);
             let hub = spawn_hub(socket, LOOPBACK, Arc::new(SystemClock), events).unwrap();
             tx.send((hub, unsafe { libc::gettid() })).unwrap();
-            while rx_events.recv().await.is_some() {}
+            while let Some(e) = rx_events.recv().await {
+                if !matches!(e.1, RoomEvent::KeyframeRequested { .. }) {
+                    log.lock().unwrap().push(e);
+                }
+            }
         });
     });
     rx.recv().unwrap()
@@ -85,10 +117,12 @@ fn hub_thread() -> (HubHandle, i32) {
 async fn main() {
     let a = args();
     let script = Arc::new(Script::from_files(&a.ivf, &a.ogg).expect("media files"));
-    let (hub, tid) = hub_thread();
+    let log = Events::default();
+    let (hub, tid) = hub_thread(log.clone(), a.rcvbuf);
     let play = Duration::from_secs(a.secs);
     let linger = Duration::from_millis(700);
     let mut runs = Vec::new();
+    let joins = Instant::now();
     for room in 0..a.visits {
         assert!(hub.open_room(room, RoomConfig::default()).await.unwrap());
         for side in [Side::Visitor, Side::Inmate] {
@@ -102,6 +136,11 @@ async fn main() {
             runs.push((room, side, tokio::spawn(run)));
         }
     }
+    println!(
+        "{} offers answered in {:.2} s",
+        a.visits * 2,
+        joins.elapsed().as_secs_f64()
+    );
     let cpu0 = thread_cpu(tid);
     let t0 = Instant::now();
     let mut counts: Vec<(u64, Side, Counts)> = Vec::new();
@@ -121,6 +160,30 @@ async fn main() {
         got[0] += c.video_frames;
         got[1] += c.opus_packets;
     }
+    let silent = counts
+        .iter()
+        .filter(|(_, _, c)| c.sent_video_frames == 0)
+        .count();
+    for (room, side, _) in counts.iter().filter(|(_, _, c)| c.sent_video_frames == 0) {
+        let events: Vec<RoomEvent> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r == room)
+            .map(|(_, e)| e.clone())
+            .collect();
+        println!("not connected: room {room} {side:?}; the room's events: {events:?}");
+    }
+    let st = hub.stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "participants that never sent (not connected): {silent}; hub datagrams in {} out {} \
+         unrouted {} send errors {}",
+        load(&st.datagrams_in),
+        load(&st.datagrams_out),
+        load(&st.unrouted),
+        load(&st.send_errors)
+    );
     let streams = a.visits * 4;
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
     println!(
