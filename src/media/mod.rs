@@ -43,6 +43,7 @@
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
+pub mod opus;
 pub mod ports;
 pub mod prompts;
 pub mod relay;

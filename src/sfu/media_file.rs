@@ -158,20 +158,7 @@ fn ogg_packets(bytes: &[u8]) -> Result<Vec<Vec<u8>>, MediaFileError> {
 
 /// An Opus packet's duration in 48 kHz samples, from its TOC byte (RFC 6716 §3.1).
 pub fn opus_samples(packet: &[u8]) -> Option<u32> {
-    let toc = *packet.first()?;
-    let config = toc >> 3;
-    // Frame length in 1/10 ms units ×48 → samples at 48 kHz.
-    let per_frame: u32 = match config {
-        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
-        12..=15 => [480, 960][usize::from(config % 2)],
-        _ => [120, 240, 480, 960][usize::from(config % 4)],
-    };
-    let frames = match toc & 3 {
-        0 => 1,
-        1 | 2 => 2,
-        _ => u32::from(*packet.get(1)? & 0x3f),
-    };
-    Some(per_frame * frames)
+    crate::media::opus::packet_samples(packet)
 }
 
 #[cfg(test)]

@@ -40,26 +40,10 @@ pub(crate) fn opus_head(channels: u8) -> [u8; 19] {
     h
 }
 
-/// The duration of an Opus packet in 48 kHz samples, from its TOC byte and (code 3) its
-/// frame count byte; 0 for an empty or malformed packet.
+/// The duration of an Opus packet in 48 kHz samples ([`crate::media::opus`]); 0 for an
+/// empty or malformed packet, and at most 120 ms (RFC 6716: a packet holds no more).
 pub(crate) fn opus_packet_samples(packet: &[u8]) -> u32 {
-    let Some(&toc) = packet.first() else {
-        return 0;
-    };
-    let config = toc >> 3;
-    // Samples per frame at 48 kHz: SILK 10/20/40/60 ms, hybrid 10/20 ms, CELT 2.5/5/10/20 ms.
-    let per_frame: u32 = match config {
-        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
-        12..=15 => [480, 960][usize::from(config % 2)],
-        _ => [120, 240, 480, 960][usize::from(config % 4)],
-    };
-    let frames = match toc & 3 {
-        0 => 1,
-        1 | 2 => 2,
-        _ => packet.get(1).map_or(0, |c| u32::from(c & 0x3F)),
-    };
-    // RFC 6716: a packet holds at most 120 ms.
-    (per_frame * frames).min(5760)
+    crate::media::opus::packet_samples(packet).map_or(0, |s| s.min(5760))
 }
 
 #[cfg(test)]
