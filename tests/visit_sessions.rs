@@ -4,19 +4,19 @@
 //! time billing was paused.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+mod support;
+
 use chrono::{DateTime, TimeZone, Utc};
 use sallyport::clock::{Clock, ManualClock};
 use sallyport::db::testing::TestDb;
 use sallyport::db::{Backend, Db};
-use sallyport::ledger::{
-    DebitOutcome, DepositMethod, DepositRequest, RequestKey, Service, SessionDebit,
-};
+use sallyport::ledger::{DebitOutcome, Service, SessionDebit};
 use sallyport::money::Money;
 use sallyport::session::cdr::{
     self, CallEnd, NewVisitSession, SessionEnd, SessionEvent, SessionEventKind,
 };
 use sallyport::session::EndReason;
-use sallyport::store::{Booking, ContactStatus, NewContact, NewFacility, Store};
+use sallyport::store::Store;
 use sqlx::Row;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,67 +47,14 @@ async fn world(backend: Backend) -> Option<World> {
         clock.clone() as Arc<dyn Clock>,
         "test-pepper-0123456789",
     );
-    store
-        .create_facility(NewFacility {
-            id: "F1".into(),
-            name: "F1 Jail".into(),
-            time_zone: "America/Chicago".into(),
-            country_code: "1".into(),
-            cap_category: "prison".into(),
-            calling_hours_start: "07:00".into(),
-            calling_hours_end: "22:00".into(),
-            deposit_max: "100".parse().unwrap(),
-            deposit_daily_max: "200".parse().unwrap(),
-            daily_call_limit: 0,
-            recording_retention_days: 30,
-        })
-        .await
-        .unwrap();
-    let b = Booking {
-        booking_number: "B1".into(),
-        first_name: "A".into(),
-        last_name: "B".into(),
-        pin: Some("2468".into()),
-        calling_id: None,
-        housing_unit: None,
-    };
-    let inmate = store.book_inmate("F1", b).await.unwrap();
-    let c = store
-        .add_contact(
-            &inmate.id,
-            NewContact {
-                number: "5551230001".into(),
-                name: "C".into(),
-                relationship: String::new(),
-                privileged: false,
-                video_allowed: true,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .decide_contact(&c.id, ContactStatus::Approved, "staff")
-        .await
-        .unwrap();
-    let dep = DepositRequest {
-        account_id: inmate.account_id.clone(),
-        method: DepositMethod::Online,
-        amount: m("1.00"),
-        depositor: String::new(),
-        reference: String::new(),
-    };
-    store
-        .ledger()
-        .deposit(&RequestKey::new("tests", "seed").unwrap(), dep)
-        .await
-        .unwrap();
+    let seeded = support::seed::inmate_with_contact(&store, "1.00", true).await;
     Some(World {
         t,
         clock,
         store,
-        inmate: inmate.id,
-        account: inmate.account_id,
-        contact: c.id,
+        inmate: seeded.inmate,
+        account: seeded.account,
+        contact: seeded.contact,
     })
 }
 

@@ -13,14 +13,13 @@ use chrono::Utc;
 use sallyport::charging::ChargingPlan;
 use sallyport::clock::{Clock, SystemClock};
 use sallyport::db::testing::TestDb;
-use sallyport::ledger::{DepositMethod, DepositRequest, RequestKey};
 use sallyport::money::Money;
 use sallyport::recording::chain;
 use sallyport::session::cdr;
 use sallyport::session::EndReason;
 use sallyport::sfu::synthetic::{self, Counts, Script, SyntheticPeer};
 use sallyport::sfu::{spawn_hub, HubHandle, Participant, Side};
-use sallyport::store::{Booking, ContactStatus, NewContact, NewFacility, RecordingStatus, Store};
+use sallyport::store::{RecordingStatus, Store};
 use sallyport::visit::signal::{FromPage, Phase, ToPage, WarningKind};
 use sallyport::visit::task::{VisitInput, VisitSetup, VisitTask};
 use sqlx::Row;
@@ -42,61 +41,8 @@ async fn world(balance: &str) -> (TestDb, Store, String, String, String) {
     let t = TestDb::sqlite().await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = Store::new(t.db.clone(), clock, "test-pepper-0123456789");
-    store
-        .create_facility(NewFacility {
-            id: "F1".into(),
-            name: "F1 Jail".into(),
-            time_zone: "America/Chicago".into(),
-            country_code: "1".into(),
-            cap_category: "prison".into(),
-            calling_hours_start: "00:00".into(),
-            calling_hours_end: "23:59".into(),
-            deposit_max: "100".parse().unwrap(),
-            deposit_daily_max: "200".parse().unwrap(),
-            daily_call_limit: 0,
-            recording_retention_days: 30,
-        })
-        .await
-        .unwrap();
-    let b = Booking {
-        booking_number: "B1".into(),
-        first_name: "A".into(),
-        last_name: "B".into(),
-        pin: Some("2468".into()),
-        calling_id: None,
-        housing_unit: None,
-    };
-    let inmate = store.book_inmate("F1", b).await.unwrap();
-    let c = store
-        .add_contact(
-            &inmate.id,
-            NewContact {
-                number: "5551230001".into(),
-                name: "C".into(),
-                relationship: String::new(),
-                privileged: false,
-                video_allowed: true,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .decide_contact(&c.id, ContactStatus::Approved, "staff")
-        .await
-        .unwrap();
-    let dep = DepositRequest {
-        account_id: inmate.account_id.clone(),
-        method: DepositMethod::Online,
-        amount: m(balance),
-        depositor: String::new(),
-        reference: String::new(),
-    };
-    store
-        .ledger()
-        .deposit(&RequestKey::new("tests", "seed").unwrap(), dep)
-        .await
-        .unwrap();
-    (t, store, inmate.id, inmate.account_id, c.id)
+    let s = support::seed::inmate_with_contact(&store, balance, true).await;
+    (t, store, s.inmate, s.account, s.contact)
 }
 
 /// Waits for the first message on `rx` that `pick` accepts.
