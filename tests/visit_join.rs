@@ -571,7 +571,9 @@ async fn guessing_at_a_kiosk_locks_out(app: App) {
         "{locks}"
     );
     assert!(subjects.contains(&("line".into(), line.clone())), "{locks}");
-    // Staff clear the station's lock: the inmate is still locked.
+    // A minute later, staff clear the station's lock (the count restarts from then): the
+    // inmate is still locked.
+    app.clock.set_wall(local(3, 9, 51, 0));
     ok(
         &app,
         "POST",
@@ -619,8 +621,9 @@ async fn rotating_ids_locks_the_station(app: App) {
         StatusCode::FORBIDDEN,
         "station_locked",
     );
-    // The inmate was never named, so is not locked: after staff clear the station, the
-    // right PIN joins.
+    // The inmate was never named, so is not locked: after staff clear the station (a
+    // minute later; the count restarts from then), the right PIN joins.
+    app.clock.set_wall(local(3, 9, 51, 0));
     let line = format!("station:{}", w.station);
     ok(
         &app,
