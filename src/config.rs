@@ -925,6 +925,23 @@ mod tests {
     }
 
     #[test]
+    fn the_join_lead_is_bounded_and_overridable() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(c.visits.join_lead_secs, 900);
+        let one = |k: &str, v: &str| std::iter::once((k.to_string(), v.to_string()));
+        let c = Config::from_toml_with_env(
+            CHECKED_IN,
+            "f",
+            one("SALLYPORT_VISITS_JOIN_LEAD_SECS", "300"),
+        )
+        .unwrap();
+        assert_eq!(c.visits.join_lead_secs, 300);
+        let text = CHECKED_IN.replace("join_lead_secs = 900", "join_lead_secs = 3601");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("visits.join_lead_secs"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let text = format!("{CHECKED_IN}\n[extra]\nfoo = 1\n");
         let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();

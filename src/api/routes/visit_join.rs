@@ -28,6 +28,7 @@ use crate::api::auth::{ApiJson, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::call::checks::{check_pin, station_line, PinEntry};
+use crate::call::stats::PinOutcome;
 use crate::call::PinVerdict;
 use crate::policy::lockout::PinLockout;
 use crate::store::{Role, StoreError, Visit};
@@ -206,6 +207,20 @@ pub(crate) async fn kiosk_join(
     };
     let policy = PinLockout::from_config(&s.config.security).at_station();
     let check = check_pin(&s.store, entry, &policy, now).await?;
+    if let Some(g) = &s.gateway {
+        // The handsets' counters: a lockout or a guessing alert is one whichever keypad
+        // it came from.
+        g.calls.pin_attempt(match check.verdict {
+            PinVerdict::Valid { .. } => PinOutcome::Valid,
+            PinVerdict::Wrong => PinOutcome::Wrong,
+            PinVerdict::Locked => PinOutcome::PhoneLocked,
+            PinVerdict::AccountLocked => PinOutcome::AccountLocked,
+        });
+        check.locked.iter().for_each(|l| g.calls.locked(*l));
+        if check.alert.is_some() {
+            g.calls.alert();
+        }
+    }
     match check.verdict {
         PinVerdict::Valid { inmate_id } if inmate_id == v.inmate_id => {}
         // Another inmate's right pair is answered as a wrong one: the kiosk tells nobody
