@@ -476,6 +476,16 @@ async fn the_kiosk_confirms_with_id_and_pin(app: App) {
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(pin_attempts(&app).await, 0);
+    // A suspended inmate joins nothing (and keys nothing).
+    let inmate = format!("/api/v1/inmates/{}", w.inmate);
+    ok(&app, "POST", &format!("{inmate}/suspend"), None).await;
+    expect(
+        kiosk_join(&app, &w.kiosk, &visit, id, PIN).await,
+        StatusCode::CONFLICT,
+        "inmate_inactive",
+    );
+    ok(&app, "POST", &format!("{inmate}/reinstate"), None).await;
+    assert_eq!(pin_attempts(&app).await, 0);
     // A wrong PIN, an ID that names nobody: pin_invalid, counted.
     expect(
         kiosk_join(&app, &w.kiosk, &visit, id, "0000").await,

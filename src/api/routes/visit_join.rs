@@ -13,8 +13,8 @@
 //!   ([`crate::call::checks::check_pin`]: the same PIN hash, the same attempt log and
 //!   locks), the station counted where a handset and its line are
 //!   ([`crate::call::checks::station_line`], [`PinLockout::at_station`]). The PIN is
-//!   checked only for a visit of this station that can be joined now, so a kiosk is no
-//!   place to guess outside a visit. Audited `visit.kiosk_join`, never the digits.
+//!   checked only for a visit of this station that can be joined now by an active inmate,
+//!   so a kiosk is no place to guess outside a visit. Audited `visit.kiosk_join`, never the digits.
 //! - `GET /visit-session`: what a pass lets in (either side), read-only.
 //!
 //! Refusals, each with its own code: a pass that is not ours or has run out is a 401
@@ -31,7 +31,7 @@ use crate::call::checks::{check_pin, station_line, PinEntry};
 use crate::call::stats::PinOutcome;
 use crate::call::PinVerdict;
 use crate::policy::lockout::PinLockout;
-use crate::store::{Role, StoreError, Visit};
+use crate::store::{InmateStatus, Role, StoreError, Visit};
 use crate::visit::pass::{self, Pass, PassRefusal, Side};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -194,6 +194,15 @@ pub(crate) async fn kiosk_join(
             ))
         }
         Err(r) => return Err(r.into()),
+    }
+    // A suspended or released inmate joins nothing, as such an inmate calls nobody.
+    let inmate = s.store.inmate(&v.inmate_id).await?;
+    if inmate.status != InmateStatus::Active {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "inmate_inactive",
+            "the inmate is not active (suspended or released): the visit cannot be joined",
+        ));
     }
     keyed("calling_id", &body.calling_id)?;
     keyed("pin", &body.pin)?;
