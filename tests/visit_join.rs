@@ -279,8 +279,8 @@ async fn the_join_link_and_its_window(app: App) {
     assert_eq!(v["inmate_name"], "John D.");
     assert_eq!(v["visitor_pays"], false);
     assert_eq!(v["recorded"], true);
-    assert_eq!(time(&v, "starts_at"), local(3, 10, 0, 0));
-    assert_eq!(time(&v, "ends_at"), local(3, 10, 30, 0));
+    assert_eq!(time(&v, "slot_start"), local(3, 10, 0, 0));
+    assert_eq!(time(&v, "slot_end"), local(3, 10, 30, 0));
     assert!(!v.to_string().contains("Doe"), "{v}");
     // In the slot; its last second; then expired.
     app.clock.set_wall(local(3, 10, 10, 0));
@@ -504,7 +504,7 @@ async fn the_kiosk_confirms_with_id_and_pin(app: App) {
     assert_eq!(joined["side"], "inmate");
     assert_eq!(joined["visit_id"], json!(visit));
     assert_eq!(time(&joined, "expires_at"), local(3, 10, 30, 0));
-    let pass = joined["pass"].as_str().unwrap();
+    let pass = joined["secret"].as_str().unwrap();
     let (s, v) = session(&app, pass).await;
     assert_eq!(
         (s, v["side"].as_str()),

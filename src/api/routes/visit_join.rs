@@ -263,7 +263,7 @@ pub(crate) async fn kiosk_join(
     )
     .await;
     Ok(Json(
-        json!({ "visit_id": v.id, "side": p.side, "pass": text,
+        json!({ "visit_id": v.id, "side": p.side, "secret": text,
         "valid_from": p.valid_from, "expires_at": p.expires_at }),
     ))
 }
@@ -294,7 +294,7 @@ pub(crate) async fn session(
     let inmate = s.store.inmate(&v.inmate_id).await?;
     Ok(Json(json!({
         "visit_id": v.id, "side": p.side, "status": v.status,
-        "starts_at": v.starts_at, "ends_at": v.ends_at,
+        "slot_start": v.starts_at, "slot_end": v.ends_at,
         "valid_from": p.valid_from, "expires_at": p.expires_at,
         "opens_in_secs": pass::opens_in_secs(v.starts_at, now),
         "ends_in_secs": (v.ends_at - now).num_seconds().max(0),
