@@ -303,9 +303,7 @@ impl VisitCore {
         }
         if self.state == VisitState::Waiting
             && now >= self.plan.no_show_at
-            && BOTH
-                .iter()
-                .any(|s| !self.sides[index(*s)].ever_flowed)
+            && BOTH.iter().any(|s| !self.sides[index(*s)].ever_flowed)
         {
             self.end(now, EndReason::NoShow);
             return;

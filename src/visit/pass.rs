@@ -20,35 +20,19 @@
 
 use super::VisitStatus;
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
 
 const VERSION: &str = "v1";
 /// The label of the pass key ([`crate::config::derive_key`]).
 pub const KEY_LABEL: &[u8] = b"sallyport visit pass v1";
 
-/// Which side of a visit a pass lets in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// The family member, from the join link.
-    Visitor,
-    /// The inmate, at the visit's station.
-    Inmate,
-}
+/// Which side of a visit a pass lets in: the visitor (from the join link) or the inmate
+/// (at the visit's station); the forwarding core's own sides.
+pub use crate::sfu::Side;
 
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Visitor => "visitor",
-            Side::Inmate => "inmate",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Side> {
-        [Side::Visitor, Side::Inmate]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-    }
+fn parse_side(s: &str) -> Option<Side> {
+    [Side::Visitor, Side::Inmate]
+        .into_iter()
+        .find(|v| v.as_str() == s)
 }
 
 /// What a pass says.
@@ -135,7 +119,7 @@ pub fn open(key: &[u8], text: &str) -> Result<Pass, PassRefusal> {
     if next()? != VERSION {
         return Err(invalid);
     }
-    let side = Side::parse(next()?).ok_or(invalid)?;
+    let side = parse_side(next()?).ok_or(invalid)?;
     let visit_id = next()?.to_string();
     let valid_from = from_unix(next()?).ok_or(invalid)?;
     let expires_at = from_unix(next()?).ok_or(invalid)?;

@@ -99,7 +99,7 @@ pub(crate) async fn join_link(
         Err(r) => return Err(r.into()),
     }
     let (p, text) = issue(&s, &v, Side::Visitor, now);
-    let detail = json!({ "side": p.side, "contact_id": v.contact_id,
+    let detail = json!({ "side": p.side.as_str(), "contact_id": v.contact_id,
         "valid_from": p.valid_from, "expires_at": p.expires_at });
     s.audit_detail(
         &caller,
@@ -109,7 +109,7 @@ pub(crate) async fn join_link(
         detail,
     )
     .await;
-    let body = json!({ "visit_id": v.id, "side": p.side,
+    let body = json!({ "visit_id": v.id, "side": p.side.as_str(),
         "url": format!("{VISITOR_PAGE}#{text}"),
         "valid_from": p.valid_from, "expires_at": p.expires_at });
     Ok((StatusCode::CREATED, Json(body)))
@@ -252,7 +252,7 @@ pub(crate) async fn kiosk_join(
         )),
     }
     let (p, text) = issue(&s, &v, Side::Inmate, now);
-    let detail = json!({ "side": p.side, "station_id": station, "inmate_id": v.inmate_id,
+    let detail = json!({ "side": p.side.as_str(), "station_id": station, "inmate_id": v.inmate_id,
         "valid_from": p.valid_from, "expires_at": p.expires_at });
     s.audit_detail(
         &caller,
@@ -263,7 +263,7 @@ pub(crate) async fn kiosk_join(
     )
     .await;
     Ok(Json(
-        json!({ "visit_id": v.id, "side": p.side, "secret": text,
+        json!({ "visit_id": v.id, "side": p.side.as_str(), "secret": text,
         "valid_from": p.valid_from, "expires_at": p.expires_at }),
     ))
 }
@@ -293,7 +293,7 @@ pub(crate) async fn session(
     pass::admit(v.status, p.valid_from, p.expires_at, now)?;
     let inmate = s.store.inmate(&v.inmate_id).await?;
     Ok(Json(json!({
-        "visit_id": v.id, "side": p.side, "status": v.status,
+        "visit_id": v.id, "side": p.side.as_str(), "status": v.status,
         "slot_start": v.starts_at, "slot_end": v.ends_at,
         "valid_from": p.valid_from, "expires_at": p.expires_at,
         "opens_in_secs": pass::opens_in_secs(v.starts_at, now),
