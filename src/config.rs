@@ -89,6 +89,7 @@ pub struct Config {
     pub rtp: RtpConfig,
     pub security: SecurityConfig,
     pub billing: BillingConfig,
+    pub visits: VisitsConfig,
     pub recording: RecordingConfig,
     pub demo: DemoConfig,
 }
@@ -263,6 +264,27 @@ pub struct BillingConfig {
     pub warning_lead_secs: u32,
     /// How long the called party has to press 1.
     pub accept_timeout_secs: u32,
+}
+
+/// Video visits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisitsConfig {
+    /// How long before its slot a visit can be joined (a join link or a kiosk confirmation
+    /// works from then on), so that the camera and microphone are checked before the slot
+    /// opens. At most [`JOIN_LEAD_MAX_SECS`].
+    pub join_lead_secs: u32,
+}
+
+/// The longest [`VisitsConfig::join_lead_secs`]: an hour.
+pub const JOIN_LEAD_MAX_SECS: u32 = 3_600;
+
+impl Default for VisitsConfig {
+    fn default() -> Self {
+        VisitsConfig {
+            join_lead_secs: 900,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -546,6 +568,12 @@ impl Config {
         }
         if self.billing.default_increment_secs == 0 {
             return bad("billing.default_increment_secs", "must be at least 1");
+        }
+        if self.visits.join_lead_secs > JOIN_LEAD_MAX_SECS {
+            return bad(
+                "visits.join_lead_secs",
+                &format!("must be at most {JOIN_LEAD_MAX_SECS} seconds"),
+            );
         }
         if self.node.id.is_empty() {
             return bad("node.id", "must not be empty");
@@ -894,6 +922,23 @@ mod tests {
         assert_eq!((c.rtp.port_min, c.rtp.port_max), (20000, 29999));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.sip.trunk.to_string(), "127.0.0.1:5080");
+    }
+
+    #[test]
+    fn the_join_lead_is_bounded_and_overridable() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(c.visits.join_lead_secs, 900);
+        let one = |k: &str, v: &str| std::iter::once((k.to_string(), v.to_string()));
+        let c = Config::from_toml_with_env(
+            CHECKED_IN,
+            "f",
+            one("SALLYPORT_VISITS_JOIN_LEAD_SECS", "300"),
+        )
+        .unwrap();
+        assert_eq!(c.visits.join_lead_secs, 300);
+        let text = CHECKED_IN.replace("join_lead_secs = 900", "join_lead_secs = 3601");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("visits.join_lead_secs"), "{e}");
     }
 
     #[test]

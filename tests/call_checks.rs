@@ -206,7 +206,7 @@ async fn entry(
 ) -> PinCheck {
     let e = PinEntry {
         facility_id: "F1",
-        handset_id: handset,
+        handset_id: Some(handset),
         line,
         calling_id,
         pin,
@@ -650,7 +650,7 @@ async fn stale_pending_entries_count_as_failures(w: World) {
     for _ in 0..6 {
         let a = NewAttempt {
             facility_id: "F1",
-            handset_id: &h,
+            handset_id: Some(&h),
             line: "10.0.0.1",
             inmate_id: Some(&w.inmate),
             target: &w.inmate,
@@ -902,7 +902,7 @@ async fn migration_0005_keeps_old_pins(backend: Backend) {
         async move {
             let e = PinEntry {
                 facility_id: "F1",
-                handset_id: "hs_old",
+                handset_id: Some("hs_old"),
                 line: "10.0.0.1",
                 calling_id: &calling_id,
                 pin,

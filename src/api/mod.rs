@@ -60,6 +60,9 @@ pub struct AppState {
     /// Key of the recording tickets' MAC, derived from the config so every node configured
     /// alike verifies every other's tickets ([`tickets`]).
     pub ticket_key: Arc<[u8]>,
+    /// Key of the participant passes of video visits ([`crate::visit::pass`]): from the
+    /// same secret as the tickets, under its own label.
+    pub pass_key: Arc<[u8]>,
     /// This node in its cluster: a live call another node carries is reached through it
     /// ([`crate::cluster`]).
     pub cluster: crate::cluster::Cluster,
@@ -89,6 +92,7 @@ impl AppState {
             admin_token_hash,
             gateway: None,
             ticket_key: Arc::from(tickets::derive_key(&config).as_slice()),
+            pass_key: Arc::from(tickets::derive_pass_key(&config).as_slice()),
             cluster: crate::cluster::Cluster::from_config(&config),
             config,
         }
@@ -152,7 +156,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, facilities, inmates, integrity, listen, money, rates, recordings,
-        tokens, users, visiting, visits,
+        tokens, users, visit_join, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -256,6 +260,9 @@ pub fn router(state: AppState) -> Router {
         .route("/visits/{id}/deny", post(visits::deny))
         .route("/visits/{id}/cancel", post(visits::cancel))
         .route("/visits/{id}/no-show", post(visits::no_show))
+        .route("/visits/{id}/join-link", post(visit_join::join_link))
+        .route("/visits/{id}/kiosk-join", post(visit_join::kiosk_join))
+        .route("/visit-session", get(visit_join::session))
         .route("/inmates/{id}/visits", get(visits::of_inmate))
         .route("/contacts/{id}/visits", get(visits::of_contact))
         .route(

@@ -123,6 +123,9 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/visits/{id}/deny", "Deny a pending visit (staff); its places are free again. 409 invalid_transition otherwise. Audited visit.deny", "visits"),
     op("post", "/visits/{id}/cancel", "Cancel a pending or approved visit before its slot ends (staff, or the family user bound to its contact); its places are free again. 409 invalid_transition, visit_over. Audited visit.cancel", "visits"),
     op("post", "/visits/{id}/no-show", "Mark an approved visit a no-show, from its start (staff); it keeps counting against the week. 409 invalid_transition, visit_not_started. Audited visit.no_show", "visits"),
+    Op { ok: 201, ..op("post", "/visits/{id}/join-link", "The visitor's join link of an approved visit (staff of its facility, or the family user bound to its contact) -> {visit_id, side, url, valid_from, expires_at}: url is /visit/join#<pass>, a pass valid from visits.join_lead_secs before the slot until its end, for this visit only (no bearer token). 409 visit_cancelled, visit_not_open (not approved), visit_over. Audited visit.join_link", "visits") },
+    with_body(op("post", "/visits/{id}/kiosk-join", "The inmate confirms a visit at the kiosk of its station with calling ID and PIN (kiosk token bound to the station) -> {visit_id, side: inmate, secret, valid_from, expires_at}: secret is a pass of the inmate's side, the same kind as the join link's. Checked in this order: 403 wrong_station; 409 visit_cancelled, visit_not_open (not approved, or outside the join window), inmate_inactive; 422 invalid (not digits); then the ID + PIN as on the handsets, counted against the inmate and the station (403 pin_invalid, account_locked, station_locked). Audited visit.kiosk_join (never the PIN)", "visits"), "KioskJoin", 200),
+    op("get", "/visit-session", "What a participant pass (Authorization: Visit <pass>) lets in -> {visit_id, side, status, slot_start, slot_end, valid_from, expires_at, opens_in_secs, ends_in_secs, inmate_name (first name, last initial), visitor_pays, recorded}. 401 link_invalid, link_expired; 409 link_not_yet_valid, visit_cancelled, visit_not_open. Changes nothing", "visits"),
     op("get", "/inmates/{id}/visits", "An inmate's visits (a family user: those of its own contacts) -> {items, total, limit, offset}", "visits"),
     op("get", "/contacts/{id}/visits", "A contact's visits -> {items, total, limit, offset}", "visits"),
     op("get", "/visit-stations/{id}/visits/today", "The visits of a station that start on the facility's today -> {station, visits}: staff every status, the kiosk bound to the station its approved visits (another kiosk: 403)", "visits"),
@@ -227,6 +230,9 @@ fn schemas() -> Value {
             "length_minutes": { "type": "integer", "description": "One of the facility's slot_lengths_minutes" },
             "station_id": { "type": "string", "description": "A station of the inmate's housing unit; omitted, the first (by name) with room" } } },
         "VisitingRules": visiting_rules_schema(),
+        "KioskJoin": { "type": "object", "required": ["calling_id", "pin"], "properties": {
+            "calling_id": { "type": "string", "pattern": "^[0-9]{1,20}$", "description": "The inmate's calling ID" },
+            "pin": { "type": "string", "pattern": "^[0-9]{1,20}$", "format": "password", "description": "The inmate's PIN: never logged or audited" } } },
         "NewVisitStation": { "type": "object", "required": ["name", "housing_unit"], "properties": {
             "name": name, "housing_unit": name,
             "capacity": { "type": "integer", "minimum": 1, "maximum": crate::store::MAX_STATION_CAPACITY, "default": 1, "description": "Visits it hosts at the same time" } } },
@@ -358,6 +364,7 @@ fn operation(o: &Op) -> Value {
         "/openapi.json" | "/auth/login" => v["security"] = json!([]),
         p if p.starts_with("/cluster/") => v["security"] = json!([{ "node": [] }]),
         "/recordings/{id}/audio" => v["security"] = json!([{ "bearer": [] }, { "ticket": [] }]),
+        "/visit-session" => v["security"] = json!([{ "visit": [] }]),
         _ => {}
     }
     v
@@ -599,6 +606,8 @@ pub fn document() -> Value {
                 "bearer": { "type": "http", "scheme": "bearer" },
                 "ticket": { "type": "apiKey", "in": "query", "name": "ticket",
                             "description": "Short-lived HMAC-signed capability for one recording, bound to the bearer token that asked for it (key from http.ticket_secret)" },
+                "visit": { "type": "apiKey", "in": "header", "name": "Authorization",
+                           "description": "'Visit <pass>': a participant pass of one visit and side (the visitor's join link, or the inmate's kiosk confirmation), HMAC-signed, valid from visits.join_lead_secs before the slot until its end; refused once the visit is cancelled. Never a bearer token" },
                 "node": { "type": "apiKey", "in": "header", "name": "sallyport-node-token",
                           "description": "Inter-node credential: HMAC-signed, valid 10 s, bound to one request (method, path, body, target node); key from cluster.secret. Only nodes of the cluster hold it" }
             },

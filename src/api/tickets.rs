@@ -73,11 +73,23 @@ pub enum TicketError {
 /// The ticket key for this configuration: from `http.ticket_secret`, or (empty) from
 /// `security.pin_pepper`.
 pub fn derive_key(config: &Config) -> [u8; 32] {
-    let secret = match config.http.ticket_secret.as_str() {
+    crate::config::derive_key(capability_secret(config).as_bytes(), KEY_LABEL, &[])
+}
+
+/// The key of video visits' participant passes ([`crate::visit::pass`]): the same secret
+/// as the tickets', under the passes' own label, so neither opens as the other.
+pub fn derive_pass_key(config: &Config) -> [u8; 32] {
+    let label = crate::visit::pass::KEY_LABEL;
+    crate::config::derive_key(capability_secret(config).as_bytes(), label, &[])
+}
+
+/// What the capabilities nodes check without the database are keyed from:
+/// `http.ticket_secret`, or (empty) `security.pin_pepper`.
+fn capability_secret(config: &Config) -> &str {
+    match config.http.ticket_secret.as_str() {
         "" => &config.security.pin_pepper,
         s => s,
-    };
-    crate::config::derive_key(secret.as_bytes(), KEY_LABEL, &[])
+    }
 }
 
 /// What a ticket names the configured admin token by: a MAC of its hash (not the hash
@@ -182,6 +194,12 @@ mod tests {
         assert_eq!(derive_key(&a), derive_key(&b));
         b.security.pin_pepper = "another-pepper-0123456789".into();
         assert_ne!(derive_key(&a), derive_key(&b));
+    }
+
+    #[test]
+    fn the_pass_key_is_not_the_ticket_key() {
+        let c = Config::default();
+        assert_ne!(derive_pass_key(&c), derive_key(&c));
     }
 
     #[test]

@@ -37,8 +37,10 @@ pub const SYSTEM_ACTOR: &str = "sallyport";
 #[derive(Clone, Copy)]
 pub struct PinEntry<'a> {
     pub facility_id: &'a str,
-    pub handset_id: &'a str,
-    /// The source address of the call (the line).
+    /// The handset it was keyed on; `None` at a visit station (a kiosk), which is counted
+    /// as its line alone ([`station_line`]).
+    pub handset_id: Option<&'a str>,
+    /// The source address of the call (the line), or a station's [`station_line`].
     pub line: &'a str,
     pub calling_id: &'a str,
     pub pin: &'a str,
@@ -57,6 +59,13 @@ impl std::fmt::Debug for PinEntry<'_> {
             .field("pin", &format_args!("<redacted>"))
             .finish()
     }
+}
+
+/// The line a visit station's ID + PIN entries are counted and locked under:
+/// `station:<station id>` (no source address has that form). Staff see its lock among the
+/// facility's PIN locks and clear it as a line's (`POST /facilities/{fid}/lines/{address}/unlock`).
+pub fn station_line(station_id: &str) -> String {
+    format!("station:{station_id}")
 }
 
 /// What an entry decided, and what it set off.
@@ -142,7 +151,9 @@ pub async fn check_pin(
     if let (Some(i), Some((_, lock))) = (&inmate, &stored_pin) {
         add(Subject::Inmate, &i.id, *lock);
     }
-    add(Subject::Handset, entry.handset_id, facts.handset);
+    if let Some(handset) = entry.handset_id {
+        add(Subject::Handset, handset, facts.handset);
+    }
     if policy.counts(Subject::Line) {
         add(Subject::Line, entry.line, facts.line);
     }
@@ -325,7 +336,7 @@ async fn audit(
 fn log_attempt(entry: &PinEntry<'_>, inmate: Option<&Inmate>, outcome: AttemptOutcome) {
     tracing::info!(
         facility = entry.facility_id,
-        handset = entry.handset_id,
+        handset = entry.handset_id.unwrap_or("-"),
         line = entry.line,
         inmate = inmate.map_or("-", |i| i.id.as_str()),
         outcome = outcome.as_str(),

@@ -553,7 +553,7 @@ impl CallTask {
         self.runner.submit(async move {
             let entry = PinEntry {
                 facility_id: &facility,
-                handset_id: &handset,
+                handset_id: Some(&handset),
                 line: &line,
                 calling_id: &calling_id,
                 pin: pin.as_str(),

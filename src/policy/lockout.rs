@@ -187,6 +187,18 @@ impl PinLockout {
         }
     }
 
+    /// The policy for entries at a visit station (a kiosk, `POST /visits/{id}/kiosk-join`).
+    /// A station has no handset and no source address of its own: it plays both roles
+    /// as one subject, counted as a line keyed by the station
+    /// ([`crate::call::checks::station_line`]) with the handset's threshold, so it is
+    /// counted and locked even where lines are not (`line_lockout_after_failures = 0`).
+    pub fn at_station(&self) -> PinLockout {
+        PinLockout {
+            line_after_failures: self.after_failures,
+            ..*self
+        }
+    }
+
     /// Whether `subject` is counted at all.
     pub fn counts(&self, subject: Subject) -> bool {
         subject != Subject::Line || self.line_after_failures > 0
@@ -277,6 +289,21 @@ mod tests {
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_station_is_counted_as_a_handset_even_where_lines_are_not() {
+        let mut p = policy();
+        p.line_after_failures = 0;
+        assert!(!p.counts(Subject::Line));
+        let at = p.at_station();
+        assert!(at.counts(Subject::Line));
+        assert_eq!(at.threshold(Subject::Line), Some(p.after_failures));
+        assert_eq!(at.threshold(Subject::Inmate), p.threshold(Subject::Inmate));
+        assert_eq!(
+            at.daily_threshold(Subject::Line),
+            Some(p.daily_after_failures)
+        );
     }
 
     fn state(l: Lock) -> LockState {

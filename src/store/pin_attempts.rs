@@ -48,8 +48,9 @@ impl AttemptOutcome {
 #[derive(Debug, Clone)]
 pub struct NewAttempt<'a> {
     pub facility_id: &'a str,
-    pub handset_id: &'a str,
-    /// The source address of the call.
+    /// `None` for an entry at a visit station (counted as its line).
+    pub handset_id: Option<&'a str>,
+    /// The source address of the call (a station's `station:<id>`).
     pub line: &'a str,
     /// The inmate the keyed ID names, if any.
     pub inmate_id: Option<&'a str>,
@@ -222,12 +223,13 @@ impl Store {
     /// The facts an ID + PIN entry is checked against, in one statement: the inmate
     /// `calling_id` names in `facility_id` (none for an ID that is not all digits, or
     /// too long) with its stored PIN and lock, the handset's lock and the line's. The
-    /// handset must exist (it was admitted).
+    /// handset, when there is one, must exist (it was admitted); a visit station's entry
+    /// has none (its lock is its line's).
     pub(crate) async fn pin_entry_facts(
         &self,
         facility_id: &str,
         calling_id: &str,
-        handset_id: &str,
+        handset_id: Option<&str>,
         line: &str,
     ) -> Result<PinFacts, StoreError> {
         let shaped = !calling_id.is_empty()
@@ -242,19 +244,23 @@ impl Store {
             "SELECT h.locked_until AS h_until, h.pin_lock_level AS h_level, \
              h.pin_count_from AS h_from, l.locked_until AS l_until, l.lock_level AS l_level, \
              l.count_from AS l_from, i.locked_until AS i_until, i.pin_lock_level AS i_level, \
-             i.pin_count_from AS i_from, {inmate_columns} \
-             FROM handsets h \
+             i.pin_count_from AS i_from, h.id AS h_id, {inmate_columns} \
+             FROM (SELECT 1 AS one) entry \
+             LEFT JOIN handsets h ON h.id = $4 \
              LEFT JOIN inmates i ON i.facility_id = $1 AND i.calling_id = $2 \
-             LEFT JOIN pin_lines l ON l.facility_id = $1 AND l.address = $3 \
-             WHERE h.id = $4"
+             LEFT JOIN pin_lines l ON l.facility_id = $1 AND l.address = $3"
         ))
         .bind(facility_id)
         .bind(shaped.then_some(calling_id))
         .bind(line)
         .bind(handset_id)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| StoreError::not_found("handset", handset_id))?;
+        .fetch_one(self.db.pool())
+        .await?;
+        if let Some(h) = handset_id {
+            if row.try_get::<Option<String>, _>("h_id")?.is_none() {
+                return Err(StoreError::not_found("handset", h));
+            }
+        }
         let inmate = match row.try_get::<Option<String>, _>("id")? {
             Some(_) => Some((
                 super::inmates::from_row(&row)?,

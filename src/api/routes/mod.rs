@@ -11,5 +11,6 @@ pub(super) mod rates;
 pub(super) mod recordings;
 pub(super) mod tokens;
 pub(super) mod users;
+pub(super) mod visit_join;
 pub(super) mod visiting;
 pub(super) mod visits;

@@ -60,7 +60,7 @@ fn not_this_station() -> ApiError {
 }
 
 /// Loads a visit and checks the caller may read it.
-async fn visible(s: &AppState, caller: &Caller, id: &str) -> Result<Visit, ApiError> {
+pub(super) async fn visible(s: &AppState, caller: &Caller, id: &str) -> Result<Visit, ApiError> {
     let v = s.store.visit(id).await?;
     caller.scope(&v.facility_id)?;
     match reach(s, caller).await? {
