@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use sallyport::recording::webm::{self, AudioPacket, Params, VideoFrame, Writer};
+use sallyport::sfu::media_file;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -88,57 +89,22 @@ fn media() -> &'static Media {
             ),
             &ogg,
         );
-        let video = ivf_frames(&std::fs::read(&ivf).unwrap())
+        let video = media_file::read_ivf(&std::fs::read(&ivf).unwrap())
+            .unwrap()
             .into_iter()
-            .map(|f| {
-                let key = f.first().is_some_and(|b| b & 1 == 0);
-                (f, key)
-            })
+            .map(|f| (f.data.to_vec(), f.keyframe))
             .collect();
-        let packets = ogg_packets(&std::fs::read(&ogg).unwrap());
-        assert!(packets[0].starts_with(b"OpusHead") && packets[1].starts_with(b"OpusTags"));
+        let audio = media_file::read_ogg_opus(&std::fs::read(&ogg).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.data.to_vec())
+            .collect();
         Media {
             video,
-            audio: packets[2..].to_vec(),
+            audio,
             _dir: dir,
         }
     })
-}
-
-/// The frames of an IVF file (32-byte header, then a 12-byte header per frame).
-fn ivf_frames(b: &[u8]) -> Vec<Vec<u8>> {
-    assert_eq!(&b[..4], b"DKIF");
-    assert_eq!(&b[8..12], b"VP80");
-    let mut out = Vec::new();
-    let mut pos = usize::from(u16::from_le_bytes([b[6], b[7]]));
-    while pos + 12 <= b.len() {
-        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
-        out.push(b[pos + 12..pos + 12 + len].to_vec());
-        pos += 12 + len;
-    }
-    out
-}
-
-/// The packets of an Ogg stream (one logical stream), joined across pages.
-fn ogg_packets(b: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut packet = Vec::new();
-    let mut pos = 0;
-    while pos + 27 <= b.len() {
-        assert_eq!(&b[pos..pos + 4], b"OggS");
-        let segments = usize::from(b[pos + 26]);
-        let table = &b[pos + 27..pos + 27 + segments];
-        let mut data = pos + 27 + segments;
-        for &lace in table {
-            packet.extend_from_slice(&b[data..data + usize::from(lace)]);
-            data += usize::from(lace);
-            if lace < 255 {
-                out.push(std::mem::take(&mut packet));
-            }
-        }
-        pos = data;
-    }
-    out
 }
 
 /// One frame to feed, in arrival order.

@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sallyport::recording::{self, webm, MediaKind, Participant};
+use sallyport::sfu::media_file;
 use sallyport::store::{NewRecording, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -74,52 +75,17 @@ pub(crate) fn encode(secs: u64) -> Media {
         ),
         &ogg,
     );
-    let video = ivf_frames(&std::fs::read(&ivf).expect("ivf"))
+    let video = media_file::read_ivf(&std::fs::read(&ivf).expect("ivf"))
+        .expect("an IVF file")
         .into_iter()
-        .map(|f| {
-            let key = f.first().is_some_and(|b| b & 1 == 0);
-            (f, key)
-        })
+        .map(|f| (f.data.to_vec(), f.keyframe))
         .collect();
-    let packets = ogg_packets(&std::fs::read(&ogg).expect("ogg"));
-    Media {
-        secs,
-        video,
-        audio: packets.into_iter().skip(2).collect(),
-    }
-}
-
-fn ivf_frames(b: &[u8]) -> Vec<Vec<u8>> {
-    assert_eq!(&b[..4], b"DKIF");
-    let mut out = Vec::new();
-    let mut pos = usize::from(u16::from_le_bytes([b[6], b[7]]));
-    while pos + 12 <= b.len() {
-        let len = u32::from_le_bytes(b[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        out.push(b[pos + 12..pos + 12 + len].to_vec());
-        pos += 12 + len;
-    }
-    out
-}
-
-fn ogg_packets(b: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut packet = Vec::new();
-    let mut pos = 0;
-    while pos + 27 <= b.len() {
-        assert_eq!(&b[pos..pos + 4], b"OggS");
-        let segments = usize::from(b[pos + 26]);
-        let table = &b[pos + 27..pos + 27 + segments];
-        let mut data = pos + 27 + segments;
-        for &lace in table {
-            packet.extend_from_slice(&b[data..data + usize::from(lace)]);
-            data += usize::from(lace);
-            if lace < 255 {
-                out.push(std::mem::take(&mut packet));
-            }
-        }
-        pos = data;
-    }
-    out
+    let audio = media_file::read_ogg_opus(&std::fs::read(&ogg).expect("ogg"))
+        .expect("an Ogg Opus file")
+        .into_iter()
+        .map(|p| p.data.to_vec())
+        .collect();
+    Media { secs, video, audio }
 }
 
 /// Feeds the media to `w` as RTP brings it (timestamps near the 32-bit wrap, a few
