@@ -274,6 +274,12 @@ pub struct VisitsConfig {
     /// works from then on), so that the camera and microphone are checked before the slot
     /// opens. At most [`JOIN_LEAD_MAX_SECS`].
     pub join_lead_secs: u32,
+    /// The UDP port every visit's media uses on `rtp.listen_ip` (one socket for all
+    /// visits; open it in the firewall). 0: chosen by the kernel at start (tests).
+    pub media_port: u16,
+    /// A side whose media has not reached the gateway this long after the slot opens is
+    /// a no-show, and the visit ends without a charge.
+    pub no_show_after_secs: u32,
 }
 
 /// The longest [`VisitsConfig::join_lead_secs`]: an hour.
@@ -283,6 +289,8 @@ impl Default for VisitsConfig {
     fn default() -> Self {
         VisitsConfig {
             join_lead_secs: 900,
+            media_port: 0,
+            no_show_after_secs: 600,
         }
     }
 }

@@ -204,6 +204,7 @@ async fn start_sip_side(
         },
         store.clock().clone(),
     );
+    let visits = start_visits(store, config).await?;
     Ok(Gateway {
         live,
         sip_stats: sip.stats(),
@@ -211,7 +212,44 @@ async fn start_sip_side(
         recorder,
         monitor,
         calls,
+        visits: Some(visits),
     })
+}
+
+/// The video visits' forwarding: one UDP socket for every visit's media.
+async fn start_visits(
+    store: &crate::store::Store,
+    config: &Arc<Config>,
+) -> anyhow::Result<crate::visit::live::LiveVisits> {
+    let ip = |key: &str, v: &str| -> anyhow::Result<IpAddr> {
+        v.parse()
+            .with_context(|| format!("{key} `{v}` is not an IP address"))
+    };
+    let bind = ip("rtp.listen_ip", &config.rtp.listen_ip)?;
+    let advertised = ip("rtp.advertised_ip", &config.rtp.advertised_ip)?;
+    let socket = tokio::net::UdpSocket::bind((bind, config.visits.media_port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the visits' media socket (rtp.listen_ip {bind}, visits.media_port {})",
+                config.visits.media_port
+            )
+        })?;
+    let options = crate::visit::live::VisitOptions {
+        node_id: config.node.id.clone(),
+        recordings_dir: Some(config.recording.dir.clone()),
+        no_show_after: Duration::from_secs(u64::from(config.visits.no_show_after_secs)),
+        warning_lead: Duration::from_secs(u64::from(config.billing.warning_lead_secs)),
+    };
+    let visits = crate::visit::live::LiveVisits::start(
+        store.clone(),
+        store.clock().clone(),
+        socket,
+        advertised,
+        options,
+    )
+    .context("starting the visits' forwarding hub")?;
+    Ok(visits)
 }
 
 async fn shutdown_signal() {

@@ -79,6 +79,8 @@ pub struct Gateway {
     pub monitor: crate::monitor::Monitor,
     /// Refused INVITEs, ID + PIN attempts, PIN locks and guessing alerts.
     pub calls: Arc<crate::call::stats::CallStats>,
+    /// The video visits this node runs; `None` when it runs none.
+    pub visits: Option<crate::visit::live::LiveVisits>,
 }
 
 impl AppState {
@@ -156,7 +158,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, facilities, inmates, integrity, listen, money, rates, recordings,
-        tokens, users, visit_join, visiting, visits,
+        tokens, users, visit_join, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -263,6 +265,7 @@ pub fn router(state: AppState) -> Router {
         .route("/visits/{id}/join-link", post(visit_join::join_link))
         .route("/visits/{id}/kiosk-join", post(visit_join::kiosk_join))
         .route("/visit-session", get(visit_join::session))
+        .route("/visit-session/ws", get(visit_ws::socket))
         .route("/inmates/{id}/visits", get(visits::of_inmate))
         .route("/contacts/{id}/visits", get(visits::of_contact))
         .route(

@@ -18,7 +18,6 @@
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
 use std::future::Future;
@@ -101,7 +100,11 @@ pub async fn serve(
 ) {
     let total = Arc::new(Semaphore::new(limits.max_connections));
     let sources = Arc::new(Sources::default());
-    let graceful = GracefulShutdown::new();
+    // Graceful shutdown by hand: hyper-util's watcher does not take connections that may
+    // upgrade (the visit pages' WebSocket). Each connection's task holds `alive`; shutdown
+    // tells them through `stop` and waits until every `alive` is gone.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -134,17 +137,29 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            // The visit pages' WebSocket (`/api/v1/visit-session/ws`) is an upgrade.
+            .with_upgrades();
+        let (mut stop, alive) = (stop_rx.clone(), alive.clone());
         tokio::spawn(async move {
-            let _held = (permit, slot);
-            if let Err(e) = conn.await {
+            let _held = (permit, slot, alive);
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    drop(alive);
+    if tokio::time::timeout(DRAIN, drained.recv())
         .await
         .is_err()
     {

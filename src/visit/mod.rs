@@ -22,6 +22,7 @@
 //! the facility time-zone helpers of [`crate::policy::hours`].
 
 pub mod core;
+pub mod live;
 pub mod pass;
 pub mod recorder;
 pub mod rules;

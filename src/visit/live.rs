@@ -1,0 +1,225 @@
+//! The visits this node runs: one [`VisitTask`] per visit in progress, started when its
+//! first page joins, and the forwarding hub whose rooms carry them.
+//!
+//! Owns: the hub (its UDP socket and task), the map from a visit to its task's input
+//! channel, and the routing of the hub's room events to the task of the room.
+//! Calls: `visit::task`, `sfu`, the store (the visit, its inmate, its facility's rate plan).
+//! Called by: the WebSocket endpoint of the visit pages (`api::routes::visit_ws`), after the
+//! page's pass was checked.
+//!
+//! A visit is rated with its facility plan's `local` video tariff: a visit has no
+//! destination number, so the class of the visitor's phone does not apply, and `local` is
+//! the plan's base class. A plan without a video tariff cannot bill a visit, and the visit
+//! does not start (`no_video_rate`): free visits are a plan with a video rate of 0.
+
+use super::task::{VisitInput, VisitSetup, VisitTask, VisitTaskError};
+use crate::charging::ChargingPlan;
+use crate::clock::Clock;
+use crate::rating::CallClass;
+use crate::session::{Service, DEBIT_TIMEOUT};
+use crate::sfu::{spawn_hub, HubHandle, RoomEvent, RoomId};
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Why a page could not be attached to its visit.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the facility's rate plan has no video rate: the visit cannot be billed")]
+    NoVideoRate,
+    #[error("the visit could not start: {0}")]
+    Task(#[from] VisitTaskError),
+}
+
+impl LiveError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            LiveError::Store(_) => "store",
+            LiveError::NoVideoRate => "no_video_rate",
+            LiveError::Task(VisitTaskError::AlreadyLive) => "visit_live_elsewhere",
+            LiveError::Task(_) => "visit_not_started",
+        }
+    }
+}
+
+/// How this node runs visits.
+#[derive(Debug, Clone)]
+pub struct VisitOptions {
+    pub node_id: String,
+    /// Where recordings go; `None`: visits are not recorded.
+    pub recordings_dir: Option<PathBuf>,
+    /// A side with no media this long after the slot opens is a no-show.
+    pub no_show_after: Duration,
+    /// How long before the end its warning reaches both pages.
+    pub warning_lead: Duration,
+}
+
+/// The visits this node runs. Cheap to clone.
+#[derive(Clone)]
+pub struct LiveVisits {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hub: HubHandle,
+    options: VisitOptions,
+    /// Visit id → its task's inputs.
+    visits: Mutex<HashMap<String, mpsc::Sender<VisitInput>>>,
+    /// Room → its task's inputs (the hub's events are routed by room).
+    rooms: Mutex<HashMap<RoomId, mpsc::Sender<VisitInput>>>,
+    next_room: AtomicU64,
+    /// Visits start one at a time, so two pages joining at once find one task.
+    starting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for LiveVisits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveVisits")
+            .field("hub", &self.inner.hub.local())
+            .finish()
+    }
+}
+
+impl LiveVisits {
+    /// Starts the forwarding hub on `socket` (answers advertise `advertised`) and the
+    /// routing of its events. Inside a tokio runtime.
+    pub fn start(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        socket: UdpSocket,
+        advertised: IpAddr,
+        options: VisitOptions,
+    ) -> std::io::Result<LiveVisits> {
+        let (events_tx, mut events) = mpsc::channel::<(RoomId, RoomEvent)>(1024);
+        let hub = spawn_hub(socket, advertised, clock.clone(), events_tx)?;
+        info!(address = %hub.local(), "video visits: forwarding on one UDP socket");
+        let inner = Arc::new(Inner {
+            store,
+            clock,
+            hub,
+            options,
+            visits: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
+            next_room: AtomicU64::new(1),
+            starting: tokio::sync::Mutex::new(()),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some((room, event)) = events.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                let tx = lock(&inner.rooms).get(&room).cloned();
+                if let Some(tx) = tx {
+                    // A task that stopped reading is ending: its events no longer matter.
+                    let _ = tx.try_send(VisitInput::Room(event));
+                }
+            }
+        });
+        Ok(LiveVisits { inner })
+    }
+
+    /// The forwarding hub's address (what answers advertise).
+    pub fn media_address(&self) -> std::net::SocketAddr {
+        self.inner.hub.local()
+    }
+
+    /// The input channel of `visit_id`'s task, starting the task if the visit is not
+    /// running here yet.
+    pub async fn attach(&self, visit_id: &str) -> Result<mpsc::Sender<VisitInput>, LiveError> {
+        if let Some(tx) = self.running(visit_id) {
+            return Ok(tx);
+        }
+        let inner = &self.inner;
+        let _starting = inner.starting.lock().await;
+        if let Some(tx) = self.running(visit_id) {
+            return Ok(tx);
+        }
+        let v = inner.store.visit(visit_id).await?;
+        let inmate = inner.store.inmate(&v.inmate_id).await?;
+        let facility = inner.store.facility(&v.facility_id).await?;
+        let plan_id = facility
+            .rate_plan_id
+            .clone()
+            .ok_or(LiveError::NoVideoRate)?;
+        let plan = inner
+            .store
+            .load_rate_plan(&plan_id, &facility.cap_category)
+            .await?;
+        let tariff = plan
+            .tariff(CallClass::Local, Service::Video)
+            .ok_or(LiveError::NoVideoRate)?;
+        let charging = ChargingPlan::for_tariff(
+            &tariff,
+            Duration::ZERO, // the slot's end is the limit (visit::core)
+            inner.options.warning_lead,
+            DEBIT_TIMEOUT,
+        );
+        let room = inner.next_room.fetch_add(1, Ordering::Relaxed);
+        let no_show = chrono::Duration::from_std(inner.options.no_show_after).unwrap_or_default();
+        let setup = VisitSetup {
+            visit_id: v.id.clone(),
+            session_id: uuid::Uuid::now_v7().to_string(),
+            facility_id: v.facility_id.clone(),
+            inmate_id: v.inmate_id.clone(),
+            contact_id: v.contact_id.clone(),
+            account_id: inmate.account_id.clone(),
+            privileged: v.privileged,
+            node_id: inner.options.node_id.clone(),
+            recordings_dir: inner.options.recordings_dir.clone(),
+            opens_at: v.starts_at,
+            ends_at: v.ends_at,
+            no_show_at: (v.starts_at + no_show).min(v.ends_at),
+            room,
+        };
+        // A task for this visit on another node is refused by the database.
+        let task = VisitTask::new(
+            setup,
+            charging,
+            inner.store.clone(),
+            inner.hub.clone(),
+            inner.clock.clone(),
+        )
+        .await?;
+        let (tx, rx) = mpsc::channel(256);
+        lock(&inner.visits).insert(visit_id.to_string(), tx.clone());
+        lock(&inner.rooms).insert(room, tx.clone());
+        let (weak, id) = (Arc::downgrade(inner), visit_id.to_string());
+        tokio::spawn(async move {
+            let summary = task.run(rx).await;
+            info!(visit = %id, reason = summary.reason.as_str(), increments = summary.increments,
+                charged = %summary.charged, "visit task ended");
+            if let Some(inner) = weak.upgrade() {
+                lock(&inner.rooms).remove(&room);
+                let mut visits = lock(&inner.visits);
+                if visits.get(&id).is_some_and(|t| t.is_closed()) {
+                    visits.remove(&id);
+                }
+            }
+        });
+        Ok(tx)
+    }
+
+    fn running(&self, visit_id: &str) -> Option<mpsc::Sender<VisitInput>> {
+        lock(&self.inner.visits)
+            .get(visit_id)
+            .filter(|t| !t.is_closed())
+            .cloned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| {
+        warn!("a visit registry lock was poisoned; going on with its data");
+        e.into_inner()
+    })
+}
