@@ -159,10 +159,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     drop(alive);
-    if tokio::time::timeout(DRAIN, drained.recv())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN, drained.recv()).await.is_err() {
         tracing::warn!("HTTP requests still in flight at shutdown were cut");
     }
 }
