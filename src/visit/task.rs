@@ -52,7 +52,8 @@ pub enum VisitInput {
     },
     /// A message from a side's page.
     Page { side: Side, msg: FromPage },
-    /// A side's page went away (its WebSocket closed).
+    /// A side's page went away (its WebSocket closed); send it after dropping that page's
+    /// receiver, so the task can tell it from a newer page of the same side.
     Detach { side: Side },
     /// An event of the visit's room on the hub.
     Room(RoomEvent),
@@ -245,8 +246,13 @@ impl VisitTask {
                 self.event(now, SessionEventKind::Joined, side);
                 self.send_state(side, now);
             }
+            // Only the page that went: a page replaced by a newer one of its side (a
+            // reload) detaches after the newer one attached, and must not take it along.
             VisitInput::Detach { side } => {
-                self.pages[index(side)] = None;
+                let slot = &mut self.pages[index(side)];
+                if slot.as_ref().is_some_and(mpsc::Sender::is_closed) {
+                    *slot = None;
+                }
             }
             VisitInput::Page { side, msg } => self.page(side, msg, now).await,
             VisitInput::Room(e) => self.room(e, now),

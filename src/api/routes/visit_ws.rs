@@ -133,6 +133,7 @@ async fn page(s: AppState, live: crate::visit::live::LiveVisits, mut socket: Web
             },
         }
     }
+    drop(out); // the task tells this page from a newer one of its side by it
     let _ = inputs.send(VisitInput::Detach { side }).await;
     let _ = socket.send(Message::Close(None)).await;
     info!(visit = %v.id, side = side.as_str(), "a visit page left");
