@@ -73,17 +73,9 @@ type Events = Arc<std::sync::Mutex<Vec<(u64, RoomEvent)>>>;
 
 /// Asks for a larger receive buffer on the hub's socket (capped by net.core.rmem_max).
 fn set_rcvbuf(socket: &std::net::UdpSocket, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+    let granted = sallyport::sfu::set_receive_buffer(socket, usize::try_from(bytes).unwrap())
+        .expect("setsockopt SO_RCVBUF");
+    eprintln!("hub socket receive buffer: {granted} bytes");
 }
 
 fn hub_thread(log: Events, rcvbuf: Option<i32>) -> (HubHandle, i32) {

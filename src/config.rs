@@ -280,6 +280,10 @@ pub struct VisitsConfig {
     /// A side whose media has not reached the gateway this long after the slot opens is
     /// a no-show, and the visit ends without a charge.
     pub no_show_after_secs: u32,
+    /// The receive buffer asked for the visits' socket: every participant's packets land
+    /// in it, so the kernel's default (about 208 KiB) overflows at a few dozen visits.
+    /// Linux grants at most `net.core.rmem_max`; the granted size is logged at start.
+    pub media_receive_buffer_bytes: usize,
 }
 
 /// The longest [`VisitsConfig::join_lead_secs`]: an hour.
@@ -291,6 +295,7 @@ impl Default for VisitsConfig {
             join_lead_secs: 900,
             media_port: 0,
             no_show_after_secs: 600,
+            media_receive_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }

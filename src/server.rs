@@ -235,6 +235,18 @@ async fn start_visits(
                 config.visits.media_port
             )
         })?;
+    let want = config.visits.media_receive_buffer_bytes;
+    match crate::sfu::set_receive_buffer(&socket, want) {
+        Ok(granted) if granted < want => tracing::warn!(
+            asked = want,
+            granted,
+            "the visits' media socket got a smaller receive buffer than \
+             visits.media_receive_buffer_bytes: raise net.core.rmem_max, or packets drop at a \
+             few dozen visits"
+        ),
+        Ok(granted) => tracing::info!(granted, "visits' media socket receive buffer"),
+        Err(e) => tracing::warn!(error = %e, "cannot size the visits' media socket receive buffer"),
+    }
     let options = crate::visit::live::VisitOptions {
         node_id: config.node.id.clone(),
         recordings_dir: Some(config.recording.dir.clone()),

@@ -10,8 +10,8 @@
 //! machine shared): with the default buffer 1 to 11 of 100 participants never
 //! connected (their ICE and DTLS packets were dropped until str0m's client gave up) and
 //! about 0.3 % of frames were lost; with `--rcvbuf 4000000` all connected and 1 frame in
-//! 15,000 was lost. Setting `SO_RCVBUF` needs `setsockopt` (or the `socket2` crate):
-//! the wiring that binds the visit socket should do it.
+//! 15,000 was lost. [`set_receive_buffer`] asks for a larger buffer; the gateway does so
+//! for its visits' socket (`visits.media_receive_buffer_bytes`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -75,6 +75,44 @@ impl std::fmt::Debug for HubHandle {
             .field("local", &self.local)
             .finish()
     }
+}
+
+/// Asks the kernel for a receive buffer of `bytes` on `socket` and returns the size it
+/// granted: Linux caps the request at `net.core.rmem_max` (and reports twice the
+/// request, its bookkeeping included), so a deployment that wants more raises that sysctl.
+pub fn set_receive_buffer(socket: &impl std::os::fd::AsRawFd, bytes: usize) -> io::Result<usize> {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: `fd` is an open socket borrowed for the call; the option value is a c_int
+    // on the stack, passed with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&want as *const libc::c_int).cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut got: libc::c_int = 0;
+    let mut got_len = len;
+    // SAFETY: as above; `got` and `got_len` are valid for writes of their sizes.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut got as *mut libc::c_int).cast(),
+            &mut got_len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(got).unwrap_or(0))
 }
 
 /// Starts a hub worker on `socket` (inside a tokio runtime). Answers advertise
@@ -272,5 +310,18 @@ impl Worker {
                 self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod receive_buffer_tests {
+    use super::set_receive_buffer;
+
+    #[test]
+    fn a_receive_buffer_is_granted_and_read_back() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // Well under any rmem_max: granted in full (Linux reports twice the request).
+        let granted = set_receive_buffer(&socket, 64 * 1024).expect("setsockopt");
+        assert!(granted >= 64 * 1024, "granted {granted}");
     }
 }

@@ -88,7 +88,7 @@ mod peer;
 mod room;
 pub mod synthetic;
 
-pub use driver::{spawn_hub, HubHandle, HubStats};
+pub use driver::{set_receive_buffer, spawn_hub, HubHandle, HubStats};
 pub use hub::{Hub, HubOutput, RoomId};
 pub use room::{Room, RoomOutput, RoomStats};
 
