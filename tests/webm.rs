@@ -12,8 +12,9 @@
 //! recording to look at).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+mod support;
+
 use sallyport::recording::webm::{self, AudioPacket, Params, VideoFrame, Writer};
-use sallyport::sfu::media_file;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,68 +44,14 @@ fn present(what: &str) -> bool {
     tool_present("ffmpeg", what) && tool_present("ffprobe", what)
 }
 
-/// Encoded media, frame by frame.
-struct Media {
-    /// VP8 frames and whether each is a key frame.
-    video: Vec<(Vec<u8>, bool)>,
-    /// Opus packets.
-    audio: Vec<Vec<u8>>,
-    _dir: tempfile::TempDir,
-}
-
-/// Runs ffmpeg with `args` (split at spaces) writing `out`.
-fn ffmpeg(args: &str, out: &Path) {
-    let run = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args.split(' '))
-        .arg(out)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        run.status.success(),
-        "ffmpeg {args}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-}
+use support::visit_media::Media;
 
 /// VP8 (about 300 kbit/s, a key frame every 2 s, no hidden alt-ref frames and no
-/// look-ahead, as a real-time encoder sends) and 20 ms Opus, generated once per test binary.
+/// look-ahead, as a real-time encoder sends) and 20 ms Opus, generated once per test binary
+/// (`support::visit_media::encode`).
 fn media() -> &'static Media {
     static MEDIA: OnceLock<Media> = OnceLock::new();
-    MEDIA.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let ivf = dir.path().join("v.ivf");
-        let ogg = dir.path().join("a.ogg");
-        ffmpeg(
-            &format!(
-                "-f lavfi -i testsrc=size=320x240:rate={FPS} -t {SECS} -c:v libvpx -b:v 300k \
-                 -g 30 -auto-alt-ref 0 -lag-in-frames 0 -deadline realtime -cpu-used 8 -f ivf"
-            ),
-            &ivf,
-        );
-        ffmpeg(
-            &format!(
-                "-f lavfi -i sine=frequency=440:sample_rate=48000 -t {SECS} -c:a libopus \
-                 -b:a 32k -frame_duration 20 -f ogg"
-            ),
-            &ogg,
-        );
-        let video = media_file::read_ivf(&std::fs::read(&ivf).unwrap())
-            .unwrap()
-            .into_iter()
-            .map(|f| (f.data.to_vec(), f.keyframe))
-            .collect();
-        let audio = media_file::read_ogg_opus(&std::fs::read(&ogg).unwrap())
-            .unwrap()
-            .into_iter()
-            .map(|p| p.data.to_vec())
-            .collect();
-        Media {
-            video,
-            audio,
-            _dir: dir,
-        }
-    })
+    MEDIA.get_or_init(|| support::visit_media::encode(SECS))
 }
 
 /// One frame to feed, in arrival order.
