@@ -8,6 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const KEY = "sallyport.kiosk";
   const REFRESH_MS = 30000;
+  const AFTER_END_MS = 20000;
   let kiosk = null;
   let chosen = null;
   let timer = null;
@@ -44,13 +45,13 @@
 
   const time = (iso) => new Date(iso).toLocaleTimeString([], { timeStyle: "short" });
 
+  // Between visits: the station's approved visits of today that have not ended, each with
+  // its time and the inmate's name, and a button to confirm and join.
   async function today() {
     show("today-view");
-    $("kiosk-station").textContent = kiosk.station;
-    let visits;
+    let data;
     try {
-      const data = await api("GET", `/visit-stations/${encodeURIComponent(kiosk.station)}/visits/today`);
-      visits = data.items || data;
+      data = await api("GET", `/visit-stations/${encodeURIComponent(kiosk.station)}/visits/today`);
       fail("");
     } catch (e) {
       if (e.status === 401 || e.status === 403) {
@@ -59,13 +60,15 @@
       }
       return fail(e.message);
     }
+    $("kiosk-station").textContent = (data.station && data.station.name) || kiosk.station;
+    const now = Date.now();
+    const visits = (data.visits || []).filter((v) => new Date(v.ends_at).getTime() > now);
     const body = $("today-body");
     body.replaceChildren();
     for (const v of visits) {
       const tr = document.createElement("tr");
       tr.dataset.visitId = v.id;
-      const name = v.inmate_name || [v.inmate_first_name, v.inmate_last_name].filter(Boolean).join(" ") || v.inmate_id;
-      for (const text of [`${time(v.start_at || v.slot_start)}–${time(v.end_at || v.slot_end)}`, name]) {
+      for (const text of [`${time(v.starts_at)}–${time(v.ends_at)}`, v.inmate_name || v.inmate_id]) {
         const td = document.createElement("td");
         td.textContent = text;
         tr.append(td);
@@ -75,7 +78,7 @@
       b.type = "button";
       b.className = "join";
       b.textContent = "This is my visit";
-      b.addEventListener("click", () => pick(v, name));
+      b.addEventListener("click", () => pick(v));
       td.append(b);
       tr.append(td);
       body.append(tr);
@@ -83,9 +86,9 @@
     $("today-empty").hidden = visits.length > 0;
   }
 
-  function pick(v, name) {
+  function pick(v) {
     chosen = v;
-    $("pin-visit").textContent = `${time(v.start_at || v.slot_start)}: ${name}`;
+    $("pin-visit").textContent = `${time(v.starts_at)}: ${v.inmate_name || v.inmate_id}`;
     $("pin-error").hidden = true;
     $("pin-form").reset();
     show("pin-view");
@@ -102,8 +105,13 @@
       $("pin-form").reset();
       clearInterval(timer);
       show("room-view");
-      const room = new VisitRoom(roomElements(), r.credential || r.secret);
+      const room = new VisitRoom(roomElements(), r.secret);
+      // The page's room, for diagnostics (the browser tests read its peer's getStats()).
+      window.visitRoom = room;
       $("room-leave").onclick = () => room.leave();
+      // The ended visit stays on screen a while, then the kiosk starts afresh with the
+      // day's list (a reload: nothing of the visit stays in the page).
+      room.afterEnd = () => setTimeout(() => location.reload(), AFTER_END_MS);
       room.join();
     } catch (e) {
       $("pin-pin").value = "";
@@ -124,12 +132,18 @@
       ev.preventDefault();
       kiosk = { station: $("setup-station").value.trim(), token: $("setup-token").value.trim() };
       localStorage.setItem(KEY, JSON.stringify(kiosk));
-      today();
+      watchDay();
     });
     $("pin-form").addEventListener("submit", confirm);
     $("pin-cancel").addEventListener("click", () => today());
     kiosk = load();
     if (!kiosk) return show("setup-view");
+    watchDay();
+  }
+
+  // Shows today's list and refreshes it while it is on screen.
+  function watchDay() {
+    clearInterval(timer);
     today();
     timer = setInterval(() => { if (!$("today-view").hidden) today(); }, REFRESH_MS);
   }
