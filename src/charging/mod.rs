@@ -299,6 +299,22 @@ impl Charging {
         matches!(self.state, ChargingState::Cut(_) | ChargingState::HungUp)
     }
 
+    /// When the paid and still affordable increments run out, as of the newest balance
+    /// seen: what a countdown shows when the money ends before anything else. `None`
+    /// before billing starts or after it ended, while paused (the time does not run), on a
+    /// free plan, and before the ledger's first answer.
+    pub fn funded_until(&self) -> Option<Instant> {
+        if self.is_free()
+            || self.is_paused()
+            || self.state != ChargingState::Running
+            || self.balance_seen_at.is_none()
+        {
+            return None;
+        }
+        let last = u64::from(self.increments).saturating_add(self.more_affordable);
+        self.increment_start(u32::try_from(last).ok()?.checked_add(1)?)
+    }
+
     /// When `timer` is armed to fire, if it is.
     pub fn timer(&self, timer: Timer) -> Option<Instant> {
         self.timers.get(timer)

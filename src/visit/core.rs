@@ -181,9 +181,14 @@ impl VisitCore {
             .saturating_sub(self.charging.paused_for(now))
     }
 
-    /// What is left of the slot at `now` (the pages' countdown).
+    /// What is left of the visit at `now` (the pages' countdown): the slot, or less when
+    /// the paying account's money runs out first.
     pub fn remaining(&self, now: Instant) -> Duration {
-        self.plan.ends_at.saturating_duration_since(now)
+        let slot = self.plan.ends_at.saturating_duration_since(now);
+        match self.charging.funded_until() {
+            Some(funded) => slot.min(funded.saturating_duration_since(now)),
+            None => slot,
+        }
     }
 
     pub fn is_recording(&self) -> bool {

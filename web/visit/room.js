@@ -40,6 +40,8 @@ class VisitRoom {
     this.tick = null;
     this.ended = false;
     this.offered = false;
+    // Called with the reason once the visit has ended (the kiosk goes back to its list).
+    this.afterEnd = null;
   }
 
   say(text) {
@@ -138,6 +140,8 @@ class VisitRoom {
   }
 
   onWarning(msg) {
+    this.remaining = msg.remaining_secs;
+    this.countdown();
     const what = msg.reason === "funds_low" ? "The account is running low" : "The visit time is ending";
     this.els.warning.textContent = `${what}: about ${fmtDuration(msg.remaining_secs)} left.`;
     this.els.warning.hidden = false;
@@ -146,6 +150,12 @@ class VisitRoom {
   onEnded(reason) {
     this.ended = true;
     clearInterval(this.tick);
+    // Only the outcome stays on screen: no pictures, no button that does nothing now.
+    this.els.phase.textContent = "Ended";
+    this.els.phase.dataset.phase = "ended";
+    this.els.remaining.textContent = fmtDuration(0);
+    this.els.videos.hidden = true;
+    this.els.leave.hidden = true;
     this.els.ended.hidden = false;
     this.els.endedReason.textContent = REASONS[reason] || reason;
     this.els.endedReason.dataset.reason = reason;
@@ -154,6 +164,7 @@ class VisitRoom {
     if (this.pc) this.pc.close();
     if (this.local) for (const t of this.local.getTracks()) t.stop();
     if (this.ws) this.ws.close();
+    if (this.afterEnd) this.afterEnd(reason);
   }
 
   showError(text) {
@@ -170,6 +181,7 @@ function roomElements() {
     balance: $("room-balance"), balanceValue: $("room-balance-value"), warning: $("room-warning"),
     ended: $("room-ended"), endedReason: $("room-ended-reason"), error: $("room-error"),
     self: $("room-self"), other: $("room-other"), connection: $("room-connection"),
+    videos: $("room-videos"), leave: $("room-leave"),
   };
 }
 

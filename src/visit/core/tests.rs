@@ -178,6 +178,8 @@ fn billing_starts_when_both_sides_flow_and_the_slot_end_cuts() {
 fn funds_run_out_with_a_warning_and_the_visit_is_cut() {
     let mut h = Harness::new(|t0| plan(t0, "0.25"), "1.00");
     h.both_flow(300);
+    // The countdown shows the money's end (four minutes from 300 s), not the slot's.
+    assert_eq!(h.core.remaining(h.t0 + secs(310)), secs(230));
     h.run_to_end();
     // Four paid; the fifth asked for and refused (the ledger decides the cut).
     assert_eq!(h.debits().len(), 5);
