@@ -36,6 +36,8 @@
     }
     $("check-view").hidden = false;
     const room = new VisitRoom(roomElements(), secret);
+    // The page's room, for diagnostics (the browser tests read its peer's getStats()).
+    window.visitRoom = room;
     $("check-start").addEventListener("click", async () => {
       try {
         const stream = await room.media();
