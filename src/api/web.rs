@@ -47,6 +47,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/listen.js"),
     },
     Asset {
+        name: "watch.js",
+        content_type: JS,
+        body: include_str!("../../web/watch.js"),
+    },
+    Asset {
         name: "app.js",
         content_type: JS,
         body: include_str!("../../web/app.js"),
@@ -178,6 +183,7 @@ mod tests {
             ("/console/app.js", JS, "function route"),
             ("/console/api.js", JS, "/api/v1"),
             ("/console/listen.js", JS, "recvonly"),
+            ("/console/watch.js", JS, "recvonly"),
             ("/console/style.css", CSS, "body"),
         ] {
             let (status, h, body) = fetch(path).await;
