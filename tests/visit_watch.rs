@@ -9,10 +9,14 @@
 //!   investigator of another facility is refused, a visit not in progress is 404;
 //! - terminate ends the visit: both pages get `ended` with reason `terminated`, the session
 //!   is closed `terminated`, and the watch, unwatch and terminate are in the audit log with
-//!   who did them.
+//!   who did them;
+//! - two nodes on one PostgreSQL (`a_visit_on_one_node_is_watched_and_ended_through_another`):
+//!   a visit node-a runs is watched, unwatched and ended through node-b's API (the answer
+//!   carries node-a's media address), audited by node-b naming node-a.
 //!
-//! Without ffmpeg (or, for the console test, Chromium and chromedriver) a test prints why
-//! and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
+//! Without ffmpeg (or, for the console test, Chromium and chromedriver; for the two-node
+//! test, PostgreSQL in `SALLYPORT_TEST_DATABASE_URL`) a test prints why and passes, unless
+//! `SALLYPORT_REQUIRE_EXTERNAL=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
@@ -118,6 +122,21 @@ async fn page(
     got
 }
 
+/// The synthetic sides' media, or `None` (skipped) without ffmpeg.
+fn media() -> Option<Arc<Script>> {
+    let (ivf, ogg) = support::visit_media::sfu_media()?;
+    Some(Arc::new(Script::from_files(&ivf, &ogg).unwrap()))
+}
+
+/// `username` logged in through `api`'s gateway.
+fn login(api: &Api, username: &str) -> Api {
+    let t = api.anonymous().post(
+        "/api/v1/auth/login",
+        json!({ "username": username, "password": PASSWORD }),
+    );
+    api.as_token(t["token"].as_str().unwrap())
+}
+
 /// A gateway with a video rate, an inmate with money, a station and its kiosk, two
 /// investigators (of the visit's facility and of another), and visits inserted as a
 /// booking would leave them.
@@ -137,10 +156,27 @@ struct Fixture {
 
 impl Fixture {
     fn start(name: &str) -> Option<Fixture> {
-        let (ivf, ogg) = support::visit_media::sfu_media()?;
-        let script = Arc::new(Script::from_files(&ivf, &ogg).unwrap());
+        let script = media()?;
         let dir = Workdir::new("visit_watch", name);
         let gw = Gateway::start(&dir, &sipp::ports());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let db = rt
+            .block_on(Db::connect(
+                &format!("sqlite://{}/db.sqlite", dir.path.display()),
+                1,
+            ))
+            .unwrap();
+        Some(Fixture::seed(gw, db, rt, script, dir))
+    }
+
+    /// Seeds the gateway `gw` (its database reached directly through `db`).
+    fn seed(
+        gw: Gateway,
+        db: Db,
+        rt: tokio::runtime::Runtime,
+        script: Arc<Script>,
+        dir: Workdir,
+    ) -> Fixture {
         let api: Api = gw.api.clone();
         api.upload(
             "/api/v1/rate-plans?id=video&max_call_secs=3600",
@@ -168,13 +204,6 @@ impl Fixture {
                     "station_id": station, "ttl_secs": 3600 }),
         );
         let kiosk = api.as_token(kiosk["token"].as_str().unwrap());
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let db = rt
-            .block_on(Db::connect(
-                &format!("sqlite://{}/db.sqlite", dir.path.display()),
-                1,
-            ))
-            .unwrap();
         let contact: String = rt.block_on(async {
             sqlx::query_scalar("SELECT id FROM contacts WHERE inmate_id = $1")
                 .bind(&inmate.id)
@@ -182,7 +211,7 @@ impl Fixture {
                 .await
                 .unwrap()
         });
-        Some(Fixture {
+        Fixture {
             gw,
             api,
             kiosk,
@@ -193,16 +222,12 @@ impl Fixture {
             rt,
             script,
             dir,
-        })
+        }
     }
 
-    /// `username` logged in (an investigator made by [`Fixture::start`]).
+    /// `username` logged in (an investigator made by [`Fixture::seed`]).
     fn investigator(&self, username: &str) -> Api {
-        let t = self.api.anonymous().post(
-            "/api/v1/auth/login",
-            json!({ "username": username, "password": PASSWORD }),
-        );
-        self.api.as_token(t["token"].as_str().unwrap())
+        login(&self.api, username)
     }
 
     /// Inserts visit `id`: its slot opened a second ago and lasts `secs`.
@@ -305,6 +330,44 @@ impl Fixture {
             .collect()
     }
 
+    /// A synthetic watcher of visit `id` through `api`: receives for 5 s once connected;
+    /// what each of its m-lines got, its id and the gateway's answer.
+    fn watch(&self, api: &Api, id: &str) -> (Vec<synthetic::LineCounts>, String, String) {
+        let (api, path) = (api.clone(), format!("/api/v1/visits/{id}/watch"));
+        let (lines, answer) = self.rt.block_on(async {
+            let socket = UdpSocket::bind(("127.0.0.1", 0)).await.unwrap();
+            let (mut peer, sdp) =
+                SyntheticPeer::offer_watcher(socket.local_addr().unwrap(), Instant::now()).unwrap();
+            let (s, answer) = tokio::task::spawn_blocking(move || {
+                api.request("POST", &path, Some(json!({ "sdp": sdp, "type": "offer" })))
+            })
+            .await
+            .unwrap();
+            assert_eq!(s, 201, "{answer}");
+            assert_eq!(answer["type"], "answer");
+            peer.accept_answer(answer["sdp"].as_str().unwrap()).unwrap();
+            let (_, lines) = synthetic::run_for_lines(
+                socket,
+                peer,
+                self.script.clone(),
+                Duration::from_secs(5),
+                Duration::from_millis(200),
+            )
+            .await;
+            (lines, answer)
+        });
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for l in &lines {
+            println!(
+                "watcher m-line {} {:?}: {} frames, {} bytes",
+                l.mid, l.kind, l.frames, l.bytes
+            );
+        }
+        let watcher_id = answer["watcher_id"].as_str().unwrap().to_string();
+        let sdp = answer["sdp"].as_str().unwrap().to_string();
+        (lines, watcher_id, sdp)
+    }
+
     /// Both pages ended with `reason`.
     fn pages_ended(&self, pages: Pages, reason: &str) {
         let (visitor, inmate) = self.rt.block_on(pages).unwrap();
@@ -380,40 +443,8 @@ fn api_watch_refuse_and_terminate() {
     );
 
     // The watcher: four recvonly m-lines, each gets its side's media.
-    let (lines, watcher_id) = f.rt.block_on(async {
-        let socket = UdpSocket::bind(("127.0.0.1", 0)).await.unwrap();
-        let (mut peer, sdp) =
-            SyntheticPeer::offer_watcher(socket.local_addr().unwrap(), Instant::now()).unwrap();
-        let inv = inv.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            inv.request(
-                "POST",
-                "/api/v1/visits/vis_watch/watch",
-                Some(json!({ "sdp": sdp, "type": "offer" })),
-            )
-        })
-        .await
-        .unwrap();
-        assert_eq!(answer.0, 201, "{}", answer.1);
-        assert_eq!(answer.1["type"], "answer");
-        peer.accept_answer(answer.1["sdp"].as_str().unwrap())
-            .unwrap();
-        let (_, lines) = synthetic::run_for_lines(
-            socket,
-            peer,
-            f.script.clone(),
-            Duration::from_secs(5),
-            Duration::from_millis(200),
-        )
-        .await;
-        (lines, answer.1["watcher_id"].as_str().unwrap().to_string())
-    });
-    assert_eq!(lines.len(), 4, "{lines:?}");
+    let (lines, watcher_id, _) = f.watch(&inv, "vis_watch");
     for l in &lines {
-        println!(
-            "watcher m-line {} {:?}: {} frames, {} bytes",
-            l.mid, l.kind, l.frames, l.bytes
-        );
         assert!(
             l.frames > 0,
             "m-line {} ({:?}) received nothing",
@@ -576,4 +607,91 @@ fn console_watches_a_visit_and_ends_it() {
     assert_eq!(ended[0]["actor"], "inv-demo");
     drop(browser);
     drop(f);
+}
+
+/// Node `id` of a cluster on the PostgreSQL database at `url`, its media (calls and
+/// visits) on `ip`.
+fn node(dir: &Workdir, url: &str, id: &str, ip: &str) -> Gateway {
+    Gateway::start_with(dir, &sipp::ports(), &format!("gateway-{id}"), |cmd| {
+        cmd.env("SALLYPORT_DATABASE_URL", url)
+            .env("SALLYPORT_NODE_ID", id)
+            .env("SALLYPORT_CLUSTER_SECRET", "visit-watch-cluster-secret")
+            .env("SALLYPORT_RTP_ADVERTISED_IP", ip)
+            .env("SALLYPORT_RTP_LISTEN_IP", ip);
+    })
+}
+
+#[test]
+fn a_visit_on_one_node_is_watched_and_ended_through_another() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(test_db) = rt.block_on(sallyport::db::testing::TestDb::postgres()) else {
+        return;
+    };
+    let Some(script) = media() else {
+        rt.block_on(test_db.cleanup());
+        return;
+    };
+    let url = test_db.postgres_url().expect("a PostgreSQL URL");
+    let dir = Workdir::new("visit_watch", "two_nodes");
+    let a = node(&dir, &url, "node-a", "127.0.0.1");
+    let b = node(&dir, &url, "node-b", "127.0.0.2");
+    let api_b = b.api.clone();
+    let f = Fixture::seed(a, test_db.db.clone(), rt, script, dir);
+    let inv_b = login(&api_b, "inv-demo");
+
+    // The visit runs on node-a (its pages reached node-a).
+    f.visit("vis_2n", 120, false);
+    let (pages, connected) = f.join("vis_2n");
+    f.wait_connected(&connected);
+    let live = inv_b.get("/api/v1/visits/live");
+    assert_eq!(live[0]["session"]["node_id"], "node-a", "{live}");
+
+    // Watched through node-b: node-a answers with its own media address and sends both
+    // sides.
+    let (lines, watcher_id, answer) = f.watch(&inv_b, "vis_2n");
+    assert!(
+        answer.contains("a=candidate:") && answer.contains(" 127.0.0.1 "),
+        "{answer}"
+    );
+    assert!(!answer.contains("127.0.0.2"), "node-b's address: {answer}");
+    for l in &lines {
+        assert!(
+            l.frames > 0,
+            "m-line {} ({:?}) received nothing",
+            l.mid,
+            l.kind
+        );
+    }
+    let path = format!("/api/v1/visits/vis_2n/watch/{watcher_id}");
+    let (s, v) = inv_b.request("DELETE", &path, None);
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = inv_b.request("DELETE", &path, None);
+    assert_eq!(s, 404, "{v}");
+
+    // Ended through node-b: node-a ends it, both pages told, the session closed.
+    let closed = inv_b.post("/api/v1/visits/vis_2n/terminate", json!({}));
+    assert_eq!(
+        (closed["state"].as_str(), closed["end_reason"].as_str()),
+        (Some("ended"), Some("terminated")),
+        "{closed}"
+    );
+    f.pages_ended(pages, "terminated");
+    let (s, v) = inv_b.request("POST", "/api/v1/visits/vis_2n/terminate", None);
+    assert_eq!(s, 404, "{v}");
+
+    // Audited once each, by node-b (where the caller was), naming node-a.
+    let all = api_b.get("/api/v1/audit?limit=500");
+    for action in ["visit.watch", "visit.unwatch", "visit.terminate"] {
+        let entries: Vec<&Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action && e["target"] == "vis_2n")
+            .collect();
+        assert_eq!(entries.len(), 1, "{action}: {entries:?}");
+        assert_eq!(entries[0]["detail"]["node"], "node-a", "{entries:?}");
+        assert_eq!(entries[0]["actor"], "inv-demo", "{entries:?}");
+    }
+    drop(b);
+    f.rt.block_on(test_db.cleanup());
 }
