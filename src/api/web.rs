@@ -6,7 +6,8 @@
 //! Every answer carries a strict Content-Security-Policy: scripts, styles and media only
 //! from this origin (media also from `blob:`), no inline script, no framing. The console
 //! talks to `/api/v1` with its bearer token; audio comes from the recordings endpoint with
-//! a play ticket, live audio over WebRTC (not covered by `connect-src`).
+//! a play ticket, live audio (calls) and video (visits) over WebRTC (not covered by
+//! `connect-src`).
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};

@@ -5,7 +5,8 @@
 //! channel, and the routing of the hub's room events to the task of the room.
 //! Calls: `visit::task`, `sfu`, the store (the visit, its inmate, its facility's rate plan).
 //! Called by: the WebSocket endpoint of the visit pages (`api::routes::visit_ws`), after the
-//! page's pass was checked.
+//! page's pass was checked; the console's watch and terminate routes
+//! (`api::routes::visit_watch`), after the caller was checked.
 //!
 //! A visit is rated with its facility plan's `local` video tariff: a visit has no
 //! destination number, so the class of the visitor's phone does not apply, and `local` is
