@@ -1,4 +1,4 @@
-// sallyport console: the views (login, search, session, live calls) and hash routing:
+// sallyport console: the views (login, search, session, live calls and visits) and hash routing:
 // #/search, #/session/<id>, #/live.
 "use strict";
 
@@ -14,7 +14,7 @@ const END_REASONS = [
 const VIEWS = ["login-view", "search-view", "session-view", "live-view"];
 
 const $ = (id) => document.getElementById(id);
-const state = { query: null, offset: 0, listener: null, statsTimer: null };
+const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null };
 
 // ---- small helpers --------------------------------------------------------------------
 
@@ -91,6 +91,7 @@ async function onLogin(ev) {
 
 async function onLogout() {
   await stopListening();
+  await stopWatching();
   await Api.logout().catch(() => {});
   state.query = null;
   $("results-body").replaceChildren();
@@ -325,6 +326,10 @@ async function renewTicket() {
 // ---- live calls -----------------------------------------------------------------------
 
 async function loadLive() {
+  await Promise.all([loadLiveCalls(), loadLiveVisits()]);
+}
+
+async function loadLiveCalls() {
   const data = await Api.get("/calls/active");
   const items = Array.isArray(data) ? data : (data && data.items) || [];
   const body = $("live-body");
@@ -386,17 +391,92 @@ async function terminate(id) {
   await loadLive();
 }
 
+// ---- live visits ----------------------------------------------------------------------
+
+async function loadLiveVisits() {
+  const items = (await Api.get("/visits/live")) || [];
+  const body = $("visits-body");
+  body.replaceChildren();
+  for (const v of items) {
+    const actions = el("span");
+    const watch = el("button", "Watch", { type: "button", class: "watch" });
+    // Privileged (attorney) visits are never watched.
+    watch.disabled = v.watchable === false;
+    if (watch.disabled) watch.title = "privileged: never watched";
+    watch.addEventListener("click", () => guarded(() => startWatching(v.id)));
+    const end = el("button", "End visit", { type: "button", class: "end-visit danger" });
+    end.addEventListener("click", () => guarded(() => endVisit(v.id)));
+    actions.append(watch, " ", end);
+    const tr = row([v.id, v.facility_id, v.inmate_name, v.visitor_name, v.station_name,
+      when(v.ends_at), v.privileged ? "yes" : "no", actions]);
+    tr.dataset.visitId = v.id;
+    body.appendChild(tr);
+  }
+  $("visits-empty").hidden = items.length > 0;
+}
+
+async function startWatching(id) {
+  await stopWatching();
+  $("watch-panel").hidden = false;
+  $("watch-visit").textContent = id;
+  $("watch-end").dataset.visitId = id;
+  for (const side of ["visitor", "inmate"]) {
+    $("watch-frames-" + side).value = "0";
+    $("watch-frames-" + side).textContent = "0";
+  }
+  $("watch-state").textContent = "connecting";
+  const w = new Watcher(id, { visitor: $("watch-video-visitor"), inmate: $("watch-video-inmate") });
+  state.watcher = w;
+  try {
+    await w.start();
+  } catch (e) {
+    await stopWatching();
+    throw e;
+  }
+  state.watchTimer = setInterval(() => updateWatch(w), 500);
+  $("watch-stop").focus();
+}
+
+async function updateWatch(w) {
+  if (state.watcher !== w) return;
+  const n = await w.counts();
+  for (const side of ["visitor", "inmate"]) $("watch-frames-" + side).textContent = String(n[side].frames);
+  $("watch-state").textContent = w.state();
+}
+
+async function stopWatching() {
+  clearInterval(state.watchTimer);
+  state.watchTimer = null;
+  const w = state.watcher;
+  state.watcher = null;
+  $("watch-panel").hidden = true;
+  $("watch-state").textContent = "idle";
+  if (w) await w.stop();
+}
+
+async function endVisit(id) {
+  if (!id) return;
+  if (!window.confirm("End visit " + id + " now? Both sides are disconnected.")) return;
+  if (state.watcher && state.watcher.visitId === id) await stopWatching();
+  await Api.post("/visits/" + encodeURIComponent(id) + "/terminate");
+  await loadLiveVisits();
+}
+
 // ---- routing --------------------------------------------------------------------------
 
 async function route() {
   const hash = location.hash || "";
   if (!Api.token()) {
     await stopListening();
+    await stopWatching();
     show("login-view");
     $("login-username").focus();
     return;
   }
-  if (!hash.startsWith("#/live")) await stopListening();
+  if (!hash.startsWith("#/live")) {
+    await stopListening();
+    await stopWatching();
+  }
   if (!hash.startsWith("#/session/")) $("recording-audio").pause();
   const session = hash.match(/^#\/session\/(.+)$/);
   if (session) return guarded(() => openSession(decodeURIComponent(session[1])));
@@ -418,6 +498,8 @@ function init() {
   $("page-next").addEventListener("click", () => guarded(() => search(state.offset + PAGE)));
   $("live-refresh").addEventListener("click", () => guarded(loadLive));
   $("listen-stop").addEventListener("click", () => guarded(stopListening));
+  $("watch-stop").addEventListener("click", () => guarded(stopWatching));
+  $("watch-end").addEventListener("click", (ev) => guarded(() => endVisit(ev.currentTarget.dataset.visitId)));
   $("recording-audio").addEventListener("error", renewTicket);
   $("recording-download").addEventListener("click", (ev) => guarded(() => downloadRecording(ev)));
   window.addEventListener("hashchange", route);

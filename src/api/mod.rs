@@ -158,7 +158,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, facilities, inmates, integrity, listen, money, rates, recordings,
-        tokens, users, visit_join, visit_ws, visiting, visits,
+        tokens, users, visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -257,7 +257,14 @@ pub fn router(state: AppState) -> Router {
         .route("/calls/{id}/listen", post(listen::listen))
         .route("/calls/{id}/listen/{listener_id}", delete(listen::unlisten))
         .route("/visits", get(visits::list).post(visits::request))
+        .route("/visits/live", get(visit_watch::live))
         .route("/visits/{id}", get(visits::get))
+        .route("/visits/{id}/watch", post(visit_watch::watch))
+        .route(
+            "/visits/{id}/watch/{watcher_id}",
+            delete(visit_watch::unwatch),
+        )
+        .route("/visits/{id}/terminate", post(visit_watch::terminate))
         .route("/visits/{id}/approve", post(visits::approve))
         .route("/visits/{id}/deny", post(visits::deny))
         .route("/visits/{id}/cancel", post(visits::cancel))
@@ -298,6 +305,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/cluster/calls/{id}/listen/{listener_id}",
             delete(cluster::unlisten),
+        )
+        .route(
+            "/cluster/visits/{id}/watch",
+            post(visit_watch::cluster_watch),
+        )
+        .route(
+            "/cluster/visits/{id}/watch/{watcher_id}",
+            delete(visit_watch::cluster_unwatch),
+        )
+        .route(
+            "/cluster/visits/{id}/terminate",
+            post(visit_watch::cluster_terminate),
         )
         .fallback(not_found);
     let metrics = state.metrics.clone();

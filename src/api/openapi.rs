@@ -127,6 +127,10 @@ pub const OPERATIONS: &[Op] = &[
     with_body(op("post", "/visits/{id}/kiosk-join", "The inmate confirms a visit at the kiosk of its station with calling ID and PIN (kiosk token bound to the station) -> {visit_id, side: inmate, secret, valid_from, expires_at}: secret is a pass of the inmate's side, the same kind as the join link's. Checked in this order: 403 wrong_station; 409 visit_cancelled, visit_not_open (not approved, or outside the join window), inmate_inactive; 422 invalid (not digits); then the ID + PIN as on the handsets, counted against the inmate and the station (403 pin_invalid, account_locked, station_locked). Audited visit.kiosk_join (never the PIN)", "visits"), "KioskJoin", 200),
     op("get", "/visit-session", "What a participant pass (Authorization: Visit <pass>) lets in -> {visit_id, side, status, slot_start, slot_end, valid_from, expires_at, opens_in_secs, ends_in_secs, inmate_name (first name, last initial), visitor_pays, recorded}. 401 link_invalid, link_expired; 409 link_not_yet_valid, visit_cancelled, visit_not_open. Changes nothing", "visits"),
     Op { ok: 101, ..op("get", "/visit-session/ws", "The visit page's WebSocket (upgrade; 101). First message {type: hello, credential: <pass>} within 10 s; then from the page offer {sdp}, leave, ping, and to it answer {sdp}, state {phase, remaining_secs, opens_in_secs, other_side}, warning {reason, remaining_secs}, ended {reason}, error {code, message}, pong. A refused pass or message is an error with its code (hello_first, hello_timeout, link_invalid, link_expired, link_not_yet_valid, visit_cancelled, visit_not_open, no_video_rate, bad_json, not_text, unknown_type, missing_field, not_sdp, offer_refused); 503 visits_unavailable on a node without visits", "visits") },
+    op("get", "/visits/live", "Visits in progress in the caller's facilities (admins, investigators), oldest first: each visit with its live session {id, node_id, started_at, ...} and watchable (not privileged)", "visits"),
+    with_body(op("post", "/visits/{id}/watch", "Watch a visit live over WebRTC (admins, investigators of its facility): answers the browser's recvonly offer ({sdp}: audio, video of the visitor, then audio, video of the inmate) with {watcher_id, sdp, type: answer}, from the node that runs the visit (its media address). 403 privileged (audited visit.watch_refused), 404 visit_not_live, 400 bad_offer; 503 node_unknown, 502 node_unreachable / node_refused when the running node cannot be reached. Audited visit.watch", "visits"), "WatchOffer", 201),
+    Op { ok: 204, ..op("delete", "/visits/{id}/watch/{watcher_id}", "Stop a watcher (on the node that runs the visit); 404 when the visit has no such watcher. Audited visit.unwatch", "visits") },
+    op("post", "/visits/{id}/terminate", "End a visit in progress now (reason terminated), on whichever node runs it: both pages get ended {reason: terminated}, billing stops, the session is closed -> the session {id, visit_id, state, end_reason, node_id, ...}. 404 visit_not_live; 503 node_unknown, 502 node_unreachable / node_refused. Audited visit.terminate", "visits"),
     op("get", "/inmates/{id}/visits", "An inmate's visits (a family user: those of its own contacts) -> {items, total, limit, offset}", "visits"),
     op("get", "/contacts/{id}/visits", "A contact's visits -> {items, total, limit, offset}", "visits"),
     op("get", "/visit-stations/{id}/visits/today", "The visits of a station that start on the facility's today -> {station, visits}: staff every status, the kiosk bound to the station its approved visits (another kiosk: 403)", "visits"),
@@ -143,6 +147,9 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/cluster/calls/{id}/release", "Between nodes: end a released inmate's call this node carries (reason released) -> the record; 409 call_ended when it is not live here. Node credential only", "cluster"),
     with_body(op("post", "/cluster/calls/{id}/listen", "Between nodes: a listener on a call this node carries -> {listener_id, sdp, type}; 403 privileged, 409 call_ended / not_connected. Node credential only", "cluster"), "ListenOffer", 201),
     Op { ok: 204, ..op("delete", "/cluster/calls/{id}/listen/{listener_id}", "Between nodes: stop a listener of a call this node carries; 404 when it is not here. Node credential only", "cluster") },
+    with_body(op("post", "/cluster/visits/{id}/watch", "Between nodes: a watcher on a visit this node runs -> {watcher_id, sdp, type}; 403 privileged, 404 visit_not_live. Node credential only", "cluster"), "WatchOffer", 201),
+    Op { ok: 204, ..op("delete", "/cluster/visits/{id}/watch/{watcher_id}", "Between nodes: stop a watcher of a visit this node runs; 404 when it is not here. Node credential only", "cluster") },
+    op("post", "/cluster/visits/{id}/terminate", "Between nodes: end a visit this node runs (reason terminated) -> its session; 404 visit_not_live when it does not run here. Node credential only", "cluster"),
 ];
 
 /// A string of at most `rule.max_chars` characters (one line unless the rule is a note).
@@ -221,6 +228,9 @@ fn schemas() -> Value {
             "facilities": { "type": "array", "items": { "type": "string" }, "description": "Required (>= 1) except for admins; empty = every facility" } } },
         "ListenOffer": { "type": "object", "required": ["sdp"], "properties": {
             "sdp": { "type": "string", "description": "SDP offer: one or two recvonly audio m-lines (first = inmate, second = called party), PCMU and/or PCMA" },
+            "type": { "enum": ["offer"] } } },
+        "WatchOffer": { "type": "object", "required": ["sdp"], "properties": {
+            "sdp": { "type": "string", "description": "SDP offer: recvonly audio, video, audio, video m-lines (first pair = the visitor, second pair = the inmate), Opus and VP8" },
             "type": { "enum": ["offer"] } } },
         "SpendBody": { "type": "object", "required": ["amount"], "properties": {
             "amount": { "$ref": "#/components/schemas/Money" }, "reference": reference, "memo": note } },
@@ -512,6 +522,12 @@ fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) 
     let schema = |name: &str| json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } });
     let list = |name: &str| json!({ "application/json": { "schema": { "type": "array", "items": { "$ref": format!("#/components/schemas/{name}") } } } });
     match (o.method, o.path) {
+        ("get", "/visits/live") => {
+            responses.insert(
+                "200".into(),
+                json!({ "description": "Visits in progress, each with its session and watchable", "content": list("Visit") }),
+            );
+        }
         ("get", "/calls") => {
             let page = json!({ "application/json": { "schema": { "type": "object", "properties": {
                 "items": { "type": "array", "items": { "$ref": "#/components/schemas/Cdr" } },
@@ -571,14 +587,17 @@ fn special_responses(o: &Op, responses: &mut Map<String, Value>, error: &Value) 
         ("post", "/calls/{id}/terminate")
             | ("post", "/calls/{id}/listen")
             | ("delete", "/calls/{id}/listen/{listener_id}")
+            | ("post", "/visits/{id}/terminate")
+            | ("post", "/visits/{id}/watch")
+            | ("delete", "/visits/{id}/watch/{watcher_id}")
     );
     if forwarded {
         let said = |what: &str| json!({ "description": what, "content": error["content"].clone() });
-        responses.insert("502".into(), said("node_unreachable (no answer within cluster.forward_timeout_secs) or node_refused (the credential): the node carrying the call, named, cannot be reached"));
+        responses.insert("502".into(), said("node_unreachable (no answer within cluster.forward_timeout_secs) or node_refused (the credential): the node carrying the call (running the visit), named, cannot be reached"));
         responses.insert(
             "503".into(),
             said(
-                "node_unknown: the node carrying the call, named, never registered its API address",
+                "node_unknown: the node carrying the call (running the visit), named, never registered its API address",
             ),
         );
     }

@@ -6,7 +6,8 @@
 //! Every answer carries a strict Content-Security-Policy: scripts, styles and media only
 //! from this origin (media also from `blob:`), no inline script, no framing. The console
 //! talks to `/api/v1` with its bearer token; audio comes from the recordings endpoint with
-//! a play ticket, live audio over WebRTC (not covered by `connect-src`).
+//! a play ticket, live audio (calls) and video (visits) over WebRTC (not covered by
+//! `connect-src`).
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -45,6 +46,11 @@ const ASSETS: &[Asset] = &[
         name: "listen.js",
         content_type: JS,
         body: include_str!("../../web/listen.js"),
+    },
+    Asset {
+        name: "watch.js",
+        content_type: JS,
+        body: include_str!("../../web/watch.js"),
     },
     Asset {
         name: "app.js",
@@ -178,6 +184,7 @@ mod tests {
             ("/console/app.js", JS, "function route"),
             ("/console/api.js", JS, "/api/v1"),
             ("/console/listen.js", JS, "recvonly"),
+            ("/console/watch.js", JS, "recvonly"),
             ("/console/style.css", CSS, "body"),
         ] {
             let (status, h, body) = fetch(path).await;

@@ -24,6 +24,7 @@ mod rates;
 mod recordings;
 mod setup;
 mod users;
+mod visit_sessions;
 mod visit_stations;
 mod visits;
 
@@ -47,6 +48,7 @@ pub use users::{
     valid_username, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User,
     MAX_USERNAME_BYTES,
 };
+pub use visit_sessions::{LiveVisit, VisitSession};
 pub use visit_stations::{
     NewVisitStation, TokenBinding, VisitStation, VisitStationPatch, MAX_STATION_CAPACITY,
 };

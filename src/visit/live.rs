@@ -5,14 +5,15 @@
 //! channel, and the routing of the hub's room events to the task of the room.
 //! Calls: `visit::task`, `sfu`, the store (the visit, its inmate, its facility's rate plan).
 //! Called by: the WebSocket endpoint of the visit pages (`api::routes::visit_ws`), after the
-//! page's pass was checked.
+//! page's pass was checked; the console's watch and terminate routes
+//! (`api::routes::visit_watch`), after the caller was checked.
 //!
 //! A visit is rated with its facility plan's `local` video tariff: a visit has no
 //! destination number, so the class of the visitor's phone does not apply, and `local` is
 //! the plan's base class. A plan without a video tariff cannot bill a visit, and the visit
 //! does not start (`no_video_rate`): free visits are a plan with a video rate of 0.
 
-use super::task::{VisitInput, VisitSetup, VisitTask, VisitTaskError};
+use super::task::{VisitInput, VisitSetup, VisitTask, VisitTaskError, WatchRefusal, Watching};
 use crate::charging::ChargingPlan;
 use crate::clock::Clock;
 use crate::rating::CallClass;
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 /// Why a page could not be attached to its visit.
@@ -49,6 +50,19 @@ impl LiveError {
             LiveError::Task(_) => "visit_not_started",
         }
     }
+}
+
+/// How long the API waits for a visit's task to answer a watcher's offer or removal
+/// (the task gives the forwarding hub 5 s to answer).
+const WATCH_WAIT: Duration = Duration::from_secs(8);
+
+/// Why a watcher could not be let into a visit.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("the visit does not run on this node")]
+    NotHere,
+    #[error("{0}")]
+    Refused(WatchRefusal),
 }
 
 /// How this node runs visits.
@@ -207,6 +221,57 @@ impl LiveVisits {
             }
         });
         Ok(tx)
+    }
+
+    /// Whether `visit_id` is running on this node.
+    pub fn contains(&self, visit_id: &str) -> bool {
+        self.running(visit_id).is_some()
+    }
+
+    /// Lets an investigator's receive-only peer into a visit running here.
+    pub async fn watch(&self, visit_id: &str, sdp: String) -> Result<Watching, WatchError> {
+        let tx = self.running(visit_id).ok_or(WatchError::NotHere)?;
+        let (done, answer) = oneshot::channel();
+        tx.send(VisitInput::Watch { sdp, done })
+            .await
+            .map_err(|_| WatchError::Refused(WatchRefusal::Ended))?;
+        // A task that ends before answering drops `done`.
+        match tokio::time::timeout(WATCH_WAIT, answer).await {
+            Ok(Ok(r)) => r.map_err(WatchError::Refused),
+            Ok(Err(_)) => Err(WatchError::Refused(WatchRefusal::Ended)),
+            Err(_) => Err(WatchError::Refused(WatchRefusal::Timeout)),
+        }
+    }
+
+    /// Removes a watcher of a visit running here; false when there is no such watcher
+    /// (or no such visit) here.
+    pub async fn unwatch(&self, visit_id: &str, watcher_id: &str) -> bool {
+        let Some(tx) = self.running(visit_id) else {
+            return false;
+        };
+        let (done, had) = oneshot::channel();
+        let input = VisitInput::Unwatch {
+            watcher_id: watcher_id.to_string(),
+            done,
+        };
+        if tx.send(input).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(WATCH_WAIT, had).await, Ok(Ok(true)))
+    }
+
+    /// Ends a visit running here (reason `terminated`) and waits up to `wait` for its
+    /// end (its session closed). False when the visit does not run here.
+    pub async fn terminate(&self, visit_id: &str, wait: Duration) -> bool {
+        let Some(tx) = self.running(visit_id) else {
+            return false;
+        };
+        let (done, over) = oneshot::channel();
+        if tx.send(VisitInput::Terminate { done }).await.is_err() {
+            return true; // it is ending already
+        }
+        let _ = tokio::time::timeout(wait, over).await;
+        true
     }
 
     fn running(&self, visit_id: &str) -> Option<mpsc::Sender<VisitInput>> {

@@ -29,6 +29,7 @@ use crate::session::{EndReason, Service};
 use crate::sfu::{HubHandle, Participant, RoomConfig, RoomEvent, RoomId};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -59,6 +60,39 @@ pub enum VisitInput {
     Room(RoomEvent),
     /// Staff or an investigator ends the visit (`terminated`); `done` is told when it is over.
     Terminate { done: oneshot::Sender<()> },
+    /// An investigator's receive-only offer (recvonly audio, video, audio, video: the
+    /// visitor's, then the inmate's): answered with a new watcher, or refused.
+    Watch {
+        sdp: String,
+        done: oneshot::Sender<Result<Watching, WatchRefusal>>,
+    },
+    /// A watcher is done; `done` says whether the visit had it.
+    Unwatch {
+        watcher_id: String,
+        done: oneshot::Sender<bool>,
+    },
+}
+
+/// A watcher let into a visit: its id (for its removal) and the gateway's SDP answer.
+#[derive(Debug, Clone)]
+pub struct Watching {
+    pub watcher_id: String,
+    pub answer: String,
+}
+
+/// Why a watcher was not let into a visit.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchRefusal {
+    /// Privileged visits are never watched (nor recorded).
+    #[error("the visit is privileged: it is never watched")]
+    Privileged,
+    #[error("the visit has ended")]
+    Ended,
+    /// The forwarding hub refused the offer (bad SDP, no usable media, or it stopped).
+    #[error("{0}")]
+    Offer(#[from] crate::sfu::SfuError),
+    #[error("the gateway did not answer the offer in time")]
+    Timeout,
 }
 
 /// Who and what a visit is, read from its booking when its task starts.
@@ -110,6 +144,9 @@ pub struct VisitTask {
     ended_at: Option<Instant>,
     /// The phase the pages were last told.
     last_phase: Option<Phase>,
+    /// Watchers in the room: their id (given to the API) → their number in the room.
+    watchers: HashMap<String, u32>,
+    next_watcher: u32,
 }
 
 fn index(side: Side) -> usize {
@@ -178,6 +215,8 @@ impl VisitTask {
             terminate_waiters: Vec::new(),
             ended_at: None,
             last_phase: None,
+            watchers: HashMap::new(),
+            next_watcher: 0,
         })
     }
 
@@ -260,7 +299,52 @@ impl VisitTask {
                 self.terminate_waiters.push(done);
                 self.core.stop(now, EndReason::Terminated);
             }
+            VisitInput::Watch { sdp, done } => {
+                let _ = done.send(self.watch(sdp).await);
+            }
+            VisitInput::Unwatch { watcher_id, done } => {
+                let had = match self.watchers.remove(&watcher_id) {
+                    Some(n) => {
+                        if let Err(e) = self
+                            .hub
+                            .remove(self.setup.room, Participant::Watcher(n))
+                            .await
+                        {
+                            warn!(error = %e, "cannot remove a watcher");
+                        }
+                        info!(watcher = %watcher_id, "a watcher left");
+                        true
+                    }
+                    None => false,
+                };
+                let _ = done.send(had);
+            }
         }
+    }
+
+    /// Lets a watcher in: a receive-only peer of the room, fed both sides. Never for a
+    /// privileged visit, whatever the API checked before.
+    async fn watch(&mut self, sdp: String) -> Result<Watching, WatchRefusal> {
+        if self.setup.privileged {
+            return Err(WatchRefusal::Privileged);
+        }
+        if self.core.is_ended() {
+            return Err(WatchRefusal::Ended);
+        }
+        self.next_watcher = self.next_watcher.wrapping_add(1);
+        let n = self.next_watcher;
+        let offer = self
+            .hub
+            .offer(self.setup.room, Participant::Watcher(n), sdp);
+        let answer = match tokio::time::timeout(OFFER_TIMEOUT, offer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(WatchRefusal::Offer(e)),
+            Err(_) => return Err(WatchRefusal::Timeout),
+        };
+        let watcher_id = uuid::Uuid::new_v4().to_string();
+        self.watchers.insert(watcher_id.clone(), n);
+        info!(watcher = %watcher_id, "a watcher joined");
+        Ok(Watching { watcher_id, answer })
     }
 
     async fn page(&mut self, side: Side, msg: FromPage, now: Instant) {
@@ -304,6 +388,10 @@ impl VisitTask {
                 );
                 self.event(now, SessionEventKind::Dropped, side);
                 self.core.dropped(side, now);
+            }
+            RoomEvent::Left(Participant::Watcher(n), why) => {
+                info!(watcher = n, why = why.as_str(), "a watcher's peer is gone");
+                self.watchers.retain(|_, w| *w != n);
             }
             _ => {}
         }

@@ -12,6 +12,7 @@ pub(super) mod recordings;
 pub(super) mod tokens;
 pub(super) mod users;
 pub(super) mod visit_join;
+pub(super) mod visit_watch;
 pub(super) mod visit_ws;
 pub(super) mod visiting;
 pub(super) mod visits;
