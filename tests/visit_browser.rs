@@ -15,8 +15,9 @@
 //!   again, and both pages end with `slot_ended`; the paused time is not charged (the CDR's
 //!   `paused_ms`, its timeline, the charges and the statement agree).
 //! - `firefox_visits_chromium`: the visitor in Firefox ESR (driven through Marionette),
-//!   the kiosk in Chromium; media flows both ways; the visitor ends the visit and both
-//!   pages say so (`visitor_left`).
+//!   the kiosk in Chromium; media flows both ways; a third browser, the investigator's
+//!   console, watches both sides (frames decoded from each); the visitor ends the visit and
+//!   both pages say so (`visitor_left`).
 //!
 //! Without Chromium/chromedriver (or Firefox ESR for the last test) a test prints why and
 //! passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`. Screenshots of both pages go to
@@ -349,6 +350,46 @@ impl Case {
         );
     }
 
+    /// An investigator logs into the console, opens the live page and watches the visit
+    /// until both sides' video is decoded and their audio received.
+    fn console_watches(&self, page: &Page) {
+        const PASSWORD: &str = "correct horse battery staple";
+        self.api
+            .add_user("inv-visits", PASSWORD, "investigator", &[e2e::FACILITY]);
+        let b = &page.browser;
+        b.goto(&format!("{}/console/", self.gw.base_url()));
+        b.wait_for("body[data-ready='1']");
+        b.fill("#login-username", "inv-visits");
+        b.fill("#login-password", PASSWORD);
+        b.click("#login-submit");
+        b.wait_js(
+            "the investigator logs in",
+            Duration::from_secs(10),
+            "return !document.getElementById('search-view').hidden;",
+            |v| v == true,
+        );
+        b.click("#nav-live");
+        let row = format!("tr[data-visit-id='{}']", self.visit);
+        b.click(&format!("{row} button.watch"));
+        let stats = b.wait_js(
+            "the console receives both sides",
+            Duration::from_secs(30),
+            "return ['visitor', 'inmate'].map((s) => ({
+                frames: Number(document.getElementById('watch-frames-' + s).textContent),
+                width: document.getElementById('watch-video-' + s).videoWidth }));",
+            |v| {
+                v.as_array().is_some_and(|sides| {
+                    sides.iter().all(|s| {
+                        s["frames"].as_f64().is_some_and(|n| n > 10.0)
+                            && s["width"].as_u64().is_some_and(|w| w > 0)
+                    })
+                })
+            },
+        );
+        println!("{}: {stats}", page.name);
+        page.screenshot("watching");
+    }
+
     /// The visit's ended session: (end reason, increments, amount in 1/10,000 of a dollar,
     /// paused ms), waiting for the CDR's close.
     fn ended_session(&self) -> (String, i64, i64, i64) {
@@ -564,6 +605,12 @@ fn firefox_visits_chromium() {
         println!("{}: {stats}", page.name);
         page.screenshot("connected");
     }
+    // A third browser: the investigator's console watches both sides.
+    let console = Page {
+        name: "visit-firefox-console".into(),
+        browser: Browser::start(&case.dir.join("console-chromedriver.log")),
+    };
+    case.console_watches(&console);
     visitor.browser.click("#room-leave");
     for page in [&visitor, &kiosk] {
         let text = page.ended("visitor_left", Duration::from_secs(20));
