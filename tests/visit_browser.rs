@@ -449,6 +449,29 @@ impl Case {
         })
     }
 
+    /// The connected time (accepted to end, less the pauses) and each finished
+    /// recording's duration, in ms.
+    fn recorded_vs_connected(&self) -> (i64, Vec<i64>) {
+        self.rt.block_on(async {
+            let (accepted, end, paused): (i64, i64, i64) = sqlx::query_as(
+                "SELECT accepted_at, end_at, paused_ms FROM sessions WHERE visit_id = $1",
+            )
+            .bind(&self.visit)
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap();
+            let durations: Vec<i64> = sqlx::query_scalar(
+                "SELECT r.duration_ms FROM recordings r JOIN sessions s ON s.id = r.session_id \
+                 WHERE s.visit_id = $1 AND r.status = 'complete' ORDER BY r.participant",
+            )
+            .bind(&self.visit)
+            .fetch_all(self.db.pool())
+            .await
+            .unwrap();
+            ((end - accepted) / 1000 - paused, durations)
+        })
+    }
+
     /// The visit charges on the inmate's statement: their count and their sum.
     fn statement_charges(&self) -> (usize, Decimal) {
         let st = self.api.get(&format!(
@@ -531,6 +554,14 @@ fn a_visit_between_two_browsers_is_cut_when_the_funds_run_out() {
     case.money_agrees(increments, amount, "0.016", "0.048");
     assert_eq!(case.api.balance(&case.inmate.account), Decimal::ZERO);
     assert_eq!(case.complete_recordings(2), 2, "both sides recorded");
+    let (connected, recorded) = case.recorded_vs_connected();
+    println!("connected {connected} ms, recorded {recorded:?} ms");
+    for ms in recorded {
+        assert!(
+            (ms - connected).abs() <= 1_000,
+            "a recording of {ms} ms for {connected} ms connected"
+        );
+    }
 }
 
 #[test]
