@@ -212,14 +212,40 @@ pub async fn open(config: &Config) -> anyhow::Result<Store> {
         })?;
     db.migrate().await.context("applying migrations")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = Store::new(db, clock, &config.security.pin_pepper)
+    let mut store = Store::new(db, clock, &config.security.pin_pepper)
         .with_credential_rules(CredentialRules::from_config(&config.security));
+    if let Some(caps) = cap_tables(&config.billing.cap_tables_dir)? {
+        store = store.with_cap_schedule(caps);
+    }
     // The data step of migration 0005: calling IDs for inmates booked before them.
     store
         .assign_calling_ids()
         .await
         .context("giving calling IDs to inmates booked before them")?;
     Ok(store)
+}
+
+/// The rate cap tables of `billing.cap_tables_dir`, if set: every `*.toml` in it.
+fn cap_tables(dir: &std::path::Path) -> anyhow::Result<Option<crate::rating::CapSchedule>> {
+    if dir.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let key = "billing.cap_tables_dir";
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("{key}: {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("{key}: {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        anyhow::bail!("{key}: no *.toml rate cap table in {}", dir.display());
+    }
+    files.sort();
+    let caps = crate::rating::CapSchedule::from_files(&files).with_context(|| key.to_string())?;
+    Ok(Some(caps))
 }
 
 /// Runs one admin command (everything but `serve`).
@@ -502,6 +528,30 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_tables_come_from_the_configured_directory_and_errors_name_the_key() {
+        assert!(cap_tables(std::path::Path::new("")).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let e = error_report(&cap_tables(dir.path()).unwrap_err());
+        assert!(
+            e.contains("billing.cap_tables_dir") && e.contains("no *.toml"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.path().join("puc.toml"),
+            "name = \"PUC\"\n[caps.prison]\naudio = \"0.05\"\n",
+        )
+        .unwrap();
+        let caps = cap_tables(dir.path()).unwrap().unwrap();
+        assert_eq!(caps.tables().len(), 1);
+        std::fs::write(dir.path().join("bad.toml"), "name = 1\n").unwrap();
+        let e = error_report(&cap_tables(dir.path()).unwrap_err());
+        assert!(
+            e.contains("billing.cap_tables_dir") && e.contains("bad.toml"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn an_error_report_says_each_cause_once() {

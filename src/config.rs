@@ -264,6 +264,10 @@ pub struct BillingConfig {
     pub warning_lead_secs: u32,
     /// How long the called party has to press 1.
     pub accept_timeout_secs: u32,
+    /// A directory of rate cap tables (every `*.toml` in it, each with its
+    /// `effective_from`) that replace the checked-in FCC tables. Empty: the checked-in
+    /// `config/fcc_caps_2024.toml` and `config/fcc_caps_2025.toml`.
+    pub cap_tables_dir: PathBuf,
 }
 
 /// Video visits.
@@ -441,6 +445,7 @@ impl Default for BillingConfig {
             default_increment_secs: 60,
             warning_lead_secs: 60,
             accept_timeout_secs: 30,
+            cap_tables_dir: PathBuf::new(),
         }
     }
 }

@@ -1200,3 +1200,89 @@ async fn health_metrics_and_openapi() {
     );
     app.t.cleanup().await;
 }
+
+/// The cap table in force changes on FCC 25-75's compliance date (2026-04-06): before it
+/// a plan is held to the 2024 caps, from it to the 2025 ones; `GET /rate-caps` shows the
+/// table in force and the next one.
+#[tokio::test]
+async fn the_cap_in_force_is_the_one_of_the_day() {
+    let app = app(Backend::Sqlite).await.unwrap();
+    inproc::facility(&app, "F1").await; // a prison
+                                        // The app's clock: 2026-03-02, under FCC 24-75.
+    let (s, caps) = admin(&app, "GET", "/api/v1/rate-caps", None).await;
+    assert_eq!(s, StatusCode::OK, "{caps}");
+    assert!(
+        caps["in_force"]["name"].as_str().unwrap().contains("24-75"),
+        "{caps}"
+    );
+    assert_eq!(caps["next"]["effective_from"], "2026-04-06", "{caps}");
+    assert_eq!(caps["next"]["facility_charge_per_minute"], "0.02", "{caps}");
+    let prison_audio = |table: &Value| {
+        table["caps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["category"] == "prison" && r["service"] == "audio")
+            .map(|r| r["per_minute_cap"].clone())
+            .unwrap()
+    };
+    assert_eq!(prison_audio(&caps["in_force"]), "0.06");
+    assert_eq!(prison_audio(&caps["next"]), "0.11");
+    // $0.10 a minute: above 24-75's prison cap, within 25-75's.
+    for (id, rate) in [("p10", "0.10"), ("p12", "0.12")] {
+        let (s, v) = upload(
+            &app,
+            &format!("/api/v1/rate-plans?id={id}"),
+            &format!("class,service,per_minute,increment_secs\ndomestic,audio,{rate},60\n"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let assign = |plan: &'static str| {
+        let app = &app;
+        async move {
+            admin(
+                app,
+                "PATCH",
+                "/api/v1/facilities/F1",
+                Some(json!({ "rate_plan_id": plan })),
+            )
+            .await
+        }
+    };
+    let (s, e) = assign("p10").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "before the date: {e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("0.06"),
+        "{e}"
+    );
+    // From the compliance date on, 25-75's caps.
+    let to_date = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 4, 6, 0, 0, 1).unwrap();
+    app.clock
+        .advance((to_date - app.clock.wall()).to_std().unwrap());
+    let (s, e) = assign("p10").await;
+    assert_eq!(s, StatusCode::OK, "after the date: {e}");
+    let (s, e) = assign("p12").await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "above 25-75's $0.11: {e}"
+    );
+    let (_, caps) = admin(&app, "GET", "/api/v1/rate-caps", None).await;
+    assert!(
+        caps["in_force"]["name"].as_str().unwrap().contains("25-75"),
+        "{caps}"
+    );
+    assert!(caps["next"].is_null(), "{caps}");
+    // A jail of under 50 is its own tier now.
+    let (s, v) = admin(
+        &app,
+        "PATCH",
+        "/api/v1/facilities/F1",
+        Some(json!({ "cap_category": "extremely_small_jail" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, e) = assign("p12").await;
+    assert_eq!(s, StatusCode::OK, "within $0.19: {e}");
+}

@@ -84,7 +84,7 @@ pub const OPERATIONS: &[Op] = &[
     with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
     op("post", "/contacts/{id}/approve", "Approve a contact", "contacts"),
     op("post", "/contacts/{id}/deny", "Deny a contact", "contacts"),
-    op("get", "/rate-caps", "The rate-cap table in force (FCC 24-75)", "rating"),
+    op("get", "/rate-caps", "The rate-cap table in force today and the next one scheduled (FCC 24-75, FCC 25-75 from 2026-04-06, or the configured tables)", "rating"),
     op("get", "/rate-decks", "Rate decks", "rating"),
     with_body(op("post", "/rate-decks", "Upload a rate deck (CSV prefix,class,description; ?id=&name=)", "rating"), "csv", 201),
     op("get", "/rate-decks/{id}", "One rate deck", "rating"),

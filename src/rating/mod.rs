@@ -9,9 +9,10 @@
 //! - **Rate plans**: [`RatePlan`] holds a [`Tariff`] (per-minute rate + billing increment)
 //!   per (class, [`Service`]), a default increment (60 s) and a maximum call duration.
 //! - **Caps**: [`CapTable`] holds regulatory per-minute caps by [`FacilityCapCategory`] and
-//!   service; [`CapTable::fcc_2024`] is the preset of FCC 24-75
-//!   (`config/fcc_caps_2024.toml`, every figure sourced there). [`RatePlan::validate`]
-//!   refuses a plan above its cap.
+//!   service, from a day on; [`CapSchedule`] says which table is in force on a day.
+//!   [`CapSchedule::fcc`] is FCC 24-75 (`config/fcc_caps_2024.toml`) then FCC 25-75 from
+//!   2026-04-06 (`config/fcc_caps_2025.toml`), every figure's source named there.
+//!   [`RatePlan::validate`] refuses a plan above its cap.
 //! - **Tariff arithmetic**: the cost of an increment, of `n` increments, and how many
 //!   increments a balance pays for.
 //!
@@ -89,7 +90,7 @@ mod e164;
 mod exact;
 mod plan;
 
-pub use caps::{CapError, CapTable, FacilityCapCategory, UnknownCategory};
+pub use caps::{CapError, CapSchedule, CapTable, FacilityCapCategory, UnknownCategory};
 pub use deck::{DeckEntry, DeckError, DeckMatch, RateDeck, MAX_PREFIX_DIGITS};
 pub use e164::{normalize_e164, NumberError, E164, MAX_DIGITS, MIN_DIGITS};
 pub use plan::{affordable, PlanError, PlanSettings, RatePlan, Tariff, MAX_INCREMENT_SECS};

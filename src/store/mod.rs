@@ -37,7 +37,7 @@ pub use inmates::{Booking, Inmate, InmateStatus};
 pub use nodes::NodeRecord;
 pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};
 pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};
-pub use rates::{caps as rates_caps, DeckSummary, PlanSummary, TariffRow};
+pub use rates::{preset_caps, DeckSummary, PlanSummary, TariffRow};
 pub(crate) use recordings::{
     chain_link, recording as recording_from_row, ChainFields, CHAIN_LOCK_KEY,
     COLUMNS as RECORDING_COLUMNS,
@@ -129,6 +129,8 @@ pub struct Store {
     ledger: Ledger,
     /// Rate decks and plans by id, shared by the store's clones.
     rates: Arc<rates::RateCache>,
+    /// The configured rate cap tables (`rates.cap_tables`); `None`: the checked-in ones.
+    caps: Option<Arc<crate::rating::CapSchedule>>,
 }
 
 impl Store {
@@ -140,7 +142,14 @@ impl Store {
             pin_pepper: pin_pepper.into(),
             credentials: CredentialRules::default(),
             rates: Arc::default(),
+            caps: None,
         }
+    }
+
+    /// The same store checking plans against `caps` instead of the checked-in tables.
+    pub fn with_cap_schedule(mut self, caps: crate::rating::CapSchedule) -> Store {
+        self.caps = Some(Arc::new(caps));
+        self
     }
 
     /// The same store with these calling ID and PIN lengths.

@@ -11,8 +11,8 @@ use super::{conflict_on_unique, Store, StoreError};
 use crate::db::from_micros;
 use crate::money::Money;
 use crate::rating::{
-    CallClass, CapTable, DeckEntry, FacilityCapCategory, PlanSettings, RateDeck, RatePlan, Service,
-    Tariff,
+    CallClass, CapError, CapSchedule, CapTable, DeckEntry, FacilityCapCategory, PlanSettings,
+    RateDeck, RatePlan, Service, Tariff,
 };
 use crate::text;
 use chrono::{DateTime, Utc};
@@ -20,7 +20,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// Decks and plans rebuilt from their rows, by id (see the module doc). One rebuild per
 /// id however many set-ups ask at once (the first call set-ups after a start would
@@ -99,12 +99,30 @@ fn parse_category(s: &str) -> Result<FacilityCapCategory, StoreError> {
     })
 }
 
-/// The cap table in force.
-pub fn caps() -> Result<CapTable, StoreError> {
-    CapTable::fcc_2024().map_err(|e| StoreError::Corrupt {
+/// The checked-in cap tables (FCC 24-75, then 25-75), parsed once.
+pub fn preset_caps() -> Result<&'static CapSchedule, StoreError> {
+    static FCC: LazyLock<Result<CapSchedule, CapError>> = LazyLock::new(CapSchedule::fcc);
+    FCC.as_ref().map_err(|e| StoreError::Corrupt {
         what: "rate cap table",
         message: e.to_string(),
     })
+}
+
+impl Store {
+    /// The cap tables plans are checked against: the configured ones, else the presets.
+    pub fn cap_schedule(&self) -> Result<&CapSchedule, StoreError> {
+        match &self.caps {
+            Some(s) => Ok(s),
+            None => preset_caps(),
+        }
+    }
+
+    /// The cap table in force today (the clock's date in UTC), if any.
+    pub fn caps_in_force(&self) -> Result<Option<&CapTable>, StoreError> {
+        Ok(self
+            .cap_schedule()?
+            .in_force(self.clock.wall().date_naive()))
+    }
 }
 
 fn tariff_from_row(r: &AnyRow) -> Result<(CallClass, Service, Tariff), StoreError> {
@@ -341,8 +359,8 @@ impl Store {
     }
 
     /// A stored plan, ready for rating (from memory once loaded: plans are immutable),
-    /// checked against the cap of `category` every time: a plan above its cap is refused
-    /// even if the cap table changed after it was set.
+    /// checked against the cap of `category` in force today every time: a plan above its
+    /// cap is refused even if the cap table changed after it was set.
     pub async fn load_rate_plan(
         &self,
         id: &str,
@@ -354,8 +372,10 @@ impl Store {
             })
             .await?
             .clone();
-        plan.validate(&caps()?, parse_category(category)?)
-            .map_err(|e| StoreError::invalid("rate_plan_id", e.to_string()))?;
+        if let Some(caps) = self.caps_in_force()? {
+            plan.validate(caps, parse_category(category)?)
+                .map_err(|e| StoreError::invalid("rate_plan_id", e.to_string()))?;
+        }
         Ok(plan)
     }
 

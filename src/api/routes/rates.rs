@@ -3,7 +3,7 @@
 use crate::api::auth::{ApiBytes, ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::rating::{normalize_e164, FacilityCapCategory, Service};
+use crate::rating::{normalize_e164, CapTable, FacilityCapCategory, Service};
 use crate::store::{DeckSummary, PlanSummary, Role};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,21 +11,49 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub(crate) async fn caps(caller: Caller) -> Result<Json<Value>, ApiError> {
+/// The rate cap table in force today and the next one scheduled, each with its tiers.
+pub(crate) async fn caps(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
-    let table = crate::store::rates_caps()?;
+    let schedule = s.store.cap_schedule()?;
+    let today = s.store.clock().wall().date_naive();
+    let in_force = schedule.in_force(today);
+    let next = schedule.next_after(today);
+    Ok(Json(json!({
+        "date": today,
+        "in_force": in_force.map(cap_table_json),
+        "next": next.map(cap_table_json),
+        // The table in force, flat, as before (empty when nothing is capped).
+        "name": in_force.map(CapTable::name),
+        "source": in_force.and_then(CapTable::source),
+        "caps": in_force.map(cap_rows).unwrap_or_default(),
+    })))
+}
+
+fn cap_rows(table: &CapTable) -> Vec<Value> {
     let mut rows = Vec::new();
     for category in FacilityCapCategory::ALL {
         for service in Service::ALL {
-            rows.push(
-                json!({ "category": category.as_str(), "service": service.as_str(),
-                              "per_minute_cap": table.cap(category, service) }),
-            );
+            rows.push(json!({
+                "category": category.as_str(), "service": service.as_str(),
+                "per_minute_cap": table.cap(category, service),
+                "source": table.tier_source(category),
+            }));
         }
     }
-    Ok(Json(
-        json!({ "name": table.name(), "source": table.source(), "caps": rows }),
-    ))
+    rows
+}
+
+fn cap_table_json(table: &CapTable) -> Value {
+    json!({
+        "name": table.name(),
+        "source": table.source(),
+        "effective_from": table.starts(),
+        "facility_charge_per_minute": table.facility_charge_per_minute(),
+        "caps": cap_rows(table),
+    })
 }
 
 #[derive(Deserialize)]
