@@ -38,6 +38,7 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod kiosk;
 pub mod ledger;
 pub mod media;
 pub mod money;

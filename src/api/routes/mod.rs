@@ -5,6 +5,7 @@ pub(super) mod cluster;
 pub(super) mod facilities;
 pub(super) mod inmates;
 pub(super) mod integrity;
+pub(super) mod kiosk;
 pub(super) mod listen;
 pub(super) mod money;
 pub(super) mod rates;

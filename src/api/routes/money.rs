@@ -39,13 +39,28 @@ async fn scoped_account(
     Ok(account)
 }
 
+/// [`scoped_account`] for reading: a kiosk reads only the account of the inmate signed in
+/// at it (its sitting); it takes cash for any inmate ([`deposit`]) without one.
+async fn readable_account(
+    s: &AppState,
+    caller: &Caller,
+    roles: &[Role],
+    id: &str,
+) -> Result<Account, ApiError> {
+    let account = scoped_account(s, caller, roles, id).await?;
+    if caller.0.role == Role::Kiosk {
+        caller.kiosk_acts_for(account.owner_id.as_deref().unwrap_or_default())?;
+    }
+    Ok(account)
+}
+
 pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Account>, ApiError> {
     let roles = [Role::Admin, Role::Investigator, Role::Kiosk, Role::Family];
-    Ok(Json(scoped_account(&s, &caller, &roles, &id).await?))
+    Ok(Json(readable_account(&s, &caller, &roles, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -109,7 +124,7 @@ pub(crate) async fn deposits(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Deposit>>, ApiError> {
-    let account = scoped_account(&s, &caller, &[Role::Admin, Role::Kiosk], &id).await?;
+    let account = readable_account(&s, &caller, &[Role::Admin, Role::Kiosk], &id).await?;
     Ok(Json(s.store.ledger().deposits(&account.id).await?))
 }
 
@@ -253,7 +268,7 @@ pub(crate) async fn statement(
     ApiQuery(q): ApiQuery<StatementQuery>,
 ) -> Result<Response, ApiError> {
     let roles = [Role::Admin, Role::Investigator, Role::Kiosk, Role::Family];
-    let account = scoped_account(&s, &caller, &roles, &id).await?;
+    let account = readable_account(&s, &caller, &roles, &id).await?;
     // Statements cover [from, to); the default end includes everything up to this instant.
     let to =
         q.to.unwrap_or_else(|| s.store.clock().wall() + chrono::Duration::microseconds(1));
