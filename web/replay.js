@@ -30,11 +30,15 @@ class VisitReplay {
   static SEEK_DRIFT = 0.25;
   static NUDGE_DRIFT = 0.04;
 
-  // A side's length in seconds: the file's own (once its metadata is in), else the row's.
+  // A side's length in seconds: the file's own (once its metadata is in), else the row's;
+  // a recording still being written (a visit in progress) is as long as it is old.
   length(s) {
     const d = s.video.duration;
     if (Number.isFinite(d) && d > 0) return d;
-    return (s.recording.duration_ms || 0) / 1000;
+    if (s.recording.duration_ms !== null && s.recording.duration_ms !== undefined) {
+      return s.recording.duration_ms / 1000;
+    }
+    return Math.max(0, (Date.now() - Date.parse(s.recording.started_at)) / 1000);
   }
 
   // The visit's length: where the later-ending side ends.
