@@ -253,6 +253,7 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/verify", get(integrity::verify_all))
         .route("/recordings/{id}/verify", get(integrity::verify_one))
         .route("/calls/{id}/recording", get(calls::recording))
+        .route("/calls/{id}/recordings", get(calls::recordings))
         .route("/recordings/{id}", get(recordings::get))
         .route("/recordings/{id}/play", post(recordings::play))
         .route("/recordings/{id}/download", post(recordings::download))

@@ -101,10 +101,11 @@ pub const OPERATIONS: &[Op] = &[
     money(op("post", "/deposits/{id}/post", "Post a pending money order", "money")),
     money(op("post", "/deposits/{id}/void", "Void a pending money order", "money")),
     op("get", "/ledger/check", "Check the ledger's invariants", "money"),
-    op("get", "/calls", "Search call records, scoped to the caller's facilities, newest first -> {items, total, limit, offset}; audited call.search", "calls"),
+    op("get", "/calls", "Search session records, scoped to the caller's facilities, newest first -> {items, total, limit, offset}: calls, or with kind=visit video visits' sessions, kind=all both (each item's kind says which); audited call.search", "calls"),
     op("get", "/calls/active", "Calls in progress, each with listenable (accepted, not privileged, on a node) and the increments and amount debited so far", "calls"),
-    op("get", "/calls/{id}", "One call record (the tariff applied, the times that explain its charge, the digits dialed) with its charges and its recording (or null)", "calls"),
+    op("get", "/calls/{id}", "One session record (the tariff applied, the times that explain its charge, the digits dialed) with its charges, its recording (a call's, or null) and recordings (every recording of the session; empty when privileged); a video visit's session (kind visit) also has visit (the booking: visitor, station, slot) and timeline [{at, kind: joined|media|dropped|paused|resumed|left, side: visitor|inmate|''}]", "calls"),
     op("get", "/calls/{id}/recording", "The call's recording metadata; 403 privileged (audited recording.refused) for a privileged call", "recordings"),
+    op("get", "/calls/{id}/recordings", "Every recording of a session, oldest first: a call's one, a video visit's two (participant inmate and visitor, each with its started_at: play them side by side offset by the difference); 403 privileged (audited recording.refused) for a privileged call or visit", "recordings"),
     op("get", "/recordings/{id}", "Recording metadata (status, format, participant, times, size, sha256, chain_seq)", "recordings"),
     op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
     op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download. Bound to the asking token like a playback ticket; always answered as an attachment", "recordings"),
@@ -265,10 +266,21 @@ fn schemas() -> Value {
             "per_minute": { "$ref": "#/components/schemas/Money" },
             "increment_secs": { "type": "integer" },
             "cost_per_increment": { "$ref": "#/components/schemas/Money", "description": "One increment's charge, rounded toward zero to 1/10,000 once" } } },
-        "CallDetail": { "allOf": [ { "$ref": "#/components/schemas/Cdr" }, { "type": "object", "properties": {
-            "charges": { "type": "array", "description": "The session's debits, in increment order", "items": { "type": "object" } },
-            "recording": { "type": ["object", "null"], "description": "The recording's metadata (its own started_at, ended_at, duration_ms), or null" } } } ] }
+        "CallDetail": call_detail_schema()
     })
+}
+
+/// A session with its charges and recordings (`GET /calls/{id}`).
+fn call_detail_schema() -> Value {
+    json!({ "allOf": [ { "$ref": "#/components/schemas/Cdr" }, { "type": "object", "properties": {
+            "charges": { "type": "array", "description": "The session's debits, in increment order", "items": { "type": "object" } },
+            "recording": { "type": ["object", "null"], "description": "A call's recording's metadata (its own started_at, ended_at, duration_ms), or null (a visit's are in recordings)" },
+            "recordings": { "type": "array", "items": { "type": "object" }, "description": "Every recording of the session, oldest first (a visit: one per participant, each with its started_at); empty when privileged" },
+            "visit": { "$ref": "#/components/schemas/Visit", "description": "A visit session's booking; absent for a call" },
+            "timeline": { "type": "array", "description": "A visit session's events in order; absent for a call", "items": { "type": "object", "properties": {
+                "at": { "type": "string", "format": "date-time" },
+                "kind": { "enum": ["joined", "media", "dropped", "paused", "resumed", "left"] },
+                "side": { "enum": ["visitor", "inmate", ""] } } } } } } ] })
 }
 
 /// A facility's visiting rules (`visit::rules::VisitingRules`).
@@ -314,6 +326,9 @@ fn cdr_schema() -> Value {
         |d: &str| json!({ "type": ["string", "null"], "format": "date-time", "description": d });
     json!({ "type": "object", "properties": {
         "id": { "type": "string" }, "facility_id": { "type": "string" },
+        "kind": { "enum": ["call", "visit"], "description": "A call, or a video visit's session (no handset, number or digits; accepted_at is when both sides' media flowed)" },
+        "visit_id": { "type": ["string", "null"], "description": "The visit a visit session ran" },
+        "paused_ms": { "type": "integer", "description": "Time billing stood paused while a side of a visit was away (0 for a call)" },
         "inmate_id": { "type": ["string", "null"] }, "handset_id": { "type": ["string", "null"] },
         "number": { "type": ["string", "null"], "description": "The number called in E.164, once the dialed digits were normalized (null for calls refused before)" },
         "dialed": { "type": "string", "description": "The digits exactly as dialed, refused calls included" },
@@ -409,6 +424,11 @@ fn query_params(o: &Op) -> Vec<Value> {
             ),
             query("inmate_id", text(), "Inmate id"),
             query("booking_number", text(), "Inmate booking number"),
+            query(
+                "kind",
+                json!({ "type": "string", "enum": crate::store::SESSION_KINDS, "default": "call" }),
+                "Which sessions: call (the default), visit (video visits) or all",
+            ),
             query(
                 "number",
                 text(),
@@ -649,6 +669,9 @@ mod tests {
         let now = chrono::Utc::now();
         let cdr = Cdr {
             id: "c".into(),
+            kind: "call".into(),
+            visit_id: None,
+            paused_ms: 0,
             facility_id: "F".into(),
             inmate_id: None,
             handset_id: None,
