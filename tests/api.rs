@@ -1293,7 +1293,75 @@ async fn kiosk_sittings(app: App) {
     app.t.cleanup().await;
 }
 
+/// A family user reads the account, statement and balance only of the inmates it is a
+/// contact of; it still deposits to any inmate (a gift needs no link), without seeing it.
+async fn family_reads_only_linked_accounts(app: App) {
+    let (iid, acc) = setup(&app, "F1").await;
+    let other = inproc::inmate(&app, "F1", "B-2").await;
+    let other_acc = other["account_id"].as_str().unwrap().to_string();
+    let (_, contacts) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/inmates/{iid}/contacts"),
+        None,
+    )
+    .await;
+    let contact = contacts[0]["id"].as_str().unwrap().to_string();
+    let (s, v) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(
+            json!({ "username": "jane", "role": "family", "facilities": ["F1"],
+                     "contacts": [contact], "ttl_secs": 600 }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let linked = v["token"].as_str().unwrap().to_string();
+    let stranger = inproc::issue(&app, "stranger", "family", &["F1"], Some(600)).await;
+    for path in [
+        format!("/api/v1/accounts/{acc}"),
+        format!("/api/v1/accounts/{acc}/statement"),
+    ] {
+        let (s, v) = send(&app, "GET", &path, Some(&linked), None, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        let (s, e) = send(&app, "GET", &path, Some(&stranger), None, None).await;
+        assert_eq!(
+            (s, err_code(&e)),
+            (StatusCode::FORBIDDEN, "not_linked"),
+            "{path}: {e}"
+        );
+    }
+    let (s, e) = send(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{other_acc}"),
+        Some(&linked),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "not_linked"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{other_acc}/deposits"),
+        Some(&stranger),
+        Some("gift-1"),
+        Some(json!({ "amount": "5.00", "method": "online" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "a gift to any inmate: {e}");
+    app.t.cleanup().await;
+}
+
 battery!(
+    family_reads_only_linked_accounts,
     money_flow,
     idempotent_replays,
     bad_requests,

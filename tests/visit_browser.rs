@@ -706,8 +706,13 @@ fn the_kiosk_shows_the_inmate_their_own_account() {
         |v| v["shown"] == true,
     );
     page.screenshot("shown");
-    let account = case.api.get(&format!("/api/v1/accounts/{}", case.inmate.account));
-    assert_eq!(shown["balance"], format!("${}", account["balance"].as_str().unwrap()));
+    let account = case
+        .api
+        .get(&format!("/api/v1/accounts/{}", case.inmate.account));
+    assert_eq!(
+        shown["balance"],
+        format!("${}", account["balance"].as_str().unwrap())
+    );
     assert_eq!(shown["balance"], "$7.50", "{shown}");
     let statement = case.api.get(&format!(
         "/api/v1/accounts/{}/statement",
@@ -719,7 +724,10 @@ fn the_kiosk_shows_the_inmate_their_own_account() {
         "{shown}"
     );
     assert!(shown["name"].as_str().unwrap().contains("VB-1"), "{shown}");
-    assert!(shown["visits"].as_str().unwrap().contains("Kiosk 1"), "{shown}");
+    assert!(
+        shown["visits"].as_str().unwrap().contains("Kiosk 1"),
+        "{shown}"
+    );
     // Done: back to the day's list, nothing of the inmate left on the page.
     b.click("#account-done");
     let after = b.wait_js(

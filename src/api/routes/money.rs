@@ -40,7 +40,8 @@ async fn scoped_account(
 }
 
 /// [`scoped_account`] for reading: a kiosk reads only the account of the inmate signed in
-/// at it (its sitting); it takes cash for any inmate ([`deposit`]) without one.
+/// at it (its sitting), a family user only those of the inmates it is a contact of; both
+/// deposit to any inmate's account ([`deposit`]) without seeing it.
 async fn readable_account(
     s: &AppState,
     caller: &Caller,
@@ -48,10 +49,38 @@ async fn readable_account(
     id: &str,
 ) -> Result<Account, ApiError> {
     let account = scoped_account(s, caller, roles, id).await?;
-    if caller.0.role == Role::Kiosk {
-        caller.kiosk_acts_for(account.owner_id.as_deref().unwrap_or_default())?;
+    let owner = account.owner_id.as_deref().unwrap_or_default();
+    match caller.0.role {
+        Role::Kiosk => caller.kiosk_acts_for(owner)?,
+        Role::Family => family_linked(s, caller, owner).await?,
+        Role::Admin | Role::Investigator => {}
     }
     Ok(account)
+}
+
+/// Whether the family caller is a contact of the inmate `inmate_id` (one of the inmate's
+/// contacts is bound to the caller's user): 403 `not_linked` otherwise.
+async fn family_linked(s: &AppState, caller: &Caller, inmate_id: &str) -> Result<(), ApiError> {
+    let mine = match caller.0.user_id.as_deref() {
+        Some(u) => s.store.family_contacts(u).await?,
+        None => Vec::new(),
+    };
+    let linked = !mine.is_empty()
+        && !inmate_id.is_empty()
+        && s.store
+            .contacts(inmate_id)
+            .await?
+            .iter()
+            .any(|c| mine.contains(&c.id));
+    if linked {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "not_linked",
+            "a family user sees only the accounts of inmates it is a contact of",
+        ))
+    }
 }
 
 pub(crate) async fn get(
