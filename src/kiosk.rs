@@ -70,13 +70,7 @@ impl SittingRefusal {
     }
 }
 
-fn unix(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
-}
-
-fn from_unix(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(s.parse().ok()?, 0)
-}
+use crate::signed::{from_unix_secs as from_unix, unix_secs as unix};
 
 /// The sitting's text: hex digits and one dot (safe in a header).
 pub fn seal(key: &[u8], s: &Sitting) -> String {

@@ -34,6 +34,16 @@ pub fn open(key: &[u8], text: &str) -> Option<String> {
     String::from_utf8(payload).ok()
 }
 
+/// A time as the payloads write it: Unix seconds.
+pub fn unix_secs(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// A time written by [`unix_secs`], if `s` is one.
+pub fn from_unix_secs(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(s.parse().ok()?, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -356,86 +356,23 @@ battery!(api);
 mod console {
     use super::support::api::{self as e2e, Api};
     use super::support::gateway::Gateway;
+    use super::support::visit_page;
     use super::support::webdriver::{self, Browser};
     use super::support::{sipp, Workdir};
-    use futures_util::{SinkExt, StreamExt};
     use sallyport::db::Db;
-    use sallyport::sfu::synthetic::{self, Script, SyntheticPeer};
+    use sallyport::sfu::synthetic::Script;
     use serde_json::{json, Value};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
-    use tokio::net::UdpSocket;
-    use tokio_tungstenite::tungstenite::Message;
-
-    type Socket = tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >;
 
     const PASSWORD: &str = "correct horse battery staple";
     /// How long each visit's slot lasts.
     const SLOT_SECS: i64 = 14;
 
-    async fn next_json(ws: &mut Socket) -> Value {
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(120), ws.next())
-                .await
-                .expect("a message within 120 s")
-                .expect("the socket open")
-                .unwrap();
-            if let Message::Text(t) = m {
-                return serde_json::from_str(&t).unwrap();
-            }
-        }
-    }
-
-    async fn send(ws: &mut Socket, v: Value) {
-        ws.send(Message::Text(v.to_string().into())).await.unwrap();
-    }
-
-    /// One side of a visit: hello with `pass`, then (once the slot is open) an offer from
-    /// a synthetic participant sending until the visit ends; every message it got.
+    /// One side of a visit whose synthetic participant sends until the visit ends.
     async fn page(base_url: String, pass: String, script: Arc<Script>) -> Vec<Value> {
-        let url = format!(
-            "{}/api/v1/visit-session/ws",
-            base_url.replace("http://", "ws://")
-        );
-        let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
-        send(&mut ws, json!({ "type": "hello", "credential": pass })).await;
-        let mut got = Vec::new();
-        let mut player = None;
-        loop {
-            let m = next_json(&mut ws).await;
-            got.push(m.clone());
-            match m["type"].as_str() {
-                Some("state") if m["phase"] != "lobby" && player.is_none() => {
-                    let socket = UdpSocket::bind(("127.0.0.1", 0)).await.unwrap();
-                    let (mut peer, offer) =
-                        SyntheticPeer::offer(socket.local_addr().unwrap(), Instant::now()).unwrap();
-                    send(&mut ws, json!({ "type": "offer", "sdp": offer })).await;
-                    let answer = loop {
-                        let a = next_json(&mut ws).await;
-                        got.push(a.clone());
-                        if a["type"] == "answer" {
-                            break a["sdp"].as_str().unwrap().to_string();
-                        }
-                    };
-                    peer.accept_answer(&answer).unwrap();
-                    player = Some(tokio::spawn(synthetic::run(
-                        socket,
-                        peer,
-                        script.clone(),
-                        Duration::from_secs(90),
-                        Duration::from_millis(200),
-                    )));
-                }
-                Some("ended") => break,
-                _ => {}
-            }
-        }
-        if let Some(p) = player {
-            p.abort();
-        }
-        got
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        visit_page::page(base_url, pass, script, Duration::from_secs(90), counter).await
     }
 
     /// The gateway with a video rate, two inmates with money and their contacts, a

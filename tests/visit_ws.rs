@@ -9,86 +9,33 @@
 
 mod support;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use sallyport::db::Db;
-use sallyport::sfu::synthetic::{self, Script, SyntheticPeer};
+use sallyport::sfu::synthetic::Script;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::api::{self as e2e, Api};
 use support::gateway::Gateway;
+use support::visit_page::{self, next_json, send};
 use support::{sipp, Workdir};
-use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(gw: &Gateway) -> Socket {
-    let url = format!(
-        "{}/api/v1/visit-session/ws",
-        gw.base_url().replace("http://", "ws://")
-    );
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn next_json(ws: &mut Socket) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("a message within 30 s")
-            .expect("the socket open")
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-async fn send(ws: &mut Socket, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// One page: hello with `pass`, then (once the slot is open) an offer from a synthetic
-/// participant; returns every message the page got, up to and including `ended`.
+/// One page whose synthetic participant sends for up to 15 s.
 async fn page(gw: &Gateway, pass: String, script: Arc<Script>) -> Vec<Value> {
-    let mut ws = connect(gw).await;
-    send(&mut ws, json!({ "type": "hello", "credential": pass })).await;
-    let mut got = Vec::new();
-    let mut player = None;
-    loop {
-        let m = next_json(&mut ws).await;
-        got.push(m.clone());
-        match m["type"].as_str() {
-            Some("state") if m["phase"] != "lobby" && player.is_none() => {
-                let socket = UdpSocket::bind(("127.0.0.1", 0)).await.unwrap();
-                let (mut peer, offer) =
-                    SyntheticPeer::offer(socket.local_addr().unwrap(), Instant::now()).unwrap();
-                send(&mut ws, json!({ "type": "offer", "sdp": offer })).await;
-                let answer = loop {
-                    let a = next_json(&mut ws).await;
-                    got.push(a.clone());
-                    if a["type"] == "answer" {
-                        break a["sdp"].as_str().unwrap().to_string();
-                    }
-                };
-                peer.accept_answer(&answer).unwrap();
-                player = Some(tokio::spawn(synthetic::run(
-                    socket,
-                    peer,
-                    script.clone(),
-                    Duration::from_secs(15),
-                    Duration::from_millis(200),
-                )));
-            }
-            Some("ended") => break,
-            _ => {}
-        }
-    }
-    if let Some(p) = player {
-        p.abort();
-    }
-    got
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    visit_page::page(
+        gw.base_url(),
+        pass,
+        script,
+        Duration::from_secs(15),
+        counter,
+    )
+    .await
+}
+
+async fn connect(gw: &Gateway) -> visit_page::Socket {
+    visit_page::connect(&gw.base_url()).await
 }
 
 #[test]

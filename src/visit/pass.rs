@@ -83,13 +83,7 @@ impl PassRefusal {
     }
 }
 
-fn unix(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
-}
-
-fn from_unix(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(s.parse().ok()?, 0)
-}
+use crate::signed::{from_unix_secs as from_unix, unix_secs as unix};
 
 /// The pass's text: hex digits and one dot (safe in a URL fragment, a query or a header).
 pub fn seal(key: &[u8], p: &Pass) -> String {

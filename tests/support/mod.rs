@@ -14,6 +14,7 @@ pub(crate) mod inproc;
 pub(crate) mod seed;
 pub(crate) mod sipp;
 pub(crate) mod visit_media;
+pub(crate) mod visit_page;
 pub(crate) mod webdriver;
 
 use std::fs;
