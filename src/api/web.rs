@@ -1,7 +1,8 @@
 //! The pages the gateway serves: the investigator console (the plain HTML/JS/CSS files of
 //! `web/`, under `/console/`; `/` redirects there) and the two video-visit pages of
 //! `web/visit/` — the visitor's (`/visit/join`, opened from the join link) and the inmate
-//! kiosk's (`/kiosk`) — with their files under `/visit/`. All embedded in the binary.
+//! kiosk's (`/kiosk`) — with their files under `/visit/`, and the family portal's account
+//! pages (`web/family/`, under `/family/`). All embedded in the binary.
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts, styles and media only
 //! from this origin (media also from `blob:`), no inline script, no framing. The console
@@ -98,6 +99,25 @@ const VISIT_ASSETS: &[Asset] = &[
     },
 ];
 
+/// The family portal's files, served under `/family/` (`web/family/`).
+const FAMILY_ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: HTML,
+        body: include_str!("../../web/family/index.html"),
+    },
+    Asset {
+        name: "family.js",
+        content_type: JS,
+        body: include_str!("../../web/family/family.js"),
+    },
+    Asset {
+        name: "family.css",
+        content_type: CSS,
+        body: include_str!("../../web/family/family.css"),
+    },
+];
+
 /// The pages' routes; merged into the application router.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -110,6 +130,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(|| async { serve_from(VISIT_ASSETS, "kiosk.html") }),
         )
         .route("/visit/{file}", get(visit_asset))
+        .route("/family", get(|| async { Redirect::temporary("/family/") }))
+        .route(
+            "/family/",
+            get(|| async { serve_from(FAMILY_ASSETS, "index.html") }),
+        )
+        .route("/family/{file}", get(family_asset))
         .route("/", get(|| async { Redirect::temporary("/console/") }))
         .route(
             "/console",
@@ -121,6 +147,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 async fn asset(Path(file): Path<String>) -> Response {
     serve(&file)
+}
+
+async fn family_asset(Path(file): Path<String>) -> Response {
+    serve_from(FAMILY_ASSETS, &file)
 }
 
 async fn visit_asset(Path(file): Path<String>) -> Response {
