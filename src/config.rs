@@ -951,6 +951,22 @@ mod tests {
     }
 
     #[test]
+    fn mail_and_family_settings_are_checked_and_name_their_key() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(c.mail.transport, "file");
+        assert_eq!(c.family.reset_link_ttl_secs, 3600);
+        let one = |k: &str, v: &str| std::iter::once((k.to_string(), v.to_string()));
+        let e =
+            Config::from_toml_with_env(CHECKED_IN, "f", one("SALLYPORT_MAIL_TRANSPORT", "smtp"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("mail.smtp_host"), "{e}");
+        let text = CHECKED_IN.replace("public_url = \"\"", "public_url = \"portal.example.org\"");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("family.public_url"), "{e}");
+    }
+
+    #[test]
     fn the_join_lead_is_bounded_and_overridable() {
         let c = Config::from_toml(CHECKED_IN, "f").unwrap();
         assert_eq!(c.visits.join_lead_secs, 900);

@@ -287,6 +287,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_family_pages_are_served_with_the_policy_and_no_inline_script() {
+        for (path, ctype, needle) in [
+            ("/family/", HTML, "id=\"register-form\""),
+            ("/family/family.js", JS, "const STRINGS"),
+            ("/family/family.css", CSS, "body"),
+        ] {
+            let (status, h, body) = fetch(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(h[header::CONTENT_TYPE], ctype, "{path}");
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
+            assert!(body.contains(needle), "{path}: {needle} missing");
+        }
+        let (status, h, _) = fetch("/family").await;
+        assert!(status.is_redirection());
+        assert_eq!(h[header::LOCATION], "/family/");
+        let html = FAMILY_ASSETS[0].body;
+        for tag in html.split("<script").skip(1) {
+            let open = tag.split('>').next().unwrap_or_default();
+            assert!(open.contains("src=\"/family/"), "inline script: {open}");
+            assert!(tag.contains("></script>"), "script with a body");
+        }
+        let handler = html
+            .split_whitespace()
+            .find(|w| w.starts_with("on") && w.contains('='));
+        assert_eq!(handler, None, "inline event handler");
+        // Every input has its label.
+        for input in html.split("<input id=\"").skip(1) {
+            let id = input.split('"').next().unwrap_or_default();
+            assert!(
+                html.contains(&format!("<label for=\"{id}\">")),
+                "{id} unlabelled"
+            );
+        }
+        for a in FAMILY_ASSETS {
+            assert!(!a.body.contains("https://"), "{}: absolute URL", a.name);
+            assert!(!a.body.contains("http://"), "{}: absolute URL", a.name);
+        }
+    }
+
+    #[tokio::test]
     async fn root_redirects_and_unknown_files_are_404() {
         for path in ["/", "/console"] {
             let (status, h, _) = fetch(path).await;

@@ -59,8 +59,7 @@ impl FamilyConfig {
     /// The first key out of bounds and what is wrong with it.
     pub(crate) fn check(&self) -> Result<(), (&'static str, &'static str)> {
         let url = &self.public_url;
-        let scheme_ok =
-            url.is_empty() || url.starts_with("http://") || url.starts_with("https://");
+        let scheme_ok = url.is_empty() || url.starts_with("http://") || url.starts_with("https://");
         if !scheme_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err((
                 "family.public_url",
