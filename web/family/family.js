@@ -57,19 +57,23 @@ async function api(method, path, body) {
   return data;
 }
 
+/** Names the view in the address bar without a hashchange (which would re-route and
+ * clear the message just shown). */
+function setHash(hash) { history.replaceState(null, '', location.pathname + hash); }
+
 function signedIn(session) {
   state.csrf = session.csrf_token || '';
   state.email = session.email;
   $('account-email').textContent = session.email;
   $('whoami').textContent = session.email;
-  location.hash = '#account';
+  setHash('#account');
   show('account');
 }
 
 function signedOut(message) {
   state.csrf = '';
   state.email = '';
-  location.hash = '#login';
+  setHash('#login');
   show('login');
   if (message) say(message);
 }
@@ -155,7 +159,7 @@ $('logout').addEventListener('click', async () => {
 
 /** Uses a link's secret from the fragment (#verify=…, #email=…, #reset=…). */
 async function followLink(kind, token) {
-  history.replaceState(null, '', location.pathname);
+  setHash('');
   if (kind === 'reset') { state.resetToken = token; show('reset'); return; }
   const path = kind === 'verify' ? '/verify' : '/email/confirm';
   try {
