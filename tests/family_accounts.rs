@@ -77,6 +77,7 @@ battery!(
     a_new_password_ends_the_other_sessions,
     closing_the_account,
     attempts_are_limited_per_address,
+    emails_to_one_address_are_capped,
 );
 
 /// A request with a JSON body (if any), the session cookie (if any) and the CSRF token
@@ -603,4 +604,26 @@ async fn attempts_are_limited_per_address(f: Fam) {
     f.app.clock.advance(Duration::from_secs(3_601));
     let (s, _) = post(&f, "/password/forgot", json!({ "email": "h@example.org" })).await;
     assert_eq!(s, StatusCode::ACCEPTED, "the window has passed");
+}
+
+async fn emails_to_one_address_are_capped(f: Fam) {
+    let f = app_with(f.app.t.db.backend(), None, |c| {
+        c.family.emails_per_account = 2
+    })
+    .await
+    .unwrap();
+    let email = "ivy@example.org";
+    registered(&f, email).await; // the first email: the verification link
+    let (s, _) = post(&f, "/password/forgot", json!({ "email": email })).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    link(f.mail.path(), email, "reset").await; // the second
+    let (s, v) = post(&f, "/password/forgot", json!({ "email": email })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "the same answer past the cap: {v}");
+    assert!(
+        !has_mail(f.mail.path(), email, "#reset=").await,
+        "no third email within the window"
+    );
+    f.app.clock.advance(Duration::from_secs(3_601));
+    post(&f, "/password/forgot", json!({ "email": email })).await;
+    link(f.mail.path(), email, "reset").await;
 }

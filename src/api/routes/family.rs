@@ -227,9 +227,12 @@ pub(crate) async fn forgot(
 ) -> Result<Response, ApiError> {
     limit_address(&s, remote).await?;
     let email = email_of(&body.email, "email")?;
-    if let Some(account) = s.store.family_account_by_email(&email).await? {
+    let account = s.store.family_account_by_email(&email).await?;
+    // Counted for an unknown address too: the same database work either way.
+    let may = may_email(&s, &email).await?;
+    if let Some(account) = account {
         audit_anonymous(&s, &account.username, "family.reset_requested", remote).await;
-        if may_email(&s, &email).await? {
+        if may {
             let secret = new_link(&s, &account, LinkPurpose::Reset).await?;
             let link = family::link(&public_url(&s), LinkPurpose::Reset, &secret);
             let hours = texts::hours(s.config.family.reset_link_ttl_secs);
