@@ -78,6 +78,7 @@ battery!(
     closing_the_account,
     attempts_are_limited_per_address,
     emails_to_one_address_are_capped,
+    an_earlier_registrant_of_an_unverified_address_gets_no_way_in,
 );
 
 /// A request with a JSON body (if any), the session cookie (if any) and the CSRF token
@@ -626,4 +627,39 @@ async fn emails_to_one_address_are_capped(f: Fam) {
     f.app.clock.advance(Duration::from_secs(3_601));
     post(&f, "/password/forgot", json!({ "email": email })).await;
     link(f.mail.path(), email, "reset").await;
+}
+
+/// Account pre-hijacking: someone registers an address they do not own; its owner, who
+/// registers later and opens the link, gets the password they chose.
+async fn an_earlier_registrant_of_an_unverified_address_gets_no_way_in(f: Fam) {
+    let email = "kim@example.org";
+    let squatter = "squatter's password";
+    let (s, _) = post(
+        &f,
+        "/register",
+        json!({ "email": email, "password": squatter }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let first = link(f.mail.path(), email, "verify").await;
+    let (s, _) = post(
+        &f,
+        "/register",
+        json!({ "email": email, "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let token = link(f.mail.path(), email, "verify").await;
+    let (s, _) = post(&f, "/verify", json!({ "token": first })).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "only the newest link works");
+    let (s, v) = post(&f, "/verify", json!({ "token": token })).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = post(
+        &f,
+        "/login",
+        json!({ "email": email, "password": squatter }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    login(&f, email, PASSWORD).await;
 }

@@ -18,6 +18,10 @@ CREATE UNIQUE INDEX family_accounts_open_email ON family_accounts (email) WHERE 
 -- The links the gateway emails: verify an address ('verify', 'email' for a change of
 -- address, which carries the new address) or reset a password ('reset'). Only the SHA-256
 -- of the link's secret is stored; a link works once (`used_at`) and until `expires_at`.
+-- A verification link sent for a second registration of a still-unverified address carries
+-- that registration's password hash, set when the link is used: whoever opens the link in
+-- the mailbox gets the password they chose, never one an earlier registrant (who may not
+-- own the address) chose.
 CREATE TABLE family_links (
     token_hash  TEXT PRIMARY KEY,
     user_id     TEXT NOT NULL REFERENCES users(id),
@@ -25,7 +29,8 @@ CREATE TABLE family_links (
     email       TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL,
-    used_at     BIGINT
+    used_at     BIGINT,
+    password_hash TEXT
 );
 CREATE INDEX family_links_user ON family_links (user_id);
 

@@ -30,8 +30,12 @@ pub struct FamilyAccount {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registration {
     Created(FamilyAccount),
-    /// The address already has an open account (nothing was changed).
-    Existing(FamilyAccount),
+    /// The address already has an open account (nothing was changed). `password_hash`
+    /// is this registration's, for a new verification link of an unverified account.
+    Existing {
+        account: FamilyAccount,
+        password_hash: String,
+    },
 }
 
 /// A link that was valid and is now used.
@@ -40,6 +44,8 @@ pub struct UsedLink {
     pub user_id: String,
     /// The address the link was sent to (the new one, for a change of email).
     pub email: String,
+    /// The password a verification link sets (see [`Store::family_new_link`]).
+    pub password_hash: Option<String>,
 }
 
 /// Which limit an attempt counts against.
@@ -75,7 +81,10 @@ impl Store {
         passwords::check_rules(password)?;
         let hash = passwords::hash(password).await?;
         if let Some(a) = self.family_account_by_email(email).await? {
-            return Ok(Registration::Existing(a));
+            return Ok(Registration::Existing {
+                account: a,
+                password_hash: hash,
+            });
         }
         let user_id = new_id("usr");
         let username = new_id("fam");
@@ -106,7 +115,10 @@ impl Store {
                 // Registered by a concurrent request meanwhile.
                 drop(tx);
                 return match self.family_account_by_email(email).await? {
-                    Some(a) => Ok(Registration::Existing(a)),
+                    Some(a) => Ok(Registration::Existing {
+                        account: a,
+                        password_hash: hash,
+                    }),
                     None => Err(StoreError::Conflict("try again".into())),
                 };
             }
@@ -150,13 +162,15 @@ impl Store {
 
     /// A new single-use link secret for `user_id`, valid `ttl_secs`, sent to `email`. The
     /// user's earlier unused links of the same purpose stop working: only the newest
-    /// email's link does.
+    /// email's link does. `password_hash`, on a verification link, is set as the
+    /// account's password when the link is used (a repeated registration's password).
     pub async fn family_new_link(
         &self,
         user_id: &str,
         purpose: LinkPurpose,
         email: &str,
         ttl_secs: u64,
+        password_hash: Option<&str>,
     ) -> Result<String, StoreError> {
         let secret = crate::family::new_secret();
         let now = self.now_us();
@@ -172,8 +186,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO family_links (token_hash, user_id, purpose, email, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO family_links \
+             (token_hash, user_id, purpose, email, created_at, expires_at, password_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(token_hash(&secret))
         .bind(user_id)
@@ -181,6 +196,7 @@ impl Store {
         .bind(email)
         .bind(now)
         .bind(now.saturating_add(ttl.saturating_mul(1_000_000)))
+        .bind(password_hash)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -199,7 +215,7 @@ impl Store {
             "UPDATE family_links SET used_at = $1 \
              WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 \
              AND user_id IN (SELECT user_id FROM family_accounts WHERE closed_at IS NULL) \
-             RETURNING user_id, email",
+             RETURNING user_id, email, password_hash",
         )
         .bind(now)
         .bind(token_hash(secret))
@@ -210,7 +226,28 @@ impl Store {
         Ok(Some(UsedLink {
             user_id: row.try_get("user_id")?,
             email: row.try_get("email")?,
+            password_hash: row.try_get("password_hash")?,
         }))
+    }
+
+    /// Sets an already hashed password (a verification link's) and ends every session.
+    pub async fn family_set_password_hash(
+        &self,
+        user_id: &str,
+        hash: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = NULL \
+             WHERE id = $2 AND role = 'family'",
+        )
+        .bind(hash)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        end_sessions(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Marks the account's address verified (if it is still `email`).

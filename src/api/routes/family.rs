@@ -90,22 +90,41 @@ pub(crate) async fn register(
     limit_address(&s, remote).await?;
     let email = email_of(&body.email, "email")?;
     let outcome = s.store.family_register(&email, &body.password).await?;
-    let (account, action) = match &outcome {
-        Registration::Created(a) => (a, "family.register"),
-        Registration::Existing(a) => (a, "family.register_repeated"),
+    let (account, action, password_hash) = match &outcome {
+        Registration::Created(a) => (a, "family.register", None),
+        Registration::Existing {
+            account,
+            password_hash,
+        } => (
+            account,
+            "family.register_repeated",
+            Some(password_hash.as_str()),
+        ),
     };
     audit_anonymous(&s, &account.username, action, remote).await;
-    let hours_verify = texts::hours(s.config.family.verify_link_ttl_secs);
     if may_email(&s, &email).await? {
+        let base = public_url(&s);
         let mail = if account.verified {
             let secret = new_link(&s, account, LinkPurpose::Reset).await?;
-            let link = family::link(&public_url(&s), LinkPurpose::Reset, &secret);
+            let link = family::link(&base, LinkPurpose::Reset, &secret);
             let hours = texts::hours(s.config.family.reset_link_ttl_secs);
             texts::already_registered(&email, &link, hours)
         } else {
-            let secret = new_link(&s, account, LinkPurpose::Verify).await?;
-            let link = family::link(&public_url(&s), LinkPurpose::Verify, &secret);
-            texts::verify(&email, &link, hours_verify)
+            // Opening this link sets this registration's password: an earlier registrant
+            // of an address they may not own keeps no way in.
+            let ttl = s.config.family.verify_link_ttl_secs;
+            let secret = s
+                .store
+                .family_new_link(
+                    &account.user_id,
+                    LinkPurpose::Verify,
+                    &email,
+                    ttl,
+                    password_hash,
+                )
+                .await?;
+            let link = family::link(&base, LinkPurpose::Verify, &secret);
+            texts::verify(&email, &link, texts::hours(ttl))
         };
         crate::mail::send_later(s.config.clone(), mail);
     }
@@ -120,6 +139,11 @@ pub(crate) async fn verify(
 ) -> Result<Json<Value>, ApiError> {
     limit_address(&s, remote).await?;
     let used = use_link(&s, &body.token, LinkPurpose::Verify).await?;
+    if let Some(hash) = &used.password_hash {
+        s.store
+            .family_set_password_hash(&used.user_id, hash)
+            .await?;
+    }
     s.store.family_verify(&used.user_id, &used.email).await?;
     audit_user(&s, &used.user_id, "family.verify", remote).await;
     Ok(Json(json!({ "status": "verified" })))
@@ -320,6 +344,7 @@ pub(crate) async fn change_email(
                 LinkPurpose::Email,
                 &email,
                 s.config.family.verify_link_ttl_secs,
+                None,
             )
             .await?;
         let link = family::link(&public_url(&s), LinkPurpose::Email, &secret);
@@ -453,7 +478,7 @@ async fn new_link(
         LinkPurpose::Verify | LinkPurpose::Email => s.config.family.verify_link_ttl_secs,
     };
     Ok(s.store
-        .family_new_link(&account.user_id, purpose, &account.email, ttl)
+        .family_new_link(&account.user_id, purpose, &account.email, ttl, None)
         .await?)
 }
 
