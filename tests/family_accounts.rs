@@ -79,6 +79,7 @@ battery!(
     attempts_are_limited_per_address,
     emails_to_one_address_are_capped,
     an_earlier_registrant_of_an_unverified_address_gets_no_way_in,
+    the_cookie_is_secure_behind_https_and_staff_tokens_are_not_accounts,
 );
 
 /// A request with a JSON body (if any), the session cookie (if any) and the CSRF token
@@ -662,4 +663,30 @@ async fn an_earlier_registrant_of_an_unverified_address_gets_no_way_in(f: Fam) {
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     login(&f, email, PASSWORD).await;
+}
+
+async fn the_cookie_is_secure_behind_https_and_staff_tokens_are_not_accounts(f: Fam) {
+    let f = app_with(f.app.t.db.backend(), None, |c| {
+        c.family.public_url = "https://portal.example.org".into();
+    })
+    .await
+    .unwrap();
+    let email = "lee@example.org";
+    registered(&f, email).await;
+    let (cookie, set, _) = login(&f, email, PASSWORD).await;
+    assert!(set.contains("; Secure"), "{set}");
+    // A cookie carrying anything but a family session is refused.
+    let admin_cookie = call(&f, "GET", "/session", None, Some(ADMIN), None).await;
+    assert_eq!(admin_cookie.0, StatusCode::UNAUTHORIZED);
+    // A staff-issued family token is a family caller but not a portal account.
+    support::inproc::facility(&f.app, "F1").await;
+    let token = support::inproc::issue(&f.app, "fam-token", "family", &["F1"], None).await;
+    let req = Request::builder()
+        .uri("/api/v1/family/session")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, bytes) = fetch(&f.app, req).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{}", json_of(&bytes));
+    assert_eq!(session_status(&f, &cookie).await, StatusCode::OK);
 }
