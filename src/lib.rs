@@ -41,6 +41,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod family;
+pub mod kiosk;
 pub mod ledger;
 pub mod mail;
 pub mod media;

@@ -767,7 +767,7 @@ async fn authorization(app: App) {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = send(
+    let (s, e) = send(
         &app,
         "GET",
         &format!("/api/v1/accounts/{acc}/statement"),
@@ -776,7 +776,11 @@ async fn authorization(app: App) {
         None,
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "a kiosk shows the inmate's history");
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "sitting_required"),
+        "a kiosk shows an inmate's history only to that inmate (kiosk_sittings): {e}"
+    );
     // Expired token.
     app.clock.advance(std::time::Duration::from_secs(601));
     let (s, e) = send(&app, "POST", &path, Some(&family), Some("a8"), dep("5")).await;
@@ -1128,13 +1132,243 @@ async fn inmate_credentials(app: App) {
     app.t.cleanup().await;
 }
 
+/// A kiosk acts for one inmate only while that inmate is signed in at it (calling ID and
+/// PIN): their record, account, statement, deposits and contacts; nobody else's; not
+/// after the sitting ends; not with another kiosk's sitting. It still takes cash for any
+/// inmate.
+async fn kiosk_sittings(app: App) {
+    let (iid, acc) = setup(&app, "F1").await;
+    let other = inproc::inmate(&app, "F1", "B-2").await;
+    let other_acc = other["account_id"].as_str().unwrap().to_string();
+    let other_id = other["id"].as_str().unwrap().to_string();
+    let (_, inmate) = admin(&app, "GET", &format!("/api/v1/inmates/{iid}"), None).await;
+    let calling_id = inmate["calling_id"].as_str().unwrap().to_string();
+    let kiosk = inproc::issue(&app, "kiosk-1", "kiosk", &["F1"], Some(3600)).await;
+    let kiosk2 = inproc::issue(&app, "kiosk-2", "kiosk", &["F1"], Some(3600)).await;
+    let with_sitting = |method: &str, path: &str, token: &str, sitting: &str| {
+        let mut req = request(method, path, Some(token), None);
+        req.headers_mut()
+            .insert("x-kiosk-sitting", sitting.parse().unwrap());
+        req
+    };
+    // Without a sitting: nothing of any inmate.
+    for path in [
+        format!("/api/v1/inmates/{iid}"),
+        format!("/api/v1/inmates/{iid}/contacts"),
+        format!("/api/v1/accounts/{acc}"),
+        format!("/api/v1/accounts/{acc}/statement"),
+        format!("/api/v1/accounts/{acc}/deposits"),
+        "/api/v1/kiosk/sitting".to_string(),
+    ] {
+        let (s, e) = send(&app, "GET", &path, Some(&kiosk), None, None).await;
+        assert_eq!(
+            (s, err_code(&e)),
+            (StatusCode::FORBIDDEN, "sitting_required"),
+            "{path}: {e}"
+        );
+    }
+    let (s, e) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/inmates/{iid}/contacts"),
+        Some(&kiosk),
+        None,
+        Some(json!({ "number": "5551230009", "name": "X", "relationship": "" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "no contacts for anyone: {e}");
+    // Cash at the kiosk, for any inmate, needs no sitting.
+    let (s, e) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{other_acc}/deposits"),
+        Some(&kiosk),
+        Some("cash-1"),
+        Some(json!({ "amount": "20.00", "method": "kiosk" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    // A wrong PIN starts nothing and says nothing of whose it is.
+    let (s, e) = send(
+        &app,
+        "POST",
+        "/api/v1/kiosk/sittings",
+        Some(&kiosk),
+        None,
+        Some(json!({ "calling_id": calling_id, "pin": "0000" })),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "pin_invalid"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        "/api/v1/kiosk/sittings",
+        Some(&kiosk),
+        None,
+        Some(json!({ "calling_id": calling_id, "pin": "12ab" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    // The right pair: a sitting, audited.
+    let (s, v) = send(
+        &app,
+        "POST",
+        "/api/v1/kiosk/sittings",
+        Some(&kiosk),
+        None,
+        Some(json!({ "calling_id": calling_id, "pin": "4321" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["inmate_id"], iid.as_str());
+    let sitting = v["sitting"].as_str().unwrap().to_string();
+    let audit = last_audit(&app).await;
+    assert_eq!(audit["action"], "kiosk.sitting", "{audit}");
+    assert!(
+        !audit.to_string().contains("4321"),
+        "never the PIN: {audit}"
+    );
+    for path in [
+        format!("/api/v1/inmates/{iid}"),
+        format!("/api/v1/inmates/{iid}/contacts"),
+        format!("/api/v1/accounts/{acc}"),
+        format!("/api/v1/accounts/{acc}/statement"),
+        format!("/api/v1/accounts/{acc}/deposits"),
+    ] {
+        let (s, _, b) = fetch(&app, with_sitting("GET", &path, &kiosk, &sitting)).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {}", json_of(&b));
+    }
+    let (s, _, b) = fetch(
+        &app,
+        with_sitting("GET", "/api/v1/kiosk/sitting", &kiosk, &sitting),
+    )
+    .await;
+    let shown = json_of(&b);
+    assert_eq!(s, StatusCode::OK, "{shown}");
+    assert_eq!(shown["inmate"]["id"], iid.as_str());
+    assert_eq!(shown["account"]["id"], acc.as_str());
+    assert!(shown["statement"]["lines"].is_array(), "{shown}");
+    // Nobody else's, in the same sitting.
+    for path in [
+        format!("/api/v1/inmates/{other_id}"),
+        format!("/api/v1/accounts/{other_acc}"),
+        format!("/api/v1/accounts/{other_acc}/statement"),
+    ] {
+        let (s, _, b) = fetch(&app, with_sitting("GET", &path, &kiosk, &sitting)).await;
+        let e = json_of(&b);
+        assert_eq!(
+            (s, err_code(&e)),
+            (StatusCode::FORBIDDEN, "other_inmate"),
+            "{path}: {e}"
+        );
+    }
+    // Another kiosk cannot use it; a forged one is refused; a family token cannot send one.
+    let path = format!("/api/v1/accounts/{acc}");
+    let (s, _, b) = fetch(&app, with_sitting("GET", &path, &kiosk2, &sitting)).await;
+    assert_eq!(
+        (s, err_code(&json_of(&b))),
+        (StatusCode::UNAUTHORIZED, "sitting_other_kiosk")
+    );
+    let (s, _, b) = fetch(&app, with_sitting("GET", &path, &kiosk, "00.forged")).await;
+    assert_eq!(
+        (s, err_code(&json_of(&b))),
+        (StatusCode::UNAUTHORIZED, "sitting_invalid")
+    );
+    let family = inproc::issue(&app, "fam-1", "family", &["F1"], Some(3600)).await;
+    let (s, _, _) = fetch(&app, with_sitting("GET", &path, &family, &sitting)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Ten minutes on, the sitting is over.
+    app.clock.advance(std::time::Duration::from_secs(
+        sallyport::kiosk::SITTING_SECS as u64,
+    ));
+    let (s, _, b) = fetch(&app, with_sitting("GET", &path, &kiosk, &sitting)).await;
+    assert_eq!(
+        (s, err_code(&json_of(&b))),
+        (StatusCode::UNAUTHORIZED, "sitting_expired")
+    );
+    app.t.cleanup().await;
+}
+
+/// A family user reads the account, statement and balance only of the inmates it is a
+/// contact of; it still deposits to any inmate (a gift needs no link), without seeing it.
+async fn family_reads_only_linked_accounts(app: App) {
+    let (iid, acc) = setup(&app, "F1").await;
+    let other = inproc::inmate(&app, "F1", "B-2").await;
+    let other_acc = other["account_id"].as_str().unwrap().to_string();
+    let (_, contacts) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/inmates/{iid}/contacts"),
+        None,
+    )
+    .await;
+    let contact = contacts[0]["id"].as_str().unwrap().to_string();
+    let (s, v) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(
+            json!({ "username": "jane", "role": "family", "facilities": ["F1"],
+                     "contacts": [contact], "ttl_secs": 600 }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let linked = v["token"].as_str().unwrap().to_string();
+    let stranger = inproc::issue(&app, "stranger", "family", &["F1"], Some(600)).await;
+    for path in [
+        format!("/api/v1/accounts/{acc}"),
+        format!("/api/v1/accounts/{acc}/statement"),
+    ] {
+        let (s, v) = send(&app, "GET", &path, Some(&linked), None, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        let (s, e) = send(&app, "GET", &path, Some(&stranger), None, None).await;
+        assert_eq!(
+            (s, err_code(&e)),
+            (StatusCode::FORBIDDEN, "not_linked"),
+            "{path}: {e}"
+        );
+    }
+    let (s, e) = send(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{other_acc}"),
+        Some(&linked),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "not_linked"),
+        "{e}"
+    );
+    let (s, e) = send(
+        &app,
+        "POST",
+        &format!("/api/v1/accounts/{other_acc}/deposits"),
+        Some(&stranger),
+        Some("gift-1"),
+        Some(json!({ "amount": "5.00", "method": "online" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "a gift to any inmate: {e}");
+    app.t.cleanup().await;
+}
+
 battery!(
+    family_reads_only_linked_accounts,
     money_flow,
     idempotent_replays,
     bad_requests,
     authorization,
     call_records,
-    inmate_credentials
+    inmate_credentials,
+    kiosk_sittings
 );
 
 #[tokio::test]

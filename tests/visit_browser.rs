@@ -19,7 +19,11 @@
 //!   console, watches both sides (frames decoded from each); the visitor ends the visit and
 //!   both pages say so (`visitor_left`).
 //!
-//! Without Chromium/chromedriver (or Firefox ESR for the last test) a test prints why and
+//! - `the_kiosk_shows_the_inmate_their_own_account`: at the same kiosk page, "My account"
+//!   with calling ID and PIN shows the inmate's balance, history and visits ahead, the
+//!   same numbers as the API; a wrong PIN shows nothing; "Done" forgets the sitting.
+//!
+//! Without Chromium/chromedriver (or Firefox ESR for the firefox test) a test prints why and
 //! passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`. Screenshots of both pages go to
 //! `target/browser-screenshots/` (also on failure, `visit-<test>-<side>-failure.png`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
@@ -651,4 +655,87 @@ fn firefox_visits_chromium() {
     assert_eq!(reason, "visitor_left");
     assert!(increments >= 1, "connected, so charged");
     case.money_agrees(increments, amount, "0.012", "5.00");
+}
+
+#[test]
+fn the_kiosk_shows_the_inmate_their_own_account() {
+    let Some(case) = Case::start("account", "0.12", "5.00", 600, false) else {
+        return;
+    };
+    // A second deposit, so the history has two lines.
+    let (s, v) = case.api.post_keyed(
+        &format!("/api/v1/accounts/{}/deposits", case.inmate.account),
+        "kiosk-test-2",
+        json!({ "amount": "2.50", "method": "online", "depositor": "test" }),
+    );
+    assert_eq!(s, 201, "{v}");
+    let page = Page::chromium(&case, "account");
+    let b = &page.browser;
+    b.goto(&format!("{}/kiosk", case.gw.base_url()));
+    b.wait_for("body[data-ready='1']");
+    b.fill("#setup-station", &case.station);
+    b.fill("#setup-token", &case.kiosk_token);
+    b.click("#setup-save");
+    b.wait_for(&format!("tr[data-visit-id='{}']", case.visit));
+    // A wrong PIN: an error, no account.
+    b.click("#account-start");
+    b.fill("#pin-id", &case.inmate.calling_id);
+    b.fill("#pin-pin", "0000");
+    b.click("#pin-submit");
+    let error = b.wait_js(
+        "the wrong PIN is refused",
+        Duration::from_secs(10),
+        "const e = document.getElementById('pin-error');
+         return { shown: !e.hidden, text: e.textContent,
+                  account: !document.getElementById('account-view').hidden };",
+        |v| v["shown"] == true,
+    );
+    assert_eq!(error["account"], false, "{error}");
+    // The right one: the inmate's own numbers.
+    b.fill("#pin-id", &case.inmate.calling_id);
+    b.fill("#pin-pin", &case.inmate.pin);
+    b.click("#pin-submit");
+    let shown = b.wait_js(
+        "the account is shown",
+        Duration::from_secs(10),
+        "return { shown: !document.getElementById('account-view').hidden,
+                  balance: document.getElementById('account-balance').textContent,
+                  name: document.getElementById('account-name').textContent,
+                  history: document.querySelectorAll('#account-history-body tr').length,
+                  visits: document.getElementById('account-visits-body').textContent };",
+        |v| v["shown"] == true,
+    );
+    page.screenshot("shown");
+    let account = case
+        .api
+        .get(&format!("/api/v1/accounts/{}", case.inmate.account));
+    assert_eq!(
+        shown["balance"],
+        format!("${}", account["balance"].as_str().unwrap())
+    );
+    assert_eq!(shown["balance"], "$7.50", "{shown}");
+    let statement = case.api.get(&format!(
+        "/api/v1/accounts/{}/statement",
+        case.inmate.account
+    ));
+    assert_eq!(
+        shown["history"].as_u64(),
+        statement["lines"].as_array().map(|l| l.len() as u64),
+        "{shown}"
+    );
+    assert!(shown["name"].as_str().unwrap().contains("VB-1"), "{shown}");
+    assert!(
+        shown["visits"].as_str().unwrap().contains("Kiosk 1"),
+        "{shown}"
+    );
+    // Done: back to the day's list, nothing of the inmate left on the page.
+    b.click("#account-done");
+    let after = b.wait_js(
+        "Done forgets the account",
+        Duration::from_secs(10),
+        "return { today: !document.getElementById('today-view').hidden,
+                  left: document.getElementById('account-view').textContent.includes('7.50') };",
+        |v| v["today"] == true,
+    );
+    assert_eq!(after["left"], false, "{after}");
 }

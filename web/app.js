@@ -1,4 +1,5 @@
-// sallyport console: the views (login, search, session, live calls and visits) and hash routing:
+// sallyport console: the views (login, search, session: a call's or a recorded visit's, live
+// calls and visits) and hash routing:
 // #/search, #/session/<id>, #/live.
 "use strict";
 
@@ -14,7 +15,8 @@ const END_REASONS = [
 const VIEWS = ["login-view", "search-view", "session-view", "live-view"];
 
 const $ = (id) => document.getElementById(id);
-const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null };
+const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null,
+  replay: null };
 
 // ---- small helpers --------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ function readQuery() {
   add("from", dayStart($("search-from").value, false));
   add("to", dayStart($("search-to").value, true));
   add("end_reason", $("search-reason").value);
+  add("kind", $("search-kind").value);
   return q;
 }
 
@@ -160,9 +163,10 @@ function renderResults(page) {
   body.replaceChildren();
   for (const c of items) {
     const link = el("a", c.id, { href: "#/session/" + encodeURIComponent(c.id), class: "session-link" });
-    const tr = row([link, c.facility_id, c.inmate_id, c.number, when(c.invite_at), c.state,
+    const tr = row([link, c.kind || "call", c.facility_id, c.inmate_id, c.number, when(c.invite_at), c.state,
       c.end_reason, c.amount, c.recorded ? "yes" : "no"]);
     tr.dataset.sessionId = c.id;
+    tr.dataset.kind = c.kind || "call";
     body.appendChild(tr);
   }
   $("results-total").textContent = String(total);
@@ -183,13 +187,14 @@ function onSearch(ev) {
 
 // The CDR's fields (src/store/calls.rs `Cdr`; times as in src/sessions.rs).
 const CDR_FIELDS = [
-  ["id", "Session"], ["facility_id", "Facility"], ["inmate_id", "Inmate"],
+  ["id", "Session"], ["kind", "Kind"], ["visit_id", "Visit"], ["facility_id", "Facility"], ["inmate_id", "Inmate"],
   ["number", "Number (E.164)"], ["dialed", "Dialed digits"], ["contact_id", "Contact"],
   ["state", "State"], ["end_reason", "End reason"],
   ["invite_at", "Invite"], ["answer_at", "Answered"], ["accepted_at", "Accepted"],
   ["billed_until", "Billed until"], ["media_end_at", "Parties disconnected"],
   ["end_at", "Ended"], ["closed_at", "Record closed"],
   ["billed_increments", "Billed increments"], ["amount", "Amount"], ["tariff", "Tariff"],
+  ["paused_ms", "Billing paused (ms)"],
   ["privileged", "Privileged"], ["recorded", "Recorded"], ["recording_id", "Recording"],
   ["node_id", "Node"],
 ];
@@ -226,14 +231,22 @@ function renderCharges(charges) {
 
 async function openSession(id) {
   show("session-view");
+  stopReplay();
   $("session-id").textContent = id;
-  for (const x of ["cdr", "charges-body"]) $(x).replaceChildren();
+  for (const x of ["cdr", "charges-body", "visit-details", "timeline-body"]) $(x).replaceChildren();
   $("recording").hidden = true;
   $("recording-none").hidden = true;
   $("recording-none").textContent = "No recording.";
+  $("visit").hidden = true;
+  $("replay").hidden = true;
+  $("replay-refused").hidden = true;
   const c = await Api.get("/calls/" + encodeURIComponent(id));
+  const visit = c.kind === "visit";
+  $("cdr-title").textContent = visit ? "Visit session record" : "Call record";
+  $("recording-title").textContent = visit ? "Recordings (both sides, played together)" : "Recording";
   renderCdr(c);
   renderCharges(c.charges);
+  if (visit) return openVisit(c);
   const recId = (c.recording && c.recording.id) || c.recording_id;
   if (c.recording && c.recording.status === "purged") {
     $("recording-none").textContent = "The recording was purged (retention period over).";
@@ -243,6 +256,163 @@ async function openSession(id) {
     return;
   }
   await openRecording(recId);
+}
+
+// ---- a recorded video visit -----------------------------------------------------------
+
+const VISIT_FIELDS = [
+  ["id", "Visit"], ["inmate_name", "Inmate"], ["visitor_name", "Visitor (contact)"],
+  ["contact_id", "Contact"], ["station_name", "Station"], ["starts_at", "Slot starts"],
+  ["ends_at", "Slot ends"], ["length_minutes", "Length (minutes)"], ["status", "Booking status"],
+  ["privileged", "Privileged"], ["requested_by", "Booked by"],
+];
+
+function renderVisit(v) {
+  const dl = $("visit-details");
+  dl.replaceChildren();
+  for (const [k, label] of VISIT_FIELDS) {
+    const x = v ? v[k] : null;
+    const text = k.endsWith("_at") ? when(x) : (x === null || x === undefined ? "" : String(x));
+    dl.appendChild(el("dt", label));
+    dl.appendChild(el("dd", text, { id: "visit-" + k.replace(/_/g, "-") }));
+  }
+}
+
+// The timeline; `origin` (ms, or null) is the replay's time 0: each event gets its visit
+// time (signed: a join comes before the recordings start) and, within the recordings (a
+// second of slack either side), a button that moves the replay there.
+function renderTimeline(events, origin, duration) {
+  const body = $("timeline-body");
+  body.replaceChildren();
+  for (const e of events || []) {
+    const at = Date.parse(e.at);
+    let offset = "";
+    if (origin !== null) {
+      const t = (at - origin) / 1000;
+      const text = (t < 0 ? "-" : "") + clockText(Math.abs(t));
+      if (t >= -1 && t <= duration + 1) {
+        const to = Math.max(0, Math.min(t, duration));
+        offset = el("button", text, { type: "button", class: "timeline-seek",
+          "aria-label": "Play from " + text + " (" + e.kind + (e.side ? " " + e.side : "") + ")" });
+        offset.addEventListener("click", () => guarded(() => seekReplay(to)));
+      } else {
+        offset = text;
+      }
+    }
+    const tr = row([when(e.at), offset, e.kind, e.side || ""]);
+    tr.dataset.event = e.kind;
+    body.appendChild(tr);
+  }
+  $("timeline-empty").hidden = (events || []).length > 0;
+}
+
+async function openVisit(c) {
+  $("visit").hidden = false;
+  renderVisit(c.visit);
+  renderTimeline(c.timeline, null, 0);
+  const name = { visitor: (c.visit && c.visit.visitor_name) || "", inmate: (c.visit && c.visit.inmate_name) || "" };
+  // The recordings are asked for on their own: a privileged visit is refused (403, audited).
+  let recordings;
+  try {
+    recordings = await Api.get("/calls/" + encodeURIComponent(c.id) + "/recordings");
+  } catch (e) {
+    if (e instanceof ApiError && e.code === "privileged") {
+      const box = $("replay-refused");
+      box.textContent = "Privileged visit: never recorded or watched (" + e.code + ").";
+      box.hidden = false;
+      return;
+    }
+    throw e;
+  }
+  const playable = (recordings || []).filter((r) => r.status !== "purged" && r.participant !== "both");
+  if (!playable.length) {
+    const purged = (recordings || []).some((r) => r.status === "purged");
+    $("recording-none").textContent = purged ? "The recordings were purged (retention period over)." : "No recording.";
+    $("recording-none").hidden = false;
+    return;
+  }
+  const sides = [];
+  for (const side of ["visitor", "inmate"]) {
+    const rec = playable.find((r) => r.participant === side);
+    const video = $("replay-video-" + side);
+    video.closest("figure").hidden = !rec;
+    $("replay-caption-" + side).textContent = (side === "visitor" ? "Visitor" : "Inmate") +
+      (name[side] ? ": " + name[side] : "") + (rec ? "" : " (no recording)");
+    if (!rec) continue;
+    const play = await Api.post("/recordings/" + encodeURIComponent(rec.id) + "/play");
+    video.dataset.recordingId = rec.id;
+    video.src = play.url;
+    $("replay-sha256-" + side).textContent = play.sha256 || rec.sha256 || "";
+    const link = $("replay-download-" + side);
+    link.dataset.recordingId = rec.id;
+    link.href = "/api/v1/recordings/" + encodeURIComponent(rec.id) + "/audio?download=1";
+    sides.push({ side, video, recording: rec });
+  }
+  const replay = new VisitReplay(sides);
+  state.replay = replay;
+  for (const s of replay.sides) $("replay-offset-" + s.side).textContent = "+" + s.offset.toFixed(1) + " s";
+  replay.on(renderReplay);
+  for (const s of sides) {
+    s.video.addEventListener("loadedmetadata", () => {
+      if (state.replay !== replay) return;
+      renderReplay(replay);
+      renderTimeline(c.timeline, replay.startedAt, replay.duration());
+    });
+  }
+  $("replay").hidden = false;
+  renderReplay(replay);
+  renderTimeline(c.timeline, replay.startedAt, replay.duration());
+  await Promise.all(sides.map((s) => verifyInto("/recordings/" + encodeURIComponent(s.recording.id),
+    $("replay-verify-" + s.side))));
+}
+
+function renderReplay(r) {
+  if (state.replay !== r) return;
+  const d = r.duration();
+  const t = Math.min(r.now(), d);
+  const seek = $("replay-seek");
+  seek.max = String(d.toFixed(1));
+  if (document.activeElement !== seek || !seek.dataset.dragging) seek.value = String(t.toFixed(1));
+  $("replay-time").textContent = clockText(t);
+  $("replay-duration").textContent = clockText(d);
+  $("replay-play").textContent = r.playing ? "Pause" : "Play";
+  $("replay-play").setAttribute("aria-pressed", r.playing ? "true" : "false");
+}
+
+async function seekReplay(t) {
+  if (!state.replay) return;
+  await state.replay.seek(t);
+  $("replay-seek").focus();
+}
+
+function stopReplay() {
+  const r = state.replay;
+  state.replay = null;
+  if (r) r.stop();
+}
+
+// A replayed side's play ticket expired: a new one, and carry on where the time line is.
+async function renewReplayTicket(ev) {
+  const video = ev.currentTarget;
+  const r = state.replay;
+  const id = video.dataset.recordingId;
+  const last = Number(video.dataset.renewedAt || 0);
+  if (!r || !id || video.dataset.renewing || !video.getAttribute("src")) return;
+  if (Date.now() - last < 10000) {
+    showError(new Error("the recording cannot be played"));
+    return;
+  }
+  video.dataset.renewing = "1";
+  video.dataset.renewedAt = String(Date.now());
+  try {
+    const play = await Api.post("/recordings/" + encodeURIComponent(id) + "/play");
+    video.src = play.url;
+    await r.seek(r.now());
+  } catch (e) {
+    showError(e);
+  } finally {
+    delete video.dataset.renewing;
+  }
 }
 
 async function openRecording(id) {
@@ -275,7 +445,10 @@ async function downloadRecording(ev) {
 }
 
 async function verifyRecording(path) {
-  const out = $("recording-verify");
+  await verifyInto(path, $("recording-verify"));
+}
+
+async function verifyInto(path, out) {
   try {
     renderVerification(out, await Api.get(path + "/verify"));
   } catch (e) {
@@ -477,7 +650,10 @@ async function route() {
     await stopListening();
     await stopWatching();
   }
-  if (!hash.startsWith("#/session/")) $("recording-audio").pause();
+  if (!hash.startsWith("#/session/")) {
+    $("recording-audio").pause();
+    stopReplay();
+  }
   const session = hash.match(/^#\/session\/(.+)$/);
   if (session) return guarded(() => openSession(decodeURIComponent(session[1])));
   if (hash.startsWith("#/live")) {
@@ -502,6 +678,19 @@ function init() {
   $("watch-end").addEventListener("click", (ev) => guarded(() => endVisit(ev.currentTarget.dataset.visitId)));
   $("recording-audio").addEventListener("error", renewTicket);
   $("recording-download").addEventListener("click", (ev) => guarded(() => downloadRecording(ev)));
+  for (const side of ["visitor", "inmate"]) {
+    $("replay-download-" + side).addEventListener("click", (ev) => guarded(() => downloadRecording(ev)));
+    $("replay-video-" + side).addEventListener("error", renewReplayTicket);
+  }
+  $("replay-play").addEventListener("click", () => guarded(async () => {
+    if (state.replay) await state.replay.toggle();
+  }));
+  const seek = $("replay-seek");
+  seek.addEventListener("input", () => { seek.dataset.dragging = "1"; });
+  seek.addEventListener("change", () => {
+    delete seek.dataset.dragging;
+    guarded(() => seekReplay(Number(seek.value)));
+  });
   window.addEventListener("hashchange", route);
   document.body.dataset.ready = "1";
   route();

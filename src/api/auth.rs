@@ -15,6 +15,7 @@ use crate::ledger::RequestKey;
 use crate::store::{token_hash, Facilities, Principal, Role};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -35,6 +36,9 @@ pub struct CallerMeta {
     pub token_hash: Option<String>,
     /// When that token expires (`None` for the configured admin token).
     pub expires_at: Option<DateTime<Utc>>,
+    /// A kiosk's inmate sitting (header `X-Kiosk-Sitting`), checked against the kiosk's
+    /// token: the one inmate the kiosk may act for ([`crate::kiosk`]).
+    pub sitting: Option<crate::kiosk::Sitting>,
 }
 
 /// The connection's peer address, when the server provides it (`ConnectInfo`).
@@ -131,9 +135,13 @@ impl FromRequestParts<AppState> for Caller {
                 return Ok(Caller::admin(remote_addr));
             }
         }
-        Caller::of_token_hash(state, &token_hash(token), remote_addr)
+        let mut caller = Caller::of_token_hash(state, &token_hash(token), remote_addr)
             .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or expired token"))
+            .ok_or_else(|| ApiError::unauthorized("unknown or expired token"))?;
+        if let Some(h) = parts.headers.get(SITTING_HEADER) {
+            caller.1.sitting = Some(sitting(state, &caller, h)?);
+        }
+        Ok(caller)
     }
 }
 
@@ -151,6 +159,36 @@ pub fn family_cookie(parts: &Parts) -> Option<&str> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(name, value)| *name == FAMILY_COOKIE && !value.is_empty())
         .map(|(_, value)| value)
+}
+
+/// The header a kiosk sends an inmate's sitting in.
+pub const SITTING_HEADER: &str = "x-kiosk-sitting";
+
+/// The sitting in `header`, if it is one of this caller's (a kiosk's): 401 with the
+/// refusal's code otherwise, so the page asks for the PIN again.
+fn sitting(
+    state: &AppState,
+    caller: &Caller,
+    header: &axum::http::HeaderValue,
+) -> Result<crate::kiosk::Sitting, ApiError> {
+    let (Role::Kiosk, Some(kiosk)) = (caller.0.role, caller.0.user_id.as_deref()) else {
+        return Err(ApiError::bad_request(
+            "X-Kiosk-Sitting is sent only with a kiosk's token",
+        ));
+    };
+    let text = header.to_str().unwrap_or_default().trim();
+    let now = state.store.clock().wall();
+    crate::kiosk::admit(&state.sitting_key, text, kiosk, now)
+        .map_err(|r| ApiError::new(StatusCode::UNAUTHORIZED, r.code(), r.to_string()))
+}
+
+fn sitting_required() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "sitting_required",
+        "a kiosk reads an inmate's records only while that inmate is signed in at it with \
+         calling ID and PIN (POST /kiosk/sittings)",
+    )
 }
 
 impl Caller {
@@ -219,6 +257,7 @@ impl Caller {
             remote_addr,
             token_hash: Some(hash.to_string()),
             expires_at: Some(t.expires_at),
+            sitting: None,
         };
         Ok(Some(Caller(t.principal, meta)))
     }
@@ -259,6 +298,28 @@ impl Caller {
 
 impl Caller {
     /// Refuses callers whose role is not in `roles`.
+    /// The inmate of the kiosk's sitting: 403 `sitting_required` without one.
+    pub fn sitting_inmate(&self) -> Result<&str, ApiError> {
+        self.1
+            .sitting
+            .as_ref()
+            .map(|s| s.inmate_id.as_str())
+            .ok_or_else(sitting_required)
+    }
+
+    /// For a kiosk: whether it may act for `inmate_id` (only in that inmate's sitting).
+    /// Any other role passes here (its own checks apply).
+    pub fn kiosk_acts_for(&self, inmate_id: &str) -> Result<(), ApiError> {
+        if self.0.role != Role::Kiosk || self.sitting_inmate()? == inmate_id {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "other_inmate",
+            "the kiosk's sitting is another inmate's",
+        ))
+    }
+
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         if roles.contains(&self.0.role) {
             Ok(())

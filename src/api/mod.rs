@@ -63,6 +63,8 @@ pub struct AppState {
     /// Key of the participant passes of video visits ([`crate::visit::pass`]): from the
     /// same secret as the tickets, under its own label.
     pub pass_key: Arc<[u8]>,
+    /// Key of inmates' kiosk sittings ([`crate::kiosk`]): the same secret, its own label.
+    pub sitting_key: Arc<[u8]>,
     /// This node in its cluster: a live call another node carries is reached through it
     /// ([`crate::cluster`]).
     pub cluster: crate::cluster::Cluster,
@@ -95,6 +97,7 @@ impl AppState {
             gateway: None,
             ticket_key: Arc::from(tickets::derive_key(&config).as_slice()),
             pass_key: Arc::from(tickets::derive_pass_key(&config).as_slice()),
+            sitting_key: Arc::from(tickets::derive_sitting_key(&config).as_slice()),
             cluster: crate::cluster::Cluster::from_config(&config),
             config,
         }
@@ -157,7 +160,7 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, facilities, family, inmates, integrity, listen, money, rates,
+        auth, calls, cluster, facilities, family, inmates, integrity, kiosk, listen, money, rates,
         recordings, tokens, users, visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
@@ -261,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/verify", get(integrity::verify_all))
         .route("/recordings/{id}/verify", get(integrity::verify_one))
         .route("/calls/{id}/recording", get(calls::recording))
+        .route("/calls/{id}/recordings", get(calls::recordings))
         .route("/recordings/{id}", get(recordings::get))
         .route("/recordings/{id}/play", post(recordings::play))
         .route("/recordings/{id}/download", post(recordings::download))
@@ -282,6 +286,8 @@ pub fn router(state: AppState) -> Router {
         .route("/visits/{id}/no-show", post(visits::no_show))
         .route("/visits/{id}/join-link", post(visit_join::join_link))
         .route("/visits/{id}/kiosk-join", post(visit_join::kiosk_join))
+        .route("/kiosk/sittings", post(kiosk::start))
+        .route("/kiosk/sitting", get(kiosk::show))
         .route("/visit-session", get(visit_join::session))
         .route("/visit-session/ws", get(visit_ws::socket))
         .route("/inmates/{id}/visits", get(visits::of_inmate))

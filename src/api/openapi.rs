@@ -112,10 +112,11 @@ pub const OPERATIONS: &[Op] = &[
     money(op("post", "/deposits/{id}/post", "Post a pending money order", "money")),
     money(op("post", "/deposits/{id}/void", "Void a pending money order", "money")),
     op("get", "/ledger/check", "Check the ledger's invariants", "money"),
-    op("get", "/calls", "Search call records, scoped to the caller's facilities, newest first -> {items, total, limit, offset}; audited call.search", "calls"),
+    op("get", "/calls", "Search session records, scoped to the caller's facilities, newest first -> {items, total, limit, offset}: calls, or with kind=visit video visits' sessions, kind=all both (each item's kind says which); audited call.search", "calls"),
     op("get", "/calls/active", "Calls in progress, each with listenable (accepted, not privileged, on a node) and the increments and amount debited so far", "calls"),
-    op("get", "/calls/{id}", "One call record (the tariff applied, the times that explain its charge, the digits dialed) with its charges and its recording (or null)", "calls"),
+    op("get", "/calls/{id}", "One session record (the tariff applied, the times that explain its charge, the digits dialed) with its charges, its recording (a call's, or null) and recordings (every recording of the session; empty when privileged); a video visit's session (kind visit) also has visit (the booking: visitor, station, slot) and timeline [{at, kind: joined|media|dropped|paused|resumed|left, side: visitor|inmate|''}]", "calls"),
     op("get", "/calls/{id}/recording", "The call's recording metadata; 403 privileged (audited recording.refused) for a privileged call", "recordings"),
+    op("get", "/calls/{id}/recordings", "Every recording of a session, oldest first: a call's one, a video visit's two (participant inmate and visitor, each with its started_at: play them side by side offset by the difference); 403 privileged (audited recording.refused) for a privileged call or visit", "recordings"),
     op("get", "/recordings/{id}", "Recording metadata (status, format, participant, times, size, sha256, chain_seq)", "recordings"),
     op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
     op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download. Bound to the asking token like a playback ticket; always answered as an attachment", "recordings"),
@@ -136,6 +137,8 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/visits/{id}/no-show", "Mark an approved visit a no-show, from its start (staff); it keeps counting against the week. 409 invalid_transition, visit_not_started. Audited visit.no_show", "visits"),
     Op { ok: 201, ..op("post", "/visits/{id}/join-link", "The visitor's join link of an approved visit (staff of its facility, or the family user bound to its contact) -> {visit_id, side, url, valid_from, expires_at}: url is /visit/join#<pass>, a pass valid from visits.join_lead_secs before the slot until its end, for this visit only (no bearer token). 409 visit_cancelled, visit_not_open (not approved), visit_over. Audited visit.join_link", "visits") },
     with_body(op("post", "/visits/{id}/kiosk-join", "The inmate confirms a visit at the kiosk of its station with calling ID and PIN (kiosk token bound to the station) -> {visit_id, side: inmate, secret, valid_from, expires_at}: secret is a pass of the inmate's side, the same kind as the join link's. Checked in this order: 403 wrong_station; 409 visit_cancelled, visit_not_open (not approved, or outside the join window), inmate_inactive; 422 invalid (not digits); then the ID + PIN as on the handsets, counted against the inmate and the station (403 pin_invalid, account_locked, station_locked). Audited visit.kiosk_join (never the PIN)", "visits"), "KioskJoin", 200),
+    with_body(op("post", "/kiosk/sittings", "An inmate signs in at the calling kiosk with calling ID and PIN (a kiosk token serving one facility) -> {sitting, inmate_id, expires_at}: send sitting in the X-Kiosk-Sitting header with the kiosk's token to read that inmate's record, account, deposits, statement and contacts (for 10 minutes). The ID + PIN are checked as on the handsets, counted against the inmate and the kiosk's station (or the kiosk): 403 pin_invalid, account_locked, station_locked; 422 invalid; 409 inmate_released. Audited kiosk.sitting (never the PIN)", "kiosk"), "KioskJoin", 201),
+    op("get", "/kiosk/sitting", "What the kiosk shows the inmate of its sitting (X-Kiosk-Sitting) -> {inmate, account {id, balance, status}, pending_deposits, statement (31 days), visits (ahead), sitting_expires_at}. 403 sitting_required; 401 sitting_invalid, sitting_expired, sitting_other_kiosk", "kiosk"),
     op("get", "/visit-session", "What a participant pass (Authorization: Visit <pass>) lets in -> {visit_id, side, status, slot_start, slot_end, valid_from, expires_at, opens_in_secs, ends_in_secs, inmate_name (first name, last initial), visitor_pays, recorded}. 401 link_invalid, link_expired; 409 link_not_yet_valid, visit_cancelled, visit_not_open. Changes nothing", "visits"),
     Op { ok: 101, ..op("get", "/visit-session/ws", "The visit page's WebSocket (upgrade; 101). First message {type: hello, credential: <pass>} within 10 s; then from the page offer {sdp}, leave, ping, and to it answer {sdp}, state {phase, remaining_secs, opens_in_secs, other_side}, warning {reason, remaining_secs}, ended {reason}, error {code, message}, pong. A refused pass or message is an error with its code (hello_first, hello_timeout, link_invalid, link_expired, link_not_yet_valid, visit_cancelled, visit_not_open, no_video_rate, bad_json, not_text, unknown_type, missing_field, not_sdp, offer_refused); 503 visits_unavailable on a node without visits", "visits") },
     op("get", "/visits/live", "Visits in progress in the caller's facilities (admins, investigators), oldest first: each visit with its live session {id, node_id, started_at, ...} and watchable (not privileged)", "visits"),
@@ -296,14 +299,25 @@ fn schemas() -> Value {
             "per_minute": { "$ref": "#/components/schemas/Money" },
             "increment_secs": { "type": "integer" },
             "cost_per_increment": { "$ref": "#/components/schemas/Money", "description": "One increment's charge, rounded toward zero to 1/10,000 once" } } },
-        "CallDetail": { "allOf": [ { "$ref": "#/components/schemas/Cdr" }, { "type": "object", "properties": {
-            "charges": { "type": "array", "description": "The session's debits, in increment order", "items": { "type": "object" } },
-            "recording": { "type": ["object", "null"], "description": "The recording's metadata (its own started_at, ended_at, duration_ms), or null" } } } ] }
+        "CallDetail": call_detail_schema()
     });
     if let (Some(all), Value::Object(family)) = (all.as_object_mut(), family_schemas(email)) {
         all.extend(family);
     }
     all
+}
+
+/// A session with its charges and recordings (`GET /calls/{id}`).
+fn call_detail_schema() -> Value {
+    json!({ "allOf": [ { "$ref": "#/components/schemas/Cdr" }, { "type": "object", "properties": {
+            "charges": { "type": "array", "description": "The session's debits, in increment order", "items": { "type": "object" } },
+            "recording": { "type": ["object", "null"], "description": "A call's recording's metadata (its own started_at, ended_at, duration_ms), or null (a visit's are in recordings)" },
+            "recordings": { "type": "array", "items": { "type": "object" }, "description": "Every recording of the session, oldest first (a visit: one per participant, each with its started_at); empty when privileged" },
+            "visit": { "$ref": "#/components/schemas/Visit", "description": "A visit session's booking; absent for a call" },
+            "timeline": { "type": "array", "description": "A visit session's events in order; absent for a call", "items": { "type": "object", "properties": {
+                "at": { "type": "string", "format": "date-time" },
+                "kind": { "enum": ["joined", "media", "dropped", "paused", "resumed", "left"] },
+                "side": { "enum": ["visitor", "inmate", ""] } } } } } } ] })
 }
 
 /// A facility's visiting rules (`visit::rules::VisitingRules`).
@@ -349,6 +363,9 @@ fn cdr_schema() -> Value {
         |d: &str| json!({ "type": ["string", "null"], "format": "date-time", "description": d });
     json!({ "type": "object", "properties": {
         "id": { "type": "string" }, "facility_id": { "type": "string" },
+        "kind": { "enum": ["call", "visit"], "description": "A call, or a video visit's session (no handset, number or digits; accepted_at is when both sides' media flowed)" },
+        "visit_id": { "type": ["string", "null"], "description": "The visit a visit session ran" },
+        "paused_ms": { "type": "integer", "description": "Time billing stood paused while a side of a visit was away (0 for a call)" },
         "inmate_id": { "type": ["string", "null"] }, "handset_id": { "type": ["string", "null"] },
         "number": { "type": ["string", "null"], "description": "The number called in E.164, once the dialed digits were normalized (null for calls refused before)" },
         "dialed": { "type": "string", "description": "The digits exactly as dialed, refused calls included" },
@@ -453,6 +470,11 @@ fn query_params(o: &Op) -> Vec<Value> {
             ),
             query("inmate_id", text(), "Inmate id"),
             query("booking_number", text(), "Inmate booking number"),
+            query(
+                "kind",
+                json!({ "type": "string", "enum": crate::store::SESSION_KINDS, "default": "call" }),
+                "Which sessions: call (the default), visit (video visits) or all",
+            ),
             query(
                 "number",
                 text(),
@@ -695,6 +717,9 @@ mod tests {
         let now = chrono::Utc::now();
         let cdr = Cdr {
             id: "c".into(),
+            kind: "call".into(),
+            visit_id: None,
+            paused_ms: 0,
             facility_id: "F".into(),
             inmate_id: None,
             handset_id: None,

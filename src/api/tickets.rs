@@ -83,6 +83,12 @@ pub fn derive_pass_key(config: &Config) -> [u8; 32] {
     crate::config::derive_key(capability_secret(config).as_bytes(), label, &[])
 }
 
+/// The key of kiosk sittings ([`crate::kiosk`]): the same secret, under their own label.
+pub fn derive_sitting_key(config: &Config) -> [u8; 32] {
+    let label = crate::kiosk::KEY_LABEL;
+    crate::config::derive_key(capability_secret(config).as_bytes(), label, &[])
+}
+
 /// What the capabilities nodes check without the database are keyed from:
 /// `http.ticket_secret`, or (empty) `security.pin_pepper`.
 fn capability_secret(config: &Config) -> &str {

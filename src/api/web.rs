@@ -54,6 +54,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/watch.js"),
     },
     Asset {
+        name: "replay.js",
+        content_type: JS,
+        body: include_str!("../../web/replay.js"),
+    },
+    Asset {
         name: "app.js",
         content_type: JS,
         body: include_str!("../../web/app.js"),

@@ -308,7 +308,7 @@ impl SessionEventKind {
 }
 
 /// One entry of a session's timeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SessionEvent {
     pub at: DateTime<Utc>,
     pub kind: String,

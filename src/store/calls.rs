@@ -1,6 +1,6 @@
-//! CDRs: the `sessions` rows of calls, searched by facility, inmate, number, dates and
-//! end reason. What each time of a CDR means is in the `sessions` module doc; the fields
-//! below say why each is there.
+//! CDRs: the `sessions` rows of calls (and, asked for with `kind`, of video visits),
+//! searched by facility, inmate, number, dates and end reason. What each time of a CDR
+//! means is in the `sessions` module doc; the fields below say why each is there.
 
 use super::{flag, Store, StoreError};
 use crate::db::{from_micros, to_micros};
@@ -14,6 +14,14 @@ use sqlx::Row;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Cdr {
     pub id: String,
+    /// `call` or `visit` (a video visit's session: no handset, number or digits; its
+    /// `accepted_at` is when both sides' media flowed and billing started).
+    pub kind: String,
+    /// The visit this session ran (`kind = visit`), else `null`.
+    pub visit_id: Option<String>,
+    /// Time billing stood paused while a side of a visit was away, in milliseconds (0 for
+    /// a call).
+    pub paused_ms: i64,
     pub facility_id: String,
     pub inmate_id: Option<String>,
     pub handset_id: Option<String>,
@@ -117,6 +125,11 @@ pub struct CallFilter {
     #[serde(default)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub active: bool,
+    /// Which sessions: `call` (the default: what this search found before visits
+    /// existed), `visit` or `all`.
+    #[serde(default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Page size, default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`].
     #[serde(default, deserialize_with = "number")]
     #[serde(skip_serializing)]
@@ -180,7 +193,20 @@ fn end_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Ut
     time(d, true)
 }
 
+/// The values of [`CallFilter::kind`].
+pub const SESSION_KINDS: [&str; 3] = ["call", "visit", "all"];
+
 impl CallFilter {
+    /// The condition on `sessions.kind` this filter asks for: calls unless it says
+    /// `visit` or `all` (an unknown value is refused by the API before it gets here).
+    fn kind_condition(&self) -> &'static str {
+        match self.kind.as_deref() {
+            Some("visit") => "kind = 'visit'",
+            Some("all") => "kind IN ('call', 'visit')",
+            _ => "kind = 'call'",
+        }
+    }
+
     /// The page size and offset this filter asks for, within bounds.
     pub fn page(&self) -> (i64, i64) {
         (
@@ -213,7 +239,7 @@ fn where_clause(f: &CallFilter, facilities: Option<&[String]>, sqlite: bool) -> 
     } else {
         "facility_id"
     };
-    let mut conds: Vec<String> = vec!["kind = 'call'".into()];
+    let mut conds: Vec<String> = vec![f.kind_condition().into()];
     let mut args: Vec<Arg> = Vec::new();
     let bind = |args: &mut Vec<Arg>, a: Arg| {
         args.push(a);
@@ -290,7 +316,7 @@ fn bind_all<'q>(
     q
 }
 
-const COLUMNS: &str = "id, facility_id, inmate_id, handset_id, number_e164, dialed, contact_id, \
+const COLUMNS: &str = "id, kind, visit_id, paused_ms, facility_id, inmate_id, handset_id, number_e164, dialed, contact_id, \
     state, end_reason, privileged, recorded, recording_id, node_id, invite_at, answer_at, \
     accepted_at, media_end_at, end_at, closed_at, billed_increments, amount_minor, \
     rate_plan_id, rate_deck_id, rate_prefix, class, service, per_minute_minor, increment_secs, \
@@ -324,6 +350,9 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
     };
     let mut cdr = Cdr {
         id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        visit_id: r.try_get("visit_id")?,
+        paused_ms: r.try_get("paused_ms")?,
         facility_id: r.try_get("facility_id")?,
         inmate_id: r.try_get("inmate_id")?,
         handset_id: r.try_get("handset_id")?,
@@ -419,13 +448,37 @@ impl Store {
     }
 
     pub async fn call(&self, id: &str) -> Result<Cdr, StoreError> {
+        self.session_of(id, "kind = 'call'", "call").await
+    }
+
+    /// A session's record whatever its kind (a call or a video visit).
+    pub async fn session(&self, id: &str) -> Result<Cdr, StoreError> {
+        self.session_of(id, "kind IN ('call', 'visit')", "session")
+            .await
+    }
+
+    /// A visit's session timeline: who joined, dropped, came back and left, and when
+    /// billing paused and resumed, in order.
+    pub async fn session_events(
+        &self,
+        id: &str,
+    ) -> Result<Vec<crate::session::cdr::SessionEvent>, StoreError> {
+        Ok(crate::session::cdr::events(&self.db, id).await?)
+    }
+
+    async fn session_of(
+        &self,
+        id: &str,
+        kind: &str,
+        what: &'static str,
+    ) -> Result<Cdr, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM sessions WHERE id = $1 AND kind = 'call'"
+            "SELECT {COLUMNS} FROM sessions WHERE id = $1 AND {kind}"
         ))
         .bind(id)
         .fetch_optional(self.db.pool())
         .await?
-        .ok_or_else(|| StoreError::not_found("call", id))?;
+        .ok_or_else(|| StoreError::not_found(what, id))?;
         let mut cdr = [from_row(&row)?];
         self.with_live_charges(&mut cdr).await?;
         let [cdr] = cdr;

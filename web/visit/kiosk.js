@@ -1,7 +1,9 @@
 // sallyport inmate kiosk: a visit station's page. Staff set it up once with the station's
 // id and kiosk token (kept in this device's localStorage). Between visits it lists the
 // station's visits for today; the inmate picks theirs, confirms with their calling ID and
-// PIN (the same keys, hashes and lockouts as the phones) and joins.
+// PIN (the same keys, hashes and lockouts as the phones) and joins. "My account" asks the
+// same two numbers and shows the inmate's balance, pending deposits, visits ahead and
+// history, in a sitting the page forgets on "Done" or after a minute without use.
 "use strict";
 
 (function () {
@@ -12,6 +14,16 @@
   let kiosk = null;
   let chosen = null;
   let timer = null;
+  // "visit": the PIN joins the chosen visit; "account": it opens the inmate's account.
+  let mode = "visit";
+  // The inmate's sitting (POST /kiosk/sittings), only while the account is on screen.
+  let sitting = null;
+  let idle = null;
+  const IDLE_MS = 60000;
+  const KINDS = {
+    deposit: "Deposit", money_order: "Money order", call_charge: "Call",
+    visit_charge: "Video visit", purchase: "Purchase", refund: "Refund", release: "Release refund",
+  };
 
   function load() {
     try { return JSON.parse(localStorage.getItem(KEY) || "null"); } catch { return null; }
@@ -23,13 +35,18 @@
   }
 
   function show(view) {
-    for (const id of ["setup-view", "today-view", "pin-view", "room-view"]) $(id).hidden = id !== view;
+    for (const id of ["setup-view", "today-view", "pin-view", "account-view", "room-view"]) {
+      $(id).hidden = id !== view;
+    }
   }
 
   async function api(method, path, body) {
     const r = await fetch(`/api/v1${path}`, {
       method,
-      headers: { Authorization: `Bearer ${kiosk.token}`, "Content-Type": "application/json" },
+      headers: Object.assign(
+        { Authorization: `Bearer ${kiosk.token}`, "Content-Type": "application/json" },
+        sitting ? { "X-Kiosk-Sitting": sitting } : {},
+      ),
       body: body ? JSON.stringify(body) : undefined,
     });
     const data = await r.json().catch(() => ({}));
@@ -87,6 +104,7 @@
   }
 
   function pick(v) {
+    mode = "visit";
     chosen = v;
     $("pin-visit").textContent = `${time(v.starts_at)}: ${v.inmate_name || v.inmate_id}`;
     $("pin-error").hidden = true;
@@ -95,8 +113,99 @@
     $("pin-id").focus();
   }
 
+  function myAccount() {
+    mode = "account";
+    chosen = null;
+    $("pin-visit").textContent = "See your balance and history.";
+    $("pin-error").hidden = true;
+    $("pin-form").reset();
+    show("pin-view");
+    $("pin-id").focus();
+  }
+
+  const money = (v) => `$${v}`;
+  const when = (iso) => new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+
+  function cells(tr, texts, numeric) {
+    texts.forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (numeric && numeric.includes(i)) td.className = "num";
+      tr.append(td);
+    });
+  }
+
+  async function showAccount() {
+    const a = await api("GET", "/kiosk/sitting");
+    $("account-name").textContent = `${a.inmate.first_name} ${a.inmate.last_name} (${a.inmate.booking_number})`;
+    $("account-balance").textContent = money(a.account.balance);
+    const pending = $("account-pending");
+    pending.replaceChildren();
+    for (const d of a.pending_deposits) {
+      const li = document.createElement("li");
+      li.textContent = `${money(d.amount)} by ${d.method.replace("_", " ")}, ${when(d.created_at)}`;
+      pending.append(li);
+    }
+    $("account-pending-empty").hidden = a.pending_deposits.length > 0;
+    const visits = $("account-visits-body");
+    visits.replaceChildren();
+    for (const v of a.visits) {
+      const tr = document.createElement("tr");
+      cells(tr, [when(v.starts_at), v.visitor_name, v.station_name]);
+      visits.append(tr);
+    }
+    $("account-visits-empty").hidden = a.visits.length > 0;
+    const history = $("account-history-body");
+    history.replaceChildren();
+    // Newest first.
+    for (const l of [...a.statement.lines].reverse()) {
+      const tr = document.createElement("tr");
+      tr.dataset.transactionId = l.transaction_id;
+      cells(tr, [when(l.at), KINDS[l.kind] || l.kind, money(l.amount), money(l.balance_after)], [2, 3]);
+      history.append(tr);
+    }
+    $("account-history-empty").hidden = a.statement.lines.length > 0;
+    show("account-view");
+    $("account-done").focus();
+    touch();
+  }
+
+  // Any use of the account view keeps it open; a minute without closes it.
+  function touch() {
+    clearTimeout(idle);
+    idle = setTimeout(done, IDLE_MS);
+  }
+
+  function done() {
+    clearTimeout(idle);
+    sitting = null;
+    mode = "visit";
+    for (const id of ["account-pending", "account-visits-body", "account-history-body"]) $(id).replaceChildren();
+    $("account-name").textContent = "";
+    $("account-balance").textContent = "";
+    watchDay();
+  }
+
   async function confirm(ev) {
     ev.preventDefault();
+    if (mode === "account") {
+      try {
+        const r = await api("POST", "/kiosk/sittings", {
+          calling_id: $("pin-id").value,
+          pin: $("pin-pin").value,
+        });
+        $("pin-form").reset();
+        clearInterval(timer);
+        sitting = r.sitting;
+        await showAccount();
+      } catch (e) {
+        sitting = null;
+        $("pin-pin").value = "";
+        $("pin-error").textContent = e.message;
+        $("pin-error").hidden = false;
+      }
+      return;
+    }
     try {
       const r = await api("POST", `/visits/${encodeURIComponent(chosen.id)}/kiosk-join`, {
         calling_id: $("pin-id").value,
@@ -135,6 +244,9 @@
       watchDay();
     });
     $("pin-form").addEventListener("submit", confirm);
+    $("account-start").addEventListener("click", myAccount);
+    $("account-done").addEventListener("click", done);
+    for (const ev of ["click", "keydown", "scroll"]) $("account-view").addEventListener(ev, touch);
     $("pin-cancel").addEventListener("click", () => today());
     kiosk = load();
     if (!kiosk) return show("setup-view");

@@ -1,15 +1,20 @@
-//! Call records (CDRs): search (paged, audited `call.search`), live calls (with whether
-//! each may be listened to), one call with its charges and recording, its recording
-//! (refused and audited for a privileged call), terminate (on any node: a call another
-//! node carries is reached by forwarding, [`crate::cluster`]).
+//! Call records (CDRs): search (paged, audited `call.search`; calls, or with `kind` video
+//! visits' sessions too), live calls (with whether each may be listened to), one session
+//! with its charges and recordings (a visit's: its booking, its timeline and both sides'
+//! recordings), its recordings (refused and audited for a privileged session), terminate
+//! (on any node: a call another node carries is reached by forwarding,
+//! [`crate::cluster`]).
 
 use crate::api::auth::{ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::{AppState, Gateway};
 use crate::cluster::{encode_segment, ForwardError, Relayed};
 use crate::ledger::SessionCharge;
+use crate::session::cdr::SessionEvent;
 use crate::session::EndReason;
-use crate::store::{CallFilter, CallPage, Cdr, Facilities, Recording, Role};
+use crate::store::{
+    CallFilter, CallPage, Cdr, Facilities, Recording, Role, StoreError, Visit, SESSION_KINDS,
+};
 use crate::text;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -34,6 +39,7 @@ fn scoped(
         ("booking_number", &f.booking_number),
         ("number", &f.number),
         ("end_reason", &f.end_reason),
+        ("kind", &f.kind),
     ] {
         if let Some(v) = value {
             text::SETTING
@@ -43,6 +49,15 @@ fn scoped(
     }
     if let Some(fid) = &f.facility_id {
         caller.scope(fid)?;
+    }
+    if let Some(k) = f.kind.as_deref() {
+        if !SESSION_KINDS.contains(&k) {
+            return Err(ApiError::bad_request(format!(
+                "kind '{}' is not one of: {}",
+                crate::text::quote(k),
+                SESSION_KINDS.join(", ")
+            )));
+        }
     }
     // A mistyped reason would find nothing and look like "no such calls".
     if let Some(r) = f.end_reason.as_deref() {
@@ -94,6 +109,8 @@ pub(crate) async fn active(
     ApiQuery(mut f): ApiQuery<CallFilter>,
 ) -> Result<Json<Vec<Cdr>>, ApiError> {
     f.active = true;
+    // Live calls only: live visits have their own list (`GET /visits/live`).
+    f.kind = None;
     let (f, list) = scoped(&caller, f)?;
     Ok(Json(s.store.calls(&f, list.as_deref()).await?))
 }
@@ -106,33 +123,93 @@ pub(crate) async fn visible_call(s: &AppState, caller: &Caller, id: &str) -> Res
     Ok(cdr)
 }
 
-/// A call record with what it cost and its recording.
+/// The session (a call or a video visit), if the caller may see it (admin or
+/// investigator of its facility).
+pub(crate) async fn visible_session(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Cdr, ApiError> {
+    caller.require(&[Role::Admin, Role::Investigator])?;
+    let cdr = s.store.session(id).await?;
+    caller.scope(&cdr.facility_id)?;
+    Ok(cdr)
+}
+
+/// A session's record with what it cost and its recordings.
 #[derive(Serialize)]
 pub(crate) struct CallDetail {
     #[serde(flatten)]
     cdr: Cdr,
     /// The session's debits, in increment order.
     charges: Vec<SessionCharge>,
-    /// The recording's metadata, or `null` (privileged calls never have one).
+    /// A call's recording's metadata, or `null` (privileged calls never have one; a
+    /// visit's are in `recordings`).
     recording: Option<Recording>,
+    /// Every recording of the session, oldest first: a call's one, a visit's two (one per
+    /// side, `participant` `inmate` or `visitor`, each with its own `started_at`: the
+    /// offset to play them side by side). Empty for a privileged session.
+    recordings: Vec<Recording>,
+    /// A visit's booking (who visited, the station, the slot); absent for a call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visit: Option<Visit>,
+    /// A visit's timeline (joined, media, dropped, paused, resumed, left, with the side);
+    /// absent for a call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<Vec<SessionEvent>>,
 }
 
+/// `GET /calls/{id}`: a call's record, or a video visit's session (`kind: visit`).
 pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CallDetail>, ApiError> {
-    let cdr = visible_call(&s, &caller, &id).await?;
+    let cdr = visible_session(&s, &caller, &id).await?;
     let charges = s.store.ledger().session_charges(&id).await?;
-    let recording = match cdr.privileged {
-        true => None,
-        false => s.store.session_recording(&id).await?,
+    let recordings = match cdr.privileged {
+        true => Vec::new(),
+        false => s.store.session_recordings(&id).await?,
+    };
+    let (visit, timeline) = match cdr.visit_id.as_deref() {
+        Some(visit_id) if cdr.kind == "visit" => {
+            // A session whose booking is gone still shows (its record stands on its own).
+            let visit = match s.store.visit(visit_id).await {
+                Ok(v) => Some(v),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            (visit, Some(s.store.session_events(&id).await?))
+        }
+        _ => (None, None),
+    };
+    let recording = match cdr.kind.as_str() {
+        "call" => recordings.first().cloned(),
+        _ => None,
     };
     Ok(Json(CallDetail {
         cdr,
         charges,
         recording,
+        recordings,
+        visit,
+        timeline,
     }))
+}
+
+/// `GET /calls/{id}/recordings`: every recording of a session (a call's one, a visit's
+/// two), oldest first; 403 `privileged` (audited `recording.refused`) for a privileged
+/// session, which never has any.
+pub(crate) async fn recordings(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Recording>>, ApiError> {
+    let cdr = visible_session(&s, &caller, &id).await?;
+    if cdr.privileged {
+        return Err(refuse_privileged(&s, &caller, &cdr, "recording.refused").await);
+    }
+    Ok(Json(s.store.session_recordings(&id).await?))
 }
 
 /// `GET /calls/{id}/recording`: the call's recording metadata; 403 `privileged` (audited
@@ -164,6 +241,20 @@ pub(crate) async fn refuse_privileged(
     cdr: &Cdr,
     action: &str,
 ) -> ApiError {
+    if cdr.kind == "visit" {
+        let detail =
+            json!({ "reason": "privileged", "session_id": cdr.id, "visit_id": cdr.visit_id });
+        s.audit_detail(caller, action, &cdr.id, Some(&cdr.facility_id), detail)
+            .await;
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "privileged",
+            format!(
+                "visit {} is privileged: it is never recorded or watched",
+                cdr.visit_id.as_deref().unwrap_or(&cdr.id)
+            ),
+        );
+    }
     let detail = json!({ "reason": "privileged", "call_id": cdr.id });
     s.audit_detail(caller, action, &cdr.id, Some(&cdr.facility_id), detail)
         .await;

@@ -24,6 +24,8 @@ async fn scoped_inmate(
     caller.require(roles)?;
     let inmate = s.store.inmate(id).await?;
     caller.scope(&inmate.facility_id)?;
+    // A kiosk acts only for the inmate signed in at it.
+    caller.kiosk_acts_for(&inmate.id)?;
     Ok(inmate)
 }
 

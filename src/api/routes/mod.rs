@@ -6,6 +6,7 @@ pub(super) mod facilities;
 pub(super) mod family;
 pub(super) mod inmates;
 pub(super) mod integrity;
+pub(super) mod kiosk;
 pub(super) mod listen;
 pub(super) mod money;
 pub(super) mod rates;

@@ -39,13 +39,57 @@ async fn scoped_account(
     Ok(account)
 }
 
+/// [`scoped_account`] for reading: a kiosk reads only the account of the inmate signed in
+/// at it (its sitting), a family user only those of the inmates it is a contact of; both
+/// deposit to any inmate's account ([`deposit`]) without seeing it.
+async fn readable_account(
+    s: &AppState,
+    caller: &Caller,
+    roles: &[Role],
+    id: &str,
+) -> Result<Account, ApiError> {
+    let account = scoped_account(s, caller, roles, id).await?;
+    let owner = account.owner_id.as_deref().unwrap_or_default();
+    match caller.0.role {
+        Role::Kiosk => caller.kiosk_acts_for(owner)?,
+        Role::Family => family_linked(s, caller, owner).await?,
+        Role::Admin | Role::Investigator => {}
+    }
+    Ok(account)
+}
+
+/// Whether the family caller is a contact of the inmate `inmate_id` (one of the inmate's
+/// contacts is bound to the caller's user): 403 `not_linked` otherwise.
+async fn family_linked(s: &AppState, caller: &Caller, inmate_id: &str) -> Result<(), ApiError> {
+    let mine = match caller.0.user_id.as_deref() {
+        Some(u) => s.store.family_contacts(u).await?,
+        None => Vec::new(),
+    };
+    let linked = !mine.is_empty()
+        && !inmate_id.is_empty()
+        && s.store
+            .contacts(inmate_id)
+            .await?
+            .iter()
+            .any(|c| mine.contains(&c.id));
+    if linked {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "not_linked",
+            "a family user sees only the accounts of inmates it is a contact of",
+        ))
+    }
+}
+
 pub(crate) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Account>, ApiError> {
     let roles = [Role::Admin, Role::Investigator, Role::Kiosk, Role::Family];
-    Ok(Json(scoped_account(&s, &caller, &roles, &id).await?))
+    Ok(Json(readable_account(&s, &caller, &roles, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -109,7 +153,7 @@ pub(crate) async fn deposits(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Deposit>>, ApiError> {
-    let account = scoped_account(&s, &caller, &[Role::Admin, Role::Kiosk], &id).await?;
+    let account = readable_account(&s, &caller, &[Role::Admin, Role::Kiosk], &id).await?;
     Ok(Json(s.store.ledger().deposits(&account.id).await?))
 }
 
@@ -253,7 +297,7 @@ pub(crate) async fn statement(
     ApiQuery(q): ApiQuery<StatementQuery>,
 ) -> Result<Response, ApiError> {
     let roles = [Role::Admin, Role::Investigator, Role::Kiosk, Role::Family];
-    let account = scoped_account(&s, &caller, &roles, &id).await?;
+    let account = readable_account(&s, &caller, &roles, &id).await?;
     // Statements cover [from, to); the default end includes everything up to this instant.
     let to =
         q.to.unwrap_or_else(|| s.store.clock().wall() + chrono::Duration::microseconds(1));

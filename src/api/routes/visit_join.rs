@@ -152,6 +152,62 @@ fn refused(code: &'static str, message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, code, message)
 }
 
+fn wrong_pin(message: &str) -> ApiError {
+    refused("pin_invalid", message)
+}
+
+fn line_of_station(station: &str) -> String {
+    station_line(station)
+}
+
+/// Checks calling ID + PIN keyed at a kiosk, on `line` (`station:<id>` for a visit
+/// station), with the handsets' check, lockout and counters; the inmate they are of.
+pub(crate) async fn kiosk_pin(
+    s: &AppState,
+    line: &str,
+    facility_id: &str,
+    body: &KioskJoin,
+    now: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    keyed("calling_id", &body.calling_id)?;
+    keyed("pin", &body.pin)?;
+    let entry = PinEntry {
+        facility_id,
+        handset_id: None,
+        line,
+        calling_id: &body.calling_id,
+        pin: &body.pin,
+    };
+    let policy = PinLockout::from_config(&s.config.security).at_station();
+    let check = check_pin(&s.store, entry, &policy, now).await?;
+    if let Some(g) = &s.gateway {
+        // The handsets' counters: a lockout or a guessing alert is one whichever keypad
+        // it came from.
+        g.calls.pin_attempt(match check.verdict {
+            PinVerdict::Valid { .. } => PinOutcome::Valid,
+            PinVerdict::Wrong => PinOutcome::Wrong,
+            PinVerdict::Locked => PinOutcome::PhoneLocked,
+            PinVerdict::AccountLocked => PinOutcome::AccountLocked,
+        });
+        check.locked.iter().for_each(|l| g.calls.locked(*l));
+        if check.alert.is_some() {
+            g.calls.alert();
+        }
+    }
+    match check.verdict {
+        PinVerdict::Valid { inmate_id } => Ok(inmate_id),
+        PinVerdict::Wrong => Err(wrong_pin("the calling ID and PIN do not match")),
+        PinVerdict::AccountLocked => Err(refused(
+            "account_locked",
+            "the inmate's PIN entry is locked after repeated failures; staff can clear it",
+        )),
+        PinVerdict::Locked => Err(refused(
+            "station_locked",
+            "ID + PIN entry at this kiosk is locked after repeated failures; staff can clear it",
+        )),
+    }
+}
+
 pub(crate) async fn kiosk_join(
     State(s): State<AppState>,
     caller: Caller,
@@ -204,52 +260,15 @@ pub(crate) async fn kiosk_join(
             "the inmate is not active (suspended or released): the visit cannot be joined",
         ));
     }
-    keyed("calling_id", &body.calling_id)?;
-    keyed("pin", &body.pin)?;
-    let line = station_line(&station);
-    let entry = PinEntry {
-        facility_id: &v.facility_id,
-        handset_id: None,
-        line: &line,
-        calling_id: &body.calling_id,
-        pin: &body.pin,
-    };
-    let policy = PinLockout::from_config(&s.config.security).at_station();
-    let check = check_pin(&s.store, entry, &policy, now).await?;
-    if let Some(g) = &s.gateway {
-        // The handsets' counters: a lockout or a guessing alert is one whichever keypad
-        // it came from.
-        g.calls.pin_attempt(match check.verdict {
-            PinVerdict::Valid { .. } => PinOutcome::Valid,
-            PinVerdict::Wrong => PinOutcome::Wrong,
-            PinVerdict::Locked => PinOutcome::PhoneLocked,
-            PinVerdict::AccountLocked => PinOutcome::AccountLocked,
-        });
-        check.locked.iter().for_each(|l| g.calls.locked(*l));
-        if check.alert.is_some() {
-            g.calls.alert();
-        }
-    }
-    match check.verdict {
-        PinVerdict::Valid { inmate_id } if inmate_id == v.inmate_id => {}
+    match kiosk_pin(&s, &line_of_station(&station), &v.facility_id, &body, now).await? {
+        inmate_id if inmate_id == v.inmate_id => {}
         // Another inmate's right pair is answered as a wrong one: the kiosk tells nobody
         // whose PIN they guessed.
-        PinVerdict::Valid { .. } | PinVerdict::Wrong => {
-            return Err(refused(
-                "pin_invalid",
+        _ => {
+            return Err(wrong_pin(
                 "the calling ID and PIN are not those of the visit's inmate",
             ))
         }
-        PinVerdict::AccountLocked => {
-            return Err(refused(
-                "account_locked",
-                "the inmate's PIN entry is locked after repeated failures; staff can clear it",
-            ))
-        }
-        PinVerdict::Locked => return Err(refused(
-            "station_locked",
-            "ID + PIN entry at this station is locked after repeated failures; staff can clear it",
-        )),
     }
     let (p, text) = issue(&s, &v, Side::Inmate, now);
     let detail = json!({ "side": p.side.as_str(), "station_id": station, "inmate_id": v.inmate_id,
