@@ -10,7 +10,7 @@
 //!
 //! A relative path is relative to where it was written. In the config file
 //! ([`FILE_PATH_KEYS`]: `node.data_dir`, `database.url` of SQLite, `rtp.prompts_dir`,
-//! `recording.dir`) it is relative to the directory of the file, so
+//! `recording.dir`, `mail.dir`) it is relative to the directory of the file, so
 //! `sallyport --config /srv/sallyport/config/sallyport.toml` finds its prompts and data
 //! from any current directory. A value from the environment, a built-in default and the
 //! `--config` path itself are relative to the current directory. The shipped
@@ -44,11 +44,12 @@ pub const DEMO_SECRETS: [(&str, &str); 2] = [
 
 /// The keys whose values are paths, resolved against the config file's directory when
 /// they are written in the file (see the module doc).
-pub const FILE_PATH_KEYS: [(&str, &str); 4] = [
+pub const FILE_PATH_KEYS: [(&str, &str); 5] = [
     ("node", "data_dir"),
     ("database", "url"),
     ("rtp", "prompts_dir"),
     ("recording", "dir"),
+    ("mail", "dir"),
 ];
 
 /// A configuration error, naming the key and its source.
@@ -92,6 +93,10 @@ pub struct Config {
     pub visits: VisitsConfig,
     pub recording: RecordingConfig,
     pub demo: DemoConfig,
+    /// The family portal's accounts ([`crate::family::FamilyConfig`]).
+    pub family: crate::family::FamilyConfig,
+    /// Outgoing email ([`crate::mail::MailConfig`]).
+    pub mail: crate::mail::MailConfig,
 }
 
 /// This gateway process.
@@ -649,6 +654,9 @@ impl Config {
         if self.recording.purge_interval_secs == 0 {
             return bad("recording.purge_interval_secs", "must be at least 1");
         }
+        if let Err((key, message)) = self.family.check().and_then(|()| self.mail.check()) {
+            return bad(key, message);
+        }
         Ok(())
     }
 }
@@ -940,6 +948,22 @@ mod tests {
         assert_eq!((c.rtp.port_min, c.rtp.port_max), (20000, 29999));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.sip.trunk.to_string(), "127.0.0.1:5080");
+    }
+
+    #[test]
+    fn mail_and_family_settings_are_checked_and_name_their_key() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(c.mail.transport, "file");
+        assert_eq!(c.family.reset_link_ttl_secs, 3600);
+        let one = |k: &str, v: &str| std::iter::once((k.to_string(), v.to_string()));
+        let e =
+            Config::from_toml_with_env(CHECKED_IN, "f", one("SALLYPORT_MAIL_TRANSPORT", "smtp"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("mail.smtp_host"), "{e}");
+        let text = CHECKED_IN.replace("public_url = \"\"", "public_url = \"portal.example.org\"");
+        let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("family.public_url"), "{e}");
     }
 
     #[test]

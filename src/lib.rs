@@ -17,6 +17,8 @@
 //! | [`media::engine`] | driver | RTP/RTCP sockets on worker threads (epoll + io_uring): relaying, prompts, ringback, digits |
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
 //! | [`store`] | driver | facilities, inmates, handsets, PIN attempts and locks, contacts, block lists, rates, tokens, audit, visit stations and booked visits |
+//! | [`family`] | core | family accounts: address rules, emailed links, CSRF tokens, the emails' words |
+//! | [`mail`] | driver | outgoing email through lettre: `.eml` files by default, SMTP by configuration |
 //! | [`visit`] | core | video visit scheduling: the visiting rules (windows in the facility's zone, slot lengths, notice, horizon) and a booking's transitions |
 //! | [`session`] | core + driver | end reasons, the session runner (database work beside the driver), CDR rows and crash recovery |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
@@ -38,8 +40,10 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod family;
 pub mod kiosk;
 pub mod ledger;
+pub mod mail;
 pub mod media;
 pub mod money;
 pub mod monitor;

@@ -1,5 +1,12 @@
 //! Bearer-token authentication, roles and facility scope, and the other request parts
 //! every handler needs (idempotency key, JSON body with JSON errors).
+//!
+//! A request without an `Authorization` header may carry a family portal session in the
+//! [`FAMILY_COOKIE`] cookie instead: the same kind of token (a login of the family user),
+//! so it becomes the same [`Caller`]. A cookie is sent by the browser on its own, so every
+//! request carried by it other than GET and HEAD must also carry the session's CSRF
+//! token in `X-CSRF-Token` ([`crate::family::csrf_token`]), or it is refused with 403
+//! `csrf_failed` before any handler runs. Only family sessions are accepted in a cookie.
 
 use super::error::ApiError;
 use super::AppState;
@@ -111,6 +118,15 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        if parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .is_none()
+        {
+            if let Some(session) = family_cookie(parts) {
+                return Caller::of_family_cookie(state, parts, session).await;
+            }
+        }
         let token = bearer(parts)?;
         let remote_addr = remote_addr(parts);
         if let Some(admin) = &state.admin_token_hash {
@@ -127,6 +143,22 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(caller)
     }
+}
+
+/// The cookie that carries a family portal session.
+pub const FAMILY_COOKIE: &str = "sp_family";
+
+/// The family session token of a request's `Cookie` headers, if any.
+pub fn family_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, value)| *name == FAMILY_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
 }
 
 /// The header a kiosk sends an inmate's sitting in.
@@ -160,6 +192,42 @@ fn sitting_required() -> ApiError {
 }
 
 impl Caller {
+    /// The caller of a family session cookie: a stored, unexpired family token, and for a
+    /// request that may change something, the session's CSRF token in `X-CSRF-Token`.
+    async fn of_family_cookie(
+        state: &AppState,
+        parts: &Parts,
+        token: &str,
+    ) -> Result<Caller, ApiError> {
+        let hash = token_hash(token);
+        let caller = Caller::of_token_hash(state, &hash, remote_addr(parts))
+            .await?
+            .filter(|c| c.0.role == Role::Family)
+            .ok_or_else(|| ApiError::unauthorized("the session has ended: log in again"))?;
+        let safe = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if !safe {
+            let expected = crate::family::csrf_token(&state.ticket_key, &hash);
+            let given = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let same =
+                !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
+            if !same {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "this request needs the session's X-CSRF-Token header: reload the page",
+                ));
+            }
+        }
+        Ok(caller)
+    }
+
     /// The configured administrator.
     fn admin(remote_addr: Option<SocketAddr>) -> Caller {
         let admin = Principal {

@@ -160,7 +160,7 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, facilities, inmates, integrity, kiosk, listen, money, rates,
+        auth, calls, cluster, facilities, family, inmates, integrity, kiosk, listen, money, rates,
         recordings, tokens, users, visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
@@ -170,6 +170,17 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
         .route("/users", post(users::create))
+        .route("/family/register", post(family::register))
+        .route("/family/verify", post(family::verify))
+        .route("/family/login", post(family::login))
+        .route("/family/logout", post(family::logout))
+        .route("/family/session", get(family::session))
+        .route("/family/password/forgot", post(family::forgot))
+        .route("/family/password/reset", post(family::reset))
+        .route("/family/password", post(family::change_password))
+        .route("/family/email", post(family::change_email))
+        .route("/family/email/confirm", post(family::confirm_email))
+        .route("/family/close", post(family::close))
         .route(
             "/facilities",
             get(facilities::list).post(facilities::create),

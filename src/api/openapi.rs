@@ -56,6 +56,17 @@ pub const OPERATIONS: &[Op] = &[
     Op { ok: 204, ..op("post", "/auth/logout", "End the caller's token now", "auth") },
     op("get", "/auth/me", "The caller: {username, role, facilities, expires_at}", "auth"),
     with_body(op("post", "/users", "Create a user with a password (argon2id; >= 12 characters); global admins", "auth"), "NewUser", 201),
+    with_body(op("post", "/family/register", "Register a family account -> 202 check_email, the same answer whether or not the address has an account (the address's owner learns by email); 422 names a bad field; 429 too_many_attempts from one peer address", "family"), "FamilyCredentials", 202),
+    with_body(op("post", "/family/verify", "Use an emailed verification link (single use, expires) -> {status: verified}; 400 invalid_link", "family"), "FamilyLink", 200),
+    with_body(op("post", "/family/login", "Log in -> sets the sp_family cookie (HttpOnly, SameSite=Strict, Secure behind https) and returns {email, expires_at, csrf_token}; 401 invalid_credentials alike for unknown address, wrong password and lockout; 403 email_not_verified only after the right password", "family"), "FamilyCredentials", 200),
+    Op { ok: 204, ..op("post", "/family/logout", "End this family session (X-CSRF-Token with the cookie)", "family") },
+    op("get", "/family/session", "The family account of the session: {email, created_at, expires_at, csrf_token}", "family"),
+    with_body(op("post", "/family/password/forgot", "Email a password-reset link (single use, expires) -> 202 check_email whether or not the address has an account", "family"), "FamilyAddress", 202),
+    with_body(op("post", "/family/password/reset", "Set a new password by a reset link; every session ends -> {status: password_reset}; 400 invalid_link", "family"), "FamilyReset", 200),
+    with_body(op("post", "/family/password", "Change the password (current one required); every session ends, this one is replaced (new cookie)", "family"), "FamilyPasswordChange", 200),
+    with_body(op("post", "/family/email", "Change the address: a confirmation link goes to the new one -> 202 check_email; 403 wrong_password", "family"), "FamilyEmailChange", 202),
+    with_body(op("post", "/family/email/confirm", "Use a change-of-address link; every session ends -> {status: email_changed}; 409 email_taken", "family"), "FamilyLink", 200),
+    with_body(Op { ok: 204, ..op("post", "/family/close", "Close the account (password required): password, sessions and links end, the address is freed", "family") }, "FamilyPassword", 204),
     op("get", "/facilities", "Facilities the caller may see", "facilities"),
     with_body(op("post", "/facilities", "Create a facility (and its system accounts)", "facilities"), "NewFacility", 201),
     op("get", "/facilities/{fid}", "One facility", "facilities"),
@@ -170,6 +181,26 @@ fn text(rule: Rule) -> Value {
     v
 }
 
+/// The bodies of the family account routes (their own `json!`: one more would pass the
+/// macro's recursion limit).
+fn family_schemas(email: Value) -> Value {
+    json!({
+        "FamilyCredentials": { "type": "object", "required": ["email", "password"], "properties": {
+            "email": email, "password": { "type": "string", "minLength": 12, "maxLength": 1024, "format": "password" } } },
+        "FamilyAddress": { "type": "object", "required": ["email"], "properties": { "email": email } },
+        "FamilyLink": { "type": "object", "required": ["token"], "properties": {
+            "token": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The secret after #verify=, #email= or #reset= in the emailed link" } } },
+        "FamilyReset": { "type": "object", "required": ["token", "password"], "properties": {
+            "token": { "type": "string", "pattern": "^[0-9a-f]{64}$" }, "password": { "type": "string", "minLength": 12, "format": "password" } } },
+        "FamilyPasswordChange": { "type": "object", "required": ["current_password", "new_password"], "properties": {
+            "current_password": { "type": "string", "format": "password" }, "new_password": { "type": "string", "minLength": 12, "format": "password" } } },
+        "FamilyEmailChange": { "type": "object", "required": ["password", "new_email"], "properties": {
+            "password": { "type": "string", "format": "password" }, "new_email": email } },
+        "FamilyPassword": { "type": "object", "required": ["password"], "properties": {
+            "password": { "type": "string", "format": "password" } } }
+    })
+}
+
 fn schemas() -> Value {
     let money = json!({ "type": "string", "pattern": "^(0|[1-9][0-9]*)(\\.[0-9]{1,4})?$", "example": "25.00",
         "description": "An amount: a JSON string of digits, optionally a point and 1 to 4 decimals; no sign, spaces or leading zeros. JSON numbers are refused (422 invalid_amount). Deposits take at most 2 decimals." });
@@ -177,6 +208,8 @@ fn schemas() -> Value {
     let note = text(text::NOTE);
     let reference = text(text::REFERENCE);
     let setting = text(text::SETTING);
+    let email = json!({ "type": "string", "maxLength": crate::family::MAX_EMAIL_BYTES, "format": "email",
+        "description": "Trimmed and lower-cased; plain ASCII local@domain.tld (422 otherwise)" });
     let pin = || {
         json!({ "type": "string", "pattern": "^[0-9]+$",
         "description": "security.pin_min_digits to pin_max_digits digits (default 4-8); never shown again" })
@@ -185,7 +218,7 @@ fn schemas() -> Value {
         json!({ "type": "string", "pattern": "^[0-9]+$",
         "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" })
     };
-    json!({
+    let mut all = json!({
         "Money": money,
         "Error": { "type": "object", "required": ["error"], "properties": { "error": {
             "type": "object", "required": ["code", "message"],
@@ -267,7 +300,11 @@ fn schemas() -> Value {
             "increment_secs": { "type": "integer" },
             "cost_per_increment": { "$ref": "#/components/schemas/Money", "description": "One increment's charge, rounded toward zero to 1/10,000 once" } } },
         "CallDetail": call_detail_schema()
-    })
+    });
+    if let (Some(all), Value::Object(family)) = (all.as_object_mut(), family_schemas(email)) {
+        all.extend(family);
+    }
+    all
 }
 
 /// A session with its charges and recordings (`GET /calls/{id}`).
@@ -390,6 +427,15 @@ fn operation(o: &Op) -> Value {
     }
     match o.path {
         "/openapi.json" | "/auth/login" => v["security"] = json!([]),
+        "/family/register"
+        | "/family/verify"
+        | "/family/login"
+        | "/family/password/forgot"
+        | "/family/password/reset"
+        | "/family/email/confirm" => v["security"] = json!([]),
+        p if p.starts_with("/family/") => {
+            v["security"] = json!([{ "bearer": [] }, { "family": [] }])
+        }
         p if p.starts_with("/cluster/") => v["security"] = json!([{ "node": [] }]),
         "/recordings/{id}/audio" => v["security"] = json!([{ "bearer": [] }, { "ticket": [] }]),
         "/visit-session" => v["security"] = json!([{ "visit": [] }]),
@@ -650,6 +696,8 @@ pub fn document() -> Value {
                             "description": "Short-lived HMAC-signed capability for one recording, bound to the bearer token that asked for it (key from http.ticket_secret)" },
                 "visit": { "type": "apiKey", "in": "header", "name": "Authorization",
                            "description": "'Visit <pass>': a participant pass of one visit and side (the visitor's join link, or the inmate's kiosk confirmation), HMAC-signed, valid from visits.join_lead_secs before the slot until its end; refused once the visit is cancelled. Never a bearer token" },
+                "family": { "type": "apiKey", "in": "cookie", "name": "sp_family",
+                            "description": "A family portal session (POST /family/login). With it, every request but GET and HEAD must carry the session's X-CSRF-Token, or 403 csrf_failed" },
                 "node": { "type": "apiKey", "in": "header", "name": "sallyport-node-token",
                           "description": "Inter-node credential: HMAC-signed, valid 10 s, bound to one request (method, path, body, target node); key from cluster.secret. Only nodes of the cluster hold it" }
             },

@@ -1,7 +1,8 @@
 //! The pages the gateway serves: the investigator console (the plain HTML/JS/CSS files of
 //! `web/`, under `/console/`; `/` redirects there) and the two video-visit pages of
 //! `web/visit/` — the visitor's (`/visit/join`, opened from the join link) and the inmate
-//! kiosk's (`/kiosk`) — with their files under `/visit/`. All embedded in the binary.
+//! kiosk's (`/kiosk`) — with their files under `/visit/`, and the family portal's account
+//! pages (`web/family/`, under `/family/`). All embedded in the binary.
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts, styles and media only
 //! from this origin (media also from `blob:`), no inline script, no framing. The console
@@ -103,6 +104,25 @@ const VISIT_ASSETS: &[Asset] = &[
     },
 ];
 
+/// The family portal's files, served under `/family/` (`web/family/`).
+const FAMILY_ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: HTML,
+        body: include_str!("../../web/family/index.html"),
+    },
+    Asset {
+        name: "family.js",
+        content_type: JS,
+        body: include_str!("../../web/family/family.js"),
+    },
+    Asset {
+        name: "family.css",
+        content_type: CSS,
+        body: include_str!("../../web/family/family.css"),
+    },
+];
+
 /// The pages' routes; merged into the application router.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -115,6 +135,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(|| async { serve_from(VISIT_ASSETS, "kiosk.html") }),
         )
         .route("/visit/{file}", get(visit_asset))
+        .route("/family", get(|| async { Redirect::temporary("/family/") }))
+        .route(
+            "/family/",
+            get(|| async { serve_from(FAMILY_ASSETS, "index.html") }),
+        )
+        .route("/family/{file}", get(family_asset))
         .route("/", get(|| async { Redirect::temporary("/console/") }))
         .route(
             "/console",
@@ -126,6 +152,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 async fn asset(Path(file): Path<String>) -> Response {
     serve(&file)
+}
+
+async fn family_asset(Path(file): Path<String>) -> Response {
+    serve_from(FAMILY_ASSETS, &file)
 }
 
 async fn visit_asset(Path(file): Path<String>) -> Response {
@@ -258,6 +288,46 @@ mod tests {
         for a in VISIT_ASSETS {
             assert!(!a.body.contains("http://"), "{}: absolute URL", a.name);
             assert!(!a.body.contains("https://"), "{}: absolute URL", a.name);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_family_pages_are_served_with_the_policy_and_no_inline_script() {
+        for (path, ctype, needle) in [
+            ("/family/", HTML, "id=\"register-form\""),
+            ("/family/family.js", JS, "const STRINGS"),
+            ("/family/family.css", CSS, "body"),
+        ] {
+            let (status, h, body) = fetch(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(h[header::CONTENT_TYPE], ctype, "{path}");
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
+            assert!(body.contains(needle), "{path}: {needle} missing");
+        }
+        let (status, h, _) = fetch("/family").await;
+        assert!(status.is_redirection());
+        assert_eq!(h[header::LOCATION], "/family/");
+        let html = FAMILY_ASSETS[0].body;
+        for tag in html.split("<script").skip(1) {
+            let open = tag.split('>').next().unwrap_or_default();
+            assert!(open.contains("src=\"/family/"), "inline script: {open}");
+            assert!(tag.contains("></script>"), "script with a body");
+        }
+        let handler = html
+            .split_whitespace()
+            .find(|w| w.starts_with("on") && w.contains('='));
+        assert_eq!(handler, None, "inline event handler");
+        // Every input has its label.
+        for input in html.split("<input id=\"").skip(1) {
+            let id = input.split('"').next().unwrap_or_default();
+            assert!(
+                html.contains(&format!("<label for=\"{id}\">")),
+                "{id} unlabelled"
+            );
+        }
+        for a in FAMILY_ASSETS {
+            assert!(!a.body.contains("https://"), "{}: absolute URL", a.name);
+            assert!(!a.body.contains("http://"), "{}: absolute URL", a.name);
         }
     }
 

@@ -1,4 +1,4 @@
-//! Records: facilities, inmates, handsets, contacts, block lists, rate decks and plans,
+//! Records: facilities, family accounts ([`FamilyAccount`]), inmates, handsets, contacts, block lists, rate decks and plans,
 //! API principals, the audit log, the nodes of a cluster ([`NodeRecord`]), and video
 //! visits: visiting rules, visit stations and the visits booked ([`Visit`]; the rules
 //! themselves are [`crate::visit`]'s).
@@ -14,6 +14,7 @@ mod audit;
 mod calls;
 mod contacts;
 mod facilities;
+mod family;
 mod handsets;
 mod inmates;
 mod nodes;
@@ -32,6 +33,7 @@ pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerifica
 pub use calls::{AppliedTariff, CallFilter, CallPage, Cdr, SESSION_KINDS};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
+pub use family::{FamilyAccount, RateScope, Registration, UsedLink};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use nodes::NodeRecord;

@@ -1,0 +1,107 @@
+//! The family portal's account pages in headless Chromium against the real binary: a new
+//! family registers, opens the verification link from the `.eml` file the gateway wrote
+//! under its data directory, logs in with the keyboard (Enter submits), sees its account,
+//! and logs out. Skipped (with the reason) without Chromium, unless
+//! `SALLYPORT_REQUIRE_EXTERNAL=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+use support::gateway::Gateway;
+use support::webdriver::{self, Browser};
+use support::{sipp, Workdir};
+
+const EMAIL: &str = "june@example.org";
+const PASSWORD: &str = "correct horse battery";
+
+/// The verification secret in the `.eml` file under `mail` (quoted-printable undone).
+fn verify_secret(mail: &Path) -> String {
+    for _ in 0..200 {
+        for e in std::fs::read_dir(mail).into_iter().flatten() {
+            let raw = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            let text = raw
+                .replace("=\r\n", "")
+                .replace("=\n", "")
+                .replace("=3D", "=");
+            if let Some(at) = text.find("#verify=") {
+                return text[at + 8..at + 8 + 64].to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no verification email in {}", mail.display());
+}
+
+/// Waits until the element `id` is shown.
+fn shown(b: &Browser, id: &str) {
+    b.wait_js(
+        &format!("#{id} shown"),
+        Duration::from_secs(10),
+        &format!("const e = document.getElementById('{id}'); return !!e && !e.hidden;"),
+        |v: &Value| v == &json!(true),
+    );
+}
+
+#[test]
+fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
+    if !webdriver::present("family portal browser test") {
+        return;
+    }
+    let dir = Workdir::new("family_browser", "register_login");
+    let ports = sipp::ports();
+    let gateway = Gateway::start(&dir, &ports);
+    let browser = Browser::start(&dir.join("chromedriver.log"));
+    let base = gateway.base_url();
+
+    browser.goto(&format!("{base}/family/#register"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "register-view");
+    browser.fill("#register-email", EMAIL);
+    browser.fill("#register-password", PASSWORD);
+    browser.fill("#register-confirm", "not the same password");
+    browser.click("#register-submit");
+    shown(&browser, "error");
+    assert!(browser.text("#error").contains("not the same"));
+    browser.fill("#register-confirm", PASSWORD);
+    browser.click("#register-submit");
+    shown(&browser, "notice");
+    assert!(browser.text("#notice").contains("Check your email"));
+
+    let secret = verify_secret(&dir.join("mail"));
+    browser.goto(&format!("{base}/family/#verify={secret}"));
+    browser.wait_js(
+        "verified",
+        Duration::from_secs(10),
+        "return document.getElementById('notice').textContent;",
+        |v: &Value| v.as_str().is_some_and(|t| t.contains("confirmed")),
+    );
+    shown(&browser, "login-view");
+    // The secret is gone from the address bar.
+    let url = browser.js("return location.href;", json!([]));
+    assert!(!url.as_str().unwrap().contains(&secret), "{url}");
+
+    browser.fill("#login-email", EMAIL);
+    browser.fill("#login-password", &format!("{PASSWORD}\n"));
+    shown(&browser, "account-view");
+    assert_eq!(browser.text("#account-email"), EMAIL);
+    // The page's script cannot read the session cookie.
+    let cookies = browser.js("return document.cookie;", json!([]));
+    assert!(
+        !cookies.as_str().unwrap().contains("sp_family"),
+        "{cookies}"
+    );
+
+    // A reload keeps the session (GET /family/session gives the CSRF token again), and
+    // logging out (a POST that needs it) works.
+    browser.goto(&format!("{base}/family/"));
+    shown(&browser, "account-view");
+    browser.click("#logout");
+    shown(&browser, "login-view");
+    assert!(browser.text("#notice").contains("logged out"));
+    browser.goto(&format!("{base}/family/#account"));
+    shown(&browser, "login-view");
+    drop(gateway);
+}
