@@ -22,15 +22,19 @@
 //! sender's packetizing, SFU, receiver's reassembly). After all participants have
 //! connected (or 30 s), a settle time, then a window of `--secs`: frames sent in the
 //! window are counted, received frames are matched by their stamp, and CPU is read at both
-//! ends of the window:
-//! - sallyport: the hub thread plus the recorder threads (`/proc/self/task/<tid>/stat`);
-//! - Janus: the whole Janus process (`/proc/<pid>/stat`, every thread);
+//! ends of the window (each thread's run time from `/proc/<pid>/task/<tid>/schedstat`):
+//! - sallyport: the hub thread plus the recorder threads;
+//! - Janus: the whole Janus process (every thread);
 //! - the participants: this process (less the hub and recorders for sallyport);
 //! - the machine: `/proc/stat` (busy share of both cores) and the load average.
 //!
 //! `cargo run --release --example visit_load -- --sfu sallyport|janus [--record]
 //! [--visits 10] [--secs 20] [--settle 3] [--ivf visit.ivf] [--ogg visit.ogg]
-//! [--dir /tmp/rec] [--janus 127.0.0.1:18088] [--janus-pid PID] [--rcvbuf BYTES] [--ip ADDR]`
+//! [--dir /tmp/rec] [--janus 127.0.0.1:18088] [--janus-pid PID] [--rcvbuf BYTES] [--ip ADDR]
+//! [--join-rate 20]`
+//!
+//! `--join-rate`: participants that join per second (offer, answer, ICE, DTLS), for both
+//! SFUs alike.
 //!
 //! `--ip`: where the SFU and the participants bind (127.0.0.1 by default). Janus (libnice)
 //! offers no loopback candidate, so the script gives both SFUs the machine's own address
@@ -78,6 +82,8 @@ struct Args {
     rcvbuf: usize,
     /// The address the SFU and the participants bind (`--ip`).
     ip: IpAddr,
+    /// Participants that join per second (`--join-rate`).
+    join_rate: f64,
 }
 
 fn args() -> Args {
@@ -94,6 +100,7 @@ fn args() -> Args {
         janus_pid: None,
         rcvbuf: 4 * 1024 * 1024,
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        join_rate: 20.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -120,6 +127,7 @@ fn args() -> Args {
             "--janus-pid" => a.janus_pid = Some(value.parse().expect("--janus-pid PID")),
             "--rcvbuf" => a.rcvbuf = value.parse().expect("--rcvbuf BYTES"),
             "--ip" => a.ip = value.parse().expect("--ip ADDRESS"),
+            "--join-rate" => a.join_rate = value.parse().expect("--join-rate PER_SECOND"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -129,29 +137,27 @@ fn args() -> Args {
 // ---------------------------------------------------------------------------------------
 // CPU time
 
-fn ticks_to_secs(ticks: u64) -> f64 {
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
+/// Seconds a thread has run (`/proc/…/task/<tid>/schedstat`, nanoseconds: the scheduler's
+/// own account, where `stat`'s tick sampling misses threads that run in short bursts).
+fn thread_cpu(task: &std::path::Path) -> f64 {
+    std::fs::read_to_string(task.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
-/// user + system seconds from a `/proc/…/stat` file (a process's or a thread's).
-fn stat_cpu(path: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(path) else {
+/// CPU seconds of the threads of process `pid` ("self" for this one) whose name starts
+/// with `prefix` ("" for all of them; threads that already ended are not counted).
+fn threads_cpu(pid: &str, prefix: &str) -> f64 {
+    let mut sum = 0.0;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    ticks_to_secs(f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap())
-}
-
-/// CPU seconds of this process's threads whose name starts with `prefix`.
-fn threads_cpu(prefix: &str) -> f64 {
-    let mut sum = 0.0;
-    for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+    for e in tasks.flatten() {
         let p = e.path();
         let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
         if comm.starts_with(prefix) {
-            sum += stat_cpu(&p.join("stat").to_string_lossy());
+            sum += thread_cpu(&p);
         }
     }
     sum
@@ -189,15 +195,15 @@ struct CpuSample {
 }
 
 fn sample(a: &Args, hub_tid: Option<i32>) -> CpuSample {
-    let own = stat_cpu("/proc/self/stat");
+    let own = threads_cpu("self", "");
     let (sfu, recorders) = match (a.sfu, hub_tid) {
         (Sfu::Sallyport, Some(tid)) => (
-            stat_cpu(&format!("/proc/self/task/{tid}/stat")),
-            threads_cpu("visit-rec"),
+            thread_cpu(std::path::Path::new(&format!("/proc/self/task/{tid}"))),
+            threads_cpu("self", "visit-rec"),
         ),
         _ => (
             a.janus_pid
-                .map(|p| stat_cpu(&format!("/proc/{p}/stat")))
+                .map(|p| threads_cpu(&p.to_string(), ""))
                 .unwrap_or(0.0),
             0.0,
         ),
@@ -548,7 +554,9 @@ async fn main() {
     let epoch = Instant::now();
     let window: Window = Arc::default();
     let connected = Arc::new(AtomicUsize::new(0));
-    let give_up = Instant::now() + Duration::from_secs(30 + a.visits / 5);
+    // A participant that has not connected this long after its answer stops trying (the
+    // SFU side gives up after `sfu::CONNECT_TIMEOUT`, 20 s).
+    let connect_within = Duration::from_secs(30);
     if a.record {
         std::fs::create_dir_all(&a.dir).unwrap();
     }
@@ -585,6 +593,12 @@ async fn main() {
             }
         }
         for (i, side) in [Side::Visitor, Side::Inmate].into_iter().enumerate() {
+            // Joins are paced: a browser's ICE and DTLS cost the SFU and the participants
+            // far more than a second of media, and every visit of a slot joining within
+            // the same instant is not what happens (see bench/README.md).
+            let nth = (visit * 2) as f64 + i as f64;
+            let due = setup + Duration::from_secs_f64(nth / a.join_rate.max(0.1));
+            tokio::time::sleep_until(due.into()).await;
             let socket = UdpSocket::bind((a.ip, 0)).await.unwrap();
             let local = socket.local_addr().unwrap();
             let (mut peer, offer) = SyntheticPeer::offer(local, Instant::now()).unwrap();
@@ -614,13 +628,14 @@ async fn main() {
                 epoch,
                 window.clone(),
                 connected.clone(),
-                give_up,
+                Instant::now() + connect_within,
             );
             runs.push((visit, i, tokio::spawn(run)));
         }
     }
     let setup_secs = setup.elapsed().as_secs_f64();
     // Everyone connected (or the give-up time), then the settle time, then the window.
+    let give_up = Instant::now() + connect_within;
     while connected.load(Ordering::Relaxed) < participants && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
