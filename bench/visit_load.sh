@@ -18,6 +18,8 @@ MODES=${MODES:-"plain record"}
 SFUS=${SFUS:-"sallyport janus"}
 REPEAT=${REPEAT:-1}
 JOIN_RATE=${JOIN_RATE:-20}
+# sallyport's hub workers (threads, each with its own socket; rooms placed in turn).
+HUBS=${HUBS:-1}
 # PRIORITY=-10: the nice value of this script's autogroup (Linux gives every session an
 # equal share of the CPU whatever its processes' nice values, so on a machine shared with
 # other sessions' builds a run gets about 1/(sessions) of the cores without it). It raises
@@ -131,7 +133,7 @@ for n in $VISITS; do
       for sfu in $SFUS; do
         rec=()
         [ "$mode" = record ] && rec=(--record --dir "$TMP/rec")
-        extra=()
+        extra=(--hubs "$HUBS")
         if [ "$sfu" = janus ]; then
           start_janus
           extra=(--janus "127.0.0.1:$JANUS_PORT" --janus-pid "$JPID")
@@ -176,8 +178,10 @@ END {
       if (l == "") continue
       if (kv(l, "failed") == "1") { printf "| %s | %s | %s | run failed |\n", p[1], p[2], sfu; continue }
       ratio = ""
+      name = sfu
+      if (kv(l, "hubs") + 0 > 1) name = sfu " (" kv(l, "hubs") " hubs)"
       if (sfu == "sallyport" && js + 0 > 0) ratio = sprintf("%.2f", kv(l, "per_stream_ms") / js)
-      printf "| %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p[1], p[2], sfu,
+      printf "| %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p[1], p[2], name,
         kv(l, "not_connected"), kv(l, "lost"), kv(l, "sent"), kv(l, "p50_ms"), kv(l, "p99_ms"),
         kv(l, "sfu_cpu_pct"), kv(l, "per_stream_ms"), ratio, kv(l, "gen_cpu_pct"), kv(l, "machine_pct"), kv(l, "load")
     }

@@ -23,7 +23,7 @@
 //! connected (or 30 s), a settle time, then a window of `--secs`: frames sent in the
 //! window are counted, received frames are matched by their stamp, and CPU is read at both
 //! ends of the window (each thread's run time from `/proc/<pid>/task/<tid>/schedstat`):
-//! - sallyport: the hub thread plus the recorder threads;
+//! - sallyport: the hub thread(s) plus the recorder threads;
 //! - Janus: the whole Janus process (every thread);
 //! - the participants: this process (less the hub and recorders for sallyport);
 //! - the machine: `/proc/stat` (busy share of both cores) and the load average.
@@ -31,8 +31,11 @@
 //! `cargo run --release --example visit_load -- --sfu sallyport|janus [--record]
 //! [--visits 10] [--secs 20] [--settle 3] [--ivf visit.ivf] [--ogg visit.ogg]
 //! [--dir /tmp/rec] [--janus 127.0.0.1:18088] [--janus-pid PID] [--rcvbuf BYTES] [--ip ADDR]
-//! [--join-rate 20]`
+//! [--join-rate 20] [--hubs 1]`
 //!
+//! `--hubs N` (sallyport): N hub workers, each a thread with its own socket, the rooms
+//! placed on them in turn (the gateway runs one today; `sfu` says more cores means more
+//! hubs).
 //! `--join-rate`: participants that join per second (offer, answer, ICE, DTLS), for both
 //! SFUs alike.
 //!
@@ -84,6 +87,8 @@ struct Args {
     ip: IpAddr,
     /// Participants that join per second (`--join-rate`).
     join_rate: f64,
+    /// sallyport: hub workers, each a thread with its own socket (`--hubs`).
+    hubs: u64,
 }
 
 fn args() -> Args {
@@ -101,6 +106,7 @@ fn args() -> Args {
         rcvbuf: 4 * 1024 * 1024,
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         join_rate: 20.0,
+        hubs: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -128,6 +134,7 @@ fn args() -> Args {
             "--rcvbuf" => a.rcvbuf = value.parse().expect("--rcvbuf BYTES"),
             "--ip" => a.ip = value.parse().expect("--ip ADDRESS"),
             "--join-rate" => a.join_rate = value.parse().expect("--join-rate PER_SECOND"),
+            "--hubs" => a.hubs = value.parse().expect("--hubs N"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -194,14 +201,14 @@ struct CpuSample {
     machine: (u64, u64),
 }
 
-fn sample(a: &Args, hub_tid: Option<i32>) -> CpuSample {
+fn sample(a: &Args) -> CpuSample {
     let own = threads_cpu("self", "");
-    let (sfu, recorders) = match (a.sfu, hub_tid) {
-        (Sfu::Sallyport, Some(tid)) => (
-            thread_cpu(std::path::Path::new(&format!("/proc/self/task/{tid}"))),
+    let (sfu, recorders) = match a.sfu {
+        Sfu::Sallyport => (
+            threads_cpu("self", "sfu-hub"),
             threads_cpu("self", "visit-rec"),
         ),
-        _ => (
+        Sfu::Janus => (
             a.janus_pid
                 .map(|p| threads_cpu(&p.to_string(), ""))
                 .unwrap_or(0.0),
@@ -395,7 +402,7 @@ fn looped<T>(items: &[T], i: usize, span: u64, time: impl Fn(&T) -> u64) -> Opti
 
 type Events = Arc<Mutex<Vec<(u64, RoomEvent)>>>;
 
-fn hub_thread(log: Events, rcvbuf: usize, ip: IpAddr) -> (HubHandle, i32) {
+fn hub_thread(log: Events, rcvbuf: usize, ip: IpAddr) -> HubHandle {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("sfu-hub".into())
@@ -412,7 +419,7 @@ fn hub_thread(log: Events, rcvbuf: usize, ip: IpAddr) -> (HubHandle, i32) {
                 let socket = UdpSocket::from_std(socket).unwrap();
                 let (events, mut rx_events) = tokio::sync::mpsc::channel(65_536);
                 let hub = spawn_hub(socket, ip, Arc::new(SystemClock), events).unwrap();
-                tx.send((hub, unsafe { libc::gettid() })).unwrap();
+                tx.send(hub).unwrap();
                 while let Some(e) = rx_events.recv().await {
                     if !matches!(e.1, RoomEvent::KeyframeRequested { .. }) {
                         log.lock().unwrap().push(e);
@@ -561,20 +568,25 @@ async fn main() {
         std::fs::create_dir_all(&a.dir).unwrap();
     }
     let log = Events::default();
-    let mut hub = None;
+    let mut hubs: Vec<HubHandle> = Vec::new();
     let mut janus = None;
     match a.sfu {
-        Sfu::Sallyport => hub = Some(hub_thread(log.clone(), a.rcvbuf, a.ip)),
+        Sfu::Sallyport => {
+            for _ in 0..a.hubs.max(1) {
+                hubs.push(hub_thread(log.clone(), a.rcvbuf, a.ip));
+            }
+        }
         Sfu::Janus => janus = Some(Janus::connect(&a.janus).await),
     }
-    let hub_tid = hub.as_ref().map(|h| h.1);
     let participants = (a.visits * 2) as usize;
     // (visit, side index, the participant's run)
     let mut runs = Vec::new();
     let mut recorders = Vec::new();
     let setup = Instant::now();
     for visit in 0..a.visits {
-        if let Some((hub, _)) = &hub {
+        // Rooms are placed on the hubs in turn.
+        let hub = hubs.get(visit as usize % hubs.len().max(1));
+        if let Some(hub) = hub {
             assert!(hub.open_room(visit, RoomConfig::default()).await.unwrap());
             if a.record {
                 for side in [Side::Visitor, Side::Inmate] {
@@ -603,8 +615,8 @@ async fn main() {
             let local = socket.local_addr().unwrap();
             let (mut peer, offer) = SyntheticPeer::offer(local, Instant::now()).unwrap();
             let shown = std::env::var_os("VISIT_LOAD_SDP").map(|_| offer.clone());
-            let answer = match (&hub, &janus) {
-                (Some((hub, _)), _) => hub
+            let answer = match (hub, &janus) {
+                (Some(hub), _) => hub
                     .offer(visit, Participant::Side(side), offer)
                     .await
                     .unwrap(),
@@ -644,9 +656,9 @@ async fn main() {
     let w1 = w0 + Duration::from_secs(a.secs);
     window.set((w0, w1)).unwrap();
     tokio::time::sleep_until(w0.into()).await;
-    let (c0, l0) = (sample(&a, hub_tid), loadavg());
+    let (c0, l0) = (sample(&a), loadavg());
     tokio::time::sleep_until(w1.into()).await;
-    let (c1, l1) = (sample(&a, hub_tid), loadavg());
+    let (c1, l1) = (sample(&a), loadavg());
     let mut reports: Vec<(u64, usize, Report)> = Vec::new();
     for (visit, i, run) in runs {
         reports.push((visit, i, run.await.unwrap()));
@@ -654,9 +666,9 @@ async fn main() {
     // After the participants: close rooms (closing the taps ends the recorders).
     let mut recorded_complete = 0;
     let recorders_n = recorders.len();
-    if let Some((hub, _)) = &hub {
+    if !hubs.is_empty() {
         for visit in 0..a.visits {
-            let _ = hub.close_room(visit).await;
+            let _ = hubs[visit as usize % hubs.len()].close_room(visit).await;
         }
         for r in recorders {
             if tokio::task::spawn_blocking(move || r.join().unwrap_or(false))
@@ -709,7 +721,7 @@ async fn main() {
             .collect();
         println!("not connected: visit {visit} participant {i}; room events: {events:?}");
     }
-    if let Some((hub, _)) = &hub {
+    for hub in &hubs {
         let st = hub.stats();
         let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         println!(
@@ -770,10 +782,12 @@ async fn main() {
         println!("recordings complete (no frame dropped): {recorded_complete}/{recorders_n}");
     }
     println!(
-        "RESULT sfu={sfu_name} record={} visits={} streams={streams} not_connected={not_connected} \
+        "RESULT sfu={sfu_name} hubs={} record={} visits={} streams={streams} \
+         not_connected={not_connected} \
          sent={} lost={lost} loss_pct={loss_pct:.4} p50_ms={:.2} p99_ms={:.2} \
          sfu_cpu_pct={:.1} rec_cpu_pct={:.1} per_stream_ms={per_stream_ms:.3} gen_cpu_pct={:.1} \
          machine_pct={:.0} load={l1} rec_complete={recorded_complete}/{recorders_n}",
+        hubs.len(),
         a.record,
         a.visits,
         sent[0] + sent[1],
