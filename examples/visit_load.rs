@@ -184,6 +184,36 @@ fn machine_cpu() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// The kernel's count of UDP datagrams dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` in `/proc/net/snmp`, the whole machine).
+fn udp_rcvbuf_errors() -> u64 {
+    let s = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = s.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Datagrams dropped by full receive buffers, per local UDP port (`/proc/net/udp`, the
+/// last column), for the sockets open now.
+fn udp_drops_by_port() -> HashMap<u16, u64> {
+    let s = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    s.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            Some((port, f.last()?.parse().ok()?))
+        })
+        .collect()
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -656,9 +686,24 @@ async fn main() {
     let w1 = w0 + Duration::from_secs(a.secs);
     window.set((w0, w1)).unwrap();
     tokio::time::sleep_until(w0.into()).await;
-    let (c0, l0) = (sample(&a), loadavg());
+    let (c0, l0, d0) = (sample(&a), loadavg(), udp_rcvbuf_errors());
+    let p0 = udp_drops_by_port();
     tokio::time::sleep_until(w1.into()).await;
     let (c1, l1) = (sample(&a), loadavg());
+    let p1 = udp_drops_by_port();
+    let hub_ports: Vec<u16> = hubs.iter().map(|h| h.local().port()).collect();
+    let (mut hub_drops, mut other_drops) = (0u64, 0u64);
+    for (port, n) in &p1 {
+        let d = n.saturating_sub(p0.get(port).copied().unwrap_or(0));
+        if hub_ports.contains(port) {
+            hub_drops += d;
+        } else {
+            other_drops += d;
+        }
+    }
+    // Until the receivers' last second is over: the frames of the window are in flight.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kernel_drops = udp_rcvbuf_errors().saturating_sub(d0);
     let mut reports: Vec<(u64, usize, Report)> = Vec::new();
     for (visit, i, run) in runs {
         reports.push((visit, i, run.await.unwrap()));
@@ -759,8 +804,13 @@ async fn main() {
     );
     println!(
         "window {wall:.1} s: Opus {}/{} VP8 {}/{} received; lost {lost} ({loss_pct:.4} %), \
-         receivers with loss {lossy}, unstamped {unstamped}",
+         receivers with loss {lossy}, unstamped {unstamped}; UDP datagrams the kernel \
+         dropped (receive buffers full, whole machine): {kernel_drops}",
         got[0], sent[0], got[1], sent[1]
+    );
+    println!(
+        "datagrams dropped in the window by full receive buffers: hub sockets {hub_drops}, \
+         every other UDP socket (participants, Janus) {other_drops}"
     );
     println!(
         "latency (send → frame received, {} frames): p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
@@ -783,6 +833,7 @@ async fn main() {
     }
     println!(
         "RESULT sfu={sfu_name} hubs={} record={} visits={} streams={streams} \
+         kernel_drops={kernel_drops} hub_drops={hub_drops} other_drops={other_drops} \
          not_connected={not_connected} \
          sent={} lost={lost} loss_pct={loss_pct:.4} p50_ms={:.2} p99_ms={:.2} \
          sfu_cpu_pct={:.1} rec_cpu_pct={:.1} per_stream_ms={per_stream_ms:.3} gen_cpu_pct={:.1} \
