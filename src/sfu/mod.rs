@@ -37,6 +37,10 @@
 //!   visits. The cost is one depacketize per incoming frame and one packetize per receiver;
 //!   the payload is one `Arc<[u8]>` shared by every receiver and the tap (no copy per
 //!   receiver). If the load benchmark shows packetizing dominating, RTP mode is the lever.
+//!   It does not (`bench/README.md`, "Visits": a hub at 100 recorded visits): packetizing
+//!   and depacketizing are about 3 % of the hub's time; a `sendto` per datagram (12.5 %),
+//!   SRTP (9 %), copies and allocation (14 %) and str0m's per-leg TWCC bookkeeping (4.6 %)
+//!   weigh more. A hub is one thread: 250 recorded visits needed two hubs there.
 //! - **Fixed m-lines, no renegotiation.** A participant offers one audio and one video
 //!   m-line, `sendrecv`: what it sends goes to the other participant on that peer's same
 //!   m-line. A watcher offers `recvonly` m-lines: the first audio and first video carry the

@@ -59,7 +59,11 @@ pub struct SyntheticPeer {
     connected: bool,
     disconnected: bool,
     counts: Counts,
+    on_media: Option<OnMedia>,
 }
+
+/// What [`SyntheticPeer::on_media`] calls with each frame received: its kind and payload.
+pub type OnMedia = Box<dyn FnMut(MediaKind, &[u8]) + Send>;
 
 impl std::fmt::Debug for SyntheticPeer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +141,7 @@ impl SyntheticPeer {
             connected: false,
             disconnected: false,
             counts: Counts::default(),
+            on_media: None,
         };
         Ok((peer, offer.to_sdp_string()))
     }
@@ -185,6 +190,12 @@ impl SyntheticPeer {
 
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// Calls `f` with every frame received, as it is received (the load benchmark reads
+    /// a send time its sender appended to the payload).
+    pub fn on_media(&mut self, f: OnMedia) {
+        self.on_media = Some(f);
     }
 
     /// Per m-line receive counts, in offer order.
@@ -249,6 +260,9 @@ impl SyntheticPeer {
                 };
                 line.frames += 1;
                 line.bytes += d.data.len() as u64;
+                if let Some(f) = self.on_media.as_mut() {
+                    f(line.kind, &d.data);
+                }
                 let c = &mut self.counts;
                 match line.kind {
                     MediaKind::Audio => {

@@ -168,6 +168,29 @@ impl SideRecording {
     }
 }
 
+/// The writer thread alone, without the store: opens a WebM file at `path` and writes
+/// what `tap` carries until the tap closes, as [`SideRecording::start`] does. The visit
+/// load benchmark (`examples/visit_load.rs`) records through this, so it measures the
+/// gateway's writer; the thread returns whether the file closed with every frame in it.
+pub fn record_tap(
+    path: &std::path::Path,
+    side: Side,
+    tap: TapReceiver,
+    now: Instant,
+    wall: DateTime<Utc>,
+) -> Result<std::thread::JoinHandle<bool>, VisitRecordingError> {
+    let writer = webm::Writer::open(path, webm::Params::default(), now, wall)
+        .map_err(|e| VisitRecordingError::File(e.to_string()))?;
+    let TapReceiver { frames, dropped } = tap;
+    std::thread::Builder::new()
+        .name(format!("visit-rec-{}", side.as_str()))
+        .spawn(move || {
+            let w = write(writer, frames);
+            w.finished.is_some() && w.complete && dropped.load(Ordering::Relaxed) == 0
+        })
+        .map_err(VisitRecordingError::Thread)
+}
+
 /// The writer thread: every frame of the tap into the file, until the tap closes.
 fn write(
     mut w: webm::Writer,
