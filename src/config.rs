@@ -283,9 +283,13 @@ pub struct VisitsConfig {
     /// works from then on), so that the camera and microphone are checked before the slot
     /// opens. At most [`JOIN_LEAD_MAX_SECS`].
     pub join_lead_secs: u32,
-    /// The UDP port every visit's media uses on `rtp.listen_ip` (one socket for all
-    /// visits; open it in the firewall). 0: chosen by the kernel at start (tests).
+    /// The UDP port the visits' media use on `rtp.listen_ip`: the first hub's; hub `k`
+    /// takes `media_port + k` (open `media_port` to `media_port + hubs - 1` in the
+    /// firewall). 0: each hub's port chosen by the kernel at start (tests).
     pub media_port: u16,
+    /// How many forwarding hubs (threads, each with its own socket) carry the visits; a
+    /// new visit goes to the one with the fewest. 0: one per CPU core.
+    pub hubs: u16,
     /// A side whose media has not reached the gateway this long after the slot opens is
     /// a no-show, and the visit ends without a charge.
     pub no_show_after_secs: u32,
@@ -303,6 +307,7 @@ impl Default for VisitsConfig {
         VisitsConfig {
             join_lead_secs: 900,
             media_port: 0,
+            hubs: 0,
             no_show_after_secs: 600,
             media_receive_buffer_bytes: 4 * 1024 * 1024,
         }

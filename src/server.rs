@@ -216,7 +216,7 @@ async fn start_sip_side(
     })
 }
 
-/// The video visits' forwarding: one UDP socket for every visit's media.
+/// The video visits' forwarding: `visits.hubs` hubs, each with its UDP socket.
 async fn start_visits(
     store: &crate::store::Store,
     config: &Arc<Config>,
@@ -227,25 +227,43 @@ async fn start_visits(
     };
     let bind = ip("rtp.listen_ip", &config.rtp.listen_ip)?;
     let advertised = ip("rtp.advertised_ip", &config.rtp.advertised_ip)?;
-    let socket = tokio::net::UdpSocket::bind((bind, config.visits.media_port))
-        .await
-        .with_context(|| {
-            format!(
-                "binding the visits' media socket (rtp.listen_ip {bind}, visits.media_port {})",
-                config.visits.media_port
-            )
-        })?;
-    let want = config.visits.media_receive_buffer_bytes;
-    match crate::sfu::set_receive_buffer(&socket, want) {
-        Ok(granted) if granted < want => tracing::warn!(
-            asked = want,
-            granted,
-            "the visits' media socket got a smaller receive buffer than \
-             visits.media_receive_buffer_bytes: raise net.core.rmem_max, or packets drop at a \
-             few dozen visits"
-        ),
-        Ok(granted) => tracing::info!(granted, "visits' media socket receive buffer"),
-        Err(e) => tracing::warn!(error = %e, "cannot size the visits' media socket receive buffer"),
+    let hubs = match config.visits.hubs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => usize::from(n),
+    };
+    let mut sockets = Vec::with_capacity(hubs);
+    for k in 0..hubs {
+        // Hub k on media_port + k (each on a port of the kernel's choosing with 0).
+        let port = match config.visits.media_port {
+            0 => 0,
+            p => u16::try_from(usize::from(p) + k).with_context(|| {
+                format!("visits.media_port {p} + visits.hubs {hubs} runs past port 65535")
+            })?,
+        };
+        let socket = tokio::net::UdpSocket::bind((bind, port))
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the visits' media socket {k} (rtp.listen_ip {bind}, \
+                     visits.media_port {} + {k})",
+                    config.visits.media_port
+                )
+            })?;
+        let want = config.visits.media_receive_buffer_bytes;
+        match crate::sfu::set_receive_buffer(&socket, want) {
+            Ok(granted) if granted < want => tracing::warn!(
+                asked = want,
+                granted,
+                "a visits' media socket got a smaller receive buffer than \
+                 visits.media_receive_buffer_bytes: raise net.core.rmem_max, or packets drop at \
+                 a few dozen visits"
+            ),
+            Ok(granted) => tracing::info!(granted, "visits' media socket receive buffer"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot size the visits' media socket receive buffer")
+            }
+        }
+        sockets.push(socket);
     }
     let options = crate::visit::live::VisitOptions {
         node_id: config.node.id.clone(),
@@ -256,7 +274,7 @@ async fn start_visits(
     let visits = crate::visit::live::LiveVisits::start(
         store.clone(),
         store.clock().clone(),
-        socket,
+        sockets,
         advertised,
         options,
     )

@@ -1,8 +1,8 @@
 //! The visits this node runs: one [`VisitTask`] per visit in progress, started when its
-//! first page joins, and the forwarding hub whose rooms carry them.
+//! first page joins, and the forwarding hubs whose rooms carry them.
 //!
-//! Owns: the hub (its UDP socket and task), the map from a visit to its task's input
-//! channel, and the routing of the hub's room events to the task of the room.
+//! Owns: the hubs (each a thread with its UDP socket), the map from a visit to its task's
+//! input channel, and the routing of the hubs' room events to the task of the room.
 //! Calls: `visit::task`, `sfu`, the store (the visit, its inmate, its facility's rate plan).
 //! Called by: the WebSocket endpoint of the visit pages (`api::routes::visit_ws`), after the
 //! page's pass was checked; the console's watch and terminate routes
@@ -23,7 +23,7 @@ use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -86,7 +86,8 @@ pub struct LiveVisits {
 struct Inner {
     store: Store,
     clock: Arc<dyn Clock>,
-    hub: HubHandle,
+    /// The forwarding hubs, each a thread with its own UDP socket; a visit runs on one.
+    hubs: Vec<Hub>,
     options: VisitOptions,
     /// Visit id → its task's inputs.
     visits: Mutex<HashMap<String, mpsc::Sender<VisitInput>>>,
@@ -97,31 +98,54 @@ struct Inner {
     starting: tokio::sync::Mutex<()>,
 }
 
+/// One forwarding hub and how many visits it carries now.
+struct Hub {
+    handle: HubHandle,
+    visits: AtomicUsize,
+}
+
 impl std::fmt::Debug for LiveVisits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveVisits")
-            .field("hub", &self.inner.hub.local())
+            .field("hubs", &self.media_addresses())
             .finish()
     }
 }
 
 impl LiveVisits {
-    /// Starts the forwarding hub on `socket` (answers advertise `advertised`) and the
-    /// routing of its events. Inside a tokio runtime.
+    /// Starts one forwarding hub on each of `sockets` (answers advertise `advertised`)
+    /// and the routing of their events. Inside a tokio runtime.
+    ///
+    /// A hub is one thread: it carries its visits' media, DTLS and SRTP for all of them,
+    /// so one hub saturates about one core (`bench/README.md`, "Visits"). A new visit goes
+    /// to the hub with the fewest visits.
     pub fn start(
         store: Store,
         clock: Arc<dyn Clock>,
-        socket: UdpSocket,
+        sockets: Vec<UdpSocket>,
         advertised: IpAddr,
         options: VisitOptions,
     ) -> std::io::Result<LiveVisits> {
+        if sockets.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "video visits need at least one media socket",
+            ));
+        }
         let (events_tx, mut events) = mpsc::channel::<(RoomId, RoomEvent)>(1024);
-        let hub = spawn_hub(socket, advertised, clock.clone(), events_tx)?;
-        info!(address = %hub.local(), "video visits: forwarding on one UDP socket");
+        let mut hubs = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            let handle = spawn_hub(socket, advertised, clock.clone(), events_tx.clone())?;
+            info!(address = %handle.local(), "video visits: a forwarding hub");
+            hubs.push(Hub {
+                handle,
+                visits: AtomicUsize::new(0),
+            });
+        }
         let inner = Arc::new(Inner {
             store,
             clock,
-            hub,
+            hubs,
             options,
             visits: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
@@ -142,9 +166,9 @@ impl LiveVisits {
         Ok(LiveVisits { inner })
     }
 
-    /// The forwarding hub's address (what answers advertise).
-    pub fn media_address(&self) -> std::net::SocketAddr {
-        self.inner.hub.local()
+    /// The forwarding hubs' addresses (what answers advertise), one per hub.
+    pub fn media_addresses(&self) -> Vec<std::net::SocketAddr> {
+        self.inner.hubs.iter().map(|h| h.handle.local()).collect()
     }
 
     /// The input channel of `visit_id`'s task, starting the task if the visit is not
@@ -195,15 +219,23 @@ impl LiveVisits {
             no_show_at: (v.starts_at + no_show).min(v.ends_at),
             room,
         };
+        // The hub with the fewest visits (the first of those tied).
+        let hub = inner
+            .hubs
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, h)| h.visits.load(Ordering::Relaxed))
+            .map_or(0, |(i, _)| i);
         // A task for this visit on another node is refused by the database.
         let task = VisitTask::new(
             setup,
             charging,
             inner.store.clone(),
-            inner.hub.clone(),
+            inner.hubs[hub].handle.clone(),
             inner.clock.clone(),
         )
         .await?;
+        inner.hubs[hub].visits.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(256);
         lock(&inner.visits).insert(visit_id.to_string(), tx.clone());
         lock(&inner.rooms).insert(room, tx.clone());
@@ -213,6 +245,7 @@ impl LiveVisits {
             info!(visit = %id, reason = summary.reason.as_str(), increments = summary.increments,
                 charged = %summary.charged, "visit task ended");
             if let Some(inner) = weak.upgrade() {
+                inner.hubs[hub].visits.fetch_sub(1, Ordering::Relaxed);
                 lock(&inner.rooms).remove(&room);
                 let mut visits = lock(&inner.visits);
                 if visits.get(&id).is_some_and(|t| t.is_closed()) {
