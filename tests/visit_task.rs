@@ -358,6 +358,13 @@ async fn a_side_that_drops_out_pauses_the_charge_until_it_is_back() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     // The visitor's page reloads: a new page and a new offer from the same side.
     let (mut again, _v2) = join(&r, Side::Visitor, &script, 20).await;
+    // The page it replaced (still open, as a second tab would be) is told why it is done.
+    let code = until(&mut visitor, "the old page told", |m| match m {
+        ToPage::Error { code, .. } => Some(code.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, "opened_elsewhere");
     until(&mut again, "connected again", connected).await;
     let leave = VisitInput::Page {
         side: Side::Inmate,

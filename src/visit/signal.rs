@@ -24,7 +24,7 @@
 //! | `state` | `phase`, `remaining_secs`, `other_side`, `balance`? | where the visit is: `lobby` (`opens_in_secs`), `waiting`, `connected`, `paused`; what is left of the slot; whether the other side is there; the balance when the visitor pays |
 //! | `warning` | `reason`, `remaining_secs` | the visit ends soon: `funds_low` or `slot_ending` |
 //! | `ended` | `reason` | the visit is over, and why (the CDR's end reason) |
-//! | `error` | `code`, `message` | a message could not be used; nothing changed |
+//! | `error` | `code`, `message` | a message could not be used; nothing changed (or `opened_elsewhere`: a newer page of this side took over, and this one is closed) |
 //! | `pong` | — | the answer to `ping` |
 //!
 //! An offer is at most [`MAX_SDP_BYTES`]; a whole message at most [`MAX_MESSAGE_BYTES`]

@@ -280,7 +280,16 @@ impl VisitTask {
                     let _ = tx.try_send(self.ended_message());
                     return;
                 }
-                self.pages[index(side)] = Some(tx);
+                // A second page of the side (a reload, another tab or device) takes over;
+                // the page it replaces is told why it goes quiet.
+                if let Some(old) = self.pages[index(side)].replace(tx) {
+                    let _ = old.try_send(ToPage::Error {
+                        code: "opened_elsewhere".into(),
+                        message: "the visit was opened again in another window or device; \
+                                  this one is closed"
+                            .into(),
+                    });
+                }
                 self.core.joined(side, now);
                 self.event(now, SessionEventKind::Joined, side);
                 self.send_state(side, now);

@@ -84,7 +84,10 @@ class VisitRoom {
       case "answer": return this.onAnswer(msg.sdp);
       case "warning": return this.onWarning(msg);
       case "ended": return this.onEnded(msg.reason);
-      case "error": return this.showError(`${msg.message} (${msg.code})`);
+      case "error":
+        // Another window took over this side: this one is done, not disconnected.
+        if (msg.code === "opened_elsewhere") this.ended = true;
+        return this.showError(`${msg.message} (${msg.code})`);
       default: return undefined;
     }
   }
