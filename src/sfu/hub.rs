@@ -123,7 +123,9 @@ impl Hub {
         side: Side,
         capacity: usize,
     ) -> Result<TapReceiver, SfuError> {
-        Ok(self.slot(id)?.room.tap(side, capacity))
+        let receiver = self.slot(id)?.room.tap(side, capacity);
+        self.mark(id); // polled soon: the tap's keyframe request goes out
+        Ok(receiver)
     }
 
     fn slot(&mut self, id: RoomId) -> Result<&mut Slot, SfuError> {

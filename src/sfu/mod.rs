@@ -195,6 +195,8 @@ pub enum KeyframeReason {
     Joined(Participant),
     /// The sender's frames arrived with a gap NACKs did not fill.
     Loss,
+    /// A recorder's tap opened: the recording starts with a keyframe.
+    Recorder,
 }
 
 /// What a room reports to its owner.

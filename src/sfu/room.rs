@@ -48,6 +48,9 @@ pub struct Room {
     local: SocketAddr,
     peers: Vec<Peer>,
     taps: [Option<Tap>; 2],
+    /// A tap opened since the last poll: ask its side for a keyframe, so a recording that
+    /// starts mid-stream decodes from its first seconds.
+    tap_keyframe: [bool; 2],
     /// Scratch: str0m events of the peers drained in one pass, by peer index.
     scratch: Vec<(usize, Event)>,
     flowing: bool,
@@ -62,6 +65,7 @@ impl Room {
             local,
             peers: Vec::new(),
             taps: [None, None],
+            tap_keyframe: [false, false],
             scratch: Vec::new(),
             flowing: false,
             stats: RoomStats::default(),
@@ -120,6 +124,9 @@ impl Room {
         let (tap, receiver) = Tap::channel(capacity);
         if let Some(slot) = self.taps.get_mut(side.index()) {
             *slot = Some(tap);
+        }
+        if let Some(wanted) = self.tap_keyframe.get_mut(side.index()) {
+            *wanted = true;
         }
         receiver
     }
@@ -186,6 +193,13 @@ impl Room {
         events: &mut Vec<RoomEvent>,
     ) -> Option<Instant> {
         self.run_timers(now);
+        for side in [Side::Visitor, Side::Inmate] {
+            if std::mem::take(&mut self.tap_keyframe[side.index()]) {
+                // A sender that has sent nothing yet starts with a keyframe anyway.
+                let reason = KeyframeReason::Recorder;
+                self.request_keyframe(side, KeyframeRequestKind::Pli, reason, now, events);
+            }
+        }
         loop {
             if !self.drain(transmits) {
                 break;

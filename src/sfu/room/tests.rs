@@ -347,6 +347,28 @@ fn the_tap_gets_frames_with_keyframe_flags_and_drops_when_full() {
 }
 
 #[test]
+fn a_tap_opened_mid_stream_asks_its_side_for_a_keyframe() {
+    let mut net = pair();
+    net.media(10);
+    net.pump(Duration::from_secs(1));
+    net.take_events();
+    let _tap = net.room.tap(Side::Inmate, 64);
+    net.pump(Duration::from_millis(20));
+    let events = net.take_events();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RoomEvent::KeyframeRequested {
+                sender: Side::Inmate,
+                reason: KeyframeReason::Recorder,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn offers_without_usable_media_are_refused_and_change_nothing() {
     let mut room = Room::new(RoomConfig::default(), addr(GATEWAY));
     let now = Instant::now();
