@@ -593,15 +593,16 @@ async fn attempts_are_limited_per_address(f: Fam) {
         let (s, _) = post(&f, "/password/forgot", json!({ "email": "h@example.org" })).await;
         assert_eq!(s, StatusCode::ACCEPTED);
     }
-    let (s, v) = post(
-        &f,
-        "/login",
-        json!({ "email": "h@example.org", "password": PASSWORD }),
-    )
-    .await;
+    let body = json!({ "email": "h@example.org", "password": PASSWORD });
+    let (s, headers, v) = call(&f, "POST", "/login", Some(body), None, None).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (StatusCode::TOO_MANY_REQUESTS, Some("too_many_attempts"))
+    );
+    assert_eq!(
+        headers.get("retry-after").and_then(|h| h.to_str().ok()),
+        Some("3600"),
+        "the window's length"
     );
     f.app.clock.advance(Duration::from_secs(3_601));
     let (s, _) = post(&f, "/password/forgot", json!({ "email": "h@example.org" })).await;

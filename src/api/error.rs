@@ -24,6 +24,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (a limit that lifts by itself).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -32,7 +34,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+
+    /// The same error, telling the client to try again after `secs`.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -74,7 +83,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = crate::text::bound_message(&self.message);
         let body = json!({ "error": { "code": self.code, "message": message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -500,11 +500,13 @@ async fn limit_address(s: &AppState, remote: Option<SocketAddr>) -> Result<(), A
         Ok(())
     } else {
         tracing::warn!(remote = %ip, "family portal attempts over the limit for this address");
+        // The window slides: after its length, every attempt in it has aged out.
         Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
             "too many attempts from this network: try again later",
-        ))
+        )
+        .retry_after(f.rate_window_secs))
     }
 }
 
