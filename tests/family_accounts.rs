@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::mail::quoted_printable;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use chrono::{TimeZone, Utc};
@@ -145,30 +147,6 @@ fn find_mail(dir: &Path, to: &str, marker: &str) -> Option<(PathBuf, String)> {
             .any(|l| l.starts_with("To: ") && l.contains(to));
         (for_them && text.contains(&format!("#{marker}="))).then_some((p, text))
     })
-}
-
-/// A message as read (quoted-printable undone, also harmless on 7-bit text without `=`).
-fn quoted_printable(raw: &str) -> String {
-    let joined = raw.replace("=\r\n", "").replace("=\n", "");
-    let b = joined.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(v) if b[i] == b'=' => {
-                out.push(v);
-                i += 3;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether any email to `to` holding `needle` arrives within a second.

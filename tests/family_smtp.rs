@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::mail::quoted_printable;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{TimeZone, Utc};
@@ -88,30 +90,6 @@ async fn post(app: &App, path: &str, body: Value) -> (StatusCode, Value) {
         .unwrap();
     let (s, _, bytes) = fetch(app, req).await;
     (s, json_of(&bytes))
-}
-
-/// Undoes quoted-printable (soft line breaks and `=XX`).
-fn quoted_printable(raw: &str) -> String {
-    let joined = raw.replace("=\r\n", "").replace("=\n", "");
-    let b = joined.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(v) if b[i] == b'=' => {
-                out.push(v);
-                i += 3;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The verification link delivered to the maildir (waits for it).

@@ -11,6 +11,7 @@
 pub(crate) mod api;
 pub(crate) mod gateway;
 pub(crate) mod inproc;
+pub(crate) mod mail;
 pub(crate) mod seed;
 pub(crate) mod sipp;
 pub(crate) mod visit_media;
