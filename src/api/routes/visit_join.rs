@@ -156,10 +156,6 @@ fn wrong_pin(message: &str) -> ApiError {
     refused("pin_invalid", message)
 }
 
-fn line_of_station(station: &str) -> String {
-    station_line(station)
-}
-
 /// Checks calling ID + PIN keyed at a kiosk, on `line` (`station:<id>` for a visit
 /// station), with the handsets' check, lockout and counters; the inmate they are of.
 pub(crate) async fn kiosk_pin(
@@ -260,7 +256,7 @@ pub(crate) async fn kiosk_join(
             "the inmate is not active (suspended or released): the visit cannot be joined",
         ));
     }
-    match kiosk_pin(&s, &line_of_station(&station), &v.facility_id, &body, now).await? {
+    match kiosk_pin(&s, &station_line(&station), &v.facility_id, &body, now).await? {
         inmate_id if inmate_id == v.inmate_id => {}
         // Another inmate's right pair is answered as a wrong one: the kiosk tells nobody
         // whose PIN they guessed.
