@@ -160,8 +160,9 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, facilities, family, inmates, integrity, kiosk, listen, money, rates,
-        recordings, tokens, users, visit_join, visit_watch, visit_ws, visiting, visits,
+        auth, calls, cluster, facilities, family, family_prepaid, inmates, integrity, kiosk,
+        listen, money, rates, recordings, tokens, users, visit_join, visit_watch, visit_ws,
+        visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -181,6 +182,14 @@ pub fn router(state: AppState) -> Router {
         .route("/family/email", post(family::change_email))
         .route("/family/email/confirm", post(family::confirm_email))
         .route("/family/close", post(family::close))
+        .route(
+            "/family/prepaid",
+            get(family_prepaid::list).post(family_prepaid::open),
+        )
+        .route(
+            "/family/prepaid/{id}/statement",
+            get(family_prepaid::statement),
+        )
         .route(
             "/facilities",
             get(facilities::list).post(facilities::create),

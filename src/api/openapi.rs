@@ -66,6 +66,9 @@ pub const OPERATIONS: &[Op] = &[
     with_body(op("post", "/family/password", "Change the password (current one required); every session ends, this one is replaced (new cookie)", "family"), "FamilyPasswordChange", 200),
     with_body(op("post", "/family/email", "Change the address: a confirmation link goes to the new one -> 202 check_email; 403 wrong_password", "family"), "FamilyEmailChange", 202),
     with_body(op("post", "/family/email/confirm", "Use a change-of-address link; every session ends -> {status: email_changed}; 409 email_taken", "family"), "FamilyLink", 200),
+    op("get", "/family/prepaid", "The caller's prepaid accounts (one per facility), each {account, facility_name, payer_order}", "family"),
+    with_body(op("post", "/family/prepaid", "The caller's prepaid account at a facility, opened on first use (idempotent) -> Account; fund it with POST /accounts/{id}/deposits; 404 facility_not_found", "family"), "FamilyPrepaidOpen", 200),
+    op("get", "/family/prepaid/{id}/statement", "The caller's own prepaid account's statement: lines with running balance, each charge naming its session and increment, and per session {kind, number, inmate_name, started_at, billed_increments, amount}; format=csv for CSV; 404 for any account not the caller's", "family"),
     with_body(Op { ok: 204, ..op("post", "/family/close", "Close the account (password required): password, sessions and links end, the address is freed", "family") }, "FamilyPassword", 204),
     op("get", "/facilities", "Facilities the caller may see", "facilities"),
     with_body(op("post", "/facilities", "Create a facility (and its system accounts)", "facilities"), "NewFacility", 201),
@@ -197,7 +200,9 @@ fn family_schemas(email: Value) -> Value {
         "FamilyEmailChange": { "type": "object", "required": ["password", "new_email"], "properties": {
             "password": { "type": "string", "format": "password" }, "new_email": email } },
         "FamilyPassword": { "type": "object", "required": ["password"], "properties": {
-            "password": { "type": "string", "format": "password" } } }
+            "password": { "type": "string", "format": "password" } } },
+        "FamilyPrepaidOpen": { "type": "object", "required": ["facility_id"], "properties": {
+            "facility_id": { "type": "string" } } }
     })
 }
 
@@ -218,6 +223,8 @@ fn schemas() -> Value {
         json!({ "type": "string", "pattern": "^[0-9]+$",
         "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" })
     };
+    let payer_order = json!({ "enum": ["family_first", "inmate_first"], "default": "family_first",
+        "description": "Which account pays for a call to a family's verified number (or a visit it booked): the family's prepaid account first (default), or the inmate's first; the other pays when the first cannot pay the first increment, and one account pays the whole session" });
     let mut all = json!({
         "Money": money,
         "Error": { "type": "object", "required": ["error"], "properties": { "error": {
@@ -239,7 +246,7 @@ fn schemas() -> Value {
             "calling_hours_start": { "type": "string" }, "calling_hours_end": { "type": "string" },
             "deposit_max": { "$ref": "#/components/schemas/Money" }, "deposit_daily_max": { "$ref": "#/components/schemas/Money" },
             "daily_call_limit": { "type": "integer" }, "rate_plan_id": { "type": "string" }, "rate_deck_id": { "type": "string" },
-            "recording_retention_days": { "type": "integer" } } },
+            "recording_retention_days": { "type": "integer" }, "payer_order": payer_order } },
         "Booking": { "type": "object", "required": ["booking_number", "first_name", "last_name"], "properties": {
             "booking_number": text(text::BOOKING_NUMBER), "first_name": name, "last_name": name,
             "pin": pin(), "calling_id": calling_id() } },
@@ -385,7 +392,9 @@ fn cdr_schema() -> Value {
         "amount": { "$ref": "#/components/schemas/Money" },
         "tariff": { "oneOf": [ { "$ref": "#/components/schemas/AppliedTariff" }, { "type": "null" } ],
                     "description": "The tariff applied; null if the call was refused before rating or predates tariffs being kept" },
-        "listenable": { "type": "boolean" } } })
+        "listenable": { "type": "boolean" },
+        "account_id": { "type": ["string", "null"], "description": "The account that paid (or pays), once the inmate was identified" },
+        "payer": { "type": ["string", "null"], "enum": ["inmate", "family", null], "description": "Whose money: the inmate's debit account, or the prepaid account of the family whose number was called or who booked the visit" } } })
 }
 
 fn operation(o: &Op) -> Value {
@@ -752,6 +761,8 @@ mod tests {
                 cost_per_increment: crate::money::Money::ZERO,
             }),
             listenable: false,
+            account_id: None,
+            payer: None,
         };
         let v = serde_json::to_value(&cdr).unwrap();
         let keys = |v: &Value| -> Vec<String> {

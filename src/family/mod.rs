@@ -15,6 +15,7 @@
 //!
 //! Called by: the family routes and the store's family records.
 
+pub mod notices;
 pub mod texts;
 
 use hmac::{Hmac, Mac};
@@ -40,6 +41,9 @@ pub struct FamilyConfig {
     /// the same, so it tells nothing).
     pub emails_per_account: u32,
     pub rate_window_secs: u64,
+    /// Days a prepaid balance may sit untouched before its owner is told it is still
+    /// theirs and how to have it refunded (`family::notices`); before 180.
+    pub idle_notice_days: u32,
 }
 
 impl Default for FamilyConfig {
@@ -51,6 +55,7 @@ impl Default for FamilyConfig {
             attempts_per_address: 30,
             emails_per_account: 5,
             rate_window_secs: 3_600,
+            idle_notice_days: 150,
         }
     }
 }
@@ -81,7 +86,23 @@ impl FamilyConfig {
         if !(60..=86_400).contains(&self.rate_window_secs) {
             return Err(("family.rate_window_secs", "must be 60 to 86400"));
         }
+        if !(1..=179).contains(&self.idle_notice_days) {
+            return Err((
+                "family.idle_notice_days",
+                "must be 1 to 179: the notice comes before a balance is 180 days idle",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Where emailed links point: `family.public_url`, else `http://` + `http.listen`.
+pub fn public_url(config: &crate::config::Config) -> String {
+    let configured = &config.family.public_url;
+    if configured.is_empty() {
+        format!("http://{}", config.http.listen)
+    } else {
+        configured.trim_end_matches('/').to_string()
     }
 }
 

@@ -71,6 +71,11 @@ pub struct Cdr {
     /// Whether an investigator may listen to it now: in progress, accepted (so bridged),
     /// not privileged, carried by a node.
     pub listenable: bool,
+    /// The account that paid (or pays) for it, once the inmate was identified.
+    pub account_id: Option<String>,
+    /// Whose money that is: `inmate` (the inmate's debit account) or `family` (the
+    /// prepaid account of the family whose number was called or who booked the visit).
+    pub payer: Option<String>,
 }
 
 /// The tariff a call was charged by: enough to reproduce its amount
@@ -320,7 +325,8 @@ const COLUMNS: &str = "id, kind, visit_id, paused_ms, facility_id, inmate_id, ha
     state, end_reason, privileged, recorded, recording_id, node_id, invite_at, answer_at, \
     accepted_at, media_end_at, end_at, closed_at, billed_increments, amount_minor, \
     rate_plan_id, rate_deck_id, rate_prefix, class, service, per_minute_minor, increment_secs, \
-    increment_cost_minor";
+    increment_cost_minor, account_id, \
+    (SELECT a.kind FROM accounts a WHERE a.id = sessions.account_id) AS payer_kind";
 
 fn tariff(r: &AnyRow) -> Result<Option<AppliedTariff>, sqlx::Error> {
     let class: Option<String> = r.try_get("class")?;
@@ -376,6 +382,8 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
         amount: Money::from_minor(r.try_get("amount_minor")?),
         tariff: tariff(r)?,
         listenable: false,
+        account_id: r.try_get("account_id")?,
+        payer: r.try_get("payer_kind")?,
     };
     cdr.listenable = cdr.state == "active"
         && cdr.accepted_at.is_some()
