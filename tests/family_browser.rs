@@ -105,3 +105,119 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     shown(&browser, "login-view");
     drop(gateway);
 }
+
+/// Issue 12, family prepaid calling in the portal: a family member linked to the demo
+/// inmate opens a prepaid account at the demo facility from the page, sees the deposit
+/// made to it with its running balance on the statement page, and the CSV link gives the
+/// same lines.
+#[test]
+fn a_family_opens_a_prepaid_account_and_reads_its_statement_in_chromium() {
+    if !webdriver::present("family prepaid browser test") {
+        return;
+    }
+    let dir = Workdir::new("family_browser", "prepaid");
+    let ports = sipp::ports();
+    let gateway = Gateway::start(&dir, &ports);
+    let api = &gateway.api;
+    let email = "prepaid.family@example.org";
+    let (s, v) = api.anonymous().request(
+        "POST",
+        "/api/v1/family/register",
+        Some(json!({ "email": email, "password": PASSWORD })),
+    );
+    assert_eq!(s, 202, "{v}");
+    let secret = verify_secret(&dir.join("mail"));
+    let (s, v) = api.anonymous().request(
+        "POST",
+        "/api/v1/family/verify",
+        Some(json!({ "token": secret })),
+    );
+    assert_eq!(s, 200, "{v}");
+
+    let browser = Browser::start(&dir.join("chromedriver.log"));
+    let base = gateway.base_url();
+    browser.goto(&format!("{base}/family/#login"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.fill("#login-email", email);
+    browser.fill("#login-password", &format!("{PASSWORD}\n"));
+    shown(&browser, "account-view");
+    // Staff bind the family user to the demo inmate's contact (what approving a linking
+    // request does).
+    let me = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/auth/me').then(r => r.json()).then(done);",
+        json!([]),
+    );
+    let username = me["username"].as_str().expect("username").to_string();
+    let facility = support::api::FACILITY;
+    let inmates = api.get(&format!("/api/v1/facilities/{facility}/inmates"));
+    let inmate = inmates[0]["id"].as_str().expect("demo inmate").to_string();
+    let contacts = api.get(&format!("/api/v1/inmates/{inmate}/contacts"));
+    let contact = contacts[0]["id"]
+        .as_str()
+        .expect("demo contact")
+        .to_string();
+    api.post(
+        "/api/v1/tokens",
+        json!({ "username": username, "role": "family", "facilities": [facility],
+                "contacts": [contact] }),
+    );
+
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "accounts-view");
+    shown(&browser, "no-accounts");
+    browser.click("#open-submit");
+    shown(&browser, "notice");
+    assert!(browser.text("#notice").contains("prepaid account is open"));
+    let accounts = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/family/prepaid').then(r => r.json()).then(done);",
+        json!([]),
+    );
+    let account = accounts["accounts"][0]["account"]["id"]
+        .as_str()
+        .expect("account")
+        .to_string();
+    let (s, v) = api.post_keyed(
+        &format!("/api/v1/accounts/{account}/deposits"),
+        "prepaid-browser-1",
+        json!({ "amount": "25.00", "method": "online", "depositor": "family" }),
+    );
+    assert_eq!(s, 201, "{v}");
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_js(
+        "the balance",
+        Duration::from_secs(10),
+        "const b = document.querySelector('#accounts .balance'); return b && b.textContent;",
+        |v: &Value| v == &json!("$25.00"),
+    );
+    browser.click("#accounts a");
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "statement-view");
+    browser.wait_js(
+        "the statement's lines",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#lines tr')].map(r => r.textContent);",
+        |v: &Value| v.as_array().is_some_and(|rows| rows.len() == 1),
+    );
+    let row = browser.text("#lines tr");
+    assert!(row.contains("Deposit") && row.contains("$25.00"), "{row}");
+    assert_eq!(browser.text("#closing"), "$25.00");
+    let csv = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch(document.getElementById('csv-link').href).then(r => r.text()).then(done);",
+        json!([]),
+    );
+    let csv = csv.as_str().expect("csv").to_string();
+    assert!(
+        csv.starts_with("transaction_id,time,kind,memo,amount,balance_after\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",deposit,") && csv.contains(",25.00,25.00"),
+        "{csv}"
+    );
+    drop(gateway);
+}

@@ -156,3 +156,24 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// The facilities (id, name) of the inmates a family user is a contact of: where its
+    /// prepaid accounts are of use.
+    pub async fn family_facilities(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT f.id, f.name FROM family_contacts fc \
+             JOIN contacts c ON c.id = fc.contact_id JOIN inmates i ON i.id = c.inmate_id \
+             JOIN facilities f ON f.id = i.facility_id WHERE fc.user_id = $1 ORDER BY f.id",
+        )
+        .bind(user_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect()
+    }
+}

@@ -46,7 +46,8 @@ async fn own_account(s: &AppState, caller: &Caller, id: &str) -> Result<Account,
 }
 
 /// `GET /family/prepaid`: the caller's prepaid accounts with their balances, and for each
-/// facility whether the family's account is asked first.
+/// facility whether the family's account is asked first; and the facilities of the
+/// inmates the caller is a contact of (where an account is of use).
 pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -65,7 +66,14 @@ pub(crate) async fn list(
             "payer_order": facility.as_ref().map(|f| f.payer_order),
         }));
     }
-    Ok(Json(json!({ "accounts": out })))
+    let facilities: Vec<Value> = s
+        .store
+        .family_facilities(user)
+        .await?
+        .into_iter()
+        .map(|(id, name)| json!({ "id": id, "name": name }))
+        .collect();
+    Ok(Json(json!({ "accounts": out, "facilities": facilities })))
 }
 
 #[derive(Deserialize)]
