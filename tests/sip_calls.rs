@@ -1645,6 +1645,14 @@ fn a_call_to_a_familys_number_is_charged_to_its_prepaid_account() {
         "the inmate's account was not touched"
     );
     assert!(api.call_charges(&inmate.account).is_empty());
+    // The inmate's statement shows the call beside its own lines, as the family's paid.
+    let own = api.get(&format!("/api/v1/accounts/{}/statement", inmate.account));
+    let others = own["paid_by_others"].as_array().expect("paid_by_others");
+    assert_eq!(others.len(), 1, "{own}");
+    assert_eq!(others[0]["session_id"], cdr["id"], "{own}");
+    assert_eq!(others[0]["payer"], "family", "{own}");
+    assert_eq!(others[0]["number"], NUMBER, "{own}");
+    assert_eq!(money(&others[0]["amount"]), dec("0.01"), "{own}");
     // The family's statement: the deposit, then the four increments, each naming the call.
     let st = family.get(&format!("/api/v1/family/prepaid/{prepaid}/statement"));
     let lines = st["lines"].as_array().expect("lines");

@@ -621,3 +621,58 @@ mod tests {
         assert!(sql.ends_with("+facility_id IN ($5)"), "{sql}");
     }
 }
+
+/// A call or visit of an inmate that another account paid for (a family's prepaid
+/// account): on the inmate's statement beside the lines of its own account.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PaidByOther {
+    pub session_id: String,
+    /// `call` or `visit`.
+    pub kind: String,
+    pub number: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub billed_increments: i64,
+    pub amount: Money,
+    /// Whose account paid: `family`.
+    pub payer: Option<String>,
+}
+
+impl Store {
+    /// The sessions of `inmate_id` started in [`from`, `to`) and charged to an account
+    /// other than `account_id` (the inmate's own), oldest first.
+    pub async fn sessions_paid_by_others(
+        &self,
+        inmate_id: &str,
+        account_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PaidByOther>, StoreError> {
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM sessions WHERE inmate_id = $1 AND account_id IS NOT NULL \
+             AND account_id <> $2 AND invite_at >= $3 AND invite_at < $4 ORDER BY invite_at, id",
+        )
+        .bind(inmate_id)
+        .bind(account_id)
+        .bind(to_micros(from))
+        .bind(to_micros(to))
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let c = self.session(&id).await?;
+            out.push(PaidByOther {
+                session_id: c.id,
+                kind: c.kind,
+                number: c.number,
+                started_at: c.invite_at,
+                billed_increments: c.billed_increments,
+                amount: c.amount,
+                payer: c.payer,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -320,7 +320,20 @@ pub(crate) async fn statement(
     }
     let st = s.store.ledger().statement(&account.id, from, to).await?;
     match q.format.as_deref() {
-        None | Some("json") => Ok(Json(st).into_response()),
+        None | Some("json") => {
+            let mut v = serde_json::to_value(&st).map_err(|e| ApiError::internal(&e))?;
+            if let (AccountKind::Inmate, Some(inmate)) = (account.kind, &account.owner_id) {
+                // The inmate's calls and visits a family paid for: not lines of this
+                // account, but on its statement all the same.
+                let others = s
+                    .store
+                    .sessions_paid_by_others(inmate, &account.id, from, to)
+                    .await?;
+                v["paid_by_others"] =
+                    serde_json::to_value(others).map_err(|e| ApiError::internal(&e))?;
+            }
+            Ok(Json(v).into_response())
+        }
         Some("csv") => Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
             st.to_csv(),
