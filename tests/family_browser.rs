@@ -10,6 +10,7 @@ mod support;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
+use support::axe;
 use support::gateway::Gateway;
 use support::webdriver::{self, Browser};
 use support::{sipp, Workdir};
@@ -59,12 +60,14 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     browser.goto(&format!("{base}/family/#register"));
     browser.wait_for("body[data-ready=\"1\"]");
     shown(&browser, "register-view");
+    axe::assert_accessible(&browser, "registration");
     browser.fill("#register-email", EMAIL);
     browser.fill("#register-password", PASSWORD);
     browser.fill("#register-confirm", "not the same password");
     browser.click("#register-submit");
     shown(&browser, "error");
     assert!(browser.text("#error").contains("not the same"));
+    axe::assert_accessible(&browser, "registration with an error");
     browser.fill("#register-confirm", PASSWORD);
     browser.click("#register-submit");
     shown(&browser, "notice");
@@ -79,6 +82,7 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
         |v: &Value| v.as_str().is_some_and(|t| t.contains("confirmed")),
     );
     shown(&browser, "login-view");
+    axe::assert_accessible(&browser, "log in");
     // The secret is gone from the address bar.
     let url = browser.js("return location.href;", json!([]));
     assert!(!url.as_str().unwrap().contains(&secret), "{url}");
@@ -87,6 +91,7 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     browser.fill("#login-password", &format!("{PASSWORD}\n"));
     shown(&browser, "account-view");
     assert_eq!(browser.text("#account-email"), EMAIL);
+    axe::assert_accessible(&browser, "the account page");
     // The page's script cannot read the session cookie.
     let cookies = browser.js("return document.cookie;", json!([]));
     assert!(
@@ -167,6 +172,7 @@ fn a_family_opens_a_prepaid_account_and_reads_its_statement_in_chromium() {
     browser.wait_for("body[data-ready=\"1\"]");
     shown(&browser, "accounts-view");
     shown(&browser, "no-accounts");
+    axe::assert_accessible(&browser, "prepaid calling");
     browser.click("#open-submit");
     shown(&browser, "notice");
     assert!(browser.text("#notice").contains("prepaid account is open"));
@@ -205,6 +211,18 @@ fn a_family_opens_a_prepaid_account_and_reads_its_statement_in_chromium() {
     let row = browser.text("#lines tr");
     assert!(row.contains("Deposit") && row.contains("$25.00"), "{row}");
     assert_eq!(browser.text("#closing"), "$25.00");
+    axe::assert_accessible(&browser, "a prepaid statement");
+    // The check sees what it is for: an input without a label is reported.
+    browser.js(
+        "document.querySelector('main').append(document.createElement('input')); return 1;",
+        json!([]),
+    );
+    if let Some(found) = axe::serious_violations(&browser) {
+        assert!(
+            found.iter().any(|v| v["id"] == "label"),
+            "axe-core missed an unlabelled input: {found:?}"
+        );
+    }
     let csv = browser.js_async(
         "const done = arguments[arguments.length - 1];
          fetch(document.getElementById('csv-link').href).then(r => r.text()).then(done);",
