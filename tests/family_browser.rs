@@ -108,6 +108,45 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     assert!(browser.text("#notice").contains("logged out"));
     browser.goto(&format!("{base}/family/#account"));
     shown(&browser, "login-view");
+
+    // In Spanish: the switch in the header, kept across pages; the API's messages too.
+    browser.click("#lang-switch");
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_js(
+        "the page in Spanish",
+        Duration::from_secs(10),
+        "return [document.documentElement.lang, document.getElementById('login-title').textContent];",
+        |v: &Value| v == &json!(["es", "Iniciar sesión"]),
+    );
+    assert_eq!(browser.text("label[for=\"login-password\"]"), "Contraseña");
+    browser.fill("#login-email", EMAIL);
+    browser.fill("#login-password", "not the password at all\n");
+    shown(&browser, "error");
+    browser.wait_js(
+        "a Spanish error",
+        Duration::from_secs(10),
+        "return document.getElementById('error').textContent;",
+        |v: &Value| {
+            v.as_str()
+                .is_some_and(|t| t.starts_with("Correo o contraseña incorrectos"))
+        },
+    );
+    axe::assert_accessible(&browser, "log in, in Spanish");
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "signed-out");
+    assert_eq!(
+        browser.text("#signed-out-title"),
+        "Inicie sesión, por favor"
+    );
+    browser.click("#lang-switch");
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_js(
+        "back in English",
+        Duration::from_secs(10),
+        "return document.getElementById('signed-out-title').textContent;",
+        |v: &Value| v == &json!("Please log in"),
+    );
     drop(gateway);
 }
 

@@ -122,6 +122,11 @@ const FAMILY_ASSETS: &[Asset] = &[
         body: include_str!("../../web/family/family.css"),
     },
     Asset {
+        name: "i18n.js",
+        content_type: JS,
+        body: include_str!("../../web/family/i18n.js"),
+    },
+    Asset {
         name: "prepaid.html",
         content_type: HTML,
         body: include_str!("../../web/family/prepaid.html"),
