@@ -196,6 +196,7 @@ async fn start_sip_side(
         live.clone(),
     );
     let calls = switchboard.stats();
+    let number_calls = crate::call::verify::NumberCalls::new(switchboard.clone());
     tokio::spawn(switchboard.run(events));
     let monitor = crate::monitor::Monitor::new(
         crate::monitor::MonitorConfig {
@@ -213,6 +214,7 @@ async fn start_sip_side(
         monitor,
         calls,
         visits: Some(visits),
+        number_calls: Some(number_calls),
     })
 }
 

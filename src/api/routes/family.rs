@@ -404,7 +404,7 @@ pub(crate) async fn close(
 }
 
 /// The open family account of a caller (a family session or a family user's token).
-async fn account_of(s: &AppState, caller: &Caller) -> Result<FamilyAccount, ApiError> {
+pub(super) async fn account_of(s: &AppState, caller: &Caller) -> Result<FamilyAccount, ApiError> {
     caller.require(&[Role::Family])?;
     let account = match &caller.0.user_id {
         Some(id) => s.store.family_account(id).await?,
@@ -484,7 +484,10 @@ async fn new_link(
 
 /// 429 once the peer address has made its share of attempts in the window (a request
 /// without a peer address, as in-process tests send, is not counted).
-async fn limit_address(s: &AppState, remote: Option<SocketAddr>) -> Result<(), ApiError> {
+pub(super) async fn limit_address(
+    s: &AppState,
+    remote: Option<SocketAddr>,
+) -> Result<(), ApiError> {
     let Some(remote) = remote else { return Ok(()) };
     let f = &s.config.family;
     let ip = remote.ip().to_string();
