@@ -121,6 +121,11 @@ const FAMILY_ASSETS: &[Asset] = &[
         content_type: CSS,
         body: include_str!("../../web/family/family.css"),
     },
+    Asset {
+        name: "links.js",
+        content_type: JS,
+        body: include_str!("../../web/family/links.js"),
+    },
 ];
 
 /// The pages' routes; merged into the application router.
@@ -297,6 +302,7 @@ mod tests {
             ("/family/", HTML, "id=\"register-form\""),
             ("/family/family.js", JS, "const STRINGS"),
             ("/family/family.css", CSS, "body"),
+            ("/family/links.js", JS, "const LINK_STRINGS"),
         ] {
             let (status, h, body) = fetch(path).await;
             assert_eq!(status, StatusCode::OK, "{path}");
