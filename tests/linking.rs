@@ -483,7 +483,7 @@ async fn a_denial_shows_its_reason_and_requests_can_be_withdrawn(app: App) {
 mod end_to_end {
     use super::support::api::{book, Api};
     use super::support::gateway::Gateway;
-    use super::support::sipp::{self, dtmf_pcap, endpoint_args, Sipp};
+    use super::support::sipp::{self, confirmation_trunk};
     use super::support::Workdir;
     use serde_json::{json, Value};
     use std::time::{Duration, Instant};
@@ -568,15 +568,6 @@ mod end_to_end {
         }
     }
 
-    /// The trunk answering one confirmation call and keying `keys` (RFC 4733).
-    fn trunk(dir: &std::path::Path, ports: &sipp::Ports, name: &str, keys: &str) -> Sipp {
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        dtmf_pcap(keys, &d.join("code.pcap"));
-        let args = endpoint_args(ports.trunk_sip, ports.trunk_media, &[]);
-        Sipp::spawn(dir, name, "verify_trunk.xml", &args)
-    }
-
     fn status_becomes(s: &Session, id: &str, want: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
@@ -621,7 +612,7 @@ mod end_to_end {
             .chars()
             .map(|c| char::from(b'0' + (c as u8 - b'0' + 1) % 10))
             .collect();
-        let mut t = trunk(&dir, &ports, "trunk-wrong", &format!("{wrong}#"));
+        let mut t = confirmation_trunk(&dir, &ports, "trunk-wrong", &format!("{wrong}#"));
         t.expect_ok(Duration::from_secs(40));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -641,7 +632,7 @@ mod end_to_end {
         let (s, v) = fam.send("POST", &format!("/links/{id}/call"), None);
         assert_eq!(s, 202, "{v}");
         let code = v["code"].as_str().unwrap().to_string();
-        let mut t = trunk(&dir, &ports, "trunk-right", &format!("{code}#"));
+        let mut t = confirmation_trunk(&dir, &ports, "trunk-right", &format!("{code}#"));
         t.expect_ok(Duration::from_secs(40));
         let link = status_becomes(&fam, &id, "pending_approval");
         assert_eq!(t.count_requests("BYE"), 1, "the gateway hung up");

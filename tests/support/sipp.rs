@@ -659,6 +659,17 @@ impl Trunk {
     }
 }
 
+/// The trunk answering a family number's confirmation call (`verify_trunk.xml`, in
+/// `dir/name`) on the trunk ports of `ports`: it answers, then keys `keys` (RFC 4733, e.g.
+/// the code and `#`) and waits for the gateway's BYE.
+pub(crate) fn confirmation_trunk(dir: &Path, ports: &Ports, name: &str, keys: &str) -> Sipp {
+    let d = dir.join(name);
+    fs::create_dir_all(&d).unwrap();
+    dtmf_pcap(keys, &d.join("code.pcap"));
+    let args = endpoint_args(ports.trunk_sip, ports.trunk_media, &[]);
+    Sipp::spawn(dir, name, "verify_trunk.xml", &args)
+}
+
 /// The inmate's behaviour (`handset.xml`): keys `calling_id`, `#`, `pin`, `#`.
 #[derive(Clone)]
 pub(crate) struct Handset {
