@@ -36,6 +36,7 @@ battery!(
     a_proved_and_approved_request_links_the_family,
     wrong_and_expired_codes_and_the_attempt_limit,
     a_denial_shows_its_reason_and_requests_can_be_withdrawn,
+    blocked_numbers_are_refused_and_searches_are_limited,
 );
 
 /// A family session: its cookie value and CSRF token.
@@ -478,6 +479,59 @@ async fn a_denial_shows_its_reason_and_requests_can_be_withdrawn(app: App) {
     }
 }
 
+async fn blocked_numbers_are_refused_and_searches_are_limited(app: App) {
+    let john = roster(&app).await;
+    let f = family(&app, "ana@example.org").await;
+    // A number staff blocked (a victim's, a court order's) is refused before any call.
+    let (s, v) = admin(
+        &app,
+        "POST",
+        "/api/v1/facilities/DEMO/blocks",
+        Some(json!({ "number": FAMILY_NUMBER, "reason": "no-contact order" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let body = json!({ "inmate_id": john, "number": FAMILY_NUMBER, "name": "Ana Doe" });
+    let (s, v) = as_family(&app, &f, "POST", "/links", Some(body)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        !v.to_string().contains("no-contact"),
+        "the reason stays staff's: {v}"
+    );
+    let (_, v) = as_family(&app, &f, "GET", "/links", None).await;
+    assert_eq!(v["links"].as_array().unwrap().len(), 0, "{v}");
+
+    // Searches count against the account (60 per window by default).
+    let mut limited = None;
+    for n in 0..61 {
+        let (s, _) = as_family(&app, &f, "GET", "/roster?facility=DEMO&last_name=Doe", None).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(n);
+            break;
+        }
+        assert_eq!(s, StatusCode::OK);
+    }
+    assert_eq!(
+        limited,
+        Some(60),
+        "the 61st search in the window is refused"
+    );
+    // Another account is not held back by it.
+    let other = family(&app, "bo@example.org").await;
+    let (s, _) = as_family(
+        &app,
+        &other,
+        "GET",
+        "/roster?facility=DEMO&last_name=Doe",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    app.clock.advance(Duration::from_secs(3_601));
+    let (s, _) = as_family(&app, &f, "GET", "/roster?facility=DEMO&last_name=Doe", None).await;
+    assert_eq!(s, StatusCode::OK, "the window slides");
+}
+
 // ---- end to end: the confirmation call through sipp as the trunk --------------------------
 
 mod end_to_end {
@@ -528,8 +582,11 @@ mod end_to_end {
                     let text = super::support::mail::quoted_printable(
                         &std::fs::read_to_string(e.ok()?.path()).ok()?,
                     );
+                    let to_them = text
+                        .lines()
+                        .any(|l| l.starts_with("To: ") && l.contains(email));
                     let at = text.find("#verify=")? + "#verify=".len();
-                    Some(text.get(at..at + 64)?.to_string())
+                    to_them.then(|| text.get(at..at + 64).map(str::to_string))?
                 });
             if let Some(t) = found {
                 break t;
@@ -591,7 +648,10 @@ mod end_to_end {
         }
         let dir = Workdir::new("linking", "confirmation_call");
         let ports = sipp::ports();
-        let gw = Gateway::start(&dir, &ports);
+        // Two confirmation calls a day to one number, to see the limit.
+        let gw = Gateway::start_with(&dir, &ports, "gateway", |cmd| {
+            cmd.env("SALLYPORT_FAMILY_VERIFY_CALLS_PER_NUMBER", "2");
+        });
         let inmate = book(&gw.api, "L-100", "5511", super::support::api::NUMBER, false);
         let fam = session(&dir, &gw.api, "ana@example.org");
 
@@ -651,5 +711,23 @@ mod end_to_end {
         assert_eq!(s, 200, "linked: the family reads the account: {v}");
         // No charge and no call record: the inmate's balance and history are untouched.
         assert!(gw.api.calls(&format!("inmate_id={}", inmate.id)).is_empty());
+        // Proved: no more calls for this request.
+        let (s, v) = fam.send("POST", &format!("/links/{id}/call"), None);
+        assert_eq!(s, 409, "{v}");
+
+        // The number had its two calls today: another account asking for it (as the
+        // contact of another inmate) gets no third.
+        let other = book(&gw.api, "L-200", "5512", super::support::api::NUMBER, false);
+        let bo = session(&dir, &gw.api, "bo@example.org");
+        let body = json!({ "inmate_id": other.id, "number": super::FAMILY_NUMBER, "name": "Bo" });
+        let (s, v) = bo.send("POST", "/links", Some(body));
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = bo.send(
+            "POST",
+            &format!("/links/{}/call", v["id"].as_str().unwrap()),
+            None,
+        );
+        assert_eq!(s, 429, "{v}");
+        assert_eq!(v["error"]["code"], "too_many_attempts");
     }
 }

@@ -34,6 +34,8 @@ const FIRST_KEY_TIMEOUT: Duration = Duration::from_secs(30);
 const INTER_KEY_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a closing prompt may take before the gateway hangs up anyway.
 const CLOSE_GUARD: Duration = Duration::from_secs(15);
+/// Shorter than any closing prompt (the shortest, `goodbye`, is 0.7 s).
+const STALE_PROMPT_END: Duration = Duration::from_millis(300);
 
 /// Places verification calls (one task each) through this node's trunk.
 #[derive(Clone)]
@@ -149,6 +151,7 @@ async fn run(
                 phase: Phase::Ringing,
                 deadline: sb.now() + RING_TIMEOUT,
                 collector: None,
+                closing_since: sb.now(),
                 outcome: "no_answer",
             };
             call.drive(&mut rx, &mut media, &mut media_rx).await;
@@ -171,6 +174,8 @@ struct VerifyCall<'a> {
     /// When the phase gives up.
     deadline: Instant,
     collector: Option<DigitCollector>,
+    /// When the closing prompt was asked for.
+    closing_since: Instant,
     outcome: &'static str,
 }
 
@@ -199,7 +204,11 @@ impl VerifyCall<'_> {
                     MediaEvent::Digit { side: Side::B, digit } => self.on_digit(digit, media).await,
                     MediaEvent::Digit { .. } => {}
                     MediaEvent::PromptsDone { .. } => {
-                        if self.phase == Phase::Closing {
+                        // The closing prompt is done; a `PromptsDone` of the request
+                        // prompt that crossed the last key (an INFO read first) comes
+                        // sooner than any closing prompt can end, and is not it.
+                        let stale = self.sb.now() < self.closing_since + STALE_PROMPT_END;
+                        if self.phase == Phase::Closing && !stale {
                             self.hang_up().await;
                         }
                     }
@@ -305,7 +314,8 @@ impl VerifyCall<'_> {
         };
         media.play(Side::B, prompt);
         self.phase = Phase::Closing;
-        self.deadline = self.sb.now() + CLOSE_GUARD;
+        self.closing_since = self.sb.now();
+        self.deadline = self.closing_since + CLOSE_GUARD;
     }
 
     async fn on_sip(

@@ -152,8 +152,8 @@ impl Store {
     }
 
     /// A new request of `user_id`, waiting for its number to be proved. Refused (409) when
-    /// the inmate has that number already, the account asked for it already, or has
-    /// `max_open` requests waiting for verification.
+    /// the number is blocked in the facility or everywhere, the inmate has it already, the
+    /// account asked for it already, or has `max_open` requests waiting for verification.
     pub async fn link_request_create(
         &self,
         user_id: &str,
@@ -170,6 +170,22 @@ impl Store {
             Err(e) => return Err(e),
         };
         let number = self.normalize_number(&inmate.facility_id, r.number).await?;
+        let blocked: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM blocked_numbers WHERE number_e164 = $1 \
+             AND (facility_id IS NULL OR facility_id = $2)",
+        )
+        .bind(&number)
+        .bind(&inmate.facility_id)
+        .fetch_one(self.db.pool())
+        .await?
+        .try_get("n")?;
+        if blocked > 0 {
+            // Neither called nor listed: a blocked number (a victim's, a court order's)
+            // is refused before any call, without saying why.
+            return Err(StoreError::Conflict(
+                "this number cannot be added: ask the facility".into(),
+            ));
+        }
         if self
             .contact_for_number(&inmate.id, &number)
             .await?

@@ -484,10 +484,7 @@ async fn new_link(
 
 /// 429 once the peer address has made its share of attempts in the window (a request
 /// without a peer address, as in-process tests send, is not counted).
-pub(super) async fn limit_address(
-    s: &AppState,
-    remote: Option<SocketAddr>,
-) -> Result<(), ApiError> {
+async fn limit_address(s: &AppState, remote: Option<SocketAddr>) -> Result<(), ApiError> {
     let Some(remote) = remote else { return Ok(()) };
     let f = &s.config.family;
     let ip = remote.ip().to_string();

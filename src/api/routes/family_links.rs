@@ -5,7 +5,7 @@
 //! [`crate::family::linking`]'s; staff approve or deny the contact the proved request
 //! creates with the existing contact routes.
 
-use super::family::{account_of, limit_address};
+use super::family::account_of;
 use crate::api::auth::{ApiJson, ApiQuery, Caller};
 use crate::api::error::ApiError;
 use crate::api::AppState;
@@ -63,14 +63,13 @@ pub(crate) async fn facilities(
 
 /// `GET /family/roster?facility=…&booking_number=…` or `&last_name=…[&first_name=…]`:
 /// what a public roster shows of the inmates in custody that match. Counted against the
-/// account (`family.searches_per_account`) and the peer address.
+/// account (`family.searches_per_account` per `family.rate_window_secs`).
 pub(crate) async fn roster(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<RosterSearch>,
 ) -> Result<Json<Value>, ApiError> {
     let account = account_of(&s, &caller).await?;
-    limit_address(&s, caller.1.remote_addr).await?;
     let query = RosterQuery::parse(
         q.booking_number.as_deref(),
         q.last_name.as_deref(),
