@@ -178,7 +178,8 @@ fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
     browser.wait_for("#link-code");
     let code = browser.text("#link-code");
     assert_eq!(code.len(), 6, "{code}");
-    let mut trunk = sipp::confirmation_trunk(&dir, &ports, "trunk", &format!("{code}#"));
+    let mut trunk =
+        sipp::confirmation_trunk(&dir, &ports, "trunk", &format!("{code}#"), sipp::Via::Rtp);
     trunk.expect_ok(Duration::from_secs(40));
     request_status(&browser, "pending_approval");
 

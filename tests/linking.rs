@@ -537,7 +537,7 @@ async fn blocked_numbers_are_refused_and_searches_are_limited(app: App) {
 mod end_to_end {
     use super::support::api::{book, Api};
     use super::support::gateway::Gateway;
-    use super::support::sipp::{self, confirmation_trunk};
+    use super::support::sipp::{self, confirmation_trunk, Via};
     use super::support::Workdir;
     use serde_json::{json, Value};
     use std::time::{Duration, Instant};
@@ -664,7 +664,7 @@ mod end_to_end {
         assert_eq!(s, 201, "{v}");
         let id = v["id"].as_str().unwrap().to_string();
 
-        // A wrong code first: refused, counted, the request still waits.
+        // A wrong code first (keyed by SIP INFO): refused, counted, the request still waits.
         let (s, v) = fam.send("POST", &format!("/links/{id}/call"), None);
         assert_eq!(s, 202, "{v}");
         let code = v["code"].as_str().unwrap().to_string();
@@ -672,7 +672,8 @@ mod end_to_end {
             .chars()
             .map(|c| char::from(b'0' + (c as u8 - b'0' + 1) % 10))
             .collect();
-        let mut t = confirmation_trunk(&dir, &ports, "trunk-wrong", &format!("{wrong}#"));
+        let mut t =
+            confirmation_trunk(&dir, &ports, "trunk-wrong", &format!("{wrong}#"), Via::Info);
         t.expect_ok(Duration::from_secs(40));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -688,11 +689,11 @@ mod end_to_end {
             std::thread::sleep(Duration::from_millis(100));
         }
 
-        // The right code: the number is proved, the contact waits for staff.
+        // The right code (RFC 4733): the number is proved, the contact waits for staff.
         let (s, v) = fam.send("POST", &format!("/links/{id}/call"), None);
         assert_eq!(s, 202, "{v}");
         let code = v["code"].as_str().unwrap().to_string();
-        let mut t = confirmation_trunk(&dir, &ports, "trunk-right", &format!("{code}#"));
+        let mut t = confirmation_trunk(&dir, &ports, "trunk-right", &format!("{code}#"), Via::Rtp);
         t.expect_ok(Duration::from_secs(40));
         let link = status_becomes(&fam, &id, "pending_approval");
         assert_eq!(t.count_requests("BYE"), 1, "the gateway hung up");
