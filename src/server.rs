@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.recording.dir.clone(),
         Duration::from_secs(config.recording.purge_interval_secs),
     );
+    crate::family::notices::spawn(store.clone(), config.clone());
     let addr = listener.local_addr()?;
     join_cluster(&store, &config, addr).await?;
     // Tests start the binary on port 0 and read this line to find the API.

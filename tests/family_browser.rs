@@ -1,9 +1,9 @@
 //! The family portal's account pages in headless Chromium against the real binary: a new
 //! family registers, opens the verification link from the `.eml` file the gateway wrote
 //! under its data directory, logs in with the keyboard (Enter submits), sees its account,
-//! and logs out; and a family finds an inmate, asks to be a contact, confirms its number
-//! by keying the code the page shows on the gateway's call (sipp as the trunk), and sees
-//! staff's approval. Skipped (with the reason) without Chromium (or sipp, for the second),
+//! and logs out; a family finds an inmate, asks to be a contact, confirms its number by
+//! keying the code the page shows on the gateway's call (sipp as the trunk) and sees staff
+//! approve it. Skipped (with the reason) without Chromium (or sipp, for the linking walk),
 //! unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -12,6 +12,7 @@ mod support;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
+use support::axe;
 use support::gateway::Gateway;
 use support::webdriver::{self, Browser};
 use support::{sipp, Workdir};
@@ -61,12 +62,14 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     browser.goto(&format!("{base}/family/#register"));
     browser.wait_for("body[data-ready=\"1\"]");
     shown(&browser, "register-view");
+    axe::assert_accessible(&browser, "registration");
     browser.fill("#register-email", EMAIL);
     browser.fill("#register-password", PASSWORD);
     browser.fill("#register-confirm", "not the same password");
     browser.click("#register-submit");
     shown(&browser, "error");
     assert!(browser.text("#error").contains("not the same"));
+    axe::assert_accessible(&browser, "registration with an error");
     browser.fill("#register-confirm", PASSWORD);
     browser.click("#register-submit");
     shown(&browser, "notice");
@@ -81,6 +84,7 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
         |v: &Value| v.as_str().is_some_and(|t| t.contains("confirmed")),
     );
     shown(&browser, "login-view");
+    axe::assert_accessible(&browser, "log in");
     // The secret is gone from the address bar.
     let url = browser.js("return location.href;", json!([]));
     assert!(!url.as_str().unwrap().contains(&secret), "{url}");
@@ -89,6 +93,7 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     browser.fill("#login-password", &format!("{PASSWORD}\n"));
     shown(&browser, "account-view");
     assert_eq!(browser.text("#account-email"), EMAIL);
+    axe::assert_accessible(&browser, "the account page");
     // The page's script cannot read the session cookie.
     let cookies = browser.js("return document.cookie;", json!([]));
     assert!(
@@ -105,6 +110,135 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     assert!(browser.text("#notice").contains("logged out"));
     browser.goto(&format!("{base}/family/#account"));
     shown(&browser, "login-view");
+    drop(gateway);
+}
+
+/// Issue 12, family prepaid calling in the portal: a family member linked to the demo
+/// inmate opens a prepaid account at the demo facility from the page, sees the deposit
+/// made to it with its running balance on the statement page, and the CSV link gives the
+/// same lines.
+#[test]
+fn a_family_opens_a_prepaid_account_and_reads_its_statement_in_chromium() {
+    if !webdriver::present("family prepaid browser test") {
+        return;
+    }
+    let dir = Workdir::new("family_browser", "prepaid");
+    let ports = sipp::ports();
+    let gateway = Gateway::start(&dir, &ports);
+    let api = &gateway.api;
+    let email = "prepaid.family@example.org";
+    let (s, v) = api.anonymous().request(
+        "POST",
+        "/api/v1/family/register",
+        Some(json!({ "email": email, "password": PASSWORD })),
+    );
+    assert_eq!(s, 202, "{v}");
+    let secret = verify_secret(&dir.join("mail"));
+    let (s, v) = api.anonymous().request(
+        "POST",
+        "/api/v1/family/verify",
+        Some(json!({ "token": secret })),
+    );
+    assert_eq!(s, 200, "{v}");
+
+    let browser = Browser::start(&dir.join("chromedriver.log"));
+    let base = gateway.base_url();
+    browser.goto(&format!("{base}/family/#login"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.fill("#login-email", email);
+    browser.fill("#login-password", &format!("{PASSWORD}\n"));
+    shown(&browser, "account-view");
+    // Staff bind the family user to the demo inmate's contact (what approving a linking
+    // request does).
+    let me = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/auth/me').then(r => r.json()).then(done);",
+        json!([]),
+    );
+    let username = me["username"].as_str().expect("username").to_string();
+    let facility = support::api::FACILITY;
+    let inmates = api.get(&format!("/api/v1/facilities/{facility}/inmates"));
+    let inmate = inmates[0]["id"].as_str().expect("demo inmate").to_string();
+    let contacts = api.get(&format!("/api/v1/inmates/{inmate}/contacts"));
+    let contact = contacts[0]["id"]
+        .as_str()
+        .expect("demo contact")
+        .to_string();
+    api.post(
+        "/api/v1/tokens",
+        json!({ "username": username, "role": "family", "facilities": [facility],
+                "contacts": [contact] }),
+    );
+
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "accounts-view");
+    shown(&browser, "no-accounts");
+    axe::assert_accessible(&browser, "prepaid calling");
+    browser.click("#open-submit");
+    shown(&browser, "notice");
+    assert!(browser.text("#notice").contains("prepaid account is open"));
+    let accounts = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/family/prepaid').then(r => r.json()).then(done);",
+        json!([]),
+    );
+    let account = accounts["accounts"][0]["account"]["id"]
+        .as_str()
+        .expect("account")
+        .to_string();
+    let (s, v) = api.post_keyed(
+        &format!("/api/v1/accounts/{account}/deposits"),
+        "prepaid-browser-1",
+        json!({ "amount": "25.00", "method": "online", "depositor": "family" }),
+    );
+    assert_eq!(s, 201, "{v}");
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_js(
+        "the balance",
+        Duration::from_secs(10),
+        "const b = document.querySelector('#accounts .balance'); return b && b.textContent;",
+        |v: &Value| v == &json!("$25.00"),
+    );
+    browser.click("#accounts a");
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "statement-view");
+    browser.wait_js(
+        "the statement's lines",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#lines tr')].map(r => r.textContent);",
+        |v: &Value| v.as_array().is_some_and(|rows| rows.len() == 1),
+    );
+    let row = browser.text("#lines tr");
+    assert!(row.contains("Deposit") && row.contains("$25.00"), "{row}");
+    assert_eq!(browser.text("#closing"), "$25.00");
+    axe::assert_accessible(&browser, "a prepaid statement");
+    // The check sees what it is for: an input without a label is reported.
+    browser.js(
+        "document.querySelector('main').append(document.createElement('input')); return 1;",
+        json!([]),
+    );
+    if let Some(found) = axe::serious_violations(&browser) {
+        assert!(
+            found.iter().any(|v| v["id"] == "label"),
+            "axe-core missed an unlabelled input: {found:?}"
+        );
+    }
+    let csv = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch(document.getElementById('csv-link').href).then(r => r.text()).then(done);",
+        json!([]),
+    );
+    let csv = csv.as_str().expect("csv").to_string();
+    assert!(
+        csv.starts_with("transaction_id,time,kind,memo,amount,balance_after\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",deposit,") && csv.contains(",25.00,25.00"),
+        "{csv}"
+    );
     drop(gateway);
 }
 
@@ -164,6 +298,7 @@ fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
     let row = browser.text("#search-results li");
     assert!(row.contains("W-100"), "{row}");
     assert!(!row.contains(&inmate.calling_id), "{row}");
+    axe::assert_accessible(&browser, "roster search results");
     browser.click("#search-results button");
     shown(&browser, "request-form");
     browser.fill("#request-name", "June Test");
@@ -177,6 +312,7 @@ fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
     browser.click("#requests-list button.call-me");
     browser.wait_for("#link-code");
     let code = browser.text("#link-code");
+    axe::assert_accessible(&browser, "the code to key and the requests");
     assert_eq!(code.len(), 6, "{code}");
     let mut trunk =
         sipp::confirmation_trunk(&dir, &ports, "trunk", &format!("{code}#"), sipp::Via::Rtp);

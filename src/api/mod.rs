@@ -162,9 +162,9 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, facilities, family, family_links, inmates, integrity, kiosk, listen,
-        money, rates, recordings, tokens, users, visit_join, visit_watch, visit_ws, visiting,
-        visits,
+        auth, calls, cluster, facilities, family, family_links, family_prepaid, inmates, integrity,
+        kiosk, listen, money, rates, recordings, tokens, users, visit_join, visit_watch, visit_ws,
+        visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -192,6 +192,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/family/links/{id}/call", post(family_links::call))
         .route("/family/links/{id}/withdraw", post(family_links::withdraw))
+        .route(
+            "/family/prepaid",
+            get(family_prepaid::list).post(family_prepaid::open),
+        )
+        .route(
+            "/family/prepaid/{id}/statement",
+            get(family_prepaid::statement),
+        )
         .route(
             "/facilities",
             get(facilities::list).post(facilities::create),

@@ -66,6 +66,9 @@ pub const OPERATIONS: &[Op] = &[
     with_body(op("post", "/family/password", "Change the password (current one required); every session ends, this one is replaced (new cookie)", "family"), "FamilyPasswordChange", 200),
     with_body(op("post", "/family/email", "Change the address: a confirmation link goes to the new one -> 202 check_email; 403 wrong_password", "family"), "FamilyEmailChange", 202),
     with_body(op("post", "/family/email/confirm", "Use a change-of-address link; every session ends -> {status: email_changed}; 409 email_taken", "family"), "FamilyLink", 200),
+    op("get", "/family/prepaid", "The caller's prepaid accounts (one per facility), each {account, facility_name, payer_order}", "family"),
+    with_body(op("post", "/family/prepaid", "The caller's prepaid account at a facility, opened on first use (idempotent) -> Account; fund it with POST /accounts/{id}/deposits; 404 facility_not_found", "family"), "FamilyPrepaidOpen", 200),
+    op("get", "/family/prepaid/{id}/statement", "The caller's own prepaid account's statement: lines with running balance, each charge naming its session and increment, and per session {kind, number, inmate_name, started_at, billed_increments, amount}; format=csv for CSV; 404 for any account not the caller's", "family"),
     with_body(Op { ok: 204, ..op("post", "/family/close", "Close the account (password required): password, sessions and links end, the address is freed", "family") }, "FamilyPassword", 204),
     op("get", "/family/facilities", "The facilities a roster search may name: {facilities: [{id, name}]} (a family session)", "family"),
     op("get", "/family/roster", "Roster search: ?facility=ID and booking_number=, or last_name= (whole, any case) [&first_name= start] -> {inmates: [{inmate_id, first_name, last_name, booking_number, facility_id, facility_name}], more} (at most 20; only inmates in custody; nothing else of them); 422 invalid_search for an empty or partial query; 429 too_many_attempts past family.searches_per_account", "family"),
@@ -208,7 +211,9 @@ fn family_schemas(email: Value) -> Value {
             "inmate_id": { "type": "string", "description": "From a roster search" },
             "number": { "type": "string", "description": "The family's phone number (E.164, or national in the facility's country)" },
             "name": { "type": "string", "maxLength": 100 }, "relationship": { "type": "string", "maxLength": 100 },
-            "video": { "type": "boolean", "description": "Ask for video visits too" } } }
+            "video": { "type": "boolean", "description": "Ask for video visits too" } } },
+        "FamilyPrepaidOpen": { "type": "object", "required": ["facility_id"], "properties": {
+            "facility_id": { "type": "string" } } }
     })
 }
 
@@ -229,6 +234,8 @@ fn schemas() -> Value {
         json!({ "type": "string", "pattern": "^[0-9]+$",
         "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" })
     };
+    let payer_order = json!({ "enum": ["family_first", "inmate_first"], "default": "family_first",
+        "description": "Which account pays for a call to a family's verified number (or a visit it booked): the family's prepaid account first (default), or the inmate's first; the other pays when the first cannot pay the first increment, and one account pays the whole session" });
     let mut all = json!({
         "Money": money,
         "Error": { "type": "object", "required": ["error"], "properties": { "error": {
@@ -250,7 +257,7 @@ fn schemas() -> Value {
             "calling_hours_start": { "type": "string" }, "calling_hours_end": { "type": "string" },
             "deposit_max": { "$ref": "#/components/schemas/Money" }, "deposit_daily_max": { "$ref": "#/components/schemas/Money" },
             "daily_call_limit": { "type": "integer" }, "rate_plan_id": { "type": "string" }, "rate_deck_id": { "type": "string" },
-            "recording_retention_days": { "type": "integer" } } },
+            "recording_retention_days": { "type": "integer" }, "payer_order": payer_order } },
         "Booking": { "type": "object", "required": ["booking_number", "first_name", "last_name"], "properties": {
             "booking_number": text(text::BOOKING_NUMBER), "first_name": name, "last_name": name,
             "pin": pin(), "calling_id": calling_id() } },
@@ -396,7 +403,9 @@ fn cdr_schema() -> Value {
         "amount": { "$ref": "#/components/schemas/Money" },
         "tariff": { "oneOf": [ { "$ref": "#/components/schemas/AppliedTariff" }, { "type": "null" } ],
                     "description": "The tariff applied; null if the call was refused before rating or predates tariffs being kept" },
-        "listenable": { "type": "boolean" } } })
+        "listenable": { "type": "boolean" },
+        "account_id": { "type": ["string", "null"], "description": "The account that paid (or pays), once the inmate was identified" },
+        "payer": { "type": ["string", "null"], "enum": ["inmate", "family", null], "description": "Whose money: the inmate's debit account, or the prepaid account of the family whose number was called or who booked the visit" } } })
 }
 
 fn operation(o: &Op) -> Value {
@@ -763,6 +772,8 @@ mod tests {
                 cost_per_increment: crate::money::Money::ZERO,
             }),
             listenable: false,
+            account_id: None,
+            payer: None,
         };
         let v = serde_json::to_value(&cdr).unwrap();
         let keys = |v: &Value| -> Vec<String> {

@@ -126,6 +126,16 @@ const FAMILY_ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../web/family/links.js"),
     },
+    Asset {
+        name: "prepaid.html",
+        content_type: HTML,
+        body: include_str!("../../web/family/prepaid.html"),
+    },
+    Asset {
+        name: "prepaid.js",
+        content_type: JS,
+        body: include_str!("../../web/family/prepaid.js"),
+    },
 ];
 
 /// The pages' routes; merged into the application router.

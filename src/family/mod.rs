@@ -16,6 +16,7 @@
 //! Called by: the family routes and the store's family records.
 
 pub mod linking;
+pub mod notices;
 pub mod texts;
 
 use hmac::{Hmac, Mac};
@@ -54,6 +55,9 @@ pub struct FamilyConfig {
     pub verify_calls_per_account: u32,
     /// Link requests one account may have waiting for verification at a time.
     pub open_link_requests: u32,
+    /// Days a prepaid balance may sit untouched before its owner is told it is still
+    /// theirs and how to have it refunded (`family::notices`); before 180.
+    pub idle_notice_days: u32,
 }
 
 impl Default for FamilyConfig {
@@ -71,6 +75,7 @@ impl Default for FamilyConfig {
             verify_calls_per_number: 3,
             verify_calls_per_account: 10,
             open_link_requests: 5,
+            idle_notice_days: 150,
         }
     }
 }
@@ -119,7 +124,23 @@ impl FamilyConfig {
         if !(1..=50).contains(&self.open_link_requests) {
             return Err(("family.open_link_requests", "must be 1 to 50"));
         }
+        if !(1..=179).contains(&self.idle_notice_days) {
+            return Err((
+                "family.idle_notice_days",
+                "must be 1 to 179: the notice comes before a balance is 180 days idle",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Where emailed links point: `family.public_url`, else `http://` + `http.listen`.
+pub fn public_url(config: &crate::config::Config) -> String {
+    let configured = &config.family.public_url;
+    if configured.is_empty() {
+        format!("http://{}", config.http.listen)
+    } else {
+        configured.trim_end_matches('/').to_string()
     }
 }
 

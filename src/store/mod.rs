@@ -31,7 +31,7 @@ mod visit_stations;
 mod visits;
 
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
-pub use calls::{AppliedTariff, CallFilter, CallPage, Cdr, SESSION_KINDS};
+pub use calls::{AppliedTariff, CallFilter, CallPage, Cdr, PaidByOther, SESSION_KINDS};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use family::{FamilyAccount, RateScope, Registration, UsedLink};

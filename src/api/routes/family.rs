@@ -552,12 +552,7 @@ fn invalid_credentials() -> ApiError {
 
 /// Where emailed links point: `family.public_url`, else `http://` + `http.listen`.
 fn public_url(s: &AppState) -> String {
-    let configured = &s.config.family.public_url;
-    if configured.is_empty() {
-        format!("http://{}", s.config.http.listen)
-    } else {
-        configured.trim_end_matches('/').to_string()
-    }
+    family::public_url(&s.config)
 }
 
 fn session_ttl(s: &AppState) -> i64 {
