@@ -197,6 +197,7 @@ async fn start_sip_side(
         live.clone(),
     );
     let calls = switchboard.stats();
+    let number_calls = crate::call::verify::NumberCalls::new(switchboard.clone());
     tokio::spawn(switchboard.run(events));
     let monitor = crate::monitor::Monitor::new(
         crate::monitor::MonitorConfig {
@@ -214,6 +215,7 @@ async fn start_sip_side(
         monitor,
         calls,
         visits: Some(visits),
+        number_calls: Some(number_calls),
     })
 }
 

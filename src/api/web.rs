@@ -127,6 +127,11 @@ const FAMILY_ASSETS: &[Asset] = &[
         body: include_str!("../../web/family/i18n.js"),
     },
     Asset {
+        name: "links.js",
+        content_type: JS,
+        body: include_str!("../../web/family/links.js"),
+    },
+    Asset {
         name: "prepaid.html",
         content_type: HTML,
         body: include_str!("../../web/family/prepaid.html"),
@@ -312,6 +317,7 @@ mod tests {
             ("/family/", HTML, "id=\"register-form\""),
             ("/family/family.js", JS, "const STRINGS"),
             ("/family/family.css", CSS, "body"),
+            ("/family/links.js", JS, "const LINK_STRINGS"),
         ] {
             let (status, h, body) = fetch(path).await;
             assert_eq!(status, StatusCode::OK, "{path}");

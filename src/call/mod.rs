@@ -103,6 +103,7 @@ mod task;
 #[cfg(test)]
 mod tests;
 pub mod trunk;
+pub mod verify;
 
 pub use crate::session::EndReason;
 

@@ -404,7 +404,7 @@ pub(crate) async fn close(
 }
 
 /// The open family account of a caller (a family session or a family user's token).
-async fn account_of(s: &AppState, caller: &Caller) -> Result<FamilyAccount, ApiError> {
+pub(super) async fn account_of(s: &AppState, caller: &Caller) -> Result<FamilyAccount, ApiError> {
     caller.require(&[Role::Family])?;
     let account = match &caller.0.user_id {
         Some(id) => s.store.family_account(id).await?,

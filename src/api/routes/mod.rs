@@ -4,6 +4,7 @@ pub(super) mod calls;
 pub(super) mod cluster;
 pub(super) mod facilities;
 pub(super) mod family;
+pub(super) mod family_links;
 pub(super) mod family_prepaid;
 pub(super) mod inmates;
 pub(super) mod integrity;

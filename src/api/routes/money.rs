@@ -72,7 +72,8 @@ async fn readable_account(
 }
 
 /// Whether the family caller is a contact of the inmate `inmate_id` (one of the inmate's
-/// contacts is bound to the caller's user): 403 `not_linked` otherwise.
+/// approved contacts is bound to the caller's user): 403 `not_linked` otherwise. A contact
+/// a family asked for links it only once staff approve it.
 async fn family_linked(s: &AppState, caller: &Caller, inmate_id: &str) -> Result<(), ApiError> {
     let mine = match caller.0.user_id.as_deref() {
         Some(u) => s.store.family_contacts(u).await?,
@@ -84,7 +85,7 @@ async fn family_linked(s: &AppState, caller: &Caller, inmate_id: &str) -> Result
             .contacts(inmate_id)
             .await?
             .iter()
-            .any(|c| mine.contains(&c.id));
+            .any(|c| c.status == crate::store::ContactStatus::Approved && mine.contains(&c.id));
     if linked {
         Ok(())
     } else {
