@@ -121,6 +121,11 @@ const FAMILY_ASSETS: &[Asset] = &[
         content_type: CSS,
         body: include_str!("../../web/family/family.css"),
     },
+    Asset {
+        name: "deposits.js",
+        content_type: JS,
+        body: include_str!("../../web/family/deposits.js"),
+    },
 ];
 
 /// The pages' routes; merged into the application router.
