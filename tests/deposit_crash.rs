@@ -7,7 +7,12 @@
 //! the balance grows by the amount exactly once, the timeline shows one `posted`, and the
 //! ledger checks clean.
 //!
-//! The PostgreSQL run needs `SALLYPORT_TEST_DATABASE_URL` (skipped with the reason printed
+//! Then the webhooks themselves, over real HTTP from the test provider's delivery task:
+//! each sent three times and newest first (`test_webhook_copies`, `test_webhook_reverse`),
+//! with the reconciliation kept out of the way, post the deposit exactly once; a webhook
+//! signed with another secret is refused with 401 and changes nothing.
+//!
+//! The PostgreSQL runs need `SALLYPORT_TEST_DATABASE_URL` (skipped with the reason printed
 //! when unset, failed instead with `SALLYPORT_REQUIRE_EXTERNAL=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -123,5 +128,93 @@ fn killed_between_authorization_and_posting(name: &str, database_url: Option<&st
         (201, &json!(id), &json!("posted"))
     );
     assert_eq!(gw.api.balance(&account), before + dec("60.00"));
+    gw.api.assert_ledger_clean();
+}
+
+#[test]
+fn duplicated_and_reversed_webhooks_over_http_on_sqlite() {
+    duplicated_and_reversed_webhooks("sqlite-webhooks", None);
+}
+
+#[test]
+fn duplicated_and_reversed_webhooks_over_http_on_postgres() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let url = db
+        .postgres_url()
+        .expect("a PostgreSQL test database has a URL");
+    duplicated_and_reversed_webhooks("postgres-webhooks", Some(&url));
+    drop(db);
+}
+
+fn duplicated_and_reversed_webhooks(name: &str, database_url: Option<&str>) {
+    let dir = Workdir::new("deposit_crash", name);
+    let ports = sipp::ports();
+    let gw = Gateway::start_with(&dir.path, &ports, "gateway", |c| {
+        settings(c, database_url);
+        c.env("SALLYPORT_PAYMENTS_TEST_WEBHOOK_COPIES", "3")
+            .env("SALLYPORT_PAYMENTS_TEST_WEBHOOK_REVERSE", "true")
+            .env("SALLYPORT_PAYMENTS_RECONCILE_AFTER_SECS", "3600");
+    });
+    let (account, token) = setup(&gw.api);
+    let family = gw.api.as_token(&token);
+    let before = gw.api.balance(&account);
+    let body = json!({
+        "account_id": account, "amount": "61.00",
+        "card_number": "4000000000000077", "exp_month": 12, "exp_year": 2030, "cvc": "123"
+    });
+    let (s, d) = family.post_keyed("/api/v1/family/deposits", "webhooks-1", body);
+    assert_eq!((s, &d["state"]), (201, &json!("authorized")), "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    // A forged confirmation (another secret) first: refused, nothing changes.
+    let forged = json!({ "id": "evt_forged", "type": "payment.succeeded", "data": {
+        "id": d["payment_id"], "reference": id, "amount": "61.00", "status": "succeeded" } })
+    .to_string();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = sallyport::payments::signature::sign(
+        b"not the webhook secret",
+        i64::try_from(t).unwrap(),
+        forged.as_bytes(),
+    );
+    let (s, _, v) = gw.api.anonymous().send(
+        "POST",
+        "/api/v1/payments/webhook",
+        Some(("application/json", forged)),
+        &[("Sallyport-Signature", &sig)],
+    );
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (401, &json!("bad_signature")),
+        "{v}"
+    );
+    assert_eq!(deposit_status(&gw.api, &id)["state"], "authorized");
+    // The real ones: processing and succeeded, three copies each, newest first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while deposit_status(&gw.api, &id)["state"] != "posted" {
+        assert!(Instant::now() < deadline, "never posted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    let after = deposit_status(&gw.api, &id);
+    let timeline: Vec<(&str, &str)> = after["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["state"].as_str().unwrap(), e["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            ("submitted", "request"),
+            ("authorized", "provider"),
+            ("posted", "webhook")
+        ]
+    );
+    assert_eq!(gw.api.balance(&account), before + dec("61.00"));
     gw.api.assert_ledger_clean();
 }
