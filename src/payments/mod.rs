@@ -219,10 +219,13 @@ impl Payments {
         source: &str,
     ) -> Result<(), PaymentError> {
         let p = self.provider.authorize(auth).await?;
-        ledger
+        let (d, _) = ledger
             .online_signal(&auth.reference, &p.signal(), source, Some(&p.id))
             .await?;
-        if p.status == PaymentStatus::RequiresCapture {
+        // Only a deposit still waiting is captured: one voided meanwhile (the
+        // reconciliation gave up on a provider that answered too late) keeps its
+        // authorization uncaptured, and the provider releases it.
+        if p.status == PaymentStatus::RequiresCapture && d.state == OnlineState::Authorized {
             self.capture(ledger, &auth.reference, &p.id, source).await?;
         }
         Ok(())
@@ -386,10 +389,11 @@ impl Payments {
                     .await?;
             }
             Some(p) => {
-                ledger
+                let (d, _) = ledger
                     .online_signal(id, &p.signal(), "reconcile", Some(&p.id))
                     .await?;
-                if p.status == PaymentStatus::RequiresCapture {
+                if p.status == PaymentStatus::RequiresCapture && d.state == OnlineState::Authorized
+                {
                     self.capture(ledger, id, &p.id, "reconcile").await?;
                 }
             }
