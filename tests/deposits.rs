@@ -79,6 +79,7 @@ battery!(
     a_refund_reverses_the_deposit_once,
     only_the_depositor_and_staff_read_a_deposit,
     bad_input_is_refused_before_anything_is_recorded,
+    a_payment_confirmed_after_release_is_held_once,
 );
 
 /// A family portal session: (cookie, CSRF token).
@@ -658,6 +659,33 @@ async fn bad_input_is_refused_before_anything_is_recorded(d: Dep) {
     )
     .await;
     assert_eq!((s, list), (StatusCode::OK, json!([])));
+    assert_eq!(balance(app, &acct).await, "0.00");
+    ledger_clean(app).await;
+}
+
+async fn a_payment_confirmed_after_release_is_held_once(d: Dep) {
+    let app = &d.app;
+    support::inproc::facility(app, "dep").await;
+    let inmate = support::inproc::inmate(app, "dep", "B-200").await;
+    let acct = inmate["account_id"].as_str().unwrap().to_string();
+    let f = family(app, "jane@example.org").await;
+    let (_, v) = deposit(app, &f, card_body(&acct, "60.00", LATER), "k-1").await;
+    assert_eq!(v["state"], "authorized", "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let release = format!("/api/v1/inmates/{}/release", inmate["id"].as_str().unwrap());
+    let (s, r) = admin_keyed(app, &release, "rel-1").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    // The confirmation arrives for a closed account: held, with the reason, once, however
+    // often the webhook and the reconciliation say it again.
+    deliver(&d, 2).await;
+    app.clock.advance(Duration::from_secs(120));
+    for _ in 0..2 {
+        d.payments.reconcile(app.store.ledger()).await.unwrap();
+    }
+    let now = status(app, &f, &id).await;
+    assert_eq!(now["state"], "held", "{now}");
+    assert!(now["reason"].as_str().unwrap().contains("closed"), "{now}");
+    assert_eq!(states(&now), ["submitted", "authorized", "held"], "{now}");
     assert_eq!(balance(app, &acct).await, "0.00");
     ledger_clean(app).await;
 }

@@ -270,11 +270,15 @@ pub(super) async fn apply(
             .execute(&mut *conn)
             .await?;
     }
-    let step = next(state, signal);
+    let mut step = next(state, signal);
     match &step {
         Step::Ignore => {}
         Step::Move(to, reason) => set_state(conn, id, *to, reason, source, now).await?,
-        Step::Post => post(conn, id, source, now).await?,
+        Step::Post => {
+            if !post(conn, id, state, source, now).await? {
+                step = Step::Ignore;
+            }
+        }
         Step::Reverse => reverse(conn, id, source, now).await?,
     }
     Ok(Applied { step, from: state })
@@ -328,20 +332,28 @@ async fn set_state(
     event(conn, id, to, reason, source, now).await
 }
 
+/// Why a confirmed payment is held instead of posted.
+const CLOSED_ACCOUNT_REASON: &str =
+    "the account was closed before the payment was confirmed; staff refund it";
+
 /// Credits the account: clearing −amount, account +amount. A closed account (the inmate
-/// was released meanwhile) cannot take it: the deposit is held for staff to refund.
+/// was released meanwhile) cannot take it: the deposit is held for staff to refund (once:
+/// a deposit already held is left as it is). Whether anything changed.
 async fn post(
     conn: &mut AnyConnection,
     id: &str,
+    from: OnlineState,
     source: &str,
     now: DateTime<Utc>,
-) -> Result<(), LedgerError> {
+) -> Result<bool, LedgerError> {
     let d = deposits::lock(conn, id).await?;
     let account = match lock_open(conn, &d.account_id, "post an online deposit to").await {
         Ok(a) => a,
+        Err(LedgerError::AccountClosed { .. }) if from == OnlineState::Held => return Ok(false),
         Err(LedgerError::AccountClosed { .. }) => {
-            let reason = "the account was closed before the payment was confirmed; staff refund it";
-            return set_state(conn, id, OnlineState::Held, reason, source, now).await;
+            let reason = CLOSED_ACCOUNT_REASON;
+            set_state(conn, id, OnlineState::Held, reason, source, now).await?;
+            return Ok(true);
         }
         Err(e) => return Err(e),
     };
@@ -355,7 +367,8 @@ async fn post(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    set_state(conn, id, OnlineState::Posted, "", source, now).await
+    set_state(conn, id, OnlineState::Posted, "", source, now).await?;
+    Ok(true)
 }
 
 /// Reverses a posted deposit: account −amount (only if the balance covers it), clearing
