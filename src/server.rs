@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.recording.dir.clone(),
         Duration::from_secs(config.recording.purge_interval_secs),
     );
+    crate::family::notices::spawn(store.clone(), config.clone());
     let addr = listener.local_addr()?;
     join_cluster(&store, &config, addr).await?;
     // Tests start the binary on port 0 and read this line to find the API.
@@ -202,6 +203,7 @@ async fn start_sip_side(
         live.clone(),
     );
     let calls = switchboard.stats();
+    let number_calls = crate::call::verify::NumberCalls::new(switchboard.clone());
     tokio::spawn(switchboard.run(events));
     let monitor = crate::monitor::Monitor::new(
         crate::monitor::MonitorConfig {
@@ -219,6 +221,7 @@ async fn start_sip_side(
         monitor,
         calls,
         visits: Some(visits),
+        number_calls: Some(number_calls),
     })
 }
 

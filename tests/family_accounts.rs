@@ -82,6 +82,7 @@ battery!(
     emails_to_one_address_are_capped,
     an_earlier_registrant_of_an_unverified_address_gets_no_way_in,
     the_cookie_is_secure_behind_https_and_staff_tokens_are_not_accounts,
+    an_idle_prepaid_balance_is_never_taken_and_its_owner_is_told_once,
 );
 
 /// A request with a JSON body (if any), the session cookie (if any) and the CSRF token
@@ -668,4 +669,109 @@ async fn the_cookie_is_secure_behind_https_and_staff_tokens_are_not_accounts(f: 
     let (s, _, bytes) = fetch(&f.app, req).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{}", json_of(&bytes));
     assert_eq!(session_status(&f, &cookie).await, StatusCode::OK);
+}
+
+/// A request to any API path with the family's cookie, CSRF token and an idempotency key.
+async fn family_request(
+    f: &Fam,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    session: (&str, &str),
+    key: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("cookie", format!("sp_family={}", session.0))
+        .header("x-csrf-token", session.1);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let (s, _, bytes) = fetch(&f.app, req).await;
+    (s, json_of(&bytes))
+}
+
+/// Issue 12: a family's prepaid balance left idle is never taken. After
+/// `family.idle_notice_days` (150) without a movement the owner gets one email saying it is
+/// still theirs and how to have it refunded; later sweeps of the same idle stretch send
+/// nothing more, however long it lasts, and the balance never changes. A new movement
+/// starts a new stretch.
+async fn an_idle_prepaid_balance_is_never_taken_and_its_owner_is_told_once(f: Fam) {
+    let email = "idle.balance@example.org";
+    support::inproc::facility(&f.app, "F1").await;
+    registered(&f, email).await;
+    let (cookie, _, csrf) = login(&f, email, PASSWORD).await;
+    let session = (cookie.as_str(), csrf.as_str());
+    let (s, account) = family_request(
+        &f,
+        "POST",
+        "/api/v1/family/prepaid",
+        Some(json!({ "facility_id": "F1" })),
+        session,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{account}");
+    let id = account["id"].as_str().unwrap().to_string();
+    let (s, v) = family_request(
+        &f,
+        "POST",
+        &format!("/api/v1/accounts/{id}/deposits"),
+        Some(json!({ "amount": "12.34", "method": "online", "depositor": "me" })),
+        session,
+        Some("idle-1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, list) = family_request(&f, "GET", "/api/v1/family/prepaid", None, session, None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list["accounts"][0]["account"]["balance"], "12.34", "{list}");
+    assert_eq!(list["accounts"][0]["payer_order"], "family_first", "{list}");
+
+    let mut config = Config::default();
+    config.mail.dir = f.mail.path().to_path_buf();
+    config.family.public_url = "http://portal.test".into();
+    let sweep = |days: u64| {
+        let (store, config) = (f.app.store.clone(), config.clone());
+        let clock = f.app.clock.clone();
+        async move {
+            clock.advance(Duration::from_secs(days * 86_400));
+            sallyport::family::notices::sweep(&store, &config, clock.wall())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sweep(149).await, 0, "not idle long enough");
+    assert_eq!(sweep(2).await, 1, "151 days idle: one notice");
+    assert!(has_mail(f.mail.path(), email, "still yours").await);
+    assert!(has_mail(f.mail.path(), email, "$12.34").await);
+    assert_eq!(sweep(0).await, 0, "one notice per idle stretch");
+    assert_eq!(sweep(400).await, 0, "still the same stretch");
+    let balance = f.app.store.ledger().balance(&id).await.unwrap();
+    assert_eq!(balance.to_string(), "12.34", "nothing is ever taken");
+    // A deposit starts a new stretch: a notice again 150 days after it (a new session:
+    // the first one expired long ago).
+    let (cookie, _, csrf) = login(&f, email, PASSWORD).await;
+    let (s, v) = family_request(
+        &f,
+        "POST",
+        &format!("/api/v1/accounts/{id}/deposits"),
+        Some(json!({ "amount": "1.00", "method": "online", "depositor": "me" })),
+        (cookie.as_str(), csrf.as_str()),
+        Some("idle-2"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(sweep(100).await, 0);
+    assert_eq!(sweep(51).await, 1);
+    let report = f.app.store.ledger().check_invariants().await.unwrap();
+    assert!(report.violations.is_empty(), "{report:?}");
 }

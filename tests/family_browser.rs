@@ -2,8 +2,10 @@
 //! family registers, opens the verification link from the `.eml` file the gateway wrote
 //! under its data directory, logs in with the keyboard (Enter submits), sees its account,
 //! deposits by card (a declined card, an accepted one, a double submit that deposits once)
-//! and logs out. Skipped (with the reason) without Chromium, unless
-//! `SALLYPORT_REQUIRE_EXTERNAL=1`.
+//! and logs out; a family finds an inmate, asks to be a contact, confirms its number by
+//! keying the code the page shows on the gateway's call (sipp as the trunk) and sees staff
+//! approve it. Skipped (with the reason) without Chromium (or sipp, for the linking walk),
+//! unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
@@ -11,6 +13,7 @@ mod support;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
+use support::axe;
 use support::gateway::Gateway;
 use support::webdriver::{self, Browser};
 use support::{sipp, Workdir};
@@ -124,12 +127,14 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     browser.goto(&format!("{base}/family/#register"));
     browser.wait_for("body[data-ready=\"1\"]");
     shown(&browser, "register-view");
+    axe::assert_accessible(&browser, "registration");
     browser.fill("#register-email", EMAIL);
     browser.fill("#register-password", PASSWORD);
     browser.fill("#register-confirm", "not the same password");
     browser.click("#register-submit");
     shown(&browser, "error");
     assert!(browser.text("#error").contains("not the same"));
+    axe::assert_accessible(&browser, "registration with an error");
     browser.fill("#register-confirm", PASSWORD);
     browser.click("#register-submit");
     shown(&browser, "notice");
@@ -144,6 +149,7 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
         |v: &Value| v.as_str().is_some_and(|t| t.contains("confirmed")),
     );
     shown(&browser, "login-view");
+    axe::assert_accessible(&browser, "log in");
     // The secret is gone from the address bar.
     let url = browser.js("return location.href;", json!([]));
     assert!(!url.as_str().unwrap().contains(&secret), "{url}");
@@ -152,6 +158,7 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     browser.fill("#login-password", &format!("{PASSWORD}\n"));
     shown(&browser, "account-view");
     assert_eq!(browser.text("#account-email"), EMAIL);
+    axe::assert_accessible(&browser, "the account page");
     // The page's script cannot read the session cookie.
     let cookies = browser.js("return document.cookie;", json!([]));
     assert!(
@@ -170,5 +177,272 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
     assert!(browser.text("#notice").contains("logged out"));
     browser.goto(&format!("{base}/family/#account"));
     shown(&browser, "login-view");
+
+    // In Spanish: the switch in the header, kept across pages; the API's messages too.
+    browser.click("#lang-switch");
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_js(
+        "the page in Spanish",
+        Duration::from_secs(10),
+        "return [document.documentElement.lang, document.getElementById('login-title').textContent];",
+        |v: &Value| v == &json!(["es", "Iniciar sesión"]),
+    );
+    assert_eq!(browser.text("label[for=\"login-password\"]"), "Contraseña");
+    browser.fill("#login-email", EMAIL);
+    browser.fill("#login-password", "not the password at all\n");
+    shown(&browser, "error");
+    browser.wait_js(
+        "a Spanish error",
+        Duration::from_secs(10),
+        "return document.getElementById('error').textContent;",
+        |v: &Value| {
+            v.as_str()
+                .is_some_and(|t| t.starts_with("Correo o contraseña incorrectos"))
+        },
+    );
+    axe::assert_accessible(&browser, "log in, in Spanish");
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "signed-out");
+    assert_eq!(
+        browser.text("#signed-out-title"),
+        "Inicie sesión, por favor"
+    );
+    browser.click("#lang-switch");
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_js(
+        "back in English",
+        Duration::from_secs(10),
+        "return document.getElementById('signed-out-title').textContent;",
+        |v: &Value| v == &json!("Please log in"),
+    );
+    drop(gateway);
+}
+
+/// Issue 12, family prepaid calling in the portal: a family member linked to the demo
+/// inmate opens a prepaid account at the demo facility from the page, sees the deposit
+/// made to it with its running balance on the statement page, and the CSV link gives the
+/// same lines.
+#[test]
+fn a_family_opens_a_prepaid_account_and_reads_its_statement_in_chromium() {
+    if !webdriver::present("family prepaid browser test") {
+        return;
+    }
+    let dir = Workdir::new("family_browser", "prepaid");
+    let ports = sipp::ports();
+    let gateway = Gateway::start(&dir, &ports);
+    let api = &gateway.api;
+    let email = "prepaid.family@example.org";
+    let (s, v) = api.anonymous().request(
+        "POST",
+        "/api/v1/family/register",
+        Some(json!({ "email": email, "password": PASSWORD })),
+    );
+    assert_eq!(s, 202, "{v}");
+    let secret = verify_secret(&dir.join("mail"));
+    let (s, v) = api.anonymous().request(
+        "POST",
+        "/api/v1/family/verify",
+        Some(json!({ "token": secret })),
+    );
+    assert_eq!(s, 200, "{v}");
+
+    let browser = Browser::start(&dir.join("chromedriver.log"));
+    let base = gateway.base_url();
+    browser.goto(&format!("{base}/family/#login"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.fill("#login-email", email);
+    browser.fill("#login-password", &format!("{PASSWORD}\n"));
+    shown(&browser, "account-view");
+    // Staff bind the family user to the demo inmate's contact (what approving a linking
+    // request does).
+    let me = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/auth/me').then(r => r.json()).then(done);",
+        json!([]),
+    );
+    let username = me["username"].as_str().expect("username").to_string();
+    let facility = support::api::FACILITY;
+    let inmates = api.get(&format!("/api/v1/facilities/{facility}/inmates"));
+    let inmate = inmates[0]["id"].as_str().expect("demo inmate").to_string();
+    let contacts = api.get(&format!("/api/v1/inmates/{inmate}/contacts"));
+    let contact = contacts[0]["id"]
+        .as_str()
+        .expect("demo contact")
+        .to_string();
+    api.post(
+        "/api/v1/tokens",
+        json!({ "username": username, "role": "family", "facilities": [facility],
+                "contacts": [contact] }),
+    );
+
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "accounts-view");
+    shown(&browser, "no-accounts");
+    axe::assert_accessible(&browser, "prepaid calling");
+    browser.click("#open-submit");
+    shown(&browser, "notice");
+    assert!(browser.text("#notice").contains("prepaid account is open"));
+    let accounts = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/family/prepaid').then(r => r.json()).then(done);",
+        json!([]),
+    );
+    let account = accounts["accounts"][0]["account"]["id"]
+        .as_str()
+        .expect("account")
+        .to_string();
+    let (s, v) = api.post_keyed(
+        &format!("/api/v1/accounts/{account}/deposits"),
+        "prepaid-browser-1",
+        json!({ "amount": "25.00", "method": "online", "depositor": "family" }),
+    );
+    assert_eq!(s, 201, "{v}");
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_js(
+        "the balance",
+        Duration::from_secs(10),
+        "const b = document.querySelector('#accounts .balance'); return b && b.textContent;",
+        |v: &Value| v == &json!("$25.00"),
+    );
+    browser.click("#accounts a");
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "statement-view");
+    browser.wait_js(
+        "the statement's lines",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#lines tr')].map(r => r.textContent);",
+        |v: &Value| v.as_array().is_some_and(|rows| rows.len() == 1),
+    );
+    let row = browser.text("#lines tr");
+    assert!(row.contains("Deposit") && row.contains("$25.00"), "{row}");
+    assert_eq!(browser.text("#closing"), "$25.00");
+    axe::assert_accessible(&browser, "a prepaid statement");
+    // The check sees what it is for: an input without a label is reported.
+    browser.js(
+        "document.querySelector('main').append(document.createElement('input')); return 1;",
+        json!([]),
+    );
+    if let Some(found) = axe::serious_violations(&browser) {
+        assert!(
+            found.iter().any(|v| v["id"] == "label"),
+            "axe-core missed an unlabelled input: {found:?}"
+        );
+    }
+    let csv = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch(document.getElementById('csv-link').href).then(r => r.text()).then(done);",
+        json!([]),
+    );
+    let csv = csv.as_str().expect("csv").to_string();
+    assert!(
+        csv.starts_with("transaction_id,time,kind,memo,amount,balance_after\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",deposit,") && csv.contains(",25.00,25.00"),
+        "{csv}"
+    );
+    drop(gateway);
+}
+
+/// Waits until the request list shows a request in `status`.
+fn request_status(b: &Browser, status: &str) {
+    b.wait_js(
+        &format!("a request {status}"),
+        Duration::from_secs(40),
+        &format!("return !!document.querySelector('#requests-list li[data-status=\"{status}\"]');"),
+        |v: &Value| v == &json!(true),
+    );
+}
+
+#[test]
+fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
+    if !webdriver::present("family linking browser test")
+        || !sipp::present("family linking browser test")
+    {
+        return;
+    }
+    let dir = Workdir::new("family_browser", "linking");
+    let ports = sipp::ports();
+    let gateway = Gateway::start(&dir, &ports);
+    let inmate = support::api::book(&gateway.api, "W-100", "6622", support::api::NUMBER, false);
+    // The account, made through the API (the first test walks registration in the page).
+    let anon = gateway.api.anonymous();
+    let creds = json!({ "email": EMAIL, "password": PASSWORD });
+    assert_eq!(
+        anon.request("POST", "/api/v1/family/register", Some(creds))
+            .0,
+        202
+    );
+    let secret = verify_secret(&dir.join("mail"));
+    assert_eq!(
+        anon.request(
+            "POST",
+            "/api/v1/family/verify",
+            Some(json!({ "token": secret }))
+        )
+        .0,
+        200
+    );
+
+    let browser = Browser::start(&dir.join("chromedriver.log"));
+    let base = gateway.base_url();
+    browser.goto(&format!("{base}/family/#login"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.fill("#login-email", EMAIL);
+    browser.fill("#login-password", &format!("{PASSWORD}\n"));
+    shown(&browser, "account-view");
+    browser.wait_for("#search-facility option[value=\"DEMO\"]");
+
+    // Find: by booking number; the result shows roster fields only.
+    browser.fill("#search-booking", "W-100");
+    browser.click("#search-submit");
+    browser.wait_for("#search-results button");
+    let row = browser.text("#search-results li");
+    assert!(row.contains("W-100"), "{row}");
+    assert!(!row.contains(&inmate.calling_id), "{row}");
+    axe::assert_accessible(&browser, "roster search results");
+    browser.click("#search-results button");
+    shown(&browser, "request-form");
+    browser.fill("#request-name", "June Test");
+    browser.fill("#request-relationship", "sister");
+    browser.fill("#request-number", "+15557654321");
+    browser.click("#request-video");
+    browser.click("#request-submit");
+    request_status(&browser, "pending_verification");
+
+    // Confirm: the page shows the code; the phone that answers the call keys it.
+    browser.click("#requests-list button.call-me");
+    browser.wait_for("#link-code");
+    let code = browser.text("#link-code");
+    axe::assert_accessible(&browser, "the code to key and the requests");
+    assert_eq!(code.len(), 6, "{code}");
+    let mut trunk =
+        sipp::confirmation_trunk(&dir, &ports, "trunk", &format!("{code}#"), sipp::Via::Rtp);
+    trunk.expect_ok(Duration::from_secs(40));
+    request_status(&browser, "pending_approval");
+
+    // Staff approve the pending contact; the family sees it after a reload.
+    let contacts = gateway
+        .api
+        .get(&format!("/api/v1/inmates/{}/contacts", inmate.id));
+    let pending = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["number"] == "+15557654321")
+        .expect("the contact the confirmed request made");
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["video_allowed"], true);
+    let id = pending["id"].as_str().unwrap();
+    gateway
+        .api
+        .post(&format!("/api/v1/contacts/{id}/approve"), json!({}));
+    browser.goto(&format!("{base}/family/"));
+    shown(&browser, "account-view");
+    request_status(&browser, "approved");
     drop(gateway);
 }

@@ -1582,3 +1582,142 @@ fn a_stalled_debit_cuts_the_call_while_its_signalling_is_served() {
     case.kill_gateway();
     rt.block_on(db.cleanup());
 }
+
+/// Family prepaid calling (issue 12): the family whose verified number the inmate calls
+/// funded a prepaid account at the facility; with the facility's default order
+/// (`family_first`) that account pays for the whole call and the inmate's is not touched.
+/// The CDR names the payer, the family's statement shows each increment with its call,
+/// and the inmate's statement shows none. With `inmate_first`, the next call is the
+/// inmate's to pay.
+#[test]
+fn a_call_to_a_familys_number_is_charged_to_its_prepaid_account() {
+    let Some(case) = Case::start("family_prepaid") else {
+        return;
+    };
+    let api = case.api();
+    let inmate = book(&api, "S-3000", "6821", NUMBER, false);
+    fund(&api, &inmate, "0.0025");
+    let contacts = api.get(&format!("/api/v1/inmates/{}/contacts", inmate.id));
+    let contact = contacts[0]["id"].as_str().expect("contact id").to_string();
+    // The family member behind the number (bound to the contact: a verified number).
+    let token = api.post(
+        "/api/v1/tokens",
+        json!({ "username": "family-prepaid", "role": "family", "facilities": [FACILITY],
+                "contacts": [contact] }),
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let family = api.as_token(&token);
+    let opened = family.post("/api/v1/family/prepaid", json!({ "facility_id": FACILITY }));
+    let again = family.post("/api/v1/family/prepaid", json!({ "facility_id": FACILITY }));
+    assert_eq!(
+        opened["id"], again["id"],
+        "one prepaid account per facility"
+    );
+    assert_eq!(opened["kind"], "family", "{opened}");
+    let prepaid = opened["id"].as_str().expect("account id").to_string();
+    let (s, v) = family.post_keyed(
+        &format!("/api/v1/accounts/{prepaid}/deposits"),
+        "family-prepaid-1",
+        json!({ "amount": "0.01", "method": "online", "depositor": "family" }),
+    );
+    assert_eq!(s, 201, "deposit: {v}");
+    assert_eq!(family.balance(&prepaid), dec("0.01"));
+
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp));
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(60));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "funds_exhausted", "{cdr}");
+    assert_eq!(cdr["payer"], "family", "{cdr}");
+    assert_eq!(cdr["account_id"], prepaid.as_str(), "{cdr}");
+    assert_eq!(
+        cdr["billed_increments"], 4,
+        "$0.01 pays 4 increments: {cdr}"
+    );
+    assert_eq!(money(&cdr["amount"]), dec("0.01"), "{cdr}");
+    assert_eq!(family.balance(&prepaid), Decimal::ZERO);
+    assert_eq!(
+        api.balance(&inmate.account),
+        dec("0.0025"),
+        "the inmate's account was not touched"
+    );
+    assert!(api.call_charges(&inmate.account).is_empty());
+    // The inmate's statement shows the call beside its own lines, as the family's paid.
+    let own = api.get(&format!("/api/v1/accounts/{}/statement", inmate.account));
+    let others = own["paid_by_others"].as_array().expect("paid_by_others");
+    assert_eq!(others.len(), 1, "{own}");
+    assert_eq!(others[0]["session_id"], cdr["id"], "{own}");
+    assert_eq!(others[0]["payer"], "family", "{own}");
+    assert_eq!(others[0]["number"], NUMBER, "{own}");
+    assert_eq!(money(&others[0]["amount"]), dec("0.01"), "{own}");
+    // The family's statement: the deposit, then the four increments, each naming the call.
+    let st = family.get(&format!("/api/v1/family/prepaid/{prepaid}/statement"));
+    let lines = st["lines"].as_array().expect("lines");
+    let charges: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "call_charge")
+        .collect();
+    assert_eq!(charges.len(), 4, "{st}");
+    for (n, c) in charges.iter().enumerate() {
+        assert_eq!(c["session_id"], cdr["id"], "{c}");
+        assert_eq!(c["increment"], n as i64 + 1, "{c}");
+        assert_eq!(money(&c["amount"]), -dec("0.0025"), "{c}");
+    }
+    let id = cdr["id"].as_str().expect("call id");
+    assert_eq!(st["sessions"][id]["number"], NUMBER, "{st}");
+    assert_eq!(st["sessions"][id]["inmate_name"], "Test S-3000", "{st}");
+    assert_eq!(money(&st["closing_balance"]), Decimal::ZERO, "{st}");
+    let (s, _, csv) = family.send(
+        "GET",
+        &format!("/api/v1/family/prepaid/{prepaid}/statement?format=csv"),
+        None,
+        &[],
+    );
+    assert_eq!(s, 200);
+    assert_eq!(csv.as_str().expect("csv").lines().count(), 6, "{csv}");
+    // Another family's token reads nothing of it.
+    let stranger = api.post(
+        "/api/v1/tokens",
+        json!({ "username": "family-stranger", "role": "family", "facilities": [FACILITY] }),
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (s, v) = api.as_token(&stranger).request(
+        "GET",
+        &format!("/api/v1/family/prepaid/{prepaid}/statement"),
+        None,
+    );
+    assert_eq!(s, 404, "{v}");
+
+    // The facility asks the inmate's account first: the next call is the inmate's.
+    let (s, v) = family.post_keyed(
+        &format!("/api/v1/accounts/{prepaid}/deposits"),
+        "family-prepaid-2",
+        json!({ "amount": "1.00", "method": "online", "depositor": "family" }),
+    );
+    assert_eq!(s, 201, "deposit: {v}");
+    api.ok(
+        "PATCH",
+        &format!("/api/v1/facilities/{FACILITY}"),
+        Some(json!({ "payer_order": "inmate_first" })),
+    );
+    let mut trunk = case.trunk(Trunk::answer("1"));
+    let mut hs = case.handset(0, &Handset::new(&inmate.pin, Via::Rtp));
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(60));
+    let cdr = &api.ended_calls(2)[1];
+    assert_eq!(cdr["payer"], "inmate", "{cdr}");
+    assert_eq!(cdr["account_id"], inmate.account.as_str(), "{cdr}");
+    assert_eq!(cdr["billed_increments"], 1, "{cdr}");
+    assert_eq!(api.balance(&inmate.account), Decimal::ZERO);
+    assert_eq!(
+        family.balance(&prepaid),
+        dec("1.00"),
+        "the family paid nothing"
+    );
+    api.assert_ledger_clean();
+}

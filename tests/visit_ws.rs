@@ -198,4 +198,88 @@ fn two_pages_join_a_visit_over_the_websocket_and_it_ends_with_its_slot() {
     });
     assert_eq!(recorded, 2, "both sides recorded and finished");
     api.assert_ledger_clean();
+
+    // Issue 12: a visit a family member booked is paid from that family's prepaid
+    // account (the facility's default order), and the inmate's account is not touched.
+    let contact: String = rt
+        .block_on(
+            sqlx::query_scalar("SELECT id FROM contacts WHERE inmate_id = $1")
+                .bind(&inmate.id)
+                .fetch_one(db.pool()),
+        )
+        .unwrap();
+    let family = api.post(
+        "/api/v1/tokens",
+        json!({ "username": "family-visit", "role": "family", "facilities": ["DEMO"],
+                "contacts": [contact] }),
+    );
+    let family = api.as_token(family["token"].as_str().unwrap());
+    let prepaid = family.post("/api/v1/family/prepaid", json!({ "facility_id": "DEMO" }));
+    let prepaid = prepaid["id"].as_str().unwrap().to_string();
+    let (s, v) = family.post_keyed(
+        &format!("/api/v1/accounts/{prepaid}/deposits"),
+        "visit-prepaid",
+        json!({ "amount": "1.00", "method": "online", "depositor": "family" }),
+    );
+    assert_eq!(s, 201, "{v}");
+    let inmate_before = api.balance(&inmate.account);
+    let now = chrono::Utc::now();
+    rt.block_on(
+        sqlx::query(
+            "INSERT INTO visits (id, facility_id, inmate_id, contact_id, station_id, starts_at, \
+             ends_at, status, privileged, requested_by, requested_role, created_at) \
+             VALUES ('vis_fam', 'DEMO', $1, $2, $3, $4, $5, 'approved', 0, 'family-visit', 'family', $6)",
+        )
+        .bind(&inmate.id)
+        .bind(&contact)
+        .bind(&station)
+        .bind(us(now - chrono::Duration::seconds(1)))
+        .bind(us(now + chrono::Duration::seconds(12)))
+        .bind(us(now))
+        .execute(db.pool()),
+    )
+    .unwrap();
+    let link = api.post("/api/v1/visits/vis_fam/join-link", json!({}));
+    let visitor_pass = link["url"]
+        .as_str()
+        .unwrap()
+        .split_once('#')
+        .unwrap()
+        .1
+        .to_string();
+    let joined = kiosk.post(
+        "/api/v1/visits/vis_fam/kiosk-join",
+        json!({ "calling_id": inmate.calling_id, "pin": inmate.pin }),
+    );
+    let inmate_pass = joined["secret"].as_str().unwrap().to_string();
+    rt.block_on(async {
+        tokio::join!(
+            page(&gw, visitor_pass, script.clone()),
+            page(&gw, inmate_pass, script.clone())
+        )
+    });
+    let (account, amount): (String, i64) = rt.block_on(async {
+        for _ in 0..50 {
+            let ended: Option<(String, i64)> = sqlx::query_as(
+                "SELECT account_id, amount_minor FROM sessions \
+                 WHERE visit_id = 'vis_fam' AND state = 'ended'",
+            )
+            .fetch_optional(db.pool())
+            .await
+            .unwrap();
+            if let Some(r) = ended {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the family's visit was not closed");
+    });
+    assert_eq!(account, prepaid, "the family's prepaid account paid");
+    assert!(amount > 0, "the visit was charged");
+    assert_eq!(api.balance(&inmate.account), inmate_before);
+    assert_eq!(
+        family.balance(&prepaid),
+        e2e::dec("1.00") - rust_decimal::Decimal::new(amount, 4)
+    );
+    api.assert_ledger_clean();
 }

@@ -179,6 +179,11 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             "Packets a recorder or live listener could not take in time (the call went on).",
             m.tap_dropped,
         ),
+        (
+            "sallyport_media_wakeups_total",
+            "Times a media worker came back from waiting (an idle engine does not wake).",
+            m.wakeups,
+        ),
     ];
     write_family(out, "counter", &media);
     let _ = writeln!(out, "# HELP sallyport_rtp_dropped_total RTP/RTCP datagrams dropped, by reason.\n# TYPE sallyport_rtp_dropped_total counter");

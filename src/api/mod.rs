@@ -85,6 +85,8 @@ pub struct Gateway {
     pub calls: Arc<crate::call::stats::CallStats>,
     /// The video visits this node runs; `None` when it runs none.
     pub visits: Option<crate::visit::live::LiveVisits>,
+    /// The calls that confirm a family's number (family link requests); `None`: none.
+    pub number_calls: Option<crate::call::verify::NumberCalls>,
 }
 
 impl AppState {
@@ -168,9 +170,9 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, deposits, facilities, family, inmates, integrity, kiosk, listen,
-        money, rates, recordings, tokens, users, visit_join, visit_watch, visit_ws, visiting,
-        visits,
+        auth, calls, cluster, deposits, facilities, family, family_links, family_prepaid, inmates, integrity,
+        kiosk, listen, money, rates, recordings, tokens, users, visit_join, visit_watch, visit_ws,
+        visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -190,6 +192,22 @@ pub fn router(state: AppState) -> Router {
         .route("/family/email", post(family::change_email))
         .route("/family/email/confirm", post(family::confirm_email))
         .route("/family/close", post(family::close))
+        .route("/family/facilities", get(family_links::facilities))
+        .route("/family/roster", get(family_links::roster))
+        .route(
+            "/family/links",
+            get(family_links::list).post(family_links::create),
+        )
+        .route("/family/links/{id}/call", post(family_links::call))
+        .route("/family/links/{id}/withdraw", post(family_links::withdraw))
+        .route(
+            "/family/prepaid",
+            get(family_prepaid::list).post(family_prepaid::open),
+        )
+        .route(
+            "/family/prepaid/{id}/statement",
+            get(family_prepaid::statement),
+        )
         .route(
             "/family/deposits",
             get(deposits::family_list).post(deposits::family_deposit),

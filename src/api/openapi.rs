@@ -66,7 +66,16 @@ pub const OPERATIONS: &[Op] = &[
     with_body(op("post", "/family/password", "Change the password (current one required); every session ends, this one is replaced (new cookie)", "family"), "FamilyPasswordChange", 200),
     with_body(op("post", "/family/email", "Change the address: a confirmation link goes to the new one -> 202 check_email; 403 wrong_password", "family"), "FamilyEmailChange", 202),
     with_body(op("post", "/family/email/confirm", "Use a change-of-address link; every session ends -> {status: email_changed}; 409 email_taken", "family"), "FamilyLink", 200),
+    op("get", "/family/prepaid", "The caller's prepaid accounts (one per facility), each {account, facility_name, payer_order}", "family"),
+    with_body(op("post", "/family/prepaid", "The caller's prepaid account at a facility, opened on first use (idempotent) -> Account; fund it with POST /accounts/{id}/deposits; 404 facility_not_found", "family"), "FamilyPrepaidOpen", 200),
+    op("get", "/family/prepaid/{id}/statement", "The caller's own prepaid account's statement: lines with running balance, each charge naming its session and increment, and per session {kind, number, inmate_name, started_at, billed_increments, amount}; format=csv for CSV; 404 for any account not the caller's", "family"),
     with_body(Op { ok: 204, ..op("post", "/family/close", "Close the account (password required): password, sessions and links end, the address is freed", "family") }, "FamilyPassword", 204),
+    op("get", "/family/facilities", "The facilities a roster search may name: {facilities: [{id, name}]} (a family session)", "family"),
+    op("get", "/family/roster", "Roster search: ?facility=ID and booking_number=, or last_name= (whole, any case) [&first_name= start] -> {inmates: [{inmate_id, first_name, last_name, booking_number, facility_id, facility_name}], more} (at most 20; only inmates in custody; nothing else of them); 422 invalid_search for an empty or partial query; 429 too_many_attempts past family.searches_per_account", "family"),
+    op("get", "/family/links", "The account's link requests, newest first: {links: [{id, status (pending_verification, verification_failed, pending_approval, approved, denied, withdrawn), inmate_name, booking_number, number, video, calls, wrong_codes, code_expires_at, reason, ...}]}", "family"),
+    with_body(op("post", "/family/links", "Ask to become a contact of an inmate for one of the family's numbers -> 201, pending_verification; 404 unknown or released inmate; 409 number blocked (never called), already a contact, already asked, or too many requests waiting", "family"), "FamilyLinkRequest", 201),
+    Op { ok: 202, ..op("post", "/family/links/{id}/call", "The gateway calls the request's number through the trunk and asks for the code -> 202 {link, code, expires_at}: show the code, the person who answers keys it then #. 409 not_verifying; 429 too_many_attempts (calls per number and per account per day); 503 calls_unavailable", "family") },
+    op("post", "/family/links/{id}/withdraw", "Withdraw a request (and the contact it created, denied as withdrawn by the family) -> the request; 409 when it is closed already", "family"),
     op("get", "/facilities", "Facilities the caller may see", "facilities"),
     with_body(op("post", "/facilities", "Create a facility (and its system accounts)", "facilities"), "NewFacility", 201),
     op("get", "/facilities/{fid}", "One facility", "facilities"),
@@ -94,7 +103,7 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/inmates/{id}/contacts", "An inmate's contacts", "contacts"),
     with_body(op("post", "/inmates/{id}/contacts", "Add a contact (pending approval)", "contacts"), "NewContact", 201),
     op("post", "/contacts/{id}/approve", "Approve a contact", "contacts"),
-    op("post", "/contacts/{id}/deny", "Deny a contact", "contacts"),
+    op("post", "/contacts/{id}/deny", "Deny a contact; an optional JSON body {reason} is shown to the family that asked for it", "contacts"),
     op("get", "/rate-caps", "The rate-cap table in force today and the next one scheduled (FCC 24-75, FCC 25-75 from 2026-04-06, or the configured tables)", "rating"),
     op("get", "/rate-decks", "Rate decks", "rating"),
     with_body(op("post", "/rate-decks", "Upload a rate deck (CSV prefix,class,description; ?id=&name=)", "rating"), "csv", 201),
@@ -203,7 +212,14 @@ fn family_schemas(email: Value) -> Value {
         "FamilyEmailChange": { "type": "object", "required": ["password", "new_email"], "properties": {
             "password": { "type": "string", "format": "password" }, "new_email": email } },
         "FamilyPassword": { "type": "object", "required": ["password"], "properties": {
-            "password": { "type": "string", "format": "password" } } }
+            "password": { "type": "string", "format": "password" } } },
+        "FamilyLinkRequest": { "type": "object", "required": ["inmate_id", "number", "name"], "properties": {
+            "inmate_id": { "type": "string", "description": "From a roster search" },
+            "number": { "type": "string", "description": "The family's phone number (E.164, or national in the facility's country)" },
+            "name": { "type": "string", "maxLength": 100 }, "relationship": { "type": "string", "maxLength": 100 },
+            "video": { "type": "boolean", "description": "Ask for video visits too" } } },
+        "FamilyPrepaidOpen": { "type": "object", "required": ["facility_id"], "properties": {
+            "facility_id": { "type": "string" } } }
     })
 }
 
@@ -224,6 +240,8 @@ fn schemas() -> Value {
         json!({ "type": "string", "pattern": "^[0-9]+$",
         "description": "The number keyed before the PIN: security.calling_id_digits digits (default 6), unique in the facility; omitted at booking, a random free one is drawn" })
     };
+    let payer_order = json!({ "enum": ["family_first", "inmate_first"], "default": "family_first",
+        "description": "Which account pays for a call to a family's verified number (or a visit it booked): the family's prepaid account first (default), or the inmate's first; the other pays when the first cannot pay the first increment, and one account pays the whole session" });
     let mut all = json!({
         "Money": money,
         "Error": { "type": "object", "required": ["error"], "properties": { "error": {
@@ -245,7 +263,7 @@ fn schemas() -> Value {
             "calling_hours_start": { "type": "string" }, "calling_hours_end": { "type": "string" },
             "deposit_max": { "$ref": "#/components/schemas/Money" }, "deposit_daily_max": { "$ref": "#/components/schemas/Money" },
             "daily_call_limit": { "type": "integer" }, "rate_plan_id": { "type": "string" }, "rate_deck_id": { "type": "string" },
-            "recording_retention_days": { "type": "integer" } } },
+            "recording_retention_days": { "type": "integer" }, "payer_order": payer_order } },
         "Booking": { "type": "object", "required": ["booking_number", "first_name", "last_name"], "properties": {
             "booking_number": text(text::BOOKING_NUMBER), "first_name": name, "last_name": name,
             "pin": pin(), "calling_id": calling_id() } },
@@ -401,7 +419,9 @@ fn cdr_schema() -> Value {
         "amount": { "$ref": "#/components/schemas/Money" },
         "tariff": { "oneOf": [ { "$ref": "#/components/schemas/AppliedTariff" }, { "type": "null" } ],
                     "description": "The tariff applied; null if the call was refused before rating or predates tariffs being kept" },
-        "listenable": { "type": "boolean" } } })
+        "listenable": { "type": "boolean" },
+        "account_id": { "type": ["string", "null"], "description": "The account that paid (or pays), once the inmate was identified" },
+        "payer": { "type": ["string", "null"], "enum": ["inmate", "family", null], "description": "Whose money: the inmate's debit account, or the prepaid account of the family whose number was called or who booked the visit" } } })
 }
 
 fn operation(o: &Op) -> Value {
@@ -768,6 +788,8 @@ mod tests {
                 cost_per_increment: crate::money::Money::ZERO,
             }),
             listenable: false,
+            account_id: None,
+            payer: None,
         };
         let v = serde_json::to_value(&cdr).unwrap();
         let keys = |v: &Value| -> Vec<String> {

@@ -122,6 +122,26 @@ const FAMILY_ASSETS: &[Asset] = &[
         body: include_str!("../../web/family/family.css"),
     },
     Asset {
+        name: "i18n.js",
+        content_type: JS,
+        body: include_str!("../../web/family/i18n.js"),
+    },
+    Asset {
+        name: "links.js",
+        content_type: JS,
+        body: include_str!("../../web/family/links.js"),
+    },
+    Asset {
+        name: "prepaid.html",
+        content_type: HTML,
+        body: include_str!("../../web/family/prepaid.html"),
+    },
+    Asset {
+        name: "prepaid.js",
+        content_type: JS,
+        body: include_str!("../../web/family/prepaid.js"),
+    },
+    Asset {
         name: "deposits.js",
         content_type: JS,
         body: include_str!("../../web/family/deposits.js"),
@@ -302,6 +322,7 @@ mod tests {
             ("/family/", HTML, "id=\"register-form\""),
             ("/family/family.js", JS, "const STRINGS"),
             ("/family/family.css", CSS, "body"),
+            ("/family/links.js", JS, "const LINK_STRINGS"),
         ] {
             let (status, h, body) = fetch(path).await;
             assert_eq!(status, StatusCode::OK, "{path}");

@@ -22,7 +22,7 @@ use crate::policy::hours::{local_day, CallingHours};
 use crate::policy::lockout::{Counting, Failures, LockState, PinLockout, Subject};
 use crate::policy::pin::unknown_id_tag;
 use crate::rating::{rate, RatingError, Service, E164};
-use crate::session::{authorize, cdr};
+use crate::session::{authorize, cdr, payer};
 use crate::store::{
     AttemptOutcome, AuditEntry, CallingInmate, ContactStatus, Facility, GuessingPattern, Inmate,
     InmateStatus, NewAttempt, Store, StoreError,
@@ -481,9 +481,20 @@ async fn check_number(
         increment_secs: tariff.increment_secs(),
         cost_per_increment: tariff.cost_of_increment(),
     };
+    // The payer: the family's prepaid account or the inmate's, in the facility's order.
+    let own = payer::Candidate {
+        account_id: inmate.account_id.clone(),
+        balance: facts.balance,
+    };
+    let payer = payer::choose(
+        facility.payer_order,
+        own,
+        facts.family,
+        tariff.cost_of_increment(),
+    );
     let claim = cdr::Claim {
         inmate_id: &inmate.id,
-        account_id: &inmate.account_id,
+        account_id: &payer.account_id,
     };
     if !cdr::claim_and_authorize(store.db(), session_id, &claim, &applied).await? {
         return refused(EndReason::CallLimit);
@@ -498,7 +509,8 @@ async fn check_number(
         number: number.as_str().to_string(),
         privileged: contact.privileged,
         charging,
-        balance: facts.balance,
+        balance: payer.balance,
+        account_id: payer.account_id,
     }))
 }
 

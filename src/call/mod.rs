@@ -103,6 +103,7 @@ mod task;
 #[cfg(test)]
 mod tests;
 pub mod trunk;
+pub mod verify;
 
 pub use crate::session::EndReason;
 
@@ -160,8 +161,12 @@ pub struct Authorization {
     pub privileged: bool,
     /// How billing runs (cost per increment, increment, max duration, warning lead).
     pub charging: ChargingPlan,
-    /// The balance at authorization (the first increment must be affordable).
+    /// The paying account's balance at authorization (the first increment must be
+    /// affordable).
     pub balance: Money,
+    /// The account that pays for the whole call ([`crate::session::payer`]): the
+    /// inmate's, or the prepaid account of the family whose number is called.
+    pub account_id: String,
 }
 
 /// How a trunk INVITE ended without an answer.

@@ -274,11 +274,16 @@ impl CallTask {
                 // (`check_destination` wrote them); the log names no number.
                 match &d {
                     Destination::Refused(r) => info!(reason = r.as_str(), "destination refused"),
-                    Destination::Authorized(a) => info!(
-                        privileged = a.privileged,
-                        cost_per_increment = %a.charging.cost_per_increment,
-                        "destination authorized"
-                    ),
+                    Destination::Authorized(a) => {
+                        info!(
+                            privileged = a.privileged,
+                            cost_per_increment = %a.charging.cost_per_increment,
+                            payer = %a.account_id,
+                            "destination authorized"
+                        );
+                        // Every debit of the call goes to the payer chosen here.
+                        self.account_id = Some(a.account_id.clone());
+                    }
                 }
                 self.call.destination_checked(now, d)
             }

@@ -19,6 +19,7 @@ fn auth(privileged: bool, balance: &str, cost: &str) -> Destination {
         privileged,
         charging: plan(cost, 6, 1800),
         balance: balance.parse().unwrap(),
+        account_id: "acct-inmate".into(),
     })
 }
 
@@ -598,6 +599,7 @@ fn maximum_duration_cuts_with_warning() {
         privileged: false,
         charging: plan("0.05", 60, 600),
         balance: "100.00".parse().unwrap(),
+        account_id: "acct-inmate".into(),
     });
     c.destination_checked(t0, d);
     drain(&mut c);

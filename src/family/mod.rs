@@ -15,6 +15,8 @@
 //!
 //! Called by: the family routes and the store's family records.
 
+pub mod linking;
+pub mod notices;
 pub mod texts;
 
 use hmac::{Hmac, Mac};
@@ -40,6 +42,22 @@ pub struct FamilyConfig {
     /// the same, so it tells nothing).
     pub emails_per_account: u32,
     pub rate_window_secs: u64,
+    /// Roster searches one account may make per `rate_window_secs`; past it, 429.
+    pub searches_per_account: u32,
+    /// How long the code of a number's verification call works.
+    pub verify_code_ttl_secs: u64,
+    /// Wrong codes a link request takes before it fails (a new request is needed).
+    pub verify_code_attempts: u32,
+    /// Verification calls the gateway places to one number per day, whichever account
+    /// asks (a number nobody wants called is not called over and over).
+    pub verify_calls_per_number: u32,
+    /// Verification calls one account may ask for per day.
+    pub verify_calls_per_account: u32,
+    /// Link requests one account may have waiting for verification at a time.
+    pub open_link_requests: u32,
+    /// Days a prepaid balance may sit untouched before its owner is told it is still
+    /// theirs and how to have it refunded (`family::notices`); before 180.
+    pub idle_notice_days: u32,
 }
 
 impl Default for FamilyConfig {
@@ -51,6 +69,13 @@ impl Default for FamilyConfig {
             attempts_per_address: 30,
             emails_per_account: 5,
             rate_window_secs: 3_600,
+            searches_per_account: 60,
+            verify_code_ttl_secs: 600,
+            verify_code_attempts: 3,
+            verify_calls_per_number: 3,
+            verify_calls_per_account: 10,
+            open_link_requests: 5,
+            idle_notice_days: 150,
         }
     }
 }
@@ -81,7 +106,41 @@ impl FamilyConfig {
         if !(60..=86_400).contains(&self.rate_window_secs) {
             return Err(("family.rate_window_secs", "must be 60 to 86400"));
         }
+        if self.searches_per_account == 0 {
+            return Err(("family.searches_per_account", "must be at least 1"));
+        }
+        if !(60..=3_600).contains(&self.verify_code_ttl_secs) {
+            return Err(("family.verify_code_ttl_secs", "must be 60 to 3600"));
+        }
+        if !(1..=10).contains(&self.verify_code_attempts) {
+            return Err(("family.verify_code_attempts", "must be 1 to 10"));
+        }
+        if !(1..=20).contains(&self.verify_calls_per_number) {
+            return Err(("family.verify_calls_per_number", "must be 1 to 20"));
+        }
+        if !(1..=100).contains(&self.verify_calls_per_account) {
+            return Err(("family.verify_calls_per_account", "must be 1 to 100"));
+        }
+        if !(1..=50).contains(&self.open_link_requests) {
+            return Err(("family.open_link_requests", "must be 1 to 50"));
+        }
+        if !(1..=179).contains(&self.idle_notice_days) {
+            return Err((
+                "family.idle_notice_days",
+                "must be 1 to 179: the notice comes before a balance is 180 days idle",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Where emailed links point: `family.public_url`, else `http://` + `http.listen`.
+pub fn public_url(config: &crate::config::Config) -> String {
+    let configured = &config.family.public_url;
+    if configured.is_empty() {
+        format!("http://{}", config.http.listen)
+    } else {
+        configured.trim_end_matches('/').to_string()
     }
 }
 

@@ -87,3 +87,25 @@ pub const ACCOUNT_CLOSED: &str = "Your family portal account was closed.";
 pub fn hours(secs: u64) -> u64 {
     secs.div_ceil(3_600).max(1)
 }
+
+/// The notice that an idle prepaid balance is still the family's ([`super::notices`]).
+pub fn idle_balance(
+    to: &str,
+    balance: crate::money::Money,
+    facility_id: &str,
+    days: i64,
+    portal: &str,
+) -> Email {
+    Email {
+        to: to.into(),
+        subject: "Your prepaid calling balance is still yours".into(),
+        body: format!(
+            "Your prepaid calling account at facility {facility_id} holds ${balance} and \
+             has not been used for {days} days.\n\n\
+             This money stays yours however long it waits: it is never taken for \
+             inactivity and no fee is ever charged. You can keep it for future calls and \
+             visits, or have it refunded to the way you paid, without a fee, at any \
+             time from your account page:\n\n{portal}/family/\n"
+        ),
+    }
+}

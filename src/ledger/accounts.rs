@@ -143,6 +143,77 @@ pub(crate) async fn ensure_system(
     Ok(())
 }
 
+/// The prepaid account of family user `owner_id` at `facility_id`, opened on first use
+/// (one per user and facility: a unique index, so two nodes opening it at once end with
+/// one). A closed account stays closed: a closed family account is never reopened here.
+pub(crate) async fn family_in(
+    conn: &mut AnyConnection,
+    owner_id: &str,
+    facility_id: &str,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<Account, LedgerError> {
+    let exists = sqlx::query("SELECT 1 AS one FROM facilities WHERE id = $1")
+        .bind(facility_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_none() {
+        return Err(LedgerError::FacilityNotFound {
+            id: facility_id.to_string(),
+        });
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let opened = sqlx::query(
+        "INSERT INTO accounts (id, kind, facility_id, owner_id, name, status, balance_minor, opened_at) \
+         VALUES ($1, 'family', $2, $3, $4, 'open', 0, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&id)
+    .bind(facility_id)
+    .bind(owner_id)
+    .bind(name)
+    .bind(to_micros(now))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if opened {
+        tracing::info!(account_id = %id, facility = facility_id, "ledger: family prepaid account opened");
+    }
+    family_of(conn, owner_id, facility_id)
+        .await?
+        .ok_or_else(|| LedgerError::AccountNotFound { id })
+}
+
+/// The prepaid account of family user `owner_id` at `facility_id`, if it was opened.
+pub(crate) async fn family_of(
+    conn: &mut AnyConnection,
+    owner_id: &str,
+    facility_id: &str,
+) -> Result<Option<Account>, LedgerError> {
+    let row = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE kind = 'family' AND owner_id = $1 AND facility_id = $2"
+    ))
+    .bind(owner_id)
+    .bind(facility_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// Every prepaid account of family user `owner_id`, by facility.
+pub(crate) async fn families_of(
+    conn: &mut AnyConnection,
+    owner_id: &str,
+) -> Result<Vec<Account>, LedgerError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE kind = 'family' AND owner_id = $1 ORDER BY facility_id"
+    ))
+    .bind(owner_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(decode).collect()
+}
+
 const ACCOUNT_COLUMNS: &str =
     "id, kind, facility_id, owner_id, name, status, balance_minor, opened_at, closed_at";
 

@@ -237,6 +237,25 @@ impl Ledger {
         finish(tx, r.map(Finish::Commit)).await
     }
 
+    /// The prepaid account of family user `owner_id` at `facility_id`, opened on first
+    /// use (idempotent: one per user and facility).
+    pub async fn family_account(
+        &self,
+        owner_id: &str,
+        facility_id: &str,
+        name: &str,
+    ) -> Result<Account, LedgerError> {
+        let (_gate, mut tx) = self.begin_write().await?;
+        let r = accounts::family_in(&mut tx, owner_id, facility_id, name, self.now()).await;
+        finish(tx, r.map(Finish::Commit)).await
+    }
+
+    /// Every prepaid account of family user `owner_id` (one per facility it funded).
+    pub async fn family_accounts(&self, owner_id: &str) -> Result<Vec<Account>, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        accounts::families_of(&mut conn, owner_id).await
+    }
+
     /// Creates the facility's [`SystemAccount`]s that do not exist yet (idempotent).
     pub async fn ensure_system_accounts(&self, facility_id: &str) -> Result<(), LedgerError> {
         let (_gate, mut tx) = self.begin_write().await?;

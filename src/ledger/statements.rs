@@ -34,6 +34,11 @@ pub struct StatementLine {
     pub amount: Money,
     /// The running balance after this line.
     pub balance_after: Money,
+    /// The call or visit (its CDR, `GET /calls/{id}`) a charge paid for, and which of its
+    /// increments; `null` for lines that are not session charges. (The CSV carries both in
+    /// the memo: `call_charge <session> increment <n>`.)
+    pub session_id: Option<String>,
+    pub increment: Option<i64>,
 }
 
 impl Statement {
@@ -100,7 +105,8 @@ pub(crate) async fn build(
     super::accounts::read(conn, account_id).await?;
     let open = opening(conn, account_id, to_micros(from)).await?;
     let rows = sqlx::query(
-        "SELECT e.transaction_id, e.created_at, e.amount_minor, t.kind, t.memo FROM ledger_entries e \
+        "SELECT e.transaction_id, e.created_at, e.amount_minor, t.kind, t.memo, t.session_id, t.increment \
+         FROM ledger_entries e \
          JOIN ledger_transactions t ON t.id = e.transaction_id \
          WHERE e.account_id = $1 AND e.created_at >= $2 AND e.created_at < $3 ORDER BY e.id",
     )
@@ -136,6 +142,8 @@ fn line(row: &AnyRow, running: &mut i64) -> Result<StatementLine, LedgerError> {
         memo: row.try_get("memo")?,
         amount: Money::from_minor(amount),
         balance_after: Money::from_minor(*running),
+        session_id: row.try_get("session_id")?,
+        increment: row.try_get("increment")?,
     })
 }
 
@@ -219,6 +227,8 @@ mod tests {
                 memo: "call s1 increment 1".into(),
                 amount: Money::from_minor(-2_100),
                 balance_after: Money::from_minor(7_900),
+                session_id: Some("s1".into()),
+                increment: Some(1),
             }],
             closing_balance: Money::from_minor(7_900),
         };

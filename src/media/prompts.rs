@@ -216,6 +216,9 @@ prompt_ids! {
     DurationWarning => "duration_warning.wav",
     FundsExhausted => "funds_exhausted.wav",
     Goodbye => "goodbye.wav",
+    VerifyNumber => "verify_number.wav",
+    NumberConfirmed => "number_confirmed.wav",
+    CodeNotRight => "code_not_right.wav",
 }
 
 /// One prompt, encoded in both G.711 laws.

@@ -16,11 +16,13 @@
 //!   drives the session, so that task's loop always serves signalling, control and timers
 //!   (a stalled database never stops the charging core's `DebitTimeout` from firing, nor
 //!   a BYE from being answered);
+//! - [`payer`]: which account pays for a session (the inmate's or a family's prepaid);
 //! - [`Service`]: what is charged (audio calls, video visits), a parameter of the
 //!   authorization and the debit, never hard-coded by a protocol.
 
 pub mod authorize;
 pub mod cdr;
+pub mod payer;
 pub mod runner;
 
 pub use crate::rating::Service;

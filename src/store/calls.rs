@@ -71,6 +71,11 @@ pub struct Cdr {
     /// Whether an investigator may listen to it now: in progress, accepted (so bridged),
     /// not privileged, carried by a node.
     pub listenable: bool,
+    /// The account that paid (or pays) for it, once the inmate was identified.
+    pub account_id: Option<String>,
+    /// Whose money that is: `inmate` (the inmate's debit account) or `family` (the
+    /// prepaid account of the family whose number was called or who booked the visit).
+    pub payer: Option<String>,
 }
 
 /// The tariff a call was charged by: enough to reproduce its amount
@@ -320,7 +325,8 @@ const COLUMNS: &str = "id, kind, visit_id, paused_ms, facility_id, inmate_id, ha
     state, end_reason, privileged, recorded, recording_id, node_id, invite_at, answer_at, \
     accepted_at, media_end_at, end_at, closed_at, billed_increments, amount_minor, \
     rate_plan_id, rate_deck_id, rate_prefix, class, service, per_minute_minor, increment_secs, \
-    increment_cost_minor";
+    increment_cost_minor, account_id, \
+    (SELECT a.kind FROM accounts a WHERE a.id = sessions.account_id) AS payer_kind";
 
 fn tariff(r: &AnyRow) -> Result<Option<AppliedTariff>, sqlx::Error> {
     let class: Option<String> = r.try_get("class")?;
@@ -376,6 +382,8 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
         amount: Money::from_minor(r.try_get("amount_minor")?),
         tariff: tariff(r)?,
         listenable: false,
+        account_id: r.try_get("account_id")?,
+        payer: r.try_get("payer_kind")?,
     };
     cdr.listenable = cdr.state == "active"
         && cdr.accepted_at.is_some()
@@ -611,5 +619,60 @@ mod tests {
         );
         let (sql, _) = where_clause(&f, Some(&["F1".into()]), true);
         assert!(sql.ends_with("+facility_id IN ($5)"), "{sql}");
+    }
+}
+
+/// A call or visit of an inmate that another account paid for (a family's prepaid
+/// account): on the inmate's statement beside the lines of its own account.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PaidByOther {
+    pub session_id: String,
+    /// `call` or `visit`.
+    pub kind: String,
+    pub number: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub billed_increments: i64,
+    pub amount: Money,
+    /// Whose account paid: `family`.
+    pub payer: Option<String>,
+}
+
+impl Store {
+    /// The sessions of `inmate_id` started in [`from`, `to`) and charged to an account
+    /// other than `account_id` (the inmate's own), oldest first.
+    pub async fn sessions_paid_by_others(
+        &self,
+        inmate_id: &str,
+        account_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PaidByOther>, StoreError> {
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM sessions WHERE inmate_id = $1 AND account_id IS NOT NULL \
+             AND account_id <> $2 AND invite_at >= $3 AND invite_at < $4 ORDER BY invite_at, id",
+        )
+        .bind(inmate_id)
+        .bind(account_id)
+        .bind(to_micros(from))
+        .bind(to_micros(to))
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let c = self.session(&id).await?;
+            out.push(PaidByOther {
+                session_id: c.id,
+                kind: c.kind,
+                number: c.number,
+                started_at: c.invite_at,
+                billed_increments: c.billed_increments,
+                amount: c.amount,
+                payer: c.payer,
+            });
+        }
+        Ok(out)
     }
 }

@@ -209,6 +209,9 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("contact", id));
         }
+        if status == ContactStatus::Approved {
+            self.link_grant_facility(id).await?;
+        }
         self.contact(id).await
     }
 

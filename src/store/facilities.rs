@@ -4,6 +4,7 @@ use super::{conflict_on_unique, Store, StoreError};
 use crate::db::from_micros;
 use crate::money::Money;
 use crate::policy::hours::{time_of_day, zone};
+use crate::session::payer::PayerOrder;
 use crate::text;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,8 @@ pub struct Facility {
     pub rate_plan_id: Option<String>,
     pub rate_deck_id: Option<String>,
     pub recording_retention_days: i64,
+    /// Which account pays first: the family's prepaid or the inmate's ([`PayerOrder`]).
+    pub payer_order: PayerOrder,
     pub created_at: DateTime<Utc>,
 }
 
@@ -68,6 +71,7 @@ pub struct FacilityPatch {
     pub rate_plan_id: Option<String>,
     pub rate_deck_id: Option<String>,
     pub recording_retention_days: Option<i64>,
+    pub payer_order: Option<PayerOrder>,
 }
 
 fn default_country_code() -> String {
@@ -89,7 +93,7 @@ fn default_retention() -> i64 {
 pub(super) const COLUMNS: &str =
     "id, name, time_zone, country_code, cap_category, calling_hours_start, \
     calling_hours_end, deposit_max_minor, deposit_daily_max_minor, daily_call_limit, \
-    rate_plan_id, rate_deck_id, recording_retention_days, created_at";
+    rate_plan_id, rate_deck_id, recording_retention_days, created_at, payer_order";
 
 pub(super) fn from_row(r: &AnyRow) -> Result<Facility, sqlx::Error> {
     Ok(Facility {
@@ -106,6 +110,13 @@ pub(super) fn from_row(r: &AnyRow) -> Result<Facility, sqlx::Error> {
         rate_plan_id: r.try_get("rate_plan_id")?,
         rate_deck_id: r.try_get("rate_deck_id")?,
         recording_retention_days: r.try_get("recording_retention_days")?,
+        payer_order: {
+            let stored: String = r.try_get("payer_order")?;
+            PayerOrder::parse(&stored).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "payer_order".into(),
+                source: format!("unknown payer order '{stored}'").into(),
+            })?
+        },
         created_at: from_micros(r.try_get("created_at")?),
     })
 }
@@ -210,11 +221,13 @@ impl Store {
             rate_plan_id: None,
             rate_deck_id: None,
             recording_retention_days: n.recording_retention_days,
+            // The default; a facility changes it with an update.
+            payer_order: PayerOrder::default(),
             created_at: self.clock.wall(),
         };
         validate(&mut f)?;
         sqlx::query(&format!(
-            "INSERT INTO facilities ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            "INSERT INTO facilities ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
         ))
         .bind(&f.id)
         .bind(&f.name)
@@ -230,6 +243,7 @@ impl Store {
         .bind(&f.rate_deck_id)
         .bind(f.recording_retention_days)
         .bind(self.now_us())
+        .bind(f.payer_order.as_str())
         .execute(self.db.pool())
         .await
         .map_err(|e| conflict_on_unique(e, format!("facility '{}' already exists", f.id)))?;
@@ -272,7 +286,8 @@ impl Store {
             deposit_max,
             deposit_daily_max,
             daily_call_limit,
-            recording_retention_days
+            recording_retention_days,
+            payer_order
         );
         if let Some(plan) = p.rate_plan_id {
             f.rate_plan_id = Some(plan);
@@ -289,8 +304,8 @@ impl Store {
         sqlx::query(
             "UPDATE facilities SET name=$2, time_zone=$3, cap_category=$4, calling_hours_start=$5, \
              calling_hours_end=$6, deposit_max_minor=$7, deposit_daily_max_minor=$8, \
-             daily_call_limit=$9, rate_plan_id=$10, rate_deck_id=$11, recording_retention_days=$12 \
-             WHERE id=$1",
+             daily_call_limit=$9, rate_plan_id=$10, rate_deck_id=$11, recording_retention_days=$12, \
+             payer_order=$13 WHERE id=$1",
         )
         .bind(&f.id)
         .bind(&f.name)
@@ -304,6 +319,7 @@ impl Store {
         .bind(&f.rate_plan_id)
         .bind(&f.rate_deck_id)
         .bind(f.recording_retention_days)
+        .bind(f.payer_order.as_str())
         .execute(self.db.pool())
         .await?;
         Ok(f)

@@ -7,6 +7,7 @@
 use super::{Contact, Facility, InmateStatus, Store, StoreError};
 use crate::db::to_micros;
 use crate::money::Money;
+use crate::session::payer::Candidate;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -28,8 +29,11 @@ pub struct DestinationFacts {
     pub blocked: bool,
     /// Calls of the inmate accepted since the `since` asked for (0 when not asked).
     pub accepted_since: i64,
-    /// The paying account's balance.
+    /// The inmate's account's balance.
     pub balance: Money,
+    /// The best-funded open prepaid account, at the inmate's facility, of a family user
+    /// the contact is bound to (a verified number), with its balance.
+    pub family: Option<Candidate>,
 }
 
 fn prefixed(columns: &str, table: &str) -> String {
@@ -80,7 +84,13 @@ impl Store {
              (SELECT COUNT(*) FROM blocked_numbers WHERE number_e164 = $2 \
               AND (facility_id IS NULL OR facility_id = $3)) AS blocked, \
              {accepted} AS accepted_since, \
-             (SELECT balance_minor FROM accounts WHERE id = $4 AND kind <> 'system') AS balance_minor \
+             (SELECT balance_minor FROM accounts WHERE id = $4 AND kind <> 'system') AS balance_minor, \
+             (SELECT a.id FROM family_contacts fc JOIN accounts a ON a.kind = 'family' \
+              AND a.owner_id = fc.user_id AND a.facility_id = $3 AND a.status = 'open' \
+              WHERE fc.contact_id = c.id ORDER BY a.balance_minor DESC, a.id LIMIT 1) AS family_account_id, \
+             (SELECT MAX(a.balance_minor) FROM family_contacts fc JOIN accounts a ON a.kind = 'family' \
+              AND a.owner_id = fc.user_id AND a.facility_id = $3 AND a.status = 'open' \
+              WHERE fc.contact_id = c.id) AS family_balance_minor \
              FROM (SELECT 1 AS one) one \
              LEFT JOIN contacts c ON c.inmate_id = $1 AND c.number_e164 = $2",
             prefixed(super::contacts::COLUMNS, "c")
@@ -101,11 +111,69 @@ impl Store {
             // Not a person's account (or none): as the ledger reads it.
             None => self.ledger().balance(&inmate.account_id).await?,
         };
+        let family = match (
+            row.try_get::<Option<String>, _>("family_account_id")?,
+            row.try_get::<Option<i64>, _>("family_balance_minor")?,
+        ) {
+            (Some(account_id), Some(b)) => Some(Candidate {
+                account_id,
+                balance: Money::from_minor(b),
+            }),
+            _ => None,
+        };
         Ok(DestinationFacts {
             contact,
             blocked: row.try_get::<i64, _>("blocked")? > 0,
             accepted_since: row.try_get("accepted_since")?,
             balance,
+            family,
         })
+    }
+}
+
+impl Store {
+    /// The prepaid account, at `facility_id`, of the family user named `username` (a
+    /// visit's requester), with its balance: `None` when the requester is not a family
+    /// user or has no open prepaid account there.
+    pub async fn family_payer(
+        &self,
+        username: &str,
+        facility_id: &str,
+    ) -> Result<Option<Candidate>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.id, a.balance_minor FROM users u JOIN accounts a ON a.kind = 'family' \
+             AND a.owner_id = u.id AND a.facility_id = $2 AND a.status = 'open' \
+             WHERE u.username = $1 AND u.role = 'family'",
+        )
+        .bind(username)
+        .bind(facility_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Candidate {
+            account_id: row.try_get("id")?,
+            balance: Money::from_minor(row.try_get("balance_minor")?),
+        }))
+    }
+}
+
+impl Store {
+    /// The facilities (id, name) of the inmates a family user is a contact of: where its
+    /// prepaid accounts are of use.
+    pub async fn family_facilities(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT f.id, f.name FROM family_contacts fc \
+             JOIN contacts c ON c.id = fc.contact_id JOIN inmates i ON i.id = c.inmate_id \
+             JOIN facilities f ON f.id = i.facility_id WHERE fc.user_id = $1 ORDER BY f.id",
+        )
+        .bind(user_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect()
     }
 }

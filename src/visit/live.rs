@@ -17,9 +17,9 @@ use super::task::{VisitInput, VisitSetup, VisitTask, VisitTaskError, WatchRefusa
 use crate::charging::ChargingPlan;
 use crate::clock::Clock;
 use crate::rating::CallClass;
-use crate::session::{Service, DEBIT_TIMEOUT};
+use crate::session::{payer, Service, DEBIT_TIMEOUT};
 use crate::sfu::{spawn_hub, HubHandle, RoomEvent, RoomId};
-use crate::store::{Store, StoreError};
+use crate::store::{Role, Store, StoreError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -202,6 +202,32 @@ impl LiveVisits {
             inner.options.warning_lead,
             DEBIT_TIMEOUT,
         );
+        // The payer: the prepaid account of the family member who booked the visit, or
+        // the inmate's, in the facility's order (`session::payer`).
+        let family = match v.requested_role {
+            Role::Family => {
+                inner
+                    .store
+                    .family_payer(&v.requested_by, &v.facility_id)
+                    .await?
+            }
+            _ => None,
+        };
+        let own = payer::Candidate {
+            account_id: inmate.account_id.clone(),
+            balance: inner
+                .store
+                .ledger()
+                .balance(&inmate.account_id)
+                .await
+                .map_err(StoreError::from)?,
+        };
+        let payer = payer::choose(
+            facility.payer_order,
+            own,
+            family,
+            tariff.cost_of_increment(),
+        );
         let room = inner.next_room.fetch_add(1, Ordering::Relaxed);
         let no_show = chrono::Duration::from_std(inner.options.no_show_after).unwrap_or_default();
         let setup = VisitSetup {
@@ -210,7 +236,7 @@ impl LiveVisits {
             facility_id: v.facility_id.clone(),
             inmate_id: v.inmate_id.clone(),
             contact_id: v.contact_id.clone(),
-            account_id: inmate.account_id.clone(),
+            account_id: payer.account_id,
             privileged: v.privileged,
             node_id: inner.options.node_id.clone(),
             recordings_dir: inner.options.recordings_dir.clone(),

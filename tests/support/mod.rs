@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub(crate) mod api;
+pub(crate) mod axe;
 pub(crate) mod gateway;
 pub(crate) mod inproc;
 pub(crate) mod mail;

@@ -659,6 +659,31 @@ impl Trunk {
     }
 }
 
+/// The trunk answering a family number's confirmation call (`verify_trunk.xml`, in
+/// `dir/name`) on the trunk ports of `ports`: it answers, then keys `keys` (a code of six
+/// digits and `#`) by `via` (RFC 4733 or SIP INFO) and waits for the gateway's BYE.
+pub(crate) fn confirmation_trunk(
+    dir: &Path,
+    ports: &Ports,
+    name: &str,
+    keys: &str,
+    via: Via,
+) -> Sipp {
+    let d = dir.join(name);
+    fs::create_dir_all(&d).unwrap();
+    dtmf_pcap(keys, &d.join("code.pcap"));
+    let mut rest = vec!["-set".to_string(), "via".into(), via.arg().into()];
+    if via == Via::Info {
+        assert_eq!(keys.chars().count(), 7, "six digits and #: {keys}");
+        for (i, k) in keys.chars().enumerate() {
+            rest.extend(["-set".into(), format!("k{}", i + 1), k.to_string()]);
+        }
+    }
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let args = endpoint_args(ports.trunk_sip, ports.trunk_media, &rest);
+    Sipp::spawn(dir, name, "verify_trunk.xml", &args)
+}
+
 /// The inmate's behaviour (`handset.xml`): keys `calling_id`, `#`, `pin`, `#`.
 #[derive(Clone)]
 pub(crate) struct Handset {

@@ -68,6 +68,7 @@ function signedIn(session) {
   $('whoami').textContent = session.email;
   setHash('#account');
   show('account');
+  document.dispatchEvent(new Event('family:signed-in'));
 }
 
 function signedOut(message) {

@@ -165,6 +165,16 @@
       history.append(tr);
     }
     $("account-history-empty").hidden = a.statement.lines.length > 0;
+    // Calls and visits a family's prepaid account paid for: not on this account's lines.
+    const family = $("account-family-body");
+    family.replaceChildren();
+    for (const p of [...a.paid_by_others].reverse()) {
+      const tr = document.createElement("tr");
+      const what = p.kind === "visit" ? "Video visit" : `Call to ${p.number || "a number"}`;
+      cells(tr, [when(p.started_at), what, money(p.amount)], [2]);
+      family.append(tr);
+    }
+    $("account-family-empty").hidden = a.paid_by_others.length > 0;
     show("account-view");
     $("account-done").focus();
     touch();
@@ -180,7 +190,7 @@
     clearTimeout(idle);
     sitting = null;
     mode = "visit";
-    for (const id of ["account-pending", "account-visits-body", "account-history-body"]) $(id).replaceChildren();
+    for (const id of ["account-pending", "account-visits-body", "account-history-body", "account-family-body"]) $(id).replaceChildren();
     $("account-name").textContent = "";
     $("account-balance").textContent = "";
     watchDay();

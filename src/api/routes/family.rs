@@ -404,7 +404,7 @@ pub(crate) async fn close(
 }
 
 /// The open family account of a caller (a family session or a family user's token).
-async fn account_of(s: &AppState, caller: &Caller) -> Result<FamilyAccount, ApiError> {
+pub(super) async fn account_of(s: &AppState, caller: &Caller) -> Result<FamilyAccount, ApiError> {
     caller.require(&[Role::Family])?;
     let account = match &caller.0.user_id {
         Some(id) => s.store.family_account(id).await?,
@@ -552,12 +552,7 @@ fn invalid_credentials() -> ApiError {
 
 /// Where emailed links point: `family.public_url`, else `http://` + `http.listen`.
 fn public_url(s: &AppState) -> String {
-    let configured = &s.config.family.public_url;
-    if configured.is_empty() {
-        format!("http://{}", s.config.http.listen)
-    } else {
-        configured.trim_end_matches('/').to_string()
-    }
+    family::public_url(&s.config)
 }
 
 fn session_ttl(s: &AppState) -> i64 {

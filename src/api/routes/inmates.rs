@@ -254,15 +254,35 @@ pub(crate) async fn approve(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Contact>, ApiError> {
-    decide(s, caller, id, ContactStatus::Approved).await
+    decide(s, caller, id, ContactStatus::Approved, None).await
 }
 
+/// The optional body of a denial: why, shown to the family that asked for the contact.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Denial {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Denies a contact; an optional JSON body `{"reason": "…"}` says why (the family portal
+/// shows it to the family that asked). No body: no reason.
 pub(crate) async fn deny(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Contact>, ApiError> {
-    decide(s, caller, id, ContactStatus::Denied).await
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let d: Denial = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        d.reason
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+    };
+    decide(s, caller, id, ContactStatus::Denied, reason).await
 }
 
 async fn decide(
@@ -270,10 +290,13 @@ async fn decide(
     caller: Caller,
     id: String,
     status: ContactStatus,
+    reason: Option<String>,
 ) -> Result<Json<Contact>, ApiError> {
     caller.require(&[Role::Admin])?;
     let c = s.store.contact(&id).await?;
     let i = scoped_inmate(&s, &caller, &[Role::Admin], &c.inmate_id).await?;
+    // Checked (and kept) before the decision: a reason refused changes nothing.
+    s.store.set_contact_reason(&id, reason.as_deref()).await?;
     let c = s
         .store
         .decide_contact(&id, status, caller.subject())

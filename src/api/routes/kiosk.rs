@@ -101,6 +101,15 @@ pub(crate) async fn show(
             now + Duration::microseconds(1),
         )
         .await?;
+    let paid_by_others = s
+        .store
+        .sessions_paid_by_others(
+            &inmate.id,
+            &account.id,
+            now - Duration::days(31),
+            now + Duration::microseconds(1),
+        )
+        .await?;
     let pending: Vec<_> = ledger
         .deposits(&account.id)
         .await?
@@ -137,6 +146,7 @@ pub(crate) async fn show(
         "account": { "id": account.id, "balance": account.balance, "status": account.status },
         "pending_deposits": pending,
         "statement": statement,
+        "paid_by_others": paid_by_others,
         "visits": visits,
         "sitting_expires_at": caller.1.sitting.as_ref().map(|s| s.expires_at),
     })))

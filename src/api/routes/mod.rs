@@ -5,6 +5,8 @@ pub(super) mod cluster;
 pub(super) mod deposits;
 pub(super) mod facilities;
 pub(super) mod family;
+pub(super) mod family_links;
+pub(super) mod family_prepaid;
 pub(super) mod inmates;
 pub(super) mod integrity;
 pub(super) mod kiosk;

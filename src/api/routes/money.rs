@@ -32,11 +32,23 @@ async fn scoped_account(
     if account.kind == AccountKind::System {
         caller.require(&[Role::Admin])?;
     }
+    if own_prepaid(caller, &account) {
+        return Ok(account);
+    }
     match &account.facility_id {
         Some(f) => caller.scope(f)?,
         None => caller.require_global_admin()?,
     }
     Ok(account)
+}
+
+/// Whether `account` is the family caller's own prepaid account (which it reads and funds
+/// wherever it is, without a facility scope: `routes::family_prepaid`).
+fn own_prepaid(caller: &Caller, account: &Account) -> bool {
+    caller.0.role == Role::Family
+        && account.kind == AccountKind::Family
+        && caller.0.user_id.is_some()
+        && account.owner_id == caller.0.user_id
 }
 
 /// [`scoped_account`] for reading: a kiosk reads only the account of the inmate signed in
@@ -52,6 +64,7 @@ async fn readable_account(
     let owner = account.owner_id.as_deref().unwrap_or_default();
     match caller.0.role {
         Role::Kiosk => caller.kiosk_acts_for(owner)?,
+        Role::Family if own_prepaid(caller, &account) => {}
         Role::Family => family_linked(s, caller, owner).await?,
         Role::Admin | Role::Investigator => {}
     }
@@ -59,7 +72,8 @@ async fn readable_account(
 }
 
 /// Whether the family caller is a contact of the inmate `inmate_id` (one of the inmate's
-/// contacts is bound to the caller's user): 403 `not_linked` otherwise.
+/// approved contacts is bound to the caller's user): 403 `not_linked` otherwise. A contact
+/// a family asked for links it only once staff approve it.
 async fn family_linked(s: &AppState, caller: &Caller, inmate_id: &str) -> Result<(), ApiError> {
     let mine = match caller.0.user_id.as_deref() {
         Some(u) => s.store.family_contacts(u).await?,
@@ -71,7 +85,7 @@ async fn family_linked(s: &AppState, caller: &Caller, inmate_id: &str) -> Result
             .contacts(inmate_id)
             .await?
             .iter()
-            .any(|c| mine.contains(&c.id));
+            .any(|c| c.status == crate::store::ContactStatus::Approved && mine.contains(&c.id));
     if linked {
         Ok(())
     } else {
@@ -316,7 +330,20 @@ pub(crate) async fn statement(
     }
     let st = s.store.ledger().statement(&account.id, from, to).await?;
     match q.format.as_deref() {
-        None | Some("json") => Ok(Json(st).into_response()),
+        None | Some("json") => {
+            let mut v = serde_json::to_value(&st).map_err(|e| ApiError::internal(&e))?;
+            if let (AccountKind::Inmate, Some(inmate)) = (account.kind, &account.owner_id) {
+                // The inmate's calls and visits a family paid for: not lines of this
+                // account, but on its statement all the same.
+                let others = s
+                    .store
+                    .sessions_paid_by_others(inmate, &account.id, from, to)
+                    .await?;
+                v["paid_by_others"] =
+                    serde_json::to_value(others).map_err(|e| ApiError::internal(&e))?;
+            }
+            Ok(Json(v).into_response())
+        }
         Some("csv") => Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
             st.to_csv(),

@@ -314,8 +314,9 @@ pub(crate) async fn session(
         "opens_in_secs": pass::opens_in_secs(v.starts_at, now),
         "ends_in_secs": (v.ends_at - now).num_seconds().max(0),
         "inmate_name": pass::short_name(&inmate.first_name, &inmate.last_name),
-        // The payer is the inmate's account for now; a family's prepaid account comes
-        // with the family portal.
+        // Whether the page shows the visitor a balance: not yet. A visit a family member
+        // booked may be paid from their prepaid account (`session::payer`, chosen when
+        // the visit starts); the portal shows that account's balance and statement.
         "visitor_pays": false,
         "recorded": !v.privileged,
     })))

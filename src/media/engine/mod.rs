@@ -239,6 +239,8 @@ pub struct MediaStats {
     pub digits: u64,
     /// Packets a tap (recorder, live listener) could not take because it was behind.
     pub tap_dropped: u64,
+    /// Times a worker came back from waiting: with no calls, none.
+    pub wakeups: u64,
 }
 
 /// The port pool and the pairs on their way back to it.
@@ -780,6 +782,42 @@ mod tests {
             (2000, 2000, 0),
             "{s:?}"
         );
+    }
+
+    /// Wake-ups of the engine's workers over `pause` (counted, not timed: the pause only
+    /// gives a spinning worker time to show).
+    fn wakeups_over(engine: &MediaEngine, pause: Duration) -> u64 {
+        let before = engine.stats().wakeups;
+        std::thread::sleep(pause);
+        engine.stats().wakeups - before
+    }
+
+    /// Issue 15: with no call an engine sleeps. Before, a batching worker's wait ended
+    /// every 200 µs (the kernel ends a wait with a minimum and no timeout when the minimum
+    /// expires), about 4,000 wake-ups a second per worker. A lone datagram after the idle
+    /// spell is still relayed, and after the call the engine sleeps again.
+    #[test]
+    fn an_idle_engine_does_not_wake() {
+        let engine = engine(32000, 32099, worker::RX_BUFFERS);
+        // The worker has started and waits.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.stats().wakeups == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            let (m, _events) = engine.open_call();
+            drop(m);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let idle = wakeups_over(&engine, Duration::from_millis(500));
+        assert!(idle <= 1, "{idle} wake-ups in 500 ms with no call");
+        let s = relay_bursts(&engine, 1, 1);
+        assert_eq!((s.received, s.relayed), (2, 2), "{s:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.stats().legs > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let after = wakeups_over(&engine, Duration::from_millis(500));
+        assert!(after <= 1, "{after} wake-ups in 500 ms after the call");
     }
 
     #[test]

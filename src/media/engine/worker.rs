@@ -47,6 +47,9 @@ pub(super) const BATCH_US_ENV: &str = "SALLYPORT_MEDIA_BATCH_US";
 const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// Completions a batching wait asks for besides its sends' (a cap, rarely reached).
 const WINDOW_WANT: usize = 256;
+/// The timeout of a batching wait with no timer due: a worker with no call sleeps this
+/// long between wake-ups (`Multi::wait_plan`).
+const IDLE_WAIT: Duration = Duration::from_secs(3_600);
 /// Locally made frames (prompts, ringback) due this soon after a wake-up are sent in it:
 /// a few hundred calls hearing prompts at unaligned 20 ms phases would otherwise wake the
 /// worker once per frame of each. A frame leaves at most this much early (never late);
@@ -126,6 +129,9 @@ pub(super) struct Counters {
     pub(super) ringback_frames: u64,
     pub(super) digits: u64,
     pub(super) tap_dropped: u64,
+    /// Times the worker's loop came back from waiting (for a datagram, a command or a
+    /// timer): an idle engine must not wake.
+    pub(super) wakeups: u64,
     /// Multishot receives that ended for lack of provided buffers (not in `MediaStats`).
     pub(super) rx_no_buffers: u64,
 }
@@ -170,7 +176,8 @@ published!(
     prompt_frames,
     ringback_frames,
     digits,
-    tap_dropped
+    tap_dropped,
+    wakeups
 );
 
 /// Epoll token of a call's socket: slot, side, RTP or RTCP.
@@ -376,12 +383,18 @@ impl Multi {
     /// `min_wait_usec`): sleep until a datagram (or command) arrives; once one has, gather
     /// more until `window` from the start of the wait. An idle worker answers a lone
     /// datagram at once; a busy one wakes about once per window, not once per datagram.
+    ///
+    /// The kernel ends a wait with a minimum and no timeout when the minimum expires,
+    /// events or not; so a wait with a window always has a timeout: the next timer, or
+    /// [`IDLE_WAIT`] when there is none. With it, a minimum that passes with no event
+    /// turns into a wait for the first event (answered at once), and an idle worker sleeps.
     fn wait_plan(&self, timer: Option<Duration>) -> (usize, Option<Duration>, Option<Duration>) {
         if self.window.is_zero() || !self.min_wait {
             return (1, timer, None);
         }
-        let window = timer.map_or(self.window, |t| t.min(self.window));
-        (self.queued_sends + WINDOW_WANT, timer, Some(window))
+        let timeout = timer.unwrap_or(IDLE_WAIT);
+        let window = timeout.min(self.window);
+        (self.queued_sends + WINDOW_WANT, Some(timeout), Some(window))
     }
 }
 
@@ -443,6 +456,7 @@ impl Worker {
                 tracing::error!(error = %e, "media worker: epoll_wait failed");
                 return;
             }
+            self.counters.wakeups += 1;
             now = Instant::now(); // clock-ok: the media driver paces real RTP
             let mut woken = false;
             self.ready.clear();
@@ -513,6 +527,7 @@ impl Worker {
                 tracing::error!(error = %e, "media worker: io_uring wait failed");
                 return;
             }
+            self.counters.wakeups += 1;
             m.queued_sends = 0;
             m.ring.reap(&mut m.cqes);
             now = Instant::now(); // clock-ok: the media driver paces real RTP
