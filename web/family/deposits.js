@@ -59,10 +59,13 @@ function showDeposit(d) {
   $('deposit-account-shown').textContent = d.account_id;
   $('deposit-last4').textContent = d.card_last4;
   const list = $('deposit-timeline');
+  // Each part its own text node, so the translation (i18n.js) finds the state's words.
   list.replaceChildren(...d.timeline.map((e) => {
     const li = document.createElement('li');
-    const when = new Date(e.at).toLocaleString();
-    li.textContent = `${when}: ${DEPOSIT_STRINGS[e.state] || e.state}${e.reason ? ` (${e.reason})` : ''}`;
+    const when = new Date(e.at).toLocaleString(document.documentElement.lang || undefined);
+    const what = document.createElement('span');
+    what.textContent = DEPOSIT_STRINGS[e.state] || e.state;
+    li.append(`${when}: `, what, e.reason ? ` (${e.reason})` : '');
     return li;
   }));
 }
@@ -73,7 +76,9 @@ async function loadDeposits() {
     const li = document.createElement('li');
     const b = document.createElement('button');
     b.type = 'button';
-    b.textContent = `${d.confirmation}: $${d.amount}, ${stateText(d)}`;
+    const what = document.createElement('span');
+    what.textContent = stateText(d);
+    b.append(`${d.confirmation}: $${d.amount}, `, what);
     b.addEventListener('click', () => { showDeposit(d); $('deposit-view-title').focus(); });
     li.append(b);
     return li;
@@ -90,7 +95,9 @@ async function loadInfo() {
     $('deposit-test-cards').hidden = false;
     $('deposit-test-card-list').replaceChildren(...info.test_cards.map((c) => {
       const li = document.createElement('li');
-      li.textContent = `${c.number}: ${c.outcome}`;
+      const what = document.createElement('span');
+      what.textContent = c.outcome;
+      li.append(`${c.number}: `, what);
       return li;
     }));
   }
@@ -111,7 +118,7 @@ onSubmit('deposit-form', async () => {
   $('deposit-card').value = '';
   $('deposit-cvc').value = '';
   showDeposit(d);
-  say(DEPOSIT_STRINGS.made + d.confirmation);
+  say(spI18n.t(DEPOSIT_STRINGS.made + d.confirmation));
   await loadDeposits();
 });
 
