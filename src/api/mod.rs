@@ -170,9 +170,9 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, deposits, facilities, family, family_links, family_prepaid, inmates, integrity,
-        kiosk, listen, money, rates, recordings, tokens, users, visit_join, visit_watch, visit_ws,
-        visiting, visits,
+        auth, calls, cluster, deposits, facilities, family, family_links, family_prepaid, inmates,
+        integrity, kiosk, listen, money, rates, recordings, tokens, users, visit_join, visit_watch,
+        visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
