@@ -97,6 +97,8 @@ pub struct Config {
     pub family: crate::family::FamilyConfig,
     /// Outgoing email ([`crate::mail::MailConfig`]).
     pub mail: crate::mail::MailConfig,
+    /// Online deposits' payment provider and its webhooks ([`crate::payments`]).
+    pub payments: PaymentsConfig,
 }
 
 /// This gateway process.
@@ -460,6 +462,97 @@ impl Default for BillingConfig {
     }
 }
 
+/// The payment provider of online deposits ([`crate::payments`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// Which provider takes cards: `test` (the built-in test provider; test card numbers
+    /// decide the outcome, no money moves anywhere) is the only one built in.
+    pub provider: String,
+    /// The secret the provider signs its webhooks with (HMAC-SHA256), as the provider
+    /// gives it. Empty: derived from `security.pin_pepper` (enough for the test provider,
+    /// which signs with the same value; a real provider's secret must be set here).
+    pub webhook_secret: String,
+    /// How old (or how far in the future) a webhook's signed timestamp may be: an older
+    /// one is refused as a replay.
+    pub webhook_tolerance_secs: u64,
+    /// A deposit still waiting for its provider this long after its last change is
+    /// looked up at the provider by the reconciliation (at start, then every
+    /// `reconcile_interval_secs`).
+    pub reconcile_after_secs: u64,
+    pub reconcile_interval_secs: u64,
+    /// Test provider: how long after a payment's change its webhook is delivered (and
+    /// how long a "confirm later" card takes to settle).
+    pub test_webhook_delay_ms: u64,
+    /// Test provider: how many times each webhook is delivered (2 or more: duplicates).
+    pub test_webhook_copies: u32,
+    /// Test provider: deliver the events that fall due together newest first
+    /// (out of order).
+    pub test_webhook_reverse: bool,
+    /// What the family page says about money orders: where to send them and how they
+    /// are made out. Staff post them when they arrive.
+    pub money_order_instructions: String,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            provider: "test".into(),
+            webhook_secret: String::new(),
+            webhook_tolerance_secs: 300,
+            reconcile_after_secs: 60,
+            reconcile_interval_secs: 60,
+            test_webhook_delay_ms: 2_000,
+            test_webhook_copies: 1,
+            test_webhook_reverse: false,
+            money_order_instructions: "Mail a U.S. Postal Service money order, made out to the \
+                facility and showing the inmate's full name and booking number, to the \
+                facility's inmate trust account. It shows here as pending until staff post it."
+                .into(),
+        }
+    }
+}
+
+impl PaymentsConfig {
+    /// The first key out of bounds and what is wrong with it.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.provider != "test" {
+            return Err((
+                "payments.provider",
+                "must be \"test\" (the only provider built in)",
+            ));
+        }
+        if !self.webhook_secret.is_empty() && self.webhook_secret.len() < 16 {
+            return Err((
+                "payments.webhook_secret",
+                "must be empty or at least 16 characters",
+            ));
+        }
+        if !(10..=3_600).contains(&self.webhook_tolerance_secs) {
+            return Err(("payments.webhook_tolerance_secs", "must be 10 to 3600"));
+        }
+        if self.reconcile_after_secs > 86_400 {
+            return Err(("payments.reconcile_after_secs", "must be 0 to 86400"));
+        }
+        if !(1..=86_400).contains(&self.reconcile_interval_secs) {
+            return Err(("payments.reconcile_interval_secs", "must be 1 to 86400"));
+        }
+        if self.test_webhook_delay_ms > 600_000 {
+            return Err(("payments.test_webhook_delay_ms", "must be 0 to 600000"));
+        }
+        if !(1..=5).contains(&self.test_webhook_copies) {
+            return Err(("payments.test_webhook_copies", "must be 1 to 5"));
+        }
+        if self.money_order_instructions.len() > 2_000 {
+            return Err((
+                "payments.money_order_instructions",
+                "must be at most 2000 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
@@ -659,7 +752,12 @@ impl Config {
         if self.recording.purge_interval_secs == 0 {
             return bad("recording.purge_interval_secs", "must be at least 1");
         }
-        if let Err((key, message)) = self.family.check().and_then(|()| self.mail.check()) {
+        if let Err((key, message)) = self
+            .family
+            .check()
+            .and_then(|()| self.mail.check())
+            .and_then(|()| self.payments.check())
+        {
             return bad(key, message);
         }
         Ok(())
@@ -969,6 +1067,48 @@ mod tests {
         let text = CHECKED_IN.replace("public_url = \"\"", "public_url = \"portal.example.org\"");
         let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("family.public_url"), "{e}");
+    }
+
+    #[test]
+    fn payments_settings_are_checked_and_name_their_key() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(c.payments, PaymentsConfig::default());
+        let one = |k: &str, v: &str| std::iter::once((k.to_string(), v.to_string()));
+        for (var, value, key) in [
+            ("SALLYPORT_PAYMENTS_PROVIDER", "stripe", "payments.provider"),
+            (
+                "SALLYPORT_PAYMENTS_WEBHOOK_SECRET",
+                "short",
+                "payments.webhook_secret",
+            ),
+            (
+                "SALLYPORT_PAYMENTS_WEBHOOK_TOLERANCE_SECS",
+                "5",
+                "payments.webhook_tolerance_secs",
+            ),
+            (
+                "SALLYPORT_PAYMENTS_TEST_WEBHOOK_COPIES",
+                "0",
+                "payments.test_webhook_copies",
+            ),
+            (
+                "SALLYPORT_PAYMENTS_RECONCILE_INTERVAL_SECS",
+                "0",
+                "payments.reconcile_interval_secs",
+            ),
+        ] {
+            let e = Config::from_toml_with_env(CHECKED_IN, "f", one(var, value))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{var}: {e}");
+        }
+        let c = Config::from_toml_with_env(
+            CHECKED_IN,
+            "f",
+            one("SALLYPORT_PAYMENTS_TEST_WEBHOOK_DELAY_MS", "0"),
+        )
+        .unwrap();
+        assert_eq!(c.payments.test_webhook_delay_ms, 0);
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod mail;
 pub mod media;
 pub mod money;
 pub mod monitor;
+pub mod payments;
 pub mod policy;
 pub mod rating;
 pub mod recording;

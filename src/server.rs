@@ -106,7 +106,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("sallyport: HTTP API listening on http://{addr}");
     tracing::info!(%addr, node = %config.node.id, "serving");
     let live = gateway.live.clone();
-    let app = router(AppState::new(store.clone(), config.clone()).with_gateway(gateway));
+    let state = AppState::new(store.clone(), config.clone()).with_gateway(gateway);
+    // Online deposits: the reconciliation (now, then periodically) and the test provider's
+    // webhook deliveries to this node's own API.
+    let own_api = crate::cluster::NodeUrl::parse(&crate::cluster::NodeUrl::of_listener(addr))
+        .map_err(|e| anyhow::anyhow!("the API's own address {addr}: {e}"))?;
+    state.payments.spawn(store.ledger().clone(), own_api);
+    let app = router(state);
     // Bounded connections and request heads; the peer address reaches handlers (and the
     // audit log) as `ConnectInfo`.
     let limits = crate::api::serve::HttpLimits::from_config(&config.http);

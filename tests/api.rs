@@ -728,7 +728,8 @@ async fn authorization(app: App) {
         StatusCode::FORBIDDEN,
         "only an all-facility admin creates facilities"
     );
-    // Wrong role: kiosks take kiosk deposits only, families online only, neither posts purchases.
+    // Wrong role: kiosks take kiosk deposits only; families deposit by card through the
+    // payment provider (POST /family/deposits), not here; neither posts purchases.
     let (s, e) = send(&app, "POST", &path, Some(&kiosk), Some("a4"), dep("5")).await;
     assert_eq!(
         (s, err_code(&e)),
@@ -746,7 +747,11 @@ async fn authorization(app: App) {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{e}");
     let (s, e) = send(&app, "POST", &path, Some(&family), Some("a6"), dep("5")).await;
-    assert_eq!(s, StatusCode::CREATED, "{e}");
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "use_family_deposits"),
+        "{e}"
+    );
     let (s, _) = send(
         &app,
         "POST",
@@ -791,8 +796,8 @@ async fn authorization(app: App) {
     );
     assert_eq!(
         balance(&app, &acc).await,
-        "10.00",
-        "only the two allowed deposits moved money"
+        "5.00",
+        "only the one allowed deposit (the kiosk's) moved money"
     );
     assert_eq!(balance(&app, &acc2).await, "0.00");
     app.t.cleanup().await;
@@ -1347,6 +1352,8 @@ async fn family_reads_only_linked_accounts(app: App) {
         (StatusCode::FORBIDDEN, "not_linked"),
         "{e}"
     );
+    // A gift to any inmate goes through the payment provider (tests/deposits.rs); the
+    // staff route, which posts an online deposit at once, is not a family's.
     let (s, e) = send(
         &app,
         "POST",
@@ -1356,7 +1363,27 @@ async fn family_reads_only_linked_accounts(app: App) {
         Some(json!({ "amount": "5.00", "method": "online" })),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "a gift to any inmate: {e}");
+    assert_eq!(
+        (s, err_code(&e)),
+        (StatusCode::FORBIDDEN, "use_family_deposits"),
+        "{e}"
+    );
+    let card = json!({ "account_id": other_acc, "amount": "55.00", "card_number": "4242424242424242",
+        "exp_month": 12, "exp_year": 2031, "cvc": "123" });
+    let (s, e) = send(
+        &app,
+        "POST",
+        "/api/v1/family/deposits",
+        Some(&stranger),
+        Some("gift-2"),
+        Some(card),
+    )
+    .await;
+    assert_eq!(
+        (s, &e["state"]),
+        (StatusCode::CREATED, &json!("posted")),
+        "a gift to any inmate: {e}"
+    );
     app.t.cleanup().await;
 }
 

@@ -724,8 +724,11 @@ async fn an_idle_prepaid_balance_is_never_taken_and_its_owner_is_told_once(f: Fa
     let (s, v) = family_request(
         &f,
         "POST",
-        &format!("/api/v1/accounts/{id}/deposits"),
-        Some(json!({ "amount": "12.34", "method": "online", "depositor": "me" })),
+        "/api/v1/family/deposits",
+        Some(
+            json!({ "account_id": id, "amount": "12.34", "depositor": "me",
+            "card_number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123" }),
+        ),
         session,
         Some("idle-1"),
     )
@@ -763,8 +766,11 @@ async fn an_idle_prepaid_balance_is_never_taken_and_its_owner_is_told_once(f: Fa
     let (s, v) = family_request(
         &f,
         "POST",
-        &format!("/api/v1/accounts/{id}/deposits"),
-        Some(json!({ "amount": "1.00", "method": "online", "depositor": "me" })),
+        "/api/v1/family/deposits",
+        Some(
+            json!({ "account_id": id, "amount": "1.00", "depositor": "me",
+            "card_number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123" }),
+        ),
         (cookie.as_str(), csrf.as_str()),
         Some("idle-2"),
     )

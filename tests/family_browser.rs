@@ -1,6 +1,7 @@
 //! The family portal's account pages in headless Chromium against the real binary: a new
 //! family registers, opens the verification link from the `.eml` file the gateway wrote
 //! under its data directory, logs in with the keyboard (Enter submits), sees its account,
+//! deposits by card (a declined card, an accepted one, a double submit that deposits once)
 //! and logs out; a family finds an inmate, asks to be a contact, confirms its number by
 //! keying the code the page shows on the gateway's call (sipp as the trunk) and sees staff
 //! approve it. Skipped (with the reason) without Chromium (or sipp, for the linking walk),
@@ -36,6 +37,70 @@ fn verify_secret(mail: &Path) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("no verification email in {}", mail.display());
+}
+
+/// Fills the deposit form for the demo inmate with `card` and `amount`.
+fn fill_deposit(b: &Browser, account: &str, amount: &str, card: &str) {
+    b.fill("#deposit-account", account);
+    b.fill("#deposit-amount", amount);
+    b.fill("#deposit-name", "June Doe");
+    b.fill("#deposit-card", card);
+    b.fill("#deposit-exp-month", "12");
+    b.fill("#deposit-exp-year", "2031");
+    b.fill("#deposit-cvc", "123");
+}
+
+/// Waits until the shown deposit's state reads `want`.
+fn deposit_state(b: &Browser, want: &str) {
+    b.wait_js(
+        &format!("deposit {want}"),
+        Duration::from_secs(10),
+        "const e = document.getElementById('deposit-state'); return e ? e.className : '';",
+        |v: &Value| v.as_str() == Some(&format!("state-{want}")),
+    );
+}
+
+/// A declined card, an accepted one, and a double submit that deposits once; the status
+/// shows the confirmation number and the timeline.
+fn deposits(b: &Browser, gateway: &Gateway) {
+    let account = gateway.api.get("/api/v1/facilities/DEMO/inmates")[0]["account_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = gateway.api.balance(&account);
+    fill_deposit(b, &account, "60.00", "4000 0000 0000 0002");
+    b.click("#deposit-submit");
+    deposit_state(b, "declined");
+    assert!(b.text("#deposit-reason").contains("card_declined"));
+    fill_deposit(b, &account, "60.00", "4242 4242 4242 4242");
+    b.click("#deposit-submit");
+    deposit_state(b, "posted");
+    assert!(b.text("#deposit-confirmation").starts_with("SP-"));
+    assert!(b
+        .text("#deposit-timeline")
+        .contains("posted to the account"));
+    // Two submits of one form before the first answer: one deposit.
+    fill_deposit(b, &account, "70.00", "4242 4242 4242 4242");
+    b.js(
+        "const f = document.getElementById('deposit-form'); f.requestSubmit(); f.requestSubmit();",
+        json!([]),
+    );
+    b.wait_js(
+        "three deposits listed",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#deposit-list li').length;",
+        |v: &Value| v == &json!(3),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let n = b.js(
+        "return document.querySelectorAll('#deposit-list li').length;",
+        json!([]),
+    );
+    assert_eq!(n, json!(3), "declined, 60.00 and one 70.00");
+    let after = gateway.api.balance(&account);
+    assert_eq!(after - before, support::api::dec("130.00"));
+    assert!(!b.text("#money-order-text").is_empty());
+    gateway.api.assert_ledger_clean();
 }
 
 /// Waits until the element `id` is shown.
@@ -100,6 +165,8 @@ fn a_family_registers_verifies_logs_in_and_out_in_chromium() {
         !cookies.as_str().unwrap().contains("sp_family"),
         "{cookies}"
     );
+
+    deposits(&browser, &gateway);
 
     // A reload keeps the session (GET /family/session gives the CSRF token again), and
     // logging out (a POST that needs it) works.

@@ -1618,9 +1618,10 @@ fn a_call_to_a_familys_number_is_charged_to_its_prepaid_account() {
     assert_eq!(opened["kind"], "family", "{opened}");
     let prepaid = opened["id"].as_str().expect("account id").to_string();
     let (s, v) = family.post_keyed(
-        &format!("/api/v1/accounts/{prepaid}/deposits"),
+        "/api/v1/family/deposits",
         "family-prepaid-1",
-        json!({ "amount": "0.01", "method": "online", "depositor": "family" }),
+        json!({ "account_id": prepaid, "amount": "0.01", "depositor": "family",
+            "card_number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123" }),
     );
     assert_eq!(s, 201, "deposit: {v}");
     assert_eq!(family.balance(&prepaid), dec("0.01"));
@@ -1695,9 +1696,10 @@ fn a_call_to_a_familys_number_is_charged_to_its_prepaid_account() {
 
     // The facility asks the inmate's account first: the next call is the inmate's.
     let (s, v) = family.post_keyed(
-        &format!("/api/v1/accounts/{prepaid}/deposits"),
+        "/api/v1/family/deposits",
         "family-prepaid-2",
-        json!({ "amount": "1.00", "method": "online", "depositor": "family" }),
+        json!({ "account_id": prepaid, "amount": "1.00", "depositor": "family",
+            "card_number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123" }),
     );
     assert_eq!(s, 201, "deposit: {v}");
     api.ok(

@@ -217,9 +217,10 @@ fn two_pages_join_a_visit_over_the_websocket_and_it_ends_with_its_slot() {
     let prepaid = family.post("/api/v1/family/prepaid", json!({ "facility_id": "DEMO" }));
     let prepaid = prepaid["id"].as_str().unwrap().to_string();
     let (s, v) = family.post_keyed(
-        &format!("/api/v1/accounts/{prepaid}/deposits"),
+        "/api/v1/family/deposits",
         "visit-prepaid",
-        json!({ "amount": "1.00", "method": "online", "depositor": "family" }),
+        json!({ "account_id": prepaid, "amount": "1.00", "depositor": "family",
+            "card_number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123" }),
     );
     assert_eq!(s, 201, "{v}");
     let inmate_before = api.balance(&inmate.account);

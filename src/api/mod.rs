@@ -68,6 +68,8 @@ pub struct AppState {
     /// This node in its cluster: a live call another node carries is reached through it
     /// ([`crate::cluster`]).
     pub cluster: crate::cluster::Cluster,
+    /// The payment provider of online deposits ([`crate::payments`]).
+    pub payments: crate::payments::Payments,
 }
 
 /// The live side of the gateway, as the API sees it.
@@ -92,6 +94,11 @@ impl AppState {
         let admin_token_hash = Some(config.http.admin_token.as_str())
             .filter(|t| !t.is_empty())
             .map(|t| Arc::from(Sha256::digest(t.as_bytes()).as_slice()));
+        let payments = crate::payments::Payments::from_config(
+            store.db().clone(),
+            store.clock().clone(),
+            &config,
+        );
         AppState {
             store,
             metrics: Arc::new(Metrics::default()),
@@ -101,6 +108,7 @@ impl AppState {
             pass_key: Arc::from(tickets::derive_pass_key(&config).as_slice()),
             sitting_key: Arc::from(tickets::derive_sitting_key(&config).as_slice()),
             cluster: crate::cluster::Cluster::from_config(&config),
+            payments,
             config,
         }
     }
@@ -162,9 +170,9 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, facilities, family, family_links, family_prepaid, inmates, integrity,
-        kiosk, listen, money, rates, recordings, tokens, users, visit_join, visit_watch, visit_ws,
-        visiting, visits,
+        auth, calls, cluster, deposits, facilities, family, family_links, family_prepaid, inmates,
+        integrity, kiosk, listen, money, rates, recordings, tokens, users, visit_join, visit_watch,
+        visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -200,6 +208,14 @@ pub fn router(state: AppState) -> Router {
             "/family/prepaid/{id}/statement",
             get(family_prepaid::statement),
         )
+        .route(
+            "/family/deposits",
+            get(deposits::family_list).post(deposits::family_deposit),
+        )
+        .route("/deposits/{id}", get(deposits::get))
+        .route("/deposits/{id}/refund", post(deposits::refund))
+        .route("/payments/webhook", post(deposits::webhook))
+        .route("/payments/info", get(deposits::info))
         .route(
             "/facilities",
             get(facilities::list).post(facilities::create),

@@ -120,6 +120,12 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/accounts/{id}/statement", "Statement with running balance (?from&to RFC 3339, &format=csv)", "money"),
     money(op("post", "/deposits/{id}/post", "Post a pending money order", "money")),
     money(op("post", "/deposits/{id}/void", "Void a pending money order", "money")),
+    money(with_body(op("post", "/family/deposits", "A family's card deposit through the payment provider (session + X-CSRF-Token, or a family token) -> 201 the deposit as it stands: posted, authorized (waiting for the provider), declined or held with the reason; 422 invalid_card / card_expired", "money"), "FamilyDepositBody", 201)),
+    op("get", "/family/deposits", "The family user's own online deposits, newest first, each with its confirmation number and timeline", "money"),
+    op("get", "/deposits/{id}", "An online deposit's status, confirmation number and timeline (the family user who made it, or staff of its facility; 404 for anyone else)", "money"),
+    money(op("post", "/deposits/{id}/refund", "Refund a posted online deposit to its card (staff, or the family user who made it): a reversing ledger transaction; 409 when the account no longer holds the amount", "money")),
+    op("post", "/payments/webhook", "The payment provider's signed event (Sallyport-Signature: t=..,v1=HMAC-SHA256 over t.body); 400/401 bad_signature changes nothing and is audited", "money"),
+    op("get", "/payments/info", "What the family page shows: money order instructions, fees (none), the test provider's cards", "money"),
     op("get", "/ledger/check", "Check the ledger's invariants", "money"),
     op("get", "/calls", "Search session records, scoped to the caller's facilities, newest first -> {items, total, limit, offset}: calls, or with kind=visit video visits' sessions, kind=all both (each item's kind says which); audited call.search", "calls"),
     op("get", "/calls/active", "Calls in progress, each with listenable (accepted, not privileged, on a node) and the increments and amount debited so far", "calls"),
@@ -317,12 +323,22 @@ fn schemas() -> Value {
             "per_minute": { "$ref": "#/components/schemas/Money" },
             "increment_secs": { "type": "integer" },
             "cost_per_increment": { "$ref": "#/components/schemas/Money", "description": "One increment's charge, rounded toward zero to 1/10,000 once" } } },
-        "CallDetail": call_detail_schema()
+        "CallDetail": call_detail_schema(),
+        "FamilyDepositBody": family_deposit_schema(name.clone())
     });
     if let (Some(all), Value::Object(family)) = (all.as_object_mut(), family_schemas(email)) {
         all.extend(family);
     }
     all
+}
+
+/// A family's card deposit (`POST /family/deposits`).
+fn family_deposit_schema(name: Value) -> Value {
+    json!({ "type": "object", "required": ["account_id", "amount", "card_number", "exp_month", "exp_year", "cvc"], "properties": {
+        "account_id": { "type": "string" }, "amount": { "$ref": "#/components/schemas/Money" }, "depositor": name,
+        "card_number": { "type": "string", "description": "12 to 19 digits, spaces or dashes allowed" },
+        "exp_month": { "type": "integer", "minimum": 1, "maximum": 12 }, "exp_year": { "type": "integer" },
+        "cvc": { "type": "string", "pattern": "^[0-9]{3,4}$" } } })
 }
 
 /// A session with its charges and recordings (`GET /calls/{id}`).

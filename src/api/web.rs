@@ -141,6 +141,11 @@ const FAMILY_ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../web/family/prepaid.js"),
     },
+    Asset {
+        name: "deposits.js",
+        content_type: JS,
+        body: include_str!("../../web/family/deposits.js"),
+    },
 ];
 
 /// The pages' routes; merged into the application router.

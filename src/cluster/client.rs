@@ -68,11 +68,11 @@ impl NodeUrl {
 }
 
 /// What went wrong with an exchange, in words for the error message.
-pub(super) type ExchangeError = String;
+pub(crate) type ExchangeError = String;
 
 /// Sends `method path` with a JSON `body` and the extra `headers` to `url`; the status
 /// and body of the answer. Gives up after `timeout`, connecting included.
-pub(super) async fn exchange(
+pub(crate) async fn exchange(
     url: &NodeUrl,
     method: Method,
     path: &str,

@@ -39,7 +39,7 @@
 //! Owns: the node's registration and heartbeat, the inter-node credential, the forwarding
 //! client. Called by: [`crate::server`] (registration) and the API's live-call routes.
 
-mod client;
+pub(crate) mod client;
 pub mod heartbeat;
 pub mod token;
 

@@ -137,6 +137,19 @@ pub(crate) async fn create(
     req: &DepositRequest,
     now: DateTime<Utc>,
 ) -> Result<Deposit, LedgerError> {
+    record(conn, key, req, now, req.method != DepositMethod::MoneyOrder).await
+}
+
+/// Records a deposit within the facility's limits (the key is already claimed); posts it
+/// now when `post_now`, else leaves it pending (a money order, or an online deposit that
+/// waits for its payment provider, [`super::online`]).
+pub(super) async fn record(
+    conn: &mut AnyConnection,
+    key: &str,
+    req: &DepositRequest,
+    now: DateTime<Utc>,
+    post_now: bool,
+) -> Result<Deposit, LedgerError> {
     let account = lock_open(conn, &req.account_id, "deposit to").await?;
     let facility_id = account.facility()?.to_string();
     let limits = limits(conn, &facility_id).await?;
@@ -158,7 +171,7 @@ pub(crate) async fn create(
         decided_by: None,
         decided_at: None,
     };
-    if req.method != DepositMethod::MoneyOrder {
+    if post_now {
         deposit.transaction_id = Some(post(conn, key, &account, &deposit, now).await?);
         deposit.status = DepositStatus::Posted;
     }
@@ -167,7 +180,7 @@ pub(crate) async fn create(
 }
 
 /// The ledger transaction of a deposit: clearing −, account +.
-async fn post(
+pub(super) async fn post(
     conn: &mut AnyConnection,
     key: &str,
     account: &Locked,
@@ -215,7 +228,7 @@ async fn insert(conn: &mut AnyConnection, d: &Deposit) -> Result<(), LedgerError
 }
 
 /// Locks a deposit row (no-op UPDATE) and reads it.
-async fn lock(conn: &mut AnyConnection, id: &str) -> Result<Deposit, LedgerError> {
+pub(super) async fn lock(conn: &mut AnyConnection, id: &str) -> Result<Deposit, LedgerError> {
     let row = sqlx::query(
         "UPDATE deposits SET status = status WHERE id = $1 RETURNING id, account_id, facility_id, method, \
          amount_minor, status, depositor, reference, transaction_id, created_at, local_day, decided_by, decided_at",
@@ -227,7 +240,7 @@ async fn lock(conn: &mut AnyConnection, id: &str) -> Result<Deposit, LedgerError
     decode(&row)
 }
 
-fn decode(row: &AnyRow) -> Result<Deposit, LedgerError> {
+pub(super) fn decode(row: &AnyRow) -> Result<Deposit, LedgerError> {
     let day: String = row.try_get("local_day")?;
     let decided_at: Option<i64> = row.try_get("decided_at")?;
     Ok(Deposit {

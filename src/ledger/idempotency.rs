@@ -111,6 +111,8 @@ pub(crate) enum Scope {
     Purchase,
     Refund,
     Release,
+    OnlineDeposit,
+    OnlineRefund,
 }
 
 impl Scope {
@@ -122,6 +124,8 @@ impl Scope {
             Scope::Purchase => "purchase",
             Scope::Refund => "refund",
             Scope::Release => "release",
+            Scope::OnlineDeposit => "online_deposit",
+            Scope::OnlineRefund => "online_refund",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! # What it owns
 //!
 //! The money tables of the schema: `accounts`, `ledger_transactions`, `ledger_entries`,
-//! `deposits` and `idempotency_keys`. Nothing else writes them. It reads `facilities` for
+//! `deposits` and `idempotency_keys`, and the lifecycle of online deposits
+//! (`online_deposits`, `deposit_events`: [`online`]). Nothing else writes them. It reads `facilities` for
 //! deposit limits and time zones.
 //!
 //! # Who calls it
@@ -32,6 +33,7 @@
 //! | call / visit increment | −amount | `call_revenue` / `visit_revenue` +amount |
 //! | commissary purchase | −amount | `commissary` +amount |
 //! | refund or credit | +amount | `refunds` −amount |
+//! | online deposit refunded to the card | −amount | `deposits_clearing` +amount |
 //! | release | −balance | `refunds_payable` +balance |
 //!
 //! Inmate and family accounts keep their balance in `accounts.balance_minor`, changed in
@@ -90,6 +92,7 @@ mod deposits;
 mod error;
 pub mod idempotency;
 mod invariants;
+mod online;
 mod postings;
 mod spending;
 mod statements;
@@ -99,11 +102,15 @@ pub use accounts::SystemAccount;
 pub use deposits::{local_day, DEPOSIT_MAX_PLACES};
 pub use error::{AmountRule, LedgerError};
 pub use invariants::{InvariantReport, Violation};
+pub use online::{
+    new_confirmation, next as online_next, DepositEvent, OnlineDeposit, OnlineDepositRequest,
+    PaymentSignal, Step as OnlineStep,
+};
 pub use statements::{SessionCharge, Statement, StatementLine};
 pub use types::{
     Account, AccountKind, AccountStatus, DebitOutcome, Deposit, DepositLimit, DepositMethod,
-    DepositRequest, DepositStatus, PurchaseRequest, Receipt, RefundRequest, Release, Service,
-    SessionDebit, TransactionKind,
+    DepositRequest, DepositStatus, OnlineState, PurchaseRequest, Receipt, RefundRequest, Release,
+    Service, SessionDebit, TransactionKind,
 };
 
 use crate::clock::Clock;
@@ -164,6 +171,11 @@ impl std::fmt::Debug for Ledger {
 struct StaffDecision<'a> {
     deposit_id: &'a str,
     staff: &'a str,
+}
+
+#[derive(Serialize)]
+struct OnlineRefundRequest<'a> {
+    deposit_id: &'a str,
 }
 
 #[derive(Serialize)]
@@ -323,6 +335,130 @@ impl Ledger {
         ))?;
         tracing::info!(deposit_id = %d.id, account_id = %d.account_id, "ledger: money order voided");
         Ok(d)
+    }
+
+    /// Submits an online deposit: pending in `deposits` (it counts toward the limits at
+    /// once), `submitted` in its lifecycle ([`online`]), with a confirmation number. The
+    /// payment provider's answers then arrive through [`Ledger::online_signal`]. A replay
+    /// of the key returns the deposit as it was submitted.
+    pub async fn submit_online(
+        &self,
+        key: &RequestKey,
+        req: OnlineDepositRequest,
+    ) -> Result<OnlineDeposit, LedgerError> {
+        deposits::validate(req.amount)?;
+        let claim = Claim::new(key, Scope::OnlineDeposit, &req)?;
+        let kept = DepositRequest {
+            account_id: req.account_id.clone(),
+            method: DepositMethod::Online,
+            amount: req.amount,
+            depositor: req.depositor.clone(),
+            reference: String::new(),
+        }
+        .kept()?;
+        let req = OnlineDepositRequest {
+            depositor: kept.depositor,
+            ..req
+        };
+        let now = self.now();
+        let txn_key = key.qualified();
+        let d = keyed!(self, claim, now, |tx| online::submit(
+            &mut tx, &txn_key, &req, now
+        ))?;
+        tracing::info!(deposit_id = %d.id, account_id = %d.account_id, amount = %d.amount, "ledger: online deposit submitted");
+        Ok(d)
+    }
+
+    /// Applies what the payment provider said about deposit `id` (from `source`):
+    /// [`online::next`] decides; the credit is posted at most once whatever repeats.
+    pub async fn online_signal(
+        &self,
+        id: &str,
+        signal: &PaymentSignal,
+        source: &str,
+        payment_id: Option<&str>,
+    ) -> Result<(OnlineDeposit, OnlineStep), LedgerError> {
+        let now = self.now();
+        let (_gate, mut tx) = self.begin_write().await?;
+        let r = async {
+            let applied = online::apply(&mut tx, id, signal, source, payment_id, now).await?;
+            let d = online::read(&mut tx, id).await?;
+            Ok(Finish::Commit((d, applied)))
+        }
+        .await;
+        let (d, applied) = finish(tx, r).await?;
+        match &applied.step {
+            OnlineStep::Ignore => {
+                tracing::debug!(deposit_id = %id, state = %applied.from, ?signal, source, "ledger: payment signal ignored")
+            }
+            step => {
+                tracing::info!(deposit_id = %id, from = %applied.from, to = %d.state, ?step, source, "ledger: online deposit moved")
+            }
+        }
+        Ok((d, applied.step))
+    }
+
+    /// Refunds a posted online deposit to its payer: a reversing transaction (the account
+    /// must still hold the amount). The caller then asks the provider to return the money
+    /// ([`Ledger::online_provider_refunded`] once it did).
+    pub async fn refund_online(
+        &self,
+        key: &RequestKey,
+        id: &str,
+        source: &str,
+    ) -> Result<OnlineDeposit, LedgerError> {
+        let claim = Claim::new(
+            key,
+            Scope::OnlineRefund,
+            &OnlineRefundRequest { deposit_id: id },
+        )?;
+        let now = self.now();
+        let d = keyed!(self, claim, now, |tx| online::refund(
+            &mut tx, id, source, now
+        ))?;
+        tracing::info!(deposit_id = %d.id, amount = %d.amount, source, "ledger: online deposit refunded");
+        Ok(d)
+    }
+
+    /// Notes that the provider returned the money of refunded deposit `id`.
+    pub async fn online_provider_refunded(&self, id: &str) -> Result<(), LedgerError> {
+        let now = self.now();
+        let (_gate, mut tx) = self.begin_write().await?;
+        let r = online::provider_refunded(&mut tx, id, now).await;
+        finish(tx, r.map(Finish::Commit)).await
+    }
+
+    /// An online deposit with its timeline.
+    pub async fn online_deposit(&self, id: &str) -> Result<OnlineDeposit, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        online::read(&mut conn, id).await
+    }
+
+    /// The online deposits family user `user` made, newest first (at most 500).
+    pub async fn online_deposits_by(&self, user: &str) -> Result<Vec<OnlineDeposit>, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        let ids = online::ids_made_by(&mut conn, user).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(online::read(&mut conn, &id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Ids of online deposits still waiting for their provider and unchanged since
+    /// `before`, oldest first (at most 500): what the reconciliation asks about.
+    pub async fn online_unsettled(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<String>, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        online::ids_unsettled(&mut conn, to_micros(before)).await
+    }
+
+    /// Ids of refunded online deposits whose refund the provider has not confirmed.
+    pub async fn online_unconfirmed_refunds(&self) -> Result<Vec<String>, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        online::ids_unconfirmed_refunds(&mut conn).await
     }
 
     /// Charges one billing increment of a call or visit: conditional on the balance,

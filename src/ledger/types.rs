@@ -91,6 +91,30 @@ text_enum!(
         Purchase => "purchase",
         Refund => "refund",
         Release => "release",
+        /// An online deposit returned to the payer: the reverse of its deposit.
+        DepositRefund => "deposit_refund",
+    }
+);
+
+text_enum!(
+    /// Where an online deposit made through the payment provider stands
+    /// ([`super::online`]): submitted → authorized → posted, or declined / held /
+    /// voided; posted → refunded.
+    OnlineState {
+        /// Recorded; the provider has not answered yet.
+        Submitted => "submitted",
+        /// The card was authorized; the provider has not confirmed the money yet.
+        Authorized => "authorized",
+        /// Confirmed and credited to the account (once).
+        Posted => "posted",
+        /// Refused by the provider (the reason says why).
+        Declined => "declined",
+        /// Stopped, with the reason, until the provider or staff decide.
+        Held => "held",
+        /// Cancelled before any money moved.
+        Voided => "voided",
+        /// Posted, then returned to the payer by a reversing transaction.
+        Refunded => "refunded",
     }
 );
 

@@ -117,14 +117,16 @@ pub(crate) struct DepositBody {
     reference: String,
 }
 
-/// Which deposit methods each role may use: a kiosk takes cash at the kiosk, a family
-/// deposits online, staff enter money orders (and may record any method).
+/// Which deposit methods each role may use here: a kiosk takes cash at the kiosk, staff
+/// enter money orders (and may record any method, an online payment taken elsewhere among
+/// them). A family deposits by card through the payment provider instead
+/// (`POST /family/deposits`, [`super::deposits`]): here an `online` deposit posts at once
+/// with no payment behind it.
 fn method_allowed(role: Role, method: DepositMethod) -> bool {
     match role {
         Role::Admin => true,
         Role::Kiosk => method == DepositMethod::Kiosk,
-        Role::Family => method == DepositMethod::Online,
-        Role::Investigator => false,
+        Role::Family | Role::Investigator => false,
     }
 }
 
@@ -137,6 +139,13 @@ pub(crate) async fn deposit(
 ) -> Result<(StatusCode, Json<Deposit>), ApiError> {
     let account =
         scoped_account(&s, &caller, &[Role::Admin, Role::Kiosk, Role::Family], &id).await?;
+    if caller.0.role == Role::Family {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "use_family_deposits",
+            "a family deposits by card at POST /api/v1/family/deposits, through the payment provider",
+        ));
+    }
     if !method_allowed(caller.0.role, body.method) {
         return Err(ApiError::forbidden(format!(
             "role {} may not make {:?} deposits",
