@@ -293,6 +293,18 @@ fn a_family_opens_a_prepaid_account_and_reads_its_statement_in_chromium() {
         .as_str()
         .expect("account")
         .to_string();
+    // The deposit form offers the new account and the linked inmate's.
+    browser.goto(&format!("{base}/family/"));
+    shown(&browser, "account-view");
+    browser.wait_js(
+        "the deposit form's accounts",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#deposit-targets option')].map(o => o.value);",
+        |v: &Value| {
+            v.as_array()
+                .is_some_and(|a| a.len() == 2 && a[0] == json!(account))
+        },
+    );
     let (s, v) = api.post_keyed(
         &format!("/api/v1/accounts/{account}/deposits"),
         "prepaid-browser-1",

@@ -47,7 +47,7 @@ pub(crate) use recordings::{
     COLUMNS as RECORDING_COLUMNS,
 };
 pub use recordings::{FinishedRecording, NewRecording, Participant, Recording, RecordingStatus};
-pub use setup::{CallingInmate, DestinationFacts};
+pub use setup::{CallingInmate, DestinationFacts, LinkedInmate};
 pub use users::{
     valid_username, LockoutPolicy, LoginOutcome, LoginRefusal, LoginSession, NewUser, User,
     MAX_USERNAME_BYTES,

@@ -177,3 +177,43 @@ impl Store {
             .collect()
     }
 }
+
+/// An inmate a family user is an approved contact of, with the inmate's account: where
+/// the portal offers to deposit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkedInmate {
+    pub inmate_name: String,
+    pub booking_number: String,
+    pub facility_id: String,
+    pub account_id: String,
+}
+
+impl Store {
+    /// The inmates `user_id` is an approved contact of (one row per inmate).
+    pub async fn family_linked_inmates(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<LinkedInmate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT i.first_name, i.last_name, i.booking_number, i.facility_id, i.account_id \
+             FROM family_contacts fc JOIN contacts c ON c.id = fc.contact_id AND c.status = 'approved' \
+             JOIN inmates i ON i.id = c.inmate_id WHERE fc.user_id = $1 AND i.status <> 'released' \
+             ORDER BY i.last_name, i.first_name, i.booking_number",
+        )
+        .bind(user_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let first: String = r.try_get("first_name")?;
+                let last: String = r.try_get("last_name")?;
+                Ok(LinkedInmate {
+                    inmate_name: format!("{first} {last}"),
+                    booking_number: r.try_get("booking_number")?,
+                    facility_id: r.try_get("facility_id")?,
+                    account_id: r.try_get("account_id")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -88,6 +88,26 @@ async function loadDeposits() {
   if (found) showDeposit(found);
 }
 
+/** The accounts the form offers: the family's prepaid accounts and the accounts of the
+ * inmates it is an approved contact of (any inmate's account number may still be typed). */
+async function loadTargets() {
+  const mine = await depositApi('GET', '/family/prepaid');
+  const options = [];
+  for (const a of mine.accounts) {
+    const o = document.createElement('option');
+    o.value = a.account.id;
+    o.label = spI18n.t(`Your prepaid calling account, ${a.facility_name || a.account.facility_id}`);
+    options.push(o);
+  }
+  for (const i of mine.linked_inmates) {
+    const o = document.createElement('option');
+    o.value = i.account_id;
+    o.label = `${i.inmate_name} (${i.booking_number}), ${i.facility_id}`;
+    options.push(o);
+  }
+  $('deposit-targets').replaceChildren(...options);
+}
+
 async function loadInfo() {
   const info = await depositApi('GET', '/payments/info');
   $('money-order-text').textContent = info.money_order_instructions;
@@ -133,6 +153,6 @@ $('deposit-refresh').addEventListener('click', async () => {
 // The deposits load whenever the account view is shown (family.js shows it on sign-in).
 new MutationObserver(() => {
   if ($('account-view').hidden) return;
-  Promise.all([loadDeposits(), loadInfo()]).catch((e) => fail(e.message || String(e)));
+  Promise.all([loadDeposits(), loadInfo(), loadTargets()]).catch((e) => fail(e.message || String(e)));
 }).observe($('account-view'), { attributes: true, attributeFilter: ['hidden'] });
 newDepositKey();

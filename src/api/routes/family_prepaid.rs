@@ -46,8 +46,9 @@ async fn own_account(s: &AppState, caller: &Caller, id: &str) -> Result<Account,
 }
 
 /// `GET /family/prepaid`: the caller's prepaid accounts with their balances, and for each
-/// facility whether the family's account is asked first; and the facilities of the
-/// inmates the caller is a contact of (where an account is of use).
+/// facility whether the family's account is asked first; the facilities of the inmates the
+/// caller is a contact of (where an account is of use); and the inmates it is an approved
+/// contact of, with their accounts (where the portal offers to deposit).
 pub(crate) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -73,7 +74,10 @@ pub(crate) async fn list(
         .into_iter()
         .map(|(id, name)| json!({ "id": id, "name": name }))
         .collect();
-    Ok(Json(json!({ "accounts": out, "facilities": facilities })))
+    let linked = s.store.family_linked_inmates(user).await?;
+    Ok(Json(
+        json!({ "accounts": out, "facilities": facilities, "linked_inmates": linked }),
+    ))
 }
 
 #[derive(Deserialize)]
