@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 use support::axe;
 use support::gateway::Gateway;
+use support::sipp::{Handset, Trunk};
 use support::webdriver::{self, Browser};
 use support::{sipp, Workdir};
 
@@ -370,6 +371,72 @@ fn request_status(b: &Browser, status: &str) {
     );
 }
 
+/// The family's own number in the linking and walk-through tests.
+const FAMILY_NUMBER: &str = "+15557654321";
+
+/// In the signed-in account page: finds `inmate` by booking number (roster fields only),
+/// asks to be its contact for `number` with video, keys the code shown on the
+/// confirmation call (sipp as the phone), staff approve, and the page says approved.
+fn link_number(
+    browser: &Browser,
+    gateway: &Gateway,
+    dir: &Workdir,
+    ports: &sipp::Ports,
+    inmate: &support::api::Inmate,
+    number: &str,
+) {
+    let base = gateway.base_url();
+    browser.wait_for("#search-facility option[value=\"DEMO\"]");
+
+    // Find: by booking number; the result shows roster fields only.
+    browser.fill("#search-booking", &inmate.booking);
+    browser.click("#search-submit");
+    browser.wait_for("#search-results button");
+    let row = browser.text("#search-results li");
+    assert!(row.contains(&inmate.booking), "{row}");
+    assert!(!row.contains(&inmate.calling_id), "{row}");
+    axe::assert_accessible(browser, "roster search results");
+    browser.click("#search-results button");
+    shown(browser, "request-form");
+    browser.fill("#request-name", "June Test");
+    browser.fill("#request-relationship", "sister");
+    browser.fill("#request-number", number);
+    browser.click("#request-video");
+    browser.click("#request-submit");
+    request_status(browser, "pending_verification");
+
+    // Confirm: the page shows the code; the phone that answers the call keys it.
+    browser.click("#requests-list button.call-me");
+    browser.wait_for("#link-code");
+    let code = browser.text("#link-code");
+    axe::assert_accessible(browser, "the code to key and the requests");
+    assert_eq!(code.len(), 6, "{code}");
+    let mut trunk =
+        sipp::confirmation_trunk(dir, ports, "trunk", &format!("{code}#"), sipp::Via::Rtp);
+    trunk.expect_ok(Duration::from_secs(40));
+    request_status(browser, "pending_approval");
+
+    // Staff approve the pending contact; the family sees it after a reload.
+    let contacts = gateway
+        .api
+        .get(&format!("/api/v1/inmates/{}/contacts", inmate.id));
+    let pending = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["number"] == number)
+        .expect("the contact the confirmed request made");
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["video_allowed"], true);
+    let id = pending["id"].as_str().unwrap();
+    gateway
+        .api
+        .post(&format!("/api/v1/contacts/{id}/approve"), json!({}));
+    browser.goto(&format!("{base}/family/"));
+    shown(browser, "account-view");
+    request_status(browser, "approved");
+}
+
 #[test]
 fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
     if !webdriver::present("family linking browser test")
@@ -407,54 +474,174 @@ fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
     browser.fill("#login-email", EMAIL);
     browser.fill("#login-password", &format!("{PASSWORD}\n"));
     shown(&browser, "account-view");
-    browser.wait_for("#search-facility option[value=\"DEMO\"]");
+    link_number(&browser, &gateway, &dir, &ports, &inmate, FAMILY_NUMBER);
+    drop(gateway);
+}
 
-    // Find: by booking number; the result shows roster fields only.
-    browser.fill("#search-booking", "W-100");
-    browser.click("#search-submit");
-    browser.wait_for("#search-results button");
-    let row = browser.text("#search-results li");
-    assert!(row.contains("W-100"), "{row}");
-    assert!(!row.contains(&inmate.calling_id), "{row}");
-    axe::assert_accessible(&browser, "roster search results");
-    browser.click("#search-results button");
-    shown(&browser, "request-form");
-    browser.fill("#request-name", "June Test");
-    browser.fill("#request-relationship", "sister");
-    browser.fill("#request-number", "+15557654321");
-    browser.click("#request-video");
-    browser.click("#request-submit");
-    request_status(&browser, "pending_verification");
+/// Issue 12's walk through the portal, in one Chromium session against the real binary,
+/// its email through a real SMTP server (aiosmtpd) and its calls through sipp: a new
+/// family registers and verifies by the delivered link, logs in, finds the inmate, proves
+/// its number on the confirmation call, is approved by staff, deposits to the inmate by
+/// card (a declined card, an accepted one), opens a prepaid account and funds it by card,
+/// is called by the inmate (charged to the prepaid account), reads its statement and the
+/// inmate's, and resets its password by the emailed link. axe-core checks each page.
+#[test]
+fn a_new_family_walks_through_the_portal_in_chromium() {
+    if !webdriver::present("family walk-through") || !sipp::present("family walk-through") {
+        return;
+    }
+    let dir = Workdir::new("family_browser", "walk");
+    let Some(smtp) = support::mail::start_smtp(&dir.join("maildir")) else {
+        return;
+    };
+    let ports = sipp::ports();
+    let smtp_port = smtp.port.to_string();
+    let gateway = Gateway::start_with(&dir, &ports, "gateway", |cmd| {
+        cmd.env("SALLYPORT_MAIL_TRANSPORT", "smtp")
+            .env("SALLYPORT_MAIL_SMTP_HOST", "127.0.0.1")
+            .env("SALLYPORT_MAIL_SMTP_PORT", &smtp_port)
+            .env("SALLYPORT_MAIL_SMTP_TLS", "none");
+    });
+    let api = gateway.api.clone();
+    support::api::three_second_increments(&api);
+    let inmate = support::api::book(&api, "W-300", "7733", support::api::NUMBER, false);
+    let email = "walk.family@example.org";
+    let browser = Browser::start(&dir.join("chromedriver.log"));
+    let base = gateway.base_url();
 
-    // Confirm: the page shows the code; the phone that answers the call keys it.
-    browser.click("#requests-list button.call-me");
-    browser.wait_for("#link-code");
-    let code = browser.text("#link-code");
-    axe::assert_accessible(&browser, "the code to key and the requests");
-    assert_eq!(code.len(), 6, "{code}");
-    let mut trunk =
-        sipp::confirmation_trunk(&dir, &ports, "trunk", &format!("{code}#"), sipp::Via::Rtp);
-    trunk.expect_ok(Duration::from_secs(40));
-    request_status(&browser, "pending_approval");
+    // Register in the page; verify by the link the SMTP server received.
+    browser.goto(&format!("{base}/family/#register"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.fill("#register-email", email);
+    browser.fill("#register-password", PASSWORD);
+    browser.fill("#register-confirm", PASSWORD);
+    browser.click("#register-submit");
+    shown(&browser, "notice");
+    let (fragment, _) = smtp.wait_for("#verify=");
+    browser.goto(&format!("{base}/family/{fragment}"));
+    shown(&browser, "login-view");
+    browser.fill("#login-email", email);
+    browser.fill("#login-password", &format!("{PASSWORD}\n"));
+    shown(&browser, "account-view");
+    axe::assert_accessible(&browser, "the account page");
 
-    // Staff approve the pending contact; the family sees it after a reload.
-    let contacts = gateway
-        .api
-        .get(&format!("/api/v1/inmates/{}/contacts", inmate.id));
-    let pending = contacts
+    // Find, request, prove the number, approved.
+    link_number(&browser, &gateway, &dir, &ports, &inmate, FAMILY_NUMBER);
+
+    // A gift to the inmate: a declined card, then an accepted one.
+    let gift_before = api.balance(&inmate.account);
+    fill_deposit(&browser, &inmate.account, "50.00", "4000 0000 0000 0002");
+    browser.click("#deposit-submit");
+    deposit_state(&browser, "declined");
+    fill_deposit(&browser, &inmate.account, "50.00", "4242 4242 4242 4242");
+    browser.click("#deposit-submit");
+    deposit_state(&browser, "posted");
+    assert!(browser.text("#deposit-confirmation").starts_with("SP-"));
+    axe::assert_accessible(&browser, "a deposit's status and timeline");
+    assert_eq!(
+        api.balance(&inmate.account) - gift_before,
+        support::api::dec("50.00")
+    );
+
+    // A prepaid account at the facility, funded by card through the same form.
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "accounts-view");
+    browser.click("#open-submit");
+    shown(&browser, "notice");
+    let list = browser.js_async(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/family/prepaid').then(r => r.json()).then(done);",
+        json!([]),
+    );
+    let prepaid = list["accounts"][0]["account"]["id"]
+        .as_str()
+        .expect("the prepaid account")
+        .to_string();
+    browser.goto(&format!("{base}/family/"));
+    shown(&browser, "account-view");
+    browser.wait_for(&format!("#deposit-targets option[value=\"{prepaid}\"]"));
+    fill_deposit(&browser, &prepaid, "50.00", "4242 4242 4242 4242");
+    browser.click("#deposit-submit");
+    deposit_state(&browser, "posted");
+    assert_eq!(api.balance(&prepaid), support::api::dec("50.00"));
+
+    // The inmate calls the family's number; the prepaid account pays.
+    let inmate_before = api.balance(&inmate.account);
+    let mut trunk = Trunk::answer("1").spawn(&dir, &ports);
+    let mut hs = Handset::new(&inmate.pin, sipp::Via::Rtp)
+        .dial(FAMILY_NUMBER)
+        .hang_up_after(5000)
+        .spawn(&dir, 0, &ports, gateway.sip);
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(20));
+    let calls = api.get("/api/v1/calls?facility_id=DEMO");
+    let call = calls["items"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["number"] == "+15557654321")
-        .expect("the contact the confirmed request made");
-    assert_eq!(pending["status"], "pending");
-    assert_eq!(pending["video_allowed"], true);
-    let id = pending["id"].as_str().unwrap();
-    gateway
-        .api
-        .post(&format!("/api/v1/contacts/{id}/approve"), json!({}));
+        .find(|c| c["number"] == FAMILY_NUMBER && c["state"] == "ended")
+        .expect("the call to the family")
+        .clone();
+    assert_eq!(call["payer"], "family", "{call}");
+    assert_eq!(call["account_id"], prepaid.as_str(), "{call}");
+    let charged = support::api::money(&call["amount"]);
+    assert!(charged > rust_decimal::Decimal::ZERO, "{call}");
+    assert_eq!(api.balance(&prepaid), support::api::dec("50.00") - charged);
+    assert_eq!(api.balance(&inmate.account), inmate_before);
+
+    // Both statements: the family's names the call; the inmate's shows it paid by family.
+    browser.goto(&format!("{base}/family/prepaid.html?account={prepaid}"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    shown(&browser, "statement-view");
+    browser.wait_js(
+        "the call on the family's statement",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#lines tr')].map(r => r.textContent).join('|');",
+        |v: &Value| {
+            v.as_str()
+                .is_some_and(|t| t.contains(&format!("Call to {FAMILY_NUMBER} from Test W-300")))
+        },
+    );
+    axe::assert_accessible(&browser, "the prepaid statement with a call");
+    let own = browser.js_async(
+        &format!(
+            "const done = arguments[arguments.length - 1];
+             fetch('/api/v1/accounts/{}/statement').then(r => r.json()).then(done);",
+            inmate.account
+        ),
+        json!([]),
+    );
+    let others = own["paid_by_others"].as_array().expect("paid_by_others");
+    assert_eq!(others.len(), 1, "{own}");
+    assert_eq!(others[0]["session_id"], call["id"], "{own}");
+
+    // Forgot the password: the emailed link sets a new one; the old no longer works.
     browser.goto(&format!("{base}/family/"));
     shown(&browser, "account-view");
-    request_status(&browser, "approved");
+    browser.click("#logout");
+    shown(&browser, "login-view");
+    browser.goto(&format!("{base}/family/#forgot"));
+    shown(&browser, "forgot-view");
+    axe::assert_accessible(&browser, "forgot password");
+    browser.fill("#forgot-email", email);
+    browser.click("#forgot-submit");
+    shown(&browser, "notice");
+    let (fragment, _) = smtp.wait_for("#reset=");
+    browser.goto(&format!("{base}/family/{fragment}"));
+    shown(&browser, "reset-view");
+    axe::assert_accessible(&browser, "choose a new password");
+    let new_password = "a brand new long passphrase";
+    browser.fill("#reset-password", new_password);
+    browser.fill("#reset-confirm", new_password);
+    browser.click("#reset-submit");
+    shown(&browser, "login-view");
+    browser.fill("#login-email", email);
+    browser.fill("#login-password", &format!("{PASSWORD}\n"));
+    shown(&browser, "error");
+    browser.fill("#login-email", email);
+    browser.fill("#login-password", &format!("{new_password}\n"));
+    shown(&browser, "account-view");
+    api.assert_ledger_clean();
     drop(gateway);
 }
