@@ -80,6 +80,7 @@ battery!(
     only_the_depositor_and_staff_read_a_deposit,
     bad_input_is_refused_before_anything_is_recorded,
     a_payment_confirmed_after_release_is_held_once,
+    a_prepaid_balance_goes_back_to_the_cards_that_paid_it,
 );
 
 /// A family portal session: (cookie, CSRF token).
@@ -687,5 +688,171 @@ async fn a_payment_confirmed_after_release_is_held_once(d: Dep) {
     assert!(now["reason"].as_str().unwrap().contains("closed"), "{now}");
     assert_eq!(states(&now), ["submitted", "authorized", "held"], "{now}");
     assert_eq!(balance(app, &acct).await, "0.00");
+    ledger_clean(app).await;
+}
+
+async fn refund_prepaid(app: &App, f: &Family, account: &str, key: &str) -> (StatusCode, Value) {
+    call(
+        app,
+        "POST",
+        &format!("/api/v1/family/prepaid/{account}/refund"),
+        None,
+        Some(&f.cookie),
+        Some(&f.csrf),
+        Some(key),
+    )
+    .await
+}
+
+/// Issue 12: a family's unused prepaid balance is refunded on request, without a fee, to
+/// the cards that paid it: newest deposit first, each part at most what is left of its
+/// deposit, each part taken by the provider once; a replay moves nothing; an empty account
+/// has nothing to refund; a deposit partly refunded this way is not refunded whole again.
+async fn a_prepaid_balance_goes_back_to_the_cards_that_paid_it(d: Dep) {
+    let app = &d.app;
+    support::inproc::facility(app, "dep").await;
+    let f = family(app, "prepaid.refund@example.org").await;
+    let (s, acct) = call(
+        app,
+        "POST",
+        "/api/v1/family/prepaid",
+        Some(json!({ "facility_id": "dep" })),
+        Some(&f.cookie),
+        Some(&f.csrf),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{acct}");
+    let prepaid = acct["id"].as_str().unwrap().to_string();
+    let (s, older) = deposit(app, &f, card_body(&prepaid, "60.00", APPROVE), "pp-1").await;
+    assert_eq!(
+        (s, older["state"].as_str()),
+        (StatusCode::CREATED, Some("posted")),
+        "{older}"
+    );
+    d.app.clock.advance(Duration::from_secs(60));
+    let (s, newer) = deposit(app, &f, card_body(&prepaid, "50.00", APPROVE), "pp-2").await;
+    assert_eq!(
+        (s, newer["state"].as_str()),
+        (StatusCode::CREATED, Some("posted")),
+        "{newer}"
+    );
+    // $30 of calls: $80 left.
+    let ledger = app.store.ledger();
+    let debit = sallyport::ledger::SessionDebit {
+        session_id: "sess-prepaid".into(),
+        increment: 1,
+        account_id: prepaid.clone(),
+        facility_id: "dep".into(),
+        amount: "30".parse().unwrap(),
+        service: sallyport::ledger::Service::Audio,
+    };
+    ledger.debit_session(debit).await.unwrap();
+    assert_eq!(balance(app, &prepaid).await, "80.00");
+
+    let (s, r) = refund_prepaid(app, &f, &prepaid, "refund-1").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["total"], "80.00", "{r}");
+    let parts = r["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{r}");
+    assert_eq!(parts[0]["deposit_id"], newer["id"], "newest first: {r}");
+    assert_eq!(parts[0]["amount"], "50.00", "{r}");
+    assert_eq!(parts[1]["deposit_id"], older["id"], "{r}");
+    assert_eq!(parts[1]["amount"], "30.00", "{r}");
+    assert!(
+        parts.iter().all(|p| !p["confirmed_at"].is_null()),
+        "the provider took both: {r}"
+    );
+    assert_eq!(balance(app, &prepaid).await, "0.00");
+    // The provider's books: two partial refunds, none more than its payment.
+    let refunded: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT payment_id, amount_minor FROM testpay_refunds ORDER BY amount_minor DESC",
+    )
+    .fetch_all(app.t.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(refunded.len(), 2, "{refunded:?}");
+    assert_eq!((refunded[0].1, refunded[1].1), (500_000, 300_000));
+    // A part the provider never got (its answer lost): the reconciliation asks again, by
+    // the part's id, once.
+    let lost = parts[1]["id"].as_str().unwrap();
+    sqlx::query("DELETE FROM testpay_refunds WHERE reference = $1")
+        .bind(lost)
+        .execute(app.t.db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE prepaid_refunds SET confirmed_at = NULL WHERE id = $1")
+        .bind(lost)
+        .execute(app.t.db.pool())
+        .await
+        .unwrap();
+    d.app.clock.advance(Duration::from_secs(31));
+    let rec = d.payments.reconcile(ledger).await.unwrap();
+    assert_eq!(rec.refunds_confirmed, 1, "{rec:?}");
+    let rec = d.payments.reconcile(ledger).await.unwrap();
+    assert_eq!(rec.refunds_confirmed, 0, "asked once: {rec:?}");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM testpay_refunds")
+        .fetch_one(app.t.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    // A replay answers the same and moves nothing; a new request finds nothing to refund.
+    let (s, again) = refund_prepaid(app, &f, &prepaid, "refund-1").await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(
+        (&again["request_id"], &again["total"]),
+        (&r["request_id"], &r["total"])
+    );
+    assert_eq!(balance(app, &prepaid).await, "0.00");
+    let (s, v) = refund_prepaid(app, &f, &prepaid, "refund-2").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_state", "{v}");
+    // The older deposit, partly refunded, is not refunded whole (that would return its
+    // $30 twice); the newer, refunded to its last cent by the prepaid refund, neither.
+    let older_id = older["id"].as_str().unwrap();
+    let (s, v) = call(
+        app,
+        "POST",
+        &format!("/api/v1/deposits/{older_id}/refund"),
+        None,
+        Some(&f.cookie),
+        Some(&f.csrf),
+        Some("whole-older"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // The statement shows the two parts going out.
+    let (s, st) = call(
+        app,
+        "GET",
+        &format!("/api/v1/family/prepaid/{prepaid}/statement"),
+        None,
+        Some(&f.cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    let out: Vec<&str> = st["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "deposit_refund")
+        .map(|l| l["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(out, vec!["-50.00", "-30.00"], "{st}");
+    // Another family cannot refund it.
+    let g = family(app, "someone.else@example.org").await;
+    let (s, _) = call(
+        app,
+        "POST",
+        &format!("/api/v1/family/prepaid/{prepaid}/refund"),
+        None,
+        Some(&g.cookie),
+        Some(&g.csrf),
+        Some("not-mine"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     ledger_clean(app).await;
 }

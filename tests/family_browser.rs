@@ -484,7 +484,8 @@ fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
 /// its number on the confirmation call, is approved by staff, deposits to the inmate by
 /// card (a declined card, an accepted one), opens a prepaid account and funds it by card,
 /// is called by the inmate (charged to the prepaid account), reads its statement and the
-/// inmate's, and resets its password by the emailed link. axe-core checks each page.
+/// inmate's, has the rest of the prepaid balance refunded to the card, and resets its
+/// password by the emailed link. axe-core checks each page.
 #[test]
 fn a_new_family_walks_through_the_portal_in_chromium() {
     if !webdriver::present("family walk-through") || !sipp::present("family walk-through") {
@@ -615,6 +616,32 @@ fn a_new_family_walks_through_the_portal_in_chromium() {
     let others = own["paid_by_others"].as_array().expect("paid_by_others");
     assert_eq!(others.len(), 1, "{own}");
     assert_eq!(others[0]["session_id"], call["id"], "{own}");
+
+    // The rest of the prepaid balance back to the card, without a fee.
+    browser.goto(&format!("{base}/family/prepaid.html"));
+    browser.wait_for("body[data-ready=\"1\"]");
+    browser.wait_for("#accounts button.refund");
+    browser.click("#accounts button.refund");
+    browser.accept_dialog();
+    browser.wait_js(
+        "the refund requested",
+        Duration::from_secs(10),
+        "return document.getElementById('notice').textContent;",
+        |v: &Value| {
+            v.as_str()
+                .is_some_and(|t| t.contains("to the card ending 4242"))
+        },
+    );
+    axe::assert_accessible(&browser, "prepaid calling after a refund");
+    assert_eq!(api.balance(&prepaid), rust_decimal::Decimal::ZERO);
+    let left = support::api::dec("50.00") - charged;
+    assert!(
+        browser
+            .text("#notice")
+            .contains(&format!("Refund of ${left}")),
+        "{}",
+        browser.text("#notice")
+    );
 
     // Forgot the password: the emailed link sets a new one; the old no longer works.
     browser.goto(&format!("{base}/family/"));

@@ -208,6 +208,7 @@ pub fn router(state: AppState) -> Router {
             "/family/prepaid/{id}/statement",
             get(family_prepaid::statement),
         )
+        .route("/family/prepaid/{id}/refund", post(family_prepaid::refund))
         .route(
             "/family/deposits",
             get(deposits::family_list).post(deposits::family_deposit),

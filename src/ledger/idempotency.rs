@@ -113,6 +113,7 @@ pub(crate) enum Scope {
     Release,
     OnlineDeposit,
     OnlineRefund,
+    PrepaidRefund,
 }
 
 impl Scope {
@@ -126,6 +127,7 @@ impl Scope {
             Scope::Release => "release",
             Scope::OnlineDeposit => "online_deposit",
             Scope::OnlineRefund => "online_refund",
+            Scope::PrepaidRefund => "prepaid_refund",
         }
     }
 }

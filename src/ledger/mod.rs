@@ -94,6 +94,7 @@ pub mod idempotency;
 mod invariants;
 mod online;
 mod postings;
+mod prepaid;
 mod spending;
 mod statements;
 mod types;
@@ -106,6 +107,7 @@ pub use online::{
     new_confirmation, next as online_next, DepositEvent, OnlineDeposit, OnlineDepositRequest,
     PaymentSignal, Step as OnlineStep,
 };
+pub use prepaid::{PrepaidRefund, RefundPart};
 pub use statements::{SessionCharge, Statement, StatementLine};
 pub use types::{
     Account, AccountKind, AccountStatus, DebitOutcome, Deposit, DepositLimit, DepositMethod,
@@ -418,6 +420,56 @@ impl Ledger {
         ))?;
         tracing::info!(deposit_id = %d.id, amount = %d.amount, source, "ledger: online deposit refunded");
         Ok(d)
+    }
+
+    /// Refunds the whole balance of family prepaid account `account_id` to the cards that
+    /// paid it, newest deposit first ([`prepaid`]); idempotent under `key`. The provider is
+    /// asked for each card part afterwards (`payments::Payments::refund_prepaid`).
+    pub async fn refund_prepaid(
+        &self,
+        key: &RequestKey,
+        account_id: &str,
+        requested_by: &str,
+    ) -> Result<PrepaidRefund, LedgerError> {
+        let claim = Claim::new(
+            key,
+            Scope::PrepaidRefund,
+            &prepaid::PrepaidRefundRequest { account_id },
+        )?;
+        let now = self.now();
+        keyed!(self, claim, now, |tx| prepaid::refund_all(
+            &mut tx,
+            account_id,
+            requested_by,
+            now
+        ))
+    }
+
+    /// Notes that the provider took card part `id` of a prepaid refund.
+    pub async fn prepaid_refund_confirmed(&self, id: &str) -> Result<(), LedgerError> {
+        let now = self.now();
+        let (_gate, mut tx) = self.begin_write().await?;
+        let r = prepaid::confirmed(&mut tx, id, now).await;
+        finish(tx, r.map(Finish::Commit)).await
+    }
+
+    /// When the provider confirmed each part of prepaid refund `request_id`, by part id.
+    pub async fn prepaid_refund_confirmations(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<(String, Option<DateTime<Utc>>)>, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        prepaid::confirmations(&mut conn, request_id).await
+    }
+
+    /// Card parts of prepaid refunds the provider has not confirmed, made at or before
+    /// `before` (the reconciliation asks again).
+    pub async fn prepaid_refunds_unconfirmed(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<RefundPart>, LedgerError> {
+        let mut conn = self.db.pool().acquire().await?;
+        prepaid::unconfirmed(&mut conn, before).await
     }
 
     /// Notes that the provider returned the money of refunded deposit `id`.

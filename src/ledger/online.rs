@@ -425,6 +425,13 @@ pub(super) async fn refund(
             action: "refund",
         });
     }
+    if super::prepaid::partly_refunded(conn, id).await? {
+        return Err(LedgerError::InvalidState {
+            id: id.to_string(),
+            state: "partly refunded already with a prepaid balance".into(),
+            action: "refund",
+        });
+    }
     reverse(conn, id, source, now).await?;
     read(conn, id).await
 }

@@ -91,8 +91,12 @@ text_enum!(
         Purchase => "purchase",
         Refund => "refund",
         Release => "release",
-        /// An online deposit returned to the payer: the reverse of its deposit.
+        /// An online deposit returned to the payer: the reverse of its deposit (or of a
+        /// part of it, when a family's prepaid balance is refunded).
         DepositRefund => "deposit_refund",
+        /// A family's prepaid balance no card deposit covers, owed back by the facility
+        /// (`refunds_payable`) and paid outside the gateway.
+        BalanceRefund => "balance_refund",
     }
 );
 

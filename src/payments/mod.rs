@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::ledger::{
     Ledger, LedgerError, OnlineDeposit, OnlineDepositRequest, OnlineState, OnlineStep,
-    PaymentSignal, RequestKey,
+    PaymentSignal, PrepaidRefund, RefundPart, RequestKey,
 };
 use serde::Deserialize;
 use signature::SignatureError;
@@ -320,6 +320,54 @@ impl Payments {
         Ok(ledger.online_deposit(deposit_id).await?)
     }
 
+    /// Refunds the whole balance of a family's prepaid account: the ledger first (every
+    /// part in one transaction, [`crate::ledger::PrepaidRefund`]), then the provider, part
+    /// by part. A part the provider does not confirm now is asked again by the
+    /// reconciliation; the answer shows which parts it confirmed.
+    pub async fn refund_prepaid(
+        &self,
+        ledger: &Ledger,
+        key: &RequestKey,
+        account_id: &str,
+        requested_by: &str,
+    ) -> Result<PrepaidRefund, PaymentError> {
+        let mut r = ledger.refund_prepaid(key, account_id, requested_by).await?;
+        // The parts as they stand (a replay finds them confirmed already).
+        let known = ledger.prepaid_refund_confirmations(&r.request_id).await?;
+        for part in r.parts.iter_mut() {
+            part.confirmed_at = known
+                .iter()
+                .find(|(id, _)| *id == part.id)
+                .and_then(|(_, at)| *at);
+            if part.confirmed_at.is_some() || part.payment_id.is_none() {
+                continue;
+            }
+            match self.part_at_provider(ledger, part).await {
+                Ok(()) => part.confirmed_at = Some(self.clock.wall()),
+                Err(e) => {
+                    tracing::warn!(part = %part.id, error = %e, "payments: prepaid refund part not confirmed by the provider yet")
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Asks the provider for one card part of a prepaid refund (idempotent by its id).
+    async fn part_at_provider(
+        &self,
+        ledger: &Ledger,
+        part: &RefundPart,
+    ) -> Result<(), PaymentError> {
+        let Some(payment_id) = part.payment_id.as_deref() else {
+            return Ok(()); // owed by the facility: nothing to ask
+        };
+        self.provider
+            .refund_part(payment_id, part.amount, &part.id)
+            .await?;
+        ledger.prepaid_refund_confirmed(&part.id).await?;
+        Ok(())
+    }
+
     async fn refund_at_provider(
         &self,
         ledger: &Ledger,
@@ -362,6 +410,15 @@ impl Payments {
                 Err(e) => {
                     r.failures += 1;
                     tracing::warn!(deposit_id = %id, error = %e, "payments: refund still not confirmed");
+                }
+            }
+        }
+        for part in ledger.prepaid_refunds_unconfirmed(before).await? {
+            match self.part_at_provider(ledger, &part).await {
+                Ok(()) => r.refunds_confirmed += 1,
+                Err(e) => {
+                    r.failures += 1;
+                    tracing::warn!(part = %part.id, error = %e, "payments: prepaid refund part still not confirmed");
                 }
             }
         }

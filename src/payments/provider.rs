@@ -157,6 +157,15 @@ pub trait PaymentProvider: Send + Sync + 'static {
         &'a self,
         payment_id: &'a str,
     ) -> BoxFuture<'a, Result<ProviderPayment, ProviderError>>;
+    /// Returns `amount` of a succeeded payment to the card: one part of a partial refund,
+    /// idempotent by `reference` (a part asked twice is refunded once). The parts of a
+    /// payment never add up to more than it.
+    fn refund_part<'a>(
+        &'a self,
+        payment_id: &'a str,
+        amount: Money,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// The payment with this id.
     fn retrieve<'a>(
         &'a self,

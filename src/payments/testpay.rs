@@ -325,11 +325,93 @@ impl TestProvider {
         Ok(p)
     }
 
+    /// The sum of the partial refunds of `payment_id`, in minor units.
+    async fn refunded_in_parts(
+        conn: &mut sqlx::AnyConnection,
+        payment_id: &str,
+    ) -> Result<i64, ProviderError> {
+        sqlx::query(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM testpay_refunds \
+             WHERE payment_id = $1",
+        )
+        .bind(payment_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable)?
+        .try_get("total")
+        .map_err(unavailable)
+    }
+
+    async fn do_refund_part(
+        &self,
+        payment_id: &str,
+        amount: Money,
+        reference: &str,
+    ) -> Result<(), ProviderError> {
+        let p = self
+            .lookup("id", payment_id)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(payment_id.into()))?;
+        if p.status != PaymentStatus::Succeeded {
+            return Err(ProviderError::Refused(format!(
+                "payment {payment_id} is {}, not succeeded",
+                p.status.as_str()
+            )));
+        }
+        let minor = amount.to_minor();
+        if minor <= 0 {
+            return Err(ProviderError::Refused(format!("refund of {amount}")));
+        }
+        let _turn = self.db.write_turn().await;
+        let mut tx = self.db.begin_write().await.map_err(unavailable)?;
+        let done = sqlx::query("SELECT 1 AS one FROM testpay_refunds WHERE reference = $1")
+            .bind(reference)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if done.is_none() {
+            let total: i64 = sqlx::query("SELECT amount_minor FROM testpay_payments WHERE id = $1")
+                .bind(payment_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .try_get("amount_minor")
+                .map_err(unavailable)?;
+            let before = Self::refunded_in_parts(&mut tx, payment_id).await?;
+            if before.saturating_add(minor) > total {
+                return Err(ProviderError::Refused(format!(
+                    "payment {payment_id}: refunds would exceed the payment"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO testpay_refunds (reference, payment_id, amount_minor, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(reference)
+            .bind(payment_id)
+            .bind(minor)
+            .bind(self.now())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
     async fn do_refund(&self, payment_id: &str) -> Result<ProviderPayment, ProviderError> {
         let mut p = self
             .lookup("id", payment_id)
             .await?
             .ok_or_else(|| ProviderError::NotFound(payment_id.into()))?;
+        // A payment partly refunded already is not refunded whole (that would return
+        // its refunded parts twice).
+        let mut conn = self.db.pool().acquire().await.map_err(unavailable)?;
+        if Self::refunded_in_parts(&mut conn, payment_id).await? > 0 {
+            return Err(ProviderError::Refused(format!(
+                "payment {payment_id} is partly refunded already"
+            )));
+        }
+        drop(conn);
         match p.status {
             PaymentStatus::Refunded => Ok(p),
             PaymentStatus::Succeeded => {
@@ -483,6 +565,15 @@ impl PaymentProvider for TestProvider {
         payment_id: &'a str,
     ) -> BoxFuture<'a, Result<ProviderPayment, ProviderError>> {
         Box::pin(self.do_refund(payment_id))
+    }
+
+    fn refund_part<'a>(
+        &'a self,
+        payment_id: &'a str,
+        amount: Money,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.do_refund_part(payment_id, amount, reference))
     }
 
     fn retrieve<'a>(

@@ -89,6 +89,7 @@ const ES = {
   'Deposit': 'Depósito',
   'Money order': 'Giro postal',
   'Refund': 'Reembolso',
+  'Refund the balance': 'Reembolsar el saldo',
   // Finding a person and confirming a number.
   'Be a contact of someone in custody': 'Ser contacto de una persona detenida',
   'Find the person, then give one of your phone numbers. We call that number and ask for a code shown here, so only the person holding that phone can add it. Staff then approve or deny the request.':
@@ -164,7 +165,8 @@ const ES = {
   'Language': 'Idioma',
 };
 
-/** Templates: English pattern → Spanish, with $1… for what the English held there. */
+/** Templates: English pattern → Spanish, with $1… for what the English held there (or a
+ * function of the matches, as `String.replace` takes). */
 const ES_PATTERNS = [
   [/^Call to (.+) from (.+), minute block (\d+)$/, 'Llamada a $1 de $2, bloque de minutos $3'],
   [/^Call to (.+), minute block (\d+)$/, 'Llamada a $1, bloque de minutos $2'],
@@ -172,6 +174,11 @@ const ES_PATTERNS = [
   [/^Video visit, minute block (\d+)$/, 'Videovisita, bloque de minutos $1'],
   [/^Statement: (.+)$/, 'Estado de cuenta: $1'],
   [/^Your prepaid calling account, (.+)$/, 'Su cuenta de llamadas prepagadas, $1'],
+  [/^Refund the balance: (.+)$/, 'Reembolsar el saldo: $1'],
+  [/^Refund (\S+) to the cards that paid it\? There is no fee\.$/, '¿Reembolsar $1 a las tarjetas con que se pagó? No hay cargos.'],
+  [/^Refund of (\S+) requested\. (.+)\.$/, (_, total, parts) => `Reembolso de ${total} solicitado. ${parts
+    .replace(/ to the card ending /g, ' a la tarjeta terminada en ')
+    .replace(/ paid back by the facility/g, ' que le devolverá el centro')}.`],
   [/^(.+), booking number (\S+), (.+)$/, '$1, número de registro $2, $3'],
   [/^Choose (.+) \((.+)\)$/, 'Elegir a $1 ($2)'],
   [/^Asking to be a contact of (.+)\.$/, 'Solicitud para ser contacto de $1.'],

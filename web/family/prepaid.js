@@ -13,6 +13,11 @@ const STRINGS = {
   deposit: 'Deposit',
   moneyOrder: 'Money order',
   refund: 'Refund',
+  refundBalance: 'Refund the balance',
+  refundAsk: (amount) => `Refund ${amount} to the cards that paid it? There is no fee.`,
+  refunded: (amount) => `Refund of ${amount} requested.`,
+  refundPart: (amount, last4) => `${amount} to the card ending ${last4}`,
+  refundOwed: (amount) => `${amount} paid back by the facility`,
   callTo: (number, inmate, n) => `Call to ${number || 'an unknown number'}${inmate ? ` from ${inmate}` : ''}, minute block ${n}`,
   visitWith: (inmate, n) => `Video visit${inmate ? ` with ${inmate}` : ''}, minute block ${n}`,
 };
@@ -23,8 +28,9 @@ function $(id) { return document.getElementById(id); }
 function say(text) { const n = $('notice'); n.textContent = text; n.hidden = !text; }
 function fail(text) { const e = $('error'); e.textContent = text; e.hidden = !text; }
 
-async function api(method, path, body) {
+async function api(method, path, body, key) {
   const headers = {};
+  if (key) headers['Idempotency-Key'] = key;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
   let resp;
@@ -67,7 +73,17 @@ async function showAccounts() {
     link.href = `?account=${encodeURIComponent(a.account.id)}`;
     link.textContent = STRINGS.statement;
     link.setAttribute('aria-label', `${STRINGS.statement}: ${a.facility_name || a.account.facility_id}`);
-    cell(tr, '').appendChild(link);
+    const actions = cell(tr, '');
+    actions.appendChild(link);
+    if (a.account.balance !== '0.00' && a.account.balance !== '0') {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'refund';
+      b.textContent = STRINGS.refundBalance;
+      b.setAttribute('aria-label', `${STRINGS.refundBalance}: ${a.facility_name || a.account.facility_id}`);
+      b.addEventListener('click', () => refundBalance(a.account, b));
+      actions.append(' ', b);
+    }
     body.appendChild(tr);
   }
   $('no-accounts').hidden = data.accounts.length > 0;
@@ -83,6 +99,29 @@ async function showAccounts() {
   }
   $('open-form').hidden = select.options.length === 0;
   $('no-facilities').hidden = data.facilities.length > 0;
+}
+
+/** One key per account per page: a retried or double-clicked refund is the same one. */
+const refundKeys = {};
+
+async function refundBalance(account, button) {
+  fail('');
+  say('');
+  if (!window.confirm(spI18n.t(STRINGS.refundAsk(dollars(account.balance))))) return;
+  refundKeys[account.id] = refundKeys[account.id] || crypto.randomUUID();
+  button.disabled = true;
+  try {
+    const r = await api('POST', `/family/prepaid/${encodeURIComponent(account.id)}/refund`, undefined, refundKeys[account.id]);
+    const parts = r.parts.map((p) => (p.card_last4
+      ? STRINGS.refundPart(dollars(p.amount), p.card_last4)
+      : STRINGS.refundOwed(dollars(p.amount))));
+    delete refundKeys[account.id];
+    await showAccounts();
+    say(`${STRINGS.refunded(dollars(r.total))} ${parts.join('; ')}.`);
+  } catch (e) {
+    fail(e.message || String(e));
+    button.disabled = false;
+  }
 }
 
 function dayInput(date) { return date.toISOString().slice(0, 10); }

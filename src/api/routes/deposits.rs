@@ -101,7 +101,7 @@ fn card_of(b: &FamilyDepositBody, today: (i32, u32)) -> Result<Card, ApiError> {
     })
 }
 
-fn payment_error(e: PaymentError) -> ApiError {
+pub(super) fn payment_error(e: PaymentError) -> ApiError {
     match e {
         PaymentError::Ledger(e) => e.into(),
         PaymentError::Provider(e) => ApiError::new(
@@ -113,7 +113,7 @@ fn payment_error(e: PaymentError) -> ApiError {
 }
 
 /// The family user of a family caller (a portal session or a family user's token).
-fn family_user(caller: &Caller) -> Result<&str, ApiError> {
+pub(super) fn family_user(caller: &Caller) -> Result<&str, ApiError> {
     caller.require(&[Role::Family])?;
     caller
         .0

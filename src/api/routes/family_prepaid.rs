@@ -5,13 +5,14 @@
 //! Only the family user who owns an account reads it: another family user, or a family
 //! token asking for an inmate's or someone else's account here, gets 404 `not_found`, as
 //! for an account that does not exist (no answer tells one family's accounts from
-//! another's). Funding one is a deposit to its id (`POST /accounts/{id}/deposits`).
+//! another's). Funding one is a card deposit to its id (`POST /family/deposits`); its
+//! balance is refunded on request (`POST /family/prepaid/{id}/refund`).
 
-use crate::api::auth::{ApiJson, ApiQuery, Caller};
+use super::deposits::{family_user, payment_error};
+use crate::api::auth::{ApiJson, ApiQuery, Caller, IdempotencyKey};
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::ledger::{Account, AccountKind};
-use crate::store::Role;
+use crate::ledger::{Account, AccountKind, PrepaidRefund};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,16 +20,6 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-/// The family user behind the caller (a portal session or a family token).
-fn family_user(caller: &Caller) -> Result<&str, ApiError> {
-    caller.require(&[Role::Family])?;
-    caller
-        .0
-        .user_id
-        .as_deref()
-        .ok_or_else(|| ApiError::forbidden("a family user's session is needed"))
-}
 
 /// The prepaid account `id` if the caller owns it; 404 otherwise.
 async fn own_account(s: &AppState, caller: &Caller, id: &str) -> Result<Account, ApiError> {
@@ -161,7 +152,12 @@ pub(crate) async fn statement(
         if sessions.contains_key(id) {
             continue;
         }
-        let cdr = s.store.session(id).await?;
+        // A charge whose record is gone (never expected) still shows, without details.
+        let cdr = match s.store.session(id).await {
+            Ok(c) => c,
+            Err(crate::store::StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
         let inmate = match &cdr.inmate_id {
             Some(i) => Some(s.store.inmate(i).await?),
             None => None,
@@ -182,4 +178,34 @@ pub(crate) async fn statement(
         "lines": st.lines, "sessions": sessions,
     }))
     .into_response())
+}
+
+/// `POST /family/prepaid/{id}/refund`: the whole balance of the caller's prepaid account
+/// back to the cards that paid it, newest deposit first; what no card covers is owed by
+/// the facility (`ledger::prepaid`). No fee. Idempotent under its `Idempotency-Key`; an
+/// empty account is 409 `invalid_state`.
+pub(crate) async fn refund(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Json<PrepaidRefund>, ApiError> {
+    let account = own_account(&s, &caller, &id).await?;
+    let user = family_user(&caller)?;
+    let key = key.of(&caller)?;
+    let r = s
+        .payments
+        .refund_prepaid(s.store.ledger(), &key, &account.id, user)
+        .await
+        .map_err(payment_error)?;
+    let detail = json!({ "request_id": r.request_id, "total": r.total, "parts": r.parts.len() });
+    s.audit_detail(
+        &caller,
+        "family.prepaid_refund",
+        &account.id,
+        account.facility_id.as_deref(),
+        detail,
+    )
+    .await;
+    Ok(Json(r))
 }
