@@ -36,6 +36,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::api::{self as e2e, Api, Inmate};
+use support::axe;
 use support::gateway::Gateway;
 use support::webdriver::{self, Browser, Options};
 use support::{sipp, Workdir};
@@ -677,6 +678,7 @@ fn the_kiosk_shows_the_inmate_their_own_account() {
     b.fill("#setup-token", &case.kiosk_token);
     b.click("#setup-save");
     b.wait_for(&format!("tr[data-visit-id='{}']", case.visit));
+    axe::assert_accessible(b, "the kiosk's day");
     // A wrong PIN: an error, no account.
     b.click("#account-start");
     b.fill("#pin-id", &case.inmate.calling_id);
@@ -706,6 +708,7 @@ fn the_kiosk_shows_the_inmate_their_own_account() {
         |v| v["shown"] == true,
     );
     page.screenshot("shown");
+    axe::assert_accessible(b, "the inmate's account at the kiosk");
     let account = case
         .api
         .get(&format!("/api/v1/accounts/{}", case.inmate.account));
