@@ -482,7 +482,7 @@ fn a_family_finds_an_inmate_confirms_its_number_and_is_approved_in_chromium() {
 /// its email through a real SMTP server (aiosmtpd) and its calls through sipp: a new
 /// family registers and verifies by the delivered link, logs in, finds the inmate, proves
 /// its number on the confirmation call, is approved by staff, deposits to the inmate by
-/// card (a declined card, an accepted one), opens a prepaid account and funds it by card,
+/// card (a declined card, an accepted one, one submitted twice), opens a prepaid account and funds it by card,
 /// is called by the inmate (charged to the prepaid account), reads its statement and the
 /// inmate's, has the rest of the prepaid balance refunded to the card, and resets its
 /// password by the emailed link. axe-core checks each page.
@@ -539,9 +539,26 @@ fn a_new_family_walks_through_the_portal_in_chromium() {
     deposit_state(&browser, "posted");
     assert!(browser.text("#deposit-confirmation").starts_with("SP-"));
     axe::assert_accessible(&browser, "a deposit's status and timeline");
+    assert!(browser
+        .text("#deposit-timeline")
+        .contains("posted to the account"));
+    // The form submitted twice before the first answer: one deposit.
+    fill_deposit(&browser, &inmate.account, "70.00", "4242 4242 4242 4242");
+    browser.js(
+        "const f = document.getElementById('deposit-form'); f.requestSubmit(); f.requestSubmit();",
+        json!([]),
+    );
+    browser.wait_js(
+        "three deposits listed",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#deposit-list li').length;",
+        |v: &Value| v == &json!(3),
+    );
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         api.balance(&inmate.account) - gift_before,
-        support::api::dec("50.00")
+        support::api::dec("120.00"),
+        "the declined card nothing, then 50.00 and one 70.00"
     );
 
     // A prepaid account at the facility, funded by card through the same form.

@@ -15,7 +15,7 @@ use sallyport::sfu::synthetic::Script;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use support::api::{self as e2e, Api};
+use support::api::{self as e2e, Api, Inmate};
 use support::gateway::Gateway;
 use support::visit_page::{self, next_json, send};
 use support::{sipp, Workdir};
@@ -36,6 +36,51 @@ async fn page(gw: &Gateway, pass: String, script: Arc<Script>) -> Vec<Value> {
 
 async fn connect(gw: &Gateway) -> visit_page::Socket {
     visit_page::connect(&gw.base_url()).await
+}
+
+/// A visit of `inmate` with `contact` at `station`, booked by `requester` (name, role),
+/// approved, its 12-second slot open now (written as a booking would leave it).
+async fn open_visit(
+    db: &Db,
+    id: &str,
+    inmate: &str,
+    contact: &str,
+    station: &str,
+    requester: (&str, &str),
+) {
+    let now = chrono::Utc::now();
+    let us = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros();
+    sqlx::query(
+        "INSERT INTO visits (id, facility_id, inmate_id, contact_id, station_id, starts_at, \
+         ends_at, status, privileged, requested_by, requested_role, created_at) \
+         VALUES ($1, 'DEMO', $2, $3, $4, $5, $6, 'approved', 0, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(inmate)
+    .bind(contact)
+    .bind(station)
+    .bind(us(now - chrono::Duration::seconds(1)))
+    .bind(us(now + chrono::Duration::seconds(12)))
+    .bind(requester.0)
+    .bind(requester.1)
+    .bind(us(now))
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
+/// The visitor's pass (from the join link) and the inmate's (the kiosk's ID + PIN).
+fn passes(api: &Api, kiosk: &Api, visit: &str, inmate: &Inmate) -> (String, String) {
+    let link = api.post(&format!("/api/v1/visits/{visit}/join-link"), json!({}));
+    let visitor = link["url"].as_str().unwrap().split_once('#').unwrap().1;
+    let joined = kiosk.post(
+        &format!("/api/v1/visits/{visit}/kiosk-join"),
+        json!({ "calling_id": inmate.calling_id, "pin": inmate.pin }),
+    );
+    (
+        visitor.to_string(),
+        joined["secret"].as_str().unwrap().to_string(),
+    )
 }
 
 #[test]
@@ -82,44 +127,27 @@ fn two_pages_join_a_visit_over_the_websocket_and_it_ends_with_its_slot() {
             1,
         ))
         .unwrap();
-    let now = chrono::Utc::now();
-    let us = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros();
-    rt.block_on(async {
-        let contact: String = sqlx::query_scalar("SELECT id FROM contacts WHERE inmate_id = $1")
-            .bind(&inmate.id)
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO visits (id, facility_id, inmate_id, contact_id, station_id, starts_at, \
-             ends_at, status, privileged, requested_by, requested_role, created_at) \
-             VALUES ('vis_ws', 'DEMO', $1, $2, $3, $4, $5, 'approved', 0, 'admin', 'admin', $6)",
+    let contact: String = rt
+        .block_on(
+            sqlx::query_scalar("SELECT id FROM contacts WHERE inmate_id = $1")
+                .bind(&inmate.id)
+                .fetch_one(db.pool()),
         )
-        .bind(&inmate.id)
-        .bind(&contact)
-        .bind(&station)
-        .bind(us(now - chrono::Duration::seconds(1)))
-        .bind(us(now + chrono::Duration::seconds(12)))
-        .bind(us(now))
-        .execute(db.pool())
-        .await
         .unwrap();
-    });
+    let booked = |id: &str, by: &str, role: &str| {
+        rt.block_on(open_visit(
+            &db,
+            id,
+            &inmate.id,
+            &contact,
+            &station,
+            (by, role),
+        ))
+    };
+    booked("vis_ws", "admin", "admin");
 
     // The two passes, as the pages get them.
-    let link = api.post("/api/v1/visits/vis_ws/join-link", json!({}));
-    let visitor_pass = link["url"]
-        .as_str()
-        .unwrap()
-        .split_once('#')
-        .unwrap()
-        .1
-        .to_string();
-    let joined = kiosk.post(
-        "/api/v1/visits/vis_ws/kiosk-join",
-        json!({ "calling_id": inmate.calling_id, "pin": inmate.pin }),
-    );
-    let inmate_pass = joined["secret"].as_str().unwrap().to_string();
+    let (visitor_pass, inmate_pass) = passes(&api, &kiosk, "vis_ws", &inmate);
 
     rt.block_on(async {
         // Garbage first: refused with a code, nothing joined.
@@ -201,13 +229,6 @@ fn two_pages_join_a_visit_over_the_websocket_and_it_ends_with_its_slot() {
 
     // Issue 12: a visit a family member booked is paid from that family's prepaid
     // account (the facility's default order), and the inmate's account is not touched.
-    let contact: String = rt
-        .block_on(
-            sqlx::query_scalar("SELECT id FROM contacts WHERE inmate_id = $1")
-                .bind(&inmate.id)
-                .fetch_one(db.pool()),
-        )
-        .unwrap();
     let family = api.post(
         "/api/v1/tokens",
         json!({ "username": "family-visit", "role": "family", "facilities": ["DEMO"],
@@ -224,35 +245,8 @@ fn two_pages_join_a_visit_over_the_websocket_and_it_ends_with_its_slot() {
     );
     assert_eq!(s, 201, "{v}");
     let inmate_before = api.balance(&inmate.account);
-    let now = chrono::Utc::now();
-    rt.block_on(
-        sqlx::query(
-            "INSERT INTO visits (id, facility_id, inmate_id, contact_id, station_id, starts_at, \
-             ends_at, status, privileged, requested_by, requested_role, created_at) \
-             VALUES ('vis_fam', 'DEMO', $1, $2, $3, $4, $5, 'approved', 0, 'family-visit', 'family', $6)",
-        )
-        .bind(&inmate.id)
-        .bind(&contact)
-        .bind(&station)
-        .bind(us(now - chrono::Duration::seconds(1)))
-        .bind(us(now + chrono::Duration::seconds(12)))
-        .bind(us(now))
-        .execute(db.pool()),
-    )
-    .unwrap();
-    let link = api.post("/api/v1/visits/vis_fam/join-link", json!({}));
-    let visitor_pass = link["url"]
-        .as_str()
-        .unwrap()
-        .split_once('#')
-        .unwrap()
-        .1
-        .to_string();
-    let joined = kiosk.post(
-        "/api/v1/visits/vis_fam/kiosk-join",
-        json!({ "calling_id": inmate.calling_id, "pin": inmate.pin }),
-    );
-    let inmate_pass = joined["secret"].as_str().unwrap().to_string();
+    booked("vis_fam", "family-visit", "family");
+    let (visitor_pass, inmate_pass) = passes(&api, &kiosk, "vis_fam", &inmate);
     rt.block_on(async {
         tokio::join!(
             page(&gw, visitor_pass, script.clone()),

@@ -9,15 +9,15 @@
 //! balance is refunded on request (`POST /family/prepaid/{id}/refund`).
 
 use super::deposits::{family_user, payment_error};
+use super::money::{csv_response, StatementQuery};
 use crate::api::auth::{ApiJson, ApiQuery, Caller, IdempotencyKey};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::ledger::{Account, AccountKind, PrepaidRefund};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -103,14 +103,6 @@ pub(crate) async fn open(
     Ok(Json(account))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StatementQuery {
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    format: Option<String>,
-}
-
 /// `GET /family/prepaid/{id}/statement`: deposits in and charges out with the running
 /// balance, each charge naming its call or visit (`session_id`, `increment`), and for each
 /// session the number and inmate it was for; JSON, or CSV with `format=csv`. Without
@@ -122,28 +114,10 @@ pub(crate) async fn statement(
     ApiQuery(q): ApiQuery<StatementQuery>,
 ) -> Result<Response, ApiError> {
     let account = own_account(&s, &caller, &id).await?;
-    let to =
-        q.to.unwrap_or_else(|| s.store.clock().wall() + chrono::Duration::microseconds(1));
-    let from = q.from.unwrap_or(to - chrono::Duration::days(31));
-    if from > to {
-        return Err(ApiError::bad_request("from must not be after to"));
-    }
+    let (from, to) = q.period(s.store.clock().wall())?;
     let st = s.store.ledger().statement(&account.id, from, to).await?;
-    match q.format.as_deref() {
-        None | Some("json") => {}
-        Some("csv") => {
-            return Ok((
-                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-                st.to_csv(),
-            )
-                .into_response())
-        }
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "format '{}' is not json or csv",
-                crate::text::quote(other)
-            )))
-        }
+    if q.csv()? {
+        return Ok(csv_response(&st));
     }
     // What each charged session was: the family sees the number it paid for and whose
     // call or visit it was, never more of the record.

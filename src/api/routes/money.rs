@@ -311,6 +311,44 @@ pub(crate) struct StatementQuery {
     format: Option<String>,
 }
 
+impl StatementQuery {
+    /// The period `[from, to)` asked for: by default the 31 days up to `now`, included.
+    pub(super) fn period(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+        let to = self
+            .to
+            .unwrap_or_else(|| now + chrono::Duration::microseconds(1));
+        let from = self.from.unwrap_or(to - chrono::Duration::days(31));
+        if from > to {
+            return Err(ApiError::bad_request("from must not be after to"));
+        }
+        Ok((from, to))
+    }
+
+    /// Whether CSV was asked for (`format=csv`) rather than JSON (the default).
+    pub(super) fn csv(&self) -> Result<bool, ApiError> {
+        match self.format.as_deref() {
+            None | Some("json") => Ok(false),
+            Some("csv") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "format '{}' is not json or csv",
+                crate::text::quote(other)
+            ))),
+        }
+    }
+}
+
+/// A statement as a CSV download.
+pub(super) fn csv_response(st: &crate::ledger::Statement) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        st.to_csv(),
+    )
+        .into_response()
+}
+
 /// Transaction history with running balance, as JSON (default) or CSV (`format=csv`).
 /// Without `from`/`to` it covers the last 31 days up to now.
 pub(crate) async fn statement(
@@ -321,37 +359,20 @@ pub(crate) async fn statement(
 ) -> Result<Response, ApiError> {
     let roles = [Role::Admin, Role::Investigator, Role::Kiosk, Role::Family];
     let account = readable_account(&s, &caller, &roles, &id).await?;
-    // Statements cover [from, to); the default end includes everything up to this instant.
-    let to =
-        q.to.unwrap_or_else(|| s.store.clock().wall() + chrono::Duration::microseconds(1));
-    let from = q.from.unwrap_or(to - chrono::Duration::days(31));
-    if from > to {
-        return Err(ApiError::bad_request("from must not be after to"));
-    }
+    let (from, to) = q.period(s.store.clock().wall())?;
     let st = s.store.ledger().statement(&account.id, from, to).await?;
-    match q.format.as_deref() {
-        None | Some("json") => {
-            let mut v = serde_json::to_value(&st).map_err(|e| ApiError::internal(&e))?;
-            if let (AccountKind::Inmate, Some(inmate)) = (account.kind, &account.owner_id) {
-                // The inmate's calls and visits a family paid for: not lines of this
-                // account, but on its statement all the same.
-                let others = s
-                    .store
-                    .sessions_paid_by_others(inmate, &account.id, from, to)
-                    .await?;
-                v["paid_by_others"] =
-                    serde_json::to_value(others).map_err(|e| ApiError::internal(&e))?;
-            }
-            Ok(Json(v).into_response())
-        }
-        Some("csv") => Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            st.to_csv(),
-        )
-            .into_response()),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "format '{}' is not json or csv",
-            crate::text::quote(other)
-        ))),
+    if q.csv()? {
+        return Ok(csv_response(&st));
     }
+    let mut v = serde_json::to_value(&st).map_err(|e| ApiError::internal(&e))?;
+    if let (AccountKind::Inmate, Some(inmate)) = (account.kind, &account.owner_id) {
+        // The inmate's calls and visits a family paid for: not lines of this account, but
+        // on its statement all the same.
+        let others = s
+            .store
+            .sessions_paid_by_others(inmate, &account.id, from, to)
+            .await?;
+        v["paid_by_others"] = serde_json::to_value(others).map_err(|e| ApiError::internal(&e))?;
+    }
+    Ok(Json(v).into_response())
 }
