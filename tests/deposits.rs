@@ -12,19 +12,14 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use chrono::{TimeZone, Utc};
-use sallyport::api::{router, AppState};
-use sallyport::clock::{Clock, ManualClock};
-use sallyport::config::Config;
-use sallyport::db::testing::TestDb;
+use sallyport::clock::Clock;
 use sallyport::db::{to_micros, Backend};
 use sallyport::payments::signature;
 use sallyport::payments::Payments;
-use sallyport::store::{Registration, Store};
+use sallyport::store::Registration;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
-use support::inproc::{admin, fetch, json_of, App, PEPPER};
+use support::inproc::{admin, fetch, json_of, App, Setup};
 
 const ADMIN: &str = "deposits-admin-token";
 const APPROVE: &str = "4242 4242 4242 4242";
@@ -38,33 +33,16 @@ struct Dep {
 }
 
 async fn app(backend: Backend) -> Option<Dep> {
-    let t = TestDb::of(backend).await?;
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
-    ));
-    let mut config = Config::default();
-    config.http.admin_token = ADMIN.into();
-    config.security.pin_pepper = PEPPER.into();
-    config.payments.test_webhook_delay_ms = 1_000;
-    config.payments.reconcile_after_secs = 30;
-    let store = Store::new(
-        t.db.clone(),
-        clock.clone() as Arc<dyn Clock>,
-        &config.security.pin_pepper,
-    );
-    let state = AppState::new(store.clone(), Arc::new(config));
-    let payments = state.payments.clone();
+    let (app, state) = Setup::new(ADMIN)
+        .config(|c| {
+            c.payments.test_webhook_delay_ms = 1_000;
+            c.payments.reconcile_after_secs = 30;
+        })
+        .app_and_state(backend)
+        .await?;
     Some(Dep {
-        app: App {
-            router: router(state),
-            clock,
-            store,
-            admin: ADMIN,
-            peer: None,
-            rec_dir: None,
-            t,
-        },
-        payments,
+        app,
+        payments: state.payments.clone(),
     })
 }
 

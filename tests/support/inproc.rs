@@ -95,6 +95,12 @@ impl Setup {
 
     /// The App on `backend`; `None` where that backend is not available.
     pub(crate) async fn app(self, backend: Backend) -> Option<App> {
+        Some(self.app_and_state(backend).await?.0)
+    }
+
+    /// [`Setup::app`] and the state its router serves (for the parts tests drive
+    /// directly, such as the payments' reconciliation).
+    pub(crate) async fn app_and_state(self, backend: Backend) -> Option<(App, AppState)> {
         let t = TestDb::of(backend).await?;
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 3, 2, 18, 0, 0).unwrap(),
@@ -112,16 +118,17 @@ impl Setup {
             clock.clone() as Arc<dyn Clock>,
             &config.security.pin_pepper,
         );
-        let router = router(AppState::new(store.clone(), Arc::new(config)));
-        Some(App {
-            router,
+        let state = AppState::new(store.clone(), Arc::new(config));
+        let app = App {
+            router: router(state.clone()),
             clock,
             store,
             admin: self.admin,
             peer: self.peer,
             rec_dir,
             t,
-        })
+        };
+        Some((app, state))
     }
 }
 
