@@ -67,7 +67,7 @@ free_block() { # size -> base: first fit from a random start, 100-port steps
 # Two RTP/RTCP pairs per live call; a call lives ~2 s of set-up + HOLD_MS + ~1 s, longer
 # when the box saturates: twice that.
 RTP_SPAN=${RTP_SPAN:-$(( RATE * (HOLD_MS / 1000 + 4) * 4 * 2 + 400 ))}
-(( RTP_SPAN > 12000 )) && RTP_SPAN=12000
+(( RTP_SPAN > 16000 )) && RTP_SPAN=16000
 BASE=$(free_block $((RTP_SPAN + 16)))
 TRUNK_SIP=$BASE; TRUNK_MEDIA=$((BASE + 2)); HS_SIP=$((BASE + 8)); HS_MEDIA=$((BASE + 10))
 RTP_MIN=$((BASE + 16)); RTP_MAX=$((BASE + 16 + RTP_SPAN - 1))

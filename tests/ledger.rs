@@ -54,7 +54,7 @@ async fn setup(db: Db) -> Fx {
 
 /// Opens an inmate account the way booking does: inside the caller's transaction.
 async fn open_inmate(db: &Db, owner: &str) -> String {
-    let mut tx = db.begin_write().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
     let id = Ledger::open_account_in(
         &mut tx,
         AccountKind::Inmate,

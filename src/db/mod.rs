@@ -12,12 +12,19 @@
 //! Owns: connecting, SQLite pragmas, migrations, and test databases ([`testing`]).
 //! Called by: the ledger, the record stores, the API and the CLI.
 
+pub mod local;
 pub mod testing;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use local::LocalConn;
+use sqlx::any::{
+    AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo,
+};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Either, Execute, Executor, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +63,162 @@ pub struct Db {
     backend: Backend,
     /// SQLite's writers take turns here ([`Db::write_turn`]); shared by clones.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// SQLite's local connection ([`local`]): short statements run in the caller's thread.
+    local: Option<Arc<Mutex<LocalConn>>>,
+    /// Alive while any clone is: the WAL checkpointer thread stops when it is gone.
+    _alive: Arc<()>,
+}
+
+/// A connection for short statements ([`Db::conn`], [`Db::write_conn`], [`Db::begin`]):
+/// on SQLite the process's local connection, run in the caller's thread ([`local`]); on
+/// PostgreSQL (or from [`Db::pooled`]) a connection of the pool. `&mut Conn` is a sqlx
+/// executor: `sqlx::query(..).fetch_one(&mut conn)`. A transaction begun with
+/// [`Db::begin`] ends with [`Conn::commit`]; dropped without it, it rolls back.
+pub struct Conn {
+    inner: ConnInner,
+    /// The write turn, held for as long as the connection is (writers and transactions).
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+enum ConnInner {
+    Local {
+        conn: OwnedMutexGuard<LocalConn>,
+        /// A transaction this handle began and has not ended.
+        open: bool,
+    },
+    Pooled(PoolConnection<Any>),
+    Tx(Transaction<'static, Any>),
+    /// Committed or rolled back.
+    Closed,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.inner {
+            ConnInner::Local { .. } => "local",
+            ConnInner::Pooled(_) => "pooled",
+            ConnInner::Tx(_) => "transaction",
+            ConnInner::Closed => "closed",
+        };
+        f.debug_struct("Conn").field("kind", &kind).finish()
+    }
+}
+
+impl Conn {
+    /// Commits the transaction [`Db::begin`] opened (a no-op on a plain connection).
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match &mut self.inner {
+            ConnInner::Local { conn, open } => {
+                if std::mem::take(open) {
+                    conn.batch("COMMIT")?;
+                }
+                Ok(())
+            }
+            ConnInner::Pooled(_) | ConnInner::Closed => Ok(()),
+            ConnInner::Tx(_) => {
+                let ConnInner::Tx(tx) = std::mem::replace(&mut self.inner, ConnInner::Closed)
+                else {
+                    return Ok(());
+                };
+                tx.commit().await
+            }
+        }
+    }
+
+    /// Rolls the transaction back now (dropping the handle does the same).
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match std::mem::replace(&mut self.inner, ConnInner::Closed) {
+            ConnInner::Local { mut conn, open } => {
+                if open {
+                    conn.batch("ROLLBACK")?;
+                }
+                Ok(())
+            }
+            ConnInner::Tx(tx) => tx.rollback().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let ConnInner::Local { conn, open: true } = &mut self.inner {
+            if let Err(e) = conn.batch("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back an abandoned local transaction failed");
+            }
+        }
+    }
+}
+
+fn closed() -> sqlx::Error {
+    sqlx::Error::Protocol("the connection's transaction has already ended".into())
+}
+
+impl<'c> Executor<'c> for &'c mut Conn {
+    type Database = Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match &mut self.inner {
+            ConnInner::Local { conn, .. } => (&mut **conn).fetch_many(query),
+            ConnInner::Pooled(c) => (&mut **c).fetch_many(query),
+            ConnInner::Tx(tx) => (&mut **tx).fetch_many(query),
+            ConnInner::Closed => Box::pin(futures_util::stream::once(async { Err(closed()) })),
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match &mut self.inner {
+            ConnInner::Local { conn, .. } => (&mut **conn).fetch_optional(query),
+            ConnInner::Pooled(c) => (&mut **c).fetch_optional(query),
+            ConnInner::Tx(tx) => (&mut **tx).fetch_optional(query),
+            ConnInner::Closed => Box::pin(async { Err(closed()) }),
+        }
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<AnyStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match &mut self.inner {
+            ConnInner::Local { conn, .. } => (&mut **conn).prepare_with(sql, parameters),
+            ConnInner::Pooled(c) => (&mut **c).prepare_with(sql, parameters),
+            ConnInner::Tx(tx) => (&mut **tx).prepare_with(sql, parameters),
+            ConnInner::Closed => Box::pin(async { Err(closed()) }),
+        }
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<Any>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match &mut self.inner {
+            ConnInner::Local { conn, .. } => (&mut **conn).describe(sql),
+            ConnInner::Pooled(c) => (&mut **c).describe(sql),
+            ConnInner::Tx(tx) => (&mut **tx).describe(sql),
+            ConnInner::Closed => Box::pin(async { Err(closed()) }),
+        }
+    }
 }
 
 impl Backend {
@@ -100,10 +263,21 @@ impl Db {
             .connect_with(opts)
             .await?;
         let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let alive = Arc::new(());
+        let local = match (backend, local::file_of_url(&url)) {
+            (Backend::Sqlite, Some(path)) => {
+                let conn = LocalConn::open(&path)?;
+                local::spawn_checkpointer(path, Arc::downgrade(&alive));
+                Some(Arc::new(Mutex::new(conn)))
+            }
+            _ => None,
+        };
         Ok(Db {
             pool,
             backend,
             write_gate,
+            local,
+            _alive: alive,
         })
     }
 
@@ -156,6 +330,79 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection for short reads and single autocommit writes ([`Conn`]): SQLite's local
+    /// connection, or a pooled one. A writer takes [`Db::write_conn`] instead. Never hold it
+    /// while waiting for the write turn or another [`Db::conn`]: on SQLite there is one.
+    pub async fn conn(&self) -> Result<Conn, sqlx::Error> {
+        self.conn_with(None).await
+    }
+
+    /// [`Db::conn`] for a write: the write turn first, then the connection.
+    pub async fn write_conn(&self) -> Result<Conn, sqlx::Error> {
+        let turn = self.write_turn().await;
+        self.conn_with(turn).await
+    }
+
+    /// A write transaction on a [`Conn`]: the write turn, then `BEGIN IMMEDIATE` on
+    /// SQLite's local connection, or a pooled transaction on PostgreSQL. Ends with
+    /// [`Conn::commit`]; dropped, it rolls back.
+    pub async fn begin(&self) -> Result<Conn, sqlx::Error> {
+        let turn = self.write_turn().await;
+        match &self.local {
+            Some(local) => {
+                let mut conn = local.clone().lock_owned().await;
+                if conn.in_transaction() {
+                    // A transaction left open by a cancelled caller: nothing of it stands.
+                    conn.batch("ROLLBACK")?;
+                }
+                conn.batch("BEGIN IMMEDIATE")?;
+                Ok(Conn {
+                    inner: ConnInner::Local { conn, open: true },
+                    _turn: turn,
+                })
+            }
+            None => Ok(Conn {
+                inner: ConnInner::Tx(self.begin_write().await.map_err(|e| match e {
+                    DbError::Sqlx(e) => e,
+                    other => sqlx::Error::Protocol(other.to_string()),
+                })?),
+                _turn: turn,
+            }),
+        }
+    }
+
+    /// A connection of the pool even on SQLite, for work too long to run in the caller's
+    /// thread (statements, scans) that still wants a [`Conn`].
+    pub async fn pooled(&self) -> Result<Conn, sqlx::Error> {
+        Ok(Conn {
+            inner: ConnInner::Pooled(self.pool.acquire().await?),
+            _turn: None,
+        })
+    }
+
+    /// A transaction on a connection of the pool, opened with `begin` (a read snapshot:
+    /// invariant checks, statements), with no write turn.
+    pub async fn pooled_tx(&self, begin: &str) -> Result<Conn, sqlx::Error> {
+        Ok(Conn {
+            inner: ConnInner::Tx(self.pool.begin_with(begin.to_string()).await?),
+            _turn: None,
+        })
+    }
+
+    async fn conn_with(&self, turn: Option<OwnedMutexGuard<()>>) -> Result<Conn, sqlx::Error> {
+        let inner = match &self.local {
+            Some(local) => {
+                let mut conn = local.clone().lock_owned().await;
+                if conn.in_transaction() {
+                    conn.batch("ROLLBACK")?;
+                }
+                ConnInner::Local { conn, open: false }
+            }
+            None => ConnInner::Pooled(self.pool.acquire().await?),
+        };
+        Ok(Conn { inner, _turn: turn })
     }
 
     pub fn backend(&self) -> Backend {

@@ -3,11 +3,12 @@
 
 use super::error::LedgerError;
 use super::types::{Account, AccountKind, AccountStatus};
+use crate::db::Conn;
 use crate::db::{from_micros, to_micros};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// The book-keeping accounts every facility has, one of each. Their ids are
 /// `sys:{facility}:{name}`; their balances are the sums of their entries.
@@ -62,7 +63,7 @@ impl SystemAccount {
 
 /// Inserts a new open account with a zero balance and returns its id (a UUIDv7).
 pub(crate) async fn open_in(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     kind: AccountKind,
     facility_id: Option<&str>,
     owner_id: Option<&str>,
@@ -86,7 +87,7 @@ pub(crate) async fn open_in(
 }
 
 async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     kind: AccountKind,
     facility_id: Option<&str>,
@@ -111,7 +112,7 @@ async fn insert(
 
 /// Creates the facility's missing system accounts (idempotent).
 pub(crate) async fn ensure_system(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     facility_id: &str,
     now: i64,
 ) -> Result<(), LedgerError> {
@@ -147,7 +148,7 @@ pub(crate) async fn ensure_system(
 /// (one per user and facility: a unique index, so two nodes opening it at once end with
 /// one). A closed account stays closed: a closed family account is never reopened here.
 pub(crate) async fn family_in(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     owner_id: &str,
     facility_id: &str,
     name: &str,
@@ -186,7 +187,7 @@ pub(crate) async fn family_in(
 
 /// The prepaid account of family user `owner_id` at `facility_id`, if it was opened.
 pub(crate) async fn family_of(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     owner_id: &str,
     facility_id: &str,
 ) -> Result<Option<Account>, LedgerError> {
@@ -202,7 +203,7 @@ pub(crate) async fn family_of(
 
 /// Every prepaid account of family user `owner_id`, by facility.
 pub(crate) async fn families_of(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     owner_id: &str,
 ) -> Result<Vec<Account>, LedgerError> {
     let rows = sqlx::query(&format!(
@@ -218,7 +219,7 @@ const ACCOUNT_COLUMNS: &str =
     "id, kind, facility_id, owner_id, name, status, balance_minor, opened_at, closed_at";
 
 /// Reads an account; a system account's balance is summed from its entries.
-pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> Result<Account, LedgerError> {
+pub(crate) async fn read(conn: &mut Conn, id: &str) -> Result<Account, LedgerError> {
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
     ))
@@ -234,7 +235,7 @@ pub(crate) async fn read(conn: &mut AnyConnection, id: &str) -> Result<Account, 
 }
 
 /// The sum of an account's entries, in minor units.
-pub(crate) async fn entries_sum(conn: &mut AnyConnection, id: &str) -> Result<i64, LedgerError> {
+pub(crate) async fn entries_sum(conn: &mut Conn, id: &str) -> Result<i64, LedgerError> {
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM ledger_entries WHERE account_id = $1",
     )
@@ -282,7 +283,7 @@ impl Locked {
 /// a row lock on PostgreSQL, already exclusive on SQLite under `BEGIN IMMEDIATE`), so
 /// checks made after it (daily limit, balance) hold until commit.
 pub(crate) async fn lock_open(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     action: &'static str,
 ) -> Result<Locked, LedgerError> {

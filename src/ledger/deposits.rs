@@ -14,11 +14,12 @@ use super::postings::{transfer, NewTxn};
 use super::types::{
     Deposit, DepositLimit, DepositMethod, DepositRequest, DepositStatus, TransactionKind,
 };
+use crate::db::Conn;
 use crate::db::{from_micros, to_micros};
 use crate::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// Decimal places a deposit may carry: cents.
 pub const DEPOSIT_MAX_PLACES: u32 = 2;
@@ -47,7 +48,7 @@ struct Limits {
     per_day: i64,
 }
 
-async fn limits(conn: &mut AnyConnection, facility_id: &str) -> Result<Limits, LedgerError> {
+async fn limits(conn: &mut Conn, facility_id: &str) -> Result<Limits, LedgerError> {
     let row = sqlx::query(
         "SELECT time_zone, deposit_max_minor, deposit_daily_max_minor FROM facilities WHERE id = $1",
     )
@@ -71,11 +72,7 @@ pub fn local_day(tz: chrono_tz::Tz, now: DateTime<Utc>) -> NaiveDate {
     now.with_timezone(&tz).date_naive()
 }
 
-async fn day_total(
-    conn: &mut AnyConnection,
-    account_id: &str,
-    day: NaiveDate,
-) -> Result<i64, LedgerError> {
+async fn day_total(conn: &mut Conn, account_id: &str, day: NaiveDate) -> Result<i64, LedgerError> {
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM deposits \
          WHERE account_id = $1 AND local_day = $2 AND status <> 'voided'",
@@ -102,7 +99,7 @@ fn exceeded(
 }
 
 async fn check_limits(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     account_id: &str,
     day: NaiveDate,
     amount: Money,
@@ -132,7 +129,7 @@ async fn check_limits(
 /// Records a deposit (the key is already claimed) and, unless it is a money order, posts
 /// it: clearing −amount, account +amount.
 pub(crate) async fn create(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     req: &DepositRequest,
     now: DateTime<Utc>,
@@ -144,7 +141,7 @@ pub(crate) async fn create(
 /// now when `post_now`, else leaves it pending (a money order, or an online deposit that
 /// waits for its payment provider, [`super::online`]).
 pub(super) async fn record(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     req: &DepositRequest,
     now: DateTime<Utc>,
@@ -181,7 +178,7 @@ pub(super) async fn record(
 
 /// The ledger transaction of a deposit: clearing −, account +.
 pub(super) async fn post(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     account: &Locked,
     d: &Deposit,
@@ -205,7 +202,7 @@ pub(super) async fn post(
     Ok(id)
 }
 
-async fn insert(conn: &mut AnyConnection, d: &Deposit) -> Result<(), LedgerError> {
+async fn insert(conn: &mut Conn, d: &Deposit) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO deposits (id, account_id, facility_id, method, amount_minor, status, depositor, \
          reference, transaction_id, created_at, local_day) \
@@ -228,7 +225,7 @@ async fn insert(conn: &mut AnyConnection, d: &Deposit) -> Result<(), LedgerError
 }
 
 /// Locks a deposit row (no-op UPDATE) and reads it.
-pub(super) async fn lock(conn: &mut AnyConnection, id: &str) -> Result<Deposit, LedgerError> {
+pub(super) async fn lock(conn: &mut Conn, id: &str) -> Result<Deposit, LedgerError> {
     let row = sqlx::query(
         "UPDATE deposits SET status = status WHERE id = $1 RETURNING id, account_id, facility_id, method, \
          amount_minor, status, depositor, reference, transaction_id, created_at, local_day, decided_by, decided_at",
@@ -264,7 +261,7 @@ pub(super) fn decode(row: &AnyRow) -> Result<Deposit, LedgerError> {
 
 /// Locks a money order that must still be pending.
 async fn pending_money_order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     action: &'static str,
 ) -> Result<Deposit, LedgerError> {
@@ -283,7 +280,7 @@ async fn pending_money_order(
 /// Posts a pending money order (the key is already claimed). The daily limit is not
 /// checked again: the money order counted against the day it was received.
 pub(crate) async fn post_money_order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     id: &str,
     staff: &str,
@@ -298,7 +295,7 @@ pub(crate) async fn post_money_order(
 
 /// Voids a pending money order (the key is already claimed); nothing reaches the ledger.
 pub(crate) async fn void_money_order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     staff: &str,
     now: DateTime<Utc>,
@@ -309,7 +306,7 @@ pub(crate) async fn void_money_order(
 }
 
 async fn decide(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     d: &mut Deposit,
     status: DepositStatus,
     txn: Option<i64>,

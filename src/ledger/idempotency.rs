@@ -47,11 +47,12 @@
 //! new one (`<caller> <key>`).
 
 use super::error::LedgerError;
+use crate::db::Conn;
 use crate::text::{Form, Rule, TextError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// Longest idempotency key (printable ASCII without spaces, so characters are bytes).
 pub const MAX_KEY_CHARS: usize = 200;
@@ -166,7 +167,7 @@ impl<'a> Claim<'a> {
     /// request; return `first` and write nothing.
     pub(crate) async fn claim<T: DeserializeOwned>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         now: i64,
     ) -> Result<Option<T>, LedgerError> {
         // A key from before callers were recorded answers for whoever replays it, within
@@ -203,7 +204,7 @@ impl<'a> Claim<'a> {
     /// (microseconds), if there is one: it must have been stored for this same request.
     async fn stored<T: DeserializeOwned>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         caller: &str,
         since: i64,
     ) -> Result<Option<T>, LedgerError> {
@@ -240,7 +241,7 @@ impl<'a> Claim<'a> {
     /// Stores the result of the first request, in the transaction that claimed the key.
     pub(crate) async fn store<T: Serialize>(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         result: &T,
     ) -> Result<(), LedgerError> {
         let body = serde_json::to_string(result)

@@ -2,9 +2,10 @@
 //! tests assert after every operation and what an operator can run (`check_invariants`).
 
 use super::error::LedgerError;
+use crate::db::Conn;
 use crate::money::Money;
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// The result of a check; healthy when `violations` is empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +71,14 @@ const DEPOSITS: &str =
     "SELECT id FROM deposits WHERE (status = 'posted' AND transaction_id IS NULL) \
      OR (status <> 'posted' AND transaction_id IS NOT NULL)";
 
-async fn count(conn: &mut AnyConnection, table: &str) -> Result<i64, LedgerError> {
+async fn count(conn: &mut Conn, table: &str) -> Result<i64, LedgerError> {
     let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
         .fetch_one(&mut *conn)
         .await?;
     Ok(row.try_get("n")?)
 }
 
-async fn total(conn: &mut AnyConnection) -> Result<i64, LedgerError> {
+async fn total(conn: &mut Conn) -> Result<i64, LedgerError> {
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS s FROM ledger_entries",
     )
@@ -87,7 +88,7 @@ async fn total(conn: &mut AnyConnection) -> Result<i64, LedgerError> {
 }
 
 /// Runs every check (the caller provides one read snapshot).
-pub(crate) async fn check(conn: &mut AnyConnection) -> Result<InvariantReport, LedgerError> {
+pub(crate) async fn check(conn: &mut Conn) -> Result<InvariantReport, LedgerError> {
     let mut v = Vec::new();
     for r in sqlx::query(UNBALANCED).fetch_all(&mut *conn).await? {
         let sum = Money::from_minor(r.try_get("s")?);
@@ -123,7 +124,7 @@ pub(crate) async fn check(conn: &mut AnyConnection) -> Result<InvariantReport, L
     })
 }
 
-async fn balances(conn: &mut AnyConnection, v: &mut Vec<Violation>) -> Result<(), LedgerError> {
+async fn balances(conn: &mut Conn, v: &mut Vec<Violation>) -> Result<(), LedgerError> {
     for r in sqlx::query(MISMATCH).fetch_all(&mut *conn).await? {
         v.push(Violation::BalanceMismatch {
             account_id: r.try_get("id")?,

@@ -116,6 +116,7 @@ pub use types::{
 };
 
 use crate::clock::Clock;
+use crate::db::Conn;
 use crate::db::{from_micros, to_micros, Backend, Db};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
@@ -123,9 +124,8 @@ pub use idempotency::RequestKey;
 use idempotency::{Claim, Scope};
 use serde::Serialize;
 use spending::Finish;
-use sqlx::{Any, Transaction};
+
 use std::sync::Arc;
-use tokio::sync::OwnedMutexGuard;
 
 /// How long a session's debit waits for a row lock on PostgreSQL before it gives up,
 /// moving nothing. A little longer than the session's own debit timeout
@@ -195,11 +195,8 @@ impl Ledger {
     /// collapsed 16 concurrent debits from ~1,800/s to ~160/s; the turn is now the
     /// database's, shared with the session's writes). The guard must be held until the
     /// transaction ends.
-    async fn begin_write(
-        &self,
-    ) -> Result<(Option<OwnedMutexGuard<()>>, Transaction<'static, Any>), LedgerError> {
-        let gate = self.db.write_turn().await;
-        Ok((gate, self.db.begin_write().await?))
+    async fn begin_write(&self) -> Result<((), Conn), LedgerError> {
+        Ok(((), self.db.begin().await?))
     }
 
     pub fn db(&self) -> &Db {
@@ -216,7 +213,7 @@ impl Ledger {
     /// the inmate and opens its account atomically). Inmate accounts need a facility;
     /// system accounts come from [`Ledger::ensure_system_accounts`].
     pub async fn open_account_in(
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut Conn,
         kind: AccountKind,
         facility_id: Option<&str>,
         owner_id: Option<&str>,
@@ -254,7 +251,7 @@ impl Ledger {
 
     /// Every prepaid account of family user `owner_id` (one per facility it funded).
     pub async fn family_accounts(&self, owner_id: &str) -> Result<Vec<Account>, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         accounts::families_of(&mut conn, owner_id).await
     }
 
@@ -267,7 +264,7 @@ impl Ledger {
 
     /// An account with its balance (derived from entries for system accounts).
     pub async fn account(&self, id: &str) -> Result<Account, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         accounts::read(&mut conn, id).await
     }
 
@@ -458,7 +455,7 @@ impl Ledger {
         &self,
         request_id: &str,
     ) -> Result<Vec<(String, Option<DateTime<Utc>>)>, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         prepaid::confirmations(&mut conn, request_id).await
     }
 
@@ -468,7 +465,7 @@ impl Ledger {
         &self,
         before: DateTime<Utc>,
     ) -> Result<Vec<RefundPart>, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         prepaid::unconfirmed(&mut conn, before).await
     }
 
@@ -482,13 +479,13 @@ impl Ledger {
 
     /// An online deposit with its timeline.
     pub async fn online_deposit(&self, id: &str) -> Result<OnlineDeposit, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         online::read(&mut conn, id).await
     }
 
     /// The online deposits family user `user` made, newest first (at most 500).
     pub async fn online_deposits_by(&self, user: &str) -> Result<Vec<OnlineDeposit>, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         let ids = online::ids_made_by(&mut conn, user).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -503,13 +500,13 @@ impl Ledger {
         &self,
         before: DateTime<Utc>,
     ) -> Result<Vec<String>, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         online::ids_unsettled(&mut conn, to_micros(before)).await
     }
 
     /// Ids of refunded online deposits whose refund the provider has not confirmed.
     pub async fn online_unconfirmed_refunds(&self) -> Result<Vec<String>, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         online::ids_unconfirmed_refunds(&mut conn).await
     }
 
@@ -523,7 +520,7 @@ impl Ledger {
             // the session has cut the call for it (`SESSION_DEBIT_LOCK_WAIT`).
             let ms = SESSION_DEBIT_LOCK_WAIT.as_millis();
             sqlx::query(&format!("SET LOCAL lock_timeout = {ms}"))
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         let r = spending::debit_session(&mut tx, &d, now).await;
@@ -602,7 +599,7 @@ impl Ledger {
         &self,
         session_id: &str,
     ) -> Result<Vec<SessionCharge>, LedgerError> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.pooled().await?;
         statements::session_charges(&mut conn, session_id).await
     }
 
@@ -622,21 +619,18 @@ impl Ledger {
 
     /// A read transaction that sees one snapshot (REPEATABLE READ on PostgreSQL; a
     /// deferred transaction in WAL mode on SQLite).
-    async fn begin_read(&self) -> Result<Transaction<'static, Any>, LedgerError> {
+    async fn begin_read(&self) -> Result<Conn, LedgerError> {
         let begin = match self.db.backend() {
             Backend::Sqlite => "BEGIN",
             Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         };
-        Ok(self.db.pool().begin_with(begin).await?)
+        Ok(self.db.pooled_tx(begin).await?)
     }
 }
 
 /// Ends a transaction as the work decided: commit, or roll back (replays, refusals that
 /// return a value, reads, and every error).
-async fn finish<T>(
-    tx: Transaction<'static, Any>,
-    r: Result<Finish<T>, LedgerError>,
-) -> Result<T, LedgerError> {
+async fn finish<T>(tx: Conn, r: Result<Finish<T>, LedgerError>) -> Result<T, LedgerError> {
     match r {
         Ok(Finish::Commit(v)) => {
             tx.commit().await?;

@@ -23,13 +23,14 @@ use super::postings::{transfer, NewTxn};
 use super::types::{
     Deposit, DepositMethod, DepositRequest, DepositStatus, OnlineState, TransactionKind,
 };
+use crate::db::Conn;
 use crate::db::{from_micros, to_micros};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// What the payment provider says about a deposit's payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +182,7 @@ pub fn new_confirmation() -> String {
 /// Records a submitted online deposit (the key is already claimed): a pending `deposits`
 /// row within the facility's limits, its lifecycle row and the first event.
 pub(super) async fn submit(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     req: &OnlineDepositRequest,
     now: DateTime<Utc>,
@@ -223,7 +224,7 @@ pub(super) async fn submit(
 }
 
 async fn event(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     state: OnlineState,
     reason: &str,
@@ -255,7 +256,7 @@ pub(super) struct Applied {
 /// the caller's write transaction: locks the lifecycle row, asks [`next`], moves money if
 /// the step says so. `payment_id`, when given, is recorded if none is yet.
 pub(super) async fn apply(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     signal: &PaymentSignal,
     source: &str,
@@ -286,7 +287,7 @@ pub(super) async fn apply(
 
 /// Locks the lifecycle row (no-op UPDATE); its state and payment id.
 async fn lock_state(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
 ) -> Result<(OnlineState, Option<String>), LedgerError> {
     let row = sqlx::query(
@@ -302,7 +303,7 @@ async fn lock_state(
 
 /// Moves the deposit to `to` without moving money (declined, held, voided, authorized).
 async fn set_state(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     to: OnlineState,
     reason: &str,
@@ -340,7 +341,7 @@ const CLOSED_ACCOUNT_REASON: &str =
 /// was released meanwhile) cannot take it: the deposit is held for staff to refund (once:
 /// a deposit already held is left as it is). Whether anything changed.
 async fn post(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     from: OnlineState,
     source: &str,
@@ -374,7 +375,7 @@ async fn post(
 /// Reverses a posted deposit: account −amount (only if the balance covers it), clearing
 /// +amount, in a transaction of its own kind; the deposit's credit stays as it was.
 async fn reverse(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     source: &str,
     now: DateTime<Utc>,
@@ -412,7 +413,7 @@ async fn reverse(
 
 /// Refuses to refund a deposit that is not posted (before anything is written).
 pub(super) async fn refund(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     source: &str,
     now: DateTime<Utc>,
@@ -442,7 +443,7 @@ const COLUMNS: &str = "d.id, d.account_id, d.facility_id, d.method, d.amount_min
     o.made_by, o.refund_transaction_id, o.updated_at";
 
 /// The deposit `id` with its timeline.
-pub(super) async fn read(conn: &mut AnyConnection, id: &str) -> Result<OnlineDeposit, LedgerError> {
+pub(super) async fn read(conn: &mut Conn, id: &str) -> Result<OnlineDeposit, LedgerError> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM deposits d JOIN online_deposits o ON o.deposit_id = d.id WHERE d.id = $1"
     ))
@@ -456,10 +457,7 @@ pub(super) async fn read(conn: &mut AnyConnection, id: &str) -> Result<OnlineDep
 }
 
 /// The ids of the online deposits the family user `user` made, newest first.
-pub(super) async fn ids_made_by(
-    conn: &mut AnyConnection,
-    user: &str,
-) -> Result<Vec<String>, LedgerError> {
+pub(super) async fn ids_made_by(conn: &mut Conn, user: &str) -> Result<Vec<String>, LedgerError> {
     let q = sqlx::query(
         "SELECT o.deposit_id AS id FROM online_deposits o JOIN deposits d ON d.id = o.deposit_id \
          WHERE o.made_by = $1 ORDER BY d.created_at DESC, o.deposit_id DESC LIMIT 500",
@@ -471,7 +469,7 @@ pub(super) async fn ids_made_by(
 /// The online deposits still waiting for their provider (submitted, authorized, held)
 /// whose state has not changed since `before` (microseconds), oldest first.
 pub(super) async fn ids_unsettled(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     before: i64,
 ) -> Result<Vec<String>, LedgerError> {
     let q = sqlx::query(
@@ -484,9 +482,7 @@ pub(super) async fn ids_unsettled(
 }
 
 /// Refunded deposits whose refund the provider has not confirmed yet.
-pub(super) async fn ids_unconfirmed_refunds(
-    conn: &mut AnyConnection,
-) -> Result<Vec<String>, LedgerError> {
+pub(super) async fn ids_unconfirmed_refunds(conn: &mut Conn) -> Result<Vec<String>, LedgerError> {
     let q = sqlx::query(
         "SELECT deposit_id AS id FROM online_deposits \
          WHERE state = 'refunded' AND provider_refunded_at IS NULL \
@@ -503,7 +499,7 @@ fn collect_ids(rows: Vec<AnyRow>) -> Result<Vec<String>, LedgerError> {
 
 /// Notes that the provider confirmed the refund of `id`.
 pub(super) async fn provider_refunded(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
@@ -518,7 +514,7 @@ pub(super) async fn provider_refunded(
     Ok(())
 }
 
-async fn timeline(conn: &mut AnyConnection, id: &str) -> Result<Vec<DepositEvent>, LedgerError> {
+async fn timeline(conn: &mut Conn, id: &str) -> Result<Vec<DepositEvent>, LedgerError> {
     let rows = sqlx::query(
         "SELECT state, reason, source, at FROM deposit_events WHERE deposit_id = $1 ORDER BY id",
     )

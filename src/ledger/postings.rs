@@ -5,7 +5,8 @@
 
 use super::error::LedgerError;
 use super::types::TransactionKind;
-use sqlx::{AnyConnection, Row};
+use crate::db::Conn;
+use sqlx::Row;
 
 /// A ledger transaction to insert.
 pub(crate) struct NewTxn<'a> {
@@ -18,10 +19,7 @@ pub(crate) struct NewTxn<'a> {
 }
 
 /// Inserts a transaction row and returns its id.
-pub(crate) async fn insert_txn(
-    conn: &mut AnyConnection,
-    t: &NewTxn<'_>,
-) -> Result<i64, LedgerError> {
+pub(crate) async fn insert_txn(conn: &mut Conn, t: &NewTxn<'_>) -> Result<i64, LedgerError> {
     let row = sqlx::query(
         "INSERT INTO ledger_transactions (kind, idempotency_key, facility_id, memo, created_at) \
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -39,7 +37,7 @@ pub(crate) async fn insert_txn(
 /// Adds `amount` (positive) to an open inmate/family account and returns the new
 /// balance. The account was locked (and found open) earlier in the transaction.
 pub(crate) async fn credit_user(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     account_id: &str,
     amount: i64,
 ) -> Result<i64, LedgerError> {
@@ -62,7 +60,7 @@ pub(crate) async fn credit_user(
 /// against the latest committed balance). `None`: not debited (missing, closed, system or
 /// short of funds; see [`super::accounts::lock_open`] to tell which).
 pub(crate) async fn debit_user(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     account_id: &str,
     amount: i64,
 ) -> Result<Option<i64>, LedgerError> {
@@ -82,7 +80,7 @@ pub(crate) async fn debit_user(
 
 /// The entry of an inmate/family account, with the balance it left.
 pub(crate) async fn user_entry(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     txn: i64,
     account_id: &str,
     amount: i64,
@@ -106,7 +104,7 @@ pub(crate) async fn user_entry(
 /// The entry of a system account (no stored balance). Fails with `AccountNotFound` if the
 /// facility's system accounts were never created.
 pub(crate) async fn system_entry(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     txn: i64,
     account_id: &str,
     amount: i64,
@@ -135,7 +133,7 @@ pub(crate) async fn system_entry(
 /// conditionally. Returns (transaction id, user balance after), or `None` when a debit is
 /// not covered (nothing written except the transaction row, which the caller rolls back).
 pub(crate) async fn transfer(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     txn: &NewTxn<'_>,
     user: &str,
     system: &str,

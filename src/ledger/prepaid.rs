@@ -16,11 +16,12 @@ use super::accounts::{lock_open, read, SystemAccount};
 use super::error::LedgerError;
 use super::postings::{transfer, NewTxn};
 use super::types::{AccountKind, TransactionKind};
+use crate::db::Conn;
 use crate::db::{from_micros, to_micros};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// The request, as its idempotency key remembers it.
 #[derive(Debug, Serialize)]
@@ -64,10 +65,7 @@ struct Refundable {
     payment_id: String,
 }
 
-async fn refundable(
-    conn: &mut AnyConnection,
-    account_id: &str,
-) -> Result<Vec<Refundable>, LedgerError> {
+async fn refundable(conn: &mut Conn, account_id: &str) -> Result<Vec<Refundable>, LedgerError> {
     let rows = sqlx::query(
         "SELECT d.id, d.amount_minor, o.confirmation, o.card_last4, o.payment_id, \
          CAST(COALESCE((SELECT SUM(r.amount_minor) FROM prepaid_refunds r WHERE r.deposit_id = d.id), 0) AS BIGINT) AS refunded \
@@ -114,7 +112,7 @@ fn split(balance: i64, left: &[i64]) -> (Vec<(usize, i64)>, i64) {
 /// Refunds the whole balance of the family prepaid account `account_id` (see the module
 /// doc); refused for any other kind of account and for an empty balance.
 pub(super) async fn refund_all(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     account_id: &str,
     requested_by: &str,
     now: DateTime<Utc>,
@@ -209,7 +207,7 @@ pub(super) async fn refund_all(
 
 /// Notes that the provider took card part `id` (idempotent).
 pub(super) async fn confirmed(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
@@ -225,7 +223,7 @@ pub(super) async fn confirmed(
 
 /// When the provider confirmed each part of request `request_id` (by part id).
 pub(super) async fn confirmations(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     request_id: &str,
 ) -> Result<Vec<(String, Option<DateTime<Utc>>)>, LedgerError> {
     let rows = sqlx::query("SELECT id, confirmed_at FROM prepaid_refunds WHERE request_id = $1")
@@ -242,7 +240,7 @@ pub(super) async fn confirmations(
 
 /// Card parts the provider has not confirmed, made at or before `before`.
 pub(super) async fn unconfirmed(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     before: DateTime<Utc>,
 ) -> Result<Vec<RefundPart>, LedgerError> {
     let rows = sqlx::query(
@@ -273,7 +271,7 @@ pub(super) async fn unconfirmed(
 /// Whether any part of a prepaid refund came from deposit `deposit_id` (such a deposit is
 /// not refunded whole any more).
 pub(super) async fn partly_refunded(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     deposit_id: &str,
 ) -> Result<bool, LedgerError> {
     let row = sqlx::query("SELECT 1 AS one FROM prepaid_refunds WHERE deposit_id = $1 LIMIT 1")

@@ -9,9 +9,10 @@ use super::types::{
     TransactionKind,
 };
 use crate::db::to_micros;
+use crate::db::Conn;
 use crate::money::Money;
 use chrono::{DateTime, Utc};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// How a write transaction ends: commit, or roll back (a replay or a refusal that
 /// returns a value rather than an error).
@@ -42,7 +43,7 @@ fn revenue(service: Service) -> (SystemAccount, TransactionKind) {
 /// Claims (session, increment) by inserting its transaction row; `None` if it exists
 /// (on PostgreSQL, after waiting for a concurrent claimer to finish).
 async fn claim_increment(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     d: &SessionDebit,
     kind: TransactionKind,
     at: i64,
@@ -65,10 +66,7 @@ async fn claim_increment(
 
 /// The earlier debit of this (session, increment); a different account or amount under
 /// the same increment is a caller bug, reported as a conflict.
-async fn committed_before(
-    conn: &mut AnyConnection,
-    d: &SessionDebit,
-) -> Result<DebitOutcome, LedgerError> {
+async fn committed_before(conn: &mut Conn, d: &SessionDebit) -> Result<DebitOutcome, LedgerError> {
     let row = sqlx::query(
         "SELECT t.id, e.account_id, e.amount_minor, e.balance_after_minor FROM ledger_transactions t \
          JOIN ledger_entries e ON e.transaction_id = t.id \
@@ -94,7 +92,7 @@ async fn committed_before(
 
 /// One session increment: claim (session, increment), conditional debit, two entries.
 pub(crate) async fn debit_session(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     d: &SessionDebit,
     now: DateTime<Utc>,
 ) -> Result<Finish<DebitOutcome>, LedgerError> {
@@ -152,7 +150,7 @@ const REFUND: Movement = Movement {
 
 /// A commissary purchase (the key is already claimed): account −, commissary +.
 pub(crate) async fn purchase(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     req: &PurchaseRequest,
     now: DateTime<Utc>,
@@ -168,7 +166,7 @@ pub(crate) async fn purchase(
 
 /// A refund or credit (the key is already claimed): refunds −, account +.
 pub(crate) async fn refund(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     req: &RefundRequest,
     now: DateTime<Utc>,
@@ -191,7 +189,7 @@ struct Spend<'a> {
 }
 
 async fn move_with_system(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     m: &Movement,
     s: Spend<'_>,
@@ -262,7 +260,7 @@ fn receipt(
 /// Release (the key is already claimed): the whole balance to refunds_payable, then the
 /// account closes for good.
 pub(crate) async fn release(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     key: &str,
     account_id: &str,
     now: DateTime<Utc>,
@@ -295,7 +293,7 @@ pub(crate) async fn release(
     })
 }
 
-async fn close(conn: &mut AnyConnection, account_id: &str, at: i64) -> Result<(), LedgerError> {
+async fn close(conn: &mut Conn, account_id: &str, at: i64) -> Result<(), LedgerError> {
     sqlx::query(
         "UPDATE accounts SET status = 'closed', closed_at = $1 WHERE id = $2 AND status = 'open'",
     )

@@ -3,12 +3,13 @@
 
 use super::error::LedgerError;
 use super::types::TransactionKind;
+use crate::db::Conn;
 use crate::db::{from_micros, to_micros};
 use crate::money::Money;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 /// An account's movements over `[from, to)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,11 +80,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-async fn opening(
-    conn: &mut AnyConnection,
-    account_id: &str,
-    from: i64,
-) -> Result<i64, LedgerError> {
+async fn opening(conn: &mut Conn, account_id: &str, from: i64) -> Result<i64, LedgerError> {
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM ledger_entries \
          WHERE account_id = $1 AND created_at < $2",
@@ -97,7 +94,7 @@ async fn opening(
 
 /// Builds the statement inside a read transaction (one snapshot).
 pub(crate) async fn build(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     account_id: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -164,7 +161,7 @@ pub struct SessionCharge {
 
 /// The debits of one session, in increment order.
 pub(crate) async fn session_charges(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     session_id: &str,
 ) -> Result<Vec<SessionCharge>, LedgerError> {
     let rows = sqlx::query(

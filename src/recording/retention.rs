@@ -208,11 +208,11 @@ async fn candidates(
 /// The transaction: the conditional status move, then the `purge` chain entry.
 async fn purge_one(store: &Store, c: &Candidate) -> Result<Outcome, RetentionError> {
     let db = store.db();
-    let mut tx = db.begin_write().await?;
+    let mut tx = db.begin().await?;
     if db.backend() == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CHAIN_LOCK_KEY)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
     }
     let now = to_micros(store.clock().wall());
@@ -222,7 +222,7 @@ async fn purge_one(store: &Store, c: &Candidate) -> Result<Outcome, RetentionErr
     )
     .bind(now)
     .bind(&c.id)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?
     .rows_affected();
     if moved != 1 {
@@ -252,7 +252,7 @@ async fn purge_one(store: &Store, c: &Candidate) -> Result<Outcome, RetentionErr
 /// The hash and path the recording's `recording` entry froze, if the chain has one with
 /// readable metadata.
 async fn chained_file(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut crate::db::Conn,
     id: &str,
 ) -> Result<Option<(String, String)>, RetentionError> {
     let row = sqlx::query(
@@ -260,7 +260,7 @@ async fn chained_file(
          WHERE recording_id = $1 AND kind = 'recording' ORDER BY seq DESC LIMIT 1",
     )
     .bind(id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
         return Ok(None);

@@ -215,7 +215,7 @@ pub struct NewSession<'a> {
 
 /// Opens an `active` call session.
 pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    let _turn = db.write_turn().await;
+    let mut dbc = db.write_conn().await?;
     sqlx::query(
         "INSERT INTO sessions (id, kind, facility_id, handset_id, dialed, state, node_id, sip_call_id, invite_at) \
          VALUES ($1, 'call', $2, $3, $4, 'active', $5, $6, $7)",
@@ -227,7 +227,7 @@ pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Resul
     .bind(s.node_id)
     .bind(s.sip_call_id)
     .bind(to_micros(now))
-    .execute(db.pool())
+    .execute(&mut dbc)
     .await?;
     Ok(())
 }
@@ -365,14 +365,14 @@ pub async fn claim_inmate(
     inmate_id: &str,
     account_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let _turn = db.write_turn().await;
+    let mut dbc = db.write_conn().await?;
     let r = sqlx::query(
         "UPDATE sessions SET inmate_id = $2, account_id = $3 WHERE id = $1 AND state = 'active'",
     )
     .bind(session_id)
     .bind(inmate_id)
     .bind(account_id)
-    .execute(db.pool())
+    .execute(&mut dbc)
     .await;
     claimed(r)
 }
@@ -393,12 +393,13 @@ pub async fn accepted_calls_since(
     inmate_id: &str,
     since: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
+    let mut dbc = db.conn().await?;
     sqlx::query(
         "SELECT COUNT(*) FROM sessions WHERE inmate_id = $1 AND kind = 'call' AND accepted_at IS NOT NULL AND accepted_at >= $2",
     )
     .bind(inmate_id)
     .bind(to_micros(since))
-    .fetch_one(db.pool())
+    .fetch_one(&mut dbc)
     .await?
     .try_get(0)
 }
@@ -416,7 +417,7 @@ pub struct Progress<'a> {
 
 /// Records a live session's progress (see [`Progress`]); a no-op once it has ended.
 pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::Error> {
-    let _turn = db.write_turn().await;
+    let mut dbc = db.write_conn().await?;
     sqlx::query(
         "UPDATE sessions SET number_e164 = COALESCE($2, number_e164), \
          privileged = COALESCE($3, privileged), answer_at = COALESCE($4, answer_at), \
@@ -427,7 +428,7 @@ pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::E
     .bind(p.privileged.map(i64::from))
     .bind(p.answer_at.map(to_micros))
     .bind(p.accepted_at.map(to_micros))
-    .execute(db.pool())
+    .execute(&mut dbc)
     .await?;
     Ok(())
 }
@@ -472,7 +473,7 @@ pub async fn claim_and_authorize(
     c: &Claim<'_>,
     a: &Authorized<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let _turn = db.write_turn().await;
+    let mut dbc = db.write_conn().await?;
     let r = sqlx::query(
         "UPDATE sessions SET inmate_id = $13, account_id = $14, contact_id = $2, \
          number_e164 = $3, privileged = $4, rate_plan_id = $5, rate_deck_id = $6, \
@@ -494,7 +495,7 @@ pub async fn claim_and_authorize(
     .bind(a.cost_per_increment.to_minor())
     .bind(c.inmate_id)
     .bind(c.account_id)
-    .execute(db.pool())
+    .execute(&mut dbc)
     .await;
     claimed(r)
 }
@@ -509,7 +510,7 @@ pub async fn record_media_end(
     reason: &str,
     media_end_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let _turn = db.write_turn().await;
+    let mut dbc = db.write_conn().await?;
     sqlx::query(
         "UPDATE sessions SET end_reason = $2, media_end_at = $3 \
          WHERE id = $1 AND state = 'active' AND end_reason IS NULL",
@@ -517,7 +518,7 @@ pub async fn record_media_end(
     .bind(id)
     .bind(reason)
     .bind(to_micros(media_end_at))
-    .execute(db.pool())
+    .execute(&mut dbc)
     .await?;
     Ok(())
 }
@@ -528,7 +529,7 @@ pub async fn record_media_end(
 /// A session already marked keeps the recording it names (a visit has two recordings, one
 /// per participant: the session names the first; `Store::session_recordings` lists both).
 pub async fn mark_recorded(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut crate::db::Conn,
     session_id: &str,
     recording_id: &str,
     accepted_at: Option<DateTime<Utc>>,
@@ -550,20 +551,20 @@ pub async fn mark_recorded(
 /// whether the account paying the call is still open: `false` once the inmate was
 /// released (the call must end `released`).
 pub async fn count_increment(db: &Db, id: &str, increment: u32) -> Result<bool, sqlx::Error> {
-    let _turn = db.write_turn().await;
+    let mut dbc = db.write_conn().await?;
     sqlx::query(
         "UPDATE sessions SET billed_increments = $2 \
          WHERE id = $1 AND state = 'active' AND billed_increments < $2",
     )
     .bind(id)
     .bind(i64::from(increment))
-    .execute(db.pool())
+    .execute(&mut dbc)
     .await?;
     let status: Option<String> = sqlx::query(
         "SELECT a.status FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = $1",
     )
     .bind(id)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut dbc)
     .await?
     .map(|r| r.try_get("status"))
     .transpose()?;
@@ -616,7 +617,7 @@ pub async fn close_with(
     e: &SessionEnd<'_>,
     call: &CallEnd,
 ) -> Result<bool, sqlx::Error> {
-    let _turn = db.write_turn().await;
+    let mut dbc = db.write_conn().await?;
     // The ledger's count and amount are read by the statement itself (one round trip):
     // the charges of every debit committed before it.
     let (n, amount) = (
@@ -650,7 +651,7 @@ pub async fn close_with(
         call.paused
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     )
-    .execute(db.pool())
+    .execute(&mut dbc)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -673,6 +674,7 @@ pub(crate) struct Charged {
 /// Increments and amount (minor units) debited for a session, from the ledger: the
 /// revenue-side entries of the session's transactions.
 pub(crate) async fn charged(db: &Db, id: &str) -> Result<Charged, sqlx::Error> {
+    let mut dbc = db.conn().await?;
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) AS total, \
          MAX(t.created_at) AS last_at \
@@ -680,7 +682,7 @@ pub(crate) async fn charged(db: &Db, id: &str) -> Result<Charged, sqlx::Error> {
          WHERE t.session_id = $1 AND e.amount_minor > 0 AND e.balance_after_minor IS NULL",
     )
     .bind(id)
-    .fetch_one(db.pool())
+    .fetch_one(&mut dbc)
     .await?;
     Ok(Charged {
         increments: row.try_get("n")?,

@@ -150,12 +150,13 @@ impl Store {
         &self,
         username: &str,
     ) -> Result<Option<(Handset, Option<String>)>, StoreError> {
+        let mut dbc = self.db.conn().await?;
         let row = sqlx::query(
             "SELECT id, facility_id, name, location, sip_username, locked_until, created_at, digest_ha1 \
              FROM handsets WHERE sip_username = $1",
         )
         .bind(username)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut dbc)
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some((from_row(&row)?, row.try_get("digest_ha1")?)))
@@ -192,6 +193,7 @@ impl Store {
         ip: std::net::IpAddr,
         username: Option<&str>,
     ) -> Result<Option<(String, Option<Handset>)>, StoreError> {
+        let mut dbc = self.db.conn().await?;
         let rows = sqlx::query(
             "SELECT t.facility_id AS trusted_facility, t.cidr, h.id, h.facility_id, h.name, \
              h.location, h.sip_username, h.locked_until, h.created_at \
@@ -199,7 +201,7 @@ impl Store {
              ORDER BY t.created_at, t.id",
         )
         .bind(username)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut dbc)
         .await?;
         for r in &rows {
             let cidr: String = r.try_get("cidr")?;

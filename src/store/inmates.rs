@@ -201,7 +201,7 @@ impl Store {
             .pin
             .as_deref()
             .map(|p| pin::pin_hash(self.pin_pepper.as_bytes(), facility_id, &calling_id, p));
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.db.begin().await?;
         let name = format!(
             "{} {} ({})",
             kept.first_name, kept.last_name, kept.booking_number
@@ -228,7 +228,7 @@ impl Store {
         .bind(&account_id)
         .bind(to_micros(now))
         .bind(kept.housing_unit)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(|e| {
             conflict_on_unique(

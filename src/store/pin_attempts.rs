@@ -13,6 +13,7 @@
 
 use super::inmates::StoredPin;
 use super::{Inmate, Store, StoreError};
+use crate::db::Conn;
 use crate::db::{from_micros, to_micros, Backend};
 use crate::policy::lockout::{Counting, Failures, Lock, LockState, Subject};
 use chrono::{DateTime, Duration, Utc};
@@ -102,7 +103,7 @@ fn subject_lock_key(subject: Subject, facility_id: &str, key: &str) -> i64 {
 
 /// Inserts an attempt, decided; its id.
 async fn insert_attempt(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     a: &NewAttempt<'_>,
     outcome: AttemptOutcome,
     now: DateTime<Utc>,
@@ -131,7 +132,7 @@ async fn insert_attempt(
 /// migration 0009; the other outcomes count nothing), so the cost follows the failures
 /// of the day, not the entries.
 async fn failures_before(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     facility_id: &str,
     subjects: &[(Subject, &str, Counting)],
     before: i64,
@@ -232,6 +233,7 @@ impl Store {
         handset_id: Option<&str>,
         line: &str,
     ) -> Result<PinFacts, StoreError> {
+        let mut dbc = self.db.conn().await?;
         let shaped = !calling_id.is_empty()
             && calling_id.len() <= 20
             && calling_id.bytes().all(|b| b.is_ascii_digit());
@@ -254,7 +256,7 @@ impl Store {
         .bind(shaped.then_some(calling_id))
         .bind(line)
         .bind(handset_id)
-        .fetch_one(self.db.pool())
+        .fetch_one(&mut dbc)
         .await?;
         if let Some(h) = handset_id {
             if row.try_get::<Option<String>, _>("h_id")?.is_none() {
@@ -294,14 +296,12 @@ impl Store {
         // draws ids before commit, so there the two go in one transaction holding each
         // subject's advisory lock.
         if self.db.backend() == Backend::Sqlite {
-            let turn = self.db.write_turn().await;
-            let mut conn = self.db.pool().acquire().await?;
+            let mut conn = self.db.write_conn().await?;
             let id = insert_attempt(&mut conn, a, outcome, now).await?;
-            drop(turn);
             let counted = failures_before(&mut conn, a.facility_id, subjects, id).await?;
             return Ok((id, counted));
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let mut keys: Vec<i64> = subjects
             .iter()
             .map(|(subject, key, _)| subject_lock_key(*subject, a.facility_id, key))
@@ -320,7 +320,7 @@ impl Store {
             for k in keys {
                 q = q.bind(k);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut tx).await?;
         }
         let id = insert_attempt(&mut tx, a, outcome, now).await?;
         let counted = failures_before(&mut tx, a.facility_id, subjects, id).await?;
@@ -334,11 +334,12 @@ impl Store {
         id: i64,
         outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
+        let mut dbc = self.db.write_conn().await?;
         sqlx::query("UPDATE pin_attempts SET outcome = $2, success = $3 WHERE id = $1")
             .bind(id)
             .bind(outcome.as_str())
             .bind(bool_to_i64(outcome == AttemptOutcome::Valid))
-            .execute(self.db.pool())
+            .execute(&mut dbc)
             .await?;
         Ok(())
     }

@@ -236,8 +236,7 @@ impl Store {
         accepted_at: Option<DateTime<Utc>>,
     ) -> Result<String, StoreError> {
         let id = new_id("rec");
-        let _turn = self.db.write_turn().await;
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO recordings (id, session_id, facility_id, path, format, status, node_id, \
              started_at, participant) VALUES ($1,$2,$3,$4,$5,'recording',$6,$7,$8)",
@@ -250,7 +249,7 @@ impl Store {
         .bind(r.node_id)
         .bind(crate::db::to_micros(r.started_at))
         .bind(participant.as_str())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(|e| duplicate_participant(e, r.session_id, participant))?;
         crate::session::cdr::mark_recorded(&mut tx, r.session_id, &id, accepted_at).await?;
@@ -265,17 +264,16 @@ impl Store {
         id: &str,
         f: &FinishedRecording,
     ) -> Result<Recording, StoreError> {
-        let _turn = self.db.write_turn().await;
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.db.begin().await?;
         if self.db.backend() == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(CHAIN_LOCK_KEY)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM recordings WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?
             .ok_or_else(|| StoreError::not_found("recording", id))?;
         let rec = recording(&row)?;
@@ -321,7 +319,7 @@ impl Store {
         .bind(f.dropped_packets)
         .bind(seq)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         // The row as now stored, from what was read and written (no second read).
@@ -341,7 +339,7 @@ impl Store {
     /// SQLite's write transaction serializes by itself). Returns its sequence number.
     pub(crate) async fn append_chain(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut crate::db::Conn,
         kind: &str,
         recording_id: &str,
         file_sha256: &str,
@@ -349,7 +347,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let prev: String =
             sqlx::query("SELECT link FROM recording_chain ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?
                 .map(|r| r.try_get("link"))
                 .transpose()?
@@ -373,7 +371,7 @@ impl Store {
         .bind(metadata)
         .bind(&prev)
         .bind(&link)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await?;
         Ok(row.try_get("seq")?)
     }

@@ -53,7 +53,7 @@ impl Store {
             prefixed(super::facilities::COLUMNS, "f")
         ))
         .bind(inmate_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut self.db.conn().await?)
         .await?
         .ok_or_else(|| StoreError::not_found("inmate", inmate_id))?;
         let status: String = row.try_get("inmate_status")?;
@@ -100,7 +100,7 @@ impl Store {
         .bind(&inmate.facility.id)
         .bind(&inmate.account_id)
         .bind(since.map_or(0, to_micros))
-        .fetch_one(self.db.pool())
+        .fetch_one(&mut self.db.conn().await?)
         .await?;
         let contact = match row.try_get::<Option<String>, _>("id")? {
             Some(_) => Some(super::contacts::from_row(&row)?),
