@@ -164,6 +164,18 @@ impl LocalConn {
         args: Option<AnyArguments<'_>>,
         limit: Option<usize>,
     ) -> Result<(Vec<AnyRow>, AnyQueryResult), sqlx::Error> {
+        let started = std::time::Instant::now();
+        let r = self.run_statement(sql, args, limit);
+        log_statement(sql, &r, started.elapsed());
+        r
+    }
+
+    fn run_statement(
+        &mut self,
+        sql: &str,
+        args: Option<AnyArguments<'_>>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<AnyRow>, AnyQueryResult), sqlx::Error> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(db_error)?;
         let values = args.map(|a| a.values.0).unwrap_or_default();
         for i in 1..=stmt.parameter_count() {
@@ -349,6 +361,38 @@ impl<'c> Executor<'c> for &'c mut LocalConn {
                 "the local SQLite connection does not describe statements".into(),
             ))
         })
+    }
+}
+
+/// A statement that took longer than this is logged at `warn`, as sqlx logs its own.
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
+/// Logs a statement as sqlx's own driver does (target `sqlx::query`, `debug`; `warn` when
+/// slow), so `SALLYPORT_LOG=sqlx::query=debug` shows (and `bench/call_setups.sh COUNT=1`
+/// counts) the local connection's statements too.
+fn log_statement(
+    sql: &str,
+    r: &Result<(Vec<AnyRow>, AnyQueryResult), sqlx::Error>,
+    elapsed: Duration,
+) {
+    let slow = elapsed >= SLOW_STATEMENT;
+    if !slow && !tracing::enabled!(target: "sqlx::query", tracing::Level::DEBUG) {
+        return;
+    }
+    let mut summary = sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+    if summary != sql {
+        summary.push_str(" …");
+    }
+    let (rows_affected, rows_returned) = match r {
+        Ok((rows, done)) => (done.rows_affected, rows.len()),
+        Err(_) => (0, 0),
+    };
+    if slow {
+        tracing::warn!(target: "sqlx::query", summary, db.statement = sql, rows_affected,
+            rows_returned, ?elapsed, "slow statement: execution time exceeded alert threshold");
+    } else {
+        tracing::debug!(target: "sqlx::query", summary, db.statement = sql, rows_affected,
+            rows_returned, ?elapsed);
     }
 }
 
