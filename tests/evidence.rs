@@ -84,6 +84,63 @@ fn member_offset(tar: &[u8], name: &str) -> usize {
     }
 }
 
+/// Runs the shell of `docs/evidence.md`, "Checking by hand", on `package`: `sha256sum -c`
+/// over the manifest and the chained hashes, then the chain and audit formulas
+/// recomputed for every entry of the package. Skipped (said so) without bash, jq, xxd.
+fn by_hand(package: &Path, intact: bool) {
+    let have = |tool: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !["bash", "jq", "xxd", "sha256sum", "tar"]
+        .iter()
+        .all(|t| have(t))
+    {
+        eprintln!("skipped: the by-hand check needs bash, jq, xxd, sha256sum and tar");
+        return;
+    }
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/evidence.md")).unwrap();
+    let section = doc
+        .split("## Checking by hand")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let mut script = String::new();
+    for block in section.split("```sh\n").skip(1) {
+        let code = block.split("```").next().unwrap();
+        script.push_str(&code.replace("evp_….tar", &package.display().to_string()));
+        script.push('\n');
+    }
+    script.push_str(
+        r#"
+for s in $(jq '.[].seq' chain/entries.json); do
+  [ "$(link "$s" | sort -u | wc -l)" = 1 ] || echo "BYHAND-MISMATCH chain entry $s"
+done
+for i in $(jq '.audit[].id' chain/anchor.json); do
+  [ "$(audit_hash "$i" | sort -u | wc -l)" = 1 ] || echo "BYHAND-MISMATCH audit entry $i"
+done
+echo BYHAND-DONE
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("BYHAND-DONE"), "{text}\n{err}");
+    assert!(!text.contains("BYHAND-MISMATCH"), "{text}\n{err}");
+    assert!(text.contains(": OK"), "{text}");
+    assert_eq!(!text.contains("FAILED"), intact, "{text}\n{err}");
+}
+
 /// Facility F1 with an inmate and an account holding money; F2 with nobody.
 /// Returns the inmate id and account id.
 async fn facilities(app: &App) -> (String, String) {
@@ -200,7 +257,7 @@ async fn packages_three_sessions_that_verify_until_changed(app: App) {
     let files = manifest["sessions"][1]["recordings"].as_array().unwrap();
     let rec2_file = files[0]["file"].as_str().unwrap().to_string();
     assert_eq!(rec2_file, format!("sessions/c-2/{}.wav", recs[1]));
-    let on_disk = std::fs::read(app.recordings().join(format!("2026/03/02/c-2.wav"))).unwrap();
+    let on_disk = std::fs::read(app.recordings().join("2026/03/02/c-2.wav")).unwrap();
     assert_eq!(get(&rec2_file), &on_disk);
 
     let dir = tempfile::tempdir().unwrap();
@@ -210,6 +267,8 @@ async fn packages_three_sessions_that_verify_until_changed(app: App) {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("INTACT"), "{}", stdout(&out));
     assert!(stdout(&out).contains(&sha), "{}", stdout(&out));
+
+    by_hand(&file, true);
 
     // One byte of one recording flipped inside the package.
     let mut flipped = tar.clone();
@@ -234,6 +293,7 @@ async fn packages_three_sessions_that_verify_until_changed(app: App) {
         2,
         "only that file: {text}"
     );
+    by_hand(&bad, false);
 
     // One chain entry removed: recording 2's.
     let mut members = members.clone();

@@ -395,26 +395,47 @@ fn write_package(
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
     let part = out.with_extension("tar.part");
-    let file = std::fs::File::create(&part).map_err(io(&part))?;
+    let written = write_tar(&part, &manifest, &members, &sizes, mtime)
+        .and_then(|()| std::fs::rename(&part, out).map_err(io(out)));
+    if let Err(e) = written {
+        // A package that exists is whole: what was half written goes.
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    let report = verify_file(out)?;
+    Ok((manifest, report))
+}
+
+/// The manifest then every member, into `part`, synced.
+fn write_tar(
+    part: &Path,
+    manifest: &Manifest,
+    members: &[Pending],
+    sizes: &[u64],
+    mtime: u64,
+) -> Result<(), EvidenceError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EvidenceError::Io { path, source }
+    };
+    let file = std::fs::File::create(part).map_err(io(part))?;
     let mut w = Writer::new(BufWriter::with_capacity(256 * 1024, file), mtime);
-    w.bytes(MANIFEST, &pretty(&serde_json::to_value(&manifest)?)?)?;
+    w.bytes(MANIFEST, &pretty(&serde_json::to_value(manifest)?)?)?;
     for (m, size) in members.iter().zip(sizes) {
         match &m.source {
             Source::Data(d) => w.bytes(&m.path, d)?,
             Source::File(p) => {
                 let mut f = std::fs::File::open(p).map_err(io(p))?;
-                w.stream(&m.path, size, &mut f)?;
+                w.stream(&m.path, *size, &mut f)?;
             }
         }
     }
     let file = w.finish()?.into_inner().map_err(|e| EvidenceError::Io {
-        path: part.clone(),
+        path: part.to_path_buf(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io(&part))?;
-    std::fs::rename(&part, out).map_err(io(out))?;
-    let report = verify_file(out)?;
-    Ok((manifest, report))
+    file.sync_all().map_err(io(part))?;
+    Ok(())
 }
 
 /// The columns of `charges.csv`, in order.

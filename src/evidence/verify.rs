@@ -29,7 +29,7 @@ pub enum VerifyError {
 }
 
 /// What a check is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// `manifest.json` is the first member, parses, and declares the known format.
