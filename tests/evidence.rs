@@ -327,6 +327,12 @@ async fn packages_three_sessions_that_verify_until_changed(app: App) {
         "{text}"
     );
 
+    // Packages stored beside the recordings do not disturb their integrity check.
+    let whole = sallyport::recording::chain::verify_all(&app.store, app.recordings())
+        .await
+        .unwrap();
+    assert!(whole.ok, "{:?}", whole.problems);
+
     // Not a package at all.
     let junk = dir.path().join("junk.tar");
     std::fs::write(&junk, b"hello").unwrap();

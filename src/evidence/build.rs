@@ -173,6 +173,9 @@ pub async fn build(
             csv_of(CHARGE_COLUMNS, &rows)?,
         ));
         cdrs.push(cdr_value);
+        if cdr.kind == "visit" {
+            pending.extend(visit_members(store, cdr, &dir).await?);
+        }
         let mut packaged = Vec::new();
         let mut omitted = Vec::new();
         for rec in store.session_recordings(&cdr.id).await? {
@@ -242,6 +245,26 @@ pub async fn build(
         manifest,
         report,
     })
+}
+
+/// A visit's booking (`visit.json`, when it still exists) and timeline (`timeline.json`:
+/// joined, media, dropped, paused, resumed, left, with the side), as `GET /calls/{id}`
+/// shows them.
+async fn visit_members(store: &Store, cdr: &Cdr, dir: &str) -> Result<Vec<Pending>, EvidenceError> {
+    let mut out = Vec::new();
+    if let Some(visit_id) = cdr.visit_id.as_deref() {
+        match store.visit(visit_id).await {
+            Ok(v) => out.push(data(
+                format!("{dir}/visit.json"),
+                pretty(&serde_json::to_value(&v)?)?,
+            )),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let timeline = serde_json::to_value(store.session_events(&cdr.id).await?)?;
+    out.push(data(format!("{dir}/timeline.json"), pretty(&timeline)?));
+    Ok(out)
 }
 
 fn data(path: String, bytes: Vec<u8>) -> Pending {

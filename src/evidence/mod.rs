@@ -16,7 +16,8 @@
 //! | `VERIFY.txt` | how to check the package by hand |
 //! | `notes.json` | investigators' notes on the sessions: `[]` (notes do not exist yet; the member is there so the format need not change when they do) |
 //! | `sessions.csv` | one line per session: its record (CDR) |
-//! | `sessions/<id>/cdr.json` | the session's record as `GET /calls/{id}` gives it |
+//! | `sessions/<id>/cdr.json` | the session's record (CDR), as `GET /calls/{id}` gives it |
+//! | `sessions/<id>/visit.json`, `timeline.json` | a visit's booking and timeline (visits only) |
 //! | `sessions/<id>/charges.json`, `charges.csv` | the ledger's debits for the session |
 //! | `sessions/<id>/<recording id>.wav` / `.webm` | the recording files, byte for byte |
 //! | `chain/entries.json` | the recordings hash chain's entries of those recordings, the entry before and after each, and the anchored head entry ([`ChainEntry`]) |
