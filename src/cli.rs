@@ -1,7 +1,8 @@
 //! The command line: `serve`, `migrate`, `demo`, and admin subcommands that mirror the API
 //! for operators who script (booking, PINs, contacts, deposits, release, statements,
 //! tokens, users),
-//! and the integrity checks (`verify-audit`, `verify-recordings`).
+//! and the integrity checks (`verify-audit`, `verify-recordings`, and `verify-package`,
+//! which needs neither configuration nor database).
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -175,6 +176,16 @@ pub enum Command {
     /// file changed, removed or added and every entry moved or edited (exit status 1
     /// when any is).
     VerifyRecordings,
+    /// Check an evidence package (a tar from `POST /api/v1/evidence-packages`): every
+    /// file against its SHA-256, every recording against its chain entry, the chain links
+    /// around each recording, and the head anchored in the audit log. Needs no
+    /// configuration, database or network; prints every check and exits 0 when all pass,
+    /// 1 when any fails (naming the file or the chain entry), 2 when the file cannot be
+    /// read as a package.
+    VerifyPackage {
+        /// The package file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +267,12 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
         Command::Migrate => println!("migrations applied"),
         Command::VerifyAudit => verify_audit(&store).await?,
         Command::VerifyRecordings => verify_recordings(&store, config).await?,
+        Command::VerifyPackage { file } => {
+            let code = verify_package(&file);
+            if code != 0 {
+                anyhow::bail!("the evidence package {} does not verify", file.display());
+            }
+        }
         Command::User { action } => user(&store, action).await?,
         Command::Demo { json } => {
             let info = crate::demo::seed(&store, config).await?;
@@ -499,6 +516,47 @@ async fn verify_recordings(store: &Store, config: &Config) -> anyhow::Result<()>
     }
     println!("recordings intact, head {}", r.head);
     Ok(())
+}
+
+/// `sallyport verify-package FILE`: one line per check, then the verdict; the exit
+/// status (0 intact, 1 a check failed, 2 not readable as a package). Reads nothing but
+/// the file: no configuration, no database, no network.
+pub fn verify_package(file: &std::path::Path) -> u8 {
+    let report = match crate::evidence::verify_file(file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    for c in &report.checks {
+        println!("{c}");
+    }
+    println!(
+        "package {} ({} bytes), SHA-256 {}",
+        file.display(),
+        report.package_bytes,
+        report.package_sha256
+    );
+    let failed = report.failures().count();
+    if report.intact() {
+        println!(
+            "evidence package {} INTACT: all {} checks passed",
+            report.package_id.as_deref().unwrap_or("?"),
+            report.checks.len()
+        );
+        0
+    } else {
+        println!(
+            "evidence package {} NOT INTACT: {failed} of {} checks failed",
+            report.package_id.as_deref().unwrap_or("?"),
+            report.checks.len()
+        );
+        for c in report.failures() {
+            println!("  {c}");
+        }
+        1
+    }
 }
 
 fn unreachable_serve() {

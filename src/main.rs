@@ -10,6 +10,11 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Checking an evidence package needs no configuration, database or network: it runs
+    // wherever the package was copied to.
+    if let Some(Command::VerifyPackage { file }) = &cli.command {
+        return ExitCode::from(sallyport::cli::verify_package(file));
+    }
     init_tracing();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,

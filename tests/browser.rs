@@ -11,6 +11,8 @@
 //!   the recording (`currentTime` advances) and seeks into it.
 //! - `investigator_of_another_facility_gets_nothing`: the same search finds the session for
 //!   the facility's investigator and nothing for another facility's; opening it is refused.
+//! - `investigator_builds_and_downloads_an_evidence_package`: a session ticked in the
+//!   search results, a reason, Build package (it verifies), Download package (audited).
 //! - `investigator_listens_live_then_terminates`: a sipp call in progress; Listen (WebRTC,
 //!   receive-only) until `getStats()` counts inbound RTP packets, Stop, then Terminate.
 //!
@@ -405,6 +407,57 @@ fn investigator_of_another_facility_gets_nothing() {
     );
     assert_eq!(b.text("#cdr"), "", "nothing of the session is shown");
     case.screenshot("refused");
+}
+
+#[test]
+fn investigator_builds_and_downloads_an_evidence_package() {
+    let Some(case) = Case::start("evidence", true, false) else {
+        return;
+    };
+    let api = case.api();
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7003", "4823", "1.00");
+    let id = "sess-browser-evidence";
+    insert_ended_call(&case.dir, id, &inmate);
+
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.click("#search-submit");
+    b.wait_for(&format!("tr[data-session-id='{id}']"));
+    let build_disabled = "return document.getElementById('evidence-build').disabled;";
+    assert_eq!(
+        b.js(build_disabled, json!([])),
+        json!(true),
+        "nothing ticked"
+    );
+    b.click(&format!("input.evidence-select[data-session-id='{id}']"));
+    assert_eq!(b.text("#evidence-count"), "1");
+    assert_eq!(b.js(build_disabled, json!([])), json!(false));
+    b.fill("#evidence-reason", "case 2026-7");
+    b.click("#evidence-build");
+    wait_visible(b, "evidence-result");
+    let verdict = b.js(
+        "return document.getElementById('evidence-verdict').dataset.status;",
+        json!([]),
+    );
+    assert_eq!(verdict, json!("ok"), "{}", b.text("#evidence-verdict"));
+    let package = b.text("#evidence-id");
+    assert!(package.starts_with("evp_"), "{package}");
+    b.click("#evidence-download");
+    let entry = wait_until("the download is audited", Duration::from_secs(10), || {
+        let log = api.get("/api/v1/audit?limit=50");
+        log.as_array()?
+            .iter()
+            .find(|e| e["action"] == "evidence_package.download")
+            .cloned()
+    });
+    assert_eq!(entry["actor"], "inv-demo");
+    assert_eq!(entry["target"], package.as_str());
+    assert_eq!(
+        entry["detail"]["sha256"],
+        b.text("#evidence-sha256").as_str()
+    );
+    case.screenshot("built");
 }
 
 /// An ended call of the demo facility, written straight into the gateway's database.

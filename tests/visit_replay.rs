@@ -5,7 +5,9 @@
 //!   visit session (`GET /calls/{id}`) carries its booking (visitor, station), the time
 //!   billing was paused, its timeline and both sides' recordings with their `started_at`;
 //!   `GET /calls/{id}/recordings` lists them, and refuses a privileged visit (403
-//!   `privileged`, audited `recording.refused`); facility scoping as for calls.
+//!   `privileged`, audited `recording.refused`); facility scoping as for calls; an
+//!   evidence package of the visit holds both sides' WebM files, its booking and
+//!   timeline, and verifies (the privileged visit is refused).
 //! - `console_replays_a_recorded_visit_in_step` (the real binary, headless Chromium): a
 //!   visit run by two synthetic str0m participants (VP8 and Opus made by ffmpeg) is
 //!   recorded; the investigator searches visits in the console, opens it and presses play:
@@ -346,6 +348,58 @@ async fn api(app: App) {
     // The call-only routes stay call-only.
     let (s, _) = get("/api/v1/calls/ses_v1/recording".into(), inv.clone()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // An evidence package of the visit holds both sides' files, its booking and timeline,
+    // and verifies; the privileged visit is refused.
+    let body = json!({ "session_ids": ["ses_v1", "ses_vp"], "reason": "case v" });
+    let (s, v) = send(
+        &app,
+        "POST",
+        "/api/v1/evidence-packages",
+        Some(&inv),
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&v)),
+        (StatusCode::FORBIDDEN, "privileged"),
+        "{v}"
+    );
+    let body = json!({ "session_ids": ["ses_v1"], "reason": "case v" });
+    let (s, built) = send(
+        &app,
+        "POST",
+        "/api/v1/evidence-packages",
+        Some(&inv),
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        (s, &built["intact"]),
+        (StatusCode::CREATED, &json!(true)),
+        "{built}"
+    );
+    let stored = app
+        .recordings()
+        .join("evidence")
+        .join(format!("{}.tar", built["id"].as_str().unwrap()));
+    let tar = std::fs::read(&stored).unwrap();
+    let members = sallyport::evidence::tar::read_all(&tar[..]).unwrap();
+    let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+    for n in [
+        format!("sessions/ses_v1/{rec_inmate}.webm"),
+        format!("sessions/ses_v1/{rec_visitor}.webm"),
+        "sessions/ses_v1/visit.json".to_string(),
+        "sessions/ses_v1/timeline.json".to_string(),
+    ] {
+        assert!(names.contains(&n.as_str()), "{n} not in {names:?}");
+    }
+    let report = sallyport::evidence::verify(&tar[..]).unwrap();
+    assert!(
+        report.intact(),
+        "{:?}",
+        report.failures().collect::<Vec<_>>()
+    );
     app.t.cleanup().await;
 }
 

@@ -63,6 +63,32 @@ const Api = {
     return data;
   },
 
+  // A GET whose answer is a file: {blob, sha256 (the X-Content-SHA256 header), name}.
+  async download(path) {
+    const headers = {};
+    const token = Api.token();
+    if (token) headers.Authorization = "Bearer " + token;
+    let resp;
+    try {
+      resp = await fetch("/api/v1" + path, { headers });
+    } catch (e) {
+      throw new ApiError(0, "network", "the gateway cannot be reached: " + e.message);
+    }
+    if (!resp.ok) {
+      let err = {};
+      try {
+        err = (await resp.json()).error || {};
+      } catch (_) {
+        err = {};
+      }
+      throw new ApiError(resp.status, err.code || "http_" + resp.status,
+        err.message || resp.statusText || "request failed");
+    }
+    const disposition = resp.headers.get("Content-Disposition") || "";
+    const m = /filename="([^"]+)"/.exec(disposition);
+    return { blob: await resp.blob(), sha256: resp.headers.get("X-Content-SHA256"), name: m ? m[1] : "download" };
+  },
+
   get(path) {
     return Api.request("GET", path);
   },

@@ -16,7 +16,7 @@ const VIEWS = ["login-view", "search-view", "session-view", "live-view"];
 
 const $ = (id) => document.getElementById(id);
 const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null,
-  replay: null };
+  replay: null, selected: new Set(), evidenceId: null };
 
 // ---- small helpers --------------------------------------------------------------------
 
@@ -97,6 +97,9 @@ async function onLogout() {
   await Api.logout().catch(() => {});
   state.query = null;
   $("results-body").replaceChildren();
+  clearSelection();
+  state.evidenceId = null;
+  $("evidence-result").hidden = true;
   location.hash = "";
   route();
 }
@@ -163,7 +166,7 @@ function renderResults(page) {
   body.replaceChildren();
   for (const c of items) {
     const link = el("a", c.id, { href: "#/session/" + encodeURIComponent(c.id), class: "session-link" });
-    const tr = row([link, c.kind || "call", c.facility_id, c.inmate_id, c.number, when(c.invite_at), c.state,
+    const tr = row([selectBox(c), link, c.kind || "call", c.facility_id, c.inmate_id, c.number, when(c.invite_at), c.state,
       c.end_reason, c.amount, c.recorded ? "yes" : "no"]);
     tr.dataset.sessionId = c.id;
     tr.dataset.kind = c.kind || "call";
@@ -175,6 +178,72 @@ function renderResults(page) {
   $("page-info").textContent = first + "–" + (state.offset + items.length) + " of " + total;
   $("page-prev").disabled = state.offset === 0;
   $("page-next").disabled = state.offset + items.length >= total;
+}
+
+// ---- evidence packages ----------------------------------------------------------------
+
+// The tick box of one result: a privileged session is never packaged, a live one not yet.
+function selectBox(c) {
+  const box = el("input", null, { type: "checkbox", class: "evidence-select", "aria-label": "Select session " + c.id });
+  box.dataset.sessionId = c.id;
+  box.checked = state.selected.has(c.id);
+  if (c.privileged || c.state === "active") {
+    box.disabled = true;
+    box.title = c.privileged ? "privileged: never recorded nor packaged" : "in progress: package it once it has ended";
+  }
+  box.addEventListener("change", () => {
+    if (box.checked) state.selected.add(c.id); else state.selected.delete(c.id);
+    renderSelection();
+  });
+  return box;
+}
+
+function renderSelection() {
+  const ids = [...state.selected];
+  $("evidence-count").textContent = String(ids.length);
+  $("evidence-selected").textContent = ids.join(", ");
+  $("evidence-build").disabled = ids.length === 0;
+}
+
+function clearSelection() {
+  state.selected.clear();
+  for (const b of document.querySelectorAll(".evidence-select")) b.checked = false;
+  renderSelection();
+}
+
+async function buildPackage(ev) {
+  ev.preventDefault();
+  const ids = [...state.selected];
+  if (!ids.length) return;
+  const reason = $("evidence-reason").value.trim();
+  $("evidence-build").disabled = true;
+  try {
+    const p = await Api.post("/evidence-packages", { session_ids: ids, reason });
+    state.evidenceId = p.id;
+    $("evidence-id").textContent = p.id;
+    $("evidence-bytes").textContent = String(p.bytes);
+    $("evidence-sha256").textContent = p.sha256;
+    const verdict = $("evidence-verdict");
+    verdict.textContent = p.intact ? "verified intact" : "does NOT verify: " + (p.failed_checks || []).join("; ");
+    verdict.dataset.status = p.intact ? "ok" : "failed";
+    $("evidence-result").hidden = false;
+    $("evidence-download").focus();
+  } finally {
+    renderSelection();
+  }
+}
+
+// Fetched with the bearer token (audited as evidence_package.download), saved as a file.
+async function downloadPackage() {
+  if (!state.evidenceId) return;
+  const got = await Api.download("/evidence-packages/" + encodeURIComponent(state.evidenceId));
+  const url = URL.createObjectURL(got.blob);
+  const a = el("a", null, { href: url, download: got.name });
+  a.hidden = true;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 function onSearch(ev) {
@@ -672,6 +741,9 @@ function init() {
   $("search-form").addEventListener("submit", onSearch);
   $("page-prev").addEventListener("click", () => guarded(() => search(Math.max(0, state.offset - PAGE))));
   $("page-next").addEventListener("click", () => guarded(() => search(state.offset + PAGE)));
+  $("evidence-form").addEventListener("submit", (ev) => guarded(() => buildPackage(ev)));
+  $("evidence-clear").addEventListener("click", clearSelection);
+  $("evidence-download").addEventListener("click", () => guarded(downloadPackage));
   $("live-refresh").addEventListener("click", () => guarded(loadLive));
   $("listen-stop").addEventListener("click", () => guarded(stopListening));
   $("watch-stop").addEventListener("click", () => guarded(stopWatching));

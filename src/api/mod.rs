@@ -170,9 +170,9 @@ impl AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     use routes::{
-        auth, calls, cluster, deposits, facilities, family, family_links, family_prepaid, inmates,
-        integrity, kiosk, listen, money, rates, recordings, tokens, users, visit_join, visit_watch,
-        visit_ws, visiting, visits,
+        auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
+        inmates, integrity, kiosk, listen, money, rates, recordings, tokens, users, visit_join,
+        visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -301,6 +301,8 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/verify", get(integrity::verify_one))
         .route("/calls/{id}/recording", get(calls::recording))
         .route("/calls/{id}/recordings", get(calls::recordings))
+        .route("/evidence-packages", post(evidence::create))
+        .route("/evidence-packages/{id}", get(evidence::download))
         .route("/recordings/{id}", get(recordings::get))
         .route("/recordings/{id}/play", post(recordings::play))
         .route("/recordings/{id}/download", post(recordings::download))

@@ -137,6 +137,8 @@ pub const OPERATIONS: &[Op] = &[
     op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
     op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download. Bound to the asking token like a playback ticket; always answered as an attachment", "recordings"),
     op("get", "/recordings/{id}/audio", "The file (a call: WAV, audio/wav; a visit participant: WebM, video/webm) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
+    with_body(op("post", "/evidence-packages", "Build an evidence package of ended sessions ({session_ids: 1-50, reason}) -> 201 {id, sha256, bytes, built_at, sessions, intact, failed_checks, omitted, download}: a tar of their records, charges (JSON, CSV), recordings, chain entries and the chain head anchored in the audit log, stored and checked at once. Admins and investigators of every session's facility; 403 privileged (audited evidence_package.refused), 409 session_active. Audited evidence_package.build with the package's SHA-256. Check one offline with `sallyport verify-package FILE`", "recordings"), "EvidencePackageBody", 201),
+    op("get", "/evidence-packages/{id}", "Download a stored evidence package (application/x-tar, attachment, X-Content-SHA256); admins and investigators of every facility its sessions belong to. Audited evidence_package.download with the SHA-256 of the bytes served", "recordings"),
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated), on whichever node carries it; returns the closed record. 503 node_unknown, 502 node_unreachable / node_refused when the carrying node cannot be reached", "calls"),
@@ -330,7 +332,17 @@ fn schemas() -> Value {
     if let (Some(all), Value::Object(family)) = (all.as_object_mut(), family_schemas(email)) {
         all.extend(family);
     }
+    if let Some(all) = all.as_object_mut() {
+        all.insert("EvidencePackageBody".into(), evidence_package_schema());
+    }
     all
+}
+
+/// `POST /evidence-packages`'s body.
+fn evidence_package_schema() -> Value {
+    json!({ "type": "object", "required": ["session_ids", "reason"], "additionalProperties": false, "properties": {
+        "session_ids": { "type": "array", "minItems": 1, "maxItems": 50, "items": { "type": "string" } },
+        "reason": { "type": "string", "maxLength": 1000, "description": "Why the package is made (the case, the request): in the manifest and the audit log" } } })
 }
 
 /// A family's card deposit (`POST /family/deposits`).

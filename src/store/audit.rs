@@ -75,20 +75,21 @@ impl AuditVerification {
     }
 }
 
-/// The fields an entry's link covers, as stored.
-struct Fields<'a> {
-    at: i64,
-    actor: &'a str,
-    action: &'a str,
-    target: &'a str,
-    facility_id: Option<&'a str>,
-    detail: &'a str,
-    remote_addr: Option<&'a str>,
+/// The fields an entry's link covers, as stored (the evidence package verifier
+/// recomputes an anchor's link from them: [`crate::evidence`]).
+pub(crate) struct Fields<'a> {
+    pub(crate) at: i64,
+    pub(crate) actor: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) facility_id: Option<&'a str>,
+    pub(crate) detail: &'a str,
+    pub(crate) remote_addr: Option<&'a str>,
 }
 
 /// `SHA-256(prev ‖ fields)`, hex. Every field is length-prefixed (absent ones marked) so
 /// no two different entries hash the same bytes.
-fn link(prev: &str, f: &Fields<'_>) -> String {
+pub(crate) fn link(prev: &str, f: &Fields<'_>) -> String {
     let mut h = Sha256::new();
     let mut put = |s: Option<&str>| match s {
         Some(s) => {

@@ -30,6 +30,7 @@ mod visit_sessions;
 mod visit_stations;
 mod visits;
 
+pub(crate) use audit::{link as audit_link, Fields as AuditFields};
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
 pub use calls::{AppliedTariff, CallFilter, CallPage, Cdr, PaidByOther, SESSION_KINDS};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};

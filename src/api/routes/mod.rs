@@ -3,6 +3,7 @@ pub(super) mod auth;
 pub(super) mod calls;
 pub(super) mod cluster;
 pub(super) mod deposits;
+pub(super) mod evidence;
 pub(super) mod facilities;
 pub(super) mod family;
 pub(super) mod family_links;

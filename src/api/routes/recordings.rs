@@ -491,7 +491,7 @@ fn safe_name(s: &str) -> String {
 }
 
 /// The reader as a stream of chunks of at most [`CHUNK`] bytes; ends after an error.
-fn chunks<R: AsyncRead + Unpin + Send + 'static>(
+pub(crate) fn chunks<R: AsyncRead + Unpin + Send + 'static>(
     reader: R,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     futures_util::stream::unfold(Some(reader), |state| async move {
