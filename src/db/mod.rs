@@ -12,6 +12,7 @@
 //! Owns: connecting, SQLite pragmas, migrations, and test databases ([`testing`]).
 //! Called by: the ledger, the record stores, the API and the CLI.
 
+pub mod schema;
 pub mod testing;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -47,6 +48,8 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
 }
 
 /// A connection pool and the backend behind it.
@@ -123,7 +126,10 @@ impl Db {
     }
 
     /// Applies the migrations of this backend that have not run yet.
+    /// Refuses a database whose schema is newer than this build knows
+    /// ([`schema::refuse_newer`]): another node was upgraded first.
     pub async fn migrate(&self) -> Result<(), DbError> {
+        schema::refuse_newer(self).await?;
         self.migrator().run(&self.pool).await?;
         Ok(())
     }
