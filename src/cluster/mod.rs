@@ -40,6 +40,7 @@
 //! client. Called by: [`crate::server`] (registration) and the API's live-call routes.
 
 pub(crate) mod client;
+pub mod health;
 pub mod heartbeat;
 pub mod token;
 
