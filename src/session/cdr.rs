@@ -78,14 +78,54 @@ use sqlx::Row;
 /// reason `system`, its charges from the ledger, `end_at` (and `media_end_at` when it was
 /// accepted) at the last moment it is known to have been up, and `closed_at` = `now`.
 pub async fn close_orphans(db: &Db, node_id: &str, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let closed = close_left_open(db, node_id, None, now).await?;
+    Ok(closed.len() as u64)
+}
+
+/// A session closed because its node died ([`close_dead_node_sessions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedOrphan {
+    pub id: String,
+    pub facility_id: String,
+    /// `system`, or the reason of a cut recorded before the node died.
+    pub reason: String,
+    /// Increments billed and their amount (minor units), as the ledger committed them.
+    pub increments: i64,
+    pub amount_minor: i64,
+}
+
+/// [`close_orphans`] for another node, dead: the sessions node `node_id` left `active`,
+/// closed by a surviving node, each only while that node's heartbeat is still older than
+/// `silent_before` (checked by the closing statement itself, so a node that came back
+/// meanwhile keeps its calls). Returns the sessions this call closed: a session another
+/// survivor, or the node's own restart, closed first is not among them, so each session
+/// is closed, and reported, once.
+pub async fn close_dead_node_sessions(
+    db: &Db,
+    node_id: &str,
+    silent_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClosedOrphan>, sqlx::Error> {
+    close_left_open(db, node_id, Some(silent_before), now).await
+}
+
+/// The closing of [`close_orphans`] and [`close_dead_node_sessions`]: with
+/// `silent_before`, only while the node's heartbeat is older than that.
+async fn close_left_open(
+    db: &Db,
+    node_id: &str,
+    silent_before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClosedOrphan>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, invite_at, answer_at, accepted_at, increment_secs, billed_increments, \
-         end_reason, media_end_at FROM sessions WHERE state = 'active' AND node_id = $1",
+        "SELECT id, facility_id, invite_at, answer_at, accepted_at, increment_secs, \
+         billed_increments, end_reason, media_end_at FROM sessions \
+         WHERE state = 'active' AND node_id = $1",
     )
     .bind(node_id)
     .fetch_all(db.pool())
     .await?;
-    let mut closed = 0;
+    let mut closed = Vec::new();
     for r in rows {
         let id: String = r.try_get("id")?;
         let c = charged(db, &id).await?;
@@ -111,23 +151,44 @@ pub async fn close_orphans(db: &Db, node_id: &str, now: DateTime<Utc>) -> Result
             media_end_at: r.try_get("media_end_at")?,
         };
         let end = orphan_end(&alive, &cut);
-        let done = sqlx::query(
+        // Open, and (for a dead node) its node still silent: the one condition that makes
+        // two closers, or a closer and the node's restart, close a session once.
+        let mut sql = String::from(
             "UPDATE sessions SET state = 'ended', end_reason = $2, end_at = $3, \
              media_end_at = $4, closed_at = $5, billed_increments = $6, amount_minor = $7 \
              WHERE id = $1 AND state = 'active'",
-        )
-        .bind(&id)
-        .bind(&end.reason)
-        .bind(end.end_at)
-        .bind(end.media_end_at)
-        .bind(to_micros(now))
-        .bind(counted)
-        .bind(c.amount_minor)
-        .execute(db.pool())
-        .await?;
-        closed += done.rows_affected();
-        tracing::warn!(session = %id, reason = %end.reason, increments = counted,
-            last_alive = %from_micros(end.end_at), "orphaned session closed");
+        );
+        if silent_before.is_some() {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id \
+                 AND n.heartbeat_at < $8)",
+            );
+        }
+        let mut q = sqlx::query(&sql)
+            .bind(&id)
+            .bind(&end.reason)
+            .bind(end.end_at)
+            .bind(end.media_end_at)
+            .bind(to_micros(now))
+            .bind(counted)
+            .bind(c.amount_minor);
+        if let Some(cutoff) = silent_before {
+            q = q.bind(to_micros(cutoff));
+        }
+        let _turn = db.write_turn().await;
+        if q.execute(db.pool()).await?.rows_affected() == 0 {
+            continue;
+        }
+        tracing::warn!(session = %id, node = node_id, reason = %end.reason,
+            increments = counted, last_alive = %from_micros(end.end_at),
+            "orphaned session closed");
+        closed.push(ClosedOrphan {
+            id,
+            facility_id: r.try_get("facility_id")?,
+            reason: end.reason,
+            increments: counted,
+            amount_minor: c.amount_minor,
+        });
     }
     Ok(closed)
 }
