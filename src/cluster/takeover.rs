@@ -77,7 +77,7 @@ pub fn dead_nodes<'a>(
     nodes
         .iter()
         .filter(|n| n.id != me && n.heartbeat_at < cutoff)
-        .filter(|n| open_work.iter().any(|w| *w == n.id))
+        .filter(|n| open_work.contains(&n.id))
         .collect()
 }
 
