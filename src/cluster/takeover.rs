@@ -340,10 +340,33 @@ mod tests {
         a.node_heartbeat("back", "http://back:1").await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let after = Duration::from_secs(30);
-        let (ra, rb) = tokio::join!(
+        // The dead node's debits still in flight race the two closers (as a node cut off
+        // from the database, not yet knowing it is presumed dead, would send them).
+        let late_debits = async {
+            let mut outcomes = Vec::new();
+            for k in 0..12 {
+                let debit = crate::ledger::SessionDebit {
+                    session_id: format!("s{k}"),
+                    increment: 9,
+                    account_id: account.clone(),
+                    amount: Money::from_minor(2500),
+                    service: crate::ledger::Service::Audio,
+                    facility_id: "F1".into(),
+                };
+                outcomes.push(b.ledger().debit_session(debit).await.unwrap());
+                tokio::task::yield_now().await;
+            }
+            outcomes
+        };
+        let (ra, rb, late) = tokio::join!(
             look(&a, dir.path(), "a", after),
-            look(&b, dir.path(), "b", after)
+            look(&b, dir.path(), "b", after),
+            late_debits
         );
+        let committed_late = late
+            .iter()
+            .filter(|o| matches!(o, crate::ledger::DebitOutcome::Committed { .. }))
+            .count() as i64;
         let closed: Vec<ClosedOrphan> = ra
             .unwrap()
             .into_iter()
@@ -358,11 +381,47 @@ mod tests {
         let mut want: Vec<String> = (0..12).map(|k| format!("s{k}")).collect();
         want.sort();
         assert_eq!(ids, want, "each closed once, by one of the two");
+        // Every record holds exactly what the ledger holds for it: a late debit either
+        // committed before the close (and is counted) or was refused after it.
+        let mut late_counted = 0;
         for c in &closed {
             let k: i64 = c.id[1..].parse().unwrap();
             assert_eq!(c.reason, "system");
-            assert_eq!((c.increments, c.amount_minor), (k % 3, 2500 * (k % 3)));
+            let late = c.increments - k % 3;
+            assert!(late == 0 || late == 1, "{c:?}");
+            late_counted += late;
+            assert_eq!(c.amount_minor, 2500 * c.increments, "{c:?}");
+            let ledger: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) FROM ledger_transactions t \
+                 JOIN ledger_entries e ON e.transaction_id = t.id \
+                 WHERE t.session_id = $1 AND e.balance_after_minor IS NULL",
+            )
+            .bind(&c.id)
+            .fetch_one(t.db.pool())
+            .await
+            .unwrap();
+            assert_eq!(ledger, c.amount_minor, "{c:?}");
         }
+        assert_eq!(late_counted, committed_late);
+        // After the close, a debit is refused; a committed one still reads as committed.
+        let debit = |increment: u32| crate::ledger::SessionDebit {
+            session_id: "s1".into(),
+            increment,
+            account_id: account.clone(),
+            amount: Money::from_minor(2500),
+            service: crate::ledger::Service::Audio,
+            facility_id: "F1".into(),
+        };
+        let refused = a.ledger().debit_session(debit(10)).await.unwrap();
+        assert!(
+            matches!(refused, crate::ledger::DebitOutcome::Refused { .. }),
+            "{refused:?}"
+        );
+        let again = a.ledger().debit_session(debit(1)).await.unwrap();
+        assert!(
+            matches!(again, crate::ledger::DebitOutcome::AlreadyCommitted { .. }),
+            "{again:?}"
+        );
         let (n, audited): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM sessions WHERE state = 'ended' \
              AND end_reason = 'system'), \
