@@ -10,6 +10,10 @@
 //! fourth call through the proxy lands on the node that is left. Every call ends as its
 //! handset ended it, and the ledger is clean.
 //!
+//! Three nodes behind Kamailio: three calls through the proxy land on the three nodes;
+//! one node is killed mid-call; a survivor closes its call within the heartbeat timeout,
+//! the other two go on, and the inmate calls again through the proxy at once.
+//!
 //! Without PostgreSQL (`SALLYPORT_TEST_DATABASE_URL`), sipp or Kamailio the test prints
 //! why and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
@@ -222,6 +226,133 @@ fn calls_through_kamailio_go_around_a_draining_node() {
         );
     }
     api.assert_ledger_clean();
+    drop(nodes);
+    rt.block_on(db.cleanup());
+}
+
+/// Three nodes behind Kamailio: three calls through the proxy land on the three nodes;
+/// the node carrying the first is killed (SIGKILL). A survivor closes that call (reason
+/// `system`, charges as committed) within the heartbeat timeout while the other two calls
+/// go on, and the same inmate calls again through the proxy at once.
+#[test]
+fn a_node_killed_behind_kamailio_loses_no_call_but_its_own() {
+    if !sipp::present("Kamailio test") || !kamailio_present() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let url = db.postgres_url().expect("a PostgreSQL URL");
+    let dir = Workdir::new("kamailio", "kill_behind_proxy");
+    let ids = ["node-a", "node-b", "node-c"];
+    let ports = [sipp::ports(), sipp::ports(), sipp::ports()];
+    let mut nodes: Vec<Option<Gateway>> = (0..3)
+        .map(|i| Some(node(&dir, &ports[i], &url, ids[i])))
+        .collect();
+    let api = nodes[0].as_ref().unwrap().api.clone();
+    three_second_increments(&api);
+    let proxy = free_udp();
+    let sips: Vec<SocketAddr> = nodes.iter().map(|n| n.as_ref().unwrap().sip).collect();
+    let _kamailio = Kamailio::start(&dir, proxy, &sips);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let inmates = [
+        book(&api, "K-1", "1357", NUMBER, false),
+        book(&api, "K-2", "2468", NUMBER, false),
+        book(&api, "K-3", "3579", NUMBER, false),
+    ];
+    for i in &inmates {
+        fund(&api, i, "1.00");
+    }
+    let mut trunks: Vec<_> = (0..3)
+        .map(|i| Trunk::answer("1").spawn(&dir.join(format!("t{i}")), &ports[i]))
+        .collect();
+    let mut handsets = Vec::new();
+    let mut calls = Vec::new();
+    for (k, inmate) in inmates.iter().enumerate() {
+        let h = Handset::new(&inmate.pin, Via::Info)
+            .hang_up_after(15_000)
+            .spawn(&dir, 0, &ports[k], proxy);
+        handsets.push(h);
+        calls.push(accepted_call_of(&api, &inmate.id));
+    }
+    let mut landed: Vec<&str> = calls
+        .iter()
+        .map(|c| c["node_id"].as_str().unwrap())
+        .collect();
+    landed.sort_unstable();
+    assert_eq!(landed, ids, "the calls land on all three nodes");
+
+    // The node of the first call dies.
+    let x = ids.iter().position(|i| calls[0]["node_id"] == *i).unwrap();
+    let survivor = (0..3).find(|&i| i != x).unwrap();
+    let sapi = nodes[survivor].as_ref().unwrap().api.clone();
+    nodes[x].take().unwrap().kill();
+    let killed = Instant::now();
+    handsets[0].stop();
+    trunks[x].stop();
+    let id = calls[0]["id"].as_str().unwrap();
+    let cdr = loop {
+        let cdr = sapi.get(&format!("/api/v1/calls/{id}"));
+        if cdr["state"] == "ended" {
+            break cdr;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "never closed: {cdr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        killed.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(cdr["end_reason"], "system", "{cdr}");
+    let charged = support::api::money(&cdr["amount"]);
+    let billed = cdr["billed_increments"].as_i64().unwrap();
+    assert!(billed >= 1, "{cdr}");
+    assert_eq!(
+        sapi.call_charges(&inmates[0].account).len() as i64,
+        billed,
+        "{cdr}"
+    );
+    assert_eq!(
+        sapi.balance(&inmates[0].account),
+        support::api::dec("1.00") - charged
+    );
+    // The other two calls go on.
+    for c in &calls[1..] {
+        let live = sapi.get(&format!("/api/v1/calls/{}", c["id"].as_str().unwrap()));
+        assert_eq!(live["state"], "active", "{live}");
+    }
+
+    // The same inmate calls again through the proxy, at once: a survivor takes it. Its
+    // trunk waits on both survivors' trunk ports once their calls are over.
+    for k in 1..3 {
+        handsets[k].expect_ok(Duration::from_secs(60));
+    }
+    for i in (0..3).filter(|&i| i != x) {
+        trunks[i].expect_ok(Duration::from_secs(90));
+        trunks[i] = Trunk::answer("1").spawn(&dir.join(format!("again{i}")), &ports[i]);
+    }
+    let again = Instant::now();
+    let mut h = Handset::new(&inmates[0].pin, Via::Info)
+        .hang_up_after(1_000)
+        .spawn(&dir, 1, &ports[0], proxy);
+    let c = accepted_call_of(&sapi, &inmates[0].id);
+    assert_ne!(c["node_id"], ids[x], "{c}");
+    assert!(
+        again.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        again.elapsed()
+    );
+    h.expect_ok(Duration::from_secs(40));
+    let cdr = sapi.get(&format!("/api/v1/calls/{}", c["id"].as_str().unwrap()));
+    assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    sapi.assert_ledger_clean();
+    drop(trunks);
     drop(nodes);
     rt.block_on(db.cleanup());
 }
