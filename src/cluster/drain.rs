@@ -111,6 +111,12 @@ pub async fn drain_on_signal(
 pub fn request(config: &Config, wait: bool) -> anyhow::Result<()> {
     let path = pid_file(config);
     let pid = read_pid(&path)?;
+    anyhow::ensure!(
+        is_sallyport(pid),
+        "process {pid} of the pid file {} is not sallyport: a stale pid file (the node \
+         was killed?); nothing signalled",
+        path.display()
+    );
     send(pid, libc::SIGUSR1).with_context(|| {
         format!(
             "signalling process {pid} of {} (a stale pid file?)",
@@ -151,6 +157,27 @@ fn read_pid(path: &Path) -> anyhow::Result<i32> {
     Ok(pid)
 }
 
+/// Whether process `pid` runs sallyport, as far as `/proc` tells (where there is no
+/// `/proc`, it is taken to). A pid file left by a killed node may name another process
+/// by now, which SIGUSR1 would kill.
+fn is_sallyport(pid: i32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    let named = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sallyport"))
+    };
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        return named(&exe);
+    }
+    // Another user's process: its exe is not ours to read, its command line is.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let argv0 = c.split(|b| *b == 0).next().unwrap_or_default();
+        named(Path::new(&*String::from_utf8_lossy(argv0)))
+    })
+}
+
 /// `kill(pid, signal)`; signal 0 only asks whether the process is there.
 fn send(pid: i32, signal: i32) -> std::io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
@@ -183,5 +210,9 @@ mod tests {
         assert!(!path.exists(), "removed at exit");
         std::fs::write(&path, "nonsense").unwrap();
         assert!(read_pid(&path).is_err());
+        // A pid that is not sallyport's (pid 1, the init process) is never signalled.
+        std::fs::write(&path, "1\n").unwrap();
+        let e = request(&c, false).unwrap_err().to_string();
+        assert!(e.contains("stale pid file"), "{e}");
     }
 }
