@@ -266,6 +266,7 @@ async fn start_sip_side(
         calls,
         visits: Some(visits),
         number_calls: Some(number_calls),
+        health: health.clone(),
     };
     Ok((gateway, health))
 }

@@ -9,7 +9,7 @@
 //!   not a 502 naming the dead node), and the inmate calls again through node-b at once
 //!   (no `call_limit`).
 //! - One node (SQLite) drained during a call by `sallyport drain`: OPTIONS answers 503
-//!   (200 before), a new INVITE gets 503 with `Retry-After`, the call in progress goes
+//!   (200 before), a new INVITE gets 503 with `Retry-After`, `/readyz` 503 `draining`, the call in progress goes
 //!   on to its own end, and the node exits (status 0, pid file gone) after it.
 //!
 //! Without PostgreSQL (`SALLYPORT_TEST_DATABASE_URL`) or sipp the tests print why and
@@ -278,6 +278,9 @@ fn a_draining_node_finishes_its_call_refuses_new_ones_and_exits() {
     let invite = sip(g.sip, "INVITE");
     assert!(status_line(&invite).starts_with("SIP/2.0 503"), "{invite}");
     assert!(invite.contains("Retry-After: "), "{invite}");
+    // An HTTP load balancer sees it too.
+    let (s, v) = api.anonymous().request("GET", "/readyz", None);
+    assert_eq!((s, v["status"].as_str()), (503, Some("draining")), "{v}");
     // The call in progress goes on to its own end; the API still answers meanwhile.
     assert_eq!(api.get(&format!("/api/v1/calls/{id}"))["state"], "active");
     handset.expect_ok(Duration::from_secs(40));
