@@ -24,6 +24,7 @@ use sallyport::db::testing::{skip_or_fail, TestDb};
 use serde_json::Value;
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::api::{book, fund, three_second_increments, Api, NUMBER};
@@ -44,6 +45,8 @@ impl Kamailio {
         fs::write(&list, lines.concat()).unwrap();
         let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/kamailio.cfg");
         let child = Command::new("kamailio")
+            // Its own process group, so that dropping it reaches its workers too.
+            .process_group(0)
             .args(["-f", cfg, "-DD", "-E", "-m", "32", "-M", "8"])
             .arg("-Y")
             .arg(&**dir)
@@ -63,8 +66,22 @@ impl Kamailio {
 }
 
 impl Drop for Kamailio {
+    /// SIGTERM to its process group (the main process and the workers it forked; a
+    /// SIGKILL of the main process alone would leave the workers running), then SIGKILL
+    /// to what is left after 3 s.
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = -(self.0.id() as i32);
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
