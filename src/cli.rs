@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `demo`, and admin subcommands that mirror the API
+//! The command line: `serve`, `migrate`, `drain`, `demo`, and admin subcommands that mirror the API
 //! for operators who script (booking, PINs, contacts, deposits, release, statements,
 //! tokens, users),
 //! and the integrity checks (`verify-audit`, `verify-recordings`, and `verify-package`,
@@ -44,6 +44,14 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Drain the `serve` of this configuration (same node.id and node.data_dir) before an
+    /// upgrade: it stops taking new calls (SIP OPTIONS and new INVITEs answer 503), lets
+    /// the calls in progress finish, then exits. Sends it SIGUSR1.
+    Drain {
+        /// Wait until the node has exited.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Seed the demo facility (idempotent) and print what it made.
     Demo {
         /// Print one JSON object instead of text.
@@ -264,6 +272,7 @@ pub async fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> 
     let store = open(config).await?;
     match command {
         Command::Serve => unreachable_serve(),
+        Command::Drain { wait } => crate::cluster::drain::request(config, wait)?,
         Command::Migrate => println!("migrations applied"),
         Command::VerifyAudit => verify_audit(&store).await?,
         Command::VerifyRecordings => verify_recordings(&store, config).await?,

@@ -125,8 +125,14 @@ pub struct ClusterConfig {
     /// the same on every node). Empty: derived from `security.pin_pepper`, which every
     /// node sharing a database already shares.
     pub secret: String,
-    /// How often a node writes its heartbeat (and its API address) into `nodes`.
+    /// How often a node writes its heartbeat (and its API address) into `nodes`, and
+    /// looks for dead nodes to take over.
     pub heartbeat_secs: u64,
+    /// A node whose last heartbeat is older than this is dead: a surviving node closes
+    /// its open sessions (reason `system`) and finishes its recordings
+    /// ([`crate::cluster::takeover`]). At least twice `heartbeat_secs`; a node that could
+    /// not write its heartbeat this long ends its own calls.
+    pub dead_after_secs: u64,
     /// How long a forwarded request may take, connecting included, before the node that
     /// got it answers 502 `node_unreachable`.
     pub forward_timeout_secs: u64,
@@ -355,6 +361,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             secret: String::new(),
             heartbeat_secs: 10,
+            dead_after_secs: 30,
             forward_timeout_secs: 5,
         }
     }
@@ -712,6 +719,13 @@ impl Config {
         }
         if !(1..=300).contains(&self.cluster.heartbeat_secs) {
             return bad("cluster.heartbeat_secs", "must be 1 to 300 seconds");
+        }
+        let beats = self.cluster.heartbeat_secs.saturating_mul(2);
+        if !(beats..=3600).contains(&self.cluster.dead_after_secs) {
+            return bad(
+                "cluster.dead_after_secs",
+                &format!("must be 2 x cluster.heartbeat_secs ({beats}) to 3600 seconds"),
+            );
         }
         if !(1..=60).contains(&self.cluster.forward_timeout_secs) {
             return bad("cluster.forward_timeout_secs", "must be 1 to 60 seconds");
@@ -1245,8 +1259,12 @@ mod tests {
             ("", "")
         );
         assert_eq!(
-            (c.cluster.heartbeat_secs, c.cluster.forward_timeout_secs),
-            (10, 5)
+            (
+                c.cluster.heartbeat_secs,
+                c.cluster.dead_after_secs,
+                c.cluster.forward_timeout_secs
+            ),
+            (10, 30, 5)
         );
         let c = Config::from_toml_with_env(
             CHECKED_IN,
@@ -1269,6 +1287,11 @@ mod tests {
                 "SALLYPORT_CLUSTER_FORWARD_TIMEOUT_SECS",
                 "61",
                 "cluster.forward_timeout_secs",
+            ),
+            (
+                "SALLYPORT_CLUSTER_DEAD_AFTER_SECS",
+                "19",
+                "cluster.dead_after_secs",
             ),
         ] {
             let e = Config::from_toml_with_env(CHECKED_IN, "f", env(var, value))

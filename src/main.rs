@@ -25,6 +25,8 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => sallyport::server::run(config).await,
+        // No database: it only signals the running node.
+        Command::Drain { wait } => sallyport::cluster::drain::request(&config, wait),
         other => sallyport::cli::run_admin(other, &config).await,
     };
     match result {

@@ -1,6 +1,7 @@
 //! `sallyport serve`: load the prompts, connect, migrate, close what a previous run left
-//! open, start the SIP side and bind HTTP, seed the demo on first start, start the
-//! retention purge, and serve until Ctrl-C / SIGTERM.
+//! open, bind HTTP and register in the cluster, start the SIP side, seed the demo on first
+//! start, start the retention purge, the heartbeat and the look for dead nodes, and serve
+//! until Ctrl-C / SIGTERM, or until drained (SIGUSR1: [`crate::cluster::drain`]).
 //!
 //! What can fail for a reason of this machine (a prompts folder that is not there, a port
 //! in use) is tried before the demo is seeded, and the prompts before the database is
@@ -10,6 +11,8 @@
 use crate::api::{router, AppState, Gateway};
 use crate::call::driver::Switchboard;
 use crate::call::live::LiveCalls;
+use crate::cluster::drain;
+use crate::cluster::health::NodeHealth;
 use crate::config::Config;
 use crate::media::engine::{EngineConfig, MediaEngine};
 use crate::media::prompts::PromptSet;
@@ -84,10 +87,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let config = Arc::new(config);
-    let gateway = start_sip_side(&store, &config, prompts).await?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    // Registered (heartbeat fresh) before SIP takes a call: a node restarting under its
+    // old id is never taken for dead while it opens new sessions.
+    let api_url = register_in_cluster(&store, &config, addr).await?;
+    let (gateway, health) = start_sip_side(&store, &config, prompts).await?;
+    start_cluster_tasks(&store, &config, api_url, &gateway, &health);
     if config.demo.seed_on_first_start && store.facilities().await?.is_empty() {
         let info = crate::demo::seed(&store, &config)
             .await
@@ -100,12 +108,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.recording.purge_interval_secs),
     );
     crate::family::notices::spawn(store.clone(), config.clone());
-    let addr = listener.local_addr()?;
-    join_cluster(&store, &config, addr).await?;
+    let _pid_file = drain::PidFile::write(drain::pid_file(&config))?;
     // Tests start the binary on port 0 and read this line to find the API.
     println!("sallyport: HTTP API listening on http://{addr}");
     tracing::info!(%addr, node = %config.node.id, "serving");
     let live = gateway.live.clone();
+    let visits = gateway.visits.clone();
     let state = AppState::new(store.clone(), config.clone()).with_gateway(gateway);
     // Online deposits: the reconciliation (now, then periodically) and the test provider's
     // webhook deliveries to this node's own API.
@@ -116,20 +124,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Bounded connections and request heads; the peer address reaches handlers (and the
     // audit log) as `ConnectInfo`.
     let limits = crate::api::serve::HttpLimits::from_config(&config.http);
-    crate::api::serve::serve(listener, app, limits, shutdown_signal()).await;
-    // Calls in progress end with reason `system` and BYE to both legs, charges as committed.
+    // Stop at SIGTERM / Ctrl-C, or once drained (SIGUSR1, `sallyport drain`).
+    let drained = drain::drain_on_signal(health, live.clone(), visits, Duration::from_millis(200));
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {},
+            _ = drained => {},
+        }
+    };
+    crate::api::serve::serve(listener, app, limits, stop).await;
+    // Calls in progress end with reason `system` and BYE to both legs, charges as committed
+    // (none left after a drain).
     live.shutdown(Duration::from_secs(5)).await;
     store.db().close().await;
     Ok(())
 }
 
 /// Registers this node in `nodes` with the address of its API (`node.api_url`, or the
-/// address `http.listen` is bound to) and starts its heartbeat ([`crate::cluster`]).
-async fn join_cluster(
+/// address `http.listen` is bound to) and returns that address ([`crate::cluster`]).
+async fn register_in_cluster(
     store: &crate::store::Store,
     config: &Config,
     bound: std::net::SocketAddr,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let api_url = match config.node.api_url.as_str() {
         "" => crate::cluster::NodeUrl::of_listener(bound),
         url => url.to_string(),
@@ -152,8 +169,34 @@ async fn join_cluster(
     crate::cluster::heartbeat::register(store, &config.node.id, &api_url, every)
         .await
         .context("registering this node in the nodes table")?;
-    crate::cluster::heartbeat::spawn(store.clone(), config.node.id.clone(), api_url, every);
-    Ok(())
+    Ok(api_url)
+}
+
+/// The heartbeat (which also tells `health` whether the database answers, and ends this
+/// node's calls after an outage long enough for others to take it over) and the look
+/// for dead nodes to take over ([`crate::cluster::takeover`]).
+fn start_cluster_tasks(
+    store: &crate::store::Store,
+    config: &Config,
+    api_url: String,
+    gateway: &Gateway,
+    health: &NodeHealth,
+) {
+    let every = Duration::from_secs(config.cluster.heartbeat_secs);
+    let dead_after = Duration::from_secs(config.cluster.dead_after_secs);
+    let live = gateway.live.clone();
+    let watch = crate::cluster::heartbeat::Watch {
+        health: health.clone(),
+        dead_after,
+        presumed_dead: Box::new(move || {
+            let live = live.clone();
+            tokio::spawn(async move { live.shutdown(Duration::from_secs(5)).await });
+        }),
+    };
+    let id = config.node.id.clone();
+    crate::cluster::heartbeat::spawn(store.clone(), id.clone(), api_url, every, watch);
+    let dir = config.recording.dir.clone();
+    crate::cluster::takeover::spawn(store.clone(), dir, id, every, dead_after);
 }
 
 /// The media engine (with the prompts), the SIP transport and the switchboard that joins
@@ -162,7 +205,7 @@ async fn start_sip_side(
     store: &crate::store::Store,
     config: &Arc<Config>,
     prompts: PromptSet,
-) -> anyhow::Result<Gateway> {
+) -> anyhow::Result<(Gateway, NodeHealth)> {
     let ip = |key: &str, v: &str| -> anyhow::Result<IpAddr> {
         v.parse()
             .with_context(|| format!("{key} `{v}` is not an IP address"))
@@ -203,6 +246,7 @@ async fn start_sip_side(
         live.clone(),
     );
     let calls = switchboard.stats();
+    let health = switchboard.health();
     let number_calls = crate::call::verify::NumberCalls::new(switchboard.clone());
     tokio::spawn(switchboard.run(events));
     let monitor = crate::monitor::Monitor::new(
@@ -213,7 +257,7 @@ async fn start_sip_side(
         store.clock().clone(),
     );
     let visits = start_visits(store, config).await?;
-    Ok(Gateway {
+    let gateway = Gateway {
         live,
         sip_stats: sip.stats(),
         media,
@@ -222,7 +266,9 @@ async fn start_sip_side(
         calls,
         visits: Some(visits),
         number_calls: Some(number_calls),
-    })
+        health: health.clone(),
+    };
+    Ok((gateway, health))
 }
 
 /// The video visits' forwarding: `visits.hubs` hubs, each with its UDP socket.

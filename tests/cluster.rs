@@ -8,7 +8,9 @@
 //!   stopped through node-b, then the call is terminated through node-b (CDR
 //!   `terminated`, BYE to both legs); a second call is ended by releasing its inmate
 //!   through node-b (`released`). Each action is audited once, naming node-a.
-//! - In process: a node that never registered is a 503 `node_unknown`, one that refuses
+//! - In process: a node that is dead (silent for `cluster.dead_after_secs`) is taken over
+//!   by the node a request reached, which answers 409 `call_ended`; a node that never
+//!   registered is a 503 `node_unknown`, one that refuses
 //!   connections or never answers a 502 `node_unreachable` within the timeout, one keyed
 //!   with another secret a 502 `node_refused`, each naming the node; the internal routes
 //!   refuse a missing, foreign, expired or replayed-elsewhere credential, and act only on
@@ -206,6 +208,43 @@ async fn a_node_that_cannot_be_reached_is_named_in_a_502_or_503() {
     for done in ["call.terminate", "call.listen", "call.unlisten"] {
         assert!(!actions.iter().any(|a| a == done), "{actions:?}");
     }
+    app.t.cleanup().await;
+}
+
+/// Issue 13: a request about a call whose node is dead (silent for
+/// `cluster.dead_after_secs`) is not forwarded into the void: the node it reached takes
+/// the dead node over there and then and answers as for an ended call; the session is
+/// closed `system` and the takeover audited once, whichever route asked.
+#[tokio::test]
+async fn a_request_for_a_dead_nodes_call_closes_it_and_answers_call_ended() {
+    let app = app_with(one_second).await;
+    let inv = issue(&app, "inv", "investigator", &["F1"], None).await;
+    // n1 registered at an address nobody answers, then fell silent for 31 s.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    app.store.register_node("n1", &url).await.unwrap();
+    app.clock.advance(Duration::from_secs(31));
+    let answers = all_three(&app, &inv).await;
+    // The terminate finds n1 dead and closes its call; the listen then finds it ended.
+    let (s, v) = &answers[0];
+    assert_error(*s, v, StatusCode::CONFLICT, "call_ended", "node n1 is dead");
+    let (s, v) = &answers[1];
+    assert_error(*s, v, StatusCode::CONFLICT, "call_ended", "already ended");
+    let (s, v) = send(&app, "GET", "/api/v1/calls/live", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["state"].as_str(), v["end_reason"].as_str()),
+        (Some("ended"), Some("system")),
+        "{v}"
+    );
+    let actions = audited(&app).await;
+    let takeovers = actions.iter().filter(|a| *a == "session.takeover").count();
+    assert_eq!(takeovers, 1, "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| a == "call.terminate"),
+        "{actions:?}"
+    );
     app.t.cleanup().await;
 }
 

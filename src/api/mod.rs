@@ -87,6 +87,9 @@ pub struct Gateway {
     pub visits: Option<crate::visit::live::LiveVisits>,
     /// The calls that confirm a family's number (family link requests); `None`: none.
     pub number_calls: Option<crate::call::verify::NumberCalls>,
+    /// Whether this node takes new calls and visits (draining: `/readyz` answers 503 and
+    /// a visit page that would start a visit here is refused).
+    pub health: crate::cluster::health::NodeHealth,
 }
 
 impl AppState {
@@ -439,8 +442,14 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers.
+/// Readiness: the node is not draining and the database answers.
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.gateway.as_ref().is_some_and(|g| g.health.draining()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        );
+    }
     match sqlx::query("SELECT 1").execute(s.store.db().pool()).await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => {

@@ -5,7 +5,8 @@
 //! - [`Switchboard::run`] reads the SIP transport's [`Event`]s. A new INVITE (no To tag,
 //!   unknown Call-ID) starts a call task; anything else is routed to the task that owns
 //!   its Call-ID (or, for a transaction timeout, its branch). Requests for no known dialog
-//!   get 481; OPTIONS pings get 200.
+//!   get 481; OPTIONS pings get the node's state (200, or 503 while it drains or cannot
+//!   reach the database: [`crate::cluster::health`]), and so does a new INVITE then.
 //! - One task per call (`task::CallTask`, in `call/task.rs`) owns everything of that call: the sans-IO [`Call`]
 //!   machine, the two [`Dialog`]s, the call's media (`CallMedia`: sockets and relay on a
 //!   media worker) and its session id. It selects over its SIP input, its media events
@@ -151,6 +152,9 @@ pub struct Switchboard {
     pub(super) lockout: crate::policy::lockout::PinLockout,
     /// Refusals, ID + PIN attempts, locks and alerts, for `/metrics`.
     pub(super) stats: Arc<CallStats>,
+    /// Whether this node takes new calls (draining, database down): what OPTIONS
+    /// answers and what a new INVITE finds ([`crate::cluster::health`]).
+    pub(super) health: crate::cluster::health::NodeHealth,
 }
 
 /// The digest nonce secret, the same on every node configured alike.
@@ -200,7 +204,14 @@ impl Switchboard {
             sent_by,
             timers,
             stats: Arc::default(),
+            health: Default::default(),
         })
+    }
+
+    /// This node's state as OPTIONS and new INVITEs see it; the heartbeat and the drain
+    /// set it ([`crate::cluster::health`]).
+    pub fn health(&self) -> crate::cluster::health::NodeHealth {
+        self.health.clone()
     }
 
     /// The call side's counters (shown by `/metrics`).
@@ -240,6 +251,9 @@ impl Switchboard {
                     .ok()
                     .and_then(|t| t.tag().map(str::to_string));
                 match (&request.method, to_tag) {
+                    (Method::Invite, None) if !self.health.state().takes_calls() => {
+                        self.refuse_new_call(key, request, *source).await;
+                    }
                     (Method::Invite, None) => {
                         let (tx, rx) = mpsc::unbounded_channel();
                         self.routes.add_call_id(&call_id, &tx);
@@ -258,8 +272,9 @@ impl Switchboard {
                         );
                     }
                     (Method::Options, _) => {
+                        let (status, phrase) = self.health.state().sip_status();
                         let mut resp =
-                            Response::for_request(request, 200, "OK").with_to_tag(&new_tag());
+                            Response::for_request(request, status, phrase).with_to_tag(&new_tag());
                         resp.headers.push("Allow", ALLOW);
                         resp.headers.push("Accept", "application/sdp");
                         self.respond(key, resp).await;
@@ -297,6 +312,18 @@ impl Switchboard {
                 }
             }
         }
+    }
+
+    /// A new INVITE while this node takes no calls (draining, database down): 503 with
+    /// `Retry-After`, so a proxy tries another node; no session is opened.
+    async fn refuse_new_call(&self, key: &TxKey, request: &Request, source: SocketAddr) {
+        let state = self.health.state();
+        let (status, phrase) = state.sip_status();
+        info!(%source, state = state.as_str(), "new INVITE refused: this node takes no calls");
+        let mut resp = Response::for_request(request, status, phrase).with_to_tag(&new_tag());
+        let retry = crate::cluster::health::RETRY_AFTER_SECS.to_string();
+        resp.headers.push("Retry-After", &retry);
+        self.respond(key, resp).await;
     }
 
     pub(super) async fn respond(&self, key: &TxKey, resp: Response) {

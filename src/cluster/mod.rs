@@ -10,7 +10,12 @@
 //! - **Where a node answers** is the `nodes` table ([`crate::store::NodeRecord`]): each
 //!   node writes its id, its API address (`node.api_url`, or derived from the bound
 //!   `http.listen`) and a heartbeat when it starts and every `cluster.heartbeat_secs`
-//!   ([`heartbeat`]). The heartbeat is also what the dead-node check of issue 13 reads.
+//!   ([`heartbeat`]). The heartbeat is also how the nodes tell a dead node from a live
+//!   one: a node silent for `cluster.dead_after_secs` is taken over by a survivor, its
+//!   open sessions closed with reason `system` ([`takeover`]).
+//! - **Which node takes calls**: [`health`] (OPTIONS 200, or 503 while draining or while
+//!   the database cannot be reached) and [`drain`] (SIGUSR1 or `sallyport drain`: no new
+//!   calls, the live ones finish, then the node exits).
 //! - **Forwarding**: the API checks the caller (role, facility scope) where the request
 //!   arrived, then, for a live call another node carries, sends the request over HTTP to
 //!   that node's internal routes (`/api/v1/cluster/calls/...`) with a short-lived
@@ -36,11 +41,14 @@
 //! and present its bearer token to each, and split authorization and audit across nodes;
 //! forwarding keeps one entry point per client, where the caller is checked and audited.
 //!
-//! Owns: the node's registration and heartbeat, the inter-node credential, the forwarding
-//! client. Called by: [`crate::server`] (registration) and the API's live-call routes.
+//! Owns: the node's registration and heartbeat, the takeover of dead nodes, the node's
+//! state (health, drain), the inter-node credential, the forwarding client. Called by: [`crate::server`] (registration) and the API's live-call routes.
 
 pub(crate) mod client;
+pub mod drain;
+pub mod health;
 pub mod heartbeat;
+pub mod takeover;
 pub mod token;
 
 pub use client::NodeUrl;
@@ -59,6 +67,10 @@ pub struct Cluster {
     node_id: Arc<str>,
     key: Arc<[u8; 32]>,
     timeout: Duration,
+    /// `cluster.dead_after_secs`: a node silent this long is not asked, it is taken over.
+    dead_after: Duration,
+    /// `recording.dir`, where a takeover looks for a dead node's recordings.
+    recordings_dir: Arc<std::path::Path>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -86,6 +98,14 @@ pub enum ForwardError {
          security.pin_pepper) must be the same on every node, and their clocks in step"
     )]
     Refused { node: String, url: String },
+    #[error(
+        "node {node} is dead (its last heartbeat at {last_heartbeat}): its sessions are \
+         closed, with reason system"
+    )]
+    Dead {
+        node: String,
+        last_heartbeat: chrono::DateTime<chrono::Utc>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -135,6 +155,8 @@ impl Cluster {
             node_id: config.node.id.as_str().into(),
             key: Arc::new(token::derive_key(secret(config))),
             timeout: Duration::from_secs(config.cluster.forward_timeout_secs),
+            dead_after: Duration::from_secs(config.cluster.dead_after_secs),
+            recordings_dir: config.recording.dir.as_path().into(),
         }
     }
 
@@ -162,6 +184,7 @@ impl Cluster {
             .node(node)
             .await?
             .ok_or_else(|| ForwardError::UnknownNode { node: node.into() })?;
+        self.take_over_if_dead(store, &record).await?;
         let unreachable = |reason: String| ForwardError::Unreachable {
             node: node.into(),
             url: record.api_url.clone(),
@@ -199,6 +222,33 @@ impl Cluster {
             status,
             body,
             node: node.into(),
+        })
+    }
+}
+
+impl Cluster {
+    /// A node silent for `cluster.dead_after_secs` is not asked: it is taken over here and
+    /// now, if no other node has done so yet ([`takeover`]), and the answer is
+    /// [`ForwardError::Dead`]: whatever was asked about, its session is closed.
+    async fn take_over_if_dead(
+        &self,
+        store: &Store,
+        record: &crate::store::NodeRecord,
+    ) -> Result<(), ForwardError> {
+        let now = store.clock().wall();
+        let Some(cutoff) = takeover::cutoff(now, self.dead_after) else {
+            return Ok(());
+        };
+        if record.heartbeat_at >= cutoff {
+            return Ok(());
+        }
+        let dir = &self.recordings_dir;
+        if let Err(e) = takeover::take_over(store, dir, self.node_id(), &record.id, cutoff).await {
+            tracing::warn!(error = %e, node = %record.id, "taking over a dead node failed");
+        }
+        Err(ForwardError::Dead {
+            node: record.id.clone(),
+            last_heartbeat: record.heartbeat_at,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! Called by: the ledger, the record stores, the API and the CLI.
 
 pub mod local;
+pub mod schema;
 pub mod testing;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -54,6 +55,8 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
 }
 
 /// A connection pool and the backend behind it.
@@ -76,6 +79,7 @@ pub struct Db {
 /// [`Db::begin`] ends with [`Conn::commit`]; dropped without it, it rolls back.
 pub struct Conn {
     inner: ConnInner,
+    backend: Backend,
     /// The write turn, held for as long as the connection is (writers and transactions).
     _turn: Option<OwnedMutexGuard<()>>,
 }
@@ -105,6 +109,11 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// The database this connection talks to (for the few statements whose dialects differ).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Commits the transaction [`Db::begin`] opened (a no-op on a plain connection).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         match &mut self.inner {
@@ -297,7 +306,10 @@ impl Db {
     }
 
     /// Applies the migrations of this backend that have not run yet.
+    /// Refuses a database whose schema is newer than this build knows
+    /// ([`schema::refuse_newer`]): another node was upgraded first.
     pub async fn migrate(&self) -> Result<(), DbError> {
+        schema::refuse_newer(self).await?;
         self.migrator().run(&self.pool).await?;
         Ok(())
     }
@@ -360,6 +372,7 @@ impl Db {
                 conn.batch("BEGIN IMMEDIATE")?;
                 Ok(Conn {
                     inner: ConnInner::Local { conn, open: true },
+                    backend: self.backend,
                     _turn: turn,
                 })
             }
@@ -368,6 +381,7 @@ impl Db {
                     DbError::Sqlx(e) => e,
                     other => sqlx::Error::Protocol(other.to_string()),
                 })?),
+                backend: self.backend,
                 _turn: turn,
             }),
         }
@@ -378,6 +392,7 @@ impl Db {
     pub async fn pooled(&self) -> Result<Conn, sqlx::Error> {
         Ok(Conn {
             inner: ConnInner::Pooled(self.pool.acquire().await?),
+            backend: self.backend,
             _turn: None,
         })
     }
@@ -387,6 +402,7 @@ impl Db {
     pub async fn pooled_tx(&self, begin: &str) -> Result<Conn, sqlx::Error> {
         Ok(Conn {
             inner: ConnInner::Tx(self.pool.begin_with(begin.to_string()).await?),
+            backend: self.backend,
             _turn: None,
         })
     }
@@ -402,7 +418,11 @@ impl Db {
             }
             None => ConnInner::Pooled(self.pool.acquire().await?),
         };
-        Ok(Conn { inner, _turn: turn })
+        Ok(Conn {
+            inner,
+            backend: self.backend,
+            _turn: turn,
+        })
     }
 
     pub fn backend(&self) -> Backend {

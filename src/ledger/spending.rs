@@ -107,6 +107,12 @@ pub(crate) async fn debit_session(
     let Some(txn) = claim_increment(conn, d, kind, at).await? else {
         return committed_before(conn, d).await.map(Finish::Rollback);
     };
+    if !session_chargeable(conn, &d.session_id).await? {
+        let balance = balance_of(conn, &d.account_id).await?;
+        tracing::warn!(session_id = %d.session_id, increment = d.increment,
+            "debit refused: the session has ended (closed by another node's takeover?)");
+        return Ok(Finish::Rollback(DebitOutcome::Refused { balance }));
+    }
     let amount = d.amount.to_minor();
     let Some(balance) = debit_user(conn, &d.account_id, amount).await? else {
         let account = lock_open(conn, &d.account_id, "debit").await?;
@@ -119,6 +125,39 @@ pub(crate) async fn debit_session(
         transaction_id: txn,
         balance_after: Money::from_minor(balance),
     }))
+}
+
+/// Whether session `id` may still be charged: `false` once its row says it has ended (a
+/// node that took over a dead node's sessions closed it; nothing is charged after). The
+/// row stays locked until the debit commits, so a takeover's close of the session
+/// (`session::cdr`, which locks the row the same way before it counts the charges) either
+/// waits for this debit and counts it, or comes first and this debit is refused: never a
+/// charge the closed record does not show. A session with no row (a ledger caller
+/// without sessions) may be charged.
+async fn session_chargeable(conn: &mut Conn, id: &str) -> Result<bool, LedgerError> {
+    // PostgreSQL: a row lock. SQLite: the debit's `BEGIN IMMEDIATE` already holds the one
+    // write lock, so a close cannot come between this read and the commit; a write here
+    // would only cost a page.
+    let sql = match conn.backend() {
+        crate::db::Backend::Postgres => "SELECT state FROM sessions WHERE id = $1 FOR UPDATE",
+        crate::db::Backend::Sqlite => "SELECT state FROM sessions WHERE id = $1",
+    };
+    let row = sqlx::query(sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
+    Ok(state.is_none_or(|s| s == "active"))
+}
+
+/// The balance of account `id` (minor units), 0 when there is no such account.
+async fn balance_of(conn: &mut Conn, id: &str) -> Result<Money, LedgerError> {
+    let row = sqlx::query("SELECT balance_minor FROM accounts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let minor: Option<i64> = row.map(|r| r.try_get("balance_minor")).transpose()?;
+    Ok(Money::from_minor(minor.unwrap_or_default()))
 }
 
 /// One kind of movement between a person's account and a facility system account.

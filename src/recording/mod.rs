@@ -410,16 +410,55 @@ pub async fn recover_in_progress(
     dir: &Path,
     node_id: &str,
 ) -> Result<usize, RecordingError> {
+    recover(store, dir, node_id, Whose::Own).await
+}
+
+/// [`recover_in_progress`] for another node, found dead by this one
+/// ([`crate::cluster::takeover`]): only the files this node reaches (recordings on shared
+/// storage, the same `recording.dir` on every node) are repaired and chained. A file this
+/// node does not find stays in progress, never chained as removed: it may be on the
+/// dead node's own disk, for its restart to repair. A recording another node (or the
+/// dead node's restart) closed first is left as that node closed it.
+pub async fn recover_for_dead_node(
+    store: &Store,
+    dir: &Path,
+    node_id: &str,
+) -> Result<usize, RecordingError> {
+    recover(store, dir, node_id, Whose::DeadNode).await
+}
+
+/// Whose recordings a recovery closes: what a missing file means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    /// This node's own, at its start: a missing file was removed.
+    Own,
+    /// A dead node's: a missing file may be on that node's disk.
+    DeadNode,
+}
+
+async fn recover(
+    store: &Store,
+    dir: &Path,
+    node_id: &str,
+    whose: Whose,
+) -> Result<usize, RecordingError> {
     let open = store.recordings_in_progress(node_id).await?;
     let mut closed = 0;
     for rec in &open {
-        let Some(recovered) = recover_file(dir, rec).await else {
+        let Some(recovered) = recover_file(dir, rec, whose).await else {
             continue;
         };
-        store
+        match store
             .finish_recording(&rec.id, &recovered.finished(rec.started_at))
-            .await?;
-        closed += 1;
+            .await
+        {
+            Ok(_) => closed += 1,
+            // Closed meanwhile by another node, or by the node's own restart.
+            Err(crate::store::StoreError::Conflict(why)) => {
+                tracing::info!(recording = %rec.id, %why, "recording already closed elsewhere");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(closed)
 }
@@ -474,7 +513,11 @@ fn repair_file(path: &Path, kind: MediaKind) -> io::Result<(u64, u64)> {
 }
 
 /// The file of a recording left in progress, repaired and hashed; `None` to leave it.
-async fn recover_file(dir: &Path, rec: &crate::store::Recording) -> Option<Recovered> {
+async fn recover_file(
+    dir: &Path,
+    rec: &crate::store::Recording,
+    whose: Whose,
+) -> Option<Recovered> {
     let Some(path) = chain::resolve(dir, &rec.path) else {
         tracing::error!(recording = %rec.id, path = %rec.path, "recording path leaves the recordings directory; left in progress");
         return None;
@@ -501,6 +544,12 @@ async fn recover_file(dir: &Path, rec: &crate::store::Recording) -> Option<Recov
     .and_then(|r| r);
     match repaired {
         Ok(r) => Some(r),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && whose == Whose::DeadNode => {
+            tracing::warn!(recording = %rec.id, node = %rec.node_id, path = %path.display(),
+                "a dead node's recording is not on this node's recording.dir; left in progress \
+                 for that node's restart");
+            None
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::error!(recording = %rec.id, path = %path.display(),
                 "recording left in progress has no file; chained as empty (verification reports it removed)");
@@ -700,18 +749,24 @@ mod tests {
             participant: Participant::Both,
         };
         let unmounted = dir.path().join("not-mounted");
-        assert!(
-            recover_file(&unmounted, &rec).await.is_none(),
-            "left for later"
-        );
-        let missing = recover_file(dir.path(), &rec)
+        for whose in [Whose::Own, Whose::DeadNode] {
+            assert!(
+                recover_file(&unmounted, &rec, whose).await.is_none(),
+                "left for later"
+            );
+        }
+        let missing = recover_file(dir.path(), &rec, Whose::Own)
             .await
             .expect("chained as missing");
         assert_eq!(missing.bytes, 0);
+        // A dead node's file this node does not find may be on that node's disk.
+        assert!(recover_file(dir.path(), &rec, Whose::DeadNode)
+            .await
+            .is_none());
         let bad = crate::store::Recording {
             path: "../escape.wav".into(),
             ..rec
         };
-        assert!(recover_file(dir.path(), &bad).await.is_none());
+        assert!(recover_file(dir.path(), &bad, Whose::Own).await.is_none());
     }
 }

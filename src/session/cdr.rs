@@ -78,58 +78,145 @@ use sqlx::Row;
 /// reason `system`, its charges from the ledger, `end_at` (and `media_end_at` when it was
 /// accepted) at the last moment it is known to have been up, and `closed_at` = `now`.
 pub async fn close_orphans(db: &Db, node_id: &str, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, invite_at, answer_at, accepted_at, increment_secs, billed_increments, \
-         end_reason, media_end_at FROM sessions WHERE state = 'active' AND node_id = $1",
-    )
-    .bind(node_id)
-    .fetch_all(db.pool())
-    .await?;
-    let mut closed = 0;
-    for r in rows {
-        let id: String = r.try_get("id")?;
-        let c = charged(db, &id).await?;
-        let counted = c.increments.max(r.try_get("billed_increments")?);
-        let accepted_at: Option<i64> = r.try_get("accepted_at")?;
-        let recording_end: Option<i64> =
-            sqlx::query("SELECT MAX(ended_at) AS ended_at FROM recordings WHERE session_id = $1")
-                .bind(&id)
-                .fetch_one(db.pool())
-                .await?
-                .try_get("ended_at")?;
-        let alive = KnownAlive {
-            invite_at: r.try_get("invite_at")?,
-            answer_at: r.try_get("answer_at")?,
-            accepted_at,
-            increment_secs: r.try_get("increment_secs")?,
-            increments: counted,
-            last_debit_at: c.last_debit_at,
-            recording_end,
+    let closed = close_left_open(db, node_id, None, now).await?;
+    Ok(closed.len() as u64)
+}
+
+/// A session closed because its node died ([`close_dead_node_sessions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedOrphan {
+    pub id: String,
+    pub facility_id: String,
+    /// `system`, or the reason of a cut recorded before the node died.
+    pub reason: String,
+    /// Increments billed and their amount (minor units), as the ledger committed them.
+    pub increments: i64,
+    pub amount_minor: i64,
+}
+
+/// [`close_orphans`] for another node, dead: the sessions node `node_id` left `active`,
+/// closed by a surviving node, each only while that node's heartbeat is still older than
+/// `silent_before` (checked by the closing statement itself, so a node that came back
+/// meanwhile keeps its calls). Returns the sessions this call closed: a session another
+/// survivor, or the node's own restart, closed first is not among them, so each session
+/// is closed, and reported, once.
+pub async fn close_dead_node_sessions(
+    db: &Db,
+    node_id: &str,
+    silent_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClosedOrphan>, sqlx::Error> {
+    close_left_open(db, node_id, Some(silent_before), now).await
+}
+
+/// The closing of [`close_orphans`] and [`close_dead_node_sessions`]: with
+/// `silent_before`, only while the node's heartbeat is older than that.
+async fn close_left_open(
+    db: &Db,
+    node_id: &str,
+    silent_before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClosedOrphan>, sqlx::Error> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM sessions WHERE state = 'active' AND node_id = $1")
+            .bind(node_id)
+            .fetch_all(db.pool())
+            .await?;
+    let mut closed = Vec::new();
+    for id in ids {
+        let _turn = db.write_turn().await;
+        let mut tx = match db.backend() {
+            crate::db::Backend::Sqlite => db.pool().begin_with("BEGIN IMMEDIATE").await?,
+            crate::db::Backend::Postgres => db.pool().begin().await?,
         };
-        let cut = Cut {
-            reason: r.try_get("end_reason")?,
-            media_end_at: r.try_get("media_end_at")?,
-        };
-        let end = orphan_end(&alive, &cut);
-        let done = sqlx::query(
-            "UPDATE sessions SET state = 'ended', end_reason = $2, end_at = $3, \
-             media_end_at = $4, closed_at = $5, billed_increments = $6, amount_minor = $7 \
-             WHERE id = $1 AND state = 'active'",
-        )
-        .bind(&id)
-        .bind(&end.reason)
-        .bind(end.end_at)
-        .bind(end.media_end_at)
-        .bind(to_micros(now))
-        .bind(counted)
-        .bind(c.amount_minor)
-        .execute(db.pool())
-        .await?;
-        closed += done.rows_affected();
-        tracing::warn!(session = %id, reason = %end.reason, increments = counted,
-            last_alive = %from_micros(end.end_at), "orphaned session closed");
+        if let Some(c) = close_one(&mut tx, &id, silent_before, now).await? {
+            tx.commit().await?;
+            tracing::warn!(session = %id, node = node_id, reason = %c.reason,
+                increments = c.increments, "orphaned session closed");
+            closed.push(c);
+        }
     }
     Ok(closed)
+}
+
+/// Closes session `id` if it is still open (and, with `silent_before`, its node still
+/// silent), in the caller's transaction. The row is locked first: a debit in flight on
+/// the session holds the same lock (`ledger::spending`) until it commits, so the charges
+/// counted next include it, and a debit after the close is refused.
+async fn close_one(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    silent_before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<ClosedOrphan>, sqlx::Error> {
+    // Open, and (for a dead node) its node still silent: the one condition that makes
+    // two closers, or a closer and the node's restart, close a session once.
+    let mut lock =
+        String::from("UPDATE sessions SET state = state WHERE id = $1 AND state = 'active'");
+    if silent_before.is_some() {
+        lock.push_str(
+            " AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = sessions.node_id \
+             AND n.heartbeat_at < $2)",
+        );
+    }
+    let mut q = sqlx::query(&lock).bind(id);
+    if let Some(cutoff) = silent_before {
+        q = q.bind(to_micros(cutoff));
+    }
+    if q.execute(&mut *conn).await?.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let r = sqlx::query(
+        "SELECT facility_id, invite_at, answer_at, accepted_at, increment_secs, \
+         billed_increments, end_reason, media_end_at FROM sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let c = charged_in(&mut *conn, id).await?;
+    let counted = c.increments.max(r.try_get("billed_increments")?);
+    let recording_end: Option<i64> =
+        sqlx::query("SELECT MAX(ended_at) AS ended_at FROM recordings WHERE session_id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("ended_at")?;
+    let alive = KnownAlive {
+        invite_at: r.try_get("invite_at")?,
+        answer_at: r.try_get("answer_at")?,
+        accepted_at: r.try_get("accepted_at")?,
+        increment_secs: r.try_get("increment_secs")?,
+        increments: counted,
+        last_debit_at: c.last_debit_at,
+        recording_end,
+    };
+    let cut = Cut {
+        reason: r.try_get("end_reason")?,
+        media_end_at: r.try_get("media_end_at")?,
+    };
+    let end = orphan_end(&alive, &cut);
+    sqlx::query(
+        "UPDATE sessions SET state = 'ended', end_reason = $2, end_at = $3, \
+         media_end_at = $4, closed_at = $5, billed_increments = $6, amount_minor = $7 \
+         WHERE id = $1 AND state = 'active'",
+    )
+    .bind(id)
+    .bind(&end.reason)
+    .bind(end.end_at)
+    .bind(end.media_end_at)
+    .bind(to_micros(now))
+    .bind(counted)
+    .bind(c.amount_minor)
+    .execute(&mut *conn)
+    .await?;
+    tracing::debug!(session = %id, last_alive = %from_micros(end.end_at), "closing");
+    Ok(Some(ClosedOrphan {
+        id: id.to_owned(),
+        facility_id: r.try_get("facility_id")?,
+        reason: end.reason,
+        increments: counted,
+        amount_minor: c.amount_minor,
+    }))
 }
 
 /// What a live session's row says of a cut already under way ([`record_media_end`]).
@@ -657,7 +744,7 @@ pub async fn close_with(
 }
 
 /// The revenue-side entries of the session's (`$1`) transactions: one per increment
-/// debited ([`charged`]).
+/// debited ([`charged_in`]).
 const CHARGED_FROM: &str =
     "FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
      WHERE t.session_id = $1 AND e.amount_minor > 0 AND e.balance_after_minor IS NULL";
@@ -672,17 +759,15 @@ pub(crate) struct Charged {
 }
 
 /// Increments and amount (minor units) debited for a session, from the ledger: the
-/// revenue-side entries of the session's transactions.
-pub(crate) async fn charged(db: &Db, id: &str) -> Result<Charged, sqlx::Error> {
-    let mut dbc = db.conn().await?;
-    let row = sqlx::query(
+/// revenue-side entries of the session's transactions (read inside the closing
+/// transaction).
+async fn charged_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Charged, sqlx::Error> {
+    let row = sqlx::query(&format!(
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) AS total, \
-         MAX(t.created_at) AS last_at \
-         FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
-         WHERE t.session_id = $1 AND e.amount_minor > 0 AND e.balance_after_minor IS NULL",
-    )
+         MAX(t.created_at) AS last_at {CHARGED_FROM}"
+    ))
     .bind(id)
-    .fetch_one(&mut dbc)
+    .fetch_one(conn)
     .await?;
     Ok(Charged {
         increments: row.try_get("n")?,

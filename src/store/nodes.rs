@@ -2,7 +2,7 @@
 //! answer, and when each last said it was alive. Its one writer is the node itself
 //! ([`crate::cluster::heartbeat`]); its readers are the API, when it forwards a request to
 //! the node that carries a call ([`crate::cluster`]), and later the dead-node check of
-//! issue 13 ([`Store::nodes_silent_since`]).
+//! issue 13 ([`Store::nodes_silent_since`], [`Store::nodes_with_open_work`]).
 
 use super::{Store, StoreError};
 use crate::db::{from_micros, to_micros};
@@ -104,6 +104,21 @@ impl Store {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(node).collect()
+    }
+
+    /// The nodes that left work open: sessions `active` or recordings in progress, by
+    /// id. Among them, those whose heartbeat is stale are what a survivor takes over
+    /// ([`crate::cluster::takeover`]).
+    pub async fn nodes_with_open_work(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node_id FROM sessions WHERE state = 'active' \
+             UNION SELECT node_id FROM recordings WHERE status = 'recording' ORDER BY node_id",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("node_id").map_err(StoreError::from))
+            .collect()
     }
 }
 

@@ -333,6 +333,14 @@ impl LiveVisits {
         true
     }
 
+    /// How many visits run on this node now (a drain waits for none).
+    pub fn running_count(&self) -> usize {
+        lock(&self.inner.visits)
+            .values()
+            .filter(|t| !t.is_closed())
+            .count()
+    }
+
     fn running(&self, visit_id: &str) -> Option<mpsc::Sender<VisitInput>> {
         lock(&self.inner.visits)
             .get(visit_id)

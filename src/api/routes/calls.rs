@@ -300,8 +300,8 @@ pub(crate) fn carrier<'a>(s: &'a AppState, cdr: &Cdr) -> Result<Carrier<'a>, Api
 
 /// The error of a request about call `call` that could not reach the node carrying it:
 /// 503 `node_unknown` (never registered), 502 `node_unreachable` (no answer in time, or
-/// none that makes sense), 502 `node_refused` (it refused this node's credential). Each
-/// names the node.
+/// none that makes sense), 502 `node_refused` (it refused this node's credential), 409
+/// `call_ended` (it is dead: this node has just closed its sessions). Each names the node.
 pub(crate) fn forward_error(call: &str, e: ForwardError) -> ApiError {
     let message = format!("call {call} is carried by another node, and {e}");
     match e {
@@ -316,6 +316,8 @@ pub(crate) fn forward_error(call: &str, e: ForwardError) -> ApiError {
             tracing::error!(error = %e, call, "forwarding refused");
             ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", message)
         }
+        // Taken over: the session is closed, as for any ended call.
+        ForwardError::Dead { .. } => ApiError::new(StatusCode::CONFLICT, "call_ended", message),
         ForwardError::Store(e) => e.into(),
     }
 }

@@ -208,6 +208,8 @@ async fn release_elsewhere(s: &AppState, id: &str, node: &str) -> bool {
         .await;
     match forwarded {
         Ok(r) if r.status.is_success() || r.error_code() == Some("call_ended") => true,
+        // Its node is dead: the call was closed by the takeover.
+        Err(crate::cluster::ForwardError::Dead { .. }) => true,
         outcome => {
             let why = match outcome {
                 Ok(r) => format!("node {node} answered {}: {}", r.status, r.body),

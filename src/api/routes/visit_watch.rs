@@ -140,6 +140,10 @@ fn forward_error(id: &str, e: ForwardError) -> ApiError {
             tracing::error!(error = %e, visit = id, "forwarding refused");
             ApiError::new(StatusCode::BAD_GATEWAY, "node_refused", message)
         }
+        // Taken over: the visit's session is closed.
+        ForwardError::Dead { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "visit_not_live", message)
+        }
         ForwardError::Store(e) => e.into(),
     }
 }

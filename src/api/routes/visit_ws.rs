@@ -84,6 +84,12 @@ async fn page(s: AppState, live: crate::visit::live::LiveVisits, mut socket: Web
     if let Err(r) = pass::admit(v.status, p.valid_from, p.expires_at, now) {
         return refuse(socket, r.code(), &r.to_string()).await;
     }
+    // A draining node starts no visit; a page of a visit running here still joins.
+    let draining = s.gateway.as_ref().is_some_and(|g| g.health.draining());
+    if draining && !live.contains(&v.id) {
+        let why = "this node is draining: join the visit through another node";
+        return refuse(socket, "node_draining", why).await;
+    }
     let inputs = match live.attach(&v.id).await {
         Ok(tx) => tx,
         Err(e) => {

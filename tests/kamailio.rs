@@ -1,0 +1,375 @@
+//! Kamailio in front of two nodes (issue 13): the shipped `config/kamailio.cfg`, its
+//! dispatcher probing the nodes with SIP OPTIONS, handsets calling the proxy's one
+//! address.
+//!
+//! Two `sallyport serve` on one PostgreSQL behind Kamailio: a call through the proxy lands
+//! on a node; that node is drained during the call. The dispatcher stops sending it calls
+//! (its OPTIONS answer 503; an INVITE it still got would be refused 503 and failed over):
+//! the next two calls through the proxy land on the other node, though round robin would
+//! have sent one back. The first call goes on to its end, the drained node exits, and a
+//! fourth call through the proxy lands on the node that is left. Every call ends as its
+//! handset ended it, and the ledger is clean.
+//!
+//! Three nodes behind Kamailio: three calls through the proxy land on the three nodes;
+//! one node is killed mid-call; a survivor closes its call within the heartbeat timeout,
+//! the other two go on, and the inmate calls again through the proxy at once.
+//!
+//! Without PostgreSQL (`SALLYPORT_TEST_DATABASE_URL`), sipp or Kamailio the test prints
+//! why and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod support;
+
+use sallyport::db::testing::{skip_or_fail, TestDb};
+use serde_json::Value;
+use std::fs;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::api::{book, fund, three_second_increments, Api, NUMBER};
+use support::gateway::Gateway;
+use support::sipp::{self, Handset, Ports, Trunk, Via};
+use support::Workdir;
+
+const SECRET: &str = "cluster-secret-for-the-tests";
+
+/// Kamailio with `config/kamailio.cfg` on `addr`, its dispatcher set the `nodes`; killed
+/// when dropped.
+struct Kamailio(Child);
+
+impl Kamailio {
+    fn start(dir: &Workdir, addr: SocketAddr, nodes: &[SocketAddr]) -> Kamailio {
+        let list = dir.join("dispatcher.list");
+        let lines: Vec<String> = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+        fs::write(&list, lines.concat()).unwrap();
+        let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/kamailio.cfg");
+        let child = Command::new("kamailio")
+            // Its own process group, so that dropping it reaches its workers too.
+            .process_group(0)
+            .args(["-f", cfg, "-DD", "-E", "-m", "32", "-M", "8"])
+            .arg("-Y")
+            .arg(&**dir)
+            .arg("-A")
+            .arg(format!("LISTEN=udp:{addr}"))
+            .arg("-A")
+            .arg(format!("DS_LIST=\"{}\"", list.display()))
+            .args(["-A", "DS_PING_SECS=1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                fs::File::create(dir.join("gateway-kamailio.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start kamailio");
+        Kamailio(child)
+    }
+}
+
+impl Drop for Kamailio {
+    /// SIGTERM to its process group (the main process and the workers it forked; a
+    /// SIGKILL of the main process alone would leave the workers running), then SIGKILL
+    /// to what is left after 3 s.
+    fn drop(&mut self) {
+        let group = -(self.0.id() as i32);
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+fn kamailio_present() -> bool {
+    let ok = Command::new("kamailio")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip_or_fail("kamailio is not installed (Debian package kamailio): proxy test skipped");
+    }
+    ok
+}
+
+fn node(dir: &Workdir, ports: &Ports, url: &str, id: &str) -> Gateway {
+    Gateway::start_with(dir, ports, &format!("gateway-{id}"), |cmd| {
+        cmd.env("SALLYPORT_DATABASE_URL", url)
+            .env("SALLYPORT_NODE_ID", id)
+            .env("SALLYPORT_CLUSTER_SECRET", SECRET)
+            .env("SALLYPORT_CLUSTER_HEARTBEAT_SECS", "1")
+            .env("SALLYPORT_CLUSTER_DEAD_AFTER_SECS", "3");
+    })
+}
+
+/// The call of `inmate` (its CDR) once it is accepted.
+fn accepted_call_of(api: &Api, inmate: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let live = api.get("/api/v1/calls/active");
+        let found = live.as_array().and_then(|a| {
+            a.iter()
+                .find(|c| c["inmate_id"] == inmate && !c["accepted_at"].is_null())
+                .cloned()
+        });
+        if let Some(c) = found {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no accepted call of {inmate}: {live}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+#[test]
+fn calls_through_kamailio_go_around_a_draining_node() {
+    if !sipp::present("Kamailio test") || !kamailio_present() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let url = db.postgres_url().expect("a PostgreSQL URL");
+    let dir = Workdir::new("kamailio", "drain_behind_proxy");
+    let (pa, pb) = (sipp::ports(), sipp::ports());
+    let ids = ["node-a", "node-b"];
+    let ports = [pa, pb];
+    let mut nodes = [
+        node(&dir, &ports[0], &url, ids[0]),
+        node(&dir, &ports[1], &url, ids[1]),
+    ];
+    let api = nodes[0].api.clone();
+    three_second_increments(&api);
+    let proxy = free_udp();
+    let _kamailio = Kamailio::start(&dir, proxy, &[nodes[0].sip, nodes[1].sip]);
+    // Let the dispatcher probe both nodes.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Call 1 through the proxy; a trunk waits on each node's trunk port.
+    let first = book(&api, "P-1", "1357", NUMBER, false);
+    let second = book(&api, "P-2", "2468", NUMBER, false);
+    let third = book(&api, "P-3", "3579", NUMBER, false);
+    let fourth = book(&api, "P-4", "4680", NUMBER, false);
+    for i in [&first, &second, &third, &fourth] {
+        fund(&api, i, "1.00");
+    }
+    let mut trunks = [
+        Trunk::answer("1").spawn(&dir.join("a"), &ports[0]),
+        Trunk::answer("1").spawn(&dir.join("b"), &ports[1]),
+    ];
+    let mut h1 = Handset::new(&first.pin, Via::Info)
+        .hang_up_after(20_000)
+        .spawn(&dir, 0, &ports[0], proxy);
+    let c1 = accepted_call_of(&api, &first.id);
+    let d = ids.iter().position(|i| c1["node_id"] == *i).unwrap();
+    let o = 1 - d;
+
+    // Drain the node that carries call 1; the dispatcher sees its OPTIONS answer 503.
+    let pid = nodes[d].child.id() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Calls 2 and 3 through the proxy land on the other node, though round robin would
+    // have sent one of them to the draining node.
+    let mut during = Vec::new();
+    for (inmate, slot) in [(&second, 1), (&third, 1)] {
+        let mut h = Handset::new(&inmate.pin, Via::Info)
+            .hang_up_after(1_000)
+            .spawn(&dir, slot, &ports[0], proxy);
+        let c = accepted_call_of(&api, &inmate.id);
+        assert_eq!(c["node_id"], ids[o], "{c}");
+        h.expect_ok(Duration::from_secs(40));
+        trunks[o].expect_ok(Duration::from_secs(90));
+        trunks[o] = Trunk::answer("1").spawn(&dir.join(format!("o{}", inmate.booking)), &ports[o]);
+        during.push(c);
+    }
+    assert_eq!(
+        api.get(&format!("/api/v1/calls/{}", c1["id"].as_str().unwrap()))["state"],
+        "active",
+        "call 1 still up on the draining node"
+    );
+
+    // Call 1 goes on to its end on the draining node, which then exits.
+    h1.expect_ok(Duration::from_secs(90));
+    trunks[d].expect_ok(Duration::from_secs(90));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = nodes[d].child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not exit after its call",
+            ids[d]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+
+    // Call 4 through the proxy: the node that is left.
+    let api = nodes[o].api.clone();
+    let mut h4 = Handset::new(&fourth.pin, Via::Info)
+        .hang_up_after(1_000)
+        .spawn(&dir, 0, &ports[1], proxy);
+    let c4 = accepted_call_of(&api, &fourth.id);
+    assert_eq!(c4["node_id"], ids[o], "{c4}");
+    h4.expect_ok(Duration::from_secs(40));
+    trunks[o].expect_ok(Duration::from_secs(90));
+
+    let (c2, c3) = (&during[0], &during[1]);
+    for (i, c) in [(&first, &c1), (&second, c2), (&third, c3), (&fourth, &c4)] {
+        let cdr = api.get(&format!("/api/v1/calls/{}", c["id"].as_str().unwrap()));
+        assert_eq!(
+            (cdr["state"].as_str(), cdr["end_reason"].as_str()),
+            (Some("ended"), Some("caller_hangup")),
+            "{} {cdr}",
+            i.booking
+        );
+    }
+    api.assert_ledger_clean();
+    drop(nodes);
+    rt.block_on(db.cleanup());
+}
+
+/// Three nodes behind Kamailio: three calls through the proxy land on the three nodes;
+/// the node carrying the first is killed (SIGKILL). A survivor closes that call (reason
+/// `system`, charges as committed) within the heartbeat timeout while the other two calls
+/// go on, and the same inmate calls again through the proxy at once.
+#[test]
+fn a_node_killed_behind_kamailio_loses_no_call_but_its_own() {
+    if !sipp::present("Kamailio test") || !kamailio_present() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let url = db.postgres_url().expect("a PostgreSQL URL");
+    let dir = Workdir::new("kamailio", "kill_behind_proxy");
+    let ids = ["node-a", "node-b", "node-c"];
+    let ports = [sipp::ports(), sipp::ports(), sipp::ports()];
+    let mut nodes: Vec<Option<Gateway>> = (0..3)
+        .map(|i| Some(node(&dir, &ports[i], &url, ids[i])))
+        .collect();
+    let api = nodes[0].as_ref().unwrap().api.clone();
+    three_second_increments(&api);
+    let proxy = free_udp();
+    let sips: Vec<SocketAddr> = nodes.iter().map(|n| n.as_ref().unwrap().sip).collect();
+    let _kamailio = Kamailio::start(&dir, proxy, &sips);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let inmates = [
+        book(&api, "K-1", "1357", NUMBER, false),
+        book(&api, "K-2", "2468", NUMBER, false),
+        book(&api, "K-3", "3579", NUMBER, false),
+    ];
+    for i in &inmates {
+        fund(&api, i, "1.00");
+    }
+    let mut trunks: Vec<_> = (0..3)
+        .map(|i| Trunk::answer("1").spawn(&dir.join(format!("t{i}")), &ports[i]))
+        .collect();
+    let mut handsets = Vec::new();
+    let mut calls = Vec::new();
+    for (k, inmate) in inmates.iter().enumerate() {
+        let h = Handset::new(&inmate.pin, Via::Info)
+            .hang_up_after(15_000)
+            .spawn(&dir, 0, &ports[k], proxy);
+        handsets.push(h);
+        calls.push(accepted_call_of(&api, &inmate.id));
+    }
+    let mut landed: Vec<&str> = calls
+        .iter()
+        .map(|c| c["node_id"].as_str().unwrap())
+        .collect();
+    landed.sort_unstable();
+    assert_eq!(landed, ids, "the calls land on all three nodes");
+
+    // The node of the first call dies.
+    let x = ids.iter().position(|i| calls[0]["node_id"] == *i).unwrap();
+    let survivor = (0..3).find(|&i| i != x).unwrap();
+    let sapi = nodes[survivor].as_ref().unwrap().api.clone();
+    nodes[x].take().unwrap().kill();
+    let killed = Instant::now();
+    handsets[0].stop();
+    trunks[x].stop();
+    let id = calls[0]["id"].as_str().unwrap();
+    let cdr = loop {
+        let cdr = sapi.get(&format!("/api/v1/calls/{id}"));
+        if cdr["state"] == "ended" {
+            break cdr;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "never closed: {cdr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        killed.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(cdr["end_reason"], "system", "{cdr}");
+    let charged = support::api::money(&cdr["amount"]);
+    let billed = cdr["billed_increments"].as_i64().unwrap();
+    assert!(billed >= 1, "{cdr}");
+    assert_eq!(
+        sapi.call_charges(&inmates[0].account).len() as i64,
+        billed,
+        "{cdr}"
+    );
+    assert_eq!(
+        sapi.balance(&inmates[0].account),
+        support::api::dec("1.00") - charged
+    );
+    // The other two calls go on.
+    for c in &calls[1..] {
+        let live = sapi.get(&format!("/api/v1/calls/{}", c["id"].as_str().unwrap()));
+        assert_eq!(live["state"], "active", "{live}");
+    }
+
+    // The same inmate calls again through the proxy, at once: a survivor takes it. Its
+    // trunk waits on both survivors' trunk ports once their calls are over.
+    for h in &mut handsets[1..] {
+        h.expect_ok(Duration::from_secs(60));
+    }
+    for i in (0..3).filter(|&i| i != x) {
+        trunks[i].expect_ok(Duration::from_secs(90));
+        trunks[i] = Trunk::answer("1").spawn(&dir.join(format!("again{i}")), &ports[i]);
+    }
+    let again = Instant::now();
+    let mut h = Handset::new(&inmates[0].pin, Via::Info)
+        .hang_up_after(1_000)
+        .spawn(&dir, 1, &ports[0], proxy);
+    let c = accepted_call_of(&sapi, &inmates[0].id);
+    assert_ne!(c["node_id"], ids[x], "{c}");
+    assert!(
+        again.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        again.elapsed()
+    );
+    h.expect_ok(Duration::from_secs(40));
+    let cdr = sapi.get(&format!("/api/v1/calls/{}", c["id"].as_str().unwrap()));
+    assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    sapi.assert_ledger_clean();
+    drop(trunks);
+    drop(nodes);
+    rt.block_on(db.cleanup());
+}
