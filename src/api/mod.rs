@@ -171,7 +171,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
-        inmates, integrity, kiosk, listen, money, rates, recordings, tokens, users, visit_join,
+        inmates, integrity, kiosk, listen, money, notes, rates, recordings, tokens, users, visit_join,
         visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
@@ -301,6 +301,11 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/verify", get(integrity::verify_one))
         .route("/calls/{id}/recording", get(calls::recording))
         .route("/calls/{id}/recordings", get(calls::recordings))
+        .route("/notes", get(notes::list).post(notes::create))
+        .route(
+            "/notes/{id}",
+            get(notes::get).put(notes::edit).delete(notes::delete),
+        )
         .route("/evidence-packages", post(evidence::create))
         .route("/evidence-packages/{id}", get(evidence::download))
         .route("/recordings/{id}", get(recordings::get))
