@@ -94,7 +94,8 @@ pub struct NoteFilter {
     #[serde(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inmate_id: Option<String>,
-    /// The number in E.164 (`+15551230001`); digits alone are read as E.164 too.
+    /// The number in E.164 (`+15551230001`); punctuation is ignored, digits alone are read
+    /// as E.164 (with their country code).
     #[serde(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<String>,
