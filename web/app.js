@@ -450,7 +450,7 @@ async function openSession(id) {
   }
   delete $("recording-audio").dataset.recordingId;
   $("recording-audio").hidden = true;
-  $("recording-play").hidden = false;
+  $("recording-start").hidden = false;
   $("notes-body").replaceChildren();
   $("session-who").replaceChildren();
   state.session = null;
@@ -673,7 +673,7 @@ async function playRecording(at) {
     audio.src = play.url;
     if (play.sha256) $("recording-sha256").textContent = play.sha256;
     audio.hidden = false;
-    $("recording-play").hidden = true;
+    $("recording-start").hidden = true;
   }
   if (typeof at === "number") audio.currentTime = at;
   await audio.play();
