@@ -623,7 +623,10 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
         },
     );
     let cdr = api.get(&format!("/api/v1/calls/{id}"));
-    let zone = cdr["time_zone"].as_str().expect("the facility's zone").to_string();
+    let zone = cdr["time_zone"]
+        .as_str()
+        .expect("the facility's zone")
+        .to_string();
     let invite = facility_time(cdr["invite_at"].as_str().expect("invite_at"), &zone);
     let name = format!("Test {}", inmate.booking);
 
@@ -642,7 +645,10 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
         "Called Party (friend)".to_string(),
         invite.clone(),
     ] {
-        assert!(shown.contains(&expect), "{expect:?} in the result row: {shown}");
+        assert!(
+            shown.contains(&expect),
+            "{expect:?} in the result row: {shown}"
+        );
     }
     fits_its_card(b, "results-table");
     axe::assert_accessible(b, "the search results");
@@ -696,7 +702,10 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     b.click("#note-add");
     b.wait_for("#notes-body tr[data-note-id]");
     let note_row = b.text("#notes-body tr[data-note-id]");
-    assert!(note_row.contains("Mentions the meeting on Friday"), "{note_row}");
+    assert!(
+        note_row.contains("Mentions the meeting on Friday"),
+        "{note_row}"
+    );
     let entry = wait_until("the note is audited", Duration::from_secs(10), || {
         audited(&api, "note.create", "inv-demo").first().cloned()
     });
@@ -750,9 +759,15 @@ fn terminate_works_after_the_listener_died_and_logout_clears_live_rows() {
     axe::assert_accessible(b, "the live page");
     // Logging out leaves none of the live rows in the document.
     case.logout();
-    assert!(b.find(&row).is_none(), "the live rows are gone after logout");
+    assert!(
+        b.find(&row).is_none(),
+        "the live rows are gone after logout"
+    );
     assert_eq!(
-        b.js("return document.getElementById('live-body').children.length;", json!([])),
+        b.js(
+            "return document.getElementById('live-body').children.length;",
+            json!([])
+        ),
         json!(0)
     );
 

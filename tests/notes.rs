@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use chrono::{TimeZone, Utc};
 use sallyport::db::Backend;
 use serde_json::{json, Value};
-use support::inproc::{self, admin, ended_call, err_code, live_call, send, session, user, App, Call, Setup};
+use support::inproc::{
+    self, admin, ended_call, err_code, live_call, send, session, user, App, Call, Setup,
+};
 
 const ADMIN: &str = "test-admin-token";
 
@@ -94,34 +96,82 @@ async fn notes(app: App) {
     // Shared with the facility's other investigators: per session, inmate, number, text.
     for (query, expect) in [
         ("session_id=s1".to_string(), vec![id.as_str()]),
-        (format!("inmate_id={inmate}"), vec![range["id"].as_str().unwrap(), &id]),
+        (
+            format!("inmate_id={inmate}"),
+            vec![range["id"].as_str().unwrap(), &id],
+        ),
         ("number=%2B15551230001".into(), vec![&id]),
         ("number=1%20555%20123%200001".into(), vec![&id]),
         ("q=RED%20car".into(), vec![&id]),
         ("q=boat".into(), vec![]),
         ("q=100%25".into(), vec![]),
     ] {
-        let (s, v) = send(&app, "GET", &format!("/api/v1/notes?{query}"), Some(&b), None).await;
+        let (s, v) = send(
+            &app,
+            "GET",
+            &format!("/api/v1/notes?{query}"),
+            Some(&b),
+            None,
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "{query}: {v}");
         assert_eq!(ids(&v), expect, "{query}");
     }
     // Not with another facility's.
-    let (s, v) = send(&app, "GET", &format!("/api/v1/notes?inmate_id={inmate}"), Some(&other), None).await;
+    let (s, v) = send(
+        &app,
+        "GET",
+        &format!("/api/v1/notes?inmate_id={inmate}"),
+        Some(&other),
+        None,
+    )
+    .await;
     assert_eq!((s, ids(&v).len()), (StatusCode::OK, 0), "{v}");
-    let (s, _) = send(&app, "GET", &format!("/api/v1/notes/{id}"), Some(&other), None).await;
+    let (s, _) = send(
+        &app,
+        "GET",
+        &format!("/api/v1/notes/{id}"),
+        Some(&other),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = send(&app, "POST", "/api/v1/notes", Some(&other), Some(body.clone())).await;
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/api/v1/notes",
+        Some(&other),
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = send(&app, "GET", "/api/v1/notes?facility_id=F1", Some(&other), None).await;
+    let (s, _) = send(
+        &app,
+        "GET",
+        "/api/v1/notes?facility_id=F1",
+        Some(&other),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let edit = json!({ "version": 1, "start_ms": 1500, "body": "x" });
-    let (s, _) = send(&app, "PUT", &format!("/api/v1/notes/{id}"), Some(&other), Some(edit)).await;
+    let (s, _) = send(
+        &app,
+        "PUT",
+        &format!("/api/v1/notes/{id}"),
+        Some(&other),
+        Some(edit),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Never on a privileged call (refused and audited), never a bad moment or no text.
     let privileged = json!({ "session_id": "p1", "start_ms": 0, "body": "x" });
     let (s, v) = send(&app, "POST", "/api/v1/notes", Some(&a), Some(privileged)).await;
     assert_eq!((s, err_code(&v)), (StatusCode::FORBIDDEN, "privileged"));
-    assert!(audit(&app).await.iter().any(|e| e["action"] == "note.refused" && e["target"] == "p1"));
+    assert!(audit(&app)
+        .await
+        .iter()
+        .any(|e| e["action"] == "note.refused" && e["target"] == "p1"));
     for bad in [
         json!({ "session_id": "s1", "start_ms": -1, "body": "x" }),
         json!({ "session_id": "s1", "start_ms": 10, "end_ms": 5, "body": "x" }),
@@ -131,23 +181,67 @@ async fn notes(app: App) {
         let (s, v) = send(&app, "POST", "/api/v1/notes", Some(&a), Some(bad.clone())).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
     }
-    let (s, _) = send(&app, "POST", "/api/v1/notes", Some(&a), Some(json!({ "session_id": "nope", "start_ms": 0, "body": "x" }))).await;
+    let (s, _) = send(
+        &app,
+        "POST",
+        "/api/v1/notes",
+        Some(&a),
+        Some(json!({ "session_id": "nope", "start_ms": 0, "body": "x" })),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // An edit by another investigator appends a version; an edit of a stale version is
     // refused.
     let edit = json!({ "version": 1, "start_ms": 1700, "end_ms": 4000, "body": "Mentions the red car and a name" });
-    let (s, v) = send(&app, "PUT", &format!("/api/v1/notes/{id}"), Some(&b), Some(edit.clone())).await;
+    let (s, v) = send(
+        &app,
+        "PUT",
+        &format!("/api/v1/notes/{id}"),
+        Some(&b),
+        Some(edit.clone()),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["version"].as_i64(), v["updated_by"].as_str()), (Some(2), Some("inv1b")));
-    assert_eq!((v["start_ms"].as_i64(), v["created_by"].as_str()), (Some(1700), Some("inv1")));
-    let (s, v) = send(&app, "PUT", &format!("/api/v1/notes/{id}"), Some(&a), Some(edit)).await;
+    assert_eq!(
+        (v["version"].as_i64(), v["updated_by"].as_str()),
+        (Some(2), Some("inv1b"))
+    );
+    assert_eq!(
+        (v["start_ms"].as_i64(), v["created_by"].as_str()),
+        (Some(1700), Some("inv1"))
+    );
+    let (s, v) = send(
+        &app,
+        "PUT",
+        &format!("/api/v1/notes/{id}"),
+        Some(&a),
+        Some(edit),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     // A delete is a tombstone: the note leaves the lists, its versions stay.
-    let (s, v) = send(&app, "DELETE", &format!("/api/v1/notes/{id}?version=1"), Some(&a), None).await;
+    let (s, v) = send(
+        &app,
+        "DELETE",
+        &format!("/api/v1/notes/{id}?version=1"),
+        Some(&a),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let (s, v) = send(&app, "DELETE", &format!("/api/v1/notes/{id}?version=2"), Some(&a), None).await;
+    let (s, v) = send(
+        &app,
+        "DELETE",
+        &format!("/api/v1/notes/{id}?version=2"),
+        Some(&a),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!((v["version"].as_i64(), v["deleted"].as_bool()), (Some(3), Some(true)));
+    assert_eq!(
+        (v["version"].as_i64(), v["deleted"].as_bool()),
+        (Some(3), Some(true))
+    );
     let (s, v) = send(&app, "GET", "/api/v1/notes?session_id=s1", Some(&b), None).await;
     assert_eq!((s, ids(&v).len()), (StatusCode::OK, 0), "{v}");
     let (s, v) = send(&app, "GET", &format!("/api/v1/notes/{id}"), Some(&b), None).await;
@@ -173,7 +267,14 @@ async fn notes(app: App) {
             (3, "Mentions the red car and a name", true, "inv1"),
         ]
     );
-    let (s, _) = send(&app, "PUT", &format!("/api/v1/notes/{id}"), Some(&a), Some(json!({ "version": 3, "start_ms": 0, "body": "back" }))).await;
+    let (s, _) = send(
+        &app,
+        "PUT",
+        &format!("/api/v1/notes/{id}"),
+        Some(&a),
+        Some(json!({ "version": 3, "start_ms": 0, "body": "back" })),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "a deleted note stays deleted");
     // Every change is in the audit log, naming the note, its session and the version.
     let trail: Vec<(String, i64, String)> = audit(&app)
@@ -231,14 +332,27 @@ async fn people(app: App) {
     let a = session(&app, "inv1").await;
     for (query, expect) in [
         ("inmate_name=jo%20do", vec!["p1", "s2", "s1"]),
-        ("inmate_name=DOE&sort=time&order=asc", vec!["s1", "s2", "p1"]),
+        (
+            "inmate_name=DOE&sort=time&order=asc",
+            vec!["s1", "s2", "p1"],
+        ),
         ("inmate_name=doe&sort=duration", vec!["p1", "s2", "s1"]),
-        ("inmate_name=doe&sort=amount&order=asc", vec!["s1", "s2", "p1"]),
+        (
+            "inmate_name=doe&sort=amount&order=asc",
+            vec!["s1", "s2", "p1"],
+        ),
         ("inmate_name=smith", vec![]),
         ("inmate_name=%25", vec![]),
         ("name=john&booking_number=B-1", vec!["p1", "s2", "s1"]),
     ] {
-        let (s, v) = send(&app, "GET", &format!("/api/v1/calls?{query}"), Some(&a), None).await;
+        let (s, v) = send(
+            &app,
+            "GET",
+            &format!("/api/v1/calls?{query}"),
+            Some(&a),
+            None,
+        )
+        .await;
         assert_eq!(s, StatusCode::OK, "{query}: {v}");
         assert_eq!(ids(&v["items"]), expect, "{query}");
     }
@@ -259,12 +373,23 @@ async fn people(app: App) {
     // Who terminated a live call goes on its record.
     live_call(&app, "live1", "F1", true, false).await;
     app.store.set_terminated_by("live1", "inv1").await.unwrap();
-    app.store.set_terminated_by("live1", "someone-else").await.unwrap();
+    app.store
+        .set_terminated_by("live1", "someone-else")
+        .await
+        .unwrap();
     let (s, c) = send(&app, "GET", "/api/v1/calls/live1", Some(&a), None).await;
-    assert_eq!((s, c["terminated_by"].as_str()), (StatusCode::OK, Some("inv1")), "{c}");
+    assert_eq!(
+        (s, c["terminated_by"].as_str()),
+        (StatusCode::OK, Some("inv1")),
+        "{c}"
+    );
     app.store.set_terminated_by("s2", "inv1").await.unwrap();
     let (_, c) = send(&app, "GET", "/api/v1/calls/s2", Some(&a), None).await;
-    assert_eq!(c["terminated_by"], Value::Null, "not on a call that ended otherwise");
+    assert_eq!(
+        c["terminated_by"],
+        Value::Null,
+        "not on a call that ended otherwise"
+    );
     app.t.cleanup().await;
 }
 

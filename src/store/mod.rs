@@ -35,7 +35,8 @@ mod visits;
 pub(crate) use audit::{link as audit_link, Fields as AuditFields};
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
 pub use calls::{
-    AppliedTariff, CallFilter, CallPage, Cdr, PaidByOther, SESSION_KINDS, SESSION_SORTS, SORT_ORDERS,
+    AppliedTariff, CallFilter, CallPage, Cdr, PaidByOther, SESSION_KINDS, SESSION_SORTS,
+    SORT_ORDERS,
 };
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};

@@ -133,7 +133,8 @@ impl NoteFilter {
     }
 }
 
-const COLUMNS: &str = "n.id, n.facility_id, n.session_id, n.inmate_id, n.number_e164, n.created_by, \
+const COLUMNS: &str =
+    "n.id, n.facility_id, n.session_id, n.inmate_id, n.number_e164, n.created_by, \
     n.created_at, n.version, n.deleted, v.start_ms, v.end_ms, v.body, v.author, v.at";
 
 fn note(r: &AnyRow) -> Result<Note, sqlx::Error> {
