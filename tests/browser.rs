@@ -653,6 +653,21 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     fits_its_card(b, "results-table");
     axe::assert_accessible(b, "the search results");
     case.screenshot("results");
+    // Readable on a laptop: at 1024 px the table still fits, the cells wrap.
+    b.window_size(1024, 768);
+    b.wait_js(
+        "the window is 1024 px wide",
+        Duration::from_secs(5),
+        "return window.outerWidth;",
+        |v| v.as_f64().is_some_and(|w| w <= 1024.0),
+    );
+    fits_its_card(b, "results-table");
+    b.js(
+        "document.getElementById('results').scrollIntoView();",
+        json!([]),
+    );
+    case.screenshot("results-1024");
+    b.window_size(1280, 1000);
 
     // Opening the session fetches and audits no playback.
     b.click(&format!("{row} a.session-link"));
