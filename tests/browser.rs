@@ -387,6 +387,12 @@ fn investigator_of_another_facility_gets_nothing() {
         "1",
         "the facility's own investigator finds it"
     );
+    // A number on no list of the inmate's: said so, with the number.
+    let shown = b.text(&format!("tr[data-session-id='{id}']"));
+    assert!(
+        shown.contains("not on list") && shown.contains(api::NUMBER),
+        "{shown}"
+    );
     case.logout();
 
     case.login("inv-other", PASSWORD);
@@ -605,6 +611,11 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     api::three_second_increments(&api);
     investigators(&api);
     let inmate = api::book_funded(&api, "B-7101", "4831", "5.00");
+    api.ok(
+        "PUT",
+        &format!("/api/v1/inmates/{}/housing-unit", inmate.id),
+        Some(json!({ "housing_unit": "C-Block" })),
+    );
     let mut trunk = case.trunk();
     let mut hs = case.handset(&inmate.pin, Some(Duration::from_secs(14)));
     hs.expect_ok(Duration::from_secs(60));
@@ -643,6 +654,7 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     for expect in [
         format!("{name} ({})", inmate.booking),
         "Called Party (friend)".to_string(),
+        "Unit C-Block".to_string(),
         invite.clone(),
     ] {
         assert!(

@@ -324,7 +324,21 @@ async fn people(app: App) {
         &app,
         "POST",
         &format!("/api/v1/inmates/{inmate}/contacts"),
-        Some(json!({ "number": "+15551230001", "name": "Jane Roe", "relationship": "sister" })),
+        Some(json!({ "number": "+15551230002", "name": "Jane Roe", "relationship": "sister" })),
+    )
+    .await;
+    assert!(s.is_success(), "{v}");
+    // As the call flow writes it for an approved number.
+    sqlx::query("UPDATE sessions SET contact_id = $1 WHERE id = 's2'")
+        .bind(v["id"].as_str().unwrap())
+        .execute(app.t.db.pool())
+        .await
+        .unwrap();
+    let (s, v) = admin(
+        &app,
+        "PUT",
+        &format!("/api/v1/inmates/{inmate}/housing-unit"),
+        Some(json!({ "housing_unit": "C-Block" })),
     )
     .await;
     assert!(s.is_success(), "{v}");
@@ -364,12 +378,22 @@ async fn people(app: App) {
     assert_eq!(s, StatusCode::OK, "{c}");
     assert_eq!(c["inmate_name"], "John Doe");
     assert_eq!(c["booking_number"], "B-1");
+    assert_eq!(c["housing_unit"], "C-Block");
+    assert_eq!(c["contact_name"], Value::Null);
     assert_eq!(c["time_zone"], "America/Chicago");
     assert_eq!(c["duration_secs"], 30);
     assert_eq!(c["terminated_by"], Value::Null);
-    // The contact added after the call is not on its record (contact_id was not set
-    // then): the number stands, not on the list at the time.
+    // A number on no list: no contact, the number stands.
     assert_eq!(c["number"], "+15551230001");
+    let (_, c2) = send(&app, "GET", "/api/v1/calls/s2", Some(&a), None).await;
+    assert_eq!(
+        (
+            c2["contact_name"].as_str(),
+            c2["contact_relationship"].as_str()
+        ),
+        (Some("Jane Roe"), Some("sister")),
+        "{c2}"
+    );
     // Who terminated a live call goes on its record.
     live_call(&app, "live1", "F1", true, false).await;
     app.store.set_terminated_by("live1", "inv1").await.unwrap();
