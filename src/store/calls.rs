@@ -236,8 +236,10 @@ pub const SESSION_KINDS: [&str; 3] = ["call", "visit", "all"];
 pub const SESSION_SORTS: [&str; 3] = ["time", "duration", "amount"];
 pub const SORT_ORDERS: [&str; 2] = ["desc", "asc"];
 
-/// Talk time in microseconds, as SQL (what `sort=duration` orders by).
-const TALK_US: &str = "(COALESCE(media_end_at, end_at) - accepted_at)";
+/// Talk time in microseconds, as SQL (what `sort=duration` orders by); -1 for a session
+/// never accepted or still live, so both databases put those at the same end (they sort
+/// NULL differently).
+const TALK_US: &str = "COALESCE(COALESCE(media_end_at, end_at) - accepted_at, -1)";
 
 impl CallFilter {
     /// The condition on `sessions.kind` this filter asks for: calls unless it says
