@@ -783,6 +783,14 @@ fn terminate_works_after_the_listener_died_and_logout_clears_live_rows() {
             && shown.contains("Called Party (friend)"),
         "{shown}"
     );
+    b.wait_js(
+        "the connected time ticks",
+        Duration::from_secs(10),
+        &format!(
+            "const e = document.querySelector(\"{row} .elapsed\"); return e && e.textContent;"
+        ),
+        |v| v.as_str().is_some_and(|t| t.starts_with("connected 0:")),
+    );
     axe::assert_accessible(b, "the live page");
     // Logging out leaves none of the live rows in the document.
     case.logout();

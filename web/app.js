@@ -179,6 +179,7 @@ async function onLogin(ev) {
 }
 
 async function onLogout() {
+  stopElapsed();
   await stopListening();
   await stopWatching();
   await Api.logout().catch(() => {});
@@ -892,11 +893,29 @@ async function loadLiveCalls() {
     term.addEventListener("click", () => guarded(() => terminate(c.id)));
     actions.append(listen, " ", term);
     const link = el("a", c.id, { href: "#/session/" + encodeURIComponent(c.id), class: "session-link" });
-    const tr = row([inmateCell(c), partyCell(c), localTime(c.accepted_at, c.time_zone), c.amount, link, actions]);
+    const accepted = el("span", localTime(c.accepted_at, c.time_zone));
+    const elapsed = el("span", "", { class: "elapsed sub-line" });
+    if (c.accepted_at) elapsed.dataset.since = String(Date.parse(c.accepted_at));
+    accepted.appendChild(elapsed);
+    const tr = row([inmateCell(c), partyCell(c), accepted, c.amount, link, actions]);
     tr.dataset.callId = c.id;
     body.appendChild(tr);
   }
   $("live-empty").hidden = items.length > 0;
+  tickElapsed();
+  if (!state.elapsedTimer) state.elapsedTimer = setInterval(tickElapsed, 1000);
+}
+
+// The time each live call has been connected, ticking.
+function tickElapsed() {
+  for (const e of document.querySelectorAll("#live-body .elapsed[data-since]")) {
+    e.textContent = "connected " + durationText((Date.now() - Number(e.dataset.since)) / 1000);
+  }
+}
+
+function stopElapsed() {
+  clearInterval(state.elapsedTimer);
+  state.elapsedTimer = null;
 }
 
 async function startListening(id) {
@@ -1033,6 +1052,7 @@ async function route() {
     return;
   }
   if (!hash.startsWith("#/live")) {
+    stopElapsed();
     await stopListening();
     await stopWatching();
   }
