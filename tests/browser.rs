@@ -720,6 +720,17 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
         "const a = document.getElementById('recording-audio'); a.pause(); return a.currentTime;",
         json!([]),
     );
+    // What was heard is audited when playback pauses.
+    let heard = wait_until("what was heard is audited", Duration::from_secs(10), || {
+        audited(&api, "recording.heard", "inv-demo")
+            .first()
+            .cloned()
+    });
+    let total = heard["detail"]["total_ms"].as_f64().unwrap_or(0.0);
+    assert!(
+        total >= 2000.0 && total <= at.as_f64().unwrap_or(0.0) * 1000.0 + 100.0,
+        "heard {total} ms, paused at {at} s: {heard}"
+    );
     assert!(
         !audited(&api, "recording.play", "inv-demo").is_empty(),
         "pressing Play is audited"

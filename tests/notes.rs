@@ -2,7 +2,8 @@
 //! real router against SQLite and PostgreSQL: facility scope, versions (an edit appends,
 //! a delete is a tombstone, a stale edit is refused), search by text, per inmate and per
 //! number, the audit entries every change leaves; search by inmate name and the sort
-//! orders of `GET /calls`, and who terminated a call on its record.
+//! orders of `GET /calls`, and who terminated a call on its record; what a player actually
+//! played (`POST /recordings/{id}/heard`), audited.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
@@ -18,7 +19,7 @@ use support::inproc::{
 const ADMIN: &str = "test-admin-token";
 
 async fn app(backend: Backend) -> Option<App> {
-    Setup::new(ADMIN).app(backend).await
+    Setup::new(ADMIN).recordings().app(backend).await
 }
 
 /// Facilities F1 and F2, John Doe (B-1) in F1, and ended calls: `s1` and `s2` of his (to
@@ -417,4 +418,40 @@ async fn people(app: App) {
     app.t.cleanup().await;
 }
 
-battery!(notes, people);
+/// What a player actually played is audited (`recording.heard`, the ranges and their
+/// total), within the recording's facility, never for a privileged call.
+async fn heard(app: App) {
+    calls(&app).await;
+    let (rec, _) = inproc::recording(&app, "s1", "F1", 16000 * 20, true).await;
+    user(&app, "inv1", &["F1"]).await;
+    user(&app, "inv2", &["F2"]).await;
+    let (a, other) = (session(&app, "inv1").await, session(&app, "inv2").await);
+    let path = format!("/api/v1/recordings/{rec}/heard");
+    let body =
+        json!({ "ranges": [{ "from_ms": 0, "to_ms": 2500 }, { "from_ms": 8000, "to_ms": 9000 }] });
+    let (s, v) = send(&app, "POST", &path, Some(&a), Some(body.clone())).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let entry = audit(&app)
+        .await
+        .into_iter()
+        .find(|e| e["action"] == "recording.heard")
+        .unwrap();
+    assert_eq!(entry["actor"], "inv1");
+    assert_eq!(entry["target"], rec.as_str());
+    assert_eq!(entry["detail"]["total_ms"], 3500);
+    assert_eq!(entry["detail"]["ranges"], body["ranges"]);
+    assert_eq!(entry["detail"]["session_id"], "s1");
+    let (s, _) = send(&app, "POST", &path, Some(&other), Some(body)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for bad in [
+        json!({ "ranges": [] }),
+        json!({ "ranges": [{ "from_ms": 5, "to_ms": 1 }] }),
+        json!({ "ranges": [{ "from_ms": -1, "to_ms": 1 }] }),
+    ] {
+        let (s, v) = send(&app, "POST", &path, Some(&a), Some(bad.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+    }
+    app.t.cleanup().await;
+}
+
+battery!(notes, people, heard);

@@ -180,6 +180,8 @@ async function onLogin(ev) {
 
 async function onLogout() {
   stopElapsed();
+  $("recording-audio").pause();
+  await reportHeard().catch(() => {});
   await stopListening();
   await stopWatching();
   await Api.logout().catch(() => {});
@@ -446,6 +448,8 @@ async function openSession(id) {
   $("replay-refused").hidden = true;
   if ($("recording-audio").getAttribute("src")) {
     $("recording-audio").pause();
+    await reportHeard().catch(() => {});
+    delete $("recording-audio").dataset.heardSent;
     $("recording-audio").removeAttribute("src");
     $("recording-audio").load();
   }
@@ -679,6 +683,25 @@ async function playRecording(at) {
   if (typeof at === "number") audio.currentTime = at;
   await audio.play();
   audio.focus();
+}
+
+// What the player actually played (its `played` ranges, so far), audited as
+// recording.heard: sent when playback pauses or ends and when the session is left; the
+// same ranges are never sent twice.
+async function reportHeard() {
+  const audio = $("recording-audio");
+  const id = audio.dataset.recordingId;
+  if (!id || !audio.getAttribute("src")) return;
+  const ranges = [];
+  for (let i = 0; i < audio.played.length && ranges.length < 100; i++) {
+    const from = Math.round(audio.played.start(i) * 1000);
+    const to = Math.round(audio.played.end(i) * 1000);
+    if (to > from) ranges.push({ from_ms: from, to_ms: to });
+  }
+  const sent = JSON.stringify([id, ranges]);
+  if (!ranges.length || audio.dataset.heardSent === sent) return;
+  audio.dataset.heardSent = sent;
+  await Api.post("/recordings/" + encodeURIComponent(id) + "/heard", { ranges });
 }
 
 // ---- notes and bookmarks --------------------------------------------------------------
@@ -1058,6 +1081,7 @@ async function route() {
   }
   if (!hash.startsWith("#/session/")) {
     $("recording-audio").pause();
+    await reportHeard().catch(() => {});
     stopReplay();
   }
   const session = hash.match(/^#\/session\/(.+)$/);
@@ -1091,6 +1115,8 @@ function init() {
   $("watch-end").addEventListener("click", (ev) => guarded(() => endVisit(ev.currentTarget.dataset.visitId)));
   $("recording-audio").addEventListener("error", renewTicket);
   $("recording-play").addEventListener("click", () => guarded(() => playRecording()));
+  $("recording-audio").addEventListener("pause", () => guarded(reportHeard));
+  $("recording-audio").addEventListener("ended", () => guarded(reportHeard));
   $("note-form").addEventListener("submit", (ev) => guarded(() => addNote(ev)));
   $("note-mark").addEventListener("click", markPosition);
   $("notes-search").addEventListener("submit", (ev) => guarded(() => searchNotes(ev)));

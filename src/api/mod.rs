@@ -311,6 +311,7 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}", get(recordings::get))
         .route("/recordings/{id}/play", post(recordings::play))
         .route("/recordings/{id}/download", post(recordings::download))
+        .route("/recordings/{id}/heard", post(recordings::heard))
         .route("/recordings/{id}/audio", get(recordings::audio))
         .route("/calls/{id}/listen", post(listen::listen))
         .route("/calls/{id}/listen/{listener_id}", delete(listen::unlisten))

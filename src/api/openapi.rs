@@ -135,6 +135,7 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/calls/{id}/recordings", "Every recording of a session, oldest first: a call's one, a video visit's two (participant inmate and visitor, each with its started_at: play them side by side offset by the difference); 403 privileged (audited recording.refused) for a privileged call or visit", "recordings"),
     op("get", "/recordings/{id}", "Recording metadata (status, format, participant, times, size, sha256, chain_seq)", "recordings"),
     op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
+    with_body(op("post", "/recordings/{id}/heard", "What a player actually played ({ranges: [{from_ms, to_ms}], 1-100}): audited recording.heard with the ranges and their total (the console sends every range its player played so far, when playback pauses or ends and when the session is left: the last entry of a sitting is the whole of it); 403 privileged, 422 invalid", "recordings"), "HeardBody", 204),
     op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download. Bound to the asking token like a playback ticket; always answered as an attachment", "recordings"),
     op("get", "/recordings/{id}/audio", "The file (a call: WAV, audio/wav; a visit participant: WebM, video/webm) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
     with_body(op("post", "/evidence-packages", "Build an evidence package of ended sessions ({session_ids: 1-50, reason}) -> 201 {id, sha256, bytes, built_at, sessions, intact, failed_checks, omitted, download}: a tar of their records, charges (JSON, CSV), recordings, chain entries and the chain head anchored in the audit log, stored and checked at once. Admins and investigators of every session's facility; 403 privileged (audited evidence_package.refused), 409 session_active. Audited evidence_package.build with the package's SHA-256. Check one offline with `sallyport verify-package FILE`", "recordings"), "EvidencePackageBody", 201),
@@ -348,8 +349,18 @@ fn schemas() -> Value {
     }
     if let Some(all) = all.as_object_mut() {
         all.insert("EvidencePackageBody".into(), evidence_package_schema());
+        all.insert("HeardBody".into(), heard_schema());
     }
     all
+}
+
+/// `POST /recordings/{id}/heard`'s body.
+fn heard_schema() -> Value {
+    json!({ "type": "object", "required": ["ranges"], "additionalProperties": false, "properties": {
+        "ranges": { "type": "array", "minItems": 1, "maxItems": 100, "items": { "type": "object",
+            "required": ["from_ms", "to_ms"], "additionalProperties": false, "properties": {
+            "from_ms": { "type": "integer", "minimum": 0, "description": "Milliseconds from the recording's start" },
+            "to_ms": { "type": "integer", "minimum": 0, "description": "Not before from_ms" } } } } } })
 }
 
 /// `POST /evidence-packages`'s body.
