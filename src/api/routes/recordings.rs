@@ -20,6 +20,10 @@
 //!   `<audio>` element asks many ranges while it plays and seeks, and issuing the ticket
 //!   was audited already.
 //!
+//! What a player actually played is reported apart (`POST …/heard`, audited
+//! `recording.heard` with the ranges in milliseconds): fetches say which bytes left the
+//! gateway, which is not what was listened to (a browser buffers ahead).
+//!
 //! A play ticket never serves `download=1`; a download ticket always answers as an
 //! attachment. A ticket lasts `http.ticket_ttl_secs` plus the recording's length, of
 //! which at most [`MAX_LENGTH_SECS`] count (a recording stuck in `recording` must not
