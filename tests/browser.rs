@@ -15,6 +15,14 @@
 //!   search results, a reason, Build package (it verifies), Download package (audited).
 //! - `investigator_listens_live_then_terminates`: a sipp call in progress; Listen (WebRTC,
 //!   receive-only) until `getStats()` counts inbound RTP packets, Stop, then Terminate.
+//! - `investigator_finds_a_person_and_bookmarks_a_moment`: a recorded sipp call found by
+//!   the inmate's name; results and session page show the inmate, booking number, contact
+//!   and relationship and facility-local times with the zone (the table fits its card);
+//!   opening the session fetches and audits no playback; Play, then a note at the playback
+//!   position (audited), found again on the inmate's page; axe-core on every page.
+//! - `terminate_works_after_the_listener_died_and_logout_clears_live_rows`: logout leaves
+//!   no live row; with a listener the gateway no longer knows, one Terminate click ends the
+//!   call, and the record (and session page) names who terminated it.
 //!
 //! Every browser test saves a screenshot into `target/browser-screenshots/` (also on
 //! failure, `<test>-failure.png`) and prints its path. Without Chromium/chromedriver (Debian
@@ -30,6 +38,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 use support::api::{self, Api, Inmate, FACILITY};
+use support::axe;
 use support::gateway::Gateway;
 use support::sipp::{self, Handset, Tone, Trunk, Via};
 use support::webdriver::{self, Browser};
@@ -326,12 +335,8 @@ fn investigator_searches_and_replays_a_recording() {
     );
     assert_eq!(shown, "FAILED: changed 2026/03/02/x.wav: sha256 differs");
 
-    let played = b.js_async(
-        "const done = arguments[arguments.length - 1];
-         document.getElementById('recording-audio').play().then(() => done('playing'), e => done(String(e)));",
-        json!([]),
-    );
-    assert_eq!(played, "playing");
+    // Nothing is fetched before Play is pressed.
+    b.click("#recording-play");
     let t = b.wait_js(
         "the audio advances",
         Duration::from_secs(15),
@@ -381,6 +386,12 @@ fn investigator_of_another_facility_gets_nothing() {
         b.text("#results-total"),
         "1",
         "the facility's own investigator finds it"
+    );
+    // A number on no list of the inmate's: said so, with the number.
+    let shown = b.text(&format!("tr[data-session-id='{id}']"));
+    assert!(
+        shown.contains("not on list") && shown.contains(api::NUMBER),
+        "{shown}"
     );
     case.logout();
 
@@ -550,4 +561,291 @@ fn investigator_listens_live_then_terminates() {
     assert_eq!(cdr["end_reason"], "terminated", "{cdr}");
     hs.expect_ok(Duration::from_secs(20));
     trunk.expect_ok(Duration::from_secs(20));
+}
+
+/// The audit entries with `action` written for `actor`.
+fn audited(api: &Api, action: &str, actor: &str) -> Vec<Value> {
+    let log = api.get("/api/v1/audit?limit=500");
+    log.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["action"] == action && e["actor"] == actor)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `at` (RFC 3339) in `zone` as the console writes it: `2026-03-02 10:00:05 CST`.
+fn facility_time(at: &str, zone: &str) -> String {
+    let tz: chrono_tz::Tz = zone.parse().expect("zone");
+    chrono::DateTime::parse_from_rfc3339(at)
+        .expect("time")
+        .with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// That the results table fits its card (no horizontal overflow) at the window's width.
+fn fits_its_card(b: &Browser, table: &str) {
+    let sizes = b.js(
+        "const t = document.getElementById(arguments[0]);
+         const card = t.closest('section');
+         return { table: t.getBoundingClientRect().right, card: card.getBoundingClientRect().right,
+                  scroll: card.scrollWidth, client: card.clientWidth, window: window.innerWidth };",
+        json!([table]),
+    );
+    let f = |k: &str| sizes[k].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        f("table") <= f("card") + 0.5 && f("scroll") <= f("client"),
+        "{table} overflows its card: {sizes}"
+    );
+}
+
+#[test]
+fn investigator_finds_a_person_and_bookmarks_a_moment() {
+    let Some(case) = Case::start("people_notes", true, true) else {
+        return;
+    };
+    let api = case.api();
+    api::three_second_increments(&api);
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7101", "4831", "5.00");
+    api.ok(
+        "PUT",
+        &format!("/api/v1/inmates/{}/housing-unit", inmate.id),
+        Some(json!({ "housing_unit": "C-Block" })),
+    );
+    let mut trunk = case.trunk();
+    let mut hs = case.handset(&inmate.pin, Some(Duration::from_secs(14)));
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(30));
+    let id = wait_until(
+        "the call ended with a finished recording",
+        Duration::from_secs(20),
+        || {
+            let calls = api.calls(&format!("facility_id={FACILITY}"));
+            let c = calls
+                .iter()
+                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
+            let rid = c["recording_id"].as_str()?;
+            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
+            (rec["status"] == "complete").then(|| c["id"].as_str().unwrap_or_default().to_string())
+        },
+    );
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    let zone = cdr["time_zone"]
+        .as_str()
+        .expect("the facility's zone")
+        .to_string();
+    let invite = facility_time(cdr["invite_at"].as_str().expect("invite_at"), &zone);
+    let name = format!("Test {}", inmate.booking);
+
+    // Found by name, shown by the people in it, in the facility's time with seconds.
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    axe::assert_accessible(b, "the search page");
+    b.fill("#search-name", &name.to_lowercase());
+    b.click("#search-submit");
+    let row = format!("tr[data-session-id='{id}']");
+    b.wait_for(&row);
+    assert_eq!(b.text("#results-total"), "1");
+    let shown = b.text(&row);
+    for expect in [
+        format!("{name} ({})", inmate.booking),
+        "Called Party (friend)".to_string(),
+        "Unit C-Block".to_string(),
+        invite.clone(),
+    ] {
+        assert!(
+            shown.contains(&expect),
+            "{expect:?} in the result row: {shown}"
+        );
+    }
+    fits_its_card(b, "results-table");
+    axe::assert_accessible(b, "the search results");
+    case.screenshot("results");
+    // Readable on a laptop: at 1024 px the table still fits, the cells wrap.
+    b.window_size(1024, 768);
+    b.wait_js(
+        "the window is 1024 px wide",
+        Duration::from_secs(5),
+        "return window.outerWidth;",
+        |v| v.as_f64().is_some_and(|w| w <= 1024.0),
+    );
+    fits_its_card(b, "results-table");
+    b.js(
+        "document.getElementById('results').scrollIntoView();",
+        json!([]),
+    );
+    case.screenshot("results-1024");
+    b.window_size(1280, 1000);
+
+    // Opening the session fetches and audits no playback.
+    b.click(&format!("{row} a.session-link"));
+    wait_visible(b, "recording");
+    b.wait_js(
+        "the inmate's name on the record",
+        Duration::from_secs(10),
+        "return document.getElementById('cdr-inmate-name').textContent;",
+        |v| v == name.as_str(),
+    );
+    assert_eq!(b.text("#cdr-contact-name"), "Called Party");
+    assert_eq!(b.text("#cdr-contact-relationship"), "friend");
+    assert_eq!(b.text("#cdr-invite-at"), invite);
+    assert_eq!(b.text("#session-zone"), zone);
+    std::thread::sleep(Duration::from_secs(2));
+    let audio = b.js(
+        "const a = document.getElementById('recording-audio');
+         return { src: a.getAttribute('src'), preload: a.preload, network: a.networkState };",
+        json!([]),
+    );
+    assert_eq!(audio["src"], Value::Null, "nothing fetched: {audio}");
+    assert_eq!(audio["preload"], "none");
+    assert!(
+        audited(&api, "recording.play", "inv-demo").is_empty(),
+        "no recording.play from opening the page"
+    );
+    axe::assert_accessible(b, "the session page");
+
+    // Play, pause, bookmark the moment with a note.
+    b.click("#recording-play");
+    b.wait_js(
+        "the audio advances",
+        Duration::from_secs(15),
+        "return document.getElementById('recording-audio').currentTime;",
+        |v| v.as_f64().is_some_and(|t| t > 2.0),
+    );
+    let at = b.js(
+        "const a = document.getElementById('recording-audio'); a.pause(); return a.currentTime;",
+        json!([]),
+    );
+    // What was heard is audited when playback pauses.
+    let heard = wait_until("what was heard is audited", Duration::from_secs(10), || {
+        audited(&api, "recording.heard", "inv-demo")
+            .first()
+            .cloned()
+    });
+    let total = heard["detail"]["total_ms"].as_f64().unwrap_or(0.0);
+    assert!(
+        total >= 2000.0 && total <= at.as_f64().unwrap_or(0.0) * 1000.0 + 100.0,
+        "heard {total} ms, paused at {at} s: {heard}"
+    );
+    assert!(
+        !audited(&api, "recording.play", "inv-demo").is_empty(),
+        "pressing Play is audited"
+    );
+    b.click("#note-mark");
+    b.fill("#note-body", "Mentions the meeting on Friday");
+    b.click("#note-add");
+    b.wait_for("#notes-body tr[data-note-id]");
+    let note_row = b.text("#notes-body tr[data-note-id]");
+    assert!(
+        note_row.contains("Mentions the meeting on Friday"),
+        "{note_row}"
+    );
+    let entry = wait_until("the note is audited", Duration::from_secs(10), || {
+        audited(&api, "note.create", "inv-demo").first().cloned()
+    });
+    let start_ms = entry["detail"]["start_ms"].as_f64().unwrap_or(-1.0);
+    let at_ms = at.as_f64().unwrap_or(0.0) * 1000.0;
+    assert!(
+        (start_ms - at_ms).abs() <= 100.0,
+        "the note marks the playback position: {start_ms} ms, paused at {at_ms} ms"
+    );
+    assert_eq!(entry["detail"]["session_id"], id.as_str());
+    case.screenshot("session");
+
+    // Found again from the inmate's page.
+    b.click("#cdr-inmate-name a");
+    wait_visible(b, "subject-view");
+    b.wait_for("#subject-notes-body tr[data-note-id]");
+    let listed = b.text("#subject-notes-body");
+    assert!(
+        listed.contains("Mentions the meeting on Friday") && listed.contains(&id),
+        "{listed}"
+    );
+    b.wait_for(&format!("#subject-sessions-body {row}"));
+    axe::assert_accessible(b, "the inmate's page");
+    case.screenshot("inmate");
+}
+
+#[test]
+fn terminate_works_after_the_listener_died_and_logout_clears_live_rows() {
+    let Some(case) = Case::start("terminate_dead_listener", true, true) else {
+        return;
+    };
+    let api = case.api();
+    api::three_second_increments(&api);
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7102", "4832", "5.00");
+    let mut trunk = case.trunk();
+    let mut hs = case.handset(&inmate.pin, None);
+    let id = api.accepted_call(Duration::from_secs(30));
+
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.click("#nav-live");
+    let row = format!("tr[data-call-id='{id}']");
+    b.wait_for(&row);
+    let shown = b.text(&row);
+    assert!(
+        shown.contains(&format!("Test {} ({})", inmate.booking, inmate.booking))
+            && shown.contains("Called Party (friend)"),
+        "{shown}"
+    );
+    b.wait_js(
+        "the connected time ticks",
+        Duration::from_secs(10),
+        &format!(
+            "const e = document.querySelector(\"{row} .elapsed\"); return e && e.textContent;"
+        ),
+        |v| v.as_str().is_some_and(|t| t.starts_with("connected 0:")),
+    );
+    axe::assert_accessible(b, "the live page");
+    // Logging out leaves none of the live rows in the document.
+    case.logout();
+    assert!(
+        b.find(&row).is_none(),
+        "the live rows are gone after logout"
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('live-body').children.length;",
+            json!([])
+        ),
+        json!(0)
+    );
+
+    case.login("inv-demo", PASSWORD);
+    b.click("#nav-live");
+    b.wait_for(&row);
+    // A listener whose connection died: the gateway no longer knows it (its delete
+    // answers not_found). One Terminate click still ends the call.
+    b.js(
+        "state.listener = new Listener(arguments[0], document.getElementById('listen-audio'));
+         state.listener.listenerId = 'lst_gone';",
+        json!([id]),
+    );
+    b.click(&format!("{row} button.terminate"));
+    b.accept_dialog();
+    b.wait_js(
+        "the call leaves the list after one click",
+        Duration::from_secs(15),
+        &format!("return !document.querySelector(\"{row}\");"),
+        |v| v == true,
+    );
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    assert_eq!(cdr["end_reason"], "terminated", "{cdr}");
+    assert_eq!(cdr["terminated_by"], "inv-demo", "{cdr}");
+    hs.expect_ok(Duration::from_secs(20));
+    trunk.expect_ok(Duration::from_secs(20));
+    // Who terminated it is on the session page.
+    b.js("location.hash = '#/session/' + arguments[0];", json!([id]));
+    b.wait_js(
+        "the record names who terminated it",
+        Duration::from_secs(10),
+        "return document.getElementById('cdr-terminated-by') && document.getElementById('cdr-terminated-by').textContent;",
+        |v| v == "inv-demo",
+    );
 }

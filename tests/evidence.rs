@@ -192,6 +192,15 @@ async fn packages_three_sessions_that_verify_until_changed(app: App) {
     }
     user(&app, "ivy", &["F1"]).await;
     let ivy = session(&app, "ivy").await;
+    // A bookmark on one packaged session and one on a session left out.
+    for (sid, text) in [
+        ("c-2", "the name of the supplier"),
+        ("c-before", "not packaged"),
+    ] {
+        let note = json!({ "session_id": sid, "start_ms": 1200, "end_ms": 2500, "body": text });
+        let (s, v) = send(&app, "POST", "/api/v1/notes", Some(&ivy), Some(note)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
     let body = json!({ "session_ids": ["c-1", "c-2", "c-3"], "reason": "case 2026-114" });
     let (s, built) = send(
         &app,
@@ -251,6 +260,16 @@ async fn packages_three_sessions_that_verify_until_changed(app: App) {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
     let get = |n: &str| &members.iter().find(|m| m.0 == n).unwrap().1;
+    // The packaged sessions' notes, hashed in the manifest like every file.
+    let notes: Value = serde_json::from_slice(get("notes.json")).unwrap();
+    let notes = notes.as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["session_id"], "c-2");
+    assert_eq!(notes[0]["body"], "the name of the supplier");
+    assert_eq!(
+        (notes[0]["start_ms"].as_i64(), notes[0]["end_ms"].as_i64()),
+        (Some(1200), Some(2500))
+    );
     let charges: Value = serde_json::from_slice(get("sessions/c-3/charges.json")).unwrap();
     assert_eq!(charges.as_array().unwrap().len(), 3);
     let csv = String::from_utf8(get("sessions/c-3/charges.csv").clone()).unwrap();

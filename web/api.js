@@ -97,6 +97,10 @@ const Api = {
     return Api.request("POST", path, body);
   },
 
+  put(path, body) {
+    return Api.request("PUT", path, body);
+  },
+
   del(path) {
     return Api.request("DELETE", path);
   },

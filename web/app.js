@@ -1,6 +1,9 @@
-// sallyport console: the views (login, search, session: a call's or a recorded visit's, live
-// calls and visits) and hash routing:
-// #/search, #/session/<id>, #/live.
+// sallyport console: the views (login, search, session: a call's or a recorded visit's, an
+// inmate's or a number's notes and sessions, live calls and visits) and hash routing:
+// #/search, #/session/<id>, #/inmate/<id>, #/number/<E.164>, #/live.
+// Sessions are shown by the people in them (inmate name and booking number, the contact's
+// name and relationship, or "not on list" and the number dialed) and every time in the
+// facility's time zone, with seconds and the zone named.
 "use strict";
 
 const PAGE = 20;
@@ -12,11 +15,11 @@ const END_REASONS = [
   "insufficient_funds", "terminated", "released", "slot_ended", "no_show", "inmate_left",
   "visitor_left", "system",
 ];
-const VIEWS = ["login-view", "search-view", "session-view", "live-view"];
+const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view"];
 
 const $ = (id) => document.getElementById(id);
 const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null,
-  replay: null, selected: new Set(), evidenceId: null };
+  replay: null, selected: new Set(), evidenceId: null, session: null };
 
 // ---- small helpers --------------------------------------------------------------------
 
@@ -39,6 +42,90 @@ function row(cells) {
 
 function when(t) {
   return t ? new Date(t).toLocaleString() : "";
+}
+
+// A time in `zone` (the facility's IANA zone) with seconds and the zone named:
+// "2026-03-02 10:00:05 CST". Without a zone, the browser's, named too.
+function localTime(t, zone) {
+  if (!t) return "";
+  const d = new Date(t);
+  try {
+    const f = new Intl.DateTimeFormat("en-US", { timeZone: zone || undefined, year: "numeric",
+      month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+      hourCycle: "h23", timeZoneName: "short" });
+    const p = {};
+    for (const x of f.formatToParts(d)) p[x.type] = x.value;
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second +
+      " " + p.timeZoneName;
+  } catch (e) {
+    return d.toISOString();
+  }
+}
+
+// Seconds as "m:ss" (or "h:mm:ss").
+function durationText(secs) {
+  if (secs === null || secs === undefined) return "";
+  const s = Math.max(0, Math.round(secs));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? h + ":" + String(m).padStart(2, "0") + ":" + ss : m + ":" + ss;
+}
+
+// Milliseconds into a recording as "m:ss.s"; and back (null when unreadable).
+function offsetText(ms) {
+  const t = Math.max(0, ms) / 1000;
+  const m = Math.floor(t / 60);
+  return m + ":" + (t - m * 60).toFixed(1).padStart(4, "0");
+}
+
+function parseOffset(text) {
+  const v = (text || "").trim();
+  if (!v) return null;
+  let secs = 0;
+  for (const part of v.split(":")) {
+    const n = Number(part);
+    if (part === "" || !Number.isFinite(n) || n < 0) return null;
+    secs = secs * 60 + n;
+  }
+  return Math.round(secs * 1000);
+}
+
+// The inmate of a session: a link to the inmate's page with name and booking number,
+// the housing unit under it.
+function inmateCell(c) {
+  if (!c.inmate_id) return el("span", "not identified", { class: "muted" });
+  const box = el("span");
+  const name = c.inmate_name ? c.inmate_name + " (" + (c.booking_number || "?") + ")" : c.inmate_id;
+  box.appendChild(el("a", name, { href: "#/inmate/" + encodeURIComponent(c.inmate_id), class: "inmate-link" }));
+  if (c.housing_unit) box.appendChild(el("span", "Unit " + c.housing_unit, { class: "sub-line" }));
+  return box;
+}
+
+// The called party: the contact's name and relationship with the number, or "not on
+// list" with the number as dialed.
+function partyText(c) {
+  if (c.contact_name) {
+    return c.contact_name + (c.contact_relationship ? " (" + c.contact_relationship + ")" : "");
+  }
+  if (c.kind === "visit") return "visitor";
+  return "not on list";
+}
+
+function partyCell(c) {
+  const box = el("span", partyText(c), { class: "party" });
+  const number = c.number || c.dialed;
+  if (number) {
+    const link = el("a", number, { href: "#/number/" + encodeURIComponent(number), class: "number-link sub-line" });
+    box.appendChild(link);
+  }
+  return box;
+}
+
+// What became of a session: live, or its end reason.
+function outcomeText(c) {
+  if (c.state === "active") return "in progress";
+  return (c.end_reason || c.state || "").replace(/_/g, " ") + (c.recorded ? "" : " (not recorded)");
 }
 
 function showError(e) {
@@ -92,11 +179,21 @@ async function onLogin(ev) {
 }
 
 async function onLogout() {
+  stopElapsed();
+  $("recording-audio").pause();
+  await reportHeard().catch(() => {});
   await stopListening();
   await stopWatching();
   await Api.logout().catch(() => {});
   state.query = null;
-  $("results-body").replaceChildren();
+  state.session = null;
+  // Nothing of the previous user's pages stays in the document.
+  for (const x of ["results-body", "live-body", "visits-body", "cdr", "charges-body", "notes-body",
+    "notes-found-body", "timeline-body", "visit-details", "session-who", "subject-details",
+    "subject-notes-body", "subject-sessions-body"]) $(x).replaceChildren();
+  $("recording-audio").pause();
+  $("recording-audio").removeAttribute("src");
+  $("notes-found").hidden = true;
   clearSelection();
   state.evidenceId = null;
   $("evidence-result").hidden = true;
@@ -139,6 +236,7 @@ function dayStart(value, next) {
 function readQuery() {
   const q = new URLSearchParams();
   const add = (k, v) => { if (v && v.trim()) q.set(k, v.trim()); };
+  add("inmate_name", $("search-name").value);
   add("inmate_id", $("search-inmate").value);
   add("booking_number", $("search-booking").value);
   add("number", $("search-number").value);
@@ -147,6 +245,11 @@ function readQuery() {
   add("to", dayStart($("search-to").value, true));
   add("end_reason", $("search-reason").value);
   add("kind", $("search-kind").value);
+  const [sort, order] = ($("search-sort").value || "time:desc").split(":");
+  if (sort !== "time" || order !== "desc") {
+    q.set("sort", sort);
+    q.set("order", order);
+  }
   return q;
 }
 
@@ -165,11 +268,8 @@ function renderResults(page) {
   const body = $("results-body");
   body.replaceChildren();
   for (const c of items) {
-    const link = el("a", c.id, { href: "#/session/" + encodeURIComponent(c.id), class: "session-link" });
-    const tr = row([selectBox(c), link, c.kind || "call", c.facility_id, c.inmate_id, c.number, when(c.invite_at), c.state,
-      c.end_reason, c.amount, c.recorded ? "yes" : "no"]);
-    tr.dataset.sessionId = c.id;
-    tr.dataset.kind = c.kind || "call";
+    const tr = sessionRow(c);
+    tr.prepend(cell(selectBox(c)));
     body.appendChild(tr);
   }
   $("results-total").textContent = String(total);
@@ -178,6 +278,26 @@ function renderResults(page) {
   $("page-info").textContent = first + "–" + (state.offset + items.length) + " of " + total;
   $("page-prev").disabled = state.offset === 0;
   $("page-next").disabled = state.offset + items.length >= total;
+}
+
+function cell(content) {
+  const td = el("td");
+  td.appendChild(content);
+  return td;
+}
+
+// One session as a row of people: started (facility time), inmate, called party,
+// duration, amount, outcome, and the link to the session.
+function sessionRow(c) {
+  const link = el("a", c.id, { href: "#/session/" + encodeURIComponent(c.id), class: "session-link" });
+  const kind = (c.kind || "call") === "visit" ? "video visit" : "call";
+  const started = el("span", localTime(c.invite_at, c.time_zone), { class: "started" });
+  const tr = row([started, inmateCell(c), partyCell(c), durationText(c.duration_secs), c.amount,
+    outcomeText(c), link]);
+  tr.lastChild.appendChild(el("span", kind + ", " + c.facility_id, { class: "sub-line" }));
+  tr.dataset.sessionId = c.id;
+  tr.dataset.kind = c.kind || "call";
+  return tr;
 }
 
 // ---- evidence packages ----------------------------------------------------------------
@@ -256,9 +376,12 @@ function onSearch(ev) {
 
 // The CDR's fields (src/store/calls.rs `Cdr`; times as in src/sessions.rs).
 const CDR_FIELDS = [
-  ["id", "Session"], ["kind", "Kind"], ["visit_id", "Visit"], ["facility_id", "Facility"], ["inmate_id", "Inmate"],
-  ["number", "Number (E.164)"], ["dialed", "Dialed digits"], ["contact_id", "Contact"],
-  ["state", "State"], ["end_reason", "End reason"],
+  ["id", "Session"], ["kind", "Kind"], ["visit_id", "Visit"], ["facility_id", "Facility"],
+  ["inmate_name", "Inmate"], ["booking_number", "Booking number"], ["housing_unit", "Housing unit"],
+  ["inmate_id", "Inmate id"], ["contact_name", "Called party"], ["contact_relationship", "Relationship"],
+  ["number", "Number (E.164)"], ["dialed", "Dialed digits"], ["contact_id", "Contact id"],
+  ["state", "State"], ["end_reason", "End reason"], ["terminated_by", "Terminated by"],
+  ["duration_secs", "Talk time"],
   ["invite_at", "Invite"], ["answer_at", "Answered"], ["accepted_at", "Accepted"],
   ["billed_until", "Billed until"], ["media_end_at", "Parties disconnected"],
   ["end_at", "Ended"], ["closed_at", "Record closed"],
@@ -282,18 +405,32 @@ function renderCdr(c) {
   for (const [k, label] of CDR_FIELDS) {
     const v = c[k];
     const text = k === "tariff" ? tariffText(v)
-      : (k.endsWith("_at") || k === "billed_until") ? when(v)
+      : (k.endsWith("_at") || k === "billed_until") ? localTime(v, c.time_zone)
+      : k === "duration_secs" ? durationText(v)
+      : k === "contact_name" && !v && c.kind !== "visit" ? "not on list (dialed " + (c.dialed || c.number || "?") + ")"
       : (v === null || v === undefined ? "" : String(v));
     dl.appendChild(el("dt", label));
-    dl.appendChild(el("dd", text, { id: "cdr-" + k.replace(/_/g, "-") }));
+    const dd = el("dd", text, { id: "cdr-" + k.replace(/_/g, "-") });
+    if (k === "inmate_name" && c.inmate_id) {
+      dd.replaceChildren(el("a", text || c.inmate_id, { href: "#/inmate/" + encodeURIComponent(c.inmate_id) }));
+    }
+    if (k === "number" && v) {
+      dd.replaceChildren(el("a", v, { href: "#/number/" + encodeURIComponent(v) }));
+    }
+    dl.appendChild(dd);
   }
+  const who = $("session-who");
+  who.replaceChildren(inmateCell(c), " called ", partyCell(c), ", " +
+    localTime(c.invite_at, c.time_zone) + (c.duration_secs !== null && c.duration_secs !== undefined
+      ? ", talked " + durationText(c.duration_secs) : ""));
+  $("session-zone").textContent = c.time_zone || "unknown (shown in the browser's zone)";
 }
 
 function renderCharges(charges) {
   const body = $("charges-body");
   body.replaceChildren();
   for (const d of charges || []) {
-    body.appendChild(row([d.increment, when(d.at || d.created_at || d.posted_at), d.amount]));
+    body.appendChild(row([d.increment, localTime(d.at || d.created_at || d.posted_at, state.zone), d.amount]));
   }
   $("charges-empty").hidden = (charges || []).length > 0;
 }
@@ -309,12 +446,29 @@ async function openSession(id) {
   $("visit").hidden = true;
   $("replay").hidden = true;
   $("replay-refused").hidden = true;
+  if ($("recording-audio").getAttribute("src")) {
+    $("recording-audio").pause();
+    await reportHeard().catch(() => {});
+    delete $("recording-audio").dataset.heardSent;
+    $("recording-audio").removeAttribute("src");
+    $("recording-audio").load();
+  }
+  delete $("recording-audio").dataset.recordingId;
+  $("recording-audio").hidden = true;
+  $("recording-start").hidden = false;
+  $("notes-body").replaceChildren();
+  $("session-who").replaceChildren();
+  state.session = null;
   const c = await Api.get("/calls/" + encodeURIComponent(id));
+  state.session = c;
+  state.zone = c.time_zone;
   const visit = c.kind === "visit";
   $("cdr-title").textContent = visit ? "Visit session record" : "Call record";
   $("recording-title").textContent = visit ? "Recordings (both sides, played together)" : "Recording";
   renderCdr(c);
   renderCharges(c.charges);
+  $("notes").hidden = !!c.privileged;
+  if (!c.privileged) await loadSessionNotes(c.id);
   if (visit) return openVisit(c);
   const recId = (c.recording && c.recording.id) || c.recording_id;
   if (c.recording && c.recording.status === "purged") {
@@ -324,7 +478,7 @@ async function openSession(id) {
     $("recording-none").hidden = false;
     return;
   }
-  await openRecording(recId);
+  await openRecording(recId, c.recording);
 }
 
 // ---- a recorded video visit -----------------------------------------------------------
@@ -484,14 +638,14 @@ async function renewReplayTicket(ev) {
   }
 }
 
-async function openRecording(id) {
+// Shows the recording without fetching it: no play ticket (audited recording.play) and
+// no byte of audio until the investigator presses Play.
+async function openRecording(id, rec) {
   const path = "/recordings/" + encodeURIComponent(id);
   const audio = $("recording-audio");
   $("recording").hidden = false;
   audio.dataset.recordingId = id;
-  const play = await Api.post(path + "/play");
-  audio.src = play.url;
-  $("recording-sha256").textContent = play.sha256 || "";
+  $("recording-sha256").textContent = (rec && rec.sha256) || "";
   // The download ticket is asked for (and audited) only when the link is clicked.
   const link = $("recording-download");
   link.dataset.recordingId = id;
@@ -511,6 +665,182 @@ async function downloadRecording(ev) {
   document.body.appendChild(a);
   a.click();
   a.remove();
+}
+
+// Play pressed: a play ticket now (audited recording.play), then the audio element
+// fetches and plays; `at` (seconds) to start from a moment.
+async function playRecording(at) {
+  const audio = $("recording-audio");
+  const id = audio.dataset.recordingId;
+  if (!id) return;
+  if (!audio.getAttribute("src")) {
+    const play = await Api.post("/recordings/" + encodeURIComponent(id) + "/play");
+    audio.src = play.url;
+    if (play.sha256) $("recording-sha256").textContent = play.sha256;
+    audio.hidden = false;
+    $("recording-start").hidden = true;
+  }
+  if (typeof at === "number") audio.currentTime = at;
+  await audio.play();
+  audio.focus();
+}
+
+// What the player actually played (its `played` ranges, so far), audited as
+// recording.heard: sent when playback pauses or ends and when the session is left; the
+// same ranges are never sent twice.
+async function reportHeard() {
+  const audio = $("recording-audio");
+  const id = audio.dataset.recordingId;
+  if (!id || !audio.getAttribute("src")) return;
+  const ranges = [];
+  for (let i = 0; i < audio.played.length && ranges.length < 100; i++) {
+    const from = Math.round(audio.played.start(i) * 1000);
+    const to = Math.round(audio.played.end(i) * 1000);
+    if (to > from) ranges.push({ from_ms: from, to_ms: to });
+  }
+  const sent = JSON.stringify([id, ranges]);
+  if (!ranges.length || audio.dataset.heardSent === sent) return;
+  audio.dataset.heardSent = sent;
+  await Api.post("/recordings/" + encodeURIComponent(id) + "/heard", { ranges });
+}
+
+// ---- notes and bookmarks --------------------------------------------------------------
+
+async function loadSessionNotes(id) {
+  const notes = await Api.get("/notes?session_id=" + encodeURIComponent(id));
+  const body = $("notes-body");
+  body.replaceChildren();
+  for (const n of notes || []) body.appendChild(sessionNoteRow(n));
+  $("notes-empty").hidden = (notes || []).length > 0;
+}
+
+function momentText(n) {
+  return offsetText(n.start_ms) + (n.end_ms !== null && n.end_ms !== undefined ? "–" + offsetText(n.end_ms) : "");
+}
+
+function byText(n) {
+  const zone = state.zone;
+  return n.updated_by + ", " + localTime(n.updated_at, zone) + (n.version > 1 ? " (version " + n.version + ")" : "");
+}
+
+// A note on the session page: its moment (a button that plays from there), text, author,
+// and Edit / Delete (each a new version).
+function sessionNoteRow(n) {
+  const at = el("button", momentText(n), { type: "button", class: "note-seek",
+    "aria-label": "Play from " + momentText(n) });
+  at.addEventListener("click", () => guarded(() => playRecording(n.start_ms / 1000)));
+  const actions = el("span");
+  const edit = el("button", "Edit", { type: "button", class: "note-edit" });
+  edit.addEventListener("click", () => guarded(() => editNote(n)));
+  const del = el("button", "Delete", { type: "button", class: "note-delete danger" });
+  del.addEventListener("click", () => guarded(() => deleteNote(n)));
+  actions.append(edit, " ", del);
+  const tr = row([at, n.body, byText(n), actions]);
+  tr.dataset.noteId = n.id;
+  return tr;
+}
+
+async function addNote(ev) {
+  ev.preventDefault();
+  const c = state.session;
+  if (!c) return;
+  const start = parseOffset($("note-start").value);
+  const end = parseOffset($("note-end").value);
+  if (start === null) throw new Error("the moment is not m:ss.s");
+  const body = { session_id: c.id, start_ms: start, body: $("note-body").value };
+  if (end !== null) body.end_ms = end;
+  await Api.post("/notes", body);
+  $("note-body").value = "";
+  $("note-end").value = "";
+  await loadSessionNotes(c.id);
+}
+
+// The note field takes the audio's current position.
+function markPosition() {
+  const audio = $("recording-audio");
+  $("note-start").value = offsetText(Math.round((audio.currentTime || 0) * 1000));
+  $("note-body").focus();
+}
+
+async function editNote(n) {
+  const text = window.prompt("Edit the note (the previous version is kept):", n.body);
+  if (text === null) return;
+  await Api.put("/notes/" + encodeURIComponent(n.id),
+    { version: n.version, start_ms: n.start_ms, end_ms: n.end_ms, body: text });
+  await loadSessionNotes(n.session_id);
+}
+
+async function deleteNote(n) {
+  if (!window.confirm("Delete this note? Its versions stay in the record.")) return;
+  await Api.del("/notes/" + encodeURIComponent(n.id) + "?version=" + n.version);
+  await loadSessionNotes(n.session_id);
+}
+
+// A note in a list (an inmate's, a number's, a text search): the session it is on and
+// its moment, the text, who wrote it.
+function listedNoteRow(n) {
+  const link = el("a", n.session_id, { href: "#/session/" + encodeURIComponent(n.session_id), class: "session-link" });
+  const tr = row([link, momentText(n), n.body, byText(n)]);
+  tr.dataset.noteId = n.id;
+  return tr;
+}
+
+async function searchNotes(ev) {
+  ev.preventDefault();
+  const q = $("notes-q").value.trim();
+  if (!q) return;
+  const notes = await Api.get("/notes?q=" + encodeURIComponent(q));
+  const body = $("notes-found-body");
+  body.replaceChildren();
+  for (const n of notes || []) body.appendChild(listedNoteRow(n));
+  $("notes-found-empty").hidden = (notes || []).length > 0;
+  $("notes-found").hidden = false;
+}
+
+// ---- an inmate's or a number's page ---------------------------------------------------
+
+function clearSubject() {
+  for (const x of ["subject-details", "subject-notes-body", "subject-sessions-body"]) $(x).replaceChildren();
+  $("subject-title").textContent = "";
+}
+
+async function openInmate(id) {
+  show("subject-view");
+  clearSubject();
+  const i = await Api.get("/inmates/" + encodeURIComponent(id));
+  $("subject-title").textContent = "Inmate " + i.first_name + " " + i.last_name + " (" + i.booking_number + ")";
+  details([["Name", i.first_name + " " + i.last_name], ["Booking number", i.booking_number],
+    ["Housing unit", i.housing_unit || "unknown"], ["Status", i.status], ["Facility", i.facility_id], ["Inmate id", i.id]]);
+  await subjectLists("inmate_id=" + encodeURIComponent(id), "inmate_id=" + encodeURIComponent(id) + "&kind=all");
+}
+
+async function openNumber(number) {
+  show("subject-view");
+  clearSubject();
+  $("subject-title").textContent = "Number " + number;
+  details([["Number", number]]);
+  await subjectLists("number=" + encodeURIComponent(number), "number=" + encodeURIComponent(number));
+}
+
+function details(pairs) {
+  const dl = $("subject-details");
+  for (const [k, v] of pairs) {
+    dl.appendChild(el("dt", k));
+    dl.appendChild(el("dd", v));
+  }
+}
+
+async function subjectLists(notesQuery, callsQuery) {
+  const [notes, page] = await Promise.all([Api.get("/notes?" + notesQuery),
+    Api.get("/calls?" + callsQuery + "&limit=" + PAGE)]);
+  const items = (page && page.items) || [];
+  if (items.length) state.zone = items[0].time_zone;
+  const nb = $("subject-notes-body");
+  for (const n of notes || []) nb.appendChild(listedNoteRow(n));
+  $("subject-notes-empty").hidden = (notes || []).length > 0;
+  const sb = $("subject-sessions-body");
+  for (const c of items) sb.appendChild(sessionRow(c));
+  $("subject-sessions-empty").hidden = items.length > 0;
 }
 
 async function verifyRecording(path) {
@@ -546,7 +876,8 @@ async function renewTicket() {
   const audio = $("recording-audio");
   const id = audio.dataset.recordingId;
   const last = Number(audio.dataset.renewedAt || 0);
-  if (!id || audio.dataset.renewing) return;
+  // Never a ticket for an element that was not playing (no source: nothing was asked).
+  if (!id || audio.dataset.renewing || !audio.getAttribute("src")) return;
   if (Date.now() - last < 10000) {
     showError(new Error("the recording cannot be played"));
     return;
@@ -584,11 +915,30 @@ async function loadLiveCalls() {
     const term = el("button", "Terminate", { type: "button", class: "terminate danger" });
     term.addEventListener("click", () => guarded(() => terminate(c.id)));
     actions.append(listen, " ", term);
-    const tr = row([c.id, c.facility_id, c.inmate_id, c.number, when(c.accepted_at), actions]);
+    const link = el("a", c.id, { href: "#/session/" + encodeURIComponent(c.id), class: "session-link" });
+    const accepted = el("span", localTime(c.accepted_at, c.time_zone));
+    const elapsed = el("span", "", { class: "elapsed sub-line" });
+    if (c.accepted_at) elapsed.dataset.since = String(Date.parse(c.accepted_at));
+    accepted.appendChild(elapsed);
+    const tr = row([inmateCell(c), partyCell(c), accepted, c.amount, link, actions]);
     tr.dataset.callId = c.id;
     body.appendChild(tr);
   }
   $("live-empty").hidden = items.length > 0;
+  tickElapsed();
+  if (!state.elapsedTimer) state.elapsedTimer = setInterval(tickElapsed, 1000);
+}
+
+// The time each live call has been connected, ticking.
+function tickElapsed() {
+  for (const e of document.querySelectorAll("#live-body .elapsed[data-since]")) {
+    e.textContent = "connected " + durationText((Date.now() - Number(e.dataset.since)) / 1000);
+  }
+}
+
+function stopElapsed() {
+  clearInterval(state.elapsedTimer);
+  state.elapsedTimer = null;
 }
 
 async function startListening(id) {
@@ -626,9 +976,18 @@ async function stopListening() {
   if (l) await l.stop();
 }
 
+// Terminating never depends on the listener: a listener whose connection died is gone on
+// the gateway already (its delete answers not_found), and the call must still end on
+// this click.
 async function terminate(id) {
   if (!window.confirm("Terminate call " + id + "? Both parties are disconnected.")) return;
-  if (state.listener && state.listener.callId === id) await stopListening();
+  if (state.listener && state.listener.callId === id) {
+    try {
+      await stopListening();
+    } catch (e) {
+      console.warn("the listener could not be stopped cleanly", e);
+    }
+  }
   await Api.post("/calls/" + encodeURIComponent(id) + "/terminate");
   await loadLive();
 }
@@ -716,15 +1075,21 @@ async function route() {
     return;
   }
   if (!hash.startsWith("#/live")) {
+    stopElapsed();
     await stopListening();
     await stopWatching();
   }
   if (!hash.startsWith("#/session/")) {
     $("recording-audio").pause();
+    await reportHeard().catch(() => {});
     stopReplay();
   }
   const session = hash.match(/^#\/session\/(.+)$/);
   if (session) return guarded(() => openSession(decodeURIComponent(session[1])));
+  const inmate = hash.match(/^#\/inmate\/(.+)$/);
+  if (inmate) return guarded(() => openInmate(decodeURIComponent(inmate[1])));
+  const number = hash.match(/^#\/number\/(.+)$/);
+  if (number) return guarded(() => openNumber(decodeURIComponent(number[1])));
   if (hash.startsWith("#/live")) {
     show("live-view");
     return guarded(loadLive);
@@ -749,6 +1114,12 @@ function init() {
   $("watch-stop").addEventListener("click", () => guarded(stopWatching));
   $("watch-end").addEventListener("click", (ev) => guarded(() => endVisit(ev.currentTarget.dataset.visitId)));
   $("recording-audio").addEventListener("error", renewTicket);
+  $("recording-play").addEventListener("click", () => guarded(() => playRecording()));
+  $("recording-audio").addEventListener("pause", () => guarded(reportHeard));
+  $("recording-audio").addEventListener("ended", () => guarded(reportHeard));
+  $("note-form").addEventListener("submit", (ev) => guarded(() => addNote(ev)));
+  $("note-mark").addEventListener("click", markPosition);
+  $("notes-search").addEventListener("submit", (ev) => guarded(() => searchNotes(ev)));
   $("recording-download").addEventListener("click", (ev) => guarded(() => downloadRecording(ev)));
   for (const side of ["visitor", "inmate"]) {
     $("replay-download-" + side).addEventListener("click", (ev) => guarded(() => downloadRecording(ev)));

@@ -174,8 +174,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
-        inmates, integrity, kiosk, listen, money, rates, recordings, tokens, users, visit_join,
-        visit_watch, visit_ws, visiting, visits,
+        inmates, integrity, kiosk, listen, money, notes, rates, recordings, tokens, users,
+        visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -304,11 +304,17 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/verify", get(integrity::verify_one))
         .route("/calls/{id}/recording", get(calls::recording))
         .route("/calls/{id}/recordings", get(calls::recordings))
+        .route("/notes", get(notes::list).post(notes::create))
+        .route(
+            "/notes/{id}",
+            get(notes::get).put(notes::edit).delete(notes::delete),
+        )
         .route("/evidence-packages", post(evidence::create))
         .route("/evidence-packages/{id}", get(evidence::download))
         .route("/recordings/{id}", get(recordings::get))
         .route("/recordings/{id}/play", post(recordings::play))
         .route("/recordings/{id}/download", post(recordings::download))
+        .route("/recordings/{id}/heard", post(recordings::heard))
         .route("/recordings/{id}/audio", get(recordings::audio))
         .route("/calls/{id}/listen", post(listen::listen))
         .route("/calls/{id}/listen/{listener_id}", delete(listen::unlisten))

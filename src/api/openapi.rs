@@ -135,10 +135,16 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/calls/{id}/recordings", "Every recording of a session, oldest first: a call's one, a video visit's two (participant inmate and visitor, each with its started_at: play them side by side offset by the difference); 403 privileged (audited recording.refused) for a privileged call or visit", "recordings"),
     op("get", "/recordings/{id}", "Recording metadata (status, format, participant, times, size, sha256, chain_seq)", "recordings"),
     op("post", "/recordings/{id}/play", "A playback ticket -> {url, expires_at, sha256}; audited recording.play. Valid http.ticket_ttl_secs plus the recording's length (at most 4 h of it), and only while the bearer token that asked for it lives and its user may reach the recording; never serves download=1", "recordings"),
+    with_body(op("post", "/recordings/{id}/heard", "What a player actually played ({ranges: [{from_ms, to_ms}], 1-100}): audited recording.heard with the ranges and their total (the console sends every range its player played so far, when playback pauses or ends and when the session is left: the last entry of a sitting is the whole of it); 403 privileged, 422 invalid", "recordings"), "HeardBody", 204),
     op("post", "/recordings/{id}/download", "A download ticket -> {url, expires_at, sha256}; audited recording.download. Bound to the asking token like a playback ticket; always answered as an attachment", "recordings"),
     op("get", "/recordings/{id}/audio", "The file (a call: WAV, audio/wav; a visit participant: WebM, video/webm) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
     with_body(op("post", "/evidence-packages", "Build an evidence package of ended sessions ({session_ids: 1-50, reason}) -> 201 {id, sha256, bytes, built_at, sessions, intact, failed_checks, omitted, download}: a tar of their records, charges (JSON, CSV), recordings, chain entries and the chain head anchored in the audit log, stored and checked at once. Admins and investigators of every session's facility; 403 privileged (audited evidence_package.refused), 409 session_active. Audited evidence_package.build with the package's SHA-256. Check one offline with `sallyport verify-package FILE`", "recordings"), "EvidencePackageBody", 201),
     op("get", "/evidence-packages/{id}", "Download a stored evidence package (application/x-tar, attachment, X-Content-SHA256); admins and investigators of every facility its sessions belong to. Audited evidence_package.download with the SHA-256 of the bytes served", "recordings"),
+    op("get", "/notes", "Investigators' notes and bookmarks as they stand (not deleted), within the caller's facilities: of a session (in recording order), an inmate, a number (E.164) or a facility (newest first); q finds notes containing every word. Admins and investigators", "notes"),
+    with_body(op("post", "/notes", "Mark a moment (start_ms into the session's recording) or a range (to end_ms) of a session with a note, shared with the investigators of its facility -> 201 the note at version 1; 403 privileged (audited note.refused). Audited note.create", "notes"), "NoteBody", 201),
+    op("get", "/notes/{id}", "A note as it stands with every version (versions, oldest first: an edit appends a version, a delete a tombstone; nothing is overwritten)", "notes"),
+    with_body(op("put", "/notes/{id}", "Edit a note: appends a version ({version: the one edited, start_ms, end_ms, body}); 409 when it was edited or deleted meanwhile. Audited note.edit", "notes"), "NoteEdit", 200),
+    op("delete", "/notes/{id}", "Delete a note: appends a tombstone version (?version= the one deleted: 409 when it is no longer current); the versions stay. Audited note.delete", "notes"),
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated), on whichever node carries it; returns the closed record. 409 call_ended when it has ended (its node found dead included: the node asked closes the dead node's sessions); 503 node_unknown, 502 node_unreachable / node_refused when the carrying node cannot be reached", "calls"),
@@ -327,6 +333,15 @@ fn schemas() -> Value {
             "increment_secs": { "type": "integer" },
             "cost_per_increment": { "$ref": "#/components/schemas/Money", "description": "One increment's charge, rounded toward zero to 1/10,000 once" } } },
         "CallDetail": call_detail_schema(),
+        "NoteBody": { "type": "object", "required": ["session_id", "start_ms", "body"], "additionalProperties": false, "properties": {
+            "session_id": { "type": "string" },
+            "start_ms": { "type": "integer", "minimum": 0, "description": "The moment marked, in milliseconds into the session's recording" },
+            "end_ms": { "type": ["integer", "null"], "description": "The end of a range (not before start_ms); null for a moment" },
+            "body": note.clone() } },
+        "NoteEdit": { "type": "object", "required": ["version", "start_ms", "body"], "additionalProperties": false, "properties": {
+            "version": { "type": "integer", "description": "The version edited: the current one, or 409" },
+            "start_ms": { "type": "integer", "minimum": 0 }, "end_ms": { "type": ["integer", "null"] },
+            "body": note.clone() } },
         "FamilyDepositBody": family_deposit_schema(name.clone())
     });
     if let (Some(all), Value::Object(family)) = (all.as_object_mut(), family_schemas(email)) {
@@ -334,8 +349,18 @@ fn schemas() -> Value {
     }
     if let Some(all) = all.as_object_mut() {
         all.insert("EvidencePackageBody".into(), evidence_package_schema());
+        all.insert("HeardBody".into(), heard_schema());
     }
     all
+}
+
+/// `POST /recordings/{id}/heard`'s body.
+fn heard_schema() -> Value {
+    json!({ "type": "object", "required": ["ranges"], "additionalProperties": false, "properties": {
+        "ranges": { "type": "array", "minItems": 1, "maxItems": 100, "items": { "type": "object",
+            "required": ["from_ms", "to_ms"], "additionalProperties": false, "properties": {
+            "from_ms": { "type": "integer", "minimum": 0, "description": "Milliseconds from the recording's start" },
+            "to_ms": { "type": "integer", "minimum": 0, "description": "Not before from_ms" } } } } } })
 }
 
 /// `POST /evidence-packages`'s body.
@@ -408,7 +433,7 @@ fn visit_schema() -> Value {
 fn cdr_schema() -> Value {
     let time =
         |d: &str| json!({ "type": ["string", "null"], "format": "date-time", "description": d });
-    json!({ "type": "object", "properties": {
+    let mut cdr = json!({ "type": "object", "properties": {
         "id": { "type": "string" }, "facility_id": { "type": "string" },
         "kind": { "enum": ["call", "visit"], "description": "A call, or a video visit's session (no handset, number or digits; accepted_at is when both sides' media flowed)" },
         "visit_id": { "type": ["string", "null"], "description": "The visit a visit session ran" },
@@ -434,7 +459,29 @@ fn cdr_schema() -> Value {
                     "description": "The tariff applied; null if the call was refused before rating or predates tariffs being kept" },
         "listenable": { "type": "boolean" },
         "account_id": { "type": ["string", "null"], "description": "The account that paid (or pays), once the inmate was identified" },
-        "payer": { "type": ["string", "null"], "enum": ["inmate", "family", null], "description": "Whose money: the inmate's debit account, or the prepaid account of the family whose number was called or who booked the visit" } } })
+        "payer": { "type": ["string", "null"], "enum": ["inmate", "family", null], "description": "Whose money: the inmate's debit account, or the prepaid account of the family whose number was called or who booked the visit" } } });
+    if let Some(props) = cdr["properties"].as_object_mut() {
+        props.extend(people_schema());
+    }
+    cdr
+}
+
+/// The fields of a record that name people rather than ids, with its time zone and talk
+/// time.
+fn people_schema() -> Map<String, Value> {
+    let fields = json!({
+        "inmate_name": { "type": ["string", "null"], "description": "The inmate's name (First Last), as it is now; null before the inmate was identified" },
+        "booking_number": { "type": ["string", "null"] },
+        "housing_unit": { "type": ["string", "null"], "description": "The inmate's housing unit, when known" },
+        "contact_name": { "type": ["string", "null"], "description": "The approved contact called (null: the number is not on the inmate's list; dialed says what was attempted)" },
+        "contact_relationship": { "type": ["string", "null"] },
+        "time_zone": { "type": ["string", "null"], "description": "The facility's IANA time zone, the one its staff read times in" },
+        "duration_secs": { "type": ["integer", "null"], "description": "Talk time: acceptance to media_end_at (or end_at); null while live or if never accepted" },
+        "terminated_by": { "type": ["string", "null"], "description": "The user who ended the call with a terminate" } });
+    match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 fn operation(o: &Op) -> Value {
@@ -520,6 +567,21 @@ fn query_params(o: &Op) -> Vec<Value> {
             query("inmate_id", text(), "Inmate id"),
             query("booking_number", text(), "Inmate booking number"),
             query(
+                "inmate_name",
+                text(),
+                "Words of the inmate's name, each the start of the first or last name (case-insensitive)",
+            ),
+            query(
+                "sort",
+                json!({ "type": "string", "enum": crate::store::SESSION_SORTS, "default": "time" }),
+                "Order by start time, talk time (duration) or amount",
+            ),
+            query(
+                "order",
+                json!({ "type": "string", "enum": crate::store::SORT_ORDERS, "default": "desc" }),
+                "Descending (the default) or ascending",
+            ),
+            query(
                 "kind",
                 json!({ "type": "string", "enum": crate::store::SESSION_KINDS, "default": "call" }),
                 "Which sessions: call (the default), visit (video visits) or all",
@@ -600,6 +662,18 @@ fn query_params(o: &Op) -> Vec<Value> {
             ps.retain(|p| p["name"] != named);
             ps
         }
+        ("get", "/notes") => vec![
+            query("session_id", text(), "A session's notes"),
+            query("inmate_id", text(), "An inmate's notes (on any of its sessions)"),
+            query("number", text(), "A number's notes (E.164; digits alone are read as E.164)"),
+            query("facility_id", text(), "Facility (must be one of the caller's)"),
+            query("q", text(), "Words the text must contain (case-insensitive)"),
+        ],
+        ("delete", "/notes/{id}") => vec![query(
+            "version",
+            json!({ "type": "integer", "minimum": 1 }),
+            "The version deleted (409 when it is no longer current)",
+        )],
         ("get", "/recordings/{id}/audio") => vec![
             query(
                 "ticket",
@@ -803,6 +877,14 @@ mod tests {
             listenable: false,
             account_id: None,
             payer: None,
+            inmate_name: None,
+            booking_number: None,
+            housing_unit: None,
+            contact_name: None,
+            contact_relationship: None,
+            time_zone: None,
+            duration_secs: None,
+            terminated_by: None,
         };
         let v = serde_json::to_value(&cdr).unwrap();
         let keys = |v: &Value| -> Vec<String> {

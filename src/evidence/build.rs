@@ -213,9 +213,11 @@ pub async fn build(
         });
     }
     let (entries, anchor) = proof(store, &chained).await?;
+    let ids: Vec<String> = req.sessions.iter().map(|c| c.id.clone()).collect();
+    let notes = serde_json::to_value(store.notes_of_sessions(&ids).await?)?;
     let mut head = vec![
         data(VERIFY_TXT.into(), verify_text(&id).into_bytes()),
-        data(NOTES.into(), b"[]\n".to_vec()),
+        data(NOTES.into(), pretty(&notes)?),
         data(SESSIONS_CSV.into(), csv_of(SESSION_COLUMNS, &cdrs)?),
         data(CHAIN.into(), pretty(&serde_json::to_value(&entries)?)?),
     ];
@@ -495,6 +497,14 @@ const SESSION_COLUMNS: &[&str] = &[
     "amount",
     "account_id",
     "node_id",
+    "inmate_name",
+    "booking_number",
+    "housing_unit",
+    "contact_name",
+    "contact_relationship",
+    "time_zone",
+    "duration_secs",
+    "terminated_by",
 ];
 
 /// A CSV table of `columns` from JSON objects: text as it is, numbers and booleans as
@@ -564,7 +574,10 @@ The package's own SHA-256 (sha256sum {id}.tar) is written in the gateway's
 audit log when it is built (evidence_package.build) and at every download
 (evidence_package.download).
 
-notes.json holds investigators' notes on the sessions: none yet ([]).
+notes.json holds investigators' notes and bookmarks on the sessions as they
+stood when the package was built (each with its session_id, the moment start_ms
+and end_ms in milliseconds into the recording, the text, its version and who
+wrote it); its SHA-256 is in the manifest like every other file's.
 "
     )
 }

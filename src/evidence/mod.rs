@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `manifest.json` | package id, when built, by whom, why, the sessions and their recordings, and every other member with its SHA-256 and size |
 //! | `VERIFY.txt` | how to check the package by hand |
-//! | `notes.json` | investigators' notes on the sessions: `[]` (notes do not exist yet; the member is there so the format need not change when they do) |
+//! | `notes.json` | investigators' notes on the sessions: the notes and bookmarks of the packaged sessions as they stood when it was built (current versions, deleted ones left out), by session then moment |
 //! | `sessions.csv` | one line per session: its record (CDR) |
 //! | `sessions/<id>/cdr.json` | the session's record (CDR), as `GET /calls/{id}` gives it |
 //! | `sessions/<id>/visit.json`, `timeline.json` | a visit's booking and timeline (visits only) |
@@ -66,7 +66,7 @@ pub const CHAIN: &str = "chain/entries.json";
 pub const ANCHOR: &str = "chain/anchor.json";
 /// How to verify by hand.
 pub const VERIFY_TXT: &str = "VERIFY.txt";
-/// Investigators' notes (none yet).
+/// Investigators' notes on the packaged sessions.
 pub const NOTES: &str = "notes.json";
 /// The sessions' records as one table.
 pub const SESSIONS_CSV: &str = "sessions.csv";

@@ -76,6 +76,23 @@ pub struct Cdr {
     /// Whose money that is: `inmate` (the inmate's debit account) or `family` (the
     /// prepaid account of the family whose number was called or who booked the visit).
     pub payer: Option<String>,
+    /// The inmate's name (`First Last`), booking number and housing unit as they are
+    /// now: investigators look for people, not ids. `null` before the inmate was
+    /// identified (or no housing unit known).
+    pub inmate_name: Option<String>,
+    pub booking_number: Option<String>,
+    pub housing_unit: Option<String>,
+    /// The approved contact's name and relationship (`null` for a call to a number not
+    /// on the inmate's list: `dialed` and `number` say what was attempted).
+    pub contact_name: Option<String>,
+    pub contact_relationship: Option<String>,
+    /// The facility's time zone (IANA name): the console shows every time in it.
+    pub time_zone: Option<String>,
+    /// How long the parties talked, in seconds: from acceptance to when they stopped
+    /// hearing each other (`null` while in progress or when never accepted).
+    pub duration_secs: Option<i64>,
+    /// The user who ended the call with a terminate (reason `terminated`).
+    pub terminated_by: Option<String>,
 }
 
 /// The tariff a call was charged by: enough to reproduce its amount
@@ -112,6 +129,11 @@ pub struct CallFilter {
     #[serde(default, deserialize_with = "text")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub booking_number: Option<String>,
+    /// Words of the inmate's name: each must begin the first or the last name
+    /// (case-insensitive), e.g. `jo doe` finds John Doe.
+    #[serde(alias = "name", default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inmate_name: Option<String>,
     /// The number as dialed or as stored in E.164 (`+1555…`); punctuation is ignored.
     #[serde(default, deserialize_with = "text")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +157,15 @@ pub struct CallFilter {
     #[serde(default, deserialize_with = "text")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// The order: `time` (the default: when the session started), `duration` (talk
+    /// time) or `amount`.
+    #[serde(default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
+    /// `desc` (the default) or `asc`.
+    #[serde(default, deserialize_with = "text")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
     /// Page size, default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`].
     #[serde(default, deserialize_with = "number")]
     #[serde(skip_serializing)]
@@ -201,6 +232,15 @@ fn end_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Ut
 /// The values of [`CallFilter::kind`].
 pub const SESSION_KINDS: [&str; 3] = ["call", "visit", "all"];
 
+/// The values of [`CallFilter::sort`] and [`CallFilter::order`].
+pub const SESSION_SORTS: [&str; 3] = ["time", "duration", "amount"];
+pub const SORT_ORDERS: [&str; 2] = ["desc", "asc"];
+
+/// Talk time in microseconds, as SQL (what `sort=duration` orders by); -1 for a session
+/// never accepted or still live, so both databases put those at the same end (they sort
+/// NULL differently).
+const TALK_US: &str = "COALESCE(COALESCE(media_end_at, end_at) - accepted_at, -1)";
+
 impl CallFilter {
     /// The condition on `sessions.kind` this filter asks for: calls unless it says
     /// `visit` or `all` (an unknown value is refused by the API before it gets here).
@@ -209,6 +249,21 @@ impl CallFilter {
             Some("visit") => "kind = 'visit'",
             Some("all") => "kind IN ('call', 'visit')",
             _ => "kind = 'call'",
+        }
+    }
+
+    /// The ORDER BY of a search: by time (what the time indexes serve), by talk time or
+    /// by amount (sorted after the selective index found the rows; the id breaks ties,
+    /// so pages never overlap). Unknown values are refused by the API before this.
+    fn order_by(&self) -> String {
+        let dir = match self.order.as_deref() {
+            Some("asc") => "ASC",
+            _ => "DESC",
+        };
+        match self.sort.as_deref() {
+            Some("duration") => format!("{TALK_US} {dir}, invite_at {dir}, id {dir}"),
+            Some("amount") => format!("amount_minor {dir}, invite_at {dir}, id {dir}"),
+            _ => format!("invite_at {dir}, id {dir}"),
         }
     }
 
@@ -238,7 +293,10 @@ enum Arg {
 /// `+facility_id`, SQLite's documented way to keep a term off an index; PostgreSQL has
 /// statistics and would reject `+` on text.
 fn where_clause(f: &CallFilter, facilities: Option<&[String]>, sqlite: bool) -> (String, Vec<Arg>) {
-    let selective = f.inmate_id.is_some() || f.booking_number.is_some() || f.number.is_some();
+    let selective = f.inmate_id.is_some()
+        || f.booking_number.is_some()
+        || f.inmate_name.is_some()
+        || f.number.is_some();
     let facility = if sqlite && selective {
         "+facility_id"
     } else {
@@ -262,6 +320,21 @@ fn where_clause(f: &CallFilter, facilities: Option<&[String]>, sqlite: bool) -> 
         let p = bind(&mut args, Arg::Text(v.clone()));
         conds.push(format!(
             "inmate_id IN (SELECT id FROM inmates WHERE booking_number = {p})"
+        ));
+    }
+    if let Some(name) = &f.inmate_name {
+        // The inmates table is small beside the sessions: its matches are found first,
+        // then each one's calls through `sessions_inmate_time`.
+        let mut words = Vec::new();
+        for w in name.split_whitespace().take(4) {
+            let p = bind(&mut args, Arg::Text(name_prefix(w)));
+            words.push(format!(
+                "(LOWER(first_name) LIKE {p} ESCAPE '\\' OR LOWER(last_name) LIKE {p} ESCAPE '\\')"
+            ));
+        }
+        conds.push(format!(
+            "inmate_id IN (SELECT id FROM inmates WHERE {})",
+            words.join(" AND ")
         ));
     }
     if let Some(n) = &f.number {
@@ -308,6 +381,20 @@ fn where_clause(f: &CallFilter, facilities: Option<&[String]>, sqlite: bool) -> 
     (conds.join(" AND "), args)
 }
 
+/// A `LIKE` pattern matching names that begin with `word` (case-insensitive, wildcards
+/// in `word` escaped with `\`).
+fn name_prefix(word: &str) -> String {
+    let mut p = String::new();
+    for c in word.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     args: &'q [Arg],
@@ -325,8 +412,14 @@ const COLUMNS: &str = "id, kind, visit_id, paused_ms, facility_id, inmate_id, ha
     state, end_reason, privileged, recorded, recording_id, node_id, invite_at, answer_at, \
     accepted_at, media_end_at, end_at, closed_at, billed_increments, amount_minor, \
     rate_plan_id, rate_deck_id, rate_prefix, class, service, per_minute_minor, increment_secs, \
-    increment_cost_minor, account_id, \
-    (SELECT a.kind FROM accounts a WHERE a.id = sessions.account_id) AS payer_kind";
+    increment_cost_minor, account_id, terminated_by, \
+    (SELECT a.kind FROM accounts a WHERE a.id = sessions.account_id) AS payer_kind, \
+    (SELECT i.first_name || ' ' || i.last_name FROM inmates i WHERE i.id = sessions.inmate_id) AS inmate_name, \
+    (SELECT i.booking_number FROM inmates i WHERE i.id = sessions.inmate_id) AS booking_number, \
+    (SELECT i.housing_unit FROM inmates i WHERE i.id = sessions.inmate_id) AS housing_unit, \
+    (SELECT c.name FROM contacts c WHERE c.id = sessions.contact_id) AS contact_name, \
+    (SELECT c.relationship FROM contacts c WHERE c.id = sessions.contact_id) AS contact_relationship, \
+    (SELECT f.time_zone FROM facilities f WHERE f.id = sessions.facility_id) AS time_zone";
 
 fn tariff(r: &AnyRow) -> Result<Option<AppliedTariff>, sqlx::Error> {
     let class: Option<String> = r.try_get("class")?;
@@ -384,6 +477,18 @@ fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
         listenable: false,
         account_id: r.try_get("account_id")?,
         payer: r.try_get("payer_kind")?,
+        inmate_name: r.try_get("inmate_name")?,
+        booking_number: r.try_get("booking_number")?,
+        housing_unit: r.try_get("housing_unit")?,
+        contact_name: r.try_get("contact_name")?,
+        contact_relationship: r.try_get("contact_relationship")?,
+        time_zone: r.try_get("time_zone")?,
+        duration_secs: None,
+        terminated_by: r.try_get("terminated_by")?,
+    };
+    cdr.duration_secs = match (cdr.accepted_at, cdr.media_end_at.or(cdr.end_at)) {
+        (Some(a), Some(e)) if cdr.state != "active" => Some((e - a).num_seconds().max(0)),
+        _ => None,
     };
     cdr.listenable = cdr.state == "active"
         && cdr.accepted_at.is_some()
@@ -432,7 +537,8 @@ impl Store {
         let n = args.len();
         let sql = format!(
             "SELECT {COLUMNS} FROM sessions WHERE {cond} \
-             ORDER BY invite_at DESC, id DESC LIMIT ${} OFFSET ${}",
+             ORDER BY {} LIMIT ${} OFFSET ${}",
+            f.order_by(),
             n + 1,
             n + 2
         );
@@ -453,6 +559,21 @@ impl Store {
             total,
             ..empty
         })
+    }
+
+    /// Puts on call `id`'s record that `user` terminated it: while it is live (the
+    /// terminate under way) or once it ended by that terminate, never over another's name
+    /// nor on a call that ended otherwise meanwhile.
+    pub async fn set_terminated_by(&self, id: &str, user: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET terminated_by = $1 WHERE id = $2 AND terminated_by IS NULL \
+             AND (state = 'active' OR end_reason = 'terminated')",
+        )
+        .bind(user)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
     }
 
     pub async fn call(&self, id: &str) -> Result<Cdr, StoreError> {
@@ -526,7 +647,8 @@ mod tests {
         let (cond, args) = where_clause(f, Some(&scope), true);
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE {cond} \
-             ORDER BY invite_at DESC, id DESC LIMIT 50"
+             ORDER BY {} LIMIT 50",
+            f.order_by()
         );
         let rows = bind_all(sqlx::query(&sql), &args)
             .fetch_all(t.db.pool())
@@ -557,6 +679,22 @@ mod tests {
                 CallFilter {
                     booking_number: Some("B-1".into()),
                     facility_id: Some("F1".into()),
+                    ..CallFilter::default()
+                },
+                "sessions_inmate_time",
+            ),
+            (
+                CallFilter {
+                    inmate_name: Some("Jo Doe".into()),
+                    facility_id: Some("F1".into()),
+                    ..CallFilter::default()
+                },
+                "sessions_inmate_time",
+            ),
+            (
+                CallFilter {
+                    inmate_name: Some("doe".into()),
+                    sort: Some("duration".into()),
                     ..CallFilter::default()
                 },
                 "sessions_inmate_time",

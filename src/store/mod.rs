@@ -1,5 +1,6 @@
 //! Records: facilities, family accounts ([`FamilyAccount`]), inmates, handsets, contacts, block lists, rate decks and plans,
-//! API principals, the audit log, the nodes of a cluster ([`NodeRecord`]), and video
+//! API principals, the audit log, investigators' notes ([`Note`]: versioned, never
+//! overwritten), the nodes of a cluster ([`NodeRecord`]), and video
 //! visits: visiting rules, visit stations and the visits booked ([`Visit`]; the rules
 //! themselves are [`crate::visit`]'s).
 //!
@@ -19,6 +20,7 @@ mod handsets;
 mod inmates;
 mod links;
 mod nodes;
+mod notes;
 pub mod passwords;
 mod pin_attempts;
 mod principals;
@@ -32,7 +34,10 @@ mod visits;
 
 pub(crate) use audit::{link as audit_link, Fields as AuditFields};
 pub use audit::{AuditEntry, AuditFault, AuditProblem, AuditRecord, AuditVerification};
-pub use calls::{AppliedTariff, CallFilter, CallPage, Cdr, PaidByOther, SESSION_KINDS};
+pub use calls::{
+    AppliedTariff, CallFilter, CallPage, Cdr, PaidByOther, SESSION_KINDS, SESSION_SORTS,
+    SORT_ORDERS,
+};
 pub use contacts::{Block, Contact, ContactStatus, NewContact};
 pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use family::{FamilyAccount, RateScope, Registration, UsedLink};
@@ -40,6 +45,7 @@ pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use links::{LinkRequest, NewLinkRequest, RosterEntry};
 pub use nodes::NodeRecord;
+pub use notes::{Note, NoteFilter, NoteText, NoteVersion, MAX_NOTES};
 pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};
 pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};
 pub use rates::{preset_caps, DeckSummary, PlanSummary, TariffRow};

@@ -86,6 +86,7 @@ enum Op<'a> {
     Screenshot,
     AcceptAlert,
     ScriptTimeout(u64),
+    WindowSize(u32, u32),
 }
 
 impl Op<'_> {
@@ -119,6 +120,11 @@ impl Op<'_> {
             Op::Screenshot => ("GET", "/screenshot".into(), None),
             Op::AcceptAlert => ("POST", "/alert/accept".into(), Some(json!({}))),
             Op::ScriptTimeout(ms) => ("POST", "/timeouts".into(), Some(json!({ "script": ms }))),
+            Op::WindowSize(w, h) => (
+                "POST",
+                "/window/rect".into(),
+                Some(json!({ "width": w, "height": h })),
+            ),
         }
     }
 
@@ -148,6 +154,10 @@ impl Op<'_> {
             Op::Screenshot => ("WebDriver:TakeScreenshot", json!({})),
             Op::AcceptAlert => ("WebDriver:AcceptAlert", json!({})),
             Op::ScriptTimeout(ms) => ("WebDriver:SetTimeouts", json!({ "script": ms })),
+            Op::WindowSize(w, h) => (
+                "WebDriver:SetWindowRect",
+                json!({ "width": w, "height": h }),
+            ),
         }
     }
 }
@@ -476,6 +486,11 @@ impl Browser {
             assert!(Instant::now() < deadline, "no dialog to accept");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Resizes the window (a laptop's 1024 px, say).
+    pub(crate) fn window_size(&self, width: u32, height: u32) {
+        self.op(Op::WindowSize(width, height));
     }
 
     /// Saves a PNG of the viewport to `path` (and prints where).

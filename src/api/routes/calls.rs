@@ -14,6 +14,7 @@ use crate::session::cdr::SessionEvent;
 use crate::session::EndReason;
 use crate::store::{
     CallFilter, CallPage, Cdr, Facilities, Recording, Role, StoreError, Visit, SESSION_KINDS,
+    SESSION_SORTS, SORT_ORDERS,
 };
 use crate::text;
 use axum::extract::{Path, State};
@@ -37,6 +38,9 @@ fn scoped(
         ("facility_id", &f.facility_id),
         ("inmate_id", &f.inmate_id),
         ("booking_number", &f.booking_number),
+        ("inmate_name", &f.inmate_name),
+        ("sort", &f.sort),
+        ("order", &f.order),
         ("number", &f.number),
         ("end_reason", &f.end_reason),
         ("kind", &f.kind),
@@ -56,6 +60,18 @@ fn scoped(
                 "kind '{}' is not one of: {}",
                 crate::text::quote(k),
                 SESSION_KINDS.join(", ")
+            )));
+        }
+    }
+    for (name, value, known) in [
+        ("sort", &f.sort, &SESSION_SORTS[..]),
+        ("order", &f.order, &SORT_ORDERS[..]),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !known.contains(v)) {
+            return Err(ApiError::bad_request(format!(
+                "{name} '{}' is not one of: {}",
+                crate::text::quote(v),
+                known.join(", ")
             )));
         }
     }
@@ -338,7 +354,8 @@ pub(crate) fn cluster_path(id: &str, rest: &str) -> String {
 
 /// Ends a live call (reason `terminated`): both legs get BYE, billing stops, the CDR is
 /// closed; answers with the closed CDR. A call another node carries is ended there (the
-/// request is forwarded). Audited here, the carrying node named.
+/// request is forwarded). Audited here, the carrying node named; the record keeps who
+/// terminated it (`terminated_by`).
 pub(crate) async fn terminate(
     State(s): State<AppState>,
     caller: Caller,
@@ -350,6 +367,7 @@ pub(crate) async fn terminate(
         Carrier::Here(g) => {
             // An ended-meanwhile call is fine: the CDR below says how it ended.
             let _ = g.live.terminate(&id, Duration::from_secs(5)).await;
+            s.store.set_terminated_by(&id, caller.subject()).await?;
             let d = detail(s.cluster.node_id());
             s.audit_detail(&caller, "call.terminate", &id, Some(&cdr.facility_id), d)
                 .await;
@@ -363,6 +381,7 @@ pub(crate) async fn terminate(
                 .await
                 .map_err(|e| forward_error(&id, e))?;
             if r.status.is_success() {
+                s.store.set_terminated_by(&id, caller.subject()).await?;
                 let d = detail(&node);
                 s.audit_detail(&caller, "call.terminate", &id, Some(&cdr.facility_id), d)
                     .await;

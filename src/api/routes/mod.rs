@@ -13,6 +13,7 @@ pub(super) mod integrity;
 pub(super) mod kiosk;
 pub(super) mod listen;
 pub(super) mod money;
+pub(super) mod notes;
 pub(super) mod rates;
 pub(super) mod recordings;
 pub(super) mod tokens;

@@ -20,6 +20,10 @@
 //!   `<audio>` element asks many ranges while it plays and seeks, and issuing the ticket
 //!   was audited already.
 //!
+//! What a player actually played is reported apart (`POST …/heard`, audited
+//! `recording.heard` with the ranges in milliseconds): fetches say which bytes left the
+//! gateway, which is not what was listened to (a browser buffers ahead).
+//!
 //! A play ticket never serves `download=1`; a download ticket always answers as an
 //! attachment. A ticket lasts `http.ticket_ttl_secs` plus the recording's length, of
 //! which at most [`MAX_LENGTH_SECS`] count (a recording stuck in `recording` must not
@@ -122,6 +126,65 @@ pub(crate) async fn download(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     issue(&s, &caller, &id, Purpose::Download).await
+}
+
+/// At most this many ranges in one `POST /recordings/{id}/heard`.
+pub(crate) const MAX_HEARD_RANGES: usize = 100;
+
+/// One stretch of a recording that was played, in milliseconds from its start.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeardRange {
+    from_ms: i64,
+    to_ms: i64,
+}
+
+/// `POST /recordings/{id}/heard`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Heard {
+    ranges: Vec<HeardRange>,
+}
+
+/// `POST /recordings/{id}/heard` `{ranges: [{from_ms, to_ms}]}` -> 204: what the console's
+/// player actually played (every range of its `played` so far, sent when playback pauses
+/// or ends and when the session is left: the last entry of a sitting is the whole of it),
+/// audited `recording.heard` with the ranges and their total. The play ticket says
+/// playback was asked for; this says what was heard.
+pub(crate) async fn heard(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    crate::api::auth::ApiJson(body): crate::api::auth::ApiJson<Heard>,
+) -> Result<StatusCode, ApiError> {
+    let rec = visible_recording(&s, &caller, &id).await?;
+    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
+    if body.ranges.is_empty() || body.ranges.len() > MAX_HEARD_RANGES {
+        return Err(invalid(format!(
+            "ranges must hold 1 to {MAX_HEARD_RANGES} ranges ({} given)",
+            body.ranges.len()
+        )));
+    }
+    let mut total: i64 = 0;
+    for r in &body.ranges {
+        if r.from_ms < 0 || r.to_ms < r.from_ms {
+            return Err(invalid(format!(
+                "range {}..{} ms: from_ms must be 0 or more and to_ms not before it",
+                r.from_ms, r.to_ms
+            )));
+        }
+        total = total.saturating_add(r.to_ms - r.from_ms);
+    }
+    let detail = json!({ "session_id": rec.session_id, "ranges": body.ranges, "total_ms": total });
+    s.audit_detail(
+        &caller,
+        "recording.heard",
+        &rec.id,
+        Some(&rec.facility_id),
+        detail,
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// How long from now a ticket for `rec` lasts: the configured time plus the recording's
