@@ -142,10 +142,7 @@ async fn session_chargeable(conn: &mut Conn, id: &str) -> Result<bool, LedgerErr
         crate::db::Backend::Postgres => "SELECT state FROM sessions WHERE id = $1 FOR UPDATE",
         crate::db::Backend::Sqlite => "SELECT state FROM sessions WHERE id = $1",
     };
-    let row = sqlx::query(sql)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
     let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
     Ok(state.is_none_or(|s| s == "active"))
 }
