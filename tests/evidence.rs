@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::inproc::{
-    self, admin, ended_call, err_code, fetch, recording, request, send, session, user, App, Call,
-    Setup,
+    self, admin, closed_call, ended_call, err_code, fetch, opened_call, recording, request, send,
+    session, user, App, Call, Setup,
 };
 
 const ADMIN: &str = "test-admin-token";
@@ -165,7 +165,8 @@ async fn facilities(app: &App) -> (String, String) {
 
 /// An ended, recorded call `id` of F1's inmate with `increments` debits of 0.21.
 async fn recorded_call(app: &App, id: &str, inmate: &str, acc: &str, increments: u32) -> String {
-    ended_call(app, Call::answered(id, "F1", inmate, false)).await;
+    let call = Call::answered(id, "F1", inmate, false);
+    opened_call(app, &call).await;
     for increment in 1..=increments {
         let debit = sallyport::ledger::SessionDebit {
             session_id: id.into(),
@@ -177,6 +178,7 @@ async fn recorded_call(app: &App, id: &str, inmate: &str, acc: &str, increments:
         };
         app.store.ledger().debit_session(debit).await.unwrap();
     }
+    closed_call(app, &call).await;
     let (rec, _) = recording(app, id, "F1", 4000 + increments as usize * 100, true).await;
     app.clock.advance(Duration::from_secs(60));
     rec

@@ -352,6 +352,13 @@ impl<'a> Call<'a> {
 }
 
 pub(crate) async fn ended_call(app: &App, c: Call<'_>) {
+    opened_call(app, &c).await;
+    closed_call(app, &c).await;
+}
+
+/// The first half of [`ended_call`]: the session opened (live), for charges to be debited
+/// before [`closed_call`] ends it, as a real call's are.
+pub(crate) async fn opened_call(app: &App, c: &Call<'_>) {
     let now = app.clock.wall();
     let s = sallyport::session::cdr::NewSession {
         id: c.id,
@@ -364,6 +371,11 @@ pub(crate) async fn ended_call(app: &App, c: Call<'_>) {
     sallyport::session::cdr::open_call(&app.t.db, &s, now)
         .await
         .unwrap();
+}
+
+/// The second half of [`ended_call`]: the session closed, its charges read from the ledger.
+pub(crate) async fn closed_call(app: &App, c: &Call<'_>) {
+    let now = app.clock.wall();
     let end = sallyport::session::cdr::SessionEnd {
         reason: c.reason,
         inmate_id: c.inmate,
