@@ -208,6 +208,11 @@ pub struct SipConfig {
     /// File descriptors SIP over TCP never takes (for media, HTTP, the database and
     /// recordings); 0: the RTP range's ports plus 256.
     pub tcp_fd_reserve: u32,
+    /// SIP proxies (a load balancer such as Kamailio) trusted to say where a handset's
+    /// request came from: comma-separated CIDRs. A request from one of them is admitted on
+    /// the trusted networks by the address of the hop before the proxy (its Via's
+    /// `received`, else its sent-by), not the proxy's. Empty: no proxy is trusted.
+    pub trusted_proxies: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -393,6 +398,16 @@ impl Default for HttpConfig {
     }
 }
 
+impl SipConfig {
+    /// The CIDRs of [`SipConfig::trusted_proxies`].
+    pub fn trusted_proxy_list(&self) -> impl Iterator<Item = &str> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+    }
+}
+
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
@@ -409,6 +424,7 @@ impl Default for SipConfig {
             tcp_message_timeout_secs: 10,
             tcp_buffer_pool_bytes: 16 * 1024 * 1024,
             tcp_fd_reserve: 0,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -876,6 +892,15 @@ impl Config {
         if s.per_source_requests_per_second != 0 && s.per_source_burst == 0 {
             return bad("per_source_burst", "must be at least 1");
         }
+        if let Some(wrong) = s
+            .trusted_proxy_list()
+            .find(|c| !crate::policy::net::is_cidr(c))
+        {
+            return bad(
+                "trusted_proxies",
+                &format!("'{wrong}' is not a CIDR (such as 10.0.0.5/32)"),
+            );
+        }
         if s.tcp_max_connections == 0 {
             return bad("tcp_max_connections", "must be at least 1");
         }
@@ -1216,6 +1241,8 @@ mod tests {
             ("TCP_MAX_CONNECTIONS_PER_SOURCE", "0"),
             ("TCP_IDLE_TIMEOUT_SECS", "0"),
             ("TCP_MESSAGE_TIMEOUT_SECS", "301"),
+            ("TRUSTED_PROXIES", "10.0.0.5"),
+            ("TRUSTED_PROXIES", "10.0.0.5/32, 10.0.0.0/33"),
         ] {
             let e = Config::from_toml_with_env(CHECKED_IN, "f", env(key, value))
                 .unwrap_err()
@@ -1226,6 +1253,14 @@ mod tests {
         // Off is allowed.
         Config::from_toml_with_env(CHECKED_IN, "f", env("PER_SOURCE_REQUESTS_PER_SECOND", "0"))
             .unwrap();
+        let c = Config::from_toml_with_env(
+            CHECKED_IN,
+            "f",
+            env("TRUSTED_PROXIES", "10.0.0.5/32, fd00::/8"),
+        )
+        .unwrap();
+        let proxies: Vec<&str> = c.sip.trusted_proxy_list().collect();
+        assert_eq!(proxies, ["10.0.0.5/32", "fd00::/8"]);
     }
 
     #[test]

@@ -36,6 +36,43 @@ pub enum Admission {
 }
 
 /// The user part of the request's From URI.
+/// The address a handset's request is admitted by: `source`, unless `source` is one of
+/// the `trusted_proxies` (CIDRs). Then it is the hop before the proxy: the second Via's
+/// `received` (what the proxy saw), else its sent-by when that is an address; a request
+/// from a trusted proxy that names no such hop is admitted by the proxy's address (which
+/// is not on a handset network). A proxy not trusted cannot name an address: a Via is
+/// what any sender may write.
+pub fn handset_address<'a>(
+    req: &Request,
+    source: IpAddr,
+    trusted_proxies: impl IntoIterator<Item = &'a str>,
+) -> IpAddr {
+    if !trusted_proxies
+        .into_iter()
+        .any(|c| crate::policy::net::cidr_contains(c, source))
+    {
+        return source;
+    }
+    let Some(hop) = req
+        .headers
+        .list("Via")
+        .nth(1)
+        .and_then(|v| crate::sip::typed::Via::parse(v).ok())
+    else {
+        return source;
+    };
+    if let Some(Some(received)) = hop.params.get("received") {
+        if let Ok(ip) = received.trim_matches(|c| c == '[' || c == ']').parse() {
+            return ip;
+        }
+    }
+    match hop.host {
+        crate::sip::uri::Host::V4(ip) => IpAddr::V4(ip),
+        crate::sip::uri::Host::V6(ip) => IpAddr::V6(ip),
+        crate::sip::uri::Host::Domain(_) => source,
+    }
+}
+
 fn from_user(req: &Request) -> Option<String> {
     match req.headers.from().ok()?.uri {
         Uri::Sip(u) => u.user,
@@ -97,5 +134,74 @@ fn challenge(auth: &DigestAuth, e: &crate::sip::auth::AuthError, now_secs: u64) 
     Admission::Challenge {
         www_authenticate: auth.challenge_for(e, now_secs).header_value(),
         failed: !matches!(e, AuthError::Missing | AuthError::Stale),
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::handset_address;
+    use crate::sip::message::Request;
+    use std::net::IpAddr;
+
+    fn invite(vias: &str) -> Request {
+        let text = format!(
+            "INVITE sip:5551230001@gw SIP/2.0\r\n{vias}From: <sip:h1@gw>;tag=a\r\n\
+             To: <sip:5551230001@gw>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+             Max-Forwards: 69\r\nContent-Length: 0\r\n\r\n"
+        );
+        match crate::sip::parse::parse_datagram(text.as_bytes()).unwrap() {
+            crate::sip::message::SipMessage::Request(r) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    const TWO_HOPS: &str = "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKp1\r\n\
+        Via: SIP/2.0/UDP 192.168.7.20:5062;branch=z9hG4bKh1;rport=5062;received=10.20.0.9\r\n";
+
+    #[test]
+    fn a_trusted_proxy_names_the_hop_before_it() {
+        let req = invite(TWO_HOPS);
+        assert_eq!(
+            handset_address(&req, ip("10.0.0.5"), ["10.0.0.5/32"]),
+            ip("10.20.0.9")
+        );
+        // Without `received`, the sent-by address.
+        let req = invite(
+            "Via: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKp1\r\nVia: SIP/2.0/UDP 10.20.0.7:5062;branch=z9hG4bKh1\r\n",
+        );
+        assert_eq!(
+            handset_address(&req, ip("10.0.0.5"), ["10.0.0.0/24"]),
+            ip("10.20.0.7")
+        );
+    }
+
+    #[test]
+    fn an_untrusted_sender_cannot_name_an_address() {
+        let req = invite(TWO_HOPS);
+        assert_eq!(
+            handset_address(&req, ip("10.0.0.6"), ["10.0.0.5/32"]),
+            ip("10.0.0.6")
+        );
+        assert_eq!(handset_address(&req, ip("10.0.0.5"), []), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_naming_no_hop_is_taken_as_itself() {
+        let one = invite("Via: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKp1\r\n");
+        assert_eq!(
+            handset_address(&one, ip("10.0.0.5"), ["10.0.0.5/32"]),
+            ip("10.0.0.5")
+        );
+        let named = invite(
+            "Via: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKp1\r\nVia: SIP/2.0/UDP phone.example;branch=z9hG4bKh1\r\n",
+        );
+        assert_eq!(
+            handset_address(&named, ip("10.0.0.5"), ["10.0.0.5/32"]),
+            ip("10.0.0.5")
+        );
     }
 }

@@ -373,7 +373,12 @@ impl Switchboard {
             reject(status, phrase)
         };
         let now_secs = u64::try_from(self.wall().timestamp()).unwrap_or(0);
-        let admission = admit(&self.store, &self.auth, &invite, source.ip(), now_secs).await;
+        let address = super::admission::handset_address(
+            &invite,
+            source.ip(),
+            self.config.sip.trusted_proxy_list(),
+        );
+        let admission = admit(&self.store, &self.auth, &invite, address, now_secs).await;
         let (facility_id, handset_id) = match admission {
             Ok(Admission::Admitted {
                 facility_id,

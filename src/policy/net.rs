@@ -2,6 +2,19 @@
 
 use std::net::IpAddr;
 
+/// True when `cidr` is a network such as `10.1.0.0/16` or `fd00::/8` (prefix length
+/// within its family's).
+pub fn is_cidr(cidr: &str) -> bool {
+    let Some((net, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    match (net.parse::<IpAddr>(), len.parse::<u32>()) {
+        (Ok(IpAddr::V4(_)), Ok(l)) => l <= 32,
+        (Ok(IpAddr::V6(_)), Ok(l)) => l <= 128,
+        _ => false,
+    }
+}
+
 /// True when `ip` is inside `cidr` (`10.1.0.0/16`, `fd00::/8`). A malformed CIDR or a
 /// family mismatch contains nothing. IPv4-mapped IPv6 sources are compared as IPv4.
 pub fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
