@@ -110,6 +110,7 @@ fn engine_process() {
             bind_ip: "127.0.0.1".parse().unwrap(),
             advertised_ip: "127.0.0.1".parse().unwrap(),
             workers: arg("--workers", 0) as usize,
+            max_queue: Duration::from_millis(arg("--max-queue-ms", 40)),
         },
         Arc::new(prompts),
     )
@@ -237,6 +238,8 @@ fn blaster() {
         calls.to_string(),
         "--workers".into(),
         workers.to_string(),
+        "--max-queue-ms".into(),
+        arg("--max-queue-ms", 40).to_string(),
     ];
     if let Some(dir) = &record {
         engine_args.extend(["--record".to_string(), dir.clone()]);
