@@ -91,6 +91,28 @@
 //! unavailable (seccomp in some containers, old kernels) or `SALLYPORT_MEDIA_NO_URING` is
 //! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram.
 //!
+//! Past its capacity the engine sheds instead of queueing (issue 15). The queue a
+//! worker that falls behind builds is in the kernel's socket receive buffers (at the
+//! default ~200 KiB per socket, seconds of one leg's audio), out of the engine's sight;
+//! so each RTP socket asks the kernel to stamp every datagram's arrival (`SO_TIMESTAMPNS`,
+//! a control message with the datagram on all three receive paths: in the multishot
+//! buffer after the source address, in the `msghdr` of `recvmsg` and of io_uring's
+//! `RecvMsg`), the worker reads the wall clock once per wake-up (the stamps' clock,
+//! `CLOCK_REALTIME`; `Instant` stays the pacing clock), and a packet the relay would
+//! forward that has waited longer than [`EngineConfig::max_queue`] is dropped before its
+//! send and any tap, counted in [`MediaStats::dropped_late`]. It still passes through the
+//! relay (latching, signs of life, digits). Dropping it saves its send, the larger half of
+//! a relayed packet's cost, so a worker past its limit relays fewer packets and catches
+//! up instead of serving an ever older queue. Telephone-events and RTCP are never
+//! forwarded, so never dropped for age. Why the kernel's stamp and not a queue of our
+//! own: the engine's own queue is a batch (at most one window, 200 µs); the wait that
+//! grows is before the engine sees the packet, and only the kernel knows when it began.
+//! As a backstop where stamps are missing (a datagram that arrived before the kernel
+//! turned stamping on is stamped when read, and so never looks late), the RTP socket's
+//! receive buffer is set to 8 KiB (16 KiB as the kernel counts it: 19 datagrams of
+//! 172 bytes on loopback, 380 ms of 20 ms G.711, where the default holds 256, 5 s). With
+//! `max_queue` zero neither is set up.
+//!
 //! Why this, measured (`examples/rtp_load.rs`, `bench/README.md`): with one socket per
 //! leg a socket rarely holds two datagrams, so `recvmmsg`/`sendmmsg` on one socket batch
 //! nothing; the system calls that can be shared are the ones *across* calls, which
@@ -158,8 +180,8 @@ pub const DEFAULT_MAX_QUEUE: Duration = Duration::from_millis(40);
 
 /// Receive buffer of an RTP socket when packets have a bound on their wait
 /// (`SO_RCVBUF`; the kernel doubles it): a backstop for where arrival stamps are missing,
-/// holding a few hundred milliseconds of one leg's 20 ms audio instead of the default's
-/// several seconds.
+/// holding 19 small datagrams (380 ms of one leg's 20 ms audio) instead of the default's
+/// 256 (5 s).
 const RTP_RCVBUF: usize = 8 * 1024;
 
 /// What the call task hears from its media.
@@ -819,9 +841,9 @@ mod tests {
                 let mut last = None;
                 for _ in 0..rounds {
                     let mut buf = [0u8; 256];
-                    let n = peer
-                        .recv(&mut buf)
-                        .unwrap_or_else(|e| panic!("every packet is relayed: {e} {:?}", engine.stats()));
+                    let n = peer.recv(&mut buf).unwrap_or_else(|e| {
+                        panic!("every packet is relayed: {e} {:?}", engine.stats())
+                    });
                     assert_eq!(n, 172);
                     let seq = u16::from_be_bytes([buf[2], buf[3]]);
                     assert!(
@@ -976,7 +998,11 @@ mod tests {
         send_round(&all, 3);
         each_peer_gets(&all, 3);
         let s = stats_after(&engine, 160);
-        assert_eq!((s.received, s.dropped_late, s.relayed), (160, 120, 40), "{s:?}");
+        assert_eq!(
+            (s.received, s.dropped_late, s.relayed),
+            (160, 120, 40),
+            "{s:?}"
+        );
     }
 
     /// The same stall with no bound (`max_queue` 0): every packet is kept and relayed late,
@@ -992,7 +1018,11 @@ mod tests {
         drop(resume);
         each_peer_gets(&all, 0);
         let s = stats_after(&engine, 40);
-        assert_eq!((s.received, s.dropped_late, s.relayed), (40, 0, 40), "{s:?}");
+        assert_eq!(
+            (s.received, s.dropped_late, s.relayed),
+            (40, 0, 40),
+            "{s:?}"
+        );
     }
 
     #[test]

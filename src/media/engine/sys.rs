@@ -400,6 +400,8 @@ impl Batch {
 
     /// When slot `i`'s datagram arrived (see [`arrival_in`]), if the kernel stamped it.
     pub(super) fn arrival(&self, i: usize) -> Option<std::time::Duration> {
+        // `size_t` with glibc, `socklen_t` with musl.
+        #[allow(clippy::useless_conversion)]
         let filled = usize::try_from(self.hdrs.get(i)?.msg_controllen).unwrap_or(0);
         let ctrl = self.ctrls.get(i)?;
         arrival_in(&ctrl[..filled.min(CONTROL_LEN)])
@@ -994,7 +996,10 @@ mod tests {
     fn arrival_stamps_are_read_from_control_messages() {
         // SAFETY: CMSG_SPACE only computes a size.
         let space = unsafe { libc::CMSG_SPACE(size_of::<libc::timespec>() as u32) } as usize;
-        assert!(space <= CONTROL_LEN, "{space} bytes of control space needed");
+        assert!(
+            space <= CONTROL_LEN,
+            "{space} bytes of control space needed"
+        );
         let stamp = cmsg(
             libc::SOL_SOCKET,
             libc::SCM_TIMESTAMPNS,
@@ -1010,7 +1015,11 @@ mod tests {
         assert_eq!(arrival_in(&[0u8; CONTROL_LEN]), None);
         assert_eq!(arrival_in(&stamp[..stamp.len() - 1]), None);
         // Nonsense from a corrupted area is refused, not trusted.
-        let bad = cmsg(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &timespec(1, 2_000_000_000));
+        let bad = cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &timespec(1, 2_000_000_000),
+        );
         assert_eq!(arrival_in(&bad), None);
         let mut huge = stamp.clone();
         huge[..size_of::<usize>()].copy_from_slice(&usize::MAX.to_ne_bytes());
@@ -1042,7 +1051,10 @@ mod tests {
         assert!(b.recv_one(rx.as_raw_fd()).unwrap());
         let after = wall();
         let at = b.arrival(0).expect("stamped");
-        assert!(before <= at && at <= after, "{before:?} <= {at:?} <= {after:?}");
+        assert!(
+            before <= at && at <= after,
+            "{before:?} <= {at:?} <= {after:?}"
+        );
         let Ok(mut ring) = Ring::new(8) else {
             eprintln!("io_uring unavailable: batched path not tested");
             return;
@@ -1052,7 +1064,10 @@ mod tests {
         let after = wall();
         assert_eq!(&*b.received(0).unwrap().1, b"one");
         let at = b.arrival(0).expect("stamped");
-        assert!(before <= at && at <= after, "{before:?} <= {at:?} <= {after:?}");
+        assert!(
+            before <= at && at <= after,
+            "{before:?} <= {at:?} <= {after:?}"
+        );
         assert_eq!(&*b.received(1).unwrap().1, b"two");
         assert_eq!(b.arrival(1), None, "not asked for");
     }

@@ -485,11 +485,6 @@ impl Worker {
         }
     }
 
-    /// Whether a datagram that arrived at `arrival` is too old to forward now.
-    fn late(&self, arrival: Option<Duration>) -> bool {
-        too_late(arrival, self.wall, self.max_queue)
-    }
-
     /// Provided buffers for the multishot ring (tests use few, to exhaust them).
     pub(super) fn with_rx_buffers(mut self, n: u16) -> Self {
         self.rx_buffers = n;
@@ -1178,7 +1173,10 @@ mod tests {
         let bound = ms(60);
         assert!(!too_late(Some(now - ms(60)), now, bound), "at the bound");
         assert!(too_late(Some(now - ms(61)), now, bound));
-        assert!(too_late(Some(now - ms(3_000)), now, bound), "a standing queue");
+        assert!(
+            too_late(Some(now - ms(3_000)), now, bound),
+            "a standing queue"
+        );
         assert!(!too_late(Some(now), now, bound));
         // Clock stepped back: the stamp is in the future; kept.
         assert!(!too_late(Some(now + ms(500)), now, bound));
