@@ -109,9 +109,13 @@
 //! grows is before the engine sees the packet, and only the kernel knows when it began.
 //! As a backstop where stamps are missing (a datagram that arrived before the kernel
 //! turned stamping on is stamped when read, and so never looks late), the RTP socket's
-//! receive buffer is set to 8 KiB (16 KiB as the kernel counts it: 19 datagrams of
-//! 172 bytes on loopback, 380 ms of 20 ms G.711, where the default holds 256, 5 s). With
-//! `max_queue` zero neither is set up.
+//! receive buffer is set to 2 KiB (4 KiB as the kernel counts it: 4 datagrams of 172
+//! bytes on loopback, 80 ms of 20 ms G.711, where the default holds 256, 5 s). A short
+//! socket queue matters beyond the backstop: past its capacity a worker visits each
+//! socket less often than packets arrive, the kernel drops at the tail of a full queue,
+//! and every late packet at its head costs the worker a receive before a fresh one is
+//! reached; the shorter the queue, the fewer such receives. With `max_queue` zero
+//! neither is set up.
 //!
 //! Why this, measured (`examples/rtp_load.rs`, `bench/README.md`): with one socket per
 //! leg a socket rarely holds two datagrams, so `recvmmsg`/`sendmmsg` on one socket batch
@@ -180,9 +184,13 @@ pub const DEFAULT_MAX_QUEUE: Duration = Duration::from_millis(40);
 
 /// Receive buffer of an RTP socket when packets have a bound on their wait
 /// (`SO_RCVBUF`; the kernel doubles it): a backstop for where arrival stamps are missing,
-/// holding 19 small datagrams (380 ms of one leg's 20 ms audio) instead of the default's
-/// 256 (5 s).
-const RTP_RCVBUF: usize = 8 * 1024;
+/// holding 4 small datagrams (80 ms of one leg's 20 ms audio) instead of the default's
+/// 256 (5 s). Measured at 2,000 calls on one worker (`bench/README.md`, "Shedding"): the
+/// smaller the queue, the more of what the engine reads is still fresh (8 KiB: 19,000–
+/// 27,000 packets/s relayed; 2 KiB: 30,000–40,000; the kernel's least: 32,000–50,000).
+const RTP_RCVBUF: usize = 2 * 1024;
+/// Overrides [`RTP_RCVBUF`] in bytes (tuning and benchmarks).
+pub const RCVBUF_ENV: &str = "SALLYPORT_MEDIA_RCVBUF";
 
 /// What the call task hears from its media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,7 +421,7 @@ impl std::fmt::Debug for MediaEngine {
 impl MediaEngine {
     /// Starts the workers. Fails on an empty port range or if a worker cannot start.
     pub fn start(cfg: EngineConfig, prompts: Arc<PromptSet>) -> Result<MediaEngine, MediaError> {
-        Self::start_with(cfg, prompts, worker::RX_BUFFERS)
+        Self::start_with(cfg, prompts, worker::RX_BUFFERS, worker::RxPath::Best)
     }
 
     /// [`MediaEngine::start`] with `rx_buffers` provided buffers per multishot worker.
@@ -421,6 +429,7 @@ impl MediaEngine {
         cfg: EngineConfig,
         prompts: Arc<PromptSet>,
         rx_buffers: u16,
+        path: worker::RxPath,
     ) -> Result<MediaEngine, MediaError> {
         let alloc = PortAllocator::new(cfg.port_min, cfg.port_max)?;
         let shared = Arc::new(Shared {
@@ -458,6 +467,7 @@ impl MediaEngine {
             )
             .map_err(|e| stop_started(&workers, e))?
             .with_rx_buffers(rx_buffers)
+            .with_path(path)
             .with_max_queue(cfg.max_queue);
             let t = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -755,8 +765,11 @@ fn bind_pair(
         let fd = rtp.as_raw_fd();
         let port = pair.rtp();
         sys::enable_arrival_stamps(fd).map_err(|source| MediaError::Bind { port, source })?;
-        sys::set_receive_buffer(fd, RTP_RCVBUF)
-            .map_err(|source| MediaError::Bind { port, source })?;
+        let bytes = std::env::var(RCVBUF_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RTP_RCVBUF);
+        sys::set_receive_buffer(fd, bytes).map_err(|source| MediaError::Bind { port, source })?;
     }
     Ok((rtp, bind(pair.rtcp())?))
 }
@@ -782,6 +795,22 @@ mod tests {
         rx_buffers: u16,
         max_queue: Duration,
     ) -> MediaEngine {
+        engine_on(
+            port_min,
+            port_max,
+            rx_buffers,
+            max_queue,
+            worker::RxPath::Best,
+        )
+    }
+
+    fn engine_on(
+        port_min: u16,
+        port_max: u16,
+        rx_buffers: u16,
+        max_queue: Duration,
+        path: worker::RxPath,
+    ) -> MediaEngine {
         let cfg = EngineConfig {
             port_min,
             port_max,
@@ -792,7 +821,7 @@ mod tests {
         };
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts");
         let prompts = Arc::new(PromptSet::load_dir(&dir).unwrap());
-        MediaEngine::start_with(cfg, prompts, rx_buffers).unwrap()
+        MediaEngine::start_with(cfg, prompts, rx_buffers, path).unwrap()
     }
 
     fn media(peer: &UdpSocket) -> NegotiatedMedia {
@@ -977,10 +1006,21 @@ mod tests {
     /// leg arrive, then the stall outlasts the 100 ms bound) drops what waited too long,
     /// counted as `dropped_late`, instead of relaying seconds-old audio; packets that
     /// arrive after it has caught up are relayed. Counted, not timed: the stall is longer
-    /// than the bound by construction, however slow the machine.
+    /// than the bound by construction, however slow the machine. On each receive path.
     #[test]
     fn an_engine_that_falls_behind_drops_old_packets() {
-        let engine = engine_with(32100, 32299, worker::RX_BUFFERS, Duration::from_millis(100));
+        for (ports, path) in [
+            (32100, worker::RxPath::Best),
+            (32500, worker::RxPath::EpollRing),
+            (32600, worker::RxPath::Plain),
+        ] {
+            falls_behind(ports, path);
+        }
+    }
+
+    fn falls_behind(port_min: u16, path: worker::RxPath) {
+        let bound = Duration::from_millis(100);
+        let engine = engine_on(port_min, port_min + 99, worker::RX_BUFFERS, bound, path);
         let all = bridged(&engine, 20);
         std::thread::sleep(Duration::from_millis(100));
         let resume = engine.stall();
@@ -993,7 +1033,7 @@ mod tests {
         assert_eq!(
             (s.received, s.dropped_late, s.relayed, s.dropped_send),
             (120, 120, 0, 0),
-            "{s:?}"
+            "{path:?}: {s:?}"
         );
         send_round(&all, 3);
         each_peer_gets(&all, 3);
@@ -1001,7 +1041,7 @@ mod tests {
         assert_eq!(
             (s.received, s.dropped_late, s.relayed),
             (160, 120, 40),
-            "{s:?}"
+            "{path:?}: {s:?}"
         );
     }
 

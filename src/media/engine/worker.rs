@@ -64,6 +64,17 @@ const FRAME_SLACK: Duration = Duration::from_millis(2);
 /// The epoll token of the command waker.
 const WAKER: u64 = u64::MAX;
 
+/// Which receive path a worker runs (tests pick one; the engine takes the best there is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RxPath {
+    /// Multishot where it works, else epoll with io_uring, else plain (and the env vars).
+    Best,
+    /// Epoll, receives and sends batched through io_uring where it works.
+    EpollRing,
+    /// Epoll, one `recvmsg` and one `sendmsg` per datagram.
+    Plain,
+}
+
 /// What the API side asks of a worker.
 pub(super) enum Command {
     Open {
@@ -249,6 +260,7 @@ pub(super) struct Worker {
     /// The wall clock at the last wake-up, since the Unix epoch (the kernel's arrival
     /// stamps are on that clock); read only with a bound.
     wall: Duration,
+    path: RxPath,
 }
 
 /// A multishot receiver: one leg socket (RTP or RTCP) with a `RecvMsgMulti` armed.
@@ -469,6 +481,7 @@ impl Worker {
             rx_buffers: RX_BUFFERS,
             max_queue: Duration::ZERO,
             wall: Duration::ZERO,
+            path: RxPath::Best,
         })
     }
 
@@ -483,6 +496,15 @@ impl Worker {
         if !self.max_queue.is_zero() {
             self.wall = wall_clock();
         }
+    }
+
+    /// Keeps the worker off the better receive paths (tests of each path).
+    pub(super) fn with_path(mut self, path: RxPath) -> Self {
+        self.path = path;
+        if path == RxPath::Plain {
+            self.ring = None;
+        }
+        self
     }
 
     /// Provided buffers for the multishot ring (tests use few, to exhaust them).
@@ -538,7 +560,10 @@ impl Worker {
 
     /// The multishot ring, unless io_uring or multishot is unavailable or disabled.
     fn multishot(&self) -> Option<Multi> {
-        if self.ring.is_none() || std::env::var_os(NO_MULTISHOT_ENV).is_some() {
+        if self.ring.is_none()
+            || self.path != RxPath::Best
+            || std::env::var_os(NO_MULTISHOT_ENV).is_some()
+        {
             return None;
         }
         let window = std::env::var(BATCH_US_ENV)
