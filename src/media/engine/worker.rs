@@ -1088,12 +1088,14 @@ fn ring() -> Option<Ring> {
 /// Recorder tap (issue 4): here, in the `Forward` arm (`buf[..len]` rewritten for
 /// `side.other()`) and the `Consume` arm (`buf` as received from `side`: muted audio,
 /// RTCP, telephone-events), with `call.id` and `now`.
+///
 /// A late datagram (waited past the bound: [`too_late`]) still goes through the call's
 /// relay (latching, signs of life, digits and RTCP as for any other), but its forward is
 /// dropped (`dropped_late`) before it reaches the far leg or a tap: the far party's
 /// jitter buffer would discard it anyway, and sending it would cost the time that the
-/// packets queued behind it are waiting for. Telephone-events and RTCP are never
-/// forwarded, so they are never dropped for lateness.
+/// packets queued behind it are waiting for. A recording therefore holds what the far
+/// party heard. Telephone-events and RTCP are never forwarded, so they are never dropped
+/// for lateness.
 fn relay_one(
     call: &mut CallState,
     c: &mut Counters,
