@@ -24,8 +24,9 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Control-message space per received datagram: one `SCM_TIMESTAMPNS` (a `cmsghdr` and a
-/// `timespec`, 16 + 16 bytes on 64-bit Linux; checked against `CMSG_SPACE` in the tests).
-pub(super) const CONTROL_LEN: usize = 32;
+/// `timespec`, 16 + 16 bytes on 64-bit Linux) and one `SO_RXQ_OVFL` (16 + 8); checked
+/// against `CMSG_SPACE` in the tests.
+pub(super) const CONTROL_LEN: usize = 64;
 
 fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its exact size.
@@ -48,6 +49,33 @@ pub(super) fn enable_arrival_stamps(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
+/// Asks the kernel to say, with each datagram, how many datagrams it has dropped on
+/// `fd` so far because the receive queue was full (`SO_RXQ_OVFL`; see [`Stamps`]).
+pub(super) fn enable_drop_counts(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// What the kernel said about a received datagram besides its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Stamps {
+    /// When it arrived ([`arrival_in`]).
+    pub(super) arrival: Option<std::time::Duration>,
+    /// Datagrams the socket had dropped (queue full) when this one was queued, counted
+    /// from the socket's creation; the kernel says nothing while none was dropped.
+    pub(super) drops: Option<u32>,
+}
+
+impl Stamps {
+    /// Reads a received datagram's control messages.
+    pub(super) fn read(control: &[u8]) -> Stamps {
+        Stamps {
+            arrival: arrival_in(control),
+            drops: cmsg_data(control, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+                .and_then(|d| Some(u32::from_ne_bytes(d.get(..4)?.try_into().ok()?))),
+        }
+    }
+}
+
 /// Bounds `fd`'s receive queue (`SO_RCVBUF`; the kernel doubles the value for its own
 /// bookkeeping and counts each datagram at its buffer's true size, not its payload).
 pub(super) fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
@@ -60,6 +88,17 @@ pub(super) fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
 /// `None` when there is none (stamps off, or a truncated control area). Pure: reads the
 /// bytes as the kernel laid them out (`cmsghdr`, data at the next aligned offset).
 pub(super) fn arrival_in(control: &[u8]) -> Option<std::time::Duration> {
+    let d = cmsg_data(control, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
+    let word = |at: usize| Some(u64::from_ne_bytes(d.get(at..at + 8)?.try_into().ok()?));
+    let (secs, nanos) = (word(0)?, word(8)?);
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some(std::time::Duration::new(secs, nanos as u32))
+}
+
+/// The data of the first control message of `level` and `kind` in `control`.
+fn cmsg_data(control: &[u8], level_want: libc::c_int, kind_want: libc::c_int) -> Option<&[u8]> {
     const ALIGN: usize = size_of::<usize>();
     let align = |n: usize| n.div_ceil(ALIGN) * ALIGN;
     let hdr = size_of::<libc::cmsghdr>();
@@ -79,13 +118,8 @@ pub(super) fn arrival_in(control: &[u8]) -> Option<std::time::Duration> {
         }
         let level = word(at + size_of::<libc::size_t>(), 4)? as libc::c_int;
         let kind = word(at + size_of::<libc::size_t>() + 4, 4)? as libc::c_int;
-        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS && len >= data_at + 16 {
-            let secs = word(at + data_at, 8)?;
-            let nanos = word(at + data_at + 8, 8)?;
-            if nanos >= 1_000_000_000 {
-                return None;
-            }
-            return Some(std::time::Duration::new(secs, nanos as u32));
+        if level == level_want && kind == kind_want {
+            return control.get(at + data_at.min(len)..at + len);
         }
         at = at.checked_add(align(len))?;
     }
@@ -398,13 +432,17 @@ impl Batch {
         Some((from, &mut buf[..len]))
     }
 
-    /// When slot `i`'s datagram arrived (see [`arrival_in`]), if the kernel stamped it.
-    pub(super) fn arrival(&self, i: usize) -> Option<std::time::Duration> {
+    /// What the kernel said about slot `i`'s datagram (see [`Stamps`]).
+    pub(super) fn stamps(&self, i: usize) -> Stamps {
+        self.control(i).map(Stamps::read).unwrap_or_default()
+    }
+
+    fn control(&self, i: usize) -> Option<&[u8]> {
         // `size_t` with glibc, `socklen_t` with musl.
         #[allow(clippy::useless_conversion)]
         let filled = usize::try_from(self.hdrs.get(i)?.msg_controllen).unwrap_or(0);
         let ctrl = self.ctrls.get(i)?;
-        arrival_in(&ctrl[..filled.min(CONTROL_LEN)])
+        Some(&ctrl[..filled.min(CONTROL_LEN)])
     }
 }
 
@@ -785,7 +823,7 @@ impl MultiRing {
         &mut self,
         bid: u16,
         result: i32,
-    ) -> Option<(SocketAddr, Option<std::time::Duration>, &mut [u8])> {
+    ) -> Option<(SocketAddr, Stamps, &mut [u8])> {
         let filled = usize::try_from(result).ok()?.min(RX_BUF_LEN);
         if filled < PAYLOAD_AT {
             return None;
@@ -801,7 +839,7 @@ impl MultiRing {
         };
         let (namelen, controllen, payloadlen, flags) = (word(0), word(4), word(8), word(12));
         let controllen = usize::try_from(controllen).unwrap_or(0).min(CONTROL_LEN);
-        let arrival = arrival_in(&buf[CONTROL_AT..CONTROL_AT + controllen]);
+        let stamps = Stamps::read(&buf[CONTROL_AT..CONTROL_AT + controllen]);
         // SAFETY: all-zero is a valid sockaddr_storage.
         let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
         let n = usize::try_from(namelen).unwrap_or(0).min(NAME_LEN);
@@ -822,7 +860,7 @@ impl MultiRing {
         } else {
             len.min(filled - PAYLOAD_AT)
         };
-        Some((from, arrival, &mut buf[PAYLOAD_AT..PAYLOAD_AT + len]))
+        Some((from, stamps, &mut buf[PAYLOAD_AT..PAYLOAD_AT + len]))
     }
 
     /// Queues a send of `len` bytes of buffer `bid`'s payload from `from` to `to`; the
@@ -995,7 +1033,9 @@ mod tests {
     #[test]
     fn arrival_stamps_are_read_from_control_messages() {
         // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<libc::timespec>() as u32) } as usize;
+        let space =
+            unsafe { libc::CMSG_SPACE(size_of::<libc::timespec>() as u32) + libc::CMSG_SPACE(4) }
+                as usize;
         assert!(
             space <= CONTROL_LEN,
             "{space} bytes of control space needed"
@@ -1024,6 +1064,19 @@ mod tests {
         let mut huge = stamp.clone();
         huge[..size_of::<usize>()].copy_from_slice(&usize::MAX.to_ne_bytes());
         assert_eq!(arrival_in(&[other, huge].concat()), None);
+        // The kernel's drop count (SO_RXQ_OVFL) beside the stamp, in either order.
+        let drops = cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &7u32.to_ne_bytes());
+        let both = Stamps {
+            arrival: want,
+            drops: Some(7),
+        };
+        assert_eq!(Stamps::read(&[stamp.clone(), drops.clone()].concat()), both);
+        assert_eq!(Stamps::read(&[drops, stamp.clone()].concat()), both);
+        let none = Stamps {
+            arrival: want,
+            drops: None,
+        };
+        assert_eq!(Stamps::read(&stamp), none);
     }
 
     /// The kernel stamps datagrams on sockets that asked, on both batch receive paths.
@@ -1050,7 +1103,7 @@ mod tests {
         let mut b = Batch::new(4);
         assert!(b.recv_one(rx.as_raw_fd()).unwrap());
         let after = wall();
-        let at = b.arrival(0).expect("stamped");
+        let at = b.stamps(0).arrival.expect("stamped");
         assert!(
             before <= at && at <= after,
             "{before:?} <= {at:?} <= {after:?}"
@@ -1063,13 +1116,13 @@ mod tests {
             .unwrap();
         let after = wall();
         assert_eq!(&*b.received(0).unwrap().1, b"one");
-        let at = b.arrival(0).expect("stamped");
+        let at = b.stamps(0).arrival.expect("stamped");
         assert!(
             before <= at && at <= after,
             "{before:?} <= {at:?} <= {after:?}"
         );
         assert_eq!(&*b.received(1).unwrap().1, b"two");
-        assert_eq!(b.arrival(1), None, "not asked for");
+        assert_eq!(b.stamps(1).arrival, None, "not asked for");
     }
 
     #[test]

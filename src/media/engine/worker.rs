@@ -152,6 +152,9 @@ pub(super) struct Counters {
     /// Forwards not sent because the datagram had waited longer than the bound
     /// (`EngineConfig::max_queue`) by the time the worker read it.
     pub(super) dropped_late: u64,
+    /// Datagrams the kernel dropped at a full receive queue of an RTP socket (as it
+    /// reports with the next datagram it queues there).
+    pub(super) dropped_queue_full: u64,
     pub(super) rtcp_received: u64,
     pub(super) prompt_frames: u64,
     pub(super) ringback_frames: u64,
@@ -201,6 +204,7 @@ published!(
     dropped_no_leg,
     dropped_send,
     dropped_late,
+    dropped_queue_full,
     rtcp_received,
     prompt_frames,
     ringback_frames,
@@ -275,6 +279,8 @@ struct Rx {
     /// A request is armed (its final completion has not arrived yet).
     armed: bool,
     state: RxState,
+    /// The socket's drop count as the kernel last reported it (`Stamps::drops`).
+    kernel_drops: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +347,7 @@ impl Multi {
                     rtcp,
                     armed: false,
                     state: RxState::Free,
+                    kernel_drops: 0,
                 });
                 self.rx.len() - 1
             }
@@ -363,6 +370,7 @@ impl Multi {
             rtcp,
             armed,
             state: RxState::Live,
+            kernel_drops: 0,
         };
         Some(i)
     }
@@ -679,8 +687,11 @@ impl Worker {
                         let rx = m.rx.get(i).copied().filter(|r| r.state == RxState::Live);
                         let fwd = rx.and_then(|r| {
                             let call = calls.get_mut(r.slot).and_then(Option::as_mut)?;
-                            let (from, arrival, buf) = m.ring.packet(bid, cq.result)?;
-                            let late = too_late(arrival, *wall, *max_queue);
+                            let (from, stamps, buf) = m.ring.packet(bid, cq.result)?;
+                            if let Some(r) = m.rx.get_mut(i) {
+                                kernel_drops(&mut r.kernel_drops, stamps.drops, c);
+                            }
+                            let late = too_late(stamps.arrival, *wall, *max_queue);
                             let rx = Received {
                                 side: r.side,
                                 rtcp: r.rtcp,
@@ -767,7 +778,11 @@ impl Worker {
                 return;
             }
         }
-        let late = too_late(self.batch.arrival(0), self.wall, self.max_queue);
+        let stamps = self.batch.stamps(0);
+        if let Some(s) = call.sockets[index(side)].as_mut() {
+            kernel_drops(&mut s.kernel_drops, stamps.drops, &mut self.counters);
+        }
+        let late = too_late(stamps.arrival, self.wall, self.max_queue);
         let Some((from, buf)) = self.batch.received(0) else {
             return;
         };
@@ -822,7 +837,11 @@ impl Worker {
             let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            let late = too_late(self.batch.arrival(k), self.wall, self.max_queue);
+            let stamps = self.batch.stamps(k);
+            if let Some(s) = call.sockets[index(side)].as_mut() {
+                kernel_drops(&mut s.kernel_drops, stamps.drops, c);
+            }
+            let late = too_late(stamps.arrival, self.wall, self.max_queue);
             let Some((from, buf)) = self.batch.received(k) else {
                 continue;
             };
@@ -1161,6 +1180,15 @@ struct Received {
 /// forwards drops at most what is queued at that moment.
 fn too_late(arrival: Option<Duration>, now: Duration, bound: Duration) -> bool {
     !bound.is_zero() && arrival.is_some_and(|a| now.saturating_sub(a) > bound)
+}
+
+/// Counts the datagrams a socket's kernel queue dropped since it last said (`now`: its
+/// running count, when it reported one; `last`: the previous, per socket).
+fn kernel_drops(last: &mut u32, now: Option<u32>, c: &mut Counters) {
+    if let Some(n) = now {
+        c.dropped_queue_full += u64::from(n.wrapping_sub(*last));
+        *last = n;
+    }
 }
 
 /// The wall clock (`CLOCK_REALTIME`), since the Unix epoch: the clock of the kernel's
