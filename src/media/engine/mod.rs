@@ -114,8 +114,11 @@
 //! socket queue matters beyond the backstop: past its capacity a worker visits each
 //! socket less often than packets arrive, the kernel drops at the tail of a full queue,
 //! and every late packet at its head costs the worker a receive before a fresh one is
-//! reached; the shorter the queue, the fewer such receives. With `max_queue` zero
-//! neither is set up.
+//! reached; the shorter the queue, the fewer such receives. What the kernel drops at a
+//! full queue is counted too ([`MediaStats::dropped_queue_full`]): the socket also asks
+//! for `SO_RXQ_OVFL`, the kernel's running drop count that comes with each datagram, and
+//! the worker adds the difference per socket. With `max_queue` zero none of this is set
+//! up.
 //!
 //! Why this, measured (`examples/rtp_load.rs`, `bench/README.md`): with one socket per
 //! leg a socket rarely holds two datagrams, so `recvmmsg`/`sendmmsg` on one socket batch
