@@ -110,6 +110,7 @@ fn engine_process() {
             bind_ip: "127.0.0.1".parse().unwrap(),
             advertised_ip: "127.0.0.1".parse().unwrap(),
             workers: arg("--workers", 0) as usize,
+            max_queue: Duration::from_millis(arg("--max-queue-ms", 40)),
         },
         Arc::new(prompts),
     )
@@ -200,25 +201,36 @@ impl Child {
     }
 }
 
-/// Latency histogram in 1 µs buckets up to 100 ms.
+/// Latency histogram in 1 µs buckets up to 100 ms, then 1 ms buckets up to 10 s (an
+/// engine past its limit without shedding queues for seconds).
 struct Histogram(Vec<u64>);
+
+const FINE_US: usize = 100_000;
+const COARSE: usize = 9_900;
 
 impl Histogram {
     fn new() -> Self {
-        Histogram(vec![0; 100_001])
+        Histogram(vec![0; FINE_US + COARSE + 1])
     }
     fn add(&mut self, d: Duration) {
-        let us = (d.as_micros() as usize).min(100_000);
-        self.0[us] += 1;
+        let us = d.as_micros() as usize;
+        let i = match us < FINE_US {
+            true => us,
+            false => FINE_US + ((us - FINE_US) / 1000).min(COARSE),
+        };
+        self.0[i] += 1;
     }
     fn quantile(&self, q: f64) -> u64 {
         let total: u64 = self.0.iter().sum();
         let want = (total as f64 * q).ceil() as u64;
         let mut seen = 0;
-        for (us, n) in self.0.iter().enumerate() {
+        for (i, n) in self.0.iter().enumerate() {
             seen += n;
             if seen >= want.max(1) {
-                return us as u64;
+                return match i < FINE_US {
+                    true => i as u64,
+                    false => (FINE_US + (i - FINE_US) * 1000) as u64,
+                };
             }
         }
         0
@@ -237,6 +249,8 @@ fn blaster() {
         calls.to_string(),
         "--workers".into(),
         workers.to_string(),
+        "--max-queue-ms".into(),
+        arg("--max-queue-ms", 40).to_string(),
     ];
     if let Some(dir) = &record {
         engine_args.extend(["--record".to_string(), dir.clone()]);

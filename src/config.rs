@@ -35,6 +35,12 @@ const MEDIA_TIMEOUT_MIN_SECS: u32 = 2;
 /// a larger figure is most likely milliseconds written as seconds.
 const MEDIA_TIMEOUT_MAX_SECS: u32 = 3600;
 
+/// Shortest `rtp.max_queue_ms` besides 0: below this, an ordinary scheduling delay of a
+/// busy host would drop packets of a relay that keeps up.
+const MAX_QUEUE_MIN_MS: u32 = 10;
+/// Longest `rtp.max_queue_ms`: a packet a second late is of no use to a conversation.
+const MAX_QUEUE_MAX_MS: u32 = 1000;
+
 /// The demo secrets shipped in `config/sallyport.toml`: fine for trying the gateway out,
 /// never for real use (`serve` warns loudly while one is in use).
 pub const DEMO_SECRETS: [(&str, &str); 2] = [
@@ -231,6 +237,11 @@ pub struct RtpConfig {
     /// A bridged call ends (`media_timeout`) when either leg has sent no RTP for this
     /// many seconds: a peer gone without a BYE must not keep billing. 0 disables it.
     pub media_timeout_secs: u32,
+    /// A received RTP packet that has waited longer than this many milliseconds (in the
+    /// kernel's socket queue and the media worker) when its worker reads it is dropped,
+    /// not forwarded, and counted: an overloaded engine sheds load instead of building a
+    /// standing queue. 0: never (the kernel's default socket buffers, seconds of queue).
+    pub max_queue_ms: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -439,6 +450,7 @@ impl Default for RtpConfig {
             workers: 0,
             prompts_dir: PathBuf::from("config/prompts"),
             media_timeout_secs: 60,
+            max_queue_ms: 40,
         }
     }
 }
@@ -701,6 +713,13 @@ impl Config {
                 &format!(
                     "must be 0 (off) or {MEDIA_TIMEOUT_MIN_SECS} to {MEDIA_TIMEOUT_MAX_SECS} seconds"
                 ),
+            );
+        }
+        let q = self.rtp.max_queue_ms;
+        if q != 0 && !(MAX_QUEUE_MIN_MS..=MAX_QUEUE_MAX_MS).contains(&q) {
+            return bad(
+                "rtp.max_queue_ms",
+                &format!("must be 0 (off) or {MAX_QUEUE_MIN_MS} to {MAX_QUEUE_MAX_MS} ms"),
             );
         }
         self.validate_sip(source_name)?;
@@ -1433,6 +1452,24 @@ mod tests {
         let text = CHECKED_IN.replace("media_timeout_secs = 60", "media_timeout_secs = \"60s\"");
         let e = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("media_timeout_secs"), "{e}");
+    }
+
+    #[test]
+    fn max_queue_is_zero_or_a_sane_number_of_milliseconds() {
+        let c = Config::from_toml(CHECKED_IN, "f").unwrap();
+        assert_eq!(c.rtp.max_queue_ms, 40, "shipped");
+        assert_eq!(Config::default().rtp.max_queue_ms, 40);
+        let with = |v: &str| {
+            let env = vec![("SALLYPORT_RTP_MAX_QUEUE_MS".to_string(), v.to_string())];
+            Config::from_toml_with_env(CHECKED_IN, "f", env)
+        };
+        for ok in [0, 10, 40, 1000] {
+            assert_eq!(with(&ok.to_string()).unwrap().rtp.max_queue_ms, ok);
+        }
+        for bad in ["5", "1001", "60000"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("rtp.max_queue_ms"), "{bad}: {e}");
+        }
     }
 
     /// The paths the shipped file writes are relative to the file: from the repository

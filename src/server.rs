@@ -217,6 +217,7 @@ async fn start_sip_side(
             bind_ip: ip("rtp.listen_ip", &config.rtp.listen_ip)?,
             advertised_ip: ip("rtp.advertised_ip", &config.rtp.advertised_ip)?,
             workers: config.rtp.workers,
+            max_queue: std::time::Duration::from_millis(config.rtp.max_queue_ms.into()),
         },
         Arc::new(prompts),
     )

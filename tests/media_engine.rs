@@ -29,6 +29,7 @@ fn engine(port_min: u16, port_max: u16) -> MediaEngine {
         bind_ip: "127.0.0.1".parse().unwrap(),
         advertised_ip: "127.0.0.1".parse().unwrap(),
         workers: 2,
+        max_queue: sallyport::media::engine::DEFAULT_MAX_QUEUE,
     };
     MediaEngine::start(cfg, prompts()).unwrap()
 }

@@ -193,6 +193,8 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
         ("payload_type", m.dropped_payload_type),
         ("no_leg", m.dropped_no_leg),
         ("send_failed", m.dropped_send),
+        ("late", m.dropped_late),
+        ("queue_full", m.dropped_queue_full),
     ] {
         let _ = writeln!(
             out,

@@ -48,6 +48,8 @@ pub(crate) struct LegSockets {
     pub(super) pair: PortPair,
     /// The worker's multishot receivers of `rtp` and `rtcp` (`None` with epoll).
     pub(super) rx: [Option<usize>; 2],
+    /// The RTP socket's drop count as the kernel last reported it (epoll paths).
+    pub(super) kernel_drops: u32,
 }
 
 /// What the gateway plays to one side.

@@ -91,6 +91,35 @@
 //! unavailable (seccomp in some containers, old kernels) or `SALLYPORT_MEDIA_NO_URING` is
 //! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram.
 //!
+//! Past its capacity the engine sheds instead of queueing (issue 15). The queue a
+//! worker that falls behind builds is in the kernel's socket receive buffers (at the
+//! default ~200 KiB per socket, seconds of one leg's audio), out of the engine's sight;
+//! so each RTP socket asks the kernel to stamp every datagram's arrival (`SO_TIMESTAMPNS`,
+//! a control message with the datagram on all three receive paths: in the multishot
+//! buffer after the source address, in the `msghdr` of `recvmsg` and of io_uring's
+//! `RecvMsg`), the worker reads the wall clock once per wake-up (the stamps' clock,
+//! `CLOCK_REALTIME`; `Instant` stays the pacing clock), and a packet the relay would
+//! forward that has waited longer than [`EngineConfig::max_queue`] is dropped before its
+//! send and any tap, counted in [`MediaStats::dropped_late`]. It still passes through the
+//! relay (latching, signs of life, digits). Dropping it saves its send, the larger half of
+//! a relayed packet's cost, so a worker past its limit relays fewer packets and catches
+//! up instead of serving an ever older queue. Telephone-events and RTCP are never
+//! forwarded, so never dropped for age. Why the kernel's stamp and not a queue of our
+//! own: the engine's own queue is a batch (at most one window, 200 µs); the wait that
+//! grows is before the engine sees the packet, and only the kernel knows when it began.
+//! As a backstop where stamps are missing (a datagram that arrived before the kernel
+//! turned stamping on is stamped when read, and so never looks late), the RTP socket's
+//! receive buffer is set to 2 KiB (4 KiB as the kernel counts it: 4 datagrams of 172
+//! bytes on loopback, 80 ms of 20 ms G.711, where the default holds 256, 5 s). A short
+//! socket queue matters beyond the backstop: past its capacity a worker visits each
+//! socket less often than packets arrive, the kernel drops at the tail of a full queue,
+//! and every late packet at its head costs the worker a receive before a fresh one is
+//! reached; the shorter the queue, the fewer such receives. What the kernel drops at a
+//! full queue is counted too ([`MediaStats::dropped_queue_full`]): the socket also asks
+//! for `SO_RXQ_OVFL`, the kernel's running drop count that comes with each datagram, and
+//! the worker adds the difference per socket. With `max_queue` zero none of this is set
+//! up.
+//!
 //! Why this, measured (`examples/rtp_load.rs`, `bench/README.md`): with one socket per
 //! leg a socket rarely holds two datagrams, so `recvmmsg`/`sendmmsg` on one socket batch
 //! nothing; the system calls that can be shared are the ones *across* calls, which
@@ -146,7 +175,25 @@ pub struct EngineConfig {
     pub advertised_ip: IpAddr,
     /// Media worker threads; 0 = available parallelism.
     pub workers: usize,
+    /// The longest a received packet may wait (in the kernel's socket queue and the
+    /// worker's batch) and still be forwarded (`[rtp] max_queue_ms`); an older one is
+    /// dropped and counted (`MediaStats::dropped_late`). Zero: never dropped for age (and
+    /// the sockets keep the kernel's default receive buffer). See the module doc.
+    pub max_queue: Duration,
 }
+
+/// `[rtp] max_queue_ms` by default: see [`EngineConfig::max_queue`] and the module doc.
+pub const DEFAULT_MAX_QUEUE: Duration = Duration::from_millis(40);
+
+/// Receive buffer of an RTP socket when packets have a bound on their wait
+/// (`SO_RCVBUF`; the kernel doubles it): a backstop for where arrival stamps are missing,
+/// holding 4 small datagrams (80 ms of one leg's 20 ms audio) instead of the default's
+/// 256 (5 s). Measured at 2,000 calls on one worker (`bench/README.md`, "Shedding"): the
+/// smaller the queue, the more of what the engine reads is still fresh (8 KiB: 19,000–
+/// 27,000 packets/s relayed; 2 KiB: 30,000–40,000; the kernel's least: 32,000–50,000).
+const RTP_RCVBUF: usize = 2 * 1024;
+/// Overrides [`RTP_RCVBUF`] in bytes (tuning and benchmarks).
+pub const RCVBUF_ENV: &str = "SALLYPORT_MEDIA_RCVBUF";
 
 /// What the call task hears from its media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +276,12 @@ pub struct MediaStats {
     pub dropped_no_leg: u64,
     /// Dropped on the way out: send failed (full socket buffer) or the far leg has no socket.
     pub dropped_send: u64,
+    /// Not forwarded: the packet had waited longer than [`EngineConfig::max_queue`] when
+    /// its worker read it (the engine was behind).
+    pub dropped_late: u64,
+    /// Dropped by the kernel: an RTP socket's receive queue was full (the engine was
+    /// behind; counted when the socket next delivers a packet).
+    pub dropped_queue_full: u64,
     /// RTCP packets received (terminated here).
     pub rtcp_received: u64,
     /// Prompt frames sent.
@@ -374,7 +427,7 @@ impl std::fmt::Debug for MediaEngine {
 impl MediaEngine {
     /// Starts the workers. Fails on an empty port range or if a worker cannot start.
     pub fn start(cfg: EngineConfig, prompts: Arc<PromptSet>) -> Result<MediaEngine, MediaError> {
-        Self::start_with(cfg, prompts, worker::RX_BUFFERS)
+        Self::start_with(cfg, prompts, worker::RX_BUFFERS, worker::RxPath::Best)
     }
 
     /// [`MediaEngine::start`] with `rx_buffers` provided buffers per multishot worker.
@@ -382,6 +435,7 @@ impl MediaEngine {
         cfg: EngineConfig,
         prompts: Arc<PromptSet>,
         rx_buffers: u16,
+        path: worker::RxPath,
     ) -> Result<MediaEngine, MediaError> {
         let alloc = PortAllocator::new(cfg.port_min, cfg.port_max)?;
         let shared = Arc::new(Shared {
@@ -418,7 +472,9 @@ impl MediaEngine {
                 Arc::clone(&ringback),
             )
             .map_err(|e| stop_started(&workers, e))?
-            .with_rx_buffers(rx_buffers);
+            .with_rx_buffers(rx_buffers)
+            .with_path(path)
+            .with_max_queue(cfg.max_queue);
             let t = std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || worker.run())
@@ -492,6 +548,27 @@ impl MediaEngine {
             .map(|w| w.stats.rx_no_buffers.load(Ordering::Relaxed));
         (on.count(), dry.sum())
     }
+
+    /// Stops every worker, as if starved of CPU, once each has finished what it was doing;
+    /// they go on when the returned senders are dropped.
+    fn stall(&self) -> Vec<mpsc::Sender<()>> {
+        let (stalled, acks) = mpsc::channel();
+        let resume: Vec<mpsc::Sender<()>> = self
+            .inner
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, resume) = mpsc::channel();
+                let stalled = stalled.clone();
+                w.send(Command::Stall { stalled, resume }).unwrap();
+                tx
+            })
+            .collect();
+        for _ in &resume {
+            acks.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        resume
+    }
 }
 
 /// One call's media, owned by the call's task. Dropping it closes the call's sockets and
@@ -540,7 +617,7 @@ impl CallMedia {
         let mut last_err = None;
         for _ in 0..BIND_ATTEMPTS {
             let pair = shared.allocate()?;
-            match bind_pair(self.inner.cfg.bind_ip, pair) {
+            match bind_pair(self.inner.cfg.bind_ip, pair, self.inner.cfg.max_queue) {
                 Ok((rtp, rtcp)) => return self.install(side, pair, rtp, rtcp),
                 Err(e) => {
                     // Back of the FIFO: tried again only after every other pair.
@@ -572,6 +649,7 @@ impl CallMedia {
                 rtcp,
                 pair,
                 rx: [None, None],
+                kernel_drops: 0,
             },
         };
         if let Err(e) = self.send(command) {
@@ -673,7 +751,14 @@ impl Drop for CallMedia {
     }
 }
 
-fn bind_pair(ip: IpAddr, pair: PortPair) -> Result<(UdpSocket, UdpSocket), MediaError> {
+/// Binds a leg's RTP and RTCP sockets. With a bound on the wait (`max_queue`), the RTP
+/// socket asks for arrival stamps and gets a small receive buffer (see the module doc);
+/// RTCP is never dropped for age and keeps the defaults.
+fn bind_pair(
+    ip: IpAddr,
+    pair: PortPair,
+    max_queue: Duration,
+) -> Result<(UdpSocket, UdpSocket), MediaError> {
     let bind = |port: u16| {
         let s = UdpSocket::bind(SocketAddr::new(ip, port))
             .map_err(|source| MediaError::Bind { port, source })?;
@@ -681,7 +766,21 @@ fn bind_pair(ip: IpAddr, pair: PortPair) -> Result<(UdpSocket, UdpSocket), Media
             .map_err(|source| MediaError::Bind { port, source })?;
         Ok::<_, MediaError>(s)
     };
-    Ok((bind(pair.rtp())?, bind(pair.rtcp())?))
+    let rtp = bind(pair.rtp())?;
+    if !max_queue.is_zero() {
+        use std::os::fd::AsRawFd;
+        let fd = rtp.as_raw_fd();
+        let port = pair.rtp();
+        sys::enable_arrival_stamps(fd)
+            .and_then(|()| sys::enable_drop_counts(fd))
+            .map_err(|source| MediaError::Bind { port, source })?;
+        let bytes = std::env::var(RCVBUF_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RTP_RCVBUF);
+        sys::set_receive_buffer(fd, bytes).map_err(|source| MediaError::Bind { port, source })?;
+    }
+    Ok((rtp, bind(pair.rtcp())?))
 }
 
 /// Sends unbounded events to a call task from a worker thread.
@@ -696,16 +795,42 @@ mod tests {
     /// Test ranges sit below the kernel's ephemeral ports (32768–60999 by default): the
     /// tests' own 400 peer sockets, bound to port 0, would otherwise land in them.
     fn engine(port_min: u16, port_max: u16, rx_buffers: u16) -> MediaEngine {
+        engine_with(port_min, port_max, rx_buffers, DEFAULT_MAX_QUEUE)
+    }
+
+    fn engine_with(
+        port_min: u16,
+        port_max: u16,
+        rx_buffers: u16,
+        max_queue: Duration,
+    ) -> MediaEngine {
+        engine_on(
+            port_min,
+            port_max,
+            rx_buffers,
+            max_queue,
+            worker::RxPath::Best,
+        )
+    }
+
+    fn engine_on(
+        port_min: u16,
+        port_max: u16,
+        rx_buffers: u16,
+        max_queue: Duration,
+        path: worker::RxPath,
+    ) -> MediaEngine {
         let cfg = EngineConfig {
             port_min,
             port_max,
             bind_ip: "127.0.0.1".parse().unwrap(),
             advertised_ip: "127.0.0.1".parse().unwrap(),
             workers: 1,
+            max_queue,
         };
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts");
         let prompts = Arc::new(PromptSet::load_dir(&dir).unwrap());
-        MediaEngine::start_with(cfg, prompts, rx_buffers).unwrap()
+        MediaEngine::start_with(cfg, prompts, rx_buffers, path).unwrap()
     }
 
     fn media(peer: &UdpSocket) -> NegotiatedMedia {
@@ -754,7 +879,9 @@ mod tests {
                 let mut last = None;
                 for _ in 0..rounds {
                     let mut buf = [0u8; 256];
-                    let n = peer.recv(&mut buf).expect("every packet is relayed");
+                    let n = peer.recv(&mut buf).unwrap_or_else(|e| {
+                        panic!("every packet is relayed: {e} {:?}", engine.stats())
+                    });
                     assert_eq!(n, 172);
                     let seq = u16::from_be_bytes([buf[2], buf[3]]);
                     assert!(
@@ -773,9 +900,12 @@ mod tests {
         engine.stats()
     }
 
+    /// With no bound on the wait (`max_queue` 0: these bursts of 2,000 datagrams at once
+    /// are an overload, and on a busy machine their tail waits longer than the default
+    /// bound; shedding is tested below).
     #[test]
     fn many_calls_on_one_worker_relay_every_packet() {
-        let engine = engine(30000, 30999, worker::RX_BUFFERS);
+        let engine = engine_with(30000, 30999, worker::RX_BUFFERS, Duration::ZERO);
         let s = relay_bursts(&engine, 200, 5);
         assert_eq!(
             (s.received, s.relayed, s.dropped_send),
@@ -820,11 +950,179 @@ mod tests {
         assert!(after <= 1, "{after} wake-ups in 500 ms after the call");
     }
 
+    type Bridged = (CallMedia, UdpSocket, UdpSocket, SocketAddr, SocketAddr);
+
+    /// `calls` bridged calls, each with its two peers and the gateway's addresses for them.
+    fn bridged(engine: &MediaEngine, calls: usize) -> Vec<Bridged> {
+        let mut all = Vec::new();
+        for _ in 0..calls {
+            let (mut m, _events) = engine.open_call();
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let gw_a = m.allocate(Side::A).unwrap();
+            let gw_b = m.allocate(Side::B).unwrap();
+            m.set_leg(Side::A, media(&a), LatchPolicy::Exact);
+            m.set_leg(Side::B, media(&b), LatchPolicy::Exact);
+            m.bridge(true);
+            all.push((m, a, b, gw_a, gw_b));
+        }
+        all
+    }
+
+    fn send_round(all: &[Bridged], seq: u16) {
+        for (_, a, b, gw_a, gw_b) in all {
+            a.send_to(&marked(seq, 1), gw_a).unwrap();
+            b.send_to(&marked(seq, 2), gw_b).unwrap();
+        }
+    }
+
+    /// A packet whose payload says which round it is (the relay rewrites the header).
+    fn marked(round: u16, ssrc: u32) -> [u8; 172] {
+        let mut p = rtp(round, ssrc);
+        p[12..14].copy_from_slice(&round.to_be_bytes());
+        p
+    }
+
+    /// The counters once the worker has read `received` datagrams in all and settled
+    /// each (relayed, or dropped for any reason: a send is counted when it completes).
+    fn stats_after(engine: &MediaEngine, received: u64) -> MediaStats {
+        let settled = |s: &MediaStats| {
+            let done = s.relayed + s.consumed + s.dropped_send + s.dropped_late;
+            s.received >= received && done >= received
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !settled(&engine.stats()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        engine.stats()
+    }
+
+    /// Every peer gets exactly the packet `seq` (fresh traffic after the backlog).
+    fn each_peer_gets(all: &[Bridged], seq: u16) {
+        for (_, a, b, ..) in all {
+            for peer in [a, b] {
+                peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 512];
+                // Skips strays: another process on the machine may send to a port the
+                // kernel gave one of these peers a moment after it freed it.
+                while peer.recv(&mut buf).expect("fresh packets are relayed") != 172 {}
+                assert_eq!(u16::from_be_bytes([buf[12], buf[13]]), seq, "nothing older");
+            }
+        }
+    }
+
+    /// Issue 15: an engine that falls behind (here: its worker stalled while 3 packets per
+    /// leg arrive, then the stall outlasts the 100 ms bound) drops what waited too long,
+    /// counted as `dropped_late`, instead of relaying seconds-old audio; packets that
+    /// arrive after it has caught up are relayed. Counted, not timed: the stall is longer
+    /// than the bound by construction, however slow the machine. On each receive path.
+    #[test]
+    fn an_engine_that_falls_behind_drops_old_packets() {
+        for (ports, path) in [
+            (32100, worker::RxPath::Best),
+            (32500, worker::RxPath::EpollRing),
+            (32600, worker::RxPath::Plain),
+        ] {
+            falls_behind(ports, path);
+        }
+    }
+
+    fn falls_behind(port_min: u16, path: worker::RxPath) {
+        let bound = Duration::from_millis(100);
+        let engine = engine_on(port_min, port_min + 99, worker::RX_BUFFERS, bound, path);
+        let all = bridged(&engine, 20);
+        std::thread::sleep(Duration::from_millis(100));
+        let resume = engine.stall();
+        for seq in 0..3 {
+            send_round(&all, seq);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(resume);
+        let s = stats_after(&engine, 120);
+        assert_eq!(
+            (s.received, s.dropped_late, s.relayed, s.dropped_send),
+            (120, 120, 0, 0),
+            "{path:?}: {s:?}"
+        );
+        send_round(&all, 3);
+        each_peer_gets(&all, 3);
+        let s = stats_after(&engine, 160);
+        assert_eq!(
+            (s.received, s.dropped_late, s.relayed),
+            (160, 120, 40),
+            "{path:?}: {s:?}"
+        );
+    }
+
+    /// Past the socket's short queue the kernel drops; the engine counts those too
+    /// (`dropped_queue_full`, from the count the kernel gives with the next datagram), so
+    /// every packet sent is accounted for: relayed, late or dropped at a full queue.
+    #[test]
+    fn drops_at_a_full_socket_queue_are_counted() {
+        let engine = engine_with(32700, 32799, worker::RX_BUFFERS, Duration::from_millis(100));
+        let all = bridged(&engine, 10);
+        std::thread::sleep(Duration::from_millis(100));
+        let resume = engine.stall();
+        for seq in 0..30 {
+            send_round(&all, seq);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(resume);
+        // The backlog is read (what the queues held: the received count stops growing)
+        // before a fresh round, which a still full queue would drop.
+        let mut before = u64::MAX;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.stats().received != before && Instant::now() < deadline {
+            before = engine.stats().received;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The count comes with the next datagram each socket queues; a peer that gets
+        // it has had its socket's backlog read before (one queue per socket, in order).
+        send_round(&all, 30);
+        each_peer_gets(&all, 30);
+        let sent = 31 * 20;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut s = engine.stats();
+        while (s.received + s.dropped_queue_full < sent || s.relayed < 20)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            s = engine.stats();
+        }
+        assert!(s.dropped_queue_full > 0, "the queues overflowed: {s:?}");
+        assert_eq!(
+            (s.received + s.dropped_queue_full, s.relayed, s.dropped_late),
+            (sent, 20, s.received - 20),
+            "{s:?}"
+        );
+    }
+
+    /// The same stall with no bound (`max_queue` 0): every packet is kept and relayed late,
+    /// as before issue 15.
+    #[test]
+    fn without_a_bound_a_stalled_engine_relays_everything_late() {
+        let engine = engine_with(32300, 32499, worker::RX_BUFFERS, Duration::ZERO);
+        let all = bridged(&engine, 20);
+        std::thread::sleep(Duration::from_millis(100));
+        let resume = engine.stall();
+        send_round(&all, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(resume);
+        each_peer_gets(&all, 0);
+        let s = stats_after(&engine, 40);
+        assert_eq!(
+            (s.received, s.dropped_late, s.relayed),
+            (40, 0, 40),
+            "{s:?}"
+        );
+    }
+
     #[test]
     fn running_out_of_receive_buffers_loses_nothing() {
         // 8 buffers for bursts of 400 datagrams: receives end with ENOBUFS, the datagrams
         // wait on their sockets, and the worker re-arms once buffers come back.
-        let engine = engine(31000, 31999, 8);
+        // No bound on the wait, as in `many_calls_on_one_worker_relay_every_packet`.
+        let engine = engine_with(31000, 31999, 8, Duration::ZERO);
         let s = relay_bursts(&engine, 200, 5);
         assert_eq!(
             (s.received, s.relayed, s.dropped_send),

@@ -23,6 +23,109 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Control-message space per received datagram: one `SCM_TIMESTAMPNS` (a `cmsghdr` and a
+/// `timespec`, 16 + 16 bytes on 64-bit Linux) and one `SO_RXQ_OVFL` (16 + 8); checked
+/// against `CMSG_SPACE` in the tests.
+pub(super) const CONTROL_LEN: usize = 64;
+
+fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Asks the kernel to stamp every datagram `fd` receives with its arrival time
+/// (`SO_TIMESTAMPNS`: `CLOCK_REALTIME`, delivered as a control message with the datagram;
+/// see [`arrival_in`]).
+pub(super) fn enable_arrival_stamps(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Asks the kernel to say, with each datagram, how many datagrams it has dropped on
+/// `fd` so far because the receive queue was full (`SO_RXQ_OVFL`; see [`Stamps`]).
+pub(super) fn enable_drop_counts(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// What the kernel said about a received datagram besides its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Stamps {
+    /// When it arrived ([`arrival_in`]).
+    pub(super) arrival: Option<std::time::Duration>,
+    /// Datagrams the socket had dropped (queue full) when this one was queued, counted
+    /// from the socket's creation; the kernel says nothing while none was dropped.
+    pub(super) drops: Option<u32>,
+}
+
+impl Stamps {
+    /// Reads a received datagram's control messages.
+    pub(super) fn read(control: &[u8]) -> Stamps {
+        Stamps {
+            arrival: arrival_in(control),
+            drops: cmsg_data(control, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+                .and_then(|d| Some(u32::from_ne_bytes(d.get(..4)?.try_into().ok()?))),
+        }
+    }
+}
+
+/// Bounds `fd`'s receive queue (`SO_RCVBUF`; the kernel doubles the value for its own
+/// bookkeeping and counts each datagram at its buffer's true size, not its payload).
+pub(super) fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
+}
+
+/// The arrival time (`CLOCK_REALTIME`, since the Unix epoch) in the control messages of a
+/// received datagram: the `SCM_TIMESTAMPNS` that [`enable_arrival_stamps`] asks for.
+/// `None` when there is none (stamps off, or a truncated control area). Pure: reads the
+/// bytes as the kernel laid them out (`cmsghdr`, data at the next aligned offset).
+pub(super) fn arrival_in(control: &[u8]) -> Option<std::time::Duration> {
+    let d = cmsg_data(control, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
+    let word = |at: usize| Some(u64::from_ne_bytes(d.get(at..at + 8)?.try_into().ok()?));
+    let (secs, nanos) = (word(0)?, word(8)?);
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some(std::time::Duration::new(secs, nanos as u32))
+}
+
+/// The data of the first control message of `level` and `kind` in `control`.
+fn cmsg_data(control: &[u8], level_want: libc::c_int, kind_want: libc::c_int) -> Option<&[u8]> {
+    const ALIGN: usize = size_of::<usize>();
+    let align = |n: usize| n.div_ceil(ALIGN) * ALIGN;
+    let hdr = size_of::<libc::cmsghdr>();
+    let data_at = align(hdr);
+    let word = |at: usize, n: usize| -> Option<u64> {
+        let b = control.get(at..at.checked_add(n)?)?;
+        Some(match n {
+            4 => u64::from(u32::from_ne_bytes(b.try_into().ok()?)),
+            _ => u64::from_ne_bytes(b.try_into().ok()?),
+        })
+    };
+    let mut at = 0;
+    while at + hdr <= control.len() {
+        let len = usize::try_from(word(at, size_of::<libc::size_t>())?).ok()?;
+        if len < hdr || len > control.len() - at {
+            return None;
+        }
+        let level = word(at + size_of::<libc::size_t>(), 4)? as libc::c_int;
+        let kind = word(at + size_of::<libc::size_t>() + 4, 4)? as libc::c_int;
+        if level == level_want && kind == kind_want {
+            return control.get(at + data_at.min(len)..at + len);
+        }
+        at = at.checked_add(align(len))?;
+    }
+    None
+}
+
 /// An epoll instance; sockets are registered level-triggered for input.
 #[derive(Debug)]
 pub(super) struct Epoll {
@@ -205,6 +308,8 @@ pub(super) struct Batch {
     addrs: Box<[libc::sockaddr_storage]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::msghdr]>,
+    /// Control messages per slot (the arrival stamp).
+    ctrls: Box<[[u8; CONTROL_LEN]]>,
     /// Received length per slot; `None` after a failed or empty receive.
     lens: Box<[Option<usize>]>,
     send_addrs: Box<[libc::sockaddr_storage]>,
@@ -240,6 +345,7 @@ impl Batch {
             addrs: vec![zero_addr; slots].into_boxed_slice(),
             iovs: vec![iov; slots].into_boxed_slice(),
             hdrs: vec![zero_hdr; slots].into_boxed_slice(),
+            ctrls: vec![[0u8; CONTROL_LEN]; slots].into_boxed_slice(),
             lens: vec![None; slots].into_boxed_slice(),
             send_addrs: vec![zero_addr; slots].into_boxed_slice(),
             send_iovs: vec![iov; slots].into_boxed_slice(),
@@ -251,6 +357,7 @@ impl Batch {
             b.hdrs[i].msg_iov = &mut b.iovs[i];
             b.hdrs[i].msg_iovlen = 1;
             b.hdrs[i].msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+            b.hdrs[i].msg_control = b.ctrls[i].as_mut_ptr().cast();
             b.send_hdrs[i].msg_iov = &mut b.send_iovs[i];
             b.send_hdrs[i].msg_iovlen = 1;
             b.send_hdrs[i].msg_name = (&mut b.send_addrs[i] as *mut libc::sockaddr_storage).cast();
@@ -267,6 +374,9 @@ impl Batch {
         let h = &mut self.hdrs[k];
         h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         h.msg_flags = 0;
+        h.msg_controllen = CONTROL_LEN as _;
+        // Zeroed, so a control area the kernel left empty reads as no message at all.
+        self.ctrls[k] = [0; CONTROL_LEN];
         self.lens[k] = None;
         h
     }
@@ -320,6 +430,19 @@ impl Batch {
         // makes it fail validation instead of being relayed cut short.
         let len = if truncated { 0 } else { len.min(buf.len()) };
         Some((from, &mut buf[..len]))
+    }
+
+    /// What the kernel said about slot `i`'s datagram (see [`Stamps`]).
+    pub(super) fn stamps(&self, i: usize) -> Stamps {
+        self.control(i).map(Stamps::read).unwrap_or_default()
+    }
+
+    fn control(&self, i: usize) -> Option<&[u8]> {
+        // `size_t` with glibc, `socklen_t` with musl.
+        #[allow(clippy::useless_conversion)]
+        let filled = usize::try_from(self.hdrs.get(i)?.msg_controllen).unwrap_or(0);
+        let ctrl = self.ctrls.get(i)?;
+        Some(&ctrl[..filled.min(CONTROL_LEN)])
     }
 }
 
@@ -457,10 +580,12 @@ pub(super) struct Completion {
 }
 
 /// Layout of a provided buffer after a multishot `recvmsg`: the kernel's
-/// `io_uring_recvmsg_out` header, a source-address field of fixed size, the datagram.
+/// `io_uring_recvmsg_out` header, a source-address field of fixed size, the control
+/// messages (the arrival stamp) in a field of fixed size, the datagram.
 const OUT_HDR: usize = 16;
 const NAME_LEN: usize = size_of::<libc::sockaddr_in6>();
-const PAYLOAD_AT: usize = OUT_HDR + NAME_LEN;
+const CONTROL_AT: usize = OUT_HDR + NAME_LEN;
+const PAYLOAD_AT: usize = CONTROL_AT + CONTROL_LEN;
 /// Bytes the kernel may fill per buffer: a datagram longer than `MAX_DATAGRAM` is marked
 /// truncated, as with `recvmsg`.
 const RX_BUF_LEN: usize = PAYLOAD_AT + MAX_DATAGRAM;
@@ -580,6 +705,7 @@ impl MultiRing {
         let zero_addr: libc::sockaddr_storage = unsafe { zeroed() };
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
         msg.msg_namelen = NAME_LEN as libc::socklen_t;
+        msg.msg_controllen = CONTROL_LEN as _;
         let mut r = MultiRing {
             ring,
             bufs,
@@ -690,9 +816,14 @@ impl MultiRing {
     }
 
     /// The datagram in buffer `bid` after a receive completion of `result` bytes: the
-    /// source address and the payload, writable. `None` if the kernel's header does not
-    /// fit or the address is not IPv4/IPv6.
-    pub(super) fn packet(&mut self, bid: u16, result: i32) -> Option<(SocketAddr, &mut [u8])> {
+    /// source address, when it arrived (if stamped: [`arrival_in`]) and the payload,
+    /// writable. `None` if the kernel's header does not fit or the address is not
+    /// IPv4/IPv6.
+    pub(super) fn packet(
+        &mut self,
+        bid: u16,
+        result: i32,
+    ) -> Option<(SocketAddr, Stamps, &mut [u8])> {
         let filled = usize::try_from(result).ok()?.min(RX_BUF_LEN);
         if filled < PAYLOAD_AT {
             return None;
@@ -706,7 +837,9 @@ impl MultiRing {
             let b = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
             u32::from_ne_bytes(b)
         };
-        let (namelen, payloadlen, flags) = (word(0), word(8), word(12));
+        let (namelen, controllen, payloadlen, flags) = (word(0), word(4), word(8), word(12));
+        let controllen = usize::try_from(controllen).unwrap_or(0).min(CONTROL_LEN);
+        let stamps = Stamps::read(&buf[CONTROL_AT..CONTROL_AT + controllen]);
         // SAFETY: all-zero is a valid sockaddr_storage.
         let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
         let n = usize::try_from(namelen).unwrap_or(0).min(NAME_LEN);
@@ -727,7 +860,7 @@ impl MultiRing {
         } else {
             len.min(filled - PAYLOAD_AT)
         };
-        Some((from, &mut buf[PAYLOAD_AT..PAYLOAD_AT + len]))
+        Some((from, stamps, &mut buf[PAYLOAD_AT..PAYLOAD_AT + len]))
     }
 
     /// Queues a send of `len` bytes of buffer `bid`'s payload from `from` to `to`; the
@@ -879,6 +1012,117 @@ mod tests {
             to_storage(a, &mut s);
             assert_eq!(from_storage(&s), Some(a));
         }
+    }
+
+    /// One control message as the kernel writes it: header, data at the aligned offset.
+    fn cmsg(level: libc::c_int, kind: libc::c_int, data: &[u8]) -> Vec<u8> {
+        let hdr = size_of::<libc::cmsghdr>();
+        let mut out = vec![0u8; hdr];
+        out[..size_of::<usize>()].copy_from_slice(&(hdr + data.len()).to_ne_bytes());
+        out[size_of::<usize>()..size_of::<usize>() + 4].copy_from_slice(&level.to_ne_bytes());
+        out[size_of::<usize>() + 4..hdr].copy_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        out
+    }
+
+    fn timespec(secs: u64, nanos: u64) -> Vec<u8> {
+        [secs.to_ne_bytes(), nanos.to_ne_bytes()].concat()
+    }
+
+    #[test]
+    fn arrival_stamps_are_read_from_control_messages() {
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space =
+            unsafe { libc::CMSG_SPACE(size_of::<libc::timespec>() as u32) + libc::CMSG_SPACE(4) }
+                as usize;
+        assert!(
+            space <= CONTROL_LEN,
+            "{space} bytes of control space needed"
+        );
+        let stamp = cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &timespec(1_700_000_000, 250),
+        );
+        let want = Some(std::time::Duration::new(1_700_000_000, 250));
+        assert_eq!(arrival_in(&stamp), want);
+        // After another message; and nothing in an empty, zeroed or cut-short area.
+        let other = cmsg(libc::IPPROTO_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        assert_eq!(arrival_in(&[other.clone(), stamp.clone()].concat()), want);
+        assert_eq!(arrival_in(&other), None);
+        assert_eq!(arrival_in(&[]), None);
+        assert_eq!(arrival_in(&[0u8; CONTROL_LEN]), None);
+        assert_eq!(arrival_in(&stamp[..stamp.len() - 1]), None);
+        // Nonsense from a corrupted area is refused, not trusted.
+        let bad = cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &timespec(1, 2_000_000_000),
+        );
+        assert_eq!(arrival_in(&bad), None);
+        let mut huge = stamp.clone();
+        huge[..size_of::<usize>()].copy_from_slice(&usize::MAX.to_ne_bytes());
+        assert_eq!(arrival_in(&[other, huge].concat()), None);
+        // The kernel's drop count (SO_RXQ_OVFL) beside the stamp, in either order.
+        let drops = cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &7u32.to_ne_bytes());
+        let both = Stamps {
+            arrival: want,
+            drops: Some(7),
+        };
+        assert_eq!(Stamps::read(&[stamp.clone(), drops.clone()].concat()), both);
+        assert_eq!(Stamps::read(&[drops, stamp.clone()].concat()), both);
+        let none = Stamps {
+            arrival: want,
+            drops: None,
+        };
+        assert_eq!(Stamps::read(&stamp), none);
+    }
+
+    /// The kernel stamps datagrams on sockets that asked, on both batch receive paths.
+    #[test]
+    fn batch_receives_carry_arrival_stamps() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_arrival_stamps(rx.as_raw_fd()).unwrap();
+        set_receive_buffer(rx.as_raw_fd(), 16 * 1024).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wall = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        };
+        // The kernel turns stamping on a moment after the first socket asks (deferred
+        // work); a datagram it did not stamp on arrival is stamped when read, later.
+        let before = wall();
+        for _ in 0..2 {
+            tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
+        }
+        tx.send_to(b"two", plain.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut b = Batch::new(4);
+        assert!(b.recv_one(rx.as_raw_fd()).unwrap());
+        let after = wall();
+        let at = b.stamps(0).arrival.expect("stamped");
+        assert!(
+            before <= at && at <= after,
+            "{before:?} <= {at:?} <= {after:?}"
+        );
+        let Ok(mut ring) = Ring::new(8) else {
+            eprintln!("io_uring unavailable: batched path not tested");
+            return;
+        };
+        ring.recv_many(&mut b, &[rx.as_raw_fd(), plain.as_raw_fd()])
+            .unwrap();
+        let after = wall();
+        assert_eq!(&*b.received(0).unwrap().1, b"one");
+        let at = b.stamps(0).arrival.expect("stamped");
+        assert!(
+            before <= at && at <= after,
+            "{before:?} <= {at:?} <= {after:?}"
+        );
+        assert_eq!(&*b.received(1).unwrap().1, b"two");
+        assert_eq!(b.stamps(1).arrival, None, "not asked for");
     }
 
     #[test]

@@ -64,6 +64,19 @@ const FRAME_SLACK: Duration = Duration::from_millis(2);
 /// The epoll token of the command waker.
 const WAKER: u64 = u64::MAX;
 
+/// Which receive path a worker runs (tests pick one; the engine takes the best there is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RxPath {
+    /// Multishot where it works, else epoll with io_uring, else plain (and the env vars).
+    Best,
+    /// Epoll, receives and sends batched through io_uring where it works (the engine
+    /// gets there by itself on kernels without multishot; tests ask for it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    EpollRing,
+    /// Epoll, one `recvmsg` and one `sendmsg` per datagram.
+    Plain,
+}
+
 /// What the API side asks of a worker.
 pub(super) enum Command {
     Open {
@@ -113,6 +126,13 @@ pub(super) enum Command {
     Close {
         call: u64,
     },
+    /// Tests: the worker says it has stopped (on `stalled`) and then does nothing until
+    /// `resume` yields or closes, as a worker starved of CPU would.
+    #[cfg(test)]
+    Stall {
+        stalled: mpsc::Sender<()>,
+        resume: mpsc::Receiver<()>,
+    },
     Shutdown,
 }
 
@@ -129,6 +149,12 @@ pub(super) struct Counters {
     pub(super) dropped_payload_type: u64,
     pub(super) dropped_no_leg: u64,
     pub(super) dropped_send: u64,
+    /// Forwards not sent because the datagram had waited longer than the bound
+    /// (`EngineConfig::max_queue`) by the time the worker read it.
+    pub(super) dropped_late: u64,
+    /// Datagrams the kernel dropped at a full receive queue of an RTP socket (as it
+    /// reports with the next datagram it queues there).
+    pub(super) dropped_queue_full: u64,
     pub(super) rtcp_received: u64,
     pub(super) prompt_frames: u64,
     pub(super) ringback_frames: u64,
@@ -177,6 +203,8 @@ published!(
     dropped_payload_type,
     dropped_no_leg,
     dropped_send,
+    dropped_late,
+    dropped_queue_full,
     rtcp_received,
     prompt_frames,
     ringback_frames,
@@ -233,6 +261,12 @@ pub(super) struct Worker {
     multi: Option<Multi>,
     /// Provided buffers for the multishot ring.
     rx_buffers: u16,
+    /// The longest a received datagram may wait before it is forwarded (0: no bound).
+    max_queue: Duration,
+    /// The wall clock at the last wake-up, since the Unix epoch (the kernel's arrival
+    /// stamps are on that clock); read only with a bound.
+    wall: Duration,
+    path: RxPath,
 }
 
 /// A multishot receiver: one leg socket (RTP or RTCP) with a `RecvMsgMulti` armed.
@@ -245,6 +279,8 @@ struct Rx {
     /// A request is armed (its final completion has not arrived yet).
     armed: bool,
     state: RxState,
+    /// The socket's drop count as the kernel last reported it (`Stamps::drops`).
+    kernel_drops: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +347,7 @@ impl Multi {
                     rtcp,
                     armed: false,
                     state: RxState::Free,
+                    kernel_drops: 0,
                 });
                 self.rx.len() - 1
             }
@@ -333,6 +370,7 @@ impl Multi {
             rtcp,
             armed,
             state: RxState::Live,
+            kernel_drops: 0,
         };
         Some(i)
     }
@@ -451,7 +489,32 @@ impl Worker {
             counters: Counters::default(),
             multi: None,
             rx_buffers: RX_BUFFERS,
+            max_queue: Duration::ZERO,
+            wall: Duration::ZERO,
+            path: RxPath::Best,
         })
+    }
+
+    /// Drops forwards of datagrams that waited longer than `bound` (zero: never).
+    pub(super) fn with_max_queue(mut self, bound: Duration) -> Self {
+        self.max_queue = bound;
+        self
+    }
+
+    /// Reads the wall clock for this wake-up's arrival checks (not without a bound).
+    fn read_wall(&mut self) {
+        if !self.max_queue.is_zero() {
+            self.wall = wall_clock();
+        }
+    }
+
+    /// Keeps the worker off the better receive paths (tests of each path).
+    pub(super) fn with_path(mut self, path: RxPath) -> Self {
+        self.path = path;
+        if path == RxPath::Plain {
+            self.ring = None;
+        }
+        self
     }
 
     /// Provided buffers for the multishot ring (tests use few, to exhaust them).
@@ -477,6 +540,7 @@ impl Worker {
             }
             self.counters.wakeups += 1;
             now = Instant::now(); // clock-ok: the media driver paces real RTP
+            self.read_wall();
             let mut woken = false;
             self.ready.clear();
             for i in 0..self.events.len() {
@@ -506,7 +570,10 @@ impl Worker {
 
     /// The multishot ring, unless io_uring or multishot is unavailable or disabled.
     fn multishot(&self) -> Option<Multi> {
-        if self.ring.is_none() || std::env::var_os(NO_MULTISHOT_ENV).is_some() {
+        if self.ring.is_none()
+            || self.path != RxPath::Best
+            || std::env::var_os(NO_MULTISHOT_ENV).is_some()
+        {
             return None;
         }
         let window = std::env::var(BATCH_US_ENV)
@@ -550,6 +617,7 @@ impl Worker {
             m.queued_sends = 0;
             m.ring.reap(&mut m.cqes);
             now = Instant::now(); // clock-ok: the media driver paces real RTP
+            self.read_wall();
             let woken = self.completions(now);
             if woken {
                 // Queued sends name fds by number: hand them to the kernel before a
@@ -587,6 +655,8 @@ impl Worker {
             counters: c,
             shared,
             waker,
+            wall,
+            max_queue,
             ..
         } = self;
         let Some(m) = multi.as_mut() else {
@@ -617,8 +687,18 @@ impl Worker {
                         let rx = m.rx.get(i).copied().filter(|r| r.state == RxState::Live);
                         let fwd = rx.and_then(|r| {
                             let call = calls.get_mut(r.slot).and_then(Option::as_mut)?;
-                            let (from, buf) = m.ring.packet(bid, cq.result)?;
-                            let (len, to) = relay_one(call, c, r.side, r.rtcp, from, buf, now)?;
+                            let (from, stamps, buf) = m.ring.packet(bid, cq.result)?;
+                            if let Some(r) = m.rx.get_mut(i) {
+                                kernel_drops(&mut r.kernel_drops, stamps.drops, c);
+                            }
+                            let late = too_late(stamps.arrival, *wall, *max_queue);
+                            let rx = Received {
+                                side: r.side,
+                                rtcp: r.rtcp,
+                                from,
+                                late,
+                            };
+                            let (len, to) = relay_one(call, c, rx, buf, now)?;
                             let far = call.sockets[index(r.side.other())].as_ref();
                             let sock = far.map(|s| match s.rx[0].and_then(|k| m.rx.get(k)) {
                                 Some(rx) => rx.sock,
@@ -698,11 +778,22 @@ impl Worker {
                 return;
             }
         }
+        let stamps = self.batch.stamps(0);
+        if let Some(s) = call.sockets[index(side)].as_mut() {
+            kernel_drops(&mut s.kernel_drops, stamps.drops, &mut self.counters);
+        }
+        let late = too_late(stamps.arrival, self.wall, self.max_queue);
         let Some((from, buf)) = self.batch.received(0) else {
             return;
         };
         let c = &mut self.counters;
-        let Some((len, to)) = relay_one(call, c, side, rtcp, from, buf, now) else {
+        let rx = Received {
+            side,
+            rtcp,
+            from,
+            late,
+        };
+        let Some((len, to)) = relay_one(call, c, rx, buf, now) else {
             return;
         };
         let sent = call.fd(side.other(), false).is_some_and(|fd| {
@@ -746,10 +837,21 @@ impl Worker {
             let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
+            let stamps = self.batch.stamps(k);
+            if let Some(s) = call.sockets[index(side)].as_mut() {
+                kernel_drops(&mut s.kernel_drops, stamps.drops, c);
+            }
+            let late = too_late(stamps.arrival, self.wall, self.max_queue);
             let Some((from, buf)) = self.batch.received(k) else {
                 continue;
             };
-            let Some((len, to)) = relay_one(call, c, side, rtcp, from, buf, now) else {
+            let rx = Received {
+                side,
+                rtcp,
+                from,
+                late,
+            };
+            let Some((len, to)) = relay_one(call, c, rx, buf, now) else {
                 continue;
             };
             match call.fd(side.other(), false) {
@@ -803,6 +905,12 @@ impl Worker {
                 sockets,
             } => return self.sockets(call, side, sockets, now),
             Command::Shutdown => return,
+            #[cfg(test)]
+            Command::Stall { stalled, resume } => {
+                let _ = stalled.send(());
+                let _ = resume.recv();
+                return;
+            }
             Command::SetLeg { call, side, .. }
             | Command::Play { call, side, .. }
             | Command::Stop { call, side } => (call, Some(side)),
@@ -999,15 +1107,27 @@ fn ring() -> Option<Ring> {
 /// Recorder tap (issue 4): here, in the `Forward` arm (`buf[..len]` rewritten for
 /// `side.other()`) and the `Consume` arm (`buf` as received from `side`: muted audio,
 /// RTCP, telephone-events), with `call.id` and `now`.
+///
+/// A late datagram (waited past the bound: [`too_late`]) still goes through the call's
+/// relay (latching, signs of life, digits and RTCP as for any other), but its forward is
+/// dropped (`dropped_late`) before it reaches the far leg or a tap: the far party's
+/// jitter buffer would discard it anyway, and sending it would cost the time that the
+/// packets queued behind it are waiting for. A recording therefore holds what the far
+/// party heard. Telephone-events and RTCP are never forwarded, so they are never dropped
+/// for lateness.
 fn relay_one(
     call: &mut CallState,
     c: &mut Counters,
-    side: Side,
-    rtcp: bool,
-    from: SocketAddr,
+    rx: Received,
     buf: &mut [u8],
     now: Instant,
 ) -> Option<(usize, SocketAddr)> {
+    let Received {
+        side,
+        rtcp,
+        from,
+        late,
+    } = rx;
     c.received += 1;
     let decision = if rtcp {
         call.relay.on_rtcp(side, from, buf, now)
@@ -1022,6 +1142,10 @@ fn relay_one(
     match decision {
         RelayDecision::Forward { to, len, digit } => {
             report(call, c, side, digit);
+            if late {
+                c.dropped_late += 1;
+                return None;
+            }
             let sent = buf.get(..len).unwrap_or(&[]);
             c.tap_dropped += super::tap::feed(&mut call.taps, side.other(), sent, now);
             Some((len, to))
@@ -1041,6 +1165,41 @@ fn relay_one(
     }
 }
 
+/// Where a received datagram came from, and whether it waited too long.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    side: Side,
+    rtcp: bool,
+    from: SocketAddr,
+    late: bool,
+}
+
+/// Whether a datagram the kernel stamped `arrival` has waited longer than `bound` by
+/// `now` (both on the wall clock the stamps use). No bound (zero) or no stamp: never.
+/// A wall clock stepped backwards makes packets look younger (kept); one stepped
+/// forwards drops at most what is queued at that moment.
+fn too_late(arrival: Option<Duration>, now: Duration, bound: Duration) -> bool {
+    !bound.is_zero() && arrival.is_some_and(|a| now.saturating_sub(a) > bound)
+}
+
+/// Counts the datagrams a socket's kernel queue dropped since it last said (`now`: its
+/// running count, when it reported one; `last`: the previous, per socket).
+fn kernel_drops(last: &mut u32, now: Option<u32>, c: &mut Counters) {
+    if let Some(n) = now {
+        c.dropped_queue_full += u64::from(n.wrapping_sub(*last));
+        *last = n;
+    }
+}
+
+/// The wall clock (`CLOCK_REALTIME`), since the Unix epoch: the clock of the kernel's
+/// `SO_TIMESTAMPNS` arrival stamps.
+fn wall_clock() -> Duration {
+    // clock-ok: compared with the kernel's receive stamps, which are on this clock.
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
 fn report(call: &CallState, c: &mut Counters, side: Side, digit: Option<DigitPress>) {
     if let Some(d) = digit {
         c.digits += 1;
@@ -1057,5 +1216,29 @@ fn count_drop(c: &mut Counters, reason: DropReason) {
         DropReason::Malformed => c.dropped_malformed += 1,
         DropReason::PayloadType => c.dropped_payload_type += 1,
         DropReason::NoLeg => c.dropped_no_leg += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datagram_is_late_only_past_the_bound() {
+        let ms = Duration::from_millis;
+        let now = Duration::from_secs(1_700_000_000);
+        let bound = ms(60);
+        assert!(!too_late(Some(now - ms(60)), now, bound), "at the bound");
+        assert!(too_late(Some(now - ms(61)), now, bound));
+        assert!(
+            too_late(Some(now - ms(3_000)), now, bound),
+            "a standing queue"
+        );
+        assert!(!too_late(Some(now), now, bound));
+        // Clock stepped back: the stamp is in the future; kept.
+        assert!(!too_late(Some(now + ms(500)), now, bound));
+        // No stamp (the kernel gave none) or no bound: never late.
+        assert!(!too_late(None, now, bound));
+        assert!(!too_late(Some(now - ms(3_000)), now, Duration::ZERO));
     }
 }
