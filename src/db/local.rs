@@ -50,6 +50,9 @@ use std::time::Duration;
 /// How often the checkpointer thread moves the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// Result shapes kept at most (one per distinct SQL text).
+const MAX_SHAPES: usize = 1024;
+
 /// The column names and columns of one statement's result, built once per SQL text.
 struct Shape {
     names: Arc<sqlx_core::HashMap<UStr, usize>>,
@@ -235,6 +238,11 @@ impl LocalConn {
                         })
                         .collect(),
                 });
+                if self.shapes.len() >= MAX_SHAPES {
+                    // SQL built at run time (IN lists of any length) must not grow this
+                    // without bound: start again.
+                    self.shapes.clear();
+                }
                 self.shapes.insert(sql.into(), shape.clone());
                 shape
             }
