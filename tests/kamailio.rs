@@ -373,3 +373,74 @@ fn a_node_killed_behind_kamailio_loses_no_call_but_its_own() {
     drop(nodes);
     rt.block_on(db.cleanup());
 }
+
+/// Behind a proxy it trusts (`sip.trusted_proxies`), a node admits a handset on the
+/// trusted networks by the handset's own address (the Via the proxy forwards), never by
+/// the proxy's: with 127.0.0.2/32 the facility's only trusted network, a handset on
+/// 127.0.0.2 calls through Kamailio on 127.0.0.1 and is connected; a handset on 127.0.0.3
+/// (not on the network) is refused through the same proxy, though the proxy's own address
+/// would once have been all the node saw.
+#[test]
+fn behind_a_trusted_proxy_a_handset_is_admitted_by_its_own_address() {
+    if !sipp::present("Kamailio test") || !kamailio_present() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(TestDb::postgres()) else {
+        return;
+    };
+    let url = db.postgres_url().expect("a PostgreSQL URL");
+    let dir = Workdir::new("kamailio", "trusted_proxy");
+    let ports = sipp::ports();
+    let gw = Gateway::start_with(&dir, &ports, "gateway-node-a", |cmd| {
+        cmd.env("SALLYPORT_DATABASE_URL", &url)
+            .env("SALLYPORT_NODE_ID", "node-a")
+            .env("SALLYPORT_CLUSTER_SECRET", SECRET)
+            .env("SALLYPORT_SIP_TRUSTED_PROXIES", "127.0.0.1/32");
+    });
+    let api = gw.api.clone();
+    three_second_increments(&api);
+    // The handsets' network only: not the proxy's address.
+    rt.block_on(sqlx::query("DELETE FROM trusted_networks").execute(db.db.pool()))
+        .unwrap();
+    api.post(
+        "/api/v1/facilities/DEMO/trusted-networks",
+        serde_json::json!({ "cidr": "127.0.0.2/32", "description": "unit A handsets" }),
+    );
+    let proxy = free_udp();
+    let _kamailio = Kamailio::start(&dir, proxy, &[gw.sip]);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let inside = book(&api, "T-1", "1357", NUMBER, false);
+    let outside = book(&api, "T-2", "2468", NUMBER, false);
+    for i in [&inside, &outside] {
+        fund(&api, i, "1.00");
+    }
+    let mut trunk = Trunk::answer("1").spawn(&dir.join("t"), &ports);
+    let mut h = Handset::new(&inside.pin, Via::Info)
+        .sending_from("127.0.0.2")
+        .hang_up_after(2_000)
+        .spawn(&dir, 0, &ports, proxy);
+    let call = accepted_call_of(&api, &inside.id);
+    assert_eq!(call["node_id"], "node-a", "{call}");
+    assert!(
+        h.wait(Duration::from_secs(30)).success(),
+        "the handset inside"
+    );
+
+    // From 127.0.0.3 through the same proxy: not on the trusted network, so not admitted
+    // by it (challenged for credentials it does not have), and never connected.
+    let mut refused = Handset::new(&outside.pin, Via::Info)
+        .sending_from("127.0.0.3")
+        .spawn(&dir, 1, &ports, proxy);
+    assert!(
+        !refused.wait(Duration::from_secs(30)).success(),
+        "a handset outside the trusted network got through the proxy"
+    );
+    let live = api.get("/api/v1/calls/active");
+    assert!(
+        !live.to_string().contains(&outside.id),
+        "the outside handset's call is live: {live}"
+    );
+    trunk.stop();
+}

@@ -480,17 +480,14 @@ pub(crate) fn strings(a: &[&str]) -> Vec<String> {
 
 /// sipp's own addresses: SIP on `sip`, media on `media`, both on 127.0.0.1; then `rest`.
 pub(crate) fn endpoint_args(sip: u16, media: u16, rest: &[&str]) -> Vec<String> {
+    endpoint_args_at("127.0.0.1", sip, media, rest)
+}
+
+/// [`endpoint_args`] on loopback address `ip` (127.0.0.2, … : a handset on another
+/// address than the gateway's and a proxy's).
+pub(crate) fn endpoint_args_at(ip: &str, sip: u16, media: u16, rest: &[&str]) -> Vec<String> {
     let (sip, media) = (sip.to_string(), media.to_string());
-    let own = [
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &sip,
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &media,
-    ];
+    let own = ["-i", ip, "-p", &sip, "-mi", ip, "-mp", &media];
     strings(&own).into_iter().chain(strings(rest)).collect()
 }
 
@@ -702,6 +699,8 @@ pub(crate) struct Handset {
     pub law: Law,
     /// The payload types offered instead (`-set formats`), e.g. "18" for G.729 alone.
     pub formats: Option<&'static str>,
+    /// The loopback address the handset sends from (127.0.0.1 unless [`Handset::sending_from`]).
+    pub ip: &'static str,
 }
 
 impl Handset {
@@ -721,9 +720,16 @@ impl Handset {
             voice: None,
             law: Law::Ulaw,
             formats: None,
+            ip: "127.0.0.1",
         }
     }
     /// Offers these payload types (space-separated) instead of PCMU and PCMA.
+    /// Sends from loopback address `ip` (127.0.0.2, …) instead of 127.0.0.1.
+    pub(crate) fn sending_from(mut self, ip: &'static str) -> Self {
+        self.ip = ip;
+        self
+    }
+
     pub(crate) fn offering(mut self, formats: &'static str) -> Self {
         self.formats = Some(formats);
         self
@@ -786,7 +792,8 @@ impl Handset {
         )
         .unwrap();
         let (sip, media) = ports.handsets[slot];
-        let args = endpoint_args(
+        let args = endpoint_args_at(
+            self.ip,
             sip,
             media,
             &[
