@@ -15,6 +15,7 @@ use super::{
     VERIFY_TXT,
 };
 use crate::ledger::LedgerError;
+use crate::recording::chain::ENTRY_COLUMNS;
 use crate::recording::chain::{anchor_head, resolve, ChainError, HEAD_ANCHOR_ACTION};
 use crate::recording::MediaKind;
 use crate::store::{new_id, Cdr, Recording, RecordingStatus, Store, StoreError};
@@ -100,22 +101,8 @@ struct Pending {
     source: Source,
 }
 
-const ENTRY_COLUMNS: &str = "seq, at, kind, recording_id, file_sha256, metadata, prev_link, link";
 const AUDIT_COLUMNS: &str =
     "id, at, actor, action, target, facility_id, detail, remote_addr, prev_hash, hash";
-
-fn entry(r: &sqlx::any::AnyRow) -> Result<ChainEntry, sqlx::Error> {
-    Ok(ChainEntry {
-        seq: r.try_get("seq")?,
-        at: r.try_get("at")?,
-        kind: r.try_get("kind")?,
-        recording_id: r.try_get("recording_id")?,
-        file_sha256: r.try_get("file_sha256")?,
-        metadata: r.try_get("metadata")?,
-        prev_link: r.try_get("prev_link")?,
-        link: r.try_get("link")?,
-    })
-}
 
 fn audit_line(r: &sqlx::any::AnyRow) -> Result<AuditLine, sqlx::Error> {
     Ok(AuditLine {
@@ -353,7 +340,7 @@ async fn proof(
                 .await?,
         ];
         for r in rows.iter().flatten() {
-            let e = entry(r)?;
+            let e = ChainEntry::from_row(r)?;
             entries.insert(e.seq, e);
         }
     }

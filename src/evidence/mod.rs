@@ -133,21 +133,7 @@ pub struct PackagedFile {
     pub bytes: u64,
 }
 
-/// One entry of the recordings hash chain, every field as stored (`recording_chain`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainEntry {
-    pub seq: i64,
-    /// Microseconds since the Unix epoch, as the link hashed it.
-    pub at: i64,
-    /// `recording` or `purge`.
-    pub kind: String,
-    pub recording_id: String,
-    pub file_sha256: String,
-    /// The facts the entry froze, as the exact JSON text the link hashed.
-    pub metadata: String,
-    pub prev_link: String,
-    pub link: String,
-}
+pub use crate::recording::chain::ChainEntry;
 
 impl ChainEntry {
     /// `SHA-256(len(prev_link) ‖ prev_link ‖ len(at) ‖ at ‖ len(kind) ‖ kind ‖

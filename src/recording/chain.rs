@@ -270,23 +270,31 @@ async fn pause(hook: Option<&PhaseHook>, phase: Phase) {
     }
 }
 
-/// One `recording_chain` row as stored.
-struct Entry {
-    seq: i64,
-    at: i64,
-    kind: String,
-    recording_id: String,
-    file_sha256: String,
-    metadata: String,
-    prev_link: String,
-    link: String,
+/// One entry of the recordings hash chain, every field as stored (`recording_chain`): what
+/// the integrity checks read and what an evidence package carries
+/// (`crate::evidence::ChainEntry` is this type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainEntry {
+    pub seq: i64,
+    /// Microseconds since the Unix epoch, as the link hashed it.
+    pub at: i64,
+    /// `recording` or `purge`.
+    pub kind: String,
+    pub recording_id: String,
+    pub file_sha256: String,
+    /// The facts the entry froze, as the exact JSON text the link hashed.
+    pub metadata: String,
+    pub prev_link: String,
+    pub link: String,
 }
 
-const ENTRY_COLUMNS: &str = "seq, at, kind, recording_id, file_sha256, metadata, prev_link, link";
+pub(crate) const ENTRY_COLUMNS: &str =
+    "seq, at, kind, recording_id, file_sha256, metadata, prev_link, link";
 
-impl Entry {
-    fn from_row(r: &sqlx::any::AnyRow) -> Result<Entry, sqlx::Error> {
-        Ok(Entry {
+impl ChainEntry {
+    /// A row selected with [`ENTRY_COLUMNS`].
+    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<ChainEntry, sqlx::Error> {
+        Ok(ChainEntry {
             seq: r.try_get("seq")?,
             at: r.try_get("at")?,
             kind: r.try_get("kind")?,
@@ -368,7 +376,7 @@ struct ChainedSet {
 
 impl ChainedSet {
     /// Takes in one entry; entries that make no sense for the recording are problems.
-    fn absorb(&mut self, e: &Entry, problems: &mut Vec<Problem>) {
+    fn absorb(&mut self, e: &ChainEntry, problems: &mut Vec<Problem>) {
         match e.kind.as_str() {
             "recording" => {
                 let facts = e.facts();
@@ -687,7 +695,7 @@ async fn walk_chain(
         .await?;
         let page = rows
             .iter()
-            .map(Entry::from_row)
+            .map(ChainEntry::from_row)
             .collect::<Result<Vec<_>, _>>()?;
         let Some(last) = page.last() else {
             break;
@@ -703,7 +711,7 @@ async fn walk_chain(
 async fn check_page(
     tx: &mut Tx,
     dir: &Path,
-    page: &[Entry],
+    page: &[ChainEntry],
     scan: &mut Scan,
 ) -> Result<(), ChainError> {
     let mut ids: Vec<String> = page.iter().map(|e| e.recording_id.clone()).collect();
@@ -769,7 +777,7 @@ async fn check_page(
 
 /// A `recording` entry against its history and its row; the file to hash, unless purged.
 fn check_recording_entry(
-    e: &Entry,
+    e: &ChainEntry,
     h: Option<&History>,
     row: Option<&Recording>,
     scan: &mut Scan,
@@ -1402,19 +1410,22 @@ pub async fn verify_range(
 }
 
 /// The chain entries of one recording, in order.
-async fn entries_of(tx: &mut Tx, id: &str) -> Result<Vec<Entry>, ChainError> {
+async fn entries_of(tx: &mut Tx, id: &str) -> Result<Vec<ChainEntry>, ChainError> {
     let rows = sqlx::query(&format!(
         "SELECT {ENTRY_COLUMNS} FROM recording_chain WHERE recording_id = $1 ORDER BY seq"
     ))
     .bind(id)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.iter().map(Entry::from_row).collect::<Result<_, _>>()?)
+    Ok(rows
+        .iter()
+        .map(ChainEntry::from_row)
+        .collect::<Result<_, _>>()?)
 }
 
 /// One entry against its neighbours: it recomputes, follows the entry before it, and the
 /// entry after it follows it.
-async fn check_links(tx: &mut Tx, e: &Entry) -> Result<Vec<Problem>, ChainError> {
+async fn check_links(tx: &mut Tx, e: &ChainEntry) -> Result<Vec<Problem>, ChainError> {
     let mut problems = Vec::new();
     if !e.recomputes() {
         problems.push(e.problem(
@@ -1428,7 +1439,7 @@ async fn check_links(tx: &mut Tx, e: &Entry) -> Result<Vec<Problem>, ChainError>
 }
 
 /// `reordered`/`broken_link` when `e` does not follow the entry just before it.
-async fn check_predecessor(tx: &mut Tx, e: &Entry) -> Result<Option<Problem>, ChainError> {
+async fn check_predecessor(tx: &mut Tx, e: &ChainEntry) -> Result<Option<Problem>, ChainError> {
     let before = sqlx::query(
         "SELECT seq, link FROM recording_chain WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
     )
@@ -1464,7 +1475,7 @@ async fn check_predecessor(tx: &mut Tx, e: &Entry) -> Result<Option<Problem>, Ch
 
 /// `broken_link` when the entry just after `e` does not follow it (`e`'s link was
 /// rewritten, or entries were inserted or removed after it).
-async fn check_successor(tx: &mut Tx, e: &Entry) -> Result<Option<Problem>, ChainError> {
+async fn check_successor(tx: &mut Tx, e: &ChainEntry) -> Result<Option<Problem>, ChainError> {
     let after = sqlx::query(
         "SELECT seq, prev_link FROM recording_chain WHERE seq > $1 ORDER BY seq LIMIT 1",
     )
