@@ -130,6 +130,18 @@ fn accepted_call_of(api: &Api, inmate: &str) -> Value {
     }
 }
 
+/// A runtime, a fresh PostgreSQL database and its URL, when sipp, Kamailio and PostgreSQL
+/// are all here (`None`, said why, otherwise).
+fn postgres_and_peers() -> Option<(tokio::runtime::Runtime, TestDb, String)> {
+    if !sipp::present("Kamailio test") || !kamailio_present() {
+        return None;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::postgres())?;
+    let url = db.postgres_url().expect("a PostgreSQL URL");
+    Some((rt, db, url))
+}
+
 fn free_udp() -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.local_addr().unwrap()
@@ -137,14 +149,9 @@ fn free_udp() -> SocketAddr {
 
 #[test]
 fn calls_through_kamailio_go_around_a_draining_node() {
-    if !sipp::present("Kamailio test") || !kamailio_present() {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(TestDb::postgres()) else {
+    let Some((rt, db, url)) = postgres_and_peers() else {
         return;
     };
-    let url = db.postgres_url().expect("a PostgreSQL URL");
     let dir = Workdir::new("kamailio", "drain_behind_proxy");
     let (pa, pb) = (sipp::ports(), sipp::ports());
     let ids = ["node-a", "node-b"];
@@ -253,14 +260,9 @@ fn calls_through_kamailio_go_around_a_draining_node() {
 /// go on, and the same inmate calls again through the proxy at once.
 #[test]
 fn a_node_killed_behind_kamailio_loses_no_call_but_its_own() {
-    if !sipp::present("Kamailio test") || !kamailio_present() {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(TestDb::postgres()) else {
+    let Some((rt, db, url)) = postgres_and_peers() else {
         return;
     };
-    let url = db.postgres_url().expect("a PostgreSQL URL");
     let dir = Workdir::new("kamailio", "kill_behind_proxy");
     let ids = ["node-a", "node-b", "node-c"];
     let ports = [sipp::ports(), sipp::ports(), sipp::ports()];
@@ -382,14 +384,9 @@ fn a_node_killed_behind_kamailio_loses_no_call_but_its_own() {
 /// would once have been all the node saw.
 #[test]
 fn behind_a_trusted_proxy_a_handset_is_admitted_by_its_own_address() {
-    if !sipp::present("Kamailio test") || !kamailio_present() {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(TestDb::postgres()) else {
+    let Some((rt, db, url)) = postgres_and_peers() else {
         return;
     };
-    let url = db.postgres_url().expect("a PostgreSQL URL");
     let dir = Workdir::new("kamailio", "trusted_proxy");
     let ports = sipp::ports();
     let gw = Gateway::start_with(&dir, &ports, "gateway-node-a", |cmd| {
