@@ -12,7 +12,8 @@
 #   DECK_PREFIXES=100000 RATE=200 CALLS=2000 bench/call_setups.sh   # a large rate deck
 #
 # Environment: RATE (calls/s offered), CALLS (total), HOLD_MS (the inmate hangs up this
-# long after the PIN), DECK_PREFIXES (rate from a deck this large; default the demo's), BIN (default target/release/sallyport, built if missing), PAR
+# long after the PIN), KEY_VIA (how the called party presses 1: rtp, RFC 4733 events played
+# from a pcap, the default; or info, SIP INFO), DECK_PREFIXES (rate from a deck this large; default the demo's), BIN (default target/release/sallyport, built if missing), PAR
 # (parallel API requests while booking), KEEP=1 (keep the work directory), SIPP_PCAPS
 # (default /usr/share/sip-tester), DATABASE_URL (an empty PostgreSQL database instead of a
 # fresh SQLite file), SAVE=dir (book, keep the booked state in dir, and stop), RESTORE=dir
@@ -189,7 +190,7 @@ cp "$PCAPS/dtmf_2833_1.pcap" "$WORK/handset/pin.pcap" # loaded by the scenario, 
 (
   cd "$WORK/trunk"
   exec sipp -sf "$ROOT/tests/sipp/trunk.xml" -i 127.0.0.1 -p "$TRUNK_SIP" -mi 127.0.0.1 -mp "$TRUNK_MEDIA" \
-    -aa -nostdin -set mode answer -set ring_ms 200 -set key 1 -set key_via rtp -set key_ms 500 -set then wait -set hold_ms 0 \
+    -aa -nostdin -set mode answer -set ring_ms 200 -set key 1 -set key_via "${KEY_VIA:-rtp}" -set key_ms 500 -set then wait -set hold_ms 0 \
     -trace_err -error_file errors.log >screen.log 2>&1
 ) &
 TRUNK_PID=$!; PIDS+=($TRUNK_PID)
@@ -212,7 +213,7 @@ cpu0=$(cpu_secs)
 set +e
 (
   cd "$WORK/handset"
-  exec sipp -sf "$ROOT/tests/sipp/handset.xml" -i 127.0.0.1 -p "$HS_SIP" -mi 127.0.0.1 -mp "$HS_MEDIA" \
+  python3 "$ROOT/bench/cpu_of.py" cpu.secs sipp -sf "$ROOT/tests/sipp/handset.xml" -i 127.0.0.1 -p "$HS_SIP" -mi 127.0.0.1 -mp "$HS_MEDIA" \
     -s "$NUMBER" "$SIP" -inf "$WORK/calls.csv" -r "$RATE" -m "$CALLS" -aa -nostdin \
     -timeout $(( CALLS / RATE + HOLD_MS / 1000 + 120 ))s \
     -set pin_via info -set attempts 1 -set pin_ms 0 -set then bye -set hold_ms "$HOLD_MS" \
@@ -223,6 +224,7 @@ set -e
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 cpu=$(awk -v a="$cpu0" -v b="$(cpu_secs)" 'BEGIN { printf "%.1f", b - a }')
 sleep 2
+trunk_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$TRUNK_PID/stat" 2>/dev/null || echo 0)
 kill "$TRUNK_PID" 2>/dev/null || true
 stmts1=$(grep -c 'sqlx::query' "$WORK/gateway.log" || true)
 [ -n "${DATABASE_URL:-}" ] && xact1=$(commits)
@@ -254,6 +256,8 @@ jq -r --arg rate "$RATE" --arg elapsed "$elapsed" '
 echo "peak live (sampled) $(sort -n "$WORK/active.samples" | tail -1)  (GET /calls/active returns at most 500)"
 echo "sipp                $(grep -E 'Successful call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "successful " $3}')," \
      "$(grep -E 'Failed call' "$WORK/handset/screen.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print "failed " $3}') (exit $SIPP_RC)"
+handset_cpu=$(cat "$WORK/handset/cpu.secs" 2>/dev/null || echo 0)
+echo "sipp CPU            $(awk -v a="${handset_cpu:-0}" -v b="$trunk_cpu" -v n="$CALLS" 'BEGIN { printf "%.1f s (handset %.1f, trunk %.1f): %.2f ms per call", a + b, a, b, (a + b) * 1000 / n }')"
 echo "gateway CPU         ${cpu} s user+system while sipp ran ($(nproc) cores): $(awk -v c="$cpu" -v n="$CALLS" 'BEGIN { printf "%.2f", c * 1000 / n }') ms per call"
 # INVITE -> 200 (sipp's response time, one value per call).
 cat "$WORK"/handset/*_rtt.csv 2>/dev/null | awk -F';' 'NR > 1 && $2 != "" { print $2 }' | sort -n >"$WORK/rtt.txt" || true

@@ -1,10 +1,10 @@
 //! The tokio driver: sockets in, [`Endpoint`] in the middle, events out.
 //!
-//! One task owns the core and selects over inbound packets, TU commands and
-//! the core's next timeout (quinn's `ConnectionDriver` shape). Socket tasks
-//! (the UDP receive loop, the TCP accept loop, one task per connection) live
-//! in a `JoinSet` owned by that task, so they all stop with it. The driver
-//! runs until every [`SipHandle`] is dropped.
+//! One task owns the core and selects over the UDP socket (read in place, a
+//! few queued datagrams at a time), TU commands and the core's next timeout
+//! (quinn's `ConnectionDriver` shape). Socket tasks (the TCP accept loop, one
+//! task per connection) live in a `JoinSet` owned by that task, so they all
+//! stop with it. The driver runs until every [`SipHandle`] is dropped.
 //!
 //! # TCP under attack
 //!
@@ -127,15 +127,18 @@ enum Command {
     Respond {
         key: TxKey,
         response: Box<Response>,
-        reply: oneshot::Sender<Result<(), TransportError>>,
+        /// `None`: nobody waits ([`SipHandle::post_response`]); a failure is logged.
+        reply: Option<oneshot::Sender<Result<(), TransportError>>>,
     },
 }
 
-/// What socket tasks feed the driver task.
+/// What socket tasks feed the driver task (datagrams it reads itself).
 enum Inbound {
-    Datagram { from: SocketAddr, bytes: Vec<u8> },
     Accepted { stream: TcpStream, peer: SocketAddr },
 }
+
+/// Datagrams handled in one go before the driver looks at its other inputs.
+const UDP_BATCH: usize = 32;
 
 /// The TU's side of the driver. Cheap to clone.
 #[derive(Clone)]
@@ -173,10 +176,26 @@ impl SipHandle {
         self.command(Command::Respond {
             key,
             response,
-            reply,
+            reply: Some(reply),
         })
         .await?;
         rx.await.map_err(|_| TransportError::DriverStopped)?
+    }
+
+    /// Queues the answer to server transaction `key` without waiting for the driver to
+    /// take it: the caller goes on at once, and a response that cannot be sent (its
+    /// transaction is gone, the driver stopped) is logged by the driver. For a TU that would
+    /// only log the failure anyway: a call answering an INFO or a BYE saves the wake-up
+    /// that [`SipHandle::respond`]'s reply costs.
+    pub async fn post_response(&self, key: TxKey, response: Response) {
+        let c = Command::Respond {
+            key,
+            response: Box::new(response),
+            reply: None,
+        };
+        if self.command(c).await.is_err() {
+            debug!("response not sent: the SIP driver stopped");
+        }
     }
 
     async fn command(&self, c: Command) -> Result<(), TransportError> {
@@ -324,9 +343,6 @@ impl SipDriver {
     }
 
     fn spawn_socket_loops(&mut self, tcp: TcpListener, ceiling: Option<i32>) {
-        let udp = self.udp.clone();
-        let tx = self.inbound_tx.clone();
-        self.tasks.spawn(udp_recv_loop(udp, tx));
         let tx = self.inbound_tx.clone();
         let stats = self.stats.clone();
         self.tasks.spawn(accept_loop(tcp, tx, ceiling, stats));
@@ -339,6 +355,10 @@ impl SipDriver {
         mut conn_in: mpsc::Receiver<ConnInput>,
     ) {
         let mut alarm = Alarm::default();
+        // Datagrams are read here, not by a task of their own: a hop through a channel per
+        // datagram cost a task wake-up each, about 20 per call.
+        let udp = self.udp.clone();
+        let mut buf = vec![0u8; 65_535];
         loop {
             alarm.set(&*self.clock, self.core.poll_timeout());
             // clock-ok: the idle sweep is TCP hygiene on the real clock (module doc).
@@ -348,6 +368,7 @@ impl SipDriver {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
+                r = udp.recv_from(&mut buf) => self.on_udp(r, &udp, &mut buf),
                 Some(i) = inbound.recv() => self.on_inbound(i),
                 Some(c) = conn_in.recv() => self.on_conn(c),
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
@@ -379,18 +400,49 @@ impl SipDriver {
                 response,
                 reply,
             } => {
-                let _ = reply.send(self.core.respond(now, &key, *response));
+                let r = self.core.respond(now, &key, *response);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(r);
+                    }
+                    None => {
+                        if let Err(e) = r {
+                            debug!(error = %e, "response not sent");
+                        }
+                    }
+                }
             }
         }
     }
 
     fn on_inbound(&mut self, i: Inbound) {
         match i {
-            Inbound::Datagram { from, bytes } => {
-                let now = self.clock.now();
-                self.core.handle_datagram(now, from, Transport::Udp, &bytes);
-            }
             Inbound::Accepted { stream, peer } => self.on_accept(stream, peer),
+        }
+    }
+
+    /// A datagram received, then those already queued behind it (at most
+    /// [`UDP_BATCH`] in all, so commands and timers are not kept waiting), without
+    /// waiting for more.
+    fn on_udp(
+        &mut self,
+        first: std::io::Result<(usize, SocketAddr)>,
+        udp: &UdpSocket,
+        buf: &mut [u8],
+    ) {
+        let mut next = first;
+        for _ in 0..UDP_BATCH {
+            match next {
+                Ok((n, from)) => {
+                    let now = self.clock.now();
+                    let bytes = buf.get(..n).unwrap_or(&[]);
+                    self.core.handle_datagram(now, from, Transport::Udp, bytes);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // ICMP port unreachable and the like surface here: keep going.
+                Err(e) => debug!(error = %e, "SIP UDP receive error"),
+            }
+            next = udp.try_recv_from(buf);
         }
     }
 
@@ -766,23 +818,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Receives datagrams (up to 65,535 bytes) and feeds the driver.
-async fn udp_recv_loop(udp: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        match udp.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                let bytes = buf.get(..n).unwrap_or(&[]).to_vec();
-                if tx.send(Inbound::Datagram { from, bytes }).await.is_err() {
-                    return;
-                }
-            }
-            // ICMP port unreachable and the like surface here: keep going.
-            Err(e) => debug!(error = %e, "SIP UDP receive error"),
-        }
     }
 }
 
