@@ -12,6 +12,7 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use sallyport::clock::Clock;
 use sallyport::db::Backend;
 use sallyport::ledger::{DepositMethod, DepositRequest, RequestKey};
 use serde_json::{json, Value};
@@ -41,7 +42,7 @@ async fn app(backend: Backend) -> Option<App> {
         .await
 }
 
-sallyport::battery!(
+battery!(
     a_message_is_reviewed_read_and_answered_with_a_photo,
     watch_words_hold_messages_and_privileged_ones_are_never_reviewed,
     the_price_is_charged_once_never_below_zero_and_refunded_on_rejection,
@@ -58,6 +59,7 @@ struct World {
     /// An approved attorney.
     attorney: String,
     kiosk: String,
+    calling_id: String,
     sitting: String,
     family: String,
     family_user: String,
@@ -101,25 +103,15 @@ async fn world(app: &App) -> World {
         ok(app, "POST", &format!("/api/v1/contacts/{cid}/approve"), None).await;
         contacts.push(cid);
     }
-    let kiosk = inproc::issue(app, "kiosk-1", "kiosk", &["F1"], Some(3600)).await;
-    let (s, v) = send(
-        app,
-        "POST",
-        "/api/v1/kiosk/sittings",
-        &kiosk,
-        None,
-        None,
-        Some(json!({ "calling_id": inmate["calling_id"], "pin": "4321" })),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let sitting = v["sitting"].as_str().unwrap().to_string();
+    let kiosk = inproc::issue(app, "kiosk-1", "kiosk", &["F1"], Some(YEAR)).await;
+    let calling_id = inmate["calling_id"].as_str().unwrap().to_string();
+    let sitting = sit(app, &kiosk, &calling_id).await;
     let (s, v) = admin(
         app,
         "POST",
         "/api/v1/tokens",
         Some(json!({ "username": "june", "role": "family", "facilities": ["F1"],
-                     "contacts": [contacts[0]] })),
+                     "contacts": [contacts[0]], "ttl_secs": YEAR })),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -132,20 +124,40 @@ async fn world(app: &App) -> World {
             .unwrap(),
         "id",
     );
-    let investigator = inproc::issue(app, "inv-1", "investigator", &["F1"], Some(3600)).await;
-    let outsider = inproc::issue(app, "inv-2", "investigator", &["F2"], Some(3600)).await;
+    let investigator = inproc::issue(app, "inv-1", "investigator", &["F1"], Some(YEAR)).await;
+    let outsider = inproc::issue(app, "inv-2", "investigator", &["F2"], Some(YEAR)).await;
     World {
         inmate: iid,
         account: inmate["account_id"].as_str().unwrap().to_string(),
         contact: contacts[0].clone(),
         attorney: contacts[1].clone(),
         kiosk,
+        calling_id,
         sitting,
         family,
         family_user,
         investigator,
         outsider,
     }
+}
+
+/// Tokens that outlive the clock's jumps.
+const YEAR: i64 = 366 * 86_400;
+
+/// A new sitting of the inmate (PIN 4321) at the kiosk.
+async fn sit(app: &App, kiosk: &str, calling_id: &str) -> String {
+    let (s, v) = send(
+        app,
+        "POST",
+        "/api/v1/kiosk/sittings",
+        kiosk,
+        None,
+        None,
+        Some(json!({ "calling_id": calling_id, "pin": "4321" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["sitting"].as_str().unwrap().to_string()
 }
 
 /// A request with `token`, optionally a sitting and an idempotency key, and a JSON body.
@@ -209,8 +221,12 @@ async fn set_settings(app: &App, fid: &str, settings: Value) -> Value {
 /// A PNG of `w`x`h` pixels whose colours depend on `seed`, with a text chunk holding
 /// "GPS 41.88,-87.63" (as a phone's metadata would).
 fn png_with_metadata(w: u32, h: u32, seed: u8) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x as u8).wrapping_mul(seed), (y as u8).wrapping_add(seed), seed])
+    // Noise (a linear congruential sequence from `seed`), so the size is near w*h*3.
+    let mut n = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
+    let img = image::RgbImage::from_fn(w, h, |_, _| {
+        n = n.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let b = n.to_be_bytes();
+        image::Rgb([b[0], b[1], b[2]])
     });
     let mut out = Cursor::new(Vec::new());
     image::DynamicImage::ImageRgb8(img)
@@ -268,6 +284,7 @@ async fn a_message_is_reviewed_read_and_answered_with_a_photo(app: App) {
     set_settings(&app, "F1", json!({ "review": "all" })).await;
     let (s, m) = kiosk_send(&app, &w, "k-1", &w.contact, "  Hello June, see you Sunday.  ").await;
     assert_eq!(s, StatusCode::CREATED, "{m}");
+    app.clock.advance(std::time::Duration::from_secs(60));
     assert_eq!(m["status"], "held", "{m}");
     assert_eq!(m["body"], "Hello June, see you Sunday.");
     assert!(m.get("flagged").is_none(), "the sender never sees watch words: {m}");
@@ -697,12 +714,20 @@ async fn retention_removes_old_messages_and_their_photos(app: App) {
     let files = || std::fs::read_dir(dir.join("messages")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(files(), 1);
     app.clock.advance(std::time::Duration::from_secs(20 * 86_400));
+    let w = World {
+        sitting: sit(&app, &w.kiosk, &w.calling_id).await,
+        ..w
+    };
     let (s, fresh) = kiosk_send(&app, &w, "r-2", &w.contact, "newer").await;
     assert_eq!(s, StatusCode::CREATED, "{fresh}");
     let config = config_of(&app);
     let r = sallyport::messaging::purge::purge(&app.store, &config, app.clock.wall()).await.unwrap();
     assert!(r.messages.is_empty(), "nothing is 30 days old yet: {r:?}");
     app.clock.advance(std::time::Duration::from_secs(11 * 86_400));
+    let w = World {
+        sitting: sit(&app, &w.kiosk, &w.calling_id).await,
+        ..w
+    };
     let r = sallyport::messaging::purge::purge(&app.store, &config, app.clock.wall()).await.unwrap();
     assert_eq!(r.messages, vec![m["id"].as_str().unwrap().to_string()]);
     assert_eq!(r.files.len(), 1);
