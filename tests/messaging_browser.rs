@@ -26,7 +26,9 @@ const STAFF_PASSWORD: &str = "long-enough-pass";
 
 /// The verification secret in the `.eml` files under `mail` (quoted-printable undone).
 fn verify_secret(mail: &Path) -> String {
-    wait_mail(mail, "#verify=", |text, at| text[at + 8..at + 8 + 64].to_string())
+    wait_mail(mail, "#verify=", |text, at| {
+        text[at + 8..at + 8 + 64].to_string()
+    })
 }
 
 /// Waits for an email under `mail` holding `needle`; returns `f(text, where)`.
@@ -64,7 +66,11 @@ fn photo() -> Vec<u8> {
     for &b in &chunk[4..] {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     chunk.extend((!c).to_be_bytes());
@@ -171,7 +177,10 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
     );
     api.ok(
         "POST",
-        &format!("/api/v1/contacts/{}/approve", attorney["id"].as_str().unwrap()),
+        &format!(
+            "/api/v1/contacts/{}/approve",
+            attorney["id"].as_str().unwrap()
+        ),
         None,
     );
     api.ok(
@@ -200,9 +209,17 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
     // request leaves it).
     let anon = api.anonymous();
     let creds = json!({ "email": EMAIL, "password": PASSWORD });
-    assert_eq!(anon.request("POST", "/api/v1/family/register", Some(creds)).0, 202);
+    assert_eq!(
+        anon.request("POST", "/api/v1/family/register", Some(creds))
+            .0,
+        202
+    );
     let secret = verify_secret(&dir.join("mail"));
-    let (s, v) = anon.request("POST", "/api/v1/family/verify", Some(json!({ "token": secret })));
+    let (s, v) = anon.request(
+        "POST",
+        "/api/v1/family/verify",
+        Some(json!({ "token": secret })),
+    );
     assert_eq!(s, 200, "{v}");
     let audit = api.get("/api/v1/audit?limit=1000");
     let username = audit
@@ -250,13 +267,25 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
     staff.click("#word-add");
     staff.wait_for("#words-list li[data-word-id]");
     assert!(staff.text("#words-list").contains("contraband"));
-    staff.click(&format!("#queue-body tr[data-message-id='{}'] button.approve", held[0]));
+    staff.click(&format!(
+        "#queue-body tr[data-message-id='{}'] button.approve",
+        held[0]
+    ));
     shown(&staff, "queue-empty");
     let m = api.get(&format!("/api/v1/messages/{}", held[0]));
-    assert_eq!((m["status"].as_str(), m["reviewed_by"].as_str()), (Some("delivered"), Some(STAFF)), "{m}");
+    assert_eq!(
+        (m["status"].as_str(), m["reviewed_by"].as_str()),
+        (Some("delivered"), Some(STAFF)),
+        "{m}"
+    );
     // The family is told by email, without the message.
-    let mail = wait_mail(&dir.join("mail"), "sent you a message", |t, _| t.to_string());
-    assert!(mail.contains(EMAIL) && mail.contains("/family/#messages"), "{mail}");
+    let mail = wait_mail(&dir.join("mail"), "sent you a message", |t, _| {
+        t.to_string()
+    });
+    assert!(
+        mail.contains(EMAIL) && mail.contains("/family/#messages"),
+        "{mail}"
+    );
     assert!(!mail.contains("see you Sunday"), "{mail}");
 
     // The family reads it in the portal and answers with a photo.
@@ -290,13 +319,20 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
         Duration::from_secs(15),
         "return [...document.querySelectorAll('#messages-list li')].map(li => [li.dataset.status,
            [...li.querySelectorAll('img.photo')].map(i => i.complete ? i.naturalWidth : -1)]);",
-        |v| v.as_array().is_some_and(|l| l.len() == 2 && l[1][1] == json!([40])),
+        |v| {
+            v.as_array()
+                .is_some_and(|l| l.len() == 2 && l[1][1] == json!([40]))
+        },
     );
     assert_eq!(list[1][0], "held", "{list}");
     axe::assert_accessible(&family, "the family's messages with a photo");
     let answer = queue_ids(&api);
     assert_eq!(answer.len(), 1);
-    api.ok("POST", &format!("/api/v1/messages/{}/approve", answer[0]), None);
+    api.ok(
+        "POST",
+        &format!("/api/v1/messages/{}/approve", answer[0]),
+        None,
+    );
 
     // The inmate reads the answer at the kiosk, with the photo (re-encoded: no metadata).
     kiosk.click("#messages-done");
@@ -308,16 +344,29 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
         "return [...document.querySelectorAll('#messages-list li')].map(li => [li.className,
            li.querySelector('.body').textContent,
            [...li.querySelectorAll('img.photo')].map(i => i.complete ? i.naturalWidth : -1)]);",
-        |v| v.as_array().is_some_and(|l| l.len() == 2 && l[1][2] == json!([40])),
+        |v| {
+            v.as_array()
+                .is_some_and(|l| l.len() == 2 && l[1][2] == json!([40]))
+        },
     );
     assert_eq!(list[1][0], "received", "{list}");
     assert_eq!(list[1][1], "Sunday it is. Here is the garden.");
     axe::assert_accessible(&kiosk, "the kiosk's messages with a photo");
     let m = api.get(&format!("/api/v1/messages/{}", answer[0]));
     let photo_id = m["photos"][0]["id"].as_str().unwrap();
-    let (s, head, _) = api.send("GET", &format!("/api/v1/message-photos/{photo_id}"), None, &[]);
+    let (s, head, _) = api.send(
+        "GET",
+        &format!("/api/v1/message-photos/{photo_id}"),
+        None,
+        &[],
+    );
     assert_eq!(s, 200);
-    for h in ["content-type: image/png", "x-content-type-options: nosniff", "content-security-policy: sandbox", "content-disposition: inline"] {
+    for h in [
+        "content-type: image/png",
+        "x-content-type-options: nosniff",
+        "content-security-policy: sandbox",
+        "content-disposition: inline",
+    ] {
         assert!(head.to_lowercase().contains(h), "{h}: {head}");
     }
 
@@ -326,21 +375,44 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
     api.ok(
         "PUT",
         "/api/v1/facilities/DEMO/messaging",
-        Some(json!({ "review": "flagged", "max_chars": 500, "price": "0.00",
-                     "max_photo_bytes": 0, "max_photos": 2, "retention_days": 90 })),
+        Some(
+            json!({ "review": "flagged", "max_chars": 500, "price": "0.00",
+                     "max_photo_bytes": 0, "max_photos": 2, "retention_days": 90 }),
+        ),
     );
-    assert_eq!(kiosk_send(&kiosk, "Called Party", "Can you bring the CONTRABAND?"), "held");
-    assert_eq!(kiosk_send(&kiosk, "Called Party", "Say hello to mom."), "delivered");
-    assert_eq!(kiosk_send(&kiosk, "Counsel Smith", "About the contraband charge."), "delivered");
+    assert_eq!(
+        kiosk_send(&kiosk, "Called Party", "Can you bring the CONTRABAND?"),
+        "held"
+    );
+    assert_eq!(
+        kiosk_send(&kiosk, "Called Party", "Say hello to mom."),
+        "delivered"
+    );
+    assert_eq!(
+        kiosk_send(&kiosk, "Counsel Smith", "About the contraband charge."),
+        "delivered"
+    );
     let queued = api.get("/api/v1/messages/review");
-    let bodies: Vec<&str> = queued.as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
+    let bodies: Vec<&str> = queued
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
     assert_eq!(bodies, ["Can you bring the CONTRABAND?"], "{queued}");
     assert_eq!(queued[0]["flagged"], json!(["contraband"]));
     let found = api.get("/api/v1/messages?q=charge");
-    assert_eq!(found, json!([]), "the attorney's message is never found: {found}");
+    assert_eq!(
+        found,
+        json!([]),
+        "the attorney's message is never found: {found}"
+    );
     staff.click("#msg-refresh");
     staff.wait_for("#queue-body tr[data-message-id]");
-    let rows = staff.js("return document.getElementById('queue-body').textContent;", json!([]));
+    let rows = staff.js(
+        "return document.getElementById('queue-body').textContent;",
+        json!([]),
+    );
     assert!(rows.as_str().unwrap().contains("CONTRABAND"), "{rows}");
     assert!(!rows.as_str().unwrap().contains("charge"), "{rows}");
     // The family sees the plain message, not the held one.
@@ -352,10 +424,18 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
         |v| v.as_array().is_some_and(|l| l.len() == 3),
     );
     assert!(!bodies.to_string().contains("CONTRABAND"), "{bodies}");
-    assert!(!bodies.to_string().contains("contraband charge"), "{bodies}");
+    assert!(
+        !bodies.to_string().contains("contraband charge"),
+        "{bodies}"
+    );
     // Every staff read is in the audit log, and the chain holds.
     let audit = api.get("/api/v1/audit?limit=1000").to_string();
-    for action in ["message.queue", "message.approve", "message.read", "watch_word.add"] {
+    for action in [
+        "message.queue",
+        "message.approve",
+        "message.read",
+        "watch_word.add",
+    ] {
         assert!(audit.contains(action), "{action}");
     }
     let verified = api.get("/api/v1/audit/verify");

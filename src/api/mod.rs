@@ -174,8 +174,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
-        inmates, integrity, kiosk, listen, messages, money, notes, rates, recordings, tokens, users,
-        visit_join, visit_watch, visit_ws, visiting, visits,
+        inmates, integrity, kiosk, listen, messages, money, notes, rates, recordings, tokens,
+        users, visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))

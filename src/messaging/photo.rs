@@ -138,9 +138,7 @@ pub fn reencode(bytes: &[u8], limit: u64, max_side: u32) -> Result<CleanPhoto, P
     limits.max_image_width = Some(max_side);
     limits.max_image_height = Some(max_side);
     reader.limits(limits);
-    let decoded = reader
-        .decode()
-        .map_err(|_| PhotoError::Undecodable(name))?;
+    let decoded = reader.decode().map_err(|_| PhotoError::Undecodable(name))?;
     let mut out = Cursor::new(Vec::new());
     let written = match kind {
         PhotoKind::Png => decoded.write_to(&mut out, image::ImageFormat::Png),
@@ -220,7 +218,10 @@ mod tests {
         bytes.splice(iend..iend, chunk);
         assert!(bytes.windows(3).any(|w| w == b"GPS"));
         let clean = reencode(&bytes, 1 << 20, 100).unwrap();
-        assert_eq!((clean.kind, clean.width, clean.height), (PhotoKind::Png, 8, 6));
+        assert_eq!(
+            (clean.kind, clean.width, clean.height),
+            (PhotoKind::Png, 8, 6)
+        );
         assert!(!clean.data.windows(3).any(|w| w == b"GPS"));
         assert_eq!(sniff(&clean.data), Some(PhotoKind::Png));
     }
@@ -230,7 +231,11 @@ mod tests {
         for &b in bytes {
             c ^= u32::from(b);
             for _ in 0..8 {
-                c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c

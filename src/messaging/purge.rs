@@ -23,7 +23,11 @@ pub struct PurgeReport {
 }
 
 /// One run at `now`.
-pub async fn purge(store: &Store, config: &Config, now: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
+pub async fn purge(
+    store: &Store,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<PurgeReport, StoreError> {
     let (messages, orphans) = store.purge_messages(now).await?;
     let dir = super::photo::dir(config);
     let mut files = Vec::new();
@@ -34,7 +38,9 @@ pub async fn purge(store: &Store, config: &Config, now: DateTime<Utc>) -> Result
         match tokio::fs::remove_file(&path).await {
             Ok(()) => files.push(sha),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => files.push(sha),
-            Err(e) => tracing::warn!(error = %e, path = %path.display(), "message photo not deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "message photo not deleted")
+            }
         }
     }
     if !messages.is_empty() || !files.is_empty() {

@@ -220,7 +220,8 @@ impl Store {
             u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
         };
         Ok(Settings {
-            review: ReviewPolicy::parse(&review).ok_or_else(|| corrupt("review policy", &review))?,
+            review: ReviewPolicy::parse(&review)
+                .ok_or_else(|| corrupt("review policy", &review))?,
             max_chars: num(r.try_get("max_chars")?, "max_chars")?,
             price: Money::from_minor(r.try_get("price_minor")?),
             max_photo_bytes: u64::try_from(r.try_get::<i64, _>("max_photo_bytes")?)
@@ -283,8 +284,8 @@ impl Store {
         raw: &str,
         by: &str,
     ) -> Result<WatchWord, StoreError> {
-        let word =
-            messaging::normalize_word(raw).map_err(|e| StoreError::invalid("word", e.to_string()))?;
+        let word = messaging::normalize_word(raw)
+            .map_err(|e| StoreError::invalid("word", e.to_string()))?;
         self.facility(facility_id).await?;
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM watch_words WHERE facility_id = $1")
             .bind(facility_id)
@@ -482,7 +483,10 @@ impl Store {
     /// What a family user bound to `contact_ids` sees: what was written to the inmate
     /// for those contacts (any status) and what the inmate's delivered messages say to
     /// them; newest last.
-    pub async fn contact_messages(&self, contact_ids: &[String]) -> Result<Vec<Message>, StoreError> {
+    pub async fn contact_messages(
+        &self,
+        contact_ids: &[String],
+    ) -> Result<Vec<Message>, StoreError> {
         let mut all = Vec::new();
         for c in contact_ids {
             let rows = sqlx::query(&format!(
@@ -620,7 +624,10 @@ impl Store {
         staff: &str,
     ) -> Result<Message, StoreError> {
         if status == MessageStatus::Held {
-            return Err(StoreError::invalid("status", "a decision delivers or rejects"));
+            return Err(StoreError::invalid(
+                "status",
+                "a decision delivers or rejects",
+            ));
         }
         let done = sqlx::query(
             "UPDATE messages SET status = $2, reason = $3, reviewed_by = $4, reviewed_at = $5 \

@@ -46,9 +46,7 @@ pub use family::{FamilyAccount, RateScope, Registration, UsedLink};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use links::{LinkRequest, NewLinkRequest, RosterEntry};
-pub use messages::{
-    Message, MessageFilter, MessagePhoto, NewMessage, WatchWord, MAX_MESSAGES,
-};
+pub use messages::{Message, MessageFilter, MessagePhoto, NewMessage, WatchWord, MAX_MESSAGES};
 pub use nodes::NodeRecord;
 pub use notes::{Note, NoteFilter, NoteText, NoteVersion, MAX_NOTES};
 pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};

@@ -37,8 +37,8 @@ use crate::ledger::{LedgerError, PurchaseRequest, RefundRequest, RequestKey};
 use crate::messaging::{self, photo, Direction, MessageStatus};
 use crate::money::Money;
 use crate::store::{
-    Contact, ContactStatus, Facilities, Inmate, InmateStatus, Message, MessageFilter,
-    MessagePhoto, NewMessage, Role, StoreError,
+    Contact, ContactStatus, Facilities, Inmate, InmateStatus, Message, MessageFilter, MessagePhoto,
+    NewMessage, Role, StoreError,
 };
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -226,6 +226,7 @@ async fn send(
             .collect();
         messaging::scan(body, &words)
     };
+    check_photos(s, &out, &facility).await?;
     let status = messaging::initial_status(settings.review, privileged, !flagged.is_empty());
     let price = messaging::price(&settings, privileged);
     let mut account = None;
@@ -235,12 +236,12 @@ async fn send(
             account_id: account_id.clone(),
             amount: price,
             reference: id.clone(),
-            memo: format!("message to {}", out.direction.as_str()),
+            memo: match out.direction {
+                Direction::FromInmate => "message from the inmate".into(),
+                Direction::ToInmate => "message to the inmate".into(),
+            },
         };
-        s.store
-            .ledger()
-            .charge_message(&rk, &facility, req)
-            .await?;
+        s.store.ledger().charge_message(&rk, &facility, req).await?;
         account = Some(account_id);
     }
     let new = NewMessage {
@@ -261,7 +262,14 @@ async fn send(
     let message = match s.store.insert_message(&new).await {
         Ok(m) => m,
         Err(StoreError::Conflict(_)) => return replay(s.store.message(&id).await?, &out, body),
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            // Charged, not stored (a photo sent meanwhile by another request): the price
+            // goes back, once, so the refusal costs nothing.
+            if let Some(account_id) = &account {
+                credit_back(s, &id, account_id, price, "unsent").await?;
+            }
+            return Err(e.into());
+        }
     };
     let detail = json!({ "message_id": message.id, "contact_id": message.contact_id,
         "inmate_id": message.inmate_id, "direction": message.direction,
@@ -273,6 +281,45 @@ async fn send(
         notify(s, &message).await;
     }
     Ok((StatusCode::CREATED, Json(party_view(&message))))
+}
+
+/// Refuses, before anything is charged, photos that are not the sender's uploads for
+/// this facility or were sent already.
+async fn check_photos(s: &AppState, out: &Outgoing<'_>, facility: &str) -> Result<(), ApiError> {
+    for id in out.photos {
+        let p = s.store.message_photo(id).await;
+        let ok = p.as_ref().is_ok_and(|p| {
+            p.uploaded_by == out.sender && p.facility_id == facility && p.message_id.is_none()
+        });
+        if !ok {
+            return Err(invalid(format!(
+                "photos: photo '{}' is not one you uploaded for this facility, or was sent already",
+                crate::text::quote(id)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Credits a message's price back to `account_id` (keyed by the message and `why`, so
+/// twice is once).
+async fn credit_back(
+    s: &AppState,
+    message_id: &str,
+    account_id: &str,
+    price: Money,
+    why: &str,
+) -> Result<(), ApiError> {
+    let key = RequestKey::new("messages", &format!("{why}:{message_id}"))
+        .map_err(|e| ApiError::internal(&e))?;
+    let req = RefundRequest {
+        account_id: account_id.to_string(),
+        amount: price,
+        reference: message_id.to_string(),
+        memo: format!("message {why}"),
+    };
+    s.store.ledger().refund(&key, req).await?;
+    Ok(())
 }
 
 /// The answer to a retried send: the first message (200), or 409 when the key was used
@@ -464,7 +511,9 @@ pub(crate) async fn family_photo(
     let (inmate, _) = family_contact(&s, &user, &q.contact_id).await?;
     let settings = s.store.message_settings(&inmate.facility_id).await?;
     if settings.max_photos == 0 {
-        return Err(invalid("photos: this facility takes no photos with messages"));
+        return Err(invalid(
+            "photos: this facility takes no photos with messages",
+        ));
     }
     let limit = settings.photo_limit(&s.config.messaging);
     let side = s.config.messaging.max_photo_pixels;
@@ -576,8 +625,14 @@ pub(crate) async fn photo_file(
             };
             refuse_privileged(&s, &caller, m).await?;
             let detail = json!({ "message_id": m.id, "photo_id": p.id });
-            s.audit_detail(&caller, "message.photo", &p.id, Some(&p.facility_id), detail)
-                .await;
+            s.audit_detail(
+                &caller,
+                "message.photo",
+                &p.id,
+                Some(&p.facility_id),
+                detail,
+            )
+            .await;
         }
     }
     let path = photo::path(&photo::dir(&s.config), &p.sha256).ok_or_else(hidden)?;
@@ -788,18 +843,15 @@ pub(crate) async fn reject(
     let m = staff_message(&s, &caller, &id).await?;
     let m = s
         .store
-        .decide_message(&m.id, MessageStatus::Rejected, Some(reason), caller.subject())
+        .decide_message(
+            &m.id,
+            MessageStatus::Rejected,
+            Some(reason),
+            caller.subject(),
+        )
         .await?;
     if let (true, Some(account)) = (m.price.is_positive(), &m.account_id) {
-        let key = RequestKey::new("messages", &format!("rejected:{}", m.id))
-            .map_err(|e| ApiError::internal(&e))?;
-        let req = RefundRequest {
-            account_id: account.clone(),
-            amount: m.price,
-            reference: m.id.clone(),
-            memo: "message rejected".into(),
-        };
-        s.store.ledger().refund(&key, req).await?;
+        credit_back(&s, &m.id, account, m.price, "rejected").await?;
     }
     s.audit_detail(
         &caller,
