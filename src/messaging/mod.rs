@@ -374,7 +374,8 @@ mod tests {
         assert_eq!(list[1], "the package");
         let found = scan("Bring THE package to the gate!", &list);
         assert_eq!(found, vec!["gate".to_string(), "the package".to_string()]);
-        assert!(scan("I ate late; spices are nice", &list).is_empty());
+        assert!(scan("I waited late; spices are nice", &list).is_empty());
+        assert_eq!(scan("I ate.", &list), vec!["ate".to_string()]);
         assert_eq!(scan("spice, spice", &list), vec!["spice".to_string()]);
         assert!(scan("", &list).is_empty());
     }
