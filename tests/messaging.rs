@@ -1434,3 +1434,124 @@ fn config_of(app: &App) -> sallyport::config::Config {
 thread_local! {
     static LAST_DATA_DIR: std::cell::RefCell<PathBuf> = std::cell::RefCell::new(PathBuf::new());
 }
+
+/// The family is told of a delivered message by email through a real SMTP server
+/// (aiosmtpd): with the portal's link, never the message; a held message is told only
+/// once staff approve it. Skipped without aiosmtpd unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_family_is_emailed_through_smtp_when_a_message_waits() {
+    use sallyport::api::{router, AppState};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(smtp) = support::mail::start_smtp(&dir.path().join("maildir")) else {
+        return;
+    };
+    let t = sallyport::db::testing::TestDb::sqlite().await;
+    let clock = Arc::new(sallyport::clock::ManualClock::new(
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 3, 2, 18, 0, 0).unwrap(),
+    ));
+    let mut config = sallyport::config::Config::default();
+    config.http.admin_token = ADMIN.into();
+    config.security.pin_pepper = inproc::PEPPER.into();
+    config.node.data_dir = dir.path().join("data");
+    config.family.public_url = "http://portal.test".into();
+    config.mail.transport = "smtp".into();
+    config.mail.smtp_host = "127.0.0.1".into();
+    config.mail.smtp_port = smtp.port;
+    config.mail.smtp_tls = "none".into();
+    config.mail.from = "Family portal <portal@jail.test>".into();
+    let store = sallyport::store::Store::new(
+        t.db.clone(),
+        clock.clone() as Arc<dyn Clock>,
+        &config.security.pin_pepper,
+    );
+    let app = App {
+        router: router(AppState::new(store.clone(), Arc::new(config))),
+        clock,
+        store,
+        admin: ADMIN,
+        peer: None,
+        rec_dir: None,
+        t,
+    };
+    let w = world(&app).await;
+    // A family account of its own (verified through the emailed link), bound to the
+    // contact.
+    let email = "june.smtp@example.org";
+    let creds = json!({ "email": email, "password": "correct horse battery" });
+    let (s, v) = send_anonymous(&app, "/api/v1/family/register", creds).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (link, _) = smtp.wait_for("http://portal.test/family/#verify=");
+    let token = link.rsplit_once("#verify=").unwrap().1;
+    let (s, v) = send_anonymous(&app, "/api/v1/family/verify", json!({ "token": token })).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let username = audits(&app, "family.register").await[0]["actor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = admin(
+        &app,
+        "POST",
+        "/api/v1/tokens",
+        Some(
+            json!({ "username": username, "role": "family", "facilities": ["F1"],
+                     "contacts": [w.contact] }),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Held: no email yet; approved: one, with the link and without the text.
+    set_settings(&app, "F1", json!({ "review": "all" })).await;
+    let (s, m) = kiosk_send(&app, &w, "s-1", &w.contact, "The secret is in the garden.").await;
+    assert_eq!(
+        (s, m["status"].as_str()),
+        (StatusCode::CREATED, Some("held")),
+        "{m}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let waiting = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("new"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(waiting(&smtp.maildir), 1, "only the verification so far");
+    let id = m["id"].as_str().unwrap();
+    let (s, v) = admin(
+        &app,
+        "POST",
+        &format!("/api/v1/messages/{id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (link, text) = smtp.wait_for("http://portal.test/family/#messages");
+    assert_eq!(link, "http://portal.test/family/#messages");
+    assert!(text.contains(email), "{text}");
+    assert!(text.contains("John Doe"), "{text}");
+    assert!(!text.contains("garden"), "never the message: {text}");
+    // The family's own messages tell nobody by email.
+    let (s, v) = send(
+        &app,
+        "POST",
+        "/api/v1/family/messages",
+        &w.family,
+        None,
+        Some("s-2"),
+        Some(json!({ "contact_id": w.contact, "body": "Got it." })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        waiting(&smtp.maildir),
+        2,
+        "{:?}",
+        std::fs::read_dir(smtp.maildir.join("new")).map(|d| d.count())
+    );
+    app.t.cleanup().await;
+}
+
+async fn send_anonymous(app: &App, path: &str, body: Value) -> (StatusCode, Value) {
+    let (s, _, bytes) = fetch(app, request("POST", path, None, Some(body))).await;
+    (s, json_of(&bytes))
+}
