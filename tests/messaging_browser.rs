@@ -328,11 +328,21 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
     axe::assert_accessible(&family, "the family's messages with a photo");
     let answer = queue_ids(&api);
     assert_eq!(answer.len(), 1);
-    api.ok(
-        "POST",
-        &format!("/api/v1/messages/{}/approve", answer[0]),
-        None,
+    // The reviewer sees the photo in the queue and approves the answer there.
+    staff.click("#msg-refresh");
+    let row = format!("#queue-body tr[data-message-id='{}']", answer[0]);
+    staff.wait_for(&row);
+    staff.wait_js(
+        "the reviewer sees the photo",
+        Duration::from_secs(15),
+        &format!(
+            "return [...document.querySelectorAll(\"{row} img.photo\")].map(i => i.complete ? i.naturalWidth : -1);"
+        ),
+        |v| v == &json!([40]),
     );
+    axe::assert_accessible(&staff, "the review queue with a photo");
+    staff.click(&format!("{row} button.approve"));
+    shown(&staff, "queue-empty");
 
     // The inmate reads the answer at the kiosk, with the photo (re-encoded: no metadata).
     kiosk.click("#messages-done");

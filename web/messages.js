@@ -39,7 +39,25 @@ const Messages = (() => {
     return td;
   }
 
+  // Object URLs of the photos shown, released when the queue is drawn again.
+  let photoUrls = [];
+
+  // A photo to review: fetched with the bearer token (audited message.photo), shown from
+  // a blob.
+  function photo(p, from) {
+    const img = el("img", undefined, { class: "photo", alt: "Photo from " + from,
+      width: String(p.width), height: String(p.height), "data-photo-id": p.id });
+    Api.download("/message-photos/" + encodeURIComponent(p.id)).then((d) => {
+      const url = URL.createObjectURL(d.blob);
+      photoUrls.push(url);
+      img.src = url;
+    }).catch(() => { img.alt = "Photo from " + from + " (could not be loaded)"; });
+    return img;
+  }
+
   async function queue() {
+    for (const u of photoUrls) URL.revokeObjectURL(u);
+    photoUrls = [];
     const list = await Api.get("/messages/review?facility_id=" + encodeURIComponent(facility()));
     const body = $("queue-body");
     body.replaceChildren();
@@ -49,7 +67,7 @@ const Messages = (() => {
       const tr = row([when(m.created_at), from, to]);
       tr.dataset.messageId = m.id;
       const text = el("td", m.body, { class: "message-body" });
-      if (m.photos.length) text.appendChild(el("span", " (" + m.photos.length + " photo" + (m.photos.length > 1 ? "s" : "") + ")", { class: "muted" }));
+      for (const p of m.photos) text.appendChild(photo(p, from));
       tr.appendChild(text);
       tr.appendChild(el("td", m.flagged.join(", ")));
       tr.appendChild(decisionCell(m));

@@ -455,12 +455,34 @@ impl Store {
         rows.iter().map(photo_from_row).collect()
     }
 
+    /// The messages of `rows` with their photos, read in a few statements (at most 100
+    /// messages' photos each), not one per message.
     async fn with_photos(&self, rows: Vec<AnyRow>) -> Result<Vec<Message>, StoreError> {
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut m = message_from_row(r)?;
-            m.photos = self.photos_of(&m.id).await?;
-            out.push(m)
+        let mut out = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<Message>, StoreError>>()?;
+        for chunk in (0..out.len()).collect::<Vec<_>>().chunks(100) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {PHOTO_COLUMNS} FROM message_photos WHERE message_id IN ({}) \
+                 ORDER BY created_at, id",
+                marks.join(",")
+            );
+            let mut q = sqlx::query(&sql);
+            for &i in chunk {
+                q = q.bind(out[i].id.clone());
+            }
+            for r in q.fetch_all(self.db.pool()).await? {
+                let p = photo_from_row(&r)?;
+                if let Some(m) = chunk
+                    .iter()
+                    .copied()
+                    .find(|&i| p.message_id.as_deref() == Some(out[i].id.as_str()))
+                {
+                    out[m].photos.push(p);
+                }
+            }
         }
         Ok(out)
     }
