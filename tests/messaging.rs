@@ -650,6 +650,7 @@ async fn a_message_is_reviewed_read_and_answered_with_a_photo(app: App) {
     );
     let (s, v) = admin(&app, "GET", "/api/v1/audit/verify", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    remove_data_dir();
     app.t.cleanup().await;
 }
 
@@ -872,6 +873,7 @@ async fn watch_words_hold_messages_and_privileged_ones_are_never_reviewed(app: A
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(!audits(&app, "watch_word.remove").await.is_empty());
+    remove_data_dir();
     app.t.cleanup().await;
 }
 
@@ -1064,6 +1066,7 @@ async fn the_price_is_charged_once_never_below_zero_and_refunded_on_rejection(ap
         "{kinds:?}"
     );
     let _ = &w.family_user;
+    remove_data_dir();
     app.t.cleanup().await;
 }
 
@@ -1343,6 +1346,7 @@ async fn bad_input_is_refused_with_a_message(app: App) {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     let (s, e) = admin(&app, "GET", "/api/v1/messages?from=yesterday", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    remove_data_dir();
     app.t.cleanup().await;
 }
 
@@ -1415,6 +1419,7 @@ async fn retention_removes_old_messages_and_their_photos(app: App) {
         .collect();
     assert_eq!(left, [fresh["id"].as_str().unwrap()]);
     assert!(!audits(&app, "message.purge").await.is_empty());
+    remove_data_dir();
     app.t.cleanup().await;
 }
 
@@ -1429,6 +1434,14 @@ fn config_of(app: &App) -> sallyport::config::Config {
     let mut c = sallyport::config::Config::default();
     c.node.data_dir = data_dir_of(app);
     c
+}
+
+/// Removes the photos the test's App kept.
+fn remove_data_dir() {
+    let dir = LAST_DATA_DIR.with(|d| d.borrow().clone());
+    if !dir.as_os_str().is_empty() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 thread_local! {
@@ -1548,6 +1561,7 @@ async fn the_family_is_emailed_through_smtp_when_a_message_waits() {
         "{:?}",
         std::fs::read_dir(smtp.maildir.join("new")).map(|d| d.count())
     );
+    remove_data_dir();
     app.t.cleanup().await;
 }
 
