@@ -105,6 +105,8 @@ pub struct Config {
     pub mail: crate::mail::MailConfig,
     /// Online deposits' payment provider and its webhooks ([`crate::payments`]).
     pub payments: PaymentsConfig,
+    /// Messages between inmates and contacts ([`crate::messaging::MessagingConfig`]).
+    pub messaging: crate::messaging::MessagingConfig,
 }
 
 /// This gateway process.
@@ -806,6 +808,7 @@ impl Config {
             .check()
             .and_then(|()| self.mail.check())
             .and_then(|()| self.payments.check())
+            .and_then(|()| self.messaging.check())
         {
             return bad(key, message);
         }

@@ -18,6 +18,7 @@
 //! | [`ledger`] | driver | the double-entry, append-only, idempotent ledger |
 //! | [`store`] | driver | facilities, inmates, handsets, PIN attempts and locks, contacts, block lists, rates, tokens, audit, visit stations and booked visits |
 //! | [`family`] | core | family accounts: address rules, emailed links, CSRF tokens, the emails' words |
+//! | [`messaging`] | core | messages between inmates and contacts: text and watch-word rules, review policy, price, photo cleaning |
 //! | [`mail`] | driver | outgoing email through lettre: `.eml` files by default, SMTP by configuration |
 //! | [`visit`] | core | video visit scheduling: the visiting rules (windows in the facility's zone, slot lengths, notice, horizon) and a booking's transitions |
 //! | [`session`] | core + driver | end reasons, the session runner (database work beside the driver), CDR rows and crash recovery |
@@ -47,6 +48,7 @@ pub mod kiosk;
 pub mod ledger;
 pub mod mail;
 pub mod media;
+pub mod messaging;
 pub mod money;
 pub mod monitor;
 pub mod payments;

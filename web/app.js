@@ -1,6 +1,7 @@
 // sallyport console: the views (login, search, session: a call's or a recorded visit's, an
 // inmate's or a number's notes and sessions, live calls and visits) and hash routing:
-// #/search, #/session/<id>, #/inmate/<id>, #/number/<E.164>, #/live.
+// #/search, #/session/<id>, #/inmate/<id>, #/number/<E.164>, #/live, #/messages
+// (messages.js: the review queue, the watch words, the messaging settings).
 // Sessions are shown by the people in them (inmate name and booking number, the contact's
 // name and relationship, or "not on list" and the number dialed) and every time in the
 // facility's time zone, with seconds and the zone named.
@@ -15,7 +16,7 @@ const END_REASONS = [
   "insufficient_funds", "terminated", "released", "slot_ended", "no_show", "inmate_left",
   "visitor_left", "system",
 ];
-const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view"];
+const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view", "messages-view"];
 
 const $ = (id) => document.getElementById(id);
 const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null,
@@ -1093,6 +1094,10 @@ async function route() {
   if (hash.startsWith("#/live")) {
     show("live-view");
     return guarded(loadLive);
+  }
+  if (hash.startsWith("#/messages")) {
+    show("messages-view");
+    return guarded(Messages.open);
   }
   show("search-view");
   return guarded(loadFacilities);

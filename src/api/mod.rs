@@ -174,8 +174,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
-        inmates, integrity, kiosk, listen, money, notes, rates, recordings, tokens, users,
-        visit_join, visit_watch, visit_ws, visiting, visits,
+        inmates, integrity, kiosk, listen, messages, money, notes, rates, recordings, tokens,
+        users, visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -335,6 +335,40 @@ pub fn router(state: AppState) -> Router {
         .route("/visits/{id}/kiosk-join", post(visit_join::kiosk_join))
         .route("/kiosk/sittings", post(kiosk::start))
         .route("/kiosk/sitting", get(kiosk::show))
+        .route(
+            "/kiosk/messages",
+            get(messages::kiosk_list).post(messages::kiosk_send),
+        )
+        .route(
+            "/family/messages",
+            get(messages::family_list).post(messages::family_send),
+        )
+        .route(
+            "/family/messages/photos",
+            post(messages::family_photo).layer(DefaultBodyLimit::max(
+                crate::messaging::MAX_UPLOAD_BYTES as usize,
+            )),
+        )
+        .route("/message-photos/{id}", get(messages::photo_file))
+        .route("/messages", get(messages::search))
+        .route("/messages/review", get(messages::queue))
+        .route("/messages/{id}", get(messages::get))
+        .route("/messages/{id}/approve", post(messages::approve))
+        .route("/messages/{id}/reject", post(messages::reject))
+        .route(
+            "/facilities/{fid}/messaging",
+            get(messages::settings).put(messages::set_settings),
+        )
+        .route(
+            "/facilities/{fid}/watch-words",
+            get(messages::words)
+                .post(messages::add_word)
+                .delete(messages::remove_word_by_text),
+        )
+        .route(
+            "/facilities/{fid}/watch-words/{wid}",
+            delete(messages::remove_word),
+        )
         .route("/visit-session", get(visit_join::session))
         .route("/visit-session/ws", get(visit_ws::socket))
         .route("/inmates/{id}/visits", get(visits::of_inmate))

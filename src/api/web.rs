@@ -5,7 +5,8 @@
 //! pages (`web/family/`, under `/family/`). All embedded in the binary.
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts, styles and media only
-//! from this origin (media also from `blob:`), no inline script, no framing. The console
+//! from this origin (media and images also from `blob:`: the kiosk shows a message's
+//! photo from a blob it fetched with its token), no inline script, no framing. The console
 //! talks to `/api/v1` with its bearer token; audio comes from the recordings endpoint with
 //! a play ticket, live audio (calls) and video (visits) over WebRTC (not covered by
 //! `connect-src`).
@@ -18,7 +19,7 @@ use axum::Router;
 
 /// The policy of every console answer.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self'; media-src 'self' blob:; connect-src 'self'; form-action 'self'; \
+    img-src 'self' blob:; media-src 'self' blob:; connect-src 'self'; form-action 'self'; \
     base-uri 'none'; frame-ancestors 'none'";
 
 /// One embedded file: name under `/console/`, content type, contents.
@@ -62,6 +63,11 @@ const ASSETS: &[Asset] = &[
         name: "app.js",
         content_type: JS,
         body: include_str!("../../web/app.js"),
+    },
+    Asset {
+        name: "messages.js",
+        content_type: JS,
+        body: include_str!("../../web/messages.js"),
     },
     Asset {
         name: "style.css",
@@ -145,6 +151,11 @@ const FAMILY_ASSETS: &[Asset] = &[
         name: "deposits.js",
         content_type: JS,
         body: include_str!("../../web/family/deposits.js"),
+    },
+    Asset {
+        name: "messages.js",
+        content_type: JS,
+        body: include_str!("../../web/family/messages.js"),
     },
 ];
 

@@ -88,6 +88,19 @@ pub fn hours(secs: u64) -> u64 {
     secs.div_ceil(3_600).max(1)
 }
 
+/// Tells a family that a message from an inmate waits in the portal. Never what the
+/// message says: email is not where correspondence is read (nor audited).
+pub fn new_message(to: &str, inmate_name: &str, facility_name: &str, base: &str) -> Email {
+    Email {
+        to: to.into(),
+        subject: "You have a new message in the family portal".into(),
+        body: format!(
+            "{inmate_name} at {facility_name} sent you a message.\n\n\
+             Log in to the family portal to read it and answer:\n\n{base}/family/#messages\n"
+        ),
+    }
+}
+
 /// The notice that an idle prepaid balance is still the family's ([`super::notices`]).
 pub fn idle_balance(
     to: &str,

@@ -32,16 +32,19 @@ pub enum SystemAccount {
     Refunds,
     /// Balances of released inmates, owed back to them.
     RefundsPayable,
+    /// Credited by the price of messages.
+    MessageRevenue,
 }
 
 impl SystemAccount {
-    pub const ALL: [SystemAccount; 6] = [
+    pub const ALL: [SystemAccount; 7] = [
         SystemAccount::DepositsClearing,
         SystemAccount::CallRevenue,
         SystemAccount::VisitRevenue,
         SystemAccount::Commissary,
         SystemAccount::Refunds,
         SystemAccount::RefundsPayable,
+        SystemAccount::MessageRevenue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl SystemAccount {
             SystemAccount::Commissary => "commissary",
             SystemAccount::Refunds => "refunds",
             SystemAccount::RefundsPayable => "refunds_payable",
+            SystemAccount::MessageRevenue => "message_revenue",
         }
     }
 

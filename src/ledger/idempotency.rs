@@ -115,6 +115,7 @@ pub(crate) enum Scope {
     OnlineDeposit,
     OnlineRefund,
     PrepaidRefund,
+    Message,
 }
 
 impl Scope {
@@ -129,6 +130,7 @@ impl Scope {
             Scope::OnlineDeposit => "online_deposit",
             Scope::OnlineRefund => "online_refund",
             Scope::PrepaidRefund => "prepaid_refund",
+            Scope::Message => "message",
         }
     }
 }

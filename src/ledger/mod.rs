@@ -547,6 +547,29 @@ impl Ledger {
         Ok(receipt)
     }
 
+    /// A message's price (`req.reference` names the message), from the sender's account
+    /// to the facility's `message_revenue` (created here for a facility that predates
+    /// it); [`LedgerError::InsufficientFunds`] when the balance is short. Idempotent like
+    /// a purchase: a replay answers the first receipt and moves nothing.
+    pub async fn charge_message(
+        &self,
+        key: &RequestKey,
+        facility_id: &str,
+        req: PurchaseRequest,
+    ) -> Result<Receipt, LedgerError> {
+        spending::positive(req.amount)?;
+        self.ensure_system_accounts(facility_id).await?;
+        let claim = Claim::new(key, Scope::Message, &req)?;
+        let req = req.kept()?;
+        let now = self.now();
+        let txn_key = key.qualified();
+        let receipt = keyed!(self, claim, now, |tx| spending::message(
+            &mut tx, &txn_key, &req, now
+        ))?;
+        tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: message charge");
+        Ok(receipt)
+    }
+
     /// Credits an inmate or family account from the facility's `refunds` account.
     pub async fn refund(
         &self,

@@ -184,6 +184,30 @@ const REFUND: Movement = Movement {
     credit: true,
 };
 
+const MESSAGE: Movement = Movement {
+    kind: TransactionKind::MessageCharge,
+    counter: SystemAccount::MessageRevenue,
+    verb: "charge",
+    memo: "message",
+    credit: false,
+};
+
+/// A message's price (the key is already claimed): account −, message revenue +.
+pub(crate) async fn message(
+    conn: &mut Conn,
+    key: &str,
+    req: &PurchaseRequest,
+    now: DateTime<Utc>,
+) -> Result<Receipt, LedgerError> {
+    let spend = Spend {
+        account_id: &req.account_id,
+        amount: req.amount,
+        reference: &req.reference,
+        memo: &req.memo,
+    };
+    move_with_system(conn, key, &MESSAGE, spend, now).await
+}
+
 /// A commissary purchase (the key is already claimed): account −, commissary +.
 pub(crate) async fn purchase(
     conn: &mut Conn,

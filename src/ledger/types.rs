@@ -97,6 +97,9 @@ text_enum!(
         /// A family's prepaid balance no card deposit covers, owed back by the facility
         /// (`refunds_payable`) and paid outside the gateway.
         BalanceRefund => "balance_refund",
+        /// A message's price, paid by its sender's account when the facility prices
+        /// messages ([`crate::messaging`]).
+        MessageCharge => "message_charge",
     }
 );
 

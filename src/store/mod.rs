@@ -1,5 +1,6 @@
 //! Records: facilities, family accounts ([`FamilyAccount`]), inmates, handsets, contacts, block lists, rate decks and plans,
-//! API principals, the audit log, investigators' notes ([`Note`]: versioned, never
+//! API principals, the audit log, messages between inmates and contacts ([`Message`]) and
+//! the watch words that flag them, investigators' notes ([`Note`]: versioned, never
 //! overwritten), the nodes of a cluster ([`NodeRecord`]), and video
 //! visits: visiting rules, visit stations and the visits booked ([`Visit`]; the rules
 //! themselves are [`crate::visit`]'s).
@@ -19,6 +20,7 @@ mod family;
 mod handsets;
 mod inmates;
 mod links;
+mod messages;
 mod nodes;
 mod notes;
 pub mod passwords;
@@ -44,6 +46,7 @@ pub use family::{FamilyAccount, RateScope, Registration, UsedLink};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use links::{LinkRequest, NewLinkRequest, RosterEntry};
+pub use messages::{Message, MessageFilter, MessagePhoto, NewMessage, WatchWord, MAX_MESSAGES};
 pub use nodes::NodeRecord;
 pub use notes::{Note, NoteFilter, NoteText, NoteVersion, MAX_NOTES};
 pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};

@@ -163,11 +163,33 @@ const ES = {
   'English': 'English',
   'Español': 'Español',
   'Language': 'Idioma',
+  'Messages': 'Mensajes',
+  'Write to someone in custody you are an approved contact of. Staff may read messages before they are delivered, except those with an attorney.': 'Escriba a una persona bajo custodia de la que usted es contacto aprobado. El personal puede leer los mensajes antes de entregarlos, salvo los de un abogado.',
+  'Once staff approve you as a contact, you can write here.': 'Cuando el personal lo apruebe como contacto, podrá escribir aquí.',
+  'Write a message': 'Escribir un mensaje',
+  'To': 'Para',
+  'Message': 'Mensaje',
+  'Photo (optional: PNG or JPEG)': 'Foto (opcional: PNG o JPEG)',
+  'Photos are copied without their hidden details (such as where they were taken).': 'Las fotos se copian sin sus datos ocultos (como el lugar donde se tomaron).',
+  'Send': 'Enviar',
+  'Check for new messages': 'Ver mensajes nuevos',
+  'Messages, oldest first': 'Mensajes, los más antiguos primero',
+  'Your message is sent.': 'Su mensaje fue enviado.',
+  'Your message is sent. Staff review it before it is delivered.': 'Su mensaje fue enviado. El personal lo revisa antes de entregarlo.',
 };
 
 /** Templates: English pattern → Spanish, with $1… for what the English held there (or a
  * function of the matches, as `String.replace` takes). */
 const ES_PATTERNS = [
+  [/^· Waiting for staff review$/, '· En revisión por el personal'],
+  [/^· Delivered$/, '· Entregado'],
+  [/^· Not delivered: (.+)$/, '· No entregado: $1'],
+  [/^You to (.+), (.+)$/, 'Usted a $1, $2'],
+  [/^(.+) to you, (.+)$/, '$1 a usted, $2'],
+  [/^Photo from you$/, 'Foto suya'],
+  [/^Photo from (.+)$/, 'Foto de $1'],
+  [/^Up to (\d+) characters\.$/, 'Hasta $1 caracteres.'],
+  [/^Up to (\d+) characters\. Each message costs \$(.+), paid from your prepaid balance at that facility\.$/, 'Hasta $1 caracteres. Cada mensaje cuesta $$$2, pagado de su saldo prepagado en ese centro.'],
   [/^Call to (.+) from (.+), minute block (\d+)$/, 'Llamada a $1 de $2, bloque de minutos $3'],
   [/^Call to (.+), minute block (\d+)$/, 'Llamada a $1, bloque de minutos $2'],
   [/^Video visit with (.+), minute block (\d+)$/, 'Videovisita con $1, bloque de minutos $2'],

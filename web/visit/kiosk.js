@@ -3,7 +3,8 @@
 // station's visits for today; the inmate picks theirs, confirms with their calling ID and
 // PIN (the same keys, hashes and lockouts as the phones) and joins. "My account" asks the
 // same two numbers and shows the inmate's balance, pending deposits, visits ahead and
-// history, in a sitting the page forgets on "Done" or after a minute without use.
+// history, in a sitting the page forgets on "Done" or after a minute without use;
+// "Messages" does the same for the inmate's messages: read them, write to a contact.
 "use strict";
 
 (function () {
@@ -14,7 +15,8 @@
   let kiosk = null;
   let chosen = null;
   let timer = null;
-  // "visit": the PIN joins the chosen visit; "account": it opens the inmate's account.
+  // "visit": the PIN joins the chosen visit; "account": it opens the inmate's account;
+  // "messages": the inmate's messages.
   let mode = "visit";
   // The inmate's sitting (POST /kiosk/sittings), only while the account is on screen.
   let sitting = null;
@@ -23,6 +25,7 @@
   const KINDS = {
     deposit: "Deposit", money_order: "Money order", call_charge: "Call",
     visit_charge: "Video visit", purchase: "Purchase", refund: "Refund", release: "Release refund",
+    message_charge: "Message",
   };
 
   function load() {
@@ -35,17 +38,18 @@
   }
 
   function show(view) {
-    for (const id of ["setup-view", "today-view", "pin-view", "account-view", "room-view"]) {
+    for (const id of ["setup-view", "today-view", "pin-view", "account-view", "messages-view", "room-view"]) {
       $(id).hidden = id !== view;
     }
   }
 
-  async function api(method, path, body) {
+  async function api(method, path, body, key) {
     const r = await fetch(`/api/v1${path}`, {
       method,
       headers: Object.assign(
         { Authorization: `Bearer ${kiosk.token}`, "Content-Type": "application/json" },
         sitting ? { "X-Kiosk-Sitting": sitting } : {},
+        key ? { "Idempotency-Key": key } : {},
       ),
       body: body ? JSON.stringify(body) : undefined,
     });
@@ -111,6 +115,125 @@
     $("pin-form").reset();
     show("pin-view");
     $("pin-id").focus();
+  }
+
+  function myMessages() {
+    mode = "messages";
+    chosen = null;
+    $("pin-visit").textContent = "Read and write messages.";
+    $("pin-error").hidden = true;
+    $("pin-form").reset();
+    show("pin-view");
+    $("pin-id").focus();
+  }
+
+  const STATUS = {
+    held: "Waiting for staff review",
+    delivered: "Delivered",
+    rejected: "Not delivered",
+  };
+  // The key of the message being written: the same until it is sent, so a second press
+  // of "Send" before the answer sends it once.
+  let composeKey = null;
+  // Object URLs of the photos on screen, released when the list is redrawn or closed.
+  let photoUrls = [];
+
+  function releasePhotos() {
+    for (const u of photoUrls) URL.revokeObjectURL(u);
+    photoUrls = [];
+  }
+
+  // A photo is fetched with the kiosk's token and sitting (an <img> cannot send them) and
+  // shown from a blob.
+  async function loadPhoto(img, id) {
+    const r = await fetch(`/api/v1/message-photos/${encodeURIComponent(id)}`, {
+      headers: { Authorization: `Bearer ${kiosk.token}`, "X-Kiosk-Sitting": sitting },
+    });
+    if (!r.ok) return;
+    const url = URL.createObjectURL(await r.blob());
+    photoUrls.push(url);
+    img.src = url;
+  }
+
+  async function showMessages() {
+    const m = await api("GET", "/kiosk/messages");
+    $("messages-name").textContent = m.inmate.name;
+    const select = $("compose-contact");
+    const picked = select.value;
+    select.replaceChildren();
+    for (const c of m.contacts) {
+      const o = document.createElement("option");
+      o.value = c.id;
+      o.textContent = c.privileged ? `${c.name} (attorney: private)` : c.name;
+      select.append(o);
+    }
+    if (picked) select.value = picked;
+    $("compose-body").maxLength = m.max_chars;
+    const price = Number(m.price) > 0 ? ` Each message costs $${m.price}.` : "";
+    $("compose-hint").textContent = `Up to ${m.max_chars} characters.${price}`;
+    releasePhotos();
+    const list = $("messages-list");
+    list.replaceChildren();
+    for (const msg of m.messages) {
+      const li = document.createElement("li");
+      li.dataset.messageId = msg.id;
+      li.dataset.status = msg.status;
+      li.className = msg.direction === "from_inmate" ? "sent" : "received";
+      const head = document.createElement("p");
+      head.className = "muted";
+      const who = msg.direction === "from_inmate" ? `You to ${msg.contact_name}` : `${msg.contact_name} to you`;
+      head.textContent = `${who}, ${when(msg.created_at)}`;
+      if (msg.direction === "from_inmate") {
+        const st = document.createElement("span");
+        st.className = "status";
+        st.textContent = ` · ${STATUS[msg.status] || msg.status}${msg.reason ? `: ${msg.reason}` : ""}`;
+        head.append(st);
+      }
+      const body = document.createElement("p");
+      body.className = "body";
+      body.textContent = msg.body;
+      li.append(head, body);
+      for (const p of msg.photos) {
+        const img = document.createElement("img");
+        img.alt = `Photo from ${msg.direction === "from_inmate" ? "you" : msg.contact_name}`;
+        img.width = p.width;
+        img.height = p.height;
+        img.className = "photo";
+        img.dataset.photoId = p.id;
+        li.append(img);
+        loadPhoto(img, p.id);
+      }
+      list.append(li);
+    }
+    $("messages-empty").hidden = m.messages.length > 0;
+    show("messages-view");
+    touch();
+  }
+
+  async function sendMessage(ev) {
+    ev.preventDefault();
+    touch();
+    $("compose-error").hidden = true;
+    if (!composeKey) composeKey = (crypto.randomUUID && crypto.randomUUID()) || `${Date.now()}-${Math.random()}`;
+    $("compose-send").disabled = true;
+    try {
+      const sent = await api("POST", "/kiosk/messages", {
+        contact_id: $("compose-contact").value,
+        body: $("compose-body").value,
+      }, composeKey);
+      composeKey = null;
+      $("compose-body").value = "";
+      $("compose-status").textContent = sent.status === "held" ? "Sent: it waits for staff review." : "Sent.";
+      await showMessages();
+    } catch (e) {
+      if (e.status === 401) return done();
+      $("compose-error").textContent = e.message;
+      $("compose-error").hidden = false;
+      // A refusal is final for this text: a corrected text is a new message.
+      if (e.status && e.status < 500) composeKey = null;
+    } finally {
+      $("compose-send").disabled = false;
+    }
   }
 
   function myAccount() {
@@ -190,7 +313,13 @@
     clearTimeout(idle);
     sitting = null;
     mode = "visit";
-    for (const id of ["account-pending", "account-visits-body", "account-history-body", "account-family-body"]) $(id).replaceChildren();
+    composeKey = null;
+    releasePhotos();
+    $("compose-body").value = "";
+    $("compose-status").textContent = "";
+    $("compose-error").hidden = true;
+    for (const id of ["account-pending", "account-visits-body", "account-history-body", "account-family-body", "messages-list", "compose-contact"]) $(id).replaceChildren();
+    $("messages-name").textContent = "";
     $("account-name").textContent = "";
     $("account-balance").textContent = "";
     watchDay();
@@ -198,7 +327,7 @@
 
   async function confirm(ev) {
     ev.preventDefault();
-    if (mode === "account") {
+    if (mode === "account" || mode === "messages") {
       try {
         const r = await api("POST", "/kiosk/sittings", {
           calling_id: $("pin-id").value,
@@ -207,7 +336,8 @@
         $("pin-form").reset();
         clearInterval(timer);
         sitting = r.sitting;
-        await showAccount();
+        if (mode === "messages") await showMessages();
+        else await showAccount();
       } catch (e) {
         sitting = null;
         $("pin-pin").value = "";
@@ -257,6 +387,10 @@
     $("account-start").addEventListener("click", myAccount);
     $("account-done").addEventListener("click", done);
     for (const ev of ["click", "keydown", "scroll"]) $("account-view").addEventListener(ev, touch);
+    $("messages-start").addEventListener("click", myMessages);
+    $("messages-done").addEventListener("click", done);
+    $("compose-form").addEventListener("submit", sendMessage);
+    for (const ev of ["click", "keydown", "scroll", "input"]) $("messages-view").addEventListener(ev, touch);
     $("pin-cancel").addEventListener("click", () => today());
     kiosk = load();
     if (!kiosk) return show("setup-view");

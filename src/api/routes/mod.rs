@@ -12,6 +12,7 @@ pub(super) mod inmates;
 pub(super) mod integrity;
 pub(super) mod kiosk;
 pub(super) mod listen;
+pub(super) mod messages;
 pub(super) mod money;
 pub(super) mod notes;
 pub(super) mod rates;
