@@ -548,8 +548,12 @@ fn investigator_listens_live_then_terminates() {
         json!([]),
     );
     assert!(
-        labels[0].as_str().is_some_and(|t| t.contains("inmate") && t.contains(&inmate.booking))
-            && labels[1].as_str().is_some_and(|t| t.contains("called party") && t.contains("Called Party")),
+        labels[0]
+            .as_str()
+            .is_some_and(|t| t.contains("inmate") && t.contains(&inmate.booking))
+            && labels[1]
+                .as_str()
+                .is_some_and(|t| t.contains("called party") && t.contains("Called Party")),
         "{labels}"
     );
     let levels = b.wait_js(
@@ -575,12 +579,14 @@ fn investigator_listens_live_then_terminates() {
     assert_eq!(gains[2], "70%", "{gains}");
     // The balance left falls as increments are charged.
     let balance = |v: &Value| v.as_str().and_then(|t| t.parse::<f64>().ok());
-    let balance_js = format!(
-        "const e = document.querySelector(\"{row} .balance\"); return e && e.textContent;"
+    let balance_js =
+        format!("const e = document.querySelector(\"{row} .balance\"); return e && e.textContent;");
+    let first = b.wait_js(
+        "a balance shown",
+        Duration::from_secs(10),
+        &balance_js,
+        |v| balance(v).is_some(),
     );
-    let first = b.wait_js("a balance shown", Duration::from_secs(10), &balance_js, |v| {
-        balance(v).is_some()
-    });
     let fallen = b.wait_js(
         "the balance falls",
         Duration::from_secs(15),
@@ -982,7 +988,10 @@ fn investigator_follows_a_calls_timeline() {
     );
     // The API's timeline: what the gateway recorded, in order.
     let cdr = api.get(&format!("/api/v1/calls/{id}"));
-    let timeline = cdr["timeline"].as_array().expect("a call's timeline").clone();
+    let timeline = cdr["timeline"]
+        .as_array()
+        .expect("a call's timeline")
+        .clone();
     let kinds: Vec<&str> = timeline
         .iter()
         .map(|e| e["kind"].as_str().unwrap_or_default())
@@ -1006,7 +1015,12 @@ fn investigator_follows_a_calls_timeline() {
         "ended",
     ];
     for w in order.windows(2) {
-        assert!(first(w[0]) < first(w[1]), "{} before {}: {kinds:?}", w[0], w[1]);
+        assert!(
+            first(w[0]) < first(w[1]),
+            "{} before {}: {kinds:?}",
+            w[0],
+            w[1]
+        );
     }
     first("recording_started");
     let at = |e: &Value| {
@@ -1099,12 +1113,12 @@ fn investigator_follows_a_calls_timeline() {
         |v| v == "1",
     );
     assert!(!audited(&api, "recording.play", "inv-demo").is_empty());
-    let silences = b.js(
-        "return state.timeline.silences;",
+    let silences = b.js("return state.timeline.silences;", json!([]));
+    println!("silent stretches: {silences}");
+    b.js(
+        "document.getElementById('recording-audio').pause();",
         json!([]),
     );
-    println!("silent stretches: {silences}");
-    b.js("document.getElementById('recording-audio').pause();", json!([]));
 
     // Clicking an event seeks there: the third increment.
     let third = rows
@@ -1147,7 +1161,9 @@ fn investigator_follows_a_calls_timeline() {
 
     // Speed 1.5× from the menu; then the "]" shortcut, one step faster.
     b.click("#playback-speed option[value='1.5']");
-    b.wait_js("1.5×", Duration::from_secs(5), AUDIO_JS, |v| v["rate"] == 1.5);
+    b.wait_js("1.5×", Duration::from_secs(5), AUDIO_JS, |v| {
+        v["rate"] == 1.5
+    });
     b.send_keys("#waveform", "]");
     b.wait_js("] is faster", Duration::from_secs(5), AUDIO_JS, |v| {
         v["rate"] == 1.75
@@ -1161,8 +1177,9 @@ fn investigator_follows_a_calls_timeline() {
     let stretch = silences
         .as_array()
         .and_then(|a| {
-            a.iter()
-                .find(|s| s["to"].as_f64().unwrap_or(0.0) - s["from"].as_f64().unwrap_or(0.0) >= 3.0)
+            a.iter().find(|s| {
+                s["to"].as_f64().unwrap_or(0.0) - s["from"].as_f64().unwrap_or(0.0) >= 3.0
+            })
         })
         .cloned()
         .unwrap_or_else(|| panic!("a silent stretch of 3 s or more: {silences}"));
@@ -1191,7 +1208,10 @@ fn investigator_follows_a_calls_timeline() {
         started.elapsed() < Duration::from_secs_f64((to - from) * 0.6),
         "skipped, not played through"
     );
-    b.js("document.getElementById('recording-audio').pause();", json!([]));
+    b.js(
+        "document.getElementById('recording-audio').pause();",
+        json!([]),
+    );
     b.js(
         "document.getElementById('call-timeline').scrollIntoView();",
         json!([]),

@@ -656,7 +656,11 @@ async fn the_timeline_tells_the_call_in_order(w: World) {
         .await
         .unwrap();
     let events = call_events(&db, "t1").await.unwrap();
-    assert_eq!(events.len(), 5, "the late warning is not written: {events:?}");
+    assert_eq!(
+        events.len(),
+        5,
+        "the late warning is not written: {events:?}"
+    );
     let refused = sqlx::query("DELETE FROM call_events WHERE session_id = 't1'")
         .execute(db.pool())
         .await;
@@ -690,13 +694,20 @@ async fn the_timeline_tells_the_call_in_order(w: World) {
     assert_eq!(v[2]["detail"], "valid");
     assert_eq!(timeline[6].at, accepted);
     assert_eq!(
-        (v[7]["increment"].clone(), v[7]["amount"].clone(), v[7]["balance_after"].clone()),
+        (
+            v[7]["increment"].clone(),
+            v[7]["amount"].clone(),
+            v[7]["balance_after"].clone()
+        ),
         (json!(1), json!("0.06"), json!("0.94")),
         "{v}"
     );
     assert_eq!(v[8]["balance_after"], "0.88");
     assert_eq!(v[9]["detail"], "funds_low");
-    assert_eq!((v[10]["detail"].clone(), v[10]["by"].clone()), (json!("funds_exhausted"), json!("gateway")));
+    assert_eq!(
+        (v[10]["detail"].clone(), v[10]["by"].clone()),
+        (json!("funds_exhausted"), json!("gateway"))
+    );
     assert_eq!(timeline[10].at, cut);
     assert_eq!(timeline[11].at, end);
     w.t.cleanup().await;

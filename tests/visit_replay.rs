@@ -31,7 +31,6 @@ use sallyport::session::cdr::{self, CallEnd, NewVisitSession, SessionEnd, Sessio
 use sallyport::store::{FinishedRecording, NewRecording, Participant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::axe;
 use support::inproc::{self, admin, ended_call, err_code, issue, send, App, Call, Setup};
 
 const ADMIN: &str = "test-admin-token";
@@ -737,7 +736,7 @@ mod console {
             0,
             "no recording.play from opening the page"
         );
-        axe::assert_accessible(b, "the visit's replay page");
+        crate::support::axe::assert_accessible(b, "the visit's replay page");
         // The offsets are the recordings' started_at differences.
         let at = b.js(POSITIONS, json!([]));
         println!("before play: {at}");

@@ -76,12 +76,11 @@ pub async fn add_call_event(
 
 /// A call's events, in the order they were written.
 pub async fn call_events(db: &Db, session_id: &str) -> Result<Vec<CallEvent>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT at, kind, detail FROM call_events WHERE session_id = $1 ORDER BY seq",
-    )
-    .bind(session_id)
-    .fetch_all(db.pool())
-    .await?;
+    let rows =
+        sqlx::query("SELECT at, kind, detail FROM call_events WHERE session_id = $1 ORDER BY seq")
+            .bind(session_id)
+            .fetch_all(db.pool())
+            .await?;
     rows.iter()
         .map(|r| {
             Ok(CallEvent {
@@ -217,8 +216,6 @@ pub fn call_timeline(
     if let Some(at) = cdr.end_at {
         out.push(TimelineEvent::at(at, "ended"));
     }
-    out.sort_by(|a, b| {
-        (a.at, rank(a.kind), a.increment).cmp(&(b.at, rank(b.kind), b.increment))
-    });
+    out.sort_by(|a, b| (a.at, rank(a.kind), a.increment).cmp(&(b.at, rank(b.kind), b.increment)));
     out
 }
