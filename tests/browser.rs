@@ -24,6 +24,19 @@
 //!   no live row; with a listener the gateway no longer knows, one Terminate click ends the
 //!   call, and the record (and session page) names who terminated it.
 //!
+//! - `investigator_follows_a_calls_timeline`: a recorded sipp call whose called party
+//!   speaks in bursts; the API's timeline and the session page list its events in order
+//!   (INVITE, PIN, checks, trunk answer, announcement, acceptance, recording, increments
+//!   with the balance after each, the cut by the inmate, the end); nothing is fetched
+//!   before Play, then the waveform is drawn; clicking an event seeks the audio there
+//!   (within 0.5 s), 1.5× sets `playbackRate`, `]` and `[` change it, skip silence jumps a
+//!   silent stretch; axe-core on the page.
+//! - The live test also checks the balance left falling, the listen panel's two labelled
+//!   meters moving and a volume slider changing its party's gain.
+//!
+//! With `SALLYPORT_DOC_SCREENSHOTS=1` the pictures of `docs/investigator-guide.md` are
+//! written to `docs/img/`.
+//!
 //! Every browser test saves a screenshot into `target/browser-screenshots/` (also on
 //! failure, `<test>-failure.png`) and prints its path. Without Chromium/chromedriver (Debian
 //! packages `chromium`, `chromium-driver`) or sipp (`sip-tester`) a test prints why and
@@ -231,6 +244,7 @@ fn wrong_password_is_refused_in_the_console() {
         json!(["object", "function", "function", "/console/"]),
         "every script ran under the CSP"
     );
+    axe::assert_accessible(b, "the login page");
     b.fill("#login-username", "nobody");
     b.fill("#login-password", "not the password");
     b.click("#login-submit");
@@ -834,6 +848,13 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     axe::assert_accessible(b, "the inmate's page");
     case.screenshot("inmate");
     doc_screenshot(b, "inmate");
+    // The number's page.
+    b.js(
+        "location.hash = '#/number/' + encodeURIComponent(arguments[0]);",
+        json!([api::NUMBER]),
+    );
+    b.wait_for(&format!("#subject-sessions-body {row}"));
+    axe::assert_accessible(b, "the number's page");
     // The notes search on the search page finds it too.
     b.click("#nav-search");
     wait_visible(b, "search-view");

@@ -11,6 +11,9 @@
 //!   then opens more listeners to measure the gateway's CPU per listener stream (printed).
 //!   A second call whose parties speak PCMA is heard as PCMA (no transcoding).
 //!
+//! - Firefox ESR (Marionette) listens through the console itself: both parties' packets
+//!   arrive and both level meters move.
+//!
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
 //! traces, chromedriver log) under `CARGO_TARGET_TMPDIR/live_listen`.
@@ -513,11 +516,29 @@ fn firefox_listens_through_the_console() {
     let levels = b.wait_js(
         "both meters move in Firefox",
         Duration::from_secs(15),
-        "return ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level));",
+        "return { levels: ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level)),
+                  audio: document.getElementById('listen-panel').dataset.audio,
+                  tracks: [...document.querySelectorAll('#listen-audio audio')].map(a =>
+                    ({ track: a.dataset.track, paused: a.paused, muted: a.muted, ready: a.readyState })) };",
         |v| {
-            v.as_array()
+            v["levels"]
+                .as_array()
                 .is_some_and(|a| a.iter().all(|l| l.as_f64().is_some_and(|l| l > 0.3)))
         },
+    );
+    // Heard: through the audio graph, or (no sound device for WebAudio here) through the
+    // two elements, unmuted and playing.
+    let tracks = levels["tracks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tracks.len(), 2, "{levels}");
+    assert!(
+        tracks
+            .iter()
+            .all(|t| t["paused"] == false && t["ready"].as_u64() >= Some(2)),
+        "{levels}"
+    );
+    assert!(
+        levels["audio"] == "running" || tracks.iter().all(|t| t["muted"] == false),
+        "every track goes out somewhere: {levels}"
     );
     println!("Firefox levels: {levels}");
     b.click("#listen-stop");

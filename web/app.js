@@ -1203,6 +1203,7 @@ const PARTIES = ["inmate", "called"];
 
 function updateMeters(l) {
   if (state.listener !== l) return;
+  $("listen-panel").dataset.audio = Listener.ctx ? Listener.ctx.state : "none";
   PARTIES.forEach((p, i) => {
     const level = l.level(i);
     const meter = $("listen-meter-" + p);

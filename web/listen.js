@@ -52,7 +52,10 @@ class Listener {
     this.audioBox.appendChild(audio);
     const ctx = Listener.audioContext();
     if (!ctx) return; // no WebAudio: the element plays it, without meter or volume
-    audio.muted = true;
+    // The graph plays the track while it runs; otherwise (an audio context that could not
+    // start: no sound device, a browser's autoplay rule) the element does, so the
+    // investigator always hears it (`route`, called on every meter tick).
+    audio.muted = ctx.state === "running";
     const source = ctx.createMediaStreamSource(stream);
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 1024;
@@ -64,15 +67,27 @@ class Listener {
     audio.play().catch(() => {});
   }
 
-  // Track `i`'s level now: its RMS over the last 1024 samples on a dB scale, 0 (−60 dBFS
-  // or quieter) to 1 (full scale).
+  // Each track to the graph while the audio context runs, else to its element.
+  route() {
+    const running = !!Listener.ctx && Listener.ctx.state === "running";
+    for (const p of this.parties) if (p && p.audio.muted !== running) p.audio.muted = running;
+    return running;
+  }
+
+  // Track `i`'s level now on a dB scale, 0 (−60 dBFS or quieter) to 1 (full scale): the RMS
+  // of its last 1024 samples while the audio context runs, else the receiver's own
+  // `audioLevel` (getStats, twice a second).
   level(i) {
     const p = this.parties[i];
-    if (!p) return 0;
-    p.analyser.getFloatTimeDomainData(p.samples);
-    let sum = 0;
-    for (const x of p.samples) sum += x * x;
-    const rms = Math.sqrt(sum / p.samples.length);
+    let rms = 0;
+    if (p && this.route()) {
+      p.analyser.getFloatTimeDomainData(p.samples);
+      let sum = 0;
+      for (const x of p.samples) sum += x * x;
+      rms = Math.sqrt(sum / p.samples.length);
+    } else {
+      rms = (this.statsLevels || [])[i] || 0;
+    }
     if (rms <= 0) return 0;
     return Math.max(0, Math.min(1, 1 + (20 * Math.log10(rms)) / 60));
   }
@@ -80,7 +95,10 @@ class Listener {
   // Track `i`'s volume (1 as received, 0 silent, 2 twice as loud).
   setVolume(i, v) {
     const p = this.parties[i];
-    if (p) p.gain.gain.value = v;
+    if (!p) return;
+    p.gain.gain.value = v;
+    // Played by its element (no running audio context): as loud as an element can be.
+    p.audio.volume = Math.max(0, Math.min(1, v));
   }
 
   volume(i) {
@@ -106,14 +124,23 @@ class Listener {
     return this.pc ? this.pc.connectionState : "closed";
   }
 
-  // Packets received on every inbound RTP stream, added up.
+  // Packets received on every inbound RTP stream, added up; each track's `audioLevel`
+  // kept for the meters.
   async packetsReceived() {
     if (!this.pc) return 0;
-    const stats = await this.pc.getStats();
     let n = 0;
-    stats.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "audio") n += s.packetsReceived || 0;
-    });
+    const levels = [];
+    for (const t of this.pc.getTransceivers()) {
+      const stats = await t.receiver.getStats();
+      let level = null;
+      stats.forEach((s) => {
+        if (s.type !== "inbound-rtp" || s.kind !== "audio") return;
+        n += s.packetsReceived || 0;
+        if (typeof s.audioLevel === "number") level = s.audioLevel;
+      });
+      levels.push(level);
+    }
+    this.statsLevels = levels;
     return n;
   }
 
