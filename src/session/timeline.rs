@@ -216,6 +216,6 @@ pub fn call_timeline(
     if let Some(at) = cdr.end_at {
         out.push(TimelineEvent::at(at, "ended"));
     }
-    out.sort_by(|a, b| (a.at, rank(a.kind), a.increment).cmp(&(b.at, rank(b.kind), b.increment)));
+    out.sort_by_key(|a| (a.at, rank(a.kind), a.increment));
     out
 }
