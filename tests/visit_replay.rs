@@ -341,10 +341,10 @@ async fn api(app: App) {
         (c["kind"].as_str(), c["visit_id"].clone()),
         (Some("call"), Value::Null)
     );
-    assert!(
-        c.get("timeline").is_none() && c.get("visit").is_none(),
-        "{c}"
-    );
+    // No visit; its timeline is a call's (what happened from the INVITE on).
+    assert!(c.get("visit").is_none(), "{c}");
+    assert_eq!(c["timeline"][0]["kind"], "invite", "{c}");
+    assert!(c["timeline"][0].get("side").is_none(), "{c}");
     // The call-only routes stay call-only.
     let (s, _) = get("/api/v1/calls/ses_v1/recording".into(), inv.clone()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
