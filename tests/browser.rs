@@ -24,6 +24,19 @@
 //!   no live row; with a listener the gateway no longer knows, one Terminate click ends the
 //!   call, and the record (and session page) names who terminated it.
 //!
+//! - `investigator_follows_a_calls_timeline`: a recorded sipp call whose called party
+//!   speaks in bursts; the API's timeline and the session page list its events in order
+//!   (INVITE, PIN, checks, trunk answer, announcement, acceptance, recording, increments
+//!   with the balance after each, the cut by the inmate, the end); nothing is fetched
+//!   before Play, then the waveform is drawn; clicking an event seeks the audio there
+//!   (within 0.5 s), 1.5× sets `playbackRate`, `]` and `[` change it, skip silence jumps a
+//!   silent stretch; axe-core on the page.
+//! - The live test also checks the balance left falling, the listen panel's two labelled
+//!   meters moving and a volume slider changing its party's gain.
+//!
+//! With `SALLYPORT_DOC_SCREENSHOTS=1` the pictures of `docs/investigator-guide.md` are
+//! written to `docs/img/`.
+//!
 //! Every browser test saves a screenshot into `target/browser-screenshots/` (also on
 //! failure, `<test>-failure.png`) and prints its path. Without Chromium/chromedriver (Debian
 //! packages `chromium`, `chromium-driver`) or sipp (`sip-tester`) a test prints why and
@@ -231,6 +244,7 @@ fn wrong_password_is_refused_in_the_console() {
         json!(["object", "function", "function", "/console/"]),
         "every script ran under the CSP"
     );
+    axe::assert_accessible(b, "the login page");
     b.fill("#login-username", "nobody");
     b.fill("#login-password", "not the password");
     b.click("#login-submit");
@@ -468,6 +482,7 @@ fn investigator_builds_and_downloads_an_evidence_package() {
         entry["detail"]["sha256"],
         b.text("#evidence-sha256").as_str()
     );
+    axe::assert_accessible(b, "the evidence package built");
     case.screenshot("built");
 }
 
@@ -540,6 +555,69 @@ fn investigator_listens_live_then_terminates() {
         .as_array()
         .map_or(0, |a| a.iter().filter_map(|r| r["packets"].as_u64()).sum());
     assert!(packets > 0, "getStats() shows packets received: {stats}");
+    // Each party labelled, its level on a meter that moves (both speak a tone).
+    let labels = b.js(
+        "return [document.getElementById('listen-label-inmate').textContent,
+                 document.getElementById('listen-label-called').textContent];",
+        json!([]),
+    );
+    assert!(
+        labels[0]
+            .as_str()
+            .is_some_and(|t| t.contains("inmate") && t.contains(&inmate.booking))
+            && labels[1]
+                .as_str()
+                .is_some_and(|t| t.contains("called party") && t.contains("Called Party")),
+        "{labels}"
+    );
+    let levels = b.wait_js(
+        "both meters move",
+        Duration::from_secs(15),
+        "return ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level));",
+        |v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().all(|l| l.as_f64().is_some_and(|l| l > 0.3)))
+        },
+    );
+    println!("levels on the meters: {levels}");
+    // The called party's volume down three steps with the keyboard: its gain follows.
+    b.send_keys("#listen-volume-called", "\u{E012}\u{E012}\u{E012}");
+    let gains = b.wait_js(
+        "the gain follows the slider",
+        Duration::from_secs(5),
+        "return [state.listener.volume(0), state.listener.volume(1),
+                 document.getElementById('listen-gain-called').textContent];",
+        |v| v[1].as_f64().is_some_and(|g| (g - 0.7).abs() < 0.01),
+    );
+    assert_eq!(gains[0].as_f64(), Some(1.0), "{gains}");
+    assert_eq!(gains[2], "70%", "{gains}");
+    // The balance left falls as increments are charged.
+    let balance = |v: &Value| v.as_str().and_then(|t| t.parse::<f64>().ok());
+    let balance_js =
+        format!("const e = document.querySelector(\"{row} .balance\"); return e && e.textContent;");
+    let first = b.wait_js(
+        "a balance shown",
+        Duration::from_secs(10),
+        &balance_js,
+        |v| balance(v).is_some(),
+    );
+    let fallen = b.wait_js(
+        "the balance falls",
+        Duration::from_secs(15),
+        &balance_js,
+        |v| {
+            balance(v)
+                .zip(balance(&first))
+                .is_some_and(|(now, then)| now < then)
+        },
+    );
+    println!("balance left: {first} then {fallen}");
+    b.js(
+        "document.getElementById('listen-panel').scrollIntoView();",
+        json!([]),
+    );
+    doc_screenshot(b, "live-listen");
+    axe::assert_accessible(b, "the live page while listening");
     case.screenshot("listening");
     b.click("#listen-stop");
     b.wait_js(
@@ -665,6 +743,7 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     fits_its_card(b, "results-table");
     axe::assert_accessible(b, "the search results");
     case.screenshot("results");
+    doc_screenshot(b, "search-results");
     // Readable on a laptop: at 1024 px the table still fits, the cells wrap.
     b.window_size(1024, 768);
     b.wait_js(
@@ -768,6 +847,21 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     b.wait_for(&format!("#subject-sessions-body {row}"));
     axe::assert_accessible(b, "the inmate's page");
     case.screenshot("inmate");
+    doc_screenshot(b, "inmate");
+    // The number's page.
+    b.js(
+        "location.hash = '#/number/' + encodeURIComponent(arguments[0]);",
+        json!([api::NUMBER]),
+    );
+    b.wait_for(&format!("#subject-sessions-body {row}"));
+    axe::assert_accessible(b, "the number's page");
+    // The notes search on the search page finds it too.
+    b.click("#nav-search");
+    wait_visible(b, "search-view");
+    b.fill("#notes-q", "meeting on Friday");
+    b.click("#notes-search-submit");
+    b.wait_for("#notes-found-body tr[data-note-id]");
+    axe::assert_accessible(b, "the notes search");
 }
 
 #[test]
@@ -848,4 +942,301 @@ fn terminate_works_after_the_listener_died_and_logout_clears_live_rows() {
         "return document.getElementById('cdr-terminated-by') && document.getElementById('cdr-terminated-by').textContent;",
         |v| v == "inv-demo",
     );
+}
+
+/// Saves a screenshot for the documentation (`docs/img/<name>.png`) when
+/// `SALLYPORT_DOC_SCREENSHOTS=1`, else beside the other screenshots.
+fn doc_screenshot(b: &Browser, name: &str) {
+    let path = if std::env::var_os("SALLYPORT_DOC_SCREENSHOTS").is_some_and(|v| v == "1") {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/img")
+            .join(format!("{name}.png"))
+    } else {
+        screenshots().join(format!("doc-{name}.png"))
+    };
+    b.screenshot(&path);
+}
+
+/// The audio element now: position, rate, state.
+const AUDIO_JS: &str = "const a = document.getElementById('recording-audio');
+    return { t: a.currentTime, rate: a.playbackRate, paused: a.paused, seeking: a.seeking,
+             ready: a.readyState, src: a.getAttribute('src'), d: a.duration };";
+
+#[test]
+fn investigator_follows_a_calls_timeline() {
+    let Some(case) = Case::start("timeline", true, true) else {
+        return;
+    };
+    let api = case.api();
+    api::three_second_increments(&api);
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7201", "4841", "5.00");
+    // The called party speaks in bursts (3 s of tone, 5 s of silence), the inmate only for
+    // half a second after the PIN: the recording has silent stretches of about 5 s.
+    let mut trunk = Trunk::answer("1")
+        .speaking(Tone {
+            hz: 660.0,
+            lead_ms: 0,
+            on_ms: 3000,
+            off_ms: 5000,
+            bursts: 5,
+        })
+        .spawn(&case.dir, &case.ports);
+    let mut hs = Handset::new(&inmate.pin, Via::Rtp)
+        .speaking(Tone {
+            hz: 440.0,
+            lead_ms: 0,
+            on_ms: 500,
+            off_ms: 40_000,
+            bursts: 1,
+        })
+        .hang_up_after(24_000)
+        .spawn(&case.dir, 0, &case.ports, case.gateway.sip);
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(30));
+    let id = wait_until(
+        "the call ended with a finished recording",
+        Duration::from_secs(20),
+        || {
+            let calls = api.calls(&format!("facility_id={FACILITY}"));
+            let c = calls
+                .iter()
+                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
+            let rid = c["recording_id"].as_str()?;
+            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
+            (rec["status"] == "complete").then(|| c["id"].as_str().unwrap_or_default().to_string())
+        },
+    );
+    // The API's timeline: what the gateway recorded, in order.
+    let cdr = api.get(&format!("/api/v1/calls/{id}"));
+    let timeline = cdr["timeline"]
+        .as_array()
+        .expect("a call's timeline")
+        .clone();
+    let kinds: Vec<&str> = timeline
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default())
+        .collect();
+    println!("timeline: {kinds:?}");
+    let first = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
+    let order = [
+        "invite",
+        "pin",
+        "checks",
+        "trunk_answer",
+        "announcement",
+        "accepted",
+        "increment",
+        "cut",
+        "ended",
+    ];
+    for w in order.windows(2) {
+        assert!(
+            first(w[0]) < first(w[1]),
+            "{} before {}: {kinds:?}",
+            w[0],
+            w[1]
+        );
+    }
+    first("recording_started");
+    let at = |e: &Value| {
+        chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap_or_default()).expect("at")
+    };
+    assert!(
+        timeline.windows(2).all(|w| at(&w[0]) <= at(&w[1])),
+        "in time order: {timeline:?}"
+    );
+    assert_eq!(timeline[first("pin")]["detail"], "valid");
+    assert_eq!(timeline[first("checks")]["detail"], "authorized");
+    assert_eq!(timeline[first("announcement")]["detail"], "recorded");
+    let cut = &timeline[first("cut")];
+    assert_eq!(cut["detail"], "caller_hangup", "{cut}");
+    assert_eq!(cut["by"], "inmate", "{cut}");
+    let charges = cdr["charges"].as_array().expect("charges");
+    let increments: Vec<&Value> = timeline
+        .iter()
+        .filter(|e| e["kind"] == "increment")
+        .collect();
+    assert!(increments.len() >= 4, "{increments:?}");
+    assert_eq!(increments.len(), charges.len());
+    for (e, c) in increments.iter().zip(charges) {
+        assert_eq!(e["increment"], c["increment"]);
+        assert_eq!(e["balance_after"], c["balance_after"], "{e} {c}");
+    }
+
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.js("location.hash = '#/session/' + arguments[0];", json!([id]));
+    wait_visible(b, "call-timeline");
+    // The page lists the same events in the same order, each increment with its balance.
+    let rows = b.js(
+        "return [...document.querySelectorAll('#call-timeline-body tr')].map(r =>
+           ({ kind: r.dataset.event, offset: r.dataset.offset === undefined ? null : Number(r.dataset.offset),
+              balance: r.cells[4].textContent, text: r.textContent }));",
+        json!([]),
+    );
+    let shown: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(shown, kinds, "{rows}");
+    let balances: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "increment")
+        .map(|r| r["balance"].as_str().unwrap_or_default())
+        .collect();
+    let want: Vec<&str> = charges
+        .iter()
+        .map(|c| c["balance_after"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(balances, want, "the balance after each increment");
+    assert!(
+        rows[first("pin")]["text"]
+            .as_str()
+            .is_some_and(|t| !t.contains(&inmate.pin)),
+        "never the digits: {rows}"
+    );
+    // Nothing of the recording is fetched before Play: no ticket, no waveform.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = b.js(AUDIO_JS, json!([]));
+    assert_eq!(before["src"], Value::Null, "{before}");
+    assert!(audited(&api, "recording.play", "inv-demo").is_empty());
+    assert_eq!(
+        b.js(
+            "return document.getElementById('waveform').dataset.drawn || null;",
+            json!([])
+        ),
+        Value::Null
+    );
+    axe::assert_accessible(b, "the session page with its timeline");
+
+    // Play: the ticket (audited) and the waveform of both channels.
+    b.click("#recording-play");
+    b.wait_js(
+        "the audio advances",
+        Duration::from_secs(15),
+        AUDIO_JS,
+        |v| v["t"].as_f64().is_some_and(|t| t > 0.5),
+    );
+    b.wait_js(
+        "the waveform drawn",
+        Duration::from_secs(15),
+        "return document.getElementById('waveform').dataset.drawn || null;",
+        |v| v == "1",
+    );
+    assert!(!audited(&api, "recording.play", "inv-demo").is_empty());
+    let silences = b.js("return state.timeline.silences;", json!([]));
+    println!("silent stretches: {silences}");
+    b.js(
+        "document.getElementById('recording-audio').pause();",
+        json!([]),
+    );
+
+    // Clicking an event seeks there: the third increment.
+    let third = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "increment")
+        .nth(2)
+        .cloned()
+        .expect("a third increment");
+    let target = third["offset"].as_f64().expect("its offset");
+    let index = shown
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| **k == "increment")
+        .nth(2)
+        .map(|(i, _)| i)
+        .unwrap();
+    b.js(
+        "window.seekedAt = [];
+         const a = document.getElementById('recording-audio');
+         a.addEventListener('seeked', () => window.seekedAt.push(a.currentTime));",
+        json!([]),
+    );
+    b.click(&format!(
+        "#call-timeline-body tr[data-index='{index}'] button.event-seek"
+    ));
+    let seeked = b.wait_js(
+        "the click seeks",
+        Duration::from_secs(10),
+        "return window.seekedAt;",
+        |v| v.as_array().is_some_and(|a| !a.is_empty()),
+    );
+    let landed = seeked[0].as_f64().unwrap();
+    println!("event at {target:.2} s, the audio seeked to {landed:.2} s");
+    assert!(
+        (landed - target).abs() < 0.5,
+        "seeked to {landed}, the event is at {target}"
+    );
+
+    // Speed 1.5× from the menu; then the "]" shortcut, one step faster.
+    b.click("#playback-speed option[value='1.5']");
+    b.wait_js("1.5×", Duration::from_secs(5), AUDIO_JS, |v| {
+        v["rate"] == 1.5
+    });
+    b.send_keys("#waveform", "]");
+    b.wait_js("] is faster", Duration::from_secs(5), AUDIO_JS, |v| {
+        v["rate"] == 1.75
+    });
+    b.send_keys("#waveform", "[[[");
+    b.wait_js("[ is slower", Duration::from_secs(5), AUDIO_JS, |v| {
+        v["rate"] == 1.0
+    });
+
+    // Skip silence: playing from the start of a silent stretch lands past its end at once.
+    let stretch = silences
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|s| {
+                s["to"].as_f64().unwrap_or(0.0) - s["from"].as_f64().unwrap_or(0.0) >= 3.0
+            })
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("a silent stretch of 3 s or more: {silences}"));
+    let (from, to) = (
+        stretch["from"].as_f64().unwrap(),
+        stretch["to"].as_f64().unwrap(),
+    );
+    b.click("#skip-silence");
+    b.js(
+        "const a = document.getElementById('recording-audio');
+         a.currentTime = arguments[0]; a.play();",
+        json!([from + 0.1]),
+    );
+    let started = std::time::Instant::now();
+    let skipped = b.wait_js(
+        "the silence is skipped",
+        Duration::from_secs(3),
+        AUDIO_JS,
+        |v| v["t"].as_f64().is_some_and(|t| t >= to - 0.3),
+    );
+    println!(
+        "silence {from:.1}-{to:.1} s skipped in {:?}: {skipped}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs_f64((to - from) * 0.6),
+        "skipped, not played through"
+    );
+    b.js(
+        "document.getElementById('recording-audio').pause();",
+        json!([]),
+    );
+    b.js(
+        "document.getElementById('call-timeline').scrollIntoView();",
+        json!([]),
+    );
+    doc_screenshot(b, "session-timeline");
+    axe::assert_accessible(b, "the session page, playing");
 }

@@ -605,6 +605,114 @@ async fn a_cut_recorded_before_a_crash_survives_it(w: World) {
     w.t.cleanup().await;
 }
 
+/// A call's timeline: the events written as they happened (a wrong then a valid PIN, the
+/// checks, the announcement, a warning) merged with the record's times and the ledger's
+/// debits (each with the balance after it), in time order; the events are append-only and
+/// a late one after the end changes nothing.
+async fn the_timeline_tells_the_call_in_order(w: World) {
+    use sallyport::session::timeline::{add_call_event, call_events, call_timeline, CallEventKind};
+    let db = w.store.db().clone();
+    let invite = w.now();
+    w.advance(4);
+    add_call_event(&db, "t1", w.now(), CallEventKind::Pin, "wrong")
+        .await
+        .unwrap();
+    assert!(
+        call_events(&db, "t1").await.unwrap().is_empty(),
+        "no event for a session that does not exist"
+    );
+    let d = w.dial("t1", "5551230001").await;
+    assert!(matches!(d, Destination::Authorized(_)), "{d:?}");
+    add_call_event(&db, "t1", w.now(), CallEventKind::Pin, "wrong")
+        .await
+        .unwrap();
+    w.advance(5);
+    add_call_event(&db, "t1", w.now(), CallEventKind::Pin, "valid")
+        .await
+        .unwrap();
+    add_call_event(&db, "t1", w.now(), CallEventKind::Checks, "authorized")
+        .await
+        .unwrap();
+    w.advance(6);
+    add_call_event(&db, "t1", w.now(), CallEventKind::Announcement, "recorded")
+        .await
+        .unwrap();
+    w.advance(3);
+    w.accept("t1").await;
+    let accepted = w.now();
+    w.debit("t1", 1, "0.06").await;
+    w.advance(60);
+    w.debit("t1", 2, "0.06").await;
+    w.advance(30);
+    add_call_event(&db, "t1", w.now(), CallEventKind::Warning, "funds_low")
+        .await
+        .unwrap();
+    w.advance(30);
+    let cut = w.now();
+    let end = cut + chrono::Duration::milliseconds(2_500);
+    w.close("t1", EndReason::FundsExhausted, [cut, end, end], 2)
+        .await;
+    add_call_event(&db, "t1", end, CallEventKind::Warning, "max_duration")
+        .await
+        .unwrap();
+    let events = call_events(&db, "t1").await.unwrap();
+    assert_eq!(
+        events.len(),
+        5,
+        "the late warning is not written: {events:?}"
+    );
+    let refused = sqlx::query("DELETE FROM call_events WHERE session_id = 't1'")
+        .execute(db.pool())
+        .await;
+    assert!(refused.is_err(), "call events are append-only");
+
+    let cdr = w.cdr("t1").await;
+    let charges = w.store.ledger().session_charges("t1").await.unwrap();
+    let timeline = call_timeline(&cdr, &events, &charges, None);
+    let v = serde_json::to_value(&timeline).unwrap();
+    let kinds: Vec<&str> = timeline.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "invite",
+            "pin",
+            "pin",
+            "checks",
+            "announcement",
+            "trunk_answer",
+            "accepted",
+            "increment",
+            "increment",
+            "warning",
+            "cut",
+            "ended"
+        ],
+        "{v}"
+    );
+    assert!(timeline[0].at >= invite);
+    assert_eq!(v[1]["detail"], "wrong");
+    assert_eq!(v[2]["detail"], "valid");
+    assert_eq!(timeline[6].at, accepted);
+    assert_eq!(
+        (
+            v[7]["increment"].clone(),
+            v[7]["amount"].clone(),
+            v[7]["balance_after"].clone()
+        ),
+        (json!(1), json!("0.06"), json!("0.94")),
+        "{v}"
+    );
+    assert_eq!(v[8]["balance_after"], "0.88");
+    assert_eq!(v[9]["detail"], "funds_low");
+    assert_eq!(
+        (v[10]["detail"].clone(), v[10]["by"].clone()),
+        (json!("funds_exhausted"), json!("gateway"))
+    );
+    assert_eq!(timeline[10].at, cut);
+    assert_eq!(timeline[11].at, end);
+    w.t.cleanup().await;
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::world(super::Backend::Sqlite).await.unwrap()).await } )* }
@@ -619,4 +727,5 @@ battery!(
     a_crashed_call_ends_where_it_was_last_alive,
     a_crashed_unrecorded_call_ends_at_its_last_debit,
     a_cut_recorded_before_a_crash_survives_it,
+    the_timeline_tells_the_call_in_order,
 );

@@ -11,6 +11,9 @@
 //!   then opens more listeners to measure the gateway's CPU per listener stream (printed).
 //!   A second call whose parties speak PCMA is heard as PCMA (no transcoding).
 //!
+//! - Firefox ESR (Marionette) listens through the console itself: both parties' packets
+//!   arrive and both level meters move.
+//!
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
 //! traces, chromedriver log) under `CARGO_TARGET_TMPDIR/live_listen`.
@@ -455,4 +458,103 @@ fn chromium_hears_both_parties_of_a_live_call() {
         (409, Some("call_ended")),
         "{v}"
     );
+}
+
+/// Firefox ESR listens to a live call through the console, as Chromium does: the same
+/// page, driven over Marionette. Both parties' packets arrive, both meters move.
+#[test]
+fn firefox_listens_through_the_console() {
+    let what = "Firefox live listen test";
+    if !sipp::present(what) || !webdriver::firefox_present(what) {
+        return;
+    }
+    const PASSWORD: &str = "correct horse battery staple";
+    let dir = Workdir::new("live_listen", "firefox");
+    let p = sipp::ports();
+    let gw = Gateway::start(&dir, &p);
+    let api = gw.api.clone();
+    let inmate = e2e::book(&api, "L-2", "2468", e2e::NUMBER, false);
+    e2e::fund(&api, &inmate, "20.00");
+    api.add_user("inv-ff", PASSWORD, "investigator", &[e2e::FACILITY]);
+    let _trunk = Trunk::answer("1")
+        .speaking(Tone::steady(600.0, TONE_SECS))
+        .spawn(&dir, &p);
+    let _handset = Handset::new(&inmate.pin, Via::Rtp)
+        .speaking(Tone::steady(400.0, TONE_SECS))
+        .spawn(&dir, 0, &p, gw.sip);
+    // Camera and microphone granted (never used): Firefox then offers its loopback
+    // address as an ICE candidate (see `Options::fake_media`).
+    let b = Browser::firefox(
+        &dir.join("firefox.log"),
+        &webdriver::Options { fake_media: true },
+    );
+    let id = api.accepted_call(Duration::from_secs(40));
+    b.goto(&format!("{}/console/", gw.base_url()));
+    b.wait_for("body[data-ready='1']");
+    b.fill("#login-username", "inv-ff");
+    b.fill("#login-password", PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "logged in",
+        Duration::from_secs(10),
+        "return !document.getElementById('search-view').hidden;",
+        |v| v == true,
+    );
+    b.click("#nav-live");
+    let row = format!("tr[data-call-id='{id}']");
+    b.wait_for(&row);
+    b.click(&format!("{row} button.listen"));
+    let shown = b.wait_js(
+        "packets counted in Firefox",
+        Duration::from_secs(30),
+        "return { n: Number(document.getElementById('listen-packets').textContent),
+                  state: document.getElementById('listen-state').textContent,
+                  error: document.getElementById('error').textContent };",
+        |v| v["n"].as_f64().is_some_and(|n| n > 50.0),
+    );
+    println!("Firefox listening: {shown}");
+    let levels = b.wait_js(
+        "both meters move in Firefox",
+        Duration::from_secs(15),
+        "return { levels: ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level)),
+                  audio: document.getElementById('listen-panel').dataset.audio,
+                  tracks: [...document.querySelectorAll('#listen-audio audio')].map(a =>
+                    ({ track: a.dataset.track, paused: a.paused, muted: a.muted, ready: a.readyState })) };",
+        |v| {
+            v["levels"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|l| l.as_f64().is_some_and(|l| l > 0.3)))
+        },
+    );
+    // Heard: through the audio graph, or (no sound device for WebAudio here) through the
+    // two elements, unmuted and playing.
+    let tracks = levels["tracks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tracks.len(), 2, "{levels}");
+    assert!(
+        tracks
+            .iter()
+            .all(|t| t["paused"] == false && t["ready"].as_u64() >= Some(2)),
+        "{levels}"
+    );
+    assert!(
+        levels["audio"] == "running" || tracks.iter().all(|t| t["muted"] == false),
+        "every track goes out somewhere: {levels}"
+    );
+    println!("Firefox levels: {levels}");
+    b.click("#listen-stop");
+    b.wait_js(
+        "the panel closes",
+        Duration::from_secs(10),
+        "return document.getElementById('listen-panel').hidden;",
+        |v| v == true,
+    );
+    let audit = api.get("/api/v1/audit?limit=100");
+    let listens = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "call.listen" && e["actor"] == "inv-ff")
+        .count();
+    assert_eq!(listens, 1, "{audit}");
+    api.ok("POST", &format!("/api/v1/calls/{id}/terminate"), None);
 }

@@ -341,10 +341,10 @@ async fn api(app: App) {
         (c["kind"].as_str(), c["visit_id"].clone()),
         (Some("call"), Value::Null)
     );
-    assert!(
-        c.get("timeline").is_none() && c.get("visit").is_none(),
-        "{c}"
-    );
+    // No visit; its timeline is a call's (what happened from the INVITE on).
+    assert!(c.get("visit").is_none(), "{c}");
+    assert_eq!(c["timeline"][0]["kind"], "invite", "{c}");
+    assert!(c["timeline"][0].get("side").is_none(), "{c}");
     // The call-only routes stay call-only.
     let (s, _) = get("/api/v1/calls/ses_v1/recording".into(), inv.clone()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -715,17 +715,30 @@ mod console {
                 .to_lowercase()
                 .starts_with(s));
         }
-        // The offsets are the recordings' started_at differences.
-        let at = b.wait_js(
-            "both videos' metadata",
-            Duration::from_secs(20),
-            POSITIONS,
-            |v| {
-                ["visitor", "inmate"]
-                    .iter()
-                    .all(|s| v["sides"][s]["ready"].as_u64().is_some_and(|r| r >= 1))
-            },
+        // Opening the page fetches nothing: no play ticket (audited recording.play), no
+        // source on either video, until Play.
+        std::thread::sleep(Duration::from_secs(1));
+        let sources = b.js(
+            "return ['visitor', 'inmate'].map(s => document.getElementById('replay-video-' + s).getAttribute('src'));",
+            json!([]),
         );
+        assert_eq!(sources, json!([null, null]), "nothing fetched on open");
+        let plays = |audit: &Value| {
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == "recording.play" && e["actor"] == "inv-demo")
+                .count()
+        };
+        assert_eq!(
+            plays(&f.api.get("/api/v1/audit?limit=500")),
+            0,
+            "no recording.play from opening the page"
+        );
+        crate::support::axe::assert_accessible(b, "the visit's replay page");
+        // The offsets are the recordings' started_at differences.
+        let at = b.js(POSITIONS, json!([]));
         println!("before play: {at}");
         for (s, r) in [("visitor", &rv), ("inmate", &ri)] {
             let shown = side(&at, s).1;
@@ -736,8 +749,18 @@ mod console {
             );
         }
 
-        // One play button plays both, in step.
+        // One play button asks both tickets and plays both, in step.
         b.click("#replay-play");
+        b.wait_js(
+            "both videos' metadata",
+            Duration::from_secs(20),
+            POSITIONS,
+            |v| {
+                ["visitor", "inmate"]
+                    .iter()
+                    .all(|s| v["sides"][s]["ready"].as_u64().is_some_and(|r| r >= 1))
+            },
+        );
         let playing = b.wait_js("both sides play", Duration::from_secs(20), POSITIONS, |v| {
             ["visitor", "inmate"].iter().all(|s| {
                 let (t, _, frames) = side(v, s);
@@ -845,6 +868,13 @@ mod console {
         wait_visible(b, "search-view");
         b.goto(&format!("{}/console/#/session/{session}", f.gw.base_url()));
         wait_visible(b, "replay");
+        b.wait_js(
+            "the moved side fails its check",
+            Duration::from_secs(10),
+            "return document.getElementById('replay-verify-visitor').dataset.status;",
+            |v| v == "failed",
+        );
+        b.click("#replay-play");
         let ready = b.wait_js(
             "both loaded again",
             Duration::from_secs(20),
@@ -860,13 +890,6 @@ mod console {
             "{ready}"
         );
         assert_eq!(side(&ready, "inmate").1, 0.0, "{ready}");
-        b.wait_js(
-            "the moved side fails its check",
-            Duration::from_secs(10),
-            "return document.getElementById('replay-verify-visitor').dataset.status;",
-            |v| v == "failed",
-        );
-        b.click("#replay-play");
         let early = b.wait_js(
             "the inmate's side plays alone",
             Duration::from_secs(10),

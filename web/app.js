@@ -192,6 +192,7 @@ async function onLogout() {
   for (const x of ["results-body", "live-body", "visits-body", "cdr", "charges-body", "notes-body",
     "notes-found-body", "timeline-body", "visit-details", "session-who", "subject-details",
     "subject-notes-body", "subject-sessions-body"]) $(x).replaceChildren();
+  clearCallTimeline();
   $("recording-audio").pause();
   $("recording-audio").removeAttribute("src");
   $("notes-found").hidden = true;
@@ -444,6 +445,7 @@ async function openSession(id) {
   $("recording").hidden = true;
   $("recording-none").hidden = true;
   $("recording-none").textContent = "No recording.";
+  clearCallTimeline();
   $("visit").hidden = true;
   $("replay").hidden = true;
   $("replay-refused").hidden = true;
@@ -471,6 +473,7 @@ async function openSession(id) {
   $("notes").hidden = !!c.privileged;
   if (!c.privileged) await loadSessionNotes(c.id);
   if (visit) return openVisit(c);
+  renderCallTimeline(c);
   const recId = (c.recording && c.recording.id) || c.recording_id;
   if (c.recording && c.recording.status === "purged") {
     $("recording-none").textContent = "The recording was purged (retention period over).";
@@ -563,10 +566,13 @@ async function openVisit(c) {
     $("replay-caption-" + side).textContent = (side === "visitor" ? "Visitor" : "Inmate") +
       (name[side] ? ": " + name[side] : "") + (rec ? "" : " (no recording)");
     if (!rec) continue;
-    const play = await Api.post("/recordings/" + encodeURIComponent(rec.id) + "/play");
+    // No play ticket (audited recording.play) and no byte of video until Play (or a seek).
     video.dataset.recordingId = rec.id;
-    video.src = play.url;
-    $("replay-sha256-" + side).textContent = play.sha256 || rec.sha256 || "";
+    if (video.getAttribute("src")) {
+      video.removeAttribute("src");
+      video.load();
+    }
+    $("replay-sha256-" + side).textContent = rec.sha256 || "";
     const link = $("replay-download-" + side);
     link.dataset.recordingId = rec.id;
     link.href = "/api/v1/recordings/" + encodeURIComponent(rec.id) + "/audio?download=1";
@@ -603,7 +609,40 @@ function renderReplay(r) {
   $("replay-play").setAttribute("aria-pressed", r.playing ? "true" : "false");
 }
 
+// The replay's sources, asked for when the investigator first plays or seeks: a play
+// ticket per side (audited recording.play), then each video's metadata (its length).
+async function replaySources(r) {
+  const missing = r.sides.filter((s) => !s.video.getAttribute("src"));
+  if (!missing.length) return;
+  for (const s of missing) {
+    const play = await Api.post("/recordings/" + encodeURIComponent(s.recording.id) + "/play");
+    if (state.replay !== r) return;
+    s.video.src = play.url;
+    if (play.sha256) $("replay-sha256-" + s.side).textContent = play.sha256;
+  }
+  await Promise.all(missing.map((s) => new Promise((resolve) => {
+    if (s.video.readyState >= 1) return resolve();
+    const done = () => {
+      s.video.removeEventListener("loadedmetadata", done);
+      s.video.removeEventListener("error", done);
+      resolve();
+    };
+    s.video.addEventListener("loadedmetadata", done);
+    s.video.addEventListener("error", done);
+    setTimeout(done, 10000);
+  })));
+}
+
+async function toggleReplay() {
+  const r = state.replay;
+  if (!r) return;
+  await replaySources(r);
+  if (state.replay === r) await r.toggle();
+}
+
 async function seekReplay(t) {
+  if (!state.replay) return;
+  await replaySources(state.replay);
   if (!state.replay) return;
   await state.replay.seek(t);
   $("replay-seek").focus();
@@ -677,13 +716,17 @@ async function playRecording(at) {
   if (!audio.getAttribute("src")) {
     const play = await Api.post("/recordings/" + encodeURIComponent(id) + "/play");
     audio.src = play.url;
+    applySpeed();
     if (play.sha256) $("recording-sha256").textContent = play.sha256;
     audio.hidden = false;
     $("recording-start").hidden = true;
+    // The waveform comes from the same ticket: fetched now that Play was pressed (its
+    // fetch from byte 0 is audited as recording.play, like the player's).
+    loadWaveform(play.url, id);
   }
   if (typeof at === "number") audio.currentTime = at;
   await audio.play();
-  audio.focus();
+  if (typeof at !== "number") audio.focus();
 }
 
 // What the player actually played (its `played` ranges, so far), audited as
@@ -703,6 +746,164 @@ async function reportHeard() {
   if (!ranges.length || audio.dataset.heardSent === sent) return;
   audio.dataset.heardSent = sent;
   await Api.post("/recordings/" + encodeURIComponent(id) + "/heard", { ranges });
+}
+
+// ---- a call's timeline ------------------------------------------------------------------
+
+// What each kind of event is called on the page.
+const EVENT_NAMES = {
+  invite: "INVITE from the handset", pin: "ID + PIN entry", checks: "Destination checks",
+  trunk_answer: "Trunk answered", announcement: "Announcement to the called party",
+  accepted: "Called party accepted", recording_started: "Recording started",
+  increment: "Increment charged", warning: "Warning to the inmate", cut: "Call cut",
+  ended: "Call ended",
+};
+
+function eventDetail(e) {
+  switch (e.kind) {
+    case "invite": return e.detail ? "dialed " + e.detail : "";
+    case "pin": return e.detail === "valid" ? "valid" : (e.detail || "").replace(/_/g, " ") + " (refused)";
+    case "checks": return e.detail === "authorized" ? "authorized" : "refused: " + (e.detail || "").replace(/_/g, " ");
+    case "announcement": return e.detail === "privileged" ? "privileged call (not recorded)" : "recorded-call notice";
+    case "warning": return e.detail === "funds_low" ? "funds running low" : e.detail === "max_duration" ? "maximum duration near" : e.detail || "";
+    case "increment": return "#" + e.increment + ": " + e.amount;
+    case "cut": return (e.detail || "").replace(/_/g, " ") + (e.by ? ", by " + e.by : "");
+    default: return e.detail || "";
+  }
+}
+
+function clearCallTimeline() {
+  state.timeline = null;
+  state.waveformFor = null;
+  $("call-timeline").hidden = true;
+  $("call-timeline-body").replaceChildren();
+  $("call-markers").replaceChildren();
+  $("call-playhead").hidden = true;
+  $("silence-info").textContent = "";
+  const c = $("waveform");
+  c.getContext("2d").clearRect(0, 0, c.width, c.height);
+}
+
+// The call's events in a table and as markers on the axis; each a button that plays the
+// recording from its moment (an event before the recording started plays from its start).
+function renderCallTimeline(c) {
+  const events = Array.isArray(c.timeline) ? c.timeline : [];
+  const rec = c.recording && c.recording.status !== "purged" ? c.recording : null;
+  const t = new CallTimeline($("waveform"), $("call-markers"), $("call-playhead"), events, rec);
+  state.timeline = t;
+  const body = $("call-timeline-body");
+  const markers = $("call-markers");
+  t.events.forEach((e, i) => {
+    const name = EVENT_NAMES[e.kind] || e.kind;
+    const off = t.offset(e);
+    let at = "";
+    if (off !== null) {
+      const text = (off < 0 ? "-" : "") + clockText(Math.abs(off));
+      at = el("button", text, { type: "button", class: "event-seek",
+        "aria-label": "Play from " + text + " (" + name + ")" });
+      at.addEventListener("click", () => guarded(() => seekCall(off)));
+    }
+    const tr = row([localTime(e.at, c.time_zone), at, name, eventDetail(e), e.balance_after || ""]);
+    tr.dataset.event = e.kind;
+    tr.dataset.index = String(i);
+    if (off !== null) tr.dataset.offset = off.toFixed(3);
+    body.appendChild(tr);
+    if (off !== null) {
+      const m = el("button", "", { type: "button", class: "marker marker-" + e.kind,
+        "aria-label": name + " at " + (off < 0 ? "-" : "") + clockText(Math.abs(off)), title: name + ": " + eventDetail(e) });
+      m.dataset.event = e.kind;
+      m.style.left = (t.x(e.ms) * 100).toFixed(3) + "%";
+      m.addEventListener("click", () => guarded(() => seekCall(off)));
+      markers.appendChild(m);
+    }
+  });
+  $("call-timeline").hidden = events.length === 0;
+  t.draw();
+}
+
+// Plays the recording from `off` seconds into it (clamped to the recording).
+async function seekCall(off) {
+  const t = state.timeline;
+  const len = t && t.recLength ? t.recLength : Infinity;
+  await playRecording(Math.max(0, Math.min(off, len - 0.1)));
+}
+
+// The waveform from the play ticket's URL (fetched once per session page).
+async function loadWaveform(url, id) {
+  const t = state.timeline;
+  if (!t || state.waveformFor === id) return;
+  state.waveformFor = id;
+  try {
+    const resp = await fetch(url);
+    if (!resp.ok) throw new Error("HTTP " + resp.status);
+    const wav = decodeWav(await resp.arrayBuffer());
+    if (state.timeline !== t) return;
+    t.setWav(wav);
+    const silent = t.silences.reduce((a, s) => a + (s.to - s.from), 0);
+    $("silence-info").textContent = t.silences.length + " silent stretch(es), " + silent.toFixed(1) + " s";
+    $("waveform").setAttribute("aria-label", "Waveform of the recording (" + wav.duration.toFixed(1) +
+      " s): inmate above the line, called party below; shaded: silence");
+    $("waveform").dataset.drawn = "1";
+  } catch (e) {
+    state.waveformFor = null;
+    showError(new Error("the waveform cannot be drawn: " + e.message));
+  }
+}
+
+function applySpeed() {
+  const audio = $("recording-audio");
+  const v = Number($("playback-speed").value) || 1;
+  audio.defaultPlaybackRate = v;
+  audio.playbackRate = v;
+}
+
+// While playing: the playhead follows; with "skip silence", a silent stretch is jumped
+// over (to a little before its end).
+function onPlayback() {
+  const audio = $("recording-audio");
+  const t = state.timeline;
+  if (!t || !audio.getAttribute("src")) return;
+  t.moveHead(audio.currentTime);
+  if (!$("skip-silence").checked || audio.paused || audio.seeking) return;
+  const s = t.silenceAt(audio.currentTime);
+  if (s && s.to - audio.currentTime > 0.4) audio.currentTime = s.to - 0.2;
+}
+
+// Keyboard shortcuts of the session page (listed on it): not while typing in a field.
+function onShortcut(ev) {
+  if ($("session-view").hidden || !state.timeline || ev.ctrlKey || ev.altKey || ev.metaKey) return;
+  const target = ev.target;
+  const tag = target && target.tagName;
+  if (["INPUT", "TEXTAREA", "SELECT", "AUDIO"].includes(tag) || (target && target.isContentEditable)) return;
+  const audio = $("recording-audio");
+  if (!audio.dataset.recordingId) return;
+  const started = !!audio.getAttribute("src");
+  const speeds = [...$("playback-speed").options].map((o) => o.value);
+  const key = ev.key;
+  if (key === " " || key === "k") {
+    if (key === " " && tag === "BUTTON") return;
+    ev.preventDefault();
+    if (!started || audio.paused) guarded(() => playRecording()); else audio.pause();
+  } else if ((key === "ArrowLeft" || key === "ArrowRight") && started) {
+    ev.preventDefault();
+    audio.currentTime = Math.max(0, audio.currentTime + (key === "ArrowLeft" ? -5 : 5));
+  } else if (key === "[" || key === "]") {
+    ev.preventDefault();
+    const i = speeds.indexOf($("playback-speed").value);
+    const j = Math.max(0, Math.min(speeds.length - 1, i + (key === "[" ? -1 : 1)));
+    $("playback-speed").value = speeds[j];
+    applySpeed();
+  } else if (key === "s") {
+    ev.preventDefault();
+    $("skip-silence").checked = !$("skip-silence").checked;
+  } else if (key === "n" || key === "p") {
+    ev.preventDefault();
+    const now = started ? audio.currentTime : -Infinity;
+    const offs = state.timeline.events.map((e) => state.timeline.offset(e)).filter((o) => o !== null)
+      .map((o) => Math.max(0, o));
+    const next = key === "n" ? offs.find((o) => o > now + 0.25) : [...offs].reverse().find((o) => o < now - 1);
+    if (next !== undefined) guarded(() => seekCall(next));
+  }
 }
 
 // ---- notes and bookmarks --------------------------------------------------------------
@@ -912,7 +1113,7 @@ async function loadLiveCalls() {
     const actions = el("span");
     const listen = el("button", "Listen", { type: "button", class: "listen" });
     listen.disabled = c.listenable === false;
-    listen.addEventListener("click", () => guarded(() => startListening(c.id)));
+    listen.addEventListener("click", () => guarded(() => startListening(c.id, c)));
     const term = el("button", "Terminate", { type: "button", class: "terminate danger" });
     term.addEventListener("click", () => guarded(() => terminate(c.id)));
     actions.append(listen, " ", term);
@@ -921,13 +1122,36 @@ async function loadLiveCalls() {
     const elapsed = el("span", "", { class: "elapsed sub-line" });
     if (c.accepted_at) elapsed.dataset.since = String(Date.parse(c.accepted_at));
     accepted.appendChild(elapsed);
-    const tr = row([inmateCell(c), partyCell(c), accepted, c.amount, link, actions]);
+    const charged = el("span", c.amount, { class: "charged" });
+    const balance = el("span", balanceText(c), { class: "balance" });
+    const tr = row([inmateCell(c), partyCell(c), accepted, charged, balance, link, actions]);
     tr.dataset.callId = c.id;
     body.appendChild(tr);
   }
   $("live-empty").hidden = items.length > 0;
   tickElapsed();
   if (!state.elapsedTimer) state.elapsedTimer = setInterval(tickElapsed, 1000);
+  if (!state.liveTimer) state.liveTimer = setInterval(() => refreshLiveCalls().catch(() => {}), 3000);
+}
+
+function balanceText(c) {
+  return c.balance === null || c.balance === undefined ? "unknown" : c.balance;
+}
+
+// What each live call has been charged and the balance left, as increments are debited:
+// the rows stay (a listen in progress is untouched) unless calls came or went.
+async function refreshLiveCalls() {
+  if ((location.hash || "") !== "#/live" || !Api.token()) return;
+  const data = await Api.get("/calls/active");
+  const items = Array.isArray(data) ? data : [];
+  const rows = [...document.querySelectorAll("#live-body tr[data-call-id]")];
+  const same = rows.length === items.length && items.every((c) => rows.some((r) => r.dataset.callId === c.id));
+  if (!same) return loadLiveCalls();
+  for (const c of items) {
+    const tr = rows.find((r) => r.dataset.callId === c.id);
+    tr.querySelector(".charged").textContent = c.amount;
+    tr.querySelector(".balance").textContent = balanceText(c);
+  }
 }
 
 // The time each live call has been connected, ticking.
@@ -940,12 +1164,26 @@ function tickElapsed() {
 function stopElapsed() {
   clearInterval(state.elapsedTimer);
   state.elapsedTimer = null;
+  clearInterval(state.liveTimer);
+  state.liveTimer = null;
 }
 
-async function startListening(id) {
+async function startListening(id, call) {
+  // The click's user activation lets the audio graph start.
+  Listener.audioContext();
   await stopListening();
   $("listen-panel").hidden = false;
   $("listen-call").textContent = id;
+  const inmate = call && call.inmate_name ? call.inmate_name + (call.booking_number ? " (" + call.booking_number + ")" : "") : "not identified";
+  $("listen-label-inmate").textContent = "Track 1: inmate — " + inmate;
+  $("listen-label-called").textContent = "Track 2: called party — " + (call ? partyText(call) + (call.number ? " " + call.number : "") : "") +
+    " (and the gateway's prompts)";
+  for (const p of PARTIES) {
+    $("listen-meter-" + p).value = 0;
+    $("listen-meter-" + p).dataset.level = "0";
+    $("listen-volume-" + p).value = "1";
+    $("listen-gain-" + p).textContent = "100%";
+  }
   $("listen-packets").value = "0";
   $("listen-packets").textContent = "0";
   $("listen-state").textContent = "connecting";
@@ -958,6 +1196,28 @@ async function startListening(id) {
     throw e;
   }
   state.statsTimer = setInterval(() => updateStats(l), 500);
+  state.meterTimer = setInterval(() => updateMeters(l), 100);
+}
+
+// The two parties of a listened call, in track order.
+const PARTIES = ["inmate", "called"];
+
+function updateMeters(l) {
+  if (state.listener !== l) return;
+  $("listen-panel").dataset.audio = Listener.ctx ? Listener.ctx.state : "none";
+  PARTIES.forEach((p, i) => {
+    const level = l.level(i);
+    const meter = $("listen-meter-" + p);
+    meter.value = level;
+    meter.textContent = level.toFixed(2);
+    meter.dataset.level = level.toFixed(3);
+  });
+}
+
+function setVolume(p) {
+  const v = Number($("listen-volume-" + p).value);
+  $("listen-gain-" + p).textContent = Math.round(v * 100) + "%";
+  if (state.listener) state.listener.setVolume(PARTIES.indexOf(p), v);
 }
 
 async function updateStats(l) {
@@ -970,6 +1230,8 @@ async function updateStats(l) {
 async function stopListening() {
   clearInterval(state.statsTimer);
   state.statsTimer = null;
+  clearInterval(state.meterTimer);
+  state.meterTimer = null;
   const l = state.listener;
   state.listener = null;
   $("listen-panel").hidden = true;
@@ -1130,15 +1392,27 @@ function init() {
     $("replay-download-" + side).addEventListener("click", (ev) => guarded(() => downloadRecording(ev)));
     $("replay-video-" + side).addEventListener("error", renewReplayTicket);
   }
-  $("replay-play").addEventListener("click", () => guarded(async () => {
-    if (state.replay) await state.replay.toggle();
-  }));
+  $("replay-play").addEventListener("click", () => guarded(toggleReplay));
   const seek = $("replay-seek");
   seek.addEventListener("input", () => { seek.dataset.dragging = "1"; });
   seek.addEventListener("change", () => {
     delete seek.dataset.dragging;
     guarded(() => seekReplay(Number(seek.value)));
   });
+  for (const p of PARTIES) $("listen-volume-" + p).addEventListener("input", () => setVolume(p));
+  $("playback-speed").addEventListener("change", applySpeed);
+  $("skip-silence").addEventListener("change", () => { state.skipShown = false; });
+  const audio = $("recording-audio");
+  audio.addEventListener("timeupdate", onPlayback);
+  audio.addEventListener("play", () => {
+    clearInterval(state.skipTimer);
+    state.skipTimer = setInterval(onPlayback, 100);
+  });
+  for (const ev of ["pause", "ended", "emptied"]) audio.addEventListener(ev, () => {
+    clearInterval(state.skipTimer);
+    state.skipTimer = null;
+  });
+  document.addEventListener("keydown", onShortcut);
   window.addEventListener("hashchange", route);
   document.body.dataset.ready = "1";
   route();

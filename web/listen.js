@@ -1,6 +1,10 @@
 // sallyport console: live listening over WebRTC, receive-only. One recvonly audio
-// transceiver per party (inmate, called party); the offer goes out with every ICE candidate
-// gathered (no trickle), the gateway answers with its SDP.
+// transceiver per party (track 1 the inmate, track 2 the called party and the gateway's
+// prompts); the offer goes out with every ICE candidate gathered (no trickle), the gateway
+// answers with its SDP. Each track is played through WebAudio: an AnalyserNode measures
+// the party's level (before the volume), a GainNode sets its volume. (Chromium feeds a
+// remote WebRTC track into WebAudio only while a media element plays it too: each track
+// also plays in a muted <audio>.)
 "use strict";
 
 class Listener {
@@ -9,6 +13,17 @@ class Listener {
     this.audioBox = audioBox;
     this.pc = null;
     this.listenerId = null;
+    // Per track, in transceiver order: {audio, source, analyser, gain, samples}.
+    this.parties = [];
+  }
+
+  // The page's one AudioContext, created (or resumed) on an investigator's click.
+  static audioContext() {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return null;
+    if (!Listener.ctx) Listener.ctx = new Ctx();
+    if (Listener.ctx.state === "suspended") Listener.ctx.resume().catch(() => {});
+    return Listener.ctx;
   }
 
   async start() {
@@ -26,11 +41,69 @@ class Listener {
   }
 
   play(ev) {
+    const stream = new MediaStream([ev.track]);
     const audio = document.createElement("audio");
     audio.autoplay = true;
-    audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+    audio.srcObject = stream;
     audio.dataset.mid = ev.transceiver ? String(ev.transceiver.mid) : "";
+    const index = this.pc ? this.pc.getTransceivers().indexOf(ev.transceiver) : -1;
+    const at = index >= 0 ? index : this.parties.length;
+    audio.dataset.track = String(at + 1);
     this.audioBox.appendChild(audio);
+    const ctx = Listener.audioContext();
+    if (!ctx) return; // no WebAudio: the element plays it, without meter or volume
+    // The graph plays the track while it runs; otherwise (an audio context that could not
+    // start: no sound device, a browser's autoplay rule) the element does, so the
+    // investigator always hears it (`route`, called on every meter tick).
+    audio.muted = ctx.state === "running";
+    const source = ctx.createMediaStreamSource(stream);
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 1024;
+    const gain = ctx.createGain();
+    source.connect(analyser);
+    source.connect(gain);
+    gain.connect(ctx.destination);
+    this.parties[at] = { audio, source, analyser, gain, samples: new Float32Array(analyser.fftSize) };
+    audio.play().catch(() => {});
+  }
+
+  // Each track to the graph while the audio context runs, else to its element.
+  route() {
+    const running = !!Listener.ctx && Listener.ctx.state === "running";
+    for (const p of this.parties) if (p && p.audio.muted !== running) p.audio.muted = running;
+    return running;
+  }
+
+  // Track `i`'s level now on a dB scale, 0 (−60 dBFS or quieter) to 1 (full scale): the RMS
+  // of its last 1024 samples while the audio context runs, else the receiver's own
+  // `audioLevel` (getStats, twice a second).
+  level(i) {
+    const p = this.parties[i];
+    let rms = 0;
+    if (p && this.route()) {
+      p.analyser.getFloatTimeDomainData(p.samples);
+      let sum = 0;
+      for (const x of p.samples) sum += x * x;
+      rms = Math.sqrt(sum / p.samples.length);
+    } else {
+      rms = (this.statsLevels || [])[i] || 0;
+    }
+    if (rms <= 0) return 0;
+    return Math.max(0, Math.min(1, 1 + (20 * Math.log10(rms)) / 60));
+  }
+
+  // Track `i`'s volume (1 as received, 0 silent, 2 twice as loud).
+  setVolume(i, v) {
+    const p = this.parties[i];
+    if (!p) return;
+    p.gain.gain.value = v;
+    // Played by its element (no running audio context): as loud as an element can be.
+    p.audio.volume = Math.max(0, Math.min(1, v));
+  }
+
+  volume(i) {
+    const p = this.parties[i];
+    return p ? p.gain.gain.value : null;
   }
 
   // Resolves when ICE gathering is complete (or after 3 s with what there is).
@@ -51,14 +124,23 @@ class Listener {
     return this.pc ? this.pc.connectionState : "closed";
   }
 
-  // Packets received on every inbound RTP stream, added up.
+  // Packets received on every inbound RTP stream, added up; each track's `audioLevel`
+  // kept for the meters.
   async packetsReceived() {
     if (!this.pc) return 0;
-    const stats = await this.pc.getStats();
     let n = 0;
-    stats.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "audio") n += s.packetsReceived || 0;
-    });
+    const levels = [];
+    for (const t of this.pc.getTransceivers()) {
+      const stats = await t.receiver.getStats();
+      let level = null;
+      stats.forEach((s) => {
+        if (s.type !== "inbound-rtp" || s.kind !== "audio") return;
+        n += s.packetsReceived || 0;
+        if (typeof s.audioLevel === "number") level = s.audioLevel;
+      });
+      levels.push(level);
+    }
+    this.statsLevels = levels;
     return n;
   }
 
@@ -66,6 +148,13 @@ class Listener {
     const pc = this.pc;
     this.pc = null;
     if (pc) pc.close();
+    for (const p of this.parties) {
+      if (!p) continue;
+      p.source.disconnect();
+      p.gain.disconnect();
+      p.audio.srcObject = null;
+    }
+    this.parties = [];
     this.audioBox.replaceChildren();
     if (this.listenerId) {
       const id = this.listenerId;

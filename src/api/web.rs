@@ -50,6 +50,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/listen.js"),
     },
     Asset {
+        name: "timeline.js",
+        content_type: JS,
+        body: include_str!("../../web/timeline.js"),
+    },
+    Asset {
         name: "watch.js",
         content_type: JS,
         body: include_str!("../../web/watch.js"),

@@ -11,11 +11,13 @@ use super::{Call, CallAction, CallSummary, Destination, EndReason, Leg, PinVerdi
 use crate::ledger::{DebitOutcome, LedgerError};
 use crate::media::dtmf::parse_sip_info;
 use crate::media::engine::{CallMedia, MediaEvent};
+use crate::media::prompts::PromptId;
 use crate::media::relay::{LatchPolicy, Side};
 use crate::media::sdp::{self, LocalMedia, NegotiatedMedia};
 use crate::session::runner::{
     Closure, FinishingRecording, Runner, SessionDb, SessionDone, StartedRecording,
 };
+use crate::session::timeline::CallEventKind;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{new_tag, Method, Request, Response};
 use crate::sip::transport::{Event, Transport, TxKey};
@@ -270,6 +272,12 @@ impl CallTask {
         match done {
             Done::Pin(checked) => self.pin_checked(now, checked),
             Done::Destination(Ok(d)) => {
+                let verdict = match &d {
+                    Destination::Refused(r) => r.as_str(),
+                    Destination::Authorized(_) => "authorized",
+                };
+                let at = self.wall_of(now);
+                self.submit(self.db.call_event(at, CallEventKind::Checks, verdict));
                 // The number, contact and tariff are on the session already
                 // (`check_destination` wrote them); the log names no number.
                 match &d {
@@ -450,7 +458,29 @@ impl CallTask {
                     .with_to_tag(&h.dialog.local_tag);
                 self.sb.respond(&h.invite_key, resp).await;
             }
-            CallAction::Play { leg, prompt } => self.media.play(side(leg), prompt),
+            CallAction::Play { leg, prompt } => {
+                self.media.play(side(leg), prompt);
+                // The announcement and the warnings go on the call's timeline.
+                let noted = match (leg, prompt) {
+                    (Leg::Trunk, PromptId::AnnouncementRecorded) => {
+                        Some((CallEventKind::Announcement, "recorded"))
+                    }
+                    (Leg::Trunk, PromptId::AnnouncementPrivileged) => {
+                        Some((CallEventKind::Announcement, "privileged"))
+                    }
+                    (Leg::Handset, PromptId::FundsWarning) => {
+                        Some((CallEventKind::Warning, "funds_low"))
+                    }
+                    (Leg::Handset, PromptId::DurationWarning) => {
+                        Some((CallEventKind::Warning, "max_duration"))
+                    }
+                    _ => None,
+                };
+                if let Some((kind, detail)) = noted {
+                    let at = self.wall_of(now);
+                    self.submit(self.db.call_event(at, kind, detail));
+                }
+            }
             CallAction::StopPlaying { leg } => self.media.stop(side(leg)),
             CallAction::CheckPin { calling_id, pin } => self.check_pin(calling_id, pin),
             CallAction::CheckDestination { inmate_id, dialed } => {
@@ -599,6 +629,15 @@ impl CallTask {
         if account.is_some() {
             self.account_id = account;
         }
+        // The outcome on the call's timeline (never the digits).
+        let outcome = match c.verdict {
+            PinVerdict::Valid { .. } => "valid",
+            PinVerdict::Wrong => "wrong",
+            PinVerdict::Locked => "locked",
+            PinVerdict::AccountLocked => "account_locked",
+        };
+        let at = self.wall_of(now);
+        self.submit(self.db.call_event(at, CallEventKind::Pin, outcome));
         self.call.pin_checked(now, c.verdict)
     }
 

@@ -24,6 +24,7 @@ pub mod authorize;
 pub mod cdr;
 pub mod payer;
 pub mod runner;
+pub mod timeline;
 
 pub use crate::rating::Service;
 

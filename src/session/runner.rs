@@ -308,6 +308,25 @@ impl SessionDb {
         }
     }
 
+    /// Appends to a call's timeline (a PIN entry's outcome, the checks' verdict, the
+    /// announcement, a warning: [`super::timeline`]); a failed write only costs the entry
+    /// (logged).
+    pub fn call_event(
+        &self,
+        at: DateTime<Utc>,
+        kind: super::timeline::CallEventKind,
+        detail: &'static str,
+    ) -> impl Future<Output = SessionDone> + Send {
+        let (store, id) = (self.store.clone(), self.session_id.clone());
+        async move {
+            if let Err(e) = super::timeline::add_call_event(store.db(), &id, at, kind, detail).await
+            {
+                warn!(error = %e, kind = kind.as_str(), detail, "cannot write the call's event");
+            }
+            SessionDone::Noted
+        }
+    }
+
     /// Marks the cut on the live session: reason and media end (`cdr` module doc, "A cut
     /// before a crash").
     pub fn media_ended(

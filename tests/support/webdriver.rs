@@ -436,6 +436,13 @@ impl Browser {
         self.op(Op::SendKeys(&e, text));
     }
 
+    /// Types `text` into the element `css` as key presses (WebDriver key codes such as
+    /// `\u{E012}`, the left arrow, included), without clearing it first.
+    pub(crate) fn send_keys(&self, css: &str, text: &str) {
+        let e = self.wait_for(css);
+        self.op(Op::SendKeys(&e, text));
+    }
+
     pub(crate) fn text(&self, css: &str) -> String {
         let e = self.wait_for(css);
         let v = self.op(Op::Text(&e));

@@ -10,7 +10,9 @@ use crate::api::error::ApiError;
 use crate::api::{AppState, Gateway};
 use crate::cluster::{encode_segment, ForwardError, Relayed};
 use crate::ledger::SessionCharge;
+use crate::money::Money;
 use crate::session::cdr::SessionEvent;
+use crate::session::timeline::{self, TimelineEvent};
 use crate::session::EndReason;
 use crate::store::{
     CallFilter, CallPage, Cdr, Facilities, Recording, Role, StoreError, Visit, SESSION_KINDS,
@@ -119,16 +121,36 @@ pub(crate) async fn list(
     Ok(Json(page))
 }
 
+/// A live call with what is left to pay for it.
+#[derive(Serialize)]
+pub(crate) struct LiveCall {
+    #[serde(flatten)]
+    cdr: Cdr,
+    /// The paying account's balance now (each increment's debit lowers it); `null` before
+    /// the inmate was identified.
+    balance: Option<Money>,
+}
+
+/// `GET /calls/active`: the calls in progress, each with its payer's balance now.
 pub(crate) async fn active(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(mut f): ApiQuery<CallFilter>,
-) -> Result<Json<Vec<Cdr>>, ApiError> {
+) -> Result<Json<Vec<LiveCall>>, ApiError> {
     f.active = true;
     // Live calls only: live visits have their own list (`GET /visits/live`).
     f.kind = None;
     let (f, list) = scoped(&caller, f)?;
-    Ok(Json(s.store.calls(&f, list.as_deref()).await?))
+    let calls = s.store.calls(&f, list.as_deref()).await?;
+    let mut live = Vec::with_capacity(calls.len());
+    for cdr in calls {
+        let balance = match cdr.account_id.as_deref() {
+            Some(account) => Some(s.store.ledger().balance(account).await?),
+            None => None,
+        };
+        live.push(LiveCall { cdr, balance });
+    }
+    Ok(Json(live))
 }
 
 /// The call, if the caller may see it (admin or investigator of its facility).
@@ -169,10 +191,20 @@ pub(crate) struct CallDetail {
     /// A visit's booking (who visited, the station, the slot); absent for a call.
     #[serde(skip_serializing_if = "Option::is_none")]
     visit: Option<Visit>,
-    /// A visit's timeline (joined, media, dropped, paused, resumed, left, with the side);
-    /// absent for a call.
+    /// A visit's timeline (joined, media, dropped, paused, resumed, left, with the side),
+    /// or a call's ([`crate::session::timeline`]: INVITE, PIN entries, checks, trunk
+    /// answer, announcement, acceptance, each increment with the balance after it,
+    /// warnings, the cut and who ended it, the end, the recording's start).
     #[serde(skip_serializing_if = "Option::is_none")]
-    timeline: Option<Vec<SessionEvent>>,
+    timeline: Option<Timeline>,
+}
+
+/// A session's timeline: a visit's or a call's.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum Timeline {
+    Visit(Vec<SessionEvent>),
+    Call(Vec<TimelineEvent>),
 }
 
 /// `GET /calls/{id}`: a call's record, or a video visit's session (`kind: visit`).
@@ -195,13 +227,28 @@ pub(crate) async fn get(
                 Err(StoreError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             };
-            (visit, Some(s.store.session_events(&id).await?))
+            let events = s.store.session_events(&id).await?;
+            (visit, Some(Timeline::Visit(events)))
         }
         _ => (None, None),
     };
     let recording = match cdr.kind.as_str() {
         "call" => recordings.first().cloned(),
         _ => None,
+    };
+    let timeline = match cdr.kind.as_str() {
+        "call" => {
+            let events = timeline::call_events(s.store.db(), &id)
+                .await
+                .map_err(StoreError::from)?;
+            Some(Timeline::Call(timeline::call_timeline(
+                &cdr,
+                &events,
+                &charges,
+                recording.as_ref(),
+            )))
+        }
+        _ => timeline,
     };
     Ok(Json(CallDetail {
         cdr,
