@@ -17,7 +17,7 @@ use crate::media::sdp::{self, LocalMedia, NegotiatedMedia};
 use crate::session::runner::{
     Closure, FinishingRecording, Runner, SessionDb, SessionDone, StartedRecording,
 };
-use crate::session::timeline::CallEventKind;
+use crate::session::timeline::{CallEventKind, PendingEvent};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{new_tag, Method, Request, Response};
 use crate::sip::transport::{Event, Transport, TxKey};
@@ -67,6 +67,8 @@ pub(super) struct CallTask {
     recording: Option<StartedRecording>,
     /// A recording start is with the runner: the close waits for it ([`Self::end`]).
     recording_starting: bool,
+    /// Timeline events not yet written ([`Self::note_event`]).
+    events: Vec<PendingEvent>,
     /// The call's end, held while its recording is still being started.
     ending: Option<CallSummary>,
     /// The session's database work (the `session::runner` module doc): submitted, never
@@ -128,6 +130,7 @@ impl CallTask {
             waiters: Vec::new(),
             recording: None,
             recording_starting: false,
+            events: Vec::new(),
             ending: None,
             db,
             runner: Runner::new(),
@@ -277,7 +280,7 @@ impl CallTask {
                     Destination::Authorized(_) => "authorized",
                 };
                 let at = self.wall_of(now);
-                self.submit(self.db.call_event(at, CallEventKind::Checks, verdict));
+                self.note_event(at, CallEventKind::Checks, verdict);
                 // The number, contact and tariff are on the session already
                 // (`check_destination` wrote them); the log names no number.
                 match &d {
@@ -478,7 +481,7 @@ impl CallTask {
                 };
                 if let Some((kind, detail)) = noted {
                     let at = self.wall_of(now);
-                    self.submit(self.db.call_event(at, kind, detail));
+                    self.note_event(at, kind, detail);
                 }
             }
             CallAction::StopPlaying { leg } => self.media.stop(side(leg)),
@@ -559,7 +562,28 @@ impl CallTask {
         // behind a stalled debit, or retry) could let it run on.
         let closing = self.close_recording(summary.ended_at);
         let closure = self.closure(&summary, closing.is_some());
+        self.write_events();
         self.submit(self.db.close(closure, closing));
+    }
+
+    /// Notes a timeline event. The PIN's outcome and the checks' verdict wait and are
+    /// written with the announcement, in one transaction (a set-up's commits are its main
+    /// cost on SQLite), or before the close of a call that gets no announcement; the
+    /// announcement and warnings are written at once.
+    fn note_event(&mut self, at: DateTime<Utc>, kind: CallEventKind, detail: &'static str) {
+        self.events.push((at, kind, detail));
+        if matches!(kind, CallEventKind::Announcement | CallEventKind::Warning) {
+            self.write_events();
+        }
+    }
+
+    /// Writes the timeline events noted and not yet written (before the close: an event
+    /// is written only on a live session).
+    fn write_events(&mut self) {
+        if !self.events.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            self.submit(self.db.call_events(events));
+        }
     }
 
     /// A recording start came back (begun or not): a held end goes on.
@@ -637,7 +661,7 @@ impl CallTask {
             PinVerdict::AccountLocked => "account_locked",
         };
         let at = self.wall_of(now);
-        self.submit(self.db.call_event(at, CallEventKind::Pin, outcome));
+        self.note_event(at, CallEventKind::Pin, outcome);
         self.call.pin_checked(now, c.verdict)
     }
 

@@ -311,17 +311,14 @@ impl SessionDb {
     /// Appends to a call's timeline (a PIN entry's outcome, the checks' verdict, the
     /// announcement, a warning: [`super::timeline`]); a failed write only costs the entry
     /// (logged).
-    pub fn call_event(
+    pub fn call_events(
         &self,
-        at: DateTime<Utc>,
-        kind: super::timeline::CallEventKind,
-        detail: &'static str,
+        events: Vec<super::timeline::PendingEvent>,
     ) -> impl Future<Output = SessionDone> + Send {
         let (store, id) = (self.store.clone(), self.session_id.clone());
         async move {
-            if let Err(e) = super::timeline::add_call_event(store.db(), &id, at, kind, detail).await
-            {
-                warn!(error = %e, kind = kind.as_str(), detail, "cannot write the call's event");
+            if let Err(e) = super::timeline::add_call_events(store.db(), &id, &events).await {
+                warn!(error = %e, events = events.len(), "cannot write the call's events");
             }
             SessionDone::Noted
         }

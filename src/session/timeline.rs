@@ -50,28 +50,44 @@ pub struct CallEvent {
     pub detail: String,
 }
 
-/// Appends an event to a live call's record. A no-op once the session has ended (a late
-/// report changes no closed record).
+/// A timeline event noted by a call and not yet written: when, what, the detail.
+pub type PendingEvent = (DateTime<Utc>, CallEventKind, &'static str);
+
+/// Appends events, in order, to a live call's record, in one transaction (one commit for
+/// the lot). A no-op once the session has ended (a late report changes no closed record).
+pub async fn add_call_events(
+    db: &Db,
+    session_id: &str,
+    events: &[PendingEvent],
+) -> Result<(), sqlx::Error> {
+    // The call path's connection (SQLite's local one, in this thread: no hop to a pool
+    // thread), with the write turn.
+    let mut conn = db.begin().await?;
+    for &(at, kind, detail) in events {
+        sqlx::query(
+            "INSERT INTO call_events (session_id, seq, at, kind, detail) \
+             SELECT s.id, COALESCE((SELECT MAX(seq) FROM call_events WHERE session_id = $1), 0) + 1, \
+             $2, $3, $4 FROM sessions s WHERE s.id = $1 AND s.state = 'active'",
+        )
+        .bind(session_id)
+        .bind(to_micros(at))
+        .bind(kind.as_str())
+        .bind(detail)
+        .execute(&mut conn)
+        .await?;
+    }
+    conn.commit().await
+}
+
+/// Appends one event to a live call's record ([`add_call_events`]).
 pub async fn add_call_event(
     db: &Db,
     session_id: &str,
     at: DateTime<Utc>,
     kind: CallEventKind,
-    detail: &str,
+    detail: &'static str,
 ) -> Result<(), sqlx::Error> {
-    let _turn = db.write_turn().await;
-    sqlx::query(
-        "INSERT INTO call_events (session_id, seq, at, kind, detail) \
-         SELECT s.id, COALESCE((SELECT MAX(seq) FROM call_events WHERE session_id = $1), 0) + 1, \
-         $2, $3, $4 FROM sessions s WHERE s.id = $1 AND s.state = 'active'",
-    )
-    .bind(session_id)
-    .bind(to_micros(at))
-    .bind(kind.as_str())
-    .bind(detail)
-    .execute(db.pool())
-    .await?;
-    Ok(())
+    add_call_events(db, session_id, &[(at, kind, detail)]).await
 }
 
 /// A call's events, in the order they were written.
