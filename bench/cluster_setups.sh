@@ -60,7 +60,7 @@ psql -q "$DB_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/
 # ---- ports: one free block below the ephemeral range ----------------------------------
 used=$(ss -Hanu | awk '{print $4}' | sed 's/.*://' | sort -un)
 RTP_SPAN=$(( RATE * (HOLD_MS / 1000 + 4) * 4 * 2 + 400 ))
-(( RTP_SPAN > 9000 )) && RTP_SPAN=9000
+(( RTP_SPAN > 20000 / NODES )) && RTP_SPAN=$(( 20000 / NODES ))
 SIZE=$(( 32 + NODES * RTP_SPAN ))
 BASE=
 for i in $(seq 0 226); do

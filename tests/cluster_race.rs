@@ -146,8 +146,12 @@ fn one_account_spent_by_two_nodes_and_the_commissary_at_once() {
     let done = Arc::new(AtomicBool::new(false));
     let lowest = Arc::new(Mutex::new(dec(DEPOSIT)));
     let sampler = {
-        let (api, done, lowest, prepaid) =
-            (apis[1].clone(), done.clone(), lowest.clone(), prepaid.clone());
+        let (api, done, lowest, prepaid) = (
+            apis[1].clone(),
+            done.clone(),
+            lowest.clone(),
+            prepaid.clone(),
+        );
         std::thread::spawn(move || {
             let mut samples = 0u32;
             while !done.load(Ordering::Acquire) {
@@ -163,9 +167,10 @@ fn one_account_spent_by_two_nodes_and_the_commissary_at_once() {
         })
     };
 
-    // Both calls billing: at least one increment each.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.balance(&prepaid) > dec(DEPOSIT) - dec(INCREMENT) * Decimal::from(2) {
+    // Both calls billing, each increment of one racing the other's for the account:
+    // six increments debited before the commissary joins in.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while api.balance(&prepaid) > dec(DEPOSIT) - dec(INCREMENT) * Decimal::from(6) {
         assert!(Instant::now() < deadline, "the calls never billed");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -222,7 +227,10 @@ fn one_account_spent_by_two_nodes_and_the_commissary_at_once() {
             );
         }
         if let Some(first) = ids.first() {
-            assert!(ids.iter().all(|i| i == first), "purchase {k} twice: {replies:?}");
+            assert!(
+                ids.iter().all(|i| i == first),
+                "purchase {k} twice: {replies:?}"
+            );
             bought += 1;
         }
     }
@@ -236,6 +244,7 @@ fn one_account_spent_by_two_nodes_and_the_commissary_at_once() {
     let mut charged = Decimal::ZERO;
     for cdr in &cdrs {
         assert_eq!(cdr["end_reason"], "funds_exhausted", "{cdr}");
+        assert!(cdr["billed_increments"].as_i64().unwrap() >= 2, "{cdr}");
         assert_eq!(cdr["payer"], "family", "{cdr}");
         assert_eq!(cdr["account_id"], prepaid.as_str(), "{cdr}");
         billed += cdr["billed_increments"].as_i64().unwrap();

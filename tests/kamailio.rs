@@ -24,10 +24,10 @@ use sallyport::db::testing::{skip_or_fail, TestDb};
 use serde_json::Value;
 use std::fs;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::api::{book, fund, three_second_increments, Api, NUMBER};
 use support::gateway::Gateway;
@@ -788,7 +788,13 @@ fn a_node_that_loses_its_database_answers_503_and_calls_go_to_the_other() {
     assert_eq!(options(nodes[0].sip).0, 200);
     let inmates: Vec<_> = (0..4)
         .map(|k| {
-            let i = book(&api, &format!("U-{k}"), &format!("{}", 1357 + k), NUMBER, false);
+            let i = book(
+                &api,
+                &format!("U-{k}"),
+                &format!("{}", 1357 + k),
+                NUMBER,
+                false,
+            );
             fund(&api, &i, "1.00");
             i
         })
@@ -838,7 +844,10 @@ fn a_node_that_loses_its_database_answers_503_and_calls_go_to_the_other() {
         t.expect_ok(Duration::from_secs(60));
     }
     landed.sort_unstable();
-    assert_eq!(landed, ids, "after the outage the proxy uses both nodes again");
+    assert_eq!(
+        landed, ids,
+        "after the outage the proxy uses both nodes again"
+    );
     for c in &calls {
         let cdr = api.get(&format!("/api/v1/calls/{}", c["id"].as_str().unwrap()));
         assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");

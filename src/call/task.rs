@@ -970,7 +970,11 @@ async fn next_hop(
     };
     match addr {
         Some(a) if a == source => (a, transport),
-        Some(a) if hop.transport().is_some_and(|t| t.eq_ignore_ascii_case("tcp")) => {
+        Some(a)
+            if hop
+                .transport()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tcp")) =>
+        {
             (a, Transport::Tcp(None))
         }
         Some(a) => (a, Transport::Udp),
@@ -1010,4 +1014,3 @@ mod tests {
         assert_eq!(last_heard(now, Some(&on_hold), silent), Some(seven_ago));
     }
 }
-

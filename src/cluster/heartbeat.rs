@@ -208,7 +208,11 @@ mod tests {
             Tick::Beat,
             "a tick a little early still beats"
         );
-        assert_eq!(tick(t0 + s(1), t0, s(1)), Tick::Beat, "every tick beats at 1 s");
+        assert_eq!(
+            tick(t0 + s(1), t0, s(1)),
+            Tick::Beat,
+            "every tick beats at 1 s"
+        );
     }
 
     #[test]

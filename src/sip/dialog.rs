@@ -175,8 +175,12 @@ impl Dialog {
                         u.params.remove(p);
                     }
                 }
-                let mut routes: Vec<String> =
-                    self.route_set[1..].iter().map(ToString::to_string).collect();
+                let mut routes: Vec<String> = self
+                    .route_set
+                    .iter()
+                    .skip(1)
+                    .map(ToString::to_string)
+                    .collect();
                 routes.push(format!("<{}>", self.remote_target));
                 (uri, routes)
             }
@@ -380,7 +384,8 @@ Content-Length: 0
 
     #[test]
     fn without_record_route_there_is_no_next_hop() {
-        let inv = request(&INVITE.replace("Record-Route: <sip:p1;lr>\nRecord-Route: <sip:p2;lr>\n", ""));
+        let inv =
+            request(&INVITE.replace("Record-Route: <sip:p1;lr>\nRecord-Route: <sip:p2;lr>\n", ""));
         let mut d = Dialog::uas(&inv, "gw1", "192.0.2.1:5060", false).unwrap();
         assert!(d.next_hop().is_none());
         assert_eq!(d.request(Method::Bye).headers.get_all("Route").count(), 0);
