@@ -111,24 +111,38 @@ fn node(dir: &Workdir, ports: &Ports, url: &str, id: &str) -> Gateway {
     })
 }
 
+/// The calls [`accepted_call_of`] returned, so that it never returns one twice.
+static RETURNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// The call of `inmate` (its CDR) once it is accepted: live, or already ended (a short
-/// call on a loaded machine can end between two looks).
+/// call on a loaded machine can end between two looks); never a call it returned before
+/// (the same inmate's earlier call).
 fn accepted_call_of(api: &Api, inmate: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(40);
     let accepted = |list: &Value| {
+        let returned = RETURNED.lock().unwrap();
         list.as_array().and_then(|a| {
             a.iter()
-                .find(|c| c["inmate_id"] == inmate && !c["accepted_at"].is_null())
+                .find(|c| {
+                    c["inmate_id"] == inmate
+                        && !c["accepted_at"].is_null()
+                        && !returned.iter().any(|r| c["id"] == r.as_str())
+                })
                 .cloned()
         })
+    };
+    let keep = |c: Value| {
+        let id = c["id"].as_str().unwrap_or_default().to_string();
+        RETURNED.lock().unwrap().push(id);
+        c
     };
     loop {
         let live = api.get("/api/v1/calls/active");
         if let Some(c) = accepted(&live) {
-            return c;
+            return keep(c);
         }
         if let Some(c) = accepted(&api.get("/api/v1/calls?facility_id=DEMO&limit=500")["items"]) {
-            return c;
+            return keep(c);
         }
         assert!(
             Instant::now() < deadline,
