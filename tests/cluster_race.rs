@@ -41,6 +41,9 @@ const DEPOSIT: &str = "0.05";
 /// Purchases posted while both calls bill, each of one increment's amount.
 const PURCHASES: usize = 20;
 
+/// Each purchase key's answers (status, body), from both nodes.
+type Answers = BTreeMap<usize, Vec<(u16, Value)>>;
+
 fn node(dir: &Workdir, ports: &Ports, url: &str, id: &str) -> Gateway {
     Gateway::start_with(dir, ports, &format!("gateway-{id}"), |cmd| {
         cmd.env("SALLYPORT_DATABASE_URL", url)
@@ -176,7 +179,7 @@ fn one_account_spent_by_two_nodes_and_the_commissary_at_once() {
     }
 
     // The commissary: every purchase sent to both nodes at once with one key.
-    let answers: Arc<Mutex<BTreeMap<usize, Vec<(u16, Value)>>>> = Arc::default();
+    let answers: Arc<Mutex<Answers>> = Arc::default();
     let posters: Vec<_> = (0..PURCHASES)
         .flat_map(|k| [(k, 0usize), (k, 1usize)])
         .map(|(k, n)| {
