@@ -4,7 +4,8 @@
 //! - Two nodes on one PostgreSQL, heartbeats every second, dead after 3 s: a call on
 //!   node-a, node-a killed (`SIGKILL`) while it bills. node-b closes the call's CDR
 //!   with reason `system` within the heartbeat timeout, with exactly the increments the
-//!   ledger committed (nothing after the kill), audits the takeover, the ledger check is
+//!   ledger committed (nothing after the kill), audits and counts the takeover (its
+//!   `/metrics`), the ledger check is
 //!   clean, a terminate through node-b answers as for any ended call (409 `call_ended`,
 //!   not a 502 naming the dead node), and the inmate calls again through node-b at once
 //!   (no `call_limit`).
@@ -196,6 +197,10 @@ fn a_dead_nodes_call_is_closed_by_a_survivor_and_the_inmate_calls_again() {
         (Some("node-a"), Some("node-b")),
         "{audit}"
     );
+    // Counted in node-b's /metrics: one dead node taken over, one session, one recording.
+    assert_eq!(api_b.metric("sallyport_takeover_nodes_total"), 1);
+    assert_eq!(api_b.metric("sallyport_takeover_sessions_total"), 1);
+    assert_eq!(api_b.metric("sallyport_takeover_recordings_total"), 1);
 
     // A terminate through node-b answers as for any ended call.
     let (s, v) = api_b.request("POST", &format!("/api/v1/calls/{id}/terminate"), None);

@@ -1,6 +1,6 @@
-//! Kamailio in front of two nodes (issue 13): the shipped `config/kamailio.cfg`, its
-//! dispatcher probing the nodes with SIP OPTIONS, handsets calling the proxy's one
-//! address.
+//! Kamailio in front of two nodes: the shipped `config/kamailio.cfg`, its dispatcher
+//! probing the nodes with SIP OPTIONS and record-routing the calls, handsets calling the
+//! proxy's one address.
 //!
 //! Two `sallyport serve` on one PostgreSQL behind Kamailio: a call through the proxy lands
 //! on a node; that node is drained during the call. The dispatcher stops sending it calls
@@ -14,6 +14,13 @@
 //! one node is killed mid-call; a survivor closes its call within the heartbeat timeout,
 //! the other two go on, and the inmate calls again through the proxy at once.
 //!
+//! Behind the proxy: a call cut by the node for funds is torn down through Kamailio (the
+//! node's 200 carries the proxy's Record-Route, its BYE goes along the route set and
+//! reaches the handset from the proxy), and a handset's BYE through the proxy ends its
+//! call; a handset authenticates by digest through the proxy in front of two nodes; a node whose link to PostgreSQL is cut answers
+//! OPTIONS 503 within seconds, the calls go to the other node, and once the link is back
+//! both nodes take calls again.
+//!
 //! Without PostgreSQL (`SALLYPORT_TEST_DATABASE_URL`), sipp or Kamailio the test prints
 //! why and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
@@ -23,9 +30,11 @@ mod support;
 use sallyport::db::testing::{skip_or_fail, TestDb};
 use serde_json::Value;
 use std::fs;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::api::{book, fund, three_second_increments, Api, NUMBER};
 use support::gateway::Gateway;
@@ -109,18 +118,38 @@ fn node(dir: &Workdir, ports: &Ports, url: &str, id: &str) -> Gateway {
     })
 }
 
-/// The call of `inmate` (its CDR) once it is accepted.
+/// The calls [`accepted_call_of`] returned, so that it never returns one twice.
+static RETURNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The call of `inmate` (its CDR) once it is accepted: live, or already ended (a short
+/// call on a loaded machine can end between two looks); never a call it returned before
+/// (the same inmate's earlier call).
 fn accepted_call_of(api: &Api, inmate: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(40);
+    let accepted = |list: &Value| {
+        let returned = RETURNED.lock().unwrap();
+        list.as_array().and_then(|a| {
+            a.iter()
+                .find(|c| {
+                    c["inmate_id"] == inmate
+                        && !c["accepted_at"].is_null()
+                        && !returned.iter().any(|r| c["id"] == r.as_str())
+                })
+                .cloned()
+        })
+    };
+    let keep = |c: Value| {
+        let id = c["id"].as_str().unwrap_or_default().to_string();
+        RETURNED.lock().unwrap().push(id);
+        c
+    };
     loop {
         let live = api.get("/api/v1/calls/active");
-        let found = live.as_array().and_then(|a| {
-            a.iter()
-                .find(|c| c["inmate_id"] == inmate && !c["accepted_at"].is_null())
-                .cloned()
-        });
-        if let Some(c) = found {
-            return c;
+        if let Some(c) = accepted(&live) {
+            return keep(c);
+        }
+        if let Some(c) = accepted(&api.get("/api/v1/calls?facility_id=DEMO&limit=500")["items"]) {
+            return keep(c);
         }
         assert!(
             Instant::now() < deadline,
@@ -440,4 +469,412 @@ fn behind_a_trusted_proxy_a_handset_is_admitted_by_its_own_address() {
         "the outside handset's call is live: {live}"
     );
     trunk.stop();
+}
+
+/// The Call-ID of the one call a handset placed (from its message trace).
+fn call_id_of(h: &support::sipp::Sipp) -> String {
+    h.messages()
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: "))
+        .map(|c| c.trim().to_string())
+        .expect("a Call-ID in the handset's trace")
+}
+
+/// The first message in a sipp trace whose first line starts with `start` (its lines up
+/// to the blank line that ends its headers).
+fn message_starting(trace: &str, start: &str) -> Option<String> {
+    let lines: Vec<&str> = trace.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(start))?;
+    let end = lines[at..]
+        .iter()
+        .position(|l| l.trim().is_empty())
+        .map_or(lines.len(), |n| at + n);
+    Some(lines[at..end].join("\n"))
+}
+
+/// Waits for `needle` in Kamailio's log.
+fn kamailio_logged(dir: &Workdir, needle: &str) {
+    let log = dir.join("gateway-kamailio.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Kamailio never logged {needle:?}:\n{}",
+            &text[text.len().saturating_sub(4000)..]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Record-Route behind the proxy (RFC 3261 12.1.1, 12.2.1.1): Kamailio record-routes the
+/// INVITE, the node's 200 carries the Record-Route back to the handset, and both ends'
+/// in-dialog requests pass the proxy along that route set.
+///
+/// - A call funded for three increments is cut by the node when the money runs out: the
+///   node's BYE goes to Kamailio with its Route (Kamailio's log says it loose-routed a BYE
+///   from the node), and the handset receives it from the proxy (the proxy's Via on top)
+///   and answers it; the CDR says `funds_exhausted`, the balance is exactly zero.
+/// - A second call is ended by the handset: its BYE, routed through the proxy, ends the
+///   call (`caller_hangup`).
+#[test]
+fn a_call_cut_by_the_node_is_torn_down_through_kamailio() {
+    let Some((rt, db, url)) = postgres_and_peers() else {
+        return;
+    };
+    let dir = Workdir::new("kamailio", "record_route");
+    let ports = sipp::ports();
+    let gw = node(&dir, &ports, &url, "node-a");
+    let api = gw.api.clone();
+    three_second_increments(&api);
+    let proxy = free_udp();
+    let _kamailio = Kamailio::start(&dir, proxy, &[gw.sip]);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let cut = book(&api, "R-1", "1357", NUMBER, false);
+    fund(&api, &cut, "0.0075");
+    let mut trunk = Trunk::answer("1").spawn(&dir.join("t1"), &ports);
+    // The handset waits for the node's BYE.
+    let mut h = Handset::new(&cut.pin, Via::Info).spawn(&dir, 0, &ports, proxy);
+    h.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(60));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "funds_exhausted", "{cdr}");
+    assert_eq!(cdr["billed_increments"], 3, "{cdr}");
+    assert_eq!(api.balance(&cut.account), rust_decimal::Decimal::ZERO);
+
+    let trace = h.messages();
+    let ok = message_starting(&trace, "SIP/2.0 200 OK").expect("the 200 in the trace");
+    assert!(
+        ok.contains(&format!("Record-Route: <sip:{proxy};")),
+        "the node's 200 carries the proxy's Record-Route:\n{ok}"
+    );
+    let bye = message_starting(&trace, "BYE sip:").expect("the node's BYE in the trace");
+    let top_via = bye
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .unwrap_or_default();
+    assert!(
+        top_via.starts_with(&format!("Via: SIP/2.0/UDP {proxy};")),
+        "the node's BYE reached the handset through the proxy:\n{bye}"
+    );
+    assert!(
+        !bye.contains("Route:"),
+        "the proxy took its Route off:\n{bye}"
+    );
+    let call_id = call_id_of(&h);
+    kamailio_logged(&dir, &format!("BYE {call_id} routed from {}", gw.sip));
+
+    // The handset hangs up: its BYE goes along the route set too.
+    let hangs_up = book(&api, "R-2", "2468", NUMBER, false);
+    fund(&api, &hangs_up, "1.00");
+    let mut trunk = Trunk::answer("1").spawn(&dir.join("t2"), &ports);
+    let mut h = Handset::new(&hangs_up.pin, Via::Info)
+        .hang_up_after(1_000)
+        .spawn(&dir, 1, &ports, proxy);
+    h.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(60));
+    let call_id = call_id_of(&h);
+    let handset = SocketAddr::from(([127, 0, 0, 1], ports.handsets[1].0));
+    kamailio_logged(&dir, &format!("BYE {call_id} routed from {handset}"));
+    let calls = api.ended_calls(2);
+    let cdr = calls
+        .iter()
+        .find(|c| c["inmate_id"] == hangs_up.id.as_str())
+        .expect("the second call");
+    assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    api.assert_ledger_clean();
+    drop(gw);
+    rt.block_on(db.cleanup());
+}
+
+/// Digest authentication through the proxy: with no trusted network, a handset must
+/// authenticate. Its first INVITE is challenged (401, passed back by Kamailio untouched),
+/// its second, with credentials, is a new transaction that the proxy's round robin may
+/// send to the other node (which verifies the first node's nonce): either way the call is
+/// connected and ends as the handset ends it.
+#[test]
+fn a_handset_authenticates_by_digest_through_kamailio() {
+    let Some((rt, db, url)) = postgres_and_peers() else {
+        return;
+    };
+    let dir = Workdir::new("kamailio", "digest");
+    let ports = [sipp::ports(), sipp::ports()];
+    let nodes = [
+        node(&dir, &ports[0], &url, "node-a"),
+        node(&dir, &ports[1], &url, "node-b"),
+    ];
+    let api = nodes[0].api.clone();
+    three_second_increments(&api);
+    rt.block_on(sqlx::query("DELETE FROM trusted_networks").execute(db.db.pool()))
+        .unwrap();
+    let proxy = free_udp();
+    let _kamailio = Kamailio::start(&dir, proxy, &[nodes[0].sip, nodes[1].sip]);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let inmate = book(&api, "D-1", "1357", NUMBER, false);
+    fund(&api, &inmate, "1.00");
+    let mut trunks = [
+        Trunk::answer("1").spawn(&dir.join("a"), &ports[0]),
+        Trunk::answer("1").spawn(&dir.join("b"), &ports[1]),
+    ];
+    let mut h = Handset::new(&inmate.pin, Via::Info)
+        .digest(sallyport::demo::HANDSET_PASSWORD)
+        .hang_up_after(4_000)
+        .spawn(&dir, 0, &ports[0], proxy);
+    let call = accepted_call_of(&api, &inmate.id);
+    h.expect_ok(Duration::from_secs(60));
+    let on = usize::from(call["node_id"] == "node-b");
+    trunks[on].expect_ok(Duration::from_secs(60));
+    trunks[1 - on].stop();
+    let trace = h.messages();
+    assert!(
+        trace.contains("SIP/2.0 401"),
+        "the first INVITE was challenged:\n{trace}"
+    );
+    let cdr = api.get(&format!("/api/v1/calls/{}", call["id"].as_str().unwrap()));
+    assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    api.assert_ledger_clean();
+    drop(nodes);
+    rt.block_on(db.cleanup());
+}
+
+/// A TCP link between one node and PostgreSQL that the test can cut: while cut, every
+/// connection it carried is shut and every new one closed at once (what a network
+/// partition or a database going away looks like to the node); restored, it forwards
+/// again. Stopped when dropped.
+struct DbLink {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    carried: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl DbLink {
+    fn start(upstream: SocketAddr) -> DbLink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let link = DbLink {
+            addr: listener.local_addr().unwrap(),
+            cut: Arc::default(),
+            stop: Arc::default(),
+            carried: Arc::default(),
+        };
+        let (cut, stop, carried) = (link.cut.clone(), link.stop.clone(), link.carried.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if cut.load(Ordering::Acquire) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let mut held = carried.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pipe(client, server));
+                std::thread::spawn(move || pipe(s2, c2));
+            }
+        });
+        link
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for s in self.carried.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for DbLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.cut();
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn through(url: &str, addr: SocketAddr) -> String {
+    let at = url.find('@').expect("a user in the URL") + 1;
+    let slash = at + url[at..].find('/').expect("a database in the URL");
+    format!("{}{addr}{}", &url[..at], &url[slash..])
+}
+
+/// host:port of a PostgreSQL URL.
+fn upstream_of(url: &str) -> SocketAddr {
+    let at = url.find('@').expect("a user in the URL") + 1;
+    let slash = at + url[at..].find('/').expect("a database in the URL");
+    let hostport = &url[at..slash];
+    std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// The status code of the answer to one OPTIONS sent to `to` from a socket of its own
+/// (and its reason phrase).
+fn options(to: SocketAddr) -> (u16, String) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = s.local_addr().unwrap();
+    let n = uuid::Uuid::new_v4().simple().to_string();
+    let msg = format!(
+        "OPTIONS sip:{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK{n};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@{me}>;tag=f{n}\r\n\
+         To: <sip:{to}>\r\n\
+         Call-ID: probe-{n}@{me}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    s.send_to(msg.as_bytes(), to).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (len, _) = s.recv_from(&mut buf).expect("an answer to OPTIONS");
+        let text = String::from_utf8_lossy(&buf[..len]).to_string();
+        let line = text.lines().next().unwrap_or_default().to_string();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if status >= 200 {
+            return (status, line);
+        }
+    }
+}
+
+/// Polls OPTIONS to `to` until it answers `want`; how long that took.
+fn options_until(to: SocketAddr, want: u16, within: Duration) -> (Duration, String) {
+    let t0 = Instant::now();
+    loop {
+        let (status, line) = options(to);
+        if status == want {
+            return (t0.elapsed(), line);
+        }
+        assert!(
+            t0.elapsed() < within,
+            "OPTIONS to {to} still answers {line} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A node whose database goes away: node-a reaches PostgreSQL through a link the test
+/// cuts. Within a few seconds node-a answers OPTIONS 503 (database unreachable); the
+/// calls placed through Kamailio meanwhile land on node-b. The link restored, node-a
+/// answers 200 again and the proxy sends it calls again: of the next two calls through
+/// the proxy, one lands on each node. Every call ends as its handset ended it; the
+/// ledger is clean.
+#[test]
+fn a_node_that_loses_its_database_answers_503_and_calls_go_to_the_other() {
+    let Some((rt, db, url)) = postgres_and_peers() else {
+        return;
+    };
+    let dir = Workdir::new("kamailio", "database_down");
+    let link = DbLink::start(upstream_of(&url));
+    let ports = [sipp::ports(), sipp::ports()];
+    let ids = ["node-a", "node-b"];
+    let nodes = [
+        node(&dir, &ports[0], &through(&url, link.addr), ids[0]),
+        node(&dir, &ports[1], &url, ids[1]),
+    ];
+    let api = nodes[1].api.clone();
+    three_second_increments(&api);
+    let proxy = free_udp();
+    let _kamailio = Kamailio::start(&dir, proxy, &[nodes[0].sip, nodes[1].sip]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(options(nodes[0].sip).0, 200);
+    let inmates: Vec<_> = (0..4)
+        .map(|k| {
+            let i = book(
+                &api,
+                &format!("U-{k}"),
+                &format!("{}", 1357 + k),
+                NUMBER,
+                false,
+            );
+            fund(&api, &i, "1.00");
+            i
+        })
+        .collect();
+
+    link.cut();
+    let (took, line) = options_until(nodes[0].sip, 503, Duration::from_secs(15));
+    assert!(line.contains("database"), "{line}");
+    assert!(took < Duration::from_secs(6), "503 after {took:?}");
+    eprintln!("node-a answered OPTIONS 503 {took:?} after its database went away");
+    assert_eq!(options(nodes[1].sip).0, 200, "node-b still serves");
+    // Let the dispatcher see it (it would fail an INVITE over to node-b anyway).
+    std::thread::sleep(Duration::from_secs(2));
+    let mut calls = Vec::new();
+    for (k, inmate) in inmates[..2].iter().enumerate() {
+        let mut trunk = Trunk::answer("1").spawn(&dir.join(format!("down{k}")), &ports[1]);
+        let mut h = Handset::new(&inmate.pin, Via::Info)
+            .hang_up_after(1_000)
+            .spawn(&dir, k % 2, &ports[1], proxy);
+        let c = accepted_call_of(&api, &inmate.id);
+        assert_eq!(c["node_id"], ids[1], "{c}");
+        h.expect_ok(Duration::from_secs(40));
+        trunk.expect_ok(Duration::from_secs(60));
+        calls.push(c);
+    }
+
+    link.restore();
+    let (took, _) = options_until(nodes[0].sip, 200, Duration::from_secs(15));
+    eprintln!("node-a answered OPTIONS 200 {took:?} after its database came back");
+    // The dispatcher probes every second; one probe answered 200 makes node-a active.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut trunks = [
+        Trunk::answer("1").spawn(&dir.join("up-a"), &ports[0]),
+        Trunk::answer("1").spawn(&dir.join("up-b"), &ports[1]),
+    ];
+    let mut landed = Vec::new();
+    for (k, inmate) in inmates[2..].iter().enumerate() {
+        let mut h = Handset::new(&inmate.pin, Via::Info)
+            .hang_up_after(1_000)
+            .spawn(&dir, k, &ports[0], proxy);
+        let c = accepted_call_of(&api, &inmate.id);
+        h.expect_ok(Duration::from_secs(40));
+        landed.push(c["node_id"].as_str().unwrap().to_string());
+        calls.push(c);
+    }
+    for t in &mut trunks {
+        t.expect_ok(Duration::from_secs(60));
+    }
+    landed.sort_unstable();
+    assert_eq!(
+        landed, ids,
+        "after the outage the proxy uses both nodes again"
+    );
+    for c in &calls {
+        let cdr = api.get(&format!("/api/v1/calls/{}", c["id"].as_str().unwrap()));
+        assert_eq!(cdr["end_reason"], "caller_hangup", "{cdr}");
+    }
+    api.assert_ledger_clean();
+    drop(nodes);
+    drop(link);
+    rt.block_on(db.cleanup());
 }

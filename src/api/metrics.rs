@@ -242,6 +242,25 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
     write_family(out, "counter", &recorder);
     render_listeners(out, &g.monitor.snapshot());
     g.calls.render(out);
+    let (nodes, sessions, recordings) = crate::cluster::takeover::TAKEOVERS.snapshot();
+    let takeovers = [
+        (
+            "sallyport_takeover_nodes_total",
+            "Dead nodes (heartbeat older than cluster.dead_after_secs, work left open) this node took over.",
+            nodes,
+        ),
+        (
+            "sallyport_takeover_sessions_total",
+            "Sessions of dead nodes this node closed (reason system).",
+            sessions,
+        ),
+        (
+            "sallyport_takeover_recordings_total",
+            "Recordings of dead nodes this node finished as incomplete.",
+            recordings,
+        ),
+    ];
+    write_family(out, "counter", &takeovers);
     let _ = writeln!(
         out,
         "# HELP sallyport_calls_live Calls carried by this node now.\n# TYPE sallyport_calls_live gauge\nsallyport_calls_live {}",

@@ -21,6 +21,7 @@ use crate::session::timeline::{CallEventKind, PendingEvent};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{new_tag, Method, Request, Response};
 use crate::sip::transport::{Event, Transport, TxKey};
+use crate::sip::uri::{Host, Scheme, SipUri};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use std::net::SocketAddr;
@@ -437,8 +438,9 @@ impl CallTask {
         match action {
             CallAction::AnswerHandset => {
                 let h = &self.handset;
-                let mut resp =
-                    Response::for_request(&h.invite, 200, "OK").with_to_tag(&h.dialog.local_tag);
+                let mut resp = Response::for_request(&h.invite, 200, "OK")
+                    .with_to_tag(&h.dialog.local_tag)
+                    .with_record_route(&h.invite);
                 let transport = if h.transport.is_reliable() {
                     ";transport=tcp"
                 } else {
@@ -723,7 +725,9 @@ impl CallTask {
         match leg {
             Leg::Handset => {
                 let bye = self.handset.dialog.request(Method::Bye);
-                let (dest, transport) = (self.handset.source, self.handset.transport);
+                let h = &self.handset;
+                let hop = h.dialog.next_hop().cloned();
+                let (dest, transport) = next_hop(hop, h.source, h.transport).await;
                 if let Err(e) = self.sb.sip.send_request(bye, dest, transport).await {
                     warn!(error = %e, "BYE to the handset not sent");
                 }
@@ -999,6 +1003,48 @@ fn log_digit(call: &Call, leg: Leg, digit: char) {
         debug!(?leg, "key pressed (ID or PIN: not logged)");
     } else {
         debug!(?leg, %digit, "key pressed");
+    }
+}
+
+/// Where a request of the handset's dialog goes, and how. With a route set (the call came
+/// through a proxy that record-routes), to the first route's address `hop`: the proxy,
+/// which relays it to the handset (RFC 3261 §12.2.1.1). Without one, back where the
+/// handset's INVITE came from (`source`, on the same socket or connection). A first route
+/// whose host does not resolve falls back to the latter, with a warning.
+async fn next_hop(
+    hop: Option<SipUri>,
+    source: SocketAddr,
+    transport: Transport,
+) -> (SocketAddr, Transport) {
+    let Some(hop) = hop else {
+        return (source, transport);
+    };
+    let port = hop.port.unwrap_or(match hop.scheme {
+        Scheme::Sip => 5060,
+        Scheme::Sips => 5061,
+    });
+    let addr = match &hop.host {
+        Host::V4(a) => Some(SocketAddr::new((*a).into(), port)),
+        Host::V6(a) => Some(SocketAddr::new((*a).into(), port)),
+        Host::Domain(d) => tokio::net::lookup_host((d.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut found| found.next()),
+    };
+    match addr {
+        Some(a) if a == source => (a, transport),
+        Some(a)
+            if hop
+                .transport()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tcp")) =>
+        {
+            (a, Transport::Tcp(None))
+        }
+        Some(a) => (a, Transport::Udp),
+        None => {
+            warn!(route = %hop, "the first route does not resolve: sent to the handset's source");
+            (source, transport)
+        }
     }
 }
 

@@ -3,8 +3,10 @@
 //! requests for the calls it carries, and tell a dead node from a live one
 //! ([`super::takeover`]).
 //!
-//! The beat also tells the node about itself: a beat that cannot be written makes it
-//! answer 503 to OPTIONS and new INVITEs ([`super::health`]) until one gets through, and
+//! The beat also tells the node about itself: a beat that cannot be written (or a probe
+//! of the database between beats, every [`PROBE_EVERY`], that gets no answer within
+//! [`ANSWER_WITHIN`]) makes it answer 503 to OPTIONS and new INVITEs ([`super::health`])
+//! until one gets through, and
 //! a node that could write none for `cluster.dead_after_secs` has been, for all the
 //! others know, dead that long: a survivor may have closed its sessions, so it ends its
 //! calls ([`Pulse`], [`Watch::presumed_dead`]).
@@ -52,9 +54,41 @@ pub struct Watch {
     pub presumed_dead: Box<dyn Fn() + Send + Sync>,
 }
 
-/// Writes this node's heartbeat every `every`, for as long as the process runs. A failed
-/// write is logged, makes the node answer 503 to OPTIONS and new INVITEs until a write
-/// gets through, and is tried again at the next beat.
+/// How often a node checks, between heartbeats, that it reaches the database: the 503 a
+/// load balancer's OPTIONS gets follows an outage within about this plus
+/// [`ANSWER_WITHIN`], whatever `cluster.heartbeat_secs` is.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a heartbeat write or a probe may take before the database counts as
+/// unreachable for it (a partition or a dead server can leave a connection attempt
+/// hanging far longer than a healthy database takes for one statement).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// What a tick of the watch does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Write the heartbeat (`every` has passed since the last attempt).
+    Beat,
+    /// Only check that the database answers.
+    Probe,
+}
+
+/// Whether the tick at `now` writes the heartbeat, the last attempt having been at
+/// `last_beat`. Pure. Half a probe period of slack, so that ticks of [`PROBE_EVERY`]
+/// land on a beat every `every` and not one tick late.
+pub fn tick(now: Instant, last_beat: Instant, every: Duration) -> Tick {
+    if now.saturating_duration_since(last_beat) + PROBE_EVERY / 2 >= every {
+        Tick::Beat
+    } else {
+        Tick::Probe
+    }
+}
+
+/// Writes this node's heartbeat every `every`, and checks every [`PROBE_EVERY`] in between
+/// that the database answers, for as long as the process runs. A failed (or, past
+/// [`ANSWER_WITHIN`], unanswered) write or probe is logged and makes the node answer 503
+/// to OPTIONS and new INVITEs until one gets through; a failed write is tried again at
+/// the next beat.
 pub fn spawn(
     store: Store,
     node_id: String,
@@ -63,19 +97,46 @@ pub fn spawn(
     watch: Watch,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = tokio::time::interval(PROBE_EVERY.min(every));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is at once: registration has just written the row.
-        tick.tick().await;
+        ticks.tick().await;
         let mut pulse = Pulse::new(store.clock().now(), watch.dead_after);
+        let mut last_beat = store.clock().now();
         loop {
-            tick.tick().await;
-            let beat = store.node_heartbeat(&node_id, &api_url).await;
-            if let Err(e) = &beat {
-                tracing::warn!(error = %e, "node heartbeat failed; retrying at the next beat");
+            ticks.tick().await;
+            let now = store.clock().now();
+            if tick(now, last_beat, every) == Tick::Probe {
+                let probe = sqlx::query("SELECT 1").execute(store.db().pool());
+                let reached = match tokio::time::timeout(ANSWER_WITHIN, probe).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the database does not answer");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(within = ?ANSWER_WITHIN, "the database does not answer");
+                        false
+                    }
+                };
+                watch.health.database_reached(reached);
+                continue;
             }
-            watch.health.database_reached(beat.is_ok());
-            if pulse.beat(store.clock().now(), beat.is_ok()) == Verdict::PresumedDead {
+            last_beat = now;
+            let write = store.node_heartbeat(&node_id, &api_url);
+            let written = match tokio::time::timeout(ANSWER_WITHIN, write).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "node heartbeat failed; retrying at the next beat");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(within = ?ANSWER_WITHIN, "node heartbeat not written in time; retrying at the next beat");
+                    false
+                }
+            };
+            watch.health.database_reached(written);
+            if pulse.beat(store.clock().now(), written) == Verdict::PresumedDead {
                 tracing::error!(
                     silent_secs = watch.dead_after.as_secs(),
                     "no heartbeat written for cluster.dead_after_secs: the other nodes may \
@@ -134,6 +195,25 @@ impl Pulse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_probe_between_beats_and_beat_every_period() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(tick(t0 + s(1), t0, s(10)), Tick::Probe);
+        assert_eq!(tick(t0 + s(9), t0, s(10)), Tick::Probe);
+        assert_eq!(tick(t0 + s(10), t0, s(10)), Tick::Beat);
+        assert_eq!(
+            tick(t0 + Duration::from_millis(9_600), t0, s(10)),
+            Tick::Beat,
+            "a tick a little early still beats"
+        );
+        assert_eq!(
+            tick(t0 + s(1), t0, s(1)),
+            Tick::Beat,
+            "every tick beats at 1 s"
+        );
+    }
 
     #[test]
     fn a_node_silent_for_the_timeout_is_presumed_dead_once_per_outage() {

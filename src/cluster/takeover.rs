@@ -38,6 +38,14 @@
 //! to be presumed dead ends its own calls (see [`super::heartbeat`]), so a survivor's
 //! takeover and the node's own calls do not both go on.
 //!
+//! # Counted
+//!
+//! What this node took over since it started is in `/metrics` ([`TakeoverStats`]):
+//! `sallyport_takeover_nodes_total` (dead nodes it found with work left open and took
+//! over), `sallyport_takeover_sessions_total` (sessions it closed for them) and
+//! `sallyport_takeover_recordings_total`. A takeover that lost the race for every
+//! session to another survivor closed nothing and counts nothing.
+//!
 //! Owns: the takeover decision and its driver. Calls: the store, the session and
 //! recording recoveries. Called by: [`crate::server`].
 
@@ -47,7 +55,47 @@ use crate::session::cdr::{self, ClosedOrphan};
 use crate::store::{AuditEntry, NodeRecord, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// What this process took over since it started (one process is one node). Process-wide,
+/// as both the periodic look ([`spawn`]) and a terminate or listen forwarded to a dead
+/// node ([`super::Cluster`]) take over.
+#[derive(Debug, Default)]
+pub struct TakeoverStats {
+    nodes: AtomicU64,
+    sessions: AtomicU64,
+    recordings: AtomicU64,
+}
+
+/// This process's takeovers.
+pub static TAKEOVERS: TakeoverStats = TakeoverStats {
+    nodes: AtomicU64::new(0),
+    sessions: AtomicU64::new(0),
+    recordings: AtomicU64::new(0),
+};
+
+impl TakeoverStats {
+    fn record(&self, t: &Takeover) {
+        if t.sessions.is_empty() && t.recordings == 0 {
+            return;
+        }
+        self.nodes.fetch_add(1, Ordering::Relaxed);
+        self.sessions
+            .fetch_add(t.sessions.len() as u64, Ordering::Relaxed);
+        self.recordings
+            .fetch_add(t.recordings as u64, Ordering::Relaxed);
+    }
+
+    /// (dead nodes taken over, sessions closed, recordings finished).
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.nodes.load(Ordering::Relaxed),
+            self.sessions.load(Ordering::Relaxed),
+            self.recordings.load(Ordering::Relaxed),
+        )
+    }
+}
 
 /// Why a takeover stopped short (it is tried again at the next look).
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +170,12 @@ pub async fn take_over(
              recordings finished as incomplete"
         );
     }
-    Ok(Takeover {
+    let done = Takeover {
         sessions,
         recordings,
-    })
+    };
+    TAKEOVERS.record(&done);
+    Ok(done)
 }
 
 /// The audit entry of a session closed by a takeover; a failure to write it is logged

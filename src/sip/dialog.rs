@@ -6,14 +6,21 @@
 //! set and remote target, and it recognizes requests that belong to it. Sans-IO like the
 //! rest of `sip`: it returns [`Request`]s; the driver sends them.
 //!
+//! Behind a proxy that record-routes (Kamailio in front of a cluster), the route set is
+//! the INVITE's Record-Route (as the UAS) or the 2xx's reversed (as the UAC), and every
+//! request of the dialog follows it (§12.2.1.1): with a loose router first (`;lr`) the
+//! Request-URI is the remote target, the Route headers the route set, and the request
+//! goes to the first route's address ([`Dialog::next_hop`]); with a strict router first,
+//! the Request-URI is that router's URI and the remote target goes last in Route.
+//!
 //! What it does not do (not needed by the calls the gateway carries): target refresh by
 //! re-INVITE or UPDATE (the remote target stays the one from dialog creation), forking
 //! (the trunk's first 2xx wins), early dialogs (provisional responses create none).
 
 use super::error::ParseError;
 use super::message::{new_branch, Method, Request, RequestBuilder, Response};
-use super::typed::Contact;
-use super::uri::Uri;
+use super::typed::{Contact, NameAddr};
+use super::uri::{SipUri, Uri};
 
 /// Which end of the INVITE we were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +44,8 @@ pub struct Dialog {
     pub remote_tag: Option<String>,
     /// Where our requests go (their Contact).
     pub remote_target: Uri,
-    /// Route headers of our requests, in order.
-    pub route_set: Vec<String>,
+    /// The route set (§12.1): the proxies our requests pass, nearest first.
+    pub route_set: Vec<NameAddr>,
     local_cseq: u32,
     /// `SIP/2.0/UDP` or `SIP/2.0/TCP`.
     via_transport: &'static str,
@@ -79,7 +86,7 @@ impl Dialog {
             local_tag: local_tag.to_string(),
             remote_tag,
             remote_target: contact_uri(h)?,
-            route_set: h.get_all("Record-Route").map(str::to_string).collect(),
+            route_set: h.name_addrs("Record-Route")?,
             // Our own CSeq space starts anywhere; RFC 3261 §12.1.1 leaves it to us.
             local_cseq: 1,
             via_transport: via_transport(reliable),
@@ -104,7 +111,7 @@ impl Dialog {
         let rh = &response.headers;
         let to = rh.get("To").ok_or(ParseError::MissingHeader("To"))?;
         let remote_tag = rh.to()?.tag().map(str::to_string);
-        let mut route_set: Vec<String> = rh.get_all("Record-Route").map(str::to_string).collect();
+        let mut route_set = rh.name_addrs("Record-Route")?;
         route_set.reverse();
         Ok(Dialog {
             role: Role::Uac,
@@ -141,6 +148,14 @@ impl Dialog {
         self.build(Method::Ack, invite_cseq)
     }
 
+    /// The SIP URI whose address our requests are sent to when the route set is not
+    /// empty: its first element (§12.2.1.1, §8.1.2). `None` with an empty route set: the
+    /// request goes to the remote target (the gateway sends it where the peer's requests
+    /// came from, which is that target's address or the NAT in front of it).
+    pub fn next_hop(&self) -> Option<&SipUri> {
+        self.route_set.first().and_then(|r| r.uri.as_sip())
+    }
+
     fn build(&self, method: Method, seq: u32) -> Request {
         let via = format!(
             "{} {};branch={};rport",
@@ -148,17 +163,49 @@ impl Dialog {
             self.sent_by,
             new_branch()
         );
-        let mut b = RequestBuilder::new(method, self.remote_target.clone())
+        let strict = self.route_set.first().filter(|r| !loose(r));
+        let (target, routes): (Uri, Vec<String>) = match strict {
+            // A strict router first (§12.2.1.1): it is the Request-URI, and the remote
+            // target goes last in Route.
+            Some(first) => {
+                let mut uri = first.uri.clone();
+                if let Uri::Sip(u) = &mut uri {
+                    // Parameters not allowed in a Request-URI (§19.1.1, table 1).
+                    for p in ["method", "ttl", "maddr", "lr"] {
+                        u.params.remove(p);
+                    }
+                }
+                let mut routes: Vec<String> = self
+                    .route_set
+                    .iter()
+                    .skip(1)
+                    .map(ToString::to_string)
+                    .collect();
+                routes.push(format!("<{}>", self.remote_target));
+                (uri, routes)
+            }
+            None => (
+                self.remote_target.clone(),
+                self.route_set.iter().map(ToString::to_string).collect(),
+            ),
+        };
+        let mut b = RequestBuilder::new(method, target)
             .header("Via", via)
             .header("From", self.local.as_str())
             .header("To", self.remote.as_str())
             .call_id(&self.call_id)
             .cseq(seq);
-        for r in &self.route_set {
-            b = b.header("Route", r.as_str());
+        for r in routes {
+            b = b.header("Route", r);
         }
         b.build()
     }
+}
+
+/// A loose router (`;lr` on its URI, RFC 3261 §16.12), or a route that is no SIP URI
+/// (taken as loose: it cannot be a Request-URI we send to).
+fn loose(route: &NameAddr) -> bool {
+    route.uri.as_sip().is_none_or(SipUri::lr)
 }
 
 fn via_transport(reliable: bool) -> &'static str {
@@ -288,6 +335,60 @@ Content-Length: 0
         let bye = d.request(Method::Bye);
         assert_eq!(bye.headers.cseq().unwrap().seq, 2);
         assert_eq!(bye.headers.from().unwrap().tag(), Some("t1"));
+    }
+
+    #[test]
+    fn a_loose_route_set_keeps_the_target_and_names_the_next_hop() {
+        let inv = request(&INVITE.replace(
+            "Record-Route: <sip:p1;lr>\nRecord-Route: <sip:p2;lr>",
+            "Record-Route: <sip:127.0.0.1:5070;lr;ftag=h1>, <sip:p2;lr>",
+        ));
+        let mut d = Dialog::uas(&inv, "gw1", "192.0.2.1:5060", false).unwrap();
+        let hop = d.next_hop().expect("a route set");
+        assert_eq!(hop.to_string(), "sip:127.0.0.1:5070;lr;ftag=h1");
+        let bye = d.request(Method::Bye);
+        assert_eq!(bye.uri.to_string(), "sip:handset-1@10.0.0.5:5062");
+        assert_eq!(
+            bye.headers.get_all("Route").collect::<Vec<_>>(),
+            ["<sip:127.0.0.1:5070;lr;ftag=h1>", "<sip:p2;lr>"],
+            "one Record-Route line with two values is two routes"
+        );
+    }
+
+    #[test]
+    fn the_2xx_copies_the_record_route_in_order() {
+        let inv = request(INVITE);
+        let ok = Response::for_request(&inv, 200, "OK")
+            .with_to_tag("gw1")
+            .with_record_route(&inv);
+        assert_eq!(
+            ok.headers.get_all("Record-Route").collect::<Vec<_>>(),
+            ["<sip:p1;lr>", "<sip:p2;lr>"]
+        );
+    }
+
+    #[test]
+    fn a_strict_router_first_becomes_the_request_uri() {
+        let inv = request(&INVITE.replace(
+            "Record-Route: <sip:p1;lr>\nRecord-Route: <sip:p2;lr>",
+            "Record-Route: <sip:strict.example;maddr=10.0.0.9>\nRecord-Route: <sip:p2;lr>",
+        ));
+        let mut d = Dialog::uas(&inv, "gw1", "192.0.2.1:5060", false).unwrap();
+        let bye = d.request(Method::Bye);
+        assert_eq!(bye.uri.to_string(), "sip:strict.example");
+        assert_eq!(
+            bye.headers.get_all("Route").collect::<Vec<_>>(),
+            ["<sip:p2;lr>", "<sip:handset-1@10.0.0.5:5062>"]
+        );
+    }
+
+    #[test]
+    fn without_record_route_there_is_no_next_hop() {
+        let inv =
+            request(&INVITE.replace("Record-Route: <sip:p1;lr>\nRecord-Route: <sip:p2;lr>\n", ""));
+        let mut d = Dialog::uas(&inv, "gw1", "192.0.2.1:5060", false).unwrap();
+        assert!(d.next_hop().is_none());
+        assert_eq!(d.request(Method::Bye).headers.get_all("Route").count(), 0);
     }
 
     #[test]

@@ -404,6 +404,11 @@ impl Params {
         }
     }
 
+    /// Removes every parameter named `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
     /// Parameters in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_deref()))

@@ -352,6 +352,16 @@ impl Response {
         resp
     }
 
+    /// Copies the request's Record-Route values, in order, as a response that creates a
+    /// dialog must (RFC 3261 §12.1.1): the 2xx to an INVITE that came through a
+    /// record-routing proxy, so that the caller's in-dialog requests pass it too.
+    pub fn with_record_route(mut self, req: &Request) -> Response {
+        for v in req.headers.get_all("Record-Route") {
+            self.headers.push("Record-Route", v);
+        }
+        self
+    }
+
     /// Appends `;tag=` to To unless it already has one (or cannot be
     /// parsed). The rest of the To value stays byte for byte as copied.
     pub fn with_to_tag(mut self, tag: &str) -> Response {

@@ -701,6 +701,9 @@ pub(crate) struct Handset {
     pub formats: Option<&'static str>,
     /// The loopback address the handset sends from (127.0.0.1 unless [`Handset::sending_from`]).
     pub ip: &'static str,
+    /// The SIP password it answers a digest challenge with (`handset_digest.xml`: keys by
+    /// INFO, then hangs up after `hold_ms`); `None`: it has none (`handset.xml`).
+    pub password: Option<&'static str>,
 }
 
 impl Handset {
@@ -721,7 +724,13 @@ impl Handset {
             law: Law::Ulaw,
             formats: None,
             ip: "127.0.0.1",
+            password: None,
         }
+    }
+    /// Authenticates by digest with `password` (its user name is [`Handset::user`]).
+    pub(crate) fn digest(mut self, password: &'static str) -> Self {
+        self.password = Some(password);
+        self
     }
     /// Offers these payload types (space-separated) instead of PCMU and PCMA.
     /// Sends from loopback address `ip` (127.0.0.2, …) instead of 127.0.0.1.
@@ -792,7 +801,15 @@ impl Handset {
         )
         .unwrap();
         let (sip, media) = ports.handsets[slot];
-        let args = endpoint_args_at(
+        let credentials = match self.password {
+            Some(p) => vec!["-au", self.user.as_str(), "-ap", p],
+            None => Vec::new(),
+        };
+        let scenario = match self.password {
+            Some(_) => "handset_digest.xml",
+            None => "handset.xml",
+        };
+        let mut args = endpoint_args_at(
             self.ip,
             sip,
             media,
@@ -825,6 +842,7 @@ impl Handset {
                 }),
             ],
         );
-        Sipp::spawn(dir, &name, "handset.xml", &args)
+        args.extend(strings(&credentials));
+        Sipp::spawn(dir, &name, scenario, &args)
     }
 }
