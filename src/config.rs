@@ -105,6 +105,8 @@ pub struct Config {
     pub mail: crate::mail::MailConfig,
     /// Online deposits' payment provider and its webhooks ([`crate::payments`]).
     pub payments: PaymentsConfig,
+    /// Spoken keyword alerts ([`crate::keywords::KeywordConfig`]).
+    pub keywords: crate::keywords::KeywordConfig,
 }
 
 /// This gateway process.
@@ -806,6 +808,7 @@ impl Config {
             .check()
             .and_then(|()| self.mail.check())
             .and_then(|()| self.payments.check())
+            .and_then(|()| self.keywords.check())
         {
             return bad(key, message);
         }
