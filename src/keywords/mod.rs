@@ -40,8 +40,9 @@ pub struct KeywordConfig {
     /// The pronunciation dictionary: a watch word not in it cannot be spotted (and is
     /// listed as such in the job).
     pub dictionary: PathBuf,
-    /// The detection threshold per word of a phrase, as a power of ten: 10 means
-    /// `1e-10` for one word, `1e-20` for two. Higher finds more, and more falsely.
+    /// The detection threshold per word of a phrase, as a power of ten: 20 means
+    /// `1e-20` for one word, `1e-40` for two (capped at 1e-50). Higher finds more, and
+    /// more falsely (figures in `docs/behaviour.md`).
     pub threshold_exponent: u32,
     /// Recordings spotted at once on this node (each on its own low-priority thread).
     pub workers: usize,
@@ -65,7 +66,7 @@ impl Default for KeywordConfig {
             sphinxbase_library: "libsphinxbase.so.3".into(),
             model_dir: PathBuf::from("/usr/share/pocketsphinx/model/en-us/en-us"),
             dictionary: PathBuf::from("/usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict"),
-            threshold_exponent: 10,
+            threshold_exponent: 20,
             workers: 1,
             poll_interval_secs: 5,
             lease_secs: 900,

@@ -181,6 +181,10 @@ impl Sphinx {
             self.dict.clone(),
             c"-logfn".to_owned(),
             c"/dev/null".to_owned(),
+            // Every frame is decoded, silence too: a find's frame number is then its time
+            // in the recording (by default 5prealpha drops silent frames first).
+            c"-remove_silence".to_owned(),
+            c"no".to_owned(),
         ]
         .into_iter()
         .collect();
@@ -230,12 +234,12 @@ impl Recognizer<'_> {
         if unsafe { (a.ps_start_utt)(d) } < 0 {
             return Err(SpotError::Decode("ps_start_utt"));
         }
-        // In blocks, as a live decoder is fed: the keyword search keeps what it found.
-        for block in samples.chunks(16_000) {
-            // SAFETY: block points to block.len() initialised samples for the call.
-            if unsafe { (a.ps_process_raw)(d, block.as_ptr(), block.len(), 0, 0) } < 0 {
-                return Err(SpotError::Decode("ps_process_raw"));
-            }
+        // The whole side at once, as one utterance (`full_utt`): the model's cepstral mean
+        // normalisation is `batch`, computed over what it is given; fed in blocks it
+        // normalises on too little and misses words (measured).
+        // SAFETY: samples points to samples.len() initialised samples for the call.
+        if unsafe { (a.ps_process_raw)(d, samples.as_ptr(), samples.len(), 0, 1) } < 0 {
+            return Err(SpotError::Decode("ps_process_raw"));
         }
         // SAFETY: an utterance was started above.
         if unsafe { (a.ps_end_utt)(d) } < 0 {
@@ -256,7 +260,7 @@ impl Recognizer<'_> {
             let word = unsafe { (a.ps_seg_word)(seg) };
             if !word.is_null() {
                 // SAFETY: non-null and NUL-terminated (above).
-                let word = unsafe { CStr::from_ptr(word) }.to_string_lossy().into_owned();
+                let word = unsafe { CStr::from_ptr(word) }.to_string_lossy().trim().to_string();
                 // Frames are 10 ms (the default -frate 100).
                 out.push(Detection {
                     phrase: word,

@@ -114,7 +114,7 @@ impl Store {
             "INSERT INTO keyword_jobs (recording_id, session_id, facility_id, state, queued_at) \
              SELECT r.id, r.session_id, r.facility_id, 'pending', $1 FROM recordings r \
              JOIN sessions s ON s.id = r.session_id \
-             WHERE r.status IN ('complete', 'incomplete') AND s.kind = 'call' \
+             WHERE r.status IN ('complete', 'incomplete') AND s.kind = 'call' AND s.privileged = 0 \
              AND r.format LIKE 'wav-%' AND r.ended_at >= $2 \
              AND NOT EXISTS (SELECT 1 FROM keyword_jobs j WHERE j.recording_id = r.id) \
              ON CONFLICT (recording_id) DO NOTHING",
