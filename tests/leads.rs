@@ -11,6 +11,7 @@ mod support;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use sallyport::clock::Clock;
 use sallyport::db::{to_micros, Backend};
 use sallyport::keywords::{Hit, Party};
 use sallyport::store::JobEnd;
@@ -132,12 +133,12 @@ async fn world(app: &App) -> World {
         .await;
     }
     // The calls those attempts opened (A's two; D's one).
-    for (id, who, h, at) in [
-        ("pa1", &a, "H1", t0),
-        ("pa2", &a, "H2", t0 + Duration::minutes(5)),
-        ("pd1", &d, "H3", t0 + Duration::minutes(32)),
+    for (id, who, h, at, number) in [
+        ("pa1", &a, "H1", t0, "+15559990000"),
+        ("pa2", &a, "H2", t0 + Duration::minutes(5), "+15559990000"),
+        ("pd1", &d, "H3", t0 + Duration::minutes(32), "+15559990001"),
     ] {
-        call_at(app, id, "F1", who, "+15559990000", at, false).await;
+        call_at(app, id, "F1", who, number, at, false).await;
         sql(app, "UPDATE sessions SET handset_id = $1 WHERE id = $2", &[json!(h), json!(id)]).await;
     }
     app.clock.set_wall(now());
