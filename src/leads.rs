@@ -140,7 +140,9 @@ pub fn pin_sharing(attempts: &[Attempt], window_us: i64) -> Vec<PinLead> {
                     && a.inmate_id.as_deref().is_some_and(|x| x != b)
             })
             .collect();
-        let Some(first) = failed.first() else { continue };
+        let Some(first) = failed.first() else {
+            continue;
+        };
         let a_inmate = first.inmate_id.clone().unwrap_or_default();
         let mut ids: Vec<i64> = failed
             .iter()
@@ -236,7 +238,10 @@ mod tests {
         assert_eq!(leads.len(), 1, "{leads:?}");
         let l = &leads[0];
         assert_eq!(l.pattern, PinPattern::FailedThenOther);
-        assert_eq!((l.inmate_id.as_str(), l.other_inmate_id.as_deref()), ("i1", Some("i2")));
+        assert_eq!(
+            (l.inmate_id.as_str(), l.other_inmate_id.as_deref()),
+            ("i1", Some("i2"))
+        );
         assert_eq!(l.attempt_ids, vec![10, 11, 12]);
     }
 }

@@ -4,6 +4,10 @@
 //! the call, and the alert must name the side that said the word and its moment in the
 //! recording within a second. On SQLite and on PostgreSQL.
 //!
+//! `leads_page_follows_a_lead_to_the_moment_a_word_was_said`: Chromium (chromedriver) on
+//! the console: the leads page (axe-core), a shared number's lead to its sessions, and a
+//! watch word's alert to the session page, whose player starts at that moment.
+//!
 //! `keyword_spotting_recall` (ignored: about ten minutes) places twenty-four such calls,
 //! two voices, some with no watch word at all, and prints recall and false alarms: the
 //! figures in `docs/behaviour.md`. Run it with
@@ -20,8 +24,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::api::{book, fund, Api, FACILITY};
+use support::axe;
 use support::gateway::Gateway;
 use support::sipp::{self, Handset, Ports, Trunk, Via};
+use support::webdriver::{self, Browser};
 use support::Workdir;
 
 /// Silence the handset sends after its PIN before speaking: the call is accepted by then.
@@ -114,7 +120,14 @@ struct Side {
 }
 
 /// `parts` said by `voice`; `words` are the parts (by index) that are watch words.
-fn side(dir: &Path, name: &str, voice: &str, parts: &[&str], words: &[usize], lead_ms: usize) -> Side {
+fn side(
+    dir: &Path,
+    name: &str,
+    voice: &str,
+    parts: &[&str],
+    words: &[usize],
+    lead_ms: usize,
+) -> Side {
     let (codes, starts) = say(dir, name, voice, parts);
     let mut all = vec![Law::Ulaw.silence(); lead_ms * 8];
     all.extend_from_slice(&codes);
@@ -157,7 +170,14 @@ fn watch(rt: &tokio::runtime::Runtime, db_url: &str, words: &[&str]) {
 }
 
 /// One call: the handset says `inmate`, the called party `called`; returns the session.
-fn call(dir: &Path, ports: &Ports, gw: &Gateway, pin: &str, inmate: &Side, called: &Side) -> String {
+fn call(
+    dir: &Path,
+    ports: &Ports,
+    gw: &Gateway,
+    pin: &str,
+    inmate: &Side,
+    called: &Side,
+) -> String {
     let speech_ms = (inmate.codes.len() / 8).max(called.codes.len() / 8 + 3000) as u32;
     let mut trunk = Trunk::answer("1").saying(called.codes).spawn(dir, ports);
     let mut hs = Handset::new(pin, Via::Rtp)
@@ -190,7 +210,9 @@ fn wait_spotted(api: &Api, n: u64) -> Value {
 /// Where each side's speech begins in the recording of `session` (ms).
 fn speech_onsets(dir: &Path, api: &Api, session: &str) -> (i64, i64) {
     let cdr = api.get(&format!("/api/v1/calls/{session}"));
-    let path = dir.join("recordings").join(cdr["recording"]["path"].as_str().expect("path"));
+    let path = dir
+        .join("recordings")
+        .join(cdr["recording"]["path"].as_str().expect("path"));
     let file = sallyport::recording::wav::read(&path).unwrap();
     let onset = |c: &[u8]| {
         let samples: Vec<i16> = c.iter().map(|&b| file.law.decode(b)).collect();
@@ -229,7 +251,11 @@ fn run_one(rt: &tokio::runtime::Runtime, name: &str, pg: Option<&TestDb>) {
         &dir,
         "inmate",
         "en-us",
-        &["okay so listen, the", "lawyer", "is what we talked about last week"],
+        &[
+            "okay so listen, the",
+            "lawyer",
+            "is what we talked about last week",
+        ],
         &[1],
         HANDSET_LEAD_MS,
     );
@@ -237,7 +263,11 @@ fn run_one(rt: &tokio::runtime::Runtime, name: &str, pg: Option<&TestDb>) {
         &dir,
         "called",
         "en-us+f3",
-        &["okay so listen, the", "nobody", "is what we talked about last week"],
+        &[
+            "okay so listen, the",
+            "nobody",
+            "is what we talked about last week",
+        ],
         &[1],
         0,
     );
@@ -257,8 +287,14 @@ fn run_one(rt: &tokio::runtime::Runtime, name: &str, pg: Option<&TestDb>) {
         "the called party's 'nobody' at {nobody_at} ms: {found:?}"
     );
     // Each side is spotted alone: a word is never put on the side that did not say it.
-    assert!(!spotted_near(&found, "called", "lawyer", lawyer_at), "{found:?}");
-    assert!(!spotted_near(&found, "inmate", "nobody", nobody_at), "{found:?}");
+    assert!(
+        !spotted_near(&found, "called", "lawyer", lawyer_at),
+        "{found:?}"
+    );
+    assert!(
+        !spotted_near(&found, "inmate", "nobody", nobody_at),
+        "{found:?}"
+    );
     // Opening an alert is audited, naming its session.
     let id = found[0]["id"].as_str().unwrap();
     let one = api.get(&format!("/api/v1/keyword-alerts/{id}"));
@@ -296,13 +332,19 @@ fn keyword_spotting_recall() {
     let url = format!("sqlite://{}/db.sqlite", dir.display());
     let gw = gateway(&dir, &ports, None);
     let api = gw.api.clone();
-    let list = ["package", "nobody", "money", "phone", "tomorrow", "lawyer", "search", "knife"];
+    let list = [
+        "package", "nobody", "money", "phone", "tomorrow", "lawyer", "search", "knife",
+    ];
     watch(&rt, &url, &list);
     let inmate = book(&api, "S-KWR", "4822", support::api::NUMBER, false);
     fund(&api, &inmate, "50.00");
     // (filler, watch word or "", filler)
     let lines: [(&str, &str, &str); 12] = [
-        ("they moved the", "package", "into the laundry cart this morning"),
+        (
+            "they moved the",
+            "package",
+            "into the laundry cart this morning",
+        ),
         ("make sure that", "nobody", "hears about it before friday"),
         ("put the", "money", "on the card for my brother"),
         ("he still has the", "phone", "hidden in the cell"),
@@ -310,24 +352,38 @@ fn keyword_spotting_recall() {
         ("did you talk to my", "lawyer", "about the hearing"),
         ("there was a", "search", "in the unit last night"),
         ("he said he has a", "knife", "under the bunk"),
-        ("the weather has been cold all week and", "", "the heater is broken again"),
-        ("tell the kids I love them and", "", "I will call again on sunday"),
-        ("grandma is doing better after the surgery and", "", "she says hello"),
+        (
+            "the weather has been cold all week and",
+            "",
+            "the heater is broken again",
+        ),
+        (
+            "tell the kids I love them and",
+            "",
+            "I will call again on sunday",
+        ),
+        (
+            "grandma is doing better after the surgery and",
+            "",
+            "she says hello",
+        ),
         ("the food is terrible but", "", "the library is open now"),
     ];
     let voices = ["en-us", "en-us+f3"];
-    let (mut said, mut found_right, mut false_alarms, mut calls, mut speech_ms) = (0, 0, 0, 0, 0usize);
+    let (mut said, mut found_right, mut false_alarms, mut calls, mut speech_ms) =
+        (0, 0, 0, 0, 0usize);
     for n in 0..24usize {
         let a = &lines[n % 12];
         let b = &lines[(n * 5 + 3) % 12];
         let (va, vb) = (voices[n % 2], voices[(n + 1) % 2]);
-        let parts = |l: &(&'static str, &'static str, &'static str)| -> (Vec<&'static str>, Vec<usize>) {
-            if l.1.is_empty() {
-                (vec![l.0, l.2], vec![])
-            } else {
-                (vec![l.0, l.1, l.2], vec![1])
-            }
-        };
+        let parts =
+            |l: &(&'static str, &'static str, &'static str)| -> (Vec<&'static str>, Vec<usize>) {
+                if l.1.is_empty() {
+                    (vec![l.0, l.2], vec![])
+                } else {
+                    (vec![l.0, l.1, l.2], vec![1])
+                }
+            };
         let (pa, wa) = parts(a);
         let (pb, wb) = parts(b);
         let inmate_side = side(&dir, &format!("c{n}-inmate"), va, &pa, &wa, HANDSET_LEAD_MS);
@@ -353,13 +409,24 @@ fn keyword_spotting_recall() {
         }
         for g in &got {
             let matches = expected.iter().any(|(p, w, at)| {
-                g["party"] == *p && g["word"] == w.as_str() && (g["offset_ms"].as_i64().unwrap() - at).abs() <= 1000
+                g["party"] == *p
+                    && g["word"] == w.as_str()
+                    && (g["offset_ms"].as_i64().unwrap() - at).abs() <= 1000
             });
             if !matches {
                 false_alarms += 1;
             }
         }
-        println!("call {n}: expected {expected:?}; alerts {:?}", got.iter().map(|g| (g["party"].clone(), g["word"].clone(), g["offset_ms"].clone())).collect::<Vec<_>>());
+        println!(
+            "call {n}: expected {expected:?}; alerts {:?}",
+            got.iter()
+                .map(|g| (
+                    g["party"].clone(),
+                    g["word"].clone(),
+                    g["offset_ms"].clone()
+                ))
+                .collect::<Vec<_>>()
+        );
     }
     let hours = speech_ms as f64 / 3_600_000.0;
     println!(
@@ -370,5 +437,167 @@ fn keyword_spotting_recall() {
         speech_ms as f64 / 60_000.0,
         false_alarms as f64 / hours,
         KeywordConfig::default().threshold_exponent
+    );
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn wait_visible(b: &Browser, id: &str) {
+    b.wait_js(
+        &format!("#{id} shown"),
+        Duration::from_secs(15),
+        &format!("return !document.getElementById('{id}').hidden;"),
+        |v| v == true,
+    );
+}
+
+#[test]
+fn leads_page_follows_a_lead_to_the_moment_a_word_was_said() {
+    if !tools_present("the leads page") || !webdriver::present("the leads page") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = Workdir::new("keywords", "browser");
+    let ports = sipp::ports();
+    let url = format!("sqlite://{}/db.sqlite", dir.display());
+    let gw = gateway(&dir, &ports, None);
+    let api = gw.api.clone();
+    api.add_user("inv-leads", PASSWORD, "investigator", &[FACILITY]);
+    watch(&rt, &url, &["lawyer", "nobody"]);
+    let inmate = book(&api, "S-KWB", "4824", support::api::NUMBER, false);
+    let other = book(&api, "S-KWC", "4825", support::api::NUMBER, false);
+    fund(&api, &inmate, "5.00");
+    let said = side(
+        &dir,
+        "inmate",
+        "en-us",
+        &[
+            "okay so listen, the",
+            "lawyer",
+            "is what we talked about last week",
+        ],
+        &[1],
+        HANDSET_LEAD_MS,
+    );
+    let heard = side(
+        &dir,
+        "called",
+        "en-us+f3",
+        &[
+            "okay so listen, the",
+            "nobody",
+            "is what we talked about last week",
+        ],
+        &[1],
+        0,
+    );
+    let session = call(&dir, &ports, &gw, &inmate.pin, &said, &heard);
+    wait_spotted(&api, 1);
+    let found = alerts(&api, &session);
+    let alert = found
+        .iter()
+        .find(|a| a["party"] == "inmate" && a["word"] == "lawyer")
+        .unwrap_or_else(|| panic!("the inmate's 'lawyer' spotted: {found:?}"))
+        .clone();
+    let at_ms = alert["offset_ms"].as_i64().unwrap();
+    // Another inmate called the same number earlier today (a generated session): the
+    // number is a lead at two inmates.
+    rt.block_on(async {
+        let db = sallyport::db::Db::connect(&url, 2).await.unwrap();
+        let now = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+        sqlx::query(
+            "INSERT INTO sessions (id, kind, facility_id, inmate_id, dialed, number_e164, state, \
+             end_reason, invite_at, answer_at, accepted_at, end_at) \
+             VALUES ('gen-other', 'call', $1, $2, '5551230001', $3, 'ended', 'callee_hangup', $4, $4, $4, $4)",
+        )
+        .bind(FACILITY)
+        .bind(&other.id)
+        .bind(support::api::NUMBER)
+        .bind(now)
+        .execute(db.pool())
+        .await
+        .unwrap();
+        db.close().await;
+    });
+
+    let b = Browser::start(&dir.join("chromedriver.log"));
+    b.goto(&format!("{}/console/", gw.base_url()));
+    b.wait_for("body[data-ready='1']");
+    b.fill("#login-username", "inv-leads");
+    b.fill("#login-password", PASSWORD);
+    b.click("#login-submit");
+    wait_visible(&b, "search-view");
+    b.click("#nav-leads");
+    wait_visible(&b, "leads-view");
+    b.fill("#leads-min", "2");
+    b.click("#leads-refresh");
+    let number_link = format!(
+        "#leads-shared-body a[href='#/lead/number/{}']",
+        "%2B15551230001"
+    );
+    b.wait_for(&number_link);
+    b.wait_for(&format!(
+        "#leads-words-body a[href='#/session/{session}/at/{at_ms}']"
+    ));
+    assert!(
+        b.text("#leads-spotting").contains("spotting runs"),
+        "{}",
+        b.text("#leads-spotting")
+    );
+    axe::assert_accessible(&b, "the leads page");
+
+    // A shared number: who called it and the sessions behind it.
+    b.click(&number_link);
+    wait_visible(&b, "lead-view");
+    let link = format!("#lead-sessions-body a[href='#/session/{session}']");
+    b.wait_for(&link);
+    b.wait_for("#lead-sessions-body a[href='#/session/gen-other']");
+    let callers = b.text("#lead-callers-body");
+    assert!(
+        callers.contains("S-KWB") && callers.contains("S-KWC"),
+        "{callers}"
+    );
+    axe::assert_accessible(&b, "a number's lead");
+    b.click(&link);
+    wait_visible(&b, "session-view");
+    wait_visible(&b, "spotted");
+
+    // The alert: the session page at the moment the word was said.
+    b.click("#nav-leads");
+    wait_visible(&b, "leads-view");
+    b.click(&format!(
+        "#leads-words-body a[href='#/session/{session}/at/{at_ms}']"
+    ));
+    wait_visible(&b, "spotted");
+    b.wait_for(&format!(
+        "#spotted-body tr.current[data-alert-id='{}']",
+        alert["id"].as_str().unwrap()
+    ));
+    assert!(b.text("#spotted-body").contains("lawyer"));
+    assert!(
+        b.text("#recording-play").contains("Play recording from"),
+        "{}",
+        b.text("#recording-play")
+    );
+    axe::assert_accessible(&b, "the session page with its watch words");
+    b.click("#recording-play");
+    let t = b.wait_js(
+        "the player starts at the word",
+        Duration::from_secs(15),
+        "const a = document.getElementById('recording-audio'); return a.readyState > 0 && !a.paused ? a.currentTime : null;",
+        |v| v.as_f64().is_some(),
+    );
+    let t = t.as_f64().unwrap();
+    assert!(
+        (t - at_ms as f64 / 1000.0).abs() < 1.5,
+        "played from {t} s, the word at {at_ms} ms"
+    );
+    // Following the leads was audited.
+    let log = api.get("/api/v1/audit?limit=100").to_string();
+    assert!(
+        log.contains("lead.open")
+            && log.contains("inv-leads")
+            && log.contains("keyword_alert.list"),
+        "{log}"
     );
 }

@@ -37,7 +37,15 @@ struct World {
     inmates: Vec<String>,
 }
 
-async fn call_at(app: &App, id: &str, fid: &str, inmate: &str, e164: &str, at: DateTime<Utc>, privileged: bool) {
+async fn call_at(
+    app: &App,
+    id: &str,
+    fid: &str,
+    inmate: &str,
+    e164: &str,
+    at: DateTime<Utc>,
+    privileged: bool,
+) {
     app.clock.set_wall(at);
     ended_call(
         app,
@@ -72,7 +80,13 @@ async fn world(app: &App) -> World {
     inproc::facility(app, "F1").await;
     inproc::facility(app, "F2").await;
     let mut inmates = Vec::new();
-    for (fid, b) in [("F1", "A"), ("F1", "B"), ("F1", "C"), ("F1", "D"), ("F2", "E")] {
+    for (fid, b) in [
+        ("F1", "A"),
+        ("F1", "B"),
+        ("F1", "C"),
+        ("F1", "D"),
+        ("F2", "E"),
+    ] {
         let i = inproc::inmate(app, fid, b).await;
         inmates.push(i["id"].as_str().unwrap().to_string());
     }
@@ -92,12 +106,39 @@ async fn world(app: &App) -> World {
     call_at(app, "n1e", "F2", &e, N1, days(3), false).await;
     // N2: A alone, often.
     for i in 0..4 {
-        call_at(app, &format!("n2a{i}"), "F1", &a, N2, days(5) + Duration::hours(i), false).await;
+        call_at(
+            app,
+            &format!("n2a{i}"),
+            "F1",
+            &a,
+            N2,
+            days(5) + Duration::hours(i),
+            false,
+        )
+        .await;
     }
     // N3: new two days ago, A B C within five hours.
     call_at(app, "n3a", "F1", &a, N3, days(2), false).await;
-    call_at(app, "n3b", "F1", &b, N3, days(2) + Duration::hours(2), false).await;
-    call_at(app, "n3c", "F1", &c, N3, days(2) + Duration::hours(5), false).await;
+    call_at(
+        app,
+        "n3b",
+        "F1",
+        &b,
+        N3,
+        days(2) + Duration::hours(2),
+        false,
+    )
+    .await;
+    call_at(
+        app,
+        "n3c",
+        "F1",
+        &c,
+        N3,
+        days(2) + Duration::hours(5),
+        false,
+    )
+    .await;
     // N4: an attorney: privileged calls never make a lead.
     for (i, who) in [&a, &b, &c].into_iter().enumerate() {
         call_at(app, &format!("n4{i}"), "F1", who, N4, days(4), true).await;
@@ -139,7 +180,12 @@ async fn world(app: &App) -> World {
         ("pd1", &d, "H3", t0 + Duration::minutes(32), "+15559990001"),
     ] {
         call_at(app, id, "F1", who, number, at, false).await;
-        sql(app, "UPDATE sessions SET handset_id = $1 WHERE id = $2", &[json!(h), json!(id)]).await;
+        sql(
+            app,
+            "UPDATE sessions SET handset_id = $1 WHERE id = $2",
+            &[json!(h), json!(id)],
+        )
+        .await;
     }
     app.clock.set_wall(now());
     World { inmates }
@@ -156,7 +202,12 @@ fn numbers(v: &Value) -> Vec<(String, i64)> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["number"].as_str().unwrap().to_string(), n["inmates"].as_i64().unwrap()))
+        .map(|n| {
+            (
+                n["number"].as_str().unwrap().to_string(),
+                n["inmates"].as_i64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -175,7 +226,10 @@ async fn leads(app: App) {
     // Every facility (the administrator): N1 and N3 have three inmates each.
     let (s, all) = get(&app, None, "/api/v1/leads").await;
     assert_eq!(s, StatusCode::OK, "{all}");
-    assert_eq!(numbers(&all["shared_numbers"]), vec![(N1.into(), 3), (N3.into(), 3)]);
+    assert_eq!(
+        numbers(&all["shared_numbers"]),
+        vec![(N1.into(), 3), (N3.into(), 3)]
+    );
     assert_eq!(all["shared_numbers"][0]["facilities"], 2);
     assert_eq!(numbers(&all["new_numbers"]), vec![(N3.into(), 3)]);
     assert_eq!(all["period"]["min_inmates"], 3);
@@ -208,14 +262,33 @@ async fn leads(app: App) {
     assert_eq!(f2["shared_numbers"], json!([]));
 
     // A number's graph: who called it, and the calls.
-    let (s, g) = get(&app, None, &format!("/api/v1/leads/numbers/{}", "%2B15550000001")).await;
+    let (s, g) = get(
+        &app,
+        None,
+        &format!("/api/v1/leads/numbers/{}", "%2B15550000001"),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{g}");
-    let mut callers: Vec<&str> = g["callers"].as_array().unwrap().iter().map(|c| c["inmate_id"].as_str().unwrap()).collect();
+    let mut callers: Vec<&str> = g["callers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["inmate_id"].as_str().unwrap())
+        .collect();
     callers.sort_unstable();
-    let mut want = vec![w.inmates[0].as_str(), w.inmates[1].as_str(), w.inmates[4].as_str()];
+    let mut want = vec![
+        w.inmates[0].as_str(),
+        w.inmates[1].as_str(),
+        w.inmates[4].as_str(),
+    ];
     want.sort_unstable();
     assert_eq!(callers, want);
-    let sessions: Vec<&str> = g["sessions"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let sessions: Vec<&str> = g["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(sessions, vec!["n1e", "n1b", "n1a"]);
     // Within F1's scope, F2's caller is not shown.
     let (_, g1) = get(&app, Some(&i1), "/api/v1/leads/numbers/%2B15550000001").await;
@@ -229,11 +302,21 @@ async fn leads(app: App) {
     let id = across["id"].as_str().unwrap();
     let (s, p) = get(&app, Some(&i1), &format!("/api/v1/leads/pin/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{p}");
-    let ps: Vec<&str> = p["sessions"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ps: Vec<&str> = p["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ps, vec!["pa1", "pa2"]);
     let fid = failed["id"].as_str().unwrap();
     let (_, pf) = get(&app, Some(&i1), &format!("/api/v1/leads/pin/{fid}")).await;
-    let ps: Vec<&str> = pf["sessions"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ps: Vec<&str> = pf["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ps, vec!["pd1"]);
     let (s, _) = get(&app, Some(&i2), &format!("/api/v1/leads/pin/{id}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -245,11 +328,21 @@ async fn leads(app: App) {
     // Every list and every lead opened is audited, naming the sessions shown.
     let log = audit(&app).await;
     let opened: Vec<&Value> = log.iter().filter(|e| e["action"] == "lead.open").collect();
-    assert!(opened.iter().any(|e| e["actor"] == "inv1" && e["target"] == id
-        && e["detail"]["sessions"] == json!(["pa1", "pa2"])), "{opened:?}");
-    assert!(opened.iter().any(|e| e["target"] == N1
-        && e["detail"]["sessions"] == json!(["n1e", "n1b", "n1a"])), "{opened:?}");
-    assert!(log.iter().any(|e| e["action"] == "lead.list" && e["actor"] == "inv1"));
+    assert!(
+        opened.iter().any(|e| e["actor"] == "inv1"
+            && e["target"] == id
+            && e["detail"]["sessions"] == json!(["pa1", "pa2"])),
+        "{opened:?}"
+    );
+    assert!(
+        opened
+            .iter()
+            .any(|e| e["target"] == N1 && e["detail"]["sessions"] == json!(["n1e", "n1b", "n1a"])),
+        "{opened:?}"
+    );
+    assert!(log
+        .iter()
+        .any(|e| e["action"] == "lead.list" && e["actor"] == "inv1"));
     app.t.cleanup().await;
 }
 
@@ -268,7 +361,10 @@ async fn recording(app: &App, id: &str, sid: &str, fid: &str) {
 async fn queue(app: App) {
     inproc::facility(&app, "F1").await;
     inproc::facility(&app, "F2").await;
-    let a = inproc::inmate(&app, "F1", "A").await["id"].as_str().unwrap().to_string();
+    let a = inproc::inmate(&app, "F1", "A").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     call_at(&app, "s1", "F1", &a, N1, now(), false).await;
     call_at(&app, "sp", "F1", &a, N4, now(), true).await;
     recording(&app, "r1", "s1", "F1").await;
@@ -277,17 +373,33 @@ async fn queue(app: App) {
     let store = &app.store;
     let since = now() - Duration::days(30);
     assert_eq!(store.queue_keyword_jobs(since).await.unwrap(), 1);
-    assert_eq!(store.queue_keyword_jobs(since).await.unwrap(), 0, "queued once");
+    assert_eq!(
+        store.queue_keyword_jobs(since).await.unwrap(),
+        0,
+        "queued once"
+    );
     assert_eq!(store.keyword_job_state("rp").await.unwrap(), None);
     let lease = 600 * 1_000_000;
-    let job = store.claim_keyword_job("n1", lease, 3).await.unwrap().expect("a job");
+    let job = store
+        .claim_keyword_job("n1", lease, 3)
+        .await
+        .unwrap()
+        .expect("a job");
     assert_eq!(job.recording_id, "r1");
     assert!(!job.privileged);
     // Held: nobody else gets it.
-    assert!(store.claim_keyword_job("n2", lease, 3).await.unwrap().is_none());
+    assert!(store
+        .claim_keyword_job("n2", lease, 3)
+        .await
+        .unwrap()
+        .is_none());
     // n1 stops; after the lease n2 takes it over, and n1's late result is dropped.
     app.clock.set_wall(now() + Duration::seconds(601));
-    let again = store.claim_keyword_job("n2", lease, 3).await.unwrap().expect("taken over");
+    let again = store
+        .claim_keyword_job("n2", lease, 3)
+        .await
+        .unwrap()
+        .expect("taken over");
     assert_eq!(again.attempts, 2);
     let hit = |party, word: &str, at| Hit {
         party,
@@ -299,14 +411,33 @@ async fn queue(app: App) {
     };
     let words = json!({ "spotted": ["package"], "unknown": [] });
     let late = store
-        .finish_keyword_job(&job, "n1", JobEnd::Done, &words, &[hit(Party::Inmate, "package", 100)])
+        .finish_keyword_job(
+            &job,
+            "n1",
+            JobEnd::Done,
+            &words,
+            &[hit(Party::Inmate, "package", 100)],
+        )
         .await
         .unwrap();
     assert!(!late, "a claim that was taken over writes nothing");
-    let hits = [hit(Party::Inmate, "package", 12_340), hit(Party::Called, "nobody", 15_000)];
-    assert!(store.finish_keyword_job(&again, "n2", JobEnd::Done, &words, &hits).await.unwrap());
-    assert_eq!(store.keyword_job_state("r1").await.unwrap().as_deref(), Some("done"));
-    assert!(store.claim_keyword_job("n3", lease, 3).await.unwrap().is_none());
+    let hits = [
+        hit(Party::Inmate, "package", 12_340),
+        hit(Party::Called, "nobody", 15_000),
+    ];
+    assert!(store
+        .finish_keyword_job(&again, "n2", JobEnd::Done, &words, &hits)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.keyword_job_state("r1").await.unwrap().as_deref(),
+        Some("done")
+    );
+    assert!(store
+        .claim_keyword_job("n3", lease, 3)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(store.keyword_queue().await.unwrap().done, 1);
 
     // The alerts: F1's investigators, in recording order, each opened audited.
@@ -319,9 +450,21 @@ async fn queue(app: App) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["party"].as_str().unwrap().into(), x["word"].as_str().unwrap().into(), x["offset_ms"].as_i64().unwrap()))
+        .map(|x| {
+            (
+                x["party"].as_str().unwrap().into(),
+                x["word"].as_str().unwrap().into(),
+                x["offset_ms"].as_i64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(got, vec![("inmate".into(), "package".into(), 12_340), ("called".into(), "nobody".into(), 15_000)]);
+    assert_eq!(
+        got,
+        vec![
+            ("inmate".into(), "package".into(), 12_340),
+            ("called".into(), "nobody".into(), 15_000)
+        ]
+    );
     assert_eq!(v[0]["number"], N1);
     assert_eq!(v[0]["inmate_id"], a.as_str());
     let (s, _) = get(&app, Some(&i2), "/api/v1/keyword-alerts?session_id=s1").await;
@@ -336,9 +479,13 @@ async fn queue(app: App) {
     let (_, leads) = get(&app, Some(&i1), "/api/v1/leads").await;
     assert_eq!(leads["keyword_alerts"].as_array().unwrap().len(), 2);
     let log = audit(&app).await;
-    assert!(log.iter().any(|e| e["action"] == "lead.open" && e["target"] == id
-        && e["detail"]["sessions"] == json!(["s1"]) && e["actor"] == "inv1"));
-    assert!(log.iter().any(|e| e["action"] == "keyword_alert.list" && e["target"] == "s1"));
+    assert!(log.iter().any(|e| e["action"] == "lead.open"
+        && e["target"] == id
+        && e["detail"]["sessions"] == json!(["s1"])
+        && e["actor"] == "inv1"));
+    assert!(log
+        .iter()
+        .any(|e| e["action"] == "keyword_alert.list" && e["target"] == "s1"));
     // The status says whether spotting can run here, and the queue.
     let (s, st) = get(&app, Some(&i1), "/api/v1/keywords/status").await;
     assert_eq!(s, StatusCode::OK, "{st}");

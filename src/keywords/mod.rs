@@ -308,8 +308,16 @@ mod tests {
 
     #[test]
     fn phrases_with_unknown_words_are_listed_not_spotted() {
-        let dict: HashSet<String> = ["money", "order", "yard"].iter().map(|s| s.to_string()).collect();
-        let words = vec![" Money  Order ".into(), "yard".into(), "zzyzx".into(), "yard".into()];
+        let dict: HashSet<String> = ["money", "order", "yard"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let words = vec![
+            " Money  Order ".into(),
+            "yard".into(),
+            "zzyzx".into(),
+            "yard".into(),
+        ];
         let l = keyword_list(&words, &dict, 10);
         assert_eq!(l.spotted, vec!["money order", "yard"]);
         assert_eq!(l.unknown, vec!["zzyzx"]);
@@ -327,9 +335,12 @@ mod tests {
             assert_eq!(y[2 * i], *v);
         }
         // The new samples lie on the same 500 Hz sine (16 kHz), away from the edges.
-        for n in 100..1500 {
+        for (n, v) in y.iter().enumerate().take(1500).skip(100) {
             let want = 8000.0 * (std::f64::consts::TAU * 500.0 * n as f64 / 16000.0).sin();
-            assert!((f64::from(y[n]) - want).abs() < 80.0, "sample {n}: {} vs {want}", y[n]);
+            assert!(
+                (f64::from(*v) - want).abs() < 80.0,
+                "sample {n}: {v} vs {want}"
+            );
         }
     }
 
@@ -341,8 +352,52 @@ mod tests {
             end_ms: s + 300,
             score,
         };
-        let m = merge(vec![d("yard", 1000, -900), d("yard", 1400, -800), d("yard", 5000, -900), d("money", 1200, -500)]);
-        assert_eq!(m, vec![d("money", 1200, -500), d("yard", 1400, -800), d("yard", 5000, -900)]);
+        let m = merge(vec![
+            d("yard", 1000, -900),
+            d("yard", 1400, -800),
+            d("yard", 5000, -900),
+            d("money", 1200, -500),
+        ]);
+        assert_eq!(
+            m,
+            vec![
+                d("money", 1200, -500),
+                d("yard", 1400, -800),
+                d("yard", 5000, -900)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_library_or_model_is_reported_not_fatal() {
+        use sphinx::Unavailable;
+        let off = KeywordConfig {
+            enabled: false,
+            ..KeywordConfig::default()
+        };
+        assert_eq!(availability(&off), Err(Unavailable::Disabled));
+        let no_model = KeywordConfig {
+            model_dir: PathBuf::from("/nonexistent/sallyport-model"),
+            ..KeywordConfig::default()
+        };
+        assert!(matches!(
+            availability(&no_model),
+            Err(Unavailable::Model { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["mdef", "means"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("dict"), b"hello HH AH L OW\n").unwrap();
+        let no_library = KeywordConfig {
+            model_dir: dir.path().to_path_buf(),
+            dictionary: dir.path().join("dict"),
+            library: "libsallyport-no-such-recognizer.so.3".into(),
+            ..KeywordConfig::default()
+        };
+        let e = availability(&no_library).unwrap_err();
+        assert!(matches!(e, Unavailable::Library { .. }), "{e}");
+        assert!(e.to_string().contains("libpocketsphinx3"), "{e}");
     }
 
     #[test]

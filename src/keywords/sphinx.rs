@@ -45,8 +45,13 @@ pub enum SpotError {
     File(#[from] std::io::Error),
 }
 
-type CmdLnParseR =
-    unsafe extern "C" fn(*mut c_void, *const c_void, c_int, *const *const c_char, c_int) -> *mut c_void;
+type CmdLnParseR = unsafe extern "C" fn(
+    *mut c_void,
+    *const c_void,
+    c_int,
+    *const *const c_char,
+    c_int,
+) -> *mut c_void;
 type CmdLnFreeR = unsafe extern "C" fn(*mut c_void) -> c_int;
 type PsArgs = unsafe extern "C" fn() -> *const c_void;
 type PsInit = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
@@ -193,7 +198,9 @@ impl Sphinx {
         let argc = c_int::try_from(argv.len()).map_err(|_| SpotError::Init)?;
         // SAFETY: argv holds `argc` valid C strings alive for the call; ps_args returns
         // the decoder's static argument definitions.
-        let config = unsafe { (a.cmd_ln_parse_r)(std::ptr::null_mut(), (a.ps_args)(), argc, argv.as_ptr(), 1) };
+        let config = unsafe {
+            (a.cmd_ln_parse_r)(std::ptr::null_mut(), (a.ps_args)(), argc, argv.as_ptr(), 1)
+        };
         if config.is_null() {
             return Err(SpotError::Init);
         }
@@ -204,8 +211,12 @@ impl Sphinx {
         if decoder.is_null() {
             return Err(SpotError::Init);
         }
-        let r = Recognizer { sphinx: self, decoder };
-        let file = CString::new(keyfile.as_os_str().as_encoded_bytes()).map_err(|_| SpotError::Keywords)?;
+        let r = Recognizer {
+            sphinx: self,
+            decoder,
+        };
+        let file = CString::new(keyfile.as_os_str().as_encoded_bytes())
+            .map_err(|_| SpotError::Keywords)?;
         // SAFETY: decoder is valid; both strings are valid C strings for the call.
         if unsafe { (a.ps_set_kws)(decoder, c"kws".as_ptr(), file.as_ptr()) } != 0 {
             return Err(SpotError::Keywords);
@@ -249,18 +260,26 @@ impl Recognizer<'_> {
         // SAFETY: the iterator is walked to its end, where ps_seg_next frees it.
         let mut seg = unsafe { (a.ps_seg_iter)(d) };
         while !seg.is_null() {
-            let (mut sf, mut ef) = (0 as c_int, 0 as c_int);
+            let (mut sf, mut ef): (c_int, c_int) = (0, 0);
             // SAFETY: seg is a live segment; the out-pointers are valid locals.
             unsafe { (a.ps_seg_frames)(seg, &mut sf, &mut ef) };
             // SAFETY: as above; null out-pointers are allowed.
             let score = unsafe {
-                (a.ps_seg_prob)(seg, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut())
+                (a.ps_seg_prob)(
+                    seg,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
             };
             // SAFETY: the word is a valid C string until the next ps_seg_next.
             let word = unsafe { (a.ps_seg_word)(seg) };
             if !word.is_null() {
                 // SAFETY: non-null and NUL-terminated (above).
-                let word = unsafe { CStr::from_ptr(word) }.to_string_lossy().trim().to_string();
+                let word = unsafe { CStr::from_ptr(word) }
+                    .to_string_lossy()
+                    .trim()
+                    .to_string();
                 // Frames are 10 ms (the default -frate 100).
                 out.push(Detection {
                     phrase: word,

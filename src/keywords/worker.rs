@@ -33,7 +33,8 @@ pub fn spawn(
     node_id: String,
     recordings_dir: PathBuf,
 ) -> Result<(), Unavailable> {
-    let sphinx = match Sphinx::load(&cfg).and_then(|s| Ok((s, dictionary_words(&cfg.dictionary)?))) {
+    let sphinx = match Sphinx::load(&cfg).and_then(|s| Ok((s, dictionary_words(&cfg.dictionary)?)))
+    {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::warn!(reason = %e, "spoken keyword alerts unavailable");
@@ -56,7 +57,12 @@ pub fn spawn(
             tracing::error!(error = %e, "could not start a keyword spotting thread");
             continue;
         }
-        let (store, cfg, node, dir) = (store.clone(), cfg.clone(), node_id.clone(), recordings_dir.clone());
+        let (store, cfg, node, dir) = (
+            store.clone(),
+            cfg.clone(),
+            node_id.clone(),
+            recordings_dir.clone(),
+        );
         tokio::spawn(async move { run(store, cfg, node, dir, tx).await });
     }
     Ok(())
@@ -131,13 +137,17 @@ async fn process(
     // Never processed: a privileged call (never recorded either; checked all the same).
     if job.privileged {
         let reason = json!({ "skipped": "privileged" });
-        store.finish_keyword_job(job, node, JobEnd::Skipped, &reason, &[]).await?;
+        store
+            .finish_keyword_job(job, node, JobEnd::Skipped, &reason, &[])
+            .await?;
         return Ok(());
     }
     let words = store.watch_words(&job.facility_id).await?;
     if words.is_empty() {
         let reason = json!({ "skipped": "the facility has no watch words" });
-        store.finish_keyword_job(job, node, JobEnd::Skipped, &reason, &[]).await?;
+        store
+            .finish_keyword_job(job, node, JobEnd::Skipped, &reason, &[])
+            .await?;
         return Ok(());
     }
     let (reply, answer) = oneshot::channel();
@@ -147,12 +157,16 @@ async fn process(
         reply,
     };
     let result = match thread.send(req).await {
-        Ok(()) => answer.await.unwrap_or_else(|_| Err("the spotting thread stopped".into())),
+        Ok(()) => answer
+            .await
+            .unwrap_or_else(|_| Err("the spotting thread stopped".into())),
         Err(_) => Err("the spotting thread stopped".into()),
     };
     match result {
         Ok((hits, words)) => {
-            let mine = store.finish_keyword_job(job, node, JobEnd::Done, &words, &hits).await?;
+            let mine = store
+                .finish_keyword_job(job, node, JobEnd::Done, &words, &hits)
+                .await?;
             if mine {
                 tracing::info!(
                     session = %job.session_id,

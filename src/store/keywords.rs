@@ -85,7 +85,8 @@ fn alert(r: &AnyRow) -> Result<KeywordAlert, sqlx::Error> {
         inmate_id: r.try_get("inmate_id")?,
         number: r.try_get("number_e164")?,
         call_at: from_micros(r.try_get("call_at")?),
-        party: Party::parse(&party).ok_or_else(|| sqlx::Error::Decode(format!("party {party}").into()))?,
+        party: Party::parse(&party)
+            .ok_or_else(|| sqlx::Error::Decode(format!("party {party}").into()))?,
         word: r.try_get("word")?,
         offset_ms: r.try_get("offset_ms")?,
         end_ms: r.try_get("end_ms")?,
@@ -300,7 +301,10 @@ impl Store {
     }
 
     /// The state of recording `recording_id`'s job (`None`: not queued yet).
-    pub async fn keyword_job_state(&self, recording_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn keyword_job_state(
+        &self,
+        recording_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT state FROM keyword_jobs WHERE recording_id = $1")
             .bind(recording_id)
             .fetch_optional(self.db.pool())
@@ -356,16 +360,20 @@ impl Store {
             q = q.bind(s);
         }
         let rows = q.fetch_all(self.db.pool()).await?;
-        rows.iter().map(|r| alert(r).map_err(StoreError::from)).collect()
+        rows.iter()
+            .map(|r| alert(r).map_err(StoreError::from))
+            .collect()
     }
 
     /// One alert.
     pub async fn keyword_alert(&self, id: &str) -> Result<KeywordAlert, StoreError> {
-        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM keyword_hits WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| StoreError::not_found("keyword alert", id))?;
+        let row = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM keyword_hits WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| StoreError::not_found("keyword alert", id))?;
         Ok(alert(&row)?)
     }
 }

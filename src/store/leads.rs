@@ -135,12 +135,16 @@ impl Store {
              GROUP BY s.number_e164 HAVING COUNT(DISTINCT s.inmate_id) >= $2 \
              ORDER BY inmates DESC, calls DESC, s.number_e164 LIMIT {MAX_LEADS}"
         );
-        let mut q = sqlx::query(&sql).bind(to_micros(w.since)).bind(w.min_inmates);
+        let mut q = sqlx::query(&sql)
+            .bind(to_micros(w.since))
+            .bind(w.min_inmates);
         for a in &args {
             q = q.bind(a);
         }
         let rows = q.fetch_all(self.db.pool()).await?;
-        rows.iter().map(|r| number_lead(r).map_err(StoreError::from)).collect()
+        rows.iter()
+            .map(|r| number_lead(r).map_err(StoreError::from))
+            .collect()
     }
 
     /// Numbers first called (in the scope) since `w.since` and by at least
@@ -175,7 +179,9 @@ impl Store {
             q = q.bind(a);
         }
         let rows = q.fetch_all(self.db.pool()).await?;
-        rows.iter().map(|r| number_lead(r).map_err(StoreError::from)).collect()
+        rows.iter()
+            .map(|r| number_lead(r).map_err(StoreError::from))
+            .collect()
     }
 
     /// Who called `number` since `since` (one edge per inmate, most calls first) and the

@@ -45,10 +45,12 @@ pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use family::{FamilyAccount, RateScope, Registration, UsedLink};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
+pub use keywords::{AlertFilter, JobEnd, KeywordAlert, KeywordJob, QueueCounts, MAX_ALERTS};
+pub use leads::{
+    CallerEdge, LeadSession, LeadWindow, NumberGraph, NumberLead, PinAttemptRow, MAX_LEADS,
+};
 pub use links::{LinkRequest, NewLinkRequest, RosterEntry};
 pub use nodes::NodeRecord;
-pub use keywords::{AlertFilter, JobEnd, KeywordAlert, KeywordJob, QueueCounts, MAX_ALERTS};
-pub use leads::{CallerEdge, LeadSession, LeadWindow, NumberGraph, NumberLead, PinAttemptRow, MAX_LEADS};
 pub use notes::{Note, NoteFilter, NoteText, NoteVersion, MAX_NOTES};
 pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};
 pub use principals::{token_hash, Facilities, Principal, Role, TokenSession};

@@ -314,7 +314,12 @@ impl Audio {
 }
 
 /// [`dtmf_pcap_then`] with any audio after the keys.
-pub(crate) fn dtmf_pcap_then_audio(keys: &str, out: &Path, tone: Option<Audio>, law: Law) -> Duration {
+pub(crate) fn dtmf_pcap_then_audio(
+    keys: &str,
+    out: &Path,
+    tone: Option<Audio>,
+    law: Law,
+) -> Duration {
     let mut file = Vec::new();
     let mut template: Option<Vec<u8>> = None;
     let ssrc = 0x5a11_9047u32 ^ tone.as_ref().map_or(0, |t| t.salt);

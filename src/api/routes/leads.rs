@@ -62,7 +62,9 @@ fn bounded(name: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> Result
     if (lo..=hi).contains(&v) {
         Ok(v)
     } else {
-        Err(ApiError::bad_request(format!("{name} must be {lo} to {hi}")))
+        Err(ApiError::bad_request(format!(
+            "{name} must be {lo} to {hi}"
+        )))
     }
 }
 
@@ -74,7 +76,13 @@ impl LeadQuery {
             days,
             min_inmates: bounded("min_inmates", self.min_inmates, 3, 2, 1000)?,
             burst_hours: bounded("burst_hours", self.burst_hours, 72, 1, 24 * 366)?,
-            pin_window_minutes: bounded("pin_window_minutes", self.pin_window_minutes, 15, 1, 24 * 60)?,
+            pin_window_minutes: bounded(
+                "pin_window_minutes",
+                self.pin_window_minutes,
+                15,
+                1,
+                24 * 60,
+            )?,
         })
     }
 }
@@ -150,7 +158,10 @@ pub(crate) async fn list(
     };
     let shared_numbers = s.store.shared_numbers(&w, list.as_deref()).await?;
     let new_numbers = s.store.new_numbers(&w, list.as_deref()).await?;
-    let attempts = s.store.pin_attempts_for_leads(p.since, list.as_deref()).await?;
+    let attempts = s
+        .store
+        .pin_attempts_for_leads(p.since, list.as_deref())
+        .await?;
     let pin = pin_sharing(&attempts, p.pin_window_minutes * 60_000_000);
     let alerts = s
         .store
@@ -191,11 +202,16 @@ pub(crate) async fn number(
     let list = scope(&caller, q.facility_id.as_deref())?;
     let digits: String = number.chars().filter(char::is_ascii_digit).collect();
     if digits.is_empty() || digits.len() > 15 {
-        return Err(ApiError::bad_request("number must be E.164 (+ and 1 to 15 digits)"));
+        return Err(ApiError::bad_request(
+            "number must be E.164 (+ and 1 to 15 digits)",
+        ));
     }
     let number = format!("+{digits}");
     let p = q.period(s.store.clock().wall())?;
-    let graph = s.store.number_graph(&number, p.since, list.as_deref()).await?;
+    let graph = s
+        .store
+        .number_graph(&number, p.since, list.as_deref())
+        .await?;
     let detail = json!({ "kind": "number", "number": number, "days": p.days,
         "inmates": graph.callers.len(), "sessions": session_ids(&graph.sessions) });
     s.audit_detail(&caller, "lead.open", &number, audit_facility(&list), detail)
@@ -220,7 +236,10 @@ pub(crate) async fn pin(
 ) -> Result<Json<PinLeadDetail>, ApiError> {
     let list = scope(&caller, q.facility_id.as_deref())?;
     let p = q.period(s.store.clock().wall())?;
-    let attempts = s.store.pin_attempts_for_leads(p.since, list.as_deref()).await?;
+    let attempts = s
+        .store
+        .pin_attempts_for_leads(p.since, list.as_deref())
+        .await?;
     let lead = pin_sharing(&attempts, p.pin_window_minutes * 60_000_000)
         .into_iter()
         .find(|l| l.id == id)
@@ -244,8 +263,14 @@ pub(crate) async fn pin(
         .await?;
     let detail = json!({ "kind": "pin", "lead": lead.id, "pattern": lead.pattern,
         "inmates": inmates, "sessions": session_ids(&sessions) });
-    s.audit_detail(&caller, "lead.open", &lead.id, Some(&lead.facility_id), detail)
-        .await;
+    s.audit_detail(
+        &caller,
+        "lead.open",
+        &lead.id,
+        Some(&lead.facility_id),
+        detail,
+    )
+    .await;
     Ok(Json(PinLeadDetail { lead, sessions }))
 }
 
@@ -256,7 +281,11 @@ pub(crate) async fn alerts(
     ApiQuery(q): ApiQuery<LeadQuery>,
 ) -> Result<Json<Vec<KeywordAlert>>, ApiError> {
     let list = scope(&caller, q.facility_id.as_deref())?;
-    let session_id = q.session_id.as_deref().map(str::trim).filter(|x| !x.is_empty());
+    let session_id = q
+        .session_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|x| !x.is_empty());
     let mut f = AlertFilter::default();
     if let Some(id) = session_id {
         crate::text::SETTING
@@ -270,9 +299,14 @@ pub(crate) async fn alerts(
     let alerts = s.store.keyword_alerts(&f, list.as_deref()).await?;
     let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
     let detail = json!({ "session_id": f.session_id, "alerts": ids });
-    s.audit_detail(&caller, "keyword_alert.list", session_id.unwrap_or("keyword-alerts"),
-        audit_facility(&list), detail)
-        .await;
+    s.audit_detail(
+        &caller,
+        "keyword_alert.list",
+        session_id.unwrap_or("keyword-alerts"),
+        audit_facility(&list),
+        detail,
+    )
+    .await;
     Ok(Json(alerts))
 }
 
