@@ -42,6 +42,8 @@ const Leads = (() => {
 
   async function open() {
     show("leads-view");
+    // The last list goes at once: nothing stale can be followed while the new one loads.
+    for (const b of ["leads-shared-body", "leads-new-body", "leads-pin-body", "leads-words-body"]) $(b).replaceChildren();
     const l = await Api.get("/leads?" + query());
     const sp = l.spotting;
     $("leads-spotting").textContent = sp.available
