@@ -107,6 +107,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Messages between inmates and contacts ([`crate::messaging::MessagingConfig`]).
     pub messaging: crate::messaging::MessagingConfig,
+    /// Spoken keyword alerts ([`crate::keywords::KeywordConfig`]).
+    pub keywords: crate::keywords::KeywordConfig,
 }
 
 /// This gateway process.
@@ -809,6 +811,7 @@ impl Config {
             .and_then(|()| self.mail.check())
             .and_then(|()| self.payments.check())
             .and_then(|()| self.messaging.check())
+            .and_then(|()| self.keywords.check())
         {
             return bad(key, message);
         }

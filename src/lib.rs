@@ -22,6 +22,8 @@
 //! | [`mail`] | driver | outgoing email through lettre: `.eml` files by default, SMTP by configuration |
 //! | [`visit`] | core | video visit scheduling: the visiting rules (windows in the facility's zone, slot lengths, notice, horizon) and a booking's transitions |
 //! | [`session`] | core + driver | end reasons, the session runner (database work beside the driver), CDR rows and crash recovery |
+//! | [`keywords`] | core + driver | spoken keyword alerts: watch lists spotted in finished call recordings (PocketSphinx loaded at run time), the spotting queue's worker |
+//! | [`leads`] | core | investigative leads: numbers many inmates call, numbers newly called by many, PIN sharing |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
 //! | [`evidence`] | core + driver | evidence packages: building one (recordings, records, charges, the chain proof) and checking one with no database |
 //! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
@@ -44,7 +46,9 @@ pub mod db;
 pub mod demo;
 pub mod evidence;
 pub mod family;
+pub mod keywords;
 pub mod kiosk;
+pub mod leads;
 pub mod ledger;
 pub mod mail;
 pub mod media;

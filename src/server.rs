@@ -109,6 +109,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     crate::family::notices::spawn(store.clone(), config.clone());
     crate::messaging::purge::spawn(store.clone(), config.clone());
+    // Spoken keyword alerts: finished recordings, off the media path (unavailable: logged).
+    let _ = crate::keywords::worker::spawn(
+        store.clone(),
+        config.keywords.clone(),
+        config.node.id.clone(),
+        config.recording.dir.clone(),
+    );
     let _pid_file = drain::PidFile::write(drain::pid_file(&config))?;
     // Tests start the binary on port 0 and read this line to find the API.
     println!("sallyport: HTTP API listening on http://{addr}");

@@ -1,7 +1,8 @@
 // sallyport console: the views (login, search, session: a call's or a recorded visit's, an
 // inmate's or a number's notes and sessions, live calls and visits) and hash routing:
-// #/search, #/session/<id>, #/inmate/<id>, #/number/<E.164>, #/live, #/messages
-// (messages.js: the review queue, the watch words, the messaging settings).
+// #/search, #/session/<id>[/at/<ms>], #/inmate/<id>, #/number/<E.164>, #/live, #/messages
+// (messages.js: the review queue, the watch words, the messaging settings), #/leads,
+// #/lead/number/<E.164>, #/lead/pin/<id> (the leads: web/leads.js).
 // Sessions are shown by the people in them (inmate name and booking number, the contact's
 // name and relationship, or "not on list" and the number dialed) and every time in the
 // facility's time zone, with seconds and the zone named.
@@ -16,11 +17,12 @@ const END_REASONS = [
   "insufficient_funds", "terminated", "released", "slot_ended", "no_show", "inmate_left",
   "visitor_left", "system",
 ];
-const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view", "messages-view"];
+const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view", "messages-view",
+  "leads-view", "lead-view"];
 
 const $ = (id) => document.getElementById(id);
 const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null,
-  replay: null, selected: new Set(), evidenceId: null, session: null };
+  replay: null, selected: new Set(), evidenceId: null, session: null, seekMs: null };
 
 // ---- small helpers --------------------------------------------------------------------
 
@@ -437,8 +439,10 @@ function renderCharges(charges) {
   $("charges-empty").hidden = (charges || []).length > 0;
 }
 
-async function openSession(id) {
+async function openSession(id, atMs) {
   show("session-view");
+  state.seekMs = typeof atMs === "number" ? atMs : null;
+  $("spotted").hidden = true;
   stopReplay();
   $("session-id").textContent = id;
   for (const x of ["cdr", "charges-body", "visit-details", "timeline-body"]) $(x).replaceChildren();
@@ -483,6 +487,7 @@ async function openSession(id) {
     return;
   }
   await openRecording(recId, c.recording);
+  await Leads.loadSpotted(c.id, state.seekMs);
 }
 
 // ---- a recorded video visit -----------------------------------------------------------
@@ -724,6 +729,8 @@ async function playRecording(at) {
     // fetch from byte 0 is audited as recording.play, like the player's).
     loadWaveform(play.url, id);
   }
+  if (typeof at !== "number" && state.seekMs !== null) at = state.seekMs / 1000;
+  state.seekMs = null;
   if (typeof at === "number") audio.currentTime = at;
   await audio.play();
   if (typeof at !== "number") audio.focus();
@@ -1347,8 +1354,12 @@ async function route() {
     await reportHeard().catch(() => {});
     stopReplay();
   }
-  const session = hash.match(/^#\/session\/(.+)$/);
-  if (session) return guarded(() => openSession(decodeURIComponent(session[1])));
+  const session = hash.match(/^#\/session\/([^/]+)(?:\/at\/(\d+))?$/);
+  if (session) {
+    const at = session[2] === undefined ? undefined : Number(session[2]);
+    return guarded(() => openSession(decodeURIComponent(session[1]), at));
+  }
+  if (hash.startsWith("#/lead")) return guarded(() => Leads.route(hash));
   const inmate = hash.match(/^#\/inmate\/(.+)$/);
   if (inmate) return guarded(() => openInmate(decodeURIComponent(inmate[1])));
   const number = hash.match(/^#\/number\/(.+)$/);

@@ -174,8 +174,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
-        inmates, integrity, kiosk, listen, messages, money, notes, rates, recordings, tokens,
-        users, visit_join, visit_watch, visit_ws, visiting, visits,
+        inmates, integrity, kiosk, leads, listen, messages, money, notes, rates, recordings,
+        tokens, users, visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -309,6 +309,12 @@ pub fn router(state: AppState) -> Router {
             "/notes/{id}",
             get(notes::get).put(notes::edit).delete(notes::delete),
         )
+        .route("/leads", get(leads::list))
+        .route("/leads/numbers/{number}", get(leads::number))
+        .route("/leads/pin/{id}", get(leads::pin))
+        .route("/keyword-alerts", get(leads::alerts))
+        .route("/keyword-alerts/{id}", get(leads::alert))
+        .route("/keywords/status", get(leads::status))
         .route("/evidence-packages", post(evidence::create))
         .route("/evidence-packages/{id}", get(evidence::download))
         .route("/recordings/{id}", get(recordings::get))

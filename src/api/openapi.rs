@@ -145,6 +145,12 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/notes/{id}", "A note as it stands with every version (versions, oldest first: an edit appends a version, a delete a tombstone; nothing is overwritten)", "notes"),
     with_body(op("put", "/notes/{id}", "Edit a note: appends a version ({version: the one edited, start_ms, end_ms, body}); 409 when it was edited or deleted meanwhile. Audited note.edit", "notes"), "NoteEdit", 200),
     op("delete", "/notes/{id}", "Delete a note: appends a tombstone version (?version= the one deleted: 409 when it is no longer current); the versions stay. Audited note.delete", "notes"),
+    op("get", "/leads", "Investigative leads in the period, within the caller's facilities (or ?facility_id): shared_numbers (called by at least min_inmates inmates), new_numbers (first called in the period, by min_inmates within burst_hours of the first call), pin_sharing (one inmate's PIN from handsets in different housing units within pin_window_minutes; a PIN failing for one inmate then succeeding for another on one handset), keyword_alerts (watch words heard), spotting (available or why not, the queue). Privileged calls are never part of a lead. Admins and investigators; audited lead.list", "leads"),
+    op("get", "/leads/numbers/{number}", "A number's lead: who called it (callers, one per inmate, with counts) and the calls (sessions), within the caller's facilities and the period (?days). Audited lead.open with the session ids", "leads"),
+    op("get", "/leads/pin/{id}", "A PIN-sharing lead (its id from GET /leads) with the calls its attempts opened (sessions); 404 when it is not in the period or the caller's facilities. Audited lead.open with the session ids", "leads"),
+    op("get", "/keyword-alerts", "Watch words heard by the spotter: of a session (?session_id, in recording order; 403 outside the caller's facilities) or the period's (?days, newest call first). Each names the side (party inmate or called), the word, offset_ms and end_ms into the recording and the recognizer's confidence. Audited keyword_alert.list", "leads"),
+    op("get", "/keyword-alerts/{id}", "One alert, to open its session at offset_ms. Audited lead.open", "leads"),
+    op("get", "/keywords/status", "Whether keyword spotting runs on this node (available, or reason: library or model missing, disabled) and the spotting queue (pending, running, done, skipped, failed). Admins and investigators", "leads"),
     op("get", "/audit", "The audit log, newest first (?limit&offset); global admins", "audit"),
     op("get", "/audit/verify", "Walk the audit hash chain: entries changed, removed or moved", "audit"),
     op("post", "/calls/{id}/terminate", "End a live call now (reason terminated), on whichever node carries it; returns the closed record. 409 call_ended when it has ended (its node found dead included: the node asked closes the dead node's sessions); 503 node_unknown, 502 node_unreachable / node_refused when the carrying node cannot be reached", "calls"),
@@ -679,6 +685,18 @@ fn query_params(o: &Op) -> Vec<Value> {
             ps.retain(|p| p["name"] != named);
             ps
         }
+        ("get", "/leads") | ("get", "/leads/numbers/{number}") | ("get", "/leads/pin/{id}") => vec![
+            query("days", json!({ "type": "integer", "minimum": 1, "maximum": 366, "default": 30 }), "The period: calls and attempts of the last days"),
+            query("min_inmates", json!({ "type": "integer", "minimum": 2, "maximum": 1000, "default": 3 }), "Inmates a number needs to be a lead"),
+            query("burst_hours", json!({ "type": "integer", "minimum": 1, "maximum": 8784, "default": 72 }), "How soon after its first call a new number must reach min_inmates"),
+            query("pin_window_minutes", json!({ "type": "integer", "minimum": 1, "maximum": 1440, "default": 15 }), "The longest gap between two attempts of one PIN-sharing lead"),
+            query("facility_id", text(), "Facility (must be one of the caller's)"),
+        ],
+        ("get", "/keyword-alerts") => vec![
+            query("session_id", text(), "A session's alerts"),
+            query("facility_id", text(), "Facility (must be one of the caller's)"),
+            query("days", json!({ "type": "integer", "minimum": 1, "maximum": 366, "default": 30 }), "Without session_id: calls of the last days"),
+        ],
         ("get", "/notes") => vec![
             query("session_id", text(), "A session's notes"),
             query("inmate_id", text(), "An inmate's notes (on any of its sessions)"),

@@ -65,6 +65,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/replay.js"),
     },
     Asset {
+        name: "leads.js",
+        content_type: JS,
+        body: include_str!("../../web/leads.js"),
+    },
+    Asset {
         name: "app.js",
         content_type: JS,
         body: include_str!("../../web/app.js"),

@@ -19,6 +19,8 @@ mod facilities;
 mod family;
 mod handsets;
 mod inmates;
+mod keywords;
+mod leads;
 mod links;
 mod messages;
 mod nodes;
@@ -45,6 +47,10 @@ pub use facilities::{Facility, FacilityPatch, NewFacility, RETENTION_DAYS};
 pub use family::{FamilyAccount, RateScope, Registration, UsedLink};
 pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
+pub use keywords::{AlertFilter, JobEnd, KeywordAlert, KeywordJob, QueueCounts, MAX_ALERTS};
+pub use leads::{
+    CallerEdge, LeadSession, LeadWindow, NumberGraph, NumberLead, PinAttemptRow, MAX_LEADS,
+};
 pub use links::{LinkRequest, NewLinkRequest, RosterEntry};
 pub use messages::{Message, MessageFilter, MessagePhoto, NewMessage, WatchWord, MAX_MESSAGES};
 pub use nodes::NodeRecord;

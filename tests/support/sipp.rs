@@ -277,9 +277,52 @@ pub(crate) fn dtmf_pcap(keys: &str, out: &Path) -> Duration {
 /// depends on the tone's frequency (the parties' streams differ). Returns how long the
 /// keys play.
 pub(crate) fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>, law: Law) -> Duration {
+    let audio = tone.map(|t| Audio {
+        salt: t.hz as u32,
+        lead_ms: t.lead_ms,
+        frames: t.frames(law),
+    });
+    dtmf_pcap_then_audio(keys, out, audio, law)
+}
+
+/// Audio sent after the keys in the same RTP stream: 20 ms G.711 frames, starting
+/// `lead_ms` after a single key's first packet (after several keys: where they end);
+/// `salt` varies the SSRC (the parties' streams differ).
+pub(crate) struct Audio {
+    pub salt: u32,
+    pub lead_ms: u64,
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Audio {
+    /// `codes` (G.711 in the stream's law) cut into 20 ms frames (the last padded with
+    /// `silence`).
+    pub(crate) fn speech(codes: &[u8], silence: u8, salt: u32) -> Audio {
+        Audio {
+            salt,
+            lead_ms: 0,
+            frames: codes
+                .chunks(160)
+                .map(|c| {
+                    let mut f = c.to_vec();
+                    f.resize(160, silence);
+                    f
+                })
+                .collect(),
+        }
+    }
+}
+
+/// [`dtmf_pcap_then`] with any audio after the keys.
+pub(crate) fn dtmf_pcap_then_audio(
+    keys: &str,
+    out: &Path,
+    tone: Option<Audio>,
+    law: Law,
+) -> Duration {
     let mut file = Vec::new();
     let mut template: Option<Vec<u8>> = None;
-    let ssrc = 0x5a11_9047u32 ^ tone.map_or(0, |t| t.hz as u32);
+    let ssrc = 0x5a11_9047u32 ^ tone.as_ref().map_or(0, |t| t.salt);
     let (mut seq, mut ts) = (1000u16, 160_000u32);
     let mut at_us: u64 = 0;
     let mut origin = None;
@@ -331,7 +374,7 @@ pub(crate) fn dtmf_pcap_then(keys: &str, out: &Path, tone: Option<Tone>, law: La
             (tone.lead_ms * 1000).max(at_us)
         };
         ts = ts.wrapping_add(u32::try_from((start - at_us) / 125).unwrap());
-        for (i, payload) in tone.frames(law).into_iter().enumerate() {
+        for (i, payload) in tone.frames.into_iter().enumerate() {
             let mut frame = template[..rtp + 12].to_vec();
             frame[rtp + 1] = payload_type(law); // no marker
             frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
@@ -544,6 +587,8 @@ pub(crate) struct Trunk {
     pub voice: Option<Tone>,
     /// The one codec the called party answers with (and speaks in).
     pub law: Law,
+    /// Speech sent after the key press instead of `voice`: G.711 codes in `law`.
+    pub speech: Option<&'static [u8]>,
 }
 
 impl Trunk {
@@ -560,6 +605,14 @@ impl Trunk {
             hold_ms: 0,
             voice: None,
             law: Law::Ulaw,
+            speech: None,
+        }
+    }
+    /// Says `codes` (G.711 in the trunk's law) after pressing the key.
+    pub(crate) fn saying(self, codes: &'static [u8]) -> Trunk {
+        Trunk {
+            speech: Some(codes),
+            ..self
         }
     }
     pub(crate) fn busy() -> Trunk {
@@ -614,7 +667,15 @@ impl Trunk {
     pub(crate) fn spawn(&self, dir: &Path, ports: &Ports) -> Sipp {
         let d = dir.join("trunk");
         fs::create_dir_all(&d).unwrap();
-        dtmf_pcap_then("1", &d.join("key1.pcap"), self.voice, self.law);
+        match self.speech {
+            Some(codes) => {
+                let audio = Audio::speech(codes, self.law.silence(), 0x7a1c);
+                dtmf_pcap_then_audio("1", &d.join("key1.pcap"), Some(audio), self.law);
+            }
+            None => {
+                dtmf_pcap_then("1", &d.join("key1.pcap"), self.voice, self.law);
+            }
+        }
         dtmf_pcap("2", &d.join("key2.pcap"));
         let args = endpoint_args(
             ports.trunk_sip,
@@ -704,6 +765,8 @@ pub(crate) struct Handset {
     /// The SIP password it answers a digest challenge with (`handset_digest.xml`: keys by
     /// INFO, then hangs up after `hold_ms`); `None`: it has none (`handset.xml`).
     pub password: Option<&'static str>,
+    /// Speech sent after the PIN instead of `voice`: G.711 codes in `law`.
+    pub speech: Option<&'static [u8]>,
 }
 
 impl Handset {
@@ -725,6 +788,7 @@ impl Handset {
             formats: None,
             ip: "127.0.0.1",
             password: None,
+            speech: None,
         }
     }
     /// Authenticates by digest with `password` (its user name is [`Handset::user`]).
@@ -769,6 +833,11 @@ impl Handset {
     pub(crate) fn keys(&self) -> String {
         format!("{}#{}#", self.calling_id, self.pin)
     }
+    /// Says `codes` (G.711 in the handset's law) after the PIN.
+    pub(crate) fn saying(mut self, codes: &'static [u8]) -> Self {
+        self.speech = Some(codes);
+        self
+    }
     /// Speaks `tone` after the PIN.
     pub(crate) fn speaking(mut self, tone: Tone) -> Self {
         self.voice = Some(tone);
@@ -794,7 +863,13 @@ impl Handset {
         let d = dir.join(&name);
         fs::create_dir_all(&d).unwrap();
         let keys = vec![self.keys(); self.attempts as usize].join("_");
-        let plays = dtmf_pcap_then(&keys, &d.join("pin.pcap"), self.voice, self.law);
+        let plays = match self.speech {
+            Some(codes) => {
+                let audio = Audio::speech(codes, self.law.silence(), 0x1a7e);
+                dtmf_pcap_then_audio(&keys, &d.join("pin.pcap"), Some(audio), self.law)
+            }
+            None => dtmf_pcap_then(&keys, &d.join("pin.pcap"), self.voice, self.law),
+        };
         fs::write(
             d.join("calls.csv"),
             format!("SEQUENTIAL\n{};{}\n", self.user, self.keys()),

@@ -11,6 +11,7 @@ pub(super) mod family_prepaid;
 pub(super) mod inmates;
 pub(super) mod integrity;
 pub(super) mod kiosk;
+pub(super) mod leads;
 pub(super) mod listen;
 pub(super) mod messages;
 pub(super) mod money;
