@@ -1,16 +1,7 @@
 -- Investigative leads and spoken keyword alerts.
 --
--- `watch_words`: a facility's word-watch list (lower-case, trimmed words or short phrases),
--- kept by the facility's staff; the keyword spotter reads it. Created only if absent: the
--- list's own API creates the same table.
-CREATE TABLE IF NOT EXISTS watch_words (
-    id           TEXT PRIMARY KEY,
-    facility_id  TEXT NOT NULL REFERENCES facilities(id),
-    word         TEXT NOT NULL,
-    created_at   BIGINT NOT NULL,
-    created_by   TEXT NOT NULL,
-    UNIQUE (facility_id, word)
-);
+-- The facility's word-watch list (`watch_words`, migration 0020) is what the spotter
+-- looks for.
 
 -- The spotting queue: one row per finished call recording, so a crash loses nothing and
 -- no recording is spotted twice. `state`: pending (waiting), running (claimed by node

@@ -142,7 +142,7 @@ async fn process(
             .await?;
         return Ok(());
     }
-    let words = store.watch_words(&job.facility_id).await?;
+    let words = store.watch_list(&job.facility_id).await?;
     if words.is_empty() {
         let reason = json!({ "skipped": "the facility has no watch words" });
         store

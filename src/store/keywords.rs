@@ -184,8 +184,9 @@ impl Store {
         }))
     }
 
-    /// The watch list of facility `facility_id`.
-    pub async fn watch_words(&self, facility_id: &str) -> Result<Vec<String>, StoreError> {
+    /// The words of facility `facility_id`'s watch list (the list itself, with who added
+    /// each word: `Store::watch_words`).
+    pub async fn watch_list(&self, facility_id: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT word FROM watch_words WHERE facility_id = $1 ORDER BY word")
             .bind(facility_id)
             .fetch_all(self.db.pool())
