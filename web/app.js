@@ -1,6 +1,7 @@
 // sallyport console: the views (login, search, session: a call's or a recorded visit's, an
 // inmate's or a number's notes and sessions, live calls and visits) and hash routing:
-// #/search, #/session/<id>, #/inmate/<id>, #/number/<E.164>, #/live.
+// #/search, #/session/<id>, #/inmate/<id>, #/number/<E.164>, #/live; reports (#/reports) are
+// in reports.js.
 // Sessions are shown by the people in them (inmate name and booking number, the contact's
 // name and relationship, or "not on list" and the number dialed) and every time in the
 // facility's time zone, with seconds and the zone named.
@@ -15,7 +16,7 @@ const END_REASONS = [
   "insufficient_funds", "terminated", "released", "slot_ended", "no_show", "inmate_left",
   "visitor_left", "system",
 ];
-const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view"];
+const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view", "reports-view"];
 
 const $ = (id) => document.getElementById(id);
 const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null,
@@ -195,6 +196,7 @@ async function onLogout() {
   $("recording-audio").removeAttribute("src");
   $("notes-found").hidden = true;
   clearSelection();
+  Reports.clear();
   state.evidenceId = null;
   $("evidence-result").hidden = true;
   location.hash = "";
@@ -1094,6 +1096,10 @@ async function route() {
     show("live-view");
     return guarded(loadLive);
   }
+  if (hash.startsWith("#/reports")) {
+    show("reports-view");
+    return guarded(() => Reports.route(hash));
+  }
   show("search-view");
   return guarded(loadFacilities);
 }
@@ -1134,6 +1140,7 @@ function init() {
     delete seek.dataset.dragging;
     guarded(() => seekReplay(Number(seek.value)));
   });
+  Reports.init();
   window.addEventListener("hashchange", route);
   document.body.dataset.ready = "1";
   route();

@@ -174,7 +174,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
-        inmates, integrity, kiosk, listen, money, notes, rates, recordings, tokens, users,
+        inmates, integrity, kiosk, listen, money, notes, rates, recordings, reports, tokens, users,
         visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
@@ -304,6 +304,8 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/verify", get(integrity::verify_one))
         .route("/calls/{id}/recording", get(calls::recording))
         .route("/calls/{id}/recordings", get(calls::recordings))
+        .route("/reports", get(reports::list))
+        .route("/reports/{name}", get(reports::get))
         .route("/notes", get(notes::list).post(notes::create))
         .route(
             "/notes/{id}",
