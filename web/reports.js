@@ -79,6 +79,7 @@ const Reports = (() => {
       if (q.get(k)) $(id).value = q.get(k);
     }
     updateExtras();
+    $("report-chart").dataset.drawn = "0";
     const report = await Api.get("/reports/" + encodeURIComponent(name) + "?" + q.toString());
     current = { name, query: q.toString(), report };
     render(report);
@@ -188,6 +189,7 @@ const Reports = (() => {
       hooks: {
         draw: [() => {
           box.dataset.drawn = "1";
+          box.dataset.report = r.name;
           box.dataset.points = String(rows.length * n);
         }],
       },
