@@ -161,7 +161,7 @@ const Reports = (() => {
       };
     }
     const data = [xs];
-    const series = [{}];
+    const series = [{ label: xcol.label }];
     const bars = r.chart.kind === "bars";
     const n = r.chart.series.length;
     r.chart.series.forEach((ci, k) => {
