@@ -10,7 +10,8 @@
 #
 # Environment: CALLS, DEPOSITS (generator sizes), RUNS (default 5), DATABASE_URL (default
 # a SQLite file in a temporary directory; a PostgreSQL database must exist and be empty),
-# BIN and GEN (default target/release/{sallyport,examples/report_data}, built if missing).
+# BIN and GEN (default target/release/{sallyport,examples/report_data}, built if missing),
+# REUSE=1 (time the reports on DATABASE_URL as it is: a database generated before).
 # Needs curl and python3. See bench/README.md ("Reports").
 set -euo pipefail
 
@@ -41,8 +42,10 @@ cleanup() {
 trap cleanup EXIT
 URL=${DATABASE_URL:-sqlite://$WORK/db.sqlite}
 
-echo "generating $CALLS calls and $DEPOSITS deposits into ${URL%%\?*} ..."
-"$GEN" --database-url "$URL" --calls "$CALLS" --deposits "$DEPOSITS"
+if [ "${REUSE:-0}" != 1 ]; then
+  echo "generating $CALLS calls and $DEPOSITS deposits into ${URL%%\?*} ..."
+  "$GEN" --database-url "$URL" --calls "$CALLS" --deposits "$DEPOSITS"
+fi
 if [[ "$URL" == sqlite://* ]]; then
   du -h "${URL#sqlite://}" | sed 's/^/database size      /'
 fi

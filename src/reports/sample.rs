@@ -258,8 +258,18 @@ pub async fn generate(db: &Db, spec: &Spec) -> Result<Totals, SampleError> {
         let local_day = day.to_string();
         for (at, kind) in events {
             seq += 1;
-            let who = rng.below(people.len() as u64) as usize;
-            let Some(person) = people.get_mut(who).filter(|x| !x.released) else {
+            // Someone in custody (and, for a call or visit, not one of the silent): drawn
+            // again until found, so the spec's numbers are what is written.
+            let sessions = matches!(kind, Event::Call | Event::Visit);
+            let fits = |x: &Person| !x.released && !(sessions && x.silent);
+            let mut who = rng.below(people.len() as u64) as usize;
+            for _ in 0..256 {
+                if people.get(who).is_some_and(fits) {
+                    break;
+                }
+                who = rng.below(people.len() as u64) as usize;
+            }
+            let Some(person) = people.get_mut(who).filter(|x| fits(x)) else {
                 continue;
             };
             match kind {
@@ -321,9 +331,6 @@ pub async fn generate(db: &Db, spec: &Spec) -> Result<Totals, SampleError> {
                     totals.purchase_amount += amount;
                 }
                 Event::Call | Event::Visit => {
-                    if person.silent {
-                        continue;
-                    }
                     let visit = matches!(kind, Event::Visit);
                     let s = session(&mut rng, visit, person.balance, seq);
                     let id = format!("gs-{}-{seq}", spec.facility_id);
