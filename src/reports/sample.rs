@@ -262,7 +262,7 @@ pub async fn generate(db: &Db, spec: &Spec) -> Result<Totals, SampleError> {
             // Someone in custody (and, for a call or visit, not one of the silent): drawn
             // again until found, so the spec's numbers are what is written.
             let sessions = matches!(kind, Event::Call | Event::Visit);
-            let fits = |x: &Person| !x.released && !(sessions && x.silent);
+            let fits = |x: &Person| !(x.released || (sessions && x.silent));
             let mut who = rng.below(people.len() as u64) as usize;
             for _ in 0..256 {
                 if people.get(who).is_some_and(fits) {
