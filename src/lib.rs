@@ -25,6 +25,7 @@
 //! | [`keywords`] | core + driver | spoken keyword alerts: watch lists spotted in finished call recordings (PocketSphinx loaded at run time), the spotting queue's worker |
 //! | [`leads`] | core | investigative leads: numbers many inmates call, numbers newly called by many, PIN sharing |
 //! | [`recording`] | driver | call recording: capture, files, the hash-chain check, retention |
+//! | [`reports`] | core + driver | facility reports: local-day/hour buckets, tables, CSV; their SQL; a generated facility-year |
 //! | [`evidence`] | core + driver | evidence packages: building one (recordings, records, charges, the chain proof) and checking one with no database |
 //! | [`monitor`] | driver | live listening: a WebRTC (str0m, ICE-lite) peer per browser fed by a call's tap |
 //! | [`sfu`] | core + driver | video visits' media: rooms forwarding Opus/VP8 between two sides and watchers (str0m), many rooms on one UDP socket, a synthetic participant |
@@ -59,6 +60,7 @@ pub mod payments;
 pub mod policy;
 pub mod rating;
 pub mod recording;
+pub mod reports;
 pub mod server;
 pub mod session;
 pub mod sfu;

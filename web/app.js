@@ -2,7 +2,8 @@
 // inmate's or a number's notes and sessions, live calls and visits) and hash routing:
 // #/search, #/session/<id>[/at/<ms>], #/inmate/<id>, #/number/<E.164>, #/live, #/messages
 // (messages.js: the review queue, the watch words, the messaging settings), #/leads,
-// #/lead/number/<E.164>, #/lead/pin/<id> (the leads: web/leads.js).
+// #/lead/number/<E.164>, #/lead/pin/<id> (the leads: web/leads.js); reports (#/reports)
+// are in reports.js.
 // Sessions are shown by the people in them (inmate name and booking number, the contact's
 // name and relationship, or "not on list" and the number dialed) and every time in the
 // facility's time zone, with seconds and the zone named.
@@ -18,7 +19,7 @@ const END_REASONS = [
   "visitor_left", "system",
 ];
 const VIEWS = ["login-view", "search-view", "session-view", "subject-view", "live-view", "messages-view",
-  "leads-view", "lead-view"];
+  "leads-view", "lead-view", "reports-view"];
 
 const $ = (id) => document.getElementById(id);
 const state = { query: null, offset: 0, listener: null, statsTimer: null, watcher: null, watchTimer: null,
@@ -199,6 +200,7 @@ async function onLogout() {
   $("recording-audio").removeAttribute("src");
   $("notes-found").hidden = true;
   clearSelection();
+  Reports.clear();
   state.evidenceId = null;
   $("evidence-result").hidden = true;
   location.hash = "";
@@ -1372,6 +1374,10 @@ async function route() {
     show("messages-view");
     return guarded(Messages.open);
   }
+  if (hash.startsWith("#/reports")) {
+    show("reports-view");
+    return guarded(() => Reports.route(hash));
+  }
   show("search-view");
   return guarded(loadFacilities);
 }
@@ -1424,6 +1430,7 @@ function init() {
     state.skipTimer = null;
   });
   document.addEventListener("keydown", onShortcut);
+  Reports.init();
   window.addEventListener("hashchange", route);
   document.body.dataset.ready = "1";
   route();

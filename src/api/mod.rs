@@ -175,7 +175,7 @@ pub fn router(state: AppState) -> Router {
     use routes::{
         auth, calls, cluster, deposits, evidence, facilities, family, family_links, family_prepaid,
         inmates, integrity, kiosk, leads, listen, messages, money, notes, rates, recordings,
-        tokens, users, visit_join, visit_watch, visit_ws, visiting, visits,
+        reports, tokens, users, visit_join, visit_watch, visit_ws, visiting, visits,
     };
     let api = Router::new()
         .route("/openapi.json", get(openapi_doc))
@@ -304,6 +304,8 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/verify", get(integrity::verify_one))
         .route("/calls/{id}/recording", get(calls::recording))
         .route("/calls/{id}/recordings", get(calls::recordings))
+        .route("/reports", get(reports::list))
+        .route("/reports/{name}", get(reports::get))
         .route("/notes", get(notes::list).post(notes::create))
         .route(
             "/notes/{id}",

@@ -140,6 +140,8 @@ pub const OPERATIONS: &[Op] = &[
     op("get", "/recordings/{id}/audio", "The file (a call: WAV, audio/wav; a visit participant: WebM, video/webm) with single-range support (206, 416), X-Content-SHA256; Bearer token or ?ticket=; &download=1 for an attachment; 410 when purged; 401 ticket_revoked when the ticket's token ended, 403 when its user lost the role or facility. Audited (recording.play / recording.download, detail.range): every bearer fetch, every download-ticket fetch, play-ticket fetches from byte 0", "recordings"),
     with_body(op("post", "/evidence-packages", "Build an evidence package of ended sessions ({session_ids: 1-50, reason}) -> 201 {id, sha256, bytes, built_at, sessions, intact, failed_checks, omitted, download}: a tar of their records, charges (JSON, CSV), recordings, chain entries and the chain head anchored in the audit log, stored and checked at once. Admins and investigators of every session's facility; 403 privileged (audited evidence_package.refused), 409 session_active. Audited evidence_package.build with the package's SHA-256. Check one offline with `sallyport verify-package FILE`", "recordings"), "EvidencePackageBody", 201),
     op("get", "/evidence-packages/{id}", "Download a stored evidence package (application/x-tar, attachment, X-Content-SHA256); admins and investigators of every facility its sessions belong to. Audited evidence_package.download with the SHA-256 of the bytes served", "recordings"),
+    op("get", "/reports", "The facility reports there are: name, title, description. Admins and investigators", "reports"),
+    op("get", "/reports/{name}", "A facility report over facility-local days (facility, from, to; welfare: days; top-numbers: limit): title, summary, chart {kind, x, series} and table {columns, rows}; {name}.csv answers the same table as CSV (attachment). Admins and investigators of the facility. Audited report.read", "reports"),
     op("get", "/notes", "Investigators' notes and bookmarks as they stand (not deleted), within the caller's facilities: of a session (in recording order), an inmate, a number (E.164) or a facility (newest first); q finds notes containing every word. Admins and investigators", "notes"),
     with_body(op("post", "/notes", "Mark a moment (start_ms into the session's recording) or a range (to end_ms) of a session with a note, shared with the investigators of its facility -> 201 the note at version 1; 403 privileged (audited note.refused). Audited note.create", "notes"), "NoteBody", 201),
     op("get", "/notes/{id}", "A note as it stands with every version (versions, oldest first: an edit appends a version, a delete a tombstone; nothing is overwritten)", "notes"),
@@ -704,6 +706,16 @@ fn query_params(o: &Op) -> Vec<Value> {
             query("facility_id", text(), "Facility (must be one of the caller's)"),
             query("q", text(), "Words the text must contain (case-insensitive)"),
         ],
+        ("get", "/reports/{name}") => {
+            let day = || json!({ "type": "string", "format": "date" });
+            vec![
+                query("facility", text(), "Facility (required; one of the caller's)"),
+                query("from", day(), "First facility-local day (required)"),
+                query("to", day(), "Last facility-local day, included (required; at most 731 days)"),
+                query("days", json!({ "type": "integer", "minimum": 1, "maximum": 365 }), "welfare: no contact for this many days (default 14)"),
+                query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 200 }), "top-numbers: how many (default 20)"),
+            ]
+        }
         ("delete", "/notes/{id}") => vec![query(
             "version",
             json!({ "type": "integer", "minimum": 1 }),

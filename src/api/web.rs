@@ -80,6 +80,22 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/messages.js"),
     },
     Asset {
+        name: "reports.js",
+        content_type: JS,
+        body: include_str!("../../web/reports.js"),
+    },
+    // Third-party, unmodified (web/README.md names its version and licence).
+    Asset {
+        name: "vendor/uplot/uPlot.iife.min.js",
+        content_type: JS,
+        body: include_str!("../../web/vendor/uplot/uPlot.iife.min.js"),
+    },
+    Asset {
+        name: "vendor/uplot/uPlot.min.css",
+        content_type: CSS,
+        body: include_str!("../../web/vendor/uplot/uPlot.min.css"),
+    },
+    Asset {
         name: "style.css",
         content_type: CSS,
         body: include_str!("../../web/style.css"),
@@ -194,6 +210,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
         .route("/console/", get(|| async { serve("index.html") }))
         .route("/console/{file}", get(asset))
+        .route("/console/vendor/{lib}/{file}", get(vendor_asset))
+}
+
+async fn vendor_asset(Path((lib, file)): Path<(String, String)>) -> Response {
+    serve(&format!("vendor/{lib}/{file}"))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -267,6 +288,9 @@ mod tests {
             ("/console/listen.js", JS, "recvonly"),
             ("/console/watch.js", JS, "recvonly"),
             ("/console/style.css", CSS, "body"),
+            ("/console/reports.js", JS, "/reports/"),
+            ("/console/vendor/uplot/uPlot.iife.min.js", JS, "uPlot"),
+            ("/console/vendor/uplot/uPlot.min.css", CSS, ".uplot"),
         ] {
             let (status, h, body) = fetch(path).await;
             assert_eq!(status, StatusCode::OK, "{path}");
@@ -413,7 +437,8 @@ mod tests {
             assert!(open.contains("src=\"/console/"), "inline script: {open}");
             assert!(tag.contains("></script>"), "script with a body: {tag}");
         }
-        for a in ASSETS {
+        // Ours only: a vendored library keeps its own licence banner (its home page).
+        for a in ASSETS.iter().filter(|a| !a.name.starts_with("vendor/")) {
             assert!(!a.body.contains("http://"), "{}: absolute URL", a.name);
             assert!(!a.body.contains("https://"), "{}: absolute URL", a.name);
         }

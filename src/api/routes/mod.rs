@@ -18,6 +18,7 @@ pub(super) mod money;
 pub(super) mod notes;
 pub(super) mod rates;
 pub(super) mod recordings;
+pub(super) mod reports;
 pub(super) mod tokens;
 pub(super) mod users;
 pub(super) mod visit_join;
