@@ -98,16 +98,27 @@ async fn run(
 ) {
     let idle = Duration::from_secs(cfg.poll_interval_secs);
     loop {
-        match step(&store, &cfg, &node, &dir, &thread).await {
-            Ok(true) => continue,
-            Ok(false) => {}
+        // The recordings finished since are queued once a round, not once a job: the
+        // scan reads the backlog's recordings.
+        let since = store.clock().wall() - chrono::Duration::days(i64::from(cfg.backlog_days));
+        match store.queue_keyword_jobs(since).await {
+            Ok(_) => loop {
+                match step(&store, &cfg, &node, &dir, &thread).await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keyword spotting queue");
+                        break;
+                    }
+                }
+            },
             Err(e) => tracing::warn!(error = %e, "keyword spotting queue"),
         }
         tokio::time::sleep(idle).await;
     }
 }
 
-/// Queues, claims and spots one job; whether there was one.
+/// Claims and spots one job; whether there was one.
 async fn step(
     store: &Store,
     cfg: &KeywordConfig,
@@ -115,8 +126,6 @@ async fn step(
     dir: &std::path::Path,
     thread: &mpsc::Sender<Request>,
 ) -> Result<bool, crate::store::StoreError> {
-    let since = store.clock().wall() - chrono::Duration::days(i64::from(cfg.backlog_days));
-    store.queue_keyword_jobs(since).await?;
     let lease_us = i64::try_from(cfg.lease_secs).unwrap_or(i64::MAX / 2) * 1_000_000;
     let max = i64::from(cfg.max_attempts);
     let Some(job) = store.claim_keyword_job(node, lease_us, max).await? else {

@@ -273,6 +273,28 @@ impl Ledger {
         Ok(self.account(id).await?.balance)
     }
 
+    /// The balances of several accounts (the payers of the live calls), read as short
+    /// statements on the call path's connection (SQLite's local one: no hop to a pool
+    /// thread per account), given back a few dozen at a time so a long list never holds it
+    /// long. The same account listed twice is read once.
+    pub async fn balances(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Money>, LedgerError> {
+        const AT_ONCE: usize = 64;
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(AT_ONCE) {
+            let mut conn = self.db.conn().await?;
+            for &id in chunk {
+                if !out.contains_key(id) {
+                    let balance = accounts::read(&mut conn, id).await?.balance;
+                    out.insert(id.to_string(), balance);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A deposit. Online and kiosk deposits post at once; a money order stays pending
     /// (no entries) until [`Ledger::post_money_order`] and counts toward the daily limit
     /// of the day it was received. Amounts must be positive with at most 2 decimal places.

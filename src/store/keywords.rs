@@ -109,7 +109,8 @@ pub struct AlertFilter {
 
 impl Store {
     /// Queues every finished call recording not queued yet that ended at or after
-    /// `since`; how many were queued.
+    /// `since`, of a facility whose watch list has words (a facility without any gets no
+    /// jobs: nothing to look for, and nothing written per call); how many were queued.
     pub async fn queue_keyword_jobs(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "INSERT INTO keyword_jobs (recording_id, session_id, facility_id, state, queued_at) \
@@ -117,6 +118,7 @@ impl Store {
              JOIN sessions s ON s.id = r.session_id \
              WHERE r.status IN ('complete', 'incomplete') AND s.kind = 'call' AND s.privileged = 0 \
              AND r.format LIKE 'wav-%' AND r.ended_at >= $2 \
+             AND EXISTS (SELECT 1 FROM watch_words w WHERE w.facility_id = r.facility_id) \
              AND NOT EXISTS (SELECT 1 FROM keyword_jobs j WHERE j.recording_id = r.id) \
              ON CONFLICT (recording_id) DO NOTHING",
         )

@@ -142,14 +142,21 @@ pub(crate) async fn active(
     f.kind = None;
     let (f, list) = scoped(&caller, f)?;
     let calls = s.store.calls(&f, list.as_deref()).await?;
-    let mut live = Vec::with_capacity(calls.len());
-    for cdr in calls {
-        let balance = match cdr.account_id.as_deref() {
-            Some(account) => Some(s.store.ledger().balance(account).await?),
-            None => None,
-        };
-        live.push(LiveCall { cdr, balance });
-    }
+    let payers: Vec<&str> = calls
+        .iter()
+        .filter_map(|c| c.account_id.as_deref())
+        .collect();
+    let balances = s.store.ledger().balances(&payers).await?;
+    let live = calls
+        .into_iter()
+        .map(|cdr| {
+            let balance = cdr
+                .account_id
+                .as_deref()
+                .and_then(|a| balances.get(a).copied());
+            LiveCall { cdr, balance }
+        })
+        .collect();
     Ok(Json(live))
 }
 
