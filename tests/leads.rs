@@ -372,6 +372,15 @@ async fn queue(app: App) {
     recording(&app, "rp", "sp", "F1").await;
     let store = &app.store;
     let since = now() - Duration::days(30);
+    // A facility without watch words gets no jobs: nothing to look for.
+    assert_eq!(store.queue_keyword_jobs(since).await.unwrap(), 0);
+    sql(
+        &app,
+        "INSERT INTO watch_words (id, facility_id, word, created_at, created_by) \
+         VALUES ('w1', 'F1', 'lawyer', $1, 'admin')",
+        &[json!(to_micros(app.clock.wall()))],
+    )
+    .await;
     assert_eq!(store.queue_keyword_jobs(since).await.unwrap(), 1);
     assert_eq!(
         store.queue_keyword_jobs(since).await.unwrap(),

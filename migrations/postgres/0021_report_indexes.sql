@@ -4,7 +4,7 @@
 -- Calls and visits per day and hour: kind and whether accepted, by facility and time.
 CREATE INDEX sessions_report_time ON sessions (facility_id, invite_at, kind, accepted_at);
 -- Welfare: an inmate's last connected call or visit.
-CREATE INDEX sessions_inmate_accepted ON sessions (inmate_id, accepted_at);
+CREATE INDEX sessions_inmate_accepted ON sessions (inmate_id, accepted_at) WHERE accepted_at IS NOT NULL;
 -- Spending by service and refunds at release: a facility's transactions by time, and
 -- each one's entries with their amounts and whether they are a person's (one index
 -- search per transaction instead of an index search and a row).
