@@ -65,18 +65,18 @@ fn decodes_what_it_encodes_and_rtpengines_replies() {
 fn malformed_bencode_is_a_typed_error_not_a_panic() {
     for bad in [
         &b""[..],
-        b"i12",       // no e
-        b"ie",        // no digits
-        b"i-0e",      // negative zero
-        b"i03e",      // leading zero
-        b"i1x2e",     // not a number
-        b"5:abc",     // shorter than its length
-        b"3abc",      // no colon
-        b"l1:a",      // list without e
-        b"d1:ai1e",   // dict without e
-        b"di1ei2ee",  // integer key
-        b"x",         // unknown type
-        b"i1ei2e",    // trailing bytes
+        b"i12",                       // no e
+        b"ie",                        // no digits
+        b"i-0e",                      // negative zero
+        b"i03e",                      // leading zero
+        b"i1x2e",                     // not a number
+        b"5:abc",                     // shorter than its length
+        b"3abc",                      // no colon
+        b"l1:a",                      // list without e
+        b"d1:ai1e",                   // dict without e
+        b"di1ei2ee",                  // integer key
+        b"x",                         // unknown type
+        b"i1ei2e",                    // trailing bytes
         b"99999999999999999999999:a", // absurd length
     ] {
         match Value::decode(bad) {
@@ -100,7 +100,10 @@ fn frames_with_a_cookie_and_reads_it_back() {
     assert_eq!(cookie, "1234_5");
     assert_eq!(back, msg);
     assert!(matches!(ng::unframe(b"nocookie"), Err(NgError::Framing)));
-    assert!(matches!(ng::unframe(b"c d7:command"), Err(NgError::Bencode(_))));
+    assert!(matches!(
+        ng::unframe(b"c d7:command"),
+        Err(NgError::Bencode(_))
+    ));
 }
 
 #[test]
@@ -114,7 +117,8 @@ fn reads_the_audio_address_of_an_sdp() {
         ng::sdp_audio_addr(sdp).unwrap(),
         "192.0.2.7:5004".parse::<SocketAddr>().unwrap()
     );
-    let video_first = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 7000 RTP/AVP 96\r\nm=audio 7002 RTP/AVP 0\r\n";
+    let video_first =
+        "v=0\r\nc=IN IP4 10.0.0.1\r\nm=video 7000 RTP/AVP 96\r\nm=audio 7002 RTP/AVP 0\r\n";
     assert_eq!(
         ng::sdp_audio_addr(video_first).unwrap(),
         "10.0.0.1:7002".parse::<SocketAddr>().unwrap()
@@ -190,11 +194,18 @@ fn anchors_a_call_in_rtpengine_which_relays_both_ways() {
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (for_a, for_b) = ng
-        .anchor("ng-test-call", a.local_addr().unwrap(), b.local_addr().unwrap())
+        .anchor(
+            "ng-test-call",
+            a.local_addr().unwrap(),
+            b.local_addr().unwrap(),
+        )
         .unwrap();
     for (addr, who) in [(for_a, "a"), (for_b, "b")] {
         assert!(addr.ip().is_loopback(), "{who} sends to {addr}");
-        assert!((41_000..=41_099).contains(&addr.port()), "{who} sends to {addr}");
+        assert!(
+            (41_000..=41_099).contains(&addr.port()),
+            "{who} sends to {addr}"
+        );
     }
     assert_ne!(for_a, for_b);
     // A command it does not know is refused, with its reason.
@@ -215,5 +226,8 @@ fn anchors_a_call_in_rtpengine_which_relays_both_ways() {
         assert_eq!(&buf[..n], &rtp(seq, 0xb2)[..]);
     }
     ng.delete("ng-test-call").unwrap();
-    assert!(matches!(ng.delete("ng-test-call"), Err(NgError::Refused(_))));
+    assert!(matches!(
+        ng.delete("ng-test-call"),
+        Err(NgError::Refused(_))
+    ));
 }

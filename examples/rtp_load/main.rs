@@ -485,7 +485,10 @@ impl Relay {
                 let mut p = child.process;
                 let _ = p.wait();
             }
-            Relay::Rtpengine { mut process, mut ng } => {
+            Relay::Rtpengine {
+                mut process,
+                mut ng,
+            } => {
                 for i in 0..calls {
                     let _ = ng.delete(&format!("load-{i}"));
                 }

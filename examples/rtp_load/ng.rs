@@ -312,8 +312,10 @@ impl NgClient {
     fn socket_ping(&mut self) -> Result<Value, NgError> {
         self.next += 1;
         let cookie = format!("{}_{}", std::process::id(), self.next);
-        self.socket
-            .send(&frame(&cookie, &Value::dict([("command", Value::str("ping"))])))?;
+        self.socket.send(&frame(
+            &cookie,
+            &Value::dict([("command", Value::str("ping"))]),
+        ))?;
         let mut buf = vec![0u8; 4096];
         loop {
             let n = self.socket.recv(&mut buf)?;
