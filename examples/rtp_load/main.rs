@@ -13,8 +13,15 @@
 //! in a real call, files under DIR): the report adds the recorder's CPU, its drops and
 //! the bytes written per call-minute.
 //!
+//! With `--relay rtpengine` the same blaster and receiver drive rtpengine instead
+//! (started here as a child, userspace only, `--num-threads` = `--workers`): every call is
+//! anchored over its ng control protocol (`offer` with the handset's SDP, `answer` with
+//! the trunk's, see `ng.rs`) and the peers send to the ports it answered. CPU is read the
+//! same way for either relay: the scheduler's on-CPU nanoseconds of all the relay
+//! process's threads (`/proc/<pid>/task/*/schedstat`).
+//!
 //! `cargo run --release --example rtp_load -- [--calls 1000] [--secs 10] [--workers 2]
-//! [--record DIR]` (see `bench/README.md`).
+//! [--record DIR] [--relay sallyport|rtpengine]` (see `bench/README.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a load tool: a bad set-up aborts the run
 
 use sallyport::media::engine::{EngineConfig, MediaEngine};
@@ -30,6 +37,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod ng;
 
 const PORT_MIN: u16 = 20000;
 const PACKET: usize = 172;
@@ -63,6 +72,26 @@ fn thread_cpu_seconds(name: &str) -> f64 {
         total += (num(11) + num(12)) / tick;
     }
     total
+}
+
+/// On-CPU seconds of every thread of process `pid` (the scheduler's nanoseconds, first
+/// field of `/proc/<pid>/task/<tid>/schedstat`): the same reading for either relay.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum::<u64>() as f64
+        / 1e9
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join("/"))
+        .unwrap_or_default()
 }
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -242,59 +271,31 @@ fn blaster() {
     let secs = arg("--secs", 10);
     let workers = arg("--workers", 0);
     let record = arg_str("--record");
-    let exe = std::env::current_exe().unwrap();
-    let mut engine_args = vec![
-        "--engine".to_string(),
-        "--calls".into(),
-        calls.to_string(),
-        "--workers".into(),
-        workers.to_string(),
-        "--max-queue-ms".into(),
-        arg("--max-queue-ms", 40).to_string(),
-    ];
-    if let Some(dir) = &record {
-        engine_args.extend(["--record".to_string(), dir.clone()]);
-    }
-    let mut p = Command::new(exe)
-        .args(&engine_args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("engine process");
-    let mut child = Child {
-        input: p.stdin.take().unwrap(),
-        output: BufReader::new(p.stdout.take().unwrap()),
-        process: p,
+    let which = arg_str("--relay").unwrap_or_else(|| "sallyport".into());
+    let mut relay = match which.as_str() {
+        "sallyport" => Relay::Sallyport(start_engine(calls, workers, &record)),
+        "rtpengine" => start_rtpengine(workers),
+        other => {
+            eprintln!("--relay {other}: sallyport or rtpengine");
+            std::process::exit(2);
+        }
     };
 
-    // Peers: [a0, b0, a1, b1, ...]; targets: the engine's address for each.
+    // Peers: [a0, b0, a1, b1, ...]; targets: the relay's address for each.
     let mut peers = Vec::with_capacity(2 * calls);
     let mut targets = Vec::with_capacity(2 * calls);
-    for _ in 0..calls {
+    for i in 0..calls {
         let (a, b) = (
             UdpSocket::bind("127.0.0.1:0").unwrap(),
             UdpSocket::bind("127.0.0.1:0").unwrap(),
         );
-        let answer = child.ask(&format!(
-            "call {} {}",
-            a.local_addr().unwrap(),
-            b.local_addr().unwrap()
-        ));
-        let Some((ga, gb)) = answer
-            .split_once(' ')
-            .filter(|_| !answer.starts_with("error"))
-        else {
-            eprintln!(
-                "engine process: {answer:?} (is another rtp_load still holding ports {PORT_MIN}+?)"
-            );
-            std::process::exit(1);
-        };
-        targets.push(ga.parse::<SocketAddr>().unwrap());
-        targets.push(gb.parse::<SocketAddr>().unwrap());
-        // Connected: the engine answers from the port it advertised (symmetric RTP), and
+        let (ga, gb) = relay.anchor(i, a.local_addr().unwrap(), b.local_addr().unwrap());
+        targets.push(ga);
+        targets.push(gb);
+        // Connected: the relay answers from the port it advertised (symmetric RTP), and
         // a connected socket sends without a route lookup per packet.
-        a.connect(targets[targets.len() - 2]).unwrap();
-        b.connect(targets[targets.len() - 1]).unwrap();
+        a.connect(ga).unwrap();
+        b.connect(gb).unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
         peers.push(a);
@@ -318,31 +319,38 @@ fn blaster() {
     };
 
     std::thread::sleep(warmup);
-    let cpu0: f64 = child.ask("cpu").parse().unwrap();
-    let rcpu0: f64 = child.ask("rcpu").parse().unwrap();
+    let pid = relay.pid();
+    let cpu0 = process_cpu_seconds(pid);
+    let rcpu0: f64 = relay.ask("rcpu").parse().unwrap_or(0.0);
     let own0 = cpu_seconds();
-    let relayed0 = relayed(&child.ask("stats"));
+    let relayed0 = relayed(&relay.ask("stats"));
     let wall0 = Instant::now();
     std::thread::sleep(measure);
-    let cpu1: f64 = child.ask("cpu").parse().unwrap();
-    let rcpu1: f64 = child.ask("rcpu").parse().unwrap();
+    let cpu1 = process_cpu_seconds(pid);
+    let rcpu1: f64 = relay.ask("rcpu").parse().unwrap_or(0.0);
     let own = cpu_seconds() - own0;
-    let relayed1 = relayed(&child.ask("stats"));
+    let relayed1 = relayed(&relay.ask("stats"));
     let wall = wall0.elapsed().as_secs_f64();
+    let load = load_average();
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (received, hist) = receiver.join().unwrap();
-    let stats = child.ask("stats");
-    let recorded = child.ask("finish");
-    drop(child.input);
-    let _ = child.process.wait();
+    let stats = relay.ask("stats");
+    let recorded = relay.ask("finish");
+    relay.stop(calls);
 
     let sent = sent.load(Ordering::Relaxed);
-    let window = relayed1 - relayed0;
+    // Packets delivered whose send stamp is inside the window: the same count for either
+    // relay (rtpengine has no relayed counter here); the engine's own count is printed too.
+    let delivered = hist.0.iter().sum::<u64>();
+    let window = match which.as_str() {
+        "sallyport" => relayed1 - relayed0,
+        _ => delivered,
+    };
     let cpu = cpu1 - cpu0;
     println!(
-        "calls {calls}, {secs} s measured after 1 s warm-up, engine workers {workers} (0 = cores)"
+        "relay {which}, calls {calls}, {secs} s measured after 1 s warm-up, workers {workers} (0 = cores), load average {load}"
     );
     println!(
         "offered {:.0} packets/s ({} calls x 2 directions x {PPS}/s)",
@@ -379,6 +387,18 @@ fn blaster() {
         own / wall
     );
     println!("engine stats: {stats}");
+    println!(
+        "RESULT relay={which} calls={calls} workers={workers} sent={sent} received={received} lost={} loss_pct={:.4} p50_us={} p99_us={} p999_us={} max_us={} cpu_cores={:.3} us_per_packet={:.3} blaster_cores={:.2} load={load}",
+        sent.saturating_sub(received),
+        100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64,
+        hist.quantile(0.5),
+        hist.quantile(0.99),
+        hist.quantile(0.999),
+        hist.quantile(1.0),
+        cpu / wall,
+        cpu * 1e6 / delivered.max(1) as f64,
+        own / wall,
+    );
     if record.is_some() {
         let n: Vec<u64> = recorded
             .split_whitespace()
@@ -403,6 +423,151 @@ fn blaster() {
             rcpu * 1e6 / (wall * calls as f64)
         );
     }
+}
+
+/// The relay under test.
+enum Relay {
+    /// sallyport's `MediaEngine` in a child of this example (`--engine`).
+    Sallyport(Child),
+    /// rtpengine, userspace only, its calls anchored over ng.
+    Rtpengine {
+        process: std::process::Child,
+        ng: ng::NgClient,
+    },
+}
+
+impl Relay {
+    fn pid(&self) -> u32 {
+        match self {
+            Relay::Sallyport(c) => c.process.id(),
+            Relay::Rtpengine { process, .. } => process.id(),
+        }
+    }
+
+    /// Commands of the engine child (`stats`, `rcpu`, `finish`); rtpengine has none here.
+    fn ask(&mut self, line: &str) -> String {
+        match self {
+            Relay::Sallyport(c) => c.ask(line),
+            Relay::Rtpengine { .. } => String::new(),
+        }
+    }
+
+    /// Anchors call `i` between peers `a` and `b`: (where a sends, where b sends).
+    fn anchor(&mut self, i: usize, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+        match self {
+            Relay::Sallyport(child) => {
+                let answer = child.ask(&format!("call {a} {b}"));
+                let Some((ga, gb)) = answer
+                    .split_once(' ')
+                    .filter(|_| !answer.starts_with("error"))
+                else {
+                    eprintln!(
+                        "engine process: {answer:?} (is another rtp_load still holding ports {PORT_MIN}+?)"
+                    );
+                    std::process::exit(1);
+                };
+                (ga.parse().unwrap(), gb.parse().unwrap())
+            }
+            Relay::Rtpengine { ng, .. } => match ng.anchor(&format!("load-{i}"), a, b) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    eprintln!("rtpengine: call {i}: {e}");
+                    std::process::exit(1);
+                }
+            },
+        }
+    }
+
+    fn stop(self, calls: usize) {
+        match self {
+            Relay::Sallyport(child) => {
+                drop(child.input);
+                let mut p = child.process;
+                let _ = p.wait();
+            }
+            Relay::Rtpengine {
+                mut process,
+                mut ng,
+            } => {
+                for i in 0..calls {
+                    let _ = ng.delete(&format!("load-{i}"));
+                }
+                // SAFETY: a signal to the child we started.
+                unsafe { libc::kill(process.id() as i32, libc::SIGTERM) };
+                let _ = process.wait();
+            }
+        }
+    }
+}
+
+fn start_engine(calls: usize, workers: u64, record: &Option<String>) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut engine_args = vec![
+        "--engine".to_string(),
+        "--calls".into(),
+        calls.to_string(),
+        "--workers".into(),
+        workers.to_string(),
+        "--max-queue-ms".into(),
+        arg("--max-queue-ms", 40).to_string(),
+    ];
+    if let Some(dir) = record {
+        engine_args.extend(["--record".to_string(), dir.clone()]);
+    }
+    let mut p = Command::new(exe)
+        .args(&engine_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("engine process");
+    Child {
+        input: p.stdin.take().unwrap(),
+        output: BufReader::new(p.stdout.take().unwrap()),
+        process: p,
+    }
+}
+
+/// Starts rtpengine in the foreground (not the system service): no kernel forwarding
+/// (`--table=-1`), loopback only, its own ng and RTP ports, `--num-threads` = `workers`
+/// (0 = cores). Waits for its ng port to answer `ping`.
+fn start_rtpengine(workers: u64) -> Relay {
+    let threads = match workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+        n => n,
+    };
+    let ng_port = arg("--ng-port", 22230);
+    let bin = arg_str("--rtpengine").unwrap_or_else(|| "rtpengine".into());
+    let log = std::fs::File::create(std::env::temp_dir().join("rtp_load-rtpengine.log"))
+        .expect("rtpengine log file");
+    let process = Command::new(bin)
+        .args([
+            "--config-file=none".to_string(),
+            "--foreground".into(),
+            "--log-stderr".into(),
+            "--log-level=4".into(),
+            "--table=-1".into(),
+            "--interface=127.0.0.1".into(),
+            format!("--listen-ng=127.0.0.1:{ng_port}"),
+            format!("--port-min={}", arg("--rtpengine-port-min", 30000)),
+            format!("--port-max={}", arg("--rtpengine-port-max", 40000)),
+            format!("--num-threads={threads}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("rtpengine (Debian package rtpengine-daemon)");
+    let mut ng = ng::NgClient::connect(SocketAddr::from(([127, 0, 0, 1], ng_port as u16)))
+        .expect("ng socket");
+    let t = Instant::now();
+    while ng.ping().is_err() {
+        if t.elapsed() > Duration::from_secs(10) {
+            eprintln!("rtpengine did not answer ng ping in 10 s (see its log in the temp dir)");
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Relay::Rtpengine { process, ng }
 }
 
 fn relayed(stats: &str) -> u64 {

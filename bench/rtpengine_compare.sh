@@ -1,0 +1,48 @@
+#!/bin/sh
+# Side by side: sallyport's media engine and rtpengine (userspace, --table=-1) relaying
+# the same load from the same generator (examples/rtp_load), alternating the two relays
+# run by run. See bench/README.md, "Side by side with rtpengine".
+#
+#   bench/rtpengine_compare.sh                         # 100 500 1000 2000 sessions, 2 pairs
+#   LOADS="100 1000" PAIRS=3 SECS=5 WORKERS=2 bench/rtpengine_compare.sh
+#
+# Needs rtpengine (Debian package rtpengine-daemon; started here as a normal process, not
+# the system service) and a release build of the example:
+#   cargo build --release --example rtp_load
+# Prints each run's RESULT line; a summary table of all of them at the end.
+set -eu
+cd "$(dirname "$0")/.."
+BIN=${RTP_LOAD:-${CARGO_TARGET_DIR:-target}/release/examples/rtp_load}
+LOADS=${LOADS:-"100 500 1000 2000"}
+PAIRS=${PAIRS:-2}
+SECS=${SECS:-5}
+WORKERS=${WORKERS:-2}
+OUT=${OUT:-$(mktemp -t rtpengine_compare.XXXXXX)}
+[ -x "$BIN" ] || { echo "no $BIN: cargo build --release --example rtp_load" >&2; exit 1; }
+command -v rtpengine >/dev/null || { echo "rtpengine not installed (rtpengine-daemon)" >&2; exit 1; }
+# 2,000 calls: 4,000 peer sockets here, 8,000 in rtpengine (RTP + RTCP per side).
+ulimit -n 65536 2>/dev/null || true
+
+run() { # relay calls
+    "$BIN" --relay "$1" --calls "$2" --secs "$SECS" --workers "$WORKERS" | tee -a "$OUT.log" |
+        grep '^RESULT' | tee -a "$OUT"
+    sleep 1
+}
+
+for calls in $LOADS; do
+    pair=1
+    while [ "$pair" -le "$PAIRS" ]; do
+        # Alternate which relay goes first, so neither always gets the quieter moment.
+        if [ $((pair % 2)) -eq 1 ]; then
+            run sallyport "$calls"; run rtpengine "$calls"
+        else
+            run rtpengine "$calls"; run sallyport "$calls"
+        fi
+        pair=$((pair + 1))
+    done
+done
+
+echo
+echo "relay calls loss% p50us p99us p99.9us cores us/packet load(1/5/15)"
+sed 's/[a-z_0-9]*=//g' "$OUT" | awk '{print $2, $3, $8, $9, $10, $11, $13, $14, $16}'
+echo "(all output: $OUT.log)"
