@@ -721,22 +721,14 @@ pub(crate) async fn search(
     ApiQuery(f): ApiQuery<MessageFilter>,
 ) -> Result<Json<Vec<Message>>, ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
-    for (name, value) in [
-        ("facility_id", &f.facility_id),
-        ("inmate_id", &f.inmate_id),
-        ("contact_id", &f.contact_id),
-    ] {
-        if let Some(v) = value {
-            crate::text::SETTING
-                .check(name, v)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        }
-    }
-    if let Some(q) = &f.q {
-        crate::text::NAME
-            .check("q", q)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
+    super::check_search_filters(
+        &[
+            ("facility_id", &f.facility_id),
+            ("inmate_id", &f.inmate_id),
+            ("contact_id", &f.contact_id),
+        ],
+        f.q.as_ref(),
+    )?;
     if let Some(fid) = &f.facility_id {
         caller.investigate(fid)?;
     }

@@ -26,3 +26,26 @@ pub(super) mod visit_watch;
 pub(super) mod visit_ws;
 pub(super) mod visiting;
 pub(super) mod visits;
+
+use super::error::ApiError;
+
+/// A staff search's filters checked before they reach a query: each id given is a
+/// setting-like token (named in the 400 when it is not), the free text a name-like one.
+fn check_search_filters(
+    ids: &[(&str, &Option<String>)],
+    q: Option<&String>,
+) -> Result<(), ApiError> {
+    for &(name, value) in ids {
+        if let Some(v) = value {
+            crate::text::SETTING
+                .check(name, v)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+    }
+    if let Some(q) = q {
+        crate::text::NAME
+            .check("q", q)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -91,23 +91,15 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<Note>>, ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
     let f = f.normalized();
-    for (name, value) in [
-        ("session_id", &f.session_id),
-        ("inmate_id", &f.inmate_id),
-        ("number", &f.number),
-        ("facility_id", &f.facility_id),
-    ] {
-        if let Some(v) = value {
-            crate::text::SETTING
-                .check(name, v)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        }
-    }
-    if let Some(q) = &f.q {
-        crate::text::NAME
-            .check("q", q)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
+    super::check_search_filters(
+        &[
+            ("session_id", &f.session_id),
+            ("inmate_id", &f.inmate_id),
+            ("number", &f.number),
+            ("facility_id", &f.facility_id),
+        ],
+        f.q.as_ref(),
+    )?;
     if let Some(fid) = &f.facility_id {
         caller.investigate(fid)?;
     }
