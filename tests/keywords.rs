@@ -169,6 +169,36 @@ fn watch(rt: &tokio::runtime::Runtime, db_url: &str, words: &[&str]) {
     });
 }
 
+/// The call both end-to-end tests place: the inmate says "lawyer" and the called party
+/// (another voice) "nobody", each inside the same sentence.
+fn lawyer_and_nobody(dir: &Path) -> (Side, Side) {
+    let said = side(
+        dir,
+        "inmate",
+        "en-us",
+        &[
+            "okay so listen, the",
+            "lawyer",
+            "is what we talked about last week",
+        ],
+        &[1],
+        HANDSET_LEAD_MS,
+    );
+    let heard = side(
+        dir,
+        "called",
+        "en-us+f3",
+        &[
+            "okay so listen, the",
+            "nobody",
+            "is what we talked about last week",
+        ],
+        &[1],
+        0,
+    );
+    (said, heard)
+}
+
 /// One call: the handset says `inmate`, the called party `called`; returns the session.
 fn call(
     dir: &Path,
@@ -247,30 +277,7 @@ fn run_one(rt: &tokio::runtime::Runtime, name: &str, pg: Option<&TestDb>) {
     watch(rt, &url, &["lawyer", "nobody", "package", "zzyzxq"]);
     let inmate = book(&api, "S-KW1", "4821", support::api::NUMBER, false);
     fund(&api, &inmate, "5.00");
-    let said = side(
-        &dir,
-        "inmate",
-        "en-us",
-        &[
-            "okay so listen, the",
-            "lawyer",
-            "is what we talked about last week",
-        ],
-        &[1],
-        HANDSET_LEAD_MS,
-    );
-    let heard = side(
-        &dir,
-        "called",
-        "en-us+f3",
-        &[
-            "okay so listen, the",
-            "nobody",
-            "is what we talked about last week",
-        ],
-        &[1],
-        0,
-    );
+    let (said, heard) = lawyer_and_nobody(&dir);
     let session = call(&dir, &ports, &gw, &inmate.pin, &said, &heard);
     let st = wait_spotted(&api, 1);
     assert_eq!(st["queue"]["done"], 1, "{st}");
@@ -467,30 +474,7 @@ fn leads_page_follows_a_lead_to_the_moment_a_word_was_said() {
     let inmate = book(&api, "S-KWB", "4824", support::api::NUMBER, false);
     let other = book(&api, "S-KWC", "4825", support::api::NUMBER, false);
     fund(&api, &inmate, "5.00");
-    let said = side(
-        &dir,
-        "inmate",
-        "en-us",
-        &[
-            "okay so listen, the",
-            "lawyer",
-            "is what we talked about last week",
-        ],
-        &[1],
-        HANDSET_LEAD_MS,
-    );
-    let heard = side(
-        &dir,
-        "called",
-        "en-us+f3",
-        &[
-            "okay so listen, the",
-            "nobody",
-            "is what we talked about last week",
-        ],
-        &[1],
-        0,
-    );
+    let (said, heard) = lawyer_and_nobody(&dir);
     let session = call(&dir, &ports, &gw, &inmate.pin, &said, &heard);
     wait_spotted(&api, 1);
     let found = alerts(&api, &session);
