@@ -221,7 +221,7 @@ pub const CLI_CALLER: &str = "cli";
 
 /// Loads the config, connects and migrates: what every command needs first.
 pub async fn open(config: &Config) -> anyhow::Result<Store> {
-    let db = Db::connect(&config.database.url, config.database.max_connections)
+    let mut db = Db::connect(&config.database.url, config.database.max_connections)
         .await
         .with_context(|| {
             format!(
@@ -229,6 +229,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Store> {
                 crate::db::redact_url(&config.database.url)
             )
         })?;
+    if !config.database.group_commit {
+        db.commit_alone();
+    }
     db.migrate().await.context("applying migrations")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut store = Store::new(db, clock, &config.security.pin_pepper)

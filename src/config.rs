@@ -154,6 +154,8 @@ pub struct DatabaseConfig {
     /// `sqlite://data/sallyport.db` (one node) or `postgres://user@host/db` (many nodes).
     pub url: String,
     pub max_connections: u32,
+    /// SQLite: writers queued behind one another share a commit (`db::group`).
+    pub group_commit: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -392,6 +394,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "sqlite://data/sallyport.db".into(),
             max_connections: 8,
+            group_commit: true,
         }
     }
 }

@@ -268,6 +268,23 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
     );
 }
 
+/// SQLite's group commits (all zero on PostgreSQL): writes per commit is their ratio.
+pub fn render_db(out: &mut String, g: &crate::db::group::GroupStats) {
+    let counters = [
+        (
+            "sallyport_db_group_commits_total",
+            "Commits of grouped writes on SQLite's local connection.",
+            g.commits,
+        ),
+        (
+            "sallyport_db_group_writes_total",
+            "Writes (transactions) those commits carried.",
+            g.members,
+        ),
+    ];
+    write_family(out, "counter", &counters);
+}
+
 /// SIP over TCP under its bounds: connections refused and closed by reason, and gauges.
 fn render_sip_tcp(out: &mut String, sip: &crate::sip::transport::StatsSnapshot) {
     let _ = writeln!(out, "# HELP sallyport_sip_tcp_refused_total SIP TCP connections closed at once, by the bound they met.\n# TYPE sallyport_sip_tcp_refused_total counter");

@@ -516,6 +516,7 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
         if let Some(g) = &s.gateway {
             metrics::render_gateway(&mut text, g);
         }
+        metrics::render_db(&mut text, &s.store.db().group_stats());
         text
     })
 }

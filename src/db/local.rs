@@ -63,6 +63,8 @@ struct Shape {
 pub struct LocalConn {
     conn: rusqlite::Connection,
     shapes: HashMap<Box<str>, Arc<Shape>>,
+    /// The group commit this connection carries ([`super::group`]).
+    pub(super) group: super::group::GroupState,
 }
 
 impl std::fmt::Debug for LocalConn {
@@ -122,6 +124,11 @@ impl DatabaseError for LocalError {
     }
 }
 
+/// A SQLite error code and message as the sqlx error sqlx's driver would give.
+pub(super) fn error_of(code: i32, message: String) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(LocalError { code, message }))
+}
+
 /// rusqlite's error as the sqlx error the same failure gives through sqlx's driver.
 fn db_error(e: rusqlite::Error) -> sqlx::Error {
     match e {
@@ -157,6 +164,7 @@ impl LocalConn {
         Ok(LocalConn {
             conn,
             shapes: HashMap::new(),
+            group: super::group::GroupState::default(),
         })
     }
 

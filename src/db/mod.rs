@@ -12,6 +12,7 @@
 //! Owns: connecting, SQLite pragmas, migrations, and test databases ([`testing`]).
 //! Called by: the ledger, the record stores, the API and the CLI.
 
+pub mod group;
 pub mod local;
 pub mod schema;
 pub mod testing;
@@ -19,6 +20,7 @@ pub mod testing;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use group::{GroupStats, Groups};
 use local::LocalConn;
 use sqlx::any::{
     AnyConnectOptions, AnyPoolOptions, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo,
@@ -68,6 +70,8 @@ pub struct Db {
     write_gate: Option<Arc<Mutex<()>>>,
     /// SQLite's local connection ([`local`]): short statements run in the caller's thread.
     local: Option<Arc<Mutex<LocalConn>>>,
+    /// SQLite's writers on the local connection share commits ([`group`]).
+    groups: Option<Arc<Groups>>,
     /// Alive while any clone is: the WAL checkpointer thread stops when it is gone.
     _alive: Arc<()>,
 }
@@ -81,7 +85,9 @@ pub struct Conn {
     inner: ConnInner,
     backend: Backend,
     /// The write turn, held for as long as the connection is (writers and transactions).
-    _turn: Option<OwnedMutexGuard<()>>,
+    turn: Option<OwnedMutexGuard<()>>,
+    /// The group commit a local transaction belongs to.
+    groups: Option<Arc<Groups>>,
 }
 
 enum ConnInner {
@@ -118,10 +124,21 @@ impl Conn {
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         match &mut self.inner {
             ConnInner::Local { conn, open } => {
-                if std::mem::take(open) {
-                    conn.batch("COMMIT")?;
+                if !std::mem::take(open) {
+                    return Ok(());
                 }
-                Ok(())
+                let Some(groups) = self.groups.clone() else {
+                    return conn.batch("COMMIT");
+                };
+                let Some(epoch) = groups.done(conn)? else {
+                    return Ok(());
+                };
+                // Others are queued for the turn: let the next one in, and wait for the
+                // group to be committed (by the last of them, or by this member after
+                // `group::MAX_AGE`).
+                self.inner = ConnInner::Closed;
+                self.turn = None;
+                groups.settle(epoch).await
             }
             ConnInner::Pooled(_) | ConnInner::Closed => Ok(()),
             ConnInner::Tx(_) => {
@@ -139,7 +156,10 @@ impl Conn {
         match std::mem::replace(&mut self.inner, ConnInner::Closed) {
             ConnInner::Local { mut conn, open } => {
                 if open {
-                    conn.batch("ROLLBACK")?;
+                    match &self.groups {
+                        Some(groups) => groups.abandon(&mut conn),
+                        None => conn.batch("ROLLBACK")?,
+                    }
                 }
                 Ok(())
             }
@@ -152,8 +172,13 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         if let ConnInner::Local { conn, open: true } = &mut self.inner {
-            if let Err(e) = conn.batch("ROLLBACK") {
-                tracing::error!(error = %e, "rolling back an abandoned local transaction failed");
+            match &self.groups {
+                Some(groups) => groups.abandon(conn),
+                None => {
+                    if let Err(e) = conn.batch("ROLLBACK") {
+                        tracing::error!(error = %e, "rolling back an abandoned local transaction failed");
+                    }
+                }
             }
         }
     }
@@ -281,11 +306,16 @@ impl Db {
             }
             _ => None,
         };
+        let groups = match (&write_gate, &local) {
+            (Some(gate), Some(local)) => Some(Arc::new(Groups::new(gate.clone(), local.clone()))),
+            _ => None,
+        };
         Ok(Db {
             pool,
             backend,
             write_gate,
             local,
+            groups,
             _alive: alive,
         })
     }
@@ -298,11 +328,26 @@ impl Db {
     /// one is done. Take the turn **before** a connection (a task holding a connection
     /// while it waits here could starve the turn-holder of one). `None` on PostgreSQL,
     /// where row locks do the work. Other processes (the CLI) still meet the busy handler.
+    ///
+    /// With the local connection, the open group ([`group`]) is committed first: the holder
+    /// of this turn writes on its own, and must not wait on a group nobody else can commit.
     pub async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
-        match &self.write_gate {
-            Some(g) => Some(g.clone().lock_owned().await),
-            None => None,
+        match (&self.groups, &self.write_gate) {
+            (Some(groups), _) => Some(groups.turn_alone().await),
+            (None, Some(g)) => Some(g.clone().lock_owned().await),
+            (None, None) => None,
         }
+    }
+
+    /// Every write on SQLite's local connection commits on its own (`database.group_commit
+    /// = false`): no group commit.
+    pub fn commit_alone(&mut self) {
+        self.groups = None;
+    }
+
+    /// The group commits so far (SQLite's local connection; zero elsewhere).
+    pub fn group_stats(&self) -> GroupStats {
+        self.groups.as_ref().map(|g| g.stats()).unwrap_or_default()
     }
 
     /// Applies the migrations of this backend that have not run yet.
@@ -357,10 +402,36 @@ impl Db {
         self.conn_with(turn).await
     }
 
+    /// A short write whose commit may be shared with other writers' ([`group`]): on
+    /// SQLite's local connection a member of a group commit, ended by [`Conn::commit`]
+    /// (which returns once it is durable) and undone if dropped without it; elsewhere
+    /// [`Db::write_conn`], where each statement commits itself and `commit` is a no-op.
+    /// For the writes of a session's life; run one statement or a few, then commit.
+    pub async fn write(&self) -> Result<Conn, sqlx::Error> {
+        match &self.groups {
+            Some(_) => self.begin().await,
+            None => self.write_conn().await,
+        }
+    }
+
     /// A write transaction on a [`Conn`]: the write turn, then `BEGIN IMMEDIATE` on
     /// SQLite's local connection, or a pooled transaction on PostgreSQL. Ends with
     /// [`Conn::commit`]; dropped, it rolls back.
+    ///
+    /// On SQLite the transaction is a member of a group commit ([`group`]): its
+    /// [`Conn::commit`] returns once the group holding it is committed.
     pub async fn begin(&self) -> Result<Conn, sqlx::Error> {
+        if let Some(groups) = &self.groups {
+            let turn = groups.turn().await;
+            let mut conn = groups.conn().await;
+            groups.join(&mut conn)?;
+            return Ok(Conn {
+                inner: ConnInner::Local { conn, open: true },
+                backend: self.backend,
+                turn: Some(turn),
+                groups: Some(groups.clone()),
+            });
+        }
         let turn = self.write_turn().await;
         match &self.local {
             Some(local) => {
@@ -373,7 +444,8 @@ impl Db {
                 Ok(Conn {
                     inner: ConnInner::Local { conn, open: true },
                     backend: self.backend,
-                    _turn: turn,
+                    turn,
+                    groups: None,
                 })
             }
             None => Ok(Conn {
@@ -382,7 +454,8 @@ impl Db {
                     other => sqlx::Error::Protocol(other.to_string()),
                 })?),
                 backend: self.backend,
-                _turn: turn,
+                turn,
+                groups: None,
             }),
         }
     }
@@ -393,7 +466,8 @@ impl Db {
         Ok(Conn {
             inner: ConnInner::Pooled(self.pool.acquire().await?),
             backend: self.backend,
-            _turn: None,
+            turn: None,
+            groups: None,
         })
     }
 
@@ -403,7 +477,8 @@ impl Db {
         Ok(Conn {
             inner: ConnInner::Tx(self.pool.begin_with(begin.to_string()).await?),
             backend: self.backend,
-            _turn: None,
+            turn: None,
+            groups: None,
         })
     }
 
@@ -411,7 +486,8 @@ impl Db {
         let inner = match &self.local {
             Some(local) => {
                 let mut conn = local.clone().lock_owned().await;
-                if conn.in_transaction() {
+                if conn.in_transaction() && !conn.group.is_open() {
+                    // A transaction left open by a cancelled caller: nothing of it stands.
                     conn.batch("ROLLBACK")?;
                 }
                 ConnInner::Local { conn, open: false }
@@ -421,7 +497,8 @@ impl Db {
         Ok(Conn {
             inner,
             backend: self.backend,
-            _turn: turn,
+            turn,
+            groups: None,
         })
     }
 
@@ -441,6 +518,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(groups) = &self.groups {
+            groups.flush().await;
+        }
         self.pool.close().await;
     }
 }

@@ -302,7 +302,7 @@ pub struct NewSession<'a> {
 
 /// Opens an `active` call session.
 pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    let mut dbc = db.write_conn().await?;
+    let mut dbc = db.write().await?;
     sqlx::query(
         "INSERT INTO sessions (id, kind, facility_id, handset_id, dialed, state, node_id, sip_call_id, invite_at) \
          VALUES ($1, 'call', $2, $3, $4, 'active', $5, $6, $7)",
@@ -316,7 +316,7 @@ pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Resul
     .bind(to_micros(now))
     .execute(&mut dbc)
     .await?;
-    Ok(())
+    dbc.commit().await
 }
 
 /// A video visit's session row as its driver opens it (when the slot opens).
@@ -452,7 +452,7 @@ pub async fn claim_inmate(
     inmate_id: &str,
     account_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let mut dbc = db.write_conn().await?;
+    let mut dbc = db.write().await?;
     let r = sqlx::query(
         "UPDATE sessions SET inmate_id = $2, account_id = $3 WHERE id = $1 AND state = 'active'",
     )
@@ -461,7 +461,9 @@ pub async fn claim_inmate(
     .bind(account_id)
     .execute(&mut dbc)
     .await;
-    claimed(r)
+    let claimed = claimed(r)?;
+    dbc.commit().await?;
+    Ok(claimed)
 }
 
 /// Whether a claim's UPDATE took the session: `false` when the unique index
@@ -504,7 +506,7 @@ pub struct Progress<'a> {
 
 /// Records a live session's progress (see [`Progress`]); a no-op once it has ended.
 pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::Error> {
-    let mut dbc = db.write_conn().await?;
+    let mut dbc = db.write().await?;
     sqlx::query(
         "UPDATE sessions SET number_e164 = COALESCE($2, number_e164), \
          privileged = COALESCE($3, privileged), answer_at = COALESCE($4, answer_at), \
@@ -517,7 +519,7 @@ pub async fn progress(db: &Db, id: &str, p: &Progress<'_>) -> Result<(), sqlx::E
     .bind(p.accepted_at.map(to_micros))
     .execute(&mut dbc)
     .await?;
-    Ok(())
+    dbc.commit().await
 }
 
 /// The tariff applied to a call and what it was authorized for, written at authorization
@@ -560,7 +562,7 @@ pub async fn claim_and_authorize(
     c: &Claim<'_>,
     a: &Authorized<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let mut dbc = db.write_conn().await?;
+    let mut dbc = db.write().await?;
     let r = sqlx::query(
         "UPDATE sessions SET inmate_id = $13, account_id = $14, contact_id = $2, \
          number_e164 = $3, privileged = $4, rate_plan_id = $5, rate_deck_id = $6, \
@@ -584,7 +586,9 @@ pub async fn claim_and_authorize(
     .bind(c.account_id)
     .execute(&mut dbc)
     .await;
-    claimed(r)
+    let claimed = claimed(r)?;
+    dbc.commit().await?;
+    Ok(claimed)
 }
 
 /// Records on a live session that its parties were cut apart at `media_end_at` for
@@ -597,7 +601,7 @@ pub async fn record_media_end(
     reason: &str,
     media_end_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let mut dbc = db.write_conn().await?;
+    let mut dbc = db.write().await?;
     sqlx::query(
         "UPDATE sessions SET end_reason = $2, media_end_at = $3 \
          WHERE id = $1 AND state = 'active' AND end_reason IS NULL",
@@ -607,7 +611,7 @@ pub async fn record_media_end(
     .bind(to_micros(media_end_at))
     .execute(&mut dbc)
     .await?;
-    Ok(())
+    dbc.commit().await
 }
 
 /// Marks a live session recorded by `recording_id`, inside the transaction that registers
@@ -638,7 +642,7 @@ pub async fn mark_recorded(
 /// whether the account paying the call is still open: `false` once the inmate was
 /// released (the call must end `released`).
 pub async fn count_increment(db: &Db, id: &str, increment: u32) -> Result<bool, sqlx::Error> {
-    let mut dbc = db.write_conn().await?;
+    let mut dbc = db.write().await?;
     sqlx::query(
         "UPDATE sessions SET billed_increments = $2 \
          WHERE id = $1 AND state = 'active' AND billed_increments < $2",
@@ -655,6 +659,7 @@ pub async fn count_increment(db: &Db, id: &str, increment: u32) -> Result<bool, 
     .await?
     .map(|r| r.try_get("status"))
     .transpose()?;
+    dbc.commit().await?;
     Ok(status.as_deref() != Some("closed"))
 }
 
@@ -704,7 +709,7 @@ pub async fn close_with(
     e: &SessionEnd<'_>,
     call: &CallEnd,
 ) -> Result<bool, sqlx::Error> {
-    let mut dbc = db.write_conn().await?;
+    let mut dbc = db.write().await?;
     // The ledger's count and amount are read by the statement itself (one round trip):
     // the charges of every debit committed before it.
     let (n, amount) = (
@@ -740,6 +745,7 @@ pub async fn close_with(
     )
     .execute(&mut dbc)
     .await?;
+    dbc.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -296,9 +296,12 @@ impl Store {
         // draws ids before commit, so there the two go in one transaction holding each
         // subject's advisory lock.
         if self.db.backend() == Backend::Sqlite {
-            let mut conn = self.db.write_conn().await?;
+            // A member of a group commit (`db::group`): the attempts of the group's earlier
+            // members are on this connection, in id order, and counted as committed ones.
+            let mut conn = self.db.write().await?;
             let id = insert_attempt(&mut conn, a, outcome, now).await?;
             let counted = failures_before(&mut conn, a.facility_id, subjects, id).await?;
+            conn.commit().await?;
             return Ok((id, counted));
         }
         let mut tx = self.db.begin().await?;
@@ -334,13 +337,14 @@ impl Store {
         id: i64,
         outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
-        let mut dbc = self.db.write_conn().await?;
+        let mut dbc = self.db.write().await?;
         sqlx::query("UPDATE pin_attempts SET outcome = $2, success = $3 WHERE id = $1")
             .bind(id)
             .bind(outcome.as_str())
             .bind(bool_to_i64(outcome == AttemptOutcome::Valid))
             .execute(&mut dbc)
             .await?;
+        dbc.commit().await?;
         Ok(())
     }
 
