@@ -494,7 +494,15 @@ impl Switchboard {
         };
         let session_id = uuid::Uuid::now_v7().to_string();
         tracing::Span::current().record("session", session_id.as_str());
-        let opened = cdr::open_call(
+        // One session per INVITE in the cluster: a proxy may have failed this INVITE over
+        // to another node while this one had not read it yet (docs/operator-guide.md,
+        // "Telling the load balancer").
+        let invite_key = cdr::InviteKey {
+            call_id: &dialog.call_id,
+            from_tag: dialog.remote_tag.as_deref().unwrap_or_default(),
+            cseq: invite.headers.cseq().map(|c| c.seq).unwrap_or_default(),
+        };
+        let opened = cdr::open_handset_call(
             self.store.db(),
             &NewSession {
                 id: &session_id,
@@ -504,13 +512,25 @@ impl Switchboard {
                 node_id: &self.config.node.id,
                 sip_call_id: Some(&dialog.call_id),
             },
+            &invite_key,
             self.wall(),
         )
         .await;
-        if let Err(e) = opened {
-            let detail = format!("cannot open the session: {e}");
-            let r = refuse(Refusal::Internal, 500, "Server Internal Error", &detail);
-            return self.respond(&key, r).await;
+        match opened {
+            Ok(cdr::Opened::Opened) => {}
+            Ok(cdr::Opened::TakenBy {
+                node_id,
+                session_id,
+            }) => {
+                let detail = format!("node {node_id} took this INVITE (session {session_id})");
+                let r = refuse(Refusal::Merged, 482, "Loop Detected", &detail);
+                return self.respond(&key, r).await;
+            }
+            Err(e) => {
+                let detail = format!("cannot open the session: {e}");
+                let r = refuse(Refusal::Internal, 500, "Server Internal Error", &detail);
+                return self.respond(&key, r).await;
+            }
         }
         info!(dialed = %redacted(&dialed), facility = %facility_id, handset = %handset_id, "call started");
         let control = self.live.register(&session_id);
