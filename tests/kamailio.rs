@@ -19,7 +19,8 @@
 //! reaches the handset from the proxy), and a handset's BYE through the proxy ends its
 //! call; a handset authenticates by digest through the proxy in front of two nodes; a node whose link to PostgreSQL is cut answers
 //! OPTIONS 503 within seconds, the calls go to the other node, and once the link is back
-//! both nodes take calls again.
+//! both nodes take calls again. An INVITE the proxy failed over from a paused node is one
+//! call; a node reached over TCP through a host-named Record-Route sends its BYE there.
 //!
 //! Without PostgreSQL (`SALLYPORT_TEST_DATABASE_URL`), sipp or Kamailio the test prints
 //! why and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
@@ -49,8 +50,14 @@ struct Kamailio(Child);
 
 impl Kamailio {
     fn start(dir: &Workdir, addr: SocketAddr, nodes: &[SocketAddr]) -> Kamailio {
+        let uris: Vec<String> = nodes.iter().map(|n| format!("sip:{n}")).collect();
+        Kamailio::start_with(dir, addr, &uris, &[])
+    }
+
+    /// Kamailio dispatching to the SIP URIs `nodes`, with more `-A` defines.
+    fn start_with(dir: &Workdir, addr: SocketAddr, nodes: &[String], defines: &[&str]) -> Kamailio {
         let list = dir.join("dispatcher.list");
-        let lines: Vec<String> = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+        let lines: Vec<String> = nodes.iter().map(|n| format!("1 {n}\n")).collect();
         fs::write(&list, lines.concat()).unwrap();
         let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/kamailio.cfg");
         let child = Command::new("kamailio")
@@ -64,6 +71,7 @@ impl Kamailio {
             .arg("-A")
             .arg(format!("DS_LIST=\"{}\"", list.display()))
             .args(["-A", "DS_PING_SECS=1"])
+            .args(defines.iter().flat_map(|d| ["-A", d]))
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 fs::File::create(dir.join("gateway-kamailio.log")).unwrap(),
@@ -1040,5 +1048,88 @@ fn failover_from_a_paused_node(name: &str, resume_after: Duration) {
     trunks[p].stop();
     api.assert_ledger_clean();
     drop(nodes);
+    rt.block_on(db.cleanup());
+}
+
+/// The node's SIP over TCP address, from the line `serve` printed.
+fn tcp_of(dir: &Workdir, name: &str) -> SocketAddr {
+    let out = fs::read_to_string(dir.join(format!("{name}.stdout"))).unwrap();
+    out.lines()
+        .find_map(|l| l.split("tcp://").nth(1))
+        .map(|a| a.trim().parse().unwrap())
+        .expect("the node's SIP over TCP address")
+}
+
+/// The proxy reaches the node over TCP and names itself by a host name in its
+/// Record-Route (`advertise localhost:…`): the node's 200 carries that route back, and the
+/// BYE the node sends when the money runs out goes to the name it resolves, over TCP, and
+/// reaches the handset through the proxy (a handset on UDP; the proxy record-routes
+/// twice, one entry per side).
+#[test]
+fn a_node_behind_the_proxy_over_tcp_routes_its_bye_to_a_host_name() {
+    let Some((rt, db, url)) = postgres_and_peers() else {
+        return;
+    };
+    let dir = Workdir::new("kamailio", "tcp_host_name");
+    let ports = sipp::ports();
+    let gw = node(&dir, &ports, &url, "node-a");
+    let api = gw.api.clone();
+    three_second_increments(&api);
+    let node_tcp = tcp_of(&dir, "gateway-node-a");
+    let proxy = free_udp();
+    let proxy_tcp = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listen_tcp = format!(
+        "LISTEN_TCP=tcp:{proxy_tcp} advertise localhost:{}",
+        proxy_tcp.port()
+    );
+    let _kamailio = Kamailio::start_with(
+        &dir,
+        proxy,
+        &[format!("sip:{node_tcp};transport=tcp")],
+        &[&listen_tcp],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    let cut = book(&api, "H-1", "1357", NUMBER, false);
+    fund(&api, &cut, "0.0075");
+    let mut trunk = Trunk::answer("1").spawn(&dir.join("t1"), &ports);
+    let mut h = Handset::new(&cut.pin, Via::Info).spawn(&dir, 0, &ports, proxy);
+    h.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(60));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "funds_exhausted", "{cdr}");
+    assert_eq!(cdr["billed_increments"], 3, "{cdr}");
+
+    let trace = h.messages();
+    let ok = message_starting(&trace, "SIP/2.0 200 OK").expect("the 200 in the trace");
+    assert!(
+        ok.contains(&format!(
+            "<sip:localhost:{};transport=tcp;",
+            proxy_tcp.port()
+        )),
+        "the node's 200 carries the proxy's host-named TCP Record-Route:\n{ok}"
+    );
+    let bye = message_starting(&trace, "BYE sip:").expect("the node's BYE in the trace");
+    let top_via = bye
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .unwrap_or_default();
+    assert!(
+        top_via.starts_with(&format!("Via: SIP/2.0/UDP {proxy};")),
+        "the node's BYE reached the handset through the proxy:\n{bye}"
+    );
+    assert!(
+        bye.contains("Via: SIP/2.0/TCP"),
+        "the node sent its BYE over TCP:\n{bye}"
+    );
+    kamailio_logged(
+        &dir,
+        &format!("BYE {} routed from 127.0.0.1:", call_id_of(&h)),
+    );
+    api.assert_ledger_clean();
+    drop(gw);
     rt.block_on(db.cleanup());
 }

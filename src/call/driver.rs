@@ -145,8 +145,11 @@ pub struct Switchboard {
     pub(super) auth: DigestAuth,
     pub(super) live: LiveCalls,
     pub(super) routes: RouteTable,
-    /// host:port of our Via and Contact.
+    /// host:port of our Via and Contact (SIP over UDP: trunks, and handsets on UDP).
     pub(super) sent_by: String,
+    /// The same for a handset that reached us over TCP: our TCP listening port, which
+    /// may differ from the UDP one (`sip.tcp_listen`).
+    pub(super) sent_by_tcp: String,
     pub(super) timers: CallTimers,
     /// The PIN lockout's thresholds and times (`[security]`).
     pub(super) lockout: crate::policy::lockout::PinLockout,
@@ -182,6 +185,11 @@ impl Switchboard {
             config.rtp.advertised_ip,
             sip.local_udp_addr().port()
         );
+        let sent_by_tcp = format!(
+            "{}:{}",
+            config.rtp.advertised_ip,
+            sip.local_tcp_addr().port()
+        );
         let timers = CallTimers {
             accept: Duration::from_secs(u64::from(config.billing.accept_timeout_secs)),
             pin_attempts: config.security.pin_attempts_per_call.max(1),
@@ -202,6 +210,7 @@ impl Switchboard {
             live,
             routes: RouteTable::default(),
             sent_by,
+            sent_by_tcp,
             timers,
             stats: Arc::default(),
             health: Default::default(),
@@ -330,6 +339,14 @@ impl Switchboard {
     /// (a failure is logged there, which is all a call would do with it).
     pub(super) async fn respond(&self, key: &TxKey, resp: Response) {
         self.sip.post_response(key.clone(), resp).await;
+    }
+
+    /// Our host:port as a peer on `transport` reaches us.
+    pub(super) fn sent_by_for(&self, transport: Transport) -> &str {
+        match transport.is_reliable() {
+            true => &self.sent_by_tcp,
+            false => &self.sent_by,
+        }
     }
 
     pub(super) fn now(&self) -> Instant {
@@ -484,7 +501,12 @@ impl Switchboard {
         };
         media.set_leg(Side::A, handset_media, LatchPolicy::Exact);
         let tag = new_tag();
-        let dialog = match Dialog::uas(&invite, &tag, &self.sent_by, transport.is_reliable()) {
+        let dialog = match Dialog::uas(
+            &invite,
+            &tag,
+            self.sent_by_for(transport),
+            transport.is_reliable(),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 let phrase = format!("Bad Request ({e})");
