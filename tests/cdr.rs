@@ -713,6 +713,94 @@ async fn the_timeline_tells_the_call_in_order(w: World) {
     w.t.cleanup().await;
 }
 
+/// One session per handset INVITE (RFC 3261 8.2.2.2: Call-ID, From tag, CSeq), whichever
+/// node opens it: the INVITE a proxy failed over from a node that read it later is
+/// refused there, naming the node that took it; the handset's authenticated retry (a
+/// higher CSeq) and another call are new INVITEs; opened at once from two connections,
+/// one wins. Forgotten after a day.
+async fn one_session_per_handset_invite(w: World) {
+    let session = |id: &'static str, node: &'static str| NewSession {
+        id,
+        facility_id: "F1",
+        handset_id: None,
+        dialed: "5551230001",
+        node_id: node,
+        sip_call_id: Some("c1@handset"),
+    };
+    let invite = cdr::InviteKey {
+        call_id: "c1@handset",
+        from_tag: "t1",
+        cseq: 2,
+    };
+    let db = w.store.db();
+    let opened = cdr::open_handset_call(db, &session("v1", "n2"), &invite, w.now()).await;
+    assert_eq!(opened.unwrap(), cdr::Opened::Opened);
+    let again = cdr::open_handset_call(db, &session("v2", "n1"), &invite, w.now()).await;
+    assert_eq!(
+        again.unwrap(),
+        cdr::Opened::TakenBy {
+            node_id: "n2".into(),
+            session_id: "v1".into()
+        }
+    );
+    assert!(w.store.call("v2").await.is_err(), "no second session");
+    // Still refused once the first session has ended.
+    let now = w.now();
+    w.close("v1", EndReason::CallerHangup, [now, now, now], 0)
+        .await;
+    let after = cdr::open_handset_call(db, &session("v3", "n1"), &invite, w.now()).await;
+    assert!(matches!(after.unwrap(), cdr::Opened::TakenBy { .. }));
+    for (id, key) in [
+        ("v4", cdr::InviteKey { cseq: 3, ..invite }),
+        (
+            "v5",
+            cdr::InviteKey {
+                from_tag: "t2",
+                ..invite
+            },
+        ),
+        (
+            "v6",
+            cdr::InviteKey {
+                call_id: "c2@handset",
+                ..invite
+            },
+        ),
+    ] {
+        let opened = cdr::open_handset_call(db, &session(id, "n1"), &key, w.now()).await;
+        assert_eq!(opened.unwrap(), cdr::Opened::Opened, "{key:?}");
+    }
+
+    // Two at once (two nodes' connections on PostgreSQL; SQLite's writes take turns).
+    let race = cdr::InviteKey {
+        call_id: "c3@handset",
+        ..invite
+    };
+    let (r1, r2) = (session("r1", "n1"), session("r2", "n2"));
+    let (a, b) = tokio::join!(
+        cdr::open_handset_call(db, &r1, &race, w.now()),
+        cdr::open_handset_call(db, &r2, &race, w.now()),
+    );
+    let mut results = [a.unwrap(), b.unwrap()];
+    results.sort_by_key(|r| *r != cdr::Opened::Opened);
+    assert_eq!(results[0], cdr::Opened::Opened, "{results:?}");
+    assert!(
+        matches!(results[1], cdr::Opened::TakenBy { .. }),
+        "{results:?}"
+    );
+    let live = [
+        w.store.call("r1").await.is_ok(),
+        w.store.call("r2").await.is_ok(),
+    ];
+    assert_eq!(live.iter().filter(|l| **l).count(), 1, "{live:?}");
+
+    let forgotten = cdr::forget_invites_before(db, w.now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 5, "v1, v4, v5, v6 and the race's winner");
+    w.t.cleanup().await;
+}
+
 macro_rules! battery {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::world(super::Backend::Sqlite).await.unwrap()).await } )* }
@@ -728,4 +816,5 @@ battery!(
     a_crashed_unrecorded_call_ends_at_its_last_debit,
     a_cut_recorded_before_a_crash_survives_it,
     the_timeline_tells_the_call_in_order,
+    one_session_per_handset_invite,
 );

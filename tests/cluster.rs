@@ -6,7 +6,9 @@
 //!   this test plays the browser: the SDP answer carries node-a's media address, not
 //!   node-b's, and ICE, DTLS and the call's audio arrive from node-a), the listener is
 //!   stopped through node-b, then the call is terminated through node-b (CDR
-//!   `terminated`, BYE to both legs); a second call is ended by releasing its inmate
+//!   `terminated`, BYE to both legs), and its recording (made by node-a, on the
+//!   recordings directory the nodes share) is played through node-b, with a ticket
+//!   node-a honours too; a second call is ended by releasing its inmate
 //!   through node-b (`released`). Each action is audited once, naming node-a.
 //! - In process: a node that is dead (silent for `cluster.dead_after_secs`) is taken over
 //!   by the node a request reached, which answers 409 `call_ended`; a node that never
@@ -635,6 +637,35 @@ fn a_call_on_one_node_is_listened_to_terminated_and_released_through_another() {
         (409, Some("call_ended")),
         "{v}"
     );
+
+    // Its recording, made by node-a, played through node-b (the nodes share
+    // recording.dir, as a cluster must): a ticket from node-b plays on node-b and on
+    // node-a alike, the whole file.
+    let rec_id = cdr["recording_id"]
+        .as_str()
+        .expect("a recorded call")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let rec = api_b.get(&format!("/api/v1/recordings/{rec_id}"));
+        if !rec["bytes"].is_null() {
+            break rec;
+        }
+        assert!(Instant::now() < deadline, "never finished: {rec}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(rec["node_id"], "node-a", "{rec}");
+    let ticket = api_b.post(&format!("/api/v1/recordings/{rec_id}/play"), json!({}));
+    let url = ticket["url"].as_str().expect("a playback URL");
+    for api in [&api_b, &api_a] {
+        let (s, head, _) = api.anonymous().send("GET", url, None, &[]);
+        assert_eq!(s, 200, "{head}");
+        assert!(head.contains("content-type: audio/wav"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", rec["bytes"])),
+            "{head} {rec}"
+        );
+    }
 
     // Audited once each, by node-b (where the caller was), naming node-a.
     for action in ["call.listen", "call.unlisten", "call.terminate"] {

@@ -12,6 +12,8 @@
 //! - One node (SQLite) drained during a call by `sallyport drain`: OPTIONS answers 503
 //!   (200 before), a new INVITE gets 503 with `Retry-After`, `/readyz` 503 `draining`, the call in progress goes
 //!   on to its own end, and the node exits (status 0, pid file gone) after it.
+//! - A session whose 200 is never ACKed ends `system` within 64·T1, and the same INVITE
+//!   on a new branch (a merged request) gets 482 and no second session.
 //!
 //! Without PostgreSQL (`SALLYPORT_TEST_DATABASE_URL`) or sipp the tests print why and
 //! pass, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
@@ -308,4 +310,82 @@ fn a_draining_node_finishes_its_call_refuses_new_ones_and_exits() {
     };
     assert!(status.success(), "{status}");
     assert!(!dir.join("sallyport-node-1.pid").exists());
+}
+
+/// A session whose 200 is never ACKed — what a node that answered an INVITE a proxy had
+/// already failed over would be left with, had it opened one — ends by itself with a
+/// reason (`system`) when the 200's retransmissions give up (64·T1, 32 s), never staying
+/// open. The same INVITE again on a new branch (a merged request) gets 482 and no second
+/// session.
+#[test]
+fn a_200_never_acked_ends_its_session_with_a_reason() {
+    let dir = Workdir::new("cluster_takeover", "never_acked");
+    let ports = sipp::ports();
+    let g = Gateway::start_as(&dir, &ports, "gateway");
+    let api = g.api.clone();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = s.local_addr().unwrap();
+    let to = g.sip;
+    let n = rand_tag();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ports.handsets[0].1
+    );
+    let invite = |branch: &str| {
+        format!(
+            "INVITE sip:{NUMBER}@{to} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:handset-1@{me}>;tag=f{n}\r\n\
+             To: <sip:{NUMBER}@{to}>\r\n\
+             Call-ID: unacked-{n}@{me}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:handset-1@{me}>\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let final_answer = |s: &UdpSocket| loop {
+        let mut buf = [0u8; 4096];
+        let (len, _) = s.recv_from(&mut buf).expect("an answer");
+        let text = String::from_utf8_lossy(&buf[..len]).to_string();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    };
+    s.send_to(invite(&format!("a{n}")).as_bytes(), to).unwrap();
+    let ok = final_answer(&s);
+    assert!(status_line(&ok).starts_with("SIP/2.0 200"), "{ok}");
+    let opened = Instant::now();
+    s.send_to(invite(&format!("b{n}")).as_bytes(), to).unwrap();
+    // Skip the 200's retransmissions: the merged request's own answer.
+    let merged = loop {
+        let a = final_answer(&s);
+        if !a.starts_with("SIP/2.0 200") {
+            break a;
+        }
+    };
+    assert!(status_line(&merged).starts_with("SIP/2.0 482"), "{merged}");
+
+    // Never ACKed: the session ends by itself.
+    let cdr = loop {
+        let calls = api.get("/api/v1/calls?facility_id=DEMO&limit=10")["items"].clone();
+        let calls = calls.as_array().unwrap().clone();
+        assert_eq!(calls.len(), 1, "one session: {calls:?}");
+        if calls[0]["state"] == "ended" {
+            break calls[0].clone();
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(60),
+            "still open: {calls:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(cdr["end_reason"], "system", "{cdr}");
+    assert!(cdr["accepted_at"].is_null(), "{cdr}");
+    assert!(opened.elapsed() >= Duration::from_secs(30), "{cdr}");
+    drop(g);
 }

@@ -19,7 +19,8 @@
 //! reaches the handset from the proxy), and a handset's BYE through the proxy ends its
 //! call; a handset authenticates by digest through the proxy in front of two nodes; a node whose link to PostgreSQL is cut answers
 //! OPTIONS 503 within seconds, the calls go to the other node, and once the link is back
-//! both nodes take calls again.
+//! both nodes take calls again. An INVITE the proxy failed over from a paused node is one
+//! call; a node reached over TCP through a host-named Record-Route sends its BYE there.
 //!
 //! Without PostgreSQL (`SALLYPORT_TEST_DATABASE_URL`), sipp or Kamailio the test prints
 //! why and passes, unless `SALLYPORT_REQUIRE_EXTERNAL=1`.
@@ -49,8 +50,14 @@ struct Kamailio(Child);
 
 impl Kamailio {
     fn start(dir: &Workdir, addr: SocketAddr, nodes: &[SocketAddr]) -> Kamailio {
+        let uris: Vec<String> = nodes.iter().map(|n| format!("sip:{n}")).collect();
+        Kamailio::start_with(dir, addr, &uris, &[])
+    }
+
+    /// Kamailio dispatching to the SIP URIs `nodes`, with more `-A` defines.
+    fn start_with(dir: &Workdir, addr: SocketAddr, nodes: &[String], defines: &[&str]) -> Kamailio {
         let list = dir.join("dispatcher.list");
-        let lines: Vec<String> = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+        let lines: Vec<String> = nodes.iter().map(|n| format!("1 {n}\n")).collect();
         fs::write(&list, lines.concat()).unwrap();
         let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/kamailio.cfg");
         let child = Command::new("kamailio")
@@ -64,6 +71,7 @@ impl Kamailio {
             .arg("-A")
             .arg(format!("DS_LIST=\"{}\"", list.display()))
             .args(["-A", "DS_PING_SECS=1"])
+            .args(defines.iter().flat_map(|d| ["-A", d]))
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 fs::File::create(dir.join("gateway-kamailio.log")).unwrap(),
@@ -876,5 +884,252 @@ fn a_node_that_loses_its_database_answers_503_and_calls_go_to_the_other() {
     api.assert_ledger_clean();
     drop(nodes);
     drop(link);
+    rt.block_on(db.cleanup());
+}
+
+/// `id`'s sessions for the handset INVITE with Call-ID `call_id`: (node, state, end
+/// reason, billed increments).
+fn sessions_of(
+    rt: &tokio::runtime::Runtime,
+    db: &TestDb,
+    call_id: &str,
+) -> Vec<(String, String, Option<String>, i64)> {
+    use sqlx::Row;
+    rt.block_on(
+        sqlx::query(
+            "SELECT node_id, state, end_reason, billed_increments FROM sessions \
+             WHERE sip_call_id = $1 ORDER BY invite_at",
+        )
+        .bind(call_id)
+        .fetch_all(db.db.pool()),
+    )
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.get("node_id"),
+            r.get("state"),
+            r.get("end_reason"),
+            r.get::<i64, _>("billed_increments"),
+        )
+    })
+    .collect()
+}
+
+/// An INVITE failed over while the first node still holds it (bench/README, "The failed
+/// run"): the node the proxy's round robin sends the next call to is paused (SIGSTOP) for
+/// longer than the proxy's 2 s `fr_timer`, so Kamailio fails the INVITE over to the other
+/// node, which sets the call up; then the paused node resumes and reads the INVITE (and
+/// the proxy's retransmissions of it) from its socket. The handset's one call is one
+/// session, charged once and bridged once: the resumed node finds the INVITE already taken
+/// by the other node and refuses it (482, a merged request, RFC 3261 8.2.2.2) without
+/// opening a session, and nothing is left open.
+///
+/// Twice: the node resumes 2 s after the failover, while the proxy still holds the
+/// transaction (it CANCELs the node's branch once it answers 100), and 10 s after, when
+/// the proxy has forgotten the transaction and the node's late answers reach it as
+/// strays (it drops them: `reply_route` in `config/kamailio.cfg`).
+#[test]
+fn an_invite_failed_over_from_a_paused_node_is_one_call() {
+    failover_from_a_paused_node("failover_paused", Duration::from_secs(2));
+}
+
+#[test]
+fn an_invite_a_node_reads_after_the_proxy_forgot_it_is_one_call() {
+    failover_from_a_paused_node("failover_forgotten", Duration::from_secs(10));
+}
+
+fn failover_from_a_paused_node(name: &str, resume_after: Duration) {
+    let Some((rt, db, url)) = postgres_and_peers() else {
+        return;
+    };
+    let dir = Workdir::new("kamailio", name);
+    let ports = [sipp::ports(), sipp::ports()];
+    let ids = ["node-a", "node-b"];
+    // Dead only after 20 s: the pause below is not a death.
+    let start = |i: usize| {
+        Gateway::start_with(&dir, &ports[i], &format!("gateway-{}", ids[i]), |cmd| {
+            cmd.env("SALLYPORT_DATABASE_URL", &url)
+                .env("SALLYPORT_NODE_ID", ids[i])
+                .env("SALLYPORT_CLUSTER_SECRET", SECRET)
+                .env("SALLYPORT_CLUSTER_HEARTBEAT_SECS", "1")
+                .env("SALLYPORT_CLUSTER_DEAD_AFTER_SECS", "20");
+        })
+    };
+    let nodes = [start(0), start(1)];
+    let api = nodes[0].api.clone();
+    three_second_increments(&api);
+    let proxy = free_udp();
+    let _kamailio = Kamailio::start(&dir, proxy, &[nodes[0].sip, nodes[1].sip]);
+    std::thread::sleep(Duration::from_secs(3));
+    let first = book(&api, "F-1", "1357", NUMBER, false);
+    let moved = book(&api, "F-2", "2468", NUMBER, false);
+    for i in [&first, &moved] {
+        fund(&api, i, "1.00");
+    }
+    let mut trunks = [
+        Trunk::answer("1").spawn(&dir.join("a"), &ports[0]),
+        Trunk::answer("1").spawn(&dir.join("b"), &ports[1]),
+    ];
+
+    // A first call shows where the round robin stands: the next call goes to the other
+    // node, p.
+    let mut h = Handset::new(&first.pin, Via::Info)
+        .hang_up_after(500)
+        .spawn(&dir, 0, &ports[0], proxy);
+    let c = accepted_call_of(&api, &first.id);
+    let d = ids.iter().position(|i| c["node_id"] == *i).unwrap();
+    let p = 1 - d;
+    h.expect_ok(Duration::from_secs(60));
+    trunks[d].expect_ok(Duration::from_secs(60));
+    trunks[d] = Trunk::answer("1").spawn(&dir.join("again"), &ports[d]);
+
+    // p stops reading its socket (still marked active: its first missed probe shows only
+    // after 2 s); the next call goes there and gets no answer, not even 100 Trying.
+    let paused = nodes[p].child.id() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
+    let mut h = Handset::new(&moved.pin, Via::Info)
+        .hang_up_after(15_000)
+        .spawn(&dir, 1, &ports[0], proxy);
+    kamailio_logged(&dir, "failed over to node");
+    std::thread::sleep(resume_after);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
+    h.expect_ok(Duration::from_secs(60));
+    trunks[d].expect_ok(Duration::from_secs(60));
+    let call_id = call_id_of(&h);
+    kamailio_logged(
+        &dir,
+        &format!("INVITE {call_id} to node sip:{}", nodes[p].sip),
+    );
+    kamailio_logged(
+        &dir,
+        &format!("INVITE {call_id} failed over to node sip:{}", nodes[d].sip),
+    );
+    // The resumed node refused the INVITE it read late (482: node d took it; or 487, if
+    // the proxy's CANCEL came first), and whatever it answered, the handset in the middle
+    // of its call never saw it: a stray reply is dropped by the proxy.
+    let log = nodes[p].log.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(&format!("sip_call_id={call_id}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node {} never read the INVITE",
+            ids[p]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !h.messages().contains("SIP/2.0 482"),
+        "the handset saw the stale refusal"
+    );
+    let sessions = sessions_of(&rt, &db, &call_id);
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session for the one call: {sessions:?}"
+    );
+    let (node, state, reason, billed) = &sessions[0];
+    assert_eq!(node, ids[d], "{sessions:?}");
+    assert_eq!(
+        (state.as_str(), reason.as_deref()),
+        ("ended", Some("caller_hangup")),
+        "{sessions:?}"
+    );
+    assert_eq!(
+        api.call_charges(&moved.account).len() as i64,
+        *billed,
+        "charged by the one session"
+    );
+    trunks[p].stop();
+    api.assert_ledger_clean();
+    drop(nodes);
+    rt.block_on(db.cleanup());
+}
+
+/// The node's SIP over TCP address, from the line `serve` printed.
+fn tcp_of(dir: &Workdir, name: &str) -> SocketAddr {
+    let out = fs::read_to_string(dir.join(format!("{name}.stdout"))).unwrap();
+    out.lines()
+        .find_map(|l| l.split("tcp://").nth(1))
+        .map(|a| a.trim().parse().unwrap())
+        .expect("the node's SIP over TCP address")
+}
+
+/// The proxy reaches the node over TCP and names itself by a host name in its
+/// Record-Route (`advertise localhost:…`): the node's 200 carries that route back, and the
+/// BYE the node sends when the money runs out goes to the name it resolves, over TCP, and
+/// reaches the handset through the proxy (a handset on UDP; the proxy record-routes
+/// twice, one entry per side).
+#[test]
+fn a_node_behind_the_proxy_over_tcp_routes_its_bye_to_a_host_name() {
+    let Some((rt, db, url)) = postgres_and_peers() else {
+        return;
+    };
+    let dir = Workdir::new("kamailio", "tcp_host_name");
+    let ports = sipp::ports();
+    let gw = node(&dir, &ports, &url, "node-a");
+    let api = gw.api.clone();
+    three_second_increments(&api);
+    let node_tcp = tcp_of(&dir, "gateway-node-a");
+    let proxy = free_udp();
+    let proxy_tcp = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listen_tcp = format!(
+        "LISTEN_TCP=tcp:{proxy_tcp} advertise localhost:{}",
+        proxy_tcp.port()
+    );
+    let _kamailio = Kamailio::start_with(
+        &dir,
+        proxy,
+        &[format!("sip:{node_tcp};transport=tcp")],
+        &[&listen_tcp],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    let cut = book(&api, "H-1", "1357", NUMBER, false);
+    fund(&api, &cut, "0.0075");
+    let mut trunk = Trunk::answer("1").spawn(&dir.join("t1"), &ports);
+    let mut h = Handset::new(&cut.pin, Via::Info).spawn(&dir, 0, &ports, proxy);
+    h.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(60));
+    let cdr = &api.ended_calls(1)[0];
+    assert_eq!(cdr["end_reason"], "funds_exhausted", "{cdr}");
+    assert_eq!(cdr["billed_increments"], 3, "{cdr}");
+
+    let trace = h.messages();
+    let ok = message_starting(&trace, "SIP/2.0 200 OK").expect("the 200 in the trace");
+    assert!(
+        ok.contains(&format!(
+            "<sip:localhost:{};transport=tcp;",
+            proxy_tcp.port()
+        )),
+        "the node's 200 carries the proxy's host-named TCP Record-Route:\n{ok}"
+    );
+    let bye = message_starting(&trace, "BYE sip:").expect("the node's BYE in the trace");
+    let top_via = bye
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .unwrap_or_default();
+    assert!(
+        top_via.starts_with(&format!("Via: SIP/2.0/UDP {proxy};")),
+        "the node's BYE reached the handset through the proxy:\n{bye}"
+    );
+    assert!(
+        bye.contains("Via: SIP/2.0/TCP"),
+        "the node sent its BYE over TCP:\n{bye}"
+    );
+    kamailio_logged(
+        &dir,
+        &format!("BYE {} routed from 127.0.0.1:", call_id_of(&h)),
+    );
+    api.assert_ledger_clean();
+    drop(gw);
     rt.block_on(db.cleanup());
 }

@@ -145,8 +145,11 @@ pub struct Switchboard {
     pub(super) auth: DigestAuth,
     pub(super) live: LiveCalls,
     pub(super) routes: RouteTable,
-    /// host:port of our Via and Contact.
+    /// host:port of our Via and Contact (SIP over UDP: trunks, and handsets on UDP).
     pub(super) sent_by: String,
+    /// The same for a handset that reached us over TCP: our TCP listening port, which
+    /// may differ from the UDP one (`sip.tcp_listen`).
+    pub(super) sent_by_tcp: String,
     pub(super) timers: CallTimers,
     /// The PIN lockout's thresholds and times (`[security]`).
     pub(super) lockout: crate::policy::lockout::PinLockout,
@@ -182,6 +185,11 @@ impl Switchboard {
             config.rtp.advertised_ip,
             sip.local_udp_addr().port()
         );
+        let sent_by_tcp = format!(
+            "{}:{}",
+            config.rtp.advertised_ip,
+            sip.local_tcp_addr().port()
+        );
         let timers = CallTimers {
             accept: Duration::from_secs(u64::from(config.billing.accept_timeout_secs)),
             pin_attempts: config.security.pin_attempts_per_call.max(1),
@@ -202,6 +210,7 @@ impl Switchboard {
             live,
             routes: RouteTable::default(),
             sent_by,
+            sent_by_tcp,
             timers,
             stats: Arc::default(),
             health: Default::default(),
@@ -330,6 +339,14 @@ impl Switchboard {
     /// (a failure is logged there, which is all a call would do with it).
     pub(super) async fn respond(&self, key: &TxKey, resp: Response) {
         self.sip.post_response(key.clone(), resp).await;
+    }
+
+    /// Our host:port as a peer on `transport` reaches us.
+    pub(super) fn sent_by_for(&self, transport: Transport) -> &str {
+        match transport.is_reliable() {
+            true => &self.sent_by_tcp,
+            false => &self.sent_by,
+        }
     }
 
     pub(super) fn now(&self) -> Instant {
@@ -484,7 +501,12 @@ impl Switchboard {
         };
         media.set_leg(Side::A, handset_media, LatchPolicy::Exact);
         let tag = new_tag();
-        let dialog = match Dialog::uas(&invite, &tag, &self.sent_by, transport.is_reliable()) {
+        let dialog = match Dialog::uas(
+            &invite,
+            &tag,
+            self.sent_by_for(transport),
+            transport.is_reliable(),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 let phrase = format!("Bad Request ({e})");
@@ -494,7 +516,15 @@ impl Switchboard {
         };
         let session_id = uuid::Uuid::now_v7().to_string();
         tracing::Span::current().record("session", session_id.as_str());
-        let opened = cdr::open_call(
+        // One session per INVITE in the cluster: a proxy may have failed this INVITE over
+        // to another node while this one had not read it yet (docs/operator-guide.md,
+        // "Telling the load balancer").
+        let invite_key = cdr::InviteKey {
+            call_id: &dialog.call_id,
+            from_tag: dialog.remote_tag.as_deref().unwrap_or_default(),
+            cseq: invite.headers.cseq().map(|c| c.seq).unwrap_or_default(),
+        };
+        let opened = cdr::open_handset_call(
             self.store.db(),
             &NewSession {
                 id: &session_id,
@@ -504,13 +534,25 @@ impl Switchboard {
                 node_id: &self.config.node.id,
                 sip_call_id: Some(&dialog.call_id),
             },
+            &invite_key,
             self.wall(),
         )
         .await;
-        if let Err(e) = opened {
-            let detail = format!("cannot open the session: {e}");
-            let r = refuse(Refusal::Internal, 500, "Server Internal Error", &detail);
-            return self.respond(&key, r).await;
+        match opened {
+            Ok(cdr::Opened::Opened) => {}
+            Ok(cdr::Opened::TakenBy {
+                node_id,
+                session_id,
+            }) => {
+                let detail = format!("node {node_id} took this INVITE (session {session_id})");
+                let r = refuse(Refusal::Merged, 482, "Loop Detected", &detail);
+                return self.respond(&key, r).await;
+            }
+            Err(e) => {
+                let detail = format!("cannot open the session: {e}");
+                let r = refuse(Refusal::Internal, 500, "Server Internal Error", &detail);
+                return self.respond(&key, r).await;
+            }
         }
         info!(dialed = %redacted(&dialed), facility = %facility_id, handset = %handset_id, "call started");
         let control = self.live.register(&session_id);

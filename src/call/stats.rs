@@ -38,10 +38,13 @@ pub enum Refusal {
     NoMediaPorts,
     /// 500: the database failed during admission or when opening the session.
     Internal,
+    /// 482: another node of the cluster (or this one) already took this very INVITE (a
+    /// proxy failed it over while this node had not answered it yet).
+    Merged,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::UnknownHandset,
         Refusal::Challenged,
         Refusal::AuthFailed,
@@ -53,6 +56,7 @@ impl Refusal {
         Refusal::NoCommonCodec,
         Refusal::NoMediaPorts,
         Refusal::Internal,
+        Refusal::Merged,
     ];
 
     /// The metric label.
@@ -69,6 +73,7 @@ impl Refusal {
             Refusal::NoCommonCodec => "no_common_codec",
             Refusal::NoMediaPorts => "no_media_ports",
             Refusal::Internal => "internal",
+            Refusal::Merged => "merged",
         }
     }
 

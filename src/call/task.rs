@@ -448,7 +448,10 @@ impl CallTask {
                 };
                 resp.headers.push(
                     "Contact",
-                    format!("<sip:sallyport@{}{transport}>", self.sb.sent_by),
+                    format!(
+                        "<sip:sallyport@{}{transport}>",
+                        self.sb.sent_by_for(h.transport)
+                    ),
                 );
                 resp.headers.push("Allow", ALLOW);
                 let resp = resp.with_body("application/sdp", h.answer.clone());
@@ -943,8 +946,13 @@ impl CallTask {
                         .unwrap_or_default(),
                 };
                 let mut resp = ok(&req).with_body("application/sdp", body);
-                resp.headers
-                    .push("Contact", format!("<sip:sallyport@{}>", self.sb.sent_by));
+                let contact = match leg {
+                    Leg::Handset if self.handset.transport.is_reliable() => {
+                        format!("<sip:sallyport@{};transport=tcp>", self.sb.sent_by_tcp)
+                    }
+                    _ => format!("<sip:sallyport@{}>", self.sb.sent_by),
+                };
+                resp.headers.push("Contact", contact);
                 self.sb.respond(&key, resp).await;
             }
             Method::Options => self.sb.respond(&key, ok(&req)).await,

@@ -245,10 +245,20 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut forgot: Option<std::time::Instant> = None;
         loop {
             tick.tick().await;
             if let Err(e) = look(&store, &recordings_dir, &me, dead_after).await {
                 tracing::warn!(error = %e, "looking for dead nodes failed; trying again");
+            }
+            // Once an hour: the handset INVITEs taken over a day ago (no failover comes
+            // that late; see cdr::open_handset_call).
+            if forgot.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                forgot = Some(std::time::Instant::now());
+                let day_ago = store.clock().wall() - chrono::Duration::days(1);
+                if let Err(e) = cdr::forget_invites_before(store.db(), day_ago).await {
+                    tracing::warn!(error = %e, "forgetting old handset INVITEs failed");
+                }
             }
         }
     })

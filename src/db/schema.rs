@@ -98,6 +98,50 @@ mod tests {
         assert!(m.contains("migration 18") && m.contains("up to 17"), "{m}");
     }
 
+    /// Rolling upgrades: from the first cluster migration (0008, `nodes`) on, migrations
+    /// only add, in both dialects, so nodes of the previous release keep serving on a
+    /// database a newer node migrated. (0005 and 0007 dropped and renamed, before nodes
+    /// shared a database.)
+    #[test]
+    fn migrations_since_the_cluster_only_add() {
+        const FORBIDDEN: [&str; 6] = [
+            "DROP TABLE",
+            "DROP COLUMN",
+            "DROP CONSTRAINT",
+            "RENAME",
+            "ALTER COLUMN",
+            "DROP DEFAULT",
+        ];
+        let all = super::super::SQLITE_MIGRATIONS
+            .migrations
+            .iter()
+            .chain(super::super::POSTGRES_MIGRATIONS.migrations.iter());
+        let mut checked = 0;
+        for m in all.filter(|m| m.version >= 8) {
+            let sql: String = m
+                .sql
+                .lines()
+                .map(|l| l.split("--").next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_uppercase();
+            let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            for f in FORBIDDEN {
+                assert!(
+                    !sql.contains(f),
+                    "migration {} ({}) has {f}: migrations must only add",
+                    m.version,
+                    m.description
+                );
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 30,
+            "both dialects' migrations were read: {checked}"
+        );
+    }
+
     /// A database another (newer) build migrated further: `migrate` names both versions
     /// and applies nothing.
     async fn refused_on(t: TestDb) {

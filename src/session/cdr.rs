@@ -303,6 +303,15 @@ pub struct NewSession<'a> {
 /// Opens an `active` call session.
 pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     let mut dbc = db.write().await?;
+    insert_call(&mut dbc, s, now).await?;
+    dbc.commit().await
+}
+
+async fn insert_call(
+    conn: &mut crate::db::Conn,
+    s: &NewSession<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO sessions (id, kind, facility_id, handset_id, dialed, state, node_id, sip_call_id, invite_at) \
          VALUES ($1, 'call', $2, $3, $4, 'active', $5, $6, $7)",
@@ -314,9 +323,85 @@ pub async fn open_call(db: &Db, s: &NewSession<'_>, now: DateTime<Utc>) -> Resul
     .bind(s.node_id)
     .bind(s.sip_call_id)
     .bind(to_micros(now))
-    .execute(&mut dbc)
+    .execute(conn)
     .await?;
-    dbc.commit().await
+    Ok(())
+}
+
+/// A handset's INVITE as RFC 3261 8.2.2.2 tells one request from another: a proxy that
+/// fails an INVITE over to a second node sends the same three, and a handset's
+/// authenticated retry has a higher CSeq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InviteKey<'a> {
+    pub call_id: &'a str,
+    pub from_tag: &'a str,
+    pub cseq: u32,
+}
+
+/// What [`open_handset_call`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// The session is open: this node took the INVITE.
+    Opened,
+    /// A node took this INVITE before (its session, which may already have ended): no
+    /// session was opened here.
+    TakenBy { node_id: String, session_id: String },
+}
+
+/// Opens the `active` call session of a handset's INVITE, unless a node (this one or
+/// another of the cluster) already opened one for the same INVITE: the row in
+/// `handset_invites` and the session are written in one transaction, and the table's
+/// primary key lets exactly one node take an INVITE, whatever the timing.
+pub async fn open_handset_call(
+    db: &Db,
+    s: &NewSession<'_>,
+    invite: &InviteKey<'_>,
+    now: DateTime<Utc>,
+) -> Result<Opened, sqlx::Error> {
+    let mut conn = db.begin().await?;
+    let taken = sqlx::query(
+        "INSERT INTO handset_invites (call_id, from_tag, cseq, session_id, node_id, at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(invite.call_id)
+    .bind(invite.from_tag)
+    .bind(i64::from(invite.cseq))
+    .bind(s.id)
+    .bind(s.node_id)
+    .bind(to_micros(now))
+    .execute(&mut conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !taken {
+        let row = sqlx::query(
+            "SELECT node_id, session_id FROM handset_invites \
+             WHERE call_id = $1 AND from_tag = $2 AND cseq = $3",
+        )
+        .bind(invite.call_id)
+        .bind(invite.from_tag)
+        .bind(i64::from(invite.cseq))
+        .fetch_one(&mut conn)
+        .await?;
+        return Ok(Opened::TakenBy {
+            node_id: row.try_get("node_id")?,
+            session_id: row.try_get("session_id")?,
+        });
+    }
+    insert_call(&mut conn, s, now).await?;
+    conn.commit().await?;
+    Ok(Opened::Opened)
+}
+
+/// Forgets the INVITEs taken before `before` (a failover comes within seconds; a day is
+/// kept). Returns how many.
+pub async fn forget_invites_before(db: &Db, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let mut dbc = db.write_conn().await?;
+    let done = sqlx::query("DELETE FROM handset_invites WHERE at < $1")
+        .bind(to_micros(before))
+        .execute(&mut dbc)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// A video visit's session row as its driver opens it (when the slot opens).

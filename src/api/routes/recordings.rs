@@ -382,7 +382,11 @@ async fn open_file(dir: &FsPath, rec: &Recording) -> Result<(tokio::fs::File, u6
         ApiError::new(
             StatusCode::NOT_FOUND,
             "file_missing",
-            format!("the file of recording {} is missing", rec.id),
+            format!(
+                "the file of recording {} (recorded by node {}) is missing from recording.dir \
+                 (in a cluster, every node must mount the same recordings directory)",
+                rec.id, rec.node_id
+            ),
         )
     };
     let Some(path) = resolve(dir, &rec.path) else {
