@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use super::activity::RtpActivity;
 use super::call::{self, index, CallState, Ctx, LegSockets};
 use super::sys::{
-    Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker, MAX_DATAGRAM,
+    self, Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker,
+    MAX_DATAGRAM,
 };
 use super::tap::Tap;
 use super::{Events as EventTx, MediaEvent, MediaStats, Shared};
@@ -249,6 +250,8 @@ pub(super) struct Worker {
     meta: Vec<(usize, Side, bool)>,
     /// Forwards of the current batch.
     sends: Vec<Outgoing>,
+    /// Local frames (prompts, ringback) queued for one batched send (epoll with io_uring).
+    frames: RingFrames,
     scratch: Box<[u8; MAX_DATAGRAM]>,
     /// Calls by slot; the slot is in the epoll tokens of their sockets.
     calls: Vec<Option<CallState>>,
@@ -293,7 +296,7 @@ enum RxState {
 }
 
 /// The worker's multishot state (see the module doc).
-struct Multi {
+pub(super) struct Multi {
     ring: MultiRing,
     rx: Vec<Rx>,
     rx_free: Vec<usize>,
@@ -304,6 +307,8 @@ struct Multi {
     cqes: Vec<Completion>,
     /// Sends queued since the last wait (their completions count towards `want`).
     queued_sends: usize,
+    /// Of those, local frames (see `Worker::flush_frames`).
+    queued_frames: usize,
     /// Batching window (0: off): see `wait_plan`.
     window: Duration,
     /// The kernel has `min_wait_usec` (6.12).
@@ -325,6 +330,7 @@ impl Multi {
             releasing: Vec::new(),
             cqes: Vec::with_capacity(4 * n),
             queued_sends: 0,
+            queued_frames: 0,
             window,
             min_wait,
             batch_from: std::env::var(BATCH_FROM_ENV)
@@ -481,6 +487,7 @@ impl Worker {
             fds: Vec::with_capacity(RING_BATCH),
             meta: Vec::with_capacity(RING_BATCH),
             sends: Vec::with_capacity(RING_BATCH),
+            frames: RingFrames::new(),
             scratch: Box::new([0; MAX_DATAGRAM]),
             calls: Vec::new(),
             free: Vec::new(),
@@ -564,6 +571,7 @@ impl Worker {
                 return;
             }
             self.fire_timers(now);
+            self.flush_frames();
             self.stats.publish(&self.counters);
         }
     }
@@ -615,6 +623,7 @@ impl Worker {
             }
             self.counters.wakeups += 1;
             m.queued_sends = 0;
+            m.queued_frames = 0;
             m.ring.reap(&mut m.cqes);
             now = Instant::now(); // clock-ok: the media driver paces real RTP
             self.read_wall();
@@ -627,6 +636,7 @@ impl Worker {
                         tracing::error!(error = %e, "media: io_uring submit failed");
                     }
                     m.queued_sends = 0;
+                    m.queued_frames = 0;
                 }
                 if !self.commands_(now) {
                     self.close_all();
@@ -681,6 +691,10 @@ impl Worker {
                         true => c.relayed += 1,
                         false => c.dropped_send += 1,
                     }
+                }
+                Tag::Frame { slot, ringback } => {
+                    m.ring.frame_sent(slot);
+                    count_frame(c, ringback, cq.result >= 0);
                 }
                 Tag::Recv(i) => {
                     if let Some(bid) = cq.buffer {
@@ -892,6 +906,11 @@ impl Worker {
     }
 
     fn command(&mut self, command: Command, now: Instant) {
+        if matches!(command, Command::Close { .. } | Command::Sockets { .. }) {
+            // Queued frames name their socket by fd number: out before any socket closes
+            // (a socket bound meanwhile could get the number).
+            self.flush_frames();
+        }
         let (id, side) = match command {
             Command::Open {
                 call,
@@ -1034,16 +1053,37 @@ impl Worker {
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        let out = match (self.multi.as_mut(), self.ring.as_mut()) {
+            (Some(m), _) => FrameOut::Multi(m),
+            (None, Some(ring)) => FrameOut::Ring(ring, &mut self.frames),
+            (None, None) => FrameOut::Plain,
+        };
         let mut ctx = Ctx {
             prompts: &self.prompts,
             ringback: &self.ringback,
             scratch: &mut self.scratch,
             counters: &mut self.counters,
+            out,
         };
         // A duplicate entry is harmless: `fire_timers` skips entries that are not the
         // side's current due time.
         if let Some(due) = call.pump(side, now, &mut ctx) {
             self.timers.push(Reverse((due, slot, call.id, index(side))));
+        }
+    }
+
+    /// Hands the queued local frames to the kernel now (not with the next wait).
+    fn flush_frames(&mut self) {
+        if let Some(m) = self.multi.as_mut() {
+            if m.queued_frames > 0 {
+                if let Err(e) = m.ring.submit() {
+                    tracing::error!(error = %e, "media: io_uring submit failed");
+                }
+                m.queued_frames = 0;
+                m.queued_sends = 0;
+            }
+        } else if let Some(ring) = self.ring.as_mut() {
+            self.frames.flush(ring, &mut self.counters);
         }
     }
 
@@ -1064,6 +1104,119 @@ impl Worker {
             }
             self.pump(slot, side, now);
         }
+    }
+}
+
+/// Where a call's locally made frames (prompts, ringback) go: onto the worker's batched
+/// send path where it has io_uring (the frames due in one wake-up, of every call, leave
+/// in one `io_uring_enter`), else one `sendto` each.
+pub(super) enum FrameOut<'a> {
+    /// Queued on the multishot ring; sent with the next wait, counted on completion.
+    Multi(&'a mut Multi),
+    /// Gathered for one `send_each` at the end of the loop (or when the batch is full).
+    Ring(&'a mut Ring, &'a mut RingFrames),
+    /// One `sendto` per frame.
+    Plain,
+}
+
+/// A frame to send: from the side's RTP socket (`fd`; `rx`: its multishot receiver, whose
+/// registered file the ring may use) to `to`.
+pub(super) struct Frame<'b> {
+    pub(super) fd: RawFd,
+    pub(super) rx: Option<usize>,
+    pub(super) bytes: &'b [u8],
+    pub(super) to: SocketAddr,
+    pub(super) ringback: bool,
+}
+
+impl FrameOut<'_> {
+    /// Sends (or queues) one frame; counts it (`prompt_frames`, `ringback_frames` or
+    /// `dropped_send`) now or when its send completes.
+    pub(super) fn send(&mut self, f: Frame<'_>, c: &mut Counters) {
+        match self {
+            FrameOut::Multi(m) => {
+                let sock =
+                    f.rx.and_then(|k| m.rx.get(k))
+                        .filter(|r| r.state == RxState::Live)
+                        .map_or(
+                            Sock {
+                                fd: f.fd,
+                                fixed: None,
+                            },
+                            |r| r.sock,
+                        );
+                match m.ring.send_frame(sock, f.bytes, f.to, f.ringback) {
+                    Ok(true) => {
+                        m.queued_sends += 1;
+                        m.queued_frames += 1;
+                    }
+                    // Every frame buffer in flight: this one goes on its own.
+                    Ok(false) => count_frame(c, f.ringback, sys::send_to(f.fd, f.bytes, f.to)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "media: cannot queue a frame");
+                        c.dropped_send += 1;
+                    }
+                }
+            }
+            FrameOut::Ring(ring, frames) => {
+                if frames.sends.len() == frames.batch.slots() {
+                    frames.flush(ring, c);
+                }
+                let k = frames.sends.len();
+                let len = frames.batch.fill(k, f.bytes);
+                frames.sends.push(Outgoing {
+                    fd: f.fd,
+                    slot: k,
+                    len,
+                    to: f.to,
+                });
+                frames.ringback.push(f.ringback);
+            }
+            FrameOut::Plain => count_frame(c, f.ringback, sys::send_to(f.fd, f.bytes, f.to)),
+        }
+    }
+}
+
+/// Local frames gathered for one batched send on the epoll path with io_uring.
+pub(super) struct RingFrames {
+    batch: Batch,
+    sends: Vec<Outgoing>,
+    ringback: Vec<bool>,
+}
+
+impl RingFrames {
+    fn new() -> Self {
+        RingFrames {
+            batch: Batch::new(RING_BATCH),
+            sends: Vec::with_capacity(RING_BATCH),
+            ringback: Vec::with_capacity(RING_BATCH),
+        }
+    }
+
+    /// Sends what is gathered, in one system call, and counts each frame.
+    fn flush(&mut self, ring: &mut Ring, c: &mut Counters) {
+        if self.sends.is_empty() {
+            return;
+        }
+        let ringback = &self.ringback;
+        let sent = ring.send_each(&mut self.batch, &self.sends, |j, ok| {
+            count_frame(c, ringback.get(j).copied().unwrap_or(false), ok)
+        });
+        if let Err(e) = sent {
+            tracing::error!(error = %e, "media: io_uring send of frames failed");
+            c.dropped_send += self.sends.len() as u64;
+        }
+        self.sends.clear();
+        self.ringback.clear();
+    }
+}
+
+/// Counts a local frame's send: sent (prompt or ringback) or refused.
+fn count_frame(c: &mut Counters, ringback: bool, sent: bool) {
+    match (sent, ringback) {
+        (false, _) => c.dropped_send += 1,
+        (true, false) => c.prompt_frames += 1,
+        (true, true) => c.ringback_frames += 1,
     }
 }
 
