@@ -700,6 +700,7 @@ pub(super) struct MultiRing {
     send_addrs: Box<[libc::sockaddr_storage]>,
     /// Buffers of locally made frames on their way out (see [`MultiRing::send_frame`]);
     /// boxed, so a send's buffer stays put while the vector grows.
+    #[allow(clippy::vec_box)] // the kernel reads each box's contents until its send ends
     frames: Vec<Box<FrameBuf>>,
     /// Indexes into `frames` free for the next frame.
     frames_free: Vec<u16>,
