@@ -48,7 +48,7 @@ pub(super) const BATCH_US_ENV: &str = "SALLYPORT_MEDIA_BATCH_US";
 const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// Completions a batching wait asks for besides its sends' (a cap, rarely reached).
 const WINDOW_WANT: usize = 256;
-/// Completions a wake-up must reap before the next wait uses the batching window
+/// Datagrams a wake-up must receive before the next wait uses the batching window
 /// (`Multi::wait_plan`); overridden by [`BATCH_FROM_ENV`].
 const BATCH_FROM: usize = 32;
 /// Overrides [`BATCH_FROM`] (tuning and benchmarks).
@@ -56,6 +56,10 @@ pub(super) const BATCH_FROM_ENV: &str = "SALLYPORT_MEDIA_BATCH_FROM";
 /// The timeout of a batching wait with no timer due: a worker with no call sleeps this
 /// long between wake-ups (`Multi::wait_plan`).
 const IDLE_WAIT: Duration = Duration::from_secs(3_600);
+/// The longest a wait without a batching window that follows sends waits for a datagram
+/// before it returns with the sends' completions (`Multi::wait_plan`): their counters are
+/// published at most this late when the traffic stops.
+const SEND_REAP: Duration = Duration::from_millis(1);
 /// Locally made frames (prompts, ringback) due this soon after a wake-up are sent in it:
 /// a few hundred calls hearing prompts at unaligned 20 ms phases would otherwise wake the
 /// worker once per frame of each. A frame leaves at most this much early (never late);
@@ -313,9 +317,11 @@ pub(super) struct Multi {
     window: Duration,
     /// The kernel has `min_wait_usec` (6.12).
     min_wait: bool,
-    /// Completions the last wake-up reaped before the window is used: below, a wait
+    /// Datagrams the last wake-up received before the window is used: below, a wait
     /// returns at the first completion (see `wait_plan`).
     batch_from: usize,
+    /// Datagrams the last wake-up received (compared with `batch_from`).
+    last_rx: usize,
 }
 
 impl Multi {
@@ -331,6 +337,7 @@ impl Multi {
             cqes: Vec::with_capacity(4 * n),
             queued_sends: 0,
             queued_frames: 0,
+            last_rx: 0,
             window,
             min_wait,
             batch_from: std::env::var(BATCH_FROM_ENV)
@@ -446,14 +453,26 @@ impl Multi {
     /// turns into a wait for the first event (answered at once), and an idle worker sleeps.
     ///
     /// The window grows with load and vanishes without it: a wake-up that reaped fewer than
-    /// `batch_from` completions (light load: a datagram or two at a time) is followed by a
+    /// `batch_from` datagrams (light load: a datagram or two at a time) is followed by a
     /// wait without a window, so a lone datagram is relayed at once; only when wake-ups
     /// find batches does the next wait gather more (`bench/README.md`, "Batching window":
     /// at 100 calls a window doubled the CPU per packet and tripled the latency; at 2,000
     /// it saved a fifth of the CPU).
+    ///
+    /// Sends queued since the last wait go to the kernel with this one and complete while
+    /// it is submitted (non-blocking UDP sends, `DEFER_TASKRUN`: their completions are
+    /// posted before the wait begins). A wait for one completion would therefore end at
+    /// once on them, and every batch of forwards would cost a second `io_uring_enter` to
+    /// wait for the next datagram; so the wait asks for the sends' completions plus one
+    /// event, for at most [`SEND_REAP`] when there is no window, so that their counters
+    /// are published soon after the traffic stops.
     fn wait_plan(&self, timer: Option<Duration>) -> (usize, Option<Duration>, Option<Duration>) {
-        if self.window.is_zero() || !self.min_wait || self.cqes.len() < self.batch_from {
-            return (1, timer, None);
+        if self.window.is_zero() || !self.min_wait || self.last_rx < self.batch_from {
+            if self.queued_sends == 0 {
+                return (1, timer, None);
+            }
+            let timeout = timer.map_or(SEND_REAP, |t| t.min(SEND_REAP));
+            return (self.queued_sends + 1, Some(timeout), None);
         }
         let timeout = timer.unwrap_or(IDLE_WAIT);
         let window = timeout.min(self.window);
@@ -673,6 +692,7 @@ impl Worker {
             return false;
         };
         let mut woken = false;
+        m.last_rx = 0;
         for k in 0..m.cqes.len() {
             let cq = m.cqes[k];
             match cq.tag {
@@ -698,6 +718,7 @@ impl Worker {
                 }
                 Tag::Recv(i) => {
                     if let Some(bid) = cq.buffer {
+                        m.last_rx += 1;
                         let rx = m.rx.get(i).copied().filter(|r| r.state == RxState::Live);
                         let fwd = rx.and_then(|r| {
                             let call = calls.get_mut(r.slot).and_then(Option::as_mut)?;
