@@ -68,7 +68,9 @@
 //! nothing is forwarded) → commands → due frames (paced at the leg's `ptime` from a
 //! per-side base time so they do not drift, at most 3 frames of catch-up; every frame due
 //! within 2 ms goes in the same wake-up, so calls hearing prompts at unaligned phases do
-//! not wake the worker once per frame each) → counters
+//! not wake the worker once per frame each; each frame is copied into a frame buffer of
+//! the ring and queued as a send beside the forwards, so the frames of every call due in
+//! one wake-up leave in one `io_uring_enter`, counted when their sends complete) → counters
 //! stored to per-worker atomics (once per loop, not per packet). Under load the wait
 //! batches (`min_wait_usec`, kernel ≥ 6.12): it sleeps until the first completion, then
 //! gathers more until 200 µs from its start, so a busy worker wakes about once per 200 µs
@@ -89,7 +91,9 @@
 //! batch sent with one more `io_uring_enter`; that ring is used synchronously (every
 //! batch's completions are reaped before its buffers are touched again). Where io_uring is
 //! unavailable (seccomp in some containers, old kernels) or `SALLYPORT_MEDIA_NO_URING` is
-//! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram.
+//! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram. Prompt and
+//! ringback frames follow the path: gathered and sent with one `io_uring_enter` at the
+//! end of the loop on the epoll + io_uring path, one `sendto` each without io_uring.
 //!
 //! Past its capacity the engine sheds instead of queueing (issue 15). The queue a
 //! worker that falls behind builds is in the kernel's socket receive buffers (at the
