@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::activity::RtpActivity;
-use super::sys::{self, MAX_DATAGRAM};
+use super::sys::MAX_DATAGRAM;
 use super::tap::{self, Tap};
-use super::worker::Counters;
+use super::worker::{Counters, Frame, FrameOut};
 use super::{Events, MediaEvent};
 use crate::media::ports::PortPair;
 use crate::media::prompts::{Prompt, PromptId, PromptPlayer, PromptSet, SAMPLE_RATE};
@@ -87,6 +87,8 @@ pub(super) struct Ctx<'a> {
     pub(super) ringback: &'a Prompt,
     pub(super) scratch: &'a mut [u8; MAX_DATAGRAM],
     pub(super) counters: &'a mut Counters,
+    /// Where the frames go (the worker's batched send path, or one system call each).
+    pub(super) out: FrameOut<'a>,
 }
 
 /// One call on its worker.
@@ -260,16 +262,19 @@ impl CallState {
         let stamped = self
             .relay
             .stamp_local(side, ctx.scratch, frame.len, frame.samples, now);
-        if let (Some((to, len)), Some(fd)) = (stamped, self.fd(side, false)) {
-            let frame_bytes = ctx.scratch.get(..len).unwrap_or(&[]);
-            let sent = sys::send_to(fd, frame_bytes, to);
+        let sock = self.sockets[index(side)].as_ref();
+        if let (Some((to, len)), Some(s)) = (stamped, sock) {
+            let bytes = ctx.scratch.get(..len).unwrap_or(&[]);
             let c = &mut *ctx.counters;
-            c.tap_dropped += tap::feed(&mut self.taps, side, frame_bytes, now);
-            match (sent, source) {
-                (false, _) => c.dropped_send += 1,
-                (true, Source::Prompt) => c.prompt_frames += 1,
-                (true, Source::Ringback) => c.ringback_frames += 1,
-            }
+            c.tap_dropped += tap::feed(&mut self.taps, side, bytes, now);
+            let frame = Frame {
+                fd: s.rtp.as_raw_fd(),
+                rx: s.rx[0],
+                bytes,
+                to,
+                ringback: matches!(source, Source::Ringback),
+            };
+            ctx.out.send(frame, c);
         }
         Some(frame.samples)
     }

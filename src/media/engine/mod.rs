@@ -68,7 +68,9 @@
 //! nothing is forwarded) → commands → due frames (paced at the leg's `ptime` from a
 //! per-side base time so they do not drift, at most 3 frames of catch-up; every frame due
 //! within 2 ms goes in the same wake-up, so calls hearing prompts at unaligned phases do
-//! not wake the worker once per frame each) → counters
+//! not wake the worker once per frame each; each frame is copied into a frame buffer of
+//! the ring and queued as a send beside the forwards, so the frames of every call due in
+//! one wake-up leave in one `io_uring_enter`, counted when their sends complete) → counters
 //! stored to per-worker atomics (once per loop, not per packet). Under load the wait
 //! batches (`min_wait_usec`, kernel ≥ 6.12): it sleeps until the first completion, then
 //! gathers more until 200 µs from its start, so a busy worker wakes about once per 200 µs
@@ -89,7 +91,9 @@
 //! batch sent with one more `io_uring_enter`; that ring is used synchronously (every
 //! batch's completions are reaped before its buffers are touched again). Where io_uring is
 //! unavailable (seccomp in some containers, old kernels) or `SALLYPORT_MEDIA_NO_URING` is
-//! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram.
+//! set, the same epoll loop does one `recvmsg` and one `sendmsg` per datagram. Prompt and
+//! ringback frames follow the path: gathered and sent with one `io_uring_enter` at the
+//! end of the loop on the epoll + io_uring path, one `sendto` each without io_uring.
 //!
 //! Past its capacity the engine sheds instead of queueing (issue 15). The queue a
 //! worker that falls behind builds is in the kernel's socket receive buffers (at the
@@ -1114,6 +1118,88 @@ mod tests {
             (s.received, s.dropped_late, s.relayed),
             (40, 0, 40),
             "{s:?}"
+        );
+    }
+
+    /// Prompt and ringback frames of many calls, on each send path (batched on the
+    /// multishot ring, batched through the epoll path's io_uring, one `sendto` each): every
+    /// frame arrives, in sequence, and each is counted once as sent (pacing: tests/media_engine.rs).
+    #[test]
+    fn prompt_frames_of_many_calls_go_out_on_every_send_path() {
+        for (ports, path) in [
+            (33000, worker::RxPath::Best),
+            (33200, worker::RxPath::EpollRing),
+            (33400, worker::RxPath::Plain),
+        ] {
+            frames_on(ports, path);
+        }
+    }
+
+    fn frames_on(port_min: u16, path: worker::RxPath) {
+        let engine = engine_on(
+            port_min,
+            port_min + 199,
+            worker::RX_BUFFERS,
+            DEFAULT_MAX_QUEUE,
+            path,
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts");
+        let prompt = PromptSet::load_dir(&dir).unwrap();
+        let frames = prompt
+            .get(PromptId::EnterPin)
+            .unwrap()
+            .samples()
+            .div_ceil(160);
+        let mut calls = Vec::new();
+        for i in 0..30 {
+            let (mut m, events) = engine.open_call();
+            let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            m.allocate(Side::A).unwrap();
+            m.set_leg(Side::A, media(&a), LatchPolicy::Exact);
+            // A third of the calls hear ringback for 200 ms instead.
+            match i % 3 {
+                0 => m.ringback(true),
+                _ => m.play(Side::A, PromptId::EnterPin),
+            }
+            calls.push((m, events, a, i % 3 == 0));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        for (m, _, _, ringback) in &mut calls {
+            if *ringback {
+                m.ringback(false);
+            }
+        }
+        let (mut prompt_frames, mut ringback_frames) = (0u64, 0u64);
+        for (_, _, a, ringback) in &calls {
+            a.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut got: Vec<(Instant, u16)> = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(n) = a.recv(&mut buf) {
+                if n == 172 {
+                    got.push((Instant::now(), u16::from_be_bytes([buf[2], buf[3]])));
+                }
+            }
+            assert!(
+                got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+                "{path:?}: in order, none lost"
+            );
+            match ringback {
+                true => {
+                    assert!(got.len() >= 5, "{path:?}: {} ringback frames", got.len());
+                    ringback_frames += got.len() as u64;
+                }
+                false => {
+                    assert_eq!(got.len(), frames, "{path:?}: the whole prompt");
+                    prompt_frames += got.len() as u64;
+                }
+            }
+        }
+        let s = engine.stats();
+        assert_eq!(
+            (s.prompt_frames, s.ringback_frames, s.dropped_send),
+            (prompt_frames, ringback_frames, 0),
+            "{path:?}: {s:?}"
         );
     }
 

@@ -369,6 +369,17 @@ impl Batch {
         self.bufs.len()
     }
 
+    /// Copies `bytes` into slot `k`'s buffer (to send it from there); returns the length
+    /// copied (at most [`MAX_DATAGRAM`]), 0 if there is no slot `k`.
+    pub(super) fn fill(&mut self, k: usize, bytes: &[u8]) -> usize {
+        let Some(buf) = self.bufs.get_mut(k) else {
+            return 0;
+        };
+        let n = bytes.len().min(MAX_DATAGRAM);
+        buf[..n].copy_from_slice(&bytes[..n]);
+        n
+    }
+
     /// Readies slot `k`'s header for a receive; returns it for the kernel.
     fn prepare_recv(&mut self, k: usize) -> *mut libc::msghdr {
         let h = &mut self.hdrs[k];
@@ -504,6 +515,19 @@ impl Ring {
 
     /// Sends every entry of `sends` in one system call; returns how many the kernel took.
     pub(super) fn send_many(&mut self, batch: &mut Batch, sends: &[Outgoing]) -> io::Result<usize> {
+        let mut sent = 0;
+        self.send_each(batch, sends, |_, ok| sent += usize::from(ok))?;
+        Ok(sent)
+    }
+
+    /// Sends every entry of `sends` in one system call and tells `f(j, taken)` for each
+    /// (entries past the batch's or the ring's capacity are not sent: `taken` false).
+    pub(super) fn send_each(
+        &mut self,
+        batch: &mut Batch,
+        sends: &[Outgoing],
+        mut f: impl FnMut(usize, bool),
+    ) -> io::Result<()> {
         let n = sends.len().min(batch.slots()).min(self.capacity());
         for (j, s) in sends.iter().take(n).enumerate() {
             let h = batch.prepare_send(j, s);
@@ -516,9 +540,13 @@ impl Ring {
                 return Err(io::Error::other("io_uring submission queue full"));
             }
         }
-        let mut sent = 0;
-        self.complete(n, |_, res| sent += usize::from(res >= 0))?;
-        Ok(sent)
+        self.complete(n, |j, res| {
+            f(usize::try_from(j).unwrap_or(usize::MAX), res >= 0)
+        })?;
+        for j in n..sends.len() {
+            f(j, false);
+        }
+        Ok(())
     }
 }
 
@@ -529,6 +557,8 @@ pub(super) enum Tag {
     Recv(usize),
     /// A send from provided buffer `bid`.
     Send(u16),
+    /// A send of a locally made frame (prompt or ringback) from frame buffer `slot`.
+    Frame { slot: u16, ringback: bool },
     /// The command waker's multishot poll.
     Waker,
     /// A cancel request (its own completion carries nothing of interest).
@@ -537,12 +567,17 @@ pub(super) enum Tag {
 
 const TAG_SHIFT: u32 = 62;
 const TAG_MASK: u64 = (1 << TAG_SHIFT) - 1;
+/// Within tag 1 (sends): the send is a local frame's, not a relayed datagram's.
+const FRAME_BIT: u64 = 1 << 32;
 
 impl Tag {
     fn user_data(self) -> u64 {
         match self {
             Tag::Recv(i) => i as u64 & TAG_MASK,
             Tag::Send(bid) => (1 << TAG_SHIFT) | u64::from(bid),
+            Tag::Frame { slot, ringback } => {
+                (1 << TAG_SHIFT) | FRAME_BIT | (u64::from(ringback) << 16) | u64::from(slot)
+            }
             Tag::Waker => 2 << TAG_SHIFT,
             Tag::Cancel => 3 << TAG_SHIFT,
         }
@@ -552,6 +587,10 @@ impl Tag {
         let v = user_data & TAG_MASK;
         match user_data >> TAG_SHIFT {
             0 => Tag::Recv(usize::try_from(v).unwrap_or(usize::MAX)),
+            1 if v & FRAME_BIT != 0 => Tag::Frame {
+                slot: (v & 0xffff) as u16,
+                ringback: v & (1 << 16) != 0,
+            },
             1 => Tag::Send(u16::try_from(v).unwrap_or(u16::MAX)),
             2 => Tag::Waker,
             _ => Tag::Cancel,
@@ -659,7 +698,24 @@ pub(super) struct MultiRing {
     /// Template for the multishot receives: only the name and control lengths count.
     msg: Box<libc::msghdr>,
     send_addrs: Box<[libc::sockaddr_storage]>,
+    /// Buffers of locally made frames on their way out (see [`MultiRing::send_frame`]);
+    /// boxed, so a send's buffer stays put while the vector grows.
+    #[allow(clippy::vec_box)] // the kernel reads each box's contents until its send ends
+    frames: Vec<Box<FrameBuf>>,
+    /// Indexes into `frames` free for the next frame.
+    frames_free: Vec<u16>,
 }
+
+/// A locally made frame (prompt, ringback) and its destination, while its send is in
+/// flight.
+struct FrameBuf {
+    data: [u8; MAX_DATAGRAM],
+    addr: libc::sockaddr_storage,
+}
+
+/// Most frame buffers a [`MultiRing`] holds at once: frames in flight between two waits
+/// (a few hundred calls hearing prompts); past it, frames go out one system call each.
+pub(super) const MAX_FRAME_BUFS: usize = 4096;
 
 // SAFETY: the raw pointers point into memory this struct owns (mappings and boxed
 // slices), which moves with it; the ring is created on and only used by one thread.
@@ -716,6 +772,8 @@ impl MultiRing {
             fixed,
             msg,
             send_addrs: vec![zero_addr; n].into_boxed_slice(),
+            frames: Vec::new(),
+            frames_free: Vec::new(),
         };
         for bid in 0..buffers {
             r.recycle(bid);
@@ -894,6 +952,66 @@ impl MultiRing {
         // The address and the buffer belong to `bid`, which is not reused before this send
         // completes (it is recycled on its completion).
         self.push(&sqe)
+    }
+
+    /// Queues a send of a locally made frame (a copy of `frame`) from `from` to `to`; it
+    /// goes to the kernel with the next wait, with the forwards of the batch, and its
+    /// completion is `Tag::Frame`, after which [`MultiRing::frame_sent`] frees its buffer.
+    /// `Ok(false)`: every frame buffer is in flight ([`MAX_FRAME_BUFS`]); nothing queued.
+    pub(super) fn send_frame(
+        &mut self,
+        from: Sock,
+        frame: &[u8],
+        to: SocketAddr,
+        ringback: bool,
+    ) -> io::Result<bool> {
+        let slot = match self.frames_free.pop() {
+            Some(k) => k,
+            None if self.frames.len() < MAX_FRAME_BUFS => {
+                self.frames.push(Box::new(FrameBuf {
+                    data: [0; MAX_DATAGRAM],
+                    // SAFETY: all-zero is a valid sockaddr_storage.
+                    addr: unsafe { zeroed() },
+                }));
+                (self.frames.len() - 1) as u16
+            }
+            None => return Ok(false),
+        };
+        let Some(f) = self.frames.get_mut(usize::from(slot)) else {
+            return Ok(false);
+        };
+        let len = frame.len().min(MAX_DATAGRAM);
+        f.data[..len].copy_from_slice(&frame[..len]);
+        let addr_len = to_storage(to, &mut f.addr);
+        let addr: *const libc::sockaddr = (&f.addr as *const libc::sockaddr_storage).cast();
+        let data = f.data.as_ptr();
+        let len = len as u32;
+        let sqe = match from.fixed {
+            Some(k) => io_uring::opcode::Send::new(io_uring::types::Fixed(k), data, len),
+            None => io_uring::opcode::Send::new(io_uring::types::Fd(from.fd), data, len),
+        };
+        let sqe = sqe
+            .dest_addr(addr)
+            .dest_addr_len(addr_len)
+            .flags(libc::MSG_DONTWAIT)
+            .build()
+            .user_data(Tag::Frame { slot, ringback }.user_data());
+        // The frame and its address live in a boxed buffer owned by the ring, which is
+        // neither freed nor reused before this send completes (`frame_sent`).
+        match self.push(&sqe) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.frames_free.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// The send from frame buffer `slot` completed: the buffer is free again.
+    pub(super) fn frame_sent(&mut self, slot: u16) {
+        if usize::from(slot) < self.frames.len() {
+            self.frames_free.push(slot);
+        }
     }
 
     /// Puts `fd` in slot `k` of the ring's registered-file table, so that requests on it

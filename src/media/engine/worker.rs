@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use super::activity::RtpActivity;
 use super::call::{self, index, CallState, Ctx, LegSockets};
 use super::sys::{
-    Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker, MAX_DATAGRAM,
+    self, Batch, Completion, Epoll, Events, MultiRing, Outgoing, Ring, Sock, Tag, Waker,
+    MAX_DATAGRAM,
 };
 use super::tap::Tap;
 use super::{Events as EventTx, MediaEvent, MediaStats, Shared};
@@ -47,7 +48,7 @@ pub(super) const BATCH_US_ENV: &str = "SALLYPORT_MEDIA_BATCH_US";
 const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// Completions a batching wait asks for besides its sends' (a cap, rarely reached).
 const WINDOW_WANT: usize = 256;
-/// Completions a wake-up must reap before the next wait uses the batching window
+/// Datagrams a wake-up must receive before the next wait uses the batching window
 /// (`Multi::wait_plan`); overridden by [`BATCH_FROM_ENV`].
 const BATCH_FROM: usize = 32;
 /// Overrides [`BATCH_FROM`] (tuning and benchmarks).
@@ -55,6 +56,10 @@ pub(super) const BATCH_FROM_ENV: &str = "SALLYPORT_MEDIA_BATCH_FROM";
 /// The timeout of a batching wait with no timer due: a worker with no call sleeps this
 /// long between wake-ups (`Multi::wait_plan`).
 const IDLE_WAIT: Duration = Duration::from_secs(3_600);
+/// The longest a wait without a batching window that follows sends waits for a datagram
+/// before it returns with the sends' completions (`Multi::wait_plan`): their counters are
+/// published at most this late when the traffic stops.
+const SEND_REAP: Duration = Duration::from_millis(1);
 /// Locally made frames (prompts, ringback) due this soon after a wake-up are sent in it:
 /// a few hundred calls hearing prompts at unaligned 20 ms phases would otherwise wake the
 /// worker once per frame of each. A frame leaves at most this much early (never late);
@@ -249,6 +254,8 @@ pub(super) struct Worker {
     meta: Vec<(usize, Side, bool)>,
     /// Forwards of the current batch.
     sends: Vec<Outgoing>,
+    /// Local frames (prompts, ringback) queued for one batched send (epoll with io_uring).
+    frames: RingFrames,
     scratch: Box<[u8; MAX_DATAGRAM]>,
     /// Calls by slot; the slot is in the epoll tokens of their sockets.
     calls: Vec<Option<CallState>>,
@@ -293,7 +300,7 @@ enum RxState {
 }
 
 /// The worker's multishot state (see the module doc).
-struct Multi {
+pub(super) struct Multi {
     ring: MultiRing,
     rx: Vec<Rx>,
     rx_free: Vec<usize>,
@@ -304,13 +311,17 @@ struct Multi {
     cqes: Vec<Completion>,
     /// Sends queued since the last wait (their completions count towards `want`).
     queued_sends: usize,
+    /// Of those, local frames (see `Worker::flush_frames`).
+    queued_frames: usize,
     /// Batching window (0: off): see `wait_plan`.
     window: Duration,
     /// The kernel has `min_wait_usec` (6.12).
     min_wait: bool,
-    /// Completions the last wake-up reaped before the window is used: below, a wait
+    /// Datagrams the last wake-up received before the window is used: below, a wait
     /// returns at the first completion (see `wait_plan`).
     batch_from: usize,
+    /// Datagrams the last wake-up received (compared with `batch_from`).
+    last_rx: usize,
 }
 
 impl Multi {
@@ -325,6 +336,8 @@ impl Multi {
             releasing: Vec::new(),
             cqes: Vec::with_capacity(4 * n),
             queued_sends: 0,
+            queued_frames: 0,
+            last_rx: 0,
             window,
             min_wait,
             batch_from: std::env::var(BATCH_FROM_ENV)
@@ -440,14 +453,26 @@ impl Multi {
     /// turns into a wait for the first event (answered at once), and an idle worker sleeps.
     ///
     /// The window grows with load and vanishes without it: a wake-up that reaped fewer than
-    /// `batch_from` completions (light load: a datagram or two at a time) is followed by a
+    /// `batch_from` datagrams (light load: a datagram or two at a time) is followed by a
     /// wait without a window, so a lone datagram is relayed at once; only when wake-ups
     /// find batches does the next wait gather more (`bench/README.md`, "Batching window":
     /// at 100 calls a window doubled the CPU per packet and tripled the latency; at 2,000
     /// it saved a fifth of the CPU).
+    ///
+    /// Sends queued since the last wait go to the kernel with this one and complete while
+    /// it is submitted (non-blocking UDP sends, `DEFER_TASKRUN`: their completions are
+    /// posted before the wait begins). A wait for one completion would therefore end at
+    /// once on them, and every batch of forwards would cost a second `io_uring_enter` to
+    /// wait for the next datagram; so the wait asks for the sends' completions plus one
+    /// event, for at most [`SEND_REAP`] when there is no window, so that their counters
+    /// are published soon after the traffic stops.
     fn wait_plan(&self, timer: Option<Duration>) -> (usize, Option<Duration>, Option<Duration>) {
-        if self.window.is_zero() || !self.min_wait || self.cqes.len() < self.batch_from {
-            return (1, timer, None);
+        if self.window.is_zero() || !self.min_wait || self.last_rx < self.batch_from {
+            if self.queued_sends == 0 {
+                return (1, timer, None);
+            }
+            let timeout = timer.map_or(SEND_REAP, |t| t.min(SEND_REAP));
+            return (self.queued_sends + 1, Some(timeout), None);
         }
         let timeout = timer.unwrap_or(IDLE_WAIT);
         let window = timeout.min(self.window);
@@ -481,6 +506,7 @@ impl Worker {
             fds: Vec::with_capacity(RING_BATCH),
             meta: Vec::with_capacity(RING_BATCH),
             sends: Vec::with_capacity(RING_BATCH),
+            frames: RingFrames::new(),
             scratch: Box::new([0; MAX_DATAGRAM]),
             calls: Vec::new(),
             free: Vec::new(),
@@ -564,6 +590,7 @@ impl Worker {
                 return;
             }
             self.fire_timers(now);
+            self.flush_frames();
             self.stats.publish(&self.counters);
         }
     }
@@ -615,6 +642,7 @@ impl Worker {
             }
             self.counters.wakeups += 1;
             m.queued_sends = 0;
+            m.queued_frames = 0;
             m.ring.reap(&mut m.cqes);
             now = Instant::now(); // clock-ok: the media driver paces real RTP
             self.read_wall();
@@ -627,6 +655,7 @@ impl Worker {
                         tracing::error!(error = %e, "media: io_uring submit failed");
                     }
                     m.queued_sends = 0;
+                    m.queued_frames = 0;
                 }
                 if !self.commands_(now) {
                     self.close_all();
@@ -663,6 +692,7 @@ impl Worker {
             return false;
         };
         let mut woken = false;
+        m.last_rx = 0;
         for k in 0..m.cqes.len() {
             let cq = m.cqes[k];
             match cq.tag {
@@ -682,8 +712,13 @@ impl Worker {
                         false => c.dropped_send += 1,
                     }
                 }
+                Tag::Frame { slot, ringback } => {
+                    m.ring.frame_sent(slot);
+                    count_frame(c, ringback, cq.result >= 0);
+                }
                 Tag::Recv(i) => {
                     if let Some(bid) = cq.buffer {
+                        m.last_rx += 1;
                         let rx = m.rx.get(i).copied().filter(|r| r.state == RxState::Live);
                         let fwd = rx.and_then(|r| {
                             let call = calls.get_mut(r.slot).and_then(Option::as_mut)?;
@@ -892,6 +927,11 @@ impl Worker {
     }
 
     fn command(&mut self, command: Command, now: Instant) {
+        if matches!(command, Command::Close { .. } | Command::Sockets { .. }) {
+            // Queued frames name their socket by fd number: out before any socket closes
+            // (a socket bound meanwhile could get the number).
+            self.flush_frames();
+        }
         let (id, side) = match command {
             Command::Open {
                 call,
@@ -1034,16 +1074,37 @@ impl Worker {
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        let out = match (self.multi.as_mut(), self.ring.as_mut()) {
+            (Some(m), _) => FrameOut::Multi(m),
+            (None, Some(ring)) => FrameOut::Ring(ring, &mut self.frames),
+            (None, None) => FrameOut::Plain,
+        };
         let mut ctx = Ctx {
             prompts: &self.prompts,
             ringback: &self.ringback,
             scratch: &mut self.scratch,
             counters: &mut self.counters,
+            out,
         };
         // A duplicate entry is harmless: `fire_timers` skips entries that are not the
         // side's current due time.
         if let Some(due) = call.pump(side, now, &mut ctx) {
             self.timers.push(Reverse((due, slot, call.id, index(side))));
+        }
+    }
+
+    /// Hands the queued local frames to the kernel now (not with the next wait).
+    fn flush_frames(&mut self) {
+        if let Some(m) = self.multi.as_mut() {
+            if m.queued_frames > 0 {
+                if let Err(e) = m.ring.submit() {
+                    tracing::error!(error = %e, "media: io_uring submit failed");
+                }
+                m.queued_frames = 0;
+                m.queued_sends = 0;
+            }
+        } else if let Some(ring) = self.ring.as_mut() {
+            self.frames.flush(ring, &mut self.counters);
         }
     }
 
@@ -1064,6 +1125,119 @@ impl Worker {
             }
             self.pump(slot, side, now);
         }
+    }
+}
+
+/// Where a call's locally made frames (prompts, ringback) go: onto the worker's batched
+/// send path where it has io_uring (the frames due in one wake-up, of every call, leave
+/// in one `io_uring_enter`), else one `sendto` each.
+pub(super) enum FrameOut<'a> {
+    /// Queued on the multishot ring; sent with the next wait, counted on completion.
+    Multi(&'a mut Multi),
+    /// Gathered for one `send_each` at the end of the loop (or when the batch is full).
+    Ring(&'a mut Ring, &'a mut RingFrames),
+    /// One `sendto` per frame.
+    Plain,
+}
+
+/// A frame to send: from the side's RTP socket (`fd`; `rx`: its multishot receiver, whose
+/// registered file the ring may use) to `to`.
+pub(super) struct Frame<'b> {
+    pub(super) fd: RawFd,
+    pub(super) rx: Option<usize>,
+    pub(super) bytes: &'b [u8],
+    pub(super) to: SocketAddr,
+    pub(super) ringback: bool,
+}
+
+impl FrameOut<'_> {
+    /// Sends (or queues) one frame; counts it (`prompt_frames`, `ringback_frames` or
+    /// `dropped_send`) now or when its send completes.
+    pub(super) fn send(&mut self, f: Frame<'_>, c: &mut Counters) {
+        match self {
+            FrameOut::Multi(m) => {
+                let sock =
+                    f.rx.and_then(|k| m.rx.get(k))
+                        .filter(|r| r.state == RxState::Live)
+                        .map_or(
+                            Sock {
+                                fd: f.fd,
+                                fixed: None,
+                            },
+                            |r| r.sock,
+                        );
+                match m.ring.send_frame(sock, f.bytes, f.to, f.ringback) {
+                    Ok(true) => {
+                        m.queued_sends += 1;
+                        m.queued_frames += 1;
+                    }
+                    // Every frame buffer in flight: this one goes on its own.
+                    Ok(false) => count_frame(c, f.ringback, sys::send_to(f.fd, f.bytes, f.to)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "media: cannot queue a frame");
+                        c.dropped_send += 1;
+                    }
+                }
+            }
+            FrameOut::Ring(ring, frames) => {
+                if frames.sends.len() == frames.batch.slots() {
+                    frames.flush(ring, c);
+                }
+                let k = frames.sends.len();
+                let len = frames.batch.fill(k, f.bytes);
+                frames.sends.push(Outgoing {
+                    fd: f.fd,
+                    slot: k,
+                    len,
+                    to: f.to,
+                });
+                frames.ringback.push(f.ringback);
+            }
+            FrameOut::Plain => count_frame(c, f.ringback, sys::send_to(f.fd, f.bytes, f.to)),
+        }
+    }
+}
+
+/// Local frames gathered for one batched send on the epoll path with io_uring.
+pub(super) struct RingFrames {
+    batch: Batch,
+    sends: Vec<Outgoing>,
+    ringback: Vec<bool>,
+}
+
+impl RingFrames {
+    fn new() -> Self {
+        RingFrames {
+            batch: Batch::new(RING_BATCH),
+            sends: Vec::with_capacity(RING_BATCH),
+            ringback: Vec::with_capacity(RING_BATCH),
+        }
+    }
+
+    /// Sends what is gathered, in one system call, and counts each frame.
+    fn flush(&mut self, ring: &mut Ring, c: &mut Counters) {
+        if self.sends.is_empty() {
+            return;
+        }
+        let ringback = &self.ringback;
+        let sent = ring.send_each(&mut self.batch, &self.sends, |j, ok| {
+            count_frame(c, ringback.get(j).copied().unwrap_or(false), ok)
+        });
+        if let Err(e) = sent {
+            tracing::error!(error = %e, "media: io_uring send of frames failed");
+            c.dropped_send += self.sends.len() as u64;
+        }
+        self.sends.clear();
+        self.ringback.clear();
+    }
+}
+
+/// Counts a local frame's send: sent (prompt or ringback) or refused.
+fn count_frame(c: &mut Counters, ringback: bool, sent: bool) {
+    match (sent, ringback) {
+        (false, _) => c.dropped_send += 1,
+        (true, false) => c.prompt_frames += 1,
+        (true, true) => c.ringback_frames += 1,
     }
 }
 
