@@ -165,6 +165,12 @@ async fn done(
     start: i64,
     end: i64,
 ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    // Slots are summarised with their day.
+    let grain = if grain == Grain::Slot {
+        Grain::Day
+    } else {
+        grain
+    };
     let rows = sqlx::query(
         "SELECT period FROM report_rollup_periods WHERE facility_id = $1 AND grain = $2 \
          AND period >= $3 AND period <= $4 ORDER BY period",
