@@ -3,7 +3,10 @@
 # facility-year (bench/report_data.rs: 1,000,000 calls, 200,000 deposits, ...) into a
 # fresh database, starts the real gateway on it and times every report endpoint
 # (GET /api/v1/reports/<name>?facility=BIG&from=2025-01-01&to=2025-12-31), JSON and CSV,
-# RUNS times each (the first run is reported apart: it reads the data from disk).
+# RUNS times each (the first run is reported apart: it reads the data from disk, and on a
+# database no gateway has summarised yet the first report that reads the rollups
+# (src/reports/rollup.rs) summarises the year's days, while the gateway's own background
+# task does the same).
 #
 #   bench/reports.sh                                                     # SQLite
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/reports_bench bench/reports.sh

@@ -109,6 +109,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     crate::family::notices::spawn(store.clone(), config.clone());
     crate::messaging::purge::spawn(store.clone(), config.clone());
+    // Report rollups: the days just ended summarised, off the call path.
+    crate::reports::rollup::spawn(
+        store.db().clone(),
+        store.clock().clone(),
+        Duration::from_secs(3600),
+    );
     // Spoken keyword alerts: finished recordings, off the media path (unavailable: logged).
     let _ = crate::keywords::worker::spawn(
         store.clone(),

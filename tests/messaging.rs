@@ -48,6 +48,7 @@ battery!(
     the_price_is_charged_once_never_below_zero_and_refunded_on_rejection,
     bad_input_is_refused_with_a_message,
     retention_removes_old_messages_and_their_photos,
+    the_search_pages_newest_first_as_calls_do,
 );
 
 /// What [`world`] made.
@@ -405,7 +406,7 @@ async fn a_message_is_reviewed_read_and_answered_with_a_photo(app: App) {
     )
     .await;
     assert_eq!(
-        (s, q.as_array().map(Vec::len)),
+        (s, q["items"].as_array().map(Vec::len)),
         (StatusCode::OK, Some(0)),
         "{q}"
     );
@@ -615,8 +616,9 @@ async fn a_message_is_reviewed_read_and_answered_with_a_photo(app: App) {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{found}");
-    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
-    assert_eq!(found[0]["id"], json!(rid));
+    assert_eq!(found["items"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["items"][0]["id"], json!(rid));
+    assert_eq!(found["total"], 1, "{found}");
     let (s, one) = send(
         &app,
         "GET",
@@ -652,6 +654,96 @@ async fn a_message_is_reviewed_read_and_answered_with_a_photo(app: App) {
     assert_eq!(s, StatusCode::OK, "{v}");
     remove_data_dir();
     app.t.cleanup().await;
+}
+
+/// `GET /messages` pages as `GET /calls` does: `limit` (default 50, at most 500) and
+/// `offset`, newest first, `{items, total, limit, offset}`; pages meet without a gap or a
+/// repeat, and every page is audited with what it showed.
+async fn the_search_pages_newest_first_as_calls_do(app: App) {
+    let w = world(&app).await;
+    set_settings(&app, "F1", json!({ "review": "none" })).await;
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        app.clock.advance(std::time::Duration::from_secs(60));
+        let (s, m) = kiosk_send(
+            &app,
+            &w,
+            &format!("page-{i}"),
+            &w.contact,
+            &format!("note {i}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{m}");
+        sent.push(m["id"].as_str().unwrap().to_string());
+    }
+    sent.reverse();
+    let page = |q: &str| {
+        let path = format!("/api/v1/messages?facility_id=F1{q}");
+        let app = &app;
+        let token = w.investigator.clone();
+        async move {
+            let (s, v) = send(app, "GET", &path, &token, None, None, None).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {v}");
+            v
+        }
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = page("").await;
+    assert_eq!(
+        (
+            all["total"].clone(),
+            all["limit"].clone(),
+            all["offset"].clone()
+        ),
+        (json!(7), json!(50), json!(0))
+    );
+    assert_eq!(ids(&all), sent, "newest first");
+    let mut walked = Vec::new();
+    for offset in [0, 3, 6] {
+        let p = page(&format!("&limit=3&offset={offset}")).await;
+        assert_eq!(p["total"], 7, "{p}");
+        assert_eq!(p["offset"], offset, "{p}");
+        walked.extend(ids(&p));
+    }
+    assert_eq!(walked, sent, "the pages meet without a gap or a repeat");
+    let past = page("&limit=3&offset=9").await;
+    assert_eq!((ids(&past).len(), past["total"].clone()), (0, json!(7)));
+    // Bounds as for calls: a page of 1 to 500; a filter narrows the total too.
+    assert_eq!(page("&limit=0").await["limit"], 1);
+    assert_eq!(page("&limit=9000").await["limit"], 500);
+    let one = page("&q=NOTE%204&limit=1").await;
+    assert_eq!(
+        (ids(&one), one["total"].clone()),
+        (vec![sent[2].clone()], json!(1))
+    );
+    let (s, e) = send(
+        &app,
+        "GET",
+        "/api/v1/messages?limit=many",
+        &w.investigator,
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    // Each page's audit names the messages it showed and where the page was.
+    let searches = audits(&app, "message.search").await;
+    let last_page = searches
+        .iter()
+        .find(|e| e["detail"]["offset"] == 6 && e["detail"]["limit"] == 3)
+        .unwrap_or_else(|| panic!("{searches:?}"));
+    assert_eq!(last_page["detail"]["messages"], json!([sent[6]]));
+    assert_eq!(last_page["detail"]["total"], 7);
+    app.t.cleanup().await;
+    remove_data_dir();
 }
 
 async fn watch_words_hold_messages_and_privileged_ones_are_never_reviewed(app: App) {
@@ -764,7 +856,7 @@ async fn watch_words_hold_messages_and_privileged_ones_are_never_reviewed(app: A
     assert_eq!(queued, [hid.as_str()], "{q}");
     assert_eq!(q[0]["flagged"], json!(["green light", "package"]), "{q}");
     let (_, all) = admin(&app, "GET", "/api/v1/messages?facility_id=F1", None).await;
-    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "{all}");
     assert!(!all.to_string().contains(&lid), "{all}");
     let (_, found) = admin(
         &app,
@@ -773,9 +865,10 @@ async fn watch_words_hold_messages_and_privileged_ones_are_never_reviewed(app: A
         None,
     )
     .await;
-    assert_eq!(found, json!([]));
+    assert_eq!(found["items"], json!([]));
+    assert_eq!(found["total"], 0);
     let (_, flagged) = admin(&app, "GET", "/api/v1/messages?flagged=true", None).await;
-    assert_eq!(flagged.as_array().unwrap().len(), 1, "{flagged}");
+    assert_eq!(flagged["items"].as_array().unwrap().len(), 1, "{flagged}");
     for (method, path) in [
         ("GET", format!("/api/v1/messages/{lid}")),
         ("POST", format!("/api/v1/messages/{lid}/approve")),

@@ -9,6 +9,7 @@ mod support;
 use axum::http::StatusCode;
 use chrono::{Duration, NaiveDate, TimeZone, Timelike};
 use chrono_tz::Tz;
+use sallyport::clock::Clock;
 use sallyport::db::{Backend, Db};
 use sallyport::reports::sample::{generate, Spec, Totals};
 use sallyport::reports::{day_start, length_class, LENGTH_CLASSES};
@@ -433,6 +434,324 @@ async fn who_may_read_reports(backend: Backend) {
         && e["detail"]["from"] == "2026-03-01"
         && e["facility_id"] == "A"));
     app.t.cleanup().await;
+}
+
+/// What the rollups hold for facility RPT: summarised days and months.
+async fn summarised(db: &Db, grain: &str) -> i64 {
+    scalar(
+        db,
+        &format!("SELECT COUNT(*) FROM report_rollup_periods WHERE facility_id = 'RPT' AND grain = '{grain}'"),
+        &[],
+    )
+    .await
+}
+
+/// A UTC day number (the rollups' day) of a local instant in Chicago.
+fn utc_day(us: i64) -> i64 {
+    us.div_euclid(86_400_000_000)
+}
+
+/// Rows that arrive for a period the rollups already summarised: a call still open when
+/// its day was summarised that ends later, a money order received on a summarised day
+/// and posted months later, and a purchase written with a past date (a correction or an
+/// import). Every report still equals direct SQL.
+async fn rollups_stay_exact_when_rows_arrive_late(backend: Backend) {
+    let Some((app, totals)) = world(backend).await else {
+        return;
+    };
+    let db = &app.t.db;
+    let now = app.clock.wall();
+    let us = |d: NaiveDate, h: u32| {
+        tz().from_local_datetime(&d.and_hms_opt(h, 0, 0).unwrap())
+            .single()
+            .unwrap()
+            .timestamp_micros()
+    };
+    let june10 = NaiveDate::from_ymd_opt(2025, 6, 10).unwrap();
+    let invite = us(june10, 15);
+    // The number called most, called once more by the late call.
+    let top: String = sqlx::query(
+        "SELECT number_e164 FROM sessions WHERE facility_id = 'RPT' AND kind = 'call' \
+         AND privileged = 0 GROUP BY number_e164 ORDER BY COUNT(*) DESC, number_e164 LIMIT 1",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (id, kind, facility_id, number_e164, state, node_id, invite_at, \
+         answer_at, accepted_at) VALUES ('late-call', 'call', 'RPT', $1, 'active', 'n1', $2, $3, $3)",
+    )
+    .bind(&top)
+    .bind(invite)
+    .bind(invite + 10_000_000)
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    // Every report once: the settled days are summarised, but not the open call's day.
+    for name in [
+        "sessions-daily",
+        "call-length",
+        "end-reasons",
+        "top-numbers",
+        "spending",
+    ] {
+        report(&app, name, "").await;
+    }
+    let days = summarised(db, "day").await;
+    assert!(days >= 360, "{days} days summarised");
+    assert_eq!(summarised(db, "month").await, 11, "every month but June");
+    let open_day = scalar(
+        db,
+        "SELECT COUNT(*) FROM report_rollup_periods WHERE facility_id = 'RPT' AND grain = 'day' \
+         AND period = $1",
+        &[utc_day(invite)],
+    )
+    .await;
+    assert_eq!(open_day, 0, "a day with an open call is not summarised");
+    let v = report(&app, "sessions-daily", "").await;
+    assert_eq!(sum_col(&v, "calls", false) as u64, totals.calls + 1);
+
+    // The call ends (23 minutes after acceptance) with a charge; its day can be summarised.
+    let accepted = invite + 10_000_000;
+    sqlx::query(
+        "UPDATE sessions SET state = 'ended', end_reason = 'completed', end_at = $2, \
+         media_end_at = $2, closed_at = $2, amount_minor = 48300 WHERE id = $1",
+    )
+    .bind("late-call")
+    .bind(accepted + 23 * 60_000_000)
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    // A money order received on 2 April (a summarised day), posted now.
+    let april2 = NaiveDate::from_ymd_opt(2025, 4, 2).unwrap();
+    let account: String = sqlx::query(
+        "SELECT id FROM accounts WHERE facility_id = 'RPT' AND kind = 'inmate' AND status = 'open' \
+         ORDER BY id LIMIT 1",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    app.clock.set_wall(
+        tz().timestamp_micros(us(april2, 11))
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    );
+    let ledger = app.store.ledger();
+    let mo = ledger
+        .deposit(
+            &sallyport::ledger::RequestKey::new("t", "late-mo").unwrap(),
+            sallyport::ledger::DepositRequest {
+                account_id: account.clone(),
+                method: sallyport::ledger::DepositMethod::MoneyOrder,
+                amount: sallyport::money::Money::from_minor(1_230_000),
+                depositor: "aunt".into(),
+                reference: "MO-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    app.clock.set_wall(now);
+    ledger
+        .post_money_order(
+            &sallyport::ledger::RequestKey::new("t", "late-mo-post").unwrap(),
+            &mo.id,
+            "staff",
+        )
+        .await
+        .unwrap();
+
+    // A purchase written with a past date (5 March) into a summarised day.
+    let march5 = us(NaiveDate::from_ymd_opt(2025, 3, 5).unwrap(), 12);
+    let txn: i64 = sqlx::query(
+        "INSERT INTO ledger_transactions (kind, facility_id, memo, created_at) \
+         VALUES ('purchase', 'RPT', 'late purchase', $1) RETURNING id",
+    )
+    .bind(march5)
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    for (acct, amount, after) in [
+        (account.as_str(), -70_000i64, Some(0i64)),
+        ("sys:RPT:commissary", 70_000, None),
+    ] {
+        sqlx::query(
+            "INSERT INTO ledger_entries (transaction_id, account_id, amount_minor, \
+             balance_after_minor, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(txn)
+        .bind(acct)
+        .bind(amount)
+        .bind(after)
+        .bind(march5)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+
+    // Sessions: the late call counts on its day, in its hour, its length and reason.
+    let v = report(&app, "sessions-daily", "").await;
+    assert_eq!(sum_col(&v, "calls", false) as u64, totals.calls + 1);
+    assert_eq!(
+        sum_col(&v, "connected_calls", false) as u64,
+        totals.connected_calls + 1
+    );
+    let (a, b) = day_bounds(june10);
+    let direct = scalar(
+        db,
+        "SELECT COUNT(*) FROM sessions WHERE facility_id = 'RPT' AND kind = 'call' \
+         AND invite_at >= $1 AND invite_at < $2",
+        &[a, b],
+    )
+    .await;
+    let row = rows(&v).iter().find(|r| r[0] == "2025-06-10").unwrap();
+    assert_eq!(int(&row[col(&v, "calls")]), direct);
+    assert_eq!(
+        scalar(
+            db,
+            "SELECT COUNT(*) FROM report_rollup_periods WHERE facility_id = 'RPT' AND grain = 'day' AND period = $1",
+            &[utc_day(invite)],
+        )
+        .await,
+        1,
+        "its day is summarised once the call has ended"
+    );
+    let v = report(&app, "sessions-hourly", "").await;
+    assert_eq!(sum_col(&v, "calls", false) as u64, totals.calls + 1);
+    let v = report(&app, "call-length", "").await;
+    assert_eq!(
+        sum_col(&v, "calls", false) as u64,
+        totals.connected_calls + 1
+    );
+    let twenty = rows(&v).iter().find(|r| r[0] == "20-30 min").unwrap();
+    let direct = scalar(
+        db,
+        "SELECT COUNT(*) FROM sessions WHERE facility_id = 'RPT' AND kind = 'call' \
+         AND state = 'ended' AND accepted_at IS NOT NULL \
+         AND (COALESCE(media_end_at, end_at) - accepted_at) >= 1200000000 \
+         AND (COALESCE(media_end_at, end_at) - accepted_at) < 1800000000",
+        &[],
+    )
+    .await;
+    assert_eq!(int(&twenty[1]), direct);
+    let v = report(&app, "end-reasons", "").await;
+    let direct = scalar(
+        db,
+        "SELECT COUNT(*) FROM sessions WHERE facility_id = 'RPT' AND kind = 'call' \
+         AND end_reason = 'completed'",
+        &[],
+    )
+    .await;
+    let completed = rows(&v).iter().find(|r| r[0] == "completed").unwrap();
+    assert_eq!(int(&completed[1]), direct);
+    let v = report(&app, "top-numbers", "&limit=3").await;
+    let direct = sqlx::query(
+        "SELECT number_e164, COUNT(*) AS n, CAST(SUM(amount_minor) AS BIGINT) AS a FROM sessions \
+         WHERE facility_id = 'RPT' AND kind = 'call' AND privileged = 0 \
+         GROUP BY number_e164 ORDER BY COUNT(*) DESC, number_e164 LIMIT 3",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows(&v)[0][0], top.as_str());
+    for (r, d) in rows(&v).iter().zip(&direct) {
+        assert_eq!(
+            r[0],
+            d.try_get::<String, _>("number_e164").unwrap().as_str()
+        );
+        assert_eq!(int(&r[1]), d.try_get::<i64, _>("n").unwrap());
+        assert_eq!(minor(&r[4]), d.try_get::<i64, _>("a").unwrap());
+    }
+    assert_eq!(summarised(db, "month").await, 12, "June too, now");
+
+    // Spending: the late purchase on its day; deposits: the money order on its day.
+    let v = report(&app, "spending", "").await;
+    assert_eq!(
+        sum_col(&v, "purchase", true),
+        totals.purchase_amount + 70_000
+    );
+    let row = rows(&v).iter().find(|r| r[0] == "2025-03-05").unwrap();
+    let (a, b) = day_bounds(NaiveDate::from_ymd_opt(2025, 3, 5).unwrap());
+    let direct = scalar(
+        db,
+        "SELECT COALESCE(CAST(SUM(-e.amount_minor) AS BIGINT), 0) FROM ledger_transactions t \
+         JOIN ledger_entries e ON e.transaction_id = t.id JOIN accounts a ON a.id = e.account_id \
+         WHERE t.facility_id = 'RPT' AND a.kind = 'inmate' AND t.kind = 'purchase' \
+         AND t.created_at >= $1 AND t.created_at < $2",
+        &[a, b],
+    )
+    .await;
+    assert_eq!(minor(&row[col(&v, "purchase")]), direct);
+    let v = report(&app, "deposits", "").await;
+    assert_eq!(
+        sum_col(&v, "money_order", true),
+        totals.deposits["money_order"].1 + 1_230_000
+    );
+    let row = rows(&v).iter().find(|r| r[0] == "2025-04-02").unwrap();
+    let direct = scalar(
+        db,
+        "SELECT CAST(SUM(amount_minor) AS BIGINT) FROM deposits WHERE facility_id = 'RPT' \
+         AND status = 'posted' AND local_day = '2025-04-02'",
+        &[],
+    )
+    .await;
+    assert_eq!(minor(&row[col(&v, "total")]), direct);
+
+    // The reports do read the rollups: a summarised slot's count shows (then is put back).
+    let bump = |d: i64| {
+        format!(
+            "UPDATE report_rollups SET v1 = v1 + ({d}) WHERE facility_id = 'RPT' AND part = 'sessions' \
+             AND key = 'call' AND period = (SELECT MIN(period) FROM report_rollups \
+             WHERE facility_id = 'RPT' AND part = 'sessions' AND key = 'call')"
+        )
+    };
+    sqlx::query(&bump(1000)).execute(db.pool()).await.unwrap();
+    let v = report(&app, "sessions-hourly", "").await;
+    assert_eq!(sum_col(&v, "calls", false) as u64, totals.calls + 1 + 1000);
+    sqlx::query(&bump(-1000)).execute(db.pool()).await.unwrap();
+
+    // The same numbers with the rollups gone (every row read).
+    let before = report(&app, "top-numbers", "").await;
+    let spending = report(&app, "spending", "").await;
+    sallyport::reports::rollup::forget(db, F).await.unwrap();
+    sqlx::query("DELETE FROM report_rollup_periods")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    app.clock.set_wall(
+        tz().timestamp_micros(us(NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), 0))
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    );
+    let raw = report(&app, "top-numbers", "").await;
+    assert_eq!(
+        summarised(db, "day").await,
+        0,
+        "nothing is settled on 1 January"
+    );
+    assert_eq!(before["table"], raw["table"]);
+    assert_eq!(
+        spending["table"],
+        report(&app, "spending", "").await["table"]
+    );
+    app.t.cleanup().await;
+}
+
+#[tokio::test]
+async fn rollups_stay_exact_late_rows_sqlite() {
+    rollups_stay_exact_when_rows_arrive_late(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn rollups_stay_exact_late_rows_postgres() {
+    rollups_stay_exact_when_rows_arrive_late(Backend::Postgres).await;
 }
 
 #[tokio::test]

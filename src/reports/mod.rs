@@ -10,6 +10,9 @@
 //!   drawn from that one table, so they cannot disagree);
 //! - [`store`] holds every report's SQL (one query or two each, written once for SQLite
 //!   and PostgreSQL) and returns rows;
+//! - [`rollup`] summarises the days that are over, once, for the reports that would
+//!   otherwise read a year of calls or charges row by row (they read the summaries for
+//!   those days and the rows for the rest, with the same numbers);
 //! - [`sample`] writes a synthetic facility-year (calls, visits, deposits, purchases,
 //!   releases) with known totals, for the benchmark and the tests.
 //!
@@ -22,6 +25,7 @@
 //! Spending is grouped by the ledger's transaction kind, read from the data: a kind this
 //! code has never heard of appears under its own name.
 
+pub mod rollup;
 pub mod sample;
 pub mod store;
 

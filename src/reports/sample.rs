@@ -445,6 +445,8 @@ pub async fn generate(db: &Db, spec: &Spec) -> Result<Totals, SampleError> {
         .filter(|p| !p.contacted && !p.released)
         .count() as u64;
     sync_sequence(db).await?;
+    // Rows dated in the past, written around the gateway: no summary may predate them.
+    super::rollup::forget(db, &spec.facility_id).await?;
     if db.backend() == Backend::Postgres {
         // What autovacuum would do after a bulk load: statistics for the planner and the
         // visibility map for index-only scans.

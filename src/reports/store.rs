@@ -6,6 +6,7 @@
 //! ([`super::DateRange::instants`]) through an index that holds what it reads
 //! (`migrations/*/0021_report_indexes.sql`).
 
+use super::rollup::{self, Coverage, Grain, DAY_US, SLOT_US};
 use super::{
     bucket_secs, label_of, length_class_sql, minutes_seconds, per_day, per_hour, Cell, Chart,
     Column, DateRange, Report, ReportName, Table, Unit, LENGTH_CLASSES,
@@ -16,6 +17,7 @@ use crate::store::Facility;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// The deposit methods in the order the report shows them (any other stored method
 /// follows under its own name).
@@ -69,6 +71,21 @@ pub async fn build(
         end: to_micros(end),
         bucket: bucket_secs(tz, start, end),
     };
+    if matches!(
+        name,
+        ReportName::Spending
+            | ReportName::SessionsDaily
+            | ReportName::SessionsHourly
+            | ReportName::CallLength
+            | ReportName::EndReasons
+            | ReportName::TopNumbers
+    ) {
+        // The settled days of the range summarised first (a no-op once they are); a
+        // failure leaves the report on the raw rows for what is not summarised.
+        if let Err(e) = rollup::refresh(db, &f.id, q.start, q.end, now).await {
+            tracing::warn!(facility = %f.id, error = %e, "report rollups not refreshed");
+        }
+    }
     let mut summary = Vec::new();
     let (table, chart) = match name {
         ReportName::Deposits => {
@@ -156,10 +173,71 @@ pub struct Window<'a> {
     pub bucket: i64,
 }
 
-impl Window<'_> {
+impl<'a> Window<'a> {
     fn bucket_us(&self) -> i64 {
         self.bucket * 1_000_000
     }
+
+    /// The same facility and bucket over `[start, end)`.
+    fn part(&self, (start, end): (i64, i64)) -> Window<'a> {
+        Window {
+            facility: self.facility,
+            start,
+            end,
+            bucket: self.bucket,
+        }
+    }
+
+    /// How a part of `grain` reads this window: rollups where summarised, rows elsewhere
+    /// (all rows when the time bucket is finer than the rollups' 15-minute slots).
+    async fn coverage(&self, db: &Db, grain: Grain) -> Result<Coverage, sqlx::Error> {
+        if grain == Grain::Slot && (self.bucket * 1_000_000) % SLOT_US != 0 {
+            return Ok(Coverage::raw(self.start, self.end));
+        }
+        rollup::coverage(db, self.facility, grain, self.start, self.end).await
+    }
+}
+
+/// The ledger kinds that are not spending, as an SQL list.
+pub(crate) fn not_spending_sql() -> String {
+    NOT_SPENDING
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows of `part` summed per report bucket over the 15-minute slots of `[a, b)`:
+/// (bucket, key, SUM(v1), SUM(v2)).
+async fn rollup_slots(
+    db: &Db,
+    q: &Window<'_>,
+    part: &str,
+    (a, b): (i64, i64),
+    extra: &str,
+) -> Result<Vec<(i64, String, i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT CAST(period * 900 / $4 AS BIGINT) AS b, key, CAST(SUM(v1) AS BIGINT) AS v1, \
+         CAST(SUM(v2) AS BIGINT) AS v2 FROM report_rollups WHERE facility_id = $1 AND part = $5 \
+         AND period >= $2 AND period < $3{extra} GROUP BY CAST(period * 900 / $4 AS BIGINT), key"
+    ))
+    .bind(q.facility)
+    .bind(a / SLOT_US)
+    .bind(b / SLOT_US)
+    .bind(q.bucket)
+    .bind(part)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("b")?,
+                r.try_get("key")?,
+                r.try_get("v1")?,
+                r.try_get("v2")?,
+            ))
+        })
+        .collect()
 }
 
 /// Posted deposits per (local day, method): count and amount.
@@ -235,13 +313,25 @@ fn deposits_table(range: &DateRange, rows: &[(String, String, i64, i64)]) -> Tab
     }
 }
 
-/// What inmate and family accounts paid, per (UTC bucket, ledger kind), in minor units.
+/// What inmate and family accounts paid, per (UTC bucket, ledger kind), in minor units:
+/// from the rollups for summarised days, from the ledger for the rest.
 pub async fn spending(db: &Db, q: &Window<'_>) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
-    let not = NOT_SPENDING
-        .iter()
-        .map(|k| format!("'{k}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cov = q.coverage(db, Grain::Slot).await?;
+    let mut out = Vec::new();
+    for r in cov.raw {
+        out.extend(spending_rows(db, &q.part(r)).await?);
+    }
+    let not = format!(" AND key NOT IN ({})", not_spending_sql());
+    for r in cov.rollup {
+        let rows = rollup_slots(db, q, "spending", r, &not).await?;
+        out.extend(rows.into_iter().map(|(b, k, v, _)| (b, k, v)));
+    }
+    Ok(out)
+}
+
+/// [`spending`] from the ledger's rows.
+async fn spending_rows(db: &Db, q: &Window<'_>) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+    let not = not_spending_sql();
     let sql = format!(
         "SELECT CAST(t.created_at / $4 AS BIGINT) AS b, t.kind AS kind, \
          CAST(SUM(-e.amount_minor) AS BIGINT) AS v \
@@ -320,28 +410,19 @@ async fn revenue(db: &Db, q: &Window<'_>) -> Result<Table, sqlx::Error> {
 /// The series of the sessions reports.
 const SESSION_KEYS: [&str; 3] = ["calls", "connected_calls", "visits"];
 
-/// Calls, connected calls and visits started per UTC bucket.
+/// Calls, connected calls and visits started per UTC bucket: from the rollups for
+/// summarised days, from the sessions for the rest.
 pub async fn sessions(db: &Db, q: &Window<'_>) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT CAST(invite_at / $4 AS BIGINT) AS b, kind, COUNT(*) AS n, \
-         CAST(SUM(CASE WHEN accepted_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS connected \
-         FROM sessions WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 \
-         GROUP BY CAST(invite_at / $4 AS BIGINT), kind",
-    )
-    .bind(q.facility)
-    .bind(q.start)
-    .bind(q.end)
-    .bind(q.bucket_us())
-    .fetch_all(db.pool())
-    .await?;
-    let mut out = Vec::with_capacity(rows.len() * 2);
-    for r in &rows {
-        let (b, kind, n, connected): (i64, String, i64, i64) = (
-            r.try_get("b")?,
-            r.try_get("kind")?,
-            r.try_get("n")?,
-            r.try_get("connected")?,
-        );
+    let cov = q.coverage(db, Grain::Slot).await?;
+    let mut counts = Vec::new();
+    for r in cov.raw {
+        counts.extend(session_rows(db, &q.part(r)).await?);
+    }
+    for r in cov.rollup {
+        counts.extend(rollup_slots(db, q, "sessions", r, "").await?);
+    }
+    let mut out = Vec::with_capacity(counts.len() * 2);
+    for (b, kind, n, connected) in counts {
         match kind.as_str() {
             "call" => {
                 out.push((b, "calls".to_string(), n));
@@ -354,27 +435,75 @@ pub async fn sessions(db: &Db, q: &Window<'_>) -> Result<Vec<(i64, String, i64)>
     Ok(out)
 }
 
+/// Per (UTC bucket, kind) from the sessions: started, and accepted.
+async fn session_rows(
+    db: &Db,
+    q: &Window<'_>,
+) -> Result<Vec<(i64, String, i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT CAST(invite_at / $4 AS BIGINT) AS b, kind, COUNT(*) AS n, \
+         CAST(SUM(CASE WHEN accepted_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS connected \
+         FROM sessions WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 \
+         GROUP BY CAST(invite_at / $4 AS BIGINT), kind",
+    )
+    .bind(q.facility)
+    .bind(q.start)
+    .bind(q.end)
+    .bind(q.bucket_us())
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("b")?,
+                r.try_get("kind")?,
+                r.try_get("n")?,
+                r.try_get("connected")?,
+            ))
+        })
+        .collect()
+}
+
 /// Talk time of an ended session in whole seconds, as SQL (never negative), as the CDR
 /// computes it.
-const TALK_SECS: &str = "CASE WHEN COALESCE(media_end_at, end_at) > accepted_at \
+pub(crate) const TALK_SECS: &str = "CASE WHEN COALESCE(media_end_at, end_at) > accepted_at \
      THEN (COALESCE(media_end_at, end_at) - accepted_at) / 1000000 ELSE 0 END";
 
 /// Connected, ended calls by talk-time class; with their number and total seconds.
 async fn call_length(db: &Db, q: &Window<'_>) -> Result<(Table, i64, i64), sqlx::Error> {
+    let cov = q.coverage(db, Grain::Day).await?;
     let class = length_class_sql("secs");
-    let sql = format!(
+    let raw_sql = format!(
         "SELECT CAST({class} AS BIGINT) AS c, COUNT(*) AS n, CAST(SUM(secs) AS BIGINT) AS s \
          FROM (SELECT {TALK_SECS} AS secs FROM sessions \
          WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 AND kind = 'call' \
          AND state = 'ended' AND accepted_at IS NOT NULL) x \
          GROUP BY CAST({class} AS BIGINT)"
     );
-    let rows = sqlx::query(&sql)
-        .bind(q.facility)
-        .bind(q.start)
-        .bind(q.end)
-        .fetch_all(db.pool())
-        .await?;
+    let rollup_sql = "SELECT CAST(key AS BIGINT) AS c, CAST(SUM(v1) AS BIGINT) AS n, \
+         CAST(SUM(v2) AS BIGINT) AS s FROM report_rollups WHERE facility_id = $1 \
+         AND part = 'length' AND period >= $2 AND period < $3 GROUP BY key";
+    let mut rows = Vec::new();
+    for (a, b) in cov.raw {
+        rows.extend(
+            sqlx::query(&raw_sql)
+                .bind(q.facility)
+                .bind(a)
+                .bind(b)
+                .fetch_all(db.pool())
+                .await?,
+        );
+    }
+    for (a, b) in cov.rollup {
+        rows.extend(
+            sqlx::query(rollup_sql)
+                .bind(q.facility)
+                .bind(a / DAY_US)
+                .bind(b / DAY_US)
+                .fetch_all(db.pool())
+                .await?,
+        );
+    }
     let mut counts = [0i64; LENGTH_CLASSES.len()];
     let (mut calls, mut secs) = (0, 0);
     for r in &rows {
@@ -402,16 +531,36 @@ async fn call_length(db: &Db, q: &Window<'_>) -> Result<(Table, i64, i64), sqlx:
 
 /// Ended sessions by end reason: calls and visits, most frequent first.
 async fn end_reasons(db: &Db, q: &Window<'_>) -> Result<Table, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT kind, COALESCE(end_reason, '') AS reason, COUNT(*) AS n FROM sessions \
-         WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 AND state = 'ended' \
-         GROUP BY kind, COALESCE(end_reason, '')",
-    )
-    .bind(q.facility)
-    .bind(q.start)
-    .bind(q.end)
-    .fetch_all(db.pool())
-    .await?;
+    let cov = q.coverage(db, Grain::Day).await?;
+    let mut rows = Vec::new();
+    for (a, b) in cov.raw {
+        rows.extend(
+            sqlx::query(
+                "SELECT kind, COALESCE(end_reason, '') AS reason, COUNT(*) AS n FROM sessions \
+                 WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 AND state = 'ended' \
+                 GROUP BY kind, COALESCE(end_reason, '')",
+            )
+            .bind(q.facility)
+            .bind(a)
+            .bind(b)
+            .fetch_all(db.pool())
+            .await?,
+        );
+    }
+    for (a, b) in cov.rollup {
+        rows.extend(
+            sqlx::query(
+                "SELECT key AS kind, key2 AS reason, CAST(SUM(v1) AS BIGINT) AS n \
+                 FROM report_rollups WHERE facility_id = $1 AND part = 'reasons' \
+                 AND period >= $2 AND period < $3 GROUP BY key, key2",
+            )
+            .bind(q.facility)
+            .bind(a / DAY_US)
+            .bind(b / DAY_US)
+            .fetch_all(db.pool())
+            .await?,
+        );
+    }
     let mut by: Vec<(String, i64, i64)> = Vec::new();
     for r in &rows {
         let (kind, reason, n): (String, String, i64) =
@@ -449,35 +598,72 @@ async fn end_reasons(db: &Db, q: &Window<'_>) -> Result<Table, sqlx::Error> {
 }
 
 /// The numbers called most (attorney calls left out): calls, connected calls, talk
-/// minutes (whole, rounded down) and charges.
+/// minutes (whole, rounded down) and charges. Summarised months come from the rollups and
+/// the rest of the range from the sessions, added up per number before the top is taken.
 async fn top_numbers(db: &Db, q: &Window<'_>, limit: i64) -> Result<Table, sqlx::Error> {
-    let sql = format!(
-        "SELECT number_e164, COUNT(*) AS n, \
+    let cov = q.coverage(db, Grain::Month).await?;
+    // Per number: calls, connected, talk seconds, charged.
+    let mut by: HashMap<String, [i64; 4]> = HashMap::new();
+    let raw_limit = if cov.rollup.is_empty() && cov.raw.len() == 1 {
+        format!(" ORDER BY COUNT(*) DESC, number_e164 LIMIT {limit}")
+    } else {
+        String::new()
+    };
+    let raw_sql = format!(
+        "SELECT number_e164 AS num, COUNT(*) AS n, \
          CAST(SUM(CASE WHEN accepted_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS connected, \
          CAST(SUM(CASE WHEN accepted_at IS NOT NULL AND state = 'ended' THEN {TALK_SECS} ELSE 0 END) AS BIGINT) AS secs, \
          CAST(SUM(amount_minor) AS BIGINT) AS amount \
          FROM sessions WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 \
          AND kind = 'call' AND privileged = 0 AND number_e164 IS NOT NULL \
-         GROUP BY number_e164 ORDER BY COUNT(*) DESC, number_e164 LIMIT $4"
+         GROUP BY number_e164{raw_limit}"
     );
-    let rows = sqlx::query(&sql)
-        .bind(q.facility)
-        .bind(q.start)
-        .bind(q.end)
-        .bind(limit)
-        .fetch_all(db.pool())
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let secs: i64 = r.try_get("secs")?;
-        out.push(vec![
-            Cell::Text(r.try_get("number_e164")?),
-            Cell::Int(r.try_get("n")?),
-            Cell::Int(r.try_get("connected")?),
-            Cell::Int(secs / 60),
-            Cell::Money(Money::from_minor(r.try_get("amount")?)),
-        ]);
+    let rollup_sql = "SELECT key AS num, CAST(SUM(v1) AS BIGINT) AS n, \
+         CAST(SUM(v2) AS BIGINT) AS connected, CAST(SUM(v3) AS BIGINT) AS secs, \
+         CAST(SUM(v4) AS BIGINT) AS amount FROM report_rollups WHERE facility_id = $1 \
+         AND part = 'numbers' AND period >= $2 AND period < $3 GROUP BY key";
+    let mut rows = Vec::new();
+    for (a, b) in cov.raw {
+        rows.extend(
+            sqlx::query(&raw_sql)
+                .bind(q.facility)
+                .bind(a)
+                .bind(b)
+                .fetch_all(db.pool())
+                .await?,
+        );
     }
+    for (a, b) in cov.rollup {
+        rows.extend(
+            sqlx::query(rollup_sql)
+                .bind(q.facility)
+                .bind(Grain::Month.period(a))
+                .bind(Grain::Month.period(b))
+                .fetch_all(db.pool())
+                .await?,
+        );
+    }
+    for r in &rows {
+        let e = by.entry(r.try_get("num")?).or_default();
+        for (i, col) in ["n", "connected", "secs", "amount"].iter().enumerate() {
+            e[i] += r.try_get::<i64, _>(*col)?;
+        }
+    }
+    let mut top: Vec<(String, [i64; 4])> = by.into_iter().collect();
+    top.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(usize::try_from(limit).unwrap_or(0));
+    let out: Vec<Vec<Cell>> = top
+        .into_iter()
+        .map(|(number, [n, connected, secs, amount])| {
+            vec![
+                Cell::Text(number),
+                Cell::Int(n),
+                Cell::Int(connected),
+                Cell::Int(secs / 60),
+                Cell::Money(Money::from_minor(amount)),
+            ]
+        })
+        .collect();
     Ok(Table {
         columns: vec![
             Column::new("number", "Number", Unit::Text),

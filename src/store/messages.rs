@@ -108,10 +108,37 @@ pub struct MessageFilter {
     pub flagged: Option<bool>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// Page size: default [`DEFAULT_MESSAGES`], at most [`MAX_MESSAGES`] (as `GET /calls`).
+    pub limit: Option<i64>,
+    /// Matches to skip (newest first) before the page.
+    pub offset: Option<i64>,
 }
 
-/// The most messages one list returns.
+impl MessageFilter {
+    /// The page size and offset asked for, within bounds.
+    pub fn page(&self) -> (i64, i64) {
+        (
+            self.limit
+                .unwrap_or(DEFAULT_MESSAGES)
+                .clamp(1, MAX_MESSAGES),
+            self.offset.unwrap_or(0).max(0),
+        )
+    }
+}
+
+/// The most messages one list (or one page of a search) returns.
 pub const MAX_MESSAGES: i64 = 500;
+/// A search's page size when none is asked for.
+pub const DEFAULT_MESSAGES: i64 = 50;
+
+/// One page of a message search, newest first, with the number of matches in all pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessagePage {
+    pub items: Vec<Message>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
 
 const SELECT: &str = "SELECT m.id, m.facility_id, m.inmate_id, m.contact_id, m.direction, \
      m.sender, m.body, m.privileged, m.status, m.flagged, m.reason, m.reviewed_by, \
@@ -554,21 +581,29 @@ impl Store {
         let f = MessageFilter {
             facility_id: facility_id.map(str::to_string),
             status: Some(MessageStatus::Held),
+            limit: Some(MAX_MESSAGES),
             ..MessageFilter::default()
         };
-        let mut list = self.search_messages(&f, facilities).await?;
+        let mut list = self.search_messages(&f, facilities).await?.items;
         list.reverse();
         Ok(list)
     }
 
-    /// A staff search, newest first, at most [`MAX_MESSAGES`]; privileged messages are
-    /// never found.
+    /// A staff search: one page ([`MessageFilter::page`]), newest first, with the number
+    /// of matches; privileged messages are never found.
     pub async fn search_messages(
         &self,
         f: &MessageFilter,
         facilities: Option<&[String]>,
-    ) -> Result<Vec<Message>, StoreError> {
-        let mut sql = format!("{SELECT} WHERE m.privileged = 0");
+    ) -> Result<MessagePage, StoreError> {
+        let (limit, offset) = f.page();
+        let mut page = MessagePage {
+            items: Vec::new(),
+            total: 0,
+            limit,
+            offset,
+        };
+        let mut sql = String::from(" WHERE m.privileged = 0");
         let mut binds: Vec<String> = Vec::new();
         let mut bind = |sql: &mut String, clause: &str, v: String| {
             binds.push(v);
@@ -600,7 +635,7 @@ impl Store {
         }
         if let Some(list) = facilities {
             if list.is_empty() {
-                return Ok(Vec::new());
+                return Ok(page);
             }
             sql.push_str(" AND m.facility_id IN (");
             for (i, fid) in list.iter().enumerate() {
@@ -619,21 +654,24 @@ impl Store {
             let k = n + 1 + usize::from(f.from.is_some());
             sql.push_str(&format!(" AND m.created_at < ${k}"));
         }
-        sql.push_str(&format!(
-            " ORDER BY m.created_at DESC, m.id DESC LIMIT {MAX_MESSAGES}"
-        ));
-        let mut q = sqlx::query(&sql);
+        let list_sql = format!(
+            "{SELECT}{sql} ORDER BY m.created_at DESC, m.id DESC LIMIT {limit} OFFSET {offset}"
+        );
+        let count_sql = format!("SELECT COUNT(*) AS n FROM messages m{sql}");
+        let mut q = sqlx::query(&list_sql);
+        let mut c = sqlx::query(&count_sql);
         for b in &binds {
             q = q.bind(b);
+            c = c.bind(b);
         }
-        if let Some(t) = f.from {
+        for t in [f.from, f.to].into_iter().flatten() {
             q = q.bind(to_micros(t));
-        }
-        if let Some(t) = f.to {
-            q = q.bind(to_micros(t));
+            c = c.bind(to_micros(t));
         }
         let rows = q.fetch_all(self.db.pool()).await?;
-        self.with_photos(rows).await
+        page.total = c.fetch_one(self.db.pool()).await?.try_get("n")?;
+        page.items = self.with_photos(rows).await?;
+        Ok(page)
     }
 
     /// A staff decision on a held message: delivered, or rejected with `reason`. 409 when

@@ -52,7 +52,10 @@ pub use leads::{
     CallerEdge, LeadSession, LeadWindow, NumberGraph, NumberLead, PinAttemptRow, MAX_LEADS,
 };
 pub use links::{LinkRequest, NewLinkRequest, RosterEntry};
-pub use messages::{Message, MessageFilter, MessagePhoto, NewMessage, WatchWord, MAX_MESSAGES};
+pub use messages::{
+    Message, MessageFilter, MessagePage, MessagePhoto, NewMessage, WatchWord, DEFAULT_MESSAGES,
+    MAX_MESSAGES,
+};
 pub use nodes::NodeRecord;
 pub use notes::{Note, NoteFilter, NoteText, NoteVersion, MAX_NOTES};
 pub use pin_attempts::{AttemptOutcome, GuessingPattern, NewAttempt, PinLock};

@@ -37,8 +37,8 @@ use crate::ledger::{LedgerError, PurchaseRequest, RefundRequest, RequestKey};
 use crate::messaging::{self, photo, Direction, MessageStatus};
 use crate::money::Money;
 use crate::store::{
-    Contact, ContactStatus, Facilities, Inmate, InmateStatus, Message, MessageFilter, MessagePhoto,
-    NewMessage, Role, StoreError,
+    Contact, ContactStatus, Facilities, Inmate, InmateStatus, Message, MessageFilter, MessagePage,
+    MessagePhoto, NewMessage, Role, StoreError,
 };
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -714,12 +714,13 @@ fn ids(list: &[Message]) -> Vec<&str> {
     list.iter().map(|m| m.id.as_str()).collect()
 }
 
-/// `GET /messages?facility_id=&inmate_id=&contact_id=&q=&status=&flagged=&from=&to=`.
+/// `GET /messages?facility_id=&inmate_id=&contact_id=&q=&status=&flagged=&from=&to=&limit=&offset=`:
+/// one page, newest first, as `GET /calls` pages (`{items, total, limit, offset}`).
 pub(crate) async fn search(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(f): ApiQuery<MessageFilter>,
-) -> Result<Json<Vec<Message>>, ApiError> {
+) -> Result<Json<MessagePage>, ApiError> {
     caller.require(&[Role::Admin, Role::Investigator])?;
     super::check_search_filters(
         &[
@@ -732,7 +733,7 @@ pub(crate) async fn search(
     if let Some(fid) = &f.facility_id {
         caller.investigate(fid)?;
     }
-    let list = s
+    let page = s
         .store
         .search_messages(&f, scope_of(&caller).as_deref())
         .await?;
@@ -740,7 +741,8 @@ pub(crate) async fn search(
             "facility_id": f.facility_id, "inmate_id": f.inmate_id,
             "contact_id": f.contact_id, "q": f.q, "status": f.status, "flagged": f.flagged,
             "from": f.from, "to": f.to },
-        "messages": ids(&list) });
+        "total": page.total, "limit": page.limit, "offset": page.offset,
+        "messages": ids(&page.items) });
     s.audit_detail(
         &caller,
         "message.search",
@@ -749,7 +751,7 @@ pub(crate) async fn search(
         detail,
     )
     .await;
-    Ok(Json(list))
+    Ok(Json(page))
 }
 
 /// `GET /messages/review?facility_id=`: held messages, oldest first.
