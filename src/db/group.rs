@@ -327,6 +327,17 @@ mod tests {
         (dir, db)
     }
 
+    /// A writer in the open group with its row written, not yet committed.
+    async fn member(db: &Db, id: &str) -> super::super::Conn {
+        let mut w = db.write().await.unwrap();
+        sqlx::query("INSERT INTO t (id, n) VALUES ($1, 1)")
+            .bind(id)
+            .execute(&mut w)
+            .await
+            .unwrap();
+        w
+    }
+
     async fn insert(db: &Db, id: &str) -> Result<(), sqlx::Error> {
         let mut w = db.write().await?;
         sqlx::query("INSERT INTO t (id, n) VALUES ($1, 1)")
@@ -376,11 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_writer_queued_behind_shares_the_commit_and_both_return_committed() {
         let (_d, db) = patient_db().await;
-        let mut a = db.write().await.unwrap();
-        sqlx::query("INSERT INTO t (id, n) VALUES ('a', 1)")
-            .execute(&mut a)
-            .await
-            .unwrap();
+        let a = member(&db, "a").await;
         let db2 = db.clone();
         let b = tokio::spawn(async move {
             insert(&db2, "b").await.unwrap();
@@ -401,18 +408,10 @@ mod tests {
     #[tokio::test]
     async fn a_member_that_gives_up_undoes_only_its_own_work() {
         let (_d, db) = db().await;
-        let mut a = db.write().await.unwrap();
-        sqlx::query("INSERT INTO t (id, n) VALUES ('a', 1)")
-            .execute(&mut a)
-            .await
-            .unwrap();
+        let a = member(&db, "a").await;
         let db2 = db.clone();
         let b = tokio::spawn(async move {
-            let mut w = db2.write().await.unwrap();
-            sqlx::query("INSERT INTO t (id, n) VALUES ('b', 1)")
-                .execute(&mut w)
-                .await
-                .unwrap();
+            let w = member(&db2, "b").await;
             drop(w); // an error path: never committed
         });
         until_queued(&db, 1).await;
@@ -429,11 +428,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_member_commits_the_group_itself_when_the_writer_behind_it_goes_away() {
         let (_d, db) = db().await;
-        let mut a = db.write().await.unwrap();
-        sqlx::query("INSERT INTO t (id, n) VALUES ('a', 1)")
-            .execute(&mut a)
-            .await
-            .unwrap();
+        let a = member(&db, "a").await;
         // A writer queued behind A, cancelled after A decided to wait for it.
         let lone = db.clone();
         let b = tokio::spawn(async move {
@@ -457,11 +452,7 @@ mod tests {
     #[tokio::test]
     async fn a_writer_on_another_connection_finds_the_group_committed() {
         let (_d, db) = db().await;
-        let mut a = db.write().await.unwrap();
-        sqlx::query("INSERT INTO t (id, n) VALUES ('a', 1)")
-            .execute(&mut a)
-            .await
-            .unwrap();
+        let a = member(&db, "a").await;
         let db2 = db.clone();
         let pool_writer = tokio::spawn(async move {
             // The turn for a transaction on a pool connection: the group is committed
