@@ -12,7 +12,9 @@
 //!   A second call whose parties speak PCMA is heard as PCMA (no transcoding).
 //!
 //! - Firefox ESR (Marionette) listens through the console itself: both parties' packets
-//!   arrive and both level meters move.
+//!   arrive and both level meters move; with a simulated sound device the WebAudio graph
+//!   runs and each party's volume (30 %, 200 %) is measured on what is played; without
+//!   one, each track's element plays it and the slider sets its volume (at most 100 %).
 //!
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
@@ -461,15 +463,49 @@ fn chromium_hears_both_parties_of_a_live_call() {
 }
 
 /// Firefox ESR listens to a live call through the console, as Chromium does: the same
-/// page, driven over Marionette. Both parties' packets arrive, both meters move.
+/// page, driven over Marionette, with a simulated sound device (`mock_audio_device`), so
+/// the page's WebAudio graph runs. Both parties' packets arrive, both meters move, and
+/// each party's volume slider sets what is played of that party (measured after the
+/// volume), down to 30 % and up to 200 %, the other party untouched.
 #[test]
 fn firefox_listens_through_the_console() {
+    firefox_listens(true);
+}
+
+/// The same without any sound device (as headless Firefox runs on this machine): the
+/// audio context never starts, so each track plays through its element, the meters read
+/// the receivers' `audioLevel`, and each volume slider sets its element's volume, at
+/// most 100 % (the slider says so).
+#[test]
+fn firefox_listens_without_a_sound_device() {
+    firefox_listens(false);
+}
+
+/// What is played of party `p` over what is received (the RMS its meter's data carries,
+/// refreshed every 100 ms), averaged over ten readings 120 ms apart: the volume actually
+/// applied.
+const PLAYED_OVER_RECEIVED: &str = "const p = arguments[0], done = arguments[arguments.length - 1];
+    const m = document.getElementById('listen-meter-' + p);
+    let played = 0, received = 0, n = 0;
+    const t = setInterval(() => {
+      played += Number(m.dataset.played); received += Number(m.dataset.received);
+      if (++n === 10) { clearInterval(t); done(received > 0 ? played / received : null); }
+    }, 120);";
+
+fn firefox_listens(sound_device: bool) {
     let what = "Firefox live listen test";
     if !sipp::present(what) || !webdriver::firefox_present(what) {
         return;
     }
     const PASSWORD: &str = "correct horse battery staple";
-    let dir = Workdir::new("live_listen", "firefox");
+    let dir = Workdir::new(
+        "live_listen",
+        if sound_device {
+            "firefox"
+        } else {
+            "firefox-no-sound"
+        },
+    );
     let p = sipp::ports();
     let gw = Gateway::start(&dir, &p);
     let api = gw.api.clone();
@@ -486,7 +522,10 @@ fn firefox_listens_through_the_console() {
     // address as an ICE candidate (see `Options::fake_media`).
     let b = Browser::firefox(
         &dir.join("firefox.log"),
-        &webdriver::Options { fake_media: true },
+        &webdriver::Options {
+            fake_media: true,
+            mock_audio_device: sound_device,
+        },
     );
     let id = api.accepted_call(Duration::from_secs(40));
     b.goto(&format!("{}/console/", gw.base_url()));
@@ -513,21 +552,23 @@ fn firefox_listens_through_the_console() {
         |v| v["n"].as_f64().is_some_and(|n| n > 50.0),
     );
     println!("Firefox listening: {shown}");
+    const PANEL: &str = "return { levels: ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level)),
+                  audio: document.getElementById('listen-panel').dataset.audio,
+                  max: ['inmate', 'called'].map(p => document.getElementById('listen-volume-' + p).max),
+                  shown: ['inmate', 'called'].map(p => document.getElementById('listen-gain-' + p).textContent),
+                  tracks: [...document.querySelectorAll('#listen-audio audio')].map(a =>
+                    ({ track: a.dataset.track, paused: a.paused, muted: a.muted, ready: a.readyState, volume: a.volume })) };";
     let levels = b.wait_js(
         "both meters move in Firefox",
         Duration::from_secs(15),
-        "return { levels: ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level)),
-                  audio: document.getElementById('listen-panel').dataset.audio,
-                  tracks: [...document.querySelectorAll('#listen-audio audio')].map(a =>
-                    ({ track: a.dataset.track, paused: a.paused, muted: a.muted, ready: a.readyState })) };",
+        PANEL,
         |v| {
             v["levels"]
                 .as_array()
                 .is_some_and(|a| a.iter().all(|l| l.as_f64().is_some_and(|l| l > 0.3)))
         },
     );
-    // Heard: through the audio graph, or (no sound device for WebAudio here) through the
-    // two elements, unmuted and playing.
+    println!("Firefox levels: {levels}");
     let tracks = levels["tracks"].as_array().cloned().unwrap_or_default();
     assert_eq!(tracks.len(), 2, "{levels}");
     assert!(
@@ -536,11 +577,71 @@ fn firefox_listens_through_the_console() {
             .all(|t| t["paused"] == false && t["ready"].as_u64() >= Some(2)),
         "{levels}"
     );
-    assert!(
-        levels["audio"] == "running" || tracks.iter().all(|t| t["muted"] == false),
-        "every track goes out somewhere: {levels}"
-    );
-    println!("Firefox levels: {levels}");
+    if sound_device {
+        // The graph plays both tracks (their elements muted), the volume goes to 200 %.
+        assert_eq!(levels["audio"], "running", "{levels}");
+        assert!(tracks.iter().all(|t| t["muted"] == true), "{levels}");
+        assert_eq!(levels["max"], json!(["2", "2"]), "{levels}");
+        let ratio = |p: &str| {
+            b.js_async(PLAYED_OVER_RECEIVED, json!([p]))
+                .as_f64()
+                .unwrap_or_else(|| panic!("{p}: nothing received"))
+        };
+        let (inmate0, called0) = (ratio("inmate"), ratio("called"));
+        println!("played/received at 100 %: inmate {inmate0:.3}, called {called0:.3}");
+        assert!((inmate0 - 1.0).abs() < 0.05 && (called0 - 1.0).abs() < 0.05);
+        // The called party down seven steps with the keyboard (30 %), then the inmate up
+        // to the top (End: 200 %): each played at its own volume, the other untouched.
+        b.send_keys("#listen-volume-called", &"\u{E012}".repeat(7));
+        b.send_keys("#listen-volume-inmate", "\u{E010}");
+        let panel = b.wait_js(
+            "the volumes follow the sliders",
+            Duration::from_secs(5),
+            PANEL,
+            |v| v["shown"] == json!(["200%", "30%"]),
+        );
+        println!("after the sliders: {panel}");
+        let (inmate1, called1) = (ratio("inmate"), ratio("called"));
+        println!("played/received: inmate at 200 % {inmate1:.3}, called at 30 % {called1:.3}");
+        assert!((inmate1 - 2.0).abs() < 0.1, "inmate at 200 %: {inmate1}");
+        assert!((called1 - 0.3).abs() < 0.03, "called at 30 %: {called1}");
+        let meters = b.js(PANEL, json!([]));
+        assert!(
+            meters["levels"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|l| l.as_f64().is_some_and(|l| l > 0.3))),
+            "the meters show what is received, whatever the volume: {meters}"
+        );
+    } else {
+        // No sound device: the elements play the tracks, unmuted; the slider stops at
+        // 100 % and sets the element's volume.
+        assert_ne!(levels["audio"], "running", "{levels}");
+        assert!(tracks.iter().all(|t| t["muted"] == false), "{levels}");
+        assert_eq!(levels["max"], json!(["1", "1"]), "{levels}");
+        b.send_keys("#listen-volume-called", &"\u{E012}".repeat(7));
+        b.send_keys("#listen-volume-inmate", "\u{E010}");
+        let panel = b.wait_js(
+            "the volumes follow the sliders",
+            Duration::from_secs(5),
+            PANEL,
+            |v| v["shown"] == json!(["100%", "30%"]),
+        );
+        println!("after the sliders: {panel}");
+        let volume = |track: &str| {
+            panel["tracks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["track"] == track)
+                .and_then(|t| t["volume"].as_f64())
+                .unwrap_or_else(|| panic!("track {track}: {panel}"))
+        };
+        assert!((volume("1") - 1.0).abs() < 1e-6, "the inmate: {panel}");
+        assert!(
+            (volume("2") - 0.3).abs() < 1e-6,
+            "the called party: {panel}"
+        );
+    }
     b.click("#listen-stop");
     b.wait_js(
         "the panel closes",

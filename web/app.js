@@ -1211,15 +1211,26 @@ async function startListening(id, call) {
 // The two parties of a listened call, in track order.
 const PARTIES = ["inmate", "called"];
 
+// The meters, and each volume slider's range: up to 200 % through the audio graph, 100 %
+// when the elements play the tracks (an element cannot amplify).
 function updateMeters(l) {
   if (state.listener !== l) return;
   $("listen-panel").dataset.audio = Listener.ctx ? Listener.ctx.state : "none";
+  const max = String(Listener.maxVolume());
   PARTIES.forEach((p, i) => {
     const level = l.level(i);
     const meter = $("listen-meter-" + p);
     meter.value = level;
     meter.textContent = level.toFixed(2);
     meter.dataset.level = level.toFixed(3);
+    // What the graph received and played of the party (RMS), for whoever checks the volume.
+    meter.dataset.received = l.rms(i, "analyser").toFixed(5);
+    meter.dataset.played = l.rms(i, "out").toFixed(5);
+    const slider = $("listen-volume-" + p);
+    if (slider.max !== max) {
+      slider.max = max;
+      setVolume(p);
+    }
   });
 }
 

@@ -71,6 +71,12 @@ pub(crate) struct Options {
     /// A fake camera and microphone (Chromium: a test pattern and a beep; Firefox: a
     /// colour-cycling picture and a tone), granted without asking.
     pub fake_media: bool,
+    /// Firefox only: a simulated sound device (`media.cubeb.force_mock_context`, the
+    /// audio back end Firefox's own tests use). Without a sound device on the machine,
+    /// headless Firefox never starts an `AudioContext` (it stays `suspended`, its
+    /// `resume()` never settles); with this one the page's WebAudio graph runs in real
+    /// time, its output going nowhere.
+    pub mock_audio_device: bool,
 }
 
 /// One command, as both protocols name it.
@@ -325,6 +331,9 @@ impl Browser {
             "user_pref(\"media.peerconnection.ice.loopback\", true);".into(),
             "user_pref(\"media.peerconnection.ice.obfuscate_host_addresses\", false);".into(),
         ];
+        if options.mock_audio_device {
+            prefs.push("user_pref(\"media.cubeb.force_mock_context\", true);".into());
+        }
         if options.fake_media {
             prefs.push("user_pref(\"media.navigator.streams.fake\", true);".into());
             // Granted as a permission, not by skipping the prompt: without a granted
