@@ -28,8 +28,9 @@
 //!   speaks in bursts; the API's timeline and the session page list its events in order
 //!   (INVITE, PIN, checks, trunk answer, announcement, acceptance, recording, increments
 //!   with the balance after each, the cut by the inmate, the end); nothing is fetched
-//!   before Play, then the waveform is drawn; clicking an event seeks the audio there
-//!   (within 0.5 s), 1.5× sets `playbackRate`, `]` and `[` change it, skip silence jumps a
+//!   before Play, then the waveform is drawn; clicking the acceptance (or an increment),
+//!   in the table or on the axis, seeks the audio to within 100 ms of it; 1.5× sets
+//!   `playbackRate`, `]` and `[` change it, skip silence jumps a
 //!   silent stretch; axe-core on the page.
 //! - The live test also checks the balance left falling, the listen panel's two labelled
 //!   meters moving and a volume slider changing its party's gain.
@@ -1141,43 +1142,53 @@ fn investigator_follows_a_calls_timeline() {
         json!([]),
     );
 
-    // Clicking an event seeks there: the third increment.
-    let third = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["kind"] == "increment")
-        .nth(2)
-        .cloned()
-        .expect("a third increment");
-    let target = third["offset"].as_f64().expect("its offset");
-    let index = shown
-        .iter()
-        .enumerate()
-        .filter(|(_, k)| **k == "increment")
-        .nth(2)
-        .map(|(i, _)| i)
-        .unwrap();
+    // Clicking an event seeks the audio there, to within 100 ms: the acceptance (the
+    // recording starts with it) and the third increment from their rows, the fourth increment
+    // from its marker on the axis. Where it should land is worked out from the API's times, not
+    // read from the page.
+    let rec_start = at(&timeline[first("recording_started")]);
+    let seek_to = |kind: &str, nth: usize, how: &str| {
+        let index = kinds
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k == kind)
+            .nth(nth)
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("no {kind} #{nth} in {kinds:?}"));
+        let event_at = at(&timeline[index]);
+        let target = ((event_at - rec_start).num_microseconds().unwrap() as f64 / 1e6).max(0.0);
+        b.js(
+            "document.getElementById('recording-audio').pause();
+             window.seekedAt = [];
+             const a = document.getElementById('recording-audio');
+             if (!window.seekWatch) { window.seekWatch = true;
+               a.addEventListener('seeked', () => window.seekedAt.push(a.currentTime)); }",
+            json!([]),
+        );
+        let selector = match how {
+            "row" => format!("#call-timeline-body tr[data-index='{index}'] button.event-seek"),
+            _ => format!("#call-markers button.marker[data-index='{index}']"),
+        };
+        b.click(&selector);
+        let seeked = b.wait_js(
+            "the click seeks",
+            Duration::from_secs(10),
+            "return window.seekedAt;",
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        );
+        let landed = seeked[0].as_f64().unwrap();
+        println!("{kind} #{nth} ({how}) at {target:.3} s, the audio seeked to {landed:.3} s");
+        assert!(
+            (landed - target).abs() <= 0.1,
+            "{kind} ({how}): seeked to {landed}, the event is at {target}"
+        );
+    };
+    seek_to("increment", 2, "row");
+    seek_to("accepted", 0, "row");
+    seek_to("increment", 3, "marker");
     b.js(
-        "window.seekedAt = [];
-         const a = document.getElementById('recording-audio');
-         a.addEventListener('seeked', () => window.seekedAt.push(a.currentTime));",
+        "document.getElementById('recording-audio').pause();",
         json!([]),
-    );
-    b.click(&format!(
-        "#call-timeline-body tr[data-index='{index}'] button.event-seek"
-    ));
-    let seeked = b.wait_js(
-        "the click seeks",
-        Duration::from_secs(10),
-        "return window.seekedAt;",
-        |v| v.as_array().is_some_and(|a| !a.is_empty()),
-    );
-    let landed = seeked[0].as_f64().unwrap();
-    println!("event at {target:.2} s, the audio seeked to {landed:.2} s");
-    assert!(
-        (landed - target).abs() < 0.5,
-        "seeked to {landed}, the event is at {target}"
     );
 
     // Speed 1.5× from the menu; then the "]" shortcut, one step faster.

@@ -821,6 +821,7 @@ function renderCallTimeline(c) {
       const m = el("button", "", { type: "button", class: "marker marker-" + e.kind,
         "aria-label": name + " at " + (off < 0 ? "-" : "") + clockText(Math.abs(off)), title: name + ": " + eventDetail(e) });
       m.dataset.event = e.kind;
+      m.dataset.index = String(i);
       m.style.left = (t.x(e.ms) * 100).toFixed(3) + "%";
       m.addEventListener("click", () => guarded(() => seekCall(off)));
       markers.appendChild(m);
