@@ -34,6 +34,9 @@
 //!   silent stretch; axe-core on the page.
 //! - The live test also checks the balance left falling, the listen panel's two labelled
 //!   meters moving and a volume slider changing its party's gain.
+//! - `every_console_page_by_keyboard_at_1280_and_1024_px`: every console page by keyboard
+//!   alone (Tab to each main action, Enter), each checked at 1024 and 1280 px (nothing
+//!   runs off the side, tables fit their boxes) and by axe-core.
 //!
 //! With `SALLYPORT_DOC_SCREENSHOTS=1` the pictures of `docs/investigator-guide.md` are
 //! written to `docs/img/`.
@@ -1250,4 +1253,260 @@ fn investigator_follows_a_calls_timeline() {
     );
     doc_screenshot(b, "session-timeline");
     axe::assert_accessible(b, "the session page, playing");
+}
+
+/// Presses `keys` wherever the focus is, as someone at the keyboard would (WebDriver sends
+/// keys to an element: the focused one, marked for the moment).
+fn press(b: &Browser, keys: &str) {
+    b.js(
+        "for (const e of document.querySelectorAll('[data-kbd]')) e.removeAttribute('data-kbd');
+         (document.activeElement || document.body).setAttribute('data-kbd', '');",
+        json!([]),
+    );
+    b.send_keys("[data-kbd]", keys);
+}
+
+/// Tabs until the focus is on `css` (at most 200 presses): every stop on the way is
+/// something on screen, and the target shows that it has the focus (an outline).
+fn tab_to(b: &Browser, css: &str) {
+    for _ in 0..200 {
+        press(b, "\u{E004}");
+        let at = b.js(
+            "const e = document.activeElement; const r = e.getBoundingClientRect();
+             return { on: e.matches(arguments[0]), what: e.tagName + '#' + e.id + '.' + e.className,
+                      body: e === document.body, w: r.width, h: r.height,
+                      outline: getComputedStyle(e).outlineStyle };",
+            json!([css]),
+        );
+        if at["body"] == true {
+            continue; // past the last stop, before the first
+        }
+        assert!(
+            at["w"].as_f64() > Some(0.0) && at["h"].as_f64() > Some(0.0),
+            "the focus on something not on screen, tabbing to {css}: {at}"
+        );
+        if at["on"] == true {
+            assert_ne!(at["outline"], "none", "{css} shows no focus: {at}");
+            return;
+        }
+    }
+    panic!("{css} is not reached with Tab");
+}
+
+/// What runs off the side of the page: the page's own horizontal scrolling, boxes whose
+/// content is wider than they are (a table's scrolling box included), tables past the
+/// window's edge.
+const OVERFLOW_JS: &str = "const d = document.documentElement;
+    const wide = [...document.querySelectorAll('table, .table-wrap, section, form, dl')]
+      .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1 &&
+                   (getComputedStyle(e).overflowX !== 'auto' || e.classList.contains('table-wrap')))
+      .map(e => e.tagName + '#' + e.id + ' ' + e.scrollWidth + '>' + e.clientWidth);
+    const tables = [...document.querySelectorAll('table')]
+      .filter(t => t.offsetParent !== null && t.getBoundingClientRect().right > d.clientWidth + 1)
+      .map(t => 'table#' + t.id + '.' + t.className + ' ends at ' + t.getBoundingClientRect().right);
+    return { page: d.scrollWidth - d.clientWidth, wide, tables };";
+
+/// The page is readable at 1280 px and on a laptop at 1024 px: nothing runs off the
+/// side (no horizontal scrolling, every table fits its box) and axe-core finds no
+/// serious violation, at both widths.
+fn readable_at_both_widths(b: &Browser, what: &str) {
+    for (w, h) in [(1024, 768), (1280, 1000)] {
+        b.window_size(w, h);
+        b.wait_js(
+            &format!("the window is {w} px wide"),
+            Duration::from_secs(5),
+            "return window.outerWidth;",
+            |v| v.as_f64().is_some_and(|x| (x - f64::from(w)).abs() < 16.0),
+        );
+        // (A chart follows the window a moment later: up to 3 s to settle.)
+        let fits = |v: &Value| {
+            v["page"].as_f64() <= Some(1.0)
+                && v["wide"].as_array().is_some_and(Vec::is_empty)
+                && v["tables"].as_array().is_some_and(Vec::is_empty)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let overflow = loop {
+            let v = b.js(OVERFLOW_JS, json!([]));
+            if fits(&v) || std::time::Instant::now() > deadline {
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            fits(&overflow),
+            "{what} at {w} px runs off the side: {overflow}"
+        );
+        axe::assert_accessible(b, &format!("{what} at {w} px"));
+    }
+}
+
+/// Every console page by keyboard alone (Tab to each main action, Enter to activate it),
+/// each readable at 1280 and 1024 px and clean under axe-core: log in, search by name,
+/// open the session, play, seek to the acceptance, add a note, the inmate's page, live
+/// calls, messages, leads and a number's lead (its sessions by the
+/// inmates' names), a report, log out.
+#[test]
+fn every_console_page_by_keyboard_at_1280_and_1024_px() {
+    let Some(case) = Case::start("keyboard", true, true) else {
+        return;
+    };
+    let api = case.api();
+    api::three_second_increments(&api);
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7301", "4851", "5.00");
+    // Two more inmates called the same number: a lead at three inmates.
+    for (n, booking, pin) in [(1, "B-7302", "4852"), (2, "B-7303", "4853")] {
+        let other = api::book_funded(&api, booking, pin, "1.00");
+        insert_ended_call(&case.dir, &format!("sess-keyboard-{n}"), &other);
+    }
+    let mut trunk = case.trunk();
+    let mut hs = case.handset(&inmate.pin, Some(Duration::from_secs(8)));
+    hs.expect_ok(Duration::from_secs(60));
+    trunk.expect_ok(Duration::from_secs(30));
+    let id = wait_until(
+        "the call ended with a finished recording",
+        Duration::from_secs(20),
+        || {
+            let calls = api.calls(&format!("facility_id={FACILITY}"));
+            let c = calls
+                .iter()
+                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
+            let rid = c["recording_id"].as_str()?;
+            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
+            (rec["status"] == "complete").then(|| c["id"].as_str().unwrap_or_default().to_string())
+        },
+    );
+    let b = case.browser();
+    b.goto(&format!("{}/console/", case.gateway.base_url()));
+    b.wait_for("body[data-ready='1']");
+    readable_at_both_widths(b, "the login page");
+
+    // Log in.
+    tab_to(b, "#login-username");
+    press(b, "inv-demo");
+    tab_to(b, "#login-password");
+    press(b, &format!("{PASSWORD}\u{E007}"));
+    wait_visible(b, "search-view");
+    readable_at_both_widths(b, "the search page");
+
+    // Search by name; open the session.
+    tab_to(b, "#search-name");
+    press(b, &format!("Test {}\u{E007}", inmate.booking));
+    let link = format!("tr[data-session-id='{id}'] a.session-link");
+    b.wait_for(&link);
+    readable_at_both_widths(b, "the search results");
+    tab_to(b, &link);
+    press(b, "\u{E007}");
+    wait_visible(b, "session-view");
+    wait_visible(b, "call-timeline");
+    readable_at_both_widths(b, "the session page");
+
+    // Play; then the acceptance's moment from the timeline.
+    tab_to(b, "#recording-play");
+    press(b, "\u{E007}");
+    b.wait_js("playing", Duration::from_secs(15), AUDIO_JS, |v| {
+        v["paused"] == false && v["t"].as_f64().is_some_and(|t| t > 0.5)
+    });
+    tab_to(
+        b,
+        "#call-timeline-body tr[data-event='accepted'] button.event-seek",
+    );
+    press(b, "\u{E007}");
+    b.wait_js(
+        "back at the acceptance",
+        Duration::from_secs(10),
+        AUDIO_JS,
+        |v| v["t"].as_f64().is_some_and(|t| t < 0.5),
+    );
+    // A note at the playback position.
+    tab_to(b, "#note-mark");
+    press(b, "\u{E007}");
+    tab_to(b, "#note-body");
+    press(b, "typed at the keyboard");
+    tab_to(b, "#note-add");
+    press(b, "\u{E007}");
+    b.wait_js(
+        "the note is listed",
+        Duration::from_secs(10),
+        "return document.getElementById('notes-body').textContent;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("typed at the keyboard"))
+        },
+    );
+    b.js(
+        "document.getElementById('recording-audio').pause();",
+        json!([]),
+    );
+    readable_at_both_widths(b, "the session page, playing, with a note");
+
+    // The inmate's page, from the session's people.
+    let inmate_link = format!("#cdr a[href='#/inmate/{}']", inmate.id);
+    tab_to(b, &inmate_link);
+    press(b, "\u{E007}");
+    wait_visible(b, "subject-view");
+    b.wait_js(
+        "the inmate's note",
+        Duration::from_secs(10),
+        "return document.getElementById('subject-notes-body').textContent;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("typed at the keyboard"))
+        },
+    );
+    readable_at_both_widths(b, "the inmate's page");
+
+    // Live calls (none now), messages, leads.
+    tab_to(b, "#nav-live");
+    press(b, "\u{E007}");
+    wait_visible(b, "live-view");
+    readable_at_both_widths(b, "the live page");
+
+    tab_to(b, "#nav-messages");
+    press(b, "\u{E007}");
+    wait_visible(b, "messages-view");
+    tab_to(b, "#msg-refresh");
+    press(b, "\u{E007}");
+    readable_at_both_widths(b, "the messages page");
+    doc_screenshot(b, "messages");
+
+    tab_to(b, "#nav-leads");
+    press(b, "\u{E007}");
+    wait_visible(b, "leads-view");
+    tab_to(b, "#leads-refresh");
+    press(b, "\u{E007}");
+    let number_link = "#leads-shared-body a.lead-link[href='#/lead/number/%2B15551230001']";
+    b.wait_for(number_link);
+    readable_at_both_widths(b, "the leads page");
+    doc_screenshot(b, "leads");
+    tab_to(b, number_link);
+    press(b, "\u{E007}");
+    wait_visible(b, "lead-view");
+    b.wait_for("#lead-sessions-body a[href='#/session/sess-keyboard-2']");
+    // The lead's sessions name their inmates.
+    let sessions = b.text("#lead-sessions-body");
+    for booking in [inmate.booking.as_str(), "B-7302", "B-7303"] {
+        assert!(
+            sessions.contains(&format!("Test {booking} ({booking})")),
+            "{booking} in the lead's sessions: {sessions}"
+        );
+    }
+    readable_at_both_widths(b, "a number's lead");
+
+    // A report: its form by keyboard.
+    tab_to(b, "#nav-reports");
+    press(b, "\u{E007}");
+    wait_visible(b, "reports-view");
+    tab_to(b, "#report-show");
+    press(b, "\u{E007}");
+    wait_visible(b, "report-output");
+    b.wait_for("#report-chart canvas");
+    readable_at_both_widths(b, "a report");
+    doc_screenshot(b, "report");
+
+    // Log out.
+    tab_to(b, "#logout");
+    press(b, "\u{E007}");
+    wait_visible(b, "login-view");
+    case.screenshot("logged-out");
 }
