@@ -15,6 +15,8 @@
 //!   arrive and both level meters move; with a simulated sound device the WebAudio graph
 //!   runs and each party's volume (30 %, 200 %) is measured on what is played; without
 //!   one, each track's element plays it and the slider sets its volume (at most 100 %).
+//!   Without camera or microphone permission Firefox offers no loopback candidate, so it
+//!   cannot reach the test gateway's 127.0.0.1: the panel says why, naming both sides.
 //!
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
@@ -657,5 +659,62 @@ fn firefox_listens(sound_device: bool) {
         .filter(|e| e["action"] == "call.listen" && e["actor"] == "inv-ff")
         .count();
     assert_eq!(listens, 1, "{audit}");
+    api.ok("POST", &format!("/api/v1/calls/{id}/terminate"), None);
+}
+
+/// Firefox without camera or microphone permission offers only its non-loopback addresses
+/// as ICE candidates, and the test gateway advertises 127.0.0.1 (`rtp.advertised_ip`): no
+/// connection is possible, and the listen panel says why (both sides' addresses and what
+/// to change), not merely "failed".
+#[test]
+fn firefox_is_told_why_listening_fails() {
+    let what = "Firefox listen failure test";
+    if !sipp::present(what) || !webdriver::firefox_present(what) {
+        return;
+    }
+    const PASSWORD: &str = "correct horse battery staple";
+    let dir = Workdir::new("live_listen", "firefox-fails");
+    let p = sipp::ports();
+    let gw = Gateway::start(&dir, &p);
+    let api = gw.api.clone();
+    let inmate = e2e::book(&api, "L-3", "2469", e2e::NUMBER, false);
+    e2e::fund(&api, &inmate, "20.00");
+    api.add_user("inv-ff", PASSWORD, "investigator", &[e2e::FACILITY]);
+    let _trunk = Trunk::answer("1")
+        .speaking(Tone::steady(600.0, TONE_SECS))
+        .spawn(&dir, &p);
+    let _handset = Handset::new(&inmate.pin, Via::Rtp)
+        .speaking(Tone::steady(400.0, TONE_SECS))
+        .spawn(&dir, 0, &p, gw.sip);
+    let b = Browser::firefox(&dir.join("firefox.log"), &webdriver::Options::default());
+    let id = api.accepted_call(Duration::from_secs(40));
+    b.goto(&format!("{}/console/", gw.base_url()));
+    b.wait_for("body[data-ready='1']");
+    b.fill("#login-username", "inv-ff");
+    b.fill("#login-password", PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "logged in",
+        Duration::from_secs(10),
+        "return !document.getElementById('search-view').hidden;",
+        |v| v == true,
+    );
+    b.click("#nav-live");
+    let row = format!("tr[data-call-id='{id}']");
+    b.wait_for(&row);
+    b.click(&format!("{row} button.listen"));
+    let state = b.wait_js(
+        "the panel says why listening failed",
+        Duration::from_secs(60),
+        "return document.getElementById('listen-state').textContent;",
+        |v| v.as_str().is_some_and(|t| t.starts_with("failed")),
+    );
+    let state = state.as_str().unwrap_or_default().to_string();
+    println!("Firefox without a loopback candidate: {state}");
+    assert!(
+        state.contains("127.0.0.1") && state.contains("rtp.advertised_ip"),
+        "{state}"
+    );
+    b.click("#listen-stop");
     api.ok("POST", &format!("/api/v1/calls/{id}/terminate"), None);
 }

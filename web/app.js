@@ -1241,7 +1241,8 @@ async function updateStats(l) {
   if (state.listener !== l) return;
   const n = await l.packetsReceived();
   $("listen-packets").textContent = String(n);
-  $("listen-state").textContent = l.state();
+  const st = l.state();
+  $("listen-state").textContent = st === "failed" ? "failed: " + l.whyFailed() : st;
 }
 
 async function stopListening() {

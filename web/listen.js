@@ -142,6 +142,30 @@ class Listener {
     return this.pc ? this.pc.connectionState : "closed";
   }
 
+  // Why a connection failed, from the addresses each side offered (the candidates of the
+  // offer and of the gateway's answer): said to the investigator instead of "failed".
+  whyFailed() {
+    const addresses = (desc) => [...new Set(((desc && desc.sdp) || "").split(/\r?\n/)
+      .filter((l) => l.startsWith("a=candidate:")).map((l) => l.split(" ")[4]).filter(Boolean))];
+    const mine = addresses(this.pc && this.pc.localDescription);
+    const theirs = addresses(this.pc && this.pc.remoteDescription);
+    const loopback = (a) => a === "::1" || a.startsWith("127.");
+    const gateway = theirs.length ? theirs.join(", ") : "no address";
+    const fix = " The gateway's rtp.advertised_ip must be an address this computer reaches over UDP.";
+    if (!mine.length) {
+      return "this browser offered no address to connect from (its privacy settings hide them)." + fix;
+    }
+    if (mine.every((a) => a.endsWith(".local"))) {
+      return "this browser offered only hidden (mDNS) addresses (" + mine.join(", ") +
+        "), which the gateway cannot use; allow the page camera or microphone access, or turn off the hiding of local addresses.";
+    }
+    if (theirs.length && theirs.every(loopback) && !mine.some(loopback)) {
+      return "the gateway offered only " + gateway + " (loopback) and this browser only " + mine.join(", ") +
+        ": they cannot reach each other." + fix;
+    }
+    return "no connection between this browser (" + mine.join(", ") + ") and the gateway (" + gateway + ")." + fix;
+  }
+
   // Packets received on every inbound RTP stream, added up; each track's `audioLevel`
   // kept for the meters.
   async packetsReceived() {
