@@ -34,6 +34,10 @@
 //!   silent stretch; axe-core on the page.
 //! - The live test also checks the balance left falling, the listen panel's two labelled
 //!   meters moving and a volume slider changing its party's gain.
+//! - `investigator_packages_three_recorded_calls_that_verify_until_changed`: three recorded
+//!   sipp calls ticked, packaged and downloaded by Chromium; `sallyport verify-package` on
+//!   the downloaded file passes, fails naming the recording after one byte of it is
+//!   flipped, and names the chain break after its chain entry is removed.
 //! - `every_console_page_by_keyboard_at_1280_and_1024_px`: every console page by keyboard
 //!   alone (Tab to each main action, Enter), each checked at 1024 and 1280 px (nothing
 //!   runs off the side, tables fit their boxes) and by axe-core.
@@ -1492,6 +1496,7 @@ fn every_console_page_by_keyboard_at_1280_and_1024_px() {
         );
     }
     readable_at_both_widths(b, "a number's lead");
+    doc_screenshot(b, "lead");
 
     // A report: its form by keyboard.
     tab_to(b, "#nav-reports");
@@ -1509,4 +1514,172 @@ fn every_console_page_by_keyboard_at_1280_and_1024_px() {
     press(b, "\u{E007}");
     wait_visible(b, "login-view");
     case.screenshot("logged-out");
+}
+
+/// Three recorded sipp calls packaged from the console: ticked in the search results,
+/// built, downloaded by Chromium; the downloaded file is the package the page names, and
+/// `sallyport verify-package` (no database, no network) finds it intact, then fails naming
+/// the recording after one byte of it is flipped, and names the chain break after that
+/// recording's chain entry is removed.
+#[test]
+fn investigator_packages_three_recorded_calls_that_verify_until_changed() {
+    let Some(case) = Case::start("evidence_three", true, true) else {
+        return;
+    };
+    let api = case.api();
+    api::three_second_increments(&api);
+    investigators(&api);
+    let mut ids = Vec::new();
+    for (slot, (booking, pin)) in [("B-7401", "4861"), ("B-7402", "4862"), ("B-7403", "4863")]
+        .into_iter()
+        .enumerate()
+    {
+        let inmate = api::book_funded(&api, booking, pin, "5.00");
+        let mut trunk = case.trunk();
+        let mut hs = Handset::new(&inmate.pin, Via::Rtp)
+            .speaking(Tone::steady(440.0, 100))
+            .hang_up_after(4000)
+            // One call after the other: the two handset slots in turn.
+            .spawn(&case.dir, slot % 2, &case.ports, case.gateway.sip);
+        hs.expect_ok(Duration::from_secs(60));
+        trunk.expect_ok(Duration::from_secs(30));
+        ids.push(wait_until(
+            "the call ended with a finished recording",
+            Duration::from_secs(20),
+            || {
+                let calls = api.calls(&format!("facility_id={FACILITY}"));
+                let c = calls
+                    .iter()
+                    .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
+                let rid = c["recording_id"].as_str()?;
+                let rec = api.get(&format!("/api/v1/recordings/{rid}"));
+                (rec["status"] == "complete")
+                    .then(|| c["id"].as_str().unwrap_or_default().to_string())
+            },
+        ));
+    }
+
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.click("#search-submit");
+    for id in &ids {
+        b.click(&format!("input.evidence-select[data-session-id='{id}']"));
+    }
+    assert_eq!(b.text("#evidence-count"), "3");
+    b.fill("#evidence-reason", "case 2026-8");
+    b.click("#evidence-build");
+    wait_visible(b, "evidence-result");
+    assert_eq!(
+        b.js(
+            "return document.getElementById('evidence-verdict').dataset.status;",
+            json!([])
+        ),
+        json!("ok"),
+        "{}",
+        b.text("#evidence-verdict")
+    );
+    let sha = b.text("#evidence-sha256");
+    b.js(
+        "document.getElementById('evidence-result').scrollIntoView();",
+        json!([]),
+    );
+    doc_screenshot(b, "evidence-package");
+    b.click("#evidence-download");
+    let file = wait_until("the package downloaded", Duration::from_secs(20), || {
+        let done: Vec<PathBuf> = std::fs::read_dir(b.downloads())
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .collect();
+        done.into_iter().next()
+    });
+    let tar = std::fs::read(&file).expect("the downloaded package");
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&tar)),
+        sha,
+        "{}",
+        file.display()
+    );
+    let download = audited(&api, "evidence_package.download", "inv-demo");
+    assert_eq!(download.len(), 1, "{download:?}");
+    assert_eq!(
+        download[0]["detail"]["session_ids"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+
+    let verify = |tar: &[u8], name: &str| {
+        let path = case.dir.join(name);
+        std::fs::write(&path, tar).expect("write the package");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport"))
+            .arg("verify-package")
+            .arg(&path)
+            .current_dir(&*case.dir)
+            .env_clear()
+            .output()
+            .expect("sallyport verify-package");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("verify-package {name}:\n{text}");
+        (out.status.code(), text)
+    };
+    let (code, text) = verify(&tar, "downloaded.tar");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("INTACT") && text.contains(&sha), "{text}");
+
+    // One byte of the second session's recording flipped.
+    let members = sallyport::evidence::tar::read_all(&tar[..]).expect("a tar");
+    let manifest: Value = serde_json::from_slice(
+        &members
+            .iter()
+            .find(|m| m.0 == "manifest.json")
+            .expect("manifest.json")
+            .1,
+    )
+    .expect("the manifest");
+    let session = manifest["sessions"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == ids[1].as_str()))
+        .unwrap_or_else(|| panic!("{} in the manifest: {manifest}", ids[1]))
+        .clone();
+    let rec = &session["recordings"][0];
+    let rec_file = rec["file"].as_str().expect("its file").to_string();
+    let mut flipped = members.clone();
+    let m = flipped
+        .iter_mut()
+        .find(|m| m.0 == rec_file)
+        .unwrap_or_else(|| panic!("{rec_file} in the package"));
+    m.1[2000] ^= 0x40;
+    let (code, text) = verify(
+        &sallyport::evidence::tar::write_all(&flipped, 0).unwrap(),
+        "flipped.tar",
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("NOT INTACT") && text.contains(&format!("FAILED file_hash {rec_file}")),
+        "{text}"
+    );
+
+    // That recording's chain entry removed.
+    let seq = rec["chain_seq"].as_i64().expect("chain_seq");
+    let mut cut = members.clone();
+    let chain = cut
+        .iter_mut()
+        .find(|m| m.0 == "chain/entries.json")
+        .expect("chain/entries.json");
+    let mut entries: Vec<Value> = serde_json::from_slice(&chain.1).unwrap();
+    entries.retain(|e| e["seq"] != seq);
+    chain.1 = serde_json::to_vec_pretty(&entries).unwrap();
+    let (code, text) = verify(
+        &sallyport::evidence::tar::write_all(&cut, 0).unwrap(),
+        "cut.tar",
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("chain break before entry {}", seq + 1))
+            && text.contains(&format!("chain break after entry {}", seq - 1)),
+        "{text}"
+    );
+    case.screenshot("packaged");
 }

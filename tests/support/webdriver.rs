@@ -509,6 +509,11 @@ impl Browser {
         self.op(Op::WindowSize(width, height));
     }
 
+    /// Where Chromium saves what the page downloads.
+    pub(crate) fn downloads(&self) -> PathBuf {
+        self._profile.path().join("downloads")
+    }
+
     /// Saves a PNG of the viewport to `path` (and prints where).
     pub(crate) fn screenshot(&self, path: &Path) {
         let v = self.op(Op::Screenshot);
@@ -537,8 +542,8 @@ fn wait_ready(addr: &str, driver: &mut Child) {
     }
 }
 
-fn new_session(addr: &str, profile: &Path, options: &Options) -> String {
-    let profile = format!("--user-data-dir={}", profile.display());
+fn new_session(addr: &str, profile_dir: &Path, options: &Options) -> String {
+    let profile = format!("--user-data-dir={}", profile_dir.display());
     let mut args = vec![
         "--headless=new",
         "--no-sandbox",
@@ -561,9 +566,15 @@ fn new_session(addr: &str, profile: &Path, options: &Options) -> String {
     if options.fake_media {
         args.push("--use-fake-device-for-media-stream");
     }
+    // Downloads land in the profile's `downloads/` ([`Browser::downloads`]), unasked.
+    let downloads = profile_dir.join("downloads");
+    let prefs = json!({
+        "download.default_directory": downloads.display().to_string(),
+        "download.prompt_for_download": false,
+    });
     let caps = json!({ "capabilities": { "alwaysMatch": {
         "browserName": "chrome",
-        "goog:chromeOptions": { "binary": chromium().display().to_string(), "args": args },
+        "goog:chromeOptions": { "binary": chromium().display().to_string(), "args": args, "prefs": prefs },
         "unhandledPromptBehavior": "ignore",
     }}});
     let (status, v) =
