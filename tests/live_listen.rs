@@ -15,8 +15,10 @@
 //!   arrive and both level meters move; with a simulated sound device the WebAudio graph
 //!   runs and each party's volume (30 %, 200 %) is measured on what is played; without
 //!   one, each track's element plays it and the slider sets its volume (at most 100 %).
-//!   Without camera or microphone permission Firefox offers no loopback candidate, so it
-//!   cannot reach the test gateway's 127.0.0.1: the panel says why, naming both sides.
+//!   Without camera or microphone permission Firefox offers no loopback candidate: it
+//!   cannot reach a gateway that offers only 127.0.0.1 (the panel says why, naming both
+//!   sides), and it listens to one bound on 0.0.0.0, which offers every address of the
+//!   host (the test without a sound device runs so).
 //!
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
@@ -477,7 +479,10 @@ fn firefox_listens_through_the_console() {
 /// The same without any sound device (as headless Firefox runs on this machine): the
 /// audio context never starts, so each track plays through its element, the meters read
 /// the receivers' `audioLevel`, and each volume slider sets its element's volume, at
-/// most 100 % (the slider says so).
+/// most 100 % (the slider says so). And as an investigator's Firefox runs: no camera or
+/// microphone permission, so it offers only its non-loopback addresses, against a gateway
+/// bound on 0.0.0.0 (`rtp.listen_ip`) and advertising 127.0.0.1, whose answer offers
+/// every address of the host; the connection is made through one of those.
 #[test]
 fn firefox_listens_without_a_sound_device() {
     firefox_listens(false);
@@ -494,6 +499,33 @@ const PLAYED_OVER_RECEIVED: &str = "const p = arguments[0], done = arguments[arg
       if (++n === 10) { clearInterval(t); done(received > 0 ? played / received : null); }
     }, 120);";
 
+/// The addresses the page's offer carried and the gateway address of the candidate pair
+/// in use (from `getStats()` of the listen panel's connection).
+const PAIR_JS: &str = "const done = arguments[arguments.length - 1];
+    const pc = (window.listenPcs || []).slice(-1)[0];
+    if (!pc) { done({ error: 'no connection recorded' }); return; }
+    const offered = [...new Set((pc.localDescription.sdp || '').split(/\\r?\\n/)
+      .filter((l) => l.startsWith('a=candidate:')).map((l) => l.split(' ')[4]))];
+    pc.getStats().then((stats) => {
+      let pair = null;
+      stats.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.nominated || s.selected)) pair = s;
+      });
+      const remote = pair && stats.get(pair.remoteCandidateId);
+      const local = pair && stats.get(pair.localCandidateId);
+      const address = (c) => c && (c.address || c.ipAddress);
+      done({ offered, local: address(local), remote: address(remote), remotePort: remote && remote.port,
+             answered: [...new Set((pc.remoteDescription.sdp || '').split(/\\r?\\n/)
+               .filter((l) => l.startsWith('a=candidate:')).map((l) => l.split(' ')[4]))] });
+    });";
+
+/// Keeps every connection the page opens in `window.listenPcs`, for [`PAIR_JS`].
+const RECORD_PCS_JS: &str = "const P = window.RTCPeerConnection;
+    window.listenPcs = [];
+    window.RTCPeerConnection = function (config) { const pc = new P(config); window.listenPcs.push(pc); return pc; };
+    window.RTCPeerConnection.prototype = P.prototype;
+    return true;";
+
 fn firefox_listens(sound_device: bool) {
     let what = "Firefox live listen test";
     if !sipp::present(what) || !webdriver::firefox_present(what) {
@@ -509,7 +541,14 @@ fn firefox_listens(sound_device: bool) {
         },
     );
     let p = sipp::ports();
-    let gw = Gateway::start(&dir, &p);
+    // With a sound device, the permission is granted (loopback candidates, the gateway
+    // on 127.0.0.1); without, neither: the gateway binds the wildcard.
+    let permission = sound_device;
+    let gw = Gateway::start_with(&dir, &p, "gateway", |cmd| {
+        if !permission {
+            cmd.env("SALLYPORT_RTP_LISTEN_IP", "0.0.0.0");
+        }
+    });
     let api = gw.api.clone();
     let inmate = e2e::book(&api, "L-2", "2468", e2e::NUMBER, false);
     e2e::fund(&api, &inmate, "20.00");
@@ -525,7 +564,7 @@ fn firefox_listens(sound_device: bool) {
     let b = Browser::firefox(
         &dir.join("firefox.log"),
         &webdriver::Options {
-            fake_media: true,
+            fake_media: permission,
             mock_audio_device: sound_device,
         },
     );
@@ -544,6 +583,7 @@ fn firefox_listens(sound_device: bool) {
     b.click("#nav-live");
     let row = format!("tr[data-call-id='{id}']");
     b.wait_for(&row);
+    b.js(RECORD_PCS_JS, json!([]));
     b.click(&format!("{row} button.listen"));
     let shown = b.wait_js(
         "packets counted in Firefox",
@@ -554,6 +594,31 @@ fn firefox_listens(sound_device: bool) {
         |v| v["n"].as_f64().is_some_and(|n| n > 50.0),
     );
     println!("Firefox listening: {shown}");
+    let pair = b.js_async(PAIR_JS, json!([]));
+    println!("Firefox's candidate pair: {pair}");
+    if !permission {
+        // Firefox offered no loopback address: the pair joins two others.
+        let offered = pair["offered"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !offered.is_empty()
+                && offered
+                    .iter()
+                    .all(|a| a.as_str().is_some_and(|a| a != "127.0.0.1" && a != "::1")),
+            "{pair}"
+        );
+        // The gateway answered with more than its advertised 127.0.0.1, and the pair in
+        // use joins one of those others.
+        let answered = pair["answered"].as_array().cloned().unwrap_or_default();
+        assert!(
+            answered.len() >= 2 && answered.iter().any(|a| a == "127.0.0.1"),
+            "{pair}"
+        );
+        let remote = pair["remote"].as_str().unwrap_or_default();
+        assert!(
+            !remote.is_empty() && remote != "127.0.0.1" && answered.iter().any(|a| a == remote),
+            "{pair}"
+        );
+    }
     const PANEL: &str = "return { levels: ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level)),
                   audio: document.getElementById('listen-panel').dataset.audio,
                   max: ['inmate', 'called'].map(p => document.getElementById('listen-volume-' + p).max),
