@@ -151,7 +151,8 @@ class Listener {
     const theirs = addresses(this.pc && this.pc.remoteDescription);
     const loopback = (a) => a === "::1" || a.startsWith("127.");
     const gateway = theirs.length ? theirs.join(", ") : "no address";
-    const fix = " The gateway's rtp.advertised_ip must be an address this computer reaches over UDP.";
+    const fix = " The gateway's rtp.advertised_ip must be an address this computer reaches over UDP" +
+      " (or its rtp.listen_ip a wildcard, 0.0.0.0, so that it offers every address it has).";
     if (!mine.length) {
       return "this browser offered no address to connect from (its privacy settings hide them)." + fix;
     }

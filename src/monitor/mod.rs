@@ -2,7 +2,7 @@
 //! receive-only, with the G.711 the relay already sends (no transcoding).
 //!
 //! Owns: one WebRTC peer per listening browser (`peer::Peer`, sans-IO, ICE-lite,
-//! DTLS-SRTP), the tokio task that drives it with its own UDP socket (`task`), the
+//! DTLS-SRTP), the tokio task that drives it with its own UDP sockets (`task`), the
 //! registry of open listeners and their counters for `/metrics`.
 //! Calls: the media engine's taps only through what it is handed (a [`Tap`] whose
 //! receiver it keeps); the str0m crate. It never reaches a call itself.
@@ -12,9 +12,16 @@
 //!
 //! # One listener
 //! The browser offers one or two `recvonly` audio m-lines; the answer is `sendonly`,
-//! ICE-lite, with one host candidate: `[rtp] advertised_ip` and the port of a UDP socket
+//! ICE-lite, with a host candidate `[rtp] advertised_ip` and the port of a UDP socket
 //! bound on `[rtp] listen_ip`, port chosen by the kernel (ephemeral) so listeners never
-//! take the relay's port pairs. Track 1 is the inmate (what the gateway sends toward the
+//! take the relay's port pairs. When `listen_ip` is a wildcard (0.0.0.0 or ::) the
+//! answer also offers every other address of the host's interfaces of that family,
+//! loopback included (IPv6 link-local excepted), each with a socket bound on it: a
+//! browser that reaches the gateway on another address than the advertised one still
+//! connects (Firefox without camera or microphone permission offers only its non-loopback
+//! addresses, so it never pairs with a loopback-only answer). One socket per address,
+//! rather than `IP_PKTINFO` on the wildcard one, tells str0m which candidate a datagram
+//! reached, and its answers leave from that candidate's socket. Track 1 is the inmate (what the gateway sends toward the
 //! called party), track 2 the called party and the gateway's prompts (what it sends
 //! toward the inmate); one m-line gets the inmate only. Tapped packets are written with
 //! their RTP timestamps (so gaps and pacing are the call's own) as PCMU or PCMA, whichever
