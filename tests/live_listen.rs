@@ -12,7 +12,13 @@
 //!   A second call whose parties speak PCMA is heard as PCMA (no transcoding).
 //!
 //! - Firefox ESR (Marionette) listens through the console itself: both parties' packets
-//!   arrive and both level meters move.
+//!   arrive and both level meters move; with a simulated sound device the WebAudio graph
+//!   runs and each party's volume (30 %, 200 %) is measured on what is played; without
+//!   one, each track's element plays it and the slider sets its volume (at most 100 %).
+//!   Without camera or microphone permission Firefox offers no loopback candidate: it
+//!   cannot reach a gateway that offers only 127.0.0.1 (the panel says why, naming both
+//!   sides), and it listens to one bound on 0.0.0.0, which offers every address of the
+//!   host (the test without a sound device runs so).
 //!
 //! Without sipp, chromium or chromedriver the browser test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`. A failing run keeps its files (gateway log, sipp
@@ -461,17 +467,88 @@ fn chromium_hears_both_parties_of_a_live_call() {
 }
 
 /// Firefox ESR listens to a live call through the console, as Chromium does: the same
-/// page, driven over Marionette. Both parties' packets arrive, both meters move.
+/// page, driven over Marionette, with a simulated sound device (`mock_audio_device`), so
+/// the page's WebAudio graph runs. Both parties' packets arrive, both meters move, and
+/// each party's volume slider sets what is played of that party (measured after the
+/// volume), down to 30 % and up to 200 %, the other party untouched.
 #[test]
 fn firefox_listens_through_the_console() {
+    firefox_listens(true);
+}
+
+/// The same without any sound device (as headless Firefox runs on this machine): the
+/// audio context never starts, so each track plays through its element, the meters read
+/// the receivers' `audioLevel`, and each volume slider sets its element's volume, at
+/// most 100 % (the slider says so). And as an investigator's Firefox runs: no camera or
+/// microphone permission, so it offers only its non-loopback addresses, against a gateway
+/// bound on 0.0.0.0 (`rtp.listen_ip`) and advertising 127.0.0.1, whose answer offers
+/// every address of the host; the connection is made through one of those.
+#[test]
+fn firefox_listens_without_a_sound_device() {
+    firefox_listens(false);
+}
+
+/// What is played of party `p` over what is received (the RMS its meter's data carries,
+/// refreshed every 100 ms), averaged over ten readings 120 ms apart: the volume actually
+/// applied.
+const PLAYED_OVER_RECEIVED: &str = "const p = arguments[0], done = arguments[arguments.length - 1];
+    const m = document.getElementById('listen-meter-' + p);
+    let played = 0, received = 0, n = 0;
+    const t = setInterval(() => {
+      played += Number(m.dataset.played); received += Number(m.dataset.received);
+      if (++n === 10) { clearInterval(t); done(received > 0 ? played / received : null); }
+    }, 120);";
+
+/// The addresses the page's offer carried and the gateway address of the candidate pair
+/// in use (from `getStats()` of the listen panel's connection).
+const PAIR_JS: &str = "const done = arguments[arguments.length - 1];
+    const pc = (window.listenPcs || []).slice(-1)[0];
+    if (!pc) { done({ error: 'no connection recorded' }); return; }
+    const offered = [...new Set((pc.localDescription.sdp || '').split(/\\r?\\n/)
+      .filter((l) => l.startsWith('a=candidate:')).map((l) => l.split(' ')[4]))];
+    pc.getStats().then((stats) => {
+      let pair = null;
+      stats.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.nominated || s.selected)) pair = s;
+      });
+      const remote = pair && stats.get(pair.remoteCandidateId);
+      const local = pair && stats.get(pair.localCandidateId);
+      const address = (c) => c && (c.address || c.ipAddress);
+      done({ offered, local: address(local), remote: address(remote), remotePort: remote && remote.port,
+             answered: [...new Set((pc.remoteDescription.sdp || '').split(/\\r?\\n/)
+               .filter((l) => l.startsWith('a=candidate:')).map((l) => l.split(' ')[4]))] });
+    });";
+
+/// Keeps every connection the page opens in `window.listenPcs`, for [`PAIR_JS`].
+const RECORD_PCS_JS: &str = "const P = window.RTCPeerConnection;
+    window.listenPcs = [];
+    window.RTCPeerConnection = function (config) { const pc = new P(config); window.listenPcs.push(pc); return pc; };
+    window.RTCPeerConnection.prototype = P.prototype;
+    return true;";
+
+fn firefox_listens(sound_device: bool) {
     let what = "Firefox live listen test";
     if !sipp::present(what) || !webdriver::firefox_present(what) {
         return;
     }
     const PASSWORD: &str = "correct horse battery staple";
-    let dir = Workdir::new("live_listen", "firefox");
+    let dir = Workdir::new(
+        "live_listen",
+        if sound_device {
+            "firefox"
+        } else {
+            "firefox-no-sound"
+        },
+    );
     let p = sipp::ports();
-    let gw = Gateway::start(&dir, &p);
+    // With a sound device, the permission is granted (loopback candidates, the gateway
+    // on 127.0.0.1); without, neither: the gateway binds the wildcard.
+    let permission = sound_device;
+    let gw = Gateway::start_with(&dir, &p, "gateway", |cmd| {
+        if !permission {
+            cmd.env("SALLYPORT_RTP_LISTEN_IP", "0.0.0.0");
+        }
+    });
     let api = gw.api.clone();
     let inmate = e2e::book(&api, "L-2", "2468", e2e::NUMBER, false);
     e2e::fund(&api, &inmate, "20.00");
@@ -486,7 +563,10 @@ fn firefox_listens_through_the_console() {
     // address as an ICE candidate (see `Options::fake_media`).
     let b = Browser::firefox(
         &dir.join("firefox.log"),
-        &webdriver::Options { fake_media: true },
+        &webdriver::Options {
+            fake_media: permission,
+            mock_audio_device: sound_device,
+        },
     );
     let id = api.accepted_call(Duration::from_secs(40));
     b.goto(&format!("{}/console/", gw.base_url()));
@@ -503,6 +583,7 @@ fn firefox_listens_through_the_console() {
     b.click("#nav-live");
     let row = format!("tr[data-call-id='{id}']");
     b.wait_for(&row);
+    b.js(RECORD_PCS_JS, json!([]));
     b.click(&format!("{row} button.listen"));
     let shown = b.wait_js(
         "packets counted in Firefox",
@@ -513,21 +594,48 @@ fn firefox_listens_through_the_console() {
         |v| v["n"].as_f64().is_some_and(|n| n > 50.0),
     );
     println!("Firefox listening: {shown}");
+    let pair = b.js_async(PAIR_JS, json!([]));
+    println!("Firefox's candidate pair: {pair}");
+    if !permission {
+        // Firefox offered no loopback address: the pair joins two others.
+        let offered = pair["offered"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !offered.is_empty()
+                && offered
+                    .iter()
+                    .all(|a| a.as_str().is_some_and(|a| a != "127.0.0.1" && a != "::1")),
+            "{pair}"
+        );
+        // The gateway answered with more than its advertised 127.0.0.1, and the pair in
+        // use joins one of those others.
+        let answered = pair["answered"].as_array().cloned().unwrap_or_default();
+        assert!(
+            answered.len() >= 2 && answered.iter().any(|a| a == "127.0.0.1"),
+            "{pair}"
+        );
+        let remote = pair["remote"].as_str().unwrap_or_default();
+        assert!(
+            !remote.is_empty() && remote != "127.0.0.1" && answered.iter().any(|a| a == remote),
+            "{pair}"
+        );
+    }
+    const PANEL: &str = "return { levels: ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level)),
+                  audio: document.getElementById('listen-panel').dataset.audio,
+                  max: ['inmate', 'called'].map(p => document.getElementById('listen-volume-' + p).max),
+                  shown: ['inmate', 'called'].map(p => document.getElementById('listen-gain-' + p).textContent),
+                  tracks: [...document.querySelectorAll('#listen-audio audio')].map(a =>
+                    ({ track: a.dataset.track, paused: a.paused, muted: a.muted, ready: a.readyState, volume: a.volume })) };";
     let levels = b.wait_js(
         "both meters move in Firefox",
         Duration::from_secs(15),
-        "return { levels: ['inmate', 'called'].map(p => Number(document.getElementById('listen-meter-' + p).dataset.level)),
-                  audio: document.getElementById('listen-panel').dataset.audio,
-                  tracks: [...document.querySelectorAll('#listen-audio audio')].map(a =>
-                    ({ track: a.dataset.track, paused: a.paused, muted: a.muted, ready: a.readyState })) };",
+        PANEL,
         |v| {
             v["levels"]
                 .as_array()
                 .is_some_and(|a| a.iter().all(|l| l.as_f64().is_some_and(|l| l > 0.3)))
         },
     );
-    // Heard: through the audio graph, or (no sound device for WebAudio here) through the
-    // two elements, unmuted and playing.
+    println!("Firefox levels: {levels}");
     let tracks = levels["tracks"].as_array().cloned().unwrap_or_default();
     assert_eq!(tracks.len(), 2, "{levels}");
     assert!(
@@ -536,11 +644,71 @@ fn firefox_listens_through_the_console() {
             .all(|t| t["paused"] == false && t["ready"].as_u64() >= Some(2)),
         "{levels}"
     );
-    assert!(
-        levels["audio"] == "running" || tracks.iter().all(|t| t["muted"] == false),
-        "every track goes out somewhere: {levels}"
-    );
-    println!("Firefox levels: {levels}");
+    if sound_device {
+        // The graph plays both tracks (their elements muted), the volume goes to 200 %.
+        assert_eq!(levels["audio"], "running", "{levels}");
+        assert!(tracks.iter().all(|t| t["muted"] == true), "{levels}");
+        assert_eq!(levels["max"], json!(["2", "2"]), "{levels}");
+        let ratio = |p: &str| {
+            b.js_async(PLAYED_OVER_RECEIVED, json!([p]))
+                .as_f64()
+                .unwrap_or_else(|| panic!("{p}: nothing received"))
+        };
+        let (inmate0, called0) = (ratio("inmate"), ratio("called"));
+        println!("played/received at 100 %: inmate {inmate0:.3}, called {called0:.3}");
+        assert!((inmate0 - 1.0).abs() < 0.05 && (called0 - 1.0).abs() < 0.05);
+        // The called party down seven steps with the keyboard (30 %), then the inmate up
+        // to the top (End: 200 %): each played at its own volume, the other untouched.
+        b.send_keys("#listen-volume-called", &"\u{E012}".repeat(7));
+        b.send_keys("#listen-volume-inmate", "\u{E010}");
+        let panel = b.wait_js(
+            "the volumes follow the sliders",
+            Duration::from_secs(5),
+            PANEL,
+            |v| v["shown"] == json!(["200%", "30%"]),
+        );
+        println!("after the sliders: {panel}");
+        let (inmate1, called1) = (ratio("inmate"), ratio("called"));
+        println!("played/received: inmate at 200 % {inmate1:.3}, called at 30 % {called1:.3}");
+        assert!((inmate1 - 2.0).abs() < 0.1, "inmate at 200 %: {inmate1}");
+        assert!((called1 - 0.3).abs() < 0.03, "called at 30 %: {called1}");
+        let meters = b.js(PANEL, json!([]));
+        assert!(
+            meters["levels"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|l| l.as_f64().is_some_and(|l| l > 0.3))),
+            "the meters show what is received, whatever the volume: {meters}"
+        );
+    } else {
+        // No sound device: the elements play the tracks, unmuted; the slider stops at
+        // 100 % and sets the element's volume.
+        assert_ne!(levels["audio"], "running", "{levels}");
+        assert!(tracks.iter().all(|t| t["muted"] == false), "{levels}");
+        assert_eq!(levels["max"], json!(["1", "1"]), "{levels}");
+        b.send_keys("#listen-volume-called", &"\u{E012}".repeat(7));
+        b.send_keys("#listen-volume-inmate", "\u{E010}");
+        let panel = b.wait_js(
+            "the volumes follow the sliders",
+            Duration::from_secs(5),
+            PANEL,
+            |v| v["shown"] == json!(["100%", "30%"]),
+        );
+        println!("after the sliders: {panel}");
+        let volume = |track: &str| {
+            panel["tracks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["track"] == track)
+                .and_then(|t| t["volume"].as_f64())
+                .unwrap_or_else(|| panic!("track {track}: {panel}"))
+        };
+        assert!((volume("1") - 1.0).abs() < 1e-6, "the inmate: {panel}");
+        assert!(
+            (volume("2") - 0.3).abs() < 1e-6,
+            "the called party: {panel}"
+        );
+    }
     b.click("#listen-stop");
     b.wait_js(
         "the panel closes",
@@ -556,5 +724,62 @@ fn firefox_listens_through_the_console() {
         .filter(|e| e["action"] == "call.listen" && e["actor"] == "inv-ff")
         .count();
     assert_eq!(listens, 1, "{audit}");
+    api.ok("POST", &format!("/api/v1/calls/{id}/terminate"), None);
+}
+
+/// Firefox without camera or microphone permission offers only its non-loopback addresses
+/// as ICE candidates, and the test gateway advertises 127.0.0.1 (`rtp.advertised_ip`): no
+/// connection is possible, and the listen panel says why (both sides' addresses and what
+/// to change), not merely "failed".
+#[test]
+fn firefox_is_told_why_listening_fails() {
+    let what = "Firefox listen failure test";
+    if !sipp::present(what) || !webdriver::firefox_present(what) {
+        return;
+    }
+    const PASSWORD: &str = "correct horse battery staple";
+    let dir = Workdir::new("live_listen", "firefox-fails");
+    let p = sipp::ports();
+    let gw = Gateway::start(&dir, &p);
+    let api = gw.api.clone();
+    let inmate = e2e::book(&api, "L-3", "2469", e2e::NUMBER, false);
+    e2e::fund(&api, &inmate, "20.00");
+    api.add_user("inv-ff", PASSWORD, "investigator", &[e2e::FACILITY]);
+    let _trunk = Trunk::answer("1")
+        .speaking(Tone::steady(600.0, TONE_SECS))
+        .spawn(&dir, &p);
+    let _handset = Handset::new(&inmate.pin, Via::Rtp)
+        .speaking(Tone::steady(400.0, TONE_SECS))
+        .spawn(&dir, 0, &p, gw.sip);
+    let b = Browser::firefox(&dir.join("firefox.log"), &webdriver::Options::default());
+    let id = api.accepted_call(Duration::from_secs(40));
+    b.goto(&format!("{}/console/", gw.base_url()));
+    b.wait_for("body[data-ready='1']");
+    b.fill("#login-username", "inv-ff");
+    b.fill("#login-password", PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "logged in",
+        Duration::from_secs(10),
+        "return !document.getElementById('search-view').hidden;",
+        |v| v == true,
+    );
+    b.click("#nav-live");
+    let row = format!("tr[data-call-id='{id}']");
+    b.wait_for(&row);
+    b.click(&format!("{row} button.listen"));
+    let state = b.wait_js(
+        "the panel says why listening failed",
+        Duration::from_secs(60),
+        "return document.getElementById('listen-state').textContent;",
+        |v| v.as_str().is_some_and(|t| t.starts_with("failed")),
+    );
+    let state = state.as_str().unwrap_or_default().to_string();
+    println!("Firefox without a loopback candidate: {state}");
+    assert!(
+        state.contains("127.0.0.1") && state.contains("rtp.advertised_ip"),
+        "{state}"
+    );
+    b.click("#listen-stop");
     api.ok("POST", &format!("/api/v1/calls/{id}/terminate"), None);
 }

@@ -59,7 +59,13 @@ impl Page {
         let log = case.dir.join(format!("{side}-chromedriver.log"));
         Page {
             name: format!("visit-{}-{side}", case.name),
-            browser: Browser::chromium(&log, &Options { fake_media: true }),
+            browser: Browser::chromium(
+                &log,
+                &Options {
+                    fake_media: true,
+                    ..Options::default()
+                },
+            ),
         }
     }
 
@@ -67,7 +73,13 @@ impl Page {
         let log = case.dir.join(format!("{side}-firefox.log"));
         Page {
             name: format!("visit-{}-{side}", case.name),
-            browser: Browser::firefox(&log, &Options { fake_media: true }),
+            browser: Browser::firefox(
+                &log,
+                &Options {
+                    fake_media: true,
+                    ..Options::default()
+                },
+            ),
         }
     }
 

@@ -44,10 +44,6 @@ function row(cells) {
   return tr;
 }
 
-function when(t) {
-  return t ? new Date(t).toLocaleString() : "";
-}
-
 // A time in `zone` (the facility's IANA zone) with seconds and the zone named:
 // "2026-03-02 10:00:05 CST". Without a zone, the browser's, named too.
 function localTime(t, zone) {
@@ -76,11 +72,12 @@ function durationText(secs) {
   return h ? h + ":" + String(m).padStart(2, "0") + ":" + ss : m + ":" + ss;
 }
 
-// Milliseconds into a recording as "m:ss.s"; and back (null when unreadable).
-function offsetText(ms) {
-  const t = Math.max(0, ms) / 1000;
-  const m = Math.floor(t / 60);
-  return m + ":" + (t - m * 60).toFixed(1).padStart(4, "0");
+// Seconds into a recording as "m:ss.s" ("1:05.3" for 65.3 s); and, from milliseconds,
+// back (null when unreadable).
+function clockText(secs) {
+  const s = Math.max(0, secs);
+  const m = Math.floor(s / 60);
+  return m + ":" + (s - m * 60).toFixed(1).padStart(4, "0");
 }
 
 function parseOffset(text) {
@@ -506,7 +503,7 @@ function renderVisit(v) {
   dl.replaceChildren();
   for (const [k, label] of VISIT_FIELDS) {
     const x = v ? v[k] : null;
-    const text = k.endsWith("_at") ? when(x) : (x === null || x === undefined ? "" : String(x));
+    const text = k.endsWith("_at") ? localTime(x) : (x === null || x === undefined ? "" : String(x));
     dl.appendChild(el("dt", label));
     dl.appendChild(el("dd", text, { id: "visit-" + k.replace(/_/g, "-") }));
   }
@@ -533,7 +530,7 @@ function renderTimeline(events, origin, duration) {
         offset = text;
       }
     }
-    const tr = row([when(e.at), offset, e.kind, e.side || ""]);
+    const tr = row([localTime(e.at), offset, e.kind, e.side || ""]);
     tr.dataset.event = e.kind;
     body.appendChild(tr);
   }
@@ -821,6 +818,7 @@ function renderCallTimeline(c) {
       const m = el("button", "", { type: "button", class: "marker marker-" + e.kind,
         "aria-label": name + " at " + (off < 0 ? "-" : "") + clockText(Math.abs(off)), title: name + ": " + eventDetail(e) });
       m.dataset.event = e.kind;
+      m.dataset.index = String(i);
       m.style.left = (t.x(e.ms) * 100).toFixed(3) + "%";
       m.addEventListener("click", () => guarded(() => seekCall(off)));
       markers.appendChild(m);
@@ -926,7 +924,7 @@ async function loadSessionNotes(id) {
 }
 
 function momentText(n) {
-  return offsetText(n.start_ms) + (n.end_ms !== null && n.end_ms !== undefined ? "–" + offsetText(n.end_ms) : "");
+  return clockText(n.start_ms / 1000) + (n.end_ms !== null && n.end_ms !== undefined ? "–" + clockText(n.end_ms / 1000) : "");
 }
 
 function byText(n) {
@@ -969,7 +967,7 @@ async function addNote(ev) {
 // The note field takes the audio's current position.
 function markPosition() {
   const audio = $("recording-audio");
-  $("note-start").value = offsetText(Math.round((audio.currentTime || 0) * 1000));
+  $("note-start").value = clockText(audio.currentTime || 0);
   $("note-body").focus();
 }
 
@@ -1033,12 +1031,11 @@ async function openNumber(number) {
   await subjectLists("number=" + encodeURIComponent(number), "number=" + encodeURIComponent(number));
 }
 
-function details(pairs) {
-  const dl = $("subject-details");
-  for (const [k, v] of pairs) {
-    dl.appendChild(el("dt", k));
-    dl.appendChild(el("dd", v));
-  }
+// Name-value pairs into a <dl> (by id), replacing what it held.
+function details(pairs, id = "subject-details") {
+  const dl = $(id);
+  dl.replaceChildren();
+  for (const [k, v] of pairs) dl.append(el("dt", k), el("dd", v));
 }
 
 async function subjectLists(notesQuery, callsQuery) {
@@ -1211,15 +1208,26 @@ async function startListening(id, call) {
 // The two parties of a listened call, in track order.
 const PARTIES = ["inmate", "called"];
 
+// The meters, and each volume slider's range: up to 200 % through the audio graph, 100 %
+// when the elements play the tracks (an element cannot amplify).
 function updateMeters(l) {
   if (state.listener !== l) return;
   $("listen-panel").dataset.audio = Listener.ctx ? Listener.ctx.state : "none";
+  const max = String(Listener.maxVolume());
   PARTIES.forEach((p, i) => {
     const level = l.level(i);
     const meter = $("listen-meter-" + p);
     meter.value = level;
     meter.textContent = level.toFixed(2);
     meter.dataset.level = level.toFixed(3);
+    // What the graph received and played of the party (RMS), for whoever checks the volume.
+    meter.dataset.received = l.rms(i, "analyser").toFixed(5);
+    meter.dataset.played = l.rms(i, "out").toFixed(5);
+    const slider = $("listen-volume-" + p);
+    if (slider.max !== max) {
+      slider.max = max;
+      setVolume(p);
+    }
   });
 }
 
@@ -1233,7 +1241,8 @@ async function updateStats(l) {
   if (state.listener !== l) return;
   const n = await l.packetsReceived();
   $("listen-packets").textContent = String(n);
-  $("listen-state").textContent = l.state();
+  const st = l.state();
+  $("listen-state").textContent = st === "failed" ? "failed: " + l.whyFailed() : st;
 }
 
 async function stopListening() {
@@ -1281,7 +1290,7 @@ async function loadLiveVisits() {
     end.addEventListener("click", () => guarded(() => endVisit(v.id)));
     actions.append(watch, " ", end);
     const tr = row([v.id, v.facility_id, v.inmate_name, v.visitor_name, v.station_name,
-      when(v.ends_at), v.privileged ? "yes" : "no", actions]);
+      localTime(v.ends_at), v.privileged ? "yes" : "no", actions]);
     tr.dataset.visitId = v.id;
     body.appendChild(tr);
   }

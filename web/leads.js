@@ -2,7 +2,7 @@
 // #/lead/pin/<id>) with the sessions behind it, and the watch words heard in a session
 // (on the session page, each a button that plays from its moment; #/session/<id>/at/<ms>
 // opens the page at that moment). Every list and lead opened is audited by the API.
-// Uses app.js's helpers ($, el, row, show, localTime, offsetText, playRecording,
+// Uses app.js's helpers ($, el, row, show, details, localTime, clockText, playRecording,
 // guarded, state), called only after both scripts have loaded.
 "use strict";
 
@@ -59,19 +59,33 @@ const Leads = (() => {
       return row([link, who, p.housing_units.join(", "), p.attempt_ids.length, localTime(p.first_at / 1000)]);
     }), "No PIN sharing seen in the period.");
     fill("leads-words-body", l.keyword_alerts.map((a) => row([a.word, PARTIES[a.party] || a.party,
-      localTime(a.call_at), offsetText(a.offset_ms), sessionLink(a.session_id, a.offset_ms)])),
+      localTime(a.call_at), clockText(a.offset_ms / 1000), sessionLink(a.session_id, a.offset_ms)])),
       "No watch word heard in the period.");
   }
 
-  function sessionRows(sessions) {
-    return sessions.map((x) => row([localTime(x.invite_at), x.inmate_id || "", x.number || "",
+  // The lead's sessions; `people` maps an inmate id to "name (booking number)".
+  function sessionRows(sessions, people) {
+    return sessions.map((x) => row([localTime(x.invite_at), inmateLink(x.inmate_id, people), x.number || "",
       (x.end_reason || "").replace(/_/g, " "), sessionLink(x.id)]));
   }
 
-  function details(pairs) {
-    const dl = $("lead-details");
-    dl.replaceChildren();
-    for (const [k, v] of pairs) dl.append(el("dt", k), el("dd", v));
+  function inmateLink(id, people) {
+    if (!id) return "";
+    return el("a", people.get(id) || id, { href: "#/inmate/" + encodeURIComponent(id) });
+  }
+
+  // "name (booking number)" of each inmate id (the id itself for one that cannot be read).
+  async function namesOf(ids) {
+    const people = new Map();
+    await Promise.all(ids.map(async (id) => {
+      try {
+        const i = await Api.get("/inmates/" + encodeURIComponent(id));
+        people.set(id, i.first_name + " " + i.last_name + " (" + i.booking_number + ")");
+      } catch (e) {
+        people.set(id, id);
+      }
+    }));
+    return people;
   }
 
   async function openNumber(number) {
@@ -80,12 +94,14 @@ const Leads = (() => {
     $("lead-callers-body").replaceChildren();
     $("lead-sessions-body").replaceChildren();
     const g = await Api.get("/leads/numbers/" + encodeURIComponent(number) + "?" + query());
-    details([["Number", g.number], ["Inmates who called it", String(g.callers.length)]]);
+    details([["Number", g.number], ["Inmates who called it", String(g.callers.length)]], "lead-details");
+    const people = new Map(g.callers.map((c) => [c.inmate_id,
+      (c.name || c.inmate_id) + (c.booking_number ? " (" + c.booking_number + ")" : "")]));
     fill("lead-callers-body", g.callers.map((c) => {
       const who = el("a", c.name || c.inmate_id, { href: "#/inmate/" + encodeURIComponent(c.inmate_id) });
       return row([who, c.booking_number, c.facility_id, c.calls, localTime(c.last_at)]);
     }), "Nobody in your facilities called it in the period.");
-    fill("lead-sessions-body", sessionRows(g.sessions), "No session.");
+    fill("lead-sessions-body", sessionRows(g.sessions, people), "No session.");
   }
 
   async function openPin(id) {
@@ -94,14 +110,14 @@ const Leads = (() => {
     $("lead-callers-body").replaceChildren();
     $("lead-sessions-body").replaceChildren();
     const p = await Api.get("/leads/pin/" + encodeURIComponent(id) + "?" + query());
-    details([["Pattern", PATTERNS[p.pattern] || p.pattern], ["Inmate", p.inmate_id],
-      ["Then", p.other_inmate_id || ""], ["Handsets", p.handset_ids.join(", ")],
-      ["Housing units", p.housing_units.join(", ")], ["First attempt", localTime(p.first_at / 1000)],
-      ["Last attempt", localTime(p.last_at / 1000)]]);
     const inmates = [p.inmate_id].concat(p.other_inmate_id ? [p.other_inmate_id] : []);
-    fill("lead-callers-body", inmates.map((i) => row([el("a", i, { href: "#/inmate/" + encodeURIComponent(i) }),
-      "", p.facility_id, "", ""])), "");
-    fill("lead-sessions-body", sessionRows(p.sessions), "No call was made with these attempts.");
+    const people = await namesOf(inmates);
+    details([["Pattern", PATTERNS[p.pattern] || p.pattern], ["Inmate", people.get(p.inmate_id)],
+      ["Then", p.other_inmate_id ? people.get(p.other_inmate_id) : ""], ["Handsets", p.handset_ids.join(", ")],
+      ["Housing units", p.housing_units.join(", ")], ["First attempt", localTime(p.first_at / 1000)],
+      ["Last attempt", localTime(p.last_at / 1000)]], "lead-details");
+    fill("lead-callers-body", inmates.map((i) => row([inmateLink(i, people), "", p.facility_id, "", ""])), "");
+    fill("lead-sessions-body", sessionRows(p.sessions, people), "No call was made with these attempts.");
   }
 
   async function route(hash) {
@@ -119,8 +135,8 @@ const Leads = (() => {
     const body = $("spotted-body");
     body.replaceChildren();
     for (const a of alerts || []) {
-      const at = el("button", offsetText(a.offset_ms), { type: "button", class: "spotted-seek",
-        "aria-label": "Play from " + offsetText(a.offset_ms) + " (" + a.word + ")" });
+      const at = el("button", clockText(a.offset_ms / 1000), { type: "button", class: "spotted-seek",
+        "aria-label": "Play from " + clockText(a.offset_ms / 1000) + " (" + a.word + ")" });
       at.addEventListener("click", () => guarded(() => playRecording(a.offset_ms / 1000)));
       const tr = row([at, PARTIES[a.party] || a.party, a.word, Math.round(a.confidence * 100) + "%"]);
       tr.dataset.alertId = a.id;
@@ -133,7 +149,7 @@ const Leads = (() => {
     $("spotted-empty").hidden = (alerts || []).length > 0;
     $("spotted").hidden = false;
     $("recording-play").textContent = typeof seekMs === "number"
-      ? "Play recording from " + offsetText(seekMs) : "Play recording";
+      ? "Play recording from " + clockText(seekMs / 1000) : "Play recording";
   }
 
   function init() {

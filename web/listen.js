@@ -2,7 +2,11 @@
 // transceiver per party (track 1 the inmate, track 2 the called party and the gateway's
 // prompts); the offer goes out with every ICE candidate gathered (no trickle), the gateway
 // answers with its SDP. Each track is played through WebAudio: an AnalyserNode measures
-// the party's level (before the volume), a GainNode sets its volume. (Chromium feeds a
+// the party's level (before the volume), a GainNode sets its volume (0-200 %), a second
+// AnalyserNode measures what goes out (after the volume). Without a running audio
+// context (no sound device), each track's <audio> element plays it instead, its volume
+// 0-100 % (an element cannot amplify), and the meters read the receivers' audioLevel.
+// (Chromium feeds a
 // remote WebRTC track into WebAudio only while a media element plays it too: each track
 // also plays in a muted <audio>.)
 "use strict";
@@ -13,7 +17,7 @@ class Listener {
     this.audioBox = audioBox;
     this.pc = null;
     this.listenerId = null;
-    // Per track, in transceiver order: {audio, source, analyser, gain, samples}.
+    // Per track, in transceiver order: {audio, source, analyser, gain, out, samples}.
     this.parties = [];
   }
 
@@ -60,10 +64,13 @@ class Listener {
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 1024;
     const gain = ctx.createGain();
+    const out = ctx.createAnalyser();
+    out.fftSize = analyser.fftSize;
     source.connect(analyser);
     source.connect(gain);
-    gain.connect(ctx.destination);
-    this.parties[at] = { audio, source, analyser, gain, samples: new Float32Array(analyser.fftSize) };
+    gain.connect(out);
+    out.connect(ctx.destination);
+    this.parties[at] = { audio, source, analyser, gain, out, samples: new Float32Array(analyser.fftSize) };
     audio.play().catch(() => {});
   }
 
@@ -78,32 +85,43 @@ class Listener {
   // of its last 1024 samples while the audio context runs, else the receiver's own
   // `audioLevel` (getStats, twice a second).
   level(i) {
-    const p = this.parties[i];
-    let rms = 0;
-    if (p && this.route()) {
-      p.analyser.getFloatTimeDomainData(p.samples);
-      let sum = 0;
-      for (const x of p.samples) sum += x * x;
-      rms = Math.sqrt(sum / p.samples.length);
-    } else {
-      rms = (this.statsLevels || [])[i] || 0;
-    }
+    const rms = this.route() ? this.rms(i, "analyser") : (this.statsLevels || [])[i] || 0;
     if (rms <= 0) return 0;
     return Math.max(0, Math.min(1, 1 + (20 * Math.log10(rms)) / 60));
   }
 
-  // Track `i`'s volume (1 as received, 0 silent, 2 twice as loud).
+  // The RMS of track `i`'s last 1024 samples as received (`analyser`) or as played, after
+  // its volume (`out`); 0 without a running audio context.
+  rms(i, node) {
+    const p = this.parties[i];
+    if (!p || !Listener.ctx || Listener.ctx.state !== "running") return 0;
+    p[node].getFloatTimeDomainData(p.samples);
+    let sum = 0;
+    for (const x of p.samples) sum += x * x;
+    return Math.sqrt(sum / p.samples.length);
+  }
+
+  // The loudest volume this browser can give a track now: 2 through a running audio
+  // graph, 1 through an element.
+  static maxVolume() {
+    return Listener.ctx && Listener.ctx.state === "running" ? 2 : 1;
+  }
+
+  // Track `i`'s volume (1 as received, 0 silent, 2 twice as loud): the graph's gain, and
+  // the element's volume for when the element plays it (at most 1).
   setVolume(i, v) {
     const p = this.parties[i];
     if (!p) return;
     p.gain.gain.value = v;
-    // Played by its element (no running audio context): as loud as an element can be.
     p.audio.volume = Math.max(0, Math.min(1, v));
   }
 
+  // Track `i`'s volume as it is played now: the gain while the graph plays it, else the
+  // element's volume.
   volume(i) {
     const p = this.parties[i];
-    return p ? p.gain.gain.value : null;
+    if (!p) return null;
+    return this.route() ? p.gain.gain.value : p.audio.volume;
   }
 
   // Resolves when ICE gathering is complete (or after 3 s with what there is).
@@ -122,6 +140,31 @@ class Listener {
 
   state() {
     return this.pc ? this.pc.connectionState : "closed";
+  }
+
+  // Why a connection failed, from the addresses each side offered (the candidates of the
+  // offer and of the gateway's answer): said to the investigator instead of "failed".
+  whyFailed() {
+    const addresses = (desc) => [...new Set(((desc && desc.sdp) || "").split(/\r?\n/)
+      .filter((l) => l.startsWith("a=candidate:")).map((l) => l.split(" ")[4]).filter(Boolean))];
+    const mine = addresses(this.pc && this.pc.localDescription);
+    const theirs = addresses(this.pc && this.pc.remoteDescription);
+    const loopback = (a) => a === "::1" || a.startsWith("127.");
+    const gateway = theirs.length ? theirs.join(", ") : "no address";
+    const fix = " The gateway's rtp.advertised_ip must be an address this computer reaches over UDP" +
+      " (or its rtp.listen_ip a wildcard, 0.0.0.0, so that it offers every address it has).";
+    if (!mine.length) {
+      return "this browser offered no address to connect from (its privacy settings hide them)." + fix;
+    }
+    if (mine.every((a) => a.endsWith(".local"))) {
+      return "this browser offered only hidden (mDNS) addresses (" + mine.join(", ") +
+        "), which the gateway cannot use; allow the page camera or microphone access, or turn off the hiding of local addresses.";
+    }
+    if (theirs.length && theirs.every(loopback) && !mine.some(loopback)) {
+      return "the gateway offered only " + gateway + " (loopback) and this browser only " + mine.join(", ") +
+        ": they cannot reach each other." + fix;
+    }
+    return "no connection between this browser (" + mine.join(", ") + ") and the gateway (" + gateway + ")." + fix;
   }
 
   // Packets received on every inbound RTP stream, added up; each track's `audioLevel`
@@ -152,6 +195,7 @@ class Listener {
       if (!p) continue;
       p.source.disconnect();
       p.gain.disconnect();
+      p.out.disconnect();
       p.audio.srcObject = null;
     }
     this.parties = [];

@@ -140,7 +140,7 @@ class VisitReplay {
         if (starting || Math.abs(v.currentTime - local) > VisitReplay.NUDGE_DRIFT) v.currentTime = local;
         v.playbackRate = 1;
         starts.push(v.play().catch((e) => {
-          if (e && e.name !== "AbortError") showReplayError(e);
+          if (e && e.name !== "AbortError") showError(new Error("playback: " + (e.message || String(e))));
         }));
         continue;
       }
@@ -191,19 +191,4 @@ function seekVideo(v, t) {
     v.addEventListener("error", done);
     v.currentTime = t;
   });
-}
-
-function showReplayError(e) {
-  const box = document.getElementById("error");
-  if (!box) return;
-  box.textContent = "playback: " + (e.message || String(e));
-  box.hidden = false;
-}
-
-// "1:05.3" for 65.3 s.
-function clockText(secs) {
-  const s = Math.max(0, secs);
-  const m = Math.floor(s / 60);
-  const rest = (s - m * 60).toFixed(1).padStart(4, "0");
-  return m + ":" + rest;
 }

@@ -177,7 +177,7 @@ const Reports = (() => {
       }
       series.push(s);
     });
-    const width = Math.max(320, Math.min(1100, box.clientWidth || 900));
+    const width = chartWidth(box);
     const opts = {
       width,
       height: 320,
@@ -228,7 +228,17 @@ const Reports = (() => {
     $("report-output").hidden = true;
   }
 
+  // The chart's width in its box (which follows the window): 320 to 1100 px.
+  function chartWidth(box) {
+    return Math.max(320, Math.min(1100, box.clientWidth || 900));
+  }
+
   function init() {
+    // A narrower (or wider) window redraws the chart at the box's new width.
+    new ResizeObserver(() => {
+      const w = chartWidth($("report-chart"));
+      if (plot && plot.width !== w) plot.setSize({ width: w, height: plot.height });
+    }).observe($("report-chart"));
     $("report-form").addEventListener("submit", onSubmit);
     $("report-name").addEventListener("change", updateExtras);
     $("report-csv").addEventListener("click", () => guarded(downloadCsv));

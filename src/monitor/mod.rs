@@ -2,7 +2,7 @@
 //! receive-only, with the G.711 the relay already sends (no transcoding).
 //!
 //! Owns: one WebRTC peer per listening browser (`peer::Peer`, sans-IO, ICE-lite,
-//! DTLS-SRTP), the tokio task that drives it with its own UDP socket (`task`), the
+//! DTLS-SRTP), the tokio task that drives it with its own UDP sockets (`task`), the
 //! registry of open listeners and their counters for `/metrics`.
 //! Calls: the media engine's taps only through what it is handed (a [`Tap`] whose
 //! receiver it keeps); the str0m crate. It never reaches a call itself.
@@ -12,9 +12,16 @@
 //!
 //! # One listener
 //! The browser offers one or two `recvonly` audio m-lines; the answer is `sendonly`,
-//! ICE-lite, with one host candidate: `[rtp] advertised_ip` and the port of a UDP socket
+//! ICE-lite, with a host candidate `[rtp] advertised_ip` and the port of a UDP socket
 //! bound on `[rtp] listen_ip`, port chosen by the kernel (ephemeral) so listeners never
-//! take the relay's port pairs. Track 1 is the inmate (what the gateway sends toward the
+//! take the relay's port pairs. When `listen_ip` is a wildcard (0.0.0.0 or ::) the
+//! answer also offers every other address of the host's interfaces of that family,
+//! loopback included (IPv6 link-local excepted), each with a socket bound on it: a
+//! browser that reaches the gateway on another address than the advertised one still
+//! connects (Firefox without camera or microphone permission offers only its non-loopback
+//! addresses, so it never pairs with a loopback-only answer). One socket per address,
+//! rather than `IP_PKTINFO` on the wildcard one, tells str0m which candidate a datagram
+//! reached, and its answers leave from that candidate's socket. Track 1 is the inmate (what the gateway sends toward the
 //! called party), track 2 the called party and the gateway's prompts (what it sends
 //! toward the inmate); one m-line gets the inmate only. Tapped packets are written with
 //! their RTP timestamps (so gaps and pacing are the call's own) as PCMU or PCMA, whichever
@@ -167,7 +174,8 @@ pub struct Prepared {
     pub answer: String,
     tap: Tap,
     peer: Peer,
-    socket: UdpSocket,
+    /// Each host candidate of the answer and the socket that receives for it.
+    sockets: Vec<(SocketAddr, UdpSocket)>,
     taps: mpsc::Receiver<TapPacket>,
 }
 
@@ -207,7 +215,7 @@ impl Monitor {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Binds a socket and answers the browser's `offer`; nothing runs until
+    /// Binds the listener's sockets and answers the browser's `offer`; nothing runs until
     /// [`Monitor::start`].
     pub async fn prepare(&self, offer: &str) -> Result<Prepared, MonitorError> {
         if offer.len() > MAX_OFFER {
@@ -225,8 +233,27 @@ impl Monitor {
                 source,
             });
         let (bound, socket) = socket?;
-        let local = SocketAddr::new(advertised_ip, bound.port());
-        let (peer, answer) = Peer::answer(offer, local, self.inner.clock.now())?;
+        let mut sockets = vec![(SocketAddr::new(advertised_ip, bound.port()), socket)];
+        if bind_ip.is_unspecified() {
+            let interfaces = interface_addresses().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot list this host's addresses: the listener \
+                    offers rtp.advertised_ip only");
+                Vec::new()
+            });
+            for ip in extra_candidates(bind_ip, advertised_ip, &interfaces) {
+                // An address that cannot be bound (going away, IPv6 not yet usable) is
+                // left out; the others still serve.
+                match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+                    Ok(s) => match s.local_addr() {
+                        Ok(a) => sockets.push((a, s)),
+                        Err(e) => tracing::debug!(%ip, error = %e, "listener socket unusable"),
+                    },
+                    Err(e) => tracing::debug!(%ip, error = %e, "listener candidate not bound"),
+                }
+            }
+        }
+        let locals: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
+        let (peer, answer) = Peer::answer(offer, &locals, self.inner.clock.now())?;
         let key = rand::random::<u64>();
         let (tx, taps) = mpsc::channel(TAP_QUEUE);
         Ok(Prepared {
@@ -234,7 +261,7 @@ impl Monitor {
             answer,
             tap: Tap::new(key, TapSink::Async(tx)),
             peer,
-            socket,
+            sockets,
             taps,
         })
     }
@@ -255,7 +282,7 @@ impl Monitor {
         stats.opened.fetch_add(1, Ordering::Relaxed);
         let listener = task::Listener {
             peer: p.peer,
-            socket: p.socket,
+            sockets: p.sockets,
             taps: p.taps,
             stop: stop_rx,
             clock: self.inner.clock.clone(),
@@ -324,6 +351,70 @@ impl Monitor {
     }
 }
 
+/// The addresses a listener offers besides `advertised` when its sockets bind the wildcard
+/// `bind` (0.0.0.0 or ::): every address of this host's interfaces (`interfaces`) of
+/// `bind`'s family, loopback included, that a socket can bind and a browser can send to.
+/// IPv6 link-local addresses are left out (they need an interface index no SDP carries),
+/// and so is `advertised` itself (the wildcard socket answers for it). In the order given,
+/// each once. A specific `bind` offers nothing more: the operator chose that address.
+fn extra_candidates(bind: IpAddr, advertised: IpAddr, interfaces: &[IpAddr]) -> Vec<IpAddr> {
+    if !bind.is_unspecified() {
+        return Vec::new();
+    }
+    let mut out: Vec<IpAddr> = Vec::new();
+    for &ip in interfaces {
+        let usable = match (bind, ip) {
+            (IpAddr::V4(_), IpAddr::V4(v4)) => !v4.is_unspecified() && !v4.is_multicast(),
+            (IpAddr::V6(_), IpAddr::V6(v6)) => {
+                let link_local = v6.segments()[0] & 0xffc0 == 0xfe80;
+                !v6.is_unspecified() && !v6.is_multicast() && !link_local
+            }
+            _ => false,
+        };
+        if usable && ip != advertised && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// The addresses of this host's interfaces that are up (`getifaddrs`).
+fn interface_addresses() -> std::io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `head` is a valid out-pointer; on success the list is freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        let up = ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
+        if !up || ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null `ifa_addr` points to a sockaddr whose family says which
+        // sockaddr_* it is.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if family == libc::AF_INET {
+            // SAFETY: AF_INET: the address is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            out.push(IpAddr::from(
+                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+            ));
+        } else if family == libc::AF_INET6 {
+            // SAFETY: AF_INET6: the address is a sockaddr_in6.
+            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+            out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+        }
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +470,105 @@ mod tests {
             "{id2} outlived its tap"
         );
         assert_eq!(m.snapshot().open, 0);
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_wildcard_bind_offers_every_usable_address_of_its_family() {
+        let host = ips(&[
+            "127.0.0.1",
+            "::1",
+            "192.0.2.2",
+            "fd00::2",
+            "fe80::fc:ff:fe00:1",
+            "10.1.2.3",
+            "192.0.2.2",
+        ]);
+        let (v4, v6) = (ips(&["0.0.0.0"])[0], ips(&["::"])[0]);
+        // The advertised address is the wildcard socket's; the others get their own.
+        assert_eq!(
+            extra_candidates(v4, ips(&["127.0.0.1"])[0], &host),
+            ips(&["192.0.2.2", "10.1.2.3"])
+        );
+        // An advertised address not on the host (NAT): every local one besides it.
+        assert_eq!(
+            extra_candidates(v4, ips(&["203.0.113.9"])[0], &host),
+            ips(&["127.0.0.1", "192.0.2.2", "10.1.2.3"])
+        );
+        // IPv6: loopback and the unique local address, not the link-local one.
+        assert_eq!(
+            extra_candidates(v6, ips(&["fd00::2"])[0], &host),
+            ips(&["::1"])
+        );
+        // A specific bind address is the operator's choice: nothing more.
+        for bind in ips(&["127.0.0.1", "192.0.2.2", "::1"]) {
+            assert!(extra_candidates(bind, bind, &host).is_empty());
+        }
+    }
+
+    /// The `(address, port)` of each candidate of an SDP.
+    fn candidates(sdp: &str) -> Vec<SocketAddr> {
+        sdp.lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                SocketAddr::new(f[4].parse().unwrap(), f[5].parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_listener_bound_on_the_wildcard_offers_each_address_of_the_host() {
+        let config = MonitorConfig {
+            bind_ip: ips(&["0.0.0.0"])[0],
+            advertised_ip: ips(&["127.0.0.1"])[0],
+        };
+        let m = Monitor::new(config, Arc::new(SystemClock));
+        let p = m.prepare(&offer()).await.unwrap();
+        let offered = candidates(&p.answer);
+        let mut want = ips(&["127.0.0.1"]);
+        let host = interface_addresses().unwrap();
+        want.extend(extra_candidates(
+            config.bind_ip,
+            config.advertised_ip,
+            &host,
+        ));
+        let mut got: Vec<IpAddr> = offered.iter().map(SocketAddr::ip).collect();
+        got.dedup();
+        assert_eq!(got, want, "{}", p.answer);
+        println!("offered: {offered:?}");
+        // Each candidate is a socket of the listener: the advertised one on the wildcard,
+        // every other bound on its own address.
+        let bound: Vec<(SocketAddr, SocketAddr)> = p
+            .sockets
+            .iter()
+            .map(|(c, s)| (*c, s.local_addr().unwrap()))
+            .collect();
+        assert_eq!(bound.len(), want.len());
+        for (i, (candidate, local)) in bound.iter().enumerate() {
+            assert!(offered.contains(candidate), "{candidate} in {offered:?}");
+            assert_eq!(candidate.port(), local.port());
+            if i == 0 {
+                assert!(local.ip().is_unspecified());
+            } else {
+                assert_eq!(candidate.ip(), local.ip());
+            }
+        }
+        // Bound on one address, the listener offers the advertised address only.
+        let one = ips(&["127.0.0.1"])[0];
+        let m = Monitor::new(
+            MonitorConfig {
+                bind_ip: one,
+                advertised_ip: one,
+            },
+            Arc::new(SystemClock),
+        );
+        let p = m.prepare(&offer()).await.unwrap();
+        let offered: Vec<IpAddr> = candidates(&p.answer).iter().map(SocketAddr::ip).collect();
+        assert!(offered.iter().all(|&ip| ip == one), "{offered:?}");
     }
 
     #[tokio::test]

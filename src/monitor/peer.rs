@@ -38,8 +38,10 @@ pub enum PeerError {
     NoAudio,
     #[error("the offer accepts neither PCMU nor PCMA")]
     NoG711,
-    #[error("the advertised address {0} cannot be an ICE candidate")]
+    #[error("the address {0} cannot be an ICE candidate")]
     BadCandidate(SocketAddr),
+    #[error("no address to offer as an ICE candidate")]
+    NoCandidate,
     #[error("WebRTC: {0}")]
     Rtc(#[from] RtcError),
 }
@@ -71,6 +73,8 @@ impl Closed {
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Datagram {
+    /// The local candidate it goes out from (the driver sends it on that one's socket).
+    pub from: SocketAddr,
     pub to: SocketAddr,
     pub bytes: Vec<u8>,
 }
@@ -97,8 +101,8 @@ struct Track {
 /// One listening browser.
 pub(super) struct Peer {
     rtc: Rtc,
-    /// The host candidate (advertised IP, bound port): where the browser sends.
-    local: SocketAddr,
+    /// The host candidates (address, bound port): where the browser may send.
+    locals: Vec<SocketAddr>,
     /// `[inmate, called party]`.
     tracks: [Option<Track>; 2],
     opened: Instant,
@@ -110,7 +114,7 @@ pub(super) struct Peer {
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peer")
-            .field("local", &self.local)
+            .field("locals", &self.locals)
             .field("tracks", &self.tracks)
             .field("connected", &self.connected)
             .field("closed", &self.closed)
@@ -119,11 +123,11 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
-    /// Answers `offer` (SDP text) as an ICE-lite peer reachable at `local`; returns the
-    /// peer and the answer's SDP text.
+    /// Answers `offer` (SDP text) as an ICE-lite peer reachable at each of `locals` (one
+    /// host candidate each, in that order); returns the peer and the answer's SDP text.
     pub(super) fn answer(
         offer: &str,
-        local: SocketAddr,
+        locals: &[SocketAddr],
         now: Instant,
     ) -> Result<(Peer, String), PeerError> {
         let mids = audio_mids(offer);
@@ -138,13 +142,18 @@ impl Peer {
             .enable_pcmu(true, false)
             .enable_pcma(true, false)
             .build(now);
-        let candidate =
-            Candidate::host(local, "udp").map_err(|_| PeerError::BadCandidate(local))?;
-        rtc.add_local_candidate(candidate);
+        if locals.is_empty() {
+            return Err(PeerError::NoCandidate);
+        }
+        for &local in locals {
+            let candidate =
+                Candidate::host(local, "udp").map_err(|_| PeerError::BadCandidate(local))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc.sdp_api().accept_offer(offer)?;
         let mut peer = Peer {
             rtc,
-            local,
+            locals: locals.to_vec(),
             tracks: [None, None],
             opened: now,
             last_heard: now,
@@ -176,8 +185,18 @@ impl Peer {
         self.closed
     }
 
-    /// A datagram arrived from `source` on the peer's socket.
-    pub(super) fn on_datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
+    /// A datagram arrived from `source` on the socket of local candidate `destination`
+    /// (one of those the answer offered; anything else is ignored).
+    pub(super) fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        if !self.locals.contains(&destination) {
+            return;
+        }
         let Ok(contents) = bytes.try_into() else {
             return; // not STUN, DTLS, RTP or RTCP: ignore
         };
@@ -186,7 +205,7 @@ impl Peer {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.local,
+                destination,
                 contents,
             },
         );
@@ -260,6 +279,7 @@ impl Peer {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return t.min(until),
                 Ok(Output::Transmit(t)) => out.push(Datagram {
+                    from: t.source,
                     to: t.destination,
                     bytes: t.contents.to_vec(),
                 }),

@@ -1,11 +1,13 @@
-//! The tokio task that drives one listener's [`Peer`]: its UDP socket, the call's tap and
-//! the timer, until the browser goes away, the call ends (the tap closes) or the
+//! The tokio task that drives one listener's [`Peer`]: its UDP sockets (one per host
+//! candidate of its answer), the call's tap and the timer, until the browser goes away, the call ends (the tap closes) or the
 //! listener is deleted.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 
+use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn, Instrument};
@@ -39,7 +41,9 @@ impl Ended {
 /// Everything one listener task owns.
 pub(super) struct Listener {
     pub peer: Peer,
-    pub socket: UdpSocket,
+    /// Each local candidate with its socket; the first is the one advertised as
+    /// `rtp.advertised_ip`, bound on `rtp.listen_ip`.
+    pub sockets: Vec<(SocketAddr, UdpSocket)>,
     pub taps: mpsc::Receiver<TapPacket>,
     pub stop: oneshot::Receiver<()>,
     pub clock: Arc<dyn Clock>,
@@ -62,6 +66,8 @@ impl Listener {
     async fn drive(mut self) -> Ended {
         let mut buf = vec![0u8; 2048];
         let mut out = Vec::new();
+        // The socket polled first, moved on each time so that none is starved.
+        let mut first = 0usize;
         loop {
             let deadline = self.peer.poll(&mut out);
             self.send(&mut out).await;
@@ -77,8 +83,11 @@ impl Listener {
                     Some(p) => self.forward(&p),
                     None => return Ended::CallEnded,
                 },
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.datagram(from, buf.get(..n).unwrap_or_default()),
+                (to, r) = recv_any(&self.sockets, first, &mut buf) => match r {
+                    Ok((n, from)) => {
+                        first = first.wrapping_add(1);
+                        self.datagram(from, to, buf.get(..n).unwrap_or_default());
+                    }
                     // ICMP errors surface here on some systems; the peer's own timeouts
                     // decide whether the browser is gone.
                     Err(e) => warn!(error = %e, "listener socket receive failed"),
@@ -88,9 +97,9 @@ impl Listener {
         }
     }
 
-    fn datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn datagram(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         let now = self.clock.now();
-        self.peer.on_datagram(now, from, bytes);
+        self.peer.on_datagram(now, from, to, bytes);
     }
 
     fn forward(&mut self, p: &TapPacket) {
@@ -107,9 +116,42 @@ impl Listener {
 
     async fn send(&mut self, out: &mut Vec<Datagram>) {
         for d in out.drain(..) {
-            if let Err(e) = self.socket.send_to(&d.bytes, d.to).await {
+            // From the socket of the candidate the browser reached (str0m answers from
+            // the candidate a check arrived on).
+            let socket = self
+                .sockets
+                .iter()
+                .find(|(a, _)| *a == d.from)
+                .or(self.sockets.first())
+                .map(|(_, s)| s);
+            let Some(socket) = socket else { return };
+            if let Err(e) = socket.send_to(&d.bytes, d.to).await {
                 tracing::debug!(error = %e, to = %d.to, "listener send failed");
             }
         }
     }
+}
+
+/// The next datagram on any of `sockets` (polled from `first` on, round the list): the
+/// local candidate it arrived for, and its length and source.
+async fn recv_any(
+    sockets: &[(SocketAddr, UdpSocket)],
+    first: usize,
+    buf: &mut [u8],
+) -> (SocketAddr, std::io::Result<(usize, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        let n = sockets.len();
+        for k in 0..n {
+            let Some((local, socket)) = sockets.get((first + k) % n) else {
+                continue;
+            };
+            let mut read = ReadBuf::new(&mut *buf);
+            if let Poll::Ready(r) = socket.poll_recv_from(cx, &mut read) {
+                let len = read.filled().len();
+                return Poll::Ready((*local, r.map(|from| (len, from))));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }

@@ -71,6 +71,12 @@ pub(crate) struct Options {
     /// A fake camera and microphone (Chromium: a test pattern and a beep; Firefox: a
     /// colour-cycling picture and a tone), granted without asking.
     pub fake_media: bool,
+    /// Firefox only: a simulated sound device (`media.cubeb.force_mock_context`, the
+    /// audio back end Firefox's own tests use). Without a sound device on the machine,
+    /// headless Firefox never starts an `AudioContext` (it stays `suspended`, its
+    /// `resume()` never settles); with this one the page's WebAudio graph runs in real
+    /// time, its output going nowhere.
+    pub mock_audio_device: bool,
 }
 
 /// One command, as both protocols name it.
@@ -325,6 +331,9 @@ impl Browser {
             "user_pref(\"media.peerconnection.ice.loopback\", true);".into(),
             "user_pref(\"media.peerconnection.ice.obfuscate_host_addresses\", false);".into(),
         ];
+        if options.mock_audio_device {
+            prefs.push("user_pref(\"media.cubeb.force_mock_context\", true);".into());
+        }
         if options.fake_media {
             prefs.push("user_pref(\"media.navigator.streams.fake\", true);".into());
             // Granted as a permission, not by skipping the prompt: without a granted
@@ -500,6 +509,11 @@ impl Browser {
         self.op(Op::WindowSize(width, height));
     }
 
+    /// Where Chromium saves what the page downloads.
+    pub(crate) fn downloads(&self) -> PathBuf {
+        self._profile.path().join("downloads")
+    }
+
     /// Saves a PNG of the viewport to `path` (and prints where).
     pub(crate) fn screenshot(&self, path: &Path) {
         let v = self.op(Op::Screenshot);
@@ -528,8 +542,8 @@ fn wait_ready(addr: &str, driver: &mut Child) {
     }
 }
 
-fn new_session(addr: &str, profile: &Path, options: &Options) -> String {
-    let profile = format!("--user-data-dir={}", profile.display());
+fn new_session(addr: &str, profile_dir: &Path, options: &Options) -> String {
+    let profile = format!("--user-data-dir={}", profile_dir.display());
     let mut args = vec![
         "--headless=new",
         "--no-sandbox",
@@ -552,9 +566,15 @@ fn new_session(addr: &str, profile: &Path, options: &Options) -> String {
     if options.fake_media {
         args.push("--use-fake-device-for-media-stream");
     }
+    // Downloads land in the profile's `downloads/` ([`Browser::downloads`]), unasked.
+    let downloads = profile_dir.join("downloads");
+    let prefs = json!({
+        "download.default_directory": downloads.display().to_string(),
+        "download.prompt_for_download": false,
+    });
     let caps = json!({ "capabilities": { "alwaysMatch": {
         "browserName": "chrome",
-        "goog:chromeOptions": { "binary": chromium().display().to_string(), "args": args },
+        "goog:chromeOptions": { "binary": chromium().display().to_string(), "args": args, "prefs": prefs },
         "unhandledPromptBehavior": "ignore",
     }}});
     let (status, v) =

@@ -13,6 +13,11 @@ struct Browser {
     rtc: Rtc,
     mids: Vec<Mid>,
     got: Vec<MediaData>,
+    /// The only gateway address its datagrams reach (all when `None`), as a browser
+    /// that has no route to the gateway's other candidates.
+    reaches: Option<SocketAddr>,
+    /// The gateway addresses datagrams came from.
+    heard_from: Vec<SocketAddr>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -21,6 +26,11 @@ fn addr(s: &str) -> SocketAddr {
 
 /// A browser's offer with `lines` recvonly audio m-lines, and the gateway's answer.
 fn negotiate(lines: usize, now: Instant) -> (Browser, Peer) {
+    negotiate_with(lines, &[addr(GATEWAY)], now)
+}
+
+/// [`negotiate`] with a gateway offering a host candidate on each of `gateway`.
+fn negotiate_with(lines: usize, gateway: &[SocketAddr], now: Instant) -> (Browser, Peer) {
     // Like Chromium: Opus first, then PCMU and PCMA.
     let mut rtc = Rtc::builder()
         .clear_codecs()
@@ -34,7 +44,7 @@ fn negotiate(lines: usize, now: Instant) -> (Browser, Peer) {
         .map(|_| change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None))
         .collect();
     let (offer, pending) = change.apply().unwrap();
-    let (peer, answer) = Peer::answer(&offer.to_sdp_string(), addr(GATEWAY), now).unwrap();
+    let (peer, answer) = Peer::answer(&offer.to_sdp_string(), gateway, now).unwrap();
     assert!(answer.contains("a=ice-lite"), "{answer}");
     assert!(answer.contains("a=sendonly"), "{answer}");
     assert!(answer.contains("PCMU/8000"), "{answer}");
@@ -44,6 +54,8 @@ fn negotiate(lines: usize, now: Instant) -> (Browser, Peer) {
         rtc,
         mids,
         got: Vec::new(),
+        reaches: None,
+        heard_from: Vec::new(),
     };
     (browser, peer)
 }
@@ -57,7 +69,9 @@ fn pump(b: &mut Browser, p: &mut Peer, now: &mut Instant, step: Duration) {
                 Output::Timeout(_) => break,
                 Output::Transmit(t) => {
                     moved = true;
-                    p.on_datagram(*now, addr(BROWSER), &t.contents);
+                    if b.reaches.is_none_or(|r| r == t.destination) {
+                        p.on_datagram(*now, addr(BROWSER), t.destination, &t.contents);
+                    }
                 }
                 Output::Event(Event::MediaData(d)) => b.got.push(d),
                 Output::Event(_) => {}
@@ -68,11 +82,14 @@ fn pump(b: &mut Browser, p: &mut Peer, now: &mut Instant, step: Duration) {
         for d in out {
             moved = true;
             assert_eq!(d.to, addr(BROWSER));
+            if !b.heard_from.contains(&d.from) {
+                b.heard_from.push(d.from);
+            }
             let input = Input::Receive(
                 *now,
                 Receive {
                     proto: Protocol::Udp,
-                    source: addr(GATEWAY),
+                    source: d.from,
                     destination: addr(BROWSER),
                     contents: d.bytes.as_slice().try_into().unwrap(),
                 },
@@ -100,8 +117,13 @@ fn tapped(toward: Side, seq: u16, ts: u32, pt: u8, at: Instant, byte: u8) -> Tap
 }
 
 fn connect(lines: usize) -> (Browser, Peer, Instant) {
-    let mut now = Instant::now();
-    let (mut b, mut p) = negotiate(lines, now);
+    let now = Instant::now();
+    let (b, p) = negotiate(lines, now);
+    complete(b, p, now)
+}
+
+/// Pumps until the peer reports ICE and DTLS done.
+fn complete(mut b: Browser, mut p: Peer, mut now: Instant) -> (Browser, Peer, Instant) {
     for _ in 0..200 {
         if p.is_connected() {
             break;
@@ -140,6 +162,30 @@ fn both_parties_arrive_on_their_own_m_line_with_their_rtp_timing() {
         times.windows(2).all(|w| w[1] == w[0] + 160),
         "20 ms apart across the wrap: {times:?}"
     );
+}
+
+/// A gateway offering several host candidates (as when it binds a wildcard address) is
+/// reached through the one the browser can route to, and answers from that one only.
+#[test]
+fn the_browser_connects_through_the_one_candidate_it_reaches() {
+    let now = Instant::now();
+    let loopback = addr(GATEWAY);
+    let lan = addr("192.0.2.2:41002");
+    let (mut b, p) = negotiate_with(2, &[loopback, lan], now);
+    b.reaches = Some(lan);
+    let (mut b, mut p, mut now) = complete(b, p, now);
+    for i in 0..5u16 {
+        let t = tapped(Side::B, i, u32::from(i) * 160, 0, now, 0x11);
+        assert_eq!(p.on_tap(&t), Forwarded::Sent);
+        pump(&mut b, &mut p, &mut now, Duration::from_millis(20));
+    }
+    assert_eq!(b.heard_from, vec![lan]);
+    assert!(b.got.len() >= 4, "frames: {}", b.got.len());
+    // A datagram on a socket the answer never offered is not the peer's.
+    let stray = addr("198.51.100.7:41003");
+    let before = p.last_heard;
+    p.on_datagram(now + Duration::from_secs(1), addr(BROWSER), stray, &[0; 20]);
+    assert_eq!(p.last_heard, before);
 }
 
 #[test]
@@ -215,7 +261,7 @@ fn offers_without_audio_or_g711_are_refused() {
     let now = Instant::now();
     let gw = addr(GATEWAY);
     assert!(matches!(
-        Peer::answer("v=0\r\n", gw, now),
+        Peer::answer("v=0\r\n", &[gw], now),
         Err(PeerError::NoAudio)
     ));
     let mut rtc = Rtc::builder()
@@ -225,11 +271,11 @@ fn offers_without_audio_or_g711_are_refused() {
     let mut change = rtc.sdp_api();
     change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     let (offer, _) = change.apply().unwrap();
-    let err = Peer::answer(&offer.to_sdp_string(), gw, now).unwrap_err();
+    let err = Peer::answer(&offer.to_sdp_string(), &[gw], now).unwrap_err();
     assert!(matches!(err, PeerError::NoG711), "{err}");
     let garbage = "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n";
     assert!(matches!(
-        Peer::answer(garbage, gw, now),
+        Peer::answer(garbage, &[gw], now),
         Err(PeerError::BadSdp(_))
     ));
 }
