@@ -483,27 +483,8 @@ async fn call_length(db: &Db, q: &Window<'_>) -> Result<(Table, i64, i64), sqlx:
     let rollup_sql = "SELECT CAST(key AS BIGINT) AS c, CAST(SUM(v1) AS BIGINT) AS n, \
          CAST(SUM(v2) AS BIGINT) AS s FROM report_rollups WHERE facility_id = $1 \
          AND part = 'length' AND period >= $2 AND period < $3 GROUP BY key";
-    let mut rows = Vec::new();
-    for (a, b) in cov.raw {
-        rows.extend(
-            sqlx::query(&raw_sql)
-                .bind(q.facility)
-                .bind(a)
-                .bind(b)
-                .fetch_all(db.pool())
-                .await?,
-        );
-    }
-    for (a, b) in cov.rollup {
-        rows.extend(
-            sqlx::query(rollup_sql)
-                .bind(q.facility)
-                .bind(a / DAY_US)
-                .bind(b / DAY_US)
-                .fetch_all(db.pool())
-                .await?,
-        );
-    }
+    let mut rows = rows_over(db, q.facility, &raw_sql, &cov.raw, |t| t).await?;
+    rows.extend(rows_over(db, q.facility, rollup_sql, &cov.rollup, |t| t / DAY_US).await?);
     let mut counts = [0i64; LENGTH_CLASSES.len()];
     let (mut calls, mut secs) = (0, 0);
     for r in &rows {
@@ -529,38 +510,40 @@ async fn call_length(db: &Db, q: &Window<'_>) -> Result<(Table, i64, i64), sqlx:
     Ok((t, calls, secs))
 }
 
+/// The rows of `sql` (bound to the facility and a range's two ends, each mapped by
+/// `period`) over every range of `ranges`: one part of a report's [`Coverage`] at a time.
+async fn rows_over(
+    db: &Db,
+    facility: &str,
+    sql: &str,
+    ranges: &[(i64, i64)],
+    period: impl Fn(i64) -> i64,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let mut rows = Vec::new();
+    for &(a, b) in ranges {
+        rows.extend(
+            sqlx::query(sql)
+                .bind(facility)
+                .bind(period(a))
+                .bind(period(b))
+                .fetch_all(db.pool())
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
 /// Ended sessions by end reason: calls and visits, most frequent first.
 async fn end_reasons(db: &Db, q: &Window<'_>) -> Result<Table, sqlx::Error> {
     let cov = q.coverage(db, Grain::Day).await?;
-    let mut rows = Vec::new();
-    for (a, b) in cov.raw {
-        rows.extend(
-            sqlx::query(
-                "SELECT kind, COALESCE(end_reason, '') AS reason, COUNT(*) AS n FROM sessions \
-                 WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 AND state = 'ended' \
-                 GROUP BY kind, COALESCE(end_reason, '')",
-            )
-            .bind(q.facility)
-            .bind(a)
-            .bind(b)
-            .fetch_all(db.pool())
-            .await?,
-        );
-    }
-    for (a, b) in cov.rollup {
-        rows.extend(
-            sqlx::query(
-                "SELECT key AS kind, key2 AS reason, CAST(SUM(v1) AS BIGINT) AS n \
-                 FROM report_rollups WHERE facility_id = $1 AND part = 'reasons' \
-                 AND period >= $2 AND period < $3 GROUP BY key, key2",
-            )
-            .bind(q.facility)
-            .bind(a / DAY_US)
-            .bind(b / DAY_US)
-            .fetch_all(db.pool())
-            .await?,
-        );
-    }
+    let raw_sql = "SELECT kind, COALESCE(end_reason, '') AS reason, COUNT(*) AS n FROM sessions \
+         WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 AND state = 'ended' \
+         GROUP BY kind, COALESCE(end_reason, '')";
+    let rollup_sql = "SELECT key AS kind, key2 AS reason, CAST(SUM(v1) AS BIGINT) AS n \
+         FROM report_rollups WHERE facility_id = $1 AND part = 'reasons' \
+         AND period >= $2 AND period < $3 GROUP BY key, key2";
+    let mut rows = rows_over(db, q.facility, raw_sql, &cov.raw, |t| t).await?;
+    rows.extend(rows_over(db, q.facility, rollup_sql, &cov.rollup, |t| t / DAY_US).await?);
     let mut by: Vec<(String, i64, i64)> = Vec::new();
     for r in &rows {
         let (kind, reason, n): (String, String, i64) =
@@ -622,27 +605,13 @@ async fn top_numbers(db: &Db, q: &Window<'_>, limit: i64) -> Result<Table, sqlx:
          CAST(SUM(v2) AS BIGINT) AS connected, CAST(SUM(v3) AS BIGINT) AS secs, \
          CAST(SUM(v4) AS BIGINT) AS amount FROM report_rollups WHERE facility_id = $1 \
          AND part = 'numbers' AND period >= $2 AND period < $3 GROUP BY key";
-    let mut rows = Vec::new();
-    for (a, b) in cov.raw {
-        rows.extend(
-            sqlx::query(&raw_sql)
-                .bind(q.facility)
-                .bind(a)
-                .bind(b)
-                .fetch_all(db.pool())
-                .await?,
-        );
-    }
-    for (a, b) in cov.rollup {
-        rows.extend(
-            sqlx::query(rollup_sql)
-                .bind(q.facility)
-                .bind(Grain::Month.period(a))
-                .bind(Grain::Month.period(b))
-                .fetch_all(db.pool())
-                .await?,
-        );
-    }
+    let mut rows = rows_over(db, q.facility, &raw_sql, &cov.raw, |t| t).await?;
+    rows.extend(
+        rows_over(db, q.facility, rollup_sql, &cov.rollup, |t| {
+            Grain::Month.period(t)
+        })
+        .await?,
+    );
     for r in &rows {
         let e = by.entry(r.try_get("num")?).or_default();
         for (i, col) in ["n", "connected", "secs", "amount"].iter().enumerate() {
