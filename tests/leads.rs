@@ -290,6 +290,10 @@ async fn leads(app: App) {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(sessions, vec!["n1e", "n1b", "n1a"]);
+    // Each session carries its facility's zone, which the console shows its time in.
+    for x in g["sessions"].as_array().unwrap() {
+        assert_eq!(x["time_zone"], "America/Chicago", "{x}");
+    }
     // Within F1's scope, F2's caller is not shown.
     let (_, g1) = get(&app, Some(&i1), "/api/v1/leads/numbers/%2B15550000001").await;
     assert_eq!(g1["callers"].as_array().unwrap().len(), 2);

@@ -65,7 +65,7 @@ const Leads = (() => {
 
   // The lead's sessions; `people` maps an inmate id to "name (booking number)".
   function sessionRows(sessions, people) {
-    return sessions.map((x) => row([localTime(x.invite_at), inmateLink(x.inmate_id, people), x.number || "",
+    return sessions.map((x) => row([localTime(x.invite_at, x.time_zone), inmateLink(x.inmate_id, people), x.number || "",
       (x.end_reason || "").replace(/_/g, " "), sessionLink(x.id)]));
   }
 

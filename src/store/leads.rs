@@ -57,6 +57,8 @@ pub struct LeadSession {
     pub invite_at: DateTime<Utc>,
     pub end_reason: Option<String>,
     pub recorded: bool,
+    /// The session's facility's time zone: its times are shown in it.
+    pub time_zone: Option<String>,
 }
 
 /// A number with who called it and the calls.
@@ -111,11 +113,13 @@ fn lead_session(r: &sqlx::any::AnyRow) -> Result<LeadSession, sqlx::Error> {
         invite_at: from_micros(r.try_get("invite_at")?),
         end_reason: r.try_get("end_reason")?,
         recorded: super::flag(r.try_get("recorded")?),
+        time_zone: r.try_get("time_zone")?,
     })
 }
 
 const SESSION_COLUMNS: &str =
-    "s.id, s.facility_id, s.inmate_id, s.number_e164, s.handset_id, s.invite_at, s.end_reason, s.recorded";
+    "s.id, s.facility_id, s.inmate_id, s.number_e164, s.handset_id, s.invite_at, s.end_reason, s.recorded, \
+     (SELECT f.time_zone FROM facilities f WHERE f.id = s.facility_id) AS time_zone";
 
 impl Store {
     /// Numbers called by at least `w.min_inmates` inmates since `w.since`, most inmates
