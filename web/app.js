@@ -498,12 +498,12 @@ const VISIT_FIELDS = [
   ["privileged", "Privileged"], ["requested_by", "Booked by"],
 ];
 
-function renderVisit(v) {
+function renderVisit(v, zone) {
   const dl = $("visit-details");
   dl.replaceChildren();
   for (const [k, label] of VISIT_FIELDS) {
     const x = v ? v[k] : null;
-    const text = k.endsWith("_at") ? localTime(x) : (x === null || x === undefined ? "" : String(x));
+    const text = k.endsWith("_at") ? localTime(x, zone) : (x === null || x === undefined ? "" : String(x));
     dl.appendChild(el("dt", label));
     dl.appendChild(el("dd", text, { id: "visit-" + k.replace(/_/g, "-") }));
   }
@@ -511,8 +511,8 @@ function renderVisit(v) {
 
 // The timeline; `origin` (ms, or null) is the replay's time 0: each event gets its visit
 // time (signed: a join comes before the recordings start) and, within the recordings (a
-// second of slack either side), a button that moves the replay there.
-function renderTimeline(events, origin, duration) {
+// second of slack either side), a button that moves the replay there; times in `zone`, the facility's.
+function renderTimeline(events, origin, duration, zone) {
   const body = $("timeline-body");
   body.replaceChildren();
   for (const e of events || []) {
@@ -530,7 +530,7 @@ function renderTimeline(events, origin, duration) {
         offset = text;
       }
     }
-    const tr = row([localTime(e.at), offset, e.kind, e.side || ""]);
+    const tr = row([localTime(e.at, zone), offset, e.kind, e.side || ""]);
     tr.dataset.event = e.kind;
     body.appendChild(tr);
   }
@@ -539,8 +539,8 @@ function renderTimeline(events, origin, duration) {
 
 async function openVisit(c) {
   $("visit").hidden = false;
-  renderVisit(c.visit);
-  renderTimeline(c.timeline, null, 0);
+  renderVisit(c.visit, c.time_zone);
+  renderTimeline(c.timeline, null, 0, c.time_zone);
   const name = { visitor: (c.visit && c.visit.visitor_name) || "", inmate: (c.visit && c.visit.inmate_name) || "" };
   // The recordings are asked for on their own: a privileged visit is refused (403, audited).
   let recordings;
@@ -590,12 +590,12 @@ async function openVisit(c) {
     s.video.addEventListener("loadedmetadata", () => {
       if (state.replay !== replay) return;
       renderReplay(replay);
-      renderTimeline(c.timeline, replay.startedAt, replay.duration());
+      renderTimeline(c.timeline, replay.startedAt, replay.duration(), c.time_zone);
     });
   }
   $("replay").hidden = false;
   renderReplay(replay);
-  renderTimeline(c.timeline, replay.startedAt, replay.duration());
+  renderTimeline(c.timeline, replay.startedAt, replay.duration(), c.time_zone);
   await Promise.all(sides.map((s) => verifyInto("/recordings/" + encodeURIComponent(s.recording.id),
     $("replay-verify-" + s.side))));
 }
