@@ -526,12 +526,33 @@ const RECORD_PCS_JS: &str = "const P = window.RTCPeerConnection;
     window.RTCPeerConnection.prototype = P.prototype;
     return true;";
 
+/// The Firefox investigator's password.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Logs the Firefox investigator in and opens the live page at call `id`'s row; its selector.
+fn live_row(b: &Browser, gw: &Gateway, id: &str) -> String {
+    b.goto(&format!("{}/console/", gw.base_url()));
+    b.wait_for("body[data-ready='1']");
+    b.fill("#login-username", "inv-ff");
+    b.fill("#login-password", PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "logged in",
+        Duration::from_secs(10),
+        "return !document.getElementById('search-view').hidden;",
+        |v| v == true,
+    );
+    b.click("#nav-live");
+    let row = format!("tr[data-call-id='{id}']");
+    b.wait_for(&row);
+    row
+}
+
 fn firefox_listens(sound_device: bool) {
     let what = "Firefox live listen test";
     if !sipp::present(what) || !webdriver::firefox_present(what) {
         return;
     }
-    const PASSWORD: &str = "correct horse battery staple";
     let dir = Workdir::new(
         "live_listen",
         if sound_device {
@@ -569,20 +590,7 @@ fn firefox_listens(sound_device: bool) {
         },
     );
     let id = api.accepted_call(Duration::from_secs(40));
-    b.goto(&format!("{}/console/", gw.base_url()));
-    b.wait_for("body[data-ready='1']");
-    b.fill("#login-username", "inv-ff");
-    b.fill("#login-password", PASSWORD);
-    b.click("#login-submit");
-    b.wait_js(
-        "logged in",
-        Duration::from_secs(10),
-        "return !document.getElementById('search-view').hidden;",
-        |v| v == true,
-    );
-    b.click("#nav-live");
-    let row = format!("tr[data-call-id='{id}']");
-    b.wait_for(&row);
+    let row = live_row(&b, &gw, &id);
     b.js(RECORD_PCS_JS, json!([]));
     b.click(&format!("{row} button.listen"));
     let shown = b.wait_js(
@@ -737,7 +745,6 @@ fn firefox_is_told_why_listening_fails() {
     if !sipp::present(what) || !webdriver::firefox_present(what) {
         return;
     }
-    const PASSWORD: &str = "correct horse battery staple";
     let dir = Workdir::new("live_listen", "firefox-fails");
     let p = sipp::ports();
     let gw = Gateway::start(&dir, &p);
@@ -753,20 +760,7 @@ fn firefox_is_told_why_listening_fails() {
         .spawn(&dir, 0, &p, gw.sip);
     let b = Browser::firefox(&dir.join("firefox.log"), &webdriver::Options::default());
     let id = api.accepted_call(Duration::from_secs(40));
-    b.goto(&format!("{}/console/", gw.base_url()));
-    b.wait_for("body[data-ready='1']");
-    b.fill("#login-username", "inv-ff");
-    b.fill("#login-password", PASSWORD);
-    b.click("#login-submit");
-    b.wait_js(
-        "logged in",
-        Duration::from_secs(10),
-        "return !document.getElementById('search-view').hidden;",
-        |v| v == true,
-    );
-    b.click("#nav-live");
-    let row = format!("tr[data-call-id='{id}']");
-    b.wait_for(&row);
+    let row = live_row(&b, &gw, &id);
     b.click(&format!("{row} button.listen"));
     let state = b.wait_js(
         "the panel says why listening failed",
