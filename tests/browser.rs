@@ -189,6 +189,25 @@ fn investigators(api: &Api) {
     api.add_user("inv-other", PASSWORD, "investigator", &["OTHER"]);
 }
 
+/// Waits for `inmate`'s call to have ended with a finished recording: the call's id and
+/// the recording.
+fn ended_recorded_call(api: &Api, inmate: &Inmate) -> (String, Value) {
+    wait_until(
+        "the call ended with a finished recording",
+        Duration::from_secs(20),
+        || {
+            let calls = api.calls(&format!("facility_id={FACILITY}"));
+            let c = calls
+                .iter()
+                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
+            let rid = c["recording_id"].as_str()?;
+            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
+            (rec["status"] == "complete")
+                .then(|| (c["id"].as_str().unwrap_or_default().to_string(), rec))
+        },
+    )
+}
+
 fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -288,20 +307,7 @@ fn investigator_searches_and_replays_a_recording() {
     let mut hs = case.handset(&inmate.pin, Some(Duration::from_secs(14)));
     hs.expect_ok(Duration::from_secs(60));
     trunk.expect_ok(Duration::from_secs(30));
-    let (id, rec) = wait_until(
-        "the call ended with a finished recording",
-        Duration::from_secs(20),
-        || {
-            let calls = api.calls(&format!("facility_id={FACILITY}"));
-            let c = calls
-                .iter()
-                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
-            let rid = c["recording_id"].as_str()?;
-            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
-            (rec["status"] == "complete")
-                .then(|| (c["id"].as_str().unwrap_or_default().to_string(), rec))
-        },
-    );
+    let (id, rec) = ended_recorded_call(&api, &inmate);
     let sha = rec["sha256"].as_str().expect("sha256").to_string();
 
     case.login("inv-demo", PASSWORD);
@@ -706,19 +712,7 @@ fn investigator_finds_a_person_and_bookmarks_a_moment() {
     let mut hs = case.handset(&inmate.pin, Some(Duration::from_secs(14)));
     hs.expect_ok(Duration::from_secs(60));
     trunk.expect_ok(Duration::from_secs(30));
-    let id = wait_until(
-        "the call ended with a finished recording",
-        Duration::from_secs(20),
-        || {
-            let calls = api.calls(&format!("facility_id={FACILITY}"));
-            let c = calls
-                .iter()
-                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
-            let rid = c["recording_id"].as_str()?;
-            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
-            (rec["status"] == "complete").then(|| c["id"].as_str().unwrap_or_default().to_string())
-        },
-    );
+    let id = ended_recorded_call(&api, &inmate).0;
     let cdr = api.get(&format!("/api/v1/calls/{id}"));
     let zone = cdr["time_zone"]
         .as_str()
@@ -1002,19 +996,7 @@ fn investigator_follows_a_calls_timeline() {
         .spawn(&case.dir, 0, &case.ports, case.gateway.sip);
     hs.expect_ok(Duration::from_secs(60));
     trunk.expect_ok(Duration::from_secs(30));
-    let id = wait_until(
-        "the call ended with a finished recording",
-        Duration::from_secs(20),
-        || {
-            let calls = api.calls(&format!("facility_id={FACILITY}"));
-            let c = calls
-                .iter()
-                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
-            let rid = c["recording_id"].as_str()?;
-            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
-            (rec["status"] == "complete").then(|| c["id"].as_str().unwrap_or_default().to_string())
-        },
-    );
+    let id = ended_recorded_call(&api, &inmate).0;
     // The API's timeline: what the gateway recorded, in order.
     let cdr = api.get(&format!("/api/v1/calls/{id}"));
     let timeline = cdr["timeline"]
@@ -1367,19 +1349,7 @@ fn every_console_page_by_keyboard_at_1280_and_1024_px() {
     let mut hs = case.handset(&inmate.pin, Some(Duration::from_secs(8)));
     hs.expect_ok(Duration::from_secs(60));
     trunk.expect_ok(Duration::from_secs(30));
-    let id = wait_until(
-        "the call ended with a finished recording",
-        Duration::from_secs(20),
-        || {
-            let calls = api.calls(&format!("facility_id={FACILITY}"));
-            let c = calls
-                .iter()
-                .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
-            let rid = c["recording_id"].as_str()?;
-            let rec = api.get(&format!("/api/v1/recordings/{rid}"));
-            (rec["status"] == "complete").then(|| c["id"].as_str().unwrap_or_default().to_string())
-        },
-    );
+    let id = ended_recorded_call(&api, &inmate).0;
     let b = case.browser();
     b.goto(&format!("{}/console/", case.gateway.base_url()));
     b.wait_for("body[data-ready='1']");
@@ -1543,20 +1513,7 @@ fn investigator_packages_three_recorded_calls_that_verify_until_changed() {
             .spawn(&case.dir, slot % 2, &case.ports, case.gateway.sip);
         hs.expect_ok(Duration::from_secs(60));
         trunk.expect_ok(Duration::from_secs(30));
-        ids.push(wait_until(
-            "the call ended with a finished recording",
-            Duration::from_secs(20),
-            || {
-                let calls = api.calls(&format!("facility_id={FACILITY}"));
-                let c = calls
-                    .iter()
-                    .find(|c| c["inmate_id"] == inmate.id.as_str() && c["state"] == "ended")?;
-                let rid = c["recording_id"].as_str()?;
-                let rec = api.get(&format!("/api/v1/recordings/{rid}"));
-                (rec["status"] == "complete")
-                    .then(|| c["id"].as_str().unwrap_or_default().to_string())
-            },
-        ));
+        ids.push(ended_recorded_call(&api, &inmate).0);
     }
 
     case.login("inv-demo", PASSWORD);
