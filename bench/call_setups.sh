@@ -107,6 +107,8 @@ commits() { sleep 1.5; psql -At "$DB_URL" -c "SELECT pg_stat_clear_snapshot(); S
 ) &
 GW_PID=$!; PIDS+=($GW_PID)
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$GW_PID/stat"; }
+# Minor page faults of the gateway (each a page the kernel zeroed or mapped for it).
+faults() { awk '{ print $10 }' "/proc/$GW_PID/stat"; }
 for _ in $(seq 300); do
   # The HTTP line comes last (after SIP's): wait for it.
   grep -q '^sallyport: HTTP API listening on' "$WORK/gateway.stdout" 2>/dev/null && break
@@ -209,7 +211,7 @@ echo "placing $CALLS calls at $RATE/s, each held ${HOLD_MS} ms after the PIN ...
 [ -n "${DATABASE_URL:-}" ] && xact0=$(commits)
 stmts0=$(grep -c 'sqlx::query' "$WORK/gateway.log" || true)
 start=$(date +%s.%N)
-cpu0=$(cpu_secs)
+cpu0=$(cpu_secs); faults0=$(faults)
 set +e
 (
   cd "$WORK/handset"
@@ -222,7 +224,7 @@ set +e
 SIPP_RC=$?
 set -e
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
-cpu=$(awk -v a="$cpu0" -v b="$(cpu_secs)" 'BEGIN { printf "%.1f", b - a }')
+cpu=$(awk -v a="$cpu0" -v b="$(cpu_secs)" 'BEGIN { printf "%.1f", b - a }'); faults1=$(faults)
 sleep 2
 trunk_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$TRUNK_PID/stat" 2>/dev/null || echo 0)
 kill "$TRUNK_PID" 2>/dev/null || true
@@ -259,6 +261,7 @@ echo "sipp                $(grep -E 'Successful call' "$WORK/handset/screen.log"
 handset_cpu=$(cat "$WORK/handset/cpu.secs" 2>/dev/null || echo 0)
 echo "sipp CPU            $(awk -v a="${handset_cpu:-0}" -v b="$trunk_cpu" -v n="$CALLS" 'BEGIN { printf "%.1f s (handset %.1f, trunk %.1f): %.2f ms per call", a + b, a, b, (a + b) * 1000 / n }')"
 echo "gateway CPU         ${cpu} s user+system while sipp ran ($(nproc) cores): $(awk -v c="$cpu" -v n="$CALLS" 'BEGIN { printf "%.2f", c * 1000 / n }') ms per call"
+echo "gateway page faults $((faults1 - faults0)) minor faults while sipp ran: $(awk -v a="$faults0" -v b="$faults1" -v n="$CALLS" 'BEGIN { printf "%.1f", (b - a) / n }') per call"
 # INVITE -> 200 (sipp's response time, one value per call).
 cat "$WORK"/handset/*_rtt.csv 2>/dev/null | awk -F';' 'NR > 1 && $2 != "" { print $2 }' | sort -n >"$WORK/rtt.txt" || true
 echo "INVITE -> 200       $(awk '{ v[NR] = $1 } END { if (NR) printf "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d calls)", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))], v[NR], NR; else print "no samples" }' "$WORK/rtt.txt")"

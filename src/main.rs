@@ -15,6 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     // Checking an evidence package needs no configuration, database or network: it runs
     // wherever the package was copied to.
@@ -41,6 +42,21 @@ async fn main() -> ExitCode {
             eprintln!("error: {}", sallyport::cli::error_report(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for them on its
+/// arenas (`MADV_HUGEPAGE`), and as the gateway's memory grows and is handed back, each
+/// first touch of a freed region made the kernel zero a whole 2 MiB page: 6-10 % of the
+/// gateway's CPU at 300 set-ups a second, against about 2 % for the same memory in 4 KiB
+/// pages. The flag is the process's (every thread, mappings made before it too); a kernel
+/// without it leaves things as they were.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and touches no memory
+    // of ours; its result is only an error code, ignored (huge pages are an optimisation).
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 

@@ -315,15 +315,21 @@ fn settle(path: &Path, mut closed: ClosedFile) -> io::Result<FinishedFile> {
         };
         (closed.frames, closed.bytes) = (frames, bytes);
     }
-    // fsync through a fresh descriptor: it syncs the file, whoever wrote it. A failed sync
-    // (EIO, a full disk) is logged and the file hashed as it reads now: chaining what is
-    // there beats leaving the row `recording` and the file unchained until a restart.
-    if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
+    let sha256 = sync_and_hash(path)?;
+    Ok(FinishedFile { closed, sha256 })
+}
+
+/// Syncs a file to disk and hashes it, through one fresh descriptor: the sync covers the
+/// file whoever wrote it. A failed sync (EIO, a full disk) is logged and the file hashed as
+/// it reads now: chaining what is there beats leaving the row `recording` and the file
+/// unchained until a restart.
+fn sync_and_hash(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    if let Err(e) = f.sync_all() {
         tracing::error!(path = %path.display(), error = %e,
             "cannot sync a finished recording to disk; hashed and chained as it reads");
     }
-    let sha256 = hash_file(path)?;
-    Ok(FinishedFile { closed, sha256 })
+    hash_reader(&mut f)
 }
 
 /// Creates the file with its empty header. A file created whose header cannot be written
@@ -349,13 +355,18 @@ fn create_file(path: &Path, law: Law) -> io::Result<File> {
     Ok(f)
 }
 
-/// SHA-256 of a file, hex, read in 64 KiB pieces.
+/// SHA-256 of a file, hex.
 pub fn hash_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
+    hash_reader(&mut File::open(path)?)
+}
+
+/// SHA-256 of what `r` reads to its end, hex, in 16 KiB pieces through a buffer on the
+/// stack (a call's recording is hashed as it ends: no allocation for it).
+fn hash_reader(r: &mut impl Read) -> io::Result<String> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = [0u8; 16 * 1024];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -390,11 +401,7 @@ pub fn visit_finished(
 /// through between the writer's close and its row's finish, as a call's WAV does in
 /// [`Closing::finish`]. A failed sync is logged and the file hashed as it reads.
 pub fn seal(path: &Path) -> io::Result<String> {
-    if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
-        tracing::error!(path = %path.display(), error = %e,
-            "cannot sync a finished recording to disk; hashed and chained as it reads");
-    }
-    hash_file(path)
+    sync_and_hash(path)
 }
 
 /// Closes the recordings `node_id` left in progress (it stopped mid-call or mid-visit):
