@@ -958,6 +958,51 @@ async fn postgres_migration_0005_keeps_old_pins() {
     migration_0005_keeps_old_pins(Backend::Postgres).await
 }
 
+/// A start loads the decks and plans the facilities rate with before SIP takes a call
+/// (`Store::warm_rates`), so the first set-up does not wait for a large deck to be built; a
+/// deck no facility uses stays on disk until something asks for it.
+async fn a_start_loads_the_facilities_decks_before_any_call(w: World) {
+    w.store
+        .store_rate_deck(
+            "unused",
+            "unused",
+            b"prefix,class,description\n1,domestic,US\n",
+        )
+        .await
+        .unwrap();
+    // A store as a restarted node opens it: nothing in memory yet.
+    let started = Store::new(
+        w.store.db().clone(),
+        w.clock.clone() as Arc<dyn Clock>,
+        &w.config.security.pin_pepper,
+    );
+    assert!(!started.rate_deck_in_memory("d"));
+    assert_eq!(
+        started.warm_rates().await.unwrap(),
+        1,
+        "one facility, one pair"
+    );
+    assert!(
+        started.rate_deck_in_memory("d"),
+        "the facility's deck is loaded"
+    );
+    assert!(
+        !started.rate_deck_in_memory("unused"),
+        "a deck no facility uses is not"
+    );
+    // What was loaded is what rates: the deck's rows could go and a set-up still rates.
+    sqlx::query("DELETE FROM rate_deck_entries WHERE deck_id = 'd'")
+        .execute(w.store.db().pool())
+        .await
+        .unwrap();
+    let from_started = started.load_rate_deck("d").await.unwrap();
+    assert!(
+        from_started.lookup("15551230001").is_some(),
+        "the warmed deck rates"
+    );
+    w.t.cleanup().await;
+}
+
 macro_rules! battery {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(super::world(super::Backend::Sqlite).await.unwrap()).await } )* }
@@ -976,6 +1021,7 @@ battery!(
     a_paced_guesser_is_locked_by_the_daily_count,
     stale_pending_entries_count_as_failures,
     rate_decks_and_plans_are_read_once,
+    a_start_loads_the_facilities_decks_before_any_call,
     destinations,
     daily_limit
 );

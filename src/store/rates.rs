@@ -237,6 +237,45 @@ impl Store {
             .cloned()
     }
 
+    /// Loads into memory the rate deck and plan of every facility that has both (what a
+    /// call set-up rates with), so no call waits for a deck to be built. A pair that cannot
+    /// be loaded is logged and left for the call that needs it to load (or refuse). Returns
+    /// the number of (plan, deck) pairs loaded.
+    pub async fn warm_rates(&self) -> Result<usize, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT rate_plan_id, rate_deck_id, cap_category FROM facilities \
+             WHERE rate_plan_id IS NOT NULL AND rate_deck_id IS NOT NULL",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut loaded = 0;
+        for r in &rows {
+            let plan: String = r.try_get("rate_plan_id")?;
+            let deck: String = r.try_get("rate_deck_id")?;
+            let category: String = r.try_get("cap_category")?;
+            let pair = async {
+                self.load_rate_plan(&plan, &category).await?;
+                self.load_rate_deck(&deck).await
+            };
+            match pair.await {
+                Ok(_) => loaded += 1,
+                Err(e) => tracing::warn!(plan = %plan, deck = %deck, error = %e,
+                    "cannot load a facility's rate plan and deck ahead of calls"),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Whether the deck `id` is in memory (built by a call, a lookup or [`Store::warm_rates`]).
+    pub fn rate_deck_in_memory(&self, id: &str) -> bool {
+        let m = self
+            .rates
+            .decks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        m.get(id).is_some_and(|slot| slot.initialized())
+    }
+
     /// Rebuilds a stored deck from its rows.
     async fn rebuild_rate_deck(&self, id: &str) -> Result<RateDeck, StoreError> {
         self.rate_deck_summary(id).await?;
