@@ -45,6 +45,8 @@
 //! - `investigator_sorts_the_results_by_time_duration_and_amount`: the results' Started,
 //!   Duration and Amount headers (clicked, and from the keyboard) and the Order menu sort
 //!   the rows as each asks; the header says which way.
+//! - `an_inmates_page_offers_all_their_sessions_in_the_search`: an inmate's page with more
+//!   sessions than it lists says so, and its button shows them all in the search.
 //! - The live test runs by keyboard too (Listen, a volume, Stop, Terminate) and checks the
 //!   live page, with the call's row and with the listen panel, at 1024 and 1280 px.
 //!
@@ -672,6 +674,88 @@ fn investigator_sorts_the_results_by_time_duration_and_amount() {
     assert_eq!(header("time")[0], "none");
     axe::assert_accessible(b, "the sorted results");
     case.screenshot("sorted");
+}
+
+/// An inmate with more sessions than the inmate's page lists: the page says it shows the
+/// 20 newest of how many, and its button shows them all in the search (paged there).
+#[test]
+fn an_inmates_page_offers_all_their_sessions_in_the_search() {
+    let Some(case) = Case::start("all_sessions", true, false) else {
+        return;
+    };
+    let api = case.api();
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7601", "4881", "1.00");
+    let other = api::book_funded(&api, "B-7602", "4882", "1.00");
+    for n in 0..23_u64 {
+        insert_call(
+            &case.dir,
+            &format!("many-{n:02}"),
+            &inmate,
+            Duration::from_secs(3600 + 60 * n),
+            30,
+            100,
+        );
+    }
+    insert_call(
+        &case.dir,
+        "another",
+        &other,
+        Duration::from_secs(60),
+        30,
+        100,
+    );
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.js(
+        "location.hash = '#/inmate/' + arguments[0];",
+        json!([inmate.id]),
+    );
+    wait_visible(b, "subject-sessions-more");
+    assert_eq!(
+        b.text("#subject-sessions-count"),
+        "The 20 newest of 23 sessions."
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('#subject-sessions-body tr').length;",
+            json!([])
+        ),
+        json!(20)
+    );
+    tab_to(b, "#subject-search-all");
+    press(b, "\u{E007}");
+    wait_visible(b, "search-view");
+    b.wait_js(
+        "all of the inmate's sessions found",
+        Duration::from_secs(10),
+        "return document.getElementById('results-total').textContent;",
+        |v| v == "23",
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('search-inmate').value;",
+            json!([])
+        ),
+        json!(inmate.id)
+    );
+    assert!(b.find("tr[data-session-id='another']").is_none());
+    assert_eq!(b.text("#page-info"), "1–20 of 23");
+    b.click("#page-next");
+    b.wait_for("tr[data-session-id='many-22']");
+    // An inmate with few sessions: no such line.
+    b.js(
+        "location.hash = '#/inmate/' + arguments[0];",
+        json!([other.id]),
+    );
+    b.wait_for("#subject-sessions-body tr[data-session-id='another']");
+    assert_eq!(
+        b.js(
+            "return document.getElementById('subject-sessions-more').hidden;",
+            json!([])
+        ),
+        json!(true)
+    );
 }
 
 #[test]

@@ -196,6 +196,8 @@ async function onLogout() {
   $("recording-audio").pause();
   $("recording-audio").removeAttribute("src");
   $("notes-found").hidden = true;
+  $("subject-sessions-more").hidden = true;
+  state.subjectSearch = null;
   clearSelection();
   Reports.clear();
   state.evidenceId = null;
@@ -1049,6 +1051,8 @@ async function searchNotes(ev) {
 
 function clearSubject() {
   for (const x of ["subject-details", "subject-notes-body", "subject-sessions-body"]) $(x).replaceChildren();
+  $("subject-sessions-more").hidden = true;
+  state.subjectSearch = null;
   $("subject-title").textContent = "";
 }
 
@@ -1059,7 +1063,8 @@ async function openInmate(id) {
   $("subject-title").textContent = "Inmate " + i.first_name + " " + i.last_name + " (" + i.booking_number + ")";
   details([["Name", i.first_name + " " + i.last_name], ["Booking number", i.booking_number],
     ["Housing unit", i.housing_unit || "unknown"], ["Status", i.status], ["Facility", i.facility_id], ["Inmate id", i.id]]);
-  await subjectLists("inmate_id=" + encodeURIComponent(id), "inmate_id=" + encodeURIComponent(id) + "&kind=all");
+  await subjectLists("inmate_id=" + encodeURIComponent(id), "inmate_id=" + encodeURIComponent(id) + "&kind=all",
+    ["search-inmate", id]);
 }
 
 async function openNumber(number) {
@@ -1067,7 +1072,21 @@ async function openNumber(number) {
   clearSubject();
   $("subject-title").textContent = "Number " + number;
   details([["Number", number]]);
-  await subjectLists("number=" + encodeURIComponent(number), "number=" + encodeURIComponent(number));
+  await subjectLists("number=" + encodeURIComponent(number), "number=" + encodeURIComponent(number),
+    ["search-number", number]);
+}
+
+// All of an inmate's (a number's) sessions in the search: the form holds only that, the
+// results are sorted and paged there.
+async function searchAllOfSubject() {
+  const field = state.subjectSearch;
+  if (!field) return;
+  $("search-form").reset();
+  $(field[0]).value = field[1];
+  state.query = readQuery().toString();
+  location.hash = "#/search";
+  await search(0);
+  $("results").scrollIntoView();
 }
 
 // Name-value pairs into a <dl> (by id), replacing what it held.
@@ -1077,7 +1096,10 @@ function details(pairs, id = "subject-details") {
   for (const [k, v] of pairs) dl.append(el("dt", k), el("dd", v));
 }
 
-async function subjectLists(notesQuery, callsQuery) {
+// The notes and the newest sessions of an inmate or a number; when there are more
+// sessions than one page, says so and offers them all in the search (`field` and value
+// of the search form that finds them).
+async function subjectLists(notesQuery, callsQuery, field) {
   const [notes, page] = await Promise.all([Api.get("/notes?" + notesQuery),
     Api.get("/calls?" + callsQuery + "&limit=" + PAGE)]);
   const items = (page && page.items) || [];
@@ -1087,6 +1109,10 @@ async function subjectLists(notesQuery, callsQuery) {
   const sb = $("subject-sessions-body");
   for (const c of items) sb.appendChild(sessionRow(c));
   $("subject-sessions-empty").hidden = items.length > 0;
+  const total = (page && page.total) || items.length;
+  $("subject-sessions-count").textContent = "The " + items.length + " newest of " + total + " sessions.";
+  $("subject-sessions-more").hidden = total <= items.length;
+  state.subjectSearch = field;
 }
 
 async function verifyRecording(path) {
@@ -1460,6 +1486,7 @@ function init() {
   $("page-prev").addEventListener("click", () => guarded(() => search(Math.max(0, state.offset - PAGE))));
   $("page-next").addEventListener("click", () => guarded(() => search(state.offset + PAGE)));
   $("evidence-form").addEventListener("submit", (ev) => guarded(() => buildPackage(ev)));
+  $("subject-search-all").addEventListener("click", () => guarded(searchAllOfSubject));
   $("evidence-clear").addEventListener("click", clearSelection);
   $("evidence-download").addEventListener("click", () => guarded(downloadPackage));
   $("live-refresh").addEventListener("click", () => guarded(loadLive));
