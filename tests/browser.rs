@@ -496,30 +496,10 @@ fn investigator_builds_and_downloads_an_evidence_package() {
     case.screenshot("built");
 }
 
-/// An ended call of the demo facility, written straight into the gateway's database.
+/// An ended call of the demo facility a minute long, written straight into the gateway's
+/// database.
 fn insert_ended_call(dir: &std::path::Path, id: &str, inmate: &Inmate) {
-    let url = format!("sqlite://{}/db.sqlite", dir.display());
-    let now = chrono::Utc::now().timestamp_micros();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let db = sallyport::db::Db::connect(&url, 1).await.expect("db");
-        sqlx::query(
-            "INSERT INTO sessions (id, kind, facility_id, inmate_id, account_id, number_e164, \
-             state, end_reason, node_id, invite_at, answer_at, accepted_at, end_at) \
-             VALUES ($1, 'call', $2, $3, $4, $5, 'ended', 'caller_hangup', 'node-1', $6, $6, $6, $7)",
-        )
-        .bind(id)
-        .bind(FACILITY)
-        .bind(&inmate.id)
-        .bind(&inmate.account)
-        .bind(api::NUMBER)
-        .bind(now - 60_000_000)
-        .bind(now)
-        .execute(db.pool())
-        .await
-        .expect("insert session");
-        db.close().await;
-    });
+    insert_call(dir, id, inmate, Duration::from_secs(60), 55, 0);
 }
 
 /// An ended call of the demo facility begun `ago` before now, talking `talk_secs` and
