@@ -31,6 +31,8 @@ pub struct Attempt {
     pub valid: bool,
     /// Unix microseconds.
     pub at: i64,
+    /// The time zone of the attempt's facility (its time is shown in it).
+    pub time_zone: Option<String>,
 }
 
 /// Which PIN-sharing pattern a lead is.
@@ -60,6 +62,10 @@ pub struct PinLead {
     /// Unix microseconds of the first and last attempt.
     pub first_at: i64,
     pub last_at: i64,
+    /// The time zones of the facilities of the first and the last attempt (a lead's
+    /// attempts may span facilities): each time is shown in its own.
+    pub first_time_zone: Option<String>,
+    pub last_time_zone: Option<String>,
 }
 
 fn push_unique(v: &mut Vec<String>, s: &str) {
@@ -101,6 +107,7 @@ pub fn pin_sharing(attempts: &[Attempt], window_us: i64) -> Vec<PinLead> {
                     push_unique(&mut handsets, &a.handset_id);
                 }
                 let first = run[0];
+                let last = run[run.len() - 1];
                 leads.push(PinLead {
                     id: format!("pin-{}-units", first.id),
                     pattern: PinPattern::AcrossUnits,
@@ -111,7 +118,9 @@ pub fn pin_sharing(attempts: &[Attempt], window_us: i64) -> Vec<PinLead> {
                     housing_units: units,
                     attempt_ids: run.iter().map(|a| a.id).collect(),
                     first_at: first.at,
-                    last_at: run[run.len() - 1].at,
+                    last_at: last.at,
+                    first_time_zone: first.time_zone.clone(),
+                    last_time_zone: last.time_zone.clone(),
                 });
             }
             run.clear();
@@ -166,6 +175,8 @@ pub fn pin_sharing(attempts: &[Attempt], window_us: i64) -> Vec<PinLead> {
             attempt_ids: ids,
             first_at: first.at,
             last_at: v.at,
+            first_time_zone: first.time_zone.clone(),
+            last_time_zone: v.time_zone.clone(),
         });
     }
     // A run of failures followed by two successes is one lead (the first).
@@ -190,6 +201,7 @@ mod tests {
             inmate_id: (!inmate.is_empty()).then(|| inmate.to_string()),
             valid,
             at: minute * MIN,
+            time_zone: Some(format!("Zone/{handset}")),
         }
     }
 
@@ -214,6 +226,11 @@ mod tests {
         assert_eq!(l.attempt_ids, vec![1, 2]);
         assert_eq!(l.housing_units, vec!["A", "B"]);
         assert_eq!(l.id, "pin-1-units");
+        // Each end in its own attempt's zone (here, one per handset).
+        assert_eq!(
+            (l.first_time_zone.as_deref(), l.last_time_zone.as_deref()),
+            (Some("Zone/h1"), Some("Zone/h2"))
+        );
     }
 
     #[test]

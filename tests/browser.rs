@@ -40,10 +40,19 @@
 //!   flipped, and names the chain break after its chain entry is removed.
 //! - `every_console_page_by_keyboard_at_1280_and_1024_px`: every console page by keyboard
 //!   alone (Tab to each main action, Enter), each checked at 1024 and 1280 px (nothing
-//!   runs off the side, tables fit their boxes) and by axe-core.
+//!   runs off the side, tables fit their boxes) and by axe-core; the leads' times shown in
+//!   the zone of the facility each happened in, named.
+//! - `investigator_sorts_the_results_by_time_duration_and_amount`: the results' Started,
+//!   Duration and Amount headers (clicked, and from the keyboard) and the Order menu sort
+//!   the rows as each asks; the header says which way.
+//! - `an_inmates_page_offers_all_their_sessions_in_the_search`: an inmate's page with more
+//!   sessions than it lists says so, and its button shows them all in the search.
+//! - The live test runs by keyboard too (Listen, a volume, Stop, Terminate) and checks the
+//!   live page, with the call's row and with the listen panel, at 1024 and 1280 px.
 //!
 //! With `SALLYPORT_DOC_SCREENSHOTS=1` the pictures of `docs/investigator-guide.md` are
-//! written to `docs/img/`.
+//! written to `docs/img/` (with `visit_watch` and `visit_replay`, which take the visit
+//! pages'): the one way to make them again (`docs/investigator-guide.md` says how).
 //!
 //! Every browser test saves a screenshot into `target/browser-screenshots/` (also on
 //! failure, `<test>-failure.png`) and prints its path. Without Chromium/chromedriver (Debian
@@ -60,19 +69,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 use support::api::{self, Api, Inmate, FACILITY};
 use support::axe;
+use support::console::{
+    doc_screenshot, press, readable_at_both_widths, screenshots, tab_to, wait_visible,
+};
 use support::gateway::Gateway;
 use support::sipp::{self, Handset, Tone, Trunk, Via};
 use support::webdriver::{self, Browser};
 use support::Workdir;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn screenshots() -> PathBuf {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent()
-        .map_or(tmp.clone(), |t| t.to_path_buf())
-        .join("browser-screenshots")
-}
 
 /// One test: its ports, gateway, (when it uses one) browser and directory.
 struct Case {
@@ -171,15 +176,6 @@ impl Drop for Case {
             }
         }
     }
-}
-
-fn wait_visible(b: &Browser, id: &str) {
-    b.wait_js(
-        &format!("#{id} shown"),
-        Duration::from_secs(10),
-        &format!("return !document.getElementById('{id}').hidden;"),
-        |v| v == true,
-    );
 }
 
 /// Investigators of the demo facility and of another one.
@@ -500,30 +496,246 @@ fn investigator_builds_and_downloads_an_evidence_package() {
     case.screenshot("built");
 }
 
-/// An ended call of the demo facility, written straight into the gateway's database.
+/// An ended call of the demo facility a minute long, written straight into the gateway's
+/// database.
 fn insert_ended_call(dir: &std::path::Path, id: &str, inmate: &Inmate) {
+    insert_call(dir, id, inmate, Duration::from_secs(60), 55, 0);
+}
+
+/// An ended call of the demo facility begun `ago` before now, talking `talk_secs` and
+/// charged `amount_minor` (1/10,000), written straight into the gateway's database.
+fn insert_call(
+    dir: &std::path::Path,
+    id: &str,
+    inmate: &Inmate,
+    ago: Duration,
+    talk_secs: i64,
+    amount_minor: i64,
+) {
     let url = format!("sqlite://{}/db.sqlite", dir.display());
-    let now = chrono::Utc::now().timestamp_micros();
+    let invite = chrono::Utc::now().timestamp_micros() - i64::try_from(ago.as_micros()).unwrap();
+    let accepted = invite + 5_000_000;
+    let end = accepted + talk_secs * 1_000_000;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let db = sallyport::db::Db::connect(&url, 1).await.expect("db");
         sqlx::query(
             "INSERT INTO sessions (id, kind, facility_id, inmate_id, account_id, number_e164, \
-             state, end_reason, node_id, invite_at, answer_at, accepted_at, end_at) \
-             VALUES ($1, 'call', $2, $3, $4, $5, 'ended', 'caller_hangup', 'node-1', $6, $6, $6, $7)",
+             state, end_reason, node_id, invite_at, answer_at, accepted_at, media_end_at, end_at, \
+             amount_minor) \
+             VALUES ($1, 'call', $2, $3, $4, $5, 'ended', 'caller_hangup', 'node-1', $6, $7, $7, \
+             $8, $8, $9)",
         )
         .bind(id)
         .bind(FACILITY)
         .bind(&inmate.id)
         .bind(&inmate.account)
         .bind(api::NUMBER)
-        .bind(now - 60_000_000)
-        .bind(now)
+        .bind(invite)
+        .bind(accepted)
+        .bind(end)
+        .bind(amount_minor)
         .execute(db.pool())
         .await
         .expect("insert session");
         db.close().await;
     });
+}
+
+/// The search results sorted through the page's own controls: the Started, Duration and
+/// Amount column headers (clicked, and pressed from the keyboard) and the Order menu; the
+/// rows drawn in the order each asks for, the header saying which way it is sorted.
+#[test]
+fn investigator_sorts_the_results_by_time_duration_and_amount() {
+    let Some(case) = Case::start("sorting", true, false) else {
+        return;
+    };
+    let api = case.api();
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7501", "4871", "1.00");
+    // Four calls an hour apart; each order below is a different one.
+    let calls = [
+        ("sort-1", 4, 100, 9_000, "1:40", "0.90"),
+        ("sort-2", 3, 20, 3_000, "0:20", "0.30"),
+        ("sort-3", 2, 300, 5_000, "5:00", "0.50"),
+        ("sort-4", 1, 60, 1_000, "1:00", "0.10"),
+    ];
+    for (id, hours, talk, amount, _, _) in calls {
+        insert_call(
+            &case.dir,
+            id,
+            &inmate,
+            Duration::from_secs(hours * 3600),
+            talk,
+            amount,
+        );
+    }
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    let rows_js =
+        "return [...document.querySelectorAll('#results-body tr')].map(r => r.dataset.sessionId);";
+    let sorted = |what: &str, want: [&str; 4]| {
+        b.wait_js(what, Duration::from_secs(10), rows_js, |v| {
+            *v == json!(want)
+        });
+    };
+    let header = |key: &str| {
+        b.js(
+            "const th = document.querySelector(`#results-table th[data-sort='${arguments[0]}']`);
+             return [th.getAttribute('aria-sort'), th.textContent.trim(),
+                     document.getElementById('search-sort').value];",
+            json!([key]),
+        )
+    };
+    b.click("#search-submit");
+    sorted("newest first", ["sort-4", "sort-3", "sort-2", "sort-1"]);
+    assert_eq!(header("time")[0], "descending");
+    // Each row shows what it is sorted by.
+    for (id, _, _, _, talk, amount) in calls {
+        let shown = b.text(&format!("tr[data-session-id='{id}']"));
+        assert!(
+            shown.contains(talk) && shown.contains(amount),
+            "{id}: {talk} and {amount} in {shown}"
+        );
+    }
+
+    // Duration: a click sorts longest first; Enter on the focused header, shortest first.
+    b.click("#results-table button.sort[data-sort='duration']");
+    sorted("longest first", ["sort-3", "sort-1", "sort-4", "sort-2"]);
+    assert_eq!(
+        header("duration"),
+        json!(["descending", "Duration ▼", "duration:desc"])
+    );
+    assert_eq!(header("time")[0], "none");
+    tab_to(b, "#results-table button.sort[data-sort='duration']");
+    press(b, "\u{E007}");
+    sorted("shortest first", ["sort-2", "sort-4", "sort-1", "sort-3"]);
+    assert_eq!(
+        header("duration"),
+        json!(["ascending", "Duration ▲", "duration:asc"])
+    );
+
+    // Amount from the keyboard (Space on the header), then again the other way.
+    tab_to(b, "#results-table button.sort[data-sort='amount']");
+    press(b, " ");
+    sorted(
+        "highest amount first",
+        ["sort-1", "sort-3", "sort-2", "sort-4"],
+    );
+    assert_eq!(header("amount")[0], "descending");
+    tab_to(b, "#results-table button.sort[data-sort='amount']");
+    press(b, " ");
+    sorted(
+        "lowest amount first",
+        ["sort-4", "sort-2", "sort-3", "sort-1"],
+    );
+
+    // Started: newest first, then oldest first.
+    b.click("#results-table button.sort[data-sort='time']");
+    sorted(
+        "newest first again",
+        ["sort-4", "sort-3", "sort-2", "sort-1"],
+    );
+    b.click("#results-table button.sort[data-sort='time']");
+    sorted("oldest first", ["sort-1", "sort-2", "sort-3", "sort-4"]);
+    assert_eq!(
+        header("time"),
+        json!(["ascending", "Started ▲", "time:asc"])
+    );
+
+    // The Order menu, then Search: the same orders, and the headers follow it.
+    b.click("#search-sort option[value='amount:desc']");
+    b.click("#search-submit");
+    sorted(
+        "the menu's highest amount first",
+        ["sort-1", "sort-3", "sort-2", "sort-4"],
+    );
+    assert_eq!(header("amount")[0], "descending");
+    assert_eq!(header("time")[0], "none");
+    axe::assert_accessible(b, "the sorted results");
+    case.screenshot("sorted");
+}
+
+/// An inmate with more sessions than the inmate's page lists: the page says it shows the
+/// 20 newest of how many, and its button shows them all in the search (paged there).
+#[test]
+fn an_inmates_page_offers_all_their_sessions_in_the_search() {
+    let Some(case) = Case::start("all_sessions", true, false) else {
+        return;
+    };
+    let api = case.api();
+    investigators(&api);
+    let inmate = api::book_funded(&api, "B-7601", "4881", "1.00");
+    let other = api::book_funded(&api, "B-7602", "4882", "1.00");
+    for n in 0..23_u64 {
+        insert_call(
+            &case.dir,
+            &format!("many-{n:02}"),
+            &inmate,
+            Duration::from_secs(3600 + 60 * n),
+            30,
+            100,
+        );
+    }
+    insert_call(
+        &case.dir,
+        "another",
+        &other,
+        Duration::from_secs(60),
+        30,
+        100,
+    );
+    case.login("inv-demo", PASSWORD);
+    let b = case.browser();
+    b.js(
+        "location.hash = '#/inmate/' + arguments[0];",
+        json!([inmate.id]),
+    );
+    wait_visible(b, "subject-sessions-more");
+    assert_eq!(
+        b.text("#subject-sessions-count"),
+        "The 20 newest of 23 sessions."
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('#subject-sessions-body tr').length;",
+            json!([])
+        ),
+        json!(20)
+    );
+    tab_to(b, "#subject-search-all");
+    press(b, "\u{E007}");
+    wait_visible(b, "search-view");
+    b.wait_js(
+        "all of the inmate's sessions found",
+        Duration::from_secs(10),
+        "return document.getElementById('results-total').textContent;",
+        |v| v == "23",
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('search-inmate').value;",
+            json!([])
+        ),
+        json!(inmate.id)
+    );
+    assert!(b.find("tr[data-session-id='another']").is_none());
+    assert_eq!(b.text("#page-info"), "1–20 of 23");
+    b.click("#page-next");
+    b.wait_for("tr[data-session-id='many-22']");
+    // An inmate with few sessions: no such line.
+    b.js(
+        "location.hash = '#/inmate/' + arguments[0];",
+        json!([other.id]),
+    );
+    b.wait_for("#subject-sessions-body tr[data-session-id='another']");
+    assert_eq!(
+        b.js(
+            "return document.getElementById('subject-sessions-more').hidden;",
+            json!([])
+        ),
+        json!(true)
+    );
 }
 
 #[test]
@@ -541,10 +753,14 @@ fn investigator_listens_live_then_terminates() {
 
     case.login("inv-demo", PASSWORD);
     let b = case.browser();
-    b.click("#nav-live");
+    // By keyboard: the live page, its row of the call in progress, Listen.
+    tab_to(b, "#nav-live");
+    press(b, "\u{E007}");
     let row = format!("tr[data-call-id='{id}']");
     b.wait_for(&row);
-    b.click(&format!("{row} button.listen"));
+    readable_at_both_widths(b, "the live page with a call in progress");
+    tab_to(b, &format!("{row} button.listen"));
+    press(b, "\u{E007}");
     wait_visible(b, "listen-panel");
     let shown = b.wait_js(
         "packets counted on the page",
@@ -595,7 +811,8 @@ fn investigator_listens_live_then_terminates() {
     );
     println!("levels on the meters: {levels}");
     // The called party's volume down three steps with the keyboard: its gain follows.
-    b.send_keys("#listen-volume-called", "\u{E012}\u{E012}\u{E012}");
+    tab_to(b, "#listen-volume-called");
+    press(b, "\u{E012}\u{E012}\u{E012}");
     let gains = b.wait_js(
         "the gain follows the slider",
         Duration::from_secs(5),
@@ -626,22 +843,29 @@ fn investigator_listens_live_then_terminates() {
         },
     );
     println!("balance left: {first} then {fallen}");
-    b.js(
-        "document.getElementById('listen-panel').scrollIntoView();",
-        json!([]),
-    );
+    readable_at_both_widths(b, "the live page while listening");
+    // The picture shows the call's row and the panel under it.
+    b.js("window.scrollTo(0, 0);", json!([]));
     doc_screenshot(b, "live-listen");
-    axe::assert_accessible(b, "the live page while listening");
     case.screenshot("listening");
-    b.click("#listen-stop");
+    tab_to(b, "#listen-stop");
+    press(b, "\u{E007}");
     b.wait_js(
         "the panel closes",
         Duration::from_secs(10),
         "return document.getElementById('listen-panel').hidden;",
         |v| v == true,
     );
+    // The focus goes back to the call's Listen button, not to the top of the page.
+    b.wait_js(
+        "the focus back on the row",
+        Duration::from_secs(5),
+        &format!("return document.activeElement.matches(\"{row} button.listen\");"),
+        |v| v == true,
+    );
 
-    b.click(&format!("{row} button.terminate"));
+    tab_to(b, &format!("{row} button.terminate"));
+    press(b, "\u{E007}");
     b.accept_dialog();
     b.wait_js(
         "the call leaves the list",
@@ -946,19 +1170,6 @@ fn terminate_works_after_the_listener_died_and_logout_clears_live_rows() {
     );
 }
 
-/// Saves a screenshot for the documentation (`docs/img/<name>.png`) when
-/// `SALLYPORT_DOC_SCREENSHOTS=1`, else beside the other screenshots.
-fn doc_screenshot(b: &Browser, name: &str) {
-    let path = if std::env::var_os("SALLYPORT_DOC_SCREENSHOTS").is_some_and(|v| v == "1") {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("docs/img")
-            .join(format!("{name}.png"))
-    } else {
-        screenshots().join(format!("doc-{name}.png"))
-    };
-    b.screenshot(&path);
-}
-
 /// The audio element now: position, rate, state.
 const AUDIO_JS: &str = "const a = document.getElementById('recording-audio');
     return { t: a.currentTime, rate: a.playbackRate, paused: a.paused, seeking: a.seeking,
@@ -1241,91 +1452,6 @@ fn investigator_follows_a_calls_timeline() {
     axe::assert_accessible(b, "the session page, playing");
 }
 
-/// Presses `keys` wherever the focus is, as someone at the keyboard would (WebDriver sends
-/// keys to an element: the focused one, marked for the moment).
-fn press(b: &Browser, keys: &str) {
-    b.js(
-        "for (const e of document.querySelectorAll('[data-kbd]')) e.removeAttribute('data-kbd');
-         (document.activeElement || document.body).setAttribute('data-kbd', '');",
-        json!([]),
-    );
-    b.send_keys("[data-kbd]", keys);
-}
-
-/// Tabs until the focus is on `css` (at most 200 presses): every stop on the way is
-/// something on screen, and the target shows that it has the focus (an outline).
-fn tab_to(b: &Browser, css: &str) {
-    for _ in 0..200 {
-        press(b, "\u{E004}");
-        let at = b.js(
-            "const e = document.activeElement; const r = e.getBoundingClientRect();
-             return { on: e.matches(arguments[0]), what: e.tagName + '#' + e.id + '.' + e.className,
-                      body: e === document.body, w: r.width, h: r.height,
-                      outline: getComputedStyle(e).outlineStyle };",
-            json!([css]),
-        );
-        if at["body"] == true {
-            continue; // past the last stop, before the first
-        }
-        assert!(
-            at["w"].as_f64() > Some(0.0) && at["h"].as_f64() > Some(0.0),
-            "the focus on something not on screen, tabbing to {css}: {at}"
-        );
-        if at["on"] == true {
-            assert_ne!(at["outline"], "none", "{css} shows no focus: {at}");
-            return;
-        }
-    }
-    panic!("{css} is not reached with Tab");
-}
-
-/// What runs off the side of the page: the page's own horizontal scrolling, boxes whose
-/// content is wider than they are (a table's scrolling box included), tables past the
-/// window's edge.
-const OVERFLOW_JS: &str = "const d = document.documentElement;
-    const wide = [...document.querySelectorAll('table, .table-wrap, section, form, dl')]
-      .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1 &&
-                   (getComputedStyle(e).overflowX !== 'auto' || e.classList.contains('table-wrap')))
-      .map(e => e.tagName + '#' + e.id + ' ' + e.scrollWidth + '>' + e.clientWidth);
-    const tables = [...document.querySelectorAll('table')]
-      .filter(t => t.offsetParent !== null && t.getBoundingClientRect().right > d.clientWidth + 1)
-      .map(t => 'table#' + t.id + '.' + t.className + ' ends at ' + t.getBoundingClientRect().right);
-    return { page: d.scrollWidth - d.clientWidth, wide, tables };";
-
-/// The page is readable at 1280 px and on a laptop at 1024 px: nothing runs off the
-/// side (no horizontal scrolling, every table fits its box) and axe-core finds no
-/// serious violation, at both widths.
-fn readable_at_both_widths(b: &Browser, what: &str) {
-    for (w, h) in [(1024, 768), (1280, 1000)] {
-        b.window_size(w, h);
-        b.wait_js(
-            &format!("the window is {w} px wide"),
-            Duration::from_secs(5),
-            "return window.outerWidth;",
-            |v| v.as_f64().is_some_and(|x| (x - f64::from(w)).abs() < 16.0),
-        );
-        // (A chart follows the window a moment later: up to 3 s to settle.)
-        let fits = |v: &Value| {
-            v["page"].as_f64() <= Some(1.0)
-                && v["wide"].as_array().is_some_and(Vec::is_empty)
-                && v["tables"].as_array().is_some_and(Vec::is_empty)
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        let overflow = loop {
-            let v = b.js(OVERFLOW_JS, json!([]));
-            if fits(&v) || std::time::Instant::now() > deadline {
-                break v;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        assert!(
-            fits(&overflow),
-            "{what} at {w} px runs off the side: {overflow}"
-        );
-        axe::assert_accessible(b, &format!("{what} at {w} px"));
-    }
-}
-
 /// Every console page by keyboard alone (Tab to each main action, Enter to activate it),
 /// each readable at 1280 and 1024 px and clean under axe-core: log in, search by name,
 /// open the session, play, seek to the acceptance, add a note, the inmate's page, live
@@ -1354,6 +1480,7 @@ fn every_console_page_by_keyboard_at_1280_and_1024_px() {
     b.goto(&format!("{}/console/", case.gateway.base_url()));
     b.wait_for("body[data-ready='1']");
     readable_at_both_widths(b, "the login page");
+    doc_screenshot(b, "login");
 
     // Log in.
     tab_to(b, "#login-username");
@@ -1430,6 +1557,31 @@ fn every_console_page_by_keyboard_at_1280_and_1024_px() {
     );
     readable_at_both_widths(b, "the inmate's page");
 
+    // The number the inmate called, from the session's row on the inmate's page.
+    tab_to(
+        b,
+        &format!("#subject-sessions-body tr[data-session-id='{id}'] a.number-link"),
+    );
+    press(b, "\u{E007}");
+    b.wait_js(
+        "the number's page",
+        Duration::from_secs(10),
+        "return document.getElementById('subject-title').textContent;",
+        |v| v == format!("Number {}", api::NUMBER).as_str(),
+    );
+    b.wait_for("#subject-sessions-body tr[data-session-id='sess-keyboard-2']");
+    b.wait_js(
+        "the note on the number's page",
+        Duration::from_secs(10),
+        "return document.getElementById('subject-notes-body').textContent;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("typed at the keyboard"))
+        },
+    );
+    readable_at_both_widths(b, "the number's page");
+    doc_screenshot(b, "number");
+
     // Live calls (none now), messages, leads.
     tab_to(b, "#nav-live");
     press(b, "\u{E007}");
@@ -1451,19 +1603,44 @@ fn every_console_page_by_keyboard_at_1280_and_1024_px() {
     press(b, "\u{E007}");
     let number_link = "#leads-shared-body a.lead-link[href='#/lead/number/%2B15551230001']";
     b.wait_for(number_link);
+    // Times in the facility's zone, named: the number's last call as the API gives it.
+    let leads = api.get("/api/v1/leads");
+    let lead = leads["shared_numbers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|n| n["number"] == api::NUMBER))
+        .unwrap_or_else(|| panic!("the number's lead: {leads}"))
+        .clone();
+    let last_call = facility_time(
+        lead["last_at"].as_str().expect("last_at"),
+        lead["last_time_zone"]
+            .as_str()
+            .expect("the zone of the last call"),
+    );
+    let shown = b.text("#leads-shared-body");
+    assert!(shown.contains(&last_call), "{last_call:?} in {shown}");
     readable_at_both_widths(b, "the leads page");
     doc_screenshot(b, "leads");
     tab_to(b, number_link);
     press(b, "\u{E007}");
     wait_visible(b, "lead-view");
     b.wait_for("#lead-sessions-body a[href='#/session/sess-keyboard-2']");
-    // The lead's sessions name their inmates.
+    // The lead's sessions name their inmates, and its callers' last calls are in the
+    // facility's zone.
     let sessions = b.text("#lead-sessions-body");
     for booking in [inmate.booking.as_str(), "B-7302", "B-7303"] {
         assert!(
             sessions.contains(&format!("Test {booking} ({booking})")),
             "{booking} in the lead's sessions: {sessions}"
         );
+    }
+    let graph = api.get("/api/v1/leads/numbers/%2B15551230001");
+    let callers = b.text("#lead-callers-body");
+    for c in graph["callers"].as_array().expect("callers") {
+        let at = facility_time(
+            c["last_at"].as_str().expect("last_at"),
+            c["last_time_zone"].as_str().expect("its zone"),
+        );
+        assert!(callers.contains(&at), "{at:?} in {callers}");
     }
     readable_at_both_widths(b, "a number's lead");
     doc_screenshot(b, "lead");

@@ -24,6 +24,8 @@ const N2: &str = "+15550000002";
 const N3: &str = "+15550000003";
 const N4: &str = "+15550000004";
 const N5: &str = "+15550000005";
+const CHICAGO: &str = "America/Chicago";
+const NEW_YORK: &str = "America/New_York";
 
 async fn app(backend: Backend) -> Option<App> {
     Setup::new(ADMIN).app(backend).await
@@ -79,6 +81,15 @@ async fn sql(app: &App, q: &str, args: &[Value]) {
 async fn world(app: &App) -> World {
     inproc::facility(app, "F1").await;
     inproc::facility(app, "F2").await;
+    // F2 in another zone than F1's (Chicago): a lead across both shows each time in its own.
+    let (s, v) = admin(
+        app,
+        "PATCH",
+        "/api/v1/facilities/F2",
+        Some(json!({ "time_zone": NEW_YORK })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let mut inmates = Vec::new();
     for (fid, b) in [
         ("F1", "A"),
@@ -231,6 +242,21 @@ async fn leads(app: App) {
         vec![(N1.into(), 3), (N3.into(), 3)]
     );
     assert_eq!(all["shared_numbers"][0]["facilities"], 2);
+    // N1's first call was A's in F1, its last E's in F2: each end in its own facility's
+    // zone. N3's calls were all in F1.
+    let ends = |v: &Value| (v["first_time_zone"].clone(), v["last_time_zone"].clone());
+    assert_eq!(
+        ends(&all["shared_numbers"][0]),
+        (json!(CHICAGO), json!(NEW_YORK))
+    );
+    assert_eq!(
+        ends(&all["shared_numbers"][1]),
+        (json!(CHICAGO), json!(CHICAGO))
+    );
+    assert_eq!(
+        ends(&all["new_numbers"][0]),
+        (json!(CHICAGO), json!(CHICAGO))
+    );
     assert_eq!(numbers(&all["new_numbers"]), vec![(N3.into(), 3)]);
     assert_eq!(all["period"]["min_inmates"], 3);
     // F1's investigator sees F1's calls only: N1 has two inmates there.
@@ -257,6 +283,22 @@ async fn leads(app: App) {
     assert_eq!(failed["inmate_id"], w.inmates[2].as_str());
     assert_eq!(failed["other_inmate_id"], w.inmates[3].as_str());
     assert_eq!(failed["attempt_ids"].as_array().unwrap().len(), 3);
+    for p in pins {
+        assert_eq!(
+            (p["first_time_zone"].as_str(), p["last_time_zone"].as_str()),
+            (Some(CHICAGO), Some(CHICAGO)),
+            "{p}"
+        );
+    }
+    // The inmates the PIN leads name, by name and booking number.
+    for (i, booking) in [(0, "A"), (2, "C"), (3, "D")] {
+        let p = &f1["people"][w.inmates[i].as_str()];
+        assert_eq!(
+            (p["name"].as_str(), p["booking_number"].as_str()),
+            (Some("John Doe"), Some(booking)),
+            "{f1}"
+        );
+    }
     let (_, f2) = get(&app, Some(&i2), "/api/v1/leads").await;
     assert_eq!(f2["pin_sharing"], json!([]));
     assert_eq!(f2["shared_numbers"], json!([]));
@@ -290,9 +332,20 @@ async fn leads(app: App) {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(sessions, vec!["n1e", "n1b", "n1a"]);
-    // Each session carries its facility's zone, which the console shows its time in.
+    // Each session and each caller's calls carry their facility's zone, which the console
+    // shows their times in: E's in F2 (New York), the others in F1 (Chicago).
     for x in g["sessions"].as_array().unwrap() {
-        assert_eq!(x["time_zone"], "America/Chicago", "{x}");
+        let zone = if x["id"] == "n1e" { NEW_YORK } else { CHICAGO };
+        assert_eq!(x["time_zone"], zone, "{x}");
+    }
+    for c in g["callers"].as_array().unwrap() {
+        let zone = if c["inmate_id"] == w.inmates[4].as_str() {
+            NEW_YORK
+        } else {
+            CHICAGO
+        };
+        assert_eq!(c["first_time_zone"], zone, "{c}");
+        assert_eq!(c["last_time_zone"], zone, "{c}");
     }
     // Within F1's scope, F2's caller is not shown.
     let (_, g1) = get(&app, Some(&i1), "/api/v1/leads/numbers/%2B15550000001").await;
@@ -313,6 +366,11 @@ async fn leads(app: App) {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(ps, vec!["pa1", "pa2"]);
+    assert_eq!(
+        p["people"][w.inmates[0].as_str()]["booking_number"],
+        "A",
+        "{p}"
+    );
     let fid = failed["id"].as_str().unwrap();
     let (_, pf) = get(&app, Some(&i1), &format!("/api/v1/leads/pin/{fid}")).await;
     let ps: Vec<&str> = pf["sessions"]
@@ -480,6 +538,8 @@ async fn queue(app: App) {
     );
     assert_eq!(v[0]["number"], N1);
     assert_eq!(v[0]["inmate_id"], a.as_str());
+    // The call's time comes with its facility's zone.
+    assert_eq!(v[0]["time_zone"], "America/Chicago", "{v}");
     let (s, _) = get(&app, Some(&i2), "/api/v1/keyword-alerts?session_id=s1").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (_, none) = get(&app, Some(&i2), "/api/v1/keyword-alerts").await;
@@ -491,6 +551,13 @@ async fn queue(app: App) {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (_, leads) = get(&app, Some(&i1), "/api/v1/leads").await;
     assert_eq!(leads["keyword_alerts"].as_array().unwrap().len(), 2);
+    // The alerts' inmate by name and booking number.
+    assert_eq!(
+        leads["people"][a.as_str()]["booking_number"],
+        "A",
+        "{leads}"
+    );
+    assert_eq!(leads["people"][a.as_str()]["name"], "John Doe", "{leads}");
     let log = audit(&app).await;
     assert!(log.iter().any(|e| e["action"] == "lead.open"
         && e["target"] == id

@@ -369,6 +369,8 @@ async fn a_message_is_reviewed_read_and_answered_with_a_photo(app: App) {
     assert_eq!(s, StatusCode::OK, "{q}");
     assert_eq!(q.as_array().unwrap().len(), 1, "{q}");
     assert_eq!(q[0]["id"], json!(id));
+    // With its facility's zone: the console shows when it was sent in it.
+    assert_eq!(q[0]["time_zone"], "America/Chicago", "{q}");
     let (s, q) = send(
         &app,
         "GET",

@@ -262,6 +262,16 @@ fn inmate_and_family_write_staff_review_attorneys_are_never_reviewed() {
     staff.goto(&format!("{base}/console/#/messages"));
     shown(&staff, "messages-view");
     staff.wait_for(&format!("#queue-body tr[data-message-id='{}']", held[0]));
+    // When it was sent, in the facility's zone (named), as the API dates it.
+    let m = api.get(&format!("/api/v1/messages/{}", held[0]));
+    let tz: chrono_tz::Tz = m["time_zone"].as_str().unwrap().parse().unwrap();
+    let sent = chrono::DateTime::parse_from_rfc3339(m["created_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string();
+    let row = staff.text(&format!("#queue-body tr[data-message-id='{}']", held[0]));
+    assert!(row.starts_with(&sent), "{sent:?} in the queue's row: {row}");
     axe::assert_accessible(&staff, "the console's messages");
     staff.fill("#word-new", "  Contraband ");
     staff.click("#word-add");

@@ -14,7 +14,10 @@
 //!   both `<video>` elements decode frames and stay within 0.3 s of each other on the
 //!   visit's time line (each offset by its recording's `started_at`); a seek moves both;
 //!   the timeline, hashes and integrity checks are shown; a privileged visit run beside it
-//!   has no recording and its replay is refused, audited.
+//!   has no recording and its replay is refused, audited. Play, Pause, a note at the
+//!   replay's position (and its moment, which moves the replay back there), a timeline
+//!   event's moment and the position slider (End) are pressed from the keyboard, and the
+//!   page is readable at 1024 and 1280 px (axe-core too) before and after playing.
 //!
 //! Without ffmpeg, Chromium or chromedriver the console test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`; without `SALLYPORT_TEST_DATABASE_URL` the PostgreSQL half
@@ -409,6 +412,7 @@ battery!(api);
 
 mod console {
     use super::support::api::{self as e2e, Api};
+    use super::support::console as ui;
     use super::support::gateway::Gateway;
     use super::support::visit_page;
     use super::support::webdriver::{self, Browser};
@@ -736,7 +740,7 @@ mod console {
             0,
             "no recording.play from opening the page"
         );
-        crate::support::axe::assert_accessible(b, "the visit's replay page");
+        ui::readable_at_both_widths(b, "the visit's replay page");
         // The offsets are the recordings' started_at differences.
         let at = b.js(POSITIONS, json!([]));
         println!("before play: {at}");
@@ -749,8 +753,10 @@ mod console {
             );
         }
 
-        // One play button asks both tickets and plays both, in step.
-        b.click("#replay-play");
+        // One play button asks both tickets and plays both, in step (pressed from the
+        // keyboard).
+        ui::tab_to(b, "#replay-play");
+        ui::press(b, "\u{E007}");
         b.wait_js(
             "both videos' metadata",
             Duration::from_secs(20),
@@ -818,8 +824,9 @@ mod console {
             std::thread::sleep(Duration::from_millis(200));
         }
         assert!(worst < 0.3, "after the seek, {worst} s apart");
-        // Pause stops both.
-        b.click("#replay-play");
+        // Pause (from the keyboard) stops both.
+        ui::tab_to(b, "#replay-play");
+        ui::press(b, "\u{E007}");
         let paused = b.wait_js("both paused", Duration::from_secs(5), POSITIONS, |v| {
             v["playing"] == false
                 && ["visitor", "inmate"]
@@ -828,6 +835,77 @@ mod console {
         });
         println!("paused: {paused}");
         assert_eq!(b.text("#replay-play"), "Play");
+        // A note at the replay's position, on the visit's time line (from the keyboard).
+        let clock = |t: &str| -> Option<f64> {
+            let (m, s) = t.trim().split_once(':')?;
+            Some(m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+        };
+        let paused_at = paused["now"].as_f64().unwrap();
+        ui::tab_to(b, "#note-mark");
+        ui::press(b, "\u{E007}");
+        let marked = b.js(
+            "return document.getElementById('note-start').value;",
+            json!([]),
+        );
+        let marked_at = marked.as_str().and_then(clock).unwrap();
+        assert!(
+            (marked_at - paused_at).abs() < 0.2,
+            "the note marks {marked} (paused at {paused_at})"
+        );
+        ui::press(b, "seen at the kiosk");
+        ui::tab_to(b, "#note-add");
+        ui::press(b, "\u{E007}");
+        b.wait_for("#notes-body tr[data-note-id] button.note-seek");
+        // (The latest event well within the recordings, else any within them.)
+        let target = b.js(
+            "const d = state.replay.duration();
+             const at = (b) => { const [m, s] = b.textContent.split(':'); return Number(m) * 60 + Number(s); };
+             const all = [...document.querySelectorAll('#timeline-body button.timeline-seek')]
+               .filter((b) => !b.textContent.startsWith('-') && at(b) <= d - 0.5);
+             const inside = all.filter((b) => at(b) >= 1);
+             const b = inside.length ? inside[inside.length - 1] : all[0];
+             if (!b) return null;
+             b.setAttribute('data-pick', '');
+             return b.textContent;",
+            json!([]),
+        );
+        let target = target
+            .as_str()
+            .and_then(clock)
+            .unwrap_or_else(|| panic!("a timeline event within the recordings: {target}"));
+        ui::tab_to(b, "#timeline-body button.timeline-seek[data-pick]");
+        ui::press(b, "\u{E007}");
+        let moved = b.wait_js("at the event", Duration::from_secs(10), POSITIONS, |v| {
+            v["now"].as_f64().is_some_and(|t| (t - target).abs() < 1.0)
+        });
+        println!("the event at {target} s: {moved}");
+        // The position slider from the keyboard: End goes to the end of the visit.
+        ui::tab_to(b, "#replay-seek");
+        ui::press(b, "\u{E010}");
+        let end = b.wait_js("at the end", Duration::from_secs(10), POSITIONS, |v| {
+            let d = v["duration"].as_f64().unwrap_or(f64::MAX);
+            v["now"].as_f64().is_some_and(|t| t > d - 0.5)
+        });
+        println!("after End: {end}");
+        // The note's moment moves the replay back there.
+        ui::tab_to(b, "#notes-body tr[data-note-id] button.note-seek");
+        ui::press(b, "\u{E007}");
+        let noted = b.wait_js("at the note", Duration::from_secs(10), POSITIONS, |v| {
+            v["now"]
+                .as_f64()
+                .is_some_and(|t| (t - marked_at).abs() < 1.0)
+        });
+        println!("the note at {marked_at} s: {noted}");
+        if b.js(POSITIONS, json!([]))["playing"] == true {
+            ui::tab_to(b, "#replay-play");
+            ui::press(b, "\u{E007}");
+        }
+        ui::readable_at_both_widths(b, "the visit's replay page, played, with a note");
+        b.js(
+            "document.getElementById('recording-title').scrollIntoView();",
+            json!([]),
+        );
+        ui::doc_screenshot(b, "visit-replay");
         let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .parent()
             .map(|t| t.join("browser-screenshots"))

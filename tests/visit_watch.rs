@@ -14,6 +14,12 @@
 //!   a visit node-a runs is watched, unwatched and ended through node-b's API (the answer
 //!   carries node-a's media address), audited by node-b naming node-a.
 //!
+//! - in the console, by keyboard: the live visit's row names the inmate (booking number),
+//!   the visitor (relationship) and the station, its start and end in the facility's zone
+//!   (named) with the connected time ticking; the live page is readable at 1024 and 1280
+//!   px (axe-core too) with the row and while watching; Watch, Stop watching and End visit
+//!   are reached and pressed from the keyboard.
+//!
 //! Without ffmpeg (or, for the console test, Chromium and chromedriver; for the two-node
 //! test, PostgreSQL in `SALLYPORT_TEST_DATABASE_URL`) a test prints why and passes, unless
 //! `SALLYPORT_REQUIRE_EXTERNAL=1`.
@@ -28,6 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::api::{self as e2e, Api};
+use support::console;
 use support::gateway::Gateway;
 use support::visit_page::page;
 use support::webdriver::{self, Browser};
@@ -344,6 +351,10 @@ fn api_watch_refuse_and_terminate() {
         .unwrap_or_else(|| panic!("vis_watch live: {live}"));
     assert_eq!(row["watchable"], true, "{row}");
     assert_eq!(row["session"]["state"], "active", "{row}");
+    // The people and the facility's zone, as every session in the console.
+    assert_eq!(row["time_zone"], "America/Chicago", "{row}");
+    assert_eq!(row["booking_number"], f.inmate.booking.as_str(), "{row}");
+    assert!(row["visitor_relationship"].is_string(), "{row}");
     assert_eq!(other.get("/api/v1/visits/live"), json!([]));
 
     // Another facility's investigator: refused, nothing audited for it.
@@ -407,6 +418,16 @@ fn api_watch_refuse_and_terminate() {
     f.api.assert_ledger_clean();
 }
 
+/// `at` (RFC 3339) in `zone` as the console writes it: `2026-03-02 10:00:05 CST`.
+fn facility_time(at: &str, zone: &str) -> String {
+    let tz: chrono_tz::Tz = zone.parse().unwrap();
+    chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
 fn wait_visible(b: &Browser, id: &str) {
     b.wait_js(
         &format!("#{id} shown"),
@@ -441,10 +462,50 @@ fn console_watches_a_visit_and_ends_it() {
         "return !document.getElementById('search-view').hidden;",
         |v| v == true,
     );
-    b.click("#nav-live");
+    // By keyboard: the live page, the visit's row (its people, its times in the
+    // facility's zone, named), Watch.
+    console::tab_to(b, "#nav-live");
+    console::press(b, "\u{E007}");
     let row = "tr[data-visit-id='vis_console']";
     b.wait_for(row);
-    b.click(&format!("{row} button.watch"));
+    let live = f.investigator("inv-demo").get("/api/v1/visits/live");
+    let v = &live[0];
+    assert_eq!(v["time_zone"], "America/Chicago", "{live}");
+    let started = facility_time(
+        v["session"]["started_at"].as_str().unwrap(),
+        "America/Chicago",
+    );
+    let ends = facility_time(v["ends_at"].as_str().unwrap(), "America/Chicago");
+    let shown = b.wait_js(
+        "the connected time ticks",
+        Duration::from_secs(10),
+        &format!("return document.querySelector(\"{row}\").textContent;"),
+        |t| t.as_str().is_some_and(|t| t.contains("connected 0:")),
+    );
+    let shown = shown.as_str().unwrap_or_default();
+    for want in [
+        format!(
+            "{} ({})",
+            v["inmate_name"].as_str().unwrap(),
+            f.inmate.booking
+        ),
+        format!(
+            "{} ({})",
+            v["visitor_name"].as_str().unwrap(),
+            v["visitor_relationship"].as_str().unwrap()
+        ),
+        "Kiosk 1".to_string(),
+        started,
+        ends,
+    ] {
+        assert!(
+            shown.contains(&want),
+            "{want:?} in the live visit's row: {shown}"
+        );
+    }
+    console::readable_at_both_widths(b, "the live page with a visit in progress");
+    console::tab_to(b, &format!("{row} button.watch"));
+    console::press(b, "\u{E007}");
     wait_visible(b, "watch-panel");
     let shown = b.wait_js(
         "frames decoded from both sides",
@@ -504,8 +565,14 @@ fn console_watches_a_visit_and_ends_it() {
         .unwrap();
     b.screenshot(&screenshots.join("visit_watch-watching.png"));
     assert_eq!(f.audited("visit.watch", "vis_console").len(), 1);
+    console::readable_at_both_widths(b, "the live page, watching a visit");
+    b.js("window.scrollTo(0, 0);", json!([]));
+    console::doc_screenshot(b, "visit-watch");
 
-    b.click("#watch-end");
+    // Stop watching and End visit are both reached from the keyboard; End visit ends it.
+    console::tab_to(b, "#watch-stop");
+    console::tab_to(b, "#watch-end");
+    console::press(b, "\u{E007}");
     b.accept_dialog();
     b.wait_js(
         "the visit leaves the list",

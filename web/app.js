@@ -196,6 +196,8 @@ async function onLogout() {
   $("recording-audio").pause();
   $("recording-audio").removeAttribute("src");
   $("notes-found").hidden = true;
+  $("subject-sessions-more").hidden = true;
+  state.subjectSearch = null;
   clearSelection();
   Reports.clear();
   state.evidenceId = null;
@@ -281,6 +283,7 @@ function renderResults(page) {
   $("page-info").textContent = first + "–" + (state.offset + items.length) + " of " + total;
   $("page-prev").disabled = state.offset === 0;
   $("page-next").disabled = state.offset + items.length >= total;
+  renderSortHeaders();
 }
 
 function cell(content) {
@@ -375,6 +378,40 @@ function onSearch(ev) {
   guarded(() => search(0));
 }
 
+// The sort of the results: "time:desc" (the default), "duration:asc", ...
+function currentSort() {
+  if (state.query === null) return $("search-sort").value || "time:desc";
+  const q = new URLSearchParams(state.query);
+  return q.get("sort") ? q.get("sort") + ":" + (q.get("order") || "desc") : "time:desc";
+}
+
+// A sortable column's header pressed (time, duration, amount): the results sorted by it,
+// largest (newest) first; pressed again, the other way. The Order menu follows.
+function sortBy(key) {
+  const [cur, order] = currentSort().split(":");
+  const next = cur === key && order === "desc" ? "asc" : "desc";
+  const q = new URLSearchParams(state.query === null ? readQuery().toString() : state.query);
+  q.delete("sort");
+  q.delete("order");
+  if (key !== "time" || next !== "desc") {
+    q.set("sort", key);
+    q.set("order", next);
+  }
+  $("search-sort").value = key + ":" + next;
+  state.query = q.toString();
+  return search(0);
+}
+
+// Each sortable header says whether (and which way) the results are sorted by it.
+function renderSortHeaders() {
+  const [key, order] = currentSort().split(":");
+  for (const th of document.querySelectorAll("#results-table th[data-sort]")) {
+    const on = th.dataset.sort === key;
+    th.setAttribute("aria-sort", on ? (order === "asc" ? "ascending" : "descending") : "none");
+    th.querySelector(".sort-mark").textContent = on ? (order === "asc" ? " ▲" : " ▼") : "";
+  }
+}
+
 // ---- one session ----------------------------------------------------------------------
 
 // The CDR's fields (src/store/calls.rs `Cdr`; times as in src/sessions.rs).
@@ -423,7 +460,7 @@ function renderCdr(c) {
     dl.appendChild(dd);
   }
   const who = $("session-who");
-  who.replaceChildren(inmateCell(c), " called ", partyCell(c), ", " +
+  who.replaceChildren(inmateCell(c), c.kind === "visit" ? " had a video visit from " : " called ", partyCell(c), ", " +
     localTime(c.invite_at, c.time_zone) + (c.duration_secs !== null && c.duration_secs !== undefined
       ? ", talked " + durationText(c.duration_secs) : ""));
   $("session-zone").textContent = c.time_zone || "unknown (shown in the browser's zone)";
@@ -927,8 +964,9 @@ function momentText(n) {
   return clockText(n.start_ms / 1000) + (n.end_ms !== null && n.end_ms !== undefined ? "–" + clockText(n.end_ms / 1000) : "");
 }
 
+// Who wrote the note's current version and when, in the zone of the session's facility.
 function byText(n) {
-  const zone = state.zone;
+  const zone = n.time_zone || state.zone;
   return n.updated_by + ", " + localTime(n.updated_at, zone) + (n.version > 1 ? " (version " + n.version + ")" : "");
 }
 
@@ -937,7 +975,9 @@ function byText(n) {
 function sessionNoteRow(n) {
   const at = el("button", momentText(n), { type: "button", class: "note-seek",
     "aria-label": "Play from " + momentText(n) });
-  at.addEventListener("click", () => guarded(() => playRecording(n.start_ms / 1000)));
+  // A visit's note plays both sides from there; a call's, the recording.
+  at.addEventListener("click", () => guarded(() => state.replay ? seekReplay(n.start_ms / 1000)
+    : playRecording(n.start_ms / 1000)));
   const actions = el("span");
   const edit = el("button", "Edit", { type: "button", class: "note-edit" });
   edit.addEventListener("click", () => guarded(() => editNote(n)));
@@ -964,10 +1004,11 @@ async function addNote(ev) {
   await loadSessionNotes(c.id);
 }
 
-// The note field takes the audio's current position.
+// The note field takes the playback position: the recording's, or a visit's replay's
+// (on the visit's time line, where its notes' moments are).
 function markPosition() {
-  const audio = $("recording-audio");
-  $("note-start").value = clockText(audio.currentTime || 0);
+  const at = state.replay ? state.replay.now() : $("recording-audio").currentTime;
+  $("note-start").value = clockText(at || 0);
   $("note-body").focus();
 }
 
@@ -1010,6 +1051,8 @@ async function searchNotes(ev) {
 
 function clearSubject() {
   for (const x of ["subject-details", "subject-notes-body", "subject-sessions-body"]) $(x).replaceChildren();
+  $("subject-sessions-more").hidden = true;
+  state.subjectSearch = null;
   $("subject-title").textContent = "";
 }
 
@@ -1020,7 +1063,8 @@ async function openInmate(id) {
   $("subject-title").textContent = "Inmate " + i.first_name + " " + i.last_name + " (" + i.booking_number + ")";
   details([["Name", i.first_name + " " + i.last_name], ["Booking number", i.booking_number],
     ["Housing unit", i.housing_unit || "unknown"], ["Status", i.status], ["Facility", i.facility_id], ["Inmate id", i.id]]);
-  await subjectLists("inmate_id=" + encodeURIComponent(id), "inmate_id=" + encodeURIComponent(id) + "&kind=all");
+  await subjectLists("inmate_id=" + encodeURIComponent(id), "inmate_id=" + encodeURIComponent(id) + "&kind=all",
+    ["search-inmate", id]);
 }
 
 async function openNumber(number) {
@@ -1028,7 +1072,21 @@ async function openNumber(number) {
   clearSubject();
   $("subject-title").textContent = "Number " + number;
   details([["Number", number]]);
-  await subjectLists("number=" + encodeURIComponent(number), "number=" + encodeURIComponent(number));
+  await subjectLists("number=" + encodeURIComponent(number), "number=" + encodeURIComponent(number),
+    ["search-number", number]);
+}
+
+// All of an inmate's (a number's) sessions in the search: the form holds only that, the
+// results are sorted and paged there.
+async function searchAllOfSubject() {
+  const field = state.subjectSearch;
+  if (!field) return;
+  $("search-form").reset();
+  $(field[0]).value = field[1];
+  state.query = readQuery().toString();
+  location.hash = "#/search";
+  await search(0);
+  $("results").scrollIntoView();
 }
 
 // Name-value pairs into a <dl> (by id), replacing what it held.
@@ -1038,17 +1096,23 @@ function details(pairs, id = "subject-details") {
   for (const [k, v] of pairs) dl.append(el("dt", k), el("dd", v));
 }
 
-async function subjectLists(notesQuery, callsQuery) {
+// The notes and the newest sessions of an inmate or a number; when there are more
+// sessions than one page, says so and offers them all in the search (`field` and value
+// of the search form that finds them).
+async function subjectLists(notesQuery, callsQuery, field) {
   const [notes, page] = await Promise.all([Api.get("/notes?" + notesQuery),
     Api.get("/calls?" + callsQuery + "&limit=" + PAGE)]);
   const items = (page && page.items) || [];
-  if (items.length) state.zone = items[0].time_zone;
   const nb = $("subject-notes-body");
   for (const n of notes || []) nb.appendChild(listedNoteRow(n));
   $("subject-notes-empty").hidden = (notes || []).length > 0;
   const sb = $("subject-sessions-body");
   for (const c of items) sb.appendChild(sessionRow(c));
   $("subject-sessions-empty").hidden = items.length > 0;
+  const total = (page && page.total) || items.length;
+  $("subject-sessions-count").textContent = "The " + items.length + " newest of " + total + " sessions.";
+  $("subject-sessions-more").hidden = total <= items.length;
+  state.subjectSearch = field;
 }
 
 async function verifyRecording(path) {
@@ -1162,7 +1226,7 @@ async function refreshLiveCalls() {
 
 // The time each live call has been connected, ticking.
 function tickElapsed() {
-  for (const e of document.querySelectorAll("#live-body .elapsed[data-since]")) {
+  for (const e of document.querySelectorAll("#live-body .elapsed[data-since], #visits-body .elapsed[data-since]")) {
     e.textContent = "connected " + durationText((Date.now() - Number(e.dataset.since)) / 1000);
   }
 }
@@ -1245,6 +1309,13 @@ async function updateStats(l) {
   $("listen-state").textContent = st === "failed" ? "failed: " + l.whyFailed() : st;
 }
 
+// Focuses `button` in the row (of `rows`) whose `key` data is `id`, if it is still there.
+function refocus(rows, key, id, button) {
+  const tr = [...document.querySelectorAll(rows)].find((r) => r.dataset[key] === id);
+  const b = tr && tr.querySelector(button);
+  if (b) b.focus();
+}
+
 async function stopListening() {
   clearInterval(state.statsTimer);
   state.statsTimer = null;
@@ -1289,12 +1360,24 @@ async function loadLiveVisits() {
     const end = el("button", "End visit", { type: "button", class: "end-visit danger" });
     end.addEventListener("click", () => guarded(() => endVisit(v.id)));
     actions.append(watch, " ", end);
-    const tr = row([v.id, v.facility_id, v.inmate_name, v.visitor_name, v.station_name,
-      localTime(v.ends_at), v.privileged ? "yes" : "no", actions]);
+    // People first, as every session: the inmate, the visitor, the station, and the times
+    // in the facility's zone (named), the connected time ticking.
+    const visitor = el("span", v.visitor_name + (v.visitor_relationship ? " (" + v.visitor_relationship + ")" : ""),
+      { class: "party" });
+    const started = el("span", localTime(v.session && v.session.started_at, v.time_zone));
+    const elapsed = el("span", "", { class: "elapsed sub-line" });
+    if (v.session && v.session.started_at) elapsed.dataset.since = String(Date.parse(v.session.started_at));
+    started.appendChild(elapsed);
+    const what = el("span", v.id, { class: "visit-id" });
+    what.appendChild(el("span", "video visit, " + v.facility_id + (v.privileged ? ", privileged: never watched" : ""),
+      { class: "sub-line" }));
+    const tr = row([inmateCell({ inmate_id: v.inmate_id, inmate_name: v.inmate_name, booking_number: v.booking_number,
+      housing_unit: v.housing_unit }), visitor, v.station_name, started, localTime(v.ends_at, v.time_zone), what, actions]);
     tr.dataset.visitId = v.id;
     body.appendChild(tr);
   }
   $("visits-empty").hidden = items.length > 0;
+  tickElapsed();
 }
 
 async function startWatching(id) {
@@ -1397,14 +1480,27 @@ function init() {
   $("login-form").addEventListener("submit", onLogin);
   $("logout").addEventListener("click", () => guarded(onLogout));
   $("search-form").addEventListener("submit", onSearch);
+  for (const b of document.querySelectorAll("#results-table button.sort")) {
+    b.addEventListener("click", () => guarded(() => sortBy(b.dataset.sort)));
+  }
   $("page-prev").addEventListener("click", () => guarded(() => search(Math.max(0, state.offset - PAGE))));
   $("page-next").addEventListener("click", () => guarded(() => search(state.offset + PAGE)));
   $("evidence-form").addEventListener("submit", (ev) => guarded(() => buildPackage(ev)));
+  $("subject-search-all").addEventListener("click", () => guarded(searchAllOfSubject));
   $("evidence-clear").addEventListener("click", clearSelection);
   $("evidence-download").addEventListener("click", () => guarded(downloadPackage));
   $("live-refresh").addEventListener("click", () => guarded(loadLive));
-  $("listen-stop").addEventListener("click", () => guarded(stopListening));
-  $("watch-stop").addEventListener("click", () => guarded(stopWatching));
+  // Stopping from the panel puts the focus back on the row's button (the panel goes).
+  $("listen-stop").addEventListener("click", () => guarded(async () => {
+    const id = state.listener && state.listener.callId;
+    await stopListening();
+    refocus("#live-body tr[data-call-id]", "callId", id, "button.listen");
+  }));
+  $("watch-stop").addEventListener("click", () => guarded(async () => {
+    const id = state.watcher && state.watcher.visitId;
+    await stopWatching();
+    refocus("#visits-body tr[data-visit-id]", "visitId", id, "button.watch");
+  }));
   $("watch-end").addEventListener("click", (ev) => guarded(() => endVisit(ev.currentTarget.dataset.visitId)));
   $("recording-audio").addEventListener("error", renewTicket);
   $("recording-play").addEventListener("click", () => guarded(() => playRecording()));

@@ -2,7 +2,7 @@
 // #/lead/pin/<id>) with the sessions behind it, and the watch words heard in a session
 // (on the session page, each a button that plays from its moment; #/session/<id>/at/<ms>
 // opens the page at that moment). Every list and lead opened is audited by the API.
-// Uses app.js's helpers ($, el, row, show, details, localTime, clockText, playRecording,
+// Uses app.js's helpers ($, el, row, show, details, localTime, clockText, sessionRow, playRecording,
 // guarded, state), called only after both scripts have loaded.
 "use strict";
 
@@ -49,43 +49,43 @@ const Leads = (() => {
     $("leads-spotting").textContent = sp.available
       ? "Spoken watch words: spotting runs (" + sp.queue.pending + " recordings waiting, " + sp.queue.done + " spotted)."
       : "Spoken watch words: spotting is unavailable here: " + sp.reason;
+    // Every time in the zone of the facility it happened in (a lead may span facilities).
     fill("leads-shared-body", l.shared_numbers.map((n) => row([numberLink(n.number), n.inmates, n.facilities,
-      n.calls, localTime(n.last_at)])), "No number is called by that many inmates in the period.");
-    fill("leads-new-body", l.new_numbers.map((n) => row([numberLink(n.number), n.inmates, localTime(n.first_at),
-      n.calls])), "No new number was called by that many inmates.");
+      n.calls, localTime(n.last_at, n.last_time_zone)])), "No number is called by that many inmates in the period.");
+    fill("leads-new-body", l.new_numbers.map((n) => row([numberLink(n.number), n.inmates,
+      localTime(n.first_at, n.first_time_zone), n.calls])), "No new number was called by that many inmates.");
+    const people = peopleOf(l.people);
     fill("leads-pin-body", l.pin_sharing.map((p) => {
       const link = el("a", PATTERNS[p.pattern] || p.pattern, { href: "#/lead/pin/" + encodeURIComponent(p.id), class: "lead-link" });
-      const who = p.other_inmate_id ? p.inmate_id + " then " + p.other_inmate_id : p.inmate_id;
-      return row([link, who, p.housing_units.join(", "), p.attempt_ids.length, localTime(p.first_at / 1000)]);
+      const who = el("span");
+      who.append(inmateLink(p.inmate_id, people));
+      if (p.other_inmate_id) who.append(" then ", inmateLink(p.other_inmate_id, people));
+      return row([link, who, p.housing_units.join(", "), p.attempt_ids.length,
+        localTime(p.first_at / 1000, p.first_time_zone)]);
     }), "No PIN sharing seen in the period.");
     fill("leads-words-body", l.keyword_alerts.map((a) => row([a.word, PARTIES[a.party] || a.party,
-      localTime(a.call_at), clockText(a.offset_ms / 1000), sessionLink(a.session_id, a.offset_ms)])),
+      inmateLink(a.inmate_id, people), localTime(a.call_at, a.time_zone), clockText(a.offset_ms / 1000),
+      sessionLink(a.session_id, a.offset_ms)])),
       "No watch word heard in the period.");
   }
 
-  // The lead's sessions; `people` maps an inmate id to "name (booking number)".
-  function sessionRows(sessions, people) {
-    return sessions.map((x) => row([localTime(x.invite_at, x.time_zone), inmateLink(x.inmate_id, people), x.number || "",
-      (x.end_reason || "").replace(/_/g, " "), sessionLink(x.id)]));
+  // The API's `people` (inmate id → name, booking number) as "name (booking number)".
+  function peopleOf(list) {
+    const people = new Map();
+    for (const [id, p] of Object.entries(list || {})) {
+      people.set(id, (p.name || id) + (p.booking_number ? " (" + p.booking_number + ")" : ""));
+    }
+    return people;
+  }
+
+  // The lead's sessions, people first, as every list of sessions (app.js's sessionRow).
+  function sessionRows(sessions) {
+    return sessions.map(sessionRow);
   }
 
   function inmateLink(id, people) {
     if (!id) return "";
     return el("a", people.get(id) || id, { href: "#/inmate/" + encodeURIComponent(id) });
-  }
-
-  // "name (booking number)" of each inmate id (the id itself for one that cannot be read).
-  async function namesOf(ids) {
-    const people = new Map();
-    await Promise.all(ids.map(async (id) => {
-      try {
-        const i = await Api.get("/inmates/" + encodeURIComponent(id));
-        people.set(id, i.first_name + " " + i.last_name + " (" + i.booking_number + ")");
-      } catch (e) {
-        people.set(id, id);
-      }
-    }));
-    return people;
   }
 
   async function openNumber(number) {
@@ -95,13 +95,11 @@ const Leads = (() => {
     $("lead-sessions-body").replaceChildren();
     const g = await Api.get("/leads/numbers/" + encodeURIComponent(number) + "?" + query());
     details([["Number", g.number], ["Inmates who called it", String(g.callers.length)]], "lead-details");
-    const people = new Map(g.callers.map((c) => [c.inmate_id,
-      (c.name || c.inmate_id) + (c.booking_number ? " (" + c.booking_number + ")" : "")]));
     fill("lead-callers-body", g.callers.map((c) => {
       const who = el("a", c.name || c.inmate_id, { href: "#/inmate/" + encodeURIComponent(c.inmate_id) });
-      return row([who, c.booking_number, c.facility_id, c.calls, localTime(c.last_at)]);
+      return row([who, c.booking_number, c.facility_id, c.calls, localTime(c.last_at, c.last_time_zone)]);
     }), "Nobody in your facilities called it in the period.");
-    fill("lead-sessions-body", sessionRows(g.sessions, people), "No session.");
+    fill("lead-sessions-body", sessionRows(g.sessions), "No session.");
   }
 
   async function openPin(id) {
@@ -111,13 +109,15 @@ const Leads = (() => {
     $("lead-sessions-body").replaceChildren();
     const p = await Api.get("/leads/pin/" + encodeURIComponent(id) + "?" + query());
     const inmates = [p.inmate_id].concat(p.other_inmate_id ? [p.other_inmate_id] : []);
-    const people = await namesOf(inmates);
+    const people = peopleOf(p.people);
     details([["Pattern", PATTERNS[p.pattern] || p.pattern], ["Inmate", people.get(p.inmate_id)],
       ["Then", p.other_inmate_id ? people.get(p.other_inmate_id) : ""], ["Handsets", p.handset_ids.join(", ")],
-      ["Housing units", p.housing_units.join(", ")], ["First attempt", localTime(p.first_at / 1000)],
-      ["Last attempt", localTime(p.last_at / 1000)]], "lead-details");
-    fill("lead-callers-body", inmates.map((i) => row([inmateLink(i, people), "", p.facility_id, "", ""])), "");
-    fill("lead-sessions-body", sessionRows(p.sessions, people), "No call was made with these attempts.");
+      ["Housing units", p.housing_units.join(", ")],
+      ["First attempt", localTime(p.first_at / 1000, p.first_time_zone)],
+      ["Last attempt", localTime(p.last_at / 1000, p.last_time_zone)]], "lead-details");
+    fill("lead-callers-body", inmates.map((i) => row([inmateLink(i, people),
+      (p.people && p.people[i] && p.people[i].booking_number) || "", p.facility_id, "", ""])), "");
+    fill("lead-sessions-body", sessionRows(p.sessions), "No call was made with these attempts.");
   }
 
   async function route(hash) {

@@ -64,7 +64,7 @@ const Messages = (() => {
     for (const m of list) {
       const from = m.direction === "from_inmate" ? m.inmate_name : m.contact_name;
       const to = m.direction === "from_inmate" ? m.contact_name : m.inmate_name;
-      const tr = row([localTime(m.created_at), from, to]);
+      const tr = row([localTime(m.created_at, m.time_zone), from, to]);
       tr.dataset.messageId = m.id;
       const text = el("td", m.body, { class: "message-body" });
       for (const p of m.photos) text.appendChild(photo(p, from));

@@ -408,7 +408,8 @@ fn bind_all<'q>(
     q
 }
 
-const COLUMNS: &str = "id, kind, visit_id, paused_ms, facility_id, inmate_id, handset_id, number_e164, dialed, contact_id, \
+/// A session's record as [`from_row`] reads it (from `sessions`, unaliased).
+pub(super) const COLUMNS: &str = "id, kind, visit_id, paused_ms, facility_id, inmate_id, handset_id, number_e164, dialed, contact_id, \
     state, end_reason, privileged, recorded, recording_id, node_id, invite_at, answer_at, \
     accepted_at, media_end_at, end_at, closed_at, billed_increments, amount_minor, \
     rate_plan_id, rate_deck_id, rate_prefix, class, service, per_minute_minor, increment_secs, \
@@ -443,7 +444,7 @@ fn tariff(r: &AnyRow) -> Result<Option<AppliedTariff>, sqlx::Error> {
     }))
 }
 
-fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
+pub(super) fn from_row(r: &AnyRow) -> Result<Cdr, sqlx::Error> {
     let t = |c: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
         Ok(r.try_get::<Option<i64>, _>(c)?.map(from_micros))
     };

@@ -72,6 +72,8 @@ pub struct KeywordAlert {
     /// The recognizer's own score as a probability (0..1): a ranking, not a guarantee.
     pub confidence: f64,
     pub spotted_at: DateTime<Utc>,
+    /// The time zone of the call's facility: `call_at` is shown in it.
+    pub time_zone: Option<String>,
 }
 
 fn alert(r: &AnyRow) -> Result<KeywordAlert, sqlx::Error> {
@@ -92,11 +94,13 @@ fn alert(r: &AnyRow) -> Result<KeywordAlert, sqlx::Error> {
         end_ms: r.try_get("end_ms")?,
         confidence: milli as f64 / 1000.0,
         spotted_at: from_micros(r.try_get("spotted_at")?),
+        time_zone: r.try_get("time_zone")?,
     })
 }
 
 const ALERT_COLUMNS: &str = "id, session_id, recording_id, facility_id, inmate_id, number_e164, \
-    call_at, party, word, offset_ms, end_ms, confidence_milli, spotted_at";
+    call_at, party, word, offset_ms, end_ms, confidence_milli, spotted_at, \
+    (SELECT f.time_zone FROM facilities f WHERE f.id = keyword_hits.facility_id) AS time_zone";
 
 /// Which alerts a list asks for.
 #[derive(Debug, Clone, Default)]

@@ -72,6 +72,8 @@ pub struct Message {
     pub read_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub photos: Vec<MessagePhoto>,
+    /// The facility's time zone (IANA name): staff see the message's times in it.
+    pub time_zone: Option<String>,
 }
 
 /// A message to insert (its checks done by the caller).
@@ -143,7 +145,8 @@ pub struct MessagePage {
 const SELECT: &str = "SELECT m.id, m.facility_id, m.inmate_id, m.contact_id, m.direction, \
      m.sender, m.body, m.privileged, m.status, m.flagged, m.reason, m.reviewed_by, \
      m.reviewed_at, m.price_minor, m.account_id, m.read_at, m.created_at, \
-     i.first_name, i.last_name, c.name AS contact_name \
+     i.first_name, i.last_name, c.name AS contact_name, \
+     (SELECT f.time_zone FROM facilities f WHERE f.id = m.facility_id) AS time_zone \
      FROM messages m JOIN inmates i ON i.id = m.inmate_id JOIN contacts c ON c.id = m.contact_id";
 
 const PHOTO_COLUMNS: &str =
@@ -188,6 +191,7 @@ fn message_from_row(r: &AnyRow) -> Result<Message, StoreError> {
         read_at: r.try_get::<Option<i64>, _>("read_at")?.map(from_micros),
         created_at: from_micros(r.try_get("created_at")?),
         photos: Vec::new(),
+        time_zone: r.try_get("time_zone")?,
     })
 }
 

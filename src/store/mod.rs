@@ -49,7 +49,8 @@ pub use handsets::{Handset, NewHandset, TrustedNetwork};
 pub use inmates::{Booking, Inmate, InmateStatus};
 pub use keywords::{AlertFilter, JobEnd, KeywordAlert, KeywordJob, QueueCounts, MAX_ALERTS};
 pub use leads::{
-    CallerEdge, LeadSession, LeadWindow, NumberGraph, NumberLead, PinAttemptRow, MAX_LEADS,
+    CallerEdge, LeadPerson, LeadSession, LeadWindow, NumberGraph, NumberLead, PinAttemptRow,
+    MAX_LEADS,
 };
 pub use links::{LinkRequest, NewLinkRequest, RosterEntry};
 pub use messages::{

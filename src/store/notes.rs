@@ -45,6 +45,8 @@ pub struct Note {
     pub updated_by: String,
     pub updated_at: DateTime<Utc>,
     pub deleted: bool,
+    /// The time zone of the session's facility: the note's times are shown in it.
+    pub time_zone: Option<String>,
 }
 
 /// One version of a note: what it said, who wrote it and when.
@@ -135,7 +137,8 @@ impl NoteFilter {
 
 const COLUMNS: &str =
     "n.id, n.facility_id, n.session_id, n.inmate_id, n.number_e164, n.created_by, \
-    n.created_at, n.version, n.deleted, v.start_ms, v.end_ms, v.body, v.author, v.at";
+    n.created_at, n.version, n.deleted, v.start_ms, v.end_ms, v.body, v.author, v.at, \
+    (SELECT f.time_zone FROM facilities f WHERE f.id = n.facility_id) AS time_zone";
 
 fn note(r: &AnyRow) -> Result<Note, sqlx::Error> {
     Ok(Note {
@@ -153,6 +156,7 @@ fn note(r: &AnyRow) -> Result<Note, sqlx::Error> {
         updated_by: r.try_get("author")?,
         updated_at: from_micros(r.try_get("at")?),
         deleted: flag(r.try_get("deleted")?),
+        time_zone: r.try_get("time_zone")?,
     })
 }
 

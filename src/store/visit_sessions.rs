@@ -37,6 +37,13 @@ pub struct LiveVisit {
     pub session: VisitSession,
     /// Whether an investigator may watch it: not privileged.
     pub watchable: bool,
+    /// The people as the console shows every session: the inmate's booking number and
+    /// housing unit, the visitor's relationship (`null` when unknown).
+    pub booking_number: Option<String>,
+    pub housing_unit: Option<String>,
+    pub visitor_relationship: Option<String>,
+    /// The facility's time zone (IANA name): the visit's times are shown in it.
+    pub time_zone: Option<String>,
 }
 
 const COLUMNS: &str = "id, visit_id, facility_id, state, end_reason, privileged, node_id, \
@@ -75,8 +82,12 @@ impl Store {
         facilities: Option<&[String]>,
     ) -> Result<Vec<LiveVisit>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM sessions WHERE kind = 'visit' AND state = 'active' \
-             ORDER BY invite_at, id"
+            "SELECT {COLUMNS}, \
+             (SELECT i.booking_number FROM inmates i WHERE i.id = sessions.inmate_id) AS booking_number, \
+             (SELECT i.housing_unit FROM inmates i WHERE i.id = sessions.inmate_id) AS housing_unit, \
+             (SELECT c.relationship FROM contacts c WHERE c.id = sessions.contact_id) AS relationship, \
+             (SELECT f.time_zone FROM facilities f WHERE f.id = sessions.facility_id) AS time_zone \
+             FROM sessions WHERE kind = 'visit' AND state = 'active' ORDER BY invite_at, id"
         ))
         .fetch_all(self.db.pool())
         .await?;
@@ -92,6 +103,10 @@ impl Store {
                 visit,
                 session,
                 watchable,
+                booking_number: r.try_get("booking_number")?,
+                housing_unit: r.try_get("housing_unit")?,
+                visitor_relationship: r.try_get("relationship")?,
+                time_zone: r.try_get("time_zone")?,
             });
         }
         Ok(out)

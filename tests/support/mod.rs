@@ -10,6 +10,7 @@
 
 pub(crate) mod api;
 pub(crate) mod axe;
+pub(crate) mod console;
 pub(crate) mod gateway;
 pub(crate) mod inproc;
 pub(crate) mod mail;

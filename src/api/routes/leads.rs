@@ -20,14 +20,15 @@ use crate::api::routes::calls::visible_session;
 use crate::api::AppState;
 use crate::leads::{pin_sharing, PinLead};
 use crate::store::{
-    AlertFilter, Facilities, KeywordAlert, LeadSession, LeadWindow, NumberGraph, NumberLead,
-    QueueCounts, Role,
+    AlertFilter, Facilities, KeywordAlert, LeadPerson, LeadSession, LeadWindow, NumberGraph,
+    NumberLead, QueueCounts, Role,
 };
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// The period and thresholds of a lead list; absent values take the defaults.
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +142,9 @@ pub(crate) struct Leads {
     pin_sharing: Vec<PinLead>,
     keyword_alerts: Vec<KeywordAlert>,
     spotting: SpottingStatus,
+    /// The inmates the PIN-sharing leads and the alerts name, by id: the console shows
+    /// names and booking numbers, not ids.
+    people: BTreeMap<String, LeadPerson>,
 }
 
 /// `GET /leads`.
@@ -178,6 +182,12 @@ pub(crate) async fn list(
         "keyword_alerts": alerts.len() });
     s.audit_detail(&caller, "lead.list", "leads", audit_facility(&list), detail)
         .await;
+    let named: Vec<&str> = pin
+        .iter()
+        .flat_map(|l| std::iter::once(l.inmate_id.as_str()).chain(l.other_inmate_id.as_deref()))
+        .chain(alerts.iter().filter_map(|a| a.inmate_id.as_deref()))
+        .collect();
+    let people = s.store.lead_people(&named).await?;
     Ok(Json(Leads {
         period: p,
         shared_numbers,
@@ -185,6 +195,7 @@ pub(crate) async fn list(
         pin_sharing: pin,
         keyword_alerts: alerts,
         spotting: spotting(&s).await?,
+        people,
     }))
 }
 
@@ -225,6 +236,8 @@ pub(crate) struct PinLeadDetail {
     #[serde(flatten)]
     lead: PinLead,
     sessions: Vec<LeadSession>,
+    /// The lead's inmates, by id (as in `GET /leads`).
+    people: BTreeMap<String, LeadPerson>,
 }
 
 /// `GET /leads/pin/{id}`.
@@ -271,7 +284,13 @@ pub(crate) async fn pin(
         detail,
     )
     .await;
-    Ok(Json(PinLeadDetail { lead, sessions }))
+    let named: Vec<&str> = inmates.iter().map(String::as_str).collect();
+    let people = s.store.lead_people(&named).await?;
+    Ok(Json(PinLeadDetail {
+        lead,
+        sessions,
+        people,
+    }))
 }
 
 /// `GET /keyword-alerts`.
