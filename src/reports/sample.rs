@@ -601,7 +601,12 @@ fn entry(txn: i64, account: &str, amount: i64, after: Option<i64>, at: i64) -> [
 }
 
 /// The tables the generator loads in bulk.
-const LOADED: [&str; 4] = ["sessions", "ledger_transactions", "ledger_entries", "deposits"];
+const LOADED: [&str; 4] = [
+    "sessions",
+    "ledger_transactions",
+    "ledger_entries",
+    "deposits",
+];
 
 /// Drops the non-unique indexes of the [`LOADED`] tables (unique ones stay: the store's
 /// writes during the load, releases, rely on them) and returns the statements that make
