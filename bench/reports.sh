@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# How long each facility report takes on a large facility's year: writes the generated
-# facility-year (bench/report_data.rs: 1,000,000 calls, 200,000 deposits, ...) into a
-# fresh database, starts the real gateway on it and times every report endpoint
-# (GET /api/v1/reports/<name>?facility=BIG&from=2025-01-01&to=2025-12-31), JSON and CSV,
-# RUNS times each (the first run is reported apart: it reads the data from disk, and on a
-# database no gateway has summarised yet the first report that reads the rollups
-# (src/reports/rollup.rs) summarises the year's days, while the gateway's own background
-# task does the same).
+# How long each facility report page takes on a large facility's year: writes the
+# generated facility-year (bench/report_data.rs: 1,000,000 calls, 200,000 deposits, ...)
+# into a fresh database, starts the real gateway on it and makes the requests the
+# console's report page makes (web/reports.js): GET /api/v1/facilities and
+# GET /api/v1/reports once, then for every report
+# GET /api/v1/reports/<name>?facility=BIG&from=…&to=… (with days=14 for welfare and
+# limit=20 for top-numbers, the form's defaults) and its CSV (the "Download CSV" button),
+# over the generated year and over one month of it.
+#
+# Each report and range is timed cold, then warm: cold is its first request after the
+# operating system's page cache is dropped (COLD=1, the default when run as root: it
+# writes /proc/sys/vm/drop_caches; PostgreSQL's own shared buffers stay as they are),
+# warm the median and the largest of RUNS requests after it. Before any of that, the
+# first report that reads the rollups (src/reports/rollup.rs) on a freshly generated
+# database summarises the year's days, once, while the gateway's background task does
+# the same: that first request is timed and reported apart ("summarise once").
 #
 #   bench/reports.sh                                                     # SQLite
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/reports_bench bench/reports.sh
@@ -14,7 +22,9 @@
 # Environment: CALLS, DEPOSITS (generator sizes), RUNS (default 5), DATABASE_URL (default
 # a SQLite file in a temporary directory; a PostgreSQL database must exist and be empty),
 # BIN and GEN (default target/release/{sallyport,examples/report_data}, built if missing),
-# REUSE=1 (time the reports on DATABASE_URL as it is: a database generated before).
+# REUSE=1 (time the reports on DATABASE_URL as it is: a database generated before),
+# KEEP=1 (keep the temporary directory: the SQLite file, the gateway's log),
+# REPORTS (a subset, space separated), COLD=0 (do not drop the page cache).
 # Needs curl and python3. See bench/README.md ("Reports").
 set -euo pipefail
 
@@ -26,7 +36,11 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${BIN:-$TARGET/release/sallyport}
 GEN=${GEN:-$TARGET/release/examples/report_data}
 TOKEN=bench-admin-token
-REPORTS="deposits spending revenue sessions-daily sessions-hourly call-length end-reasons top-numbers welfare balances"
+REPORTS=${REPORTS:-"deposits spending revenue sessions-daily sessions-hourly call-length end-reasons top-numbers welfare balances"}
+RANGES="year:2025-01-01:2025-12-31 month:2025-06-01:2025-06-30"
+if [ -z "${COLD:-}" ]; then
+  if [ -w /proc/sys/vm/drop_caches ]; then COLD=1; else COLD=0; fi
+fi
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "reports: $tool is required" >&2; exit 2; }
@@ -40,7 +54,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/reports_bench.XXXXXX")
 GW_PID=
 cleanup() {
   [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
-  rm -rf "$WORK"
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 URL=${DATABASE_URL:-sqlite://$WORK/db.sqlite}
@@ -69,25 +83,44 @@ done
 API=$(sed -n 's#^sallyport: HTTP API listening on \(http://[^ ]*\).*#\1#p' "$WORK/gateway.stdout")
 [ -n "$API" ] || { echo "reports: the gateway did not start" >&2; cat "$WORK/gateway.log" >&2; exit 1; }
 
+# One request: its time in ms on stdout; the answer must be what the page reads.
+get() {
+  local path=$1 want=$2 t
+  t=$(curl -s -o "$WORK/out" -w '%{time_total}' -H "Authorization: Bearer $TOKEN" "$API/api/v1$path")
+  grep -q "$want" "$WORK/out" || { echo "reports: bad answer for $path: $(head -c 300 "$WORK/out")" >&2; exit 1; }
+  python3 -c "print(round(float('$t') * 1000))"
+}
+drop_cache() {
+  if [ "$COLD" = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi
+}
+load() { cut -d' ' -f1 /proc/loadavg; }
+
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-16s %10s %12s %12s %10s\n' report first_ms median_ms max_ms csv_ms
-for r in $REPORTS; do
-  q="facility=BIG&from=2025-01-01&to=2025-12-31"
-  times=()
-  for i in $(seq 1 "$RUNS"); do
-    t=$(curl -s -o "$WORK/out.json" -w '%{time_total}' -H "Authorization: Bearer $TOKEN" \
-      "$API/api/v1/reports/$r?$q")
-    grep -q '"table"' "$WORK/out.json" || { echo "reports: bad answer for $r: $(head -c 300 "$WORK/out.json")" >&2; exit 1; }
-    times+=("$t")
-  done
-  c=$(curl -s -o "$WORK/out.csv" -w '%{time_total}' -H "Authorization: Bearer $TOKEN" \
-    "$API/api/v1/reports/$r.csv?$q")
-  printf '%s\n' "${times[@]}" | python3 -c '
+for r in spending top-numbers; do
+  echo "summarise once ($r, year): $(get "/reports/$r?facility=BIG&from=2025-01-01&to=2025-12-31" '"table"') ms, load $(load)"
+done
+echo "page set-up: facilities $(get /facilities BIG) ms, report list $(get /reports spending) ms"
+echo "cold: $([ "$COLD" = 1 ] && echo 'first request after the page cache is dropped' || echo 'first request (page cache kept)')"
+printf '%-16s %-6s %8s %8s %8s %8s %6s\n' report range cold_ms warm_ms max_ms csv_ms load
+for range in $RANGES; do
+  IFS=: read -r label from to <<<"$range"
+  for r in $REPORTS; do
+    q="facility=BIG&from=$from&to=$to"
+    case $r in
+      welfare) q="$q&days=14" ;;
+      top-numbers) q="$q&limit=20" ;;
+    esac
+    drop_cache
+    cold=$(get "/reports/$r?$q" '"table"')
+    warm=()
+    for _ in $(seq 1 "$RUNS"); do warm+=("$(get "/reports/$r?$q" '"table"')"); done
+    csv=$(get "/reports/$r.csv?$q" ',')
+    printf '%s\n' "${warm[@]}" | python3 -c '
 import sys
-name, csv = sys.argv[1], float(sys.argv[2]) * 1000
-raw = [float(x) * 1000 for x in sys.stdin]
-rest = sorted(raw[1:]) or raw
-print(f"{name:<16} {raw[0]:10.0f} {rest[len(rest)//2]:12.0f} {rest[-1]:12.0f} {csv:10.0f}")
-' "$r" "$c"
+name, label, cold, csv, load = sys.argv[1:6]
+w = sorted(int(x) for x in sys.stdin)
+print(f"{name:<16} {label:<6} {cold:>8} {w[len(w)//2]:>8} {w[-1]:>8} {csv:>8} {load:>6}")
+' "$r" "$label" "$cold" "$csv" "$(load)"
+  done
 done
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -17,15 +17,15 @@ use crate::store::Facility;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sqlx::Row;
-use std::collections::HashMap;
 
 /// The deposit methods in the order the report shows them (any other stored method
 /// follows under its own name).
 const METHODS: [&str; 3] = ["online", "kiosk", "money_order"];
 /// Ledger kinds that return money to the outside rather than pay for a service.
 const NOT_SPENDING: [&str; 3] = ["release", "deposit_refund", "balance_refund"];
-/// The known spending kinds, first in the table (any other kind follows by name).
-const SPENDING: [&str; 3] = ["call_charge", "visit_charge", "purchase"];
+/// The known spending kinds, first in the table, shown even when nothing was spent on
+/// them (calls, visits, messages, commissary; any other kind follows by name).
+const SPENDING: [&str; 4] = ["call_charge", "visit_charge", "message_charge", "purchase"];
 /// System accounts that are not revenue.
 const NOT_REVENUE: [&str; 3] = ["deposits_clearing", "refunds", "refunds_payable"];
 
@@ -582,43 +582,59 @@ async fn end_reasons(db: &Db, q: &Window<'_>) -> Result<Table, sqlx::Error> {
 
 /// The numbers called most (attorney calls left out): calls, connected calls, talk
 /// minutes (whole, rounded down) and charges. Summarised months come from the rollups and
-/// the rest of the range from the sessions, added up per number before the top is taken.
+/// the rest of the range from the sessions, added up per number in one statement, which
+/// returns only the numbers with at least as many calls as the `limit`-th (ties
+/// included), so a year's tens of thousands of numbers never leave the database; the
+/// order (calls, then number) and the cut are made here.
 async fn top_numbers(db: &Db, q: &Window<'_>, limit: i64) -> Result<Table, sqlx::Error> {
     let cov = q.coverage(db, Grain::Month).await?;
-    // Per number: calls, connected, talk seconds, charged.
-    let mut by: HashMap<String, [i64; 4]> = HashMap::new();
-    let raw_limit = if cov.rollup.is_empty() && cov.raw.len() == 1 {
-        format!(" ORDER BY COUNT(*) DESC, number_e164 LIMIT {limit}")
-    } else {
-        String::new()
-    };
-    let raw_sql = format!(
-        "SELECT number_e164 AS num, COUNT(*) AS n, \
-         CAST(SUM(CASE WHEN accepted_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS connected, \
-         CAST(SUM(CASE WHEN accepted_at IS NOT NULL AND state = 'ended' THEN {TALK_SECS} ELSE 0 END) AS BIGINT) AS secs, \
-         CAST(SUM(amount_minor) AS BIGINT) AS amount \
-         FROM sessions WHERE facility_id = $1 AND invite_at >= $2 AND invite_at < $3 \
-         AND kind = 'call' AND privileged = 0 AND number_e164 IS NOT NULL \
-         GROUP BY number_e164{raw_limit}"
-    );
-    let rollup_sql = "SELECT key AS num, CAST(SUM(v1) AS BIGINT) AS n, \
-         CAST(SUM(v2) AS BIGINT) AS connected, CAST(SUM(v3) AS BIGINT) AS secs, \
-         CAST(SUM(v4) AS BIGINT) AS amount FROM report_rollups WHERE facility_id = $1 \
-         AND part = 'numbers' AND period >= $2 AND period < $3 GROUP BY key";
-    let mut rows = rows_over(db, q.facility, &raw_sql, &cov.raw, |t| t).await?;
-    rows.extend(
-        rows_over(db, q.facility, rollup_sql, &cov.rollup, |t| {
-            Grain::Month.period(t)
-        })
-        .await?,
-    );
-    for r in &rows {
-        let e = by.entry(r.try_get("num")?).or_default();
-        for (i, col) in ["n", "connected", "secs", "amount"].iter().enumerate() {
-            e[i] += r.try_get::<i64, _>(*col)?;
+    let mut parts = Vec::new();
+    let mut binds: Vec<i64> = Vec::new();
+    for &(a, b) in &cov.raw {
+        let (x, y) = (binds.len() + 2, binds.len() + 3);
+        parts.push(format!(
+            "SELECT number_e164 AS num, COUNT(*) AS n, \
+             SUM(CASE WHEN accepted_at IS NOT NULL THEN 1 ELSE 0 END) AS connected, \
+             SUM(CASE WHEN accepted_at IS NOT NULL AND state = 'ended' THEN {TALK_SECS} ELSE 0 END) AS secs, \
+             SUM(amount_minor) AS amount \
+             FROM sessions WHERE facility_id = $1 AND invite_at >= ${x} AND invite_at < ${y} \
+             AND kind = 'call' AND privileged = 0 AND number_e164 IS NOT NULL \
+             GROUP BY number_e164"
+        ));
+        binds.extend([a, b]);
+    }
+    for &(a, b) in &cov.rollup {
+        let (x, y) = (binds.len() + 2, binds.len() + 3);
+        parts.push(format!(
+            "SELECT key AS num, SUM(v1) AS n, SUM(v2) AS connected, SUM(v3) AS secs, \
+             SUM(v4) AS amount FROM report_rollups WHERE facility_id = $1 \
+             AND part = 'numbers' AND period >= ${x} AND period < ${y} GROUP BY key"
+        ));
+        binds.extend([Grain::Month.period(a), Grain::Month.period(b)]);
+    }
+    let mut top: Vec<(String, [i64; 4])> = Vec::new();
+    if !parts.is_empty() && limit > 0 {
+        let sql = format!(
+            "WITH g AS (SELECT num, CAST(SUM(n) AS BIGINT) AS n, \
+             CAST(SUM(connected) AS BIGINT) AS connected, CAST(SUM(secs) AS BIGINT) AS secs, \
+             CAST(SUM(amount) AS BIGINT) AS amount FROM ({}) u GROUP BY num) \
+             SELECT num, n, connected, secs, amount FROM g WHERE n >= COALESCE(\
+             (SELECT n FROM g ORDER BY n DESC LIMIT 1 OFFSET {}), 0)",
+            parts.join(" UNION ALL "),
+            limit - 1
+        );
+        let mut query = sqlx::query(&sql).bind(q.facility);
+        for v in &binds {
+            query = query.bind(*v);
+        }
+        for r in &query.fetch_all(db.pool()).await? {
+            let mut e = [0i64; 4];
+            for (i, col) in ["n", "connected", "secs", "amount"].iter().enumerate() {
+                e[i] = r.try_get::<i64, _>(*col)?;
+            }
+            top.push((r.try_get("num")?, e));
         }
     }
-    let mut top: Vec<(String, [i64; 4])> = by.into_iter().collect();
     top.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then_with(|| a.0.cmp(&b.0)));
     top.truncate(usize::try_from(limit).unwrap_or(0));
     let out: Vec<Vec<Cell>> = top
