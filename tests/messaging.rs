@@ -1140,7 +1140,27 @@ async fn the_price_is_charged_once_never_below_zero_and_refunded_on_rejection(ap
         .account("sys:F1:message_revenue")
         .await
         .unwrap();
-    assert_eq!(revenue.balance.to_string(), "1.50", "three paid messages");
+    assert_eq!(
+        revenue.balance.to_string(),
+        "1.00",
+        "three paid messages, one rejected: its price went back out of message revenue"
+    );
+    let (s, st) = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/accounts/{prepaid}/statement"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    let refunds: Vec<&Value> = st["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "message_refund")
+        .collect();
+    assert_eq!(refunds.len(), 1, "the rejection's refund, once: {st}");
+    assert_eq!(refunds[0]["amount"], "0.50", "{st}");
     let (s, st) = admin(
         &app,
         "GET",

@@ -592,6 +592,26 @@ impl Ledger {
         Ok(receipt)
     }
 
+    /// Gives a message's price back to the account that paid it (`req.reference` names
+    /// the message), from the facility's `message_revenue`: the reverse of
+    /// [`Ledger::charge_message`]. Idempotent like a refund.
+    pub async fn refund_message(
+        &self,
+        key: &RequestKey,
+        req: RefundRequest,
+    ) -> Result<Receipt, LedgerError> {
+        spending::positive(req.amount)?;
+        let claim = Claim::new(key, Scope::Refund, &req)?;
+        let req = req.kept()?;
+        let now = self.now();
+        let txn_key = key.qualified();
+        let receipt = keyed!(self, claim, now, |tx| spending::message_refund(
+            &mut tx, &txn_key, &req, now
+        ))?;
+        tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: message refund");
+        Ok(receipt)
+    }
+
     /// Credits an inmate or family account from the facility's `refunds` account.
     pub async fn refund(
         &self,

@@ -192,6 +192,31 @@ const MESSAGE: Movement = Movement {
     credit: false,
 };
 
+const MESSAGE_REFUND: Movement = Movement {
+    kind: TransactionKind::MessageRefund,
+    counter: SystemAccount::MessageRevenue,
+    verb: "refund to",
+    memo: "message refund",
+    credit: true,
+};
+
+/// A message's price given back (the key is already claimed): message revenue −,
+/// account +, so the facility's revenue from messages counts only messages it carried.
+pub(crate) async fn message_refund(
+    conn: &mut Conn,
+    key: &str,
+    req: &RefundRequest,
+    now: DateTime<Utc>,
+) -> Result<Receipt, LedgerError> {
+    let spend = Spend {
+        account_id: &req.account_id,
+        amount: req.amount,
+        reference: &req.reference,
+        memo: &req.memo,
+    };
+    move_with_system(conn, key, &MESSAGE_REFUND, spend, now).await
+}
+
 /// A message's price (the key is already claimed): account −, message revenue +.
 pub(crate) async fn message(
     conn: &mut Conn,

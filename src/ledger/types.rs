@@ -100,6 +100,9 @@ text_enum!(
         /// A message's price, paid by its sender's account when the facility prices
         /// messages ([`crate::messaging`]).
         MessageCharge => "message_charge",
+        /// A message's price given back (it was rejected, or never sent): the reverse of
+        /// its charge, from the facility's message revenue to the account that paid.
+        MessageRefund => "message_refund",
     }
 );
 

@@ -480,13 +480,14 @@ async fn build_day(
             .to_string(),
         format!(
             "INSERT INTO report_rollups (facility_id, part, period, key, v1) \
-             SELECT $1, 'spending', CAST(t.created_at / 900000000 AS BIGINT), t.kind, \
+             SELECT $1, 'spending', CAST(t.created_at / 900000000 AS BIGINT), {kind}, \
              CAST(SUM(-e.amount_minor) AS BIGINT) \
              FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
              WHERE t.facility_id = $1 AND t.created_at >= $2 AND t.created_at < $3 \
-             AND t.kind NOT IN ({not_spending}) \
-             AND e.balance_after_minor IS NOT NULL AND e.amount_minor < 0 \
-             GROUP BY CAST(t.created_at / 900000000 AS BIGINT), t.kind"
+             AND t.kind NOT IN ({not_spending}) AND {spent} \
+             GROUP BY CAST(t.created_at / 900000000 AS BIGINT), {kind}",
+            kind = super::store::SPENDING_KIND_SQL,
+            spent = super::store::SPENT_SQL,
         ),
         format!(
             "INSERT INTO report_rollups (facility_id, part, period, key, v1, v2) \

@@ -26,6 +26,14 @@ const NOT_SPENDING: [&str; 3] = ["release", "deposit_refund", "balance_refund"];
 /// The known spending kinds, first in the table, shown even when nothing was spent on
 /// them (calls, visits, messages, commissary; any other kind follows by name).
 const SPENDING: [&str; 4] = ["call_charge", "visit_charge", "message_charge", "purchase"];
+/// The spending kind of a ledger transaction `t`, as SQL: a message's refund counts
+/// against messages (a rejected message was not spent on), everything else is its kind.
+pub(crate) const SPENDING_KIND_SQL: &str =
+    "CASE WHEN t.kind = 'message_refund' THEN 'message_charge' ELSE t.kind END";
+/// Which entries `e` of a transaction `t` are spending, as SQL: a person's debits, and a
+/// message refund's credit (negative spending on messages).
+pub(crate) const SPENT_SQL: &str =
+    "e.balance_after_minor IS NOT NULL AND (e.amount_minor < 0 OR t.kind = 'message_refund')";
 /// System accounts that are not revenue.
 const NOT_REVENUE: [&str; 3] = ["deposits_clearing", "refunds", "refunds_payable"];
 
@@ -333,13 +341,14 @@ pub async fn spending(db: &Db, q: &Window<'_>) -> Result<Vec<(i64, String, i64)>
 async fn spending_rows(db: &Db, q: &Window<'_>) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
     let not = not_spending_sql();
     let sql = format!(
-        "SELECT CAST(t.created_at / $4 AS BIGINT) AS b, t.kind AS kind, \
+        "SELECT CAST(t.created_at / $4 AS BIGINT) AS b, {kind} AS kind, \
          CAST(SUM(-e.amount_minor) AS BIGINT) AS v \
          FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id \
          WHERE t.facility_id = $1 AND t.created_at >= $2 AND t.created_at < $3 \
-         AND t.kind NOT IN ({not}) \
-         AND e.balance_after_minor IS NOT NULL AND e.amount_minor < 0 \
-         GROUP BY CAST(t.created_at / $4 AS BIGINT), t.kind"
+         AND t.kind NOT IN ({not}) AND {spent} \
+         GROUP BY CAST(t.created_at / $4 AS BIGINT), {kind}",
+        kind = SPENDING_KIND_SQL,
+        spent = SPENT_SQL,
     );
     let rows = sqlx::query(&sql)
         .bind(q.facility)

@@ -301,8 +301,8 @@ async fn check_photos(s: &AppState, out: &Outgoing<'_>, facility: &str) -> Resul
     Ok(())
 }
 
-/// Credits a message's price back to `account_id` (keyed by the message and `why`, so
-/// twice is once).
+/// Gives a message's price back to `account_id` from the facility's message revenue
+/// (keyed by the message and `why`, so twice is once).
 async fn credit_back(
     s: &AppState,
     message_id: &str,
@@ -318,7 +318,7 @@ async fn credit_back(
         reference: message_id.to_string(),
         memo: format!("message {why}"),
     };
-    s.store.ledger().refund(&key, req).await?;
+    s.store.ledger().refund_message(&key, req).await?;
     Ok(())
 }
 
