@@ -17,6 +17,9 @@ LOADS=${LOADS:-"100 500 1000 2000"}
 PAIRS=${PAIRS:-2}
 SECS=${SECS:-5}
 WORKERS=${WORKERS:-2}
+# Both relays take their ports from 30000-39999 (never at the same time: the runs
+# alternate), away from the test suites' blocks in 10000-29999 and from 40000 up.
+PORTS=${PORTS:-"--port-min 30000 --rtpengine-port-min 30000 --rtpengine-port-max 39999"}
 OUT=${OUT:-$(mktemp -t rtpengine_compare.XXXXXX)}
 [ -x "$BIN" ] || { echo "no $BIN: cargo build --release --example rtp_load" >&2; exit 1; }
 command -v rtpengine >/dev/null || { echo "rtpengine not installed (rtpengine-daemon)" >&2; exit 1; }
@@ -24,7 +27,8 @@ command -v rtpengine >/dev/null || { echo "rtpengine not installed (rtpengine-da
 ulimit -n 65536 2>/dev/null || true
 
 run() { # relay calls
-    "$BIN" --relay "$1" --calls "$2" --secs "$SECS" --workers "$WORKERS" | tee -a "$OUT.log" |
+    # shellcheck disable=SC2086 # PORTS is a list of arguments
+    "$BIN" --relay "$1" --calls "$2" --secs "$SECS" --workers "$WORKERS" $PORTS | tee -a "$OUT.log" |
         grep '^RESULT' | tee -a "$OUT"
     sleep 1
 }
