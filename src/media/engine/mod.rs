@@ -49,7 +49,7 @@
 //!
 //! `workers` threads (default: one per core), each with its own io_uring (or epoll
 //! instance), the sockets of the calls placed on it at `open_call` (the first worker
-//! with fewer than 500 calls, else the one with the fewest: at light load one worker
+//! with fewer than 250 calls, else the one with the fewest: at light load one worker
 //! carries every call and wakes once for the datagrams of all of them), its
 //! own timer heap, buffers and counters. A call lives on one worker for its whole life, so
 //! its [`Relay`](super::relay::Relay) is plain `&mut` state: nothing on the packet path is
@@ -200,10 +200,13 @@ pub const DEFAULT_MAX_QUEUE: Duration = Duration::from_millis(40);
 const RTP_RCVBUF: usize = 2 * 1024;
 /// Overrides [`RTP_RCVBUF`] in bytes (tuning and benchmarks).
 pub const RCVBUF_ENV: &str = "SALLYPORT_MEDIA_RCVBUF";
-/// Calls a worker takes before the next worker is given any (see `place`): about a third
-/// of what one worker relays on a core before it sheds (1,250–1,500 calls,
-/// `bench/README.md`), so a packed worker keeps room for a stall.
-const PACK_CALLS: usize = 500;
+/// Calls a worker takes before the next worker is given any (see `place`): a fifth of
+/// what one worker relays on a full core before it sheds (1,250–1,500 calls,
+/// `bench/README.md`), so a packed worker has room for a stall. Not more: a packed worker
+/// is one thread's share of a loaded host (500 calls on one worker at load 12–14 shed
+/// 31–48 % where two workers shed 14–22 %, `bench/README.md`, "Calls packed on one
+/// worker"); from 500 calls on two workers the calls are spread as before.
+const PACK_CALLS: usize = 250;
 /// Overrides [`PACK_CALLS`] (tuning and benchmarks; 1 spreads calls evenly, the fewest first).
 pub const PACK_ENV: &str = "SALLYPORT_MEDIA_PACK_CALLS";
 
