@@ -204,8 +204,9 @@ pub const RCVBUF_ENV: &str = "SALLYPORT_MEDIA_RCVBUF";
 /// what one worker relays on a full core before it sheds (1,250–1,500 calls,
 /// `bench/README.md`), so a packed worker has room for a stall. Not more: a packed worker
 /// is one thread's share of a loaded host (500 calls on one worker at load 12–14 shed
-/// 31–48 % where two workers shed 14–22 %, `bench/README.md`, "Calls packed on one
-/// worker"); from 500 calls on two workers the calls are spread as before.
+/// 31–48 % where two workers shed 14–22 %, `bench/README.md`, "Where a
+/// relayed packet's CPU goes"); from 500 calls on two workers the calls are spread as
+/// before.
 const PACK_CALLS: usize = 250;
 /// Overrides [`PACK_CALLS`] (tuning and benchmarks; 1 spreads calls evenly, the fewest first).
 pub const PACK_ENV: &str = "SALLYPORT_MEDIA_PACK_CALLS";
