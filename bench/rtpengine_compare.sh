@@ -17,6 +17,10 @@ LOADS=${LOADS:-"100 500 1000 2000"}
 PAIRS=${PAIRS:-2}
 SECS=${SECS:-5}
 WORKERS=${WORKERS:-2}
+# Ports: sallyport's engine from 2000 (2000-10008 at 2,000 calls), below the test suites'
+# blocks (10000-29999) and the kernel's ephemeral ports (32768-60999), where the
+# generator's own peer sockets land; rtpengine in 30000-39999 (it skips ports in use).
+PORTS=${PORTS:-"--port-min 2000 --rtpengine-port-min 30000 --rtpengine-port-max 39999"}
 OUT=${OUT:-$(mktemp -t rtpengine_compare.XXXXXX)}
 [ -x "$BIN" ] || { echo "no $BIN: cargo build --release --example rtp_load" >&2; exit 1; }
 command -v rtpengine >/dev/null || { echo "rtpengine not installed (rtpengine-daemon)" >&2; exit 1; }
@@ -24,7 +28,8 @@ command -v rtpengine >/dev/null || { echo "rtpengine not installed (rtpengine-da
 ulimit -n 65536 2>/dev/null || true
 
 run() { # relay calls
-    "$BIN" --relay "$1" --calls "$2" --secs "$SECS" --workers "$WORKERS" | tee -a "$OUT.log" |
+    # shellcheck disable=SC2086 # PORTS is a list of arguments
+    "$BIN" --relay "$1" --calls "$2" --secs "$SECS" --workers "$WORKERS" $PORTS | tee -a "$OUT.log" |
         grep '^RESULT' | tee -a "$OUT"
     sleep 1
 }

@@ -21,7 +21,8 @@
 //! process's threads (`/proc/<pid>/task/*/schedstat`).
 //!
 //! `cargo run --release --example rtp_load -- [--calls 1000] [--secs 10] [--workers 2]
-//! [--record DIR] [--relay sallyport|rtpengine]` (see `bench/README.md`).
+//! [--record DIR] [--relay sallyport|rtpengine] [--port-min 20000]
+//! [--rtpengine-port-min 30000] [--rtpengine-port-max 39999]` (see `bench/README.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a load tool: a bad set-up aborts the run
 
 use sallyport::media::engine::{EngineConfig, MediaEngine};
@@ -129,13 +130,16 @@ fn cpu_seconds() -> f64 {
 fn engine_process() {
     let calls = arg("--calls", 1000) as usize;
     let ports = u16::try_from(calls * 4 + 8).expect("too many calls for the port range");
+    let port_min = u16::try_from(arg("--port-min", PORT_MIN.into())).expect("--port-min");
     let prompts =
         PromptSet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts"))
             .expect("prompts");
     let engine = MediaEngine::start(
         EngineConfig {
-            port_min: PORT_MIN,
-            port_max: PORT_MIN + ports,
+            port_min,
+            port_max: port_min
+                .checked_add(ports)
+                .expect("--port-min too high for the calls"),
             bind_ip: "127.0.0.1".parse().unwrap(),
             advertised_ip: "127.0.0.1".parse().unwrap(),
             workers: arg("--workers", 0) as usize,
@@ -462,7 +466,8 @@ impl Relay {
                     .filter(|_| !answer.starts_with("error"))
                 else {
                     eprintln!(
-                        "engine process: {answer:?} (is another rtp_load still holding ports {PORT_MIN}+?)"
+                        "engine process: {answer:?} (is another process holding ports from --port-min, {}, up?)",
+                        arg("--port-min", PORT_MIN.into())
                     );
                     std::process::exit(1);
                 };
@@ -510,6 +515,8 @@ fn start_engine(calls: usize, workers: u64, record: &Option<String>) -> Child {
         workers.to_string(),
         "--max-queue-ms".into(),
         arg("--max-queue-ms", 40).to_string(),
+        "--port-min".into(),
+        arg("--port-min", PORT_MIN.into()).to_string(),
     ];
     if let Some(dir) = record {
         engine_args.extend(["--record".to_string(), dir.clone()]);
@@ -549,7 +556,7 @@ fn start_rtpengine(workers: u64) -> Relay {
             "--interface=127.0.0.1".into(),
             format!("--listen-ng=127.0.0.1:{ng_port}"),
             format!("--port-min={}", arg("--rtpengine-port-min", 30000)),
-            format!("--port-max={}", arg("--rtpengine-port-max", 40000)),
+            format!("--port-max={}", arg("--rtpengine-port-max", 39999)),
             format!("--num-threads={threads}"),
         ])
         .stdin(Stdio::null())

@@ -48,7 +48,9 @@
 //! # Design
 //!
 //! `workers` threads (default: one per core), each with its own io_uring (or epoll
-//! instance), the sockets of the calls assigned to it (round robin at `open_call`), its
+//! instance), the sockets of the calls placed on it at `open_call` (the first worker
+//! with fewer than 250 calls, else the one with the fewest: at light load one worker
+//! carries every call and wakes once for the datagrams of all of them), its
 //! own timer heap, buffers and counters. A call lives on one worker for its whole life, so
 //! its [`Relay`](super::relay::Relay) is plain `&mut` state: nothing on the packet path is
 //! shared between calls or threads, nothing is locked, nothing is allocated (buffers and
@@ -198,6 +200,16 @@ pub const DEFAULT_MAX_QUEUE: Duration = Duration::from_millis(40);
 const RTP_RCVBUF: usize = 2 * 1024;
 /// Overrides [`RTP_RCVBUF`] in bytes (tuning and benchmarks).
 pub const RCVBUF_ENV: &str = "SALLYPORT_MEDIA_RCVBUF";
+/// Calls a worker takes before the next worker is given any (see `place`): a fifth of
+/// what one worker relays on a full core before it sheds (1,250–1,500 calls,
+/// `bench/README.md`), so a packed worker has room for a stall. Not more: a packed worker
+/// is one thread's share of a loaded host (500 calls on one worker at load 12–14 shed
+/// 31–48 % where two workers shed 14–22 %, `bench/README.md`, "Where a
+/// relayed packet's CPU goes"); from 500 calls on two workers the calls are spread as
+/// before.
+const PACK_CALLS: usize = 250;
+/// Overrides [`PACK_CALLS`] (tuning and benchmarks; 1 spreads calls evenly, the fewest first).
+pub const PACK_ENV: &str = "SALLYPORT_MEDIA_PACK_CALLS";
 
 /// What the call task hears from its media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,6 +391,8 @@ struct WorkerHandle {
     tx: mpsc::Sender<Command>,
     waker: Arc<sys::Waker>,
     stats: Arc<WorkerStats>,
+    /// Calls placed on this worker whose `CallMedia` is alive (placement: [`place`]).
+    open: AtomicUsize,
 }
 
 impl WorkerHandle {
@@ -395,7 +409,8 @@ struct Inner {
     cfg: EngineConfig,
     workers: Vec<WorkerHandle>,
     shared: Arc<Shared>,
-    next_worker: AtomicUsize,
+    /// Calls a worker takes before the next one is given any ([`place`]).
+    pack: usize,
     next_call: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -483,7 +498,12 @@ impl MediaEngine {
                 .name(format!("media-{i}"))
                 .spawn(move || worker.run())
                 .map_err(|e| stop_started(&workers, e))?;
-            workers.push(WorkerHandle { tx, waker, stats });
+            workers.push(WorkerHandle {
+                tx,
+                waker,
+                stats,
+                open: AtomicUsize::new(0),
+            });
             threads.push(t);
         }
         Ok(MediaEngine {
@@ -491,7 +511,10 @@ impl MediaEngine {
                 cfg,
                 workers,
                 shared,
-                next_worker: AtomicUsize::new(0),
+                pack: std::env::var(PACK_ENV)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(PACK_CALLS),
                 next_call: AtomicU64::new(1),
                 threads: Mutex::new(threads),
             }),
@@ -502,8 +525,10 @@ impl MediaEngine {
     pub fn open_call(&self) -> (CallMedia, UnboundedReceiver<MediaEvent>) {
         let (events, rx) = unbounded_channel();
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
-        let worker = self.inner.next_worker.fetch_add(1, Ordering::Relaxed)
-            % self.inner.workers.len().max(1);
+        let worker = place(&self.inner.workers, self.inner.pack);
+        if let Some(w) = self.inner.workers.get(worker) {
+            w.open.fetch_add(1, Ordering::Relaxed);
+        }
         // clock-ok: the stamps are the workers' real receive times (`activity`).
         let activity = Arc::new(RtpActivity::new(Instant::now()));
         let call = CallMedia {
@@ -744,6 +769,9 @@ impl CallMedia {
 
 impl Drop for CallMedia {
     fn drop(&mut self) {
+        if let Some(w) = self.inner.workers.get(self.worker) {
+            w.open.fetch_sub(1, Ordering::Relaxed);
+        }
         let shared = Arc::clone(&self.inner.shared);
         shared.expect_release(self.pairs.iter().flatten().count());
         if self.send(Command::Close { call: self.id }).is_err() {
@@ -785,6 +813,25 @@ fn bind_pair(
         sys::set_receive_buffer(fd, bytes).map_err(|source| MediaError::Bind { port, source })?;
     }
     Ok((rtp, bind(pair.rtcp())?))
+}
+
+/// The worker a new call goes to: the first one holding fewer than `pack` calls, so that
+/// at light load the calls share one worker and its wake-ups (each wake-up relays the
+/// datagrams of every call that arrived meanwhile: the fewer workers are awake, the more
+/// datagrams a wake-up carries, and the fewer wake-ups a packet costs); when every worker
+/// holds `pack` or more, the one with the fewest. A call stays on its worker for its
+/// whole life; a worker whose calls ended is filled first again. Two calls opened at the
+/// same moment may both see room on the same worker: it then holds one more than `pack`.
+fn place(workers: &[WorkerHandle], pack: usize) -> usize {
+    let mut fewest = (usize::MAX, 0);
+    for (i, w) in workers.iter().enumerate() {
+        let open = w.open.load(Ordering::Relaxed);
+        if open < pack {
+            return i;
+        }
+        fewest = fewest.min((open, i));
+    }
+    fewest.1
 }
 
 /// Sends unbounded events to a call task from a worker thread.
@@ -1226,5 +1273,59 @@ mod tests {
         }
         let s = engine.stats();
         assert_eq!((s.calls, s.legs, s.port_pairs_in_use), (0, 0, 0), "{s:?}");
+    }
+
+    /// Calls fill the first worker up to the packing bound before the next gets any; past
+    /// it on every worker, the one with the fewest takes the call; a worker whose calls
+    /// ended is filled first again.
+    #[test]
+    fn calls_fill_one_worker_before_the_next() {
+        let workers: Vec<WorkerHandle> = (0..3)
+            .map(|_| WorkerHandle {
+                tx: mpsc::channel().0,
+                waker: Arc::new(sys::Waker::new().unwrap()),
+                stats: Arc::default(),
+                open: AtomicUsize::new(0),
+            })
+            .collect();
+        let open = |n: usize| -> Vec<usize> {
+            (0..n)
+                .map(|_| {
+                    let w = place(&workers, 2);
+                    workers[w].open.fetch_add(1, Ordering::Relaxed);
+                    w
+                })
+                .collect()
+        };
+        assert_eq!(open(8), [0, 0, 1, 1, 2, 2, 0, 1]);
+        workers[1].open.fetch_sub(2, Ordering::Relaxed);
+        workers[2].open.fetch_sub(2, Ordering::Relaxed);
+        assert_eq!(open(3), [1, 2, 2]);
+    }
+
+    /// The engine counts the calls it places per worker: open on the first worker at light
+    /// load, and given back when their `CallMedia` drops.
+    #[test]
+    fn an_engine_at_light_load_places_every_call_on_one_worker() {
+        let cfg = EngineConfig {
+            port_min: 32900,
+            port_max: 32999,
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            advertised_ip: "127.0.0.1".parse().unwrap(),
+            workers: 2,
+            max_queue: DEFAULT_MAX_QUEUE,
+        };
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts");
+        let prompts = Arc::new(PromptSet::load_dir(&dir).unwrap());
+        let engine = MediaEngine::start(cfg, prompts).unwrap();
+        let open = |e: &MediaEngine| -> Vec<usize> {
+            let w = &e.inner.workers;
+            w.iter().map(|w| w.open.load(Ordering::Relaxed)).collect()
+        };
+        let calls: Vec<_> = (0..3).map(|_| engine.open_call()).collect();
+        assert!(calls.iter().all(|(m, _)| m.worker == 0), "{calls:?}");
+        assert_eq!(open(&engine), [3, 0]);
+        drop(calls);
+        assert_eq!(open(&engine), [0, 0]);
     }
 }
