@@ -147,6 +147,8 @@
 mod activity;
 mod call;
 mod sys;
+/// Also what the SIP transport sizes its UDP socket's receive queue with.
+pub(crate) use sys::set_receive_buffer;
 mod tap;
 mod worker;
 

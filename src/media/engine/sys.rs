@@ -78,7 +78,7 @@ impl Stamps {
 
 /// Bounds `fd`'s receive queue (`SO_RCVBUF`; the kernel doubles the value for its own
 /// bookkeeping and counts each datagram at its buffer's true size, not its payload).
-pub(super) fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+pub(crate) fn set_receive_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
 }

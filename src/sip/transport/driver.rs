@@ -756,14 +756,25 @@ impl SipDriver {
     }
 }
 
+/// The receive queue the SIP UDP socket asks for (`SO_RCVBUF`; the kernel caps it at
+/// `net.core.rmem_max`). Calls set up together send their requests in bursts (a dozen key
+/// presses by INFO per call), and the default queue (about 200 KiB) overflowed at 500
+/// set-ups a second: each request lost there costs its sender a 500 ms retransmission.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
 async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
-    UdpSocket::bind(addr)
+    let udp = UdpSocket::bind(addr)
         .await
         .map_err(|source| TransportError::Bind {
             proto: "UDP",
             addr,
             source,
-        })
+        })?;
+    use std::os::fd::AsRawFd;
+    if let Err(e) = crate::media::engine::set_receive_buffer(udp.as_raw_fd(), UDP_RECEIVE_BUFFER) {
+        warn!(error = %e, "cannot enlarge the SIP UDP socket's receive queue; keeping the default");
+    }
+    Ok(udp)
 }
 
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, TransportError> {
