@@ -284,6 +284,7 @@ echo "recordings          $(jq '[.[] | select(.recorded)] | length' "$WORK/cdrs.
      "write errors $(metric sallyport_recorder_write_errors_total), $(du -sh "$WORK/recordings" 2>/dev/null | cut -f1) on disk"
 gc=$(metric sallyport_db_group_commits_total); gw=$(metric sallyport_db_group_writes_total)
 [ "${gc:-0}" != 0 ] && echo "group commits       ${gc} commits carried ${gw} writes: $(awk -v c="$gc" -v w="$gw" -v n="$CALLS" 'BEGIN { printf "%.2f writes per commit, %.1f commits per call (whole run)", w / c, c / n }')"
+echo "SIP retransmissions $(metric sallyport_sip_retransmitted_unanswered_total) before the gateway's answer, $(metric sallyport_sip_retransmitted_answered_total) after it (whole run)"
 echo "verify-recordings   $(cd "$ROOT" && SALLYPORT_DATABASE_URL="$DB_URL" SALLYPORT_NODE_DATA_DIR="$WORK" \
      SALLYPORT_LOG=error "$BIN" verify-recordings 2>&1 | tail -2 | tr '\n' ' ')"
 echo "gateway warnings    $(grep -c -E 'WARN|ERROR' "$WORK/gateway.log" || true), of which 'no media ports' $(grep -c 'no media ports' "$WORK/gateway.log" || true) (RTP range $RTP_MIN-$RTP_MAX: $((RTP_SPAN / 4)) calls; see gateway.log with KEEP=1)"

@@ -106,6 +106,16 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             sip.stray_responses,
         ),
         (
+            "sallyport_sip_retransmitted_unanswered_total",
+            "Retransmitted SIP requests that arrived before the final answer was sent.",
+            sip.retransmitted_unanswered,
+        ),
+        (
+            "sallyport_sip_retransmitted_answered_total",
+            "Retransmitted SIP requests that arrived after the final answer (sent again).",
+            sip.retransmitted_answered,
+        ),
+        (
             "sallyport_sip_unsupported_total",
             "New SIP requests refused 405/501/416/420/415/406 (RFC 3261 section 8.2).",
             sip.refused_unsupported,

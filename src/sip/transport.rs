@@ -213,6 +213,12 @@ pub struct TransportStats {
     pub throttled_503: AtomicU64,
     /// Responses matching no client transaction.
     pub stray_responses: AtomicU64,
+    /// Retransmitted requests (not ACKs) that arrived before the TU's final answer: the
+    /// peer waited past its timer for an answer still being made.
+    pub retransmitted_unanswered: AtomicU64,
+    /// Retransmitted requests (not ACKs) that arrived after the final answer was sent (it
+    /// is sent again): the answer was lost, or reached the peer too late.
+    pub retransmitted_answered: AtomicU64,
     /// New requests refused by the RFC 3261 §8.2 checks (405/501, 416, 420, 415/406).
     pub refused_unsupported: AtomicU64,
     /// TCP connections accepted.
@@ -244,6 +250,8 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     pub throttled_503: u64,
     pub stray_responses: u64,
+    pub retransmitted_unanswered: u64,
+    pub retransmitted_answered: u64,
     pub refused_unsupported: u64,
     pub tcp_accepted: u64,
     pub tcp_refused_total_cap: u64,
@@ -271,6 +279,8 @@ impl TransportStats {
             dropped: get(&self.dropped),
             throttled_503: get(&self.throttled_503),
             stray_responses: get(&self.stray_responses),
+            retransmitted_unanswered: get(&self.retransmitted_unanswered),
+            retransmitted_answered: get(&self.retransmitted_answered),
             refused_unsupported: get(&self.refused_unsupported),
             tcp_accepted: get(&self.tcp_accepted),
             tcp_refused_total_cap: get(&self.tcp_refused_total_cap),

@@ -337,6 +337,14 @@ impl Endpoint {
             return;
         };
         let _g = e.span.enter();
+        if req.method != Method::Ack {
+            let answered = !matches!(e.tx.state(), ServerState::Trying | ServerState::Proceeding);
+            TransportStats::bump(if answered {
+                &self.stats.retransmitted_answered
+            } else {
+                &self.stats.retransmitted_unanswered
+            });
+        }
         e.tx.handle_request(now, &req);
         let accepted = e.tx.state() == ServerState::Accepted;
         if req.method == Method::Ack && accepted {

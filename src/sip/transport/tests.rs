@@ -84,6 +84,35 @@ fn retransmission_gets_the_last_response_and_no_event() {
 }
 
 #[test]
+fn retransmissions_are_counted_by_whether_the_answer_was_out() {
+    let mut ep = endpoint(100);
+    let now = epoch();
+    feed(&mut ep, now, &raw("OPTIONS", "r1"));
+    let (key, req) = request_event(&mut ep);
+    feed(&mut ep, now, &raw("OPTIONS", "r1"));
+    let s = ep.stats().snapshot();
+    assert_eq!(
+        (s.retransmitted_unanswered, s.retransmitted_answered),
+        (1, 0)
+    );
+    ep.respond(now, &key, Response::for_request(&req, 200, "OK"))
+        .unwrap();
+    transmits(&mut ep);
+    feed(&mut ep, now, &raw("OPTIONS", "r1"));
+    assert_eq!(transmits(&mut ep)[0].1.status, 200, "the answer again");
+    let s = ep.stats().snapshot();
+    assert_eq!(
+        (s.retransmitted_unanswered, s.retransmitted_answered),
+        (1, 1)
+    );
+    // An INVITE's 100 Trying is not its answer.
+    feed(&mut ep, now, &raw("INVITE", "r2"));
+    request_event(&mut ep);
+    feed(&mut ep, now, &raw("INVITE", "r2"));
+    assert_eq!(ep.stats().snapshot().retransmitted_unanswered, 2);
+}
+
+#[test]
 fn garbage_is_dropped_and_malformed_gets_400() {
     let mut ep = endpoint(100);
     let now = epoch();
