@@ -600,16 +600,8 @@ impl Ledger {
         key: &RequestKey,
         req: RefundRequest,
     ) -> Result<Receipt, LedgerError> {
-        spending::positive(req.amount)?;
-        let claim = Claim::new(key, Scope::Refund, &req)?;
-        let req = req.kept()?;
-        let now = self.now();
-        let txn_key = key.qualified();
-        let receipt = keyed!(self, claim, now, |tx| spending::message_refund(
-            &mut tx, &txn_key, &req, now
-        ))?;
-        tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: message refund");
-        Ok(receipt)
+        self.credit(key, req, spending::Credit::MessageRevenue)
+            .await
     }
 
     /// Credits an inmate or family account from the facility's `refunds` account.
@@ -618,15 +610,25 @@ impl Ledger {
         key: &RequestKey,
         req: RefundRequest,
     ) -> Result<Receipt, LedgerError> {
+        self.credit(key, req, spending::Credit::Refunds).await
+    }
+
+    /// A refund's claim and transaction, credited `from` a facility account.
+    async fn credit(
+        &self,
+        key: &RequestKey,
+        req: RefundRequest,
+        from: spending::Credit,
+    ) -> Result<Receipt, LedgerError> {
         spending::positive(req.amount)?;
         let claim = Claim::new(key, Scope::Refund, &req)?;
         let req = req.kept()?;
         let now = self.now();
         let txn_key = key.qualified();
-        let receipt = keyed!(self, claim, now, |tx| spending::refund(
-            &mut tx, &txn_key, &req, now
+        let receipt = keyed!(self, claim, now, |tx| spending::credit(
+            &mut tx, &txn_key, &req, from, now
         ))?;
-        tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, "ledger: refund");
+        tracing::info!(transaction_id = receipt.transaction_id, account_id = %receipt.account_id, amount = %receipt.amount, from = ?from, "ledger: refund");
         Ok(receipt)
     }
 

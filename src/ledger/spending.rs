@@ -200,23 +200,6 @@ const MESSAGE_REFUND: Movement = Movement {
     credit: true,
 };
 
-/// A message's price given back (the key is already claimed): message revenue −,
-/// account +, so the facility's revenue from messages counts only messages it carried.
-pub(crate) async fn message_refund(
-    conn: &mut Conn,
-    key: &str,
-    req: &RefundRequest,
-    now: DateTime<Utc>,
-) -> Result<Receipt, LedgerError> {
-    let spend = Spend {
-        account_id: &req.account_id,
-        amount: req.amount,
-        reference: &req.reference,
-        memo: &req.memo,
-    };
-    move_with_system(conn, key, &MESSAGE_REFUND, spend, now).await
-}
-
 /// A message's price (the key is already claimed): account −, message revenue +.
 pub(crate) async fn message(
     conn: &mut Conn,
@@ -249,20 +232,35 @@ pub(crate) async fn purchase(
     move_with_system(conn, key, &PURCHASE, spend, now).await
 }
 
-/// A refund or credit (the key is already claimed): refunds −, account +.
-pub(crate) async fn refund(
+/// The facility account a refund is credited from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credit {
+    /// `refunds`: a refund or credit of any kind.
+    Refunds,
+    /// `message_revenue`: a message's price given back, so the facility's revenue from
+    /// messages counts only the messages it carried.
+    MessageRevenue,
+}
+
+/// A refund (the key is already claimed): `from` −, account +.
+pub(crate) async fn credit(
     conn: &mut Conn,
     key: &str,
     req: &RefundRequest,
+    from: Credit,
     now: DateTime<Utc>,
 ) -> Result<Receipt, LedgerError> {
+    let movement = match from {
+        Credit::Refunds => &REFUND,
+        Credit::MessageRevenue => &MESSAGE_REFUND,
+    };
     let spend = Spend {
         account_id: &req.account_id,
         amount: req.amount,
         reference: &req.reference,
         memo: &req.memo,
     };
-    move_with_system(conn, key, &REFUND, spend, now).await
+    move_with_system(conn, key, movement, spend, now).await
 }
 
 /// The fields purchases and refunds share.
