@@ -989,6 +989,19 @@ async fn deposit(app: &App, account: &str, amount: &str, key: &str) {
         .unwrap();
 }
 
+/// An account's statement through the API.
+async fn statement(app: &App, account: &str) -> Value {
+    let (s, st) = admin(
+        app,
+        "GET",
+        &format!("/api/v1/accounts/{account}/statement"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    st
+}
+
 async fn balance(app: &App, account: &str) -> String {
     app.store
         .ledger()
@@ -1145,14 +1158,7 @@ async fn the_price_is_charged_once_never_below_zero_and_refunded_on_rejection(ap
         "1.00",
         "three paid messages, one rejected: its price went back out of message revenue"
     );
-    let (s, st) = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/accounts/{prepaid}/statement"),
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{st}");
+    let st = statement(&app, &prepaid).await;
     let refunds: Vec<&Value> = st["lines"]
         .as_array()
         .unwrap()
@@ -1161,14 +1167,7 @@ async fn the_price_is_charged_once_never_below_zero_and_refunded_on_rejection(ap
         .collect();
     assert_eq!(refunds.len(), 1, "the rejection's refund, once: {st}");
     assert_eq!(refunds[0]["amount"], "0.50", "{st}");
-    let (s, st) = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/accounts/{}/statement", w.account),
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{st}");
+    let st = statement(&app, &w.account).await;
     let kinds: Vec<&str> = st["lines"]
         .as_array()
         .unwrap()
