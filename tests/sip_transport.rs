@@ -164,6 +164,35 @@ async fn garbage_is_dropped_and_a_malformed_request_gets_400() {
     assert_eq!(stats.dropped, 1);
 }
 
+/// Datagrams queued faster than the driver reads them all reach the TU: the driver reads
+/// a batch at a time, and a batch's end must not read one more and drop it (it did, one
+/// per full batch, so under load a request waited for its sender's retransmission).
+#[tokio::test]
+async fn a_burst_of_queued_requests_all_reach_the_tu() {
+    let (handle, mut events) = start(0).await;
+    let gw = handle.local_udp_addr();
+    // A blocking socket: every send completes before the driver's task (on this test's
+    // one thread) runs, so all of them wait in the driver's queue, several batches deep.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    const N: usize = 100;
+    for i in 0..N {
+        let raw = request("OPTIONS", &format!("burst{i}"), "UDP");
+        sock.send_to(raw.as_bytes(), gw).unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N {
+        match timeout(Duration::from_secs(2), events.recv()).await {
+            Ok(Some(Event::Request { request, .. })) => {
+                seen.insert(request.headers.call_id().unwrap().to_string());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(seen.len(), N, "every queued request reaches the TU");
+    assert_eq!(handle.stats().snapshot().received, N as u64);
+}
+
 #[tokio::test]
 async fn a_flood_gets_503_with_retry_after() {
     let (handle, mut events) = start(20).await;

@@ -423,7 +423,9 @@ impl SipDriver {
 
     /// A datagram received, then those already queued behind it (at most
     /// [`UDP_BATCH`] in all, so commands and timers are not kept waiting), without
-    /// waiting for more.
+    /// waiting for more. Nothing is read that is not handled: a datagram read past the
+    /// batch would be lost (it was, one per full batch, until 2026-12-06: under load a
+    /// request went unanswered until its sender's retransmission).
     fn on_udp(
         &mut self,
         first: std::io::Result<(usize, SocketAddr)>,
@@ -431,7 +433,7 @@ impl SipDriver {
         buf: &mut [u8],
     ) {
         let mut next = first;
-        for _ in 0..UDP_BATCH {
+        for read in 1..=UDP_BATCH {
             match next {
                 Ok((n, from)) => {
                     let now = self.clock.now();
@@ -441,6 +443,9 @@ impl SipDriver {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 // ICMP port unreachable and the like surface here: keep going.
                 Err(e) => debug!(error = %e, "SIP UDP receive error"),
+            }
+            if read == UDP_BATCH {
+                return;
             }
             next = udp.try_recv_from(buf);
         }
