@@ -529,6 +529,29 @@ const RECORD_PCS_JS: &str = "const P = window.RTCPeerConnection;
 /// The Firefox investigator's password.
 const PASSWORD: &str = "correct horse battery staple";
 
+/// The Firefox tests' call: an inmate booked (`booking`, `pin`) and funded, the Firefox
+/// investigator's account, and both parties speaking a steady tone (the trunk 600 Hz, the
+/// handset 400 Hz); the two sipps live as long as what is returned.
+fn firefox_call(
+    dir: &Workdir,
+    p: &sipp::Ports,
+    gw: &Gateway,
+    booking: &str,
+    pin: &str,
+) -> (Sipp, Sipp) {
+    let api = &gw.api;
+    let inmate = e2e::book(api, booking, pin, e2e::NUMBER, false);
+    e2e::fund(api, &inmate, "20.00");
+    api.add_user("inv-ff", PASSWORD, "investigator", &[e2e::FACILITY]);
+    let trunk = Trunk::answer("1")
+        .speaking(Tone::steady(600.0, TONE_SECS))
+        .spawn(dir, p);
+    let handset = Handset::new(&inmate.pin, Via::Rtp)
+        .speaking(Tone::steady(400.0, TONE_SECS))
+        .spawn(dir, 0, p, gw.sip);
+    (trunk, handset)
+}
+
 /// Logs the Firefox investigator in and opens the live page at call `id`'s row; its selector.
 fn live_row(b: &Browser, gw: &Gateway, id: &str) -> String {
     b.goto(&format!("{}/console/", gw.base_url()));
@@ -571,15 +594,7 @@ fn firefox_listens(sound_device: bool) {
         }
     });
     let api = gw.api.clone();
-    let inmate = e2e::book(&api, "L-2", "2468", e2e::NUMBER, false);
-    e2e::fund(&api, &inmate, "20.00");
-    api.add_user("inv-ff", PASSWORD, "investigator", &[e2e::FACILITY]);
-    let _trunk = Trunk::answer("1")
-        .speaking(Tone::steady(600.0, TONE_SECS))
-        .spawn(&dir, &p);
-    let _handset = Handset::new(&inmate.pin, Via::Rtp)
-        .speaking(Tone::steady(400.0, TONE_SECS))
-        .spawn(&dir, 0, &p, gw.sip);
+    let _parties = firefox_call(&dir, &p, &gw, "L-2", "2468");
     // Camera and microphone granted (never used): Firefox then offers its loopback
     // address as an ICE candidate (see `Options::fake_media`).
     let b = Browser::firefox(
@@ -749,15 +764,7 @@ fn firefox_is_told_why_listening_fails() {
     let p = sipp::ports();
     let gw = Gateway::start(&dir, &p);
     let api = gw.api.clone();
-    let inmate = e2e::book(&api, "L-3", "2469", e2e::NUMBER, false);
-    e2e::fund(&api, &inmate, "20.00");
-    api.add_user("inv-ff", PASSWORD, "investigator", &[e2e::FACILITY]);
-    let _trunk = Trunk::answer("1")
-        .speaking(Tone::steady(600.0, TONE_SECS))
-        .spawn(&dir, &p);
-    let _handset = Handset::new(&inmate.pin, Via::Rtp)
-        .speaking(Tone::steady(400.0, TONE_SECS))
-        .spawn(&dir, 0, &p, gw.sip);
+    let _parties = firefox_call(&dir, &p, &gw, "L-3", "2469");
     let b = Browser::firefox(&dir.join("firefox.log"), &webdriver::Options::default());
     let id = api.accepted_call(Duration::from_secs(40));
     let row = live_row(&b, &gw, &id);
