@@ -49,8 +49,12 @@ const BATCH_WINDOW: Duration = Duration::from_micros(200);
 /// Completions a batching wait asks for besides its sends' (a cap, rarely reached).
 const WINDOW_WANT: usize = 256;
 /// Datagrams a wake-up must receive before the next wait uses the batching window
-/// (`Multi::wait_plan`); overridden by [`BATCH_FROM_ENV`].
-const BATCH_FROM: usize = 32;
+/// (`Multi::wait_plan`); overridden by [`BATCH_FROM_ENV`]. Measured on a quiet machine
+/// (bench/README.md, "A quiet machine"): at 32 the window never engaged below about
+/// 1,500 calls on two workers (a wake-up found 4 datagrams at 1,000 calls); at 8 it engages
+/// from about 500 calls and takes a quarter of the CPU off a packet there, while 100 calls
+/// (1–2 datagrams a wake-up) still wait for none.
+const BATCH_FROM: usize = 8;
 /// Overrides [`BATCH_FROM`] (tuning and benchmarks).
 pub(super) const BATCH_FROM_ENV: &str = "SALLYPORT_MEDIA_BATCH_FROM";
 /// The timeout of a batching wait with no timer due: a worker with no call sleeps this
@@ -467,16 +471,8 @@ impl Multi {
     /// event, for at most [`SEND_REAP`] when there is no window, so that their counters
     /// are published soon after the traffic stops.
     fn wait_plan(&self, timer: Option<Duration>) -> (usize, Option<Duration>, Option<Duration>) {
-        if self.window.is_zero() || !self.min_wait || self.last_rx < self.batch_from {
-            if self.queued_sends == 0 {
-                return (1, timer, None);
-            }
-            let timeout = timer.map_or(SEND_REAP, |t| t.min(SEND_REAP));
-            return (self.queued_sends + 1, Some(timeout), None);
-        }
-        let timeout = timer.unwrap_or(IDLE_WAIT);
-        let window = timeout.min(self.window);
-        (self.queued_sends + WINDOW_WANT, Some(timeout), Some(window))
+        let window = earned_window(self.window, self.min_wait, self.last_rx, self.batch_from);
+        wait_plan(window, self.queued_sends, timer)
     }
 }
 
@@ -1393,6 +1389,38 @@ fn count_drop(c: &mut Counters, reason: DropReason) {
     }
 }
 
+/// The batching window the next wait uses: `window` once a wake-up has received
+/// `batch_from` datagrams or more (and the kernel has `min_wait_usec`), else none.
+fn earned_window(window: Duration, min_wait: bool, received: usize, batch_from: usize) -> Duration {
+    match min_wait && received >= batch_from {
+        true => window,
+        false => Duration::ZERO,
+    }
+}
+
+/// The wait after a wake-up (see `Multi::wait_plan`): how many completions to ask for,
+/// the longest wait and the minimum (the batching window), given the window the last
+/// wake-up earned (zero: none), the sends queued for this wait and the next timer.
+fn wait_plan(
+    window: Duration,
+    queued_sends: usize,
+    timer: Option<Duration>,
+) -> (usize, Option<Duration>, Option<Duration>) {
+    if window.is_zero() {
+        if queued_sends == 0 {
+            return (1, timer, None);
+        }
+        let timeout = timer.map_or(SEND_REAP, |t| t.min(SEND_REAP));
+        return (queued_sends + 1, Some(timeout), None);
+    }
+    let timeout = timer.unwrap_or(IDLE_WAIT);
+    (
+        queued_sends + WINDOW_WANT,
+        Some(timeout),
+        Some(timeout.min(window)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1414,5 +1442,54 @@ mod tests {
         // No stamp (the kernel gave none) or no bound: never late.
         assert!(!too_late(None, now, bound));
         assert!(!too_late(Some(now - ms(3_000)), now, Duration::ZERO));
+    }
+
+    #[test]
+    fn the_window_is_earned_by_a_batch_and_never_leaves_a_worker_asleep() {
+        let us = Duration::from_micros;
+        let window = BATCH_WINDOW;
+        // Light load: a datagram or two a wake-up earns no window.
+        assert_eq!(earned_window(window, true, 1, BATCH_FROM), Duration::ZERO);
+        assert_eq!(
+            earned_window(window, true, BATCH_FROM - 1, BATCH_FROM),
+            Duration::ZERO
+        );
+        assert_eq!(earned_window(window, true, BATCH_FROM, BATCH_FROM), window);
+        // A kernel without min_wait_usec, or the window set to 0: never.
+        assert_eq!(
+            earned_window(window, false, 500, BATCH_FROM),
+            Duration::ZERO
+        );
+        assert_eq!(
+            earned_window(Duration::ZERO, true, 500, BATCH_FROM),
+            Duration::ZERO
+        );
+
+        // No window, nothing queued: wait for the first event, or the next frame.
+        assert_eq!(wait_plan(Duration::ZERO, 0, None), (1, None, None));
+        assert_eq!(
+            wait_plan(Duration::ZERO, 0, Some(us(700))),
+            (1, Some(us(700)), None)
+        );
+        // No window, 5 sends queued: their completions and one event, reaped within 1 ms.
+        assert_eq!(
+            wait_plan(Duration::ZERO, 5, None),
+            (6, Some(SEND_REAP), None)
+        );
+        assert_eq!(
+            wait_plan(Duration::ZERO, 5, Some(us(300))),
+            (6, Some(us(300)), None)
+        );
+        // A window: gather for it, but always with a timeout, so a minimum that passes
+        // with no event becomes a wait for the first one (an idle worker sleeps)...
+        assert_eq!(
+            wait_plan(window, 5, None),
+            (5 + WINDOW_WANT, Some(IDLE_WAIT), Some(window))
+        );
+        // ...and a frame due sooner than the window cuts it short.
+        assert_eq!(
+            wait_plan(window, 0, Some(us(50))),
+            (WINDOW_WANT, Some(us(50)), Some(us(50)))
+        );
     }
 }
