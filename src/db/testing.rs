@@ -21,7 +21,9 @@ pub const PG_URL_VAR: &str = "SALLYPORT_TEST_DATABASE_URL";
 pub const REQUIRE_VAR: &str = "SALLYPORT_REQUIRE_EXTERNAL";
 
 /// A migrated test database that cleans up after itself (the SQLite file lives in a
-/// temporary directory; the PostgreSQL database is dropped on [`TestDb::cleanup`]).
+/// temporary directory; the PostgreSQL database is dropped on [`TestDb::cleanup`], or
+/// when the `TestDb` is dropped: a test that ends without its cleanup, or panics, leaves
+/// no database behind on the server).
 pub struct TestDb {
     pub db: Db,
     _dir: Option<tempfile::TempDir>,
@@ -101,16 +103,41 @@ impl TestDb {
     }
 
     /// Closes the pool and drops the PostgreSQL database.
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         self.db.close().await;
-        if let Some((admin_url, name)) = self.pg {
-            if let Ok(admin) = Db::connect(&admin_url, 1).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(admin.pool())
-                    .await;
-                admin.close().await;
-            }
+        if let Some((admin_url, name)) = self.pg.take() {
+            drop_database(&admin_url, &name).await;
         }
+    }
+}
+
+impl Drop for TestDb {
+    /// A PostgreSQL database not dropped by [`TestDb::cleanup`] is dropped here, on a
+    /// thread of its own with its own runtime (`drop` cannot await, and the test's
+    /// runtime may be single-threaded or shutting down). `WITH (FORCE)` ends the pool's
+    /// sessions, still open at this point.
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.pg.take() else {
+            return;
+        };
+        let dropper = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_database(&admin_url, &name));
+            }
+        });
+        let _ = dropper.join();
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(admin) = Db::connect(admin_url, 1).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(admin.pool())
+            .await;
+        admin.close().await;
     }
 }
 
