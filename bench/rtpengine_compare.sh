@@ -27,10 +27,10 @@ command -v rtpengine >/dev/null || { echo "rtpengine not installed (rtpengine-da
 # 2,000 calls: 4,000 peer sockets here, 8,000 in rtpengine (RTP + RTCP per side).
 ulimit -n 65536 2>/dev/null || true
 
-run() { # relay calls
+run() { # relay calls pair
     # shellcheck disable=SC2086 # PORTS is a list of arguments
     "$BIN" --relay "$1" --calls "$2" --secs "$SECS" --workers "$WORKERS" $PORTS | tee -a "$OUT.log" |
-        grep '^RESULT' | tee -a "$OUT"
+        grep '^RESULT' | sed "s/\$/ pair=$3/" | tee -a "$OUT"
     sleep 1
 }
 
@@ -39,15 +39,28 @@ for calls in $LOADS; do
     while [ "$pair" -le "$PAIRS" ]; do
         # Alternate which relay goes first, so neither always gets the quieter moment.
         if [ $((pair % 2)) -eq 1 ]; then
-            run sallyport "$calls"; run rtpengine "$calls"
+            run sallyport "$calls" "$pair"; run rtpengine "$calls" "$pair"
         else
-            run rtpengine "$calls"; run sallyport "$calls"
+            run rtpengine "$calls" "$pair"; run sallyport "$calls" "$pair"
         fi
         pair=$((pair + 1))
     done
 done
 
 echo
-echo "relay calls loss% p50us p99us p99.9us cores us/packet load(1/5/15)"
-sed 's/[a-z_0-9]*=//g' "$OUT" | awk '{print $2, $3, $8, $9, $10, $11, $13, $14, $16}'
+echo "relay calls loss% p50us p99us p99.9us cores us/packet load(1/5/15) pair"
+sed 's/[a-z_0-9]*=//g' "$OUT" | awk '{print $2, $3, $8, $9, $10, $11, $13, $14, $16, $17}'
+echo
+# The ratio the targets are read against: sallyport's CPU per delivered packet over
+# rtpengine's in the same pair (a pair with a run that printed no RESULT is incomplete).
+echo "calls pair sallyport/rtpengine (CPU per delivered packet)"
+sed 's/[a-z_0-9]*=//g' "$OUT" | awk '
+    { us[$3 " " $17 " " $2] = $14; pairs[$3 " " $17] = 1 }
+    END {
+        for (k in pairs) {
+            s = us[k " sallyport"]; r = us[k " rtpengine"]
+            if (s != "" && r != "" && r > 0) printf "%s %.2f\n", k, s / r
+            else print k, "incomplete"
+        }
+    }' | sort -n -k1,1 -k2,2
 echo "(all output: $OUT.log)"
