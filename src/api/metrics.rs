@@ -194,6 +194,11 @@ pub fn render_gateway(out: &mut String, g: &super::Gateway) {
             "Times a media worker came back from waiting (an idle engine does not wake).",
             m.wakeups,
         ),
+        (
+            "sallyport_media_receive_buffers_exhausted_total",
+            "Times a media worker's receive found its buffer pool empty and was re-armed (the worker was past its capacity).",
+            m.rx_no_buffers,
+        ),
     ];
     write_family(out, "counter", &media);
     let _ = writeln!(out, "# HELP sallyport_rtp_dropped_total RTP/RTCP datagrams dropped, by reason.\n# TYPE sallyport_rtp_dropped_total counter");

@@ -59,7 +59,7 @@
 //!
 //! The worker loop (multishot, the default on Linux ≥ 6.1): every leg socket (RTP and
 //! RTCP) has one multishot `recvmsg` armed, drawing buffers from the worker's
-//! provided-buffer ring (1,024 × 2 KiB, `IORING_REGISTER_PBUF_RING`), with the socket in
+//! provided-buffer ring (4,096 × 2 KiB, `IORING_REGISTER_PBUF_RING`), with the socket in
 //! the ring's registered-file table; the eventfd has a multishot poll. One
 //! `io_uring_enter` (`SINGLE_ISSUER | DEFER_TASKRUN`) submits the previous batch's
 //! forwards and waits for datagrams, a command, or the earliest prompt/ringback frame due
@@ -80,7 +80,11 @@
 //! is the most a datagram waits in the engine for its batch (`SALLYPORT_MEDIA_BATCH_US`
 //! overrides, 0 turns it off). When the buffer ring runs dry a receive ends with `ENOBUFS`:
 //! the datagram stays queued on its socket and the receive is re-armed once buffers are
-//! recycled (nothing is lost unless the socket's own queue overflows). A closed socket
+//! recycled (nothing is lost unless the socket's own queue overflows), counted in
+//! [`MediaStats::rx_no_buffers`]. A re-arm is a submission and a socket lookup, about a
+//! microsecond, so the pool is sized for a worker past its capacity, whose wait finds
+//! every socket holding datagrams (`SALLYPORT_MEDIA_RX_BUFFERS` overrides). A wake-up
+//! that reaps more than 256 forwards sends each 256 at once rather than all at the end. A closed socket
 //! stays open in the kernel while its receive is armed, so its port pair returns to the
 //! pool only after the receive's final completion (after a cancel). With
 //! `DEFER_TASKRUN` completions appear only inside the worker's own wait, so nothing
@@ -103,8 +107,9 @@
 //! so each RTP socket asks the kernel to stamp every datagram's arrival (`SO_TIMESTAMPNS`,
 //! a control message with the datagram on all three receive paths: in the multishot
 //! buffer after the source address, in the `msghdr` of `recvmsg` and of io_uring's
-//! `RecvMsg`), the worker reads the wall clock once per wake-up (the stamps' clock,
-//! `CLOCK_REALTIME`; `Instant` stays the pacing clock), and a packet the relay would
+//! `RecvMsg`), the worker reads the wall clock once per wake-up and again every 64
+//! completions of a large one (the stamps' clock, `CLOCK_REALTIME`; `Instant` stays the
+//! pacing clock), and a packet the relay would
 //! forward that has waited longer than [`EngineConfig::max_queue`] is dropped before its
 //! send and any tap, counted in [`MediaStats::dropped_late`]. It still passes through the
 //! relay (latching, signs of life, digits). Dropping it saves its send, the larger half of
@@ -314,6 +319,10 @@ pub struct MediaStats {
     pub tap_dropped: u64,
     /// Times a worker came back from waiting: with no calls, none.
     pub wakeups: u64,
+    /// Times a worker's receive found its pool of receive buffers empty (the datagram
+    /// waited on its socket and the receive was re-armed): the worker was past its
+    /// capacity.
+    pub rx_no_buffers: u64,
 }
 
 /// The port pool and the pairs on their way back to it.
@@ -1277,6 +1286,47 @@ mod tests {
         }
         let s = engine.stats();
         assert_eq!((s.calls, s.legs, s.port_pairs_in_use), (0, 0, 0), "{s:?}");
+    }
+
+    /// Issue 15: a worker past its capacity finds, in one wait, every socket holding
+    /// datagrams (up to the short queue's 4 each), and its receives run them all at once.
+    /// The default pool covers that backlog, so no receive finds it empty; each that does
+    /// is ended and must be re-armed (a submission and a socket lookup), which at 2,000
+    /// calls with a pool of 1,024 happened about once per packet. The same backlog runs a
+    /// pool of 1,024 dry. Counted, not timed: the stall outlasts the bound, so the whole
+    /// backlog is late and dropped either way.
+    #[test]
+    fn the_receive_pool_covers_a_worker_s_whole_backlog() {
+        for (ports, buffers) in [(34000, worker::RX_BUFFERS), (35000, 1024)] {
+            let engine = engine_with(ports, ports + 999, buffers, Duration::from_millis(100));
+            let all = bridged(&engine, 200);
+            std::thread::sleep(Duration::from_millis(100));
+            let resume = engine.stall();
+            for seq in 0..4 {
+                send_round(&all, seq);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            drop(resume);
+            let mut before = u64::MAX;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while engine.stats().received != before && Instant::now() < deadline {
+                before = engine.stats().received;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let s = engine.stats();
+            // More than a pool of 1,024 holds (4 per socket where the kernel queues 4).
+            assert!(s.received > 1024, "{buffers}: {s:?}");
+            assert_eq!(s.received, s.dropped_late, "{buffers}: {s:?}");
+            let (multishot, dry) = engine.multishot_stats();
+            assert_eq!(dry, s.rx_no_buffers);
+            if multishot == 0 {
+                continue;
+            }
+            match buffers {
+                worker::RX_BUFFERS => assert_eq!(dry, 0, "the pool covered the backlog: {s:?}"),
+                _ => assert!(dry > 0, "a pool of {buffers} ran dry: {s:?}"),
+            }
+        }
     }
 
     /// Calls fill the first worker up to the packing bound before the next gets any; past

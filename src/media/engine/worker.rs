@@ -36,8 +36,26 @@ pub(super) const RING_BATCH: usize = 64;
 pub(super) const NO_URING_ENV: &str = "SALLYPORT_MEDIA_NO_URING";
 /// Set (to anything) to keep the epoll loop even where multishot receives work.
 pub(super) const NO_MULTISHOT_ENV: &str = "SALLYPORT_MEDIA_NO_MULTISHOT";
-/// Provided buffers per worker for multishot receives (a power of two).
-pub(super) const RX_BUFFERS: u16 = 1024;
+/// Provided buffers per worker for multishot receives (a power of two; 2,176 bytes each,
+/// 8.5 MiB a worker). A wait runs the receives of every socket with data, so past its
+/// capacity a worker's pool must cover what all its sockets hold (up to 4 datagrams each:
+/// the module doc): with 1,024 at 2,000 calls on two workers the pool ran dry in nearly
+/// every wait, and each receive that found it empty ended and was re-armed, about once per
+/// packet and a fifth of the worker's time (bench/README.md, "Receive buffers sized for
+/// overload": 4,096 shed 18–28 % there where 1,024 shed 31–44 %).
+pub(super) const RX_BUFFERS: u16 = 4096;
+/// Overrides [`RX_BUFFERS`] (tuning and benchmarks; a power of two).
+pub(super) const RX_BUFFERS_ENV: &str = "SALLYPORT_MEDIA_RX_BUFFERS";
+/// Completions handled between two readings of the wall clock for the bound on a
+/// packet's wait (`Worker::completions`): a wake-up past capacity reaps thousands, and the
+/// last of them are handled milliseconds after the first, so one reading per wake-up
+/// would let them through late.
+const WALL_EVERY: usize = 64;
+/// Forwards queued in one wake-up that go to the kernel together, before the rest of the
+/// wake-up's completions are handled (`Worker::completions`): the first forwards of a
+/// large batch do not wait for the last to be relayed. Below a few hundred datagrams a
+/// wake-up (every load under capacity) the forwards go with the next wait, as before.
+const FLUSH_EVERY: usize = 256;
 /// Submission queue entries of the multishot ring (sends, re-arms, cancels per loop).
 const MULTI_SQ: u32 = 1024;
 /// Batching window of the multishot loop in µs (overrides [`BATCH_WINDOW`]; 0: off).
@@ -172,7 +190,7 @@ pub(super) struct Counters {
     /// Times the worker's loop came back from waiting (for a datagram, a command or a
     /// timer): an idle engine must not wake.
     pub(super) wakeups: u64,
-    /// Multishot receives that ended for lack of provided buffers (not in `MediaStats`).
+    /// Multishot receives that ended for lack of provided buffers and were re-armed.
     pub(super) rx_no_buffers: u64,
 }
 
@@ -181,9 +199,7 @@ macro_rules! published {
         /// A worker's counters as the API side reads them (stored once per loop).
         #[derive(Debug, Default)]
         pub(super) struct WorkerStats {
-            $($field: AtomicU64,)*
-            /// Internal (tests, tuning): see `Counters::rx_no_buffers`.
-            pub(super) rx_no_buffers: AtomicU64,
+            $(pub(super) $field: AtomicU64,)*
             /// The worker runs the multishot loop.
             pub(super) multishot: std::sync::atomic::AtomicBool,
         }
@@ -191,7 +207,6 @@ macro_rules! published {
         impl WorkerStats {
             fn publish(&self, c: &Counters) {
                 $(self.$field.store(c.$field, Ordering::Relaxed);)*
-                self.rx_no_buffers.store(c.rx_no_buffers, Ordering::Relaxed);
             }
 
             pub(super) fn add_to(&self, s: &mut MediaStats) {
@@ -219,7 +234,8 @@ published!(
     ringback_frames,
     digits,
     tap_dropped,
-    wakeups
+    wakeups,
+    rx_no_buffers
 );
 
 /// Epoll token of a call's socket: slot, side, RTP or RTCP.
@@ -603,7 +619,11 @@ impl Worker {
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(BATCH_WINDOW, Duration::from_micros);
-        match MultiRing::new(MULTI_SQ, self.rx_buffers) {
+        let buffers = std::env::var(RX_BUFFERS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.rx_buffers);
+        match MultiRing::new(MULTI_SQ, buffers) {
             Ok(mut ring) => match ring.arm_poll(self.waker.raw(), Tag::Waker) {
                 Ok(()) => Some(Multi::new(ring, window)),
                 Err(e) => {
@@ -689,7 +709,17 @@ impl Worker {
         };
         let mut woken = false;
         m.last_rx = 0;
+        let mut flushed = m.queued_sends;
         for k in 0..m.cqes.len() {
+            if k % WALL_EVERY == WALL_EVERY - 1 && !max_queue.is_zero() {
+                *wall = wall_clock();
+            }
+            if m.queued_sends >= flushed + FLUSH_EVERY {
+                flushed = m.queued_sends;
+                if let Err(e) = m.ring.submit() {
+                    tracing::error!(error = %e, "media: io_uring submit failed");
+                }
+            }
             let cq = m.cqes[k];
             match cq.tag {
                 Tag::Cancel => {}
