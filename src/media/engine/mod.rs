@@ -1118,6 +1118,25 @@ mod tests {
         );
     }
 
+    /// `rounds` rounds sent while the worker is stalled (longer than a 100 ms bound), then
+    /// the counters once it has read what the socket queues held (`received` stops
+    /// growing).
+    fn backlog_read(engine: &MediaEngine, all: &[Bridged], rounds: u16) -> MediaStats {
+        let resume = engine.stall();
+        for seq in 0..rounds {
+            send_round(all, seq);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(resume);
+        let mut before = u64::MAX;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.stats().received != before && Instant::now() < deadline {
+            before = engine.stats().received;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        engine.stats()
+    }
+
     /// Past the socket's short queue the kernel drops; the engine counts those too
     /// (`dropped_queue_full`, from the count the kernel gives with the next datagram), so
     /// every packet sent is accounted for: relayed, late or dropped at a full queue.
@@ -1126,20 +1145,9 @@ mod tests {
         let engine = engine_with(32700, 32799, worker::RX_BUFFERS, Duration::from_millis(100));
         let all = bridged(&engine, 10);
         std::thread::sleep(Duration::from_millis(100));
-        let resume = engine.stall();
-        for seq in 0..30 {
-            send_round(&all, seq);
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        drop(resume);
-        // The backlog is read (what the queues held: the received count stops growing)
-        // before a fresh round, which a still full queue would drop.
-        let mut before = u64::MAX;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while engine.stats().received != before && Instant::now() < deadline {
-            before = engine.stats().received;
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        // The backlog is read (what the queues held) before a fresh round, which a still
+        // full queue would drop.
+        backlog_read(&engine, &all, 30);
         // The count comes with the next datagram each socket queues; a peer that gets
         // it has had its socket's backlog read before (one queue per socket, in order).
         send_round(&all, 30);
@@ -1301,19 +1309,7 @@ mod tests {
             let engine = engine_with(ports, ports + 999, buffers, Duration::from_millis(100));
             let all = bridged(&engine, 200);
             std::thread::sleep(Duration::from_millis(100));
-            let resume = engine.stall();
-            for seq in 0..4 {
-                send_round(&all, seq);
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            drop(resume);
-            let mut before = u64::MAX;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while engine.stats().received != before && Instant::now() < deadline {
-                before = engine.stats().received;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let s = engine.stats();
+            let s = backlog_read(&engine, &all, 4);
             // More than a pool of 1,024 holds (4 per socket where the kernel queues 4).
             assert!(s.received > 1024, "{buffers}: {s:?}");
             assert_eq!(s.received, s.dropped_late, "{buffers}: {s:?}");
