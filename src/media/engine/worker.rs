@@ -42,7 +42,7 @@ pub(super) const NO_MULTISHOT_ENV: &str = "SALLYPORT_MEDIA_NO_MULTISHOT";
 /// the module doc): with 1,024 at 2,000 calls on two workers the pool ran dry in nearly
 /// every wait, and each receive that found it empty ended and was re-armed, about once per
 /// packet and a fifth of the worker's time (bench/README.md, "Receive buffers sized for
-/// overload": 4,096 shed 18–28 % there where 1,024 shed 31–44 %).
+/// overload": with 4,096 the engine shed 18–28 % there, with 1,024 it had shed 31–44 %).
 pub(super) const RX_BUFFERS: u16 = 4096;
 /// Overrides [`RX_BUFFERS`] (tuning and benchmarks; a power of two).
 pub(super) const RX_BUFFERS_ENV: &str = "SALLYPORT_MEDIA_RX_BUFFERS";
