@@ -20,9 +20,17 @@
 //! same way for either relay: the scheduler's on-CPU nanoseconds of all the relay
 //! process's threads (`/proc/<pid>/task/*/schedstat`).
 //!
+//! With `--far-stamps 1` the peers also ask the kernel to stamp each packet's arrival
+//! (`SO_TIMESTAMPNS`; on loopback the stamp is taken while the relay's send delivers the
+//! packet), and the report adds the latency to that moment, `FAR` (`far_p50_us` …): the
+//! relay's share without the receiver thread's own wait for a core, which the first
+//! figure includes. Off by default: stamping turns on a clock read for every packet the
+//! host receives.
+//!
 //! `cargo run --release --example rtp_load -- [--calls 1000] [--secs 10] [--workers 2]
 //! [--record DIR] [--relay sallyport|rtpengine] [--port-min 20000]
-//! [--rtpengine-port-min 30000] [--rtpengine-port-max 39999]` (see `bench/README.md`).
+//! [--rtpengine-port-min 30000] [--rtpengine-port-max 39999] [--far-stamps 1]` (see
+//! `bench/README.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a load tool: a bad set-up aborts the run
 
 use sallyport::media::engine::{EngineConfig, MediaEngine};
@@ -285,6 +293,7 @@ fn blaster() {
         }
     };
 
+    let far_stamps = arg("--far-stamps", 0) != 0;
     // Peers: [a0, b0, a1, b1, ...]; targets: the relay's address for each.
     let mut peers = Vec::with_capacity(2 * calls);
     let mut targets = Vec::with_capacity(2 * calls);
@@ -302,6 +311,22 @@ fn blaster() {
         b.connect(gb).unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
+        if far_stamps {
+            for s in [&a, &b] {
+                let on: libc::c_int = 1;
+                // SAFETY: a live socket and a c_int option value of the size given.
+                let r = unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_TIMESTAMPNS,
+                        (&on as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(r, 0, "SO_TIMESTAMPNS");
+            }
+        }
         peers.push(a);
         peers.push(b);
     }
@@ -315,7 +340,7 @@ fn blaster() {
 
     let receiver = {
         let (peers, stop) = (Arc::clone(&peers), Arc::clone(&stop));
-        std::thread::spawn(move || receive(&peers, t0, warmup, warmup + measure, &stop))
+        std::thread::spawn(move || receive(&peers, t0, warmup, warmup + measure, &stop, far_stamps))
     };
     let sender = {
         let (peers, sent, stop) = (Arc::clone(&peers), Arc::clone(&sent), Arc::clone(&stop));
@@ -339,7 +364,7 @@ fn blaster() {
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (received, hist) = receiver.join().unwrap();
+    let (received, hist, far) = receiver.join().unwrap();
     let stats = relay.ask("stats");
     let recorded = relay.ask("finish");
     relay.stop(calls);
@@ -403,6 +428,15 @@ fn blaster() {
         cpu * 1e6 / delivered.max(1) as f64,
         own / wall,
     );
+    if far_stamps {
+        println!(
+            "FAR relay={which} calls={calls} far_p50_us={} far_p99_us={} far_p999_us={} far_max_us={}",
+            far.quantile(0.5),
+            far.quantile(0.99),
+            far.quantile(0.999),
+            far.quantile(1.0)
+        );
+    }
     if record.is_some() {
         let n: Vec<u64> = recorded
             .split_whitespace()
@@ -652,7 +686,8 @@ fn receive(
     from: Duration,
     to: Duration,
     stop: &AtomicBool,
-) -> (u64, Histogram) {
+    far_stamps: bool,
+) -> (u64, Histogram, Histogram) {
     const BATCH: usize = 256;
     // SAFETY: plain epoll calls on fds that outlive this function.
     let ep = unsafe { libc::epoll_create1(0) };
@@ -665,6 +700,29 @@ fn receive(
     }
     let mut ring = io_uring::IoUring::new(BATCH as u32).expect("io_uring");
     let mut bufs = vec![[0u8; 2048]; BATCH];
+    // With far stamps: one msghdr per slot, its data in `bufs`, its control message (the
+    // kernel's arrival stamp) in `controls`; the vectors never grow, so the pointers hold.
+    let mut controls = vec![[0u64; 8]; BATCH];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: 2048,
+        })
+        .collect();
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msgs: Vec<libc::msghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (k, m) in msgs.iter_mut().enumerate() {
+        m.msg_iov = &mut iovs[k];
+        m.msg_iovlen = 1;
+        m.msg_control = controls[k].as_mut_ptr().cast();
+    }
+    // The stamps are CLOCK_REALTIME; the send times are since `t0` (monotonic).
+    let wall_t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .saturating_sub(t0.elapsed());
+    let mut far = Histogram::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
     let mut hist = Histogram::new();
     let mut received = 0u64;
@@ -691,11 +749,18 @@ fn receive(
         let n = n as usize;
         for (k, ev) in events[..n].iter().enumerate() {
             let fd = peers[ev.u64 as usize].as_raw_fd();
-            let op =
+            let op = if far_stamps {
+                msgs[k].msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
+                io_uring::opcode::RecvMsg::new(io_uring::types::Fd(fd), &mut msgs[k])
+                    .flags(libc::MSG_DONTWAIT as u32)
+                    .build()
+                    .user_data(k as u64)
+            } else {
                 io_uring::opcode::Recv::new(io_uring::types::Fd(fd), bufs[k].as_mut_ptr(), 2048)
                     .flags(libc::MSG_DONTWAIT)
                     .build()
-                    .user_data(k as u64);
+                    .user_data(k as u64)
+            };
             // SAFETY: `bufs` outlives the submission; all completions are reaped below.
             unsafe {
                 ring.submission()
@@ -714,15 +779,36 @@ fn receive(
                     continue;
                 }
                 received += 1;
-                let buf = &bufs[cqe.user_data() as usize];
+                let k = cqe.user_data() as usize;
+                let buf = &bufs[k];
                 let ns = u64::from_be_bytes(buf[12..20].try_into().unwrap());
                 let sent_at = Duration::from_nanos(ns);
                 if sent_at >= from && sent_at < to {
                     hist.add(now.saturating_sub(sent_at));
+                    if let Some(at) = far_stamps.then(|| arrival(&msgs[k])).flatten() {
+                        far.add(at.saturating_sub(wall_t0).saturating_sub(sent_at));
+                    }
                 }
             }
         }
     }
     unsafe { libc::close(ep) };
-    (received, hist)
+    (received, hist, far)
+}
+
+/// The kernel's arrival stamp (`SCM_TIMESTAMPNS`, CLOCK_REALTIME) in a received msghdr.
+fn arrival(m: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into the
+    // msghdr's control buffer; the CMSG macros walk only within it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    None
 }
