@@ -524,10 +524,7 @@ impl MediaEngine {
                 cfg,
                 workers,
                 shared,
-                pack: std::env::var(PACK_ENV)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(PACK_CALLS),
+                pack: tuning(PACK_ENV).unwrap_or(PACK_CALLS),
                 next_call: AtomicU64::new(1),
                 threads: Mutex::new(threads),
             }),
@@ -819,10 +816,7 @@ fn bind_pair(
         sys::enable_arrival_stamps(fd)
             .and_then(|()| sys::enable_drop_counts(fd))
             .map_err(|source| MediaError::Bind { port, source })?;
-        let bytes = std::env::var(RCVBUF_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(RTP_RCVBUF);
+        let bytes = tuning(RCVBUF_ENV).unwrap_or(RTP_RCVBUF);
         sys::set_receive_buffer(fd, bytes).map_err(|source| MediaError::Bind { port, source })?;
     }
     Ok((rtp, bind(pair.rtcp())?))
@@ -845,6 +839,12 @@ fn place(workers: &[WorkerHandle], pack: usize) -> usize {
         fewest = fewest.min((open, i));
     }
     fewest.1
+}
+
+/// A tuning override from the environment (benchmarks), if set and parseable; an unset
+/// or malformed value leaves the built-in default.
+pub(super) fn tuning<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// Sends unbounded events to a call task from a worker thread.

@@ -360,10 +360,7 @@ impl Multi {
             last_rx: 0,
             window,
             min_wait,
-            batch_from: std::env::var(BATCH_FROM_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(BATCH_FROM),
+            batch_from: super::tuning(BATCH_FROM_ENV).unwrap_or(BATCH_FROM),
         }
     }
 
@@ -615,14 +612,8 @@ impl Worker {
         {
             return None;
         }
-        let window = std::env::var(BATCH_US_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(BATCH_WINDOW, Duration::from_micros);
-        let buffers = std::env::var(RX_BUFFERS_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(self.rx_buffers);
+        let window = super::tuning(BATCH_US_ENV).map_or(BATCH_WINDOW, Duration::from_micros);
+        let buffers = super::tuning(RX_BUFFERS_ENV).unwrap_or(self.rx_buffers);
         match MultiRing::new(MULTI_SQ, buffers) {
             Ok(mut ring) => match ring.arm_poll(self.waker.raw(), Tag::Waker) {
                 Ok(()) => Some(Multi::new(ring, window)),
