@@ -644,3 +644,108 @@ fn handles_cross_threads() {
     send::<CallMedia>();
     send::<MediaError>();
 }
+
+/// The sockets on 127.0.0.1:`port`, as the kernel lists them: each one's peer, `None`
+/// for an unconnected one; sorted.
+fn sockets_on(port: u16) -> Vec<Option<SocketAddr>> {
+    let addr = |hex: &str| -> SocketAddr {
+        let (ip, port) = hex.split_once(':').unwrap();
+        let ip = u32::from_str_radix(ip, 16).unwrap();
+        let port = u16::from_str_radix(port, 16).unwrap();
+        // The address is printed as the bytes in memory, read as a native integer.
+        SocketAddr::from((std::net::Ipv4Addr::from(u32::from_be(ip)), port))
+    };
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let mut on: Vec<Option<SocketAddr>> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace().skip(1);
+            let (local, remote) = (addr(cols.next()?), addr(cols.next()?));
+            (local == SocketAddr::from(([127, 0, 0, 1], port)))
+                .then_some((remote.port() != 0).then_some(remote))
+        })
+        .collect();
+    on.sort();
+    on
+}
+
+/// Whether a socket of this process that asks to share ports (`SO_REUSEPORT`) may bind
+/// `at`.
+fn may_share(at: SocketAddr) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain system calls on a socket this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0);
+        let SocketAddr::V4(v4) = at else {
+            panic!("IPv4 here")
+        };
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+#[test]
+fn a_leg_s_peer_gets_a_connected_socket_that_follows_it_and_strangers_are_still_counted() {
+    let engine = engine(48400, 48499);
+    let mut c = call(&engine, CodecName::Pcmu, CodecName::Pcmu);
+    c.media.bridge(true);
+    settle();
+    assert_eq!(stream(&c.a, c.gw_a, &c.b, 3, 0x1111).len(), 3);
+    assert_eq!(stream(&c.b, c.gw_b, &c.a, 3, 0x2222).len(), 3);
+    // Each RTP port: the leg's socket, which hears everyone, and one connected to the peer.
+    let (a, b) = (c.a.local_addr().unwrap(), c.b.local_addr().unwrap());
+    assert_eq!(sockets_on(c.gw_a.port()), vec![None, Some(a)]);
+    assert_eq!(sockets_on(c.gw_b.port()), vec![None, Some(b)]);
+    // The port was shared only for that: nobody can join it now.
+    assert!(!may_share(c.gw_a), "the RTP port still takes other sockets");
+    // A stranger still reaches the leg's own socket, and is dropped and counted there.
+    let intruder = peer();
+    assert!(stream(&intruder, c.gw_a, &c.b, 2, 0x6666).is_empty());
+    let s = wait_stats(&engine, |s| s.dropped_wrong_source >= 2);
+    assert_eq!((s.dropped_wrong_source, s.relayed), (2, 6), "{s:?}");
+
+    // A re-INVITE moves the handset: the connected socket follows it.
+    let moved = peer();
+    c.media
+        .set_leg(Side::A, media(&moved, CodecName::Pcmu), LatchPolicy::Exact);
+    settle();
+    let moved_at = moved.local_addr().unwrap();
+    assert_eq!(sockets_on(c.gw_a.port()), vec![None, Some(moved_at)]);
+    assert_eq!(stream(&moved, c.gw_a, &c.b, 3, 0x3333).len(), 3);
+    assert_eq!(stream(&c.b, c.gw_b, &moved, 3, 0x2222).len(), 3);
+    // The old address is a stranger now.
+    assert!(stream(&c.a, c.gw_a, &c.b, 2, 0x1111).is_empty());
+    let s = wait_stats(&engine, |s| s.dropped_wrong_source >= 4);
+    assert_eq!((s.dropped_wrong_source, s.relayed), (4, 12), "{s:?}");
+
+    // The call's end closes both sockets of each port.
+    drop(c.media);
+    let end = Instant::now() + Duration::from_secs(2);
+    while !(sockets_on(c.gw_a.port()).is_empty() && sockets_on(c.gw_b.port()).is_empty()) {
+        assert!(Instant::now() < end, "sockets left open after the call");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

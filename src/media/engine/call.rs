@@ -2,7 +2,7 @@
 //! gateway itself plays to each side (prompt queue, ringback), paced at the leg's ptime.
 
 use std::collections::VecDeque;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,8 +46,14 @@ pub(crate) struct LegSockets {
     pub(super) rtp: UdpSocket,
     pub(super) rtcp: UdpSocket,
     pub(super) pair: PortPair,
-    /// The worker's multishot receivers of `rtp` and `rtcp` (`None` with epoll).
-    pub(super) rx: [Option<usize>; 2],
+    /// The worker's multishot receivers of `rtp`, `rtcp` and `twin` (`None` with epoll).
+    pub(super) rx: [Option<usize>; 3],
+    /// A second RTP socket on the same port, connected to the peer, and the peer
+    /// (multishot only; see `sys::connected_twin`): the peer's datagrams arrive on it and
+    /// the leg's forwards leave from it without a destination, so the kernel neither
+    /// looks up a route nor copies an address per packet. Everyone else's datagrams
+    /// still arrive on `rtp`, to be dropped and counted as before.
+    pub(super) twin: Option<(UdpSocket, SocketAddr)>,
     /// The RTP socket's drop count as the kernel last reported it (epoll paths).
     pub(super) kernel_drops: u32,
 }

@@ -151,6 +151,17 @@
 //! receiving peer (~10 % of engine time in the profile). Below that, only a shared socket
 //! per worker demultiplexed by source would help, which gives up the per-leg port.
 //!
+//! Connected twins (multishot only): once a leg has sockets and a peer, its RTP port gets
+//! a second socket, connected to the peer (`LegSockets::twin`, `sys::connected_twin`).
+//! The kernel hands a datagram to the socket that matches it best, so the peer's arrive
+//! on the twin and everyone else's still on the leg's own socket, where the latch check
+//! drops and counts them as before. Forwards to the peer leave from the twin without a
+//! destination: no route lookup and no address copy per packet, about a tenth of a
+//! relayed packet's CPU at 1,000 calls (`bench/README.md`, "Connected twins"). The port
+//! is shared (`SO_REUSEPORT`) only while the twin binds; then neither socket lets
+//! another join it. A re-INVITE that moves the peer re-points the twin (`connect` again).
+//! A leg whose twin cannot be made sends unconnected, as the epoll paths do.
+//!
 mod activity;
 mod call;
 mod sys;
@@ -687,7 +698,8 @@ impl CallMedia {
                 rtp,
                 rtcp,
                 pair,
-                rx: [None, None],
+                rx: [None, None, None],
+                twin: None,
                 kernel_drops: 0,
             },
         };
@@ -809,17 +821,24 @@ fn bind_pair(
         Ok::<_, MediaError>(s)
     };
     let rtp = bind(pair.rtp())?;
-    if !max_queue.is_zero() {
-        use std::os::fd::AsRawFd;
-        let fd = rtp.as_raw_fd();
-        let port = pair.rtp();
-        sys::enable_arrival_stamps(fd)
-            .and_then(|()| sys::enable_drop_counts(fd))
-            .map_err(|source| MediaError::Bind { port, source })?;
-        let bytes = tuning(RCVBUF_ENV).unwrap_or(RTP_RCVBUF);
-        sys::set_receive_buffer(fd, bytes).map_err(|source| MediaError::Bind { port, source })?;
-    }
+    use std::os::fd::AsRawFd;
+    rtp_options(rtp.as_raw_fd(), max_queue).map_err(|source| MediaError::Bind {
+        port: pair.rtp(),
+        source,
+    })?;
     Ok((rtp, bind(pair.rtcp())?))
+}
+
+/// What an RTP socket needs when packets have a bound on their wait (`max_queue`, not
+/// zero): arrival stamps, drop counts and the short receive queue ([`RTP_RCVBUF`]).
+/// Nothing without a bound.
+pub(super) fn rtp_options(fd: std::os::fd::RawFd, max_queue: Duration) -> io::Result<()> {
+    if max_queue.is_zero() {
+        return Ok(());
+    }
+    sys::enable_arrival_stamps(fd)?;
+    sys::enable_drop_counts(fd)?;
+    sys::set_receive_buffer(fd, tuning(RCVBUF_ENV).unwrap_or(RTP_RCVBUF))
 }
 
 /// The worker a new call goes to: the first one holding fewer than `pack` calls, so that

@@ -55,6 +55,58 @@ pub(super) fn enable_drop_counts(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
 }
 
+/// A second UDP socket on `primary`'s address, connected to `peer`, with the same
+/// options (`options`, called with its descriptor).
+///
+/// The kernel gives a datagram to the socket that matches it best, and a connected socket
+/// that matches source and destination beats an unconnected one on the same port. So the
+/// peer's datagrams arrive on the twin and everyone else's still on `primary`. A connected
+/// socket sends without a destination: the kernel keeps the route and copies no address,
+/// which is about a tenth of a relayed packet's cost (`bench/README.md`).
+///
+/// Two sockets may only share a port if both ask (`SO_REUSEPORT`, same user). Both ask
+/// just for the twin's `bind`; then both stop asking, so no other socket can join the port
+/// afterwards. `primary` stops asking even when this fails.
+pub(super) fn connected_twin(
+    primary: &std::net::UdpSocket,
+    peer: SocketAddr,
+    options: impl FnOnce(RawFd) -> io::Result<()>,
+) -> io::Result<std::net::UdpSocket> {
+    let local = primary.local_addr()?;
+    let pfd = primary.as_raw_fd();
+    set_int_opt(pfd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    let twin = (|| {
+        let domain = if local.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let kind = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: plain system call; the descriptor is checked and then owned.
+        let fd = check(unsafe { libc::socket(domain, kind, 0) })?;
+        // SAFETY: `fd` is a new socket nobody else owns.
+        let twin = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
+        let len = to_storage(local, &mut addr);
+        // SAFETY: `addr` holds a socket address of `len` bytes.
+        check(unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
+                len,
+            )
+        })?;
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 0)?;
+        options(fd)?;
+        twin.connect(peer)?;
+        Ok(twin)
+    })();
+    set_int_opt(pfd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 0)?;
+    twin
+}
+
 /// What the kernel said about a received datagram besides its bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Stamps {
@@ -921,20 +973,18 @@ impl MultiRing {
         Some((from, stamps, &mut buf[PAYLOAD_AT..PAYLOAD_AT + len]))
     }
 
-    /// Queues a send of `len` bytes of buffer `bid`'s payload from `from` to `to`; the
-    /// buffer comes back in the send's completion (`Tag::Send(bid)`).
+    /// Queues a send of `len` bytes of buffer `bid`'s payload from `from` to `to` (`None`:
+    /// to the peer `from` is connected to); the buffer comes back in the send's completion
+    /// (`Tag::Send(bid)`).
     pub(super) fn send(
         &mut self,
         from: Sock,
         bid: u16,
         len: usize,
-        to: SocketAddr,
+        to: Option<SocketAddr>,
     ) -> io::Result<()> {
         let bid = bid % self.entries;
         let i = usize::from(bid);
-        let addr_len = to_storage(to, &mut self.send_addrs[i]);
-        let addr: *const libc::sockaddr =
-            (&self.send_addrs[i] as *const libc::sockaddr_storage).cast();
         // SAFETY: the payload area starts `PAYLOAD_AT` bytes into the buffer and is
         // `MAX_DATAGRAM` long.
         let payload = unsafe { self.buf_ptr(bid).add(PAYLOAD_AT) };
@@ -943,9 +993,16 @@ impl MultiRing {
             Some(k) => io_uring::opcode::Send::new(io_uring::types::Fixed(k), payload, len),
             None => io_uring::opcode::Send::new(io_uring::types::Fd(from.fd), payload, len),
         };
+        let sqe = match to {
+            Some(to) => {
+                let addr_len = to_storage(to, &mut self.send_addrs[i]);
+                let addr: *const libc::sockaddr =
+                    (&self.send_addrs[i] as *const libc::sockaddr_storage).cast();
+                sqe.dest_addr(addr).dest_addr_len(addr_len)
+            }
+            None => sqe,
+        };
         let sqe = sqe
-            .dest_addr(addr)
-            .dest_addr_len(addr_len)
             .flags(libc::MSG_DONTWAIT)
             .build()
             .user_data(Tag::Send(bid).user_data());

@@ -407,7 +407,7 @@ impl Multi {
 
     /// Stops receiving on a leg's sockets (closed by the caller right after); returns the
     /// pair if it can be released now, else it is released when the requests have ended.
-    fn unwatch(&mut self, rx: [Option<usize>; 2], pair: PortPair) -> Option<PortPair> {
+    fn unwatch(&mut self, rx: [Option<usize>; 3], pair: PortPair) -> Option<PortPair> {
         let mut pending = 0;
         for i in rx.into_iter().flatten() {
             let Some(r) = self.rx.get_mut(i) else {
@@ -752,17 +752,31 @@ impl Worker {
                             };
                             let (len, to) = relay_one(call, c, rx, buf, now)?;
                             let far = call.sockets[index(r.side.other())].as_ref();
-                            let sock = far.map(|s| match s.rx[0].and_then(|k| m.rx.get(k)) {
-                                Some(rx) => rx.sock,
-                                None => Sock {
-                                    fd: s.rtp.as_raw_fd(),
-                                    fixed: None,
-                                },
+                            let sock = far.map(|s| {
+                                // From the twin connected to `to`, if there is one.
+                                let twin = s.twin.as_ref().filter(|(_, peer)| *peer == to);
+                                let live = |k: Option<usize>| {
+                                    k.and_then(|k| m.rx.get(k))
+                                        .filter(|r| r.state == RxState::Live)
+                                        .map(|r| r.sock)
+                                };
+                                match (twin.and_then(|_| live(s.rx[2])), live(s.rx[0])) {
+                                    (Some(t), _) => (t, None),
+                                    (None, Some(p)) => (p, Some(to)),
+                                    (None, None) => (
+                                        Sock {
+                                            fd: s.rtp.as_raw_fd(),
+                                            fixed: None,
+                                        },
+                                        Some(to),
+                                    ),
+                                }
                             });
                             if sock.is_none() {
                                 c.dropped_send += 1;
                             }
-                            Some((sock?, len, to))
+                            let (sock, to) = sock?;
+                            Some((sock, len, to))
                         });
                         match fwd {
                             Some((sock, len, to)) => match m.ring.send(sock, bid, len, to) {
@@ -991,7 +1005,10 @@ impl Worker {
                 seq,
                 ts,
                 ..
-            } => call.set_leg(side, call::leg_config(media, latch, ssrc, seq, ts), now),
+            } => {
+                call.set_leg(side, call::leg_config(media, latch, ssrc, seq, ts), now);
+                self.connect_twin(slot, side);
+            }
             Command::Play { side, prompt, .. } => call.play(side, prompt, now),
             Command::Stop { side, .. } => call.stop(side),
             Command::Ringback { on, .. } => call.set_ringback(on, now),
@@ -1038,6 +1055,7 @@ impl Worker {
                 sockets.rx = [
                     m.watch(rtp, slot, side, false),
                     m.watch(rtcp, slot, side, true),
+                    None,
                 ];
             }
             None => {
@@ -1055,11 +1073,51 @@ impl Worker {
         } else {
             self.counters.legs += 1;
         }
+        self.connect_twin(slot, side);
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         call.kick(side, now);
         self.pump(slot, side, now);
+    }
+
+    /// Gives a leg with sockets and a peer a second RTP socket connected to the peer
+    /// (`LegSockets::twin`), or points it at a new peer (a re-INVITE). Multishot only; a
+    /// leg without one (failure, or the epoll path) sends unconnected, as before.
+    fn connect_twin(&mut self, slot: usize, side: Side) {
+        let Some(m) = self.multi.as_mut() else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let peer = call.relay.leg(side).map(|l| l.media().remote);
+        let Some(peer) = peer.filter(|p| !p.ip().is_unspecified() && p.port() != 0) else {
+            return;
+        };
+        let Some(s) = call.sockets[index(side)].as_mut() else {
+            return;
+        };
+        let max_queue = self.max_queue;
+        match s.twin.as_mut() {
+            Some((_, at)) if *at == peer => {}
+            Some((twin, at)) => match twin.connect(peer) {
+                Ok(()) => *at = peer,
+                Err(e) => {
+                    tracing::debug!(error = %e, "media: cannot point a leg's connected socket at its new peer")
+                }
+            },
+            None => match sys::connected_twin(&s.rtp, peer, |fd| super::rtp_options(fd, max_queue))
+            {
+                Ok(twin) => {
+                    s.rx[2] = m.watch(twin.as_raw_fd(), slot, side, false);
+                    s.twin = Some((twin, peer));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "media: no connected socket for a leg; it sends unconnected")
+                }
+            },
+        }
     }
 
     fn close(&mut self, id: u64) {
