@@ -1109,10 +1109,16 @@ impl Worker {
             },
             None => match sys::connected_twin(&s.rtp, peer, |fd| super::rtp_options(fd, max_queue))
             {
-                Ok(twin) => {
-                    s.rx[2] = m.watch(twin.as_raw_fd(), slot, side, false);
-                    s.twin = Some((twin, peer));
-                }
+                Ok(twin) => match m.watch(twin.as_raw_fd(), slot, side, false) {
+                    Some(i) if m.rx.get(i).is_some_and(|r| r.armed) => {
+                        s.rx[2] = Some(i);
+                        s.twin = Some((twin, peer));
+                    }
+                    // Unread, the twin would swallow the peer's packets: close it.
+                    not_armed => {
+                        let _ = m.unwatch([not_armed, None, None], s.pair);
+                    }
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, "media: no connected socket for a leg; it sends unconnected")
                 }
