@@ -760,16 +760,13 @@ impl Worker {
                                         .filter(|r| r.state == RxState::Live)
                                         .map(|r| r.sock)
                                 };
-                                match (twin.and_then(|_| live(s.rx[2])), live(s.rx[0])) {
-                                    (Some(t), _) => (t, None),
-                                    (None, Some(p)) => (p, Some(to)),
-                                    (None, None) => (
-                                        Sock {
-                                            fd: s.rtp.as_raw_fd(),
-                                            fixed: None,
-                                        },
-                                        Some(to),
-                                    ),
+                                let unregistered = Sock {
+                                    fd: s.rtp.as_raw_fd(),
+                                    fixed: None,
+                                };
+                                match twin.and_then(|_| live(s.rx[2])) {
+                                    Some(t) => (t, None),
+                                    None => (live(s.rx[0]).unwrap_or(unregistered), Some(to)),
                                 }
                             });
                             if sock.is_none() {
